@@ -1,0 +1,57 @@
+//! `runway lint [FILE]`: every diagnostic as `FILE:LINE:COL: level: key.path: message`.
+//! Exit 0 with warnings only, 1 with errors.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{CmdError, Style};
+use crate::config::{self, diag::Level};
+use crate::exit;
+
+/// Lints one file and writes its diagnostics to `out`. Returns the exit code.
+pub fn run(file: &Path, out: &mut dyn Write, style: Style) -> Result<i32, CmdError> {
+    let text = std::fs::read(file)
+        .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let text = String::from_utf8_lossy(&text);
+    let loaded = config::load(&text);
+    let name = file.display().to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut errors, mut warnings) = (0, 0);
+    for d in &loaded.diagnostics {
+        match d.level {
+            Level::Error => errors += 1,
+            Level::Warning => warnings += 1,
+            Level::Info => {}
+        }
+        let line = d.render(&name);
+        let colour = match d.level {
+            Level::Error => "1;31",
+            Level::Warning => "1;33",
+            Level::Info => "36",
+        };
+        let level = d.level.to_string();
+        let line = line.replacen(
+            &format!(": {level}: "),
+            &format!(": {}: ", style.paint(colour, &level)),
+            1,
+        );
+        writeln!(out, "{line}")?;
+        // On a terminal, show the offending line with a caret, as compilers do.
+        if style.is_terminal()
+            && let Some(src) = lines.get(d.pos.line.wrapping_sub(1))
+        {
+            writeln!(out, "  {src}")?;
+            writeln!(out, "  {}^", " ".repeat(d.pos.col.saturating_sub(1)))?;
+        }
+    }
+    let verdict = if errors > 0 { "invalid" } else { "valid" };
+    writeln!(
+        out,
+        "{name}: {verdict}: {errors} error(s), {warnings} warning(s)"
+    )?;
+    Ok(if errors > 0 {
+        exit::FAILED
+    } else {
+        exit::PASSED
+    })
+}

@@ -1,0 +1,175 @@
+//! The commands behind the command line. Each takes plain arguments, writes what a
+//! person (or, with `--json`, a program) reads, and returns the documented exit code.
+
+pub mod lint;
+pub mod plan;
+
+use std::io::IsTerminal;
+
+/// A failure that stops a command before it can do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    /// Bad arguments or an unusable path: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading git failed.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// Writing output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl CmdError {
+    /// The exit code for this failure.
+    pub fn code(&self) -> i32 {
+        match self {
+            CmdError::Usage(_) | CmdError::Source(_) => crate::exit::USAGE,
+            CmdError::Io(_) => crate::exit::ERRORED,
+        }
+    }
+}
+
+/// ANSI styling that is on only when writing to a terminal.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    on: bool,
+}
+
+impl Style {
+    /// Styling for stdout: on if stdout is a terminal and `NO_COLOR` is unset.
+    pub fn stdout() -> Style {
+        Style {
+            on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    /// No styling.
+    pub fn plain() -> Style {
+        Style { on: false }
+    }
+
+    /// True when writing to a terminal.
+    pub fn is_terminal(&self) -> bool {
+        self.on
+    }
+
+    /// Wraps `text` in an SGR code when styling is on.
+    pub fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+use std::path::{Path, PathBuf};
+
+use crate::event::{BuildEvent, EventType, Person};
+use crate::source::Repo;
+
+/// What the user pointed a command at, and the event it implies.
+pub struct Target {
+    /// The `.travis.yml` text.
+    pub config_text: String,
+    /// Where that text came from, for diagnostics (`.travis.yml` or a path).
+    pub config_name: String,
+    /// The event: branch or tag, message, people.
+    pub event: BuildEvent,
+    /// The directory whose files a rehearsal builds, when building from disk.
+    pub dir: PathBuf,
+}
+
+/// Options that pick the ref and event of a rehearsal.
+#[derive(Clone, Debug, Default)]
+pub struct RefArgs {
+    /// `--branch`
+    pub branch: Option<String>,
+    /// `--tag`
+    pub tag: Option<String>,
+    /// `--event`
+    pub event: EventType,
+    /// `--commit-message`
+    pub commit_message: Option<String>,
+    /// `--commit`: read the config at this commit instead of from disk.
+    pub commit: Option<String>,
+}
+
+/// Resolves PATH (a work tree, a bare repository or a plain directory) into a target.
+pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
+    if !path.is_dir() {
+        return Err(CmdError::Usage(format!(
+            "{} is not a directory (expected a git work tree, a bare repository or a plain directory)",
+            path.display()
+        )));
+    }
+    let repo = Repo::open(path);
+    let mut event = BuildEvent {
+        event: args.event,
+        default_branch: "master".into(),
+        ..BuildEvent::default()
+    };
+    let (config_text, config_name);
+    match &repo {
+        Some(r) if r.is_bare() || args.commit.is_some() => {
+            let rev = args.commit.as_deref().unwrap_or("HEAD");
+            let info = r.commit(rev)?;
+            config_text = r.read_file(&info.sha, ".travis.yml")?;
+            config_name = ".travis.yml".to_string();
+            fill_commit(&mut event, &info);
+        }
+        _ => {
+            let file = path.join(".travis.yml");
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
+            config_text = String::from_utf8_lossy(&bytes).into_owned();
+            config_name = ".travis.yml".to_string();
+            if let Some(r) = &repo
+                && let Ok(info) = r.commit("HEAD")
+            {
+                fill_commit(&mut event, &info);
+            }
+        }
+    }
+    event.repo = match &repo {
+        Some(r) => r.slug(),
+        None => crate::source::local_slug(path),
+    };
+    event.tag = args.tag.clone();
+    event.branch = match (&args.branch, &args.tag) {
+        (Some(b), _) => Some(b.clone()),
+        (None, Some(_)) => None,
+        (None, None) => repo.as_ref().and_then(Repo::current_branch),
+    };
+    if event.branch.is_none() && event.tag.is_none() {
+        return Err(CmdError::Usage(if repo.is_some() {
+            "HEAD is detached: give --branch B or --tag T".to_string()
+        } else {
+            format!(
+                "{} is not a git repository: give --branch B or --tag T",
+                path.display()
+            )
+        }));
+    }
+    if let Some(m) = &args.commit_message {
+        event.commit_message = m.clone();
+    }
+    if event.event == EventType::PullRequest {
+        event.pull_request = Some(1);
+    }
+    Ok(Target {
+        config_text,
+        config_name,
+        event,
+        dir: path.to_path_buf(),
+    })
+}
+
+fn fill_commit(event: &mut BuildEvent, info: &crate::source::CommitInfo) {
+    event.commit = info.sha.clone();
+    event.commit_message = info.message.clone();
+    let person = |p: &Person| Some(p.clone()).filter(|p| !p.email.is_empty());
+    event.author = person(&info.author);
+    event.committer = person(&info.committer);
+}

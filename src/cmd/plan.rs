@@ -1,0 +1,121 @@
+//! `runway plan`: does the build run, which jobs, which deploys fire, who gets mail.
+//! Human output by default; `--json` in the shape design.md promises.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::{CmdError, RefArgs, Style, resolve_target};
+use crate::config::{self, diag::Level};
+use crate::exit;
+use crate::plan::{self, Plan, Settings};
+
+/// Plans the build of PATH and writes it. Diagnostics go to `err`.
+pub fn run(
+    path: &Path,
+    refs: &RefArgs,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    style: Style,
+) -> Result<i32, CmdError> {
+    let target = resolve_target(path, refs)?;
+    let loaded = config::load(&target.config_text);
+    for d in &loaded.diagnostics {
+        if d.level >= Level::Warning {
+            writeln!(err, "{}", d.render(&target.config_name))?;
+        }
+    }
+    if loaded.diagnostics.iter().any(|d| d.code == "syntax") {
+        return Ok(exit::USAGE);
+    }
+    let settings = Settings {
+        build_number: 1,
+        ..Settings::default()
+    };
+    let plan = plan::plan(&loaded.config, &target.event, &settings);
+    if json {
+        let mut value = serde_json::to_value(&plan).map_err(std::io::Error::other)?;
+        value["diagnostics"] = loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "level": d.level.to_string(), "line": d.pos.line, "col": d.pos.col,
+                    "path": d.path, "code": d.code, "message": d.message,
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        write_human(&plan, out, style)?;
+    }
+    Ok(exit::PASSED)
+}
+
+/// The plan as a person reads it.
+pub fn write_human(plan: &Plan, out: &mut dyn Write, style: Style) -> std::io::Result<()> {
+    let verdict = if plan.build.runs {
+        style.paint("1;32", "runs")
+    } else {
+        style.paint("1;33", "does not run")
+    };
+    writeln!(out, "Build {verdict}: {}", plan.build.reason)?;
+    for note in &plan.notes {
+        writeln!(out, "  note: {note}")?;
+    }
+    if plan.build.runs {
+        writeln!(
+            out,
+            "{} job(s) in stage(s): {}{}",
+            plan.jobs.len(),
+            plan.stages.join(", "),
+            if plan.fast_finish {
+                " (fast_finish)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    for job in &plan.jobs {
+        let mut head = format!("Job {}  [{}]", job.number, job.stage);
+        if let Some(n) = &job.name {
+            head.push_str(&format!("  \"{n}\""));
+        }
+        for (k, v) in &job.matrix {
+            head.push_str(&format!("  {k}: {v}"));
+        }
+        if job.allow_failure {
+            head.push_str("  (allowed to fail)");
+        }
+        writeln!(out, "{}", style.paint("1", &head))?;
+        if !job.env.is_empty() {
+            let env: Vec<String> = job
+                .env
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.value))
+                .collect();
+            writeln!(out, "    env: {}", env.join(" "))?;
+        }
+        for d in &job.deploys {
+            let what = if d.fires { "fires" } else { "skipped" };
+            writeln!(out, "    deploy {}: {what}: {}", d.provider, d.reason)?;
+        }
+    }
+    let email = &plan.notifications.email;
+    if email.enabled {
+        let to = if email.recipients.is_empty() {
+            "(nobody: no recipients and no commit author)".to_string()
+        } else {
+            email.recipients.join(", ")
+        };
+        writeln!(
+            out,
+            "Email: {to}; on_success: {:?}, on_failure: {:?} ({})",
+            email.on_success, email.on_failure, email.reason
+        )?;
+    } else {
+        writeln!(out, "Email: none ({})", email.reason)?;
+    }
+    Ok(())
+}

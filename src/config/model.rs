@@ -1,0 +1,278 @@
+//! The typed view of a normalised config: small readers over the canonical tree.
+//!
+//! After [`super::schema`] every list-ish key is a list and every map-ish key a map, so
+//! these readers never guess shapes. A job's config is the same kind of map as the
+//! root (root keys merged with an include's), so one set of readers serves both.
+
+use super::diag::{Diagnostics, Pos, join};
+use super::yaml::{Entry, Node, Value};
+
+/// One environment variable as Travis exports it: `export NAME=VALUE`, value verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EnvVar {
+    /// The name.
+    pub name: String,
+    /// The value as written (bash quoting and `$VAR` still apply).
+    pub value: String,
+}
+
+impl EnvVar {
+    /// The value with one level of surrounding quotes removed, as bash would see it
+    /// for simple values; used for conditions and cache keys.
+    pub fn plain_value(&self) -> &str {
+        let v = self.value.as_str();
+        for q in ['"', '\''] {
+            if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+                return &v[1..v.len() - 1];
+            }
+        }
+        v
+    }
+}
+
+/// Why an env string could not be read.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct EnvError(pub String);
+
+/// Splits `A=1 B="x y" C=$(cmd arg)` into variables, as travis-build's env parser does:
+/// words are split on blanks outside quotes, `$(…)`, `${…}` and backticks. Words that
+/// are not `NAME=value` are skipped, as travis-build's scanner skipped them; they are
+/// returned second so the caller can warn. An unterminated quote is an error.
+pub fn parse_env_words(s: &str) -> Result<(Vec<EnvVar>, Vec<String>), EnvError> {
+    let mut vars = Vec::new();
+    let mut skipped = Vec::new();
+    for word in split_words(s)? {
+        let word = word.strip_prefix("export ").unwrap_or(&word).to_string();
+        let valid = word.split_once('=').filter(|(name, _)| {
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+        });
+        match valid {
+            Some((name, value)) => vars.push(EnvVar {
+                name: name.to_string(),
+                value: value.to_string(),
+            }),
+            None => skipped.push(word),
+        }
+    }
+    Ok((vars, skipped))
+}
+
+/// [`parse_env_words`] without the skipped words.
+pub fn parse_env_string(s: &str) -> Result<Vec<EnvVar>, EnvError> {
+    parse_env_words(s).map(|(vars, _)| vars)
+}
+
+fn split_words(s: &str) -> Result<Vec<String>, EnvError> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    let mut depth = 0usize; // inside $( … ) or ${ … }
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (Some(_), '\\') => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '"' | '\'' | '`') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (None, '\\') => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (None, '$') if matches!(chars.peek(), Some('(' | '{')) => {
+                cur.push(c);
+                cur.push(chars.next().unwrap_or('('));
+                depth += 1;
+            }
+            (None, '(' | '{') if depth > 0 => {
+                depth += 1;
+                cur.push(c);
+            }
+            (None, ')' | '}') if depth > 0 => {
+                depth -= 1;
+                cur.push(c);
+            }
+            (None, c) if c.is_whitespace() && depth == 0 => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if let Some(q) = quote {
+        return Err(EnvError(format!("unterminated {q} quote")));
+    }
+    if depth > 0 {
+        return Err(EnvError("unterminated $( or ${".into()));
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// Reads one env item (`"A=1 B=2"`, `{A: 1}`, `{secure: …}`) into variables.
+/// Secure items cannot be decrypted here and are reported by the caller.
+pub fn env_item(node: &Node) -> Result<Vec<EnvVar>, EnvError> {
+    match &node.value {
+        Value::Scalar(s) => parse_env_string(&s.text),
+        Value::Map(entries) if node.get("secure").is_some() && entries.len() == 1 => Ok(vec![]),
+        Value::Map(entries) => Ok(entries
+            .iter()
+            .filter(|e| e.value.get("secure").is_none())
+            .map(|e| EnvVar {
+                name: e.key.clone(),
+                value: e.value.as_str().unwrap_or_default().to_string(),
+            })
+            .collect()),
+        _ => Ok(vec![]),
+    }
+}
+
+/// Reads a list of env items into one flat list of variables, dropping unreadable ones.
+pub fn env_list(node: Option<&Node>) -> Vec<EnvVar> {
+    let mut out = Vec::new();
+    for item in seq(node) {
+        out.extend(env_item(item).unwrap_or_default());
+    }
+    out
+}
+
+/// True when an env item is `{secure: …}` (or a map holding one).
+pub fn is_secure_item(node: &Node) -> bool {
+    match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .any(|e| e.key == "secure" || e.value.get("secure").is_some()),
+        _ => false,
+    }
+}
+
+/// The items of a list node (empty when absent).
+pub fn seq(node: Option<&Node>) -> &[Node] {
+    node.and_then(Node::as_seq).unwrap_or_default()
+}
+
+/// The texts of a list of scalars (non-scalars skipped).
+pub fn strs(node: Option<&Node>) -> Vec<String> {
+    seq(node)
+        .iter()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A scalar's text.
+pub fn str_of(node: Option<&Node>) -> Option<&str> {
+    node.and_then(Node::as_str)
+}
+
+/// A boolean (YAML 1.1 spellings), or `default`.
+pub fn bool_of(node: Option<&Node>, default: bool) -> bool {
+    node.and_then(|n| {
+        n.as_bool()
+            .or_else(|| n.as_str().and_then(super::yaml::yaml11_bool))
+    })
+    .unwrap_or(default)
+}
+
+/// Checks every env item of the config (root `env`, includes' `env`) for
+/// readability and reports secure items that cannot be decrypted here.
+pub fn check_env(root: &Node, diags: &mut Diagnostics) {
+    let env = root.get("env");
+    for part in ["global", "jobs"] {
+        check_env_items(env.and_then(|e| e.get(part)), &join("env", part), diags);
+    }
+    let jobs = root.get("jobs");
+    for (i, inc) in seq(jobs.and_then(|j| j.get("include"))).iter().enumerate() {
+        check_env_items(inc.get("env"), &format!("jobs.include[{i}].env"), diags);
+    }
+}
+
+fn check_env_items(node: Option<&Node>, path: &str, diags: &mut Diagnostics) {
+    for item in seq(node) {
+        if is_secure_item(item) {
+            diags.warn(
+                item.pos,
+                path,
+                "secure_env",
+                "a secure (encrypted) variable needs Travis's private key; it is left unset. \
+                 Give its value with --env/--env-file or in runway.toml instead",
+            );
+            continue;
+        }
+        let Some(text) = item.as_str() else { continue };
+        match parse_env_words(text) {
+            Err(e) => diags.error(
+                item.pos,
+                path,
+                "invalid_env_var",
+                format!("invalid env var: {e}"),
+            ),
+            Ok((_, skipped)) if !skipped.is_empty() => diags.warn(
+                item.pos,
+                path,
+                "invalid_env_var",
+                format!(
+                    "not NAME=value, ignored as Travis did: {}",
+                    skipped.join(" ")
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Builds a map node from entries (used when merging job configs).
+pub fn map_node(pos: Pos, entries: Vec<Entry>) -> Node {
+    Node::new(pos, Value::Map(entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(s: &str) -> Vec<(String, String)> {
+        parse_env_string(s)
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.name, v.value))
+            .collect()
+    }
+
+    #[test]
+    fn s2_env_string_holds_several_vars_verbatim() {
+        assert_eq!(
+            names("A=1 B=\"x y\" C=$(echo a b) D=${X:-y z}"),
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "\"x y\"".into()),
+                ("C".into(), "$(echo a b)".into()),
+                ("D".into(), "${X:-y z}".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn s2_words_that_are_not_vars_are_skipped_and_open_quotes_are_errors() {
+        let (vars, skipped) = parse_env_words("STYLE A=1 1A=x").unwrap();
+        assert_eq!(vars.len(), 1);
+        assert_eq!(skipped, ["STYLE", "1A=x"]);
+        assert!(parse_env_string("A=\"open").is_err());
+    }
+}

@@ -1,0 +1,794 @@
+//! Normalisation driven by Travis's own JSON schema (travis-yml, MIT, embedded).
+//!
+//! This is the middle stage of reading a config: the YAML tree from [`super::yaml`] is
+//! walked next to the schema of every key Travis understood, and rewritten into one
+//! canonical form while diagnostics are collected, as travis-yml's normaliser did:
+//!
+//! - keys: aliases (`matrix` → `jobs`), hyphens (`before-install`), typos repaired
+//!   (`barnches` → `branches`), unknown keys warned about (with the place where such a
+//!   key does belong, if any) and dropped, deprecated keys warned about;
+//! - shapes: a scalar where a list is expected becomes a one-item list, a scalar where
+//!   a map is expected becomes the map's prefix key (`branches: x` → `{only: [x]}`), a
+//!   list where a scalar is expected keeps its first value;
+//! - values: enum values checked, downcased and de-aliased (`jvm` → `java`), `if:`
+//!   conditions parsed, plain text in secret fields flagged, language-specific keys
+//!   dropped where the language does not use them.
+//!
+//! The typed layer ([`super::model`]) then reads only canonical shapes.
+
+use serde_json::Value as J;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use super::condition;
+use super::diag::{Diagnostics, Level, Pos, join};
+use super::yaml::{Entry, Node, Value};
+
+const SCHEMA_TEXT: &str = include_str!("travis-schema.json");
+
+/// Travis's schema, parsed once, with an index of where each key name is valid.
+struct Schema {
+    root: J,
+    /// key name → titles of the schema objects that accept it.
+    homes: HashMap<String, BTreeSet<String>>,
+}
+
+fn schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let root: J = serde_json::from_str(SCHEMA_TEXT).expect("embedded schema is valid JSON");
+        let mut homes = HashMap::new();
+        index_homes(&root["definitions"], "", &mut homes);
+        Schema { root, homes }
+    })
+}
+
+fn index_homes(v: &J, owner: &str, homes: &mut HashMap<String, BTreeSet<String>>) {
+    match v {
+        J::Object(o) => {
+            let owner = o.get("$id").and_then(J::as_str).unwrap_or(owner);
+            if let Some(J::Object(props)) = o.get("properties") {
+                for (k, p) in props {
+                    homes
+                        .entry(k.clone())
+                        .or_default()
+                        .insert(owner.to_string());
+                    index_homes(p, owner, homes);
+                }
+            }
+            for (k, child) in o {
+                if k != "properties" {
+                    index_homes(child, owner, homes);
+                }
+            }
+        }
+        J::Array(a) => a.iter().for_each(|c| index_homes(c, owner, homes)),
+        _ => {}
+    }
+}
+
+impl Schema {
+    /// Follows `$ref` links to the definition they name.
+    fn resolve<'a>(&'a self, mut s: &'a J) -> &'a J {
+        while let Some(r) = s.get("$ref").and_then(J::as_str) {
+            let mut target = &self.root;
+            for part in r.trim_start_matches("#/").split('/') {
+                target = &target[part];
+            }
+            s = target;
+        }
+        s
+    }
+
+    /// The alternatives of a schema, with nested `anyOf`s and refs flattened.
+    fn alts<'a>(&'a self, s: &'a J, out: &mut Vec<&'a J>) {
+        let s = self.resolve(s);
+        match s.get("anyOf").and_then(J::as_array) {
+            Some(list) => list.iter().for_each(|a| self.alts(a, out)),
+            None => out.push(s),
+        }
+    }
+
+    /// The properties of an object schema, through `allOf` and object alternatives.
+    fn props<'a>(&'a self, s: &'a J, out: &mut Vec<(&'a str, &'a J)>) {
+        let s = self.resolve(s);
+        if let Some(J::Object(p)) = s.get("properties") {
+            out.extend(p.iter().map(|(k, v)| (k.as_str(), v)));
+        }
+        for key in ["allOf", "anyOf"] {
+            if let Some(list) = s.get(key).and_then(J::as_array) {
+                list.iter().for_each(|part| self.props(part, out));
+            }
+        }
+    }
+
+    /// Every alias a property answers to, from the property and its definition.
+    fn aliases<'a>(&'a self, prop: &'a J) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let mut push = |s: &'a J| {
+            if let Some(a) = s.get("aliases").and_then(J::as_array) {
+                out.extend(a.iter().filter_map(J::as_str));
+            }
+        };
+        push(prop);
+        let mut alts = Vec::new();
+        self.alts(prop, &mut alts);
+        alts.into_iter().for_each(&mut push);
+        out
+    }
+}
+
+fn kind_of(s: &J) -> &str {
+    match s.get("type").and_then(J::as_str) {
+        Some(t) => t,
+        None if s.get("properties").is_some()
+            || s.get("allOf").is_some()
+            || s.get("patternProperties").is_some() =>
+        {
+            "object"
+        }
+        None => "",
+    }
+}
+
+fn id_of(s: &J) -> &str {
+    s.get("$id").and_then(J::as_str).unwrap_or("")
+}
+
+/// What the walk knows about where it is.
+struct Ctx<'d> {
+    diags: &'d mut Diagnostics,
+    /// The language in force (root or include), for language-only keys.
+    language: Option<String>,
+}
+
+/// Normalises a whole config tree. The root must be a map (else an error).
+pub fn normalize(root: &Node, diags: &mut Diagnostics) -> Node {
+    let s = schema();
+    if !matches!(root.value, Value::Map(_)) {
+        if !root.is_null() {
+            diags.error(
+                root.pos,
+                "",
+                "invalid_type",
+                format!("expected a map of keys at the top, found a {}", root.kind()),
+            );
+        }
+        return Node::new(root.pos, Value::Map(Vec::new()));
+    }
+    let mut ctx = Ctx {
+        diags,
+        language: None,
+    };
+    let root_schema = J::Object(
+        [(
+            "allOf".to_string(),
+            s.root.get("allOf").cloned().unwrap_or(J::Null),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    norm_map(s, root, &root_schema, "", &mut ctx).unwrap_or_else(|| root.clone())
+}
+
+/// Normalises `node` against schema `sch`. `None` means "drop this value".
+fn norm(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<Node> {
+    let mut alts = Vec::new();
+    s.alts(sch, &mut alts);
+    let object = alts.iter().copied().find(|a| kind_of(a) == "object");
+    let array = alts.iter().copied().find(|a| kind_of(a) == "array");
+    let scalar: Vec<&J> = alts
+        .iter()
+        .copied()
+        .filter(|a| matches!(kind_of(a), "string" | "number" | "boolean"))
+        .collect();
+
+    match &node.value {
+        Value::Null => None,
+        Value::Map(_) => {
+            // A single map where a list of maps is the normal form (`deploy: {…}`)
+            // becomes a one-item list; where a map is the normal form it stays one.
+            let list_of_maps = array.filter(|a| has_object_items(s, a));
+            let list_first = list_of_maps.is_some_and(|a| std::ptr::eq(a, alts[0]));
+            if let Some(arr) = list_of_maps.filter(|_| list_first || object.is_none()) {
+                let item = norm(s, node, &arr["items"], path, ctx)?;
+                return Some(Node::new(node.pos, Value::Seq(vec![item])));
+            }
+            if object.is_some() {
+                return norm_map(s, node, sch, path, ctx);
+            }
+            ctx.diags.error(
+                node.pos,
+                path,
+                "invalid_type",
+                format!("dropping unexpected map, expected {}", expected_name(&alts)),
+            );
+            None
+        }
+        Value::Seq(items) => {
+            if let Some(arr) = array {
+                let out: Vec<Node> = items
+                    .iter()
+                    .filter_map(|i| norm(s, i, &arr["items"], path, ctx))
+                    .collect();
+                return Some(Node::new(node.pos, Value::Seq(out)));
+            }
+            if let Some(obj) = object.filter(|o| prefix_key(o, false).is_some()) {
+                let key = prefix_key(obj, false).unwrap_or_default();
+                return norm_map(s, &wrap(node, key), sch, path, ctx);
+            }
+            let first = items.first()?;
+            ctx.diags.warn(
+                node.pos,
+                path,
+                "unexpected_seq",
+                "unexpected list, using the first value",
+            );
+            norm(s, first, sch, path, ctx)
+        }
+        Value::Scalar(_) => {
+            let is_bool = node.as_bool().is_some();
+            if is_bool && scalar.iter().any(|a| kind_of(a) == "boolean") {
+                return Some(node.clone());
+            }
+            if let Some(obj) = object.filter(|o| std::ptr::eq(*o, alts[0]))
+                && let Some(key) = prefix_key(obj, true)
+            {
+                return norm_map(s, &wrap(node, key), sch, path, ctx);
+            }
+            if let Some(arr) = array {
+                let item = norm(s, node, &arr["items"], path, ctx)?;
+                return Some(Node::new(node.pos, Value::Seq(vec![item])));
+            }
+            if let Some(first) = scalar.first() {
+                return norm_scalar(node, &scalar, first, path, ctx);
+            }
+            if let Some(obj) = object
+                && let Some(key) = prefix_key(obj, true)
+            {
+                return norm_map(s, &wrap(node, key), sch, path, ctx);
+            }
+            let (level, what) = if is_bool {
+                (Level::Warning, "boolean")
+            } else {
+                (Level::Error, "string")
+            };
+            ctx.diags.push(
+                level,
+                node.pos,
+                path,
+                "invalid_type",
+                format!(
+                    "dropping unexpected {what}, expected {}",
+                    expected_name(&alts)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn has_object_items(s: &Schema, arr: &J) -> bool {
+    let mut alts = Vec::new();
+    s.alts(&arr["items"], &mut alts);
+    alts.iter().any(|a| kind_of(a) == "object")
+}
+
+fn expected_name(alts: &[&J]) -> String {
+    let mut kinds: Vec<&str> = alts
+        .iter()
+        .map(|a| match kind_of(a) {
+            "string" | "number" => "str",
+            "boolean" => "bool",
+            "array" => "list",
+            "object" => "map",
+            _ => "str",
+        })
+        .collect();
+    kinds.dedup();
+    kinds.join(" or ")
+}
+
+fn prefix_key(obj: &J, scalar: bool) -> Option<&str> {
+    let p = obj.get("prefix")?;
+    let only_str = p
+        .get("only")
+        .and_then(J::as_array)
+        .is_some_and(|o| o.iter().any(|v| v == "str"));
+    if only_str && !scalar {
+        return None;
+    }
+    p.get("key").and_then(J::as_str)
+}
+
+fn wrap(node: &Node, key: &str) -> Node {
+    Node::new(
+        node.pos,
+        Value::Map(vec![Entry {
+            key: key.to_string(),
+            key_pos: node.pos,
+            value: node.clone(),
+        }]),
+    )
+}
+
+/// Enum keys whose unknown values are errors (travis-semantics.md §9.7); other enums warn.
+const STRICT_ENUMS: &[&str] = &[
+    "os",
+    "language",
+    "revision_type",
+    "file_exists_behavior",
+    "strategy",
+];
+
+fn last_key(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// Checks a scalar against enum values, with downcasing and value aliases.
+fn norm_scalar(node: &Node, alts: &[&J], first: &J, path: &str, ctx: &mut Ctx) -> Option<Node> {
+    let text = node.as_str().unwrap_or_default();
+    let Some(enum_vals) = alts
+        .iter()
+        .find_map(|a| a.get("enum").and_then(J::as_array))
+    else {
+        return Some(node.clone());
+    };
+    let fold = first.get("downcase").is_some() || first.get("ignore_case").is_some();
+    let wanted = if fold {
+        text.to_lowercase()
+    } else {
+        text.to_string()
+    };
+    let values: Vec<&str> = enum_vals.iter().filter_map(J::as_str).collect();
+    let out = |v: &str| Node::scalar(node.pos, v);
+    if values.contains(&wanted.as_str()) {
+        if wanted != text {
+            ctx.diags.info(
+                node.pos,
+                path,
+                "downcase",
+                format!("downcasing \"{text}\" to \"{wanted}\""),
+            );
+        }
+        return Some(out(&wanted));
+    }
+    if enum_vals.iter().all(|v| v.is_boolean()) {
+        return Some(node.clone());
+    }
+    if let Some(J::Object(vals)) = first.get("values") {
+        for (canonical, meta) in vals {
+            let aliases = meta.get("aliases").and_then(J::as_array);
+            if aliases.is_some_and(|a| a.iter().any(|x| x.as_str() == Some(wanted.as_str()))) {
+                ctx.diags.info(
+                    node.pos,
+                    path,
+                    "alias_value",
+                    format!("\"{text}\" is an alias for \"{canonical}\", using \"{canonical}\""),
+                );
+                return Some(out(canonical));
+            }
+        }
+    }
+    if first.get("strict") == Some(&J::Bool(false)) {
+        return Some(node.clone());
+    }
+    if !STRICT_ENUMS.contains(&id_of(first)) && !STRICT_ENUMS.contains(&last_key(path)) {
+        ctx.diags.warn(
+            node.pos,
+            path,
+            "unknown_value",
+            format!("unknown value \"{text}\" (known: {})", values.join(", ")),
+        );
+        return Some(node.clone());
+    }
+    let hint = did_you_mean(&wanted, values.iter().copied())
+        .map(|s| format!("; did you mean \"{s}\"?"))
+        .unwrap_or_default();
+    ctx.diags.error(
+        node.pos,
+        path,
+        "unknown_value",
+        format!(
+            "unknown value \"{text}\"{hint} (expected one of: {})",
+            values.join(", ")
+        ),
+    );
+    None
+}
+
+/// Chooses among object alternatives: a deploy provider by its `provider` value.
+fn choose_object<'a>(
+    s: &'a Schema,
+    node: &Node,
+    objects: &[&'a J],
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<&'a J> {
+    let discriminated: Vec<(&J, &str)> = objects
+        .iter()
+        .filter_map(|o| {
+            let p = o.get("properties")?.get("provider")?;
+            let v = p.get("enum")?.as_array()?.first()?.as_str()?;
+            Some((*o, v))
+        })
+        .collect();
+    if discriminated.len() < 2 {
+        if node.get("secure").is_some()
+            && let Some(sec) = objects
+                .iter()
+                .find(|o| o.get("properties").and_then(|p| p.get("secure")).is_some())
+        {
+            return Some(sec);
+        }
+        return objects
+            .iter()
+            .copied()
+            .find(|o| o.get("patternProperties").is_none())
+            .or(objects.first().copied());
+    }
+    let _ = s;
+    let Some(provider) = node.get("provider") else {
+        ctx.diags.error(
+            node.pos,
+            path,
+            "required",
+            "missing required key \"provider\"; this deploy is dropped",
+        );
+        return None;
+    };
+    let name = provider.as_str().unwrap_or_default();
+    let wanted = name.to_lowercase().replace('-', "_");
+    if let Some((o, _)) = discriminated.iter().find(|(_, v)| *v == wanted) {
+        return Some(o);
+    }
+    let hint = did_you_mean(&wanted, discriminated.iter().map(|(_, v)| *v))
+        .map(|s| format!("; did you mean \"{s}\"?"))
+        .unwrap_or_default();
+    ctx.diags.error(
+        provider.pos,
+        &join(path, "provider"),
+        "unknown_value",
+        format!("unknown provider \"{name}\"{hint}"),
+    );
+    None
+}
+
+fn norm_map(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<Node> {
+    let mut alts = Vec::new();
+    s.alts(sch, &mut alts);
+    let objects: Vec<&J> = alts
+        .iter()
+        .copied()
+        .filter(|a| kind_of(a) == "object")
+        .collect();
+    let obj = choose_object(s, node, &objects, path, ctx)?;
+    let mut props = Vec::new();
+    s.props(obj, &mut props);
+    let open = obj.get("patternProperties").is_some();
+    let entries = node.as_map().unwrap_or_default();
+
+    // The language decides which language-specific keys apply below this map.
+    let saved_language = ctx.language.clone();
+    if let Some(lang) = entries.iter().find(|e| e.key == "language") {
+        ctx.language = lang.value.as_str().map(canonical_language);
+    }
+
+    let mut out: Vec<Entry> = Vec::new();
+    let mut moved_keys: Vec<&str> = Vec::new();
+    for e in entries {
+        if open && !props.iter().any(|(k, _)| *k == e.key) {
+            let value = match &e.value.value {
+                Value::Map(_) if e.value.get("secure").is_some() => e.value.clone(),
+                Value::Map(_) | Value::Seq(_) => {
+                    ctx.diags.error(
+                        e.value.pos,
+                        &join(path, &e.key),
+                        "invalid_type",
+                        format!("dropping unexpected {}, expected str", e.value.kind()),
+                    );
+                    continue;
+                }
+                _ => e.value.clone(),
+            };
+            out.push(Entry {
+                key: e.key.clone(),
+                key_pos: e.key_pos,
+                value,
+            });
+            continue;
+        }
+        let Some((name, prop)) = resolve_key(s, &e.key, e.key_pos, &props, path, obj, ctx) else {
+            continue;
+        };
+        // Several languages may define the same key (`node_js` for node_js and elm):
+        // take the definition that applies to the language in force.
+        let prop = props
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
+            .find(|p| supports(p, ctx.language.as_deref()))
+            .unwrap_or(prop);
+        let key_path = join(path, name);
+        if let Some(msg) = deprecation(s, prop) {
+            ctx.diags.warn(
+                e.key_pos,
+                &key_path,
+                "deprecated_key",
+                format!("deprecated key \"{name}\": {msg}"),
+            );
+        }
+        if !supports(prop, ctx.language.as_deref()) {
+            let lang = ctx.language.clone().unwrap_or_else(|| "ruby".into());
+            {
+                ctx.diags.warn(
+                    e.key_pos,
+                    &key_path,
+                    "unsupported",
+                    format!("\"{name}\" is not used by language {lang}; it is ignored"),
+                );
+                continue;
+            }
+        }
+        if e.value.is_null() {
+            ctx.diags.warn(
+                e.key_pos,
+                &key_path,
+                "empty",
+                format!("\"{name}\" is empty; it is ignored"),
+            );
+            continue;
+        }
+        check_value(s, &e.value, prop, &key_path, ctx);
+        let Some(v) = norm(s, &e.value, prop, &key_path, ctx) else {
+            continue;
+        };
+        // travis-yml moves an alias (or a repaired spelling) onto its key, replacing
+        // the key's value whichever comes first in the file; a plain repeat of the
+        // key cannot replace a moved alias.
+        let moved = name != e.key;
+        if let Some(i) = out.iter().position(|o| o.key == name) {
+            if !moved && moved_keys.contains(&name) {
+                ctx.diags.warn(
+                    e.key_pos,
+                    &key_path,
+                    "overwrite",
+                    format!("\"{name}\" is also given under another spelling, which wins; this one is ignored"),
+                );
+                continue;
+            }
+            ctx.diags.warn(
+                e.key_pos,
+                &key_path,
+                "overwrite",
+                format!(
+                    "\"{}\" replaces the \"{name}\" given on line {}",
+                    e.key, out[i].key_pos.line
+                ),
+            );
+            out.remove(i);
+        }
+        if moved {
+            moved_keys.push(name);
+        }
+        out.push(Entry {
+            key: name.to_string(),
+            key_pos: e.key_pos,
+            value: v,
+        });
+    }
+    ctx.language = saved_language;
+    Some(Node::new(node.pos, Value::Map(out)))
+}
+
+/// False when a key is language-specific and the language in force (default ruby) is not one of its.
+fn supports(prop: &J, language: Option<&str>) -> bool {
+    let lang = language.unwrap_or("ruby");
+    match prop
+        .get("only")
+        .and_then(|o| o.get("language"))
+        .and_then(J::as_array)
+    {
+        Some(only) => only.iter().any(|l| l.as_str() == Some(lang)),
+        None => true,
+    }
+}
+
+/// Checks that need the value as written: conditions and secrets.
+fn check_value(s: &Schema, value: &Node, prop: &J, path: &str, ctx: &mut Ctx) {
+    let def = s.resolve(prop);
+    match id_of(def) {
+        "condition" => {
+            if let Some(text) = value.as_str()
+                && let Err(e) = condition::parse(text)
+            {
+                ctx.diags.error(
+                    value.pos,
+                    path,
+                    "invalid_condition",
+                    format!("invalid condition \"{text}\": {e}; it counts as false"),
+                );
+            }
+        }
+        "secure" if prop.get("strict") != Some(&J::Bool(false)) => {
+            if let Some(text) = value.as_str()
+                && !text.starts_with('$')
+                && !text.is_empty()
+            {
+                ctx.diags.warn(
+                    value.pos,
+                    path,
+                    "secure",
+                    "this field expects a secret but holds plain text; anyone who can read the \
+                     repository can read it. Keep it in a repository setting (--env-file, runway.toml) \
+                     and write \"$NAME\" here",
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+fn deprecation<'a>(s: &'a Schema, prop: &'a J) -> Option<&'a str> {
+    prop.get("deprecated")
+        .or_else(|| s.resolve(prop).get("deprecated"))
+        .and_then(J::as_str)
+}
+
+/// Finds the property a written key means, reporting aliases, hyphens and typos.
+fn resolve_key<'a>(
+    s: &'a Schema,
+    key: &str,
+    pos: Pos,
+    props: &[(&'a str, &'a J)],
+    path: &str,
+    obj: &J,
+    ctx: &mut Ctx,
+) -> Option<(&'a str, &'a J)> {
+    let find = |k: &str| props.iter().find(|(n, _)| *n == k).copied();
+    if let Some(p) = find(key) {
+        return Some(p);
+    }
+    for (name, prop) in props {
+        if s.aliases(prop).contains(&key) {
+            ctx.diags.info(
+                pos,
+                &join(path, name),
+                "alias_key",
+                format!("\"{key}\" is an alias for \"{name}\", using \"{name}\""),
+            );
+            return Some((name, prop));
+        }
+    }
+    let underscored = key.replace('-', "_").to_lowercase();
+    if let Some(p) = find(&underscored) {
+        ctx.diags.info(
+            pos,
+            &join(path, p.0),
+            "underscore_key",
+            format!("\"{key}\" is written \"{}\", using \"{}\"", p.0, p.0),
+        );
+        return Some(p);
+    }
+    // Anchor holders such as `_shared: &shared …` at any level are not keys.
+    if key.starts_with('_') || key.starts_with('.') {
+        return None;
+    }
+    let known = props.iter().map(|(n, _)| *n);
+    if let Some(guess) = did_you_mean(&underscored, known)
+        && let Some(p) = find(guess)
+    {
+        ctx.diags.warn(
+            pos,
+            &join(path, key),
+            "find_key",
+            format!("unknown key \"{key}\"; did you mean \"{guess}\"? using \"{guess}\""),
+        );
+        return Some(p);
+    }
+    let here = match id_of(obj) {
+        "" => "here".to_string(),
+        id if obj
+            .get("properties")
+            .and_then(|p| p.get("provider"))
+            .is_some() =>
+        {
+            format!("for the {id} provider")
+        }
+        _ => "here".to_string(),
+    };
+    let homes = s.homes.get(&underscored).map(|h| {
+        h.iter()
+            .filter(|x| !x.is_empty() && x.as_str() != id_of(obj))
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    match homes.filter(|h| !h.is_empty()) {
+        Some(h) => ctx.diags.warn(
+            pos,
+            &join(path, key),
+            "wrong_place",
+            format!(
+                "key \"{key}\" is not valid {here}; it belongs to {}; it is ignored",
+                h.join(", ")
+            ),
+        ),
+        None => ctx.diags.warn(
+            pos,
+            &join(path, key),
+            "unknown_key",
+            format!("unknown key \"{key}\" {here}; it is ignored"),
+        ),
+    }
+    None
+}
+
+/// The closest known name within a small edit distance (a swap of two
+/// neighbouring letters counts as one edit: `barnches` → `branches`).
+pub fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = match word.chars().count() {
+        0..=3 => 0,
+        4..=6 => 1,
+        _ => 2,
+    };
+    known
+        .map(|k| (edit_distance(word, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and
+/// transpositions of neighbours each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// `jvm` → `java`, `node` → `node_js`, …: the language key's value aliases.
+pub fn canonical_language(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let s = schema();
+    let def = &s.root["definitions"]["type"]["language"];
+    if let Some(J::Object(vals)) = def.get("values") {
+        for (canonical, meta) in vals {
+            if meta
+                .get("aliases")
+                .and_then(J::as_array)
+                .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(lower.as_str())))
+            {
+                return canonical.clone();
+            }
+        }
+    }
+    lower
+}
+
+/// The matrix expansion keys, in Travis's order.
+pub fn expand_keys() -> Vec<&'static str> {
+    schema().root["expand"]
+        .as_array()
+        .map(|a| a.iter().filter_map(J::as_str).collect())
+        .unwrap_or_default()
+}

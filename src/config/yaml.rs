@@ -1,0 +1,459 @@
+//! YAML text → a tree of [`Node`]s that remember where they were written.
+//!
+//! Scalars keep the text exactly as written, with a flag for quoting, and no type
+//! guessing: `python: 3.10` stays "3.10" and `on:` stays a key. The few places that
+//! need a boolean or a number ask for one ([`Node::as_bool`]), with YAML 1.1's
+//! spellings, as Travis's libyaml did. Anchors, aliases and `<<` merges are resolved
+//! here; a duplicate key is a warning and the last one wins, as in Ruby.
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+use std::collections::HashMap;
+
+use super::diag::{Diagnostics, Pos};
+
+/// Nesting deeper than this is refused rather than risking the stack.
+const MAX_DEPTH: usize = 200;
+/// Alias expansion beyond this many nodes is refused (a "billion laughs" file).
+const MAX_NODES: usize = 2_000_000;
+
+/// A YAML value with the place it starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Where the value starts.
+    pub pos: Pos,
+    /// The value.
+    pub value: Value,
+}
+
+/// The shape of a [`Node`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// `~`, `null`, or nothing at all.
+    Null,
+    /// Any scalar, as written.
+    Scalar(Scalar),
+    /// A sequence.
+    Seq(Vec<Node>),
+    /// A mapping, in file order, keys unique.
+    Map(Vec<Entry>),
+}
+
+/// A scalar's text and whether it was quoted (or a block scalar).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scalar {
+    /// The text after YAML unescaping.
+    pub text: String,
+    /// False for plain scalars; true for quoted and block scalars.
+    pub quoted: bool,
+}
+
+/// One `key: value` pair of a mapping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The key as written.
+    pub key: String,
+    /// Where the key starts.
+    pub key_pos: Pos,
+    /// The value.
+    pub value: Node,
+}
+
+/// A YAML syntax error: the file cannot be read at all.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct YamlError {
+    /// Where the parser stopped.
+    pub pos: Pos,
+    /// What it expected.
+    pub message: String,
+}
+
+impl Node {
+    /// A node with a value at a place.
+    pub fn new(pos: Pos, value: Value) -> Node {
+        Node { pos, value }
+    }
+
+    /// A plain (unquoted) scalar node.
+    pub fn scalar(pos: Pos, text: impl Into<String>) -> Node {
+        Node::new(
+            pos,
+            Value::Scalar(Scalar {
+                text: text.into(),
+                quoted: false,
+            }),
+        )
+    }
+
+    /// The scalar text, if this is a scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Scalar(s) => Some(&s.text),
+            _ => None,
+        }
+    }
+
+    /// YAML 1.1 booleans (`true`, `yes`, `on`, …) of a plain scalar.
+    pub fn as_bool(&self) -> Option<bool> {
+        match &self.value {
+            Value::Scalar(Scalar {
+                text,
+                quoted: false,
+            }) => yaml11_bool(text),
+            _ => None,
+        }
+    }
+
+    /// The entries, if this is a mapping.
+    pub fn as_map(&self) -> Option<&[Entry]> {
+        match &self.value {
+            Value::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The items, if this is a sequence.
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.value {
+            Value::Seq(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value under `key`, if this is a mapping that has it.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| &e.value)
+    }
+
+    /// True for `~`, `null` and empty values.
+    pub fn is_null(&self) -> bool {
+        matches!(self.value, Value::Null)
+    }
+
+    /// Structural equality that ignores positions (for matrix exclude/uniq rules).
+    pub fn same(&self, other: &Node) -> bool {
+        match (&self.value, &other.value) {
+            (Value::Null, Value::Null) => true,
+            (Value::Scalar(a), Value::Scalar(b)) => a.text == b.text,
+            (Value::Seq(a), Value::Seq(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
+            }
+            (Value::Map(a), Value::Map(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|e| b.iter().any(|f| f.key == e.key && f.value.same(&e.value)))
+            }
+            _ => false,
+        }
+    }
+
+    /// A short name of the node's kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Scalar(_) => "string",
+            Value::Seq(_) => "list",
+            Value::Map(_) => "map",
+        }
+    }
+}
+
+/// YAML 1.1's boolean spellings, as libyaml/psych read them.
+pub fn yaml11_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => {
+            Some(true)
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n" | "N" => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos {
+        line: span.start.line(),
+        col: span.start.col() + 1,
+    }
+}
+
+/// Parses the first YAML document of `text`. An empty file is [`Value::Null`].
+pub fn parse(text: &str, diags: &mut Diagnostics) -> Result<Node, YamlError> {
+    let mut loader = Loader {
+        parser: Parser::new_from_str(text),
+        anchors: HashMap::new(),
+        diags,
+        nodes: 0,
+    };
+    loader.document()
+}
+
+struct Loader<'a, 'd> {
+    parser: Parser<'a, saphyr_parser::StrInput<'a>>,
+    anchors: HashMap<usize, Node>,
+    diags: &'d mut Diagnostics,
+    nodes: usize,
+}
+
+impl<'a> Loader<'a, '_> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), YamlError> {
+        match self.parser.next_event() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => Err(YamlError {
+                pos: Pos {
+                    line: e.marker().line(),
+                    col: e.marker().col() + 1,
+                },
+                message: e.info().to_string(),
+            }),
+            None => Err(YamlError {
+                pos: Pos::default(),
+                message: "unexpected end of input".into(),
+            }),
+        }
+    }
+
+    fn document(&mut self) -> Result<Node, YamlError> {
+        loop {
+            let (ev, span) = self.next()?;
+            match ev {
+                Event::StreamStart => {}
+                Event::DocumentStart(_) => break,
+                Event::StreamEnd => return Ok(Node::new(Pos { line: 1, col: 1 }, Value::Null)),
+                _ => {
+                    return Err(YamlError {
+                        pos: pos_of(&span),
+                        message: "expected a YAML document".into(),
+                    });
+                }
+            }
+        }
+        let (ev, span) = self.next()?;
+        let root = self.node(ev, span, 0)?;
+        // Travis reads one document; say so if there are more.
+        if let Ok((Event::DocumentEnd, _)) = self.next()
+            && let Ok((Event::DocumentStart(_), span)) = self.next()
+        {
+            self.diags.warn(
+                pos_of(&span),
+                "",
+                "multiple_documents",
+                "only the first YAML document is read; the rest is ignored",
+            );
+        }
+        Ok(root)
+    }
+
+    fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, YamlError> {
+        let pos = pos_of(&span);
+        if depth > MAX_DEPTH {
+            return Err(YamlError {
+                pos,
+                message: format!("nesting deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(YamlError {
+                pos,
+                message: "the document expands to too many values (alias bomb?)".into(),
+            });
+        }
+        let (node, anchor) = match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let quoted = style != ScalarStyle::Plain;
+                let value = if !quoted && matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {
+                    Value::Null
+                } else {
+                    Value::Scalar(Scalar {
+                        text: text.into_owned(),
+                        quoted,
+                    })
+                };
+                (Node::new(pos, value), anchor)
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                    pos,
+                    message: "alias to an unknown anchor".into(),
+                })?;
+                self.nodes += count(&node);
+                (node, 0)
+            }
+            Event::SequenceStart(anchor, _tag) => {
+                let mut items = Vec::new();
+                loop {
+                    let (ev, span) = self.next()?;
+                    if matches!(ev, Event::SequenceEnd) {
+                        break;
+                    }
+                    items.push(self.node(ev, span, depth + 1)?);
+                }
+                (Node::new(pos, Value::Seq(items)), anchor)
+            }
+            Event::MappingStart(anchor, _tag) => (self.mapping(pos, depth)?, anchor),
+            _ => {
+                return Err(YamlError {
+                    pos,
+                    message: "unexpected YAML event".into(),
+                });
+            }
+        };
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        Ok(node)
+    }
+
+    fn mapping(&mut self, pos: Pos, depth: usize) -> Result<Node, YamlError> {
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut merged: Vec<Entry> = Vec::new();
+        loop {
+            let (ev, span) = self.next()?;
+            if matches!(ev, Event::MappingEnd) {
+                break;
+            }
+            let key_node = self.node(ev, span, depth + 1)?;
+            let (vev, vspan) = self.next()?;
+            let value = self.node(vev, vspan, depth + 1)?;
+            let key = match &key_node.value {
+                Value::Scalar(s) => s.text.clone(),
+                Value::Null => String::new(),
+                _ => {
+                    self.diags.error(
+                        key_node.pos,
+                        "",
+                        "invalid_key",
+                        format!(
+                            "a {} cannot be a key; this entry is ignored",
+                            key_node.kind()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if key == "<<" {
+                self.merge_source(&value, &mut merged);
+                continue;
+            }
+            if let Some(i) = entries.iter().position(|e| e.key == key) {
+                let first = entries.remove(i);
+                self.diags.warn(
+                    key_node.pos,
+                    &key,
+                    "duplicate_key",
+                    format!(
+                        "duplicate key; the one on line {} is replaced by this one",
+                        first.key_pos.line
+                    ),
+                );
+            }
+            entries.push(Entry {
+                key,
+                key_pos: key_node.pos,
+                value,
+            });
+        }
+        // Keys written in the map win over merged ones, wherever `<<` stands.
+        for m in merged {
+            if !entries.iter().any(|e| e.key == m.key) {
+                entries.push(m);
+            }
+        }
+        Ok(Node::new(pos, Value::Map(entries)))
+    }
+
+    /// `<<: *a` or `<<: [*a, *b]`: earlier sources win over later ones.
+    fn merge_source(&mut self, value: &Node, merged: &mut Vec<Entry>) {
+        let sources: Vec<&Node> = match &value.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![value],
+        };
+        for src in sources {
+            match src.as_map() {
+                Some(entries) => {
+                    for e in entries {
+                        if !merged.iter().any(|m| m.key == e.key) {
+                            merged.push(e.clone());
+                        }
+                    }
+                }
+                None => self.diags.error(
+                    src.pos,
+                    "<<",
+                    "invalid_merge",
+                    format!("`<<` merges maps, not a {}", src.kind()),
+                ),
+            }
+        }
+    }
+}
+
+fn count(node: &Node) -> usize {
+    match &node.value {
+        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
+        Value::Map(entries) => 1 + entries.iter().map(|e| count(&e.value)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (Node, Vec<super::super::diag::Diagnostic>) {
+        let mut d = Diagnostics::default();
+        let n = parse(text, &mut d).expect("parses");
+        (n, d.into_sorted())
+    }
+
+    #[test]
+    fn on_stays_a_key_and_versions_keep_their_text() {
+        let (n, _) = load("on: x\npython: 3.10\njdk: 11\nphp: 7.0\n");
+        let keys: Vec<_> = n.as_map().unwrap().iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["on", "python", "jdk", "php"]);
+        assert_eq!(n.get("python").unwrap().as_str(), Some("3.10"));
+        assert_eq!(n.get("php").unwrap().as_str(), Some("7.0"));
+    }
+
+    #[test]
+    fn duplicate_key_warns_and_last_wins() {
+        let (n, d) = load("script: a\nscript: b\n");
+        assert_eq!(n.get("script").unwrap().as_str(), Some("b"));
+        assert_eq!(d[0].code, "duplicate_key");
+        assert_eq!(d[0].pos, Pos { line: 2, col: 1 });
+    }
+
+    #[test]
+    fn anchors_aliases_and_merges() {
+        let (n, _) = load("_base: &b\n  a: 1\n  b: 2\njob:\n  <<: *b\n  b: 3\nlist: *b\n");
+        let job = n.get("job").unwrap();
+        assert_eq!(job.get("a").unwrap().as_str(), Some("1"));
+        assert_eq!(job.get("b").unwrap().as_str(), Some("3"));
+        assert_eq!(n.get("list").unwrap().get("b").unwrap().as_str(), Some("2"));
+    }
+
+    #[test]
+    fn crlf_and_no_final_newline() {
+        let (n, _) = load("language: java\r\nscript: ./gradlew check");
+        assert_eq!(n.get("script").unwrap().as_str(), Some("./gradlew check"));
+    }
+
+    #[test]
+    fn positions_are_one_based() {
+        let (n, _) = load("a:\n  b: c\n");
+        let e = &n.get("a").unwrap().as_map().unwrap()[0];
+        assert_eq!(e.key_pos, Pos { line: 2, col: 3 });
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let mut d = Diagnostics::default();
+        let e = parse("a: [1, 2\nb: c\n", &mut d).unwrap_err();
+        assert!(e.pos.line >= 1, "{e:?}");
+    }
+}

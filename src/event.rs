@@ -1,0 +1,98 @@
+//! What triggered a build: the repository, the ref (branch or tag), the event type and
+//! the commit. Every trigger (command line, post-receive hook, webhook) makes one.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Travis's event types (`TRAVIS_EVENT_TYPE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EventType {
+    /// A push.
+    #[default]
+    Push,
+    /// A pull request (`TRAVIS_BRANCH` is then the base branch).
+    PullRequest,
+    /// A build asked for through the API.
+    Api,
+    /// A scheduled build.
+    Cron,
+}
+
+impl EventType {
+    /// The name Travis uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Push => "push",
+            EventType::PullRequest => "pull_request",
+            EventType::Api => "api",
+            EventType::Cron => "cron",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "push" => Ok(EventType::Push),
+            "pull_request" | "pr" => Ok(EventType::PullRequest),
+            "api" => Ok(EventType::Api),
+            "cron" => Ok(EventType::Cron),
+            _ => Err(format!(
+                "unknown event \"{s}\" (expected push, pull_request, api or cron)"
+            )),
+        }
+    }
+}
+
+/// A commit's author or committer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Person {
+    /// Display name.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+}
+
+/// One trigger of a build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildEvent {
+    /// `owner/repo` (`TRAVIS_REPO_SLUG`).
+    pub repo: String,
+    /// The branch pushed, or for a pull request its base branch. `None` for a tag push.
+    pub branch: Option<String>,
+    /// The tag pushed, if this is a tag build.
+    pub tag: Option<String>,
+    /// push, pull_request, api or cron.
+    pub event: EventType,
+    /// The commit sha (may be empty for a rehearsal of uncommitted files).
+    pub commit: String,
+    /// The full commit message.
+    pub commit_message: String,
+    /// `first...last` of the push, empty on a new branch's first push.
+    pub commit_range: String,
+    /// The commit's author.
+    pub author: Option<Person>,
+    /// The commit's committer.
+    pub committer: Option<Person>,
+    /// The pull request number, for pull requests.
+    pub pull_request: Option<u64>,
+    /// The repository's default branch (for the cache fallback; deploys use `master`).
+    pub default_branch: String,
+}
+
+impl BuildEvent {
+    /// `TRAVIS_BRANCH`: the branch, or the tag name for tag builds.
+    pub fn travis_branch(&self) -> &str {
+        self.tag
+            .as_deref()
+            .or(self.branch.as_deref())
+            .unwrap_or_default()
+    }
+}
