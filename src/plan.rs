@@ -108,6 +108,15 @@ pub enum Frequency {
 }
 
 impl Frequency {
+    /// The name as written in `.travis.yml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frequency::Always => "always",
+            Frequency::Never => "never",
+            Frequency::Change => "change",
+        }
+    }
+
     fn parse(s: &str) -> Option<Frequency> {
         match s {
             "always" | "true" => Some(Frequency::Always),
@@ -846,7 +855,7 @@ fn email_policy(config: &Config, event: &BuildEvent, root_facts: &Facts) -> Emai
         reason: String::new(),
     };
     let mut configured = false;
-    for item in seq(notifications.and_then(|n| n.get("email"))) {
+    for item in model::items(notifications.and_then(|n| n.get("email"))) {
         match &item.value {
             Value::Scalar(_) if item.as_bool() == Some(false) => {
                 policy.enabled = false;

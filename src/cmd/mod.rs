@@ -124,7 +124,7 @@ pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
             let bytes = std::fs::read(&file)
                 .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
             config_text = String::from_utf8_lossy(&bytes).into_owned();
-            config_name = ".travis.yml".to_string();
+            config_name = file.display().to_string();
             if let Some(r) = &repo
                 && let Ok(info) = r.commit("HEAD")
             {

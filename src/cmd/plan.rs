@@ -111,8 +111,10 @@ pub fn write_human(plan: &Plan, out: &mut dyn Write, style: Style) -> std::io::R
         };
         writeln!(
             out,
-            "Email: {to}; on_success: {:?}, on_failure: {:?} ({})",
-            email.on_success, email.on_failure, email.reason
+            "Email: {to}; on_success: {}, on_failure: {} ({})",
+            email.on_success.as_str(),
+            email.on_failure.as_str(),
+            email.reason
         )?;
     } else {
         writeln!(out, "Email: none ({})", email.reason)?;

@@ -169,6 +169,18 @@ pub fn seq(node: Option<&Node>) -> &[Node] {
     node.and_then(Node::as_seq).unwrap_or_default()
 }
 
+/// The items of a node that may be a list or a single value (`email: false`, `email: {…}`).
+pub fn items(node: Option<&Node>) -> Vec<&Node> {
+    match node {
+        None => Vec::new(),
+        Some(n) => match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            Value::Null => Vec::new(),
+            _ => vec![n],
+        },
+    }
+}
+
 /// The texts of a list of scalars (non-scalars skipped).
 pub fn strs(node: Option<&Node>) -> Vec<String> {
     seq(node)

@@ -206,6 +206,13 @@ fn norm(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<N
             None
         }
         Value::Seq(items) => {
+            // A list where a map with a prefix key is the normal form: `env: [..]`
+            // is `{jobs: [..]}`, `jobs: [..]` is `{include: [..]}`.
+            if let Some(obj) = object.filter(|o| std::ptr::eq(*o, alts[0]))
+                && let Some(key) = prefix_key(obj, false)
+            {
+                return norm_map(s, &wrap(node, key), sch, path, ctx);
+            }
             if let Some(arr) = array {
                 let out: Vec<Node> = items
                     .iter()
@@ -290,7 +297,14 @@ fn expected_name(alts: &[&J]) -> String {
 }
 
 fn prefix_key(obj: &J, scalar: bool) -> Option<&str> {
-    let p = obj.get("prefix")?;
+    let Some(p) = obj.get("prefix") else {
+        // `allOf: [{…, prefix}, …]` keeps the prefix in its first part.
+        return obj
+            .get("allOf")?
+            .as_array()?
+            .iter()
+            .find_map(|part| prefix_key(part, scalar));
+    };
     let only_str = p
         .get("only")
         .and_then(J::as_array)
@@ -686,20 +700,19 @@ fn resolve_key<'a>(
         );
         return Some(p);
     }
-    let here = match id_of(obj) {
-        "" => "here".to_string(),
-        id if obj
-            .get("properties")
-            .and_then(|p| p.get("provider"))
-            .is_some() =>
-        {
-            format!("for the {id} provider")
-        }
-        _ => "here".to_string(),
+    let provider = obj
+        .get("properties")
+        .and_then(|p| p.get("provider"))
+        .and_then(|p| p.get("enum"))
+        .and_then(|e| e.get(0))
+        .and_then(J::as_str);
+    let here = match provider {
+        Some(p) => format!("for the {p} provider"),
+        None => "here".to_string(),
     };
     let homes = s.homes.get(&underscored).map(|h| {
         h.iter()
-            .filter(|x| !x.is_empty() && x.as_str() != id_of(obj))
+            .filter(|x| !x.is_empty() && Some(x.as_str()) != provider)
             .take(4)
             .cloned()
             .collect::<Vec<_>>()
