@@ -1,4 +1,6 @@
-//! scratch
+//! Counts diagnostics by level and code over a directory of .travis.yml files:
+//! `cargo run --release --example corpus_report -- ../shared/corpus/travis-yml/configs [level:code]`
+//! prints every error (or every diagnostic of the given level:code) with its place.
 use std::collections::HashMap;
 fn main() {
     let mut n = 0;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need, then runs
+# formatting, lints, unit, integration and corpus tests. `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for tool in git zip unzip zstd tar; do
+  command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]} (apt-get)"
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -d ../shared/corpus/travis-yml/configs ] && [ -z "${RUNWAY_CORPUS:-}" ]; then
+  echo "error: the corpus is missing: ../shared/corpus/travis-yml/configs (or set RUNWAY_CORPUS)" >&2
+  exit 2
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy --all-targets -- -D warnings"
+cargo clippy --quiet --all-targets -- -D warnings
+mkdir -p target
+echo "==> cargo test"
+cargo test --quiet -- --nocapture 2>&1 | tee target/test-output.txt | grep -E '^(test result|corpus:|running|.*FAILED|.*panicked)' || true
+status=${PIPESTATUS[0]}
+if [ "$status" -ne 0 ]; then
+  echo "==> tests failed; the full output is in target/test-output.txt" >&2
+  grep -E -A30 '^---- ' target/test-output.txt | head -200 >&2 || true
+  exit "$status"
+fi
+passed=$(grep -Eo '[0-9]+ passed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' target/test-output.txt | awk '{s+=$1} END {print s+0}')
+echo "$passed passed, $failed failed"

@@ -1,0 +1,239 @@
+//! `runway lint` and `runway plan` as a user runs them: the real binary on real files
+//! and real git repositories in temp directories.
+
+mod common;
+use common::{git, repo_with, run, runway};
+
+#[test]
+fn lint_valid_file_exits_0_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(".travis.yml");
+    std::fs::write(&f, "language: java\njdk: openjdk8\nsudo: false\n").unwrap();
+    let r = run(runway().arg("lint").arg(&f));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(":3:1: warning: sudo: deprecated key"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("valid: 0 error(s), 1 warning(s)"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !r.stdout.contains('\x1b'),
+        "no colours when not on a terminal"
+    );
+}
+
+#[test]
+fn lint_errors_exit_1_with_file_line_col() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".travis.yml"),
+        "language: java\ndeploy:\n  provider: s4\nbarnches:\n  only: master\n",
+    )
+    .unwrap();
+    let r = run(runway().arg("lint").current_dir(dir.path()));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains(".travis.yml:3:13: error: deploy.provider: unknown provider \"s4\""),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains(".travis.yml:4:1: warning: barnches: unknown key \"barnches\"; did you mean \"branches\"?"), "{}", r.all());
+}
+
+#[test]
+fn lint_missing_file_is_a_usage_error() {
+    let r = run(runway().args(["lint", "/nonexistent/.travis.yml"]));
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("cannot read /nonexistent/.travis.yml"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn lint_invalid_yaml_points_at_the_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yml");
+    std::fs::write(&f, "script:\n  - a\n b: [\n").unwrap();
+    let r = run(runway().arg("lint").arg(&f));
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("error: invalid YAML"), "{}", r.all());
+}
+
+#[test]
+fn plan_plain_directory_needs_a_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".travis.yml"), "language: java\n").unwrap();
+    let r = run(runway().arg("plan").arg(dir.path()));
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("give --branch B or --tag T"),
+        "{}",
+        r.all()
+    );
+    let r = run(runway()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--branch", "master"]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.starts_with("Build runs:"), "{}", r.all());
+}
+
+#[test]
+fn plan_json_has_the_promised_shape_for_the_fixture() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/springboot-webservice"
+    );
+    let r = run(runway().args(["plan", fixture, "--branch", "master", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["build"]["runs"], true);
+    let job = &v["jobs"][0];
+    assert_eq!(job["number"], "1.1");
+    assert_eq!(job["stage"], "test");
+    assert_eq!(job["matrix"]["jdk"], "openjdk8");
+    assert_eq!(job["allow_failure"], false);
+    assert!(job["name"].is_null());
+    assert_eq!(job["deploys"][0]["provider"], "s3");
+    assert_eq!(job["deploys"][0]["fires"], true);
+    assert_eq!(job["deploys"][1]["provider"], "codedeploy");
+    let email = &v["notifications"]["email"];
+    assert_eq!(email["recipients"][0], "team@example.com");
+    assert_eq!(email["on_success"], "change");
+    assert_eq!(email["on_failure"], "always");
+
+    let dev = run(runway().args(["plan", fixture, "--branch", "dev", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&dev.stdout).expect("JSON");
+    assert_eq!(v["build"]["runs"], false);
+    assert_eq!(
+        v["build"]["reason"],
+        "branch \"dev\" is not in branches.only (master)"
+    );
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn plan_git_repo_defaults_to_current_branch_and_head_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = "language: java\nbranches:\n  only: [main]\ndeploy:\n  provider: s3\n  bucket: b\n  on: main\n";
+    let repo = repo_with(
+        &dir.path().join("app"),
+        "main",
+        &[(".travis.yml", yml)],
+        "first",
+    );
+    let r = run(runway().arg("plan").arg(&repo).arg("--json"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["build"]["runs"], true);
+    assert_eq!(v["jobs"][0]["deploys"][0]["fires"], true);
+    // No recipients configured: the commit's author and committer.
+    let to: Vec<&str> = v["notifications"]["email"]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(to, ["ada@example.com", "cy@example.com"]);
+
+    git(
+        &repo,
+        &["commit", "-q", "--allow-empty", "-m", "docs only [skip ci]"],
+    );
+    let r = run(runway().arg("plan").arg(&repo));
+    assert!(
+        r.stdout
+            .contains("does not run: the commit message contains [skip ci]"),
+        "{}",
+        r.all()
+    );
+    let r = run(runway()
+        .arg("plan")
+        .arg(&repo)
+        .args(["--commit-message", "real change"]));
+    assert!(r.stdout.starts_with("Build runs"), "{}", r.all());
+
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    git(
+        &repo,
+        &["commit", "-q", "--allow-empty", "-m", "feature work"],
+    );
+    let r = run(runway().arg("plan").arg(&repo));
+    assert!(
+        r.stdout
+            .contains("branch \"feature\" is not in branches.only"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn plan_bare_repository_reads_the_config_at_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = repo_with(
+        &dir.path().join("work"),
+        "master",
+        &[(
+            ".travis.yml",
+            "language: java\njdk: [openjdk8, openjdk11]\n",
+        )],
+        "c1",
+    );
+    let bare = dir.path().join("app.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let r = run(runway().arg("plan").arg(&bare).arg("--json"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 2);
+    assert_eq!(v["jobs"][1]["matrix"]["jdk"], "openjdk11");
+}
+
+#[test]
+fn plan_tag_and_event_options() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".travis.yml"),
+        "language: java\ndeploy:\n  provider: s3\n  bucket: b\n  on:\n    tags: true\n",
+    )
+    .unwrap();
+    let r = run(runway()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--tag", "v1.2", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["jobs"][0]["deploys"][0]["fires"], true, "{}", r.all());
+    let r = run(runway().arg("plan").arg(dir.path()).args([
+        "--branch",
+        "master",
+        "--event",
+        "pull_request",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        v["jobs"][0]["deploys"][0]["reason"],
+        "the current build is a pull request"
+    );
+    let bad = run(runway()
+        .arg("plan")
+        .arg(dir.path())
+        .args(["--branch", "m", "--event", "nope"]));
+    assert_eq!(bad.code, 2, "{}", bad.all());
+}
