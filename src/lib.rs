@@ -5,10 +5,21 @@
 //! - [`event`]: what triggered a build (branch or tag, event type, commit);
 //! - [`plan`]: does the build run, which jobs, which deploys fire, who gets mail (pure);
 //! - [`source`]: git: the current branch, HEAD's message, files at a commit;
+//! - [`workspace`]: a job's fresh checkout, `$HOME` and scratch space;
+//! - [`job`]: one job in one persistent shell, with Travis's phase rules;
+//! - [`build`]: the jobs of a plan, stage by stage, and the build result;
+//! - [`cache`]: directory caches (tar + zstd) and their store;
+//! - [`deploy`]: deploy providers and the dry run;
+//! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes.
+pub mod build;
+pub mod cache;
 pub mod cmd;
 pub mod config;
+pub mod deploy;
 pub mod event;
 pub mod exit;
+pub mod job;
 pub mod plan;
 pub mod source;
+pub mod workspace;

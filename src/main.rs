@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use runway::cmd::{self, RefArgs, Style};
+use clap::{Args, Parser, Subcommand};
+use runway::cmd::{self, RefArgs, Style, run::parse_duration};
 use runway::event::EventType;
 
 /// A self-hosted CI runner that speaks .travis.yml.
@@ -14,6 +15,23 @@ use runway::event::EventType;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which push to plan or rehearse.
+#[derive(Args)]
+struct Refs {
+    /// The branch pushed (default: the current branch).
+    #[arg(long, conflicts_with = "tag")]
+    branch: Option<String>,
+    /// The tag pushed.
+    #[arg(long)]
+    tag: Option<String>,
+    /// push, pull_request, api or cron.
+    #[arg(long, default_value = "push")]
+    event: EventType,
+    /// The commit message (default: HEAD's).
+    #[arg(long)]
+    commit_message: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -29,47 +47,140 @@ enum Command {
         /// A git work tree, a bare repository, or a plain directory.
         #[arg(default_value = ".")]
         path: PathBuf,
-        /// The branch pushed (default: the current branch).
-        #[arg(long, conflicts_with = "tag")]
-        branch: Option<String>,
-        /// The tag pushed.
-        #[arg(long)]
-        tag: Option<String>,
-        /// push, pull_request, api or cron.
-        #[arg(long, default_value = "push")]
-        event: EventType,
-        /// The commit message (default: HEAD's).
-        #[arg(long)]
-        commit_message: Option<String>,
+        #[command(flatten)]
+        refs: Refs,
         /// Print JSON for programs.
         #[arg(long)]
         json: bool,
     },
+    /// Run the build: every job in a fresh workspace, Travis's lifecycle in one shell.
+    Run {
+        /// A git work tree, a bare repository, or a plain directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        refs: Refs,
+        /// Build this commit in a clean clone instead of the files on disk.
+        #[arg(long)]
+        commit: Option<String>,
+        /// Run only this job (`1.2` or `2`).
+        #[arg(long)]
+        job: Option<String>,
+        /// Run up to N jobs of a stage at once.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// A repository setting, secret: NAME=value (repeatable).
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Repository settings from a dotenv file, secret.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Where caches are kept (default: $XDG_CACHE_HOME/runway).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Keep each job's workspace and print where it is.
+        #[arg(long)]
+        keep_workspace: bool,
+        /// The job time limit (90, 90s, 10m, 1h).
+        #[arg(long, default_value = "50m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The limit on silence: no output for this long ends the job.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        no_output_timeout: Duration,
+    },
+    /// List or clear stored caches.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Where caches are kept (default: $XDG_CACHE_HOME/runway).
+        #[arg(long, global = true)]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// List stored caches.
+    List {
+        /// Only this repository (owner/repo).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Delete stored caches.
+    Clear {
+        /// Only this repository (owner/repo).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+}
+
+impl Refs {
+    fn into_ref_args(self, commit: Option<String>) -> RefArgs {
+        RefArgs {
+            branch: self.branch,
+            tag: self.tag,
+            event: self.event,
+            commit_message: self.commit_message,
+            commit,
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let result = match cli.command {
         Command::Lint { file } => cmd::lint::run(&file, &mut out, Style::stdout()),
-        Command::Plan {
-            path,
-            branch,
-            tag,
-            event,
-            commit_message,
+        Command::Plan { path, refs, json } => cmd::plan::run(
+            &path,
+            &refs.into_ref_args(None),
             json,
+            &mut out,
+            &mut err,
+            Style::stdout(),
+        ),
+        Command::Run {
+            path,
+            refs,
+            commit,
+            job,
+            parallel,
+            env,
+            env_file,
+            cache_dir,
+            keep_workspace,
+            timeout,
+            no_output_timeout,
         } => {
-            let refs = RefArgs {
-                branch,
-                tag,
-                event,
-                commit_message,
-                commit: None,
+            let args = cmd::run::RunArgs {
+                path,
+                refs: refs.into_ref_args(commit),
+                job,
+                parallel,
+                env,
+                env_file,
+                cache_dir,
+                keep_workspace,
+                timeout,
+                no_output_timeout,
             };
-            cmd::plan::run(&path, &refs, json, &mut out, &mut err, Style::stdout())
+            cmd::run::run(&args, &mut err)
         }
+        Command::Cache { action, cache_dir } => match action {
+            CacheAction::List { repo, branch } => {
+                cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)
+            }
+            CacheAction::Clear { repo, branch } => {
+                cmd::cache::clear(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)
+            }
+        },
     };
     let _ = out.flush();
     match result {

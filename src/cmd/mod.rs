@@ -1,8 +1,10 @@
 //! The commands behind the command line. Each takes plain arguments, writes what a
 //! person (or, with `--json`, a program) reads, and returns the documented exit code.
 
+pub mod cache;
 pub mod lint;
 pub mod plan;
+pub mod run;
 
 use std::io::IsTerminal;
 

@@ -173,6 +173,11 @@ pub fn normalize(root: &Node, diags: &mut Diagnostics) -> Node {
 
 /// Normalises `node` against schema `sch`. `None` means "drop this value".
 fn norm(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<Node> {
+    if id_of(s.resolve(sch)) == "cache"
+        && let Some(map) = cache_names_to_map(node)
+    {
+        return norm_map(s, &map, sch, path, ctx);
+    }
     let mut alts = Vec::new();
     s.alts(sch, &mut alts);
     let object = alts.iter().copied().find(|a| kind_of(a) == "object");
@@ -273,6 +278,25 @@ fn norm(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<N
             None
         }
     }
+}
+
+/// travis-yml's `cache` change: `cache: pip` and `cache: [pip, npm]` mean
+/// `{pip: true, npm: true}`.
+fn cache_names_to_map(node: &Node) -> Option<Node> {
+    let names: Vec<&Node> = match &node.value {
+        Value::Scalar(_) if node.as_bool().is_none() => vec![node],
+        Value::Seq(items) if items.iter().all(|i| i.as_str().is_some()) => items.iter().collect(),
+        _ => return None,
+    };
+    let entries = names
+        .into_iter()
+        .map(|n| Entry {
+            key: n.as_str().unwrap_or_default().to_string(),
+            key_pos: n.pos,
+            value: Node::scalar(n.pos, "true"),
+        })
+        .collect();
+    Some(Node::new(node.pos, Value::Map(entries)))
 }
 
 fn has_object_items(s: &Schema, arr: &J) -> bool {

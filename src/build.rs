@@ -1,0 +1,384 @@
+//! Running a planned build: every job in its own workspace, stage by stage, up to N
+//! jobs of a stage at once, and the build result rolled up as travis-semantics.md §4
+//! says (allow_failures, fast_finish, later stages canceled after a failure).
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::model::EnvVar;
+use crate::event::BuildEvent;
+use crate::exit;
+use crate::job::log::{Log, Masker, Sink, human};
+use crate::job::{self, JobContext, JobOptions, JobOutcome, JobResult};
+use crate::plan::{JobPlan, Plan};
+use crate::workspace::{GitOptions, Origin, Workspace};
+
+/// The state of a whole build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildState {
+    /// Every required job passed.
+    Passed,
+    /// A required job failed.
+    Failed,
+    /// A required job errored.
+    Errored,
+    /// A required job was canceled.
+    Canceled,
+}
+
+impl BuildState {
+    /// The name Travis shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Passed => "passed",
+            BuildState::Failed => "failed",
+            BuildState::Errored => "errored",
+            BuildState::Canceled => "canceled",
+        }
+    }
+}
+
+/// §4: from the required jobs: any canceled → canceled; else any errored → errored;
+/// else any failed → failed; else passed (also when there are none).
+pub fn roll_up<'a>(jobs: impl IntoIterator<Item = (&'a JobPlan, JobResult)>) -> BuildState {
+    let required: Vec<JobResult> = jobs
+        .into_iter()
+        .filter(|(j, _)| !j.allow_failure)
+        .map(|(_, r)| r)
+        .collect();
+    if required.contains(&JobResult::Canceled) {
+        BuildState::Canceled
+    } else if required.contains(&JobResult::Errored) {
+        BuildState::Errored
+    } else if required.contains(&JobResult::Failed) {
+        BuildState::Failed
+    } else {
+        BuildState::Passed
+    }
+}
+
+/// How to run the build.
+pub struct BuildOptions {
+    /// Only this job (`1.2` or `2`).
+    pub only_job: Option<String>,
+    /// Up to this many jobs of a stage at once.
+    pub parallel: usize,
+    /// Keep workspaces and say where.
+    pub keep_workspace: bool,
+    /// Per-job limits and the cache store.
+    pub job: JobOptions,
+    /// `git:` options for clones.
+    pub git: GitOptions,
+    /// Where the files come from.
+    pub origin: Origin,
+    /// Repository settings (secret by default).
+    pub settings: Vec<EnvVar>,
+    /// Settings that are not secret.
+    pub public_settings: Vec<String>,
+    /// True when stdout is a terminal (readable sections instead of fold markers).
+    pub terminal: bool,
+}
+
+/// One job's result in a build.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    /// The job.
+    pub job: JobPlan,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Its log, as written to files (fold markers, secrets masked).
+    pub log: Vec<u8>,
+    /// Its log as shown to the user, when it was not streamed live (parallel jobs).
+    pub display: Vec<u8>,
+}
+
+/// What came of the build.
+pub struct BuildReport {
+    /// The state.
+    pub state: BuildState,
+    /// Every job that was part of the run, in order.
+    pub jobs: Vec<JobReport>,
+    /// Wall time.
+    pub duration: Duration,
+    /// True when a time limit ended a required job.
+    pub timed_out: bool,
+}
+
+impl BuildReport {
+    /// The documented exit code: 0 passed, 1 failed, 3 errored, 4 canceled or timed out.
+    pub fn exit_code(&self) -> i32 {
+        match self.state {
+            BuildState::Passed => exit::PASSED,
+            BuildState::Failed => exit::FAILED,
+            BuildState::Errored if self.timed_out => exit::CANCELED,
+            BuildState::Errored => exit::ERRORED,
+            BuildState::Canceled => exit::CANCELED,
+        }
+    }
+}
+
+/// The build's live output, shared by the jobs of a stage.
+pub type SharedOut = std::sync::Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// A `Write` into [`SharedOut`], one lock per write.
+struct Live(SharedOut);
+
+impl Write for Live {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let mut o = self.0.lock().expect("output");
+        o.write_all(b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().expect("output").flush()
+    }
+}
+
+/// A `Write` that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Picks the jobs `--job N` names (all when `None`).
+pub fn select_jobs<'a>(plan: &'a Plan, only: Option<&str>) -> Result<Vec<&'a JobPlan>, String> {
+    match only {
+        None => Ok(plan.jobs.iter().collect()),
+        Some(n) => {
+            let found = plan
+                .jobs
+                .iter()
+                .find(|j| j.number == n || j.number.rsplit('.').next() == Some(n));
+            match found {
+                Some(j) => Ok(vec![j]),
+                None => Err(format!(
+                    "there is no job {n}; the jobs are {}",
+                    plan.jobs
+                        .iter()
+                        .map(|j| j.number.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+    }
+}
+
+/// Runs the selected jobs of a plan, writing the live log to `out`.
+pub fn run(
+    plan: &Plan,
+    jobs: &[&JobPlan],
+    event: &BuildEvent,
+    build_number: u64,
+    language: &str,
+    opts: &BuildOptions,
+    out: &SharedOut,
+) -> BuildReport {
+    let started = Instant::now();
+    let mut reports: Vec<JobReport> = Vec::new();
+    let mut stop_reason: Option<String> = None;
+    for stage in &plan.stages {
+        let stage_jobs: Vec<&JobPlan> =
+            jobs.iter().copied().filter(|j| &j.stage == stage).collect();
+        if stage_jobs.is_empty() {
+            continue;
+        }
+        if let Some(why) = &stop_reason {
+            for j in stage_jobs {
+                let _ = writeln!(out.lock().expect("out"), "Job {} canceled: {why}", j.number);
+                reports.push(JobReport {
+                    job: j.clone(),
+                    outcome: JobOutcome {
+                        result: JobResult::Canceled,
+                        reason: why.clone(),
+                        timed_out: false,
+                        duration: Duration::ZERO,
+                    },
+                    log: Vec::new(),
+                    display: Vec::new(),
+                });
+            }
+            continue;
+        }
+        if plan.stages.len() > 1 {
+            let _ = writeln!(out.lock().expect("out"), "\n=== Stage: {stage} ===");
+        }
+        let results = run_stage(&stage_jobs, event, build_number, language, opts, out);
+        let failed_required = results
+            .iter()
+            .any(|r| !r.job.allow_failure && r.outcome.result != JobResult::Passed);
+        reports.extend(results);
+        if failed_required {
+            stop_reason = Some(format!("a required job of stage {stage} did not pass"));
+            if plan.fast_finish {
+                let _ = writeln!(
+                    out.lock().expect("out"),
+                    "fast_finish: a required job did not pass; the build result is known"
+                );
+            }
+        }
+    }
+    let state = roll_up(reports.iter().map(|r| (&r.job, r.outcome.result)));
+    let timed_out = reports
+        .iter()
+        .any(|r| !r.job.allow_failure && r.outcome.timed_out);
+    BuildReport {
+        state,
+        jobs: reports,
+        duration: started.elapsed(),
+        timed_out,
+    }
+}
+
+fn run_stage(
+    jobs: &[&JobPlan],
+    event: &BuildEvent,
+    build_number: u64,
+    language: &str,
+    opts: &BuildOptions,
+    out: &SharedOut,
+) -> Vec<JobReport> {
+    let parallel = opts.parallel.max(1);
+    let mut results: Vec<Option<JobReport>> = (0..jobs.len()).map(|_| None).collect();
+    for chunk_start in (0..jobs.len()).step_by(parallel) {
+        let chunk = &jobs[chunk_start..(chunk_start + parallel).min(jobs.len())];
+        let done: Vec<JobReport> = if chunk.len() == 1 {
+            vec![run_one(
+                chunk[0],
+                event,
+                build_number,
+                language,
+                opts,
+                Some(out),
+            )]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|j| {
+                        s.spawn(move || {
+                            let r = run_one(j, event, build_number, language, opts, None);
+                            // Output kept apart: each job's log is printed whole when it ends.
+                            let mut o = out.lock().expect("out");
+                            let _ = o.write_all(&r.display);
+                            let _ = o.flush();
+                            r
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("job thread"))
+                    .collect()
+            })
+        };
+        for (i, r) in done.into_iter().enumerate() {
+            results[chunk_start + i] = Some(r);
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
+fn run_one(
+    job: &JobPlan,
+    event: &BuildEvent,
+    build_number: u64,
+    language: &str,
+    opts: &BuildOptions,
+    live: Option<&SharedOut>,
+) -> JobReport {
+    let secrets: Vec<&str> = opts
+        .settings
+        .iter()
+        .filter(|v| !opts.public_settings.contains(&v.name))
+        .map(|v| v.value.as_str())
+        .collect();
+    let buffer = Buffer::default();
+    let display = Buffer::default();
+    let mut sinks = vec![Sink::raw(Box::new(buffer.clone()))];
+    // Live jobs stream to the output; parallel ones keep a copy to print when done.
+    let shown: Box<dyn Write + Send> = match live {
+        Some(out) => Box::new(Live(out.clone())),
+        None => Box::new(display.clone()),
+    };
+    sinks.push(if opts.terminal {
+        Sink::terminal(shown)
+    } else {
+        Sink::raw(shown)
+    });
+    let mut log = Log::new(Masker::new(secrets), sinks);
+    let outcome = execute(job, event, build_number, language, opts, &mut log);
+    let log_bytes = buffer.0.lock().expect("log").clone();
+    let display = display.0.lock().expect("log").clone();
+    JobReport {
+        job: job.clone(),
+        outcome,
+        log: log_bytes,
+        display,
+    }
+}
+
+fn execute(
+    job: &JobPlan,
+    event: &BuildEvent,
+    build_number: u64,
+    language: &str,
+    opts: &BuildOptions,
+    log: &mut Log,
+) -> JobOutcome {
+    let started = Instant::now();
+    let mut ws = match Workspace::prepare(&opts.origin, &event.repo, &opts.git) {
+        Ok(ws) => ws,
+        Err(e) => {
+            log.line(&format!(
+                "Job {}: could not prepare the workspace: {e}",
+                job.number
+            ));
+            return JobOutcome {
+                result: JobResult::Errored,
+                reason: format!("workspace: {e}"),
+                timed_out: false,
+                duration: started.elapsed(),
+            };
+        }
+    };
+    let ctx = JobContext {
+        event,
+        job,
+        build_number,
+        language: job_language(job, language),
+        settings: &opts.settings,
+        public_settings: &opts.public_settings,
+        workspace: &ws,
+        options: &opts.job,
+    };
+    let outcome = job::run(&ctx, log);
+    if opts.keep_workspace {
+        let at = ws.keep();
+        log.line(&format!("Workspace kept at {}", at.display()));
+    }
+    log.line(&format!(
+        "Job {} {} in {} ({})",
+        job.number,
+        outcome.result.as_str(),
+        human(outcome.duration),
+        outcome.reason
+    ));
+    outcome
+}
+
+fn job_language(job: &JobPlan, root: &str) -> String {
+    crate::config::model::str_of(job.config.get("language"))
+        .map(crate::config::schema::canonical_language)
+        .unwrap_or_else(|| root.to_string())
+}

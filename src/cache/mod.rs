@@ -1,0 +1,308 @@
+//! Directory caches (travis-semantics.md §5): which directories a job caches, the
+//! key it caches them under, and the fetch order (branch, then the default branch).
+//!
+//! - [`archive`]: tar + zstd archives, written atomically, extracted safely;
+//! - [`store`]: where archives live (a local directory).
+//!
+//! Key and directory decisions here are pure; [`archive`] and [`store`] do the I/O.
+
+pub mod archive;
+pub mod store;
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::config::model::{EnvVar, bool_of, str_of, strs};
+use crate::config::yaml::{Node, Value};
+use crate::plan::JobPlan;
+
+/// The default cache timeout (`cache.timeout`), seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 180;
+
+/// What a job caches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CacheSpec {
+    /// The directories as written (`$HOME/.gradle`, `node_modules`), in order.
+    pub dirs: Vec<String>,
+    /// The timeout for fetch and store, seconds.
+    pub timeout_secs: u64,
+}
+
+/// Reads a job's `cache:`. `None` when caching is off (`cache: false`) or nothing is cached.
+pub fn spec(job: &Node, language: &str, has: &dyn Fn(&str) -> bool) -> Option<CacheSpec> {
+    let cache = job.get("cache");
+    if let Some(c) = cache
+        && matches!(c.value, Value::Scalar(_))
+        && c.as_bool() == Some(false)
+    {
+        return None;
+    }
+    let mut dirs: Vec<String> = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    let mut timeout_secs = DEFAULT_TIMEOUT_SECS;
+    // npm is on by default for node_js, unless turned off.
+    if language == "node_js"
+        && cache
+            .and_then(|c| c.get("npm"))
+            .is_none_or(|n| bool_of(Some(n), true))
+    {
+        named.push("npm".into());
+    }
+    if let Some(c) = cache {
+        match &c.value {
+            Value::Map(entries) => {
+                for e in entries {
+                    match e.key.as_str() {
+                        "directories" => dirs.extend(strs(Some(&e.value))),
+                        "timeout" => {
+                            if let Some(t) = str_of(Some(&e.value)).and_then(|t| t.parse().ok()) {
+                                timeout_secs = t;
+                            }
+                        }
+                        "edge" | "branch" => {}
+                        name if bool_of(Some(&e.value), false) => named.push(name.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            Value::Seq(items) => {
+                for i in items {
+                    if let Some(name) = i.as_str() {
+                        named.push(name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in named {
+        for d in named_dirs(&name, has) {
+            if !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_string());
+            }
+        }
+    }
+    (!dirs.is_empty()).then_some(CacheSpec { dirs, timeout_secs })
+}
+
+/// The directories of a named cache (the ones that are plain directories).
+pub fn named_dirs(name: &str, has: &dyn Fn(&str) -> bool) -> Vec<&'static str> {
+    match name {
+        "pip" => vec!["$HOME/.cache/pip"],
+        "npm" if has("package-lock.json") => vec!["$HOME/.npm"],
+        "npm" => vec!["node_modules"],
+        "cargo" => vec!["$HOME/.cargo", "target"],
+        "bundler" => vec!["vendor/bundle"],
+        "yarn" => vec!["$HOME/.cache/yarn"],
+        "ccache" => vec!["$HOME/.ccache"],
+        "composer" => vec!["$HOME/.composer/cache"],
+        _ => vec![],
+    }
+}
+
+/// Expands `$VAR`, `${VAR}` and a leading `~`, then makes a relative path absolute
+/// under the build directory.
+pub fn resolve_dir(written: &str, env: &HashMap<String, String>, build_dir: &Path) -> PathBuf {
+    let mut out = String::new();
+    let mut chars = written.chars().peekable();
+    if written.starts_with('~') {
+        chars.next();
+        out.push_str(env.get("HOME").map(String::as_str).unwrap_or("~"));
+    }
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let braced = chars.peek() == Some(&'{');
+        if braced {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphanumeric() || n == '_' {
+                name.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if braced && chars.peek() == Some(&'}') {
+            chars.next();
+        }
+        out.push_str(env.get(&name).map(String::as_str).unwrap_or(""));
+    }
+    let p = PathBuf::from(out);
+    if p.is_absolute() {
+        p
+    } else {
+        build_dir.join(p)
+    }
+}
+
+/// The cache key of §5: `cache-<arch>-<os>-<dist>-<osx_image>-<sha256(env)>--<lang extra>`.
+/// The env part hashes the job's non-secret env vars, sorted.
+pub fn key(job: &JobPlan, language: &str) -> String {
+    let first = |k: &str| {
+        job.matrix
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut env: Vec<String> = job
+        .env
+        .iter()
+        .map(|v: &EnvVar| format!("{}={}", v.name, v.value))
+        .collect();
+    env.sort();
+    let digest = Sha256::digest(env.join("\n").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let arch = match first("arch").as_str() {
+        "" => "amd64".to_string(),
+        a => a.to_string(),
+    };
+    let os = match first("os").as_str() {
+        "" => "linux".to_string(),
+        o => o.to_string(),
+    };
+    let extra = match language {
+        "java" | "android" | "groovy" | "scala" | "clojure" => format!("--jdk-{}", first("jdk")),
+        "python" => format!("--python-{}", first("python")),
+        "node_js" => format!("--node-{}", first("node_js")),
+        "ruby" => format!("--rvm-{}", first("rvm")),
+        "go" => format!("--go-{}", first("go")),
+        "rust" => format!("--rust-{}", first("rust")),
+        "php" => format!("--php-{}", first("php")),
+        "c" | "cpp" => format!("--compiler-{}", first("compiler")),
+        _ => String::new(),
+    };
+    let extra = extra.trim_end_matches('-').to_string();
+    format!(
+        "cache-{arch}-{os}-{}-{}-{hex}{extra}",
+        first("dist"),
+        first("osx_image")
+    )
+    .replace('/', "_")
+}
+
+/// Where to look for a cache, first hit wins: this branch (or `PR.<n>`), then for a
+/// pull request its target branch, then the default branch if different.
+pub fn fetch_branches(
+    branch: &str,
+    pull_request: Option<u64>,
+    default_branch: &str,
+) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(n) = pull_request {
+        v.push(format!("PR.{n}"));
+    }
+    v.push(branch.to_string());
+    if default_branch != branch {
+        v.push(default_branch.to_string());
+    }
+    v
+}
+
+/// The branch a job stores its cache under.
+pub fn store_branch(branch: &str, pull_request: Option<u64>) -> String {
+    match pull_request {
+        Some(n) => format!("PR.{n}"),
+        None => branch.to_string(),
+    }
+}
+
+/// The env a cache path expands with: job env (plain values) and `HOME`, `TRAVIS_BUILD_DIR`.
+pub fn path_env(job_env: &[EnvVar], home: &Path, build_dir: &Path) -> HashMap<String, String> {
+    let mut m: HashMap<String, String> = job_env
+        .iter()
+        .map(|v| (v.name.clone(), v.plain_value().to_string()))
+        .collect();
+    m.insert("HOME".into(), home.display().to_string());
+    m.insert("TRAVIS_BUILD_DIR".into(), build_dir.display().to_string());
+    m.insert("TRAVIS_HOME".into(), home.display().to_string());
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn job_node(yaml: &str) -> Node {
+        config::load(yaml).config.root
+    }
+
+    #[test]
+    fn s5_forms() {
+        let none = |_: &str| false;
+        let s = spec(
+            &job_node("cache:\n  directories:\n    - $HOME/.gradle\n  pip: true\n"),
+            "java",
+            &none,
+        )
+        .unwrap();
+        assert_eq!(s.dirs, ["$HOME/.gradle", "$HOME/.cache/pip"]);
+        assert_eq!(s.timeout_secs, 180);
+        assert_eq!(
+            spec(&job_node("cache: pip\n"), "python", &none)
+                .unwrap()
+                .dirs,
+            ["$HOME/.cache/pip"]
+        );
+        assert!(
+            spec(
+                &job_node("cache: false\nlanguage: node_js\n"),
+                "node_js",
+                &none
+            )
+            .is_none()
+        );
+        assert_eq!(
+            spec(&job_node("language: node_js\n"), "node_js", &none)
+                .unwrap()
+                .dirs,
+            ["node_modules"],
+            "npm is on by default"
+        );
+        let t = spec(
+            &job_node("cache:\n  directories: [x]\n  timeout: 5\n"),
+            "java",
+            &none,
+        )
+        .unwrap();
+        assert_eq!(t.timeout_secs, 5);
+    }
+
+    #[test]
+    fn s5_paths_expand_env_and_are_relative_to_the_build_dir() {
+        let env: HashMap<String, String> = [
+            ("HOME".to_string(), "/h".to_string()),
+            ("X".into(), "y".into()),
+        ]
+        .into();
+        assert_eq!(
+            resolve_dir("$HOME/.m2", &env, Path::new("/b")),
+            PathBuf::from("/h/.m2")
+        );
+        assert_eq!(
+            resolve_dir("${X}/z", &env, Path::new("/b")),
+            PathBuf::from("/b/y/z")
+        );
+        assert_eq!(
+            resolve_dir("~/.npm", &env, Path::new("/b")),
+            PathBuf::from("/h/.npm")
+        );
+    }
+
+    #[test]
+    fn s5_fetch_order() {
+        assert_eq!(fetch_branches("dev", None, "master"), ["dev", "master"]);
+        assert_eq!(fetch_branches("master", None, "master"), ["master"]);
+        assert_eq!(
+            fetch_branches("master", Some(4), "master"),
+            ["PR.4", "master"]
+        );
+    }
+}

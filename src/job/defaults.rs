@@ -1,0 +1,304 @@
+//! Language defaults (travis-semantics.md §8): what `install` and `script` run when
+//! the config leaves them out, and mapping `jdk:` names to the JDKs installed here.
+//!
+//! Decisions read the checkout through a `has(file)` predicate, so they are tested
+//! without a disk.
+
+use std::path::{Path, PathBuf};
+
+/// The default commands of one phase, or a message when the language has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Default {
+    /// Run these commands.
+    Commands(Vec<String>),
+    /// Nothing to run.
+    Nothing,
+    /// Print this and fail the phase (Travis's python has no default script).
+    Fail(String),
+}
+
+/// The default `install` of a language.
+pub fn install(language: &str, has: &dyn Fn(&str) -> bool) -> Default {
+    let one = |c: &str| Default::Commands(vec![c.to_string()]);
+    match language {
+        "java" | "android" | "groovy" | "kotlin" | "clojure" | "scala" => {
+            if has("gradlew") {
+                one("travis_retry ./gradlew assemble")
+            } else if has("build.gradle") || has("build.gradle.kts") {
+                one("travis_retry gradle assemble")
+            } else if has("mvnw") {
+                one("travis_retry ./mvnw install -DskipTests=true -Dmaven.javadoc.skip=true -B -V")
+            } else if has("pom.xml") {
+                one("travis_retry mvn install -DskipTests=true -Dmaven.javadoc.skip=true -B -V")
+            } else {
+                Default::Nothing
+            }
+        }
+        "node_js" => {
+            if has("yarn.lock") {
+                one("travis_retry yarn")
+            } else if has("package-lock.json") || has("npm-shrinkwrap.json") {
+                one("travis_retry npm ci")
+            } else if has("package.json") {
+                one("travis_retry npm install")
+            } else {
+                Default::Nothing
+            }
+        }
+        "python" => {
+            if has("requirements.txt") {
+                one("travis_retry pip install -r requirements.txt")
+            } else {
+                Default::Commands(vec![
+                    "echo 'Could not locate requirements.txt. Override the install: key in your .travis.yml to install dependencies.'".into(),
+                ])
+            }
+        }
+        "ruby" => {
+            if has("Gemfile") {
+                one("travis_retry bundle install --jobs=3 --retry=3")
+            } else {
+                Default::Nothing
+            }
+        }
+        "go" => {
+            if has("go.mod") {
+                one("travis_retry go mod download")
+            } else {
+                one("travis_retry go get -t -v ./...")
+            }
+        }
+        _ => Default::Nothing,
+    }
+}
+
+/// The default `script` of a language.
+pub fn script(language: &str, has: &dyn Fn(&str) -> bool) -> Default {
+    let one = |c: &str| Default::Commands(vec![c.to_string()]);
+    match language {
+        "java" | "android" | "groovy" | "kotlin" | "clojure" | "scala" => {
+            if has("gradlew") {
+                one("./gradlew check")
+            } else if has("build.gradle") || has("build.gradle.kts") {
+                one("gradle check")
+            } else if has("mvnw") {
+                one("./mvnw test -B")
+            } else if has("pom.xml") {
+                one("mvn test -B")
+            } else {
+                one("ant test")
+            }
+        }
+        "node_js" => {
+            if has("yarn.lock") {
+                one("yarn test")
+            } else {
+                one("npm test")
+            }
+        }
+        "python" => Default::Fail(
+            "Please override the script: key in your .travis.yml to run tests.".into(),
+        ),
+        "ruby" => {
+            if has("Gemfile") {
+                one("bundle exec rake")
+            } else {
+                one("rake")
+            }
+        }
+        "rust" => Default::Commands(vec![
+            "cargo build --verbose".into(),
+            "cargo test --verbose".into(),
+        ]),
+        "go" => {
+            if has("Makefile") {
+                one("make")
+            } else {
+                one("go test -v ./...")
+            }
+        }
+        "c" | "cpp" => one("./configure && make && make test"),
+        _ => Default::Nothing,
+    }
+}
+
+/// Languages whose defaults runway knows; others get a warning when they rely on defaults.
+pub fn known(language: &str) -> bool {
+    matches!(
+        language,
+        "java"
+            | "android"
+            | "groovy"
+            | "clojure"
+            | "scala"
+            | "node_js"
+            | "python"
+            | "ruby"
+            | "rust"
+            | "go"
+            | "c"
+            | "cpp"
+            | "generic"
+            | "minimal"
+            | "shell"
+    )
+}
+
+/// The JDK major version a `jdk:` name asks for: `openjdk8` → 8, `oraclejdk11` → 11.
+pub fn jdk_major(name: &str) -> Option<u32> {
+    let digits: String = name
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let major = digits.strip_prefix("1.").unwrap_or(&digits);
+    major.split('.').next()?.parse().ok()
+}
+
+/// Finds an installed JDK for a `jdk:` name among the directories of `roots`
+/// (`/usr/lib/jvm` and `RUNWAY_JDK_DIRS`). Returns its home.
+pub fn find_jdk(name: &str, roots: &[PathBuf]) -> Option<PathBuf> {
+    let major = jdk_major(name)?;
+    let mut candidates: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|r| std::fs::read_dir(r).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("bin/java").exists())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            dir_major(&n) == Some(major)
+        })
+        .collect();
+    candidates.sort();
+    // Prefer the vendor the name asks for.
+    let vendor = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    candidates
+        .iter()
+        .find(|p| p.to_string_lossy().contains(vendor.trim_end_matches("jdk")))
+        .or(candidates.first())
+        .cloned()
+}
+
+fn dir_major(dir_name: &str) -> Option<u32> {
+    // java-17-openjdk-amd64, java-1.8.0-openjdk, temurin-25-jdk-amd64, jdk-21
+    dir_name.split(['-', '_']).find_map(|part| {
+        let p = part.strip_prefix("1.").unwrap_or(part);
+        let head = p.split('.').next()?;
+        (!head.is_empty() && head.chars().all(|c| c.is_ascii_digit()))
+            .then(|| head.parse().ok())
+            .flatten()
+    })
+}
+
+/// The directories searched for JDKs.
+pub fn jdk_roots() -> Vec<PathBuf> {
+    let mut roots = vec![PathBuf::from("/usr/lib/jvm")];
+    if let Some(extra) = std::env::var_os("RUNWAY_JDK_DIRS") {
+        roots.extend(std::env::split_paths(&extra));
+    }
+    roots
+}
+
+/// The names of the installed JDKs, for messages.
+pub fn installed_jdks(roots: &[PathBuf]) -> Vec<String> {
+    let mut v: Vec<String> = roots
+        .iter()
+        .filter_map(|r| std::fs::read_dir(r).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("bin/java").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// True when `dir` has `file`.
+pub fn has_in(dir: &Path) -> impl Fn(&str) -> bool + '_ {
+    move |f: &str| dir.join(f).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(files: &'static [&'static str]) -> impl Fn(&str) -> bool {
+        move |f: &str| files.contains(&f)
+    }
+
+    #[test]
+    fn s8_java_defaults_first_match() {
+        let gw = with(&["gradlew", "build.gradle", "pom.xml"]);
+        assert_eq!(
+            install("java", &gw),
+            Default::Commands(vec!["travis_retry ./gradlew assemble".into()])
+        );
+        assert_eq!(
+            script("java", &gw),
+            Default::Commands(vec!["./gradlew check".into()])
+        );
+        let mvn = with(&["pom.xml"]);
+        assert_eq!(
+            install("java", &mvn),
+            Default::Commands(vec![
+                "travis_retry mvn install -DskipTests=true -Dmaven.javadoc.skip=true -B -V".into()
+            ])
+        );
+        assert_eq!(
+            script("java", &mvn),
+            Default::Commands(vec!["mvn test -B".into()])
+        );
+        assert_eq!(
+            script("java", &with(&["mvnw", "pom.xml"])),
+            Default::Commands(vec!["./mvnw test -B".into()])
+        );
+        assert_eq!(
+            script("java", &with(&["build.gradle"])),
+            Default::Commands(vec!["gradle check".into()])
+        );
+        assert_eq!(install("java", &with(&[])), Default::Nothing);
+    }
+
+    #[test]
+    fn s8_other_languages() {
+        let none = with(&[]);
+        assert!(matches!(script("python", &none), Default::Fail(_)));
+        assert_eq!(
+            script("rust", &none),
+            Default::Commands(vec![
+                "cargo build --verbose".into(),
+                "cargo test --verbose".into()
+            ])
+        );
+        assert_eq!(
+            install("node_js", &with(&["package-lock.json"])),
+            Default::Commands(vec!["travis_retry npm ci".into()])
+        );
+        assert_eq!(
+            script("node_js", &none),
+            Default::Commands(vec!["npm test".into()])
+        );
+        assert_eq!(script("shell", &none), Default::Nothing);
+        assert_eq!(
+            script("c", &none),
+            Default::Commands(vec!["./configure && make && make test".into()])
+        );
+    }
+
+    #[test]
+    fn jdk_names() {
+        assert_eq!(jdk_major("openjdk8"), Some(8));
+        assert_eq!(jdk_major("oraclejdk11"), Some(11));
+        assert_eq!(jdk_major("openjdk-17"), Some(17));
+        assert_eq!(jdk_major("default"), None);
+        assert_eq!(dir_major("java-17-openjdk-amd64"), Some(17));
+        assert_eq!(dir_major("java-1.8.0-openjdk-amd64"), Some(8));
+        assert_eq!(dir_major("temurin-25-jdk-amd64"), Some(25));
+    }
+}

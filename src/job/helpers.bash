@@ -1,0 +1,84 @@
+# runway's job shell prelude: the runner's own plumbing and Travis's helpers.
+# Sourced once per job, before any user command. Travis's helpers are shell
+# functions, so, as on Travis, they are not visible inside scripts run as child
+# processes.
+
+# Runs one command file the way travis_cmd did (eval in this shell), then reports:
+# a sync marker on stdout (all output delivered), the exit status on fd 3.
+__runway_run() {
+  local __runway_cmd
+  __runway_cmd="$(<"$1")"
+  eval "$__runway_cmd" 3>&- 4<&-
+  local __runway_rc=$?
+  printf '\036RUNWAY-SYNC-%s\036' "$__RUNWAY_NONCE"
+  printf '%s\n' "$__runway_rc" >&3
+}
+
+# travis_retry CMD...: up to 3 tries, 1 s apart; returns the last exit code.
+travis_retry() {
+  local result=0
+  local count=1
+  while [ $count -le 3 ]; do
+    [ $result -ne 0 ] && {
+      echo -e "\n${ANSI_RED:-}The command \"$*\" failed. Retrying, $count of 3.${ANSI_RESET:-}\n" >&2
+    }
+    "$@" && { result=0 && break; } || result=$?
+    count=$((count + 1))
+    sleep 1
+  done
+  [ $count -gt 3 ] && {
+    echo -e "\n${ANSI_RED:-}The command \"$*\" failed 3 times.${ANSI_RESET:-}\n" >&2
+  }
+  return $result
+}
+
+# travis_wait [MINUTES] CMD...: runs CMD with its output in a log file, printing
+# "Still running" every minute so the no-output timer does not fire; kills it
+# after MINUTES (default 20); prints the log and returns CMD's exit code.
+travis_wait() {
+  local timeout=20
+  if [[ "$1" =~ ^[0-9]+$ ]]; then
+    timeout=$1
+    shift
+  fi
+  local cmd=("$@")
+  local log_file="travis_wait_$$.log"
+  "${cmd[@]}" &>"$log_file" &
+  local cmd_pid=$!
+  (
+    local i=0
+    while [ $i -lt "$timeout" ]; do
+      i=$((i + 1))
+      sleep 60
+      echo -e "Still running ($i of $timeout): ${cmd[*]}"
+    done
+    echo -e "\n${ANSI_RED:-}Timeout (${timeout} minutes) reached. Terminating \"${cmd[*]}\"${ANSI_RESET:-}\n"
+    kill -9 $cmd_pid 2>/dev/null
+  ) &
+  local jigger_pid=$!
+  local result
+  wait $cmd_pid 2>/dev/null
+  result=$?
+  kill $jigger_pid 2>/dev/null
+  wait $jigger_pid 2>/dev/null
+  if [ $result -eq 0 ]; then
+    echo -e "\n${ANSI_GREEN:-}The command ${cmd[*]} exited with $result.${ANSI_RESET:-}"
+  else
+    echo -e "\n${ANSI_RED:-}The command ${cmd[*]} exited with $result.${ANSI_RESET:-}"
+  fi
+  echo -e "\n${ANSI_GREEN:-}Log:${ANSI_RESET:-}\n"
+  cat "$log_file"
+  rm -f "$log_file"
+  return $result
+}
+
+# travis_terminate N: stop the job now with exit status N.
+travis_terminate() {
+  pkill -9 -P $$ &>/dev/null || true
+  exit "${1:-1}"
+}
+
+# Folds and timers that user scripts sometimes print themselves.
+travis_fold() {
+  printf 'travis_fold:%s:%s\r\n' "$1" "$2"
+}

@@ -1,0 +1,759 @@
+//! One job, run the way Travis ran it (travis-semantics.md §1): one persistent shell,
+//! the phases in order with their failure rules, caches around them, deploys shown or
+//! run, and a result.
+//!
+//! - [`phases`]: the lifecycle as data: which phases stop the job, which only record
+//!   a failure, which never change the result;
+//! - [`shell`]: the persistent bash and its protocol;
+//! - [`log`]: masking, folds and timing, sinks;
+//! - [`env`]: the job's environment;
+//! - [`defaults`]: language defaults and JDKs.
+
+pub mod defaults;
+pub mod env;
+pub mod log;
+pub mod phases;
+pub mod shell;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use crate::cache::{self, archive, store::LocalStore};
+use crate::config::model::{EnvVar, str_of, strs};
+use crate::deploy;
+use crate::event::BuildEvent;
+use crate::plan::JobPlan;
+use crate::workspace::Workspace;
+use log::{Log, human};
+use phases::{OnFailure, Phase, RunsWhen};
+use shell::{Shell, Wait};
+
+/// How a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobResult {
+    /// Every script command passed.
+    Passed,
+    /// A script command failed.
+    Failed,
+    /// A setup phase, a deploy or the runner failed, or a limit was hit.
+    Errored,
+    /// Canceled before or while running (a failed earlier stage, fast_finish, a signal).
+    Canceled,
+}
+
+impl JobResult {
+    /// The name Travis shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobResult::Passed => "passed",
+            JobResult::Failed => "failed",
+            JobResult::Errored => "errored",
+            JobResult::Canceled => "canceled",
+        }
+    }
+
+    /// The worker's mapping of a script's exit code: 0 passed, 1 failed, else errored.
+    pub fn from_exit(code: i32) -> JobResult {
+        match code {
+            0 => JobResult::Passed,
+            1 => JobResult::Failed,
+            _ => JobResult::Errored,
+        }
+    }
+}
+
+/// What came of a job.
+#[derive(Clone, Debug)]
+pub struct JobOutcome {
+    /// The result.
+    pub result: JobResult,
+    /// Why, in a few words (`script failed`, `install errored`, `timed out`).
+    pub reason: String,
+    /// True when a time limit ended the job.
+    pub timed_out: bool,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// Limits and switches for running jobs.
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    /// No output for this long ends the job (default 10 min).
+    pub no_output_timeout: Duration,
+    /// The whole job may take this long (default 50 min).
+    pub timeout: Duration,
+    /// Where caches live; `None` turns caching off.
+    pub cache_store: Option<LocalStore>,
+    /// The repository's default branch (cache fallback).
+    pub default_branch: String,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            no_output_timeout: Duration::from_secs(600),
+            timeout: Duration::from_secs(50 * 60),
+            cache_store: None,
+            default_branch: "master".into(),
+        }
+    }
+}
+
+/// Everything one job needs.
+pub struct JobContext<'a> {
+    /// The build event.
+    pub event: &'a BuildEvent,
+    /// The planned job.
+    pub job: &'a JobPlan,
+    /// The build number.
+    pub build_number: u64,
+    /// The language (canonical).
+    pub language: String,
+    /// Repository settings (secret unless listed in `public_settings`).
+    pub settings: &'a [EnvVar],
+    /// Settings that are not secret.
+    pub public_settings: &'a [String],
+    /// The workspace.
+    pub workspace: &'a Workspace,
+    /// Limits and the cache store.
+    pub options: &'a JobOptions,
+}
+
+/// Why a running job must stop now.
+enum Stop {
+    /// The job ends with this result (phase failure, shell exit, timeout).
+    End(JobResult, String, bool),
+}
+
+/// Runs one job and writes its log. Never panics on user input; runner failures are
+/// an errored job with the reason logged.
+pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
+    let started = Instant::now();
+    let mut runner = Runner {
+        ctx,
+        shell: None,
+        test_result: None,
+        phase_counts: HashMap::new(),
+        cache: None,
+    };
+    let end = runner.run_all(log);
+    let (result, reason, timed_out) = match end {
+        Ok(()) => {
+            let r = match runner.test_result {
+                Some(0) | None => JobResult::Passed,
+                _ => JobResult::Failed,
+            };
+            let why = if r == JobResult::Passed {
+                "all script commands passed"
+            } else {
+                "a script command failed"
+            };
+            (r, why.to_string(), false)
+        }
+        Err(Stop::End(r, why, t)) => (r, why, t),
+    };
+    if let Some(sh) = runner.shell.take() {
+        sh.finish(Duration::from_secs(2));
+    }
+    let code = match result {
+        JobResult::Passed => 0,
+        JobResult::Failed => 1,
+        _ => 2,
+    };
+    log.line("");
+    log.line(&format!("Done. Your build exited with {code}."));
+    JobOutcome {
+        result,
+        reason,
+        timed_out,
+        duration: started.elapsed(),
+    }
+}
+
+/// What a job knows about its cache between fetch and store.
+struct CacheState {
+    dirs: Vec<(String, std::path::PathBuf)>,
+    key: String,
+    fingerprint: Option<String>,
+    timeout: Duration,
+}
+
+struct Runner<'a> {
+    ctx: &'a JobContext<'a>,
+    shell: Option<Shell>,
+    /// `TRAVIS_TEST_RESULT`: None until a script command ran.
+    test_result: Option<i32>,
+    phase_counts: HashMap<&'static str, usize>,
+    cache: Option<CacheState>,
+}
+
+impl Runner<'_> {
+    fn run_all(&mut self, log: &mut Log) -> Result<(), Stop> {
+        self.header(log);
+        self.start_shell(log)?;
+        self.setup_env(log)?;
+        self.cache_fetch(log);
+        for p in [
+            Phase::BeforeInstall,
+            Phase::Install,
+            Phase::BeforeScript,
+            Phase::Script,
+            Phase::BeforeCache,
+        ] {
+            self.phase(p, log)?;
+        }
+        self.cache_store(log);
+        self.export_test_result()?;
+        if self.passed() {
+            self.phase(Phase::AfterSuccess, log)?;
+            self.deploys(log)?;
+        } else {
+            self.phase(Phase::AfterFailure, log)?;
+        }
+        self.phase(Phase::AfterScript, log)?;
+        Ok(())
+    }
+
+    fn passed(&self) -> bool {
+        self.test_result.unwrap_or(0) == 0
+    }
+
+    fn header(&self, log: &mut Log) {
+        let job = self.ctx.job;
+        let mut what = format!("Job {}", job.number);
+        if let Some(n) = &job.name {
+            what.push_str(&format!(" \"{n}\""));
+        }
+        let m: Vec<String> = job
+            .matrix
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        if !m.is_empty() {
+            what.push_str(&format!(" ({})", m.join(", ")));
+        }
+        log.styled_line(&what, &format!("\x1b[1m{what}\x1b[0m"));
+        log.line(&format!(
+            "Repository {} at {} ({})",
+            self.ctx.event.repo,
+            if self.ctx.event.commit.is_empty() {
+                "the files on disk"
+            } else {
+                &self.ctx.event.commit
+            },
+            self.ctx.event.travis_branch()
+        ));
+        log.line(&format!(
+            "Build directory: {}",
+            self.ctx.workspace.build_dir.display()
+        ));
+        log.line("");
+    }
+
+    fn start_shell(&mut self, log: &mut Log) -> Result<(), Stop> {
+        let ws = self.ctx.workspace;
+        let inputs = env::EnvInputs {
+            event: self.ctx.event,
+            job: self.ctx.job,
+            build_number: self.ctx.build_number,
+            language: &self.ctx.language,
+            build_dir: &ws.build_dir,
+            home: &ws.home,
+        };
+        let mut penv = env::process_env(&inputs);
+        if has_gradle(&ws.build_dir) {
+            penv.push(("TERM".into(), "dumb".into()));
+        }
+        match Shell::start(&ws.build_dir, &penv, &ws.scratch) {
+            Ok(sh) => {
+                self.shell = Some(sh);
+                Ok(())
+            }
+            Err(e) => {
+                log.line(&format!("runway could not start bash: {e}"));
+                Err(Stop::End(
+                    JobResult::Errored,
+                    format!("could not start bash: {e}"),
+                    false,
+                ))
+            }
+        }
+    }
+
+    fn setup_env(&mut self, log: &mut Log) -> Result<(), Stop> {
+        let ctx = self.ctx;
+        // jdk: mapped to an installed JDK.
+        if let Some((_, jdk)) = ctx.job.matrix.iter().find(|(k, _)| k == "jdk") {
+            self.setup_jdk(jdk, log)?;
+        }
+        let yml: Vec<EnvVar> = ctx.job.env.clone();
+        let lines = env::export_lines(ctx.settings, ctx.public_settings, &yml);
+        let n_settings = ctx.settings.len();
+        if n_settings > 0 {
+            log.line("Setting environment variables from repository settings");
+        }
+        for (i, (cmd, shown)) in lines.iter().enumerate() {
+            if i == n_settings {
+                log.line("Setting environment variables from .travis.yml");
+            }
+            log.line(&format!("$ {shown}"));
+            self.silent(cmd)?;
+        }
+        if n_settings > 0 {
+            self.silent("export TRAVIS_SECURE_ENV_VARS=true")?;
+        }
+        if !lines.is_empty() {
+            log.line("");
+        }
+        Ok(())
+    }
+
+    fn setup_jdk(&mut self, jdk: &str, log: &mut Log) -> Result<(), Stop> {
+        if jdk == "default" {
+            return Ok(());
+        }
+        let roots = defaults::jdk_roots();
+        match defaults::find_jdk(jdk, &roots) {
+            Some(home) => {
+                let home = home.display().to_string();
+                log.line(&format!("$ export JAVA_HOME={home}"));
+                self.silent(&format!(
+                    "export JAVA_HOME={q}; export PATH={q}/bin:$PATH; export TRAVIS_JDK_VERSION={j}",
+                    q = shell::quote(&home),
+                    j = shell::quote(jdk)
+                ))?;
+            }
+            None => {
+                let found = defaults::installed_jdks(&roots);
+                log.styled_line(
+                    &format!(
+                        "warning: jdk \"{jdk}\" is not installed here (found: {}); using the default java",
+                        if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                    ),
+                    &format!(
+                        "\x1b[33mwarning: jdk \"{jdk}\" is not installed here (found: {}); using the default java\x1b[0m",
+                        if found.is_empty() { "none".to_string() } else { found.join(", ") }
+                    ),
+                );
+                self.silent(&format!("export TRAVIS_JDK_VERSION={}", shell::quote(jdk)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a runway command in the job shell without showing it.
+    fn silent(&mut self, cmd: &str) -> Result<i32, Stop> {
+        let opts = self.ctx.options;
+        let sh = self.shell.as_mut().expect("shell started");
+        if let Err(e) = sh.send(cmd) {
+            return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false));
+        }
+        match sh.wait(opts.no_output_timeout, opts.timeout, &mut |_| {}) {
+            Wait::Done(code) => Ok(code),
+            other => Err(self.stop_for(other)),
+        }
+    }
+
+    fn stop_for(&mut self, w: Wait) -> Stop {
+        match w {
+            Wait::Done(code) | Wait::ShellExited(code) => Stop::End(
+                JobResult::from_exit(code),
+                format!("the job's shell exited with {code}"),
+                false,
+            ),
+            Wait::NoOutput => {
+                if let Some(sh) = self.shell.as_mut() {
+                    sh.kill();
+                }
+                Stop::End(JobResult::Errored, "no output timeout".into(), true)
+            }
+            Wait::JobTimeout => {
+                if let Some(sh) = self.shell.as_mut() {
+                    sh.kill();
+                }
+                Stop::End(JobResult::Errored, "job timeout".into(), true)
+            }
+        }
+    }
+
+    /// The commands of a phase: as configured, `skip`, or the language default.
+    fn commands(&self, phase: Phase, log: &mut Log) -> Result<Vec<String>, String> {
+        let job = &self.ctx.job.config;
+        let key = phase.key();
+        if let Some(node) = job.get(key) {
+            let list = strs(Some(node));
+            if list.len() == 1 && matches!(list[0].trim(), "skip" | "ignore") {
+                log.line(&format!("Skipping the {key} step, as instructed."));
+                return Ok(Vec::new());
+            }
+            return Ok(list);
+        }
+        let has = defaults::has_in(&self.ctx.workspace.build_dir);
+        let default = match phase {
+            Phase::Install => defaults::install(&self.ctx.language, &has),
+            Phase::Script => defaults::script(&self.ctx.language, &has),
+            _ => defaults::Default::Nothing,
+        };
+        if matches!(phase, Phase::Install | Phase::Script) && !defaults::known(&self.ctx.language) {
+            log.line(&format!(
+                "warning: runway has no default {key} for language {}; give {key}: in .travis.yml",
+                self.ctx.language
+            ));
+        }
+        match default {
+            defaults::Default::Commands(c) => Ok(c),
+            defaults::Default::Nothing => Ok(Vec::new()),
+            defaults::Default::Fail(msg) => Err(msg),
+        }
+    }
+
+    fn phase(&mut self, phase: Phase, log: &mut Log) -> Result<(), Stop> {
+        let rule = phases::rule(phase);
+        let runs = match rule.runs {
+            RunsWhen::Always => true,
+            RunsWhen::IfPassed => self.passed(),
+            RunsWhen::IfFailed => !self.passed(),
+        };
+        if !runs {
+            return Ok(());
+        }
+        let commands = match self.commands(phase, log) {
+            Ok(c) => c,
+            Err(msg) => {
+                log.line(&msg);
+                if phase == Phase::Script {
+                    self.test_result = Some(1);
+                }
+                return Ok(());
+            }
+        };
+        self.run_commands(phase, &commands, log)
+    }
+
+    fn run_commands(
+        &mut self,
+        phase: Phase,
+        commands: &[String],
+        log: &mut Log,
+    ) -> Result<(), Stop> {
+        let rule = phases::rule(phase);
+        let key = phase.key();
+        for cmd in commands {
+            let n = self.phase_counts.entry(key).or_insert(0);
+            *n += 1;
+            let fold_name = format!("{key}.{n}");
+            let timer = if rule.folded {
+                log.fold_start(&fold_name, &format!("{key}: {}", first_line(cmd)))
+            } else {
+                log.timer_start()
+            };
+            let started = Instant::now();
+            log.styled_line(&format!("$ {cmd}"), &format!("\x1b[1;33m$ {cmd}\x1b[0m"));
+            let opts = self.ctx.options;
+            let sh = self.shell.as_mut().expect("shell started");
+            let waited = match sh.send(cmd) {
+                Ok(()) => sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| log.output(b)),
+                Err(e) => return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false)),
+            };
+            log.end_output();
+            let took = started.elapsed();
+            log.fold_end(timer);
+            let code = match waited {
+                Wait::Done(code) => code,
+                Wait::NoOutput => {
+                    log.line("");
+                    log.line(&format!(
+                        "No output has been received in the last {}, this potentially indicates a stalled build or something wrong with the build itself.",
+                        go_duration(opts.no_output_timeout)
+                    ));
+                    log.line("The job's process group was killed.");
+                    return Err(self.stop_for(Wait::NoOutput));
+                }
+                Wait::JobTimeout => {
+                    log.line("");
+                    log.line(&format!(
+                        "The job exceeded the maximum time limit for jobs ({}), and has been terminated.",
+                        go_duration(opts.timeout)
+                    ));
+                    log.line("The job's process group was killed.");
+                    return Err(self.stop_for(Wait::JobTimeout));
+                }
+                Wait::ShellExited(code) => {
+                    log.line(&format!("The job's shell exited with {code} during {key}."));
+                    return Err(self.stop_for(Wait::ShellExited(code)));
+                }
+            };
+            log.terminal_note(&format!("\x1b[2m  ↳ exit {code} in {}\x1b[0m", human(took)));
+            match rule.on_failure {
+                OnFailure::Record => {
+                    log.line(&format!("The command \"{cmd}\" exited with {code}."));
+                    let prev = self.test_result.unwrap_or(0);
+                    self.test_result = Some(prev | i32::from(code != 0));
+                }
+                OnFailure::Stop if code != 0 => {
+                    log.line(&format!(
+                        "The command \"{cmd}\" failed and exited with {code} during {key}."
+                    ));
+                    log.line("");
+                    log.line("Your build has been stopped.");
+                    return Err(Stop::End(
+                        JobResult::Errored,
+                        format!("{key} failed: {}", first_line(cmd)),
+                        false,
+                    ));
+                }
+                _ => {}
+            }
+            if phase == Phase::Script {
+                log.line("");
+            }
+        }
+        Ok(())
+    }
+
+    fn export_test_result(&mut self) -> Result<(), Stop> {
+        let v = self.test_result.map(|r| r.to_string()).unwrap_or_default();
+        self.silent(&format!("export TRAVIS_TEST_RESULT={v}"))
+            .map(|_| ())
+    }
+
+    // ------------------------------------------------------------ caches (§5)
+
+    fn cache_fetch(&mut self, log: &mut Log) {
+        let ctx = self.ctx;
+        let Some(store) = ctx.options.cache_store.clone() else {
+            return;
+        };
+        let has = defaults::has_in(&ctx.workspace.build_dir);
+        let Some(spec) = cache::spec(&ctx.job.config, &ctx.language, &has) else {
+            return;
+        };
+        let env = cache::path_env(&ctx.job.env, &ctx.workspace.home, &ctx.workspace.build_dir);
+        let dirs: Vec<(String, std::path::PathBuf)> = spec
+            .dirs
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    cache::resolve_dir(d, &env, &ctx.workspace.build_dir),
+                )
+            })
+            .collect();
+        let key = cache::key(ctx.job, &ctx.language);
+        let fold = log.fold_start("cache.1", "cache: fetch");
+        log.line("Setting up build cache");
+        for (w, p) in &dirs {
+            let _ = std::fs::create_dir_all(p);
+            log.line(&format!("$ cache directory {w} ({})", p.display()));
+        }
+        let timeout = Duration::from_secs(spec.timeout_secs);
+        let branch = ctx.event.travis_branch().to_string();
+        let mut fingerprint = None;
+        let mut found = false;
+        for b in cache::fetch_branches(&branch, ctx.event.pull_request, &ctx.options.default_branch)
+        {
+            let path = store.path(&ctx.event.repo, &b, &key);
+            if !path.exists() {
+                continue;
+            }
+            found = true;
+            let started = Instant::now();
+            let resolved: HashMap<String, std::path::PathBuf> = dirs.iter().cloned().collect();
+            let result = with_timeout(timeout, move |cancel| {
+                archive::restore(&path, &|w| resolved.get(w).cloned(), &cancel)
+            });
+            match result {
+                Some(Ok(r)) => {
+                    log.line(&format!(
+                        "cache: restored {} files ({}) from branch {b} in {}",
+                        r.files,
+                        bytes(r.bytes),
+                        human(started.elapsed())
+                    ));
+                    if !r.refused.is_empty() {
+                        log.line(&format!(
+                            "cache: refused {} unsafe entries: {}",
+                            r.refused.len(),
+                            r.refused
+                                .iter()
+                                .take(5)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                    fingerprint = archive::fingerprint(&dirs).ok();
+                }
+                Some(Err(e)) => log.line(&format!(
+                    "cache: could not restore the cache of branch {b}: {e}; going on without it"
+                )),
+                None => log.line(&format!(
+                    "cache: fetching took longer than {}s; going on without it",
+                    spec.timeout_secs
+                )),
+            }
+            break;
+        }
+        if !found {
+            log.line(&format!("cache: could not download cache ({key}): no cache for this branch or the default branch yet"));
+        }
+        log.fold_end(fold);
+        self.cache = Some(CacheState {
+            dirs,
+            key,
+            fingerprint,
+            timeout,
+        });
+    }
+
+    fn cache_store(&mut self, log: &mut Log) {
+        let ctx = self.ctx;
+        let (Some(state), Some(store)) = (self.cache.as_ref(), ctx.options.cache_store.as_ref())
+        else {
+            return;
+        };
+        let fold = log.fold_start("cache.2", "cache: store");
+        let now = archive::fingerprint(&state.dirs).ok();
+        if now.is_some() && now == state.fingerprint {
+            log.line("cache: nothing changed, not updating the cache");
+            log.fold_end(fold);
+            return;
+        }
+        let branch = cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request);
+        let path = store.path(&ctx.event.repo, &branch, &state.key);
+        let dirs = state.dirs.clone();
+        let started = Instant::now();
+        match with_timeout(state.timeout, move |cancel| {
+            archive::save(&dirs, &path, &cancel)
+        }) {
+            Some(Ok(s)) => log.line(&format!(
+                "cache: stored {} files ({} → {}) for branch {branch} in {}",
+                s.files,
+                bytes(s.bytes),
+                bytes(s.archive_bytes),
+                human(started.elapsed())
+            )),
+            Some(Err(e)) => log.line(&format!(
+                "cache: could not store the cache: {e}; the job goes on"
+            )),
+            None => log.line(&format!(
+                "cache: storing took longer than {}s and was stopped; the job goes on",
+                state.timeout.as_secs()
+            )),
+        }
+        log.fold_end(fold);
+    }
+
+    // ------------------------------------------------------------ deploys (§6)
+
+    fn deploys(&mut self, log: &mut Log) -> Result<(), Stop> {
+        let deploys = &self.ctx.job.deploys;
+        if deploys.is_empty() {
+            return Ok(());
+        }
+        for d in deploys {
+            if !d.fires {
+                log.line(&format!(
+                    "Skipping a deployment with the {} provider because {}",
+                    d.provider, d.reason
+                ));
+                continue;
+            }
+            let cond = strs(d.config.get("on").and_then(|o| o.get("condition")));
+            if !cond.is_empty() {
+                let test = cond
+                    .iter()
+                    .map(|c| format!("[[ {c} ]]"))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
+                if self.silent(&test)? != 0 {
+                    log.line(&format!(
+                        "Skipping a deployment with the {} provider because a custom condition was not met",
+                        d.provider
+                    ));
+                    continue;
+                }
+            }
+            let before = strs(self.ctx.job.config.get("before_deploy"));
+            self.run_commands(Phase::BeforeDeploy, &before, log)?;
+            let fold = log.fold_start(
+                &format!("dpl.{}", d.provider),
+                &format!("deploy: {}", d.provider),
+            );
+            log.line(&format!(
+                "Deploying with the {} provider (dry run: runway run deploys only with --deploy)",
+                d.provider
+            ));
+            for line in deploy::describe(
+                &d.config,
+                &self.ctx.workspace.build_dir,
+                &self.ctx.job.env,
+                self.ctx.settings,
+                self.ctx.event,
+                self.ctx.build_number,
+            ) {
+                log.line(&format!("  {line}"));
+            }
+            log.fold_end(fold);
+            let provider = str_of(d.config.get("provider")).unwrap_or_default();
+            log.line(&format!(
+                "Skipping after_deploy of the {provider} provider: nothing was deployed"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` on a thread; gives up after `limit` (the thread is told to stop).
+fn with_timeout<T: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce(Arc<AtomicBool>) -> T + Send + 'static,
+) -> Option<T> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = cancel.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(work(c));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+fn has_gradle(dir: &std::path::Path) -> bool {
+    dir.join("build.gradle").exists() || dir.join("build.gradle.kts").exists()
+}
+
+fn first_line(cmd: &str) -> &str {
+    cmd.lines().next().unwrap_or("")
+}
+
+/// `10m0s`, as Travis's worker (Go) printed durations.
+pub fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}h{}m{}s", s / 3600, s % 3600 / 60, s % 60)
+    } else if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{}s", s)
+    }
+}
+
+/// `1.2 MB`.
+pub fn bytes(n: u64) -> String {
+    if n >= 1_000_000 {
+        format!("{:.1} MB", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} kB", n as f64 / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}

@@ -1,0 +1,147 @@
+//! The job lifecycle of travis-semantics.md §1, written as data: one row per phase
+//! saying when it runs and what a failing command means. The runner reads only this.
+
+/// The user phases of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// `before_install`
+    BeforeInstall,
+    /// `install`
+    Install,
+    /// `before_script`
+    BeforeScript,
+    /// `script`
+    Script,
+    /// `before_cache`
+    BeforeCache,
+    /// `after_success`
+    AfterSuccess,
+    /// `after_failure`
+    AfterFailure,
+    /// `before_deploy` (run before each firing provider)
+    BeforeDeploy,
+    /// `after_deploy`
+    AfterDeploy,
+    /// `after_script`
+    AfterScript,
+}
+
+/// What a non-zero exit of one command does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailure {
+    /// The job is errored and stops at once: no after_* phases, no cache store.
+    Stop,
+    /// `TRAVIS_TEST_RESULT` becomes 1; later commands still run.
+    Record,
+    /// Nothing: the result does not change.
+    Ignore,
+}
+
+/// When a phase runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunsWhen {
+    /// Always, if the job got this far.
+    Always,
+    /// Only if `TRAVIS_TEST_RESULT` is 0.
+    IfPassed,
+    /// Only if `TRAVIS_TEST_RESULT` is not 0.
+    IfFailed,
+}
+
+/// One row of the lifecycle table.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    /// The phase.
+    pub phase: Phase,
+    /// When it runs.
+    pub runs: RunsWhen,
+    /// What a failing command does.
+    pub on_failure: OnFailure,
+    /// Whether each command is folded (`install.1`); script commands are not.
+    pub folded: bool,
+}
+
+/// The lifecycle, in order (cache store comes after `before_cache`; deploys come
+/// after `after_success`, per provider: `before_deploy`, provider, `after_deploy`).
+pub const LIFECYCLE: &[Rule] = &[
+    row(
+        Phase::BeforeInstall,
+        RunsWhen::Always,
+        OnFailure::Stop,
+        true,
+    ),
+    row(Phase::Install, RunsWhen::Always, OnFailure::Stop, true),
+    row(Phase::BeforeScript, RunsWhen::Always, OnFailure::Stop, true),
+    row(Phase::Script, RunsWhen::Always, OnFailure::Record, false),
+    row(
+        Phase::BeforeCache,
+        RunsWhen::Always,
+        OnFailure::Ignore,
+        true,
+    ),
+    row(
+        Phase::AfterSuccess,
+        RunsWhen::IfPassed,
+        OnFailure::Ignore,
+        true,
+    ),
+    row(
+        Phase::BeforeDeploy,
+        RunsWhen::IfPassed,
+        OnFailure::Stop,
+        true,
+    ),
+    row(
+        Phase::AfterDeploy,
+        RunsWhen::IfPassed,
+        OnFailure::Ignore,
+        true,
+    ),
+    row(
+        Phase::AfterFailure,
+        RunsWhen::IfFailed,
+        OnFailure::Ignore,
+        true,
+    ),
+    row(
+        Phase::AfterScript,
+        RunsWhen::Always,
+        OnFailure::Ignore,
+        true,
+    ),
+];
+
+const fn row(phase: Phase, runs: RunsWhen, on_failure: OnFailure, folded: bool) -> Rule {
+    Rule {
+        phase,
+        runs,
+        on_failure,
+        folded,
+    }
+}
+
+/// The row of a phase.
+pub fn rule(phase: Phase) -> Rule {
+    *LIFECYCLE
+        .iter()
+        .find(|r| r.phase == phase)
+        .expect("every phase has a row")
+}
+
+impl Phase {
+    /// The `.travis.yml` key.
+    pub fn key(self) -> &'static str {
+        match self {
+            Phase::BeforeInstall => "before_install",
+            Phase::Install => "install",
+            Phase::BeforeScript => "before_script",
+            Phase::Script => "script",
+            Phase::BeforeCache => "before_cache",
+            Phase::AfterSuccess => "after_success",
+            Phase::AfterFailure => "after_failure",
+            Phase::BeforeDeploy => "before_deploy",
+            Phase::AfterDeploy => "after_deploy",
+            Phase::AfterScript => "after_script",
+        }
+    }
+}

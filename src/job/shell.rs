@@ -1,0 +1,314 @@
+//! One persistent `bash` per job, so `cd`, `export` and functions carry over from
+//! `before_install` to `script`, as in Travis's single generated script.
+//!
+//! The shell runs in its own process group with:
+//! - fd 0: `/dev/null` (a command that reads stdin must not eat runway's commands);
+//! - fd 1 and 2: one pipe, read by a thread as a byte stream;
+//! - fd 3: the status pipe: after each command the shell writes its exit code there;
+//! - fd 4: the command pipe bash reads its script from, one line per command.
+//!
+//! Each command is written to a file and run by `__runway_run FILE`, which `eval`s it
+//! (like Travis's `travis_cmd`), then prints a sync marker with a per-shell nonce on
+//! stdout, then the status on fd 3. The marker tells the reader that every byte the
+//! command wrote has been seen, so output and statuses stay in order.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// What the shell's reader threads report.
+#[derive(Debug)]
+pub enum ShellEvent {
+    /// Bytes the job printed (stdout and stderr, interleaved as written).
+    Output(Vec<u8>),
+    /// Every byte of the last command's output has been delivered.
+    Sync,
+    /// The last command's exit status.
+    Status(i32),
+    /// The output pipe closed: the shell exited.
+    Closed,
+}
+
+/// How waiting for a command ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The command finished with this exit status.
+    Done(i32),
+    /// The shell itself exited (`exit N` in a command), with its exit status.
+    ShellExited(i32),
+    /// Nothing was printed for the no-output limit.
+    NoOutput,
+    /// The job's time limit passed.
+    JobTimeout,
+}
+
+/// A running job shell.
+pub struct Shell {
+    child: Child,
+    commands: io::PipeWriter,
+    events: Receiver<ShellEvent>,
+    dir: PathBuf,
+    counter: usize,
+    /// When the job started, for the job timeout.
+    pub started: Instant,
+    /// When the shell last printed anything.
+    pub last_output: Instant,
+}
+
+const HELPERS: &str = include_str!("helpers.bash");
+
+impl Shell {
+    /// Starts `bash` in `cwd` with exactly `env`, keeping scratch files in `scratch`.
+    pub fn start(cwd: &Path, env: &[(String, String)], scratch: &Path) -> io::Result<Shell> {
+        let (out_r, out_w) = io::pipe()?;
+        let (status_r, status_w) = io::pipe()?;
+        let (cmd_r, cmd_w) = io::pipe()?;
+        let nonce = nonce();
+        let mut c = Command::new("bash");
+        c.args(["--noprofile", "--norc", "/dev/fd/4"])
+            .stdin(Stdio::null())
+            .stdout(out_w.try_clone()?)
+            .stderr(out_w)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("__RUNWAY_NONCE", &nonce)
+            .current_dir(cwd)
+            .process_group(0);
+        let (status_fd, cmd_fd) = (status_w.as_raw_fd(), cmd_r.as_raw_fd());
+        // SAFETY: between fork and exec only async-signal-safe libc calls are made.
+        unsafe {
+            c.pre_exec(move || {
+                // Move both ends above 10 first, so placing them at 3 and 4 cannot
+                // overwrite one with the other.
+                let s = libc::fcntl(status_fd, libc::F_DUPFD, 10);
+                let k = libc::fcntl(cmd_fd, libc::F_DUPFD, 10);
+                if s < 0 || k < 0 || libc::dup2(s, 3) < 0 || libc::dup2(k, 4) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(s);
+                libc::close(k);
+                Ok(())
+            });
+        }
+        let child = c.spawn()?;
+        drop(status_w);
+        drop(cmd_r);
+        let (tx, events) = mpsc::channel();
+        spawn_output_reader(out_r, tx.clone(), format!("\x1eRUNWAY-SYNC-{nonce}\x1e"));
+        spawn_status_reader(status_r, tx);
+        let now = Instant::now();
+        let mut shell = Shell {
+            child,
+            commands: cmd_w,
+            events,
+            dir: scratch.to_path_buf(),
+            counter: 0,
+            started: now,
+            last_output: now,
+        };
+        let helpers = shell.dir.join("helpers.bash");
+        std::fs::write(&helpers, HELPERS)?;
+        writeln!(
+            shell.commands,
+            "source {}",
+            quote(&helpers.to_string_lossy())
+        )?;
+        Ok(shell)
+    }
+
+    /// The shell's process group id (= its pid).
+    pub fn pgid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends one command; its output and status arrive through [`Shell::wait`].
+    pub fn send(&mut self, command: &str) -> io::Result<()> {
+        self.counter += 1;
+        let file = self.dir.join(format!("cmd-{}.sh", self.counter));
+        std::fs::write(&file, command)?;
+        writeln!(
+            self.commands,
+            "__runway_run {}",
+            quote(&file.to_string_lossy())
+        )?;
+        self.commands.flush()
+    }
+
+    /// Waits for the command sent last, passing its output to `on_output`, until it
+    /// finishes or a limit passes.
+    pub fn wait(
+        &mut self,
+        no_output: Duration,
+        job_limit: Duration,
+        on_output: &mut dyn FnMut(&[u8]),
+    ) -> Wait {
+        let (mut status, mut synced) = (None, false);
+        loop {
+            if let (Some(code), true) = (status, synced) {
+                return Wait::Done(code);
+            }
+            let now = Instant::now();
+            let job_deadline = self.started + job_limit;
+            let quiet_deadline = self.last_output + no_output;
+            if now >= job_deadline {
+                return Wait::JobTimeout;
+            }
+            if now >= quiet_deadline {
+                return Wait::NoOutput;
+            }
+            let until = job_deadline.min(quiet_deadline) - now;
+            match self.events.recv_timeout(until) {
+                Ok(ShellEvent::Output(bytes)) => {
+                    self.last_output = Instant::now();
+                    on_output(&bytes);
+                }
+                Ok(ShellEvent::Sync) => synced = true,
+                Ok(ShellEvent::Status(code)) => status = Some(code),
+                Ok(ShellEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
+                    // Drain what is left, then report how the shell ended.
+                    while let Ok(ev) = self.events.try_recv() {
+                        if let ShellEvent::Output(bytes) = ev {
+                            on_output(&bytes);
+                        }
+                    }
+                    let code = self.child.wait().ok().and_then(|s| s.code()).unwrap_or(137);
+                    return Wait::ShellExited(code);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// Kills the shell's whole process group (the shell and everything it started)
+    /// and reaps the shell.
+    pub fn kill(&mut self) {
+        kill_group(self.pgid(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Ends the job: asks the group to stop, then kills what is left after `grace`.
+    pub fn finish(mut self, grace: Duration) {
+        kill_group(self.pgid(), libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait()
+                && !group_alive(self.pgid())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        } else if group_alive(self.pgid()) {
+            kill_group(self.pgid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Sends `signal` to every process of group `pgid`.
+pub fn kill_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// True while any process of group `pgid` is alive.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+fn spawn_output_reader(mut pipe: io::PipeReader, tx: Sender<ShellEvent>, marker: String) {
+    std::thread::spawn(move || {
+        let marker = marker.into_bytes();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            // Emit everything up to each marker, then the sync.
+            while let Some(at) = find(&pending, &marker) {
+                if at > 0 && tx.send(ShellEvent::Output(pending[..at].to_vec())).is_err() {
+                    return;
+                }
+                let _ = tx.send(ShellEvent::Sync);
+                pending.drain(..at + marker.len());
+            }
+            // Hold back only a tail that could be the start of a marker.
+            let keep = partial_suffix(&pending, &marker);
+            let emit = pending.len() - keep;
+            if emit > 0 {
+                if tx
+                    .send(ShellEvent::Output(pending[..emit].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+                pending.drain(..emit);
+            }
+        }
+        if !pending.is_empty() {
+            let _ = tx.send(ShellEvent::Output(pending));
+        }
+        let _ = tx.send(ShellEvent::Closed);
+    });
+}
+
+fn spawn_status_reader(pipe: io::PipeReader, tx: Sender<ShellEvent>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(code) = line.trim().parse()
+                && tx.send(ShellEvent::Status(code)).is_err()
+            {
+                break;
+            }
+        }
+    });
+}
+
+/// The position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The length of the longest suffix of `hay` that is a proper prefix of `needle`.
+pub fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
+    let max = needle.len().saturating_sub(1).min(hay.len());
+    (1..=max)
+        .rev()
+        .find(|&k| hay[hay.len() - k..] == needle[..k])
+        .unwrap_or(0)
+}
+
+/// Single-quotes a string for bash.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn nonce() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(std::process::id());
+    let b = RandomState::new().hash_one(Instant::now());
+    format!("{a:016x}{b:016x}")
+}
