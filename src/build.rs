@@ -92,6 +92,8 @@ pub struct JobReport {
     pub log: Vec<u8>,
     /// Its log as shown to the user, when it was not streamed live (parallel jobs).
     pub display: Vec<u8>,
+    /// True when it never ran because a required job of an earlier stage did not pass.
+    pub stage_canceled: bool,
 }
 
 /// What came of the build.
@@ -206,6 +208,7 @@ pub fn run(
                     },
                     log: Vec::new(),
                     display: Vec::new(),
+                    stage_canceled: true,
                 });
             }
             continue;
@@ -228,7 +231,14 @@ pub fn run(
             }
         }
     }
-    let state = roll_up(reports.iter().map(|r| (&r.job, r.outcome.result)));
+    // Jobs of later stages canceled by a failure do not make the build "canceled":
+    // the build fails with the stage that failed (§4.8).
+    let state = roll_up(
+        reports
+            .iter()
+            .filter(|r| !r.stage_canceled)
+            .map(|r| (&r.job, r.outcome.result)),
+    );
     let timed_out = reports
         .iter()
         .any(|r| !r.job.allow_failure && r.outcome.timed_out);
@@ -325,6 +335,7 @@ fn run_one(
         outcome,
         log: log_bytes,
         display,
+        stage_canceled: false,
     }
 }
 

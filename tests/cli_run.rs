@@ -1,0 +1,614 @@
+//! `runway run` as a user runs it: the real binary on real directories and git
+//! repositories made in temp dirs. Each test pins a row of travis-semantics.md §1
+//! (lifecycle), §2 (environment, masking), §4 (matrix) or §5 (caches).
+
+mod common;
+use common::{Run, git, repo_with, run, runway};
+use std::path::{Path, PathBuf};
+
+/// A project directory with this `.travis.yml` and a cache dir of its own.
+struct Project {
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+impl Project {
+    fn new(yml: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".travis.yml"), yml).unwrap();
+        let cache = dir.path().join("..").join(format!(
+            "{}-cache",
+            dir.path().file_name().unwrap().to_string_lossy()
+        ));
+        Project { dir, cache }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn run(&self, extra: &[&str]) -> Run {
+        let mut c = runway();
+        c.arg("run").arg(self.path()).args(["--branch", "master"]);
+        c.arg("--cache-dir").arg(&self.cache);
+        c.args(extra);
+        run(&mut c)
+    }
+}
+
+fn last_line(r: &Run) -> String {
+    r.stdout.lines().last().unwrap_or("").to_string()
+}
+
+#[test]
+fn s1_script_failure_then_pass_is_failed_and_both_ran() {
+    let p = Project::new(
+        "language: shell\nscript:\n  - echo first; false\n  - echo second-ran\nafter_failure: echo AFTER-FAILURE\nafter_success: echo AFTER-SUCCESS\nafter_script: echo AFTER-SCRIPT\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("The command \"echo first; false\" exited with 1."),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("second-ran"), "{}", r.all());
+    assert!(r.stdout.contains("AFTER-FAILURE"));
+    assert!(!r.stdout.contains("AFTER-SUCCESS"));
+    assert!(r.stdout.contains("AFTER-SCRIPT"));
+    assert!(last_line(&r).starts_with("Build #1 failed"), "{}", r.all());
+}
+
+#[test]
+fn s1_install_failure_is_errored_and_stops_at_once() {
+    let p = Project::new(
+        "language: shell\ncache:\n  directories: [stuff]\ninstall: exit_code_3() { return 3; }; exit_code_3\nscript: echo SCRIPT-RAN\nafter_failure: echo AFTER-FAILURE\nafter_script: echo AFTER-SCRIPT\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 3, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("failed and exited with 3 during install."),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("Your build has been stopped."));
+    for never in [
+        "SCRIPT-RAN",
+        "AFTER-FAILURE",
+        "AFTER-SCRIPT",
+        "cache: stored",
+    ] {
+        assert!(
+            !r.stdout.contains(never),
+            "{never} must not run: {}",
+            r.all()
+        );
+    }
+    assert!(last_line(&r).starts_with("Build #1 errored"), "{}", r.all());
+}
+
+#[test]
+fn s1_before_install_and_before_script_failures_are_errored() {
+    for phase in ["before_install", "before_script"] {
+        let p = Project::new(&format!(
+            "language: shell\n{phase}: \"false\"\nscript: echo SCRIPT-RAN\n"
+        ));
+        let r = p.run(&[]);
+        assert_eq!(r.code, 3, "{phase}: {}", r.all());
+        assert!(!r.stdout.contains("SCRIPT-RAN"), "{}", r.all());
+    }
+}
+
+#[test]
+fn s1_shell_state_persists_across_phases() {
+    let p = Project::new(
+        "language: shell\nbefore_install:\n  - mkdir -p sub && cd sub\n  - export GREETING=hello\n  - greet() { echo \"$GREETING from $(basename $PWD)\"; }\ninstall: ARR=(a b c)\nscript:\n  - greet\n  - echo \"items ${#ARR[@]}\"\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("hello from sub"), "{}", r.all());
+    assert!(r.stdout.contains("items 3"), "{}", r.all());
+}
+
+#[test]
+fn s1_skip_and_test_result_and_before_cache() {
+    let p = Project::new(
+        "language: java\ninstall: skip\nscript:\n  - 'true'\n  - 'echo \"result so far: $TRAVIS_TEST_RESULT\"'\nbefore_cache: echo BEFORE-CACHE\nafter_success: 'echo \"after success sees $TRAVIS_TEST_RESULT\"'\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("Skipping the install step, as instructed."),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("BEFORE-CACHE"));
+    assert!(r.stdout.contains("after success sees 0"), "{}", r.all());
+    let skip_script = Project::new("language: python\nscript: skip\n");
+    let r = skip_script.run(&[]);
+    assert_eq!(r.code, 0, "script: skip counts as passed: {}", r.all());
+}
+
+#[test]
+fn s1_exit_in_a_command_ends_the_job_with_its_code() {
+    let p = Project::new(
+        "language: shell\nscript:\n  - exit 1\n  - echo NEVER\nafter_script: echo AFTER\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        !r.stdout.contains("NEVER") && !r.stdout.contains("\nAFTER\n"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn s1_commands_are_echoed_with_fold_and_time_markers() {
+    let p = Project::new("language: shell\ninstall: echo installing\nscript: echo testing\n");
+    let r = p.run(&[]);
+    assert!(
+        r.stdout
+            .contains("travis_fold:start:install.1\r\ntravis_time:start:"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout
+            .contains("$ echo installing\ninstalling\ntravis_time:end:"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains(",duration="));
+    assert!(r.stdout.contains("travis_fold:end:install.1"));
+    assert!(
+        r.stdout.contains("$ echo testing\ntesting\n"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !r.stdout.contains('\x1b'),
+        "no colour codes when not on a terminal"
+    );
+    assert!(
+        last_line(&r).starts_with("Build #1 passed in"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn s1_travis_retry_and_travis_wait() {
+    let p = Project::new(
+        "language: shell\nscript:\n  - n=0; flaky() { n=$((n+1)); [ $n -ge 2 ]; }; travis_retry flaky\n  - travis_wait 1 bash -c 'echo waited-output'\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("Retrying, 2 of 3"), "{}", r.all());
+    assert!(r.stdout.contains("waited-output"), "{}", r.all());
+}
+
+#[test]
+fn s2_travis_variables_and_env_order() {
+    let p = Project::new(
+        "language: shell\nenv:\n  global:\n    - G=global\n  jobs:\n    - J=job SHARED=yml\nscript:\n  - echo \"$TRAVIS_BRANCH|$TRAVIS_EVENT_TYPE|$TRAVIS_JOB_NUMBER|$CI|$TRAVIS_PULL_REQUEST|$G|$J|$SHARED\"\n  - test \"$TRAVIS_BUILD_DIR\" = \"$PWD\" && echo BUILD-DIR-OK\n  - test -d \"$HOME\" && echo HOME-OK\n",
+    );
+    let r = p.run(&["--env", "SHARED=setting"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("master|push|1.1|true|false|global|job|yml"),
+        "yml beats settings: {}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("BUILD-DIR-OK") && r.stdout.contains("HOME-OK"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn s2_secrets_never_leak_plain_url_or_split() {
+    let secret = "hunter2-Sup3r/S3cret";
+    let envfile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        envfile.path(),
+        format!("# settings\nDEPLOY_TOKEN=\"{secret}\"\n"),
+    )
+    .unwrap();
+    let p = Project::new(
+        "language: shell\nscript:\n  - echo \"plain $DEPLOY_TOKEN\"\n  - echo \"url https://user:$(python3 -c 'import os,urllib.parse;print(urllib.parse.quote(os.environ[\"DEPLOY_TOKEN\"],safe=\"\"))')@example.com/\"\n  - printf 'split %s' \"${DEPLOY_TOKEN:0:6}\"; sleep 0.3; printf '%s\\n' \"${DEPLOY_TOKEN:6}\"\n  - echo \"$DEPLOY_TOKEN\" >&2\n",
+    );
+    let r = p.run(&[
+        "--env-file",
+        envfile.path().to_str().unwrap(),
+        "--env",
+        "OTHER=zzz-top-secret",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        !r.stdout.contains(secret) && !r.stderr.contains(secret),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !r.stdout.contains("Sup3r%2FS3cret"),
+        "url-encoded leak: {}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("S3cret"), "split leak: {}", r.all());
+    assert!(r.stdout.contains("plain [secure]"), "{}", r.all());
+    assert!(
+        r.stdout.contains("url https://user:[secure]@example.com/"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("split [secure]"), "{}", r.all());
+    assert!(
+        r.stdout.contains("export DEPLOY_TOKEN=[secure]"),
+        "{}",
+        r.all()
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn s1_silent_command_is_killed_with_its_children_after_the_no_output_timeout() {
+    let pids = tempfile::tempdir().unwrap();
+    let pidfile = pids.path().join("child.pid");
+    let p = Project::new(&format!(
+        "language: shell\nscript:\n  - echo started\n  - sleep 300 & echo $! > {}; sleep 300\nafter_script: echo AFTER\n",
+        pidfile.display()
+    ));
+    let r = p.run(&["--no-output-timeout", "2s"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("No output has been received in the last 2s"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("\nAFTER\n"), "{}", r.all());
+    let child: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !alive(child),
+        "the background child {child} was left running"
+    );
+}
+
+#[test]
+fn s1_job_timeout_fires_and_says_so() {
+    let p =
+        Project::new("language: shell\nscript:\n  - while true; do echo tick; sleep 0.2; done\n");
+    let r = p.run(&["--timeout", "2s"]);
+    assert_eq!(r.code, 4, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("The job exceeded the maximum time limit for jobs (2s)"),
+        "{}",
+        r.all()
+    );
+}
+
+#[test]
+fn s4_matrix_runs_every_job_and_allow_failures_roll_up() {
+    let p = Project::new(
+        "language: shell\nenv:\n  - V=1\n  - V=2\n  - V=3\njobs:\n  allow_failures:\n    - env: V=3\nscript: '[ $V != 3 ]'\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("Job 1.3: failed (allowed to fail)"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("Job 1.1: passed"), "{}", r.all());
+    let one = p.run(&["--job", "2"]);
+    assert!(
+        one.stdout.contains("Job 1.2: passed") && !one.stdout.contains("Job 1.1:"),
+        "{}",
+        one.all()
+    );
+    let bad = p.run(&["--job", "9"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+}
+
+#[test]
+fn s4_a_failed_stage_cancels_later_stages() {
+    let p = Project::new(
+        "language: shell\njobs:\n  include:\n    - stage: test\n      script: 'false'\n    - stage: deploy\n      script: echo DEPLOY-STAGE\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(!r.stdout.contains("DEPLOY-STAGE"), "{}", r.all());
+    assert!(r.stdout.contains("Job 1.2: canceled"), "{}", r.all());
+}
+
+#[test]
+fn s4_parallel_jobs_keep_their_output_apart() {
+    let p = Project::new(
+        "language: shell\nenv: [N=a, N=b]\nscript:\n  - for i in 1 2 3; do echo \"line-$N-$i\"; sleep 0.1; done\n",
+    );
+    let r = p.run(&["--parallel", "2"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let a: Vec<usize> = (1..=3)
+        .map(|i| r.stdout.find(&format!("line-a-{i}")).unwrap())
+        .collect();
+    let b: Vec<usize> = (1..=3)
+        .map(|i| r.stdout.find(&format!("line-b-{i}")).unwrap())
+        .collect();
+    let a_block = a[0]..=a[2];
+    assert!(
+        b.iter().all(|x| !a_block.contains(x)),
+        "job b's lines inside job a's: {}",
+        r.stdout
+    );
+}
+
+#[test]
+fn branch_filtered_out_says_so_and_exits_0() {
+    let p = Project::new("language: shell\nbranches:\n  only: [release]\nscript: echo RAN\n");
+    let r = p.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        r.stdout.trim(),
+        "Nothing to build: branch \"master\" is not in branches.only (release)."
+    );
+}
+
+#[test]
+fn invalid_config_exits_2() {
+    let p = Project::new("language: shell\ndeploy:\n  provider: s4\n");
+    let r = p.run(&[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("unknown provider \"s4\""), "{}", r.all());
+}
+
+#[test]
+fn workspace_from_disk_has_untracked_files_but_not_ignored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_with(
+        &dir.path().join("app"),
+        "master",
+        &[
+            (
+                ".travis.yml",
+                "language: shell\nscript:\n  - ls -a\n  - git log --format=%s -1\n",
+            ),
+            (".gitignore", "ignored.txt\n"),
+        ],
+        "initial",
+    );
+    std::fs::write(repo.join("untracked.txt"), "u").unwrap();
+    std::fs::write(repo.join("ignored.txt"), "i").unwrap();
+    let r = run(runway()
+        .arg("run")
+        .arg(&repo)
+        .args(["--cache-dir", dir.path().join("c").to_str().unwrap()]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("untracked.txt"), "{}", r.all());
+    assert!(!r.stdout.contains("ignored.txt\n"), "{}", r.all());
+    assert!(
+        r.stdout.contains("initial"),
+        "the workspace is a git checkout: {}",
+        r.all()
+    );
+}
+
+#[test]
+fn commit_builds_a_clean_clone_and_bare_repositories_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let yml = "language: shell\nscript:\n  - cat version.txt\n  - echo \"commit $TRAVIS_COMMIT\"\n";
+    let repo = repo_with(
+        &dir.path().join("app"),
+        "master",
+        &[(".travis.yml", yml), ("version.txt", "v1")],
+        "one",
+    );
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("version.txt"), "v2").unwrap();
+    git(&repo, &["commit", "-qam", "two"]);
+    std::fs::write(repo.join("version.txt"), "dirty").unwrap();
+    let cache = dir.path().join("c");
+    let r = run(runway().arg("run").arg(&repo).args([
+        "--commit",
+        &first,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("\nv1"), "{}", r.all());
+    assert!(r.stdout.contains(&format!("commit {first}")), "{}", r.all());
+    let bare = dir.path().join("app.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            repo.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let r = run(runway()
+        .arg("run")
+        .arg(&bare)
+        .args(["--cache-dir", cache.to_str().unwrap()]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("\nv2"), "{}", r.all());
+    let r = run(runway()
+        .arg("run")
+        .arg(&repo)
+        .args(["--cache-dir", cache.to_str().unwrap()]));
+    assert!(
+        r.stdout.contains("\ndirty"),
+        "without --commit, the files on disk: {}",
+        r.all()
+    );
+}
+
+#[test]
+fn keep_workspace_prints_where() {
+    let p = Project::new("language: shell\nscript: touch built.txt\n");
+    let r = p.run(&["--keep-workspace"]);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Workspace kept at "))
+        .expect("kept");
+    let root = PathBuf::from(line.trim_start_matches("Workspace kept at "));
+    assert!(root.exists());
+    let found = std::fs::read_dir(root.join("build/local"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(found.join("built.txt").exists());
+    std::fs::remove_dir_all(root).unwrap();
+}
+
+// ---- §5 caches
+
+#[test]
+fn s5_cache_miss_store_hit_unchanged_and_change() {
+    let p = Project::new(
+        "language: shell\ncache:\n  directories:\n    - $HOME/deps\nscript:\n  - ls $HOME/deps || true\n  - '[ -f $HOME/deps/lib.txt ] || echo v1 > $HOME/deps/lib.txt'\n  - cat $HOME/deps/lib.txt\n",
+    );
+    let r1 = p.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.all());
+    assert!(
+        r1.stdout.contains("could not download cache"),
+        "{}",
+        r1.all()
+    );
+    assert!(r1.stdout.contains("cache: stored 1 files"), "{}", r1.all());
+    let r2 = p.run(&[]);
+    assert!(
+        r2.stdout.contains("cache: restored 1 files"),
+        "{}",
+        r2.all()
+    );
+    assert!(
+        r2.stdout
+            .contains("cache: nothing changed, not updating the cache"),
+        "{}",
+        r2.all()
+    );
+    let list = run(runway().args(["cache", "list", "--cache-dir", p.cache.to_str().unwrap()]));
+    assert!(list.stdout.contains("master"), "{}", list.all());
+    let changed = Project {
+        dir: tempfile::tempdir().unwrap(),
+        cache: p.cache.clone(),
+    };
+    std::fs::write(changed.path().join(".travis.yml"), "language: shell\ncache:\n  directories:\n    - $HOME/deps\nscript: echo more > $HOME/deps/new.txt\n").unwrap();
+    // Same repository slug is what shares a cache; a different dir is another repo.
+    let r3 = changed.run(&[]);
+    assert!(
+        r3.stdout.contains("could not download cache"),
+        "{}",
+        r3.all()
+    );
+}
+
+#[test]
+fn s5_branch_falls_back_to_the_default_branch_cache() {
+    let p = Project::new(
+        "language: shell\ncache:\n  directories: [vendor]\nscript:\n  - '[ -f vendor/x ] && echo HIT || { mkdir -p vendor; echo 1 > vendor/x; echo MISS; }'\n",
+    );
+    let r1 = p.run(&[]);
+    assert!(r1.stdout.contains("MISS"), "{}", r1.all());
+    let r2 = run(runway().arg("run").arg(p.path()).args([
+        "--branch",
+        "feature",
+        "--cache-dir",
+        p.cache.to_str().unwrap(),
+    ]));
+    assert!(r2.stdout.contains("from branch master"), "{}", r2.all());
+    assert!(r2.stdout.contains("HIT"), "{}", r2.all());
+    assert!(r2.stdout.contains("cache: nothing changed"), "{}", r2.all());
+    let cleared = run(runway().args([
+        "cache",
+        "clear",
+        "--branch",
+        "master",
+        "--cache-dir",
+        p.cache.to_str().unwrap(),
+    ]));
+    assert!(
+        cleared.stdout.contains("deleted 1 cache(s)"),
+        "{}",
+        cleared.all()
+    );
+}
+
+#[test]
+fn s5_tar_slip_archive_is_refused() {
+    // A hostile archive in the store: a `..` entry and a symlink pointing outside.
+    let p = Project::new("language: shell\ncache:\n  directories: [vendor]\nscript: ls vendor\n");
+    let r1 = p.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.all());
+    let list = run(runway().args(["cache", "list", "--cache-dir", p.cache.to_str().unwrap()]));
+    let key = list.stdout.split_whitespace().nth(2).unwrap().to_string();
+    let slug = list.stdout.split_whitespace().next().unwrap().to_string();
+    let (owner, name) = slug.split_once('/').unwrap();
+    let archive = p
+        .cache
+        .join(owner)
+        .join(name)
+        .join("master")
+        .join(format!("{key}.tar.zst"));
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("pwned.txt");
+    let mut b = tar::Builder::new(
+        zstd::Encoder::new(std::fs::File::create(&archive).unwrap(), 3)
+            .unwrap()
+            .auto_finish(),
+    );
+    let manifest = br#"{"version":1,"dirs":["vendor"]}"#;
+    let mut h = tar::Header::new_gnu();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, "runway-cache.json", &manifest[..])
+        .unwrap();
+    let evil = format!("0/../../../../../../../..{}", victim.display());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(5);
+    h.set_mode(0o644);
+    h.as_gnu_mut().unwrap().name[..evil.len()].copy_from_slice(evil.as_bytes());
+    h.set_cksum();
+    b.append(&h, &b"owned"[..]).unwrap();
+    let mut l = tar::Header::new_gnu();
+    l.set_entry_type(tar::EntryType::Symlink);
+    l.set_size(0);
+    l.set_mode(0o777);
+    b.append_link(&mut l, "0/escape", outside.path()).unwrap();
+    drop(b.into_inner().unwrap());
+    let r2 = p.run(&[]);
+    assert_eq!(r2.code, 0, "a bad cache never fails the job: {}", r2.all());
+    assert!(
+        r2.stdout.contains("refused 2 unsafe entries"),
+        "{}",
+        r2.all()
+    );
+    assert!(
+        !victim.exists(),
+        "the archive wrote outside the cache directory"
+    );
+}
