@@ -98,6 +98,7 @@ pub fn restore(
     tar.set_preserve_permissions(true);
     let mut targets: Option<Vec<Option<PathBuf>>> = None;
     let mut done = Restored::default();
+    let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for entry in tar.entries()? {
         if cancel.load(Ordering::Relaxed) {
             return Err(canceled());
@@ -137,8 +138,11 @@ pub fn restore(
             continue;
         };
         let dest = root.join(&rel);
-        if let Some(parent) = dest.parent() {
+        if let Some(parent) = dest.parent()
+            && !made.contains(parent)
+        {
             std::fs::create_dir_all(parent)?;
+            made.insert(parent.to_path_buf());
         }
         if kind.is_file() {
             // Never write through a link that is already there.
