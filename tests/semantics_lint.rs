@@ -274,3 +274,14 @@ fn bad_yaml_is_an_error_with_a_position_not_a_panic() {
         "a list at the top is an error"
     );
 }
+
+#[test]
+fn on_success_directly_under_notifications_is_explained() {
+    let pos = has(
+        "notifications:\n  on_success: never\n  email: a@x.org\n",
+        Level::Info,
+        "misplaced_key",
+        "notifications.on_success",
+    );
+    assert_eq!(pos, (2, 3));
+}

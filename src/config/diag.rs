@@ -106,6 +106,11 @@ impl Diagnostics {
         self.push(Level::Error, pos, path, code, msg);
     }
 
+    /// Takes over the diagnostics of another collector.
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+
     /// The diagnostics in file order (stable for equal positions).
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by_key(|d| d.pos);

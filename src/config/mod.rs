@@ -48,6 +48,7 @@ pub fn load(text: &str) -> Loaded {
         Ok(tree) => {
             let root = schema::normalize(&tree, &mut diags);
             model::check_env(&root, &mut diags);
+            model::check_notifications(&root, &mut diags);
             if tree
                 .as_map()
                 .is_some_and(|m| !m.iter().any(|e| e.key == "language"))

@@ -250,6 +250,28 @@ fn check_env_items(node: Option<&Node>, path: &str, diags: &mut Diagnostics) {
     }
 }
 
+/// `on_success`/`on_failure` directly under `notifications` are Travis's fallback for
+/// every notifier, which is easy to mistake for the email setting: say where they apply.
+pub fn check_notifications(root: &Node, diags: &mut Diagnostics) {
+    let Some(entries) = root.get("notifications").and_then(Node::as_map) else {
+        return;
+    };
+    for e in entries {
+        if matches!(e.key.as_str(), "on_success" | "on_failure" | "on_start") {
+            diags.info(
+                e.key_pos,
+                &join("notifications", &e.key),
+                "misplaced_key",
+                format!(
+                    "\"{}\" directly under notifications is the fallback for every notifier; \
+                     to set it for email only, put it under notifications.email",
+                    e.key
+                ),
+            );
+        }
+    }
+}
+
 /// Builds a map node from entries (used when merging job configs).
 pub fn map_node(pos: Pos, entries: Vec<Entry>) -> Node {
     Node::new(pos, Value::Map(entries))

@@ -181,15 +181,96 @@ fn pos_of(span: &Span) -> Pos {
     }
 }
 
+/// How many under-indented quoted scalars are repaired before giving up.
+const MAX_REPAIRS: usize = 20;
+
 /// Parses the first YAML document of `text`. An empty file is [`Value::Null`].
+///
+/// libyaml, which Travis used, accepts a quoted scalar whose continuation lines are
+/// indented less than YAML 1.2 allows; saphyr does not. Such lines are re-indented
+/// (line folding drops that whitespace, so the value is unchanged) and the text is
+/// parsed again, with an info saying so.
 pub fn parse(text: &str, diags: &mut Diagnostics) -> Result<Node, YamlError> {
-    let mut loader = Loader {
-        parser: Parser::new_from_str(text),
-        anchors: HashMap::new(),
-        diags,
-        nodes: 0,
-    };
-    loader.document()
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MAX_REPAIRS {
+        let mut attempt = Diagnostics::default();
+        let result = Loader {
+            parser: Parser::new_from_str(&text),
+            anchors: HashMap::new(),
+            diags: &mut attempt,
+            nodes: 0,
+        }
+        .document();
+        match result {
+            Err(e) if e.message == "invalid indentation in quoted scalar" => {
+                let Some(fixed) = reindent_quoted(&text, e.pos) else {
+                    return Err(e);
+                };
+                diags.info(
+                    e.pos,
+                    "",
+                    "quoted_indent",
+                    "a quoted string continues on lines indented less than YAML allows; \
+                     read as libyaml (Travis) read it",
+                );
+                text = std::borrow::Cow::Owned(fixed);
+            }
+            other => {
+                diags.extend(attempt);
+                return other;
+            }
+        }
+    }
+    Err(YamlError {
+        pos: Pos { line: 1, col: 1 },
+        message: "too many under-indented quoted strings".into(),
+    })
+}
+
+/// Indents the continuation lines of the quoted scalar that starts at `pos` to its
+/// opening quote's column.
+fn reindent_quoted(text: &str, pos: Pos) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let first = lines.get(pos.line.checked_sub(1)?)?;
+    let start: usize = first.char_indices().nth(pos.col.checked_sub(1)?)?.0;
+    let quote = first[start..]
+        .chars()
+        .next()
+        .filter(|c| *c == '"' || *c == '\'')?;
+    // Find the line holding the closing quote.
+    let mut closing_line = None;
+    let mut escaped = false;
+    'scan: for (n, line) in lines.iter().enumerate().skip(pos.line - 1) {
+        let from = if n == pos.line - 1 { start + 1 } else { 0 };
+        let mut chars = line[from..].chars().peekable();
+        while let Some(c) = chars.next() {
+            if quote == '"' && !escaped && c == '\\' {
+                escaped = true;
+                continue;
+            }
+            if c == quote && !escaped {
+                if quote == '\'' && chars.peek() == Some(&'\'') {
+                    chars.next();
+                    continue;
+                }
+                closing_line = Some(n);
+                break 'scan;
+            }
+            escaped = false;
+        }
+    }
+    let closing = closing_line?;
+    let indent = " ".repeat(pos.col);
+    let mut out = String::with_capacity(text.len() + 64);
+    for (n, line) in lines.iter().enumerate() {
+        if n > pos.line - 1 && n <= closing && !line.trim().is_empty() {
+            out.push_str(&indent);
+            out.push_str(line.trim_start_matches([' ', '\t']));
+        } else {
+            out.push_str(line);
+        }
+    }
+    Some(out)
 }
 
 struct Loader<'a, 'd> {
@@ -448,6 +529,20 @@ mod tests {
         let (n, _) = load("a:\n  b: c\n");
         let e = &n.get("a").unwrap().as_map().unwrap()[0];
         assert_eq!(e.key_pos, Pos { line: 2, col: 3 });
+    }
+
+    #[test]
+    fn under_indented_quoted_continuation_is_read_as_libyaml_did() {
+        let (n, d) = load("env:\n  global:\n    - secure: \"abc\ndef\"\n");
+        let item = &n
+            .get("env")
+            .unwrap()
+            .get("global")
+            .unwrap()
+            .as_seq()
+            .unwrap()[0];
+        assert_eq!(item.get("secure").unwrap().as_str(), Some("abc def"));
+        assert_eq!(d[0].code, "quoted_indent");
     }
 
     #[test]
