@@ -13,6 +13,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# Python test servers (moto for S3 + CodeDeploy), pinned, in a venv of their own.
+if [ ! -x target/pyenv/bin/python ] || ! cmp -s tests/servers/requirements.txt target/pyenv/requirements.txt; then
+  echo "==> installing test servers into target/pyenv ($(grep -v '^#' tests/servers/requirements.txt | xargs))"
+  mkdir -p target
+  python3 -m venv target/pyenv
+  target/pyenv/bin/pip install --quiet --disable-pip-version-check -r tests/servers/requirements.txt
+  cp tests/servers/requirements.txt target/pyenv/requirements.txt
+fi
+export RUNWAY_TEST_PYTHON="$PWD/target/pyenv/bin/python"
+
 if [ ! -d ../shared/corpus/travis-yml/configs ] && [ -z "${RUNWAY_CORPUS:-}" ]; then
   echo "error: the corpus is missing: ../shared/corpus/travis-yml/configs (or set RUNWAY_CORPUS)" >&2
   exit 2

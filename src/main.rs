@@ -87,6 +87,9 @@ enum Command {
         /// The limit on silence: no output for this long ends the job.
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         no_output_timeout: Duration,
+        /// Deploy for real (s3, codedeploy); without it deploys are a dry run.
+        #[arg(long)]
+        deploy: bool,
     },
     /// List or clear stored caches.
     Cache {
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
             keep_workspace,
             timeout,
             no_output_timeout,
+            deploy,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
                 keep_workspace,
                 timeout,
                 no_output_timeout,
+                deploy,
             };
             cmd::run::run(&args, &mut err)
         }

@@ -42,6 +42,8 @@ pub struct RunArgs {
     pub timeout: Duration,
     /// `--no-output-timeout DUR`
     pub no_output_timeout: Duration,
+    /// `--deploy`: run the deploy providers for real.
+    pub deploy: bool,
 }
 
 /// Parses `90`, `90s`, `10m`, `1h` into a duration.
@@ -147,6 +149,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
                 args.cache_dir.clone().unwrap_or_else(default_root),
             )),
             default_branch: event.default_branch.clone(),
+            deploy: args.deploy,
         },
         git,
         origin,

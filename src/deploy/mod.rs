@@ -1,12 +1,187 @@
-//! Deploys (travis-semantics.md §6): what a provider would do, and the pieces the
-//! providers share (option reading with `$VAR` expansion, file selection, content
-//! types). `runway run` without `--deploy` prints [`describe`] instead of deploying.
+//! Deploys (travis-semantics.md §6): the providers runway implements ([`s3`],
+//! [`codedeploy`]), what a provider would do ([`describe`], the dry run of `runway run`
+//! without `--deploy`), and the pieces the providers share: options with `$VAR`
+//! expanded from the job's environment, file selection, content types.
 
+pub mod aws;
+pub mod codedeploy;
+pub mod s3;
+
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::model::{EnvVar, bool_of, str_of, strs};
 use crate::config::yaml::Node;
 use crate::event::BuildEvent;
+
+/// Why a deploy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The options are wrong or incomplete.
+    #[error("{0}")]
+    Config(String),
+    /// The provider ran and failed.
+    #[error("{0}")]
+    Failed(String),
+    /// runway has no such provider.
+    #[error("runway has no {0} provider; only s3 and codedeploy deploy for real")]
+    Unsupported(String),
+}
+
+/// A provider's options, read with `$VAR`/`${VAR}` expanded from the job's environment
+/// as the shell has it when the provider runs (settings, `.travis.yml` env, exports).
+pub struct Options<'a> {
+    config: &'a Node,
+    env: &'a HashMap<String, String>,
+}
+
+impl<'a> Options<'a> {
+    /// Options of a provider config.
+    pub fn new(config: &'a Node, env: &'a HashMap<String, String>) -> Options<'a> {
+        Options { config, env }
+    }
+
+    fn expand(&self, text: &str) -> String {
+        let vars: Vec<EnvVar> = self
+            .env
+            .iter()
+            .map(|(k, v)| EnvVar {
+                name: k.clone(),
+                value: v.clone(),
+            })
+            .collect();
+        expand(text, &vars)
+    }
+
+    /// A string option (the first item of a list), expanded.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let n = self.config.get(key)?;
+        let raw = str_of(Some(n))
+            .map(str::to_string)
+            .or_else(|| strs(Some(n)).into_iter().next())?;
+        Some(self.expand(&raw))
+    }
+
+    /// A list option (a scalar is a one-item list), expanded.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        match self.config.get(key) {
+            Some(n) if n.as_seq().is_some() => {
+                strs(Some(n)).iter().map(|v| self.expand(v)).collect()
+            }
+            Some(n) => str_of(Some(n))
+                .map(|v| vec![self.expand(v)])
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// A boolean option.
+    pub fn flag(&self, key: &str, default: bool) -> bool {
+        bool_of(self.config.get(key), default)
+    }
+
+    /// True when the option is given.
+    pub fn has(&self, key: &str) -> bool {
+        self.config.get(key).is_some()
+    }
+}
+
+/// An error with its sources, for connection failures.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    out
+}
+
+/// How often `wait_until_deployed` polls (Travis: 5 s; `RUNWAY_CODEDEPLOY_POLL` seconds).
+fn poll_interval(env: &HashMap<String, String>) -> Duration {
+    env.get("RUNWAY_CODEDEPLOY_POLL")
+        .cloned()
+        .or_else(|| std::env::var("RUNWAY_CODEDEPLOY_POLL").ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(5))
+}
+
+/// Runs one provider for real. `env` is the job shell's environment at this point;
+/// `say` receives the provider's log lines (the caller masks them).
+pub fn run(
+    config: &Node,
+    env: &HashMap<String, String>,
+    build_dir: &Path,
+    event: &BuildEvent,
+    build_number: u64,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), DeployError> {
+    let provider = str_of(config.get("provider"))
+        .unwrap_or_default()
+        .to_string();
+    let opts = Options::new(config, env);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| DeployError::Failed(format!("runtime: {e}")))?;
+    match provider.as_str() {
+        "s3" => {
+            let plan = s3::S3Plan::from_options(&opts, build_dir)?;
+            let settings = aws::settings(&|k| opts.get(k), env, aws::Service::S3);
+            rt.block_on(async {
+                let shared = aws::load(&settings).await?;
+                let mut conf = aws_sdk_s3::config::Builder::from(&shared);
+                if settings.endpoint.is_some() || opts.flag("force_path_style", false) {
+                    conf = conf.force_path_style(true);
+                }
+                let client = aws_sdk_s3::Client::from_conf(conf.build());
+                say(format!(
+                    "s3: uploading {}/ to bucket {} ({})",
+                    plan.local_dir.display(),
+                    plan.bucket,
+                    settings.region
+                ));
+                let sum = s3::upload(&client, &plan, say).await?;
+                let mbs = if sum.seconds > 0.0 {
+                    sum.bytes as f64 / 1e6 / sum.seconds
+                } else {
+                    0.0
+                };
+                say(format!(
+                    "s3: {} file(s) uploaded, {} skipped, {} bytes in {:.2}s ({mbs:.1} MB/s)",
+                    sum.files, sum.skipped, sum.bytes, sum.seconds
+                ));
+                Ok(())
+            })
+        }
+        "codedeploy" => {
+            let plan = codedeploy::CodeDeployPlan::from_options(
+                &opts,
+                &event.commit,
+                &event.repo,
+                build_number,
+            )?;
+            let cd_settings = aws::settings(&|k| opts.get(k), env, aws::Service::CodeDeploy);
+            let s3_settings = aws::settings(&|k| opts.get(k), env, aws::Service::S3);
+            let poll = poll_interval(env);
+            rt.block_on(async {
+                let cd_shared = aws::load(&cd_settings).await?;
+                let cd = aws_sdk_codedeploy::Client::new(&cd_shared);
+                let s3_shared = aws::load(&s3_settings).await?;
+                let mut s3_conf = aws_sdk_s3::config::Builder::from(&s3_shared);
+                if s3_settings.endpoint.is_some() {
+                    s3_conf = s3_conf.force_path_style(true);
+                }
+                let s3c = aws_sdk_s3::Client::from_conf(s3_conf.build());
+                codedeploy::deploy(&cd, &s3c, &plan, poll, say).await
+            })
+        }
+        other => Err(DeployError::Unsupported(other.to_string())),
+    }
+}
 
 /// Reads a provider option as a string with `$VAR`/`${VAR}` expanded from `env`.
 pub fn option(config: &Node, key: &str, env: &[EnvVar]) -> Option<String> {

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::cache::{self, archive, store::LocalStore};
-use crate::config::model::{EnvVar, str_of, strs};
+use crate::config::model::{EnvVar, bool_of, strs};
 use crate::deploy;
 use crate::event::BuildEvent;
 use crate::plan::JobPlan;
@@ -89,6 +89,8 @@ pub struct JobOptions {
     pub cache_store: Option<LocalStore>,
     /// The repository's default branch (cache fallback).
     pub default_branch: String,
+    /// Deploy for real (`--deploy`); otherwise deploys are a dry run.
+    pub deploy: bool,
 }
 
 impl Default for JobOptions {
@@ -98,6 +100,7 @@ impl Default for JobOptions {
             timeout: Duration::from_secs(50 * 60),
             cache_store: None,
             default_branch: "master".into(),
+            deploy: false,
         }
     }
 }
@@ -678,32 +681,147 @@ impl Runner<'_> {
                 }
             }
             let before = strs(self.ctx.job.config.get("before_deploy"));
-            self.run_commands(Phase::BeforeDeploy, &before, log)?;
+            let allow_failure = bool_of(d.config.get("allow_failure"), false);
+            if let Err(stop) = self.run_commands(Phase::BeforeDeploy, &before, log) {
+                if !allow_failure {
+                    return Err(stop);
+                }
+                log.line(&format!("before_deploy failed; the {} provider has allow_failure: true, so the job goes on", d.provider));
+                continue;
+            }
+            if !self.ctx.options.deploy {
+                self.dry_run(d, log);
+                continue;
+            }
+            let cleanup = d
+                .config
+                .get("cleanup")
+                .map(|c| bool_of(Some(c), false))
+                .or_else(|| {
+                    d.config
+                        .get("skip_cleanup")
+                        .map(|c| !bool_of(Some(c), true))
+                })
+                .unwrap_or(false);
+            if cleanup {
+                log.line("$ git stash --all");
+                self.silent("git stash --all >/dev/null 2>&1 || true")?;
+            }
             let fold = log.fold_start(
                 &format!("dpl.{}", d.provider),
                 &format!("deploy: {}", d.provider),
             );
-            log.line(&format!(
-                "Deploying with the {} provider (dry run: runway run deploys only with --deploy)",
-                d.provider
-            ));
-            for line in deploy::describe(
-                &d.config,
-                &self.ctx.workspace.build_dir,
-                &self.ctx.job.env,
-                self.ctx.settings,
-                self.ctx.event,
-                self.ctx.build_number,
-            ) {
-                log.line(&format!("  {line}"));
-            }
+            log.line(&format!("Deploying with the {} provider", d.provider));
+            let result = self.provider(d, log);
             log.fold_end(fold);
-            let provider = str_of(d.config.get("provider")).unwrap_or_default();
-            log.line(&format!(
-                "Skipping after_deploy of the {provider} provider: nothing was deployed"
-            ));
+            if cleanup {
+                self.silent("git stash pop >/dev/null 2>&1 || true")?;
+            }
+            match result {
+                Ok(()) => {
+                    let after = strs(self.ctx.job.config.get("after_deploy"));
+                    self.run_commands(Phase::AfterDeploy, &after, log)?;
+                    let run = strs(d.config.get("run"));
+                    self.run_commands(Phase::AfterDeploy, &run, log)?;
+                }
+                Err(e) => {
+                    log.line(&format!(
+                        "Failed to deploy with the {} provider: {e}",
+                        d.provider
+                    ));
+                    if allow_failure {
+                        log.line(&format!(
+                            "The {} provider has allow_failure: true; the job goes on.",
+                            d.provider
+                        ));
+                        continue;
+                    }
+                    return Err(Stop::End(
+                        JobResult::Errored,
+                        format!("deploy ({}) failed: {e}", d.provider),
+                        false,
+                    ));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Shows what a provider would do (no `--deploy`).
+    fn dry_run(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) {
+        let fold = log.fold_start(
+            &format!("dpl.{}", d.provider),
+            &format!("deploy: {}", d.provider),
+        );
+        log.line(&format!(
+            "Deploying with the {} provider (dry run: runway run deploys only with --deploy)",
+            d.provider
+        ));
+        for line in deploy::describe(
+            &d.config,
+            &self.ctx.workspace.build_dir,
+            &self.ctx.job.env,
+            self.ctx.settings,
+            self.ctx.event,
+            self.ctx.build_number,
+        ) {
+            log.line(&format!("  {line}"));
+        }
+        log.fold_end(fold);
+        log.line(&format!(
+            "Skipping after_deploy of the {} provider: nothing was deployed",
+            d.provider
+        ));
+    }
+
+    /// Runs a provider for real with the job shell's current environment, streaming its
+    /// lines into the log.
+    fn provider(
+        &mut self,
+        d: &crate::plan::DeployPlan,
+        log: &mut Log,
+    ) -> Result<(), deploy::DeployError> {
+        let env_file = self.ctx.workspace.scratch.join("deploy-env");
+        let dump = format!("env -0 > {}", shell::quote(&env_file.to_string_lossy()));
+        if self.silent(&dump).is_err() {
+            return Err(deploy::DeployError::Failed(
+                "could not read the job's environment".into(),
+            ));
+        }
+        let raw = std::fs::read(&env_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&env_file);
+        let env: HashMap<String, String> = raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let ctx = self.ctx;
+        std::thread::scope(|s| {
+            let worker = s.spawn(move || {
+                let tx = std::sync::Mutex::new(tx);
+                let say = |line: String| {
+                    let _ = tx.lock().expect("deploy log").send(line);
+                };
+                deploy::run(
+                    &d.config,
+                    &env,
+                    &ctx.workspace.build_dir,
+                    ctx.event,
+                    ctx.build_number,
+                    &say,
+                )
+            });
+            for line in rx {
+                log.line(&line);
+            }
+            worker.join().unwrap_or_else(|_| {
+                Err(deploy::DeployError::Failed("the provider panicked".into()))
+            })
+        })
     }
 }
 
