@@ -237,6 +237,16 @@ pub fn expand(text: &str, env: &[EnvVar]) -> String {
 /// A glob as dpl's s3 provider reads it: `*` within a name, `**` across directories,
 /// `?`, and `{a,b}` alternatives; matched against `/`-separated relative paths.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
+    glob_match_with(pattern, path, false)
+}
+
+/// Ruby's `File.fnmatch?` without `FNM_PATHNAME` (as dpl matches `cache_control` and
+/// `expires` mappings): `*` also matches `/`.
+pub fn fnmatch(pattern: &str, path: &str) -> bool {
+    glob_match_with(pattern, path, true)
+}
+
+fn glob_match_with(pattern: &str, path: &str, star_crosses: bool) -> bool {
     fn alternatives(p: &str) -> Vec<String> {
         if let (Some(open), Some(close)) = (p.find('{'), p.find('}'))
             && open < close
@@ -251,7 +261,7 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
         }
         vec![p.to_string()]
     }
-    fn m(p: &[u8], s: &[u8]) -> bool {
+    fn m(p: &[u8], s: &[u8], cross: bool) -> bool {
         match p.first() {
             None => s.is_empty(),
             Some(b'*') if p.get(1) == Some(&b'*') => {
@@ -260,19 +270,19 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
                 } else {
                     &p[2..]
                 };
-                (0..=s.len()).any(|i| (i == 0 || s[i - 1] == b'/') && m(rest, &s[i..]))
-                    || m(rest, s)
+                (0..=s.len()).any(|i| (i == 0 || s[i - 1] == b'/') && m(rest, &s[i..], cross))
+                    || m(rest, s, cross)
             }
             Some(b'*') => (0..=s.len())
-                .take_while(|&i| i == 0 || s[i - 1] != b'/')
-                .any(|i| m(&p[1..], &s[i..])),
-            Some(b'?') => !s.is_empty() && s[0] != b'/' && m(&p[1..], &s[1..]),
-            Some(c) => s.first() == Some(c) && m(&p[1..], &s[1..]),
+                .take_while(|&i| cross || i == 0 || s[i - 1] != b'/')
+                .any(|i| m(&p[1..], &s[i..], cross)),
+            Some(b'?') => !s.is_empty() && (cross || s[0] != b'/') && m(&p[1..], &s[1..], cross),
+            Some(c) => s.first() == Some(c) && m(&p[1..], &s[1..], cross),
         }
     }
     alternatives(pattern)
         .iter()
-        .any(|p| m(p.as_bytes(), path.as_bytes()))
+        .any(|p| m(p.as_bytes(), path.as_bytes(), star_crosses))
 }
 
 /// The Content-Type for a file name, by extension (`application/octet-stream` if unknown).
@@ -441,6 +451,7 @@ mod tests {
         assert!(glob_match("**/*.{js,css}", "x/y/app.css"));
         assert!(glob_match("dist/**/*.html", "dist/index.html"));
         assert!(!glob_match("?.txt", "ab.txt"));
+        assert!(fnmatch("*.css", "css/site.css"));
     }
 
     #[test]

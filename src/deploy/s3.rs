@@ -15,7 +15,7 @@ use aws_sdk_s3::types::{
     StorageClass, WebsiteConfiguration,
 };
 
-use super::{DeployError, Options, content_type, glob_match, s3_files};
+use super::{DeployError, Options, content_type, fnmatch, s3_files};
 
 /// Files at least this large go up as multipart uploads.
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -145,7 +145,7 @@ fn mapped(entries: &[String], rel: &str) -> Option<String> {
     for e in entries {
         match e.rsplit_once(": ") {
             Some((value, globs)) if !globs.contains('=') => {
-                if globs.split(',').any(|g| glob_match(g.trim(), rel)) {
+                if globs.split(',').any(|g| fnmatch(g.trim(), rel)) {
                     return Some(value.trim().to_string());
                 }
             }

@@ -79,3 +79,5 @@ pub fn repo_with(dir: &Path, branch: &str, files: &[(&str, &str)], message: &str
     git(dir, &["commit", "-q", "-m", message]);
     dir.to_path_buf()
 }
+
+pub mod moto;
