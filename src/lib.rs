@@ -10,6 +10,8 @@
 //! - [`build`]: the jobs of a plan, stage by stage, and the build result;
 //! - [`cache`]: directory caches (tar + zstd) and their store;
 //! - [`deploy`]: deploy providers and the dry run;
+//! - [`store`]: build history (SQLite);
+//! - [`notify`]: email: when, what, and SMTP;
 //! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes.
 pub mod build;
@@ -20,6 +22,8 @@ pub mod deploy;
 pub mod event;
 pub mod exit;
 pub mod job;
+pub mod notify;
 pub mod plan;
 pub mod source;
+pub mod store;
 pub mod workspace;

@@ -90,6 +90,32 @@ enum Command {
         /// Deploy for real (s3, codedeploy); without it deploys are a dry run.
         #[arg(long)]
         deploy: bool,
+        /// Record the build and send its mail (RUNWAY_SMTP_URL, RUNWAY_SMTP_FROM).
+        #[arg(long)]
+        notify: bool,
+        /// Write the build's mail as an .eml file into DIR.
+        #[arg(long)]
+        mail_dir: Option<PathBuf>,
+    },
+    /// List recorded builds, newest first.
+    Builds {
+        /// Only this repository (owner/repo).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Print JSON for programs.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a recorded build's log: BUILD or BUILD.JOB.
+    Log {
+        /// `12` or `12.2`.
+        build: String,
+        /// The repository, when several have this build number.
+        #[arg(long)]
+        repo: Option<String>,
     },
     /// List or clear stored caches.
     Cache {
@@ -162,6 +188,8 @@ fn main() -> ExitCode {
             timeout,
             no_output_timeout,
             deploy,
+            notify,
+            mail_dir,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -175,9 +203,15 @@ fn main() -> ExitCode {
                 timeout,
                 no_output_timeout,
                 deploy,
+                notify,
+                mail_dir,
             };
             cmd::run::run(&args, &mut err)
         }
+        Command::Builds { repo, branch, json } => {
+            cmd::history::builds(repo.as_deref(), branch.as_deref(), json, &mut out)
+        }
+        Command::Log { build, repo } => cmd::history::log(&build, repo.as_deref(), &mut out),
         Command::Cache { action, cache_dir } => match action {
             CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

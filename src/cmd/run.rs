@@ -6,17 +6,24 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{CmdError, RefArgs, resolve_target};
-use crate::build::{self, BuildOptions, SharedOut};
+use crate::build::{self, BuildOptions, BuildReport, BuildState, SharedOut};
 use crate::cache::store::{LocalStore, default_root};
 use crate::config::{
     self,
     diag::Level,
     model::{self, EnvVar},
 };
+use crate::event::BuildEvent;
 use crate::exit;
-use crate::job::{JobOptions, env::parse_dotenv, log::human};
-use crate::plan::{self, Frequency, Settings};
+use crate::job::{
+    JobOptions, JobResult,
+    env::parse_dotenv,
+    log::{Masker, human},
+};
+use crate::notify::{self, MailFacts, MailJob};
+use crate::plan::{self, Plan, Settings};
 use crate::source::Repo;
+use crate::store::{self, JobRow, NewBuild, Store};
 use crate::workspace::{GitOptions, Origin};
 
 /// Options of `runway run`.
@@ -44,6 +51,10 @@ pub struct RunArgs {
     pub no_output_timeout: Duration,
     /// `--deploy`: run the deploy providers for real.
     pub deploy: bool,
+    /// `--notify`: record the build and send its mail.
+    pub notify: bool,
+    /// `--mail-dir DIR`: write the mail as an .eml file.
+    pub mail_dir: Option<PathBuf>,
 }
 
 /// Parses `90`, `90s`, `10m`, `1h` into a duration.
@@ -124,6 +135,39 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         say(&format!("Nothing to build: {}.", plan.build.reason));
         return Ok(exit::PASSED);
     }
+    // With --notify the build is recorded: it gets its number and remembers the
+    // previous finished build of its branch (what "change" compares with).
+    let mut recorded = None;
+    let mut store = None;
+    if args.notify {
+        let mut st =
+            Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
+        let row = st
+            .begin(&NewBuild {
+                repo: event.repo.clone(),
+                branch: event.branch.clone().filter(|_| event.tag.is_none()),
+                tag: event.tag.clone(),
+                commit: event.commit.clone(),
+                event: event.event.as_str().to_string(),
+                message: event.commit_message.clone(),
+            })
+            .map_err(|e| CmdError::Usage(e.to_string()))?;
+        recorded = Some(row);
+        store = Some(st);
+    }
+    let number = recorded.as_ref().map_or(1, |r| r.number);
+    let plan = if number == 1 {
+        plan
+    } else {
+        plan::plan(
+            &loaded.config,
+            &event,
+            &Settings {
+                build_number: number,
+                env: settings.clone(),
+            },
+        )
+    };
     let jobs = build::select_jobs(&plan, args.job.as_deref()).map_err(CmdError::Usage)?;
     let repo = Repo::open(&args.path);
     let origin = match (&repo, &args.refs.commit) {
@@ -159,14 +203,37 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     };
     let language = loaded.config.language();
     say(&format!(
-        "runway: build #1 of {} ({} {}), {} job(s): {}",
+        "runway: build #{number} of {} ({} {}), {} job(s): {}",
         event.repo,
         if event.tag.is_some() { "tag" } else { "branch" },
         event.travis_branch(),
         jobs.len(),
         plan.build.reason
     ));
-    let report = build::run(&plan, &jobs, &event, 1, &language, &opts, &out);
+    let report = build::run(&plan, &jobs, &event, number, &language, &opts, &out);
+    if let (Some(st), Some(row)) = (store.as_mut(), recorded.as_ref()) {
+        let rows: Vec<JobRow> = report
+            .jobs
+            .iter()
+            .map(|r| JobRow {
+                number: r.job.number.clone(),
+                name: r.job.name.clone(),
+                env: r
+                    .job
+                    .env
+                    .iter()
+                    .map(|v| format!("{}={}", v.name, v.value))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                result: r.outcome.result.as_str().to_string(),
+                duration_ms: r.outcome.duration.as_millis() as u64,
+                log: r.log.clone(),
+            })
+            .collect();
+        if let Err(e) = st.finish(row.id, report.state, &rows) {
+            say(&format!("warning: could not record the build: {e}"));
+        }
+    }
 
     // The summary: one line per job, then the build.
     say("");
@@ -202,28 +269,180 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             r.outcome.reason
         ));
     }
-    let email = &plan.notifications.email;
-    if email.enabled && !email.recipients.is_empty() {
-        let passed = report.state == build::BuildState::Passed;
-        let freq = if passed {
-            email.on_success
-        } else {
-            email.on_failure
-        };
-        let verdict = match freq {
-            Frequency::Never => "would not send".to_string(),
-            _ => format!(
-                "would send to {} (runway run mails only with --notify)",
-                email.recipients.join(", ")
-            ),
-        };
-        say(&format!("Email: {verdict}"));
-    }
+    let previous = recorded.as_ref().and_then(|r| r.previous_state.clone());
+    mail(&plan, &event, &report, number, previous, &opts, args, &say);
     say(&format!(
-        "Build #1 {} in {} ({} job(s))",
+        "Build #{number} {} in {} ({} job(s))",
         report.state.as_str(),
         human(report.duration),
         report.jobs.len()
     ));
     Ok(report.exit_code())
+}
+
+/// Decides, composes and sends (or shows) the build's mail. A mail failure is logged
+/// and never changes the build's exit code.
+#[allow(clippy::too_many_arguments)]
+fn mail(
+    plan: &Plan,
+    event: &BuildEvent,
+    report: &BuildReport,
+    number: u64,
+    previous: Option<String>,
+    opts: &BuildOptions,
+    args: &RunArgs,
+    say: &dyn Fn(&str),
+) {
+    let policy = &plan.notifications.email;
+    let masker = Masker::new(
+        opts.settings
+            .iter()
+            .filter(|v| !opts.public_settings.contains(&v.name))
+            .map(|v| v.value.as_str()),
+    );
+    let (to, bad) = notify::split_recipients(&policy.recipients);
+    for b in &bad {
+        say(&format!(
+            "warning: email recipient \"{b}\" is not an email address; it is skipped"
+        ));
+    }
+    if !policy.enabled {
+        say(&format!("Email: none ({})", policy.reason));
+        return;
+    }
+    if !notify::should_send(policy, report.state, previous.as_deref()) || to.is_empty() {
+        let why = if to.is_empty() {
+            "no recipient".to_string()
+        } else {
+            format!(
+                "{} with on_{}: {}",
+                report.state.as_str(),
+                if report.state == BuildState::Passed {
+                    "success"
+                } else {
+                    "failure"
+                },
+                if report.state == BuildState::Passed {
+                    policy.on_success.as_str()
+                } else {
+                    policy.on_failure.as_str()
+                }
+            )
+        };
+        say(&format!("Email: not sent ({why})"));
+        return;
+    }
+    let facts = MailFacts {
+        repo: event.repo.clone(),
+        number,
+        branch: event.travis_branch().to_string(),
+        commit: event.commit.clone(),
+        author: event
+            .author
+            .as_ref()
+            .map(|p| format!("{} <{}>", p.name, p.email))
+            .unwrap_or_else(|| "unknown".into()),
+        message: masker.mask_all(&event.commit_message),
+        state: report.state,
+        previous,
+        cron: event.event == crate::event::EventType::Cron,
+        seconds: report.duration.as_secs_f64(),
+        jobs: report
+            .jobs
+            .iter()
+            .map(|r| {
+                let mut label: Vec<String> = r
+                    .job
+                    .matrix
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect();
+                label.extend(
+                    r.job
+                        .env
+                        .iter()
+                        .map(|v| masker.mask_all(&format!("{}={}", v.name, v.value))),
+                );
+                let failed = matches!(r.outcome.result, JobResult::Failed | JobResult::Errored);
+                MailJob {
+                    number: r.job.number.clone(),
+                    label: label.join(", "),
+                    result: r.outcome.result.as_str().to_string(),
+                    seconds: r.outcome.duration.as_secs_f64(),
+                    tail: failed.then(|| masker.mask_all(&notify::log_tail(&r.log, 40))),
+                }
+            })
+            .collect(),
+        deploys: report
+            .jobs
+            .iter()
+            .flat_map(|r| {
+                r.job.deploys.iter().map(move |d| {
+                    let did = if !d.fires {
+                        format!("skipped ({})", d.reason)
+                    } else if r.outcome.result != JobResult::Passed {
+                        "not run (the job did not pass)".to_string()
+                    } else if opts.job.deploy {
+                        "deployed".to_string()
+                    } else {
+                        "dry run (no --deploy)".to_string()
+                    };
+                    format!("job {}: {}: {did}", r.job.number, d.provider)
+                })
+            })
+            .collect(),
+        url: std::env::var("RUNWAY_PUBLIC_URL")
+            .ok()
+            .map(|u| format!("{}/builds/{number}", u.trim_end_matches('/'))),
+    };
+    let subject = notify::subject(&facts);
+    let recipients: Vec<String> = to.iter().map(ToString::to_string).collect();
+    let from = notify::SmtpConfig::from_env()
+        .map(|c| c.from)
+        .unwrap_or_else(|_| {
+            "runway <runway@localhost>"
+                .parse()
+                .expect("a valid default sender")
+        });
+    let message = match notify::message(&from, &to, &facts) {
+        Ok(m) => m,
+        Err(e) => {
+            say(&format!("Email: could not compose the message: {e}"));
+            return;
+        }
+    };
+    if let Some(dir) = &args.mail_dir {
+        let path = dir.join(format!("build-{number}.eml"));
+        match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, message.formatted()))
+        {
+            Ok(()) => say(&format!("Email: written to {}", path.display())),
+            Err(e) => say(&format!("Email: could not write {}: {e}", path.display())),
+        }
+    }
+    if !args.notify {
+        say(&format!(
+            "Email: would send \"{subject}\" to {} (runway run mails only with --notify)",
+            recipients.join(", ")
+        ));
+        let (text, _) = notify::compose(&facts);
+        for line in text.lines() {
+            say(&format!("  | {line}"));
+        }
+        return;
+    }
+    let cfg = match notify::SmtpConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("Email: not sent: {e}"));
+            return;
+        }
+    };
+    let mut log = |line: String| say(&line);
+    match notify::send(&cfg, &message, 3, &mut log) {
+        Ok(()) => say(&format!(
+            "Email: sent \"{subject}\" to {}",
+            recipients.join(", ")
+        )),
+        Err(e) => say(&format!("Email: not sent: {e}; the build result stands")),
+    }
 }

@@ -81,3 +81,4 @@ pub fn repo_with(dir: &Path, branch: &str, files: &[(&str, &str)], message: &str
 }
 
 pub mod moto;
+pub mod smtp;

@@ -1,0 +1,94 @@
+//! `runway builds [--repo R] [--branch B] [--json]` and `runway log BUILD[.JOB] [--repo R]`:
+//! the recorded build history read back.
+
+use std::io::Write;
+
+use super::CmdError;
+use crate::exit;
+use crate::store::{self, Store};
+
+fn open() -> Result<Store, CmdError> {
+    Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))
+}
+
+/// Lists builds, newest first.
+pub fn builds(
+    repo: Option<&str>,
+    branch: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let st = open()?;
+    let rows = st
+        .builds(repo, branch)
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+        return Ok(exit::PASSED);
+    }
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "no builds recorded in {} (runway run --notify records them)",
+            store::default_dir().display()
+        )?;
+    }
+    for b in rows {
+        let what = b
+            .tag
+            .as_deref()
+            .map(|t| format!("tag {t}"))
+            .or(b.branch.clone())
+            .unwrap_or_default();
+        let took = b
+            .finished_at
+            .map(|f| format!("{}s", f - b.started_at))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "#{:<5} {:<9} {:<30} {:<20} {} {:>6}",
+            b.number,
+            b.state,
+            b.repo,
+            what,
+            &b.commit[..b.commit.len().min(7)],
+            took
+        )?;
+    }
+    Ok(exit::PASSED)
+}
+
+/// Prints the log of a build's jobs (`12`) or one job (`12.2`).
+pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
+    let (build, job) = match spec.split_once('.') {
+        Some((b, j)) => (b, Some(j)),
+        None => (spec, None),
+    };
+    let number: u64 = build
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not BUILD or BUILD.JOB")))?;
+    let st = open()?;
+    let row = st
+        .build(repo, number)
+        .map_err(|e| CmdError::Usage(e.to_string()))?
+        .ok_or_else(|| CmdError::Usage(format!("there is no build #{number}")))?;
+    let jobs = st
+        .jobs(row.id)
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let wanted: Vec<_> = jobs
+        .iter()
+        .filter(|j| job.is_none_or(|n| j.number == format!("{number}.{n}") || j.number == n))
+        .collect();
+    if wanted.is_empty() {
+        return Err(CmdError::Usage(format!(
+            "build #{number} has no job {}",
+            job.unwrap_or("?")
+        )));
+    }
+    for j in wanted {
+        out.write_all(&j.log)?;
+    }
+    Ok(exit::PASSED)
+}

@@ -1,0 +1,310 @@
+//! Build history in SQLite (`$RUNWAY_STATE_DIR/runway.db`): every recorded build with
+//! its jobs and logs, numbered per repository. "Change" in the email rules means what
+//! it meant on Travis because each build remembers the previous finished build of its
+//! branch when it is created.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::build::BuildState;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("build store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The state directory could not be made.
+    #[error("build store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A build being recorded.
+#[derive(Clone, Debug, Default)]
+pub struct NewBuild {
+    /// `owner/repo`.
+    pub repo: String,
+    /// Branch (None for tags).
+    pub branch: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Commit sha.
+    pub commit: String,
+    /// push, pull_request, api, cron.
+    pub event: String,
+    /// Commit message.
+    pub message: String,
+}
+
+/// A recorded build.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BuildRow {
+    /// Row id.
+    pub id: i64,
+    /// `owner/repo`.
+    pub repo: String,
+    /// Number within the repository.
+    pub number: u64,
+    /// Branch.
+    pub branch: Option<String>,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Commit.
+    pub commit: String,
+    /// Event.
+    pub event: String,
+    /// queued, running, passed, failed, errored, canceled.
+    pub state: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds, when finished.
+    pub finished_at: Option<i64>,
+    /// The previous finished build of the branch, when this one was created.
+    pub previous_state: Option<String>,
+}
+
+/// A recorded job.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobRow {
+    /// `N.i`.
+    pub number: String,
+    /// `name:`.
+    pub name: Option<String>,
+    /// The job's env, as `A=1 B=2`.
+    pub env: String,
+    /// passed, failed, errored, canceled.
+    pub result: String,
+    /// Milliseconds.
+    pub duration_ms: u64,
+    /// The log (secrets already masked).
+    #[serde(skip)]
+    pub log: Vec<u8>,
+}
+
+/// The build history.
+pub struct Store {
+    conn: Connection,
+}
+
+/// `$RUNWAY_STATE_DIR`, else `$XDG_STATE_HOME/runway`, else `~/.local/state/runway`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUNWAY_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("runway");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".local/state/runway")
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS builds (
+  id INTEGER PRIMARY KEY,
+  repo TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  branch TEXT, tag TEXT,
+  commit_sha TEXT NOT NULL,
+  event TEXT NOT NULL,
+  message TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  previous_state TEXT,
+  UNIQUE (repo, number)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+  build_id INTEGER NOT NULL REFERENCES builds(id),
+  number TEXT NOT NULL,
+  name TEXT,
+  env TEXT NOT NULL,
+  result TEXT NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  log BLOB NOT NULL,
+  PRIMARY KEY (build_id, number)
+);
+";
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
+    Ok(BuildRow {
+        id: r.get(0)?,
+        repo: r.get(1)?,
+        number: r.get::<_, i64>(2)? as u64,
+        branch: r.get(3)?,
+        tag: r.get(4)?,
+        commit: r.get(5)?,
+        event: r.get(6)?,
+        state: r.get(7)?,
+        started_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        previous_state: r.get(10)?,
+    })
+}
+
+const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, previous_state";
+
+impl Store {
+    /// Opens (and creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let conn = Connection::open(dir.join("runway.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Records a new running build; returns it with its number and the state of the
+    /// previous finished build of the same branch (or tag).
+    pub fn begin(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let number: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
+            params![b.repo],
+            |r| r.get(0),
+        )?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
+                 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
+                params![b.repo, b.branch, b.tag],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at, previous_state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9)",
+            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, now(), previous],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        self.get(id).map(|r| r.expect("just inserted"))
+    }
+
+    /// Records how a build ended, with its jobs.
+    pub fn finish(
+        &mut self,
+        id: i64,
+        state: BuildState,
+        jobs: &[JobRow],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3",
+            params![state.as_str(), now(), id],
+        )?;
+        for j in jobs {
+            tx.execute(
+                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, j.number, j.name, j.env, j.result, j.duration_ms as i64, j.log],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
+                params![id],
+                row,
+            )
+            .optional()?)
+    }
+
+    /// Builds, newest first, optionally of one repository and/or branch.
+    pub fn builds(
+        &self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR branch = ?2)
+             ORDER BY started_at DESC, id DESC"
+        ))?;
+        let rows = st.query_map(params![repo, branch], row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One build by number (of `repo`, or of the only/most recent repository with it).
+    pub fn build(&self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM builds WHERE number = ?1 AND (?2 IS NULL OR repo = ?2)
+                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                params![number as i64, repo],
+                row,
+            )
+            .optional()?)
+    }
+
+    /// The jobs of a build.
+    pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT number, name, env, result, duration_ms, log FROM jobs WHERE build_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = st.query_map(params![build_id], |r| {
+            Ok(JobRow {
+                number: r.get(0)?,
+                name: r.get(1)?,
+                env: r.get(2)?,
+                result: r.get(3)?,
+                duration_ms: r.get::<_, i64>(4)? as u64,
+                log: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_per_repo_survive_reopening_and_previous_state_is_per_branch() {
+        let t = tempfile::tempdir().unwrap();
+        let nb = |repo: &str, branch: &str| NewBuild {
+            repo: repo.into(),
+            branch: Some(branch.into()),
+            commit: "abc".into(),
+            event: "push".into(),
+            ..NewBuild::default()
+        };
+        let mut s = Store::open(t.path()).unwrap();
+        let b1 = s.begin(&nb("o/a", "main")).unwrap();
+        assert_eq!((b1.number, b1.previous_state.clone()), (1, None));
+        s.finish(b1.id, BuildState::Failed, &[]).unwrap();
+        let other = s.begin(&nb("o/b", "main")).unwrap();
+        assert_eq!(other.number, 1);
+        drop(s);
+        let mut s = Store::open(t.path()).unwrap();
+        let b2 = s.begin(&nb("o/a", "main")).unwrap();
+        assert_eq!(
+            (b2.number, b2.previous_state.as_deref()),
+            (2, Some("failed"))
+        );
+        let dev = s.begin(&nb("o/a", "dev")).unwrap();
+        assert_eq!((dev.number, dev.previous_state), (3, None));
+        assert_eq!(s.builds(Some("o/a"), None).unwrap().len(), 3);
+    }
+}
