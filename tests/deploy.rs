@@ -270,3 +270,37 @@ fn s6_skip_reasons_and_dry_run_without_deploy() {
         r.all()
     );
 }
+
+#[test]
+fn s6b_versioned_bundle_is_registered_and_s6a_encoding_expiry_encryption() {
+    let moto = Moto::start();
+    moto.bucket(REGION, "versioned-bucket");
+    moto.py(REGION, "s3.put_bucket_versioning(Bucket='versioned-bucket', VersioningConfiguration={'Status':'Enabled'})");
+    moto.application(REGION, "v-app", "v-group");
+    let yml = format!(
+        "language: shell\nscript: 'true'\nbefore_deploy:\n  - mkdir -p out && echo '{{}}' > out/app.json && gzip -c out/app.json > out/app.json.gz && rm out/app.json\n  - (cd out && tar -czf ../bundle.tgz app.json.gz)\n  - mv bundle.tgz out/\ndeploy:\n  - provider: s3\n{CREDS}    bucket: versioned-bucket\n    region: {REGION}\n    local_dir: out\n    detect_encoding: true\n    server_side_encryption: true\n    expires: \"2031-02-03 04:05:06 UTC: *.gz\"\n  - provider: codedeploy\n{CREDS}    bucket: versioned-bucket\n    key: bundle.tgz\n    application: v-app\n    deployment_group: v-group\n    region: {REGION}\n    file_exists_behavior: overwrite\n"
+    );
+    let r = deploy(&moto.url, &[(".travis.yml", &yml)], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("registered the revision with application v-app"),
+        "{}",
+        r.all()
+    );
+    let h = moto.py(REGION, "h=s3.head_object(Bucket='versioned-bucket', Key='app.json.gz'); print(h.get('ContentEncoding'), h.get('ServerSideEncryption'), h['Expires'].year if 'Expires' in h else h.get('ExpiresString'))");
+    assert_eq!(h, "gzip AES256 2031");
+    let revs: serde_json::Value = serde_json::from_str(&moto.py(REGION, &format!("import urllib.request; print(urllib.request.urlopen('{}/_runway/revisions').read().decode())", moto.url))).unwrap();
+    assert_eq!(
+        revs[0]["revision"]["s3Location"]["bundleType"], "tgz",
+        "{revs}"
+    );
+    assert!(
+        revs[0]["revision"]["s3Location"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{revs}"
+    );
+    let d = moto.py(REGION, "ds=cd.list_deployments(applicationName='v-app', deploymentGroupName='v-group')['deployments']\nprint(cd.get_deployment(deploymentId=ds[0])['deploymentInfo']['fileExistsBehavior'])");
+    assert_eq!(d, "OVERWRITE");
+}
