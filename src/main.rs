@@ -97,6 +97,11 @@ enum Command {
         #[arg(long)]
         mail_dir: Option<PathBuf>,
     },
+    /// Build on git push: install or run the post-receive hook.
+    Hook {
+        #[command(subcommand)]
+        action: HookAction,
+    },
     /// List recorded builds, newest first.
     Builds {
         /// Only this repository (owner/repo).
@@ -124,6 +129,30 @@ enum Command {
         /// Where caches are kept (default: $XDG_CACHE_HOME/runway).
         #[arg(long, global = true)]
         cache_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HookAction {
+    /// Write hooks/post-receive into a (bare) repository.
+    Install {
+        /// The repository (its .git directory, or a bare repository).
+        git_dir: PathBuf,
+        /// Repository settings (secret) for its builds, from a dotenv file.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        /// Replace a post-receive hook runway did not write.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The post-receive entry point: reads "old new ref" lines on stdin.
+    Run {
+        /// The repository (default: $GIT_DIR, as git sets it for hooks).
+        #[arg(long)]
+        git_dir: Option<PathBuf>,
+        /// Repository settings (secret) for its builds, from a dotenv file.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
 }
 
@@ -157,6 +186,7 @@ impl Refs {
             event: self.event,
             commit_message: self.commit_message,
             commit,
+            commit_range: None,
         }
     }
 }
@@ -208,6 +238,19 @@ fn main() -> ExitCode {
             };
             cmd::run::run(&args, &mut err)
         }
+        Command::Hook { action } => match action {
+            HookAction::Install {
+                git_dir,
+                env_file,
+                force,
+            } => cmd::hook::install(&git_dir, env_file.as_deref(), force, &mut out),
+            HookAction::Run { git_dir, env_file } => {
+                let dir = git_dir
+                    .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from))
+                    .unwrap_or_else(|| PathBuf::from("."));
+                cmd::hook::run_hook(&dir, env_file, &mut std::io::stdin().lock(), &mut err)
+            }
+        },
         Command::Builds { repo, branch, json } => {
             cmd::history::builds(repo.as_deref(), branch.as_deref(), json, &mut out)
         }

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod history;
+pub mod hook;
 pub mod lint;
 pub mod plan;
 pub mod run;
@@ -97,6 +98,8 @@ pub struct RefArgs {
     pub commit_message: Option<String>,
     /// `--commit`: read the config at this commit instead of from disk.
     pub commit: Option<String>,
+    /// `first...last` of a push (`TRAVIS_COMMIT_RANGE`), from the post-receive hook.
+    pub commit_range: Option<String>,
 }
 
 /// Resolves PATH (a work tree, a bare repository or a plain directory) into a target.
@@ -160,6 +163,9 @@ pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
     }
     if event.event == EventType::PullRequest {
         event.pull_request = Some(1);
+    }
+    if let Some(range) = &args.commit_range {
+        event.commit_range = range.clone();
     }
     Ok(Target {
         config_text,

@@ -1,0 +1,160 @@
+//! `runway hook install GIT_DIR` and `runway hook run`: builds on `git push` into a
+//! (bare) repository, with the build's live output shown to the pusher, as Dokku shows
+//! a deploy. Every updated branch or tag (not a deletion) gets a build of the pushed
+//! commit with its commit range; the build is recorded, deploys for real and mails.
+
+use std::io::{BufRead, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::run::{self, RunArgs};
+use super::{CmdError, RefArgs};
+use crate::event::EventType;
+use crate::exit;
+
+/// Marks hooks runway wrote, so a foreign hook is never overwritten silently.
+const MARKER: &str = "# installed by runway";
+
+/// Writes `GIT_DIR/hooks/post-receive` calling this runway binary.
+pub fn install(
+    git_dir: &Path,
+    env_file: Option<&Path>,
+    force: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let git_dir = git_dir
+        .canonicalize()
+        .map_err(|e| CmdError::Usage(format!("{}: {e}", git_dir.display())))?;
+    let repo = git2::Repository::open(&git_dir).map_err(|e| {
+        CmdError::Usage(format!(
+            "{} is not a git repository: {}",
+            git_dir.display(),
+            e.message()
+        ))
+    })?;
+    let hooks = repo.path().join("hooks");
+    std::fs::create_dir_all(&hooks)?;
+    let hook = hooks.join("post-receive");
+    if let Ok(existing) = std::fs::read_to_string(&hook)
+        && !existing.contains(MARKER)
+        && !force
+    {
+        return Err(CmdError::Usage(format!(
+            "{} exists and was not written by runway; move it away or use --force",
+            hook.display()
+        )));
+    }
+    let exe = std::env::current_exe()?;
+    let mut cmd = format!(
+        "exec {} hook run --git-dir {}",
+        crate::job::shell::quote(&exe.to_string_lossy()),
+        crate::job::shell::quote(&git_dir.to_string_lossy())
+    );
+    if let Some(f) = env_file {
+        let f = f
+            .canonicalize()
+            .map_err(|e| CmdError::Usage(format!("{}: {e}", f.display())))?;
+        cmd.push_str(&format!(
+            " --env-file {}",
+            crate::job::shell::quote(&f.to_string_lossy())
+        ));
+    }
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\n{MARKER}: every push builds with its .travis.yml\n{cmd}\n"),
+    )?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    writeln!(out, "installed {}", hook.display())?;
+    Ok(exit::PASSED)
+}
+
+/// One line of post-receive input: `old new ref`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Update {
+    /// The old sha (all zeros for a new ref).
+    pub old: String,
+    /// The new sha (all zeros for a deletion).
+    pub new: String,
+    /// `refs/heads/x` or `refs/tags/x`.
+    pub refname: String,
+}
+
+fn zero(sha: &str) -> bool {
+    sha.chars().all(|c| c == '0')
+}
+
+/// Parses post-receive input.
+pub fn parse_updates(input: &str) -> Vec<Update> {
+    input
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some(Update {
+                old: parts.next()?.to_string(),
+                new: parts.next()?.to_string(),
+                refname: parts.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The post-receive entry point: builds every updated branch or tag read from `input`.
+/// Returns the worst exit code of the builds.
+pub fn run_hook(
+    git_dir: &Path,
+    env_file: Option<PathBuf>,
+    input: &mut dyn BufRead,
+    err: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let mut text = String::new();
+    input.read_to_string(&mut text)?;
+    let mut worst = exit::PASSED;
+    for u in parse_updates(&text) {
+        if zero(&u.new) {
+            continue; // a deletion builds nothing
+        }
+        let (branch, tag) = if let Some(b) = u.refname.strip_prefix("refs/heads/") {
+            (Some(b.to_string()), None)
+        } else if let Some(t) = u.refname.strip_prefix("refs/tags/") {
+            (None, Some(t.to_string()))
+        } else {
+            continue;
+        };
+        let args = RunArgs {
+            path: git_dir.to_path_buf(),
+            refs: RefArgs {
+                branch,
+                tag,
+                event: EventType::Push,
+                commit_message: None,
+                commit: Some(u.new.clone()),
+                commit_range: Some(if zero(&u.old) {
+                    String::new()
+                } else {
+                    format!("{}...{}", u.old, u.new)
+                }),
+            },
+            job: None,
+            parallel: 1,
+            env: Vec::new(),
+            env_file: env_file.clone(),
+            cache_dir: None,
+            keep_workspace: false,
+            timeout: Duration::from_secs(50 * 60),
+            no_output_timeout: Duration::from_secs(600),
+            deploy: true,
+            notify: true,
+            mail_dir: None,
+        };
+        let code = match run::run(&args, err) {
+            Ok(c) => c,
+            Err(e) => {
+                writeln!(err, "runway: {}: {e}", u.refname)?;
+                e.code()
+            }
+        };
+        worst = worst.max(code);
+    }
+    Ok(worst)
+}
