@@ -195,6 +195,14 @@ pub fn run(
         if stage_jobs.is_empty() {
             continue;
         }
+        let canceled = opts
+            .job
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        if canceled && stop_reason.is_none() {
+            stop_reason = Some("the build was canceled".into());
+        }
         if let Some(why) = &stop_reason {
             for j in stage_jobs {
                 let _ = writeln!(out.lock().expect("out"), "Job {} canceled: {why}", j.number);
@@ -208,7 +216,7 @@ pub fn run(
                     },
                     log: Vec::new(),
                     display: Vec::new(),
-                    stage_canceled: true,
+                    stage_canceled: !canceled,
                 });
             }
             continue;

@@ -12,6 +12,7 @@
 //! - [`deploy`]: deploy providers and the dry run;
 //! - [`store`]: build history (SQLite);
 //! - [`notify`]: email: when, what, and SMTP;
+//! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
 //! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes.
 pub mod build;
@@ -24,6 +25,7 @@ pub mod exit;
 pub mod job;
 pub mod notify;
 pub mod plan;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod workspace;

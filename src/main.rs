@@ -102,6 +102,23 @@ enum Command {
         #[command(subcommand)]
         action: HookAction,
     },
+    /// The CI server: webhooks, a durable queue, workers, web pages.
+    Serve {
+        /// The server configuration.
+        #[arg(long, default_value = "runway.toml")]
+        config: PathBuf,
+        /// Listen here instead of `listen` in the config (port 0: a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Queue a finished build again under its number.
+    Restart {
+        /// The build number.
+        build: String,
+        /// The repository, when several have this number.
+        #[arg(long)]
+        repo: Option<String>,
+    },
     /// List recorded builds, newest first.
     Builds {
         /// Only this repository (owner/repo).
@@ -187,6 +204,8 @@ impl Refs {
             commit_message: self.commit_message,
             commit,
             commit_range: None,
+            repo_slug: None,
+            default_branch: None,
         }
     }
 }
@@ -235,6 +254,7 @@ fn main() -> ExitCode {
                 deploy,
                 notify,
                 mail_dir,
+                ..Default::default()
             };
             cmd::run::run(&args, &mut err)
         }
@@ -251,6 +271,10 @@ fn main() -> ExitCode {
                 cmd::hook::run_hook(&dir, env_file, &mut std::io::stdin().lock(), &mut err)
             }
         },
+        Command::Serve { config, listen } => {
+            cmd::serve::serve(&config, listen.as_deref(), &mut out)
+        }
+        Command::Restart { build, repo } => cmd::serve::restart(&build, repo.as_deref(), &mut out),
         Command::Builds { repo, branch, json } => {
             cmd::history::builds(repo.as_deref(), branch.as_deref(), json, &mut out)
         }

@@ -36,6 +36,8 @@ pub struct NewBuild {
     pub event: String,
     /// Commit message.
     pub message: String,
+    /// `first...last` of the push.
+    pub commit_range: String,
 }
 
 /// A recorded build.
@@ -63,6 +65,12 @@ pub struct BuildRow {
     pub finished_at: Option<i64>,
     /// The previous finished build of the branch, when this one was created.
     pub previous_state: Option<String>,
+    /// `first...last` of the push.
+    pub commit_range: String,
+    /// Why it ended as it did, when runway says (interrupted, superseded, canceled).
+    pub reason: Option<String>,
+    /// The commit message.
+    pub message: String,
 }
 
 /// A recorded job.
@@ -122,6 +130,8 @@ CREATE TABLE IF NOT EXISTS builds (
   started_at INTEGER NOT NULL,
   finished_at INTEGER,
   previous_state TEXT,
+  commit_range TEXT NOT NULL DEFAULT '',
+  reason TEXT,
   UNIQUE (repo, number)
 );
 CREATE TABLE IF NOT EXISTS jobs (
@@ -149,10 +159,14 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         started_at: r.get(8)?,
         finished_at: r.get(9)?,
         previous_state: r.get(10)?,
+        commit_range: r.get(11)?,
+        reason: r.get(12)?,
+        message: r.get(13)?,
     })
 }
 
-const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, previous_state";
+const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
+     previous_state, commit_range, reason, message";
 
 impl Store {
     /// Opens (and creates) the store in `dir`.
@@ -168,6 +182,15 @@ impl Store {
     /// Records a new running build; returns it with its number and the state of the
     /// previous finished build of the same branch (or tag).
     pub fn begin(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
+        self.insert(b, "running")
+    }
+
+    /// Queues a build (durably: it is in the database when this returns).
+    pub fn enqueue(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
+        self.insert(b, "queued")
+    }
+
+    fn insert(&mut self, b: &NewBuild, state: &str) -> Result<BuildRow, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -185,13 +208,95 @@ impl Store {
             )
             .optional()?;
         tx.execute(
-            "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at, previous_state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8, ?9)",
-            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, now(), previous],
+            "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
+                                 previous_state, commit_range)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state, now(), previous, b.commit_range],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
         self.get(id).map(|r| r.expect("just inserted"))
+    }
+
+    /// Takes the oldest queued build and marks it running; `None` when the queue is empty.
+    /// One statement, so two workers never take the same build.
+    pub fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "UPDATE builds SET state = 'running', started_at = ?1
+                     WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
+                     RETURNING {COLUMNS}"
+                ),
+                params![now()],
+                row,
+            )
+            .optional()?)
+    }
+
+    /// After a crash or restart: builds left running are errored, with the reason.
+    /// Returns their numbers.
+    pub fn mark_interrupted(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "UPDATE builds SET state = 'errored', finished_at = ?1,
+               reason = 'interrupted: runway stopped while this build was running; runway restart N runs it again'
+             WHERE state = 'running' RETURNING repo, number",
+        )?;
+        let rows = st.query_map(params![now()], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Cancels queued builds of the same repository and branch older than `newer`
+    /// (auto-cancellation). Returns their numbers.
+    pub fn cancel_superseded(&mut self, newer: &BuildRow) -> Result<Vec<u64>, StoreError> {
+        let mut st = self.conn.prepare(
+            "UPDATE builds SET state = 'canceled', finished_at = ?1, reason = ?2
+             WHERE repo = ?3 AND branch IS ?4 AND tag IS NULL AND state = 'queued' AND id < ?5
+             RETURNING number",
+        )?;
+        let reason = format!("superseded by build #{}", newer.number);
+        let rows = st.query_map(
+            params![now(), reason, newer.repo, newer.branch, newer.id],
+            |r| Ok(r.get::<_, i64>(0)? as u64),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Ends a build that never ran (canceled while queued) or sets a reason.
+    pub fn set_state(
+        &mut self,
+        id: i64,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE builds SET state = ?1, reason = COALESCE(?2, reason),
+               finished_at = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
+             WHERE id = ?4",
+            params![state, reason, now(), id],
+        )?;
+        Ok(())
+    }
+
+    /// Queues a finished build again under its number (`runway restart N`); its old
+    /// jobs are dropped.
+    pub fn restart(&mut self, id: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
+        tx.execute(
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1",
+            params![id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A build by row id.
+    pub fn by_id(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        self.get(id)
     }
 
     /// Records how a build ended, with its jobs.

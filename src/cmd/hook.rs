@@ -134,6 +134,8 @@ pub fn run_hook(
                 } else {
                     format!("{}...{}", u.old, u.new)
                 }),
+                repo_slug: None,
+                default_branch: None,
             },
             job: None,
             parallel: 1,
@@ -145,7 +147,7 @@ pub fn run_hook(
             no_output_timeout: Duration::from_secs(600),
             deploy: true,
             notify: true,
-            mail_dir: None,
+            ..RunArgs::default()
         };
         let code = match run::run(&args, err) {
             Ok(c) => c,

@@ -7,6 +7,7 @@ pub mod hook;
 pub mod lint;
 pub mod plan;
 pub mod run;
+pub mod serve;
 
 use std::io::IsTerminal;
 
@@ -100,6 +101,10 @@ pub struct RefArgs {
     pub commit: Option<String>,
     /// `first...last` of a push (`TRAVIS_COMMIT_RANGE`), from the post-receive hook.
     pub commit_range: Option<String>,
+    /// `owner/repo` when the caller knows it (the server's configured name).
+    pub repo_slug: Option<String>,
+    /// The repository's default branch, when configured (cache fallback).
+    pub default_branch: Option<String>,
 }
 
 /// Resolves PATH (a work tree, a bare repository or a plain directory) into a target.
@@ -166,6 +171,12 @@ pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
     }
     if let Some(range) = &args.commit_range {
         event.commit_range = range.clone();
+    }
+    if let Some(slug) = &args.repo_slug {
+        event.repo = slug.clone();
+    }
+    if let Some(b) = &args.default_branch {
+        event.default_branch = b.clone();
     }
     Ok(Target {
         config_text,

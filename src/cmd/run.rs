@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{CmdError, RefArgs, resolve_target};
@@ -23,11 +25,11 @@ use crate::job::{
 use crate::notify::{self, MailFacts, MailJob};
 use crate::plan::{self, Plan, Settings};
 use crate::source::Repo;
-use crate::store::{self, JobRow, NewBuild, Store};
+use crate::store::{self, BuildRow, JobRow, NewBuild, Store};
 use crate::workspace::{GitOptions, Origin};
 
-/// Options of `runway run`.
-#[derive(Clone, Debug)]
+/// Options of `runway run` (and of builds the hook and the server run).
+#[derive(Clone, Default)]
 pub struct RunArgs {
     /// PATH: a work tree, a bare repository or a plain directory.
     pub path: PathBuf,
@@ -55,6 +57,20 @@ pub struct RunArgs {
     pub notify: bool,
     /// `--mail-dir DIR`: write the mail as an .eml file.
     pub mail_dir: Option<PathBuf>,
+    /// The mail server (default: `RUNWAY_SMTP_URL`/`RUNWAY_SMTP_FROM`).
+    pub smtp: Option<notify::SmtpConfig>,
+    /// The server's URL, for links in mails (default: `RUNWAY_PUBLIC_URL`).
+    pub public_url: Option<String>,
+    /// A build the queue already recorded (the server's builds).
+    pub recorded: Option<BuildRow>,
+    /// Set to cancel the build; running jobs are killed.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Where the live log goes (default: stdout).
+    pub out: Option<SharedOut>,
+    /// Settings that are not secret.
+    pub public_settings: Vec<String>,
+    /// The build store's directory (default: `RUNWAY_STATE_DIR` and friends).
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Parses `90`, `90s`, `10m`, `1h` into a duration.
@@ -125,23 +141,38 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             env: settings.clone(),
         },
     );
-    let terminal = std::io::stdout().is_terminal();
-    let out: SharedOut = std::sync::Arc::new(std::sync::Mutex::new(Box::new(std::io::stdout())));
+    let terminal = args.out.is_none() && std::io::stdout().is_terminal();
+    let out: SharedOut = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Arc::new(std::sync::Mutex::new(Box::new(std::io::stdout()))));
     let say = |text: &str| {
         let mut o = out.lock().expect("stdout");
         let _ = writeln!(o, "{text}");
     };
     if !plan.build.runs {
         say(&format!("Nothing to build: {}.", plan.build.reason));
+        if let Some(row) = &args.recorded
+            && let Ok(mut st) =
+                Store::open(&args.state_dir.clone().unwrap_or_else(store::default_dir))
+        {
+            let _ = st.set_state(
+                row.id,
+                "canceled",
+                Some(&format!("not built: {}", plan.build.reason)),
+            );
+        }
         return Ok(exit::PASSED);
     }
     // With --notify the build is recorded: it gets its number and remembers the
     // previous finished build of its branch (what "change" compares with).
-    let mut recorded = None;
+    let state_dir = args.state_dir.clone().unwrap_or_else(store::default_dir);
+    let mut recorded = args.recorded.clone();
     let mut store = None;
-    if args.notify {
-        let mut st =
-            Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
+    if recorded.is_some() {
+        store = Some(Store::open(&state_dir).map_err(|e| CmdError::Usage(e.to_string()))?);
+    } else if args.notify {
+        let mut st = Store::open(&state_dir).map_err(|e| CmdError::Usage(e.to_string()))?;
         let row = st
             .begin(&NewBuild {
                 repo: event.repo.clone(),
@@ -150,6 +181,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
                 commit: event.commit.clone(),
                 event: event.event.as_str().to_string(),
                 message: event.commit_message.clone(),
+                commit_range: event.commit_range.clone(),
             })
             .map_err(|e| CmdError::Usage(e.to_string()))?;
         recorded = Some(row);
@@ -194,11 +226,12 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             )),
             default_branch: event.default_branch.clone(),
             deploy: args.deploy,
+            cancel: args.cancel.clone(),
         },
         git,
         origin,
         settings,
-        public_settings: Vec::new(),
+        public_settings: args.public_settings.clone(),
         terminal,
     };
     let language = loaded.config.language();
@@ -391,19 +424,24 @@ fn mail(
                 })
             })
             .collect(),
-        url: std::env::var("RUNWAY_PUBLIC_URL")
-            .ok()
+        url: args
+            .public_url
+            .clone()
+            .or_else(|| std::env::var("RUNWAY_PUBLIC_URL").ok())
             .map(|u| format!("{}/builds/{number}", u.trim_end_matches('/'))),
     };
     let subject = notify::subject(&facts);
     let recipients: Vec<String> = to.iter().map(ToString::to_string).collect();
-    let from = notify::SmtpConfig::from_env()
-        .map(|c| c.from)
-        .unwrap_or_else(|_| {
-            "runway <runway@localhost>"
-                .parse()
-                .expect("a valid default sender")
-        });
+    let smtp = args
+        .smtp
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(notify::SmtpConfig::from_env);
+    let from = smtp.as_ref().map(|c| c.from.clone()).unwrap_or_else(|_| {
+        "runway <runway@localhost>"
+            .parse()
+            .expect("a valid default sender")
+    });
     let message = match notify::message(&from, &to, &facts) {
         Ok(m) => m,
         Err(e) => {
@@ -430,7 +468,7 @@ fn mail(
         }
         return;
     }
-    let cfg = match notify::SmtpConfig::from_env() {
+    let cfg = match smtp {
         Ok(c) => c,
         Err(e) => {
             say(&format!("Email: not sent: {e}"));

@@ -91,6 +91,8 @@ pub struct JobOptions {
     pub default_branch: String,
     /// Deploy for real (`--deploy`); otherwise deploys are a dry run.
     pub deploy: bool,
+    /// Set to cancel: the running command's process group is killed.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for JobOptions {
@@ -101,6 +103,7 @@ impl Default for JobOptions {
             cache_store: None,
             default_branch: "master".into(),
             deploy: false,
+            cancel: None,
         }
     }
 }
@@ -271,7 +274,8 @@ impl Runner<'_> {
             penv.push(("TERM".into(), "dumb".into()));
         }
         match Shell::start(&ws.build_dir, &penv, &ws.scratch) {
-            Ok(sh) => {
+            Ok(mut sh) => {
+                sh.cancel = self.ctx.options.cancel.clone();
                 self.shell = Some(sh);
                 Ok(())
             }
@@ -378,6 +382,12 @@ impl Runner<'_> {
                     sh.kill();
                 }
                 Stop::End(JobResult::Errored, "job timeout".into(), true)
+            }
+            Wait::Canceled => {
+                if let Some(sh) = self.shell.as_mut() {
+                    sh.kill();
+                }
+                Stop::End(JobResult::Canceled, "canceled".into(), false)
             }
         }
     }
@@ -487,6 +497,11 @@ impl Runner<'_> {
                 Wait::ShellExited(code) => {
                     log.line(&format!("The job's shell exited with {code} during {key}."));
                     return Err(self.stop_for(Wait::ShellExited(code)));
+                }
+                Wait::Canceled => {
+                    log.line("");
+                    log.line("The build was canceled; the job's process group was killed.");
+                    return Err(self.stop_for(Wait::Canceled));
                 }
             };
             log.terminal_note(&format!("\x1b[2m  ↳ exit {code} in {}\x1b[0m", human(took)));

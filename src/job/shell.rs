@@ -44,6 +44,8 @@ pub enum Wait {
     NoOutput,
     /// The job's time limit passed.
     JobTimeout,
+    /// The build was canceled.
+    Canceled,
 }
 
 /// A running job shell.
@@ -57,6 +59,8 @@ pub struct Shell {
     pub started: Instant,
     /// When the shell last printed anything.
     pub last_output: Instant,
+    /// Set from outside to cancel: [`Shell::wait`] returns [`Wait::Canceled`].
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 const HELPERS: &str = include_str!("helpers.bash");
@@ -109,6 +113,7 @@ impl Shell {
             counter: 0,
             started: now,
             last_output: now,
+            cancel: None,
         };
         let helpers = shell.dir.join("helpers.bash");
         std::fs::write(&helpers, HELPERS)?;
@@ -160,7 +165,15 @@ impl Shell {
             if now >= quiet_deadline {
                 return Wait::NoOutput;
             }
-            let until = job_deadline.min(quiet_deadline) - now;
+            if self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            {
+                return Wait::Canceled;
+            }
+            // Wake at least every 200 ms to notice a cancel.
+            let until = (job_deadline.min(quiet_deadline) - now).min(Duration::from_millis(200));
             match self.events.recv_timeout(until) {
                 Ok(ShellEvent::Output(bytes)) => {
                     self.last_output = Instant::now();

@@ -1,0 +1,69 @@
+//! `runway serve --config runway.toml [--listen ADDR]` and `runway restart BUILD`.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::CmdError;
+use crate::exit;
+use crate::server::{self, AppState, config::ServerConfig};
+use crate::store::{self, Store};
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
+    let cfg = ServerConfig::load(config).map_err(CmdError::Usage)?;
+    let addr = listen
+        .map(str::to_string)
+        .unwrap_or_else(|| cfg.listen.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| CmdError::Usage(format!("cannot listen on {addr}: {e}")))?;
+        let bound = listener.local_addr()?;
+        let (state, interrupted) = AppState::new(cfg, store::default_dir()).map_err(CmdError::Usage)?;
+        writeln!(out, "runway serve: listening on http://{bound}")?;
+        for (repo, n) in interrupted {
+            writeln!(out, "runway serve: build {repo}#{n} was interrupted by a restart; marked errored (runway restart {n} runs it again)")?;
+        }
+        out.flush()?;
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        server::run(listener, state, shutdown).await;
+        writeln!(out, "runway serve: stopped; queued builds stay queued")?;
+        Ok(exit::PASSED)
+    })
+}
+
+/// Queues a finished build again under its number.
+pub fn restart(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
+    let n: u64 = spec
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
+    let mut st = Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
+    let row = st
+        .build(repo, n)
+        .map_err(|e| CmdError::Usage(e.to_string()))?
+        .ok_or_else(|| CmdError::Usage(format!("there is no build #{n}")))?;
+    if matches!(row.state.as_str(), "queued" | "running") {
+        return Err(CmdError::Usage(format!(
+            "build #{n} is {}; it cannot be restarted now",
+            row.state
+        )));
+    }
+    st.restart(row.id)
+        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    writeln!(
+        out,
+        "build {}#{n} queued again (runway serve runs it)",
+        row.repo
+    )?;
+    Ok(exit::PASSED)
+}

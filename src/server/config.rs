@@ -1,0 +1,133 @@
+//! `runway.toml`: the server's listen address, concurrency, public URL, SMTP and the
+//! repositories it builds (design.md, "Server configuration"). Secrets are never in
+//! the file itself: webhook secrets and tokens are named by `*_env` variables; repository
+//! settings under `[repo.env]` are secret unless listed in `public`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `listen = "127.0.0.1:8080"` (`--listen` overrides).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Builds run at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Links in mails and API answers.
+    pub public_url: Option<String>,
+    /// Queued builds superseded by a newer push to the same branch are canceled.
+    #[serde(default = "yes")]
+    pub auto_cancel: bool,
+    /// Webhook bodies larger than this are refused with 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Seconds running builds get to finish on SIGTERM before they are canceled.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_secs: u64,
+    /// Mail.
+    pub smtp: Option<SmtpSection>,
+    /// The repositories.
+    #[serde(default, rename = "repo")]
+    pub repos: Vec<RepoConfig>,
+}
+
+/// `[smtp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// `smtp://user:pass@host:port` (see `RUNWAY_SMTP_URL`).
+    pub url: String,
+    /// `runway <ci@example.com>`
+    pub from: Option<String>,
+}
+
+/// `[[repo]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// `owner/app`: matched against the webhook's repository full name.
+    pub name: String,
+    /// A path, `file://…`, or `https://…`.
+    pub url: String,
+    /// The env var holding the webhook secret.
+    pub webhook_secret_env: Option<String>,
+    /// The env var holding an https token.
+    pub token_env: Option<String>,
+    /// The default branch (cache fallback); `master` if unset.
+    pub default_branch: Option<String>,
+    /// Repository settings (Travis's web settings): secret unless listed in `public`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Settings that are not secret.
+    #[serde(default)]
+    pub public: Vec<String>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_concurrency() -> usize {
+    2
+}
+fn default_max_body() -> usize {
+    5 * 1024 * 1024
+}
+fn default_grace() -> u64 {
+    30
+}
+fn yes() -> bool {
+    true
+}
+
+impl ServerConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<ServerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let cfg: ServerConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        for r in &cfg.repos {
+            if r.name.split('/').count() != 2 {
+                return Err(format!(
+                    "{}: repo name \"{}\" is not owner/repo",
+                    path.display(),
+                    r.name
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The repository with this full name.
+    pub fn repo(&self, name: &str) -> Option<&RepoConfig> {
+        self.repos
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+    }
+}
+
+impl RepoConfig {
+    /// The webhook secret, from the environment.
+    pub fn secret(&self) -> Option<String> {
+        self.webhook_secret_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The local path of the repository (for paths and `file://` URLs).
+    pub fn local_path(&self) -> Option<PathBuf> {
+        let p = self.url.strip_prefix("file://").unwrap_or(&self.url);
+        (!p.contains("://")).then(|| PathBuf::from(p))
+    }
+
+    /// Settings as `NAME=value`.
+    pub fn settings(&self) -> Vec<String> {
+        self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}

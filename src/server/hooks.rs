@@ -1,0 +1,321 @@
+//! Webhook deliveries: GitHub (`X-Hub-Signature-256`, HMAC-SHA256 over the raw body),
+//! Gitea/Forgejo (`X-Gitea-Signature`), GitLab (`X-Gitlab-Token`) and a generic JSON
+//! endpoint with a bearer token. Every comparison of a secret is constant-time.
+//! Pure: headers and body in, a [`Delivery`] or the reason for refusing it out.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::config::ServerConfig;
+
+/// Which endpoint received the delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `/hooks/github`
+    GitHub,
+    /// `/hooks/gitea`
+    Gitea,
+    /// `/hooks/gitlab`
+    GitLab,
+    /// `/hooks/generic`
+    Generic,
+}
+
+/// A push to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// `owner/repo` as configured.
+    pub repo: String,
+    /// The branch, or `None` for a tag.
+    pub branch: Option<String>,
+    /// The tag.
+    pub tag: Option<String>,
+    /// The sha before the push (zeros for a new ref).
+    pub before: String,
+    /// The pushed sha.
+    pub after: String,
+    /// The head commit's message, when the payload has it.
+    pub message: String,
+}
+
+/// What to answer instead of queueing.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// 401: unsigned, tampered, or the wrong token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 400: not the JSON expected.
+    #[error("{0}")]
+    Malformed(String),
+    /// 404: a repository runway does not build.
+    #[error("{0}")]
+    UnknownRepo(String),
+    /// 200 without a build: a ping, a deletion, a non-push event.
+    #[error("{0}")]
+    Nothing(String),
+}
+
+/// The request headers a delivery needs (lower-case names).
+pub trait Headers {
+    /// A header's value.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl Headers for axum::http::HeaderMap {
+    fn get(&self, name: &str) -> Option<String> {
+        axum::http::HeaderMap::get(self, name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+}
+
+/// Constant-time equality.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// HMAC-SHA256 of `body` with `secret`, hex.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    hex(&mac.finalize().into_bytes())
+}
+
+fn json(body: &[u8]) -> Result<serde_json::Value, Refusal> {
+    serde_json::from_slice(body)
+        .map_err(|e| Refusal::Malformed(format!("the body is not JSON: {e}")))
+}
+
+fn text(v: &serde_json::Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str().map(str::to_string)
+}
+
+/// Checks and reads one delivery.
+pub fn read(
+    source: Source,
+    headers: &dyn Headers,
+    body: &[u8],
+    cfg: &ServerConfig,
+) -> Result<Delivery, Refusal> {
+    let v = json(body)?;
+    let name = match source {
+        Source::GitLab => text(&v, &["project", "path_with_namespace"]),
+        Source::Generic => text(&v, &["repo"]),
+        _ => text(&v, &["repository", "full_name"]),
+    }
+    .ok_or_else(|| Refusal::Malformed("the payload names no repository".into()))?;
+    let repo = cfg.repo(&name).ok_or_else(|| {
+        Refusal::UnknownRepo(format!(
+            "runway does not build {name}: add a [[repo]] with name = \"{name}\" to runway.toml"
+        ))
+    })?;
+    let secret = repo.secret().ok_or_else(|| {
+        Refusal::Unauthorized(format!(
+            "no webhook secret is configured for {name} (set webhook_secret_env and that variable); deliveries are refused"
+        ))
+    })?;
+    match source {
+        Source::GitHub | Source::Gitea => {
+            let (header, prefix) = if source == Source::GitHub {
+                ("x-hub-signature-256", "sha256=")
+            } else {
+                ("x-gitea-signature", "")
+            };
+            let given = headers.get(header).ok_or_else(|| {
+                Refusal::Unauthorized(format!("unsigned delivery: no {header} header"))
+            })?;
+            let want = format!("{prefix}{}", sign(&secret, body));
+            if !same(given.trim().as_bytes(), want.as_bytes()) {
+                return Err(Refusal::Unauthorized(format!(
+                    "bad signature: {header} does not match the body"
+                )));
+            }
+        }
+        Source::GitLab => {
+            let given = headers
+                .get("x-gitlab-token")
+                .ok_or_else(|| Refusal::Unauthorized("no X-Gitlab-Token header".into()))?;
+            if !same(given.as_bytes(), secret.as_bytes()) {
+                return Err(Refusal::Unauthorized("wrong X-Gitlab-Token".into()));
+            }
+        }
+        Source::Generic => {
+            let given = headers
+                .get("authorization")
+                .and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+                .ok_or_else(|| Refusal::Unauthorized("no Authorization: Bearer token".into()))?;
+            if !same(given.as_bytes(), secret.as_bytes()) {
+                return Err(Refusal::Unauthorized("wrong bearer token".into()));
+            }
+        }
+    }
+    let event = match source {
+        Source::GitHub => headers
+            .get("x-github-event")
+            .unwrap_or_else(|| "push".into()),
+        Source::Gitea => headers
+            .get("x-gitea-event")
+            .or_else(|| headers.get("x-forgejo-event"))
+            .unwrap_or_else(|| "push".into()),
+        Source::GitLab => text(&v, &["object_kind"]).unwrap_or_default(),
+        Source::Generic => "push".into(),
+    };
+    if event == "ping" {
+        return Err(Refusal::Nothing("pong".into()));
+    }
+    if !matches!(event.as_str(), "push" | "tag_push") {
+        return Err(Refusal::Nothing(format!(
+            "ignored: runway builds pushes, not {event} events"
+        )));
+    }
+    let repo = repo.name.clone();
+    if source == Source::Generic {
+        let branch = text(&v, &["branch"]);
+        let tag = text(&v, &["tag"]);
+        let after = text(&v, &["commit"])
+            .ok_or_else(|| Refusal::Malformed("the payload has no commit".into()))?;
+        if branch.is_none() && tag.is_none() {
+            return Err(Refusal::Malformed(
+                "the payload has neither branch nor tag".into(),
+            ));
+        }
+        return Ok(Delivery {
+            repo,
+            branch,
+            tag,
+            before: text(&v, &["before"]).unwrap_or_default(),
+            after,
+            message: text(&v, &["message"]).unwrap_or_default(),
+        });
+    }
+    let refname =
+        text(&v, &["ref"]).ok_or_else(|| Refusal::Malformed("the payload has no ref".into()))?;
+    let after = text(&v, &["after"])
+        .or_else(|| text(&v, &["checkout_sha"]))
+        .unwrap_or_default();
+    if after.is_empty() || after.chars().all(|c| c == '0') {
+        return Err(Refusal::Nothing(format!(
+            "{refname} was deleted; nothing to build"
+        )));
+    }
+    let (branch, tag) = if let Some(b) = refname.strip_prefix("refs/heads/") {
+        (Some(b.to_string()), None)
+    } else if let Some(t) = refname.strip_prefix("refs/tags/") {
+        (None, Some(t.to_string()))
+    } else {
+        return Err(Refusal::Nothing(format!(
+            "{refname} is not a branch or a tag"
+        )));
+    };
+    let message = text(&v, &["head_commit", "message"])
+        .or_else(|| {
+            v.get("commits")
+                .and_then(|c| c.as_array())
+                .and_then(|c| c.last())
+                .and_then(|c| c.get("message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    Ok(Delivery {
+        repo,
+        branch,
+        tag,
+        before: text(&v, &["before"]).unwrap_or_default(),
+        after,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct H(HashMap<&'static str, String>);
+    impl Headers for H {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn cfg() -> ServerConfig {
+        // SAFETY: tests set a variable only they read.
+        unsafe { std::env::set_var("RUNWAY_TEST_HOOK_SECRET", "s3cr3t") };
+        toml::from_str("[[repo]]\nname = \"o/app\"\nurl = \"/tmp/x\"\nwebhook_secret_env = \"RUNWAY_TEST_HOOK_SECRET\"\n").unwrap()
+    }
+
+    const PUSH: &str = r#"{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"abc123","repository":{"full_name":"o/app"},"head_commit":{"message":"hi"}}"#;
+
+    #[test]
+    fn github_signature_checked() {
+        let c = cfg();
+        let sig = format!("sha256={}", sign("s3cr3t", PUSH.as_bytes()));
+        let ok = H([
+            ("x-hub-signature-256", sig),
+            ("x-github-event", "push".into()),
+        ]
+        .into());
+        let d = read(Source::GitHub, &ok, PUSH.as_bytes(), &c).unwrap();
+        assert_eq!(
+            (d.branch.as_deref(), d.after.as_str(), d.message.as_str()),
+            (Some("main"), "abc123", "hi")
+        );
+        let tampered = PUSH.replace("abc123", "evil00");
+        assert!(matches!(
+            read(Source::GitHub, &ok, tampered.as_bytes(), &c),
+            Err(Refusal::Unauthorized(_))
+        ));
+        assert!(matches!(
+            read(Source::GitHub, &H(HashMap::new()), PUSH.as_bytes(), &c),
+            Err(Refusal::Unauthorized(_))
+        ));
+        assert!(matches!(
+            read(Source::GitHub, &ok, b"not json", &c),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn gitlab_token_and_generic_bearer() {
+        let c = cfg();
+        let gl = r#"{"object_kind":"push","ref":"refs/tags/v1","before":"1","after":"2","project":{"path_with_namespace":"o/app"},"commits":[{"message":"m"}]}"#;
+        let d = read(
+            Source::GitLab,
+            &H([("x-gitlab-token", "s3cr3t".to_string())].into()),
+            gl.as_bytes(),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(d.tag.as_deref(), Some("v1"));
+        let g = r#"{"repo":"o/app","branch":"dev","commit":"fff"}"#;
+        let d = read(
+            Source::Generic,
+            &H([("authorization", "Bearer s3cr3t".to_string())].into()),
+            g.as_bytes(),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(d.branch.as_deref(), Some("dev"));
+        assert!(
+            read(
+                Source::Generic,
+                &H([("authorization", "Bearer nope".to_string())].into()),
+                g.as_bytes(),
+                &c
+            )
+            .is_err()
+        );
+    }
+}

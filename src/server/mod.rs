@@ -1,0 +1,530 @@
+//! `runway serve`: webhooks in, a durable queue in the build store, workers, and web
+//! pages with live logs.
+//!
+//! - `config`: `runway.toml`;
+//! - `hooks`: checking and reading webhook deliveries (pure);
+//! - `live`: live logs of running builds, for server-sent events;
+//! - `pages`: the HTML pages.
+//!
+//! [`run`] takes a bound listener and a shutdown future (mini-redis style), so tests
+//! start it on port 0 and stop it with any signal. Builds are queued in SQLite before a
+//! delivery is answered, claimed by one statement, and on start any build a crash left
+//! "running" is marked errored with the reason (never run twice); `runway restart N`
+//! queues it again.
+
+pub mod config;
+pub mod hooks;
+pub mod live;
+pub mod pages;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::cmd::RefArgs;
+use crate::cmd::run::{self, RunArgs};
+use crate::event::EventType;
+use crate::store::{self, BuildRow, NewBuild, Store};
+use config::ServerConfig;
+use hooks::{Delivery, Refusal, Source};
+use live::{Chunk, LiveLogs, LiveWriter};
+
+/// Builds a crash left running, as (repository, number).
+pub type Interrupted = Vec<(String, u64)>;
+
+/// Everything the handlers and workers share.
+pub struct AppState {
+    /// The configuration.
+    pub cfg: ServerConfig,
+    store: Mutex<Store>,
+    state_dir: PathBuf,
+    live: LiveLogs,
+    cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    wake: Notify,
+    running: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl AppState {
+    /// State over the build store in `state_dir`; builds a crash left running are
+    /// marked errored (returned for the log).
+    pub fn new(
+        cfg: ServerConfig,
+        state_dir: PathBuf,
+    ) -> Result<(Arc<AppState>, Interrupted), String> {
+        let mut st = Store::open(&state_dir).map_err(|e| e.to_string())?;
+        let interrupted = st.mark_interrupted().map_err(|e| e.to_string())?;
+        Ok((
+            Arc::new(AppState {
+                cfg,
+                store: Mutex::new(st),
+                state_dir,
+                live: LiveLogs::default(),
+                cancels: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                running: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
+            }),
+            interrupted,
+        ))
+    }
+
+    fn db<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
+    ) -> Result<T, String> {
+        let mut st = self.store.lock().expect("store");
+        f(&mut st).map_err(|e| e.to_string())
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves; then stops taking builds, gives
+/// running builds the grace period, cancels what is left, and returns. The queue stays.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let app = router(state.clone());
+    let workers = tokio::spawn(work(state.clone()));
+    let st = state.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        st.stopping.store(true, Ordering::SeqCst);
+        st.wake.notify_waiters();
+    });
+    let _ = server.await;
+    state.stopping.store(true, Ordering::SeqCst);
+    state.wake.notify_waiters();
+    let grace = Duration::from_secs(state.cfg.shutdown_grace_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    while state.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for c in state.cancels.lock().expect("cancels").values() {
+        c.store(true, Ordering::SeqCst);
+    }
+    while state.running.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    workers.abort();
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(pages_index))
+        .route("/builds/{n}", get(page_build))
+        .route("/builds/{n}/events", get(build_events))
+        .route("/api/builds", get(api_builds))
+        .route("/api/builds/{n}", get(api_build))
+        .route("/api/builds/{n}/cancel", post(api_cancel))
+        .route("/hooks/github", post(|s, r| intake(s, r, Source::GitHub)))
+        .route("/hooks/gitea", post(|s, r| intake(s, r, Source::Gitea)))
+        .route("/hooks/gitlab", post(|s, r| intake(s, r, Source::GitLab)))
+        .route("/hooks/generic", post(|s, r| intake(s, r, Source::Generic)))
+        .with_state(state)
+}
+
+fn answer(code: StatusCode, body: serde_json::Value) -> Response {
+    (code, Json(body)).into_response()
+}
+
+async fn intake(State(state): State<Arc<AppState>>, req: Request, source: Source) -> Response {
+    let headers: HeaderMap = req.headers().clone();
+    let limit = state.cfg.max_body_bytes;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                serde_json::json!({"error": format!("the delivery is larger than {limit} bytes (max_body_bytes)")}),
+            );
+        }
+    };
+    let delivery = match hooks::read(source, &headers, &body, &state.cfg) {
+        Ok(d) => d,
+        Err(r) => {
+            let code = match r {
+                Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
+                Refusal::UnknownRepo(_) => StatusCode::NOT_FOUND,
+                Refusal::Nothing(_) => StatusCode::OK,
+            };
+            let key = if code == StatusCode::OK {
+                "message"
+            } else {
+                "error"
+            };
+            return answer(
+                code,
+                serde_json::json!({ key: r.to_string(), "queued": false }),
+            );
+        }
+    };
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || queue(&st, &delivery)).await {
+        Ok(Ok(Queued::Build(row, canceled))) => {
+            state.wake.notify_one();
+            let url = state
+                .cfg
+                .public_url
+                .as_ref()
+                .map(|u| format!("{}/builds/{}", u.trim_end_matches('/'), row.number));
+            answer(
+                StatusCode::ACCEPTED,
+                serde_json::json!({"queued": true, "number": row.number, "repo": row.repo, "url": url, "canceled": canceled}),
+            )
+        }
+        Ok(Ok(Queued::NotBuilt(reason))) => answer(
+            StatusCode::OK,
+            serde_json::json!({"queued": false, "message": reason}),
+        ),
+        Ok(Err(e)) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": e}),
+        ),
+        Err(e) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+enum Queued {
+    Build(Box<BuildRow>, Vec<u64>),
+    NotBuilt(String),
+}
+
+/// Decides whether the push builds (its `.travis.yml` at the commit, when the
+/// repository is local) and queues it durably.
+fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
+    let repo_cfg = state.cfg.repo(&d.repo).ok_or("unknown repository")?;
+    let mut message = d.message.clone();
+    if let Some(path) = repo_cfg.local_path()
+        && let Some(repo) = crate::source::Repo::open(&path)
+        && let Ok(text) = repo.read_file(&d.after, ".travis.yml")
+    {
+        if message.is_empty() {
+            message = repo.commit(&d.after).map(|c| c.message).unwrap_or_default();
+        }
+        let loaded = crate::config::load(&text);
+        let event = crate::event::BuildEvent {
+            repo: d.repo.clone(),
+            branch: d.branch.clone(),
+            tag: d.tag.clone(),
+            event: EventType::Push,
+            commit: d.after.clone(),
+            commit_message: message.clone(),
+            ..Default::default()
+        };
+        let plan = crate::plan::plan(&loaded.config, &event, &crate::plan::Settings::default());
+        if !plan.build.runs {
+            return Ok(Queued::NotBuilt(format!(
+                "not built: {}",
+                plan.build.reason
+            )));
+        }
+    }
+    let range = if d.before.is_empty() || d.before.chars().all(|c| c == '0') {
+        String::new()
+    } else {
+        format!("{}...{}", d.before, d.after)
+    };
+    state.db(|s| {
+        let row = s.enqueue(&NewBuild {
+            repo: d.repo.clone(),
+            branch: d.branch.clone(),
+            tag: d.tag.clone(),
+            commit: d.after.clone(),
+            event: "push".into(),
+            message,
+            commit_range: range,
+        })?;
+        let canceled = if state.cfg.auto_cancel && row.branch.is_some() {
+            s.cancel_superseded(&row)?
+        } else {
+            Vec::new()
+        };
+        Ok(Queued::Build(Box::new(row), canceled))
+    })
+}
+
+/// The workers: claim queued builds, up to `concurrency` at once, until stopping.
+async fn work(state: Arc<AppState>) {
+    loop {
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        while state.running.load(Ordering::SeqCst) < state.cfg.concurrency.max(1) {
+            let claimed = state.db(|s| s.claim());
+            let Ok(Some(row)) = claimed else { break };
+            state.running.fetch_add(1, Ordering::SeqCst);
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || {
+                build(&st, row);
+                st.running.fetch_sub(1, Ordering::SeqCst);
+                st.wake.notify_one();
+            });
+        }
+        tokio::select! {
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Runs one claimed build with its live log.
+fn build(state: &AppState, row: BuildRow) {
+    let Some(repo) = state.cfg.repo(&row.repo).cloned() else {
+        let _ = state.db(|s| {
+            s.set_state(
+                row.id,
+                "errored",
+                Some("the repository is no longer in runway.toml"),
+            )
+        });
+        return;
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    state
+        .cancels
+        .lock()
+        .expect("cancels")
+        .insert(row.id, cancel.clone());
+    let live = state.live.start(row.id);
+    let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
+    let path = repo
+        .local_path()
+        .unwrap_or_else(|| PathBuf::from(&repo.url));
+    let args = RunArgs {
+        path,
+        refs: RefArgs {
+            branch: row.branch.clone(),
+            tag: row.tag.clone(),
+            event: EventType::Push,
+            commit_message: None,
+            commit: Some(row.commit.clone()),
+            commit_range: Some(row.commit_range.clone()),
+            repo_slug: Some(row.repo.clone()),
+            default_branch: repo.default_branch.clone(),
+        },
+        parallel: 1,
+        env: repo.settings(),
+        public_settings: repo.public.clone(),
+        timeout: Duration::from_secs(50 * 60),
+        no_output_timeout: Duration::from_secs(600),
+        deploy: true,
+        notify: true,
+        smtp: state.cfg.smtp.as_ref().and_then(|s| {
+            let from = s
+                .from
+                .clone()
+                .unwrap_or_else(|| "runway <runway@localhost>".into());
+            Some(crate::notify::SmtpConfig {
+                url: s.url.clone(),
+                from: from.parse().ok()?,
+            })
+        }),
+        public_url: state.cfg.public_url.clone(),
+        recorded: Some(row.clone()),
+        cancel: Some(cancel),
+        out: Some(out),
+        state_dir: Some(state.state_dir.clone()),
+        ..RunArgs::default()
+    };
+    let mut err = LiveWriter(live.clone());
+    let result = run::run(&args, &mut err);
+    if let Err(e) = &result {
+        let _ = std::io::Write::write_all(&mut err, format!("runway: {e}\n").as_bytes());
+    }
+    // A build that ended without recording its end (an early error) is errored.
+    if let Ok(Some(now)) = state.db(|s| s.by_id(row.id))
+        && now.state == "running"
+    {
+        let why = result
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "the build ended early".into());
+        let _ = state.db(|s| s.set_state(row.id, "errored", Some(&why)));
+    }
+    live.finish();
+    state.live.remove(row.id);
+    state.cancels.lock().expect("cancels").remove(&row.id);
+}
+
+/// `?repo=owner/app`, when several repositories have the build number.
+#[derive(Deserialize, Default)]
+struct RepoQuery {
+    repo: Option<String>,
+}
+
+fn find(state: &AppState, n: u64, q: &RepoQuery) -> Option<BuildRow> {
+    state.db(|s| s.build(q.repo.as_deref(), n)).ok().flatten()
+}
+
+async fn pages_index(State(state): State<Arc<AppState>>) -> Html<String> {
+    let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
+    Html(pages::index(&rows))
+}
+
+async fn page_build(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let Some(row) = find(&state, n, &q) else {
+        return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response();
+    };
+    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let live =
+        state.live.get(row.id).is_some() || matches!(row.state.as_str(), "queued" | "running");
+    Html(pages::build(&row, &jobs, live)).into_response()
+}
+
+async fn build_events(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let Some(row) = find(&state, n, &q) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Wait for a queued build to start, briefly, so the page can follow it.
+    let mut live = state.live.get(row.id);
+    for _ in 0..100 {
+        if live.is_some() {
+            break;
+        }
+        let now = find(&state, n, &q);
+        if now.as_ref().is_some_and(|r| r.state != "queued") && state.live.get(row.id).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        live = state.live.get(row.id);
+    }
+    let (snapshot, done, rx) = match live {
+        Some(l) => l.subscribe(),
+        None => {
+            let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+            let text: Vec<u8> = jobs.into_iter().flat_map(|j| j.log).collect();
+            let (tx, rx) = tokio::sync::broadcast::channel(1);
+            drop(tx);
+            (text, true, rx)
+        }
+    };
+    let first = Event::default()
+        .json_data(String::from_utf8_lossy(&snapshot))
+        .expect("json");
+    let stream = futures_util::stream::unfold(
+        (Some(first), done, rx),
+        |(first, done, mut rx)| async move {
+            if let Some(ev) = first {
+                return Some((Ok::<_, std::convert::Infallible>(ev), (None, done, rx)));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(Chunk::Bytes(b)) => {
+                        let ev = Event::default()
+                            .json_data(String::from_utf8_lossy(&b))
+                            .expect("json");
+                        return Some((Ok(ev), (None, false, rx)));
+                    }
+                    Ok(Chunk::End) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Some((
+                            Ok(Event::default().event("end").data("end")),
+                            (None, true, rx),
+                        ));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                }
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn api_row(r: &BuildRow) -> serde_json::Value {
+    serde_json::json!({
+        "number": r.number, "repo": r.repo, "branch": r.branch, "tag": r.tag,
+        "commit": r.commit, "state": r.state,
+    })
+}
+
+async fn api_builds(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
+    Json(serde_json::Value::Array(rows.iter().map(api_row).collect()))
+}
+
+async fn api_build(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let Some(row) = find(&state, n, &q) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("there is no build #{n}")}),
+        );
+    };
+    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let mut v = api_row(&row);
+    v["reason"] = serde_json::json!(row.reason);
+    v["previous_state"] = serde_json::json!(row.previous_state);
+    v["jobs"] = jobs
+        .iter()
+        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "duration_ms": j.duration_ms}))
+        .collect();
+    Json(v).into_response()
+}
+
+async fn api_cancel(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let Some(row) = find(&state, n, &q) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("there is no build #{n}")}),
+        );
+    };
+    match row.state.as_str() {
+        "queued" => {
+            let _ = state.db(|s| s.set_state(row.id, "canceled", Some("canceled while queued")));
+            answer(
+                StatusCode::OK,
+                serde_json::json!({"canceled": true, "number": n}),
+            )
+        }
+        "running" => {
+            if let Some(c) = state.cancels.lock().expect("cancels").get(&row.id) {
+                c.store(true, Ordering::SeqCst);
+            }
+            answer(
+                StatusCode::ACCEPTED,
+                serde_json::json!({"canceled": true, "number": n, "message": "the running jobs are being killed"}),
+            )
+        }
+        other => answer(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": format!("build #{n} already {other}")}),
+        ),
+    }
+}
