@@ -81,4 +81,5 @@ pub fn repo_with(dir: &Path, branch: &str, files: &[(&str, &str)], message: &str
 }
 
 pub mod moto;
+pub mod server;
 pub mod smtp;

@@ -1,0 +1,118 @@
+//! `runway serve` as a child process on a free loopback port, and a minimal HTTP client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    /// What it printed after the first line.
+    pub stdout: Option<BufReader<std::process::ChildStdout>>,
+}
+
+impl Server {
+    /// Starts `runway serve --config CONFIG --listen 127.0.0.1:0` with extra env.
+    pub fn start(config: &Path, state: &Path, env: &[(&str, &str)]) -> Server {
+        let mut c = super::runway();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config);
+        c.env("RUNWAY_STATE_DIR", state);
+        c.env("XDG_CACHE_HOME", state.join("cache"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("runway serve: listening on http://")
+            .unwrap_or_else(|| panic!("serve said {line:?}"))
+            .to_string();
+        Server {
+            child,
+            addr,
+            stdout: Some(out),
+        }
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+
+    /// One HTTP request; returns (status, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String) {
+        http(&self.addr, method, path, headers, body)
+    }
+
+    /// GET a JSON document.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.request("GET", path, &[], b"");
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.1 request with `Connection: close`.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// HMAC-SHA256 hex, as GitHub and Gitea sign deliveries.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    runway::server::hooks::sign(secret, body)
+}

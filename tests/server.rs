@@ -1,0 +1,438 @@
+//! `runway serve`: real HTTP deliveries (signed, unsigned, tampered, oversized,
+//! malformed) to a server started on port 0, the durable queue across SIGKILL,
+//! auto-cancellation, canceling a running build, and SIGTERM.
+
+mod common;
+use common::server::{Server, sign};
+use common::{git, repo_with};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "hook-secret-42";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    bare: PathBuf,
+    work: PathBuf,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(yml: &str, extra_toml: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let work = repo_with(
+            &dir.path().join("work"),
+            "master",
+            &[(".travis.yml", yml)],
+            "first",
+        );
+        let bare = dir.path().join("app.git");
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        git(&work, &["remote", "add", "hub", bare.to_str().unwrap()]);
+        let config = dir.path().join("runway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "concurrency = 2\nshutdown_grace_secs = 5\nmax_body_bytes = 200000\n{extra_toml}\n[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
+                bare.display()
+            ),
+        )
+        .unwrap();
+        Setup {
+            dir,
+            bare,
+            work,
+            config,
+        }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn start(&self) -> Server {
+        Server::start(&self.config, &self.state(), &[("APP_SECRET", SECRET)])
+    }
+
+    /// Commits on `branch` and pushes to the bare repository; returns the sha.
+    fn commit(&self, branch: &str, msg: &str) -> String {
+        let _ = git(&self.work, &["checkout", "-q", "-B", branch]);
+        git(&self.work, &["commit", "-q", "--allow-empty", "-m", msg]);
+        git(&self.work, &["push", "-q", "-f", "hub", branch]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn head(&self) -> String {
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+}
+
+fn github_push(branch: &str, before: &str, after: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "ref": format!("refs/heads/{branch}"), "before": before, "after": after,
+        "repository": {"full_name": "o/app"}, "head_commit": {"message": "a push"},
+    }))
+    .unwrap()
+}
+
+fn generic(srv: &Server, branch: &str, commit: &str) -> (u16, String) {
+    let body = serde_json::to_vec(
+        &serde_json::json!({"repo": "o/app", "branch": branch, "commit": commit}),
+    )
+    .unwrap();
+    srv.request(
+        "POST",
+        "/hooks/generic",
+        &[("Authorization", &format!("Bearer {SECRET}"))],
+        &body,
+    )
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn states(srv: &Server) -> Vec<(u64, String)> {
+    srv.json("/api/builds")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["number"].as_u64().unwrap(),
+                b["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn deliveries_signed_unsigned_tampered_oversized_malformed() {
+    let s = Setup::new(
+        "language: shell\nbranches:\n  only: [master]\nscript: echo hello from the server\n",
+        "",
+    );
+    let srv = s.start();
+    let sha = s.head();
+    let body = github_push("master", "0000000000000000000000000000000000000000", &sha);
+    let sig = format!("sha256={}", sign(SECRET, &body));
+
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    assert!(text.contains("\"number\":1"), "{text}");
+
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push")],
+        &body,
+    );
+    assert_eq!((code, text.contains("unsigned")), (401, true), "{text}");
+    let mut tampered = body.clone();
+    let at = tampered.len() - 5;
+    tampered[at] = b'X';
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+        &tampered,
+    );
+    assert_eq!(
+        (code, text.contains("bad signature")),
+        (401, true),
+        "{text}"
+    );
+    let big = vec![b' '; 300_000];
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[("X-Hub-Signature-256", &sig)],
+        &big,
+    );
+    assert_eq!((code, text.contains("larger than")), (413, true), "{text}");
+    let (code, text) = srv.request("POST", "/hooks/github", &[], b"{not json");
+    assert_eq!((code, text.contains("not JSON")), (400, true), "{text}");
+    let ping = br#"{"zen":"hi","repository":{"full_name":"o/app"}}"#;
+    let psig = format!("sha256={}", sign(SECRET, ping));
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "ping"), ("X-Hub-Signature-256", &psig)],
+        ping,
+    );
+    assert_eq!((code, text.contains("pong")), (200, true), "{text}");
+    let unknown = br#"{"repo":"x/y","branch":"master","commit":"abc"}"#;
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/generic",
+        &[("Authorization", "Bearer whatever")],
+        unknown,
+    );
+    assert_eq!(
+        (code, text.contains("add a [[repo]]")),
+        (404, true),
+        "{text}"
+    );
+
+    // Gitea signs without a prefix; GitLab sends a token.
+    let gitea_sig = sign(SECRET, &body);
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/gitea",
+        &[("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_sig)],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    let gl = serde_json::to_vec(&serde_json::json!({"object_kind": "push", "ref": "refs/heads/master", "before": "0", "after": sha, "project": {"path_with_namespace": "o/app"}, "commits": []})).unwrap();
+    let (code, text) = srv.request("POST", "/hooks/gitlab", &[("X-Gitlab-Token", "wrong")], &gl);
+    assert_eq!(code, 401, "{text}");
+    let (code, text) = srv.request("POST", "/hooks/gitlab", &[("X-Gitlab-Token", SECRET)], &gl);
+    assert_eq!(code, 202, "{text}");
+
+    // A branch the config filters out is answered, not queued.
+    let dev = s.commit("dev", "dev work");
+    let (code, text) = generic(&srv, "dev", &dev);
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains("not built: branch \\\"dev\\\" is not in branches.only"),
+        "{text}"
+    );
+
+    wait_for(
+        || states(&srv).iter().all(|(_, st)| st == "passed"),
+        "the builds to pass",
+    );
+    let b = srv.json("/api/builds/1");
+    assert_eq!(b["jobs"][0]["result"], "passed", "{b}");
+    assert_eq!(
+        states(&srv).len(),
+        3,
+        "nothing unsigned or tampered was queued"
+    );
+}
+
+#[test]
+fn crash_midway_loses_nothing_and_runs_nothing_twice() {
+    let ran = tempfile::tempdir().unwrap();
+    let ledger = ran.path().join("ran.txt");
+    let s = Setup::new(
+        &format!(
+            "language: shell\nscript: echo \"$TRAVIS_BUILD_NUMBER\" >> {} && sleep 0.2\n",
+            ledger.display()
+        ),
+        "auto_cancel = false",
+    );
+    let sha = s.head();
+    let srv = s.start();
+    for i in 0..50 {
+        let (code, text) = generic(&srv, &format!("b{i}"), &sha);
+        assert_eq!(code, 202, "{text}");
+    }
+    // Let some builds finish, then kill the server mid-build.
+    wait_for(
+        || {
+            std::fs::read_to_string(&ledger)
+                .map(|t| t.lines().count() >= 6)
+                .unwrap_or(false)
+        },
+        "some builds",
+    );
+    srv.signal("-KILL");
+    drop(srv);
+    let srv = s.start();
+    wait_for(
+        || {
+            let st = states(&srv);
+            st.len() == 50 && st.iter().all(|(_, s)| s == "passed" || s == "errored")
+        },
+        "all 50 builds to end",
+    );
+    let all = states(&srv);
+    let interrupted: Vec<u64> = all
+        .iter()
+        .filter(|(_, s)| s == "errored")
+        .map(|(n, _)| *n)
+        .collect();
+    let passed = all.iter().filter(|(_, s)| s == "passed").count();
+    assert_eq!(passed + interrupted.len(), 50);
+    let lines: Vec<u64> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), lines.len(), "a build ran twice: {lines:?}");
+    for n in 1..=50u64 {
+        let st = &all.iter().find(|(m, _)| *m == n).unwrap().1;
+        if st == "passed" {
+            assert!(lines.contains(&n), "build {n} passed without running");
+        }
+    }
+    for n in &interrupted {
+        let b = srv.json(&format!("/api/builds/{n}"));
+        assert!(
+            b["reason"].as_str().unwrap_or("").contains("interrupted"),
+            "{b}"
+        );
+    }
+    assert!(
+        interrupted.len() <= 2,
+        "only the builds running at the kill are interrupted: {interrupted:?}"
+    );
+    // `runway restart N` queues an interrupted build again; the server runs it.
+    if let Some(n) = interrupted.first() {
+        let r = common::run(
+            common::runway()
+                .args(["restart", &n.to_string()])
+                .env("RUNWAY_STATE_DIR", s.state()),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        wait_for(
+            || srv.json(&format!("/api/builds/{n}"))["state"] == "passed",
+            "the restarted build",
+        );
+    }
+}
+
+#[test]
+fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
+    let pids = tempfile::tempdir().unwrap();
+    let s = Setup::new(
+        &format!(
+            "language: shell\nscript:\n  - sleep 300 & echo $! > {}/$TRAVIS_BUILD_NUMBER.pid; sleep 300\n",
+            pids.path().display()
+        ),
+        "",
+    );
+    let srv = s.start();
+    let first = s.head();
+    // concurrency 2: builds 1 and 2 run (different branches), 3..5 queue on master.
+    assert_eq!(generic(&srv, "master", &first).0, 202);
+    assert_eq!(generic(&srv, "other", &first).0, 202);
+    wait_for(
+        || states(&srv).iter().filter(|(_, s)| s == "running").count() == 2,
+        "two running builds",
+    );
+    for i in 0..3 {
+        let sha = s.commit("master", &format!("push {i}"));
+        assert_eq!(generic(&srv, "master", &sha).0, 202);
+    }
+    let b3 = srv.json("/api/builds/3");
+    let b4 = srv.json("/api/builds/4");
+    assert_eq!(
+        (b3["state"].as_str(), b4["state"].as_str()),
+        (Some("canceled"), Some("canceled")),
+        "{b3} {b4}"
+    );
+    assert!(
+        b3["reason"]
+            .as_str()
+            .unwrap()
+            .contains("superseded by build #"),
+        "{b3}"
+    );
+    assert_eq!(srv.json("/api/builds/5")["state"], "queued");
+
+    // Cancel running build 1: its process group dies.
+    wait_for(|| pids.path().join("1.pid").exists(), "build 1's child");
+    let child: i32 = std::fs::read_to_string(pids.path().join("1.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &[], b"");
+    assert_eq!(code, 202, "{text}");
+    wait_for(
+        || srv.json("/api/builds/1")["state"] == "canceled",
+        "build 1 canceled",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists()
+            || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .unwrap_or_default()
+                .contains(") Z "),
+        "the job's child {child} survived the cancel"
+    );
+    for n in [2, 5] {
+        let _ = srv.request("POST", &format!("/api/builds/{n}/cancel"), &[], b"");
+    }
+    wait_for(
+        || {
+            states(&srv)
+                .iter()
+                .all(|(_, s)| s != "running" && s != "queued")
+        },
+        "everything canceled",
+    );
+}
+
+#[test]
+fn sigterm_finishes_running_builds_and_keeps_the_queue() {
+    let s = Setup::new(
+        "language: shell\nscript: sleep 1 && echo done\n",
+        "concurrency = 1",
+    );
+    let config_text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("concurrency = 2\n", "");
+    std::fs::write(&s.config, config_text).unwrap();
+    let srv = s.start();
+    let sha = s.head();
+    for b in ["a", "b", "c"] {
+        assert_eq!(generic(&srv, b, &sha).0, 202);
+    }
+    wait_for(
+        || states(&srv).iter().any(|(_, s)| s == "running"),
+        "a running build",
+    );
+    srv.signal("-TERM");
+    let mut srv = srv;
+    let status = srv.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(srv.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    assert!(rest.contains("queued builds stay queued"), "{rest}");
+    let srv = s.start();
+    let st = states(&srv);
+    assert_eq!(
+        st.iter().filter(|(_, s)| s == "passed").count()
+            + st.iter()
+                .filter(|(_, s)| s == "queued" || s == "running")
+                .count(),
+        3,
+        "{st:?}"
+    );
+    assert!(
+        !st.iter().any(|(_, s)| s == "errored"),
+        "the running build finished within the grace period: {st:?}"
+    );
+    wait_for(
+        || states(&srv).iter().all(|(_, s)| s == "passed"),
+        "the queue drained after the restart",
+    );
+    let _ = &s.bare;
+}
