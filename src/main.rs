@@ -161,6 +161,12 @@ enum HookAction {
         /// Replace a post-receive hook runway did not write.
         #[arg(long)]
         force: bool,
+        /// Queue builds and return at once; `runway serve` runs them.
+        #[arg(long)]
+        detach: bool,
+        /// The repository's name (owner/repo) as runway.toml knows it.
+        #[arg(long)]
+        repo: Option<String>,
     },
     /// The post-receive entry point: reads "old new ref" lines on stdin.
     Run {
@@ -170,6 +176,12 @@ enum HookAction {
         /// Repository settings (secret) for its builds, from a dotenv file.
         #[arg(long)]
         env_file: Option<PathBuf>,
+        /// Queue builds and return at once; `runway serve` runs them.
+        #[arg(long)]
+        detach: bool,
+        /// The repository's name (owner/repo) as runway.toml knows it.
+        #[arg(long)]
+        repo: Option<String>,
     },
 }
 
@@ -263,12 +275,37 @@ fn main() -> ExitCode {
                 git_dir,
                 env_file,
                 force,
-            } => cmd::hook::install(&git_dir, env_file.as_deref(), force, &mut out),
-            HookAction::Run { git_dir, env_file } => {
+                detach,
+                repo,
+            } => {
+                let opts = cmd::hook::HookOptions {
+                    env_file,
+                    detach,
+                    repo,
+                };
+                cmd::hook::install(&git_dir, &opts, force, &mut out)
+            }
+            HookAction::Run {
+                git_dir,
+                env_file,
+                detach,
+                repo,
+            } => {
                 let dir = git_dir
                     .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from))
                     .unwrap_or_else(|| PathBuf::from("."));
-                cmd::hook::run_hook(&dir, env_file, &mut std::io::stdin().lock(), &mut err)
+                let opts = cmd::hook::HookOptions {
+                    env_file,
+                    detach,
+                    repo,
+                };
+                cmd::hook::run_hook(
+                    &dir,
+                    &opts,
+                    &mut std::io::stdin().lock(),
+                    &mut out,
+                    &mut err,
+                )
             }
         },
         Command::Serve { config, listen } => {

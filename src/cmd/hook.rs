@@ -12,17 +12,30 @@ use super::run::{self, RunArgs};
 use super::{CmdError, RefArgs};
 use crate::event::EventType;
 use crate::exit;
+use crate::store::{self, NewBuild, Store};
 
 /// Marks hooks runway wrote, so a foreign hook is never overwritten silently.
 const MARKER: &str = "# installed by runway";
 
+/// How the hook builds.
+#[derive(Clone, Debug, Default)]
+pub struct HookOptions {
+    /// Settings for the builds (a dotenv file).
+    pub env_file: Option<PathBuf>,
+    /// Queue the build and return at once; `runway serve` runs it.
+    pub detach: bool,
+    /// The repository's name (`owner/repo`) as runway.toml knows it.
+    pub repo: Option<String>,
+}
+
 /// Writes `GIT_DIR/hooks/post-receive` calling this runway binary.
 pub fn install(
     git_dir: &Path,
-    env_file: Option<&Path>,
+    opts: &HookOptions,
     force: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
+    let env_file = opts.env_file.as_deref();
     let git_dir = git_dir
         .canonicalize()
         .map_err(|e| CmdError::Usage(format!("{}: {e}", git_dir.display())))?;
@@ -60,12 +73,69 @@ pub fn install(
             crate::job::shell::quote(&f.to_string_lossy())
         ));
     }
+    if opts.detach {
+        cmd.push_str(" --detach");
+    }
+    if let Some(r) = &opts.repo {
+        cmd.push_str(&format!(" --repo {}", crate::job::shell::quote(r)));
+    }
     std::fs::write(
         &hook,
         format!("#!/bin/sh\n{MARKER}: every push builds with its .travis.yml\n{cmd}\n"),
     )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     writeln!(out, "installed {}", hook.display())?;
+    Ok(exit::PASSED)
+}
+
+/// Queues every pushed branch or tag and says where to follow it.
+fn detach(
+    git_dir: &Path,
+    opts: &HookOptions,
+    text: &str,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let repo = crate::source::Repo::open(git_dir)
+        .ok_or_else(|| CmdError::Usage(format!("{} is not a git repository", git_dir.display())))?;
+    let name = opts.repo.clone().unwrap_or_else(|| repo.slug());
+    let mut st = Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
+    for u in parse_updates(text) {
+        if zero(&u.new) {
+            continue;
+        }
+        let (branch, tag) = match (
+            u.refname.strip_prefix("refs/heads/"),
+            u.refname.strip_prefix("refs/tags/"),
+        ) {
+            (Some(b), _) => (Some(b.to_string()), None),
+            (None, Some(t)) => (None, Some(t.to_string())),
+            _ => continue,
+        };
+        let message = repo.commit(&u.new).map(|c| c.message).unwrap_or_default();
+        let row = st
+            .enqueue(&NewBuild {
+                repo: name.clone(),
+                branch,
+                tag,
+                commit: u.new.clone(),
+                event: "push".into(),
+                message,
+                commit_range: if zero(&u.old) {
+                    String::new()
+                } else {
+                    format!("{}...{}", u.old, u.new)
+                },
+            })
+            .map_err(|e| CmdError::Usage(e.to_string()))?;
+        let url = std::env::var("RUNWAY_PUBLIC_URL")
+            .map(|u| format!(", or {}/builds/{}", u.trim_end_matches('/'), row.number))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "runway: build #{} of {name} ({}) queued; runway serve runs it. Follow it: runway log {}{url}",
+            row.number, u.refname, row.number
+        )?;
+    }
     Ok(exit::PASSED)
 }
 
@@ -103,12 +173,17 @@ pub fn parse_updates(input: &str) -> Vec<Update> {
 /// Returns the worst exit code of the builds.
 pub fn run_hook(
     git_dir: &Path,
-    env_file: Option<PathBuf>,
+    opts: &HookOptions,
     input: &mut dyn BufRead,
+    out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let mut text = String::new();
     input.read_to_string(&mut text)?;
+    if opts.detach {
+        return detach(git_dir, opts, &text, out);
+    }
+    let env_file = opts.env_file.clone();
     let mut worst = exit::PASSED;
     for u in parse_updates(&text) {
         if zero(&u.new) {
