@@ -8,6 +8,9 @@ need_apt=()
 for tool in git zip unzip zstd tar; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (apt-get)"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
