@@ -26,7 +26,10 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
 
 fn post(addr: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -35,7 +38,11 @@ fn post(addr: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16
     s.write_all(body).unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (code, resp)
 }
 
@@ -46,7 +53,13 @@ fn delivery(branch: &str, sha: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
     }))
     .unwrap();
     let sig = format!("sha256={}", runway::server::hooks::sign(SECRET, &body));
-    (vec![("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", sig)], body)
+    (
+        vec![
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", sig),
+        ],
+        body,
+    )
 }
 
 fn main() {
@@ -59,7 +72,16 @@ fn main() {
     git(&work, &["commit", "-q", "-m", "bench"]);
     let sha = git(&work, &["rev-parse", "HEAD"]);
     let bare = dir.path().join("app.git");
-    git(dir.path(), &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
     let config = dir.path().join("runway.toml");
     std::fs::write(
         &config,
@@ -77,8 +99,12 @@ fn main() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().trim_start_matches("runway serve: listening on http://").to_string();
+    let mut server_out = BufReader::new(child.stdout.take().unwrap());
+    server_out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .trim_start_matches("runway serve: listening on http://")
+        .to_string();
 
     // Latency: one delivery at a time, waiting for its first command on the live log.
     let rounds = 20;
@@ -88,13 +114,25 @@ fn main() {
         let t0 = Instant::now();
         let (code, resp) = post(&addr, "/hooks/github", &h, &body);
         assert_eq!(code, 202, "{resp}");
-        let n: u64 = resp.split("\"number\":").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+        let n: u64 = resp
+            .split("\"number\":")
+            .nth(1)
+            .unwrap()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let mut s = TcpStream::connect(&addr).unwrap();
-        s.write_all(format!("GET /builds/{n}/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(format!("GET /builds/{n}/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
         let mut seen = String::new();
         let mut buf = [0u8; 4096];
         loop {
-            let k = s.read(&mut buf).unwrap();
+            let k = s
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("no first command for build {n}: {e}; saw {seen}"));
             if k == 0 {
                 break;
             }
@@ -138,7 +176,10 @@ fn main() {
     });
     let took = t0.elapsed();
     let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(format!("GET /api/builds HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    s.write_all(
+        format!("GET /api/builds HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let recorded = resp.matches("\"number\":").count();
@@ -151,4 +192,5 @@ fn main() {
     );
     let _ = child.kill();
     let _ = child.wait();
+    drop(server_out);
 }

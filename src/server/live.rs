@@ -74,6 +74,8 @@ impl Write for LiveWriter {
 #[derive(Default)]
 pub struct LiveLogs {
     logs: Mutex<HashMap<i64, Arc<LiveLog>>>,
+    /// Woken whenever a build's live log starts (pages waiting for a queued build).
+    pub started: tokio::sync::Notify,
 }
 
 impl LiveLogs {
@@ -81,6 +83,7 @@ impl LiveLogs {
     pub fn start(&self, id: i64) -> Arc<LiveLog> {
         let log = LiveLog::new();
         self.logs.lock().expect("live logs").insert(id, log.clone());
+        self.started.notify_waiters();
         log
     }
 

@@ -270,6 +270,7 @@ async fn work(state: Arc<AppState>) {
         while state.running.load(Ordering::SeqCst) < state.cfg.concurrency.max(1) {
             let claimed = state.db(|s| s.claim());
             let Ok(Some(row)) = claimed else { break };
+            state.live.start(row.id);
             state.running.fetch_add(1, Ordering::SeqCst);
             let st = state.clone();
             tokio::task::spawn_blocking(move || {
@@ -303,7 +304,10 @@ fn build(state: &AppState, row: BuildRow) {
         .lock()
         .expect("cancels")
         .insert(row.id, cancel.clone());
-    let live = state.live.start(row.id);
+    let live = state
+        .live
+        .get(row.id)
+        .unwrap_or_else(|| state.live.start(row.id));
     let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
     let path = repo
         .local_path()
@@ -404,14 +408,20 @@ async fn build_events(
     // Wait for a queued build to start, briefly, so the page can follow it.
     let mut live = state.live.get(row.id);
     for _ in 0..100 {
+        let started = state.live.started.notified();
         if live.is_some() {
             break;
         }
+        // Between being claimed and starting its live log a build is "running" with
+        // no log yet: keep waiting until it has one or has ended.
         let now = find(&state, n, &q);
-        if now.as_ref().is_some_and(|r| r.state != "queued") && state.live.get(row.id).is_none() {
+        let ended = now
+            .as_ref()
+            .is_some_and(|r| !matches!(r.state.as_str(), "queued" | "running"));
+        if ended && state.live.get(row.id).is_none() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(100), started).await;
         live = state.live.get(row.id);
     }
     let (snapshot, done, rx) = match live {
