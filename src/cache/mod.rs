@@ -104,35 +104,12 @@ pub fn named_dirs(name: &str, has: &dyn Fn(&str) -> bool) -> Vec<&'static str> {
 /// Expands `$VAR`, `${VAR}` and a leading `~`, then makes a relative path absolute
 /// under the build directory.
 pub fn resolve_dir(written: &str, env: &HashMap<String, String>, build_dir: &Path) -> PathBuf {
-    let mut out = String::new();
-    let mut chars = written.chars().peekable();
-    if written.starts_with('~') {
-        chars.next();
-        out.push_str(env.get("HOME").map(String::as_str).unwrap_or("~"));
-    }
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let braced = chars.peek() == Some(&'{');
-        if braced {
-            chars.next();
-        }
-        let mut name = String::new();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphanumeric() || n == '_' {
-                name.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        if braced && chars.peek() == Some(&'}') {
-            chars.next();
-        }
-        out.push_str(env.get(&name).map(String::as_str).unwrap_or(""));
-    }
+    let home = env.get("HOME").map(String::as_str).unwrap_or("~");
+    let written = match written.strip_prefix('~') {
+        Some(rest) => format!("{home}{rest}"),
+        None => written.to_string(),
+    };
+    let out = crate::config::model::expand_vars(&written, &|n| env.get(n).cloned());
     let p = PathBuf::from(out);
     if p.is_absolute() {
         p

@@ -164,6 +164,41 @@ pub fn is_secure_item(node: &Node) -> bool {
     }
 }
 
+/// Expands `$VAR` and `${VAR}` with `lookup` (unknown names expand to nothing; a `$`
+/// not followed by a name stays). Used for cache paths and deploy options.
+pub fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let braced = chars.peek() == Some(&'{');
+        if braced {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&n) = chars.peek() {
+            if n.is_ascii_alphanumeric() || n == '_' {
+                name.push(n);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        if braced && chars.peek() == Some(&'}') {
+            chars.next();
+        }
+        if name.is_empty() {
+            out.push('$');
+        } else {
+            out.push_str(&lookup(&name).unwrap_or_default());
+        }
+    }
+    out
+}
+
 /// The items of a list node (empty when absent).
 pub fn seq(node: Option<&Node>) -> &[Node] {
     node.and_then(Node::as_seq).unwrap_or_default()

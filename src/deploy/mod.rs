@@ -43,15 +43,7 @@ impl<'a> Options<'a> {
     }
 
     fn expand(&self, text: &str) -> String {
-        let vars: Vec<EnvVar> = self
-            .env
-            .iter()
-            .map(|(k, v)| EnvVar {
-                name: k.clone(),
-                value: v.clone(),
-            })
-            .collect();
-        expand(text, &vars)
+        crate::config::model::expand_vars(text, &|n| self.env.get(n).cloned())
     }
 
     /// A string option (the first item of a list), expanded.
@@ -192,46 +184,15 @@ pub fn option(config: &Node, key: &str, env: &[EnvVar]) -> Option<String> {
     Some(expand(&raw, env))
 }
 
-/// Expands `$VAR` and `${VAR}` (later entries of `env` win).
+/// Expands `$VAR` and `${VAR}` (later entries of `env` win, then the process env).
 pub fn expand(text: &str, env: &[EnvVar]) -> String {
-    let lookup = |name: &str| {
+    crate::config::model::expand_vars(text, &|name| {
         env.iter()
             .rev()
             .find(|v| v.name == name)
             .map(|v| v.plain_value().to_string())
             .or_else(|| std::env::var(name).ok())
-            .unwrap_or_default()
-    };
-    let mut out = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let braced = chars.peek() == Some(&'{');
-        if braced {
-            chars.next();
-        }
-        let mut name = String::new();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphanumeric() || n == '_' {
-                name.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        if braced && chars.peek() == Some(&'}') {
-            chars.next();
-        }
-        if name.is_empty() {
-            out.push('$');
-        } else {
-            out.push_str(&lookup(&name));
-        }
-    }
-    out
+    })
 }
 
 /// A glob as dpl's s3 provider reads it: `*` within a name, `**` across directories,
