@@ -125,7 +125,11 @@ pub fn run(
             let settings = aws::settings(&|k| opts.get(k), env, aws::Service::S3);
             rt.block_on(async {
                 let shared = aws::load(&settings).await?;
-                let mut conf = aws_sdk_s3::config::Builder::from(&shared);
+                // Checksums only where S3 requires them, as the CLIs do.
+                let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+                    .request_checksum_calculation(
+                        aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                    );
                 if settings.endpoint.is_some() || opts.flag("force_path_style", false) {
                     conf = conf.force_path_style(true);
                 }
