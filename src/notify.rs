@@ -442,6 +442,45 @@ pub fn send(
     Err(NotifyError::Send(last))
 }
 
+/// When the outbox tries a mail again after `attempts` tries: `RUNWAY_MAIL_RETRY_SECS`
+/// (default 60) doubled per try, at most an hour. Milliseconds since the epoch.
+pub fn retry_at(attempts: u32) -> i64 {
+    let base: f64 = std::env::var("RUNWAY_MAIL_RETRY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60.0);
+    let delay = (base * 2f64.powi(attempts.saturating_sub(1).min(16) as i32)).min(3600.0);
+    now_ms() + (delay * 1000.0) as i64
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One try at sending an already formatted message (the server's outbox retries).
+pub fn send_raw(
+    cfg: &SmtpConfig,
+    sender: &str,
+    recipients: &[String],
+    message: &[u8],
+) -> Result<(), NotifyError> {
+    let from = lettre::Address::from_str(sender).map_err(|e| NotifyError::Config(e.to_string()))?;
+    let to: Vec<lettre::Address> = recipients
+        .iter()
+        .filter_map(|r| lettre::Address::from_str(r).ok())
+        .collect();
+    let envelope = lettre::address::Envelope::new(Some(from), to)
+        .map_err(|e| NotifyError::Config(e.to_string()))?;
+    cfg.transport()?
+        .send_raw(&envelope, message)
+        .map(|_| ())
+        .map_err(|e| NotifyError::Send(crate::deploy::error_chain(&e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,6 +91,23 @@ pub struct JobRow {
     pub log: Vec<u8>,
 }
 
+/// A mail waiting in the outbox.
+#[derive(Clone, Debug)]
+pub struct OutboxMail {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// The build it is about.
+    pub build_id: i64,
+    /// The envelope sender.
+    pub sender: String,
+    /// The envelope recipients.
+    pub recipients: Vec<String>,
+    /// The whole message, as sent.
+    pub message: Vec<u8>,
+    /// Tries so far.
+    pub attempts: u32,
+}
+
 /// The build history.
 pub struct Store {
     conn: Connection,
@@ -133,6 +150,17 @@ CREATE TABLE IF NOT EXISTS builds (
   commit_range TEXT NOT NULL DEFAULT '',
   reason TEXT,
   UNIQUE (repo, number)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY,
+  build_id INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  message BLOB NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at_ms INTEGER NOT NULL,
+  last_error TEXT,
+  state TEXT NOT NULL DEFAULT 'pending'
 );
 CREATE TABLE IF NOT EXISTS jobs (
   build_id INTEGER NOT NULL REFERENCES builds(id),
@@ -297,6 +325,67 @@ impl Store {
     /// A build by row id.
     pub fn by_id(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
         self.get(id)
+    }
+
+    /// Keeps a mail that could not be sent, for the server to retry later.
+    pub fn queue_mail(
+        &mut self,
+        m: &OutboxMail,
+        error: &str,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
+            params![m.build_id, m.sender, m.recipients.join(","), m.message, next_at_ms, error],
+        )?;
+        Ok(())
+    }
+
+    /// Mails due for another try.
+    pub fn due_mails(&self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
+             WHERE state = 'pending' AND next_at_ms <= ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![now_ms], |r| {
+            Ok(OutboxMail {
+                id: r.get(0)?,
+                build_id: r.get(1)?,
+                sender: r.get(2)?,
+                recipients: r
+                    .get::<_, String>(3)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+                message: r.get(4)?,
+                attempts: r.get::<_, i64>(5)? as u32,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a retry's outcome: sent, or failed again (given up after `give_up` tries).
+    pub fn mail_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        next_at_ms: i64,
+        give_up: u32,
+    ) -> Result<(), StoreError> {
+        match result {
+            Ok(()) => self.conn.execute(
+                "UPDATE outbox SET state = 'sent' WHERE id = ?1",
+                params![id],
+            )?,
+            Err(e) => self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at_ms = ?3,
+                   state = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE 'pending' END
+                 WHERE id = ?1",
+                params![id, e, next_at_ms, give_up],
+            )?,
+        };
+        Ok(())
     }
 
     /// Records how a build ended, with its jobs.

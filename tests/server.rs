@@ -552,3 +552,45 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
         "no mail for a branch that does not build"
     );
 }
+
+#[test]
+fn a_mail_the_smtp_server_refused_is_sent_later_by_the_server() {
+    use common::smtp::Smtp;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::new(
+        "language: shell\nscript: 'true'\nnotifications:\n  email: dev@example.com\n",
+        &format!("[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"runway <ci@example.com>\""),
+    );
+    let srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[("APP_SECRET", SECRET), ("RUNWAY_MAIL_RETRY_SECS", "0.5")],
+    );
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(
+        || srv.json("/api/builds/1")["state"] == "passed",
+        "the build",
+    );
+    // The build's own three tries (1 s and 2 s apart) are over before the server is up:
+    // only the outbox can deliver now.
+    std::thread::sleep(Duration::from_secs(4));
+    let smtp = Smtp::start(&["--port", &port.to_string()]);
+    wait_for(|| !smtp.messages().is_empty(), "the retried mail");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].subject.starts_with("[runway] Passed: o/app#1"),
+        "{}",
+        mails[0].subject
+    );
+    assert_eq!(mails[0].to, ["dev@example.com"]);
+    assert_eq!(
+        srv.json("/api/builds/1")["state"],
+        "passed",
+        "the mail never changed the result"
+    );
+}

@@ -481,6 +481,28 @@ fn mail(
             "Email: sent \"{subject}\" to {}",
             recipients.join(", ")
         )),
+        // The server keeps the mail and tries again later.
+        Err(e) if args.recorded.is_some() => {
+            let envelope = message.envelope();
+            let mail = store::OutboxMail {
+                id: 0,
+                build_id: args.recorded.as_ref().map_or(0, |r| r.id),
+                sender: envelope.from().map(ToString::to_string).unwrap_or_default(),
+                recipients: envelope.to().iter().map(ToString::to_string).collect(),
+                message: message.formatted(),
+                attempts: 1,
+            };
+            let queued = Store::open(&args.state_dir.clone().unwrap_or_else(store::default_dir))
+                .and_then(|mut st| st.queue_mail(&mail, &e.to_string(), notify::retry_at(1)));
+            match queued {
+                Ok(()) => say(&format!(
+                    "Email: not sent yet ({e}); runway serve tries again later"
+                )),
+                Err(q) => say(&format!(
+                    "Email: not sent: {e}; could not keep it for later: {q}"
+                )),
+            }
+        }
         Err(e) => say(&format!("Email: not sent: {e}; the build result stands")),
     }
 }

@@ -81,6 +81,19 @@ impl AppState {
         ))
     }
 
+    /// The `[smtp]` of runway.toml.
+    fn smtp(&self) -> Option<crate::notify::SmtpConfig> {
+        let s = self.cfg.smtp.as_ref()?;
+        let from = s
+            .from
+            .clone()
+            .unwrap_or_else(|| "runway <runway@localhost>".into());
+        Some(crate::notify::SmtpConfig {
+            url: s.url.clone(),
+            from: from.parse().ok()?,
+        })
+    }
+
     fn db<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
@@ -279,10 +292,33 @@ async fn work(state: Arc<AppState>) {
                 st.wake.notify_one();
             });
         }
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
         tokio::select! {
             _ = state.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// Mails that could not be sent when their build ended are tried again, with a
+/// doubling delay, up to 10 tries.
+fn retry_mails(state: &AppState) {
+    let Some(smtp) = state.smtp() else { return };
+    let due = state
+        .db(|s| s.due_mails(crate::notify::now_ms()))
+        .unwrap_or_default();
+    for m in due {
+        let result = crate::notify::send_raw(&smtp, &m.sender, &m.recipients, &m.message);
+        let err = result.as_ref().err().map(ToString::to_string);
+        let _ = state.db(|s| {
+            s.mail_tried(
+                m.id,
+                err.as_deref().map_or(Ok(()), Err),
+                crate::notify::retry_at(m.attempts + 1),
+                10,
+            )
+        });
     }
 }
 
@@ -331,16 +367,7 @@ fn build(state: &AppState, row: BuildRow) {
         no_output_timeout: Duration::from_secs(600),
         deploy: true,
         notify: true,
-        smtp: state.cfg.smtp.as_ref().and_then(|s| {
-            let from = s
-                .from
-                .clone()
-                .unwrap_or_else(|| "runway <runway@localhost>".into());
-            Some(crate::notify::SmtpConfig {
-                url: s.url.clone(),
-                from: from.parse().ok()?,
-            })
-        }),
+        smtp: state.smtp(),
         public_url: state.cfg.public_url.clone(),
         recorded: Some(row.clone()),
         cancel: Some(cancel),

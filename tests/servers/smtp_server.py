@@ -1,6 +1,6 @@
 """A real SMTP server (aiosmtpd) that keeps every message it receives in a Maildir.
 
-Usage: python smtp_server.py MAILDIR [--auth USER:PASS] [--starttls]
+Usage: python smtp_server.py MAILDIR [--auth USER:PASS] [--starttls] [--port N]
 Prints "PORT <n>" once it listens on 127.0.0.1 (a free port). With --auth, mail is
 accepted only after AUTH PLAIN/LOGIN with those credentials; with --starttls, the
 server offers STARTTLS with the self-signed certificate beside this file and
@@ -23,6 +23,7 @@ def main():
     ap.add_argument("maildir")
     ap.add_argument("--auth")
     ap.add_argument("--starttls", action="store_true")
+    ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args()
 
     authenticator = None
@@ -42,10 +43,12 @@ def main():
 
     # aiosmtpd connects to its own port to check it is up, so it needs a real one.
     import socket
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = args.port
+    if not port:
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
     controller = Controller(
         Mailbox(args.maildir),
         hostname="127.0.0.1",
