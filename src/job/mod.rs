@@ -335,16 +335,15 @@ impl Runner<'_> {
             }
             None => {
                 let found = defaults::installed_jdks(&roots);
-                log.styled_line(
-                    &format!(
-                        "warning: jdk \"{jdk}\" is not installed here (found: {}); using the default java",
-                        if found.is_empty() { "none".to_string() } else { found.join(", ") }
-                    ),
-                    &format!(
-                        "\x1b[33mwarning: jdk \"{jdk}\" is not installed here (found: {}); using the default java\x1b[0m",
-                        if found.is_empty() { "none".to_string() } else { found.join(", ") }
-                    ),
+                let found = if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                };
+                let warning = format!(
+                    "warning: jdk \"{jdk}\" is not installed here (found: {found}); using the default java"
                 );
+                log.styled_line(&warning, &format!("\x1b[33m{warning}\x1b[0m"));
                 self.silent(&format!("export TRAVIS_JDK_VERSION={}", shell::quote(jdk)))?;
             }
         }

@@ -405,6 +405,16 @@ fn find(state: &AppState, n: u64, q: &RepoQuery) -> Option<BuildRow> {
     state.db(|s| s.build(q.repo.as_deref(), n)).ok().flatten()
 }
 
+/// [`find`], or the API's 404 answer.
+fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<Response>> {
+    find(state, n, q).ok_or_else(|| {
+        answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("there is no build #{n}")}),
+        )
+    })
+}
+
 async fn pages_index(State(state): State<Arc<AppState>>) -> Html<String> {
     let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
     Html(pages::index(&rows))
@@ -514,11 +524,9 @@ async fn api_build(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
 ) -> Response {
-    let Some(row) = find(&state, n, &q) else {
-        return answer(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("there is no build #{n}")}),
-        );
+    let row = match find_or_404(&state, n, &q) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
     };
     let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
     let mut v = api_row(&row);
@@ -536,11 +544,9 @@ async fn api_cancel(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
 ) -> Response {
-    let Some(row) = find(&state, n, &q) else {
-        return answer(
-            StatusCode::NOT_FOUND,
-            serde_json::json!({"error": format!("there is no build #{n}")}),
-        );
+    let row = match find_or_404(&state, n, &q) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
     };
     match row.state.as_str() {
         "queued" => {
