@@ -408,10 +408,10 @@ fn find(state: &AppState, n: u64, q: &RepoQuery) -> Option<BuildRow> {
 /// [`find`], or the API's 404 answer.
 fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<Response>> {
     find(state, n, q).ok_or_else(|| {
-        answer(
+        Box::new(answer(
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": format!("there is no build #{n}")}),
-        )
+        ))
     })
 }
 
