@@ -81,6 +81,20 @@ pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, C
         .iter()
         .filter(|j| job.is_none_or(|n| j.number == format!("{number}.{n}") || j.number == n))
         .collect();
+    if jobs.is_empty() && job.is_none() {
+        // Errored before its first job (a failed fetch, a broken config): say why.
+        let why = row
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "build {}#{number} ran no job; it is {}{why}",
+            row.repo, row.state
+        )?;
+        return Ok(exit::PASSED);
+    }
     if wanted.is_empty() {
         return Err(CmdError::Usage(format!(
             "build #{number} has no job {}",

@@ -52,11 +52,12 @@ pub struct SmtpSection {
 pub struct RepoConfig {
     /// `owner/app`: matched against the webhook's repository full name.
     pub name: String,
-    /// A path, `file://…`, or `https://…`.
+    /// A path, `file://…`, or a remote URL (`https://…`, `git://…`, `ssh://…`) the
+    /// server mirrors with git (see [`super::mirror`]).
     pub url: String,
     /// The env var holding the webhook secret.
     pub webhook_secret_env: Option<String>,
-    /// The env var holding an https token.
+    /// The env var holding an https token (sent as HTTP basic authentication).
     pub token_env: Option<String>,
     /// The default branch (cache fallback); `master` if unset.
     pub default_branch: Option<String>,

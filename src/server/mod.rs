@@ -4,6 +4,7 @@
 //! - `config`: `runway.toml`;
 //! - `hooks`: checking and reading webhook deliveries (pure);
 //! - `live`: live logs of running builds, for server-sent events;
+//! - `mirror`: local mirrors of remote (https, git://) repositories;
 //! - `pages`: the HTML pages.
 //!
 //! [`run`] takes a bound listener and a shutdown future (mini-redis style), so tests
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod hooks;
 pub mod live;
+pub mod mirror;
 pub mod pages;
 
 use std::collections::HashMap;
@@ -225,7 +227,12 @@ enum Queued {
 fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
     let repo_cfg = state.cfg.repo(&d.repo).ok_or("unknown repository")?;
     let mut message = d.message.clone();
-    if let Some(path) = repo_cfg.local_path()
+    // A remote repository is fetched now, as Travis read .travis.yml at the pushed
+    // commit before queuing; when that fails the build is queued and reports why.
+    let source = repo_cfg
+        .local_path()
+        .or_else(|| mirror::sync(&state.state_dir, repo_cfg, Some(&d.after)).ok());
+    if let Some(path) = source
         && let Some(repo) = crate::source::Repo::open(&path)
         && let Ok(text) = repo.read_file(&d.after, ".travis.yml")
     {
@@ -345,38 +352,41 @@ fn build(state: &AppState, row: BuildRow) {
         .get(row.id)
         .unwrap_or_else(|| state.live.start(row.id));
     let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
-    let path = repo
-        .local_path()
-        .unwrap_or_else(|| PathBuf::from(&repo.url));
-    let args = RunArgs {
-        path,
-        refs: RefArgs {
-            branch: row.branch.clone(),
-            tag: row.tag.clone(),
-            event: EventType::Push,
-            commit_message: None,
-            commit: Some(row.commit.clone()),
-            commit_range: Some(row.commit_range.clone()),
-            repo_slug: Some(row.repo.clone()),
-            default_branch: repo.default_branch.clone(),
-        },
-        parallel: 1,
-        env: repo.settings(),
-        public_settings: repo.public.clone(),
-        timeout: Duration::from_secs(50 * 60),
-        no_output_timeout: Duration::from_secs(600),
-        deploy: true,
-        notify: true,
-        smtp: state.smtp(),
-        public_url: state.cfg.public_url.clone(),
-        recorded: Some(row.clone()),
-        cancel: Some(cancel),
-        out: Some(out),
-        state_dir: Some(state.state_dir.clone()),
-        ..RunArgs::default()
-    };
     let mut err = LiveWriter(live.clone());
-    let result = run::run(&args, &mut err);
+    let source = match repo.local_path() {
+        Some(path) => Ok(path),
+        None => mirror::sync(&state.state_dir, &repo, Some(&row.commit)).map_err(|e| e.to_string()),
+    };
+    let result = source.and_then(|path| {
+        let args = RunArgs {
+            path,
+            refs: RefArgs {
+                branch: row.branch.clone(),
+                tag: row.tag.clone(),
+                event: EventType::Push,
+                commit_message: None,
+                commit: Some(row.commit.clone()),
+                commit_range: Some(row.commit_range.clone()),
+                repo_slug: Some(row.repo.clone()),
+                default_branch: repo.default_branch.clone(),
+            },
+            parallel: 1,
+            env: repo.settings(),
+            public_settings: repo.public.clone(),
+            timeout: Duration::from_secs(50 * 60),
+            no_output_timeout: Duration::from_secs(600),
+            deploy: true,
+            notify: true,
+            smtp: state.smtp(),
+            public_url: state.cfg.public_url.clone(),
+            recorded: Some(row.clone()),
+            cancel: Some(cancel),
+            out: Some(out),
+            state_dir: Some(state.state_dir.clone()),
+            ..RunArgs::default()
+        };
+        run::run(&args, &mut err).map_err(|e| e.to_string())
+    });
     if let Err(e) = &result {
         let _ = std::io::Write::write_all(&mut err, format!("runway: {e}\n").as_bytes());
     }
@@ -386,7 +396,6 @@ fn build(state: &AppState, row: BuildRow) {
     {
         let why = result
             .err()
-            .map(|e| e.to_string())
             .unwrap_or_else(|| "the build ended early".into());
         let _ = state.db(|s| s.set_state(row.id, "errored", Some(&why)));
     }

@@ -87,6 +87,9 @@ pub fn http(
     body: &[u8],
 ) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connects");
+    // A server that never answers fails the test instead of hanging it.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -115,4 +118,68 @@ pub fn http(
 /// HMAC-SHA256 hex, as GitHub and Gitea sign deliveries.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     runway::server::hooks::sign(secret, body)
+}
+
+/// A git smart-HTTPS server (git's `http-backend` behind a token check, pinned by the
+/// git the test command installs) serving the bare repositories under a directory.
+pub struct GitHttps {
+    child: std::process::Child,
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    /// `METHOD PATH STATUS`, one per request answered.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GitHttps {
+    /// Serves `root` over TLS with the test certificate; requests must carry `token`.
+    pub fn start(root: &Path, token: &str) -> GitHttps {
+        let servers = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers");
+        let mut child = std::process::Command::new(super::moto::python())
+            .arg(format!("{servers}/git_http_server.py"))
+            .arg("--root")
+            .arg(root)
+            .args(["--token-env", "GIT_HTTP_TOKEN"])
+            .args(["--cert", &format!("{servers}/smtp-test-cert.pem")])
+            .args(["--key", &format!("{servers}/smtp-test-key.pem")])
+            .env("GIT_HTTP_TOKEN", token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git_http_server.py starts");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .unwrap_or_else(|| panic!("git_http_server said {line:?}"))
+            .to_string();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                seen.lock().unwrap().push(l);
+            }
+        });
+        GitHttps {
+            child,
+            url: format!("https://127.0.0.1:{port}"),
+            requests,
+        }
+    }
+
+    /// The certificate clients must trust (`GIT_SSL_CAINFO`).
+    pub fn ca() -> &'static str {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/servers/smtp-test-cert.pem"
+        )
+    }
+}
+
+impl Drop for GitHttps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
