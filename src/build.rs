@@ -1,9 +1,11 @@
 //! Running a planned build: every job in its own workspace, stage by stage, up to N
-//! jobs of a stage at once, and the build result rolled up as travis-semantics.md §4
-//! says (allow_failures, fast_finish, later stages canceled after a failure).
+//! jobs of a stage at once (and, on a server, within job slots shared by every build),
+//! and the build result rolled up as travis-semantics.md §4 says (allow_failures,
+//! fast_finish, later stages canceled after a failure).
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::model::EnvVar;
@@ -59,12 +61,63 @@ pub fn roll_up<'a>(jobs: impl IntoIterator<Item = (&'a JobPlan, JobResult)>) -> 
     }
 }
 
+/// Job slots shared by every build a server runs: at most `n` jobs at once, whichever
+/// builds they belong to (runway.toml's `concurrency`).
+#[derive(Debug)]
+pub struct JobSlots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A held slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot(Arc<JobSlots>);
+
+impl JobSlots {
+    /// `n` slots (at least one).
+    pub fn new(n: usize) -> Arc<JobSlots> {
+        Arc::new(JobSlots {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        })
+    }
+
+    /// Waits for a free slot. Gives up (`None`) when `cancel` is set, so a canceled
+    /// build does not wait behind others; its job then ends canceled at once.
+    pub fn acquire(self: &Arc<Self>, cancel: Option<&AtomicBool>) -> Option<Slot> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if *free > 0 {
+                *free -= 1;
+                return Some(Slot(self.clone()));
+            }
+            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+                return None;
+            }
+            free = self
+                .freed
+                .wait_timeout(free, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// How to run the build.
 pub struct BuildOptions {
     /// Only this job (`1.2` or `2`).
     pub only_job: Option<String>,
     /// Up to this many jobs of a stage at once.
     pub parallel: usize,
+    /// Slots shared with other builds; every job holds one while it runs.
+    pub slots: Option<Arc<JobSlots>>,
     /// Keep workspaces and say where.
     pub keep_workspace: bool,
     /// Per-job limits and the cache store.
@@ -258,6 +311,9 @@ pub fn run(
     }
 }
 
+/// Runs a stage's jobs: one after another with their output live, or with
+/// `parallel` workers taking the next job as one finishes, each job's output printed
+/// whole when it ends. Results come back in job order.
 fn run_stage(
     jobs: &[&JobPlan],
     event: &BuildEvent,
@@ -266,45 +322,39 @@ fn run_stage(
     opts: &BuildOptions,
     out: &SharedOut,
 ) -> Vec<JobReport> {
-    let parallel = opts.parallel.max(1);
-    let mut results: Vec<Option<JobReport>> = (0..jobs.len()).map(|_| None).collect();
-    for chunk_start in (0..jobs.len()).step_by(parallel) {
-        let chunk = &jobs[chunk_start..(chunk_start + parallel).min(jobs.len())];
-        let done: Vec<JobReport> = if chunk.len() == 1 {
-            vec![run_one(
-                chunk[0],
-                event,
-                build_number,
-                language,
-                opts,
-                Some(out),
-            )]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|j| {
-                        s.spawn(move || {
-                            let r = run_one(j, event, build_number, language, opts, None);
-                            // Output kept apart: each job's log is printed whole when it ends.
-                            let mut o = out.lock().expect("out");
-                            let _ = o.write_all(&r.display);
-                            let _ = o.flush();
-                            r
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("job thread"))
-                    .collect()
-            })
-        };
-        for (i, r) in done.into_iter().enumerate() {
-            results[chunk_start + i] = Some(r);
-        }
+    let cancel = opts.job.cancel.as_deref();
+    let run = |job: &JobPlan, live: Option<&SharedOut>| {
+        let _slot = opts.slots.as_ref().map(|s| s.acquire(cancel));
+        run_one(job, event, build_number, language, opts, live)
+    };
+    let workers = opts.parallel.max(1).min(jobs.len());
+    if workers <= 1 {
+        return jobs.iter().map(|j| run(j, Some(out))).collect();
     }
-    results.into_iter().flatten().collect()
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<JobReport>>> = Mutex::new(vec![None; jobs.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(job) = jobs.get(i) else { break };
+                    let r = run(job, None);
+                    let mut o = out.lock().expect("out");
+                    let _ = o.write_all(&r.display);
+                    let _ = o.flush();
+                    drop(o);
+                    results.lock().expect("results")[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("results")
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 fn run_one(

@@ -693,3 +693,43 @@ fn an_https_repository_with_a_token_is_mirrored_fetched_and_built() {
         "{requests:?}"
     );
 }
+
+/// Issue #6, "workers: up to `concurrency` jobs at once": with `concurrency = 3`, two
+/// builds of four jobs each never run more than three jobs at once, and a build's own
+/// jobs run side by side (the limit is on jobs, not on builds).
+#[test]
+fn concurrency_limits_jobs_across_builds() {
+    let shared = tempfile::tempdir().unwrap();
+    let d = shared.path().display();
+    let s = Setup::new(
+        &format!(
+            "language: shell\nenv:\n  - N=1\n  - N=2\n  - N=3\n  - N=4\nscript:\n  - touch {d}/running.$TRAVIS_BUILD_NUMBER.$TRAVIS_JOB_NUMBER\n  - sleep 1\n  - ls {d} | grep -c '^running' >> {d}/peaks\n  - sleep 1\n  - rm {d}/running.$TRAVIS_BUILD_NUMBER.$TRAVIS_JOB_NUMBER\n"
+        ),
+        "",
+    );
+    let toml = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        toml.replace("concurrency = 2", "concurrency = 3"),
+    )
+    .unwrap();
+    let srv = s.start();
+    let head = s.head();
+    assert_eq!(generic(&srv, "master", &head).0, 202);
+    assert_eq!(generic(&srv, "other", &head).0, 202);
+    wait_for(
+        || states(&srv).iter().all(|(_, st)| st == "passed"),
+        "both builds to pass",
+    );
+    let peaks: Vec<usize> = std::fs::read_to_string(shared.path().join("peaks"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 8, "{peaks:?}");
+    assert_eq!(
+        peaks.iter().max(),
+        Some(&3),
+        "jobs running at once: {peaks:?}"
+    );
+}

@@ -65,6 +65,8 @@ pub struct RunArgs {
     pub recorded: Option<BuildRow>,
     /// Set to cancel the build; running jobs are killed.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Job slots shared with the server's other builds.
+    pub slots: Option<Arc<crate::build::JobSlots>>,
     /// Where the live log goes (default: stdout).
     pub out: Option<SharedOut>,
     /// Settings that are not secret.
@@ -217,6 +219,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     let opts = BuildOptions {
         only_job: args.job.clone(),
         parallel: args.parallel,
+        slots: args.slots.clone(),
         keep_workspace: args.keep_workspace,
         job: JobOptions {
             no_output_timeout: args.no_output_timeout,

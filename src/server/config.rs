@@ -15,7 +15,7 @@ pub struct ServerConfig {
     /// `listen = "127.0.0.1:8080"` (`--listen` overrides).
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// Builds run at once.
+    /// Jobs run at once, across builds.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Links in mails and API answers.

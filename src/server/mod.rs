@@ -57,6 +57,7 @@ pub struct AppState {
     wake: Notify,
     running: AtomicUsize,
     stopping: AtomicBool,
+    slots: Arc<crate::build::JobSlots>,
 }
 
 impl AppState {
@@ -68,6 +69,7 @@ impl AppState {
     ) -> Result<(Arc<AppState>, Interrupted), String> {
         let mut st = Store::open(&state_dir).map_err(|e| e.to_string())?;
         let interrupted = st.mark_interrupted().map_err(|e| e.to_string())?;
+        let slots = crate::build::JobSlots::new(cfg.concurrency);
         Ok((
             Arc::new(AppState {
                 cfg,
@@ -78,6 +80,7 @@ impl AppState {
                 wake: Notify::new(),
                 running: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
+                slots,
             }),
             interrupted,
         ))
@@ -282,6 +285,8 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
 }
 
 /// The workers: claim queued builds, up to `concurrency` at once, until stopping.
+/// Jobs are what `concurrency` limits: every build runs its stages' jobs up to
+/// `concurrency` at once, and every job holds one of the server's `concurrency` slots.
 async fn work(state: Arc<AppState>) {
     loop {
         if state.stopping.load(Ordering::SeqCst) {
@@ -370,7 +375,8 @@ fn build(state: &AppState, row: BuildRow) {
                 repo_slug: Some(row.repo.clone()),
                 default_branch: repo.default_branch.clone(),
             },
-            parallel: 1,
+            parallel: state.cfg.concurrency,
+            slots: Some(state.slots.clone()),
             env: repo.settings(),
             public_settings: repo.public.clone(),
             timeout: Duration::from_secs(50 * 60),
