@@ -155,34 +155,49 @@ enum HookAction {
     Install {
         /// The repository (its .git directory, or a bare repository).
         git_dir: PathBuf,
-        /// Repository settings (secret) for its builds, from a dotenv file.
-        #[arg(long)]
-        env_file: Option<PathBuf>,
         /// Replace a post-receive hook runway did not write.
         #[arg(long)]
         force: bool,
-        /// Queue builds and return at once; `runway serve` runs them.
-        #[arg(long)]
-        detach: bool,
-        /// The repository's name (owner/repo) as runway.toml knows it.
-        #[arg(long)]
-        repo: Option<String>,
+        #[command(flatten)]
+        flags: HookFlags,
     },
     /// The post-receive entry point: reads "old new ref" lines on stdin.
     Run {
         /// The repository (default: $GIT_DIR, as git sets it for hooks).
         #[arg(long)]
         git_dir: Option<PathBuf>,
-        /// Repository settings (secret) for its builds, from a dotenv file.
-        #[arg(long)]
-        env_file: Option<PathBuf>,
-        /// Queue builds and return at once; `runway serve` runs them.
-        #[arg(long)]
-        detach: bool,
-        /// The repository's name (owner/repo) as runway.toml knows it.
-        #[arg(long)]
-        repo: Option<String>,
+        #[command(flatten)]
+        flags: HookFlags,
     },
+}
+
+/// How the hook builds (the same flags for `install` and `run`).
+#[derive(Args)]
+struct HookFlags {
+    /// Repository settings (secret) for its builds, from a dotenv file.
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// Queue builds and return at once; `runway serve` runs them.
+    #[arg(long)]
+    detach: bool,
+    /// The repository's name (owner/repo) as runway.toml knows it.
+    #[arg(long)]
+    repo: Option<String>,
+    /// runway.toml: the repository's entry (by --repo, or by its url = this path)
+    /// gives its name, settings, `detach = true` and the mail server.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl From<HookFlags> for cmd::hook::HookOptions {
+    fn from(f: HookFlags) -> Self {
+        cmd::hook::HookOptions {
+            env_file: f.env_file,
+            detach: f.detach,
+            repo: f.repo,
+            config: f.config,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -273,32 +288,14 @@ fn main() -> ExitCode {
         Command::Hook { action } => match action {
             HookAction::Install {
                 git_dir,
-                env_file,
                 force,
-                detach,
-                repo,
-            } => {
-                let opts = cmd::hook::HookOptions {
-                    env_file,
-                    detach,
-                    repo,
-                };
-                cmd::hook::install(&git_dir, &opts, force, &mut out)
-            }
-            HookAction::Run {
-                git_dir,
-                env_file,
-                detach,
-                repo,
-            } => {
+                flags,
+            } => cmd::hook::install(&git_dir, &flags.into(), force, &mut out),
+            HookAction::Run { git_dir, flags } => {
                 let dir = git_dir
                     .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from))
                     .unwrap_or_else(|| PathBuf::from("."));
-                let opts = cmd::hook::HookOptions {
-                    env_file,
-                    detach,
-                    repo,
-                };
+                let opts = flags.into();
                 cmd::hook::run_hook(
                     &dir,
                     &opts,

@@ -3,7 +3,7 @@
 
 mod common;
 use common::{git, run, runway};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn push(work: &Path, state: &Path, args: &[&str]) -> String {
@@ -23,19 +23,14 @@ fn push(work: &Path, state: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn pushes_build_with_live_output_filters_and_tags() {
-    let dir = tempfile::tempdir().unwrap();
-    let bare = dir.path().join("app.git");
+/// A bare repository `app.git` and a clone `work` on master with one commit holding
+/// this `.travis.yml` (not pushed yet).
+fn bare_and_work(dir: &Path, yml: &str) -> (PathBuf, PathBuf) {
+    let bare = dir.join("app.git");
+    git(dir, &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    let work = dir.join("work");
     git(
-        dir.path(),
-        &["init", "-q", "--bare", bare.to_str().unwrap()],
-    );
-    let r = run(runway().args(["hook", "install"]).arg(&bare));
-    assert_eq!(r.code, 0, "{}", r.all());
-    let work = dir.path().join("work");
-    git(
-        dir.path(),
+        dir,
         &[
             "clone",
             "-q",
@@ -44,13 +39,21 @@ fn pushes_build_with_live_output_filters_and_tags() {
         ],
     );
     git(&work, &["checkout", "-q", "-b", "master"]);
-    std::fs::write(
-        work.join(".travis.yml"),
-        "language: shell\nbranches:\n  only: [master, /^v\\d/]\nscript: echo \"built $TRAVIS_BRANCH range=[$TRAVIS_COMMIT_RANGE]\"\nnotifications:\n  email: false\n",
-    )
-    .unwrap();
+    std::fs::write(work.join(".travis.yml"), yml).unwrap();
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "first"]);
+    (bare, work)
+}
+
+#[test]
+fn pushes_build_with_live_output_filters_and_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = bare_and_work(
+        dir.path(),
+        "language: shell\nbranches:\n  only: [master, /^v\\d/]\nscript: echo \"built $TRAVIS_BRANCH range=[$TRAVIS_COMMIT_RANGE]\"\nnotifications:\n  email: false\n",
+    );
+    let r = run(runway().args(["hook", "install"]).arg(&bare));
+    assert_eq!(r.code, 0, "{}", r.all());
     let state = dir.path().join("state");
     let first = git(&work, &["rev-parse", "HEAD"]);
 
@@ -117,4 +120,63 @@ fn install_refuses_to_overwrite_a_foreign_hook() {
         "re-installing runway's own hook is fine: {}",
         r.all()
     );
+}
+
+/// Issue #6: "With `--detach` (or per repository in runway.toml) the push returns at
+/// once". `hook install --config runway.toml` finds the repository by its path; the
+/// file is read at every push, so `detach = true` queues and `detach = false` builds
+/// live, with the name and settings (secret unless public) of the repository's entry.
+#[test]
+fn runway_toml_decides_per_repository_whether_a_push_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = bare_and_work(
+        dir.path(),
+        "language: shell\nscript: echo \"slug=$TRAVIS_REPO_SLUG greeting=$GREETING password=$DB_PASSWORD\"\nnotifications:\n  email: false\n",
+    );
+    let config = dir.path().join("runway.toml");
+    let toml = |detach: bool| {
+        format!(
+            "[[repo]]\nname = \"team/app\"\nurl = \"{}\"\ndetach = {detach}\npublic = [\"GREETING\"]\n[repo.env]\nGREETING = \"hello\"\nDB_PASSWORD = \"hunter2-db\"\n",
+            bare.display()
+        )
+    };
+    std::fs::write(&config, toml(true)).unwrap();
+
+    // A config without this repository is refused at install, naming what is missing.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        "[[repo]]\nname = \"team/else\"\nurl = \"/nowhere\"\n",
+    )
+    .unwrap();
+    let r = run(runway()
+        .args(["hook", "install", "--config"])
+        .arg(&other)
+        .arg(&bare));
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no [[repo]] has url ="), "{}", r.stderr);
+
+    let r = run(runway()
+        .args(["hook", "install", "--config"])
+        .arg(&config)
+        .arg(&bare));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let state = dir.path().join("state");
+
+    let out = push(&work, &state, &["-q", "origin", "master"]);
+    assert!(
+        out.contains("build #1 of team/app (refs/heads/master) queued"),
+        "detach = true queues: {out}"
+    );
+    assert!(!out.contains("slug="), "nothing ran: {out}");
+
+    std::fs::write(&config, toml(false)).unwrap();
+    git(&work, &["commit", "-q", "--allow-empty", "-m", "second"]);
+    let out = push(&work, &state, &["-q", "origin", "master"]);
+    assert!(
+        out.contains("remote: slug=team/app greeting=hello password=[secure]"),
+        "detach = false builds live with the entry's settings: {out}"
+    );
+    assert!(out.contains("passed"), "{out}");
+    assert!(!out.contains("hunter2-db"), "{out}");
 }

@@ -12,6 +12,7 @@ use super::run::{self, RunArgs};
 use super::{CmdError, RefArgs};
 use crate::event::EventType;
 use crate::exit;
+use crate::server::config::{RepoConfig, ServerConfig};
 use crate::store::{self, NewBuild, Store};
 
 /// Marks hooks runway wrote, so a foreign hook is never overwritten silently.
@@ -26,6 +27,35 @@ pub struct HookOptions {
     pub detach: bool,
     /// The repository's name (`owner/repo`) as runway.toml knows it.
     pub repo: Option<String>,
+    /// runway.toml: the repository's entry gives its name, settings, `detach`, and the
+    /// mail server. Read at every push, so a change needs no reinstall.
+    pub config: Option<PathBuf>,
+}
+
+/// The repository's entry in runway.toml (`--config`), found by `--repo` or by its path.
+fn configured(
+    git_dir: &Path,
+    opts: &HookOptions,
+) -> Result<Option<(ServerConfig, RepoConfig)>, CmdError> {
+    let Some(path) = &opts.config else {
+        return Ok(None);
+    };
+    let cfg = ServerConfig::load(path).map_err(CmdError::Usage)?;
+    let repo = match &opts.repo {
+        Some(name) => cfg.repo(name),
+        None => cfg.repo_at(git_dir),
+    };
+    let Some(repo) = repo.cloned() else {
+        let wanted = match &opts.repo {
+            Some(name) => format!("name = \"{name}\""),
+            None => format!("url = \"{}\"", git_dir.display()),
+        };
+        return Err(CmdError::Usage(format!(
+            "{}: no [[repo]] has {wanted}",
+            path.display()
+        )));
+    };
+    Ok(Some((cfg, repo)))
 }
 
 /// Writes `GIT_DIR/hooks/post-receive` calling this runway binary.
@@ -79,6 +109,21 @@ pub fn install(
     if let Some(r) = &opts.repo {
         cmd.push_str(&format!(" --repo {}", crate::job::shell::quote(r)));
     }
+    if let Some(config) = &opts.config {
+        let config = config
+            .canonicalize()
+            .map_err(|e| CmdError::Usage(format!("{}: {e}", config.display())))?;
+        // Checked now, so a mistake shows at install rather than at the first push.
+        let opts = HookOptions {
+            config: Some(config.clone()),
+            ..opts.clone()
+        };
+        configured(&git_dir, &opts)?;
+        cmd.push_str(&format!(
+            " --config {}",
+            crate::job::shell::quote(&config.to_string_lossy())
+        ));
+    }
     std::fs::write(
         &hook,
         format!("#!/bin/sh\n{MARKER}: every push builds with its .travis.yml\n{cmd}\n"),
@@ -91,13 +136,13 @@ pub fn install(
 /// Queues every pushed branch or tag and says where to follow it.
 fn detach(
     git_dir: &Path,
-    opts: &HookOptions,
+    name: Option<String>,
     text: &str,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let repo = crate::source::Repo::open(git_dir)
         .ok_or_else(|| CmdError::Usage(format!("{} is not a git repository", git_dir.display())))?;
-    let name = opts.repo.clone().unwrap_or_else(|| repo.slug());
+    let name = name.unwrap_or_else(|| repo.slug());
     let mut st = Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
     for u in parse_updates(text) {
         if zero(&u.new) {
@@ -180,8 +225,13 @@ pub fn run_hook(
 ) -> Result<i32, CmdError> {
     let mut text = String::new();
     input.read_to_string(&mut text)?;
-    if opts.detach {
-        return detach(git_dir, opts, &text, out);
+    let configured = configured(git_dir, opts)?;
+    let name = configured
+        .as_ref()
+        .map(|(_, r)| r.name.clone())
+        .or_else(|| opts.repo.clone());
+    if opts.detach || configured.as_ref().is_some_and(|(_, r)| r.detach) {
+        return detach(git_dir, name, &text, out);
     }
     let env_file = opts.env_file.clone();
     let mut worst = exit::PASSED;
@@ -209,12 +259,23 @@ pub fn run_hook(
                 } else {
                     format!("{}...{}", u.old, u.new)
                 }),
-                repo_slug: None,
-                default_branch: None,
+                repo_slug: name.clone(),
+                default_branch: configured
+                    .as_ref()
+                    .and_then(|(_, r)| r.default_branch.clone()),
             },
             job: None,
             parallel: 1,
-            env: Vec::new(),
+            env: configured
+                .as_ref()
+                .map(|(_, r)| r.settings())
+                .unwrap_or_default(),
+            public_settings: configured
+                .as_ref()
+                .map(|(_, r)| r.public.clone())
+                .unwrap_or_default(),
+            smtp: configured.as_ref().and_then(|(c, _)| c.smtp()),
+            public_url: configured.as_ref().and_then(|(c, _)| c.public_url.clone()),
             env_file: env_file.clone(),
             cache_dir: None,
             keep_workspace: false,

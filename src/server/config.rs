@@ -67,6 +67,10 @@ pub struct RepoConfig {
     /// Settings that are not secret.
     #[serde(default)]
     pub public: Vec<String>,
+    /// Pushes through `runway hook` queue their builds for `runway serve` and return
+    /// at once, as `hook install --detach` does.
+    #[serde(default)]
+    pub detach: bool,
 }
 
 fn default_listen() -> String {
@@ -102,6 +106,29 @@ impl ServerConfig {
             }
         }
         Ok(cfg)
+    }
+
+    /// The mail server of `[smtp]`, if any.
+    pub fn smtp(&self) -> Option<crate::notify::SmtpConfig> {
+        let s = self.smtp.as_ref()?;
+        let from = s
+            .from
+            .clone()
+            .unwrap_or_else(|| "runway <runway@localhost>".into());
+        Some(crate::notify::SmtpConfig {
+            url: s.url.clone(),
+            from: from.parse().ok()?,
+        })
+    }
+
+    /// The repository that lives in `git_dir` (its `url` is that path), if any.
+    pub fn repo_at(&self, git_dir: &Path) -> Option<&RepoConfig> {
+        let want = git_dir.canonicalize().ok()?;
+        self.repos.iter().find(|r| {
+            r.local_path()
+                .and_then(|p| p.canonicalize().ok())
+                .is_some_and(|p| p == want)
+        })
     }
 
     /// The repository with this full name.

@@ -88,15 +88,7 @@ impl AppState {
 
     /// The `[smtp]` of runway.toml.
     fn smtp(&self) -> Option<crate::notify::SmtpConfig> {
-        let s = self.cfg.smtp.as_ref()?;
-        let from = s
-            .from
-            .clone()
-            .unwrap_or_else(|| "runway <runway@localhost>".into());
-        Some(crate::notify::SmtpConfig {
-            url: s.url.clone(),
-            from: from.parse().ok()?,
-        })
+        self.cfg.smtp()
     }
 
     fn db<T>(
