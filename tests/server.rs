@@ -557,18 +557,29 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
     );
 }
 
+/// Issue #5's outbox and issue #6's per-repository SMTP: the repository's own
+/// `[repo.smtp]` is used instead of `[smtp]`, by the build and by the outbox, which
+/// delivers the mail once the server is up.
 #[test]
 fn a_mail_the_smtp_server_refused_is_sent_later_by_the_server() {
     use common::smtp::Smtp;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, global) = (free_port(), free_port());
     let s = Setup::new(
         "language: shell\nscript: 'true'\nnotifications:\n  email: dev@example.com\n",
-        &format!("[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"runway <ci@example.com>\""),
+        &format!("[smtp]\nurl = \"smtp://127.0.0.1:{global}\"\nfrom = \"runway <ci@example.com>\""),
     );
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str(&format!(
+        "[repo.smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"app ci <app-ci@example.com>\"\n"
+    ));
+    std::fs::write(&s.config, toml).unwrap();
     let srv = Server::start(
         &s.config,
         &s.state(),

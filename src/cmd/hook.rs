@@ -274,7 +274,7 @@ pub fn run_hook(
                 .as_ref()
                 .map(|(_, r)| r.public.clone())
                 .unwrap_or_default(),
-            smtp: configured.as_ref().and_then(|(c, _)| c.smtp()),
+            smtp: configured.as_ref().and_then(|(c, r)| c.smtp_for(&r.name)),
             public_url: configured.as_ref().and_then(|(c, _)| c.public_url.clone()),
             env_file: env_file.clone(),
             cache_dir: None,

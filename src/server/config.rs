@@ -46,6 +46,20 @@ pub struct SmtpSection {
     pub from: Option<String>,
 }
 
+impl SmtpSection {
+    /// As the mailer takes it (the sender defaults to `runway <runway@localhost>`).
+    pub fn config(&self) -> Option<crate::notify::SmtpConfig> {
+        let from = self
+            .from
+            .clone()
+            .unwrap_or_else(|| "runway <runway@localhost>".into());
+        Some(crate::notify::SmtpConfig {
+            url: self.url.clone(),
+            from: from.parse().ok()?,
+        })
+    }
+}
+
 /// `[[repo]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +81,8 @@ pub struct RepoConfig {
     /// Settings that are not secret.
     #[serde(default)]
     pub public: Vec<String>,
+    /// This repository's own mail server (`[repo.smtp]`), instead of `[smtp]`.
+    pub smtp: Option<SmtpSection>,
     /// Pushes through `runway hook` queue their builds for `runway serve` and return
     /// at once, as `hook install --detach` does.
     #[serde(default)]
@@ -108,17 +124,12 @@ impl ServerConfig {
         Ok(cfg)
     }
 
-    /// The mail server of `[smtp]`, if any.
-    pub fn smtp(&self) -> Option<crate::notify::SmtpConfig> {
-        let s = self.smtp.as_ref()?;
-        let from = s
-            .from
-            .clone()
-            .unwrap_or_else(|| "runway <runway@localhost>".into());
-        Some(crate::notify::SmtpConfig {
-            url: s.url.clone(),
-            from: from.parse().ok()?,
-        })
+    /// The mail server for `repo`'s builds: its own `[repo.smtp]`, else `[smtp]`.
+    pub fn smtp_for(&self, repo: &str) -> Option<crate::notify::SmtpConfig> {
+        self.repo(repo)
+            .and_then(|r| r.smtp.as_ref())
+            .or(self.smtp.as_ref())?
+            .config()
     }
 
     /// The repository that lives in `git_dir` (its `url` is that path), if any.

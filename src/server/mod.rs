@@ -87,10 +87,6 @@ impl AppState {
     }
 
     /// The `[smtp]` of runway.toml.
-    fn smtp(&self) -> Option<crate::notify::SmtpConfig> {
-        self.cfg.smtp()
-    }
-
     fn db<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
@@ -308,11 +304,14 @@ async fn work(state: Arc<AppState>) {
 /// Mails that could not be sent when their build ended are tried again, with a
 /// doubling delay, up to 10 tries.
 fn retry_mails(state: &AppState) {
-    let Some(smtp) = state.smtp() else { return };
     let due = state
         .db(|s| s.due_mails(crate::notify::now_ms()))
         .unwrap_or_default();
     for m in due {
+        let repo = state.db(|s| s.by_id(m.build_id)).ok().flatten();
+        let Some(smtp) = repo.and_then(|b| state.cfg.smtp_for(&b.repo)) else {
+            continue;
+        };
         let result = crate::notify::send_raw(&smtp, &m.sender, &m.recipients, &m.message);
         let err = result.as_ref().err().map(ToString::to_string);
         let _ = state.db(|s| {
@@ -375,7 +374,7 @@ fn build(state: &AppState, row: BuildRow) {
             no_output_timeout: Duration::from_secs(600),
             deploy: true,
             notify: true,
-            smtp: state.smtp(),
+            smtp: state.cfg.smtp_for(&row.repo),
             public_url: state.cfg.public_url.clone(),
             recorded: Some(row.clone()),
             cancel: Some(cancel),
