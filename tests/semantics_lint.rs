@@ -128,6 +128,15 @@ fn s9_6_a_map_for_a_string_is_dropped_with_an_error() {
 #[test]
 fn s9_7_unknown_values_of_enum_keys_and_downcasing() {
     has("os: windoze\n", Level::Error, "unknown_value", "os");
+    // The message lists what a user can write, not Travis's internal test languages.
+    let d = config::load("language: kotlin\n").diagnostics;
+    let msg = &d
+        .iter()
+        .find(|d| d.code == "unknown_value")
+        .unwrap()
+        .message;
+    assert!(msg.contains("rust, scala, shell"), "{msg}");
+    assert!(!msg.contains("__connie__"), "{msg}");
     has("language: Java\n", Level::Info, "downcase", "language");
     assert_eq!(root("language: jvm\n").language(), "java");
 }
