@@ -159,14 +159,43 @@ impl RepoConfig {
             .filter(|s| !s.is_empty())
     }
 
-    /// The local path of the repository (for paths and `file://` URLs).
+    /// The local path of the repository (for paths and `file://` URLs); `None` for a
+    /// remote URL (`https://…`, `ssh://…`, or git's scp-like `git@host:owner/repo.git`).
     pub fn local_path(&self) -> Option<PathBuf> {
         let p = self.url.strip_prefix("file://").unwrap_or(&self.url);
-        (!p.contains("://")).then(|| PathBuf::from(p))
+        let scp_like = !p.starts_with(['/', '.'])
+            && p.split('/').next().is_some_and(|first| first.contains(':'));
+        (!p.contains("://") && !scp_like).then(|| PathBuf::from(p))
     }
 
     /// Settings as `NAME=value`.
     pub fn settings(&self) -> Vec<String> {
         self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(url: &str) -> RepoConfig {
+        toml::from_str(&format!("name = \"o/app\"\nurl = \"{url}\"\n")).unwrap()
+    }
+
+    #[test]
+    fn local_paths_and_remote_urls() {
+        let local = |u: &str| repo(u).local_path();
+        assert_eq!(
+            local("/srv/git/app.git"),
+            Some(PathBuf::from("/srv/git/app.git"))
+        );
+        assert_eq!(
+            local("file:///srv/app.git"),
+            Some(PathBuf::from("/srv/app.git"))
+        );
+        assert_eq!(local("./app.git"), Some(PathBuf::from("./app.git")));
+        assert_eq!(local("https://github.com/o/app.git"), None);
+        assert_eq!(local("ssh://git@host/o/app.git"), None);
+        assert_eq!(local("git@github.com:o/app.git"), None);
     }
 }
