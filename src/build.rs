@@ -1,5 +1,5 @@
 //! Running a planned build: every job in its own workspace, stage by stage, up to N
-//! jobs of a stage at once (and, on a server, within job slots shared by every build),
+//! jobs of a stage at once (their output kept whole per job by `relay`) (and, on a server, within job slots shared by every build),
 //! and the build result rolled up as travis-semantics.md §4 says (allow_failures,
 //! fast_finish, later stages canceled after a failure).
 
@@ -14,6 +14,7 @@ use crate::exit;
 use crate::job::log::{Log, Masker, Sink, human};
 use crate::job::{self, JobContext, JobOptions, JobOutcome, JobResult};
 use crate::plan::{JobPlan, Plan};
+use crate::relay::Relay;
 use crate::workspace::{GitOptions, Origin, Workspace};
 
 /// The state of a whole build.
@@ -143,8 +144,6 @@ pub struct JobReport {
     pub outcome: JobOutcome,
     /// Its log, as written to files (fold markers, secrets masked).
     pub log: Vec<u8>,
-    /// Its log as shown to the user, when it was not streamed live (parallel jobs).
-    pub display: Vec<u8>,
     /// True when it never ran because a required job of an earlier stage did not pass.
     pub stage_canceled: bool,
 }
@@ -268,7 +267,6 @@ pub fn run(
                         duration: Duration::ZERO,
                     },
                     log: Vec::new(),
-                    display: Vec::new(),
                     stage_canceled: !canceled,
                 });
             }
@@ -311,9 +309,9 @@ pub fn run(
     }
 }
 
-/// Runs a stage's jobs: one after another with their output live, or with
-/// `parallel` workers taking the next job as one finishes, each job's output printed
-/// whole when it ends. Results come back in job order.
+/// Runs a stage's jobs: one after another, or with `parallel` workers taking the next
+/// job as one finishes, their output kept whole per job by a [`Relay`]. Results come
+/// back in job order.
 fn run_stage(
     jobs: &[&JobPlan],
     event: &BuildEvent,
@@ -323,14 +321,18 @@ fn run_stage(
     out: &SharedOut,
 ) -> Vec<JobReport> {
     let cancel = opts.job.cancel.as_deref();
-    let run = |job: &JobPlan, live: Option<&SharedOut>| {
+    let run = |job: &JobPlan, shown: Box<dyn Write + Send>| {
         let _slot = opts.slots.as_ref().map(|s| s.acquire(cancel));
-        run_one(job, event, build_number, language, opts, live)
+        run_one(job, event, build_number, language, opts, shown)
     };
     let workers = opts.parallel.max(1).min(jobs.len());
     if workers <= 1 {
-        return jobs.iter().map(|j| run(j, Some(out))).collect();
+        return jobs
+            .iter()
+            .map(|j| run(j, Box::new(Live(out.clone()))))
+            .collect();
     }
+    let relay = Relay::new(out.clone());
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<JobReport>>> = Mutex::new(vec![None; jobs.len()]);
     std::thread::scope(|s| {
@@ -339,11 +341,8 @@ fn run_stage(
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(i) else { break };
-                    let r = run(job, None);
-                    let mut o = out.lock().expect("out");
-                    let _ = o.write_all(&r.display);
-                    let _ = o.flush();
-                    drop(o);
+                    let r = run(job, Box::new(relay.writer(i)));
+                    relay.end(i);
                     results.lock().expect("results")[i] = Some(r);
                 }
             });
@@ -357,13 +356,14 @@ fn run_stage(
         .collect()
 }
 
+/// Runs one job; its log is kept (secrets masked) and `shown` as it runs.
 fn run_one(
     job: &JobPlan,
     event: &BuildEvent,
     build_number: u64,
     language: &str,
     opts: &BuildOptions,
-    live: Option<&SharedOut>,
+    shown: Box<dyn Write + Send>,
 ) -> JobReport {
     let secrets: Vec<&str> = opts
         .settings
@@ -372,13 +372,7 @@ fn run_one(
         .map(|v| v.value.as_str())
         .collect();
     let buffer = Buffer::default();
-    let display = Buffer::default();
     let mut sinks = vec![Sink::raw(Box::new(buffer.clone()))];
-    // Live jobs stream to the output; parallel ones keep a copy to print when done.
-    let shown: Box<dyn Write + Send> = match live {
-        Some(out) => Box::new(Live(out.clone())),
-        None => Box::new(display.clone()),
-    };
     sinks.push(if opts.terminal {
         Sink::terminal(shown)
     } else {
@@ -387,12 +381,10 @@ fn run_one(
     let mut log = Log::new(Masker::new(secrets), sinks);
     let outcome = execute(job, event, build_number, language, opts, &mut log);
     let log_bytes = buffer.0.lock().expect("log").clone();
-    let display = display.0.lock().expect("log").clone();
     JobReport {
         job: job.clone(),
         outcome,
         log: log_bytes,
-        display,
         stage_canceled: false,
     }
 }

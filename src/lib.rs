@@ -8,6 +8,7 @@
 //! - [`workspace`]: a job's fresh checkout, `$HOME` and scratch space;
 //! - [`job`]: one job in one persistent shell, with Travis's phase rules;
 //! - [`build`]: the jobs of a plan, stage by stage, and the build result;
+//! - [`relay`]: the output of jobs running side by side, whole per job and live;
 //! - [`cache`]: directory caches (tar + zstd) and their store;
 //! - [`deploy`]: deploy providers and the dry run;
 //! - [`store`]: build history (SQLite);
@@ -25,6 +26,7 @@ pub mod exit;
 pub mod job;
 pub mod notify;
 pub mod plan;
+pub mod relay;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -360,6 +360,56 @@ fn s4_parallel_jobs_keep_their_output_apart() {
     );
 }
 
+/// Jobs side by side stay live: one job's output is shown while it runs (the others
+/// are held and shown whole after it), so a long matrix never looks stuck.
+#[test]
+fn s4_parallel_jobs_show_one_job_live_while_it_runs() {
+    use std::io::{BufRead, BufReader};
+    let gate = tempfile::tempdir().unwrap();
+    let go = gate.path().join("go");
+    let p = Project::new(&format!(
+        "language: shell\nenv: [N=a, N=b]\nscript:\n  - echo \"started-$N\"\n  - while [ ! -f {} ]; do sleep 0.05; done\n  - echo \"ended-$N\"\n",
+        go.display()
+    ));
+    let mut child = runway()
+        .arg("run")
+        .arg(p.path())
+        .args(["--branch", "master", "--parallel", "2", "--timeout", "120"])
+        .arg("--cache-dir")
+        .arg(&p.cache)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Both jobs wait for the gate: a "started" line can only come from a live job.
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let live = loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(line) if line.starts_with("started-") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) if std::time::Instant::now() > deadline => break false,
+            Err(_) => {}
+        }
+    };
+    std::fs::write(&go, "").unwrap();
+    let status = child.wait().unwrap();
+    assert!(live, "no job output while the jobs ran: {seen:#?}");
+    assert!(status.success());
+    let rest: Vec<String> = rx.iter().collect();
+    assert_eq!(
+        rest.iter().filter(|l| l.starts_with("ended-")).count(),
+        2,
+        "{rest:#?}"
+    );
+}
+
 #[test]
 fn branch_filtered_out_says_so_and_exits_0() {
     let p = Project::new("language: shell\nbranches:\n  only: [release]\nscript: echo RAN\n");
