@@ -16,6 +16,14 @@ use crate::config::schema;
 use crate::config::yaml::{Entry, Node, Value};
 use crate::event::{BuildEvent, EventType};
 
+/// Travis's documented limit on the jobs of one build (travis-semantics.md §4).
+pub const MAX_JOBS: usize = 200;
+
+/// A matrix that would expand to more jobs than this is refused before it is built
+/// (excludes could still bring it under [`MAX_JOBS`]; past this, checking every
+/// job against the others for duplicates would take seconds).
+const MAX_EXPANSION: usize = 1_000;
+
 /// Root keys that are not inherited by jobs (travis-yml `Matrix::DROP`).
 const NOT_SHARED: &[&str] = &[
     "jobs",
@@ -164,6 +172,27 @@ pub struct Plan {
     pub notifications: Notifications,
     /// Things worth saying (skipped jobs and stages).
     pub notes: Vec<String>,
+    /// Why the config cannot be built (too many jobs), with the place to fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<PlanError>,
+}
+
+/// A config that cannot be built, and where.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanError {
+    /// 1-based line of the key to change.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PlanError {
+    /// `FILE:LINE:COL: error: message`, as lint prints diagnostics.
+    pub fn render(&self, file: &str) -> String {
+        format!("{file}:{}:{}: error: {}", self.line, self.col, self.message)
+    }
 }
 
 fn ser_pairs<S: serde::Serializer>(v: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
@@ -212,9 +241,26 @@ pub fn plan(config: &Config, event: &BuildEvent, settings: &Settings) -> Plan {
             fast_finish,
             notifications: Notifications { email },
             notes,
+            error: None,
         };
     }
-    let jobs = matrix(config, event, settings, &global_env, &mut notes);
+    let jobs = match matrix(config, event, settings, &global_env, &mut notes) {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            return Plan {
+                build: Decision {
+                    runs: false,
+                    reason: error.message.clone(),
+                },
+                stages: Vec::new(),
+                jobs: Vec::new(),
+                fast_finish,
+                notifications: Notifications { email },
+                notes,
+                error: Some(error),
+            };
+        }
+    };
     let (stages, jobs) = order_stages(config, event, settings, &global_env, jobs, &mut notes);
     let build_number = settings.build_number.max(1);
     let jobs = jobs
@@ -238,6 +284,7 @@ pub fn plan(config: &Config, event: &BuildEvent, settings: &Settings) -> Plan {
         fast_finish,
         notifications: Notifications { email },
         notes,
+        error: None,
     }
 }
 
@@ -428,7 +475,7 @@ fn matrix(
     settings: &Settings,
     global_env: &[EnvVar],
     notes: &mut Vec<String>,
-) -> Vec<Job> {
+) -> Result<Vec<Job>, PlanError> {
     let keys = expand_keys();
     let root = config.root.as_map().unwrap_or_default();
     // 1. expand: the cartesian product of every expansion key present.
@@ -447,6 +494,35 @@ fn matrix(
             (!items.is_empty()).then_some((*k, items))
         })
         .collect();
+    // Points at the first key with several values and says what multiplied.
+    let too_many = |n: usize, included: usize| {
+        let (pos, mut sizes) = axes
+            .iter()
+            .fold((None, Vec::new()), |(pos, mut sizes), (k, v)| {
+                sizes.push(format!("{k} {}", v.len()));
+                (pos.or_else(|| (v.len() > 1).then(|| v[0].pos)), sizes)
+            });
+        if included > 0 {
+            sizes.push(format!("jobs.include {included}"));
+        }
+        let pos = pos.unwrap_or(Pos { line: 1, col: 1 });
+        PlanError {
+            line: pos.line,
+            col: pos.col,
+            message: format!(
+                "the build has {n} jobs ({}); Travis limits a build to {MAX_JOBS} jobs",
+                sizes
+                    .join(" × ")
+                    .replace(" × jobs.include", " + jobs.include")
+            ),
+        }
+    };
+    let size = axes
+        .iter()
+        .fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
+    if size > MAX_EXPANSION {
+        return Err(too_many(size, 0));
+    }
     let mut jobs: Vec<Job> = if axes.is_empty() {
         Vec::new()
     } else {
@@ -494,6 +570,7 @@ fn matrix(
         jobs.clear();
     }
     let n_expanded = jobs.len();
+    let n_included = included.len();
     jobs.extend(included);
     // 3. default job.
     if jobs.is_empty() {
@@ -570,7 +647,10 @@ fn matrix(
         }
         keep
     });
-    unique
+    if unique.len() > MAX_JOBS {
+        return Err(too_many(unique.len(), n_included));
+    }
+    Ok(unique)
 }
 
 /// The job's env vars: globals first, then its own, duplicates dropped.

@@ -86,6 +86,31 @@ fn plan_plain_directory_needs_a_branch() {
     assert!(r.stdout.starts_with("Build runs:"), "{}", r.all());
 }
 
+/// §4's 200-job limit through the command line: `plan` and `run` exit 2 (invalid
+/// configuration) and point at the key to change; `run` starts no job.
+#[test]
+fn plan_and_run_refuse_a_build_of_more_than_200_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".travis.yml"),
+        "language: python\npython: [\"3.8\", \"3.9\", \"3.10\", \"3.11\", \"3.12\"]\nenv:\n  matrix:\n    - A=1\n    - A=2\nscript: echo RAN\nos: [linux, osx, windows, freebsd, linux-ppc64le]\narch: [amd64, arm64, ppc64le, s390x, arm64-graviton2]\n",
+    )
+    .unwrap();
+    for cmd in ["plan", "run"] {
+        let r = run(runway()
+            .arg(cmd)
+            .arg(dir.path())
+            .args(["--branch", "master"]));
+        assert_eq!(r.code, 2, "{cmd}: {}", r.all());
+        assert!(
+            r.stderr.contains(".travis.yml:8:6: error: the build has 250 jobs (os 5 × arch 5 × python 5 × env 2); Travis limits a build to 200 jobs"),
+            "{cmd}: {}",
+            r.all()
+        );
+        assert!(!r.stdout.contains("RAN"), "{}", r.all());
+    }
+}
+
 #[test]
 fn plan_json_has_the_promised_shape_for_the_fixture() {
     let fixture = concat!(

@@ -1,12 +1,15 @@
 //! The corpus check: every real `.travis.yml` of ../shared/corpus/travis-yml/configs is
-//! linted. Zero crashes or hangs, at least 99% without errors, and every diagnostic
-//! points at a line and a column. The counts are printed; CI fails below them.
+//! linted and planned (a push to master, a tag, a pull request). Zero crashes or hangs,
+//! at least 99% without errors, and every diagnostic points at a line and a column.
+//! The counts are printed; CI fails below them.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use runway::config::{self, diag::Level};
+use runway::event::{BuildEvent, EventType};
+use runway::plan::{self, Settings};
 
 /// Any single file taking longer than this is a hang (a typical file takes well under 1 ms).
 const HANG: Duration = Duration::from_secs(10);
@@ -36,6 +39,27 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The events every file is planned for.
+fn events() -> [BuildEvent; 3] {
+    let push = BuildEvent {
+        repo: "owner/app".into(),
+        branch: Some("master".into()),
+        event: EventType::Push,
+        commit_message: "a change".into(),
+        ..BuildEvent::default()
+    };
+    let tag = BuildEvent {
+        branch: None,
+        tag: Some("v1.0.0".into()),
+        ..push.clone()
+    };
+    let pr = BuildEvent {
+        event: EventType::PullRequest,
+        ..push.clone()
+    };
+    [push, tag, pr]
+}
+
 enum Outcome {
     Clean,
     Errors(Vec<String>),
@@ -43,7 +67,7 @@ enum Outcome {
 }
 
 #[test]
-fn corpus_lints_without_crash_hang_or_unplaced_diagnostics() {
+fn corpus_lints_and_plans_without_crash_hang_or_unplaced_diagnostics() {
     let mut all = Vec::new();
     files(&corpus_dir(), &mut all);
     all.sort();
@@ -59,13 +83,21 @@ fn corpus_lints_without_crash_hang_or_unplaced_diagnostics() {
         for path in work {
             let text =
                 String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
-            let outcome = match std::panic::catch_unwind(|| config::load(&text)) {
+            let outcome = match std::panic::catch_unwind(|| {
+                let loaded = config::load(&text);
+                let planned = events()
+                    .iter()
+                    .filter_map(|e| plan::plan(&loaded.config, e, &Settings::default()).error)
+                    .map(|e| e.message)
+                    .next();
+                (loaded, planned)
+            }) {
                 Err(p) => Outcome::Crash(
                     p.downcast_ref::<String>()
                         .cloned()
                         .unwrap_or_else(|| "panic".into()),
                 ),
-                Ok(loaded) => {
+                Ok((loaded, planned)) => {
                     let name = path.display().to_string();
                     for d in &loaded.diagnostics {
                         assert!(
@@ -74,12 +106,13 @@ fn corpus_lints_without_crash_hang_or_unplaced_diagnostics() {
                             d.render(&name)
                         );
                     }
-                    let errors: Vec<String> = loaded
+                    let mut errors: Vec<String> = loaded
                         .diagnostics
                         .iter()
                         .filter(|d| d.level == Level::Error)
                         .map(|d| d.render(&name))
                         .collect();
+                    errors.extend(planned.map(|m| format!("{name}: plan: {m}")));
                     if errors.is_empty() {
                         Outcome::Clean
                     } else {

@@ -504,3 +504,53 @@ fn s7_fallback_to_notifications_level_on_success() {
         Frequency::Always
     );
 }
+
+/// §4: "The docs limit a build to 200 jobs." A bigger build is an error that names the
+/// place and what multiplied; a matrix of billions is refused before it is expanded,
+/// and excludes that bring a large matrix under the limit are honoured.
+#[test]
+fn s4_a_build_is_limited_to_200_jobs() {
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("v{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let env: String = (0..201).map(|i| format!("  - N={i}\n")).collect();
+    let p = plan_for(&format!("language: ruby\nenv:\n{env}"), &push("master"));
+    let e = p.error.expect("201 jobs are refused");
+    assert_eq!((e.line, e.col), (3, 5), "{}", e.message);
+    assert_eq!(
+        e.message,
+        "the build has 201 jobs (env 201); Travis limits a build to 200 jobs"
+    );
+    assert!(!p.build.runs && p.jobs.is_empty());
+
+    let huge = format!(
+        "language: ruby\nrvm: [{0}]\ngemfile: [{0}]\njdk: [{0}]\nos: [linux, osx]\ndist: [{0}]\ncompiler: [{0}]\n",
+        list(40)
+    );
+    let started = std::time::Instant::now();
+    let e = plan_for(&huge, &push("master")).error.expect("refused");
+    assert!(
+        e.message
+            .starts_with("the build has 5120000 jobs (os 2 × compiler 40 × "),
+        "{}",
+        e.message
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "never expanded"
+    );
+
+    let excludes: String = (1..10).map(|i| format!("    - rvm: v{i}\n")).collect();
+    let p = plan_for(
+        &format!(
+            "language: ruby\nrvm: [{0}]\ngemfile: [{0}]\njdk: [{0}]\njobs:\n  exclude:\n{excludes}",
+            list(10)
+        ),
+        &push("master"),
+    );
+    assert!(p.error.is_none(), "{:?}", p.error);
+    assert_eq!(p.jobs.len(), 100);
+}

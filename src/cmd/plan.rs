@@ -33,6 +33,9 @@ pub fn run(
         ..Settings::default()
     };
     let plan = plan::plan(&loaded.config, &target.event, &settings);
+    if let Some(e) = &plan.error {
+        writeln!(err, "{}", e.render(&target.config_name))?;
+    }
     if json {
         let mut value = serde_json::to_value(&plan).map_err(std::io::Error::other)?;
         value["diagnostics"] = loaded
@@ -50,7 +53,11 @@ pub fn run(
     } else {
         write_human(&plan, out, style)?;
     }
-    Ok(exit::PASSED)
+    Ok(if plan.error.is_some() {
+        exit::USAGE
+    } else {
+        exit::PASSED
+    })
 }
 
 /// The plan as a person reads it.

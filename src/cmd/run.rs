@@ -152,6 +152,16 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         let mut o = out.lock().expect("stdout");
         let _ = writeln!(o, "{text}");
     };
+    if let Some(e) = &plan.error {
+        writeln!(err, "{}", e.render(&target.config_name))?;
+        if let Some(row) = &args.recorded
+            && let Ok(mut st) =
+                Store::open(&args.state_dir.clone().unwrap_or_else(store::default_dir))
+        {
+            let _ = st.set_state(row.id, "errored", Some(&e.message));
+        }
+        return Ok(exit::USAGE);
+    }
     if !plan.build.runs {
         say(&format!("Nothing to build: {}.", plan.build.reason));
         if let Some(row) = &args.recorded

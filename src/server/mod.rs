@@ -241,7 +241,8 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
             ..Default::default()
         };
         let plan = crate::plan::plan(&loaded.config, &event, &crate::plan::Settings::default());
-        if !plan.build.runs {
+        // A config that cannot be built is queued, so its build shows the error.
+        if !plan.build.runs && plan.error.is_none() {
             return Ok(Queued::NotBuilt(format!(
                 "not built: {}",
                 plan.build.reason
