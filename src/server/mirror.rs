@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,10 +63,12 @@ pub fn mirror_dir(state_dir: &Path, name: &str) -> PathBuf {
 
 /// Brings the mirror of `repo` up to date and returns its path. When `want` (a commit)
 /// is already in the mirror, nothing is fetched. Calls for one repository take turns.
+/// Setting `cancel` stops git (a server shutting down does not wait for a slow fetch).
 pub fn sync(
     state_dir: &Path,
     repo: &RepoConfig,
     want: Option<&str>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<PathBuf, MirrorError> {
     let dir = mirror_dir(state_dir, &repo.name);
     let lock = lock_for(&dir);
@@ -96,7 +99,7 @@ pub fn sync(
         cmd.arg("-C")
             .arg(&dir)
             .args(["fetch", "--prune", "--quiet", "origin"]);
-        run(cmd, repo, "fetch", token.as_deref())?;
+        run(cmd, repo, "fetch", token.as_deref(), cancel)?;
         return Ok(dir);
     }
     // Clone beside the final place and rename, so a failed clone leaves no half mirror.
@@ -110,7 +113,7 @@ pub fn sync(
     let mut cmd = git(token.as_deref());
     cmd.args(["clone", "--mirror", "--quiet", "--", &repo.url])
         .arg(&target);
-    run(cmd, repo, "clone", token.as_deref())?;
+    run(cmd, repo, "clone", token.as_deref(), cancel)?;
     std::fs::rename(&target, &dir).map_err(io)?;
     Ok(dir)
 }
@@ -167,6 +170,7 @@ fn run(
     repo: &RepoConfig,
     action: &'static str,
     token: Option<&str>,
+    cancel: Option<&AtomicBool>,
 ) -> Result<(), MirrorError> {
     let fail = |message: String| MirrorError::Git {
         repo: repo.name.clone(),
@@ -189,7 +193,10 @@ fn run(
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() > FETCH_TIMEOUT => {
+            Ok(None)
+                if started.elapsed() > FETCH_TIMEOUT
+                    || cancel.is_some_and(|c| c.load(Ordering::SeqCst)) =>
+            {
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -223,6 +230,9 @@ fn run(
                 String::new()
             };
             Err(fail(format!("{said}{hint}")))
+        }
+        None if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) => {
+            Err(fail("stopped: the build was canceled".into()))
         }
         None => Err(fail(format!(
             "no answer within {} s; it was stopped",

@@ -222,7 +222,7 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
     // commit before queuing; when that fails the build is queued and reports why.
     let source = repo_cfg
         .local_path()
-        .or_else(|| mirror::sync(&state.state_dir, repo_cfg, Some(&d.after)).ok());
+        .or_else(|| mirror::sync(&state.state_dir, repo_cfg, Some(&d.after), None).ok());
     if let Some(path) = source
         && let Some(repo) = crate::source::Repo::open(&path)
         && let Ok(text) = repo.read_file(&d.after, ".travis.yml")
@@ -352,7 +352,8 @@ fn build(state: &AppState, row: BuildRow) {
     let mut err = LiveWriter(live.clone());
     let source = match repo.local_path() {
         Some(path) => Ok(path),
-        None => mirror::sync(&state.state_dir, &repo, Some(&row.commit)).map_err(|e| e.to_string()),
+        None => mirror::sync(&state.state_dir, &repo, Some(&row.commit), Some(&cancel))
+            .map_err(|e| e.to_string()),
     };
     let result = source.and_then(|path| {
         let args = RunArgs {
