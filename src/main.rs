@@ -41,6 +41,9 @@ enum Command {
         /// The file to check.
         #[arg(default_value = ".travis.yml")]
         file: PathBuf,
+        /// Print JSON for programs: {"file","valid","diagnostics":[..]}.
+        #[arg(long)]
+        json: bool,
     },
     /// Decide whether the build runs, its jobs, deploys and mail, and say why.
     Plan {
@@ -242,7 +245,7 @@ fn main() -> ExitCode {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let result = match cli.command {
-        Command::Lint { file } => cmd::lint::run(&file, &mut out, Style::stdout()),
+        Command::Lint { file, json } => cmd::lint::run(&file, json, &mut out, Style::stdout()),
         Command::Plan { path, refs, json } => cmd::plan::run(
             &path,
             &refs.into_ref_args(None),

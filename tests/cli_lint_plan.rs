@@ -27,6 +27,39 @@ fn lint_valid_file_exits_0_and_says_so() {
     );
 }
 
+/// `lint --json` for programs (editors, CI annotations): the same diagnostics, placed,
+/// with the same exit code.
+#[test]
+fn lint_json_lists_placed_diagnostics_and_keeps_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(".travis.yml");
+    std::fs::write(&f, "language: java\ndeploy:\n  provider: s4\nfoo: 1\n").unwrap();
+    let r = run(runway().args(["lint", "--json"]).arg(&f));
+    assert_eq!(r.code, 1, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["file"], f.display().to_string());
+    let d = v["diagnostics"].as_array().unwrap();
+    assert!(
+        d.iter().any(|d| d["level"] == "error"
+            && d["line"] == 3
+            && d["col"] == 13
+            && d["path"] == "deploy.provider"
+            && d["code"] == "unknown_value"),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter()
+            .any(|d| d["level"] == "warning" && d["line"] == 4 && d["code"] == "unknown_key"),
+        "{d:#?}"
+    );
+    std::fs::write(&f, "language: java\n").unwrap();
+    let r = run(runway().args(["lint", "--json"]).arg(&f));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+}
+
 #[test]
 fn lint_errors_exit_1_with_file_line_col() {
     let dir = tempfile::tempdir().unwrap();

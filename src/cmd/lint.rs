@@ -1,4 +1,5 @@
-//! `runway lint [FILE]`: every diagnostic as `FILE:LINE:COL: level: key.path: message`.
+//! `runway lint [FILE] [--json]`: every diagnostic as
+//! `FILE:LINE:COL: level: key.path: message` (or one JSON document for programs).
 //! Exit 0 with warnings only, 1 with errors.
 
 use std::io::Write;
@@ -9,12 +10,27 @@ use crate::config::{self, diag::Level};
 use crate::exit;
 
 /// Lints one file and writes its diagnostics to `out`. Returns the exit code.
-pub fn run(file: &Path, out: &mut dyn Write, style: Style) -> Result<i32, CmdError> {
+pub fn run(file: &Path, json: bool, out: &mut dyn Write, style: Style) -> Result<i32, CmdError> {
     let text = std::fs::read(file)
         .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
     let text = String::from_utf8_lossy(&text);
     let loaded = config::load(&text);
     let name = file.display().to_string();
+    let code = if loaded.has_errors() {
+        exit::FAILED
+    } else {
+        exit::PASSED
+    };
+    if json {
+        let doc = serde_json::json!({
+            "file": name,
+            "valid": !loaded.has_errors(),
+            "diagnostics": loaded.diagnostics.iter().map(|d| d.to_json()).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+        return Ok(code);
+    }
     let lines: Vec<&str> = text.lines().collect();
     let (mut errors, mut warnings) = (0, 0);
     for d in &loaded.diagnostics {
@@ -49,9 +65,5 @@ pub fn run(file: &Path, out: &mut dyn Write, style: Style) -> Result<i32, CmdErr
         out,
         "{name}: {verdict}: {errors} error(s), {warnings} warning(s)"
     )?;
-    Ok(if errors > 0 {
-        exit::FAILED
-    } else {
-        exit::PASSED
-    })
+    Ok(code)
 }

@@ -38,16 +38,7 @@ pub fn run(
     }
     if json {
         let mut value = serde_json::to_value(&plan).map_err(std::io::Error::other)?;
-        value["diagnostics"] = loaded
-            .diagnostics
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "level": d.level.to_string(), "line": d.pos.line, "col": d.pos.col,
-                    "path": d.path, "code": d.code, "message": d.message,
-                })
-            })
-            .collect();
+        value["diagnostics"] = loaded.diagnostics.iter().map(|d| d.to_json()).collect();
         serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::other)?;
         writeln!(out)?;
     } else {

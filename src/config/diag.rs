@@ -52,6 +52,15 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// The diagnostic for programs (`lint --json`, `plan --json`):
+    /// `{"level","line","col","path","code","message"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "level": self.level.to_string(), "line": self.pos.line, "col": self.pos.col,
+            "path": self.path, "code": self.code, "message": self.message,
+        })
+    }
+
     /// Renders the diagnostic as `FILE:LINE:COL: level: key.path: message`.
     pub fn render(&self, file: &str) -> String {
         let Pos { line, col } = self.pos;
