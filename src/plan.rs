@@ -233,37 +233,33 @@ pub fn plan(config: &Config, event: &BuildEvent, settings: &Settings) -> Plan {
         &facts(config, &config.root, event, &global_env, settings),
     );
     let fast_finish = bool_of(config.get("jobs").and_then(|j| j.get("fast_finish")), false);
-    if !build.runs {
-        return Plan {
-            build,
-            stages: Vec::new(),
-            jobs: Vec::new(),
-            fast_finish,
-            notifications: Notifications { email },
-            notes,
-            error: None,
-        };
+    let mut plan = Plan {
+        build,
+        stages: Vec::new(),
+        jobs: Vec::new(),
+        fast_finish,
+        notifications: Notifications { email },
+        notes: Vec::new(),
+        error: None,
+    };
+    if !plan.build.runs {
+        return plan;
     }
     let jobs = match matrix(config, event, settings, &global_env, &mut notes) {
         Ok(jobs) => jobs,
         Err(error) => {
-            return Plan {
-                build: Decision {
-                    runs: false,
-                    reason: error.message.clone(),
-                },
-                stages: Vec::new(),
-                jobs: Vec::new(),
-                fast_finish,
-                notifications: Notifications { email },
-                notes,
-                error: Some(error),
+            plan.build = Decision {
+                runs: false,
+                reason: error.message.clone(),
             };
+            plan.error = Some(error);
+            plan.notes = notes;
+            return plan;
         }
     };
     let (stages, jobs) = order_stages(config, event, settings, &global_env, jobs, &mut notes);
     let build_number = settings.build_number.max(1);
-    let jobs = jobs
+    plan.jobs = jobs
         .into_iter()
         .enumerate()
         .map(|(i, (stage, job))| {
@@ -277,15 +273,9 @@ pub fn plan(config: &Config, event: &BuildEvent, settings: &Settings) -> Plan {
             )
         })
         .collect();
-    Plan {
-        build,
-        stages,
-        jobs,
-        fast_finish,
-        notifications: Notifications { email },
-        notes,
-        error: None,
-    }
+    plan.stages = stages;
+    plan.notes = notes;
+    plan
 }
 
 // ---------------------------------------------------------------- build decision (§3)
