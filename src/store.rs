@@ -91,6 +91,13 @@ pub struct JobRow {
     pub log: Vec<u8>,
 }
 
+impl JobRow {
+    /// True when `spec` names this job of build `build`: `2` or `12.2`.
+    pub fn is(&self, build: u64, spec: &str) -> bool {
+        self.number == spec || self.number == format!("{build}.{spec}")
+    }
+}
+
 /// A mail waiting in the outbox.
 #[derive(Clone, Debug)]
 pub struct OutboxMail {

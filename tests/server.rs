@@ -229,6 +229,14 @@ fn deliveries_signed_unsigned_tampered_oversized_malformed() {
     );
     let b = srv.json("/api/builds/1");
     assert_eq!(b["jobs"][0]["result"], "passed", "{b}");
+    let (code, log) = srv.request("GET", "/api/builds/1/log?job=1", &[], b"");
+    assert_eq!(code, 200, "{log}");
+    assert!(
+        log.contains("$ echo hello from the server\nhello from the server"),
+        "{log}"
+    );
+    let (code, text) = srv.request("GET", "/api/builds/1/log?job=9", &[], b"");
+    assert_eq!((code, text.contains("has no job 9")), (404, true), "{text}");
     assert_eq!(
         states(&srv).len(),
         3,

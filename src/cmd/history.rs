@@ -79,7 +79,7 @@ pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, C
         .map_err(|e| CmdError::Usage(e.to_string()))?;
     let wanted: Vec<_> = jobs
         .iter()
-        .filter(|j| job.is_none_or(|n| j.number == format!("{number}.{n}") || j.number == n))
+        .filter(|j| job.is_none_or(|n| j.is(number, n)))
         .collect();
     if jobs.is_empty() && job.is_none() {
         // Errored before its first job (a failed fetch, a broken config): say why.

@@ -136,6 +136,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/builds", get(api_builds))
         .route("/api/builds/{n}", get(api_build))
         .route("/api/builds/{n}/cancel", post(api_cancel))
+        .route("/api/builds/{n}/log", get(api_log))
         .route("/hooks/github", post(|s, r| intake(s, r, Source::GitHub)))
         .route("/hooks/gitea", post(|s, r| intake(s, r, Source::Gitea)))
         .route("/hooks/gitlab", post(|s, r| intake(s, r, Source::GitLab)))
@@ -545,6 +546,45 @@ async fn api_build(
         .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "duration_ms": j.duration_ms}))
         .collect();
     Json(v).into_response()
+}
+
+/// `?job=2` (or `?job=1.2`): one job's log instead of all of them.
+#[derive(Deserialize, Default)]
+struct LogQuery {
+    repo: Option<String>,
+    job: Option<String>,
+}
+
+/// A finished job's stored log as plain text (fold markers kept, secrets masked).
+async fn api_log(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let row = match find_or_404(&state, n, &RepoQuery { repo: q.repo }) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
+    };
+    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let wanted: Vec<_> = jobs
+        .iter()
+        .filter(|j| q.job.as_deref().is_none_or(|w| j.is(n, w)))
+        .collect();
+    if wanted.is_empty() && q.job.is_some() {
+        return answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("build #{n} has no job {}", q.job.unwrap_or_default())}),
+        );
+    }
+    let text: Vec<u8> = wanted.iter().flat_map(|j| j.log.iter().copied()).collect();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn api_cancel(
