@@ -113,7 +113,12 @@ impl ServerConfig {
         let cfg: ServerConfig =
             toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for r in &cfg.repos {
-            if r.name.split('/').count() != 2 {
+            let parts: Vec<&str> = r.name.split('/').collect();
+            if parts.len() != 2
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || *p == "." || *p == "..")
+            {
                 return Err(format!(
                     "{}: repo name \"{}\" is not owner/repo",
                     path.display(),
@@ -180,6 +185,27 @@ mod tests {
 
     fn repo(url: &str) -> RepoConfig {
         toml::from_str(&format!("name = \"o/app\"\nurl = \"{url}\"\n")).unwrap()
+    }
+
+    #[test]
+    fn repo_names_are_owner_slash_repo_and_never_climb() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runway.toml");
+        for (name, ok) in [
+            ("o/app", true),
+            ("app", false),
+            ("../x", false),
+            ("o/..", false),
+            ("a/b/c", false),
+        ] {
+            std::fs::write(
+                &file,
+                format!("[[repo]]\nname = \"{name}\"\nurl = \"/srv/a.git\"\n"),
+            )
+            .unwrap();
+            let loaded = ServerConfig::load(&file);
+            assert_eq!(loaded.is_ok(), ok, "{name}: {:?}", loaded.err());
+        }
     }
 
     #[test]
