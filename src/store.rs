@@ -118,6 +118,7 @@ pub struct OutboxMail {
 /// The build history.
 pub struct Store {
     conn: Connection,
+    dir: PathBuf,
 }
 
 /// `$RUNWAY_STATE_DIR`, else `$XDG_STATE_HOME/runway`, else `~/.local/state/runway`.
@@ -211,7 +212,10 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL;")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Records a new running build; returns it with its number and the state of the
@@ -268,6 +272,20 @@ impl Store {
                 row,
             )
             .optional()?)
+    }
+
+    /// Where a running server build's log is written as it goes
+    /// (`STATE_DIR/logs/ID.log`). It is removed when the build records its jobs, so
+    /// it remains only for a build a crash interrupted (its log up to the crash) or
+    /// one that ended before its first job.
+    pub fn partial_log_path(&self, build_id: i64) -> PathBuf {
+        self.dir.join("logs").join(format!("{build_id}.log"))
+    }
+
+    /// A build's whole log: its partial log when one remains, else its jobs' logs.
+    pub fn build_log(&self, build_id: i64, jobs: &[JobRow]) -> Vec<u8> {
+        std::fs::read(self.partial_log_path(build_id))
+            .unwrap_or_else(|_| jobs.iter().flat_map(|j| j.log.iter().copied()).collect())
     }
 
     /// After a crash or restart: builds left running are errored, with the reason.

@@ -752,3 +752,51 @@ fn concurrency_limits_jobs_across_builds() {
         "jobs running at once: {peaks:?}"
     );
 }
+
+/// "Nothing is lost": a build that a crash (SIGKILL of the server) interrupts keeps the
+/// log it had printed; after the restart `runway log`, the API and the build page show
+/// it, with the reason the build ended.
+#[test]
+fn a_crash_keeps_the_log_an_interrupted_build_had_printed() {
+    let pids = tempfile::tempdir().unwrap();
+    let pid_file = pids.path().join("sleep.pid");
+    let s = Setup::new(
+        &format!(
+            "language: shell\nscript:\n  - echo before-the-crash\n  - sleep 300 & echo $! > {}; wait\n",
+            pid_file.display()
+        ),
+        "",
+    );
+    let srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(|| pid_file.exists(), "the job to start");
+    srv.signal("-KILL");
+    drop(srv);
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status();
+
+    let srv = s.start();
+    let b = srv.json("/api/builds/1");
+    assert_eq!(b["state"], "errored", "{b}");
+    let r = common::run(
+        common::runway()
+            .args(["log", "1"])
+            .env("RUNWAY_STATE_DIR", s.state()),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("\nbefore-the-crash\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("runway: build o/app#1 is errored: interrupted"),
+        "{}",
+        r.stdout
+    );
+    let (code, log) = srv.request("GET", "/api/builds/1/log", &[], b"");
+    assert_eq!(code, 200);
+    assert!(log.contains("\nbefore-the-crash\n"), "{log}");
+    let (code, page) = srv.request("GET", "/builds/1", &[], b"");
+    assert_eq!(code, 200);
+    assert!(page.contains("before-the-crash"), "{page}");
+}

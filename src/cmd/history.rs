@@ -81,19 +81,29 @@ pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, C
         .iter()
         .filter(|j| job.is_none_or(|n| j.is(number, n)))
         .collect();
-    if jobs.is_empty() && job.is_none() {
-        // Errored before its first job (a failed fetch, a broken config): say why.
-        let why = row
-            .reason
-            .as_deref()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "build {}#{number} ran no job; it is {}{why}",
-            row.repo, row.state
-        )?;
-        return Ok(exit::PASSED);
+    // A build a crash interrupted (or one that ended before its first job) kept its
+    // log up to that point: show it, or say that it ran nothing, and why it ended.
+    if job.is_none() {
+        let partial = std::fs::read(st.partial_log_path(row.id)).ok();
+        if partial.is_some() || jobs.is_empty() {
+            let why = row
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let ran = if partial.is_some() {
+                ""
+            } else {
+                " ran no job;"
+            };
+            out.write_all(&partial.unwrap_or_default())?;
+            writeln!(
+                out,
+                "runway: build {}#{number}{ran} is {}{why}",
+                row.repo, row.state
+            )?;
+            return Ok(exit::PASSED);
+        }
     }
     if wanted.is_empty() {
         return Err(CmdError::Usage(format!(

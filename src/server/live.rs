@@ -1,5 +1,6 @@
 //! Live build logs: what a running build has printed so far, and a broadcast of what it
-//! prints next, for the build page's server-sent events.
+//! prints next, for the build page's server-sent events. Each log is also written to a
+//! file as it grows, so a crash does not lose what a build printed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -16,6 +17,7 @@ pub struct LiveLog {
 struct Inner {
     text: Vec<u8>,
     done: bool,
+    file: Option<std::fs::File>,
 }
 
 /// A piece of a live log.
@@ -28,13 +30,14 @@ pub enum Chunk {
 }
 
 impl LiveLog {
-    /// An empty log.
-    pub fn new() -> Arc<LiveLog> {
+    /// An empty log, also written to `file` when given.
+    pub fn new(file: Option<std::fs::File>) -> Arc<LiveLog> {
         let (tx, _) = broadcast::channel(1024);
         Arc::new(LiveLog {
             inner: Mutex::new(Inner {
                 text: Vec::new(),
                 done: false,
+                file,
             }),
             tx,
         })
@@ -62,6 +65,10 @@ impl Write for LiveWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut inner = self.0.inner.lock().expect("live log");
         inner.text.extend_from_slice(buf);
+        if let Some(f) = &mut inner.file {
+            // Unbuffered: what was printed before a crash is on disk.
+            let _ = f.write_all(buf);
+        }
         let _ = self.0.tx.send(Chunk::Bytes(Arc::new(buf.to_vec())));
         Ok(buf.len())
     }
@@ -79,9 +86,9 @@ pub struct LiveLogs {
 }
 
 impl LiveLogs {
-    /// Starts a build's live log.
-    pub fn start(&self, id: i64) -> Arc<LiveLog> {
-        let log = LiveLog::new();
+    /// Starts a build's live log, also written to `file` when given.
+    pub fn start(&self, id: i64, file: Option<std::fs::File>) -> Arc<LiveLog> {
+        let log = LiveLog::new(file);
         self.logs.lock().expect("live logs").insert(id, log.clone());
         self.started.notify_waiters();
         log

@@ -285,7 +285,14 @@ async fn work(state: Arc<AppState>) {
         while state.running.load(Ordering::SeqCst) < state.cfg.concurrency.max(1) {
             let claimed = state.db(|s| s.claim());
             let Ok(Some(row)) = claimed else { break };
-            state.live.start(row.id);
+            let file = state
+                .db(|s| Ok(s.partial_log_path(row.id)))
+                .ok()
+                .and_then(|p| {
+                    std::fs::create_dir_all(p.parent()?).ok()?;
+                    std::fs::File::create(p).ok()
+                });
+            state.live.start(row.id, file);
             state.running.fetch_add(1, Ordering::SeqCst);
             let st = state.clone();
             tokio::task::spawn_blocking(move || {
@@ -348,7 +355,7 @@ fn build(state: &AppState, row: BuildRow) {
     let live = state
         .live
         .get(row.id)
-        .unwrap_or_else(|| state.live.start(row.id));
+        .unwrap_or_else(|| state.live.start(row.id, None));
     let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
     let mut err = LiveWriter(live.clone());
     let source = match repo.local_path() {
@@ -401,6 +408,13 @@ fn build(state: &AppState, row: BuildRow) {
     }
     live.finish();
     state.live.remove(row.id);
+    // The jobs' logs are in the store now; a build that ran no job keeps its log file.
+    let _ = state.db(|s| {
+        if !s.jobs(row.id)?.is_empty() {
+            let _ = std::fs::remove_file(s.partial_log_path(row.id));
+        }
+        Ok(())
+    });
     state.cancels.lock().expect("cancels").remove(&row.id);
 }
 
@@ -440,7 +454,14 @@ async fn page_build(
     let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
     let live =
         state.live.get(row.id).is_some() || matches!(row.state.as_str(), "queued" | "running");
-    Html(pages::build(&row, &jobs, live)).into_response()
+    let log = if live {
+        Vec::new()
+    } else {
+        state
+            .db(|s| Ok(s.build_log(row.id, &jobs)))
+            .unwrap_or_default()
+    };
+    Html(pages::build(&row, &jobs, &log, live)).into_response()
 }
 
 async fn build_events(
@@ -473,8 +494,12 @@ async fn build_events(
     let (snapshot, done, rx) = match live {
         Some(l) => l.subscribe(),
         None => {
-            let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
-            let text: Vec<u8> = jobs.into_iter().flat_map(|j| j.log).collect();
+            let text = state
+                .db(|s| {
+                    let jobs = s.jobs(row.id)?;
+                    Ok(s.build_log(row.id, &jobs))
+                })
+                .unwrap_or_default();
             let (tx, rx) = tokio::sync::broadcast::channel(1);
             drop(tx);
             (text, true, rx)
@@ -576,7 +601,12 @@ async fn api_log(
             serde_json::json!({"error": format!("build #{n} has no job {}", q.job.unwrap_or_default())}),
         );
     }
-    let text: Vec<u8> = wanted.iter().flat_map(|j| j.log.iter().copied()).collect();
+    let text: Vec<u8> = match q.job {
+        Some(_) => wanted.iter().flat_map(|j| j.log.iter().copied()).collect(),
+        None => state
+            .db(|s| Ok(s.build_log(row.id, &jobs)))
+            .unwrap_or_default(),
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -63,7 +63,7 @@ pub fn not_found(n: u64) -> String {
 }
 
 /// A build page. With `live`, the log comes from `/builds/N/events` as it grows.
-pub fn build(r: &BuildRow, jobs: &[JobRow], live: bool) -> String {
+pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
     let mut b = format!(
         "<p><a href=\"/\">All builds</a></p><h1>Build #{} <span id=\"state\" class=\"{st}\">{st}</span></h1><p>{} &middot; {} &middot; <code>{}</code></p>",
         r.number,
@@ -88,10 +88,7 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], live: bool) -> String {
         }
         b.push_str("</table>");
     }
-    let stored: String = jobs
-        .iter()
-        .map(|j| String::from_utf8_lossy(&j.log).into_owned())
-        .collect();
+    let stored = String::from_utf8_lossy(log);
     b.push_str(&format!(
         "<div id=\"log\"></div><script>\n\
          const raw = {stored};\n\
