@@ -121,6 +121,12 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Where running server jobs record their process groups (see
+/// `job::shell::end_orphans`).
+pub fn process_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("processes")
+}
+
 /// `$RUNWAY_STATE_DIR`, else `$XDG_STATE_HOME/runway`, else `~/.local/state/runway`.
 pub fn default_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RUNWAY_STATE_DIR").filter(|d| !d.is_empty()) {

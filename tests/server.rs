@@ -755,9 +755,10 @@ fn concurrency_limits_jobs_across_builds() {
 
 /// "Nothing is lost": a build that a crash (SIGKILL of the server) interrupts keeps the
 /// log it had printed; after the restart `runway log`, the API and the build page show
-/// it, with the reason the build ended.
+/// it, with the reason the build ended. The job's processes, which outlive the killed
+/// server, are ended by the restart.
 #[test]
-fn a_crash_keeps_the_log_an_interrupted_build_had_printed() {
+fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job() {
     let pids = tempfile::tempdir().unwrap();
     let pid_file = pids.path().join("sleep.pid");
     let s = Setup::new(
@@ -772,12 +773,41 @@ fn a_crash_keeps_the_log_an_interrupted_build_had_printed() {
     wait_for(|| pid_file.exists(), "the job to start");
     srv.signal("-KILL");
     drop(srv);
-    let pid = std::fs::read_to_string(&pid_file).unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-9", pid.trim()])
-        .status();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let running = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            !st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(running(&pid), "the job outlives the killed server");
 
-    let srv = s.start();
+    // The restart errors the build and ends the job's process group.
+    let mut srv = s.start();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = srv.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("process group") {
+            break;
+        }
+    }
+    assert!(said.contains("build o/app#1 was interrupted"), "{said}");
+    assert!(said.contains("killed 1 job process group(s)"), "{said}");
+    wait_for(|| !running(&pid), "the orphaned job to end");
     let b = srv.json("/api/builds/1");
     assert_eq!(b["state"], "errored", "{b}");
     let r = common::run(

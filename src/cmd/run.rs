@@ -240,6 +240,11 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             default_branch: event.default_branch.clone(),
             deploy: args.deploy,
             cancel: args.cancel.clone(),
+            // Server builds record their process groups; a restart ends what a crash left.
+            process_dir: args
+                .recorded
+                .as_ref()
+                .map(|_| store::process_dir(&state_dir)),
         },
         git,
         origin,

@@ -24,8 +24,11 @@ pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result
         let bound = listener.local_addr()?;
         let (state, interrupted) = AppState::new(cfg, store::default_dir()).map_err(CmdError::Usage)?;
         writeln!(out, "runway serve: listening on http://{bound}")?;
-        for (repo, n) in interrupted {
+        for (repo, n) in interrupted.builds {
             writeln!(out, "runway serve: build {repo}#{n} was interrupted by a restart; marked errored (runway restart {n} runs it again)")?;
+        }
+        if interrupted.process_groups > 0 {
+            writeln!(out, "runway serve: killed {} job process group(s) the interrupted builds left running", interrupted.process_groups)?;
         }
         out.flush()?;
         let shutdown = async {

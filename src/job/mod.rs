@@ -93,6 +93,9 @@ pub struct JobOptions {
     pub deploy: bool,
     /// Set to cancel: the running command's process group is killed.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Where the job's process group is recorded while it runs, so a server restarted
+    /// after a crash ends it ([`shell::end_orphans`]).
+    pub process_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for JobOptions {
@@ -104,6 +107,7 @@ impl Default for JobOptions {
             default_branch: "master".into(),
             deploy: false,
             cancel: None,
+            process_dir: None,
         }
     }
 }
@@ -276,6 +280,9 @@ impl Runner<'_> {
         match Shell::start(&ws.build_dir, &penv, &ws.scratch) {
             Ok(mut sh) => {
                 sh.cancel = self.ctx.options.cancel.clone();
+                if let Some(dir) = &self.ctx.options.process_dir {
+                    let _ = sh.record_in(dir);
+                }
                 self.shell = Some(sh);
                 Ok(())
             }

@@ -61,6 +61,10 @@ pub struct Shell {
     pub last_output: Instant,
     /// Set from outside to cancel: [`Shell::wait`] returns [`Wait::Canceled`].
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Marks the shell's processes (`__RUNWAY_NONCE` in their environment).
+    nonce: String,
+    /// The file recording this process group, removed when the shell ends.
+    record: Option<PathBuf>,
 }
 
 const HELPERS: &str = include_str!("helpers.bash");
@@ -114,6 +118,8 @@ impl Shell {
             started: now,
             last_output: now,
             cancel: None,
+            nonce,
+            record: None,
         };
         let helpers = shell.dir.join("helpers.bash");
         std::fs::write(&helpers, HELPERS)?;
@@ -128,6 +134,16 @@ impl Shell {
     /// The shell's process group id (= its pid).
     pub fn pgid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// Records the process group as `DIR/PGID` (holding the nonce) while the shell runs,
+    /// so that a runway restarted after a crash can end it ([`end_orphans`]).
+    pub fn record_in(&mut self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(self.pgid().to_string());
+        std::fs::write(&path, &self.nonce)?;
+        self.record = Some(path);
+        Ok(())
     }
 
     /// Sends one command; its output and status arrive through [`Shell::wait`].
@@ -226,7 +242,56 @@ impl Drop for Shell {
         } else if group_alive(self.pgid()) {
             kill_group(self.pgid(), libc::SIGKILL);
         }
+        if let Some(record) = &self.record {
+            let _ = std::fs::remove_file(record);
+        }
     }
+}
+
+/// Ends the process groups recorded in `dir` ([`Shell::record_in`]) that are still
+/// running: what jobs left behind when runway was killed (its shells' process groups
+/// outlive it). A group is killed only if one of its processes carries the recorded
+/// nonce, so a reused process id is never hit. Returns how many groups were ended.
+pub fn end_orphans(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ended = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let pgid: Option<i32> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        let nonce = std::fs::read_to_string(&path).unwrap_or_default();
+        if let Some(pgid) = pgid
+            && !nonce.is_empty()
+            && group_carries(pgid, &format!("__RUNWAY_NONCE={nonce}"))
+        {
+            kill_group(pgid, libc::SIGKILL);
+            ended += 1;
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    ended
+}
+
+/// True when a process of group `pgid` has `var` (NAME=value) in its environment.
+fn group_carries(pgid: i32, var: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let dir = p.path();
+        // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+        let in_group = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|st| {
+                let rest = &st[st.rfind(')')? + 1..];
+                rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+            })
+            == Some(pgid);
+        in_group
+            && std::fs::read(dir.join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == var.as_bytes()))
+    })
 }
 
 /// Sends `signal` to every process of group `pgid`.

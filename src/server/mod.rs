@@ -43,8 +43,14 @@ use config::ServerConfig;
 use hooks::{Delivery, Refusal, Source};
 use live::{Chunk, LiveLogs, LiveWriter};
 
-/// Builds a crash left running, as (repository, number).
-pub type Interrupted = Vec<(String, u64)>;
+/// What a crash left behind, found when the server starts.
+#[derive(Debug, Default)]
+pub struct Interrupted {
+    /// Builds left running, as (repository, number); now errored.
+    pub builds: Vec<(String, u64)>,
+    /// Job process groups still running without a server; now killed.
+    pub process_groups: usize,
+}
 
 /// Everything the handlers and workers share.
 pub struct AppState {
@@ -62,13 +68,16 @@ pub struct AppState {
 
 impl AppState {
     /// State over the build store in `state_dir`; builds a crash left running are
-    /// marked errored (returned for the log).
+    /// marked errored and their jobs' process groups killed (returned for the log).
     pub fn new(
         cfg: ServerConfig,
         state_dir: PathBuf,
     ) -> Result<(Arc<AppState>, Interrupted), String> {
         let mut st = Store::open(&state_dir).map_err(|e| e.to_string())?;
-        let interrupted = st.mark_interrupted().map_err(|e| e.to_string())?;
+        let interrupted = Interrupted {
+            builds: st.mark_interrupted().map_err(|e| e.to_string())?,
+            process_groups: crate::job::shell::end_orphans(&store::process_dir(&state_dir)),
+        };
         let slots = crate::build::JobSlots::new(cfg.concurrency);
         Ok((
             Arc::new(AppState {
