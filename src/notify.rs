@@ -76,6 +76,21 @@ pub struct MailJob {
     pub tail: Option<String>,
 }
 
+/// What defines a job in a mail: its matrix values and env (secrets masked).
+pub fn job_label(job: &crate::plan::JobPlan, masker: &crate::job::log::Masker) -> String {
+    let mut label: Vec<String> = job
+        .matrix
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    label.extend(
+        job.env
+            .iter()
+            .map(|v| masker.mask_all(&format!("{}={}", v.name, v.value))),
+    );
+    label.join(", ")
+}
+
 /// Everything a build mail says.
 #[derive(Clone, Debug)]
 pub struct MailFacts {

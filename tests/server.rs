@@ -756,17 +756,19 @@ fn concurrency_limits_jobs_across_builds() {
 /// "Nothing is lost": a build that a crash (SIGKILL of the server) interrupts keeps the
 /// log it had printed; after the restart `runway log`, the API and the build page show
 /// it, with the reason the build ended. The job's processes, which outlive the killed
-/// server, are ended by the restart.
+/// server, are ended by the restart, and the build is mailed as errored.
 #[test]
-fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job() {
+fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mails() {
+    use common::smtp::Smtp;
+    let smtp = Smtp::start(&[]);
     let pids = tempfile::tempdir().unwrap();
     let pid_file = pids.path().join("sleep.pid");
     let s = Setup::new(
         &format!(
-            "language: shell\nscript:\n  - echo before-the-crash\n  - sleep 300 & echo $! > {}; wait\n",
+            "language: shell\nscript:\n  - echo before-the-crash\n  - sleep 300 & echo $! > {}; wait\nnotifications:\n  email:\n    recipients: [team@example.com]\n",
             pid_file.display()
         ),
-        "",
+        &format!("[smtp]\nurl = \"smtp://127.0.0.1:{}\"\n", smtp.port),
     );
     let srv = s.start();
     assert_eq!(generic(&srv, "master", &s.head()).0, 202);
@@ -829,4 +831,30 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job() {
     let (code, page) = srv.request("GET", "/builds/1", &[], b"");
     assert_eq!(code, 200);
     assert!(page.contains("before-the-crash"), "{page}");
+
+    // And it still mails, as errored, with the log it had printed.
+    assert!(said.contains("queued 1 mail(s)"), "{said}");
+    wait_for(|| !smtp.messages().is_empty(), "the errored build's mail");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["team@example.com"]);
+    assert!(
+        mails[0]
+            .subject
+            .starts_with("[runway] Errored: o/app#1 (master - "),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0].text.contains("before-the-crash"),
+        "{}",
+        mails[0].text
+    );
+    assert!(
+        mails[0]
+            .text
+            .contains("runway stopped while this build was running"),
+        "{}",
+        mails[0].text
+    );
 }

@@ -402,22 +402,10 @@ fn mail(
             .jobs
             .iter()
             .map(|r| {
-                let mut label: Vec<String> = r
-                    .job
-                    .matrix
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect();
-                label.extend(
-                    r.job
-                        .env
-                        .iter()
-                        .map(|v| masker.mask_all(&format!("{}={}", v.name, v.value))),
-                );
                 let failed = matches!(r.outcome.result, JobResult::Failed | JobResult::Errored);
                 MailJob {
                     number: r.job.number.clone(),
-                    label: label.join(", "),
+                    label: notify::job_label(&r.job, &masker),
                     result: r.outcome.result.as_str().to_string(),
                     seconds: r.outcome.duration.as_secs_f64(),
                     tail: failed.then(|| masker.mask_all(&notify::log_tail(&r.log, 40))),

@@ -27,6 +27,9 @@ pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result
         for (repo, n) in interrupted.builds {
             writeln!(out, "runway serve: build {repo}#{n} was interrupted by a restart; marked errored (runway restart {n} runs it again)")?;
         }
+        if interrupted.mails > 0 {
+            writeln!(out, "runway serve: queued {} mail(s) for the interrupted builds", interrupted.mails)?;
+        }
         if interrupted.process_groups > 0 {
             writeln!(out, "runway serve: killed {} job process group(s) the interrupted builds left running", interrupted.process_groups)?;
         }

@@ -5,7 +5,8 @@
 //! - `hooks`: checking and reading webhook deliveries (pure);
 //! - `live`: live logs of running builds, for server-sent events;
 //! - `mirror`: local mirrors of remote (https, git://) repositories;
-//! - `pages`: the HTML pages.
+//! - `pages`: the HTML pages;
+//! - `recover`: what a start does about a crash (errored builds, orphaned jobs, mails).
 //!
 //! [`run`] takes a bound listener and a shutdown future (mini-redis style), so tests
 //! start it on port 0 and stop it with any signal. Builds are queued in SQLite before a
@@ -18,6 +19,7 @@ pub mod hooks;
 pub mod live;
 pub mod mirror;
 pub mod pages;
+pub mod recover;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,14 +45,7 @@ use config::ServerConfig;
 use hooks::{Delivery, Refusal, Source};
 use live::{Chunk, LiveLogs, LiveWriter};
 
-/// What a crash left behind, found when the server starts.
-#[derive(Debug, Default)]
-pub struct Interrupted {
-    /// Builds left running, as (repository, number); now errored.
-    pub builds: Vec<(String, u64)>,
-    /// Job process groups still running without a server; now killed.
-    pub process_groups: usize,
-}
+pub use recover::Interrupted;
 
 /// Everything the handlers and workers share.
 pub struct AppState {
@@ -68,16 +63,14 @@ pub struct AppState {
 
 impl AppState {
     /// State over the build store in `state_dir`; builds a crash left running are
-    /// marked errored and their jobs' process groups killed (returned for the log).
+    /// marked errored, their jobs' process groups killed and their mails queued
+    /// ([`recover::recover`]; returned for the log).
     pub fn new(
         cfg: ServerConfig,
         state_dir: PathBuf,
     ) -> Result<(Arc<AppState>, Interrupted), String> {
         let mut st = Store::open(&state_dir).map_err(|e| e.to_string())?;
-        let interrupted = Interrupted {
-            builds: st.mark_interrupted().map_err(|e| e.to_string())?,
-            process_groups: crate::job::shell::end_orphans(&store::process_dir(&state_dir)),
-        };
+        let interrupted = recover::recover(&cfg, &state_dir, &mut st).map_err(|e| e.to_string())?;
         let slots = crate::build::JobSlots::new(cfg.concurrency);
         Ok((
             Arc::new(AppState {

@@ -1,0 +1,163 @@
+//! What a server start does about a crash: builds left running are errored (never run
+//! twice), the job process groups they left running are killed, and each such build
+//! is mailed as errored when its `.travis.yml` says so, with the log it had printed.
+//! The mails go through the outbox, so the workers send (and retry) them.
+
+use std::path::Path;
+
+use super::config::ServerConfig;
+use crate::build::BuildState;
+use crate::cmd::RefArgs;
+use crate::config::model::EnvVar;
+use crate::event::EventType;
+use crate::job::log::Masker;
+use crate::notify::{self, MailFacts, MailJob};
+use crate::store::{self, BuildRow, OutboxMail, Store, StoreError};
+
+/// What a crash left behind, found when the server starts.
+#[derive(Debug, Default)]
+pub struct Interrupted {
+    /// Builds left running, as (repository, number); now errored.
+    pub builds: Vec<(String, u64)>,
+    /// Job process groups still running without a server; now killed.
+    pub process_groups: usize,
+    /// Mails queued for the interrupted builds.
+    pub mails: usize,
+}
+
+/// Errors the builds a crash interrupted, ends their jobs and queues their mails.
+pub fn recover(
+    cfg: &ServerConfig,
+    state_dir: &Path,
+    st: &mut Store,
+) -> Result<Interrupted, StoreError> {
+    let builds = st.mark_interrupted()?;
+    let process_groups = crate::job::shell::end_orphans(&store::process_dir(state_dir));
+    let mut mails = 0;
+    for (repo, number) in &builds {
+        if let Some(row) = st.build(Some(repo), *number)?
+            && let Some(mail) = interrupted_mail(cfg, state_dir, st, &row)
+        {
+            st.queue_mail(&mail, "not sent yet", notify::now_ms())?;
+            mails += 1;
+        }
+    }
+    Ok(Interrupted {
+        builds,
+        process_groups,
+        mails,
+    })
+}
+
+/// The errored build's mail, when its config, the email policy and the server's mail
+/// settings call for one.
+fn interrupted_mail(
+    cfg: &ServerConfig,
+    state_dir: &Path,
+    st: &Store,
+    row: &BuildRow,
+) -> Option<OutboxMail> {
+    let repo = cfg.repo(&row.repo)?;
+    let smtp = cfg.smtp_for(&row.repo)?;
+    let path = repo
+        .local_path()
+        .unwrap_or_else(|| super::mirror::mirror_dir(state_dir, &repo.name));
+    let target = crate::cmd::resolve_target(
+        &path,
+        &RefArgs {
+            branch: row.branch.clone(),
+            tag: row.tag.clone(),
+            event: EventType::Push,
+            commit: Some(row.commit.clone()),
+            repo_slug: Some(row.repo.clone()),
+            ..RefArgs::default()
+        },
+    )
+    .ok()?;
+    let settings: Vec<EnvVar> = repo
+        .env
+        .iter()
+        .map(|(name, value)| EnvVar {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    let loaded = crate::config::load(&target.config_text);
+    let plan = crate::plan::plan(
+        &loaded.config,
+        &target.event,
+        &crate::plan::Settings {
+            build_number: row.number,
+            env: settings.clone(),
+        },
+    );
+    let policy = &plan.notifications.email;
+    let (to, _) = notify::split_recipients(&policy.recipients);
+    if !policy.enabled
+        || to.is_empty()
+        || !notify::should_send(policy, BuildState::Errored, row.previous_state.as_deref())
+    {
+        return None;
+    }
+    let masker = Masker::new(
+        settings
+            .iter()
+            .filter(|v| !repo.public.contains(&v.name))
+            .map(|v| v.value.as_str()),
+    );
+    let recorded = st.jobs(row.id).ok()?;
+    let partial = std::fs::read(st.partial_log_path(row.id)).unwrap_or_default();
+    let jobs = plan
+        .jobs
+        .iter()
+        .map(|job| {
+            let done = recorded.iter().find(|r| r.number == job.number);
+            let result = done.map_or("errored", |r| r.result.as_str()).to_string();
+            // A job that never recorded its end was running: its log is the tail of
+            // what the build had printed.
+            let log = done.map_or(&partial[..], |r| &r.log[..]);
+            MailJob {
+                number: job.number.clone(),
+                label: notify::job_label(job, &masker),
+                tail: matches!(result.as_str(), "failed" | "errored")
+                    .then(|| masker.mask_all(&notify::log_tail(log, 40))),
+                seconds: done.map_or(0.0, |r| r.duration_ms as f64 / 1000.0),
+                result,
+            }
+        })
+        .collect();
+    let event = &target.event;
+    let facts = MailFacts {
+        repo: row.repo.clone(),
+        number: row.number,
+        branch: event.travis_branch().to_string(),
+        commit: row.commit.clone(),
+        author: event
+            .author
+            .as_ref()
+            .map_or_else(|| "unknown".into(), |p| format!("{} <{}>", p.name, p.email)),
+        message: masker.mask_all(&event.commit_message),
+        state: BuildState::Errored,
+        previous: row.previous_state.clone(),
+        cron: false,
+        seconds: row
+            .finished_at
+            .map_or(0.0, |f| (f - row.started_at).max(0) as f64),
+        jobs,
+        deploys: vec!["not run: runway stopped while this build was running".into()],
+        url: cfg
+            .public_url
+            .as_ref()
+            .map(|u| format!("{}/builds/{}", u.trim_end_matches('/'), row.number)),
+    };
+    let message = notify::message(&smtp.from, &to, &facts).ok()?;
+    let envelope = message.envelope();
+    Some(OutboxMail {
+        id: 0,
+        build_id: row.id,
+        sender: envelope.from().map(ToString::to_string).unwrap_or_default(),
+        recipients: envelope.to().iter().map(ToString::to_string).collect(),
+        message: message.formatted(),
+        attempts: 0,
+    })
+}
