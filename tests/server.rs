@@ -55,6 +55,16 @@ impl Setup {
         }
     }
 
+    /// Serves `toml` (repositories on a [`common::server::GitHttps`] host) with the
+    /// webhook secret, the host's certificate trusted, and `env`.
+    fn serve_remote(&self, toml: &str, env: &[(&str, &str)]) -> Server {
+        std::fs::write(&self.config, toml).unwrap();
+        let ca = common::server::GitHttps::ca();
+        let mut all = vec![("APP_SECRET", SECRET), ("GIT_SSL_CAINFO", ca)];
+        all.extend_from_slice(env);
+        Server::start(&self.config, &self.state(), &all)
+    }
+
     fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -631,23 +641,12 @@ fn an_https_repository_with_a_token_is_mirrored_fetched_and_built() {
         "",
     );
     let https = GitHttps::start(s.dir.path(), "tok-right-123");
-    std::fs::write(
-        &s.config,
-        format!(
+    let srv = s.serve_remote(
+        &format!(
             "[[repo]]\nname = \"o/app\"\nurl = \"{0}/app.git\"\nwebhook_secret_env = \"APP_SECRET\"\ntoken_env = \"APP_TOKEN\"\n\n[[repo]]\nname = \"o/bad\"\nurl = \"{0}/app.git\"\nwebhook_secret_env = \"APP_SECRET\"\ntoken_env = \"BAD_TOKEN\"\n",
             https.url
         ),
-    )
-    .unwrap();
-    let srv = Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("APP_TOKEN", "tok-right-123"),
-            ("BAD_TOKEN", "tok-wrong-456"),
-            ("GIT_SSL_CAINFO", GitHttps::ca()),
-        ],
+        &[("APP_TOKEN", "tok-right-123"), ("BAD_TOKEN", "tok-wrong-456")],
     );
     let deliver = |repo: &str, branch: &str, commit: &str| generic_for(&srv, repo, branch, commit);
     let log = |n: &str, repo: &str| {
@@ -856,5 +855,48 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
             .contains("runway stopped while this build was running"),
         "{}",
         mails[0].text
+    );
+}
+
+/// A git host that stops answering does not hold up webhook deliveries: after
+/// `intake_fetch_secs` the delivery is queued without reading `.travis.yml`; once the
+/// host answers, the build fetches and decides (here: a branch the config filters out).
+#[test]
+fn a_delivery_is_answered_while_the_git_host_hangs_and_the_build_decides_later() {
+    use common::server::GitHttps;
+    let s = Setup::new(
+        "language: shell\nbranches:\n  only: [master]\nscript: 'true'\n",
+        "",
+    );
+    let hold = s.dir.path().join("answer-now");
+    let https = GitHttps::start_with(s.dir.path(), "tok-123", &["--hold", hold.to_str().unwrap()]);
+    let srv = s.serve_remote(
+        &format!(
+            "intake_fetch_secs = 1\n[[repo]]\nname = \"o/app\"\nurl = \"{}/app.git\"\nwebhook_secret_env = \"APP_SECRET\"\ntoken_env = \"APP_TOKEN\"\n",
+            https.url
+        ),
+        &[("APP_TOKEN", "tok-123")],
+    );
+    let feature = s.commit("feature", "a feature");
+    let (code, body) = generic(&srv, "feature", &feature);
+    assert_eq!(code, 202, "queued while the host hangs: {body}");
+    let st = srv.json("/api/builds/1")["state"].clone();
+    assert!(
+        st == "queued" || st == "running",
+        "{st}: it waits for the host"
+    );
+
+    std::fs::write(&hold, "").unwrap();
+    wait_for(
+        || srv.json("/api/builds/1")["state"] == "canceled",
+        "the build to read its config",
+    );
+    let b = srv.json("/api/builds/1");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not built: branch \"feature\" is not in branches.only"),
+        "{b}"
     );
 }

@@ -26,6 +26,11 @@ pub struct ServerConfig {
     /// Webhook bodies larger than this are refused with 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Seconds a delivery for a remote repository waits for its mirror to fetch (to
+    /// read `.travis.yml` at the commit) before it is queued anyway: webhook senders
+    /// give up after about 10 s.
+    #[serde(default = "default_intake_fetch")]
+    pub intake_fetch_secs: u64,
     /// Seconds running builds get to finish on SIGTERM before they are canceled.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -97,6 +102,9 @@ fn default_concurrency() -> usize {
 }
 fn default_max_body() -> usize {
     5 * 1024 * 1024
+}
+fn default_intake_fetch() -> u64 {
+    5
 }
 fn default_grace() -> u64 {
     30

@@ -222,10 +222,18 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
     let repo_cfg = state.cfg.repo(&d.repo).ok_or("unknown repository")?;
     let mut message = d.message.clone();
     // A remote repository is fetched now, as Travis read .travis.yml at the pushed
-    // commit before queuing; when that fails the build is queued and reports why.
-    let source = repo_cfg
-        .local_path()
-        .or_else(|| mirror::sync(&state.state_dir, repo_cfg, Some(&d.after), None).ok());
+    // commit before queuing. When that fails, or takes longer than intake_fetch_secs
+    // (the fetch goes on; the build waits for it), the build is queued and decides.
+    let source = repo_cfg.local_path().or_else(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (dir, repo, after) = (state.state_dir.clone(), repo_cfg.clone(), d.after.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(mirror::sync(&dir, &repo, Some(&after), None));
+        });
+        rx.recv_timeout(Duration::from_secs(state.cfg.intake_fetch_secs))
+            .ok()?
+            .ok()
+    });
     if let Some(path) = source
         && let Some(repo) = crate::source::Repo::open(&path)
         && let Ok(text) = repo.read_file(&d.after, ".travis.yml")

@@ -133,6 +133,11 @@ pub struct GitHttps {
 impl GitHttps {
     /// Serves `root` over TLS with the test certificate; requests must carry `token`.
     pub fn start(root: &Path, token: &str) -> GitHttps {
+        GitHttps::start_with(root, token, &[])
+    }
+
+    /// [`GitHttps::start`] with extra flags (`--hold FILE`).
+    pub fn start_with(root: &Path, token: &str, flags: &[&str]) -> GitHttps {
         let servers = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers");
         let mut child = std::process::Command::new(super::moto::python())
             .arg(format!("{servers}/git_http_server.py"))
@@ -141,6 +146,7 @@ impl GitHttps {
             .args(["--token-env", "GIT_HTTP_TOKEN"])
             .args(["--cert", &format!("{servers}/smtp-test-cert.pem")])
             .args(["--key", &format!("{servers}/smtp-test-key.pem")])
+            .args(flags)
             .env("GIT_HTTP_TOKEN", token)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

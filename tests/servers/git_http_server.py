@@ -2,11 +2,12 @@
 behind a token check, over TLS when given a certificate, as GitHub, Gitea and GitLab
 serve private repositories over https.
 
-    python3 git_http_server.py --root DIR --token-env NAME [--cert C --key K]
+    python3 git_http_server.py --root DIR --token-env NAME [--cert C --key K] [--hold FILE]
 
 Binds 127.0.0.1 on a free port and prints `port N`. Every request must carry HTTP
 basic authentication whose password is the token in $NAME (any user name); others get
-401 with a `WWW-Authenticate` challenge. Each answer is logged on stdout as
+401 with a `WWW-Authenticate` challenge. With `--hold FILE`, every request waits
+until FILE exists (a git host that stopped answering). Each answer is logged on stdout as
 `METHOD PATH STATUS` so tests can see what the client asked for.
 """
 
@@ -16,6 +17,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -23,6 +25,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"  # one request per connection: no chunked answers
     root = ""
     token = ""
+    hold = None
 
     def do_GET(self):
         self.serve()
@@ -53,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def serve(self):
+        while self.hold and not os.path.exists(self.hold):
+            time.sleep(0.05)
         if not self.authorized():
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -107,7 +112,9 @@ def main():
     ap.add_argument("--token-env", required=True)
     ap.add_argument("--cert")
     ap.add_argument("--key")
+    ap.add_argument("--hold")
     args = ap.parse_args()
+    Handler.hold = args.hold
     Handler.root = os.path.abspath(args.root)
     Handler.token = os.environ[args.token_env]
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
