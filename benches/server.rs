@@ -3,47 +3,21 @@
 //! over server-sent events), and intake of 1,000 signed deliveries from 8 clients at
 //! once, then a count of what the queue holds. Run: `cargo bench --bench server`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::server::{Server, http};
+use common::{bare_clone, repo_with};
 
 const SECRET: &str = "bench-secret";
 
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "b")
-        .env("GIT_AUTHOR_EMAIL", "b@example.com")
-        .env("GIT_COMMITTER_NAME", "b")
-        .env("GIT_COMMITTER_EMAIL", "b@example.com")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn post(addr: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, resp)
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    http(addr, "POST", path, &headers, body)
 }
 
 fn delivery(branch: &str, sha: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
@@ -64,47 +38,29 @@ fn delivery(branch: &str, sha: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q", "-b", "master"]);
-    std::fs::write(work.join(".travis.yml"), "language: shell\nscript: echo first-command\nnotifications:\n  email: false\ncache: false\n").unwrap();
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "bench"]);
-    let sha = git(&work, &["rev-parse", "HEAD"]);
-    let bare = dir.path().join("app.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
+    let work = repo_with(
+        &dir.path().join("work"),
+        "master",
+        &[(
+            ".travis.yml",
+            "language: shell\nscript: echo first-command\nnotifications:\n  email: false\ncache: false\n",
+        )],
+        "bench",
     );
+    let sha = common::git(&work, &["rev-parse", "HEAD"]);
+    let bare = bare_clone(&work, &dir.path().join("app.git"));
     let config = dir.path().join("runway.toml");
     std::fs::write(
         &config,
         format!("concurrency = 2\nauto_cancel = false\n[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n", bare.display()),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runway"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("APP_SECRET", SECRET)
-        .env("RUNWAY_STATE_DIR", dir.path().join("state"))
-        .env("XDG_CACHE_HOME", dir.path().join("cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut server_out = BufReader::new(child.stdout.take().unwrap());
-    server_out.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .trim_start_matches("runway serve: listening on http://")
-        .to_string();
+    let srv = Server::start(
+        &config,
+        &dir.path().join("state"),
+        &[("APP_SECRET", SECRET)],
+    );
+    let addr = srv.addr.clone();
 
     // Latency: one delivery at a time, waiting for its first command on the live log.
     let rounds = 20;
@@ -175,13 +131,7 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     let took = t0.elapsed();
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.write_all(
-        format!("GET /api/builds HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
+    let (_, resp) = srv.request("GET", "/api/builds", &[], b"");
     let recorded = resp.matches("\"number\":").count();
     println!(
         "intake: {accepted}/{total} signed deliveries accepted in {:.2} s ({:.0}/s); {} builds recorded (expected {})",
@@ -190,7 +140,4 @@ fn main() {
         recorded,
         rounds + total
     );
-    let _ = child.kill();
-    let _ = child.wait();
-    drop(server_out);
 }

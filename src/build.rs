@@ -365,12 +365,6 @@ fn run_one(
     opts: &BuildOptions,
     shown: Box<dyn Write + Send>,
 ) -> JobReport {
-    let secrets: Vec<&str> = opts
-        .settings
-        .iter()
-        .filter(|v| !opts.public_settings.contains(&v.name))
-        .map(|v| v.value.as_str())
-        .collect();
     let buffer = Buffer::default();
     let mut sinks = vec![Sink::raw(Box::new(buffer.clone()))];
     sinks.push(if opts.terminal {
@@ -378,7 +372,8 @@ fn run_one(
     } else {
         Sink::raw(shown)
     });
-    let mut log = Log::new(Masker::new(secrets), sinks);
+    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
+    let mut log = Log::new(masker, sinks);
     let outcome = execute(job, event, build_number, language, opts, &mut log);
     let log_bytes = buffer.0.lock().expect("log").clone();
     JobReport {

@@ -284,14 +284,31 @@ impl Store {
     /// (`STATE_DIR/logs/ID.log`). It is removed when the build records its jobs, so
     /// it remains only for a build a crash interrupted (its log up to the crash) or
     /// one that ended before its first job.
-    pub fn partial_log_path(&self, build_id: i64) -> PathBuf {
+    fn partial_log_path(&self, build_id: i64) -> PathBuf {
         self.dir.join("logs").join(format!("{build_id}.log"))
+    }
+
+    /// Creates (empty) the partial log of a build that starts running.
+    pub fn create_partial_log(&self, build_id: i64) -> Result<std::fs::File, StoreError> {
+        let path = self.partial_log_path(build_id);
+        std::fs::create_dir_all(self.dir.join("logs"))?;
+        Ok(std::fs::File::create(path)?)
+    }
+
+    /// The partial log of a build, if one remains.
+    pub fn partial_log(&self, build_id: i64) -> Option<Vec<u8>> {
+        std::fs::read(self.partial_log_path(build_id)).ok()
+    }
+
+    /// Removes a build's partial log (its jobs' logs are recorded).
+    pub fn remove_partial_log(&self, build_id: i64) {
+        let _ = std::fs::remove_file(self.partial_log_path(build_id));
     }
 
     /// A build's whole log: its partial log when one remains, else its jobs' logs.
     pub fn build_log(&self, build_id: i64, jobs: &[JobRow]) -> Vec<u8> {
-        std::fs::read(self.partial_log_path(build_id))
-            .unwrap_or_else(|_| jobs.iter().flat_map(|j| j.log.iter().copied()).collect())
+        self.partial_log(build_id)
+            .unwrap_or_else(|| jobs.iter().flat_map(|j| j.log.iter().copied()).collect())
     }
 
     /// After a crash or restart: builds left running are errored, with the reason.

@@ -3,7 +3,7 @@
 
 mod common;
 use common::server::Server;
-use common::{git, repo_with};
+use common::{bare_clone, git, repo_with};
 use std::process::Command;
 use std::time::Duration;
 
@@ -71,17 +71,7 @@ fn list_and_live_log_in_a_real_browser() {
         &[(".travis.yml", yml)],
         "first",
     );
-    let bare = dir.path().join("app.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
+    let bare = bare_clone(&work, &dir.path().join("app.git"));
     let config = dir.path().join("runway.toml");
     std::fs::write(
         &config,

@@ -2,7 +2,7 @@
 //! and real git repositories in temp directories.
 
 mod common;
-use common::{git, repo_with, run, runway};
+use common::{bare_clone, git, repo_with, run, runway};
 
 #[test]
 fn lint_valid_file_exits_0_and_says_so() {
@@ -245,17 +245,7 @@ fn plan_bare_repository_reads_the_config_at_head() {
         )],
         "c1",
     );
-    let bare = dir.path().join("app.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
+    let bare = bare_clone(&work, &dir.path().join("app.git"));
     let r = run(runway().arg("plan").arg(&bare).arg("--json"));
     assert_eq!(r.code, 0, "{}", r.all());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();

@@ -3,7 +3,7 @@
 //! (lifecycle), §2 (environment, masking), §4 (matrix) or §5 (caches).
 
 mod common;
-use common::{Run, git, repo_with, run, runway};
+use common::{Run, bare_clone, git, repo_with, run, runway};
 use std::path::{Path, PathBuf};
 
 /// A project directory with this `.travis.yml` and a cache dir of its own.
@@ -484,17 +484,7 @@ fn commit_builds_a_clean_clone_and_bare_repositories_work() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("\nv1"), "{}", r.all());
     assert!(r.stdout.contains(&format!("commit {first}")), "{}", r.all());
-    let bare = dir.path().join("app.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            repo.to_str().unwrap(),
-            bare.to_str().unwrap(),
-        ],
-    );
+    let bare = bare_clone(&repo, &dir.path().join("app.git"));
     let r = run(runway()
         .arg("run")
         .arg(&bare)

@@ -4,7 +4,7 @@
 
 mod common;
 use common::server::{Server, sign};
-use common::{git, repo_with};
+use common::{bare_clone, git, repo_with};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,17 +26,7 @@ impl Setup {
             &[(".travis.yml", yml)],
             "first",
         );
-        let bare = dir.path().join("app.git");
-        git(
-            dir.path(),
-            &[
-                "clone",
-                "-q",
-                "--bare",
-                work.to_str().unwrap(),
-                bare.to_str().unwrap(),
-            ],
-        );
+        let bare = bare_clone(&work, &dir.path().join("app.git"));
         git(&work, &["remote", "add", "hub", bare.to_str().unwrap()]);
         let config = dir.path().join("runway.toml");
         std::fs::write(

@@ -84,7 +84,7 @@ pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, C
     // A build a crash interrupted (or one that ended before its first job) kept its
     // log up to that point: show it, or say that it ran nothing, and why it ended.
     if job.is_none() {
-        let partial = std::fs::read(st.partial_log_path(row.id)).ok();
+        let partial = st.partial_log(row.id);
         if partial.is_some() || jobs.is_empty() {
             let why = row
                 .reason

@@ -345,12 +345,7 @@ fn mail(
     say: &dyn Fn(&str),
 ) {
     let policy = &plan.notifications.email;
-    let masker = Masker::new(
-        opts.settings
-            .iter()
-            .filter(|v| !opts.public_settings.contains(&v.name))
-            .map(|v| v.value.as_str()),
-    );
+    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     let (to, bad) = notify::split_recipients(&policy.recipients);
     for b in &bad {
         say(&format!(

@@ -88,7 +88,7 @@ impl AppState {
         ))
     }
 
-    /// The `[smtp]` of runway.toml.
+    /// Runs `f` on the build store (one connection, behind a lock).
     fn db<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
@@ -295,13 +295,7 @@ async fn work(state: Arc<AppState>) {
         while state.running.load(Ordering::SeqCst) < state.cfg.concurrency.max(1) {
             let claimed = state.db(|s| s.claim());
             let Ok(Some(row)) = claimed else { break };
-            let file = state
-                .db(|s| Ok(s.partial_log_path(row.id)))
-                .ok()
-                .and_then(|p| {
-                    std::fs::create_dir_all(p.parent()?).ok()?;
-                    std::fs::File::create(p).ok()
-                });
+            let file = state.db(|s| s.create_partial_log(row.id)).ok();
             state.live.start(row.id, file);
             state.running.fetch_add(1, Ordering::SeqCst);
             let st = state.clone();
@@ -421,7 +415,7 @@ fn build(state: &AppState, row: BuildRow) {
     // The jobs' logs are in the store now; a build that ran no job keeps its log file.
     let _ = state.db(|s| {
         if !s.jobs(row.id)?.is_empty() {
-            let _ = std::fs::remove_file(s.partial_log_path(row.id));
+            s.remove_partial_log(row.id);
         }
         Ok(())
     });

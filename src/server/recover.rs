@@ -99,14 +99,9 @@ fn interrupted_mail(
     {
         return None;
     }
-    let masker = Masker::new(
-        settings
-            .iter()
-            .filter(|v| !repo.public.contains(&v.name))
-            .map(|v| v.value.as_str()),
-    );
+    let masker = Masker::for_settings(&settings, &repo.public);
     let recorded = st.jobs(row.id).ok()?;
-    let partial = std::fs::read(st.partial_log_path(row.id)).unwrap_or_default();
+    let partial = st.partial_log(row.id).unwrap_or_default();
     let jobs = plan
         .jobs
         .iter()

@@ -80,6 +80,53 @@ pub fn repo_with(dir: &Path, branch: &str, files: &[(&str, &str)], message: &str
     dir.to_path_buf()
 }
 
+/// A bare clone of `work` at `bare` (what a push would go to); returns `bare`.
+pub fn bare_clone(work: &Path, bare: &Path) -> PathBuf {
+    git(
+        work,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    bare.to_path_buf()
+}
+
+/// A started server process, what it announced on its first line after `prefix`
+/// (a port or an address), and its stdout for what it says later.
+pub struct Announced {
+    pub child: std::process::Child,
+    pub said: String,
+    pub stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Spawns `cmd` (stdout piped, stderr dropped) and reads its first line, which must
+/// start with `prefix`; `what` names the server in a failure.
+pub fn spawn_announcing(cmd: &mut Command, prefix: &str, what: &str) -> Announced {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let said = line
+        .trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{what} said {line:?}"))
+        .to_string();
+    Announced {
+        child,
+        said,
+        stdout,
+    }
+}
+
 pub mod moto;
 pub mod server;
 pub mod smtp;

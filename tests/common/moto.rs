@@ -1,9 +1,8 @@
 //! A real moto server (S3 + CodeDeploy) on a free loopback port, started from the
 //! pinned venv that scripts/test.sh installs, and stopped when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 /// The Python with the pinned test servers.
 pub fn python() -> PathBuf {
@@ -32,27 +31,19 @@ pub struct Moto {
 impl Moto {
     /// Starts the harness (tests/servers/moto_server.py) on a free port.
     pub fn start() -> Moto {
-        let mut child = Command::new(python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/servers/moto_server.py"
-            ))
-            .arg("0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("moto said {line:?}"));
+        let started = super::spawn_announcing(
+            Command::new(python())
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/servers/moto_server.py"
+                ))
+                .arg("0"),
+            "PORT ",
+            "moto",
+        );
         Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
+            child: started.child,
+            url: format!("http://127.0.0.1:{}", started.said),
         }
     }
 

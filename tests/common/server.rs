@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 /// A running server.
 pub struct Server {
@@ -25,23 +25,12 @@ impl Server {
         for (k, v) in env {
             c.env(k, v);
         }
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve starts");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("runway serve: listening on http://")
-            .unwrap_or_else(|| panic!("serve said {line:?}"))
-            .to_string();
+        let started =
+            super::spawn_announcing(&mut c, "runway serve: listening on http://", "runway serve");
         Server {
-            child,
-            addr,
-            stdout: Some(out),
+            child: started.child,
+            addr: started.said,
+            stdout: Some(started.stdout),
         }
     }
 
@@ -139,27 +128,20 @@ impl GitHttps {
     /// [`GitHttps::start`] with extra flags (`--hold FILE`).
     pub fn start_with(root: &Path, token: &str, flags: &[&str]) -> GitHttps {
         let servers = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers");
-        let mut child = std::process::Command::new(super::moto::python())
-            .arg(format!("{servers}/git_http_server.py"))
-            .arg("--root")
-            .arg(root)
-            .args(["--token-env", "GIT_HTTP_TOKEN"])
-            .args(["--cert", &format!("{servers}/smtp-test-cert.pem")])
-            .args(["--key", &format!("{servers}/smtp-test-key.pem")])
-            .args(flags)
-            .env("GIT_HTTP_TOKEN", token)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git_http_server.py starts");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("port ")
-            .unwrap_or_else(|| panic!("git_http_server said {line:?}"))
-            .to_string();
+        let started = super::spawn_announcing(
+            std::process::Command::new(super::moto::python())
+                .arg(format!("{servers}/git_http_server.py"))
+                .arg("--root")
+                .arg(root)
+                .args(["--token-env", "GIT_HTTP_TOKEN"])
+                .args(["--cert", &format!("{servers}/smtp-test-cert.pem")])
+                .args(["--key", &format!("{servers}/smtp-test-key.pem")])
+                .args(flags)
+                .env("GIT_HTTP_TOKEN", token),
+            "port ",
+            "git_http_server.py",
+        );
+        let (child, port, out) = (started.child, started.said, started.stdout);
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = requests.clone();
         std::thread::spawn(move || {

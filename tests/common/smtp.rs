@@ -1,9 +1,8 @@
 //! A real SMTP server (aiosmtpd, pinned) on a free loopback port that keeps what it
 //! receives in a Maildir; stopped when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use super::moto::python;
 
@@ -28,28 +27,22 @@ impl Smtp {
     /// Starts aiosmtpd with extra flags (`--auth u:p`, `--starttls`).
     pub fn start(flags: &[&str]) -> Smtp {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/servers/smtp_server.py"
-            ))
-            .arg(dir.path().join("maildir"))
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("aiosmtpd starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .unwrap_or_else(|| panic!("smtp said {line:?}"))
-            .parse()
-            .unwrap();
-        Smtp { child, dir, port }
+        let started = super::spawn_announcing(
+            Command::new(python())
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/servers/smtp_server.py"
+                ))
+                .arg(dir.path().join("maildir"))
+                .args(flags),
+            "PORT ",
+            "aiosmtpd",
+        );
+        Smtp {
+            child: started.child,
+            dir,
+            port: started.said.parse().unwrap(),
+        }
     }
 
     /// Every message received so far, oldest first.
