@@ -111,6 +111,32 @@ impl Drop for Slot {
     }
 }
 
+/// Receives each job's own log as it is written (masked, with its fold markers), beside
+/// the build's output: a server's build page follows every job live with it, even the
+/// jobs a [`Relay`] holds back.
+pub trait JobTap: Send + Sync {
+    /// Job `number` wrote `bytes`.
+    fn write(&self, number: &str, bytes: &[u8]);
+    /// Job `number` ended with `result`.
+    fn end(&self, number: &str, result: JobResult);
+}
+
+/// A `Write` into a [`JobTap`] for one job.
+struct TapWriter {
+    tap: Arc<dyn JobTap>,
+    number: String,
+}
+
+impl Write for TapWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tap.write(&self.number, buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// How to run the build.
 pub struct BuildOptions {
     /// Only this job (`1.2` or `2`).
@@ -133,6 +159,8 @@ pub struct BuildOptions {
     pub public_settings: Vec<String>,
     /// True when stdout is a terminal (readable sections instead of fold markers).
     pub terminal: bool,
+    /// Where each job's own log also goes as it runs.
+    pub tap: Option<Arc<dyn JobTap>>,
 }
 
 /// One job's result in a build.
@@ -258,6 +286,9 @@ pub fn run(
         if let Some(why) = &stop_reason {
             for j in stage_jobs {
                 let _ = writeln!(out.lock().expect("out"), "Job {} canceled: {why}", j.number);
+                if let Some(tap) = &opts.tap {
+                    tap.end(&j.number, JobResult::Canceled);
+                }
                 reports.push(JobReport {
                     job: j.clone(),
                     outcome: JobOutcome {
@@ -372,9 +403,18 @@ fn run_one(
     } else {
         Sink::raw(shown)
     });
+    if let Some(tap) = &opts.tap {
+        sinks.push(Sink::raw(Box::new(TapWriter {
+            tap: tap.clone(),
+            number: job.number.clone(),
+        })));
+    }
     let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     let mut log = Log::new(masker, sinks);
     let outcome = execute(job, event, build_number, language, opts, &mut log);
+    if let Some(tap) = &opts.tap {
+        tap.end(&job.number, outcome.result);
+    }
     let log_bytes = buffer.0.lock().expect("log").clone();
     JobReport {
         job: job.clone(),

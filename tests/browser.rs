@@ -1,5 +1,6 @@
 //! The web pages in a real headless browser (Debian's chromium, installed by the test
-//! command): the list shows the build, and the build page shows the live log as it grows.
+//! command): the list shows the build, the build page shows the live log as it grows,
+//! and each job's tab follows that job live, even while jobs run side by side.
 
 mod common;
 use common::server::Server;
@@ -49,9 +50,14 @@ fn watch(url: &str, moments: &[u64]) -> Vec<(String, String)> {
 }
 
 fn last_line_number(dom: &str) -> u32 {
-    dom.match_indices("log line ")
+    last_number(dom, "log line ")
+}
+
+/// The highest N in `{prefix}N` on the page.
+fn last_number(dom: &str, prefix: &str) -> u32 {
+    dom.match_indices(prefix)
         .filter_map(|(i, _)| {
-            dom[i + 9..]
+            dom[i + prefix.len()..]
                 .split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()
@@ -61,10 +67,10 @@ fn last_line_number(dom: &str) -> u32 {
         .unwrap_or(0)
 }
 
-#[test]
-fn list_and_live_log_in_a_real_browser() {
+/// A server with one repository whose `.travis.yml` is `yml`, and a build of its master
+/// branch queued by a generic webhook. Returns the temp dir, the server and the commit.
+fn serve_one_build(yml: &str, server: &str) -> (tempfile::TempDir, Server, String) {
     let dir = tempfile::tempdir().unwrap();
-    let yml = "language: shell\nscript:\n  - for i in $(seq 1 80); do echo \"log line $i\"; sleep 0.2; done\nnotifications:\n  email: false\n";
     let work = repo_with(
         &dir.path().join("work"),
         "master",
@@ -76,7 +82,7 @@ fn list_and_live_log_in_a_real_browser() {
     std::fs::write(
         &config,
         format!(
-            "[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
+            "{server}[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
             bare.display()
         ),
     )
@@ -91,6 +97,13 @@ fn list_and_live_log_in_a_real_browser() {
         body.as_bytes(),
     );
     assert_eq!(code, 202, "{text}");
+    (dir, srv, sha)
+}
+
+#[test]
+fn list_and_live_log_in_a_real_browser() {
+    let yml = "language: shell\nscript:\n  - for i in $(seq 1 80); do echo \"log line $i\"; sleep 0.2; done\nnotifications:\n  email: false\n";
+    let (_dir, srv, sha) = serve_one_build(yml, "");
     std::thread::sleep(Duration::from_millis(800));
 
     let base = format!("http://{}", srv.addr);
@@ -121,4 +134,54 @@ fn list_and_live_log_in_a_real_browser() {
         "{body}"
     );
     assert!(body.contains(&sha[..7]), "{body}");
+}
+
+/// Two jobs side by side: the build's log shows one live and holds the other back
+/// (relay.rs), but the held job's own tab on the build page grows as it runs. When the
+/// build ends, each tab shows its job's whole stored log, markup in it shown as text.
+#[test]
+fn each_jobs_tab_follows_it_live_while_jobs_run_side_by_side() {
+    let yml = "language: shell\nenv:\n  - JOB=a\n  - JOB=b\nscript:\n  - echo \"</script><i>kept as text</i>\"\n  - if [ \"$JOB\" = b ]; then sleep 1; fi; for i in $(seq 1 80); do echo \"$JOB line $i\"; sleep 0.2; done\nnotifications:\n  email: false\n";
+    let (_dir, srv, _sha) = serve_one_build(yml, "concurrency = 2\n");
+    std::thread::sleep(Duration::from_millis(800));
+
+    let base = format!("http://{}", srv.addr);
+    let seen = watch(&format!("{base}/builds/1#job=1.2"), &[3000, 6500]);
+    let (a, b) = (
+        last_number(&seen[0].0, "b line "),
+        last_number(&seen[1].0, "b line "),
+    );
+    assert!(a >= 1, "job 1.2's tab shows its log: {:?}", seen[0].0);
+    assert!(b > a, "job 1.2's tab grows: line {a}, then line {b}");
+    assert!(b < 80, "the second look was while job 1.2 ran ({b})");
+    assert!(
+        !seen[1].0.contains("a line "),
+        "job 1.2's tab shows only job 1.2: {:?}",
+        seen[1].0
+    );
+    assert!(
+        seen[1].1.contains("Job 1.1 (running)") && seen[1].1.contains("Job 1.2 (running)"),
+        "{}",
+        seen[1].1
+    );
+    // The build's own log holds job 1.2 back while job 1.1 is live.
+    let (_, log) = srv.request("GET", "/api/builds/1/log", &[], b"");
+    assert!(!log.contains("b line "), "{log}");
+
+    let mut waited = 0;
+    while srv.json("/api/builds/1")["state"] != "passed" {
+        assert!(
+            waited < 600,
+            "build 1 did not pass: {}",
+            srv.json("/api/builds/1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        waited += 1;
+    }
+    let done = watch(&format!("{base}/builds/1#job=1.1"), &[1500]);
+    let (log, body) = &done[0];
+    assert_eq!(last_number(log, "a line "), 80, "{log}");
+    assert!(!log.contains("b line "), "{log}");
+    assert!(log.contains("</script><i>kept as text</i>"), "{log}");
+    assert!(body.contains("Job 1.2 (passed)"), "{body}");
 }

@@ -69,6 +69,8 @@ pub struct RunArgs {
     pub slots: Option<Arc<crate::build::JobSlots>>,
     /// Where the live log goes (default: stdout).
     pub out: Option<SharedOut>,
+    /// Where each job's own log also goes as it runs (a server's build page).
+    pub tap: Option<Arc<dyn crate::build::JobTap>>,
     /// Settings that are not secret.
     pub public_settings: Vec<String>,
     /// The build store's directory (default: `RUNWAY_STATE_DIR` and friends).
@@ -251,6 +253,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         settings,
         public_settings: args.public_settings.clone(),
         terminal,
+        tap: args.tap.clone(),
     };
     let language = loaded.config.language();
     say(&format!(

@@ -55,6 +55,18 @@ impl JobResult {
         }
     }
 
+    /// The result named `name` (as [`JobResult::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<JobResult> {
+        [
+            JobResult::Passed,
+            JobResult::Failed,
+            JobResult::Errored,
+            JobResult::Canceled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
+
     /// The worker's mapping of a script's exit code: 0 passed, 1 failed, else errored.
     pub fn from_exit(code: i32) -> JobResult {
         match code {

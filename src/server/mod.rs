@@ -40,10 +40,11 @@ use tokio::sync::Notify;
 use crate::cmd::RefArgs;
 use crate::cmd::run::{self, RunArgs};
 use crate::event::EventType;
+use crate::job::JobResult;
 use crate::store::{self, BuildRow, NewBuild, Store};
 use config::ServerConfig;
 use hooks::{Delivery, Refusal, Source};
-use live::{Chunk, LiveLogs, LiveWriter};
+use live::{Chunk, JobText, LiveLogs, LiveWriter, Snapshot};
 
 pub use recover::Interrupted;
 
@@ -393,6 +394,7 @@ fn build(state: &AppState, row: BuildRow) {
             recorded: Some(row.clone()),
             cancel: Some(cancel),
             out: Some(out),
+            tap: Some(live.clone()),
             state_dir: Some(state.state_dir.clone()),
             ..RunArgs::default()
         };
@@ -495,45 +497,55 @@ async fn build_events(
         let _ = tokio::time::timeout(Duration::from_millis(100), started).await;
         live = state.live.get(row.id);
     }
-    let (snapshot, done, rx) = match live {
+    let (snapshot, rx) = match live {
         Some(l) => l.subscribe(),
         None => {
-            let text = state
+            let (text, jobs) = state
                 .db(|s| {
                     let jobs = s.jobs(row.id)?;
-                    Ok(s.build_log(row.id, &jobs))
+                    Ok((s.build_log(row.id, &jobs), jobs))
                 })
                 .unwrap_or_default();
+            let jobs = jobs
+                .into_iter()
+                .map(|j| JobText {
+                    number: j.number,
+                    text: j.log,
+                    result: JobResult::from_name(&j.result),
+                })
+                .collect();
             let (tx, rx) = tokio::sync::broadcast::channel(1);
             drop(tx);
-            (text, true, rx)
+            let done = true;
+            (Snapshot { text, jobs, done }, rx)
         }
     };
-    let first = Event::default()
-        .json_data(String::from_utf8_lossy(&snapshot))
-        .expect("json");
+    // First what was printed so far: the build's log, then each job's.
+    let mut first = vec![event_of(&Chunk::Bytes(Arc::new(snapshot.text)))];
+    for job in snapshot.jobs {
+        let number: Arc<str> = job.number.into();
+        first.push(event_of(&Chunk::Job(number.clone(), Arc::new(job.text))));
+        if let Some(result) = job.result {
+            first.push(event_of(&Chunk::JobEnd(number, result)));
+        }
+    }
     let stream = futures_util::stream::unfold(
-        (Some(first), done, rx),
-        |(first, done, mut rx)| async move {
-            if let Some(ev) = first {
-                return Some((Ok::<_, std::convert::Infallible>(ev), (None, done, rx)));
+        (first.into_iter(), snapshot.done, rx),
+        |(mut first, done, mut rx)| async move {
+            if let Some(ev) = first.next() {
+                return Some((Ok::<_, std::convert::Infallible>(ev), (first, done, rx)));
             }
             if done {
                 return None;
             }
             loop {
                 match rx.recv().await {
-                    Ok(Chunk::Bytes(b)) => {
-                        let ev = Event::default()
-                            .json_data(String::from_utf8_lossy(&b))
-                            .expect("json");
-                        return Some((Ok(ev), (None, false, rx)));
+                    Ok(chunk) => {
+                        let done = matches!(chunk, Chunk::End);
+                        return Some((Ok(event_of(&chunk)), (first, done, rx)));
                     }
-                    Ok(Chunk::End) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return Some((
-                            Ok(Event::default().event("end").data("end")),
-                            (None, true, rx),
-                        ));
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return Some((Ok(event_of(&Chunk::End)), (first, true, rx)));
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 }
@@ -543,6 +555,26 @@ async fn build_events(
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// A live log's chunk as a server-sent event: the build's output as `message` (a JSON
+/// string), a job's as `job` (`{"job": "1.2", "text": …}`), a job's end as `jobend`
+/// (`{"job": "1.2", "result": "passed"}`), the build's end as `end`.
+fn event_of(chunk: &Chunk) -> Event {
+    match chunk {
+        Chunk::Bytes(b) => Event::default()
+            .json_data(String::from_utf8_lossy(b))
+            .expect("json"),
+        Chunk::Job(job, b) => Event::default()
+            .event("job")
+            .json_data(serde_json::json!({"job": &**job, "text": String::from_utf8_lossy(b)}))
+            .expect("json"),
+        Chunk::JobEnd(job, result) => Event::default()
+            .event("jobend")
+            .json_data(serde_json::json!({"job": &**job, "result": result.as_str()}))
+            .expect("json"),
+        Chunk::End => Event::default().event("end").data("end"),
+    }
 }
 
 fn api_row(r: &BuildRow) -> serde_json::Value {

@@ -13,7 +13,7 @@ fn esc(s: &str) -> String {
 const STYLE: &str = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
 td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}\
 .passed{color:#2e7d32}.failed,.errored{color:#c62828}.canceled{color:#777}.running,.queued{color:#f9a825}\
-pre{background:#111;color:#eee;padding:1em;white-space:pre-wrap}details>summary{cursor:pointer;color:#8ab4f8}</style>";
+pre{background:#111;color:#eee;padding:1em;white-space:pre-wrap}#tabs{margin:1em 0}#tabs a{margin-right:1em}details>summary{cursor:pointer;color:#8ab4f8}</style>";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -62,7 +62,10 @@ pub fn not_found(n: u64) -> String {
     )
 }
 
-/// A build page. With `live`, the log comes from `/builds/N/events` as it grows.
+/// A build page: the jobs, then a log with a tab for the whole build and one per job.
+/// With `live`, the logs come from `/builds/N/events` as they grow: the build's as
+/// `message` events, each job's as `job` events (a job running beside another is live
+/// in its own tab while the build's log holds it back). `#job=1.2` opens a job's tab.
 pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
     let mut b = format!(
         "<p><a href=\"/\">All builds</a></p><h1>Build #{} <span id=\"state\" class=\"{st}\">{st}</span></h1><p>{} &middot; {} &middot; <code>{}</code></p>",
@@ -79,26 +82,56 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
         b.push_str("<table><tr><th>Job</th><th>Env</th><th>Result</th><th>Duration</th></tr>");
         for j in jobs {
             b.push_str(&format!(
-                "<tr><td>{}</td><td><code>{}</code></td><td class=\"{r}\">{r}</td><td>{:.1}s</td></tr>",
-                esc(&j.number),
+                "<tr><td><a href=\"#job={n}\">{n}</a></td><td><code>{}</code></td><td class=\"{r}\">{r}</td><td>{:.1}s</td></tr>",
                 esc(&j.env),
                 j.duration_ms as f64 / 1000.0,
+                n = esc(&j.number),
                 r = esc(&j.result)
             ));
         }
         b.push_str("</table>");
     }
-    let stored = String::from_utf8_lossy(log);
+    let stored: serde_json::Map<String, serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            let v =
+                serde_json::json!({"text": String::from_utf8_lossy(&j.log), "result": j.result});
+            (j.number.clone(), v)
+        })
+        .collect();
+    let json = |v: &serde_json::Value| {
+        // Inside <script>: no "</" may end it early.
+        serde_json::to_string(v)
+            .unwrap_or_else(|_| "null".into())
+            .replace("</", "<\\/")
+    };
     b.push_str(&format!(
-        "<div id=\"log\"></div><script>\n\
-         const raw = {stored};\n\
-         let text = raw;\n\
+        "<nav id=\"tabs\"></nav><div id=\"log\"></div><script>\n\
+         const texts = {{'': {build}}};\n\
+         const results = {{}};\n\
+         const order = [];\n\
+         for (const [n, j] of Object.entries({jobs})) {{ order.push(n); texts[n] = j.text; results[n] = j.result; }}\n\
+         const chosen = () => {{ const m = location.hash.match(/^#job=(.+)$/); return m ? decodeURIComponent(m[1]) : ''; }};\n\
+         function tabs() {{\n\
+           const nav = document.getElementById('tabs');\n\
+           nav.innerHTML = '';\n\
+           for (const n of [''].concat(order)) {{\n\
+             const a = document.createElement('a');\n\
+             a.href = n ? '#job=' + n : '#';\n\
+             a.textContent = n ? 'Job ' + n + (results[n] ? ' (' + results[n] + ')' : ' (running)') : 'Build log';\n\
+             if (n) a.className = results[n] || 'running';\n\
+             if (n === chosen()) a.style.fontWeight = 'bold';\n\
+             nav.appendChild(a);\n\
+             nav.appendChild(document.createTextNode(' '));\n\
+           }}\n\
+         }}\n\
          function render() {{\n\
+           tabs();\n\
            const root = document.getElementById('log');\n\
            root.innerHTML = '';\n\
            const stack = [document.createElement('pre')];\n\
            root.appendChild(stack[0]);\n\
-           for (const line of text.replace(/\\r/g, '').split('\\n')) {{\n\
+           for (const line of (texts[chosen()] || '').replace(/\\r/g, '').split('\\n')) {{\n\
              let m = line.match(/^travis_fold:start:(.*)$/);\n\
              if (m) {{ const d = document.createElement('details'); const s = document.createElement('summary'); s.textContent = m[1]; d.appendChild(s); const p = document.createElement('pre'); d.appendChild(p); stack[stack.length-1].appendChild(d); stack.push(p); continue; }}\n\
              if (/^travis_fold:end:/.test(line)) {{ if (stack.length > 1) stack.pop(); continue; }}\n\
@@ -106,18 +139,24 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
              stack[stack.length-1].appendChild(document.createTextNode(line + '\\n'));\n\
            }}\n\
          }}\n\
+         let pending = false;\n\
+         function later() {{ if (!pending) {{ pending = true; setTimeout(() => {{ pending = false; render(); }}, 50); }} }}\n\
+         window.addEventListener('hashchange', render);\n\
          render();\n\
          if ({live}) {{\n\
-           text = '';\n\
-           const es = new EventSource('/builds/{n}/events?repo={repo}');\n\
-           es.onmessage = (e) => {{ text += JSON.parse(e.data); render(); }};\n\
+           texts[''] = '';\n\
+           const es = new EventSource('/builds/{n}/events?repo=' + encodeURIComponent({repo}));\n\
+           es.onmessage = (e) => {{ texts[''] += JSON.parse(e.data); later(); }};\n\
+           es.addEventListener('job', (e) => {{ const d = JSON.parse(e.data); if (!(d.job in texts)) {{ order.push(d.job); texts[d.job] = ''; }} texts[d.job] += d.text; later(); }});\n\
+           es.addEventListener('jobend', (e) => {{ const d = JSON.parse(e.data); if (!(d.job in texts)) {{ order.push(d.job); texts[d.job] = ''; }} results[d.job] = d.result; later(); }});\n\
            es.addEventListener('end', () => {{ es.close(); setTimeout(() => location.reload(), 500); }});\n\
          }}\n\
          </script>",
-        stored = serde_json::to_string(&stored).unwrap_or_else(|_| "\"\"".into()),
+        build = json(&serde_json::Value::String(String::from_utf8_lossy(log).into_owned())),
+        jobs = json(&serde_json::Value::Object(stored)),
         live = live,
         n = r.number,
-        repo = esc(&r.repo),
+        repo = json(&serde_json::Value::String(r.repo.clone())),
     ));
     page(&format!("build #{}", r.number), &b)
 }
