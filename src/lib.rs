@@ -15,7 +15,8 @@
 //! - [`notify`]: email: when, what, and SMTP;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
 //! - [`cmd`]: the commands behind the command line;
-//! - [`exit`]: the documented exit codes.
+//! - [`exit`]: the documented exit codes;
+//! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
 pub mod build;
 pub mod cache;
 pub mod cmd;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod deploy;
 pub mod event;
 pub mod exit;
+pub mod interrupt;
 pub mod job;
 pub mod notify;
 pub mod plan;

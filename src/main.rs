@@ -199,6 +199,7 @@ impl From<HookFlags> for cmd::hook::HookOptions {
             detach: f.detach,
             repo: f.repo,
             config: f.config,
+            cancel: None,
         }
     }
 }
@@ -284,6 +285,7 @@ fn main() -> ExitCode {
                 deploy,
                 notify,
                 mail_dir,
+                cancel: Some(runway::interrupt::cancel_on_signals()),
                 ..Default::default()
             };
             cmd::run::run(&args, &mut err)
@@ -298,7 +300,10 @@ fn main() -> ExitCode {
                 let dir = git_dir
                     .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from))
                     .unwrap_or_else(|| PathBuf::from("."));
-                let opts = flags.into();
+                let opts = cmd::hook::HookOptions {
+                    cancel: Some(runway::interrupt::cancel_on_signals()),
+                    ..flags.into()
+                };
                 cmd::hook::run_hook(
                     &dir,
                     &opts,

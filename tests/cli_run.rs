@@ -3,8 +3,10 @@
 //! (lifecycle), §2 (environment, masking), §4 (matrix) or §5 (caches).
 
 mod common;
-use common::{Run, bare_clone, git, repo_with, run, runway};
+use common::{Lines, Run, bare_clone, git, repo_with, run, runway};
+use runway::exit;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// A project directory with this `.travis.yml` and a cache dir of its own.
 struct Project {
@@ -364,49 +366,80 @@ fn s4_parallel_jobs_keep_their_output_apart() {
 /// are held and shown whole after it), so a long matrix never looks stuck.
 #[test]
 fn s4_parallel_jobs_show_one_job_live_while_it_runs() {
-    use std::io::{BufRead, BufReader};
     let gate = tempfile::tempdir().unwrap();
     let go = gate.path().join("go");
     let p = Project::new(&format!(
         "language: shell\nenv: [N=a, N=b]\nscript:\n  - echo \"started-$N\"\n  - while [ ! -f {} ]; do sleep 0.05; done\n  - echo \"ended-$N\"\n",
         go.display()
     ));
-    let mut child = runway()
-        .arg("run")
-        .arg(p.path())
-        .args(["--branch", "master", "--parallel", "2", "--timeout", "120"])
-        .arg("--cache-dir")
-        .arg(&p.cache)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let build = Lines::spawn(
+        runway()
+            .arg("run")
+            .arg(p.path())
+            .args(["--branch", "master", "--parallel", "2", "--timeout", "120"])
+            .arg("--cache-dir")
+            .arg(&p.cache),
+        false,
+    );
     // Both jobs wait for the gate: a "started" line can only come from a live job.
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let live = loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
-            Ok(line) if line.starts_with("started-") => break true,
-            Ok(line) => seen.push(line),
-            Err(_) if std::time::Instant::now() > deadline => break false,
-            Err(_) => {}
-        }
-    };
+    let (seen, live) = build.wait_for("started-", 60);
     std::fs::write(&go, "").unwrap();
-    let status = child.wait().unwrap();
+    let (code, rest) = build.finish(120);
     assert!(live, "no job output while the jobs ran: {seen:#?}");
-    assert!(status.success());
-    let rest: Vec<String> = rx.iter().collect();
+    assert_eq!(code, Some(0), "{rest:#?}");
     assert_eq!(
         rest.iter().filter(|l| l.starts_with("ended-")).count(),
         2,
         "{rest:#?}"
+    );
+}
+
+/// Ctrl-C during `runway run` cancels the build: the job's processes, in a process
+/// group of their own that a terminal's Ctrl-C does not reach, are killed, the
+/// workspace is removed, and the log still ends with the result (exit 4, design.md).
+#[test]
+fn ctrl_c_cancels_the_build_and_kills_the_jobs_processes() {
+    let p = Project::new(
+        "language: shell\nscript:\n  - echo \"started in $PWD\"; sleep 86421\nafter_script: echo AFTER\n",
+    );
+    let build = Lines::spawn(
+        runway()
+            .arg("run")
+            .arg(p.path())
+            .args(["--branch", "master"])
+            .arg("--cache-dir")
+            .arg(&p.cache),
+        true,
+    );
+    let (seen, started) = build.wait_for("started in ", 60);
+    assert!(started, "{seen:#?}");
+    let workspace = seen
+        .last()
+        .unwrap()
+        .split("started in ")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let pid = build.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, rest) = build.finish(60);
+    let all = format!("{seen:#?}{rest:#?}");
+    assert_eq!(code, Some(exit::CANCELED), "{all}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("Build #1 canceled")),
+        "{all}"
+    );
+    assert!(all.contains("the job's process group was killed"), "{all}");
+    common::assert_no_process("sleep 86421");
+    assert!(
+        !Path::new(&workspace).exists(),
+        "{workspace} was left behind"
     );
 }
 

@@ -180,3 +180,50 @@ fn runway_toml_decides_per_repository_whether_a_push_waits() {
     assert!(out.contains("passed"), "{out}");
     assert!(!out.contains("hunter2-db"), "{out}");
 }
+
+/// Ctrl-C in the pusher's terminal (SIGINT to `git push`'s process group, which the
+/// hook shares) cancels the build: the job's processes are killed, not left running
+/// after the push ends, and the build is recorded as canceled.
+#[test]
+fn ctrl_c_during_a_push_cancels_the_build() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = bare_and_work(
+        dir.path(),
+        "language: shell\nscript: echo started; sleep 86423\nnotifications:\n  email: false\n",
+    );
+    let r = run(runway().args(["hook", "install"]).arg(&bare));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let state = dir.path().join("state");
+    let push = common::Lines::spawn(
+        Command::new("git")
+            .current_dir(&work)
+            .args(["push", "-q", "origin", "master"])
+            .env("RUNWAY_STATE_DIR", &state)
+            .env("XDG_CACHE_HOME", state.join("cache"))
+            .process_group(0),
+        true,
+    );
+    let (seen, started) = push.wait_for("remote: started", 60);
+    assert!(started, "{seen:#?}");
+    let group = format!("-{}", push.child.id());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", "--", &group])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (_, rest) = push.finish(60);
+    // The hook goes on after git push is gone: give it the time to cancel and record.
+    let mut history = String::new();
+    for _ in 0..100 {
+        history = run(runway().args(["builds"]).env("RUNWAY_STATE_DIR", &state)).stdout;
+        if history.contains("canceled") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(history.contains("canceled"), "{history}{seen:#?}{rest:#?}");
+    common::assert_no_process("sleep 86423");
+}

@@ -30,6 +30,8 @@ pub struct HookOptions {
     /// runway.toml: the repository's entry gives its name, settings, `detach`, and the
     /// mail server. Read at every push, so a change needs no reinstall.
     pub config: Option<PathBuf>,
+    /// Set to cancel the builds (the pusher pressed Ctrl-C).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The repository's entry in runway.toml (`--config`), found by `--repo` or by its path.
@@ -283,6 +285,7 @@ pub fn run_hook(
             no_output_timeout: Duration::from_secs(600),
             deploy: true,
             notify: true,
+            cancel: opts.cancel.clone(),
             ..RunArgs::default()
         };
         let code = match run::run(&args, err) {

@@ -103,6 +103,7 @@ impl Shell {
             });
         }
         let child = c.spawn()?;
+        live_groups().push(child.id() as i32);
         drop(status_w);
         drop(cmd_r);
         let (tx, events) = mpsc::channel();
@@ -245,7 +246,25 @@ impl Drop for Shell {
         if let Some(record) = &self.record {
             let _ = std::fs::remove_file(record);
         }
+        let pgid = self.pgid();
+        live_groups().retain(|g| *g != pgid);
     }
+}
+
+/// The process groups of this process's running shells.
+fn live_groups() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    static GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills the process groups of every shell this process is running, for a runway
+/// told to stop at once ([`crate::interrupt`]). Returns how many.
+pub fn kill_live_groups() -> usize {
+    let groups = live_groups().clone();
+    for &pgid in &groups {
+        kill_group(pgid, libc::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Ends the process groups recorded in `dir` ([`Shell::record_in`]) that are still

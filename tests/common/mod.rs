@@ -127,6 +127,97 @@ pub fn spawn_announcing(cmd: &mut Command, prefix: &str, what: &str) -> Announce
     }
 }
 
+/// A running command whose output lines arrive on a channel as it prints them (read
+/// by a thread, so a test waiting for a line never hangs on a silent child).
+pub struct Lines {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    /// Spawns `cmd` with stdout (and, with `stderr`, stderr too) sent to [`Lines::lines`].
+    pub fn spawn(cmd: &mut Command, stderr: bool) -> Lines {
+        use std::io::{BufRead, BufReader, Read};
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(if stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("the command starts");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let read = |pipe: Box<dyn Read + Send>| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        };
+        read(Box::new(child.stdout.take().unwrap()));
+        if let Some(err) = child.stderr.take() {
+            read(Box::new(err));
+        }
+        Lines { child, lines }
+    }
+
+    /// Waits up to `secs` for a line containing `needle`; returns the lines read,
+    /// and whether it came.
+    pub fn wait_for(&self, needle: &str, secs: u64) -> (Vec<String>, bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return (seen, true);
+                    }
+                }
+                Err(_) => return (seen, false),
+            }
+        }
+    }
+
+    /// Waits up to `secs` for the command to end (killing it if it does not) and
+    /// returns its exit code and the rest of its output.
+    pub fn finish(mut self, secs: u64) -> (Option<i32>, Vec<String>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let rest = self.lines.iter().collect();
+        (status.and_then(|s| s.code()), rest)
+    }
+}
+
+/// Fails when a process whose command line contains `pattern` is still running (a
+/// job's process that should have been killed).
+pub fn assert_no_process(pattern: &str) {
+    let left = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep runs");
+    assert!(
+        left.stdout.is_empty(),
+        "`{pattern}` is still running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
 pub mod moto;
 pub mod server;
 pub mod smtp;
