@@ -48,7 +48,7 @@ cargo clippy --quiet --all-targets -- -D warnings
 mkdir -p target
 echo "==> cargo test"
 set +e
-cargo test --quiet -- --nocapture 2>&1 | tee target/test-output.txt
+cargo test --quiet --no-fail-fast -- --nocapture 2>&1 | tee target/test-output.txt
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then

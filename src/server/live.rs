@@ -1,22 +1,27 @@
-//! Live build logs: what a running build has printed so far, and a broadcast of what it
-//! prints next, for the build page's server-sent events. A build's log is kept twice:
-//! whole, as the build shows it (written to a file as it grows, so a crash does not lose
-//! it), and per job, as each job writes it (a job running beside another is live here
-//! while the build's log holds it back).
+//! Live build logs: what a running build has printed so far, for the build page's
+//! server-sent events. A build's log is kept twice: whole, as the build shows it
+//! (written to a file as it grows, so a crash does not lose it), and per job, as each
+//! job writes it (a job running beside another is live here while the build's log holds
+//! it back).
+//!
+//! A reader keeps a [`Cursor`] and reads what came after it, woken by a version counter.
+//! A slow reader (a browser on a slow link) therefore gets what it missed in fewer,
+//! larger pieces, never a gap; and a piece never ends inside a UTF-8 character.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::build::JobTap;
 use crate::job::JobResult;
 
-/// One running build's log.
+/// One build's log, running or (for builds that ended) rebuilt from the store.
 pub struct LiveLog {
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Chunk>,
+    /// Bumped on every change; readers wait on it.
+    version: watch::Sender<u64>,
 }
 
 struct Inner {
@@ -26,7 +31,7 @@ struct Inner {
     file: Option<std::fs::File>,
 }
 
-/// One job's log so far.
+/// One job's log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobText {
     /// `N.i`.
@@ -37,33 +42,38 @@ pub struct JobText {
     pub result: Option<JobResult>,
 }
 
-/// A piece of a live log.
-#[derive(Clone, Debug)]
+/// A piece of a live log, as a reader receives it.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Chunk {
     /// More of the build's output.
-    Bytes(Arc<Vec<u8>>),
+    Bytes(String),
     /// More of one job's output.
-    Job(Arc<str>, Arc<Vec<u8>>),
+    Job(String, String),
     /// A job ended.
-    JobEnd(Arc<str>, JobResult),
-    /// The build ended.
+    JobEnd(String, JobResult),
+    /// The build ended (always the last chunk).
     End,
 }
 
-/// A live log at one moment.
-pub struct Snapshot {
-    /// The build's output so far.
-    pub text: Vec<u8>,
-    /// Each job's output so far, in the order the jobs started.
-    pub jobs: Vec<JobText>,
-    /// Whether the build ended.
-    pub done: bool,
+/// How far one reader has read a [`LiveLog`].
+#[derive(Debug, Default)]
+pub struct Cursor {
+    text: usize,
+    /// Per job, in the log's job order: bytes read and whether its end was read.
+    jobs: Vec<(usize, bool)>,
+    ended: bool,
+}
+
+impl Cursor {
+    /// True once the reader has read the build's end.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
 }
 
 impl LiveLog {
-    /// An empty log, also written to `file` when given.
+    /// An empty log of a running build, also written to `file` when given.
     pub fn new(file: Option<std::fs::File>) -> Arc<LiveLog> {
-        let (tx, _) = broadcast::channel(1024);
         Arc::new(LiveLog {
             inner: Mutex::new(Inner {
                 text: Vec::new(),
@@ -71,57 +81,109 @@ impl LiveLog {
                 done: false,
                 file,
             }),
-            tx,
+            version: watch::Sender::new(0),
         })
     }
 
-    /// What was printed so far and a receiver for what comes next (taken under one
-    /// lock, so nothing is missed or repeated).
-    pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Chunk>) {
-        let inner = self.inner.lock().expect("live log");
-        let snapshot = Snapshot {
-            text: inner.text.clone(),
-            jobs: inner.jobs.clone(),
-            done: inner.done,
-        };
-        (snapshot, self.tx.subscribe())
+    /// The log of a build that ended, from what the store kept.
+    pub fn ended(text: Vec<u8>, jobs: Vec<JobText>) -> Arc<LiveLog> {
+        let log = LiveLog::new(None);
+        {
+            let mut inner = log.inner.lock().expect("live log");
+            inner.text = text;
+            inner.jobs = jobs;
+            inner.done = true;
+        }
+        log
     }
 
     /// Marks the end.
     pub fn finish(&self) {
-        let mut inner = self.inner.lock().expect("live log");
-        inner.done = true;
-        let _ = self.tx.send(Chunk::End);
+        self.inner.lock().expect("live log").done = true;
+        self.changed();
     }
+
+    fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that changes whenever the log does: take it before the first
+    /// [`LiveLog::read`], and wait on it whenever a read returns nothing.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Everything written after `cursor`, moving it past what is returned: the build's
+    /// output, then each job's, each job's end, and last the build's end.
+    pub fn read(&self, cursor: &mut Cursor) -> Vec<Chunk> {
+        let inner = self.inner.lock().expect("live log");
+        let mut chunks = Vec::new();
+        if let Some(text) = take_text(&inner.text, &mut cursor.text, inner.done) {
+            chunks.push(Chunk::Bytes(text));
+        }
+        cursor.jobs.resize(inner.jobs.len(), (0, false));
+        for (job, (read, ended)) in inner.jobs.iter().zip(cursor.jobs.iter_mut()) {
+            let end = job.result.filter(|_| !*ended);
+            if let Some(text) = take_text(&job.text, read, end.is_some() || inner.done) {
+                chunks.push(Chunk::Job(job.number.clone(), text));
+            }
+            if let Some(result) = end {
+                *ended = true;
+                chunks.push(Chunk::JobEnd(job.number.clone(), result));
+            }
+        }
+        if inner.done && !cursor.ended {
+            cursor.ended = true;
+            chunks.push(Chunk::End);
+        }
+        chunks
+    }
+
+    fn job_mut<'a>(inner: &'a mut Inner, number: &str) -> &'a mut JobText {
+        match inner.jobs.iter().position(|j| j.number == number) {
+            Some(i) => &mut inner.jobs[i],
+            None => {
+                inner.jobs.push(JobText {
+                    number: number.to_string(),
+                    text: Vec::new(),
+                    result: None,
+                });
+                inner.jobs.last_mut().expect("just pushed")
+            }
+        }
+    }
+}
+
+/// `text` after `*read`, up to its last whole UTF-8 character unless `all`; moves
+/// `*read` past it. None when there is nothing to give yet.
+fn take_text(text: &[u8], read: &mut usize, all: bool) -> Option<String> {
+    let rest = &text[(*read).min(text.len())..];
+    let n = match std::str::from_utf8(rest) {
+        Err(e) if e.error_len().is_none() && !all => e.valid_up_to(),
+        _ => rest.len(),
+    };
+    if n == 0 {
+        return None;
+    }
+    *read += n;
+    Some(String::from_utf8_lossy(&rest[..n]).into_owned())
 }
 
 impl JobTap for LiveLog {
     fn write(&self, number: &str, bytes: &[u8]) {
         let mut inner = self.inner.lock().expect("live log");
-        match inner.jobs.iter_mut().find(|j| j.number == number) {
-            Some(job) => job.text.extend_from_slice(bytes),
-            None => inner.jobs.push(JobText {
-                number: number.to_string(),
-                text: bytes.to_vec(),
-                result: None,
-            }),
-        }
-        let _ = self
-            .tx
-            .send(Chunk::Job(number.into(), Arc::new(bytes.to_vec())));
+        LiveLog::job_mut(&mut inner, number)
+            .text
+            .extend_from_slice(bytes);
+        drop(inner);
+        self.changed();
     }
 
     fn end(&self, number: &str, result: JobResult) {
         let mut inner = self.inner.lock().expect("live log");
-        match inner.jobs.iter_mut().find(|j| j.number == number) {
-            Some(job) => job.result = Some(result),
-            None => inner.jobs.push(JobText {
-                number: number.to_string(),
-                text: Vec::new(),
-                result: Some(result),
-            }),
-        }
-        let _ = self.tx.send(Chunk::JobEnd(number.into(), result));
+        LiveLog::job_mut(&mut inner, number).result = Some(result);
+        drop(inner);
+        self.changed();
     }
 }
 
@@ -136,7 +198,8 @@ impl Write for LiveWriter {
             // Unbuffered: what was printed before a crash is on disk.
             let _ = f.write_all(buf);
         }
-        let _ = self.0.tx.send(Chunk::Bytes(Arc::new(buf.to_vec())));
+        drop(inner);
+        self.0.changed();
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -176,35 +239,81 @@ impl LiveLogs {
 mod tests {
     use super::*;
 
+    fn job(n: &str, text: &str) -> Chunk {
+        Chunk::Job(n.into(), text.into())
+    }
+
     #[test]
-    fn a_subscriber_sees_each_jobs_log_so_far_then_what_follows() {
+    fn a_reader_gets_each_jobs_log_so_far_then_only_what_follows() {
         let log = LiveLog::new(None);
         let _ = LiveWriter(log.clone()).write_all(b"build line\n");
         log.write("1.1", b"a 1\n");
         log.write("1.2", b"b 1\n");
         log.write("1.1", b"a 2\n");
         log.end("1.1", JobResult::Passed);
-        let (snap, mut rx) = log.subscribe();
-        assert_eq!(snap.text, b"build line\n");
+        let mut cursor = Cursor::default();
         assert_eq!(
-            snap.jobs,
+            log.read(&mut cursor),
             vec![
-                JobText {
-                    number: "1.1".into(),
-                    text: b"a 1\na 2\n".to_vec(),
-                    result: Some(JobResult::Passed),
-                },
-                JobText {
-                    number: "1.2".into(),
-                    text: b"b 1\n".to_vec(),
-                    result: None,
-                },
+                Chunk::Bytes("build line\n".into()),
+                job("1.1", "a 1\na 2\n"),
+                Chunk::JobEnd("1.1".into(), JobResult::Passed),
+                job("1.2", "b 1\n"),
             ]
         );
-        assert!(!snap.done);
+        assert_eq!(log.read(&mut cursor), vec![]);
         log.write("1.2", b"b 2\n");
         log.finish();
-        assert!(matches!(rx.try_recv(), Ok(Chunk::Job(j, b)) if &*j == "1.2" && *b == b"b 2\n"));
-        assert!(matches!(rx.try_recv(), Ok(Chunk::End)));
+        assert_eq!(log.read(&mut cursor), vec![job("1.2", "b 2\n"), Chunk::End]);
+        assert!(cursor.ended());
+        assert_eq!(log.read(&mut cursor), vec![]);
+    }
+
+    #[test]
+    fn a_slow_reader_misses_nothing_however_much_was_written() {
+        let log = LiveLog::new(None);
+        let mut cursor = Cursor::default();
+        let mut seen = String::new();
+        for i in 0..10_000 {
+            log.write("1.1", format!("line {i}\n").as_bytes());
+            if i % 3_333 == 0 {
+                for c in log.read(&mut cursor) {
+                    if let Chunk::Job(_, t) = c {
+                        seen.push_str(&t);
+                    }
+                }
+            }
+        }
+        log.finish();
+        for c in log.read(&mut cursor) {
+            if let Chunk::Job(_, t) = c {
+                seen.push_str(&t);
+            }
+        }
+        let want: String = (0..10_000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn a_character_split_between_writes_is_sent_whole() {
+        let log = LiveLog::new(None);
+        let word = "빌드 통과\n".as_bytes();
+        log.write("1.1", &word[..2]);
+        let mut cursor = Cursor::default();
+        assert_eq!(log.read(&mut cursor), vec![], "half a character waits");
+        log.write("1.1", &word[2..]);
+        assert_eq!(log.read(&mut cursor), vec![job("1.1", "빌드 통과\n")]);
+    }
+
+    #[test]
+    fn a_reader_is_woken_by_a_write() {
+        let log = LiveLog::new(None);
+        let mut rx = log.watch();
+        assert!(!rx.has_changed().unwrap());
+        log.write("1.1", b"x");
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        log.finish();
+        assert!(rx.has_changed().unwrap());
     }
 }

@@ -21,7 +21,7 @@ pub mod mirror;
 pub mod pages;
 pub mod recover;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,7 +44,7 @@ use crate::job::JobResult;
 use crate::store::{self, BuildRow, NewBuild, Store};
 use config::ServerConfig;
 use hooks::{Delivery, Refusal, Source};
-use live::{Chunk, JobText, LiveLogs, LiveWriter, Snapshot};
+use live::{Chunk, Cursor, JobText, LiveLog, LiveLogs, LiveWriter};
 
 pub use recover::Interrupted;
 
@@ -497,8 +497,8 @@ async fn build_events(
         let _ = tokio::time::timeout(Duration::from_millis(100), started).await;
         live = state.live.get(row.id);
     }
-    let (snapshot, rx) = match live {
-        Some(l) => l.subscribe(),
+    let live = match live {
+        Some(l) => l,
         None => {
             let (text, jobs) = state
                 .db(|s| {
@@ -509,45 +509,30 @@ async fn build_events(
             let jobs = jobs
                 .into_iter()
                 .map(|j| JobText {
+                    result: JobResult::from_name(&j.result),
                     number: j.number,
                     text: j.log,
-                    result: JobResult::from_name(&j.result),
                 })
                 .collect();
-            let (tx, rx) = tokio::sync::broadcast::channel(1);
-            drop(tx);
-            let done = true;
-            (Snapshot { text, jobs, done }, rx)
+            LiveLog::ended(text, jobs)
         }
     };
-    // First what was printed so far: the build's log, then each job's.
-    let mut first = vec![event_of(&Chunk::Bytes(Arc::new(snapshot.text)))];
-    for job in snapshot.jobs {
-        let number: Arc<str> = job.number.into();
-        first.push(event_of(&Chunk::Job(number.clone(), Arc::new(job.text))));
-        if let Some(result) = job.result {
-            first.push(event_of(&Chunk::JobEnd(number, result)));
-        }
-    }
+    // Watch before the first read, so no change between the two is missed.
+    let rx = live.watch();
     let stream = futures_util::stream::unfold(
-        (first.into_iter(), snapshot.done, rx),
-        |(mut first, done, mut rx)| async move {
-            if let Some(ev) = first.next() {
-                return Some((Ok::<_, std::convert::Infallible>(ev), (first, done, rx)));
-            }
-            if done {
-                return None;
-            }
+        (live, Cursor::default(), rx, VecDeque::new()),
+        |(live, mut cursor, mut rx, mut pending)| async move {
             loop {
-                match rx.recv().await {
-                    Ok(chunk) => {
-                        let done = matches!(chunk, Chunk::End);
-                        return Some((Ok(event_of(&chunk)), (first, done, rx)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return Some((Ok(event_of(&Chunk::End)), (first, true, rx)));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                if let Some(chunk) = pending.pop_front() {
+                    let ev = Ok::<_, std::convert::Infallible>(event_of(&chunk));
+                    return Some((ev, (live, cursor, rx, pending)));
+                }
+                if cursor.ended() {
+                    return None;
+                }
+                pending.extend(live.read(&mut cursor));
+                if pending.is_empty() && rx.changed().await.is_err() {
+                    return None;
                 }
             }
         },
@@ -561,18 +546,17 @@ async fn build_events(
 /// string), a job's as `job` (`{"job": "1.2", "text": …}`), a job's end as `jobend`
 /// (`{"job": "1.2", "result": "passed"}`), the build's end as `end`.
 fn event_of(chunk: &Chunk) -> Event {
+    let json = |e: Event, v: serde_json::Value| e.json_data(v).expect("json");
     match chunk {
-        Chunk::Bytes(b) => Event::default()
-            .json_data(String::from_utf8_lossy(b))
-            .expect("json"),
-        Chunk::Job(job, b) => Event::default()
-            .event("job")
-            .json_data(serde_json::json!({"job": &**job, "text": String::from_utf8_lossy(b)}))
-            .expect("json"),
-        Chunk::JobEnd(job, result) => Event::default()
-            .event("jobend")
-            .json_data(serde_json::json!({"job": &**job, "result": result.as_str()}))
-            .expect("json"),
+        Chunk::Bytes(text) => json(Event::default(), text.as_str().into()),
+        Chunk::Job(job, text) => json(
+            Event::default().event("job"),
+            serde_json::json!({"job": job, "text": text}),
+        ),
+        Chunk::JobEnd(job, result) => json(
+            Event::default().event("jobend"),
+            serde_json::json!({"job": job, "result": result.as_str()}),
+        ),
         Chunk::End => Event::default().event("end").data("end"),
     }
 }
