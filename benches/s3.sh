@@ -79,6 +79,7 @@ run_s5() {
   s=$(( ($(now) - t0) / 1000000 ))
 }
 best_runway=999999; best_provider=999999; best_aws=999999; best_s5=999999
+all_r=(); all_p=(); all_a=(); all_s=()
 orders=("runway aws s5" "aws s5 runway" "s5 runway aws")
 for i in $(seq 1 "$rounds"); do
   for b in runway aws s5; do "$aws" --endpoint-url "$ep" s3 mb "s3://bench-$b-$i" >/dev/null; done
@@ -87,6 +88,10 @@ for i in $(seq 1 "$rounds"); do
     "run_$tool" "$i"
   done
   echo "round $i: runway run ${r} ms (provider ${p} ms), aws s3 sync ${a} ms, s5cmd ${s} ms"
+  all_r+=("$r"); all_p+=("$p"); all_a+=("$a"); all_s+=("$s")
+  # Keep the first round's buckets (checked below); the others would fill the disk
+  # (250 MB per tool per round).
+  [ "$i" -gt 1 ] && rm -rf "$work/data/bench-runway-$i" "$work/data/bench-aws-$i" "$work/data/bench-s5-$i"
   [ "$r" -lt "$best_runway" ] && best_runway=$r
   [ "$p" -lt "$best_provider" ] && best_provider=$p
   [ "$a" -lt "$best_aws" ] && best_aws=$a
@@ -94,6 +99,12 @@ for i in $(seq 1 "$rounds"); do
 done
 count=$("$aws" --endpoint-url "$ep" s3 ls --recursive "s3://bench-runway-1/" | wc -l)
 echo "objects uploaded by runway: $count (expected 1001)"
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+mr=$(median "${all_r[@]}"); mp=$(median "${all_p[@]}"); ma=$(median "${all_a[@]}"); ms=$(median "${all_s[@]}")
+awk -v r="$mr" -v p="$mp" -v a="$ma" -v s="$ms" 'BEGIN {
+  printf "median of rounds: runway run %d ms, runway s3 provider %d ms, aws s3 sync %d ms, s5cmd %d ms\n", r, p, a, s
+  printf "median, runway run vs awscli: %.2fx faster; vs s5cmd: %.2fx the time; provider vs s5cmd: %.2fx the time\n", a/r, r/s, p/s
+}'
 awk -v r="$best_runway" -v p="$best_provider" -v a="$best_aws" -v s="$best_s5" 'BEGIN {
   printf "best of rounds: runway run %d ms, runway s3 provider %d ms, aws s3 sync %d ms, s5cmd %d ms\n", r, p, a, s
   printf "runway run vs awscli: %.2fx the time (%.2fx faster); vs s5cmd: %.2fx the time\n", r/a, a/r, r/s
