@@ -1,0 +1,272 @@
+//! What people and programs read: the HTML pages, the live log as server-sent events,
+//! and the JSON API (including cancel).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Json, Response};
+use serde::Deserialize;
+
+use super::live::{Chunk, Cursor, JobText, LiveLog};
+use super::{AppState, answer, pages};
+use crate::job::JobResult;
+use crate::store::BuildRow;
+
+/// `?repo=owner/app`, when several repositories have the build number.
+#[derive(Deserialize, Default)]
+pub(super) struct RepoQuery {
+    repo: Option<String>,
+}
+
+fn find(state: &AppState, n: u64, q: &RepoQuery) -> Option<BuildRow> {
+    state.db(|s| s.build(q.repo.as_deref(), n)).ok().flatten()
+}
+
+/// [`find`], or the API's 404 answer.
+fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<Response>> {
+    find(state, n, q).ok_or_else(|| {
+        Box::new(answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("there is no build #{n}")}),
+        ))
+    })
+}
+
+/// `GET /`: the builds, newest first.
+pub(super) async fn pages_index(State(state): State<Arc<AppState>>) -> Html<String> {
+    let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
+    Html(pages::index(&rows))
+}
+
+/// `GET /builds/N`: a build with its jobs and its logs (live while it runs).
+pub(super) async fn page_build(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let Some(row) = find(&state, n, &q) else {
+        return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response();
+    };
+    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let live =
+        state.live.get(row.id).is_some() || matches!(row.state.as_str(), "queued" | "running");
+    let log = if live {
+        Vec::new()
+    } else {
+        state
+            .db(|s| Ok(s.build_log(row.id, &jobs)))
+            .unwrap_or_default()
+    };
+    Html(pages::build(&row, &jobs, &log, live)).into_response()
+}
+
+/// `GET /builds/N/events`: the build's log and each job's as server-sent events,
+/// from the start, live until the build ends ([`event_of`]).
+pub(super) async fn build_events(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let Some(row) = find(&state, n, &q) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    // Wait for a queued build to start, briefly, so the page can follow it.
+    let mut live = state.live.get(row.id);
+    for _ in 0..100 {
+        let started = state.live.started.notified();
+        if live.is_some() {
+            break;
+        }
+        // Between being claimed and starting its live log a build is "running" with
+        // no log yet: keep waiting until it has one or has ended.
+        let now = find(&state, n, &q);
+        let ended = now
+            .as_ref()
+            .is_some_and(|r| !matches!(r.state.as_str(), "queued" | "running"));
+        if ended && state.live.get(row.id).is_none() {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), started).await;
+        live = state.live.get(row.id);
+    }
+    let live = match live {
+        Some(l) => l,
+        None => {
+            let (text, jobs) = state
+                .db(|s| {
+                    let jobs = s.jobs(row.id)?;
+                    Ok((s.build_log(row.id, &jobs), jobs))
+                })
+                .unwrap_or_default();
+            let jobs = jobs
+                .into_iter()
+                .map(|j| JobText {
+                    result: JobResult::from_name(&j.result),
+                    number: j.number,
+                    text: j.log,
+                })
+                .collect();
+            LiveLog::ended(text, jobs)
+        }
+    };
+    // Watch before the first read, so no change between the two is missed.
+    let rx = live.watch();
+    let stream = futures_util::stream::unfold(
+        (live, Cursor::default(), rx, VecDeque::new()),
+        |(live, mut cursor, mut rx, mut pending)| async move {
+            loop {
+                if let Some(chunk) = pending.pop_front() {
+                    let ev = Ok::<_, std::convert::Infallible>(event_of(&chunk));
+                    return Some((ev, (live, cursor, rx, pending)));
+                }
+                if cursor.ended() {
+                    return None;
+                }
+                pending.extend(live.read(&mut cursor));
+                if pending.is_empty() && rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// A live log's chunk as a server-sent event: the build's output as `message` (a JSON
+/// string), a job's as `job` (`{"job": "1.2", "text": …}`), a job's end as `jobend`
+/// (`{"job": "1.2", "result": "passed"}`), the build's end as `end`.
+fn event_of(chunk: &Chunk) -> Event {
+    let json = |e: Event, v: serde_json::Value| e.json_data(v).expect("json");
+    match chunk {
+        Chunk::Bytes(text) => json(Event::default(), text.as_str().into()),
+        Chunk::Job(job, text) => json(
+            Event::default().event("job"),
+            serde_json::json!({"job": job, "text": text}),
+        ),
+        Chunk::JobEnd(job, result) => json(
+            Event::default().event("jobend"),
+            serde_json::json!({"job": job, "result": result.as_str()}),
+        ),
+        Chunk::End => Event::default().event("end").data("end"),
+    }
+}
+
+fn api_row(r: &BuildRow) -> serde_json::Value {
+    serde_json::json!({
+        "number": r.number, "repo": r.repo, "branch": r.branch, "tag": r.tag,
+        "commit": r.commit, "state": r.state,
+    })
+}
+
+/// `GET /api/builds`: the builds as JSON.
+pub(super) async fn api_builds(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
+    Json(serde_json::Value::Array(rows.iter().map(api_row).collect()))
+}
+
+/// `GET /api/builds/N`: one build with its jobs as JSON.
+pub(super) async fn api_build(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let row = match find_or_404(&state, n, &q) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
+    };
+    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let mut v = api_row(&row);
+    v["reason"] = serde_json::json!(row.reason);
+    v["previous_state"] = serde_json::json!(row.previous_state);
+    v["jobs"] = jobs
+        .iter()
+        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "duration_ms": j.duration_ms}))
+        .collect();
+    Json(v).into_response()
+}
+
+/// `?job=2` (or `?job=1.2`): one job's log instead of all of them.
+#[derive(Deserialize, Default)]
+pub(super) struct LogQuery {
+    repo: Option<String>,
+    job: Option<String>,
+}
+
+/// A finished job's stored log as plain text (fold markers kept, secrets masked).
+pub(super) async fn api_log(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let row = match find_or_404(&state, n, &RepoQuery { repo: q.repo }) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
+    };
+    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let wanted: Vec<_> = jobs
+        .iter()
+        .filter(|j| q.job.as_deref().is_none_or(|w| j.is(n, w)))
+        .collect();
+    if wanted.is_empty() && q.job.is_some() {
+        return answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("build #{n} has no job {}", q.job.unwrap_or_default())}),
+        );
+    }
+    let text: Vec<u8> = match q.job {
+        Some(_) => wanted.iter().flat_map(|j| j.log.iter().copied()).collect(),
+        None => state
+            .db(|s| Ok(s.build_log(row.id, &jobs)))
+            .unwrap_or_default(),
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `POST /api/builds/N/cancel`: a queued build is canceled, a running one has its
+/// jobs' process groups killed.
+pub(super) async fn api_cancel(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let row = match find_or_404(&state, n, &q) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
+    };
+    match row.state.as_str() {
+        "queued" => {
+            let _ = state.db(|s| s.set_state(row.id, "canceled", Some("canceled while queued")));
+            answer(
+                StatusCode::OK,
+                serde_json::json!({"canceled": true, "number": n}),
+            )
+        }
+        "running" => {
+            if let Some(c) = state.cancels.lock().expect("cancels").get(&row.id) {
+                c.store(true, Ordering::SeqCst);
+            }
+            answer(
+                StatusCode::ACCEPTED,
+                serde_json::json!({"canceled": true, "number": n, "message": "the running jobs are being killed"}),
+            )
+        }
+        other => answer(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": format!("build #{n} already {other}")}),
+        ),
+    }
+}

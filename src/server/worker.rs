@@ -1,0 +1,152 @@
+//! Workers: claim queued builds one statement at a time, run each with its live log,
+//! job slots and cancel flag, and retry mails the outbox still holds.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::live::LiveWriter;
+use super::{AppState, mirror};
+use crate::cmd::RefArgs;
+use crate::cmd::run::{self, RunArgs};
+use crate::event::EventType;
+use crate::store::BuildRow;
+
+/// The workers: claim queued builds, up to `concurrency` at once, until stopping.
+/// Jobs are what `concurrency` limits: every build runs its stages' jobs up to
+/// `concurrency` at once, and every job holds one of the server's `concurrency` slots.
+pub(super) async fn work(state: Arc<AppState>) {
+    loop {
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        while state.running.load(Ordering::SeqCst) < state.cfg.concurrency.max(1) {
+            let claimed = state.db(|s| s.claim());
+            let Ok(Some(row)) = claimed else { break };
+            let file = state.db(|s| s.create_partial_log(row.id)).ok();
+            state.live.start(row.id, file);
+            state.running.fetch_add(1, Ordering::SeqCst);
+            let st = state.clone();
+            tokio::task::spawn_blocking(move || {
+                build(&st, row);
+                st.running.fetch_sub(1, Ordering::SeqCst);
+                st.wake.notify_one();
+            });
+        }
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
+        tokio::select! {
+            _ = state.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Mails that could not be sent when their build ended are tried again, with a
+/// doubling delay, up to 10 tries.
+fn retry_mails(state: &AppState) {
+    let due = state
+        .db(|s| s.due_mails(crate::notify::now_ms()))
+        .unwrap_or_default();
+    for m in due {
+        let repo = state.db(|s| s.by_id(m.build_id)).ok().flatten();
+        let Some(smtp) = repo.and_then(|b| state.cfg.smtp_for(&b.repo)) else {
+            continue;
+        };
+        let result = crate::notify::send_raw(&smtp, &m.sender, &m.recipients, &m.message);
+        let err = result.as_ref().err().map(ToString::to_string);
+        let _ = state.db(|s| {
+            s.mail_tried(
+                m.id,
+                err.as_deref().map_or(Ok(()), Err),
+                crate::notify::retry_at(m.attempts + 1),
+                10,
+            )
+        });
+    }
+}
+
+/// Runs one claimed build with its live log.
+fn build(state: &AppState, row: BuildRow) {
+    let Some(repo) = state.cfg.repo(&row.repo).cloned() else {
+        let _ = state.db(|s| {
+            s.set_state(
+                row.id,
+                "errored",
+                Some("the repository is no longer in runway.toml"),
+            )
+        });
+        return;
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    state
+        .cancels
+        .lock()
+        .expect("cancels")
+        .insert(row.id, cancel.clone());
+    let live = state
+        .live
+        .get(row.id)
+        .unwrap_or_else(|| state.live.start(row.id, None));
+    let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
+    let mut err = LiveWriter(live.clone());
+    let source = match repo.local_path() {
+        Some(path) => Ok(path),
+        None => mirror::sync(&state.state_dir, &repo, Some(&row.commit), Some(&cancel))
+            .map_err(|e| e.to_string()),
+    };
+    let result = source.and_then(|path| {
+        let args = RunArgs {
+            path,
+            refs: RefArgs {
+                branch: row.branch.clone(),
+                tag: row.tag.clone(),
+                event: EventType::Push,
+                commit_message: None,
+                commit: Some(row.commit.clone()),
+                commit_range: Some(row.commit_range.clone()),
+                repo_slug: Some(row.repo.clone()),
+                default_branch: repo.default_branch.clone(),
+            },
+            parallel: state.cfg.concurrency,
+            slots: Some(state.slots.clone()),
+            env: repo.settings(),
+            public_settings: repo.public.clone(),
+            timeout: Duration::from_secs(50 * 60),
+            no_output_timeout: Duration::from_secs(600),
+            deploy: true,
+            notify: true,
+            smtp: state.cfg.smtp_for(&row.repo),
+            public_url: state.cfg.public_url.clone(),
+            recorded: Some(row.clone()),
+            cancel: Some(cancel),
+            out: Some(out),
+            tap: Some(live.clone()),
+            state_dir: Some(state.state_dir.clone()),
+            ..RunArgs::default()
+        };
+        run::run(&args, &mut err).map_err(|e| e.to_string())
+    });
+    if let Err(e) = &result {
+        let _ = std::io::Write::write_all(&mut err, format!("runway: {e}\n").as_bytes());
+    }
+    // A build that ended without recording its end (an early error) is errored.
+    if let Ok(Some(now)) = state.db(|s| s.by_id(row.id))
+        && now.state == "running"
+    {
+        let why = result
+            .err()
+            .unwrap_or_else(|| "the build ended early".into());
+        let _ = state.db(|s| s.set_state(row.id, "errored", Some(&why)));
+    }
+    live.finish();
+    state.live.remove(row.id);
+    // The jobs' logs are in the store now; a build that ran no job keeps its log file.
+    let _ = state.db(|s| {
+        if !s.jobs(row.id)?.is_empty() {
+            s.remove_partial_log(row.id);
+        }
+        Ok(())
+    });
+    state.cancels.lock().expect("cancels").remove(&row.id);
+}
