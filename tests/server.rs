@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "hook-secret-42";
+const API_TOKEN: &str = "api-t0ken-7";
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -60,7 +61,11 @@ impl Setup {
     }
 
     fn start(&self) -> Server {
-        Server::start(&self.config, &self.state(), &[("APP_SECRET", SECRET)])
+        Server::start(
+            &self.config,
+            &self.state(),
+            &[("APP_SECRET", SECRET), ("RUNWAY_TEST_API_TOKEN", API_TOKEN)],
+        )
     }
 
     /// Commits on `branch` and pushes to the bare repository; returns the sha.
@@ -237,6 +242,11 @@ fn deliveries_signed_unsigned_tampered_oversized_malformed() {
     );
     let (code, text) = srv.request("GET", "/api/builds/1/log?job=9", &[], b"");
     assert_eq!((code, text.contains("has no job 9")), (404, true), "{text}");
+    // Without api_token_env nobody cancels over HTTP, whatever they send.
+    let auth = [("Authorization", &*format!("Bearer {API_TOKEN}"))];
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &auth, b"");
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("set api_token_env"), "{text}");
     assert_eq!(
         states(&srv).len(),
         3,
@@ -337,7 +347,7 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
             "language: shell\nscript:\n  - sleep 300 & echo $! > {}/$TRAVIS_BUILD_NUMBER.pid; sleep 300\n",
             pids.path().display()
         ),
-        "",
+        "api_token_env = \"RUNWAY_TEST_API_TOKEN\"",
     );
     let srv = s.start();
     let first = s.head();
@@ -375,7 +385,17 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
         .trim()
         .parse()
         .unwrap();
+    // Canceling takes the API token: none or a wrong one is refused, and nothing stops.
     let (code, text) = srv.request("POST", "/api/builds/1/cancel", &[], b"");
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("no Authorization: Bearer token"), "{text}");
+    let wrong = [("Authorization", "Bearer t0kem")];
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &wrong, b"");
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("does not match api_token_env"), "{text}");
+    assert_eq!(srv.json("/api/builds/1")["state"], "running");
+    let auth = [("Authorization", &*format!("Bearer {API_TOKEN}"))];
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &auth, b"");
     assert_eq!(code, 202, "{text}");
     wait_for(
         || srv.json("/api/builds/1")["state"] == "canceled",
@@ -390,7 +410,7 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
         "the job's child {child} survived the cancel"
     );
     for n in [2, 5] {
-        let _ = srv.request("POST", &format!("/api/builds/{n}/cancel"), &[], b"");
+        let _ = srv.request("POST", &format!("/api/builds/{n}/cancel"), &auth, b"");
     }
     wait_for(
         || {

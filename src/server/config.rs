@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Seconds running builds get to finish on SIGTERM before they are canceled.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
+    /// The env var holding the token `POST /api/builds/N/cancel` must bring
+    /// (`Authorization: Bearer …`). Without it, canceling over HTTP is refused.
+    pub api_token_env: Option<String>,
     /// Mail.
     pub smtp: Option<SmtpSection>,
     /// The repositories.
@@ -114,6 +117,11 @@ fn yes() -> bool {
 }
 
 impl ServerConfig {
+    /// The API token, from the environment.
+    pub fn api_token(&self) -> Option<String> {
+        from_env(&self.api_token_env)
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<ServerConfig, String> {
         let text = std::fs::read_to_string(path)
@@ -163,13 +171,17 @@ impl ServerConfig {
     }
 }
 
+/// The value of the environment variable `name` names, when set and not empty.
+fn from_env(name: &Option<String>) -> Option<String> {
+    name.as_ref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|s| !s.is_empty())
+}
+
 impl RepoConfig {
     /// The webhook secret, from the environment.
     pub fn secret(&self) -> Option<String> {
-        self.webhook_secret_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok())
-            .filter(|s| !s.is_empty())
+        from_env(&self.webhook_secret_env)
     }
 
     /// The local path of the repository (for paths and `file://` URLs); `None` for a

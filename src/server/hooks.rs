@@ -70,7 +70,7 @@ impl Headers for axum::http::HeaderMap {
 }
 
 /// Constant-time equality.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

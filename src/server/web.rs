@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
 use serde::Deserialize;
 
 use super::live::{Chunk, Cursor, JobText, LiveLog};
-use super::{AppState, answer, pages};
+use super::{AppState, answer, hooks, pages};
 use crate::job::JobResult;
 use crate::store::BuildRow;
 
@@ -242,7 +242,11 @@ pub(super) async fn api_cancel(
     State(state): State<Arc<AppState>>,
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return *refused;
+    }
     let row = match find_or_404(&state, n, &q) {
         Ok(row) => row,
         Err(not_found) => return *not_found,
@@ -267,6 +271,31 @@ pub(super) async fn api_cancel(
         other => answer(
             StatusCode::CONFLICT,
             serde_json::json!({"error": format!("build #{n} already {other}")}),
+        ),
+    }
+}
+
+/// Whether a request that changes something brings the API token: 403 when the server
+/// has none configured, 401 when the request's is missing or wrong (compared in
+/// constant time).
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let refuse = |code, why: &str| Err(Box::new(answer(code, serde_json::json!({"error": why}))));
+    let Some(token) = state.cfg.api_token() else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "canceling over HTTP is off: set api_token_env in runway.toml (and that variable), then send Authorization: Bearer <token>",
+        );
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => refuse(StatusCode::UNAUTHORIZED, "no Authorization: Bearer token"),
+        Some(t) if hooks::same(t.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => refuse(
+            StatusCode::UNAUTHORIZED,
+            "the token does not match api_token_env",
         ),
     }
 }
