@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::source::SourceError;
 
+/// The start of every workspace directory's name (in the temp dir).
+pub const PREFIX: &str = "runway-job-";
+
 /// Errors preparing a workspace.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -63,7 +66,7 @@ impl Workspace {
         slug: &str,
         git: &GitOptions,
     ) -> Result<Workspace, WorkspaceError> {
-        let dir = tempfile::Builder::new().prefix("runway-job-").tempdir()?;
+        let dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
         let root = dir.path().to_path_buf();
         let build_dir = root.join("build").join(slug);
         let home = root.join("home");

@@ -422,6 +422,45 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
     );
 }
 
+/// An operator who will not wait out the grace period sends a second SIGTERM (or presses
+/// Ctrl-C twice): the running build is canceled at once, its job killed.
+#[test]
+fn a_second_sigterm_cancels_running_builds_at_once() {
+    let s = Setup::new(
+        "language: shell\nscript: echo started; sleep 86425\nnotifications:\n  email: false\n",
+        "",
+    );
+    let config_text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 600");
+    std::fs::write(&s.config, config_text).unwrap();
+    let mut srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(
+        || {
+            srv.request("GET", "/api/builds/1/log", &[], b"")
+                .1
+                .contains("\nstarted\n")
+        },
+        "the job to start",
+    );
+    srv.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !srv.exited_within(1),
+        "the first SIGTERM waits for the build"
+    );
+    srv.signal("-TERM");
+    assert!(
+        srv.exited_within(60),
+        "the second SIGTERM did not cancel the build (grace is 600 s)"
+    );
+    common::assert_no_process("sleep 86425");
+    drop(srv);
+    let srv = s.start();
+    assert_eq!(srv.json("/api/builds/1")["state"], "canceled");
+}
+
 #[test]
 fn sigterm_finishes_running_builds_and_keeps_the_queue() {
     let s = Setup::new(
@@ -774,7 +813,8 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
     let pid_file = pids.path().join("sleep.pid");
     let s = Setup::new(
         &format!(
-            "language: shell\nscript:\n  - echo before-the-crash\n  - sleep 300 & echo $! > {}; wait\nnotifications:\n  email:\n    recipients: [team@example.com]\n",
+            "language: shell\nscript:\n  - echo before-the-crash\n  - echo \"$PWD\" > {}.dir; sleep 300 & echo $! > {}; wait\nnotifications:\n  email:\n    recipients: [team@example.com]\n",
+            pid_file.display(),
             pid_file.display()
         ),
         &format!("[smtp]\nurl = \"smtp://127.0.0.1:{}\"\n", smtp.port),
@@ -798,6 +838,9 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
         })
     };
     assert!(running(&pid), "the job outlives the killed server");
+    let build_dir = std::fs::read_to_string(pid_file.with_extension("pid.dir")).unwrap();
+    let build_dir = Path::new(build_dir.trim());
+    assert!(build_dir.exists(), "{}", build_dir.display());
 
     // The restart errors the build and ends the job's process group.
     let mut srv = s.start();
@@ -819,6 +862,11 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
     assert!(said.contains("build o/app#1 was interrupted"), "{said}");
     assert!(said.contains("killed 1 job process group(s)"), "{said}");
     wait_for(|| !running(&pid), "the orphaned job to end");
+    assert!(
+        !build_dir.exists(),
+        "the restart removes the interrupted job's workspace: {}",
+        build_dir.display()
+    );
     let b = srv.json("/api/builds/1");
     assert_eq!(b["state"], "errored", "{b}");
     let r = common::run(

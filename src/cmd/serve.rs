@@ -8,7 +8,8 @@ use crate::exit;
 use crate::server::{self, AppState, config::ServerConfig};
 use crate::store::{self, Store};
 
-/// Runs the server until SIGTERM or Ctrl-C.
+/// Runs the server until SIGTERM or Ctrl-C (running builds get the grace period; a
+/// second signal cancels them at once).
 pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
     let cfg = ServerConfig::load(config).map_err(CmdError::Usage)?;
     let addr = listen
@@ -34,12 +35,22 @@ pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result
             writeln!(out, "runway serve: killed {} job process group(s) the interrupted builds left running", interrupted.process_groups)?;
         }
         out.flush()?;
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let st = state.clone();
+        let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
             }
+            // A second signal cancels the running builds instead of waiting out the grace.
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                eprintln!("runway serve: canceling the running builds now");
+                st.cancel_all();
+            });
         };
         server::run(listener, state, shutdown).await;
         writeln!(out, "runway serve: stopped; queued builds stay queued")?;

@@ -293,7 +293,7 @@ impl Runner<'_> {
             Ok(mut sh) => {
                 sh.cancel = self.ctx.options.cancel.clone();
                 if let Some(dir) = &self.ctx.options.process_dir {
-                    let _ = sh.record_in(dir);
+                    let _ = sh.record_in(dir, ws.root());
                 }
                 self.shell = Some(sh);
                 Ok(())

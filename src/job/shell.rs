@@ -137,12 +137,13 @@ impl Shell {
         self.child.id() as i32
     }
 
-    /// Records the process group as `DIR/PGID` (holding the nonce) while the shell runs,
-    /// so that a runway restarted after a crash can end it ([`end_orphans`]).
-    pub fn record_in(&mut self, dir: &Path) -> io::Result<()> {
+    /// Records the process group as `DIR/PGID` (holding the nonce, then the job's
+    /// workspace) while the shell runs, so that a runway restarted after a crash can end
+    /// it and remove the workspace ([`end_orphans`]).
+    pub fn record_in(&mut self, dir: &Path, workspace: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(self.pgid().to_string());
-        std::fs::write(&path, &self.nonce)?;
+        std::fs::write(&path, format!("{}\n{}", self.nonce, workspace.display()))?;
         self.record = Some(path);
         Ok(())
     }
@@ -269,8 +270,10 @@ pub fn kill_live_groups() -> usize {
 
 /// Ends the process groups recorded in `dir` ([`Shell::record_in`]) that are still
 /// running: what jobs left behind when runway was killed (its shells' process groups
-/// outlive it). A group is killed only if one of its processes carries the recorded
-/// nonce, so a reused process id is never hit. Returns how many groups were ended.
+/// outlive it), and removes their workspaces. A group is killed only if one of its
+/// processes carries the recorded nonce, so a reused process id is never hit; a
+/// workspace is removed only if it is a `runway-job-*` directory. Returns how many
+/// groups were ended.
 pub fn end_orphans(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -279,13 +282,24 @@ pub fn end_orphans(dir: &Path) -> usize {
     for e in entries.flatten() {
         let path = e.path();
         let pgid: Option<i32> = e.file_name().to_str().and_then(|n| n.parse().ok());
-        let nonce = std::fs::read_to_string(&path).unwrap_or_default();
+        let record = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines = record.lines();
+        let nonce = lines.next().unwrap_or_default();
         if let Some(pgid) = pgid
             && !nonce.is_empty()
             && group_carries(pgid, &format!("__RUNWAY_NONCE={nonce}"))
         {
             kill_group(pgid, libc::SIGKILL);
             ended += 1;
+        }
+        if let Some(workspace) = lines.next().map(Path::new)
+            && workspace.is_absolute()
+            && workspace
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(crate::workspace::PREFIX))
+        {
+            let _ = std::fs::remove_dir_all(workspace);
         }
         let _ = std::fs::remove_file(&path);
     }

@@ -88,6 +88,14 @@ impl AppState {
         ))
     }
 
+    /// Cancels every running build now (their jobs' process groups are killed): a
+    /// second SIGTERM or Ctrl-C, for an operator who will not wait out the grace period.
+    pub fn cancel_all(&self) {
+        for c in self.cancels.lock().expect("cancels").values() {
+            c.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Runs `f` on the build store (one connection, behind a lock).
     fn db<T>(
         &self,
@@ -121,9 +129,7 @@ pub async fn run(
     while state.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for c in state.cancels.lock().expect("cancels").values() {
-        c.store(true, Ordering::SeqCst);
-    }
+    state.cancel_all();
     while state.running.load(Ordering::SeqCst) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -60,8 +60,33 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits up to `secs` for the server to exit; true if it did.
+    pub fn exited_within(&mut self, secs: u64) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+/// Stops the server as an operator would, so that the builds it is running are canceled
+/// (jobs killed, workspaces removed) rather than orphaned: SIGTERM, then a second one
+/// (cancel now); SIGKILL only if it has not exited after 30 s.
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("-TERM");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            self.signal("-TERM");
+            if self.exited_within(30) {
+                return;
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
