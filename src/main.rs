@@ -141,6 +141,9 @@ enum Command {
         /// The repository, when several have this build number.
         #[arg(long)]
         repo: Option<String>,
+        /// Follow a queued or running server build until it ends; exit with its result.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// List or clear stored caches.
     Cache {
@@ -320,7 +323,11 @@ fn main() -> ExitCode {
         Command::Builds { repo, branch, json } => {
             cmd::history::builds(repo.as_deref(), branch.as_deref(), json, &mut out)
         }
-        Command::Log { build, repo } => cmd::history::log(&build, repo.as_deref(), &mut out),
+        Command::Log {
+            build,
+            repo,
+            follow,
+        } => cmd::history::log(&build, repo.as_deref(), follow, &mut out),
         Command::Cache { action, cache_dir } => match action {
             CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

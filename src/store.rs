@@ -281,10 +281,11 @@ impl Store {
     }
 
     /// Where a running server build's log is written as it goes
-    /// (`STATE_DIR/logs/ID.log`). It is removed when the build records its jobs, so
-    /// it remains only for a build a crash interrupted (its log up to the crash) or
-    /// one that ended before its first job.
-    fn partial_log_path(&self, build_id: i64) -> PathBuf {
+    /// (`STATE_DIR/logs/ID.log`). It is removed a minute after the build records its
+    /// jobs (`runway log --follow` reads its end meanwhile), so it remains only for a
+    /// build a crash interrupted (its log up to the crash) or one that ended before its
+    /// first job.
+    pub fn partial_log_path(&self, build_id: i64) -> PathBuf {
         self.dir.join("logs").join(format!("{build_id}.log"))
     }
 
@@ -303,6 +304,33 @@ impl Store {
     /// Removes a build's partial log (its jobs' logs are recorded).
     pub fn remove_partial_log(&self, build_id: i64) {
         let _ = std::fs::remove_file(self.partial_log_path(build_id));
+    }
+
+    /// Removes the partial logs of builds that ended with their jobs recorded (the
+    /// ones a stopped server had not removed yet). Returns how many.
+    pub fn remove_ended_partial_logs(&self) -> Result<usize, StoreError> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".log"))
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let ended = self
+                .get(id)?
+                .is_some_and(|r| !matches!(r.state.as_str(), "queued" | "running"));
+            if ended && !self.jobs(id)?.is_empty() {
+                self.remove_partial_log(id);
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// A build's whole log: its partial log when one remains, else its jobs' logs.

@@ -422,6 +422,46 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
     );
 }
 
+/// `runway log -f N` (what a detached push says to run) follows a server build from the
+/// queue to its end, printing its log as it grows, and exits with the build's result.
+#[test]
+fn log_follow_prints_a_running_build_as_it_goes_and_exits_with_its_result() {
+    let s = Setup::new(
+        "language: shell\nscript:\n  - echo step-one\n  - sleep 2\n  - echo step-two\n  - exit 1\nnotifications:\n  email: false\n",
+        "",
+    );
+    let srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    let mut follow = common::Lines::spawn(
+        common::runway()
+            .args(["log", "-f", "1"])
+            .env("RUNWAY_STATE_DIR", s.state()),
+        false,
+    );
+    let (seen, live) = follow.wait_for("$ echo step-one", 60);
+    assert!(live, "{seen:#?}");
+    assert!(
+        follow.child.try_wait().unwrap().is_none(),
+        "still following while the build runs"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("step-two")),
+        "step-one came before the build went on: {seen:#?}"
+    );
+    let (code, rest) = follow.finish(60);
+    assert_eq!(code, Some(1), "a failed build: {seen:#?}{rest:#?}");
+    assert!(rest.iter().any(|l| l == "step-two"), "{rest:#?}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("runway: build o/app#1 failed"),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.starts_with("Build #1 failed")),
+        "the build's own summary line: {rest:#?}"
+    );
+}
+
 /// An operator who will not wait out the grace period sends a second SIGTERM (or presses
 /// Ctrl-C twice): the running build is canceled at once, its job killed.
 #[test]

@@ -1,11 +1,13 @@
-//! `runway builds [--repo R] [--branch B] [--json]` and `runway log BUILD[.JOB] [--repo R]`:
-//! the recorded build history read back.
+//! `runway builds [--repo R] [--branch B] [--json]` and
+//! `runway log BUILD[.JOB] [--repo R] [--follow]`: the recorded build history read back,
+//! and a server build followed as it runs.
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
+use std::time::Duration;
 
 use super::CmdError;
 use crate::exit;
-use crate::store::{self, Store};
+use crate::store::{self, BuildRow, Store};
 
 fn open() -> Result<Store, CmdError> {
     Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))
@@ -59,8 +61,14 @@ pub fn builds(
     Ok(exit::PASSED)
 }
 
-/// Prints the log of a build's jobs (`12`) or one job (`12.2`).
-pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
+/// Prints the log of a build's jobs (`12`) or one job (`12.2`). With `follow`, a
+/// queued or running build is followed to its end, and the exit code is its result's.
+pub fn log(
+    spec: &str,
+    repo: Option<&str>,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
     let (build, job) = match spec.split_once('.') {
         Some((b, j)) => (b, Some(j)),
         None => (spec, None),
@@ -74,6 +82,9 @@ pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, C
         .build(repo, number)
         .map_err(|e| CmdError::Usage(e.to_string()))?
         .ok_or_else(|| CmdError::Usage(format!("there is no build #{number}")))?;
+    if follow && job.is_none() && matches!(row.state.as_str(), "queued" | "running") {
+        return follow_build(&st, row, out);
+    }
     let jobs = st
         .jobs(row.id)
         .map_err(|e| CmdError::Usage(e.to_string()))?;
@@ -115,4 +126,62 @@ pub fn log(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, C
         out.write_all(&j.log)?;
     }
     Ok(exit::PASSED)
+}
+
+/// Prints a server build's log as it grows (the log file the server writes), until the
+/// build ends; then its result, which is also the exit code.
+fn follow_build(st: &Store, mut row: BuildRow, out: &mut dyn Write) -> Result<i32, CmdError> {
+    let path = st.partial_log_path(row.id);
+    let mut read = 0u64;
+    let mut said_queued = false;
+    loop {
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            f.seek(SeekFrom::Start(read))?;
+            read += std::io::copy(&mut f, out)?;
+            out.flush()?;
+        }
+        let ended = !matches!(row.state.as_str(), "queued" | "running");
+        if ended {
+            break;
+        }
+        if row.state == "queued" && !said_queued {
+            writeln!(
+                out,
+                "runway: build {}#{} is queued; waiting for it to start",
+                row.repo, row.number
+            )?;
+            out.flush()?;
+            said_queued = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        row = st
+            .by_id(row.id)
+            .map_err(|e| CmdError::Usage(e.to_string()))?
+            .ok_or_else(|| CmdError::Usage(format!("build #{} was deleted", row.number)))?;
+    }
+    if read == 0 {
+        // Not a server build (a hook's foreground build writes no log file): its jobs.
+        for j in st
+            .jobs(row.id)
+            .map_err(|e| CmdError::Usage(e.to_string()))?
+        {
+            out.write_all(&j.log)?;
+        }
+    }
+    let why = row
+        .reason
+        .as_deref()
+        .map(|r| format!(": {r}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "runway: build {}#{} {}{why}",
+        row.repo, row.number, row.state
+    )?;
+    Ok(match row.state.as_str() {
+        "passed" => exit::PASSED,
+        "failed" => exit::FAILED,
+        "canceled" => exit::CANCELED,
+        _ => exit::ERRORED,
+    })
 }

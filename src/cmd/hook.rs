@@ -179,7 +179,7 @@ fn detach(
             .unwrap_or_default();
         writeln!(
             out,
-            "runway: build #{} of {name} ({}) queued; runway serve runs it. Follow it: runway log {}{url}",
+            "runway: build #{} of {name} ({}) queued; runway serve runs it. Follow it: runway log -f {}{url}",
             row.number, u.refname, row.number
         )?;
     }

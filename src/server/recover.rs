@@ -32,6 +32,7 @@ pub fn recover(
     st: &mut Store,
 ) -> Result<Interrupted, StoreError> {
     let builds = st.mark_interrupted()?;
+    st.remove_ended_partial_logs()?;
     let process_groups = crate::job::shell::end_orphans(&store::process_dir(state_dir));
     let mut mails = 0;
     for (repo, number) in &builds {

@@ -12,6 +12,9 @@ use crate::cmd::run::{self, RunArgs};
 use crate::event::EventType;
 use crate::store::BuildRow;
 
+/// How long an ended build's log file stays beside its recorded jobs' logs.
+const PARTIAL_LOG_LINGER: Duration = Duration::from_secs(60);
+
 /// The workers: claim queued builds, up to `concurrency` at once, until stopping.
 /// Jobs are what `concurrency` limits: every build runs its stages' jobs up to
 /// `concurrency` at once, and every job holds one of the server's `concurrency` slots.
@@ -141,12 +144,16 @@ fn build(state: &AppState, row: BuildRow) {
     }
     live.finish();
     state.live.remove(row.id);
-    // The jobs' logs are in the store now; a build that ran no job keeps its log file.
-    let _ = state.db(|s| {
-        if !s.jobs(row.id)?.is_empty() {
-            s.remove_partial_log(row.id);
-        }
-        Ok(())
-    });
+    // The jobs' logs are in the store now: the build's log file goes after a minute
+    // (`runway log --follow` reads its end meanwhile; a restart removes what a stop left).
+    // A build that ran no job keeps it.
+    if let Ok(Some(path)) =
+        state.db(|s| Ok((!s.jobs(row.id)?.is_empty()).then(|| s.partial_log_path(row.id))))
+    {
+        std::thread::spawn(move || {
+            std::thread::sleep(PARTIAL_LOG_LINGER);
+            let _ = std::fs::remove_file(path);
+        });
+    }
     state.cancels.lock().expect("cancels").remove(&row.id);
 }
