@@ -289,10 +289,12 @@ impl Store {
         self.dir.join("logs").join(format!("{build_id}.log"))
     }
 
-    /// Creates (empty) the partial log of a build that starts running.
+    /// Creates (empty) the partial log of a build that starts running: a new file, even
+    /// for a build run again, so a removal scheduled for the old one cannot hit it.
     pub fn create_partial_log(&self, build_id: i64) -> Result<std::fs::File, StoreError> {
         let path = self.partial_log_path(build_id);
         std::fs::create_dir_all(self.dir.join("logs"))?;
+        let _ = std::fs::remove_file(&path);
         Ok(std::fs::File::create(path)?)
     }
 

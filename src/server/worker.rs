@@ -150,9 +150,15 @@ fn build(state: &AppState, row: BuildRow) {
     if let Ok(Some(path)) =
         state.db(|s| Ok((!s.jobs(row.id)?.is_empty()).then(|| s.partial_log_path(row.id))))
     {
+        use std::os::unix::fs::MetadataExt;
+        let inode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+        let this_run = inode(&path);
         std::thread::spawn(move || {
             std::thread::sleep(PARTIAL_LOG_LINGER);
-            let _ = std::fs::remove_file(path);
+            // Not the file of a later run (`runway restart N` within the minute).
+            if this_run.is_some() && inode(&path) == this_run {
+                let _ = std::fs::remove_file(path);
+            }
         });
     }
     state.cancels.lock().expect("cancels").remove(&row.id);
