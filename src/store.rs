@@ -579,4 +579,37 @@ mod tests {
         assert_eq!((dev.number, dev.previous_state), (3, None));
         assert_eq!(s.builds(Some("o/a"), None).unwrap().len(), 3);
     }
+
+    #[test]
+    fn a_start_removes_only_the_log_files_of_builds_that_recorded_their_jobs() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = Store::open(t.path()).unwrap();
+        let new = NewBuild {
+            repo: "o/a".into(),
+            commit: "abc".into(),
+            event: "push".into(),
+            ..NewBuild::default()
+        };
+        let job = JobRow {
+            number: "1.1".into(),
+            name: None,
+            env: String::new(),
+            result: "passed".into(),
+            duration_ms: 1,
+            log: b"job log".to_vec(),
+        };
+        let ended = s.begin(&new).unwrap();
+        let running = s.begin(&new).unwrap();
+        let no_job = s.begin(&new).unwrap();
+        for b in [&ended, &running, &no_job] {
+            s.create_partial_log(b.id).unwrap();
+        }
+        s.finish(ended.id, BuildState::Passed, std::slice::from_ref(&job))
+            .unwrap();
+        s.finish(no_job.id, BuildState::Errored, &[]).unwrap();
+        assert_eq!(s.remove_ended_partial_logs().unwrap(), 1);
+        assert!(s.partial_log(ended.id).is_none());
+        assert!(s.partial_log(running.id).is_some());
+        assert!(s.partial_log(no_job.id).is_some(), "its only log");
+    }
 }
