@@ -289,12 +289,10 @@ impl Store {
         self.dir.join("logs").join(format!("{build_id}.log"))
     }
 
-    /// Creates (empty) the partial log of a build that starts running: a new file, even
-    /// for a build run again, so a removal scheduled for the old one cannot hit it.
+    /// Creates (empty) the partial log of a build that starts running.
     pub fn create_partial_log(&self, build_id: i64) -> Result<std::fs::File, StoreError> {
         let path = self.partial_log_path(build_id);
         std::fs::create_dir_all(self.dir.join("logs"))?;
-        let _ = std::fs::remove_file(&path);
         Ok(std::fs::File::create(path)?)
     }
 
@@ -549,6 +547,21 @@ impl Store {
 }
 
 #[cfg(test)]
+impl JobRow {
+    /// Job 1.1, passed, for tests of what is stored.
+    pub(crate) fn passed_for_tests() -> JobRow {
+        JobRow {
+            number: "1.1".into(),
+            name: None,
+            env: String::new(),
+            result: "passed".into(),
+            duration_ms: 1,
+            log: b"job log".to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -590,14 +603,7 @@ mod tests {
             event: "push".into(),
             ..NewBuild::default()
         };
-        let job = JobRow {
-            number: "1.1".into(),
-            name: None,
-            env: String::new(),
-            result: "passed".into(),
-            duration_ms: 1,
-            log: b"job log".to_vec(),
-        };
+        let job = JobRow::passed_for_tests();
         let ended = s.begin(&new).unwrap();
         let running = s.begin(&new).unwrap();
         let no_job = s.begin(&new).unwrap();

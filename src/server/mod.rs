@@ -59,6 +59,9 @@ pub struct AppState {
     running: AtomicUsize,
     stopping: AtomicBool,
     slots: Arc<crate::build::JobSlots>,
+    /// Log files of ended builds, removed when due (`worker::PARTIAL_LOG_LINGER`):
+    /// (when, build row id).
+    expiring_logs: Mutex<std::collections::VecDeque<(std::time::Instant, i64)>>,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
                 running: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 slots,
+                expiring_logs: Mutex::default(),
             }),
             interrupted,
         ))

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::live::LiveWriter;
 use super::{AppState, mirror};
@@ -38,10 +38,35 @@ pub(super) async fn work(state: Arc<AppState>) {
         }
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
+        remove_expired_logs(&state);
         tokio::select! {
             _ = state.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+    }
+}
+
+/// Removes the log files of ended builds whose minute is up, unless the build is
+/// queued or running again (`runway restart N` within the minute).
+fn remove_expired_logs(state: &AppState) {
+    let due: Vec<i64> = {
+        let mut expiring = state.expiring_logs.lock().expect("expiring logs");
+        let n = expiring
+            .iter()
+            .take_while(|(when, _)| *when <= Instant::now())
+            .count();
+        expiring.drain(..n).map(|(_, id)| id).collect()
+    };
+    for id in due {
+        let _ = state.db(|s| {
+            let again = s
+                .by_id(id)?
+                .is_some_and(|r| matches!(r.state.as_str(), "queued" | "running"));
+            if !again {
+                s.remove_partial_log(id);
+            }
+            Ok(())
+        });
     }
 }
 
@@ -147,19 +172,61 @@ fn build(state: &AppState, row: BuildRow) {
     // The jobs' logs are in the store now: the build's log file goes after a minute
     // (`runway log --follow` reads its end meanwhile; a restart removes what a stop left).
     // A build that ran no job keeps it.
-    if let Ok(Some(path)) =
-        state.db(|s| Ok((!s.jobs(row.id)?.is_empty()).then(|| s.partial_log_path(row.id))))
-    {
-        use std::os::unix::fs::MetadataExt;
-        let inode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.ino()).ok();
-        let this_run = inode(&path);
-        std::thread::spawn(move || {
-            std::thread::sleep(PARTIAL_LOG_LINGER);
-            // Not the file of a later run (`runway restart N` within the minute).
-            if this_run.is_some() && inode(&path) == this_run {
-                let _ = std::fs::remove_file(path);
-            }
-        });
+    if let Ok(false) = state.db(|s| Ok(s.jobs(row.id)?.is_empty())) {
+        let due = Instant::now() + PARTIAL_LOG_LINGER;
+        state
+            .expiring_logs
+            .lock()
+            .expect("expiring logs")
+            .push_back((due, row.id));
     }
     state.cancels.lock().expect("cancels").remove(&row.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::BuildState;
+    use crate::store::{JobRow, NewBuild};
+
+    #[test]
+    fn an_ended_builds_log_file_goes_when_due_but_not_while_it_runs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = toml::from_str("").unwrap();
+        let (state, _) = AppState::new(cfg, dir.path().to_path_buf()).unwrap();
+        let job = JobRow::passed_for_tests();
+        let new = NewBuild {
+            repo: "o/a".into(),
+            commit: "abc".into(),
+            event: "push".into(),
+            ..NewBuild::default()
+        };
+        let ids: Vec<i64> = (0..3)
+            .map(|_| {
+                state
+                    .db(|s| {
+                        let b = s.begin(&new)?;
+                        s.create_partial_log(b.id)?;
+                        s.finish(b.id, BuildState::Passed, std::slice::from_ref(&job))?;
+                        Ok(b.id)
+                    })
+                    .unwrap()
+            })
+            .collect();
+        // The second build was restarted and runs again.
+        state.db(|s| s.set_state(ids[1], "running", None)).unwrap();
+        let past = Instant::now() - Duration::from_secs(1);
+        {
+            let mut q = state.expiring_logs.lock().unwrap();
+            q.push_back((past, ids[0]));
+            q.push_back((past, ids[1]));
+            q.push_back((Instant::now() + PARTIAL_LOG_LINGER, ids[2]));
+        }
+        remove_expired_logs(&state);
+        let kept = |id| state.db(|s| Ok(s.partial_log(id).is_some())).unwrap();
+        assert!(!kept(ids[0]));
+        assert!(kept(ids[1]), "its new run's log");
+        assert!(kept(ids[2]), "not due yet");
+        assert_eq!(state.expiring_logs.lock().unwrap().len(), 1);
+    }
 }
