@@ -25,6 +25,9 @@ pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result
         let bound = listener.local_addr()?;
         let (state, interrupted) = AppState::new(cfg, store::default_dir()).map_err(CmdError::Usage)?;
         writeln!(out, "runway serve: listening on http://{bound}")?;
+        for w in state.cfg.warnings() {
+            writeln!(out, "runway serve: warning: {w}")?;
+        }
         for (repo, n) in interrupted.builds {
             writeln!(out, "runway serve: build {repo}#{n} was interrupted by a restart; marked errored (runway restart {n} runs it again)")?;
         }

@@ -122,6 +122,40 @@ impl ServerConfig {
         from_env(&self.api_token_env)
     }
 
+    /// What an operator should know at start: variables the file names that are not
+    /// set, and what is refused until they are.
+    pub fn warnings(&self) -> Vec<String> {
+        fn unset(name: &Option<String>) -> Option<&String> {
+            name.as_ref().filter(|_| from_env(name).is_none())
+        }
+        let mut out = Vec::new();
+        if let Some(var) = unset(&self.api_token_env) {
+            out.push(format!(
+                "${var} (api_token_env) is not set: canceling over HTTP is refused"
+            ));
+        }
+        for r in &self.repos {
+            match &r.webhook_secret_env {
+                None => out.push(format!(
+                    "{}: no webhook_secret_env: its webhook deliveries are refused",
+                    r.name
+                )),
+                Some(var) if r.secret().is_none() => out.push(format!(
+                    "{}: ${var} (webhook_secret_env) is not set: its webhook deliveries are refused",
+                    r.name
+                )),
+                Some(_) => {}
+            }
+            if let Some(var) = unset(&r.token_env) {
+                out.push(format!(
+                    "{}: ${var} (token_env) is not set: fetching {} without a token",
+                    r.name, r.url
+                ));
+            }
+        }
+        out
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<ServerConfig, String> {
         let text = std::fs::read_to_string(path)
@@ -243,5 +277,25 @@ mod tests {
         assert_eq!(local("https://github.com/o/app.git"), None);
         assert_eq!(local("ssh://git@host/o/app.git"), None);
         assert_eq!(local("git@github.com:o/app.git"), None);
+    }
+
+    #[test]
+    fn the_start_names_unset_variables_and_what_they_refuse() {
+        let cfg: ServerConfig = toml::from_str(
+            "api_token_env = \"RUNWAY_NEVER_SET_TOKEN\"\n\
+             [[repo]]\nname = \"o/a\"\nurl = \"/srv/a.git\"\nwebhook_secret_env = \"PATH\"\n\
+             [[repo]]\nname = \"o/b\"\nurl = \"/srv/b.git\"\nwebhook_secret_env = \"RUNWAY_NEVER_SET_B\"\n\
+             [[repo]]\nname = \"o/c\"\nurl = \"https://git.example/c.git\"\ntoken_env = \"RUNWAY_NEVER_SET_C\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.warnings(),
+            [
+                "$RUNWAY_NEVER_SET_TOKEN (api_token_env) is not set: canceling over HTTP is refused",
+                "o/b: $RUNWAY_NEVER_SET_B (webhook_secret_env) is not set: its webhook deliveries are refused",
+                "o/c: no webhook_secret_env: its webhook deliveries are refused",
+                "o/c: $RUNWAY_NEVER_SET_C (token_env) is not set: fetching https://git.example/c.git without a token",
+            ]
+        );
     }
 }
