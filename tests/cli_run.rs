@@ -293,6 +293,35 @@ fn s1_silent_command_is_killed_with_its_children_after_the_no_output_timeout() {
     );
 }
 
+/// Travis terminated a job whose log passed 4 MB ("The job exceeded the maximum log
+/// length"): a runaway command cannot fill memory, the store and the mail.
+#[test]
+fn a_job_that_floods_its_log_is_terminated_at_4_mb() {
+    let p = Project::new(
+        "language: shell\nscript:\n  - yes \"flood line\" | head -c 6000000\n  - echo after-the-flood\nafter_script: echo AFTER\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, exit::ERRORED, "{}", last_line(&r));
+    assert!(
+        r.stdout
+            .contains("The job exceeded the maximum log length (4 MB), and has been terminated."),
+        "{}",
+        &r.stdout[r.stdout.len().saturating_sub(2000)..]
+    );
+    assert!(!r.stdout.contains("after-the-flood\n"));
+    assert!(!r.stdout.contains("\nAFTER\n"));
+    let floods = r.stdout.matches("flood line\n").count();
+    assert!(
+        (300_000..=4 * 1024 * 1024 / 11 + 10_000).contains(&floods),
+        "{floods} lines of flood kept"
+    );
+    assert!(
+        last_line(&r).starts_with("Build #1 errored"),
+        "{}",
+        last_line(&r)
+    );
+}
+
 #[test]
 fn s1_job_timeout_fires_and_says_so() {
     let p =

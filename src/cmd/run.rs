@@ -247,6 +247,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
                 .recorded
                 .as_ref()
                 .map(|_| store::process_dir(&state_dir)),
+            max_log_bytes: crate::job::MAX_LOG_BYTES,
         },
         git,
         origin,

@@ -108,7 +108,13 @@ pub struct JobOptions {
     /// Where the job's process group is recorded while it runs, so a server restarted
     /// after a crash ends it ([`shell::end_orphans`]).
     pub process_dir: Option<std::path::PathBuf>,
+    /// A job whose log grows past this many bytes is terminated, errored (Travis's
+    /// limit: 4 MB), so a runaway command cannot fill memory, disk and mailboxes.
+    pub max_log_bytes: u64,
 }
+
+/// Travis's maximum log length.
+pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 
 impl Default for JobOptions {
     fn default() -> Self {
@@ -120,6 +126,7 @@ impl Default for JobOptions {
             deploy: false,
             cancel: None,
             process_dir: None,
+            max_log_bytes: MAX_LOG_BYTES,
         }
     }
 }
@@ -376,7 +383,7 @@ impl Runner<'_> {
         if let Err(e) = sh.send(cmd) {
             return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false));
         }
-        match sh.wait(opts.no_output_timeout, opts.timeout, &mut |_| {}) {
+        match sh.wait(opts.no_output_timeout, opts.timeout, &mut |_| true) {
             Wait::Done(code) => Ok(code),
             other => Err(self.stop_for(other)),
         }
@@ -406,6 +413,12 @@ impl Runner<'_> {
                     sh.kill();
                 }
                 Stop::End(JobResult::Canceled, "canceled".into(), false)
+            }
+            Wait::LogLimit => {
+                if let Some(sh) = self.shell.as_mut() {
+                    sh.kill();
+                }
+                Stop::End(JobResult::Errored, "log length limit".into(), false)
             }
         }
     }
@@ -486,7 +499,10 @@ impl Runner<'_> {
             let opts = self.ctx.options;
             let sh = self.shell.as_mut().expect("shell started");
             let waited = match sh.send(cmd) {
-                Ok(()) => sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| log.output(b)),
+                Ok(()) => sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| {
+                    log.output(b);
+                    log.bytes <= opts.max_log_bytes
+                }),
                 Err(e) => return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false)),
             };
             log.end_output();
@@ -520,6 +536,15 @@ impl Runner<'_> {
                     log.line("");
                     log.line("The build was canceled; the job's process group was killed.");
                     return Err(self.stop_for(Wait::Canceled));
+                }
+                Wait::LogLimit => {
+                    log.line("");
+                    log.line(&format!(
+                        "The job exceeded the maximum log length ({} MB), and has been terminated.",
+                        opts.max_log_bytes / (1024 * 1024)
+                    ));
+                    log.line("The job's process group was killed.");
+                    return Err(self.stop_for(Wait::LogLimit));
                 }
             };
             log.terminal_note(&format!("\x1b[2m  ↳ exit {code} in {}\x1b[0m", human(took)));

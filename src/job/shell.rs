@@ -46,6 +46,8 @@ pub enum Wait {
     JobTimeout,
     /// The build was canceled.
     Canceled,
+    /// The output callback said stop: the job printed more than its log may hold.
+    LogLimit,
 }
 
 /// A running job shell.
@@ -162,12 +164,12 @@ impl Shell {
     }
 
     /// Waits for the command sent last, passing its output to `on_output`, until it
-    /// finishes or a limit passes.
+    /// finishes, a limit passes, or `on_output` returns false.
     pub fn wait(
         &mut self,
         no_output: Duration,
         job_limit: Duration,
-        on_output: &mut dyn FnMut(&[u8]),
+        on_output: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Wait {
         let (mut status, mut synced) = (None, false);
         loop {
@@ -195,15 +197,19 @@ impl Shell {
             match self.events.recv_timeout(until) {
                 Ok(ShellEvent::Output(bytes)) => {
                     self.last_output = Instant::now();
-                    on_output(&bytes);
+                    if !on_output(&bytes) {
+                        return Wait::LogLimit;
+                    }
                 }
                 Ok(ShellEvent::Sync) => synced = true,
                 Ok(ShellEvent::Status(code)) => status = Some(code),
                 Ok(ShellEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
                     // Drain what is left, then report how the shell ended.
                     while let Ok(ev) = self.events.try_recv() {
-                        if let ShellEvent::Output(bytes) = ev {
-                            on_output(&bytes);
+                        if let ShellEvent::Output(bytes) = ev
+                            && !on_output(&bytes)
+                        {
+                            return Wait::LogLimit;
                         }
                     }
                     let code = self.child.wait().ok().and_then(|s| s.code()).unwrap_or(137);
