@@ -468,6 +468,21 @@ pub fn retry_at(attempts: u32) -> i64 {
     now_ms() + (delay * 1000.0) as i64
 }
 
+/// The build page of `repo`'s build `number` on the server at `base` (its
+/// `public_url`), naming the repository: several repositories have a build #1.
+pub fn build_url(base: &str, repo: &str, number: u64) -> String {
+    let repo: String = repo
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("{}/builds/{number}?repo={repo}", base.trim_end_matches('/'))
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -570,5 +585,17 @@ mod tests {
         let (ok, bad) = split_recipients(&["a@x.org".into(), "본인 메일 주소".into()]);
         assert_eq!(ok.len(), 1);
         assert_eq!(bad, ["본인 메일 주소"]);
+    }
+
+    #[test]
+    fn build_links_name_the_repository() {
+        assert_eq!(
+            build_url("https://ci.example.com/", "o/app", 3),
+            "https://ci.example.com/builds/3?repo=o/app"
+        );
+        assert_eq!(
+            build_url("http://ci", "o/a&b c", 1),
+            "http://ci/builds/1?repo=o/a%26b%20c"
+        );
     }
 }

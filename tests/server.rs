@@ -626,7 +626,9 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
         mails[0].subject
     );
     assert!(
-        mails[0].text.contains("http://ci.example.com/builds/1"),
+        mails[0]
+            .text
+            .contains("http://ci.example.com/builds/1?repo=o/app"),
         "{}",
         mails[0].text
     );

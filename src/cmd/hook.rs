@@ -175,7 +175,12 @@ fn detach(
             })
             .map_err(|e| CmdError::Usage(e.to_string()))?;
         let url = std::env::var("RUNWAY_PUBLIC_URL")
-            .map(|u| format!(", or {}/builds/{}", u.trim_end_matches('/'), row.number))
+            .map(|u| {
+                format!(
+                    ", or {}",
+                    crate::notify::build_url(&u, &row.repo, row.number)
+                )
+            })
             .unwrap_or_default();
         writeln!(
             out,

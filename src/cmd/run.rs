@@ -433,7 +433,7 @@ fn mail(
             .public_url
             .clone()
             .or_else(|| std::env::var("RUNWAY_PUBLIC_URL").ok())
-            .map(|u| format!("{}/builds/{number}", u.trim_end_matches('/'))),
+            .map(|u| notify::build_url(&u, &event.repo, number)),
     };
     let subject = notify::subject(&facts);
     let recipients: Vec<String> = to.iter().map(ToString::to_string).collect();

@@ -59,7 +59,7 @@ pub(super) async fn intake(
                 .cfg
                 .public_url
                 .as_ref()
-                .map(|u| format!("{}/builds/{}", u.trim_end_matches('/'), row.number));
+                .map(|u| crate::notify::build_url(u, &row.repo, row.number));
             answer(
                 StatusCode::ACCEPTED,
                 serde_json::json!({"queued": true, "number": row.number, "repo": row.repo, "url": url, "canceled": canceled}),

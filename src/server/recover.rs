@@ -144,7 +144,7 @@ fn interrupted_mail(
         url: cfg
             .public_url
             .as_ref()
-            .map(|u| format!("{}/builds/{}", u.trim_end_matches('/'), row.number)),
+            .map(|u| notify::build_url(u, &row.repo, row.number)),
     };
     let message = notify::message(&smtp.from, &to, &facts).ok()?;
     let envelope = message.envelope();
