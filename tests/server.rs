@@ -460,6 +460,14 @@ fn log_follow_prints_a_running_build_as_it_goes_and_exits_with_its_result() {
         rest.iter().any(|l| l.starts_with("Build #1 failed")),
         "the build's own summary line: {rest:#?}"
     );
+    // Once it has ended, -f still answers with its result, for scripts.
+    let again = common::run(
+        common::runway()
+            .args(["log", "-f", "1"])
+            .env("RUNWAY_STATE_DIR", s.state()),
+    );
+    assert_eq!(again.code, 1, "{}", again.all());
+    assert!(again.stdout.contains("\nstep-two\n"), "{}", again.stdout);
 }
 
 /// An operator who will not wait out the grace period sends a second SIGTERM (or presses

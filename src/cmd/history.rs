@@ -62,7 +62,8 @@ pub fn builds(
 }
 
 /// Prints the log of a build's jobs (`12`) or one job (`12.2`). With `follow`, a
-/// queued or running build is followed to its end, and the exit code is its result's.
+/// queued or running build is followed to its end, and the exit code is the build's
+/// result, whether it had ended already or not.
 pub fn log(
     spec: &str,
     repo: Option<&str>,
@@ -82,7 +83,7 @@ pub fn log(
         .build(repo, number)
         .map_err(|e| CmdError::Usage(e.to_string()))?
         .ok_or_else(|| CmdError::Usage(format!("there is no build #{number}")))?;
-    if follow && job.is_none() && matches!(row.state.as_str(), "queued" | "running") {
+    if follow && job.is_none() {
         return follow_build(&st, row, out);
     }
     let jobs = st
