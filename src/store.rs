@@ -333,10 +333,14 @@ impl Store {
         Ok(removed)
     }
 
-    /// A build's whole log: its partial log when one remains, else its jobs' logs.
+    /// A build's whole log: its jobs' logs once recorded, else its partial log (a
+    /// running build, or one a crash interrupted), else nothing.
     pub fn build_log(&self, build_id: i64, jobs: &[JobRow]) -> Vec<u8> {
-        self.partial_log(build_id)
-            .unwrap_or_else(|| jobs.iter().flat_map(|j| j.log.iter().copied()).collect())
+        if jobs.is_empty() {
+            self.partial_log(build_id).unwrap_or_default()
+        } else {
+            jobs.iter().flat_map(|j| j.log.iter().copied()).collect()
+        }
     }
 
     /// After a crash or restart: builds left running are errored, with the reason.

@@ -95,27 +95,25 @@ pub fn log(
         .collect();
     // A build a crash interrupted (or one that ended before its first job) kept its
     // log up to that point: show it, or say that it ran nothing, and why it ended.
-    if job.is_none() {
+    if job.is_none() && jobs.is_empty() {
         let partial = st.partial_log(row.id);
-        if partial.is_some() || jobs.is_empty() {
-            let why = row
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
-            let ran = if partial.is_some() {
-                ""
-            } else {
-                " ran no job;"
-            };
-            out.write_all(&partial.unwrap_or_default())?;
-            writeln!(
-                out,
-                "runway: build {}#{number}{ran} is {}{why}",
-                row.repo, row.state
-            )?;
-            return Ok(exit::PASSED);
-        }
+        let why = row
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let ran = if partial.is_some() {
+            ""
+        } else {
+            " ran no job;"
+        };
+        out.write_all(&partial.unwrap_or_default())?;
+        writeln!(
+            out,
+            "runway: build {}#{number}{ran} is {}{why}",
+            row.repo, row.state
+        )?;
+        return Ok(exit::PASSED);
     }
     if wanted.is_empty() {
         return Err(CmdError::Usage(format!(
