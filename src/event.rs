@@ -96,3 +96,13 @@ impl BuildEvent {
             .unwrap_or_default()
     }
 }
+
+/// `TRAVIS_COMMIT_RANGE` of a push from `before` to `after`: `before...after`, or empty
+/// for a new branch or tag (`before` empty or all zeros, as git and webhooks send it).
+pub fn commit_range(before: &str, after: &str) -> String {
+    if before.chars().all(|c| c == '0') {
+        String::new()
+    } else {
+        format!("{before}...{after}")
+    }
+}

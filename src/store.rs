@@ -325,7 +325,7 @@ impl Store {
             let ended = self
                 .get(id)?
                 .is_some_and(|r| !matches!(r.state.as_str(), "queued" | "running"));
-            if ended && !self.jobs(id)?.is_empty() {
+            if ended && self.has_jobs(id)? {
                 self.remove_partial_log(id);
                 removed += 1;
             }
@@ -529,6 +529,15 @@ impl Store {
                 row,
             )
             .optional()?)
+    }
+
+    /// Whether a build has recorded its jobs (without reading their logs).
+    pub fn has_jobs(&self, build_id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE build_id = ?1)",
+            params![build_id],
+            |r| r.get(0),
+        )?)
     }
 
     /// The jobs of a build.

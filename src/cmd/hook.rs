@@ -167,11 +167,7 @@ fn detach(
                 commit: u.new.clone(),
                 event: "push".into(),
                 message,
-                commit_range: if zero(&u.old) {
-                    String::new()
-                } else {
-                    format!("{}...{}", u.old, u.new)
-                },
+                commit_range: crate::event::commit_range(&u.old, &u.new),
             })
             .map_err(|e| CmdError::Usage(e.to_string()))?;
         let url = std::env::var("RUNWAY_PUBLIC_URL")
@@ -261,11 +257,7 @@ pub fn run_hook(
                 event: EventType::Push,
                 commit_message: None,
                 commit: Some(u.new.clone()),
-                commit_range: Some(if zero(&u.old) {
-                    String::new()
-                } else {
-                    format!("{}...{}", u.old, u.new)
-                }),
+                commit_range: Some(crate::event::commit_range(&u.old, &u.new)),
                 repo_slug: name.clone(),
                 default_branch: configured
                     .as_ref()

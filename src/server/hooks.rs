@@ -69,6 +69,13 @@ impl Headers for axum::http::HeaderMap {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer(headers: &dyn Headers) -> Option<String> {
+    headers
+        .get("authorization")
+        .and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+}
+
 /// Constant-time equality.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -151,9 +158,7 @@ pub fn read(
             }
         }
         Source::Generic => {
-            let given = headers
-                .get("authorization")
-                .and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+            let given = bearer(headers)
                 .ok_or_else(|| Refusal::Unauthorized("no Authorization: Bearer token".into()))?;
             if !same(given.as_bytes(), secret.as_bytes()) {
                 return Err(Refusal::Unauthorized("wrong bearer token".into()));

@@ -129,11 +129,7 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
             )));
         }
     }
-    let range = if d.before.is_empty() || d.before.chars().all(|c| c == '0') {
-        String::new()
-    } else {
-        format!("{}...{}", d.before, d.after)
-    };
+    let range = crate::event::commit_range(&d.before, &d.after);
     state.db(|s| {
         let row = s.enqueue(&NewBuild {
             repo: d.repo.clone(),

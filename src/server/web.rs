@@ -286,11 +286,7 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>
             "canceling over HTTP is off: set api_token_env in runway.toml (and that variable), then send Authorization: Bearer <token>",
         );
     };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
+    match hooks::bearer(headers).as_deref() {
         None => refuse(StatusCode::UNAUTHORIZED, "no Authorization: Bearer token"),
         Some(t) if hooks::same(t.as_bytes(), token.as_bytes()) => Ok(()),
         Some(_) => refuse(

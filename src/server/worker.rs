@@ -172,7 +172,7 @@ fn build(state: &AppState, row: BuildRow) {
     // The jobs' logs are in the store now: the build's log file goes after a minute
     // (`runway log --follow` reads its end meanwhile; a restart removes what a stop left).
     // A build that ran no job keeps it.
-    if let Ok(false) = state.db(|s| Ok(s.jobs(row.id)?.is_empty())) {
+    if let Ok(true) = state.db(|s| s.has_jobs(row.id)) {
         let due = Instant::now() + PARTIAL_LOG_LINGER;
         state
             .expiring_logs
