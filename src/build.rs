@@ -412,6 +412,7 @@ fn run_one(
     let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     let mut log = Log::new(masker, sinks);
     let outcome = execute(job, event, build_number, language, opts, &mut log);
+    log.finish();
     if let Some(tap) = &opts.tap {
         tap.end(&job.number, outcome.result);
     }

@@ -120,6 +120,8 @@ pub struct MailFacts {
     pub deploys: Vec<String>,
     /// A link to the build page, when a server URL is configured.
     pub url: Option<String>,
+    /// Why the build errored before any job ran (an invalid `.travis.yml`).
+    pub error: Option<String>,
 }
 
 fn sha7(sha: &str) -> &str {
@@ -183,6 +185,9 @@ pub fn compose(f: &MailFacts) -> (String, String) {
     for line in f.message.trim_end().lines() {
         t.push_str(&format!("    {line}\n"));
     }
+    if let Some(e) = &f.error {
+        t.push_str(&format!("\nThe build errored before any job ran:\n  {e}\n"));
+    }
     t.push_str("\nJobs:\n");
     for j in &f.jobs {
         t.push_str(&format!(
@@ -234,6 +239,12 @@ pub fn compose(f: &MailFacts) -> (String, String) {
         escape(&f.author),
         escape(f.message.trim_end())
     ));
+    if let Some(e) = &f.error {
+        h.push_str(&format!(
+            "<p>The build errored before any job ran:</p><pre>{}</pre>",
+            escape(e)
+        ));
+    }
     h.push_str("<table border=\"1\" cellpadding=\"4\" style=\"border-collapse:collapse\"><tr><th>Job</th><th>Result</th><th>Duration</th><th>Env</th></tr>");
     for j in &f.jobs {
         h.push_str(&format!(

@@ -19,10 +19,10 @@ use crate::event::{BuildEvent, EventType};
 /// Travis's documented limit on the jobs of one build (travis-semantics.md §4).
 pub const MAX_JOBS: usize = 200;
 
-/// A matrix that would expand to more jobs than this is refused before it is built
-/// (excludes could still bring it under [`MAX_JOBS`]; past this, checking every
-/// job against the others for duplicates would take seconds).
-const MAX_EXPANSION: usize = 1_000;
+/// A matrix that would expand (with `jobs.include`) to more jobs than this is refused
+/// before it is built: excludes and `if:` could still bring it under [`MAX_JOBS`], but
+/// no real config comes near, and a pushed file must not make planning slow.
+pub const MAX_EXPANSION: usize = 1_000;
 
 /// Root keys that are not inherited by jobs (travis-yml `Matrix::DROP`).
 const NOT_SHARED: &[&str] = &[
@@ -485,6 +485,12 @@ fn matrix(
         })
         .collect();
     // Points at the first key with several values and says what multiplied.
+    let jobs_cfg = config.get("jobs");
+    // Where `jobs.include` is written (the key), for the error when it is what multiplies.
+    let include_pos = jobs_cfg
+        .and_then(|j| j.as_map())
+        .and_then(|m| m.iter().find(|e| e.key == "include"))
+        .map(|e| e.key_pos);
     let too_many = |n: usize, included: usize| {
         let (pos, mut sizes) = axes
             .iter()
@@ -495,7 +501,9 @@ fn matrix(
         if included > 0 {
             sizes.push(format!("jobs.include {included}"));
         }
-        let pos = pos.unwrap_or(Pos { line: 1, col: 1 });
+        let pos = pos
+            .or(include_pos.filter(|_| included > 0))
+            .unwrap_or(Pos { line: 1, col: 1 });
         PlanError {
             line: pos.line,
             col: pos.col,
@@ -537,10 +545,16 @@ fn matrix(
         rows
     };
     // 2. include (the single implicit job is dropped when includes exist).
-    let jobs_cfg = config.get("jobs");
+    let includes = seq(jobs_cfg.and_then(|j| j.get("include")));
+    if size.saturating_add(includes.len()) > MAX_EXPANSION {
+        return Err(too_many(
+            size.saturating_add(includes.len()),
+            includes.len(),
+        ));
+    }
     let mut included: Vec<Job> = Vec::new();
     let mut stage: Option<Node> = None;
-    for inc in seq(jobs_cfg.and_then(|j| j.get("include"))) {
+    for inc in includes {
         let Some(entries) = inc.as_map() else {
             continue;
         };
@@ -614,14 +628,11 @@ fn matrix(
                 && rule_matches(rule, job, global_env)
         })
     });
-    // 8. uniq.
+    // 8. uniq (by a canonical text of each job, so linear in the number of jobs).
+    let mut seen = std::collections::HashSet::new();
     let mut unique: Vec<Job> = Vec::new();
     for job in jobs {
-        let node = model::map_node(Pos::default(), job.clone());
-        if !unique
-            .iter()
-            .any(|u| model::map_node(Pos::default(), u.clone()).same(&node))
-        {
+        if seen.insert(fingerprint_entries(&job)) {
             unique.push(job);
         }
     }
@@ -641,6 +652,38 @@ fn matrix(
         return Err(too_many(unique.len(), n_included));
     }
     Ok(unique)
+}
+
+/// A text that two jobs share exactly when they are [`Node::same`]: maps with their
+/// keys sorted, positions and quoting left out.
+fn fingerprint_entries(entries: &[Entry]) -> String {
+    let mut out = String::new();
+    fingerprint_map(entries, &mut out);
+    out
+}
+
+fn fingerprint_map(entries: &[Entry], out: &mut String) {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    out.push('{');
+    for e in sorted {
+        out.push_str(&format!("{}:{}", e.key.len(), e.key));
+        fingerprint(&e.value, out);
+    }
+    out.push('}');
+}
+
+fn fingerprint(node: &Node, out: &mut String) {
+    match &node.value {
+        Value::Null => out.push('~'),
+        Value::Scalar(s) => out.push_str(&format!("s{}:{}", s.text.len(), s.text)),
+        Value::Seq(items) => {
+            out.push('[');
+            items.iter().for_each(|i| fingerprint(i, out));
+            out.push(']');
+        }
+        Value::Map(entries) => fingerprint_map(entries, out),
+    }
 }
 
 /// The job's env vars: globals first, then its own, duplicates dropped.

@@ -19,9 +19,6 @@ pub enum SourceError {
         /// The commit looked in.
         commit: String,
     },
-    /// The file is not UTF-8 text.
-    #[error("{0} is not UTF-8 text")]
-    NotText(String),
 }
 
 /// A commit's facts as a build needs them.
@@ -80,8 +77,9 @@ impl Repo {
         })
     }
 
-    /// The text of `path` at `rev`.
-    pub fn read_file(&self, rev: &str, path: &str) -> Result<String, SourceError> {
+    /// The bytes of `path` at `rev`, at most `limit` + 1 of them (a larger blob is cut
+    /// there, so the reader can say it is too large without holding it all).
+    pub fn read_file(&self, rev: &str, path: &str, limit: usize) -> Result<Vec<u8>, SourceError> {
         let commit = self.repo.revparse_single(rev)?.peel_to_commit()?;
         let entry = commit
             .tree()?
@@ -91,7 +89,8 @@ impl Repo {
                 commit: commit.id().to_string(),
             })?;
         let blob = entry.to_object(&self.repo)?.peel_to_blob()?;
-        String::from_utf8(blob.content().to_vec()).map_err(|_| SourceError::NotText(path.into()))
+        let content = blob.content();
+        Ok(content[..content.len().min(limit.saturating_add(1))].to_vec())
     }
 
     /// `owner/repo` from the `origin` remote's URL, else `local/<directory name>`.

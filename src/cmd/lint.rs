@@ -1,6 +1,7 @@
 //! `runway lint [FILE] [--json]`: every diagnostic as
 //! `FILE:LINE:COL: level: key.path: message` (or one JSON document for programs).
-//! Exit 0 with warnings only, 1 with errors.
+//! Exit 0 with warnings only, 1 with errors, 2 when the file cannot be read (or is not
+//! text, or is larger than the limit).
 
 use std::io::Write;
 use std::path::Path;
@@ -11,12 +12,17 @@ use crate::exit;
 
 /// Lints one file and writes its diagnostics to `out`. Returns the exit code.
 pub fn run(file: &Path, json: bool, out: &mut dyn Write, style: Style) -> Result<i32, CmdError> {
-    let text = std::fs::read(file)
+    let bytes = config::read_file(file)
         .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
-    let text = String::from_utf8_lossy(&text);
-    let loaded = config::load(&text);
+    let loaded = config::load_bytes(&bytes);
+    let text = String::from_utf8_lossy(&bytes);
     let name = file.display().to_string();
-    let code = if loaded.has_errors() {
+    let not_text = loaded
+        .unreadable()
+        .is_some_and(|d| matches!(d.code, "encoding" | "too_large"));
+    let code = if not_text {
+        exit::USAGE
+    } else if loaded.has_errors() {
         exit::FAILED
     } else {
         exit::PASSED

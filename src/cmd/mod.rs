@@ -71,13 +71,15 @@ impl Style {
 
 use std::path::{Path, PathBuf};
 
+use crate::config;
 use crate::event::{BuildEvent, EventType, Person};
 use crate::source::Repo;
 
 /// What the user pointed a command at, and the event it implies.
 pub struct Target {
-    /// The `.travis.yml` text.
-    pub config_text: String,
+    /// The `.travis.yml` bytes (at most [`config::MAX_CONFIG_BYTES`] + 1; read them
+    /// with [`config::load_bytes`], which refuses what is not text).
+    pub config_bytes: Vec<u8>,
     /// Where that text came from, for diagnostics (`.travis.yml` or a path).
     pub config_name: String,
     /// The event: branch or tag, message, people.
@@ -121,20 +123,19 @@ pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
         default_branch: "master".into(),
         ..BuildEvent::default()
     };
-    let (config_text, config_name);
+    let (config_bytes, config_name);
     match &repo {
         Some(r) if r.is_bare() || args.commit.is_some() => {
             let rev = args.commit.as_deref().unwrap_or("HEAD");
             let info = r.commit(rev)?;
-            config_text = r.read_file(&info.sha, ".travis.yml")?;
+            config_bytes = r.read_file(&info.sha, ".travis.yml", config::MAX_CONFIG_BYTES)?;
             config_name = ".travis.yml".to_string();
             fill_commit(&mut event, &info);
         }
         _ => {
             let file = path.join(".travis.yml");
-            let bytes = std::fs::read(&file)
+            config_bytes = config::read_file(&file)
                 .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
-            config_text = String::from_utf8_lossy(&bytes).into_owned();
             config_name = file.display().to_string();
             if let Some(r) = &repo
                 && let Ok(info) = r.commit("HEAD")
@@ -179,7 +180,7 @@ pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
         event.default_branch = b.clone();
     }
     Ok(Target {
-        config_text,
+        config_bytes,
         config_name,
         event,
         dir: path.to_path_buf(),

@@ -19,13 +19,14 @@ pub fn run(
     style: Style,
 ) -> Result<i32, CmdError> {
     let target = resolve_target(path, refs)?;
-    let loaded = config::load(&target.config_text);
+    let loaded = config::load_bytes(&target.config_bytes);
     for d in &loaded.diagnostics {
         if d.level >= Level::Warning {
             writeln!(err, "{}", d.render(&target.config_name))?;
         }
     }
-    if loaded.diagnostics.iter().any(|d| d.code == "syntax") {
+    // A file that is not text, too large, not YAML or past a limit has no plan.
+    if loaded.unreadable().is_some() {
         return Ok(exit::USAGE);
     }
     let settings = Settings {

@@ -121,19 +121,11 @@ fn settings_from(args: &RunArgs) -> Result<Vec<EnvVar>, CmdError> {
 /// Runs the build; returns the exit code.
 pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     let target = resolve_target(&args.path, &args.refs)?;
-    let loaded = config::load(&target.config_text);
+    let loaded = config::load_bytes(&target.config_bytes);
     for d in &loaded.diagnostics {
         if d.level >= Level::Warning {
             writeln!(err, "{}", d.render(&target.config_name))?;
         }
-    }
-    if loaded.has_errors() {
-        writeln!(
-            err,
-            "runway: {} is invalid; fix the errors above (runway lint shows them all)",
-            target.config_name
-        )?;
-        return Ok(exit::USAGE);
     }
     let settings = settings_from(args)?;
     let event = target.event;
@@ -154,13 +146,43 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         let mut o = out.lock().expect("stdout");
         let _ = writeln!(o, "{text}");
     };
-    if let Some(e) = &plan.error {
-        writeln!(err, "{}", e.render(&target.config_name))?;
-        if let Some(row) = &args.recorded
-            && let Ok(mut st) =
+    // A config that cannot be built: the first error, at its place. A server build
+    // is recorded as errored with it, and mailed as the config (or Travis's default
+    // policy, when nothing could be read) says.
+    let invalid = match (
+        &plan.error,
+        loaded.diagnostics.iter().find(|d| d.level == Level::Error),
+    ) {
+        (_, Some(d)) => Some(d.render(&target.config_name)),
+        (Some(e), None) => Some(e.render(&target.config_name)),
+        (None, None) => None,
+    };
+    if let Some(why) = invalid {
+        if plan.error.is_some() && !loaded.has_errors() {
+            writeln!(err, "{why}")?;
+        } else {
+            writeln!(
+                err,
+                "runway: {} is invalid; fix the errors above (runway lint shows them all)",
+                target.config_name
+            )?;
+        }
+        if let Some(row) = &args.recorded {
+            if let Ok(mut st) =
                 Store::open(&args.state_dir.clone().unwrap_or_else(store::default_dir))
-        {
-            let _ = st.set_state(row.id, "errored", Some(&e.message));
+            {
+                let _ = st.set_state(row.id, "errored", Some(&why));
+            }
+            let report = BuildReport {
+                state: BuildState::Errored,
+                jobs: Vec::new(),
+                duration: Duration::ZERO,
+                timed_out: false,
+            };
+            let previous = row.previous_state.clone();
+            let masker = Masker::for_settings(&settings, &args.public_settings);
+            let facts = (row.number, previous, Some(why.as_str()));
+            mail(&plan, &event, &report, facts, &masker, false, args, &say);
         }
         return Ok(exit::USAGE);
     }
@@ -325,7 +347,18 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         ));
     }
     let previous = recorded.as_ref().and_then(|r| r.previous_state.clone());
-    mail(&plan, &event, &report, number, previous, &opts, args, &say);
+    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
+    let facts = (number, previous, None);
+    mail(
+        &plan,
+        &event,
+        &report,
+        facts,
+        &masker,
+        opts.job.deploy,
+        args,
+        &say,
+    );
     say(&format!(
         "Build #{number} {} in {} ({} job(s))",
         report.state.as_str(),
@@ -342,14 +375,13 @@ fn mail(
     plan: &Plan,
     event: &BuildEvent,
     report: &BuildReport,
-    number: u64,
-    previous: Option<String>,
-    opts: &BuildOptions,
+    (number, previous, error): (u64, Option<String>, Option<&str>),
+    masker: &Masker,
+    deployed: bool,
     args: &RunArgs,
     say: &dyn Fn(&str),
 ) {
     let policy = &plan.notifications.email;
-    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     let (to, bad) = notify::split_recipients(&policy.recipients);
     for b in &bad {
         say(&format!(
@@ -404,7 +436,7 @@ fn mail(
                 let failed = matches!(r.outcome.result, JobResult::Failed | JobResult::Errored);
                 MailJob {
                     number: r.job.number.clone(),
-                    label: notify::job_label(&r.job, &masker),
+                    label: notify::job_label(&r.job, masker),
                     result: r.outcome.result.as_str().to_string(),
                     seconds: r.outcome.duration.as_secs_f64(),
                     tail: failed.then(|| masker.mask_all(&notify::log_tail(&r.log, 40))),
@@ -420,7 +452,7 @@ fn mail(
                         format!("skipped ({})", d.reason)
                     } else if r.outcome.result != JobResult::Passed {
                         "not run (the job did not pass)".to_string()
-                    } else if opts.job.deploy {
+                    } else if deployed {
                         "deployed".to_string()
                     } else {
                         "dry run (no --deploy)".to_string()
@@ -434,6 +466,7 @@ fn mail(
             .clone()
             .or_else(|| std::env::var("RUNWAY_PUBLIC_URL").ok())
             .map(|u| notify::build_url(&u, &event.repo, number)),
+        error: error.map(str::to_string),
     };
     let subject = notify::subject(&facts);
     let recipients: Vec<String> = to.iter().map(ToString::to_string).collect();

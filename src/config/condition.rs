@@ -9,6 +9,11 @@
 //! Keywords are case-insensitive; `||`, `&&` and `!` alias OR, AND and NOT. Regexes are
 //! unanchored Ruby regexes, so `^` and `$` match at line ends. A condition that does not
 //! parse, or whose regex is invalid, counts as false; callers report why.
+//!
+//! A condition comes from a pushed file, so the parser is bounded: `OR`/`AND` chains
+//! are flat lists (20,000 `OR`s nest nothing), and parentheses, `NOT`/`!` and
+//! `concat(` may nest at most [`MAX_DEPTH`] levels, so no condition can drive the
+//! recursive descent past the stack of any thread.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,13 +37,16 @@ pub const VARS: &[&str] = &[
     "commit_message",
 ];
 
+/// How deep parentheses, `NOT`/`!` and `concat(` may nest in one condition.
+pub const MAX_DEPTH: usize = 64;
+
 /// A parsed condition.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
-    /// `a OR b`
-    Or(Box<Expr>, Box<Expr>),
-    /// `a AND b`
-    And(Box<Expr>, Box<Expr>),
+    /// `a OR b OR …` (two or more)
+    Or(Vec<Expr>),
+    /// `a AND b AND …` (two or more)
+    And(Vec<Expr>),
     /// `NOT a`
     Not(Box<Expr>),
     /// `a = b`, `a != b`
@@ -105,6 +113,7 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
         s: text.as_bytes(),
         i: 0,
         text: &text,
+        depth: 0,
     };
     p.ws();
     if p.eof() {
@@ -122,6 +131,8 @@ struct P<'a> {
     s: &'a [u8],
     i: usize,
     text: &'a str,
+    /// Open parentheses, `NOT`s and `concat(`s around the current position.
+    depth: usize,
 }
 
 impl P<'_> {
@@ -175,21 +186,38 @@ impl P<'_> {
     }
 
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
+        let mut items = vec![self.and()?];
         while self.kw("or") || self.sym("||") {
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
+            items.push(self.and()?);
         }
-        Ok(left)
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Expr::Or(items)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.not()?;
+        let mut items = vec![self.not()?];
         while self.kw("and") || self.sym("&&") {
-            let right = self.not()?;
-            left = Expr::And(Box::new(left), Box::new(right));
+            items.push(self.not()?);
         }
-        Ok(left)
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Expr::And(items)
+        })
+    }
+
+    /// Enters one level of nesting, refusing past [`MAX_DEPTH`].
+    fn deeper(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(&format!(
+                "nesting deeper than {MAX_DEPTH} levels (parentheses, NOT, concat)"
+            )));
+        }
+        Ok(())
     }
 
     fn not(&mut self) -> Result<Expr, ParseError> {
@@ -198,13 +226,18 @@ impl P<'_> {
             if self.peek() == b'!' {
                 self.i += 1;
             }
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.deeper()?;
+            let e = Expr::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         if self.sym("(") {
+            self.deeper()?;
             let e = self.or()?;
             if !self.sym(")") {
                 return Err(self.err("expected \")\""));
             }
+            self.depth -= 1;
             return Ok(e);
         }
         self.term()
@@ -339,6 +372,7 @@ impl P<'_> {
         }
         let lower = word.to_ascii_lowercase();
         if (lower == "env" || lower == "concat") && self.sym("(") {
+            self.deeper()?;
             let mut args = Vec::new();
             if !self.sym(")") {
                 args.push(self.operand()?);
@@ -349,6 +383,7 @@ impl P<'_> {
                     return Err(self.err(&format!("expected \")\" to close {lower}(")));
                 }
             }
+            self.depth -= 1;
             return if lower == "env" {
                 match args.as_slice() {
                     [Operand::Value(name)] | [Operand::Var(name)] => Ok(Operand::Env(name.clone())),
@@ -384,8 +419,22 @@ impl Expr {
     /// Evaluates the condition against the facts of a build or job.
     pub fn eval(&self, f: &Facts) -> Result<bool, EvalError> {
         Ok(match self {
-            Expr::Or(a, b) => a.eval(f)? || b.eval(f)?,
-            Expr::And(a, b) => a.eval(f)? && b.eval(f)?,
+            Expr::Or(items) => {
+                for e in items {
+                    if e.eval(f)? {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
+            Expr::And(items) => {
+                for e in items {
+                    if !e.eval(f)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
             Expr::Not(a) => !a.eval(f)?,
             Expr::Eq(a, b, positive) => (a.value(f) == b.value(f)) == *positive,
             Expr::In(a, list, positive) => {
@@ -554,6 +603,37 @@ mod tests {
         assert!(parse("branch = master garbage ( ").is_err());
         assert!(parse("").is_err());
         assert!(check("branch =~ /(/", &facts()).is_err(), "invalid regex");
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_flat_chains_do_not_nest() {
+        // Each of these overflowed the stack (issue 10): now a parse error or a flat list.
+        let deep = format!(
+            "{}branch = master{}",
+            "(".repeat(20_000),
+            ")".repeat(20_000)
+        );
+        let e = parse(&deep).unwrap_err();
+        assert!(e.message.contains("nesting deeper than 64"), "{e}");
+        assert!(parse(&"not ".repeat(100_000)).is_err());
+        assert!(parse(&format!("{}branch = master", "!".repeat(200_000))).is_err());
+        let concat = format!("repo = {}x{}", "concat(".repeat(1000), ")".repeat(1000));
+        assert!(parse(&concat).is_err());
+        let ors = vec!["branch = dev"; 20_000].join(" OR ") + " OR branch = master";
+        match parse(&ors).unwrap() {
+            Expr::Or(items) => assert_eq!(items.len(), 20_001),
+            other => panic!("{other:?}"),
+        }
+        assert!(t(&ors));
+        let ands = vec!["type = push"; 20_000].join(" && ");
+        assert!(t(&ands));
+        // 64 levels are fine.
+        let ok = format!("{}branch = master{}", "(".repeat(64), ")".repeat(64));
+        assert!(t(&ok));
+        assert!(t(&format!(
+            "{}branch = dev",
+            "NOT NOT ".repeat(31).to_string() + "NOT "
+        )));
     }
 
     #[test]

@@ -31,6 +31,10 @@ struct Schema {
     root: J,
     /// key name → titles of the schema objects that accept it.
     homes: HashMap<String, BTreeSet<String>>,
+    /// Every alias of any key anywhere: a key not in here is no alias, and the
+    /// search through each property's aliases is skipped (an unknown key costs
+    /// O(1) there, so 50,000 of them are linear).
+    any_alias: std::collections::HashSet<String>,
 }
 
 fn schema() -> &'static Schema {
@@ -39,8 +43,27 @@ fn schema() -> &'static Schema {
         let root: J = serde_json::from_str(SCHEMA_TEXT).expect("embedded schema is valid JSON");
         let mut homes = HashMap::new();
         index_homes(&root["definitions"], "", &mut homes);
-        Schema { root, homes }
+        let mut any_alias = std::collections::HashSet::new();
+        index_aliases(&root, &mut any_alias);
+        Schema {
+            root,
+            homes,
+            any_alias,
+        }
     })
+}
+
+fn index_aliases(v: &J, out: &mut std::collections::HashSet<String>) {
+    match v {
+        J::Object(o) => {
+            if let Some(J::Array(a)) = o.get("aliases") {
+                out.extend(a.iter().filter_map(J::as_str).map(str::to_string));
+            }
+            o.values().for_each(|c| index_aliases(c, out));
+        }
+        J::Array(a) => a.iter().for_each(|c| index_aliases(c, out)),
+        _ => {}
+    }
 }
 
 fn index_homes(v: &J, owner: &str, homes: &mut HashMap<String, BTreeSet<String>>) {
@@ -692,7 +715,7 @@ fn resolve_key<'a>(
     if let Some(p) = find(key) {
         return Some(p);
     }
-    for (name, prop) in props {
+    for (name, prop) in props.iter().filter(|_| s.any_alias.contains(key)) {
         if s.aliases(prop).contains(&key) {
             ctx.diags.info(
                 pos,
@@ -774,7 +797,13 @@ pub fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Opt
         4..=6 => 1,
         _ => 2,
     };
+    if limit == 0 {
+        return None;
+    }
+    let len = word.chars().count();
     known
+        // More letters apart than the limit can never be within it: skip the table.
+        .filter(|k| k.len().abs_diff(len) <= limit || k.chars().count().abs_diff(len) <= limit)
         .map(|k| (edit_distance(word, k), k))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)

@@ -11,10 +11,15 @@ use std::collections::HashMap;
 
 use super::diag::{Diagnostics, Pos};
 
-/// Nesting deeper than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 200;
-/// Alias expansion beyond this many nodes is refused (a "billion laughs" file).
-const MAX_NODES: usize = 2_000_000;
+/// Nesting deeper than this is refused rather than risking the stack: every later
+/// stage (normalising, planning) walks the tree recursively.
+pub const MAX_DEPTH: usize = 64;
+/// A document that expands (aliases included) to more values than this is refused
+/// (a "billion laughs" file).
+pub const MAX_NODES: usize = 500_000;
+/// A document whose scalars add up to more bytes than this once aliases are
+/// expanded is refused: a few aliases of a large string are a bomb too.
+pub const MAX_EXPANDED_BYTES: usize = 16 * 1024 * 1024;
 
 /// A YAML value with the place it starts.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +71,18 @@ pub struct YamlError {
     pub pos: Pos,
     /// What it expected.
     pub message: String,
+    /// True when the text is YAML but past one of runway's limits (depth, expansion).
+    pub limit: bool,
+}
+
+impl YamlError {
+    fn limit(pos: Pos, message: String) -> YamlError {
+        YamlError {
+            pos,
+            message,
+            limit: true,
+        }
+    }
 }
 
 impl Node {
@@ -199,6 +216,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Result<Node, YamlError> {
             anchors: HashMap::new(),
             diags: &mut attempt,
             nodes: 0,
+            bytes: 0,
         }
         .document();
         match result {
@@ -224,6 +242,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Result<Node, YamlError> {
     Err(YamlError {
         pos: Pos { line: 1, col: 1 },
         message: "too many under-indented quoted strings".into(),
+        limit: false,
     })
 }
 
@@ -275,9 +294,18 @@ fn reindent_quoted(text: &str, pos: Pos) -> Option<String> {
 
 struct Loader<'a, 'd> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their size (values, scalar bytes).
+    anchors: HashMap<usize, (Node, Size)>,
     diags: &'d mut Diagnostics,
     nodes: usize,
+    bytes: usize,
+}
+
+/// How much a node expands to: values and scalar bytes.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
 }
 
 impl<'a> Loader<'a, '_> {
@@ -290,10 +318,12 @@ impl<'a> Loader<'a, '_> {
                     col: e.marker().col() + 1,
                 },
                 message: e.info().to_string(),
+                limit: false,
             }),
             None => Err(YamlError {
                 pos: Pos::default(),
                 message: "unexpected end of input".into(),
+                limit: false,
             }),
         }
     }
@@ -309,6 +339,7 @@ impl<'a> Loader<'a, '_> {
                     return Err(YamlError {
                         pos: pos_of(&span),
                         message: "expected a YAML document".into(),
+                        limit: false,
                     });
                 }
             }
@@ -332,20 +363,15 @@ impl<'a> Loader<'a, '_> {
     fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, YamlError> {
         let pos = pos_of(&span);
         if depth > MAX_DEPTH {
-            return Err(YamlError {
+            return Err(YamlError::limit(
                 pos,
-                message: format!("nesting deeper than {MAX_DEPTH} levels"),
-            });
+                format!("nesting deeper than {MAX_DEPTH} levels; runway reads at most that"),
+            ));
         }
-        self.nodes += 1;
-        if self.nodes > MAX_NODES {
-            return Err(YamlError {
-                pos,
-                message: "the document expands to too many values (alias bomb?)".into(),
-            });
-        }
+        self.grow(pos, 1, 0)?;
         let (node, anchor) = match ev {
             Event::Scalar(text, style, anchor, _tag) => {
+                self.grow(pos, 0, text.len())?;
                 let quoted = style != ScalarStyle::Plain;
                 let value = if !quoted && matches!(&*text, "" | "~" | "null" | "Null" | "NULL") {
                     Value::Null
@@ -358,11 +384,12 @@ impl<'a> Loader<'a, '_> {
                 (Node::new(pos, value), anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
+                let (node, size) = self.anchors.get(&id).cloned().ok_or_else(|| YamlError {
                     pos,
                     message: "alias to an unknown anchor".into(),
+                    limit: false,
                 })?;
-                self.nodes += count(&node);
+                self.grow(pos, size.nodes, size.bytes)?;
                 (node, 0)
             }
             Event::SequenceStart(anchor, _tag) => {
@@ -381,17 +408,44 @@ impl<'a> Loader<'a, '_> {
                 return Err(YamlError {
                     pos,
                     message: "unexpected YAML event".into(),
+                    limit: false,
                 });
             }
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = size_of(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
     }
 
+    /// Counts values and bytes read (or expanded from an alias), refusing a document
+    /// past [`MAX_NODES`] or [`MAX_EXPANDED_BYTES`].
+    fn grow(&mut self, pos: Pos, nodes: usize, bytes: usize) -> Result<(), YamlError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
+        if self.nodes > MAX_NODES {
+            return Err(YamlError::limit(
+                pos,
+                format!("the document expands to more than {MAX_NODES} values (aliases included)"),
+            ));
+        }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(YamlError::limit(
+                pos,
+                format!(
+                    "the document expands to more than {} MiB of text (aliases included)",
+                    MAX_EXPANDED_BYTES >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn mapping(&mut self, pos: Pos, depth: usize) -> Result<Node, YamlError> {
-        let mut entries: Vec<Entry> = Vec::new();
+        // Entries in file order; a key written again leaves a hole where it was.
+        let mut entries: Vec<Option<Entry>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut merged: Vec<Entry> = Vec::new();
         loop {
             let (ev, span) = self.next()?;
@@ -421,8 +475,7 @@ impl<'a> Loader<'a, '_> {
                 self.merge_source(&value, &mut merged);
                 continue;
             }
-            if let Some(i) = entries.iter().position(|e| e.key == key) {
-                let first = entries.remove(i);
+            if let Some(first) = index.get(&key).and_then(|i| entries[*i].take()) {
                 self.diags.warn(
                     key_node.pos,
                     &key,
@@ -433,15 +486,17 @@ impl<'a> Loader<'a, '_> {
                     ),
                 );
             }
-            entries.push(Entry {
+            index.insert(key.clone(), entries.len());
+            entries.push(Some(Entry {
                 key,
                 key_pos: key_node.pos,
                 value,
-            });
+            }));
         }
+        let mut entries: Vec<Entry> = entries.into_iter().flatten().collect();
         // Keys written in the map win over merged ones, wherever `<<` stands.
         for m in merged {
-            if !entries.iter().any(|e| e.key == m.key) {
+            if !index.contains_key(&m.key) {
                 entries.push(m);
             }
         }
@@ -454,11 +509,13 @@ impl<'a> Loader<'a, '_> {
             Value::Seq(items) => items.iter().collect(),
             _ => vec![value],
         };
+        let mut seen: std::collections::HashSet<String> =
+            merged.iter().map(|m| m.key.clone()).collect();
         for src in sources {
             match src.as_map() {
                 Some(entries) => {
                     for e in entries {
-                        if !merged.iter().any(|m| m.key == e.key) {
+                        if seen.insert(e.key.clone()) {
                             merged.push(e.clone());
                         }
                     }
@@ -474,11 +531,32 @@ impl<'a> Loader<'a, '_> {
     }
 }
 
-fn count(node: &Node) -> usize {
+/// Values and scalar bytes of a node (its depth is at most [`MAX_DEPTH`]).
+fn size_of(node: &Node) -> Size {
+    let add = |a: Size, b: Size| Size {
+        nodes: a.nodes.saturating_add(b.nodes),
+        bytes: a.bytes.saturating_add(b.bytes),
+    };
+    let one = Size { nodes: 1, bytes: 0 };
     match &node.value {
-        Value::Seq(items) => 1 + items.iter().map(count).sum::<usize>(),
-        Value::Map(entries) => 1 + entries.iter().map(|e| count(&e.value)).sum::<usize>(),
-        _ => 1,
+        Value::Seq(items) => items.iter().map(size_of).fold(one, add),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|e| {
+                add(
+                    size_of(&e.value),
+                    Size {
+                        nodes: 1,
+                        bytes: e.key.len(),
+                    },
+                )
+            })
+            .fold(one, add),
+        Value::Scalar(s) => Size {
+            nodes: 1,
+            bytes: s.text.len(),
+        },
+        Value::Null => one,
     }
 }
 

@@ -33,17 +33,17 @@ impl Masker {
     }
 
     /// A masker for these secret values. Values under 3 characters are not masked
-    /// (as on Travis). Each value is also hidden percent-encoded (inside URLs) and
-    /// shell-escaped.
+    /// (as on Travis). Each value is also hidden in every form a script commonly
+    /// prints it in ([`printed_forms`]).
     pub fn new<'a>(values: impl IntoIterator<Item = &'a str>) -> Masker {
         let mut secrets: Vec<Vec<u8>> = Vec::new();
         for v in values {
             if v.chars().count() < 3 {
                 continue;
             }
-            for form in [v.to_string(), percent_encode(v), shell_escape(v)] {
+            for form in printed_forms(v) {
                 let form = form.into_bytes();
-                if !secrets.contains(&form) {
+                if form.len() >= 3 && !secrets.contains(&form) {
                     secrets.push(form);
                 }
             }
@@ -105,11 +105,62 @@ impl Masker {
     }
 }
 
-fn percent_encode(s: &str) -> String {
+/// The forms a secret value takes in a job's output, each masked:
+/// - as is;
+/// - percent-encoded, upper- and lower-case hex, with `/` encoded and kept (curl,
+///   JavaScript's `encodeURIComponent`, Python's `urllib.parse.quote`);
+/// - form-encoded (`+` for a space; Python's `quote_plus`, HTML forms), either case;
+/// - shell-escaped with backslashes (`printf %q`) and quoted as `set -x` prints it
+///   (`'` as `'\''`);
+/// - JSON-escaped (`\"`, `\\`, `\t`, and `\uXXXX` for non-ASCII as Python's `json`).
+///
+/// Not masked: base64 or any other encoding, hashes, and a value printed with
+/// characters between its parts (Travis did not mask these either).
+pub fn printed_forms(v: &str) -> Vec<String> {
+    let mut forms = vec![v.to_string()];
+    for keep_slash in [false, true] {
+        for lower in [false, true] {
+            forms.push(percent_encode(v, keep_slash, false, lower));
+        }
+    }
+    for lower in [false, true] {
+        forms.push(percent_encode(v, false, true, lower));
+    }
+    forms.push(shell_escape(v));
+    forms.push(v.replace('\'', r"'\''"));
+    let json = serde_json::to_string(v).unwrap_or_default();
+    let json = json[1..json.len() - 1].to_string();
+    let ascii: String = json
+        .chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                let mut buf = [0u16; 2];
+                c.encode_utf16(&mut buf)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect()
+            }
+        })
+        .collect();
+    forms.push(json);
+    forms.push(ascii);
+    forms.dedup();
+    forms
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters (and `/` when kept);
+/// `plus` writes a space as `+` (form encoding).
+fn percent_encode(s: &str, keep_slash: bool, plus: bool, lower: bool) -> String {
     let mut out = String::new();
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
             out.push(b as char);
+        } else if plus && b == b' ' {
+            out.push('+');
+        } else if lower {
+            out.push_str(&format!("%{b:02x}"));
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
@@ -209,12 +260,20 @@ impl Log {
         self.write_all(&safe, None);
     }
 
-    /// Ends a command's output: flushes held-back bytes and ends an open line.
+    /// Ends a command's output: ends an open line. Bytes held back as the start of a
+    /// secret stay held: masking runs over the job's whole output stream, so a secret
+    /// printed in two halves by two commands is masked too ([`Log::finish`] lets them go).
     pub fn end_output(&mut self) {
+        if !self.at_line_start {
+            self.write_all(b"\n", None);
+        }
+    }
+
+    /// Ends the job's output: whatever was held back as a possible secret is shown.
+    pub fn finish(&mut self) {
         let rest = self.masker.flush();
-        let rest = self.masker.mask(&rest);
-        let mut all = rest.0;
-        all.extend_from_slice(&rest.1);
+        let (mut all, tail) = self.masker.mask(&rest);
+        all.extend_from_slice(&tail);
         self.write_all(&all, None);
         if !self.at_line_start {
             self.write_all(b"\n", None);
@@ -322,6 +381,83 @@ mod tests {
         out.extend(m.push(b"ue b"));
         out.extend(m.flush());
         assert_eq!(String::from_utf8(out).unwrap(), "a [secure] b");
+    }
+
+    #[test]
+    fn every_printed_form_is_masked() {
+        let secret = "it's a/b\"c\tz\u{e9}";
+        let m = Masker::new([secret]);
+        let shown = [
+            // set -x: bash prints 'it'\''s a/b"c<TAB>zé'
+            "+ echo 'it'\\''s a/b\"c\tz\u{e9}'",
+            // urllib.parse.quote (keeps /), upper and lower case
+            "https://h/?t=it%27s%20a/b%22c%09z%C3%A9",
+            "https://h/?t=it%27s%20a/b%22c%09z%c3%a9",
+            // encodeURIComponent
+            "it%27s%20a%2Fb%22c%09z%C3%A9",
+            "it%27s%20a%2fb%22c%09z%c3%a9",
+            // form encoding (quote_plus)
+            "t=it%27s+a%2Fb%22c%09z%C3%A9&x=1",
+            "t=it%27s+a%2fb%22c%09z%c3%a9&x=1",
+            // JSON, as serde and as Python's json.dumps
+            "{\"t\": \"it's a/b\\\"c\\tz\u{e9}\"}",
+            "{\"t\": \"it's a/b\\\"c\\tz\\u00e9\"}",
+            // printf %q
+            "it\\'s\\ a/b\\\"c\\\tz\\\u{e9}",
+        ];
+        for line in shown {
+            let masked = m.mask_all(line);
+            assert!(masked.contains("[secure]"), "{line} → {masked}");
+            assert!(
+                !masked.contains("a/b") && !masked.contains("a%2"),
+                "{line} → {masked}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_printed_in_two_halves_by_two_commands_is_masked() {
+        let mut buf = SharedBuf::default();
+        let mut log = Log::new(
+            Masker::new(["hunter2-password"]),
+            vec![Sink::raw(Box::new(buf.clone()))],
+        );
+        log.output(b"hunter2-");
+        log.end_output();
+        log.styled_line("$ printf %s \"${PW:8}\"", "");
+        log.output(b"password\n");
+        log.end_output();
+        log.finish();
+        let text = String::from_utf8(buf.take()).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("password"),
+            "{text}"
+        );
+        assert!(text.contains("[secure]"), "{text}");
+        // Held-back bytes that turn out not to be a secret are shown at the end.
+        let sink = vec![Sink::raw(Box::new(buf.clone()))];
+        let mut log = Log::new(Masker::new(["secret"]), sink);
+        log.output(b"sec");
+        log.end_output();
+        log.finish();
+        assert!(String::from_utf8(buf.take()).unwrap().contains("sec"));
+    }
+
+    #[derive(Clone, Default)]
+    struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl SharedBuf {
+        fn take(&mut self) -> Vec<u8> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+    impl Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[test]

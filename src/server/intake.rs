@@ -105,12 +105,12 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
     });
     if let Some(path) = source
         && let Some(repo) = crate::source::Repo::open(&path)
-        && let Ok(text) = repo.read_file(&d.after, ".travis.yml")
+        && let Ok(bytes) = repo.read_file(&d.after, ".travis.yml", crate::config::MAX_CONFIG_BYTES)
     {
         if message.is_empty() {
             message = repo.commit(&d.after).map(|c| c.message).unwrap_or_default();
         }
-        let loaded = crate::config::load(&text);
+        let loaded = crate::config::load_bytes(&bytes);
         let event = crate::event::BuildEvent {
             repo: d.repo.clone(),
             branch: d.branch.clone(),

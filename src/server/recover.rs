@@ -83,7 +83,7 @@ fn interrupted_mail(
             value: value.clone(),
         })
         .collect();
-    let loaded = crate::config::load(&target.config_text);
+    let loaded = crate::config::load_bytes(&target.config_bytes);
     let plan = crate::plan::plan(
         &loaded.config,
         &target.event,
@@ -145,6 +145,7 @@ fn interrupted_mail(
             .public_url
             .as_ref()
             .map(|u| notify::build_url(u, &row.repo, row.number)),
+        error: None,
     };
     let message = notify::message(&smtp.from, &to, &facts).ok()?;
     let envelope = message.envelope();
