@@ -100,7 +100,15 @@ fn main() {
         || {
             let _ = std::fs::remove_dir_all(&dst);
         },
-        || archive::restore(&out.join("c.tar.zst"), &|_| Some(dst.clone()), &no).unwrap(),
+        || {
+            archive::restore(
+                &out.join("c.tar.zst"),
+                &|_| Some(dst.clone()),
+                &no,
+                u64::MAX,
+            )
+            .unwrap()
+        },
     );
     // An unchanged save is a fingerprint compare (the store is skipped).
     let unchanged = best(rounds, nothing, || archive::fingerprint(&dirs).unwrap());

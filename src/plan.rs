@@ -329,11 +329,15 @@ pub fn decide_build(
         return match condition::check(cond, &f) {
             Ok(true) => Decision {
                 runs: true,
-                reason: format!("the root if: \"{cond}\" is true"),
+                reason: format!("the root if: \"{}\" is true", condition::excerpt(cond, 0)),
             },
-            Ok(false) => no(format!("the root if: \"{cond}\" is false")),
+            Ok(false) => no(format!(
+                "the root if: \"{}\" is false",
+                condition::excerpt(cond, 0)
+            )),
             Err(e) => no(format!(
-                "the root if: \"{cond}\" is invalid ({e}), so it counts as false"
+                "the root if: \"{}\" is invalid ({e}), so it counts as false",
+                condition::excerpt(cond, 0)
             )),
         };
     }
@@ -644,7 +648,10 @@ fn matrix(
         let keep = condition::check(cond, &facts_for(job)).unwrap_or(false);
         if !keep {
             let name = str_of(job_get(job, "name")).unwrap_or("a job");
-            notes.push(format!("skipping {name}: its if: \"{cond}\" is false"));
+            notes.push(format!(
+                "skipping {name}: its if: \"{}\" is false",
+                condition::excerpt(cond, 0)
+            ));
         }
         keep
     });
@@ -705,7 +712,8 @@ fn rule_applies(rule: &Node, f: &Facts, what: &str, notes: &mut Vec<String>) -> 
             let ok = condition::check(cond, f).unwrap_or(false);
             if !ok {
                 notes.push(format!(
-                    "ignoring a {what} rule: its if: \"{cond}\" is false"
+                    "ignoring a {what} rule: its if: \"{}\" is false",
+                    condition::excerpt(cond, 0)
                 ));
             }
             ok
@@ -796,7 +804,8 @@ fn order_stages(
             && !condition::check(cond, &root_facts).unwrap_or(false)
         {
             notes.push(format!(
-                "skipping stage {name}: its if: \"{cond}\" is false"
+                "skipping stage {name}: its if: \"{}\" is false",
+                condition::excerpt(cond, 0)
             ));
             continue;
         }
@@ -1000,7 +1009,10 @@ fn email_policy(config: &Config, event: &BuildEvent, root_facts: &Facts) -> Emai
                     && !condition::check(cond, root_facts).unwrap_or(false)
                 {
                     policy.enabled = false;
-                    policy.reason = format!("notifications.email.if \"{cond}\" is false");
+                    policy.reason = format!(
+                        "notifications.email.if \"{}\" is false",
+                        condition::excerpt(cond, 0)
+                    );
                 }
             }
             _ => {}

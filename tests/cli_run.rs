@@ -705,7 +705,8 @@ fn s5_tar_slip_archive_is_refused() {
     let r2 = p.run(&[]);
     assert_eq!(r2.code, 0, "a bad cache never fails the job: {}", r2.all());
     assert!(
-        r2.stdout.contains("refused 2 unsafe entries"),
+        r2.stdout
+            .contains("refused 2 entries that cannot be restored safely"),
         "{}",
         r2.all()
     );
@@ -713,4 +714,57 @@ fn s5_tar_slip_archive_is_refused() {
         !victim.exists(),
         "the archive wrote outside the cache directory"
     );
+}
+
+#[test]
+fn a_cache_restore_skips_what_it_cannot_write_strips_setuid_and_stops_at_the_cap() {
+    // Issue 10: one unusable entry aborted the whole restore (a partial tree, nothing
+    // listed), setuid bits came back, and a small archive could expand without bound.
+    let p = Project::new(
+        "language: shell\ncache:\n  directories: [vendor]\nscript:\n  - mkdir -p vendor\n  - '[ -e vendor/keep ] && echo HIT || { echo data > vendor/lib; echo k > vendor/keep; echo x > vendor/suid; chmod 4755 vendor/suid; echo MISS; }'\n  - '[ -u vendor/suid ] && echo SETUID-KEPT || echo NO-SETUID'\n",
+    );
+    let r1 = p.run(&[]);
+    assert!(r1.stdout.contains("MISS"), "{}", r1.all());
+    // The checkout now has a directory where the cache has the file vendor/lib.
+    std::fs::create_dir_all(p.path().join("vendor/lib")).unwrap();
+    std::fs::write(p.path().join("vendor/lib/committed.txt"), "mine").unwrap();
+    let r2 = p.run(&[]);
+    assert_eq!(r2.code, 0, "{}", r2.all());
+    assert!(
+        r2.stdout.contains("cache: restored 2 files"),
+        "{}",
+        r2.all()
+    );
+    assert!(
+        r2.stdout
+            .contains("cache: refused 1 entries that cannot be restored safely:"),
+        "{}",
+        r2.all()
+    );
+    assert!(
+        r2.stdout.contains("  0/lib (a directory is there)"),
+        "{}",
+        r2.all()
+    );
+    assert!(
+        r2.stdout.contains("HIT"),
+        "the rest was restored: {}",
+        r2.all()
+    );
+    assert!(r2.stdout.contains("NO-SETUID"), "{}", r2.all());
+    // Under a cap smaller than the cache, the job goes on without it.
+    let r3 = run(runway()
+        .arg("run")
+        .arg(p.path())
+        .args(["--branch", "master", "--cache-dir"])
+        .arg(&p.cache)
+        .env("RUNWAY_CACHE_MAX_BYTES", "1"));
+    assert_eq!(r3.code, 0, "{}", r3.all());
+    assert!(
+        r3.stdout.contains("the cache expands to more than")
+            && r3.stdout.contains("going on without it"),
+        "{}",
+        r3.all()
+    );
+    assert!(r3.stdout.contains("MISS"), "{}", r3.all());
 }

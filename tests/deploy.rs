@@ -304,3 +304,29 @@ fn s6b_versioned_bundle_is_registered_and_s6a_encoding_expiry_encryption() {
     let d = moto.py(REGION, "ds=cd.list_deployments(applicationName='v-app', deploymentGroupName='v-group')['deployments']\nprint(cd.get_deployment(deploymentId=ds[0])['deploymentInfo']['fileExistsBehavior'])");
     assert_eq!(d, "OVERWRITE");
 }
+
+#[test]
+fn a_deploy_option_whose_variable_is_unset_names_the_option_and_the_variable() {
+    // Issue 10: `access_key_id: $AWS_ACCESS_KEY` with the variable unset fell through to
+    // the SDK's instance-metadata chain ("failed to load IMDS session token"), three times.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".travis.yml"),
+        "language: shell\nscript: true\ndeploy:\n  provider: s3\n    \n  access_key_id: $MISSING_AWS_KEY\n  secret_access_key: $ALSO_MISSING\n  bucket: b\n  region: ap-northeast-2\n  endpoint: http://127.0.0.1:9\n"
+            .replace("    \n", ""),
+    )
+    .unwrap();
+    let mut c = runway();
+    c.arg("run")
+        .arg(dir.path())
+        .args(["--branch", "master", "--deploy"])
+        .arg("--cache-dir")
+        .arg(dir.path().join("../runway-unset-var-cache"))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY");
+    let r = run(&mut c);
+    assert_eq!(r.code, 3, "{}", r.all());
+    let said = "deploy option access_key_id is empty: it is \"$MISSING_AWS_KEY\" and MISSING_AWS_KEY is not set in the job's environment";
+    assert_eq!(r.stdout.matches(said).count(), 1, "{}", r.all());
+    assert!(!r.all().contains("IMDS"), "{}", r.all());
+}

@@ -3,8 +3,10 @@
 //! Each cached directory is stored under its index (`0/…`, `1/…`) with a manifest
 //! (`runway-cache.json`) naming the directories as written in the config, so an
 //! archive restores into wherever `$HOME` or the checkout is for the next job. On
-//! restore, entries with `..`, absolute paths, links, or unknown indexes are refused
-//! and never written. Symlinks are skipped when saving, as Travis's casher did.
+//! restore, entries with `..`, absolute paths, links, unknown indexes, or paths that
+//! would go through a symbolic link or replace a file by a directory (or back) are
+//! refused and never written, and the rest is restored: as casher's rule has it, a
+//! cache never fails a job. Symlinks are skipped when saving, as Travis's casher did.
 
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -22,7 +24,7 @@ pub struct Restored {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
-    /// Entries refused (unsafe paths, links), as written in the archive.
+    /// Entries refused, as written in the archive with the reason: `0/a/b (under a file)`.
     pub refused: Vec<String>,
 }
 
@@ -85,20 +87,40 @@ pub fn save(dirs: &Dirs, dest: &Path, cancel: &AtomicBool) -> io::Result<Saved> 
     Ok(saved)
 }
 
+/// The most a cache may expand to on restore (5 GiB, the sum of its files' sizes);
+/// `RUNWAY_CACHE_MAX_BYTES` sets another cap. Past it the restore stops, what it wrote
+/// is removed, and the job goes on without the cache.
+pub const MAX_RESTORE_BYTES: u64 = 5 << 30;
+
+/// The cap on restored bytes: `RUNWAY_CACHE_MAX_BYTES` or [`MAX_RESTORE_BYTES`].
+pub fn restore_cap() -> u64 {
+    std::env::var("RUNWAY_CACHE_MAX_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(MAX_RESTORE_BYTES)
+}
+
 /// Extracts an archive into the directories it names, as they are resolved now.
-/// Entries for directories the job no longer caches are skipped.
+/// Entries for directories the job no longer caches are skipped. An entry that cannot
+/// be written safely (a path with `..`, a link, a file where a directory is or the
+/// other way round, a path under a symbolic link) is refused with its reason and the
+/// rest is restored; setuid, setgid and sticky bits are dropped. Past `cap` bytes the
+/// restore stops with an error and removes the files it wrote.
 pub fn restore(
     archive: &Path,
     resolve: &dyn Fn(&str) -> Option<PathBuf>,
     cancel: &AtomicBool,
+    cap: u64,
 ) -> io::Result<Restored> {
     let dec = zstd::Decoder::new(BufReader::new(File::open(archive)?))?;
     let mut tar = tar::Archive::new(dec);
     tar.set_preserve_mtime(true);
-    tar.set_preserve_permissions(true);
+    // Permission bits only (mode & 0o777): no setuid, setgid or sticky bit survives.
+    tar.set_preserve_permissions(false);
     let mut targets: Option<Vec<Option<PathBuf>>> = None;
     let mut done = Restored::default();
     let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut written: Vec<PathBuf> = Vec::new();
     for entry in tar.entries()? {
         if cancel.load(Ordering::Relaxed) {
             return Err(canceled());
@@ -109,7 +131,7 @@ pub fn restore(
         let path = PathBuf::from(&shown);
         if shown == MANIFEST {
             let mut text = Vec::new();
-            io::Read::read_to_end(&mut entry, &mut text)?;
+            io::Read::read_to_end(&mut io::Read::take(&mut entry, 1 << 20), &mut text)?;
             let v: serde_json::Value = serde_json::from_slice(&text)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let dirs = v["dirs"].as_array().cloned().unwrap_or_default();
@@ -123,42 +145,106 @@ pub fn restore(
             ));
         };
         let kind = entry.header().entry_type();
+        let mut refuse = |why: &str| done.refused.push(format!("{shown} ({why})"));
         let Some((index, rel)) = split_safe(&path) else {
-            done.refused.push(shown);
+            refuse("an absolute path or one with ..");
             continue;
         };
         if !(kind.is_file() || kind.is_dir()) {
-            done.refused.push(shown);
+            refuse("not a file or a directory");
             continue;
         }
         let Some(Some(root)) = targets.get(index) else {
             if targets.get(index).is_none() {
-                done.refused.push(shown);
+                refuse("no such cached directory");
             }
             continue;
         };
         let dest = root.join(&rel);
-        if let Some(parent) = dest.parent()
-            && !made.contains(parent)
-        {
-            std::fs::create_dir_all(parent)?;
-            made.insert(parent.to_path_buf());
+        if let Err(why) = safe_parent(root, dest.parent().unwrap_or(root), &mut made) {
+            refuse(why);
+            continue;
+        }
+        let there = dest.symlink_metadata().ok();
+        if there.as_ref().is_some_and(|m| m.file_type().is_symlink()) {
+            // Never write through a link that is already there.
+            refuse("a symbolic link is there");
+            continue;
         }
         if kind.is_file() {
-            // Never write through a link that is already there.
-            if dest
-                .symlink_metadata()
-                .is_ok_and(|m| m.file_type().is_symlink())
-            {
-                done.refused.push(shown);
+            if there.as_ref().is_some_and(|m| m.is_dir()) {
+                refuse("a directory is there");
                 continue;
             }
-            done.files += 1;
-            done.bytes += entry.header().size().unwrap_or(0);
+            let size = entry.header().size().unwrap_or(0);
+            if done.bytes.saturating_add(size) > cap {
+                for f in written.iter().rev() {
+                    let _ = std::fs::remove_file(f);
+                }
+                return Err(io::Error::other(format!(
+                    "the cache expands to more than {} (the cap on a restore); nothing of it is kept",
+                    human_bytes(cap)
+                )));
+            }
+            match entry.unpack(&dest) {
+                Ok(_) => {
+                    done.files += 1;
+                    done.bytes += size;
+                    written.push(dest);
+                }
+                Err(e) => refuse(&e.to_string()),
+            }
+        } else {
+            if there.as_ref().is_some_and(|m| !m.is_dir()) {
+                refuse("a file is there");
+                continue;
+            }
+            if let Err(e) = entry.unpack(&dest) {
+                refuse(&e.to_string());
+            }
         }
-        entry.unpack(&dest)?;
     }
     Ok(done)
+}
+
+/// Makes sure `dir` (under `root`) is a real directory, creating what is missing, and
+/// that neither `root` nor anything between is a symbolic link or a file.
+fn safe_parent(
+    root: &Path,
+    dir: &Path,
+    made: &mut std::collections::HashSet<PathBuf>,
+) -> Result<(), &'static str> {
+    if made.contains(dir) {
+        return Ok(());
+    }
+    let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
+    let mut at = root.to_path_buf();
+    let mut steps = vec![at.clone()];
+    for c in rel.components() {
+        at.push(c);
+        steps.push(at.clone());
+    }
+    for step in steps {
+        if made.contains(&step) {
+            continue;
+        }
+        match step.symlink_metadata() {
+            Ok(m) if m.file_type().is_symlink() => return Err("under a symbolic link"),
+            Ok(m) if !m.is_dir() => return Err("under a file"),
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir(&step).map_err(|_| "its directory cannot be made")?,
+        }
+        made.insert(step);
+    }
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    }
 }
 
 /// `3/a/b` → (3, `a/b`); `None` for anything with `..`, a root, or no index.
@@ -249,7 +335,13 @@ mod tests {
         let saved = save(&dirs, &arch, &no).unwrap();
         assert_eq!(saved.files, 1);
         let dst = t.path().join("dst");
-        let got = restore(&arch, &|w| (w == "$HOME/x").then(|| dst.clone()), &no).unwrap();
+        let got = restore(
+            &arch,
+            &|w| (w == "$HOME/x").then(|| dst.clone()),
+            &no,
+            u64::MAX,
+        )
+        .unwrap();
         assert_eq!(got.files, 1);
         assert!(got.refused.is_empty());
         assert_eq!(
@@ -259,6 +351,109 @@ mod tests {
         assert!(!dst.join("link").exists());
         let after = fingerprint(&[("$HOME/x".to_string(), dst)]).unwrap();
         assert_eq!(before, after, "restored files keep size, mode and mtime");
+    }
+
+    /// An archive as a hostile job could leave one: entries (path, mode, data or None
+    /// for a directory) after the manifest.
+    fn forged(dir: &Path, entries: &[(&str, u32, Option<Vec<u8>>)]) -> PathBuf {
+        let path = dir.join("forged.tar.zst");
+        let enc = zstd::Encoder::new(File::create(&path).unwrap(), 3).unwrap();
+        let mut tar = tar::Builder::new(enc);
+        let manifest = br#"{"version":1,"dirs":["c"]}"#;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(manifest.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, MANIFEST, &manifest[..]).unwrap();
+        for (name, mode, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(*mode);
+            match data {
+                Some(d) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(d.len() as u64);
+                    h.set_cksum();
+                    tar.append_data(&mut h, name, d.as_slice()).unwrap();
+                }
+                None => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    h.set_cksum();
+                    tar.append_data(&mut h, name, &[][..]).unwrap();
+                }
+            }
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn unusable_entries_are_refused_with_reasons_and_the_rest_restored() {
+        let t = tempfile::tempdir().unwrap();
+        let dst = t.path().join("checkout");
+        std::fs::create_dir_all(dst.join("lib")).unwrap();
+        std::fs::write(dst.join("plain"), "a file").unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dst.join("linked")).unwrap();
+        let data = |s: &str| Some(s.as_bytes().to_vec());
+        let arch = forged(
+            t.path(),
+            &[
+                ("0/lib", 0o644, data("a file where a directory is")),
+                ("0/linked/x", 0o644, data("through a committed symlink")),
+                ("0/plain/y", 0o644, data("under a file")),
+                ("0/plain", 0o755, None),
+                ("0/ok/bin", 0o4755, data("setuid")),
+                ("0/ok/gid", 0o2755, data("setgid")),
+                ("0/ok/fine", 0o644, data("fine")),
+            ],
+        );
+        let no = AtomicBool::new(false);
+        let got = restore(&arch, &|_| Some(dst.clone()), &no, u64::MAX).unwrap();
+        assert_eq!(got.files, 3, "{got:?}");
+        let refused = got.refused.join("\n");
+        for expected in [
+            "0/lib (a directory is there)",
+            "0/linked/x (under a symbolic link)",
+            "0/plain/y (under a file)",
+            "0/plain (a file is there)",
+        ] {
+            assert!(refused.contains(expected), "{refused}");
+        }
+        assert!(
+            !outside.join("x").exists(),
+            "nothing written through the link"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dst.join("ok/fine")).unwrap(),
+            "fine"
+        );
+        for f in ["ok/bin", "ok/gid"] {
+            let mode = std::fs::metadata(dst.join(f)).unwrap().mode();
+            assert_eq!(mode & 0o7777, 0o755, "{f}: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_restore_stops_at_the_cap_and_removes_what_it_wrote() {
+        let t = tempfile::tempdir().unwrap();
+        let dst = t.path().join("checkout");
+        // 48 MiB of zeros compress to a few KB: a bomb under a 32 MiB cap.
+        let zeros = Some(vec![0u8; 16 << 20]);
+        let arch = forged(
+            t.path(),
+            &[
+                ("0/a", 0o644, zeros.clone()),
+                ("0/b", 0o644, zeros.clone()),
+                ("0/c", 0o644, zeros),
+            ],
+        );
+        assert!(std::fs::metadata(&arch).unwrap().len() < 100_000);
+        let no = AtomicBool::new(false);
+        let err = restore(&arch, &|_| Some(dst.clone()), &no, 32 << 20).unwrap_err();
+        assert!(err.to_string().contains("more than 32.0 MiB"), "{err}");
+        assert!(!dst.join("a").exists() && !dst.join("b").exists());
     }
 
     #[test]

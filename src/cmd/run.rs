@@ -77,7 +77,11 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-/// Parses `90`, `90s`, `10m`, `1h` into a duration.
+/// The longest `--timeout` or `--no-output-timeout`: a week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses `90`, `90s`, `10m`, `1h` into a duration from 1 ms to [`MAX_DURATION`]
+/// (anything else is an error naming the range, never a panic).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(
@@ -94,6 +98,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("\"{s}\": unknown unit \"{unit}\" (use s, m or h)")),
     };
+    let range = "durations go from 1ms to 168h (a week)";
+    if !secs.is_finite() || secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("\"{s}\" is too long: {range}"));
+    }
+    if secs < 0.001 {
+        return Err(format!("\"{s}\" is too short: {range}"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 

@@ -501,6 +501,24 @@ impl fmt::Display for Operand {
     }
 }
 
+/// A condition as messages quote it: whole when short, else the 60 characters around
+/// `offset` (a 20,000-parenthesis condition is not repeated in full).
+pub fn excerpt(text: &str, offset: usize) -> String {
+    if text.chars().count() <= 80 {
+        return text.to_string();
+    }
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let at = chars.partition_point(|(i, _)| *i < offset);
+    let from = at.saturating_sub(30);
+    let to = (at + 30).min(chars.len());
+    let piece: String = chars[from..to].iter().map(|(_, c)| c).collect();
+    format!(
+        "{}{piece}{}",
+        if from > 0 { "…" } else { "" },
+        if to < chars.len() { "…" } else { "" }
+    )
+}
+
 /// Parses and evaluates; a parse or regex error is `Err` with the message (counts as false).
 pub fn check(text: &str, facts: &Facts) -> Result<bool, String> {
     let e = parse(text).map_err(|e| e.to_string())?;

@@ -164,6 +164,16 @@ pub fn is_secure_item(node: &Node) -> bool {
     }
 }
 
+/// The names of the `$VAR`/`${VAR}` references in `text`, in order.
+pub fn vars_in(text: &str) -> Vec<String> {
+    let names = std::cell::RefCell::new(Vec::new());
+    expand_vars(text, &|n| {
+        names.borrow_mut().push(n.to_string());
+        None
+    });
+    names.into_inner()
+}
+
 /// Expands `$VAR` and `${VAR}` with `lookup` (unknown names expand to nothing; a `$`
 /// not followed by a name stays). Used for cache paths and deploy options.
 pub fn expand_vars(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {

@@ -672,7 +672,10 @@ fn check_value(s: &Schema, value: &Node, prop: &J, path: &str, ctx: &mut Ctx) {
                     value.pos,
                     path,
                     "invalid_condition",
-                    format!("invalid condition \"{text}\": {e}; it counts as false"),
+                    format!(
+                        "invalid condition \"{}\": {e}; it counts as false",
+                        condition::excerpt(text, e.offset)
+                    ),
                 );
             }
         }

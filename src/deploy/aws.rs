@@ -29,13 +29,42 @@ pub enum Service {
     CodeDeploy,
 }
 
-/// Resolves settings from provider options (already `$VAR`-expanded) and the job env.
-/// `prefix` is the provider's own env prefix (`S3`, `CODEDEPLOY`).
+/// Resolves settings from provider options (`$VAR`-expanded) and the job env.
+/// An option written with variables that expand to nothing (`access_key_id:
+/// $AWS_ACCESS_KEY` with that variable unset) is an error naming the option and the
+/// variable, as dpl said, rather than a fall through to the SDK's metadata chain.
 pub fn settings(
-    opt: &dyn Fn(&str) -> Option<String>,
+    opts: &super::Options,
     env: &HashMap<String, String>,
     service: Service,
-) -> AwsSettings {
+) -> Result<AwsSettings, DeployError> {
+    for key in [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "region",
+        "endpoint",
+    ] {
+        let Some(raw) = opts.raw(key).filter(|r| !r.trim().is_empty()) else {
+            continue;
+        };
+        if opts.get(key).is_some_and(|v| v.trim().is_empty()) {
+            let vars = crate::config::model::vars_in(&raw);
+            let unset: Vec<&str> = vars
+                .iter()
+                .map(String::as_str)
+                .filter(|v| env.get(*v).is_none_or(|x| x.is_empty()))
+                .collect();
+            return Err(DeployError::Config(format!(
+                "deploy option {key} is empty: it is \"{raw}\" and {} {} not set in the job's \
+                 environment (add {} to the repository's settings or --env-file)",
+                unset.join(", "),
+                if unset.len() == 1 { "is" } else { "are" },
+                if unset.len() == 1 { "it" } else { "them" },
+            )));
+        }
+    }
+    let opt = |k: &str| opts.get(k);
     let var = |names: &[&str]| {
         names
             .iter()
@@ -80,11 +109,11 @@ pub fn settings(
                 format!("https://{e}")
             }
         });
-    AwsSettings {
+    Ok(AwsSettings {
         credentials,
         region,
         endpoint,
-    }
+    })
 }
 
 /// Loads the shared AWS config: static credentials if given, else the standard chain

@@ -55,6 +55,14 @@ impl<'a> Options<'a> {
         Some(self.expand(&raw))
     }
 
+    /// A string option as written, before `$VAR` expansion.
+    pub fn raw(&self, key: &str) -> Option<String> {
+        let n = self.config.get(key)?;
+        str_of(Some(n))
+            .map(str::to_string)
+            .or_else(|| strs(Some(n)).into_iter().next())
+    }
+
     /// A list option (a scalar is a one-item list), expanded.
     pub fn list(&self, key: &str) -> Vec<String> {
         match self.config.get(key) {
@@ -122,7 +130,7 @@ pub fn run(
     match provider.as_str() {
         "s3" => {
             let plan = s3::S3Plan::from_options(&opts, build_dir)?;
-            let settings = aws::settings(&|k| opts.get(k), env, aws::Service::S3);
+            let settings = aws::settings(&opts, env, aws::Service::S3)?;
             rt.block_on(async {
                 let shared = aws::load(&settings).await?;
                 // Checksums only where S3 requires them, as the CLIs do.
@@ -160,8 +168,8 @@ pub fn run(
                 &event.repo,
                 build_number,
             )?;
-            let cd_settings = aws::settings(&|k| opts.get(k), env, aws::Service::CodeDeploy);
-            let s3_settings = aws::settings(&|k| opts.get(k), env, aws::Service::S3);
+            let cd_settings = aws::settings(&opts, env, aws::Service::CodeDeploy)?;
+            let s3_settings = aws::settings(&opts, env, aws::Service::S3)?;
             let poll = poll_interval(env);
             rt.block_on(async {
                 let cd_shared = aws::load(&cd_settings).await?;

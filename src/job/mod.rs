@@ -624,7 +624,12 @@ impl Runner<'_> {
             let started = Instant::now();
             let resolved: HashMap<String, std::path::PathBuf> = dirs.iter().cloned().collect();
             let result = with_timeout(timeout, move |cancel| {
-                archive::restore(&path, &|w| resolved.get(w).cloned(), &cancel)
+                archive::restore(
+                    &path,
+                    &|w| resolved.get(w).cloned(),
+                    &cancel,
+                    archive::restore_cap(),
+                )
             });
             match result {
                 Some(Ok(r)) => {
@@ -636,15 +641,15 @@ impl Runner<'_> {
                     ));
                     if !r.refused.is_empty() {
                         log.line(&format!(
-                            "cache: refused {} unsafe entries: {}",
-                            r.refused.len(),
-                            r.refused
-                                .iter()
-                                .take(5)
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ")
+                            "cache: refused {} entries that cannot be restored safely:",
+                            r.refused.len()
                         ));
+                        for refused in r.refused.iter().take(20) {
+                            log.line(&format!("  {refused}"));
+                        }
+                        if r.refused.len() > 20 {
+                            log.line(&format!("  … and {} more", r.refused.len() - 20));
+                        }
                     }
                     fingerprint = archive::fingerprint(&dirs).ok();
                 }
