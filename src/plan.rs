@@ -550,11 +550,14 @@ fn matrix(
     };
     // 2. include (the single implicit job is dropped when includes exist).
     let includes = seq(jobs_cfg.and_then(|j| j.get("include")));
-    if size.saturating_add(includes.len()) > MAX_EXPANSION {
-        return Err(too_many(
-            size.saturating_add(includes.len()),
-            includes.len(),
-        ));
+    let single = jobs.len() == 1 && axes.iter().all(|(_, v)| v.len() == 1);
+    let expanded = if single && !includes.is_empty() {
+        0
+    } else {
+        jobs.len()
+    };
+    if expanded + includes.len() > MAX_EXPANSION {
+        return Err(too_many(expanded + includes.len(), includes.len()));
     }
     let mut included: Vec<Job> = Vec::new();
     let mut stage: Option<Node> = None;
@@ -573,7 +576,6 @@ fn matrix(
         }
         included.push(job);
     }
-    let single = jobs.len() == 1 && axes.iter().all(|(_, v)| v.len() == 1);
     if single && !included.is_empty() {
         jobs.clear();
     }

@@ -41,7 +41,7 @@ pub struct NewBuild {
 }
 
 /// A recorded build.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BuildRow {
     /// Row id.
     pub id: i64,
@@ -176,6 +176,11 @@ CREATE TABLE IF NOT EXISTS outbox (
   last_error TEXT,
   state TEXT NOT NULL DEFAULT 'pending'
 );
+CREATE TABLE IF NOT EXISTS deliveries (
+  key TEXT PRIMARY KEY,
+  build_id INTEGER NOT NULL,
+  at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS jobs (
   build_id INTEGER NOT NULL REFERENCES builds(id),
   number TEXT NOT NULL,
@@ -228,6 +233,47 @@ impl Store {
     /// previous finished build of the same branch (or tag).
     pub fn begin(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
         self.insert(b, "running")
+    }
+
+    /// The build a webhook delivery with this key (`github:<X-GitHub-Delivery>`) made
+    /// at or after `since` (seconds), if any: a replay or a redelivery.
+    pub fn delivery(&self, key: &str, since: i64) -> Result<Option<BuildRow>, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT build_id FROM deliveries WHERE key = ?1 AND at >= ?2",
+                params![key, since],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match id {
+            Some(id) => self.by_id(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Remembers that the delivery `key` made build `build_id`, forgetting deliveries
+    /// older than `forget_before` (seconds) so the table stays the window's size.
+    pub fn record_delivery(
+        &mut self,
+        key: &str,
+        build_id: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM deliveries WHERE at < ?1",
+            params![forget_before],
+        )?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)",
+            params![key, build_id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Seconds since the epoch, as the store records times.
+    pub fn now() -> i64 {
+        now()
     }
 
     /// Queues a build (durably: it is in the database when this returns).

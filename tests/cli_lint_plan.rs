@@ -285,3 +285,177 @@ fn plan_tag_and_event_options() {
         .args(["--branch", "m", "--event", "nope"]));
     assert_eq!(bad.code, 2, "{}", bad.all());
 }
+
+/// Issue 10: what a pushed file can do to `lint`, `plan` and `run`. Each is refused the
+/// same way by all three (exit 2 for a file that cannot be read or is past a limit, with
+/// `FILE:LINE:COL`), never a crash, a hang or unbounded memory.
+fn dir_with(name: &str, bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(name), bytes).unwrap();
+    dir
+}
+
+fn lint_plan_run(dir: &std::path::Path) -> [common::Run; 3] {
+    let f = dir.join(".travis.yml");
+    [
+        run(runway().arg("lint").arg(&f)),
+        run(runway().arg("plan").arg(dir).args(["--branch", "master"])),
+        run(runway().arg("run").arg(dir).args(["--branch", "master"])),
+    ]
+}
+
+#[test]
+fn input_that_is_not_text_is_refused_at_its_place_by_lint_plan_and_run() {
+    // Invalid UTF-8 on line 3, column 9 (after "  - echo").
+    let d = dir_with(
+        ".travis.yml",
+        b"language: shell\nscript:\n  - echo \xff\xfe\n",
+    );
+    for (i, r) in lint_plan_run(d.path()).iter().enumerate() {
+        assert_eq!(r.code, 2, "command {i}: {}", r.all());
+        assert!(
+            r.all()
+                .contains(".travis.yml:3:10: error: invalid UTF-8 (byte 0xFF)"),
+            "command {i}: {}",
+            r.all()
+        );
+        assert!(!r.all().contains("Build runs"), "{}", r.all());
+    }
+    // Random binary (NUL bytes) is refused too, never planned as "Build runs".
+    let d = dir_with(".travis.yml", b"language: shell\n\x00\x01\x02binary");
+    for r in lint_plan_run(d.path()) {
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.all().contains(".travis.yml:2:1: error: a NUL byte"),
+            "{}",
+            r.all()
+        );
+    }
+    // A link to /dev/zero is read up to the size limit, not for ever.
+    let d = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.path().join(".travis.yml")).unwrap();
+    for r in lint_plan_run(d.path()) {
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.all()
+                .contains(".travis.yml:1:1: error: the file is larger than 1 MiB"),
+            "{}",
+            r.all()
+        );
+    }
+}
+
+#[test]
+fn nesting_and_alias_bombs_are_refused_with_their_limits() {
+    // 20,000 parentheses, 100,000 NOTs, 200,000 `!`s in an `if:`: once a stack overflow.
+    for cond in [
+        format!(
+            "{}branch = master{}",
+            "(".repeat(20_000),
+            ")".repeat(20_000)
+        ),
+        "not ".repeat(100_000) + "branch = master",
+        format!("'{}branch = master'", "!".repeat(200_000)),
+    ] {
+        let d = dir_with(
+            ".travis.yml",
+            format!("language: shell\nif: {cond}\n").as_bytes(),
+        );
+        for r in lint_plan_run(d.path()) {
+            assert!(matches!(r.code, 1 | 2), "{}", r.all());
+            assert!(
+                r.all().contains(".travis.yml:2:5: error: if: condition")
+                    && r.all().contains("nesting deeper than 64 levels"),
+                "{}",
+                &r.all()[..r.all().len().min(2000)]
+            );
+            assert!(
+                r.all().len() < 5_000,
+                "the condition is quoted, not repeated whole"
+            );
+        }
+    }
+    // 20,000 flat ORs are fine: a flat list.
+    let ors = vec!["branch = dev"; 20_000].join(" OR ") + " OR branch = master";
+    let d = dir_with(
+        ".travis.yml",
+        format!("language: shell\nif: {ors}\n").as_bytes(),
+    );
+    let r = run(runway()
+        .arg("plan")
+        .arg(d.path())
+        .args(["--branch", "master"]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.starts_with("Build runs"), "{}", r.stdout);
+    // YAML nested 65 deep.
+    let deep = format!(
+        "language: shell\nx: {}1{}\n",
+        "[".repeat(65),
+        "]".repeat(65)
+    );
+    let d = dir_with(".travis.yml", deep.as_bytes());
+    for r in lint_plan_run(d.path()) {
+        assert!(
+            r.all().contains("nesting deeper than 64 levels"),
+            "{}",
+            r.all()
+        );
+    }
+    // A 900 KB string aliased 10×10×10×10 (about 9 GB once expanded).
+    let bomb = format!(
+        "language: shell\na: &a [\"{}\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n",
+        "x".repeat(900_000)
+    );
+    let d = dir_with(".travis.yml", bomb.as_bytes());
+    for r in lint_plan_run(d.path()) {
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.all()
+                .contains("error: the document expands to more than 16 MiB of text"),
+            "{}",
+            r.all()
+        );
+    }
+}
+
+#[test]
+fn fifty_thousand_keys_or_include_entries_are_read_and_refused_at_the_key() {
+    let keys: String = (0..50_000).map(|i| format!("k{i}: v\n")).collect();
+    let d = dir_with(".travis.yml", format!("language: shell\n{keys}").as_bytes());
+    let r = run(runway().arg("lint").arg(d.path().join(".travis.yml")));
+    assert_eq!(r.code, 0, "{}", &r.stdout[r.stdout.len() - 200..]);
+    assert!(r.stdout.ends_with("valid: 0 error(s), 50000 warning(s)\n"));
+    let inc: String = (0..50_000).map(|i| format!("    - env: A={i}\n")).collect();
+    let d = dir_with(
+        ".travis.yml",
+        format!("language: shell\njobs:\n  include:\n{inc}").as_bytes(),
+    );
+    let r = run(runway()
+        .arg("plan")
+        .arg(d.path())
+        .args(["--branch", "master"]));
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains(".travis.yml:3:3: error: the build has 50000 jobs (jobs.include 50000)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn durations_out_of_range_exit_2_with_the_range() {
+    let d = dir_with(".travis.yml", b"language: shell\nscript: true\n");
+    for t in ["99999999999999999999", "3000000000000000h", "0"] {
+        let r = run(runway()
+            .arg("run")
+            .arg(d.path())
+            .args(["--branch", "master", "--timeout", t]));
+        assert_eq!(r.code, 2, "{t}: {}", r.all());
+        assert!(
+            r.stderr.contains("durations go from 1ms to 168h"),
+            "{}",
+            r.stderr
+        );
+    }
+}

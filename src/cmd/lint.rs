@@ -1,7 +1,7 @@
 //! `runway lint [FILE] [--json]`: every diagnostic as
 //! `FILE:LINE:COL: level: key.path: message` (or one JSON document for programs).
 //! Exit 0 with warnings only, 1 with errors, 2 when the file cannot be read (or is not
-//! text, or is larger than the limit).
+//! text, or is past one of runway's limits: size, nesting, alias expansion).
 
 use std::io::Write;
 use std::path::Path;
@@ -19,7 +19,7 @@ pub fn run(file: &Path, json: bool, out: &mut dyn Write, style: Style) -> Result
     let name = file.display().to_string();
     let not_text = loaded
         .unreadable()
-        .is_some_and(|d| matches!(d.code, "encoding" | "too_large"));
+        .is_some_and(|d| matches!(d.code, "encoding" | "too_large" | "limit"));
     let code = if not_text {
         exit::USAGE
     } else if loaded.has_errors() {

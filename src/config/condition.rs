@@ -95,6 +95,9 @@ pub struct ParseError {
     pub offset: usize,
     /// What went wrong.
     pub message: String,
+    /// True when the condition is past runway's nesting limit ([`MAX_DEPTH`]) rather
+    /// than wrong: a config that cannot be run at all, not a condition that is false.
+    pub limit: bool,
 }
 
 /// What a condition is evaluated against: the build's variables and env vars.
@@ -149,6 +152,7 @@ impl P<'_> {
     }
     fn err(&self, m: &str) -> ParseError {
         ParseError {
+            limit: false,
             offset: self.i,
             message: m.to_string(),
         }
@@ -213,9 +217,12 @@ impl P<'_> {
     fn deeper(&mut self) -> Result<(), ParseError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.err(&format!(
-                "nesting deeper than {MAX_DEPTH} levels (parentheses, NOT, concat)"
-            )));
+            return Err(ParseError {
+                limit: true,
+                ..self.err(&format!(
+                    "nesting deeper than {MAX_DEPTH} levels (parentheses, NOT, concat)"
+                ))
+            });
         }
         Ok(())
     }

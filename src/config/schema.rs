@@ -668,15 +668,22 @@ fn check_value(s: &Schema, value: &Node, prop: &J, path: &str, ctx: &mut Ctx) {
             if let Some(text) = value.as_str()
                 && let Err(e) = condition::parse(text)
             {
-                ctx.diags.error(
-                    value.pos,
-                    path,
-                    "invalid_condition",
-                    format!(
-                        "invalid condition \"{}\": {e}; it counts as false",
-                        condition::excerpt(text, e.offset)
-                    ),
-                );
+                let quoted = condition::excerpt(text, e.offset);
+                if e.limit {
+                    ctx.diags.error(
+                        value.pos,
+                        path,
+                        "limit",
+                        format!("condition \"{quoted}\": {e}; runway reads at most that"),
+                    );
+                } else {
+                    ctx.diags.error(
+                        value.pos,
+                        path,
+                        "invalid_condition",
+                        format!("invalid condition \"{quoted}\": {e}; it counts as false"),
+                    );
+                }
             }
         }
         "secure" if prop.get("strict") != Some(&J::Bool(false)) => {

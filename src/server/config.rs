@@ -31,6 +31,21 @@ pub struct ServerConfig {
     /// give up after about 10 s.
     #[serde(default = "default_intake_fetch")]
     pub intake_fetch_secs: u64,
+    /// Seconds a webhook delivery id is remembered: the same delivery sent again within
+    /// it (a replay, or a sender's redelivery) builds nothing. A week by default.
+    #[serde(default = "default_delivery_window")]
+    pub delivery_window_secs: u64,
+    /// Seconds a client has to send a request's headers (slow clients are cut off).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a webhook's body once its headers are in.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Connections served at once. At the cap, the oldest connection that has not sent
+    /// a whole request yet is closed for the new one (so slow clients cannot hold the
+    /// server); the cap is also kept under the process's open-file limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Seconds running builds get to finish on SIGTERM before they are canceled.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -108,6 +123,18 @@ fn default_max_body() -> usize {
 }
 fn default_intake_fetch() -> u64 {
     5
+}
+fn default_delivery_window() -> u64 {
+    7 * 24 * 3600
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    512
 }
 fn default_grace() -> u64 {
     30

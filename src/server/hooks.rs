@@ -21,6 +21,18 @@ pub enum Source {
     Generic,
 }
 
+impl Source {
+    /// The endpoint's name: `github`, `gitea`, `gitlab`, `generic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::GitHub => "github",
+            Source::Gitea => "gitea",
+            Source::GitLab => "gitlab",
+            Source::Generic => "generic",
+        }
+    }
+}
+
 /// A push to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
@@ -36,6 +48,8 @@ pub struct Delivery {
     pub after: String,
     /// The head commit's message, when the payload has it.
     pub message: String,
+    /// The sender's delivery id ([`delivery_id`]), the same when sent again.
+    pub id: Option<String>,
 }
 
 /// What to answer instead of queueing.
@@ -69,11 +83,15 @@ impl Headers for axum::http::HeaderMap {
     }
 }
 
-/// The token of an `Authorization: Bearer TOKEN` header.
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme in any case, as
+/// RFC 9110 has it).
 pub fn bearer(headers: &dyn Headers) -> Option<String> {
-    headers
-        .get("authorization")
-        .and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+    let value = headers.get("authorization")?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 /// Constant-time equality.
@@ -108,30 +126,9 @@ fn text(v: &serde_json::Value, path: &[&str]) -> Option<String> {
     cur.as_str().map(str::to_string)
 }
 
-/// Checks and reads one delivery.
-pub fn read(
-    source: Source,
-    headers: &dyn Headers,
-    body: &[u8],
-    cfg: &ServerConfig,
-) -> Result<Delivery, Refusal> {
-    let v = json(body)?;
-    let name = match source {
-        Source::GitLab => text(&v, &["project", "path_with_namespace"]),
-        Source::Generic => text(&v, &["repo"]),
-        _ => text(&v, &["repository", "full_name"]),
-    }
-    .ok_or_else(|| Refusal::Malformed("the payload names no repository".into()))?;
-    let repo = cfg.repo(&name).ok_or_else(|| {
-        Refusal::UnknownRepo(format!(
-            "runway does not build {name}: add a [[repo]] with name = \"{name}\" to runway.toml"
-        ))
-    })?;
-    let secret = repo.secret().ok_or_else(|| {
-        Refusal::Unauthorized(format!(
-            "no webhook secret is configured for {name} (set webhook_secret_env and that variable); deliveries are refused"
-        ))
-    })?;
+/// Checks a delivery's signature (GitHub, Gitea) or token (GitLab, generic) against
+/// `secret`, in constant time.
+fn verify(source: Source, headers: &dyn Headers, body: &[u8], secret: &str) -> Result<(), Refusal> {
     match source {
         Source::GitHub | Source::Gitea => {
             let (header, prefix) = if source == Source::GitHub {
@@ -142,7 +139,7 @@ pub fn read(
             let given = headers.get(header).ok_or_else(|| {
                 Refusal::Unauthorized(format!("unsigned delivery: no {header} header"))
             })?;
-            let want = format!("{prefix}{}", sign(&secret, body));
+            let want = format!("{prefix}{}", sign(secret, body));
             if !same(given.trim().as_bytes(), want.as_bytes()) {
                 return Err(Refusal::Unauthorized(format!(
                     "bad signature: {header} does not match the body"
@@ -165,6 +162,95 @@ pub fn read(
             }
         }
     }
+    Ok(())
+}
+
+/// The refusal of a delivery no known secret verifies: what [`verify`] says of it,
+/// from its headers alone, so the answer is the same whether or not the repository
+/// it names exists.
+fn unverified(source: Source, headers: &dyn Headers) -> Refusal {
+    let (header, missing, wrong) = match source {
+        Source::GitHub => (
+            "x-hub-signature-256",
+            "unsigned delivery: no x-hub-signature-256 header",
+            "bad signature: x-hub-signature-256 does not match the body",
+        ),
+        Source::Gitea => (
+            "x-gitea-signature",
+            "unsigned delivery: no x-gitea-signature header",
+            "bad signature: x-gitea-signature does not match the body",
+        ),
+        Source::GitLab => (
+            "x-gitlab-token",
+            "no X-Gitlab-Token header",
+            "wrong X-Gitlab-Token",
+        ),
+        Source::Generic => (
+            "authorization",
+            "no Authorization: Bearer token",
+            "wrong bearer token",
+        ),
+    };
+    let given = if source == Source::Generic {
+        bearer(headers)
+    } else {
+        headers.get(header)
+    };
+    Refusal::Unauthorized(if given.is_some() { wrong } else { missing }.to_string())
+}
+
+/// The sender's id of a delivery, the same when it is sent again: GitHub's
+/// `X-GitHub-Delivery`, Gitea's and Forgejo's `X-Gitea-Delivery`, GitLab's
+/// `Idempotency-Key` or `X-Gitlab-Event-UUID`, the generic endpoint's
+/// `X-Runway-Delivery`.
+pub fn delivery_id(source: Source, headers: &dyn Headers) -> Option<String> {
+    let names: &[&str] = match source {
+        Source::GitHub => &["x-github-delivery"],
+        Source::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
+        Source::GitLab => &["idempotency-key", "x-gitlab-event-uuid"],
+        Source::Generic => &["x-runway-delivery"],
+    };
+    names
+        .iter()
+        .find_map(|n| headers.get(n))
+        .map(|v| v.trim().chars().take(200).collect::<String>())
+        .filter(|v| !v.is_empty())
+}
+
+/// Checks and reads one delivery.
+pub fn read(
+    source: Source,
+    headers: &dyn Headers,
+    body: &[u8],
+    cfg: &ServerConfig,
+) -> Result<Delivery, Refusal> {
+    let v = json(body)?;
+    let name = match source {
+        Source::GitLab => text(&v, &["project", "path_with_namespace"]),
+        Source::Generic => text(&v, &["repo"]),
+        _ => text(&v, &["repository", "full_name"]),
+    }
+    .ok_or_else(|| Refusal::Malformed("the payload names no repository".into()))?;
+    // An unsigned or wrongly signed delivery is 401 whatever repository it names, so
+    // nobody learns which repositories runway builds; only a delivery signed with a
+    // configured repository's secret hears that its name is unknown (404).
+    let Some(repo) = cfg.repo(&name) else {
+        let signed_by_one = cfg
+            .repos
+            .iter()
+            .filter_map(|r| r.secret())
+            .any(|secret| verify(source, headers, body, &secret).is_ok());
+        return Err(if signed_by_one {
+            Refusal::UnknownRepo(format!(
+                "runway does not build {name}: add a [[repo]] with name = \"{name}\" to runway.toml"
+            ))
+        } else {
+            unverified(source, headers)
+        });
+    };
+    // A repository without a secret refuses every delivery, with the same answer.
+    let secret = repo.secret().ok_or_else(|| unverified(source, headers))?;
+    verify(source, headers, body, &secret)?;
     let event = match source {
         Source::GitHub => headers
             .get("x-github-event")
@@ -202,6 +288,7 @@ pub fn read(
             before: text(&v, &["before"]).unwrap_or_default(),
             after,
             message: text(&v, &["message"]).unwrap_or_default(),
+            id: delivery_id(source, headers).map(|id| format!("{}:{id}", source.name())),
         });
     }
     let refname =
@@ -240,6 +327,7 @@ pub fn read(
         before: text(&v, &["before"]).unwrap_or_default(),
         after,
         message,
+        id: delivery_id(source, headers).map(|id| format!("{}:{id}", source.name())),
     })
 }
 

@@ -22,15 +22,35 @@ pub(super) async fn intake(
 ) -> Response {
     let headers: HeaderMap = req.headers().clone();
     let limit = state.cfg.max_body_bytes;
-    let body = match axum::body::to_bytes(req.into_body(), limit).await {
-        Ok(b) => b,
-        Err(_) => {
-            return answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                serde_json::json!({"error": format!("the delivery is larger than {limit} bytes (max_body_bytes)")}),
-            );
-        }
+    let too_large = || {
+        answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({"error": format!("the delivery is larger than {limit} bytes (max_body_bytes)")}),
+        )
     };
+    // A declared length past the limit is refused before a byte of it is awaited.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let deadline = Duration::from_secs(state.cfg.body_timeout_secs.max(1));
+    let body =
+        match tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return too_large(),
+            Err(_) => {
+                return answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    serde_json::json!({"error": format!(
+                        "the delivery's body did not arrive within {} s (body_timeout_secs)",
+                        deadline.as_secs()
+                    )}),
+                );
+            }
+        };
     let delivery = match hooks::read(source, &headers, &body, &state.cfg) {
         Ok(d) => d,
         Err(r) => {
@@ -65,6 +85,23 @@ pub(super) async fn intake(
                 serde_json::json!({"queued": true, "number": row.number, "repo": row.repo, "url": url, "canceled": canceled}),
             )
         }
+        Ok(Ok(Queued::Duplicate(row))) => {
+            let url = state
+                .cfg
+                .public_url
+                .as_ref()
+                .map(|u| crate::notify::build_url(u, &row.repo, row.number));
+            answer(
+                StatusCode::OK,
+                serde_json::json!({
+                    "queued": false, "duplicate": true, "number": row.number, "repo": row.repo, "url": url,
+                    "message": format!(
+                        "duplicate delivery: it made build #{} already; not built again (deliveries are remembered for {} s, delivery_window_secs)",
+                        row.number, state.cfg.delivery_window_secs
+                    ),
+                }),
+            )
+        }
         Ok(Ok(Queued::NotBuilt(reason))) => answer(
             StatusCode::OK,
             serde_json::json!({"queued": false, "message": reason}),
@@ -83,6 +120,8 @@ pub(super) async fn intake(
 enum Queued {
     Build(Box<BuildRow>, Vec<u64>),
     NotBuilt(String),
+    /// The same delivery (by its id) made this build within the window.
+    Duplicate(Box<BuildRow>),
 }
 
 /// Decides whether the push builds (its `.travis.yml` at the commit, when the
@@ -121,8 +160,9 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
             ..Default::default()
         };
         let plan = crate::plan::plan(&loaded.config, &event, &crate::plan::Settings::default());
-        // A config that cannot be built is queued, so its build shows the error.
-        if !plan.build.runs && plan.error.is_none() {
+        // A config that cannot be built (or read, or is past a limit) is queued, so its
+        // build shows the error and is mailed.
+        if !plan.build.runs && plan.error.is_none() && loaded.unreadable().is_none() {
             return Ok(Queued::NotBuilt(format!(
                 "not built: {}",
                 plan.build.reason
@@ -130,7 +170,14 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
         }
     }
     let range = crate::event::commit_range(&d.before, &d.after);
+    let window = state.cfg.delivery_window_secs as i64;
     state.db(|s| {
+        let since = crate::store::Store::now() - window;
+        if let Some(id) = &d.id
+            && let Some(made) = s.delivery(id, since)?
+        {
+            return Ok(Queued::Duplicate(Box::new(made)));
+        }
         let row = s.enqueue(&NewBuild {
             repo: d.repo.clone(),
             branch: d.branch.clone(),
@@ -140,6 +187,9 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
             message,
             commit_range: range,
         })?;
+        if let Some(id) = &d.id {
+            s.record_delivery(id, row.id, since)?;
+        }
         let canceled = if state.cfg.auto_cancel && row.branch.is_some() {
             s.cancel_superseded(&row)?
         } else {

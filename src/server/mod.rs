@@ -3,6 +3,7 @@
 //!
 //! - `config`: `runway.toml`;
 //! - `hooks`: checking and reading webhook deliveries (pure);
+//! - `listen`: connections accepted under header deadlines and a cap;
 //! - `intake`: deliveries in, answered and queued;
 //! - `worker`: queued builds claimed and run, unsent mails retried;
 //! - `live`: live logs of running builds, for server-sent events;
@@ -20,6 +21,7 @@
 pub mod config;
 pub mod hooks;
 mod intake;
+mod listen;
 pub mod live;
 pub mod mirror;
 pub mod pages;
@@ -120,12 +122,16 @@ pub async fn run(
     let app = router(state.clone());
     let workers = tokio::spawn(worker::work(state.clone()));
     let st = state.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let limits = listen::Limits {
+        max_connections: state.cfg.max_connections,
+        header_timeout: Duration::from_secs(state.cfg.header_timeout_secs.max(1)),
+    };
+    listen::serve(listener, app, limits, async move {
         shutdown.await;
         st.stopping.store(true, Ordering::SeqCst);
         st.wake.notify_waiters();
-    });
-    let _ = server.await;
+    })
+    .await;
     state.stopping.store(true, Ordering::SeqCst);
     state.wake.notify_waiters();
     let grace = Duration::from_secs(state.cfg.shutdown_grace_secs);

@@ -28,6 +28,16 @@ fn took(r: &BuildRow) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// JSON to embed in a `<script>`: `<`, `>` and `&` escaped as `\u003c`…, so no text a
+/// job prints (`</script>`, `<!--<script>`) can end or change the script block.
+pub fn script_json(v: &serde_json::Value) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
 /// The builds list, newest first.
 pub fn index(rows: &[BuildRow]) -> String {
     let mut b = String::from(
@@ -41,8 +51,9 @@ pub fn index(rows: &[BuildRow]) -> String {
             .or(r.branch.clone())
             .unwrap_or_default();
         b.push_str(&format!(
-            "<tr><td><a href=\"/builds/{n}?repo={repo}\">#{n}</a></td><td>{repo}</td><td>{what}</td><td><code>{sha}</code></td><td class=\"{st}\">{st}</td><td>{took}</td></tr>",
+            "<tr><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td><td>{what}</td><td><code>{sha}</code></td><td class=\"{st}\">{st}</td><td>{took}</td></tr>",
             n = r.number,
+            href = esc(&crate::notify::build_url("", &r.repo, r.number)),
             repo = esc(&r.repo),
             what = esc(&what),
             sha = esc(&r.commit[..r.commit.len().min(7)]),
@@ -99,12 +110,7 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
             (j.number.clone(), v)
         })
         .collect();
-    let json = |v: &serde_json::Value| {
-        // Inside <script>: no "</" may end it early.
-        serde_json::to_string(v)
-            .unwrap_or_else(|_| "null".into())
-            .replace("</", "<\\/")
-    };
+    let json = |v: &serde_json::Value| script_json(v);
     b.push_str(&format!(
         "<nav id=\"tabs\"></nav><div id=\"log\"></div><script>\n\
          const texts = {{'': {build}}};\n\
@@ -159,4 +165,45 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
         repo = json(&serde_json::Value::String(r.repo.clone())),
     ));
     page(&format!("build #{}", r.number), &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_data_cannot_end_or_change_the_script() {
+        let v = serde_json::json!("<!--<script></script>&");
+        let text = script_json(&v);
+        assert!(!text.contains('<') && !text.contains('>') && !text.contains('&'));
+        assert_eq!(
+            serde_json::from_str::<String>(&text).unwrap(),
+            "<!--<script></script>&"
+        );
+        let row = BuildRow {
+            number: 1,
+            repo: "o/app".into(),
+            state: "passed".into(),
+            ..BuildRow::default()
+        };
+        let page = build(&row, &[], b"<!--<script>", false);
+        let script = &page[page.find("<script>").unwrap() + 8..];
+        assert!(!script[..script.find("</script>").unwrap()].contains("<!--"));
+    }
+
+    #[test]
+    fn links_name_the_repository_url_encoded() {
+        let row = BuildRow {
+            number: 3,
+            repo: "o/a b&c".into(),
+            state: "passed".into(),
+            commit: "abcdef0123".into(),
+            ..BuildRow::default()
+        };
+        let html = index(&[row]);
+        assert!(
+            html.contains("href=\"/builds/3?repo=o/a%20b%26c\""),
+            "{html}"
+        );
+    }
 }
