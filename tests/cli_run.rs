@@ -257,6 +257,80 @@ fn s2_secrets_never_leak_plain_url_or_split() {
     );
 }
 
+/// Issue 10: the forms careless scripts print a secret in, each of which reached the
+/// job log and the failure mail: `set -x` tracing a value with `'`, `quote()` (keeps
+/// `/`), lower-case hex, form encoding, JSON escaping, and two halves printed by two
+/// commands.
+#[test]
+fn secrets_are_masked_in_every_form_scripts_print_them() {
+    let secret = "it's a/b\"c-S3cr3tValue";
+    let envfile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(envfile.path(), "TOKEN=\"it's a/b\\\"c-S3cr3tValue\"\n").unwrap();
+    let py = |code: &str| {
+        format!(
+            "python3 -c 'import os,sys,json,urllib.parse as u; t=os.environ[\"TOKEN\"]; {code}'"
+        )
+    };
+    let script = [
+        "set -x; : \"$TOKEN\"; set +x".to_string(),
+        py("print(\"quote \" + u.quote(t))"),
+        py(
+            "import re; print(\"lower \" + re.sub(\"%..\", lambda m: m.group(0).lower(), u.quote(t, safe=\"\")))",
+        ),
+        py("print(\"form \" + u.quote_plus(t))"),
+        py("print(\"json \" + json.dumps({\"t\": t}))"),
+        "printf 'half %s' \"${TOKEN:0:9}\"".to_string(),
+        "printf '%s\\n' \"${TOKEN:9}\"".to_string(),
+        "false".to_string(),
+    ];
+    let yml = format!(
+        "language: shell\nscript:\n{}notifications:\n  email: dev@example.com\n",
+        script
+            .iter()
+            .map(|c| format!("  - {}\n", serde_json::to_string(c).unwrap()))
+            .collect::<String>()
+    );
+    let p = Project::new(&yml);
+    let mail_dir = tempfile::tempdir().unwrap();
+    let r = p.run(&[
+        "--env-file",
+        envfile.path().to_str().unwrap(),
+        "--mail-dir",
+        mail_dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let mail = std::fs::read_to_string(mail_dir.path().join("build-1.eml")).unwrap();
+    for (name, text) in [("log", r.all()), ("mail", mail.clone())] {
+        for leak in [
+            "S3cr3tValue",
+            "S3cr3",
+            "a/b",
+            "a%2Fb",
+            "a%2fb",
+            "it%27s",
+            "it's+a",
+        ] {
+            assert!(!text.contains(leak), "{name} shows {leak:?}:\n{text}");
+        }
+    }
+    for masked in [
+        "quote [secure]",
+        "lower [secure]",
+        "form [secure]",
+        "json {\"t\": \"[secure]\"}",
+    ] {
+        assert!(r.stdout.contains(masked), "{masked}: {}", r.all());
+    }
+    // The first half is held back (it could begin a secret) and masked with the second.
+    assert!(
+        r.stdout
+            .contains("$ printf '%s\\n' \"${TOKEN:9}\"\n[secure]\n"),
+        "{}",
+        r.all()
+    );
+    assert!(!secret.is_empty() && mail.contains("[secure]"), "{mail}");
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -294,3 +294,50 @@ fn on_success_directly_under_notifications_is_explained() {
     );
     assert_eq!(pos, (2, 3));
 }
+
+/// Issue 10: no recursion a file can drive past the stack of any thread. A server reads
+/// configs on tokio's blocking threads (2 MiB stacks): the deepest file runway accepts
+/// (64 levels, in every place that is walked recursively) is read and planned on a
+/// thread with that stack, in this debug build.
+#[test]
+fn the_deepest_accepted_file_is_read_and_planned_on_a_2_mib_stack() {
+    let nest = |inner: &str, open: &str, close: &str, n: usize| {
+        format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+    };
+    let files = [
+        format!(
+            "language: shell\nenv:\n  global: {}\n",
+            nest("1", "[", "]", 60)
+        ),
+        format!(
+            "language: shell\ndeploy: {}\n",
+            nest("x: 1", "{a: ", "}", 60)
+        ),
+        format!(
+            "language: shell\njobs:\n  include: {}\n",
+            nest("{script: true}", "[", "]", 60)
+        ),
+        format!(
+            "language: shell\nif: {}\n",
+            nest("branch = master", "(", ")", 64)
+        ),
+        format!(
+            "language: shell\nscript: true\nx: &x {}\ny: [*x, *x, *x]\n",
+            nest("1", "[", "]", 60)
+        ),
+    ];
+    let worker = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            for f in &files {
+                let loaded = config::load(f);
+                let event = runway::event::BuildEvent {
+                    branch: Some("master".into()),
+                    ..Default::default()
+                };
+                let _ = runway::plan::plan(&loaded.config, &event, &Default::default());
+            }
+        })
+        .unwrap();
+    worker.join().expect("no stack overflow");
+}
