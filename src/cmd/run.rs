@@ -111,8 +111,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 fn settings_from(args: &RunArgs) -> Result<Vec<EnvVar>, CmdError> {
     let mut out = Vec::new();
     if let Some(f) = &args.env_file {
-        let text = std::fs::read_to_string(f)
+        // Bounded like a .travis.yml: a settings file is small, and /dev/zero is not one.
+        let bytes = config::read_file(f)
             .map_err(|e| CmdError::Usage(format!("cannot read --env-file {}: {e}", f.display())))?;
+        let text = config::decode(&bytes).map_err(|d| {
+            CmdError::Usage(format!("--env-file {}", d.render(&f.display().to_string())))
+        })?;
         out.extend(
             parse_dotenv(&text).map_err(|e| CmdError::Usage(format!("{}: {e}", f.display())))?,
         );

@@ -85,7 +85,7 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Diagnostic> {
             Pos { line: 1, col: 1 },
             "too_large",
             format!(
-                "the file is larger than {} MiB; runway reads .travis.yml files up to that size",
+                "the file is larger than {} MiB, the most runway reads",
                 MAX_CONFIG_BYTES >> 20
             ),
         ));
@@ -106,12 +106,12 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Diagnostic> {
         Some(byte) => refuse(
             pos,
             "encoding",
-            format!("invalid UTF-8 (byte 0x{byte:02X}): .travis.yml must be UTF-8 text"),
+            format!("invalid UTF-8 (byte 0x{byte:02X}): the file must be UTF-8 text"),
         ),
         None => refuse(
             pos,
             "encoding",
-            "a NUL byte: this is binary data, not a .travis.yml".into(),
+            "a NUL byte: this is binary data, not text".into(),
         ),
     })
 }

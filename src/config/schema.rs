@@ -28,7 +28,10 @@ const SCHEMA_TEXT: &str = include_str!("travis-schema.json");
 
 /// Travis's schema, parsed once, with an index of where each key name is valid.
 struct Schema {
-    root: J,
+    root: &'static J,
+    /// Every object of the schema (by address) → the definition its `$ref` names, if
+    /// it has one: resolving is one lookup, not a walk through the definitions by name.
+    refs: HashMap<usize, Option<&'static J>>,
     /// key name → titles of the schema objects that accept it.
     homes: HashMap<String, BTreeSet<String>>,
     /// Every alias of any key anywhere: a key not in here is no alias, and the
@@ -40,17 +43,41 @@ struct Schema {
 fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let root: J = serde_json::from_str(SCHEMA_TEXT).expect("embedded schema is valid JSON");
+        // Parsed once for the life of the process; 'static so the ref index can point in.
+        let root: &'static J = Box::leak(Box::new(
+            serde_json::from_str(SCHEMA_TEXT).expect("embedded schema is valid JSON"),
+        ));
         let mut homes = HashMap::new();
         index_homes(&root["definitions"], "", &mut homes);
         let mut any_alias = std::collections::HashSet::new();
-        index_aliases(&root, &mut any_alias);
+        index_aliases(root, &mut any_alias);
+        let mut refs = HashMap::new();
+        index_refs(root, root, &mut refs);
         Schema {
             root,
+            refs,
             homes,
             any_alias,
         }
     })
+}
+
+fn index_refs(root: &'static J, v: &'static J, out: &mut HashMap<usize, Option<&'static J>>) {
+    match v {
+        J::Object(o) => {
+            let target = o.get("$ref").and_then(J::as_str).map(|r| {
+                let mut target = root;
+                for part in r.trim_start_matches("#/").split('/') {
+                    target = &target[part];
+                }
+                target
+            });
+            out.insert(v as *const J as usize, target);
+            o.values().for_each(|c| index_refs(root, c, out));
+        }
+        J::Array(a) => a.iter().for_each(|c| index_refs(root, c, out)),
+        _ => {}
+    }
 }
 
 fn index_aliases(v: &J, out: &mut std::collections::HashSet<String>) {
@@ -93,14 +120,25 @@ fn index_homes(v: &J, owner: &str, homes: &mut HashMap<String, BTreeSet<String>>
 impl Schema {
     /// Follows `$ref` links to the definition they name.
     fn resolve<'a>(&'a self, mut s: &'a J) -> &'a J {
-        while let Some(r) = s.get("$ref").and_then(J::as_str) {
-            let mut target = &self.root;
+        loop {
+            match self.refs.get(&(s as *const J as usize)) {
+                Some(Some(target)) => {
+                    s = target;
+                    continue;
+                }
+                Some(None) => return s,
+                None => {}
+            }
+            // A schema value built at run time (not in the index): walk by name.
+            let Some(r) = s.get("$ref").and_then(J::as_str) else {
+                return s;
+            };
+            let mut target = self.root;
             for part in r.trim_start_matches("#/").split('/') {
                 target = &target[part];
             }
             s = target;
         }
-        s
     }
 
     /// The alternatives of a schema, with nested `anyOf`s and refs flattened.
@@ -800,51 +838,78 @@ fn resolve_key<'a>(
 }
 
 /// The closest known name within a small edit distance (a swap of two
-/// neighbouring letters counts as one edit: `barnches` → `branches`).
+/// neighbouring letters counts as one edit: `barnches` → `branches`); the first of
+/// equally close names.
 pub fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = match word.chars().count() {
-        0..=3 => 0,
+    let w: Vec<char> = word.chars().collect();
+    let limit = match w.len() {
+        0..=3 => return None,
         4..=6 => 1,
         _ => 2,
     };
-    if limit == 0 {
-        return None;
-    }
-    let len = word.chars().count();
-    known
-        // More letters apart than the limit can never be within it: skip the table.
-        .filter(|k| k.len().abs_diff(len) <= limit || k.chars().count().abs_diff(len) <= limit)
-        .map(|k| (edit_distance(word, k), k))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-/// Optimal string alignment distance: insertions, deletions, substitutions and
-/// transpositions of neighbours each cost one.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                v = v.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = v;
+    let mut rows = Rows::default();
+    let mut best: Option<(usize, &str)> = None;
+    for k in known {
+        // More letters apart than the limit can never be within it.
+        if k.chars().count().abs_diff(w.len()) > limit {
+            continue;
+        }
+        if let Some(d) = rows.distance_within(&w, k, limit)
+            && best.is_none_or(|(b, _)| d < b)
+        {
+            best = Some((d, k));
         }
     }
-    d[a.len()][b.len()]
+    best.map(|(_, k)| k)
+}
+
+/// Buffers for [`Rows::distance_within`], reused across the names compared.
+#[derive(Default)]
+struct Rows {
+    b: Vec<char>,
+    before: Vec<usize>,
+    prev: Vec<usize>,
+    cur: Vec<usize>,
+}
+
+impl Rows {
+    /// Optimal string alignment distance (insertions, deletions, substitutions and
+    /// transpositions of neighbours each cost one), or `None` as soon as it must be
+    /// more than `limit`: three rolling rows, no table.
+    fn distance_within(&mut self, a: &[char], b: &str, limit: usize) -> Option<usize> {
+        self.b.clear();
+        self.b.extend(b.chars());
+        let b = &self.b;
+        let n = b.len();
+        self.before.clear();
+        self.before.resize(n + 1, 0);
+        self.prev.clear();
+        self.prev.extend(0..=n);
+        self.cur.clear();
+        self.cur.resize(n + 1, 0);
+        for i in 1..=a.len() {
+            self.cur[0] = i;
+            let mut row_min = i;
+            for j in 1..=n {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut v = (self.prev[j] + 1)
+                    .min(self.cur[j - 1] + 1)
+                    .min(self.prev[j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    v = v.min(self.before[j - 2] + 1);
+                }
+                self.cur[j] = v;
+                row_min = row_min.min(v);
+            }
+            // Every later row is at least this row's minimum minus nothing: stop early.
+            if row_min > limit + 1 {
+                return None;
+            }
+            std::mem::swap(&mut self.before, &mut self.prev);
+            std::mem::swap(&mut self.prev, &mut self.cur);
+        }
+        Some(self.prev[n]).filter(|d| *d <= limit)
+    }
 }
 
 /// `jvm` → `java`, `node` → `node_js`, …: the language key's value aliases.

@@ -72,25 +72,24 @@ pub(super) async fn intake(
         }
     };
     let st = state.clone();
+    let url_of = |row: &BuildRow| {
+        state
+            .cfg
+            .public_url
+            .as_ref()
+            .map(|u| crate::notify::build_url(u, &row.repo, row.number))
+    };
     match tokio::task::spawn_blocking(move || queue(&st, &delivery)).await {
         Ok(Ok(Queued::Build(row, canceled))) => {
             state.wake.notify_one();
-            let url = state
-                .cfg
-                .public_url
-                .as_ref()
-                .map(|u| crate::notify::build_url(u, &row.repo, row.number));
+            let url = url_of(&row);
             answer(
                 StatusCode::ACCEPTED,
                 serde_json::json!({"queued": true, "number": row.number, "repo": row.repo, "url": url, "canceled": canceled}),
             )
         }
         Ok(Ok(Queued::Duplicate(row))) => {
-            let url = state
-                .cfg
-                .public_url
-                .as_ref()
-                .map(|u| crate::notify::build_url(u, &row.repo, row.number));
+            let url = url_of(&row);
             answer(
                 StatusCode::OK,
                 serde_json::json!({
