@@ -118,7 +118,7 @@ fn settings_from(args: &RunArgs) -> Result<Vec<EnvVar>, CmdError> {
             CmdError::Usage(format!("--env-file {}", d.render(&f.display().to_string())))
         })?;
         out.extend(
-            parse_dotenv(&text).map_err(|e| CmdError::Usage(format!("{}: {e}", f.display())))?,
+            parse_dotenv(text).map_err(|e| CmdError::Usage(format!("{}: {e}", f.display())))?,
         );
     }
     for kv in &args.env {
