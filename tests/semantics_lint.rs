@@ -341,3 +341,70 @@ fn the_deepest_accepted_file_is_read_and_planned_on_a_2_mib_stack() {
         .unwrap();
     worker.join().expect("no stack overflow");
 }
+
+/// issue 16: `if:` as travis-conditions v1 reads it. Every line of the oracle file is
+/// what Travis's own parser and evaluator (travis-conditions at c5e8ab1, run by Ruby)
+/// said of a condition: its own spec fixtures, every `if:` of the corpus, and a case for
+/// each rule. runway must say the same: the same tree, the same value.
+#[test]
+fn travis_conditions_oracle() {
+    use runway::config::condition::{self, Facts};
+    let mut facts = Facts::default();
+    // The facts oracle_eval.rb used (tests/fixtures/travis-conditions/oracle.tsv).
+    for (k, v) in [
+        ("type", "push"),
+        ("branch", "master"),
+        ("repo", "owner/app"),
+        ("os", "linux"),
+        ("fork", "false"),
+        ("commit_message", "fix it\n\nmore text"),
+        ("sender", ""),
+    ] {
+        facts.vars.insert(k.into(), v.into());
+    }
+    for (k, v) in [
+        ("DEPLOY", "true"),
+        ("NAME", "app"),
+        ("EMPTY", ""),
+        ("FOO", "False"),
+        ("QUOTED", "\"q\""),
+        ("master", "from-env"),
+        ("SPACE", " "),
+    ] {
+        facts.env.insert(k.into(), v.into());
+    }
+    let table = include_str!("fixtures/travis-conditions/oracle.tsv");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for line in table.lines().skip_while(|l| !l.contains('\t')) {
+        let mut cols = line.rsplitn(3, '\t');
+        let (value, parsed, cond) = (
+            cols.next().unwrap(),
+            cols.next().unwrap(),
+            cols.next().unwrap(),
+        );
+        let (got_parse, got_value) = match condition::parse(cond) {
+            Ok(e) => (
+                format!("OK {}", e.sexp()),
+                match e.eval(&facts) {
+                    Ok(b) => b.to_string(),
+                    Err(_) => "ERR".into(),
+                },
+            ),
+            Err(_) => ("ERR".into(), "ERR".into()),
+        };
+        if got_parse != parsed || got_value != value {
+            wrong.push(format!(
+                "{cond:?}\n  travis: {parsed} → {value}\n  runway: {got_parse} → {got_value}"
+            ));
+        }
+        checked += 1;
+    }
+    assert!(checked > 2000, "{checked}");
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} differ:\n{}",
+        wrong.len(),
+        wrong[..wrong.len().min(20)].join("\n")
+    );
+}
