@@ -91,7 +91,8 @@ pub struct JobPlan {
     /// The expansion values that define the job, as written.
     #[serde(serialize_with = "ser_pairs")]
     pub matrix: Vec<(String, String)>,
-    /// The job's env vars, global ones first, values verbatim.
+    /// The job's env vars, global ones first, as written (shell text). `--json` shows
+    /// the values the job sees, and the text as written under `env_as_written`.
     #[serde(serialize_with = "ser_env")]
     pub env: Vec<EnvVar>,
     /// True when the job may fail without failing the build.
@@ -208,7 +209,7 @@ fn ser_env<S: serde::Serializer>(v: &[EnvVar], s: S) -> Result<S::Ok, S::Error> 
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(v.len()))?;
     for e in v {
-        m.serialize_entry(&e.name, &e.value)?;
+        m.serialize_entry(&e.name, &e.shell_value())?;
     }
     m.end()
 }

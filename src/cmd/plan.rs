@@ -39,6 +39,21 @@ pub fn run(
     }
     if json {
         let mut value = serde_json::to_value(&plan).map_err(std::io::Error::other)?;
+        // Beside each job's env (the values the job sees), the text as written.
+        for (job, v) in plan.jobs.iter().zip(
+            value["jobs"]
+                .as_array_mut()
+                .map(|a| a.iter_mut())
+                .into_iter()
+                .flatten(),
+        ) {
+            let written: serde_json::Map<String, serde_json::Value> = job
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone().into()))
+                .collect();
+            v["env_as_written"] = written.into();
+        }
         value["diagnostics"] = loaded.diagnostics.iter().map(|d| d.to_json()).collect();
         serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::other)?;
         writeln!(out)?;

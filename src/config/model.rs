@@ -30,6 +30,42 @@ impl EnvVar {
     }
 }
 
+impl EnvVar {
+    /// The value the job's shell gets from `export NAME=VALUE`: quotes removed and
+    /// backslash escapes applied as bash does; `$VAR` and `$(…)` are left as written
+    /// (what they expand to is known only in the job).
+    pub fn shell_value(&self) -> String {
+        let mut out = String::new();
+        let mut chars = self.value.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    for q in chars.by_ref() {
+                        if q == '\'' {
+                            break;
+                        }
+                        out.push(q);
+                    }
+                }
+                '"' => {
+                    while let Some(q) = chars.next() {
+                        match q {
+                            '"' => break,
+                            '\\' if matches!(chars.peek(), Some('\\' | '"' | '$' | '`')) => {
+                                out.extend(chars.next());
+                            }
+                            q => out.push(q),
+                        }
+                    }
+                }
+                '\\' => out.extend(chars.next()),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+}
+
 /// Why an env string could not be read.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{0}")]
@@ -133,16 +169,41 @@ pub fn env_item(node: &Node) -> Result<Vec<EnvVar>, EnvError> {
     match &node.value {
         Value::Scalar(s) => parse_env_string(&s.text),
         Value::Map(entries) if node.get("secure").is_some() && entries.len() == 1 => Ok(vec![]),
+        // `- FOO: bar` (travis-yml's env_var map): one item, its keys the variables.
+        // The value is YAML text, not shell: it is double-quoted when it needs to be
+        // (spaces, quotes) so the export keeps it whole; `$VAR`s still expand, as in
+        // the `FOO=$BAR` form.
         Value::Map(entries) => Ok(entries
             .iter()
             .filter(|e| e.value.get("secure").is_none())
             .map(|e| EnvVar {
                 name: e.key.clone(),
-                value: e.value.as_str().unwrap_or_default().to_string(),
+                value: shell_word(e.value.as_str().unwrap_or_default()),
             })
             .collect()),
         _ => Ok(vec![]),
     }
+}
+
+/// `text` as one shell word that keeps `$VAR` expansion: as is when it is plain,
+/// else in double quotes with `\`, `"` and backquotes escaped.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-$".contains(c));
+    if plain {
+        return text.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        if matches!(c, '\\' | '"' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// Reads a list of env items into one flat list of variables, dropping unreadable ones.
@@ -332,6 +393,23 @@ mod tests {
             .into_iter()
             .map(|v| (v.name, v.value))
             .collect()
+    }
+
+    #[test]
+    fn the_value_a_job_sees_has_its_shell_quotes_removed() {
+        let v = |value: &str| {
+            EnvVar {
+                name: "X".into(),
+                value: value.into(),
+            }
+            .shell_value()
+        };
+        assert_eq!(v("\"serde\""), "serde");
+        assert_eq!(v("'a b'"), "a b");
+        assert_eq!(v("\"it's \\\"x\\\"\""), "it's \"x\"");
+        assert_eq!(v("a\\ b"), "a b");
+        assert_eq!(v("$HOME/x"), "$HOME/x");
+        assert_eq!(v("pre'fix'\"ed\""), "prefixed");
     }
 
     #[test]

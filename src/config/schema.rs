@@ -260,7 +260,10 @@ fn norm(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<N
                 let item = norm(s, node, &arr["items"], path, ctx)?;
                 return Some(Node::new(node.pos, Value::Seq(vec![item])));
             }
-            if object.is_some() {
+            if let Some(obj) = object {
+                if let Some(prefixed) = prefix_env_map(obj, node) {
+                    return norm_map(s, &prefixed, sch, path, ctx);
+                }
                 return norm_map(s, node, sch, path, ctx);
             }
             ctx.diags.error(
@@ -400,6 +403,65 @@ fn prefix_key(obj: &J, scalar: bool) -> Option<&str> {
     p.get("key").and_then(J::as_str)
 }
 
+/// True when `obj` has patternProperties, `node` has entries, and every key matches a
+/// pattern with a value that is a string, number, boolean or `{secure: …}` (what
+/// travis-yml's `env_var` map takes; anything else is not that map).
+fn takes_every_entry(obj: &J, node: &Node) -> bool {
+    let Some(patterns) = obj.get("patternProperties").and_then(J::as_object) else {
+        return false;
+    };
+    let Some(entries) = node.as_map().filter(|e| !e.is_empty()) else {
+        return false;
+    };
+    let regexes: Vec<fancy_regex::Regex> = patterns
+        .keys()
+        .filter_map(|p| fancy_regex::Regex::new(p).ok())
+        .collect();
+    entries.iter().all(|e| {
+        is_env_value(&e.value) && regexes.iter().any(|r| r.is_match(&e.key).unwrap_or(false))
+    })
+}
+
+/// A value an env var map takes: a string, number or boolean, or `{secure: …}`.
+fn is_env_value(v: &Node) -> bool {
+    match &v.value {
+        Value::Scalar(_) | Value::Null => true,
+        Value::Map(m) => m.len() == 1 && v.get("secure").is_some(),
+        Value::Seq(_) => false,
+    }
+}
+
+/// travis-yml's `Change::Prefix#prefix_map` for `env`: a map with keys other than
+/// `global` and `jobs` (`env: {FOO: foo}`) puts those under `jobs`, so it is one job's
+/// vars (spec/travis/yml/accept/env_spec.rb, "given a map"). Other prefixed types keep
+/// their unknown keys (travis-yml prefixes them only when the result validates, which
+/// for them it does not).
+fn prefix_env_map(obj: &J, node: &Node) -> Option<Node> {
+    let props = obj.get("properties")?.as_object()?;
+    if prefix_key(obj, false) != Some("jobs") || !props.contains_key("global") {
+        return None;
+    }
+    let entries = node.as_map()?;
+    let known = |k: &str| matches!(k, "global" | "jobs" | "matrix");
+    if entries.iter().any(|e| e.key == "jobs") || entries.iter().all(|e| known(&e.key)) {
+        return None;
+    }
+    let (kept, moved): (Vec<Entry>, Vec<Entry>) =
+        entries.iter().cloned().partition(|e| known(&e.key));
+    // travis-yml keeps the prefixed map only when it validates: every moved entry
+    // must be an env var (misplaced keys such as `env: {include: [..]}` stay unknown).
+    if !moved.iter().all(|e| is_env_value(&e.value)) {
+        return None;
+    }
+    let mut out = vec![Entry {
+        key: "jobs".into(),
+        key_pos: moved[0].key_pos,
+        value: Node::new(moved[0].key_pos, Value::Map(moved)),
+    }];
+    out.extend(kept);
+    Some(Node::new(node.pos, Value::Map(out)))
+}
+
 fn wrap(node: &Node, key: &str) -> Node {
     Node::new(
         node.pos,
@@ -525,13 +587,34 @@ fn choose_object<'a>(
         {
             return Some(sec);
         }
+        // An object that names one of the node's keys; else, for a map of names
+        // (`env: [{FOO: bar}]`, travis-yml's `env_var` map), the one whose
+        // patternProperties take any key; else the first with fixed keys.
+        let keys: Vec<&str> = node
+            .as_map()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.key.as_str())
+            .collect();
+        let names_a_key = |o: &&J| {
+            o.get("properties").and_then(J::as_object).is_some_and(|p| {
+                keys.iter().any(|k| {
+                    p.contains_key(*k) || p.values().any(|prop| s.aliases(prop).contains(k))
+                })
+            })
+        };
+        if let Some(o) = objects.iter().copied().find(names_a_key) {
+            return Some(o);
+        }
+        if let Some(o) = objects.iter().copied().find(|o| takes_every_entry(o, node)) {
+            return Some(o);
+        }
         return objects
             .iter()
             .copied()
             .find(|o| o.get("patternProperties").is_none())
             .or(objects.first().copied());
     }
-    let _ = s;
     let Some(provider) = node.get("provider") else {
         ctx.diags.error(
             node.pos,
