@@ -340,6 +340,10 @@ fn main() -> ExitCode {
     let _ = out.flush();
     match result {
         Ok(code) => ExitCode::from(code as u8),
+        // The reader went away (`runway lint | head`): not an error, as in ripgrep.
+        Err(cmd::CmdError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let _ = writeln!(err, "runway: error: {e}");
             ExitCode::from(e.code() as u8)

@@ -554,3 +554,60 @@ fn s4_a_build_is_limited_to_200_jobs() {
     assert!(p.error.is_none(), "{:?}", p.error);
     assert_eq!(p.jobs.len(), 100);
 }
+
+/// issue 16: env items written as maps, as travis-yml reads them
+/// (lib/travis/yml/schema/def/env.rb `EnvVar`: a map of names to str/num/bool/secure;
+/// lib/travis/yml/doc/change/env_vars.rb: a map is one item; `Env` `prefix :jobs`;
+/// spec/travis/yml/accept/env_spec.rb "given a map", "given a seq of maps", "as a map").
+#[test]
+fn env_items_written_as_maps_are_exported() {
+    let jobs = |yaml: &str| -> Vec<Vec<(String, String)>> {
+        let loaded = config::load(yaml);
+        assert!(
+            loaded.diagnostics.iter().all(|d| d.code != "unknown_key"),
+            "{yaml}: {:?}",
+            loaded.diagnostics
+        );
+        plan_for(yaml, &push("master"))
+            .jobs
+            .iter()
+            .map(|j| {
+                j.env
+                    .iter()
+                    .map(|e| (e.name.clone(), e.shell_value()))
+                    .collect()
+            })
+            .collect()
+    };
+    let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // A map under env is one job's vars.
+    assert_eq!(
+        jobs("language: shell\nenv:\n  FOO: foo\n  BAR: \"b c\"\n"),
+        [kv(&[("FOO", "foo"), ("BAR", "b c")])]
+    );
+    // A list of maps: one job per map.
+    assert_eq!(
+        jobs("language: shell\nenv:\n  - FOO: foo\n  - BAR: bar\n"),
+        [kv(&[("FOO", "foo")]), kv(&[("BAR", "bar")])]
+    );
+    // global as a map or a list of maps, jobs (or matrix) as a map or a list.
+    assert_eq!(
+        jobs("language: shell\nenv:\n  global:\n    G: 1\n  matrix:\n    - X: 1\n    - X: 2\n"),
+        [kv(&[("G", "1"), ("X", "1")]), kv(&[("G", "1"), ("X", "2")])]
+    );
+    assert_eq!(
+        jobs(
+            "language: shell\nenv:\n  global:\n    - G: 1\n    - H=2\n  jobs:\n    X: 1\n    Y: 2\n"
+        ),
+        [kv(&[("G", "1"), ("H", "2"), ("X", "1"), ("Y", "2")])]
+    );
+    // Misplaced keys that are no env var stay unknown (travis-yml keeps the prefixed
+    // map only when it validates).
+    let d = config::load("language: shell\nenv:\n  include:\n    - A: 1\n").diagnostics;
+    assert!(d.iter().any(|d| d.path == "env.include"), "{d:?}");
+}

@@ -235,7 +235,7 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Result<Node, YamlError> {
             }
             other => {
                 diags.extend(attempt);
-                return other;
+                return other.map_err(|e| at_block_entry(&text, e));
             }
         }
     }
@@ -244,6 +244,24 @@ pub fn parse(text: &str, diags: &mut Diagnostics) -> Result<Node, YamlError> {
         message: "too many under-indented quoted strings".into(),
         limit: false,
     })
+}
+
+/// libyaml (Travis's parser) reports "did not find expected key" at the `-` of a list
+/// item that stands where a key belongs (`- "node"` at column 1 under `key:`); saphyr
+/// reports the item's content after it. The error is moved back to the `-`.
+fn at_block_entry(text: &str, mut e: YamlError) -> YamlError {
+    if !e.message.contains("did not find expected key") {
+        return e;
+    }
+    let Some(line) = text.lines().nth(e.pos.line.saturating_sub(1)) else {
+        return e;
+    };
+    let before: String = line.chars().take(e.pos.col.saturating_sub(1)).collect();
+    let trimmed = before.trim_end();
+    if trimmed.trim_start() == "-" && trimmed.len() < before.len() {
+        e.pos.col = trimmed.chars().count();
+    }
+    e
 }
 
 /// Indents the continuation lines of the quoted scalar that starts at `pos` to its
@@ -621,6 +639,23 @@ mod tests {
             .unwrap()[0];
         assert_eq!(item.get("secure").unwrap().as_str(), Some("abc def"));
         assert_eq!(d[0].code, "quoted_indent");
+    }
+
+    /// issue 16: libyaml's place for a list item where a key belongs is its `-`.
+    #[test]
+    fn a_list_item_where_a_key_belongs_is_reported_at_its_dash() {
+        let mut d = Diagnostics::default();
+        let e = parse(
+            "language: node_js\nnode_js:\n  - \"8\"\n- \"node\"\n",
+            &mut d,
+        )
+        .unwrap_err();
+        assert_eq!(e.pos, Pos { line: 4, col: 1 }, "{e:?}");
+        let e = parse("a: 1\n- \"node\"\n", &mut d).unwrap_err();
+        assert_eq!(e.pos, Pos { line: 2, col: 1 }, "{e:?}");
+        // Already at the dash: unchanged (libyaml says 4:3 too).
+        let e = parse("language: x\nscript:\n    - a\n  - \"node\"\n", &mut d).unwrap_err();
+        assert_eq!(e.pos, Pos { line: 4, col: 3 }, "{e:?}");
     }
 
     #[test]

@@ -187,6 +187,41 @@ pub fn run(
     }
 }
 
+/// An option as dpl's command line would have it, with its value (`$VAR`s expanded; the
+/// log masks settings): `--name=value`, `--flag` for true, `--no-flag` for false, a
+/// list as one flag per item, an encrypted `secure:` value as `[secure]`.
+fn dpl_flags(key: &str, value: &Node, env: &[EnvVar]) -> Vec<String> {
+    let one = |v: &Node| -> Option<String> {
+        if v.get("secure").is_some() {
+            return Some("[secure]".into());
+        }
+        v.as_str().map(|t| {
+            let t = expand(t, env);
+            let plain = !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-[]".contains(c));
+            if plain {
+                t
+            } else {
+                crate::job::shell::quote(&t)
+            }
+        })
+    };
+    match &value.value {
+        crate::config::yaml::Value::Seq(items) => items
+            .iter()
+            .filter_map(|i| one(i).map(|v| format!("--{key}={v}")))
+            .collect(),
+        _ => match value.as_bool() {
+            Some(true) => vec![format!("--{key}")],
+            Some(false) => vec![format!("--no-{key}")],
+            None => one(value)
+                .map(|v| vec![format!("--{key}={v}")])
+                .unwrap_or_else(|| vec![format!("--{key}")]),
+        },
+    }
+}
+
 /// Reads a provider option as a string with `$VAR`/`${VAR}` expanded from `env`.
 pub fn option(config: &Node, key: &str, env: &[EnvVar]) -> Option<String> {
     let n = config.get(key)?;
@@ -398,7 +433,7 @@ pub fn describe(
                         e.key.as_str(),
                         "on" | "allow_failure" | "dpl_version" | "provider"
                     ) {
-                        flags.push(format!("--{}", e.key));
+                        flags.extend(dpl_flags(&e.key, &e.value, &env));
                     }
                 }
             }
@@ -414,6 +449,34 @@ pub fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// issue 16: a provider runway lacks is shown as dpl's command line with values.
+    #[test]
+    fn unimplemented_providers_show_their_options_with_values() {
+        let mut d = crate::config::diag::Diagnostics::default();
+        let node = crate::config::yaml::parse(
+            "provider: pypi\nusername: __token__\npassword:\n  secure: abc=\nskip_existing: true\ndistributions: sdist bdist_wheel\nserver: $PYPI_URL\non:\n  tags: true\n",
+            &mut d,
+        )
+        .unwrap();
+        let env = vec![EnvVar {
+            name: "PYPI_URL".into(),
+            value: "https://test.pypi.org/legacy/".into(),
+        }];
+        let lines = describe(
+            &node,
+            Path::new("/tmp"),
+            &env,
+            &[],
+            &BuildEvent::default(),
+            1,
+        );
+        assert_eq!(
+            lines,
+            ["runway has no pypi provider; Travis would have run dpl --provider=pypi --username=__token__ --password=[secure] --skip_existing --distributions='sdist bdist_wheel' --server=https://test.pypi.org/legacy/"]
+                .map(String::from)
+        );
+    }
 
     #[test]
     fn globs() {

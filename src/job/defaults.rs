@@ -45,8 +45,12 @@ pub fn install(language: &str, has: &dyn Fn(&str) -> bool) -> Default {
                 Default::Nothing
             }
         }
+        // travis-build lib/travis/build/script/python.rb `install`: `Requirements.txt`
+        // first, then `requirements.txt`.
         "python" => {
-            if has("requirements.txt") {
+            if has("Requirements.txt") {
+                one("travis_retry pip install -r Requirements.txt")
+            } else if has("requirements.txt") {
                 one("travis_retry pip install -r requirements.txt")
             } else {
                 Default::Commands(vec![
@@ -230,6 +234,24 @@ mod tests {
 
     fn with(files: &'static [&'static str]) -> impl Fn(&str) -> bool {
         move |f: &str| files.contains(&f)
+    }
+
+    /// issue 16: travis-build's python.rb installs `Requirements.txt` first.
+    #[test]
+    fn python_installs_requirements_txt_in_either_spelling() {
+        let cmd = |c: &str| Default::Commands(vec![c.to_string()]);
+        assert_eq!(
+            install("python", &with(&["Requirements.txt"])),
+            cmd("travis_retry pip install -r Requirements.txt")
+        );
+        assert_eq!(
+            install("python", &with(&["Requirements.txt", "requirements.txt"])),
+            cmd("travis_retry pip install -r Requirements.txt")
+        );
+        assert_eq!(
+            install("python", &with(&["requirements.txt"])),
+            cmd("travis_retry pip install -r requirements.txt")
+        );
     }
 
     #[test]
