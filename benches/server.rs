@@ -3,7 +3,8 @@
 //! over server-sent events), and intake of 1,000 signed deliveries from 8 clients at
 //! once, then a count of what the queue holds. Run: `cargo bench --bench server`.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::io::{Read, Write};

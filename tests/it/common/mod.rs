@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: run the real binary, make real git repositories.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,8 +2,7 @@
 //! repositories made in temp dirs. Each test pins a row of travis-semantics.md §1
 //! (lifecycle), §2 (environment, masking), §4 (matrix) or §5 (caches).
 
-mod common;
-use common::{Lines, Run, bare_clone, git, repo_with, run, runway};
+use crate::common::{Lines, Run, bare_clone, git, repo_with, run, runway};
 use runway::exit;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -542,7 +541,7 @@ fn ctrl_c_cancels_the_build_and_kills_the_jobs_processes() {
         "{all}"
     );
     assert!(all.contains("the job's process group was killed"), "{all}");
-    common::assert_no_process("sleep 86421");
+    crate::common::assert_no_process("sleep 86421");
     assert!(
         !Path::new(&workspace).exists(),
         "{workspace} was left behind"

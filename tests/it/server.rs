@@ -2,9 +2,8 @@
 //! malformed) to a server started on port 0, the durable queue across SIGKILL,
 //! auto-cancellation, canceling a running build, and SIGTERM.
 
-mod common;
-use common::server::{Server, sign};
-use common::{bare_clone, git, repo_with};
+use crate::common::server::{Server, sign};
+use crate::common::{bare_clone, git, repo_with};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,11 +45,11 @@ impl Setup {
         }
     }
 
-    /// Serves `toml` (repositories on a [`common::server::GitHttps`] host) with the
+    /// Serves `toml` (repositories on a [`crate::common::server::GitHttps`] host) with the
     /// webhook secret, the host's certificate trusted, and `env`.
     fn serve_remote(&self, toml: &str, env: &[(&str, &str)]) -> Server {
         std::fs::write(&self.config, toml).unwrap();
-        let ca = common::server::GitHttps::ca();
+        let ca = crate::common::server::GitHttps::ca();
         let mut all = vec![("APP_SECRET", SECRET), ("GIT_SSL_CAINFO", ca)];
         all.extend_from_slice(env);
         Server::start(&self.config, &self.state(), &all)
@@ -347,8 +346,8 @@ fn crash_midway_loses_nothing_and_runs_nothing_twice() {
     );
     // `runway restart N` queues an interrupted build again; the server runs it.
     if let Some(n) = interrupted.first() {
-        let r = common::run(
-            common::runway()
+        let r = crate::common::run(
+            crate::common::runway()
                 .args(["restart", &n.to_string()])
                 .env("RUNWAY_STATE_DIR", s.state()),
         );
@@ -453,8 +452,8 @@ fn log_follow_prints_a_running_build_as_it_goes_and_exits_with_its_result() {
     );
     let srv = s.start();
     assert_eq!(generic(&srv, "master", &s.head()).0, 202);
-    let mut follow = common::Lines::spawn(
-        common::runway()
+    let mut follow = crate::common::Lines::spawn(
+        crate::common::runway()
             .args(["log", "-f", "1"])
             .env("RUNWAY_STATE_DIR", s.state()),
         false,
@@ -482,8 +481,8 @@ fn log_follow_prints_a_running_build_as_it_goes_and_exits_with_its_result() {
         "the build's own summary line: {rest:#?}"
     );
     // Once it has ended, -f still answers with its result, for scripts.
-    let again = common::run(
-        common::runway()
+    let again = crate::common::run(
+        crate::common::runway()
             .args(["log", "-f", "1"])
             .env("RUNWAY_STATE_DIR", s.state()),
     );
@@ -524,7 +523,7 @@ fn a_second_sigterm_cancels_running_builds_at_once() {
         srv.exited_within(60),
         "the second SIGTERM did not cancel the build (grace is 600 s)"
     );
-    common::assert_no_process("sleep 86425");
+    crate::common::assert_no_process("sleep 86425");
     drop(srv);
     let srv = s.start();
     assert_eq!(srv.json("/api/builds/1")["state"], "canceled");
@@ -579,8 +578,8 @@ fn sigterm_finishes_running_builds_and_keeps_the_queue() {
 
 #[test]
 fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_not() {
-    use common::moto::Moto;
-    use common::smtp::Smtp;
+    use crate::common::moto::Moto;
+    use crate::common::smtp::Smtp;
     let moto = Moto::start();
     moto.bucket("us-east-1", "seed-bucket");
     moto.application("us-east-1", "seed-app", "seed-group");
@@ -592,8 +591,8 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
         dir.path(),
         &["init", "-q", "--bare", bare.to_str().unwrap()],
     );
-    let r = common::run(
-        common::runway()
+    let r = crate::common::run(
+        crate::common::runway()
             .args(["hook", "install", "--detach", "--repo", "o/app"])
             .arg(&bare),
     );
@@ -700,7 +699,7 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
 /// delivers the mail once the server is up.
 #[test]
 fn a_mail_the_smtp_server_refused_is_sent_later_by_the_server() {
-    use common::smtp::Smtp;
+    use crate::common::smtp::Smtp;
     let free_port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -755,7 +754,7 @@ fn a_mail_the_smtp_server_refused_is_sent_later_by_the_server() {
 /// the variable; the token is never shown, nor written into the mirror's config.
 #[test]
 fn an_https_repository_with_a_token_is_mirrored_fetched_and_built() {
-    use common::server::GitHttps;
+    use crate::common::server::GitHttps;
     let s = Setup::new(
         "language: shell\nbranches:\n  only: [master]\nscript: echo \"built $TRAVIS_COMMIT over https\"\n",
         "",
@@ -770,8 +769,8 @@ fn an_https_repository_with_a_token_is_mirrored_fetched_and_built() {
     );
     let deliver = |repo: &str, branch: &str, commit: &str| generic_for(&srv, repo, branch, commit);
     let log = |n: &str, repo: &str| {
-        common::run(
-            common::runway()
+        crate::common::run(
+            crate::common::runway()
                 .args(["log", n, "--repo", repo])
                 .env("RUNWAY_STATE_DIR", s.state()),
         )
@@ -878,7 +877,7 @@ fn concurrency_limits_jobs_across_builds() {
 /// server, are ended by the restart, and the build is mailed as errored.
 #[test]
 fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mails() {
-    use common::smtp::Smtp;
+    use crate::common::smtp::Smtp;
     let smtp = Smtp::start(&[]);
     let pids = tempfile::tempdir().unwrap();
     let pid_file = pids.path().join("sleep.pid");
@@ -940,8 +939,8 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
     );
     let b = srv.json("/api/builds/1");
     assert_eq!(b["state"], "errored", "{b}");
-    let r = common::run(
-        common::runway()
+    let r = crate::common::run(
+        crate::common::runway()
             .args(["log", "1"])
             .env("RUNWAY_STATE_DIR", s.state()),
     );
@@ -992,7 +991,7 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
 /// host answers, the build fetches and decides (here: a branch the config filters out).
 #[test]
 fn a_delivery_is_answered_while_the_git_host_hangs_and_the_build_decides_later() {
-    use common::server::GitHttps;
+    use crate::common::server::GitHttps;
     let s = Setup::new(
         "language: shell\nbranches:\n  only: [master]\nscript: 'true'\n",
         "",
@@ -1045,7 +1044,7 @@ fn push_config(s: &Setup, yml: &str, msg: &str) -> String {
 /// goes on answering and building.
 #[test]
 fn a_pushed_file_past_a_limit_errors_its_build_mails_and_the_server_goes_on() {
-    use common::smtp::Smtp;
+    use crate::common::smtp::Smtp;
     let smtp = Smtp::start(&[]);
     let s = Setup::new(
         "language: shell\nscript: 'true'\n",
@@ -1136,7 +1135,8 @@ fn slow_clients_cannot_hold_the_server() {
         .env("RUNWAY_STATE_DIR", s.state())
         .env("XDG_CACHE_HOME", s.state().join("cache"))
         .env("APP_SECRET", SECRET);
-    let started = common::spawn_announcing(&mut c, "runway serve: listening on http://", "serve");
+    let started =
+        crate::common::spawn_announcing(&mut c, "runway serve: listening on http://", "serve");
     let srv = Server {
         child: started.child,
         addr: started.said,

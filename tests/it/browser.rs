@@ -2,9 +2,8 @@
 //! command): the list shows the build, the build page shows the live log as it grows,
 //! and each job's tab follows that job live, even while jobs run side by side.
 
-mod common;
-use common::server::Server;
-use common::{bare_clone, git, repo_with};
+use crate::common::server::Server;
+use crate::common::{bare_clone, git, repo_with};
 use std::process::Command;
 use std::time::Duration;
 

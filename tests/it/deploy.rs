@@ -1,9 +1,8 @@
 //! Deploys for real (travis-semantics.md §6, §6a, §6b) against a real moto server on
 //! loopback: the seed pipeline end to end, s3 options, and the faults a user meets.
 
-mod common;
-use common::moto::Moto;
-use common::{Run, run, runway};
+use crate::common::moto::Moto;
+use crate::common::{Run, run, runway};
 use std::path::Path;
 
 const REGION: &str = "ap-northeast-2";

@@ -1,8 +1,7 @@
 //! Push triggers through the post-receive hook: real `git push` into a bare repository
 //! with `runway hook install`; the pusher sees the build's output and result.
 
-mod common;
-use common::{git, run, runway};
+use crate::common::{git, run, runway};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -195,7 +194,7 @@ fn ctrl_c_during_a_push_cancels_the_build() {
     let r = run(runway().args(["hook", "install"]).arg(&bare));
     assert_eq!(r.code, 0, "{}", r.all());
     let state = dir.path().join("state");
-    let push = common::Lines::spawn(
+    let push = crate::common::Lines::spawn(
         Command::new("git")
             .current_dir(&work)
             .args(["push", "-q", "origin", "master"])
@@ -225,5 +224,5 @@ fn ctrl_c_during_a_push_cancels_the_build() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(history.contains("canceled"), "{history}{seen:#?}{rest:#?}");
-    common::assert_no_process("sleep 86423");
+    crate::common::assert_no_process("sleep 86423");
 }

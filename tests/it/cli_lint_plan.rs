@@ -1,8 +1,7 @@
 //! `runway lint` and `runway plan` as a user runs them: the real binary on real files
 //! and real git repositories in temp directories.
 
-mod common;
-use common::{bare_clone, git, repo_with, run, runway};
+use crate::common::{bare_clone, git, repo_with, run, runway};
 
 #[test]
 fn lint_valid_file_exits_0_and_says_so() {
@@ -295,7 +294,7 @@ fn dir_with(name: &str, bytes: &[u8]) -> tempfile::TempDir {
     dir
 }
 
-fn lint_plan_run(dir: &std::path::Path) -> [common::Run; 3] {
+fn lint_plan_run(dir: &std::path::Path) -> [crate::common::Run; 3] {
     let f = dir.join(".travis.yml");
     [
         run(runway().arg("lint").arg(&f)),

@@ -2,9 +2,8 @@
 //! loopback: the default rules over a sequence of builds, AUTH and STARTTLS, SMTP down
 //! then up, the failed job's log tail without secrets, and Korean text end to end.
 
-mod common;
-use common::smtp::Smtp;
-use common::{Run, git, repo_with, run, runway};
+use crate::common::smtp::Smtp;
+use crate::common::{Run, git, repo_with, run, runway};
 use std::path::Path;
 
 /// A git repository whose script passes when the file `pass` exists.

@@ -373,7 +373,7 @@ fn travis_conditions_oracle() {
     ] {
         facts.env.insert(k.into(), v.into());
     }
-    let table = include_str!("fixtures/travis-conditions/oracle.tsv");
+    let table = include_str!("../fixtures/travis-conditions/oracle.tsv");
     let mut checked = 0;
     let mut wrong = Vec::new();
     for line in table.lines().skip_while(|l| !l.contains('\t')) {
