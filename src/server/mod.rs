@@ -58,6 +58,8 @@ pub struct AppState {
     live: LiveLogs,
     cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
     wake: Notify,
+    /// Notified each time a running build ends (what a shutdown waits on).
+    ended: Notify,
     running: AtomicUsize,
     stopping: AtomicBool,
     slots: Arc<crate::build::JobSlots>,
@@ -85,6 +87,7 @@ impl AppState {
                 live: LiveLogs::default(),
                 cancels: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                ended: Notify::new(),
                 running: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 slots,
@@ -136,14 +139,36 @@ pub async fn run(
     state.wake.notify_waiters();
     let grace = Duration::from_secs(state.cfg.shutdown_grace_secs);
     let deadline = tokio::time::Instant::now() + grace;
-    while state.running.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    state.cancel_all();
-    while state.running.load(Ordering::SeqCst) > 0 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !state.all_ended(Some(deadline)).await {
+        state.cancel_all();
+        state.all_ended(None).await;
     }
     workers.abort();
+}
+
+impl AppState {
+    /// Waits until no build runs (each end is notified; nothing polls), or until
+    /// `deadline`. True when none runs.
+    async fn all_ended(&self, deadline: Option<tokio::time::Instant>) -> bool {
+        loop {
+            // Registered before the count is read, so an end between the two is seen.
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        _ = ended => {}
+                        _ = tokio::time::sleep_until(d) => return false,
+                    }
+                }
+                None => ended.await,
+            }
+        }
+    }
 }
 
 fn router(state: Arc<AppState>) -> Router {

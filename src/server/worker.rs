@@ -33,6 +33,7 @@ pub(super) async fn work(state: Arc<AppState>) {
             tokio::task::spawn_blocking(move || {
                 build(&st, row);
                 st.running.fetch_sub(1, Ordering::SeqCst);
+                st.ended.notify_waiters();
                 st.wake.notify_one();
             });
         }
