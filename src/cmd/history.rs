@@ -10,7 +10,7 @@ use crate::exit;
 use crate::store::{self, BuildRow, Store};
 
 fn open() -> Result<Store, CmdError> {
-    Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))
+    Store::open(&store::default_dir()).map_err(CmdError::from)
 }
 
 /// Lists builds, newest first.
@@ -21,9 +21,7 @@ pub fn builds(
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let st = open()?;
-    let rows = st
-        .builds(repo, branch)
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let rows = st.builds(repo, branch)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::other)?;
         writeln!(out)?;
@@ -80,15 +78,12 @@ pub fn log(
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not BUILD or BUILD.JOB")))?;
     let st = open()?;
     let row = st
-        .build(repo, number)
-        .map_err(|e| CmdError::Usage(e.to_string()))?
+        .build(repo, number)?
         .ok_or_else(|| CmdError::Usage(format!("there is no build #{number}")))?;
     if follow && job.is_none() {
         return follow_build(&st, row, out);
     }
-    let jobs = st
-        .jobs(row.id)
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    let jobs = st.jobs(row.id)?;
     let wanted: Vec<_> = jobs
         .iter()
         .filter(|j| job.is_none_or(|n| j.is(number, n)))
@@ -154,16 +149,12 @@ fn follow_build(st: &Store, mut row: BuildRow, out: &mut dyn Write) -> Result<i3
         }
         std::thread::sleep(Duration::from_millis(200));
         row = st
-            .by_id(row.id)
-            .map_err(|e| CmdError::Usage(e.to_string()))?
+            .by_id(row.id)?
             .ok_or_else(|| CmdError::Usage(format!("build #{} was deleted", row.number)))?;
     }
     if read == 0 {
         // Not a server build (a hook's foreground build writes no log file): its jobs.
-        for j in st
-            .jobs(row.id)
-            .map_err(|e| CmdError::Usage(e.to_string()))?
-        {
+        for j in st.jobs(row.id)? {
             out.write_all(&j.log)?;
         }
     }

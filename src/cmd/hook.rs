@@ -145,7 +145,7 @@ fn detach(
     let repo = crate::source::Repo::open(git_dir)
         .ok_or_else(|| CmdError::Usage(format!("{} is not a git repository", git_dir.display())))?;
     let name = name.unwrap_or_else(|| repo.slug());
-    let mut st = Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
+    let mut st = Store::open(&store::default_dir())?;
     for u in parse_updates(text) {
         if zero(&u.new) {
             continue;
@@ -159,17 +159,15 @@ fn detach(
             _ => continue,
         };
         let message = repo.commit(&u.new).map(|c| c.message).unwrap_or_default();
-        let row = st
-            .enqueue(&NewBuild {
-                repo: name.clone(),
-                branch,
-                tag,
-                commit: u.new.clone(),
-                event: "push".into(),
-                message,
-                commit_range: crate::event::commit_range(&u.old, &u.new),
-            })
-            .map_err(|e| CmdError::Usage(e.to_string()))?;
+        let row = st.enqueue(&NewBuild {
+            repo: name.clone(),
+            branch,
+            tag,
+            commit: u.new.clone(),
+            event: "push".into(),
+            message,
+            commit_range: crate::event::commit_range(&u.old, &u.new),
+        })?;
         let url = std::env::var("RUNWAY_PUBLIC_URL")
             .map(|u| {
                 format!(

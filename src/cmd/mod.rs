@@ -23,6 +23,9 @@ pub enum CmdError {
     /// Writing output failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The build store (history, queue) failed: runway itself, not the user (exit 3).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl CmdError {
@@ -30,7 +33,7 @@ impl CmdError {
     pub fn code(&self) -> i32 {
         match self {
             CmdError::Usage(_) | CmdError::Source(_) => crate::exit::USAGE,
-            CmdError::Io(_) => crate::exit::ERRORED,
+            CmdError::Io(_) | CmdError::Store(_) => crate::exit::ERRORED,
         }
     }
 }

@@ -221,20 +221,18 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     let mut recorded = args.recorded.clone();
     let mut store = None;
     if recorded.is_some() {
-        store = Some(Store::open(&state_dir).map_err(|e| CmdError::Usage(e.to_string()))?);
+        store = Some(Store::open(&state_dir)?);
     } else if args.notify {
-        let mut st = Store::open(&state_dir).map_err(|e| CmdError::Usage(e.to_string()))?;
-        let row = st
-            .begin(&NewBuild {
-                repo: event.repo.clone(),
-                branch: event.branch.clone().filter(|_| event.tag.is_none()),
-                tag: event.tag.clone(),
-                commit: event.commit.clone(),
-                event: event.event.as_str().to_string(),
-                message: event.commit_message.clone(),
-                commit_range: event.commit_range.clone(),
-            })
-            .map_err(|e| CmdError::Usage(e.to_string()))?;
+        let mut st = Store::open(&state_dir)?;
+        let row = st.begin(&NewBuild {
+            repo: event.repo.clone(),
+            branch: event.branch.clone().filter(|_| event.tag.is_none()),
+            tag: event.tag.clone(),
+            commit: event.commit.clone(),
+            event: event.event.as_str().to_string(),
+            message: event.commit_message.clone(),
+            commit_range: event.commit_range.clone(),
+        })?;
         recorded = Some(row);
         store = Some(st);
     }

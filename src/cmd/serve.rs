@@ -67,10 +67,9 @@ pub fn restart(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i3
         .trim_start_matches('#')
         .parse()
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
-    let mut st = Store::open(&store::default_dir()).map_err(|e| CmdError::Usage(e.to_string()))?;
+    let mut st = Store::open(&store::default_dir())?;
     let row = st
-        .build(repo, n)
-        .map_err(|e| CmdError::Usage(e.to_string()))?
+        .build(repo, n)?
         .ok_or_else(|| CmdError::Usage(format!("there is no build #{n}")))?;
     if matches!(row.state.as_str(), "queued" | "running") {
         return Err(CmdError::Usage(format!(
@@ -78,8 +77,7 @@ pub fn restart(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i3
             row.state
         )));
     }
-    st.restart(row.id)
-        .map_err(|e| CmdError::Usage(e.to_string()))?;
+    st.restart(row.id)?;
     writeln!(
         out,
         "build {}#{n} queued again (runway serve runs it)",
