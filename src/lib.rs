@@ -16,6 +16,7 @@
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
 //! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes;
+//! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
 pub mod build;
 pub mod cache;
@@ -26,6 +27,7 @@ pub mod event;
 pub mod exit;
 pub mod interrupt;
 pub mod job;
+pub mod limits;
 pub mod notify;
 pub mod plan;
 pub mod relay;

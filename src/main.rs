@@ -85,10 +85,10 @@ enum Command {
         #[arg(long)]
         keep_workspace: bool,
         /// The job time limit (90, 90s, 10m, 1h).
-        #[arg(long, default_value = "50m", value_parser = parse_duration)]
+        #[arg(long, default_value = runway::limits::JOB_TIMEOUT_ARG, value_parser = parse_duration)]
         timeout: Duration,
         /// The limit on silence: no output for this long ends the job.
-        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        #[arg(long, default_value = runway::limits::NO_OUTPUT_TIMEOUT_ARG, value_parser = parse_duration)]
         no_output_timeout: Duration,
         /// Deploy for real (s3, codedeploy); without it deploys are a dry run.
         #[arg(long)]

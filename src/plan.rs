@@ -17,7 +17,7 @@ use crate::config::yaml::{Entry, Node, Value};
 use crate::event::{BuildEvent, EventType};
 
 /// Travis's documented limit on the jobs of one build (travis-semantics.md §4).
-pub const MAX_JOBS: usize = 200;
+pub use crate::limits::MAX_JOBS;
 
 /// A matrix that would expand (with `jobs.include`) to more jobs than this is refused
 /// before it is built: excludes and `if:` could still bring it under [`MAX_JOBS`], but

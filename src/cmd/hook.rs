@@ -6,7 +6,6 @@
 use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::run::{self, RunArgs};
 use super::{CmdError, RefArgs};
@@ -276,8 +275,8 @@ pub fn run_hook(
             env_file: env_file.clone(),
             cache_dir: None,
             keep_workspace: false,
-            timeout: Duration::from_secs(50 * 60),
-            no_output_timeout: Duration::from_secs(600),
+            timeout: crate::limits::JOB_TIMEOUT,
+            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
             deploy: true,
             notify: true,
             cancel: opts.cancel.clone(),

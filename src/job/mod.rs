@@ -113,14 +113,13 @@ pub struct JobOptions {
     pub max_log_bytes: u64,
 }
 
-/// Travis's maximum log length.
-pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
+pub use crate::limits::MAX_LOG_BYTES;
 
 impl Default for JobOptions {
     fn default() -> Self {
         JobOptions {
-            no_output_timeout: Duration::from_secs(600),
-            timeout: Duration::from_secs(50 * 60),
+            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
+            timeout: crate::limits::JOB_TIMEOUT,
             cache_store: None,
             default_branch: "master".into(),
             deploy: false,
