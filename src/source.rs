@@ -45,6 +45,14 @@ impl Repo {
         git2::Repository::open(path).ok().map(|repo| Repo { repo })
     }
 
+    /// The work tree that holds `path` (it or a directory above it), if any: commands
+    /// run from a subdirectory of a work tree act on the whole work tree, as git does.
+    pub fn discover(path: &Path) -> Option<(Repo, PathBuf)> {
+        let repo = git2::Repository::discover(path).ok()?;
+        let root = repo.workdir()?.to_path_buf();
+        Some((Repo { repo }, root))
+    }
+
     /// True for a bare repository.
     pub fn is_bare(&self) -> bool {
         self.repo.is_bare()

@@ -577,6 +577,17 @@ impl Store {
             .optional()?)
     }
 
+    /// The repositories that have a build numbered `number`, sorted.
+    pub fn repos_with_build(&self, number: u64) -> Result<Vec<String>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT repo FROM builds WHERE number = ?1 ORDER BY repo")?;
+        let repos = st
+            .query_map(params![number as i64], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(repos)
+    }
+
     /// Whether a build has recorded its jobs (without reading their logs).
     pub fn has_jobs(&self, build_id: i64) -> Result<bool, StoreError> {
         Ok(self.conn.query_row(

@@ -77,9 +77,7 @@ pub fn log(
         .parse()
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not BUILD or BUILD.JOB")))?;
     let st = open()?;
-    let row = st
-        .build(repo, number)?
-        .ok_or_else(|| CmdError::Usage(format!("there is no build #{number}")))?;
+    let row = super::find_build(&st, repo, number)?;
     if follow && job.is_none() {
         return follow_build(&st, row, out);
     }

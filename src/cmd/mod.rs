@@ -112,6 +112,27 @@ pub struct RefArgs {
     pub default_branch: Option<String>,
 }
 
+/// Build `number` of `repo`, or, without `--repo`, the one build with that number: when
+/// several repositories have it, a usage error naming them (never a silent pick: a
+/// restart of the wrong one would run and deploy another repository's commit).
+pub fn find_build(
+    st: &crate::store::Store,
+    repo: Option<&str>,
+    number: u64,
+) -> Result<crate::store::BuildRow, CmdError> {
+    if repo.is_none() {
+        let repos = st.repos_with_build(number)?;
+        if repos.len() > 1 {
+            return Err(CmdError::Usage(format!(
+                "build #{number} exists in {}: give --repo",
+                repos.join(", ")
+            )));
+        }
+    }
+    st.build(repo, number)?
+        .ok_or_else(|| CmdError::Usage(format!("there is no build #{number}")))
+}
+
 /// Resolves PATH (a work tree, a bare repository or a plain directory) into a target.
 pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
     if !path.is_dir() {
@@ -120,7 +141,17 @@ pub fn resolve_target(path: &Path, args: &RefArgs) -> Result<Target, CmdError> {
             path.display()
         )));
     }
-    let repo = Repo::open(path);
+    // A directory without a .travis.yml inside a work tree (a subdirectory): the work
+    // tree it belongs to, whose root has the config.
+    let (path, repo) = match Repo::open(path) {
+        Some(r) => (path.to_path_buf(), Some(r)),
+        None if !path.join(".travis.yml").exists() => match Repo::discover(path) {
+            Some((r, root)) => (root, Some(r)),
+            None => (path.to_path_buf(), None),
+        },
+        None => (path.to_path_buf(), None),
+    };
+    let path = path.as_path();
     let mut event = BuildEvent {
         event: args.event,
         default_branch: "master".into(),

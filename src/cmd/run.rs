@@ -136,6 +136,8 @@ fn settings_from(args: &RunArgs) -> Result<Vec<EnvVar>, CmdError> {
 /// Runs the build; returns the exit code.
 pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     let target = resolve_target(&args.path, &args.refs)?;
+    // The work tree's root when PATH is one of its subdirectories.
+    let root = target.dir.clone();
     let loaded = config::load_bytes(&target.config_bytes);
     for d in &loaded.diagnostics {
         if d.level >= Level::Warning {
@@ -250,13 +252,13 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         )
     };
     let jobs = build::select_jobs(&plan, args.job.as_deref()).map_err(CmdError::Usage)?;
-    let repo = Repo::open(&args.path);
+    let repo = Repo::open(&root);
     let origin = match (&repo, &args.refs.commit) {
         (Some(r), _) if r.is_bare() || args.refs.commit.is_some() => Origin::Commit {
-            repo: args.path.clone(),
+            repo: root.clone(),
             sha: event.commit.clone(),
         },
-        _ => Origin::Disk(args.path.clone()),
+        _ => Origin::Disk(root.clone()),
     };
     let git = loaded.config.get("git");
     let git = GitOptions {

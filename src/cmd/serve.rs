@@ -68,9 +68,7 @@ pub fn restart(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i3
         .parse()
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
     let mut st = Store::open(&store::default_dir())?;
-    let row = st
-        .build(repo, n)?
-        .ok_or_else(|| CmdError::Usage(format!("there is no build #{n}")))?;
+    let row = super::find_build(&st, repo, n)?;
     if matches!(row.state.as_str(), "queued" | "running") {
         return Err(CmdError::Usage(format!(
             "build #{n} is {}; it cannot be restarted now",

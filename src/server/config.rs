@@ -187,8 +187,10 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cfg: ServerConfig =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: ServerConfig = toml::from_str(&text).map_err(|e| {
+            let placed = misplaced_repo_key(&text).unwrap_or_default();
+            format!("{}: {e}{placed}", path.display())
+        })?;
         for r in &cfg.repos {
             let parts: Vec<&str> = r.name.split('/').collect();
             if parts.len() != 2
@@ -232,6 +234,34 @@ impl ServerConfig {
     }
 }
 
+/// `[[repo]]` keys written after `[repo.env]` (or `[repo.smtp]`) belong to that table
+/// in TOML: `public = [..]` there is read as a setting. Says where the key belongs.
+fn misplaced_repo_key(text: &str) -> Option<String> {
+    const REPO_KEYS: &[&str] = &[
+        "public",
+        "detach",
+        "default_branch",
+        "webhook_secret_env",
+        "token_env",
+        "url",
+        "name",
+    ];
+    let doc: toml::Table = toml::from_str(text).ok()?;
+    let repos = doc.get("repo")?.as_array()?;
+    for r in repos {
+        for table in ["env", "smtp"] {
+            if let Some(t) = r.get(table).and_then(|v| v.as_table())
+                && let Some(key) = REPO_KEYS.iter().find(|k| t.contains_key(**k))
+            {
+                return Some(format!(
+                    "\n  `{key}` is written under [repo.{table}], so TOML reads it as part of that table; it belongs to the [[repo]]: move it above the [repo.{table}] line"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The value of the environment variable `name` names, when set and not empty.
 fn from_env(name: &Option<String>) -> Option<String> {
     name.as_ref()
@@ -262,6 +292,24 @@ impl RepoConfig {
 
 #[cfg(test)]
 mod tests {
+    /// issue 14: `public = [..]` written under `[repo.env]` was "invalid type: sequence,
+    /// expected a string"; the error now says where the key belongs.
+    #[test]
+    fn a_repo_key_under_repo_env_says_where_it_belongs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runway.toml");
+        std::fs::write(
+            &path,
+            "[[repo]]\nname = \"o/a\"\nurl = \"/tmp/x\"\n[repo.env]\nTOKEN = \"x\"\npublic = [\"TOKEN\"]\n",
+        )
+        .unwrap();
+        let e = ServerConfig::load(&path).unwrap_err();
+        assert!(
+            e.contains("`public` is written under [repo.env]") && e.contains("move it above"),
+            "{e}"
+        );
+    }
+
     use super::*;
 
     fn repo(url: &str) -> RepoConfig {

@@ -458,3 +458,28 @@ fn durations_out_of_range_exit_2_with_the_range() {
         );
     }
 }
+
+/// issue 14: `runway plan` in a subdirectory of a work tree said ". is not a git
+/// repository"; it plans the work tree it is in, as git commands do.
+#[test]
+fn plan_and_run_from_a_subdirectory_act_on_the_work_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = repo_with(
+        &dir.path().join("w"),
+        "feature",
+        &[
+            (
+                ".travis.yml",
+                "language: shell\nscript: test -f src/lib/marker\n",
+            ),
+            ("src/lib/marker", "x"),
+        ],
+        "first",
+    );
+    let sub = work.join("src/lib");
+    let r = run(runway().arg("plan").current_dir(&sub));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("branch \"feature\""), "{}", r.all());
+    let r = run(runway().arg("run").arg(".").current_dir(&sub));
+    assert_eq!(r.code, 0, "the whole work tree is built: {}", r.all());
+}

@@ -278,3 +278,41 @@ fn without_notify_the_mail_is_shown_and_written_not_sent() {
         "nothing is sent without --notify"
     );
 }
+
+/// issue 14: `runway log 1` (and `restart 1`) with two repositories' build #1 picked one
+/// silently; now it asks for `--repo`, naming both.
+#[test]
+fn an_ambiguous_build_number_asks_for_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    for name in ["one", "two"] {
+        let repo = repo_with(
+            &dir.path().join(name),
+            "master",
+            &[(
+                ".travis.yml",
+                "language: shell\nscript: echo hi\nnotifications:\n  email: false\n",
+            )],
+            "first",
+        );
+        let r = build(&repo, &state, "smtp://127.0.0.1:9", &[]);
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let log = run(runway().args(["log", "1"]).env("RUNWAY_STATE_DIR", &state));
+    assert_eq!(log.code, 2, "{}", log.all());
+    assert!(
+        log.stderr
+            .contains("build #1 exists in local/one, local/two: give --repo"),
+        "{}",
+        log.all()
+    );
+    let restart = run(runway()
+        .args(["restart", "1"])
+        .env("RUNWAY_STATE_DIR", &state));
+    assert_eq!(restart.code, 2, "{}", restart.all());
+    let one = run(runway()
+        .args(["log", "1", "--repo", "local/one"])
+        .env("RUNWAY_STATE_DIR", &state));
+    assert_eq!(one.code, 0, "{}", one.all());
+    assert!(one.stdout.contains("hi"), "{}", one.all());
+}
