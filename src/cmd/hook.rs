@@ -90,25 +90,22 @@ pub fn install(
         )));
     }
     let exe = std::env::current_exe()?;
-    let mut cmd = format!(
-        "exec {} hook run --git-dir {}",
-        crate::job::shell::quote(&exe.to_string_lossy()),
-        crate::job::shell::quote(&git_dir.to_string_lossy())
-    );
+    // The options both the hook's `hook run` and a reinstall take.
+    let mut options = String::new();
     if let Some(f) = env_file {
         let f = f
             .canonicalize()
             .map_err(|e| CmdError::Usage(format!("{}: {e}", f.display())))?;
-        cmd.push_str(&format!(
+        options.push_str(&format!(
             " --env-file {}",
             crate::job::shell::quote(&f.to_string_lossy())
         ));
     }
     if opts.detach {
-        cmd.push_str(" --detach");
+        options.push_str(" --detach");
     }
     if let Some(r) = &opts.repo {
-        cmd.push_str(&format!(" --repo {}", crate::job::shell::quote(r)));
+        options.push_str(&format!(" --repo {}", crate::job::shell::quote(r)));
     }
     if let Some(config) = &opts.config {
         let config = config
@@ -120,14 +117,26 @@ pub fn install(
             ..opts.clone()
         };
         configured(&git_dir, &opts)?;
-        cmd.push_str(&format!(
+        options.push_str(&format!(
             " --config {}",
             crate::job::shell::quote(&config.to_string_lossy())
         ));
     }
+    let git_dir_q = crate::job::shell::quote(&git_dir.to_string_lossy());
+    let cmd = format!("exec \"$runway\" hook run --git-dir {git_dir_q}{options}");
+    // The hook names the binary it was installed with; when that is gone (a `cargo
+    // clean`, a moved checkout) the pusher is told, with the commands that mend it,
+    // rather than the push building nothing in silence.
+    let reinstall = format!("runway hook install {git_dir_q}{options}");
+    let missing = format!(
+        "if [ ! -x \"$runway\" ]; then\n  echo \"runway: nothing was built: the hook's runway binary is gone ($runway).\" >&2\n  cat >&2 <<'RUNWAY'\nrunway: install it on PATH (in a runway checkout: cargo install --locked --path .), then:\nrunway:   {reinstall}\nRUNWAY\n  exit 0\nfi"
+    );
     std::fs::write(
         &hook,
-        format!("#!/bin/sh\n{MARKER}: every push builds with its .travis.yml\n{cmd}\n"),
+        format!(
+            "#!/bin/sh\n{MARKER}: every push builds with its .travis.yml\nrunway={}\n{missing}\n{cmd}\n",
+            crate::job::shell::quote(&exe.to_string_lossy())
+        ),
     )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
     writeln!(out, "installed {}", hook.display())?;

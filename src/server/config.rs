@@ -292,6 +292,47 @@ impl RepoConfig {
 
 #[cfg(test)]
 mod tests {
+    /// The commented example in the repository is a complete, valid runway.toml.
+    #[test]
+    fn the_example_runway_toml_is_complete_and_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/runway.toml"));
+        let cfg = ServerConfig::load(path).unwrap();
+        assert_eq!(cfg.repos.len(), 2);
+        assert_eq!(cfg.repos[0].public, ["DEPLOY_BUCKET"]);
+        assert_eq!(cfg.repos[0].env.len(), 3);
+        assert!(cfg.repos[1].smtp.is_some() && cfg.smtp.is_some());
+        assert_eq!(cfg.delivery_window_secs, 604_800);
+        // Every key of the file's model is in the example.
+        let text = std::fs::read_to_string(path).unwrap();
+        for key in [
+            "listen",
+            "concurrency",
+            "public_url",
+            "auto_cancel",
+            "api_token_env",
+            "shutdown_grace_secs",
+            "max_body_bytes",
+            "header_timeout_secs",
+            "body_timeout_secs",
+            "max_connections",
+            "delivery_window_secs",
+            "intake_fetch_secs",
+            "[smtp]",
+            "name",
+            "url",
+            "webhook_secret_env",
+            "default_branch",
+            "detach",
+            "public",
+            "[repo.env]",
+            "token_env",
+            "[repo.smtp]",
+            "from",
+        ] {
+            assert!(text.contains(key), "{key}");
+        }
+    }
+
     /// issue 14: `public = [..]` written under `[repo.env]` was "invalid type: sequence,
     /// expected a string"; the error now says where the key belongs.
     #[test]

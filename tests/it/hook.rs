@@ -226,3 +226,35 @@ fn ctrl_c_during_a_push_cancels_the_build() {
     assert!(history.contains("canceled"), "{history}{seen:#?}{rest:#?}");
     crate::common::assert_no_process("sleep 86423");
 }
+
+/// issue 14: a hook whose runway binary is gone (`cargo clean`, a moved checkout)
+/// built nothing in silence; the pusher is told, with the commands that mend it.
+#[test]
+fn a_hook_whose_runway_is_gone_tells_the_pusher_how_to_mend_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = bare_and_work(dir.path(), "language: shell\nscript: echo built\n");
+    let copy = dir.path().join("bin/runway");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_runway"), &copy).unwrap();
+    let r = run(Command::new(&copy)
+        .args(["hook", "install"])
+        .arg(&bare)
+        .arg("--detach"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    std::fs::remove_file(&copy).unwrap();
+    let state = dir.path().join("state");
+    let out = push(&work, &state, &["-q", "origin", "master"]);
+    assert!(
+        out.contains("runway: nothing was built: the hook's runway binary is gone"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cargo install --locked --path .")
+            && out.contains(&format!(
+                "runway hook install '{}' --detach",
+                bare.canonicalize().unwrap().display()
+            )),
+        "{out}"
+    );
+    assert!(!out.contains("built\n"), "{out}");
+}
