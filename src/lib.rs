@@ -16,6 +16,7 @@
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
 //! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes;
+//! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
 pub mod build;
@@ -28,6 +29,7 @@ pub mod exit;
 pub mod interrupt;
 pub mod job;
 pub mod limits;
+pub mod mask;
 pub mod notify;
 pub mod plan;
 pub mod relay;

@@ -77,7 +77,7 @@ pub struct MailJob {
 }
 
 /// What defines a job in a mail: its matrix values and env (secrets masked).
-pub fn job_label(job: &crate::plan::JobPlan, masker: &crate::job::log::Masker) -> String {
+pub fn job_label(job: &crate::plan::JobPlan, masker: &crate::mask::Masker) -> String {
     let mut label: Vec<String> = job
         .matrix
         .iter()

@@ -17,11 +17,8 @@ use crate::config::{
 };
 use crate::event::BuildEvent;
 use crate::exit;
-use crate::job::{
-    JobOptions, JobResult,
-    env::parse_dotenv,
-    log::{Masker, human},
-};
+use crate::job::{JobOptions, JobResult, env::parse_dotenv, log::human};
+use crate::mask::Masker;
 use crate::notify::{self, MailFacts, MailJob};
 use crate::plan::{self, Plan, Settings};
 use crate::source::Repo;

@@ -10,7 +10,7 @@ use crate::build::BuildState;
 use crate::cmd::RefArgs;
 use crate::config::model::EnvVar;
 use crate::event::EventType;
-use crate::job::log::Masker;
+use crate::mask::Masker;
 use crate::notify::{self, MailFacts, MailJob};
 use crate::store::{self, BuildRow, OutboxMail, Store, StoreError};
 
