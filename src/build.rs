@@ -414,6 +414,13 @@ fn run_one(
     let mut log = Log::new(masker, sinks);
     let outcome = execute(job, event, build_number, language, opts, &mut log);
     log.finish();
+    tracing::info!(
+        repo = %event.repo,
+        job = %job.number,
+        result = outcome.result.as_str(),
+        seconds = outcome.duration.as_secs_f64(),
+        "job ended"
+    );
     if let Some(tap) = &opts.tap {
         tap.end(&job.number, outcome.result);
     }

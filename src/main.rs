@@ -113,6 +113,10 @@ enum Command {
         /// Listen here instead of `listen` in the config (port 0: a free port).
         #[arg(long)]
         listen: Option<String>,
+        /// The server's log of events (queued, started, job ended, ended, mailed,
+        /// refused): one line each, `human` or `json`.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: cmd::serve::LogFormat,
     },
     /// Queue a finished build again under its number.
     Restart {
@@ -316,9 +320,11 @@ fn main() -> ExitCode {
                 )
             }
         },
-        Command::Serve { config, listen } => {
-            cmd::serve::serve(&config, listen.as_deref(), &mut out)
-        }
+        Command::Serve {
+            config,
+            listen,
+            log_format,
+        } => cmd::serve::serve(&config, listen.as_deref(), log_format, &mut out),
         Command::Restart { build, repo } => cmd::serve::restart(&build, repo.as_deref(), &mut out),
         Command::Builds { repo, branch, json } => {
             cmd::history::builds(repo.as_deref(), branch.as_deref(), json, &mut out)

@@ -527,10 +527,13 @@ fn mail(
     };
     let mut log = |line: String| say(&line);
     match notify::send(&cfg, &message, 3, &mut log) {
-        Ok(()) => say(&format!(
-            "Email: sent \"{subject}\" to {}",
-            recipients.join(", ")
-        )),
+        Ok(()) => {
+            tracing::info!(repo = %event.repo, number, to = recipients.len(), "mail sent");
+            say(&format!(
+                "Email: sent \"{subject}\" to {}",
+                recipients.join(", ")
+            ))
+        }
         // The server keeps the mail and tries again later.
         Err(e) if args.recorded.is_some() => {
             let envelope = message.envelope();
@@ -544,6 +547,7 @@ fn mail(
             };
             let queued = Store::open(&args.state_dir.clone().unwrap_or_else(store::default_dir))
                 .and_then(|mut st| st.queue_mail(&mail, &e.to_string(), notify::retry_at(1)));
+            tracing::warn!(repo = %event.repo, number, error = %e, "mail not sent yet; kept for a retry");
             match queued {
                 Ok(()) => say(&format!(
                     "Email: not sent yet ({e}); runway serve tries again later"

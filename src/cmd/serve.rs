@@ -8,9 +8,46 @@ use crate::exit;
 use crate::server::{self, AppState, config::ServerConfig};
 use crate::store::{self, Store};
 
+/// How the server's event log is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for people: time, level, what happened and its fields.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Sends runway's own events (targets `runway::…`; not the AWS SDK's or hyper's) to
+/// stdout, one line each, from here on.
+fn log_events(format: LogFormat) {
+    use tracing_subscriber::prelude::*;
+    let ours = tracing_subscriber::filter::filter_fn(|m| {
+        m.target().starts_with("runway") && *m.level() <= tracing::Level::INFO
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stdout)
+        .with_target(false)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(layer.with_filter(ours))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().flatten_event(true).with_filter(ours))
+            .try_init(),
+    };
+}
+
 /// Runs the server until SIGTERM or Ctrl-C (running builds get the grace period; a
 /// second signal cancels them at once).
-pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
+pub fn serve(
+    config: &Path,
+    listen: Option<&str>,
+    log_format: LogFormat,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
     let cfg = ServerConfig::load(config).map_err(CmdError::Usage)?;
     let addr = listen
         .map(str::to_string)
@@ -38,6 +75,7 @@ pub fn serve(config: &Path, listen: Option<&str>, out: &mut dyn Write) -> Result
             writeln!(out, "runway serve: killed {} job process group(s) the interrupted builds left running", interrupted.process_groups)?;
         }
         out.flush()?;
+        log_events(log_format);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let st = state.clone();
         let shutdown = async move {

@@ -60,6 +60,11 @@ pub(super) async fn intake(
                 Refusal::UnknownRepo(_) => StatusCode::NOT_FOUND,
                 Refusal::Nothing(_) => StatusCode::OK,
             };
+            if code == StatusCode::OK {
+                tracing::info!(source = source.name(), reason = %r, "delivery not built");
+            } else {
+                tracing::warn!(source = source.name(), status = code.as_u16(), reason = %r, "delivery refused");
+            }
             let key = if code == StatusCode::OK {
                 "message"
             } else {
@@ -82,6 +87,14 @@ pub(super) async fn intake(
     match tokio::task::spawn_blocking(move || queue(&st, &delivery)).await {
         Ok(Ok(Queued::Build(row, canceled))) => {
             state.wake.notify_one();
+            tracing::info!(
+                repo = %row.repo,
+                number = row.number,
+                r#ref = row.tag.as_deref().or(row.branch.as_deref()).unwrap_or(""),
+                commit = %&row.commit[..row.commit.len().min(7)],
+                canceled = ?canceled,
+                "build queued"
+            );
             let url = url_of(&row);
             answer(
                 StatusCode::ACCEPTED,
@@ -89,6 +102,7 @@ pub(super) async fn intake(
             )
         }
         Ok(Ok(Queued::Duplicate(row))) => {
+            tracing::info!(repo = %row.repo, number = row.number, "delivery duplicate: not built again");
             let url = url_of(&row);
             answer(
                 StatusCode::OK,
@@ -101,10 +115,13 @@ pub(super) async fn intake(
                 }),
             )
         }
-        Ok(Ok(Queued::NotBuilt(reason))) => answer(
-            StatusCode::OK,
-            serde_json::json!({"queued": false, "message": reason}),
-        ),
+        Ok(Ok(Queued::NotBuilt(reason))) => {
+            tracing::info!(reason = %reason, "push not built");
+            answer(
+                StatusCode::OK,
+                serde_json::json!({"queued": false, "message": reason}),
+            )
+        }
         Ok(Err(e)) => answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             serde_json::json!({"error": e}),

@@ -84,6 +84,16 @@ fn retry_mails(state: &AppState) {
         };
         let result = crate::notify::send_raw(&smtp, &m.sender, &m.recipients, &m.message);
         let err = result.as_ref().err().map(ToString::to_string);
+        match &err {
+            None => tracing::info!(
+                build = m.build_id,
+                to = m.recipients.len(),
+                "mail sent (from the outbox)"
+            ),
+            Some(e) => {
+                tracing::warn!(build = m.build_id, attempts = m.attempts + 1, error = %e, "mail not sent yet")
+            }
+        }
         let _ = state.db(|s| {
             s.mail_tried(
                 m.id,
@@ -107,6 +117,13 @@ fn build(state: &AppState, row: BuildRow) {
         });
         return;
     };
+    tracing::info!(
+        repo = %row.repo,
+        number = row.number,
+        r#ref = row.tag.as_deref().or(row.branch.as_deref()).unwrap_or(""),
+        "build started"
+    );
+    let started = Instant::now();
     let cancel = Arc::new(AtomicBool::new(false));
     state
         .cancels
@@ -168,6 +185,15 @@ fn build(state: &AppState, row: BuildRow) {
             .unwrap_or_else(|| "the build ended early".into());
         let _ = state.db(|s| s.set_state(row.id, "errored", Some(&why)));
     }
+    let ended = state.db(|s| s.by_id(row.id)).ok().flatten();
+    tracing::info!(
+        repo = %row.repo,
+        number = row.number,
+        state = ended.as_ref().map_or("unknown", |r| r.state.as_str()),
+        seconds = started.elapsed().as_secs_f64(),
+        reason = ended.as_ref().and_then(|r| r.reason.as_deref()).unwrap_or(""),
+        "build ended"
+    );
     live.finish();
     state.live.remove(row.id);
     // The jobs' logs are in the store now: the build's log file goes after a minute
