@@ -96,9 +96,13 @@ enum Command {
         /// Record the build and send its mail (RUNWAY_SMTP_URL, RUNWAY_SMTP_FROM).
         #[arg(long)]
         notify: bool,
-        /// Write the build's mail as an .eml file into DIR.
+        /// Write the build's mail as an .eml file into DIR (and show it).
         #[arg(long)]
         mail_dir: Option<PathBuf>,
+        /// Show the mail the build would send (without --notify only its subject and
+        /// recipients are said).
+        #[arg(long)]
+        show_mail: bool,
     },
     /// Build on git push: install or run the post-receive hook.
     Hook {
@@ -277,6 +281,7 @@ fn main() -> ExitCode {
             deploy,
             notify,
             mail_dir,
+            show_mail,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -292,6 +297,7 @@ fn main() -> ExitCode {
                 deploy,
                 notify,
                 mail_dir,
+                show_mail,
                 cancel: Some(runway::interrupt::cancel_on_signals()),
                 ..Default::default()
             };

@@ -54,6 +54,8 @@ pub struct RunArgs {
     pub notify: bool,
     /// `--mail-dir DIR`: write the mail as an .eml file.
     pub mail_dir: Option<PathBuf>,
+    /// `--show-mail`: show the mail's text (also shown with `--mail-dir`).
+    pub show_mail: bool,
     /// The mail server (default: `RUNWAY_SMTP_URL`/`RUNWAY_SMTP_FROM`).
     pub smtp: Option<notify::SmtpConfig>,
     /// The server's URL, for links in mails (default: `RUNWAY_PUBLIC_URL`).
@@ -509,12 +511,20 @@ fn mail(
     }
     if !args.notify {
         say(&format!(
-            "Email: would send \"{subject}\" to {} (runway run mails only with --notify)",
-            recipients.join(", ")
+            "Email: would send \"{subject}\" to {} (runway run mails only with --notify{})",
+            recipients.join(", "),
+            if args.show_mail || args.mail_dir.is_some() {
+                ""
+            } else {
+                "; --show-mail shows it"
+            }
         ));
-        let (text, _) = notify::compose(&facts);
-        for line in text.lines() {
-            say(&format!("  | {line}"));
+        // The mail's text only when asked for: it is 15 to 40 lines.
+        if args.show_mail || args.mail_dir.is_some() {
+            let (text, _) = notify::compose(&facts);
+            for line in text.lines() {
+                say(&format!("  | {line}"));
+            }
         }
         return;
     }

@@ -23,7 +23,7 @@ pub struct CodeDeployPlan {
     pub group: Option<String>,
     /// The revision.
     pub revision: Revision,
-    /// `description` (default `Deploy build N via Travis CI`).
+    /// `description` (default `Deploy build N via runway`; dpl said "via Travis CI").
     pub description: String,
     /// `file_exists_behavior`, uppercased.
     pub file_exists_behavior: String,
@@ -121,7 +121,7 @@ impl CodeDeployPlan {
         let description = o
             .get("description")
             .map(|d| d.replace("%{build_number}", &build_number.to_string()))
-            .unwrap_or_else(|| format!("Deploy build {build_number} via Travis CI"));
+            .unwrap_or_else(|| format!("Deploy build {build_number} via runway"));
         Ok(CodeDeployPlan {
             application,
             group: o.get("deployment_group"),

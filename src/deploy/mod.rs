@@ -404,7 +404,7 @@ pub fn describe(
                 }
             });
             let description = opt("description")
-                .unwrap_or_else(|| format!("Deploy build {build_number} via Travis CI"));
+                .unwrap_or_else(|| format!("Deploy build {build_number} via runway"));
             let revision = if revision_type.eq_ignore_ascii_case("s3") {
                 let bucket = opt("bucket").unwrap_or_default();
                 let key = opt("key").unwrap_or_default();

@@ -186,10 +186,14 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
     if let Some(sh) = runner.shell.take() {
         sh.finish(Duration::from_secs(2));
     }
+    // The job's exit code as `runway run` documents them (0, 1, 3, 4), so this line
+    // agrees with the exit code the person sees at the end.
     let code = match result {
-        JobResult::Passed => 0,
-        JobResult::Failed => 1,
-        _ => 2,
+        JobResult::Passed => crate::exit::PASSED,
+        JobResult::Failed => crate::exit::FAILED,
+        JobResult::Errored if timed_out => crate::exit::CANCELED,
+        JobResult::Errored => crate::exit::ERRORED,
+        JobResult::Canceled => crate::exit::CANCELED,
     };
     log.line("");
     log.line(&format!("Done. Your build exited with {code}."));
@@ -830,10 +834,13 @@ impl Runner<'_> {
             log.line(&format!("  {line}"));
         }
         log.fold_end(fold);
-        log.line(&format!(
-            "Skipping after_deploy of the {} provider: nothing was deployed",
-            d.provider
-        ));
+        // Said only when there is an after_deploy to skip.
+        if !strs(self.ctx.job.config.get("after_deploy")).is_empty() {
+            log.line(&format!(
+                "Skipping after_deploy of the {} provider: nothing was deployed",
+                d.provider
+            ));
+        }
     }
 
     /// Runs a provider for real with the job shell's current environment, streaming its

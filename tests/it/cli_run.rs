@@ -75,6 +75,12 @@ fn s1_install_failure_is_errored_and_stops_at_once() {
         r.all()
     );
     assert!(r.stdout.contains("Your build has been stopped."));
+    // The job's last line agrees with the exit code (it once said 2 for errored builds).
+    assert!(
+        r.stdout.contains("Done. Your build exited with 3."),
+        "{}",
+        r.all()
+    );
     for never in [
         "SCRIPT-RAN",
         "AFTER-FAILURE",

@@ -77,7 +77,7 @@ fn s6_seed_pipeline_build_zip_upload_deploy_and_wait() {
     );
     assert_eq!(
         rev,
-        "1 Succeeded seed-bucket seed.zip zip Deploy build 1 via Travis CI"
+        "1 Succeeded seed-bucket seed.zip zip Deploy build 1 via runway"
     );
 }
 
@@ -268,6 +268,8 @@ fn s6_skip_reasons_and_dry_run_without_deploy() {
         "{}",
         r.all()
     );
+    // issue 14: no "Skipping after_deploy" line when there is no after_deploy.
+    assert!(!r.stdout.contains("Skipping after_deploy"), "{}", r.all());
 }
 
 #[test]

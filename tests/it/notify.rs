@@ -248,6 +248,28 @@ fn smtp_down_then_up_keeps_the_build_and_mails_later_builds() {
 
 #[test]
 fn without_notify_the_mail_is_shown_and_written_not_sent() {
+    // issue 14: without --notify, --mail-dir or --show-mail, one line, no preview.
+    let plain = tempfile::tempdir().unwrap();
+    let quiet = project(plain.path(), "notifications:\n  email: dev@example.com\n");
+    let r = run(runway()
+        .arg("run")
+        .arg(&quiet)
+        .arg("--cache-dir")
+        .arg(plain.path().join("cache"))
+        .env("RUNWAY_STATE_DIR", plain.path().join("state")));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("(runway run mails only with --notify; --show-mail shows it)"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !r.stdout.contains("  | "),
+        "no preview unless asked: {}",
+        r.all()
+    );
+
     let smtp = Smtp::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let repo = project(dir.path(), "notifications:\n  email: dev@example.com\n");
