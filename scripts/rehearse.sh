@@ -14,5 +14,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-cargo build --release --quiet
-exec ./target/release/runway run fixtures/springboot-webservice --branch master "$@"
+# cargo shows each crate it compiles: the first build takes minutes, and says so.
+echo "==> building runway (release; the first build compiles about 400 crates: minutes)"
+cargo build --release
+echo "==> rehearsing fixtures/springboot-webservice"
+exec ./target/release/runway run fixtures/springboot-webservice --branch master --show-mail "$@"

@@ -177,11 +177,19 @@ pub fn compose(f: &MailFacts) -> (String, String) {
         f.branch,
         duration(f.seconds)
     ));
-    t.push_str(&format!(
-        "Commit:     {} by {}\n\n",
-        sha7(&f.commit),
-        f.author
-    ));
+    // A rehearsal of files on disk has no commit, and perhaps no author: say so
+    // rather than "local by unknown".
+    let commit = if f.commit.is_empty() {
+        "the files on disk (no commit)".to_string()
+    } else {
+        sha7(&f.commit).to_string()
+    };
+    let by = if f.author.is_empty() || f.author == "unknown" {
+        String::new()
+    } else {
+        format!(" by {}", f.author)
+    };
+    t.push_str(&format!("Commit:     {commit}{by}\n\n"));
     for line in f.message.trim_end().lines() {
         t.push_str(&format!("    {line}\n"));
     }
@@ -234,9 +242,9 @@ pub fn compose(f: &MailFacts) -> (String, String) {
         duration(f.seconds)
     ));
     h.push_str(&format!(
-        "<p><code>{}</code> by {}</p><pre>{}</pre>",
-        sha7(&f.commit),
-        escape(&f.author),
+        "<p><code>{}</code>{}</p><pre>{}</pre>",
+        escape(&commit),
+        escape(&by),
         escape(f.message.trim_end())
     ));
     if let Some(e) = &f.error {
@@ -524,6 +532,36 @@ pub fn send_raw(
 
 #[cfg(test)]
 mod tests {
+    /// issue 14: a rehearsal of files on disk said "Commit: local by unknown".
+    #[test]
+    fn a_mail_without_a_commit_says_so() {
+        let facts = MailFacts {
+            repo: "local/app".into(),
+            number: 1,
+            branch: "master".into(),
+            commit: String::new(),
+            author: "unknown".into(),
+            message: String::new(),
+            state: BuildState::Passed,
+            previous: None,
+            cron: false,
+            seconds: 1.0,
+            jobs: Vec::new(),
+            deploys: Vec::new(),
+            url: None,
+            error: None,
+        };
+        let (text, html) = compose(&facts);
+        assert!(
+            text.contains("Commit:     the files on disk (no commit)\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("unknown") && !html.contains("unknown"),
+            "{text}"
+        );
+    }
+
     use super::*;
 
     fn policy(s: Frequency, f: Frequency) -> EmailPolicy {
