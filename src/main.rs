@@ -152,6 +152,9 @@ enum Command {
         /// Follow a queued or running server build until it ends; exit with its result.
         #[arg(long, short)]
         follow: bool,
+        /// Keep Travis's fold and timer markers (for tools).
+        #[arg(long)]
+        raw: bool,
     },
     /// List or clear stored caches.
     Cache {
@@ -339,7 +342,8 @@ fn main() -> ExitCode {
             build,
             repo,
             follow,
-        } => cmd::history::log(&build, repo.as_deref(), follow, &mut out),
+            raw,
+        } => cmd::history::log(&build, repo.as_deref(), follow, raw, &mut out),
         Command::Cache { action, cache_dir } => match action {
             CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

@@ -66,6 +66,22 @@ pub fn log(
     spec: &str,
     repo: Option<&str>,
     follow: bool,
+    raw: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    if raw {
+        return log_to(spec, repo, follow, out);
+    }
+    let mut readable = crate::job::log::Readable::new(out);
+    let code = log_to(spec, repo, follow, &mut readable);
+    readable.flush()?;
+    code
+}
+
+fn log_to(
+    spec: &str,
+    repo: Option<&str>,
+    follow: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let (build, job) = match spec.split_once('.') {

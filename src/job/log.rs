@@ -186,6 +186,66 @@ impl Log {
     }
 }
 
+/// A writer that turns a stored log's Travis markers into lines for people: timer
+/// lines go, a fold's end becomes `── NAME (1.23s)`, everything else passes through
+/// (`runway log`; `--raw` keeps the markers for tools).
+pub struct Readable<W: Write> {
+    inner: W,
+    line: Vec<u8>,
+    last: Option<Duration>,
+}
+
+impl<W: Write> Readable<W> {
+    /// Renders into `inner`.
+    pub fn new(inner: W) -> Readable<W> {
+        Readable {
+            inner,
+            line: Vec::new(),
+            last: None,
+        }
+    }
+
+    fn line_out(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(line);
+        let bare = text.trim_end_matches(['\n', '\r']);
+        if bare.starts_with("travis_time:start:") || bare.starts_with("travis_fold:start:") {
+            return Ok(());
+        }
+        if let Some(end) = bare.strip_prefix("travis_time:end:") {
+            self.last = end
+                .rsplit("duration=")
+                .next()
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .map(Duration::from_nanos);
+            return Ok(());
+        }
+        if let Some(name) = bare.strip_prefix("travis_fold:end:") {
+            let took = self.last.take().map(|d| format!(" ({})", human(d)));
+            return writeln!(self.inner, "── {name}{}", took.unwrap_or_default());
+        }
+        self.inner.write_all(line)
+    }
+}
+
+impl<W: Write> Write for Readable<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        while let Some(i) = self.line.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.line.drain(..=i).collect();
+            self.line_out(&line)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_out(&line)?;
+        }
+        self.inner.flush()
+    }
+}
+
 /// `0.42s`, `1m 3s`.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs_f64();
@@ -198,6 +258,23 @@ pub fn human(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn readable_logs_drop_timers_and_close_folds_with_their_duration() {
+        let raw = "travis_fold:start:install.1\r\ntravis_time:start:0001\r\n$ make\nok\ntravis_time:end:0001:start=1,finish=2,duration=1500000000\r\ntravis_fold:end:install.1\r\ntravis_time:start:0002\r\n$ test\ntravis_time:end:0002:start=1,finish=2,duration=1\r\nDone.";
+        let mut out = Vec::new();
+        {
+            let mut r = Readable::new(&mut out);
+            for piece in raw.as_bytes().chunks(7) {
+                r.write_all(piece).unwrap();
+            }
+            r.flush().unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "$ make\nok\n── install.1 (1.50s)\n$ test\nDone."
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -337,4 +337,10 @@ fn an_ambiguous_build_number_asks_for_the_repository() {
         .env("RUNWAY_STATE_DIR", &state));
     assert_eq!(one.code, 0, "{}", one.all());
     assert!(one.stdout.contains("hi"), "{}", one.all());
+    // issue 14: `runway log` is for people (no markers); `--raw` keeps them for tools.
+    assert!(!one.stdout.contains("travis_"), "{}", one.all());
+    let raw = run(runway()
+        .args(["log", "1", "--repo", "local/one", "--raw"])
+        .env("RUNWAY_STATE_DIR", &state));
+    assert!(raw.stdout.contains("travis_time:end:"), "{}", raw.all());
 }
