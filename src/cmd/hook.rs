@@ -289,6 +289,11 @@ pub fn run_hook(
             deploy: true,
             notify: true,
             cancel: opts.cancel.clone(),
+            // The pusher reads this as `remote:` lines: folds and timers rendered for
+            // people, not Travis's raw markers (half of all lines).
+            out: Some(std::sync::Arc::new(std::sync::Mutex::new(Box::new(
+                crate::job::log::Readable::new(std::io::stdout()),
+            )))),
             ..RunArgs::default()
         };
         let code = match run::run(&args, err) {

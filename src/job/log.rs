@@ -246,6 +246,13 @@ impl<W: Write> Write for Readable<W> {
     }
 }
 
+/// What is held of an unfinished line is written when the writer goes.
+impl<W: Write> Drop for Readable<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
 /// `0.42s`, `1m 3s`.
 pub fn human(d: Duration) -> String {
     let s = d.as_secs_f64();

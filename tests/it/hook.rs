@@ -57,6 +57,11 @@ fn pushes_build_with_live_output_filters_and_tags() {
     let first = git(&work, &["rev-parse", "HEAD"]);
 
     let out = push(&work, &state, &["-q", "origin", "master"]);
+    // issue 14: the pusher sees folds and timings for people, not raw markers.
+    assert!(
+        !out.contains("travis_fold") && !out.contains("travis_time"),
+        "{out}"
+    );
     assert!(
         out.contains("remote: built master range=[]"),
         "a new branch has no range: {out}"
