@@ -44,6 +44,9 @@ pub struct Log {
     at_line_start: bool,
     /// Bytes written so far (after masking).
     pub bytes: u64,
+    /// The command whose `$ cmd` line was written last, and [`Log::bytes`] right
+    /// after it: a command that printed nothing is finished on that same line.
+    command: Option<(String, u64)>,
 }
 
 /// A started fold, closed by [`Log::fold_end`].
@@ -51,6 +54,9 @@ pub struct Fold {
     name: String,
     timer: String,
     start: SystemTime,
+    /// Shown on terminals as a header and a closing line (a command's fold is not:
+    /// its `$ cmd` line and its result say it).
+    shown: bool,
 }
 
 impl Log {
@@ -62,6 +68,7 @@ impl Log {
             timers: 0,
             at_line_start: true,
             bytes: 0,
+            command: None,
         }
     }
 
@@ -140,7 +147,58 @@ impl Log {
         );
         let mut fold = self.timer_start();
         fold.name = name.to_string();
+        fold.shown = true;
         fold
+    }
+
+    /// Starts a command's fold: markers in files, nothing on terminals (the `$ cmd`
+    /// line is the header there).
+    pub fn command_fold_start(&mut self, name: &str) -> Fold {
+        self.write_all(
+            format!("travis_fold:start:{name}\r\n").as_bytes(),
+            Some(false),
+        );
+        let mut fold = self.timer_start();
+        fold.name = name.to_string();
+        fold
+    }
+
+    /// The `$ cmd` line of a command about to run.
+    pub fn command(&mut self, cmd: &str) {
+        self.styled_line(&format!("$ {cmd}"), &format!("\x1b[1;33m$ {cmd}\x1b[0m"));
+        self.command = Some((cmd.to_string(), self.bytes));
+    }
+
+    /// A command ended: on terminals, one line for a command that printed nothing and
+    /// passed (`$ true  0.01s`, the `$ cmd` line rewritten in place), else its result
+    /// under its output. Files get Travis's line from the caller.
+    pub fn command_done(&mut self, code: i32, took: Duration) {
+        let Some((cmd, mark)) = self.command.take() else {
+            return;
+        };
+        if code == 0 && self.bytes == mark {
+            let cmd = self.masker.mask_all(&cmd);
+            self.write_all(
+                format!(
+                    "\x1b[1A\r\x1b[2K\x1b[1;33m$ {cmd}\x1b[0m  \x1b[2m{}\x1b[0m\n",
+                    human(took)
+                )
+                .as_bytes(),
+                Some(true),
+            );
+        } else if code == 0 {
+            self.write_all(
+                format!("\x1b[2m  ↳ passed in {}\x1b[0m\n", human(took)).as_bytes(),
+                Some(true),
+            );
+        }
+    }
+
+    /// A line for files only (Travis's "exited with 0" lines; a terminal has said it).
+    pub fn file_line(&mut self, text: &str) {
+        let masked = self.masker.mask_all(text);
+        self.bytes += masked.len() as u64 + 1;
+        self.write_all(format!("{masked}\n").as_bytes(), Some(false));
     }
 
     /// Starts a timer without a fold (script commands): `travis_time:start:ID`.
@@ -155,6 +213,7 @@ impl Log {
             name: String::new(),
             timer,
             start: SystemTime::now(),
+            shown: false,
         }
     }
 
@@ -172,6 +231,8 @@ impl Log {
         );
         if !fold.name.is_empty() {
             marker.push_str(&format!("travis_fold:end:{}\r\n", fold.name));
+        }
+        if fold.shown {
             self.write_all(
                 format!("\x1b[2m── {} ({})\x1b[0m\n", fold.name, human(took)).as_bytes(),
                 Some(true),
@@ -180,10 +241,6 @@ impl Log {
         self.write_all(marker.as_bytes(), Some(false));
     }
 
-    /// Writes only to terminal sinks (progress that files need not keep).
-    pub fn terminal_note(&mut self, text: &str) {
-        self.write_all(format!("{text}\n").as_bytes(), Some(true));
-    }
 }
 
 /// A writer that turns a stored log's Travis markers into lines for people: timer
@@ -265,6 +322,42 @@ pub fn human(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// issue 14: on a terminal a trivial command is one line, its status said once;
+    /// files keep Travis's lines.
+    #[test]
+    fn on_a_terminal_a_trivial_command_is_one_line() {
+        let term = SharedBuf::default();
+        let file = SharedBuf::default();
+        let mut log = Log::new(
+            Masker::default(),
+            vec![
+                Sink::terminal(Box::new(term.clone())),
+                Sink::raw(Box::new(file.clone())),
+            ],
+        );
+        let fold = log.command_fold_start("install.1");
+        log.command("true");
+        log.end_output();
+        log.fold_end(fold);
+        log.command_done(0, Duration::from_millis(10));
+        log.file_line("The command \"true\" exited with 0.");
+        let shown = String::from_utf8(term.0.lock().unwrap().clone()).unwrap();
+        let plain: String = shown.replace("\x1b[1A\r\x1b[2K", "|");
+        assert_eq!(
+            plain, "\x1b[1;33m$ true\x1b[0m\n|\x1b[1;33m$ true\x1b[0m  \x1b[2m0.01s\x1b[0m\n",
+            "the $ line rewritten with its time, nothing else"
+        );
+        let kept = String::from_utf8(file.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            kept.starts_with("travis_fold:start:install.1\r\n"),
+            "{kept}"
+        );
+        assert!(
+            kept.contains("$ true\n") && kept.contains("The command \"true\" exited with 0.\n")
+        );
+        assert!(kept.contains("travis_fold:end:install.1"), "{kept}");
+    }
+
     #[test]
     fn readable_logs_drop_timers_and_close_folds_with_their_duration() {
         let raw = "travis_fold:start:install.1\r\ntravis_time:start:0001\r\n$ make\nok\ntravis_time:end:0001:start=1,finish=2,duration=1500000000\r\ntravis_fold:end:install.1\r\ntravis_time:start:0002\r\n$ test\ntravis_time:end:0002:start=1,finish=2,duration=1\r\nDone.";

@@ -493,12 +493,12 @@ impl Runner<'_> {
             *n += 1;
             let fold_name = format!("{key}.{n}");
             let timer = if rule.folded {
-                log.fold_start(&fold_name, &format!("{key}: {}", first_line(cmd)))
+                log.command_fold_start(&fold_name)
             } else {
                 log.timer_start()
             };
             let started = Instant::now();
-            log.styled_line(&format!("$ {cmd}"), &format!("\x1b[1;33m$ {cmd}\x1b[0m"));
+            log.command(cmd);
             let opts = self.ctx.options;
             let sh = self.shell.as_mut().expect("shell started");
             let waited = match sh.send(cmd) {
@@ -550,10 +550,16 @@ impl Runner<'_> {
                     return Err(self.stop_for(Wait::LogLimit));
                 }
             };
-            log.terminal_note(&format!("\x1b[2m  ↳ exit {code} in {}\x1b[0m", human(took)));
+            log.command_done(code, took);
             match rule.on_failure {
                 OnFailure::Record => {
-                    log.line(&format!("The command \"{cmd}\" exited with {code}."));
+                    // Said once: on a terminal a passing command has said it already.
+                    let said = format!("The command \"{cmd}\" exited with {code}.");
+                    if code == 0 {
+                        log.file_line(&said);
+                    } else {
+                        log.line(&said);
+                    }
                     let prev = self.test_result.unwrap_or(0);
                     self.test_result = Some(prev | i32::from(code != 0));
                 }
