@@ -240,7 +240,6 @@ impl Log {
         }
         self.write_all(marker.as_bytes(), Some(false));
     }
-
 }
 
 /// A writer that turns a stored log's Travis markers into lines for people: timer
