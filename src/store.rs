@@ -548,7 +548,8 @@ impl Store {
             .optional()?)
     }
 
-    /// Builds, newest first, optionally of one repository and/or branch.
+    /// Builds, newest first by when each was made (not when it last started: a restarted
+    /// build #4 stays below #5), optionally of one repository and/or branch.
     pub fn builds(
         &self,
         repo: Option<&str>,
@@ -556,7 +557,7 @@ impl Store {
     ) -> Result<Vec<BuildRow>, StoreError> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR branch = ?2)
-             ORDER BY started_at DESC, id DESC"
+             ORDER BY id DESC"
         ))?;
         let rows = st.query_map(params![repo, branch], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -633,6 +634,35 @@ impl JobRow {
 
 #[cfg(test)]
 mod tests {
+    /// issue 14: a restarted build #4 sorted above #5 (lists went by start time).
+    #[test]
+    fn a_restarted_build_keeps_its_place_in_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(dir.path()).unwrap();
+        let new = NewBuild {
+            repo: "o/a".into(),
+            commit: "abc".into(),
+            event: "push".into(),
+            ..NewBuild::default()
+        };
+        let first = st.enqueue(&new).unwrap();
+        let _second = st.enqueue(&new).unwrap();
+        st.restart(first.id).unwrap();
+        st.conn
+            .execute(
+                "UPDATE builds SET started_at = started_at + 100 WHERE id = ?1",
+                params![first.id],
+            )
+            .unwrap();
+        let numbers: Vec<u64> = st
+            .builds(None, None)
+            .unwrap()
+            .iter()
+            .map(|b| b.number)
+            .collect();
+        assert_eq!(numbers, [2, 1]);
+    }
+
     use super::*;
 
     #[test]
