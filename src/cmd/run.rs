@@ -303,19 +303,16 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     ));
     let report = build::run(&plan, &jobs, &event, number, &language, &opts, &out);
     if let (Some(st), Some(row)) = (store.as_mut(), recorded.as_ref()) {
+        let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
         let rows: Vec<JobRow> = report
             .jobs
             .iter()
             .map(|r| JobRow {
                 number: r.job.number.clone(),
                 name: r.job.name.clone(),
-                env: r
-                    .job
-                    .env
-                    .iter()
-                    .map(|v| format!("{}={}", v.name, v.value))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                // What makes the job this job: its matrix values (jdk, python, …) and
+                // env, masked (the page's and the API's "env").
+                env: notify::job_label(&r.job, &masker),
                 result: r.outcome.result.as_str().to_string(),
                 duration_ms: r.outcome.duration.as_millis() as u64,
                 log: r.log.clone(),

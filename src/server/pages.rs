@@ -90,7 +90,9 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
         b.push_str(&format!("<p>{}</p>", esc(reason)));
     }
     if !jobs.is_empty() {
-        b.push_str("<table><tr><th>Job</th><th>Env</th><th>Result</th><th>Duration</th></tr>");
+        b.push_str(
+            "<table><tr><th>Job</th><th>Matrix and env</th><th>Result</th><th>Duration</th></tr>",
+        );
         for j in jobs {
             b.push_str(&format!(
                 "<tr><td><a href=\"#job={n}\">{n}</a></td><td><code>{}</code></td><td class=\"{r}\">{r}</td><td>{:.1}s</td></tr>",

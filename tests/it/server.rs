@@ -1263,7 +1263,10 @@ fn a_delivery_sent_again_builds_once() {
 #[test]
 fn the_server_logs_one_line_per_event() {
     use std::io::BufRead;
-    let s = Setup::new("language: shell\nscript: echo hi\n", "");
+    let s = Setup::new(
+        "language: shell\nos: linux\nenv: FOO=1\nscript: echo hi\n",
+        "",
+    );
     let mut c = crate::common::runway();
     c.args([
         "serve",
@@ -1289,6 +1292,11 @@ fn the_server_logs_one_line_per_event() {
     wait_for(
         || srv.json("/api/builds/1")["state"] == "passed",
         "the build",
+    );
+    // issue 14: a job is shown with its matrix values, not only its env.
+    assert_eq!(
+        srv.json("/api/builds/1")["jobs"][0]["env"],
+        "os: linux, FOO=1"
     );
     srv.signal("-TERM");
     assert!(srv.exited_within(30));
