@@ -169,6 +169,18 @@ fn take_text(text: &[u8], read: &mut usize, all: bool) -> Option<String> {
     Some(String::from_utf8_lossy(&rest[..n]).into_owned())
 }
 
+impl LiveLog {
+    /// The jobs that have started, in order, with their result once they ended.
+    pub fn job_states(&self) -> Vec<(String, Option<JobResult>)> {
+        let inner = self.inner.lock().expect("live log");
+        inner
+            .jobs
+            .iter()
+            .map(|j| (j.number.clone(), j.result))
+            .collect()
+    }
+}
+
 impl JobTap for LiveLog {
     fn write(&self, number: &str, bytes: &[u8]) {
         let mut inner = self.inner.lock().expect("live log");

@@ -189,6 +189,22 @@ pub(super) async fn api_build(
         .iter()
         .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "duration_ms": j.duration_ms}))
         .collect();
+    // A running build has recorded no job yet: the jobs that have started, live
+    // ("running" until each ends).
+    if jobs.is_empty()
+        && let Some(live) = state.live.get(row.id)
+    {
+        v["jobs"] = live
+            .job_states()
+            .into_iter()
+            .map(|(number, result)| {
+                serde_json::json!({
+                    "number": number,
+                    "result": result.map_or("running", |r| r.as_str()),
+                })
+            })
+            .collect();
+    }
     Json(v).into_response()
 }
 

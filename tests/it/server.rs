@@ -460,6 +460,10 @@ fn log_follow_prints_a_running_build_as_it_goes_and_exits_with_its_result() {
     );
     let (seen, live) = follow.wait_for("$ echo step-one", 60);
     assert!(live, "{seen:#?}");
+    // issue 14: while the build runs, the API lists its started jobs (it said []).
+    let running = srv.json("/api/builds/1");
+    assert_eq!(running["jobs"][0]["number"], "1.1", "{running}");
+    assert_eq!(running["jobs"][0]["result"], "running", "{running}");
     assert!(
         follow.child.try_wait().unwrap().is_none(),
         "still following while the build runs"
