@@ -13,7 +13,7 @@ fn esc(s: &str) -> String {
 const STYLE: &str = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
 td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}\
 .passed{color:#2e7d32}.failed,.errored{color:#c62828}.canceled{color:#777}.running,.queued{color:#f9a825}\
-pre{background:#111;color:#eee;padding:1em;white-space:pre-wrap}#tabs{margin:1em 0}#tabs a{margin-right:1em}details>summary{cursor:pointer;color:#8ab4f8}</style>";
+pre{background:#111;color:#eee;padding:1em;white-space:pre-wrap}#tabs{margin:1em 0}#tabs a{margin-right:1em}details>summary{cursor:pointer;color:#8ab4f8}#repos a.on{font-weight:bold}</style>";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -38,10 +38,26 @@ pub fn script_json(v: &serde_json::Value) -> String {
         .replace('&', "\\u0026")
 }
 
-/// The builds list, newest first.
-pub fn index(rows: &[BuildRow]) -> String {
-    let mut b = String::from(
-        "<h1>runway</h1><table id=\"builds\"><tr><th>#</th><th>Repository</th><th>Branch</th><th>Commit</th><th>State</th><th>Duration</th></tr>",
+/// The builds list, newest first: the commit's first line, branch or tag, event, when
+/// it started (UTC; relative in the browser, exact on hover), duration and state, and a
+/// filter by repository (`/?repo=owner/app`).
+pub fn index(rows: &[BuildRow], repos: &[String], only: Option<&str>) -> String {
+    let mut b = String::from("<h1>runway</h1><nav id=\"repos\">");
+    let link = |label: &str, href: &str, on: bool| {
+        format!(
+            "<a href=\"{}\"{}>{}</a> ",
+            esc(href),
+            if on { " class=\"on\"" } else { "" },
+            esc(label)
+        )
+    };
+    b.push_str(&link("all repositories", "/", only.is_none()));
+    for r in repos {
+        let href = format!("/?repo={}", crate::notify::url_component(r));
+        b.push_str(&link(r, &href, only == Some(r.as_str())));
+    }
+    b.push_str(
+        "</nav><table id=\"builds\"><tr><th>#</th><th>Repository</th><th>Commit</th><th>Branch</th><th>Event</th><th>Started</th><th>Duration</th><th>State</th></tr>",
     );
     for r in rows {
         let what = r
@@ -50,19 +66,53 @@ pub fn index(rows: &[BuildRow]) -> String {
             .map(|t| format!("tag {t}"))
             .or(r.branch.clone())
             .unwrap_or_default();
+        let first_line = r.message.lines().next().unwrap_or("");
         b.push_str(&format!(
-            "<tr><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td><td>{what}</td><td><code>{sha}</code></td><td class=\"{st}\">{st}</td><td>{took}</td></tr>",
+            "<tr><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td><td><code>{sha}</code> {msg}</td><td>{what}</td><td>{event}</td><td><time datetime=\"{iso}\" title=\"{iso}\">{iso}</time></td><td>{took}</td><td class=\"{st}\">{st}</td></tr>",
             n = r.number,
             href = esc(&crate::notify::build_url("", &r.repo, r.number)),
             repo = esc(&r.repo),
-            what = esc(&what),
             sha = esc(&r.commit[..r.commit.len().min(7)]),
+            msg = esc(first_line),
+            what = esc(&what),
+            event = esc(&r.event),
+            iso = utc(r.started_at),
             st = esc(&r.state),
             took = took(r),
         ));
     }
-    b.push_str("</table><script>setTimeout(()=>location.reload(),5000)</script>");
+    b.push_str(
+        "</table><script>\n\
+         for (const t of document.querySelectorAll('time')) {\n\
+           const s = Math.round((Date.now() - Date.parse(t.dateTime)) / 1000);\n\
+           t.textContent = s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : s < 86400 ? Math.round(s / 3600) + ' h ago' : t.dateTime.slice(0, 10);\n\
+         }\n\
+         setTimeout(() => location.reload(), 5000);\n\
+         </script>",
+    );
     page("runway builds", &b)
+}
+
+/// Seconds since the epoch as `2026-12-01T16:20:38Z`.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// A missing build.
@@ -202,10 +252,39 @@ mod tests {
             commit: "abcdef0123".into(),
             ..BuildRow::default()
         };
-        let html = index(&[row]);
+        let html = index(&[row], &["o/a b&c".into()], None);
         assert!(
             html.contains("href=\"/builds/3?repo=o/a%20b%26c\""),
             "{html}"
         );
+        assert!(html.contains("href=\"/?repo=o%2Fa%20b%26c\""), "{html}");
+    }
+
+    /// issue 14: the list shows each build's commit line, event and start (UTC).
+    #[test]
+    fn the_list_shows_the_commit_line_the_event_and_when_it_started() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        // date -u -d @1796138438
+        assert_eq!(utc(1_796_138_438), "2026-12-01T15:20:38Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        let row = BuildRow {
+            number: 4,
+            repo: "o/app".into(),
+            event: "push".into(),
+            message: "Fix the <login> page\n\nlong body".into(),
+            started_at: 1_796_138_438,
+            state: "passed".into(),
+            commit: "abcdef0123".into(),
+            ..BuildRow::default()
+        };
+        let html = index(&[row], &["o/app".into()], Some("o/app"));
+        assert!(
+            html.contains("<code>abcdef0</code> Fix the &lt;login&gt; page</td>"),
+            "{html}"
+        );
+        assert!(!html.contains("long body"), "{html}");
+        assert!(html.contains("<td>push</td>"), "{html}");
+        assert!(html.contains("datetime=\"2026-12-01T15:20:38Z\""), "{html}");
+        assert!(html.contains("class=\"on\">o/app</a>"), "{html}");
     }
 }

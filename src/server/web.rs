@@ -38,9 +38,14 @@ fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<
 }
 
 /// `GET /`: the builds, newest first.
-pub(super) async fn pages_index(State(state): State<Arc<AppState>>) -> Html<String> {
-    let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
-    Html(pages::index(&rows))
+pub(super) async fn pages_index(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<RepoQuery>,
+) -> Html<String> {
+    let repo = q.repo.as_deref().filter(|r| !r.is_empty());
+    let rows = state.db(|s| s.builds(repo, None)).unwrap_or_default();
+    let repos: Vec<String> = state.cfg.repos.iter().map(|r| r.name.clone()).collect();
+    Html(pages::index(&rows, &repos, repo))
 }
 
 /// `GET /builds/N`: a build with its jobs and its logs (live while it runs).
