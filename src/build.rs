@@ -84,8 +84,9 @@ impl JobSlots {
         })
     }
 
-    /// Waits for a free slot. Gives up (`None`) when `cancel` is set, so a canceled
-    /// build does not wait behind others; its job then ends canceled at once.
+    /// Waits for a free slot (woken when one is freed, or by [`JobSlots::wake_all`]
+    /// when a build is canceled; nothing polls). Gives up (`None`) when `cancel` is set,
+    /// so a canceled build does not wait behind others; its job then ends canceled.
     pub fn acquire(self: &Arc<Self>, cancel: Option<&AtomicBool>) -> Option<Slot> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -96,12 +97,15 @@ impl JobSlots {
             if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
                 return None;
             }
-            free = self
-                .freed
-                .wait_timeout(free, Duration::from_millis(200))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Wakes every waiter to look at its cancel flag again: call after setting one.
+    pub fn wake_all(&self) {
+        // Taking the lock orders this after a waiter's flag check and before its wait.
+        drop(self.free.lock().unwrap_or_else(|p| p.into_inner()));
+        self.freed.notify_all();
     }
 }
 
@@ -486,4 +490,28 @@ fn job_language(job: &JobPlan, root: &str) -> String {
     crate::config::model::str_of(job.config.get("language"))
         .map(crate::config::schema::canonical_language)
         .unwrap_or_else(|| root.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job waiting for a slot wakes when its build is canceled (no polling).
+    #[test]
+    fn a_waiting_job_wakes_when_its_build_is_canceled() {
+        let slots = JobSlots::new(1);
+        let held = slots.acquire(None).expect("the one slot");
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s, c) = (slots.clone(), cancel.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(s.acquire(Some(&c)).is_some());
+        });
+        cancel.store(true, Ordering::SeqCst);
+        slots.wake_all();
+        // A guard against a hang, not a measure of speed.
+        let got = rx.recv_timeout(Duration::from_secs(60)).expect("woken");
+        assert!(!got, "canceled: no slot");
+        drop(held);
+    }
 }

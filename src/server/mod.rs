@@ -103,6 +103,7 @@ impl AppState {
         for c in self.cancels.lock().expect("cancels").values() {
             c.store(true, Ordering::SeqCst);
         }
+        self.slots.wake_all();
     }
 
     /// Runs `f` on the build store (one connection, behind a lock).

@@ -284,6 +284,7 @@ pub(super) async fn api_cancel(
             if let Some(c) = state.cancels.lock().expect("cancels").get(&row.id) {
                 c.store(true, Ordering::SeqCst);
             }
+            state.slots.wake_all();
             answer(
                 StatusCode::ACCEPTED,
                 serde_json::json!({"canceled": true, "number": n, "message": "the running jobs are being killed"}),
