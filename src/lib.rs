@@ -14,6 +14,7 @@
 //! - [`store`]: build history (SQLite);
 //! - [`notify`]: email: when, what, and SMTP;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
+//! - [`runway_toml`]: the server's (and the hook's) `runway.toml`;
 //! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes;
 //! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
@@ -33,6 +34,7 @@ pub mod mask;
 pub mod notify;
 pub mod plan;
 pub mod relay;
+pub mod runway_toml;
 pub mod server;
 pub mod source;
 pub mod store;

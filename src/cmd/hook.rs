@@ -11,7 +11,7 @@ use super::run::{self, RunArgs};
 use super::{CmdError, RefArgs};
 use crate::event::EventType;
 use crate::exit;
-use crate::server::config::{RepoConfig, ServerConfig};
+use crate::runway_toml::{RepoConfig, ServerConfig};
 use crate::store::{self, NewBuild, Store};
 
 /// Marks hooks runway wrote, so a foreign hook is never overwritten silently.

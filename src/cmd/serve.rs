@@ -5,7 +5,8 @@ use std::path::Path;
 
 use super::CmdError;
 use crate::exit;
-use crate::server::{self, AppState, config::ServerConfig};
+use crate::runway_toml::ServerConfig;
+use crate::server::{self, AppState};
 use crate::store::{self, Store};
 
 /// How the server's event log is written.

@@ -6,7 +6,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::config::ServerConfig;
+use crate::runway_toml::ServerConfig;
 
 /// Which endpoint received the delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

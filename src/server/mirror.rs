@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use super::config::RepoConfig;
+use crate::runway_toml::RepoConfig;
 
 /// How long one clone or fetch may take before it is killed.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(600);

@@ -1,7 +1,6 @@
 //! `runway serve`: webhooks in, a durable queue in the build store, workers, and web
 //! pages with live logs.
 //!
-//! - `config`: `runway.toml`;
 //! - `hooks`: checking and reading webhook deliveries (pure);
 //! - `listen`: connections accepted under header deadlines and a cap;
 //! - `intake`: deliveries in, answered and queued;
@@ -18,7 +17,6 @@
 //! "running" is marked errored with the reason (never run twice); `runway restart N`
 //! queues it again.
 
-pub mod config;
 pub mod hooks;
 mod intake;
 mod listen;
@@ -42,8 +40,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use tokio::sync::Notify;
 
+use crate::runway_toml::ServerConfig;
 use crate::store::{self, Store};
-use config::ServerConfig;
 use hooks::Source;
 use live::LiveLogs;
 

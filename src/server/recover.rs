@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use super::config::ServerConfig;
 use crate::build::BuildState;
 use crate::cmd::RefArgs;
 use crate::config::model::EnvVar;
 use crate::event::EventType;
 use crate::mask::Masker;
 use crate::notify::{self, MailFacts, MailJob};
+use crate::runway_toml::ServerConfig;
 use crate::store::{self, BuildRow, OutboxMail, Store, StoreError};
 
 /// What a crash left behind, found when the server starts.

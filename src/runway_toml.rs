@@ -1,5 +1,6 @@
 //! `runway.toml`: the server's listen address, concurrency, public URL, SMTP and the
-//! repositories it builds (design.md, "Server configuration"). Secrets are never in
+//! repositories it builds (every key, commented: `examples/runway.toml`), read by
+//! `runway serve` and by the post-receive hook (`--config`). Secrets are never in
 //! the file itself: webhook secrets and tokens are named by `*_env` variables; repository
 //! settings under `[repo.env]` are secret unless listed in `public`.
 
