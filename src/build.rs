@@ -206,8 +206,7 @@ impl BuildReport {
     }
 }
 
-/// The build's live output, shared by the jobs of a stage.
-pub type SharedOut = std::sync::Arc<Mutex<Box<dyn Write + Send>>>;
+pub use crate::relay::SharedOut;
 
 /// A `Write` into [`SharedOut`], one lock per write.
 struct Live(SharedOut);

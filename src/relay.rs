@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use crate::build::SharedOut;
+/// The build's live output, shared by the jobs of a stage.
+pub type SharedOut = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// The relay for one group of jobs running at once.
 pub struct Relay {
