@@ -1,6 +1,6 @@
 //! Running a planned build: every job in its own workspace, stage by stage, up to N
 //! jobs of a stage at once (their output kept whole per job by `relay`) (and, on a server, within job slots shared by every build),
-//! and the build result rolled up as travis-semantics.md §4 says (allow_failures,
+//! and the build result rolled up as docs/semantics.md §4 says (allow_failures,
 //! fast_finish, later stages canceled after a failure).
 
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! Email (travis-semantics.md §7): whether a build mails, the subject and the message
+//! Email (docs/semantics.md §7): whether a build mails, the subject and the message
 //! (plain text and HTML, UTF-8), and sending it over SMTP with lettre.
 //!
 //! The decisions ([`status`], [`should_send`], [`compose`]) are pure; [`send`] does I/O.

@@ -1,5 +1,5 @@
 //! Pure decisions about one build: does it run, which jobs, which deploys fire,
-//! who gets mail, and why (travis-semantics.md §3, §4, §6, §7).
+//! who gets mail, and why (docs/semantics.md §3, §4, §6, §7).
 //!
 //! Input: a normalised [`Config`] and the [`BuildEvent`] that triggered the build.
 //! Output: a [`Plan`] whose every "no" carries the reason Travis would have given.
@@ -16,7 +16,7 @@ use crate::config::schema;
 use crate::config::yaml::{Entry, Node, Value};
 use crate::event::{BuildEvent, EventType};
 
-/// Travis's documented limit on the jobs of one build (travis-semantics.md §4).
+/// Travis's documented limit on the jobs of one build (docs/semantics.md §4).
 pub use crate::limits::MAX_JOBS;
 
 /// A matrix that would expand (with `jobs.include`) to more jobs than this is refused

@@ -1,4 +1,4 @@
-//! Directory caches (travis-semantics.md §5): which directories a job caches, the
+//! Directory caches (docs/semantics.md §5): which directories a job caches, the
 //! key it caches them under, and the fetch order (branch, then the default branch).
 //!
 //! - [`archive`]: tar + zstd archives, written atomically, extracted safely;

@@ -929,7 +929,7 @@ pub fn check(text: &str, facts: &Facts) -> Result<bool, String> {
 
 #[cfg(test)]
 mod tests {
-    //! Each test pins a rule of travis-semantics.md §3 (`if:`).
+    //! Each test pins a rule of docs/semantics.md §3 (`if:`).
     use super::*;
 
     fn facts() -> Facts {

@@ -473,7 +473,7 @@ fn wrap(node: &Node, key: &str) -> Node {
     )
 }
 
-/// Enum keys whose unknown values are errors (travis-semantics.md §9.7); other enums warn.
+/// Enum keys whose unknown values are errors (docs/semantics.md §9); other enums warn.
 const STRICT_ENUMS: &[&str] = &[
     "os",
     "language",

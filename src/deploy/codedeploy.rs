@@ -1,4 +1,4 @@
-//! The codedeploy provider (travis-semantics.md §6b): HeadObject for the bundle's
+//! The codedeploy provider (docs/semantics.md §6b): HeadObject for the bundle's
 //! version and ETag, RegisterApplicationRevision when the object is versioned,
 //! CreateDeployment with an S3 or GitHub revision, and with `wait_until_deployed`,
 //! GetDeployment until Succeeded, Failed or Stopped, showing what failed.

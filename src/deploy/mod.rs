@@ -1,4 +1,4 @@
-//! Deploys (travis-semantics.md §6): the providers runway implements ([`s3`],
+//! Deploys (docs/semantics.md §6): the providers runway implements ([`s3`],
 //! [`codedeploy`]), what a provider would do ([`describe`], the dry run of `runway run`
 //! without `--deploy`), and the pieces the providers share: options with `$VAR`
 //! expanded from the job's environment, file selection, content types.

@@ -1,4 +1,4 @@
-//! The s3 provider (travis-semantics.md §6a, dpl v2 defaults, v1 spellings accepted):
+//! The s3 provider (docs/semantics.md §6a, dpl v2 defaults, v1 spellings accepted):
 //! uploads the files of `local_dir` that match `glob` in parallel (`max_threads`),
 //! large files as multipart, with ACL, content type, cache control, expiry, storage
 //! class, encryption and content encoding per file. It never deletes remote objects.

@@ -1,4 +1,4 @@
-//! Language defaults (travis-semantics.md §8): what `install` and `script` run when
+//! Language defaults (docs/semantics.md §8): what `install` and `script` run when
 //! the config leaves them out, and mapping `jdk:` names to the JDKs installed here.
 //!
 //! Decisions read the checkout through a `has(file)` predicate, so they are tested

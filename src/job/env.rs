@@ -1,4 +1,4 @@
-//! A job's environment (travis-semantics.md §2): the process environment bash starts
+//! A job's environment (docs/semantics.md §2): the process environment bash starts
 //! with, and the `export` lines that follow (builtins, repository settings, then
 //! `.travis.yml`, so yml wins), with secret settings echoed as `[secure]`.
 

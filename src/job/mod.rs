@@ -1,4 +1,4 @@
-//! One job, run the way Travis ran it (travis-semantics.md §1): one persistent shell,
+//! One job, run the way Travis ran it (docs/semantics.md §1): one persistent shell,
 //! the phases in order with their failure rules, caches around them, deploys shown or
 //! run, and a result.
 //!

@@ -1,4 +1,4 @@
-//! The job lifecycle of travis-semantics.md §1, written as data: one row per phase
+//! The job lifecycle of docs/semantics.md §1, written as data: one row per phase
 //! saying when it runs and what a failing command means. The runner reads only this.
 
 /// The user phases of a job.

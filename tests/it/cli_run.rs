@@ -1,5 +1,5 @@
 //! `runway run` as a user runs it: the real binary on real directories and git
-//! repositories made in temp dirs. Each test pins a row of travis-semantics.md §1
+//! repositories made in temp dirs. Each test pins a row of docs/semantics.md §1
 //! (lifecycle), §2 (environment, masking), §4 (matrix) or §5 (caches).
 
 use crate::common::{Lines, Run, bare_clone, git, repo_with, run, runway};

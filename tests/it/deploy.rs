@@ -1,4 +1,4 @@
-//! Deploys for real (travis-semantics.md §6, §6a, §6b) against a real moto server on
+//! Deploys for real (docs/semantics.md §6, §6a, §6b) against a real moto server on
 //! loopback: the seed pipeline end to end, s3 options, and the faults a user meets.
 
 use crate::common::moto::Moto;

@@ -1,4 +1,4 @@
-//! Email and build history (travis-semantics.md §7) against a real SMTP server on
+//! Email and build history (docs/semantics.md §7) against a real SMTP server on
 //! loopback: the default rules over a sequence of builds, AUTH and STARTTLS, SMTP down
 //! then up, the failed job's log tail without secrets, and Korean text end to end.
 

@@ -1,4 +1,4 @@
-//! travis-semantics.md §9 (validator messages) and the YAML rules of the config issue,
+//! docs/semantics.md §9 (validator messages) and the YAML rules of the config issue,
 //! pinned on strings: each test is named after the rule it pins.
 
 use runway::config::{self, diag::Level};

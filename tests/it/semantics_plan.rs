@@ -1,4 +1,4 @@
-//! travis-semantics.md §3 (branches, if), §4 (matrix, stages), §6 (deploy `on:`) and
+//! docs/semantics.md §3 (branches, if), §4 (matrix, stages), §6 (deploy `on:`) and
 //! §7 (email policy), pinned on strings through the pure planner.
 
 use runway::config;
