@@ -13,6 +13,7 @@ use lettre::{Message, SmtpTransport, Transport};
 
 use crate::build::BuildState;
 use crate::plan::{EmailPolicy, Frequency};
+use crate::store::Status;
 
 /// Errors composing or sending mail.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +27,8 @@ pub enum NotifyError {
 }
 
 /// Travis's subject status: Passed, Fixed, Broken, Still Failing, Failed, Errored, Canceled.
-pub fn status(state: BuildState, previous: Option<&str>) -> &'static str {
-    let prev_passed = previous == Some("passed");
+pub fn status(state: BuildState, previous: Option<Status>) -> &'static str {
+    let prev_passed = previous == Some(Status::Passed);
     match state {
         BuildState::Errored => "Errored",
         BuildState::Canceled => "Canceled",
@@ -41,7 +42,7 @@ pub fn status(state: BuildState, previous: Option<&str>) -> &'static str {
 
 /// §7: on_success / on_failure with always, never, change; errored and canceled count
 /// as failures; change compares with the previous finished build of the branch.
-pub fn should_send(policy: &EmailPolicy, state: BuildState, previous: Option<&str>) -> bool {
+pub fn should_send(policy: &EmailPolicy, state: BuildState, previous: Option<Status>) -> bool {
     if !policy.enabled || policy.recipients.is_empty() {
         return false;
     }
@@ -56,7 +57,7 @@ pub fn should_send(policy: &EmailPolicy, state: BuildState, previous: Option<&st
         Frequency::Never => false,
         Frequency::Change => match previous {
             None => true,
-            Some(p) => (p == "passed") != passed,
+            Some(p) => (p == Status::Passed) != passed,
         },
     }
 }
@@ -109,7 +110,7 @@ pub struct MailFacts {
     /// The build state.
     pub state: BuildState,
     /// The previous finished build's state on the branch.
-    pub previous: Option<String>,
+    pub previous: Option<Status>,
     /// Cron builds get `[CRON] `.
     pub cron: bool,
     /// Seconds.
@@ -137,7 +138,7 @@ pub fn subject(f: &MailFacts) -> String {
     format!(
         "[runway] {}{}: {}#{} ({} - {})",
         if f.cron { "[CRON] " } else { "" },
-        status(f.state, f.previous.as_deref()),
+        status(f.state, f.previous),
         f.repo,
         f.number,
         f.branch,
@@ -163,7 +164,7 @@ fn escape(s: &str) -> String {
 
 /// The plain-text and HTML bodies.
 pub fn compose(f: &MailFacts) -> (String, String) {
-    let st = status(f.state, f.previous.as_deref());
+    let st = status(f.state, f.previous);
     let mut t = String::new();
     t.push_str(&format!(
         "Build #{} {} ({})\n\n",
@@ -589,13 +590,16 @@ mod tests {
     #[test]
     fn s7_statuses() {
         assert_eq!(status(BuildState::Passed, None), "Passed");
-        assert_eq!(status(BuildState::Passed, Some("passed")), "Passed");
-        assert_eq!(status(BuildState::Passed, Some("failed")), "Fixed");
-        assert_eq!(status(BuildState::Passed, Some("errored")), "Fixed");
-        assert_eq!(status(BuildState::Failed, Some("passed")), "Broken");
-        assert_eq!(status(BuildState::Failed, Some("failed")), "Still Failing");
+        assert_eq!(status(BuildState::Passed, Some(Status::Passed)), "Passed");
+        assert_eq!(status(BuildState::Passed, Some(Status::Failed)), "Fixed");
+        assert_eq!(status(BuildState::Passed, Some(Status::Errored)), "Fixed");
+        assert_eq!(status(BuildState::Failed, Some(Status::Passed)), "Broken");
+        assert_eq!(
+            status(BuildState::Failed, Some(Status::Failed)),
+            "Still Failing"
+        );
         assert_eq!(status(BuildState::Failed, None), "Failed");
-        assert_eq!(status(BuildState::Errored, Some("passed")), "Errored");
+        assert_eq!(status(BuildState::Errored, Some(Status::Passed)), "Errored");
         assert_eq!(status(BuildState::Canceled, None), "Canceled");
     }
 
@@ -604,10 +608,10 @@ mod tests {
         let p = policy(Frequency::Change, Frequency::Always);
         let seq = [
             (BuildState::Passed, None, true),
-            (BuildState::Failed, Some("passed"), true),
-            (BuildState::Failed, Some("failed"), true),
-            (BuildState::Passed, Some("failed"), true),
-            (BuildState::Passed, Some("passed"), false),
+            (BuildState::Failed, Some(Status::Passed), true),
+            (BuildState::Failed, Some(Status::Failed), true),
+            (BuildState::Passed, Some(Status::Failed), true),
+            (BuildState::Passed, Some(Status::Passed), false),
         ];
         for (state, prev, want) in seq {
             assert_eq!(
@@ -618,10 +622,14 @@ mod tests {
         }
         let change = policy(Frequency::Change, Frequency::Change);
         assert!(
-            !should_send(&change, BuildState::Errored, Some("failed")),
+            !should_send(&change, BuildState::Errored, Some(Status::Failed)),
             "errored counts as a failure"
         );
-        assert!(should_send(&change, BuildState::Canceled, Some("passed")));
+        assert!(should_send(
+            &change,
+            BuildState::Canceled,
+            Some(Status::Passed)
+        ));
         assert!(!should_send(
             &policy(Frequency::Never, Frequency::Never),
             BuildState::Failed,

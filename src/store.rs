@@ -58,13 +58,13 @@ pub struct BuildRow {
     /// Event.
     pub event: String,
     /// queued, running, passed, failed, errored, canceled.
-    pub state: String,
+    pub state: Status,
     /// Unix seconds.
     pub started_at: i64,
     /// Unix seconds, when finished.
     pub finished_at: Option<i64>,
     /// The previous finished build of the branch, when this one was created.
-    pub previous_state: Option<String>,
+    pub previous_state: Option<Status>,
     /// `first...last` of the push.
     pub commit_range: String,
     /// Why it ended as it did, when runway says (interrupted, superseded, canceled).
@@ -193,6 +193,82 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 ";
 
+/// Where a recorded build is: waiting, running, or ended with its result. One type for
+/// the store, the server and the mail (stored as its lower-case name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for a worker.
+    #[default]
+    Queued,
+    /// Being run.
+    Running,
+    /// Ended: every required job passed.
+    Passed,
+    /// Ended: a required job failed.
+    Failed,
+    /// Ended: a required job (or the build itself) errored.
+    Errored,
+    /// Ended: canceled.
+    Canceled,
+}
+
+impl Status {
+    /// The stored (and shown) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Errored => "errored",
+            Status::Canceled => "canceled",
+        }
+    }
+
+    /// The status a stored name stands for.
+    pub fn parse(name: &str) -> Result<Status, String> {
+        Ok(match name {
+            "queued" => Status::Queued,
+            "running" => Status::Running,
+            "passed" => Status::Passed,
+            "failed" => Status::Failed,
+            "errored" => Status::Errored,
+            "canceled" => Status::Canceled,
+            other => return Err(format!("unknown build state \"{other}\"")),
+        })
+    }
+
+    /// Queued or running: not ended yet.
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Queued | Status::Running)
+    }
+
+    fn column(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Status> {
+        let name: String = r.get(i)?;
+        Status::parse(&name).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+        })
+    }
+}
+
+impl From<crate::build::BuildState> for Status {
+    fn from(s: crate::build::BuildState) -> Status {
+        match s {
+            crate::build::BuildState::Passed => Status::Passed,
+            crate::build::BuildState::Failed => Status::Failed,
+            crate::build::BuildState::Errored => Status::Errored,
+            crate::build::BuildState::Canceled => Status::Canceled,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
     Ok(BuildRow {
         id: r.get(0)?,
@@ -202,10 +278,16 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         tag: r.get(4)?,
         commit: r.get(5)?,
         event: r.get(6)?,
-        state: r.get(7)?,
+        state: Status::column(r, 7)?,
         started_at: r.get(8)?,
         finished_at: r.get(9)?,
-        previous_state: r.get(10)?,
+        previous_state: r
+            .get::<_, Option<String>>(10)?
+            .map(|s| Status::parse(&s))
+            .transpose()
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
+            })?,
         commit_range: r.get(11)?,
         reason: r.get(12)?,
         message: r.get(13)?,
@@ -368,9 +450,7 @@ impl Store {
             else {
                 continue;
             };
-            let ended = self
-                .get(id)?
-                .is_some_and(|r| !matches!(r.state.as_str(), "queued" | "running"));
+            let ended = self.get(id)?.is_some_and(|r| !r.state.is_active());
             if ended && self.has_jobs(id)? {
                 self.remove_partial_log(id);
                 removed += 1;
@@ -423,14 +503,14 @@ impl Store {
     pub fn set_state(
         &mut self,
         id: i64,
-        state: &str,
+        state: Status,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE builds SET state = ?1, reason = COALESCE(?2, reason),
                finished_at = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
              WHERE id = ?4",
-            params![state, reason, now(), id],
+            params![state.as_str(), reason, now(), id],
         )?;
         Ok(())
     }
@@ -677,17 +757,14 @@ mod tests {
         };
         let mut s = Store::open(t.path()).unwrap();
         let b1 = s.begin(&nb("o/a", "main")).unwrap();
-        assert_eq!((b1.number, b1.previous_state.clone()), (1, None));
+        assert_eq!((b1.number, b1.previous_state), (1, None));
         s.finish(b1.id, BuildState::Failed, &[]).unwrap();
         let other = s.begin(&nb("o/b", "main")).unwrap();
         assert_eq!(other.number, 1);
         drop(s);
         let mut s = Store::open(t.path()).unwrap();
         let b2 = s.begin(&nb("o/a", "main")).unwrap();
-        assert_eq!(
-            (b2.number, b2.previous_state.as_deref()),
-            (2, Some("failed"))
-        );
+        assert_eq!((b2.number, b2.previous_state), (2, Some(Status::Failed)));
         let dev = s.begin(&nb("o/a", "dev")).unwrap();
         assert_eq!((dev.number, dev.previous_state), (3, None));
         assert_eq!(s.builds(Some("o/a"), None).unwrap().len(), 3);

@@ -148,11 +148,11 @@ fn follow_build(st: &Store, mut row: BuildRow, out: &mut dyn Write) -> Result<i3
             read += std::io::copy(&mut f, out)?;
             out.flush()?;
         }
-        let ended = !matches!(row.state.as_str(), "queued" | "running");
+        let ended = !row.state.is_active();
         if ended {
             break;
         }
-        if row.state == "queued" && !said_queued {
+        if row.state == crate::store::Status::Queued && !said_queued {
             writeln!(
                 out,
                 "runway: build {}#{} is queued; waiting for it to start",

@@ -187,7 +187,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             if let Ok(mut st) =
                 Store::open(&args.state_dir.clone().unwrap_or_else(store::default_dir))
             {
-                let _ = st.set_state(row.id, "errored", Some(&why));
+                let _ = st.set_state(row.id, store::Status::Errored, Some(&why));
             }
             let report = BuildReport {
                 state: BuildState::Errored,
@@ -195,7 +195,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
                 duration: Duration::ZERO,
                 timed_out: false,
             };
-            let previous = row.previous_state.clone();
+            let previous = row.previous_state;
             let masker = Masker::for_settings(&settings, &args.public_settings);
             let facts = (row.number, previous, Some(why.as_str()));
             mail(&plan, &event, &report, facts, &masker, false, args, &say);
@@ -210,7 +210,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         {
             let _ = st.set_state(
                 row.id,
-                "canceled",
+                store::Status::Canceled,
                 Some(&format!("not built: {}", plan.build.reason)),
             );
         }
@@ -357,7 +357,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             r.outcome.reason
         ));
     }
-    let previous = recorded.as_ref().and_then(|r| r.previous_state.clone());
+    let previous = recorded.as_ref().and_then(|r| r.previous_state);
     let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     let facts = (number, previous, None);
     mail(
@@ -386,7 +386,7 @@ fn mail(
     plan: &Plan,
     event: &BuildEvent,
     report: &BuildReport,
-    (number, previous, error): (u64, Option<String>, Option<&str>),
+    (number, previous, error): (u64, Option<store::Status>, Option<&str>),
     masker: &Masker,
     deployed: bool,
     args: &RunArgs,
@@ -403,7 +403,7 @@ fn mail(
         say(&format!("Email: none ({})", policy.reason));
         return;
     }
-    if !notify::should_send(policy, report.state, previous.as_deref()) || to.is_empty() {
+    if !notify::should_send(policy, report.state, previous) || to.is_empty() {
         let why = if to.is_empty() {
             "no recipient".to_string()
         } else {

@@ -108,7 +108,7 @@ pub fn restart(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i3
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
     let mut st = Store::open(&store::default_dir())?;
     let row = super::find_build(&st, repo, n)?;
-    if matches!(row.state.as_str(), "queued" | "running") {
+    if row.state.is_active() {
         return Err(CmdError::Usage(format!(
             "build #{n} is {}; it cannot be restarted now",
             row.state

@@ -77,7 +77,7 @@ pub fn index(rows: &[BuildRow], repos: &[String], only: Option<&str>) -> String 
             what = esc(&what),
             event = esc(&r.event),
             iso = utc(r.started_at),
-            st = esc(&r.state),
+            st = r.state.as_str(),
             took = took(r),
         ));
     }
@@ -134,7 +134,7 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
         esc(&r.repo),
         esc(r.tag.as_deref().or(r.branch.as_deref()).unwrap_or("")),
         esc(&r.commit),
-        st = esc(&r.state),
+        st = r.state.as_str(),
     );
     if let Some(reason) = &r.reason {
         b.push_str(&format!("<p>{}</p>", esc(reason)));
@@ -235,7 +235,7 @@ mod tests {
         let row = BuildRow {
             number: 1,
             repo: "o/app".into(),
-            state: "passed".into(),
+            state: crate::store::Status::Passed,
             ..BuildRow::default()
         };
         let page = build(&row, &[], b"<!--<script>", false);
@@ -248,7 +248,7 @@ mod tests {
         let row = BuildRow {
             number: 3,
             repo: "o/a b&c".into(),
-            state: "passed".into(),
+            state: crate::store::Status::Passed,
             commit: "abcdef0123".into(),
             ..BuildRow::default()
         };
@@ -273,7 +273,7 @@ mod tests {
             event: "push".into(),
             message: "Fix the <login> page\n\nlong body".into(),
             started_at: 1_796_138_438,
-            state: "passed".into(),
+            state: crate::store::Status::Passed,
             commit: "abcdef0123".into(),
             ..BuildRow::default()
         };

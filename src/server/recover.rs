@@ -96,7 +96,7 @@ fn interrupted_mail(
     let (to, _) = notify::split_recipients(&policy.recipients);
     if !policy.enabled
         || to.is_empty()
-        || !notify::should_send(policy, BuildState::Errored, row.previous_state.as_deref())
+        || !notify::should_send(policy, BuildState::Errored, row.previous_state)
     {
         return None;
     }
@@ -134,7 +134,7 @@ fn interrupted_mail(
             .map_or_else(|| "unknown".into(), |p| format!("{} <{}>", p.name, p.email)),
         message: masker.mask_all(&event.commit_message),
         state: BuildState::Errored,
-        previous: row.previous_state.clone(),
+        previous: row.previous_state,
         cron: false,
         seconds: row
             .finished_at

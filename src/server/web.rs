@@ -12,6 +12,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Json, Response};
 use serde::Deserialize;
 
+use crate::store::Status;
+
 use super::live::{Chunk, Cursor, JobText, LiveLog};
 use super::{AppState, answer, hooks, pages};
 use crate::job::JobResult;
@@ -58,8 +60,7 @@ pub(super) async fn page_build(
         return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response();
     };
     let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
-    let live =
-        state.live.get(row.id).is_some() || matches!(row.state.as_str(), "queued" | "running");
+    let live = state.live.get(row.id).is_some() || row.state.is_active();
     let log = if live {
         Vec::new()
     } else {
@@ -90,9 +91,7 @@ pub(super) async fn build_events(
         // Between being claimed and starting its live log a build is "running" with
         // no log yet: keep waiting until it has one or has ended.
         let now = find(&state, n, &q);
-        let ended = now
-            .as_ref()
-            .is_some_and(|r| !matches!(r.state.as_str(), "queued" | "running"));
+        let ended = now.as_ref().is_some_and(|r| !r.state.is_active());
         if ended && state.live.get(row.id).is_none() {
             break;
         }
@@ -274,7 +273,8 @@ pub(super) async fn api_cancel(
     };
     match row.state.as_str() {
         "queued" => {
-            let _ = state.db(|s| s.set_state(row.id, "canceled", Some("canceled while queued")));
+            let _ =
+                state.db(|s| s.set_state(row.id, Status::Canceled, Some("canceled while queued")));
             answer(
                 StatusCode::OK,
                 serde_json::json!({"canceled": true, "number": n}),

@@ -10,7 +10,7 @@ use super::{AppState, mirror};
 use crate::cmd::RefArgs;
 use crate::cmd::run::{self, RunArgs};
 use crate::event::EventType;
-use crate::store::BuildRow;
+use crate::store::{BuildRow, Status};
 
 /// How long an ended build's log file stays beside its recorded jobs' logs.
 const PARTIAL_LOG_LINGER: Duration = Duration::from_secs(60);
@@ -60,9 +60,7 @@ fn remove_expired_logs(state: &AppState) {
     };
     for id in due {
         let _ = state.db(|s| {
-            let again = s
-                .by_id(id)?
-                .is_some_and(|r| matches!(r.state.as_str(), "queued" | "running"));
+            let again = s.by_id(id)?.is_some_and(|r| r.state.is_active());
             if !again {
                 s.remove_partial_log(id);
             }
@@ -111,7 +109,7 @@ fn build(state: &AppState, row: BuildRow) {
         let _ = state.db(|s| {
             s.set_state(
                 row.id,
-                "errored",
+                Status::Errored,
                 Some("the repository is no longer in runway.toml"),
             )
         });
@@ -178,12 +176,12 @@ fn build(state: &AppState, row: BuildRow) {
     }
     // A build that ended without recording its end (an early error) is errored.
     if let Ok(Some(now)) = state.db(|s| s.by_id(row.id))
-        && now.state == "running"
+        && now.state == Status::Running
     {
         let why = result
             .err()
             .unwrap_or_else(|| "the build ended early".into());
-        let _ = state.db(|s| s.set_state(row.id, "errored", Some(&why)));
+        let _ = state.db(|s| s.set_state(row.id, Status::Errored, Some(&why)));
     }
     let ended = state.db(|s| s.by_id(row.id)).ok().flatten();
     tracing::info!(
@@ -241,7 +239,9 @@ mod tests {
             })
             .collect();
         // The second build was restarted and runs again.
-        state.db(|s| s.set_state(ids[1], "running", None)).unwrap();
+        state
+            .db(|s| s.set_state(ids[1], Status::Running, None))
+            .unwrap();
         let past = Instant::now() - Duration::from_secs(1);
         {
             let mut q = state.expiring_logs.lock().unwrap();
