@@ -84,6 +84,8 @@ pub struct JobRow {
     pub env: String,
     /// passed, failed, errored, canceled.
     pub result: String,
+    /// Why it ended so (`` `make test` exited 2 ``, `install failed: …`), masked.
+    pub reason: String,
     /// Milliseconds.
     pub duration_ms: u64,
     /// The log (secrets already masked).
@@ -189,6 +191,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   result TEXT NOT NULL,
   duration_ms INTEGER NOT NULL,
   log BLOB NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (build_id, number)
 );
 ";
@@ -305,6 +308,15 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL;")?;
         conn.execute_batch(SCHEMA)?;
+        // Stores made before jobs had a reason get the column (empty for old jobs).
+        let has_reason: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'reason')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_reason {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN reason TEXT NOT NULL DEFAULT '';")?;
+        }
         Ok(Store {
             conn,
             dir: dir.to_path_buf(),
@@ -608,9 +620,9 @@ impl Store {
         )?;
         for j in jobs {
             tx.execute(
-                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![id, j.number, j.name, j.env, j.result, j.duration_ms as i64, j.log],
+                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id, j.number, j.name, j.env, j.result, j.duration_ms as i64, j.log, j.reason],
             )?;
         }
         tx.commit()?;
@@ -681,7 +693,7 @@ impl Store {
     /// The jobs of a build.
     pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT number, name, env, result, duration_ms, log FROM jobs WHERE build_id = ?1 ORDER BY rowid",
+            "SELECT number, name, env, result, duration_ms, log, reason FROM jobs WHERE build_id = ?1 ORDER BY rowid",
         )?;
         let rows = st.query_map(params![build_id], |r| {
             Ok(JobRow {
@@ -691,6 +703,7 @@ impl Store {
                 result: r.get(3)?,
                 duration_ms: r.get::<_, i64>(4)? as u64,
                 log: r.get(5)?,
+                reason: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -706,6 +719,7 @@ impl JobRow {
             name: None,
             env: String::new(),
             result: "passed".into(),
+            reason: "all script commands passed".into(),
             duration_ms: 1,
             log: b"job log".to_vec(),
         }

@@ -314,6 +314,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
                 // env, masked (the page's and the API's "env").
                 env: notify::job_label(&r.job, &masker),
                 result: r.outcome.result.as_str().to_string(),
+                reason: masker.mask_all(&r.outcome.reason),
                 duration_ms: r.outcome.duration.as_millis() as u64,
                 log: r.log.clone(),
             })

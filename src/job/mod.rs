@@ -164,6 +164,7 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
         ctx,
         shell: None,
         test_result: None,
+        first_failure: None,
         phase_counts: HashMap::new(),
         cache: None,
     };
@@ -174,12 +175,12 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
                 Some(0) | None => JobResult::Passed,
                 _ => JobResult::Failed,
             };
-            let why = if r == JobResult::Passed {
-                "all script commands passed"
-            } else {
-                "a script command failed"
+            let why = match (&runner.first_failure, r) {
+                (_, JobResult::Passed) => "all script commands passed".to_string(),
+                (Some((cmd, code)), _) => format!("`{cmd}` exited {code}"),
+                (None, _) => "a script command failed".to_string(),
             };
-            (r, why.to_string(), false)
+            (r, why, false)
         }
         Err(Stop::End(r, why, t)) => (r, why, t),
     };
@@ -218,6 +219,8 @@ struct Runner<'a> {
     shell: Option<Shell>,
     /// `TRAVIS_TEST_RESULT`: None until a script command ran.
     test_result: Option<i32>,
+    /// The first script command that failed, and its exit code (the job's reason).
+    first_failure: Option<(String, i32)>,
     phase_counts: HashMap<&'static str, usize>,
     cache: Option<CacheState>,
 }
@@ -559,6 +562,9 @@ impl Runner<'_> {
                         log.file_line(&said);
                     } else {
                         log.line(&said);
+                        if self.first_failure.is_none() {
+                            self.first_failure = Some((first_line(cmd).to_string(), code));
+                        }
                     }
                     let prev = self.test_result.unwrap_or(0);
                     self.test_result = Some(prev | i32::from(code != 0));

@@ -138,6 +138,17 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
     );
     if let Some(reason) = &r.reason {
         b.push_str(&format!("<p>{}</p>", esc(reason)));
+    } else if let Some(j) = jobs
+        .iter()
+        .find(|j| j.result == r.state.as_str() && !j.reason.is_empty())
+    {
+        // Why in the header: the first job that ended as the build did.
+        b.push_str(&format!(
+            "<p id=\"why\"><span class=\"{st}\">{st}</span>: {} in <a href=\"#job={n}\">job {n}</a></p>",
+            esc(&j.reason),
+            st = r.state.as_str(),
+            n = esc(&j.number),
+        ));
     }
     if !jobs.is_empty() {
         b.push_str(
@@ -221,6 +232,28 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// issue 14: the build page says why in its header, with the failing command.
+    #[test]
+    fn a_failed_builds_header_names_the_failing_command_and_job() {
+        let row = BuildRow {
+            number: 4,
+            repo: "o/app".into(),
+            state: crate::store::Status::Failed,
+            ..BuildRow::default()
+        };
+        let mut job = JobRow::passed_for_tests();
+        job.number = "4.1".into();
+        job.result = "failed".into();
+        job.reason = "`test -f coverage.xml` exited 1".into();
+        let page = build(&row, &[job], b"", false);
+        assert!(
+            page.contains(
+                "failed</span>: `test -f coverage.xml` exited 1 in <a href=\"#job=4.1\">job 4.1</a>"
+            ),
+            "{page}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -191,7 +191,7 @@ pub(super) async fn api_build(
     v["previous_state"] = serde_json::json!(row.previous_state);
     v["jobs"] = jobs
         .iter()
-        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "duration_ms": j.duration_ms}))
+        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms}))
         .collect();
     // A running build has recorded no job yet: the jobs that have started, live
     // ("running" until each ends).

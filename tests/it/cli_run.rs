@@ -55,6 +55,13 @@ fn s1_script_failure_then_pass_is_failed_and_both_ran() {
         r.all()
     );
     assert!(r.stdout.contains("second-ran"), "{}", r.all());
+    // The job's reason names the first failing command (the build page's header too).
+    assert!(
+        r.stdout.contains("Job 1.1: failed in ")
+            && r.stdout.contains("(`echo first; false` exited 1)"),
+        "{}",
+        r.all()
+    );
     assert!(r.stdout.contains("AFTER-FAILURE"));
     assert!(!r.stdout.contains("AFTER-SUCCESS"));
     assert!(r.stdout.contains("AFTER-SCRIPT"));
