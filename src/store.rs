@@ -728,6 +728,28 @@ impl JobRow {
 
 #[cfg(test)]
 mod tests {
+    /// A store made before jobs had a reason opens, and gains the column.
+    #[test]
+    fn an_older_store_gains_the_job_reason_column() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("runway.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE jobs (build_id INTEGER NOT NULL, number TEXT NOT NULL, name TEXT,
+                   env TEXT NOT NULL, result TEXT NOT NULL, duration_ms INTEGER NOT NULL,
+                   log BLOB NOT NULL, PRIMARY KEY (build_id, number));
+                 INSERT INTO jobs VALUES (1, '1.1', NULL, '', 'passed', 5, x'6869');",
+            )
+            .unwrap();
+        }
+        let st = Store::open(dir.path()).unwrap();
+        let jobs = st.jobs(1).unwrap();
+        assert_eq!(
+            (jobs[0].result.as_str(), jobs[0].reason.as_str()),
+            ("passed", "")
+        );
+    }
+
     /// issue 14: a restarted build #4 sorted above #5 (lists went by start time).
     #[test]
     fn a_restarted_build_keeps_its_place_in_the_list() {
