@@ -1,0 +1,464 @@
+//! The durable queue: crashes, auto-cancel, cancel, SIGTERM, concurrency, following a build.
+
+use super::*;
+
+#[test]
+fn crash_midway_loses_nothing_and_runs_nothing_twice() {
+    let ran = tempfile::tempdir().unwrap();
+    let ledger = ran.path().join("ran.txt");
+    let s = Setup::new(
+        &format!(
+            "language: shell\nscript: echo \"$TRAVIS_BUILD_NUMBER\" >> {} && sleep 0.2\n",
+            ledger.display()
+        ),
+        "auto_cancel = false",
+    );
+    let sha = s.head();
+    let srv = s.start();
+    for i in 0..50 {
+        let (code, text) = generic(&srv, &format!("b{i}"), &sha);
+        assert_eq!(code, 202, "{text}");
+    }
+    // Let some builds finish, then kill the server mid-build.
+    wait_for(
+        || {
+            std::fs::read_to_string(&ledger)
+                .map(|t| t.lines().count() >= 6)
+                .unwrap_or(false)
+        },
+        "some builds",
+    );
+    srv.signal("-KILL");
+    drop(srv);
+    let srv = s.start();
+    wait_for(
+        || {
+            let st = states(&srv);
+            st.len() == 50 && st.iter().all(|(_, s)| s == "passed" || s == "errored")
+        },
+        "all 50 builds to end",
+    );
+    let all = states(&srv);
+    let interrupted: Vec<u64> = all
+        .iter()
+        .filter(|(_, s)| s == "errored")
+        .map(|(n, _)| *n)
+        .collect();
+    let passed = all.iter().filter(|(_, s)| s == "passed").count();
+    assert_eq!(passed + interrupted.len(), 50);
+    let lines: Vec<u64> = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), lines.len(), "a build ran twice: {lines:?}");
+    for n in 1..=50u64 {
+        let st = &all.iter().find(|(m, _)| *m == n).unwrap().1;
+        if st == "passed" {
+            assert!(lines.contains(&n), "build {n} passed without running");
+        }
+    }
+    for n in &interrupted {
+        let b = srv.json(&format!("/api/builds/{n}"));
+        assert!(
+            b["reason"].as_str().unwrap_or("").contains("interrupted"),
+            "{b}"
+        );
+    }
+    assert!(
+        interrupted.len() <= 2,
+        "only the builds running at the kill are interrupted: {interrupted:?}"
+    );
+    // `runway restart N` queues an interrupted build again; the server runs it.
+    if let Some(n) = interrupted.first() {
+        let r = crate::common::run(
+            crate::common::runway()
+                .args(["restart", &n.to_string()])
+                .env("RUNWAY_STATE_DIR", s.state()),
+        );
+        assert_eq!(r.code, 0, "{}", r.all());
+        wait_for(
+            || srv.json(&format!("/api/builds/{n}"))["state"] == "passed",
+            "the restarted build",
+        );
+    }
+}
+
+#[test]
+fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
+    let pids = tempfile::tempdir().unwrap();
+    let s = Setup::new(
+        &format!(
+            "language: shell\nscript:\n  - sleep 300 & echo $! > {}/$TRAVIS_BUILD_NUMBER.pid; sleep 300\n",
+            pids.path().display()
+        ),
+        "api_token_env = \"RUNWAY_TEST_API_TOKEN\"",
+    );
+    let srv = s.start();
+    let first = s.head();
+    // concurrency 2: builds 1 and 2 run (different branches), 3..5 queue on master.
+    assert_eq!(generic(&srv, "master", &first).0, 202);
+    assert_eq!(generic(&srv, "other", &first).0, 202);
+    wait_for(
+        || states(&srv).iter().filter(|(_, s)| s == "running").count() == 2,
+        "two running builds",
+    );
+    for i in 0..3 {
+        let sha = s.commit("master", &format!("push {i}"));
+        assert_eq!(generic(&srv, "master", &sha).0, 202);
+    }
+    let b3 = srv.json("/api/builds/3");
+    let b4 = srv.json("/api/builds/4");
+    assert_eq!(
+        (b3["state"].as_str(), b4["state"].as_str()),
+        (Some("canceled"), Some("canceled")),
+        "{b3} {b4}"
+    );
+    assert!(
+        b3["reason"]
+            .as_str()
+            .unwrap()
+            .contains("superseded by build #"),
+        "{b3}"
+    );
+    assert_eq!(srv.json("/api/builds/5")["state"], "queued");
+
+    // Cancel running build 1: its process group dies.
+    wait_for(|| pids.path().join("1.pid").exists(), "build 1's child");
+    let child: i32 = std::fs::read_to_string(pids.path().join("1.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Canceling takes the API token: none or a wrong one is refused, and nothing stops.
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &[], b"");
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("no Authorization: Bearer token"), "{text}");
+    let wrong = [("Authorization", "Bearer t0kem")];
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &wrong, b"");
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("does not match api_token_env"), "{text}");
+    assert_eq!(srv.json("/api/builds/1")["state"], "running");
+    let auth = [("Authorization", &*format!("Bearer {API_TOKEN}"))];
+    let (code, text) = srv.request("POST", "/api/builds/1/cancel", &auth, b"");
+    assert_eq!(code, 202, "{text}");
+    wait_for(
+        || srv.json("/api/builds/1")["state"] == "canceled",
+        "build 1 canceled",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists()
+            || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .unwrap_or_default()
+                .contains(") Z "),
+        "the job's child {child} survived the cancel"
+    );
+    for n in [2, 5] {
+        let _ = srv.request("POST", &format!("/api/builds/{n}/cancel"), &auth, b"");
+    }
+    wait_for(
+        || {
+            states(&srv)
+                .iter()
+                .all(|(_, s)| s != "running" && s != "queued")
+        },
+        "everything canceled",
+    );
+}
+
+/// `runway log -f N` (what a detached push says to run) follows a server build from the
+/// queue to its end, printing its log as it grows, and exits with the build's result.
+#[test]
+fn log_follow_prints_a_running_build_as_it_goes_and_exits_with_its_result() {
+    let s = Setup::new(
+        "language: shell\nscript:\n  - echo step-one\n  - sleep 2\n  - echo step-two\n  - exit 1\nnotifications:\n  email: false\n",
+        "",
+    );
+    let srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    let mut follow = crate::common::Lines::spawn(
+        crate::common::runway()
+            .args(["log", "-f", "1"])
+            .env("RUNWAY_STATE_DIR", s.state()),
+        false,
+    );
+    let (seen, live) = follow.wait_for("$ echo step-one", 60);
+    assert!(live, "{seen:#?}");
+    // issue 14: while the build runs, the API lists its started jobs (it said []).
+    let running = srv.json("/api/builds/1");
+    assert_eq!(running["jobs"][0]["number"], "1.1", "{running}");
+    assert_eq!(running["jobs"][0]["result"], "running", "{running}");
+    assert!(
+        follow.child.try_wait().unwrap().is_none(),
+        "still following while the build runs"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains("step-two")),
+        "step-one came before the build went on: {seen:#?}"
+    );
+    let (code, rest) = follow.finish(60);
+    assert_eq!(code, Some(1), "a failed build: {seen:#?}{rest:#?}");
+    assert!(rest.iter().any(|l| l == "step-two"), "{rest:#?}");
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("runway: build o/app#1 failed"),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.starts_with("Build #1 failed")),
+        "the build's own summary line: {rest:#?}"
+    );
+    // Once it has ended, -f still answers with its result, for scripts.
+    let again = crate::common::run(
+        crate::common::runway()
+            .args(["log", "-f", "1"])
+            .env("RUNWAY_STATE_DIR", s.state()),
+    );
+    assert_eq!(again.code, 1, "{}", again.all());
+    assert!(again.stdout.contains("\nstep-two\n"), "{}", again.stdout);
+}
+
+/// An operator who will not wait out the grace period sends a second SIGTERM (or presses
+/// Ctrl-C twice): the running build is canceled at once, its job killed.
+#[test]
+fn a_second_sigterm_cancels_running_builds_at_once() {
+    let s = Setup::new(
+        "language: shell\nscript: echo started; sleep 86425\nnotifications:\n  email: false\n",
+        "",
+    );
+    let config_text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("shutdown_grace_secs = 5", "shutdown_grace_secs = 600");
+    std::fs::write(&s.config, config_text).unwrap();
+    let mut srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(
+        || {
+            srv.request("GET", "/api/builds/1/log", &[], b"")
+                .1
+                .contains("\nstarted\n")
+        },
+        "the job to start",
+    );
+    srv.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !srv.exited_within(1),
+        "the first SIGTERM waits for the build"
+    );
+    srv.signal("-TERM");
+    assert!(
+        srv.exited_within(60),
+        "the second SIGTERM did not cancel the build (grace is 600 s)"
+    );
+    crate::common::assert_no_process("sleep 86425");
+    drop(srv);
+    let srv = s.start();
+    assert_eq!(srv.json("/api/builds/1")["state"], "canceled");
+}
+
+#[test]
+fn sigterm_finishes_running_builds_and_keeps_the_queue() {
+    let s = Setup::new(
+        "language: shell\nscript: sleep 1 && echo done\n",
+        "concurrency = 1",
+    );
+    let config_text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("concurrency = 2\n", "");
+    std::fs::write(&s.config, config_text).unwrap();
+    let srv = s.start();
+    let sha = s.head();
+    for b in ["a", "b", "c"] {
+        assert_eq!(generic(&srv, b, &sha).0, 202);
+    }
+    wait_for(
+        || states(&srv).iter().any(|(_, s)| s == "running"),
+        "a running build",
+    );
+    srv.signal("-TERM");
+    let mut srv = srv;
+    let status = srv.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(srv.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    assert!(rest.contains("queued builds stay queued"), "{rest}");
+    let srv = s.start();
+    let st = states(&srv);
+    assert_eq!(
+        st.iter().filter(|(_, s)| s == "passed").count()
+            + st.iter()
+                .filter(|(_, s)| s == "queued" || s == "running")
+                .count(),
+        3,
+        "{st:?}"
+    );
+    assert!(
+        !st.iter().any(|(_, s)| s == "errored"),
+        "the running build finished within the grace period: {st:?}"
+    );
+    wait_for(
+        || states(&srv).iter().all(|(_, s)| s == "passed"),
+        "the queue drained after the restart",
+    );
+    let _ = &s.bare;
+}
+
+/// Issue #6, "workers: up to `concurrency` jobs at once": with `concurrency = 3`, two
+/// builds of four jobs each never run more than three jobs at once, and a build's own
+/// jobs run side by side (the limit is on jobs, not on builds).
+#[test]
+fn concurrency_limits_jobs_across_builds() {
+    let shared = tempfile::tempdir().unwrap();
+    let d = shared.path().display();
+    let s = Setup::new(
+        &format!(
+            "language: shell\nenv:\n  - N=1\n  - N=2\n  - N=3\n  - N=4\nscript:\n  - touch {d}/running.$TRAVIS_BUILD_NUMBER.$TRAVIS_JOB_NUMBER\n  - sleep 1\n  - ls {d} | grep -c '^running' >> {d}/peaks\n  - sleep 1\n  - rm {d}/running.$TRAVIS_BUILD_NUMBER.$TRAVIS_JOB_NUMBER\n"
+        ),
+        "",
+    );
+    let toml = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        toml.replace("concurrency = 2", "concurrency = 3"),
+    )
+    .unwrap();
+    let srv = s.start();
+    let head = s.head();
+    assert_eq!(generic(&srv, "master", &head).0, 202);
+    assert_eq!(generic(&srv, "other", &head).0, 202);
+    wait_for(
+        || states(&srv).iter().all(|(_, st)| st == "passed"),
+        "both builds to pass",
+    );
+    let peaks: Vec<usize> = std::fs::read_to_string(shared.path().join("peaks"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 8, "{peaks:?}");
+    assert_eq!(
+        peaks.iter().max(),
+        Some(&3),
+        "jobs running at once: {peaks:?}"
+    );
+}
+
+/// "Nothing is lost": a build that a crash (SIGKILL of the server) interrupts keeps the
+/// log it had printed; after the restart `runway log`, the API and the build page show
+/// it, with the reason the build ended. The job's processes, which outlive the killed
+/// server, are ended by the restart, and the build is mailed as errored.
+#[test]
+fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mails() {
+    use crate::common::smtp::Smtp;
+    let smtp = Smtp::start(&[]);
+    let pids = tempfile::tempdir().unwrap();
+    let pid_file = pids.path().join("sleep.pid");
+    let s = Setup::new(
+        &format!(
+            "language: shell\nscript:\n  - echo before-the-crash\n  - echo \"$PWD\" > {}.dir; sleep 300 & echo $! > {}; wait\nnotifications:\n  email:\n    recipients: [team@example.com]\n",
+            pid_file.display(),
+            pid_file.display()
+        ),
+        &format!("[smtp]\nurl = \"smtp://127.0.0.1:{}\"\n", smtp.port),
+    );
+    let srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(|| pid_file.exists(), "the job to start");
+    srv.signal("-KILL");
+    drop(srv);
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let running = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            !st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    assert!(running(&pid), "the job outlives the killed server");
+    let build_dir = std::fs::read_to_string(pid_file.with_extension("pid.dir")).unwrap();
+    let build_dir = Path::new(build_dir.trim());
+    assert!(build_dir.exists(), "{}", build_dir.display());
+
+    // The restart errors the build and ends the job's process group.
+    let mut srv = s.start();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = srv.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(out).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("process group") {
+            break;
+        }
+    }
+    assert!(said.contains("build o/app#1 was interrupted"), "{said}");
+    assert!(said.contains("killed 1 job process group(s)"), "{said}");
+    wait_for(|| !running(&pid), "the orphaned job to end");
+    assert!(
+        !build_dir.exists(),
+        "the restart removes the interrupted job's workspace: {}",
+        build_dir.display()
+    );
+    let b = srv.json("/api/builds/1");
+    assert_eq!(b["state"], "errored", "{b}");
+    let r = crate::common::run(
+        crate::common::runway()
+            .args(["log", "1"])
+            .env("RUNWAY_STATE_DIR", s.state()),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("\nbefore-the-crash\n"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("runway: build o/app#1 is errored: interrupted"),
+        "{}",
+        r.stdout
+    );
+    let (code, log) = srv.request("GET", "/api/builds/1/log", &[], b"");
+    assert_eq!(code, 200);
+    assert!(log.contains("\nbefore-the-crash\n"), "{log}");
+    let (code, page) = srv.request("GET", "/builds/1", &[], b"");
+    assert_eq!(code, 200);
+    assert!(page.contains("before-the-crash"), "{page}");
+
+    // And it still mails, as errored, with the log it had printed.
+    assert!(said.contains("queued 1 mail(s)"), "{said}");
+    wait_for(|| !smtp.messages().is_empty(), "the errored build's mail");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["team@example.com"]);
+    assert!(
+        mails[0]
+            .subject
+            .starts_with("[runway] Errored: o/app#1 (master - "),
+        "{}",
+        mails[0].subject
+    );
+    assert!(
+        mails[0].text.contains("before-the-crash"),
+        "{}",
+        mails[0].text
+    );
+    assert!(
+        mails[0]
+            .text
+            .contains("runway stopped while this build was running"),
+        "{}",
+        mails[0].text
+    );
+}
