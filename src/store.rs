@@ -71,6 +71,8 @@ pub struct BuildRow {
     pub reason: Option<String>,
     /// The commit message.
     pub message: String,
+    /// The commit's author (`Name`), once the build has read the commit.
+    pub author: String,
 }
 
 /// A recorded job.
@@ -165,6 +167,7 @@ CREATE TABLE IF NOT EXISTS builds (
   previous_state TEXT,
   commit_range TEXT NOT NULL DEFAULT '',
   reason TEXT,
+  author TEXT NOT NULL DEFAULT '',
   UNIQUE (repo, number)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -294,11 +297,12 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         commit_range: r.get(11)?,
         reason: r.get(12)?,
         message: r.get(13)?,
+        author: r.get(14)?,
     })
 }
 
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
-     previous_state, commit_range, reason, message";
+     previous_state, commit_range, reason, message, author";
 
 impl Store {
     /// Opens (and creates) the store in `dir`.
@@ -308,14 +312,18 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL;")?;
         conn.execute_batch(SCHEMA)?;
-        // Stores made before jobs had a reason get the column (empty for old jobs).
-        let has_reason: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'reason')",
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_reason {
-            conn.execute_batch("ALTER TABLE jobs ADD COLUMN reason TEXT NOT NULL DEFAULT '';")?;
+        // Stores made before these columns get them (empty for old rows).
+        for (table, column) in [("jobs", "reason"), ("builds", "author")] {
+            let has: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+                params![table, column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT '';"
+                ))?;
+            }
         }
         Ok(Store {
             conn,
@@ -537,6 +545,15 @@ impl Store {
             params![id],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Records the commit's author once the build has read the commit.
+    pub fn set_author(&mut self, id: i64, author: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE builds SET author = ?1 WHERE id = ?2",
+            params![author, id],
+        )?;
         Ok(())
     }
 

@@ -238,6 +238,12 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         store = Some(st);
     }
     let number = recorded.as_ref().map_or(1, |r| r.number);
+    // The author is known once the commit is read (a webhook may not say).
+    if let (Some(st), Some(row), Some(author)) =
+        (store.as_mut(), recorded.as_ref(), event.author.as_ref())
+    {
+        let _ = st.set_author(row.id, &author.name);
+    }
     let plan = if number == 1 {
         plan
     } else {

@@ -57,7 +57,7 @@ pub fn index(rows: &[BuildRow], repos: &[String], only: Option<&str>) -> String 
         b.push_str(&link(r, &href, only == Some(r.as_str())));
     }
     b.push_str(
-        "</nav><table id=\"builds\"><tr><th>#</th><th>Repository</th><th>Commit</th><th>Branch</th><th>Event</th><th>Started</th><th>Duration</th><th>State</th></tr>",
+        "</nav><table id=\"builds\"><tr><th>#</th><th>Repository</th><th>Commit</th><th>Author</th><th>Branch</th><th>Event</th><th>Started</th><th>Duration</th><th>State</th></tr>",
     );
     for r in rows {
         let what = r
@@ -68,12 +68,13 @@ pub fn index(rows: &[BuildRow], repos: &[String], only: Option<&str>) -> String 
             .unwrap_or_default();
         let first_line = r.message.lines().next().unwrap_or("");
         b.push_str(&format!(
-            "<tr><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td><td><code>{sha}</code> {msg}</td><td>{what}</td><td>{event}</td><td><time datetime=\"{iso}\" title=\"{iso}\">{iso}</time></td><td>{took}</td><td class=\"{st}\">{st}</td></tr>",
+            "<tr><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td><td><code>{sha}</code> {msg}</td><td>{author}</td><td>{what}</td><td>{event}</td><td><time datetime=\"{iso}\" title=\"{iso}\">{iso}</time></td><td>{took}</td><td class=\"{st}\">{st}</td></tr>",
             n = r.number,
             href = esc(&crate::notify::build_url("", &r.repo, r.number)),
             repo = esc(&r.repo),
             sha = esc(&r.commit[..r.commit.len().min(7)]),
             msg = esc(first_line),
+            author = esc(&r.author),
             what = esc(&what),
             event = esc(&r.event),
             iso = utc(r.started_at),
@@ -305,6 +306,7 @@ mod tests {
             repo: "o/app".into(),
             event: "push".into(),
             message: "Fix the <login> page\n\nlong body".into(),
+            author: "Ada".into(),
             started_at: 1_796_138_438,
             state: crate::store::Status::Passed,
             commit: "abcdef0123".into(),
@@ -317,6 +319,7 @@ mod tests {
         );
         assert!(!html.contains("long body"), "{html}");
         assert!(html.contains("<td>push</td>"), "{html}");
+        assert!(html.contains("<td>Ada</td>"), "{html}");
         assert!(html.contains("datetime=\"2026-12-01T15:20:38Z\""), "{html}");
         assert!(html.contains("class=\"on\">o/app</a>"), "{html}");
     }

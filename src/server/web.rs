@@ -165,7 +165,9 @@ fn event_of(chunk: &Chunk) -> Event {
 fn api_row(r: &BuildRow) -> serde_json::Value {
     serde_json::json!({
         "number": r.number, "repo": r.repo, "branch": r.branch, "tag": r.tag,
-        "commit": r.commit, "state": r.state,
+        "commit": r.commit, "state": r.state, "event": r.event,
+        "message": r.message.lines().next().unwrap_or(""), "author": r.author,
+        "started_at": r.started_at, "finished_at": r.finished_at,
     })
 }
 

@@ -37,6 +37,8 @@ fn the_server_logs_one_line_per_event() {
         || srv.json("/api/builds/1")["state"] == "passed",
         "the build",
     );
+    // issue 14: the build names the commit's author (read when the build read the commit).
+    assert_eq!(srv.json("/api/builds/1")["author"], "Ada Author");
     // issue 14: a job is shown with its matrix values, not only its env.
     assert_eq!(
         srv.json("/api/builds/1")["jobs"][0]["env"],

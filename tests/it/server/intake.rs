@@ -337,8 +337,13 @@ fn slow_clients_cannot_hold_the_server() {
     });
     let mut buf = Vec::new();
     let read = trickle.read_to_end(&mut buf);
+    // Closed by the server: an end of stream, or a reset (the kernel resets a socket
+    // closed with unread bytes). Not a read timeout: that would mean still open.
     assert!(
-        read.is_ok(),
+        read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
         "the server closed the trickling connection: {read:?}"
     );
     assert!(
