@@ -7,37 +7,12 @@
 use runway::config::condition;
 use std::io::BufRead;
 
-/// The facts `--eval` uses (the Ruby side of the comparison uses the same).
-fn facts() -> condition::Facts {
-    let mut f = condition::Facts::default();
-    for (k, v) in [
-        ("type", "push"),
-        ("branch", "master"),
-        ("repo", "owner/app"),
-        ("os", "linux"),
-        ("fork", "false"),
-        ("commit_message", "fix it\n\nmore text"),
-        ("sender", ""),
-    ] {
-        f.vars.insert(k.into(), v.into());
-    }
-    for (k, v) in [
-        ("DEPLOY", "true"),
-        ("NAME", "app"),
-        ("EMPTY", ""),
-        ("FOO", "False"),
-        ("QUOTED", "\"q\""),
-        ("master", "from-env"),
-        ("SPACE", " "),
-    ] {
-        f.env.insert(k.into(), v.into());
-    }
-    f
-}
+// The facts `--eval` uses: the ones the oracle's values were computed against.
+include!("../tests/fixtures/travis-conditions/facts.rs");
 
 fn main() {
     let eval = std::env::args().any(|a| a == "--eval");
-    let f = facts();
+    let f = oracle_facts();
     for line in std::io::stdin().lock().lines().map_while(Result::ok) {
         match (condition::parse(&line), eval) {
             (Ok(e), false) => println!("OK\t{}", e.sexp()),

@@ -147,7 +147,7 @@ pub fn printed_forms(v: &str) -> Vec<String> {
 
 /// Percent-encodes all but RFC 3986's unreserved characters (and `/` when kept);
 /// `plus` writes a space as `+` (form encoding).
-fn percent_encode(s: &str, keep_slash: bool, plus: bool, lower: bool) -> String {
+pub fn percent_encode(s: &str, keep_slash: bool, plus: bool, lower: bool) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {

@@ -490,28 +490,13 @@ pub fn retry_at(attempts: u32) -> i64 {
 
 /// `text` percent-encoded for a URL query value (all but RFC 3986's unreserved).
 pub fn url_component(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::mask::percent_encode(text, false, false, false)
 }
 
 /// The build page of `repo`'s build `number` on the server at `base` (its
 /// `public_url`), naming the repository: several repositories have a build #1.
 pub fn build_url(base: &str, repo: &str, number: u64) -> String {
-    let repo: String = repo
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
+    let repo = crate::mask::percent_encode(repo, true, false, false);
     format!("{}/builds/{number}?repo={repo}", base.trim_end_matches('/'))
 }
 

@@ -249,12 +249,13 @@ impl Status {
     pub fn is_active(self) -> bool {
         matches!(self, Status::Queued | Status::Running)
     }
+}
 
-    fn column(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Status> {
-        let name: String = r.get(i)?;
-        Status::parse(&name).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-        })
+/// Read from its stored name (an unknown name is a conversion error).
+impl rusqlite::types::FromSql for Status {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Status> {
+        let name = v.as_str()?;
+        Status::parse(name).map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
     }
 }
 
@@ -284,16 +285,10 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         tag: r.get(4)?,
         commit: r.get(5)?,
         event: r.get(6)?,
-        state: Status::column(r, 7)?,
+        state: r.get(7)?,
         started_at: r.get(8)?,
         finished_at: r.get(9)?,
-        previous_state: r
-            .get::<_, Option<String>>(10)?
-            .map(|s| Status::parse(&s))
-            .transpose()
-            .map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
-            })?,
+        previous_state: r.get(10)?,
         commit_range: r.get(11)?,
         reason: r.get(12)?,
         message: r.get(13)?,

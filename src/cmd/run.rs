@@ -308,8 +308,9 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         plan.build.reason
     ));
     let report = build::run(&plan, &jobs, &event, number, &language, &opts, &out);
+    // One masker for what is recorded and what is mailed.
+    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     if let (Some(st), Some(row)) = (store.as_mut(), recorded.as_ref()) {
-        let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
         let rows: Vec<JobRow> = report
             .jobs
             .iter()
@@ -365,7 +366,6 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         ));
     }
     let previous = recorded.as_ref().and_then(|r| r.previous_state);
-    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
     let facts = (number, previous, None);
     mail(
         &plan,

@@ -175,15 +175,17 @@ fn build(state: &AppState, row: BuildRow) {
         let _ = std::io::Write::write_all(&mut err, format!("runway: {e}\n").as_bytes());
     }
     // A build that ended without recording its end (an early error) is errored.
-    if let Ok(Some(now)) = state.db(|s| s.by_id(row.id))
+    let mut ended = state.db(|s| s.by_id(row.id)).ok().flatten();
+    if let Some(now) = ended.as_mut()
         && now.state == Status::Running
     {
         let why = result
             .err()
             .unwrap_or_else(|| "the build ended early".into());
         let _ = state.db(|s| s.set_state(row.id, Status::Errored, Some(&why)));
+        now.state = Status::Errored;
+        now.reason = Some(why);
     }
-    let ended = state.db(|s| s.by_id(row.id)).ok().flatten();
     tracing::info!(
         repo = %row.repo,
         number = row.number,

@@ -342,37 +342,17 @@ fn the_deepest_accepted_file_is_read_and_planned_on_a_2_mib_stack() {
     worker.join().expect("no stack overflow");
 }
 
+include!("../fixtures/travis-conditions/facts.rs");
+
 /// issue 16: `if:` as travis-conditions v1 reads it. Every line of the oracle file is
 /// what Travis's own parser and evaluator (travis-conditions at c5e8ab1, run by Ruby)
 /// said of a condition: its own spec fixtures, every `if:` of the corpus, and a case for
 /// each rule. runway must say the same: the same tree, the same value.
 #[test]
 fn travis_conditions_oracle() {
-    use runway::config::condition::{self, Facts};
-    let mut facts = Facts::default();
-    // The facts oracle_eval.rb used (tests/fixtures/travis-conditions/oracle.tsv).
-    for (k, v) in [
-        ("type", "push"),
-        ("branch", "master"),
-        ("repo", "owner/app"),
-        ("os", "linux"),
-        ("fork", "false"),
-        ("commit_message", "fix it\n\nmore text"),
-        ("sender", ""),
-    ] {
-        facts.vars.insert(k.into(), v.into());
-    }
-    for (k, v) in [
-        ("DEPLOY", "true"),
-        ("NAME", "app"),
-        ("EMPTY", ""),
-        ("FOO", "False"),
-        ("QUOTED", "\"q\""),
-        ("master", "from-env"),
-        ("SPACE", " "),
-    ] {
-        facts.env.insert(k.into(), v.into());
-    }
+    use runway::config::condition;
+    // The facts Travis's evaluator used for the oracle's values.
+    let facts = oracle_facts();
     let table = include_str!("../fixtures/travis-conditions/oracle.tsv");
     let mut checked = 0;
     let mut wrong = Vec::new();

@@ -25,8 +25,14 @@ impl Server {
         for (k, v) in env {
             c.env(k, v);
         }
+        Server::spawn(&mut c)
+    }
+
+    /// Runs a `runway serve` command made by the caller (extra flags, a wrapper such as
+    /// `prlimit`) and waits for its listen line.
+    pub fn spawn(c: &mut std::process::Command) -> Server {
         let started =
-            super::spawn_announcing(&mut c, "runway serve: listening on http://", "runway serve");
+            super::spawn_announcing(c, "runway serve: listening on http://", "runway serve");
         Server {
             child: started.child,
             addr: started.said,

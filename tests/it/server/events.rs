@@ -23,13 +23,7 @@ fn the_server_logs_one_line_per_event() {
     .arg(&s.config)
     .env("RUNWAY_STATE_DIR", s.state())
     .env("APP_SECRET", SECRET);
-    let started =
-        crate::common::spawn_announcing(&mut c, "runway serve: listening on http://", "serve");
-    let mut srv = Server {
-        child: started.child,
-        addr: started.said,
-        stdout: Some(started.stdout),
-    };
+    let mut srv = Server::spawn(&mut c);
     assert_eq!(generic(&srv, "master", &s.head()).0, 202);
     let (code, _) = srv.request("POST", "/hooks/generic", &[], b"{\"repo\":\"o/app\"}");
     assert_eq!(code, 401);

@@ -295,13 +295,7 @@ fn slow_clients_cannot_hold_the_server() {
         .env("RUNWAY_STATE_DIR", s.state())
         .env("XDG_CACHE_HOME", s.state().join("cache"))
         .env("APP_SECRET", SECRET);
-    let started =
-        crate::common::spawn_announcing(&mut c, "runway serve: listening on http://", "serve");
-    let srv = Server {
-        child: started.child,
-        addr: started.said,
-        stdout: Some(started.stdout),
-    };
+    let srv = Server::spawn(&mut c);
     // 100 clients that have sent half a request and keep the connection.
     let slow: Vec<TcpStream> = (0..100)
         .filter_map(|_| {
