@@ -67,8 +67,15 @@ pub fn roll_up<'a>(jobs: impl IntoIterator<Item = (&'a JobPlan, JobResult)>) -> 
 /// builds they belong to (runway.toml's `concurrency`).
 #[derive(Debug)]
 pub struct JobSlots {
-    free: Mutex<usize>,
+    free: Mutex<Counts>,
     freed: Condvar,
+}
+
+/// Free slots and the jobs waiting for one, under one lock.
+#[derive(Debug)]
+struct Counts {
+    free: usize,
+    waiting: usize,
 }
 
 /// A held slot; dropping it frees the slot.
@@ -79,7 +86,10 @@ impl JobSlots {
     /// `n` slots (at least one).
     pub fn new(n: usize) -> Arc<JobSlots> {
         Arc::new(JobSlots {
-            free: Mutex::new(n.max(1)),
+            free: Mutex::new(Counts {
+                free: n.max(1),
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         })
     }
@@ -88,17 +98,24 @@ impl JobSlots {
     /// when a build is canceled; nothing polls). Gives up (`None`) when `cancel` is set,
     /// so a canceled build does not wait behind others; its job then ends canceled.
     pub fn acquire(self: &Arc<Self>, cancel: Option<&AtomicBool>) -> Option<Slot> {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.free.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if *free > 0 {
-                *free -= 1;
+            if counts.free > 0 {
+                counts.free -= 1;
                 return Some(Slot(self.clone()));
             }
             if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
                 return None;
             }
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+            counts.waiting += 1;
+            counts = self.freed.wait(counts).unwrap_or_else(|p| p.into_inner());
+            counts.waiting -= 1;
         }
+    }
+
+    /// How many jobs wait for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).waiting
     }
 
     /// Wakes every waiter to look at its cancel flag again: call after setting one.
@@ -111,7 +128,7 @@ impl JobSlots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.free.lock().unwrap_or_else(|p| p.into_inner()).free += 1;
         self.0.freed.notify_one();
     }
 }
@@ -506,6 +523,11 @@ mod tests {
         std::thread::spawn(move || {
             let _ = tx.send(s.acquire(Some(&c)).is_some());
         });
+        // Cancel only once the job is inside its wait (counted under the lock it
+        // releases there), so only `wake_all` can end the wait.
+        while slots.waiting() == 0 {
+            std::thread::yield_now();
+        }
         cancel.store(true, Ordering::SeqCst);
         slots.wake_all();
         // A guard against a hang, not a measure of speed.
