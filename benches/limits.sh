@@ -8,8 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 cargo build --release --quiet
-if ! python3 -c 'import yaml; yaml.CSafeLoader' 2>/dev/null; then
-  python3 -m pip install --quiet 'PyYAML==6.0.2'
+# PyYAML, pinned, in a venv of its own (Debian's python3 refuses a global pip install).
+py=target/bench-venv/bin/python
+if ! "$py" -c 'import yaml; yaml.CSafeLoader' 2>/dev/null; then
+  python3 -m venv target/bench-venv
+  "$py" -m pip install --quiet --disable-pip-version-check 'PyYAML==6.0.2'
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -22,7 +25,7 @@ open(f"{w}/keys/.travis.yml", "w").write(
 open(f"{w}/include/.travis.yml", "w").write(
     "language: shell\njobs:\n  include:\n" + "".join(f"    - env: A={i}\n" for i in range(50_000)))
 PY
-python3 - "$work" "$rounds" "$PWD/target/release/runway" <<'PY'
+"$py" - "$work" "$rounds" "$PWD/target/release/runway" <<'PY'
 import subprocess, sys, time, yaml
 w, rounds, runway = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 

@@ -4,9 +4,11 @@ use super::*;
 
 #[test]
 fn deliveries_signed_unsigned_tampered_oversized_malformed() {
+    // Three pushes of master follow each other: with auto-cancel a slow worker would
+    // find the first still queued and cancel it, which is not what this test is about.
     let s = Setup::new(
         "language: shell\nbranches:\n  only: [master]\nscript: echo hello from the server\n",
-        "",
+        "auto_cancel = false",
     );
     let srv = s.start();
     let sha = s.head();
