@@ -6,6 +6,7 @@
 //! - [`plan`]: does the build run, which jobs, which deploys fire, who gets mail (pure);
 //! - [`source`]: git: the current branch, HEAD's message, files at a commit;
 //! - [`workspace`]: a job's fresh checkout, `$HOME` and scratch space;
+//! - [`sandbox`]: the throwaway copy of the machine each job's shell runs in;
 //! - [`job`]: one job in one persistent shell, with Travis's phase rules;
 //! - [`build`]: the jobs of a plan, stage by stage, and the build result;
 //! - [`relay`]: the output of jobs running side by side, whole per job and live;
@@ -35,6 +36,7 @@ pub mod notify;
 pub mod plan;
 pub mod relay;
 pub mod runway_toml;
+pub mod sandbox;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -74,6 +74,57 @@ pub struct RunArgs {
     pub public_settings: Vec<String>,
     /// The build store's directory (default: `RUNWAY_STATE_DIR` and friends).
     pub state_dir: Option<PathBuf>,
+    /// Where jobs run: `--sandbox`, runway.toml's `sandbox`, `hide` and `network`.
+    pub sandbox: SandboxArgs,
+}
+
+/// How jobs are isolated ([`crate::sandbox`]).
+#[derive(Clone, Debug, Default)]
+pub struct SandboxArgs {
+    /// `--sandbox namespaces|none`.
+    pub mode: crate::sandbox::Mode,
+    /// `network = false`: the job gets loopback only.
+    pub no_network: bool,
+    /// More paths jobs must not see (runway.toml's `hide`, the config file itself).
+    pub hide: Vec<PathBuf>,
+    /// The server made a sandbox at start (and warned about `none`): skip it per build.
+    pub checked: bool,
+}
+
+impl SandboxArgs {
+    /// The sandbox for a build whose state and caches live in `state_dir` and
+    /// `cache_root`: made once here to know it works (unless the server did), or the
+    /// bare host with its warning said.
+    fn make(
+        &self,
+        state_dir: &std::path::Path,
+        cache_root: &std::path::Path,
+        env_file: Option<&std::path::Path>,
+        say: &dyn Fn(&str),
+    ) -> Result<Arc<dyn crate::sandbox::Sandbox>, crate::sandbox::SandboxError> {
+        use crate::sandbox::{BARE_WARNING, Bare, Mode, Namespaces, Policy};
+        match self.mode {
+            Mode::None => {
+                if !self.checked {
+                    say(BARE_WARNING);
+                }
+                Ok(Arc::new(Bare))
+            }
+            Mode::Namespaces => {
+                let mut hide = vec![state_dir.to_path_buf(), cache_root.to_path_buf()];
+                hide.extend(env_file.map(|f| f.to_path_buf()));
+                hide.extend(self.hide.iter().cloned());
+                let ns = Namespaces::new(Policy {
+                    no_network: self.no_network,
+                    hide,
+                });
+                if !self.checked {
+                    ns.check()?;
+                }
+                Ok(Arc::new(ns))
+            }
+        }
+    }
 }
 
 /// The longest `--timeout` or `--no-output-timeout`: a week.
@@ -216,9 +267,21 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         }
         return Ok(exit::PASSED);
     }
+    let state_dir = args.state_dir.clone().unwrap_or_else(store::default_dir);
+    let cache_root = args.cache_dir.clone().unwrap_or_else(default_root);
+    let sandbox = match args
+        .sandbox
+        .make(&state_dir, &cache_root, args.env_file.as_deref(), &say)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            writeln!(err, "runway: the job sandbox cannot be made here: {e}")?;
+            writeln!(err, "runway: {}", e.hint())?;
+            return Ok(exit::ERRORED);
+        }
+    };
     // With --notify the build is recorded: it gets its number and remembers the
     // previous finished build of its branch (what "change" compares with).
-    let state_dir = args.state_dir.clone().unwrap_or_else(store::default_dir);
     let mut recorded = args.recorded.clone();
     let mut store = None;
     if recorded.is_some() {
@@ -278,9 +341,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         job: JobOptions {
             no_output_timeout: args.no_output_timeout,
             timeout: args.timeout,
-            cache_store: Some(LocalStore::new(
-                args.cache_dir.clone().unwrap_or_else(default_root),
-            )),
+            cache_store: Some(LocalStore::new(cache_root)),
             default_branch: event.default_branch.clone(),
             deploy: args.deploy,
             cancel: args.cancel.clone(),
@@ -290,6 +351,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
                 .as_ref()
                 .map(|_| store::process_dir(&state_dir)),
             max_log_bytes: crate::job::MAX_LOG_BYTES,
+            sandbox,
         },
         git,
         origin,

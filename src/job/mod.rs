@@ -111,6 +111,8 @@ pub struct JobOptions {
     /// A job whose log grows past this many bytes is terminated, errored (Travis's
     /// limit: 4 MB), so a runaway command cannot fill memory, disk and mailboxes.
     pub max_log_bytes: u64,
+    /// Where the job's shell runs ([`crate::sandbox`]).
+    pub sandbox: Arc<dyn crate::sandbox::Sandbox>,
 }
 
 pub use crate::limits::MAX_LOG_BYTES;
@@ -126,6 +128,7 @@ impl Default for JobOptions {
             cancel: None,
             process_dir: None,
             max_log_bytes: MAX_LOG_BYTES,
+            sandbox: Arc::new(crate::sandbox::Bare),
         }
     }
 }
@@ -285,6 +288,7 @@ impl Runner<'_> {
             "Build directory: {}",
             self.ctx.workspace.build_dir.display()
         ));
+        log.line(&self.ctx.options.sandbox.describe());
         log.line("");
     }
 
@@ -302,7 +306,14 @@ impl Runner<'_> {
         if has_gradle(&ws.build_dir) {
             penv.push(("TERM".into(), "dumb".into()));
         }
-        match Shell::start(&ws.build_dir, &penv, &ws.scratch) {
+        let paths = crate::sandbox::JobPaths {
+            root: ws.root().to_path_buf(),
+            build_dir: ws.build_dir.clone(),
+            home: ws.home.clone(),
+            scratch: ws.scratch.clone(),
+        };
+        let sandbox = &*self.ctx.options.sandbox;
+        match Shell::start(&ws.build_dir, &penv, &ws.scratch, sandbox, &paths) {
             Ok(mut sh) => {
                 sh.cancel = self.ctx.options.cancel.clone();
                 if let Some(dir) = &self.ctx.options.process_dir {
@@ -313,6 +324,9 @@ impl Runner<'_> {
             }
             Err(e) => {
                 log.line(&format!("runway could not start bash: {e}"));
+                if let shell::StartError::Sandbox(s) = &e {
+                    log.line(s.hint());
+                }
                 Err(Stop::End(
                     JobResult::Errored,
                     format!("could not start bash: {e}"),

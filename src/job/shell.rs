@@ -20,6 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::sandbox::{JobPaths, Sandbox, SandboxError};
+
 /// What the shell's reader threads report.
 #[derive(Debug)]
 pub enum ShellEvent {
@@ -71,9 +73,27 @@ pub struct Shell {
 
 const HELPERS: &str = include_str!("helpers.bash");
 
+/// Why a job's shell did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Pipes, files or the spawn failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The sandbox could not be made.
+    #[error("the sandbox could not be made: {0}")]
+    Sandbox(#[from] SandboxError),
+}
+
 impl Shell {
-    /// Starts `bash` in `cwd` with exactly `env`, keeping scratch files in `scratch`.
-    pub fn start(cwd: &Path, env: &[(String, String)], scratch: &Path) -> io::Result<Shell> {
+    /// Starts `bash` in `cwd` with exactly `env`, keeping scratch files in `scratch`,
+    /// inside `sandbox` (which shows the job the paths of `job`).
+    pub fn start(
+        cwd: &Path,
+        env: &[(String, String)],
+        scratch: &Path,
+        sandbox: &dyn Sandbox,
+        job: &JobPaths,
+    ) -> Result<Shell, StartError> {
         let (out_r, out_w) = io::pipe()?;
         let (status_r, status_w) = io::pipe()?;
         let (cmd_r, cmd_w) = io::pipe()?;
@@ -104,7 +124,13 @@ impl Shell {
                 Ok(())
             });
         }
-        let child = c.spawn()?;
+        let enclosure = sandbox.enclose(&mut c, job)?;
+        let mut child = c.spawn()?;
+        if let Err(e) = enclosure.confirm() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
         live_groups().push(child.id() as i32);
         drop(status_w);
         drop(cmd_r);

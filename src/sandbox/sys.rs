@@ -1,0 +1,490 @@
+//! Carrying out a [`Layout`] with system calls, between `fork` and `exec` of the job's
+//! shell. Everything the child needs (C strings, the seccomp program) is built before
+//! the fork: a forked child of a threaded process may not allocate.
+//!
+//! The processes, from runway down:
+//! - the **keeper** (runway's child, in runway's PID namespace and the job's process
+//!   group): clones the sandbox's first process into new namespaces, ignores `SIGTERM`
+//!   (so a job's grace period is the shell's), waits, and exits with the shell's status.
+//!   It dies with runway (`PR_SET_PDEATHSIG`).
+//! - **init** (PID 1 of the new PID namespace): mounts the layout, moves into the new
+//!   root, starts the shell, reaps orphans, and exits with the shell's status. When it
+//!   exits the kernel kills every process left in the namespace: `setsid` daemons,
+//!   double forks, loops that ignore `SIGTERM`. It dies with the keeper.
+//! - the **shell**: drops the capabilities that reach past the sandbox, sets
+//!   `no_new_privs` and the seccomp filter, and returns to `exec` bash.
+//!
+//! A failed mount is reported through a pipe of our own ([`SetupReport`]): the index of
+//! the step and `errno`.
+
+use std::ffi::CString;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use super::{Layout, SandboxError, Step, seccomp};
+
+/// One step as the child runs it.
+enum Op {
+    Mount {
+        src: CString,
+        target: CString,
+        fstype: CString,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+        optional: bool,
+    },
+    ReadOnly {
+        target: CString,
+    },
+    Mkdir(CString),
+    File(CString),
+    Symlink {
+        to: CString,
+        link: CString,
+    },
+}
+
+/// Everything the child needs, built before the fork.
+struct Prepared {
+    ops: Vec<Op>,
+    root: CString,
+    cwd: CString,
+    dot: CString,
+    slash: CString,
+    hostname: &'static [u8],
+    network: bool,
+    filter: Vec<libc::sock_filter>,
+    /// The write end of the report pipe (the parent's copy is closed after the spawn).
+    report: libc::c_int,
+}
+
+// SAFETY: `sock_filter` is plain data; nothing here is shared mutably.
+unsafe impl Sync for Prepared {}
+unsafe impl Send for Prepared {}
+
+/// The pipe on which init reports a failed step; EOF without a word means the shell
+/// started in its sandbox.
+pub struct SetupReport {
+    read: io::PipeReader,
+    write: Option<OwnedFd>,
+    steps: Vec<String>,
+}
+
+impl SetupReport {
+    /// Waits for init's word (EOF once every copy of the write end is closed: the
+    /// keeper's and init's after their setup, the shell's at exec).
+    pub fn wait(mut self) -> Result<(), SandboxError> {
+        // Our copy of the write end would keep the pipe open forever.
+        self.write = None;
+        let mut buf = Vec::new();
+        let _ = self.read.read_to_end(&mut buf);
+        if buf.len() < 8 {
+            return Ok(());
+        }
+        let step = u32::from_ne_bytes(buf[0..4].try_into().unwrap_or_default()) as usize;
+        let errno = i32::from_ne_bytes(buf[4..8].try_into().unwrap_or_default());
+        let step = match step {
+            s if s < self.steps.len() => self.steps[s].clone(),
+            CLONE => "making the namespaces".into(),
+            PIVOT => "making the overlay the root (pivot_root)".into(),
+            LOOPBACK => "bringing up loopback".into(),
+            HOSTNAME => "setting the host name".into(),
+            _ => "starting the sandbox".into(),
+        };
+        Err(SandboxError::Step {
+            step,
+            error: io::Error::from_raw_os_error(errno),
+        })
+    }
+}
+
+const CLONE: usize = 1_000_000;
+const PIVOT: usize = 1_000_001;
+const LOOPBACK: usize = 1_000_002;
+const HOSTNAME: usize = 1_000_003;
+
+fn c(p: &Path) -> Result<CString, SandboxError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Path(p.to_path_buf()))
+}
+
+fn inside(root: &Path, p: &Path) -> Result<CString, SandboxError> {
+    c(&root.join(p.strip_prefix("/").unwrap_or(p)))
+}
+
+fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
+    let r = &layout.root;
+    let cs = |s: &str| CString::new(s).unwrap_or_default();
+    layout
+        .steps
+        .iter()
+        .map(|s| {
+            Ok(match s {
+                Step::Overlay {
+                    target,
+                    lower,
+                    upper,
+                    work,
+                } => Op::Mount {
+                    src: cs("overlay"),
+                    target: inside(r, target)?,
+                    fstype: cs("overlay"),
+                    flags: 0,
+                    data: Some(cs(&format!(
+                        "lowerdir={},upperdir={},workdir={}",
+                        lower.display(),
+                        upper.display(),
+                        work.display()
+                    ))),
+                    optional: false,
+                },
+                Step::Fresh {
+                    fstype,
+                    target,
+                    data,
+                    readonly,
+                } => Op::Mount {
+                    src: cs(fstype),
+                    target: inside(r, target)?,
+                    fstype: cs(fstype),
+                    flags: libc::MS_NOSUID
+                        | if *fstype == "tmpfs" && target != Path::new("/tmp") {
+                            0
+                        } else {
+                            libc::MS_NODEV
+                        }
+                        | if *readonly { libc::MS_RDONLY } else { 0 }
+                        | if matches!(*fstype, "proc" | "sysfs") {
+                            libc::MS_NOEXEC
+                        } else {
+                            0
+                        },
+                    data: (!data.is_empty()).then(|| cs(data)),
+                    optional: false,
+                },
+                Step::Bind {
+                    src,
+                    target,
+                    optional,
+                } => Op::Mount {
+                    src: c(src)?,
+                    target: inside(r, target)?,
+                    fstype: cs(""),
+                    flags: libc::MS_BIND,
+                    data: None,
+                    optional: *optional,
+                },
+                Step::ReadOnly { target } => Op::ReadOnly {
+                    target: inside(r, target)?,
+                },
+                Step::Mkdir(p) => Op::Mkdir(inside(r, p)?),
+                Step::File(p) => Op::File(inside(r, p)?),
+                Step::Symlink { to, link } => Op::Symlink {
+                    to: c(to)?,
+                    link: inside(r, link)?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Arranges for `cmd` to start in the sandbox `layout` describes.
+pub fn enclose(
+    cmd: &mut Command,
+    layout: &Layout,
+    network: bool,
+) -> Result<SetupReport, SandboxError> {
+    let (read, write) = io::pipe()?;
+    let write = OwnedFd::from(write);
+    let prepared = std::sync::Arc::new(Prepared {
+        ops: compile(layout)?,
+        root: c(&layout.root)?,
+        cwd: c(&layout.cwd)?,
+        dot: CString::new(".").unwrap_or_default(),
+        slash: CString::new("/").unwrap_or_default(),
+        hostname: b"runway",
+        network,
+        filter: seccomp::filter(),
+        report: write.as_raw_fd(),
+    });
+    let steps = layout.steps.iter().map(|s| s.to_string()).collect();
+    // SAFETY: the closure only makes async-signal-safe system calls on data prepared
+    // above; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || enter(&prepared));
+    }
+    Ok(SetupReport {
+        read,
+        write: Some(write),
+        steps,
+    })
+}
+
+/// The namespaces init is cloned into.
+fn namespaces(network: bool) -> libc::c_int {
+    libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | if network { 0 } else { libc::CLONE_NEWNET }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Reports step `step` failed with `err`, then ends this process.
+unsafe fn fail(p: &Prepared, step: usize, err: i32) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    msg[4..].copy_from_slice(&err.to_ne_bytes());
+    unsafe {
+        libc::write(p.report, msg.as_ptr().cast(), msg.len());
+        libc::_exit(125)
+    }
+}
+
+/// Closes every descriptor: the keeper and init hold no pipe of the job's, so the job's
+/// output ends when the shell's does and `spawn` returns once the shell execs.
+unsafe fn close_all() {
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+    }
+}
+
+/// Waits for `pid`, reaping any other child on the way; returns its exit status as a
+/// shell reports it (128 + signal when killed).
+unsafe fn wait_for(pid: libc::pid_t) -> i32 {
+    loop {
+        let mut status = 0;
+        let got = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if got == pid {
+            if libc::WIFEXITED(status) {
+                return libc::WEXITSTATUS(status);
+            }
+            if libc::WIFSIGNALED(status) {
+                return 128 + libc::WTERMSIG(status);
+            }
+        } else if got < 0 && errno() != libc::EINTR {
+            return 127;
+        }
+    }
+}
+
+/// Runs in the child between fork and exec (see the module's header).
+fn enter(p: &Prepared) -> io::Result<()> {
+    // SAFETY: raw clone without glibc's fork handlers (a forked child of a threaded
+    // process must not take their locks); the child gets a copy of the stack.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let flags = namespaces(p.network) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+        let init = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
+        if init < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if init > 0 {
+            // The keeper.
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            close_all();
+            libc::_exit(wait_for(init as libc::pid_t));
+        }
+        // Init.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        build_root(p);
+        let shell = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize);
+        if shell < 0 {
+            fail(p, CLONE, errno());
+        }
+        if shell > 0 {
+            close_all();
+            // Its memory is runway's: nobody inside may read it.
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
+            libc::_exit(wait_for(shell as libc::pid_t));
+        }
+        // The shell.
+        if libc::chdir(p.cwd.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        drop_privileges(p)
+    }
+}
+
+/// Mounts the layout and moves into it (init, PID 1).
+unsafe fn build_root(p: &Prepared) {
+    unsafe {
+        let none = std::ptr::null::<libc::c_char>();
+        // Nothing mounted here propagates back to the host.
+        if libc::mount(none, p.slash.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+            fail(p, CLONE, errno());
+        }
+        for (i, op) in p.ops.iter().enumerate() {
+            let ok = match op {
+                Op::Mount {
+                    src,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                    optional,
+                } => {
+                    if *optional && libc::access(target.as_ptr(), libc::F_OK) != 0 {
+                        continue;
+                    }
+                    let data = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast());
+                    let r = libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), *flags, data);
+                    if r == 0 && *flags & libc::MS_BIND != 0 {
+                        // Binds keep the source's flags; make them nosuid at least.
+                        libc::mount(
+                            none,
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID,
+                            std::ptr::null(),
+                        );
+                    }
+                    r == 0
+                }
+                Op::ReadOnly { target } => {
+                    if libc::access(target.as_ptr(), libc::F_OK) != 0 {
+                        continue;
+                    }
+                    libc::mount(target.as_ptr(), target.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()) == 0
+                        && libc::mount(
+                            none,
+                            target.as_ptr(),
+                            none,
+                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID,
+                            std::ptr::null(),
+                        ) == 0
+                }
+                Op::Mkdir(path) => libc::mkdir(path.as_ptr(), 0o755) == 0 || errno() == libc::EEXIST,
+                Op::File(path) => {
+                    let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                    if fd >= 0 {
+                        libc::close(fd);
+                    }
+                    fd >= 0
+                }
+                Op::Symlink { to, link } => {
+                    libc::symlink(to.as_ptr(), link.as_ptr()) == 0 || errno() == libc::EEXIST
+                }
+            };
+            if !ok {
+                fail(p, i, errno());
+            }
+        }
+        // The overlay becomes `/`; the host's tree is detached from this namespace.
+        if libc::chdir(p.root.as_ptr()) != 0
+            || libc::syscall(libc::SYS_pivot_root, p.dot.as_ptr(), p.dot.as_ptr()) != 0
+            || libc::umount2(p.dot.as_ptr(), libc::MNT_DETACH) != 0
+            || libc::chdir(p.slash.as_ptr()) != 0
+        {
+            fail(p, PIVOT, errno());
+        }
+        if libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()) != 0 {
+            fail(p, HOSTNAME, errno());
+        }
+        if !p.network && !loopback_up() {
+            fail(p, LOOPBACK, errno());
+        }
+    }
+}
+
+/// Brings up `lo` in a fresh network namespace.
+unsafe fn loopback_up() -> bool {
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return false;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let ok = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        libc::close(s);
+        ok
+    }
+}
+
+/// The capabilities a job keeps (Docker's default set without `MKNOD`, `NET_RAW`):
+/// enough to install packages, change owners, switch users and bind low ports.
+const KEEP: &[u32] = &[
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL (only inside its PID namespace)
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    18, // SYS_CHROOT
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+/// The shell's last steps before exec: fewer capabilities, no new privileges, seccomp.
+unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
+    unsafe {
+        let mut keep: u64 = 0;
+        for cap in KEEP {
+            keep |= 1 << cap;
+        }
+        for cap in 0..64u32 {
+            if keep & (1 << cap) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+                && errno() != libc::EINVAL
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let header = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let half = |shift: u32| {
+            let v = (keep >> shift) as u32;
+            Data {
+                effective: v,
+                permitted: v,
+                inheritable: 0,
+            }
+        };
+        let data = [half(0), half(32)];
+        if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let prog = libc::sock_fprog {
+            len: p.filter.len() as u16,
+            filter: p.filter.as_ptr() as *mut libc::sock_filter,
+        };
+        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
