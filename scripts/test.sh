@@ -8,6 +8,11 @@ need_apt=()
 for tool in git zip unzip zstd tar; do
   command -v "$tool" >/dev/null 2>&1 || need_apt+=("$tool")
 done
+# The sandbox tests try what a job might: ip (iproute2), pgrep (procps), setsid and
+# unshare (util-linux).
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)

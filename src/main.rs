@@ -103,6 +103,13 @@ enum Command {
         /// recipients are said).
         #[arg(long)]
         show_mail: bool,
+        /// Where jobs run: `namespaces` (a throwaway copy of this machine per job) or
+        /// `none` (the bare host, with a warning).
+        #[arg(long, value_enum, default_value = "namespaces")]
+        sandbox: runway::sandbox::Mode,
+        /// Jobs get loopback only (runway.toml: `network = false`).
+        #[arg(long)]
+        no_network: bool,
     },
     /// Build on git push: install or run the post-receive hook.
     Hook {
@@ -204,6 +211,10 @@ struct HookFlags {
     /// gives its name, settings, `detach = true` and the mail server.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where jobs run: `namespaces` or `none` (the bare host); runway.toml's
+    /// `sandbox` when --config is given and this is not.
+    #[arg(long, value_enum)]
+    sandbox: Option<runway::sandbox::Mode>,
 }
 
 impl From<HookFlags> for cmd::hook::HookOptions {
@@ -213,6 +224,7 @@ impl From<HookFlags> for cmd::hook::HookOptions {
             detach: f.detach,
             repo: f.repo,
             config: f.config,
+            sandbox: f.sandbox,
             cancel: None,
         }
     }
@@ -285,6 +297,8 @@ fn main() -> ExitCode {
             notify,
             mail_dir,
             show_mail,
+            sandbox,
+            no_network,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -302,6 +316,11 @@ fn main() -> ExitCode {
                 mail_dir,
                 show_mail,
                 cancel: Some(runway::interrupt::cancel_on_signals()),
+                sandbox: cmd::run::SandboxArgs {
+                    mode: sandbox,
+                    no_network,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             cmd::run::run(&args, &mut err)

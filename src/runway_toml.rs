@@ -55,9 +55,20 @@ pub struct ServerConfig {
     pub api_token_env: Option<String>,
     /// Mail.
     pub smtp: Option<SmtpSection>,
+    /// Where jobs run: `"namespaces"` (default: a throwaway copy of the machine per
+    /// job) or `"none"` (the bare host, with a warning at start).
+    #[serde(default)]
+    pub sandbox: crate::sandbox::Mode,
+    /// More paths jobs must not see (runway's state, caches and this file are hidden
+    /// anyway): credentials of the server's user, say.
+    #[serde(default)]
+    pub hide: Vec<PathBuf>,
     /// The repositories.
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
+    /// Where this file was read from (hidden from jobs).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 /// `[smtp]`
@@ -111,6 +122,9 @@ pub struct RepoConfig {
     /// at once, as `hook install --detach` does.
     #[serde(default)]
     pub detach: bool,
+    /// `false`: this repository's jobs get loopback only.
+    #[serde(default = "yes")]
+    pub network: bool,
 }
 
 fn default_listen() -> String {
@@ -188,7 +202,7 @@ impl ServerConfig {
     pub fn load(path: &Path) -> Result<ServerConfig, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let cfg: ServerConfig = toml::from_str(&text).map_err(|e| {
+        let mut cfg: ServerConfig = toml::from_str(&text).map_err(|e| {
             let placed = misplaced_repo_key(&text).unwrap_or_default();
             format!("{}: {e}{placed}", path.display())
         })?;
@@ -206,7 +220,19 @@ impl ServerConfig {
                 ));
             }
         }
+        cfg.path = path.canonicalize().ok();
         Ok(cfg)
+    }
+
+    /// How `repo`'s jobs are isolated: the file's `sandbox` and `hide` (with the file
+    /// itself hidden) and the repository's `network`.
+    pub fn sandbox_args(&self, repo: Option<&RepoConfig>) -> crate::cmd::run::SandboxArgs {
+        crate::cmd::run::SandboxArgs {
+            mode: self.sandbox,
+            no_network: repo.is_some_and(|r| !r.network),
+            hide: self.hide.iter().cloned().chain(self.path.clone()).collect(),
+            checked: false,
+        }
     }
 
     /// The mail server for `repo`'s builds: its own `[repo.smtp]`, else `[smtp]`.

@@ -29,6 +29,8 @@ pub struct HookOptions {
     /// runway.toml: the repository's entry gives its name, settings, `detach`, and the
     /// mail server. Read at every push, so a change needs no reinstall.
     pub config: Option<PathBuf>,
+    /// `--sandbox` (else runway.toml's `sandbox`, else namespaces).
+    pub sandbox: Option<crate::sandbox::Mode>,
     /// Set to cancel the builds (the pusher pressed Ctrl-C).
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
@@ -106,6 +108,9 @@ pub fn install(
     }
     if let Some(r) = &opts.repo {
         options.push_str(&format!(" --repo {}", crate::job::shell::quote(r)));
+    }
+    if opts.sandbox == Some(crate::sandbox::Mode::None) {
+        options.push_str(" --sandbox none");
     }
     if let Some(config) = &opts.config {
         let config = config
@@ -289,6 +294,16 @@ pub fn run_hook(
             deploy: true,
             notify: true,
             cancel: opts.cancel.clone(),
+            sandbox: {
+                let mut s = configured
+                    .as_ref()
+                    .map(|(c, r)| c.sandbox_args(Some(r)))
+                    .unwrap_or_default();
+                if let Some(m) = opts.sandbox {
+                    s.mode = m;
+                }
+                s
+            },
             // The pusher reads this as `remote:` lines: folds and timers rendered for
             // people, not Travis's raw markers (half of all lines).
             out: Some(std::sync::Arc::new(std::sync::Mutex::new(Box::new(

@@ -106,7 +106,7 @@ impl SandboxArgs {
         match self.mode {
             Mode::None => {
                 if !self.checked {
-                    say(BARE_WARNING);
+                    say(&format!("runway: warning: {BARE_WARNING}"));
                 }
                 Ok(Arc::new(Bare))
             }
@@ -269,6 +269,15 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     }
     let state_dir = args.state_dir.clone().unwrap_or_else(store::default_dir);
     let cache_root = args.cache_dir.clone().unwrap_or_else(default_root);
+    if args.recorded.is_none() {
+        // (The server does this once at start, for every build it runs.)
+        let ended = crate::job::shell::end_orphans(&store::process_dir(&state_dir));
+        if ended > 0 {
+            say(&format!(
+                "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
+            ));
+        }
+    }
     let sandbox = match args
         .sandbox
         .make(&state_dir, &cache_root, args.env_file.as_deref(), &say)
@@ -345,11 +354,9 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             default_branch: event.default_branch.clone(),
             deploy: args.deploy,
             cancel: args.cancel.clone(),
-            // Server builds record their process groups; a restart ends what a crash left.
-            process_dir: args
-                .recorded
-                .as_ref()
-                .map(|_| store::process_dir(&state_dir)),
+            // Every build records its jobs' process groups and workspaces; the next
+            // runway ends and removes what a crash left.
+            process_dir: Some(store::process_dir(&state_dir)),
             max_log_bytes: crate::job::MAX_LOG_BYTES,
             sandbox,
         },

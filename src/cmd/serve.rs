@@ -50,6 +50,22 @@ pub fn serve(
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let cfg = ServerConfig::load(config).map_err(CmdError::Usage)?;
+    // Jobs' sandbox, made once now: a machine that cannot make one is told before
+    // the first push, not at every job.
+    match cfg.sandbox {
+        crate::sandbox::Mode::None => {} // said with the other warnings
+        crate::sandbox::Mode::Namespaces => {
+            let probe = crate::sandbox::Namespaces::new(crate::sandbox::Policy::default());
+            if let Err(e) = probe.check() {
+                writeln!(
+                    out,
+                    "runway serve: the job sandbox cannot be made here: {e}"
+                )?;
+                writeln!(out, "runway serve: {}", e.hint())?;
+                return Ok(exit::ERRORED);
+            }
+        }
+    }
     let addr = listen
         .map(str::to_string)
         .unwrap_or_else(|| cfg.listen.clone());
@@ -63,6 +79,9 @@ pub fn serve(
         let bound = listener.local_addr()?;
         let (state, interrupted) = AppState::new(cfg, store::default_dir()).map_err(CmdError::Usage)?;
         writeln!(out, "runway serve: listening on http://{bound}")?;
+        if state.cfg.sandbox == crate::sandbox::Mode::None {
+            writeln!(out, "runway serve: warning: {}", crate::sandbox::BARE_WARNING)?;
+        }
         for w in state.cfg.warnings() {
             writeln!(out, "runway serve: warning: {w}")?;
         }

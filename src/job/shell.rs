@@ -165,13 +165,18 @@ impl Shell {
         self.child.id() as i32
     }
 
-    /// Records the process group as `DIR/PGID` (holding the nonce, then the job's
-    /// workspace) while the shell runs, so that a runway restarted after a crash can end
-    /// it and remove the workspace ([`end_orphans`]).
+    /// Records the process group as `DIR/PGID` (holding the nonce, the job's workspace
+    /// and this runway's process) while the shell runs, so that the next runway, after a
+    /// crash, can end it and remove the workspace ([`end_orphans`]).
     pub fn record_in(&mut self, dir: &Path, workspace: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(self.pgid().to_string());
-        std::fs::write(&path, format!("{}\n{}", self.nonce, workspace.display()))?;
+        let me = std::process::id() as i32;
+        let owner = format!("{me} {}", start_time(me).unwrap_or_default());
+        std::fs::write(
+            &path,
+            format!("{}\n{}\n{owner}", self.nonce, workspace.display()),
+        )?;
         self.record = Some(path);
         Ok(())
     }
@@ -300,12 +305,24 @@ pub fn kill_live_groups() -> usize {
     groups.len()
 }
 
-/// Ends the process groups recorded in `dir` ([`Shell::record_in`]) that are still
-/// running: what jobs left behind when runway was killed (its shells' process groups
-/// outlive it), and removes their workspaces. A group is killed only if one of its
-/// processes carries the recorded nonce, so a reused process id is never hit; a
-/// workspace is removed only if it is a `runway-job-*` directory. Returns how many
-/// groups were ended.
+/// When process `pid` started (field 22 of `/proc/PID/stat`), to tell it from a later
+/// process given the same id.
+fn start_time(pid: i32) -> Option<u64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    st[st.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Ends the process groups recorded in `dir` ([`Shell::record_in`]) by a runway that
+/// is no longer running: what its jobs left behind when it was killed (on the bare
+/// host its shells' process groups outlive it), and removes their workspaces. Records
+/// of a live runway (another `runway run` beside this one) are left alone. A group is
+/// killed only if one of its processes carries the recorded nonce, so a reused process
+/// id is never hit; a workspace is removed only if it is a `runway-job-*` directory.
+/// Returns how many groups were ended.
 pub fn end_orphans(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -317,6 +334,18 @@ pub fn end_orphans(dir: &Path) -> usize {
         let record = std::fs::read_to_string(&path).unwrap_or_default();
         let mut lines = record.lines();
         let nonce = lines.next().unwrap_or_default();
+        let workspace = lines.next();
+        let owner_alive = lines.next().is_some_and(|owner| {
+            let mut f = owner.split(' ');
+            let pid: Option<i32> = f.next().and_then(|p| p.parse().ok());
+            let started: Option<u64> = f.next().and_then(|s| s.parse().ok());
+            pid.is_some_and(|p| {
+                p != std::process::id() as i32 && started.is_some() && start_time(p) == started
+            })
+        });
+        if owner_alive {
+            continue;
+        }
         if let Some(pgid) = pgid
             && !nonce.is_empty()
             && group_carries(pgid, &format!("__RUNWAY_NONCE={nonce}"))
@@ -324,7 +353,7 @@ pub fn end_orphans(dir: &Path) -> usize {
             kill_group(pgid, libc::SIGKILL);
             ended += 1;
         }
-        if let Some(workspace) = lines.next().map(Path::new)
+        if let Some(workspace) = workspace.map(Path::new)
             && workspace.is_absolute()
             && workspace
                 .file_name()

@@ -118,7 +118,7 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
 pub struct Bare;
 
 /// What `--sandbox none` loses, said once at start.
-pub const BARE_WARNING: &str = "warning: --sandbox none: jobs run on the bare host, as runway's \
+pub const BARE_WARNING: &str = "--sandbox none: jobs run on the bare host, as runway's \
     user: they can change the host (its packages, /tmp, ~/.cargo), leave daemons behind, and \
     read runway's state, caches, runway.toml and environment";
 
@@ -277,10 +277,12 @@ fn unescape_octal(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len() + 0
+            && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -334,6 +336,9 @@ pub enum Step {
         /// Skipped when `target` does not exist (a `/proc` file this kernel lacks).
         optional: bool,
     },
+    /// A host directory the job must not see, covered by an empty one (skipped when
+    /// the sandbox has no such directory).
+    Cover(PathBuf),
     /// `target` made read-only (bound onto itself, then remounted).
     ReadOnly {
         /// Where.
@@ -381,6 +386,7 @@ impl fmt::Display for Step {
                 write!(f, "binding {} on {}", src.display(), target.display())
             }
             Step::ReadOnly { target } => write!(f, "making {} read-only", target.display()),
+            Step::Cover(p) => write!(f, "covering {}", p.display()),
             Step::Mkdir(p) => write!(f, "making directory {}", p.display()),
             Step::File(p) => write!(f, "making file {}", p.display()),
             Step::Symlink { to, link } => {
@@ -476,9 +482,7 @@ pub fn layout(
     };
     steps.push(fresh("proc", "/proc", "", false));
     for p in PROC_READ_ONLY {
-        steps.push(Step::ReadOnly {
-            target: p.into(),
-        });
+        steps.push(Step::ReadOnly { target: p.into() });
     }
     for p in PROC_MASKED {
         steps.push(Step::Bind {
@@ -532,13 +536,14 @@ pub fn layout(
             Hidden::File(f) => files.push(f),
         }
     }
+    // What lies under a directory made afresh is gone already.
+    let gone = |p: &Path| under(p, FRESH) || p == Path::new("/");
     for d in cover {
-        if d == Path::new("/tmp") || d == Path::new("/") {
-            continue;
+        if !gone(d) {
+            steps.push(Step::Cover(d.to_path_buf()));
         }
-        steps.push(fresh("tmpfs", &d.to_string_lossy(), "mode=755,size=1m", false));
     }
-    for f in files {
+    for f in files.into_iter().filter(|f| !gone(f)) {
         steps.push(Step::Bind {
             src: "/dev/null".into(),
             target: f.to_path_buf(),
@@ -547,7 +552,13 @@ pub fn layout(
     }
     // The job's own workspace, at the same paths as on the host.
     for dir in [&job.build_dir, &job.home, &job.scratch] {
-        for a in dir.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+        for a in dir
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+        {
             steps.push(Step::Mkdir(a.to_path_buf()));
         }
         steps.push(Step::Bind {
@@ -566,7 +577,7 @@ pub fn layout(
             } => vec![target, lower, upper, work],
             Step::Bind { src, target, .. } => vec![src, target],
             Step::Fresh { target, .. } | Step::ReadOnly { target } => vec![target],
-            Step::Mkdir(p) | Step::File(p) => vec![p],
+            Step::Mkdir(p) | Step::File(p) | Step::Cover(p) => vec![p],
             Step::Symlink { to, link } => vec![to, link],
         };
         if let Some(bad) = paths.into_iter().find(|p| {
@@ -637,7 +648,9 @@ mod tests {
         }
         // The workspace is bound after /tmp is made fresh, its parents made first.
         let at = |s: &str| t.iter().position(|x| x == s).unwrap();
-        assert!(at("mounting tmpfs on /tmp (mode=1777)") < at("making directory /tmp/runway-job-a"));
+        assert!(
+            at("mounting tmpfs on /tmp (mode=1777)") < at("making directory /tmp/runway-job-a")
+        );
         assert!(
             at("making directory /tmp/runway-job-a/build/o")
                 < at("binding /tmp/runway-job-a/build/o/r on /tmp/runway-job-a/build/o/r")
@@ -671,7 +684,7 @@ mod tests {
         assert!(t.contains(&"mounting an overlay of /srv/data x on /srv/data x".to_string()));
         assert!(!t.iter().any(|s| s.contains("overlay of /var/lib/runway")));
         assert!(!t.iter().any(|s| s.contains("/mnt/t")));
-        assert!(t.contains(&"mounting tmpfs on /var/lib/runway (mode=755,size=1m)".to_string()));
+        assert!(t.contains(&"covering /var/lib/runway".to_string()));
         assert!(t.contains(&"binding /dev/null on /etc/runway.toml".to_string()));
     }
 
@@ -681,15 +694,32 @@ mod tests {
         j.root = "/var/tmp/runway-job-b".into();
         j.build_dir = "/var/tmp/runway-job-b/build/o/r".into();
         let l = layout(&j, Path::new("/x"), &Policy::default(), &[], &[]).unwrap();
-        assert!(text(&l).contains(&"mounting tmpfs on /var/tmp (mode=755,size=1m)".to_string()));
+        assert!(text(&l).contains(&"covering /var/tmp".to_string()));
+        // Under /tmp, made afresh anyway, nothing is covered.
+        let hidden = [
+            Hidden::Dir("/tmp/state".into()),
+            Hidden::File("/tmp/x.env".into()),
+        ];
+        let l = layout(&job(), Path::new("/x"), &Policy::default(), &hidden, &[]).unwrap();
+        assert!(
+            !text(&l)
+                .iter()
+                .any(|s| s.contains("/tmp/state") || s.contains("x.env"))
+        );
     }
 
     #[test]
     fn a_path_overlayfs_cannot_hold_is_refused() {
         let mut j = job();
         j.root = "/tmp/a,b".into();
-        let err = layout(&j, Path::new("/tmp/a,b/sandbox"), &Policy::default(), &[], &[])
-            .unwrap_err();
+        let err = layout(
+            &j,
+            Path::new("/tmp/a,b/sandbox"),
+            &Policy::default(),
+            &[],
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(err, SandboxError::Path(_)), "{err}");
     }
 }

@@ -107,9 +107,19 @@ pub fn filter() -> Vec<libc::sock_filter> {
         f.push(jump(BPF_JMP | BPF_JGE | BPF_K, 0x4000_0000, 0, 1));
         f.push(ret(eperm));
     }
-    f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_clone3 as u32, 0, 1));
+    f.push(jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        libc::SYS_clone3 as u32,
+        0,
+        1,
+    ));
     f.push(ret(SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
-    f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_clone as u32, 0, 4));
+    f.push(jump(
+        BPF_JMP | BPF_JEQ | BPF_K,
+        libc::SYS_clone as u32,
+        0,
+        4,
+    ));
     f.push(load(16)); // args[0], low half: the flags
     f.push(jump(BPF_JMP | BPF_JSET | BPF_K, NEW_NAMESPACES, 0, 1));
     f.push(ret(eperm));
@@ -162,12 +172,23 @@ mod tests {
         let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
         assert_eq!(run(&f, libc::SYS_mount as u32, ARCH, 0), eperm);
         assert_eq!(run(&f, libc::SYS_unshare as u32, ARCH, 0), eperm);
-        assert_eq!(run(&f, libc::SYS_read as u32, ARCH, 0), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            run(&f, libc::SYS_read as u32, ARCH, 0),
+            libc::SECCOMP_RET_ALLOW
+        );
         // A fork is a clone without namespace flags; a new user namespace is not.
         let fork = libc::SIGCHLD as u32;
-        assert_eq!(run(&f, libc::SYS_clone as u32, ARCH, fork), libc::SECCOMP_RET_ALLOW);
         assert_eq!(
-            run(&f, libc::SYS_clone as u32, ARCH, fork | libc::CLONE_NEWUSER as u32),
+            run(&f, libc::SYS_clone as u32, ARCH, fork),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(
+                &f,
+                libc::SYS_clone as u32,
+                ARCH,
+                fork | libc::CLONE_NEWUSER as u32
+            ),
             eperm
         );
         assert_eq!(

@@ -177,6 +177,14 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
                     data: None,
                     optional: *optional,
                 },
+                Step::Cover(target) => Op::Mount {
+                    src: cs("tmpfs"),
+                    target: inside(r, target)?,
+                    fstype: cs("tmpfs"),
+                    flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    data: Some(cs("mode=755,size=64k")),
+                    optional: true,
+                },
                 Step::ReadOnly { target } => Op::ReadOnly {
                     target: inside(r, target)?,
                 },
@@ -233,7 +241,9 @@ fn namespaces(network: bool) -> libc::c_int {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// Reports step `step` failed with `err`, then ends this process.
@@ -296,7 +306,14 @@ fn enter(p: &Prepared) -> io::Result<()> {
         // Init.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         build_root(p);
-        let shell = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize);
+        let shell = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
         if shell < 0 {
             fail(p, CLONE, errno());
         }
@@ -319,7 +336,14 @@ unsafe fn build_root(p: &Prepared) {
     unsafe {
         let none = std::ptr::null::<libc::c_char>();
         // Nothing mounted here propagates back to the host.
-        if libc::mount(none, p.slash.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            none,
+            p.slash.as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             fail(p, CLONE, errno());
         }
         for (i, op) in p.ops.iter().enumerate() {
@@ -335,8 +359,11 @@ unsafe fn build_root(p: &Prepared) {
                     if *optional && libc::access(target.as_ptr(), libc::F_OK) != 0 {
                         continue;
                     }
-                    let data = data.as_ref().map_or(std::ptr::null(), |d| d.as_ptr().cast());
-                    let r = libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), *flags, data);
+                    let data = data
+                        .as_ref()
+                        .map_or(std::ptr::null(), |d| d.as_ptr().cast());
+                    let r =
+                        libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), *flags, data);
                     if r == 0 && *flags & libc::MS_BIND != 0 {
                         // Binds keep the source's flags; make them nosuid at least.
                         libc::mount(
@@ -353,7 +380,13 @@ unsafe fn build_root(p: &Prepared) {
                     if libc::access(target.as_ptr(), libc::F_OK) != 0 {
                         continue;
                     }
-                    libc::mount(target.as_ptr(), target.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()) == 0
+                    libc::mount(
+                        target.as_ptr(),
+                        target.as_ptr(),
+                        none,
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null(),
+                    ) == 0
                         && libc::mount(
                             none,
                             target.as_ptr(),
@@ -362,9 +395,15 @@ unsafe fn build_root(p: &Prepared) {
                             std::ptr::null(),
                         ) == 0
                 }
-                Op::Mkdir(path) => libc::mkdir(path.as_ptr(), 0o755) == 0 || errno() == libc::EEXIST,
+                Op::Mkdir(path) => {
+                    libc::mkdir(path.as_ptr(), 0o755) == 0 || errno() == libc::EEXIST
+                }
                 Op::File(path) => {
-                    let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o644,
+                    );
                     if fd >= 0 {
                         libc::close(fd);
                     }
@@ -446,7 +485,13 @@ unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
                 return Err(io::Error::last_os_error());
             }
         }
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
         #[repr(C)]
         struct Header {
             version: u32,
@@ -482,7 +527,12 @@ unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
             len: p.filter.len() as u16,
             filter: p.filter.as_ptr() as *mut libc::sock_filter,
         };
-        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _) != 0 {
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const _,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(())

@@ -167,6 +167,10 @@ fn build(state: &AppState, row: BuildRow) {
             out: Some(out),
             tap: Some(live.clone()),
             state_dir: Some(state.state_dir.clone()),
+            sandbox: crate::cmd::run::SandboxArgs {
+                checked: true,
+                ..state.cfg.sandbox_args(Some(&repo))
+            },
             ..RunArgs::default()
         };
         run::run(&args, &mut err).map_err(|e| e.to_string())

@@ -217,6 +217,67 @@ pub fn assert_no_process(pattern: &str) {
     );
 }
 
+/// Waits until no process's command line contains `pattern` (a kill travels through
+/// `PR_SET_PDEATHSIG` and the end of a PID namespace), at most `secs`, then asserts it.
+pub fn wait_gone(pattern: &str, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let left = Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .unwrap();
+        if left.stdout.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_no_process(pattern);
+}
+
+/// Lines jobs send to a port on loopback (`echo X > /dev/tcp/127.0.0.1/PORT`): how a
+/// sandboxed job tells a test what it did (jobs share the host's network, not its
+/// files).
+pub struct Ledger {
+    pub port: u16,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Ledger {
+    pub fn start() -> Ledger {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for line in std::io::BufReader::new(conn).lines().map_while(Result::ok) {
+                        sink.lock().unwrap().push(line);
+                    }
+                });
+            }
+        });
+        Ledger { port, lines }
+    }
+
+    /// What arrived so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// A port nothing listens on now (bound, then let go), for a gate a job waits on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub mod moto;
 pub mod server;
 pub mod smtp;

@@ -4,12 +4,11 @@ use super::*;
 
 #[test]
 fn crash_midway_loses_nothing_and_runs_nothing_twice() {
-    let ran = tempfile::tempdir().unwrap();
-    let ledger = ran.path().join("ran.txt");
+    let ledger = crate::common::Ledger::start();
     let s = Setup::new(
         &format!(
-            "language: shell\nscript: echo \"$TRAVIS_BUILD_NUMBER\" >> {} && sleep 0.2\n",
-            ledger.display()
+            "language: shell\nscript: echo \"$TRAVIS_BUILD_NUMBER\" > /dev/tcp/127.0.0.1/{} && sleep 0.2\n",
+            ledger.port
         ),
         "auto_cancel = false",
     );
@@ -20,14 +19,7 @@ fn crash_midway_loses_nothing_and_runs_nothing_twice() {
         assert_eq!(code, 202, "{text}");
     }
     // Let some builds finish, then kill the server mid-build.
-    wait_for(
-        || {
-            std::fs::read_to_string(&ledger)
-                .map(|t| t.lines().count() >= 6)
-                .unwrap_or(false)
-        },
-        "some builds",
-    );
+    wait_for(|| ledger.lines().len() >= 6, "some builds");
     srv.signal("-KILL");
     drop(srv);
     let srv = s.start();
@@ -46,11 +38,7 @@ fn crash_midway_loses_nothing_and_runs_nothing_twice() {
         .collect();
     let passed = all.iter().filter(|(_, s)| s == "passed").count();
     assert_eq!(passed + interrupted.len(), 50);
-    let lines: Vec<u64> = std::fs::read_to_string(&ledger)
-        .unwrap()
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect();
+    let lines: Vec<u64> = ledger.lines().iter().map(|l| l.parse().unwrap()).collect();
     let mut unique = lines.clone();
     unique.sort();
     unique.dedup();
@@ -89,12 +77,8 @@ fn crash_midway_loses_nothing_and_runs_nothing_twice() {
 
 #[test]
 fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
-    let pids = tempfile::tempdir().unwrap();
     let s = Setup::new(
-        &format!(
-            "language: shell\nscript:\n  - sleep 300 & echo $! > {}/$TRAVIS_BUILD_NUMBER.pid; sleep 300\n",
-            pids.path().display()
-        ),
+        "language: shell\nscript:\n  - sleep 8300$TRAVIS_BUILD_NUMBER & echo CHILD-STARTED; sleep 300\n",
         "api_token_env = \"RUNWAY_TEST_API_TOKEN\"",
     );
     let srv = s.start();
@@ -127,12 +111,23 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
     assert_eq!(srv.json("/api/builds/5")["state"], "queued");
 
     // Cancel running build 1: its process group dies.
-    wait_for(|| pids.path().join("1.pid").exists(), "build 1's child");
-    let child: i32 = std::fs::read_to_string(pids.path().join("1.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    wait_for(
+        || {
+            srv.request("GET", "/api/builds/1/log", &[], b"")
+                .1
+                .contains("\nCHILD-STARTED")
+        },
+        "build 1's child",
+    );
+    assert!(
+        !std::process::Command::new("pgrep")
+            .args(["-f", "sleep 83001"])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty(),
+        "build 1's child runs"
+    );
     // Canceling takes the API token: none or a wrong one is refused, and nothing stops.
     let (code, text) = srv.request("POST", "/api/builds/1/cancel", &[], b"");
     assert_eq!(code, 401, "{text}");
@@ -149,14 +144,7 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
         || srv.json("/api/builds/1")["state"] == "canceled",
         "build 1 canceled",
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !Path::new(&format!("/proc/{child}")).exists()
-            || std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .unwrap_or_default()
-                .contains(") Z "),
-        "the job's child {child} survived the cancel"
-    );
+    crate::common::wait_gone("sleep 83001", 10);
     for n in [2, 5] {
         let _ = srv.request("POST", &format!("/api/builds/{n}/cancel"), &auth, b"");
     }
@@ -313,11 +301,31 @@ fn sigterm_finishes_running_builds_and_keeps_the_queue() {
 /// jobs run side by side (the limit is on jobs, not on builds).
 #[test]
 fn concurrency_limits_jobs_across_builds() {
-    let shared = tempfile::tempdir().unwrap();
-    let d = shared.path().display();
+    // Each job holds a connection to this counter for two seconds (jobs share the
+    // host's loopback, not its files); the counter keeps the most open at once.
+    let counter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = counter.local_addr().unwrap().port();
+    let open = std::sync::Arc::new(std::sync::Mutex::new((0usize, 0usize, 0usize)));
+    let tally = open.clone();
+    std::thread::spawn(move || {
+        for conn in counter.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let tally = tally.clone();
+            {
+                let mut t = tally.lock().unwrap();
+                t.0 += 1;
+                t.1 = t.1.max(t.0);
+                t.2 += 1;
+            }
+            std::thread::spawn(move || {
+                let _ = std::io::Read::read_to_end(&mut conn, &mut Vec::new());
+                tally.lock().unwrap().0 -= 1;
+            });
+        }
+    });
     let s = Setup::new(
         &format!(
-            "language: shell\nenv:\n  - N=1\n  - N=2\n  - N=3\n  - N=4\nscript:\n  - touch {d}/running.$TRAVIS_BUILD_NUMBER.$TRAVIS_JOB_NUMBER\n  - sleep 1\n  - ls {d} | grep -c '^running' >> {d}/peaks\n  - sleep 1\n  - rm {d}/running.$TRAVIS_BUILD_NUMBER.$TRAVIS_JOB_NUMBER\n"
+            "language: shell\nenv:\n  - N=1\n  - N=2\n  - N=3\n  - N=4\nscript:\n  - exec 7<>/dev/tcp/127.0.0.1/{port}\n  - sleep 2\n  - exec 7>&-\n"
         ),
         "",
     );
@@ -335,17 +343,9 @@ fn concurrency_limits_jobs_across_builds() {
         || states(&srv).iter().all(|(_, st)| st == "passed"),
         "both builds to pass",
     );
-    let peaks: Vec<usize> = std::fs::read_to_string(shared.path().join("peaks"))
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    assert_eq!(peaks.len(), 8, "{peaks:?}");
-    assert_eq!(
-        peaks.iter().max(),
-        Some(&3),
-        "jobs running at once: {peaks:?}"
-    );
+    let (now, peak, total) = *open.lock().unwrap();
+    assert_eq!((now, total), (0, 8), "every job connected once and let go");
+    assert_eq!(peak, 3, "jobs running at once, across the two builds");
 }
 
 /// "Nothing is lost": a build that a crash (SIGKILL of the server) interrupts keeps the
@@ -364,7 +364,12 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
             pid_file.display(),
             pid_file.display()
         ),
-        &format!("[smtp]\nurl = \"smtp://127.0.0.1:{}\"\n", smtp.port),
+        // On the bare host, where a job's processes outlive a killed server and only the
+        // restart ends them (sandboxed jobs die with it: tests/it/sandbox.rs).
+        &format!(
+            "sandbox = \"none\"\n[smtp]\nurl = \"smtp://127.0.0.1:{}\"\n",
+            smtp.port
+        ),
     );
     let srv = s.start();
     assert_eq!(generic(&srv, "master", &s.head()).0, 202);

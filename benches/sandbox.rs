@@ -1,0 +1,84 @@
+//! What the job sandbox adds to a job: start the job's shell, run one command, end the
+//! shell (the whole namespace with it), in a sandbox and on the bare host, alternating
+//! rounds in the same run. Run: `cargo bench --bench sandbox [ROUNDS]` as root.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runway::job::shell::{Shell, Wait};
+use runway::sandbox::{Bare, JobPaths, Namespaces, Policy, Sandbox};
+
+fn workspace(root: &Path) -> JobPaths {
+    let paths = JobPaths {
+        root: root.to_path_buf(),
+        build_dir: root.join("build/o/r"),
+        home: root.join("home"),
+        scratch: root.join("runway"),
+    };
+    for d in [&paths.build_dir, &paths.home, &paths.scratch] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    paths
+}
+
+/// One job's worth of shell: start, `true`, end. Returns the wall time.
+fn job(sandbox: &dyn Sandbox) -> Duration {
+    let dir = tempfile::Builder::new()
+        .prefix(runway::workspace::PREFIX)
+        .tempdir()
+        .unwrap();
+    let paths = workspace(dir.path());
+    let env = vec![("PATH".to_string(), std::env::var("PATH").unwrap())];
+    let t = Instant::now();
+    let mut sh = Shell::start(&paths.build_dir, &env, &paths.scratch, sandbox, &paths).unwrap();
+    sh.send("true").unwrap();
+    let w = sh.wait(
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+        &mut |_| true,
+    );
+    assert_eq!(w, Wait::Done(0));
+    sh.finish(Duration::from_secs(2));
+    let spent = t.elapsed();
+    drop(dir); // the overlay's layers go with the workspace, outside the timing
+    spent
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
+    let ns: Arc<dyn Sandbox> = Arc::new(Namespaces::new(Policy::default()));
+    let bare: Arc<dyn Sandbox> = Arc::new(Bare);
+    // Warm the page cache and the binary.
+    job(&*ns);
+    job(&*bare);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(job(&*bare));
+        b.push(job(&*ns));
+    }
+    let (a, b) = (median(a), median(b));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("rounds: {rounds} (alternating)");
+    println!("| what | median per job |");
+    println!("| --- | --- |");
+    println!("| bare host (`--sandbox none`) | {:.2} ms |", ms(a));
+    println!(
+        "| sandbox (namespaces, overlay root, seccomp) | {:.2} ms |",
+        ms(b)
+    );
+    println!(
+        "added by the sandbox: {:.2} ms per job ({:.2}x)",
+        ms(b) - ms(a),
+        ms(b) / ms(a)
+    );
+}
