@@ -325,7 +325,7 @@ impl Runner<'_> {
             Err(e) => {
                 log.line(&format!("runway could not start bash: {e}"));
                 if let shell::StartError::Sandbox(s) = &e {
-                    log.line(s.hint());
+                    log.line(&s.hint());
                 }
                 Err(Stop::End(
                     JobResult::Errored,

@@ -125,7 +125,10 @@ impl Shell {
             });
         }
         let enclosure = sandbox.enclose(&mut c, job)?;
-        let mut child = c.spawn()?;
+        let mut child = match c.spawn() {
+            Ok(c) => c,
+            Err(e) => return Err(enclosure.confirm().err().map_or(e.into(), Into::into)),
+        };
         if let Err(e) = enclosure.confirm() {
             let _ = child.kill();
             let _ = child.wait();

@@ -47,11 +47,20 @@ pub enum SandboxError {
 
 impl SandboxError {
     /// What the person can do about it.
-    pub fn hint(&self) -> &'static str {
-        "runway makes each job's sandbox with mount and PID namespaces and an overlay of `/`, \
-         which needs root (or CAP_SYS_ADMIN) and a kernel with overlayfs; run with \
-         `--sandbox none` (or `sandbox = \"none\"` in runway.toml) to run jobs on the bare \
-         host, without isolation"
+    pub fn hint(&self) -> String {
+        // SAFETY: geteuid(2) cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let who = if uid == 0 {
+            String::new()
+        } else {
+            format!(" (runway runs as uid {uid}, not root)")
+        };
+        format!(
+            "runway makes each job's sandbox with mount and PID namespaces and an overlay of \
+             `/`, which needs root (or CAP_SYS_ADMIN){who} and a kernel with overlayfs; run \
+             with `--sandbox none` (or `sandbox = \"none\"` in runway.toml) to run jobs on \
+             the bare host, without isolation"
+        )
     }
 }
 
@@ -177,7 +186,11 @@ impl Namespaces {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let enclosure = self.enclose(&mut cmd, &job)?;
-        let mut child = cmd.spawn()?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            // The step that failed, when the sandbox said; else the spawn's error.
+            Err(e) => return enclosure.confirm().and(Err(e.into())),
+        };
         let confirmed = enclosure.confirm();
         let _ = child.wait();
         confirmed

@@ -89,7 +89,7 @@ impl SetupReport {
         let errno = i32::from_ne_bytes(buf[4..8].try_into().unwrap_or_default());
         let step = match step {
             s if s < self.steps.len() => self.steps[s].clone(),
-            CLONE => "making the namespaces".into(),
+            CLONE => "making the job's namespaces (mount, pid, ipc, uts)".into(),
             PIVOT => "making the overlay the root (pivot_root)".into(),
             LOOPBACK => "bringing up loopback".into(),
             HOSTNAME => "setting the host name".into(),
@@ -246,15 +246,21 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// Reports step `step` failed with `err`, then ends this process.
-unsafe fn fail(p: &Prepared, step: usize, err: i32) -> ! {
+/// Reports that step `step` failed with `err`.
+fn report(p: &Prepared, step: usize, err: i32) {
     let mut msg = [0u8; 8];
     msg[..4].copy_from_slice(&(step as u32).to_ne_bytes());
     msg[4..].copy_from_slice(&err.to_ne_bytes());
+    // SAFETY: write(2) of a stack buffer to our own pipe.
     unsafe {
         libc::write(p.report, msg.as_ptr().cast(), msg.len());
-        libc::_exit(125)
     }
+}
+
+/// Reports step `step` failed with `err`, then ends this process.
+unsafe fn fail(p: &Prepared, step: usize, err: i32) -> ! {
+    report(p, step, err);
+    unsafe { libc::_exit(125) }
 }
 
 /// Closes every descriptor: the keeper and init hold no pipe of the job's, so the job's
@@ -293,7 +299,9 @@ fn enter(p: &Prepared) -> io::Result<()> {
         let flags = namespaces(p.network) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
         let init = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
         if init < 0 {
-            return Err(io::Error::last_os_error());
+            let e = errno();
+            report(p, CLONE, e);
+            return Err(io::Error::from_raw_os_error(e));
         }
         if init > 0 {
             // The keeper.

@@ -330,3 +330,63 @@ fn sandbox_none_runs_on_the_bare_host_and_says_what_is_lost() {
     assert!(r.stdout.contains("Sandbox: none"), "{}", r.all());
     assert!(reached, "a bare job writes to the host's /tmp");
 }
+
+#[test]
+fn as_another_user_runway_says_what_is_missing_and_sandbox_none_runs() {
+    // A copy of the binary, a project and a home that user `nobody` can reach (a test
+    // checkout may sit in a directory only root can enter).
+    let dir = tempfile::tempdir().unwrap();
+    let open = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    open(dir.path());
+    let exe = dir.path().join("runway");
+    std::fs::copy(env!("CARGO_BIN_EXE_runway"), &exe).unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    open(&project);
+    std::fs::write(
+        project.join(".travis.yml"),
+        "language: shell\nscript: id -u\n",
+    )
+    .unwrap();
+    let as_nobody = |extra: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .arg("run")
+            .arg(&project)
+            .args(["--branch", "master"])
+            .args(extra)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", dir.path())
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"));
+        run(&mut c)
+    };
+    let refused = as_nobody(&[]);
+    assert_eq!(refused.code, runway::exit::ERRORED, "{}", refused.all());
+    for said in [
+        "the job sandbox cannot be made here: making the job's namespaces",
+        "Operation not permitted",
+        "(runway runs as uid 65534, not root)",
+        "--sandbox none",
+    ] {
+        assert!(refused.stderr.contains(said), "{said}: {}", refused.all());
+    }
+    assert!(
+        !refused.stdout.contains("Job 1.1"),
+        "no job ran: {}",
+        refused.all()
+    );
+    let bare = as_nobody(&["--sandbox", "none"]);
+    assert_eq!(bare.code, 0, "{}", bare.all());
+    assert!(bare.stdout.contains("\n65534\n"), "{}", bare.all());
+    assert!(
+        bare.stdout.contains("runway: warning: --sandbox none"),
+        "{}",
+        bare.all()
+    );
+}
