@@ -34,6 +34,8 @@ struct Refs {
     commit_message: Option<String>,
 }
 
+// Parsed once per process and matched at once: `run`'s many flags cost nothing here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Check a .travis.yml the way Travis read it. Exit 0: no errors; 1: errors.
@@ -110,6 +112,12 @@ enum Command {
         /// Jobs get loopback only (runway.toml: `network = false`).
         #[arg(long)]
         no_network: bool,
+        /// Memory per job (512M, 2G), where cgroups are delegated to runway.
+        #[arg(long, value_parser = runway::sandbox::cgroup::parse_size)]
+        memory: Option<u64>,
+        /// Processes (and threads) per job at once, where cgroups are delegated.
+        #[arg(long)]
+        max_processes: Option<u64>,
     },
     /// Build on git push: install or run the post-receive hook.
     Hook {
@@ -299,6 +307,8 @@ fn main() -> ExitCode {
             show_mail,
             sandbox,
             no_network,
+            memory,
+            max_processes,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -319,6 +329,10 @@ fn main() -> ExitCode {
                 sandbox: cmd::run::SandboxArgs {
                     mode: sandbox,
                     no_network,
+                    limits: runway::sandbox::cgroup::Limits {
+                        memory,
+                        processes: max_processes,
+                    },
                     ..Default::default()
                 },
                 ..Default::default()

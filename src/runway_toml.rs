@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// anyway): credentials of the server's user, say.
     #[serde(default)]
     pub hide: Vec<PathBuf>,
+    /// Memory per job (`"2G"`), where cgroups are delegated to runway (else a warning
+    /// at start says the limit is not enforced).
+    pub job_memory: Option<String>,
+    /// Processes (and threads) per job at once, likewise.
+    pub job_processes: Option<u64>,
     /// The repositories.
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
@@ -220,6 +225,10 @@ impl ServerConfig {
                 ));
             }
         }
+        if let Some(m) = &cfg.job_memory {
+            crate::sandbox::cgroup::parse_size(m)
+                .map_err(|e| format!("{}: job_memory: {e}", path.display()))?;
+        }
         cfg.path = path.canonicalize().ok();
         Ok(cfg)
     }
@@ -232,6 +241,13 @@ impl ServerConfig {
             no_network: repo.is_some_and(|r| !r.network),
             hide: self.hide.iter().cloned().chain(self.path.clone()).collect(),
             checked: false,
+            limits: crate::sandbox::cgroup::Limits {
+                memory: self
+                    .job_memory
+                    .as_deref()
+                    .and_then(|m| crate::sandbox::cgroup::parse_size(m).ok()),
+                processes: self.job_processes,
+            },
         }
     }
 

@@ -89,6 +89,9 @@ pub struct SandboxArgs {
     pub hide: Vec<PathBuf>,
     /// The server made a sandbox at start (and warned about `none`): skip it per build.
     pub checked: bool,
+    /// Memory and processes per job (`--memory`, `--max-processes`; runway.toml's
+    /// `job_memory`, `job_processes`).
+    pub limits: crate::sandbox::cgroup::Limits,
 }
 
 impl SandboxArgs {
@@ -114,10 +117,19 @@ impl SandboxArgs {
                 let mut hide = vec![state_dir.to_path_buf(), cache_root.to_path_buf()];
                 hide.extend(env_file.map(|f| f.to_path_buf()));
                 hide.extend(self.hide.iter().cloned());
-                let ns = Namespaces::new(Policy {
+                let mut ns = Namespaces::new(Policy {
                     no_network: self.no_network,
                     hide,
                 });
+                if !self.limits.is_empty() {
+                    match crate::sandbox::cgroup::Hierarchy::open(&self.limits) {
+                        Ok(h) => ns = ns.with_limits(h, self.limits),
+                        Err(why) if !self.checked => say(&format!(
+                            "runway: warning: job memory and process limits are not enforced: {why}"
+                        )),
+                        Err(_) => {}
+                    }
+                }
                 if !self.checked {
                     ns.check()?;
                 }

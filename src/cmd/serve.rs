@@ -82,6 +82,12 @@ pub fn serve(
         if state.cfg.sandbox == crate::sandbox::Mode::None {
             writeln!(out, "runway serve: warning: {}", crate::sandbox::BARE_WARNING)?;
         }
+        let limits = state.cfg.sandbox_args(None).limits;
+        if !limits.is_empty()
+            && let Err(why) = crate::sandbox::cgroup::Hierarchy::open(&limits)
+        {
+            writeln!(out, "runway serve: warning: job memory and process limits are not enforced: {why}")?;
+        }
         for w in state.cfg.warnings() {
             writeln!(out, "runway serve: warning: {w}")?;
         }

@@ -209,6 +209,22 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
     }
 }
 
+/// A job the kernel killed a process of for passing its memory limit: errored, never
+/// failed (the code did not fail a test; the machine was too small for it).
+fn memory_exceeded(limit: u64, log: &mut Log) -> Stop {
+    let size = crate::sandbox::cgroup::human_size(limit);
+    log.line("");
+    log.line(&format!(
+        "The job exceeded its memory limit ({size}): the kernel killed a process of it."
+    ));
+    log.line("Raise job_memory in runway.toml (or --memory for runway run) if it needs more.");
+    Stop::End(
+        JobResult::Errored,
+        format!("exceeded its memory limit of {size}"),
+        false,
+    )
+}
+
 /// What a job knows about its cache between fetch and store.
 struct CacheState {
     dirs: Vec<(String, std::path::PathBuf)>,
@@ -550,6 +566,9 @@ impl Runner<'_> {
                 }
                 Wait::ShellExited(code) => {
                     log.line(&format!("The job's shell exited with {code} during {key}."));
+                    if let Some(limit) = self.shell.as_ref().and_then(Shell::memory_exceeded) {
+                        return Err(memory_exceeded(limit, log));
+                    }
                     return Err(self.stop_for(Wait::ShellExited(code)));
                 }
                 Wait::Canceled => {
@@ -568,6 +587,11 @@ impl Runner<'_> {
                 }
             };
             log.command_done(code, took);
+            if code != 0
+                && let Some(limit) = self.shell.as_ref().and_then(Shell::memory_exceeded)
+            {
+                return Err(memory_exceeded(limit, log));
+            }
             match rule.on_failure {
                 OnFailure::Record => {
                     // Said once: on a terminal a passing command has said it already.

@@ -69,6 +69,8 @@ pub struct Shell {
     nonce: String,
     /// The file recording this process group, removed when the shell ends.
     record: Option<PathBuf>,
+    /// The sandbox's cgroups, removed after the shell's processes are gone.
+    confined: crate::sandbox::Confined,
 }
 
 const HELPERS: &str = include_str!("helpers.bash");
@@ -129,11 +131,14 @@ impl Shell {
             Ok(c) => c,
             Err(e) => return Err(enclosure.confirm().err().map_or(e.into(), Into::into)),
         };
-        if let Err(e) = enclosure.confirm() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.into());
-        }
+        let confined = match enclosure.confirm() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        };
         live_groups().push(child.id() as i32);
         drop(status_w);
         drop(cmd_r);
@@ -152,6 +157,7 @@ impl Shell {
             cancel: None,
             nonce,
             record: None,
+            confined,
         };
         let helpers = shell.dir.join("helpers.bash");
         std::fs::write(&helpers, HELPERS)?;
@@ -161,6 +167,11 @@ impl Shell {
             quote(&helpers.to_string_lossy())
         )?;
         Ok(shell)
+    }
+
+    /// The memory limit, when the kernel killed a process of the job for passing it.
+    pub fn memory_exceeded(&self) -> Option<u64> {
+        self.confined.memory_exceeded()
     }
 
     /// The shell's process group id (= its pid).

@@ -16,6 +16,7 @@
 //! [`layout`] decides every mount from plain data (pure, tested on strings);
 //! [`sys`] carries it out between `fork` and `exec` without allocating.
 
+pub mod cgroup;
 mod seccomp;
 mod sys;
 
@@ -81,21 +82,40 @@ pub struct JobPaths {
 /// sandbox was made.
 pub struct Enclosure {
     check: Option<sys::SetupReport>,
+    cgroup: Option<cgroup::JobCgroup>,
 }
 
 impl Enclosure {
     /// Nothing to confirm (the bare host).
     pub fn none() -> Enclosure {
-        Enclosure { check: None }
+        Enclosure {
+            check: None,
+            cgroup: None,
+        }
     }
 
     /// Waits until the shell runs inside its sandbox, or reports the step that failed.
     /// Call after `spawn` returned.
-    pub fn confirm(self) -> Result<(), SandboxError> {
-        match self.check {
-            None => Ok(()),
-            Some(report) => report.wait(),
+    pub fn confirm(self) -> Result<Confined, SandboxError> {
+        if let Some(report) = self.check {
+            report.wait()?;
         }
+        Ok(Confined {
+            cgroup: self.cgroup,
+        })
+    }
+}
+
+/// What a running job's sandbox keeps until the job ends: its cgroups.
+#[derive(Debug, Default)]
+pub struct Confined {
+    cgroup: Option<cgroup::JobCgroup>,
+}
+
+impl Confined {
+    /// The memory limit, when the kernel killed a process of the job for passing it.
+    pub fn memory_exceeded(&self) -> Option<u64> {
+        self.cgroup.as_ref()?.memory_exceeded()
     }
 }
 
@@ -157,12 +177,22 @@ pub struct Policy {
 #[derive(Debug)]
 pub struct Namespaces {
     policy: Policy,
+    limits: Option<(cgroup::Hierarchy, cgroup::Limits)>,
 }
 
 impl Namespaces {
     /// The sandbox with `policy`.
     pub fn new(policy: Policy) -> Namespaces {
-        Namespaces { policy }
+        Namespaces {
+            policy,
+            limits: None,
+        }
+    }
+
+    /// Each job in a cgroup of `hierarchy` with `limits`.
+    pub fn with_limits(mut self, hierarchy: cgroup::Hierarchy, limits: cgroup::Limits) -> Self {
+        self.limits = (!limits.is_empty()).then_some((hierarchy, limits));
+        self
     }
 
     /// Makes one sandbox and runs `true` in it, so that a machine that cannot make one
@@ -193,7 +223,7 @@ impl Namespaces {
         };
         let confirmed = enclosure.confirm();
         let _ = child.wait();
-        confirmed
+        confirmed.map(drop)
     }
 }
 
@@ -215,15 +245,38 @@ impl Sandbox for Namespaces {
         for dir in plan.dirs_to_make() {
             std::fs::create_dir_all(dir)?;
         }
-        let report = sys::enclose(cmd, &plan, !self.policy.no_network)?;
+        let cgroup = match &self.limits {
+            Some((h, limits)) => {
+                let name = job.root.file_name().unwrap_or_default().to_string_lossy();
+                Some(cgroup::JobCgroup::create(h, &name, limits).map_err(|e| {
+                    SandboxError::Step {
+                        step: "making the job's cgroup".into(),
+                        error: e,
+                    }
+                })?)
+            }
+            None => None,
+        };
+        let fds = cgroup.as_ref().map(|c| c.procs_fds()).unwrap_or_default();
+        let report = sys::enclose(cmd, &plan, !self.policy.no_network, fds)?;
         Ok(Enclosure {
             check: Some(report),
+            cgroup,
         })
     }
 
     fn describe(&self) -> String {
+        let mut limits = String::new();
+        if let Some((_, l)) = &self.limits {
+            if let Some(m) = l.memory {
+                limits.push_str(&format!(", memory {}", cgroup::human_size(m)));
+            }
+            if let Some(p) = l.processes {
+                limits.push_str(&format!(", {p} processes"));
+            }
+        }
         format!(
-            "Sandbox: namespaces (mount, pid, ipc, uts{}), a copy-on-write root, network {}",
+            "Sandbox: namespaces (mount, pid, ipc, uts{}), a copy-on-write root, network {}{limits}",
             if self.policy.no_network { ", net" } else { "" },
             if self.policy.no_network {
                 "off (loopback only)"

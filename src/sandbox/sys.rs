@@ -58,6 +58,8 @@ struct Prepared {
     hostname: &'static [u8],
     network: bool,
     filter: Vec<libc::sock_filter>,
+    /// The job's `cgroup.procs` files, joined by the keeper before anything else.
+    cgroups: Vec<libc::c_int>,
     /// The write end of the report pipe (the parent's copy is closed after the spawn).
     report: libc::c_int,
 }
@@ -93,6 +95,7 @@ impl SetupReport {
             PIVOT => "making the overlay the root (pivot_root)".into(),
             LOOPBACK => "bringing up loopback".into(),
             HOSTNAME => "setting the host name".into(),
+            CGROUP => "joining the job's cgroup".into(),
             _ => "starting the sandbox".into(),
         };
         Err(SandboxError::Step {
@@ -106,6 +109,7 @@ const CLONE: usize = 1_000_000;
 const PIVOT: usize = 1_000_001;
 const LOOPBACK: usize = 1_000_002;
 const HOSTNAME: usize = 1_000_003;
+const CGROUP: usize = 1_000_004;
 
 fn c(p: &Path) -> Result<CString, SandboxError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Path(p.to_path_buf()))
@@ -204,6 +208,7 @@ pub fn enclose(
     cmd: &mut Command,
     layout: &Layout,
     network: bool,
+    cgroups: Vec<libc::c_int>,
 ) -> Result<SetupReport, SandboxError> {
     let (read, write) = io::pipe()?;
     let write = OwnedFd::from(write);
@@ -216,6 +221,7 @@ pub fn enclose(
         hostname: b"runway",
         network,
         filter: seccomp::filter(),
+        cgroups,
         report: write.as_raw_fd(),
     });
     let steps = layout.steps.iter().map(|s| s.to_string()).collect();
@@ -296,6 +302,11 @@ fn enter(p: &Prepared) -> io::Result<()> {
     // process must not take their locks); the child gets a copy of the stack.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if let Err(e) = super::cgroup::join(&p.cgroups) {
+            let e = e.raw_os_error().unwrap_or(libc::EIO);
+            report(p, CGROUP, e);
+            return Err(io::Error::from_raw_os_error(e));
+        }
         let flags = namespaces(p.network) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
         let init = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
         if init < 0 {

@@ -390,3 +390,52 @@ fn as_another_user_runway_says_what_is_missing_and_sandbox_none_runs() {
         bare.all()
     );
 }
+
+#[test]
+fn a_job_over_its_memory_limit_is_errored_and_one_over_its_process_limit_cannot_fork() {
+    // These machines delegate cgroup v1's memory and pids controllers to root.
+    let p = Project::new(
+        "language: shell\nscript:\n\
+         \x20 - python3 forks.py\n\
+         \x20 - python3 -c 'b = bytearray(400 * 1024 * 1024); print(\"ALLOCATED\")'\n\
+         \x20 - echo AFTER-THE-KILL\n",
+    );
+    // Forks until the kernel says no (Python does not retry, as bash does), then ends
+    // what it started.
+    std::fs::write(
+        p.dir.path().join("forks.py"),
+        "import os, signal, time\nkids = []\nfor i in range(100):\n    try:\n        pid = os.fork()\n    except BlockingIOError:\n        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    kids.append(pid)\nprint('running:', len(kids))\nfor k in kids:\n    os.kill(k, signal.SIGKILL)\n    os.waitpid(k, 0)\n",
+    )
+    .unwrap();
+    let r = p.run(&["--memory", "128M", "--max-processes", "60"]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(
+        r.stdout.contains("memory 128M, 60 processes"),
+        "{}",
+        r.all()
+    );
+    let running: usize = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("running: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{}", r.all()));
+    assert!(
+        (40..60).contains(&running),
+        "the process limit held: {running} of 100 started"
+    );
+    assert!(!r.stdout.contains("\nALLOCATED"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("The job exceeded its memory limit (128M)"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("\nAFTER-THE-KILL"), "{}", r.all());
+    assert!(
+        r.stdout.contains("Job 1.1: errored in ")
+            && r.stdout.contains("(exceeded its memory limit of 128M)"),
+        "{}",
+        r.all()
+    );
+}
