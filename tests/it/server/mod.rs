@@ -7,6 +7,7 @@ mod intake;
 mod mail;
 mod queue;
 mod remote;
+mod sandbox;
 
 use crate::common::server::{Server, sign};
 
