@@ -317,6 +317,7 @@ pub fn run(
                         reason: why.clone(),
                         timed_out: false,
                         duration: Duration::ZERO,
+                        substituted: Vec::new(),
                     },
                     log: Vec::new(),
                     stage_canceled: !canceled,
@@ -474,6 +475,7 @@ fn execute(
                 reason: format!("workspace: {e}"),
                 timed_out: false,
                 duration: started.elapsed(),
+                substituted: Vec::new(),
             };
         }
     };

@@ -7,6 +7,7 @@
 //! - [`source`]: git: the current branch, HEAD's message, files at a commit;
 //! - [`workspace`]: a job's fresh checkout, `$HOME` and scratch space;
 //! - [`sandbox`]: the throwaway copy of the machine each job's shell runs in;
+//! - [`runtime`]: the language versions, os and arch a job asks for, or what is missing;
 //! - [`job`]: one job in one persistent shell, with Travis's phase rules;
 //! - [`build`]: the jobs of a plan, stage by stage, and the build result;
 //! - [`relay`]: the output of jobs running side by side, whole per job and live;
@@ -35,6 +36,7 @@ pub mod mask;
 pub mod notify;
 pub mod plan;
 pub mod relay;
+pub mod runtime;
 pub mod runway_toml;
 pub mod sandbox;
 pub mod server;

@@ -118,6 +118,11 @@ enum Command {
         /// Processes (and threads) per job at once, where cgroups are delegated.
         #[arg(long)]
         max_processes: Option<u64>,
+        /// Rehearse on what this machine has: a language version (or JDK) it cannot
+        /// provide is replaced by its own, named in the log, summary and mail, instead
+        /// of erroring the job.
+        #[arg(long)]
+        substitutes: bool,
     },
     /// Build on git push: install or run the post-receive hook.
     Hook {
@@ -309,6 +314,7 @@ fn main() -> ExitCode {
             no_network,
             memory,
             max_processes,
+            substitutes,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -326,6 +332,7 @@ fn main() -> ExitCode {
                 mail_dir,
                 show_mail,
                 cancel: Some(runway::interrupt::cancel_on_signals()),
+                substitutes,
                 sandbox: cmd::run::SandboxArgs {
                     mode: sandbox,
                     no_network,

@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub job_memory: Option<String>,
     /// Processes (and threads) per job at once, likewise.
     pub job_processes: Option<u64>,
+    /// A language version (or JDK) the machine cannot provide is replaced by what it
+    /// has, named in the log, summary, page and mail, instead of erroring the job.
+    #[serde(default)]
+    pub substitutes: bool,
     /// The repositories.
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,

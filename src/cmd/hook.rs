@@ -294,6 +294,7 @@ pub fn run_hook(
             deploy: true,
             notify: true,
             cancel: opts.cancel.clone(),
+            substitutes: configured.as_ref().is_some_and(|(c, _)| c.substitutes),
             sandbox: {
                 let mut s = configured
                     .as_ref()

@@ -76,6 +76,9 @@ pub struct RunArgs {
     pub state_dir: Option<PathBuf>,
     /// Where jobs run: `--sandbox`, runway.toml's `sandbox`, `hide` and `network`.
     pub sandbox: SandboxArgs,
+    /// `--substitutes` (runway.toml: `substitutes = true`): a runtime the machine
+    /// cannot provide is replaced by what it has, named, instead of erroring the job.
+    pub substitutes: bool,
 }
 
 /// How jobs are isolated ([`crate::sandbox`]).
@@ -120,6 +123,7 @@ impl SandboxArgs {
                 let mut ns = Namespaces::new(Policy {
                     no_network: self.no_network,
                     hide,
+                    show: vec![crate::runtime::toolchain_dir()],
                 });
                 if !self.limits.is_empty() {
                     match crate::sandbox::cgroup::Hierarchy::open(&self.limits) {
@@ -371,6 +375,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             process_dir: Some(store::process_dir(&state_dir)),
             max_log_bytes: crate::job::MAX_LOG_BYTES,
             sandbox,
+            substitutes: args.substitutes,
         },
         git,
         origin,
@@ -458,9 +463,18 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         args,
         &say,
     );
+    let on_substitutes = report
+        .jobs
+        .iter()
+        .any(|j| !j.outcome.substituted.is_empty());
     say(&format!(
-        "Build #{number} {} in {} ({} job(s))",
+        "Build #{number} {}{} in {} ({} job(s))",
         report.state.as_str(),
+        if on_substitutes {
+            " on substitutes (not what .travis.yml asks for)"
+        } else {
+            ""
+        },
         human(report.duration),
         report.jobs.len()
     ));

@@ -110,21 +110,30 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
     if e.event == EventType::PullRequest {
         v.retain(|(k, _)| !k.starts_with("TRAVIS_PULL_REQUEST_"));
     }
-    for (key, var) in [
-        ("python", "TRAVIS_PYTHON_VERSION"),
-        ("node_js", "TRAVIS_NODE_VERSION"),
-        ("rvm", "TRAVIS_RUBY_VERSION"),
-        ("rust", "TRAVIS_RUST_VERSION"),
-        ("go", "TRAVIS_GO_VERSION"),
-        ("php", "TRAVIS_PHP_VERSION"),
-        ("scala", "TRAVIS_SCALA_VERSION"),
-        ("perl", "TRAVIS_PERL_VERSION"),
-    ] {
+    for (key, var) in VERSION_VARS {
         if let Some(val) = first(key) {
             v.push((var, val));
         }
     }
     v.into_iter().map(|(k, val)| (k.to_string(), val)).collect()
+}
+
+/// The `.travis.yml` runtime keys and the variable Travis set from each.
+const VERSION_VARS: &[(&str, &str)] = &[
+    ("python", "TRAVIS_PYTHON_VERSION"),
+    ("node_js", "TRAVIS_NODE_VERSION"),
+    ("rvm", "TRAVIS_RUBY_VERSION"),
+    ("rust", "TRAVIS_RUST_VERSION"),
+    ("go", "TRAVIS_GO_VERSION"),
+    ("php", "TRAVIS_PHP_VERSION"),
+    ("scala", "TRAVIS_SCALA_VERSION"),
+    ("perl", "TRAVIS_PERL_VERSION"),
+    ("jdk", "TRAVIS_JDK_VERSION"),
+];
+
+/// The variable Travis set from runtime key `key` (`python` → `TRAVIS_PYTHON_VERSION`).
+pub fn version_var(key: &str) -> Option<&'static str> {
+    VERSION_VARS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
 }
 
 fn host_os() -> String {
@@ -135,12 +144,7 @@ fn host_os() -> String {
 }
 
 fn host_arch() -> String {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64".into(),
-        "aarch64" => "arm64".into(),
-        "powerpc64" => "ppc64le".into(),
-        other => other.into(),
-    }
+    crate::runtime::platform::host_arch().into()
 }
 
 fn capitalise(s: &str) -> String {

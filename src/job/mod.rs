@@ -88,6 +88,8 @@ pub struct JobOutcome {
     pub timed_out: bool,
     /// Wall time.
     pub duration: Duration,
+    /// Runtimes the machine's own stood in for (`--substitutes`): `python 3.5 → Python 3.11.7`.
+    pub substituted: Vec<String>,
 }
 
 /// Limits and switches for running jobs.
@@ -113,6 +115,9 @@ pub struct JobOptions {
     pub max_log_bytes: u64,
     /// Where the job's shell runs ([`crate::sandbox`]).
     pub sandbox: Arc<dyn crate::sandbox::Sandbox>,
+    /// A runtime that cannot be provided is replaced by what the machine has (named
+    /// in the header and the job's reason) instead of erroring the job.
+    pub substitutes: bool,
 }
 
 pub use crate::limits::MAX_LOG_BYTES;
@@ -129,6 +134,7 @@ impl Default for JobOptions {
             process_dir: None,
             max_log_bytes: MAX_LOG_BYTES,
             sandbox: Arc::new(crate::sandbox::Bare),
+            substitutes: false,
         }
     }
 }
@@ -170,6 +176,7 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
         first_failure: None,
         phase_counts: HashMap::new(),
         cache: None,
+        substituted: Vec::new(),
     };
     let end = runner.run_all(log);
     let (result, reason, timed_out) = match end {
@@ -186,6 +193,12 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
             (r, why, false)
         }
         Err(Stop::End(r, why, t)) => (r, why, t),
+    };
+    // Never a quiet green: what stood in for what the job asked is part of its result.
+    let reason = if runner.substituted.is_empty() {
+        reason
+    } else {
+        format!("{reason}; on substitutes: {}", runner.substituted.join(", "))
     };
     if let Some(sh) = runner.shell.take() {
         sh.finish(Duration::from_secs(2));
@@ -206,6 +219,7 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
         reason,
         timed_out,
         duration: started.elapsed(),
+        substituted: runner.substituted,
     }
 }
 
@@ -242,12 +256,20 @@ struct Runner<'a> {
     first_failure: Option<(String, i32)>,
     phase_counts: HashMap<&'static str, usize>,
     cache: Option<CacheState>,
+    /// Runtimes the job asked for that the machine's stood in for (`--substitutes`).
+    substituted: Vec<String>,
 }
 
 impl Runner<'_> {
     fn run_all(&mut self, log: &mut Log) -> Result<(), Stop> {
         self.header(log);
+        self.check_platform(log)?;
+        // Found or installed before the sandbox is made, so that the job sees them.
+        let runtimes = self.provide_runtimes(log)?;
         self.start_shell(log)?;
+        for r in &runtimes {
+            self.use_runtime(r, log)?;
+        }
         self.setup_env(log)?;
         self.cache_fetch(log);
         for p in [
@@ -352,12 +374,130 @@ impl Runner<'_> {
         }
     }
 
+    /// A job for another os or arch is not run here (it cannot pass); a `dist` other
+    /// than this machine's is said.
+    fn check_platform(&mut self, log: &mut Log) -> Result<(), Stop> {
+        use crate::runtime::platform;
+        let matrix = &self.ctx.job.matrix;
+        if let Some(why) = platform::mismatch(matrix, std::env::consts::OS, platform::host_arch()) {
+            log.line(&format!("This job is not run here: it {why}."));
+            log.line("On a server it waits for a worker with a matching os and arch.");
+            return Err(Stop::End(
+                JobResult::Errored,
+                format!("not run: {why}"),
+                false,
+            ));
+        }
+        if let Some((_, dist)) = matrix.iter().find(|(k, _)| k == "dist") {
+            let (pretty, code) = platform::host_dist();
+            if *dist != code {
+                log.line(&format!(
+                    "dist: {dist} asked; this machine is {pretty} (TRAVIS_DIST stays {dist})"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each runtime the job asks for, found or installed; else the job is errored with
+    /// what is missing, or (`--substitutes`) runs on what the machine has, said.
+    fn provide_runtimes(&mut self, log: &mut Log) -> Result<Vec<crate::runtime::Ready>, Stop> {
+        let ctx = self.ctx;
+        let ws = ctx.workspace;
+        let nvmrc = std::fs::read_to_string(ws.build_dir.join(".nvmrc")).ok();
+        let toolchains = crate::runtime::toolchain_dir();
+        let rctx = crate::runtime::Context {
+            toolchains: &toolchains,
+            home: &ws.home,
+            copy_on_write: !ctx.options.sandbox.is_bare(),
+        };
+        let mut all = Vec::new();
+        for want in crate::runtime::wanted(&ctx.language, &ctx.job.matrix, nvmrc.as_deref()) {
+            let got = match crate::runtime::provider(want.key) {
+                Some(p) => p.provide(&want.version, &rctx),
+                None => Err(crate::runtime::unsupported(&want)),
+            };
+            match got {
+                Ok(ready) => all.push(ready),
+                Err(missing) if ctx.options.substitutes => {
+                    let instead = crate::runtime::machine_default(want.key);
+                    let said = format!(
+                        "Substitute: {}; with --substitutes this job runs on the machine's own instead: {instead}",
+                        missing.what
+                    );
+                    log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
+                    self.substituted
+                        .push(format!("{} {} → {instead}", want.key, want.version));
+                    // Travis's variable still says what the job asked for.
+                    if let Some(var) = env::version_var(want.key) {
+                        all.push(crate::runtime::Ready {
+                            env: vec![(var.to_string(), want.version.clone())],
+                            what: format!("the machine's own for {} {}", want.key, want.version),
+                            ..Default::default()
+                        });
+                    }
+                }
+                Err(missing) => {
+                    let said = format!("runway cannot run this job as asked: {}", missing.what);
+                    log.styled_line(&said, &format!("\x1b[31m{said}\x1b[0m"));
+                    log.line(&format!("To provide it: {}.", missing.how));
+                    log.line("To rehearse on what this machine has instead: --substitutes (runway.toml: substitutes = true).");
+                    return Err(Stop::End(JobResult::Errored, missing.what, false));
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// Puts a provided runtime first on `PATH`, exports its variables, and shows its
+    /// versions, as Travis's language setup printed them.
+    fn use_runtime(&mut self, ready: &crate::runtime::Ready, log: &mut Log) -> Result<(), Stop> {
+        log.line(&format!("Runtime: {}", ready.what));
+        let mut exports: Vec<String> = Vec::new();
+        if !ready.path.is_empty() {
+            let dirs: Vec<String> = ready
+                .path
+                .iter()
+                .map(|p| shell::quote(&p.display().to_string()))
+                .collect();
+            exports.push(format!("export PATH={}:\"$PATH\"", dirs.join(":")));
+        }
+        for (k, v) in &ready.env {
+            exports.push(format!("export {k}={}", shell::quote(v)));
+        }
+        for e in &exports {
+            log.line(&format!("$ {e}"));
+            self.silent(e)?;
+        }
+        for cmd in &ready.announce {
+            self.shown(cmd, log)?;
+        }
+        log.line("");
+        Ok(())
+    }
+
+    /// Runs a command of runway's in the job shell, showing it and what it prints;
+    /// its exit code does not change the job.
+    fn shown(&mut self, cmd: &str, log: &mut Log) -> Result<(), Stop> {
+        let opts = self.ctx.options;
+        log.line(&format!("$ {cmd}"));
+        let sh = self.shell.as_mut().expect("shell started");
+        if let Err(e) = sh.send(cmd) {
+            return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false));
+        }
+        let waited = sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| {
+            log.output(b);
+            true
+        });
+        log.end_output();
+        match waited {
+            Wait::Done(_) => Ok(()),
+            other => Err(self.stop_for(other)),
+        }
+    }
+
     fn setup_env(&mut self, log: &mut Log) -> Result<(), Stop> {
         let ctx = self.ctx;
-        // jdk: mapped to an installed JDK.
-        if let Some((_, jdk)) = ctx.job.matrix.iter().find(|(k, _)| k == "jdk") {
-            self.setup_jdk(jdk, log)?;
-        }
         let yml: Vec<EnvVar> = ctx.job.env.clone();
         let lines = env::export_lines(ctx.settings, ctx.public_settings, &yml);
         let n_settings = ctx.settings.len();
@@ -376,38 +516,6 @@ impl Runner<'_> {
         }
         if !lines.is_empty() {
             log.line("");
-        }
-        Ok(())
-    }
-
-    fn setup_jdk(&mut self, jdk: &str, log: &mut Log) -> Result<(), Stop> {
-        if jdk == "default" {
-            return Ok(());
-        }
-        let roots = defaults::jdk_roots();
-        match defaults::find_jdk(jdk, &roots) {
-            Some(home) => {
-                let home = home.display().to_string();
-                log.line(&format!("$ export JAVA_HOME={home}"));
-                self.silent(&format!(
-                    "export JAVA_HOME={q}; export PATH={q}/bin:$PATH; export TRAVIS_JDK_VERSION={j}",
-                    q = shell::quote(&home),
-                    j = shell::quote(jdk)
-                ))?;
-            }
-            None => {
-                let found = defaults::installed_jdks(&roots);
-                let found = if found.is_empty() {
-                    "none".to_string()
-                } else {
-                    found.join(", ")
-                };
-                let warning = format!(
-                    "warning: jdk \"{jdk}\" is not installed here (found: {found}); using the default java"
-                );
-                log.styled_line(&warning, &format!("\x1b[33m{warning}\x1b[0m"));
-                self.silent(&format!("export TRAVIS_JDK_VERSION={}", shell::quote(jdk)))?;
-            }
         }
         Ok(())
     }

@@ -171,6 +171,9 @@ pub struct Policy {
     /// Paths the job must not see (runway's state, caches, runway.toml, env files, and
     /// what runway.toml's `hide` lists). Missing paths are skipped.
     pub hide: Vec<PathBuf>,
+    /// Host directories the job sees copy-on-write even where the sandbox makes a
+    /// directory afresh (runway's toolchain directory under `/tmp`, say).
+    pub show: Vec<PathBuf>,
 }
 
 /// A job per throwaway copy of the machine (see the module's header).
@@ -235,10 +238,13 @@ impl Sandbox for Namespaces {
         let layers = job.root.join("sandbox");
         let hidden = classify(&self.policy.hide);
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut policy = self.policy.clone();
+        // Only what exists can be shown.
+        policy.show.retain(|p| p.is_dir());
         let plan = layout(
             job,
             &layers,
-            &self.policy,
+            &policy,
             &hidden,
             &parse_mountinfo(&mountinfo),
         )?;
@@ -505,7 +511,6 @@ pub fn layout(
     hidden: &[Hidden],
     mounts: &[HostMount],
 ) -> Result<Layout, SandboxError> {
-    let _ = policy;
     let root = layers.join("root");
     let mut make = vec![root.clone()];
     let mut steps = Vec::new();
@@ -615,6 +620,13 @@ pub fn layout(
             target: f.to_path_buf(),
             optional: true,
         });
+    }
+    // Shown paths under a fresh directory come back as overlays of their own.
+    for (i, s) in policy.show.iter().filter(|s| gone(s)).enumerate() {
+        for a in s.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+            steps.push(Step::Mkdir(a.to_path_buf()));
+        }
+        overlay(s, s, 1000 + i, &mut steps);
     }
     // The job's own workspace, at the same paths as on the host.
     for dir in [&job.build_dir, &job.home, &job.scratch] {
@@ -772,6 +784,22 @@ mod tests {
                 .iter()
                 .any(|s| s.contains("/tmp/state") || s.contains("x.env"))
         );
+    }
+
+    #[test]
+    fn a_shown_directory_under_tmp_comes_back_copy_on_write() {
+        let policy = Policy {
+            show: vec!["/tmp/ci/target/toolchains".into(), "/opt/tools".into()],
+            ..Policy::default()
+        };
+        let l = layout(&job(), Path::new("/x"), &policy, &[], &[]).unwrap();
+        let t = text(&l);
+        let at = |s: &str| t.iter().position(|x| x == s).unwrap();
+        let shown = "mounting an overlay of /tmp/ci/target/toolchains on /tmp/ci/target/toolchains";
+        assert!(at("mounting tmpfs on /tmp (mode=1777)") < at("making directory /tmp/ci/target"));
+        assert!(at("making directory /tmp/ci/target/toolchains") < at(shown));
+        // Outside a fresh directory the root's overlay shows it already.
+        assert!(!t.iter().any(|s| s.contains("overlay of /opt/tools")));
     }
 
     #[test]

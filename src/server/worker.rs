@@ -167,6 +167,7 @@ fn build(state: &AppState, row: BuildRow) {
             out: Some(out),
             tap: Some(live.clone()),
             state_dir: Some(state.state_dir.clone()),
+            substitutes: state.cfg.substitutes,
             sandbox: crate::cmd::run::SandboxArgs {
                 checked: true,
                 ..state.cfg.sandbox_args(Some(&repo))

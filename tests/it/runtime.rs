@@ -1,0 +1,133 @@
+//! The environment each job asks for (README "Runtimes"): real interpreters and
+//! toolchains (pyenv's CPythons, rustup's toolchains, Node from the npm registry
+//! installed into a toolchain directory kept under `target/`), and the jobs that
+//! cannot be provided: errored, never passed, unless substitutes are asked for.
+
+use crate::common::{Run, run, runway};
+use std::path::PathBuf;
+
+/// Where these tests keep installed Node versions and base virtualenvs between runs.
+fn toolchains() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-toolchains")
+}
+
+fn rehearse(yml: &str, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".travis.yml"), yml).unwrap();
+    let mut c = runway();
+    c.arg("run")
+        .arg(dir.path())
+        .args(["--branch", "master"])
+        .args(extra)
+        .env("RUNWAY_TOOLCHAINS", toolchains());
+    run(&mut c)
+}
+
+/// The summary line of job `n`.
+fn job_line(r: &Run, n: &str) -> String {
+    let summary = r.stdout.split("── Summary").nth(1).unwrap_or("");
+    summary
+        .lines()
+        .find(|l| l.starts_with(&format!("Job {n} ")))
+        .unwrap_or_else(|| panic!("no summary line for {n}: {}", r.all()))
+        .to_string()
+}
+
+#[test]
+fn a_python_matrix_runs_each_job_on_its_version_and_one_not_here_is_errored() {
+    let r = rehearse(
+        "language: python\npython: [\"3.9\", \"3.12\", \"3.4\"]\nscript:\n\
+         \x20 - python -c 'import os, sys; want = tuple(map(int, os.environ[\"TRAVIS_PYTHON_VERSION\"].split(\".\"))); assert sys.version_info[:2] == want, sys.version; print(\"RAN ON\", sys.version.split()[0])'\n\
+         \x20 - test \"$VIRTUAL_ENV\" = \"$(python -c 'import sys; print(sys.prefix)')\"\n\
+         \x20 - pip install --no-index --no-deps . 2>/dev/null || true\n",
+        &[],
+    );
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(job_line(&r, "1.1").contains("passed"), "{}", r.all());
+    assert!(job_line(&r, "1.2").contains("passed"), "{}", r.all());
+    assert!(r.stdout.contains("RAN ON 3.9."), "{}", r.all());
+    assert!(r.stdout.contains("RAN ON 3.12."), "{}", r.all());
+    // The log says what ran, as Travis's did.
+    assert!(r.stdout.contains("$ python --version\nPython 3.9."), "{}", r.all());
+    assert!(r.stdout.contains("$ pip --version\npip "), "{}", r.all());
+    let missing = job_line(&r, "1.3");
+    assert!(
+        missing.contains("errored") && missing.contains("python 3.4 is not installed here"),
+        "{missing}"
+    );
+    assert!(r.stdout.contains("To provide it: install it (`pyenv install 3.4`"), "{}", r.all());
+    assert!(!r.stdout.contains("RAN ON 3.11"), "no job ran on the host's default: {}", r.all());
+}
+
+#[test]
+fn a_node_matrix_installs_each_version_from_the_registry_and_runs_on_it() {
+    let r = rehearse(
+        "language: node_js\nnode_js: [\"16.20.2\", \"18.20.4\"]\ninstall: true\nscript:\n\
+         \x20 - node -e 'if (process.version !== \"v\" + process.env.TRAVIS_NODE_VERSION) process.exit(1); console.log(\"RAN ON\", process.version)'\n\
+         \x20 - npm --version\n\
+         \x20 - mkdir -p node_modules/.bin && printf '#!/bin/sh\\necho LOCAL-BIN\\n' > node_modules/.bin/mocha && chmod +x node_modules/.bin/mocha && mocha\n",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("RAN ON v16.20.2"), "{}", r.all());
+    assert!(r.stdout.contains("RAN ON v18.20.4"), "{}", r.all());
+    // ./node_modules/.bin is on PATH, as on Travis.
+    assert!(r.stdout.contains("\nLOCAL-BIN\n"), "{}", r.all());
+    // npm as that Node line shipped it: 8 for 16, 10 for 18.
+    assert!(r.stdout.contains("$ npm --version\n8."), "{}", r.all());
+    assert!(r.stdout.contains("$ npm --version\n10."), "{}", r.all());
+    assert!(toolchains().join("node/18.20.4/bin/node").exists());
+}
+
+#[test]
+fn a_rust_matrix_runs_each_toolchain() {
+    let r = rehearse(
+        "language: rust\nrust: [stable, nightly]\nscript:\n\
+         \x20 - rustc --version\n\
+         \x20 - \"if [ $TRAVIS_RUST_VERSION = nightly ]; then rustc --version | grep -q nightly; else ! rustc --version | grep -q nightly; fi\"\n\
+         \x20 - echo \"TOOLCHAIN $RUSTUP_TOOLCHAIN\"\n",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("TOOLCHAIN stable"), "{}", r.all());
+    assert!(r.stdout.contains("TOOLCHAIN nightly"), "{}", r.all());
+    assert!(r.stdout.contains("-nightly ("), "{}", r.all());
+}
+
+#[test]
+fn a_job_for_another_os_is_not_run_and_the_build_is_not_green() {
+    let r = rehearse(
+        "language: shell\nos: [linux, osx]\nscript: echo \"RAN ON $TRAVIS_OS_NAME\"\n",
+        &[],
+    );
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(r.stdout.contains("RAN ON linux"), "{}", r.all());
+    assert!(!r.stdout.contains("RAN ON osx"), "{}", r.all());
+    let osx = job_line(&r, "1.2");
+    assert!(osx.contains("errored") && osx.contains("not run: needs an osx runner"), "{osx}");
+    assert!(r.stdout.lines().last().unwrap().starts_with("Build #1 errored"), "{}", r.all());
+}
+
+#[test]
+fn a_missing_jdk_errors_the_job_and_passes_on_a_substitute_only_when_asked_and_named() {
+    let yml = "language: java\njdk: openjdk8\ninstall: true\nscript: java -version\n";
+    let strict = rehearse(yml, &[]);
+    assert_eq!(strict.code, runway::exit::ERRORED, "{}", strict.all());
+    let line = job_line(&strict, "1.1");
+    assert!(line.contains("jdk \"openjdk8\" is not installed here"), "{line}");
+    assert!(
+        strict.stdout.contains("apt-get install openjdk-8-jdk-headless"),
+        "{}",
+        strict.all()
+    );
+    let substituted = rehearse(yml, &["--substitutes"]);
+    assert_eq!(substituted.code, 0, "{}", substituted.all());
+    let line = job_line(&substituted, "1.1");
+    assert!(line.contains("passed") && line.contains("on substitutes: jdk openjdk8 → "), "{line}");
+    assert!(substituted.stdout.contains("Substitute: jdk \"openjdk8\" is not installed here"));
+    let last = substituted.stdout.lines().last().unwrap().to_string();
+    assert!(
+        last.starts_with("Build #1 passed on substitutes (not what .travis.yml asks for)"),
+        "{last}"
+    );
+}
