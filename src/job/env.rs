@@ -133,7 +133,10 @@ const VERSION_VARS: &[(&str, &str)] = &[
 
 /// The variable Travis set from runtime key `key` (`python` → `TRAVIS_PYTHON_VERSION`).
 pub fn version_var(key: &str) -> Option<&'static str> {
-    VERSION_VARS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    VERSION_VARS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
 }
 
 fn host_os() -> String {

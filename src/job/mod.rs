@@ -198,7 +198,10 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
     let reason = if runner.substituted.is_empty() {
         reason
     } else {
-        format!("{reason}; on substitutes: {}", runner.substituted.join(", "))
+        format!(
+            "{reason}; on substitutes: {}",
+            runner.substituted.join(", ")
+        )
     };
     if let Some(sh) = runner.shell.take() {
         sh.finish(Duration::from_secs(2));

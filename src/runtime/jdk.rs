@@ -37,7 +37,10 @@ impl Provider for Jdk {
                     ("JAVA_HOME".into(), home.display().to_string()),
                     ("TRAVIS_JDK_VERSION".into(), jdk.to_string()),
                 ],
-                announce: vec!["java -Xmx32m -version".into(), "javac -J-Xmx32m -version".into()],
+                announce: vec![
+                    "java -Xmx32m -version".into(),
+                    "javac -J-Xmx32m -version".into(),
+                ],
                 what: format!("jdk {jdk} ({})", home.display()),
             }),
             None => {
@@ -48,7 +51,11 @@ impl Provider for Jdk {
                 Err(Missing {
                     what: format!(
                         "jdk \"{jdk}\" is not installed here (found: {})",
-                        if found.is_empty() { "none".into() } else { found.join(", ") }
+                        if found.is_empty() {
+                            "none".into()
+                        } else {
+                            found.join(", ")
+                        }
                     ),
                     how: format!(
                         "install a JDK {major} under /usr/lib/jvm (e.g. apt-get install openjdk-{major}-jdk-headless) or point RUNWAY_JDK_DIRS at one"

@@ -232,7 +232,11 @@ pub fn machine_default(key: &str) -> String {
     };
     match std::process::Command::new(exe).args(args).output() {
         Ok(o) => {
-            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
             let line = String::from_utf8_lossy(&text)
                 .lines()
                 .next()
@@ -252,10 +256,7 @@ pub fn machine_default(key: &str) -> String {
 /// For a language runway does not provide yet: what to say.
 pub fn unsupported(want: &Want) -> Missing {
     Missing {
-        what: format!(
-            "runway cannot provide {} {} yet",
-            want.key, want.version
-        ),
+        what: format!("runway cannot provide {} {} yet", want.key, want.version),
         how: "run this job with --substitutes (runway.toml: substitutes = true) to use what \
               the machine has, named as a substitute"
             .into(),
@@ -273,11 +274,17 @@ mod tests {
     #[test]
     fn a_job_wants_its_matrix_values_and_its_languages_default() {
         let m = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let w = wanted("python", &m(&[("python", "3.10")]), None);
         assert_eq!(w.len(), 1);
-        assert_eq!((w[0].key, w[0].version.as_str(), w[0].defaulted), ("python", "3.10", false));
+        assert_eq!(
+            (w[0].key, w[0].version.as_str(), w[0].defaulted),
+            ("python", "3.10", false)
+        );
         let w = wanted("python", &[], None);
         assert_eq!((w[0].version.as_str(), w[0].defaulted), ("3.6", true));
         let w = wanted("node_js", &[], Some("v14.17.0\n"));

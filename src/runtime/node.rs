@@ -176,11 +176,24 @@ fn node_package() -> &'static str {
     }
 }
 
-/// A package's versions in a registry: (version, tarball URL, sha512 integrity).
-fn versions(package: &str) -> Result<Vec<(Version, (String, String))>, String> {
+/// Where a package version's tarball is, and its `sha512-…` integrity.
+#[derive(Clone, Debug, Default)]
+struct Dist {
+    tarball: String,
+    integrity: String,
+}
+
+/// A package's versions in a registry.
+fn versions(package: &str) -> Result<Vec<(Version, Dist)>, String> {
     let url = format!("{}/{package}", registry());
     let out = Command::new("curl")
-        .args(["-fsSL", "--retry", "2", "-H", "Accept: application/vnd.npm.install-v1+json"])
+        .args([
+            "-fsSL",
+            "--retry",
+            "2",
+            "-H",
+            "Accept: application/vnd.npm.install-v1+json",
+        ])
         .arg(&url)
         .output()
         .map_err(|e| format!("curl: {e} (install curl)"))?;
@@ -200,10 +213,10 @@ fn versions(package: &str) -> Result<Vec<(Version, (String, String))>, String> {
             let dist = &meta["dist"];
             Some((
                 Version::parse(v)?,
-                (
-                    dist["tarball"].as_str()?.to_string(),
-                    dist["integrity"].as_str()?.to_string(),
-                ),
+                Dist {
+                    tarball: dist["tarball"].as_str()?.to_string(),
+                    integrity: dist["integrity"].as_str()?.to_string(),
+                },
             ))
         })
         .collect();
@@ -219,7 +232,10 @@ fn download(url: &str, integrity: &str, dest: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("curl: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{url}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     use base64::Engine;
     use sha2::Digest;
@@ -227,7 +243,9 @@ fn download(url: &str, integrity: &str, dest: &Path) -> Result<(), String> {
     let got = base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&bytes));
     match integrity.strip_prefix("sha512-") {
         Some(want) if want == got => Ok(()),
-        _ => Err(format!("{url}: the download does not match the registry's {integrity}")),
+        _ => Err(format!(
+            "{url}: the download does not match the registry's {integrity}"
+        )),
     }
 }
 
@@ -244,7 +262,10 @@ fn unpack(tarball: &Path, dest: &Path) -> Result<(), String> {
         .output()
         .map_err(|e| format!("tar: {e}"))?;
     if !out.status.success() {
-        return Err(format!("tar: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "tar: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -274,18 +295,19 @@ fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, Pa
     }
     let root = toolchains.join("node");
     std::fs::create_dir_all(&root).map_err(|e| missing(e.to_string()))?;
-    let _lock = Lock::take(&root.join(format!("{full}.lock"))).map_err(|e| missing(e.to_string()))?;
+    let _lock =
+        Lock::take(&root.join(format!("{full}.lock"))).map_err(|e| missing(e.to_string()))?;
     if dir.join("bin/npm").exists() {
         return Ok((full, dir));
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let (url, integrity) = nodes
+    let dist = nodes
         .iter()
         .find(|(v, _)| *v == full)
         .map(|(_, d)| d.clone())
         .unwrap_or_default();
     let tgz = root.join(format!("{full}.tgz"));
-    download(&url, &integrity, &tgz).map_err(missing)?;
+    download(&dist.tarball, &dist.integrity, &tgz).map_err(missing)?;
     let staged = root.join(format!("{full}.staged"));
     let _ = std::fs::remove_dir_all(&staged);
     unpack(&tgz, &staged).map_err(missing)?;
@@ -296,12 +318,16 @@ fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, Pa
     let npm = pick(&major.to_string(), &npms)
         .ok_or_else(|| missing(format!("no npm {major}.x in the registry")))?;
     let npm_tgz = root.join(format!("{full}-npm.tgz"));
-    download(&npm.1.0, &npm.1.1, &npm_tgz).map_err(missing)?;
+    download(&npm.1.tarball, &npm.1.integrity, &npm_tgz).map_err(missing)?;
     unpack(&npm_tgz, &staged.join("lib/node_modules/npm")).map_err(missing)?;
     let _ = std::fs::remove_file(&npm_tgz);
     for (bin, script) in [("npm", "npm-cli.js"), ("npx", "npx-cli.js")] {
         let target = PathBuf::from("../lib/node_modules/npm/bin").join(script);
-        if staged.join("lib/node_modules/npm/bin").join(script).exists() {
+        if staged
+            .join("lib/node_modules/npm/bin")
+            .join(script)
+            .exists()
+        {
             std::os::unix::fs::symlink(&target, staged.join("bin").join(bin))
                 .map_err(|e| missing(e.to_string()))?;
         }
@@ -315,12 +341,16 @@ mod tests {
     use super::*;
 
     fn list(vs: &[&str]) -> Vec<(Version, ())> {
-        vs.iter().map(|v| (Version::parse(v).unwrap(), ())).collect()
+        vs.iter()
+            .map(|v| (Version::parse(v).unwrap(), ()))
+            .collect()
     }
 
     #[test]
     fn node_specs_as_nvm_read_them() {
-        let have = list(&["8.17.0", "10.24.1", "12.22.12", "13.14.0", "14.21.3", "15.14.0"]);
+        let have = list(&[
+            "8.17.0", "10.24.1", "12.22.12", "13.14.0", "14.21.3", "15.14.0",
+        ]);
         let r = |s: &str| resolve(&spec_of(s).unwrap(), &have).map(|v| v.to_string());
         assert_eq!(r("12").as_deref(), Some("12.22.12"));
         assert_eq!(r("v12.22").as_deref(), Some("12.22.12"));

@@ -15,11 +15,18 @@ pub fn host_arch() -> &'static str {
 /// Why a job with these matrix values cannot run on a `host_os`/`host_arch` machine:
 /// `needs an osx runner`. None when it can.
 pub fn mismatch(matrix: &[(String, String)], host_os: &str, host_arch: &str) -> Option<String> {
-    let get = |k: &str| matrix.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        matrix
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     if let Some(os) = get("os")
         && os != host_os
     {
-        return Some(format!("needs an {os} runner (this machine runs {host_os})"));
+        return Some(format!(
+            "needs an {os} runner (this machine runs {host_os})"
+        ));
     }
     if let Some(arch) = get("arch") {
         let arch = match arch {
@@ -28,7 +35,9 @@ pub fn mismatch(matrix: &[(String, String)], host_os: &str, host_arch: &str) -> 
             a => a,
         };
         if arch != host_arch {
-            return Some(format!("needs an {arch} runner (this machine is {host_arch})"));
+            return Some(format!(
+                "needs an {arch} runner (this machine is {host_arch})"
+            ));
         }
     }
     None
@@ -52,7 +61,10 @@ mod tests {
     use super::*;
 
     fn m(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]

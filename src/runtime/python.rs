@@ -113,16 +113,21 @@ impl Provider for Python {
         let lower = spec.to_ascii_lowercase();
         if lower.starts_with("pypy") || lower == "nightly" || lower.ends_with("-dev") {
             return Err(Missing {
-                what: format!("python {spec} is not installed here (found: {})", self.list()),
-                how: format!(
-                    "install it with pyenv (`pyenv install --list` names it), or point \
-                     RUNWAY_PYTHON_DIRS at a directory holding it"
+                what: format!(
+                    "python {spec} is not installed here (found: {})",
+                    self.list()
                 ),
+                how: "install it with pyenv (`pyenv install --list` names it), or point \
+                      RUNWAY_PYTHON_DIRS at a directory holding it"
+                    .into(),
             });
         }
         let Some((full, exe)) = pick(spec, &self.found) else {
             return Err(Missing {
-                what: format!("python {spec} is not installed here (found: {})", self.list()),
+                what: format!(
+                    "python {spec} is not installed here (found: {})",
+                    self.list()
+                ),
                 how: format!(
                     "install it (`pyenv install {spec}`, or a python{spec} package), or point \
                      RUNWAY_PYTHON_DIRS at a directory of interpreters"
@@ -155,7 +160,11 @@ impl Provider for Python {
             path: vec![venv.join("bin")],
             env,
             announce: vec!["python --version".into(), "pip --version".into()],
-            what: format!("python {full} ({}), virtualenv {}", exe.display(), venv.display()),
+            what: format!(
+                "python {full} ({}), virtualenv {}",
+                exe.display(),
+                venv.display()
+            ),
         })
     }
 }
@@ -201,13 +210,23 @@ fn make_venv(exe: &Path, dir: &Path) -> Result<(), Missing> {
             Ok(o) if o.status.success() => return Ok(()),
             Ok(o) => tried.push(format!(
                 "-m {module}: {}",
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("failed")
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
             )),
             Err(e) => tried.push(format!("-m {module}: {e}")),
         }
     }
     Err(Missing {
-        what: format!("{} could not make a virtualenv ({})", exe.display(), tried.join("; ")),
-        how: format!("install the venv module or virtualenv for {}", exe.display()),
+        what: format!(
+            "{} could not make a virtualenv ({})",
+            exe.display(),
+            tried.join("; ")
+        ),
+        how: format!(
+            "install the venv module or virtualenv for {}",
+            exe.display()
+        ),
     })
 }

@@ -75,9 +75,15 @@ impl Provider for Rust {
                     return Err(Missing {
                         what: format!(
                             "rust toolchain {spec} is not installed here (found: {}) and rustup could not install it: {why}",
-                            if have.is_empty() { "none".into() } else { have.join(", ") }
+                            if have.is_empty() {
+                                "none".into()
+                            } else {
+                                have.join(", ")
+                            }
                         ),
-                        how: format!("run `rustup toolchain install {spec}` where rustup can reach its server"),
+                        how: format!(
+                            "run `rustup toolchain install {spec}` where rustup can reach its server"
+                        ),
                     });
                 }
                 spec.to_string()
@@ -107,8 +113,13 @@ mod tests {
     fn toolchains_are_named_without_their_triple_and_chosen_by_spec() {
         assert_eq!(strip_triple("nightly-x86_64-unknown-linux-gnu"), "nightly");
         assert_eq!(strip_triple("1.95.0-x86_64-unknown-linux-gnu"), "1.95.0");
-        assert_eq!(strip_triple("nightly-2024-01-01-x86_64-unknown-linux-gnu"), "nightly-2024-01-01");
-        let have: Vec<String> = ["stable", "nightly", "1.95.0", "1.80.1"].map(String::from).to_vec();
+        assert_eq!(
+            strip_triple("nightly-2024-01-01-x86_64-unknown-linux-gnu"),
+            "nightly-2024-01-01"
+        );
+        let have: Vec<String> = ["stable", "nightly", "1.95.0", "1.80.1"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(choose("stable", &have).as_deref(), Some("stable"));
         assert_eq!(choose("1.95", &have).as_deref(), Some("1.95.0"));
         assert_eq!(choose("1.80.1", &have).as_deref(), Some("1.80.1"));

@@ -241,13 +241,7 @@ impl Sandbox for Namespaces {
         let mut policy = self.policy.clone();
         // Only what exists can be shown.
         policy.show.retain(|p| p.is_dir());
-        let plan = layout(
-            job,
-            &layers,
-            &policy,
-            &hidden,
-            &parse_mountinfo(&mountinfo),
-        )?;
+        let plan = layout(job, &layers, &policy, &hidden, &parse_mountinfo(&mountinfo))?;
         for dir in plan.dirs_to_make() {
             std::fs::create_dir_all(dir)?;
         }

@@ -48,15 +48,28 @@ fn a_python_matrix_runs_each_job_on_its_version_and_one_not_here_is_errored() {
     assert!(r.stdout.contains("RAN ON 3.9."), "{}", r.all());
     assert!(r.stdout.contains("RAN ON 3.12."), "{}", r.all());
     // The log says what ran, as Travis's did.
-    assert!(r.stdout.contains("$ python --version\nPython 3.9."), "{}", r.all());
+    assert!(
+        r.stdout.contains("$ python --version\nPython 3.9."),
+        "{}",
+        r.all()
+    );
     assert!(r.stdout.contains("$ pip --version\npip "), "{}", r.all());
     let missing = job_line(&r, "1.3");
     assert!(
         missing.contains("errored") && missing.contains("python 3.4 is not installed here"),
         "{missing}"
     );
-    assert!(r.stdout.contains("To provide it: install it (`pyenv install 3.4`"), "{}", r.all());
-    assert!(!r.stdout.contains("RAN ON 3.11"), "no job ran on the host's default: {}", r.all());
+    assert!(
+        r.stdout
+            .contains("To provide it: install it (`pyenv install 3.4`"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !r.stdout.contains("RAN ON 3.11"),
+        "no job ran on the host's default: {}",
+        r.all()
+    );
 }
 
 #[test]
@@ -104,8 +117,19 @@ fn a_job_for_another_os_is_not_run_and_the_build_is_not_green() {
     assert!(r.stdout.contains("RAN ON linux"), "{}", r.all());
     assert!(!r.stdout.contains("RAN ON osx"), "{}", r.all());
     let osx = job_line(&r, "1.2");
-    assert!(osx.contains("errored") && osx.contains("not run: needs an osx runner"), "{osx}");
-    assert!(r.stdout.lines().last().unwrap().starts_with("Build #1 errored"), "{}", r.all());
+    assert!(
+        osx.contains("errored") && osx.contains("not run: needs an osx runner"),
+        "{osx}"
+    );
+    assert!(
+        r.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("Build #1 errored"),
+        "{}",
+        r.all()
+    );
 }
 
 #[test]
@@ -114,17 +138,29 @@ fn a_missing_jdk_errors_the_job_and_passes_on_a_substitute_only_when_asked_and_n
     let strict = rehearse(yml, &[]);
     assert_eq!(strict.code, runway::exit::ERRORED, "{}", strict.all());
     let line = job_line(&strict, "1.1");
-    assert!(line.contains("jdk \"openjdk8\" is not installed here"), "{line}");
     assert!(
-        strict.stdout.contains("apt-get install openjdk-8-jdk-headless"),
+        line.contains("jdk \"openjdk8\" is not installed here"),
+        "{line}"
+    );
+    assert!(
+        strict
+            .stdout
+            .contains("apt-get install openjdk-8-jdk-headless"),
         "{}",
         strict.all()
     );
     let substituted = rehearse(yml, &["--substitutes"]);
     assert_eq!(substituted.code, 0, "{}", substituted.all());
     let line = job_line(&substituted, "1.1");
-    assert!(line.contains("passed") && line.contains("on substitutes: jdk openjdk8 → "), "{line}");
-    assert!(substituted.stdout.contains("Substitute: jdk \"openjdk8\" is not installed here"));
+    assert!(
+        line.contains("passed") && line.contains("on substitutes: jdk openjdk8 → "),
+        "{line}"
+    );
+    assert!(
+        substituted
+            .stdout
+            .contains("Substitute: jdk \"openjdk8\" is not installed here")
+    );
     let last = substituted.stdout.lines().last().unwrap().to_string();
     assert!(
         last.starts_with("Build #1 passed on substitutes (not what .travis.yml asks for)"),
