@@ -47,8 +47,14 @@ fn main() {
     println!("rounds: {rounds} (alternating)");
     println!("| what | median per job |");
     println!("| --- | --- |");
-    println!("| python 3.12, base virtualenv (sandbox) | {:.1} ms |", ms(median(cow.clone())));
-    println!("| python 3.12, fresh `python -m venv` per job (bare host) | {:.1} ms |", ms(median(fresh.clone())));
+    println!(
+        "| python 3.12, base virtualenv (sandbox) | {:.1} ms |",
+        ms(median(cow.clone()))
+    );
+    println!(
+        "| python 3.12, fresh `python -m venv` per job (bare host) | {:.1} ms |",
+        ms(median(fresh.clone()))
+    );
     println!("| node 18.20.4, installed | {:.1} ms |", ms(median(node)));
     println!(
         "base virtualenv vs a fresh one: {:.3}x",

@@ -13,12 +13,22 @@ done
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+# A job's `services: [postgresql]` starts the machine's PostgreSQL inside its sandbox.
+[ -x /etc/init.d/postgresql ] || need_apt+=(postgresql)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (apt-get)"
+  # Packages install without starting their services on the host (policy-rc.d).
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  [ -z "$guard" ] || rm -f "$guard"
 fi
 
 # Python test servers (moto for S3 + CodeDeploy), pinned, in a venv of their own.

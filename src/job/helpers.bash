@@ -82,3 +82,26 @@ travis_terminate() {
 travis_fold() {
   printf 'travis_fold:%s:%s\r\n' "$1" "$2"
 }
+
+# runway_apt_install PKG...: addons.apt.packages, inside the job's sandbox; the
+# package lists are refreshed once when the first try does not find a package.
+runway_apt_install() {
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; }
+}
+
+# runway_service_start NAME PACKAGE SCRIPT...: `services:` as Travis's
+# `sudo service NAME start`, by the first init script installed; else says which
+# package provides it.
+runway_service_start() {
+  local name=$1 package=$2 script
+  shift 2
+  for script in "$@"; do
+    if [ -x "/etc/init.d/$script" ]; then
+      service "$script" start
+      return
+    fi
+  done
+  echo "runway: service $name is not installed here: apt-get install $package (or addons.apt.packages: [$package])"
+  return 1
+}

@@ -274,6 +274,7 @@ impl Runner<'_> {
             self.use_runtime(r, log)?;
         }
         self.setup_env(log)?;
+        self.setup_addons(log)?;
         self.cache_fetch(log);
         for p in [
             Phase::BeforeInstall,
@@ -479,9 +480,72 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// `addons.apt` packages installed and `services:` started in the job's sandbox,
+    /// before `before_install`; a failure errors the job with what failed.
+    fn setup_addons(&mut self, log: &mut Log) -> Result<(), Stop> {
+        use crate::runtime::services;
+        let config = &self.ctx.job.config;
+        let apt = services::apt(config.get("addons"));
+        let wanted_services = strs(config.get("services"));
+        if apt.packages.is_empty() && apt.sources.is_empty() && wanted_services.is_empty() {
+            return Ok(());
+        }
+        if self.ctx.options.sandbox.is_bare() {
+            let why = "addons.apt and services: change the machine, so runway runs them only inside a job sandbox (not with --sandbox none)";
+            log.line(&format!("runway cannot run this job as asked: {why}."));
+            return Err(Stop::End(JobResult::Errored, why.into(), false));
+        }
+        if !apt.sources.is_empty() {
+            let what = format!(
+                "addons.apt.sources ({}) are not added by runway",
+                apt.sources.join(", ")
+            );
+            if self.ctx.options.substitutes {
+                let said = format!(
+                    "Substitute: {what}; with --substitutes the packages come from this machine's own sources"
+                );
+                log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
+                self.substituted.push(format!(
+                    "addons.apt.sources {} → this machine's sources",
+                    apt.sources.join(", ")
+                ));
+            } else {
+                log.line(&format!("runway cannot run this job as asked: {what}."));
+                log.line("To provide them: add the source in before_install, or use packages this machine's sources have; --substitutes rehearses without them.");
+                return Err(Stop::End(JobResult::Errored, what, false));
+            }
+        }
+        let mut steps = Vec::new();
+        if !apt.packages.is_empty() {
+            steps.push(("apt", services::apt_command(&apt.packages)));
+        }
+        for s in &wanted_services {
+            steps.push(("services", services::service_command(s)));
+        }
+        for (fold, step) in steps {
+            let timer = log.command_fold_start(fold);
+            let code = self.shown_code(&step.command, log)?;
+            log.fold_end(timer);
+            if code != 0 {
+                log.line(&format!(
+                    "The command \"{}\" failed and exited with {code}.",
+                    step.command
+                ));
+                return Err(Stop::End(JobResult::Errored, step.fails_as, false));
+            }
+        }
+        log.line("");
+        Ok(())
+    }
+
     /// Runs a command of runway's in the job shell, showing it and what it prints;
     /// its exit code does not change the job.
     fn shown(&mut self, cmd: &str, log: &mut Log) -> Result<(), Stop> {
+        self.shown_code(cmd, log).map(drop)
+    }
+
+    /// As [`Runner::shown`], returning the command's exit code.
+    fn shown_code(&mut self, cmd: &str, log: &mut Log) -> Result<i32, Stop> {
         let opts = self.ctx.options;
         log.line(&format!("$ {cmd}"));
         let sh = self.shell.as_mut().expect("shell started");
@@ -494,7 +558,7 @@ impl Runner<'_> {
         });
         log.end_output();
         match waited {
-            Wait::Done(_) => Ok(()),
+            Wait::Done(code) => Ok(code),
             other => Err(self.stop_for(other)),
         }
     }

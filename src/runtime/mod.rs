@@ -17,6 +17,7 @@ pub mod node;
 pub mod platform;
 pub mod python;
 pub mod rust;
+pub mod services;
 
 use std::fmt;
 use std::path::PathBuf;

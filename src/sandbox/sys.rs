@@ -154,8 +154,11 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
                     src: cs(fstype),
                     target: inside(r, target)?,
                     fstype: cs(fstype),
+                    // /dev's tmpfs holds device binds and devpts's ptmx is a device.
                     flags: libc::MS_NOSUID
-                        | if *fstype == "tmpfs" && target != Path::new("/tmp") {
+                        | if matches!(*fstype, "devpts")
+                            || (*fstype == "tmpfs" && target == Path::new("/dev"))
+                        {
                             0
                         } else {
                             libc::MS_NODEV

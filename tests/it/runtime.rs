@@ -167,3 +167,50 @@ fn a_missing_jdk_errors_the_job_and_passes_on_a_substitute_only_when_asked_and_n
         "{last}"
     );
 }
+
+#[test]
+fn services_and_apt_addons_are_the_jobs_own_and_gone_after() {
+    // postgresql is on the machine (the test command installs it); redis-server and
+    // hello are installed by the job itself, into its copy of the machine.
+    let r = rehearse(
+        "language: shell\naddons:\n  apt:\n    packages: [hello, redis-server]\nservices: [postgresql, redis-server]\nscript:\n\
+         \x20 - su postgres -c \"psql -tAc 'select 40 + 2'\"\n\
+         \x20 - redis-cli ping\n\
+         \x20 - hello\n",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("\n42\n"), "{}", r.all());
+    assert!(r.stdout.contains("\nPONG\n"), "{}", r.all());
+    assert!(r.stdout.contains("\nHello, world!\n"), "{}", r.all());
+    // The services ended with the job; the packages were never on the host.
+    crate::common::assert_no_process("redis-server");
+    crate::common::assert_no_process("postgres -D");
+    assert!(!std::path::Path::new("/usr/bin/hello").exists());
+    assert!(!std::path::Path::new("/usr/bin/redis-server").exists());
+
+    // A service that is not installed errors the job with what installs it.
+    let missing = rehearse(
+        "language: shell\nservices: [memcached]\nscript: true\n",
+        &[],
+    );
+    assert_eq!(missing.code, runway::exit::ERRORED, "{}", missing.all());
+    assert!(
+        missing
+            .stdout
+            .contains("runway: service memcached is not installed here: apt-get install memcached"),
+        "{}",
+        missing.all()
+    );
+    // On the bare host they would change the machine: refused.
+    let bare = rehearse(
+        "language: shell\nservices: [postgresql]\nscript: true\n",
+        &["--sandbox", "none"],
+    );
+    assert_eq!(bare.code, runway::exit::ERRORED, "{}", bare.all());
+    assert!(
+        bare.stdout.contains("only inside a job sandbox"),
+        "{}",
+        bare.all()
+    );
+}
