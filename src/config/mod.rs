@@ -142,6 +142,7 @@ pub fn load(text: &str) -> Loaded {
             let root = schema::normalize(&tree, &mut diags);
             model::check_env(&root, &mut diags);
             model::check_notifications(&root, &mut diags);
+            model::check_addons(&root, &mut diags);
             if tree
                 .as_map()
                 .is_some_and(|m| !m.iter().any(|e| e.key == "language"))

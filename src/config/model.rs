@@ -378,6 +378,45 @@ pub fn check_notifications(root: &Node, diags: &mut Diagnostics) {
     }
 }
 
+/// Warns about `addons` runway does not provide (everything but `apt.packages`):
+/// Travis installed them; runway's job would run without them. Checked at the root and
+/// in each `jobs.include` entry.
+pub fn check_addons(root: &Node, diags: &mut Diagnostics) {
+    let mut places: Vec<(String, &Node)> = Vec::new();
+    if let Some(a) = root.get("addons") {
+        places.push(("addons".into(), a));
+    }
+    let include = root.get("jobs").and_then(|j| j.get("include"));
+    for (i, job) in seq(include).iter().enumerate() {
+        if let Some(a) = job.get("addons") {
+            places.push((format!("jobs.include[{i}].addons"), a));
+        }
+    }
+    for (path, addons) in places {
+        for e in addons.as_map().unwrap_or_default() {
+            let here = join(&path, &e.key);
+            if e.key != "apt" {
+                diags.warn(
+                    e.key_pos,
+                    &here,
+                    "unsupported_addon",
+                    format!(
+                        "runway does not provide the {} addon: the job runs without it (install it in before_install)",
+                        e.key
+                    ),
+                );
+            } else if let Some(s) = e.value.get("sources") {
+                diags.warn(
+                    s.pos,
+                    &join(&here, "sources"),
+                    "unsupported_addon",
+                    "runway does not add apt sources: the job is errored unless run with --substitutes (packages then come from the machine's own sources)",
+                );
+            }
+        }
+    }
+}
+
 /// Builds a map node from entries (used when merging job configs).
 pub fn map_node(pos: Pos, entries: Vec<Entry>) -> Node {
     Node::new(pos, Value::Map(entries))

@@ -17,8 +17,9 @@ pub enum Default {
     Fail(String),
 }
 
-/// The default `install` of a language.
-pub fn install(language: &str, has: &dyn Fn(&str) -> bool) -> Default {
+/// The default `install` of a language; `npm_args` (node_js) goes after `npm ci` or
+/// `npm install`, as travis-build did.
+pub fn install(language: &str, has: &dyn Fn(&str) -> bool, npm_args: Option<&str>) -> Default {
     let one = |c: &str| Default::Commands(vec![c.to_string()]);
     match language {
         "java" | "android" | "groovy" | "kotlin" | "clojure" | "scala" => {
@@ -35,12 +36,16 @@ pub fn install(language: &str, has: &dyn Fn(&str) -> bool) -> Default {
             }
         }
         "node_js" => {
+            let args = npm_args
+                .map(|a| format!(" {}", a.trim()))
+                .filter(|a| a.len() > 1)
+                .unwrap_or_default();
             if has("yarn.lock") {
-                one("travis_retry yarn")
+                one("travis_retry yarn --frozen-lockfile")
             } else if has("package-lock.json") || has("npm-shrinkwrap.json") {
-                one("travis_retry npm ci")
+                one(&format!("travis_retry npm ci{args}"))
             } else if has("package.json") {
-                one("travis_retry npm install")
+                one(&format!("travis_retry npm install{args}"))
             } else {
                 Default::Nothing
             }
@@ -241,15 +246,19 @@ mod tests {
     fn python_installs_requirements_txt_in_either_spelling() {
         let cmd = |c: &str| Default::Commands(vec![c.to_string()]);
         assert_eq!(
-            install("python", &with(&["Requirements.txt"])),
+            install("python", &with(&["Requirements.txt"]), None),
             cmd("travis_retry pip install -r Requirements.txt")
         );
         assert_eq!(
-            install("python", &with(&["Requirements.txt", "requirements.txt"])),
+            install(
+                "python",
+                &with(&["Requirements.txt", "requirements.txt"]),
+                None
+            ),
             cmd("travis_retry pip install -r Requirements.txt")
         );
         assert_eq!(
-            install("python", &with(&["requirements.txt"])),
+            install("python", &with(&["requirements.txt"]), None),
             cmd("travis_retry pip install -r requirements.txt")
         );
     }
@@ -258,7 +267,7 @@ mod tests {
     fn s8_java_defaults_first_match() {
         let gw = with(&["gradlew", "build.gradle", "pom.xml"]);
         assert_eq!(
-            install("java", &gw),
+            install("java", &gw, None),
             Default::Commands(vec!["travis_retry ./gradlew assemble".into()])
         );
         assert_eq!(
@@ -267,7 +276,7 @@ mod tests {
         );
         let mvn = with(&["pom.xml"]);
         assert_eq!(
-            install("java", &mvn),
+            install("java", &mvn, None),
             Default::Commands(vec![
                 "travis_retry mvn install -DskipTests=true -Dmaven.javadoc.skip=true -B -V".into()
             ])
@@ -284,7 +293,7 @@ mod tests {
             script("java", &with(&["build.gradle"])),
             Default::Commands(vec!["gradle check".into()])
         );
-        assert_eq!(install("java", &with(&[])), Default::Nothing);
+        assert_eq!(install("java", &with(&[]), None), Default::Nothing);
     }
 
     #[test]
@@ -299,8 +308,16 @@ mod tests {
             ])
         );
         assert_eq!(
-            install("node_js", &with(&["package-lock.json"])),
+            install("node_js", &with(&["package-lock.json"]), None),
             Default::Commands(vec!["travis_retry npm ci".into()])
+        );
+        assert_eq!(
+            install("node_js", &with(&["package.json"]), Some("--no-optional")),
+            Default::Commands(vec!["travis_retry npm install --no-optional".into()])
+        );
+        assert_eq!(
+            install("node_js", &with(&["yarn.lock", "package.json"]), Some("-q")),
+            Default::Commands(vec!["travis_retry yarn --frozen-lockfile".into()])
         );
         assert_eq!(
             script("node_js", &none),

@@ -8,9 +8,33 @@ use crate::config::model::EnvVar;
 use crate::event::{BuildEvent, EventType};
 use crate::plan::JobPlan;
 
-/// Host variables a job inherits (everything else starts clean, as on a fresh VM).
+/// Host variables a job inherits (everything else starts clean, as on a fresh VM):
+/// the basics, and the proxy and CA settings without which nothing installs behind a
+/// proxy (passed as they are, unmasked: README, "A job's environment").
 const INHERITED: &[&str] = &[
-    "PATH", "LANG", "LC_ALL", "TERM", "USER", "LOGNAME", "SHELL", "TMPDIR",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TERM",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "PIP_CERT",
+    "GIT_SSL_CAINFO",
 ];
 
 /// What a job's environment is made from.

@@ -485,6 +485,19 @@ impl Runner<'_> {
     fn setup_addons(&mut self, log: &mut Log) -> Result<(), Stop> {
         use crate::runtime::services;
         let config = &self.ctx.job.config;
+        for e in config
+            .get("addons")
+            .and_then(|a| a.as_map())
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| e.key != "apt")
+        {
+            let said = format!(
+                "warning: runway does not provide the {} addon; this job runs without it",
+                e.key
+            );
+            log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
+        }
         let apt = services::apt(config.get("addons"));
         let wanted_services = strs(config.get("services"));
         if apt.packages.is_empty() && apt.sources.is_empty() && wanted_services.is_empty() {
@@ -648,7 +661,11 @@ impl Runner<'_> {
         }
         let has = defaults::has_in(&self.ctx.workspace.build_dir);
         let default = match phase {
-            Phase::Install => defaults::install(&self.ctx.language, &has),
+            Phase::Install => defaults::install(
+                &self.ctx.language,
+                &has,
+                crate::config::model::str_of(self.ctx.job.config.get("npm_args")),
+            ),
             Phase::Script => defaults::script(&self.ctx.language, &has),
             _ => defaults::Default::Nothing,
         };

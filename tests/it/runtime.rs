@@ -214,3 +214,50 @@ fn services_and_apt_addons_are_the_jobs_own_and_gone_after() {
         bare.all()
     );
 }
+
+#[test]
+fn lint_warns_about_addons_runway_does_not_provide() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(".travis.yml");
+    std::fs::write(
+        &f,
+        "language: shell\naddons:\n  chrome: stable\n  apt:\n    packages: [hello]\n    sources: [ubuntu-toolchain-r-test]\njobs:\n  include:\n    - addons:\n        firefox: latest\n",
+    )
+    .unwrap();
+    let r = run(runway().arg("lint").arg(&f));
+    assert_eq!(r.code, 0, "warnings only: {}", r.all());
+    for said in [
+        ":3:3: warning: addons.chrome: runway does not provide the chrome addon",
+        ":6:14: warning: addons.apt.sources: runway does not add apt sources",
+        ":10:9: warning: jobs.include[0].addons.firefox: runway does not provide the firefox addon",
+    ] {
+        assert!(r.stdout.contains(said), "{said}: {}", r.all());
+    }
+    assert!(!r.stdout.contains("addons.apt.packages"), "{}", r.all());
+}
+
+#[test]
+fn proxy_and_ca_settings_pass_through_and_nothing_else_of_runways_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".travis.yml"),
+        "language: shell\nscript:\n  - echo \"proxy=$HTTPS_PROXY no=$no_proxy ca=$SSL_CERT_FILE other=${RUNWAY_TEST_PRIVATE:-unset}\"\n",
+    )
+    .unwrap();
+    let r = run(runway()
+        .arg("run")
+        .arg(dir.path())
+        .args(["--branch", "master"])
+        .env("HTTPS_PROXY", "http://proxy.example:3128")
+        .env("no_proxy", "localhost,127.0.0.1")
+        .env("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+        .env("RUNWAY_TEST_PRIVATE", "do-not-pass"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(
+            "\nproxy=http://proxy.example:3128 no=localhost,127.0.0.1 ca=/etc/ssl/certs/ca-certificates.crt other=unset\n"
+        ),
+        "{}",
+        r.all()
+    );
+}
