@@ -121,7 +121,11 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
         ("TRAVIS_OS_NAME", first("os").unwrap_or_else(host_os)),
         (
             "TRAVIS_DIST",
-            first("dist").unwrap_or_else(|| "focal".into()),
+            first("dist")
+                .or_else(|| {
+                    crate::config::model::str_of(job.config.get("dist")).map(str::to_string)
+                })
+                .unwrap_or_else(|| "focal".into()),
         ),
         ("TRAVIS_CPU_ARCH", host_arch()),
         ("TRAVIS_JOB_NAME", job.name.clone().unwrap_or_default()),

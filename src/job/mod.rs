@@ -392,9 +392,14 @@ impl Runner<'_> {
                 false,
             ));
         }
-        if let Some((_, dist)) = matrix.iter().find(|(k, _)| k == "dist") {
+        let dist = matrix
+            .iter()
+            .find(|(k, _)| k == "dist")
+            .map(|(_, v)| v.as_str())
+            .or_else(|| crate::config::model::str_of(self.ctx.job.config.get("dist")));
+        if let Some(dist) = dist {
             let (pretty, code) = platform::host_dist();
-            if *dist != code {
+            if dist != code {
                 log.line(&format!(
                     "dist: {dist} asked; this machine is {pretty} (TRAVIS_DIST stays {dist})"
                 ));

@@ -261,3 +261,58 @@ fn proxy_and_ca_settings_pass_through_and_nothing_else_of_runways_environment() 
         r.all()
     );
 }
+
+/// six at the commit whose `.travis.yml` a team leaving Travis brought (fixtures/six,
+/// MIT): every job on the Python it asks for, pytest 4.6.9 from PyPI; the versions this
+/// machine lacks are errored with what is missing, and none passes on another Python.
+#[test]
+fn six_from_the_wild_runs_each_python_it_asks_for_and_errors_the_rest() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/six");
+    let mut c = runway();
+    c.args(["run", fixture, "--branch", "master"])
+        .env("RUNWAY_TOOLCHAINS", toolchains());
+    let r = run(&mut c);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    for (job, version) in [
+        ("1.3", "3.6"),
+        ("1.4", "3.7"),
+        ("1.5", "3.8"),
+        ("1.6", "3.9"),
+    ] {
+        let line = job_line(&r, job);
+        assert!(line.contains("passed"), "{line}\n{}", r.all());
+        assert!(
+            r.stdout
+                .contains(&format!("platform linux -- Python {version}.")),
+            "{version}: {}",
+            r.all()
+        );
+    }
+    assert!(r.stdout.contains(" 198 passed, 2 skipped"), "{}", r.all());
+    for (job, version) in [
+        ("1.2", "3.5"),
+        ("1.7", "nightly"),
+        ("1.8", "pypy3"),
+        ("1.11", "pypy"),
+    ] {
+        let line = job_line(&r, job);
+        assert!(
+            line.contains("errored")
+                && line.contains(&format!("python {version} is not installed here")),
+            "{line}"
+        );
+    }
+    // Python 2.7 is here but cannot make a virtualenv: errored, saying so.
+    assert!(
+        job_line(&r, "1.1").contains("could not make a virtualenv"),
+        "{}",
+        r.all()
+    );
+    // The deploy stage does not run after a failed stage.
+    assert!(job_line(&r, "1.12").contains("canceled"), "{}", r.all());
+    assert!(
+        r.stdout.contains("dist: focal asked; this machine is "),
+        "{}",
+        r.all()
+    );
+}
