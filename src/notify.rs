@@ -75,6 +75,23 @@ pub struct MailJob {
     pub seconds: f64,
     /// The last lines of its log, for failed jobs (already masked).
     pub tail: Option<String>,
+    /// What the machine's own runtimes stood in for (`--substitutes`), said beside it.
+    pub substituted: Vec<String>,
+}
+
+impl MailJob {
+    /// The job's label, with its substitutes when it ran on any.
+    fn shown_label(&self) -> String {
+        if self.substituted.is_empty() {
+            self.label.clone()
+        } else {
+            format!(
+                "{} (on substitutes: {})",
+                self.label,
+                self.substituted.join(", ")
+            )
+        }
+    }
 }
 
 /// What defines a job in a mail: its matrix values and env (secrets masked).
@@ -136,9 +153,14 @@ fn sha7(sha: &str) -> &str {
 /// `[runway] Passed: owner/repo#N (branch - sha7)`.
 pub fn subject(f: &MailFacts) -> String {
     format!(
-        "[runway] {}{}: {}#{} ({} - {})",
+        "[runway] {}{}{}: {}#{} ({} - {})",
         if f.cron { "[CRON] " } else { "" },
         status(f.state, f.previous),
+        if f.jobs.iter().any(|j| !j.substituted.is_empty()) {
+            " on substitutes"
+        } else {
+            ""
+        },
         f.repo,
         f.number,
         f.branch,
@@ -204,7 +226,7 @@ pub fn compose(f: &MailFacts) -> (String, String) {
             j.number,
             j.result,
             duration(j.seconds),
-            j.label
+            j.shown_label()
         ));
     }
     if !f.deploys.is_empty() {
@@ -261,7 +283,7 @@ pub fn compose(f: &MailFacts) -> (String, String) {
             escape(&j.number),
             escape(&j.result),
             duration(j.seconds),
-            escape(&j.label)
+            escape(&j.shown_label())
         ));
     }
     h.push_str("</table>");

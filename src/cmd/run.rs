@@ -553,6 +553,7 @@ fn mail(
                     result: r.outcome.result.as_str().to_string(),
                     seconds: r.outcome.duration.as_secs_f64(),
                     tail: failed.then(|| masker.mask_all(&notify::log_tail(&r.log, 40))),
+                    substituted: r.outcome.substituted.clone(),
                 }
             })
             .collect(),

@@ -9,11 +9,13 @@
 //! - [`Version`] and [`pick`]: version specs (`3.8`, `"3.10"`, `12`, `lts/*`, `node`)
 //!   against what exists (pure);
 //! - [`Provider`]: one per language at the side effect (finding, installing):
-//!   [`python`], [`node`], [`rust`], [`jdk`];
+//!   [`python`], [`node`], [`rust`], [`jdk`]; Go, Ruby, PHP and Perl are found on
+//!   `PATH` at the version asked ([`on_path`]);
 //! - [`platform`]: the job's `os` and `arch` against this machine's.
 
 pub mod jdk;
 pub mod node;
+pub mod on_path;
 pub mod platform;
 pub mod python;
 pub mod rust;
@@ -214,7 +216,7 @@ pub fn provider(key: &str) -> Option<Box<dyn Provider>> {
         "node_js" => Some(Box::new(node::Node::from_machine())),
         "rust" => Some(Box::new(rust::Rust)),
         "jdk" => Some(Box::new(jdk::Jdk::from_machine())),
-        _ => None,
+        other => on_path::OnPath::for_key(other).map(|p| Box::new(p) as Box<dyn Provider>),
     }
 }
 

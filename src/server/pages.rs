@@ -153,13 +153,14 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
     }
     if !jobs.is_empty() {
         b.push_str(
-            "<table><tr><th>Job</th><th>Matrix and env</th><th>Result</th><th>Duration</th></tr>",
+            "<table><tr><th>Job</th><th>Matrix and env</th><th>Result</th><th>Duration</th><th>Why</th></tr>",
         );
         for j in jobs {
             b.push_str(&format!(
-                "<tr><td><a href=\"#job={n}\">{n}</a></td><td><code>{}</code></td><td class=\"{r}\">{r}</td><td>{:.1}s</td></tr>",
+                "<tr><td><a href=\"#job={n}\">{n}</a></td><td><code>{}</code></td><td class=\"{r}\">{r}</td><td>{:.1}s</td><td>{}</td></tr>",
                 esc(&j.env),
                 j.duration_ms as f64 / 1000.0,
+                esc(&j.reason),
                 n = esc(&j.number),
                 r = esc(&j.result)
             ));

@@ -119,6 +119,8 @@ fn interrupted_mail(
                     .then(|| masker.mask_all(&notify::log_tail(log, 40))),
                 seconds: done.map_or(0.0, |r| r.duration_ms as f64 / 1000.0),
                 result,
+                // An interrupted job's substitutes are in its log and reason.
+                substituted: Vec::new(),
             }
         })
         .collect();

@@ -134,7 +134,7 @@ fn a_job_for_another_os_is_not_run_and_the_build_is_not_green() {
 
 #[test]
 fn a_missing_jdk_errors_the_job_and_passes_on_a_substitute_only_when_asked_and_named() {
-    let yml = "language: java\njdk: openjdk8\ninstall: true\nscript: java -version\n";
+    let yml = "language: java\njdk: openjdk8\ninstall: true\nscript: java -version\nnotifications:\n  email:\n    recipients: [team@example.com]\n    on_success: always\n";
     let strict = rehearse(yml, &[]);
     assert_eq!(strict.code, runway::exit::ERRORED, "{}", strict.all());
     let line = job_line(&strict, "1.1");
@@ -149,7 +149,7 @@ fn a_missing_jdk_errors_the_job_and_passes_on_a_substitute_only_when_asked_and_n
         "{}",
         strict.all()
     );
-    let substituted = rehearse(yml, &["--substitutes"]);
+    let substituted = rehearse(yml, &["--substitutes", "--show-mail"]);
     assert_eq!(substituted.code, 0, "{}", substituted.all());
     let line = job_line(&substituted, "1.1");
     assert!(
@@ -160,6 +160,21 @@ fn a_missing_jdk_errors_the_job_and_passes_on_a_substitute_only_when_asked_and_n
         substituted
             .stdout
             .contains("Substitute: jdk \"openjdk8\" is not installed here")
+    );
+    // The mail says so in its subject and beside the job.
+    assert!(
+        substituted
+            .stdout
+            .contains("[runway] Passed on substitutes: "),
+        "{}",
+        substituted.all()
+    );
+    assert!(
+        substituted
+            .stdout
+            .contains("jdk: openjdk8 (on substitutes: jdk openjdk8 → "),
+        "{}",
+        substituted.all()
     );
     let last = substituted.stdout.lines().last().unwrap().to_string();
     assert!(
@@ -314,5 +329,33 @@ fn six_from_the_wild_runs_each_python_it_asks_for_and_errors_the_rest() {
         r.stdout.contains("dist: focal asked; this machine is "),
         "{}",
         r.all()
+    );
+}
+
+#[test]
+fn a_language_runway_does_not_install_runs_only_on_the_version_asked() {
+    // Perl is on every Debian machine; runway finds it on PATH at the version asked.
+    let out = std::process::Command::new("perl")
+        .args(["-e", "printf '%vd', $^V"])
+        .output()
+        .expect("perl runs");
+    let full = String::from_utf8_lossy(&out.stdout).to_string();
+    let have: String = full.split('.').take(2).collect::<Vec<_>>().join(".");
+    let r = rehearse(
+        &format!(
+            "language: perl\nperl: [\"{have}\", \"5.8\"]\ninstall: true\nscript: perl -e 'print \"RAN ON \", $^V, \"\\\\n\"'\n"
+        ),
+        &[],
+    );
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(job_line(&r, "1.1").contains("passed"), "{}", r.all());
+    assert!(r.stdout.contains(&format!("RAN ON v{full}")), "{}", r.all());
+    let old = job_line(&r, "1.2");
+    assert!(
+        old.contains("errored")
+            && old.contains(&format!(
+                "perl 5.8 is not installed here (the machine's perl is {full})"
+            )),
+        "{old}"
     );
 }
