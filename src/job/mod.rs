@@ -7,12 +7,14 @@
 //! - [`shell`]: the persistent bash and its protocol;
 //! - [`log`]: masking, folds and timing, sinks;
 //! - [`env`]: the job's environment;
-//! - [`defaults`]: language defaults and JDKs.
+//! - [`defaults`]: language defaults and JDKs;
+//! - `setup`: before the lifecycle: os and arch, runtimes, `addons.apt`, services.
 
 pub mod defaults;
 pub mod env;
 pub mod log;
 pub mod phases;
+mod setup;
 pub mod shell;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use crate::plan::JobPlan;
 use crate::workspace::Workspace;
 use log::{Log, human};
 use phases::{OnFailure, Phase, RunsWhen};
+use setup::memory_exceeded;
 use shell::{Shell, Wait};
 
 /// How a job ended.
@@ -226,22 +229,6 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
     }
 }
 
-/// A job the kernel killed a process of for passing its memory limit: errored, never
-/// failed (the code did not fail a test; the machine was too small for it).
-fn memory_exceeded(limit: u64, log: &mut Log) -> Stop {
-    let size = crate::sandbox::cgroup::human_size(limit);
-    log.line("");
-    log.line(&format!(
-        "The job exceeded its memory limit ({size}): the kernel killed a process of it."
-    ));
-    log.line("Raise job_memory in runway.toml (or --memory for runway run) if it needs more.");
-    Stop::End(
-        JobResult::Errored,
-        format!("exceeded its memory limit of {size}"),
-        false,
-    )
-}
-
 /// What a job knows about its cache between fetch and store.
 struct CacheState {
     dirs: Vec<(String, std::path::PathBuf)>,
@@ -375,209 +362,6 @@ impl Runner<'_> {
                     false,
                 ))
             }
-        }
-    }
-
-    /// A job for another os or arch is not run here (it cannot pass); a `dist` other
-    /// than this machine's is said.
-    fn check_platform(&mut self, log: &mut Log) -> Result<(), Stop> {
-        use crate::runtime::platform;
-        let matrix = &self.ctx.job.matrix;
-        if let Some(why) = platform::mismatch(matrix, std::env::consts::OS, platform::host_arch()) {
-            log.line(&format!("This job is not run here: it {why}."));
-            log.line("On a server it waits for a worker with a matching os and arch.");
-            return Err(Stop::End(
-                JobResult::Errored,
-                format!("not run: {why}"),
-                false,
-            ));
-        }
-        let dist = matrix
-            .iter()
-            .find(|(k, _)| k == "dist")
-            .map(|(_, v)| v.as_str())
-            .or_else(|| crate::config::model::str_of(self.ctx.job.config.get("dist")));
-        if let Some(dist) = dist {
-            let (pretty, code) = platform::host_dist();
-            if dist != code {
-                log.line(&format!(
-                    "dist: {dist} asked; this machine is {pretty} (TRAVIS_DIST stays {dist})"
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Each runtime the job asks for, found or installed; else the job is errored with
-    /// what is missing, or (`--substitutes`) runs on what the machine has, said.
-    fn provide_runtimes(&mut self, log: &mut Log) -> Result<Vec<crate::runtime::Ready>, Stop> {
-        let ctx = self.ctx;
-        let ws = ctx.workspace;
-        let nvmrc = std::fs::read_to_string(ws.build_dir.join(".nvmrc")).ok();
-        let toolchains = crate::runtime::toolchain_dir();
-        let rctx = crate::runtime::Context {
-            toolchains: &toolchains,
-            home: &ws.home,
-            copy_on_write: !ctx.options.sandbox.is_bare(),
-        };
-        let mut all = Vec::new();
-        for want in crate::runtime::wanted(&ctx.language, &ctx.job.matrix, nvmrc.as_deref()) {
-            let got = match crate::runtime::provider(want.key) {
-                Some(p) => p.provide(&want.version, &rctx),
-                None => Err(crate::runtime::unsupported(&want)),
-            };
-            match got {
-                Ok(ready) => all.push(ready),
-                Err(missing) if ctx.options.substitutes => {
-                    let instead = crate::runtime::machine_default(want.key);
-                    let said = format!(
-                        "Substitute: {}; with --substitutes this job runs on the machine's own instead: {instead}",
-                        missing.what
-                    );
-                    log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
-                    self.substituted
-                        .push(format!("{} {} → {instead}", want.key, want.version));
-                    // Travis's variable still says what the job asked for.
-                    if let Some(var) = env::version_var(want.key) {
-                        all.push(crate::runtime::Ready {
-                            env: vec![(var.to_string(), want.version.clone())],
-                            what: format!("the machine's own for {} {}", want.key, want.version),
-                            ..Default::default()
-                        });
-                    }
-                }
-                Err(missing) => {
-                    let said = format!("runway cannot run this job as asked: {}", missing.what);
-                    log.styled_line(&said, &format!("\x1b[31m{said}\x1b[0m"));
-                    log.line(&format!("To provide it: {}.", missing.how));
-                    log.line("To rehearse on what this machine has instead: --substitutes (runway.toml: substitutes = true).");
-                    return Err(Stop::End(JobResult::Errored, missing.what, false));
-                }
-            }
-        }
-        Ok(all)
-    }
-
-    /// Puts a provided runtime first on `PATH`, exports its variables, and shows its
-    /// versions, as Travis's language setup printed them.
-    fn use_runtime(&mut self, ready: &crate::runtime::Ready, log: &mut Log) -> Result<(), Stop> {
-        log.line(&format!("Runtime: {}", ready.what));
-        let mut exports: Vec<String> = Vec::new();
-        if !ready.path.is_empty() {
-            let dirs: Vec<String> = ready
-                .path
-                .iter()
-                .map(|p| shell::quote(&p.display().to_string()))
-                .collect();
-            exports.push(format!("export PATH={}:\"$PATH\"", dirs.join(":")));
-        }
-        for (k, v) in &ready.env {
-            exports.push(format!("export {k}={}", shell::quote(v)));
-        }
-        for e in &exports {
-            log.line(&format!("$ {e}"));
-            self.silent(e)?;
-        }
-        for cmd in &ready.announce {
-            self.shown(cmd, log)?;
-        }
-        log.line("");
-        Ok(())
-    }
-
-    /// `addons.apt` packages installed and `services:` started in the job's sandbox,
-    /// before `before_install`; a failure errors the job with what failed.
-    fn setup_addons(&mut self, log: &mut Log) -> Result<(), Stop> {
-        use crate::runtime::services;
-        let config = &self.ctx.job.config;
-        for e in config
-            .get("addons")
-            .and_then(|a| a.as_map())
-            .unwrap_or_default()
-            .iter()
-            .filter(|e| e.key != "apt")
-        {
-            let said = format!(
-                "warning: runway does not provide the {} addon; this job runs without it",
-                e.key
-            );
-            log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
-        }
-        let apt = services::apt(config.get("addons"));
-        let wanted_services = strs(config.get("services"));
-        if apt.packages.is_empty() && apt.sources.is_empty() && wanted_services.is_empty() {
-            return Ok(());
-        }
-        if self.ctx.options.sandbox.is_bare() {
-            let why = "addons.apt and services: change the machine, so runway runs them only inside a job sandbox (not with --sandbox none)";
-            log.line(&format!("runway cannot run this job as asked: {why}."));
-            return Err(Stop::End(JobResult::Errored, why.into(), false));
-        }
-        if !apt.sources.is_empty() {
-            let what = format!(
-                "addons.apt.sources ({}) are not added by runway",
-                apt.sources.join(", ")
-            );
-            if self.ctx.options.substitutes {
-                let said = format!(
-                    "Substitute: {what}; with --substitutes the packages come from this machine's own sources"
-                );
-                log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
-                self.substituted.push(format!(
-                    "addons.apt.sources {} → this machine's sources",
-                    apt.sources.join(", ")
-                ));
-            } else {
-                log.line(&format!("runway cannot run this job as asked: {what}."));
-                log.line("To provide them: add the source in before_install, or use packages this machine's sources have; --substitutes rehearses without them.");
-                return Err(Stop::End(JobResult::Errored, what, false));
-            }
-        }
-        let mut steps = Vec::new();
-        if !apt.packages.is_empty() {
-            steps.push(("apt", services::apt_command(&apt.packages)));
-        }
-        for s in &wanted_services {
-            steps.push(("services", services::service_command(s)));
-        }
-        for (fold, step) in steps {
-            let timer = log.command_fold_start(fold);
-            let code = self.shown_code(&step.command, log)?;
-            log.fold_end(timer);
-            if code != 0 {
-                log.line(&format!(
-                    "The command \"{}\" failed and exited with {code}.",
-                    step.command
-                ));
-                return Err(Stop::End(JobResult::Errored, step.fails_as, false));
-            }
-        }
-        log.line("");
-        Ok(())
-    }
-
-    /// Runs a command of runway's in the job shell, showing it and what it prints;
-    /// its exit code does not change the job.
-    fn shown(&mut self, cmd: &str, log: &mut Log) -> Result<(), Stop> {
-        self.shown_code(cmd, log).map(drop)
-    }
-
-    /// As [`Runner::shown`], returning the command's exit code.
-    fn shown_code(&mut self, cmd: &str, log: &mut Log) -> Result<i32, Stop> {
-        let opts = self.ctx.options;
-        log.line(&format!("$ {cmd}"));
-        let sh = self.shell.as_mut().expect("shell started");
-        if let Err(e) = sh.send(cmd) {
-            return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false));
-        }
-        let waited = sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| {
-            log.output(b);
-            true
-        });
-        log.end_output();
-        match waited {
-            Wait::Done(code) => Ok(code),
-            other => Err(self.stop_for(other)),
         }
     }
 
