@@ -192,6 +192,22 @@ impl Lock {
     }
 }
 
+/// The entries of each of `roots` that exist, with their names, after the directories
+/// listed in environment variable `extra` (a `PATH`-style list).
+pub fn installations(
+    mut roots: Vec<PathBuf>,
+    extra: &str,
+) -> impl Iterator<Item = (String, PathBuf)> {
+    if let Some(more) = std::env::var_os(extra) {
+        roots.extend(std::env::split_paths(&more));
+    }
+    roots
+        .into_iter()
+        .filter_map(|r| std::fs::read_dir(r).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+}
+
 /// What a provider needs to know about the job.
 pub struct Context<'a> {
     /// runway's toolchain directory ([`toolchain_dir`]).

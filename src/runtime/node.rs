@@ -62,26 +62,17 @@ impl Node {
         if let Some(d) = std::env::var_os("NVM_DIR") {
             roots.push(PathBuf::from(d).join("versions/node"));
         }
-        if let Some(extra) = std::env::var_os("RUNWAY_NODE_DIRS") {
-            roots.extend(std::env::split_paths(&extra));
-        }
         let mut found = Vec::new();
-        for root in roots {
-            let Ok(entries) = std::fs::read_dir(&root) else {
+        for (name, path) in super::installations(roots, "RUNWAY_NODE_DIRS") {
+            let Some(v) = Version::parse(&name) else {
                 continue;
             };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(v) = Version::parse(&name) else {
-                    continue;
-                };
-                // fnm keeps the tree under `installation`.
-                let dir = [e.path(), e.path().join("installation")]
-                    .into_iter()
-                    .find(|d| d.join("bin/node").exists() && d.join("bin/npm").exists());
-                if let Some(dir) = dir {
-                    found.push((v, dir));
-                }
+            // fnm keeps the tree under `installation`.
+            let dir = [path.clone(), path.join("installation")]
+                .into_iter()
+                .find(|d| d.join("bin/node").exists() && d.join("bin/npm").exists());
+            if let Some(dir) = dir {
+                found.push((v, dir));
             }
         }
         Node { found }

@@ -26,24 +26,15 @@ impl Python {
             roots.push(h.join(".pyenv/versions"));
             roots.push(h.join(".local/share/uv/python"));
         }
-        if let Some(extra) = std::env::var_os("RUNWAY_PYTHON_DIRS") {
-            roots.extend(std::env::split_paths(&extra));
-        }
         let mut found = Vec::new();
-        for root in roots {
-            let Ok(entries) = std::fs::read_dir(&root) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                // pyenv: 3.8.18; uv: cpython-3.12.1-linux-x86_64-gnu.
-                let ver = name.strip_prefix("cpython-").unwrap_or(&name);
-                let ver = ver.split('-').next().unwrap_or("");
-                if let Some(v) = Version::parse(ver)
-                    && let Some(exe) = interpreter_in(&e.path().join("bin"), &v)
-                {
-                    found.push((v, exe));
-                }
+        for (name, path) in super::installations(roots, "RUNWAY_PYTHON_DIRS") {
+            // pyenv: 3.8.18; uv: cpython-3.12.1-linux-x86_64-gnu.
+            let ver = name.strip_prefix("cpython-").unwrap_or(&name);
+            let ver = ver.split('-').next().unwrap_or("");
+            if let Some(v) = Version::parse(ver)
+                && let Some(exe) = interpreter_in(&path.join("bin"), &v)
+            {
+                found.push((v, exe));
             }
         }
         // pythonX.Y on PATH (distribution packages, deadsnakes).
