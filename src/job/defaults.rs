@@ -205,9 +205,14 @@ fn dir_major(dir_name: &str) -> Option<u32> {
     })
 }
 
-/// The directories searched for JDKs.
+/// The directories searched for JDKs: `/usr/lib/jvm` (or `RUNWAY_JDK_ROOTS`), then
+/// `RUNWAY_JDK_DIRS`.
 pub fn jdk_roots() -> Vec<PathBuf> {
-    let mut roots = vec![PathBuf::from("/usr/lib/jvm")];
+    // `RUNWAY_JDK_ROOTS` replaces /usr/lib/jvm (a machine whose JDKs live elsewhere).
+    let mut roots = match std::env::var_os("RUNWAY_JDK_ROOTS") {
+        Some(r) => std::env::split_paths(&r).collect(),
+        None => vec![PathBuf::from("/usr/lib/jvm")],
+    };
     if let Some(extra) = std::env::var_os("RUNWAY_JDK_DIRS") {
         roots.extend(std::env::split_paths(&extra));
     }

@@ -1,10 +1,18 @@
-//! JDKs: `jdk:` mapped to an installed JDK (`/usr/lib/jvm`, `RUNWAY_JDK_DIRS`); a JDK
-//! that is not installed errors the job (Travis installed it; runway says how to).
+//! JDKs: `jdk:` mapped to an installed JDK (`/usr/lib/jvm` or `RUNWAY_JDK_ROOTS`,
+//! `RUNWAY_JDK_DIRS`, runway's toolchain directory), else installed into runway's
+//! toolchain directory from a configurable source, as Travis's install-jdk did
+//! (`RUNWAY_JDK_SOURCE`, a URL with `{major}` and `{arch}`; Adoptium's by default); a
+//! JDK that can be neither found nor installed errors the job, saying how to provide it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use super::{Context, Missing, Provider, Ready};
+use super::{Context, Lock, Missing, Provider, Ready};
 use crate::job::defaults;
+
+/// Where JDKs are downloaded from unless `RUNWAY_JDK_SOURCE` says otherwise.
+const ADOPTIUM: &str =
+    "https://api.adoptium.net/v3/binary/latest/{major}/ga/linux/{arch}/jdk/hotspot/normal/eclipse";
 
 /// The installed JDKs.
 pub struct Jdk {
@@ -12,16 +20,100 @@ pub struct Jdk {
 }
 
 impl Jdk {
-    /// Looks in `/usr/lib/jvm` and `RUNWAY_JDK_DIRS`.
+    /// Looks in `/usr/lib/jvm` (or `RUNWAY_JDK_ROOTS`), `RUNWAY_JDK_DIRS` and runway's
+    /// toolchain directory.
     pub fn from_machine() -> Jdk {
-        Jdk {
-            roots: defaults::jdk_roots(),
-        }
+        let mut roots = defaults::jdk_roots();
+        roots.push(super::toolchain_dir().join("jdk"));
+        Jdk { roots }
     }
 }
 
+fn ready(jdk: &str, home: &Path, how: &str) -> Ready {
+    Ready {
+        path: vec![home.join("bin")],
+        env: vec![
+            ("JAVA_HOME".into(), home.display().to_string()),
+            ("TRAVIS_JDK_VERSION".into(), jdk.to_string()),
+        ],
+        announce: vec![
+            "java -Xmx32m -version".into(),
+            "javac -J-Xmx32m -version".into(),
+        ],
+        what: format!("jdk {jdk} ({}{how})", home.display()),
+    }
+}
+
+/// The source URL for JDK `major` on this machine's architecture.
+pub fn source_url(template: &str, major: u32) -> String {
+    let arch = if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x64"
+    };
+    template
+        .replace("{major}", &major.to_string())
+        .replace("{arch}", arch)
+}
+
+/// Downloads and unpacks JDK `major` into `{toolchains}/jdk/jdk-MAJOR`.
+fn install(major: u32, toolchains: &Path) -> Result<PathBuf, String> {
+    let template = std::env::var("RUNWAY_JDK_SOURCE").unwrap_or_else(|_| ADOPTIUM.into());
+    let url = source_url(&template, major);
+    let root = toolchains.join("jdk");
+    let dest = root.join(format!("jdk-{major}"));
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let _lock = Lock::take(&root.join(format!("{major}.lock"))).map_err(|e| e.to_string())?;
+    if dest.join("bin/java").exists() {
+        return Ok(dest);
+    }
+    let archive = root.join(format!("jdk-{major}.download"));
+    let out = Command::new("curl")
+        .args(["-fsSL", "--retry", "2", "-o"])
+        .arg(&archive)
+        .arg(&url)
+        .output()
+        .map_err(|e| format!("curl: {e} (install curl)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let staging = root.join(format!(".staging-{major}"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&staging)
+        .output()
+        .map_err(|e| format!("tar: {e}"))?;
+    let _ = std::fs::remove_file(&archive);
+    if !untar.status.success() {
+        return Err(format!(
+            "{url}: not a JDK archive ({})",
+            String::from_utf8_lossy(&untar.stderr).trim()
+        ));
+    }
+    // The archive holds the JDK itself, or one directory that does.
+    let home = std::iter::once(staging.clone())
+        .chain(
+            std::fs::read_dir(&staging)
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .map(|e| e.path()),
+        )
+        .find(|d| d.join("bin/java").exists())
+        .ok_or_else(|| format!("{url}: the archive holds no bin/java"))?;
+    std::fs::rename(&home, &dest).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(dest)
+}
+
 impl Provider for Jdk {
-    fn provide(&self, version: &str, _ctx: &Context) -> Result<Ready, Missing> {
+    fn provide(&self, version: &str, ctx: &Context) -> Result<Ready, Missing> {
         let jdk = version.trim();
         if jdk == "default" {
             return Ok(Ready {
@@ -30,38 +122,47 @@ impl Provider for Jdk {
                 ..Ready::default()
             });
         }
-        match defaults::find_jdk(jdk, &self.roots) {
-            Some(home) => Ok(Ready {
-                path: vec![home.join("bin")],
-                env: vec![
-                    ("JAVA_HOME".into(), home.display().to_string()),
-                    ("TRAVIS_JDK_VERSION".into(), jdk.to_string()),
-                ],
-                announce: vec![
-                    "java -Xmx32m -version".into(),
-                    "javac -J-Xmx32m -version".into(),
-                ],
-                what: format!("jdk {jdk} ({})", home.display()),
-            }),
-            None => {
-                let found = defaults::installed_jdks(&self.roots);
-                let major = defaults::jdk_major(jdk)
-                    .map(|m| m.to_string())
-                    .unwrap_or_else(|| jdk.to_string());
-                Err(Missing {
-                    what: format!(
-                        "jdk \"{jdk}\" is not installed here (found: {})",
-                        if found.is_empty() {
-                            "none".into()
-                        } else {
-                            found.join(", ")
-                        }
-                    ),
-                    how: format!(
-                        "install a JDK {major} under /usr/lib/jvm (e.g. apt-get install openjdk-{major}-jdk-headless) or point RUNWAY_JDK_DIRS at one"
-                    ),
-                })
-            }
+        if let Some(home) = defaults::find_jdk(jdk, &self.roots) {
+            return Ok(ready(jdk, &home, ""));
         }
+        let found = defaults::installed_jdks(&self.roots);
+        let found = if found.is_empty() {
+            "none".into()
+        } else {
+            found.join(", ")
+        };
+        let Some(major) = defaults::jdk_major(jdk) else {
+            return Err(Missing {
+                what: format!("jdk \"{jdk}\" is not a JDK runway knows (found: {found})"),
+                how: "name it as Travis did: openjdk17, oraclejdk11".into(),
+            });
+        };
+        match install(major, ctx.toolchains) {
+            Ok(home) => Ok(ready(jdk, &home, ", installed by runway")),
+            Err(why) => Err(Missing {
+                what: format!(
+                    "jdk \"{jdk}\" is not installed here (found: {found}) and could not be installed: {why}"
+                ),
+                how: format!(
+                    "install a JDK {major} under /usr/lib/jvm (e.g. apt-get install openjdk-{major}-jdk-headless), point RUNWAY_JDK_DIRS at one, or RUNWAY_JDK_SOURCE at where JDK archives can be downloaded"
+                ),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_names_the_major_and_this_machines_arch() {
+        let url = source_url(ADOPTIUM, 21);
+        assert!(url.starts_with("https://api.adoptium.net/v3/binary/latest/21/ga/linux/"));
+        assert!(url.contains("/x64/") || url.contains("/aarch64/"));
+        assert_eq!(
+            source_url("file:///srv/jdk-{major}.tar", 8),
+            "file:///srv/jdk-8.tar"
+        );
     }
 }

@@ -59,6 +59,15 @@ impl Python {
         Python { found }
     }
 
+    /// An interpreter that runs the pinned virtualenv tool (3.8 to 3.11).
+    fn tool_python(&self) -> Option<PathBuf> {
+        self.found
+            .iter()
+            .filter(|(v, _)| v.0.first() == Some(&3) && (8..=11).contains(v.0.get(1).unwrap_or(&0)))
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, p)| p.clone())
+    }
+
     fn list(&self) -> String {
         let mut found: Vec<&Version> = self.found.iter().map(|(v, _)| v).collect();
         found.sort();
@@ -125,11 +134,15 @@ impl Provider for Python {
                 ),
             });
         };
+        let maker = VenvMaker {
+            toolchains: ctx.toolchains,
+            tool_python: self.tool_python(),
+        };
         let venv = if ctx.copy_on_write {
-            base_venv(exe, full, ctx.toolchains)?
+            base_venv(exe, full, &maker)?
         } else {
             let dir = ctx.home.join(format!("virtualenv/python{spec}"));
-            make_venv(exe, &dir)?;
+            maker.make(exe, &dir)?;
             dir
         };
         let mut env = vec![
@@ -163,7 +176,8 @@ impl Provider for Python {
 /// The virtualenv prepared once for interpreter `exe` ({toolchains}/virtualenv/X.Y.Z),
 /// made in place (its scripts name their own path) under a lock, so jobs starting
 /// together make it once and never see half of one.
-fn base_venv(exe: &Path, v: &Version, toolchains: &Path) -> Result<PathBuf, Missing> {
+fn base_venv(exe: &Path, v: &Version, maker: &VenvMaker) -> Result<PathBuf, Missing> {
+    let toolchains = maker.toolchains;
     let dir = toolchains.join("virtualenv").join(v.to_string());
     let ready = dir.join(".runway-ready");
     if ready.exists() {
@@ -183,41 +197,89 @@ fn base_venv(exe: &Path, v: &Version, toolchains: &Path) -> Result<PathBuf, Miss
         return Ok(dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    make_venv(exe, &dir)?;
+    maker.make(exe, &dir)?;
     std::fs::write(&ready, "").map_err(io)?;
     Ok(dir)
 }
 
-/// `python -m venv DIR` (or `-m virtualenv` for Python 2).
-fn make_venv(exe: &Path, dir: &Path) -> Result<(), Missing> {
-    let mut tried = Vec::new();
-    for module in ["venv", "virtualenv"] {
-        let out = Command::new(exe)
-            .args(["-m", module])
-            .arg(dir)
-            .env_remove("PYTHONPATH")
-            .output();
-        match out {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => tried.push(format!(
-                "-m {module}: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("failed")
-            )),
-            Err(e) => tried.push(format!("-m {module}: {e}")),
+/// The last virtualenv that makes Python 2 environments (20.22 dropped them).
+const VIRTUALENV_FOR_PY2: &str = "virtualenv==20.21.1";
+
+/// Makes virtualenvs: `python -m venv`, else the interpreter's own `virtualenv`,
+/// else (Python 2) a pinned virtualenv runway keeps in its toolchain directory.
+struct VenvMaker<'a> {
+    toolchains: &'a Path,
+    tool_python: Option<PathBuf>,
+}
+
+impl VenvMaker<'_> {
+    fn make(&self, exe: &Path, dir: &Path) -> Result<(), Missing> {
+        let mut tried = Vec::new();
+        for module in ["venv", "virtualenv"] {
+            match run(Command::new(exe).args(["-m", module]).arg(dir)) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("-m {module}: {e}")),
+            }
         }
+        match self.tool() {
+            Ok(tool) => match run(Command::new(tool).arg("-p").arg(exe).arg(dir)) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("{VIRTUALENV_FOR_PY2}: {e}")),
+            },
+            Err(e) => tried.push(e),
+        }
+        Err(Missing {
+            what: format!(
+                "{} could not make a virtualenv ({})",
+                exe.display(),
+                tried.join("; ")
+            ),
+            how: format!(
+                "install the venv module or virtualenv for {}",
+                exe.display()
+            ),
+        })
     }
-    Err(Missing {
-        what: format!(
-            "{} could not make a virtualenv ({})",
-            exe.display(),
-            tried.join("; ")
-        ),
-        how: format!(
-            "install the venv module or virtualenv for {}",
-            exe.display()
-        ),
-    })
+
+    /// `{toolchains}/tools/virtualenv/bin/virtualenv`, installed from PyPI once.
+    fn tool(&self) -> Result<PathBuf, String> {
+        let root = self.toolchains.join("tools");
+        let venv = root.join("virtualenv");
+        let tool = venv.join("bin/virtualenv");
+        if tool.exists() {
+            return Ok(tool);
+        }
+        let python = self
+            .tool_python
+            .as_ref()
+            .ok_or("no Python 3.8 to 3.11 here to run virtualenv")?;
+        std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        let _lock = super::Lock::take(&root.join("virtualenv.lock")).map_err(|e| e.to_string())?;
+        if tool.exists() {
+            return Ok(tool);
+        }
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new(python).args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            VIRTUALENV_FOR_PY2,
+        ]))
+        .map_err(|e| format!("pip install {VIRTUALENV_FOR_PY2}: {e}"))?;
+        Ok(tool)
+    }
+}
+
+/// Runs a command; its last line of stderr when it fails.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    match cmd.env_remove("PYTHONPATH").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("failed")
+            .to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
