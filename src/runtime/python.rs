@@ -12,6 +12,45 @@ use super::{Context, Missing, Provider, Ready, Version, pick};
 /// The machine's interpreters.
 pub struct Python {
     found: Vec<(Version, PathBuf)>,
+    /// PyPy and development builds by their directory names (`pypy3.9-7.3.11`,
+    /// `3.14-dev`), with their interpreters.
+    special: Vec<(String, PathBuf)>,
+}
+
+/// The installation `spec` (`pypy`, `pypy3`, `pypy3.9`, `nightly`, `3.14-dev`) names
+/// among directory names as pyenv and uv write them; the newest when several match.
+pub fn pick_special<'a>(spec: &str, names: &'a [String]) -> Option<&'a String> {
+    let spec = spec.to_ascii_lowercase();
+    let matches = |n: &str| -> bool {
+        let n = n.to_ascii_lowercase();
+        if spec == "nightly" {
+            return n.ends_with("-dev");
+        }
+        if spec.ends_with("-dev") {
+            return n == spec;
+        }
+        // pyenv: pypy3.9-7.3.11, pypy2.7-7.3.11; uv: pypy-3.10.14-linux-x86_64-gnu.
+        let flavor = n.replacen("pypy-", "pypy", 1);
+        let want = if spec == "pypy" {
+            "pypy2"
+        } else {
+            spec.as_str()
+        };
+        flavor.starts_with(want)
+    };
+    let key = |n: &String| {
+        let digits: String = n
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .split(['-', '_'])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        Version::parse(&digits)
+    };
+    names
+        .iter()
+        .filter(|n| matches(n))
+        .max_by(|a, b| key(a).cmp(&key(b)))
 }
 
 impl Python {
@@ -27,7 +66,20 @@ impl Python {
             roots.push(h.join(".local/share/uv/python"));
         }
         let mut found = Vec::new();
+        let mut special = Vec::new();
         for (name, path) in super::installations(roots, "RUNWAY_PYTHON_DIRS") {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with("pypy") || lower.ends_with("-dev") {
+                let bin = path.join("bin");
+                if let Some(exe) = ["pypy3", "pypy", "python3", "python"]
+                    .iter()
+                    .map(|n| bin.join(n))
+                    .find(|p| p.exists())
+                {
+                    special.push((name.clone(), exe));
+                }
+                continue;
+            }
             // pyenv: 3.8.18; uv: cpython-3.12.1-linux-x86_64-gnu.
             let ver = name.strip_prefix("cpython-").unwrap_or(&name);
             let ver = ver.split('-').next().unwrap_or("");
@@ -56,7 +108,7 @@ impl Python {
                 }
             }
         }
-        Python { found }
+        Python { found, special }
     }
 
     /// An interpreter that runs the pinned virtualenv tool (3.8 to 3.11).
@@ -111,6 +163,14 @@ impl Provider for Python {
     fn provide(&self, version: &str, ctx: &Context) -> Result<Ready, Missing> {
         let spec = version.trim();
         let lower = spec.to_ascii_lowercase();
+        let names: Vec<String> = self.special.iter().map(|(n, _)| n.clone()).collect();
+        let special = (lower.starts_with("pypy") || lower == "nightly" || lower.ends_with("-dev"))
+            .then(|| pick_special(&lower, &names))
+            .flatten()
+            .and_then(|n| self.special.iter().find(|(m, _)| m == n));
+        if let Some((name, exe)) = special {
+            return self.ready(spec, name, exe, ctx);
+        }
         if lower.starts_with("pypy") || lower == "nightly" || lower.ends_with("-dev") {
             return Err(Missing {
                 what: format!(
@@ -134,12 +194,20 @@ impl Provider for Python {
                 ),
             });
         };
+        self.ready(spec, &full.to_string(), exe, ctx)
+    }
+}
+
+impl Python {
+    /// The job's virtualenv over interpreter `exe` (called `label`: `3.8.18`,
+    /// `pypy3.9-7.3.11`), first on `PATH`.
+    fn ready(&self, spec: &str, label: &str, exe: &Path, ctx: &Context) -> Result<Ready, Missing> {
         let maker = VenvMaker {
             toolchains: ctx.toolchains,
             tool_python: self.tool_python(),
         };
         let venv = if ctx.copy_on_write {
-            base_venv(exe, full, &maker)?
+            base_venv(exe, label, &maker)?
         } else {
             let dir = ctx.home.join(format!("virtualenv/python{spec}"));
             maker.make(exe, &dir)?;
@@ -165,7 +233,7 @@ impl Provider for Python {
             env,
             announce: vec!["python --version".into(), "pip --version".into()],
             what: format!(
-                "python {full} ({}), virtualenv {}",
+                "python {label} ({}), virtualenv {}",
                 exe.display(),
                 venv.display()
             ),
@@ -176,9 +244,9 @@ impl Provider for Python {
 /// The virtualenv prepared once for interpreter `exe` ({toolchains}/virtualenv/X.Y.Z),
 /// made in place (its scripts name their own path) under a lock, so jobs starting
 /// together make it once and never see half of one.
-fn base_venv(exe: &Path, v: &Version, maker: &VenvMaker) -> Result<PathBuf, Missing> {
+fn base_venv(exe: &Path, v: &str, maker: &VenvMaker) -> Result<PathBuf, Missing> {
     let toolchains = maker.toolchains;
-    let dir = toolchains.join("virtualenv").join(v.to_string());
+    let dir = toolchains.join("virtualenv").join(v);
     let ready = dir.join(".runway-ready");
     if ready.exists() {
         return Ok(dir);
@@ -281,5 +349,33 @@ fn run(cmd: &mut Command) -> Result<(), String> {
             .unwrap_or("failed")
             .to_string()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pypy_and_nightly_are_found_by_their_directory_names() {
+        let names: Vec<String> = [
+            "pypy2.7-7.3.11",
+            "pypy3.9-7.3.11",
+            "pypy3.10-7.3.17",
+            "pypy-3.8.16-linux-x86_64-gnu",
+            "3.13-dev",
+            "3.14-dev",
+        ]
+        .map(String::from)
+        .to_vec();
+        let p = |s: &str| pick_special(s, &names).map(String::as_str);
+        assert_eq!(p("pypy"), Some("pypy2.7-7.3.11"));
+        assert_eq!(p("pypy3"), Some("pypy3.10-7.3.17"));
+        assert_eq!(p("pypy3.9"), Some("pypy3.9-7.3.11"));
+        assert_eq!(p("pypy3.8"), Some("pypy-3.8.16-linux-x86_64-gnu"));
+        assert_eq!(p("nightly"), Some("3.14-dev"));
+        assert_eq!(p("3.13-dev"), Some("3.13-dev"));
+        assert_eq!(p("pypy3.7"), None);
+        assert_eq!(pick_special("nightly", &[]), None);
     }
 }
