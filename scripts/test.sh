@@ -16,6 +16,9 @@ command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 # A job's `services: [postgresql]` starts the machine's PostgreSQL inside its sandbox.
 [ -x /etc/init.d/postgresql ] || need_apt+=(postgresql)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# An addons.apt test serves a package it builds (dpkg-deb) and indexes (dpkg-scanpackages).
+command -v dpkg-scanpackages >/dev/null 2>&1 || need_apt+=(dpkg-dev)
+command -v gpg >/dev/null 2>&1 || need_apt+=(gnupg)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)

@@ -405,13 +405,21 @@ pub fn check_addons(root: &Node, diags: &mut Diagnostics) {
                         e.key
                     ),
                 );
-            } else if let Some(s) = e.value.get("sources") {
-                diags.warn(
-                    s.pos,
-                    &join(&here, "sources"),
-                    "unsupported_addon",
-                    "runway does not add apt sources: the job is errored unless run with --substitutes (packages then come from the machine's own sources)",
-                );
+            } else {
+                for s in seq(e.value.get("sources")) {
+                    let alias = match s.as_str() {
+                        Some(t) => !(t.starts_with("deb ") || t.starts_with("deb-src ")),
+                        None => s.get("sourceline").is_none(),
+                    };
+                    if alias {
+                        diags.warn(
+                            s.pos,
+                            &join(&here, "sources"),
+                            "unsupported_addon",
+                            "runway does not add Travis's source aliases (give a sourceline: deb …): the job is errored unless run with --substitutes",
+                        );
+                    }
+                }
             }
         }
     }

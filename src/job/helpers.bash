@@ -90,6 +90,15 @@ runway_apt_install() {
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; }
 }
 
+# runway_apt_source N LINE [KEY_URL]: an addons.apt.sources entry given as a `deb`
+# line, inside the job's sandbox: its signing key, the line, then the package lists.
+runway_apt_source() {
+  if [ -n "${3:-}" ]; then
+    curl -fsSL "$3" | gpg --dearmor > "/etc/apt/trusted.gpg.d/runway-$1.gpg" || return 1
+  fi
+  echo "$2" > "/etc/apt/sources.list.d/runway-$1.list" && apt-get update -qq
+}
+
 # runway_service_start NAME PACKAGE SCRIPT...: `services:` as Travis's
 # `sudo service NAME start`, by the first init script installed; else says which
 # package provides it.

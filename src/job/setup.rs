@@ -165,10 +165,16 @@ impl Runner<'_> {
             log.line(&format!("runway cannot run this job as asked: {why}."));
             return Err(Stop::End(JobResult::Errored, why.into(), false));
         }
-        if !apt.sources.is_empty() {
+        let aliases: Vec<&str> = apt
+            .sources
+            .iter()
+            .filter(|s| matches!(s, services::Source::Alias(_)))
+            .map(|s| s.name())
+            .collect();
+        if !aliases.is_empty() {
             let what = format!(
-                "addons.apt.sources ({}) are not added by runway",
-                apt.sources.join(", ")
+                "addons.apt.sources ({}) are Travis's aliases for Ubuntu archives, which runway does not add",
+                aliases.join(", ")
             );
             if self.ctx.options.substitutes {
                 let said = format!(
@@ -177,15 +183,19 @@ impl Runner<'_> {
                 log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
                 self.substituted.push(format!(
                     "addons.apt.sources {} → this machine's sources",
-                    apt.sources.join(", ")
+                    aliases.join(", ")
                 ));
             } else {
                 log.line(&format!("runway cannot run this job as asked: {what}."));
-                log.line("To provide them: add the source in before_install, or use packages this machine's sources have; --substitutes rehearses without them.");
+                log.line("To provide them: give the source as a sourceline (deb …) with its key_url, or use packages this machine's sources have; --substitutes rehearses without them.");
                 return Err(Stop::End(JobResult::Errored, what, false));
             }
         }
-        let mut steps = Vec::new();
+        let mut steps: Vec<(&str, services::SetupCommand)> =
+            services::source_commands(&apt.sources)
+                .into_iter()
+                .map(|c| ("apt", c))
+                .collect();
         if !apt.packages.is_empty() {
             steps.push(("apt", services::apt_command(&apt.packages)));
         }

@@ -23,8 +23,33 @@ pub struct SetupCommand {
 pub struct Apt {
     /// Package names.
     pub packages: Vec<String>,
-    /// Source aliases or `deb …` lines (not provided by runway).
-    pub sources: Vec<String>,
+    /// Package sources to add first.
+    pub sources: Vec<Source>,
+}
+
+/// One entry of `addons.apt.sources`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// One of Travis's safelisted aliases (`ubuntu-toolchain-r-test`): Ubuntu archives
+    /// runway cannot map onto this machine.
+    Alias(String),
+    /// A `deb …` line, with the URL of its signing key.
+    Line {
+        /// `deb [trusted=yes] http://… ./`
+        line: String,
+        /// Where the key is (`key_url`).
+        key_url: Option<String>,
+    },
+}
+
+impl Source {
+    /// As written, for messages.
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Alias(a) => a,
+            Source::Line { line, .. } => line,
+        }
+    }
 }
 
 /// Reads `addons.apt`: `apt: {packages: [...], sources: [...]}`, `apt: {packages: x}`
@@ -37,10 +62,23 @@ pub fn apt(addons: Option<&Node>) -> Apt {
         let sources = seq(apt.get("sources"))
             .iter()
             .filter_map(|s| {
-                str_of(Some(s))
-                    .or_else(|| str_of(s.get("sourceline")))
-                    .or_else(|| str_of(s.get("name")))
-                    .map(str::to_string)
+                let line = |l: &str, key: Option<&str>| Source::Line {
+                    line: l.to_string(),
+                    key_url: key.map(str::to_string),
+                };
+                if let Some(text) = str_of(Some(s)) {
+                    return Some(
+                        if text.starts_with("deb ") || text.starts_with("deb-src ") {
+                            line(text, None)
+                        } else {
+                            Source::Alias(text.to_string())
+                        },
+                    );
+                }
+                if let Some(l) = str_of(s.get("sourceline")) {
+                    return Some(line(l, str_of(s.get("key_url"))));
+                }
+                str_of(s.get("name")).map(|n| Source::Alias(n.to_string()))
             })
             .collect();
         return Apt {
@@ -52,6 +90,28 @@ pub fn apt(addons: Option<&Node>) -> Apt {
         packages: strs(Some(apt)),
         sources: Vec::new(),
     }
+}
+
+/// The commands that add the `deb` line sources (`runway_apt_source` in the job shell's
+/// helpers: its key from `key_url`, the line in `/etc/apt/sources.list.d`, then
+/// `apt-get update`); aliases are left to the caller.
+pub fn source_commands(sources: &[Source]) -> Vec<SetupCommand> {
+    sources
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            Source::Alias(_) => None,
+            Source::Line { line, key_url } => Some(SetupCommand {
+                command: format!(
+                    "runway_apt_source {} {} {}",
+                    i + 1,
+                    quote(line),
+                    quote(key_url.as_deref().unwrap_or(""))
+                ),
+                fails_as: format!("addons.apt.sources: adding \"{line}\" failed"),
+            }),
+        })
+        .collect()
 }
 
 /// The command that installs `packages` (`runway_apt_install`, in the job shell's
@@ -128,7 +188,28 @@ mod tests {
         );
         let a = apt(c.get("addons"));
         assert_eq!(a.packages, ["hello", "cowsay"]);
-        assert_eq!(a.sources, ["ubuntu-toolchain-r-test"]);
+        assert_eq!(a.sources, [Source::Alias("ubuntu-toolchain-r-test".into())]);
+        let c = root(
+            "addons:\n  apt:\n    sources:\n      - sourceline: deb http://x/ ./\n        key_url: http://x/key\n      - deb [trusted=yes] http://y/ ./\n",
+        );
+        let a = apt(c.get("addons"));
+        assert_eq!(
+            a.sources,
+            [
+                Source::Line {
+                    line: "deb http://x/ ./".into(),
+                    key_url: Some("http://x/key".into())
+                },
+                Source::Line {
+                    line: "deb [trusted=yes] http://y/ ./".into(),
+                    key_url: None
+                }
+            ]
+        );
+        assert_eq!(
+            source_commands(&a.sources)[0].command,
+            "runway_apt_source 1 'deb http://x/ ./' 'http://x/key'"
+        );
         let c = root("addons:\n  apt:\n    packages: hello\n");
         assert_eq!(apt(c.get("addons")).packages, ["hello"]);
         assert_eq!(apt(None), Apt::default());

@@ -243,7 +243,7 @@ fn lint_warns_about_addons_runway_does_not_provide() {
     assert_eq!(r.code, 0, "warnings only: {}", r.all());
     for said in [
         ":3:3: warning: addons.chrome: runway does not provide the chrome addon",
-        ":6:14: warning: addons.apt.sources: runway does not add apt sources",
+        ":6:15: warning: addons.apt.sources: runway does not add Travis's source aliases",
         ":10:9: warning: jobs.include[0].addons.firefox: runway does not provide the firefox addon",
     ] {
         assert!(r.stdout.contains(said), "{said}: {}", r.all());
@@ -426,4 +426,83 @@ fn a_jdk_not_found_is_installed_from_the_configured_source_or_errored() {
         ),
         "{line}"
     );
+}
+
+/// An `addons.apt.sources` entry given as a `deb` line is added inside the job's
+/// sandbox: here a real apt repository on loopback (a package built with dpkg-deb,
+/// indexed by dpkg-scanpackages, served by Python's http.server).
+#[test]
+fn an_apt_source_line_is_added_and_its_package_installed_in_the_jobs_copy_only() {
+    let repo = tempfile::tempdir().unwrap();
+    let pkg = repo.path().join("pkg");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/bin")).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: runway-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: runway tests <t@example.com>\nDescription: says hello from a loopback apt repository\n",
+    )
+    .unwrap();
+    let bin = pkg.join("usr/bin/runway-hello");
+    std::fs::write(&bin, "#!/bin/sh\necho HELLO FROM THE LOOPBACK REPOSITORY\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let www = repo.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let built = std::process::Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&pkg)
+        .arg(www.join("runway-hello_1.0_all.deb"))
+        .output()
+        .expect("dpkg-deb runs");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let index = std::process::Command::new("dpkg-scanpackages")
+        .args([".", "/dev/null"])
+        .current_dir(&www)
+        .output()
+        .expect("dpkg-scanpackages runs (the test command installs dpkg-dev)");
+    assert!(index.status.success());
+    std::fs::write(www.join("Packages"), &index.stdout).unwrap();
+    let port = crate::common::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it accepts connections.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "http.server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = rehearse(
+        &format!(
+            "language: shell\naddons:\n  apt:\n    sources:\n      - sourceline: \"deb [trusted=yes] http://127.0.0.1:{port}/ ./\"\n    packages: [runway-hello]\nscript: runway-hello\n"
+        ),
+        &[],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("\nHELLO FROM THE LOOPBACK REPOSITORY\n"),
+        "{}",
+        r.all()
+    );
+    assert!(!std::path::Path::new("/usr/bin/runway-hello").exists());
+    assert!(!std::path::Path::new("/etc/apt/sources.list.d/runway-1.list").exists());
 }
