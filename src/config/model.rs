@@ -378,6 +378,11 @@ pub fn check_notifications(root: &Node, diags: &mut Diagnostics) {
     }
 }
 
+/// True for `deb …` and `deb-src …` lines (as opposed to Travis's source aliases).
+pub fn is_deb_line(text: &str) -> bool {
+    text.starts_with("deb ") || text.starts_with("deb-src ")
+}
+
 /// Warns about `addons` runway does not provide (everything but `apt.packages`):
 /// Travis installed them; runway's job would run without them. Checked at the root and
 /// in each `jobs.include` entry.
@@ -407,10 +412,8 @@ pub fn check_addons(root: &Node, diags: &mut Diagnostics) {
                 );
             } else {
                 for s in seq(e.value.get("sources")) {
-                    let alias = match s.as_str() {
-                        Some(t) => !(t.starts_with("deb ") || t.starts_with("deb-src ")),
-                        None => s.get("sourceline").is_none(),
-                    };
+                    let text = s.as_str().or_else(|| s.get("name").and_then(Node::as_str));
+                    let alias = s.get("sourceline").is_none() && !text.is_some_and(is_deb_line);
                     if alias {
                         diags.warn(
                             s.pos,

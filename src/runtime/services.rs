@@ -5,7 +5,7 @@
 //! with the command that installs it. Pure: this decides the commands the job's shell
 //! runs.
 
-use crate::config::model::{seq, str_of, strs};
+use crate::config::model::{is_deb_line, seq, str_of, strs};
 use crate::config::yaml::Node;
 use crate::job::shell::quote;
 
@@ -66,19 +66,16 @@ pub fn apt(addons: Option<&Node>) -> Apt {
                     line: l.to_string(),
                     key_url: key.map(str::to_string),
                 };
-                if let Some(text) = str_of(Some(s)) {
-                    return Some(
-                        if text.starts_with("deb ") || text.starts_with("deb-src ") {
-                            line(text, None)
-                        } else {
-                            Source::Alias(text.to_string())
-                        },
-                    );
-                }
                 if let Some(l) = str_of(s.get("sourceline")) {
                     return Some(line(l, str_of(s.get("key_url"))));
                 }
-                str_of(s.get("name")).map(|n| Source::Alias(n.to_string()))
+                // A plain entry (normalised to `name:`): a deb line or an alias.
+                let text = str_of(Some(s)).or_else(|| str_of(s.get("name")))?;
+                Some(if is_deb_line(text) {
+                    line(text, str_of(s.get("key_url")))
+                } else {
+                    Source::Alias(text.to_string())
+                })
             })
             .collect();
         return Apt {
