@@ -254,7 +254,38 @@ impl Write for Buffer {
 }
 
 /// Picks the jobs `--job N` names (all when `None`).
-pub fn select_jobs<'a>(plan: &'a Plan, only: Option<&str>) -> Result<Vec<&'a JobPlan>, String> {
+pub fn select_jobs<'a>(
+    plan: &'a Plan,
+    only: Option<&str>,
+    os: Option<&str>,
+) -> Result<Vec<&'a JobPlan>, String> {
+    let mut jobs = select_number(plan, only)?;
+    if let Some(os) = os {
+        let job_os = |j: &JobPlan| {
+            j.matrix
+                .iter()
+                .find(|(k, _)| k == "os")
+                .map(|(_, v)| v.clone())
+                .or_else(|| crate::config::model::str_of(j.config.get("os")).map(str::to_string))
+                .unwrap_or_else(|| "linux".into())
+        };
+        let all: Vec<String> = jobs.iter().map(|j| job_os(j)).collect();
+        jobs.retain(|j| job_os(j) == os);
+        if jobs.is_empty() {
+            let mut seen = all;
+            seen.sort();
+            seen.dedup();
+            return Err(format!(
+                "no job is for os {os}; the jobs are for {}",
+                seen.join(", ")
+            ));
+        }
+    }
+    Ok(jobs)
+}
+
+/// The job `only` names (`1.2` or `2`), or every job.
+fn select_number<'a>(plan: &'a Plan, only: Option<&str>) -> Result<Vec<&'a JobPlan>, String> {
     match only {
         None => Ok(plan.jobs.iter().collect()),
         Some(n) => {

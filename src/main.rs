@@ -71,6 +71,9 @@ enum Command {
         /// Run only this job (`1.2` or `2`).
         #[arg(long)]
         job: Option<String>,
+        /// Run only the jobs for this os (`linux`): jobs for another os cannot run here.
+        #[arg(long)]
+        os: Option<String>,
         /// Run up to N jobs of a stage at once.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
@@ -299,6 +302,7 @@ fn main() -> ExitCode {
             refs,
             commit,
             job,
+            os,
             parallel,
             env,
             env_file,
@@ -320,6 +324,7 @@ fn main() -> ExitCode {
                 path,
                 refs: refs.into_ref_args(commit),
                 job,
+                os,
                 parallel,
                 env,
                 env_file,

@@ -34,6 +34,8 @@ pub struct RunArgs {
     pub refs: RefArgs,
     /// `--job N`
     pub job: Option<String>,
+    /// `--os OS`: only the jobs for this os.
+    pub os: Option<String>,
     /// `--parallel N`
     pub parallel: usize,
     /// `--env K=V`
@@ -344,7 +346,8 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             },
         )
     };
-    let jobs = build::select_jobs(&plan, args.job.as_deref()).map_err(CmdError::Usage)?;
+    let jobs = build::select_jobs(&plan, args.job.as_deref(), args.os.as_deref())
+        .map_err(CmdError::Usage)?;
     let repo = Repo::open(&root);
     let origin = match (&repo, &args.refs.commit) {
         (Some(r), _) if r.is_bare() || args.refs.commit.is_some() => Origin::Commit {

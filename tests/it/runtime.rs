@@ -130,6 +130,20 @@ fn a_job_for_another_os_is_not_run_and_the_build_is_not_green() {
         "{}",
         r.all()
     );
+    // `--os` rehearses what this machine can run, and says when nothing is for it.
+    let yml = "language: shell\nos: [linux, osx]\nscript: echo \"RAN ON $TRAVIS_OS_NAME\"\n";
+    let linux = rehearse(yml, &["--os", "linux"]);
+    assert_eq!(linux.code, 0, "{}", linux.all());
+    assert!(linux.stdout.contains("(1 job(s))"), "{}", linux.all());
+    let windows = rehearse(yml, &["--os", "windows"]);
+    assert_eq!(windows.code, runway::exit::USAGE, "{}", windows.all());
+    assert!(
+        windows
+            .stderr
+            .contains("no job is for os windows; the jobs are for linux, osx"),
+        "{}",
+        windows.all()
+    );
 }
 
 #[test]
