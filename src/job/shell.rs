@@ -273,9 +273,13 @@ impl Shell {
     }
 
     /// Ends the job: asks the group to stop, then kills what is left after `grace`.
+    /// The shell's exit is waited for on a pidfd (no polling); only processes of the
+    /// group that outlive it (bare-host jobs; a sandbox's die with its namespace) are
+    /// looked for again.
     pub fn finish(mut self, grace: Duration) {
         kill_group(self.pgid(), libc::SIGTERM);
         let deadline = Instant::now() + grace;
+        exited_within(self.child.id() as i32, grace);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait()
                 && !group_alive(self.pgid())
@@ -400,6 +404,27 @@ fn group_carries(pgid: i32, var: &str) -> bool {
             && std::fs::read(dir.join("environ"))
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == var.as_bytes()))
     })
+}
+
+/// Waits up to `limit` for process `pid` (a child of ours) to exit, on a pidfd; true
+/// when it did. Where pidfds are missing (Linux before 5.3) it returns at once.
+fn exited_within(pid: i32, limit: Duration) -> bool {
+    // SAFETY: pidfd_open(2) and poll(2) on a descriptor we own and then close.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
+        if fd < 0 {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = limit.as_millis().min(i32::MAX as u128) as libc::c_int;
+        let ready = libc::poll(&mut p, 1, ms) == 1;
+        libc::close(fd);
+        ready
+    }
 }
 
 /// Sends `signal` to every process of group `pgid`.
