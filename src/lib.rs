@@ -13,6 +13,7 @@
 //! - [`relay`]: the output of jobs running side by side, whole per job and live;
 //! - [`cache`]: directory caches (tar + zstd) and their store;
 //! - [`deploy`]: deploy providers and the dry run;
+//! - [`appspec`]: `appspec.yml` as the CodeDeploy agent reads it;
 //! - [`store`]: build history (SQLite);
 //! - [`notify`]: email: when, what, and SMTP;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
@@ -22,6 +23,7 @@
 //! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
+pub mod appspec;
 pub mod build;
 pub mod cache;
 pub mod cmd;

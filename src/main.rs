@@ -187,6 +187,29 @@ enum Command {
         #[arg(long, global = true)]
         cache_dir: Option<PathBuf>,
     },
+    /// The CodeDeploy side: rehearse a revision's appspec.yml as the agent runs it.
+    Codedeploy {
+        #[command(subcommand)]
+        action: CodedeployAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CodedeployAction {
+    /// Deploy bundles (directories, zips, tars with appspec.yml at the top), one after
+    /// another, on a throwaway copy of this machine, running the in-place lifecycle as
+    /// the CodeDeploy agent does. Exit 0: deployed; 3: failed (or invalid appspec).
+    Rehearse {
+        /// The revisions, in the order they deploy.
+        #[arg(required = true)]
+        bundles: Vec<PathBuf>,
+        /// APPLICATION_NAME for the hooks.
+        #[arg(long, default_value = "application")]
+        application: String,
+        /// DEPLOYMENT_GROUP_NAME for the hooks.
+        #[arg(long, default_value = "deployment-group")]
+        deployment_group: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -389,6 +412,14 @@ fn main() -> ExitCode {
             follow,
             raw,
         } => cmd::history::log(&build, repo.as_deref(), follow, raw, &mut out),
+        Command::Codedeploy {
+            action:
+                CodedeployAction::Rehearse {
+                    bundles,
+                    application,
+                    deployment_group,
+                },
+        } => cmd::codedeploy::rehearse(&bundles, application, deployment_group, &mut out),
         Command::Cache { action, cache_dir } => match action {
             CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

@@ -1,4 +1,5 @@
-//! `runway lint [FILE] [--json]`: every diagnostic as
+//! `runway lint [FILE] [--json]` (a `.travis.yml`, or an `appspec.yml` as the
+//! CodeDeploy agent reads it): every diagnostic as
 //! `FILE:LINE:COL: level: key.path: message` (or one JSON document for programs).
 //! Exit 0 with warnings only, 1 with errors, 2 when the file cannot be read (or is not
 //! text, or is past one of runway's limits: size, nesting, alias expansion).
@@ -14,7 +15,22 @@ use crate::exit;
 pub fn run(file: &Path, json: bool, out: &mut dyn Write, style: Style) -> Result<i32, CmdError> {
     let bytes = config::read_file(file)
         .map_err(|e| CmdError::Usage(format!("cannot read {}: {e}", file.display())))?;
-    let loaded = config::load_bytes(&bytes);
+    // An appspec.yml is read as the CodeDeploy agent reads it.
+    let is_appspec = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "appspec.yml" || n == "appspec.yaml");
+    let loaded = if is_appspec {
+        let text = String::from_utf8_lossy(&bytes);
+        config::Loaded {
+            config: config::Config {
+                root: config::model::map_node(config::diag::Pos { line: 1, col: 1 }, Vec::new()),
+            },
+            diagnostics: crate::appspec::load(&text).1,
+        }
+    } else {
+        config::load_bytes(&bytes)
+    };
     let text = String::from_utf8_lossy(&bytes);
     let name = file.display().to_string();
     let not_text = loaded

@@ -13,6 +13,7 @@ mod corpus;
 mod deploy;
 mod hook;
 mod notify;
+mod rehearse;
 mod runtime;
 mod sandbox;
 mod semantics_lint;

@@ -1,0 +1,465 @@
+//! `runway codedeploy rehearse BUNDLE...`: the other half of a CodeDeploy deployment,
+//! the revision's `appspec.yml` run as the agent runs it (aws-codedeploy-agent's
+//! `hook_executor.rb` and `installer.rb` are the spec), on a throwaway copy of this
+//! machine (the job sandbox), so absolute destinations and `runas` users work and the
+//! host is never touched. Several bundles deploy one after another on the same copy,
+//! the later one's ApplicationStop running the earlier one's scripts, as on a server;
+//! processes hooks start keep running between events.
+//!
+//! Each event is one command in one sandboxed shell; the agent's behaviour lives in
+//! the shell functions below ([`AGENT`]), its error codes and messages included.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::appspec::{self, AppSpec};
+use crate::job::shell::{Shell, Wait, quote};
+use crate::sandbox::{JobPaths, Sandbox};
+
+/// The agent's ways, as shell functions in the rehearsal's shell.
+const AGENT: &str = r#"
+runway_cd_hook() { # ARCHIVE LOCATION TIMEOUT RUNAS
+  local path="$1/$2" rc
+  if [ ! -e "$path" ]; then
+    echo "ScriptMissing: Script does not exist at specified location: $2"; return 101
+  fi
+  if [ ! -x "$path" ]; then
+    echo "Script at specified location: $2 is not executable.  Trying to make it executable."
+    chmod +x "$path" 2>/dev/null || { echo "ScriptNotExecutable: Unable to set script at specified location: $2 as executable"; return 102; }
+  fi
+  if [ -n "$4" ]; then
+    id -u "$4" >/dev/null 2>&1 || useradd -m "$4" || { echo "ScriptFailed: runas user $4 could not be made"; return 104; }
+    ( cd / && timeout -s TERM "$3" runuser -u "$4" -- "$path" < /dev/null ); rc=$?
+  else
+    ( cd / && timeout -s TERM "$3" "$path" < /dev/null ); rc=$?
+  fi
+  if [ $rc -eq 124 ]; then
+    echo "ScriptTimedOut: Script at specified location: $2 failed to complete in $3 seconds"; return 103
+  elif [ $rc -ne 0 ]; then
+    if [ -n "$4" ]; then
+      echo "ScriptFailed: Script at specified location: $2 run as user $4 failed with exit code $rc"
+    else
+      echo "ScriptFailed: Script at specified location: $2 failed with exit code $rc"
+    fi
+    return 104
+  fi
+}
+runway_cd_accounts() { # USERS -- GROUPS: what an EC2 instance would already have
+  local u g
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    u=$1; shift
+    id -u "$u" >/dev/null 2>&1 || useradd -m "$u" || return 1
+  done
+  [ $# -gt 0 ] && shift
+  for g in "$@"; do getent group "$g" >/dev/null || groupadd "$g" || return 1; done
+}
+runway_cd_install() { # SRC DEST BEHAVIOR
+  if [ -e "$2" ] && [ ! -d "$2" ]; then
+    case $3 in
+      DISALLOW) echo "The deployment failed because a specified file already exists at this location: $2"; return 1;;
+      RETAIN) echo "Retained $2 (file_exists_behavior: RETAIN)"; return 0;;
+    esac
+  fi
+  mkdir -p "$(dirname "$2")" && cp -a "$1" "$2"
+}
+runway_cd_permission() { # OBJECT PATTERN TYPE OWNER GROUP MODE EXCEPT...
+  local object=$1 pattern=$2 type=$3 owner=$4 group=$5 mode=$6 p
+  shift 6
+  local args=()
+  case $type in file) args+=(-type f);; directory) args+=(-type d);; esac
+  [ "$pattern" = "**" ] || args+=(-name "$pattern")
+  for p in "$@"; do args+=(! -name "$p"); done
+  find "$object" "${args[@]}" -print0 | while IFS= read -r -d '' p; do
+    if [ -n "$owner$group" ]; then chown "${owner}${group:+:$group}" "$p" || exit 1; fi
+    if [ -n "$mode" ]; then chmod "$mode" "$p" || exit 1; fi
+  done
+}
+"#;
+
+/// What a rehearsal is called, as CodeDeploy would name it.
+pub struct RehearseOptions {
+    /// `APPLICATION_NAME`.
+    pub application: String,
+    /// `DEPLOYMENT_GROUP_NAME`.
+    pub group: String,
+    /// Where it runs (the job sandbox; the bare host is refused by the command).
+    pub sandbox: std::sync::Arc<dyn Sandbox>,
+}
+
+/// Why a rehearsal could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RehearseError {
+    /// The bundle could not be read or unpacked.
+    #[error("{0}")]
+    Bundle(String),
+    /// Files, the shell or the sandbox failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One revision, unpacked.
+struct Revision {
+    dir: PathBuf,
+    spec: AppSpec,
+    id: String,
+}
+
+/// Unpacks `bundle` (a directory, a zip, a tar) into `dest`.
+fn unpack(bundle: &Path, dest: &Path) -> Result<(), RehearseError> {
+    std::fs::create_dir_all(dest)?;
+    let name = bundle.to_string_lossy().to_ascii_lowercase();
+    let mut cmd = if bundle.is_dir() {
+        let mut c = std::process::Command::new("cp");
+        c.arg("-a").arg(format!("{}/.", bundle.display())).arg(dest);
+        c
+    } else if name.ends_with(".zip") {
+        let mut c = std::process::Command::new("unzip");
+        c.args(["-q", "-o"]).arg(bundle).arg("-d").arg(dest);
+        c
+    } else {
+        let mut c = std::process::Command::new("tar");
+        c.arg("-xf").arg(bundle).arg("-C").arg(dest);
+        c
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| RehearseError::Bundle(format!("{}: {e}", bundle.display())))?;
+    if !out.status.success() {
+        return Err(RehearseError::Bundle(format!(
+            "{}: cannot unpack: {}",
+            bundle.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The Install event's commands: each file of each `files` entry, then permissions.
+fn install_commands(rev: &Revision, archive: &str) -> Vec<String> {
+    let mut cmds = Vec::new();
+    let behavior = rev.spec.file_exists.as_str();
+    for f in &rev.spec.files {
+        let source = rev.dir.join(f.source.trim_start_matches('/'));
+        let dest = Path::new(&f.destination);
+        let archive_src = Path::new(archive).join(f.source.trim_start_matches('/'));
+        if source.is_dir() {
+            cmds.push(format!("mkdir -p {}", quote(&f.destination)));
+            for rel in files_under(&source) {
+                cmds.push(format!(
+                    "runway_cd_install {} {} {behavior}",
+                    quote(&archive_src.join(&rel).to_string_lossy()),
+                    quote(&dest.join(&rel).to_string_lossy())
+                ));
+            }
+        } else {
+            let name = source.file_name().unwrap_or_default();
+            cmds.push(format!(
+                "runway_cd_install {} {} {behavior}",
+                quote(&archive_src.to_string_lossy()),
+                quote(&dest.join(name).to_string_lossy())
+            ));
+        }
+    }
+    for p in &rev.spec.permissions {
+        let ty = if p.types.len() == 1 {
+            p.types[0].as_str()
+        } else {
+            "any"
+        };
+        let mut c = format!(
+            "runway_cd_permission {} {} {ty} {} {} {}",
+            quote(&p.object),
+            quote(&p.pattern),
+            quote(p.owner.as_deref().unwrap_or("")),
+            quote(p.group.as_deref().unwrap_or("")),
+            quote(p.mode.as_deref().unwrap_or(""))
+        );
+        for e in &p.except {
+            c.push(' ');
+            c.push_str(&quote(e));
+        }
+        cmds.push(c);
+    }
+    cmds
+}
+
+/// The hook commands of `event` for a revision whose archive is at `archive`.
+fn hook_commands(spec: &AppSpec, event: &str, archive: &str) -> Vec<String> {
+    spec.scripts(event)
+        .iter()
+        .map(|s| {
+            format!(
+                "runway_cd_hook {} {} {} {}",
+                quote(archive),
+                quote(&s.location),
+                s.timeout,
+                quote(s.runas.as_deref().unwrap_or(""))
+            )
+        })
+        .collect()
+}
+
+/// Rehearses `bundles` in order on one throwaway copy of the machine. Returns the exit
+/// code: 0 when every revision deployed, 3 when one failed (or its appspec is invalid).
+pub fn rehearse(
+    bundles: &[PathBuf],
+    opts: &RehearseOptions,
+    out: &mut dyn Write,
+) -> Result<i32, RehearseError> {
+    let ws = tempfile::Builder::new()
+        .prefix(crate::workspace::PREFIX)
+        .tempdir()?;
+    let paths = JobPaths {
+        root: ws.path().to_path_buf(),
+        build_dir: ws.path().join("build"),
+        home: ws.path().join("home"),
+        scratch: ws.path().join("runway"),
+    };
+    for d in [&paths.build_dir, &paths.home, &paths.scratch] {
+        std::fs::create_dir_all(d)?;
+    }
+    // Unpack and read every revision first: an invalid appspec deploys nothing.
+    let mut revisions = Vec::new();
+    for (i, b) in bundles.iter().enumerate() {
+        let dir = paths.build_dir.join(format!("revision-{}", i + 1));
+        unpack(b, &dir)?;
+        let spec_path = ["appspec.yml", "appspec.yaml"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                RehearseError::Bundle(format!(
+                    "{}: the revision has no appspec.yml at its top",
+                    b.display()
+                ))
+            })?;
+        let text = std::fs::read_to_string(&spec_path)?;
+        let (spec, diags) = appspec::load(&text);
+        let shown = format!("{}:appspec.yml", b.display());
+        for d in &diags {
+            writeln!(out, "{}", d.render(&shown))?;
+        }
+        let Some(spec) = spec else {
+            writeln!(
+                out,
+                "Rehearsal failed: the appspec of {} is invalid (the agent would fail the deployment before any event)",
+                b.display()
+            )?;
+            return Ok(crate::exit::ERRORED);
+        };
+        revisions.push(Revision {
+            dir,
+            spec,
+            id: format!("d-RUNWAY{:05}", i + 1),
+        });
+    }
+    let env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
+        ("HOME".into(), "/root".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+    ];
+    let mut sh = Shell::start(
+        &paths.build_dir,
+        &env,
+        &paths.scratch,
+        &*opts.sandbox,
+        &paths,
+    )
+    .map_err(|e| RehearseError::Bundle(e.to_string()))?;
+    let long = Duration::from_secs(7 * 24 * 3600);
+    let run = |sh: &mut Shell, cmd: &str, said: &mut Vec<u8>| -> i32 {
+        if sh.send(cmd).is_err() {
+            return 127;
+        }
+        match sh.wait(long, long, &mut |b| {
+            said.extend_from_slice(b);
+            true
+        }) {
+            Wait::Done(code) => code,
+            _ => 127,
+        }
+    };
+    let mut quiet = Vec::new();
+    run(&mut sh, AGENT, &mut quiet);
+    // The users and groups the appspecs name exist on the instance they were written
+    // for; the copy gets them.
+    let mut users: Vec<&str> = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for rev in &revisions {
+        for (_, scripts) in &rev.spec.hooks {
+            users.extend(scripts.iter().filter_map(|s| s.runas.as_deref()));
+        }
+        for p in &rev.spec.permissions {
+            users.extend(p.owner.as_deref());
+            groups.extend(p.group.as_deref());
+        }
+    }
+    users.sort_unstable();
+    users.dedup();
+    groups.sort_unstable();
+    groups.dedup();
+    if !users.is_empty() || !groups.is_empty() {
+        let q = |v: &[&str]| v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ");
+        let mut said = Vec::new();
+        let accounts = format!("runway_cd_accounts {} -- {}", q(&users), q(&groups));
+        if run(&mut sh, &accounts, &mut said) != 0 {
+            writeln!(
+                out,
+                "Rehearsal failed: the users and groups the appspec names could not be made: {}",
+                String::from_utf8_lossy(&said).trim()
+            )?;
+            return Ok(crate::exit::ERRORED);
+        }
+    }
+    let group_id = format!("dg-runway-{}", opts.group);
+    let root = format!("/opt/codedeploy-agent/deployment-root/{group_id}");
+    let mut previous: Option<(AppSpec, String)> = None;
+    for rev in &revisions {
+        writeln!(
+            out,
+            "Deployment {} of {} to {}: {}",
+            rev.id,
+            opts.application,
+            opts.group,
+            rev.dir.display()
+        )?;
+        let archive = format!("{root}/{}/deployment-archive", rev.id);
+        let exports = format!(
+            "export DEPLOYMENT_ID={} APPLICATION_NAME={} DEPLOYMENT_GROUP_NAME={} DEPLOYMENT_GROUP_ID={}",
+            quote(&rev.id),
+            quote(&opts.application),
+            quote(&opts.group),
+            quote(&group_id)
+        );
+        run(&mut sh, &exports, &mut quiet);
+        for event in appspec::EVENTS {
+            let cmds: Vec<String> = match *event {
+                // The agent runs the last successful revision's ApplicationStop.
+                "ApplicationStop" => previous
+                    .as_ref()
+                    .map(|(spec, arch)| hook_commands(spec, event, arch))
+                    .unwrap_or_default(),
+                "DownloadBundle" => vec![format!(
+                    "mkdir -p {a} && cp -a {}/. {a}/",
+                    quote(&rev.dir.to_string_lossy()),
+                    a = quote(&archive)
+                )],
+                "Install" => install_commands(rev, &archive),
+                _ => hook_commands(&rev.spec, event, &archive),
+            };
+            let started = Instant::now();
+            let mut said = Vec::new();
+            run(
+                &mut sh,
+                &format!("export LIFECYCLE_EVENT={event}"),
+                &mut quiet,
+            );
+            let mut failed = None;
+            for c in &cmds {
+                let code = run(&mut sh, c, &mut said);
+                if code != 0 {
+                    failed = Some(code);
+                    break;
+                }
+            }
+            let took = started.elapsed().as_secs_f64();
+            let text = String::from_utf8_lossy(&said).into_owned();
+            let status = match (cmds.is_empty(), failed) {
+                (true, _) => "Skipped",
+                (false, None) => "Succeeded",
+                (false, Some(_)) => "Failed",
+            };
+            writeln!(out, "  {event:<17} {status:<9} {took:>7.2}s")?;
+            let lines: Vec<&str> = text.lines().collect();
+            let shown = if failed.is_some() {
+                &lines[lines.len().saturating_sub(20)..]
+            } else {
+                &lines[..]
+            };
+            for l in shown {
+                writeln!(out, "    | {l}")?;
+            }
+            if failed.is_some() {
+                let why = lines
+                    .iter()
+                    .rev()
+                    .find(|l| {
+                        l.starts_with("Script")
+                            || l.starts_with("The deployment failed")
+                            || l.contains("cannot")
+                    })
+                    .or_else(|| lines.iter().rev().find(|l| !l.trim().is_empty()))
+                    .copied()
+                    .unwrap_or("the event failed");
+                writeln!(out, "Rehearsal failed at {event} of {}: {why}", rev.id)?;
+                sh.finish(Duration::from_secs(2));
+                return Ok(crate::exit::ERRORED);
+            }
+        }
+        previous = Some((rev.spec.clone(), archive));
+    }
+    sh.finish(Duration::from_secs(2));
+    writeln!(
+        out,
+        "Rehearsal succeeded: {} revision(s) deployed on a throwaway copy of this machine (now gone)",
+        revisions.len()
+    )?;
+    Ok(crate::exit::PASSED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_copies_each_file_and_sets_permissions_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        std::fs::write(dir.path().join("app.jar"), "x").unwrap();
+        std::fs::write(dir.path().join("scripts/start.sh"), "x").unwrap();
+        let (spec, d) = appspec::load(
+            "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /srv/app\nfile_exists_behavior: RETAIN\npermissions:\n  - object: /srv/app\n    pattern: \"*.sh\"\n    mode: 755\n    owner: app\n    type: [file]\n",
+        );
+        assert!(d.is_empty(), "{d:?}");
+        let rev = Revision {
+            dir: dir.path().to_path_buf(),
+            spec: spec.unwrap(),
+            id: "d-1".into(),
+        };
+        let cmds = install_commands(&rev, "/a");
+        assert_eq!(
+            cmds,
+            [
+                "mkdir -p '/srv/app'",
+                "runway_cd_install '/a/app.jar' '/srv/app/app.jar' RETAIN",
+                "runway_cd_install '/a/scripts/start.sh' '/srv/app/scripts/start.sh' RETAIN",
+                "runway_cd_permission '/srv/app' '*.sh' file 'app' '' '755'",
+            ]
+        );
+    }
+}

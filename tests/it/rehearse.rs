@@ -1,0 +1,233 @@
+//! `runway codedeploy rehearse`: a revision's appspec.yml run as the CodeDeploy agent
+//! runs it, on a throwaway copy of this machine (real namespaces, real users made
+//! inside the copy), with the agent's error codes and messages.
+
+use crate::common::{Run, run, runway};
+use std::path::{Path, PathBuf};
+
+/// A revision directory with this appspec and these scripts (executable unless named
+/// `*.noexec.sh`).
+fn revision(root: &Path, name: &str, appspec: &str, scripts: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::write(dir.join("appspec.yml"), appspec).unwrap();
+    for (file, body) in scripts {
+        let p = dir.join("scripts").join(file);
+        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+        let mode = if file.ends_with(".noexec.sh") {
+            0o644
+        } else {
+            0o755
+        };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    dir
+}
+
+fn rehearse(bundles: &[&Path]) -> Run {
+    let mut c = runway();
+    c.args([
+        "codedeploy",
+        "rehearse",
+        "--application",
+        "app",
+        "--deployment-group",
+        "group",
+    ]);
+    c.args(bundles);
+    run(&mut c)
+}
+
+const HEAD: &str = "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /home/ec2-user/app/step3/zip/\n";
+
+#[test]
+fn two_revisions_deploy_in_turn_as_the_agent_would_and_the_host_never_changes() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "{HEAD}permissions:\n  - object: /home/ec2-user/app\n    pattern: \"**\"\n    owner: ec2-user\n    group: ec2-user\nhooks:\n  ApplicationStop:\n    - location: scripts/stop.sh\n  ApplicationStart:\n    - location: scripts/start.sh\n      timeout: 30\n      runas: ec2-user\n  ValidateService:\n    - location: scripts/health.noexec.sh\n"
+    );
+    let scripts = |tag: &'static str| -> Vec<(&'static str, String)> {
+        vec![
+            ("stop.sh", format!("echo \"stopping {tag}: $(cat /home/ec2-user/app/step3/zip/VERSION)\"; pkill -f 'sleep 7131' || true")),
+            ("start.sh", "nohup sleep 7131 >/dev/null 2>&1 &\necho \"started as $(whoami) in $LIFECYCLE_EVENT of $DEPLOYMENT_ID for $APPLICATION_NAME/$DEPLOYMENT_GROUP_NAME\"".into()),
+            ("health.noexec.sh", "pgrep -f 'sleep 7131' >/dev/null && stat -c 'owner %U' /home/ec2-user/app/step3/zip/VERSION".into()),
+        ]
+    };
+    let s1 = scripts("r1");
+    let s1: Vec<(&str, &str)> = s1.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let r1 = revision(root.path(), "r1", &spec, &s1);
+    std::fs::write(r1.join("VERSION"), "one\n").unwrap();
+    let s2 = scripts("r2");
+    let s2: Vec<(&str, &str)> = s2.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let r2 = revision(
+        root.path(),
+        "r2",
+        &format!("{spec}file_exists_behavior: OVERWRITE\n"),
+        &s2,
+    );
+    std::fs::write(r2.join("VERSION"), "two\n").unwrap();
+    let r = rehearse(&[&r1, &r2]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("started as ec2-user in ApplicationStart of d-RUNWAY00001 for app/group"),
+        "{}",
+        r.all()
+    );
+    // Revision 2's ApplicationStop ran revision 1's script, on revision 1's files.
+    assert!(r.stdout.contains("stopping r1: one"), "{}", r.all());
+    assert!(!r.stdout.contains("stopping r2"), "{}", r.all());
+    assert!(r.stdout.contains("owner ec2-user"), "{}", r.all());
+    assert!(
+        r.stdout.contains("Script at specified location: scripts/health.noexec.sh is not executable.  Trying to make it executable."),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains("Rehearsal succeeded: 2 revision(s)"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        !Path::new("/home/ec2-user/app").exists(),
+        "the host changed"
+    );
+    crate::common::assert_no_process("sleep 7131");
+}
+
+#[test]
+fn each_error_code_of_the_agent_with_its_message() {
+    let root = tempfile::tempdir().unwrap();
+    let case = |name: &str, hooks: &str, scripts: &[(&str, &str)]| {
+        let dir = revision(
+            root.path(),
+            name,
+            &format!("{HEAD}hooks:\n{hooks}"),
+            scripts,
+        );
+        rehearse(&[&dir])
+    };
+    let missing = case(
+        "missing",
+        "  BeforeInstall:\n    - location: scripts/nope.sh\n",
+        &[],
+    );
+    assert_eq!(missing.code, runway::exit::ERRORED, "{}", missing.all());
+    assert!(
+        missing.stdout.contains("Rehearsal failed at BeforeInstall of d-RUNWAY00001: ScriptMissing: Script does not exist at specified location: scripts/nope.sh"),
+        "{}",
+        missing.all()
+    );
+    let failed = case(
+        "failed",
+        "  AfterInstall:\n    - location: scripts/seven.sh\n      runas: deploy\n",
+        &[("seven.sh", "echo 'last words'; exit 7")],
+    );
+    assert_eq!(failed.code, runway::exit::ERRORED, "{}", failed.all());
+    assert!(
+        failed.stdout.contains("    | last words"),
+        "{}",
+        failed.all()
+    );
+    assert!(
+        failed.stdout.contains("ScriptFailed: Script at specified location: scripts/seven.sh run as user deploy failed with exit code 7"),
+        "{}",
+        failed.all()
+    );
+    let slow = case(
+        "slow",
+        "  ValidateService:\n    - location: scripts/slow.sh\n      timeout: 1\n",
+        &[("slow.sh", "sleep 30")],
+    );
+    assert_eq!(slow.code, runway::exit::ERRORED, "{}", slow.all());
+    assert!(
+        slow.stdout.contains("ScriptTimedOut: Script at specified location: scripts/slow.sh failed to complete in 1 seconds"),
+        "{}",
+        slow.all()
+    );
+}
+
+#[test]
+fn file_exists_behavior_decides_what_happens_to_a_file_already_there() {
+    let root = tempfile::tempdir().unwrap();
+    let with = |behavior: &str| {
+        let spec = format!(
+            "version: 0.0\nos: linux\nfiles:\n  - source: /etc-files\n    destination: /etc\n{behavior}hooks:\n  ValidateService:\n    - location: scripts/show.sh\n"
+        );
+        let dir = revision(
+            root.path(),
+            &format!("b{}", behavior.len()),
+            &spec,
+            &[("show.sh", "echo \"issue: $(cat /etc/issue.net)\"")],
+        );
+        std::fs::create_dir_all(dir.join("etc-files")).unwrap();
+        std::fs::write(dir.join("etc-files/issue.net"), "from the revision\n").unwrap();
+        rehearse(&[&dir])
+    };
+    let host = std::fs::read_to_string("/etc/issue.net").unwrap_or_default();
+    let disallow = with("");
+    assert_eq!(disallow.code, runway::exit::ERRORED, "{}", disallow.all());
+    assert!(
+        disallow.stdout.contains("Rehearsal failed at Install of d-RUNWAY00001: The deployment failed because a specified file already exists at this location: /etc/issue.net"),
+        "{}",
+        disallow.all()
+    );
+    let overwrite = with("file_exists_behavior: OVERWRITE\n");
+    assert_eq!(overwrite.code, 0, "{}", overwrite.all());
+    assert!(
+        overwrite.stdout.contains("issue: from the revision"),
+        "{}",
+        overwrite.all()
+    );
+    let retain = with("file_exists_behavior: RETAIN\n");
+    assert_eq!(retain.code, 0, "{}", retain.all());
+    assert!(
+        !retain.stdout.contains("issue: from the revision"),
+        "{}",
+        retain.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string("/etc/issue.net").unwrap_or_default(),
+        host
+    );
+}
+
+#[test]
+fn an_invalid_appspec_deploys_nothing_and_lint_places_each_problem() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = revision(
+        root.path(),
+        "bad",
+        "version: 1.0\nos: linux\nhooks:\n  AfterInstal:\n    - location: scripts/a.sh\n",
+        &[],
+    );
+    let r = rehearse(&[&dir]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(
+        r.stdout.contains("appspec.yml:1:10: error: version: "),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains(
+            "appspec.yml:4:3: error: hooks.AfterInstal: \"AfterInstal\" is not a lifecycle event"
+        ),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("Deployment d-"), "{}", r.all());
+    let lint = run(runway().arg("lint").arg(dir.join("appspec.yml")));
+    assert_eq!(lint.code, 1, "{}", lint.all());
+    assert!(
+        lint.stdout.contains(":4:3: error: hooks.AfterInstal:"),
+        "{}",
+        lint.all()
+    );
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/springboot-webservice/appspec.yml"
+    );
+    let ok = run(runway().args(["lint", fixture]));
+    assert_eq!(ok.code, 0, "{}", ok.all());
+}
