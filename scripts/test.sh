@@ -19,6 +19,10 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # An addons.apt test serves a package it builds (dpkg-deb) and indexes (dpkg-scanpackages).
 command -v dpkg-scanpackages >/dev/null 2>&1 || need_apt+=(dpkg-dev)
 command -v gpg >/dev/null 2>&1 || need_apt+=(gnupg)
+# The CodeDeploy rehearsal test runs the fixture's nginx switch inside the copy, with
+# sudo as ec2-user has it on EC2.
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
+command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)

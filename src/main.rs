@@ -209,6 +209,10 @@ enum CodedeployAction {
         /// DEPLOYMENT_GROUP_NAME for the hooks.
         #[arg(long, default_value = "deployment-group")]
         deployment_group: String,
+        /// After the last event, keep the copy and what the hooks started running
+        /// until standard input ends (to look at it, or send it requests).
+        #[arg(long)]
+        hold: bool,
     },
 }
 
@@ -418,8 +422,9 @@ fn main() -> ExitCode {
                     bundles,
                     application,
                     deployment_group,
+                    hold,
                 },
-        } => cmd::codedeploy::rehearse(&bundles, application, deployment_group, &mut out),
+        } => cmd::codedeploy::rehearse(&bundles, application, deployment_group, hold, &mut out),
         Command::Cache { action, cache_dir } => match action {
             CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

@@ -17,6 +17,7 @@ pub fn rehearse(
     bundles: &[PathBuf],
     application: String,
     group: String,
+    hold: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let sandbox = Namespaces::new(Policy::default());
@@ -32,6 +33,7 @@ pub fn rehearse(
         application,
         group,
         sandbox: Arc::new(sandbox),
+        hold,
     };
     match rehearse::rehearse(bundles, &opts, out) {
         Ok(code) => Ok(code),

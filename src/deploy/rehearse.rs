@@ -49,7 +49,11 @@ runway_cd_accounts() { # USERS -- GROUPS: what an EC2 instance would already hav
   local u g
   while [ $# -gt 0 ] && [ "$1" != -- ]; do
     u=$1; shift
-    id -u "$u" >/dev/null 2>&1 || useradd -m "$u" || return 1
+    if ! id -u "$u" >/dev/null 2>&1; then
+      useradd -m "$u" || return 1
+      # As ec2-user on Amazon Linux: sudo without a password.
+      if [ -d /etc/sudoers.d ]; then echo "$u ALL=(ALL) NOPASSWD:ALL" > "/etc/sudoers.d/runway-$u"; fi
+    fi
   done
   [ $# -gt 0 ] && shift
   for g in "$@"; do getent group "$g" >/dev/null || groupadd "$g" || return 1; done
@@ -63,18 +67,6 @@ runway_cd_install() { # SRC DEST BEHAVIOR
   fi
   mkdir -p "$(dirname "$2")" && cp -a "$1" "$2"
 }
-runway_cd_permission() { # OBJECT PATTERN TYPE OWNER GROUP MODE EXCEPT...
-  local object=$1 pattern=$2 type=$3 owner=$4 group=$5 mode=$6 p
-  shift 6
-  local args=()
-  case $type in file) args+=(-type f);; directory) args+=(-type d);; esac
-  [ "$pattern" = "**" ] || args+=(-name "$pattern")
-  for p in "$@"; do args+=(! -name "$p"); done
-  find "$object" "${args[@]}" -print0 | while IFS= read -r -d '' p; do
-    if [ -n "$owner$group" ]; then chown "${owner}${group:+:$group}" "$p" || exit 1; fi
-    if [ -n "$mode" ]; then chmod "$mode" "$p" || exit 1; fi
-  done
-}
 "#;
 
 /// What a rehearsal is called, as CodeDeploy would name it.
@@ -85,6 +77,24 @@ pub struct RehearseOptions {
     pub group: String,
     /// Where it runs (the job sandbox; the bare host is refused by the command).
     pub sandbox: std::sync::Arc<dyn Sandbox>,
+    /// Keep the copy (and what the hooks started) running after the last event until
+    /// standard input ends: to look at it, or to send it requests.
+    pub hold: bool,
+}
+
+/// Ends the rehearsal's copy of the machine, after holding it when asked.
+fn end(sh: Shell, hold: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if hold {
+        writeln!(
+            out,
+            "Holding the copy of the machine: what the hooks started keeps running until standard input ends (Enter or Ctrl-D)"
+        )?;
+        out.flush()?;
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    sh.finish(Duration::from_secs(2));
+    Ok(())
 }
 
 /// Why a rehearsal could not run at all.
@@ -159,14 +169,28 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// The Install event's commands: each file of each `files` entry, then permissions.
 fn install_commands(rev: &Revision, archive: &str) -> Vec<String> {
     let mut cmds = Vec::new();
+    // Every path Install makes, and whether it is a directory.
+    let mut installed: Vec<(PathBuf, bool)> = Vec::new();
     let behavior = rev.spec.file_exists.as_str();
     for f in &rev.spec.files {
         let source = rev.dir.join(f.source.trim_start_matches('/'));
         let dest = Path::new(&f.destination);
         let archive_src = Path::new(archive).join(f.source.trim_start_matches('/'));
+        installed.push((dest.to_path_buf(), true));
         if source.is_dir() {
             cmds.push(format!("mkdir -p {}", quote(&f.destination)));
             for rel in files_under(&source) {
+                for dir in rel
+                    .ancestors()
+                    .skip(1)
+                    .filter(|a| !a.as_os_str().is_empty())
+                {
+                    let d = dest.join(dir);
+                    if !installed.iter().any(|(p, _)| *p == d) {
+                        installed.push((d, true));
+                    }
+                }
+                installed.push((dest.join(&rel), false));
                 cmds.push(format!(
                     "runway_cd_install {} {} {behavior}",
                     quote(&archive_src.join(&rel).to_string_lossy()),
@@ -175,6 +199,7 @@ fn install_commands(rev: &Revision, archive: &str) -> Vec<String> {
             }
         } else {
             let name = source.file_name().unwrap_or_default();
+            installed.push((dest.join(name), false));
             cmds.push(format!(
                 "runway_cd_install {} {} {behavior}",
                 quote(&archive_src.to_string_lossy()),
@@ -182,27 +207,64 @@ fn install_commands(rev: &Revision, archive: &str) -> Vec<String> {
             ));
         }
     }
+    // Permissions apply to what this Install put there, as the agent's installer does.
     for p in &rev.spec.permissions {
-        let ty = if p.types.len() == 1 {
-            p.types[0].as_str()
-        } else {
-            "any"
-        };
-        let mut c = format!(
-            "runway_cd_permission {} {} {ty} {} {} {}",
-            quote(&p.object),
-            quote(&p.pattern),
-            quote(p.owner.as_deref().unwrap_or("")),
-            quote(p.group.as_deref().unwrap_or("")),
-            quote(p.mode.as_deref().unwrap_or(""))
-        );
-        for e in &p.except {
-            c.push(' ');
-            c.push_str(&quote(e));
+        let object = Path::new(&p.object);
+        for (path, is_dir) in &installed {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let wanted_type = if *is_dir { "directory" } else { "file" };
+            if !path.starts_with(object)
+                || !p.types.iter().any(|t| t == wanted_type)
+                || !(p.pattern == "**" || glob_match(&p.pattern, &name))
+                || p.except.iter().any(|e| glob_match(e, &name))
+            {
+                continue;
+            }
+            let q = quote(&path.to_string_lossy());
+            if p.owner.is_some() || p.group.is_some() {
+                let who = match (&p.owner, &p.group) {
+                    (Some(o), Some(g)) => format!("{o}:{g}"),
+                    (Some(o), None) => o.clone(),
+                    (None, Some(g)) => format!(":{g}"),
+                    (None, None) => unreachable!(),
+                };
+                cmds.push(format!("chown -h {} {q}", quote(&who)));
+            }
+            if let Some(m) = &p.mode {
+                cmds.push(format!("chmod {} {q}", quote(m)));
+            }
         }
-        cmds.push(c);
     }
     cmds
+}
+
+/// A file-name glob with `*` and `?`, as appspec patterns use them.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    while i < p.len() && p[i] == '*' {
+        i += 1;
+    }
+    i == p.len()
 }
 
 /// The hook commands of `event` for a revision whose archive is at `archive`.
@@ -417,13 +479,18 @@ pub fn rehearse(
                     .copied()
                     .unwrap_or("the event failed");
                 writeln!(out, "Rehearsal failed at {event} of {}: {why}", rev.id)?;
-                sh.finish(Duration::from_secs(2));
+                end(sh, opts.hold, out)?;
                 return Ok(crate::exit::ERRORED);
             }
         }
         previous = Some((rev.spec.clone(), archive));
     }
-    sh.finish(Duration::from_secs(2));
+    writeln!(
+        out,
+        "Deployed: {} revision(s) on a throwaway copy of this machine",
+        revisions.len()
+    )?;
+    end(sh, opts.hold, out)?;
     writeln!(
         out,
         "Rehearsal succeeded: {} revision(s) deployed on a throwaway copy of this machine (now gone)",
@@ -458,8 +525,18 @@ mod tests {
                 "mkdir -p '/srv/app'",
                 "runway_cd_install '/a/app.jar' '/srv/app/app.jar' RETAIN",
                 "runway_cd_install '/a/scripts/start.sh' '/srv/app/scripts/start.sh' RETAIN",
-                "runway_cd_permission '/srv/app' '*.sh' file 'app' '' '755'",
+                "chown -h 'app' '/srv/app/scripts/start.sh'",
+                "chmod '755' '/srv/app/scripts/start.sh'",
             ]
         );
+    }
+
+    #[test]
+    fn globs_match_names_as_appspec_patterns_do() {
+        assert!(glob_match("*.sh", "start.sh"));
+        assert!(!glob_match("*.sh", "start.shx"));
+        assert!(glob_match("app-?.jar", "app-1.jar"));
+        assert!(glob_match("*", "anything"));
+        assert!(!glob_match("a*b", "ac"));
     }
 }

@@ -12,7 +12,7 @@
 //!   exits the kernel kills every process left in the namespace: `setsid` daemons,
 //!   double forks, loops that ignore `SIGTERM`. It dies with the keeper.
 //! - the **shell**: drops the capabilities that reach past the sandbox, sets
-//!   `no_new_privs` and the seccomp filter, and returns to `exec` bash.
+//!   the seccomp filter, and returns to `exec` bash.
 //!
 //! A failed mount is reported through a pipe of our own ([`SetupReport`]): the index of
 //! the step and `errno`.
@@ -55,7 +55,6 @@ struct Prepared {
     cwd: CString,
     dot: CString,
     slash: CString,
-    hostname: &'static [u8],
     network: bool,
     filter: Vec<libc::sock_filter>,
     /// The job's `cgroup.procs` files, joined by the keeper before anything else.
@@ -94,7 +93,6 @@ impl SetupReport {
             CLONE => "making the job's namespaces (mount, pid, ipc, uts)".into(),
             PIVOT => "making the overlay the root (pivot_root)".into(),
             LOOPBACK => "bringing up loopback".into(),
-            HOSTNAME => "setting the host name".into(),
             CGROUP => "joining the job's cgroup".into(),
             _ => "starting the sandbox".into(),
         };
@@ -108,7 +106,6 @@ impl SetupReport {
 const CLONE: usize = 1_000_000;
 const PIVOT: usize = 1_000_001;
 const LOOPBACK: usize = 1_000_002;
-const HOSTNAME: usize = 1_000_003;
 const CGROUP: usize = 1_000_004;
 
 fn c(p: &Path) -> Result<CString, SandboxError> {
@@ -221,7 +218,6 @@ pub fn enclose(
         cwd: c(&layout.cwd)?,
         dot: CString::new(".").unwrap_or_default(),
         slash: CString::new("/").unwrap_or_default(),
-        hostname: b"runway",
         network,
         filter: seccomp::filter(),
         cgroups,
@@ -447,9 +443,6 @@ unsafe fn build_root(p: &Prepared) {
         {
             fail(p, PIVOT, errno());
         }
-        if libc::sethostname(p.hostname.as_ptr().cast(), p.hostname.len()) != 0 {
-            fail(p, HOSTNAME, errno());
-        }
         if !p.network && !loopback_up() {
             fail(p, LOOPBACK, errno());
         }
@@ -492,9 +485,24 @@ const KEEP: &[u32] = &[
     31, // SETFCAP
 ];
 
-/// The shell's last steps before exec: fewer capabilities, no new privileges, seccomp.
+/// The shell's last steps before exec: the seccomp filter (installed while the shell
+/// still has CAP_SYS_ADMIN, so without `no_new_privs`: a setuid `sudo` inside gives back
+/// the job's own reduced root, never more, since the bounding set is dropped for good),
+/// then fewer capabilities.
 unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
     unsafe {
+        let prog = libc::sock_fprog {
+            len: p.filter.len() as u16,
+            filter: p.filter.as_ptr() as *mut libc::sock_filter,
+        };
+        if libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &prog as *const _,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
         let mut keep: u64 = 0;
         for cap in KEEP {
             keep |= 1 << cap;
@@ -540,21 +548,6 @@ unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
         };
         let data = [half(0), half(32)];
         if libc::syscall(libc::SYS_capset, &header, data.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let prog = libc::sock_fprog {
-            len: p.filter.len() as u16,
-            filter: p.filter.as_ptr() as *mut libc::sock_filter,
-        };
-        if libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const _,
-        ) != 0
-        {
             return Err(io::Error::last_os_error());
         }
         Ok(())

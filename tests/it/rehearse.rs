@@ -231,3 +231,139 @@ fn an_invalid_appspec_deploys_nothing_and_lint_places_each_problem() {
     let ok = run(runway().args(["lint", fixture]));
     assert_eq!(ok.code, 0, "{}", ok.all());
 }
+
+/// The fixture's zero-downtime switch (the tutorial's profile, stop, start, health and
+/// switch scripts; nginx in front of two instances of the jar), rehearsed for real:
+/// revision 1, then revision 2 while a load loop on loopback hits nginx (no request
+/// fails across the switch), then a revision whose instance never answers: the
+/// rehearsal fails at ValidateService and nginx stays on the instance it had.
+#[test]
+fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_nginx_alone() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/springboot-webservice");
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("project");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&fixture)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let built = std::process::Command::new("./gradlew")
+        .arg("assemble")
+        .current_dir(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // The bundle as the fixture's before_deploy makes it: scripts, appspec, jar.
+    let bundle = |name: &str, broken: bool| {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(copy.join("scripts")).unwrap().flatten() {
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        std::fs::copy(copy.join("appspec.yml"), dir.join("appspec.yml")).unwrap();
+        let jar = "springboot2-webservice-1.0.0-SNAPSHOT.jar";
+        if broken {
+            std::fs::write(dir.join(jar), "not a jar").unwrap();
+        } else {
+            std::fs::copy(copy.join("build/libs").join(jar), dir.join(jar)).unwrap();
+        }
+        dir
+    };
+    let (r1, r2, r3) = (bundle("r1", false), bundle("r2", false), bundle("r3", true));
+    let mut cmd = runway();
+    cmd.args(["codedeploy", "rehearse", "--hold"])
+        .args([&r1, &r2, &r3])
+        .stdin(std::process::Stdio::piped());
+    let mut lines = crate::common::Lines::spawn(&mut cmd, false);
+    let stdin = lines.child.stdin.take().unwrap();
+
+    // The load: one request at a time on loopback.
+    let stop = Arc::new(AtomicBool::new(false));
+    // Failures count from revision 2's deployment on (revision 1 starts from nothing).
+    let counting = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new((Vec::<String>::new(), 0usize, false)));
+    let what_failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (stop, seen, counting) = (stop.clone(), seen.clone(), counting.clone());
+        let what_failed = what_failed.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let answer = std::net::TcpStream::connect(("127.0.0.1", 80)).and_then(|mut s| {
+                    s.write_all(b"GET /profile HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)?;
+                    Ok(text)
+                });
+                let mut st = seen.lock().unwrap();
+                match answer {
+                    Ok(t) if t.starts_with("HTTP/1.1 200") => {
+                        st.2 = true;
+                        let body = t.rsplit("\r\n\r\n").next().unwrap_or("").to_string();
+                        if st.0.last() != Some(&body) {
+                            st.0.push(body);
+                        }
+                    }
+                    _ if !counting.load(Ordering::Relaxed) => {}
+                    other => {
+                        st.1 += 1;
+                        let mut w = what_failed.lock().unwrap();
+                        if w.len() < 3 {
+                            w.push(format!("{other:?}").chars().take(200).collect());
+                        }
+                    }
+                }
+                drop(st);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let (first, second) = lines.wait_for("Deployment d-RUNWAY00002", 180);
+    counting.store(true, Ordering::Relaxed);
+    let (out, held) = lines.wait_for("Holding the copy of the machine", 180);
+    let out = [first, out].concat();
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    drop(stdin);
+    let (code, rest) = lines.finish(60);
+    let all = [out, rest].concat().join("\n");
+    assert!(second && held, "{all}");
+    assert_eq!(code, Some(runway::exit::ERRORED), "{all}");
+    assert!(
+        all.contains("Rehearsal failed at ValidateService of d-RUNWAY00003: ScriptFailed: Script at specified location: health.sh run as user ec2-user failed with exit code 1"),
+        "{all}"
+    );
+    let (profiles, failures, answered) = seen.lock().unwrap().clone();
+    assert!(answered, "nginx never answered: {all}");
+    let what = what_failed.lock().unwrap().clone();
+    assert_eq!(
+        failures, 0,
+        "requests failed during the switch: {what:#?}\n{all}"
+    );
+    // real1 after revision 1, real2 after revision 2 (for the moment of nginx's reload
+    // old and new workers both answer), and still real2 after the bad one.
+    assert_eq!(
+        profiles.first().map(String::as_str),
+        Some("real1"),
+        "{profiles:?}"
+    );
+    assert_eq!(
+        profiles.last().map(String::as_str),
+        Some("real2"),
+        "{profiles:?}"
+    );
+    assert!(
+        profiles.iter().all(|p| p == "real1" || p == "real2"),
+        "{profiles:?}"
+    );
+    assert!(!Path::new("/home/ec2-user").exists(), "the host changed");
+    crate::common::assert_no_process("spring.profiles.active=real");
+}
