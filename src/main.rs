@@ -126,6 +126,11 @@ enum Command {
         /// of erroring the job.
         #[arg(long)]
         substitutes: bool,
+        /// After the codedeploy provider (dry run or --deploy), deploy the bundle it
+        /// ships on a throwaway copy of this machine as the CodeDeploy agent would
+        /// (`runway codedeploy rehearse`); a failed rehearsal errors the job.
+        #[arg(long)]
+        rehearse_deploy: bool,
     },
     /// Build on git push: install or run the post-receive hook.
     Hook {
@@ -346,6 +351,7 @@ fn main() -> ExitCode {
             memory,
             max_processes,
             substitutes,
+            rehearse_deploy,
         } => {
             let args = cmd::run::RunArgs {
                 path,
@@ -365,6 +371,7 @@ fn main() -> ExitCode {
                 show_mail,
                 cancel: Some(runway::interrupt::cancel_on_signals()),
                 substitutes,
+                rehearse_deploy,
                 sandbox: cmd::run::SandboxArgs {
                     mode: sandbox,
                     no_network,

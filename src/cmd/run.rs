@@ -81,6 +81,8 @@ pub struct RunArgs {
     /// `--substitutes` (runway.toml: `substitutes = true`): a runtime the machine
     /// cannot provide is replaced by what it has, named, instead of erroring the job.
     pub substitutes: bool,
+    /// `--rehearse-deploy`: the codedeploy bundle rehearsed as the agent would run it.
+    pub rehearse_deploy: bool,
 }
 
 /// How jobs are isolated ([`crate::sandbox`]).
@@ -379,6 +381,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             max_log_bytes: crate::job::MAX_LOG_BYTES,
             sandbox,
             substitutes: args.substitutes,
+            rehearse_deploy: args.rehearse_deploy,
         },
         git,
         origin,

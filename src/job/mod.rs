@@ -121,6 +121,9 @@ pub struct JobOptions {
     /// A runtime that cannot be provided is replaced by what the machine has (named
     /// in the header and the job's reason) instead of erroring the job.
     pub substitutes: bool,
+    /// After the codedeploy provider (dry run or real), rehearse the bundle it ships
+    /// as the CodeDeploy agent would run it ([`crate::deploy::rehearse`]).
+    pub rehearse_deploy: bool,
 }
 
 pub use crate::limits::MAX_LOG_BYTES;
@@ -138,6 +141,7 @@ impl Default for JobOptions {
             max_log_bytes: MAX_LOG_BYTES,
             sandbox: Arc::new(crate::sandbox::Bare),
             substitutes: false,
+            rehearse_deploy: false,
         }
     }
 }
@@ -788,6 +792,7 @@ impl Runner<'_> {
             }
             if !self.ctx.options.deploy {
                 self.dry_run(d, log);
+                self.rehearse_bundle(d, log)?;
                 continue;
             }
             let cleanup = d
@@ -816,6 +821,7 @@ impl Runner<'_> {
             }
             match result {
                 Ok(()) => {
+                    self.rehearse_bundle(d, log)?;
                     let after = strs(self.ctx.job.config.get("after_deploy"));
                     self.run_commands(Phase::AfterDeploy, &after, log)?;
                     let run = strs(d.config.get("run"));
@@ -842,6 +848,70 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `--rehearse-deploy`: the bundle the codedeploy provider ships (its `key`, found in
+    /// the workspace), deployed on a throwaway copy of the machine as the agent would;
+    /// a failed rehearsal errors the job.
+    fn rehearse_bundle(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) -> Result<(), Stop> {
+        if !self.ctx.options.rehearse_deploy || d.provider != "codedeploy" {
+            return Ok(());
+        }
+        let fail = |why: String| Stop::End(JobResult::Errored, why, false);
+        let key = crate::config::model::str_of(d.config.get("key")).unwrap_or_default();
+        let name = std::path::Path::new(key)
+            .file_name()
+            .map(|n| n.to_os_string());
+        let build = &self.ctx.workspace.build_dir;
+        let bundle = name.as_ref().and_then(|n| find_file(build, n));
+        let fold = log.fold_start("dpl.rehearse", "rehearse: codedeploy");
+        let Some(bundle) = bundle else {
+            log.line(&format!(
+                "runway cannot rehearse the deployment: no file named \"{key}\" (codedeploy key) in the workspace"
+            ));
+            log.fold_end(fold);
+            return Err(fail(format!(
+                "deploy rehearsal: no bundle \"{key}\" in the workspace"
+            )));
+        };
+        log.line(&format!(
+            "Rehearsing {} as the CodeDeploy agent would deploy it, on a throwaway copy of this machine",
+            bundle.display()
+        ));
+        // Its own network namespace: the services it starts (nginx on port 80, say) never
+        // meet another job's.
+        let sandbox = crate::sandbox::Namespaces::new(crate::sandbox::Policy {
+            no_network: true,
+            ..Default::default()
+        });
+        let opts = crate::deploy::rehearse::RehearseOptions {
+            application: crate::config::model::str_of(d.config.get("application"))
+                .unwrap_or("application")
+                .to_string(),
+            group: crate::config::model::str_of(d.config.get("deployment_group"))
+                .unwrap_or("deployment-group")
+                .to_string(),
+            sandbox: Arc::new(sandbox),
+            hold: false,
+        };
+        let mut said = Vec::new();
+        let result = crate::deploy::rehearse::rehearse(&[bundle], &opts, &mut said);
+        for line in String::from_utf8_lossy(&said).lines() {
+            log.line(line);
+        }
+        log.fold_end(fold);
+        match result {
+            Ok(0) => Ok(()),
+            Ok(_) => {
+                let why = String::from_utf8_lossy(&said)
+                    .lines()
+                    .rfind(|l| l.starts_with("Rehearsal failed"))
+                    .unwrap_or("the rehearsal failed")
+                    .to_string();
+                Err(fail(format!("deploy rehearsal: {why}")))
+            }
+            Err(e) => Err(fail(format!("deploy rehearsal: {e}"))),
+        }
     }
 
     /// Shows what a provider would do (no `--deploy`).
@@ -943,6 +1013,24 @@ fn with_timeout<T: Send + 'static>(
             None
         }
     }
+}
+
+/// The first file named `name` under `dir` (breadth first).
+fn find_file(dir: &std::path::Path, name: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    let mut queue = std::collections::VecDeque::from([dir.to_path_buf()]);
+    while let Some(d) = queue.pop_front() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                if e.file_name() != ".git" {
+                    queue.push_back(p);
+                }
+            } else if e.file_name() == name {
+                return Some(p);
+            }
+        }
+    }
+    None
 }
 
 fn has_gradle(dir: &std::path::Path) -> bool {

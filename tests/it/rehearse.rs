@@ -367,3 +367,36 @@ fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_
     assert!(!Path::new("/home/ec2-user").exists(), "the host changed");
     crate::common::assert_no_process("spring.profiles.active=real");
 }
+
+/// The seed pipeline in one command: the fixture's build, its S3 and CodeDeploy dry
+/// run, then the bundle its `before_deploy` zipped deployed on a throwaway copy of the
+/// machine as the agent would (in a network namespace of its own, so its nginx never
+/// meets another's).
+#[test]
+fn run_rehearse_deploy_rehearses_the_bundle_the_codedeploy_provider_ships() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/springboot-webservice"
+    );
+    let r = run(runway().args(["run", fixture, "--branch", "master", "--rehearse-deploy"]));
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("/deploy/springboot2-webservice.zip as the CodeDeploy agent would deploy it"),
+        "{}",
+        r.all()
+    );
+    assert!(
+        r.stdout.contains(
+            "Deployment d-RUNWAY00001 of springboot2-webservice to springboot2-webservice-group"
+        ),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("> nginx serves real1"), "{}", r.all());
+    assert!(
+        r.stdout.contains("Rehearsal succeeded: 1 revision(s)"),
+        "{}",
+        r.all()
+    );
+}
