@@ -366,6 +366,18 @@ fn read(root: &Node, d: &mut Diagnostics) -> AppSpec {
                     runas: s.get("runas").and_then(text),
                 });
             }
+            let total: u64 = scripts.iter().map(|s| s.timeout).sum();
+            if total > MAX_TIMEOUT_SECS {
+                d.warn(
+                    e.key_pos,
+                    &path,
+                    "event_timeout",
+                    format!(
+                        "the {} scripts may take {total} s together; CodeDeploy fails an event whose scripts run past {MAX_TIMEOUT_SECS} s",
+                        e.key
+                    ),
+                );
+            }
             spec.hooks.push((e.key.clone(), scripts));
         }
     }
@@ -417,6 +429,15 @@ mod tests {
         );
         assert_eq!(spec.scripts("ValidateService")[0].timeout, 3600);
         assert!(spec.scripts("BeforeInstall").is_empty());
+        // Scripts whose timeouts add up past an hour: the event would time out.
+        let (spec, diags) = load(
+            "version: 0.0\nos: linux\nhooks:\n  ApplicationStart:\n    - location: a.sh\n      timeout: 3000\n    - location: b.sh\n      timeout: 900\n",
+        );
+        assert!(spec.is_some());
+        assert_eq!(
+            diags[0].render("appspec.yml"),
+            "appspec.yml:4:3: warning: hooks.ApplicationStart: the ApplicationStart scripts may take 3900 s together; CodeDeploy fails an event whose scripts run past 3600 s"
+        );
     }
 
     #[test]

@@ -20,7 +20,13 @@ use crate::sandbox::{JobPaths, Sandbox};
 /// The agent's ways, as shell functions in the rehearsal's shell.
 const AGENT: &str = r#"
 runway_cd_hook() { # ARCHIVE LOCATION TIMEOUT RUNAS
-  local path="$1/$2" rc
+  local path="$1/$2" rc limit=$3 left
+  # The event's scripts together get 3600 seconds, as CodeDeploy allows an event.
+  left=$(( RUNWAY_CD_EVENT_DEADLINE - $(date +%s) ))
+  if [ "$left" -lt 1 ]; then
+    echo "ScriptTimedOut: Script at specified location: $2 was not started: the $LIFECYCLE_EVENT scripts used up the event's time"; return 103
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
   if [ ! -e "$path" ]; then
     echo "ScriptMissing: Script does not exist at specified location: $2"; return 101
   fi
@@ -30,12 +36,12 @@ runway_cd_hook() { # ARCHIVE LOCATION TIMEOUT RUNAS
   fi
   if [ -n "$4" ]; then
     id -u "$4" >/dev/null 2>&1 || useradd -m "$4" || { echo "ScriptFailed: runas user $4 could not be made"; return 104; }
-    ( cd / && timeout -s TERM "$3" runuser -u "$4" -- "$path" < /dev/null ); rc=$?
+    ( cd / && timeout -s TERM "$limit" runuser -u "$4" -- "$path" < /dev/null ); rc=$?
   else
-    ( cd / && timeout -s TERM "$3" "$path" < /dev/null ); rc=$?
+    ( cd / && timeout -s TERM "$limit" "$path" < /dev/null ); rc=$?
   fi
   if [ $rc -eq 124 ]; then
-    echo "ScriptTimedOut: Script at specified location: $2 failed to complete in $3 seconds"; return 103
+    echo "ScriptTimedOut: Script at specified location: $2 failed to complete in $limit seconds"; return 103
   elif [ $rc -ne 0 ]; then
     if [ -n "$4" ]; then
       echo "ScriptFailed: Script at specified location: $2 run as user $4 failed with exit code $rc"
@@ -399,6 +405,12 @@ pub fn rehearse(
         }
     }
     let group_id = format!("dg-runway-{}", opts.group);
+    // What an event's scripts get together: CodeDeploy's hour, or less to try it out.
+    let event_secs: u64 = std::env::var("RUNWAY_CODEDEPLOY_EVENT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| (1..=appspec::MAX_TIMEOUT_SECS).contains(s))
+        .unwrap_or(appspec::MAX_TIMEOUT_SECS);
     let root = format!("/opt/codedeploy-agent/deployment-root/{group_id}");
     let mut previous: Option<(AppSpec, String)> = None;
     for rev in &revisions {
@@ -438,7 +450,9 @@ pub fn rehearse(
             let mut said = Vec::new();
             run(
                 &mut sh,
-                &format!("export LIFECYCLE_EVENT={event}"),
+                &format!(
+                    "export LIFECYCLE_EVENT={event} RUNWAY_CD_EVENT_DEADLINE=$(( $(date +%s) + {event_secs} ))"
+                ),
                 &mut quiet,
             );
             let mut failed = None;

@@ -135,6 +135,28 @@ fn each_error_code_of_the_agent_with_its_message() {
         "{}",
         failed.all()
     );
+    // The event's scripts share its time (an hour; here 2 s): the second gets what is left.
+    let shared = {
+        let dir = revision(
+            root.path(),
+            "shared",
+            &format!(
+                "{HEAD}hooks:\n  BeforeInstall:\n    - location: scripts/a.sh\n      timeout: 60\n    - location: scripts/b.sh\n      timeout: 60\n"
+            ),
+            &[("a.sh", "sleep 3"), ("b.sh", "echo never")],
+        );
+        let mut c = runway();
+        c.args(["codedeploy", "rehearse"]).arg(&dir);
+        c.env("RUNWAY_CODEDEPLOY_EVENT_SECS", "2");
+        run(&mut c)
+    };
+    assert_eq!(shared.code, runway::exit::ERRORED, "{}", shared.all());
+    assert!(
+        shared.stdout.contains("ScriptTimedOut: Script at specified location: scripts/a.sh failed to complete in 2 seconds")
+            || shared.stdout.contains("ScriptTimedOut: Script at specified location: scripts/a.sh failed to complete in 1 seconds"),
+        "{}",
+        shared.all()
+    );
     let slow = case(
         "slow",
         "  ValidateService:\n    - location: scripts/slow.sh\n      timeout: 1\n",
