@@ -577,7 +577,17 @@ fn mail(
                     } else {
                         "dry run (no --deploy)".to_string()
                     };
-                    format!("job {}: {}: {did}", r.job.number, d.provider)
+                    // A passed job's rehearsal succeeded (a failed one errors the job).
+                    let rehearsed = if args.rehearse_deploy
+                        && d.provider == "codedeploy"
+                        && d.fires
+                        && r.outcome.result == JobResult::Passed
+                    {
+                        "; the bundle rehearsed as the agent would deploy it: succeeded"
+                    } else {
+                        ""
+                    };
+                    format!("job {}: {}: {did}{rehearsed}", r.job.number, d.provider)
                 })
             })
             .collect(),

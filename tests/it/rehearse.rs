@@ -400,7 +400,14 @@ fn run_rehearse_deploy_rehearses_the_bundle_the_codedeploy_provider_ships() {
         env!("CARGO_MANIFEST_DIR"),
         "/fixtures/springboot-webservice"
     );
-    let r = run(runway().args(["run", fixture, "--branch", "master", "--rehearse-deploy"]));
+    let r = run(runway().args([
+        "run",
+        fixture,
+        "--branch",
+        "master",
+        "--rehearse-deploy",
+        "--show-mail",
+    ]));
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout
@@ -418,6 +425,14 @@ fn run_rehearse_deploy_rehearses_the_bundle_the_codedeploy_provider_ships() {
     assert!(r.stdout.contains("> nginx serves real1"), "{}", r.all());
     assert!(
         r.stdout.contains("Rehearsal succeeded: 1 revision(s)"),
+        "{}",
+        r.all()
+    );
+    // The mail says so beside the deploy.
+    assert!(
+        r.stdout.contains(
+            "job 1.1: codedeploy: dry run (no --deploy); the bundle rehearsed as the agent would deploy it: succeeded"
+        ),
         "{}",
         r.all()
     );
