@@ -123,6 +123,7 @@ impl SandboxArgs {
             Mode::Namespaces => {
                 let mut hide = vec![state_dir.to_path_buf(), cache_root.to_path_buf()];
                 hide.extend(env_file.map(|f| f.to_path_buf()));
+                hide.extend(crate::sandbox::credential_paths());
                 hide.extend(self.hide.iter().cloned());
                 let mut ns = Namespaces::new(Policy {
                     no_network: self.no_network,

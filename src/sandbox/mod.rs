@@ -119,6 +119,31 @@ impl Confined {
     }
 }
 
+/// Where runway's own user keeps credentials (`~/.ssh`, `~/.aws`, `~/.netrc`, …):
+/// hidden from every job, as the server's other secrets are. A job that needs a
+/// credential gets it as a repository setting.
+pub const CREDENTIALS: &[&str] = &[
+    ".ssh",
+    ".aws",
+    ".netrc",
+    ".git-credentials",
+    ".docker/config.json",
+    ".pypirc",
+    ".npmrc",
+    ".gnupg",
+    ".kube",
+    ".config/gh",
+    ".config/gcloud",
+    ".azure",
+];
+
+/// [`CREDENTIALS`] under runway's `$HOME`.
+pub fn credential_paths() -> Vec<PathBuf> {
+    std::env::var_os("HOME")
+        .map(|h| CREDENTIALS.iter().map(|c| Path::new(&h).join(c)).collect())
+        .unwrap_or_default()
+}
+
 /// What `--sandbox` and runway.toml's `sandbox` choose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -439,3 +439,32 @@ fn a_job_over_its_memory_limit_is_errored_and_one_over_its_process_limit_cannot_
         r.all()
     );
 }
+
+#[test]
+fn credentials_of_runways_own_user_are_hidden_from_jobs() {
+    // A home of runway's user outside /tmp, holding credentials a job must not read.
+    let home = tempfile::Builder::new()
+        .prefix("runway-home-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let secret = unique("aws-secret-");
+    std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+    std::fs::write(home.path().join(".aws/credentials"), &secret).unwrap();
+    std::fs::write(home.path().join(".netrc"), &secret).unwrap();
+    std::fs::write(home.path().join("notes.txt"), "not a credential\n").unwrap();
+    let h = home.path().display();
+    let p = Project::new(&format!(
+        "language: shell\nscript:\n\
+         \x20 - test \"$(find {h}/.aws -mindepth 1 | wc -l)\" = 0 && echo AWS-HIDDEN\n\
+         \x20 - test ! -s {h}/.netrc && echo NETRC-HIDDEN\n\
+         \x20 - cat {h}/notes.txt\n"
+    ));
+    let mut c = p.command(&[]);
+    c.env("HOME", home.path());
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for said in ["AWS-HIDDEN", "NETRC-HIDDEN", "not a credential"] {
+        assert!(r.stdout.contains(said), "{said}: {}", r.all());
+    }
+    assert!(!r.stdout.contains(&secret), "{}", r.all());
+}
