@@ -68,18 +68,7 @@ fn install(major: u32, toolchains: &Path) -> Result<PathBuf, String> {
         return Ok(dest);
     }
     let archive = root.join(format!("jdk-{major}.download"));
-    let out = Command::new("curl")
-        .args(["-fsSL", "--retry", "2", "-o"])
-        .arg(&archive)
-        .arg(&url)
-        .output()
-        .map_err(|e| format!("curl: {e} (install curl)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    super::fetch(&url, Some(&archive), None)?;
     let staging = root.join(format!(".staging-{major}"));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;

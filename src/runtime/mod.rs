@@ -169,6 +169,35 @@ pub fn toolchain_dir() -> PathBuf {
     data.join("runway/toolchains")
 }
 
+/// Fetches `url` with curl (https, a proxy from the environment, `file://` for
+/// mirrors on disk): into `dest` when given, else its body is returned. `header` is
+/// sent when given. The error names the URL and what curl said.
+pub fn fetch(
+    url: &str,
+    dest: Option<&std::path::Path>,
+    header: Option<&str>,
+) -> Result<Vec<u8>, String> {
+    let mut c = std::process::Command::new("curl");
+    c.args(["-fsSL", "--retry", "2"]);
+    if let Some(h) = header {
+        c.args(["-H", h]);
+    }
+    if let Some(d) = dest {
+        c.arg("-o").arg(d);
+    }
+    let out = c
+        .arg(url)
+        .output()
+        .map_err(|e| format!("curl: {e} (install curl)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
+}
+
 /// An exclusive lock on a file (`flock`), held until dropped: one runway prepares a
 /// toolchain while the others wait for it.
 pub struct Lock {

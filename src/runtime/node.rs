@@ -177,25 +177,13 @@ struct Dist {
 /// A package's versions in a registry.
 fn versions(package: &str) -> Result<Vec<(Version, Dist)>, String> {
     let url = format!("{}/{package}", registry());
-    let out = Command::new("curl")
-        .args([
-            "-fsSL",
-            "--retry",
-            "2",
-            "-H",
-            "Accept: application/vnd.npm.install-v1+json",
-        ])
-        .arg(&url)
-        .output()
-        .map_err(|e| format!("curl: {e} (install curl)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    let body = super::fetch(
+        &url,
+        None,
+        Some("Accept: application/vnd.npm.install-v1+json"),
+    )?;
     let doc: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))?;
     let list = doc["versions"]
         .as_object()
         .ok_or_else(|| format!("{url}: no versions"))?
@@ -216,18 +204,7 @@ fn versions(package: &str) -> Result<Vec<(Version, Dist)>, String> {
 
 /// Downloads `url` to `dest` and checks it against an `sha512-BASE64` integrity.
 fn download(url: &str, integrity: &str, dest: &Path) -> Result<(), String> {
-    let out = Command::new("curl")
-        .args(["-fsSL", "--retry", "2", "-o"])
-        .arg(dest)
-        .arg(url)
-        .output()
-        .map_err(|e| format!("curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{url}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    super::fetch(url, Some(dest), None)?;
     use base64::Engine;
     use sha2::Digest;
     let bytes = std::fs::read(dest).map_err(|e| e.to_string())?;
