@@ -127,7 +127,10 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
                 })
                 .unwrap_or_else(|| "focal".into()),
         ),
-        ("TRAVIS_CPU_ARCH", host_arch()),
+        (
+            "TRAVIS_CPU_ARCH",
+            crate::runtime::platform::host_arch().into(),
+        ),
         ("TRAVIS_JOB_NAME", job.name.clone().unwrap_or_default()),
         ("TRAVIS_BUILD_STAGE_NAME", capitalise(&job.stage)),
         ("TRAVIS_ALLOW_FAILURE", job.allow_failure.to_string()),
@@ -172,10 +175,6 @@ fn host_os() -> String {
         "macos" => "osx".into(),
         other => other.into(),
     }
-}
-
-fn host_arch() -> String {
-    crate::runtime::platform::host_arch().into()
 }
 
 fn capitalise(s: &str) -> String {

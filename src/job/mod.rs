@@ -863,7 +863,13 @@ impl Runner<'_> {
             .file_name()
             .map(|n| n.to_os_string());
         let build = &self.ctx.workspace.build_dir;
-        let bundle = name.as_ref().and_then(|n| find_file(build, n));
+        let bundle = name.as_ref().and_then(|n| {
+            cache::archive::walk(build)
+                .ok()?
+                .into_iter()
+                .find(|(_, rel, meta)| meta.is_file() && rel.file_name() == Some(n.as_os_str()))
+                .map(|(path, _, _)| path)
+        });
         let fold = log.fold_start("dpl.rehearse", "rehearse: codedeploy");
         let Some(bundle) = bundle else {
             log.line(&format!(
@@ -1013,24 +1019,6 @@ fn with_timeout<T: Send + 'static>(
             None
         }
     }
-}
-
-/// The first file named `name` under `dir` (breadth first).
-fn find_file(dir: &std::path::Path, name: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
-    let mut queue = std::collections::VecDeque::from([dir.to_path_buf()]);
-    while let Some(d) = queue.pop_front() {
-        for e in std::fs::read_dir(&d).ok()?.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                if e.file_name() != ".git" {
-                    queue.push_back(p);
-                }
-            } else if e.file_name() == name {
-                return Some(p);
-            }
-        }
-    }
-    None
 }
 
 fn has_gradle(dir: &std::path::Path) -> bool {

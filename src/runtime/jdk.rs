@@ -5,7 +5,6 @@
 //! JDK that can be neither found nor installed errors the job, saying how to provide it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::{Context, Lock, Missing, Provider, Ready};
 use crate::job::defaults;
@@ -70,22 +69,9 @@ fn install(major: u32, toolchains: &Path) -> Result<PathBuf, String> {
     let archive = root.join(format!("jdk-{major}.download"));
     super::fetch(&url, Some(&archive), None)?;
     let staging = root.join(format!(".staging-{major}"));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
-    let untar = Command::new("tar")
-        .arg("-xf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&staging)
-        .output()
-        .map_err(|e| format!("tar: {e}"))?;
+    let untarred = super::untar(&archive, &staging);
     let _ = std::fs::remove_file(&archive);
-    if !untar.status.success() {
-        return Err(format!(
-            "{url}: not a JDK archive ({})",
-            String::from_utf8_lossy(&untar.stderr).trim()
-        ));
-    }
+    untarred.map_err(|e| format!("{url}: not a JDK archive ({e})"))?;
     // The archive holds the JDK itself, or one directory that does.
     let home = std::iter::once(staging.clone())
         .chain(

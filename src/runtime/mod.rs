@@ -198,6 +198,26 @@ pub fn fetch(
     Ok(out.stdout)
 }
 
+/// Unpacks `archive` (tar, gzip or not) into a fresh directory `into`.
+pub fn untar(archive: &std::path::Path, into: &std::path::Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(into);
+    std::fs::create_dir_all(into).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(into)
+        .output()
+        .map_err(|e| format!("tar: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "tar: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 /// An exclusive lock on a file (`flock`), held until dropped: one runway prepares a
 /// toolchain while the others wait for it.
 pub struct Lock {

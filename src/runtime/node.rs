@@ -7,7 +7,6 @@
 //! sha512. `./node_modules/.bin` goes on `PATH`, as on Travis.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::{Context, Lock, Missing, Provider, Ready, Version, pick};
 
@@ -220,21 +219,7 @@ fn download(url: &str, integrity: &str, dest: &Path) -> Result<(), String> {
 /// Unpacks an npm tarball's `package/` into `dest`.
 fn unpack(tarball: &Path, dest: &Path) -> Result<(), String> {
     let tmp = dest.with_extension("unpack");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let out = Command::new("tar")
-        .arg("-xzf")
-        .arg(tarball)
-        .arg("-C")
-        .arg(&tmp)
-        .output()
-        .map_err(|e| format!("tar: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "tar: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
+    super::untar(tarball, &tmp)?;
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
