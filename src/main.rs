@@ -206,7 +206,7 @@ enum CodedeployAction {
     /// the CodeDeploy agent does. Exit 0: deployed; 3: failed (or invalid appspec).
     Rehearse {
         /// The revisions, in the order they deploy.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "stop")]
         bundles: Vec<PathBuf>,
         /// APPLICATION_NAME for the hooks.
         #[arg(long, default_value = "application")]
@@ -216,8 +216,27 @@ enum CodedeployAction {
         deployment_group: String,
         /// After the last event, keep the copy and what the hooks started running
         /// until standard input ends (to look at it, or send it requests).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["keep", "stop"])]
         hold: bool,
+        /// Keep the copy running after this rehearsal (in the background, with what
+        /// the hooks started): later rehearsals of this application and deployment
+        /// group deploy over it, as on a server, until --stop.
+        #[arg(long)]
+        keep: bool,
+        /// End the kept copy of this application and deployment group (after
+        /// deploying BUNDLES on it, when given).
+        #[arg(long)]
+        stop: bool,
+    },
+    /// The kept copy's own process, started by `rehearse --keep`.
+    #[command(hide = true)]
+    Machine {
+        #[arg(long)]
+        application: String,
+        #[arg(long)]
+        deployment_group: String,
+        #[arg(long)]
+        socket: PathBuf,
     },
 }
 
@@ -430,8 +449,32 @@ fn main() -> ExitCode {
                     application,
                     deployment_group,
                     hold,
+                    keep,
+                    stop,
                 },
-        } => cmd::codedeploy::rehearse(&bundles, application, deployment_group, hold, &mut out),
+        } => cmd::codedeploy::rehearse(
+            cmd::codedeploy::RehearseArgs {
+                bundles,
+                application,
+                group: deployment_group,
+                hold,
+                keep,
+                stop,
+            },
+            &mut out,
+        ),
+        Command::Codedeploy {
+            action:
+                CodedeployAction::Machine {
+                    application,
+                    deployment_group,
+                    socket,
+                },
+        } => Ok(cmd::codedeploy::machine(
+            application,
+            deployment_group,
+            socket,
+        )),
         Command::Cache { action, cache_dir } => match action {
             CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod codedeploy;
+pub mod kept;
 pub mod rehearse;
 pub mod s3;
 

@@ -88,21 +88,6 @@ pub struct RehearseOptions {
     pub hold: bool,
 }
 
-/// Ends the rehearsal's copy of the machine, after holding it when asked.
-fn end(sh: Shell, hold: bool, out: &mut dyn Write) -> std::io::Result<()> {
-    if hold {
-        writeln!(
-            out,
-            "Holding the copy of the machine: what the hooks started keeps running until standard input ends (Enter or Ctrl-D)"
-        )?;
-        out.flush()?;
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-    }
-    sh.finish(Duration::from_secs(2));
-    Ok(())
-}
-
 /// Why a rehearsal could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum RehearseError {
@@ -289,152 +274,211 @@ fn hook_commands(spec: &AppSpec, event: &str, archive: &str) -> Vec<String> {
         .collect()
 }
 
-/// Rehearses `bundles` in order on one throwaway copy of the machine. Returns the exit
-/// code: 0 when every revision deployed, 3 when one failed (or its appspec is invalid).
-pub fn rehearse(
-    bundles: &[PathBuf],
-    opts: &RehearseOptions,
-    out: &mut dyn Write,
-) -> Result<i32, RehearseError> {
-    let ws = tempfile::Builder::new()
-        .prefix(crate::workspace::PREFIX)
-        .tempdir()?;
-    let paths = JobPaths {
-        root: ws.path().to_path_buf(),
-        build_dir: ws.path().join("build"),
-        home: ws.path().join("home"),
-        scratch: ws.path().join("runway"),
-    };
-    for d in [&paths.build_dir, &paths.home, &paths.scratch] {
-        std::fs::create_dir_all(d)?;
-    }
-    // Unpack and read every revision first: an invalid appspec deploys nothing.
-    let mut revisions = Vec::new();
-    for (i, b) in bundles.iter().enumerate() {
-        let dir = paths.build_dir.join(format!("revision-{}", i + 1));
-        unpack(b, &dir)?;
-        let spec_path = ["appspec.yml", "appspec.yaml"]
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.exists())
-            .ok_or_else(|| {
-                RehearseError::Bundle(format!(
-                    "{}: the revision has no appspec.yml at its top",
-                    b.display()
-                ))
-            })?;
-        let text = std::fs::read_to_string(&spec_path)?;
-        let (spec, diags) = appspec::load(&text);
-        let shown = format!("{}:appspec.yml", b.display());
-        for d in &diags {
-            writeln!(out, "{}", d.render(&shown))?;
-        }
-        let Some(spec) = spec else {
-            writeln!(
-                out,
-                "Rehearsal failed: the appspec of {} is invalid (the agent would fail the deployment before any event)",
-                b.display()
-            )?;
-            return Ok(crate::exit::ERRORED);
+/// A throwaway copy of this machine with the agent's functions loaded: revisions
+/// deploy on it one after another, what their hooks start keeps running between
+/// events and between deployments, and it is gone when [`Machine::end`] is called (or
+/// runway exits).
+pub struct Machine {
+    ws: tempfile::TempDir,
+    paths: JobPaths,
+    sh: Shell,
+    application: String,
+    group: String,
+    /// The last revision that deployed, for the next one's ApplicationStop.
+    previous: Option<(AppSpec, String)>,
+    /// Revisions unpacked so far (successful or not): the next deployment's number.
+    count: usize,
+}
+
+impl Machine {
+    /// Makes the copy and loads the agent's functions into its shell.
+    pub fn start(opts: &RehearseOptions) -> Result<Machine, RehearseError> {
+        let ws = tempfile::Builder::new()
+            .prefix(crate::workspace::PREFIX)
+            .tempdir()?;
+        let paths = JobPaths {
+            root: ws.path().to_path_buf(),
+            build_dir: ws.path().join("build"),
+            home: ws.path().join("home"),
+            scratch: ws.path().join("runway"),
         };
-        revisions.push(Revision {
-            dir,
-            spec,
-            id: format!("d-RUNWAY{:05}", i + 1),
-        });
+        for d in [&paths.build_dir, &paths.home, &paths.scratch] {
+            std::fs::create_dir_all(d)?;
+        }
+        let env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("HOME".into(), "/root".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        let sh = Shell::start(
+            &paths.build_dir,
+            &env,
+            &paths.scratch,
+            &*opts.sandbox,
+            &paths,
+        )
+        .map_err(|e| RehearseError::Bundle(e.to_string()))?;
+        let mut m = Machine {
+            ws,
+            paths,
+            sh,
+            application: opts.application.clone(),
+            group: opts.group.clone(),
+            previous: None,
+            count: 0,
+        };
+        m.run(AGENT, &mut Vec::new());
+        Ok(m)
     }
-    let env: Vec<(String, String)> = vec![
-        (
-            "PATH".into(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOME".into(), "/root".into()),
-        ("LANG".into(), "C.UTF-8".into()),
-    ];
-    let mut sh = Shell::start(
-        &paths.build_dir,
-        &env,
-        &paths.scratch,
-        &*opts.sandbox,
-        &paths,
-    )
-    .map_err(|e| RehearseError::Bundle(e.to_string()))?;
-    let long = Duration::from_secs(7 * 24 * 3600);
-    let run = |sh: &mut Shell, cmd: &str, said: &mut Vec<u8>| -> i32 {
-        if sh.send(cmd).is_err() {
+
+    /// Runs one command in the copy's shell, collecting what it says; its exit code.
+    fn run(&mut self, cmd: &str, said: &mut Vec<u8>) -> i32 {
+        let long = Duration::from_secs(7 * 24 * 3600);
+        if self.sh.send(cmd).is_err() {
             return 127;
         }
-        match sh.wait(long, long, &mut |b| {
+        match self.sh.wait(long, long, &mut |b| {
             said.extend_from_slice(b);
             true
         }) {
             Wait::Done(code) => code,
             _ => 127,
         }
-    };
-    let mut quiet = Vec::new();
-    run(&mut sh, AGENT, &mut quiet);
-    // The users and groups the appspecs name exist on the instance they were written
-    // for; the copy gets them.
-    let mut users: Vec<&str> = Vec::new();
-    let mut groups: Vec<&str> = Vec::new();
-    for rev in &revisions {
-        for (_, scripts) in &rev.spec.hooks {
-            users.extend(scripts.iter().filter_map(|s| s.runas.as_deref()));
-        }
-        for p in &rev.spec.permissions {
-            users.extend(p.owner.as_deref());
-            groups.extend(p.group.as_deref());
-        }
     }
-    users.sort_unstable();
-    users.dedup();
-    groups.sort_unstable();
-    groups.dedup();
-    if !users.is_empty() || !groups.is_empty() {
+
+    /// Unpacks and reads every bundle (an invalid appspec deploys nothing), then deploys
+    /// them in order. Returns the exit code: 0 when every revision deployed, 3 when one
+    /// failed or an appspec is invalid.
+    pub fn deploy(
+        &mut self,
+        bundles: &[PathBuf],
+        out: &mut dyn Write,
+    ) -> Result<i32, RehearseError> {
+        let mut revisions = Vec::new();
+        for b in bundles {
+            self.count += 1;
+            let dir = self
+                .paths
+                .build_dir
+                .join(format!("revision-{}", self.count));
+            unpack(b, &dir)?;
+            let spec_path = ["appspec.yml", "appspec.yaml"]
+                .iter()
+                .map(|n| dir.join(n))
+                .find(|p| p.exists())
+                .ok_or_else(|| {
+                    RehearseError::Bundle(format!(
+                        "{}: the revision has no appspec.yml at its top",
+                        b.display()
+                    ))
+                })?;
+            let text = std::fs::read_to_string(&spec_path)?;
+            let (spec, diags) = appspec::load(&text);
+            let shown = format!("{}:appspec.yml", b.display());
+            for d in &diags {
+                writeln!(out, "{}", d.render(&shown))?;
+            }
+            let Some(spec) = spec else {
+                writeln!(
+                    out,
+                    "Rehearsal failed: the appspec of {} is invalid (the agent would fail the deployment before any event)",
+                    b.display()
+                )?;
+                return Ok(crate::exit::ERRORED);
+            };
+            revisions.push(Revision {
+                dir,
+                spec,
+                id: format!("d-RUNWAY{:05}", self.count),
+            });
+        }
+        if !self.make_accounts(&revisions, out)? {
+            return Ok(crate::exit::ERRORED);
+        }
+        for rev in &revisions {
+            if !self.deploy_one(rev, out)? {
+                return Ok(crate::exit::ERRORED);
+            }
+        }
+        writeln!(out, "Deployed: {} revision(s)", revisions.len())?;
+        Ok(crate::exit::PASSED)
+    }
+
+    /// The users and groups the appspecs name exist on the instance they were written
+    /// for; the copy gets them. False (having said why) when they cannot be made.
+    fn make_accounts(
+        &mut self,
+        revisions: &[Revision],
+        out: &mut dyn Write,
+    ) -> std::io::Result<bool> {
+        let mut users: Vec<&str> = Vec::new();
+        let mut groups: Vec<&str> = Vec::new();
+        for rev in revisions {
+            for (_, scripts) in &rev.spec.hooks {
+                users.extend(scripts.iter().filter_map(|s| s.runas.as_deref()));
+            }
+            for p in &rev.spec.permissions {
+                users.extend(p.owner.as_deref());
+                groups.extend(p.group.as_deref());
+            }
+        }
+        users.sort_unstable();
+        users.dedup();
+        groups.sort_unstable();
+        groups.dedup();
+        if users.is_empty() && groups.is_empty() {
+            return Ok(true);
+        }
         let q = |v: &[&str]| v.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ");
         let mut said = Vec::new();
         let accounts = format!("runway_cd_accounts {} -- {}", q(&users), q(&groups));
-        if run(&mut sh, &accounts, &mut said) != 0 {
+        if self.run(&accounts, &mut said) != 0 {
             writeln!(
                 out,
                 "Rehearsal failed: the users and groups the appspec names could not be made: {}",
                 String::from_utf8_lossy(&said).trim()
             )?;
-            return Ok(crate::exit::ERRORED);
+            return Ok(false);
         }
+        Ok(true)
     }
-    let group_id = format!("dg-runway-{}", opts.group);
-    // What an event's scripts get together: CodeDeploy's hour, or less to try it out.
-    let event_secs: u64 = std::env::var("RUNWAY_CODEDEPLOY_EVENT_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|s| (1..=appspec::MAX_TIMEOUT_SECS).contains(s))
-        .unwrap_or(appspec::MAX_TIMEOUT_SECS);
-    let root = format!("/opt/codedeploy-agent/deployment-root/{group_id}");
-    let mut previous: Option<(AppSpec, String)> = None;
-    for rev in &revisions {
+
+    /// One revision's lifecycle, event by event. False (having said where and why) when
+    /// an event failed; the revision before stays the last successful one.
+    fn deploy_one(&mut self, rev: &Revision, out: &mut dyn Write) -> std::io::Result<bool> {
+        let group_id = format!("dg-runway-{}", self.group);
+        // What an event's scripts get together: CodeDeploy's hour, or less to try it out.
+        let event_secs: u64 = std::env::var("RUNWAY_CODEDEPLOY_EVENT_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|s| (1..=appspec::MAX_TIMEOUT_SECS).contains(s))
+            .unwrap_or(appspec::MAX_TIMEOUT_SECS);
+        let root = format!("/opt/codedeploy-agent/deployment-root/{group_id}");
         writeln!(
             out,
             "Deployment {} of {} to {}: {}",
             rev.id,
-            opts.application,
-            opts.group,
+            self.application,
+            self.group,
             rev.dir.display()
         )?;
         let archive = format!("{root}/{}/deployment-archive", rev.id);
         let exports = format!(
             "export DEPLOYMENT_ID={} APPLICATION_NAME={} DEPLOYMENT_GROUP_NAME={} DEPLOYMENT_GROUP_ID={}",
             quote(&rev.id),
-            quote(&opts.application),
-            quote(&opts.group),
+            quote(&self.application),
+            quote(&self.group),
             quote(&group_id)
         );
-        run(&mut sh, &exports, &mut quiet);
+        self.run(&exports, &mut Vec::new());
         for event in appspec::EVENTS {
             let cmds: Vec<String> = match *event {
                 // The agent runs the last successful revision's ApplicationStop.
-                "ApplicationStop" => previous
+                "ApplicationStop" => self
+                    .previous
                     .as_ref()
                     .map(|(spec, arch)| hook_commands(spec, event, arch))
                     .unwrap_or_default(),
@@ -448,16 +492,15 @@ pub fn rehearse(
             };
             let started = Instant::now();
             let mut said = Vec::new();
-            run(
-                &mut sh,
+            self.run(
                 &format!(
                     "export LIFECYCLE_EVENT={event} RUNWAY_CD_EVENT_DEADLINE=$(( $(date +%s) + {event_secs} ))"
                 ),
-                &mut quiet,
+                &mut Vec::new(),
             );
             let mut failed = None;
             for c in &cmds {
-                let code = run(&mut sh, c, &mut said);
+                let code = self.run(c, &mut said);
                 if code != 0 {
                     failed = Some(code);
                     break;
@@ -493,24 +536,51 @@ pub fn rehearse(
                     .copied()
                     .unwrap_or("the event failed");
                 writeln!(out, "Rehearsal failed at {event} of {}: {why}", rev.id)?;
-                end(sh, opts.hold, out)?;
-                return Ok(crate::exit::ERRORED);
+                return Ok(false);
             }
         }
-        previous = Some((rev.spec.clone(), archive));
+        self.previous = Some((rev.spec.clone(), archive));
+        Ok(true)
     }
-    writeln!(
-        out,
-        "Deployed: {} revision(s) on a throwaway copy of this machine",
-        revisions.len()
-    )?;
-    end(sh, opts.hold, out)?;
-    writeln!(
-        out,
-        "Rehearsal succeeded: {} revision(s) deployed on a throwaway copy of this machine (now gone)",
-        revisions.len()
-    )?;
-    Ok(crate::exit::PASSED)
+
+    /// Ends the copy and everything running in it, after holding it until standard
+    /// input ends when asked.
+    pub fn end(self, hold: bool, out: &mut dyn Write) -> std::io::Result<()> {
+        if hold {
+            writeln!(
+                out,
+                "Holding the copy of the machine: what the hooks started keeps running until standard input ends (Enter or Ctrl-D)"
+            )?;
+            out.flush()?;
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+        self.sh.finish(Duration::from_secs(2));
+        drop(self.ws);
+        Ok(())
+    }
+}
+
+/// Rehearses `bundles` in order on one throwaway copy of the machine, gone afterwards.
+/// Returns the exit code: 0 when every revision deployed, 3 when one failed (or its
+/// appspec is invalid).
+pub fn rehearse(
+    bundles: &[PathBuf],
+    opts: &RehearseOptions,
+    out: &mut dyn Write,
+) -> Result<i32, RehearseError> {
+    let mut machine = Machine::start(opts)?;
+    let code = machine.deploy(bundles, out);
+    machine.end(opts.hold, out)?;
+    let code = code?;
+    if code == crate::exit::PASSED {
+        writeln!(
+            out,
+            "Rehearsal succeeded: {} revision(s) deployed on a throwaway copy of this machine (now gone)",
+            bundles.len()
+        )?;
+    }
+    Ok(code)
 }
 
 #[cfg(test)]

@@ -119,6 +119,29 @@ fn each_error_code_of_the_agent_with_its_message() {
         "{}",
         missing.all()
     );
+    // A script the agent cannot make executable: here a link to a read-only file of the
+    // copy's /proc (the agent's chmod fails as on a read-only mount).
+    let noexec = {
+        let dir = revision(
+            root.path(),
+            "noexec",
+            &format!("{HEAD}hooks:\n  BeforeInstall:\n    - location: scripts/ro.sh\n"),
+            &[],
+        );
+        std::os::unix::fs::symlink("/proc/sys/kernel/hostname", dir.join("scripts/ro.sh")).unwrap();
+        rehearse(&[&dir])
+    };
+    assert_eq!(noexec.code, runway::exit::ERRORED, "{}", noexec.all());
+    assert!(
+        noexec.stdout.contains("Script at specified location: scripts/ro.sh is not executable.  Trying to make it executable."),
+        "{}",
+        noexec.all()
+    );
+    assert!(
+        noexec.stdout.contains("Rehearsal failed at BeforeInstall of d-RUNWAY00001: ScriptNotExecutable: Unable to set script at specified location: scripts/ro.sh as executable"),
+        "{}",
+        noexec.all()
+    );
     let failed = case(
         "failed",
         "  AfterInstall:\n    - location: scripts/seven.sh\n      runas: deploy\n",
@@ -254,11 +277,41 @@ fn an_invalid_appspec_deploys_nothing_and_lint_places_each_problem() {
     assert_eq!(ok.code, 0, "{}", ok.all());
 }
 
+/// Ends the kept copy of the machine of a test's state directory, also when the test
+/// fails halfway: stop what you start.
+struct Kept {
+    state: tempfile::TempDir,
+}
+
+impl Kept {
+    fn new() -> Kept {
+        Kept {
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn rehearse(&self, args: &[&str], bundles: &[&Path]) -> Run {
+        let mut c = runway();
+        c.env("RUNWAY_STATE_DIR", self.state.path())
+            .args(["codedeploy", "rehearse"])
+            .args(args)
+            .args(bundles);
+        run(&mut c)
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        let _ = self.rehearse(&["--stop"], &[]);
+    }
+}
+
 /// The fixture's zero-downtime switch (the tutorial's profile, stop, start, health and
-/// switch scripts; nginx in front of two instances of the jar), rehearsed for real:
+/// switch scripts; nginx in front of two instances of the jar), rehearsed for real on
+/// a kept copy of the machine, one rehearsal per revision as pushes would make them:
 /// revision 1, then revision 2 while a load loop on loopback hits nginx (no request
 /// fails across the switch), then a revision whose instance never answers: the
-/// rehearsal fails at ValidateService and nginx stays on the instance it had.
+/// rehearsal fails at ValidateService and nginx stays on the instance it had. `--stop`
+/// ends the copy and everything in it.
 #[test]
 fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_nginx_alone() {
     use std::io::{Read, Write};
@@ -301,21 +354,23 @@ fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_
         dir
     };
     let (r1, r2, r3) = (bundle("r1", false), bundle("r2", false), bundle("r3", true));
-    let mut cmd = runway();
-    cmd.args(["codedeploy", "rehearse", "--hold"])
-        .args([&r1, &r2, &r3])
-        .stdin(std::process::Stdio::piped());
-    let mut lines = crate::common::Lines::spawn(&mut cmd, false);
-    let stdin = lines.child.stdin.take().unwrap();
+    let kept = Kept::new();
+    let first = kept.rehearse(&["--keep"], &[&r1]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert!(
+        first
+            .stdout
+            .contains("Rehearsal succeeded: 1 revision(s) deployed on the kept copy"),
+        "{}",
+        first.all()
+    );
 
-    // The load: one request at a time on loopback.
+    // The load, from now on: one request at a time on loopback.
     let stop = Arc::new(AtomicBool::new(false));
-    // Failures count from revision 2's deployment on (revision 1 starts from nothing).
-    let counting = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new((Vec::<String>::new(), 0usize, false)));
+    let seen = Arc::new(Mutex::new((Vec::<String>::new(), 0usize, 0usize)));
     let what_failed = Arc::new(Mutex::new(Vec::<String>::new()));
     let load = {
-        let (stop, seen, counting) = (stop.clone(), seen.clone(), counting.clone());
+        let (stop, seen) = (stop.clone(), seen.clone());
         let what_failed = what_failed.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -328,13 +383,12 @@ fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_
                 let mut st = seen.lock().unwrap();
                 match answer {
                     Ok(t) if t.starts_with("HTTP/1.1 200") => {
-                        st.2 = true;
+                        st.2 += 1;
                         let body = t.rsplit("\r\n\r\n").next().unwrap_or("").to_string();
                         if st.0.last() != Some(&body) {
                             st.0.push(body);
                         }
                     }
-                    _ if !counting.load(Ordering::Relaxed) => {}
                     other => {
                         st.1 += 1;
                         let mut w = what_failed.lock().unwrap();
@@ -348,27 +402,33 @@ fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_
             }
         })
     };
-    let (first, second) = lines.wait_for("Deployment d-RUNWAY00002", 180);
-    counting.store(true, Ordering::Relaxed);
-    let (out, held) = lines.wait_for("Holding the copy of the machine", 180);
-    let out = [first, out].concat();
+    let second = kept.rehearse(&["--keep"], &[&r2]);
+    let third = kept.rehearse(&["--keep"], &[&r3]);
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
-    drop(stdin);
-    let (code, rest) = lines.finish(60);
-    let all = [out, rest].concat().join("\n");
-    assert!(second && held, "{all}");
-    assert_eq!(code, Some(runway::exit::ERRORED), "{all}");
+    let all = format!("{}\n{}\n{}", first.all(), second.all(), third.all());
+    assert_eq!(second.code, 0, "{all}");
+    // Revision 2 deployed over the running revision 1 (its ApplicationStop ran).
+    assert!(second.stdout.contains("Deployment d-RUNWAY00002"), "{all}");
+    assert_eq!(third.code, runway::exit::ERRORED, "{all}");
     assert!(
-        all.contains("Rehearsal failed at ValidateService of d-RUNWAY00003: ScriptFailed: Script at specified location: health.sh run as user ec2-user failed with exit code 1"),
+        third.stdout.contains("Rehearsal failed at ValidateService of d-RUNWAY00003: ScriptFailed: Script at specified location: health.sh run as user ec2-user failed with exit code 1"),
+        "{all}"
+    );
+    assert!(
+        third.stdout.contains(
+            "The kept copy of the machine keeps running, on the last revision that deployed"
+        ),
         "{all}"
     );
     let (profiles, failures, answered) = seen.lock().unwrap().clone();
-    assert!(answered, "nginx never answered: {all}");
+    assert!(answered > 0, "nginx never answered: {all}");
     let what = what_failed.lock().unwrap().clone();
     assert_eq!(
-        failures, 0,
-        "requests failed during the switch: {what:#?}\n{all}"
+        failures,
+        0,
+        "{failures} of {} requests failed across the switch: {what:#?}\n{all}",
+        failures + answered
     );
     // real1 after revision 1, real2 after revision 2 (for the moment of nginx's reload
     // old and new workers both answer), and still real2 after the bad one.
@@ -386,8 +446,90 @@ fn the_fixtures_zero_downtime_switch_loses_no_request_and_a_bad_revision_leaves_
         profiles.iter().all(|p| p == "real1" || p == "real2"),
         "{profiles:?}"
     );
+    let stopped = kept.rehearse(&["--stop"], &[]);
+    assert_eq!(stopped.code, 0, "{}", stopped.all());
+    assert!(
+        stopped
+            .stdout
+            .contains("Stopped the kept copy of the machine for application/deployment-group"),
+        "{}",
+        stopped.all()
+    );
     assert!(!Path::new("/home/ec2-user").exists(), "the host changed");
     crate::common::assert_no_process("spring.profiles.active=real");
+}
+
+/// A kept copy dies with its process: a `kill -9` leaves no hook's process behind, and
+/// the next rehearsal finds no copy (it says so) instead of a dead socket.
+#[test]
+fn a_kept_copy_killed_takes_what_its_hooks_started_with_it() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = revision(
+        root.path(),
+        "r1",
+        &format!("{HEAD}hooks:\n  ApplicationStart:\n    - location: scripts/start.sh\n"),
+        &[("start.sh", "nohup sleep 7134 >/dev/null 2>&1 &")],
+    );
+    let kept = Kept::new();
+    let r = kept.rehearse(&["--keep"], &[&dir]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let pid: i32 = r
+        .stdout
+        .split("kept copy of this machine (pid ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid: {}", r.all()));
+    let running = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 7134"])
+        .output()
+        .unwrap();
+    assert!(
+        running.status.success(),
+        "the hook's process is not running"
+    );
+    // SAFETY: a plain kill(2) of the kept machine's process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    crate::common::wait_gone("sleep 7134", 30);
+    crate::common::assert_no_process("sleep 7134");
+    let again = kept.rehearse(&["--stop"], &[]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again.stdout.contains(
+            "No kept copy of the machine for application/deployment-group: nothing to stop"
+        ),
+        "{}",
+        again.all()
+    );
+}
+
+/// `--hold` keeps the copy (and what the hooks started) until standard input ends.
+#[test]
+fn hold_keeps_the_copy_until_standard_input_ends() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = revision(
+        root.path(),
+        "r1",
+        &format!("{HEAD}hooks:\n  ApplicationStart:\n    - location: scripts/start.sh\n"),
+        &[("start.sh", "nohup sleep 7135 >/dev/null 2>&1 &")],
+    );
+    let mut cmd = runway();
+    cmd.args(["codedeploy", "rehearse", "--hold"])
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped());
+    let mut lines = crate::common::Lines::spawn(&mut cmd, false);
+    let stdin = lines.child.stdin.take().unwrap();
+    let (out, held) = lines.wait_for("Holding the copy of the machine", 120);
+    assert!(held, "{out:?}");
+    let running = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 7135"])
+        .output()
+        .unwrap();
+    assert!(running.status.success(), "not running while held: {out:?}");
+    drop(stdin);
+    let (code, rest) = lines.finish(60);
+    assert_eq!(code, Some(0), "{out:?} {rest:?}");
+    crate::common::assert_no_process("sleep 7135");
 }
 
 /// The seed pipeline in one command: the fixture's build, its S3 and CodeDeploy dry
