@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::model::EnvVar;
 use crate::event::BuildEvent;
 use crate::exit;
 use crate::job::log::{Log, Sink, human};
 use crate::job::{self, JobContext, JobOptions, JobOutcome, JobResult};
-use crate::mask::Masker;
 use crate::plan::{JobPlan, Plan};
 use crate::relay::Relay;
 use crate::workspace::{GitOptions, Origin, Workspace};
@@ -175,10 +173,8 @@ pub struct BuildOptions {
     pub git: GitOptions,
     /// Where the files come from.
     pub origin: Origin,
-    /// Repository settings (secret by default).
-    pub settings: Vec<EnvVar>,
-    /// Settings that are not secret.
-    pub public_settings: Vec<String>,
+    /// Repository settings.
+    pub settings: crate::settings::Settings,
     /// True when stdout is a terminal (readable sections instead of fold markers).
     pub terminal: bool,
     /// Where each job's own log also goes as it runs.
@@ -462,7 +458,7 @@ fn run_one(
             number: job.number.clone(),
         })));
     }
-    let masker = Masker::for_settings(&opts.settings, &opts.public_settings);
+    let masker = opts.settings.masker();
     let mut log = Log::new(masker, sinks);
     let outcome = execute(job, event, build_number, language, opts, &mut log);
     log.finish();
@@ -516,7 +512,6 @@ fn execute(
         build_number,
         language: job_language(job, language),
         settings: &opts.settings,
-        public_settings: &opts.public_settings,
         workspace: &ws,
         options: &opts.job,
     };

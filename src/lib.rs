@@ -42,6 +42,8 @@ pub mod runtime;
 pub mod runway_toml;
 pub mod sandbox;
 pub mod server;
+pub mod service;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod workspace;

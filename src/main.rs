@@ -391,7 +391,7 @@ fn main() -> ExitCode {
                 cancel: Some(runway::interrupt::cancel_on_signals()),
                 substitutes,
                 rehearse_deploy,
-                sandbox: cmd::run::SandboxArgs {
+                sandbox: runway::service::SandboxOptions {
                     mode: sandbox,
                     no_network,
                     limits: runway::sandbox::cgroup::Limits {
@@ -400,7 +400,6 @@ fn main() -> ExitCode {
                     },
                     ..Default::default()
                 },
-                ..Default::default()
             };
             cmd::run::run(&args, &mut err)
         }

@@ -16,17 +16,6 @@ pub struct Masker {
 }
 
 impl Masker {
-    /// A masker for repository settings: every value is secret unless its name is
-    /// listed in `public`.
-    pub fn for_settings(settings: &[crate::config::model::EnvVar], public: &[String]) -> Masker {
-        Masker::new(
-            settings
-                .iter()
-                .filter(|v| !public.contains(&v.name))
-                .map(|v| v.value.as_str()),
-        )
-    }
-
     /// A masker for these secret values. Values under 3 characters are not masked
     /// (as on Travis). Each value is also hidden in every form a script commonly
     /// prints it in ([`printed_forms`]).

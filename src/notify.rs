@@ -142,6 +142,51 @@ pub struct MailFacts {
     pub error: Option<String>,
 }
 
+impl MailFacts {
+    /// The facts every mail of build `number` of `event` states, in `state`; its jobs,
+    /// deploys, duration and error are the caller's to add.
+    pub fn about(
+        event: &crate::event::BuildEvent,
+        number: u64,
+        (state, previous): (BuildState, Option<Status>),
+        masker: &crate::mask::Masker,
+        public_url: Option<&str>,
+    ) -> MailFacts {
+        MailFacts {
+            repo: event.repo.clone(),
+            number,
+            branch: event.travis_branch().to_string(),
+            commit: event.commit.clone(),
+            author: event
+                .author
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |p| format!("{} <{}>", p.name, p.email)),
+            message: masker.mask_all(&event.commit_message),
+            state,
+            previous,
+            cron: event.event == crate::event::EventType::Cron,
+            seconds: 0.0,
+            jobs: Vec::new(),
+            deploys: Vec::new(),
+            url: public_url.map(|u| build_url(u, &event.repo, number)),
+            error: None,
+        }
+    }
+}
+
+/// The outbox's copy of `message` for build `build_id`, tried `attempts` times.
+pub fn outbox_mail(build_id: i64, message: &Message, attempts: u32) -> crate::store::OutboxMail {
+    let envelope = message.envelope();
+    crate::store::OutboxMail {
+        id: 0,
+        build_id,
+        sender: envelope.from().map(ToString::to_string).unwrap_or_default(),
+        recipients: envelope.to().iter().map(ToString::to_string).collect(),
+        message: message.formatted(),
+        attempts,
+    }
+}
+
 fn sha7(sha: &str) -> &str {
     if sha.is_empty() {
         "local"

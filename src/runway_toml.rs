@@ -239,8 +239,8 @@ impl ServerConfig {
 
     /// How `repo`'s jobs are isolated: the file's `sandbox` and `hide` (with the file
     /// itself hidden) and the repository's `network`.
-    pub fn sandbox_args(&self, repo: Option<&RepoConfig>) -> crate::cmd::run::SandboxArgs {
-        crate::cmd::run::SandboxArgs {
+    pub fn sandbox_args(&self, repo: Option<&RepoConfig>) -> crate::service::SandboxOptions {
+        crate::service::SandboxOptions {
             mode: self.sandbox,
             no_network: repo.is_some_and(|r| !r.network),
             hide: self.hide.iter().cloned().chain(self.path.clone()).collect(),
@@ -331,9 +331,15 @@ impl RepoConfig {
         (!p.contains("://") && !scp_like).then(|| PathBuf::from(p))
     }
 
-    /// Settings as `NAME=value`.
-    pub fn settings(&self) -> Vec<String> {
-        self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    /// The repository's settings, secret unless listed in `public`.
+    pub fn settings(&self) -> crate::settings::Settings {
+        crate::settings::Settings::secret(self.env.iter().map(|(name, value)| {
+            crate::config::model::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            }
+        }))
+        .with_public(&self.public)
     }
 }
 

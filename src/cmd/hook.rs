@@ -7,11 +7,12 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::run::{self, RunArgs};
+use super::run;
 use super::{CmdError, RefArgs};
 use crate::event::EventType;
 use crate::exit;
 use crate::runway_toml::{RepoConfig, ServerConfig};
+use crate::service::{self, Controls, MailOptions, Options, Record, Request, TextReporter};
 use crate::store::{self, NewBuild, Store};
 
 /// Marks hooks runway wrote, so a foreign hook is never overwritten silently.
@@ -260,7 +261,21 @@ pub fn run_hook(
         } else {
             continue;
         };
-        let args = RunArgs {
+        let mut settings = run::settings_from(env_file.as_deref(), &[])?;
+        let mut public = Vec::new();
+        if let Some((_, r)) = &configured {
+            settings.extend(r.settings());
+            public = r.public.clone();
+        }
+        let mut sandbox = configured
+            .as_ref()
+            .map(|(c, r)| c.sandbox_args(Some(r)))
+            .unwrap_or_default();
+        if let Some(m) = opts.sandbox {
+            sandbox.mode = m;
+        }
+        sandbox.hide.extend(env_file.clone());
+        let request = Request {
             path: git_dir.to_path_buf(),
             refs: RefArgs {
                 branch,
@@ -274,45 +289,34 @@ pub fn run_hook(
                     .as_ref()
                     .and_then(|(_, r)| r.default_branch.clone()),
             },
-            job: None,
-            parallel: 1,
-            env: configured
-                .as_ref()
-                .map(|(_, r)| r.settings())
-                .unwrap_or_default(),
-            public_settings: configured
-                .as_ref()
-                .map(|(_, r)| r.public.clone())
-                .unwrap_or_default(),
-            smtp: configured.as_ref().and_then(|(c, r)| c.smtp_for(&r.name)),
-            public_url: configured.as_ref().and_then(|(c, _)| c.public_url.clone()),
-            env_file: env_file.clone(),
-            cache_dir: None,
-            keep_workspace: false,
-            timeout: crate::limits::JOB_TIMEOUT,
-            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
-            deploy: true,
-            notify: true,
-            cancel: opts.cancel.clone(),
-            substitutes: configured.as_ref().is_some_and(|(c, _)| c.substitutes),
-            sandbox: {
-                let mut s = configured
-                    .as_ref()
-                    .map(|(c, r)| c.sandbox_args(Some(r)))
-                    .unwrap_or_default();
-                if let Some(m) = opts.sandbox {
-                    s.mode = m;
-                }
-                s
+            settings: settings.with_public(&public),
+            options: Options {
+                deploy: true,
+                substitutes: configured.as_ref().is_some_and(|(c, _)| c.substitutes),
+                sandbox,
+                ..Options::default()
             },
-            // The pusher reads this as `remote:` lines: folds and timers rendered for
-            // people, not Travis's raw markers (half of all lines).
-            out: Some(std::sync::Arc::new(std::sync::Mutex::new(Box::new(
-                crate::job::log::Readable::new(std::io::stdout()),
-            )))),
-            ..RunArgs::default()
+            mail: MailOptions {
+                send: true,
+                smtp: configured.as_ref().and_then(|(c, r)| c.smtp_for(&r.name)),
+                public_url: configured.as_ref().and_then(|(c, _)| c.public_url.clone()),
+                ..MailOptions::default()
+            },
+            record: Record::New,
+            state_dir: store::default_dir(),
+            controls: Controls {
+                cancel: opts.cancel.clone(),
+                ..Controls::default()
+            },
         };
-        let code = match run::run(&args, err) {
+        // The pusher reads this as `remote:` lines: folds and timers rendered for
+        // people, not Travis's raw markers (half of all lines).
+        let out: crate::build::SharedOut = std::sync::Arc::new(std::sync::Mutex::new(Box::new(
+            crate::job::log::Readable::new(std::io::stdout()),
+        )));
+        let result =
+            service::run(&request, &mut TextReporter::new(out, err)).map_err(CmdError::from);
+        let code = match result {
             Ok(c) => c,
             Err(e) => {
                 writeln!(err, "runway: {}: {e}", u.refname)?;

@@ -186,18 +186,14 @@ fn capitalise(s: &str) -> String {
 
 /// The `export` lines of the job, in Travis's order: settings (secret) then yml env.
 /// Each entry is (command to run, what the log shows).
-pub fn export_lines(
-    settings: &[EnvVar],
-    public: &[String],
-    yml: &[EnvVar],
-) -> Vec<(String, String)> {
+pub fn export_lines(settings: &crate::settings::Settings, yml: &[EnvVar]) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for v in settings {
+    for v in settings.iter() {
         let cmd = format!("export {}={}", v.name, crate::job::shell::quote(&v.value));
-        let shown = if public.contains(&v.name) {
-            cmd.clone()
-        } else {
+        let shown = if v.secret {
             format!("export {}=[secure]", v.name)
+        } else {
+            cmd.clone()
         };
         out.push((cmd, shown));
     }
@@ -267,15 +263,15 @@ mod tests {
 
     #[test]
     fn s2_settings_are_echoed_secure_yml_verbatim() {
-        let s = [EnvVar {
+        let s = crate::settings::Settings::secret([EnvVar {
             name: "KEY".into(),
             value: "it's".into(),
-        }];
+        }]);
         let y = [EnvVar {
             name: "A".into(),
             value: "\"x y\"".into(),
         }];
-        let lines = export_lines(&s, &[], &y);
+        let lines = export_lines(&s, &y);
         assert_eq!(lines[0].0, "export KEY='it'\\''s'");
         assert_eq!(lines[0].1, "export KEY=[secure]");
         assert_eq!(lines[1].0, "export A=\"x y\"");

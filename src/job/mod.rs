@@ -156,10 +156,8 @@ pub struct JobContext<'a> {
     pub build_number: u64,
     /// The language (canonical).
     pub language: String,
-    /// Repository settings (secret unless listed in `public_settings`).
-    pub settings: &'a [EnvVar],
-    /// Settings that are not secret.
-    pub public_settings: &'a [String],
+    /// Repository settings.
+    pub settings: &'a crate::settings::Settings,
     /// The workspace.
     pub workspace: &'a Workspace,
     /// Limits and the cache store.
@@ -372,7 +370,7 @@ impl Runner<'_> {
     fn setup_env(&mut self, log: &mut Log) -> Result<(), Stop> {
         let ctx = self.ctx;
         let yml: Vec<EnvVar> = ctx.job.env.clone();
-        let lines = env::export_lines(ctx.settings, ctx.public_settings, &yml);
+        let lines = env::export_lines(ctx.settings, &yml);
         let n_settings = ctx.settings.len();
         if n_settings > 0 {
             log.line("Setting environment variables from repository settings");
@@ -934,7 +932,7 @@ impl Runner<'_> {
             &d.config,
             &self.ctx.workspace.build_dir,
             &self.ctx.job.env,
-            self.ctx.settings,
+            &self.ctx.settings.vars(),
             self.ctx.event,
             self.ctx.build_number,
         ) {

@@ -6,12 +6,9 @@
 use std::path::Path;
 
 use crate::build::BuildState;
-use crate::cmd::RefArgs;
-use crate::config::model::EnvVar;
-use crate::event::EventType;
-use crate::mask::Masker;
 use crate::notify::{self, MailFacts, MailJob};
 use crate::runway_toml::ServerConfig;
+use crate::service::{RefArgs, target};
 use crate::store::{self, BuildRow, OutboxMail, Store, StoreError};
 
 /// What a crash left behind, found when the server starts.
@@ -63,33 +60,15 @@ fn interrupted_mail(
     let path = repo
         .local_path()
         .unwrap_or_else(|| super::mirror::mirror_dir(state_dir, &repo.name));
-    let target = crate::cmd::resolve_target(
-        &path,
-        &RefArgs {
-            branch: row.branch.clone(),
-            tag: row.tag.clone(),
-            event: EventType::Push,
-            commit: Some(row.commit.clone()),
-            repo_slug: Some(row.repo.clone()),
-            ..RefArgs::default()
-        },
-    )
-    .ok()?;
-    let settings: Vec<EnvVar> = repo
-        .env
-        .iter()
-        .map(|(name, value)| EnvVar {
-            name: name.clone(),
-            value: value.clone(),
-        })
-        .collect();
+    let target = target::resolve(&path, &RefArgs::queued(row, None)).ok()?;
+    let settings = repo.settings();
     let loaded = crate::config::load_bytes(&target.config_bytes);
     let plan = crate::plan::plan(
         &loaded.config,
         &target.event,
         &crate::plan::Settings {
             build_number: row.number,
-            env: settings.clone(),
+            env: settings.vars(),
         },
     );
     let policy = &plan.notifications.email;
@@ -100,7 +79,7 @@ fn interrupted_mail(
     {
         return None;
     }
-    let masker = Masker::for_settings(&settings, &repo.public);
+    let masker = settings.masker();
     let recorded = st.jobs(row.id).ok()?;
     let partial = st.partial_log(row.id).unwrap_or_default();
     let jobs = plan
@@ -124,39 +103,18 @@ fn interrupted_mail(
             }
         })
         .collect();
-    let event = &target.event;
-    let facts = MailFacts {
-        repo: row.repo.clone(),
-        number: row.number,
-        branch: event.travis_branch().to_string(),
-        commit: row.commit.clone(),
-        author: event
-            .author
-            .as_ref()
-            .map_or_else(|| "unknown".into(), |p| format!("{} <{}>", p.name, p.email)),
-        message: masker.mask_all(&event.commit_message),
-        state: BuildState::Errored,
-        previous: row.previous_state,
-        cron: false,
-        seconds: row
-            .finished_at
-            .map_or(0.0, |f| (f - row.started_at).max(0) as f64),
-        jobs,
-        deploys: vec!["not run: runway stopped while this build was running".into()],
-        url: cfg
-            .public_url
-            .as_ref()
-            .map(|u| notify::build_url(u, &row.repo, row.number)),
-        error: None,
-    };
+    let mut facts = MailFacts::about(
+        &target.event,
+        row.number,
+        (BuildState::Errored, row.previous_state),
+        &masker,
+        cfg.public_url.as_deref(),
+    );
+    facts.seconds = row
+        .finished_at
+        .map_or(0.0, |f| (f - row.started_at).max(0) as f64);
+    facts.jobs = jobs;
+    facts.deploys = vec!["not run: runway stopped while this build was running".into()];
     let message = notify::message(&smtp.from, &to, &facts).ok()?;
-    let envelope = message.envelope();
-    Some(OutboxMail {
-        id: 0,
-        build_id: row.id,
-        sender: envelope.from().map(ToString::to_string).unwrap_or_default(),
-        recipients: envelope.to().iter().map(ToString::to_string).collect(),
-        message: message.formatted(),
-        attempts: 0,
-    })
+    Some(notify::outbox_mail(row.id, &message, 0))
 }

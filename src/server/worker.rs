@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::live::LiveWriter;
 use super::{AppState, mirror};
-use crate::cmd::RefArgs;
-use crate::cmd::run::{self, RunArgs};
-use crate::event::EventType;
+use crate::service::{
+    self, Controls, MailOptions, Options, Record, RefArgs, Request, SandboxOptions, TextReporter,
+};
 use crate::store::{BuildRow, Status};
 
 /// How long an ended build's log file stays beside its recorded jobs' logs.
@@ -140,41 +140,37 @@ fn build(state: &AppState, row: BuildRow) {
             .map_err(|e| e.to_string()),
     };
     let result = source.and_then(|path| {
-        let args = RunArgs {
+        let request = Request {
             path,
-            refs: RefArgs {
-                branch: row.branch.clone(),
-                tag: row.tag.clone(),
-                event: EventType::Push,
-                commit_message: None,
-                commit: Some(row.commit.clone()),
-                commit_range: Some(row.commit_range.clone()),
-                repo_slug: Some(row.repo.clone()),
-                default_branch: repo.default_branch.clone(),
+            refs: RefArgs::queued(&row, repo.default_branch.clone()),
+            settings: repo.settings(),
+            options: Options {
+                parallel: state.cfg.concurrency,
+                deploy: true,
+                substitutes: state.cfg.substitutes,
+                sandbox: SandboxOptions {
+                    checked: true,
+                    ..state.cfg.sandbox_args(Some(&repo))
+                },
+                ..Options::default()
             },
-            parallel: state.cfg.concurrency,
-            slots: Some(state.slots.clone()),
-            env: repo.settings(),
-            public_settings: repo.public.clone(),
-            timeout: crate::limits::JOB_TIMEOUT,
-            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
-            deploy: true,
-            notify: true,
-            smtp: state.cfg.smtp_for(&row.repo),
-            public_url: state.cfg.public_url.clone(),
-            recorded: Some(row.clone()),
-            cancel: Some(cancel),
-            out: Some(out),
-            tap: Some(live.clone()),
-            state_dir: Some(state.state_dir.clone()),
-            substitutes: state.cfg.substitutes,
-            sandbox: crate::cmd::run::SandboxArgs {
-                checked: true,
-                ..state.cfg.sandbox_args(Some(&repo))
+            mail: MailOptions {
+                send: true,
+                smtp: state.cfg.smtp_for(&row.repo),
+                public_url: state.cfg.public_url.clone(),
+                ..MailOptions::default()
             },
-            ..RunArgs::default()
+            record: Record::Queued(Box::new(row.clone())),
+            state_dir: state.state_dir.clone(),
+            controls: Controls {
+                cancel: Some(cancel),
+                slots: Some(state.slots.clone()),
+                tap: Some(live.clone()),
+            },
         };
-        run::run(&args, &mut err).map_err(|e| e.to_string())
+        let mut problems = LiveWriter(live.clone());
+        service::run(&request, &mut TextReporter::new(out, &mut problems))
+            .map_err(|e| e.to_string())
     });
     if let Err(e) = &result {
         let _ = std::io::Write::write_all(&mut err, format!("runway: {e}\n").as_bytes());

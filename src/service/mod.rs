@@ -1,0 +1,583 @@
+//! The build service: the one way a build runs, whoever asks. `runway run`, the
+//! post-receive hook and the server's workers each make a [`Request`] (what to build,
+//! its settings, how) and call [`run`]; the build's events go out through a
+//! [`Reporter`] (the caller decides where its lines go: a terminal, a pusher's
+//! `remote:` lines, a live build page), and its exit code comes back.
+//!
+//! The steps, in order: resolve the target ([`target`]), read and plan the config once,
+//! refuse an invalid one (recorded and mailed when the build was queued), record the
+//! build when asked, make the sandbox ([`sandbox`]), run the jobs ([`crate::build`]),
+//! record their results, say the summary, send the mail ([`mail`]).
+
+pub mod mail;
+pub mod sandbox;
+pub mod target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::build::{self, BuildOptions, BuildReport, BuildState, SharedOut};
+use crate::cache::store::LocalStore;
+use crate::config::{self, diag::Level, model};
+use crate::event::BuildEvent;
+use crate::exit;
+use crate::job::{JobOptions, log::human};
+use crate::mask::Masker;
+use crate::plan::{self, Plan};
+use crate::settings::Settings;
+use crate::source::Repo;
+use crate::store::{self, BuildRow, JobRow, NewBuild, Store};
+use crate::workspace::{GitOptions, Origin};
+
+pub use mail::MailOptions;
+pub use sandbox::SandboxOptions;
+pub use target::{RefArgs, Target};
+
+/// Why the service could not run a build at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// What was asked cannot be built as asked (a path, a ref, a job): exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading git failed.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// Writing output failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The build store failed: runway itself, not the user (exit 3).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Whether and how the build is recorded in the store (history, the server's pages).
+#[derive(Clone, Debug, Default)]
+pub enum Record {
+    /// Not recorded (a rehearsal).
+    #[default]
+    No,
+    /// Recorded as a new build (`runway run --notify`, the hook).
+    New,
+    /// The build the server queued.
+    Queued(Box<BuildRow>),
+}
+
+/// How the build runs: which jobs, their limits, what they may do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// `--job N`: only this job.
+    pub job: Option<String>,
+    /// `--os OS`: only the jobs for this os.
+    pub os: Option<String>,
+    /// Up to this many jobs of a stage at once.
+    pub parallel: usize,
+    /// The cache directory (default: `RUNWAY_CACHE_DIR` and friends).
+    pub cache_dir: Option<PathBuf>,
+    /// Keep each job's workspace and say where.
+    pub keep_workspace: bool,
+    /// A job's time limit.
+    pub timeout: Duration,
+    /// A job's limit without output.
+    pub no_output_timeout: Duration,
+    /// Run the deploy providers for real (else a dry run).
+    pub deploy: bool,
+    /// A runtime the machine cannot provide is replaced by what it has, named.
+    pub substitutes: bool,
+    /// The codedeploy bundle rehearsed as the agent would run it.
+    pub rehearse_deploy: bool,
+    /// Where jobs run.
+    pub sandbox: SandboxOptions,
+    /// The live output is a terminal (sections for people instead of fold markers).
+    pub terminal: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            job: None,
+            os: None,
+            parallel: 1,
+            cache_dir: None,
+            keep_workspace: false,
+            timeout: crate::limits::JOB_TIMEOUT,
+            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
+            deploy: false,
+            substitutes: false,
+            rehearse_deploy: false,
+            sandbox: SandboxOptions::default(),
+            terminal: false,
+        }
+    }
+}
+
+/// What the caller shares with a running build.
+#[derive(Clone, Default)]
+pub struct Controls {
+    /// Set to cancel the build; running jobs are killed.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Job slots shared with the server's other builds.
+    pub slots: Option<Arc<build::JobSlots>>,
+    /// Where each job's own log also goes as it runs (a server's build page).
+    pub tap: Option<Arc<dyn build::JobTap>>,
+}
+
+/// One build to run.
+#[derive(Clone, Default)]
+pub struct Request {
+    /// A work tree (or a subdirectory of one), a bare repository or a plain directory.
+    pub path: PathBuf,
+    /// Branch or tag, event, commit.
+    pub refs: RefArgs,
+    /// The repository's settings.
+    pub settings: Settings,
+    /// How the build runs.
+    pub options: Options,
+    /// Whether and how its mail goes.
+    pub mail: MailOptions,
+    /// Whether it is recorded.
+    pub record: Record,
+    /// The build store's directory.
+    pub state_dir: PathBuf,
+    /// Cancel flag, job slots, log tap.
+    pub controls: Controls,
+}
+
+/// What the service tells its caller while a build runs. Job logs stream to
+/// [`Reporter::out`]; everything else is an event.
+pub enum Event<'a> {
+    /// A problem with what was asked (a config diagnostic, a sandbox that cannot be
+    /// made): standard error for a person at a terminal.
+    Problem(&'a str),
+    /// A line about the build for its log.
+    Note(&'a str),
+    /// The build ended: the summary.
+    Ended {
+        /// The build's number.
+        number: u64,
+        /// Its jobs and state.
+        report: &'a BuildReport,
+    },
+}
+
+/// Where a build's output and events go.
+pub trait Reporter {
+    /// The live output the jobs' logs stream to.
+    fn out(&self) -> SharedOut;
+    /// One event.
+    fn event(&mut self, event: Event<'_>);
+}
+
+/// The reporter for people: notes, the summary and the last line into the live
+/// output, problems to `problems` (a terminal's standard error, or the live output too).
+pub struct TextReporter<'a> {
+    out: SharedOut,
+    problems: &'a mut dyn std::io::Write,
+}
+
+impl<'a> TextReporter<'a> {
+    /// A reporter writing to `out`, with problems to `problems`.
+    pub fn new(out: SharedOut, problems: &'a mut dyn std::io::Write) -> TextReporter<'a> {
+        TextReporter { out, problems }
+    }
+
+    fn line(&self, text: &str) {
+        let mut o = self.out.lock().expect("live output");
+        let _ = writeln!(o, "{text}");
+    }
+}
+
+impl Reporter for TextReporter<'_> {
+    fn out(&self) -> SharedOut {
+        self.out.clone()
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        match event {
+            Event::Problem(text) => {
+                let _ = writeln!(self.problems, "{text}");
+            }
+            Event::Note(text) => self.line(text),
+            Event::Ended { report, .. } => {
+                for line in summary(report) {
+                    self.line(&line);
+                }
+            }
+        }
+    }
+}
+
+use std::io::Write as _;
+
+/// The summary: one line per job, then the build's (which agrees with the exit code).
+pub fn summary(report: &BuildReport) -> Vec<String> {
+    let mut lines = vec![String::new(), "── Summary".to_string()];
+    for r in &report.jobs {
+        let m: Vec<String> = r
+            .job
+            .matrix
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let name = r
+            .job
+            .name
+            .as_deref()
+            .map(|n| format!(" \"{n}\""))
+            .unwrap_or_default();
+        lines.push(format!(
+            "Job {}{name}{}: {}{} in {} ({})",
+            r.job.number,
+            if m.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", m.join(", "))
+            },
+            r.outcome.result.as_str(),
+            if r.job.allow_failure {
+                " (allowed to fail)"
+            } else {
+                ""
+            },
+            human(r.outcome.duration),
+            r.outcome.reason
+        ));
+    }
+    lines
+}
+
+/// The build's last line.
+fn last_line(number: u64, report: &BuildReport) -> String {
+    let on_substitutes = report
+        .jobs
+        .iter()
+        .any(|j| !j.outcome.substituted.is_empty());
+    format!(
+        "Build #{number} {}{} in {} ({} job(s))",
+        report.state.as_str(),
+        if on_substitutes {
+            " on substitutes (not what .travis.yml asks for)"
+        } else {
+            ""
+        },
+        human(report.duration),
+        report.jobs.len()
+    )
+}
+
+/// The recorded build: the store (opened once per build) and its row.
+struct Recorded {
+    store: Store,
+    row: BuildRow,
+}
+
+/// Runs one build; returns its exit code.
+pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceError> {
+    let target = target::resolve(&req.path, &req.refs)?;
+    let loaded = config::load_bytes(&target.config_bytes);
+    for d in &loaded.diagnostics {
+        if d.level >= Level::Warning {
+            reporter.event(Event::Problem(&d.render(&target.config_name)));
+        }
+    }
+    let event = target.event.clone();
+    // A queued build has its number: it is planned once, with it.
+    let first_number = match &req.record {
+        Record::Queued(row) => row.number,
+        _ => 1,
+    };
+    let plan = plan_build(&loaded.config, &event, first_number, &req.settings);
+    if let Some(why) = invalid(&loaded, &plan, &target) {
+        return refuse(req, &loaded, &plan, &target, &why, reporter);
+    }
+    if !plan.build.runs {
+        return not_built(req, &plan, reporter);
+    }
+    let cache_root = req
+        .options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::cache::store::default_root);
+    if !matches!(req.record, Record::Queued(_)) {
+        // (The server does this once at start, for every build it runs.)
+        let ended = crate::job::shell::end_orphans(&store::process_dir(&req.state_dir));
+        if ended > 0 {
+            reporter.event(Event::Note(&format!(
+                "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
+            )));
+        }
+    }
+    let made = {
+        let mut notes = Vec::new();
+        let made = req
+            .options
+            .sandbox
+            .make(&req.state_dir, &cache_root, &mut |s| {
+                notes.push(s.to_string())
+            });
+        for n in &notes {
+            reporter.event(Event::Note(n));
+        }
+        made
+    };
+    let sandbox = match made {
+        Ok(s) => s,
+        Err(e) => {
+            reporter.event(Event::Problem(&format!(
+                "runway: the job sandbox cannot be made here: {e}"
+            )));
+            reporter.event(Event::Problem(&format!("runway: {}", e.hint())));
+            return Ok(exit::ERRORED);
+        }
+    };
+    let mut recorded = record(req, &event)?;
+    let number = recorded.as_ref().map_or(1, |r| r.row.number);
+    // The author is known once the commit is read (a webhook may not say).
+    if let (Some(r), Some(author)) = (recorded.as_mut(), event.author.as_ref()) {
+        let _ = r.store.set_author(r.row.id, &author.name);
+    }
+    let plan = if number == first_number {
+        plan
+    } else {
+        plan_build(&loaded.config, &event, number, &req.settings)
+    };
+    let jobs = build::select_jobs(&plan, req.options.job.as_deref(), req.options.os.as_deref())
+        .map_err(ServiceError::Usage)?;
+    let opts = build_options(req, &loaded.config, &event, &target, sandbox, cache_root);
+    let language = loaded.config.language();
+    reporter.event(Event::Note(&format!(
+        "runway: build #{number} of {} ({} {}), {} job(s): {}",
+        event.repo,
+        if event.tag.is_some() { "tag" } else { "branch" },
+        event.travis_branch(),
+        jobs.len(),
+        plan.build.reason
+    )));
+    let out = reporter.out();
+    let report = build::run(&plan, &jobs, &event, number, &language, &opts, &out);
+    // One masker for what is recorded and what is mailed.
+    let masker = req.settings.masker();
+    if let Some(r) = recorded.as_mut()
+        && let Err(e) = r
+            .store
+            .finish(r.row.id, report.state, &job_rows(&report, &masker))
+    {
+        reporter.event(Event::Note(&format!(
+            "warning: could not record the build: {e}"
+        )));
+    }
+    reporter.event(Event::Ended {
+        number,
+        report: &report,
+    });
+    let previous = recorded.as_ref().and_then(|r| r.row.previous_state);
+    let mut say = |line: &str| reporter.event(Event::Note(line));
+    mail::Mailing {
+        plan: &plan,
+        event: &event,
+        report: &report,
+        number,
+        previous,
+        error: None,
+        masker: &masker,
+        options: &req.mail,
+        deployed: req.options.deploy,
+        rehearsed: req.options.rehearse_deploy,
+        // The server keeps a mail it could not send and tries again later.
+        outbox: recorded
+            .as_mut()
+            .filter(|_| matches!(req.record, Record::Queued(_)))
+            .map(|r| (&mut r.store, r.row.id)),
+    }
+    .send(&mut say);
+    reporter.event(Event::Note(&last_line(number, &report)));
+    Ok(report.exit_code())
+}
+
+/// Plans the build as build `number`.
+fn plan_build(config: &config::Config, event: &BuildEvent, number: u64, s: &Settings) -> Plan {
+    plan::plan(
+        config,
+        event,
+        &plan::Settings {
+            build_number: number,
+            env: s.vars(),
+        },
+    )
+}
+
+/// The first error of a config that cannot be built, at its place.
+fn invalid(loaded: &config::Loaded, plan: &Plan, target: &Target) -> Option<String> {
+    match (
+        &plan.error,
+        loaded.diagnostics.iter().find(|d| d.level == Level::Error),
+    ) {
+        (_, Some(d)) => Some(d.render(&target.config_name)),
+        (Some(e), None) => Some(e.render(&target.config_name)),
+        (None, None) => None,
+    }
+}
+
+/// A config that cannot be built: said, and a queued build is recorded as errored with
+/// it and mailed as the config (or Travis's default policy, when nothing could be
+/// read) says. Exit 2.
+fn refuse(
+    req: &Request,
+    loaded: &config::Loaded,
+    plan: &Plan,
+    target: &Target,
+    why: &str,
+    reporter: &mut dyn Reporter,
+) -> Result<i32, ServiceError> {
+    let event = &target.event;
+    if plan.error.is_some() && !loaded.has_errors() {
+        reporter.event(Event::Problem(why));
+    } else {
+        reporter.event(Event::Problem(&format!(
+            "runway: {} is invalid; fix the errors above (runway lint shows them all)",
+            target.config_name
+        )));
+    }
+    if let Record::Queued(row) = &req.record {
+        let mut st = Store::open(&req.state_dir).ok();
+        if let Some(st) = st.as_mut() {
+            let _ = st.set_state(row.id, store::Status::Errored, Some(why));
+        }
+        let report = BuildReport {
+            state: BuildState::Errored,
+            jobs: Vec::new(),
+            duration: Duration::ZERO,
+            timed_out: false,
+        };
+        let masker = req.settings.masker();
+        let mut say = |line: &str| reporter.event(Event::Note(line));
+        mail::Mailing {
+            plan,
+            event,
+            report: &report,
+            number: row.number,
+            previous: row.previous_state,
+            error: Some(why),
+            masker: &masker,
+            options: &req.mail,
+            deployed: false,
+            rehearsed: false,
+            outbox: st.as_mut().map(|s| (s, row.id)),
+        }
+        .send(&mut say);
+    }
+    Ok(exit::USAGE)
+}
+
+/// A build its own conditions say not to run: said, and a queued one recorded so.
+fn not_built(req: &Request, plan: &Plan, reporter: &mut dyn Reporter) -> Result<i32, ServiceError> {
+    reporter.event(Event::Note(&format!(
+        "Nothing to build: {}.",
+        plan.build.reason
+    )));
+    if let Record::Queued(row) = &req.record
+        && let Ok(mut st) = Store::open(&req.state_dir)
+    {
+        let _ = st.set_state(
+            row.id,
+            store::Status::Canceled,
+            Some(&format!("not built: {}", plan.build.reason)),
+        );
+    }
+    Ok(exit::PASSED)
+}
+
+/// Opens the store and records the build when asked: a new build gets its number and
+/// remembers the previous finished build of its branch (what "change" compares with).
+fn record(req: &Request, event: &BuildEvent) -> Result<Option<Recorded>, ServiceError> {
+    Ok(match &req.record {
+        Record::No => None,
+        Record::Queued(row) => Some(Recorded {
+            store: Store::open(&req.state_dir)?,
+            row: (**row).clone(),
+        }),
+        Record::New => {
+            let mut store = Store::open(&req.state_dir)?;
+            let row = store.begin(&NewBuild {
+                repo: event.repo.clone(),
+                branch: event.branch.clone().filter(|_| event.tag.is_none()),
+                tag: event.tag.clone(),
+                commit: event.commit.clone(),
+                event: event.event.as_str().to_string(),
+                message: event.commit_message.clone(),
+                commit_range: event.commit_range.clone(),
+            })?;
+            Some(Recorded { store, row })
+        }
+    })
+}
+
+/// How [`build::run`] runs this request's jobs.
+fn build_options(
+    req: &Request,
+    config: &config::Config,
+    event: &BuildEvent,
+    target: &Target,
+    sandbox: Arc<dyn crate::sandbox::Sandbox>,
+    cache_root: PathBuf,
+) -> BuildOptions {
+    let root = target.dir.clone();
+    let origin = match Repo::open(&root) {
+        Some(r) if r.is_bare() || req.refs.commit.is_some() => Origin::Commit {
+            repo: root,
+            sha: event.commit.clone(),
+        },
+        _ => Origin::Disk(root),
+    };
+    let git = config.get("git");
+    let o = &req.options;
+    BuildOptions {
+        only_job: o.job.clone(),
+        parallel: o.parallel,
+        slots: req.controls.slots.clone(),
+        keep_workspace: o.keep_workspace,
+        job: JobOptions {
+            no_output_timeout: o.no_output_timeout,
+            timeout: o.timeout,
+            cache_store: Some(LocalStore::new(cache_root)),
+            default_branch: event.default_branch.clone(),
+            deploy: o.deploy,
+            cancel: req.controls.cancel.clone(),
+            // Every build records its jobs' process groups and workspaces; the next
+            // runway ends and removes what a crash left.
+            process_dir: Some(store::process_dir(&req.state_dir)),
+            max_log_bytes: crate::job::MAX_LOG_BYTES,
+            sandbox,
+            substitutes: o.substitutes,
+            rehearse_deploy: o.rehearse_deploy,
+        },
+        git: GitOptions {
+            depth: model::str_of(git.and_then(|g| g.get("depth"))).and_then(|d| d.parse().ok()),
+            submodules: model::bool_of(git.and_then(|g| g.get("submodules")), true),
+        },
+        origin,
+        settings: req.settings.clone(),
+        terminal: o.terminal,
+        tap: req.controls.tap.clone(),
+    }
+}
+
+/// The store's rows for the build's jobs: results, reasons and logs, masked.
+fn job_rows(report: &BuildReport, masker: &Masker) -> Vec<JobRow> {
+    report
+        .jobs
+        .iter()
+        .map(|r| JobRow {
+            number: r.job.number.clone(),
+            name: r.job.name.clone(),
+            // What makes the job this job: its matrix values (jdk, python, …) and env,
+            // masked (the page's and the API's "env").
+            env: crate::notify::job_label(&r.job, masker),
+            result: r.outcome.result.as_str().to_string(),
+            reason: masker.mask_all(&r.outcome.reason),
+            duration_ms: r.outcome.duration.as_millis() as u64,
+            log: r.log.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,67 @@
+//! How a build's jobs are isolated: the options every trigger gives (`--sandbox`,
+//! `--no-network`, `--memory`, runway.toml's `sandbox`, `hide`, `network`, `job_memory`,
+//! `job_processes`), made into the [`crate::sandbox::Sandbox`] the build's jobs run in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How jobs are isolated ([`crate::sandbox`]).
+#[derive(Clone, Debug, Default)]
+pub struct SandboxOptions {
+    /// `--sandbox namespaces|none`.
+    pub mode: crate::sandbox::Mode,
+    /// `network = false`: the job gets loopback only.
+    pub no_network: bool,
+    /// More paths jobs must not see (runway.toml's `hide`, the config file itself).
+    pub hide: Vec<PathBuf>,
+    /// The server made a sandbox at start (and warned about `none`): skip it per build.
+    pub checked: bool,
+    /// Memory and processes per job (`--memory`, `--max-processes`; runway.toml's
+    /// `job_memory`, `job_processes`).
+    pub limits: crate::sandbox::cgroup::Limits,
+}
+
+impl SandboxOptions {
+    /// The sandbox for a build whose state and caches live in `state_dir` and
+    /// `cache_root`: made once here to know it works (unless the server did), or the
+    /// bare host with its warning said.
+    pub(super) fn make(
+        &self,
+        state_dir: &std::path::Path,
+        cache_root: &std::path::Path,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<Arc<dyn crate::sandbox::Sandbox>, crate::sandbox::SandboxError> {
+        use crate::sandbox::{BARE_WARNING, Bare, Mode, Namespaces, Policy};
+        match self.mode {
+            Mode::None => {
+                if !self.checked {
+                    say(&format!("runway: warning: {BARE_WARNING}"));
+                }
+                Ok(Arc::new(Bare))
+            }
+            Mode::Namespaces => {
+                let mut hide = vec![state_dir.to_path_buf(), cache_root.to_path_buf()];
+                hide.extend(crate::sandbox::credential_paths());
+                hide.extend(self.hide.iter().cloned());
+                let mut ns = Namespaces::new(Policy {
+                    no_network: self.no_network,
+                    hide,
+                    show: vec![crate::runtime::toolchain_dir()],
+                });
+                if !self.limits.is_empty() {
+                    match crate::sandbox::cgroup::Hierarchy::open(&self.limits) {
+                        Ok(h) => ns = ns.with_limits(h, self.limits),
+                        Err(why) if !self.checked => say(&format!(
+                            "runway: warning: job memory and process limits are not enforced: {why}"
+                        )),
+                        Err(_) => {}
+                    }
+                }
+                if !self.checked {
+                    ns.check()?;
+                }
+                Ok(Arc::new(ns))
+            }
+        }
+    }
+}
