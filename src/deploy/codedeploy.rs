@@ -12,7 +12,8 @@ use aws_sdk_codedeploy::types::{
     RevisionLocationType, S3Location,
 };
 
-use super::{DeployError, Options, error_chain};
+use super::{DeployError, Options, aws, error_chain};
+use crate::config::model::bool_of;
 
 /// What the codedeploy provider reads from its options.
 #[derive(Clone, Debug, PartialEq)]
@@ -344,6 +345,83 @@ fn cd_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
         ),
         _ => format!("CodeDeploy: {code}: {}", e.message().unwrap_or_default()),
     })
+}
+
+/// How often `wait_until_deployed` polls (Travis: 5 s; `RUNWAY_CODEDEPLOY_POLL` seconds).
+fn poll_interval(env: &std::collections::HashMap<String, String>) -> Duration {
+    env.get("RUNWAY_CODEDEPLOY_POLL")
+        .cloned()
+        .or_else(|| std::env::var("RUNWAY_CODEDEPLOY_POLL").ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(5))
+}
+
+/// The codedeploy provider.
+pub struct CodeDeploy;
+
+impl super::Provider for CodeDeploy {
+    fn describe(&self, d: &super::Deploy<'_>, opt: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let (config, event, build_number) = (d.config, d.event, d.build_number);
+        let mut lines = Vec::new();
+        let app = opt("application").unwrap_or_default();
+        let group = opt("deployment_group").unwrap_or_default();
+        let revision_type = opt("revision_type").unwrap_or_else(|| {
+            if config.get("bucket").is_some() {
+                "s3".into()
+            } else {
+                "github".into()
+            }
+        });
+        let description =
+            opt("description").unwrap_or_else(|| format!("Deploy build {build_number} via runway"));
+        let revision = if revision_type.eq_ignore_ascii_case("s3") {
+            let bucket = opt("bucket").unwrap_or_default();
+            let key = opt("key").unwrap_or_default();
+            let bundle = opt("bundle_type")
+                .unwrap_or_else(|| key.rsplit('.').next().unwrap_or("").to_string());
+            format!("s3://{bucket}/{key} (bundle type {bundle})")
+        } else {
+            let repo = opt("repository").unwrap_or_else(|| event.repo.clone());
+            let commit = opt("commit_id").unwrap_or_else(|| event.commit.clone());
+            format!("github {repo}@{commit}")
+        };
+        lines.push(format!(
+            "would create a CodeDeploy deployment of application {app}, group {group}"
+        ));
+        lines.push(format!("revision: {revision}"));
+        lines.push(format!("description: {description}"));
+        if bool_of(config.get("wait_until_deployed"), false) {
+            lines.push("and wait until it is deployed".into());
+        }
+        lines
+    }
+
+    fn deploy(
+        &self,
+        d: &super::Deploy<'_>,
+        opts: &Options<'_>,
+        env: &std::collections::HashMap<String, String>,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<(), DeployError> {
+        let (event, build_number) = (d.event, d.build_number);
+        let rt = super::runtime()?;
+        let plan = CodeDeployPlan::from_options(opts, &event.commit, &event.repo, build_number)?;
+        let cd_settings = aws::settings(opts, env, aws::Service::CodeDeploy)?;
+        let s3_settings = aws::settings(opts, env, aws::Service::S3)?;
+        let poll = poll_interval(env);
+        rt.block_on(async {
+            let cd_shared = aws::load(&cd_settings).await?;
+            let cd = aws_sdk_codedeploy::Client::new(&cd_shared);
+            let s3_shared = aws::load(&s3_settings).await?;
+            let mut s3_conf = aws_sdk_s3::config::Builder::from(&s3_shared);
+            if s3_settings.endpoint.is_some() {
+                s3_conf = s3_conf.force_path_style(true);
+            }
+            let s3c = aws_sdk_s3::Client::from_conf(s3_conf.build());
+            deploy(&cd, &s3c, &plan, poll, say).await
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ pub mod s3;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::config::model::{EnvVar, bool_of, str_of, strs};
 use crate::config::yaml::Node;
@@ -100,14 +99,50 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// How often `wait_until_deployed` polls (Travis: 5 s; `RUNWAY_CODEDEPLOY_POLL` seconds).
-fn poll_interval(env: &HashMap<String, String>) -> Duration {
-    env.get("RUNWAY_CODEDEPLOY_POLL")
-        .cloned()
-        .or_else(|| std::env::var("RUNWAY_CODEDEPLOY_POLL").ok())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(Duration::from_secs_f64)
-        .unwrap_or(Duration::from_secs(5))
+/// What a provider is given to describe or make a deploy.
+pub struct Deploy<'a> {
+    /// The provider's entry of `deploy:`.
+    pub config: &'a Node,
+    /// The job's build directory (files are relative to it).
+    pub build_dir: &'a Path,
+    /// The build's event (commit, repository).
+    pub event: &'a BuildEvent,
+    /// The build's number.
+    pub build_number: u64,
+}
+
+/// A deploy provider runway implements: what it would do (the dry run) and doing it.
+pub trait Provider: Sync {
+    /// What it would do, line by line; `opt` reads an option with `$VAR`s expanded.
+    fn describe(&self, d: &Deploy<'_>, opt: &dyn Fn(&str) -> Option<String>) -> Vec<String>;
+
+    /// Does it, with `opts` read from the job shell's environment `env` at this point;
+    /// `say` receives the provider's log lines (the caller masks them).
+    fn deploy(
+        &self,
+        d: &Deploy<'_>,
+        opts: &Options<'_>,
+        env: &HashMap<String, String>,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<(), DeployError>;
+}
+
+/// The provider named `provider:`, when runway implements it.
+pub fn provider(name: &str) -> Option<&'static dyn Provider> {
+    match name {
+        "s3" => Some(&s3::S3),
+        "codedeploy" => Some(&codedeploy::CodeDeploy),
+        _ => None,
+    }
+}
+
+/// The runtime a provider's SDK calls run on.
+fn runtime() -> Result<tokio::runtime::Runtime, DeployError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| DeployError::Failed(format!("runtime: {e}")))
 }
 
 /// Runs one provider for real. `env` is the job shell's environment at this point;
@@ -120,73 +155,17 @@ pub fn run(
     build_number: u64,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), DeployError> {
-    let provider = str_of(config.get("provider"))
-        .unwrap_or_default()
-        .to_string();
-    let opts = Options::new(config, env);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| DeployError::Failed(format!("runtime: {e}")))?;
-    match provider.as_str() {
-        "s3" => {
-            let plan = s3::S3Plan::from_options(&opts, build_dir)?;
-            let settings = aws::settings(&opts, env, aws::Service::S3)?;
-            rt.block_on(async {
-                let shared = aws::load(&settings).await?;
-                // Checksums only where S3 requires them, as the CLIs do.
-                let mut conf = aws_sdk_s3::config::Builder::from(&shared)
-                    .request_checksum_calculation(
-                        aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
-                    );
-                if settings.endpoint.is_some() || opts.flag("force_path_style", false) {
-                    conf = conf.force_path_style(true);
-                }
-                let client = aws_sdk_s3::Client::from_conf(conf.build());
-                say(format!(
-                    "s3: uploading {}/ to bucket {} ({})",
-                    plan.local_dir.display(),
-                    plan.bucket,
-                    settings.region
-                ));
-                let sum = s3::upload(&client, &plan, say).await?;
-                let mbs = if sum.seconds > 0.0 {
-                    sum.bytes as f64 / 1e6 / sum.seconds
-                } else {
-                    0.0
-                };
-                say(format!(
-                    "s3: {} file(s) uploaded, {} skipped, {} bytes in {:.2}s ({mbs:.1} MB/s)",
-                    sum.files, sum.skipped, sum.bytes, sum.seconds
-                ));
-                Ok(())
-            })
-        }
-        "codedeploy" => {
-            let plan = codedeploy::CodeDeployPlan::from_options(
-                &opts,
-                &event.commit,
-                &event.repo,
-                build_number,
-            )?;
-            let cd_settings = aws::settings(&opts, env, aws::Service::CodeDeploy)?;
-            let s3_settings = aws::settings(&opts, env, aws::Service::S3)?;
-            let poll = poll_interval(env);
-            rt.block_on(async {
-                let cd_shared = aws::load(&cd_settings).await?;
-                let cd = aws_sdk_codedeploy::Client::new(&cd_shared);
-                let s3_shared = aws::load(&s3_settings).await?;
-                let mut s3_conf = aws_sdk_s3::config::Builder::from(&s3_shared);
-                if s3_settings.endpoint.is_some() {
-                    s3_conf = s3_conf.force_path_style(true);
-                }
-                let s3c = aws_sdk_s3::Client::from_conf(s3_conf.build());
-                codedeploy::deploy(&cd, &s3c, &plan, poll, say).await
-            })
-        }
-        other => Err(DeployError::Unsupported(other.to_string())),
-    }
+    let name = str_of(config.get("provider")).unwrap_or_default();
+    let Some(p) = provider(name) else {
+        return Err(DeployError::Unsupported(name.to_string()));
+    };
+    let d = Deploy {
+        config,
+        build_dir,
+        event,
+        build_number,
+    };
+    p.deploy(&d, &Options::new(config, env), env, say)
 }
 
 /// An option as dpl's command line would have it, with its value (`$VAR`s expanded; the
@@ -361,91 +340,38 @@ pub fn describe(
 ) -> Vec<String> {
     let env: Vec<EnvVar> = settings.iter().chain(job_env).cloned().collect();
     let opt = |k: &str| option(config, k, &env);
-    let provider = str_of(config.get("provider")).unwrap_or_default();
-    let mut lines = Vec::new();
-    match provider {
-        "s3" => {
-            let bucket = opt("bucket").unwrap_or_default();
-            let local = opt("local_dir").unwrap_or_else(|| ".".into());
-            let upload = opt("upload_dir").unwrap_or_default();
-            let glob = opt("glob").unwrap_or_else(|| "**/*".into());
-            let dot = bool_of(config.get("dot_match"), false);
-            let acl = opt("acl")
-                .unwrap_or_else(|| "private".into())
-                .replace('_', "-");
-            let region = opt("region").unwrap_or_else(|| "us-east-1".into());
-            lines.push(format!(
-                "s3: bucket {bucket} (region {region}), acl {acl}, from {local}/"
-            ));
-            let files = s3_files(&build_dir.join(&local), &glob, dot);
-            if files.is_empty() {
-                lines.push(format!("s3: no files match {glob} in {local}/"));
+    let name = str_of(config.get("provider")).unwrap_or_default();
+    match provider(name) {
+        Some(p) => p.describe(
+            &Deploy {
+                config,
+                build_dir,
+                event,
+                build_number,
+            },
+            &opt,
+        ),
+        None => vec![dpl_line(name, config, &env)],
+    }
+}
+
+/// A provider runway lacks, as the dpl command line Travis would have run.
+fn dpl_line(other: &str, config: &Node, env: &[EnvVar]) -> String {
+    let mut flags: Vec<String> = Vec::new();
+    if let Some(entries) = config.as_map() {
+        for e in entries {
+            if !matches!(
+                e.key.as_str(),
+                "on" | "allow_failure" | "dpl_version" | "provider"
+            ) {
+                flags.extend(dpl_flags(&e.key, &e.value, env));
             }
-            let total: u64 = files.iter().map(|(_, s)| s).sum();
-            for (rel, size) in &files {
-                let key = if upload.is_empty() {
-                    rel.clone()
-                } else {
-                    format!("{}/{rel}", upload.trim_end_matches('/'))
-                };
-                lines.push(format!(
-                    "would upload {rel} ({size} bytes, {}) to s3://{bucket}/{key}",
-                    content_type(rel)
-                ));
-            }
-            lines.push(format!("s3: {} file(s), {total} bytes", files.len()));
-        }
-        "codedeploy" => {
-            let app = opt("application").unwrap_or_default();
-            let group = opt("deployment_group").unwrap_or_default();
-            let revision_type = opt("revision_type").unwrap_or_else(|| {
-                if config.get("bucket").is_some() {
-                    "s3".into()
-                } else {
-                    "github".into()
-                }
-            });
-            let description = opt("description")
-                .unwrap_or_else(|| format!("Deploy build {build_number} via runway"));
-            let revision = if revision_type.eq_ignore_ascii_case("s3") {
-                let bucket = opt("bucket").unwrap_or_default();
-                let key = opt("key").unwrap_or_default();
-                let bundle = opt("bundle_type")
-                    .unwrap_or_else(|| key.rsplit('.').next().unwrap_or("").to_string());
-                format!("s3://{bucket}/{key} (bundle type {bundle})")
-            } else {
-                let repo = opt("repository").unwrap_or_else(|| event.repo.clone());
-                let commit = opt("commit_id").unwrap_or_else(|| event.commit.clone());
-                format!("github {repo}@{commit}")
-            };
-            lines.push(format!(
-                "would create a CodeDeploy deployment of application {app}, group {group}"
-            ));
-            lines.push(format!("revision: {revision}"));
-            lines.push(format!("description: {description}"));
-            if bool_of(config.get("wait_until_deployed"), false) {
-                lines.push("and wait until it is deployed".into());
-            }
-        }
-        other => {
-            let mut flags: Vec<String> = Vec::new();
-            if let Some(entries) = config.as_map() {
-                for e in entries {
-                    if !matches!(
-                        e.key.as_str(),
-                        "on" | "allow_failure" | "dpl_version" | "provider"
-                    ) {
-                        flags.extend(dpl_flags(&e.key, &e.value, &env));
-                    }
-                }
-            }
-            lines.push(format!(
-                "runway has no {other} provider; Travis would have run dpl --provider={other} {}",
-                flags.join(" ")
-            ));
         }
     }
-    lines
+    format!(
+        "runway has no {other} provider; Travis would have run dpl --provider={other} {}",
+        flags.join(" ")
+    )
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use aws_sdk_s3::types::{
     StorageClass, WebsiteConfiguration,
 };
 
-use super::{DeployError, Options, content_type, fnmatch, s3_files};
+use super::{DeployError, Options, aws, content_type, fnmatch, s3_files};
+use crate::config::model::bool_of;
 
 /// Files at least this large go up as multipart uploads.
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -454,6 +455,87 @@ where
         _ => format!("{target}: {code}: {}", e.message().unwrap_or_default()),
     };
     DeployError::Failed(msg)
+}
+
+/// The s3 provider.
+pub struct S3;
+
+impl super::Provider for S3 {
+    fn describe(&self, d: &super::Deploy<'_>, opt: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let (config, build_dir) = (d.config, d.build_dir);
+        let mut lines = Vec::new();
+        let bucket = opt("bucket").unwrap_or_default();
+        let local = opt("local_dir").unwrap_or_else(|| ".".into());
+        let upload = opt("upload_dir").unwrap_or_default();
+        let glob = opt("glob").unwrap_or_else(|| "**/*".into());
+        let dot = bool_of(config.get("dot_match"), false);
+        let acl = opt("acl")
+            .unwrap_or_else(|| "private".into())
+            .replace('_', "-");
+        let region = opt("region").unwrap_or_else(|| "us-east-1".into());
+        lines.push(format!(
+            "s3: bucket {bucket} (region {region}), acl {acl}, from {local}/"
+        ));
+        let files = s3_files(&build_dir.join(&local), &glob, dot);
+        if files.is_empty() {
+            lines.push(format!("s3: no files match {glob} in {local}/"));
+        }
+        let total: u64 = files.iter().map(|(_, s)| s).sum();
+        for (rel, size) in &files {
+            let key = if upload.is_empty() {
+                rel.clone()
+            } else {
+                format!("{}/{rel}", upload.trim_end_matches('/'))
+            };
+            lines.push(format!(
+                "would upload {rel} ({size} bytes, {}) to s3://{bucket}/{key}",
+                content_type(rel)
+            ));
+        }
+        lines.push(format!("s3: {} file(s), {total} bytes", files.len()));
+        lines
+    }
+
+    fn deploy(
+        &self,
+        d: &super::Deploy<'_>,
+        opts: &Options<'_>,
+        env: &std::collections::HashMap<String, String>,
+        say: &(dyn Fn(String) + Sync),
+    ) -> Result<(), DeployError> {
+        let build_dir = d.build_dir;
+        let rt = super::runtime()?;
+        let plan = S3Plan::from_options(opts, build_dir)?;
+        let settings = aws::settings(opts, env, aws::Service::S3)?;
+        rt.block_on(async {
+            let shared = aws::load(&settings).await?;
+            // Checksums only where S3 requires them, as the CLIs do.
+            let mut conf = aws_sdk_s3::config::Builder::from(&shared).request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            );
+            if settings.endpoint.is_some() || opts.flag("force_path_style", false) {
+                conf = conf.force_path_style(true);
+            }
+            let client = aws_sdk_s3::Client::from_conf(conf.build());
+            say(format!(
+                "s3: uploading {}/ to bucket {} ({})",
+                plan.local_dir.display(),
+                plan.bucket,
+                settings.region
+            ));
+            let sum = upload(&client, &plan, say).await?;
+            let mbs = if sum.seconds > 0.0 {
+                sum.bytes as f64 / 1e6 / sum.seconds
+            } else {
+                0.0
+            };
+            say(format!(
+                "s3: {} file(s) uploaded, {} skipped, {} bytes in {:.2}s ({mbs:.1} MB/s)",
+                sum.files, sum.skipped, sum.bytes, sum.seconds
+            ));
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]

@@ -3,14 +3,19 @@
 //! run, and a result.
 //!
 //! - [`phases`]: the lifecycle as data: which phases stop the job, which only record
-//!   a failure, which never change the result;
+//!   a failure, which never change the result, and the table of steps the runner
+//!   walks ([`phases::STEPS`]);
+//! - `caching`: the cache fetched before the phases and stored after `before_cache`;
+//! - `deploying`: each firing provider with `before_deploy` and `after_deploy`;
 //! - [`shell`]: the persistent bash and its protocol;
 //! - [`log`]: masking, folds and timing, sinks;
 //! - [`env`]: the job's environment;
 //! - [`defaults`]: language defaults and JDKs;
 //! - `setup`: before the lifecycle: os and arch, runtimes, `addons.apt`, services.
 
+mod caching;
 pub mod defaults;
+mod deploying;
 pub mod env;
 pub mod log;
 pub mod phases;
@@ -22,14 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::cache::{self, archive, store::LocalStore};
-use crate::config::model::{EnvVar, bool_of, strs};
-use crate::deploy;
+use crate::cache::store::LocalStore;
+use crate::config::model::{EnvVar, strs};
 use crate::event::BuildEvent;
 use crate::plan::JobPlan;
 use crate::workspace::Workspace;
-use log::{Log, human};
-use phases::{OnFailure, Phase, RunsWhen};
+use log::Log;
+use phases::{OnFailure, Phase, RunsWhen, Step};
 use setup::memory_exceeded;
 use shell::{Shell, Wait};
 
@@ -231,14 +235,6 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
     }
 }
 
-/// What a job knows about its cache between fetch and store.
-struct CacheState {
-    dirs: Vec<(String, std::path::PathBuf)>,
-    key: String,
-    fingerprint: Option<String>,
-    timeout: Duration,
-}
-
 struct Runner<'a> {
     ctx: &'a JobContext<'a>,
     shell: Option<Shell>,
@@ -247,7 +243,7 @@ struct Runner<'a> {
     /// The first script command that failed, and its exit code (the job's reason).
     first_failure: Option<(String, i32)>,
     phase_counts: HashMap<&'static str, usize>,
-    cache: Option<CacheState>,
+    cache: Option<caching::CacheState>,
     /// Runtimes the job asked for that the machine's stood in for (`--substitutes`).
     substituted: Vec<String>,
 }
@@ -264,26 +260,28 @@ impl Runner<'_> {
         }
         self.setup_env(log)?;
         self.setup_addons(log)?;
-        self.cache_fetch(log);
-        for p in [
-            Phase::BeforeInstall,
-            Phase::Install,
-            Phase::BeforeScript,
-            Phase::Script,
-            Phase::BeforeCache,
-        ] {
-            self.phase(p, log)?;
+        for step in phases::STEPS {
+            if !self.due(step.runs()) {
+                continue;
+            }
+            match *step {
+                Step::Phase(p) => self.phase(p, log)?,
+                Step::CacheFetch => self.cache_fetch(log),
+                Step::CacheStore => self.cache_store(log),
+                Step::TestResult => self.export_test_result()?,
+                Step::Deploy => self.deploys(log)?,
+            }
         }
-        self.cache_store(log);
-        self.export_test_result()?;
-        if self.passed() {
-            self.phase(Phase::AfterSuccess, log)?;
-            self.deploys(log)?;
-        } else {
-            self.phase(Phase::AfterFailure, log)?;
-        }
-        self.phase(Phase::AfterScript, log)?;
         Ok(())
+    }
+
+    /// Whether a step that runs `when` runs now.
+    fn due(&self, when: RunsWhen) -> bool {
+        match when {
+            RunsWhen::Always => true,
+            RunsWhen::IfPassed => self.passed(),
+            RunsWhen::IfFailed => !self.passed(),
+        }
     }
 
     fn passed(&self) -> bool {
@@ -474,13 +472,7 @@ impl Runner<'_> {
     }
 
     fn phase(&mut self, phase: Phase, log: &mut Log) -> Result<(), Stop> {
-        let rule = phases::rule(phase);
-        let runs = match rule.runs {
-            RunsWhen::Always => true,
-            RunsWhen::IfPassed => self.passed(),
-            RunsWhen::IfFailed => !self.passed(),
-        };
-        if !runs {
+        if !self.due(phases::rule(phase).runs) {
             return Ok(());
         }
         let commands = match self.commands(phase, log) {
@@ -615,387 +607,6 @@ impl Runner<'_> {
         let v = self.test_result.map(|r| r.to_string()).unwrap_or_default();
         self.silent(&format!("export TRAVIS_TEST_RESULT={v}"))
             .map(|_| ())
-    }
-
-    // ------------------------------------------------------------ caches (§5)
-
-    fn cache_fetch(&mut self, log: &mut Log) {
-        let ctx = self.ctx;
-        let Some(store) = ctx.options.cache_store.clone() else {
-            return;
-        };
-        let has = defaults::has_in(&ctx.workspace.build_dir);
-        let Some(spec) = cache::spec(&ctx.job.config, &ctx.language, &has) else {
-            return;
-        };
-        let env = cache::path_env(&ctx.job.env, &ctx.workspace.home, &ctx.workspace.build_dir);
-        let dirs: Vec<(String, std::path::PathBuf)> = spec
-            .dirs
-            .iter()
-            .map(|d| {
-                (
-                    d.clone(),
-                    cache::resolve_dir(d, &env, &ctx.workspace.build_dir),
-                )
-            })
-            .collect();
-        let key = cache::key(ctx.job, &ctx.language);
-        let fold = log.fold_start("cache.1", "cache: fetch");
-        log.line("Setting up build cache");
-        for (w, p) in &dirs {
-            let _ = std::fs::create_dir_all(p);
-            log.line(&format!("$ cache directory {w} ({})", p.display()));
-        }
-        let timeout = Duration::from_secs(spec.timeout_secs);
-        let branch = ctx.event.travis_branch().to_string();
-        let mut fingerprint = None;
-        let mut found = false;
-        for b in cache::fetch_branches(&branch, ctx.event.pull_request, &ctx.options.default_branch)
-        {
-            let path = store.path(&ctx.event.repo, &b, &key);
-            if !path.exists() {
-                continue;
-            }
-            found = true;
-            let started = Instant::now();
-            let resolved: HashMap<String, std::path::PathBuf> = dirs.iter().cloned().collect();
-            let result = with_timeout(timeout, move |cancel| {
-                archive::restore(
-                    &path,
-                    &|w| resolved.get(w).cloned(),
-                    &cancel,
-                    archive::restore_cap(),
-                )
-            });
-            match result {
-                Some(Ok(r)) => {
-                    log.line(&format!(
-                        "cache: restored {} files ({}) from branch {b} in {}",
-                        r.files,
-                        bytes(r.bytes),
-                        human(started.elapsed())
-                    ));
-                    if !r.refused.is_empty() {
-                        log.line(&format!(
-                            "cache: refused {} entries that cannot be restored safely:",
-                            r.refused.len()
-                        ));
-                        for refused in r.refused.iter().take(20) {
-                            log.line(&format!("  {refused}"));
-                        }
-                        if r.refused.len() > 20 {
-                            log.line(&format!("  … and {} more", r.refused.len() - 20));
-                        }
-                    }
-                    fingerprint = archive::fingerprint(&dirs).ok();
-                }
-                Some(Err(e)) => log.line(&format!(
-                    "cache: could not restore the cache of branch {b}: {e}; going on without it"
-                )),
-                None => log.line(&format!(
-                    "cache: fetching took longer than {}s; going on without it",
-                    spec.timeout_secs
-                )),
-            }
-            break;
-        }
-        if !found {
-            log.line(&format!("cache: could not download cache ({key}): no cache for this branch or the default branch yet"));
-        }
-        log.fold_end(fold);
-        self.cache = Some(CacheState {
-            dirs,
-            key,
-            fingerprint,
-            timeout,
-        });
-    }
-
-    fn cache_store(&mut self, log: &mut Log) {
-        let ctx = self.ctx;
-        let (Some(state), Some(store)) = (self.cache.as_ref(), ctx.options.cache_store.as_ref())
-        else {
-            return;
-        };
-        let fold = log.fold_start("cache.2", "cache: store");
-        let now = archive::fingerprint(&state.dirs).ok();
-        if now.is_some() && now == state.fingerprint {
-            log.line("cache: nothing changed, not updating the cache");
-            log.fold_end(fold);
-            return;
-        }
-        let branch = cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request);
-        let path = store.path(&ctx.event.repo, &branch, &state.key);
-        let dirs = state.dirs.clone();
-        let started = Instant::now();
-        match with_timeout(state.timeout, move |cancel| {
-            archive::save(&dirs, &path, &cancel)
-        }) {
-            Some(Ok(s)) => log.line(&format!(
-                "cache: stored {} files ({} → {}) for branch {branch} in {}",
-                s.files,
-                bytes(s.bytes),
-                bytes(s.archive_bytes),
-                human(started.elapsed())
-            )),
-            Some(Err(e)) => log.line(&format!(
-                "cache: could not store the cache: {e}; the job goes on"
-            )),
-            None => log.line(&format!(
-                "cache: storing took longer than {}s and was stopped; the job goes on",
-                state.timeout.as_secs()
-            )),
-        }
-        log.fold_end(fold);
-    }
-
-    // ------------------------------------------------------------ deploys (§6)
-
-    fn deploys(&mut self, log: &mut Log) -> Result<(), Stop> {
-        let deploys = &self.ctx.job.deploys;
-        if deploys.is_empty() {
-            return Ok(());
-        }
-        for d in deploys {
-            if !d.fires {
-                log.line(&format!(
-                    "Skipping a deployment with the {} provider because {}",
-                    d.provider, d.reason
-                ));
-                continue;
-            }
-            let cond = strs(d.config.get("on").and_then(|o| o.get("condition")));
-            if !cond.is_empty() {
-                let test = cond
-                    .iter()
-                    .map(|c| format!("[[ {c} ]]"))
-                    .collect::<Vec<_>>()
-                    .join(" && ");
-                if self.silent(&test)? != 0 {
-                    log.line(&format!(
-                        "Skipping a deployment with the {} provider because a custom condition was not met",
-                        d.provider
-                    ));
-                    continue;
-                }
-            }
-            let before = strs(self.ctx.job.config.get("before_deploy"));
-            let allow_failure = bool_of(d.config.get("allow_failure"), false);
-            if let Err(stop) = self.run_commands(Phase::BeforeDeploy, &before, log) {
-                if !allow_failure {
-                    return Err(stop);
-                }
-                log.line(&format!("before_deploy failed; the {} provider has allow_failure: true, so the job goes on", d.provider));
-                continue;
-            }
-            if !self.ctx.options.deploy {
-                self.dry_run(d, log);
-                self.rehearse_bundle(d, log)?;
-                continue;
-            }
-            let cleanup = d
-                .config
-                .get("cleanup")
-                .map(|c| bool_of(Some(c), false))
-                .or_else(|| {
-                    d.config
-                        .get("skip_cleanup")
-                        .map(|c| !bool_of(Some(c), true))
-                })
-                .unwrap_or(false);
-            if cleanup {
-                log.line("$ git stash --all");
-                self.silent("git stash --all >/dev/null 2>&1 || true")?;
-            }
-            let fold = log.fold_start(
-                &format!("dpl.{}", d.provider),
-                &format!("deploy: {}", d.provider),
-            );
-            log.line(&format!("Deploying with the {} provider", d.provider));
-            let result = self.provider(d, log);
-            log.fold_end(fold);
-            if cleanup {
-                self.silent("git stash pop >/dev/null 2>&1 || true")?;
-            }
-            match result {
-                Ok(()) => {
-                    self.rehearse_bundle(d, log)?;
-                    let after = strs(self.ctx.job.config.get("after_deploy"));
-                    self.run_commands(Phase::AfterDeploy, &after, log)?;
-                    let run = strs(d.config.get("run"));
-                    self.run_commands(Phase::AfterDeploy, &run, log)?;
-                }
-                Err(e) => {
-                    log.line(&format!(
-                        "Failed to deploy with the {} provider: {e}",
-                        d.provider
-                    ));
-                    if allow_failure {
-                        log.line(&format!(
-                            "The {} provider has allow_failure: true; the job goes on.",
-                            d.provider
-                        ));
-                        continue;
-                    }
-                    return Err(Stop::End(
-                        JobResult::Errored,
-                        format!("deploy ({}) failed: {e}", d.provider),
-                        false,
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `--rehearse-deploy`: the bundle the codedeploy provider ships (its `key`, found in
-    /// the workspace), deployed on a throwaway copy of the machine as the agent would;
-    /// a failed rehearsal errors the job.
-    fn rehearse_bundle(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) -> Result<(), Stop> {
-        if !self.ctx.options.rehearse_deploy || d.provider != "codedeploy" {
-            return Ok(());
-        }
-        let fail = |why: String| Stop::End(JobResult::Errored, why, false);
-        let key = crate::config::model::str_of(d.config.get("key")).unwrap_or_default();
-        let name = std::path::Path::new(key)
-            .file_name()
-            .map(|n| n.to_os_string());
-        let build = &self.ctx.workspace.build_dir;
-        let bundle = name.as_ref().and_then(|n| {
-            cache::archive::walk(build)
-                .ok()?
-                .into_iter()
-                .find(|(_, rel, meta)| meta.is_file() && rel.file_name() == Some(n.as_os_str()))
-                .map(|(path, _, _)| path)
-        });
-        let fold = log.fold_start("dpl.rehearse", "rehearse: codedeploy");
-        let Some(bundle) = bundle else {
-            log.line(&format!(
-                "runway cannot rehearse the deployment: no file named \"{key}\" (codedeploy key) in the workspace"
-            ));
-            log.fold_end(fold);
-            return Err(fail(format!(
-                "deploy rehearsal: no bundle \"{key}\" in the workspace"
-            )));
-        };
-        log.line(&format!(
-            "Rehearsing {} as the CodeDeploy agent would deploy it, on a throwaway copy of this machine",
-            bundle.display()
-        ));
-        // Its own network namespace: the services it starts (nginx on port 80, say) never
-        // meet another job's.
-        let sandbox = crate::sandbox::Namespaces::new(crate::sandbox::Policy {
-            no_network: true,
-            ..Default::default()
-        });
-        let opts = crate::deploy::rehearse::RehearseOptions {
-            application: crate::config::model::str_of(d.config.get("application"))
-                .unwrap_or("application")
-                .to_string(),
-            group: crate::config::model::str_of(d.config.get("deployment_group"))
-                .unwrap_or("deployment-group")
-                .to_string(),
-            sandbox: Arc::new(sandbox),
-            hold: false,
-        };
-        let mut said = Vec::new();
-        let result = crate::deploy::rehearse::rehearse(&[bundle], &opts, &mut said);
-        for line in String::from_utf8_lossy(&said).lines() {
-            log.line(line);
-        }
-        log.fold_end(fold);
-        match result {
-            Ok(0) => Ok(()),
-            Ok(_) => {
-                let why = String::from_utf8_lossy(&said)
-                    .lines()
-                    .rfind(|l| l.starts_with("Rehearsal failed"))
-                    .unwrap_or("the rehearsal failed")
-                    .to_string();
-                Err(fail(format!("deploy rehearsal: {why}")))
-            }
-            Err(e) => Err(fail(format!("deploy rehearsal: {e}"))),
-        }
-    }
-
-    /// Shows what a provider would do (no `--deploy`).
-    fn dry_run(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) {
-        let fold = log.fold_start(
-            &format!("dpl.{}", d.provider),
-            &format!("deploy: {}", d.provider),
-        );
-        log.line(&format!(
-            "Deploying with the {} provider (dry run: runway run deploys only with --deploy)",
-            d.provider
-        ));
-        for line in deploy::describe(
-            &d.config,
-            &self.ctx.workspace.build_dir,
-            &self.ctx.job.env,
-            &self.ctx.settings.vars(),
-            self.ctx.event,
-            self.ctx.build_number,
-        ) {
-            log.line(&format!("  {line}"));
-        }
-        log.fold_end(fold);
-        // Said only when there is an after_deploy to skip.
-        if !strs(self.ctx.job.config.get("after_deploy")).is_empty() {
-            log.line(&format!(
-                "Skipping after_deploy of the {} provider: nothing was deployed",
-                d.provider
-            ));
-        }
-    }
-
-    /// Runs a provider for real with the job shell's current environment, streaming its
-    /// lines into the log.
-    fn provider(
-        &mut self,
-        d: &crate::plan::DeployPlan,
-        log: &mut Log,
-    ) -> Result<(), deploy::DeployError> {
-        let env_file = self.ctx.workspace.scratch.join("deploy-env");
-        let dump = format!("env -0 > {}", shell::quote(&env_file.to_string_lossy()));
-        if self.silent(&dump).is_err() {
-            return Err(deploy::DeployError::Failed(
-                "could not read the job's environment".into(),
-            ));
-        }
-        let raw = std::fs::read(&env_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&env_file);
-        let env: HashMap<String, String> = raw
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let ctx = self.ctx;
-        std::thread::scope(|s| {
-            let worker = s.spawn(move || {
-                let tx = std::sync::Mutex::new(tx);
-                let say = |line: String| {
-                    let _ = tx.lock().expect("deploy log").send(line);
-                };
-                deploy::run(
-                    &d.config,
-                    &env,
-                    &ctx.workspace.build_dir,
-                    ctx.event,
-                    ctx.build_number,
-                    &say,
-                )
-            });
-            for line in rx {
-                log.line(&line);
-            }
-            worker.join().unwrap_or_else(|_| {
-                Err(deploy::DeployError::Failed("the provider panicked".into()))
-            })
-        })
     }
 }
 

@@ -111,6 +111,50 @@ pub const LIFECYCLE: &[Rule] = &[
     ),
 ];
 
+/// A step of a job once its shell and environment are set up: a phase of
+/// [`LIFECYCLE`], or one of runway's own steps between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The phase's commands, when its rule says it runs.
+    Phase(Phase),
+    /// The cache fetched and unpacked.
+    CacheFetch,
+    /// The cache packed and stored.
+    CacheStore,
+    /// `TRAVIS_TEST_RESULT` exported for the phases after `script`.
+    TestResult,
+    /// Each firing provider: `before_deploy`, the provider, `after_deploy`.
+    Deploy,
+}
+
+/// A job's steps, in order: the table the job runner walks (travis-build's stages).
+pub const STEPS: &[Step] = &[
+    Step::CacheFetch,
+    Step::Phase(Phase::BeforeInstall),
+    Step::Phase(Phase::Install),
+    Step::Phase(Phase::BeforeScript),
+    Step::Phase(Phase::Script),
+    Step::Phase(Phase::BeforeCache),
+    Step::CacheStore,
+    Step::TestResult,
+    Step::Phase(Phase::AfterSuccess),
+    Step::Deploy,
+    Step::Phase(Phase::AfterFailure),
+    Step::Phase(Phase::AfterScript),
+];
+
+impl Step {
+    /// When the step runs.
+    pub fn runs(self) -> RunsWhen {
+        match self {
+            Step::Phase(p) => rule(p).runs,
+            // As `before_deploy`, which opens each deploy.
+            Step::Deploy => rule(Phase::BeforeDeploy).runs,
+            Step::CacheFetch | Step::CacheStore | Step::TestResult => RunsWhen::Always,
+        }
+    }
+}
+
 const fn row(phase: Phase, runs: RunsWhen, on_failure: OnFailure, folded: bool) -> Rule {
     Rule {
         phase,

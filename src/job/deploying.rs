@@ -1,0 +1,263 @@
+//! The job's deploy step (docs/semantics.md §6): for each provider whose conditions
+//! fire, `before_deploy`, the provider (a dry run that says what it would do, or for
+//! real with `--deploy`, through [`crate::deploy::Provider`]), the codedeploy bundle
+//! rehearsed when asked, then `after_deploy`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::log::Log;
+use super::phases::Phase;
+use super::{JobResult, Runner, Stop, shell};
+use crate::cache;
+use crate::config::model::{bool_of, strs};
+use crate::deploy;
+
+impl Runner<'_> {
+    pub(super) fn deploys(&mut self, log: &mut Log) -> Result<(), Stop> {
+        let deploys = &self.ctx.job.deploys;
+        if deploys.is_empty() {
+            return Ok(());
+        }
+        for d in deploys {
+            if !d.fires {
+                log.line(&format!(
+                    "Skipping a deployment with the {} provider because {}",
+                    d.provider, d.reason
+                ));
+                continue;
+            }
+            let cond = strs(d.config.get("on").and_then(|o| o.get("condition")));
+            if !cond.is_empty() {
+                let test = cond
+                    .iter()
+                    .map(|c| format!("[[ {c} ]]"))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
+                if self.silent(&test)? != 0 {
+                    log.line(&format!(
+                        "Skipping a deployment with the {} provider because a custom condition was not met",
+                        d.provider
+                    ));
+                    continue;
+                }
+            }
+            let before = strs(self.ctx.job.config.get("before_deploy"));
+            let allow_failure = bool_of(d.config.get("allow_failure"), false);
+            if let Err(stop) = self.run_commands(Phase::BeforeDeploy, &before, log) {
+                if !allow_failure {
+                    return Err(stop);
+                }
+                log.line(&format!("before_deploy failed; the {} provider has allow_failure: true, so the job goes on", d.provider));
+                continue;
+            }
+            if !self.ctx.options.deploy {
+                self.dry_run(d, log);
+                self.rehearse_bundle(d, log)?;
+                continue;
+            }
+            let cleanup = d
+                .config
+                .get("cleanup")
+                .map(|c| bool_of(Some(c), false))
+                .or_else(|| {
+                    d.config
+                        .get("skip_cleanup")
+                        .map(|c| !bool_of(Some(c), true))
+                })
+                .unwrap_or(false);
+            if cleanup {
+                log.line("$ git stash --all");
+                self.silent("git stash --all >/dev/null 2>&1 || true")?;
+            }
+            let fold = log.fold_start(
+                &format!("dpl.{}", d.provider),
+                &format!("deploy: {}", d.provider),
+            );
+            log.line(&format!("Deploying with the {} provider", d.provider));
+            let result = self.provider(d, log);
+            log.fold_end(fold);
+            if cleanup {
+                self.silent("git stash pop >/dev/null 2>&1 || true")?;
+            }
+            match result {
+                Ok(()) => {
+                    self.rehearse_bundle(d, log)?;
+                    let after = strs(self.ctx.job.config.get("after_deploy"));
+                    self.run_commands(Phase::AfterDeploy, &after, log)?;
+                    let run = strs(d.config.get("run"));
+                    self.run_commands(Phase::AfterDeploy, &run, log)?;
+                }
+                Err(e) => {
+                    log.line(&format!(
+                        "Failed to deploy with the {} provider: {e}",
+                        d.provider
+                    ));
+                    if allow_failure {
+                        log.line(&format!(
+                            "The {} provider has allow_failure: true; the job goes on.",
+                            d.provider
+                        ));
+                        continue;
+                    }
+                    return Err(Stop::End(
+                        JobResult::Errored,
+                        format!("deploy ({}) failed: {e}", d.provider),
+                        false,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `--rehearse-deploy`: the bundle the codedeploy provider ships (its `key`, found in
+    /// the workspace), deployed on a throwaway copy of the machine as the agent would;
+    /// a failed rehearsal errors the job.
+    fn rehearse_bundle(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) -> Result<(), Stop> {
+        if !self.ctx.options.rehearse_deploy || d.provider != "codedeploy" {
+            return Ok(());
+        }
+        let fail = |why: String| Stop::End(JobResult::Errored, why, false);
+        let key = crate::config::model::str_of(d.config.get("key")).unwrap_or_default();
+        let name = std::path::Path::new(key)
+            .file_name()
+            .map(|n| n.to_os_string());
+        let build = &self.ctx.workspace.build_dir;
+        let bundle = name.as_ref().and_then(|n| {
+            cache::archive::walk(build)
+                .ok()?
+                .into_iter()
+                .find(|(_, rel, meta)| meta.is_file() && rel.file_name() == Some(n.as_os_str()))
+                .map(|(path, _, _)| path)
+        });
+        let fold = log.fold_start("dpl.rehearse", "rehearse: codedeploy");
+        let Some(bundle) = bundle else {
+            log.line(&format!(
+                "runway cannot rehearse the deployment: no file named \"{key}\" (codedeploy key) in the workspace"
+            ));
+            log.fold_end(fold);
+            return Err(fail(format!(
+                "deploy rehearsal: no bundle \"{key}\" in the workspace"
+            )));
+        };
+        log.line(&format!(
+            "Rehearsing {} as the CodeDeploy agent would deploy it, on a throwaway copy of this machine",
+            bundle.display()
+        ));
+        // Its own network namespace: the services it starts (nginx on port 80, say) never
+        // meet another job's.
+        let sandbox = crate::sandbox::Namespaces::new(crate::sandbox::Policy {
+            no_network: true,
+            ..Default::default()
+        });
+        let opts = crate::deploy::rehearse::RehearseOptions {
+            application: crate::config::model::str_of(d.config.get("application"))
+                .unwrap_or("application")
+                .to_string(),
+            group: crate::config::model::str_of(d.config.get("deployment_group"))
+                .unwrap_or("deployment-group")
+                .to_string(),
+            sandbox: Arc::new(sandbox),
+            hold: false,
+        };
+        let mut said = Vec::new();
+        let result = crate::deploy::rehearse::rehearse(&[bundle], &opts, &mut said);
+        for line in String::from_utf8_lossy(&said).lines() {
+            log.line(line);
+        }
+        log.fold_end(fold);
+        match result {
+            Ok(0) => Ok(()),
+            Ok(_) => {
+                let why = String::from_utf8_lossy(&said)
+                    .lines()
+                    .rfind(|l| l.starts_with("Rehearsal failed"))
+                    .unwrap_or("the rehearsal failed")
+                    .to_string();
+                Err(fail(format!("deploy rehearsal: {why}")))
+            }
+            Err(e) => Err(fail(format!("deploy rehearsal: {e}"))),
+        }
+    }
+
+    /// Shows what a provider would do (no `--deploy`).
+    fn dry_run(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) {
+        let fold = log.fold_start(
+            &format!("dpl.{}", d.provider),
+            &format!("deploy: {}", d.provider),
+        );
+        log.line(&format!(
+            "Deploying with the {} provider (dry run: runway run deploys only with --deploy)",
+            d.provider
+        ));
+        for line in deploy::describe(
+            &d.config,
+            &self.ctx.workspace.build_dir,
+            &self.ctx.job.env,
+            &self.ctx.settings.vars(),
+            self.ctx.event,
+            self.ctx.build_number,
+        ) {
+            log.line(&format!("  {line}"));
+        }
+        log.fold_end(fold);
+        // Said only when there is an after_deploy to skip.
+        if !strs(self.ctx.job.config.get("after_deploy")).is_empty() {
+            log.line(&format!(
+                "Skipping after_deploy of the {} provider: nothing was deployed",
+                d.provider
+            ));
+        }
+    }
+
+    /// Runs a provider for real with the job shell's current environment, streaming its
+    /// lines into the log.
+    fn provider(
+        &mut self,
+        d: &crate::plan::DeployPlan,
+        log: &mut Log,
+    ) -> Result<(), deploy::DeployError> {
+        let env_file = self.ctx.workspace.scratch.join("deploy-env");
+        let dump = format!("env -0 > {}", shell::quote(&env_file.to_string_lossy()));
+        if self.silent(&dump).is_err() {
+            return Err(deploy::DeployError::Failed(
+                "could not read the job's environment".into(),
+            ));
+        }
+        let raw = std::fs::read(&env_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&env_file);
+        let env: HashMap<String, String> = raw
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let ctx = self.ctx;
+        std::thread::scope(|s| {
+            let worker = s.spawn(move || {
+                let tx = std::sync::Mutex::new(tx);
+                let say = |line: String| {
+                    let _ = tx.lock().expect("deploy log").send(line);
+                };
+                deploy::run(
+                    &d.config,
+                    &env,
+                    &ctx.workspace.build_dir,
+                    ctx.event,
+                    ctx.build_number,
+                    &say,
+                )
+            });
+            for line in rx {
+                log.line(&line);
+            }
+            worker.join().unwrap_or_else(|_| {
+                Err(deploy::DeployError::Failed("the provider panicked".into()))
+            })
+        })
+    }
+}
