@@ -262,7 +262,11 @@ pub fn select_jobs<'a>(
                 .iter()
                 .find(|(k, _)| k == "os")
                 .map(|(_, v)| v.clone())
-                .or_else(|| crate::config::model::str_of(j.config.get("os")).map(str::to_string))
+                .or_else(|| {
+                    crate::config::views::JobKeys(&j.config)
+                        .os()
+                        .map(str::to_string)
+                })
                 .unwrap_or_else(|| "linux".into())
         };
         let all: Vec<String> = jobs.iter().map(|j| job_os(j)).collect();
@@ -531,7 +535,8 @@ fn execute(
 }
 
 fn job_language(job: &JobPlan, root: &str) -> String {
-    crate::config::model::str_of(job.config.get("language"))
+    crate::config::views::JobKeys(&job.config)
+        .language()
         .map(crate::config::schema::canonical_language)
         .unwrap_or_else(|| root.to_string())
 }

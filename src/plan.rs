@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::config::condition::{self, Facts};
 use crate::config::diag::Pos;
-use crate::config::model::{self, EnvVar, bool_of, seq, str_of, strs};
+use crate::config::model::{self, EnvVar, bool_of, seq, str_of};
 use crate::config::schema;
+use crate::config::views::{self, DeployKeys};
 use crate::config::yaml::{Entry, Node, Value};
 use crate::event::{BuildEvent, EventType};
 
@@ -226,14 +227,14 @@ pub struct Settings {
 /// Plans a build.
 pub fn plan(config: &Config, event: &BuildEvent, settings: &Settings) -> Plan {
     let mut notes = Vec::new();
-    let global_env = model::env_list(config.get("env").and_then(|e| e.get("global")));
+    let global_env = config.global_env();
     let build = decide_build(config, event, &global_env, settings);
     let email = email_policy(
         config,
         event,
         &facts(config, &config.root, event, &global_env, settings),
     );
-    let fast_finish = bool_of(config.get("jobs").and_then(|j| j.get("fast_finish")), false);
+    let fast_finish = config.fast_finish();
     let mut plan = Plan {
         build,
         stages: Vec::new(),
@@ -299,11 +300,10 @@ pub fn decide_build(
     }
     let name = event.travis_branch();
     let what = if event.tag.is_some() { "tag" } else { "branch" };
-    if let Some(branches) = config.get("branches")
+    let branches = config.branches();
+    if let Some(views::Branches { only, except }) = &branches
         && !name.is_empty()
     {
-        let only = strs(branches.get("only"));
-        let except = strs(branches.get("except"));
         if !only.is_empty() && !only.iter().any(|p| branch_matches(p, name)) {
             return no(format!(
                 "{what} \"{name}\" is not in branches.only ({})",
@@ -325,7 +325,7 @@ pub fn decide_build(
             "gh-pages branches are not built unless branches.only lists them (\"{name}\")"
         ));
     }
-    if let Some(cond) = str_of(config.get("if")) {
+    if let Some(cond) = config.condition() {
         let f = facts(config, &config.root, event, global_env, settings);
         return match condition::check(cond, &f) {
             Ok(true) => Decision {
@@ -342,7 +342,7 @@ pub fn decide_build(
             )),
         };
     }
-    let reason = if config.get("branches").is_some() {
+    let reason = if branches.is_some() {
         format!("{what} \"{name}\" is allowed by branches")
     } else if name.is_empty() {
         "no branch filter applies".to_string()
@@ -477,11 +477,7 @@ fn matrix(
     let axes: Vec<(&str, Vec<Node>)> = keys
         .iter()
         .filter_map(|k| {
-            let v = if *k == "env" {
-                config.get("env")?.get("jobs")?
-            } else {
-                config.get(k)?
-            };
+            let v = config.expansion(k)?;
             let items = match &v.value {
                 Value::Seq(items) => items.clone(),
                 _ => vec![v.clone()],
@@ -490,12 +486,8 @@ fn matrix(
         })
         .collect();
     // Points at the first key with several values and says what multiplied.
-    let jobs_cfg = config.get("jobs");
     // Where `jobs.include` is written (the key), for the error when it is what multiplies.
-    let include_pos = jobs_cfg
-        .and_then(|j| j.as_map())
-        .and_then(|m| m.iter().find(|e| e.key == "include"))
-        .map(|e| e.key_pos);
+    let include_pos = config.include_pos();
     let too_many = |n: usize, included: usize| {
         let (pos, mut sizes) = axes
             .iter()
@@ -550,7 +542,7 @@ fn matrix(
         rows
     };
     // 2. include (the single implicit job is dropped when includes exist).
-    let includes = seq(jobs_cfg.and_then(|j| j.get("include")));
+    let includes = config.includes();
     let single = jobs.len() == 1 && axes.iter().all(|(_, v)| v.len() == 1);
     let expanded = if single && !includes.is_empty() {
         0
@@ -593,8 +585,7 @@ fn matrix(
         .filter(|e| !keys.contains(&e.key.as_str()) && !NOT_SHARED.contains(&e.key.as_str()))
         .collect();
     let first_env = config
-        .get("env")
-        .and_then(|e| e.get("jobs"))
+        .matrix_env()
         .and_then(|j| j.as_seq())
         .and_then(|s| s.first())
         .cloned();
@@ -628,7 +619,7 @@ fn matrix(
         let env = job_env(global_env, job);
         facts(config, &node, event, &env, settings)
     };
-    let excludes = seq(jobs_cfg.and_then(|j| j.get("exclude")));
+    let excludes = config.excludes();
     jobs.retain(|job| {
         !excludes.iter().any(|rule| {
             rule_applies(rule, &facts_for(job), "jobs.exclude", notes)
@@ -709,7 +700,7 @@ fn job_env(global: &[EnvVar], job: &Job) -> Vec<EnvVar> {
 
 /// A rule's `if:` (exclude, allow_failures): a false one means the rule is ignored.
 fn rule_applies(rule: &Node, f: &Facts, what: &str, notes: &mut Vec<String>) -> bool {
-    match str_of(rule.get("if")) {
+    match views::condition_of(rule) {
         None => true,
         Some(cond) => {
             let ok = condition::check(cond, f).unwrap_or(false);
@@ -791,10 +782,8 @@ fn order_stages(
             stages.push((name.to_string(), cond));
         }
     };
-    for s in seq(config.get("stages")) {
-        if let Some(name) = str_of(s.get("name")) {
-            add(name, str_of(s.get("if")).map(str::to_string), &mut stages);
-        }
+    for s in config.stages() {
+        add(&s.name, s.condition, &mut stages);
     }
     let stage_of = |job: &Job| str_of(job_get(job, "stage")).unwrap_or("test").to_string();
     for job in &jobs {
@@ -851,20 +840,18 @@ fn job_plan(
         })
         .collect();
     let allow_failure = bool_of(job_get(&job, "allow_failure"), false)
-        || seq(config.get("jobs").and_then(|j| j.get("allow_failures")))
-            .iter()
-            .any(|rule| {
-                let mut sink = Vec::new();
-                let f = facts(
-                    config,
-                    &model::map_node(Pos::default(), job.clone()),
-                    event,
-                    &env,
-                    &Settings::default(),
-                );
-                rule_applies(rule, &f, "jobs.allow_failures", &mut sink)
-                    && rule_matches(rule, &job, global_env)
-            });
+        || config.allow_failures().iter().any(|rule| {
+            let mut sink = Vec::new();
+            let f = facts(
+                config,
+                &model::map_node(Pos::default(), job.clone()),
+                event,
+                &env,
+                &Settings::default(),
+            );
+            rule_applies(rule, &f, "jobs.allow_failures", &mut sink)
+                && rule_matches(rule, &job, global_env)
+        });
     let deploys = seq(job_get(&job, "deploy"))
         .iter()
         .map(|d| deploy_plan(d, event, &job))
@@ -885,7 +872,7 @@ fn job_plan(
 
 /// Whether a deploy fires for this job, with Travis's skip reason when it does not.
 pub fn deploy_plan(deploy: &Node, event: &BuildEvent, job: &Job) -> DeployPlan {
-    let provider = str_of(deploy.get("provider")).unwrap_or("?").to_string();
+    let provider = DeployKeys(deploy).provider().unwrap_or("?").to_string();
     let (fires, reason) = deploy_fires(deploy, event, job);
     DeployPlan {
         provider,
@@ -899,10 +886,9 @@ fn deploy_fires(deploy: &Node, event: &BuildEvent, job: &Job) -> (bool, String) 
     if event.event == EventType::PullRequest {
         return (false, "the current build is a pull request".into());
     }
-    let empty = Node::new(Pos::default(), Value::Map(Vec::new()));
-    let on = deploy.get("on").unwrap_or(&empty);
-    let tags = on.get("tags").map(|t| bool_of(Some(t), false));
-    let all_branches = bool_of(on.get("all_branches"), false);
+    let on = DeployKeys(deploy).on();
+    let tags = on.tags();
+    let all_branches = on.all_branches();
     let branch = event.travis_branch();
     match tags {
         Some(true) if event.tag.is_none() => {
@@ -915,7 +901,7 @@ fn deploy_fires(deploy: &Node, event: &BuildEvent, job: &Job) -> (bool, String) 
     }
     let mut why = Vec::new();
     if !all_branches && tags != Some(true) {
-        let mut allowed = strs(on.get("branch"));
+        let mut allowed = on.branches();
         if allowed.is_empty() {
             allowed.push("master".into());
         }
@@ -928,7 +914,7 @@ fn deploy_fires(deploy: &Node, event: &BuildEvent, job: &Job) -> (bool, String) 
     } else {
         why.push("all branches".into());
     }
-    if let Some(repo) = str_of(on.get("repo"))
+    if let Some(repo) = on.repo()
         && repo != event.repo
     {
         return (
@@ -939,21 +925,15 @@ fn deploy_fires(deploy: &Node, event: &BuildEvent, job: &Job) -> (bool, String) 
         );
     }
     for (key, job_key) in RUNTIME_KEYS {
-        let Some(want) = on.get(key) else { continue };
-        let want = strs(Some(want))
-            .into_iter()
-            .next()
-            .or_else(|| str_of(Some(want)).map(str::to_string))
-            .unwrap_or_default();
-        let have = job_get(job, job_key).and_then(|n| match &n.value {
-            Value::Seq(items) => items.first().and_then(|i| i.as_str()),
-            _ => n.as_str(),
-        });
+        let Some(want) = on.runtime(key) else {
+            continue;
+        };
+        let have = job_get(job, job_key).and_then(views::first_value);
         if have != Some(want.as_str()) {
             return (false, "this is not on the required runtime".into());
         }
     }
-    let conditions = strs(on.get("condition"));
+    let conditions = on.conditions();
     if !conditions.is_empty() {
         why.push(format!(
             "if [[ {} ]] holds when the job runs",
@@ -966,21 +946,20 @@ fn deploy_fires(deploy: &Node, event: &BuildEvent, job: &Job) -> (bool, String) 
 // ---------------------------------------------------------------- email (§7)
 
 fn email_policy(config: &Config, event: &BuildEvent, root_facts: &Facts) -> EmailPolicy {
-    let notifications = config.get("notifications");
-    let fallback = |key: &str, default: Frequency| {
-        str_of(notifications.and_then(|n| n.get(key)))
-            .and_then(Frequency::parse)
-            .unwrap_or(default)
+    let notifications = config.notifications();
+    let fallback = |given: Option<&str>, default: Frequency| {
+        given.and_then(Frequency::parse).unwrap_or(default)
     };
     let mut policy = EmailPolicy {
         enabled: true,
         recipients: Vec::new(),
-        on_success: fallback("on_success", Frequency::Change),
-        on_failure: fallback("on_failure", Frequency::Always),
+        on_success: fallback(notifications.on_success(), Frequency::Change),
+        on_failure: fallback(notifications.on_failure(), Frequency::Always),
         reason: String::new(),
     };
     let mut configured = false;
-    for item in model::items(notifications.and_then(|n| n.get("email"))) {
+    for entry in notifications.email() {
+        let item = entry.0;
         match &item.value {
             Value::Scalar(_) if item.as_bool() == Some(false) => {
                 policy.enabled = false;
@@ -992,23 +971,21 @@ fn email_policy(config: &Config, event: &BuildEvent, root_facts: &Facts) -> Emai
                 policy.recipients.extend(split_addresses(&s.text));
             }
             Value::Map(_) => {
-                for r in seq(item.get("recipients")) {
-                    if let Some(text) = r.as_str() {
-                        configured = true;
-                        policy.recipients.extend(split_addresses(text));
-                    }
+                for text in entry.recipients() {
+                    configured = true;
+                    policy.recipients.extend(split_addresses(text));
                 }
-                if let Some(f) = str_of(item.get("on_success")).and_then(Frequency::parse) {
+                if let Some(f) = entry.on_success().and_then(Frequency::parse) {
                     policy.on_success = f;
                 }
-                if let Some(f) = str_of(item.get("on_failure")).and_then(Frequency::parse) {
+                if let Some(f) = entry.on_failure().and_then(Frequency::parse) {
                     policy.on_failure = f;
                 }
-                if !bool_of(item.get("enabled"), true) || bool_of(item.get("disabled"), false) {
+                if !entry.enabled() {
                     policy.enabled = false;
                     policy.reason = "email is disabled (enabled: false)".into();
                 }
-                if let Some(cond) = str_of(item.get("if"))
+                if let Some(cond) = entry.condition()
                     && !condition::check(cond, root_facts).unwrap_or(false)
                 {
                     policy.enabled = false;

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::config::model::{EnvVar, bool_of, str_of, strs};
-use crate::config::yaml::{Node, Value};
+use crate::config::model::EnvVar;
+use crate::config::yaml::Node;
 use crate::plan::JobPlan;
 
 /// The default cache timeout (`cache.timeout`), seconds.
@@ -31,51 +31,20 @@ pub struct CacheSpec {
 
 /// Reads a job's `cache:`. `None` when caching is off (`cache: false`) or nothing is cached.
 pub fn spec(job: &Node, language: &str, has: &dyn Fn(&str) -> bool) -> Option<CacheSpec> {
-    let cache = job.get("cache");
-    if let Some(c) = cache
-        && matches!(c.value, Value::Scalar(_))
-        && c.as_bool() == Some(false)
-    {
+    let cache = crate::config::views::JobKeys(job)
+        .cache()
+        .unwrap_or_default();
+    if cache.off {
         return None;
     }
-    let mut dirs: Vec<String> = Vec::new();
     let mut named: Vec<String> = Vec::new();
-    let mut timeout_secs = DEFAULT_TIMEOUT_SECS;
     // npm is on by default for node_js, unless turned off.
-    if language == "node_js"
-        && cache
-            .and_then(|c| c.get("npm"))
-            .is_none_or(|n| bool_of(Some(n), true))
-    {
+    if language == "node_js" && cache.npm.unwrap_or(true) {
         named.push("npm".into());
     }
-    if let Some(c) = cache {
-        match &c.value {
-            Value::Map(entries) => {
-                for e in entries {
-                    match e.key.as_str() {
-                        "directories" => dirs.extend(strs(Some(&e.value))),
-                        "timeout" => {
-                            if let Some(t) = str_of(Some(&e.value)).and_then(|t| t.parse().ok()) {
-                                timeout_secs = t;
-                            }
-                        }
-                        "edge" | "branch" => {}
-                        name if bool_of(Some(&e.value), false) => named.push(name.to_string()),
-                        _ => {}
-                    }
-                }
-            }
-            Value::Seq(items) => {
-                for i in items {
-                    if let Some(name) = i.as_str() {
-                        named.push(name.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let mut dirs = cache.directories;
+    let timeout_secs = cache.timeout.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    named.extend(cache.named);
     for name in named {
         for d in named_dirs(&name, has) {
             if !dirs.iter().any(|x| x == d) {

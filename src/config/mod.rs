@@ -18,6 +18,7 @@ pub mod condition;
 pub mod diag;
 pub mod model;
 pub mod schema;
+pub mod views;
 pub mod yaml;
 
 use diag::{Diagnostic, Diagnostics, Level, Pos};

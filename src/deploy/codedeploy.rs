@@ -13,7 +13,7 @@ use aws_sdk_codedeploy::types::{
 };
 
 use super::{DeployError, Options, aws, error_chain};
-use crate::config::model::bool_of;
+use crate::config::views::DeployKeys;
 
 /// What the codedeploy provider reads from its options.
 #[derive(Clone, Debug, PartialEq)]
@@ -362,12 +362,12 @@ pub struct CodeDeploy;
 
 impl super::Provider for CodeDeploy {
     fn describe(&self, d: &super::Deploy<'_>, opt: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-        let (config, event, build_number) = (d.config, d.event, d.build_number);
+        let (keys, event, build_number) = (DeployKeys(d.config), d.event, d.build_number);
         let mut lines = Vec::new();
         let app = opt("application").unwrap_or_default();
         let group = opt("deployment_group").unwrap_or_default();
         let revision_type = opt("revision_type").unwrap_or_else(|| {
-            if config.get("bucket").is_some() {
+            if keys.has_bucket() {
                 "s3".into()
             } else {
                 "github".into()
@@ -391,7 +391,7 @@ impl super::Provider for CodeDeploy {
         ));
         lines.push(format!("revision: {revision}"));
         lines.push(format!("description: {description}"));
-        if bool_of(config.get("wait_until_deployed"), false) {
+        if keys.wait_until_deployed() {
             lines.push("and wait until it is deployed".into());
         }
         lines

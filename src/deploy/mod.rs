@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::config::model::{EnvVar, bool_of, str_of, strs};
+use crate::config::views::DeployKeys;
 use crate::config::yaml::Node;
 use crate::event::BuildEvent;
 
@@ -155,7 +156,7 @@ pub fn run(
     build_number: u64,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), DeployError> {
-    let name = str_of(config.get("provider")).unwrap_or_default();
+    let name = DeployKeys(config).provider().unwrap_or_default();
     let Some(p) = provider(name) else {
         return Err(DeployError::Unsupported(name.to_string()));
     };
@@ -173,7 +174,7 @@ pub fn run(
 /// list as one flag per item, an encrypted `secure:` value as `[secure]`.
 fn dpl_flags(key: &str, value: &Node, env: &[EnvVar]) -> Vec<String> {
     let one = |v: &Node| -> Option<String> {
-        if v.get("secure").is_some() {
+        if crate::config::model::is_secure_item(v) {
             return Some("[secure]".into());
         }
         v.as_str().map(|t| {
@@ -340,7 +341,7 @@ pub fn describe(
 ) -> Vec<String> {
     let env: Vec<EnvVar> = settings.iter().chain(job_env).cloned().collect();
     let opt = |k: &str| option(config, k, &env);
-    let name = str_of(config.get("provider")).unwrap_or_default();
+    let name = DeployKeys(config).provider().unwrap_or_default();
     match provider(name) {
         Some(p) => p.describe(
             &Deploy {

@@ -16,7 +16,6 @@ use aws_sdk_s3::types::{
 };
 
 use super::{DeployError, Options, aws, content_type, fnmatch, s3_files};
-use crate::config::model::bool_of;
 
 /// Files at least this large go up as multipart uploads.
 const MULTIPART_THRESHOLD: u64 = 16 * 1024 * 1024;
@@ -468,7 +467,7 @@ impl super::Provider for S3 {
         let local = opt("local_dir").unwrap_or_else(|| ".".into());
         let upload = opt("upload_dir").unwrap_or_default();
         let glob = opt("glob").unwrap_or_else(|| "**/*".into());
-        let dot = bool_of(config.get("dot_match"), false);
+        let dot = crate::config::views::DeployKeys(config).dot_match();
         let acl = opt("acl")
             .unwrap_or_else(|| "private".into())
             .replace('_', "-");

@@ -10,7 +10,7 @@ use super::log::Log;
 use super::phases::Phase;
 use super::{JobResult, Runner, Stop, shell};
 use crate::cache;
-use crate::config::model::{bool_of, strs};
+use crate::config::views::{DeployKeys, JobKeys};
 use crate::deploy;
 
 impl Runner<'_> {
@@ -27,7 +27,8 @@ impl Runner<'_> {
                 ));
                 continue;
             }
-            let cond = strs(d.config.get("on").and_then(|o| o.get("condition")));
+            let keys = DeployKeys(&d.config);
+            let cond = keys.on().conditions();
             if !cond.is_empty() {
                 let test = cond
                     .iter()
@@ -42,8 +43,8 @@ impl Runner<'_> {
                     continue;
                 }
             }
-            let before = strs(self.ctx.job.config.get("before_deploy"));
-            let allow_failure = bool_of(d.config.get("allow_failure"), false);
+            let before = JobKeys(&self.ctx.job.config).before_deploy();
+            let allow_failure = keys.allow_failure();
             if let Err(stop) = self.run_commands(Phase::BeforeDeploy, &before, log) {
                 if !allow_failure {
                     return Err(stop);
@@ -56,16 +57,7 @@ impl Runner<'_> {
                 self.rehearse_bundle(d, log)?;
                 continue;
             }
-            let cleanup = d
-                .config
-                .get("cleanup")
-                .map(|c| bool_of(Some(c), false))
-                .or_else(|| {
-                    d.config
-                        .get("skip_cleanup")
-                        .map(|c| !bool_of(Some(c), true))
-                })
-                .unwrap_or(false);
+            let cleanup = keys.cleanup();
             if cleanup {
                 log.line("$ git stash --all");
                 self.silent("git stash --all >/dev/null 2>&1 || true")?;
@@ -83,9 +75,9 @@ impl Runner<'_> {
             match result {
                 Ok(()) => {
                     self.rehearse_bundle(d, log)?;
-                    let after = strs(self.ctx.job.config.get("after_deploy"));
+                    let after = JobKeys(&self.ctx.job.config).after_deploy();
                     self.run_commands(Phase::AfterDeploy, &after, log)?;
-                    let run = strs(d.config.get("run"));
+                    let run = keys.run();
                     self.run_commands(Phase::AfterDeploy, &run, log)?;
                 }
                 Err(e) => {
@@ -119,7 +111,8 @@ impl Runner<'_> {
             return Ok(());
         }
         let fail = |why: String| Stop::End(JobResult::Errored, why, false);
-        let key = crate::config::model::str_of(d.config.get("key")).unwrap_or_default();
+        let keys = DeployKeys(&d.config);
+        let key = keys.key().unwrap_or_default();
         let name = std::path::Path::new(key)
             .file_name()
             .map(|n| n.to_os_string());
@@ -152,10 +145,9 @@ impl Runner<'_> {
             ..Default::default()
         });
         let opts = crate::deploy::rehearse::RehearseOptions {
-            application: crate::config::model::str_of(d.config.get("application"))
-                .unwrap_or("application")
-                .to_string(),
-            group: crate::config::model::str_of(d.config.get("deployment_group"))
+            application: keys.application().unwrap_or("application").to_string(),
+            group: keys
+                .deployment_group()
                 .unwrap_or("deployment-group")
                 .to_string(),
             sandbox: Arc::new(sandbox),
@@ -203,7 +195,7 @@ impl Runner<'_> {
         }
         log.fold_end(fold);
         // Said only when there is an after_deploy to skip.
-        if !strs(self.ctx.job.config.get("after_deploy")).is_empty() {
+        if !JobKeys(&self.ctx.job.config).after_deploy().is_empty() {
             log.line(&format!(
                 "Skipping after_deploy of the {} provider: nothing was deployed",
                 d.provider

@@ -123,7 +123,9 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
             "TRAVIS_DIST",
             first("dist")
                 .or_else(|| {
-                    crate::config::model::str_of(job.config.get("dist")).map(str::to_string)
+                    crate::config::views::JobKeys(&job.config)
+                        .dist()
+                        .map(str::to_string)
                 })
                 .unwrap_or_else(|| "focal".into()),
         ),

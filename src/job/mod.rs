@@ -453,7 +453,7 @@ impl Runner<'_> {
             Phase::Install => defaults::install(
                 &self.ctx.language,
                 &has,
-                crate::config::model::str_of(self.ctx.job.config.get("npm_args")),
+                crate::config::views::JobKeys(&self.ctx.job.config).npm_args(),
             ),
             Phase::Script => defaults::script(&self.ctx.language, &has),
             _ => defaults::Default::Nothing,

@@ -3,7 +3,6 @@
 //! `addons.apt` and `services:` inside its sandbox.
 
 use super::{JobResult, Log, Runner, Stop, env, shell};
-use crate::config::model::strs;
 use shell::Wait;
 
 /// A job the kernel killed a process of for passing its memory limit: errored, never
@@ -41,7 +40,7 @@ impl Runner<'_> {
             .iter()
             .find(|(k, _)| k == "dist")
             .map(|(_, v)| v.as_str())
-            .or_else(|| crate::config::model::str_of(self.ctx.job.config.get("dist")));
+            .or_else(|| crate::config::views::JobKeys(&self.ctx.job.config).dist());
         if let Some(dist) = dist {
             let (pretty, code) = platform::host_dist();
             if dist != code {
@@ -142,21 +141,15 @@ impl Runner<'_> {
     pub(super) fn setup_addons(&mut self, log: &mut Log) -> Result<(), Stop> {
         use crate::runtime::services;
         let config = &self.ctx.job.config;
-        for e in config
-            .get("addons")
-            .and_then(|a| a.as_map())
-            .unwrap_or_default()
-            .iter()
-            .filter(|e| e.key != "apt")
-        {
+        let keys = crate::config::views::JobKeys(config);
+        for addon in keys.other_addons() {
             let said = format!(
-                "warning: runway does not provide the {} addon; this job runs without it",
-                e.key
+                "warning: runway does not provide the {addon} addon; this job runs without it"
             );
             log.styled_line(&said, &format!("\x1b[33m{said}\x1b[0m"));
         }
-        let apt = services::apt(config.get("addons"));
-        let wanted_services = strs(config.get("services"));
+        let apt = keys.apt();
+        let wanted_services = keys.services();
         if apt.packages.is_empty() && apt.sources.is_empty() && wanted_services.is_empty() {
             return Ok(());
         }

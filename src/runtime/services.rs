@@ -5,8 +5,6 @@
 //! with the command that installs it. Pure: this decides the commands the job's shell
 //! runs.
 
-use crate::config::model::{is_deb_line, seq, str_of, strs};
-use crate::config::yaml::Node;
 use crate::job::shell::quote;
 
 /// One setup command: what the log shows, and why the job is errored if it fails.
@@ -18,76 +16,7 @@ pub struct SetupCommand {
     pub fails_as: String,
 }
 
-/// What `addons.apt` asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Apt {
-    /// Package names.
-    pub packages: Vec<String>,
-    /// Package sources to add first.
-    pub sources: Vec<Source>,
-}
-
-/// One entry of `addons.apt.sources`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// One of Travis's safelisted aliases (`ubuntu-toolchain-r-test`): Ubuntu archives
-    /// runway cannot map onto this machine.
-    Alias(String),
-    /// A `deb …` line, with the URL of its signing key.
-    Line {
-        /// `deb [trusted=yes] http://… ./`
-        line: String,
-        /// Where the key is (`key_url`).
-        key_url: Option<String>,
-    },
-}
-
-impl Source {
-    /// As written, for messages.
-    pub fn name(&self) -> &str {
-        match self {
-            Source::Alias(a) => a,
-            Source::Line { line, .. } => line,
-        }
-    }
-}
-
-/// Reads `addons.apt`: `apt: {packages: [...], sources: [...]}`, `apt: {packages: x}`
-/// or `apt: [pkgs]`.
-pub fn apt(addons: Option<&Node>) -> Apt {
-    let Some(apt) = addons.and_then(|a| a.get("apt")) else {
-        return Apt::default();
-    };
-    if apt.get("packages").is_some() || apt.get("sources").is_some() {
-        let sources = seq(apt.get("sources"))
-            .iter()
-            .filter_map(|s| {
-                let line = |l: &str, key: Option<&str>| Source::Line {
-                    line: l.to_string(),
-                    key_url: key.map(str::to_string),
-                };
-                if let Some(l) = str_of(s.get("sourceline")) {
-                    return Some(line(l, str_of(s.get("key_url"))));
-                }
-                // A plain entry (normalised to `name:`): a deb line or an alias.
-                let text = str_of(Some(s)).or_else(|| str_of(s.get("name")))?;
-                Some(if is_deb_line(text) {
-                    line(text, str_of(s.get("key_url")))
-                } else {
-                    Source::Alias(text.to_string())
-                })
-            })
-            .collect();
-        return Apt {
-            packages: strs(apt.get("packages")),
-            sources,
-        };
-    }
-    Apt {
-        packages: strs(Some(apt)),
-        sources: Vec::new(),
-    }
-}
+pub use crate::config::views::{Apt, AptSource as Source};
 
 /// The commands that add the `deb` line sources (`runway_apt_source` in the job shell's
 /// helpers: its key from `key_url`, the line in `/etc/apt/sources.list.d`, then
@@ -183,13 +112,13 @@ mod tests {
         let c = root(
             "addons:\n  apt:\n    packages: [hello, cowsay]\n    sources: [ubuntu-toolchain-r-test]\n",
         );
-        let a = apt(c.get("addons"));
+        let a = crate::config::views::JobKeys(&c.root).apt();
         assert_eq!(a.packages, ["hello", "cowsay"]);
         assert_eq!(a.sources, [Source::Alias("ubuntu-toolchain-r-test".into())]);
         let c = root(
             "addons:\n  apt:\n    sources:\n      - sourceline: deb http://x/ ./\n        key_url: http://x/key\n      - deb [trusted=yes] http://y/ ./\n",
         );
-        let a = apt(c.get("addons"));
+        let a = crate::config::views::JobKeys(&c.root).apt();
         assert_eq!(
             a.sources,
             [
@@ -208,8 +137,10 @@ mod tests {
             "runway_apt_source 1 'deb http://x/ ./' 'http://x/key'"
         );
         let c = root("addons:\n  apt:\n    packages: hello\n");
-        assert_eq!(apt(c.get("addons")).packages, ["hello"]);
-        assert_eq!(apt(None), Apt::default());
+        assert_eq!(
+            crate::config::views::JobKeys(&c.root).apt().packages,
+            ["hello"]
+        );
         let cmd = apt_command(&["hello".into(), "a b".into()]);
         assert_eq!(cmd.command, "runway_apt_install 'hello' 'a b'");
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::build::{self, BuildOptions, BuildReport, BuildState, SharedOut};
 use crate::cache::store::LocalStore;
-use crate::config::{self, diag::Level, model};
+use crate::config::{self, diag::Level};
 use crate::event::BuildEvent;
 use crate::exit;
 use crate::job::{JobOptions, log::human};
@@ -530,7 +530,7 @@ fn build_options(
         },
         _ => Origin::Disk(root),
     };
-    let git = config.get("git");
+    let git = config.git();
     let o = &req.options;
     BuildOptions {
         only_job: o.job.clone(),
@@ -553,8 +553,8 @@ fn build_options(
             rehearse_deploy: o.rehearse_deploy,
         },
         git: GitOptions {
-            depth: model::str_of(git.and_then(|g| g.get("depth"))).and_then(|d| d.parse().ok()),
-            submodules: model::bool_of(git.and_then(|g| g.get("submodules")), true),
+            depth: git.depth,
+            submodules: git.submodules,
         },
         origin,
         settings: req.settings.clone(),
