@@ -4,7 +4,9 @@
 //! fast_finish, later stages canceled after a failure).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::cancel::Cancel;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,17 +94,22 @@ impl JobSlots {
         })
     }
 
-    /// Waits for a free slot (woken when one is freed, or by [`JobSlots::wake_all`]
-    /// when a build is canceled; nothing polls). Gives up (`None`) when `cancel` is set,
-    /// so a canceled build does not wait behind others; its job then ends canceled.
-    pub fn acquire(self: &Arc<Self>, cancel: Option<&AtomicBool>) -> Option<Slot> {
+    /// Waits for a free slot (woken when one is freed, or when its build is canceled;
+    /// nothing polls). Gives up (`None`) when `cancel` is set, so a canceled build does
+    /// not wait behind others; its job then ends canceled.
+    pub fn acquire(self: &Arc<Self>, cancel: Option<&Cancel>) -> Option<Slot> {
+        // Registered before the lock is taken: a waker called at once takes it too.
+        let _woken = cancel.map(|c| {
+            let slots = self.clone();
+            c.on_cancel(move || slots.wake_all())
+        });
         let mut counts = self.free.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if counts.free > 0 {
                 counts.free -= 1;
                 return Some(Slot(self.clone()));
             }
-            if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
+            if cancel.is_some_and(Cancel::is_canceled) {
                 return None;
             }
             counts.waiting += 1;
@@ -116,7 +123,7 @@ impl JobSlots {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).waiting
     }
 
-    /// Wakes every waiter to look at its cancel flag again: call after setting one.
+    /// Wakes every waiter to look at its cancel switch again.
     pub fn wake_all(&self) {
         // Taking the lock orders this after a waiter's flag check and before its wait.
         drop(self.free.lock().unwrap_or_else(|p| p.into_inner()));
@@ -327,11 +334,7 @@ pub fn run(
         if stage_jobs.is_empty() {
             continue;
         }
-        let canceled = opts
-            .job
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        let canceled = opts.job.cancel.as_ref().is_some_and(Cancel::is_canceled);
         if canceled && stop_reason.is_none() {
             stop_reason = Some("the build was canceled".into());
         }
@@ -404,7 +407,7 @@ fn run_stage(
     opts: &BuildOptions,
     out: &SharedOut,
 ) -> Vec<JobReport> {
-    let cancel = opts.job.cancel.as_deref();
+    let cancel = opts.job.cancel.as_ref();
     let run = |job: &JobPlan, shown: Box<dyn Write + Send>| {
         let _slot = opts.slots.as_ref().map(|s| s.acquire(cancel));
         run_one(job, event, build_number, language, opts, shown)
@@ -550,19 +553,18 @@ mod tests {
     fn a_waiting_job_wakes_when_its_build_is_canceled() {
         let slots = JobSlots::new(1);
         let held = slots.acquire(None).expect("the one slot");
-        let cancel = Arc::new(AtomicBool::new(false));
+        let cancel = Cancel::new();
         let (tx, rx) = std::sync::mpsc::channel();
         let (s, c) = (slots.clone(), cancel.clone());
         std::thread::spawn(move || {
             let _ = tx.send(s.acquire(Some(&c)).is_some());
         });
         // Cancel only once the job is inside its wait (counted under the lock it
-        // releases there), so only `wake_all` can end the wait.
+        // releases there), so only the cancel's waker can end the wait.
         while slots.waiting() == 0 {
             std::thread::yield_now();
         }
-        cancel.store(true, Ordering::SeqCst);
-        slots.wake_all();
+        cancel.cancel();
         // A guard against a hang, not a measure of speed.
         let got = rx.recv_timeout(Duration::from_secs(60)).expect("woken");
         assert!(!got, "canceled: no slot");

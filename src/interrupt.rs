@@ -5,48 +5,68 @@
 //! result line and exit code 4. A second signal, for a build that is slow to stop (a
 //! deploy waiting on the network), kills every job process group at once and exits 4.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::io::Read;
+use std::os::fd::FromRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::cancel::Cancel;
 use crate::exit;
 use crate::job::shell;
 
-/// Signals received so far (the handler only counts: that is async-signal-safe).
-static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// The write end of the signal pipe: the handler writes a byte per signal (write(2) is
+/// async-signal-safe); a thread blocks reading the other end.
+static PIPE: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn count(_: libc::c_int) {
-    RECEIVED.fetch_add(1, Ordering::SeqCst);
+extern "C" fn note(_: libc::c_int) {
+    let fd = PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: writes one byte from a static buffer to a non-blocking pipe.
+        unsafe { libc::write(fd, b"!".as_ptr().cast(), 1) };
+    }
 }
 
-/// Installs the handlers and returns the flag the first signal sets, for
+/// Installs the handlers and returns the switch the first signal sets, for
 /// [`crate::cmd::run::RunArgs::cancel`].
-pub fn cancel_on_signals() -> Arc<AtomicBool> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    // SAFETY: `count` only touches an atomic; sigaction is given a zeroed, then filled,
-    // struct as its contract asks.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = count as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut action.sa_mask);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaction(signal, &action, std::ptr::null_mut());
+pub fn cancel_on_signals() -> Cancel {
+    let cancel = Cancel::new();
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills the two descriptors; fcntl makes the write end non-blocking
+    // (a handler never waits); sigaction is given a zeroed, then filled, struct.
+    let made = unsafe {
+        let ok = libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) == 0;
+        if ok {
+            let flags = libc::fcntl(fds[1], libc::F_GETFL);
+            libc::fcntl(fds[1], libc::F_SETFL, flags | libc::O_NONBLOCK);
+            PIPE.store(fds[1], Ordering::SeqCst);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = note as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
         }
+        ok
+    };
+    if !made {
+        return cancel;
     }
-    let flag = cancel.clone();
+    // SAFETY: the read end was just made and is owned by this file from here on.
+    let mut signals = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+    let switch = cancel.clone();
     std::thread::spawn(move || {
-        loop {
-            let n = RECEIVED.load(Ordering::SeqCst);
-            if n >= 1 && !flag.swap(true, Ordering::SeqCst) {
+        let mut received = 0;
+        let mut byte = [0u8; 1];
+        while let Ok(1) = signals.read(&mut byte) {
+            received += 1;
+            if received == 1 && switch.cancel() {
                 eprintln!("\nrunway: canceling the build (a second Ctrl-C stops at once)");
             }
-            if n >= 2 {
+            if received >= 2 {
                 let killed = shell::kill_live_groups();
                 eprintln!("runway: stopped; killed {killed} job process group(s)");
                 std::process::exit(exit::CANCELED);
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     });
     cancel

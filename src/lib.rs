@@ -26,6 +26,7 @@
 pub mod appspec;
 pub mod build;
 pub mod cache;
+pub mod cancel;
 pub mod cmd;
 pub mod config;
 pub mod deploy;

@@ -40,6 +40,21 @@ pub struct NewBuild {
     pub commit_range: String,
 }
 
+impl NewBuild {
+    /// The record of a build of `event` (a tag's build has no branch).
+    pub fn of(event: &crate::event::BuildEvent) -> NewBuild {
+        NewBuild {
+            repo: event.repo.clone(),
+            branch: event.branch.clone().filter(|_| event.tag.is_none()),
+            tag: event.tag.clone(),
+            commit: event.commit.clone(),
+            event: event.event.as_str().to_string(),
+            message: event.commit_message.clone(),
+            commit_range: event.commit_range.clone(),
+        }
+    }
+}
+
 /// A recorded build.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BuildRow {

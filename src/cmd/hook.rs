@@ -33,7 +33,7 @@ pub struct HookOptions {
     /// `--sandbox` (else runway.toml's `sandbox`, else namespaces).
     pub sandbox: Option<crate::sandbox::Mode>,
     /// Set to cancel the builds (the pusher pressed Ctrl-C).
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub cancel: Option<crate::cancel::Cancel>,
 }
 
 /// The repository's entry in runway.toml (`--config`), found by `--repo` or by its path.

@@ -5,7 +5,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::{CmdError, RefArgs};
@@ -49,7 +48,7 @@ pub struct RunArgs {
     /// `--show-mail`: show the mail's text (also shown with `--mail-dir`).
     pub show_mail: bool,
     /// Set by Ctrl-C: running jobs are killed.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub cancel: Option<crate::cancel::Cancel>,
     /// `--sandbox`, `--no-network`, `--memory`, `--max-processes`.
     pub sandbox: SandboxOptions,
     /// `--substitutes`: a runtime the machine cannot provide is replaced by what it

@@ -113,7 +113,7 @@ pub struct JobOptions {
     /// Deploy for real (`--deploy`); otherwise deploys are a dry run.
     pub deploy: bool,
     /// Set to cancel: the running command's process group is killed.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub cancel: Option<crate::cancel::Cancel>,
     /// Where the job's process group is recorded while it runs, so a server restarted
     /// after a crash ends it ([`shell::end_orphans`]).
     pub process_dir: Option<std::path::PathBuf>,
@@ -344,7 +344,9 @@ impl Runner<'_> {
         let sandbox = &*self.ctx.options.sandbox;
         match Shell::start(&ws.build_dir, &penv, &ws.scratch, sandbox, &paths) {
             Ok(mut sh) => {
-                sh.cancel = self.ctx.options.cancel.clone();
+                if let Some(c) = &self.ctx.options.cancel {
+                    sh.cancel_on(c);
+                }
                 if let Some(dir) = &self.ctx.options.process_dir {
                     let _ = sh.record_in(dir, ws.root());
                 }

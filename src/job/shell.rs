@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
+use crate::cancel::{Cancel, Registration};
 use crate::sandbox::{JobPaths, Sandbox, SandboxError};
 
 /// What the shell's reader threads report.
@@ -33,6 +34,8 @@ pub enum ShellEvent {
     Status(i32),
     /// The output pipe closed: the shell exited.
     Closed,
+    /// The build was canceled (sent by the build's [`Cancel`]).
+    Canceled,
 }
 
 /// How waiting for a command ended.
@@ -63,8 +66,10 @@ pub struct Shell {
     pub started: Instant,
     /// When the shell last printed anything.
     pub last_output: Instant,
-    /// Set from outside to cancel: [`Shell::wait`] returns [`Wait::Canceled`].
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// The build's cancel switch, with the waker that tells [`Shell::wait`].
+    cancel: Option<(Cancel, Registration)>,
+    /// Where the wakers send.
+    tx: Sender<ShellEvent>,
     /// Marks the shell's processes (`__RUNWAY_NONCE` in their environment).
     nonce: String,
     /// The file recording this process group, removed when the shell ends.
@@ -144,7 +149,7 @@ impl Shell {
         drop(cmd_r);
         let (tx, events) = mpsc::channel();
         spawn_output_reader(out_r, tx.clone(), format!("\x1eRUNWAY-SYNC-{nonce}\x1e"));
-        spawn_status_reader(status_r, tx);
+        spawn_status_reader(status_r, tx.clone());
         let now = Instant::now();
         let mut shell = Shell {
             child,
@@ -155,6 +160,7 @@ impl Shell {
             started: now,
             last_output: now,
             cancel: None,
+            tx,
             nonce,
             record: None,
             confined,
@@ -167,6 +173,15 @@ impl Shell {
             quote(&helpers.to_string_lossy())
         )?;
         Ok(shell)
+    }
+
+    /// Ends [`Shell::wait`] with [`Wait::Canceled`] as soon as `cancel` is set.
+    pub fn cancel_on(&mut self, cancel: &Cancel) {
+        let tx = self.tx.clone();
+        let registration = cancel.on_cancel(move || {
+            let _ = tx.send(ShellEvent::Canceled);
+        });
+        self.cancel = Some((cancel.clone(), registration));
     }
 
     /// The memory limit, when the kernel killed a process of the job for passing it.
@@ -230,16 +245,15 @@ impl Shell {
             if now >= quiet_deadline {
                 return Wait::NoOutput;
             }
-            if self
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-            {
+            if self.cancel.as_ref().is_some_and(|(c, _)| c.is_canceled()) {
                 return Wait::Canceled;
             }
-            // Wake at least every 200 ms to notice a cancel.
-            let until = (job_deadline.min(quiet_deadline) - now).min(Duration::from_millis(200));
-            match self.events.recv_timeout(until) {
+            // A cancel arrives as an event: nothing wakes before a deadline otherwise.
+            match self
+                .events
+                .recv_timeout(job_deadline.min(quiet_deadline) - now)
+            {
+                Ok(ShellEvent::Canceled) => return Wait::Canceled,
                 Ok(ShellEvent::Output(bytes)) => {
                     self.last_output = Instant::now();
                     if !on_output(&bytes) {

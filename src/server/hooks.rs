@@ -52,6 +52,23 @@ pub struct Delivery {
     pub id: Option<String>,
 }
 
+impl Delivery {
+    /// The push as an event, with the head commit's message (the payload's, or the
+    /// commit's when the payload had none).
+    pub fn event(&self, message: String) -> crate::event::BuildEvent {
+        crate::event::BuildEvent {
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+            tag: self.tag.clone(),
+            event: crate::event::EventType::Push,
+            commit: self.after.clone(),
+            commit_message: message,
+            commit_range: crate::event::commit_range(&self.before, &self.after),
+            ..Default::default()
+        }
+    }
+}
+
 /// What to answer instead of queueing.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {

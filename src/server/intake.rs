@@ -10,7 +10,6 @@ use axum::response::Response;
 
 use super::hooks::{self, Delivery, Refusal, Source};
 use super::{AppState, answer, mirror};
-use crate::event::EventType;
 use crate::store::{BuildRow, NewBuild};
 
 /// `POST /hooks/{github,gitea,gitlab,generic}`: a delivery checked, answered with its
@@ -166,26 +165,25 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
             message = repo.commit(&d.after).map(|c| c.message).unwrap_or_default();
         }
         let loaded = crate::config::load_bytes(&bytes);
-        let event = crate::event::BuildEvent {
-            repo: d.repo.clone(),
-            branch: d.branch.clone(),
-            tag: d.tag.clone(),
-            event: EventType::Push,
-            commit: d.after.clone(),
-            commit_message: message.clone(),
-            ..Default::default()
+        // Only whether it builds (skip ci, branches, the root if:, with the repository's
+        // settings as the build sees them); the worker plans the build once.
+        let event = d.event(message.clone());
+        let settings = crate::plan::Settings {
+            build_number: 0,
+            env: repo_cfg.settings().vars(),
         };
-        let plan = crate::plan::plan(&loaded.config, &event, &crate::plan::Settings::default());
-        // A config that cannot be built (or read, or is past a limit) is queued, so its
-        // build shows the error and is mailed.
-        if !plan.build.runs && plan.error.is_none() && loaded.unreadable().is_none() {
-            return Ok(Queued::NotBuilt(format!(
-                "not built: {}",
-                plan.build.reason
-            )));
+        let decision = crate::plan::decide_build(
+            &loaded.config,
+            &event,
+            &loaded.config.global_env(),
+            &settings,
+        );
+        // A config that cannot be read (or is past a limit) is queued, so its build
+        // shows the error and is mailed.
+        if !decision.runs && loaded.unreadable().is_none() {
+            return Ok(Queued::NotBuilt(format!("not built: {}", decision.reason)));
         }
     }
-    let range = crate::event::commit_range(&d.before, &d.after);
     let window = state.cfg.delivery_window_secs as i64;
     state.db(|s| {
         let since = crate::store::Store::now() - window;
@@ -194,15 +192,7 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
         {
             return Ok(Queued::Duplicate(Box::new(made)));
         }
-        let row = s.enqueue(&NewBuild {
-            repo: d.repo.clone(),
-            branch: d.branch.clone(),
-            tag: d.tag.clone(),
-            commit: d.after.clone(),
-            event: "push".into(),
-            message,
-            commit_range: range,
-        })?;
+        let row = s.enqueue(&NewBuild::of(&d.event(message)))?;
         if let Some(id) = &d.id {
             s.record_delivery(id, row.id, since)?;
         }

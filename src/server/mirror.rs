@@ -8,13 +8,13 @@
 //! (visible in `ps`), in the mirror's config, or in a message. git never prompts: a
 //! missing or wrong token is an error that says which variable to check.
 
+use crate::cancel::Cancel;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 
@@ -68,7 +68,7 @@ pub fn sync(
     state_dir: &Path,
     repo: &RepoConfig,
     want: Option<&str>,
-    cancel: Option<&AtomicBool>,
+    cancel: Option<&Cancel>,
 ) -> Result<PathBuf, MirrorError> {
     let dir = mirror_dir(state_dir, &repo.name);
     let lock = lock_for(&dir);
@@ -170,7 +170,7 @@ fn run(
     repo: &RepoConfig,
     action: &'static str,
     token: Option<&str>,
-    cancel: Option<&AtomicBool>,
+    cancel: Option<&Cancel>,
 ) -> Result<(), MirrorError> {
     let fail = |message: String| MirrorError::Git {
         repo: repo.name.clone(),
@@ -189,20 +189,23 @@ fn run(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None)
-                if started.elapsed() > FETCH_TIMEOUT
-                    || cancel.is_some_and(|c| c.load(Ordering::SeqCst)) =>
-            {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
+    // The child is waited for on a thread; a cancel and the time limit arrive on the
+    // same channel, so nothing polls.
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reaper = tx.clone();
+    std::thread::spawn(move || {
+        let _ = reaper.send(Some(child.wait()));
+    });
+    let _woken = cancel.map(|c| c.on_cancel(move || drop(tx.send(None))));
+    let status = match rx.recv_timeout(FETCH_TIMEOUT) {
+        Ok(Some(status)) => status.ok(),
+        Ok(None) | Err(_) => {
+            // SAFETY: a plain kill(2) of git, which the reaper thread has not reaped
+            // yet (it reports here first).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            while let Ok(None) = rx.recv() {}
+            None
         }
     };
     let mut said = reader.join().unwrap_or_default();
@@ -231,7 +234,7 @@ fn run(
             };
             Err(fail(format!("{said}{hint}")))
         }
-        None if cancel.is_some_and(|c| c.load(Ordering::SeqCst)) => {
+        None if cancel.is_some_and(Cancel::is_canceled) => {
             Err(fail("stopped: the build was canceled".into()))
         }
         None => Err(fail(format!(

@@ -54,7 +54,7 @@ pub struct AppState {
     store: Mutex<Store>,
     state_dir: PathBuf,
     live: LiveLogs,
-    cancels: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    cancels: Mutex<HashMap<i64, crate::cancel::Cancel>>,
     wake: Notify,
     /// Notified each time a running build ends (what a shutdown waits on).
     ended: Notify,
@@ -99,9 +99,8 @@ impl AppState {
     /// second SIGTERM or Ctrl-C, for an operator who will not wait out the grace period.
     pub fn cancel_all(&self) {
         for c in self.cancels.lock().expect("cancels").values() {
-            c.store(true, Ordering::SeqCst);
+            c.cancel();
         }
-        self.slots.wake_all();
     }
 
     /// Runs `f` on the build store (one connection, behind a lock).

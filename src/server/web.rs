@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -284,9 +283,8 @@ pub(super) async fn api_cancel(
         }
         "running" => {
             if let Some(c) = state.cancels.lock().expect("cancels").get(&row.id) {
-                c.store(true, Ordering::SeqCst);
+                c.cancel();
             }
-            state.slots.wake_all();
             answer(
                 StatusCode::ACCEPTED,
                 serde_json::json!({"canceled": true, "number": n, "message": "the running jobs are being killed"}),

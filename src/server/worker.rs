@@ -1,7 +1,7 @@
 //! Workers: claim queued builds one statement at a time, run each with its live log,
 //! job slots and cancel flag, and retry mails the outbox still holds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,7 +122,7 @@ fn build(state: &AppState, row: BuildRow) {
         "build started"
     );
     let started = Instant::now();
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = crate::cancel::Cancel::new();
     state
         .cancels
         .lock()

@@ -15,7 +15,6 @@ pub mod target;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::build::{self, BuildOptions, BuildReport, BuildState, SharedOut};
@@ -116,7 +115,7 @@ impl Default for Options {
 #[derive(Clone, Default)]
 pub struct Controls {
     /// Set to cancel the build; running jobs are killed.
-    pub cancel: Option<Arc<AtomicBool>>,
+    pub cancel: Option<crate::cancel::Cancel>,
     /// Job slots shared with the server's other builds.
     pub slots: Option<Arc<build::JobSlots>>,
     /// Where each job's own log also goes as it runs (a server's build page).
@@ -499,15 +498,7 @@ fn record(req: &Request, event: &BuildEvent) -> Result<Option<Recorded>, Service
         }),
         Record::New => {
             let mut store = Store::open(&req.state_dir)?;
-            let row = store.begin(&NewBuild {
-                repo: event.repo.clone(),
-                branch: event.branch.clone().filter(|_| event.tag.is_none()),
-                tag: event.tag.clone(),
-                commit: event.commit.clone(),
-                event: event.event.as_str().to_string(),
-                message: event.commit_message.clone(),
-                commit_range: event.commit_range.clone(),
-            })?;
+            let row = store.begin(&NewBuild::of(event))?;
             Some(Recorded { store, row })
         }
     })
