@@ -418,3 +418,27 @@ fn a_delivery_sent_again_builds_once() {
     assert_eq!(send("a-new-delivery").0, 202);
     assert_eq!(srv.json("/api/builds").as_array().unwrap().len(), 2);
 }
+
+/// A root `if:` that reads a repository setting decides at intake as it does in the
+/// build: intake read the config with no settings, so `env(DEPLOY_TARGET)` was empty
+/// there and the push was answered "not built" although its build would run.
+#[test]
+fn intake_decides_a_root_if_with_the_repositorys_settings() {
+    let s = Setup::new(
+        "language: shell\nif: env(DEPLOY_TARGET) = staging\nscript: echo built for $DEPLOY_TARGET\n",
+        "",
+    );
+    let toml = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!("{toml}[repo.env]\nDEPLOY_TARGET = \"staging\"\n"),
+    )
+    .unwrap();
+    let srv = s.start();
+    let (code, text) = generic(&srv, "master", &s.head());
+    assert_eq!(code, 202, "queued, not refused at intake: {text}");
+    wait_for(
+        || states(&srv).iter().any(|(_, st)| st == "passed"),
+        "the build to pass",
+    );
+}
