@@ -464,6 +464,11 @@ fn expand_keys() -> Vec<&'static str> {
     keys
 }
 
+/// The matrix's axes: each root expansion key present, with its values.
+type Axes<'a> = Vec<(&'a str, Vec<Node>)>;
+
+/// The build's jobs, in Travis's order of steps (docs/semantics.md §4): expand, include,
+/// the default job, shared keys, env, exclude, uniq, `if:`.
 fn matrix(
     config: &Config,
     event: &BuildEvent,
@@ -472,75 +477,16 @@ fn matrix(
     notes: &mut Vec<String>,
 ) -> Result<Vec<Job>, PlanError> {
     let keys = expand_keys();
-    let root = config.root.as_map().unwrap_or_default();
+    let axes = axes_of(config, &keys);
+    let too_many = |n: usize, included: usize| too_many(&axes, config, n, included);
     // 1. expand: the cartesian product of every expansion key present.
-    let axes: Vec<(&str, Vec<Node>)> = keys
-        .iter()
-        .filter_map(|k| {
-            let v = config.expansion(k)?;
-            let items = match &v.value {
-                Value::Seq(items) => items.clone(),
-                _ => vec![v.clone()],
-            };
-            (!items.is_empty()).then_some((*k, items))
-        })
-        .collect();
-    // Points at the first key with several values and says what multiplied.
-    // Where `jobs.include` is written (the key), for the error when it is what multiplies.
-    let include_pos = config.include_pos();
-    let too_many = |n: usize, included: usize| {
-        let (pos, mut sizes) = axes
-            .iter()
-            .fold((None, Vec::new()), |(pos, mut sizes), (k, v)| {
-                sizes.push(format!("{k} {}", v.len()));
-                (pos.or_else(|| (v.len() > 1).then(|| v[0].pos)), sizes)
-            });
-        if included > 0 {
-            sizes.push(format!("jobs.include {included}"));
-        }
-        let pos = pos
-            .or(include_pos.filter(|_| included > 0))
-            .unwrap_or(Pos { line: 1, col: 1 });
-        PlanError {
-            line: pos.line,
-            col: pos.col,
-            message: format!(
-                "the build has {n} jobs ({}); Travis limits a build to {MAX_JOBS} jobs",
-                sizes
-                    .join(" × ")
-                    .replace(" × jobs.include", " + jobs.include")
-            ),
-        }
-    };
     let size = axes
         .iter()
         .fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
     if size > MAX_EXPANSION {
         return Err(too_many(size, 0));
     }
-    let mut jobs: Vec<Job> = if axes.is_empty() {
-        Vec::new()
-    } else {
-        let mut rows: Vec<Job> = vec![Vec::new()];
-        for (key, values) in &axes {
-            rows = rows
-                .into_iter()
-                .flat_map(|row| {
-                    values.iter().map(move |v| {
-                        let mut r = row.clone();
-                        let value = if *key == "env" {
-                            Node::new(v.pos, Value::Seq(vec![v.clone()]))
-                        } else {
-                            v.clone()
-                        };
-                        job_set(&mut r, key, value);
-                        r
-                    })
-                })
-                .collect();
-        }
-        rows
-    };
+    let mut jobs = expand(&axes);
     // 2. include (the single implicit job is dropped when includes exist).
     let includes = config.includes();
     let single = jobs.len() == 1 && axes.iter().all(|(_, v)| v.len() == 1);
@@ -552,7 +498,112 @@ fn matrix(
     if expanded + includes.len() > MAX_EXPANSION {
         return Err(too_many(expanded + includes.len(), includes.len()));
     }
-    let mut included: Vec<Job> = Vec::new();
+    let included = included(includes);
+    if single && !included.is_empty() {
+        jobs.clear();
+    }
+    let n_expanded = jobs.len();
+    let n_included = included.len();
+    jobs.extend(included);
+    // 3. default job.
+    if jobs.is_empty() {
+        jobs.push(Vec::new());
+    }
+    // 4. shared root keys; 5. first values; 6. the first env.
+    merge_root(config, &keys, &axes, &mut jobs, n_expanded);
+    let facts_for = |job: &Job| {
+        let node = model::map_node(Pos::default(), job.clone());
+        let env = job_env(global_env, job);
+        facts(config, &node, event, &env, settings)
+    };
+    // 7. exclude.
+    let excludes = config.excludes();
+    jobs.retain(|job| {
+        !excludes.iter().any(|rule| {
+            rule_applies(rule, &facts_for(job), "jobs.exclude", notes)
+                && rule_matches(rule, job, global_env)
+        })
+    });
+    // 8. uniq; 9. filter by `if:`.
+    let mut unique = uniq(jobs);
+    unique.retain(|job| job_if_holds(job, &facts_for(job), notes));
+    if unique.len() > MAX_JOBS {
+        return Err(too_many(unique.len(), n_included));
+    }
+    Ok(unique)
+}
+
+/// Each root expansion key present, with its values (a scalar is one value).
+fn axes_of<'a>(config: &Config, keys: &[&'a str]) -> Axes<'a> {
+    keys.iter()
+        .filter_map(|k| {
+            let v = config.expansion(k)?;
+            let items = match &v.value {
+                Value::Seq(items) => items.clone(),
+                _ => vec![v.clone()],
+            };
+            (!items.is_empty()).then_some((*k, items))
+        })
+        .collect()
+}
+
+/// The error for a build of `n` jobs: it points at the first key with several values
+/// (or at `jobs.include` when that is what multiplied) and says what multiplied.
+fn too_many(axes: &Axes<'_>, config: &Config, n: usize, included: usize) -> PlanError {
+    let (pos, mut sizes) = axes
+        .iter()
+        .fold((None, Vec::new()), |(pos, mut sizes), (k, v)| {
+            sizes.push(format!("{k} {}", v.len()));
+            (pos.or_else(|| (v.len() > 1).then(|| v[0].pos)), sizes)
+        });
+    if included > 0 {
+        sizes.push(format!("jobs.include {included}"));
+    }
+    let pos = pos
+        .or(config.include_pos().filter(|_| included > 0))
+        .unwrap_or(Pos { line: 1, col: 1 });
+    PlanError {
+        line: pos.line,
+        col: pos.col,
+        message: format!(
+            "the build has {n} jobs ({}); Travis limits a build to {MAX_JOBS} jobs",
+            sizes
+                .join(" × ")
+                .replace(" × jobs.include", " + jobs.include")
+        ),
+    }
+}
+
+/// The cartesian product of the axes: one job per combination (`env` values as a
+/// one-item list, as a job's env is written).
+fn expand(axes: &Axes<'_>) -> Vec<Job> {
+    if axes.is_empty() {
+        return Vec::new();
+    }
+    let mut rows: Vec<Job> = vec![Vec::new()];
+    for (key, values) in axes {
+        rows = rows
+            .into_iter()
+            .flat_map(|row| {
+                values.iter().map(move |v| {
+                    let mut r = row.clone();
+                    let value = if *key == "env" {
+                        Node::new(v.pos, Value::Seq(vec![v.clone()]))
+                    } else {
+                        v.clone()
+                    };
+                    job_set(&mut r, key, value);
+                    r
+                })
+            })
+            .collect();
+    }
+    rows
+}
+
+/// The `jobs.include` entries as jobs; one without a `stage` takes the one before's.
+fn included(includes: &[Node]) -> Vec<Job> {
+    let mut out: Vec<Job> = Vec::new();
     let mut stage: Option<Node> = None;
     for inc in includes {
         let Some(entries) = inc.as_map() else {
@@ -567,19 +618,22 @@ fn matrix(
                 }
             }
         }
-        included.push(job);
+        out.push(job);
     }
-    if single && !included.is_empty() {
-        jobs.clear();
-    }
-    let n_expanded = jobs.len();
-    let n_included = included.len();
-    jobs.extend(included);
-    // 3. default job.
-    if jobs.is_empty() {
-        jobs.push(Vec::new());
-    }
-    // 4. shared root keys (job keys win); 5. first value of each root expansion key.
+    out
+}
+
+/// Each job gets the root's shared keys (its own win); an included job (from index
+/// `n_expanded`) the first value of each expansion key it lacks; a job without env the
+/// first `env.jobs` entry.
+fn merge_root(
+    config: &Config,
+    keys: &[&str],
+    axes: &Axes<'_>,
+    jobs: &mut [Job],
+    n_expanded: usize,
+) {
+    let root = config.root.as_map().unwrap_or_default();
     let shared: Vec<&Entry> = root
         .iter()
         .filter(|e| !keys.contains(&e.key.as_str()) && !NOT_SHARED.contains(&e.key.as_str()))
@@ -595,13 +649,12 @@ fn matrix(
             job_set(&mut merged, &e.key, e.value);
         }
         if i >= n_expanded {
-            for (key, values) in &axes {
+            for (key, values) in axes {
                 if *key != "env" && job_get(&merged, key).is_none() {
                     job_set(&mut merged, key, values[0].clone());
                 }
             }
         }
-        // 6. env: a job without env gets the first env.jobs entry.
         if job_get(&merged, "env").is_none()
             && let Some(first) = &first_env
         {
@@ -613,46 +666,31 @@ fn matrix(
         }
         *job = merged;
     }
-    // 7. exclude.
-    let facts_for = |job: &Job| {
-        let node = model::map_node(Pos::default(), job.clone());
-        let env = job_env(global_env, job);
-        facts(config, &node, event, &env, settings)
-    };
-    let excludes = config.excludes();
-    jobs.retain(|job| {
-        !excludes.iter().any(|rule| {
-            rule_applies(rule, &facts_for(job), "jobs.exclude", notes)
-                && rule_matches(rule, job, global_env)
-        })
-    });
-    // 8. uniq (by a canonical text of each job, so linear in the number of jobs).
+}
+
+/// The jobs without repeats (by a canonical text of each, so linear in their number).
+fn uniq(jobs: Vec<Job>) -> Vec<Job> {
     let mut seen = std::collections::HashSet::new();
-    let mut unique: Vec<Job> = Vec::new();
-    for job in jobs {
-        if seen.insert(fingerprint_entries(&job)) {
-            unique.push(job);
-        }
+    jobs.into_iter()
+        .filter(|job| seen.insert(fingerprint_entries(job)))
+        .collect()
+}
+
+/// Whether a job's own `if:` holds (a job without one always runs); a false one is
+/// noted.
+fn job_if_holds(job: &Job, f: &Facts, notes: &mut Vec<String>) -> bool {
+    let Some(cond) = str_of(job_get(job, "if")) else {
+        return true;
+    };
+    let keep = condition::check(cond, f).unwrap_or(false);
+    if !keep {
+        let name = str_of(job_get(job, "name")).unwrap_or("a job");
+        notes.push(format!(
+            "skipping {name}: its if: \"{}\" is false",
+            condition::excerpt(cond, 0)
+        ));
     }
-    // 9. filter by `if:`.
-    unique.retain(|job| {
-        let Some(cond) = str_of(job_get(job, "if")) else {
-            return true;
-        };
-        let keep = condition::check(cond, &facts_for(job)).unwrap_or(false);
-        if !keep {
-            let name = str_of(job_get(job, "name")).unwrap_or("a job");
-            notes.push(format!(
-                "skipping {name}: its if: \"{}\" is false",
-                condition::excerpt(cond, 0)
-            ));
-        }
-        keep
-    });
-    if unique.len() > MAX_JOBS {
-        return Err(too_many(unique.len(), n_included));
-    }
-    Ok(unique)
+    keep
 }
 
 /// A text that two jobs share exactly when they are [`Node::same`]: maps with their

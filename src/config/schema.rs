@@ -641,6 +641,9 @@ fn choose_object<'a>(
     None
 }
 
+/// Normalises a map against the object schema it matches: each key resolved (aliases,
+/// misspellings), checked for its language and deprecation, its value normalised, and
+/// placed as travis-yml places repeats and aliases.
 fn norm_map(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<Node> {
     let mut alts = Vec::new();
     s.alts(sch, &mut alts);
@@ -665,107 +668,135 @@ fn norm_map(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Opti
     let mut moved_keys: Vec<&str> = Vec::new();
     for e in entries {
         if open && !props.iter().any(|(k, _)| *k == e.key) {
-            let value = match &e.value.value {
-                Value::Map(_) if e.value.get("secure").is_some() => e.value.clone(),
-                Value::Map(_) | Value::Seq(_) => {
-                    ctx.diags.error(
-                        e.value.pos,
-                        &join(path, &e.key),
-                        "invalid_type",
-                        format!("dropping unexpected {}, expected str", e.value.kind()),
-                    );
-                    continue;
-                }
-                _ => e.value.clone(),
-            };
-            out.push(Entry {
-                key: e.key.clone(),
-                key_pos: e.key_pos,
-                value,
-            });
+            out.extend(open_entry(e, path, ctx));
             continue;
         }
-        let Some((name, prop)) = resolve_key(s, &e.key, e.key_pos, &props, path, obj, ctx) else {
+        let Some((name, value)) = norm_entry(s, e, &props, obj, path, ctx) else {
             continue;
         };
-        // Several languages may define the same key (`node_js` for node_js and elm):
-        // take the definition that applies to the language in force.
-        let prop = props
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, p)| *p)
-            .find(|p| supports(p, ctx.language.as_deref()))
-            .unwrap_or(prop);
-        let key_path = join(path, name);
-        if let Some(msg) = deprecation(s, prop) {
-            ctx.diags.warn(
-                e.key_pos,
-                &key_path,
-                "deprecated_key",
-                format!("deprecated key \"{name}\": {msg}"),
+        place(&mut out, &mut moved_keys, e, name, value, path, ctx);
+    }
+    ctx.language = saved_language;
+    Some(Node::new(node.pos, Value::Map(out)))
+}
+
+/// A key of an open map (`patternProperties`: env vars and the like): a string or a
+/// `secure:` value; anything else is dropped with an error.
+fn open_entry(e: &Entry, path: &str, ctx: &mut Ctx) -> Option<Entry> {
+    let value = match &e.value.value {
+        Value::Map(_) if e.value.get("secure").is_some() => e.value.clone(),
+        Value::Map(_) | Value::Seq(_) => {
+            ctx.diags.error(
+                e.value.pos,
+                &join(path, &e.key),
+                "invalid_type",
+                format!("dropping unexpected {}, expected str", e.value.kind()),
             );
+            return None;
         }
-        if !supports(prop, ctx.language.as_deref()) {
-            let lang = ctx.language.clone().unwrap_or_else(|| "ruby".into());
-            {
-                ctx.diags.warn(
-                    e.key_pos,
-                    &key_path,
-                    "unsupported",
-                    format!("\"{name}\" is not used by language {lang}; it is ignored"),
-                );
-                continue;
-            }
-        }
-        if e.value.is_null() {
-            ctx.diags.warn(
-                e.key_pos,
-                &key_path,
-                "empty",
-                format!("\"{name}\" is empty; it is ignored"),
-            );
-            continue;
-        }
-        check_value(s, &e.value, prop, &key_path, ctx);
-        let Some(v) = norm(s, &e.value, prop, &key_path, ctx) else {
-            continue;
-        };
-        // travis-yml moves an alias (or a repaired spelling) onto its key, replacing
-        // the key's value whichever comes first in the file; a plain repeat of the
-        // key cannot replace a moved alias.
-        let moved = name != e.key;
-        if let Some(i) = out.iter().position(|o| o.key == name) {
-            if !moved && moved_keys.contains(&name) {
-                ctx.diags.warn(
-                    e.key_pos,
-                    &key_path,
-                    "overwrite",
-                    format!("\"{name}\" is also given under another spelling, which wins; this one is ignored"),
-                );
-                continue;
-            }
+        _ => e.value.clone(),
+    };
+    Some(Entry {
+        key: e.key.clone(),
+        key_pos: e.key_pos,
+        value,
+    })
+}
+
+/// A known key: its canonical name and normalised value, or `None` (said why) when it
+/// is unknown, not used by the language, empty or invalid.
+fn norm_entry<'s>(
+    s: &'s Schema,
+    e: &Entry,
+    props: &[(&'s str, &'s J)],
+    obj: &'s J,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<(&'s str, Node)> {
+    let (name, prop) = resolve_key(s, &e.key, e.key_pos, props, path, obj, ctx)?;
+    // Several languages may define the same key (`node_js` for node_js and elm):
+    // take the definition that applies to the language in force.
+    let prop = props
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .find(|p| supports(p, ctx.language.as_deref()))
+        .unwrap_or(prop);
+    let key_path = join(path, name);
+    if let Some(msg) = deprecation(s, prop) {
+        ctx.diags.warn(
+            e.key_pos,
+            &key_path,
+            "deprecated_key",
+            format!("deprecated key \"{name}\": {msg}"),
+        );
+    }
+    if !supports(prop, ctx.language.as_deref()) {
+        let lang = ctx.language.clone().unwrap_or_else(|| "ruby".into());
+        ctx.diags.warn(
+            e.key_pos,
+            &key_path,
+            "unsupported",
+            format!("\"{name}\" is not used by language {lang}; it is ignored"),
+        );
+        return None;
+    }
+    if e.value.is_null() {
+        ctx.diags.warn(
+            e.key_pos,
+            &key_path,
+            "empty",
+            format!("\"{name}\" is empty; it is ignored"),
+        );
+        return None;
+    }
+    check_value(s, &e.value, prop, &key_path, ctx);
+    Some((name, norm(s, &e.value, prop, &key_path, ctx)?))
+}
+
+/// Places a normalised entry as travis-yml does: an alias (or a repaired spelling) is
+/// moved onto its key, replacing the key's value whichever comes first in the file; a
+/// plain repeat of the key cannot replace a moved alias.
+fn place<'s>(
+    out: &mut Vec<Entry>,
+    moved_keys: &mut Vec<&'s str>,
+    e: &Entry,
+    name: &'s str,
+    value: Node,
+    path: &str,
+    ctx: &mut Ctx,
+) {
+    let key_path = join(path, name);
+    let moved = name != e.key;
+    if let Some(i) = out.iter().position(|o| o.key == name) {
+        if !moved && moved_keys.contains(&name) {
             ctx.diags.warn(
                 e.key_pos,
                 &key_path,
                 "overwrite",
-                format!(
-                    "\"{}\" replaces the \"{name}\" given on line {}",
-                    e.key, out[i].key_pos.line
-                ),
+                format!("\"{name}\" is also given under another spelling, which wins; this one is ignored"),
             );
-            out.remove(i);
+            return;
         }
-        if moved {
-            moved_keys.push(name);
-        }
-        out.push(Entry {
-            key: name.to_string(),
-            key_pos: e.key_pos,
-            value: v,
-        });
+        ctx.diags.warn(
+            e.key_pos,
+            &key_path,
+            "overwrite",
+            format!(
+                "\"{}\" replaces the \"{name}\" given on line {}",
+                e.key, out[i].key_pos.line
+            ),
+        );
+        out.remove(i);
     }
-    ctx.language = saved_language;
-    Some(Node::new(node.pos, Value::Map(out)))
+    if moved {
+        moved_keys.push(name);
+    }
+    out.push(Entry {
+        key: name.to_string(),
+        key_pos: e.key_pos,
+        value,
+    });
 }
 
 /// False when a key is language-specific and the language in force (default ruby) is not one of its.

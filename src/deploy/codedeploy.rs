@@ -137,7 +137,9 @@ impl CodeDeployPlan {
     }
 }
 
-/// Runs the deployment. `s3` reads the bundle's version and ETag; `say` logs.
+/// Runs the deployment: where the revision is, registered when versioned, the
+/// deployment created, and (`wait_until_deployed`) followed to its end. `s3` reads the
+/// bundle's version and ETag; `say` logs.
 pub async fn deploy(
     client: &Client,
     s3: &aws_sdk_s3::Client,
@@ -145,53 +147,7 @@ pub async fn deploy(
     poll: Duration,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), DeployError> {
-    let location = match &plan.revision {
-        Revision::S3 {
-            bucket,
-            key,
-            bundle_type,
-        } => {
-            let head = s3.head_object().bucket(bucket).key(key).send().await.map_err(|e| {
-                let code = e.code().unwrap_or_default().to_string();
-                DeployError::Failed(match code.as_str() {
-                    "NotFound" | "NoSuchKey" | "NoSuchBucket" => format!(
-                        "the bundle s3://{bucket}/{key} does not exist: upload it first (an s3 deploy before codedeploy, with the same bucket and key); nothing was deployed"
-                    ),
-                    "Forbidden" | "AccessDenied" => format!("access denied reading s3://{bucket}/{key}: give these credentials s3:GetObject on it"),
-                    "" => format!("could not reach S3 to check s3://{bucket}/{key}: {}", error_chain(&e)),
-                    _ => format!("s3://{bucket}/{key}: {code}"),
-                })
-            })?;
-            say(format!(
-                "bundle s3://{bucket}/{key}: ETag {}{}",
-                head.e_tag().unwrap_or("-"),
-                head.version_id()
-                    .map(|v| format!(", version {v}"))
-                    .unwrap_or_default()
-            ));
-            RevisionLocation::builder()
-                .revision_type(RevisionLocationType::S3)
-                .s3_location(
-                    S3Location::builder()
-                        .bucket(bucket)
-                        .key(key)
-                        .bundle_type(BundleType::from(bundle_type.as_str()))
-                        .set_version(head.version_id().map(str::to_string))
-                        .set_e_tag(head.e_tag().map(str::to_string))
-                        .build(),
-                )
-                .build()
-        }
-        Revision::GitHub { repository, commit } => RevisionLocation::builder()
-            .revision_type(RevisionLocationType::GitHub)
-            .git_hub_location(
-                GitHubLocation::builder()
-                    .repository(repository)
-                    .commit_id(commit)
-                    .build(),
-            )
-            .build(),
-    };
+    let location = revision_location(s3, plan, say).await?;
     let versioned = location.s3_location().and_then(|l| l.version()).is_some();
     if versioned {
         client
@@ -222,12 +178,80 @@ pub async fn deploy(
     if !plan.wait {
         return Ok(());
     }
+    wait_until_deployed(client, plan, &id, poll, say).await
+}
+
+/// Where the revision is: the bundle in S3 (its version and ETag read, or the reason
+/// it cannot be deployed), or a GitHub commit.
+async fn revision_location(
+    s3: &aws_sdk_s3::Client,
+    plan: &CodeDeployPlan,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<RevisionLocation, DeployError> {
+    Ok(match &plan.revision {
+        Revision::S3 {
+            bucket,
+            key,
+            bundle_type,
+        } => {
+            let head = s3.head_object().bucket(bucket).key(key).send().await.map_err(|e| {
+                    let code = e.code().unwrap_or_default().to_string();
+                    DeployError::Failed(match code.as_str() {
+                        "NotFound" | "NoSuchKey" | "NoSuchBucket" => format!(
+                            "the bundle s3://{bucket}/{key} does not exist: upload it first (an s3 deploy before codedeploy, with the same bucket and key); nothing was deployed"
+                        ),
+                        "Forbidden" | "AccessDenied" => format!("access denied reading s3://{bucket}/{key}: give these credentials s3:GetObject on it"),
+                        "" => format!("could not reach S3 to check s3://{bucket}/{key}: {}", error_chain(&e)),
+                        _ => format!("s3://{bucket}/{key}: {code}"),
+                    })
+                })?;
+            say(format!(
+                "bundle s3://{bucket}/{key}: ETag {}{}",
+                head.e_tag().unwrap_or("-"),
+                head.version_id()
+                    .map(|v| format!(", version {v}"))
+                    .unwrap_or_default()
+            ));
+            RevisionLocation::builder()
+                .revision_type(RevisionLocationType::S3)
+                .s3_location(
+                    S3Location::builder()
+                        .bucket(bucket)
+                        .key(key)
+                        .bundle_type(BundleType::from(bundle_type.as_str()))
+                        .set_version(head.version_id().map(str::to_string))
+                        .set_e_tag(head.e_tag().map(str::to_string))
+                        .build(),
+                )
+                .build()
+        }
+        Revision::GitHub { repository, commit } => RevisionLocation::builder()
+            .revision_type(RevisionLocationType::GitHub)
+            .git_hub_location(
+                GitHubLocation::builder()
+                    .repository(repository)
+                    .commit_id(commit)
+                    .build(),
+            )
+            .build(),
+    })
+}
+
+/// Follows the deployment every `poll` (as Travis's dpl did) until it succeeds, or
+/// fails with its error and the lifecycle events that failed.
+async fn wait_until_deployed(
+    client: &Client,
+    plan: &CodeDeployPlan,
+    id: &str,
+    poll: Duration,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), DeployError> {
     let mut last = None;
     loop {
         tokio::time::sleep(poll).await;
         let got = client
             .get_deployment()
-            .deployment_id(&id)
+            .deployment_id(id)
             .send()
             .await
             .map_err(|e| cd_error(plan, e))?;
@@ -256,7 +280,7 @@ pub async fn deploy(
                         err.message().unwrap_or("")
                     ));
                 }
-                for line in failing_events(client, &id).await {
+                for line in failing_events(client, id).await {
                     say(line.clone());
                     why.push_str(&format!("; {line}"));
                 }

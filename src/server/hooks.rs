@@ -234,7 +234,8 @@ pub fn delivery_id(source: Source, headers: &dyn Headers) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Checks and reads one delivery.
+/// Checks and reads one delivery: the repository it names, its signature, its event,
+/// then the push.
 pub fn read(
     source: Source,
     headers: &dyn Headers,
@@ -242,10 +243,37 @@ pub fn read(
     cfg: &ServerConfig,
 ) -> Result<Delivery, Refusal> {
     let v = json(body)?;
+    let repo = verified_repo(source, headers, body, &v, cfg)?;
+    let event = event_name(source, headers, &v);
+    if event == "ping" {
+        return Err(Refusal::Nothing("pong".into()));
+    }
+    if !matches!(event.as_str(), "push" | "tag_push") {
+        return Err(Refusal::Nothing(format!(
+            "ignored: runway builds pushes, not {event} events"
+        )));
+    }
+    let id = delivery_id(source, headers).map(|id| format!("{}:{id}", source.name()));
+    if source == Source::Generic {
+        generic_push(&v, repo, id)
+    } else {
+        forge_push(&v, repo, id)
+    }
+}
+
+/// The configured repository a delivery names, once its signature is checked against
+/// that repository's secret.
+fn verified_repo(
+    source: Source,
+    headers: &dyn Headers,
+    body: &[u8],
+    v: &serde_json::Value,
+    cfg: &ServerConfig,
+) -> Result<String, Refusal> {
     let name = match source {
-        Source::GitLab => text(&v, &["project", "path_with_namespace"]),
-        Source::Generic => text(&v, &["repo"]),
-        _ => text(&v, &["repository", "full_name"]),
+        Source::GitLab => text(v, &["project", "path_with_namespace"]),
+        Source::Generic => text(v, &["repo"]),
+        _ => text(v, &["repository", "full_name"]),
     }
     .ok_or_else(|| Refusal::Malformed("the payload names no repository".into()))?;
     // An unsigned or wrongly signed delivery is 401 whatever repository it names, so
@@ -268,7 +296,12 @@ pub fn read(
     // A repository without a secret refuses every delivery, with the same answer.
     let secret = repo.secret().ok_or_else(|| unverified(source, headers))?;
     verify(source, headers, body, &secret)?;
-    let event = match source {
+    Ok(repo.name.clone())
+}
+
+/// The forge's name for the event (`push`, `tag_push`, `ping`, …).
+fn event_name(source: Source, headers: &dyn Headers, v: &serde_json::Value) -> String {
+    match source {
         Source::GitHub => headers
             .get("x-github-event")
             .unwrap_or_else(|| "push".into()),
@@ -276,42 +309,48 @@ pub fn read(
             .get("x-gitea-event")
             .or_else(|| headers.get("x-forgejo-event"))
             .unwrap_or_else(|| "push".into()),
-        Source::GitLab => text(&v, &["object_kind"]).unwrap_or_default(),
+        Source::GitLab => text(v, &["object_kind"]).unwrap_or_default(),
         Source::Generic => "push".into(),
-    };
-    if event == "ping" {
-        return Err(Refusal::Nothing("pong".into()));
     }
-    if !matches!(event.as_str(), "push" | "tag_push") {
-        return Err(Refusal::Nothing(format!(
-            "ignored: runway builds pushes, not {event} events"
-        )));
+}
+
+/// runway's own payload: `{repo, branch | tag, commit, before?, message?}`.
+fn generic_push(
+    v: &serde_json::Value,
+    repo: String,
+    id: Option<String>,
+) -> Result<Delivery, Refusal> {
+    let branch = text(v, &["branch"]);
+    let tag = text(v, &["tag"]);
+    let after = text(v, &["commit"])
+        .ok_or_else(|| Refusal::Malformed("the payload has no commit".into()))?;
+    if branch.is_none() && tag.is_none() {
+        return Err(Refusal::Malformed(
+            "the payload has neither branch nor tag".into(),
+        ));
     }
-    let repo = repo.name.clone();
-    if source == Source::Generic {
-        let branch = text(&v, &["branch"]);
-        let tag = text(&v, &["tag"]);
-        let after = text(&v, &["commit"])
-            .ok_or_else(|| Refusal::Malformed("the payload has no commit".into()))?;
-        if branch.is_none() && tag.is_none() {
-            return Err(Refusal::Malformed(
-                "the payload has neither branch nor tag".into(),
-            ));
-        }
-        return Ok(Delivery {
-            repo,
-            branch,
-            tag,
-            before: text(&v, &["before"]).unwrap_or_default(),
-            after,
-            message: text(&v, &["message"]).unwrap_or_default(),
-            id: delivery_id(source, headers).map(|id| format!("{}:{id}", source.name())),
-        });
-    }
+    Ok(Delivery {
+        repo,
+        branch,
+        tag,
+        before: text(v, &["before"]).unwrap_or_default(),
+        after,
+        message: text(v, &["message"]).unwrap_or_default(),
+        id,
+    })
+}
+
+/// A GitHub, Gitea/Forgejo or GitLab push: its ref, its commits, and the head
+/// commit's message; a deleted ref builds nothing.
+fn forge_push(
+    v: &serde_json::Value,
+    repo: String,
+    id: Option<String>,
+) -> Result<Delivery, Refusal> {
     let refname =
-        text(&v, &["ref"]).ok_or_else(|| Refusal::Malformed("the payload has no ref".into()))?;
-    let after = text(&v, &["after"])
-        .or_else(|| text(&v, &["checkout_sha"]))
+        text(v, &["ref"]).ok_or_else(|| Refusal::Malformed("the payload has no ref".into()))?;
+    let after = text(v, &["after"])
+        .or_else(|| text(v, &["checkout_sha"]))
         .unwrap_or_default();
     if after.is_empty() || after.chars().all(|c| c == '0') {
         return Err(Refusal::Nothing(format!(
@@ -327,24 +366,20 @@ pub fn read(
             "{refname} is not a branch or a tag"
         )));
     };
-    let message = text(&v, &["head_commit", "message"])
+    let message = text(v, &["head_commit", "message"])
         .or_else(|| {
-            v.get("commits")
-                .and_then(|c| c.as_array())
-                .and_then(|c| c.last())
-                .and_then(|c| c.get("message"))
-                .and_then(|m| m.as_str())
-                .map(str::to_string)
+            let commits = v.pointer("/commits")?.as_array()?;
+            Some(commits.last()?.pointer("/message")?.as_str()?.to_string())
         })
         .unwrap_or_default();
     Ok(Delivery {
         repo,
         branch,
         tag,
-        before: text(&v, &["before"]).unwrap_or_default(),
+        before: text(v, &["before"]).unwrap_or_default(),
         after,
         message,
-        id: delivery_id(source, headers).map(|id| format!("{}:{id}", source.name())),
+        id,
     })
 }
 

@@ -298,37 +298,8 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         .cache_dir
         .clone()
         .unwrap_or_else(crate::cache::store::default_root);
-    if !matches!(req.record, Record::Queued(_)) {
-        // (The server does this once at start, for every build it runs.)
-        let ended = crate::job::shell::end_orphans(&store::process_dir(&req.state_dir));
-        if ended > 0 {
-            reporter.event(Event::Note(&format!(
-                "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
-            )));
-        }
-    }
-    let made = {
-        let mut notes = Vec::new();
-        let made = req
-            .options
-            .sandbox
-            .make(&req.state_dir, &cache_root, &mut |s| {
-                notes.push(s.to_string())
-            });
-        for n in &notes {
-            reporter.event(Event::Note(n));
-        }
-        made
-    };
-    let sandbox = match made {
-        Ok(s) => s,
-        Err(e) => {
-            reporter.event(Event::Problem(&format!(
-                "runway: the job sandbox cannot be made here: {e}"
-            )));
-            reporter.event(Event::Problem(&format!("runway: {}", e.hint())));
-            return Ok(exit::ERRORED);
-        }
+    let Some(sandbox) = prepare(req, &cache_root, reporter) else {
+        return Ok(exit::ERRORED);
     };
     let mut recorded = record(req, &event)?;
     let number = recorded.as_ref().map_or(1, |r| r.row.number);
@@ -355,27 +326,76 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     )));
     let out = reporter.out();
     let report = build::run(&plan, &jobs, &event, number, &language, &opts, &out);
+    conclude(req, &plan, &event, &report, recorded.as_mut(), reporter);
+    Ok(report.exit_code())
+}
+
+/// Before the jobs: what a runway that died left running is ended (the server does
+/// this once at start), and the sandbox is made. `None` (having said why) when the
+/// sandbox cannot be made.
+fn prepare(
+    req: &Request,
+    cache_root: &std::path::Path,
+    reporter: &mut dyn Reporter,
+) -> Option<Arc<dyn crate::sandbox::Sandbox>> {
+    if !matches!(req.record, Record::Queued(_)) {
+        let ended = crate::job::shell::end_orphans(&store::process_dir(&req.state_dir));
+        if ended > 0 {
+            reporter.event(Event::Note(&format!(
+                "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
+            )));
+        }
+    }
+    let mut notes = Vec::new();
+    let made = req
+        .options
+        .sandbox
+        .make(&req.state_dir, cache_root, &mut |s| {
+            notes.push(s.to_string())
+        });
+    for n in &notes {
+        reporter.event(Event::Note(n));
+    }
+    match made {
+        Ok(s) => Some(s),
+        Err(e) => {
+            reporter.event(Event::Problem(&format!(
+                "runway: the job sandbox cannot be made here: {e}"
+            )));
+            reporter.event(Event::Problem(&format!("runway: {}", e.hint())));
+            None
+        }
+    }
+}
+
+/// After the jobs: their results recorded, the summary, the mail, the last line.
+fn conclude(
+    req: &Request,
+    plan: &Plan,
+    event: &BuildEvent,
+    report: &BuildReport,
+    mut recorded: Option<&mut Recorded>,
+    reporter: &mut dyn Reporter,
+) {
     // One masker for what is recorded and what is mailed.
     let masker = req.settings.masker();
     if let Some(r) = recorded.as_mut()
         && let Err(e) = r
             .store
-            .finish(r.row.id, report.state, &job_rows(&report, &masker))
+            .finish(r.row.id, report.state, &job_rows(report, &masker))
     {
         reporter.event(Event::Note(&format!(
             "warning: could not record the build: {e}"
         )));
     }
-    reporter.event(Event::Ended {
-        number,
-        report: &report,
-    });
+    let number = recorded.as_ref().map_or(1, |r| r.row.number);
+    reporter.event(Event::Ended { number, report });
     let previous = recorded.as_ref().and_then(|r| r.row.previous_state);
     let mut say = |line: &str| reporter.event(Event::Note(line));
     mail::Mailing {
-        plan: &plan,
-        event: &event,
-        report: &report,
+        plan,
+        event,
+        report,
         number,
         previous,
         error: None,
@@ -385,13 +405,11 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         rehearsed: req.options.rehearse_deploy,
         // The server keeps a mail it could not send and tries again later.
         outbox: recorded
-            .as_mut()
             .filter(|_| matches!(req.record, Record::Queued(_)))
             .map(|r| (&mut r.store, r.row.id)),
     }
     .send(&mut say);
-    reporter.event(Event::Note(&last_line(number, &report)));
-    Ok(report.exit_code())
+    reporter.event(Event::Note(&last_line(number, report)));
 }
 
 /// Plans the build as build `number`.
