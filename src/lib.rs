@@ -1,25 +1,31 @@
 //! runway: a self-hosted CI runner that speaks `.travis.yml`.
 //!
 //! A tour of the layout, in the order a build flows through it:
-//! - [`config`]: `.travis.yml` text → normalised config + diagnostics (pure);
+//! - [`cmd`]: the commands behind the command line: they parse, call and render;
+//! - [`service`]: the build service every trigger calls (the CLI, the hook, the
+//!   server's workers): a request in, events out through a reporter, the exit code back;
+//! - [`config`]: `.travis.yml` text → normalised config + diagnostics (pure), and its
+//!   typed views ([`config::views`]);
 //! - [`event`]: what triggered a build (branch or tag, event type, commit);
+//! - [`settings`]: repository settings, secret unless named public;
 //! - [`plan`]: does the build run, which jobs, which deploys fire, who gets mail (pure);
 //! - [`source`]: git: the current branch, HEAD's message, files at a commit;
 //! - [`workspace`]: a job's fresh checkout, `$HOME` and scratch space;
 //! - [`sandbox`]: the throwaway copy of the machine each job's shell runs in;
 //! - [`runtime`]: the language versions, os and arch a job asks for, or what is missing;
-//! - [`job`]: one job in one persistent shell, with Travis's phase rules;
 //! - [`build`]: the jobs of a plan, stage by stage, and the build result;
 //! - [`relay`]: the output of jobs running side by side, whole per job and live;
+//! - [`job`]: one job in one persistent shell, its steps walked from a table;
 //! - [`cache`]: directory caches (tar + zstd) and their store;
-//! - [`deploy`]: deploy providers and the dry run;
+//! - [`deploy`]: deploy providers behind a trait, the dry run, the rehearsal;
 //! - [`appspec`]: `appspec.yml` as the CodeDeploy agent reads it;
 //! - [`store`]: build history (SQLite);
-//! - [`notify`]: email: when, what, and SMTP;
+//! - [`notify`]: email: facts, text and SMTP;
+//! - [`cancel`]: a build's cancel switch, which wakes whatever waits on the build;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
 //! - [`runway_toml`]: the server's (and the hook's) `runway.toml`;
-//! - [`cmd`]: the commands behind the command line;
 //! - [`exit`]: the documented exit codes;
+//! - [`files`]: walking a directory tree (caches, uploads, bundles);
 //! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
@@ -32,6 +38,7 @@ pub mod config;
 pub mod deploy;
 pub mod event;
 pub mod exit;
+pub mod files;
 pub mod interrupt;
 pub mod job;
 pub mod limits;
@@ -48,3 +55,14 @@ pub mod settings;
 pub mod source;
 pub mod store;
 pub mod workspace;
+
+/// An error with its sources, for connection failures.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    out
+}

@@ -526,7 +526,7 @@ pub fn send(
         match transport.send(msg) {
             Ok(_) => return Ok(()),
             Err(e) => {
-                last = crate::deploy::error_chain(&e);
+                last = crate::error_chain(&e);
                 say(format!(
                     "mail: sending failed (try {i} of {attempts}): {last}"
                 ));
@@ -592,7 +592,7 @@ pub fn send_raw(
     cfg.transport()?
         .send_raw(&envelope, message)
         .map(|_| ())
-        .map_err(|e| NotifyError::Send(crate::deploy::error_chain(&e)))
+        .map_err(|e| NotifyError::Send(crate::error_chain(&e)))
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ use aws_sdk_codedeploy::types::{
     RevisionLocationType, S3Location,
 };
 
-use super::{DeployError, Options, aws, error_chain};
+use super::{DeployError, Options, aws};
 use crate::config::views::DeployKeys;
+use crate::error_chain;
 
 /// What the codedeploy provider reads from its options.
 #[derive(Clone, Debug, PartialEq)]

@@ -89,17 +89,6 @@ impl<'a> Options<'a> {
     }
 }
 
-/// An error with its sources, for connection failures.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    out
-}
-
 /// What a provider is given to describe or make a deploy.
 pub struct Deploy<'a> {
     /// The provider's entry of `deploy:`.
@@ -312,7 +301,7 @@ pub fn content_type(name: &str) -> &'static str {
 /// The files an s3 deploy uploads: (path relative to local_dir, size), sorted.
 pub fn s3_files(local_dir: &Path, glob: &str, dot_match: bool) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    let Ok(entries) = crate::cache::archive::walk(local_dir) else {
+    let Ok(entries) = crate::files::walk(local_dir) else {
         return out;
     };
     for (_, rel, meta) in entries {

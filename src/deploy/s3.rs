@@ -449,7 +449,7 @@ where
         }
         "" => format!(
             "could not reach S3 for {target}: {} (is the endpoint right and the server up?)",
-            super::error_chain(&e)
+            crate::error_chain(&e)
         ),
         _ => format!("{target}: {code}: {}", e.message().unwrap_or_default()),
     };

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use super::log::Log;
 use super::phases::Phase;
 use super::{JobResult, Runner, Stop, shell};
-use crate::cache;
 use crate::config::views::{DeployKeys, JobKeys};
 use crate::deploy;
 
@@ -118,7 +117,7 @@ impl Runner<'_> {
             .map(|n| n.to_os_string());
         let build = &self.ctx.workspace.build_dir;
         let bundle = name.as_ref().and_then(|n| {
-            cache::archive::walk(build)
+            crate::files::walk(build)
                 .ok()?
                 .into_iter()
                 .find(|(_, rel, meta)| meta.is_file() && rel.file_name() == Some(n.as_os_str()))
