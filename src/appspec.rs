@@ -6,7 +6,7 @@
 //! `runas`). Pure: text in, a typed [`AppSpec`] and diagnostics out.
 
 use crate::config::diag::{Diagnostic, Diagnostics, Pos};
-use crate::config::yaml::{self, Node};
+use crate::config::yaml::{self, Entry, Node};
 
 /// The in-place lifecycle events, in the agent's order; hooks may name these.
 pub const EVENTS: &[&str] = &[
@@ -145,8 +145,8 @@ fn text(n: &Node) -> Option<String> {
     n.as_str().map(|s| s.trim().to_string())
 }
 
+/// Reads each section of an appspec as the agent does, saying what is wrong where.
 fn read(root: &Node, d: &mut Diagnostics) -> AppSpec {
-    let top = Pos { line: 1, col: 1 };
     let mut spec = AppSpec::default();
     let Some(entries) = root.as_map() else {
         d.error(root.pos, "", "type", "an appspec is a mapping of sections");
@@ -171,30 +171,7 @@ fn read(root: &Node, d: &mut Diagnostics) -> AppSpec {
             );
         }
     }
-    match root.get("version").and_then(text) {
-        Some(v) if v == "0.0" => {}
-        v => d.error(
-            root.get("version").map_or(top, |n| n.pos),
-            "version",
-            "version",
-            format!(
-                "The deployment failed because an invalid version value ({}) was entered in the application specification file. Make sure your AppSpec file specifies \"0.0\" as the version",
-                v.unwrap_or_default()
-            ),
-        ),
-    }
-    match root.get("os").and_then(text) {
-        Some(os) if os == "linux" || os == "windows" => spec.os = os,
-        os => d.error(
-            root.get("os").map_or(top, |n| n.pos),
-            "os",
-            "os",
-            format!(
-                "the application specification file specifies an unsupported operating system ({}); specify either \"linux\" or \"windows\"",
-                os.unwrap_or_default()
-            ),
-        ),
-    }
+    read_version_and_os(root, &mut spec, d);
     if let Some(b) = root.get("file_exists_behavior") {
         spec.file_exists = match text(b).as_deref() {
             Some("DISALLOW") => FileExists::Disallow,
@@ -243,59 +220,7 @@ fn read(root: &Node, d: &mut Diagnostics) -> AppSpec {
         .iter()
         .enumerate()
     {
-        let path = format!("permissions[{i}]");
-        let Some(object) = p.get("object").and_then(text) else {
-            d.error(
-                p.pos,
-                &path,
-                "required",
-                "The deployment failed because a permission listed in the application specification file has no object value",
-            );
-            continue;
-        };
-        let strs = |k: &str| -> Vec<String> {
-            p.get(k)
-                .map(|n| match n.as_seq() {
-                    Some(items) => items.iter().filter_map(text).collect(),
-                    None => text(n).into_iter().collect(),
-                })
-                .unwrap_or_default()
-        };
-        let mut types = strs("type");
-        if types.is_empty() {
-            types = vec!["file".into(), "directory".into()];
-        }
-        if let Some(bad) = types.iter().find(|t| *t != "file" && *t != "directory") {
-            d.error(
-                p.get("type").map_or(p.pos, |n| n.pos),
-                &format!("{path}.type"),
-                "enum",
-                format!("the application specification file specifies a permission for an object type not supported for permissions ({bad})"),
-            );
-        }
-        let mode = p.get("mode").and_then(text);
-        if let Some(m) = &mode
-            && !(m.len() <= 4 && !m.is_empty() && m.chars().all(|c| ('0'..='7').contains(&c)))
-        {
-            d.error(
-                p.get("mode").map_or(p.pos, |n| n.pos),
-                &format!("{path}.mode"),
-                "mode",
-                format!("mode \"{m}\" is not an octal mode (644, 0755)"),
-            );
-        }
-        spec.permissions.push(Permission {
-            object,
-            pattern: p
-                .get("pattern")
-                .and_then(text)
-                .unwrap_or_else(|| "**".into()),
-            except: strs("except"),
-            types,
-            owner: p.get("owner").and_then(text),
-            group: p.get("group").and_then(text),
-            mode,
-        });
+        spec.permissions.extend(permission(p, i, d));
     }
     if let Some(hooks) = root.get("hooks") {
         let Some(entries) = hooks.as_map() else {
@@ -308,80 +233,174 @@ fn read(root: &Node, d: &mut Diagnostics) -> AppSpec {
             return spec;
         };
         for e in entries {
-            let path = format!("hooks.{}", e.key);
-            if !EVENTS.contains(&e.key.as_str()) && !OTHER_EVENTS.contains(&e.key.as_str()) {
-                d.error(
-                    e.key_pos,
-                    &path,
-                    "unknown_event",
-                    format!(
-                        "\"{}\" is not a lifecycle event (in place: {})",
-                        e.key,
-                        EVENTS.join(", ")
-                    ),
-                );
-                continue;
-            }
-            if matches!(e.key.as_str(), "DownloadBundle" | "Install") {
-                d.error(
-                    e.key_pos,
-                    &path,
-                    "reserved_event",
-                    format!("{} is run by the agent itself; it takes no scripts", e.key),
-                );
-                continue;
-            }
-            let mut scripts = Vec::new();
-            for (i, s) in seq(Some(&e.value), &path, d).iter().enumerate() {
-                let here = format!("{path}[{i}]");
-                let Some(location) = s.get("location").and_then(text) else {
-                    d.error(
-                        s.pos,
-                        &here,
-                        "location",
-                        "The deployment failed because the application specification file specifies a script with no location value",
-                    );
-                    continue;
-                };
-                let timeout = match s.get("timeout") {
-                    None => MAX_TIMEOUT_SECS,
-                    Some(t) => {
-                        match text(t).and_then(|t| t.parse::<u64>().ok()) {
-                            Some(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => n,
-                            _ => {
-                                d.error(
-                                t.pos,
-                                &format!("{here}.timeout"),
-                                "timeout",
-                                format!("timeout is a number of seconds from 1 to {MAX_TIMEOUT_SECS}"),
-                            );
-                                MAX_TIMEOUT_SECS
-                            }
-                        }
-                    }
-                };
-                scripts.push(Script {
-                    location,
-                    timeout,
-                    runas: s.get("runas").and_then(text),
-                });
-            }
-            let total: u64 = scripts.iter().map(|s| s.timeout).sum();
-            if total > MAX_TIMEOUT_SECS {
-                d.warn(
-                    e.key_pos,
-                    &path,
-                    "event_timeout",
-                    format!(
-                        "the {} scripts may take {total} s together; CodeDeploy fails an event whose scripts run past {MAX_TIMEOUT_SECS} s",
-                        e.key
-                    ),
-                );
-            }
-            spec.hooks.push((e.key.clone(), scripts));
+            spec.hooks.extend(event_scripts(e, d));
         }
     }
     spec
+}
+
+/// `version` (only `0.0`) and `os` (linux or windows), with the agent's messages.
+fn read_version_and_os(root: &Node, spec: &mut AppSpec, d: &mut Diagnostics) {
+    let top = Pos { line: 1, col: 1 };
+    match root.get("version").and_then(text) {
+        Some(v) if v == "0.0" => {}
+        v => d.error(
+            root.get("version").map_or(top, |n| n.pos),
+            "version",
+            "version",
+            format!(
+                "The deployment failed because an invalid version value ({}) was entered in the application specification file. Make sure your AppSpec file specifies \"0.0\" as the version",
+                v.unwrap_or_default()
+            ),
+        ),
+    }
+    match root.get("os").and_then(text) {
+        Some(os) if os == "linux" || os == "windows" => spec.os = os,
+        os => d.error(
+            root.get("os").map_or(top, |n| n.pos),
+            "os",
+            "os",
+            format!(
+                "the application specification file specifies an unsupported operating system ({}); specify either \"linux\" or \"windows\"",
+                os.unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+/// One `permissions` entry (entry `i`), or `None` without its object.
+fn permission(p: &Node, i: usize, d: &mut Diagnostics) -> Option<Permission> {
+    let path = format!("permissions[{i}]");
+    let Some(object) = p.get("object").and_then(text) else {
+        d.error(
+            p.pos,
+            &path,
+            "required",
+            "The deployment failed because a permission listed in the application specification file has no object value",
+        );
+        return None;
+    };
+    let strs = |k: &str| -> Vec<String> {
+        p.get(k)
+            .map(|n| match n.as_seq() {
+                Some(items) => items.iter().filter_map(text).collect(),
+                None => text(n).into_iter().collect(),
+            })
+            .unwrap_or_default()
+    };
+    let mut types = strs("type");
+    if types.is_empty() {
+        types = vec!["file".into(), "directory".into()];
+    }
+    if let Some(bad) = types.iter().find(|t| *t != "file" && *t != "directory") {
+        d.error(
+            p.get("type").map_or(p.pos, |n| n.pos),
+            &format!("{path}.type"),
+            "enum",
+            format!("the application specification file specifies a permission for an object type not supported for permissions ({bad})"),
+        );
+    }
+    let mode = p.get("mode").and_then(text);
+    if let Some(m) = &mode
+        && !(m.len() <= 4 && !m.is_empty() && m.chars().all(|c| ('0'..='7').contains(&c)))
+    {
+        d.error(
+            p.get("mode").map_or(p.pos, |n| n.pos),
+            &format!("{path}.mode"),
+            "mode",
+            format!("mode \"{m}\" is not an octal mode (644, 0755)"),
+        );
+    }
+    Some(Permission {
+        object,
+        pattern: p
+            .get("pattern")
+            .and_then(text)
+            .unwrap_or_else(|| "**".into()),
+        except: strs("except"),
+        types,
+        owner: p.get("owner").and_then(text),
+        group: p.get("group").and_then(text),
+        mode,
+    })
+}
+
+/// One event of `hooks` with its scripts, or `None` (said why) for a name that is not
+/// an event the agent runs scripts for.
+fn event_scripts(e: &Entry, d: &mut Diagnostics) -> Option<(String, Vec<Script>)> {
+    let path = format!("hooks.{}", e.key);
+    if !EVENTS.contains(&e.key.as_str()) && !OTHER_EVENTS.contains(&e.key.as_str()) {
+        d.error(
+            e.key_pos,
+            &path,
+            "unknown_event",
+            format!(
+                "\"{}\" is not a lifecycle event (in place: {})",
+                e.key,
+                EVENTS.join(", ")
+            ),
+        );
+        return None;
+    }
+    if matches!(e.key.as_str(), "DownloadBundle" | "Install") {
+        d.error(
+            e.key_pos,
+            &path,
+            "reserved_event",
+            format!("{} is run by the agent itself; it takes no scripts", e.key),
+        );
+        return None;
+    }
+    let mut scripts = Vec::new();
+    for (i, s) in seq(Some(&e.value), &path, d).iter().enumerate() {
+        scripts.extend(script(s, &format!("{path}[{i}]"), d));
+    }
+    let total: u64 = scripts.iter().map(|s| s.timeout).sum();
+    if total > MAX_TIMEOUT_SECS {
+        d.warn(
+            e.key_pos,
+            &path,
+            "event_timeout",
+            format!(
+                "the {} scripts may take {total} s together; CodeDeploy fails an event whose scripts run past {MAX_TIMEOUT_SECS} s",
+                e.key
+            ),
+        );
+    }
+    Some((e.key.clone(), scripts))
+}
+
+/// One script of an event (at `here`), or `None` without its location.
+fn script(s: &Node, here: &str, d: &mut Diagnostics) -> Option<Script> {
+    let Some(location) = s.get("location").and_then(text) else {
+        d.error(
+            s.pos,
+            here,
+            "location",
+            "The deployment failed because the application specification file specifies a script with no location value",
+        );
+        return None;
+    };
+    let timeout = match s.get("timeout") {
+        None => MAX_TIMEOUT_SECS,
+        Some(t) => match text(t).and_then(|t| t.parse::<u64>().ok()) {
+            Some(n) if (1..=MAX_TIMEOUT_SECS).contains(&n) => n,
+            _ => {
+                d.error(
+                    t.pos,
+                    &format!("{here}.timeout"),
+                    "timeout",
+                    format!("timeout is a number of seconds from 1 to {MAX_TIMEOUT_SECS}"),
+                );
+                MAX_TIMEOUT_SECS
+            }
+        },
+    };
+    Some(Script {
+        location,
+        timeout,
+        runas: s.get("runas").and_then(text),
+    })
 }
 
 /// The items of a list section; an error when it is something else.

@@ -229,6 +229,54 @@ pub fn parse_updates(input: &str) -> Vec<Update> {
         .collect()
 }
 
+/// The build service's request for one pushed ref: the env file's and the
+/// repository's settings, runway.toml's sandbox (or `--sandbox`), deploys and mail for
+/// real, recorded.
+fn request(
+    git_dir: &Path,
+    refs: RefArgs,
+    opts: &HookOptions,
+    configured: Option<&(ServerConfig, RepoConfig)>,
+) -> Result<Request, CmdError> {
+    let mut settings = run::settings_from(opts.env_file.as_deref(), &[])?;
+    let mut public = Vec::new();
+    if let Some((_, r)) = &configured {
+        settings.extend(r.settings());
+        public = r.public.clone();
+    }
+    let mut sandbox = configured
+        .as_ref()
+        .map(|(c, r)| c.sandbox_args(Some(r)))
+        .unwrap_or_default();
+    if let Some(m) = opts.sandbox {
+        sandbox.mode = m;
+    }
+    sandbox.hide.extend(opts.env_file.clone());
+    Ok(Request {
+        path: git_dir.to_path_buf(),
+        refs,
+        settings: settings.with_public(&public),
+        options: Options {
+            deploy: true,
+            substitutes: configured.as_ref().is_some_and(|(c, _)| c.substitutes),
+            sandbox,
+            ..Options::default()
+        },
+        mail: MailOptions {
+            send: true,
+            smtp: configured.as_ref().and_then(|(c, r)| c.smtp_for(&r.name)),
+            public_url: configured.as_ref().and_then(|(c, _)| c.public_url.clone()),
+            ..MailOptions::default()
+        },
+        record: Record::New,
+        state_dir: store::default_dir(),
+        controls: Controls {
+            cancel: opts.cancel.clone(),
+            ..Controls::default()
+        },
+    })
+}
+
 /// The post-receive entry point: builds every updated branch or tag read from `input`.
 /// Returns the worst exit code of the builds.
 pub fn run_hook(
@@ -248,7 +296,6 @@ pub fn run_hook(
     if opts.detach || configured.as_ref().is_some_and(|(_, r)| r.detach) {
         return detach(git_dir, name, &text, out);
     }
-    let env_file = opts.env_file.clone();
     let mut worst = exit::PASSED;
     for u in parse_updates(&text) {
         if zero(&u.new) {
@@ -261,54 +308,19 @@ pub fn run_hook(
         } else {
             continue;
         };
-        let mut settings = run::settings_from(env_file.as_deref(), &[])?;
-        let mut public = Vec::new();
-        if let Some((_, r)) = &configured {
-            settings.extend(r.settings());
-            public = r.public.clone();
-        }
-        let mut sandbox = configured
-            .as_ref()
-            .map(|(c, r)| c.sandbox_args(Some(r)))
-            .unwrap_or_default();
-        if let Some(m) = opts.sandbox {
-            sandbox.mode = m;
-        }
-        sandbox.hide.extend(env_file.clone());
-        let request = Request {
-            path: git_dir.to_path_buf(),
-            refs: RefArgs {
-                branch,
-                tag,
-                event: EventType::Push,
-                commit_message: None,
-                commit: Some(u.new.clone()),
-                commit_range: Some(crate::event::commit_range(&u.old, &u.new)),
-                repo_slug: name.clone(),
-                default_branch: configured
-                    .as_ref()
-                    .and_then(|(_, r)| r.default_branch.clone()),
-            },
-            settings: settings.with_public(&public),
-            options: Options {
-                deploy: true,
-                substitutes: configured.as_ref().is_some_and(|(c, _)| c.substitutes),
-                sandbox,
-                ..Options::default()
-            },
-            mail: MailOptions {
-                send: true,
-                smtp: configured.as_ref().and_then(|(c, r)| c.smtp_for(&r.name)),
-                public_url: configured.as_ref().and_then(|(c, _)| c.public_url.clone()),
-                ..MailOptions::default()
-            },
-            record: Record::New,
-            state_dir: store::default_dir(),
-            controls: Controls {
-                cancel: opts.cancel.clone(),
-                ..Controls::default()
-            },
+        let refs = RefArgs {
+            branch,
+            tag,
+            event: EventType::Push,
+            commit_message: None,
+            commit: Some(u.new.clone()),
+            commit_range: Some(crate::event::commit_range(&u.old, &u.new)),
+            repo_slug: name.clone(),
+            default_branch: configured
+                .as_ref()
+                .and_then(|(_, r)| r.default_branch.clone()),
         };
+        let request = request(git_dir, refs, opts, configured.as_ref())?;
         // The pusher reads this as `remote:` lines: folds and timers rendered for
         // people, not Travis's raw markers (half of all lines).
         let out: crate::build::SharedOut = std::sync::Arc::new(std::sync::Mutex::new(Box::new(

@@ -194,8 +194,8 @@ fn request(stream: &UnixStream) -> io::Result<Request> {
 pub fn serve(socket: &Path, opts: &RehearseOptions) -> i32 {
     // SAFETY: `spawn` put the listening socket on this descriptor; nothing else owns it.
     let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
-    let started = Machine::start(opts);
-    let code = match started {
+    let mut machine = match Machine::start(opts) {
+        Ok(m) => m,
         Err(e) => {
             // The client that started it waits for an answer: give it the reason.
             if let Ok((s, _)) = listener.accept() {
@@ -209,75 +209,85 @@ pub fn serve(socket: &Path, opts: &RehearseOptions) -> i32 {
                 );
                 f.frame(b'x', &crate::exit::ERRORED.to_be_bytes());
             }
-            crate::exit::ERRORED
-        }
-        Ok(mut machine) => {
-            eprintln!(
-                "runway: kept copy of the machine for {}/{} up (pid {})",
-                opts.application,
-                opts.group,
-                std::process::id()
-            );
-            loop {
-                let Ok((s, _)) = listener.accept() else {
-                    continue;
-                };
-                let Ok(req) = request(&s) else {
-                    continue;
-                };
-                let mut f = Frames {
-                    stream: &s,
-                    gone: false,
-                };
-                let code = if req.bundles.is_empty() {
-                    crate::exit::PASSED
-                } else {
-                    match machine.deploy(&req.bundles, &mut f) {
-                        Ok(code) => code,
-                        Err(e) => {
-                            let _ = writeln!(f, "Rehearsal failed: {e}");
-                            crate::exit::ERRORED
-                        }
-                    }
-                };
-                let n = req.bundles.len();
-                if req.stop {
-                    // The socket goes first: no request may queue for a machine ending.
-                    let _ = std::fs::remove_file(socket);
-                    let _ = machine.end(false, &mut io::sink());
-                    if code == crate::exit::PASSED && n > 0 {
-                        let _ = writeln!(
-                            f,
-                            "Rehearsal succeeded: {n} revision(s) deployed on the kept copy of this machine"
-                        );
-                    }
-                    let _ = writeln!(
-                        f,
-                        "Stopped the kept copy of the machine for {}/{}: it and what its hooks started are gone",
-                        opts.application, opts.group
-                    );
-                    f.frame(b'x', &code.to_be_bytes());
-                    eprintln!("runway: kept copy of the machine stopped");
-                    return code;
-                }
-                if code == crate::exit::PASSED {
-                    let _ = writeln!(
-                        f,
-                        "Rehearsal succeeded: {n} revision(s) deployed on the kept copy of this machine (pid {}); it keeps running until `runway codedeploy rehearse --stop --application {} --deployment-group {}`",
-                        std::process::id(),
-                        crate::job::shell::quote(&opts.application),
-                        crate::job::shell::quote(&opts.group)
-                    );
-                } else {
-                    let _ = writeln!(
-                        f,
-                        "The kept copy of the machine keeps running, on the last revision that deployed"
-                    );
-                }
-                f.frame(b'x', &code.to_be_bytes());
-            }
+            let _ = std::fs::remove_file(socket);
+            return crate::exit::ERRORED;
         }
     };
-    let _ = std::fs::remove_file(socket);
-    code
+    eprintln!(
+        "runway: kept copy of the machine for {}/{} up (pid {})",
+        opts.application,
+        opts.group,
+        std::process::id()
+    );
+    loop {
+        let Ok((s, _)) = listener.accept() else {
+            continue;
+        };
+        let Ok(req) = request(&s) else {
+            continue;
+        };
+        let mut f = Frames {
+            stream: &s,
+            gone: false,
+        };
+        let code = deploy(&mut machine, &req.bundles, &mut f);
+        if req.stop {
+            // The socket goes first: no request may queue for a machine ending.
+            let _ = std::fs::remove_file(socket);
+            let _ = machine.end(false, &mut io::sink());
+            say_stopped(&mut f, code, req.bundles.len(), opts);
+            f.frame(b'x', &code.to_be_bytes());
+            eprintln!("runway: kept copy of the machine stopped");
+            return code;
+        }
+        say_kept(&mut f, code, req.bundles.len(), opts);
+        f.frame(b'x', &code.to_be_bytes());
+    }
+}
+
+/// Deploys the bundles of one request on the machine (none: nothing to do).
+fn deploy(machine: &mut Machine, bundles: &[PathBuf], f: &mut Frames<'_>) -> i32 {
+    if bundles.is_empty() {
+        return crate::exit::PASSED;
+    }
+    match machine.deploy(bundles, f) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(f, "Rehearsal failed: {e}");
+            crate::exit::ERRORED
+        }
+    }
+}
+
+/// The last lines of a rehearsal that ended the machine.
+fn say_stopped(f: &mut Frames<'_>, code: i32, n: usize, opts: &RehearseOptions) {
+    if code == crate::exit::PASSED && n > 0 {
+        let _ = writeln!(
+            f,
+            "Rehearsal succeeded: {n} revision(s) deployed on the kept copy of this machine"
+        );
+    }
+    let _ = writeln!(
+        f,
+        "Stopped the kept copy of the machine for {}/{}: it and what its hooks started are gone",
+        opts.application, opts.group
+    );
+}
+
+/// The last line of a rehearsal on a machine that keeps running.
+fn say_kept(f: &mut Frames<'_>, code: i32, n: usize, opts: &RehearseOptions) {
+    if code == crate::exit::PASSED {
+        let _ = writeln!(
+            f,
+            "Rehearsal succeeded: {n} revision(s) deployed on the kept copy of this machine (pid {}); it keeps running until `runway codedeploy rehearse --stop --application {} --deployment-group {}`",
+            std::process::id(),
+            crate::job::shell::quote(&opts.application),
+            crate::job::shell::quote(&opts.group)
+        );
+    } else {
+        let _ = writeln!(
+            f,
+            "The kept copy of the machine keeps running, on the last revision that deployed"
+        );
+    }
 }

@@ -490,6 +490,8 @@ impl Runner<'_> {
         self.run_commands(phase, &commands, log)
     }
 
+    /// Runs a phase's commands in order, each timed (and folded where the phase is),
+    /// and applies the phase's failure rule to each exit status.
     fn run_commands(
         &mut self,
         phase: Phase,
@@ -521,88 +523,106 @@ impl Runner<'_> {
             log.end_output();
             let took = started.elapsed();
             log.fold_end(timer);
-            let code = match waited {
-                Wait::Done(code) => code,
-                Wait::NoOutput => {
-                    log.line("");
-                    log.line(&format!(
-                        "No output has been received in the last {}, this potentially indicates a stalled build or something wrong with the build itself.",
-                        go_duration(opts.no_output_timeout)
-                    ));
-                    log.line("The job's process group was killed.");
-                    return Err(self.stop_for(Wait::NoOutput));
-                }
-                Wait::JobTimeout => {
-                    log.line("");
-                    log.line(&format!(
-                        "The job exceeded the maximum time limit for jobs ({}), and has been terminated.",
-                        go_duration(opts.timeout)
-                    ));
-                    log.line("The job's process group was killed.");
-                    return Err(self.stop_for(Wait::JobTimeout));
-                }
-                Wait::ShellExited(code) => {
-                    log.line(&format!("The job's shell exited with {code} during {key}."));
-                    if let Some(limit) = self.shell.as_ref().and_then(Shell::memory_exceeded) {
-                        return Err(memory_exceeded(limit, log));
-                    }
-                    return Err(self.stop_for(Wait::ShellExited(code)));
-                }
-                Wait::Canceled => {
-                    log.line("");
-                    log.line("The build was canceled; the job's process group was killed.");
-                    return Err(self.stop_for(Wait::Canceled));
-                }
-                Wait::LogLimit => {
-                    log.line("");
-                    log.line(&format!(
-                        "The job exceeded the maximum log length ({} MB), and has been terminated.",
-                        opts.max_log_bytes / (1024 * 1024)
-                    ));
-                    log.line("The job's process group was killed.");
-                    return Err(self.stop_for(Wait::LogLimit));
-                }
-            };
+            let code = self.exit_status(waited, key, log)?;
             log.command_done(code, took);
             if code != 0
                 && let Some(limit) = self.shell.as_ref().and_then(Shell::memory_exceeded)
             {
                 return Err(memory_exceeded(limit, log));
             }
-            match rule.on_failure {
-                OnFailure::Record => {
-                    // Said once: on a terminal a passing command has said it already.
-                    let said = format!("The command \"{cmd}\" exited with {code}.");
-                    if code == 0 {
-                        log.file_line(&said);
-                    } else {
-                        log.line(&said);
-                        if self.first_failure.is_none() {
-                            self.first_failure = Some((first_line(cmd).to_string(), code));
-                        }
-                    }
-                    let prev = self.test_result.unwrap_or(0);
-                    self.test_result = Some(prev | i32::from(code != 0));
-                }
-                OnFailure::Stop if code != 0 => {
-                    log.line(&format!(
-                        "The command \"{cmd}\" failed and exited with {code} during {key}."
-                    ));
-                    log.line("");
-                    log.line("Your build has been stopped.");
-                    return Err(Stop::End(
-                        JobResult::Errored,
-                        format!("{key} failed: {}", first_line(cmd)),
-                        false,
-                    ));
-                }
-                _ => {}
-            }
+            self.apply_rule(rule.on_failure, cmd, code, key, log)?;
             if phase == Phase::Script {
                 log.line("");
             }
         }
         Ok(())
+    }
+
+    /// The command's exit status, or the stop a limit, a cancel or the shell's own exit
+    /// makes (said in the log as Travis said it).
+    fn exit_status(&mut self, waited: Wait, key: &str, log: &mut Log) -> Result<i32, Stop> {
+        let opts = self.ctx.options;
+        let killed = "The job's process group was killed.";
+        match waited {
+            Wait::Done(code) => return Ok(code),
+            Wait::NoOutput => {
+                log.line("");
+                log.line(&format!(
+                    "No output has been received in the last {}, this potentially indicates a stalled build or something wrong with the build itself.",
+                    go_duration(opts.no_output_timeout)
+                ));
+                log.line(killed);
+            }
+            Wait::JobTimeout => {
+                log.line("");
+                log.line(&format!(
+                    "The job exceeded the maximum time limit for jobs ({}), and has been terminated.",
+                    go_duration(opts.timeout)
+                ));
+                log.line(killed);
+            }
+            Wait::ShellExited(code) => {
+                log.line(&format!("The job's shell exited with {code} during {key}."));
+                if let Some(limit) = self.shell.as_ref().and_then(Shell::memory_exceeded) {
+                    return Err(memory_exceeded(limit, log));
+                }
+            }
+            Wait::Canceled => {
+                log.line("");
+                log.line("The build was canceled; the job's process group was killed.");
+            }
+            Wait::LogLimit => {
+                log.line("");
+                log.line(&format!(
+                    "The job exceeded the maximum log length ({} MB), and has been terminated.",
+                    opts.max_log_bytes / (1024 * 1024)
+                ));
+                log.line(killed);
+            }
+        }
+        Err(self.stop_for(waited))
+    }
+
+    /// A phase's failure rule applied to one command's exit status: `script` records
+    /// it, the install phases stop the job, the rest ignore it.
+    fn apply_rule(
+        &mut self,
+        on_failure: OnFailure,
+        cmd: &str,
+        code: i32,
+        key: &str,
+        log: &mut Log,
+    ) -> Result<(), Stop> {
+        match on_failure {
+            OnFailure::Record => {
+                // Said once: on a terminal a passing command has said it already.
+                let said = format!("The command \"{cmd}\" exited with {code}.");
+                if code == 0 {
+                    log.file_line(&said);
+                } else {
+                    log.line(&said);
+                    if self.first_failure.is_none() {
+                        self.first_failure = Some((first_line(cmd).to_string(), code));
+                    }
+                }
+                let prev = self.test_result.unwrap_or(0);
+                self.test_result = Some(prev | i32::from(code != 0));
+                Ok(())
+            }
+            OnFailure::Stop if code != 0 => {
+                log.line(&format!(
+                    "The command \"{cmd}\" failed and exited with {code} during {key}."
+                ));
+                log.line("");
+                log.line("Your build has been stopped.");
+                Err(Stop::End(
+                    JobResult::Errored,
+                    format!("{key} failed: {}", first_line(cmd)),
+                    false,
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn export_test_result(&mut self) -> Result<(), Stop> {

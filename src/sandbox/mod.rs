@@ -521,49 +521,9 @@ const PROC_MASKED: &[&str] = &[
 /// The device nodes a job gets, bound from the host.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Decides every mount of one job's sandbox. `layers` is a host directory for the
-/// overlays' upper and work directories; `hidden` and `mounts` are what the host has.
-pub fn layout(
-    job: &JobPaths,
-    layers: &Path,
-    policy: &Policy,
-    hidden: &[Hidden],
-    mounts: &[HostMount],
-) -> Result<Layout, SandboxError> {
-    let root = layers.join("root");
-    let mut make = vec![root.clone()];
-    let mut steps = Vec::new();
-    let mut overlay = |target: &Path, lower: &Path, n: usize, steps: &mut Vec<Step>| {
-        let upper = layers.join(format!("upper-{n}"));
-        let work = layers.join(format!("work-{n}"));
-        make.push(upper.clone());
-        make.push(work.clone());
-        steps.push(Step::Overlay {
-            target: target.to_path_buf(),
-            lower: lower.to_path_buf(),
-            upper,
-            work,
-        });
-    };
-    overlay(Path::new("/"), Path::new("/"), 0, &mut steps);
-    // The host's other disks below `/`, each as its own overlay: an overlay of `/`
-    // shows only the root filesystem.
-    let under = |p: &Path, dirs: &[&str]| dirs.iter().any(|d| p.starts_with(d));
-    let mut n = 0;
-    for m in mounts {
-        let skip = m.point == Path::new("/")
-            || !DISK_FILESYSTEMS.contains(&m.fstype.as_str())
-            || under(&m.point, FRESH)
-            || m.point.starts_with(&job.root)
-            || hidden.iter().any(|h| match h {
-                Hidden::Dir(d) => m.point.starts_with(d),
-                Hidden::File(_) => false,
-            });
-        if !skip {
-            n += 1;
-            overlay(&m.point, &m.point, n, &mut steps);
-        }
-    }
+/// `/proc` (parts read-only or masked), a read-only `/sys`, a small `/dev` with the
+/// usual devices and a private devpts, and fresh `/dev/shm`, `/tmp` and `/run`.
+fn system_mounts(steps: &mut Vec<Step>) {
     let fresh = |fstype, target: &str, data: &str, readonly| Step::Fresh {
         fstype,
         target: target.into(),
@@ -616,6 +576,97 @@ pub fn layout(
     steps.push(fresh("tmpfs", "/tmp", "mode=1777", false));
     steps.push(fresh("tmpfs", "/run", "mode=755", false));
     steps.push(Step::Mkdir("/run/lock".into()));
+}
+
+/// The job's own workspace, at the same paths as on the host.
+fn bind_workspace(job: &JobPaths, steps: &mut Vec<Step>) {
+    for dir in [&job.build_dir, &job.home, &job.scratch] {
+        for a in dir
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+        {
+            steps.push(Step::Mkdir(a.to_path_buf()));
+        }
+        steps.push(Step::Bind {
+            src: dir.clone(),
+            target: dir.clone(),
+            optional: false,
+        });
+    }
+}
+
+/// Every path a step names must fit in mount options (no `,`, `:` or NUL).
+fn check_paths(steps: &[Step]) -> Result<(), SandboxError> {
+    for s in steps {
+        let paths: Vec<&Path> = match s {
+            Step::Overlay {
+                target,
+                lower,
+                upper,
+                work,
+            } => vec![target, lower, upper, work],
+            Step::Bind { src, target, .. } => vec![src, target],
+            Step::Fresh { target, .. } | Step::ReadOnly { target } => vec![target],
+            Step::Mkdir(p) | Step::File(p) | Step::Cover(p) => vec![p],
+            Step::Symlink { to, link } => vec![to, link],
+        };
+        if let Some(bad) = paths.into_iter().find(|p| {
+            let s = p.as_os_str().as_encoded_bytes();
+            s.contains(&b',') || s.contains(&b':') || s.contains(&0)
+        }) {
+            return Err(SandboxError::Path(bad.to_path_buf()));
+        }
+    }
+    Ok(())
+}
+
+/// Decides every mount of one job's sandbox. `layers` is a host directory for the
+/// overlays' upper and work directories; `hidden` and `mounts` are what the host has.
+pub fn layout(
+    job: &JobPaths,
+    layers: &Path,
+    policy: &Policy,
+    hidden: &[Hidden],
+    mounts: &[HostMount],
+) -> Result<Layout, SandboxError> {
+    let root = layers.join("root");
+    let mut make = vec![root.clone()];
+    let mut steps = Vec::new();
+    let mut overlay = |target: &Path, lower: &Path, n: usize, steps: &mut Vec<Step>| {
+        let upper = layers.join(format!("upper-{n}"));
+        let work = layers.join(format!("work-{n}"));
+        make.push(upper.clone());
+        make.push(work.clone());
+        steps.push(Step::Overlay {
+            target: target.to_path_buf(),
+            lower: lower.to_path_buf(),
+            upper,
+            work,
+        });
+    };
+    overlay(Path::new("/"), Path::new("/"), 0, &mut steps);
+    // The host's other disks below `/`, each as its own overlay: an overlay of `/`
+    // shows only the root filesystem.
+    let under = |p: &Path, dirs: &[&str]| dirs.iter().any(|d| p.starts_with(d));
+    let mut n = 0;
+    for m in mounts {
+        let skip = m.point == Path::new("/")
+            || !DISK_FILESYSTEMS.contains(&m.fstype.as_str())
+            || under(&m.point, FRESH)
+            || m.point.starts_with(&job.root)
+            || hidden.iter().any(|h| match h {
+                Hidden::Dir(d) => m.point.starts_with(d),
+                Hidden::File(_) => false,
+            });
+        if !skip {
+            n += 1;
+            overlay(&m.point, &m.point, n, &mut steps);
+        }
+    }
+    system_mounts(&mut steps);
     // Other jobs' workspaces live beside this one.
     let workspaces = job.root.parent().unwrap_or(Path::new("/tmp"));
     let mut cover: Vec<&Path> = vec![workspaces];
@@ -647,43 +698,8 @@ pub fn layout(
         }
         overlay(s, s, 1000 + i, &mut steps);
     }
-    // The job's own workspace, at the same paths as on the host.
-    for dir in [&job.build_dir, &job.home, &job.scratch] {
-        for a in dir
-            .ancestors()
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .skip(1)
-        {
-            steps.push(Step::Mkdir(a.to_path_buf()));
-        }
-        steps.push(Step::Bind {
-            src: dir.clone(),
-            target: dir.clone(),
-            optional: false,
-        });
-    }
-    for s in &steps {
-        let paths: Vec<&Path> = match s {
-            Step::Overlay {
-                target,
-                lower,
-                upper,
-                work,
-            } => vec![target, lower, upper, work],
-            Step::Bind { src, target, .. } => vec![src, target],
-            Step::Fresh { target, .. } | Step::ReadOnly { target } => vec![target],
-            Step::Mkdir(p) | Step::File(p) | Step::Cover(p) => vec![p],
-            Step::Symlink { to, link } => vec![to, link],
-        };
-        if let Some(bad) = paths.into_iter().find(|p| {
-            let s = p.as_os_str().as_encoded_bytes();
-            s.contains(&b',') || s.contains(&b':') || s.contains(&0)
-        }) {
-            return Err(SandboxError::Path(bad.to_path_buf()));
-        }
-    }
+    bind_workspace(job, &mut steps);
+    check_paths(&steps)?;
     Ok(Layout {
         root,
         steps,

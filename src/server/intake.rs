@@ -20,6 +20,26 @@ pub(super) async fn intake(
     source: Source,
 ) -> Response {
     let headers: HeaderMap = req.headers().clone();
+    let body = match body_of(req, &headers, &state).await {
+        Ok(b) => b,
+        Err(answered) => return answered,
+    };
+    let delivery = match hooks::read(source, &headers, &body, &state.cfg) {
+        Ok(d) => d,
+        Err(r) => return refused(source, r),
+    };
+    let st = state.clone();
+    let queued = tokio::task::spawn_blocking(move || queue(&st, &delivery)).await;
+    answer_queued(&state, queued)
+}
+
+/// The delivery's body, within `max_body_bytes` and `body_timeout_secs`, or the answer
+/// that refuses it (413, 408).
+async fn body_of(
+    req: Request,
+    headers: &HeaderMap,
+    state: &AppState,
+) -> Result<axum::body::Bytes, Response> {
     let limit = state.cfg.max_body_bytes;
     let too_large = || {
         answer(
@@ -33,49 +53,52 @@ pub(super) async fn intake(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let deadline = Duration::from_secs(state.cfg.body_timeout_secs.max(1));
-    let body =
-        match tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return too_large(),
-            Err(_) => {
-                return answer(
-                    StatusCode::REQUEST_TIMEOUT,
-                    serde_json::json!({"error": format!(
-                        "the delivery's body did not arrive within {} s (body_timeout_secs)",
-                        deadline.as_secs()
-                    )}),
-                );
-            }
-        };
-    let delivery = match hooks::read(source, &headers, &body, &state.cfg) {
-        Ok(d) => d,
-        Err(r) => {
-            let code = match r {
-                Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
-                Refusal::UnknownRepo(_) => StatusCode::NOT_FOUND,
-                Refusal::Nothing(_) => StatusCode::OK,
-            };
-            if code == StatusCode::OK {
-                tracing::info!(source = source.name(), reason = %r, "delivery not built");
-            } else {
-                tracing::warn!(source = source.name(), status = code.as_u16(), reason = %r, "delivery refused");
-            }
-            let key = if code == StatusCode::OK {
-                "message"
-            } else {
-                "error"
-            };
-            return answer(
-                code,
-                serde_json::json!({ key: r.to_string(), "queued": false }),
-            );
-        }
+    match tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(answer(
+            StatusCode::REQUEST_TIMEOUT,
+            serde_json::json!({"error": format!(
+                "the delivery's body did not arrive within {} s (body_timeout_secs)",
+                deadline.as_secs()
+            )}),
+        )),
+    }
+}
+
+/// The answer to a delivery refused or not built (401, 400, 404, or 200 with why).
+fn refused(source: Source, r: Refusal) -> Response {
+    let code = match r {
+        Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Refusal::Malformed(_) => StatusCode::BAD_REQUEST,
+        Refusal::UnknownRepo(_) => StatusCode::NOT_FOUND,
+        Refusal::Nothing(_) => StatusCode::OK,
     };
-    let st = state.clone();
+    if code == StatusCode::OK {
+        tracing::info!(source = source.name(), reason = %r, "delivery not built");
+    } else {
+        tracing::warn!(source = source.name(), status = code.as_u16(), reason = %r, "delivery refused");
+    }
+    let key = if code == StatusCode::OK {
+        "message"
+    } else {
+        "error"
+    };
+    answer(
+        code,
+        serde_json::json!({ key: r.to_string(), "queued": false }),
+    )
+}
+
+/// The answer to a delivery checked and queued (202), a duplicate or not built (200),
+/// or a store that failed (500).
+fn answer_queued(
+    state: &AppState,
+    queued: Result<Result<Queued, String>, tokio::task::JoinError>,
+) -> Response {
     let url_of = |row: &BuildRow| {
         state
             .cfg
@@ -83,7 +106,7 @@ pub(super) async fn intake(
             .as_ref()
             .map(|u| crate::notify::build_url(u, &row.repo, row.number))
     };
-    match tokio::task::spawn_blocking(move || queue(&st, &delivery)).await {
+    match queued {
         Ok(Ok(Queued::Build(row, canceled))) => {
             state.wake.notify_one();
             tracing::info!(

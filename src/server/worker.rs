@@ -103,6 +103,60 @@ fn retry_mails(state: &AppState) {
     }
 }
 
+/// The build service's request for a queued build of `repo`, checked out at `path`:
+/// the repository's settings, runway.toml's options, deploys and mail for real.
+fn request(
+    state: &AppState,
+    repo: &crate::runway_toml::RepoConfig,
+    row: &BuildRow,
+    path: std::path::PathBuf,
+    cancel: crate::cancel::Cancel,
+    live: Arc<super::live::LiveLog>,
+) -> Request {
+    Request {
+        path,
+        refs: RefArgs::queued(row, repo.default_branch.clone()),
+        settings: repo.settings(),
+        options: Options {
+            parallel: state.cfg.concurrency,
+            deploy: true,
+            substitutes: state.cfg.substitutes,
+            sandbox: SandboxOptions {
+                checked: true,
+                ..state.cfg.sandbox_args(Some(repo))
+            },
+            ..Options::default()
+        },
+        mail: MailOptions {
+            send: true,
+            smtp: state.cfg.smtp_for(&row.repo),
+            public_url: state.cfg.public_url.clone(),
+            ..MailOptions::default()
+        },
+        record: Record::Queued(Box::new(row.clone())),
+        state_dir: state.state_dir.clone(),
+        controls: Controls {
+            cancel: Some(cancel),
+            slots: Some(state.slots.clone()),
+            tap: Some(live),
+        },
+    }
+}
+
+/// The jobs' logs are in the store now: the build's log file goes after a minute
+/// (`runway log --follow` reads its end meanwhile; a restart removes what a stop left).
+/// A build that ran no job keeps it.
+fn expire_log(state: &AppState, id: i64) {
+    if let Ok(true) = state.db(|s| s.has_jobs(id)) {
+        let due = Instant::now() + PARTIAL_LOG_LINGER;
+        state
+            .expiring_logs
+            .lock()
+            .expect("expiring logs")
+            .push_back((due, id));
+    }
+}
+
 /// Runs one claimed build with its live log.
 fn build(state: &AppState, row: BuildRow) {
     let Some(repo) = state.cfg.repo(&row.repo).cloned() else {
@@ -140,34 +194,7 @@ fn build(state: &AppState, row: BuildRow) {
             .map_err(|e| e.to_string()),
     };
     let result = source.and_then(|path| {
-        let request = Request {
-            path,
-            refs: RefArgs::queued(&row, repo.default_branch.clone()),
-            settings: repo.settings(),
-            options: Options {
-                parallel: state.cfg.concurrency,
-                deploy: true,
-                substitutes: state.cfg.substitutes,
-                sandbox: SandboxOptions {
-                    checked: true,
-                    ..state.cfg.sandbox_args(Some(&repo))
-                },
-                ..Options::default()
-            },
-            mail: MailOptions {
-                send: true,
-                smtp: state.cfg.smtp_for(&row.repo),
-                public_url: state.cfg.public_url.clone(),
-                ..MailOptions::default()
-            },
-            record: Record::Queued(Box::new(row.clone())),
-            state_dir: state.state_dir.clone(),
-            controls: Controls {
-                cancel: Some(cancel),
-                slots: Some(state.slots.clone()),
-                tap: Some(live.clone()),
-            },
-        };
+        let request = request(state, &repo, &row, path, cancel, live.clone());
         let mut problems = LiveWriter(live.clone());
         service::run(&request, &mut TextReporter::new(out, &mut problems))
             .map_err(|e| e.to_string())
@@ -197,17 +224,7 @@ fn build(state: &AppState, row: BuildRow) {
     );
     live.finish();
     state.live.remove(row.id);
-    // The jobs' logs are in the store now: the build's log file goes after a minute
-    // (`runway log --follow` reads its end meanwhile; a restart removes what a stop left).
-    // A build that ran no job keeps it.
-    if let Ok(true) = state.db(|s| s.has_jobs(row.id)) {
-        let due = Instant::now() + PARTIAL_LOG_LINGER;
-        state
-            .expiring_logs
-            .lock()
-            .expect("expiring logs")
-            .push_back((due, row.id));
-    }
+    expire_log(state, row.id);
     state.cancels.lock().expect("cancels").remove(&row.id);
 }
 
