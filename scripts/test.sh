@@ -26,6 +26,7 @@ command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (apt-get)"
   # Packages install without starting their services on the host (policy-rc.d).
@@ -47,6 +48,16 @@ if [ ! -x target/pyenv/bin/python ] || ! cmp -s tests/servers/requirements.txt t
   cp tests/servers/requirements.txt target/pyenv/requirements.txt
 fi
 export RUNWAY_TEST_PYTHON="$PWD/target/pyenv/bin/python"
+
+# The browser tests drive Debian's chromium with Playwright: playwright-core (no browser
+# download of its own) from the npm registry, pinned.
+playwright=1.65.1
+if ! grep -qs "\"version\": \"$playwright\"" target/browser/node_modules/playwright-core/package.json; then
+  echo "==> installing playwright-core@$playwright into target/browser (npm)"
+  mkdir -p target/browser
+  npm install --prefix target/browser --no-audit --no-fund --silent "playwright-core@$playwright"
+fi
+export RUNWAY_TEST_PLAYWRIGHT="$PWD/target/browser/node_modules/playwright-core"
 
 if [ ! -d ../shared/corpus/travis-yml/configs ] && [ -z "${RUNWAY_CORPUS:-}" ]; then
   echo "error: the corpus is missing: ../shared/corpus/travis-yml/configs (or set RUNWAY_CORPUS)" >&2

@@ -88,6 +88,8 @@ pub struct BuildRow {
     pub message: String,
     /// The commit's author (`Name`), once the build has read the commit.
     pub author: String,
+    /// What became of the build's mail (`sent to a@example.com`, `not sent (…)`).
+    pub mail: String,
 }
 
 /// A recorded job.
@@ -105,6 +107,10 @@ pub struct JobRow {
     pub reason: String,
     /// Milliseconds.
     pub duration_ms: u64,
+    /// The stage it ran in (`test`, `deploy`…).
+    pub stage: String,
+    /// What each of its deploys did, or why it was skipped (`s3: dry run (no --deploy)`).
+    pub deploys: Vec<String>,
     /// The log (secrets already masked).
     #[serde(skip)]
     pub log: Vec<u8>,
@@ -183,8 +189,10 @@ CREATE TABLE IF NOT EXISTS builds (
   commit_range TEXT NOT NULL DEFAULT '',
   reason TEXT,
   author TEXT NOT NULL DEFAULT '',
+  mail TEXT NOT NULL DEFAULT '',
   UNIQUE (repo, number)
 );
+CREATE INDEX IF NOT EXISTS builds_by_repo ON builds (repo, id);
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY,
   build_id INTEGER NOT NULL,
@@ -210,6 +218,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   duration_ms INTEGER NOT NULL,
   log BLOB NOT NULL,
   reason TEXT NOT NULL DEFAULT '',
+  stage TEXT NOT NULL DEFAULT '',
+  deploys TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (build_id, number)
 );
 ";
@@ -308,11 +318,12 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         reason: r.get(12)?,
         message: r.get(13)?,
         author: r.get(14)?,
+        mail: r.get(15)?,
     })
 }
 
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
-     previous_state, commit_range, reason, message, author";
+     previous_state, commit_range, reason, message, author, mail";
 
 impl Store {
     /// Opens (and creates) the store in `dir`.
@@ -323,7 +334,13 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL;")?;
         conn.execute_batch(SCHEMA)?;
         // Stores made before these columns get them (empty for old rows).
-        for (table, column) in [("jobs", "reason"), ("builds", "author")] {
+        for (table, column) in [
+            ("jobs", "reason"),
+            ("builds", "author"),
+            ("jobs", "stage"),
+            ("jobs", "deploys"),
+            ("builds", "mail"),
+        ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
                 params![table, column],
@@ -647,9 +664,20 @@ impl Store {
         )?;
         for j in jobs {
             tx.execute(
-                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id, j.number, j.name, j.env, j.result, j.duration_ms as i64, j.log, j.reason],
+                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    j.number,
+                    j.name,
+                    j.env,
+                    j.result,
+                    j.duration_ms as i64,
+                    j.log,
+                    j.reason,
+                    j.stage,
+                    j.deploys.join("\n")
+                ],
             )?;
         }
         tx.commit()?;
@@ -680,6 +708,42 @@ impl Store {
         ))?;
         let rows = st.query_map(params![repo, branch], row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A page of builds, newest first (as [`Store::builds`]): at most `limit`, made
+    /// before the build with id `before` when given (keyset paging: as fast on the
+    /// hundredth page as on the first).
+    pub fn builds_page(
+        &self,
+        repo: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR id < ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![repo, before, limit as i64], row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Each repository's latest build, by repository name.
+    pub fn latest_per_repo(&self) -> Result<Vec<BuildRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM builds WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo)
+             ORDER BY repo"
+        ))?;
+        let rows = st.query_map([], row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records what became of the build's mail.
+    pub fn set_mail(&mut self, id: i64, mail: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE builds SET mail = ?1 WHERE id = ?2",
+            params![mail, id],
+        )?;
+        Ok(())
     }
 
     /// One build by number (of `repo`, or of the only/most recent repository with it).
@@ -720,7 +784,7 @@ impl Store {
     /// The jobs of a build.
     pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT number, name, env, result, duration_ms, log, reason FROM jobs WHERE build_id = ?1 ORDER BY rowid",
+            "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys FROM jobs WHERE build_id = ?1 ORDER BY rowid",
         )?;
         let rows = st.query_map(params![build_id], |r| {
             Ok(JobRow {
@@ -731,6 +795,8 @@ impl Store {
                 duration_ms: r.get::<_, i64>(4)? as u64,
                 log: r.get(5)?,
                 reason: r.get(6)?,
+                stage: r.get(7)?,
+                deploys: r.get::<_, String>(8)?.lines().map(str::to_string).collect(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -748,6 +814,8 @@ impl JobRow {
             result: "passed".into(),
             reason: "all script commands passed".into(),
             duration_ms: 1,
+            stage: "test".into(),
+            deploys: Vec::new(),
             log: b"job log".to_vec(),
         }
     }

@@ -109,6 +109,12 @@ fn answer_queued(
     match queued {
         Ok(Ok(Queued::Build(row, canceled))) => {
             state.wake.notify_one();
+            state.changed(row.id);
+            for n in &canceled {
+                if let Ok(Some(old)) = state.db(|s| s.build(Some(&row.repo), *n)) {
+                    state.changed(old.id);
+                }
+            }
             tracing::info!(
                 repo = %row.repo,
                 number = row.number,

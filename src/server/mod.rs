@@ -64,6 +64,9 @@ pub struct AppState {
     /// Log files of ended builds, removed when due (`worker::PARTIAL_LOG_LINGER`):
     /// (when, build row id).
     expiring_logs: Mutex<std::collections::VecDeque<(std::time::Instant, i64)>>,
+    /// The ids of builds that were queued, started, ended, canceled or restarted, for
+    /// the pages that list builds (`GET /events`).
+    changes: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl AppState {
@@ -90,9 +93,15 @@ impl AppState {
                 stopping: AtomicBool::new(false),
                 slots,
                 expiring_logs: Mutex::default(),
+                changes: tokio::sync::broadcast::channel(256).0,
             }),
             interrupted,
         ))
+    }
+
+    /// Tells the open builds lists that build `id` changed.
+    fn changed(&self, id: i64) {
+        let _ = self.changes.send(id);
     }
 
     /// Cancels every running build now (their jobs' process groups are killed): a
@@ -172,6 +181,9 @@ impl AppState {
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(web::pages_index))
+        .route("/events", get(web::list_events))
+        .route("/assets/{name}", get(web::asset))
+        .route("/api/builds/{n}/restart", post(web::api_restart))
         .route("/builds/{n}", get(web::page_build))
         .route("/builds/{n}/events", get(web::build_events))
         .route("/api/builds", get(web::api_builds))

@@ -1,7 +1,30 @@
-//! The server's HTML: the builds list and a build page whose log follows the build
-//! live (server-sent events), with Travis's folds shown as collapsible sections.
+//! The server's HTML: the repositories with their latest build and the builds list (a
+//! page at a time, kept up to date over `GET /events`), and a build page: its header
+//! (why it ended so, its commit, what its deploys and its mail did), its jobs by stage,
+//! cancel and restart, and its log, live while it runs. The log's rendering (ANSI
+//! colours through the vendored ansi_up, line links, folds with durations, the failing
+//! command marked, the tail followed) is `assets/app.js`; rows are rendered here only,
+//! also for the live list.
 
 use crate::store::{BuildRow, JobRow};
+
+/// Builds per page of the list.
+pub const PAGE: usize = 50;
+
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+/// ansi_up 6.0.6 (MIT, `assets/ansi_up.LICENSE`), from the npm registry.
+const ANSI_UP_JS: &str = include_str!("assets/ansi_up.js");
+
+/// A static asset by name: its content type and body.
+pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "app.js" => Some(("text/javascript; charset=utf-8", APP_JS)),
+        "ansi_up.js" => Some(("text/javascript; charset=utf-8", ANSI_UP_JS)),
+        "app.css" => Some(("text/css; charset=utf-8", APP_CSS)),
+        _ => None,
+    }
+}
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -10,22 +33,17 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const STYLE: &str = "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
-td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}\
-.passed{color:#2e7d32}.failed,.errored{color:#c62828}.canceled{color:#777}.running,.queued{color:#f9a825}\
-pre{background:#111;color:#eee;padding:1em;white-space:pre-wrap}#tabs{margin:1em 0}#tabs a{margin-right:1em}details>summary{cursor:pointer;color:#8ab4f8}#repos a.on{font-weight:bold}</style>";
-
-fn page(title: &str, body: &str) -> String {
+/// A whole page: `data` are the body's data attributes (what app.js does there).
+fn page(title: &str, data: &str, body: &str) -> String {
     format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>{STYLE}</head><body>{body}</body></html>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"color-scheme\" content=\"light dark\"><title>{}</title>\
+         <link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/assets/app.css\"></head><body {data}>\
+         <header class=\"top\"><a class=\"brand\" href=\"/\">runway</a></header><main>{body}</main>\
+         <script type=\"module\" src=\"/assets/app.js\"></script></body></html>",
         esc(title)
     )
-}
-
-fn took(r: &BuildRow) -> String {
-    r.finished_at
-        .map(|f| format!("{}s", f - r.started_at))
-        .unwrap_or_else(|| "-".into())
 }
 
 /// JSON to embed in a `<script>`: `<`, `>` and `&` escaped as `\u003c`…, so no text a
@@ -38,11 +56,138 @@ pub fn script_json(v: &serde_json::Value) -> String {
         .replace('&', "\\u0026")
 }
 
-/// The builds list, newest first: the commit's first line, branch or tag, event, when
-/// it started (UTC; relative in the browser, exact on hover), duration and state, and a
-/// filter by repository (`/?repo=owner/app`).
-pub fn index(rows: &[BuildRow], repos: &[String], only: Option<&str>) -> String {
-    let mut b = String::from("<h1>runway</h1><nav id=\"repos\">");
+/// How long a build took: `42s`, `3m 05s`; a build still going says its state.
+fn took(r: &BuildRow) -> String {
+    let Some(f) = r.finished_at else {
+        return if r.state.is_active() {
+            r.state.as_str().into()
+        } else {
+            "-".into()
+        };
+    };
+    let s = (f - r.started_at).max(0);
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m {:02}s", s / 60, s % 60)
+    }
+}
+
+fn href(r: &BuildRow) -> String {
+    esc(&crate::notify::build_url("", &r.repo, r.number))
+}
+
+fn badge(state: &str) -> String {
+    format!("<span class=\"badge {state}\">{state}</span>")
+}
+
+fn when(secs: i64) -> String {
+    let iso = utc(secs);
+    format!("<time datetime=\"{iso}\" title=\"{iso}\">{iso}</time>")
+}
+
+/// Branch or `tag T`.
+fn what(r: &BuildRow) -> String {
+    r.tag
+        .as_deref()
+        .map(|t| format!("tag {t}"))
+        .or(r.branch.clone())
+        .unwrap_or_default()
+}
+
+/// One build as a row of the list (also sent to open lists when it changes).
+pub fn row_html(r: &BuildRow) -> String {
+    let first_line = r.message.lines().next().unwrap_or("");
+    format!(
+        "<tr data-id=\"{id}\"><td>{badge}</td><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td>\
+         <td><code>{sha}</code> {msg}</td><td class=\"hide-narrow\">{author}</td><td>{what}</td>\
+         <td class=\"hide-narrow\">{event}</td><td>{when}</td><td>{took}</td></tr>",
+        id = r.id,
+        badge = badge(r.state.as_str()),
+        href = href(r),
+        n = r.number,
+        repo = esc(&r.repo),
+        sha = esc(&r.commit[..r.commit.len().min(7)]),
+        msg = esc(first_line),
+        author = esc(&r.author),
+        what = esc(&what(r)),
+        event = esc(&r.event),
+        when = when(r.started_at),
+        took = took(r),
+    )
+}
+
+/// A repository with its latest build, for the repositories at the top of the list.
+pub fn repo_html(r: &BuildRow) -> String {
+    format!(
+        "<li data-repo=\"{repo}\" data-id=\"{id}\"><a class=\"name\" href=\"/?repo={q}\">{repo}</a>\
+         <a href=\"{href}\">{badge} #{n}</a> <span class=\"muted\">{what} &middot; {when}</span></li>",
+        repo = esc(&r.repo),
+        id = r.id,
+        q = esc(&crate::notify::url_component(&r.repo)),
+        href = href(r),
+        badge = badge(r.state.as_str()),
+        n = r.number,
+        what = esc(&what(r)),
+        when = when(r.started_at),
+    )
+}
+
+/// What the builds list shows.
+pub struct List<'a> {
+    /// The page's builds, newest first (one more than a page when there are older ones).
+    pub rows: &'a [BuildRow],
+    /// Each repository's latest build.
+    pub latest: &'a [BuildRow],
+    /// The configured repositories, for the filter.
+    pub repos: &'a [String],
+    /// The repository shown, when one is.
+    pub only: Option<&'a str>,
+    /// The page starts after this build (None: the newest).
+    pub before: Option<i64>,
+}
+
+/// The repositories with their latest build, then the builds (filtered by repository,
+/// a page at a time).
+pub fn index(l: &List) -> String {
+    let mut b = String::new();
+    if l.only.is_none() {
+        b.push_str("<h2>Repositories</h2><ul class=\"repos\">");
+        for r in l.latest {
+            b.push_str(&repo_html(r));
+        }
+        b.push_str("</ul>");
+    }
+    b.push_str(&format!(
+        "<h2>{}</h2>{}",
+        l.only
+            .map_or("Builds".to_string(), |r| format!("Builds of {}", esc(r))),
+        filter(l)
+    ));
+    b.push_str(
+        "<div class=\"scroll\"><table id=\"builds\"><thead><tr><th>State</th><th>#</th><th>Repository</th>\
+         <th>Commit</th><th class=\"hide-narrow\">Author</th><th>Branch</th><th class=\"hide-narrow\">Event</th>\
+         <th>Started</th><th>Duration</th></tr></thead><tbody>",
+    );
+    let shown = &l.rows[..l.rows.len().min(PAGE)];
+    for r in shown {
+        b.push_str(&row_html(r));
+    }
+    b.push_str("</tbody></table></div>");
+    if shown.is_empty() {
+        b.push_str("<p id=\"empty\" class=\"muted\">No builds yet: push, or send a webhook.</p>");
+    }
+    b.push_str(&pages_nav(l, shown));
+    let data = format!(
+        "data-page=\"index\" data-repo=\"{}\" data-first=\"{}\"",
+        esc(l.only.unwrap_or("")),
+        l.before.is_none()
+    );
+    page("runway builds", &data, &b)
+}
+
+/// The repository filter: all, or one.
+fn filter(l: &List) -> String {
     let link = |label: &str, href: &str, on: bool| {
         format!(
             "<a href=\"{}\"{}>{}</a> ",
@@ -51,47 +196,40 @@ pub fn index(rows: &[BuildRow], repos: &[String], only: Option<&str>) -> String 
             esc(label)
         )
     };
-    b.push_str(&link("all repositories", "/", only.is_none()));
-    for r in repos {
+    let mut b = String::from("<nav class=\"filter\" id=\"repos\">");
+    b.push_str(&link("all repositories", "/", l.only.is_none()));
+    for r in l.repos {
         let href = format!("/?repo={}", crate::notify::url_component(r));
-        b.push_str(&link(r, &href, only == Some(r.as_str())));
+        b.push_str(&link(r, &href, l.only == Some(r.as_str())));
     }
-    b.push_str(
-        "</nav><table id=\"builds\"><tr><th>#</th><th>Repository</th><th>Commit</th><th>Author</th><th>Branch</th><th>Event</th><th>Started</th><th>Duration</th><th>State</th></tr>",
-    );
-    for r in rows {
-        let what = r
-            .tag
-            .as_deref()
-            .map(|t| format!("tag {t}"))
-            .or(r.branch.clone())
-            .unwrap_or_default();
-        let first_line = r.message.lines().next().unwrap_or("");
+    b.push_str("</nav>");
+    b
+}
+
+/// Links to the newest page and to older builds.
+fn pages_nav(l: &List, shown: &[BuildRow]) -> String {
+    let repo_q = l
+        .only
+        .map(|r| format!("repo={}&", crate::notify::url_component(r)))
+        .unwrap_or_default();
+    let mut b = String::from("<nav class=\"pages\">");
+    if l.before.is_some() {
         b.push_str(&format!(
-            "<tr><td><a href=\"{href}\">#{n}</a></td><td>{repo}</td><td><code>{sha}</code> {msg}</td><td>{author}</td><td>{what}</td><td>{event}</td><td><time datetime=\"{iso}\" title=\"{iso}\">{iso}</time></td><td>{took}</td><td class=\"{st}\">{st}</td></tr>",
-            n = r.number,
-            href = esc(&crate::notify::build_url("", &r.repo, r.number)),
-            repo = esc(&r.repo),
-            sha = esc(&r.commit[..r.commit.len().min(7)]),
-            msg = esc(first_line),
-            author = esc(&r.author),
-            what = esc(&what),
-            event = esc(&r.event),
-            iso = utc(r.started_at),
-            st = r.state.as_str(),
-            took = took(r),
+            "<a href=\"/?{}\">Newest builds</a>",
+            esc(repo_q.trim_end_matches('&'))
         ));
     }
-    b.push_str(
-        "</table><script>\n\
-         for (const t of document.querySelectorAll('time')) {\n\
-           const s = Math.round((Date.now() - Date.parse(t.dateTime)) / 1000);\n\
-           t.textContent = s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : s < 86400 ? Math.round(s / 3600) + ' h ago' : t.dateTime.slice(0, 10);\n\
-         }\n\
-         setTimeout(() => location.reload(), 5000);\n\
-         </script>",
-    );
-    page("runway builds", &b)
+    if l.rows.len() > PAGE
+        && let Some(last) = shown.last()
+    {
+        b.push_str(&format!(
+            "<a href=\"/?{}before={}\" id=\"older\">Older builds &rarr;</a>",
+            esc(&repo_q),
+            last.id
+        ));
+    }
+    b.push_str("</nav>");
+    b
 }
 
 /// Seconds since the epoch as `2026-12-01T16:20:38Z`.
@@ -120,52 +258,127 @@ fn utc(secs: i64) -> String {
 pub fn not_found(n: u64) -> String {
     page(
         "not found",
+        "",
         &format!("<h1>There is no build #{n}</h1><p><a href=\"/\">All builds</a></p>"),
     )
 }
 
-/// A build page: the jobs, then a log with a tab for the whole build and one per job.
-/// With `live`, the logs come from `/builds/N/events` as they grow: the build's as
-/// `message` events, each job's as `job` events (a job running beside another is live
-/// in its own tab while the build's log holds it back). `#job=1.2` opens a job's tab.
-pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
+/// The header of a build page: state, why, commit, people, times, mail, buttons.
+fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
+    let first_line = r.message.lines().next().unwrap_or("");
     let mut b = format!(
-        "<p><a href=\"/\">All builds</a></p><h1>Build #{} <span id=\"state\" class=\"{st}\">{st}</span></h1><p>{} &middot; {} &middot; <code>{}</code></p>",
-        r.number,
+        "<h1>{} {} <span class=\"muted\">#{}</span></h1>",
+        badge(r.state.as_str()),
         esc(&r.repo),
-        esc(r.tag.as_deref().or(r.branch.as_deref()).unwrap_or("")),
-        esc(&r.commit),
-        st = r.state.as_str(),
+        r.number,
     );
     if let Some(reason) = &r.reason {
-        b.push_str(&format!("<p>{}</p>", esc(reason)));
+        b.push_str(&format!("<p class=\"why\">{}</p>", esc(reason)));
     } else if let Some(j) = jobs
         .iter()
         .find(|j| j.result == r.state.as_str() && !j.reason.is_empty())
     {
         // Why in the header: the first job that ended as the build did.
         b.push_str(&format!(
-            "<p id=\"why\"><span class=\"{st}\">{st}</span>: {} in <a href=\"#job={n}\">job {n}</a></p>",
+            "<p id=\"why\" class=\"why\"><span class=\"{st}\">{st}</span>: {} in <a href=\"#job={n}\">job {n}</a></p>",
             esc(&j.reason),
             st = r.state.as_str(),
             n = esc(&j.number),
         ));
     }
-    if !jobs.is_empty() {
-        b.push_str(
-            "<table><tr><th>Job</th><th>Matrix and env</th><th>Result</th><th>Duration</th><th>Why</th></tr>",
-        );
-        for j in jobs {
-            b.push_str(&format!(
-                "<tr><td><a href=\"#job={n}\">{n}</a></td><td><code>{}</code></td><td class=\"{r}\">{r}</td><td>{:.1}s</td><td>{}</td></tr>",
-                esc(&j.env),
-                j.duration_ms as f64 / 1000.0,
-                esc(&j.reason),
-                n = esc(&j.number),
-                r = esc(&j.result)
-            ));
+    b.push_str(&format!(
+        "<div class=\"facts\"><span><code>{sha}</code> <b>{msg}</b></span><span>{author}</span>\
+         <span>{what}</span><span>{event}</span><span>started {when}</span><span>took {took}</span>{mail}</div>",
+        sha = esc(&r.commit[..r.commit.len().min(7)]),
+        msg = esc(first_line),
+        author = esc(&r.author),
+        what = esc(&what(r)),
+        event = esc(&r.event),
+        when = when(r.started_at),
+        took = took(r),
+        mail = if r.mail.is_empty() {
+            String::new()
+        } else {
+            format!("<span id=\"mail\">mail: {}</span>", esc(&r.mail))
+        },
+    ));
+    if can_change {
+        let (act, label) = if r.state.is_active() {
+            ("cancel", "Cancel")
+        } else {
+            ("restart", "Restart")
+        };
+        b.push_str(&format!(
+            "<div class=\"actions\"><button data-act=\"{act}\" id=\"{act}\">{label}</button><span class=\"said\"></span></div>"
+        ));
+    }
+    b
+}
+
+/// The jobs by stage: number and name, matrix values and env, result, duration, why,
+/// and what each deploy did.
+fn jobs_html(jobs: &[JobRow]) -> String {
+    let mut stages: Vec<&str> = Vec::new();
+    for j in jobs {
+        if !stages.contains(&j.stage.as_str()) {
+            stages.push(&j.stage);
         }
-        b.push_str("</table>");
+    }
+    // The deploys column only when a job has a deploy.
+    let deploys = jobs.iter().any(|j| !j.deploys.is_empty());
+    let mut b = String::from("<section id=\"jobs\">");
+    for stage in stages {
+        if !stage.is_empty() {
+            b.push_str(&format!("<h3>Stage: {}</h3>", esc(stage)));
+        }
+        b.push_str(&format!(
+            "<div class=\"scroll\"><table><thead><tr><th>Job</th><th>Matrix and env</th><th>Result</th>\
+             <th>Duration</th><th>Why</th>{}</tr></thead><tbody>",
+            if deploys { "<th>Deploys</th>" } else { "" }
+        ));
+        for j in jobs.iter().filter(|j| j.stage == stage) {
+            b.push_str(&job_row(j, deploys));
+        }
+        b.push_str("</tbody></table></div>");
+    }
+    b.push_str("</section>");
+    b
+}
+
+fn job_row(j: &JobRow, with_deploys: bool) -> String {
+    let deploys: String = j
+        .deploys
+        .iter()
+        .map(|d| format!("<li>{}</li>", esc(d)))
+        .collect();
+    format!(
+        "<tr><td><a href=\"#job={n}\">{n}</a>{name}</td><td><code>{env}</code></td><td>{r}</td>\
+         <td>{d:.1}s</td><td>{why}</td>{deploys}</tr>",
+        n = esc(&j.number),
+        name = j
+            .name
+            .as_deref()
+            .map(|n| format!(" {}", esc(n)))
+            .unwrap_or_default(),
+        env = esc(&j.env),
+        r = badge(&esc(&j.result)),
+        d = j.duration_ms as f64 / 1000.0,
+        why = esc(&j.reason),
+        deploys = if with_deploys {
+            format!("<td><ul class=\"deploys\">{deploys}</ul></td>")
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// A build page: the header, the jobs by stage, then a log with a tab for the whole
+/// build and one per job. With `live`, the logs come from `/builds/N/events` as they
+/// grow. `#job=1.2` opens a job's tab; `#L12` a line.
+pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool, can_change: bool) -> String {
+    let mut b = header(r, jobs, can_change);
+    if !jobs.is_empty() {
+        b.push_str(&jobs_html(jobs));
     }
     let stored: serde_json::Map<String, serde_json::Value> = jobs
         .iter()
@@ -175,61 +388,23 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool) -> String {
             (j.number.clone(), v)
         })
         .collect();
-    let json = |v: &serde_json::Value| script_json(v);
+    let data = serde_json::json!({
+        "log": String::from_utf8_lossy(log),
+        "jobs": stored,
+        "live": live,
+        "n": r.number,
+        "repo": r.repo,
+    });
     b.push_str(&format!(
-        "<nav id=\"tabs\"></nav><div id=\"log\"></div><script>\n\
-         const texts = {{'': {build}}};\n\
-         const results = {{}};\n\
-         const order = [];\n\
-         for (const [n, j] of Object.entries({jobs})) {{ order.push(n); texts[n] = j.text; results[n] = j.result; }}\n\
-         const chosen = () => {{ const m = location.hash.match(/^#job=(.+)$/); return m ? decodeURIComponent(m[1]) : ''; }};\n\
-         function tabs() {{\n\
-           const nav = document.getElementById('tabs');\n\
-           nav.innerHTML = '';\n\
-           for (const n of [''].concat(order)) {{\n\
-             const a = document.createElement('a');\n\
-             a.href = n ? '#job=' + n : '#';\n\
-             a.textContent = n ? 'Job ' + n + (results[n] ? ' (' + results[n] + ')' : ' (running)') : 'Build log';\n\
-             if (n) a.className = results[n] || 'running';\n\
-             if (n === chosen()) a.style.fontWeight = 'bold';\n\
-             nav.appendChild(a);\n\
-             nav.appendChild(document.createTextNode(' '));\n\
-           }}\n\
-         }}\n\
-         function render() {{\n\
-           tabs();\n\
-           const root = document.getElementById('log');\n\
-           root.innerHTML = '';\n\
-           const stack = [document.createElement('pre')];\n\
-           root.appendChild(stack[0]);\n\
-           for (const line of (texts[chosen()] || '').replace(/\\r/g, '').split('\\n')) {{\n\
-             let m = line.match(/^travis_fold:start:(.*)$/);\n\
-             if (m) {{ const d = document.createElement('details'); const s = document.createElement('summary'); s.textContent = m[1]; d.appendChild(s); const p = document.createElement('pre'); d.appendChild(p); stack[stack.length-1].appendChild(d); stack.push(p); continue; }}\n\
-             if (/^travis_fold:end:/.test(line)) {{ if (stack.length > 1) stack.pop(); continue; }}\n\
-             if (/^travis_time:/.test(line)) continue;\n\
-             stack[stack.length-1].appendChild(document.createTextNode(line + '\\n'));\n\
-           }}\n\
-         }}\n\
-         let pending = false;\n\
-         function later() {{ if (!pending) {{ pending = true; setTimeout(() => {{ pending = false; render(); }}, 50); }} }}\n\
-         window.addEventListener('hashchange', render);\n\
-         render();\n\
-         if ({live}) {{\n\
-           texts[''] = '';\n\
-           const es = new EventSource('/builds/{n}/events?repo=' + encodeURIComponent({repo}));\n\
-           es.onmessage = (e) => {{ texts[''] += JSON.parse(e.data); later(); }};\n\
-           es.addEventListener('job', (e) => {{ const d = JSON.parse(e.data); if (!(d.job in texts)) {{ order.push(d.job); texts[d.job] = ''; }} texts[d.job] += d.text; later(); }});\n\
-           es.addEventListener('jobend', (e) => {{ const d = JSON.parse(e.data); if (!(d.job in texts)) {{ order.push(d.job); texts[d.job] = ''; }} results[d.job] = d.result; later(); }});\n\
-           es.addEventListener('end', () => {{ es.close(); setTimeout(() => location.reload(), 500); }});\n\
-         }}\n\
-         </script>",
-        build = json(&serde_json::Value::String(String::from_utf8_lossy(log).into_owned())),
-        jobs = json(&serde_json::Value::Object(stored)),
-        live = live,
-        n = r.number,
-        repo = json(&serde_json::Value::String(r.repo.clone())),
+        "<nav id=\"tabs\"></nav><div id=\"follow\"><button hidden></button></div><div id=\"log\" class=\"log\"></div>\
+         <script id=\"data\" type=\"application/json\">{}</script>",
+        script_json(&data)
     ));
-    page(&format!("build #{}", r.number), &b)
+    page(
+        &format!("{} #{} {}", r.repo, r.number, r.state.as_str()),
+        "data-page=\"build\"",
+        &b,
+    )
 }
 
 #[cfg(test)]
@@ -247,7 +422,7 @@ mod tests {
         job.number = "4.1".into();
         job.result = "failed".into();
         job.reason = "`test -f coverage.xml` exited 1".into();
-        let page = build(&row, &[job], b"", false);
+        let page = build(&row, &[job], b"", false, false);
         assert!(
             page.contains(
                 "failed</span>: `test -f coverage.xml` exited 1 in <a href=\"#job=4.1\">job 4.1</a>"
@@ -273,9 +448,16 @@ mod tests {
             state: crate::store::Status::Passed,
             ..BuildRow::default()
         };
-        let page = build(&row, &[], b"<!--<script>", false);
-        let script = &page[page.find("<script>").unwrap() + 8..];
-        assert!(!script[..script.find("</script>").unwrap()].contains("<!--"));
+        let page = build(&row, &[], b"<!--<script>", false, false);
+        let open = "<script id=\"data\" type=\"application/json\">";
+        let script = &page[page.find(open).unwrap() + open.len()..];
+        let script = &script[..script.find("</script>").unwrap()];
+        assert!(
+            !script.contains("<!--") && !script.contains('<'),
+            "{script}"
+        );
+        // Nothing but the data's own closing tag ends it.
+        assert_eq!(page.matches("</script>").count(), 2, "{page}");
     }
 
     #[test]
@@ -287,7 +469,14 @@ mod tests {
             commit: "abcdef0123".into(),
             ..BuildRow::default()
         };
-        let html = index(&[row], &["o/a b&c".into()], None);
+        let repos = ["o/a b&c".to_string()];
+        let html = index(&List {
+            rows: std::slice::from_ref(&row),
+            latest: &[],
+            repos: &repos,
+            only: None,
+            before: None,
+        });
         assert!(
             html.contains("href=\"/builds/3?repo=o/a%20b%26c\""),
             "{html}"
@@ -313,14 +502,27 @@ mod tests {
             commit: "abcdef0123".into(),
             ..BuildRow::default()
         };
-        let html = index(&[row], &["o/app".into()], Some("o/app"));
+        let repos = ["o/app".to_string()];
+        let html = index(&List {
+            rows: std::slice::from_ref(&row),
+            latest: &[],
+            repos: &repos,
+            only: Some("o/app"),
+            before: None,
+        });
         assert!(
             html.contains("<code>abcdef0</code> Fix the &lt;login&gt; page</td>"),
             "{html}"
         );
         assert!(!html.contains("long body"), "{html}");
-        assert!(html.contains("<td>push</td>"), "{html}");
-        assert!(html.contains("<td>Ada</td>"), "{html}");
+        assert!(
+            html.contains("<td class=\"hide-narrow\">push</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td class=\"hide-narrow\">Ada</td>"),
+            "{html}"
+        );
         assert!(html.contains("datetime=\"2026-12-01T15:20:38Z\""), "{html}");
         assert!(html.contains("class=\"on\">o/app</a>"), "{html}");
     }

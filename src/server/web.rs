@@ -38,15 +38,111 @@ fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<
     })
 }
 
-/// `GET /`: the builds, newest first.
+/// `?repo=owner/app&before=ID`: one repository's builds, older than a build.
+#[derive(Deserialize, Default)]
+pub(super) struct ListQuery {
+    repo: Option<String>,
+    before: Option<i64>,
+}
+
+/// `GET /`: the repositories with their latest build, then the builds, newest first,
+/// a page at a time (`?before=ID`), kept up to date over `GET /events`.
 pub(super) async fn pages_index(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<RepoQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Html<String> {
     let repo = q.repo.as_deref().filter(|r| !r.is_empty());
-    let rows = state.db(|s| s.builds(repo, None)).unwrap_or_default();
+    let (rows, latest) = state
+        .db(|s| {
+            Ok((
+                s.builds_page(repo, q.before, pages::PAGE + 1)?,
+                s.latest_per_repo()?,
+            ))
+        })
+        .unwrap_or_default();
     let repos: Vec<String> = state.cfg.repos.iter().map(|r| r.name.clone()).collect();
-    Html(pages::index(&rows, &repos, repo))
+    Html(pages::index(&pages::List {
+        rows: &rows,
+        latest: &latest,
+        repos: &repos,
+        only: repo,
+        before: q.before,
+    }))
+}
+
+/// `GET /events`: each build that is queued, starts, ends, is canceled or restarted,
+/// as a server-sent `build` event (the API's JSON for it); `reload` when this reader
+/// fell too far behind to be told each.
+pub(super) async fn list_events(State(state): State<Arc<AppState>>) -> Response {
+    let rx = state.changes.subscribe();
+    let stream = futures_util::stream::unfold((state, rx), |(state, mut rx)| async move {
+        let ev = match rx.recv().await {
+            Ok(id) => {
+                let row = state.db(|s| s.by_id(id)).ok().flatten()?;
+                let mut v = api_row(&row);
+                v["row_html"] = pages::row_html(&row).into();
+                v["repo_html"] = pages::repo_html(&row).into();
+                Event::default().event("build").json_data(v).expect("json")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Event::default().event("reload").data("reload")
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), (state, rx)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// `GET /assets/NAME`: the pages' script, style and the ANSI colour library.
+pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
+    match pages::asset(&name) {
+        Some((kind, body)) => (
+            [
+                (axum::http::header::CONTENT_TYPE, kind),
+                (axum::http::header::CACHE_CONTROL, "max-age=300"),
+            ],
+            body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `POST /api/builds/N/restart`: an ended build is queued again (its jobs forgotten).
+pub(super) async fn api_restart(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return *refused;
+    }
+    let row = match find_or_404(&state, n, &q) {
+        Ok(row) => row,
+        Err(not_found) => return *not_found,
+    };
+    if row.state.is_active() {
+        return answer(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": format!("build #{n} is {}; cancel it first", row.state)}),
+        );
+    }
+    if let Err(e) = state.db(|s| s.restart(row.id)) {
+        return answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({"error": e.to_string()}),
+        );
+    }
+    state.wake.notify_one();
+    state.changed(row.id);
+    answer(
+        StatusCode::ACCEPTED,
+        serde_json::json!({"restarted": true, "number": n}),
+    )
 }
 
 /// `GET /builds/N`: a build with its jobs and its logs (live while it runs).
@@ -67,7 +163,8 @@ pub(super) async fn page_build(
             .db(|s| Ok(s.build_log(row.id, &jobs)))
             .unwrap_or_default()
     };
-    Html(pages::build(&row, &jobs, &log, live)).into_response()
+    let can_change = state.cfg.api_token().is_some();
+    Html(pages::build(&row, &jobs, &log, live, can_change)).into_response()
 }
 
 /// `GET /builds/N/events`: the build's log and each job's as server-sent events,
@@ -163,10 +260,11 @@ fn event_of(chunk: &Chunk) -> Event {
 
 fn api_row(r: &BuildRow) -> serde_json::Value {
     serde_json::json!({
-        "number": r.number, "repo": r.repo, "branch": r.branch, "tag": r.tag,
+        "id": r.id, "number": r.number, "repo": r.repo, "branch": r.branch, "tag": r.tag,
         "commit": r.commit, "state": r.state, "event": r.event,
         "message": r.message.lines().next().unwrap_or(""), "author": r.author,
         "started_at": r.started_at, "finished_at": r.finished_at,
+        "url": crate::notify::build_url("", &r.repo, r.number),
     })
 }
 
@@ -189,10 +287,11 @@ pub(super) async fn api_build(
     let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
     let mut v = api_row(&row);
     v["reason"] = serde_json::json!(row.reason);
+    v["mail"] = serde_json::json!(row.mail);
     v["previous_state"] = serde_json::json!(row.previous_state);
     v["jobs"] = jobs
         .iter()
-        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms}))
+        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys}))
         .collect();
     // A running build has recorded no job yet: the jobs that have started, live
     // ("running" until each ends).
@@ -276,6 +375,7 @@ pub(super) async fn api_cancel(
         "queued" => {
             let _ =
                 state.db(|s| s.set_state(row.id, Status::Canceled, Some("canceled while queued")));
+            state.changed(row.id);
             answer(
                 StatusCode::OK,
                 serde_json::json!({"canceled": true, "number": n}),

@@ -28,6 +28,7 @@ pub(super) async fn work(state: Arc<AppState>) {
             let Ok(Some(row)) = claimed else { break };
             let file = state.db(|s| s.create_partial_log(row.id)).ok();
             state.live.start(row.id, file);
+            state.changed(row.id);
             state.running.fetch_add(1, Ordering::SeqCst);
             let st = state.clone();
             tokio::task::spawn_blocking(move || {
@@ -91,6 +92,19 @@ fn retry_mails(state: &AppState) {
             Some(e) => {
                 tracing::warn!(build = m.build_id, attempts = m.attempts + 1, error = %e, "mail not sent yet")
             }
+        }
+        if err.is_none() {
+            let _ = state.db(|s| {
+                s.set_mail(
+                    m.build_id,
+                    &format!(
+                        "sent to {} (from the outbox, try {})",
+                        m.recipients.join(", "),
+                        m.attempts + 1
+                    ),
+                )
+            });
+            state.changed(m.build_id);
         }
         let _ = state.db(|s| {
             s.mail_tried(
@@ -224,6 +238,7 @@ fn build(state: &AppState, row: BuildRow) {
     );
     live.finish();
     state.live.remove(row.id);
+    state.changed(row.id);
     expire_log(state, row.id);
     state.cancels.lock().expect("cancels").remove(&row.id);
 }

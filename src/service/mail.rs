@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::build::{BuildReport, BuildState};
+use crate::build::{BuildReport, BuildState, JobReport};
 use crate::event::BuildEvent;
 use crate::job::JobResult;
 use crate::mask::Masker;
@@ -26,6 +26,33 @@ pub struct MailOptions {
     pub smtp: Option<SmtpConfig>,
     /// The server's URL, for the link to the build page (default: `RUNWAY_PUBLIC_URL`).
     pub public_url: Option<String>,
+}
+
+/// What each deploy of a job did, or why it was skipped (`s3: dry run (no --deploy)`).
+pub fn deploy_lines(r: &JobReport, deployed: bool, rehearsed: bool) -> Vec<String> {
+    let passed = r.outcome.result == JobResult::Passed;
+    r.job
+        .deploys
+        .iter()
+        .map(|d| {
+            let did = if !d.fires {
+                format!("skipped ({})", d.reason)
+            } else if !passed {
+                "not run (the job did not pass)".to_string()
+            } else if deployed {
+                "deployed".to_string()
+            } else {
+                "dry run (no --deploy)".to_string()
+            };
+            // A passed job's rehearsal succeeded (a failed one errors the job).
+            let rehearsal = if rehearsed && d.provider == "codedeploy" && d.fires && passed {
+                "; the bundle rehearsed as the agent would deploy it: succeeded"
+            } else {
+                ""
+            };
+            format!("{}: {did}{rehearsal}", d.provider)
+        })
+        .collect()
 }
 
 /// One build's mail, with what it is made of.
@@ -175,33 +202,15 @@ impl Mailing<'_> {
 
     /// What each deploy of each job did.
     fn deploys(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for r in &self.report.jobs {
-            let passed = r.outcome.result == JobResult::Passed;
-            for d in &r.job.deploys {
-                let did = if !d.fires {
-                    format!("skipped ({})", d.reason)
-                } else if !passed {
-                    "not run (the job did not pass)".to_string()
-                } else if self.deployed {
-                    "deployed".to_string()
-                } else {
-                    "dry run (no --deploy)".to_string()
-                };
-                // A passed job's rehearsal succeeded (a failed one errors the job).
-                let rehearsed = if self.rehearsed && d.provider == "codedeploy" && d.fires && passed
-                {
-                    "; the bundle rehearsed as the agent would deploy it: succeeded"
-                } else {
-                    ""
-                };
-                out.push(format!(
-                    "job {}: {}: {did}{rehearsed}",
-                    r.job.number, d.provider
-                ));
-            }
-        }
-        out
+        self.report
+            .jobs
+            .iter()
+            .flat_map(|r| {
+                deploy_lines(r, self.deployed, self.rehearsed)
+                    .into_iter()
+                    .map(move |line| format!("job {}: {line}", r.job.number))
+            })
+            .collect()
     }
 
     /// A rehearsal's mail: what would be sent, and its text when asked.

@@ -380,9 +380,11 @@ fn conclude(
     // One masker for what is recorded and what is mailed.
     let masker = req.settings.masker();
     if let Some(r) = recorded.as_mut()
-        && let Err(e) = r
-            .store
-            .finish(r.row.id, report.state, &job_rows(report, &masker))
+        && let Err(e) = r.store.finish(
+            r.row.id,
+            report.state,
+            &job_rows(report, &masker, &req.options),
+        )
     {
         reporter.event(Event::Note(&format!(
             "warning: could not record the build: {e}"
@@ -391,7 +393,13 @@ fn conclude(
     let number = recorded.as_ref().map_or(1, |r| r.row.number);
     reporter.event(Event::Ended { number, report });
     let previous = recorded.as_ref().and_then(|r| r.row.previous_state);
-    let mut say = |line: &str| reporter.event(Event::Note(line));
+    let mut mailed = String::new();
+    let mut say = |line: &str| {
+        if let Some(what) = line.strip_prefix("Email: ") {
+            mailed = what.to_string();
+        }
+        reporter.event(Event::Note(line))
+    };
     mail::Mailing {
         plan,
         event,
@@ -405,10 +413,15 @@ fn conclude(
         rehearsed: req.options.rehearse_deploy,
         // The server keeps a mail it could not send and tries again later.
         outbox: recorded
+            .as_mut()
             .filter(|_| matches!(req.record, Record::Queued(_)))
             .map(|r| (&mut r.store, r.row.id)),
     }
     .send(&mut say);
+    // The build page says what became of the mail.
+    if let Some(r) = recorded {
+        let _ = r.store.set_mail(r.row.id, &mailed);
+    }
     reporter.event(Event::Note(&last_line(number, report)));
 }
 
@@ -572,8 +585,9 @@ fn build_options(
     }
 }
 
-/// The store's rows for the build's jobs: results, reasons and logs, masked.
-fn job_rows(report: &BuildReport, masker: &Masker) -> Vec<JobRow> {
+/// The store's rows for the build's jobs: results, reasons, stages, deploys and logs,
+/// masked.
+fn job_rows(report: &BuildReport, masker: &Masker, o: &Options) -> Vec<JobRow> {
     report
         .jobs
         .iter()
@@ -586,6 +600,8 @@ fn job_rows(report: &BuildReport, masker: &Masker) -> Vec<JobRow> {
             result: r.outcome.result.as_str().to_string(),
             reason: masker.mask_all(&r.outcome.reason),
             duration_ms: r.outcome.duration.as_millis() as u64,
+            stage: r.job.stage.clone(),
+            deploys: mail::deploy_lines(r, o.deploy, o.rehearse_deploy),
             log: r.log.clone(),
         })
         .collect()

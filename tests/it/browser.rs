@@ -1,62 +1,200 @@
-//! The web pages in a real headless browser (Debian's chromium, installed by the test
-//! command): the list shows the build, the build page shows the live log as it grows,
-//! and each job's tab follows that job live, even while jobs run side by side.
+//! The web pages in a real headless browser: Debian's chromium driven by Playwright
+//! (playwright-core from the npm registry; both installed by the test command) through
+//! `tests/browser/driver.mjs`. The list updates live; a build page shows its folds with
+//! their commands and durations, ANSI colours, line links, the failing command marked;
+//! the log follows the tail until the reader scrolls up; cancel works with the API token
+//! and is refused without it. Each test saves screenshots under `target/screenshots/`.
 
 use crate::common::server::Server;
 use crate::common::{bare_clone, git, repo_with};
-use std::process::Command;
-use std::time::Duration;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-fn chromium() -> &'static str {
-    let path = "/usr/bin/chromium";
-    assert!(
-        std::path::Path::new(path).exists(),
-        "chromium is not installed: run `bash scripts/test.sh` (it runs apt-get install chromium)"
-    );
-    path
+/// One headless chromium page, driven over the driver's JSON lines.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
 }
 
-/// The text of the page's log and body at each moment (ms after opening it), read
-/// from one open page through the DevTools protocol.
-fn watch(url: &str, moments: &[u64]) -> Vec<(String, String)> {
-    chromium();
-    let out = Command::new("node")
-        .arg("--experimental-websocket")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/servers/cdp_watch.mjs"
-        ))
-        .arg(url)
-        .args(moments.iter().map(|m| m.to_string()))
-        .output()
-        .expect("node runs (apt-get install nodejs)");
-    assert!(
-        out.status.success(),
-        "cdp_watch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from cdp_watch");
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["log"].as_str().unwrap_or("").to_string(),
-                s["body"].as_str().unwrap_or("").to_string(),
+impl Browser {
+    fn open() -> Browser {
+        let chromium = "/usr/bin/chromium";
+        assert!(
+            Path::new(chromium).exists(),
+            "chromium is not installed: run `bash scripts/test.sh` (it runs apt-get install chromium)"
+        );
+        let playwright = std::env::var("RUNWAY_TEST_PLAYWRIGHT").unwrap_or_else(|_| {
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/target/browser/node_modules/playwright-core"
             )
-        })
-        .collect()
+            .into()
+        });
+        assert!(
+            Path::new(&playwright).join("package.json").exists(),
+            "playwright-core is not installed at {playwright}: run `bash scripts/test.sh` (it runs npm install)"
+        );
+        let mut child = Command::new("node")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/browser/driver.mjs"
+            ))
+            .env("RUNWAY_TEST_PLAYWRIGHT", &playwright)
+            .env("RUNWAY_TEST_CHROMIUM", chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs (apt-get install nodejs)");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        Browser { child, stdin, out }
+    }
+
+    fn try_op(&mut self, cmd: Value) -> Result<Value, String> {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("the driver said {line:?}: {e}"));
+        if v["ok"] == true {
+            Ok(v["value"].clone())
+        } else {
+            Err(v["error"].as_str().unwrap_or("?").to_string())
+        }
+    }
+
+    fn op(&mut self, cmd: Value) -> Value {
+        let what = cmd.to_string();
+        self.try_op(cmd)
+            .unwrap_or_else(|e| panic!("browser: {what}: {e}"))
+    }
+
+    fn goto(&mut self, url: &str) {
+        self.op(json!({"op": "goto", "url": url}));
+    }
+
+    /// Waits until the JavaScript expression is truthy on the page; its value.
+    fn until(&mut self, js: &str) -> Value {
+        self.op(json!({"op": "until", "js": js, "timeout": 90000}))
+    }
+
+    fn eval(&mut self, js: &str) -> Value {
+        self.op(json!({"op": "eval", "js": js}))
+    }
+
+    fn click(&mut self, selector: &str) {
+        self.op(json!({"op": "click", "selector": selector}));
+    }
+
+    /// Saves a screenshot as `target/screenshots/NAME.png`.
+    fn shot(&mut self, name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        self.op(json!({"op": "screenshot", "path": path, "full": false}));
+        assert!(path.exists(), "{}", path.display());
+        path
+    }
+
+    /// Script errors the page raised so far.
+    fn errors(&mut self) -> Value {
+        self.op(json!({"op": "errors"}))
+    }
 }
 
-fn last_line_number(dom: &str) -> u32 {
-    last_number(dom, "log line ")
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "{}", json!({"op": "close"}));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
-/// The highest N in `{prefix}N` on the page.
-fn last_number(dom: &str, prefix: &str) -> u32 {
-    dom.match_indices(prefix)
+/// A server with one repository (its work tree at `work`), with `server` lines first
+/// in its runway.toml and `env` in its environment.
+struct Site {
+    _dir: tempfile::TempDir,
+    work: PathBuf,
+    srv: Server,
+    base: String,
+}
+
+impl Site {
+    fn new(yml: &str, server: &str, env: &[(&str, &str)]) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let work = repo_with(
+            &dir.path().join("work"),
+            "master",
+            &[(".travis.yml", yml)],
+            "First commit",
+        );
+        let bare = bare_clone(&work, &dir.path().join("app.git"));
+        git(&work, &["remote", "add", "hub", bare.to_str().unwrap()]);
+        let config = dir.path().join("runway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{server}\n[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
+                bare.display()
+            ),
+        )
+        .unwrap();
+        let mut all = vec![("APP_SECRET", "s")];
+        all.extend_from_slice(env);
+        let srv = Server::start(&config, &dir.path().join("state"), &all);
+        let base = format!("http://{}", srv.addr);
+        Site {
+            _dir: dir,
+            work,
+            srv,
+            base,
+        }
+    }
+
+    /// Queues a build of master's head; returns the commit.
+    fn push(&self) -> String {
+        let sha = git(&self.work, &["rev-parse", "HEAD"]);
+        let body = format!("{{\"repo\":\"o/app\",\"branch\":\"master\",\"commit\":\"{sha}\"}}");
+        let (code, text) = self.srv.request(
+            "POST",
+            "/hooks/generic",
+            &[("Authorization", "Bearer s")],
+            body.as_bytes(),
+        );
+        assert_eq!(code, 202, "{text}");
+        sha
+    }
+
+    /// Commits `.travis.yml` = `yml` on master (pushed to the hub).
+    fn commit(&self, yml: &str, msg: &str) {
+        std::fs::write(self.work.join(".travis.yml"), yml).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", msg]);
+        git(&self.work, &["push", "-q", "-f", "hub", "master"]);
+    }
+
+    /// Waits for build `n` to end; its state.
+    fn ended(&self, n: u64) -> String {
+        for _ in 0..1200 {
+            let v = self.srv.json(&format!("/api/builds/{n}"));
+            let st = v["state"].as_str().unwrap_or("").to_string();
+            if st != "queued" && st != "running" {
+                return st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("build {n} did not end");
+    }
+}
+
+/// The highest N in `{prefix}N` in `text`.
+fn last_number(text: &str, prefix: &str) -> u32 {
+    text.match_indices(prefix)
         .filter_map(|(i, _)| {
-            dom[i + prefix.len()..]
+            text[i + prefix.len()..]
                 .split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()
@@ -66,144 +204,268 @@ fn last_number(dom: &str, prefix: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// A server with one repository whose `.travis.yml` is `yml`, and a build of its master
-/// branch queued by a generic webhook. Returns the temp dir, the server and the commit.
-fn serve_one_build(yml: &str, server: &str) -> (tempfile::TempDir, Server, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let work = repo_with(
-        &dir.path().join("work"),
-        "master",
-        &[(".travis.yml", yml)],
-        "first",
-    );
-    let bare = bare_clone(&work, &dir.path().join("app.git"));
-    let config = dir.path().join("runway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{server}[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
-            bare.display()
-        ),
-    )
-    .unwrap();
-    let srv = Server::start(&config, &dir.path().join("state"), &[("APP_SECRET", "s")]);
-    let sha = git(&work, &["rev-parse", "HEAD"]);
-    let body = format!("{{\"repo\":\"o/app\",\"branch\":\"master\",\"commit\":\"{sha}\"}}");
-    let (code, text) = srv.request(
-        "POST",
-        "/hooks/generic",
-        &[("Authorization", "Bearer s")],
-        body.as_bytes(),
-    );
-    assert_eq!(code, 202, "{text}");
-    (dir, srv, sha)
-}
+/// The log's lines as text (line numbers left out; lines in closed folds kept).
+const LOG_TEXT: &str =
+    "[...document.querySelectorAll('#log .l > span')].map(s => s.textContent).join('\\n')";
 
+/// The list shows builds as they are queued, start and end, without reloading; the
+/// build page shows the log while the build runs, and it grows.
 #[test]
-fn list_and_live_log_in_a_real_browser() {
-    let yml = "language: shell\nscript:\n  - for i in $(seq 1 80); do echo \"log line $i\"; sleep 0.2; done\nnotifications:\n  email: false\n";
-    let (_dir, srv, sha) = serve_one_build(yml, "");
-    std::thread::sleep(Duration::from_millis(800));
+fn the_list_updates_live_and_the_build_page_shows_the_log_as_it_grows() {
+    let yml = "language: shell\nscript:\n  - for i in $(seq 1 60); do echo \"log line $i\"; sleep 0.1; done\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "", &[]);
+    let mut b = Browser::open();
+    b.goto(&format!("{}/", site.base));
+    b.until("document.getElementById('empty')");
+    b.eval("window.notReloaded = true");
+    let sha = site.push();
+    // The row arrives over /events, on the same page (no reload).
+    b.until("document.querySelector('#builds tr[data-id] a[href^=\"/builds/1\"]') && window.notReloaded");
+    b.until("document.querySelector('#builds tr[data-id] .badge.passed') && window.notReloaded");
+    let row = b.eval("document.querySelector('#builds tr[data-id]').textContent");
+    let row = row.as_str().unwrap();
+    assert!(
+        row.contains("#1") && row.contains("o/app") && row.contains("master"),
+        "{row}"
+    );
+    assert!(
+        row.contains(&sha[..7]) && row.contains("First commit"),
+        "{row}"
+    );
+    let repos = b.eval("document.querySelector('ul.repos').textContent");
+    assert!(repos.as_str().unwrap().contains("#1"), "{repos}");
+    b.shot("list");
 
-    let base = format!("http://{}", srv.addr);
-    // One page, open while the build runs, read at two moments.
-    let seen = watch(&format!("{base}/builds/1"), &[2500, 6000]);
-    let (a, b) = (last_line_number(&seen[0].0), last_line_number(&seen[1].0));
-    assert!(
-        a >= 1,
-        "the page shows the log while the build runs: {:?}",
-        seen[0].0
-    );
-    assert!(
-        b > a,
-        "the log grows on the open page: line {a}, then line {b}"
-    );
-    assert!(a < 80, "the first look was while the build ran ({a})");
-    assert!(
-        seen[0].0.contains("$ for i in $(seq 1 80)"),
-        "{}",
-        seen[0].0
-    );
-
-    // The list shows the build.
-    let list = watch(&format!("{base}/"), &[1000]);
-    let body = &list[0].1;
-    assert!(
-        body.contains("#1") && body.contains("o/app") && body.contains("master"),
-        "{body}"
-    );
-    assert!(body.contains(&sha[..7]), "{body}");
+    // A second build, watched from its page while it runs.
+    site.commit(&format!("{yml}# again\n"), "Second commit");
+    site.push();
+    b.goto(&format!("{}/builds/2", site.base));
+    let first = b.until(&format!(
+        "(() => {{ const t = {LOG_TEXT}; return /log line [1-9]/.test(t) && t; }})()"
+    ));
+    let first = first.as_str().unwrap().to_string();
+    let a = last_number(&first, "log line ");
+    assert!(a < 60, "the first look was while the build ran ({a})");
+    assert!(first.contains("$ for i in $(seq 1 60)"), "{first}");
+    let later = b.until(&format!(
+        "(() => {{ const t = {LOG_TEXT}; const m = [...t.matchAll(/log line (\\d+)/g)].map(x => +x[1]); return Math.max(...m) > {a} + 5 && t; }})()"
+    ));
+    assert!(last_number(later.as_str().unwrap(), "log line ") > a);
+    assert_eq!(b.errors(), json!([]));
+    assert_eq!(site.ended(2), "passed");
 }
 
 /// Two jobs side by side: the build's log shows one live and holds the other back
-/// (relay.rs), but the held job's own tab on the build page grows as it runs. When the
-/// build ends, each tab shows its job's whole stored log, markup in it shown as text.
+/// (relay.rs), but the held job's own tab grows as it runs. When the build ends, each
+/// tab shows its job's whole stored log, markup in it shown as text.
 #[test]
 fn each_jobs_tab_follows_it_live_while_jobs_run_side_by_side() {
-    let yml = "language: shell\nenv:\n  - JOB=a\n  - JOB=b\nscript:\n  - echo \"<!--<script></script><i>kept as text</i>\"\n  - for i in $(seq 1 80); do echo \"$JOB line $i\"; sleep 0.2; done\nnotifications:\n  email: false\n";
-    let (_dir, srv, _sha) = serve_one_build(yml, "concurrency = 2\n");
-
+    let yml = "language: shell\nenv:\n  - JOB=a\n  - JOB=b\nscript:\n  - echo \"<!--<script>window.pwned=1</script><i>kept as text</i>\"\n  - for i in $(seq 1 150); do echo \"$JOB line $i\"; sleep 0.2; done\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "concurrency = 2\n", &[]);
+    site.push();
     // Which job the build's log shows live is whichever wrote first; the other is held.
-    let build_log = || srv.request("GET", "/api/builds/1/log", &[], b"").1;
+    let build_log = || site.srv.request("GET", "/api/builds/1/log", &[], b"").1;
     let mut log = String::new();
     for _ in 0..300 {
         log = build_log();
         if log.contains("a line ") || log.contains("b line ") {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let (held, held_job, live) = if log.contains("a line ") {
         ("b line ", "1.2", "a line ")
     } else {
         ("a line ", "1.1", "b line ")
     };
-    assert!(log.contains(live) && !log.contains(held), "{log}");
-
-    let base = format!("http://{}", srv.addr);
-    let seen = watch(&format!("{base}/builds/1#job={held_job}"), &[2500, 5000]);
-    let (a, b) = (last_number(&seen[0].0, held), last_number(&seen[1].0, held));
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1#job={held_job}", site.base));
+    let seen = |b: &mut Browser, more_than: u32| -> String {
+        b.until(&format!(
+            "(() => {{ const t = {LOG_TEXT}; const m = [...t.matchAll(/{held}(\\d+)/g)].map(x => +x[1]); return m.length && Math.max(...m) > {more_than} && t; }})()"
+        ))
+        .as_str()
+        .unwrap()
+        .to_string()
+    };
+    let first = seen(&mut b, 0);
+    let a = last_number(&first, held);
+    let second = seen(&mut b, a + 3);
+    let c = last_number(&second, held);
     assert!(
-        a >= 1,
-        "job {held_job}'s tab shows its log: {:?}",
-        seen[0].0
-    );
-    assert!(b > a, "job {held_job}'s tab grows: line {a}, then line {b}");
-    assert!(b < 80, "the second look was while job {held_job} ran ({b})");
-    assert!(
-        !seen[1].0.contains(live),
-        "job {held_job}'s tab shows only its job: {:?}",
-        seen[1].0
+        c > a && c < 150,
+        "job {held_job}'s tab grows while it runs: {a}, then {c}"
     );
     assert!(
-        seen[1].1.contains("Job 1.1 (running)") && seen[1].1.contains("Job 1.2 (running)"),
-        "{}",
-        seen[1].1
+        !second.contains(live),
+        "job {held_job}'s tab shows only its job"
     );
-    let log = build_log();
+    let tabs = b.eval("document.getElementById('tabs').textContent");
+    let tabs = tabs.as_str().unwrap();
     assert!(
-        !log.contains(held),
-        "the build's log still holds {held_job} back: {log}"
+        tabs.contains("Job 1.1") && tabs.contains("Job 1.2"),
+        "{tabs}"
     );
-
-    let mut waited = 0;
-    while srv.json("/api/builds/1")["state"] != "passed" {
-        assert!(
-            waited < 600,
-            "build 1 did not pass: {}",
-            srv.json("/api/builds/1")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        waited += 1;
-    }
-    let done = watch(&format!("{base}/builds/1#job=1.1"), &[1500]);
-    let (log, body) = &done[0];
-    assert_eq!(last_number(log, "a line "), 80, "{log}");
+    assert!(
+        !build_log().contains(held),
+        "the build's log still holds {held_job} back"
+    );
+    assert_eq!(site.ended(1), "passed");
+    b.goto(&format!("{}/builds/1#job=1.1", site.base));
+    let log = b.until(&format!(
+        "(() => {{ const t = {LOG_TEXT}; return /a line 150/.test(t) && t; }})()"
+    ));
+    let log = log.as_str().unwrap();
     assert!(!log.contains("b line "), "{log}");
     // `<!--<script>` in the embedded data once ended the page's script (issue 10).
     assert!(
-        log.contains("<!--<script></script><i>kept as text</i>"),
+        log.contains("<!--<script>window.pwned=1</script><i>kept as text</i>"),
         "{log}"
     );
-    assert!(body.contains("Job 1.2 (passed)"), "{body}");
+    assert_eq!(b.eval("window.pwned === undefined"), json!(true));
+    let tabs = b.eval("document.getElementById('tabs').textContent");
+    assert!(tabs.as_str().unwrap().contains("Job 1.2 passed"), "{tabs}");
+}
+
+/// A passing build's page: folds titled by their command with their duration, opened
+/// by a click; ANSI colours; a line link highlighted. A failing build's page opens at
+/// the failing command, marked, its fold opened. No buttons without an API token.
+#[test]
+fn a_passing_and_a_failing_build_page() {
+    let yml = "language: shell\ninstall:\n  - echo installing; sleep 0.3\nscript:\n  - printf '\\033[31mred text\\033[0m and plain\\n'\n  - for i in $(seq 1 120); do echo \"output line $i\"; done\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "", &[]);
+    site.push();
+    assert_eq!(site.ended(1), "passed");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    b.until("document.querySelectorAll('#log .l').length > 100");
+    let fold = b.eval(
+        "(() => { const d = [...document.querySelectorAll('#log details.fold')].find(d => d.dataset.fold === 'install.1'); return d && {open: d.open, title: d.querySelector('.title').textContent, dur: d.querySelector('.dur').textContent}; })()",
+    );
+    assert_eq!(fold["open"], json!(false), "{fold}");
+    assert_eq!(
+        fold["title"],
+        json!("$ echo installing; sleep 0.3"),
+        "{fold}"
+    );
+    let dur = fold["dur"].as_str().unwrap();
+    assert!(dur.ends_with('s') && dur.contains('.'), "{fold}");
+    b.click("#log details[data-fold=\"install.1\"] > summary");
+    b.until("document.querySelector('#log details[data-fold=\"install.1\"]').open");
+    let red = b.eval(
+        "(() => { const l = [...document.querySelectorAll('#log .l')].find(l => l.lastElementChild.textContent.startsWith('red text')); const s = l && l.querySelector('span span'); return s && s.getAttribute('style'); })()",
+    );
+    assert!(red.as_str().unwrap_or("").contains("color"), "{red}");
+    // A script command's duration shows on its line.
+    let timed = b.eval("document.querySelectorAll('#log .l.cmd .dur').length");
+    assert!(timed.as_u64().unwrap() >= 2, "{timed}");
+    assert_eq!(
+        b.eval("document.querySelector('.actions') === null"),
+        json!(true)
+    );
+    b.shot("build-passed");
+    b.goto(&format!("{}/builds/1#L40", site.base));
+    b.until("document.querySelector('#L40.hl')");
+    let seen = b.eval("(() => { const r = document.getElementById('L40').getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })()");
+    assert_eq!(seen, json!(true));
+
+    site.commit(
+        "language: shell\ninstall:\n  - echo installing\nscript:\n  - for i in $(seq 1 150); do echo \"before $i\"; done\n  - test -f coverage.xml\n  - echo after\nnotifications:\n  email: false\n",
+        "Break the build",
+    );
+    site.push();
+    assert_eq!(site.ended(2), "failed");
+    b.goto(&format!("{}/builds/2", site.base));
+    b.until("document.querySelector('#log .l.fail')");
+    let marked = b.eval("[...document.querySelectorAll('#log .l.fail')].map(l => l.textContent)");
+    let marked = marked.to_string();
+    assert!(marked.contains("$ test -f coverage.xml"), "{marked}");
+    assert!(marked.contains("exited with 1"), "{marked}");
+    // The page opened at the failing command (below the first screen).
+    let at = b.until("(() => { const l = document.querySelector('#log .l.cmd.fail'); const r = l.getBoundingClientRect(); return scrollY > 0 && r.top >= 0 && r.bottom <= innerHeight && scrollY; })()");
+    assert!(at.as_f64().unwrap() > 0.0, "{at}");
+    let why = b.eval("document.querySelector('.why').textContent");
+    assert!(
+        why.as_str()
+            .unwrap()
+            .contains("`test -f coverage.xml` exited 1"),
+        "{why}"
+    );
+    b.shot("build-failed");
+    // On a phone, and dark by the system's setting.
+    b.op(json!({"op": "viewport", "width": 390, "height": 844}));
+    b.op(json!({"op": "scheme", "value": "dark"}));
+    let wide = b.eval("document.documentElement.scrollWidth <= innerWidth + 1");
+    assert_eq!(wide, json!(true), "the page fits a phone's width");
+    let bg = b.eval("getComputedStyle(document.body).backgroundColor");
+    assert_eq!(bg, json!("rgb(13, 17, 23)"), "dark by the system's setting");
+    b.shot("build-failed-phone-dark");
+    assert_eq!(b.errors(), json!([]));
+}
+
+/// A live build's page follows the tail; scrolling up stops following (new lines no
+/// longer move the page) and says so; the button follows again.
+#[test]
+fn a_live_log_follows_the_tail_until_the_reader_scrolls_up() {
+    let yml = "language: shell\nscript:\n  - for i in $(seq 1 400); do echo \"tail line $i\"; sleep 0.05; done\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "", &[]);
+    site.push();
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    let at_bottom = "(innerHeight + scrollY >= document.documentElement.scrollHeight - 10)";
+    let lines = "document.querySelectorAll('#log .l').length";
+    b.until(&format!("{lines} > 80 && {at_bottom} && scrollY > 0"));
+    b.shot("build-live");
+    b.op(json!({"op": "wheel", "dy": -1500}));
+    b.until(&format!("!{at_bottom}"));
+    let y = b.eval("scrollY").as_f64().unwrap();
+    let n = b.eval(lines).as_u64().unwrap();
+    b.until(&format!("{lines} > {n} + 30"));
+    let y2 = b.eval("scrollY").as_f64().unwrap();
+    assert!(
+        (y2 - y).abs() < 2.0,
+        "the page moved while not following: {y} → {y2}"
+    );
+    let label = b.eval("document.querySelector('#follow button').textContent");
+    assert_eq!(label, json!("Follow the log"));
+    b.click("#follow button");
+    b.until(&format!("{at_bottom}"));
+    assert_eq!(b.errors(), json!([]));
+    assert_eq!(site.ended(1), "passed");
+}
+
+/// Cancel on the build page: refused with a wrong token (said on the page), done with
+/// the right one; restart queues the build again.
+#[test]
+fn cancel_and_restart_need_the_api_token() {
+    let yml =
+        "language: shell\nscript:\n  - echo started; sleep 120\nnotifications:\n  email: false\n";
+    let site = Site::new(
+        yml,
+        "api_token_env = \"RUNWAY_TEST_API_TOKEN\"\n",
+        &[("RUNWAY_TEST_API_TOKEN", "t0ken")],
+    );
+    site.push();
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    b.until(&format!("/started/.test({LOG_TEXT})"));
+    b.op(json!({"op": "answer", "value": "wrong"}));
+    b.click("#cancel");
+    let said = b.until("(() => { const t = document.querySelector('.actions .said').textContent; return t.startsWith('Refused') && t; })()");
+    assert!(said.as_str().unwrap().contains("401"), "{said}");
+    assert_eq!(site.srv.json("/api/builds/1")["state"], json!("running"));
+    b.op(json!({"op": "answer", "value": "t0ken"}));
+    b.click("#cancel");
+    b.until("document.querySelector('h1 .badge') && document.querySelector('h1 .badge').textContent === 'canceled'");
+    assert_eq!(site.ended(1), "canceled");
+    // The token is kept in this browser: restart asks no more.
+    b.op(json!({"op": "answer", "value": null}));
+    b.click("#restart");
+    b.until("(() => { const t = document.querySelector('.actions .said'); return t && /Restarted/.test(t.textContent); })()");
+    let st = site.srv.json("/api/builds/1")["state"].clone();
+    assert!(st == json!("queued") || st == json!("running"), "{st}");
+    b.goto(&format!("{}/builds/1", site.base));
+    b.until("document.getElementById('cancel')");
+    b.click("#cancel");
+    assert_eq!(site.ended(1), "canceled");
 }
