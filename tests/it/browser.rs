@@ -429,7 +429,7 @@ fn a_live_log_follows_the_tail_until_the_reader_scrolls_up() {
     let label = b.eval("document.querySelector('#follow button').textContent");
     assert_eq!(label, json!("Follow the log"));
     b.click("#follow button");
-    b.until(&format!("{at_bottom}"));
+    b.until(at_bottom);
     assert_eq!(b.errors(), json!([]));
     assert_eq!(site.ended(1), "passed");
 }
