@@ -242,13 +242,19 @@ impl Log {
     }
 }
 
-/// A writer that turns a stored log's Travis markers into lines for people: timer
-/// lines go, a fold's end becomes `── NAME (1.23s)`, everything else passes through
-/// (`runway log`; `--raw` keeps the markers for tools).
+/// A writer that turns a log's Travis markers into lines for people (`runway log`, the
+/// hook's `remote:` lines): each fold becomes one line, its command with its duration
+/// (`$ npm ci (12.30s; 340 more lines)`), unless the command after it failed, when the
+/// fold is shown in full; timer lines go; everything else passes through as it comes.
+/// `--raw` keeps the markers for tools.
 pub struct Readable<W: Write> {
     inner: W,
     line: Vec<u8>,
     last: Option<Duration>,
+    /// The fold being read: its name, depth of folds inside it, and its lines.
+    open: Option<(String, usize, Vec<Vec<u8>>)>,
+    /// A fold that ended, held until the next line says whether it failed.
+    held: Option<(String, Option<Duration>, Vec<Vec<u8>>)>,
 }
 
 impl<W: Write> Readable<W> {
@@ -258,13 +264,53 @@ impl<W: Write> Readable<W> {
             inner,
             line: Vec::new(),
             last: None,
+            open: None,
+            held: None,
         }
+    }
+
+    /// A held fold as one line: its first command (or its name) and its duration.
+    fn collapse(&mut self) -> std::io::Result<()> {
+        let Some((name, took, lines)) = self.held.take() else {
+            return Ok(());
+        };
+        let text = |l: &Vec<u8>| String::from_utf8_lossy(l).trim_end().to_string();
+        let title = lines
+            .iter()
+            .map(text)
+            .find(|l| l.starts_with("$ "))
+            .unwrap_or_else(|| format!("── {name}"));
+        let more = lines.len().saturating_sub(1);
+        let mut about: Vec<String> = took.map(human).into_iter().collect();
+        if more > 0 {
+            about.push(format!(
+                "{more} more line{}",
+                if more == 1 { "" } else { "s" }
+            ));
+        }
+        if about.is_empty() {
+            writeln!(self.inner, "{title}")
+        } else {
+            writeln!(self.inner, "{title} ({})", about.join("; "))
+        }
+    }
+
+    /// A held fold in full, for the command after it failed.
+    fn unfold(&mut self) -> std::io::Result<()> {
+        let Some((name, took, lines)) = self.held.take() else {
+            return Ok(());
+        };
+        for l in &lines {
+            self.inner.write_all(l)?;
+        }
+        let took = took.map(|d| format!(" ({})", human(d)));
+        writeln!(self.inner, "── {name}{}", took.unwrap_or_default())
     }
 
     fn line_out(&mut self, line: &[u8]) -> std::io::Result<()> {
         let text = String::from_utf8_lossy(line);
         let bare = text.trim_end_matches(['\n', '\r']);
-        if bare.starts_with("travis_time:start:") || bare.starts_with("travis_fold:start:") {
+        if bare.starts_with("travis_time:start:") {
             return Ok(());
         }
         if let Some(end) = bare.strip_prefix("travis_time:end:") {
@@ -275,9 +321,35 @@ impl<W: Write> Readable<W> {
                 .map(Duration::from_nanos);
             return Ok(());
         }
-        if let Some(name) = bare.strip_prefix("travis_fold:end:") {
-            let took = self.last.take().map(|d| format!(" ({})", human(d)));
-            return writeln!(self.inner, "── {name}{}", took.unwrap_or_default());
+        if let Some(name) = bare.strip_prefix("travis_fold:start:") {
+            match &mut self.open {
+                Some((_, depth, _)) => *depth += 1,
+                None => {
+                    self.collapse()?;
+                    self.open = Some((name.to_string(), 0, Vec::new()));
+                }
+            }
+            return Ok(());
+        }
+        if bare.starts_with("travis_fold:end:") {
+            match &mut self.open {
+                Some((_, depth, _)) if *depth > 0 => *depth -= 1,
+                Some(_) => {
+                    let (name, _, lines) = self.open.take().expect("open");
+                    self.held = Some((name, self.last.take(), lines));
+                }
+                None => {}
+            }
+            return Ok(());
+        }
+        if let Some((_, _, lines)) = &mut self.open {
+            lines.push(line.to_vec());
+            return Ok(());
+        }
+        if bare.starts_with("The command \"") && bare.contains("\" failed and exited with ") {
+            self.unfold()?;
+        } else if !bare.trim().is_empty() {
+            self.collapse()?;
         }
         self.inner.write_all(line)
     }
@@ -298,6 +370,7 @@ impl<W: Write> Write for Readable<W> {
             let line = std::mem::take(&mut self.line);
             self.line_out(&line)?;
         }
+        self.collapse()?;
         self.inner.flush()
     }
 }
@@ -370,7 +443,24 @@ mod tests {
         }
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "$ make\nok\n── install.1 (1.50s)\n$ test\nDone."
+            "$ make (1.50s; 1 more line)\n$ test\nDone."
+        );
+    }
+
+    /// A fold is one line unless the command after it failed: then it is shown whole,
+    /// the failing part in full.
+    #[test]
+    fn a_fold_before_a_failure_is_shown_in_full() {
+        let raw = "travis_fold:start:install.1\r\n$ npm ci\nnpm ERR! missing\ntravis_time:end:1:start=1,finish=2,duration=2000000000\r\ntravis_fold:end:install.1\r\nThe command \"npm ci\" failed and exited with 1 during install.\n";
+        let mut out = Vec::new();
+        {
+            let mut r = Readable::new(&mut out);
+            r.write_all(raw.as_bytes()).unwrap();
+            r.flush().unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "$ npm ci\nnpm ERR! missing\n── install.1 (2.00s)\nThe command \"npm ci\" failed and exited with 1 during install.\n"
         );
     }
 

@@ -388,8 +388,11 @@ pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool, can_change: 
             (j.number.clone(), v)
         })
         .collect();
+    // An ended build's log is its jobs' logs one after another: the page puts them
+    // together rather than carrying them twice.
+    let whole = !jobs.is_empty() && log.len() == jobs.iter().map(|j| j.log.len()).sum::<usize>();
     let data = serde_json::json!({
-        "log": String::from_utf8_lossy(log),
+        "log": if whole { serde_json::Value::Null } else { String::from_utf8_lossy(log).into() },
         "jobs": stored,
         "live": live,
         "n": r.number,

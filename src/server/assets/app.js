@@ -58,12 +58,14 @@ function index() {
 function build() {
   const data = JSON.parse(document.getElementById("data").textContent);
   actions(data);
-  const texts = { "": data.log };
+  const texts = {};
   const results = {};
   const order = [];
   for (const [n, j] of Object.entries(data.jobs)) {
     order.push(n); texts[n] = j.text; results[n] = j.result;
   }
+  // An ended build's log is its jobs' logs one after another (sent once).
+  texts[""] = data.log ?? order.map((n) => texts[n]).join("");
   const chosen = () => {
     const m = location.hash.match(/^#job=(.+)$/);
     return m ? decodeURIComponent(m[1]) : (sessionStorage.getItem("tab:" + location.pathname) || "");
