@@ -1,5 +1,5 @@
 // Times pages in Debian's chromium through Playwright, for benches/pages.rs:
-//   node pages.mjs ROUNDS URL=READY_JS ...
+//   node pages.mjs ROUNDS "URL|READY_JS" ...
 // For each URL, each round: a fresh page opens it and waits until READY_JS (an
 // expression) is truthy; the time from navigation to then, in milliseconds. Prints
 // {"URL": [ms, ...], ...} as JSON.
@@ -13,11 +13,11 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu"],
 });
 const out = {};
-for (const t of targets) out[t.slice(0, t.indexOf("="))] = [];
+for (const t of targets) out[t.slice(0, t.indexOf("|"))] = [];
 for (let r = 0; r < Number(rounds); r++) {
   // The targets take turns within a round, so both see the same machine.
   for (const t of targets) {
-    const at = t.indexOf("=");
+    const at = t.indexOf("|");
     const [url, ready] = [t.slice(0, at), t.slice(at + 1)];
     const page = await browser.newPage();
     const start = Date.now();

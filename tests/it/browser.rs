@@ -392,6 +392,8 @@ fn a_passing_and_a_failing_build_page() {
         "{why}"
     );
     b.shot("build-failed");
+    b.eval("scrollTo(0, 0)");
+    b.shot("build-failed-top");
     // On a phone, and dark by the system's setting.
     b.op(json!({"op": "viewport", "width": 390, "height": 844}));
     b.op(json!({"op": "scheme", "value": "dark"}));
