@@ -233,115 +233,170 @@ pub fn normalize(root: &Node, diags: &mut Diagnostics) -> Node {
 }
 
 /// Normalises `node` against schema `sch`. `None` means "drop this value".
+/// The forms a schema allows a value: the alternatives, and among them the object, the
+/// array and the scalars.
+struct Forms<'s> {
+    all: Vec<&'s J>,
+    object: Option<&'s J>,
+    array: Option<&'s J>,
+    scalar: Vec<&'s J>,
+}
+
+impl<'s> Forms<'s> {
+    fn of(s: &'s Schema, sch: &'s J) -> Forms<'s> {
+        let mut all = Vec::new();
+        s.alts(sch, &mut all);
+        Forms {
+            object: all.iter().copied().find(|a| kind_of(a) == "object"),
+            array: all.iter().copied().find(|a| kind_of(a) == "array"),
+            scalar: all
+                .iter()
+                .copied()
+                .filter(|a| matches!(kind_of(a), "string" | "number" | "boolean"))
+                .collect(),
+            all,
+        }
+    }
+
+    /// True when `j` is the first form (the normal one).
+    fn first(&self, j: &J) -> bool {
+        self.all.first().is_some_and(|f| std::ptr::eq(*f, j))
+    }
+}
+
+/// Normalises a value to the form its schema prefers, saying what was repaired or
+/// dropped.
 fn norm(s: &Schema, node: &Node, sch: &J, path: &str, ctx: &mut Ctx) -> Option<Node> {
     if id_of(s.resolve(sch)) == "cache"
         && let Some(map) = cache_names_to_map(node)
     {
         return norm_map(s, &map, sch, path, ctx);
     }
-    let mut alts = Vec::new();
-    s.alts(sch, &mut alts);
-    let object = alts.iter().copied().find(|a| kind_of(a) == "object");
-    let array = alts.iter().copied().find(|a| kind_of(a) == "array");
-    let scalar: Vec<&J> = alts
-        .iter()
-        .copied()
-        .filter(|a| matches!(kind_of(a), "string" | "number" | "boolean"))
-        .collect();
-
+    let forms = Forms::of(s, sch);
     match &node.value {
         Value::Null => None,
-        Value::Map(_) => {
-            // A single map where a list of maps is the normal form (`deploy: {…}`)
-            // becomes a one-item list; where a map is the normal form it stays one.
-            let list_of_maps = array.filter(|a| has_object_items(s, a));
-            let list_first = list_of_maps.is_some_and(|a| std::ptr::eq(a, alts[0]));
-            if let Some(arr) = list_of_maps.filter(|_| list_first || object.is_none()) {
-                let item = norm(s, node, &arr["items"], path, ctx)?;
-                return Some(Node::new(node.pos, Value::Seq(vec![item])));
-            }
-            if let Some(obj) = object {
-                if let Some(prefixed) = prefix_env_map(obj, node) {
-                    return norm_map(s, &prefixed, sch, path, ctx);
-                }
-                return norm_map(s, node, sch, path, ctx);
-            }
-            ctx.diags.error(
-                node.pos,
-                path,
-                "invalid_type",
-                format!("dropping unexpected map, expected {}", expected_name(&alts)),
-            );
-            None
-        }
-        Value::Seq(items) => {
-            // A list where a map with a prefix key is the normal form: `env: [..]`
-            // is `{jobs: [..]}`, `jobs: [..]` is `{include: [..]}`.
-            if let Some(obj) = object.filter(|o| std::ptr::eq(*o, alts[0]))
-                && let Some(key) = prefix_key(obj, false)
-            {
-                return norm_map(s, &wrap(node, key), sch, path, ctx);
-            }
-            if let Some(arr) = array {
-                let out: Vec<Node> = items
-                    .iter()
-                    .filter_map(|i| norm(s, i, &arr["items"], path, ctx))
-                    .collect();
-                return Some(Node::new(node.pos, Value::Seq(out)));
-            }
-            if let Some(obj) = object.filter(|o| prefix_key(o, false).is_some()) {
-                let key = prefix_key(obj, false).unwrap_or_default();
-                return norm_map(s, &wrap(node, key), sch, path, ctx);
-            }
-            let first = items.first()?;
-            ctx.diags.warn(
-                node.pos,
-                path,
-                "unexpected_seq",
-                "unexpected list, using the first value",
-            );
-            norm(s, first, sch, path, ctx)
-        }
-        Value::Scalar(_) => {
-            let is_bool = node.as_bool().is_some();
-            if is_bool && scalar.iter().any(|a| kind_of(a) == "boolean") {
-                return Some(node.clone());
-            }
-            if let Some(obj) = object.filter(|o| std::ptr::eq(*o, alts[0]))
-                && let Some(key) = prefix_key(obj, true)
-            {
-                return norm_map(s, &wrap(node, key), sch, path, ctx);
-            }
-            if let Some(arr) = array {
-                let item = norm(s, node, &arr["items"], path, ctx)?;
-                return Some(Node::new(node.pos, Value::Seq(vec![item])));
-            }
-            if let Some(first) = scalar.first() {
-                return norm_scalar(node, &scalar, first, path, ctx);
-            }
-            if let Some(obj) = object
-                && let Some(key) = prefix_key(obj, true)
-            {
-                return norm_map(s, &wrap(node, key), sch, path, ctx);
-            }
-            let (level, what) = if is_bool {
-                (Level::Warning, "boolean")
-            } else {
-                (Level::Error, "string")
-            };
-            ctx.diags.push(
-                level,
-                node.pos,
-                path,
-                "invalid_type",
-                format!(
-                    "dropping unexpected {what}, expected {}",
-                    expected_name(&alts)
-                ),
-            );
-            None
-        }
+        Value::Map(_) => norm_a_map(s, node, sch, &forms, path, ctx),
+        Value::Seq(items) => norm_a_seq(s, node, items, sch, &forms, path, ctx),
+        Value::Scalar(_) => norm_a_scalar(s, node, sch, &forms, path, ctx),
     }
+}
+
+/// A map: itself where a map is the normal form, a one-item list where a list of maps
+/// is (`deploy: {…}`).
+fn norm_a_map(
+    s: &Schema,
+    node: &Node,
+    sch: &J,
+    forms: &Forms,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<Node> {
+    let list_of_maps = forms.array.filter(|a| has_object_items(s, a));
+    let list_first = list_of_maps.is_some_and(|a| forms.first(a));
+    if let Some(arr) = list_of_maps.filter(|_| list_first || forms.object.is_none()) {
+        let item = norm(s, node, &arr["items"], path, ctx)?;
+        return Some(Node::new(node.pos, Value::Seq(vec![item])));
+    }
+    if let Some(obj) = forms.object {
+        if let Some(prefixed) = prefix_env_map(obj, node) {
+            return norm_map(s, &prefixed, sch, path, ctx);
+        }
+        return norm_map(s, node, sch, path, ctx);
+    }
+    ctx.diags.error(
+        node.pos,
+        path,
+        "invalid_type",
+        format!(
+            "dropping unexpected map, expected {}",
+            expected_name(&forms.all)
+        ),
+    );
+    None
+}
+
+/// A list: each item normalised where a list is allowed; wrapped under the prefix key
+/// where a map with one is the normal form (`env: [..]` is `{jobs: [..]}`, `jobs: [..]`
+/// is `{include: [..]}`); else its first value, with a warning.
+fn norm_a_seq(
+    s: &Schema,
+    node: &Node,
+    items: &[Node],
+    sch: &J,
+    forms: &Forms,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<Node> {
+    if let Some(obj) = forms.object.filter(|o| forms.first(o))
+        && let Some(key) = prefix_key(obj, false)
+    {
+        return norm_map(s, &wrap(node, key), sch, path, ctx);
+    }
+    if let Some(arr) = forms.array {
+        let out: Vec<Node> = items
+            .iter()
+            .filter_map(|i| norm(s, i, &arr["items"], path, ctx))
+            .collect();
+        return Some(Node::new(node.pos, Value::Seq(out)));
+    }
+    if let Some(key) = forms.object.and_then(|o| prefix_key(o, false)) {
+        return norm_map(s, &wrap(node, key), sch, path, ctx);
+    }
+    let first = items.first()?;
+    ctx.diags.warn(
+        node.pos,
+        path,
+        "unexpected_seq",
+        "unexpected list, using the first value",
+    );
+    norm(s, first, sch, path, ctx)
+}
+
+/// A scalar: itself where a scalar (or a boolean) is allowed, a one-item list where a
+/// list is, wrapped under a prefix key where a map with one is; else dropped.
+fn norm_a_scalar(
+    s: &Schema,
+    node: &Node,
+    sch: &J,
+    forms: &Forms,
+    path: &str,
+    ctx: &mut Ctx,
+) -> Option<Node> {
+    let is_bool = node.as_bool().is_some();
+    if is_bool && forms.scalar.iter().any(|a| kind_of(a) == "boolean") {
+        return Some(node.clone());
+    }
+    if let Some(obj) = forms.object.filter(|o| forms.first(o))
+        && let Some(key) = prefix_key(obj, true)
+    {
+        return norm_map(s, &wrap(node, key), sch, path, ctx);
+    }
+    if let Some(arr) = forms.array {
+        let item = norm(s, node, &arr["items"], path, ctx)?;
+        return Some(Node::new(node.pos, Value::Seq(vec![item])));
+    }
+    if let Some(first) = forms.scalar.first() {
+        return norm_scalar(node, &forms.scalar, first, path, ctx);
+    }
+    if let Some(key) = forms.object.and_then(|o| prefix_key(o, true)) {
+        return norm_map(s, &wrap(node, key), sch, path, ctx);
+    }
+    let (level, what) = if is_bool {
+        (Level::Warning, "boolean")
+    } else {
+        (Level::Error, "string")
+    };
+    ctx.diags.push(
+        level,
+        node.pos,
+        path,
+        "invalid_type",
+        format!(
+            "dropping unexpected {what}, expected {}",
+            expected_name(&forms.all)
+        ),
+    );
+    None
 }
 
 /// travis-yml's `cache` change: `cache: pip` and `cache: [pip, npm]` mean

@@ -347,13 +347,57 @@ async fn put_multipart(
         .await
         .map_err(|e| DeployError::Failed(format!("s3: reading {}: {e}", path.display())))?
         .len();
+    let mut parts = upload_parts(client, &plan.bucket, key, &upload_id, path, size);
+    let mut done = Vec::new();
+    while let Some(p) = parts.join_next().await {
+        match p.map_err(|e| DeployError::Failed(e.to_string()))? {
+            Ok(part) => done.push(part),
+            Err(e) => {
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(&plan.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                return Err(e);
+            }
+        }
+    }
+    done.sort_by_key(|p| p.part_number());
+    client
+        .complete_multipart_upload()
+        .bucket(&plan.bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(done))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| s3_error(&plan.bucket, key, e))?;
+    Ok(())
+}
+
+/// The parts of a multipart upload of `path` (`size` bytes), uploading side by side,
+/// each streamed from its place in the file.
+fn upload_parts(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    path: &Path,
+    size: u64,
+) -> tokio::task::JoinSet<Result<CompletedPart, DeployError>> {
     let mut parts = tokio::task::JoinSet::new();
     for (i, offset) in (0..size).step_by(PART_SIZE).enumerate() {
         let (client, bucket, key, upload_id) = (
             client.clone(),
-            plan.bucket.clone(),
+            bucket.to_string(),
             key.to_string(),
-            upload_id.clone(),
+            upload_id.to_string(),
         );
         let path = path.to_path_buf();
         let len = (size - offset).min(PART_SIZE as u64);
@@ -388,37 +432,7 @@ async fn put_multipart(
             )
         });
     }
-    let mut done = Vec::new();
-    while let Some(p) = parts.join_next().await {
-        match p.map_err(|e| DeployError::Failed(e.to_string()))? {
-            Ok(part) => done.push(part),
-            Err(e) => {
-                let _ = client
-                    .abort_multipart_upload()
-                    .bucket(&plan.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
-                return Err(e);
-            }
-        }
-    }
-    done.sort_by_key(|p| p.part_number());
-    client
-        .complete_multipart_upload()
-        .bucket(&plan.bucket)
-        .key(key)
-        .upload_id(&upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(done))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| s3_error(&plan.bucket, key, e))?;
-    Ok(())
+    parts
 }
 
 /// An S3 error as a message that says what to fix.
