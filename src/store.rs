@@ -845,6 +845,62 @@ mod tests {
         );
     }
 
+    /// issue 14: the list pages through thousands of builds by id (keyset), each
+    /// repository's latest build leads it, and a job's stage, deploys and the build's
+    /// mail are kept.
+    #[test]
+    fn builds_page_by_id_and_jobs_keep_stage_deploys_and_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(dir.path()).unwrap();
+        let new = |repo: &str| NewBuild {
+            repo: repo.into(),
+            commit: "abc".into(),
+            event: "push".into(),
+            ..NewBuild::default()
+        };
+        let ids: Vec<i64> = (0..120)
+            .map(|i| {
+                st.begin(&new(if i % 3 == 0 { "o/b" } else { "o/a" }))
+                    .unwrap()
+                    .id
+            })
+            .collect();
+        let first = st.builds_page(None, None, 50).unwrap();
+        assert_eq!(first.len(), 50);
+        assert_eq!(first[0].id, ids[119]);
+        let second = st.builds_page(None, Some(first[49].id), 50).unwrap();
+        assert_eq!(second[0].id, first[49].id - 1);
+        let b_only = st.builds_page(Some("o/b"), None, 1000).unwrap();
+        assert_eq!(b_only.len(), 40);
+        assert!(b_only.iter().all(|r| r.repo == "o/b"));
+        let latest = st.latest_per_repo().unwrap();
+        assert_eq!(
+            latest
+                .iter()
+                .map(|r| (r.repo.as_str(), r.id))
+                .collect::<Vec<_>>(),
+            [("o/a", ids[119]), ("o/b", ids[117])]
+        );
+        let mut job = JobRow::passed_for_tests();
+        job.stage = "deploy".into();
+        job.deploys = vec![
+            "s3: dry run (no --deploy)".into(),
+            "codedeploy: skipped (tag)".into(),
+        ];
+        st.finish(ids[0], BuildState::Passed, std::slice::from_ref(&job))
+            .unwrap();
+        st.set_mail(ids[0], "sent to a@example.com").unwrap();
+        let jobs = st.jobs(ids[0]).unwrap();
+        assert_eq!(
+            (jobs[0].stage.as_str(), &jobs[0].deploys),
+            ("deploy", &job.deploys)
+        );
+        assert_eq!(
+            st.by_id(ids[0]).unwrap().unwrap().mail,
+            "sent to a@example.com"
+        );
+    }
+
     /// issue 14: a restarted build #4 sorted above #5 (lists went by start time).
     #[test]
     fn a_restarted_build_keeps_its_place_in_the_list() {

@@ -436,6 +436,68 @@ mod tests {
 
     use super::*;
 
+    /// issue 14: past a page of builds the list links to the older ones, after the
+    /// last shown (keyset), and back to the newest.
+    #[test]
+    fn the_list_links_to_older_builds_after_the_last_shown() {
+        let rows: Vec<BuildRow> = (0..=PAGE as i64)
+            .map(|i| BuildRow {
+                id: 1000 - i,
+                number: (1000 - i) as u64,
+                repo: "o/app".into(),
+                commit: "abcdef0".into(),
+                ..BuildRow::default()
+            })
+            .collect();
+        let repos = ["o/app".to_string()];
+        let list = |before| {
+            index(&List {
+                rows: &rows,
+                latest: &rows[..1],
+                repos: &repos,
+                only: Some("o/app"),
+                before,
+            })
+        };
+        let html = list(None);
+        assert_eq!(html.matches("<tr data-id=").count(), PAGE, "{html}");
+        let last = 1000 - (PAGE as i64 - 1);
+        assert!(
+            html.contains(&format!(
+                "href=\"/?repo=o%2Fapp&amp;before={last}\" id=\"older\""
+            )),
+            "{html}"
+        );
+        assert!(!html.contains("Newest builds"));
+        assert!(list(Some(2000)).contains("<a href=\"/?repo=o%2Fapp\">Newest builds</a>"));
+    }
+
+    /// issue 14: the build page says what each deploy did and what became of the mail.
+    #[test]
+    fn the_build_page_shows_deploys_by_stage_and_the_mail() {
+        let row = BuildRow {
+            number: 7,
+            repo: "o/app".into(),
+            state: crate::store::Status::Passed,
+            mail: "sent to dev@example.com".into(),
+            ..BuildRow::default()
+        };
+        let mut test = JobRow::passed_for_tests();
+        test.number = "7.1".into();
+        let mut ship = JobRow::passed_for_tests();
+        ship.number = "7.2".into();
+        ship.stage = "deploy".into();
+        ship.deploys = vec!["s3: skipped (this branch is not permitted: dev)".into()];
+        let page = build(&row, &[test, ship], b"", false, false);
+        assert!(page.contains("<h3>Stage: test</h3>"), "{page}");
+        assert!(page.contains("<h3>Stage: deploy</h3>"), "{page}");
+        assert!(
+            page.contains("<li>s3: skipped (this branch is not permitted: dev)</li>"),
+            "{page}"
+        );
+        assert!(page.contains("mail: sent to dev@example.com"), "{page}");
+    }
+
     #[test]
     fn embedded_data_cannot_end_or_change_the_script() {
         let v = serde_json::json!("<!--<script></script>&");

@@ -87,6 +87,24 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
         mails[0].text
     );
     assert!(!mails[0].text.contains("secret-key-abcdef"));
+    // The build page's facts: what each deploy did, what became of the mail.
+    let b1 = srv.json("/api/builds/1");
+    assert_eq!(
+        b1["jobs"][0]["deploys"],
+        serde_json::json!(["s3: deployed", "codedeploy: deployed"]),
+        "{b1}"
+    );
+    assert_eq!(b1["jobs"][0]["stage"], "test", "{b1}");
+    assert!(
+        b1["mail"]
+            .as_str()
+            .unwrap()
+            .starts_with("sent \"[runway] Passed: o/app#1"),
+        "{b1}"
+    );
+    let (_, page) = srv.request("GET", "/builds/1?repo=o/app", &[], b"");
+    assert!(page.contains("<li>codedeploy: deployed</li>"), "{page}");
+    assert!(page.contains("team@example.com"), "{page}");
 
     // Another branch: queued by the detached hook, then not built by the plan.
     git(&work, &["checkout", "-q", "-b", "feature"]);
