@@ -53,6 +53,9 @@ pub struct ServerConfig {
     /// The env var holding the token `POST /api/builds/N/cancel` must bring
     /// (`Authorization: Bearer …`). Without it, canceling over HTTP is refused.
     pub api_token_env: Option<String>,
+    /// The env var holding a `postgres://` URL: the build store is that PostgreSQL
+    /// database instead of the embedded SQLite (several `runway serve` nodes share it).
+    pub database_url_env: Option<String>,
     /// Mail.
     pub smtp: Option<SmtpSection>,
     /// Where jobs run: `"namespaces"` (default: a throwaway copy of the machine per
@@ -171,6 +174,11 @@ impl ServerConfig {
     /// The API token, from the environment.
     pub fn api_token(&self) -> Option<String> {
         from_env(&self.api_token_env)
+    }
+
+    /// The PostgreSQL URL the store is at, from `database_url_env` (None: SQLite).
+    pub fn database_url(&self) -> Option<String> {
+        from_env(&self.database_url_env)
     }
 
     /// What an operator should know at start: variables the file names that are not
@@ -363,6 +371,7 @@ mod tests {
             "public_url",
             "auto_cancel",
             "api_token_env",
+            "database_url_env",
             "shutdown_grace_secs",
             "max_body_bytes",
             "header_timeout_secs",

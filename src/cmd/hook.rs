@@ -153,13 +153,15 @@ pub fn install(
 fn detach(
     git_dir: &Path,
     name: Option<String>,
+    database_url: Option<String>,
     text: &str,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let repo = crate::source::Repo::open(git_dir)
         .ok_or_else(|| CmdError::Usage(format!("{} is not a git repository", git_dir.display())))?;
     let name = name.unwrap_or_else(|| repo.slug());
-    let mut st = Store::open(&store::default_dir())?;
+    // The store the server reads: runway.toml's PostgreSQL, else the embedded one.
+    let mut st = Store::connect(&store::default_dir(), database_url.as_deref())?;
     for u in parse_updates(text) {
         if zero(&u.new) {
             continue;
@@ -270,6 +272,7 @@ fn request(
         },
         record: Record::New,
         state_dir: store::default_dir(),
+        database_url: configured.and_then(|(c, _)| c.database_url()),
         controls: Controls {
             cancel: opts.cancel.clone(),
             ..Controls::default()
@@ -294,7 +297,8 @@ pub fn run_hook(
         .map(|(_, r)| r.name.clone())
         .or_else(|| opts.repo.clone());
     if opts.detach || configured.as_ref().is_some_and(|(_, r)| r.detach) {
-        return detach(git_dir, name, &text, out);
+        let url = configured.as_ref().and_then(|(c, _)| c.database_url());
+        return detach(git_dir, name, url, &text, out);
     }
     let mut worst = exit::PASSED;
     for u in parse_updates(&text) {

@@ -151,6 +151,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
         },
         record: if args.notify { Record::New } else { Record::No },
         state_dir: crate::store::default_dir(),
+        database_url: None,
         controls: service::Controls {
             cancel: args.cancel.clone(),
             ..Default::default()

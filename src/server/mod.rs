@@ -77,7 +77,8 @@ impl AppState {
         cfg: ServerConfig,
         state_dir: PathBuf,
     ) -> Result<(Arc<AppState>, Interrupted), String> {
-        let mut st = Store::open(&state_dir).map_err(|e| e.to_string())?;
+        let mut st =
+            Store::connect(&state_dir, cfg.database_url().as_deref()).map_err(|e| e.to_string())?;
         let interrupted = recover::recover(&cfg, &state_dir, &mut st).map_err(|e| e.to_string())?;
         let slots = crate::build::JobSlots::new(cfg.concurrency);
         Ok((

@@ -149,6 +149,7 @@ fn request(
         },
         record: Record::Queued(Box::new(row.clone())),
         state_dir: state.state_dir.clone(),
+        database_url: state.cfg.database_url(),
         controls: Controls {
             cancel: Some(cancel),
             slots: Some(state.slots.clone()),

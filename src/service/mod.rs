@@ -137,8 +137,11 @@ pub struct Request {
     pub mail: MailOptions,
     /// Whether it is recorded.
     pub record: Record,
-    /// The build store's directory.
+    /// The build store's directory (running builds' logs; the store itself unless
+    /// `database_url` names one).
     pub state_dir: PathBuf,
+    /// The PostgreSQL build store, when the server uses one.
+    pub database_url: Option<String>,
     /// Cancel flag, job slots, log tap.
     pub controls: Controls,
 }
@@ -470,7 +473,7 @@ fn refuse(
         )));
     }
     if let Record::Queued(row) = &req.record {
-        let mut st = Store::open(&req.state_dir).ok();
+        let mut st = Store::connect(&req.state_dir, req.database_url.as_deref()).ok();
         if let Some(st) = st.as_mut() {
             let _ = st.set_state(row.id, store::Status::Errored, Some(why));
         }
@@ -507,7 +510,7 @@ fn not_built(req: &Request, plan: &Plan, reporter: &mut dyn Reporter) -> Result<
         plan.build.reason
     )));
     if let Record::Queued(row) = &req.record
-        && let Ok(mut st) = Store::open(&req.state_dir)
+        && let Ok(mut st) = Store::connect(&req.state_dir, req.database_url.as_deref())
     {
         let _ = st.set_state(
             row.id,
@@ -524,11 +527,11 @@ fn record(req: &Request, event: &BuildEvent) -> Result<Option<Recorded>, Service
     Ok(match &req.record {
         Record::No => None,
         Record::Queued(row) => Some(Recorded {
-            store: Store::open(&req.state_dir)?,
+            store: Store::connect(&req.state_dir, req.database_url.as_deref())?,
             row: (**row).clone(),
         }),
         Record::New => {
-            let mut store = Store::open(&req.state_dir)?;
+            let mut store = Store::connect(&req.state_dir, req.database_url.as_deref())?;
             let row = store.begin(&NewBuild::of(event))?;
             Some(Recorded { store, row })
         }

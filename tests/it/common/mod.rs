@@ -279,5 +279,8 @@ pub fn free_port() -> u16 {
 }
 
 pub mod moto;
+/// The throwaway PostgreSQL cluster the store's own tests use.
+#[path = "../../../src/store/cluster.rs"]
+pub mod postgres;
 pub mod server;
 pub mod smtp;

@@ -5,6 +5,7 @@
 mod events;
 mod intake;
 mod mail;
+mod postgres;
 mod queue;
 mod remote;
 mod sandbox;

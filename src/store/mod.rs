@@ -1,12 +1,23 @@
-//! Build history in SQLite (`$RUNWAY_STATE_DIR/runway.db`): every recorded build with
-//! its jobs and logs, numbered per repository. "Change" in the email rules means what
-//! it meant on Travis because each build remembers the previous finished build of its
-//! branch when it is created.
+//! Build history and the queue: every recorded build with its jobs and logs, numbered
+//! per repository, behind one interface ([`Store`]) with two backends: SQLite
+//! (`$RUNWAY_STATE_DIR/runway.db`, the embedded default for one machine; [`sqlite`]) and
+//! PostgreSQL (runway.toml's `database_url_env`, for several `runway serve` nodes;
+//! [`postgres`]). "Change" in the email rules means what it meant on Travis because each
+//! build remembers the previous finished build of its branch when it is created. A
+//! running build's log is a file beside the store (`logs/ID.log`) until its jobs are
+//! recorded.
 
+#[cfg(test)]
+pub mod cluster;
+pub mod postgres;
+pub mod sqlite;
+
+#[cfg(test)]
+const MIGRATIONS_FOR_TESTS: usize = 1;
+
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::build::BuildState;
 
@@ -16,6 +27,12 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("build store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("build store: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// A stored value runway does not know.
+    #[error("build store: {0}")]
+    Data(String),
     /// The state directory could not be made.
     #[error("build store: {0}")]
     Io(#[from] std::io::Error),
@@ -140,10 +157,102 @@ pub struct OutboxMail {
     pub attempts: u32,
 }
 
-/// The build history.
+/// The build history: a backend, and the state directory the running builds' logs
+/// live in.
 pub struct Store {
-    conn: Connection,
+    db: RefCell<Box<dyn Backend>>,
     dir: PathBuf,
+}
+
+/// The columns of a build row, in [`BuildRow`]'s order (both backends).
+const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
+     previous_state, commit_range, reason, message, author, mail";
+
+/// A text column of a build set on its own.
+#[derive(Clone, Copy, Debug)]
+pub enum Text {
+    /// The commit's author.
+    Author,
+    /// What became of the mail.
+    Mail,
+}
+
+impl Text {
+    fn name(self) -> &'static str {
+        match self {
+            Text::Author => "author",
+            Text::Mail => "mail",
+        }
+    }
+}
+
+/// What a backend does: the statements behind [`Store`]'s methods.
+pub trait Backend: Send {
+    /// Records a build in `state` with the next number of its repository and the state
+    /// of the previous finished build of its branch (or tag).
+    fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError>;
+    /// The build a delivery key made at or after `since`.
+    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError>;
+    /// Remembers a delivery key, forgetting those before `forget_before`.
+    fn record_delivery(
+        &mut self,
+        key: &str,
+        build_id: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError>;
+    /// Takes the oldest queued build and marks it running.
+    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError>;
+    /// A build by id.
+    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError>;
+    /// Errors the running builds with `reason`; their repositories and numbers.
+    fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Cancels the queued builds `newer` supersedes; their numbers.
+    fn cancel_superseded(&mut self, newer: &BuildRow, reason: &str)
+    -> Result<Vec<u64>, StoreError>;
+    /// Sets a build's state (ended unless queued or running) and reason.
+    fn set_state(&mut self, id: i64, state: Status, reason: Option<&str>)
+    -> Result<(), StoreError>;
+    /// Queues an ended build again, its jobs dropped.
+    fn restart(&mut self, id: i64) -> Result<(), StoreError>;
+    /// Sets one text column of a build.
+    fn set_text(&mut self, id: i64, column: Text, value: &str) -> Result<(), StoreError>;
+    /// Keeps a mail for a retry.
+    fn queue_mail(
+        &mut self,
+        m: &OutboxMail,
+        error: &str,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Mails due for another try.
+    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError>;
+    /// Records a retry's outcome.
+    fn mail_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        next_at_ms: i64,
+        give_up: u32,
+    ) -> Result<(), StoreError>;
+    /// Records how a build ended, with its jobs.
+    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError>;
+    /// Builds newest first (by id), filtered, before a build, at most `limit`.
+    fn builds(
+        &mut self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError>;
+    /// Each repository's latest build.
+    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError>;
+    /// A build by number.
+    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError>;
+    /// The repositories with a build of this number.
+    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError>;
+    /// Whether a build recorded its jobs.
+    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError>;
+    /// A build's jobs, in the order they were recorded.
+    fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError>;
 }
 
 /// Where running server jobs record their process groups (see
@@ -172,57 +281,6 @@ fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS builds (
-  id INTEGER PRIMARY KEY,
-  repo TEXT NOT NULL,
-  number INTEGER NOT NULL,
-  branch TEXT, tag TEXT,
-  commit_sha TEXT NOT NULL,
-  event TEXT NOT NULL,
-  message TEXT NOT NULL DEFAULT '',
-  state TEXT NOT NULL,
-  started_at INTEGER NOT NULL,
-  finished_at INTEGER,
-  previous_state TEXT,
-  commit_range TEXT NOT NULL DEFAULT '',
-  reason TEXT,
-  author TEXT NOT NULL DEFAULT '',
-  mail TEXT NOT NULL DEFAULT '',
-  UNIQUE (repo, number)
-);
-CREATE INDEX IF NOT EXISTS builds_by_repo ON builds (repo, id);
-CREATE TABLE IF NOT EXISTS outbox (
-  id INTEGER PRIMARY KEY,
-  build_id INTEGER NOT NULL,
-  sender TEXT NOT NULL,
-  recipients TEXT NOT NULL,
-  message BLOB NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  next_at_ms INTEGER NOT NULL,
-  last_error TEXT,
-  state TEXT NOT NULL DEFAULT 'pending'
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-  key TEXT PRIMARY KEY,
-  build_id INTEGER NOT NULL,
-  at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-  build_id INTEGER NOT NULL REFERENCES builds(id),
-  number TEXT NOT NULL,
-  name TEXT,
-  env TEXT NOT NULL,
-  result TEXT NOT NULL,
-  duration_ms INTEGER NOT NULL,
-  log BLOB NOT NULL,
-  reason TEXT NOT NULL DEFAULT '',
-  stage TEXT NOT NULL DEFAULT '',
-  deploys TEXT NOT NULL DEFAULT '',
-  PRIMARY KEY (build_id, number)
-);
-";
 
 /// Where a recorded build is: waiting, running, or ended with its result. One type for
 /// the store, the server and the mail (stored as its lower-case name).
@@ -277,13 +335,6 @@ impl Status {
 }
 
 /// Read from its stored name (an unknown name is a conversion error).
-impl rusqlite::types::FromSql for Status {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Status> {
-        let name = v.as_str()?;
-        Status::parse(name).map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
-    }
-}
-
 impl From<crate::build::BuildState> for Status {
     fn from(s: crate::build::BuildState) -> Status {
         match s {
@@ -301,80 +352,43 @@ impl std::fmt::Display for Status {
     }
 }
 
-fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
-    Ok(BuildRow {
-        id: r.get(0)?,
-        repo: r.get(1)?,
-        number: r.get::<_, i64>(2)? as u64,
-        branch: r.get(3)?,
-        tag: r.get(4)?,
-        commit: r.get(5)?,
-        event: r.get(6)?,
-        state: r.get(7)?,
-        started_at: r.get(8)?,
-        finished_at: r.get(9)?,
-        previous_state: r.get(10)?,
-        commit_range: r.get(11)?,
-        reason: r.get(12)?,
-        message: r.get(13)?,
-        author: r.get(14)?,
-        mail: r.get(15)?,
-    })
-}
-
-const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
-     previous_state, commit_range, reason, message, author, mail";
-
 impl Store {
-    /// Opens (and creates) the store in `dir`.
+    /// Opens (and creates) the embedded store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let conn = Connection::open(dir.join("runway.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
-        conn.execute_batch(SCHEMA)?;
-        // Stores made before these columns get them (empty for old rows).
-        for (table, column) in [
-            ("jobs", "reason"),
-            ("builds", "author"),
-            ("jobs", "stage"),
-            ("jobs", "deploys"),
-            ("builds", "mail"),
-        ] {
-            let has: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
-                params![table, column],
-                |r| r.get(0),
-            )?;
-            if !has {
-                conn.execute_batch(&format!(
-                    "ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT '';"
-                ))?;
-            }
-        }
         Ok(Store {
-            conn,
+            db: RefCell::new(Box::new(sqlite::Sqlite::open(dir)?)),
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The store at `url` (PostgreSQL) when given, else the embedded one; running
+    /// builds' logs in `dir` either way.
+    pub fn connect(dir: &Path, url: Option<&str>) -> Result<Store, StoreError> {
+        let Some(url) = url else {
+            return Store::open(dir);
+        };
+        std::fs::create_dir_all(dir)?;
+        Ok(Store {
+            db: RefCell::new(Box::new(postgres::Postgres::connect(url)?)),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn db(&self) -> std::cell::RefMut<'_, Box<dyn Backend>> {
+        self.db.borrow_mut()
     }
 
     /// Records a new running build; returns it with its number and the state of the
     /// previous finished build of the same branch (or tag).
     pub fn begin(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
-        self.insert(b, "running")
+        self.db().insert(b, Status::Running)
     }
 
     /// The build a webhook delivery with this key (`github:<X-GitHub-Delivery>`) made
     /// at or after `since` (seconds), if any: a replay or a redelivery.
     pub fn delivery(&self, key: &str, since: i64) -> Result<Option<BuildRow>, StoreError> {
-        let id: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT build_id FROM deliveries WHERE key = ?1 AND at >= ?2",
-                params![key, since],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let id = self.db().delivery(key, since)?;
         match id {
             Some(id) => self.by_id(id),
             None => Ok(None),
@@ -389,15 +403,7 @@ impl Store {
         build_id: i64,
         forget_before: i64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM deliveries WHERE at < ?1",
-            params![forget_before],
-        )?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)",
-            params![key, build_id, now()],
-        )?;
-        Ok(())
+        self.db().record_delivery(key, build_id, forget_before)
     }
 
     /// Seconds since the epoch, as the store records times.
@@ -407,52 +413,13 @@ impl Store {
 
     /// Queues a build (durably: it is in the database when this returns).
     pub fn enqueue(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
-        self.insert(b, "queued")
-    }
-
-    fn insert(&mut self, b: &NewBuild, state: &str) -> Result<BuildRow, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let number: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
-            params![b.repo],
-            |r| r.get(0),
-        )?;
-        let previous: Option<String> = tx
-            .query_row(
-                "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
-                 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
-                params![b.repo, b.branch, b.tag],
-                |r| r.get(0),
-            )
-            .optional()?;
-        tx.execute(
-            "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
-                                 previous_state, commit_range)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state, now(), previous, b.commit_range],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        self.get(id).map(|r| r.expect("just inserted"))
+        self.db().insert(b, Status::Queued)
     }
 
     /// Takes the oldest queued build and marks it running; `None` when the queue is empty.
-    /// One statement, so two workers never take the same build.
+    /// One statement, so two workers (or two nodes) never take the same build.
     pub fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!(
-                    "UPDATE builds SET state = 'running', started_at = ?1
-                     WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
-                     RETURNING {COLUMNS}"
-                ),
-                params![now()],
-                row,
-            )
-            .optional()?)
+        self.db().claim()
     }
 
     /// Where a running server build's log is written as it goes
@@ -497,7 +464,7 @@ impl Store {
             else {
                 continue;
             };
-            let ended = self.get(id)?.is_some_and(|r| !r.state.is_active());
+            let ended = self.by_id(id)?.is_some_and(|r| !r.state.is_active());
             if ended && self.has_jobs(id)? {
                 self.remove_partial_log(id);
                 removed += 1;
@@ -519,31 +486,16 @@ impl Store {
     /// After a crash or restart: builds left running are errored, with the reason.
     /// Returns their numbers.
     pub fn mark_interrupted(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut st = self.conn.prepare(
-            "UPDATE builds SET state = 'errored', finished_at = ?1,
-               reason = 'interrupted: runway stopped while this build was running; runway restart N runs it again'
-             WHERE state = 'running' RETURNING repo, number",
-        )?;
-        let rows = st.query_map(params![now()], |r| {
-            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db().mark_interrupted(
+            "interrupted: runway stopped while this build was running; runway restart N runs it again",
+        )
     }
 
     /// Cancels queued builds of the same repository and branch older than `newer`
     /// (auto-cancellation). Returns their numbers.
     pub fn cancel_superseded(&mut self, newer: &BuildRow) -> Result<Vec<u64>, StoreError> {
-        let mut st = self.conn.prepare(
-            "UPDATE builds SET state = 'canceled', finished_at = ?1, reason = ?2
-             WHERE repo = ?3 AND branch IS ?4 AND tag IS NULL AND state = 'queued' AND id < ?5
-             RETURNING number",
-        )?;
         let reason = format!("superseded by build #{}", newer.number);
-        let rows = st.query_map(
-            params![now(), reason, newer.repo, newer.branch, newer.id],
-            |r| Ok(r.get::<_, i64>(0)? as u64),
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db().cancel_superseded(newer, &reason)
     }
 
     /// Ends a build that never ran (canceled while queued) or sets a reason.
@@ -553,40 +505,28 @@ impl Store {
         state: Status,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE builds SET state = ?1, reason = COALESCE(?2, reason),
-               finished_at = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
-             WHERE id = ?4",
-            params![state.as_str(), reason, now(), id],
-        )?;
-        Ok(())
+        self.db().set_state(id, state, reason)
     }
 
     /// Queues a finished build again under its number (`runway restart N`); its old
     /// jobs are dropped.
     pub fn restart(&mut self, id: i64) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
-        tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1",
-            params![id],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.db().restart(id)
     }
 
     /// Records the commit's author once the build has read the commit.
     pub fn set_author(&mut self, id: i64, author: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE builds SET author = ?1 WHERE id = ?2",
-            params![author, id],
-        )?;
-        Ok(())
+        self.db().set_text(id, Text::Author, author)
+    }
+
+    /// Records what became of the build's mail.
+    pub fn set_mail(&mut self, id: i64, mail: &str) -> Result<(), StoreError> {
+        self.db().set_text(id, Text::Mail, mail)
     }
 
     /// A build by row id.
     pub fn by_id(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        self.get(id)
+        self.db().get(id)
     }
 
     /// Keeps a mail that could not be sent, for the server to retry later.
@@ -596,35 +536,12 @@ impl Store {
         error: &str,
         next_at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
-            params![m.build_id, m.sender, m.recipients.join(","), m.message, next_at_ms, error],
-        )?;
-        Ok(())
+        self.db().queue_mail(m, error, next_at_ms)
     }
 
     /// Mails due for another try.
     pub fn due_mails(&self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
-             WHERE state = 'pending' AND next_at_ms <= ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map(params![now_ms], |r| {
-            Ok(OutboxMail {
-                id: r.get(0)?,
-                build_id: r.get(1)?,
-                sender: r.get(2)?,
-                recipients: r
-                    .get::<_, String>(3)?
-                    .split(',')
-                    .map(str::to_string)
-                    .collect(),
-                message: r.get(4)?,
-                attempts: r.get::<_, i64>(5)? as u32,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db().due_mails(now_ms)
     }
 
     /// Records a retry's outcome: sent, or failed again (given up after `give_up` tries).
@@ -635,19 +552,7 @@ impl Store {
         next_at_ms: i64,
         give_up: u32,
     ) -> Result<(), StoreError> {
-        match result {
-            Ok(()) => self.conn.execute(
-                "UPDATE outbox SET state = 'sent' WHERE id = ?1",
-                params![id],
-            )?,
-            Err(e) => self.conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at_ms = ?3,
-                   state = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE 'pending' END
-                 WHERE id = ?1",
-                params![id, e, next_at_ms, give_up],
-            )?,
-        };
-        Ok(())
+        self.db().mail_tried(id, result, next_at_ms, give_up)
     }
 
     /// Records how a build ended, with its jobs.
@@ -657,42 +562,7 @@ impl Store {
         state: BuildState,
         jobs: &[JobRow],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3",
-            params![state.as_str(), now(), id],
-        )?;
-        for j in jobs {
-            tx.execute(
-                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    id,
-                    j.number,
-                    j.name,
-                    j.env,
-                    j.result,
-                    j.duration_ms as i64,
-                    j.log,
-                    j.reason,
-                    j.stage,
-                    j.deploys.join("\n")
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn get(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
-                params![id],
-                row,
-            )
-            .optional()?)
+        self.db().finish(id, state.into(), jobs)
     }
 
     /// Builds, newest first by when each was made (not when it last started: a restarted
@@ -702,12 +572,7 @@ impl Store {
         repo: Option<&str>,
         branch: Option<&str>,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR branch = ?2)
-             ORDER BY id DESC"
-        ))?;
-        let rows = st.query_map(params![repo, branch], row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db().builds(repo, branch, None, usize::MAX)
     }
 
     /// A page of builds, newest first (as [`Store::builds`]): at most `limit`, made
@@ -719,87 +584,32 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1) AND (?2 IS NULL OR id < ?2)
-             ORDER BY id DESC LIMIT ?3"
-        ))?;
-        let rows = st.query_map(params![repo, before, limit as i64], row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db().builds(repo, None, before, limit)
     }
 
     /// Each repository's latest build, by repository name.
     pub fn latest_per_repo(&self) -> Result<Vec<BuildRow>, StoreError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM builds WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo)
-             ORDER BY repo"
-        ))?;
-        let rows = st.query_map([], row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Records what became of the build's mail.
-    pub fn set_mail(&mut self, id: i64, mail: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE builds SET mail = ?1 WHERE id = ?2",
-            params![mail, id],
-        )?;
-        Ok(())
+        self.db().latest_per_repo()
     }
 
     /// One build by number (of `repo`, or of the only/most recent repository with it).
     pub fn build(&self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM builds WHERE number = ?1 AND (?2 IS NULL OR repo = ?2)
-                     ORDER BY started_at DESC, id DESC LIMIT 1"
-                ),
-                params![number as i64, repo],
-                row,
-            )
-            .optional()?)
+        self.db().build(repo, number)
     }
 
     /// The repositories that have a build numbered `number`, sorted.
     pub fn repos_with_build(&self, number: u64) -> Result<Vec<String>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT repo FROM builds WHERE number = ?1 ORDER BY repo")?;
-        let repos = st
-            .query_map(params![number as i64], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(repos)
+        self.db().repos_with_build(number)
     }
 
     /// Whether a build has recorded its jobs (without reading their logs).
     pub fn has_jobs(&self, build_id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE build_id = ?1)",
-            params![build_id],
-            |r| r.get(0),
-        )?)
+        self.db().has_jobs(build_id)
     }
 
     /// The jobs of a build.
     pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys FROM jobs WHERE build_id = ?1 ORDER BY rowid",
-        )?;
-        let rows = st.query_map(params![build_id], |r| {
-            Ok(JobRow {
-                number: r.get(0)?,
-                name: r.get(1)?,
-                env: r.get(2)?,
-                result: r.get(3)?,
-                duration_ms: r.get::<_, i64>(4)? as u64,
-                log: r.get(5)?,
-                reason: r.get(6)?,
-                stage: r.get(7)?,
-                deploys: r.get::<_, String>(8)?.lines().map(str::to_string).collect(),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db().jobs(build_id)
     }
 }
 
@@ -823,12 +633,55 @@ impl JobRow {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The same store twice: embedded (SQLite) and shared (a database of its own in the
+    /// test process's throwaway PostgreSQL cluster). Running builds' logs in `dir`.
+    fn both(dir: &Path) -> Vec<(&'static str, Store)> {
+        let url = cluster::shared().database("store");
+        vec![
+            ("sqlite", Store::open(dir).unwrap()),
+            (
+                "postgres",
+                Store::connect(&dir.join("pg"), Some(&url)).unwrap(),
+            ),
+        ]
+    }
+
+    /// PostgreSQL's schema is versioned: a second node (or start) applies nothing again,
+    /// and two claims never take the same build.
+    #[test]
+    fn postgres_migrations_apply_once_and_claims_never_share_a_build() {
+        let url = cluster::shared().database("migrate");
+        let mut a = postgres::Postgres::connect(&url).unwrap();
+        let mut b = postgres::Postgres::connect(&url).unwrap();
+        assert_eq!(a.version().unwrap(), MIGRATIONS_FOR_TESTS as i64);
+        assert_eq!(b.version().unwrap(), MIGRATIONS_FOR_TESTS as i64);
+        let new = NewBuild {
+            repo: "o/a".into(),
+            commit: "abc".into(),
+            event: "push".into(),
+            ..NewBuild::default()
+        };
+        for _ in 0..20 {
+            a.insert(&new, Status::Queued).unwrap();
+        }
+        let mut taken = Vec::new();
+        while let (x, y) = (a.claim().unwrap(), b.claim().unwrap())
+            && (x.is_some() || y.is_some())
+        {
+            taken.extend(x.into_iter().chain(y).map(|r| r.number));
+        }
+        taken.sort();
+        assert_eq!(taken, (1..=20).collect::<Vec<u64>>());
+    }
+
     /// A store made before jobs had a reason opens, and gains the column.
     #[test]
     fn an_older_store_gains_the_job_reason_column() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let conn = Connection::open(dir.path().join("runway.db")).unwrap();
+            let conn = rusqlite::Connection::open(dir.path().join("runway.db")).unwrap();
             conn.execute_batch(
                 "CREATE TABLE jobs (build_id INTEGER NOT NULL, number TEXT NOT NULL, name TEXT,
                    env TEXT NOT NULL, result TEXT NOT NULL, duration_ms INTEGER NOT NULL,
@@ -847,11 +700,16 @@ mod tests {
 
     /// issue 14: the list pages through thousands of builds by id (keyset), each
     /// repository's latest build leads it, and a job's stage, deploys and the build's
-    /// mail are kept.
+    /// mail are kept. Both backends.
     #[test]
     fn builds_page_by_id_and_jobs_keep_stage_deploys_and_mail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut st = Store::open(dir.path()).unwrap();
+        for (name, st) in both(dir.path()) {
+            page_stage_deploys_mail(name, st);
+        }
+    }
+
+    fn page_stage_deploys_mail(backend: &str, mut st: Store) {
         let new = |repo: &str| NewBuild {
             repo: repo.into(),
             commit: "abc".into(),
@@ -897,7 +755,8 @@ mod tests {
         );
         assert_eq!(
             st.by_id(ids[0]).unwrap().unwrap().mail,
-            "sent to a@example.com"
+            "sent to a@example.com",
+            "{backend}"
         );
     }
 
@@ -915,10 +774,11 @@ mod tests {
         let first = st.enqueue(&new).unwrap();
         let _second = st.enqueue(&new).unwrap();
         st.restart(first.id).unwrap();
-        st.conn
+        rusqlite::Connection::open(dir.path().join("runway.db"))
+            .unwrap()
             .execute(
                 "UPDATE builds SET started_at = started_at + 100 WHERE id = ?1",
-                params![first.id],
+                [first.id],
             )
             .unwrap();
         let numbers: Vec<u64> = st
@@ -930,11 +790,24 @@ mod tests {
         assert_eq!(numbers, [2, 1]);
     }
 
-    use super::*;
-
+    /// Both backends: numbers per repository (also after reopening), the previous
+    /// finished build per branch, restart, cancel of superseded builds, deliveries and
+    /// the outbox.
     #[test]
     fn numbers_per_repo_survive_reopening_and_previous_state_is_per_branch() {
         let t = tempfile::tempdir().unwrap();
+        let url = cluster::shared().database("numbers");
+        let pg = t.path().join("pg");
+        let open: [(&str, &dyn Fn() -> Store); 2] = [
+            ("sqlite", &|| Store::open(t.path()).unwrap()),
+            ("postgres", &|| Store::connect(&pg, Some(&url)).unwrap()),
+        ];
+        for (backend, open) in open {
+            numbers_and_more(backend, open);
+        }
+    }
+
+    fn numbers_and_more(backend: &str, open: &dyn Fn() -> Store) {
         let nb = |repo: &str, branch: &str| NewBuild {
             repo: repo.into(),
             branch: Some(branch.into()),
@@ -942,19 +815,68 @@ mod tests {
             event: "push".into(),
             ..NewBuild::default()
         };
-        let mut s = Store::open(t.path()).unwrap();
+        let mut s = open();
         let b1 = s.begin(&nb("o/a", "main")).unwrap();
         assert_eq!((b1.number, b1.previous_state), (1, None));
         s.finish(b1.id, BuildState::Failed, &[]).unwrap();
         let other = s.begin(&nb("o/b", "main")).unwrap();
         assert_eq!(other.number, 1);
         drop(s);
-        let mut s = Store::open(t.path()).unwrap();
+        let mut s = open();
         let b2 = s.begin(&nb("o/a", "main")).unwrap();
-        assert_eq!((b2.number, b2.previous_state), (2, Some(Status::Failed)));
+        assert_eq!(
+            (b2.number, b2.previous_state),
+            (2, Some(Status::Failed)),
+            "{backend}"
+        );
         let dev = s.begin(&nb("o/a", "dev")).unwrap();
-        assert_eq!((dev.number, dev.previous_state), (3, None));
+        assert_eq!((dev.number, dev.previous_state), (3, None), "{backend}");
         assert_eq!(s.builds(Some("o/a"), None).unwrap().len(), 3);
+        // A queued build superseded by a newer one of its branch; a claim; a restart.
+        let old = s.enqueue(&nb("o/a", "main")).unwrap();
+        let newer = s.enqueue(&nb("o/a", "main")).unwrap();
+        assert_eq!(
+            s.cancel_superseded(&newer).unwrap(),
+            [old.number],
+            "{backend}"
+        );
+        let claimed = s.claim().unwrap().unwrap();
+        assert_eq!((claimed.id, claimed.state), (newer.id, Status::Running));
+        assert!(s.claim().unwrap().is_none(), "{backend}");
+        s.finish(newer.id, BuildState::Passed, &[JobRow::passed_for_tests()])
+            .unwrap();
+        s.restart(newer.id).unwrap();
+        let again = s.by_id(newer.id).unwrap().unwrap();
+        assert_eq!((again.state, again.finished_at), (Status::Queued, None));
+        assert!(s.jobs(newer.id).unwrap().is_empty(), "{backend}");
+        // Deliveries and the outbox.
+        s.record_delivery("github:1", b2.id, 0).unwrap();
+        assert_eq!(s.delivery("github:1", 0).unwrap().unwrap().id, b2.id);
+        let mail = OutboxMail {
+            id: 0,
+            build_id: b2.id,
+            sender: "ci@example.com".into(),
+            recipients: vec!["a@example.com".into(), "b@example.com".into()],
+            message: b"Subject: x\r\n\r\nbody".to_vec(),
+            attempts: 1,
+        };
+        s.queue_mail(&mail, "refused", 0).unwrap();
+        let due = s.due_mails(1).unwrap();
+        assert_eq!(
+            (due.len(), &due[0].recipients),
+            (1, &mail.recipients),
+            "{backend}"
+        );
+        s.mail_tried(due[0].id, Err("again"), 0, 2).unwrap();
+        assert!(s.due_mails(1).unwrap().is_empty(), "given up: {backend}");
+        let mut interrupted = s.mark_interrupted().unwrap();
+        interrupted.sort();
+        let running = [
+            ("o/a".to_string(), 2),
+            ("o/a".to_string(), 3),
+            ("o/b".to_string(), 1),
+        ];
+        assert_eq!(interrupted, running, "{backend}");
     }
 
     #[test]

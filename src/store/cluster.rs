@@ -1,0 +1,161 @@
+//! A throwaway PostgreSQL cluster for tests (the store's unit tests, and the integration
+//! tests through `#[path]`): Debian's postgresql, made with `initdb` as the `postgres`
+//! user (initdb refuses root), trust authentication on a free loopback port, its data in
+//! a temporary directory. The server is started by a thread that never ends and is told
+//! to quit when the test process exits (`PR_SET_PDEATHSIG`), so nothing outlives the
+//! tests. Each test takes a database of its own.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A running cluster.
+pub struct Cluster {
+    /// Its loopback port.
+    pub port: u16,
+    _dir: PathBuf,
+}
+
+/// Debian's PostgreSQL programs (the newest version installed), or those on `PATH`.
+fn program(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn id(flag: &str) -> u32 {
+    let out = Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .expect("id runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a postgres user (apt-get install postgresql: bash scripts/test.sh does)")
+}
+
+/// Removes the clusters of test processes that are gone.
+fn remove_stale() {
+    for e in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("runway-pg-")
+            && !Path::new("/proc").join(pid).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+fn start() -> Cluster {
+    remove_stale();
+    let dir = std::env::temp_dir().join(format!("runway-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (uid, gid) = (id("-u"), id("-g"));
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    let data = dir.join("data");
+    let made = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        .output()
+        .expect("initdb runs");
+    assert!(
+        made.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (data2, sockets) = (data.clone(), dir.clone());
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(program("postgres"));
+        cmd.arg("-D")
+            .arg(&data2)
+            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(&sockets)
+            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: prctl between fork and exec; the server quits when this thread's
+        // process ends (the thread itself never does).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("postgres runs");
+        let mut said = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let mut log = String::new();
+        loop {
+            line.clear();
+            if said.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = tx.send(Err(log));
+                break;
+            }
+            log.push_str(&line);
+            if line.contains("ready to accept connections") {
+                let _ = tx.send(Ok(()));
+                // Keep reading what it says, so it never meets a full pipe.
+                let _ = std::io::copy(&mut said, &mut std::io::sink());
+                break;
+            }
+        }
+        let _ = child.wait();
+        loop {
+            std::thread::park();
+        }
+    });
+    if let Err(log) = rx.recv().expect("the cluster's thread answers") {
+        panic!("postgres did not start: {log}");
+    }
+    Cluster { port, _dir: dir }
+}
+
+/// The process's cluster, started on first use.
+pub fn shared() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(start)
+}
+
+impl Cluster {
+    /// A new, empty database; its URL.
+    pub fn database(&self, prefix: &str) -> String {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut c =
+            ::postgres::Client::connect(&admin, ::postgres::NoTls).expect("the cluster answers");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}

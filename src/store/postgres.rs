@@ -1,0 +1,657 @@
+//! The shared backend: PostgreSQL, named by runway.toml's `database_url_env` (the
+//! variable holding a `postgres://` URL), for several `runway serve` nodes at once.
+//! Versioned migrations are applied at start under an advisory lock (nodes starting
+//! together take turns); a build's number is taken under a per-repository advisory
+//! lock; the queue is claimed with `FOR UPDATE SKIP LOCKED`, so two nodes never take
+//! the same build and neither waits for the other.
+
+use postgres::{Client, NoTls, Row};
+
+use super::{Backend, BuildRow, COLUMNS, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
+
+/// The migrations, in order; each runs once, in a transaction.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE builds (
+  id BIGSERIAL PRIMARY KEY,
+  repo TEXT NOT NULL,
+  number BIGINT NOT NULL,
+  branch TEXT, tag TEXT,
+  commit_sha TEXT NOT NULL,
+  event TEXT NOT NULL,
+  message TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  started_at BIGINT NOT NULL,
+  finished_at BIGINT,
+  previous_state TEXT,
+  commit_range TEXT NOT NULL DEFAULT '',
+  reason TEXT,
+  author TEXT NOT NULL DEFAULT '',
+  mail TEXT NOT NULL DEFAULT '',
+  UNIQUE (repo, number)
+);
+CREATE INDEX builds_by_repo ON builds (repo, id);
+CREATE INDEX builds_queued ON builds (id) WHERE state = 'queued';
+CREATE TABLE outbox (
+  id BIGSERIAL PRIMARY KEY,
+  build_id BIGINT NOT NULL,
+  sender TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  message BYTEA NOT NULL,
+  attempts BIGINT NOT NULL DEFAULT 0,
+  next_at_ms BIGINT NOT NULL,
+  last_error TEXT,
+  state TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE TABLE deliveries (
+  key TEXT PRIMARY KEY,
+  build_id BIGINT NOT NULL,
+  at BIGINT NOT NULL
+);
+CREATE TABLE jobs (
+  build_id BIGINT NOT NULL REFERENCES builds(id),
+  seq BIGSERIAL,
+  number TEXT NOT NULL,
+  name TEXT,
+  env TEXT NOT NULL,
+  result TEXT NOT NULL,
+  duration_ms BIGINT NOT NULL,
+  log BYTEA NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  stage TEXT NOT NULL DEFAULT '',
+  deploys TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (build_id, number)
+);
+"];
+
+/// The lock the migrations run under (any constant all nodes share).
+const MIGRATION_LOCK: i64 = 0x72_75_6e_77_61_79;
+
+fn status(r: &Row, i: usize) -> Result<Status, StoreError> {
+    let name: String = r.try_get(i)?;
+    Status::parse(&name).map_err(StoreError::Data)
+}
+
+fn row(r: &Row) -> Result<BuildRow, StoreError> {
+    let previous: Option<String> = r.try_get(10)?;
+    Ok(BuildRow {
+        id: r.try_get(0)?,
+        repo: r.try_get(1)?,
+        number: r.try_get::<_, i64>(2)? as u64,
+        branch: r.try_get(3)?,
+        tag: r.try_get(4)?,
+        commit: r.try_get(5)?,
+        event: r.try_get(6)?,
+        state: status(r, 7)?,
+        started_at: r.try_get(8)?,
+        finished_at: r.try_get(9)?,
+        previous_state: previous
+            .map(|p| Status::parse(&p).map_err(StoreError::Data))
+            .transpose()?,
+        commit_range: r.try_get(11)?,
+        reason: r.try_get(12)?,
+        message: r.try_get(13)?,
+        author: r.try_get(14)?,
+        mail: r.try_get(15)?,
+    })
+}
+
+fn rows(found: Vec<Row>) -> Result<Vec<BuildRow>, StoreError> {
+    found.iter().map(row).collect()
+}
+
+/// The PostgreSQL store. Its client lives on a thread of its own (the synchronous
+/// client drives a runtime of its own, which cannot run inside the server's): each
+/// call goes to that thread over a channel and waits for its answer.
+pub struct Postgres {
+    calls: std::sync::mpsc::Sender<Call>,
+}
+
+type Call = Box<dyn FnOnce(&mut Inner) + Send>;
+
+impl Postgres {
+    /// Connects to `url` (on the store's thread) and applies the migrations it lacks.
+    pub fn connect(url: &str) -> Result<Postgres, StoreError> {
+        let (calls, queue) = std::sync::mpsc::channel::<Call>();
+        let (ready, made) = std::sync::mpsc::channel();
+        let url = url.to_string();
+        std::thread::Builder::new()
+            .name("runway-postgres".into())
+            .spawn(move || match Inner::connect(&url) {
+                Ok(mut inner) => {
+                    let _ = ready.send(Ok(()));
+                    for call in queue {
+                        call(&mut inner);
+                    }
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })?;
+        made.recv()
+            .map_err(|_| StoreError::Data("the PostgreSQL thread ended".into()))??;
+        Ok(Postgres { calls })
+    }
+
+    /// Runs `f` on the store's thread; its answer.
+    fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.calls
+            .send(Box::new(move |inner| {
+                let _ = tx.send(f(inner));
+            }))
+            .map_err(|_| StoreError::Data("the PostgreSQL thread ended".into()))?;
+        rx.recv()
+            .map_err(|_| StoreError::Data("the PostgreSQL thread ended".into()))?
+    }
+
+    /// The version the database's schema is at.
+    pub fn version(&mut self) -> Result<i64, StoreError> {
+        self.call(|i| i.version())
+    }
+}
+
+impl Backend for Postgres {
+    fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
+        let b = b.clone();
+        self.call(move |i| i.insert(&b, state))
+    }
+    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
+        let key = key.to_string();
+        self.call(move |i| i.delivery(&key, since))
+    }
+    fn record_delivery(&mut self, key: &str, build_id: i64, forget: i64) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.call(move |i| i.record_delivery(&key, build_id, forget))
+    }
+    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
+        self.call(|i| i.claim())
+    }
+    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        self.call(move |i| i.get(id))
+    }
+    fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let reason = reason.to_string();
+        self.call(move |i| i.mark_interrupted(&reason))
+    }
+    fn cancel_superseded(
+        &mut self,
+        newer: &BuildRow,
+        reason: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        let (newer, reason) = (newer.clone(), reason.to_string());
+        self.call(move |i| i.cancel_superseded(&newer, &reason))
+    }
+    fn set_state(
+        &mut self,
+        id: i64,
+        state: Status,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let reason = reason.map(str::to_string);
+        self.call(move |i| i.set_state(id, state, reason.as_deref()))
+    }
+    fn restart(&mut self, id: i64) -> Result<(), StoreError> {
+        self.call(move |i| i.restart(id))
+    }
+    fn set_text(&mut self, id: i64, column: super::Text, value: &str) -> Result<(), StoreError> {
+        let value = value.to_string();
+        self.call(move |i| i.set_text(id, column, &value))
+    }
+    fn queue_mail(
+        &mut self,
+        m: &OutboxMail,
+        error: &str,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (m, error) = (m.clone(), error.to_string());
+        self.call(move |i| i.queue_mail(&m, &error, next_at_ms))
+    }
+    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
+        self.call(move |i| i.due_mails(now_ms))
+    }
+    fn mail_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        next_at_ms: i64,
+        give_up: u32,
+    ) -> Result<(), StoreError> {
+        let result = result.map_err(str::to_string);
+        self.call(move |i| {
+            i.mail_tried(
+                id,
+                result.as_ref().map(|_| ()).map_err(String::as_str),
+                next_at_ms,
+                give_up,
+            )
+        })
+    }
+    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
+        let jobs = jobs.to_vec();
+        self.call(move |i| i.finish(id, state, &jobs))
+    }
+    fn builds(
+        &mut self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        let (repo, branch) = (repo.map(str::to_string), branch.map(str::to_string));
+        self.call(move |i| i.builds(repo.as_deref(), branch.as_deref(), before, limit))
+    }
+    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError> {
+        self.call(|i| i.latest_per_repo())
+    }
+    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
+        let repo = repo.map(str::to_string);
+        self.call(move |i| i.build(repo.as_deref(), number))
+    }
+    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError> {
+        self.call(move |i| i.repos_with_build(number))
+    }
+    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError> {
+        self.call(move |i| i.has_jobs(build_id))
+    }
+    fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
+        self.call(move |i| i.jobs(build_id))
+    }
+}
+
+/// The client, on the store's thread.
+pub struct Inner {
+    client: Client,
+}
+
+impl Inner {
+    fn connect(url: &str) -> Result<Inner, StoreError> {
+        let mut client = Client::connect(url, NoTls)?;
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS runway_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )?;
+        let done: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM runway_migrations",
+                &[],
+            )?
+            .try_get(0)?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            tx.batch_execute(m)?;
+            tx.execute(
+                "INSERT INTO runway_migrations (version, applied_at) VALUES ($1, $2)",
+                &[&(i as i64 + 1), &now()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Inner { client })
+    }
+
+    fn version(&mut self) -> Result<i64, StoreError> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM runway_migrations",
+                &[],
+            )?
+            .try_get(0)?)
+    }
+}
+
+impl Backend for Inner {
+    fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
+        let mut tx = self.client.transaction()?;
+        // Numbers per repository: one insert at a time for a repository, on any node.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&b.repo])?;
+        let number: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = $1",
+                &[&b.repo],
+            )?
+            .try_get(0)?;
+        let previous: Option<String> = tx
+            .query_opt(
+                "SELECT state FROM builds WHERE repo = $1 AND branch IS NOT DISTINCT FROM $2
+                   AND tag IS NOT DISTINCT FROM $3 AND finished_at IS NOT NULL
+                 ORDER BY number DESC LIMIT 1",
+                &[&b.repo, &b.branch, &b.tag],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        let made = tx.query_one(
+            &format!(
+                "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state,
+                                     started_at, previous_state, commit_range)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+            ),
+            &[
+                &b.repo,
+                &number,
+                &b.branch,
+                &b.tag,
+                &b.commit,
+                &b.event,
+                &b.message,
+                &state.as_str(),
+                &now(),
+                &previous,
+                &b.commit_range,
+            ],
+        )?;
+        let built = row(&made)?;
+        tx.commit()?;
+        Ok(built)
+    }
+
+    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT build_id FROM deliveries WHERE key = $1 AND at >= $2",
+                &[&key, &since],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+    }
+
+    fn record_delivery(
+        &mut self,
+        key: &str,
+        build_id: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute("DELETE FROM deliveries WHERE at < $1", &[&forget_before])?;
+        self.client.execute(
+            "INSERT INTO deliveries (key, build_id, at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET build_id = EXCLUDED.build_id, at = EXCLUDED.at",
+            &[&key, &build_id, &now()],
+        )?;
+        Ok(())
+    }
+
+    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
+        self.client
+            .query_opt(
+                &format!(
+                    "UPDATE builds SET state = 'running', started_at = $1
+                     WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id
+                                 LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING {COLUMNS}"
+                ),
+                &[&now()],
+            )?
+            .map(|r| row(&r))
+            .transpose()
+    }
+
+    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        self.client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM builds WHERE id = $1"),
+                &[&id],
+            )?
+            .map(|r| row(&r))
+            .transpose()
+    }
+
+    fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.client
+            .query(
+                "UPDATE builds SET state = 'errored', finished_at = $1, reason = $2
+                 WHERE state = 'running' RETURNING repo, number",
+                &[&now(), &reason],
+            )?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)))
+            .collect()
+    }
+
+    fn cancel_superseded(
+        &mut self,
+        newer: &BuildRow,
+        reason: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.client
+            .query(
+                "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
+                 WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
+                   AND state = 'queued' AND id < $5
+                 RETURNING number",
+                &[&now(), &reason, &newer.repo, &newer.branch, &newer.id],
+            )?
+            .iter()
+            .map(|r| Ok(r.try_get::<_, i64>(0)? as u64))
+            .collect()
+    }
+
+    fn set_state(
+        &mut self,
+        id: i64,
+        state: Status,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let finished = (!state.is_active()).then(now);
+        self.client.execute(
+            "UPDATE builds SET state = $1, reason = COALESCE($2, reason), finished_at = $3
+             WHERE id = $4",
+            &[&state.as_str(), &reason, &finished, &id],
+        )?;
+        Ok(())
+    }
+
+    fn restart(&mut self, id: i64) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("DELETE FROM jobs WHERE build_id = $1", &[&id])?;
+        tx.execute(
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = $1",
+            &[&id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_text(&mut self, id: i64, column: super::Text, value: &str) -> Result<(), StoreError> {
+        self.client.execute(
+            &format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name()),
+            &[&value, &id],
+        )?;
+        Ok(())
+    }
+
+    fn queue_mail(
+        &mut self,
+        m: &OutboxMail,
+        error: &str,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
+             VALUES ($1, $2, $3, $4, 1, $5, $6)",
+            &[
+                &m.build_id,
+                &m.sender,
+                &m.recipients.join(","),
+                &m.message,
+                &next_at_ms,
+                &error,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
+        self.client
+            .query(
+                "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
+                 WHERE state = 'pending' AND next_at_ms <= $1 ORDER BY id",
+                &[&now_ms],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(OutboxMail {
+                    id: r.try_get(0)?,
+                    build_id: r.try_get(1)?,
+                    sender: r.try_get(2)?,
+                    recipients: r
+                        .try_get::<_, String>(3)?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                    message: r.try_get(4)?,
+                    attempts: r.try_get::<_, i64>(5)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    fn mail_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        next_at_ms: i64,
+        give_up: u32,
+    ) -> Result<(), StoreError> {
+        match result {
+            Ok(()) => self
+                .client
+                .execute("UPDATE outbox SET state = 'sent' WHERE id = $1", &[&id])?,
+            Err(e) => self.client.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_at_ms = $3,
+                   state = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END
+                 WHERE id = $1",
+                &[&id, &e, &next_at_ms, &i64::from(give_up)],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(
+            "UPDATE builds SET state = $1, finished_at = $2 WHERE id = $3",
+            &[&state.as_str(), &now(), &id],
+        )?;
+        for j in jobs {
+            tx.execute(
+                "INSERT INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 ON CONFLICT (build_id, number) DO UPDATE SET name = EXCLUDED.name, env = EXCLUDED.env,
+                   result = EXCLUDED.result, duration_ms = EXCLUDED.duration_ms, log = EXCLUDED.log,
+                   reason = EXCLUDED.reason, stage = EXCLUDED.stage, deploys = EXCLUDED.deploys",
+                &[
+                    &id,
+                    &j.number,
+                    &j.name,
+                    &j.env,
+                    &j.result,
+                    &(j.duration_ms as i64),
+                    &j.log,
+                    &j.reason,
+                    &j.stage,
+                    &j.deploys.join("\n"),
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn builds(
+        &mut self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        rows(self.client.query(
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE ($1::TEXT IS NULL OR repo = $1)
+                   AND ($2::TEXT IS NULL OR branch = $2) AND ($3::BIGINT IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4"
+            ),
+            &[
+                &repo,
+                &branch,
+                &before,
+                &(limit.min(i64::MAX as usize) as i64),
+            ],
+        )?)
+    }
+
+    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError> {
+        rows(self.client.query(
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo)
+                 ORDER BY repo"
+            ),
+            &[],
+        )?)
+    }
+
+    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
+        self.client
+            .query_opt(
+                &format!(
+                    "SELECT {COLUMNS} FROM builds WHERE number = $1 AND ($2::TEXT IS NULL OR repo = $2)
+                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                &[&(number as i64), &repo],
+            )?
+            .map(|r| row(&r))
+            .transpose()
+    }
+
+    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError> {
+        self.client
+            .query(
+                "SELECT DISTINCT repo FROM builds WHERE number = $1 ORDER BY repo",
+                &[&(number as i64)],
+            )?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
+    }
+
+    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE build_id = $1)",
+                &[&build_id],
+            )?
+            .try_get(0)?)
+    }
+
+    fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
+        self.client
+            .query(
+                "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys
+                 FROM jobs WHERE build_id = $1 ORDER BY seq",
+                &[&build_id],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(JobRow {
+                    number: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    env: r.try_get(2)?,
+                    result: r.try_get(3)?,
+                    duration_ms: r.try_get::<_, i64>(4)? as u64,
+                    log: r.try_get(5)?,
+                    reason: r.try_get(6)?,
+                    stage: r.try_get(7)?,
+                    deploys: r
+                        .try_get::<_, String>(8)?
+                        .lines()
+                        .map(str::to_string)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,440 @@
+//! The embedded backend: SQLite at `$RUNWAY_STATE_DIR/runway.db`, for one machine.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Backend, BuildRow, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS builds (
+  id INTEGER PRIMARY KEY,
+  repo TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  branch TEXT, tag TEXT,
+  commit_sha TEXT NOT NULL,
+  event TEXT NOT NULL,
+  message TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  previous_state TEXT,
+  commit_range TEXT NOT NULL DEFAULT '',
+  reason TEXT,
+  author TEXT NOT NULL DEFAULT '',
+  mail TEXT NOT NULL DEFAULT '',
+  UNIQUE (repo, number)
+);
+CREATE INDEX IF NOT EXISTS builds_by_repo ON builds (repo, id);
+CREATE TABLE IF NOT EXISTS outbox (
+  id INTEGER PRIMARY KEY,
+  build_id INTEGER NOT NULL,
+  sender TEXT NOT NULL,
+  recipients TEXT NOT NULL,
+  message BLOB NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at_ms INTEGER NOT NULL,
+  last_error TEXT,
+  state TEXT NOT NULL DEFAULT 'pending'
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+  key TEXT PRIMARY KEY,
+  build_id INTEGER NOT NULL,
+  at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+  build_id INTEGER NOT NULL REFERENCES builds(id),
+  number TEXT NOT NULL,
+  name TEXT,
+  env TEXT NOT NULL,
+  result TEXT NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  log BLOB NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  stage TEXT NOT NULL DEFAULT '',
+  deploys TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (build_id, number)
+);
+";
+
+impl rusqlite::types::FromSql for Status {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Status> {
+        let name = v.as_str()?;
+        Status::parse(name).map_err(|e| rusqlite::types::FromSqlError::Other(e.into()))
+    }
+}
+
+fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
+    Ok(BuildRow {
+        id: r.get(0)?,
+        repo: r.get(1)?,
+        number: r.get::<_, i64>(2)? as u64,
+        branch: r.get(3)?,
+        tag: r.get(4)?,
+        commit: r.get(5)?,
+        event: r.get(6)?,
+        state: r.get(7)?,
+        started_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        previous_state: r.get(10)?,
+        commit_range: r.get(11)?,
+        reason: r.get(12)?,
+        message: r.get(13)?,
+        author: r.get(14)?,
+        mail: r.get(15)?,
+    })
+}
+
+use super::COLUMNS;
+
+/// The SQLite store.
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    /// Opens (and creates, and brings up to date) `DIR/runway.db`.
+    pub fn open(dir: &Path) -> Result<Sqlite, StoreError> {
+        let conn = Connection::open(dir.join("runway.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
+        conn.execute_batch(SCHEMA)?;
+        // Stores made before these columns get them (empty for old rows).
+        for (table, column) in [
+            ("jobs", "reason"),
+            ("builds", "author"),
+            ("jobs", "stage"),
+            ("jobs", "deploys"),
+            ("builds", "mail"),
+        ] {
+            let has: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+                params![table, column],
+                |r| r.get(0),
+            )?;
+            if !has {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT '';"
+                ))?;
+            }
+        }
+        Ok(Sqlite { conn })
+    }
+
+    fn rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<BuildRow>, StoreError> {
+        let mut st = self.conn.prepare(sql)?;
+        let rows = st.query_map(args, row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Backend for Sqlite {
+    fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let number: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
+            params![b.repo],
+            |r| r.get(0),
+        )?;
+        let previous: Option<String> = tx
+            .query_row(
+                "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
+                 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
+                params![b.repo, b.branch, b.tag],
+                |r| r.get(0),
+            )
+            .optional()?;
+        tx.execute(
+            "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
+                                 previous_state, commit_range)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        self.get(id).map(|r| r.expect("just inserted"))
+    }
+
+    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT build_id FROM deliveries WHERE key = ?1 AND at >= ?2",
+                params![key, since],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn record_delivery(
+        &mut self,
+        key: &str,
+        build_id: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM deliveries WHERE at < ?1",
+            params![forget_before],
+        )?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)",
+            params![key, build_id, now()],
+        )?;
+        Ok(())
+    }
+
+    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "UPDATE builds SET state = 'running', started_at = ?1
+                     WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
+                     RETURNING {COLUMNS}"
+                ),
+                params![now()],
+                row,
+            )
+            .optional()?)
+    }
+
+    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
+                params![id],
+                row,
+            )
+            .optional()?)
+    }
+
+    fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "UPDATE builds SET state = 'errored', finished_at = ?1, reason = ?2
+             WHERE state = 'running' RETURNING repo, number",
+        )?;
+        let rows = st.query_map(params![now(), reason], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn cancel_superseded(
+        &mut self,
+        newer: &BuildRow,
+        reason: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut st = self.conn.prepare(
+            "UPDATE builds SET state = 'canceled', finished_at = ?1, reason = ?2
+             WHERE repo = ?3 AND branch IS ?4 AND tag IS NULL AND state = 'queued' AND id < ?5
+             RETURNING number",
+        )?;
+        let rows = st.query_map(
+            params![now(), reason, newer.repo, newer.branch, newer.id],
+            |r| Ok(r.get::<_, i64>(0)? as u64),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_state(
+        &mut self,
+        id: i64,
+        state: Status,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE builds SET state = ?1, reason = COALESCE(?2, reason),
+               finished_at = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
+             WHERE id = ?4",
+            params![state.as_str(), reason, now(), id],
+        )?;
+        Ok(())
+    }
+
+    fn restart(&mut self, id: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
+        tx.execute(
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1",
+            params![id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn set_text(&mut self, id: i64, column: super::Text, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            &format!("UPDATE builds SET {} = ?1 WHERE id = ?2", column.name()),
+            params![value, id],
+        )?;
+        Ok(())
+    }
+
+    fn queue_mail(
+        &mut self,
+        m: &OutboxMail,
+        error: &str,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
+             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
+            params![m.build_id, m.sender, m.recipients.join(","), m.message, next_at_ms, error],
+        )?;
+        Ok(())
+    }
+
+    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
+             WHERE state = 'pending' AND next_at_ms <= ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![now_ms], |r| {
+            Ok(OutboxMail {
+                id: r.get(0)?,
+                build_id: r.get(1)?,
+                sender: r.get(2)?,
+                recipients: r
+                    .get::<_, String>(3)?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect(),
+                message: r.get(4)?,
+                attempts: r.get::<_, i64>(5)? as u32,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn mail_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        next_at_ms: i64,
+        give_up: u32,
+    ) -> Result<(), StoreError> {
+        match result {
+            Ok(()) => self.conn.execute(
+                "UPDATE outbox SET state = 'sent' WHERE id = ?1",
+                params![id],
+            )?,
+            Err(e) => self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at_ms = ?3,
+                   state = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE 'pending' END
+                 WHERE id = ?1",
+                params![id, e, next_at_ms, give_up],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3",
+            params![state.as_str(), now(), id],
+        )?;
+        for j in jobs {
+            tx.execute(
+                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    id,
+                    j.number,
+                    j.name,
+                    j.env,
+                    j.result,
+                    j.duration_ms as i64,
+                    j.log,
+                    j.reason,
+                    j.stage,
+                    j.deploys.join("\n")
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn builds(
+        &mut self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        self.rows(
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1)
+                   AND (?2 IS NULL OR branch = ?2) AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?4"
+            ),
+            params![repo, branch, before, limit.min(i64::MAX as usize) as i64],
+        )
+    }
+
+    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError> {
+        self.rows(
+            &format!(
+                "SELECT {COLUMNS} FROM builds WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo)
+                 ORDER BY repo"
+            ),
+            [],
+        )
+    }
+
+    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM builds WHERE number = ?1 AND (?2 IS NULL OR repo = ?2)
+                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                params![number as i64, repo],
+                row,
+            )
+            .optional()?)
+    }
+
+    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT repo FROM builds WHERE number = ?1 ORDER BY repo")?;
+        let repos = st
+            .query_map(params![number as i64], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(repos)
+    }
+
+    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE build_id = ?1)",
+            params![build_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys FROM jobs WHERE build_id = ?1 ORDER BY rowid",
+        )?;
+        let rows = st.query_map(params![build_id], |r| {
+            Ok(JobRow {
+                number: r.get(0)?,
+                name: r.get(1)?,
+                env: r.get(2)?,
+                result: r.get(3)?,
+                duration_ms: r.get::<_, i64>(4)? as u64,
+                log: r.get(5)?,
+                reason: r.get(6)?,
+                stage: r.get(7)?,
+                deploys: r.get::<_, String>(8)?.lines().map(str::to_string).collect(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
