@@ -77,27 +77,39 @@ impl AppState {
         cfg: ServerConfig,
         state_dir: PathBuf,
     ) -> Result<(Arc<AppState>, Interrupted), String> {
-        let mut st =
-            Store::connect(&state_dir, cfg.database_url().as_deref()).map_err(|e| e.to_string())?;
+        let url = cfg.database_url();
+        let mut st = Store::connect(&state_dir, url.as_deref()).map_err(|e| e.to_string())?;
         let interrupted = recover::recover(&cfg, &state_dir, &mut st).map_err(|e| e.to_string())?;
         let slots = crate::build::JobSlots::new(cfg.concurrency);
-        Ok((
-            Arc::new(AppState {
-                cfg,
-                store: Mutex::new(st),
-                state_dir,
-                live: LiveLogs::default(),
-                cancels: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                ended: Notify::new(),
-                running: AtomicUsize::new(0),
-                stopping: AtomicBool::new(false),
-                slots,
-                expiring_logs: Mutex::default(),
-                changes: tokio::sync::broadcast::channel(256).0,
-            }),
-            interrupted,
-        ))
+        let state = Arc::new(AppState {
+            cfg,
+            store: Mutex::new(st),
+            state_dir,
+            live: LiveLogs::default(),
+            cancels: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            ended: Notify::new(),
+            running: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            slots,
+            expiring_logs: Mutex::default(),
+            changes: tokio::sync::broadcast::channel(256).0,
+        });
+        // Several nodes on one PostgreSQL: what any of them changes wakes this one's
+        // workers and updates its lists, through the database (LISTEN/NOTIFY).
+        if let Some(url) = url {
+            let weak = Arc::downgrade(&state);
+            store::postgres::listen(&url, move |id| {
+                let Some(state) = weak.upgrade() else {
+                    return false;
+                };
+                state.changed(id);
+                state.wake.notify_one();
+                true
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        Ok((state, interrupted))
     }
 
     /// Tells the open builds lists that build `id` changed.

@@ -23,7 +23,8 @@ pub(super) async fn work(state: Arc<AppState>) {
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
-        while state.running.load(Ordering::SeqCst) < state.cfg.concurrency.max(1) {
+        // `concurrency = 0`: a node that serves pages and takes webhooks, and runs no job.
+        while state.running.load(Ordering::SeqCst) < state.cfg.concurrency {
             let claimed = state.db(|s| s.claim());
             let Ok(Some(row)) = claimed else { break };
             let file = state.db(|s| s.create_partial_log(row.id)).ok();

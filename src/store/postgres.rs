@@ -266,7 +266,55 @@ pub struct Inner {
     client: Client,
 }
 
+/// The channel every change to a build is announced on (its id as the payload), so
+/// that every node's lists and workers hear of it at once.
+pub const CHANGES: &str = "runway_changes";
+
+/// Listens on [`CHANGES`] with a connection of its own, on a thread of its own, and
+/// calls `changed` with each build id announced (by any node, this one included),
+/// until `changed` returns false or the connection ends.
+pub fn listen(url: &str, changed: impl Fn(i64) -> bool + Send + 'static) -> Result<(), StoreError> {
+    let url = url.to_string();
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("runway-listen".into())
+        .spawn(move || {
+            let mut client = match Client::connect(&url, NoTls) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready.send(Err(StoreError::from(e)));
+                    return;
+                }
+            };
+            if let Err(e) = client.batch_execute(&format!("LISTEN {CHANGES}")) {
+                let _ = ready.send(Err(StoreError::from(e)));
+                return;
+            }
+            let _ = ready.send(Ok(()));
+            use postgres::fallible_iterator::FallibleIterator;
+            let mut notes = client.notifications();
+            let mut each = notes.blocking_iter();
+            while let Ok(Some(note)) = each.next() {
+                if let Ok(id) = note.payload().parse::<i64>()
+                    && !changed(id)
+                {
+                    return;
+                }
+            }
+        })?;
+    started
+        .recv()
+        .map_err(|_| StoreError::Data("the listening thread ended".into()))?
+}
+
 impl Inner {
+    /// Announces that build `id` changed (delivered when the change commits).
+    fn announce(&mut self, id: i64) -> Result<(), StoreError> {
+        self.client
+            .execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
+        Ok(())
+    }
+
     fn connect(url: &str) -> Result<Inner, StoreError> {
         let mut client = Client::connect(url, NoTls)?;
         let mut tx = client.transaction()?;
@@ -343,6 +391,10 @@ impl Backend for Inner {
             ],
         )?;
         let built = row(&made)?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANGES, &built.id.to_string()],
+        )?;
         tx.commit()?;
         Ok(built)
     }
@@ -375,7 +427,8 @@ impl Backend for Inner {
     }
 
     fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
-        self.client
+        let claimed = self
+            .client
             .query_opt(
                 &format!(
                     "UPDATE builds SET state = 'running', started_at = $1
@@ -386,7 +439,11 @@ impl Backend for Inner {
                 &[&now()],
             )?
             .map(|r| row(&r))
-            .transpose()
+            .transpose()?;
+        if let Some(b) = &claimed {
+            self.announce(b.id)?;
+        }
+        Ok(claimed)
     }
 
     fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
@@ -400,15 +457,17 @@ impl Backend for Inner {
     }
 
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.client
-            .query(
-                "UPDATE builds SET state = 'errored', finished_at = $1, reason = $2
-                 WHERE state = 'running' RETURNING repo, number",
-                &[&now(), &reason],
-            )?
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)))
-            .collect()
+        let found = self.client.query(
+            "UPDATE builds SET state = 'errored', finished_at = $1, reason = $2
+             WHERE state = 'running' RETURNING repo, number, id",
+            &[&now(), &reason],
+        )?;
+        let mut out = Vec::new();
+        for r in &found {
+            out.push((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64));
+            self.announce(r.try_get(2)?)?;
+        }
+        Ok(out)
     }
 
     fn cancel_superseded(
@@ -441,7 +500,7 @@ impl Backend for Inner {
              WHERE id = $4",
             &[&state.as_str(), &reason, &finished, &id],
         )?;
-        Ok(())
+        self.announce(id)
     }
 
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
@@ -451,6 +510,7 @@ impl Backend for Inner {
             "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = $1",
             &[&id],
         )?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
         tx.commit()?;
         Ok(())
     }
@@ -460,7 +520,7 @@ impl Backend for Inner {
             &format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name()),
             &[&value, &id],
         )?;
-        Ok(())
+        self.announce(id)
     }
 
     fn queue_mail(
@@ -557,6 +617,7 @@ impl Backend for Inner {
                 ],
             )?;
         }
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
         tx.commit()?;
         Ok(())
     }

@@ -3,9 +3,37 @@
 
 use super::*;
 
+/// What a node's `/events` stream has said so far (`build` events as number and state),
+/// read on a thread; and the connection, to close it (an open stream would hold the
+/// node's shutdown).
+type Heard = std::sync::Arc<std::sync::Mutex<Vec<(u64, String)>>>;
+
+fn events(addr: &str) -> (Heard, std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let out = seen.clone();
+    let kept = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(s).lines() {
+            let Ok(line) = line else { return };
+            if let Some(json) = line.strip_prefix("data:")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(json.trim())
+                && let (Some(n), Some(st)) = (v["number"].as_u64(), v["state"].as_str())
+            {
+                out.lock().unwrap().push((n, st.to_string()));
+            }
+        }
+    });
+    (seen, kept)
+}
+
 /// A server whose store is PostgreSQL builds a push and records it there (no SQLite
-/// file is made); a second node on the same database lists the same build, and a
-/// build queued through one is run once, by whichever node claims it.
+/// file is made). A second node on the same database with `concurrency = 0` takes
+/// webhooks and serves pages but runs no job: the first node runs what it queues, woken
+/// through the database, and the second's list hears of every start and end there
+/// (LISTEN/NOTIFY). Each build is numbered and run once.
 #[test]
 fn two_serve_nodes_share_one_postgresql_store() {
     let url = crate::common::postgres::shared().database("serve");
@@ -19,13 +47,21 @@ fn two_serve_nodes_share_one_postgresql_store() {
     ];
     let a = Server::start(&s.config, &s.state(), &env);
     let other_state = s.dir.path().join("state-b");
-    let b = Server::start(&s.config, &other_state, &env);
+    let b_config = s.dir.path().join("runway-b.toml");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &b_config,
+        text.replace("concurrency = 2", "concurrency = 0"),
+    )
+    .unwrap();
+    let b = Server::start(&b_config, &other_state, &env);
+    let (heard, stream) = events(&b.addr);
     let sha = s.head();
     for _ in 0..3 {
-        let (code, text) = generic(&a, "master", &sha);
+        let (code, text) = generic(&b, "master", &sha);
         assert_eq!(code, 202, "{text}");
     }
-    let (code, text) = generic(&b, "master", &sha);
+    let (code, text) = generic(&a, "master", &sha);
     assert_eq!(code, 202, "{text}");
     let all_passed = |srv: &Server| {
         let st = states(srv);
@@ -49,4 +85,17 @@ fn two_serve_nodes_share_one_postgresql_store() {
     assert!(!other_state.join("runway.db").exists());
     let b1 = b.json("/api/builds/1");
     assert_eq!(b1["jobs"][0]["result"], "passed", "{b1}");
+    // The node with concurrency = 0 ran nothing (no running build's log was made
+    // there); its list heard every build start and pass, from the other node.
+    assert!(!other_state.join("logs").exists(), "node B ran a build");
+    wait_for(
+        || {
+            let h = heard.lock().unwrap();
+            (1..=4).all(|n| {
+                h.contains(&(n, "running".to_string())) && h.contains(&(n, "passed".to_string()))
+            })
+        },
+        "node B's /events to hear each build start and pass",
+    );
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
