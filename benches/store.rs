@@ -1,0 +1,80 @@
+//! The build store's two backends side by side: queue N builds, then claim them one at
+//! a time (what a worker does per build), on SQLite (the embedded default) and on
+//! PostgreSQL (a throwaway cluster of Debian's postgresql, made for this run), rounds
+//! alternating. Run: `cargo bench --bench store [N]` as root (initdb runs as postgres).
+
+#[path = "../src/store/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+use std::time::{Duration, Instant};
+
+use runway::store::{NewBuild, Store};
+
+/// Queues `n` builds, then claims them all; the time per enqueue and per claim.
+fn round(st: &mut Store, n: usize) -> (Duration, Duration) {
+    let new = NewBuild {
+        repo: "o/app".into(),
+        branch: Some("main".into()),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        event: "push".into(),
+        ..NewBuild::default()
+    };
+    let t = Instant::now();
+    for _ in 0..n {
+        st.enqueue(&new).unwrap();
+    }
+    let enqueue = t.elapsed() / n as u32;
+    let t = Instant::now();
+    let mut claimed = 0;
+    while st.claim().unwrap().is_some() {
+        claimed += 1;
+    }
+    assert_eq!(claimed, n);
+    (enqueue, t.elapsed() / n as u32)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(500);
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster::shared().database("bench");
+    let mut sqlite = Store::open(&dir.path().join("sqlite")).unwrap();
+    let mut pg = Store::connect(&dir.path().join("pg"), Some(&url)).unwrap();
+    let (mut s_enq, mut s_claim, mut p_enq, mut p_claim) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..5 {
+        let (e, c) = round(&mut sqlite, n);
+        s_enq.push(e);
+        s_claim.push(c);
+        let (e, c) = round(&mut pg, n);
+        p_enq.push(e);
+        p_claim.push(c);
+    }
+    let (se, sc, pe, pc) = (
+        median(s_enq),
+        median(s_claim),
+        median(p_enq),
+        median(p_claim),
+    );
+    println!("store, {n} builds a round, median of 5 rounds:");
+    println!(
+        "  enqueue: SQLite {:.0} µs, PostgreSQL {:.0} µs (ratio {:.2})",
+        se.as_secs_f64() * 1e6,
+        pe.as_secs_f64() * 1e6,
+        pe.as_secs_f64() / se.as_secs_f64()
+    );
+    println!(
+        "  claim:   SQLite {:.0} µs, PostgreSQL {:.0} µs (ratio {:.2})",
+        sc.as_secs_f64() * 1e6,
+        pc.as_secs_f64() * 1e6,
+        pc.as_secs_f64() / sc.as_secs_f64()
+    );
+}
