@@ -67,6 +67,8 @@ pub struct AppState {
     /// The ids of builds that were queued, started, ended, canceled or restarted, for
     /// the pages that list builds (`GET /events`).
     changes: tokio::sync::broadcast::Sender<i64>,
+    /// Notified when the server stops taking requests: open `/events` streams end.
+    closing: Notify,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             slots,
             expiring_logs: Mutex::default(),
             changes: tokio::sync::broadcast::channel(256).0,
+            closing: Notify::new(),
         });
         // Several nodes on one PostgreSQL: what any of them changes wakes this one's
         // workers and updates its lists, through the database (LISTEN/NOTIFY).
@@ -153,6 +156,7 @@ pub async fn run(
         shutdown.await;
         st.stopping.store(true, Ordering::SeqCst);
         st.wake.notify_waiters();
+        st.closing.notify_waiters();
     })
     .await;
     state.stopping.store(true, Ordering::SeqCst);

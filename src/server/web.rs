@@ -76,7 +76,20 @@ pub(super) async fn pages_index(
 pub(super) async fn list_events(State(state): State<Arc<AppState>>) -> Response {
     let rx = state.changes.subscribe();
     let stream = futures_util::stream::unfold((state, rx), |(state, mut rx)| async move {
-        let ev = match rx.recv().await {
+        let got = {
+            // Registered before the flag is read, so a stop between the two is seen.
+            let closing = state.closing.notified();
+            tokio::pin!(closing);
+            closing.as_mut().enable();
+            if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            tokio::select! {
+                got = rx.recv() => got,
+                _ = closing => return None,
+            }
+        };
+        let ev = match got {
             Ok(id) => {
                 let row = state.db(|s| s.by_id(id)).ok().flatten()?;
                 let mut v = api_row(&row);

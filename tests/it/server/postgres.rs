@@ -4,8 +4,7 @@
 use super::*;
 
 /// What a node's `/events` stream has said so far (`build` events as number and state),
-/// read on a thread; and the connection, to close it (an open stream would hold the
-/// node's shutdown).
+/// read on a thread; and the connection.
 type Heard = std::sync::Arc<std::sync::Mutex<Vec<(u64, String)>>>;
 
 fn events(addr: &str) -> (Heard, std::net::TcpStream) {
@@ -17,7 +16,11 @@ fn events(addr: &str) -> (Heard, std::net::TcpStream) {
     let kept = s.try_clone().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(s).lines() {
-            let Ok(line) = line else { return };
+            let Ok(line) = line else { break };
+            // The chunked body's last chunk: the server ended the stream itself.
+            if line.trim() == "0" {
+                out.lock().unwrap().push((0, "last chunk".to_string()));
+            }
             if let Some(json) = line.strip_prefix("data:")
                 && let Ok(v) = serde_json::from_str::<serde_json::Value>(json.trim())
                 && let (Some(n), Some(st)) = (v["number"].as_u64(), v["state"].as_str())
@@ -25,6 +28,7 @@ fn events(addr: &str) -> (Heard, std::net::TcpStream) {
                 out.lock().unwrap().push((n, st.to_string()));
             }
         }
+        out.lock().unwrap().push((0, "closed".to_string()));
     });
     (seen, kept)
 }
@@ -97,5 +101,11 @@ fn two_serve_nodes_share_one_postgresql_store() {
         },
         "node B's /events to hear each build start and pass",
     );
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    // The open stream is ended by the node when it stops (its last chunk sent), rather
+    // than holding the node's shutdown until the connection deadline cuts it.
+    drop(b);
+    drop(stream);
+    let h = heard.lock().unwrap().clone();
+    let end: Vec<&String> = h.iter().filter(|(n, _)| *n == 0).map(|(_, s)| s).collect();
+    assert_eq!(end, ["last chunk", "closed"], "{h:?}");
 }
