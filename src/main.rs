@@ -157,6 +157,9 @@ enum Command {
         /// The repository, when several have this number.
         #[arg(long)]
         repo: Option<String>,
+        /// runway.toml: its `database_url_env` names the PostgreSQL store to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List recorded builds, newest first.
     Builds {
@@ -169,6 +172,9 @@ enum Command {
         /// Print JSON for programs.
         #[arg(long)]
         json: bool,
+        /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print a recorded build's log: BUILD or BUILD.JOB.
     Log {
@@ -183,6 +189,9 @@ enum Command {
         /// Keep Travis's fold and timer markers (for tools).
         #[arg(long)]
         raw: bool,
+        /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List or clear stored caches.
     Cache {
@@ -431,16 +440,36 @@ fn main() -> ExitCode {
             listen,
             log_format,
         } => cmd::serve::serve(&config, listen.as_deref(), log_format, &mut out),
-        Command::Restart { build, repo } => cmd::serve::restart(&build, repo.as_deref(), &mut out),
-        Command::Builds { repo, branch, json } => {
-            cmd::history::builds(repo.as_deref(), branch.as_deref(), json, &mut out)
-        }
+        Command::Restart {
+            build,
+            repo,
+            config,
+        } => cmd::serve::restart(&build, repo.as_deref(), config.as_deref(), &mut out),
+        Command::Builds {
+            repo,
+            branch,
+            json,
+            config,
+        } => cmd::history::builds(
+            repo.as_deref(),
+            branch.as_deref(),
+            json,
+            config.as_deref(),
+            &mut out,
+        ),
         Command::Log {
             build,
             repo,
             follow,
             raw,
-        } => cmd::history::log(&build, repo.as_deref(), follow, raw, &mut out),
+            config,
+        } => cmd::history::log(
+            &build,
+            repo.as_deref(),
+            (follow, raw),
+            config.as_deref(),
+            &mut out,
+        ),
         Command::Codedeploy {
             action:
                 CodedeployAction::Rehearse {

@@ -9,18 +9,19 @@ use super::CmdError;
 use crate::exit;
 use crate::store::{self, BuildRow, Store};
 
-fn open() -> Result<Store, CmdError> {
-    Store::open(&store::default_dir()).map_err(CmdError::from)
-}
+use std::path::Path;
+
+use super::open_store as open;
 
 /// Lists builds, newest first.
 pub fn builds(
     repo: Option<&str>,
     branch: Option<&str>,
     json: bool,
+    config: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
-    let st = open()?;
+    let st = open(config)?;
     let rows = st.builds(repo, branch)?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &rows).map_err(std::io::Error::other)?;
@@ -65,15 +66,15 @@ pub fn builds(
 pub fn log(
     spec: &str,
     repo: Option<&str>,
-    follow: bool,
-    raw: bool,
+    (follow, raw): (bool, bool),
+    config: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     if raw {
-        return log_to(spec, repo, follow, out);
+        return log_to(spec, repo, follow, config, out);
     }
     let mut readable = crate::job::log::Readable::new(out);
-    let code = log_to(spec, repo, follow, &mut readable);
+    let code = log_to(spec, repo, follow, config, &mut readable);
     readable.flush()?;
     code
 }
@@ -82,6 +83,7 @@ fn log_to(
     spec: &str,
     repo: Option<&str>,
     follow: bool,
+    config: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
     let (build, job) = match spec.split_once('.') {
@@ -92,7 +94,7 @@ fn log_to(
         .trim_start_matches('#')
         .parse()
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not BUILD or BUILD.JOB")))?;
-    let st = open()?;
+    let st = open(config)?;
     let row = super::find_build(&st, repo, number)?;
     if follow && job.is_none() {
         return follow_build(&st, row, out);

@@ -87,6 +87,21 @@ impl Style {
 
 pub use crate::service::target::{RefArgs, Target, resolve as resolve_target};
 
+/// The build store the history commands read: the embedded one, or runway.toml's
+/// PostgreSQL (`database_url_env`) when `--config` names the file.
+pub fn open_store(config: Option<&std::path::Path>) -> Result<crate::store::Store, CmdError> {
+    let url = match config {
+        Some(path) => crate::runway_toml::ServerConfig::load(path)
+            .map_err(CmdError::Usage)?
+            .database_url(),
+        None => None,
+    };
+    Ok(crate::store::Store::connect(
+        &crate::store::default_dir(),
+        url.as_deref(),
+    )?)
+}
+
 /// Build `number` of `repo`, or, without `--repo`, the one build with that number: when
 /// several repositories have it, a usage error naming them (never a silent pick: a
 /// restart of the wrong one would run and deploy another repository's commit).

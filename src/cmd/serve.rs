@@ -7,7 +7,7 @@ use super::CmdError;
 use crate::exit;
 use crate::runway_toml::ServerConfig;
 use crate::server::{self, AppState};
-use crate::store::{self, Store};
+use crate::store;
 
 /// How the server's event log is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -126,12 +126,17 @@ pub fn serve(
 }
 
 /// Queues a finished build again under its number.
-pub fn restart(spec: &str, repo: Option<&str>, out: &mut dyn Write) -> Result<i32, CmdError> {
+pub fn restart(
+    spec: &str,
+    repo: Option<&str>,
+    config: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
     let n: u64 = spec
         .trim_start_matches('#')
         .parse()
         .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
-    let mut st = Store::open(&store::default_dir())?;
+    let mut st = super::open_store(config)?;
     let row = super::find_build(&st, repo, n)?;
     if row.state.is_active() {
         return Err(CmdError::Usage(format!(

@@ -89,6 +89,21 @@ fn two_serve_nodes_share_one_postgresql_store() {
     assert!(!other_state.join("runway.db").exists());
     let b1 = b.json("/api/builds/1");
     assert_eq!(b1["jobs"][0]["result"], "passed", "{b1}");
+    // The history commands read the same store when given the runway.toml.
+    let cli = |args: &[&str]| {
+        let mut c = crate::common::runway();
+        c.args(args)
+            .arg("--config")
+            .arg(&b_config)
+            .env("RUNWAY_TEST_DATABASE_URL", &url);
+        crate::common::run(&mut c)
+    };
+    let listed = cli(&["builds", "--json"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 4, "{rows}");
+    let log = cli(&["log", "1", "--repo", "o/app"]);
+    assert!(log.stdout.contains("built on"), "{}", log.all());
     // The node with concurrency = 0 ran nothing (no running build's log was made
     // there); its list heard every build start and pass, from the other node.
     assert!(!other_state.join("logs").exists(), "node B ran a build");
