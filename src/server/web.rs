@@ -131,12 +131,9 @@ pub(super) async fn api_restart(
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
-        return *refused;
-    }
-    let row = match find_or_404(&state, n, &q) {
+    let row = match authorized_build(&state, n, &q, &headers) {
         Ok(row) => row,
-        Err(not_found) => return *not_found,
+        Err(refused) => return *refused,
     };
     if row.state.is_active() {
         return answer(
@@ -377,15 +374,12 @@ pub(super) async fn api_cancel(
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
-        return *refused;
-    }
-    let row = match find_or_404(&state, n, &q) {
+    let row = match authorized_build(&state, n, &q, &headers) {
         Ok(row) => row,
-        Err(not_found) => return *not_found,
+        Err(refused) => return *refused,
     };
-    match row.state.as_str() {
-        "queued" => {
+    match row.state {
+        Status::Queued => {
             let _ =
                 state.db(|s| s.set_state(row.id, Status::Canceled, Some("canceled while queued")));
             state.changed(row.id);
@@ -394,7 +388,7 @@ pub(super) async fn api_cancel(
                 serde_json::json!({"canceled": true, "number": n}),
             )
         }
-        "running" => {
+        Status::Running => {
             if let Some(c) = state.cancels.lock().expect("cancels").get(&row.id) {
                 c.cancel();
             }
@@ -408,6 +402,18 @@ pub(super) async fn api_cancel(
             serde_json::json!({"error": format!("build #{n} already {other}")}),
         ),
     }
+}
+
+/// The build a request that changes something names, once it brings the API token
+/// ([`authorized`]); else the refusal (401, 403) or 404.
+fn authorized_build(
+    state: &AppState,
+    n: u64,
+    q: &RepoQuery,
+    headers: &HeaderMap,
+) -> Result<BuildRow, Box<Response>> {
+    authorized(state, headers)?;
+    find_or_404(state, n, q)
 }
 
 /// Whether a request that changes something brings the API token: 403 when the server

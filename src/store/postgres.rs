@@ -10,7 +10,7 @@ use postgres::{Client, NoTls, Row};
 use super::{Backend, BuildRow, COLUMNS, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
 
 /// The migrations, in order; each runs once, in a transaction.
-const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &["
 CREATE TABLE builds (
   id BIGSERIAL PRIMARY KEY,
   repo TEXT NOT NULL,
