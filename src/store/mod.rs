@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod postgres;
 pub mod sqlite;
+pub mod tasks;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -250,6 +251,16 @@ pub trait Backend: Send {
     fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError>;
     /// A build's jobs, in the order they were recorded.
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError>;
+    /// Rows of a plain query (`$1`… placeholders), for [`tasks`].
+    fn query(
+        &mut self,
+        sql: &str,
+        args: &[tasks::Value],
+    ) -> Result<Vec<Vec<tasks::Value>>, StoreError>;
+    /// Rows changed by a plain statement, for [`tasks`].
+    fn execute(&mut self, sql: &str, args: &[tasks::Value]) -> Result<u64, StoreError>;
+    /// Tells the other nodes (PostgreSQL `NOTIFY`; nothing for SQLite: one node).
+    fn notify(&mut self, payload: &str) -> Result<(), StoreError>;
 }
 
 /// Where running server jobs record their process groups (see
@@ -508,6 +519,7 @@ impl Store {
     /// Queues a finished build again under its number (`runway restart N`); its old
     /// jobs are dropped.
     pub fn restart(&mut self, id: i64) -> Result<(), StoreError> {
+        self.drop_tasks(id)?;
         self.db().restart(id)
     }
 
@@ -671,6 +683,171 @@ mod tests {
         }
         taken.sort();
         assert_eq!(taken, (1..=20).collect::<Vec<u64>>());
+    }
+
+    /// issue 15: a job's task is claimed by one matching worker only, its chunks are
+    /// kept once and read without gaps, a lost lease ends it (errored or queued again),
+    /// a stale worker can neither beat nor end it, and a cancel reaches it. Both backends.
+    #[test]
+    fn tasks_are_claimed_once_leased_chunked_and_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mut st) in both(dir.path()) {
+            tasks_on(name, &mut st);
+        }
+    }
+
+    fn tasks_on(backend: &str, st: &mut Store) {
+        use tasks::{Beat, parse_labels};
+        let b = st
+            .enqueue(&NewBuild {
+                repo: "o/t".into(),
+                commit: "abc".into(),
+                event: "push".into(),
+                ..NewBuild::default()
+            })
+            .unwrap();
+        let linux = parse_labels("os=linux arch=amd64");
+        let osx = parse_labels("os=osx arch=amd64");
+        let t1 = st.open_task(b.id, "1.1", &osx).unwrap();
+        let t2 = st.open_task(b.id, "1.2", &linux).unwrap();
+        assert_eq!(
+            st.open_task(b.id, "1.2", &linux).unwrap().id,
+            t2.id,
+            "{backend}: one task per job"
+        );
+        let w = parse_labels("os=linux arch=amd64 dist=bookworm");
+        let got = st
+            .claim_task("w1", &w, 60_000)
+            .unwrap()
+            .expect("the linux job");
+        assert_eq!(
+            (got.id, got.state, got.worker.as_deref()),
+            (t2.id, Status::Running, Some("w1"))
+        );
+        assert!(
+            st.claim_task("w2", &w, 60_000).unwrap().is_none(),
+            "{backend}: nothing else for linux"
+        );
+        for seq in [0, 1, 1, 3] {
+            assert!(
+                st.add_chunk(t2.id, 1, "w1", seq, format!("c{seq} ").as_bytes())
+                    .unwrap()
+            );
+        }
+        assert!(
+            !st.add_chunk(t2.id, 1, "w2", 2, b"x").unwrap(),
+            "{backend}: not w2's"
+        );
+        assert_eq!(
+            st.chunks(t2.id, 1, 0).unwrap(),
+            vec![b"c0 ".to_vec(), b"c1 ".to_vec()],
+            "{backend}: up to the gap"
+        );
+        assert!(st.add_chunk(t2.id, 1, "w1", 2, b"c2 ").unwrap());
+        assert_eq!(st.chunks(t2.id, 1, 2).unwrap().concat(), b"c2 c3 ");
+        assert_eq!(
+            st.beat(t2.id, 1, "w1", 60_000).unwrap(),
+            Beat::Held { cancel: false }
+        );
+        assert_eq!(st.beat(t2.id, 1, "w2", 60_000).unwrap(), Beat::Lost);
+        // The lease runs out: errored, and the worker that comes back has lost it.
+        assert!(
+            !st.expire_task(t2.id, tasks::now_ms(), "gone", false)
+                .unwrap(),
+            "{backend}: still leased"
+        );
+        assert!(
+            st.expire_task(
+                t2.id,
+                tasks::now_ms() + 120_000,
+                "worker w1 stopped answering",
+                false
+            )
+            .unwrap()
+        );
+        let t = st.task(t2.id).unwrap().unwrap();
+        assert_eq!(
+            (t.state, t.outcome.as_deref()),
+            (Status::Errored, Some("worker w1 stopped answering"))
+        );
+        assert_eq!(st.beat(t2.id, 1, "w1", 60_000).unwrap(), Beat::Lost);
+        assert!(
+            !st.end_task(t2.id, 1, "w1", Status::Passed, "{}").unwrap(),
+            "{backend}: too late"
+        );
+        // The osx job: retried when its lease is lost, then canceled while running.
+        let o = st
+            .claim_task("mac", &parse_labels("os=osx arch=amd64"), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.id, t1.id);
+        assert!(
+            st.expire_task(o.id, tasks::now_ms() + 10, "x", true)
+                .unwrap()
+        );
+        let again = st.claim_task("mac2", &osx, 60_000).unwrap().unwrap();
+        assert_eq!((again.attempt, again.worker.as_deref()), (2, Some("mac2")));
+        st.cancel_tasks(b.id, "canceled").unwrap();
+        assert_eq!(
+            st.beat(o.id, 2, "mac2", 60_000).unwrap(),
+            Beat::Held { cancel: true }
+        );
+        assert!(
+            st.end_task(o.id, 2, "mac2", Status::Canceled, "{}")
+                .unwrap()
+        );
+        assert_eq!(
+            st.task_workers(b.id)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![
+                ("1.1".to_string(), "mac2".to_string()),
+                ("1.2".to_string(), "w1".to_string())
+            ]
+        );
+        st.saw_worker(&tasks::WorkerRow {
+            name: "w1".into(),
+            labels: w.clone(),
+            seen_at: 5,
+            task: Some(t2.id),
+            draining: false,
+        })
+        .unwrap();
+        st.saw_worker(&tasks::WorkerRow {
+            name: "w1".into(),
+            labels: w.clone(),
+            seen_at: 6,
+            task: None,
+            draining: true,
+        })
+        .unwrap();
+        let ws = st.workers().unwrap();
+        assert_eq!(
+            (ws.len(), ws[0].seen_at, ws[0].task, ws[0].draining),
+            (1, 6, None, true),
+            "{backend}"
+        );
+        st.restart(b.id).unwrap();
+        assert!(
+            st.task(t2.id).unwrap().is_none(),
+            "{backend}: a restart runs its jobs anew"
+        );
+        // A node that stops renewing its builds' lease leaves them to another.
+        let c = st.claim().unwrap().unwrap();
+        st.hold_build(c.id, "n1", tasks::now_ms() + 60_000).unwrap();
+        assert!(st.take_over("n2", tasks::now_ms(), 0).unwrap().is_none());
+        st.hold_build(c.id, "n1", 1).unwrap();
+        assert_eq!(
+            st.take_over("n2", tasks::now_ms(), tasks::now_ms() + 60_000)
+                .unwrap()
+                .map(|r| r.id),
+            Some(c.id)
+        );
+        assert!(
+            st.take_over("n3", tasks::now_ms(), 0).unwrap().is_none(),
+            "{backend}: n2 holds it"
+        );
     }
 
     /// A store made before jobs had a reason opens, and gains the column.

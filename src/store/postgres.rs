@@ -7,10 +7,12 @@
 
 use postgres::{Client, NoTls, Row};
 
+use super::tasks::Value;
 use super::{Backend, BuildRow, COLUMNS, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
 
 /// The migrations, in order; each runs once, in a transaction.
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE builds (
   id BIGSERIAL PRIMARY KEY,
   repo TEXT NOT NULL,
@@ -61,7 +63,41 @@ CREATE TABLE jobs (
   deploys TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (build_id, number)
 );
-"];
+",
+    "
+ALTER TABLE builds ADD COLUMN node TEXT NOT NULL DEFAULT '';
+ALTER TABLE builds ADD COLUMN lease_until BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE tasks (
+  id BIGSERIAL PRIMARY KEY,
+  build_id BIGINT NOT NULL,
+  number TEXT NOT NULL,
+  needs TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempt BIGINT NOT NULL DEFAULT 1,
+  worker TEXT,
+  lease_until BIGINT NOT NULL DEFAULT 0,
+  cancel BIGINT NOT NULL DEFAULT 0,
+  outcome TEXT,
+  created_at BIGINT NOT NULL,
+  UNIQUE (build_id, number)
+);
+CREATE INDEX tasks_queued ON tasks (id) WHERE state = 'queued';
+CREATE TABLE task_chunks (
+  task_id BIGINT NOT NULL,
+  attempt BIGINT NOT NULL,
+  seq BIGINT NOT NULL,
+  data BYTEA NOT NULL,
+  PRIMARY KEY (task_id, attempt, seq)
+);
+CREATE TABLE workers (
+  name TEXT PRIMARY KEY,
+  labels TEXT NOT NULL,
+  seen_at BIGINT NOT NULL,
+  task_id BIGINT,
+  draining BIGINT NOT NULL DEFAULT 0
+);
+",
+];
 
 /// The lock the migrations run under (any constant all nodes share).
 const MIGRATION_LOCK: i64 = 0x72_75_6e_77_61_79;
@@ -154,6 +190,18 @@ impl Postgres {
 }
 
 impl Backend for Postgres {
+    fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let (sql, args) = (sql.to_string(), args.to_vec());
+        self.call(move |i| i.query(&sql, &args))
+    }
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        let (sql, args) = (sql.to_string(), args.to_vec());
+        self.call(move |i| i.execute(&sql, &args))
+    }
+    fn notify(&mut self, payload: &str) -> Result<(), StoreError> {
+        let payload = payload.to_string();
+        self.call(move |i| i.notify(&payload))
+    }
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
         let b = b.clone();
         self.call(move |i| i.insert(&b, state))
@@ -350,7 +398,70 @@ impl Inner {
     }
 }
 
+impl postgres::types::ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(postgres::types::IsNull::Yes),
+            Value::Int(i) => i.to_sql(ty, out),
+            Value::Text(t) => t.to_sql(ty, out),
+            Value::Bytes(b) => b.to_sql(ty, out),
+        }
+    }
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+    postgres::types::to_sql_checked!();
+}
+
+fn value(r: &Row, i: usize) -> Result<Value, StoreError> {
+    use postgres::types::Type;
+    let ty = r.columns()[i].type_().clone();
+    Ok(if ty == Type::INT8 {
+        r.try_get::<_, Option<i64>>(i)?
+            .map_or(Value::Null, Value::Int)
+    } else if ty == Type::INT4 {
+        r.try_get::<_, Option<i32>>(i)?
+            .map_or(Value::Null, |v| Value::Int(v.into()))
+    } else if ty == Type::BOOL {
+        r.try_get::<_, Option<bool>>(i)?
+            .map_or(Value::Null, |v| Value::Int(v.into()))
+    } else if ty == Type::BYTEA {
+        r.try_get::<_, Option<Vec<u8>>>(i)?
+            .map_or(Value::Null, Value::Bytes)
+    } else {
+        r.try_get::<_, Option<String>>(i)?
+            .map_or(Value::Null, Value::Text)
+    })
+}
+
 impl Backend for Inner {
+    fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        self.client
+            .query(sql, &params)?
+            .iter()
+            .map(|r| (0..r.len()).map(|i| value(r, i)).collect())
+            .collect()
+    }
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = args
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        Ok(self.client.execute(sql, &params)?)
+    }
+    fn notify(&mut self, payload: &str) -> Result<(), StoreError> {
+        self.client
+            .execute("SELECT pg_notify($1, $2)", &[&CHANGES, &payload])?;
+        Ok(())
+    }
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
         let mut tx = self.client.transaction()?;
         // Numbers per repository: one insert at a time for a repository, on any node.

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::tasks::Value;
 use super::{Backend, BuildRow, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
 
 const SCHEMA: &str = "
@@ -54,6 +55,34 @@ CREATE TABLE IF NOT EXISTS jobs (
   stage TEXT NOT NULL DEFAULT '',
   deploys TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (build_id, number)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+  id INTEGER PRIMARY KEY,
+  build_id INTEGER NOT NULL,
+  number TEXT NOT NULL,
+  needs TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempt INTEGER NOT NULL DEFAULT 1,
+  worker TEXT,
+  lease_until INTEGER NOT NULL DEFAULT 0,
+  cancel INTEGER NOT NULL DEFAULT 0,
+  outcome TEXT,
+  created_at INTEGER NOT NULL,
+  UNIQUE (build_id, number)
+);
+CREATE TABLE IF NOT EXISTS task_chunks (
+  task_id INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (task_id, attempt, seq)
+);
+CREATE TABLE IF NOT EXISTS workers (
+  name TEXT PRIMARY KEY,
+  labels TEXT NOT NULL,
+  seen_at INTEGER NOT NULL,
+  task_id INTEGER,
+  draining INTEGER NOT NULL DEFAULT 0
 );
 ";
 
@@ -106,6 +135,7 @@ impl Sqlite {
             ("jobs", "stage"),
             ("jobs", "deploys"),
             ("builds", "mail"),
+            ("builds", "node"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -118,6 +148,16 @@ impl Sqlite {
                 ))?;
             }
         }
+        let leased: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('builds') WHERE name = 'lease_until')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !leased {
+            conn.execute_batch(
+                "ALTER TABLE builds ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
         Ok(Sqlite { conn })
     }
 
@@ -128,7 +168,66 @@ impl Sqlite {
     }
 }
 
+/// `$1`… as SQLite numbers them (`?1`…).
+fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn bind(args: &[Value]) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value as V;
+    args.iter()
+        .map(|a| match a {
+            Value::Null => V::Null,
+            Value::Int(i) => V::Integer(*i),
+            Value::Text(t) => V::Text(t.clone()),
+            Value::Bytes(b) => V::Blob(b.clone()),
+        })
+        .collect()
+}
+
 impl Backend for Sqlite {
+    fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        use rusqlite::types::ValueRef as V;
+        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        let n = st.column_count();
+        let mut rows = st.query(rusqlite::params_from_iter(bind(args)))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(
+                (0..n)
+                    .map(|i| {
+                        Ok(match r.get_ref(i)? {
+                            V::Null => Value::Null,
+                            V::Integer(i) => Value::Int(i),
+                            V::Real(f) => Value::Int(f as i64),
+                            V::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                            V::Blob(b) => Value::Bytes(b.to_vec()),
+                        })
+                    })
+                    .collect::<Result<_, rusqlite::Error>>()?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        Ok(st.execute(rusqlite::params_from_iter(bind(args)))? as u64)
+    }
+
+    fn notify(&mut self, _payload: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
         let tx = self
             .conn

@@ -1,0 +1,547 @@
+//! Jobs handed to `runway worker` agents: the task queue, its leases, the log chunks
+//! workers send, and the workers themselves. Written once over `Backend::query` and
+//! `Backend::execute` (plain SQL both backends speak), so SQLite (one serve node) and
+//! PostgreSQL (several) behave alike.
+//!
+//! A task is one job of one build: queued with what it needs (`os=linux arch=amd64`),
+//! claimed by one worker whose labels match (an optimistic `UPDATE … WHERE state =
+//! 'queued'`: two claimers never both win), held while the worker's heartbeats renew its
+//! lease, and ended by the worker's result, by a cancel, or by its lease running out
+//! ("worker W stopped answering"). Chunks are keyed by (task, attempt, seq), so a
+//! chunk sent twice is stored once and a reader reads them in order, without gaps.
+
+use std::collections::BTreeMap;
+
+use super::{Status, Store, StoreError};
+
+/// A value in or out of a statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// NULL.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Bytes(Vec<u8>),
+}
+
+impl Value {
+    fn int(&self) -> i64 {
+        match self {
+            Value::Int(i) => *i,
+            _ => 0,
+        }
+    }
+    fn text(&self) -> Option<String> {
+        match self {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            Value::Bytes(b) => b,
+            Value::Text(s) => s.into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Value {
+        Value::Int(v)
+    }
+}
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_string())
+    }
+}
+impl From<Option<&str>> for Value {
+    fn from(v: Option<&str>) -> Value {
+        v.map_or(Value::Null, Value::from)
+    }
+}
+
+/// Labels: a worker's (`os=linux arch=amd64 dist=bookworm gpu=yes`) or what a job
+/// needs of one.
+pub type Labels = BTreeMap<String, String>;
+
+/// `key=value` pairs separated by spaces.
+pub fn labels_text(l: &Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads [`labels_text`].
+pub fn parse_labels(text: &str) -> Labels {
+    text.split_whitespace()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// True when a worker with `labels` can take a job that `needs` them.
+pub fn matches(labels: &Labels, needs: &Labels) -> bool {
+    needs.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// One job handed (or to be handed) to a worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    /// Row id.
+    pub id: i64,
+    /// The build's row id.
+    pub build_id: i64,
+    /// The job's number (`12.3`).
+    pub number: String,
+    /// What the worker must offer.
+    pub needs: Labels,
+    /// queued, running, or how it ended.
+    pub state: Status,
+    /// 1, then one more each time a lost task is queued again.
+    pub attempt: i64,
+    /// The worker holding (or that held) it.
+    pub worker: Option<String>,
+    /// Unix milliseconds the lease runs to.
+    pub lease_until: i64,
+    /// Asked to stop (the build was canceled).
+    pub cancel: bool,
+    /// The worker's report (JSON), or runway's reason when it ended otherwise.
+    pub outcome: Option<String>,
+}
+
+const TASK_COLUMNS: &str =
+    "id, build_id, number, needs, state, attempt, worker, lease_until, cancel, outcome";
+
+fn task(r: Vec<Value>) -> Result<TaskRow, StoreError> {
+    let mut it = r.into_iter();
+    let mut next = || it.next().unwrap_or(Value::Null);
+    Ok(TaskRow {
+        id: next().int(),
+        build_id: next().int(),
+        number: next().text().unwrap_or_default(),
+        needs: parse_labels(&next().text().unwrap_or_default()),
+        state: Status::parse(&next().text().unwrap_or_default()).map_err(StoreError::Data)?,
+        attempt: next().int(),
+        worker: next().text(),
+        lease_until: next().int(),
+        cancel: next().int() != 0,
+        outcome: next().text(),
+    })
+}
+
+/// A worker as the store last saw it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct WorkerRow {
+    /// Its `--name`.
+    pub name: String,
+    /// Its labels, detected and given.
+    pub labels: Labels,
+    /// Unix milliseconds of its last request.
+    pub seen_at: i64,
+    /// The task it runs, if any.
+    pub task: Option<i64>,
+    /// It finishes its job and takes no new one (SIGTERM).
+    pub draining: bool,
+}
+
+/// What a heartbeat learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// The lease is renewed; `cancel` when the build was canceled.
+    Held {
+        /// Stop the job.
+        cancel: bool,
+    },
+    /// The task is no longer this worker's: stop it.
+    Lost,
+}
+
+/// `ms` since the epoch.
+pub fn now_ms() -> i64 {
+    crate::notify::now_ms()
+}
+
+/// What is announced to the other nodes (PostgreSQL `NOTIFY`): a task of build `B`
+/// changed (`task:B`), or one was queued (`queued:B`).
+pub const TASK_CHANGED: &str = "task:";
+/// See [`TASK_CHANGED`].
+pub const TASK_QUEUED: &str = "queued:";
+
+impl Store {
+    fn q(&self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.db().query(sql, args)
+    }
+    fn x(&self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        self.db().execute(sql, args)
+    }
+    fn announce(&self, what: &str, build_id: i64) {
+        let _ = self.db().notify(&format!("{what}{build_id}"));
+    }
+
+    /// The task of job `number` of build `build_id`: the one already there (a node that
+    /// took over the build finds its jobs' tasks), or a new queued one.
+    pub fn open_task(
+        &self,
+        build_id: i64,
+        number: &str,
+        needs: &Labels,
+    ) -> Result<TaskRow, StoreError> {
+        if let Some(t) = self.task_of(build_id, number)? {
+            return Ok(t);
+        }
+        self.x(
+            "INSERT INTO tasks (build_id, number, needs, state, created_at) VALUES ($1, $2, $3, 'queued', $4)
+             ON CONFLICT (build_id, number) DO NOTHING",
+            &[
+                build_id.into(),
+                number.into(),
+                labels_text(needs).as_str().into(),
+                now_ms().into(),
+            ],
+        )?;
+        self.announce(TASK_QUEUED, build_id);
+        self.task_of(build_id, number)?
+            .ok_or_else(|| StoreError::Data(format!("task {build_id}/{number} vanished")))
+    }
+
+    fn task_of(&self, build_id: i64, number: &str) -> Result<Option<TaskRow>, StoreError> {
+        self.q(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE build_id = $1 AND number = $2"),
+            &[build_id.into(), number.into()],
+        )?
+        .into_iter()
+        .next()
+        .map(task)
+        .transpose()
+    }
+
+    /// A task by id.
+    pub fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
+        self.q(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            &[id.into()],
+        )?
+        .into_iter()
+        .next()
+        .map(task)
+        .transpose()
+    }
+
+    /// The oldest queued task a worker with `labels` can run, now `worker`'s with a
+    /// lease of `lease_ms`. Claims are optimistic: of two workers racing for one task,
+    /// one update finds it still queued and the other finds nothing and tries the next.
+    pub fn claim_task(
+        &self,
+        worker: &str,
+        labels: &Labels,
+        lease_ms: i64,
+    ) -> Result<Option<TaskRow>, StoreError> {
+        let queued = self.q(
+            "SELECT id, needs FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 200",
+            &[],
+        )?;
+        for r in queued {
+            let id = r[0].int();
+            if !matches(labels, &parse_labels(&r[1].text().unwrap_or_default())) {
+                continue;
+            }
+            let won = self.x(
+                "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2
+                 WHERE id = $3 AND state = 'queued'",
+                &[worker.into(), (now_ms() + lease_ms).into(), id.into()],
+            )?;
+            if won == 1 {
+                let t = self
+                    .task(id)?
+                    .ok_or_else(|| StoreError::Data("claimed".into()))?;
+                self.announce(TASK_CHANGED, t.build_id);
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A heartbeat of `worker` for attempt `attempt` of task `id`.
+    pub fn beat(
+        &self,
+        id: i64,
+        attempt: i64,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<Beat, StoreError> {
+        let held = self.x(
+            "UPDATE tasks SET lease_until = $1
+             WHERE id = $2 AND attempt = $3 AND worker = $4 AND state = 'running'",
+            &[
+                (now_ms() + lease_ms).into(),
+                id.into(),
+                attempt.into(),
+                worker.into(),
+            ],
+        )?;
+        if held == 0 {
+            return Ok(Beat::Lost);
+        }
+        let cancel = self.task(id)?.is_some_and(|t| t.cancel);
+        Ok(Beat::Held { cancel })
+    }
+
+    /// Stores chunk `seq` of a task's log from its holder; a chunk sent again is kept
+    /// once. False when the task is no longer `worker`'s.
+    pub fn add_chunk(
+        &self,
+        id: i64,
+        attempt: i64,
+        worker: &str,
+        seq: i64,
+        data: &[u8],
+    ) -> Result<bool, StoreError> {
+        let Some(t) = self.task(id)? else {
+            return Ok(false);
+        };
+        if t.attempt != attempt || t.worker.as_deref() != Some(worker) || t.state != Status::Running
+        {
+            return Ok(false);
+        }
+        self.x(
+            "INSERT INTO task_chunks (task_id, attempt, seq, data) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (task_id, attempt, seq) DO NOTHING",
+            &[
+                id.into(),
+                attempt.into(),
+                seq.into(),
+                Value::Bytes(data.to_vec()),
+            ],
+        )?;
+        self.announce(TASK_CHANGED, t.build_id);
+        Ok(true)
+    }
+
+    /// The chunks of an attempt from `seq` on, in order, up to the first gap.
+    pub fn chunks(&self, id: i64, attempt: i64, from_seq: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = self.q(
+            "SELECT seq, data FROM task_chunks WHERE task_id = $1 AND attempt = $2 AND seq >= $3
+             ORDER BY seq",
+            &[id.into(), attempt.into(), from_seq.into()],
+        )?;
+        let mut out = Vec::new();
+        for (want, r) in (from_seq..).zip(rows) {
+            let mut r = r.into_iter();
+            if r.next().map(|v| v.int()) != Some(want) {
+                break;
+            }
+            out.push(r.next().map(Value::bytes).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// Ends a running task with the worker's report. False when it was not `worker`'s
+    /// to end (its lease was lost).
+    pub fn end_task(
+        &self,
+        id: i64,
+        attempt: i64,
+        worker: &str,
+        state: Status,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let ended = self.x(
+            "UPDATE tasks SET state = $1, outcome = $2
+             WHERE id = $3 AND attempt = $4 AND worker = $5 AND state = 'running'",
+            &[
+                state.as_str().into(),
+                outcome.into(),
+                id.into(),
+                attempt.into(),
+                worker.into(),
+            ],
+        )?;
+        if let Some(t) = self.task(id)? {
+            self.announce(TASK_CHANGED, t.build_id);
+        }
+        Ok(ended == 1)
+    }
+
+    /// A running task whose lease ran out (at `now`) is errored with `why`, or queued
+    /// again as a new attempt when `retry`. True when this call did it.
+    pub fn expire_task(
+        &self,
+        id: i64,
+        now: i64,
+        why: &str,
+        retry: bool,
+    ) -> Result<bool, StoreError> {
+        let done = if retry {
+            self.x(
+                "UPDATE tasks SET state = 'queued', worker = NULL, attempt = attempt + 1
+                 WHERE id = $1 AND state = 'running' AND lease_until < $2",
+                &[id.into(), now.into()],
+            )?
+        } else {
+            self.x(
+                "UPDATE tasks SET state = 'errored', outcome = $1
+                 WHERE id = $2 AND state = 'running' AND lease_until < $3",
+                &[why.into(), id.into(), now.into()],
+            )?
+        };
+        if let Some(t) = self.task(id)? {
+            self.announce(if retry { TASK_QUEUED } else { TASK_CHANGED }, t.build_id);
+        }
+        Ok(done == 1)
+    }
+
+    /// Cancels a build's tasks: queued ones end now, running ones are asked to stop
+    /// (their workers learn it from their next heartbeat).
+    pub fn cancel_tasks(&self, build_id: i64, why: &str) -> Result<(), StoreError> {
+        self.x(
+            "UPDATE tasks SET state = 'canceled', outcome = $1 WHERE build_id = $2 AND state = 'queued'",
+            &[why.into(), build_id.into()],
+        )?;
+        self.x(
+            "UPDATE tasks SET cancel = 1 WHERE build_id = $1 AND state = 'running'",
+            &[build_id.into()],
+        )?;
+        self.announce(TASK_CHANGED, build_id);
+        Ok(())
+    }
+
+    /// Drops a build's tasks and their chunks (a restart runs its jobs anew).
+    pub fn drop_tasks(&self, build_id: i64) -> Result<(), StoreError> {
+        self.x(
+            "DELETE FROM task_chunks WHERE task_id IN (SELECT id FROM tasks WHERE build_id = $1)",
+            &[build_id.into()],
+        )?;
+        self.x("DELETE FROM tasks WHERE build_id = $1", &[build_id.into()])?;
+        Ok(())
+    }
+
+    /// Records that `w` asked for work or beat.
+    pub fn saw_worker(&self, w: &WorkerRow) -> Result<(), StoreError> {
+        let args = [
+            w.name.as_str().into(),
+            labels_text(&w.labels).as_str().into(),
+            w.seen_at.into(),
+            w.task.map_or(Value::Null, Value::Int),
+            i64::from(w.draining).into(),
+        ];
+        self.x(
+            "INSERT INTO workers (name, labels, seen_at, task_id, draining) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET labels = $2, seen_at = $3, task_id = $4, draining = $5",
+            &args,
+        )?;
+        Ok(())
+    }
+
+    /// The workers, by name.
+    pub fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
+        Ok(self
+            .q(
+                "SELECT name, labels, seen_at, task_id, draining FROM workers ORDER BY name",
+                &[],
+            )?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Value::Null);
+                WorkerRow {
+                    name: next().text().unwrap_or_default(),
+                    labels: parse_labels(&next().text().unwrap_or_default()),
+                    seen_at: next().int(),
+                    task: match next() {
+                        Value::Int(i) => Some(i),
+                        _ => None,
+                    },
+                    draining: next().int() != 0,
+                }
+            })
+            .collect())
+    }
+
+    /// The worker that holds (or held) each job of a build, by job number.
+    pub fn task_workers(&self, build_id: i64) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self
+            .q(
+                "SELECT number, worker FROM tasks WHERE build_id = $1 AND worker IS NOT NULL",
+                &[build_id.into()],
+            )?
+            .into_iter()
+            .filter_map(|r| Some((r[0].text()?, r[1].text()?)))
+            .collect())
+    }
+
+    /// Builds this node (`node`) runs hold a lease to `until`; a node that stops
+    /// renewing it (killed) leaves its builds to another node.
+    pub fn renew_builds(&self, node: &str, until: i64) -> Result<(), StoreError> {
+        self.x(
+            "UPDATE builds SET lease_until = $1 WHERE node = $2 AND state = 'running'",
+            &[until.into(), node.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a claimed build as `node`'s, leased to `until`.
+    pub fn hold_build(&self, id: i64, node: &str, until: i64) -> Result<(), StoreError> {
+        self.x(
+            "UPDATE builds SET node = $1, lease_until = $2 WHERE id = $3",
+            &[node.into(), until.into(), id.into()],
+        )?;
+        Ok(())
+    }
+
+    /// A running build whose node stopped renewing its lease (at `now`), now `node`'s:
+    /// its jobs' tasks carry on, so the build can be followed to its end.
+    pub fn take_over(
+        &self,
+        node: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<super::BuildRow>, StoreError> {
+        let lapsed = self.q(
+            "SELECT id, node FROM builds WHERE state = 'running' AND node <> ''
+               AND lease_until < $1 ORDER BY id LIMIT 20",
+            &[now.into()],
+        )?;
+        for r in lapsed {
+            let (id, old) = (r[0].int(), r[1].text());
+            let won = self.x(
+                "UPDATE builds SET node = $1, lease_until = $2
+                 WHERE id = $3 AND state = 'running' AND node = $4 AND lease_until < $5",
+                &[
+                    node.into(),
+                    until.into(),
+                    id.into(),
+                    old.as_deref().into(),
+                    now.into(),
+                ],
+            )?;
+            if won == 1 {
+                return self.by_id(id);
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(s: &str) -> Labels {
+        parse_labels(s)
+    }
+
+    #[test]
+    fn labels_match_when_the_worker_has_every_one_needed() {
+        let w = l("os=linux arch=amd64 dist=bookworm gpu=yes");
+        assert!(matches(&w, &l("os=linux arch=amd64")));
+        assert!(!matches(&w, &l("os=osx arch=amd64")));
+        assert!(matches(&w, &Labels::new()));
+        assert_eq!(labels_text(&l("b=2 a=1")), "a=1 b=2");
+    }
+}
