@@ -85,6 +85,7 @@ fn main() {
         stage: "test".into(),
         deploys: Vec::new(),
         log,
+        worker: None,
     };
     let new = |repo: &str, i: usize| NewBuild {
         repo: repo.into(),

@@ -148,6 +148,13 @@ pub trait JobTap: Send + Sync {
     fn end(&self, number: &str, result: JobResult);
 }
 
+/// Runs jobs somewhere else (a `runway worker`): the job's log is written into `log`
+/// as it arrives, and its outcome comes back. Without one, jobs run here.
+pub trait JobExecutor: Send + Sync {
+    /// Runs `job`, its log into `log`.
+    fn run(&self, job: &JobPlan, log: &mut Log) -> JobOutcome;
+}
+
 /// A `Write` into a [`JobTap`] for one job.
 struct TapWriter {
     tap: Arc<dyn JobTap>,
@@ -186,6 +193,8 @@ pub struct BuildOptions {
     pub terminal: bool,
     /// Where each job's own log also goes as it runs.
     pub tap: Option<Arc<dyn JobTap>>,
+    /// Where jobs run, when not here.
+    pub executor: Option<Arc<dyn JobExecutor>>,
 }
 
 /// One job's result in a build.
@@ -467,7 +476,10 @@ fn run_one(
     }
     let masker = opts.settings.masker();
     let mut log = Log::new(masker, sinks);
-    let outcome = execute(job, event, build_number, language, opts, &mut log);
+    let outcome = match &opts.executor {
+        Some(x) => x.run(job, &mut log),
+        None => execute(job, event, build_number, language, opts, &mut log),
+    };
     log.finish();
     tracing::info!(
         repo = %event.repo,

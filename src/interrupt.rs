@@ -28,6 +28,18 @@ extern "C" fn note(_: libc::c_int) {
 /// Installs the handlers and returns the switch the first signal sets, for
 /// [`crate::cmd::run::RunArgs::cancel`].
 pub fn cancel_on_signals() -> Cancel {
+    on_signals("\nrunway: canceling the build (a second Ctrl-C stops at once)")
+}
+
+/// The switch the first signal sets, for `runway worker`: it finishes the job it runs,
+/// takes no new one, and exits; a second signal kills the job and exits at once.
+pub fn drain_on_signals() -> Cancel {
+    on_signals(
+        "runway worker: finishing the running job, then stopping (a second signal stops at once)",
+    )
+}
+
+fn on_signals(first: &'static str) -> Cancel {
     let cancel = Cancel::new();
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills the two descriptors; fcntl makes the write end non-blocking
@@ -60,7 +72,7 @@ pub fn cancel_on_signals() -> Cancel {
         while let Ok(1) = signals.read(&mut byte) {
             received += 1;
             if received == 1 && switch.cancel() {
-                eprintln!("\nrunway: canceling the build (a second Ctrl-C stops at once)");
+                eprintln!("{first}");
             }
             if received >= 2 {
                 let killed = shell::kill_live_groups();

@@ -54,6 +54,7 @@ pub mod service;
 pub mod settings;
 pub mod source;
 pub mod store;
+pub mod worker;
 pub mod workspace;
 
 /// An error with its sources, for connection failures.

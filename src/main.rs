@@ -161,6 +161,40 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the server's jobs on this machine: connect out to the serve nodes (HTTP or
+    /// HTTPS) with the token in RUNWAY_WORKER_TOKEN, take one job at a time whose os and
+    /// arch this machine's labels match, and report back. SIGTERM finishes the running
+    /// job first.
+    Worker {
+        /// A serve node's base URL (`https://ci.example.com`); give several to fail over.
+        #[arg(long = "server", required = true)]
+        servers: Vec<String>,
+        /// This worker's name (unique among the workers).
+        #[arg(long)]
+        name: String,
+        /// A label over the detected os, arch and dist (`os=osx`, `gpu=yes`); repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Where jobs run: `namespaces` (a throwaway copy of this machine per job) or
+        /// `none` (the bare host, with a warning).
+        #[arg(long, value_enum, default_value = "namespaces")]
+        sandbox: runway::sandbox::Mode,
+        /// The cache directory (default: RUNWAY_CACHE_DIR, else beside the state).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Stop after this many jobs.
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// List the workers: labels, last heartbeat and current job.
+    Workers {
+        /// Print JSON for programs.
+        #[arg(long)]
+        json: bool,
+        /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// List recorded builds, newest first.
     Builds {
         /// Only this repository (owner/repo).
@@ -445,6 +479,27 @@ fn main() -> ExitCode {
             repo,
             config,
         } => cmd::serve::restart(&build, repo.as_deref(), config.as_deref(), &mut out),
+        Command::Worker {
+            servers,
+            name,
+            labels,
+            sandbox,
+            cache_dir,
+            jobs,
+        } => cmd::worker::worker(cmd::worker::WorkerArgs {
+            servers,
+            name,
+            labels,
+            sandbox: runway::service::SandboxOptions {
+                mode: sandbox,
+                ..Default::default()
+            },
+            cache_dir,
+            jobs,
+        }),
+        Command::Workers { json, config } => {
+            cmd::worker::workers(config.as_deref(), json, &mut out)
+        }
         Command::Builds {
             repo,
             branch,

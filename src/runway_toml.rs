@@ -56,6 +56,26 @@ pub struct ServerConfig {
     /// The env var holding a `postgres://` URL: the build store is that PostgreSQL
     /// database instead of the embedded SQLite (several `runway serve` nodes share it).
     pub database_url_env: Option<String>,
+    /// The env var holding the token `runway worker` agents bring
+    /// (`RUNWAY_WORKER_TOKEN` on their side). Set, and the server's jobs run on workers
+    /// (matched by os and arch), not in the serve nodes themselves.
+    pub worker_token_env: Option<String>,
+    /// Milliseconds a worker's hold on a job lasts without a heartbeat: a worker that
+    /// stops answering loses its job within this plus one heartbeat.
+    #[serde(default = "default_lease_ms")]
+    pub worker_lease_ms: u64,
+    /// Milliseconds between a worker's heartbeats (it is told this when handed a job).
+    #[serde(default = "default_heartbeat_ms")]
+    pub worker_heartbeat_ms: u64,
+    /// What becomes of a job whose worker stopped answering: `"error"` (the default: the
+    /// job is errored, "worker W stopped answering") or `"retry"` (it runs again on a
+    /// worker, its log saying so).
+    #[serde(default)]
+    pub lost_job: LostJob,
+    /// Milliseconds a serve node's hold on the builds it follows lasts: a node that is
+    /// gone (killed) leaves them to another node after this.
+    #[serde(default = "default_node_lease_ms")]
+    pub node_lease_ms: u64,
     /// Mail.
     pub smtp: Option<SmtpSection>,
     /// Where jobs run: `"namespaces"` (default: a throwaway copy of the machine per
@@ -81,6 +101,17 @@ pub struct ServerConfig {
     /// Where this file was read from (hidden from jobs).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+}
+
+/// What becomes of a job whose worker stopped answering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LostJob {
+    /// Errored.
+    #[default]
+    Error,
+    /// Queued again for a worker.
+    Retry,
 }
 
 /// `[smtp]`
@@ -166,6 +197,15 @@ fn default_max_connections() -> usize {
 fn default_grace() -> u64 {
     30
 }
+fn default_lease_ms() -> u64 {
+    10_000
+}
+fn default_heartbeat_ms() -> u64 {
+    2_000
+}
+fn default_node_lease_ms() -> u64 {
+    15_000
+}
 fn yes() -> bool {
     true
 }
@@ -174,6 +214,16 @@ impl ServerConfig {
     /// The API token, from the environment.
     pub fn api_token(&self) -> Option<String> {
         from_env(&self.api_token_env)
+    }
+
+    /// The workers' token, from the environment (None: jobs run in the serve node).
+    pub fn worker_token(&self) -> Option<String> {
+        from_env(&self.worker_token_env)
+    }
+
+    /// True when jobs run on `runway worker` agents.
+    pub fn uses_workers(&self) -> bool {
+        self.worker_token_env.is_some()
     }
 
     /// The PostgreSQL URL the store is at, from `database_url_env` (None: SQLite).
@@ -188,6 +238,11 @@ impl ServerConfig {
             name.as_ref().filter(|_| from_env(name).is_none())
         }
         let mut out = Vec::new();
+        if let Some(var) = unset(&self.worker_token_env) {
+            out.push(format!(
+                "${var} (worker_token_env) is not set: every worker is refused, and jobs wait"
+            ));
+        }
         if let Some(var) = unset(&self.api_token_env) {
             out.push(format!(
                 "${var} (api_token_env) is not set: canceling over HTTP is refused"

@@ -7,7 +7,7 @@ use crate::config::model::EnvVar;
 use crate::mask::Masker;
 
 /// One setting.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Setting {
     /// The variable's name.
     pub name: String,
@@ -18,7 +18,7 @@ pub struct Setting {
 }
 
 /// A build's settings, in the order they are exported.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     vars: Vec<Setting>,
 }

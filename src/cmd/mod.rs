@@ -9,6 +9,7 @@ pub mod lint;
 pub mod plan;
 pub mod run;
 pub mod serve;
+pub mod worker;
 
 use std::io::IsTerminal;
 

@@ -38,7 +38,9 @@ use setup::memory_exceeded;
 use shell::{Shell, Wait};
 
 /// How a job ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobResult {
     /// Every script command passed.

@@ -12,6 +12,38 @@ pub fn host_arch() -> &'static str {
     }
 }
 
+/// The os and arch a job with these matrix values runs on (`linux`, `amd64` unless
+/// it says), as a worker's labels name them.
+pub fn wanted(matrix: &[(String, String)]) -> (String, String) {
+    let get = |k: &str| {
+        matrix
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    (
+        get("os").unwrap_or("linux").to_string(),
+        normal_arch(get("arch").unwrap_or("amd64")).to_string(),
+    )
+}
+
+/// Travis's names for one architecture, as one.
+fn normal_arch(arch: &str) -> &str {
+    match arch {
+        "x86_64" => "amd64",
+        "aarch64" | "arm64-graviton2" => "arm64",
+        a => a,
+    }
+}
+
+/// This machine's os as a job's `os:` names it.
+pub fn host_os() -> &'static str {
+    match std::env::consts::OS {
+        "macos" => "osx",
+        other => other,
+    }
+}
+
 /// Why a job with these matrix values cannot run on a `host_os`/`host_arch` machine:
 /// `needs an osx runner`. None when it can.
 pub fn mismatch(matrix: &[(String, String)], host_os: &str, host_arch: &str) -> Option<String> {
@@ -29,11 +61,7 @@ pub fn mismatch(matrix: &[(String, String)], host_os: &str, host_arch: &str) -> 
         ));
     }
     if let Some(arch) = get("arch") {
-        let arch = match arch {
-            "x86_64" => "amd64",
-            "aarch64" | "arm64-graviton2" => "arm64",
-            a => a,
-        };
+        let arch = normal_arch(arch);
         if arch != host_arch {
             return Some(format!(
                 "needs an {arch} runner (this machine is {host_arch})"

@@ -17,6 +17,8 @@
 //! "running" is marked errored with the reason (never run twice); `runway restart N`
 //! queues it again.
 
+mod agents;
+mod dispatch;
 pub mod hooks;
 mod intake;
 mod listen;
@@ -69,6 +71,12 @@ pub struct AppState {
     changes: tokio::sync::broadcast::Sender<i64>,
     /// Notified when the server stops taking requests: open `/events` streams end.
     closing: Notify,
+    /// Notified when a task is queued for a worker: waiting claims try again.
+    queued: Notify,
+    /// Wakes the threads following a build's jobs on workers.
+    signals: dispatch::Signals,
+    /// This node's name in the store (its hold on the builds it follows).
+    node: String,
 }
 
 impl AppState {
@@ -97,22 +105,45 @@ impl AppState {
             expiring_logs: Mutex::default(),
             changes: tokio::sync::broadcast::channel(256).0,
             closing: Notify::new(),
+            queued: Notify::new(),
+            signals: dispatch::Signals::default(),
+            node: node_name(),
         });
         // Several nodes on one PostgreSQL: what any of them changes wakes this one's
         // workers and updates its lists, through the database (LISTEN/NOTIFY).
         if let Some(url) = url {
             let weak = Arc::downgrade(&state);
-            store::postgres::listen(&url, move |id| {
+            store::postgres::listen(&url, move |change| {
                 let Some(state) = weak.upgrade() else {
                     return false;
                 };
-                state.changed(id);
-                state.wake.notify_one();
+                state.heard(change);
                 true
             })
             .map_err(|e| e.to_string())?;
         }
         Ok((state, interrupted))
+    }
+
+    /// What another node (or this one) announced through the database.
+    fn heard(&self, change: store::postgres::Change) {
+        use store::postgres::Change;
+        match change {
+            Change::Build(id) => {
+                self.changed(id);
+                self.wake.notify_one();
+            }
+            Change::Task(id) => self.signals.bump(id),
+            Change::Queued(id) => {
+                self.signals.bump(id);
+                self.queued.notify_waiters();
+            }
+            Change::Cancel(id) => {
+                if let Some(c) = self.cancels.lock().expect("cancels").get(&id) {
+                    c.cancel();
+                }
+            }
+        }
     }
 
     /// Tells the open builds lists that build `id` changed.
@@ -195,8 +226,23 @@ impl AppState {
     }
 }
 
+/// A name for this node that no other node (or earlier start) has.
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}-{}-{nanos:x}", host.trim(), std::process::id())
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/api/worker/claim", post(agents::claim))
+        .route("/api/worker/tasks/{id}/pack", get(agents::pack))
+        .route("/api/worker/tasks/{id}/log", post(agents::chunk))
+        .route("/api/worker/tasks/{id}/beat", post(agents::beat))
+        .route("/api/worker/tasks/{id}/end", post(agents::end))
+        .route("/api/workers", get(agents::list))
         .route("/", get(web::pages_index))
         .route("/events", get(web::list_events))
         .route("/assets/{name}", get(web::asset))

@@ -363,7 +363,14 @@ fn job_row(j: &JobRow, with_deploys: bool) -> String {
         env = esc(&j.env),
         r = badge(&esc(&j.result)),
         d = j.duration_ms as f64 / 1000.0,
-        why = esc(&j.reason),
+        why = match &j.worker {
+            Some(w) => format!(
+                "{} <span class=\"worker\">on {}</span>",
+                esc(&j.reason),
+                esc(w)
+            ),
+            None => esc(&j.reason),
+        },
         deploys = if with_deploys {
             format!("<td><ul class=\"deploys\">{deploys}</ul></td>")
         } else {

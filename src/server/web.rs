@@ -164,7 +164,7 @@ pub(super) async fn page_build(
     let Some(row) = find(&state, n, &q) else {
         return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response();
     };
-    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let jobs = jobs_with_workers(&state, row.id);
     let live = state.live.get(row.id).is_some() || row.state.is_active();
     let log = if live {
         Vec::new()
@@ -175,6 +175,18 @@ pub(super) async fn page_build(
     };
     let can_change = state.cfg.api_token().is_some();
     Html(pages::build(&row, &jobs, &log, live, can_change)).into_response()
+}
+
+/// A build's recorded jobs, each with the worker that ran it (when one did).
+fn jobs_with_workers(state: &AppState, build_id: i64) -> Vec<crate::store::JobRow> {
+    let mut jobs = state.db(|s| s.jobs(build_id)).unwrap_or_default();
+    if state.cfg.uses_workers() {
+        let workers = state.db(|s| s.task_workers(build_id)).unwrap_or_default();
+        for j in &mut jobs {
+            j.worker = workers.get(&j.number).cloned();
+        }
+    }
+    jobs
 }
 
 /// `GET /builds/N/events`: the build's log and each job's as server-sent events,
@@ -294,14 +306,15 @@ pub(super) async fn api_build(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
-    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let jobs = jobs_with_workers(&state, row.id);
+    let workers = state.db(|s| s.task_workers(row.id)).unwrap_or_default();
     let mut v = api_row(&row);
     v["reason"] = serde_json::json!(row.reason);
     v["mail"] = serde_json::json!(row.mail);
     v["previous_state"] = serde_json::json!(row.previous_state);
     v["jobs"] = jobs
         .iter()
-        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys}))
+        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys, "worker": j.worker}))
         .collect();
     // A running build has recorded no job yet: the jobs that have started, live
     // ("running" until each ends).
@@ -313,6 +326,7 @@ pub(super) async fn api_build(
             .into_iter()
             .map(|(number, result)| {
                 serde_json::json!({
+                    "worker": workers.get(&number),
                     "number": number,
                     "result": result.map_or("running", |r| r.as_str()),
                 })

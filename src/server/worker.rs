@@ -12,6 +12,9 @@ use crate::service::{
 };
 use crate::store::{BuildRow, Status};
 
+/// Builds a node follows at once when their jobs run on workers.
+const MOST_FOLLOWED: usize = 256;
+
 /// How long an ended build's log file stays beside its recorded jobs' logs.
 const PARTIAL_LOG_LINGER: Duration = Duration::from_secs(60);
 
@@ -19,13 +22,41 @@ const PARTIAL_LOG_LINGER: Duration = Duration::from_secs(60);
 /// Jobs are what `concurrency` limits: every build runs its stages' jobs up to
 /// `concurrency` at once, and every job holds one of the server's `concurrency` slots.
 pub(super) async fn work(state: Arc<AppState>) {
+    let lease = state.cfg.node_lease_ms as i64;
+    let mut renewed = Instant::now();
     loop {
         if state.stopping.load(Ordering::SeqCst) {
             return;
         }
         // `concurrency = 0`: a node that serves pages and takes webhooks, and runs no job.
-        while state.running.load(Ordering::SeqCst) < state.cfg.concurrency {
-            let claimed = state.db(|s| s.claim());
+        // With workers, a node follows builds whose jobs run elsewhere: many at once.
+        let most = if state.cfg.uses_workers() {
+            MOST_FOLLOWED
+        } else {
+            state.cfg.concurrency
+        };
+        while state.running.load(Ordering::SeqCst) < most {
+            let until = crate::store::tasks::now_ms() + lease;
+            let claimed = state.db(|s| {
+                let row = s.claim()?;
+                if let Some(r) = &row {
+                    s.hold_build(r.id, &state.node, until)?;
+                }
+                Ok(row)
+            });
+            // A build a node that is gone was following: its jobs carry on on their
+            // workers, so this node follows it to its end.
+            let claimed = match claimed {
+                Ok(None) if state.cfg.uses_workers() && state.cfg.database_url().is_some() => {
+                    let now = crate::store::tasks::now_ms();
+                    let taken = state.db(|s| s.take_over(&state.node, now, until));
+                    if let Ok(Some(r)) = &taken {
+                        tracing::warn!(repo = %r.repo, number = r.number, "following a build another node left");
+                    }
+                    taken
+                }
+                other => other,
+            };
             let Ok(Some(row)) = claimed else { break };
             let file = state.db(|s| s.create_partial_log(row.id)).ok();
             state.live.start(row.id, file);
@@ -38,6 +69,11 @@ pub(super) async fn work(state: Arc<AppState>) {
                 st.ended.notify_waiters();
                 st.wake.notify_one();
             });
+        }
+        if renewed.elapsed() >= Duration::from_millis(state.cfg.node_lease_ms / 3) {
+            let until = crate::store::tasks::now_ms() + lease;
+            let _ = state.db(|s| s.renew_builds(&state.node, until));
+            renewed = Instant::now();
         }
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
@@ -121,19 +157,32 @@ fn retry_mails(state: &AppState) {
 /// The build service's request for a queued build of `repo`, checked out at `path`:
 /// the repository's settings, runway.toml's options, deploys and mail for real.
 fn request(
-    state: &AppState,
+    state: &Arc<AppState>,
     repo: &crate::runway_toml::RepoConfig,
     row: &BuildRow,
     path: std::path::PathBuf,
     cancel: crate::cancel::Cancel,
     live: Arc<super::live::LiveLog>,
 ) -> Request {
+    let on_workers = state.cfg.uses_workers();
+    let executor: Option<Arc<dyn crate::build::JobExecutor>> = on_workers.then(|| {
+        Arc::new(super::dispatch::Dispatcher {
+            state: state.clone(),
+            build_id: row.id,
+            cancel: cancel.clone(),
+        }) as Arc<dyn crate::build::JobExecutor>
+    });
     Request {
         path,
         refs: RefArgs::queued(row, repo.default_branch.clone()),
         settings: repo.settings(),
         options: Options {
-            parallel: state.cfg.concurrency,
+            // On workers, every job of a stage is queued at once; the workers are the limit.
+            parallel: if on_workers {
+                MOST_FOLLOWED
+            } else {
+                state.cfg.concurrency
+            },
             deploy: true,
             substitutes: state.cfg.substitutes,
             sandbox: SandboxOptions {
@@ -153,8 +202,9 @@ fn request(
         database_url: state.cfg.database_url(),
         controls: Controls {
             cancel: Some(cancel),
-            slots: Some(state.slots.clone()),
+            slots: (!on_workers).then(|| state.slots.clone()),
             tap: Some(live),
+            executor,
         },
     }
 }
@@ -174,7 +224,7 @@ fn expire_log(state: &AppState, id: i64) {
 }
 
 /// Runs one claimed build with its live log.
-fn build(state: &AppState, row: BuildRow) {
+fn build(state: &Arc<AppState>, row: BuildRow) {
     let Some(repo) = state.cfg.repo(&row.repo).cloned() else {
         let _ = state.db(|s| {
             s.set_state(
@@ -239,6 +289,7 @@ fn build(state: &AppState, row: BuildRow) {
         "build ended"
     );
     live.finish();
+    state.signals.remove(row.id);
     state.live.remove(row.id);
     state.changed(row.id);
     expire_log(state, row.id);

@@ -90,6 +90,9 @@ pub struct Options {
     pub sandbox: SandboxOptions,
     /// The live output is a terminal (sections for people instead of fold markers).
     pub terminal: bool,
+    /// The build's number when it is not recorded here (a worker runs a job of the
+    /// server's build #N): its jobs are `N.1`, `N.2`…
+    pub number: Option<u64>,
 }
 
 impl Default for Options {
@@ -107,6 +110,7 @@ impl Default for Options {
             rehearse_deploy: false,
             sandbox: SandboxOptions::default(),
             terminal: false,
+            number: None,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Controls {
     pub slots: Option<Arc<build::JobSlots>>,
     /// Where each job's own log also goes as it runs (a server's build page).
     pub tap: Option<Arc<dyn build::JobTap>>,
+    /// Where jobs run when not here (the server's `runway worker` agents).
+    pub executor: Option<Arc<dyn build::JobExecutor>>,
 }
 
 /// One build to run.
@@ -287,7 +293,7 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     // A queued build has its number: it is planned once, with it.
     let first_number = match &req.record {
         Record::Queued(row) => row.number,
-        _ => 1,
+        _ => req.options.number.unwrap_or(1),
     };
     let plan = plan_build(&loaded.config, &event, first_number, &req.settings);
     if let Some(why) = invalid(&loaded, &plan, &target) {
@@ -305,7 +311,7 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         return Ok(exit::ERRORED);
     };
     let mut recorded = record(req, &event)?;
-    let number = recorded.as_ref().map_or(1, |r| r.row.number);
+    let number = recorded.as_ref().map_or(first_number, |r| r.row.number);
     // The author is known once the commit is read (a webhook may not say).
     if let (Some(r), Some(author)) = (recorded.as_mut(), event.author.as_ref()) {
         let _ = r.store.set_author(r.row.id, &author.name);
@@ -393,7 +399,9 @@ fn conclude(
             "warning: could not record the build: {e}"
         )));
     }
-    let number = recorded.as_ref().map_or(1, |r| r.row.number);
+    let number = recorded
+        .as_ref()
+        .map_or(req.options.number.unwrap_or(1), |r| r.row.number);
     reporter.event(Event::Ended { number, report });
     let previous = recorded.as_ref().and_then(|r| r.row.previous_state);
     let mut mailed = String::new();
@@ -585,6 +593,7 @@ fn build_options(
         settings: req.settings.clone(),
         terminal: o.terminal,
         tap: req.controls.tap.clone(),
+        executor: req.controls.executor.clone(),
     }
 }
 
@@ -606,6 +615,7 @@ fn job_rows(report: &BuildReport, masker: &Masker, o: &Options) -> Vec<JobRow> {
             stage: r.job.stage.clone(),
             deploys: mail::deploy_lines(r, o.deploy, o.rehearse_deploy),
             log: r.log.clone(),
+            worker: None,
         })
         .collect()
 }

@@ -71,7 +71,7 @@ impl NewBuild {
 }
 
 /// A recorded build.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BuildRow {
     /// Row id.
     pub id: i64,
@@ -129,6 +129,8 @@ pub struct JobRow {
     /// The log (secrets already masked).
     #[serde(skip)]
     pub log: Vec<u8>,
+    /// The `runway worker` that ran it (the server fills it in from its tasks).
+    pub worker: Option<String>,
 }
 
 impl JobRow {
@@ -292,7 +294,7 @@ fn now() -> i64 {
 
 /// Where a recorded build is: waiting, running, or ended with its result. One type for
 /// the store, the server and the mail (stored as its lower-case name).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Waiting for a worker.
@@ -636,6 +638,7 @@ impl JobRow {
             stage: "test".into(),
             deploys: Vec::new(),
             log: b"job log".to_vec(),
+            worker: None,
         }
     }
 }

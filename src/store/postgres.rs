@@ -318,10 +318,45 @@ pub struct Inner {
 /// that every node's lists and workers hear of it at once.
 pub const CHANGES: &str = "runway_changes";
 
+/// What a node announces to the others on [`CHANGES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Build `id` changed (queued, started, ended…).
+    Build(i64),
+    /// A task of build `id` changed (claimed, a log chunk, ended).
+    Task(i64),
+    /// A task of build `id` was queued for a worker.
+    Queued(i64),
+    /// Build `id` is to be canceled (by whichever node follows it).
+    Cancel(i64),
+}
+
+/// The payload announcing that build `id` is to be canceled.
+pub const CANCEL: &str = "cancel:";
+
+impl Change {
+    fn parse(payload: &str) -> Option<Change> {
+        let num = |p: &str| payload.strip_prefix(p).and_then(|n| n.parse().ok());
+        use super::tasks::{TASK_CHANGED, TASK_QUEUED};
+        if let Some(n) = num(TASK_CHANGED) {
+            Some(Change::Task(n))
+        } else if let Some(n) = num(TASK_QUEUED) {
+            Some(Change::Queued(n))
+        } else if let Some(n) = num(CANCEL) {
+            Some(Change::Cancel(n))
+        } else {
+            payload.parse().ok().map(Change::Build)
+        }
+    }
+}
+
 /// Listens on [`CHANGES`] with a connection of its own, on a thread of its own, and
 /// calls `changed` with each build id announced (by any node, this one included),
 /// until `changed` returns false or the connection ends.
-pub fn listen(url: &str, changed: impl Fn(i64) -> bool + Send + 'static) -> Result<(), StoreError> {
+pub fn listen(
+    url: &str,
+    changed: impl Fn(Change) -> bool + Send + 'static,
+) -> Result<(), StoreError> {
     let url = url.to_string();
     let (ready, started) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -343,8 +378,8 @@ pub fn listen(url: &str, changed: impl Fn(i64) -> bool + Send + 'static) -> Resu
             let mut notes = client.notifications();
             let mut each = notes.blocking_iter();
             while let Ok(Some(note)) = each.next() {
-                if let Ok(id) = note.payload().parse::<i64>()
-                    && !changed(id)
+                if let Some(change) = Change::parse(note.payload())
+                    && !changed(change)
                 {
                     return;
                 }
@@ -822,6 +857,7 @@ impl Backend for Inner {
                         .lines()
                         .map(str::to_string)
                         .collect(),
+                    worker: None,
                 })
             })
             .collect()

@@ -532,6 +532,7 @@ impl Backend for Sqlite {
                 reason: r.get(6)?,
                 stage: r.get(7)?,
                 deploys: r.get::<_, String>(8)?.lines().map(str::to_string).collect(),
+                worker: None,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -1,0 +1,117 @@
+//! `runway worker` (an agent that runs the server's jobs on this machine) and
+//! `runway workers` (the workers the store knows, with labels, last heartbeat and job).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::CmdError;
+use crate::exit;
+use crate::store::tasks::{self, Labels, labels_text};
+use crate::worker::WorkerOptions;
+
+/// What `runway worker` was given.
+pub struct WorkerArgs {
+    /// `--server URL`, in order.
+    pub servers: Vec<String>,
+    /// `--name`.
+    pub name: String,
+    /// `--label key=value`, over the detected ones.
+    pub labels: Vec<String>,
+    /// `--sandbox`.
+    pub sandbox: crate::service::SandboxOptions,
+    /// `--cache-dir`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--jobs N`: stop after N jobs.
+    pub jobs: Option<usize>,
+}
+
+/// Reads `key=value`.
+fn label(text: &str) -> Result<(String, String), CmdError> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.contains(char::is_whitespace) => {
+            Ok((k.to_string(), v.to_string()))
+        }
+        _ => Err(CmdError::Usage(format!(
+            "--label {text}: expected key=value (os=osx, arch=arm64, gpu=yes)"
+        ))),
+    }
+}
+
+/// `runway worker`: runs the servers' jobs until drained by a signal.
+pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
+    if args.servers.is_empty() {
+        return Err(CmdError::Usage("give at least one --server URL".into()));
+    }
+    let token = std::env::var("RUNWAY_WORKER_TOKEN").unwrap_or_default();
+    if token.is_empty() {
+        return Err(CmdError::Usage(
+            "RUNWAY_WORKER_TOKEN is not set: set it to the value of the servers' worker_token_env variable".into(),
+        ));
+    }
+    let mut labels: Labels = crate::worker::detected_labels();
+    for l in &args.labels {
+        let (k, v) = label(l)?;
+        labels.insert(k, v);
+    }
+    let opts = WorkerOptions {
+        servers: args.servers,
+        name: args.name,
+        labels,
+        token,
+        state_dir: crate::store::default_dir(),
+        cache_dir: args.cache_dir,
+        sandbox: args.sandbox,
+        jobs: args.jobs,
+    };
+    let drain = crate::interrupt::drain_on_signals();
+    Ok(crate::worker::run(&opts, &drain))
+}
+
+/// `runway workers`: the workers, from the store runway.toml names.
+pub fn workers(
+    config: Option<&std::path::Path>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let st = super::open_store(config)?;
+    let ws = st.workers()?;
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "workers": ws }))?;
+        return Ok(exit::PASSED);
+    }
+    if ws.is_empty() {
+        writeln!(out, "No worker has connected yet.")?;
+        return Ok(exit::PASSED);
+    }
+    let now = tasks::now_ms();
+    for w in &ws {
+        let ago = (now - w.seen_at).max(0) as f64 / 1000.0;
+        let job = match (w.task, w.draining) {
+            (_, true) => "draining".to_string(),
+            (Some(t), _) => match st.task(t)? {
+                Some(t) if t.state.is_active() => format!("running job {}", t.number),
+                _ => "idle".to_string(),
+            },
+            (None, _) => "idle".to_string(),
+        };
+        writeln!(
+            out,
+            "{:<16} {:<40} seen {ago:.1}s ago  {job}",
+            w.name,
+            labels_text(&w.labels)
+        )?;
+    }
+    Ok(exit::PASSED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_key_value() {
+        assert_eq!(label("os=osx").unwrap(), ("os".into(), "osx".into()));
+        assert!(label("osx").is_err());
+        assert!(label("=x").is_err());
+    }
+}

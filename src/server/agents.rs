@@ -1,0 +1,335 @@
+//! The workers' side of the HTTP API ([`crate::worker::protocol`] says what each call
+//! carries): claims held open until a job a worker's labels can take is queued (no
+//! polling interval between a push and its first command), the commit as a git pack,
+//! log chunks, heartbeats and results. Every call brings the worker token; a wrong one
+//! is refused and logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+
+use super::{AppState, answer, hooks};
+use crate::store::Status;
+use crate::store::tasks::{self, TaskRow, WorkerRow};
+use crate::worker::protocol::{Assignment, BeatAnswer, Claim, End, Held};
+
+/// The longest a claim is held open.
+const LONGEST_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the request brings the worker token: 403 when the server takes no workers,
+/// 401 (logged) when the token is missing or wrong.
+fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<(), Box<Response>> {
+    let refuse = |code, why: &str| answer(code, serde_json::json!({"error": why}));
+    let Some(token) = state.cfg.worker_token() else {
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            "this server takes no workers: set worker_token_env in runway.toml (and that variable)",
+        )));
+    };
+    match hooks::bearer(headers).as_deref() {
+        Some(t) if hooks::same(t.as_bytes(), token.as_bytes()) => Ok(()),
+        got => {
+            tracing::warn!(
+                worker = who,
+                token = if got.is_some() { "wrong" } else { "missing" },
+                "a worker was refused"
+            );
+            Err(Box::new(refuse(
+                StatusCode::UNAUTHORIZED,
+                "the worker token (RUNWAY_WORKER_TOKEN) does not match worker_token_env",
+            )))
+        }
+    }
+}
+
+fn conflict() -> Response {
+    answer(
+        StatusCode::CONFLICT,
+        serde_json::json!({"error": "this job is no longer yours (its lease ran out or it was restarted): stop it"}),
+    )
+}
+
+/// `POST /api/worker/claim`: a job for this worker, or `204` after the wait.
+pub(super) async fn claim(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(c): Json<Claim>,
+) -> Response {
+    if let Err(refused) = worker_allowed(&state, &headers, &c.name) {
+        return *refused;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
+    let lease = state.cfg.worker_lease_ms as i64;
+    loop {
+        // Registered before the claim, so a job queued in between wakes this one.
+        let queued = state.queued.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
+        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        let seen = WorkerRow {
+            name: c.name.clone(),
+            labels: c.labels.clone(),
+            seen_at: tasks::now_ms(),
+            task: None,
+            draining: false,
+        };
+        let _ = state.db(|s| s.saw_worker(&seen));
+        let claimed = state.db(|s| s.claim_task(&c.name, &c.labels, lease));
+        match claimed {
+            Ok(Some(t)) => {
+                state.signals.bump(t.build_id);
+                match assignment(&state, &t) {
+                    Ok(a) => {
+                        tracing::info!(worker = %c.name, task = t.id, job = %t.number, "job handed to a worker");
+                        let _ = state.db(|s| {
+                            s.saw_worker(&WorkerRow {
+                                task: Some(t.id),
+                                ..seen
+                            })
+                        });
+                        return Json(a).into_response();
+                    }
+                    Err(why) => {
+                        let _ = state
+                            .db(|s| s.end_task(t.id, t.attempt, &c.name, Status::Errored, &why));
+                        state.signals.bump(t.build_id);
+                        continue;
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "error": e }),
+                );
+            }
+        }
+        tokio::select! {
+            _ = queued => {}
+            _ = tokio::time::sleep_until(deadline) => return StatusCode::NO_CONTENT.into_response(),
+            _ = state.closing.notified() => return StatusCode::NO_CONTENT.into_response(),
+        }
+    }
+}
+
+/// What a worker gets with task `t`: the build, the job and the settings it may see.
+fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
+    let build = state
+        .db(|s| s.by_id(t.build_id))?
+        .ok_or("its build is gone")?;
+    let repo = state
+        .cfg
+        .repo(&build.repo)
+        .ok_or("the repository is no longer in runway.toml")?;
+    Ok(Assignment {
+        task: t.id,
+        attempt: t.attempt,
+        job: t.number.clone(),
+        default_branch: repo
+            .default_branch
+            .clone()
+            .unwrap_or_else(|| "master".into()),
+        settings: repo.settings(),
+        lease_ms: state.cfg.worker_lease_ms,
+        heartbeat_ms: state.cfg.worker_heartbeat_ms,
+        substitutes: state.cfg.substitutes,
+        build,
+    })
+}
+
+/// Which worker and attempt a task call is about.
+#[derive(Deserialize)]
+pub(super) struct Holder {
+    worker: String,
+    attempt: i64,
+    #[serde(default)]
+    seq: i64,
+}
+
+/// The task, when `h` holds it.
+fn held(state: &AppState, id: i64, h: &Holder) -> Option<TaskRow> {
+    state.db(|s| s.task(id)).ok().flatten().filter(|t| {
+        t.state == Status::Running
+            && t.attempt == h.attempt
+            && t.worker.as_deref() == Some(h.worker.as_str())
+    })
+}
+
+/// `GET /api/worker/tasks/ID/pack`: the build's commit with its history, as a git pack.
+pub(super) async fn pack(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<i64>,
+    Query(h): Query<Holder>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
+        return *refused;
+    }
+    let Some(t) = held(&state, id, &h) else {
+        return conflict();
+    };
+    let st = state.clone();
+    let made = tokio::task::spawn_blocking(move || commit_pack(&st, t.build_id)).await;
+    match made {
+        Ok(Ok(bytes)) => bytes.into_response(),
+        Ok(Err(e)) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": e }),
+        ),
+        Err(e) => answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": e.to_string() }),
+        ),
+    }
+}
+
+/// `git pack-objects` of build `build_id`'s commit, from the repository (or its mirror).
+fn commit_pack(state: &AppState, build_id: i64) -> Result<Vec<u8>, String> {
+    let build = state
+        .db(|s| s.by_id(build_id))?
+        .ok_or("its build is gone")?;
+    let repo = state
+        .cfg
+        .repo(&build.repo)
+        .ok_or("the repository is no longer in runway.toml")?;
+    let path = match repo.local_path() {
+        Some(p) => p,
+        None => super::mirror::sync(&state.state_dir, repo, Some(&build.commit), None)
+            .map_err(|e| e.to_string())?,
+    };
+    let mut child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&path)
+        .args(["pack-objects", "--revs", "--stdout", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("git: {e}"))?;
+    if let Some(mut input) = child.stdin.take() {
+        std::io::Write::write_all(&mut input, format!("{}\n", build.commit).as_bytes())
+            .map_err(|e| format!("git: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git pack-objects {}: {}",
+            build.commit,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
+}
+
+/// `POST /api/worker/tasks/ID/log?worker=W&attempt=A&seq=N`: one chunk of the log.
+pub(super) async fn chunk(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<i64>,
+    Query(h): Query<Holder>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
+        return *refused;
+    }
+    match state.db(|s| s.add_chunk(id, h.attempt, &h.worker, h.seq, &body)) {
+        Ok(true) => {
+            bump_task(&state, id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => conflict(),
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": e }),
+        ),
+    }
+}
+
+/// Wakes whoever follows task `id`'s build on this node.
+fn bump_task(state: &AppState, id: i64) {
+    if let Ok(Some(t)) = state.db(|s| s.task(id)) {
+        state.signals.bump(t.build_id);
+    }
+}
+
+/// `POST /api/worker/tasks/ID/beat`: the lease renewed; whether to stop.
+pub(super) async fn beat(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<i64>,
+    headers: HeaderMap,
+    Json(h): Json<Held>,
+) -> Response {
+    if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
+        return *refused;
+    }
+    let lease = state.cfg.worker_lease_ms as i64;
+    match state.db(|s| s.beat(id, h.attempt, &h.worker, lease)) {
+        Ok(tasks::Beat::Held { cancel }) => {
+            if let Ok(Some(mut w)) =
+                state.db(|s| Ok(s.workers()?.into_iter().find(|w| w.name == h.worker)))
+            {
+                w.seen_at = tasks::now_ms();
+                w.task = Some(id);
+                let _ = state.db(|s| s.saw_worker(&w));
+            }
+            Json(BeatAnswer { cancel }).into_response()
+        }
+        Ok(tasks::Beat::Lost) => conflict(),
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": e }),
+        ),
+    }
+}
+
+/// `POST /api/worker/tasks/ID/end`: the job's report.
+pub(super) async fn end(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<i64>,
+    headers: HeaderMap,
+    Json(e): Json<End>,
+) -> Response {
+    if let Err(refused) = worker_allowed(&state, &headers, &e.worker) {
+        return *refused;
+    }
+    let status = match e.report.result {
+        crate::job::JobResult::Passed => Status::Passed,
+        crate::job::JobResult::Failed => Status::Failed,
+        crate::job::JobResult::Errored => Status::Errored,
+        crate::job::JobResult::Canceled => Status::Canceled,
+    };
+    let report = serde_json::to_string(&e.report).unwrap_or_default();
+    match state.db(|s| s.end_task(id, e.attempt, &e.worker, status, &report)) {
+        Ok(true) => {
+            bump_task(&state, id);
+            tracing::info!(worker = %e.worker, task = id, result = status.as_str(), "job reported");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => conflict(),
+        Err(err) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": err }),
+        ),
+    }
+}
+
+/// `GET /api/workers`: the workers, with labels, last request and current job.
+pub(super) async fn list(State(state): State<Arc<AppState>>) -> Response {
+    match state.db(|s| s.workers()) {
+        Ok(ws) => {
+            Json(serde_json::json!({ "workers": ws, "now_ms": tasks::now_ms() })).into_response()
+        }
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": e }),
+        ),
+    }
+}

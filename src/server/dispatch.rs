@@ -1,0 +1,285 @@
+//! Jobs on workers, seen from the serve node that follows their build: each job
+//! becomes a task in the store ([`crate::store::tasks`]), is taken by a `runway worker`
+//! whose labels match, and its log arrives chunk by chunk (from whichever node the
+//! worker reached) into the build's live log and its record. The thread following a
+//! job sleeps until one of its build's tasks changes ([`Signals`], woken by this
+//! node's handlers and by the other nodes' `NOTIFY`), or until the worker's lease is
+//! due: a worker that stopped answering is found within its lease, not by polling.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::AppState;
+use crate::build::JobExecutor;
+use crate::job::log::Log;
+use crate::job::{JobOutcome, JobResult};
+use crate::plan::JobPlan;
+use crate::runway_toml::LostJob;
+use crate::store::Status;
+use crate::store::tasks::{self, Labels, TaskRow};
+use crate::worker::protocol::Report;
+
+/// A counter a thread can sleep on until it moves.
+#[derive(Default)]
+pub(super) struct Signal {
+    count: Mutex<u64>,
+    moved: Condvar,
+}
+
+impl Signal {
+    /// Where the counter is now.
+    fn now(&self) -> u64 {
+        *self.count.lock().expect("signal")
+    }
+
+    /// Moves it: every sleeper wakes.
+    pub(super) fn bump(&self) {
+        *self.count.lock().expect("signal") += 1;
+        self.moved.notify_all();
+    }
+
+    /// Sleeps until the counter moves past `seen`, or `timeout`.
+    fn wait(&self, seen: u64, timeout: Duration) {
+        let count = self.count.lock().expect("signal");
+        let _ = self
+            .moved
+            .wait_timeout_while(count, timeout, |c| *c == seen)
+            .expect("signal");
+    }
+}
+
+/// One [`Signal`] per build whose jobs this node follows.
+#[derive(Default)]
+pub(super) struct Signals(Mutex<HashMap<i64, Arc<Signal>>>);
+
+impl Signals {
+    /// The signal of build `id` (made on first use).
+    pub(super) fn of(&self, id: i64) -> Arc<Signal> {
+        self.0
+            .lock()
+            .expect("signals")
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes whoever follows build `id`'s jobs here.
+    pub(super) fn bump(&self, id: i64) {
+        if let Some(s) = self.0.lock().expect("signals").get(&id) {
+            s.bump();
+        }
+    }
+
+    /// Build `id` ended here.
+    pub(super) fn remove(&self, id: i64) {
+        self.0.lock().expect("signals").remove(&id);
+    }
+}
+
+/// What a job needs of a worker: its `os` and `arch`.
+pub(super) fn needs(job: &JobPlan) -> Labels {
+    let (os, arch) = crate::runtime::platform::wanted(&job.matrix);
+    Labels::from([("os".to_string(), os), ("arch".to_string(), arch)])
+}
+
+/// Runs a build's jobs on workers.
+pub(super) struct Dispatcher {
+    pub(super) state: Arc<AppState>,
+    pub(super) build_id: i64,
+    pub(super) cancel: crate::cancel::Cancel,
+}
+
+impl JobExecutor for Dispatcher {
+    fn run(&self, job: &JobPlan, log: &mut Log) -> JobOutcome {
+        let started = Instant::now();
+        let ended = |result, reason: String| JobOutcome {
+            result,
+            reason,
+            timed_out: false,
+            duration: started.elapsed(),
+            substituted: Vec::new(),
+        };
+        let needs = needs(job);
+        let opened = self
+            .state
+            .db(|s| s.open_task(self.build_id, &job.number, &needs));
+        let task = match opened {
+            Ok(t) => t,
+            Err(e) => {
+                log.line(&format!(
+                    "runway: the job could not be queued for a worker: {e}"
+                ));
+                return ended(JobResult::Errored, format!("not queued: {e}"));
+            }
+        };
+        self.state.queued.notify_waiters();
+        let signal = self.state.signals.of(self.build_id);
+        let wake = signal.clone();
+        let _woken_by_cancel = self.cancel.on_cancel(move || wake.bump());
+        let mut follow = Following {
+            attempt: task.attempt,
+            seq: 0,
+            said: Said::Nothing,
+            cancel_sent: false,
+        };
+        loop {
+            let seen = signal.now();
+            let now = match self.state.db(|s| s.task(task.id)) {
+                Ok(Some(t)) => t,
+                Ok(None) => return ended(JobResult::Errored, "its task was removed".into()),
+                Err(e) => {
+                    log.line(&format!("runway: the build store failed: {e}"));
+                    signal.wait(seen, Duration::from_secs(1));
+                    continue;
+                }
+            };
+            self.read_chunks(&now, &mut follow, log);
+            if let Some((outcome, from_worker)) = self.ended(&now, started) {
+                if !from_worker {
+                    log.line(&format!(
+                        "Job {} {}: {}",
+                        job.number,
+                        outcome.result.as_str(),
+                        outcome.reason
+                    ));
+                }
+                return outcome;
+            }
+            self.say(&now, job, &mut follow, log);
+            if self.cancel.is_canceled() && !follow.cancel_sent {
+                let _ = self
+                    .state
+                    .db(|s| s.cancel_tasks(self.build_id, "the build was canceled"));
+                follow.cancel_sent = true;
+                continue;
+            }
+            let wait = match now.state {
+                Status::Running => {
+                    let left = now.lease_until - tasks::now_ms();
+                    if left < 0 {
+                        self.lost(&now);
+                        continue;
+                    }
+                    Duration::from_millis(left as u64 + 50)
+                }
+                _ => Duration::from_secs(30),
+            };
+            signal.wait(seen, wait);
+        }
+    }
+}
+
+/// Where the following of one job is.
+struct Following {
+    attempt: i64,
+    seq: i64,
+    said: Said,
+    cancel_sent: bool,
+}
+
+/// What the log last said about where the job is.
+#[derive(PartialEq)]
+enum Said {
+    Nothing,
+    Waiting,
+    RunsOn(String, i64),
+}
+
+impl Dispatcher {
+    /// The chunks that arrived, into the log (a new attempt starts its own).
+    fn read_chunks(&self, t: &TaskRow, f: &mut Following, log: &mut Log) {
+        if t.attempt != f.attempt {
+            f.attempt = t.attempt;
+            f.seq = 0;
+        }
+        let chunks = self
+            .state
+            .db(|s| s.chunks(t.id, f.attempt, f.seq))
+            .unwrap_or_default();
+        for c in chunks {
+            log.output(&c);
+            f.seq += 1;
+        }
+    }
+
+    /// The outcome of an ended task, and whether its worker reported it.
+    fn ended(&self, t: &TaskRow, started: Instant) -> Option<(JobOutcome, bool)> {
+        let result = match t.state {
+            Status::Queued | Status::Running => return None,
+            Status::Passed => JobResult::Passed,
+            Status::Failed => JobResult::Failed,
+            Status::Errored => JobResult::Errored,
+            Status::Canceled => JobResult::Canceled,
+        };
+        let text = t.outcome.clone().unwrap_or_default();
+        Some(match serde_json::from_str::<Report>(&text) {
+            Ok(r) => (r.outcome(), true),
+            Err(_) => (
+                JobOutcome {
+                    result,
+                    reason: text,
+                    timed_out: false,
+                    duration: started.elapsed(),
+                    substituted: Vec::new(),
+                },
+                false,
+            ),
+        })
+    }
+
+    /// Says in the log where the job is: waiting (and for what), or on which worker.
+    fn say(&self, t: &TaskRow, job: &JobPlan, f: &mut Following, log: &mut Log) {
+        match (&t.state, &t.worker) {
+            (Status::Queued, _) if f.said != Said::Waiting => {
+                let want = tasks::labels_text(&t.needs);
+                let can = self
+                    .state
+                    .db(|s| s.workers())
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|w| {
+                        tasks::matches(&w.labels, &t.needs)
+                            && tasks::now_ms() - w.seen_at
+                                < self.state.cfg.worker_lease_ms as i64 * 3
+                    });
+                if let Said::RunsOn(w, _) = &f.said {
+                    log.line(&format!(
+                        "runway: worker {w} stopped answering; job {} runs again (attempt {})",
+                        job.number, t.attempt
+                    ));
+                }
+                log.line(&if can {
+                    format!("runway: job {} is queued for a worker with {want}", job.number)
+                } else {
+                    format!(
+                        "runway: job {} is waiting for a worker with {want} (none is connected: start `runway worker --label …` on a machine that has it)",
+                        job.number
+                    )
+                });
+                f.said = Said::Waiting;
+            }
+            (Status::Running, Some(w)) if f.said != Said::RunsOn(w.clone(), t.attempt) => {
+                f.said = Said::RunsOn(w.clone(), t.attempt);
+            }
+            _ => {}
+        }
+    }
+
+    /// The worker's lease ran out: the job is errored or queued again.
+    fn lost(&self, t: &TaskRow) {
+        let who = t.worker.as_deref().unwrap_or("?");
+        let why = format!(
+            "worker {who} stopped answering (no heartbeat for {} ms)",
+            self.state.cfg.worker_lease_ms
+        );
+        let retry = self.state.cfg.lost_job == LostJob::Retry;
+        if let Ok(true) = self
+            .state
+            .db(|s| s.expire_task(t.id, tasks::now_ms(), &why, retry))
+        {
+            tracing::warn!(task = t.id, worker = who, retry, "worker stopped answering");
+            self.state.queued.notify_waiters();
+        }
+    }
+}

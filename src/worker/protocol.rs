@@ -1,0 +1,121 @@
+//! What a `runway worker` and a serve node say to each other over HTTP, all of it
+//! under `Authorization: Bearer $RUNWAY_WORKER_TOKEN`:
+//!
+//! - `POST /api/worker/claim` ([`Claim`]) waits up to [`Claim::wait_ms`] for a job the
+//!   worker's labels can take: `200` with an [`Assignment`], or `204` (ask again);
+//! - `GET /api/worker/tasks/ID/pack` the commit and its history, as a git pack;
+//! - `POST /api/worker/tasks/ID/log?worker=W&attempt=A&seq=N` one chunk of the job's
+//!   log (the body); the same chunk sent twice is kept once;
+//! - `POST /api/worker/tasks/ID/beat` ([`Held`]) renews the lease: `200` with
+//!   [`BeatAnswer`] (`cancel` when the build was canceled);
+//! - `POST /api/worker/tasks/ID/end` ([`End`]) the job's [`Report`].
+//!
+//! `409 Conflict` on a task's calls: the task is no longer this worker's (its lease
+//! ran out): the worker stops the job. `401`: a wrong token.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobOutcome, JobResult};
+use crate::settings::Settings;
+use crate::store::BuildRow;
+use crate::store::tasks::Labels;
+
+/// A worker asking for a job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claim {
+    /// Its `--name`.
+    pub name: String,
+    /// Its labels (`os`, `arch`, `dist` detected; more from `--label`).
+    pub labels: Labels,
+    /// How long the server may hold the request open waiting for a job.
+    pub wait_ms: u64,
+}
+
+/// One job for a worker: what it needs to run it and nothing more.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task's id.
+    pub task: i64,
+    /// Its attempt (1 unless a lost worker's job runs again).
+    pub attempt: i64,
+    /// The build: repository, number, commit, branch or tag, event.
+    pub build: BuildRow,
+    /// The job's number (`12.3`).
+    pub job: String,
+    /// The repository's default branch (cache fallback).
+    pub default_branch: String,
+    /// The repository's settings: what this job may see.
+    pub settings: Settings,
+    /// The lease, renewed by each heartbeat.
+    pub lease_ms: u64,
+    /// How often to beat.
+    pub heartbeat_ms: u64,
+    /// A runtime that cannot be provided is replaced by the machine's, named.
+    pub substitutes: bool,
+}
+
+/// A worker's heartbeat, or a call about a task it holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Held {
+    /// The worker.
+    pub worker: String,
+    /// The attempt it holds.
+    pub attempt: i64,
+}
+
+/// The answer to a heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BeatAnswer {
+    /// The build was canceled: stop the job.
+    pub cancel: bool,
+}
+
+/// How a job ended, as the worker saw it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// passed, failed, errored, canceled.
+    pub result: JobResult,
+    /// Why (masked by the worker).
+    pub reason: String,
+    /// A time limit ended it.
+    pub timed_out: bool,
+    /// Wall time on the worker.
+    pub duration_ms: u64,
+    /// Runtimes that stood in for what was asked.
+    pub substituted: Vec<String>,
+}
+
+impl Report {
+    /// The report of `o`.
+    pub fn of(o: &JobOutcome) -> Report {
+        Report {
+            result: o.result,
+            reason: o.reason.clone(),
+            timed_out: o.timed_out,
+            duration_ms: o.duration.as_millis() as u64,
+            substituted: o.substituted.clone(),
+        }
+    }
+
+    /// The outcome it reports.
+    pub fn outcome(&self) -> JobOutcome {
+        JobOutcome {
+            result: self.result,
+            reason: self.reason.clone(),
+            timed_out: self.timed_out,
+            duration: std::time::Duration::from_millis(self.duration_ms),
+            substituted: self.substituted.clone(),
+        }
+    }
+}
+
+/// The end of a task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct End {
+    /// The worker.
+    pub worker: String,
+    /// The attempt.
+    pub attempt: i64,
+    /// How the job ended.
+    pub report: Report,
+}
