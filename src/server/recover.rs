@@ -28,7 +28,13 @@ pub fn recover(
     state_dir: &Path,
     st: &mut Store,
 ) -> Result<Interrupted, StoreError> {
-    let builds = st.mark_interrupted()?;
+    // With workers on PostgreSQL, a build a stopped node followed carries on: its
+    // jobs run on workers, and another node (or this one) takes it over.
+    let builds = if cfg.uses_workers() && cfg.database_url().is_some() {
+        Vec::new()
+    } else {
+        st.mark_interrupted()?
+    };
     st.remove_ended_partial_logs()?;
     let process_groups = crate::job::shell::end_orphans(&store::process_dir(state_dir));
     let mut mails = 0;

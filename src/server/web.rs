@@ -403,8 +403,14 @@ pub(super) async fn api_cancel(
             )
         }
         Status::Running => {
-            if let Some(c) = state.cancels.lock().expect("cancels").get(&row.id) {
-                c.cancel();
+            match state.cancels.lock().expect("cancels").get(&row.id) {
+                Some(c) => {
+                    c.cancel();
+                }
+                // Another node follows it: told through the database.
+                None => {
+                    let _ = state.db(|s| s.announce_cancel(row.id));
+                }
             }
             answer(
                 StatusCode::ACCEPTED,

@@ -30,7 +30,7 @@ pub(super) async fn work(state: Arc<AppState>) {
         }
         // `concurrency = 0`: a node that serves pages and takes webhooks, and runs no job.
         // With workers, a node follows builds whose jobs run elsewhere: many at once.
-        let most = if state.cfg.uses_workers() {
+        let most = if state.cfg.uses_workers() && state.cfg.concurrency > 0 {
             MOST_FOLLOWED
         } else {
             state.cfg.concurrency

@@ -331,18 +331,15 @@ pub enum Change {
     Cancel(i64),
 }
 
-/// The payload announcing that build `id` is to be canceled.
-pub const CANCEL: &str = "cancel:";
-
 impl Change {
     fn parse(payload: &str) -> Option<Change> {
         let num = |p: &str| payload.strip_prefix(p).and_then(|n| n.parse().ok());
-        use super::tasks::{TASK_CHANGED, TASK_QUEUED};
+        use super::tasks::{BUILD_CANCEL, TASK_CHANGED, TASK_QUEUED};
         if let Some(n) = num(TASK_CHANGED) {
             Some(Change::Task(n))
         } else if let Some(n) = num(TASK_QUEUED) {
             Some(Change::Queued(n))
-        } else if let Some(n) = num(CANCEL) {
+        } else if let Some(n) = num(BUILD_CANCEL) {
             Some(Change::Cancel(n))
         } else {
             payload.parse().ok().map(Change::Build)
@@ -604,9 +601,11 @@ impl Backend for Inner {
 
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let found = self.client.query(
+            // Only builds no live node holds (their node's lease lapsed): another node's
+            // running builds are its own.
             "UPDATE builds SET state = 'errored', finished_at = $1, reason = $2
-             WHERE state = 'running' RETURNING repo, number, id",
-            &[&now(), &reason],
+             WHERE state = 'running' AND lease_until < $3 RETURNING repo, number, id",
+            &[&now(), &reason, &crate::notify::now_ms()],
         )?;
         let mut out = Vec::new();
         for r in &found {

@@ -172,6 +172,8 @@ pub fn now_ms() -> i64 {
 pub const TASK_CHANGED: &str = "task:";
 /// See [`TASK_CHANGED`].
 pub const TASK_QUEUED: &str = "queued:";
+/// See [`TASK_CHANGED`]: running build `B` is to be canceled (`cancel:B`).
+pub const BUILD_CANCEL: &str = "cancel:";
 
 impl Store {
     fn q(&self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
@@ -409,6 +411,11 @@ impl Store {
         )?;
         self.announce(TASK_CHANGED, build_id);
         Ok(())
+    }
+
+    /// Asks whichever node follows running build `build_id` to cancel it.
+    pub fn announce_cancel(&self, build_id: i64) -> Result<(), StoreError> {
+        self.db().notify(&format!("{BUILD_CANCEL}{build_id}"))
     }
 
     /// Drops a build's tasks and their chunks (a restart runs its jobs anew).

@@ -9,6 +9,7 @@ mod postgres;
 mod queue;
 mod remote;
 mod sandbox;
+mod workers;
 
 use crate::common::server::{Server, sign};
 

@@ -1,0 +1,327 @@
+//! Several machines (issue 15): `runway serve` nodes on one PostgreSQL (a real cluster),
+//! and `runway worker` processes that reach them over HTTP only, each with its own state
+//! and cache directories and no database settings.
+
+use super::*;
+
+const WORKER_TOKEN: &str = "w0rker-t0ken";
+
+/// A `runway worker` process, killed (SIGKILL) when dropped.
+struct Worker {
+    name: String,
+    lines: crate::common::Lines,
+    /// Everything it printed so far.
+    said: Vec<String>,
+}
+
+impl Worker {
+    fn start(dir: &Path, name: &str, servers: &[&Server], labels: &[&str]) -> Worker {
+        let mut c = crate::common::runway();
+        c.arg("worker").args(["--name", name]);
+        for s in servers {
+            c.args(["--server", &format!("http://{}", s.addr)]);
+        }
+        for l in labels {
+            c.args(["--label", l]);
+        }
+        let state = dir.join(format!("worker-{name}"));
+        c.env("RUNWAY_STATE_DIR", &state)
+            .env("RUNWAY_CACHE_DIR", state.join("cache"))
+            .env("RUNWAY_WORKER_TOKEN", WORKER_TOKEN)
+            .env_remove("RUNWAY_TEST_DATABASE_URL");
+        let lines = crate::common::Lines::spawn(&mut c, true);
+        let mut w = Worker {
+            name: name.to_string(),
+            lines,
+            said: Vec::new(),
+        };
+        w.wait_for(" → http://", 30);
+        w
+    }
+
+    fn wait_for(&mut self, needle: &str, secs: u64) {
+        let (seen, found) = self.lines.wait_for(needle, secs);
+        self.said.extend(seen);
+        assert!(
+            found,
+            "worker {} never said {needle:?}: {:#?}",
+            self.name, self.said
+        );
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &self.lines.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.lines.child.kill();
+        let _ = self.lines.child.wait();
+    }
+}
+
+/// Commits `.travis.yml` as `yml` and pushes it; the sha.
+fn with_yml(s: &Setup, yml: &str, msg: &str) -> String {
+    std::fs::write(s.work.join(".travis.yml"), yml).unwrap();
+    git(&s.work, &["add", ".travis.yml"]);
+    git(&s.work, &["commit", "-q", "-m", msg]);
+    git(&s.work, &["push", "-q", "-f", "hub", "master"]);
+    s.head()
+}
+
+fn queue(srv: &Server, sha: &str) -> u64 {
+    let (code, text) = generic(srv, "master", sha);
+    assert_eq!(code, 202, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap()
+}
+
+fn build(srv: &Server, n: u64) -> serde_json::Value {
+    srv.json(&format!("/api/builds/{n}"))
+}
+
+fn wait_state(srv: &Server, n: u64, state: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_for(
+        || {
+            last = build(srv, n);
+            last["state"] == state
+        },
+        &format!("build #{n} to be {state}"),
+    );
+    last
+}
+
+/// The worker build #n's first job runs on, once it runs there.
+fn running_on(srv: &Server, n: u64) -> String {
+    let mut who = String::new();
+    wait_for(
+        || {
+            let b = build(srv, n);
+            match b["jobs"][0]["worker"].as_str() {
+                Some(w) if b["state"] == "running" => {
+                    who = w.to_string();
+                    true
+                }
+                _ => false,
+            }
+        },
+        &format!("build #{n} to run on a worker"),
+    );
+    who
+}
+
+fn log(srv: &Server, n: u64) -> String {
+    srv.request("GET", &format!("/api/builds/{n}/log"), &[], b"")
+        .1
+}
+
+const TRIVIAL: &str =
+    "language: shell\nscript: echo built by $TRAVIS_JOB_NUMBER\nnotifications:\n  email: false\n";
+
+/// Two serve nodes (A follows builds; B, `concurrency = 0`, only takes webhooks, serves
+/// pages and the workers' calls) and three workers: 50 builds queued through both nodes
+/// run exactly once each, spread over the workers; a worker killed mid-job (SIGKILL) or
+/// cut off (frozen, then thawed) loses its job within the lease, errored "worker W
+/// stopped answering", and the cut-off one stops it when it comes back; an `os: osx`
+/// job waits, saying so, until a worker labelled `os=osx` connects; node A killed, the
+/// workers carry on through B while a third node takes over A's build and follows it to
+/// its end; a log reported to B is live on C's page, and a cancel sent to B stops the
+/// job C follows on a worker.
+#[test]
+fn serve_nodes_and_workers_share_the_work() {
+    let url = crate::common::postgres::shared().database("workers");
+    let s = Setup::new(
+        TRIVIAL,
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nauto_cancel = false\n\
+         worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 3000\n\
+         worker_heartbeat_ms = 500\nnode_lease_ms = 2000\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ("RUNWAY_TEST_API_TOKEN", API_TOKEN),
+    ];
+    let config_of = |name: &str, concurrency: u32| {
+        let path = s.dir.path().join(format!("runway-{name}.toml"));
+        let text = std::fs::read_to_string(&s.config).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("concurrency = 2", &format!("concurrency = {concurrency}")),
+        )
+        .unwrap();
+        path
+    };
+    let a = Server::start(&config_of("a", 2), &s.dir.path().join("state-a"), &env);
+    let b = Server::start(&config_of("b", 0), &s.dir.path().join("state-b"), &env);
+    let dir = s.dir.path();
+    let mut workers: Vec<Worker> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|n| Worker::start(dir, n, &[&a, &b], &[]))
+        .collect();
+
+    // A wrong token is refused, and the server says so.
+    let refused = crate::common::run(
+        crate::common::runway()
+            .args(["worker", "--name", "intruder", "--jobs", "1", "--server"])
+            .arg(format!("http://{}", b.addr))
+            .env("RUNWAY_WORKER_TOKEN", "guess")
+            .env("RUNWAY_STATE_DIR", dir.join("intruder")),
+    );
+    assert_eq!(refused.code, 3, "{}", refused.all());
+    assert!(refused.stderr.contains("refused"), "{}", refused.all());
+
+    // 50 builds through both nodes: each run once, on the workers.
+    let sha = s.head();
+    let numbers: Vec<u64> = (0..50)
+        .map(|i| queue(if i % 2 == 0 { &a } else { &b }, &sha))
+        .collect();
+    for n in &numbers {
+        let done = wait_state(&b, *n, "passed");
+        assert!(done["jobs"][0]["worker"].is_string(), "{done}");
+    }
+    let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let per_worker: Vec<(String, i64)> = db
+        .query(
+            "SELECT worker, COUNT(*) FROM tasks WHERE attempt = 1 AND state = 'passed' GROUP BY worker ORDER BY worker",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let total: i64 = per_worker.iter().map(|(_, c)| c).sum();
+    assert_eq!(total, 50, "{per_worker:?}");
+    assert_eq!(
+        per_worker.len(),
+        3,
+        "every worker took jobs: {per_worker:?}"
+    );
+    for n in &numbers {
+        let l = log(&a, *n);
+        assert_eq!(l.matches("runs job").count(), 1, "build #{n} ran once: {l}");
+        assert!(l.contains(&format!("built by {n}.1")), "{l}");
+    }
+    let listed = crate::common::run(
+        crate::common::runway()
+            .args(["workers", "--config"])
+            .arg(&s.config)
+            .env("RUNWAY_TEST_DATABASE_URL", &url),
+    );
+    for w in ["w1", "w2", "w3", "os=linux"] {
+        assert!(listed.stdout.contains(w), "{}", listed.all());
+    }
+
+    // A worker killed mid-job: its job is errored within the lease and a heartbeat.
+    let slow = with_yml(
+        &s,
+        "language: shell\nscript: sleep 120\nnotifications:\n  email: false\n",
+        "slow",
+    );
+    let n = queue(&a, &slow);
+    let victim = running_on(&a, n);
+    let started = Instant::now();
+    let i = workers.iter().position(|w| w.name == victim).unwrap();
+    let dead = workers.remove(i);
+    dead.signal("-KILL");
+    let ended = wait_state(&a, n, "errored");
+    let detected = started.elapsed();
+    let reason = ended["jobs"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains(&format!("worker {victim} stopped answering")),
+        "{ended}"
+    );
+    assert!(log(&a, n).contains("stopped answering"));
+    eprintln!("dead worker detected in {detected:?} (lease 3000 ms, heartbeat 500 ms)");
+    // Its job's processes died with it.
+    crate::common::wait_gone("sleep 120", 30);
+    drop(dead);
+
+    // A worker cut off (frozen): its lease is lost, the job errored; thawed, it learns
+    // it from its next heartbeat and stops the job.
+    let n = queue(&a, &slow);
+    let cut = running_on(&a, n);
+    let w = workers.iter_mut().find(|w| w.name == cut).unwrap();
+    w.signal("-STOP");
+    let ended = wait_state(&a, n, "errored");
+    assert!(
+        ended["jobs"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped answering"),
+        "{ended}"
+    );
+    w.signal("-CONT");
+    w.wait_for("is no longer ours", 30);
+
+    // An os: osx job waits, saying for what, until an osx worker connects.
+    let mac_sha = with_yml(
+        &s,
+        "language: shell\nos: osx\nscript: echo on a mac\nnotifications:\n  email: false\n",
+        "mac",
+    );
+    let n = queue(&b, &mac_sha);
+    wait_for(
+        || log(&a, n).contains("waiting for a worker with arch=amd64 os=osx"),
+        "the osx job to say it waits",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(build(&a, n)["state"], "running", "still waiting");
+    let _mac = Worker::start(dir, "mac", &[&b], &["os=osx"]);
+    let ended = wait_state(&a, n, "errored");
+    assert_eq!(ended["jobs"][0]["worker"], "mac", "{ended}");
+    // The worker's labels route the job; the machine itself still says what it is.
+    assert!(
+        ended["jobs"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("needs an osx runner"),
+        "{ended}"
+    );
+
+    // Node A killed while it follows a build: the workers carry on through B, and a
+    // third node takes the build over and follows it to its end.
+    let short = with_yml(
+        &s,
+        "language: shell\nscript: sleep 3; echo survived\nnotifications:\n  email: false\n",
+        "short",
+    );
+    let n = queue(&a, &short);
+    running_on(&a, n);
+    let c = Server::start(&config_of("c", 2), &dir.join("state-c"), &env);
+    a.signal("-KILL");
+    drop(a);
+    let ended = wait_state(&c, n, "passed");
+    assert!(log(&c, n).contains("survived"), "{ended}");
+    let n2 = queue(&b, &sha);
+    wait_state(&c, n2, "passed");
+
+    // A job reported to B is live on C's page; a cancel sent to B reaches it.
+    let live = with_yml(
+        &s,
+        "language: shell\nscript: echo first-line; sleep 120\nnotifications:\n  email: false\n",
+        "live",
+    );
+    let n = queue(&b, &live);
+    wait_for(
+        || build(&c, n)["state"] == "running" && log(&c, n).contains("first-line"),
+        "C's live log to show what the worker sent B",
+    );
+    let (code, text) = b.request(
+        "POST",
+        &format!("/api/builds/{n}/cancel"),
+        &[("Authorization", &format!("Bearer {API_TOKEN}"))],
+        b"",
+    );
+    assert!(code == 202 || code == 200, "{code} {text}");
+    let ended = wait_state(&c, n, "canceled");
+    assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
+}
