@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// worker, its log saying so).
     #[serde(default)]
     pub lost_job: LostJob,
+    /// Where workers keep caches: `s3://bucket/prefix` (the serve nodes' AWS chain and
+    /// `AWS_ENDPOINT_URL` reach it; workers get short-lived presigned URLs for their
+    /// job's cache only). Unset: each worker keeps caches in its own directory.
+    pub cache_url: Option<String>,
     /// Milliseconds a serve node's hold on the builds it follows lasts: a node that is
     /// gone (killed) leaves them to another node after this.
     #[serde(default = "default_node_lease_ms")]

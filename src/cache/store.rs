@@ -1,4 +1,6 @@
-//! The local cache store: `<root>/<owner>/<repo>/<branch>/<key>.tar.zst`.
+//! Where caches are kept ([`CacheStore`]): this machine's directory ([`LocalStore`]:
+//! `<root>/<owner>/<repo>/<branch>/<key>.tar.zst`), or, for a `runway worker`, a bucket it
+//! reaches through the server's presigned URLs (`crate::worker`), under the same names.
 //!
 //! The root is `--cache-dir`, else `$XDG_CACHE_HOME/runway`, else `~/.cache/runway`:
 //! never inside the repository being built.
@@ -21,6 +23,56 @@ pub struct Entry {
     pub modified: SystemTime,
     /// The archive file.
     pub path: PathBuf,
+}
+
+/// Where a job's cache archives are fetched from and stored to.
+pub trait CacheStore: Send + Sync + std::fmt::Debug {
+    /// The archive of (repo, branch, key) as a file here, or None when none is stored;
+    /// a remote store downloads it into `scratch`.
+    fn fetch(
+        &self,
+        repo: &str,
+        branch: &str,
+        key: &str,
+        scratch: &Path,
+    ) -> std::io::Result<Option<PathBuf>>;
+    /// Where a new archive for (repo, branch, key) is written before [`CacheStore::put`].
+    fn staging(&self, repo: &str, branch: &str, key: &str, scratch: &Path) -> PathBuf;
+    /// Makes the archive written at `staged` the stored one, replacing the old one whole.
+    fn put(&self, repo: &str, branch: &str, key: &str, staged: &Path) -> std::io::Result<()>;
+}
+
+/// The name of (repo, branch, key) in a store: `<owner>/<repo>/<branch>/<key>.tar.zst`,
+/// each part one path component.
+pub fn object_name(repo: &str, branch: &str, key: &str) -> String {
+    let (owner, name) = repo.split_once('/').unwrap_or(("local", repo));
+    format!(
+        "{}/{}/{}/{}.tar.zst",
+        component(owner),
+        component(name),
+        component(branch),
+        component(key)
+    )
+}
+
+impl CacheStore for LocalStore {
+    fn fetch(
+        &self,
+        repo: &str,
+        branch: &str,
+        key: &str,
+        _scratch: &Path,
+    ) -> std::io::Result<Option<PathBuf>> {
+        let path = self.path(repo, branch, key);
+        Ok(path.exists().then_some(path))
+    }
+    fn staging(&self, repo: &str, branch: &str, key: &str, _scratch: &Path) -> PathBuf {
+        // The archive is written beside its place and renamed over it: already stored.
+        self.path(repo, branch, key)
+    }
+    fn put(&self, _: &str, _: &str, _: &str, _staged: &Path) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A directory of cache archives.
@@ -62,12 +114,7 @@ impl LocalStore {
 
     /// Where the archive of (repo, branch, key) lives.
     pub fn path(&self, repo: &str, branch: &str, key: &str) -> PathBuf {
-        let (owner, name) = repo.split_once('/').unwrap_or(("local", repo));
-        self.root
-            .join(component(owner))
-            .join(component(name))
-            .join(component(branch))
-            .join(format!("{key}.tar.zst"))
+        self.root.join(object_name(repo, branch, key))
     }
 
     /// Every stored cache, optionally only for one repo and/or branch.

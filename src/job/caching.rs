@@ -52,10 +52,17 @@ impl Runner<'_> {
         let mut found = false;
         for b in cache::fetch_branches(&branch, ctx.event.pull_request, &ctx.options.default_branch)
         {
-            let path = store.path(&ctx.event.repo, &b, &key);
-            if !path.exists() {
-                continue;
-            }
+            let path = match store.fetch(&ctx.event.repo, &b, &key, &ctx.workspace.scratch) {
+                Ok(Some(path)) => path,
+                Ok(None) => continue,
+                Err(e) => {
+                    log.line(&format!(
+                        "cache: could not fetch the cache of branch {b}: {e}; going on without it"
+                    ));
+                    found = true;
+                    break;
+                }
+            };
             found = true;
             let started = Instant::now();
             let resolved: HashMap<String, std::path::PathBuf> = dirs.iter().cloned().collect();
@@ -125,11 +132,15 @@ impl Runner<'_> {
             return;
         }
         let branch = cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request);
-        let path = store.path(&ctx.event.repo, &branch, &state.key);
+        let repo = ctx.event.repo.clone();
+        let path = store.staging(&repo, &branch, &state.key, &ctx.workspace.scratch);
         let dirs = state.dirs.clone();
         let started = Instant::now();
+        let (key, into, put) = (state.key.clone(), branch.clone(), store.clone());
         match with_timeout(state.timeout, move |cancel| {
-            archive::save(&dirs, &path, &cancel)
+            let saved = archive::save(&dirs, &path, &cancel)?;
+            put.put(&repo, &into, &key, &path)?;
+            Ok::<_, std::io::Error>(saved)
         }) {
             Some(Ok(s)) => log.line(&format!(
                 "cache: stored {} files ({} → {}) for branch {branch} in {}",

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::cache::store::LocalStore;
 use crate::config::model::{EnvVar, strs};
 use crate::event::BuildEvent;
 use crate::plan::JobPlan;
@@ -109,7 +108,7 @@ pub struct JobOptions {
     /// The whole job may take this long (default 50 min).
     pub timeout: Duration,
     /// Where caches live; `None` turns caching off.
-    pub cache_store: Option<LocalStore>,
+    pub cache_store: Option<Arc<dyn crate::cache::store::CacheStore>>,
     /// The repository's default branch (cache fallback).
     pub default_branch: String,
     /// Deploy for real (`--deploy`); otherwise deploys are a dry run.

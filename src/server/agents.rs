@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::{AppState, answer, hooks};
 use crate::store::Status;
 use crate::store::tasks::{self, TaskRow, WorkerRow};
-use crate::worker::protocol::{Assignment, BeatAnswer, Claim, End, Held};
+use crate::worker::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held};
 
 /// The longest a claim is held open.
 const LONGEST_WAIT: Duration = Duration::from_secs(30);
@@ -141,6 +141,7 @@ fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
         lease_ms: state.cfg.worker_lease_ms,
         heartbeat_ms: state.cfg.worker_heartbeat_ms,
         substitutes: state.cfg.substitutes,
+        remote_cache: state.cfg.cache_url.is_some(),
         build,
     })
 }
@@ -327,6 +328,79 @@ pub(super) async fn list(State(state): State<Arc<AppState>>) -> Response {
         Ok(ws) => {
             Json(serde_json::json!({ "workers": ws, "now_ms": tasks::now_ms() })).into_response()
         }
+        Err(e) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": e }),
+        ),
+    }
+}
+
+/// `POST /api/worker/tasks/ID/cache`: a presigned URL for one of the job's cache
+/// archives: reading its branch's (or the default branch's), writing its own branch's.
+pub(super) async fn cache(
+    State(state): State<Arc<AppState>>,
+    UrlPath(id): UrlPath<i64>,
+    headers: HeaderMap,
+    Json(ask): Json<CacheAsk>,
+) -> Response {
+    if let Err(refused) = worker_allowed(&state, &headers, &ask.worker) {
+        return *refused;
+    }
+    let holder = Holder {
+        worker: ask.worker.clone(),
+        attempt: ask.attempt,
+        seq: 0,
+    };
+    let Some(t) = held(&state, id, &holder) else {
+        return conflict();
+    };
+    let forbidden =
+        |why: String| answer(StatusCode::FORBIDDEN, serde_json::json!({ "error": why }));
+    let Some(url) = state.cfg.cache_url.clone() else {
+        return forbidden("this server keeps no caches (no cache_url)".into());
+    };
+    let Ok(Some(build)) = state.db(|s| s.by_id(t.build_id)) else {
+        return conflict();
+    };
+    let Some(repo) = state.cfg.repo(&build.repo) else {
+        return conflict();
+    };
+    let branch = build
+        .tag
+        .clone()
+        .or(build.branch.clone())
+        .unwrap_or_default();
+    let default = repo
+        .default_branch
+        .clone()
+        .unwrap_or_else(|| "master".into());
+    let allowed = match ask.op {
+        super::CacheOp::Get => crate::cache::fetch_branches(&branch, None, &default),
+        super::CacheOp::Put => vec![crate::cache::store_branch(&branch, None)],
+    };
+    if !allowed.contains(&ask.branch) || !super::caches::plausible_key(&ask.key) {
+        tracing::warn!(worker = %ask.worker, task = id, branch = %ask.branch, "a cache outside the job was asked for");
+        return forbidden(format!(
+            "job {} may {} the caches of {} only",
+            t.number,
+            if ask.op == super::CacheOp::Get {
+                "read"
+            } else {
+                "write"
+            },
+            allowed.join(", ")
+        ));
+    }
+    let bucket = state
+        .caches
+        .get_or_init(|| super::caches::CacheBucket::connect(&url))
+        .await;
+    let signed = match bucket {
+        Ok(b) => b.presign(ask.op, &build.repo, &ask.branch, &ask.key).await,
+        Err(e) => Err(e.clone()),
+    };
+    match signed {
+        Ok(url) => Json(CacheUrl { url }).into_response(),
         Err(e) => answer(
             StatusCode::SERVICE_UNAVAILABLE,
             serde_json::json!({ "error": e }),

@@ -18,6 +18,7 @@
 //! queues it again.
 
 mod agents;
+mod caches;
 mod dispatch;
 pub mod hooks;
 mod intake;
@@ -47,6 +48,7 @@ use crate::store::{self, Store};
 use hooks::Source;
 use live::LiveLogs;
 
+pub use caches::CacheOp;
 pub use recover::Interrupted;
 
 /// Everything the handlers and workers share.
@@ -77,6 +79,8 @@ pub struct AppState {
     signals: dispatch::Signals,
     /// This node's name in the store (its hold on the builds it follows).
     node: String,
+    /// The workers' cache bucket (`cache_url`), reached once asked for.
+    caches: tokio::sync::OnceCell<Result<caches::CacheBucket, String>>,
 }
 
 impl AppState {
@@ -108,6 +112,7 @@ impl AppState {
             queued: Notify::new(),
             signals: dispatch::Signals::default(),
             node: node_name(),
+            caches: tokio::sync::OnceCell::new(),
         });
         // Several nodes on one PostgreSQL: what any of them changes wakes this one's
         // workers and updates its lists, through the database (LISTEN/NOTIFY).
@@ -242,6 +247,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/worker/tasks/{id}/log", post(agents::chunk))
         .route("/api/worker/tasks/{id}/beat", post(agents::beat))
         .route("/api/worker/tasks/{id}/end", post(agents::end))
+        .route("/api/worker/tasks/{id}/cache", post(agents::cache))
         .route("/api/workers", get(agents::list))
         .route("/", get(web::pages_index))
         .route("/events", get(web::list_events))

@@ -205,6 +205,7 @@ fn request(
             slots: (!on_workers).then(|| state.slots.clone()),
             tap: Some(live),
             executor,
+            cache: None,
         },
     }
 }

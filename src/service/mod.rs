@@ -126,6 +126,8 @@ pub struct Controls {
     pub tap: Option<Arc<dyn build::JobTap>>,
     /// Where jobs run when not here (the server's `runway worker` agents).
     pub executor: Option<Arc<dyn build::JobExecutor>>,
+    /// Where caches are kept, when not the cache directory (a worker's bucket).
+    pub cache: Option<Arc<dyn crate::cache::store::CacheStore>>,
 }
 
 /// One build to run.
@@ -573,7 +575,12 @@ fn build_options(
         job: JobOptions {
             no_output_timeout: o.no_output_timeout,
             timeout: o.timeout,
-            cache_store: Some(LocalStore::new(cache_root)),
+            cache_store: Some(
+                req.controls
+                    .cache
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(LocalStore::new(cache_root))),
+            ),
             default_branch: event.default_branch.clone(),
             deploy: o.deploy,
             cancel: req.controls.cancel.clone(),

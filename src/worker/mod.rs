@@ -23,7 +23,7 @@ use crate::cancel::Cancel;
 use crate::job::{JobOutcome, JobResult};
 use crate::service::{self, Controls, Event, Options, RefArgs, Reporter, Request, SandboxOptions};
 use crate::store::tasks::{Labels, labels_text};
-use protocol::{Assignment, BeatAnswer, Claim, End, Held, Report};
+use protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held, Report};
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -180,7 +180,7 @@ impl Servers {
 pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     // HTTPS to the serve nodes, with the TLS provider the rest of runway uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let servers = Servers::new(opts.servers.clone(), opts.token.clone());
+    let servers = Arc::new(Servers::new(opts.servers.clone(), opts.token.clone()));
     let never = AtomicBool::new(false);
     let mut done = 0;
     eprintln!(
@@ -351,7 +351,7 @@ fn outcome_of(report: &BuildReport) -> Option<JobOutcome> {
 
 /// Runs one assigned job: its commit fetched, heartbeats while it runs, its log sent,
 /// its report delivered (to whichever server answers).
-fn run_task(opts: &WorkerOptions, servers: &Servers, a: &Assignment) {
+fn run_task(opts: &WorkerOptions, servers: &Arc<Servers>, a: &Assignment) {
     eprintln!(
         "runway worker {}: job {} of {} (attempt {})",
         opts.name, a.job, a.build.repo, a.attempt
@@ -459,7 +459,7 @@ fn beat(
 /// Fetches the commit and runs the job through the build service.
 fn run_job(
     opts: &WorkerOptions,
-    servers: &Servers,
+    servers: &Arc<Servers>,
     a: &Assignment,
     outbox: &Arc<Outbox>,
     cancel: &Cancel,
@@ -496,6 +496,14 @@ fn run_job(
         controls: Controls {
             cancel: Some(cancel.clone()),
             tap: Some(Arc::new(ChunkTap(outbox.clone()))),
+            cache: a.remote_cache.then(|| {
+                Arc::new(RemoteCache {
+                    servers: servers.clone(),
+                    task: a.task,
+                    attempt: a.attempt,
+                    worker: opts.name.clone(),
+                }) as Arc<dyn crate::cache::store::CacheStore>
+            }),
             ..Controls::default()
         },
         ..Request::default()
@@ -581,5 +589,94 @@ fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<(), String> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+/// The server's cache bucket, through presigned URLs asked for per archive.
+struct RemoteCache {
+    servers: Arc<Servers>,
+    task: i64,
+    attempt: i64,
+    worker: String,
+}
+
+impl std::fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the server's cache bucket (task {})", self.task)
+    }
+}
+
+impl RemoteCache {
+    fn url(&self, op: crate::server::CacheOp, branch: &str, key: &str) -> std::io::Result<String> {
+        let ask = CacheAsk {
+            worker: self.worker.clone(),
+            attempt: self.attempt,
+            op,
+            branch: branch.to_string(),
+            key: key.to_string(),
+        };
+        let stop = AtomicBool::new(false);
+        let path = format!("/api/worker/tasks/{}/cache", self.task);
+        let (_, body) = self
+            .servers
+            .until_done(&stop, |s| s.post_json(&path, &ask))
+            .map_err(|e| std::io::Error::other(format!("the server gave no cache URL: {e:?}")))?;
+        serde_json::from_slice::<CacheUrl>(&body)
+            .map(|u| u.url)
+            .map_err(std::io::Error::other)
+    }
+}
+
+impl crate::cache::store::CacheStore for RemoteCache {
+    fn fetch(
+        &self,
+        _repo: &str,
+        branch: &str,
+        key: &str,
+        scratch: &Path,
+    ) -> std::io::Result<Option<PathBuf>> {
+        let url = self.url(crate::server::CacheOp::Get, branch, key)?;
+        let mut r = self
+            .servers
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| std::io::Error::other(format!("cache download: {e}")))?;
+        match r.status().as_u16() {
+            404 => return Ok(None),
+            200 => {}
+            code => {
+                return Err(std::io::Error::other(format!(
+                    "cache download: HTTP {code}"
+                )));
+            }
+        }
+        let path = scratch.join("cache-fetched.tar.zst");
+        let mut file = std::fs::File::create(&path)?;
+        std::io::copy(&mut r.body_mut().as_reader(), &mut file)?;
+        Ok(Some(path))
+    }
+
+    fn staging(&self, _repo: &str, _branch: &str, _key: &str, scratch: &Path) -> PathBuf {
+        scratch.join("cache-upload.tar.zst")
+    }
+
+    fn put(&self, _repo: &str, branch: &str, key: &str, staged: &Path) -> std::io::Result<()> {
+        let url = self.url(crate::server::CacheOp::Put, branch, key)?;
+        let file = std::fs::File::open(staged)?;
+        let len = file.metadata()?.len();
+        let r = self
+            .servers
+            .agent
+            .put(&url)
+            .header("Content-Length", &len.to_string())
+            .send(ureq::SendBody::from_reader(&mut std::io::BufReader::new(
+                file,
+            )))
+            .map_err(|e| std::io::Error::other(format!("cache upload: {e}")))?;
+        match r.status().as_u16() {
+            200..=299 => Ok(()),
+            code => Err(std::io::Error::other(format!("cache upload: HTTP {code}"))),
+        }
     }
 }

@@ -52,6 +52,31 @@ pub struct Assignment {
     pub heartbeat_ms: u64,
     /// A runtime that cannot be provided is replaced by the machine's, named.
     pub substitutes: bool,
+    /// Caches are in the server's bucket: ask for presigned URLs
+    /// (`POST /api/worker/tasks/ID/cache`) instead of using the worker's directory.
+    pub remote_cache: bool,
+}
+
+/// A worker asking for a presigned URL for one of its job's cache archives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CacheAsk {
+    /// The worker.
+    pub worker: String,
+    /// The attempt it holds.
+    pub attempt: i64,
+    /// Download or upload.
+    pub op: crate::server::CacheOp,
+    /// The branch the archive is stored under.
+    pub branch: String,
+    /// The cache key.
+    pub key: String,
+}
+
+/// The URL to use, for minutes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CacheUrl {
+    /// Presigned.
+    pub url: String,
 }
 
 /// A worker's heartbeat, or a call about a task it holds.

@@ -16,8 +16,18 @@ struct Worker {
 
 impl Worker {
     fn start(dir: &Path, name: &str, servers: &[&Server], labels: &[&str]) -> Worker {
+        Worker::start_with(dir, name, servers, labels, &[])
+    }
+
+    fn start_with(
+        dir: &Path,
+        name: &str,
+        servers: &[&Server],
+        labels: &[&str],
+        flags: &[&str],
+    ) -> Worker {
         let mut c = crate::common::runway();
-        c.arg("worker").args(["--name", name]);
+        c.arg("worker").args(["--name", name]).args(flags);
         for s in servers {
             c.args(["--server", &format!("http://{}", s.addr)]);
         }
@@ -27,8 +37,17 @@ impl Worker {
         let state = dir.join(format!("worker-{name}"));
         c.env("RUNWAY_STATE_DIR", &state)
             .env("RUNWAY_CACHE_DIR", state.join("cache"))
+            .env("XDG_CACHE_HOME", state.join("cache"))
             .env("RUNWAY_WORKER_TOKEN", WORKER_TOKEN)
             .env_remove("RUNWAY_TEST_DATABASE_URL");
+        for aws in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+        ] {
+            c.env_remove(aws);
+        }
         let lines = crate::common::Lines::spawn(&mut c, true);
         let mut w = Worker {
             name: name.to_string(),
@@ -85,15 +104,17 @@ fn build(srv: &Server, n: u64) -> serde_json::Value {
 }
 
 fn wait_state(srv: &Server, n: u64, state: &str) -> serde_json::Value {
-    let mut last = serde_json::Value::Null;
-    wait_for(
-        || {
-            last = build(srv, n);
-            last["state"] == state
-        },
-        &format!("build #{n} to be {state}"),
-    );
-    last
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = build(srv, n);
+        if last["state"] == state {
+            return last;
+        }
+        if Instant::now() > deadline {
+            panic!("build #{n} never became {state}: {last}\n{}", log(srv, n));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The worker build #n's first job runs on, once it runs there.
@@ -324,4 +345,70 @@ fn serve_nodes_and_workers_share_the_work() {
     assert!(code == 202 || code == 200, "{code} {text}");
     let ended = wait_state(&c, n, "canceled");
     assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
+}
+
+/// Caches in S3 (`cache_url`, a real S3 server): a cache one worker saved is restored
+/// on another; the workers hold no AWS credentials (the serve node presigns a URL per
+/// archive) and their jobs never see the worker token. One serve node on SQLite: the
+/// embedded store takes workers too.
+#[test]
+fn a_cache_saved_on_one_worker_is_restored_on_another() {
+    let moto = crate::common::moto::Moto::start();
+    moto.bucket("us-east-1", "caches");
+    let yml = "language: shell\ncache:\n  directories:\n    - $HOME/stash\nscript:\n  - echo \"token=[${RUNWAY_WORKER_TOKEN:-none}]\"\n  - 'if [ -f $HOME/stash/made ]; then echo \"restored: $(cat $HOME/stash/made)\"; else echo fresh; echo \"$TRAVIS_JOB_NUMBER\" > $HOME/stash/made; fi'\nnotifications:\n  email: false\n";
+    let s = Setup::new(
+        yml,
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\ncache_url = \"s3://caches/ci\"",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
+    ];
+    let srv = Server::start(&s.config, &s.state(), &env);
+    let dir = s.dir.path();
+    let mut first = Worker::start_with(dir, "first", &[&srv], &[], &["--jobs", "1"]);
+    let sha = s.head();
+    let n = queue(&srv, &sha);
+    wait_state(&srv, n, "passed");
+    let l = log(&srv, n);
+    assert!(l.contains("fresh") && l.contains("cache: stored"), "{l}");
+    assert!(
+        l.contains("token=[none]"),
+        "a job saw the worker token: {l}"
+    );
+    first.wait_for("stopped after 1 job", 30);
+    let stored = moto.py(
+        "us-east-1",
+        "print([o['Key'] for o in s3.list_objects_v2(Bucket='caches').get('Contents', [])])",
+    );
+    assert!(stored.contains("ci/o/app/master/cache-"), "{stored}");
+    assert!(
+        !dir.join("worker-first/cache/o").exists(),
+        "the first worker kept the cache in its own directory"
+    );
+    let _second = Worker::start(dir, "second", &[&srv], &[]);
+    let n = queue(&srv, &sha);
+    wait_state(&srv, n, "passed");
+    let l = log(&srv, n);
+    assert!(
+        l.contains(&format!("restored: {}.1", n - 1)) && l.contains("cache: restored"),
+        "{l}"
+    );
+    assert!(l.contains("cache: nothing changed"), "{l}");
+    // A worker asking for a cache outside a job it holds gets nothing.
+    let ask = serde_json::json!({"worker": "second", "attempt": 1, "op": "put", "branch": "master", "key": "k"});
+    let (code, _) = srv.request(
+        "POST",
+        "/api/worker/tasks/1/cache",
+        &[
+            ("Authorization", &format!("Bearer {WORKER_TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        ask.to_string().as_bytes(),
+    );
+    assert_eq!(code, 409);
 }
