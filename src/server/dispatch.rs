@@ -134,7 +134,7 @@ impl JobExecutor for Dispatcher {
                     continue;
                 }
             };
-            self.read_chunks(&now, &mut follow, log);
+            self.read_chunks(&now, job, &mut follow, log);
             if let Some((outcome, from_worker)) = self.ended(&now, started) {
                 if !from_worker {
                     log.line(&format!(
@@ -187,9 +187,17 @@ enum Said {
 }
 
 impl Dispatcher {
-    /// The chunks that arrived, into the log (a new attempt starts its own).
-    fn read_chunks(&self, t: &TaskRow, f: &mut Following, log: &mut Log) {
+    /// The chunks that arrived, into the log (a new attempt starts its own, said).
+    fn read_chunks(&self, t: &TaskRow, job: &JobPlan, f: &mut Following, log: &mut Log) {
         if t.attempt != f.attempt {
+            let who = match &f.said {
+                Said::RunsOn(w, _) => w.as_str(),
+                _ => "?",
+            };
+            log.line(&format!(
+                "runway: worker {who} stopped answering; job {} runs again (attempt {})",
+                job.number, t.attempt
+            ));
             f.attempt = t.attempt;
             f.seq = 0;
         }
@@ -243,12 +251,6 @@ impl Dispatcher {
                             && tasks::now_ms() - w.seen_at
                                 < self.state.cfg.worker_lease_ms as i64 * 3
                     });
-                if let Said::RunsOn(w, _) = &f.said {
-                    log.line(&format!(
-                        "runway: worker {w} stopped answering; job {} runs again (attempt {})",
-                        job.number, t.attempt
-                    ));
-                }
                 log.line(&if can {
                     format!("runway: job {} is queued for a worker with {want}", job.number)
                 } else {

@@ -412,3 +412,35 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
     );
     assert_eq!(code, 409);
 }
+
+/// `lost_job = "retry"`: the job of a worker killed mid-job runs again on another
+/// worker, its log saying so, and the build passes on the second attempt.
+#[test]
+fn a_lost_job_runs_again_when_runway_toml_says_retry() {
+    let s = Setup::new(
+        "language: shell\nscript: echo attempt on $(cat /proc/sys/kernel/hostname); sleep 4; echo finished\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 1500\nworker_heartbeat_ms = 300\nlost_job = \"retry\"",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let srv = Server::start(&s.config, &s.state(), &env);
+    let dir = s.dir.path();
+    let first = Worker::start(dir, "first", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, n), "first");
+    wait_for(|| log(&srv, n).contains("attempt on"), "the first attempt to start");
+    first.signal("-KILL");
+    drop(first);
+    let _second = Worker::start(dir, "second", &[&srv], &[]);
+    let done = wait_state(&srv, n, "passed");
+    assert_eq!(done["jobs"][0]["worker"], "second", "{done}");
+    let l = log(&srv, n);
+    assert!(
+        l.contains(&format!("worker first stopped answering; job {n}.1 runs again (attempt 2)")),
+        "{l}"
+    );
+    assert_eq!(l.matches("\nfinished\n").count(), 1, "{l}");
+    assert!(l.contains("runway worker second") && l.contains("(attempt 2)"), "{l}");
+}
