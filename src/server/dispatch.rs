@@ -285,3 +285,61 @@ impl Dispatcher {
         }
     }
 }
+
+/// A page on this node follows a build another node follows: its jobs' logs, as the
+/// workers send them (to any node), into a live log here, until the build ends.
+pub(super) fn mirror(state: Arc<AppState>, build_id: i64) {
+    let Some(live) = state.live.start_unless_there(build_id) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        use crate::build::JobTap;
+        let signal = state.signals.of(build_id);
+        // Per task: (attempt, next chunk, ended).
+        let mut at: HashMap<i64, (i64, i64, bool)> = HashMap::new();
+        loop {
+            let seen = signal.now();
+            let active = state
+                .db(|s| s.by_id(build_id))
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.state.is_active());
+            for t in state.db(|s| s.tasks_of(build_id)).unwrap_or_default() {
+                let (attempt, seq, ended) = at.entry(t.id).or_insert((t.attempt, 0, false));
+                if *ended {
+                    continue;
+                }
+                if t.attempt != *attempt {
+                    (*attempt, *seq) = (t.attempt, 0);
+                }
+                let chunks = state
+                    .db(|s| s.chunks(t.id, *attempt, *seq))
+                    .unwrap_or_default();
+                for c in chunks {
+                    live.write(&t.number, &c);
+                    *seq += 1;
+                }
+                let result = match t.state {
+                    Status::Passed => Some(JobResult::Passed),
+                    Status::Failed => Some(JobResult::Failed),
+                    Status::Errored => Some(JobResult::Errored),
+                    Status::Canceled => Some(JobResult::Canceled),
+                    Status::Queued | Status::Running => None,
+                };
+                if let Some(r) = result {
+                    live.end(&t.number, r);
+                    *ended = true;
+                }
+            }
+            if !active {
+                break;
+            }
+            signal.wait(seen, Duration::from_secs(30));
+        }
+        live.finish();
+        state.live.remove_if(build_id, &live);
+        if state.live.get(build_id).is_none() {
+            state.signals.remove(build_id);
+        }
+    });
+}

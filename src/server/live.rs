@@ -245,6 +245,28 @@ impl LiveLogs {
     pub fn remove(&self, id: i64) {
         self.logs.lock().expect("live logs").remove(&id);
     }
+
+    /// A live log for build `id` unless it has one: the new one, or None.
+    pub fn start_unless_there(&self, id: i64) -> Option<Arc<LiveLog>> {
+        let mut logs = self.logs.lock().expect("live logs");
+        if logs.contains_key(&id) {
+            return None;
+        }
+        let log = LiveLog::new(None);
+        logs.insert(id, log.clone());
+        drop(logs);
+        self.started.notify_waiters();
+        Some(log)
+    }
+
+    /// Forgets build `id`'s live log if it is still `log` (a node that took the build
+    /// over meanwhile keeps its own).
+    pub fn remove_if(&self, id: i64, log: &Arc<LiveLog>) {
+        let mut logs = self.logs.lock().expect("live logs");
+        if logs.get(&id).is_some_and(|l| Arc::ptr_eq(l, log)) {
+            logs.remove(&id);
+        }
+    }
 }
 
 #[cfg(test)]

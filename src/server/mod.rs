@@ -136,6 +136,7 @@ impl AppState {
         match change {
             Change::Build(id) => {
                 self.changed(id);
+                self.signals.bump(id);
                 self.wake.notify_one();
             }
             Change::Task(id) => self.signals.bump(id),

@@ -199,6 +199,10 @@ pub(super) async fn build_events(
     let Some(row) = find(&state, n, &q) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    // A build another node follows: its jobs' logs from the workers' chunks.
+    if state.cfg.uses_workers() && row.state == Status::Running {
+        super::dispatch::mirror(state.clone(), row.id);
+    }
     // Wait for a queued build to start, briefly, so the page can follow it.
     let mut live = state.live.get(row.id);
     for _ in 0..100 {

@@ -223,6 +223,17 @@ impl Store {
         .transpose()
     }
 
+    /// A build's tasks, in job order.
+    pub fn tasks_of(&self, build_id: i64) -> Result<Vec<TaskRow>, StoreError> {
+        self.q(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE build_id = $1 ORDER BY id"),
+            &[build_id.into()],
+        )?
+        .into_iter()
+        .map(task)
+        .collect()
+    }
+
     /// A task by id.
     pub fn task(&self, id: i64) -> Result<Option<TaskRow>, StoreError> {
         self.q(

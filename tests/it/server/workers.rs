@@ -141,6 +141,25 @@ fn log(srv: &Server, n: u64) -> String {
         .1
 }
 
+/// Reads `GET /builds/N/events` on `srv` until a line contains `needle` (or 60 s);
+/// what it read.
+fn sse_until(srv: &Server, n: u64, needle: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "GET /builds/{n}/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(s).lines() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(needle) {
+            break;
+        }
+    }
+    seen
+}
+
 const TRIVIAL: &str =
     "language: shell\nscript: echo built by $TRAVIS_JOB_NUMBER\nnotifications:\n  email: false\n";
 
@@ -336,6 +355,9 @@ fn serve_nodes_and_workers_share_the_work() {
         || build(&c, n)["state"] == "running" && log(&c, n).contains("first-line"),
         "C's live log to show what the worker sent B",
     );
+    // B follows no build, yet its page streams the job as the worker sends it.
+    let streamed = sse_until(&b, n, "first-line");
+    assert!(streamed.contains("first-line"), "{streamed}");
     let (code, text) = b.request(
         "POST",
         &format!("/api/builds/{n}/cancel"),
@@ -430,7 +452,10 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
     let first = Worker::start(dir, "first", &[&srv], &[]);
     let n = queue(&srv, &s.head());
     assert_eq!(running_on(&srv, n), "first");
-    wait_for(|| log(&srv, n).contains("attempt on"), "the first attempt to start");
+    wait_for(
+        || log(&srv, n).contains("attempt on"),
+        "the first attempt to start",
+    );
     first.signal("-KILL");
     drop(first);
     let _second = Worker::start(dir, "second", &[&srv], &[]);
@@ -438,9 +463,14 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
     assert_eq!(done["jobs"][0]["worker"], "second", "{done}");
     let l = log(&srv, n);
     assert!(
-        l.contains(&format!("worker first stopped answering; job {n}.1 runs again (attempt 2)")),
+        l.contains(&format!(
+            "worker first stopped answering; job {n}.1 runs again (attempt 2)"
+        )),
         "{l}"
     );
     assert_eq!(l.matches("\nfinished\n").count(), 1, "{l}");
-    assert!(l.contains("runway worker second") && l.contains("(attempt 2)"), "{l}");
+    assert!(
+        l.contains("runway worker second") && l.contains("(attempt 2)"),
+        "{l}"
+    );
 }
