@@ -34,6 +34,37 @@ fn round(st: &mut Store, n: usize) -> (Duration, Duration) {
     (enqueue, t.elapsed() / n as u32)
 }
 
+/// Queues a job for a worker per build (`n` builds), then has a worker claim each, send
+/// one log chunk, beat once and report: the store's work per job on a worker.
+fn task_round(st: &mut Store, n: usize) -> Duration {
+    use runway::store::Status;
+    use runway::store::tasks::parse_labels;
+    let new = NewBuild {
+        repo: "o/app".into(),
+        branch: Some("main".into()),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        event: "push".into(),
+        ..NewBuild::default()
+    };
+    let needs = parse_labels("os=linux arch=amd64");
+    let labels = parse_labels("os=linux arch=amd64 dist=bookworm");
+    let builds: Vec<i64> = (0..n).map(|_| st.enqueue(&new).unwrap().id).collect();
+    let t = Instant::now();
+    for b in &builds {
+        st.open_task(*b, "1.1", &needs).unwrap();
+    }
+    let mut done = 0;
+    while let Some(task) = st.claim_task("w", &labels, 60_000).unwrap() {
+        st.add_chunk(task.id, 1, "w", 0, b"$ true\n").unwrap();
+        st.beat(task.id, 1, "w", 60_000).unwrap();
+        st.end_task(task.id, 1, "w", Status::Passed, "{}").unwrap();
+        done += 1;
+    }
+    assert_eq!(done, n);
+    while st.claim().unwrap().is_some() {}
+    t.elapsed() / n as u32
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -50,7 +81,10 @@ fn main() {
     let mut sqlite = Store::open(&dir.path().join("sqlite")).unwrap();
     let mut pg = Store::connect(&dir.path().join("pg"), Some(&url)).unwrap();
     let (mut s_enq, mut s_claim, mut p_enq, mut p_claim) = (vec![], vec![], vec![], vec![]);
+    let (mut s_task, mut p_task) = (vec![], vec![]);
     for _ in 0..5 {
+        s_task.push(task_round(&mut sqlite, n));
+        p_task.push(task_round(&mut pg, n));
         let (e, c) = round(&mut sqlite, n);
         s_enq.push(e);
         s_claim.push(c);
@@ -76,5 +110,12 @@ fn main() {
         sc.as_secs_f64() * 1e6,
         pc.as_secs_f64() * 1e6,
         pc.as_secs_f64() / sc.as_secs_f64()
+    );
+    let (st, pt) = (median(s_task), median(p_task));
+    println!(
+        "  a job on a worker (queue, claim, a chunk, a beat, the end): SQLite {:.0} µs, PostgreSQL {:.0} µs (ratio {:.2})",
+        st.as_secs_f64() * 1e6,
+        pt.as_secs_f64() * 1e6,
+        pt.as_secs_f64() / st.as_secs_f64()
     );
 }

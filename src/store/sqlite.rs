@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS tasks (
   created_at INTEGER NOT NULL,
   UNIQUE (build_id, number)
 );
+CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (state, id);
 CREATE TABLE IF NOT EXISTS task_chunks (
   task_id INTEGER NOT NULL,
   attempt INTEGER NOT NULL,

@@ -85,6 +85,29 @@ pub fn parse_labels(text: &str) -> Labels {
         .collect()
 }
 
+/// The keys a job may need of a worker.
+pub const NEEDED_KEYS: [&str; 2] = ["arch", "os"];
+
+/// Every `needs` (as [`labels_text`] stores it) a worker with `labels` meets: the
+/// subsets of its labels over [`NEEDED_KEYS`].
+pub fn needs_met(labels: &Labels) -> Vec<String> {
+    let have: Vec<(&String, &String)> = labels
+        .iter()
+        .filter(|(k, _)| NEEDED_KEYS.contains(&k.as_str()))
+        .collect();
+    (0..1usize << have.len())
+        .map(|mask| {
+            let subset: Labels = have
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, (k, v))| ((*k).clone(), (*v).clone()))
+                .collect();
+            labels_text(&subset)
+        })
+        .collect()
+}
+
 /// True when a worker with `labels` can take a job that `needs` them.
 pub fn matches(labels: &Labels, needs: &Labels) -> bool {
     needs.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -255,27 +278,43 @@ impl Store {
         labels: &Labels,
         lease_ms: i64,
     ) -> Result<Option<TaskRow>, StoreError> {
-        let queued = self.q(
-            "SELECT id, needs FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 200",
-            &[],
-        )?;
-        for r in queued {
-            let id = r[0].int();
-            if !matches(labels, &parse_labels(&r[1].text().unwrap_or_default())) {
+        // What a job may need is a few keys only: the needs this worker meets are
+        // listed (as stored), so the oldest one is found by the index, not by a scan.
+        let takes = needs_met(labels);
+        let list = |from: usize| {
+            (0..takes.len())
+                .map(|i| format!("${}", i + from))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let sql = format!(
+            "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2
+             WHERE id = (SELECT id FROM tasks WHERE state = 'queued' AND needs IN ({})
+                         ORDER BY id LIMIT 1)
+               AND state = 'queued'
+             RETURNING {TASK_COLUMNS}",
+            list(3)
+        );
+        let left = format!(
+            "SELECT COUNT(*) FROM tasks WHERE state = 'queued' AND needs IN ({})",
+            list(1)
+        );
+        let mut args: Vec<Value> = vec![worker.into(), Value::Null];
+        args.extend(takes.iter().map(|t| Value::from(t.as_str())));
+        // Two workers may pick the same oldest task; the one whose update finds it no
+        // longer queued looks again.
+        for _ in 0..8 {
+            args[1] = (now_ms() + lease_ms).into();
+            let Some(r) = self.q(&sql, &args)?.into_iter().next() else {
+                let queued = self.q(&left, &args[2..])?;
+                if queued.first().and_then(|r| r.first()).map_or(0, Value::int) == 0 {
+                    return Ok(None);
+                }
                 continue;
-            }
-            let won = self.x(
-                "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2
-                 WHERE id = $3 AND state = 'queued'",
-                &[worker.into(), (now_ms() + lease_ms).into(), id.into()],
-            )?;
-            if won == 1 {
-                let t = self
-                    .task(id)?
-                    .ok_or_else(|| StoreError::Data("claimed".into()))?;
-                self.announce(TASK_CHANGED, t.build_id);
-                return Ok(Some(t));
-            }
+            };
+            let t = task(r)?;
+            self.announce(TASK_CHANGED, t.build_id);
+            return Ok(Some(t));
         }
         Ok(None)
     }
@@ -561,5 +600,8 @@ mod tests {
         assert!(!matches(&w, &l("os=osx arch=amd64")));
         assert!(matches(&w, &Labels::new()));
         assert_eq!(labels_text(&l("b=2 a=1")), "a=1 b=2");
+        let mut met = needs_met(&w);
+        met.sort();
+        assert_eq!(met, ["", "arch=amd64", "arch=amd64 os=linux", "os=linux"]);
     }
 }

@@ -1,0 +1,280 @@
+//! Jobs on `runway worker` processes, measured side by side with the same server running
+//! its jobs itself (the baseline), in the same run:
+//!
+//! - webhook-to-first-command: a signed delivery POSTed, the clock stops when the job's
+//!   first `$ command` line reaches the build's live log over server-sent events; for a
+//!   worker this is: intake, the claim held open by the worker answered, the commit
+//!   packed and fetched, the job started in the worker's sandbox, its first chunk sent
+//!   back and streamed;
+//! - throughput: N trivial builds queued at once, run through 1, 2 and 4 workers, and
+//!   through a server running them itself with `concurrency` 1, 2 and 4;
+//! - time to detect a dead worker: a worker SIGKILLed mid-job, the clock stops when the
+//!   job is errored "stopped answering" (lease 2 s, heartbeat 0.5 s).
+//!
+//! Run: `cargo bench --bench workers [N]` as root (N builds per throughput round,
+//! default 1000).
+
+#[path = "../tests/it/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{Server, http};
+use common::{bare_clone, repo_with};
+
+const SECRET: &str = "bench-secret";
+const TOKEN: &str = "bench-worker-token";
+
+fn delivery(addr: &str, branch: &str, sha: &str) -> u64 {
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": format!("refs/heads/{branch}"), "before": "0000000000000000000000000000000000000000",
+        "after": sha, "repository": {"full_name": "o/app"}, "head_commit": {"message": "bench"},
+    }))
+    .unwrap();
+    let sig = format!("sha256={}", runway::server::hooks::sign(SECRET, &body));
+    let (code, resp) = http(
+        addr,
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &sig)],
+        &body,
+    );
+    assert_eq!(code, 202, "{resp}");
+    serde_json::from_str::<serde_json::Value>(&resp).unwrap()["number"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Waits for `needle` on build `n`'s live log (server-sent events).
+fn wait_on_events(addr: &str, n: u64, needle: &str) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(format!("GET /builds/{n}/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let k = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("no {needle:?} for build {n}: {e}; saw {seen}"));
+        assert!(
+            k > 0,
+            "the stream of build {n} ended without {needle:?}: {seen}"
+        );
+        seen.push_str(&String::from_utf8_lossy(&buf[..k]));
+        if seen.contains(needle) {
+            return;
+        }
+    }
+}
+
+fn state(addr: &str, n: u64) -> String {
+    let (_, body) = http(addr, "GET", &format!("/api/builds/{n}"), &[], b"");
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A `runway worker` process.
+struct Worker(Child);
+
+impl Worker {
+    fn start(dir: &Path, name: &str, addr: &str) -> Worker {
+        let state = dir.join(format!("worker-{name}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_runway"))
+            .args([
+                "worker",
+                "--name",
+                name,
+                "--server",
+                &format!("http://{addr}"),
+            ])
+            .env("RUNWAY_WORKER_TOKEN", TOKEN)
+            .env("RUNWAY_STATE_DIR", &state)
+            .env("XDG_CACHE_HOME", state.join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Worker(child)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server for the bench repository: jobs on workers when `workers`, else in itself
+/// with `concurrency`.
+fn server(dir: &Path, bare: &Path, name: &str, workers: bool, concurrency: usize) -> Server {
+    let config = dir.join(format!("{name}.toml"));
+    let extra = if workers {
+        "worker_token_env = \"BENCH_WORKER_TOKEN\"\nworker_lease_ms = 2000\nworker_heartbeat_ms = 500\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "concurrency = {concurrency}\nauto_cancel = false\n{extra}[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
+            bare.display()
+        ),
+    )
+    .unwrap();
+    Server::start(
+        &config,
+        &dir.join(format!("state-{name}")),
+        &[("APP_SECRET", SECRET), ("BENCH_WORKER_TOKEN", TOKEN)],
+    )
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let work = repo_with(
+        &d.join("work"),
+        "master",
+        &[(
+            ".travis.yml",
+            "language: shell\nscript: echo first-command\nnotifications:\n  email: false\ncache: false\n",
+        )],
+        "bench",
+    );
+    let sha = common::git(&work, &["rev-parse", "HEAD"]);
+    let bare = bare_clone(&work, &d.join("app.git"));
+
+    // Latency, alternating: the server running the job itself, and a worker.
+    let here = server(d, &bare, "here", false, 1);
+    let there = server(d, &bare, "there", true, 1);
+    let _w = Worker::start(d, "lat", &there.addr);
+    let (mut l_here, mut l_there) = (Vec::new(), Vec::new());
+    for i in 0..21 {
+        for (srv, out) in [(&here, &mut l_here), (&there, &mut l_there)] {
+            let t = Instant::now();
+            let b = delivery(&srv.addr, &format!("lat{i}"), &sha);
+            wait_on_events(&srv.addr, b, "$ echo first-command");
+            out.push(t.elapsed());
+            while state(&srv.addr, b) == "running" {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // The first round warms the worker's copy of the repository.
+    l_there.remove(0);
+    l_here.remove(0);
+    let (mh, mt) = (median(l_here.clone()), median(l_there.clone()));
+    println!(
+        "webhook-to-first-command, median of 20: in the server {:.1} ms, on a worker {:.1} ms (ratio {:.2}); worker min {:.1}, max {:.1}",
+        ms(mh),
+        ms(mt),
+        mt.as_secs_f64() / mh.as_secs_f64(),
+        ms(*l_there.iter().min().unwrap()),
+        ms(*l_there.iter().max().unwrap()),
+    );
+    drop(_w);
+    drop(there);
+    drop(here);
+
+    // Throughput: n builds at once, through k workers, and k slots in the server.
+    for k in [1usize, 2, 4] {
+        let mut rate = |workers: bool| {
+            let srv = server(d, &bare, &format!("tp-{workers}-{k}"), workers, k);
+            let ws: Vec<Worker> = if workers {
+                (0..k)
+                    .map(|i| Worker::start(d, &format!("tp{k}-{i}"), &srv.addr))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let t = Instant::now();
+            let numbers: Vec<u64> = (0..n)
+                .map(|i| delivery(&srv.addr, &format!("tp{i}"), &sha))
+                .collect();
+            let last = *numbers.last().unwrap();
+            loop {
+                let (_, body) = http(&srv.addr, "GET", "/api/builds?limit=1000", &[], b"");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let done = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| !matches!(b["state"].as_str(), Some("queued" | "running")))
+                    .count();
+                if done >= n && state(&srv.addr, last) != "running" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let took = t.elapsed();
+            let passed = (1..=last)
+                .filter(|b| state(&srv.addr, *b) == "passed")
+                .count();
+            assert_eq!(passed, n, "every build passed");
+            drop(ws);
+            n as f64 / took.as_secs_f64()
+        };
+        let here = rate(false);
+        let there = rate(true);
+        println!(
+            "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2})",
+            there / here
+        );
+    }
+
+    // Dead-worker detection: lease 2 s, heartbeat 0.5 s.
+    let slow = repo_with(
+        &d.join("slow"),
+        "master",
+        &[(
+            ".travis.yml",
+            "language: shell\nscript: sleep 60\nnotifications:\n  email: false\ncache: false\n",
+        )],
+        "slow",
+    );
+    let slow_sha = common::git(&slow, &["rev-parse", "HEAD"]);
+    let slow_bare = bare_clone(&slow, &d.join("slow.git"));
+    let srv = server(d, &slow_bare, "dead", true, 1);
+    let mut detect = Vec::new();
+    for i in 0..5 {
+        let mut w = Worker::start(d, &format!("dead{i}"), &srv.addr);
+        let b = delivery(&srv.addr, &format!("dead{i}"), &slow_sha);
+        wait_on_events(&srv.addr, b, "$ sleep 60");
+        let t = Instant::now();
+        let _ = w.0.kill();
+        while state(&srv.addr, b) != "errored" {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        detect.push(t.elapsed());
+        drop(w);
+    }
+    println!(
+        "dead worker detected (lease 2,000 ms, heartbeat 500 ms), median of 5: {:.0} ms (min {:.0}, max {:.0}); ratio to the lease {:.2}",
+        ms(median(detect.clone())),
+        ms(*detect.iter().min().unwrap()),
+        ms(*detect.iter().max().unwrap()),
+        median(detect).as_secs_f64() / 2.0
+    );
+}
