@@ -200,7 +200,7 @@ fn main() {
 
     // Throughput: n builds at once, through k workers, and k slots in the server.
     for k in [1usize, 2, 4] {
-        let mut rate = |workers: bool| {
+        let rate = |workers: bool| {
             let srv = server(d, &bare, &format!("tp-{workers}-{k}"), workers, k);
             let ws: Vec<Worker> = if workers {
                 (0..k)

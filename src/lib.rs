@@ -19,10 +19,11 @@
 //! - [`cache`]: directory caches (tar + zstd) and their store;
 //! - [`deploy`]: deploy providers behind a trait, the dry run, the rehearsal;
 //! - [`appspec`]: `appspec.yml` as the CodeDeploy agent reads it;
-//! - [`store`]: build history (SQLite);
+//! - [`store`]: build history, the queue and the workers' tasks (SQLite or PostgreSQL);
 //! - [`notify`]: email: facts, text and SMTP;
 //! - [`cancel`]: a build's cancel switch, which wakes whatever waits on the build;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
+//! - [`worker`]: `runway worker`: an agent on another machine running the server's jobs;
 //! - [`runway_toml`]: the server's (and the hook's) `runway.toml`;
 //! - [`exit`]: the documented exit codes;
 //! - [`files`]: walking a directory tree (caches, uploads, bundles);

@@ -76,6 +76,13 @@ pub struct ServerConfig {
     /// `AWS_ENDPOINT_URL` reach it; workers get short-lived presigned URLs for their
     /// job's cache only). Unset: each worker keeps caches in its own directory.
     pub cache_url: Option<String>,
+    /// Where finished logs go with a PostgreSQL store: `s3://bucket/prefix` (zstd
+    /// objects). Unset: they stay in the database. (The embedded store keeps them in
+    /// zstd files beside it.)
+    pub log_url: Option<String>,
+    /// Which ended builds (with their logs) are kept: `[retention]`.
+    #[serde(default)]
+    pub retention: crate::store::retention::Policy,
     /// Milliseconds a serve node's hold on the builds it follows lasts: a node that is
     /// gone (killed) leaves them to another node after this.
     #[serde(default = "default_node_lease_ms")]

@@ -28,37 +28,14 @@ pub enum CacheOp {
     Put,
 }
 
-/// Reads `s3://bucket/prefix`.
-pub(super) fn parse_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| format!("cache_url {url:?}: expected s3://bucket/prefix"))?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty() {
-        return Err(format!("cache_url {url:?}: no bucket"));
-    }
-    Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
-}
+pub(super) use crate::store::archive::parse_s3_url as parse_url;
 
 impl CacheBucket {
     /// The bucket `url` names, reached with this process's AWS settings.
     pub(super) async fn connect(url: &str) -> Result<CacheBucket, String> {
-        let (bucket, prefix) = parse_url(url)?;
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
-        let mut conf = aws_sdk_s3::config::Builder::from(&config);
-        // A custom endpoint (MinIO, a test server) is addressed by path.
-        if std::env::var_os("AWS_ENDPOINT_URL").is_some()
-            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
-        {
-            conf = conf.force_path_style(true);
-        }
-        if config.region().is_none() {
-            conf = conf.region(aws_sdk_s3::config::Region::new("us-east-1"));
-        }
+        let (bucket, prefix) = parse_url(url).map_err(|e| format!("cache_url {e}"))?;
         Ok(CacheBucket {
-            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            client: crate::store::archive::s3_client().await,
             bucket,
             prefix,
         })

@@ -93,6 +93,10 @@ impl AppState {
     ) -> Result<(Arc<AppState>, Interrupted), String> {
         let url = cfg.database_url();
         let mut st = Store::connect(&state_dir, url.as_deref()).map_err(|e| e.to_string())?;
+        if url.is_some() {
+            st.keep_logs_at(cfg.log_url.as_deref())
+                .map_err(|e| e.to_string())?;
+        }
         let interrupted = recover::recover(&cfg, &state_dir, &mut st).map_err(|e| e.to_string())?;
         let slots = crate::build::JobSlots::new(cfg.concurrency);
         let state = Arc::new(AppState {

@@ -12,6 +12,19 @@ use crate::service::{
 };
 use crate::store::{BuildRow, Status};
 
+/// How often retention prunes.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes the ended builds (and logs) runway.toml's `[retention]` does not keep.
+fn prune(state: &AppState) {
+    let now = crate::notify::now_ms() / 1000;
+    match state.db(|s| s.prune(&state.cfg.retention, now)) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(builds = n, "retention: pruned ended builds and their logs"),
+        Err(e) => tracing::warn!(error = %e, "retention: pruning failed"),
+    }
+}
+
 /// Builds a node follows at once when their jobs run on workers.
 const MOST_FOLLOWED: usize = 256;
 
@@ -24,6 +37,7 @@ const PARTIAL_LOG_LINGER: Duration = Duration::from_secs(60);
 pub(super) async fn work(state: Arc<AppState>) {
     let lease = state.cfg.node_lease_ms as i64;
     let mut renewed = Instant::now();
+    let mut pruned: Option<Instant> = None;
     loop {
         if state.stopping.load(Ordering::SeqCst) {
             return;
@@ -69,6 +83,11 @@ pub(super) async fn work(state: Arc<AppState>) {
                 st.ended.notify_waiters();
                 st.wake.notify_one();
             });
+        }
+        if state.cfg.retention.prunes() && pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || prune(&st)).await;
+            pruned = Some(Instant::now());
         }
         if renewed.elapsed() >= Duration::from_millis(state.cfg.node_lease_ms / 3) {
             let until = crate::store::tasks::now_ms() + lease;

@@ -25,7 +25,7 @@ impl SandboxOptions {
     /// The sandbox for a build whose state and caches live in `state_dir` and
     /// `cache_root`: made once here to know it works (unless the server did), or the
     /// bare host with its warning said.
-    pub(super) fn make(
+    pub fn make(
         &self,
         state_dir: &std::path::Path,
         cache_root: &std::path::Path,

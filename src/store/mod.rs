@@ -7,9 +7,11 @@
 //! running build's log is a file beside the store (`logs/ID.log`) until its jobs are
 //! recorded.
 
+pub mod archive;
 #[cfg(test)]
 pub mod cluster;
 pub mod postgres;
+pub mod retention;
 pub mod sqlite;
 pub mod tasks;
 
@@ -162,7 +164,12 @@ pub struct OutboxMail {
 pub struct Store {
     db: RefCell<Box<dyn Backend>>,
     dir: PathBuf,
+    /// Where finished logs go (None: they stay in the rows).
+    archive: Option<Box<dyn archive::LogArchive>>,
 }
+
+/// The setting naming where a PostgreSQL store's finished logs are (`s3://…`).
+const LOG_URL: &str = "log_url";
 
 /// The columns of a build row, in [`BuildRow`]'s order (both backends).
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
@@ -369,6 +376,7 @@ impl Store {
         Ok(Store {
             db: RefCell::new(Box::new(sqlite::Sqlite::open(dir)?)),
             dir: dir.to_path_buf(),
+            archive: Some(Box::new(archive::Files(dir.join("logs").join("archive")))),
         })
     }
 
@@ -379,10 +387,63 @@ impl Store {
             return Store::open(dir);
         };
         std::fs::create_dir_all(dir)?;
-        Ok(Store {
+        let mut st = Store {
             db: RefCell::new(Box::new(postgres::Postgres::connect(url)?)),
             dir: dir.to_path_buf(),
-        })
+            archive: None,
+        };
+        // Where the serve nodes keep finished logs, as they recorded it.
+        if let Some(url) = st.setting(LOG_URL)? {
+            st.archive = Some(Box::new(archive::Bucket::open(&url)?));
+        }
+        Ok(st)
+    }
+
+    /// A setting the serve nodes recorded in the store.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "SELECT value FROM runway_settings WHERE key = $1",
+                &[key.into()],
+            )?
+            .into_iter()
+            .next()
+            .and_then(|r| match r.into_iter().next() {
+                Some(tasks::Value::Text(t)) => Some(t),
+                _ => None,
+            }))
+    }
+
+    /// Records where a shared (PostgreSQL) store's finished logs go from now on
+    /// (runway.toml's `log_url`; None: their rows), for every process that opens it.
+    pub fn keep_logs_at(&mut self, url: Option<&str>) -> Result<(), StoreError> {
+        if self
+            .archive
+            .as_ref()
+            .is_some_and(|_| self.setting(LOG_URL).ok().flatten().is_none())
+        {
+            // The embedded store keeps its logs in files beside it, whatever is asked.
+            return Ok(());
+        }
+        match url {
+            Some(u) => {
+                self.archive = Some(Box::new(archive::Bucket::open(u)?));
+                self.db().execute(
+                    "INSERT INTO runway_settings (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = $2",
+                    &[LOG_URL.into(), u.into()],
+                )?;
+            }
+            None => {
+                self.db().execute(
+                    "DELETE FROM runway_settings WHERE key = $1",
+                    &[LOG_URL.into()],
+                )?;
+                self.archive = None;
+            }
+        }
+        Ok(())
     }
 
     fn db(&self) -> std::cell::RefMut<'_, Box<dyn Backend>> {
@@ -573,7 +634,32 @@ impl Store {
         state: BuildState,
         jobs: &[JobRow],
     ) -> Result<(), StoreError> {
-        self.db().finish(id, state.into(), jobs)
+        self.db().finish(id, state.into(), jobs)?;
+        // The workers' chunks are in the jobs' logs now.
+        self.drop_chunks(id)?;
+        // Then the logs leave the rows: recorded first, moved after, so a crash in
+        // between loses nothing.
+        if let Some(a) = &self.archive {
+            for j in jobs {
+                match a.put(id, &j.number, &j.log) {
+                    Ok(reference) => {
+                        self.db().execute(
+                            "UPDATE jobs SET log = $1, log_ref = $2 WHERE build_id = $3 AND number = $4",
+                            &[
+                                tasks::Value::Bytes(Vec::new()),
+                                reference.as_str().into(),
+                                id.into(),
+                                j.number.as_str().into(),
+                            ],
+                        )?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(build = id, job = %j.number, error = %e, "the log stays in the store: it could not be archived")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Builds, newest first by when each was made (not when it last started: a restarted
@@ -620,7 +706,28 @@ impl Store {
 
     /// The jobs of a build.
     pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
-        self.db().jobs(build_id)
+        let mut jobs = self.db().jobs(build_id)?;
+        let archived = self.db().query(
+            "SELECT number, log_ref FROM jobs WHERE build_id = $1 AND log_ref <> ''",
+            &[build_id.into()],
+        )?;
+        for r in archived {
+            let (Some(tasks::Value::Text(number)), Some(tasks::Value::Text(reference))) =
+                (r.first().cloned(), r.get(1).cloned())
+            else {
+                continue;
+            };
+            let log = match &self.archive {
+                Some(a) => a.get(&reference).unwrap_or_else(|e| {
+                    format!("runway: this job's log could not be read from its archive ({reference}): {e}\n").into_bytes()
+                }),
+                None => format!("runway: this job's log is in an archive this store does not name ({reference})\n").into_bytes(),
+            };
+            if let Some(j) = jobs.iter_mut().find(|j| j.number == number) {
+                j.log = log;
+            }
+        }
+        Ok(jobs)
     }
 }
 
@@ -851,6 +958,77 @@ mod tests {
             st.take_over("n3", tasks::now_ms(), 0).unwrap().is_none(),
             "{backend}: n2 holds it"
         );
+    }
+
+    /// issue 15: finished logs leave the rows (zstd files beside the embedded store;
+    /// a PostgreSQL store without a log_url keeps them in its rows), and retention
+    /// prunes what no rule keeps, never a branch's last builds or a repository's newest.
+    /// Both backends.
+    #[test]
+    fn logs_leave_the_rows_and_retention_prunes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mut st) in both(dir.path()) {
+            let embedded = name == "sqlite";
+            let mut ids = Vec::new();
+            for branch in ["main", "main", "main", "main", "dev", "main"] {
+                let b = st
+                    .enqueue(&NewBuild {
+                        repo: "o/r".into(),
+                        branch: Some(branch.into()),
+                        commit: "abc".into(),
+                        event: "push".into(),
+                        ..NewBuild::default()
+                    })
+                    .unwrap();
+                st.claim().unwrap();
+                let mut job = JobRow::passed_for_tests();
+                job.log = format!("log of build {}\n", b.number)
+                    .repeat(100)
+                    .into_bytes();
+                st.finish(b.id, BuildState::Passed, &[job]).unwrap();
+                ids.push(b.id);
+            }
+            let jobs = st.jobs(ids[0]).unwrap();
+            assert!(jobs[0].log.starts_with(b"log of build 1\n"), "{name}");
+            let rows = st
+                .db()
+                .query(
+                    "SELECT log, log_ref FROM jobs WHERE build_id = $1",
+                    &[ids[0].into()],
+                )
+                .unwrap();
+            let in_row = matches!(&rows[0][0], tasks::Value::Bytes(b) if !b.is_empty());
+            assert_eq!(in_row, !embedded, "{name}: {rows:?}");
+            let file = dir
+                .path()
+                .join(format!("logs/archive/{}/1.1.log.zst", ids[0]));
+            assert_eq!(file.exists(), embedded, "{name}");
+            // Keep the last two of each branch: main's builds 1-3 go (and their logs).
+            let policy = retention::Policy {
+                keep_builds: Some(2),
+                ..Default::default()
+            };
+            assert_eq!(st.prune(&policy, now()).unwrap(), 3, "{name}");
+            let left: Vec<u64> = st
+                .builds(Some("o/r"), None)
+                .unwrap()
+                .iter()
+                .map(|b| b.number)
+                .collect();
+            assert_eq!(
+                left,
+                [6, 5, 4],
+                "{name}: main keeps its last two, dev its one"
+            );
+            assert!(!file.exists(), "{name}: the pruned build's log went too");
+            assert!(st.jobs(ids[0]).unwrap().is_empty());
+            // Days: everything ended just now is kept.
+            let days = retention::Policy {
+                keep_days: Some(1),
+                ..Default::default()
+            };
+            assert_eq!(st.prune(&days, now()).unwrap(), 0, "{name}");
+        }
     }
 
     /// A store made before jobs had a reason opens, and gains the column.

@@ -97,6 +97,10 @@ CREATE TABLE workers (
   draining BIGINT NOT NULL DEFAULT 0
 );
 ",
+    "
+ALTER TABLE jobs ADD COLUMN log_ref TEXT NOT NULL DEFAULT '';
+CREATE TABLE runway_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

@@ -78,6 +78,7 @@ CREATE TABLE IF NOT EXISTS task_chunks (
   data BLOB NOT NULL,
   PRIMARY KEY (task_id, attempt, seq)
 );
+CREATE TABLE IF NOT EXISTS runway_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS workers (
   name TEXT PRIMARY KEY,
   labels TEXT NOT NULL,
@@ -137,6 +138,7 @@ impl Sqlite {
             ("jobs", "deploys"),
             ("builds", "mail"),
             ("builds", "node"),
+            ("jobs", "log_ref"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",

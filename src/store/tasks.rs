@@ -468,6 +468,15 @@ impl Store {
         self.db().notify(&format!("{BUILD_CANCEL}{build_id}"))
     }
 
+    /// Drops a build's log chunks (its jobs' logs are recorded).
+    pub fn drop_chunks(&self, build_id: i64) -> Result<(), StoreError> {
+        self.x(
+            "DELETE FROM task_chunks WHERE task_id IN (SELECT id FROM tasks WHERE build_id = $1)",
+            &[build_id.into()],
+        )?;
+        Ok(())
+    }
+
     /// Drops a build's tasks and their chunks (a restart runs its jobs anew).
     pub fn drop_tasks(&self, build_id: i64) -> Result<(), StoreError> {
         self.x(

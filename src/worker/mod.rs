@@ -180,6 +180,26 @@ impl Servers {
 pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     // HTTPS to the serve nodes, with the TLS provider the rest of runway uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // The sandbox is made once here to know it works; each job's is made unchecked.
+    let cache_root = opts
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::cache::store::default_root);
+    if let Err(e) = opts
+        .sandbox
+        .make(&opts.state_dir, &cache_root, &mut |s| eprintln!("{s}"))
+    {
+        eprintln!("runway worker: the job sandbox cannot be made here: {e}");
+        eprintln!("runway worker: {}", e.hint());
+        return crate::exit::ERRORED;
+    }
+    let opts = &WorkerOptions {
+        sandbox: SandboxOptions {
+            checked: true,
+            ..opts.sandbox.clone()
+        },
+        ..opts.clone()
+    };
     let servers = Arc::new(Servers::new(opts.servers.clone(), opts.token.clone()));
     let never = AtomicBool::new(false);
     let mut done = 0;

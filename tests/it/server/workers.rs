@@ -175,9 +175,11 @@ const TRIVIAL: &str =
 #[test]
 fn serve_nodes_and_workers_share_the_work() {
     let url = crate::common::postgres::shared().database("workers");
+    let moto = crate::common::moto::Moto::start();
+    moto.bucket("us-east-1", "logs");
     let s = Setup::new(
         TRIVIAL,
-        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nauto_cancel = false\n\
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nauto_cancel = false\nlog_url = \"s3://logs/runway\"\n\
          worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 3000\n\
          worker_heartbeat_ms = 500\nnode_lease_ms = 2000\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"",
     );
@@ -186,6 +188,10 @@ fn serve_nodes_and_workers_share_the_work() {
         ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
         ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
         ("RUNWAY_TEST_API_TOKEN", API_TOKEN),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
     ];
     let config_of = |name: &str, concurrency: u32| {
         let path = s.dir.path().join(format!("runway-{name}.toml"));
@@ -247,12 +253,35 @@ fn serve_nodes_and_workers_share_the_work() {
         assert_eq!(l.matches("runs job").count(), 1, "build #{n} ran once: {l}");
         assert!(l.contains(&format!("built by {n}.1")), "{l}");
     }
-    let listed = crate::common::run(
-        crate::common::runway()
-            .args(["workers", "--config"])
-            .arg(&s.config)
-            .env("RUNWAY_TEST_DATABASE_URL", &url),
+    // The finished logs left the database for S3 (zstd objects), and every reader of
+    // the store finds them there: the pages above, and `runway log`.
+    let kept: Vec<(i32, String)> = db
+        .query("SELECT length(log), log_ref FROM jobs", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        kept.iter()
+            .all(|(len, r)| *len == 0 && r.starts_with("s3:")),
+        "{kept:?}"
     );
+    let objects = moto.py(
+        "us-east-1",
+        "print(s3.list_objects_v2(Bucket='logs')['KeyCount'])",
+    );
+    assert_eq!(objects, "50");
+    let cli = |args: &[&str]| {
+        let mut c = crate::common::runway();
+        c.args(args).arg("--config").arg(&s.config);
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        crate::common::run(&mut c)
+    };
+    let shown = cli(&["log", "7"]);
+    assert!(shown.stdout.contains("built by 7.1"), "{}", shown.all());
+    let listed = cli(&["workers"]);
     for w in ["w1", "w2", "w3", "os=linux"] {
         assert!(listed.stdout.contains(w), "{}", listed.all());
     }
