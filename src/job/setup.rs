@@ -27,9 +27,12 @@ impl Runner<'_> {
     pub(super) fn check_platform(&mut self, log: &mut Log) -> Result<(), Stop> {
         use crate::runtime::platform;
         let matrix = &self.ctx.job.matrix;
-        if let Some(why) = platform::mismatch(matrix, std::env::consts::OS, platform::host_arch()) {
+        if let Some(why) = platform::mismatch(matrix, platform::host_os(), platform::host_arch()) {
+            let (os, arch) = platform::wanted(matrix);
             log.line(&format!("This job is not run here: it {why}."));
-            log.line("On a server it waits for a worker with a matching os and arch.");
+            log.line(&format!(
+                "A server with workers (runway.toml's worker_token_env) runs it on a machine that has it: `runway worker --label os={os} --label arch={arch}` there."
+            ));
             return Err(Stop::End(
                 JobResult::Errored,
                 format!("not run: {why}"),

@@ -503,3 +503,40 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
         "{l}"
     );
 }
+
+/// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
+/// taken, and it exits 0. Its machine's labels are detected and shown by
+/// `runway workers`.
+#[test]
+fn sigterm_drains_a_worker() {
+    let s = Setup::new(
+        "language: shell\nscript: sleep 3; echo drained-cleanly\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let srv = Server::start(&s.config, &s.state(), &env);
+    let dir = s.dir.path();
+    let mut w = Worker::start(dir, "drainee", &[&srv], &["gpu=none"]);
+    let n = queue(&srv, &s.head());
+    running_on(&srv, n);
+    let next = queue(&srv, &s.head());
+    w.signal("-TERM");
+    let done = wait_state(&srv, n, "passed");
+    assert!(log(&srv, n).contains("\ndrained-cleanly\n"), "{done}");
+    w.wait_for("stopped after 1 job", 30);
+    let status = w.lines.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        build(&srv, next)["state"],
+        "running",
+        "the next build waits for a worker"
+    );
+    let listed = srv.json("/api/workers");
+    let labels = &listed["workers"][0]["labels"];
+    assert_eq!(labels["os"], "linux", "{listed}");
+    assert_eq!(labels["gpu"], "none", "{listed}");
+    assert!(labels["dist"].is_string(), "{listed}");
+}
