@@ -153,6 +153,9 @@ pub(super) struct Holder {
     attempt: i64,
     #[serde(default)]
     seq: i64,
+    /// For a pack: commits the worker has (comma-separated), left out of it.
+    #[serde(default)]
+    have: String,
 }
 
 /// The task, when `h` holds it.
@@ -178,7 +181,14 @@ pub(super) async fn pack(
         return conflict();
     };
     let st = state.clone();
-    let made = tokio::task::spawn_blocking(move || commit_pack(&st, t.build_id)).await;
+    let have: Vec<String> = h
+        .have
+        .split(',')
+        .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .take(100)
+        .map(str::to_string)
+        .collect();
+    let made = tokio::task::spawn_blocking(move || commit_pack(&st, t.build_id, &have)).await;
     match made {
         Ok(Ok(bytes)) => bytes.into_response(),
         Ok(Err(e)) => answer(
@@ -192,8 +202,9 @@ pub(super) async fn pack(
     }
 }
 
-/// `git pack-objects` of build `build_id`'s commit, from the repository (or its mirror).
-fn commit_pack(state: &AppState, build_id: i64) -> Result<Vec<u8>, String> {
+/// `git pack-objects` of build `build_id`'s commit, from the repository (or its mirror),
+/// without what the worker's commits in `have` (those this repository knows) bring.
+fn commit_pack(state: &AppState, build_id: i64, have: &[String]) -> Result<Vec<u8>, String> {
     let build = state
         .db(|s| s.by_id(build_id))?
         .ok_or("its build is gone")?;
@@ -206,6 +217,14 @@ fn commit_pack(state: &AppState, build_id: i64) -> Result<Vec<u8>, String> {
         None => super::mirror::sync(&state.state_dir, repo, Some(&build.commit), None)
             .map_err(|e| e.to_string())?,
     };
+    let known = git_out(&path, &["cat-file", "--batch-check"], &have.join("\n"))?;
+    let mut revs = format!("{}\n", build.commit);
+    for line in known.lines() {
+        let mut fields = line.split(' ');
+        if let (Some(sha), Some("commit")) = (fields.next(), fields.next()) {
+            revs.push_str(&format!("^{sha}\n"));
+        }
+    }
     let mut child = std::process::Command::new("git")
         .arg("-C")
         .arg(&path)
@@ -216,8 +235,7 @@ fn commit_pack(state: &AppState, build_id: i64) -> Result<Vec<u8>, String> {
         .spawn()
         .map_err(|e| format!("git: {e}"))?;
     if let Some(mut input) = child.stdin.take() {
-        std::io::Write::write_all(&mut input, format!("{}\n", build.commit).as_bytes())
-            .map_err(|e| format!("git: {e}"))?;
+        std::io::Write::write_all(&mut input, revs.as_bytes()).map_err(|e| format!("git: {e}"))?;
     }
     let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
     if !out.status.success() {
@@ -228,6 +246,27 @@ fn commit_pack(state: &AppState, build_id: i64) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(out.stdout)
+}
+
+/// What `git ARGS` prints, given `input`.
+fn git_out(repo: &std::path::Path, args: &[&str], input: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("git: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(format!("{input}\n").as_bytes())
+            .map_err(|e| format!("git: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `POST /api/worker/tasks/ID/log?worker=W&attempt=A&seq=N`: one chunk of the log.
@@ -350,6 +389,7 @@ pub(super) async fn cache(
         worker: ask.worker.clone(),
         attempt: ask.attempt,
         seq: 0,
+        have: String::new(),
     };
     let Some(t) = held(&state, id, &holder) else {
         return conflict();

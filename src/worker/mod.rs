@@ -566,8 +566,17 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         point(&dir)?;
         return Ok(dir);
     }
+    // The commits this copy has: the server leaves out what they bring.
+    let have = git_output(
+        &dir,
+        &["for-each-ref", "--count=100", "--format=%(objectname)"],
+    )
+    .unwrap_or_default()
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(",");
     let path = format!(
-        "/api/worker/tasks/{}/pack?worker={}&attempt={}",
+        "/api/worker/tasks/{}/pack?worker={}&attempt={}&have={have}",
         a.task,
         urlencode(&opts.name),
         a.attempt
@@ -579,6 +588,17 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
     git(&dir, &["index-pack", "--stdin"], Some(&pack))?;
     point(&dir)?;
     Ok(dir)
+}
+
+/// What `git ARGS` prints in `dir`.
+fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<(), String> {
