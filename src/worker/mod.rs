@@ -548,45 +548,73 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         git(&dir, &["init", "-q", "--bare"], None)?;
     }
-    // The build's branch (or tag) points at its commit here, as on the server, so a
-    // job's clone of this repository has it.
+    // Every ref here: branches and tags (only the build's stays), and the commits
+    // fetched before (`refs/runway/have/`), newest first.
+    let refs = git_output(
+        &dir,
+        &[
+            "for-each-ref",
+            "--sort=-committerdate",
+            "--format=%(refname) %(objectname)",
+        ],
+    )?;
+    let present = git(
+        &dir,
+        &["cat-file", "-e", &format!("{}^{{commit}}", a.build.commit)],
+        None,
+    )
+    .is_ok();
+    if !present {
+        // The server leaves out what the commits this copy has bring.
+        let have = refs
+            .lines()
+            .filter_map(|l| l.strip_prefix("refs/runway/have/"))
+            .filter_map(|l| l.split(' ').nth(1))
+            .take(50)
+            .collect::<Vec<_>>()
+            .join(",");
+        let path = format!(
+            "/api/worker/tasks/{}/pack?worker={}&attempt={}&have={have}",
+            a.task,
+            urlencode(&opts.name),
+            a.attempt
+        );
+        let stop = AtomicBool::new(false);
+        let (_, pack) = servers
+            .until_done(&stop, |s| s.send(&path, None))
+            .map_err(|e| format!("{e:?}"))?;
+        git(&dir, &["index-pack", "--stdin"], Some(&pack))?;
+    }
+    // One transaction: the build's branch (or tag) points at its commit, as on the
+    // server, so a job's clone has it; no other branch or tag is left for clones to
+    // copy; the commit is remembered for the next pack; the oldest of those go.
     let name = match (&a.build.tag, &a.build.branch) {
         (Some(t), _) => format!("refs/tags/{t}"),
         (None, Some(b)) => format!("refs/heads/{b}"),
         (None, None) => "refs/heads/runway-build".to_string(),
     };
-    let point = |dir: &Path| git(dir, &["update-ref", &name, &a.build.commit], None);
-    if git(
-        &dir,
-        &["cat-file", "-e", &format!("{}^{{commit}}", a.build.commit)],
-        None,
-    )
-    .is_ok()
-    {
-        point(&dir)?;
-        return Ok(dir);
+    let mut tx = String::new();
+    let mut haves = 0;
+    for line in refs.lines() {
+        let Some((refname, _)) = line.split_once(' ') else {
+            continue;
+        };
+        let stale = if refname.starts_with("refs/runway/have/") {
+            haves += 1;
+            haves >= 50
+        } else {
+            refname != name
+        };
+        if stale && refname != format!("refs/runway/have/{}", a.build.commit) {
+            tx.push_str(&format!("delete {refname}\n"));
+        }
     }
-    // The commits this copy has: the server leaves out what they bring.
-    let have = git_output(
-        &dir,
-        &["for-each-ref", "--count=100", "--format=%(objectname)"],
-    )
-    .unwrap_or_default()
-    .split_whitespace()
-    .collect::<Vec<_>>()
-    .join(",");
-    let path = format!(
-        "/api/worker/tasks/{}/pack?worker={}&attempt={}&have={have}",
-        a.task,
-        urlencode(&opts.name),
-        a.attempt
-    );
-    let stop = AtomicBool::new(false);
-    let (_, pack) = servers
-        .until_done(&stop, |s| s.send(&path, None))
-        .map_err(|e| format!("{e:?}"))?;
-    git(&dir, &["index-pack", "--stdin"], Some(&pack))?;
-    point(&dir)?;
+    tx.push_str(&format!("update {name} {}\n", a.build.commit));
+    tx.push_str(&format!(
+        "update refs/runway/have/{0} {0}\n",
+        a.build.commit
+    ));
+    git(&dir, &["update-ref", "--stdin"], Some(tx.as_bytes()))?;
     Ok(dir)
 }
 

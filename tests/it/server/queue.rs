@@ -467,3 +467,37 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
         mails[0].text
     );
 }
+
+/// `[retention]`: a server prunes the ended builds no rule keeps (here: all but the
+/// last two of each branch) with their logs, at start and hourly; each branch's last
+/// builds and the repository's newest stay.
+#[test]
+fn retention_prunes_old_builds_and_their_logs() {
+    let s = Setup::new(
+        "language: shell\nscript: echo kept\nnotifications:\n  email: false\n",
+        "auto_cancel = false\n[retention]\nkeep_builds = 2",
+    );
+    let srv = s.start();
+    let sha = s.head();
+    for _ in 0..4 {
+        let (code, text) = generic(&srv, "master", &sha);
+        assert_eq!(code, 202, "{text}");
+    }
+    wait_for(
+        || {
+            let st = states(&srv);
+            st.len() == 4 && st.iter().all(|(_, s)| s == "passed")
+        },
+        "four builds passed",
+    );
+    let archived = |id: u64| s.state().join(format!("logs/archive/{id}/{id}.1.log.zst"));
+    assert!(archived(1).exists(), "the log left the database for a file");
+    drop(srv);
+    let srv = s.start();
+    wait_for(|| states(&srv).len() == 2, "builds 1 and 2 pruned at start");
+    let left: Vec<u64> = states(&srv).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(left, [4, 3]);
+    assert!(!archived(1).exists() && !archived(2).exists());
+    let (_, log) = srv.request("GET", "/api/builds/4/log", &[], b"");
+    assert!(log.contains("kept"), "{log}");
+}

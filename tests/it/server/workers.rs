@@ -26,7 +26,25 @@ impl Worker {
         labels: &[&str],
         flags: &[&str],
     ) -> Worker {
-        let mut c = crate::common::runway();
+        Worker::spawn(crate::common::runway(), dir, name, servers, labels, flags)
+    }
+
+    /// A worker in network namespace `ns` (reaching the servers over its veth pair).
+    fn start_in(ns: &NetNs, dir: &Path, name: &str, servers: &[&Server]) -> Worker {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns.name, env!("CARGO_BIN_EXE_runway")])
+            .env("NO_COLOR", "1");
+        Worker::spawn(c, dir, name, servers, &[], &[])
+    }
+
+    fn spawn(
+        mut c: std::process::Command,
+        dir: &Path,
+        name: &str,
+        servers: &[&Server],
+        labels: &[&str],
+        flags: &[&str],
+    ) -> Worker {
         c.arg("worker").args(["--name", name]).args(flags);
         for s in servers {
             c.args(["--server", &format!("http://{}", s.addr)]);
@@ -539,4 +557,128 @@ fn sigterm_drains_a_worker() {
     assert_eq!(labels["os"], "linux", "{listed}");
     assert_eq!(labels["gpu"], "none", "{listed}");
     assert!(labels["dist"].is_string(), "{listed}");
+}
+
+/// A network namespace joined to this one by a veth pair: `host` (10.231.N.1, here)
+/// and `inside` (10.231.N.2, in the namespace). Deleted (with the pair) when dropped.
+struct NetNs {
+    name: String,
+    host_link: String,
+    host_ip: String,
+}
+
+impl NetNs {
+    fn new() -> NetNs {
+        let id = std::process::id();
+        let n = id % 250 + 1;
+        let ns = NetNs {
+            name: format!("runway-t{id}"),
+            host_link: format!("rwh{id}"),
+            host_ip: format!("10.231.{n}.1"),
+        };
+        let inside = format!("rwn{id}");
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inside,
+        ]);
+        ip(&["link", "set", &inside, "netns", &ns.name]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_link,
+        ]);
+        ip(&["link", "set", &ns.host_link, "up"]);
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        exec(&["addr", "add", &format!("10.231.{n}.2/30"), "dev", &inside]);
+        exec(&["link", "set", &inside, "up"]);
+        exec(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Cuts (`false`) or restores (`true`) the link.
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", &self.host_link, state])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+    }
+}
+
+/// A worker in a network namespace of its own reaches the server over a veth pair
+/// only; its link cut while its job runs, the job's lease is lost and the job errored
+/// "stopped answering"; the link restored, the worker learns the job is no longer its
+/// own, stops it (its processes are gone), and takes the next job.
+#[test]
+fn a_workers_link_cut_and_restored() {
+    let ns = NetNs::new();
+    let s = Setup::new(
+        "language: shell\nscript: sleep 117\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 3000\nworker_heartbeat_ms = 500",
+    );
+    let mut c = crate::common::runway();
+    c.args(["serve", "--config"])
+        .arg(&s.config)
+        .args(["--listen", &format!("{}:0", ns.host_ip)])
+        .env("RUNWAY_STATE_DIR", s.state())
+        .env("APP_SECRET", SECRET)
+        .env("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN);
+    let srv = Server::spawn(&mut c);
+    assert!(srv.addr.starts_with("10.231."), "{}", srv.addr);
+    let dir = s.dir.path();
+    let mut w = Worker::start_in(&ns, dir, "remote", &[&srv]);
+    let n = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, n), "remote");
+    wait_for(|| log(&srv, n).contains("$ sleep 117"), "the job to start");
+    ns.link(false);
+    let ended = wait_state(&srv, n, "errored");
+    assert!(
+        ended["jobs"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("worker remote stopped answering"),
+        "{ended}"
+    );
+    ns.link(true);
+    w.wait_for("is no longer ours", 90);
+    crate::common::wait_gone("sleep 117", 30);
+    // Back on the link, it takes the next job (the end of the test stops both).
+    let next = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, next), "remote");
 }
