@@ -637,6 +637,7 @@ impl Drop for NetNs {
             .status();
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.host_link])
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
