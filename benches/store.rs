@@ -11,15 +11,20 @@ use std::time::{Duration, Instant};
 
 use runway::store::{NewBuild, Store};
 
-/// Queues `n` builds, then claims them all; the time per enqueue and per claim.
-fn round(st: &mut Store, n: usize) -> (Duration, Duration) {
-    let new = NewBuild {
+/// The build every round queues.
+fn bench_build() -> NewBuild {
+    NewBuild {
         repo: "o/app".into(),
         branch: Some("main".into()),
         commit: "0123456789abcdef0123456789abcdef01234567".into(),
         event: "push".into(),
         ..NewBuild::default()
-    };
+    }
+}
+
+/// Queues `n` builds, then claims them all; the time per enqueue and per claim.
+fn round(st: &mut Store, n: usize) -> (Duration, Duration) {
+    let new = bench_build();
     let t = Instant::now();
     for _ in 0..n {
         st.enqueue(&new).unwrap();
@@ -39,13 +44,7 @@ fn round(st: &mut Store, n: usize) -> (Duration, Duration) {
 fn task_round(st: &mut Store, n: usize) -> Duration {
     use runway::store::Status;
     use runway::store::tasks::parse_labels;
-    let new = NewBuild {
-        repo: "o/app".into(),
-        branch: Some("main".into()),
-        commit: "0123456789abcdef0123456789abcdef01234567".into(),
-        event: "push".into(),
-        ..NewBuild::default()
-    };
+    let new = bench_build();
     let needs = parse_labels("os=linux arch=amd64");
     let labels = parse_labels("os=linux arch=amd64 dist=bookworm");
     let builds: Vec<i64> = (0..n).map(|_| st.enqueue(&new).unwrap().id).collect();

@@ -47,6 +47,14 @@ fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<()
     }
 }
 
+/// The store failed: try again (another node may answer).
+fn unavailable(error: String) -> Response {
+    answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        serde_json::json!({ "error": error }),
+    )
+}
+
 fn conflict() -> Response {
     answer(
         StatusCode::CONFLICT,
@@ -106,10 +114,7 @@ pub(super) async fn claim(
             }
             Ok(None) => {}
             Err(e) => {
-                return answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    serde_json::json!({ "error": e }),
-                );
+                return unavailable(e);
             }
         }
         tokio::select! {
@@ -286,10 +291,7 @@ pub(super) async fn chunk(
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => conflict(),
-        Err(e) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": e }),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -323,10 +325,7 @@ pub(super) async fn beat(
             Json(BeatAnswer { cancel }).into_response()
         }
         Ok(tasks::Beat::Lost) => conflict(),
-        Err(e) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": e }),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -354,10 +353,7 @@ pub(super) async fn end(
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => conflict(),
-        Err(err) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": err }),
-        ),
+        Err(err) => unavailable(err),
     }
 }
 
@@ -367,10 +363,7 @@ pub(super) async fn list(State(state): State<Arc<AppState>>) -> Response {
         Ok(ws) => {
             Json(serde_json::json!({ "workers": ws, "now_ms": tasks::now_ms() })).into_response()
         }
-        Err(e) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": e }),
-        ),
+        Err(e) => unavailable(e),
     }
 }
 
@@ -441,9 +434,6 @@ pub(super) async fn cache(
     };
     match signed {
         Ok(url) => Json(CacheUrl { url }).into_response(),
-        Err(e) => answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": e }),
-        ),
+        Err(e) => unavailable(e),
     }
 }

@@ -256,8 +256,6 @@ struct OutboxState {
 
 /// The largest chunk sent at once.
 const CHUNK_BYTES: usize = 64 * 1024;
-/// How long bytes wait to be batched with more.
-const BATCH: Duration = Duration::from_millis(100);
 
 impl Outbox {
     fn push(&self, bytes: &[u8]) {
@@ -283,11 +281,8 @@ impl Outbox {
                         break;
                     }
                     if !s.open.is_empty() {
-                        // Wait a moment for more, unless the job ended.
-                        if !s.closed && s.open.len() < CHUNK_BYTES {
-                            let (g, _) = self.changed.wait_timeout(s, BATCH).expect("outbox");
-                            s = g;
-                        }
+                        // Sent at once; what the job prints meanwhile is batched into
+                        // the next chunk.
                         let n = s.open.len().min(CHUNK_BYTES);
                         let bytes: Vec<u8> = s.open.drain(..n).collect();
                         let seq = s.next_seq;

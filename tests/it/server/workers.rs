@@ -100,6 +100,14 @@ impl Drop for Worker {
     }
 }
 
+/// `srv` with its event log read away (a full pipe would stall it).
+fn drained(mut srv: Server) -> Server {
+    if let Some(mut out) = srv.stdout.take() {
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    }
+    srv
+}
+
 /// Commits `.travis.yml` as `yml` and pushes it; the sha.
 fn with_yml(s: &Setup, yml: &str, msg: &str) -> String {
     std::fs::write(s.work.join(".travis.yml"), yml).unwrap();
@@ -221,8 +229,16 @@ fn serve_nodes_and_workers_share_the_work() {
         .unwrap();
         path
     };
-    let a = Server::start(&config_of("a", 2), &s.dir.path().join("state-a"), &env);
-    let b = Server::start(&config_of("b", 0), &s.dir.path().join("state-b"), &env);
+    let a = drained(Server::start(
+        &config_of("a", 2),
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let b = drained(Server::start(
+        &config_of("b", 0),
+        &s.dir.path().join("state-b"),
+        &env,
+    ));
     let dir = s.dir.path();
     let mut workers: Vec<Worker> = ["w1", "w2", "w3"]
         .iter()
@@ -383,7 +399,11 @@ fn serve_nodes_and_workers_share_the_work() {
     );
     let n = queue(&a, &short);
     running_on(&a, n);
-    let c = Server::start(&config_of("c", 2), &dir.join("state-c"), &env);
+    let c = drained(Server::start(
+        &config_of("c", 2),
+        &dir.join("state-c"),
+        &env,
+    ));
     a.signal("-KILL");
     drop(a);
     let ended = wait_state(&c, n, "passed");
@@ -437,7 +457,7 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
         ("AWS_REGION", "us-east-1"),
         ("AWS_ENDPOINT_URL", moto.url.as_str()),
     ];
-    let srv = Server::start(&s.config, &s.state(), &env);
+    let srv = drained(Server::start(&s.config, &s.state(), &env));
     let dir = s.dir.path();
     let mut first = Worker::start_with(dir, "first", &[&srv], &[], &["--jobs", "1"]);
     let sha = s.head();
@@ -482,6 +502,18 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
     assert_eq!(code, 409);
 }
 
+/// One serve node (SQLite) that takes workers with the test token.
+fn serve_for_workers(s: &Setup) -> Server {
+    drained(Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ],
+    ))
+}
+
 /// `lost_job = "retry"`: the job of a worker killed mid-job runs again on another
 /// worker, its log saying so, and the build passes on the second attempt.
 #[test]
@@ -490,11 +522,7 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
         "language: shell\nscript: echo attempt on $(cat /proc/sys/kernel/hostname); sleep 4; echo finished\nnotifications:\n  email: false\n",
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 1500\nworker_heartbeat_ms = 300\nlost_job = \"retry\"",
     );
-    let env = [
-        ("APP_SECRET", SECRET),
-        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-    ];
-    let srv = Server::start(&s.config, &s.state(), &env);
+    let srv = serve_for_workers(&s);
     let dir = s.dir.path();
     let first = Worker::start(dir, "first", &[&srv], &[]);
     let n = queue(&srv, &s.head());
@@ -531,11 +559,7 @@ fn sigterm_drains_a_worker() {
         "language: shell\nscript: sleep 3; echo drained-cleanly\nnotifications:\n  email: false\n",
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
     );
-    let env = [
-        ("APP_SECRET", SECRET),
-        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-    ];
-    let srv = Server::start(&s.config, &s.state(), &env);
+    let srv = serve_for_workers(&s);
     let dir = s.dir.path();
     let mut w = Worker::start(dir, "drainee", &[&srv], &["gpu=none"]);
     let n = queue(&srv, &s.head());
@@ -660,7 +684,7 @@ fn a_workers_link_cut_and_restored() {
         .env("RUNWAY_STATE_DIR", s.state())
         .env("APP_SECRET", SECRET)
         .env("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN);
-    let srv = Server::spawn(&mut c);
+    let srv = drained(Server::spawn(&mut c));
     assert!(srv.addr.starts_with("10.231."), "{}", srv.addr);
     let dir = s.dir.path();
     let mut w = Worker::start_in(&ns, dir, "remote", &[&srv]);
