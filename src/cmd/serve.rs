@@ -51,9 +51,10 @@ pub fn serve(
 ) -> Result<i32, CmdError> {
     let cfg = ServerConfig::load(config).map_err(CmdError::Usage)?;
     // Jobs' sandbox, made once now: a machine that cannot make one is told before
-    // the first push, not at every job.
+    // the first push, not at every job. With workers, jobs run in theirs.
     match cfg.sandbox {
         crate::sandbox::Mode::None => {} // said with the other warnings
+        crate::sandbox::Mode::Namespaces if cfg.uses_workers() => {}
         crate::sandbox::Mode::Namespaces => {
             let probe = crate::sandbox::Namespaces::new(crate::sandbox::Policy::default());
             if let Err(e) = probe.check() {
@@ -79,7 +80,17 @@ pub fn serve(
         let bound = listener.local_addr()?;
         let (state, interrupted) = AppState::new(cfg, store::default_dir()).map_err(CmdError::Usage)?;
         writeln!(out, "runway serve: listening on http://{bound}")?;
-        if state.cfg.sandbox == crate::sandbox::Mode::None {
+        if state.cfg.uses_workers() {
+            writeln!(
+                out,
+                "runway serve: jobs run on `runway worker` agents (worker_token_env); this node {}",
+                if state.cfg.concurrency == 0 {
+                    "follows no builds (concurrency = 0): webhooks, pages and the workers' calls"
+                } else {
+                    "follows builds and sends their jobs to workers"
+                }
+            )?;
+        } else if state.cfg.sandbox == crate::sandbox::Mode::None {
             writeln!(out, "runway serve: warning: {}", crate::sandbox::BARE_WARNING)?;
         }
         let limits = state.cfg.sandbox_args(None).limits;
