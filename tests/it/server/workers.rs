@@ -444,11 +444,15 @@ fn serve_nodes_and_workers_share_the_work() {
 fn a_cache_saved_on_one_worker_is_restored_on_another() {
     let moto = crate::common::moto::Moto::start();
     moto.bucket("us-east-1", "caches");
-    let yml = "language: shell\ncache:\n  directories:\n    - $HOME/stash\nscript:\n  - echo \"token=[${RUNWAY_WORKER_TOKEN:-none}]\"\n  - 'if [ -f $HOME/stash/made ]; then echo \"restored: $(cat $HOME/stash/made)\"; else echo fresh; echo \"$TRAVIS_JOB_NUMBER\" > $HOME/stash/made; fi'\nnotifications:\n  email: false\n";
+    let yml = "language: shell\ncache:\n  directories:\n    - $HOME/stash\nscript:\n  - echo \"token=[${RUNWAY_WORKER_TOKEN:-none}]\"\n  - echo \"setting=[$DEPLOY_TOKEN]\"\n  - 'if [ -f $HOME/stash/made ]; then echo \"restored: $(cat $HOME/stash/made)\"; else echo fresh; echo \"$TRAVIS_JOB_NUMBER\" > $HOME/stash/made; fi'\nnotifications:\n  email: false\n";
     let s = Setup::new(
         yml,
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\ncache_url = \"s3://caches/ci\"",
     );
+    // A repository setting (secret): the worker's job gets it, its log shows it masked.
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("[repo.env]\nDEPLOY_TOKEN = \"s3cr3t-for-the-job\"\n");
+    std::fs::write(&s.config, toml).unwrap();
     let env = [
         ("APP_SECRET", SECRET),
         ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
@@ -468,6 +472,10 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
     assert!(
         l.contains("token=[none]"),
         "a job saw the worker token: {l}"
+    );
+    assert!(
+        l.contains("setting=[[secure]]") && !l.contains("s3cr3t"),
+        "{l}"
     );
     first.wait_for("stopped after 1 job", 30);
     let stored = moto.py(
