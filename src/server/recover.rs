@@ -30,13 +30,29 @@ pub fn recover(
 ) -> Result<Interrupted, StoreError> {
     // With workers on PostgreSQL, a build a stopped node followed carries on: its
     // jobs run on workers, and another node (or this one) takes it over.
-    let builds = if cfg.uses_workers() && cfg.database_url().is_some() {
-        Vec::new()
+    let (builds, mails) = if cfg.uses_workers() && cfg.database_url().is_some() {
+        (Vec::new(), 0)
     } else {
-        st.mark_interrupted()?
+        interrupt(cfg, state_dir, st)?
     };
     st.remove_ended_partial_logs()?;
     let process_groups = crate::job::shell::end_orphans(&store::process_dir(state_dir));
+    Ok(Interrupted {
+        builds,
+        process_groups,
+        mails,
+    })
+}
+
+/// Errors the running builds no live node holds (SQLite: all of them, at start;
+/// PostgreSQL: those whose node's lease lapsed) and queues their mails; the builds and
+/// the number of mails.
+fn interrupt(
+    cfg: &ServerConfig,
+    state_dir: &Path,
+    st: &mut Store,
+) -> Result<(Vec<(String, u64)>, usize), StoreError> {
+    let builds = st.mark_interrupted()?;
     let mut mails = 0;
     for (repo, number) in &builds {
         if let Some(row) = st.build(Some(repo), *number)?
@@ -46,11 +62,18 @@ pub fn recover(
             mails += 1;
         }
     }
-    Ok(Interrupted {
-        builds,
-        process_groups,
-        mails,
-    })
+    Ok((builds, mails))
+}
+
+/// Several nodes on PostgreSQL, jobs run in the nodes: the builds a node that is gone
+/// (killed, its machine lost) was running are errored and mailed by the nodes still
+/// up, once its lease lapsed, rather than waiting for a restart.
+pub fn interrupt_lapsed(
+    cfg: &ServerConfig,
+    state_dir: &Path,
+    st: &mut Store,
+) -> Result<Vec<(String, u64)>, StoreError> {
+    Ok(interrupt(cfg, state_dir, st)?.0)
 }
 
 /// The errored build's mail, when its config, the email policy and the server's mail

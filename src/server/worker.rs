@@ -93,6 +93,14 @@ pub(super) async fn work(state: Arc<AppState>) {
             let until = crate::store::tasks::now_ms() + lease;
             let _ = state.db(|s| s.renew_builds(&state.node, until));
             renewed = Instant::now();
+            // Jobs in the nodes: a gone node's builds cannot carry on; they are errored.
+            if state.cfg.database_url().is_some() && !state.cfg.uses_workers() {
+                let lapsed =
+                    state.db(|s| super::recover::interrupt_lapsed(&state.cfg, &state.state_dir, s));
+                for (repo, number) in lapsed.unwrap_or_default() {
+                    tracing::warn!(%repo, number, "errored: the node running it stopped answering");
+                }
+            }
         }
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;

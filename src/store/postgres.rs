@@ -578,12 +578,13 @@ impl Backend for Inner {
             .client
             .query_opt(
                 &format!(
-                    "UPDATE builds SET state = 'running', started_at = $1
+                    "UPDATE builds SET state = 'running', started_at = $1, lease_until = $2
                      WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id
                                  LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING {COLUMNS}"
                 ),
-                &[&now()],
+                // Held for a minute until the claiming node names itself its holder.
+                &[&now(), &(crate::notify::now_ms() + 60_000)],
             )?
             .map(|r| row(&r))
             .transpose()?;

@@ -124,3 +124,49 @@ fn two_serve_nodes_share_one_postgresql_store() {
     let end: Vec<&String> = h.iter().filter(|(n, _)| *n == 0).map(|(_, s)| s).collect();
     assert_eq!(end, ["last chunk", "closed"], "{h:?}");
 }
+
+/// Several nodes on PostgreSQL, jobs run in the nodes: a node killed (SIGKILL) while it
+/// runs a build leaves it to the others, which error it ("interrupted") once the
+/// killed node's lease lapses, without waiting for a restart; a node starting meanwhile
+/// leaves the other node's running builds alone.
+#[test]
+fn a_killed_nodes_running_build_is_errored_by_another() {
+    let url = crate::common::postgres::shared().database("lapsed");
+    let s = Setup::new(
+        "language: shell\nscript: sleep 113\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nnode_lease_ms = 2000",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+    ];
+    let a = Server::start(&s.config, &s.state(), &env);
+    let (code, text) = generic(&a, "master", &s.head());
+    assert_eq!(code, 202, "{text}");
+    wait_for(
+        || states(&a) == [(1, "running".to_string())],
+        "build #1 to run on A",
+    );
+    let b = Server::start(&s.config, &s.dir.path().join("state-b"), &env);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        states(&b),
+        [(1, "running".to_string())],
+        "B's start left A's build alone"
+    );
+    a.signal("-KILL");
+    drop(a);
+    wait_for(
+        || states(&b) == [(1, "errored".to_string())],
+        "B to error A's build",
+    );
+    let row = b.json("/api/builds/1");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted"),
+        "{row}"
+    );
+    crate::common::wait_gone("sleep 113", 30);
+}
