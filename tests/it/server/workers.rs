@@ -245,17 +245,6 @@ fn serve_nodes_and_workers_share_the_work() {
         .map(|n| Worker::start(dir, n, &[&a, &b], &[]))
         .collect();
 
-    // A wrong token is refused, and the server says so.
-    let refused = crate::common::run(
-        crate::common::runway()
-            .args(["worker", "--name", "intruder", "--jobs", "1", "--server"])
-            .arg(format!("http://{}", b.addr))
-            .env("RUNWAY_WORKER_TOKEN", "guess")
-            .env("RUNWAY_STATE_DIR", dir.join("intruder")),
-    );
-    assert_eq!(refused.code, 3, "{}", refused.all());
-    assert!(refused.stderr.contains("refused"), "{}", refused.all());
-
     // 50 builds through both nodes: each run once, on the workers.
     let sha = s.head();
     let numbers: Vec<u64> = (0..50)
@@ -714,4 +703,63 @@ fn a_workers_link_cut_and_restored() {
     // Back on the link, it takes the next job (the end of the test stops both).
     let next = queue(&srv, &s.head());
     assert_eq!(running_on(&srv, next), "remote");
+}
+
+/// A worker with a wrong token is refused (it exits 3, saying so), and the serve node
+/// logs the refusal with the worker's name; no job is handed to it.
+#[test]
+fn a_wrong_worker_token_is_refused_and_logged() {
+    let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
+    let mut srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ],
+    );
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = srv.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let n = queue(&srv, &s.head());
+    let refused = crate::common::run(
+        crate::common::runway()
+            .args(["worker", "--name", "intruder", "--server"])
+            .arg(format!("http://{}", srv.addr))
+            .env("RUNWAY_WORKER_TOKEN", "guess")
+            .env("RUNWAY_STATE_DIR", s.dir.path().join("intruder")),
+    );
+    assert_eq!(refused.code, 3, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("RUNWAY_WORKER_TOKEN) does not match"),
+        "{}",
+        refused.all()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let logged = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("a worker was refused") => break l,
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("the refusal was not logged: {seen:#?}"),
+        }
+    };
+    assert!(
+        logged.contains("intruder") && logged.contains("wrong"),
+        "{logged}"
+    );
+    assert_eq!(
+        build(&srv, n)["state"],
+        "running",
+        "no job was handed to it"
+    );
+    assert!(build(&srv, n)["jobs"][0]["worker"].is_null());
 }
