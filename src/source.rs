@@ -1,5 +1,6 @@
 //! git, through git2: which repository a path is, its current branch, a commit's
 //! message and people, and a file's text at a commit. The only I/O the planner needs.
+//! And [`git_run`], the git command line, for what git2 does not do (packs for workers).
 
 use std::path::{Path, PathBuf};
 
@@ -135,6 +136,49 @@ pub fn local_slug(dir: &Path) -> String {
         .map(|n| n.to_string_lossy().trim_end_matches(".git").to_string())
         .unwrap_or_else(|| "repo".into());
     format!("local/{name}")
+}
+
+/// Runs `git -C DIR ARGS` with `input` on its standard input; its standard output, or
+/// its standard error as the error when it fails.
+pub fn git_run(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("git: {e}"))?;
+    // Written from a thread, so a child that answers while it reads never waits on us.
+    let writer = match (input, child.stdin.take()) {
+        (Some(bytes), Some(mut stdin)) => {
+            let bytes = bytes.to_vec();
+            Some(std::thread::spawn(move || stdin.write_all(&bytes)))
+        }
+        _ => None,
+    };
+    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
+    if let Some(w) = writer {
+        w.join()
+            .map_err(|_| "git: writing its input failed".to_string())?
+            .map_err(|e| format!("git: {e}"))?;
+    }
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 #[cfg(test)]

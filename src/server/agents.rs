@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
 use super::{AppState, answer, hooks};
+use crate::source::git_run;
 use crate::store::Status;
 use crate::store::tasks::{self, TaskRow, WorkerRow};
 use crate::worker::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held};
@@ -222,56 +223,20 @@ fn commit_pack(state: &AppState, build_id: i64, have: &[String]) -> Result<Vec<u
         None => super::mirror::sync(&state.state_dir, repo, Some(&build.commit), None)
             .map_err(|e| e.to_string())?,
     };
-    let known = git_out(&path, &["cat-file", "--batch-check"], &have.join("\n"))?;
+    let have: String = have.iter().map(|h| format!("{h}\n")).collect();
+    let known = git_run(&path, &["cat-file", "--batch-check"], Some(have.as_bytes()))?;
     let mut revs = format!("{}\n", build.commit);
-    for line in known.lines() {
+    for line in String::from_utf8_lossy(&known).lines() {
         let mut fields = line.split(' ');
         if let (Some(sha), Some("commit")) = (fields.next(), fields.next()) {
             revs.push_str(&format!("^{sha}\n"));
         }
     }
-    let mut child = std::process::Command::new("git")
-        .arg("-C")
-        .arg(&path)
-        .args(["pack-objects", "--revs", "--stdout", "-q"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("git: {e}"))?;
-    if let Some(mut input) = child.stdin.take() {
-        std::io::Write::write_all(&mut input, revs.as_bytes()).map_err(|e| format!("git: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "git pack-objects {}: {}",
-            build.commit,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(out.stdout)
-}
-
-/// What `git ARGS` prints, given `input`.
-fn git_out(repo: &std::path::Path, args: &[&str], input: &str) -> Result<String, String> {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("git: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(format!("{input}\n").as_bytes())
-            .map_err(|e| format!("git: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    git_run(
+        &path,
+        &["pack-objects", "--revs", "--stdout", "-q"],
+        Some(revs.as_bytes()),
+    )
 }
 
 /// `POST /api/worker/tasks/ID/log?worker=W&attempt=A&seq=N`: one chunk of the log.
@@ -315,13 +280,7 @@ pub(super) async fn beat(
     let lease = state.cfg.worker_lease_ms as i64;
     match state.db(|s| s.beat(id, h.attempt, &h.worker, lease)) {
         Ok(tasks::Beat::Held { cancel }) => {
-            if let Ok(Some(mut w)) =
-                state.db(|s| Ok(s.workers()?.into_iter().find(|w| w.name == h.worker)))
-            {
-                w.seen_at = tasks::now_ms();
-                w.task = Some(id);
-                let _ = state.db(|s| s.saw_worker(&w));
-            }
+            let _ = state.db(|s| s.worker_beat(&h.worker, id));
             Json(BeatAnswer { cancel }).into_response()
         }
         Ok(tasks::Beat::Lost) => conflict(),

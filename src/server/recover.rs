@@ -45,9 +45,10 @@ pub fn recover(
 }
 
 /// Errors the running builds no live node holds (SQLite: all of them, at start;
-/// PostgreSQL: those whose node's lease lapsed) and queues their mails; the builds and
-/// the number of mails.
-fn interrupt(
+/// PostgreSQL: those whose node's lease lapsed: a node that is gone, its builds errored
+/// by the nodes still up rather than at a restart) and queues their mails; the builds
+/// and the number of mails.
+pub fn interrupt(
     cfg: &ServerConfig,
     state_dir: &Path,
     st: &mut Store,
@@ -63,17 +64,6 @@ fn interrupt(
         }
     }
     Ok((builds, mails))
-}
-
-/// Several nodes on PostgreSQL, jobs run in the nodes: the builds a node that is gone
-/// (killed, its machine lost) was running are errored and mailed by the nodes still
-/// up, once its lease lapsed, rather than waiting for a restart.
-pub fn interrupt_lapsed(
-    cfg: &ServerConfig,
-    state_dir: &Path,
-    st: &mut Store,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    Ok(interrupt(cfg, state_dir, st)?.0)
 }
 
 /// The errored build's mail, when its config, the email policy and the server's mail

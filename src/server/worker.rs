@@ -96,8 +96,8 @@ pub(super) async fn work(state: Arc<AppState>) {
             // Jobs in the nodes: a gone node's builds cannot carry on; they are errored.
             if state.cfg.database_url().is_some() && !state.cfg.uses_workers() {
                 let lapsed =
-                    state.db(|s| super::recover::interrupt_lapsed(&state.cfg, &state.state_dir, s));
-                for (repo, number) in lapsed.unwrap_or_default() {
+                    state.db(|s| super::recover::interrupt(&state.cfg, &state.state_dir, s));
+                for (repo, number) in lapsed.map(|(builds, _)| builds).unwrap_or_default() {
                     tracing::warn!(%repo, number, "errored: the node running it stopped answering");
                 }
             }

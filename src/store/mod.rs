@@ -10,6 +10,7 @@
 pub mod archive;
 #[cfg(test)]
 pub mod cluster;
+mod common;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
@@ -198,66 +199,14 @@ pub trait Backend: Send {
     /// Records a build in `state` with the next number of its repository and the state
     /// of the previous finished build of its branch (or tag).
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError>;
-    /// The build a delivery key made at or after `since`.
-    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError>;
-    /// Remembers a delivery key, forgetting those before `forget_before`.
-    fn record_delivery(
-        &mut self,
-        key: &str,
-        build_id: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError>;
     /// Takes the oldest queued build and marks it running.
     fn claim(&mut self) -> Result<Option<BuildRow>, StoreError>;
-    /// A build by id.
-    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError>;
     /// Errors the running builds with `reason`; their repositories and numbers.
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError>;
-    /// Cancels the queued builds `newer` supersedes; their numbers.
-    fn cancel_superseded(&mut self, newer: &BuildRow, reason: &str)
-    -> Result<Vec<u64>, StoreError>;
-    /// Sets a build's state (ended unless queued or running) and reason.
-    fn set_state(&mut self, id: i64, state: Status, reason: Option<&str>)
-    -> Result<(), StoreError>;
     /// Queues an ended build again, its jobs dropped.
     fn restart(&mut self, id: i64) -> Result<(), StoreError>;
-    /// Sets one text column of a build.
-    fn set_text(&mut self, id: i64, column: Text, value: &str) -> Result<(), StoreError>;
-    /// Keeps a mail for a retry.
-    fn queue_mail(
-        &mut self,
-        m: &OutboxMail,
-        error: &str,
-        next_at_ms: i64,
-    ) -> Result<(), StoreError>;
-    /// Mails due for another try.
-    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError>;
-    /// Records a retry's outcome.
-    fn mail_tried(
-        &mut self,
-        id: i64,
-        result: Result<(), &str>,
-        next_at_ms: i64,
-        give_up: u32,
-    ) -> Result<(), StoreError>;
     /// Records how a build ended, with its jobs.
     fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError>;
-    /// Builds newest first (by id), filtered, before a build, at most `limit`.
-    fn builds(
-        &mut self,
-        repo: Option<&str>,
-        branch: Option<&str>,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<BuildRow>, StoreError>;
-    /// Each repository's latest build.
-    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError>;
-    /// A build by number.
-    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError>;
-    /// The repositories with a build of this number.
-    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError>;
-    /// Whether a build recorded its jobs.
-    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError>;
     /// A build's jobs, in the order they were recorded.
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError>;
     /// Rows of a plain query (`$1`… placeholders), for [`tasks`].
@@ -459,22 +408,11 @@ impl Store {
     /// The build a webhook delivery with this key (`github:<X-GitHub-Delivery>`) made
     /// at or after `since` (seconds), if any: a replay or a redelivery.
     pub fn delivery(&self, key: &str, since: i64) -> Result<Option<BuildRow>, StoreError> {
-        let id = self.db().delivery(key, since)?;
+        let id = self.delivery_build(key, since)?;
         match id {
             Some(id) => self.by_id(id),
             None => Ok(None),
         }
-    }
-
-    /// Remembers that the delivery `key` made build `build_id`, forgetting deliveries
-    /// older than `forget_before` (seconds) so the table stays the window's size.
-    pub fn record_delivery(
-        &mut self,
-        key: &str,
-        build_id: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError> {
-        self.db().record_delivery(key, build_id, forget_before)
     }
 
     /// Seconds since the epoch, as the store records times.
@@ -566,17 +504,7 @@ impl Store {
     /// (auto-cancellation). Returns their numbers.
     pub fn cancel_superseded(&mut self, newer: &BuildRow) -> Result<Vec<u64>, StoreError> {
         let reason = format!("superseded by build #{}", newer.number);
-        self.db().cancel_superseded(newer, &reason)
-    }
-
-    /// Ends a build that never ran (canceled while queued) or sets a reason.
-    pub fn set_state(
-        &mut self,
-        id: i64,
-        state: Status,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.db().set_state(id, state, reason)
+        self.cancel_older(newer, &reason)
     }
 
     /// Queues a finished build again under its number (`runway restart N`); its old
@@ -588,43 +516,12 @@ impl Store {
 
     /// Records the commit's author once the build has read the commit.
     pub fn set_author(&mut self, id: i64, author: &str) -> Result<(), StoreError> {
-        self.db().set_text(id, Text::Author, author)
+        self.set_text(id, Text::Author, author)
     }
 
     /// Records what became of the build's mail.
     pub fn set_mail(&mut self, id: i64, mail: &str) -> Result<(), StoreError> {
-        self.db().set_text(id, Text::Mail, mail)
-    }
-
-    /// A build by row id.
-    pub fn by_id(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        self.db().get(id)
-    }
-
-    /// Keeps a mail that could not be sent, for the server to retry later.
-    pub fn queue_mail(
-        &mut self,
-        m: &OutboxMail,
-        error: &str,
-        next_at_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.db().queue_mail(m, error, next_at_ms)
-    }
-
-    /// Mails due for another try.
-    pub fn due_mails(&self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
-        self.db().due_mails(now_ms)
-    }
-
-    /// Records a retry's outcome: sent, or failed again (given up after `give_up` tries).
-    pub fn mail_tried(
-        &mut self,
-        id: i64,
-        result: Result<(), &str>,
-        next_at_ms: i64,
-        give_up: u32,
-    ) -> Result<(), StoreError> {
-        self.db().mail_tried(id, result, next_at_ms, give_up)
+        self.set_text(id, Text::Mail, mail)
     }
 
     /// Records how a build ended, with its jobs.
@@ -669,7 +566,7 @@ impl Store {
         repo: Option<&str>,
         branch: Option<&str>,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        self.db().builds(repo, branch, None, usize::MAX)
+        self.builds_filtered(repo, branch, None, usize::MAX)
     }
 
     /// A page of builds, newest first (as [`Store::builds`]): at most `limit`, made
@@ -681,27 +578,7 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        self.db().builds(repo, None, before, limit)
-    }
-
-    /// Each repository's latest build, by repository name.
-    pub fn latest_per_repo(&self) -> Result<Vec<BuildRow>, StoreError> {
-        self.db().latest_per_repo()
-    }
-
-    /// One build by number (of `repo`, or of the only/most recent repository with it).
-    pub fn build(&self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
-        self.db().build(repo, number)
-    }
-
-    /// The repositories that have a build numbered `number`, sorted.
-    pub fn repos_with_build(&self, number: u64) -> Result<Vec<String>, StoreError> {
-        self.db().repos_with_build(number)
-    }
-
-    /// Whether a build has recorded its jobs (without reading their logs).
-    pub fn has_jobs(&self, build_id: i64) -> Result<bool, StoreError> {
-        self.db().has_jobs(build_id)
+        self.builds_filtered(repo, None, before, limit)
     }
 
     /// The jobs of a build.

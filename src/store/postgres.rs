@@ -8,7 +8,7 @@
 use postgres::{Client, NoTls, Row};
 
 use super::tasks::Value;
-use super::{Backend, BuildRow, COLUMNS, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
+use super::{Backend, BuildRow, COLUMNS, JobRow, NewBuild, Status, StoreError, now};
 
 /// The migrations, in order; each runs once, in a transaction.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -135,10 +135,6 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
     })
 }
 
-fn rows(found: Vec<Row>) -> Result<Vec<BuildRow>, StoreError> {
-    found.iter().map(row).collect()
-}
-
 /// The PostgreSQL store. Its client lives on a thread of its own (the synchronous
 /// client drives a runtime of its own, which cannot run inside the server's): each
 /// call goes to that thread over a channel and waits for its answer.
@@ -210,103 +206,19 @@ impl Backend for Postgres {
         let b = b.clone();
         self.call(move |i| i.insert(&b, state))
     }
-    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
-        let key = key.to_string();
-        self.call(move |i| i.delivery(&key, since))
-    }
-    fn record_delivery(&mut self, key: &str, build_id: i64, forget: i64) -> Result<(), StoreError> {
-        let key = key.to_string();
-        self.call(move |i| i.record_delivery(&key, build_id, forget))
-    }
     fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
         self.call(|i| i.claim())
-    }
-    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        self.call(move |i| i.get(id))
     }
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let reason = reason.to_string();
         self.call(move |i| i.mark_interrupted(&reason))
     }
-    fn cancel_superseded(
-        &mut self,
-        newer: &BuildRow,
-        reason: &str,
-    ) -> Result<Vec<u64>, StoreError> {
-        let (newer, reason) = (newer.clone(), reason.to_string());
-        self.call(move |i| i.cancel_superseded(&newer, &reason))
-    }
-    fn set_state(
-        &mut self,
-        id: i64,
-        state: Status,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let reason = reason.map(str::to_string);
-        self.call(move |i| i.set_state(id, state, reason.as_deref()))
-    }
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         self.call(move |i| i.restart(id))
-    }
-    fn set_text(&mut self, id: i64, column: super::Text, value: &str) -> Result<(), StoreError> {
-        let value = value.to_string();
-        self.call(move |i| i.set_text(id, column, &value))
-    }
-    fn queue_mail(
-        &mut self,
-        m: &OutboxMail,
-        error: &str,
-        next_at_ms: i64,
-    ) -> Result<(), StoreError> {
-        let (m, error) = (m.clone(), error.to_string());
-        self.call(move |i| i.queue_mail(&m, &error, next_at_ms))
-    }
-    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
-        self.call(move |i| i.due_mails(now_ms))
-    }
-    fn mail_tried(
-        &mut self,
-        id: i64,
-        result: Result<(), &str>,
-        next_at_ms: i64,
-        give_up: u32,
-    ) -> Result<(), StoreError> {
-        let result = result.map_err(str::to_string);
-        self.call(move |i| {
-            i.mail_tried(
-                id,
-                result.as_ref().map(|_| ()).map_err(String::as_str),
-                next_at_ms,
-                give_up,
-            )
-        })
     }
     fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
         let jobs = jobs.to_vec();
         self.call(move |i| i.finish(id, state, &jobs))
-    }
-    fn builds(
-        &mut self,
-        repo: Option<&str>,
-        branch: Option<&str>,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<BuildRow>, StoreError> {
-        let (repo, branch) = (repo.map(str::to_string), branch.map(str::to_string));
-        self.call(move |i| i.builds(repo.as_deref(), branch.as_deref(), before, limit))
-    }
-    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError> {
-        self.call(|i| i.latest_per_repo())
-    }
-    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
-        let repo = repo.map(str::to_string);
-        self.call(move |i| i.build(repo.as_deref(), number))
-    }
-    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError> {
-        self.call(move |i| i.repos_with_build(number))
-    }
-    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError> {
-        self.call(move |i| i.has_jobs(build_id))
     }
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         self.call(move |i| i.jobs(build_id))
@@ -546,33 +458,6 @@ impl Backend for Inner {
         Ok(built)
     }
 
-    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .client
-            .query_opt(
-                "SELECT build_id FROM deliveries WHERE key = $1 AND at >= $2",
-                &[&key, &since],
-            )?
-            .map(|r| r.try_get(0))
-            .transpose()?)
-    }
-
-    fn record_delivery(
-        &mut self,
-        key: &str,
-        build_id: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError> {
-        self.client
-            .execute("DELETE FROM deliveries WHERE at < $1", &[&forget_before])?;
-        self.client.execute(
-            "INSERT INTO deliveries (key, build_id, at) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE SET build_id = EXCLUDED.build_id, at = EXCLUDED.at",
-            &[&key, &build_id, &now()],
-        )?;
-        Ok(())
-    }
-
     fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
         let claimed = self
             .client
@@ -594,16 +479,6 @@ impl Backend for Inner {
         Ok(claimed)
     }
 
-    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        self.client
-            .query_opt(
-                &format!("SELECT {COLUMNS} FROM builds WHERE id = $1"),
-                &[&id],
-            )?
-            .map(|r| row(&r))
-            .transpose()
-    }
-
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let found = self.client.query(
             // Only builds no live node holds (their node's lease lapsed): another node's
@@ -620,39 +495,6 @@ impl Backend for Inner {
         Ok(out)
     }
 
-    fn cancel_superseded(
-        &mut self,
-        newer: &BuildRow,
-        reason: &str,
-    ) -> Result<Vec<u64>, StoreError> {
-        self.client
-            .query(
-                "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
-                 WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
-                   AND state = 'queued' AND id < $5
-                 RETURNING number",
-                &[&now(), &reason, &newer.repo, &newer.branch, &newer.id],
-            )?
-            .iter()
-            .map(|r| Ok(r.try_get::<_, i64>(0)? as u64))
-            .collect()
-    }
-
-    fn set_state(
-        &mut self,
-        id: i64,
-        state: Status,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let finished = (!state.is_active()).then(now);
-        self.client.execute(
-            "UPDATE builds SET state = $1, reason = COALESCE($2, reason), finished_at = $3
-             WHERE id = $4",
-            &[&state.as_str(), &reason, &finished, &id],
-        )?;
-        self.announce(id)
-    }
-
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         let mut tx = self.client.transaction()?;
         tx.execute("DELETE FROM jobs WHERE build_id = $1", &[&id])?;
@@ -662,81 +504,6 @@ impl Backend for Inner {
         )?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
         tx.commit()?;
-        Ok(())
-    }
-
-    fn set_text(&mut self, id: i64, column: super::Text, value: &str) -> Result<(), StoreError> {
-        self.client.execute(
-            &format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name()),
-            &[&value, &id],
-        )?;
-        self.announce(id)
-    }
-
-    fn queue_mail(
-        &mut self,
-        m: &OutboxMail,
-        error: &str,
-        next_at_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.client.execute(
-            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
-             VALUES ($1, $2, $3, $4, 1, $5, $6)",
-            &[
-                &m.build_id,
-                &m.sender,
-                &m.recipients.join(","),
-                &m.message,
-                &next_at_ms,
-                &error,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
-        self.client
-            .query(
-                "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
-                 WHERE state = 'pending' AND next_at_ms <= $1 ORDER BY id",
-                &[&now_ms],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(OutboxMail {
-                    id: r.try_get(0)?,
-                    build_id: r.try_get(1)?,
-                    sender: r.try_get(2)?,
-                    recipients: r
-                        .try_get::<_, String>(3)?
-                        .split(',')
-                        .map(str::to_string)
-                        .collect(),
-                    message: r.try_get(4)?,
-                    attempts: r.try_get::<_, i64>(5)? as u32,
-                })
-            })
-            .collect()
-    }
-
-    fn mail_tried(
-        &mut self,
-        id: i64,
-        result: Result<(), &str>,
-        next_at_ms: i64,
-        give_up: u32,
-    ) -> Result<(), StoreError> {
-        match result {
-            Ok(()) => self
-                .client
-                .execute("UPDATE outbox SET state = 'sent' WHERE id = $1", &[&id])?,
-            Err(e) => self.client.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_at_ms = $3,
-                   state = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END
-                 WHERE id = $1",
-                &[&id, &e, &next_at_ms, &i64::from(give_up)],
-            )?,
-        };
         Ok(())
     }
 
@@ -770,72 +537,6 @@ impl Backend for Inner {
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
         tx.commit()?;
         Ok(())
-    }
-
-    fn builds(
-        &mut self,
-        repo: Option<&str>,
-        branch: Option<&str>,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<BuildRow>, StoreError> {
-        rows(self.client.query(
-            &format!(
-                "SELECT {COLUMNS} FROM builds WHERE ($1::TEXT IS NULL OR repo = $1)
-                   AND ($2::TEXT IS NULL OR branch = $2) AND ($3::BIGINT IS NULL OR id < $3)
-                 ORDER BY id DESC LIMIT $4"
-            ),
-            &[
-                &repo,
-                &branch,
-                &before,
-                &(limit.min(i64::MAX as usize) as i64),
-            ],
-        )?)
-    }
-
-    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError> {
-        rows(self.client.query(
-            &format!(
-                "SELECT {COLUMNS} FROM builds WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo)
-                 ORDER BY repo"
-            ),
-            &[],
-        )?)
-    }
-
-    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
-        self.client
-            .query_opt(
-                &format!(
-                    "SELECT {COLUMNS} FROM builds WHERE number = $1 AND ($2::TEXT IS NULL OR repo = $2)
-                     ORDER BY started_at DESC, id DESC LIMIT 1"
-                ),
-                &[&(number as i64), &repo],
-            )?
-            .map(|r| row(&r))
-            .transpose()
-    }
-
-    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError> {
-        self.client
-            .query(
-                "SELECT DISTINCT repo FROM builds WHERE number = $1 ORDER BY repo",
-                &[&(number as i64)],
-            )?
-            .iter()
-            .map(|r| Ok(r.try_get(0)?))
-            .collect()
-    }
-
-    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError> {
-        Ok(self
-            .client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE build_id = $1)",
-                &[&build_id],
-            )?
-            .try_get(0)?)
     }
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {

@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::tasks::Value;
-use super::{Backend, BuildRow, JobRow, NewBuild, OutboxMail, Status, StoreError, now};
+use super::{Backend, BuildRow, JobRow, NewBuild, Status, StoreError, now};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS builds (
@@ -131,14 +131,16 @@ impl Sqlite {
         conn.execute_batch("PRAGMA journal_mode=WAL;")?;
         conn.execute_batch(SCHEMA)?;
         // Stores made before these columns get them (empty for old rows).
-        for (table, column) in [
-            ("jobs", "reason"),
-            ("builds", "author"),
-            ("jobs", "stage"),
-            ("jobs", "deploys"),
-            ("builds", "mail"),
-            ("builds", "node"),
-            ("jobs", "log_ref"),
+        const TEXT: &str = "TEXT NOT NULL DEFAULT ''";
+        for (table, column, kind) in [
+            ("jobs", "reason", TEXT),
+            ("builds", "author", TEXT),
+            ("jobs", "stage", TEXT),
+            ("jobs", "deploys", TEXT),
+            ("builds", "mail", TEXT),
+            ("builds", "node", TEXT),
+            ("jobs", "log_ref", TEXT),
+            ("builds", "lease_until", "INTEGER NOT NULL DEFAULT 0"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -146,28 +148,10 @@ impl Sqlite {
                 |r| r.get(0),
             )?;
             if !has {
-                conn.execute_batch(&format!(
-                    "ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT '';"
-                ))?;
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
             }
         }
-        let leased: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM pragma_table_info('builds') WHERE name = 'lease_until')",
-            [],
-            |r| r.get(0),
-        )?;
-        if !leased {
-            conn.execute_batch(
-                "ALTER TABLE builds ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;",
-            )?;
-        }
         Ok(Sqlite { conn })
-    }
-
-    fn rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<BuildRow>, StoreError> {
-        let mut st = self.conn.prepare(sql)?;
-        let rows = st.query_map(args, row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
@@ -256,35 +240,11 @@ impl Backend for Sqlite {
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
-        self.get(id).map(|r| r.expect("just inserted"))
-    }
-
-    fn delivery(&mut self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT build_id FROM deliveries WHERE key = ?1 AND at >= ?2",
-                params![key, since],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    fn record_delivery(
-        &mut self,
-        key: &str,
-        build_id: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM deliveries WHERE at < ?1",
-            params![forget_before],
-        )?;
-        self.conn.execute(
-            "INSERT OR REPLACE INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)",
-            params![key, build_id, now()],
-        )?;
-        Ok(())
+        Ok(self.conn.query_row(
+            &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
+            params![id],
+            row,
+        )?)
     }
 
     fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
@@ -302,17 +262,6 @@ impl Backend for Sqlite {
             .optional()?)
     }
 
-    fn get(&mut self, id: i64) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
-                params![id],
-                row,
-            )
-            .optional()?)
-    }
-
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let mut st = self.conn.prepare(
             "UPDATE builds SET state = 'errored', finished_at = ?1, reason = ?2
@@ -324,38 +273,6 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn cancel_superseded(
-        &mut self,
-        newer: &BuildRow,
-        reason: &str,
-    ) -> Result<Vec<u64>, StoreError> {
-        let mut st = self.conn.prepare(
-            "UPDATE builds SET state = 'canceled', finished_at = ?1, reason = ?2
-             WHERE repo = ?3 AND branch IS ?4 AND tag IS NULL AND state = 'queued' AND id < ?5
-             RETURNING number",
-        )?;
-        let rows = st.query_map(
-            params![now(), reason, newer.repo, newer.branch, newer.id],
-            |r| Ok(r.get::<_, i64>(0)? as u64),
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn set_state(
-        &mut self,
-        id: i64,
-        state: Status,
-        reason: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE builds SET state = ?1, reason = COALESCE(?2, reason),
-               finished_at = CASE WHEN ?1 IN ('queued', 'running') THEN NULL ELSE ?3 END
-             WHERE id = ?4",
-            params![state.as_str(), reason, now(), id],
-        )?;
-        Ok(())
-    }
-
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
@@ -364,72 +281,6 @@ impl Backend for Sqlite {
             params![id],
         )?;
         tx.commit()?;
-        Ok(())
-    }
-
-    fn set_text(&mut self, id: i64, column: super::Text, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            &format!("UPDATE builds SET {} = ?1 WHERE id = ?2", column.name()),
-            params![value, id],
-        )?;
-        Ok(())
-    }
-
-    fn queue_mail(
-        &mut self,
-        m: &OutboxMail,
-        error: &str,
-        next_at_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6)",
-            params![m.build_id, m.sender, m.recipients.join(","), m.message, next_at_ms, error],
-        )?;
-        Ok(())
-    }
-
-    fn due_mails(&mut self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
-        let mut st = self.conn.prepare(
-            "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
-             WHERE state = 'pending' AND next_at_ms <= ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map(params![now_ms], |r| {
-            Ok(OutboxMail {
-                id: r.get(0)?,
-                build_id: r.get(1)?,
-                sender: r.get(2)?,
-                recipients: r
-                    .get::<_, String>(3)?
-                    .split(',')
-                    .map(str::to_string)
-                    .collect(),
-                message: r.get(4)?,
-                attempts: r.get::<_, i64>(5)? as u32,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn mail_tried(
-        &mut self,
-        id: i64,
-        result: Result<(), &str>,
-        next_at_ms: i64,
-        give_up: u32,
-    ) -> Result<(), StoreError> {
-        match result {
-            Ok(()) => self.conn.execute(
-                "UPDATE outbox SET state = 'sent' WHERE id = ?1",
-                params![id],
-            )?,
-            Err(e) => self.conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_at_ms = ?3,
-                   state = CASE WHEN attempts + 1 >= ?4 THEN 'failed' ELSE 'pending' END
-                 WHERE id = ?1",
-                params![id, e, next_at_ms, give_up],
-            )?,
-        };
         Ok(())
     }
 
@@ -459,65 +310,6 @@ impl Backend for Sqlite {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    fn builds(
-        &mut self,
-        repo: Option<&str>,
-        branch: Option<&str>,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<BuildRow>, StoreError> {
-        self.rows(
-            &format!(
-                "SELECT {COLUMNS} FROM builds WHERE (?1 IS NULL OR repo = ?1)
-                   AND (?2 IS NULL OR branch = ?2) AND (?3 IS NULL OR id < ?3)
-                 ORDER BY id DESC LIMIT ?4"
-            ),
-            params![repo, branch, before, limit.min(i64::MAX as usize) as i64],
-        )
-    }
-
-    fn latest_per_repo(&mut self) -> Result<Vec<BuildRow>, StoreError> {
-        self.rows(
-            &format!(
-                "SELECT {COLUMNS} FROM builds WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo)
-                 ORDER BY repo"
-            ),
-            [],
-        )
-    }
-
-    fn build(&mut self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM builds WHERE number = ?1 AND (?2 IS NULL OR repo = ?2)
-                     ORDER BY started_at DESC, id DESC LIMIT 1"
-                ),
-                params![number as i64, repo],
-                row,
-            )
-            .optional()?)
-    }
-
-    fn repos_with_build(&mut self, number: u64) -> Result<Vec<String>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT repo FROM builds WHERE number = ?1 ORDER BY repo")?;
-        let repos = st
-            .query_map(params![number as i64], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(repos)
-    }
-
-    fn has_jobs(&mut self, build_id: i64) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE build_id = ?1)",
-            params![build_id],
-            |r| r.get(0),
-        )?)
     }
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {

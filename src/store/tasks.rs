@@ -28,19 +28,19 @@ pub enum Value {
 }
 
 impl Value {
-    fn int(&self) -> i64 {
+    pub(super) fn int(&self) -> i64 {
         match self {
             Value::Int(i) => *i,
             _ => 0,
         }
     }
-    fn text(&self) -> Option<String> {
+    pub(super) fn text(&self) -> Option<String> {
         match self {
             Value::Text(s) => Some(s.clone()),
             _ => None,
         }
     }
-    fn bytes(self) -> Vec<u8> {
+    pub(super) fn bytes(self) -> Vec<u8> {
         match self {
             Value::Bytes(b) => b,
             Value::Text(s) => s.into_bytes(),
@@ -500,6 +500,15 @@ impl Store {
             "INSERT INTO workers (name, labels, seen_at, task_id, draining) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO UPDATE SET labels = $2, seen_at = $3, task_id = $4, draining = $5",
             &args,
+        )?;
+        Ok(())
+    }
+
+    /// Worker `name` beat while it runs task `id`.
+    pub fn worker_beat(&self, name: &str, id: i64) -> Result<(), StoreError> {
+        self.x(
+            "UPDATE workers SET seen_at = $1, task_id = $2 WHERE name = $3",
+            &[now_ms().into(), id.into(), name.into()],
         )?;
         Ok(())
     }

@@ -301,7 +301,7 @@ impl Outbox {
             let path = format!(
                 "/api/worker/tasks/{}/log?worker={}&attempt={}&seq={seq}",
                 a.task,
-                urlencode(name),
+                crate::mask::percent_encode(name, false, false, false),
                 a.attempt
             );
             match servers.until_done(&stop, |s| {
@@ -317,17 +317,6 @@ impl Outbox {
             }
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The job's log, into the outbox.
@@ -571,7 +560,7 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         let path = format!(
             "/api/worker/tasks/{}/pack?worker={}&attempt={}&have={have}",
             a.task,
-            urlencode(&opts.name),
+            crate::mask::percent_encode(&opts.name, false, false, false),
             a.attempt
         );
         let stop = AtomicBool::new(false);
@@ -615,44 +604,11 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
 
 /// What `git ARGS` prints in `dir`.
 fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| format!("git: {e}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::source::git_run(dir, args, None).map(|o| String::from_utf8_lossy(&o).into_owned())
 }
 
 fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<(), String> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("git: {e}"))?;
-    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin.write_all(bytes).map_err(|e| format!("git: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("git: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    crate::source::git_run(dir, args, input).map(|_| ())
 }
 
 /// The server's cache bucket, through presigned URLs asked for per archive.

@@ -1,0 +1,302 @@
+//! The statements both backends run alike, written once over `Backend::query` and
+//! `Backend::execute` (plain SQL with `$1` placeholders): reading builds, setting a
+//! build's state and texts, webhook deliveries and the mail outbox. What differs between
+//! the backends (numbering under a lock, claims, transactions, the jobs' order) stays in
+//! `sqlite.rs` and `postgres.rs`. A change to a build is announced to the other nodes
+//! (PostgreSQL `NOTIFY`; nothing for SQLite).
+
+use super::tasks::Value;
+use super::{BuildRow, COLUMNS, OutboxMail, Status, Store, StoreError, Text, now};
+
+/// A build row from its [`COLUMNS`].
+fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
+    let mut it = r.into_iter();
+    let mut next = || it.next().unwrap_or(Value::Null);
+    let status = |v: Value| Status::parse(&v.text().unwrap_or_default()).map_err(StoreError::Data);
+    let optional_status = |v: Value| {
+        v.text()
+            .map(|t| Status::parse(&t).map_err(StoreError::Data))
+            .transpose()
+    };
+    Ok(BuildRow {
+        id: next().int(),
+        repo: next().text().unwrap_or_default(),
+        number: next().int() as u64,
+        branch: next().text(),
+        tag: next().text(),
+        commit: next().text().unwrap_or_default(),
+        event: next().text().unwrap_or_default(),
+        state: status(next())?,
+        started_at: next().int(),
+        finished_at: match next() {
+            Value::Int(i) => Some(i),
+            _ => None,
+        },
+        previous_state: optional_status(next())?,
+        commit_range: next().text().unwrap_or_default(),
+        reason: next().text(),
+        message: next().text().unwrap_or_default(),
+        author: next().text().unwrap_or_default(),
+        mail: next().text().unwrap_or_default(),
+    })
+}
+
+impl Store {
+    fn builds_where(&self, sql: &str, args: &[Value]) -> Result<Vec<BuildRow>, StoreError> {
+        self.db()
+            .query(&format!("SELECT {COLUMNS} FROM builds {sql}"), args)?
+            .into_iter()
+            .map(build_of)
+            .collect()
+    }
+
+    fn announce_build(&self, id: i64) -> Result<(), StoreError> {
+        self.db().notify(&id.to_string())
+    }
+
+    /// The build a delivery key made at or after `since`, by id.
+    pub(super) fn delivery_build(&self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "SELECT build_id FROM deliveries WHERE key = $1 AND at >= $2",
+                &[key.into(), since.into()],
+            )?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|v| v.int()))
+    }
+
+    /// Remembers that delivery `key` made build `build_id`; keys older than
+    /// `forget_before` are forgotten.
+    pub fn record_delivery(
+        &mut self,
+        key: &str,
+        build_id: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "DELETE FROM deliveries WHERE at < $1",
+            &[forget_before.into()],
+        )?;
+        self.db().execute(
+            "INSERT INTO deliveries (key, build_id, at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET build_id = $2, at = $3",
+            &[key.into(), build_id.into(), now().into()],
+        )?;
+        Ok(())
+    }
+
+    /// Cancels the queued builds of `newer`'s repository and branch made before it,
+    /// with `reason`; their numbers.
+    pub(super) fn cancel_older(
+        &self,
+        newer: &BuildRow,
+        reason: &str,
+    ) -> Result<Vec<u64>, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
+                 WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
+                   AND state = 'queued' AND id < $5
+                 RETURNING number",
+                &[
+                    now().into(),
+                    reason.into(),
+                    newer.repo.as_str().into(),
+                    newer.branch.as_deref().into(),
+                    newer.id.into(),
+                ],
+            )?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().map(|v| v.int() as u64))
+            .collect())
+    }
+
+    /// Sets a build's state (ended unless queued or running) and, when given, its reason.
+    pub fn set_state(
+        &mut self,
+        id: i64,
+        state: Status,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let finished = if state.is_active() {
+            Value::Null
+        } else {
+            now().into()
+        };
+        self.db().execute(
+            "UPDATE builds SET state = $1, reason = COALESCE($2, reason), finished_at = $3
+             WHERE id = $4",
+            &[state.as_str().into(), reason.into(), finished, id.into()],
+        )?;
+        self.announce_build(id)
+    }
+
+    pub(super) fn set_text(&self, id: i64, column: Text, value: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            &format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name()),
+            &[value.into(), id.into()],
+        )?;
+        self.announce_build(id)
+    }
+
+    /// A build by row id.
+    pub fn by_id(&self, id: i64) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .builds_where("WHERE id = $1", &[id.into()])?
+            .into_iter()
+            .next())
+    }
+
+    /// Keeps a mail that could not be sent, for a retry at `next_at_ms`.
+    pub fn queue_mail(
+        &mut self,
+        m: &OutboxMail,
+        error: &str,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO outbox (build_id, sender, recipients, message, attempts, next_at_ms, last_error)
+             VALUES ($1, $2, $3, $4, 1, $5, $6)",
+            &[
+                m.build_id.into(),
+                m.sender.as_str().into(),
+                m.recipients.join(",").as_str().into(),
+                Value::Bytes(m.message.clone()),
+                next_at_ms.into(),
+                error.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Mails due for another try.
+    pub fn due_mails(&self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
+                 WHERE state = 'pending' AND next_at_ms <= $1 ORDER BY id",
+                &[now_ms.into()],
+            )?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Value::Null);
+                OutboxMail {
+                    id: next().int(),
+                    build_id: next().int(),
+                    sender: next().text().unwrap_or_default(),
+                    recipients: next()
+                        .text()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                    message: next().bytes(),
+                    attempts: next().int() as u32,
+                }
+            })
+            .collect())
+    }
+
+    /// Records a retry's outcome: sent, or failed again (given up after `give_up` tries).
+    pub fn mail_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        next_at_ms: i64,
+        give_up: u32,
+    ) -> Result<(), StoreError> {
+        match result {
+            Ok(()) => self.db().execute(
+                "UPDATE outbox SET state = 'sent' WHERE id = $1",
+                &[id.into()],
+            )?,
+            Err(e) => self.db().execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_at_ms = $3,
+                   state = CASE WHEN attempts + 1 >= $4 THEN 'failed' ELSE 'pending' END
+                 WHERE id = $1",
+                &[
+                    id.into(),
+                    e.into(),
+                    next_at_ms.into(),
+                    i64::from(give_up).into(),
+                ],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// Builds newest first (by id), filtered, made before build `before`, at most `limit`.
+    pub(super) fn builds_filtered(
+        &self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        self.builds_where(
+            "WHERE (CAST($1 AS TEXT) IS NULL OR repo = $1)
+               AND (CAST($2 AS TEXT) IS NULL OR branch = $2)
+               AND (CAST($3 AS BIGINT) IS NULL OR id < $3)
+             ORDER BY id DESC LIMIT $4",
+            &[
+                repo.into(),
+                branch.into(),
+                before.map_or(Value::Null, Value::Int),
+                (limit.min(i64::MAX as usize) as i64).into(),
+            ],
+        )
+    }
+
+    /// Each repository's latest build, by repository.
+    pub fn latest_per_repo(&self) -> Result<Vec<BuildRow>, StoreError> {
+        self.builds_where(
+            "WHERE id IN (SELECT MAX(id) FROM builds GROUP BY repo) ORDER BY repo",
+            &[],
+        )
+    }
+
+    /// Build `number` (of `repo` when given; the last started of that number otherwise).
+    pub fn build(&self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
+        Ok(self
+            .builds_where(
+                "WHERE number = $1 AND (CAST($2 AS TEXT) IS NULL OR repo = $2)
+                 ORDER BY started_at DESC, id DESC LIMIT 1",
+                &[(number as i64).into(), repo.into()],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    /// The repositories with a build of this number.
+    pub fn repos_with_build(&self, number: u64) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "SELECT DISTINCT repo FROM builds WHERE number = $1 ORDER BY repo",
+                &[(number as i64).into()],
+            )?
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().and_then(|v| v.text()))
+            .collect())
+    }
+
+    /// Whether a build recorded its jobs.
+    pub fn has_jobs(&self, build_id: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "SELECT COUNT(*) FROM jobs WHERE build_id = $1",
+                &[build_id.into()],
+            )?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .is_some_and(|v| v.int() > 0))
+    }
+}
