@@ -573,6 +573,10 @@ fn sigterm_drains_a_worker() {
         "running",
         "the next build waits for a worker"
     );
+    assert!(
+        build(&srv, next)["jobs"][0]["worker"].is_null(),
+        "the drained worker took no new job"
+    );
     let listed = srv.json("/api/workers");
     let labels = &listed["workers"][0]["labels"];
     assert_eq!(labels["os"], "linux", "{listed}");
