@@ -31,7 +31,7 @@ fn job(sandbox: &dyn Sandbox) -> Duration {
     let paths = workspace(dir.path());
     let env = vec![("PATH".to_string(), std::env::var("PATH").unwrap())];
     let t = Instant::now();
-    let mut sh = Shell::start(&paths.build_dir, &env, &paths.scratch, sandbox, &paths).unwrap();
+    let mut sh = Shell::start(&paths.build_dir, &env, sandbox, &paths).unwrap();
     sh.send("true").unwrap();
     let w = sh.wait(
         Duration::from_secs(30),

@@ -31,6 +31,7 @@
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
 pub mod appspec;
+pub mod beneath;
 pub mod build;
 pub mod cache;
 pub mod cancel;

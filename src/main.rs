@@ -235,6 +235,12 @@ enum Command {
         #[arg(long, global = true)]
         cache_dir: Option<PathBuf>,
     },
+    /// runway's helper inside a job's sandbox (its caches), started by runway itself.
+    #[command(hide = true)]
+    SandboxHelper {
+        /// The request, as JSON.
+        request: String,
+    },
     /// The CodeDeploy side: rehearse a revision's appspec.yml as the agent runs it.
     Codedeploy {
         #[command(subcommand)]
@@ -525,6 +531,9 @@ fn main() -> ExitCode {
             config.as_deref(),
             &mut out,
         ),
+        Command::SandboxHelper { request } => {
+            return ExitCode::from(runway::cache::inside::serve(&request) as u8);
+        }
         Command::Codedeploy {
             action:
                 CodedeployAction::Rehearse {

@@ -55,8 +55,12 @@ pub struct Workspace {
     pub build_dir: PathBuf,
     /// The job's `$HOME`.
     pub home: PathBuf,
-    /// runway's own files for the job (command files, helpers).
+    /// The job's scratch directory (the job can write it: runway reads from it only
+    /// through [`crate::beneath`], and never writes there).
     pub scratch: PathBuf,
+    /// runway's own files for the job (cache archives on their way), outside everything
+    /// the sandbox shows the job.
+    pub private: PathBuf,
 }
 
 impl Workspace {
@@ -71,7 +75,8 @@ impl Workspace {
         let build_dir = root.join("build").join(slug);
         let home = root.join("home");
         let scratch = root.join("runway");
-        for d in [&home, &scratch] {
+        let private = root.join("private");
+        for d in [&home, &scratch, &private] {
             std::fs::create_dir_all(d)?;
         }
         std::fs::create_dir_all(build_dir.parent().unwrap_or(&root))?;
@@ -99,6 +104,7 @@ impl Workspace {
             build_dir,
             home,
             scratch,
+            private,
         })
     }
 

@@ -51,7 +51,16 @@ pub fn save(dirs: &Dirs, dest: &Path, cancel: &AtomicBool) -> io::Result<Saved> 
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     let tmp = tempfile::NamedTempFile::new_in(parent)?;
-    let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, tmp.reopen()?), 3)?;
+    let mut saved = save_to(dirs, tmp.reopen()?, cancel)?;
+    saved.archive_bytes = tmp.as_file().metadata()?.len();
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(saved)
+}
+
+/// Writes `dirs` as an archive into `out` (a file, or the pipe of a helper inside a
+/// job's sandbox); `archive_bytes` is left for the caller, who holds the file.
+pub fn save_to(dirs: &Dirs, out: impl Write, cancel: &AtomicBool) -> io::Result<Saved> {
+    let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, out), 3)?;
     enc.multithread(2)?;
     let mut tar = tar::Builder::new(enc);
     tar.follow_symlinks(false);
@@ -81,9 +90,6 @@ pub fn save(dirs: &Dirs, dest: &Path, cancel: &AtomicBool) -> io::Result<Saved> 
     let enc = tar.into_inner()?;
     let mut out = enc.finish()?;
     out.flush()?;
-    drop(out);
-    saved.archive_bytes = tmp.as_file().metadata()?.len();
-    tmp.persist(dest).map_err(|e| e.error)?;
     Ok(saved)
 }
 
@@ -112,7 +118,17 @@ pub fn restore(
     cancel: &AtomicBool,
     cap: u64,
 ) -> io::Result<Restored> {
-    let dec = zstd::Decoder::new(BufReader::new(File::open(archive)?))?;
+    restore_from(File::open(archive)?, resolve, cancel, cap)
+}
+
+/// [`restore`] from an archive read from `input` (a file, or a helper's stdin).
+pub fn restore_from(
+    input: impl io::Read,
+    resolve: &dyn Fn(&str) -> Option<PathBuf>,
+    cancel: &AtomicBool,
+    cap: u64,
+) -> io::Result<Restored> {
+    let dec = zstd::Decoder::new(BufReader::new(input))?;
     let mut tar = tar::Archive::new(dec);
     tar.set_preserve_mtime(true);
     // Permission bits only (mode & 0o777): no setuid, setgid or sticky bit survives.

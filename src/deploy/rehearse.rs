@@ -313,14 +313,8 @@ impl Machine {
             ("HOME".into(), "/root".into()),
             ("LANG".into(), "C.UTF-8".into()),
         ];
-        let sh = Shell::start(
-            &paths.build_dir,
-            &env,
-            &paths.scratch,
-            &*opts.sandbox,
-            &paths,
-        )
-        .map_err(|e| RehearseError::Bundle(e.to_string()))?;
+        let sh = Shell::start(&paths.build_dir, &env, &*opts.sandbox, &paths)
+            .map_err(|e| RehearseError::Bundle(e.to_string()))?;
         let mut m = Machine {
             ws,
             paths,

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::log::{Log, human};
 use super::{Runner, bytes, defaults, with_timeout};
-use crate::cache::{self, archive};
+use crate::cache::{self, archive, inside};
+use crate::sandbox::Files;
 
 /// What a job knows about its cache between fetch and store.
 pub(super) struct CacheState {
@@ -43,16 +44,38 @@ impl Runner<'_> {
         let fold = log.fold_start("cache.1", "cache: fetch");
         log.line("Setting up build cache");
         for (w, p) in &dirs {
-            let _ = std::fs::create_dir_all(p);
             log.line(&format!("$ cache directory {w} ({})", p.display()));
         }
         let timeout = Duration::from_secs(spec.timeout_secs);
+        let files = self.shell.as_ref().map(|s| s.files());
+        match files {
+            Some(Files::Job(view)) => {
+                if let Err(e) = inside::prepare(view, &dirs, spec.timeout_secs) {
+                    log.line(&format!(
+                        "cache: could not make the cached directories: {e}"
+                    ));
+                }
+            }
+            Some(Files::Gone(_)) | None => {
+                let why = why_gone(files);
+                log.line(&format!(
+                    "cache: the job's sandbox is gone ({why}); no cache is restored"
+                ));
+                log.fold_end(fold);
+                return;
+            }
+            _ => {
+                for (_, p) in &dirs {
+                    let _ = std::fs::create_dir_all(p);
+                }
+            }
+        }
         let branch = ctx.event.travis_branch().to_string();
         let mut fingerprint = None;
         let mut found = false;
         for b in cache::fetch_branches(&branch, ctx.event.pull_request, &ctx.options.default_branch)
         {
-            let path = match store.fetch(&ctx.event.repo, &b, &key, &ctx.workspace.scratch) {
+            let path = match store.fetch(&ctx.event.repo, &b, &key, &ctx.workspace.private) {
                 Ok(Some(path)) => path,
                 Ok(None) => continue,
                 Err(e) => {
@@ -65,17 +88,36 @@ impl Runner<'_> {
             };
             found = true;
             let started = Instant::now();
-            let resolved: HashMap<String, std::path::PathBuf> = dirs.iter().cloned().collect();
-            let result = with_timeout(timeout, move |cancel| {
-                archive::restore(
-                    &path,
-                    &|w| resolved.get(w).cloned(),
-                    &cancel,
-                    archive::restore_cap(),
-                )
-            });
+            let result = match files {
+                Some(Files::Job(view)) => {
+                    match inside::restore(
+                        view,
+                        &path,
+                        &dirs,
+                        archive::restore_cap(),
+                        spec.timeout_secs,
+                    ) {
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+                        r => Some(r),
+                    }
+                }
+                _ => {
+                    let resolved: HashMap<String, std::path::PathBuf> =
+                        dirs.iter().cloned().collect();
+                    let dirs = dirs.clone();
+                    with_timeout(timeout, move |cancel| {
+                        let r = archive::restore(
+                            &path,
+                            &|w| resolved.get(w).cloned(),
+                            &cancel,
+                            archive::restore_cap(),
+                        )?;
+                        Ok((r, archive::fingerprint(&dirs).ok()))
+                    })
+                }
+            };
             match result {
-                Some(Ok(r)) => {
+                Some(Ok((r, after))) => {
                     log.line(&format!(
                         "cache: restored {} files ({}) from branch {b} in {}",
                         r.files,
@@ -94,7 +136,7 @@ impl Runner<'_> {
                             log.line(&format!("  … and {} more", r.refused.len() - 20));
                         }
                     }
-                    fingerprint = archive::fingerprint(&dirs).ok();
+                    fingerprint = after;
                 }
                 Some(Err(e)) => log.line(&format!(
                     "cache: could not restore the cache of branch {b}: {e}; going on without it"
@@ -125,7 +167,24 @@ impl Runner<'_> {
             return;
         };
         let fold = log.fold_start("cache.2", "cache: store");
-        let now = archive::fingerprint(&state.dirs).ok();
+        let files = self.shell.as_ref().map(|s| s.files());
+        let view = match files {
+            Some(Files::Job(view)) => Some(view),
+            Some(Files::Host) => None,
+            _ => {
+                let why = why_gone(files);
+                log.line(&format!(
+                    "cache: the job's sandbox is gone ({why}); the cache is not stored"
+                ));
+                log.fold_end(fold);
+                return;
+            }
+        };
+        let secs = state.timeout.as_secs();
+        let now = match view {
+            Some(v) => inside::fingerprint(v, &state.dirs, secs).ok(),
+            None => archive::fingerprint(&state.dirs).ok(),
+        };
         if now.is_some() && now == state.fingerprint {
             log.line("cache: nothing changed, not updating the cache");
             log.fold_end(fold);
@@ -133,15 +192,27 @@ impl Runner<'_> {
         }
         let branch = cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request);
         let repo = ctx.event.repo.clone();
-        let path = store.staging(&repo, &branch, &state.key, &ctx.workspace.scratch);
+        let path = store.staging(&repo, &branch, &state.key, &ctx.workspace.private);
         let dirs = state.dirs.clone();
         let started = Instant::now();
         let (key, into, put) = (state.key.clone(), branch.clone(), store.clone());
-        match with_timeout(state.timeout, move |cancel| {
-            let saved = archive::save(&dirs, &path, &cancel)?;
-            put.put(&repo, &into, &key, &path)?;
-            Ok::<_, std::io::Error>(saved)
-        }) {
+        let result = match view {
+            // Archived by the helper in the job's view, into a file of runway's.
+            Some(v) => {
+                let saved = save_inside(v, &dirs, &path, secs)
+                    .and_then(|s| put.put(&repo, &into, &key, &path).map(|()| s));
+                match saved {
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+                    r => Some(r),
+                }
+            }
+            None => with_timeout(state.timeout, move |cancel| {
+                let saved = archive::save(&dirs, &path, &cancel)?;
+                put.put(&repo, &into, &key, &path)?;
+                Ok::<_, std::io::Error>(saved)
+            }),
+        };
+        match result {
             Some(Ok(s)) => log.line(&format!(
                 "cache: stored {} files ({} → {}) for branch {branch} in {}",
                 s.files,
@@ -159,4 +230,29 @@ impl Runner<'_> {
         }
         log.fold_end(fold);
     }
+}
+
+/// Why the job's files cannot be reached (its sandbox gone, or no shell).
+fn why_gone(files: Option<&Files>) -> String {
+    match files {
+        Some(Files::Gone(why)) => why.clone(),
+        _ => "the job's shell did not start".into(),
+    }
+}
+
+/// Saves `dirs` through the helper in the job's view into a new file beside `dest`
+/// (runway's own), then moves it to `dest` whole.
+fn save_inside(
+    view: &crate::sandbox::JobView,
+    dirs: &archive::Dirs,
+    dest: &std::path::Path,
+    secs: u64,
+) -> std::io::Result<archive::Saved> {
+    let parent = dest.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::NamedTempFile::new_in(parent)?;
+    let mut saved = inside::save(view, dirs, tmp.reopen()?, secs)?;
+    saved.archive_bytes = tmp.as_file().metadata()?.len();
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(saved)
 }

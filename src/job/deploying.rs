@@ -4,6 +4,7 @@
 //! rehearsed when asked, then `after_deploy`.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::log::Log;
@@ -11,6 +12,9 @@ use super::phases::Phase;
 use super::{JobResult, Runner, Stop, shell};
 use crate::config::views::{DeployKeys, JobKeys};
 use crate::deploy;
+
+/// The most of a job's environment a deploy reads (16 MiB: far past what `exec` takes).
+const ENV_DUMP_CAP: u64 = 16 << 20;
 
 impl Runner<'_> {
     pub(super) fn deploys(&mut self, log: &mut Log) -> Result<(), Stop> {
@@ -216,8 +220,18 @@ impl Runner<'_> {
                 "could not read the job's environment".into(),
             ));
         }
-        let raw = std::fs::read(&env_file).unwrap_or_default();
-        let _ = std::fs::remove_file(&env_file);
+        // The job can write its scratch directory: read the dump through a descriptor
+        // that follows no link and stays beneath it, and no more than an environment
+        // can hold.
+        let scratch = crate::beneath::Beneath::open(&self.ctx.workspace.scratch);
+        let raw = scratch
+            .as_ref()
+            .ok()
+            .and_then(|d| d.read_capped(Path::new("deploy-env"), ENV_DUMP_CAP).ok())
+            .unwrap_or_default();
+        if let Ok(d) = &scratch {
+            let _ = d.remove("deploy-env");
+        }
         let env: HashMap<String, String> = raw
             .split(|b| *b == 0)
             .filter_map(|kv| {

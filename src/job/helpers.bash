@@ -3,12 +3,11 @@
 # functions, so, as on Travis, they are not visible inside scripts run as child
 # processes.
 
-# Runs one command file the way travis_cmd did (eval in this shell), then reports:
-# a sync marker on stdout (all output delivered), the exit status on fd 3.
+# Runs one command (its text, as runway sent it down the command pipe) the way
+# travis_cmd did (eval in this shell), then reports: a sync marker on stdout (all output
+# delivered), the exit status on fd 3.
 __runway_run() {
-  local __runway_cmd
-  __runway_cmd="$(<"$1")"
-  eval "$__runway_cmd" 3>&- 4<&-
+  eval "$1" 3>&- 4<&-
   local __runway_rc=$?
   printf '\036RUNWAY-SYNC-%s\036' "$__RUNWAY_NONCE"
   printf '%s\n' "$__runway_rc" >&3

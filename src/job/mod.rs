@@ -343,7 +343,7 @@ impl Runner<'_> {
             scratch: ws.scratch.clone(),
         };
         let sandbox = &*self.ctx.options.sandbox;
-        match Shell::start(&ws.build_dir, &penv, &ws.scratch, sandbox, &paths) {
+        match Shell::start(&ws.build_dir, &penv, sandbox, &paths) {
             Ok(mut sh) => {
                 if let Some(c) = &self.ctx.options.cancel {
                     sh.cancel_on(c);

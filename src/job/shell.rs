@@ -7,10 +7,13 @@
 //! - fd 3: the status pipe: after each command the shell writes its exit code there;
 //! - fd 4: the command pipe bash reads its script from, one line per command.
 //!
-//! Each command is written to a file and run by `__runway_run FILE`, which `eval`s it
-//! (like Travis's `travis_cmd`), then prints a sync marker with a per-shell nonce on
-//! stdout, then the status on fd 3. The marker tells the reader that every byte the
-//! command wrote has been seen, so output and statuses stay in order.
+//! Each command travels on the command pipe itself, as one ANSI-C quoted line
+//! `__runway_run $'…'`, which `eval`s it (like Travis's `travis_cmd`), then prints a sync
+//! marker with a per-shell nonce on stdout, then the status on fd 3. The marker tells the
+//! reader that every byte the command wrote has been seen, so output and statuses stay in
+//! order. Nothing runway sends the shell passes through a file: only runway holds the
+//! pipe's write end, so a job cannot redirect runway's next write (a link put where a
+//! command file would be written is a door onto the host).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -32,8 +35,10 @@ pub enum ShellEvent {
     Sync,
     /// The last command's exit status.
     Status(i32),
-    /// The output pipe closed: the shell exited.
+    /// The output pipe closed: every process holding it exited or closed it.
     Closed,
+    /// The shell process exited (watched once the output closed).
+    Exited,
     /// The build was canceled (sent by the build's [`Cancel`]).
     Canceled,
 }
@@ -60,8 +65,6 @@ pub struct Shell {
     child: Child,
     commands: io::PipeWriter,
     events: Receiver<ShellEvent>,
-    dir: PathBuf,
-    counter: usize,
     /// When the job started, for the job timeout.
     pub started: Instant,
     /// When the shell last printed anything.
@@ -76,6 +79,8 @@ pub struct Shell {
     record: Option<PathBuf>,
     /// The sandbox's cgroups, removed after the shell's processes are gone.
     confined: crate::sandbox::Confined,
+    /// The output pipe has closed (every writer gone): no output or sync will come.
+    output_closed: bool,
 }
 
 const HELPERS: &str = include_str!("helpers.bash");
@@ -92,12 +97,11 @@ pub enum StartError {
 }
 
 impl Shell {
-    /// Starts `bash` in `cwd` with exactly `env`, keeping scratch files in `scratch`,
-    /// inside `sandbox` (which shows the job the paths of `job`).
+    /// Starts `bash` in `cwd` with exactly `env`, inside `sandbox` (which shows the job
+    /// the paths of `job`).
     pub fn start(
         cwd: &Path,
         env: &[(String, String)],
-        scratch: &Path,
         sandbox: &dyn Sandbox,
         job: &JobPaths,
     ) -> Result<Shell, StartError> {
@@ -155,8 +159,6 @@ impl Shell {
             child,
             commands: cmd_w,
             events,
-            dir: scratch.to_path_buf(),
-            counter: 0,
             started: now,
             last_output: now,
             cancel: None,
@@ -164,14 +166,11 @@ impl Shell {
             nonce,
             record: None,
             confined,
+            output_closed: false,
         };
-        let helpers = shell.dir.join("helpers.bash");
-        std::fs::write(&helpers, HELPERS)?;
-        writeln!(
-            shell.commands,
-            "source {}",
-            quote(&helpers.to_string_lossy())
-        )?;
+        // The prelude goes down the pipe too: bash reads its script from it as it goes.
+        shell.commands.write_all(HELPERS.as_bytes())?;
+        shell.commands.write_all(b"\n")?;
         Ok(shell)
     }
 
@@ -187,6 +186,11 @@ impl Shell {
     /// The memory limit, when the kernel killed a process of the job for passing it.
     pub fn memory_exceeded(&self) -> Option<u64> {
         self.confined.memory_exceeded()
+    }
+
+    /// Where the job's files are, for the work runway does on them (its caches).
+    pub fn files(&self) -> &crate::sandbox::Files {
+        self.confined.files()
     }
 
     /// The shell's process group id (= its pid).
@@ -212,14 +216,7 @@ impl Shell {
 
     /// Sends one command; its output and status arrive through [`Shell::wait`].
     pub fn send(&mut self, command: &str) -> io::Result<()> {
-        self.counter += 1;
-        let file = self.dir.join(format!("cmd-{}.sh", self.counter));
-        std::fs::write(&file, command)?;
-        writeln!(
-            self.commands,
-            "__runway_run {}",
-            quote(&file.to_string_lossy())
-        )?;
+        writeln!(self.commands, "__runway_run {}", ansi_c_quote(command))?;
         self.commands.flush()
     }
 
@@ -233,7 +230,7 @@ impl Shell {
     ) -> Wait {
         let (mut status, mut synced) = (None, false);
         loop {
-            if let (Some(code), true) = (status, synced) {
+            if let (Some(code), true) = (status, synced || self.output_closed) {
                 return Wait::Done(code);
             }
             let now = Instant::now();
@@ -262,15 +259,19 @@ impl Shell {
                 }
                 Ok(ShellEvent::Sync) => synced = true,
                 Ok(ShellEvent::Status(code)) => status = Some(code),
-                Ok(ShellEvent::Closed) | Err(RecvTimeoutError::Disconnected) => {
-                    // Drain what is left, then report how the shell ended.
-                    while let Ok(ev) = self.events.try_recv() {
-                        if let ShellEvent::Output(bytes) = ev
-                            && !on_output(&bytes)
-                        {
-                            return Wait::LogLimit;
-                        }
-                    }
+                Ok(ShellEvent::Closed) => {
+                    // No byte can follow: a status alone ends the command from now on.
+                    // The shell may still run (a job can close its own output and
+                    // sleep): its exit arrives as an event and the deadlines above
+                    // still hold, so a closed output never stops the clock.
+                    self.output_closed = true;
+                    watch_exit(self.child.id() as i32, self.tx.clone());
+                }
+                Ok(ShellEvent::Exited) => {
+                    let code = self.child.wait().ok().and_then(|s| s.code()).unwrap_or(137);
+                    return Wait::ShellExited(code);
+                }
+                Err(RecvTimeoutError::Disconnected) => {
                     let code = self.child.wait().ok().and_then(|s| s.code()).unwrap_or(137);
                     return Wait::ShellExited(code);
                 }
@@ -441,6 +442,29 @@ fn exited_within(pid: i32, limit: Duration) -> bool {
     }
 }
 
+/// Sends [`ShellEvent::Exited`] once process `pid` (a child of ours) has exited, without
+/// reaping it (`waitid` with `WNOWAIT`), from a thread of its own.
+fn watch_exit(pid: i32, tx: Sender<ShellEvent>) {
+    std::thread::spawn(move || {
+        loop {
+            // SAFETY: waitid(2) on our own child with a zeroed siginfo it fills in.
+            let r = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        let _ = tx.send(ShellEvent::Exited);
+    });
+}
+
 /// Sends `signal` to every process of group `pgid`.
 pub fn kill_group(pgid: i32, signal: i32) {
     if pgid > 1 {
@@ -524,6 +548,28 @@ pub fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
         .rev()
         .find(|&k| hay[hay.len() - k..] == needle[..k])
         .unwrap_or(0)
+}
+
+/// Quotes any text as one bash word on one line (`$'…'`): backslashes, quotes and
+/// control characters escaped, so a command's newlines cannot end the pipe's line.
+pub fn ansi_c_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("$'");
+    for ch in s.chars() {
+        match ch {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
 }
 
 /// Single-quotes a string for bash.

@@ -97,22 +97,70 @@ impl Enclosure {
     /// Waits until the shell runs inside its sandbox, or reports the step that failed.
     /// Call after `spawn` returned.
     pub fn confirm(self) -> Result<Confined, SandboxError> {
+        let mut files = Files::Host;
         if let Some(report) = self.check {
-            report.wait()?;
+            let init = report.wait()?;
+            // A shell that has already ended (a sandbox check's `true`) leaves no view.
+            files = match init.map(sys::mount_namespace) {
+                Some(Ok(mnt)) => Files::Job(JobView { mnt }),
+                Some(Err(e)) => Files::Gone(e.to_string()),
+                None => Files::Gone("the keeper did not say init's process id".into()),
+            };
         }
         Ok(Confined {
             cgroup: self.cgroup,
+            files,
         })
     }
 }
 
-/// What a running job's sandbox keeps until the job ends: its cgroups.
+/// What a running job's sandbox keeps until the job ends: its cgroups, and its view of
+/// the files (the mount namespace) for the work runway does there on the job's behalf.
 #[derive(Debug, Default)]
 pub struct Confined {
     cgroup: Option<cgroup::JobCgroup>,
+    files: Files,
+}
+
+/// Where runway does what a job asked of its files (its caches).
+#[derive(Debug, Default)]
+pub enum Files {
+    /// On the bare host (`--sandbox none`): the job's files are the host's.
+    #[default]
+    Host,
+    /// Inside the job's sandbox.
+    Job(JobView),
+    /// The job had a sandbox, but its view could not be held: nothing is done.
+    Gone(String),
+}
+
+/// A job's view of the machine: its mount namespace, held open. What runway does with
+/// paths or bytes the job can influence (its caches) runs in a helper process inside it
+/// ([`JobView::helper`]), so every path resolves, and every link leads, where it would
+/// for the job: into the job's own copy of the machine, never the host's.
+#[derive(Debug)]
+pub struct JobView {
+    mnt: std::os::fd::OwnedFd,
+}
+
+impl JobView {
+    /// A command that runs runway's own binary with `args` inside the job's view, with
+    /// the job's privileges (see [`sys::helper`]). Set its stdio before spawning.
+    pub fn helper(&self, args: &[String]) -> Result<Command, SandboxError> {
+        let exe = std::fs::File::open("/proc/self/exe")?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.env_clear().current_dir("/");
+        sys::helper(&mut cmd, &self.mnt, exe.into(), args)?;
+        Ok(cmd)
+    }
 }
 
 impl Confined {
+    /// Where the job's files are, for runway's work on them.
+    pub fn files(&self) -> &Files {
+        &self.files
+    }
+
     /// The memory limit, when the kernel killed a process of the job for passing it.
     pub fn memory_exceeded(&self) -> Option<u64> {
         self.cgroup.as_ref()?.memory_exceeded()

@@ -77,17 +77,27 @@ pub struct SetupReport {
 
 impl SetupReport {
     /// Waits for init's word (EOF once every copy of the write end is closed: the
-    /// keeper's and init's after their setup, the shell's at exec).
-    pub fn wait(mut self) -> Result<(), SandboxError> {
+    /// keeper's and init's after their setup, the shell's at exec). On success, init's
+    /// process id as runway sees it (the keeper says it), when it was said.
+    pub fn wait(mut self) -> Result<Option<i32>, SandboxError> {
         // Our copy of the write end would keep the pipe open forever.
         self.write = None;
         let mut buf = Vec::new();
         let _ = self.read.read_to_end(&mut buf);
-        if buf.len() < 8 {
-            return Ok(());
+        let mut init = None;
+        for msg in buf.chunks_exact(8) {
+            let step = u32::from_ne_bytes(msg[0..4].try_into().unwrap_or_default()) as usize;
+            let value = i32::from_ne_bytes(msg[4..8].try_into().unwrap_or_default());
+            if step == INIT_PID {
+                init = Some(value);
+            } else {
+                return Err(self.failed(step, value));
+            }
         }
-        let step = u32::from_ne_bytes(buf[0..4].try_into().unwrap_or_default()) as usize;
-        let errno = i32::from_ne_bytes(buf[4..8].try_into().unwrap_or_default());
+        Ok(init)
+    }
+
+    fn failed(&self, step: usize, errno: i32) -> SandboxError {
         let step = match step {
             s if s < self.steps.len() => self.steps[s].clone(),
             CLONE => "making the job's namespaces (mount, pid, ipc, uts)".into(),
@@ -96,10 +106,10 @@ impl SetupReport {
             CGROUP => "joining the job's cgroup".into(),
             _ => "starting the sandbox".into(),
         };
-        Err(SandboxError::Step {
+        SandboxError::Step {
             step,
             error: io::Error::from_raw_os_error(errno),
-        })
+        }
     }
 }
 
@@ -107,6 +117,8 @@ const CLONE: usize = 1_000_000;
 const PIVOT: usize = 1_000_001;
 const LOOPBACK: usize = 1_000_002;
 const CGROUP: usize = 1_000_004;
+/// Not a failure: the keeper's word of init's process id.
+const INIT_PID: usize = 2_000_000;
 
 fn c(p: &Path) -> Result<CString, SandboxError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Path(p.to_path_buf()))
@@ -314,7 +326,9 @@ fn enter(p: &Prepared) -> io::Result<()> {
             return Err(io::Error::from_raw_os_error(e));
         }
         if init > 0 {
-            // The keeper.
+            // The keeper: says who init is (runway enters its mount namespace for the
+            // job's caches), then waits.
+            report(p, INIT_PID, init as i32);
             libc::signal(libc::SIGTERM, libc::SIG_IGN);
             libc::signal(libc::SIGINT, libc::SIG_IGN);
             libc::signal(libc::SIGHUP, libc::SIG_IGN);
@@ -345,7 +359,7 @@ fn enter(p: &Prepared) -> io::Result<()> {
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        drop_privileges(p)
+        drop_privileges(&p.filter)
     }
 }
 
@@ -489,11 +503,11 @@ const KEEP: &[u32] = &[
 /// still has CAP_SYS_ADMIN, so without `no_new_privs`: a setuid `sudo` inside gives back
 /// the job's own reduced root, never more, since the bounding set is dropped for good),
 /// then fewer capabilities.
-unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
+unsafe fn drop_privileges(filter: &[libc::sock_filter]) -> io::Result<()> {
     unsafe {
         let prog = libc::sock_fprog {
-            len: p.filter.len() as u16,
-            filter: p.filter.as_ptr() as *mut libc::sock_filter,
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
         };
         if libc::prctl(
             libc::PR_SET_SECCOMP,
@@ -551,5 +565,97 @@ unsafe fn drop_privileges(p: &Prepared) -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// The mount namespace of process `pid` (a job's init), held open: the namespace, the
+/// job's view of its files, lives as long as this descriptor, even after the job's
+/// processes are gone. Refused when it is runway's own (a process id reused).
+pub fn mount_namespace(pid: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    let ours = std::fs::metadata("/proc/self/ns/mnt")?;
+    let theirs = f.metadata()?;
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Err(io::Error::other(
+            "the job's init is gone (its process id names a process on the host)",
+        ));
+    }
+    Ok(OwnedFd::from(f))
+}
+
+/// What a helper process needs between fork and exec, built before the fork.
+struct Helper {
+    mnt: OwnedFd,
+    exe: OwnedFd,
+    argv: Vec<CString>,
+    filter: Vec<libc::sock_filter>,
+    slash: CString,
+    empty: CString,
+}
+
+// SAFETY: plain data and descriptors, read only by the forked child.
+unsafe impl Sync for Helper {}
+unsafe impl Send for Helper {}
+
+/// Arranges for `cmd` to run runway's own binary (`exe`, opened on the host before the
+/// fork) with `args` inside the mount namespace `mnt`: it sees the job's files exactly as
+/// the job does, with the job's reduced capabilities and seccomp filter, and a clean
+/// environment. The binary is run from its descriptor (`execveat`), never by a path the
+/// job's root could put another program at. `cmd`'s own program and environment are not
+/// used; its stdio and descriptors are.
+pub fn helper(
+    cmd: &mut Command,
+    mnt: &OwnedFd,
+    exe: OwnedFd,
+    args: &[String],
+) -> Result<(), SandboxError> {
+    let mut argv = vec![CString::new("runway").unwrap_or_default()];
+    for a in args {
+        argv.push(CString::new(a.as_bytes()).map_err(|_| {
+            SandboxError::Io(io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"))
+        })?);
+    }
+    let h = std::sync::Arc::new(Helper {
+        mnt: mnt.try_clone()?,
+        exe,
+        argv,
+        filter: seccomp::filter(),
+        slash: CString::new("/").unwrap_or_default(),
+        empty: CString::default(),
+    });
+    // SAFETY: the closure makes only async-signal-safe system calls on data prepared
+    // above (the argv pointer array is built on the stack); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || enter_helper(&h));
+    }
+    Ok(())
+}
+
+/// The helper's child, between fork and exec.
+fn enter_helper(h: &Helper) -> io::Result<()> {
+    // SAFETY: system calls on descriptors and C strings the parent prepared.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::setns(h.mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
+            || libc::chdir(h.slash.as_ptr()) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        drop_privileges(&h.filter)?;
+        let mut ptrs: [*const libc::c_char; 16] = [std::ptr::null(); 16];
+        for (i, a) in h.argv.iter().take(15).enumerate() {
+            ptrs[i] = a.as_ptr();
+        }
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        libc::syscall(
+            libc::SYS_execveat,
+            h.exe.as_raw_fd(),
+            h.empty.as_ptr(),
+            ptrs.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        Err(io::Error::last_os_error())
     }
 }

@@ -1,0 +1,231 @@
+//! A job's cache work done where the job's files are: on the bare host as before, or,
+//! in a sandbox, by a helper (runway's own binary, `runway sandbox-helper`) that runway
+//! starts inside the job's mount namespace with the job's privileges. Every path the
+//! job or its commit chose (an absolute or `..` cache directory, a directory that is a
+//! link, a parent that is one) then resolves in the job's copy of the machine: a link to
+//! `/root/.aws` archives the job's own (hidden, empty) view of it, a restore through a
+//! link to `/etc` writes into the job's overlay, never the host's.
+//!
+//! The archive's bytes cross the boundary as descriptors only: the stored archive is the
+//! helper's stdin, a new one its stdout (a file runway opened in its own cache
+//! directory); the helper answers one JSON line on stderr.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::AtomicBool;
+
+use super::archive::{self, Restored, Saved};
+use crate::sandbox::JobView;
+
+/// What the helper is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    /// Make the cached directories (before a fetch).
+    Prepare,
+    /// Restore the archive on stdin, then fingerprint the directories.
+    Restore,
+    /// Write the directories as an archive on stdout.
+    Save,
+    /// Fingerprint the directories.
+    Fingerprint,
+}
+
+/// One request to the helper (its only argument, as JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Request {
+    /// What to do.
+    pub op: Op,
+    /// The cached directories: as written, and where they are in the job's view.
+    pub dirs: Vec<(String, PathBuf)>,
+    /// The cap on a restore's bytes.
+    pub cap: u64,
+    /// The helper ends itself (`SIGALRM`) after this long.
+    pub timeout_secs: u64,
+}
+
+/// The helper's answer (one JSON line on its stderr).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// Files written or archived.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries a restore refused, with why.
+    pub refused: Vec<String>,
+    /// The directories' fingerprint (after a restore; for `Fingerprint`).
+    pub fingerprint: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// The helper's side: reads the request, does it in this process's view (the job's),
+/// answers on stderr. Returns the exit code.
+pub fn serve(request: &str) -> i32 {
+    let answer = match serde_json::from_str::<Request>(request) {
+        Ok(req) => {
+            // SAFETY: alarm(2) only arms a timer; its default action ends this process.
+            unsafe {
+                libc::alarm(req.timeout_secs.clamp(1, u32::MAX as u64) as u32);
+            }
+            work(&req).unwrap_or_else(|e| Answer {
+                error: Some(e.to_string()),
+                ..Answer::default()
+            })
+        }
+        Err(e) => Answer {
+            error: Some(format!("a request the helper cannot read: {e}")),
+            ..Answer::default()
+        },
+    };
+    let failed = answer.error.is_some();
+    let mut err = io::stderr().lock();
+    let _ = serde_json::to_writer(&mut err, &answer);
+    let _ = err.write_all(b"\n");
+    i32::from(failed)
+}
+
+fn work(req: &Request) -> io::Result<Answer> {
+    let never = AtomicBool::new(false);
+    let dirs = &req.dirs;
+    Ok(match req.op {
+        Op::Prepare => {
+            for (_, d) in dirs {
+                let _ = std::fs::create_dir_all(d);
+            }
+            Answer::default()
+        }
+        Op::Restore => {
+            let resolved: std::collections::HashMap<&str, &PathBuf> =
+                dirs.iter().map(|(w, p)| (w.as_str(), p)).collect();
+            let r = archive::restore_from(
+                io::stdin().lock(),
+                &|w| resolved.get(w).map(|p| p.to_path_buf()),
+                &never,
+                req.cap,
+            )?;
+            Answer {
+                files: r.files,
+                bytes: r.bytes,
+                refused: r.refused,
+                fingerprint: archive::fingerprint(dirs).ok(),
+                error: None,
+            }
+        }
+        Op::Save => {
+            let s = archive::save_to(dirs, io::stdout().lock(), &never)?;
+            Answer {
+                files: s.files,
+                bytes: s.bytes,
+                ..Answer::default()
+            }
+        }
+        Op::Fingerprint => Answer {
+            fingerprint: Some(archive::fingerprint(dirs)?),
+            ..Answer::default()
+        },
+    })
+}
+
+/// Runs `req` in the job's view; `stdin` and `stdout` are the archive's descriptors.
+fn ask(view: &JobView, req: &Request, stdin: Stdio, stdout: Stdio) -> io::Result<Answer> {
+    let text = serde_json::to_string(req)?;
+    let mut cmd = view
+        .helper(&["sandbox-helper".into(), text])
+        .map_err(io::Error::other)?;
+    cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut said = Vec::new();
+    if let Some(err) = child.stderr.take() {
+        let _ = err.take(1 << 20).read_to_end(&mut said);
+    }
+    let status = child.wait()?;
+    let line = String::from_utf8_lossy(&said);
+    let answer: Option<Answer> = line
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok());
+    match answer {
+        Some(Answer { error: Some(e), .. }) => Err(io::Error::other(e)),
+        Some(a) => Ok(a),
+        None if status.signal_is(libc::SIGALRM) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("took longer than {}s", req.timeout_secs),
+        )),
+        None => Err(io::Error::other(format!(
+            "the cache helper inside the sandbox ended with {status}: {}",
+            line.trim()
+        ))),
+    }
+}
+
+trait SignalIs {
+    fn signal_is(&self, sig: i32) -> bool;
+}
+
+impl SignalIs for std::process::ExitStatus {
+    fn signal_is(&self, sig: i32) -> bool {
+        std::os::unix::process::ExitStatusExt::signal(self) == Some(sig)
+    }
+}
+
+fn request(op: Op, dirs: &archive::Dirs, cap: u64, timeout_secs: u64) -> Request {
+    Request {
+        op,
+        dirs: dirs.to_vec(),
+        cap,
+        timeout_secs,
+    }
+}
+
+/// Makes the cached directories in the job's view.
+pub fn prepare(view: &JobView, dirs: &archive::Dirs, timeout_secs: u64) -> io::Result<()> {
+    let req = request(Op::Prepare, dirs, 0, timeout_secs);
+    ask(view, &req, Stdio::null(), Stdio::null()).map(drop)
+}
+
+/// Restores `archive` (a file in runway's cache store) into the job's view; returns what
+/// was restored and the directories' fingerprint after it.
+pub fn restore(
+    view: &JobView,
+    archive_file: &Path,
+    dirs: &archive::Dirs,
+    cap: u64,
+    timeout_secs: u64,
+) -> io::Result<(Restored, Option<String>)> {
+    let input = std::fs::File::open(archive_file)?;
+    let req = request(Op::Restore, dirs, cap, timeout_secs);
+    let a = ask(view, &req, input.into(), Stdio::null())?;
+    Ok((
+        Restored {
+            files: a.files,
+            bytes: a.bytes,
+            refused: a.refused,
+        },
+        a.fingerprint,
+    ))
+}
+
+/// Archives the job's directories, as the job sees them, into `out` (runway's file).
+pub fn save(
+    view: &JobView,
+    dirs: &archive::Dirs,
+    out: std::fs::File,
+    timeout_secs: u64,
+) -> io::Result<Saved> {
+    let req = request(Op::Save, dirs, 0, timeout_secs);
+    let a = ask(view, &req, Stdio::null(), out.into())?;
+    Ok(Saved {
+        files: a.files,
+        bytes: a.bytes,
+        archive_bytes: 0,
+    })
+}
+
+/// The fingerprint of the job's directories, as the job sees them.
+pub fn fingerprint(view: &JobView, dirs: &archive::Dirs, timeout_secs: u64) -> io::Result<String> {
+    let req = request(Op::Fingerprint, dirs, 0, timeout_secs);
+    ask(view, &req, Stdio::null(), Stdio::null())?
+        .fingerprint
+        .ok_or_else(|| io::Error::other("no fingerprint"))
+}
