@@ -112,6 +112,15 @@ impl Beneath {
     /// sorted; symbolic links and other kinds are left out. Each directory is opened
     /// through its parent's descriptor, so a link swapped in meanwhile is never followed.
     pub fn walk(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+        self.walk_keeping(false)
+    }
+
+    /// [`Beneath::walk`], with symbolic links listed too (never followed).
+    pub fn walk_with_links(&self) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+        self.walk_keeping(true)
+    }
+
+    fn walk_keeping(&self, links: bool) -> io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
         let mut out = Vec::new();
         let mut stack = vec![PathBuf::new()];
         while let Some(rel) = stack.pop() {
@@ -138,7 +147,7 @@ impl Beneath {
                 };
                 if meta.is_dir() {
                     stack.push(child.clone());
-                } else if !meta.is_file() {
+                } else if !(meta.is_file() || links && meta.file_type().is_symlink()) {
                     continue;
                 }
                 out.push((child, meta));

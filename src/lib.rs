@@ -41,6 +41,7 @@ pub mod deploy;
 pub mod event;
 pub mod exit;
 pub mod files;
+pub mod inside;
 pub mod interrupt;
 pub mod job;
 pub mod limits;

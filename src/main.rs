@@ -235,7 +235,7 @@ enum Command {
         #[arg(long, global = true)]
         cache_dir: Option<PathBuf>,
     },
-    /// runway's helper inside a job's sandbox (its caches), started by runway itself.
+    /// runway's helper inside a job's sandbox (caches, bundles), started by runway itself.
     #[command(hide = true)]
     SandboxHelper {
         /// The request, as JSON.
@@ -532,7 +532,7 @@ fn main() -> ExitCode {
             &mut out,
         ),
         Command::SandboxHelper { request } => {
-            return ExitCode::from(runway::cache::inside::serve(&request) as u8);
+            return ExitCode::from(runway::inside::serve(&request) as u8);
         }
         Command::Codedeploy {
             action:

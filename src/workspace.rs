@@ -22,6 +22,9 @@ pub enum WorkspaceError {
     /// Copying files failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The commit names something runway will not fetch (a submodule on a local path).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What to build.
@@ -81,11 +84,13 @@ impl Workspace {
         }
         std::fs::create_dir_all(build_dir.parent().unwrap_or(&root))?;
         match origin {
-            Origin::Commit { repo, sha } => clone_at(repo, sha, &build_dir, git)?,
+            Origin::Commit { repo, sha } => {
+                clone_at(repo, sha, &build_dir, git, Submodules::NetworkOnly)?
+            }
             Origin::Disk(src) => match git2::Repository::open(src) {
                 Ok(repo) if !repo.is_bare() && repo.head().is_ok() => {
                     let sha = repo.head()?.peel_to_commit()?.id().to_string();
-                    clone_at(src, &sha, &build_dir, git)?;
+                    clone_at(src, &sha, &build_dir, git, Submodules::AnyUrl)?;
                     overlay_worktree(&repo, src, &build_dir)?;
                 }
                 Ok(repo) if !repo.is_bare() => {
@@ -124,7 +129,13 @@ impl Workspace {
 
 /// Clones `repo` into `dest` and checks out `sha` (detached), as Travis's
 /// `git clone` + `git checkout -qf <sha>` did.
-fn clone_at(repo: &Path, sha: &str, dest: &Path, git: &GitOptions) -> Result<(), WorkspaceError> {
+fn clone_at(
+    repo: &Path,
+    sha: &str,
+    dest: &Path,
+    git: &GitOptions,
+    urls: Submodules,
+) -> Result<(), WorkspaceError> {
     let url = format!("file://{}", repo.canonicalize()?.display());
     let mut fetch = git2::FetchOptions::new();
     if let Some(depth) = git.depth.filter(|d| *d > 0) {
@@ -158,16 +169,73 @@ fn clone_at(repo: &Path, sha: &str, dest: &Path, git: &GitOptions) -> Result<(),
     )?;
     cloned.set_head_detached(oid)?;
     if git.submodules {
-        update_submodules(&cloned)?;
+        update_submodules(&cloned, urls)?;
     }
     Ok(())
 }
 
-fn update_submodules(repo: &git2::Repository) -> Result<(), WorkspaceError> {
+/// Where a commit's submodules may be fetched from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Submodules {
+    /// A pushed commit: the network only. A `.gitmodules` url naming a path on this
+    /// machine (`/srv/…`, `file://…`, or `../other.git` next to runway's own copy of the
+    /// repository) would clone whatever runway can read there: another repository's
+    /// mirror in its state directory, say.
+    NetworkOnly,
+    /// The developer's own work tree (`runway run .`): as git would.
+    AnyUrl,
+}
+
+/// Why `url` (a submodule's, as `.gitmodules` writes it) is not fetched from a pushed
+/// commit: `None` for a network URL.
+pub fn local_url(url: &str) -> Option<&'static str> {
+    let u = url.trim();
+    let lower = u.to_ascii_lowercase();
+    if lower.starts_with("file:") {
+        return Some("a file:// URL");
+    }
+    if u.starts_with("./") || u.starts_with("../") {
+        return Some("a path relative to runway's own copy of the repository, on this machine");
+    }
+    if u.starts_with('/') || u.starts_with('~') || u.is_empty() {
+        return Some("a path on this machine");
+    }
+    for scheme in [
+        "https://",
+        "http://",
+        "ssh://",
+        "git://",
+        "git+ssh://",
+        "ssh+git://",
+    ] {
+        if lower.starts_with(scheme) {
+            return None;
+        }
+    }
+    // scp-like `user@host:path` (a ':' before any '/').
+    match (u.find(':'), u.find('/')) {
+        (Some(c), Some(s)) if c < s => None,
+        (Some(_), None) => None,
+        _ => Some("a path on this machine"),
+    }
+}
+
+fn update_submodules(repo: &git2::Repository, urls: Submodules) -> Result<(), WorkspaceError> {
     for mut sm in repo.submodules()? {
+        if urls == Submodules::NetworkOnly {
+            let url = sm.url().ok().flatten().unwrap_or_default().to_string();
+            if let Some(why) = local_url(&url) {
+                return Err(WorkspaceError::Refused(format!(
+                    ".gitmodules: submodule \"{}\" has url \"{url}\", {why}: runway fetches a \
+                     pushed commit's submodules only from the network (https, ssh, git); \
+                     give it the submodule's public URL",
+                    sm.name().unwrap_or_default()
+                )));
+            }
+        }
         sm.update(true, None)?;
         if let Ok(sub) = sm.open() {
-            update_submodules(&sub)?;
+            update_submodules(&sub, urls)?;
         }
     }
     Ok(())
@@ -223,4 +291,29 @@ fn copy_tree(src: &Path, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn submodule_urls_on_this_machine_are_told_from_network_ones() {
+        for local in [
+            "/var/lib/runway/mirrors/o/priv.git",
+            "file:///srv/x.git",
+            "../priv.git",
+            "./x",
+            "~/x",
+            "priv",
+        ] {
+            assert!(super::local_url(local).is_some(), "{local}");
+        }
+        for net in [
+            "https://github.com/o/r.git",
+            "git@github.com:o/r.git",
+            "ssh://git@host/r.git",
+            "git://host/r",
+        ] {
+            assert_eq!(super::local_url(net), None, "{net}");
+        }
+    }
 }

@@ -7,7 +7,6 @@
 //! Key and directory decisions here are pure; [`archive`] and [`store`] do the I/O.
 
 pub mod archive;
-pub mod inside;
 pub mod store;
 
 use sha2::{Digest, Sha256};

@@ -12,7 +12,7 @@ use super::CmdError;
 use crate::deploy::kept::{self, Request};
 use crate::deploy::rehearse::{self, RehearseOptions};
 use crate::exit;
-use crate::sandbox::{Namespaces, Policy};
+use crate::sandbox::Namespaces;
 
 /// What `runway codedeploy rehearse` was asked.
 pub struct RehearseArgs {
@@ -61,7 +61,7 @@ pub fn rehearse(args: RehearseArgs, out: &mut dyn Write) -> Result<i32, CmdError
         )?;
         return Ok(exit::PASSED);
     }
-    let sandbox = Namespaces::new(Policy::default());
+    let sandbox = Namespaces::new(crate::service::sandbox::rehearsal_policy());
     if let Err(e) = sandbox.check() {
         writeln!(
             out,
@@ -98,7 +98,7 @@ pub fn machine(application: String, group: String, socket: PathBuf) -> i32 {
     let opts = RehearseOptions {
         application,
         group,
-        sandbox: Arc::new(Namespaces::new(Policy::default())),
+        sandbox: Arc::new(Namespaces::new(crate::service::sandbox::rehearsal_policy())),
         hold: false,
     };
     kept::serve(&socket, &opts)

@@ -4,11 +4,13 @@
 //! expanded from the job's environment, file selection, content types.
 
 pub mod aws;
+pub mod bundle;
 pub mod codedeploy;
 pub mod kept;
 pub mod rehearse;
 pub mod s3;
 
+use crate::beneath::Beneath;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -298,13 +300,14 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// The files an s3 deploy uploads: (path relative to local_dir, size), sorted.
-pub fn s3_files(local_dir: &Path, glob: &str, dot_match: bool) -> Vec<(String, u64)> {
+/// The files an s3 deploy uploads: (path relative to local_dir, size), sorted. The
+/// directory is held open ([`crate::beneath`]): no link inside it is followed.
+pub fn s3_files(local_dir: &Beneath, glob: &str, dot_match: bool) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    let Ok(entries) = crate::files::walk(local_dir) else {
+    let Ok(entries) = local_dir.walk() else {
         return out;
     };
-    for (_, rel, meta) in entries {
+    for (rel, meta) in entries {
         if meta.is_dir() {
             continue;
         }
@@ -317,6 +320,25 @@ pub fn s3_files(local_dir: &Path, glob: &str, dot_match: bool) -> Vec<(String, u
         }
     }
     out
+}
+
+/// `local_dir` (as the s3 options write it) opened beneath the job's build directory:
+/// an absolute path or `..` that leaves it, or a link on the way, is refused with why.
+pub fn open_local_dir(build_dir: &Path, written: &str) -> Result<Beneath, DeployError> {
+    let refuse = |why: String| {
+        DeployError::Config(format!(
+            "s3: local_dir {why}; a deploy uploads only what is in the job's build directory"
+        ))
+    };
+    let rel = crate::beneath::inside(build_dir, Path::new(written)).map_err(refuse)?;
+    let root = Beneath::open(build_dir)
+        .map_err(|e| DeployError::Failed(format!("s3: the build directory: {e}")))?;
+    root.dir(&rel).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => DeployError::Config(format!(
+            "s3: local_dir {written} does not exist (did before_deploy create it?)"
+        )),
+        _ => refuse(crate::beneath::refused(Path::new(written), &e)),
+    })
 }
 
 /// What a provider would do, line by line (the dry run).

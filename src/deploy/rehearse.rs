@@ -13,7 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::bundle;
 use crate::appspec::{self, AppSpec};
+use crate::beneath::Beneath;
 use crate::job::shell::{Shell, Wait, quote};
 use crate::sandbox::{JobPaths, Sandbox};
 
@@ -106,55 +108,68 @@ struct Revision {
     id: String,
 }
 
-/// Unpacks `bundle` (a directory, a zip, a tar) into `dest`.
-fn unpack(bundle: &Path, dest: &Path) -> Result<(), RehearseError> {
-    std::fs::create_dir_all(dest)?;
-    let name = bundle.to_string_lossy().to_ascii_lowercase();
-    let mut cmd = if bundle.is_dir() {
-        let mut c = std::process::Command::new("cp");
-        c.arg("-a").arg(format!("{}/.", bundle.display())).arg(dest);
-        c
-    } else if name.ends_with(".zip") {
-        let mut c = std::process::Command::new("unzip");
-        c.args(["-q", "-o"]).arg(bundle).arg("-d").arg(dest);
-        c
-    } else {
-        let mut c = std::process::Command::new("tar");
-        c.arg("-xf").arg(bundle).arg("-C").arg(dest);
-        c
-    };
-    let out = cmd
-        .output()
-        .map_err(|e| RehearseError::Bundle(format!("{}: {e}", bundle.display())))?;
-    if !out.status.success() {
-        return Err(RehearseError::Bundle(format!(
-            "{}: cannot unpack: {}",
-            bundle.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+/// The bundle `bundle` as a file to unpack and how it is packed: a directory (the
+/// developer's own, named on the command line) is packed as a tar first, by runway,
+/// without following its links.
+/// A bundle to rehearse: a path (named on the command line), or a file a job built,
+/// already opened beneath its workspace (read through that descriptor, never the path).
+pub struct Bundle {
+    /// The path, as shown (its extension says how it is packed).
+    pub shown: PathBuf,
+    /// The opened file, when the path is not to be opened again.
+    pub file: Option<std::fs::File>,
 }
 
-/// Every file under `dir`, relative to it, sorted.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                stack.push(p);
-            } else if let Ok(rel) = p.strip_prefix(dir) {
-                out.push(rel.to_path_buf());
-            }
+impl From<&PathBuf> for Bundle {
+    fn from(p: &PathBuf) -> Bundle {
+        Bundle {
+            shown: p.clone(),
+            file: None,
         }
     }
-    out.sort();
-    out
+}
+
+fn packed(b: &Bundle) -> Result<(std::fs::File, bundle::Kind), RehearseError> {
+    let bundle = &b.shown;
+    if let Some(f) = &b.file {
+        let kind = bundle::kind_of(&bundle.to_string_lossy()).ok_or_else(|| {
+            RehearseError::Bundle(format!(
+                "{}: cannot unpack: a bundle is a .zip, .tar, .tgz or .tar.gz",
+                bundle.display()
+            ))
+        })?;
+        return Ok((f.try_clone()?, kind));
+    }
+    let shown = |e: std::io::Error| RehearseError::Bundle(format!("{}: {e}", bundle.display()));
+    if bundle.is_dir() {
+        let mut tar = tar::Builder::new(tempfile::tempfile()?);
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", bundle).map_err(shown)?;
+        let mut f = tar.into_inner().map_err(shown)?;
+        std::io::Seek::rewind(&mut f)?;
+        return Ok((f, bundle::Kind::Tar));
+    }
+    let kind = bundle::kind_of(&bundle.to_string_lossy()).ok_or_else(|| {
+        RehearseError::Bundle(format!(
+            "{}: cannot unpack: a bundle is a .zip, .tar, .tgz or .tar.gz (or a directory)",
+            bundle.display()
+        ))
+    })?;
+    Ok((std::fs::File::open(bundle).map_err(shown)?, kind))
+}
+
+/// Every file (and link) under `rel` of the revision, relative to `rel`, sorted; read
+/// through descriptors beneath the revision, never following a link.
+fn files_under(top: &Beneath, rel: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = top.dir(rel) else {
+        return Vec::new();
+    };
+    dir.walk_with_links()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, m)| !m.is_dir())
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// The Install event's commands: each file of each `files` entry, then permissions.
@@ -163,14 +178,23 @@ fn install_commands(rev: &Revision, archive: &str) -> Vec<String> {
     // Every path Install makes, and whether it is a directory.
     let mut installed: Vec<(PathBuf, bool)> = Vec::new();
     let behavior = rev.spec.file_exists.as_str();
+    let Ok(top) = Beneath::open(&rev.dir) else {
+        return cmds;
+    };
     for f in &rev.spec.files {
-        let source = rev.dir.join(f.source.trim_start_matches('/'));
+        // Checked at unpack: every source stays inside the revision.
+        let Ok(source_rel) =
+            crate::beneath::inside(&rev.dir, &rev.dir.join(f.source.trim_start_matches('/')))
+        else {
+            continue;
+        };
+        let source = rev.dir.join(&source_rel);
         let dest = Path::new(&f.destination);
-        let archive_src = Path::new(archive).join(f.source.trim_start_matches('/'));
+        let archive_src = Path::new(archive).join(&source_rel);
         installed.push((dest.to_path_buf(), true));
-        if source.is_dir() {
+        if top.lstat(&source_rel).is_ok_and(|m| m.is_dir()) {
             cmds.push(format!("mkdir -p {}", quote(&f.destination)));
-            for rel in files_under(&source) {
+            for rel in files_under(&top, &source_rel) {
                 for dir in rel
                     .ancestors()
                     .skip(1)
@@ -343,6 +367,24 @@ impl Machine {
         }
     }
 
+    /// Unpacks `bundle` into `dest` inside the copy, by runway's own code in a helper
+    /// there ([`crate::inside`]): links and paths in the bundle land in the copy only.
+    fn unpack(&self, bundle: &Bundle, dest: &Path) -> Result<(), String> {
+        let (file, kind) = packed(bundle).map_err(|e| e.to_string())?;
+        match self.sh.files() {
+            crate::sandbox::Files::Job(view) => {
+                crate::inside::unpack(view, file, kind, dest, 600).map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            crate::sandbox::Files::Gone(why) => {
+                Err(format!("the copy of the machine is gone ({why})"))
+            }
+            crate::sandbox::Files::Host => {
+                Err("a rehearsal runs only in the job sandbox, never on the bare host".into())
+            }
+        }
+    }
+
     /// Unpacks and reads every bundle (an invalid appspec deploys nothing), then deploys
     /// them in order. Returns the exit code: 0 when every revision deployed, 3 when one
     /// failed or an appspec is invalid.
@@ -351,25 +393,53 @@ impl Machine {
         bundles: &[PathBuf],
         out: &mut dyn Write,
     ) -> Result<i32, RehearseError> {
+        let bundles: Vec<Bundle> = bundles.iter().map(Bundle::from).collect();
+        self.deploy_bundles(&bundles, out)
+    }
+
+    /// [`Machine::deploy`] of bundles that may be open already.
+    pub fn deploy_bundles(
+        &mut self,
+        bundles: &[Bundle],
+        out: &mut dyn Write,
+    ) -> Result<i32, RehearseError> {
         let mut revisions = Vec::new();
-        for b in bundles {
+        for bundle in bundles {
+            let b = &bundle.shown;
             self.count += 1;
             let dir = self
                 .paths
                 .build_dir
                 .join(format!("revision-{}", self.count));
-            unpack(b, &dir)?;
-            let spec_path = ["appspec.yml", "appspec.yaml"]
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| p.exists())
+            if let Err(why) = self.unpack(bundle, &dir) {
+                writeln!(out, "Rehearsal failed: {}: {why}", b.display())?;
+                return Ok(crate::exit::ERRORED);
+            }
+            // The revision's directory is the copy's: read beneath it, following no
+            // link, no further than an appspec may be.
+            let top = Beneath::open(&dir)?;
+            let name = ["appspec.yml", "appspec.yaml"]
+                .into_iter()
+                .find(|n| top.lstat(Path::new(n)).is_ok())
                 .ok_or_else(|| {
                     RehearseError::Bundle(format!(
                         "{}: the revision has no appspec.yml at its top",
                         b.display()
                     ))
                 })?;
-            let text = std::fs::read_to_string(&spec_path)?;
+            let cap = crate::config::MAX_CONFIG_BYTES as u64;
+            let bytes = top.read_capped(Path::new(name), cap).map_err(|e| {
+                RehearseError::Bundle(format!(
+                    "{}: {name}: {}",
+                    b.display(),
+                    if e.kind() == std::io::ErrorKind::InvalidData {
+                        format!("larger than {} MiB, more than an appspec may be", cap >> 20)
+                    } else {
+                        crate::beneath::refused(Path::new(name), &e)
+                    }
+                ))
+            })?;
+            let text = String::from_utf8_lossy(&bytes);
             let (spec, diags) = appspec::load(&text);
             let shown = format!("{}:appspec.yml", b.display());
             for d in &diags {
@@ -383,6 +453,17 @@ impl Machine {
                 )?;
                 return Ok(crate::exit::ERRORED);
             };
+            if let Some(f) = spec.files.iter().find(|f| {
+                crate::beneath::inside(&dir, &dir.join(f.source.trim_start_matches('/'))).is_err()
+            }) {
+                writeln!(
+                    out,
+                    "Rehearsal failed: the appspec of {} has files: source {}, which leaves the bundle (the agent installs only what the bundle holds)",
+                    b.display(),
+                    f.source
+                )?;
+                return Ok(crate::exit::ERRORED);
+            }
             revisions.push(Revision {
                 dir,
                 spec,
@@ -563,8 +644,18 @@ pub fn rehearse(
     opts: &RehearseOptions,
     out: &mut dyn Write,
 ) -> Result<i32, RehearseError> {
+    let bundles: Vec<Bundle> = bundles.iter().map(Bundle::from).collect();
+    rehearse_bundles(&bundles, opts, out)
+}
+
+/// [`rehearse`] of bundles that may be open already.
+pub fn rehearse_bundles(
+    bundles: &[Bundle],
+    opts: &RehearseOptions,
+    out: &mut dyn Write,
+) -> Result<i32, RehearseError> {
     let mut machine = Machine::start(opts)?;
-    let code = machine.deploy(bundles, out);
+    let code = machine.deploy_bundles(bundles, out);
     machine.end(opts.hold, out)?;
     let code = code?;
     if code == crate::exit::PASSED {

@@ -3,6 +3,7 @@
 //! large files as multipart, with ACL, content type, cache control, expiry, storage
 //! class, encryption and content encoding per file. It never deletes remote objects.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,8 +40,12 @@ struct Headers {
 pub struct S3Plan {
     /// The bucket.
     pub bucket: String,
-    /// `local_dir`, absolute.
+    /// `local_dir`, absolute (for messages).
     pub local_dir: PathBuf,
+    /// `local_dir` as written.
+    pub local_written: String,
+    /// The job's build directory, which `local_dir` may not leave.
+    pub build_dir: PathBuf,
     /// `upload_dir` (key prefix).
     pub upload_dir: String,
     /// `glob`.
@@ -77,9 +82,16 @@ impl S3Plan {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| DeployError::Config("s3: bucket is required".into()))?;
         let local = o.get("local_dir").unwrap_or_else(|| ".".into());
+        let rel = crate::beneath::inside(build_dir, Path::new(&local)).map_err(|why| {
+            DeployError::Config(format!(
+                "s3: local_dir {why}; a deploy uploads only what is in the job's build directory"
+            ))
+        })?;
         Ok(S3Plan {
             bucket,
-            local_dir: build_dir.join(local),
+            local_dir: build_dir.join(rel),
+            local_written: local,
+            build_dir: build_dir.to_path_buf(),
             upload_dir: o
                 .get("upload_dir")
                 .unwrap_or_default()
@@ -205,21 +217,25 @@ pub async fn upload(
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Summary, DeployError> {
     let started = Instant::now();
-    if !plan.local_dir.is_dir() {
-        return Err(DeployError::Config(format!(
-            "s3: local_dir {} does not exist (did before_deploy create it?)",
-            plan.local_dir.display()
-        )));
-    }
-    let files = s3_files(&plan.local_dir, &plan.glob, plan.dot_match);
+    let dir = super::open_local_dir(&plan.build_dir, &plan.local_written)?;
+    let files = s3_files(&dir, &plan.glob, plan.dot_match);
     let sem = Arc::new(tokio::sync::Semaphore::new(plan.max_threads));
     let mut tasks = tokio::task::JoinSet::new();
     for (rel, size) in files {
-        let path = plan.local_dir.join(&rel);
+        // Opened beneath local_dir without following links; read through its own
+        // descriptor (/proc/self/fd/N names the open file, not a path the job can move).
+        let file = dir.file(Path::new(&rel)).map_err(|e| {
+            DeployError::Failed(format!(
+                "s3: {}",
+                crate::beneath::refused(&plan.local_dir.join(&rel), &e)
+            ))
+        })?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         let headers = plan.headers(&rel, &path)?;
         let key = plan.key(&rel);
         let (client, plan, sem) = (client.clone(), plan.clone(), sem.clone());
         tasks.spawn(async move {
+            let _open = file;
             let _permit = sem.acquire_owned().await.expect("semaphore");
             if !plan.overwrite {
                 let exists = client
@@ -489,7 +505,13 @@ impl super::Provider for S3 {
         lines.push(format!(
             "s3: bucket {bucket} (region {region}), acl {acl}, from {local}/"
         ));
-        let files = s3_files(&build_dir.join(&local), &glob, dot);
+        let files = match super::open_local_dir(build_dir, &local) {
+            Ok(dir) => s3_files(&dir, &glob, dot),
+            Err(e) => {
+                lines.push(e.to_string());
+                return lines;
+            }
+        };
         if files.is_empty() {
             lines.push(format!("s3: no files match {glob} in {local}/"));
         }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::log::{Log, human};
 use super::{Runner, bytes, defaults, with_timeout};
-use crate::cache::{self, archive, inside};
+use crate::cache::{self, archive};
+use crate::inside;
 use crate::sandbox::Files;
 
 /// What a job knows about its cache between fetch and store.

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use super::log::Log;
 use super::phases::Phase;
@@ -120,15 +119,21 @@ impl Runner<'_> {
             .file_name()
             .map(|n| n.to_os_string());
         let build = &self.ctx.workspace.build_dir;
+        // Found and opened beneath the build directory, following no link: the file is
+        // then read through its descriptor, whatever the job does to the path.
+        let top = crate::beneath::Beneath::open(build).ok();
         let bundle = name.as_ref().and_then(|n| {
-            crate::files::walk(build)
+            let top = top.as_ref()?;
+            let (rel, _) = top
+                .walk()
                 .ok()?
                 .into_iter()
-                .find(|(_, rel, meta)| meta.is_file() && rel.file_name() == Some(n.as_os_str()))
-                .map(|(path, _, _)| path)
+                .find(|(rel, meta)| meta.is_file() && rel.file_name() == Some(n.as_os_str()))?;
+            let file = top.file(&rel).ok()?;
+            Some((build.join(&rel), file))
         });
         let fold = log.fold_start("dpl.rehearse", "rehearse: codedeploy");
-        let Some(bundle) = bundle else {
+        let Some((bundle, file)) = bundle else {
             log.line(&format!(
                 "runway cannot rehearse the deployment: no file named \"{key}\" (codedeploy key) in the workspace"
             ));
@@ -141,23 +146,25 @@ impl Runner<'_> {
             "Rehearsing {} as the CodeDeploy agent would deploy it, on a throwaway copy of this machine",
             bundle.display()
         ));
-        // Its own network namespace: the services it starts (nginx on port 80, say) never
-        // meet another job's.
-        let sandbox = crate::sandbox::Namespaces::new(crate::sandbox::Policy {
-            no_network: true,
-            ..Default::default()
-        });
+        // A copy of the machine like the job's (the same hidden paths), in its own
+        // network namespace: the services it starts (nginx on port 80, say) never meet
+        // another job's.
+        let sandbox = self.ctx.options.sandbox.rehearsal();
         let opts = crate::deploy::rehearse::RehearseOptions {
             application: keys.application().unwrap_or("application").to_string(),
             group: keys
                 .deployment_group()
                 .unwrap_or("deployment-group")
                 .to_string(),
-            sandbox: Arc::new(sandbox),
+            sandbox,
             hold: false,
         };
         let mut said = Vec::new();
-        let result = crate::deploy::rehearse::rehearse(&[bundle], &opts, &mut said);
+        let bundle = crate::deploy::rehearse::Bundle {
+            shown: bundle,
+            file: Some(file),
+        };
+        let result = crate::deploy::rehearse::rehearse_bundles(&[bundle], &opts, &mut said);
         for line in String::from_utf8_lossy(&said).lines() {
             log.line(line);
         }

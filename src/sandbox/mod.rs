@@ -213,6 +213,10 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
     fn is_bare(&self) -> bool {
         false
     }
+    /// The sandbox a deploy rehearsal of this job's bundle runs in: a copy of the
+    /// machine like the job's, with the same hidden paths, in a network namespace of
+    /// its own.
+    fn rehearsal(&self) -> std::sync::Arc<dyn Sandbox>;
 }
 
 /// Jobs on the bare host: no isolation. What `--sandbox none` chooses.
@@ -234,6 +238,15 @@ impl Sandbox for Bare {
     fn is_bare(&self) -> bool {
         true
     }
+    fn rehearsal(&self) -> std::sync::Arc<dyn Sandbox> {
+        // The bare host knows no state or cache paths to hide: runway's user's
+        // credentials at least.
+        std::sync::Arc::new(Namespaces::new(Policy {
+            no_network: true,
+            hide: credential_paths(),
+            show: Vec::new(),
+        }))
+    }
 }
 
 /// What a repository or the command line chose for the namespaces sandbox.
@@ -250,7 +263,7 @@ pub struct Policy {
 }
 
 /// A job per throwaway copy of the machine (see the module's header).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Namespaces {
     policy: Policy,
     limits: Option<(cgroup::Hierarchy, cgroup::Limits)>,
@@ -336,6 +349,12 @@ impl Sandbox for Namespaces {
             check: Some(report),
             cgroup,
         })
+    }
+
+    fn rehearsal(&self) -> std::sync::Arc<dyn Sandbox> {
+        let mut copy = self.clone();
+        copy.policy.no_network = true;
+        std::sync::Arc::new(copy)
     }
 
     fn describe(&self) -> String {
@@ -620,9 +639,11 @@ fn system_mounts(steps: &mut Vec<Step>) {
         false,
     ));
     steps.push(Step::Mkdir("/dev/shm".into()));
-    steps.push(fresh("tmpfs", "/dev/shm", "mode=1777", false));
-    steps.push(fresh("tmpfs", "/tmp", "mode=1777", false));
-    steps.push(fresh("tmpfs", "/run", "mode=755", false));
+    // Sized: what a job writes there is the host's memory (charged to the job's memory
+    // cgroup where it has one), and never more than these.
+    steps.push(fresh("tmpfs", "/dev/shm", "mode=1777,size=1g", false));
+    steps.push(fresh("tmpfs", "/tmp", "mode=1777,size=4g", false));
+    steps.push(fresh("tmpfs", "/run", "mode=755,size=64m", false));
     steps.push(Step::Mkdir("/run/lock".into()));
 }
 
@@ -799,8 +820,8 @@ mod tests {
             "making /proc/sys read-only",
             "binding /dev/null on /proc/sysrq-trigger",
             "mounting sysfs on /sys read-only",
-            "mounting tmpfs on /tmp (mode=1777)",
-            "mounting tmpfs on /run (mode=755)",
+            "mounting tmpfs on /tmp (mode=1777,size=4g)",
+            "mounting tmpfs on /run (mode=755,size=64m)",
             "binding /dev/null on /dev/null",
             "binding /tmp/runway-job-a/build/o/r on /tmp/runway-job-a/build/o/r",
             "binding /tmp/runway-job-a/home on /tmp/runway-job-a/home",
@@ -810,7 +831,8 @@ mod tests {
         // The workspace is bound after /tmp is made fresh, its parents made first.
         let at = |s: &str| t.iter().position(|x| x == s).unwrap();
         assert!(
-            at("mounting tmpfs on /tmp (mode=1777)") < at("making directory /tmp/runway-job-a")
+            at("mounting tmpfs on /tmp (mode=1777,size=4g)")
+                < at("making directory /tmp/runway-job-a")
         );
         assert!(
             at("making directory /tmp/runway-job-a/build/o")
@@ -879,7 +901,10 @@ mod tests {
         let t = text(&l);
         let at = |s: &str| t.iter().position(|x| x == s).unwrap();
         let shown = "mounting an overlay of /tmp/ci/target/toolchains on /tmp/ci/target/toolchains";
-        assert!(at("mounting tmpfs on /tmp (mode=1777)") < at("making directory /tmp/ci/target"));
+        assert!(
+            at("mounting tmpfs on /tmp (mode=1777,size=4g)")
+                < at("making directory /tmp/ci/target")
+        );
         assert!(at("making directory /tmp/ci/target/toolchains") < at(shown));
         // Outside a fresh directory the root's overlay shows it already.
         assert!(!t.iter().any(|s| s.contains("overlay of /opt/tools")));

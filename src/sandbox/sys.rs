@@ -36,6 +36,8 @@ enum Op {
         flags: libc::c_ulong,
         data: Option<CString>,
         optional: bool,
+        /// A bind's flags, set by a remount after it (binds keep the source's).
+        remount: libc::c_ulong,
     },
     ReadOnly {
         target: CString,
@@ -153,6 +155,7 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
                         work.display()
                     ))),
                     optional: false,
+                    remount: 0,
                 },
                 Step::Fresh {
                     fstype,
@@ -180,6 +183,7 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
                         },
                     data: (!data.is_empty()).then(|| cs(data)),
                     optional: false,
+                    remount: 0,
                 },
                 Step::Bind {
                     src,
@@ -192,6 +196,17 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
                     flags: libc::MS_BIND,
                     data: None,
                     optional: *optional,
+                    // nosuid always; nodev too, except for the device nodes bound from
+                    // the host's /dev (null, zero, …): nothing in a workspace, a
+                    // checkout or a bundle can be a usable device.
+                    remount: libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_NOSUID
+                        | if src.starts_with("/dev/") {
+                            0
+                        } else {
+                            libc::MS_NODEV
+                        },
                 },
                 Step::Cover(target) => Op::Mount {
                     src: cs("tmpfs"),
@@ -200,6 +215,7 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
                     flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                     data: Some(cs("mode=755,size=64k")),
                     optional: true,
+                    remount: 0,
                 },
                 Step::ReadOnly { target } => Op::ReadOnly {
                     target: inside(r, target)?,
@@ -387,6 +403,7 @@ unsafe fn build_root(p: &Prepared) {
                     flags,
                     data,
                     optional,
+                    remount,
                 } => {
                     if *optional && libc::access(target.as_ptr(), libc::F_OK) != 0 {
                         continue;
@@ -396,17 +413,10 @@ unsafe fn build_root(p: &Prepared) {
                         .map_or(std::ptr::null(), |d| d.as_ptr().cast());
                     let r =
                         libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), *flags, data);
-                    if r == 0 && *flags & libc::MS_BIND != 0 {
-                        // Binds keep the source's flags; make them nosuid at least.
-                        libc::mount(
-                            none,
-                            target.as_ptr(),
-                            none,
-                            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NOSUID,
-                            std::ptr::null(),
-                        );
-                    }
                     r == 0
+                        && (*remount == 0
+                            || libc::mount(none, target.as_ptr(), none, *remount, std::ptr::null())
+                                == 0)
                 }
                 Op::ReadOnly { target } => {
                     if libc::access(target.as_ptr(), libc::F_OK) != 0 {

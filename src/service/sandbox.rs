@@ -65,3 +65,19 @@ impl SandboxOptions {
         }
     }
 }
+
+/// The sandbox policy of `runway codedeploy rehearse`: a copy of the machine hiding what
+/// a job's hides (runway's state directory, its cache directory, runway's user's
+/// credentials), so that a bundle's hooks read no more than a job could.
+pub fn rehearsal_policy() -> crate::sandbox::Policy {
+    let mut hide = vec![
+        crate::store::default_dir(),
+        crate::cache::store::default_root(),
+    ];
+    hide.extend(crate::sandbox::credential_paths());
+    crate::sandbox::Policy {
+        no_network: false,
+        hide,
+        show: vec![crate::runtime::toolchain_dir()],
+    }
+}

@@ -120,15 +120,24 @@ fn each_error_code_of_the_agent_with_its_message() {
         missing.all()
     );
     // A script the agent cannot make executable: here a link to a read-only file of the
-    // copy's /proc (the agent's chmod fails as on a read-only mount).
+    // copy's /proc (the agent's chmod fails as on a read-only mount), put in the
+    // deployment archive by the hook before it (a bundle's own links may not leave it).
     let noexec = {
         let dir = revision(
             root.path(),
             "noexec",
-            &format!("{HEAD}hooks:\n  BeforeInstall:\n    - location: scripts/ro.sh\n"),
-            &[],
+            &format!(
+                "{HEAD}hooks:\n  BeforeInstall:\n    - location: scripts/plant.sh\n    - location: scripts/ro.sh\n"
+            ),
+            &[
+                (
+                    "plant.sh",
+                    "ln -sfn /proc/sys/kernel/hostname \"/opt/codedeploy-agent/deployment-root/$DEPLOYMENT_GROUP_ID/$DEPLOYMENT_ID/deployment-archive/scripts/ro.sh\"",
+                ),
+                ("ro.noexec.sh", ""),
+            ],
         );
-        std::os::unix::fs::symlink("/proc/sys/kernel/hostname", dir.join("scripts/ro.sh")).unwrap();
+        std::fs::rename(dir.join("scripts/ro.noexec.sh"), dir.join("scripts/ro.sh")).unwrap();
         rehearse(&[&dir])
     };
     assert_eq!(noexec.code, runway::exit::ERRORED, "{}", noexec.all());

@@ -1,6 +1,8 @@
-//! A job's cache work done where the job's files are: on the bare host as before, or,
-//! in a sandbox, by a helper (runway's own binary, `runway sandbox-helper`) that runway
-//! starts inside the job's mount namespace with the job's privileges. Every path the
+//! What runway does with a job's files, done where the job's files are: on the bare host
+//! as before, or, in a sandbox, by a helper (runway's own binary, `runway
+//! sandbox-helper`) that runway starts inside the job's mount namespace with the job's
+//! privileges: a job's caches (save, restore, fingerprint) and a rehearsal's bundles
+//! (unpacked by [`crate::deploy::bundle`]). Every path the
 //! job or its commit chose (an absolute or `..` cache directory, a directory that is a
 //! link, a parent that is one) then resolves in the job's copy of the machine: a link to
 //! `/root/.aws` archives the job's own (hidden, empty) view of it, a restore through a
@@ -15,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 
-use super::archive::{self, Restored, Saved};
+use crate::cache::archive::{self, Restored, Saved};
+use crate::deploy::bundle;
 use crate::sandbox::JobView;
 
 /// What the helper is asked to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// Make the cached directories (before a fetch).
     Prepare,
@@ -29,6 +32,15 @@ pub enum Op {
     Save,
     /// Fingerprint the directories.
     Fingerprint,
+    /// Unpack the bundle on stdin into `dest`.
+    Unpack {
+        /// How it is packed.
+        kind: bundle::Kind,
+        /// Where, in the job's view.
+        dest: PathBuf,
+        /// What it may expand to.
+        caps: bundle::Caps,
+    },
 }
 
 /// One request to the helper (its only argument, as JSON).
@@ -88,7 +100,7 @@ pub fn serve(request: &str) -> i32 {
 fn work(req: &Request) -> io::Result<Answer> {
     let never = AtomicBool::new(false);
     let dirs = &req.dirs;
-    Ok(match req.op {
+    Ok(match &req.op {
         Op::Prepare => {
             for (_, d) in dirs {
                 let _ = std::fs::create_dir_all(d);
@@ -124,6 +136,21 @@ fn work(req: &Request) -> io::Result<Answer> {
             fingerprint: Some(archive::fingerprint(dirs)?),
             ..Answer::default()
         },
+        Op::Unpack { kind, dest, caps } => {
+            use std::os::fd::AsFd;
+            let input = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
+            match bundle::unpack(input, *kind, dest, *caps) {
+                Ok(u) => Answer {
+                    files: u.files,
+                    bytes: u.bytes,
+                    ..Answer::default()
+                },
+                Err(e) => Answer {
+                    error: Some(e.to_string()),
+                    ..Answer::default()
+                },
+            }
+        }
     })
 }
 
@@ -220,6 +247,29 @@ pub fn save(
         bytes: a.bytes,
         archive_bytes: 0,
     })
+}
+
+/// Unpacks the bundle read from `input` (a file runway opened) into `dest` in the
+/// job's view; returns the files and bytes written, or why it was refused.
+pub fn unpack(
+    view: &JobView,
+    input: std::fs::File,
+    kind: bundle::Kind,
+    dest: &Path,
+    timeout_secs: u64,
+) -> io::Result<(u64, u64)> {
+    let req = Request {
+        op: Op::Unpack {
+            kind,
+            dest: dest.to_path_buf(),
+            caps: bundle::caps(),
+        },
+        dirs: Vec::new(),
+        cap: 0,
+        timeout_secs,
+    };
+    let a = ask(view, &req, input.into(), Stdio::null())?;
+    Ok((a.files, a.bytes))
 }
 
 /// The fingerprint of the job's directories, as the job sees them.
