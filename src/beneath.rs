@@ -63,7 +63,17 @@ impl Beneath {
 
     /// The directory `rel` below this one.
     pub fn dir(&self, rel: &Path) -> io::Result<Beneath> {
-        let fd = self.open_at(rel, libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let fd = self
+            .open_at(rel, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| match e.raw_os_error() {
+                // A link at the end reads as "not a directory": say it is a link.
+                Some(libc::ENOTDIR)
+                    if self.lstat(rel).is_ok_and(|m| m.file_type().is_symlink()) =>
+                {
+                    io::Error::from_raw_os_error(libc::ELOOP)
+                }
+                _ => e,
+            })?;
         Ok(Beneath {
             fd,
             shown: self.shown.join(rel),

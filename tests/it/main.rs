@@ -11,6 +11,7 @@ mod cli_lint_plan;
 mod cli_run;
 mod corpus;
 mod deploy;
+mod doors;
 mod hook;
 mod notify;
 mod rehearse;

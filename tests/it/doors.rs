@@ -1,0 +1,530 @@
+//! No doors (README "The job sandbox", "What runway does for a job"): runway, as the
+//! host's root, never writes, reads, creates or uploads a path a job, its commit or its
+//! bundle chose, outside that job's copy of the machine. Each test is one of the ways a
+//! hostile repository tried it, through the real binary, and checks the host.
+
+use crate::common::moto::Moto;
+use crate::common::{Run, git, run, runway};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A project on disk with its own cache, state and `$HOME` for runway (whose
+/// credentials jobs must never see).
+struct Hostile {
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    state: PathBuf,
+    /// runway's own `$HOME`, outside `/tmp` (so the job's fresh `/tmp` is not what
+    /// hides it), holding `.aws/credentials`.
+    home: tempfile::TempDir,
+}
+
+const SECRET: &str = "aws_secret_access_key = HOSTSECRETdoNotLeak0123";
+
+impl Hostile {
+    fn new(yml: &str) -> Hostile {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".travis.yml"), yml).unwrap();
+        let home = tempfile::tempdir_in("/var/tmp").unwrap();
+        std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+        std::fs::write(
+            home.path().join(".aws/credentials"),
+            format!("[default]\n{SECRET}\n"),
+        )
+        .unwrap();
+        Hostile {
+            cache: dir.path().with_extension("cache"),
+            state: dir.path().with_extension("state"),
+            dir,
+            home,
+        }
+    }
+
+    fn creds(&self) -> PathBuf {
+        self.home.path().join(".aws")
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        let mut c = runway();
+        c.arg("run").arg(self.dir.path());
+        c.args(["--branch", "master"]);
+        c.arg("--cache-dir").arg(&self.cache);
+        c.env("RUNWAY_STATE_DIR", &self.state);
+        c.env("HOME", self.home.path());
+        // The job knows where runway's things are, as a hostile script would.
+        c.arg("--env")
+            .arg(format!("HOST_CREDS={}", self.creds().display()));
+        c.args(extra);
+        c
+    }
+
+    fn run(&self, extra: &[&str]) -> Run {
+        run(&mut self.command(extra))
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.cache);
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Every file under `dir` on the host.
+fn host_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(host_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Every cache archive's text (decompressed), to look for what must not be in it.
+fn archives_text(cache: &Path) -> String {
+    let mut text = String::new();
+    for f in host_files(cache) {
+        if f.to_string_lossy().ends_with(".tar.zst") {
+            let out = Command::new("zstd")
+                .args(["-dc", "-q"])
+                .arg(&f)
+                .output()
+                .expect("zstd runs (apt-get install zstd)");
+            text.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    text
+}
+
+/// 1. A step that replaces the file runway would write the next command into with a
+///    link to a host path: runway sends commands down the shell's pipe, so there is no
+///    such file, and nothing is written through the link.
+#[test]
+fn a_step_cannot_make_runway_write_the_next_command_onto_the_host() {
+    let target = tempfile::tempdir_in("/var/tmp").unwrap();
+    let p = Hostile::new(
+        "language: shell\nscript:\n\
+         \x20 - for i in $(seq 1 40); do ln -sfn \"$TARGET/cmd-$i\" \"$(dirname \"$HOME\")/runway/cmd-$i.sh\"; done; echo PLANTED\n\
+         \x20 - echo SECOND-STEP-RAN\n",
+    );
+    let mut c = p.command(&[]);
+    c.arg("--env")
+        .arg(format!("TARGET={}", target.path().display()));
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("PLANTED"), "{}", r.all());
+    assert!(r.stdout.contains("\nSECOND-STEP-RAN"), "{}", r.all());
+    let written = host_files(target.path());
+    assert!(written.is_empty(), "runway wrote on the host: {written:?}");
+}
+
+/// 2. A cached directory whose parent a later commit turns into a link to a host
+///    directory: the restore follows the link in the job's copy of the machine, and the
+///    host directory stays empty.
+#[test]
+fn a_cache_restored_through_a_linked_parent_lands_in_the_job_only() {
+    let host_dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let p = Hostile::new(
+        "language: shell\ncache:\n  directories: [lnk/sub]\nscript:\n\
+         \x20 - mkdir -p lnk/sub && echo cached > lnk/sub/file; ls -la lnk\n\
+         \x20 - echo \"inside=$(cat lnk/sub/file 2>&1)\"\n",
+    );
+    let first = p.run(&[]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert!(first.stdout.contains("stored 1 files"), "{}", first.all());
+    // The next commit: `lnk` is a link to a directory of the host.
+    std::os::unix::fs::symlink(host_dir.path(), p.dir.path().join("lnk")).unwrap();
+    let second = p.run(&[]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert!(second.stdout.contains("restored 1 files"), "{}", second.all());
+    // The job sees the file where its link leads, in its own copy...
+    assert!(second.stdout.contains("inside=cached"), "{}", second.all());
+    // ...and the host's directory was never written.
+    let written = host_files(host_dir.path());
+    assert!(written.is_empty(), "the restore wrote on the host: {written:?}");
+}
+
+/// 3. `before_cache` links a cached directory to runway's credentials: the archive is
+///    made in the job's view, where they are hidden, and the next build prints nothing.
+#[test]
+fn a_cache_saved_through_a_link_archives_the_jobs_view_not_the_hosts() {
+    let p = Hostile::new(
+        "language: shell\ncache:\n  directories: [$HOME/loot]\nscript:\n\
+         \x20 - echo \"loot=$(cat $HOME/loot/credentials 2>&1)\"\n\
+         before_cache:\n\
+         \x20 - rm -rf $HOME/loot; ln -s \"$HOST_CREDS\" $HOME/loot\n",
+    );
+    let first = p.run(&[]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let second = p.run(&[]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    for r in [&first, &second] {
+        assert!(!r.all().contains("HOSTSECRET"), "{}", r.all());
+    }
+    assert!(
+        !archives_text(&p.cache).contains("HOSTSECRET"),
+        "the host's credentials are in a cache archive"
+    );
+}
+
+/// 4. Cache directories outside the job (absolute, or `..` out of the checkout): each
+///    is the job's own copy; the host's paths are never made, archived or restored.
+#[test]
+fn cache_directories_outside_the_checkout_are_the_jobs_own_copies() {
+    let abs = PathBuf::from(format!("/var/tmp/runway-door-abs-{}", std::process::id()));
+    let rel_name = format!("runway-door-rel-{}", std::process::id());
+    // build/<owner>/<repo> under the workspace, under the temp dir: four levels up is
+    // the host's temp dir itself.
+    let rel_host = std::env::temp_dir().join(&rel_name);
+    let p = Hostile::new(&format!(
+        "language: shell\ncache:\n  directories: [{abs}, ../../../../{rel_name}]\nscript:\n\
+         \x20 - echo \"abs=$(cat {abs}/f 2>&1) rel=$(cat ../../../../{rel_name}/f 2>&1)\"\n\
+         \x20 - echo one > {abs}/f && echo two > ../../../../{rel_name}/f\n",
+        abs = abs.display()
+    ));
+    let first = p.run(&[]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert!(!abs.exists(), "made on the host: {}", abs.display());
+    assert!(!rel_host.exists(), "made on the host: {}", rel_host.display());
+    let second = p.run(&[]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert!(
+        second.stdout.contains("abs=one rel=two"),
+        "the job's own copies are cached: {}",
+        second.all()
+    );
+    assert!(!abs.exists(), "restored on the host: {}", abs.display());
+    assert!(!rel_host.exists(), "restored on the host: {}", rel_host.display());
+}
+
+/// 5. An s3 deploy whose `local_dir` is runway's credentials, or a committed link to
+///    them: refused naming the option, nothing uploaded, and the dry run lists nothing
+///    of the host's.
+#[test]
+fn a_deploy_reads_only_the_jobs_build_directory() {
+    let moto = Moto::start();
+    moto.bucket("us-east-1", "loot-bucket");
+    let deploy = |local: &str| {
+        format!(
+            "language: shell\nscript: 'true'\ndeploy:\n  provider: s3\n  \
+             access_key_id: AKIAIOSFODNN7TESTING\n  \
+             secret_access_key: wJalrXUtnFEMI/K7MDENG/TESTKEY\n  \
+             bucket: loot-bucket\n  local_dir: {local}\n  endpoint: {}\n",
+            moto.url
+        )
+    };
+    // An absolute path to the host's credentials.
+    let p = Hostile::new("");
+    p.write(".travis.yml", &deploy(&p.creds().display().to_string()));
+    let dry = p.run(&[]);
+    assert!(!dry.all().contains("credentials ("), "{}", dry.all());
+    assert!(
+        dry.stdout.contains("s3: local_dir")
+            && dry.stdout.contains("is outside the job's build directory"),
+        "{}",
+        dry.all()
+    );
+    let real = p.run(&["--deploy"]);
+    assert_eq!(real.code, runway::exit::ERRORED, "{}", real.all());
+    assert!(
+        real.all().contains("is outside the job's build directory"),
+        "{}",
+        real.all()
+    );
+    // A committed link to them.
+    let q = Hostile::new("");
+    q.write(".travis.yml", &deploy("dist"));
+    std::os::unix::fs::symlink(q.creds(), q.dir.path().join("dist")).unwrap();
+    let linked = q.run(&["--deploy"]);
+    assert_eq!(linked.code, runway::exit::ERRORED, "{}", linked.all());
+    assert!(
+        linked.all().contains("a symbolic link is on the way"),
+        "{}",
+        linked.all()
+    );
+    // And a link inside an honest local_dir is skipped, never followed.
+    let h = Hostile::new("");
+    h.write(".travis.yml", &deploy("public"));
+    h.write("public/index.html", "<h1>hi</h1>");
+    std::os::unix::fs::symlink(
+        h.creds().join("credentials"),
+        h.dir.path().join("public/creds.html"),
+    )
+    .unwrap();
+    let honest = h.run(&["--deploy"]);
+    assert_eq!(honest.code, 0, "{}", honest.all());
+    let keys = moto.py(
+        "us-east-1",
+        "print(sorted(o['Key'] for o in s3.list_objects_v2(Bucket='loot-bucket').get('Contents', [])))",
+    );
+    assert_eq!(keys, "['index.html']");
+}
+
+/// A revision directory with this appspec and these executable scripts.
+fn revision(root: &Path, appspec: &str, scripts: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join("rev");
+    std::fs::create_dir_all(dir.join("scripts")).unwrap();
+    std::fs::write(dir.join("appspec.yml"), appspec).unwrap();
+    for (file, body) in scripts {
+        let p = dir.join("scripts").join(file);
+        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+const APPSPEC: &str = "version: 0.0\nos: linux\nfiles:\n  - source: /\n    destination: /srv/app\n";
+
+fn rehearse(bundle: &Path, home: &Path, extra_env: &[(&str, &str)]) -> Run {
+    let mut c = runway();
+    c.args(["codedeploy", "rehearse"]).arg(bundle);
+    c.env("HOME", home);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
+
+/// 6a. A rehearsal's hooks see what a job sees: runway's credentials, state and caches
+///     are hidden from them.
+#[test]
+fn a_rehearsals_hooks_cannot_read_runways_credentials_or_state() {
+    let root = tempfile::tempdir().unwrap();
+    let p = Hostile::new("");
+    let state = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(state.path().join("runway.db"), "STATE-DB-BYTES").unwrap();
+    let dir = revision(
+        root.path(),
+        &format!("{APPSPEC}hooks:\n  ApplicationStart:\n    - location: scripts/peek.sh\n"),
+        &[(
+            "peek.sh",
+            &format!(
+                "cat {}/credentials {}/runway.db 2>&1; echo PEEKED",
+                p.creds().display(),
+                state.path().display()
+            ),
+        )],
+    );
+    let r = rehearse(
+        &dir,
+        p.home.path(),
+        &[("RUNWAY_STATE_DIR", &state.path().display().to_string())],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("PEEKED"), "{}", r.all());
+    assert!(!r.all().contains("HOSTSECRET"), "{}", r.all());
+    assert!(!r.all().contains("STATE-DB-BYTES"), "{}", r.all());
+}
+
+/// A tar bundle with an appspec and `build`'s entries.
+fn tar_bundle(path: &Path, build: impl FnOnce(&mut tar::Builder<std::fs::File>)) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(APPSPEC.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "appspec.yml", APPSPEC.as_bytes())
+        .unwrap();
+    build(&mut b);
+    b.finish().unwrap();
+}
+
+/// 6b. Bundles are unpacked by runway's own code: device nodes, links out of the
+///     bundle, `..` and absolute paths are refused and named; nothing of them is made.
+#[test]
+fn a_bundle_with_devices_or_links_out_is_refused_and_nothing_is_made() {
+    let root = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir_in("/var/tmp").unwrap();
+    let bundle = root.path().join("bad.tar");
+    let outside = format!("/var/tmp/runway-door-bundle-{}", std::process::id());
+    tar_bundle(&bundle, |b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Char);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(11).unwrap();
+        h.set_size(0);
+        h.set_mode(0o666);
+        b.append_data(&mut h, "dev/kmsg", std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Block);
+        h.set_size(0);
+        h.set_mode(0o666);
+        b.append_data(&mut h, "dev/sda", std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "loot", "/root/.aws").unwrap();
+        // `..` written raw (the tar crate refuses to write it itself).
+        let name = format!("../../..{outside}/x");
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"x\n"[..]).unwrap();
+    });
+    let r = rehearse(&bundle, home.path(), &[]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    for said in [
+        "dev/kmsg (a character device)",
+        "dev/sda (a block device)",
+        "loot (a link to /root/.aws leaves the bundle)",
+        "(a path with ..)",
+    ] {
+        assert!(r.stdout.contains(said), "{said}: {}", r.all());
+    }
+    assert!(r.stdout.contains("Rehearsal failed"), "{}", r.all());
+    assert!(!Path::new(&outside).exists(), "written on the host: {outside}");
+}
+
+/// 6c. An appspec whose `files` source leaves the bundle, one larger than an appspec
+///     may be, and a zip that expands past the cap: each refused with why.
+#[test]
+fn appspec_sources_outside_the_bundle_huge_appspecs_and_zip_bombs_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir_in("/var/tmp").unwrap();
+    let escape = revision(
+        root.path(),
+        "version: 0.0\nos: linux\nfiles:\n  - source: ../../../etc\n    destination: /srv/loot\n",
+        &[],
+    );
+    let r = rehearse(&escape, home.path(), &[]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("has files: source ../../../etc, which leaves the bundle"),
+        "{}",
+        r.all()
+    );
+    // An appspec of 3 MiB: read no further than its limit.
+    let huge = root.path().join("huge");
+    std::fs::create_dir_all(&huge).unwrap();
+    let mut text = String::from(APPSPEC);
+    text.push_str(&"# padding\n".repeat(300_000));
+    std::fs::write(huge.join("appspec.yml"), text).unwrap();
+    let r = rehearse(&huge, home.path(), &[]);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(r.all().contains("larger than 1 MiB"), "{}", r.all());
+    // A zip of 64 MB of zeros (64 KB packed), with a cap of 8 MB.
+    let bomb = root.path().join("bomb.zip");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&bomb).unwrap());
+        let o = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("appspec.yml", o).unwrap();
+        std::io::Write::write_all(&mut z, APPSPEC.as_bytes()).unwrap();
+        z.start_file("zeros", o).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            std::io::Write::write_all(&mut z, &chunk).unwrap();
+        }
+        z.finish().unwrap();
+    }
+    let r = rehearse(&bomb, home.path(), &[("RUNWAY_BUNDLE_MAX_BYTES", "8M")]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(
+        r.stdout.contains("the bundle expands to more than 8M"),
+        "{}",
+        r.all()
+    );
+}
+
+/// 7. A pushed commit whose `.gitmodules` names another repository on this machine
+///    (runway's mirror of a private one, say): refused, nothing of it cloned.
+#[test]
+fn a_submodule_on_a_local_path_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let private = root.path().join("priv");
+    crate::common::repo_with(
+        &private,
+        "master",
+        &[("SECRET.txt", "PRIVATE-REPO-CONTENT\n")],
+        "private",
+    );
+    let work = root.path().join("work");
+    crate::common::repo_with(
+        &work,
+        "master",
+        &[(
+            ".travis.yml",
+            "language: shell\nscript:\n  - cat lib/SECRET.txt || true\n",
+        )],
+        "first",
+    );
+    git(
+        &work,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            &private.display().to_string(),
+            "lib",
+        ],
+    );
+    git(&work, &["commit", "-qm", "a submodule"]);
+    let r = run(runway()
+        .arg("run")
+        .arg(&work)
+        .args(["--commit", "HEAD", "--branch", "master"]));
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(
+        r.all()
+            .contains("runway fetches a pushed commit's submodules only from the network"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.all().contains("PRIVATE-REPO-CONTENT"), "{}", r.all());
+}
+
+/// 8. A job that closes its own output and sleeps: the no-output limit still ends it,
+///    its processes go with it.
+#[test]
+fn a_job_that_closes_its_output_still_meets_its_deadlines() {
+    let p = Hostile::new(
+        "language: shell\nscript:\n  - echo before; exec 1>&- 2>&-; sleep 7377\n",
+    );
+    let mut c = p.command(&["--timeout", "60s", "--no-output-timeout", "2s"]);
+    // A guard against a hang, not a measure of speed: the job's limit is 60 s.
+    let lines = crate::common::Lines::spawn(&mut c, false);
+    let (code, out) = lines.finish(170);
+    assert_eq!(code, Some(runway::exit::CANCELED), "{out:?}");
+    let text = out.join("\n");
+    assert!(
+        text.contains("No output has been received in the last 2s"),
+        "{text}"
+    );
+    crate::common::assert_no_process("sleep 7377");
+}
+
+/// 9 (in part). The job's `/tmp`, `/dev/shm` and `/run` are sized tmpfs: what a job
+/// writes there cannot take the host's memory past them.
+#[test]
+fn a_jobs_memory_filesystems_are_bounded() {
+    let p = Hostile::new(
+        "language: shell\nscript:\n  - df -B1M --output=target,size /tmp /dev/shm /run | tail -n +2 | sed 's/^/size /'\n  - if fallocate -l 5G /tmp/big; then echo FILLED; else echo REFUSED; fi\n",
+    );
+    let r = p.run(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    for (mount, mb) in [("/tmp", 4096), ("/dev/shm", 1024), ("/run", 64)] {
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("size ") && l.split_whitespace().nth(1) == Some(mount))
+            .unwrap_or_else(|| panic!("{mount}: {}", r.all()));
+        let size: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert_eq!(size, mb, "{line}");
+    }
+    assert!(r.stdout.contains("\nREFUSED"), "{}", r.all());
+}
