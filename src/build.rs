@@ -509,7 +509,12 @@ fn execute(
     log: &mut Log,
 ) -> JobOutcome {
     let started = Instant::now();
-    let mut ws = match Workspace::prepare(&opts.origin, &event.repo, &opts.git) {
+    let mut ws = match Workspace::prepare(
+        &opts.origin,
+        &event.repo,
+        &opts.git,
+        opts.job.sandbox.disk(),
+    ) {
         Ok(ws) => ws,
         Err(e) => {
             log.line(&format!(

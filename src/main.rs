@@ -121,6 +121,10 @@ enum Command {
         /// Processes (and threads) per job at once, where cgroups are delegated.
         #[arg(long)]
         max_processes: Option<u64>,
+        /// Disk per job (10G by default; `none`: the host's disk): the job's workspace
+        /// is a filesystem of this size.
+        #[arg(long, value_parser = runway::sandbox::disk::parse_budget)]
+        disk: Option<runway::sandbox::disk::Budget>,
         /// Rehearse on what this machine has: a language version (or JDK) it cannot
         /// provide is replaced by its own, named in the log, summary and mail, instead
         /// of erroring the job.
@@ -418,6 +422,7 @@ fn main() -> ExitCode {
             no_network,
             memory,
             max_processes,
+            disk,
             substitutes,
             rehearse_deploy,
         } => {
@@ -447,6 +452,7 @@ fn main() -> ExitCode {
                         memory,
                         processes: max_processes,
                     },
+                    disk: disk.unwrap_or_default(),
                     ..Default::default()
                 },
             };

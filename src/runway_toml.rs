@@ -102,6 +102,9 @@ pub struct ServerConfig {
     pub job_memory: Option<String>,
     /// Processes (and threads) per job at once, likewise.
     pub job_processes: Option<u64>,
+    /// Disk per job (`"10G"`, the default; `"none"`: the host's disk): the job's
+    /// workspace is a filesystem of this size.
+    pub job_disk: Option<String>,
     /// A language version (or JDK) the machine cannot provide is replaced by what it
     /// has, named in the log, summary, page and mail, instead of erroring the job.
     #[serde(default)]
@@ -307,6 +310,10 @@ impl ServerConfig {
             crate::sandbox::cgroup::parse_size(m)
                 .map_err(|e| format!("{}: job_memory: {e}", path.display()))?;
         }
+        if let Some(d) = &cfg.job_disk {
+            crate::sandbox::disk::parse_budget(d)
+                .map_err(|e| format!("{}: job_disk: {e}", path.display()))?;
+        }
         cfg.path = path.canonicalize().ok();
         Ok(cfg)
     }
@@ -326,6 +333,11 @@ impl ServerConfig {
                     .and_then(|m| crate::sandbox::cgroup::parse_size(m).ok()),
                 processes: self.job_processes,
             },
+            disk: self
+                .job_disk
+                .as_deref()
+                .and_then(|d| crate::sandbox::disk::parse_budget(d).ok())
+                .unwrap_or_default(),
         }
     }
 

@@ -52,6 +52,9 @@ pub struct GitOptions {
 
 /// A prepared workspace. Deleted when dropped unless kept.
 pub struct Workspace {
+    /// The job's disk, when it has a budget: unmounted (fields drop in order) before
+    /// the directory it was mounted on is removed.
+    disk: Option<crate::sandbox::disk::JobDisk>,
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
     /// The checkout: `TRAVIS_BUILD_DIR`.
@@ -68,13 +71,20 @@ pub struct Workspace {
 
 impl Workspace {
     /// Makes a workspace for repository `slug` from `origin`.
+    /// With `disk`, the workspace is a filesystem of that many bytes of its own
+    /// ([`crate::sandbox::disk`]), made before anything is written into it.
     pub fn prepare(
         origin: &Origin,
         slug: &str,
         git: &GitOptions,
+        disk: Option<u64>,
     ) -> Result<Workspace, WorkspaceError> {
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
         let root = dir.path().to_path_buf();
+        let disk = match disk {
+            Some(bytes) => Some(crate::sandbox::disk::JobDisk::attach(&root, bytes)?),
+            None => None,
+        };
         let build_dir = root.join("build").join(slug);
         let home = root.join("home");
         let scratch = root.join("runway");
@@ -104,6 +114,7 @@ impl Workspace {
             },
         }
         Ok(Workspace {
+            disk,
             dir: Some(dir),
             root,
             build_dir,
@@ -115,6 +126,9 @@ impl Workspace {
 
     /// Keeps the workspace on disk after the job; returns where it is.
     pub fn keep(&mut self) -> PathBuf {
+        if let Some(d) = self.disk.take() {
+            d.keep();
+        }
         if let Some(d) = self.dir.take() {
             let _ = d.keep();
         }
@@ -124,6 +138,11 @@ impl Workspace {
     /// The workspace's top directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The disk budget, when the job's disk is full.
+    pub fn disk_full(&self) -> Option<u64> {
+        self.disk.as_ref().filter(|d| d.full()).map(|d| d.size())
     }
 }
 

@@ -33,7 +33,7 @@ use crate::plan::JobPlan;
 use crate::workspace::Workspace;
 use log::Log;
 use phases::{OnFailure, Phase, RunsWhen, Step};
-use setup::memory_exceeded;
+use setup::{disk_exceeded, memory_exceeded};
 use shell::{Shell, Wait};
 
 /// How a job ended.
@@ -531,6 +531,11 @@ impl Runner<'_> {
             {
                 return Err(memory_exceeded(limit, log));
             }
+            if code != 0
+                && let Some(limit) = self.ctx.workspace.disk_full()
+            {
+                return Err(disk_exceeded(limit, log));
+            }
             self.apply_rule(rule.on_failure, cmd, code, key, log)?;
             if phase == Phase::Script {
                 log.line("");
@@ -566,6 +571,9 @@ impl Runner<'_> {
                 log.line(&format!("The job's shell exited with {code} during {key}."));
                 if let Some(limit) = self.shell.as_ref().and_then(Shell::memory_exceeded) {
                     return Err(memory_exceeded(limit, log));
+                }
+                if let Some(limit) = self.ctx.workspace.disk_full() {
+                    return Err(disk_exceeded(limit, log));
                 }
             }
             Wait::Canceled => {

@@ -21,6 +21,20 @@ pub(super) fn memory_exceeded(limit: u64, log: &mut Log) -> Stop {
     )
 }
 
+pub(super) fn disk_exceeded(limit: u64, log: &mut Log) -> Stop {
+    let size = crate::sandbox::cgroup::human_size(limit);
+    log.line("");
+    log.line(&format!(
+        "The job exceeded its disk limit ({size}): its workspace, $HOME and the copy of the machine's changes are full."
+    ));
+    log.line("Raise job_disk in runway.toml (or --disk for runway run) if it needs more.");
+    Stop::End(
+        JobResult::Errored,
+        format!("exceeded its disk limit of {size}"),
+        false,
+    )
+}
+
 impl Runner<'_> {
     /// A job for another os or arch is not run here (it cannot pass); a `dist` other
     /// than this machine's is said.

@@ -393,6 +393,7 @@ pub fn end_orphans(dir: &Path) -> usize {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with(crate::workspace::PREFIX))
         {
+            crate::sandbox::disk::release(workspace);
             let _ = std::fs::remove_dir_all(workspace);
         }
         let _ = std::fs::remove_file(&path);

@@ -17,6 +17,7 @@
 //! [`sys`] carries it out between `fork` and `exec` without allocating.
 
 pub mod cgroup;
+pub mod disk;
 mod seccomp;
 mod sys;
 
@@ -213,6 +214,11 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
     fn is_bare(&self) -> bool {
         false
     }
+    /// The job's disk budget, bytes ([`disk`]): its workspace is a filesystem of this
+    /// size. None: the host's disk.
+    fn disk(&self) -> Option<u64> {
+        None
+    }
     /// The sandbox a deploy rehearsal of this job's bundle runs in: a copy of the
     /// machine like the job's, with the same hidden paths, in a network namespace of
     /// its own.
@@ -267,6 +273,7 @@ pub struct Policy {
 pub struct Namespaces {
     policy: Policy,
     limits: Option<(cgroup::Hierarchy, cgroup::Limits)>,
+    disk: Option<u64>,
 }
 
 impl Namespaces {
@@ -275,7 +282,14 @@ impl Namespaces {
         Namespaces {
             policy,
             limits: None,
+            disk: None,
         }
+    }
+
+    /// Each job's workspace a filesystem of `bytes` ([`disk`]).
+    pub fn with_disk(mut self, bytes: Option<u64>) -> Self {
+        self.disk = bytes;
+        self
     }
 
     /// Each job in a cgroup of `hierarchy` with `limits`.
@@ -351,6 +365,10 @@ impl Sandbox for Namespaces {
         })
     }
 
+    fn disk(&self) -> Option<u64> {
+        self.disk
+    }
+
     fn rehearsal(&self) -> std::sync::Arc<dyn Sandbox> {
         let mut copy = self.clone();
         copy.policy.no_network = true;
@@ -366,6 +384,9 @@ impl Sandbox for Namespaces {
             if let Some(p) = l.processes {
                 limits.push_str(&format!(", {p} processes"));
             }
+        }
+        if let Some(d) = self.disk {
+            limits.push_str(&format!(", disk {}", cgroup::human_size(d)));
         }
         format!(
             "Sandbox: namespaces (mount, pid, ipc, uts{}), a copy-on-write root, network {}{limits}",
@@ -720,12 +741,14 @@ pub fn layout(
     // The host's other disks below `/`, each as its own overlay: an overlay of `/`
     // shows only the root filesystem.
     let under = |p: &Path, dirs: &[&str]| dirs.iter().any(|d| p.starts_with(d));
+    // Other jobs' workspaces live beside this one (each may be a disk of its own).
+    let workspaces = job.root.parent().unwrap_or(Path::new("/tmp"));
     let mut n = 0;
     for m in mounts {
         let skip = m.point == Path::new("/")
             || !DISK_FILESYSTEMS.contains(&m.fstype.as_str())
             || under(&m.point, FRESH)
-            || m.point.starts_with(&job.root)
+            || m.point.starts_with(workspaces)
             || hidden.iter().any(|h| match h {
                 Hidden::Dir(d) => m.point.starts_with(d),
                 Hidden::File(_) => false,
@@ -736,8 +759,6 @@ pub fn layout(
         }
     }
     system_mounts(&mut steps);
-    // Other jobs' workspaces live beside this one.
-    let workspaces = job.root.parent().unwrap_or(Path::new("/tmp"));
     let mut cover: Vec<&Path> = vec![workspaces];
     let mut files: Vec<&Path> = Vec::new();
     for h in hidden {

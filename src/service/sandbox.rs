@@ -19,6 +19,8 @@ pub struct SandboxOptions {
     /// Memory and processes per job (`--memory`, `--max-processes`; runway.toml's
     /// `job_memory`, `job_processes`).
     pub limits: crate::sandbox::cgroup::Limits,
+    /// Disk per job (`--disk`; runway.toml's `job_disk`).
+    pub disk: crate::sandbox::disk::Budget,
 }
 
 impl SandboxOptions {
@@ -57,6 +59,14 @@ impl SandboxOptions {
                         Err(_) => {}
                     }
                 }
+                if let Some(bytes) = self.disk.0 {
+                    match probe_disk(bytes) {
+                        Ok(()) => ns = ns.with_disk(Some(bytes)),
+                        Err(why) => say(&format!(
+                            "runway: warning: the job disk budget is not enforced: {why}"
+                        )),
+                    }
+                }
                 if !self.checked {
                     ns.check()?;
                 }
@@ -80,4 +90,20 @@ pub fn rehearsal_policy() -> crate::sandbox::Policy {
         hide,
         show: vec![crate::runtime::toolchain_dir()],
     }
+}
+
+/// Makes (and drops) one job disk of `bytes`, so a machine that cannot is told once.
+fn probe_disk(bytes: u64) -> Result<(), String> {
+    static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBED
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("runway-disk-probe-")
+                .tempdir()
+                .map_err(|e| e.to_string())?;
+            crate::sandbox::disk::JobDisk::attach(dir.path(), bytes)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
 }

@@ -146,12 +146,19 @@ fn a_cache_restored_through_a_linked_parent_lands_in_the_job_only() {
     std::os::unix::fs::symlink(host_dir.path(), p.dir.path().join("lnk")).unwrap();
     let second = p.run(&[]);
     assert_eq!(second.code, 0, "{}", second.all());
-    assert!(second.stdout.contains("restored 1 files"), "{}", second.all());
+    assert!(
+        second.stdout.contains("restored 1 files"),
+        "{}",
+        second.all()
+    );
     // The job sees the file where its link leads, in its own copy...
     assert!(second.stdout.contains("inside=cached"), "{}", second.all());
     // ...and the host's directory was never written.
     let written = host_files(host_dir.path());
-    assert!(written.is_empty(), "the restore wrote on the host: {written:?}");
+    assert!(
+        written.is_empty(),
+        "the restore wrote on the host: {written:?}"
+    );
 }
 
 /// 3. `before_cache` links a cached directory to runway's credentials: the archive is
@@ -195,7 +202,11 @@ fn cache_directories_outside_the_checkout_are_the_jobs_own_copies() {
     let first = p.run(&[]);
     assert_eq!(first.code, 0, "{}", first.all());
     assert!(!abs.exists(), "made on the host: {}", abs.display());
-    assert!(!rel_host.exists(), "made on the host: {}", rel_host.display());
+    assert!(
+        !rel_host.exists(),
+        "made on the host: {}",
+        rel_host.display()
+    );
     let second = p.run(&[]);
     assert_eq!(second.code, 0, "{}", second.all());
     assert!(
@@ -204,7 +215,11 @@ fn cache_directories_outside_the_checkout_are_the_jobs_own_copies() {
         second.all()
     );
     assert!(!abs.exists(), "restored on the host: {}", abs.display());
-    assert!(!rel_host.exists(), "restored on the host: {}", rel_host.display());
+    assert!(
+        !rel_host.exists(),
+        "restored on the host: {}",
+        rel_host.display()
+    );
 }
 
 /// 5. An s3 deploy whose `local_dir` is runway's credentials, or a committed link to
@@ -385,7 +400,10 @@ fn a_bundle_with_devices_or_links_out_is_refused_and_nothing_is_made() {
         assert!(r.stdout.contains(said), "{said}: {}", r.all());
     }
     assert!(r.stdout.contains("Rehearsal failed"), "{}", r.all());
-    assert!(!Path::new(&outside).exists(), "written on the host: {outside}");
+    assert!(
+        !Path::new(&outside).exists(),
+        "written on the host: {outside}"
+    );
 }
 
 /// 6c. An appspec whose `files` source leaves the bundle, one larger than an appspec
@@ -492,9 +510,7 @@ fn a_submodule_on_a_local_path_is_refused() {
 ///    its processes go with it.
 #[test]
 fn a_job_that_closes_its_output_still_meets_its_deadlines() {
-    let p = Hostile::new(
-        "language: shell\nscript:\n  - echo before; exec 1>&- 2>&-; sleep 7377\n",
-    );
+    let p = Hostile::new("language: shell\nscript:\n  - echo before; exec 1>&- 2>&-; sleep 7377\n");
     let mut c = p.command(&["--timeout", "60s", "--no-output-timeout", "2s"]);
     // A guard against a hang, not a measure of speed: the job's limit is 60 s.
     let lines = crate::common::Lines::spawn(&mut c, false);
@@ -527,4 +543,43 @@ fn a_jobs_memory_filesystems_are_bounded() {
         assert_eq!(size, mb, "{line}");
     }
     assert!(r.stdout.contains("\nREFUSED"), "{}", r.all());
+}
+
+/// 9. A job's disk budget: its workspace, `$HOME` and its copy of the machine's changes
+///    are one filesystem of `--disk`; a job that fills it is errored saying so, and the
+///    workspace's disk is gone afterwards.
+#[test]
+fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
+    let p = Hostile::new(
+        "language: shell\nscript:\n  - fallocate -l 100M $HOME/a && echo HOME-OK\n  - fallocate -l 100M /opt/b && echo ROOT-OK\n  - fallocate -l 200M /usr/local/c && echo TOO-MUCH\n",
+    );
+    let r = p.run(&["--disk", "256M"]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(r.stdout.contains("disk 256M"), "{}", r.all());
+    assert!(
+        r.stdout.contains("\nHOME-OK") && r.stdout.contains("\nROOT-OK"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("\nTOO-MUCH"), "{}", r.all());
+    assert!(
+        r.stdout.contains("Job 1.1 errored")
+            && r.stdout.contains("exceeded its disk limit of 256M"),
+        "{}",
+        r.all()
+    );
+    let workspace = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Build directory: "))
+        .and_then(|b| b.split("/build/").next())
+        .expect("the build directory is said")
+        .to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&workspace), "{workspace} is still mounted");
+    assert!(
+        !Path::new(&format!("{workspace}.disk")).exists(),
+        "its image is left"
+    );
+    assert!(!Path::new(&workspace).exists(), "the workspace is left");
 }
