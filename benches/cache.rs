@@ -1,6 +1,8 @@
 //! Cache save and restore against `tar -I zstd` and `tar czf` (Travis's casher used
 //! gzip), side by side on the same 100 MB, 5,000-file directory, plus a save when
-//! nothing changed. Run: `cargo bench --bench cache` (needs tar, zstd, gzip).
+//! nothing changed; and the same save and restore done the way jobs' caches are done
+//! now, by the helper inside a job's sandbox (as root), beside the in-process way.
+//! Run: `cargo bench --bench cache` (needs tar, zstd, gzip).
 
 use std::path::Path;
 use std::process::Command;
@@ -64,7 +66,33 @@ fn sh(cmd: &str) {
     assert!(ok, "{cmd} failed");
 }
 
+/// A job's sandbox around `root` (its home holds the tree): the shell, kept running,
+/// whose view the helper enters.
+fn job_shell(root: &Path) -> Option<runway::job::shell::Shell> {
+    use runway::sandbox::{JobPaths, Namespaces, Policy};
+    let paths = JobPaths {
+        root: root.to_path_buf(),
+        build_dir: root.join("build"),
+        home: root.join("home"),
+        scratch: root.join("runway"),
+    };
+    for d in [&paths.build_dir, &paths.home, &paths.scratch] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let env = vec![(
+        "PATH".to_string(),
+        std::env::var("PATH").unwrap_or_default(),
+    )];
+    let ns = Namespaces::new(Policy::default());
+    runway::job::shell::Shell::start(&paths.build_dir, &env, &ns, &paths).ok()
+}
+
 fn main() {
+    // This binary is also the helper the sandbox starts (runway's `sandbox-helper`).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("sandbox-helper") {
+        std::process::exit(runway::inside::serve(&args[2]));
+    }
     // In RAM by default (/dev/shm), so the numbers are the tools' own cost rather than
     // this machine's disk; BENCH_DIR=/some/disk/dir measures a disk instead.
     let base = std::env::var_os("BENCH_DIR")
@@ -77,9 +105,13 @@ fn main() {
                 std::env::temp_dir()
             }
         });
-    let t = tempfile::tempdir_in(&base).unwrap();
+    let t = tempfile::Builder::new()
+        .prefix(runway::workspace::PREFIX)
+        .tempdir_in(&base)
+        .unwrap();
     println!("working in {}", base.display());
-    let src = t.path().join("src");
+    // The tree is the job's `$HOME/.m2`: the same files for every way of saving it.
+    let src = t.path().join("home/.m2");
     make_tree(&src);
     let no = AtomicBool::new(false);
     let dirs = vec![("$HOME/.m2".to_string(), src.clone())];
@@ -113,6 +145,32 @@ fn main() {
     // An unchanged save is a fingerprint compare (the store is skipped).
     let unchanged = best(rounds, nothing, || archive::fingerprint(&dirs).unwrap());
 
+    // The same, by the helper inside a job's sandbox (what `runway run` does now).
+    let shell = job_shell(t.path());
+    let inside = shell.as_ref().and_then(|sh| match sh.files() {
+        runway::sandbox::Files::Job(view) => {
+            let dst = t.path().join("home/restored");
+            let save = best(rounds, nothing, || {
+                let f = std::fs::File::create(out.join("h.tar.zst")).unwrap();
+                runway::inside::save(view, &dirs, f, 600).unwrap()
+            });
+            let back = vec![("$HOME/.m2".to_string(), dst.clone())];
+            let restore = best(
+                rounds,
+                || {
+                    let _ = std::fs::remove_dir_all(&dst);
+                },
+                || {
+                    runway::inside::restore(view, &out.join("h.tar.zst"), &back, u64::MAX, 600)
+                        .unwrap()
+                },
+            );
+            Some((save, restore))
+        }
+        _ => None,
+    });
+    drop(shell);
+
     let zstd_create = best(rounds, nothing, || {
         sh(&format!("tar -C {s} -I zstd -cf {o}/t.tar.zst ."))
     });
@@ -142,8 +200,40 @@ fn main() {
     let row = |name: &str, v: f64, z: f64, g: f64| {
         println!("{name:<34} {v:>8.3} {:>11.2}x {:>11.2}x", v / z, v / g);
     };
-    row("runway save", runway_save, zstd_create, gz_create);
-    row("runway restore", runway_restore, zstd_extract, gz_extract);
+    row(
+        "runway save (in process, old way)",
+        runway_save,
+        zstd_create,
+        gz_create,
+    );
+    row(
+        "runway restore (in process, old way)",
+        runway_restore,
+        zstd_extract,
+        gz_extract,
+    );
+    match inside {
+        Some((save, restore)) => {
+            row(
+                "runway save (helper in the sandbox)",
+                save,
+                zstd_create,
+                gz_create,
+            );
+            row(
+                "runway restore (helper in the sandbox)",
+                restore,
+                zstd_extract,
+                gz_extract,
+            );
+            println!(
+                "helper vs in process: save {:.2}x, restore {:.2}x",
+                save / runway_save,
+                restore / runway_restore
+            );
+        }
+        None => println!("(no sandbox here: run as root for the helper's numbers)"),
+    }
     println!("{:<34} {zstd_create:>8.3}", "tar -I zstd -cf (create)");
     println!("{:<34} {zstd_extract:>8.3}", "tar -I zstd -xf (extract)");
     println!("{:<34} {gz_create:>8.3}", "tar czf (create)");

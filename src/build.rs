@@ -513,7 +513,9 @@ fn execute(
         &opts.origin,
         &event.repo,
         &opts.git,
-        opts.job.sandbox.disk(),
+        // A kept workspace stays a plain directory on the host's disk, to look at
+        // and remove as any other.
+        opts.job.sandbox.disk().filter(|_| !opts.keep_workspace),
     ) {
         Ok(ws) => ws,
         Err(e) => {

@@ -521,7 +521,7 @@ fn a_job_that_closes_its_output_still_meets_its_deadlines() {
         text.contains("No output has been received in the last 2s"),
         "{text}"
     );
-    crate::common::assert_no_process("sleep 7377");
+    crate::common::wait_gone("sleep 7377", 10);
 }
 
 /// 9 (in part). The job's `/tmp`, `/dev/shm` and `/run` are sized tmpfs: what a job
