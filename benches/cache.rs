@@ -133,13 +133,16 @@ fn main() {
             let _ = std::fs::remove_dir_all(&dst);
         },
         || {
-            archive::restore(
+            let r = archive::restore(
                 &out.join("c.tar.zst"),
                 &|_| Some(dst.clone()),
                 &no,
                 u64::MAX,
             )
-            .unwrap()
+            .unwrap();
+            // A job's fetch fingerprints what it restored (the helper does too).
+            let back = [("$HOME/.m2".to_string(), dst.clone())];
+            (r, archive::fingerprint(&back).unwrap())
         },
     );
     // An unchanged save is a fingerprint compare (the store is skipped).

@@ -99,4 +99,5 @@ fn main() {
         ms(c) - ms(b),
         ms(c) / ms(b)
     );
+    runway::sandbox::disk::shutdown();
 }

@@ -389,6 +389,11 @@ impl Refs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Job disks are mounted where they die with this process (sandbox::disk); done
+    // while it has one thread.
+    if !matches!(cli.command, Command::SandboxHelper { .. }) {
+        runway::sandbox::disk::private_mounts();
+    }
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let result = match cli.command {
@@ -583,6 +588,8 @@ fn main() -> ExitCode {
         },
     };
     let _ = out.flush();
+    // Job disks made ahead or on their way out (sandbox::disk) are released before exit.
+    runway::sandbox::disk::shutdown();
     match result {
         Ok(code) => ExitCode::from(code as u8),
         // The reader went away (`runway lint | head`): not an error, as in ripgrep.

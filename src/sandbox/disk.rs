@@ -7,8 +7,18 @@
 //!
 //! The image is a copy of a template made once per runway process with `mkfs.ext4`
 //! (no journal, no reserved blocks, lazy inode tables): only its few megabytes of
-//! metadata are copied (`SEEK_DATA`/`SEEK_HOLE` and `copy_file_range`), so a job's disk
-//! costs a copy, a loop device (`LOOP_CONFIGURE` with autoclear) and a mount.
+//! metadata are copied (`SEEK_DATA`/`SEEK_HOLE` and `copy_file_range`), then a loop
+//! device (`LOOP_CONFIGURE` with autoclear) and a mount. Binding a loop device takes
+//! milliseconds of the kernel's time, so each process keeps one disk of each size made
+//! ahead, on a thread of its own, in a private directory (`runway-disk-PID-…`): a job's
+//! disk is moved onto its workspace (`MS_MOVE`), and a finished one is moved out and
+//! released behind the job's back. [`shutdown`] waits for that work and releases what
+//! is ready at exit; [`sweep`] releases what a killed runway left.
+//!
+//! The disks are mounted in runway's own mount namespace ([`private_mounts`], made at
+//! start), and each image is unlinked as soon as its loop device holds it: when runway
+//! ends, even by `kill -9`, the kernel unmounts its disks with the namespace and frees
+//! their images with the loop devices; nothing is left on the host's disk or mounts.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -16,7 +26,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 /// The default budget (10 GiB): a build's checkout, dependencies and artefacts, with
 /// room; the host's disk is never at a job's mercy.
@@ -48,7 +58,6 @@ pub fn parse_budget(text: &str) -> Result<Budget, String> {
 #[derive(Debug)]
 pub struct JobDisk {
     mount: PathBuf,
-    image: PathBuf,
     size: u64,
     kept: bool,
 }
@@ -61,37 +70,30 @@ pub fn image_of(workspace: &Path) -> PathBuf {
 }
 
 impl JobDisk {
-    /// Makes a filesystem of `size` bytes and mounts it on `dir` (an empty directory).
+    /// Puts a filesystem of `size` bytes on `dir` (an empty directory): one made ahead
+    /// when there is one, else made now; then another is made ahead.
     pub fn attach(dir: &Path, size: u64) -> io::Result<JobDisk> {
-        let image = image_of(dir);
-        copy_sparse(&template(size)?, &image, size)?;
         let disk = JobDisk {
             mount: dir.to_path_buf(),
-            image,
             size,
             kept: false,
         };
-        // Held open until mounted: an autoclear device is cleared at its last close.
-        let (dev, _held) = loop_attach(&disk.image)?;
-        let (src, target, fstype) = (cstr(&dev)?, cstr(dir)?, CString::new("ext4")?);
-        // SAFETY: mount(2) with NUL-terminated strings; no data.
-        let r = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                std::ptr::null(),
-            )
-        };
-        if r != 0 {
-            let e = io::Error::last_os_error();
-            // The loop device clears itself once nothing holds it (autoclear).
-            return Err(io::Error::new(
-                e.kind(),
-                format!("mounting the job's disk on {}: {e}", dir.display()),
-            ));
+        let ready = Pool::with(|p| p.take(size))?;
+        let moved = ready.is_some_and(|spot| {
+            let ok = move_mount(&spot, dir).is_ok();
+            if ok {
+                let _ = std::fs::rename(image_of(&spot), image_of(dir));
+                let _ = std::fs::remove_dir(&spot);
+            } else {
+                release(&spot);
+                let _ = std::fs::remove_dir(&spot);
+            }
+            ok
+        });
+        if !moved {
+            make(dir, size)?;
         }
+        Pool::refill(size);
         Ok(disk)
     }
 
@@ -124,9 +126,87 @@ impl JobDisk {
 impl Drop for JobDisk {
     fn drop(&mut self) {
         if !self.kept {
-            release(&self.mount);
+            Pool::retire(&self.mount);
         }
     }
+}
+
+/// Makes a disk of `size` on `dir` now: the template copied, a loop device, a mount.
+fn make(dir: &Path, size: u64) -> io::Result<()> {
+    let image = image_of(dir);
+    copy_sparse(&Pool::template(size)?, &image, size)?;
+    let attached = (|| {
+        // Held open until mounted: an autoclear device is cleared at its last close.
+        let (dev, _held) = loop_attach(&image)?;
+        // The loop device holds the image now: its name can go, so that nothing is
+        // left of it once the device is cleared, whatever becomes of runway.
+        let _ = std::fs::remove_file(&image);
+        let (src, target, fstype) = (cstr(&dev)?, cstr(dir)?, CString::new("ext4")?);
+        // SAFETY: mount(2) with NUL-terminated strings; no data.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("mounting the job's disk on {}: {e}", dir.display()),
+            ));
+        }
+        Ok(())
+    })();
+    if attached.is_err() {
+        let _ = std::fs::remove_file(&image);
+    }
+    attached
+}
+
+/// Gives this process a mount namespace of its own (receiving the host's mounts, never
+/// sending its own), so that the job disks it mounts go with it, however it ends. Call
+/// at start, while the process has one thread; a no-op without the privilege.
+pub fn private_mounts() {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let slash = CString::new("/").unwrap_or_default();
+    // SAFETY: unshare(2) and mount(2) on this process alone; no memory is shared.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) == 0 {
+            libc::mount(
+                std::ptr::null(),
+                slash.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            );
+        }
+    }
+}
+
+/// Moves the mount at `from` to `to` (`MS_MOVE`).
+fn move_mount(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: mount(2) with MS_MOVE and two NUL-terminated paths.
+    let r = unsafe {
+        libc::mount(
+            f.as_ptr(),
+            t.as_ptr(),
+            std::ptr::null(),
+            libc::MS_MOVE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Unmounts a workspace's disk (when it has one) and removes its image: for a job's
@@ -141,29 +221,177 @@ pub fn release(workspace: &Path) {
     let _ = std::fs::remove_file(image_of(workspace));
 }
 
+/// This process's disks made ahead and on their way out, and its templates.
+struct Pool {
+    dir: tempfile::TempDir,
+    templates: Vec<u64>,
+    ready: Vec<(u64, PathBuf)>,
+    /// Threads making or releasing disks.
+    busy: usize,
+    /// Sizes being made ahead now.
+    making: Vec<u64>,
+    next: u64,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+static IDLE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// The start of a pool directory's name; the process id follows.
+const POOL_PREFIX: &str = "runway-disk-";
+
+impl Pool {
+    fn with<T>(f: impl FnOnce(&mut Pool) -> T) -> io::Result<T> {
+        let mut g = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("{POOL_PREFIX}{}-", std::process::id()))
+                .tempdir()?;
+            *g = Some(Pool {
+                dir,
+                templates: Vec::new(),
+                ready: Vec::new(),
+                busy: 0,
+                making: Vec::new(),
+                next: 0,
+            });
+        }
+        Ok(f(g.as_mut().expect("made above")))
+    }
+
+    fn spot(&mut self, what: &str) -> PathBuf {
+        self.next += 1;
+        self.dir.path().join(format!("{what}-{}", self.next))
+    }
+
+    fn take(&mut self, size: u64) -> Option<PathBuf> {
+        let at = self.ready.iter().position(|(s, _)| *s == size)?;
+        Some(self.ready.swap_remove(at).1)
+    }
+
+    /// The template image of `size` bytes, made once.
+    fn template(size: u64) -> io::Result<PathBuf> {
+        let (path, made) = Pool::with(|p| {
+            (
+                p.dir.path().join(format!("template-{size}.img")),
+                p.templates.contains(&size),
+            )
+        })?;
+        if made {
+            return Ok(path);
+        }
+        mkfs(&path, size)?;
+        Pool::with(|p| p.templates.push(size))?;
+        Ok(path)
+    }
+
+    /// Makes one disk of `size` ahead, on a thread, unless one is ready or coming.
+    fn refill(size: u64) {
+        let spot = Pool::with(|p| {
+            if p.ready.iter().any(|(s, _)| *s == size) || p.making.contains(&size) {
+                return None;
+            }
+            p.busy += 1;
+            p.making.push(size);
+            Some(p.spot("ready"))
+        });
+        let Ok(Some(spot)) = spot else {
+            return;
+        };
+        std::thread::spawn(move || {
+            let made = std::fs::create_dir(&spot).and_then(|()| make(&spot, size));
+            let _ = Pool::with(|p| {
+                if made.is_ok() {
+                    p.ready.push((size, spot));
+                }
+                p.making.retain(|s| *s != size);
+                p.busy -= 1;
+            });
+            IDLE.notify_all();
+        });
+    }
+
+    /// Moves a finished job's disk out of its workspace (which is then an empty
+    /// directory) and releases it on a thread.
+    fn retire(workspace: &Path) {
+        let spot = Pool::with(|p| {
+            let spot = p.spot("gone");
+            (std::fs::create_dir(&spot).is_ok() && move_mount(workspace, &spot).is_ok()).then(
+                || {
+                    p.busy += 1;
+                    spot
+                },
+            )
+        });
+        let Ok(Some(spot)) = spot else {
+            release(workspace);
+            return;
+        };
+        let _ = std::fs::rename(image_of(workspace), image_of(&spot));
+        std::thread::spawn(move || {
+            release(&spot);
+            let _ = std::fs::remove_dir(&spot);
+            let _ = Pool::with(|p| p.busy -= 1);
+            IDLE.notify_all();
+        });
+    }
+}
+
+/// Waits for the disks being made or released, releases the ones made ahead and
+/// removes this process's pool: call before runway exits.
+pub fn shutdown() {
+    let mut g = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    while g.as_ref().is_some_and(|p| p.busy > 0) {
+        g = IDLE.wait(g).unwrap_or_else(|p| p.into_inner());
+    }
+    if let Some(p) = g.take() {
+        for (_, spot) in &p.ready {
+            release(spot);
+        }
+        drop(p.dir);
+    }
+}
+
+/// Releases the pools of runway processes that are gone (killed before [`shutdown`]):
+/// their disks made ahead or on their way out. Returns how many pools.
+pub fn sweep() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut swept = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(POOL_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if alive || pid == std::process::id() as i32 {
+            continue;
+        }
+        for d in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+            let p = d.path();
+            if p.is_dir() {
+                release(&p);
+            }
+        }
+        let _ = std::fs::remove_dir_all(e.path());
+        swept += 1;
+    }
+    swept
+}
+
 fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
-/// The template image of `size` bytes, made once per process in a directory of its own.
-fn template(size: u64) -> io::Result<PathBuf> {
-    static DIR: OnceLock<Result<tempfile::TempDir, String>> = OnceLock::new();
-    static MADE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-    let dir = DIR
-        .get_or_init(|| {
-            tempfile::Builder::new()
-                .prefix("runway-disk-")
-                .tempdir()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| io::Error::other(e.clone()))?;
-    let path = dir.path().join(format!("template-{size}.img"));
-    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
-    if made.contains(&size) {
-        return Ok(path);
-    }
-    File::create(&path)?.set_len(size)?;
+/// Makes an ext4 filesystem of `size` bytes in a new sparse file at `path`.
+fn mkfs(path: &Path, size: u64) -> io::Result<()> {
+    File::create(path)?.set_len(size)?;
     let out = std::process::Command::new("mkfs.ext4")
         .args([
             "-q",
@@ -175,7 +403,7 @@ fn template(size: u64) -> io::Result<PathBuf> {
             "-E",
             "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
         ])
-        .arg(&path)
+        .arg(path)
         .output()
         .map_err(|e| {
             io::Error::new(
@@ -189,8 +417,7 @@ fn template(size: u64) -> io::Result<PathBuf> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    made.push(size);
-    Ok(path)
+    Ok(())
 }
 
 /// Copies only the data of sparse `from` into a new file `to` of `size` bytes.

@@ -37,6 +37,7 @@ pub fn recover(
     };
     st.remove_ended_partial_logs()?;
     let process_groups = crate::job::shell::end_orphans(&store::process_dir(state_dir));
+    crate::sandbox::disk::sweep();
     Ok(Interrupted {
         builds,
         process_groups,

@@ -351,6 +351,7 @@ fn prepare(
 ) -> Option<Arc<dyn crate::sandbox::Sandbox>> {
     if !matches!(req.record, Record::Queued(_)) {
         let ended = crate::job::shell::end_orphans(&store::process_dir(&req.state_dir));
+        crate::sandbox::disk::sweep();
         if ended > 0 {
             reporter.event(Event::Note(&format!(
                 "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
