@@ -13,6 +13,9 @@ done
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v pgrep >/dev/null 2>&1 || need_apt+=(procps)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+# A job's disk budget is an ext4 image (mkfs.ext4); the tests look for its loop device.
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || need_apt+=(mount)
 # A job's `services: [postgresql]` starts the machine's PostgreSQL inside its sandbox.
 [ -x /etc/init.d/postgresql ] || need_apt+=(postgresql)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
