@@ -316,8 +316,12 @@ pub(super) async fn end(
     }
 }
 
-/// `GET /api/workers`: the workers, with labels, last request and current job.
-pub(super) async fn list(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /api/workers`: the workers, with labels, last request and current job. It
+/// names internals (machines, jobs' tasks): the API token is needed, as for changes.
+pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = super::web::authorized(&state, &headers) {
+        return *refused;
+    }
     match state.db(|s| s.workers()) {
         Ok(ws) => {
             Json(serde_json::json!({ "workers": ws, "now_ms": tasks::now_ms() })).into_response()

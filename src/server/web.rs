@@ -443,12 +443,12 @@ fn authorized_build(
 /// Whether a request that changes something brings the API token: 403 when the server
 /// has none configured, 401 when the request's is missing or wrong (compared in
 /// constant time).
-fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let refuse = |code, why: &str| Err(Box::new(answer(code, serde_json::json!({"error": why}))));
     let Some(token) = state.cfg.api_token() else {
         return refuse(
             StatusCode::FORBIDDEN,
-            "canceling over HTTP is off: set api_token_env in runway.toml (and that variable), then send Authorization: Bearer <token>",
+            "this needs the API token, and the server has none: set api_token_env in runway.toml (and that variable), then send Authorization: Bearer <token>",
         );
     };
     match hooks::bearer(headers).as_deref() {

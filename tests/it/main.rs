@@ -20,3 +20,4 @@ mod sandbox;
 mod semantics_lint;
 mod semantics_plan;
 mod server;
+mod trust;

@@ -507,6 +507,7 @@ fn serve_for_workers(s: &Setup) -> Server {
         &[
             ("APP_SECRET", SECRET),
             ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+            ("RUNWAY_TEST_API_TOKEN", API_TOKEN),
         ],
     ))
 }
@@ -554,7 +555,7 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
 fn sigterm_drains_a_worker() {
     let s = Setup::new(
         "language: shell\nscript: sleep 3; echo drained-cleanly\nnotifications:\n  email: false\n",
-        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"",
     );
     let srv = serve_for_workers(&s);
     let dir = s.dir.path();
@@ -577,7 +578,14 @@ fn sigterm_drains_a_worker() {
         build(&srv, next)["jobs"][0]["worker"].is_null(),
         "the drained worker took no new job"
     );
-    let listed = srv.json("/api/workers");
+    // The workers' list names machines and tasks: not without the API token (issue 24).
+    let (code, body) = srv.request("GET", "/api/workers", &[], b"");
+    assert_eq!(code, 401, "{body}");
+    assert!(!body.contains("drainee"), "{body}");
+    let auth = format!("Bearer {API_TOKEN}");
+    let (code, body) = srv.request("GET", "/api/workers", &[("Authorization", &auth)], b"");
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
     let labels = &listed["workers"][0]["labels"];
     assert_eq!(labels["os"], "linux", "{listed}");
     assert_eq!(labels["gpu"], "none", "{listed}");
