@@ -47,6 +47,11 @@ pub struct ServerConfig {
     /// server); the cap is also kept under the process's open-file limit.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Live streams (`/events`, a build's live log) open at once: a quarter of the
+    /// connections unless set (at most half), so deliveries always find a connection.
+    pub max_streams: Option<usize>,
+    /// Live streams one client address may hold open (8 unless set).
+    pub max_streams_per_client: Option<usize>,
     /// Seconds running builds get to finish on SIGTERM before they are canceled.
     #[serde(default = "default_grace")]
     pub shutdown_grace_secs: u64,
@@ -455,6 +460,8 @@ mod tests {
             "header_timeout_secs",
             "body_timeout_secs",
             "max_connections",
+            "max_streams",
+            "max_streams_per_client",
             "delivery_window_secs",
             "intake_fetch_secs",
             "[smtp]",

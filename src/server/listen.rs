@@ -96,7 +96,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -130,8 +130,9 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
         let (app, table, mut stop) = (app.clone(), table.clone(), stop_rx.clone());
         tasks.spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
                 requested.store(true, Ordering::SeqCst);
+                req.extensions_mut().insert(super::streams::Peer(peer.ip()));
                 app.clone().oneshot(req.map(axum::body::Body::new))
             });
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -27,6 +27,7 @@ pub mod live;
 pub mod mirror;
 pub mod pages;
 pub mod recover;
+pub mod streams;
 mod web;
 mod worker;
 
@@ -81,6 +82,8 @@ pub struct AppState {
     node: String,
     /// The workers' cache bucket (`cache_url`), reached once asked for.
     caches: tokio::sync::OnceCell<Result<caches::CacheBucket, String>>,
+    /// Live streams open, capped apart from connections ([`streams`]).
+    streams: Arc<streams::Streams>,
 }
 
 impl AppState {
@@ -99,6 +102,18 @@ impl AppState {
         }
         let interrupted = recover::recover(&cfg, &state_dir, &mut st).map_err(|e| e.to_string())?;
         let slots = crate::build::JobSlots::new(cfg.concurrency);
+        let connections = listen::Limits {
+            max_connections: cfg.max_connections,
+            header_timeout: Duration::from_secs(1),
+        }
+        .cap();
+        let gate = match (cfg.max_streams, cfg.max_streams_per_client) {
+            (None, None) => streams::Streams::for_connections(connections),
+            (total, client) => {
+                let total = total.unwrap_or(connections / 4).min(connections / 2);
+                streams::Streams::new(total, client.unwrap_or(8).min(total))
+            }
+        };
         let state = Arc::new(AppState {
             cfg,
             store: Mutex::new(st),
@@ -117,6 +132,7 @@ impl AppState {
             signals: dispatch::Signals::default(),
             node: node_name(),
             caches: tokio::sync::OnceCell::new(),
+            streams: gate,
         });
         // Several nodes on one PostgreSQL: what any of them changes wakes this one's
         // workers and updates its lists, through the database (LISTEN/NOTIFY).

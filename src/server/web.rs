@@ -73,37 +73,45 @@ pub(super) async fn pages_index(
 /// `GET /events`: each build that is queued, starts, ends, is canceled or restarted,
 /// as a server-sent `build` event (the API's JSON for it); `reload` when this reader
 /// fell too far behind to be told each.
-pub(super) async fn list_events(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn list_events(
+    State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<super::streams::Peer>>,
+) -> Response {
+    let permit = match stream_permit(&state, peer) {
+        Ok(p) => p,
+        Err(refused) => return *refused,
+    };
     let rx = state.changes.subscribe();
-    let stream = futures_util::stream::unfold((state, rx), |(state, mut rx)| async move {
-        let got = {
-            // Registered before the flag is read, so a stop between the two is seen.
-            let closing = state.closing.notified();
-            tokio::pin!(closing);
-            closing.as_mut().enable();
-            if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                return None;
-            }
-            tokio::select! {
-                got = rx.recv() => got,
-                _ = closing => return None,
-            }
-        };
-        let ev = match got {
-            Ok(id) => {
-                let row = state.db(|s| s.by_id(id)).ok().flatten()?;
-                let mut v = api_row(&row);
-                v["row_html"] = pages::row_html(&row).into();
-                v["repo_html"] = pages::repo_html(&row).into();
-                Event::default().event("build").json_data(v).expect("json")
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                Event::default().event("reload").data("reload")
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-        };
-        Some((Ok::<_, std::convert::Infallible>(ev), (state, rx)))
-    });
+    let stream =
+        futures_util::stream::unfold((state, rx, permit), |(state, mut rx, permit)| async move {
+            let got = {
+                // Registered before the flag is read, so a stop between the two is seen.
+                let closing = state.closing.notified();
+                tokio::pin!(closing);
+                closing.as_mut().enable();
+                if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    return None;
+                }
+                tokio::select! {
+                    got = rx.recv() => got,
+                    _ = closing => return None,
+                }
+            };
+            let ev = match got {
+                Ok(id) => {
+                    let row = state.db(|s| s.by_id(id)).ok().flatten()?;
+                    let mut v = api_row(&row);
+                    v["row_html"] = pages::row_html(&row).into();
+                    v["repo_html"] = pages::repo_html(&row).into();
+                    Event::default().event("build").json_data(v).expect("json")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    Event::default().event("reload").data("reload")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, std::convert::Infallible>(ev), (state, rx, permit)))
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -195,7 +203,12 @@ pub(super) async fn build_events(
     State(state): State<Arc<AppState>>,
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
+    peer: Option<axum::Extension<super::streams::Peer>>,
 ) -> Response {
+    let permit = match stream_permit(&state, peer) {
+        Ok(p) => p,
+        Err(refused) => return *refused,
+    };
     let Some(row) = find(&state, n, &q) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -243,12 +256,12 @@ pub(super) async fn build_events(
     // Watch before the first read, so no change between the two is missed.
     let rx = live.watch();
     let stream = futures_util::stream::unfold(
-        (live, Cursor::default(), rx, VecDeque::new()),
-        |(live, mut cursor, mut rx, mut pending)| async move {
+        (live, Cursor::default(), rx, VecDeque::new(), permit),
+        |(live, mut cursor, mut rx, mut pending, permit)| async move {
             loop {
                 if let Some(chunk) = pending.pop_front() {
                     let ev = Ok::<_, std::convert::Infallible>(event_of(&chunk));
-                    return Some((ev, (live, cursor, rx, pending)));
+                    return Some((ev, (live, cursor, rx, pending, permit)));
                 }
                 if cursor.ended() {
                     return None;
@@ -459,4 +472,32 @@ pub(super) fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), Bo
             "the token does not match api_token_env",
         ),
     }
+}
+
+/// A place for one more live stream from the request's client ([`super::streams`]), or
+/// the 503 that says to come back later (and closes the connection).
+fn stream_permit(
+    state: &Arc<AppState>,
+    peer: Option<axum::Extension<super::streams::Peer>>,
+) -> Result<super::streams::Permit, Box<Response>> {
+    let ip = peer
+        .map(|axum::Extension(p)| p.0)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    state.streams.admit(ip).map_err(|full| {
+        tracing::info!(client = %ip, "a live stream was refused: {full}");
+        let mut r = answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"error": format!("{full}: try again later")}),
+        );
+        let h = r.headers_mut();
+        h.insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        h.insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        Box::new(r)
+    })
 }

@@ -442,3 +442,62 @@ fn intake_decides_a_root_if_with_the_repositorys_settings() {
         "the build to pass",
     );
 }
+
+/// Issue 24: sixteen held live streams (`GET /events`) with `max_connections = 16`
+/// made every webhook fail. Streams have a cap of their own (a quarter of the
+/// connections): past it a stream is answered 503 with `Retry-After` and closed, and a
+/// signed delivery is still answered.
+#[test]
+fn held_event_streams_leave_room_for_deliveries() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let s = Setup::new(
+        "language: shell\nscript: 'true'\n",
+        "max_connections = 16\nheader_timeout_secs = 30\n",
+    );
+    let srv = s.start();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..16 {
+        let mut t = TcpStream::connect(&srv.addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        t.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        t.read_exact(&mut head).unwrap();
+        match &head {
+            b"HTTP/1.1 200" => held.push(t),
+            b"HTTP/1.1 503" => {
+                let mut rest = String::new();
+                let _ = t.read_to_string(&mut rest);
+                assert!(
+                    rest.to_ascii_lowercase().contains("retry-after: 5"),
+                    "{rest}"
+                );
+                assert!(rest.contains("live streams open"), "{rest}");
+                refused += 1;
+            }
+            other => panic!("{}", String::from_utf8_lossy(other)),
+        }
+    }
+    assert_eq!(held.len(), 4, "a quarter of max_connections stream");
+    assert_eq!(refused, 12);
+    // A signed GitHub delivery still finds a connection.
+    let body = github_push("master", &"0".repeat(40), &s.head());
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "held-streams-1"),
+            (
+                "X-Hub-Signature-256",
+                &format!("sha256={}", sign(SECRET, &body)),
+            ),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    drop(held);
+}
