@@ -86,6 +86,12 @@ impl Repo {
         })
     }
 
+    /// The commit `name` (`refs/heads/B`, `refs/tags/T`) points at now, if it exists.
+    pub fn ref_tip(&self, name: &str) -> Option<String> {
+        let r = self.repo.find_reference(name).ok()?;
+        Some(r.peel_to_commit().ok()?.id().to_string())
+    }
+
     /// The bytes of `path` at `rev`, at most `limit` + 1 of them (a larger blob is cut
     /// there, so the reader can say it is too large without holding it all).
     pub fn read_file(&self, rev: &str, path: &str, limit: usize) -> Result<Vec<u8>, SourceError> {

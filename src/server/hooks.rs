@@ -53,6 +53,32 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The ref pushed: `refs/heads/B` or `refs/tags/T`.
+    pub fn ref_name(&self) -> String {
+        match (&self.tag, &self.branch) {
+            (Some(t), _) => format!("refs/tags/{t}"),
+            (None, Some(b)) => format!("refs/heads/{b}"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// What the push is, whatever its delivery id says: (repository, ref, before,
+    /// after). A delivery sent again with a new id is the same push. None when the
+    /// sender does not say `before` (the generic endpoint): its deliveries are told
+    /// apart by their id alone.
+    pub fn push_key(&self) -> Option<String> {
+        let known = !self.before.is_empty();
+        known.then(|| {
+            format!(
+                "push:{}:{}:{}:{}",
+                self.repo,
+                self.ref_name(),
+                self.before,
+                self.after
+            )
+        })
+    }
+
     /// The push as an event, with the head commit's message (the payload's, or the
     /// commit's when the payload had none).
     pub fn event(&self, message: String) -> crate::event::BuildEvent {

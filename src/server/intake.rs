@@ -143,6 +143,16 @@ fn answer_queued(
                 }),
             )
         }
+        Ok(Ok(Queued::Stale(tip))) => {
+            tracing::info!(tip = %tip, "stale push: its ref has moved on; not built");
+            answer(
+                StatusCode::OK,
+                serde_json::json!({
+                    "queued": false, "stale": true, "tip": tip,
+                    "message": format!("stale push: its ref is at {} now; nothing built or canceled", &tip[..tip.len().min(12)]),
+                }),
+            )
+        }
         Ok(Ok(Queued::NotBuilt(reason))) => {
             tracing::info!(reason = %reason, "push not built");
             answer(
@@ -164,6 +174,8 @@ fn answer_queued(
 enum Queued {
     Build(Box<BuildRow>, Vec<u64>),
     NotBuilt(String),
+    /// The ref has moved on from the pushed commit: this is its tip now.
+    Stale(String),
     /// The same delivery (by its id) made this build within the window.
     Duplicate(Box<BuildRow>),
 }
@@ -186,8 +198,19 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
             .ok()?
             .ok()
     });
-    if let Some(path) = source
-        && let Some(repo) = crate::source::Repo::open(&path)
+    let repo = source.as_deref().and_then(crate::source::Repo::open);
+    // A forge's push is built only while it is its ref's state: a delivery of a commit
+    // the ref has since moved on from (an old delivery replayed) builds nothing and
+    // cancels nothing: replaying one must never roll a deploying branch back. (The
+    // generic endpoint, which names no `before`, asks for a commit by name.)
+    if d.push_key().is_some()
+        && let Some(repo) = &repo
+        && let Some(tip) = repo.ref_tip(&d.ref_name())
+        && !tip.eq_ignore_ascii_case(&d.after)
+    {
+        return Ok(Queued::Stale(tip));
+    }
+    if let Some(repo) = &repo
         && let Ok(bytes) = repo.read_file(&d.after, ".travis.yml", crate::config::MAX_CONFIG_BYTES)
     {
         if message.is_empty() {
@@ -216,14 +239,16 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
     let window = state.cfg.delivery_window_secs as i64;
     state.db(|s| {
         let since = crate::store::Store::now() - window;
-        if let Some(id) = &d.id
-            && let Some(made) = s.delivery(id, since)?
-        {
-            return Ok(Queued::Duplicate(Box::new(made)));
+        // By its id, and by what it pushes (the same push under a new id).
+        let keys: Vec<String> = d.id.iter().cloned().chain(d.push_key()).collect();
+        for key in &keys {
+            if let Some(made) = s.delivery(key, since)? {
+                return Ok(Queued::Duplicate(Box::new(made)));
+            }
         }
         let row = s.enqueue(&NewBuild::of(&d.event(message)))?;
-        if let Some(id) = &d.id {
-            s.record_delivery(id, row.id, since)?;
+        for key in &keys {
+            s.record_delivery(key, row.id, since)?;
         }
         let canceled = if state.cfg.auto_cancel && row.branch.is_some() {
             s.cancel_superseded(&row)?

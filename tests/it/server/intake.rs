@@ -98,13 +98,15 @@ fn deliveries_signed_unsigned_tampered_oversized_malformed() {
         "signed with a known secret, lowercase scheme: {text}"
     );
 
-    // Gitea signs without a prefix; GitLab sends a token.
-    let gitea_sig = sign(SECRET, &body);
+    // Gitea signs without a prefix; GitLab sends a token. (Another push of the same
+    // commit: the same push again would be a duplicate.)
+    let gitea_body = github_push("master", &"1".repeat(40), &sha);
+    let gitea_sig = sign(SECRET, &gitea_body);
     let (code, text) = srv.request(
         "POST",
         "/hooks/gitea",
         &[("X-Gitea-Event", "push"), ("X-Gitea-Signature", &gitea_sig)],
-        &body,
+        &gitea_body,
     );
     assert_eq!(code, 202, "{text}");
     let gl = serde_json::to_vec(&serde_json::json!({"object_kind": "push", "ref": "refs/heads/master", "before": "0", "after": sha, "project": {"path_with_namespace": "o/app"}, "commits": []})).unwrap();
@@ -414,9 +416,12 @@ fn a_delivery_sent_again_builds_once() {
         "{v}"
     );
     assert_eq!(srv.json("/api/builds").as_array().unwrap().len(), 1);
-    // Another delivery of the same push (a new id) is a new build, as the sender meant.
-    assert_eq!(send("a-new-delivery").0, 202);
-    assert_eq!(srv.json("/api/builds").as_array().unwrap().len(), 2);
+    // Another delivery of the same push (a new id) is the same push (issue 24: a
+    // replay under a new id must not build again); a rebuild is a restart.
+    let (code, text) = send("a-new-delivery");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("\"duplicate\":true"), "{text}");
+    assert_eq!(srv.json("/api/builds").as_array().unwrap().len(), 1);
 }
 
 /// A root `if:` that reads a repository setting decides at intake as it does in the
@@ -500,4 +505,55 @@ fn held_event_streams_leave_room_for_deliveries() {
     );
     assert_eq!(code, 202, "{text}");
     drop(held);
+}
+
+/// Issue 24: replaying an old push (its signed body, under a new delivery id) after a
+/// newer push of the branch canceled the newer build and built the old commit again:
+/// a rollback of a deploying branch by anyone who saw one old delivery. A push the ref
+/// has moved on from builds nothing and cancels nothing; the same push under a new id
+/// is a duplicate.
+#[test]
+fn an_old_push_replayed_with_a_new_id_builds_and_cancels_nothing() {
+    let s = Setup::new("language: shell\nscript: sleep 2\n", "auto_cancel = true");
+    let srv = s.start();
+    let deliver = |before: &str, after: &str, id: &str| {
+        let body = github_push("master", before, after);
+        srv.request(
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", id),
+                (
+                    "X-Hub-Signature-256",
+                    &format!("sha256={}", sign(SECRET, &body)),
+                ),
+            ],
+            &body,
+        )
+    };
+    let zero = "0".repeat(40);
+    let a = s.commit("master", "push A");
+    let (code, text) = deliver(&zero, &a, "delivery-a");
+    assert_eq!(code, 202, "{text}");
+    let b = s.commit("master", "push B");
+    let (code, text) = deliver(&a, &b, "delivery-b");
+    assert_eq!(code, 202, "{text}");
+    // A's delivery again, under a new id.
+    let (code, text) = deliver(&zero, &a, "delivery-a-replayed");
+    assert_eq!(code, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["stale"], true, "{text}");
+    assert_eq!(v["tip"], b.as_str(), "{text}");
+    assert_eq!(v["queued"], false, "{text}");
+    let b2 = srv.json("/api/builds/2");
+    assert_ne!(b2["state"], "canceled", "B is not canceled: {b2}");
+    assert_eq!(b2["commit"], b.as_str(), "{b2}");
+    let (code, _) = srv.request("GET", "/api/builds/3", &[], b"");
+    assert_eq!(code, 404, "nothing was built");
+    // B's own delivery under a new id: the same push, not built again.
+    let (code, text) = deliver(&a, &b, "delivery-b-again");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("\"duplicate\":true"), "{text}");
+    assert!(text.contains("\"number\":2"), "{text}");
 }
