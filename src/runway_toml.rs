@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// (`RUNWAY_WORKER_TOKEN` on their side). Set, and the server's jobs run on workers
     /// (matched by os and arch), not in the serve nodes themselves.
     pub worker_token_env: Option<String>,
+    /// Workers with tokens of their own (`[[worker]]`): each may act only as itself.
+    #[serde(default, rename = "worker")]
+    pub workers: Vec<WorkerConfig>,
     /// Milliseconds a worker's hold on a job lasts without a heartbeat: a worker that
     /// stops answering loses its job within this plus one heartbeat.
     #[serde(default = "default_lease_ms")]
@@ -187,6 +190,21 @@ pub struct RepoConfig {
     /// `false`: this repository's jobs get loopback only.
     #[serde(default = "yes")]
     pub network: bool,
+    /// Labels a worker must have to take this repository's jobs (besides their `os`
+    /// and `arch`): its settings go only to workers it trusts (`{ trust = "internal" }`).
+    #[serde(default)]
+    pub worker_labels: BTreeMap<String, String>,
+}
+
+/// `[[worker]]`: a worker with a token of its own. A call with that token may act only
+/// as that worker (its name is no longer just what the call says).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The worker's `--name`.
+    pub name: String,
+    /// The env var holding its token (its own `RUNWAY_WORKER_TOKEN`).
+    pub token_env: String,
 }
 
 fn default_listen() -> String {
@@ -242,7 +260,27 @@ impl ServerConfig {
 
     /// True when jobs run on `runway worker` agents.
     pub fn uses_workers(&self) -> bool {
-        self.worker_token_env.is_some()
+        self.worker_token_env.is_some() || !self.workers.is_empty()
+    }
+
+    /// Who a worker token is: `Some(Some(name))` for a `[[worker]]`'s own token,
+    /// `Some(None)` for the shared `worker_token_env`, `None` for neither (compared in
+    /// constant time).
+    pub fn worker_identity(&self, token: &str) -> Option<Option<String>> {
+        let same = |a: &str, b: &str| crate::server::hooks::same(a.as_bytes(), b.as_bytes());
+        for w in &self.workers {
+            if let Some(t) = from_env(&Some(w.token_env.clone()))
+                && same(token, &t)
+            {
+                return Some(Some(w.name.clone()));
+            }
+        }
+        self.worker_token().filter(|t| same(token, t)).map(|_| None)
+    }
+
+    /// True when `name` is a `[[worker]]` (it may then act only with its own token).
+    pub fn registered_worker(&self, name: &str) -> bool {
+        self.workers.iter().any(|w| w.name == name)
     }
 
     /// The PostgreSQL URL the store is at, from `database_url_env` (None: SQLite).
@@ -257,6 +295,14 @@ impl ServerConfig {
             name.as_ref().filter(|_| from_env(name).is_none())
         }
         let mut out = Vec::new();
+        for w in &self.workers {
+            if let Some(var) = unset(&Some(w.token_env.clone())) {
+                out.push(format!(
+                    "${var} (token_env of [[worker]] {}) is not set: that worker is refused",
+                    w.name
+                ));
+            }
+        }
         if let Some(var) = unset(&self.worker_token_env) {
             out.push(format!(
                 "${var} (worker_token_env) is not set: every worker is refused, and jobs wait"
@@ -475,6 +521,8 @@ mod tests {
             "token_env",
             "[repo.smtp]",
             "from",
+            "worker_labels",
+            "[[worker]]",
         ] {
             assert!(text.contains(key), "{key}");
         }

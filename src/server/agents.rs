@@ -22,27 +22,50 @@ use crate::worker::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim,
 /// The longest a claim is held open.
 const LONGEST_WAIT: Duration = Duration::from_secs(30);
 
-/// Whether the request brings the worker token: 403 when the server takes no workers,
-/// 401 (logged) when the token is missing or wrong.
+/// Whether the request brings a worker token, and may act as worker `who`: 403 when
+/// the server takes no workers, 401 (logged) when the token is missing or wrong, 403
+/// (logged with both names) when it is another worker's own token (`[[worker]]`), or
+/// the shared token for a name that has one of its own.
 fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<(), Box<Response>> {
     let refuse = |code, why: &str| answer(code, serde_json::json!({"error": why}));
-    let Some(token) = state.cfg.worker_token() else {
+    if !state.cfg.uses_workers() {
         return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
-            "this server takes no workers: set worker_token_env in runway.toml (and that variable)",
+            "this server takes no workers: set worker_token_env (or [[worker]] tables) in runway.toml",
         )));
-    };
-    match hooks::bearer(headers).as_deref() {
-        Some(t) if hooks::same(t.as_bytes(), token.as_bytes()) => Ok(()),
-        got => {
+    }
+    let given = hooks::bearer(headers);
+    match given.as_deref().map(|t| state.cfg.worker_identity(t)) {
+        Some(Some(Some(name))) if name == who => Ok(()),
+        Some(Some(Some(name))) => {
+            tracing::warn!(worker = %name, claimed = who, "a worker acted as another and was refused");
+            Err(Box::new(refuse(
+                StatusCode::FORBIDDEN,
+                &format!("this token is worker {name}'s: it may act only as {name}"),
+            )))
+        }
+        Some(Some(None)) if state.cfg.registered_worker(who) => {
+            tracing::warn!(
+                claimed = who,
+                "the shared token acted as a registered worker and was refused"
+            );
+            Err(Box::new(refuse(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "worker {who} has a token of its own ([[worker]]): the shared token may not act as it"
+                ),
+            )))
+        }
+        Some(Some(None)) => Ok(()),
+        _ => {
             tracing::warn!(
                 worker = who,
-                token = if got.is_some() { "wrong" } else { "missing" },
+                token = if given.is_some() { "wrong" } else { "missing" },
                 "a worker was refused"
             );
             Err(Box::new(refuse(
                 StatusCode::UNAUTHORIZED,
-                "the worker token (RUNWAY_WORKER_TOKEN) does not match worker_token_env",
+                "the worker token (RUNWAY_WORKER_TOKEN) does not match worker_token_env or a [[worker]]'s token_env",
             )))
         }
     }
@@ -90,7 +113,16 @@ pub(super) async fn claim(
             draining: false,
         };
         let _ = state.db(|s| s.saw_worker(&seen));
-        let claimed = state.db(|s| s.claim_task(&c.name, &c.labels, lease));
+        // Only the labels some job may need (os, arch, and what repositories ask of
+        // the workers they trust) are matched.
+        let asked: Vec<String> = state
+            .cfg
+            .repos
+            .iter()
+            .flat_map(|r| r.worker_labels.keys().cloned())
+            .collect();
+        let offered = tasks::relevant(&c.labels, &asked);
+        let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease));
         match claimed {
             Ok(Some(t)) => {
                 state.signals.bump(t.build_id);

@@ -100,7 +100,13 @@ impl JobExecutor for Dispatcher {
             duration: started.elapsed(),
             substituted: Vec::new(),
         };
-        let needs = needs(job);
+        let mut needs = needs(job);
+        // What the repository asks of the workers it trusts with its settings.
+        if let Ok(Some(build)) = self.state.db(|s| s.by_id(self.build_id))
+            && let Some(repo) = self.state.cfg.repo(&build.repo)
+        {
+            needs.extend(repo.worker_labels.clone());
+        }
         let opened = self
             .state
             .db(|s| s.open_task(self.build_id, &job.number, &needs));

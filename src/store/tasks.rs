@@ -88,13 +88,22 @@ pub fn parse_labels(text: &str) -> Labels {
 /// The keys a job may need of a worker.
 pub const NEEDED_KEYS: [&str; 2] = ["arch", "os"];
 
-/// Every `needs` (as [`labels_text`] stores it) a worker with `labels` meets: the
-/// subsets of its labels over [`NEEDED_KEYS`].
-pub fn needs_met(labels: &Labels) -> Vec<String> {
-    let have: Vec<(&String, &String)> = labels
+/// A worker's labels a job may need: [`NEEDED_KEYS`] and `also` (the keys
+/// repositories' `worker_labels` name), at most 12 keys in all.
+pub fn relevant(labels: &Labels, also: &[String]) -> Labels {
+    labels
         .iter()
-        .filter(|(k, _)| NEEDED_KEYS.contains(&k.as_str()))
-        .collect();
+        .filter(|(k, _)| NEEDED_KEYS.contains(&k.as_str()) || also.contains(k))
+        .take(12)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Every `needs` (as [`labels_text`] stores it) a worker with `labels` meets: the
+/// subsets of its labels over [`NEEDED_KEYS`] and any other key `labels` holds (pass
+/// them through [`relevant`] first: each key doubles the list).
+pub fn needs_met(labels: &Labels) -> Vec<String> {
+    let have: Vec<(&String, &String)> = labels.iter().take(12).collect();
     (0..1usize << have.len())
         .map(|mask| {
             let subset: Labels = have
@@ -618,8 +627,12 @@ mod tests {
         assert!(!matches(&w, &l("os=osx arch=amd64")));
         assert!(matches(&w, &Labels::new()));
         assert_eq!(labels_text(&l("b=2 a=1")), "a=1 b=2");
-        let mut met = needs_met(&w);
+        let mut met = needs_met(&relevant(&w, &[]));
         met.sort();
         assert_eq!(met, ["", "arch=amd64", "arch=amd64 os=linux", "os=linux"]);
+        // A key a repository asks for counts too.
+        let met = needs_met(&relevant(&w, &["gpu".to_string()]));
+        assert_eq!(met.len(), 8);
+        assert!(met.contains(&"arch=amd64 gpu=yes os=linux".to_string()));
     }
 }

@@ -775,3 +775,116 @@ fn a_wrong_worker_token_is_refused_and_logged() {
     );
     assert!(build(&srv, n)["jobs"][0]["worker"].is_null());
 }
+
+/// Issue 24: with one token for every worker, anyone holding it could end another
+/// worker's job ("passed") by naming that worker. A `[[worker]]` has a token of its
+/// own and may act only as itself: another worker's token cannot end, log or beat its
+/// task (403, logged), and the job ends as it really ended.
+#[test]
+fn a_workers_own_token_acts_only_as_that_worker() {
+    let s = Setup::new(
+        "language: shell\nscript: sleep 4; echo really-failing; false\nnotifications:\n  email: false\n",
+        "api_token_env = \"RUNWAY_TEST_API_TOKEN\"\n\
+         [[worker]]\nname = \"honest\"\ntoken_env = \"RUNWAY_TEST_HONEST_TOKEN\"\n\
+         [[worker]]\nname = \"mallory\"\ntoken_env = \"RUNWAY_TEST_MALLORY_TOKEN\"\n",
+    );
+    let srv = drained(Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            // The helper's workers bring WORKER_TOKEN: here it is honest's own.
+            ("RUNWAY_TEST_HONEST_TOKEN", WORKER_TOKEN),
+            ("RUNWAY_TEST_MALLORY_TOKEN", "mallory-t0ken"),
+            ("RUNWAY_TEST_API_TOKEN", API_TOKEN),
+        ],
+    ));
+    let dir = s.dir.path();
+    let _honest = Worker::start(dir, "honest", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, n), "honest");
+    let auth = format!("Bearer {API_TOKEN}");
+    let (_, body) = srv.request("GET", "/api/workers", &[("Authorization", &auth)], b"");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let task = listed["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "honest")
+        .and_then(|w| w["task"].as_i64())
+        .unwrap_or_else(|| panic!("honest's task: {listed}"));
+    let mallory = [
+        ("Authorization", "Bearer mallory-t0ken"),
+        ("Content-Type", "application/json"),
+    ];
+    let end = |worker: &str| {
+        serde_json::json!({"worker": worker, "attempt": 1, "report": {
+            "result": "passed", "reason": "all script commands passed", "timed_out": false,
+            "duration_ms": 1, "substituted": []}})
+        .to_string()
+    };
+    let path = format!("/api/worker/tasks/{task}/end");
+    let (code, text) = srv.request("POST", &path, &mallory, end("honest").as_bytes());
+    assert_eq!(code, 403, "{text}");
+    assert!(text.contains("it may act only as mallory"), "{text}");
+    let beat = serde_json::json!({"worker": "honest", "attempt": 1}).to_string();
+    let (code, text) = srv.request(
+        "POST",
+        &format!("/api/worker/tasks/{task}/beat"),
+        &mallory,
+        beat.as_bytes(),
+    );
+    assert_eq!(code, 403, "{text}");
+    let (code, text) = srv.request(
+        "POST",
+        &format!("/api/worker/tasks/{task}/log?worker=honest&attempt=1&seq=99"),
+        &mallory,
+        b"fake passed\n",
+    );
+    assert_eq!(code, 403, "{text}");
+    // As itself, mallory holds nothing: 409.
+    let (code, text) = srv.request("POST", &path, &mallory, end("mallory").as_bytes());
+    assert_eq!(code, 409, "{text}");
+    let done = wait_state(&srv, n, "failed");
+    let text = log(&srv, n);
+    assert!(text.contains("really-failing"), "{done} {text}");
+    assert!(!text.contains("fake passed"), "{text}");
+}
+
+/// Issue 24: a repository names the labels a worker needs to take its jobs (and see its
+/// settings); a worker without them is never handed one.
+#[test]
+fn a_repositorys_jobs_go_only_to_workers_with_its_labels() {
+    let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
+    // The last table of the file is the [[repo]]: the key goes there.
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("worker_labels = { trust = \"internal\" }\n");
+    std::fs::write(&s.config, toml).unwrap();
+    let srv = serve_for_workers(&s);
+    let dir = s.dir.path();
+    let _plain = Worker::start(dir, "plain", &[&srv], &[]);
+    let _trusted = Worker::start(dir, "trusted", &[&srv], &["trust=internal"]);
+    for _ in 0..3 {
+        let n = queue(&srv, &s.head());
+        assert_eq!(running_on_or_done(&srv, n), "trusted");
+    }
+}
+
+/// The worker that took build `n`'s first job (running or ended).
+fn running_on_or_done(srv: &Server, n: u64) -> String {
+    let mut who = String::new();
+    wait_for(
+        || {
+            let b = build(srv, n);
+            match b["jobs"][0]["worker"].as_str() {
+                Some(w) => {
+                    who = w.to_string();
+                    true
+                }
+                None => false,
+            }
+        },
+        "a worker on the job",
+    );
+    who
+}
