@@ -285,7 +285,11 @@ pub(super) async fn chunk(
     match state.db(|s| s.add_chunk(id, h.attempt, &h.worker, h.seq, &body)) {
         Ok(true) => {
             bump_task(&state, id);
-            StatusCode::NO_CONTENT.into_response()
+            // What is held without a gap: the worker sends again from there.
+            match state.db(|s| s.chunks_held(id, h.attempt, h.seq)) {
+                Ok(held) => Json(crate::worker::protocol::ChunkAck { held }).into_response(),
+                Err(e) => unavailable(e),
+            }
         }
         Ok(false) => conflict(),
         Err(e) => unavailable(e),

@@ -142,6 +142,7 @@ impl JobExecutor for Dispatcher {
             };
             self.read_chunks(&now, job, &mut follow, log);
             if let Some((outcome, from_worker)) = self.ended(&now, started) {
+                self.read_past_gaps(&now, job, &mut follow, log);
                 if !from_worker {
                     log.line(&format!(
                         "Job {} {}: {}",
@@ -214,6 +215,32 @@ impl Dispatcher {
         for c in chunks {
             log.output(&c);
             f.seq += 1;
+        }
+    }
+
+    /// Once the task has ended: chunks that came after one that never arrived are
+    /// shown after a line that says which are missing, rather than dropped.
+    fn read_past_gaps(&self, t: &TaskRow, job: &JobPlan, f: &mut Following, log: &mut Log) {
+        let rest = self
+            .state
+            .db(|s| s.chunks_from(t.id, f.attempt, f.seq))
+            .unwrap_or_default();
+        for (seq, bytes) in rest {
+            if seq > f.seq {
+                log.line("");
+                log.line(&format!(
+                    "runway: the log of job {} is missing what its worker sent as chunk{} {}; what it sent after is shown",
+                    job.number,
+                    if seq - f.seq > 1 { "s" } else { "" },
+                    if seq - f.seq > 1 {
+                        format!("{} to {}", f.seq, seq - 1)
+                    } else {
+                        f.seq.to_string()
+                    }
+                ));
+            }
+            log.output(&bytes);
+            f.seq = seq + 1;
         }
     }
 

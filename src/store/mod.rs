@@ -730,7 +730,17 @@ mod tests {
             vec![b"c0 ".to_vec(), b"c1 ".to_vec()],
             "{backend}: up to the gap"
         );
+        // What a worker is told: held through 1 (chunk 2 is missing), so it sends 2
+        // and 3 again; what follows a gap can still be read, with its numbers.
+        assert_eq!(st.chunks_held(t2.id, 1, 3).unwrap(), 1, "{backend}");
+        assert_eq!(st.chunks_held(t2.id, 1, 1).unwrap(), 1, "{backend}");
+        assert_eq!(
+            st.chunks_from(t2.id, 1, 2).unwrap(),
+            vec![(3, b"c3 ".to_vec())],
+            "{backend}"
+        );
         assert!(st.add_chunk(t2.id, 1, "w1", 2, b"c2 ").unwrap());
+        assert_eq!(st.chunks_held(t2.id, 1, 3).unwrap(), 3, "{backend}");
         assert_eq!(st.chunks(t2.id, 1, 2).unwrap().concat(), b"c2 c3 ");
         assert_eq!(
             st.beat(t2.id, 1, "w1", 60_000).unwrap(),

@@ -384,6 +384,59 @@ impl Store {
         Ok(true)
     }
 
+    /// The highest chunk number of an attempt held with every one before it (-1: none):
+    /// what a worker is told after each chunk, so that a gap is sent again.
+    pub fn chunks_held(&self, id: i64, attempt: i64, upto: i64) -> Result<i64, StoreError> {
+        let count = self.q(
+            "SELECT COUNT(*) FROM task_chunks WHERE task_id = $1 AND attempt = $2 AND seq <= $3",
+            &[id.into(), attempt.into(), upto.into()],
+        )?;
+        let n = count
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|v| v.int())
+            .unwrap_or(0);
+        if n == upto + 1 {
+            return Ok(upto);
+        }
+        // A gap (rare): the first number missing.
+        let rows = self.q(
+            "SELECT seq FROM task_chunks WHERE task_id = $1 AND attempt = $2 ORDER BY seq",
+            &[id.into(), attempt.into()],
+        )?;
+        let mut held = -1;
+        for r in rows {
+            if r.into_iter().next().map(|v| v.int()) != Some(held + 1) {
+                break;
+            }
+            held += 1;
+        }
+        Ok(held)
+    }
+
+    /// Every chunk of an attempt from `seq` on, gaps and all: (number, bytes), in order.
+    pub fn chunks_from(
+        &self,
+        id: i64,
+        attempt: i64,
+        from_seq: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let rows = self.q(
+            "SELECT seq, data FROM task_chunks WHERE task_id = $1 AND attempt = $2 AND seq >= $3
+             ORDER BY seq",
+            &[id.into(), attempt.into(), from_seq.into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let seq = r.next().map(|v| v.int()).unwrap_or(0);
+                (seq, r.next().map(Value::bytes).unwrap_or_default())
+            })
+            .collect())
+    }
+
     /// The chunks of an attempt from `seq` on, in order, up to the first gap.
     pub fn chunks(&self, id: i64, attempt: i64, from_seq: i64) -> Result<Vec<Vec<u8>>, StoreError> {
         let rows = self.q(

@@ -249,6 +249,9 @@ struct OutboxState {
     open: Vec<u8>,
     /// Chunks made and not yet stored by a server: (seq, bytes).
     sealed: VecDeque<(i64, Vec<u8>)>,
+    /// Every chunk made (kept for the job: a server that lost one is sent it again;
+    /// bounded by the job's log limit).
+    made: Vec<Vec<u8>>,
     next_seq: i64,
     /// The job ended: send what is left and stop.
     closed: bool,
@@ -287,6 +290,7 @@ impl Outbox {
                         let bytes: Vec<u8> = s.open.drain(..n).collect();
                         let seq = s.next_seq;
                         s.next_seq += 1;
+                        s.made.push(bytes.clone());
                         s.sealed.push_back((seq, bytes));
                         break;
                     }
@@ -307,8 +311,21 @@ impl Outbox {
             match servers.until_done(&stop, |s| {
                 s.send(&path, Some(("application/octet-stream", bytes.clone())))
             }) {
-                Ok(_) => {
-                    self.state.lock().expect("outbox").sealed.pop_front();
+                Ok((_, answer)) => {
+                    let mut s = self.state.lock().expect("outbox");
+                    s.sealed.pop_front();
+                    // A server that holds less than this chunk and all before it (one
+                    // was lost) is sent again what follows what it holds.
+                    let held = serde_json::from_slice::<protocol::ChunkAck>(&answer)
+                        .map_or(seq, |a| a.held);
+                    if held < seq {
+                        let again: Vec<(i64, Vec<u8>)> = ((held + 1)..=seq)
+                            .filter_map(|n| Some((n, s.made.get(n as usize)?.clone())))
+                            .collect();
+                        for c in again.into_iter().rev() {
+                            s.sealed.push_front(c);
+                        }
+                    }
                 }
                 Err(_) => {
                     lost.cancel();

@@ -5,7 +5,9 @@
 //!   worker's labels can take: `200` with an [`Assignment`], or `204` (ask again);
 //! - `GET /api/worker/tasks/ID/pack` the commit and its history, as a git pack;
 //! - `POST /api/worker/tasks/ID/log?worker=W&attempt=A&seq=N` one chunk of the job's
-//!   log (the body); the same chunk sent twice is kept once;
+//!   log (the body); the same chunk sent twice is kept once; `200` with [`ChunkAck`]:
+//!   the highest chunk held with every one before it (the worker sends again what
+//!   follows it);
 //! - `POST /api/worker/tasks/ID/beat` ([`Held`]) renews the lease: `200` with
 //!   [`BeatAnswer`] (`cancel` when the build was canceled);
 //! - `POST /api/worker/tasks/ID/end` ([`End`]) the job's [`Report`].
@@ -143,4 +145,11 @@ pub struct End {
     pub attempt: i64,
     /// How the job ended.
     pub report: Report,
+}
+
+/// The answer to a log chunk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChunkAck {
+    /// The highest chunk number held with every one before it (-1: none).
+    pub held: i64,
 }

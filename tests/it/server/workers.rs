@@ -888,3 +888,50 @@ fn running_on_or_done(srv: &Server, n: u64) -> String {
     );
     who
 }
+
+/// Issue 24: a chunk the store lost left a gap that silently dropped every later chunk.
+/// The serve node answers each chunk with what it holds without a gap, and the worker
+/// sends again what follows: a chunk removed from the store comes back.
+#[test]
+fn a_chunk_the_store_lost_is_sent_again() {
+    let s = Setup::new(
+        "language: shell\nscript: echo part-one; sleep 3; echo part-two; sleep 6; echo part-three\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let srv = serve_for_workers(&s);
+    let _w = Worker::start(s.dir.path(), "keeper", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    let db = s.state().join("runway.db");
+    let sql = |q: &str| -> String {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1],timeout=30)\n\
+                 r=c.execute(sys.argv[2]).fetchall()\nc.commit()\nprint(r)",
+            )
+            .arg(&db)
+            .arg(q)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let has = |text: &str| {
+        sql(&format!(
+            "SELECT COUNT(*) FROM task_chunks WHERE CAST(data AS TEXT) LIKE '%{text}%'"
+        )) != "[(0,)]"
+    };
+    wait_for(|| has("part-one"), "part one stored");
+    // The store loses it.
+    sql("DELETE FROM task_chunks WHERE CAST(data AS TEXT) LIKE '%part-one%'");
+    assert!(!has("part-one"));
+    // The next chunk is answered with what is held (nothing before it): the worker
+    // sends the lost one again.
+    wait_for(|| has("part-two"), "part two stored");
+    wait_for(|| has("part-one"), "part one sent again");
+    wait_state(&srv, n, "passed");
+}
