@@ -557,3 +557,35 @@ fn an_old_push_replayed_with_a_new_id_builds_and_cancels_nothing() {
     assert!(text.contains("\"duplicate\":true"), "{text}");
     assert!(text.contains("\"number\":2"), "{text}");
 }
+
+/// Issue 24: secrets printed as bash's `printf %q` writes them (`pass\,word9`,
+/// `café\'babe42`) reached the log, the API and the page. Masked in each.
+#[test]
+fn secrets_printed_with_printf_q_are_masked_in_the_api_and_the_page() {
+    let s = Setup::new(
+        "language: shell\nscript:\n  - printf 'a=%q b=%q\\n' \"$A_SECRET\" \"$B_SECRET\"\n",
+        "",
+    );
+    let toml = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!("{toml}[repo.env]\nA_SECRET = \"pass,word9\"\nB_SECRET = \"café'babe42\"\n"),
+    )
+    .unwrap();
+    let srv = s.start();
+    let (code, text) = generic(&srv, "master", &s.head());
+    assert_eq!(code, 202, "{text}");
+    wait_for(
+        || states(&srv).iter().any(|(_, st)| st == "passed"),
+        "the build to pass",
+    );
+    let (_, log) = srv.request("GET", "/api/builds/1/log", &[], b"");
+    assert!(log.contains("a=[secure] b=[secure]"), "{log}");
+    let (_, page) = srv.request("GET", "/builds/1", &[], b"");
+    let (_, api) = srv.request("GET", "/api/builds/1", &[], b"");
+    for (what, text) in [("log", &log), ("page", &page), ("api", &api)] {
+        for piece in ["word9", "babe42"] {
+            assert!(!text.contains(piece), "{piece} in the {what}: {text}");
+        }
+    }
+}
