@@ -192,11 +192,14 @@ enum Command {
     },
     /// List the workers: labels, last heartbeat and current job.
     Workers {
+        /// `revoke NAME`: refuse a worker at once (its running jobs are errored).
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
         /// Print JSON for programs.
         #[arg(long)]
         json: bool,
         /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
-        #[arg(long)]
+        #[arg(long, global = true)]
         config: Option<PathBuf>,
     },
     /// List recorded builds, newest first.
@@ -290,6 +293,19 @@ enum CodedeployAction {
         deployment_group: String,
         #[arg(long)]
         socket: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkersAction {
+    /// Refuse worker NAME from now on: its calls are answered 403 and the jobs it runs
+    /// are errored "worker NAME was revoked".
+    Revoke {
+        /// The worker's name.
+        name: String,
+        /// Let it take jobs again.
+        #[arg(long)]
+        undo: bool,
     },
 }
 
@@ -514,9 +530,16 @@ fn main() -> ExitCode {
             cache_dir,
             jobs,
         }),
-        Command::Workers { json, config } => {
-            cmd::worker::workers(config.as_deref(), json, &mut out)
-        }
+        Command::Workers {
+            action: Some(WorkersAction::Revoke { name, undo }),
+            config,
+            ..
+        } => cmd::worker::revoke(config.as_deref(), &name, undo, &mut out),
+        Command::Workers {
+            action: None,
+            json,
+            config,
+        } => cmd::worker::workers(config.as_deref(), json, &mut out),
         Command::Builds {
             repo,
             branch,

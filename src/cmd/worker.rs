@@ -67,6 +67,32 @@ pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
     Ok(crate::worker::run(&opts, &drain))
 }
 
+/// `runway workers revoke NAME [--undo]`: the worker's later calls are refused and the
+/// jobs it runs are errored "worker NAME was revoked", at once (`--undo` lets it in
+/// again).
+pub fn revoke(
+    config: Option<&std::path::Path>,
+    name: &str,
+    undo: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let st = super::open_store(config)?;
+    let builds = st.revoke_worker(name, undo)?;
+    if undo {
+        writeln!(out, "Worker {name} may take jobs again.")?;
+    } else {
+        writeln!(
+            out,
+            "Worker {name} is revoked: its calls are refused{}.",
+            match builds.len() {
+                0 => String::new(),
+                n => format!(", and the {n} job(s) it ran are errored"),
+            }
+        )?;
+    }
+    Ok(exit::PASSED)
+}
+
 /// `runway workers`: the workers, from the store runway.toml names.
 pub fn workers(
     config: Option<&std::path::Path>,

@@ -35,7 +35,23 @@ fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<()
         )));
     }
     let given = hooks::bearer(headers);
-    match given.as_deref().map(|t| state.cfg.worker_identity(t)) {
+    let allowed = check_token(state, given.as_deref(), who)?;
+    if state.db(|s| s.is_revoked(who)).unwrap_or(false) {
+        tracing::warn!(worker = who, "a revoked worker was refused");
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "worker {who} was revoked (runway workers revoke): it may not take or report jobs"
+            ),
+        )));
+    }
+    Ok(allowed)
+}
+
+/// The token part of [`worker_allowed`].
+fn check_token(state: &AppState, given: Option<&str>, who: &str) -> Result<(), Box<Response>> {
+    let refuse = |code, why: &str| answer(code, serde_json::json!({"error": why}));
+    match given.map(|t| state.cfg.worker_identity(t)) {
         Some(Some(Some(name))) if name == who => Ok(()),
         Some(Some(Some(name))) => {
             tracing::warn!(worker = %name, claimed = who, "a worker acted as another and was refused");

@@ -101,6 +101,9 @@ CREATE TABLE workers (
 ALTER TABLE jobs ADD COLUMN log_ref TEXT NOT NULL DEFAULT '';
 CREATE TABLE runway_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 ",
+    "
+CREATE TABLE revoked_workers (name TEXT PRIMARY KEY, at BIGINT NOT NULL);
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS workers (
   task_id INTEGER,
   draining INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS revoked_workers (name TEXT PRIMARY KEY, at INTEGER NOT NULL);
 ";
 
 impl rusqlite::types::FromSql for Status {

@@ -575,6 +575,51 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes worker `name` at once: every later call of it is refused, and the jobs
+    /// it runs are errored "worker NAME was revoked" (their builds' ids are returned, to
+    /// be woken). `undo` lets the name in again.
+    pub fn revoke_worker(&self, name: &str, undo: bool) -> Result<Vec<i64>, StoreError> {
+        if undo {
+            self.x(
+                "DELETE FROM revoked_workers WHERE name = $1",
+                &[name.into()],
+            )?;
+            return Ok(Vec::new());
+        }
+        self.x(
+            "INSERT INTO revoked_workers (name, at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[name.into(), now_ms().into()],
+        )?;
+        let held = self.q(
+            "SELECT id, attempt, build_id FROM tasks WHERE worker = $1 AND state = 'running'",
+            &[name.into()],
+        )?;
+        let mut builds = Vec::new();
+        for r in held {
+            let mut it = r.into_iter();
+            let (id, attempt, build) = (
+                it.next().map(|v| v.int()).unwrap_or(0),
+                it.next().map(|v| v.int()).unwrap_or(0),
+                it.next().map(|v| v.int()).unwrap_or(0),
+            );
+            let why = format!("worker {name} was revoked");
+            if self.end_task(id, attempt, name, Status::Errored, &why)? {
+                builds.push(build);
+            }
+        }
+        Ok(builds)
+    }
+
+    /// True when worker `name` has been revoked.
+    pub fn is_revoked(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(!self
+            .q(
+                "SELECT name FROM revoked_workers WHERE name = $1",
+                &[name.into()],
+            )?
+            .is_empty())
+    }
+
     /// The workers, by name.
     pub fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
         Ok(self

@@ -935,3 +935,69 @@ fn a_chunk_the_store_lost_is_sent_again() {
     wait_for(|| has("part-one"), "part one sent again");
     wait_state(&srv, n, "passed");
 }
+
+/// Issue 24: `runway workers revoke NAME` ends a worker at once: its running job is
+/// errored "worker NAME was revoked", its later calls are refused (it stops, its job's
+/// processes with it), and `--undo` lets it in again.
+#[test]
+fn a_revoked_worker_is_refused_and_its_job_errored() {
+    let s = Setup::new(
+        "language: shell\nscript: sleep 7413\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_heartbeat_ms = 300",
+    );
+    let srv = serve_for_workers(&s);
+    let mut w = Worker::start(s.dir.path(), "doomed", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, n), "doomed");
+    let revoke = |extra: &[&str]| {
+        crate::common::run(
+            crate::common::runway()
+                .args(["workers", "revoke", "doomed"])
+                .args(extra)
+                .arg("--config")
+                .arg(&s.config)
+                .env("RUNWAY_STATE_DIR", s.state()),
+        )
+    };
+    let r = revoke(&[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("the 1 job(s) it ran are errored"),
+        "{}",
+        r.all()
+    );
+    let done = wait_state(&srv, n, "errored");
+    assert!(
+        done["jobs"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("worker doomed was revoked")),
+        "{done}"
+    );
+    // Its next call is refused: it stops, and its job's processes go with it.
+    w.wait_for("was revoked", 30);
+    crate::common::wait_gone("sleep 7413", 30);
+    let claim = serde_json::json!({"name": "doomed", "labels": {}, "wait_ms": 0}).to_string();
+    let auth = format!("Bearer {WORKER_TOKEN}");
+    let (code, text) = srv.request(
+        "POST",
+        "/api/worker/claim",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        claim.as_bytes(),
+    );
+    assert_eq!(code, 403, "{text}");
+    let r = revoke(&["--undo"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let (code, text) = srv.request(
+        "POST",
+        "/api/worker/claim",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        claim.as_bytes(),
+    );
+    assert_eq!(code, 204, "{text}");
+}
