@@ -35,7 +35,7 @@ fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<()
         )));
     }
     let given = hooks::bearer(headers);
-    let allowed = check_token(state, given.as_deref(), who)?;
+    check_token(state, given.as_deref(), who)?;
     if state.db(|s| s.is_revoked(who)).unwrap_or(false) {
         tracing::warn!(worker = who, "a revoked worker was refused");
         return Err(Box::new(refuse(
