@@ -94,7 +94,7 @@ impl Masker {
 /// - percent-encoded, upper- and lower-case hex, with `/` encoded and kept (curl,
 ///   JavaScript's `encodeURIComponent`, Python's `urllib.parse.quote`);
 /// - form-encoded (`+` for a space; Python's `quote_plus`, HTML forms), either case;
-/// - shell-escaped as bash's `printf %q` writes it ([`bash_printf_q`]: `\,`, `$'…'`,
+/// - shell-escaped as bash's `printf %q` writes it ([`crate::job::shell::printf_q`]: `\,`, `$'…'`,
 ///   non-ASCII as is), with a backslash before every other character too (other
 ///   shells' quoting), and quoted as `set -x` prints it (`'` as `'\''`);
 /// - JSON-escaped (`\"`, `\\`, `\t`, and `\uXXXX` for non-ASCII as Python's `json`).
@@ -112,7 +112,7 @@ pub fn printed_forms(v: &str) -> Vec<String> {
         forms.push(percent_encode(v, false, true, lower));
     }
     forms.push(shell_escape(v));
-    forms.push(bash_printf_q(v));
+    forms.push(crate::job::shell::printf_q(v));
     forms.push(v.replace('\'', r"'\''"));
     let json = serde_json::to_string(v).unwrap_or_default();
     let json = json[1..json.len() - 1].to_string();
@@ -154,58 +154,6 @@ pub fn percent_encode(s: &str, keep_slash: bool, plus: bool, lower: bool) -> Str
     out
 }
 
-/// A value as bash's `printf %q` writes it (bash's `sh_backslash_quote` and
-/// `ansic_quote`): with a control character, the whole value as `$'…'` (`\n`, `\t`,
-/// `\E`, `\'`, octal for the rest); otherwise a backslash before each character the
-/// shell would read specially, `,` (brace expansion) included, `~` and `#` only where
-/// they would expand (the start, `~` after `=` or `:`); other characters, non-ASCII
-/// ones too, as they are.
-pub fn bash_printf_q(s: &str) -> String {
-    if s.is_empty() {
-        return "''".into();
-    }
-    if s.chars().any(|c| (c as u32) < 0x20 || c as u32 == 0x7f) {
-        let mut out = String::from("$'");
-        for c in s.chars() {
-            match c {
-                '\x07' => out.push_str("\\a"),
-                '\x08' => out.push_str("\\b"),
-                '\x1b' => out.push_str("\\E"),
-                '\x0c' => out.push_str("\\f"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\x0b' => out.push_str("\\v"),
-                '\\' => out.push_str("\\\\"),
-                '\'' => out.push_str("\\'"),
-                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                    out.push_str(&format!("\\{:03o}", c as u32))
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('\'');
-        return out;
-    }
-    let mut out = String::new();
-    let mut prev: Option<char> = None;
-    for c in s.chars() {
-        let escape = match c {
-            ' ' | '\t' | '\n' | '\'' | '"' | '\\' | '|' | '&' | ';' | '(' | ')' | '<' | '>'
-            | '!' | '{' | '}' | '*' | '[' | '?' | ']' | '^' | '$' | '`' | ',' => true,
-            '~' => matches!(prev, None | Some('=') | Some(':')),
-            '#' => prev.is_none(),
-            _ => false,
-        };
-        if escape {
-            out.push('\\');
-        }
-        out.push(c);
-        prev = Some(c);
-    }
-    out
-}
-
 fn shell_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
@@ -237,7 +185,7 @@ mod tests {
             ("a{b}c", r"a\{b\}c"),
             ("x!y", r"x\!y"),
         ] {
-            assert_eq!(bash_printf_q(v), q, "{v}");
+            assert_eq!(crate::job::shell::printf_q(v), q, "{v}");
         }
         let m = Masker::new(["pass,word9", "café'babe42"]);
         assert_eq!(

@@ -8,29 +8,36 @@ use shell::Wait;
 /// A job the kernel killed a process of for passing its memory limit: errored, never
 /// failed (the code did not fail a test; the machine was too small for it).
 pub(super) fn memory_exceeded(limit: u64, log: &mut Log) -> Stop {
-    let size = crate::sandbox::cgroup::human_size(limit);
-    log.line("");
-    log.line(&format!(
-        "The job exceeded its memory limit ({size}): the kernel killed a process of it."
-    ));
-    log.line("Raise job_memory in runway.toml (or --memory for runway run) if it needs more.");
-    Stop::End(
-        JobResult::Errored,
-        format!("exceeded its memory limit of {size}"),
-        false,
+    limit_exceeded(
+        "memory",
+        limit,
+        "the kernel killed a process of it",
+        "job_memory in runway.toml (or --memory for runway run)",
+        log,
     )
 }
 
 pub(super) fn disk_exceeded(limit: u64, log: &mut Log) -> Stop {
+    limit_exceeded(
+        "disk",
+        limit,
+        "its workspace, $HOME and the copy of the machine's changes are full",
+        "job_disk in runway.toml (or --disk for runway run)",
+        log,
+    )
+}
+
+/// A job over its `what` limit: said in its log, and errored.
+fn limit_exceeded(what: &str, limit: u64, how: &str, raise: &str, log: &mut Log) -> Stop {
     let size = crate::sandbox::cgroup::human_size(limit);
     log.line("");
     log.line(&format!(
-        "The job exceeded its disk limit ({size}): its workspace, $HOME and the copy of the machine's changes are full."
+        "The job exceeded its {what} limit ({size}): {how}."
     ));
-    log.line("Raise job_disk in runway.toml (or --disk for runway run) if it needs more.");
+    log.line(&format!("Raise {raise} if it needs more."));
     Stop::End(
         JobResult::Errored,
-        format!("exceeded its disk limit of {size}"),
+        format!("exceeded its {what} limit of {size}"),
         false,
     )
 }

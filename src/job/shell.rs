@@ -7,8 +7,8 @@
 //! - fd 3: the status pipe: after each command the shell writes its exit code there;
 //! - fd 4: the command pipe bash reads its script from, one line per command.
 //!
-//! Each command travels on the command pipe itself, as one ANSI-C quoted line
-//! `__runway_run $'…'`, which `eval`s it (like Travis's `travis_cmd`), then prints a sync
+//! Each command travels on the command pipe itself, as one line `__runway_run WORD`
+//! with the command quoted as bash's `printf %q` would ([`printf_q`]), which `eval`s it (like Travis's `travis_cmd`), then prints a sync
 //! marker with a per-shell nonce on stdout, then the status on fd 3. The marker tells the
 //! reader that every byte the command wrote has been seen, so output and statuses stay in
 //! order. Nothing runway sends the shell passes through a file: only runway holds the
@@ -216,7 +216,7 @@ impl Shell {
 
     /// Sends one command; its output and status arrive through [`Shell::wait`].
     pub fn send(&mut self, command: &str) -> io::Result<()> {
-        writeln!(self.commands, "__runway_run {}", ansi_c_quote(command))?;
+        writeln!(self.commands, "__runway_run {}", printf_q(command))?;
         self.commands.flush()
     }
 
@@ -551,25 +551,55 @@ pub fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-/// Quotes any text as one bash word on one line (`$'…'`): backslashes, quotes and
-/// control characters escaped, so a command's newlines cannot end the pipe's line.
-pub fn ansi_c_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 3);
-    out.push_str("$'");
-    for ch in s.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
+/// Any text as one bash word on one line, as bash's `printf %q` writes it (bash's `sh_backslash_quote` and
+/// `ansic_quote`): with a control character, the whole value as `$'…'` (`\n`, `\t`,
+/// `\E`, `\'`, octal for the rest); otherwise a backslash before each character the
+/// shell would read specially, `,` (brace expansion) included, `~` and `#` only where
+/// they would expand (the start, `~` after `=` or `:`); other characters, non-ASCII
+/// ones too, as they are.
+pub fn printf_q(s: &str) -> String {
+    if s.is_empty() {
+        return "''".into();
     }
-    out.push('\'');
+    if s.chars().any(|c| (c as u32) < 0x20 || c as u32 == 0x7f) {
+        let mut out = String::from("$'");
+        for c in s.chars() {
+            match c {
+                '\x07' => out.push_str("\\a"),
+                '\x08' => out.push_str("\\b"),
+                '\x1b' => out.push_str("\\E"),
+                '\x0c' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\x0b' => out.push_str("\\v"),
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("\\'"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    out.push_str(&format!("\\{:03o}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        return out;
+    }
+    let mut out = String::new();
+    let mut prev: Option<char> = None;
+    for c in s.chars() {
+        let escape = match c {
+            ' ' | '\t' | '\n' | '\'' | '"' | '\\' | '|' | '&' | ';' | '(' | ')' | '<' | '>'
+            | '!' | '{' | '}' | '*' | '[' | '?' | ']' | '^' | '$' | '`' | ',' => true,
+            '~' => matches!(prev, None | Some('=') | Some(':')),
+            '#' => prev.is_none(),
+            _ => false,
+        };
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+        prev = Some(c);
+    }
     out
 }
 

@@ -976,28 +976,23 @@ fn a_revoked_worker_is_refused_and_its_job_errored() {
     // Its next call is refused: it stops, and its job's processes go with it.
     w.wait_for("was revoked", 30);
     crate::common::wait_gone("sleep 7413", 30);
-    let claim = serde_json::json!({"name": "doomed", "labels": {}, "wait_ms": 0}).to_string();
-    let auth = format!("Bearer {WORKER_TOKEN}");
-    let (code, text) = srv.request(
-        "POST",
-        "/api/worker/claim",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        claim.as_bytes(),
-    );
+    let claim = || {
+        let body = serde_json::json!({"name": "doomed", "labels": {}, "wait_ms": 0});
+        let auth = format!("Bearer {WORKER_TOKEN}");
+        srv.request(
+            "POST",
+            "/api/worker/claim",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let (code, text) = claim();
     assert_eq!(code, 403, "{text}");
     let r = revoke(&["--undo"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let (code, text) = srv.request(
-        "POST",
-        "/api/worker/claim",
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        claim.as_bytes(),
-    );
+    let (code, text) = claim();
     assert_eq!(code, 204, "{text}");
 }
