@@ -87,6 +87,72 @@ fn check_token(state: &AppState, given: Option<&str>, who: &str) -> Result<(), B
     }
 }
 
+/// 32 random bytes, hex.
+fn new_secret() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        // No /dev/urandom: the clock and the process, hashed (never a fixed value).
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        return hash(&seed);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// SHA-256 of a secret, hex (what the store keeps).
+fn hash(secret: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// Whether a call about task `id` brings the secret its claim was answered with: 403
+/// (logged with the caller's name) when not. A task handed out before secrets existed
+/// has none to check.
+fn task_secret_ok(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: i64,
+    who: &str,
+    attempt: i64,
+) -> Result<(), Box<Response>> {
+    // A call about an attempt the caller no longer holds is answered 409 by the
+    // handler (stop the job), whatever it brings: the secret guards the holder's.
+    let holds = matches!(
+        state.db(|s| s.task(id)),
+        Ok(Some(t)) if t.state == Status::Running
+            && t.attempt == attempt
+            && t.worker.as_deref() == Some(who)
+    );
+    if !holds {
+        return Ok(());
+    }
+    let stored = match state.db(|s| s.task_secret(id)) {
+        Ok(Some(h)) if !h.is_empty() => h,
+        Ok(_) => return Ok(()),
+        Err(e) => return Err(Box::new(unavailable(e))),
+    };
+    let given = headers
+        .get(crate::worker::protocol::TASK_SECRET)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if hooks::same(hash(given).as_bytes(), stored.as_bytes()) {
+        return Ok(());
+    }
+    tracing::warn!(
+        worker = who,
+        task = id,
+        "a call about a task without its secret was refused"
+    );
+    Err(Box::new(answer(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({"error": "this task's secret is missing or wrong: only the worker that claimed it may act on it"}),
+    )))
+}
+
 /// The store failed: try again (another node may answer).
 fn unavailable(error: String) -> Response {
     answer(
@@ -143,7 +209,12 @@ pub(super) async fn claim(
             Ok(Some(t)) => {
                 state.signals.bump(t.build_id);
                 match assignment(&state, &t) {
-                    Ok(a) => {
+                    Ok(mut a) => {
+                        // A secret for this claim only: every later call about the task
+                        // must bring it; the store keeps its hash.
+                        let secret = new_secret();
+                        let _ = state.db(|s| s.set_task_secret(t.id, t.attempt, &hash(&secret)));
+                        a.secret = secret;
                         tracing::info!(worker = %c.name, task = t.id, job = %t.number, "job handed to a worker");
                         let _ = state.db(|s| {
                             s.saw_worker(&WorkerRow {
@@ -197,6 +268,7 @@ fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
         substitutes: state.cfg.substitutes,
         remote_cache: state.cfg.cache_url.is_some(),
         build,
+        secret: String::new(),
     })
 }
 
@@ -229,6 +301,9 @@ pub(super) async fn pack(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
+        return *refused;
+    }
+    if let Err(refused) = task_secret_ok(&state, &headers, id, &h.worker, h.attempt) {
         return *refused;
     }
     let Some(t) = held(&state, id, &h) else {
@@ -298,6 +373,9 @@ pub(super) async fn chunk(
     if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
         return *refused;
     }
+    if let Err(refused) = task_secret_ok(&state, &headers, id, &h.worker, h.attempt) {
+        return *refused;
+    }
     match state.db(|s| s.add_chunk(id, h.attempt, &h.worker, h.seq, &body)) {
         Ok(true) => {
             bump_task(&state, id);
@@ -329,6 +407,9 @@ pub(super) async fn beat(
     if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
         return *refused;
     }
+    if let Err(refused) = task_secret_ok(&state, &headers, id, &h.worker, h.attempt) {
+        return *refused;
+    }
     let lease = state.cfg.worker_lease_ms as i64;
     match state.db(|s| s.beat(id, h.attempt, &h.worker, lease)) {
         Ok(tasks::Beat::Held { cancel }) => {
@@ -348,6 +429,9 @@ pub(super) async fn end(
     Json(e): Json<End>,
 ) -> Response {
     if let Err(refused) = worker_allowed(&state, &headers, &e.worker) {
+        return *refused;
+    }
+    if let Err(refused) = task_secret_ok(&state, &headers, id, &e.worker, e.attempt) {
         return *refused;
     }
     let status = match e.report.result {
@@ -391,6 +475,9 @@ pub(super) async fn cache(
     Json(ask): Json<CacheAsk>,
 ) -> Response {
     if let Err(refused) = worker_allowed(&state, &headers, &ask.worker) {
+        return *refused;
+    }
+    if let Err(refused) = task_secret_ok(&state, &headers, id, &ask.worker, ask.attempt) {
         return *refused;
     }
     let holder = Holder {

@@ -104,6 +104,9 @@ CREATE TABLE runway_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     "
 CREATE TABLE revoked_workers (name TEXT PRIMARY KEY, at BIGINT NOT NULL);
 ",
+    "
+ALTER TABLE tasks ADD COLUMN secret TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

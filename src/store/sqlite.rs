@@ -142,6 +142,7 @@ impl Sqlite {
             ("builds", "node", TEXT),
             ("jobs", "log_ref", TEXT),
             ("builds", "lease_until", "INTEGER NOT NULL DEFAULT 0"),
+            ("tasks", "secret", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",

@@ -610,6 +610,25 @@ impl Store {
         Ok(builds)
     }
 
+    /// Keeps the hash of the secret handed with attempt `attempt` of task `id`.
+    pub fn set_task_secret(&self, id: i64, attempt: i64, hash: &str) -> Result<(), StoreError> {
+        self.x(
+            "UPDATE tasks SET secret = $1 WHERE id = $2 AND attempt = $3",
+            &[hash.into(), id.into(), attempt.into()],
+        )?;
+        Ok(())
+    }
+
+    /// The hash of task `id`'s secret ('' when none was handed).
+    pub fn task_secret(&self, id: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .q("SELECT secret FROM tasks WHERE id = $1", &[id.into()])?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|v| v.text()))
+    }
+
     /// True when worker `name` has been revoked.
     pub fn is_revoked(&self, name: &str) -> Result<bool, StoreError> {
         Ok(!self

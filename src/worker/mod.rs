@@ -75,6 +75,9 @@ struct Servers {
     current: AtomicUsize,
     token: String,
     agent: ureq::Agent,
+    /// The secret of the task this worker holds (its claim's answer), sent with every
+    /// call about it.
+    task_secret: std::sync::Mutex<Option<String>>,
 }
 
 impl Servers {
@@ -93,6 +96,7 @@ impl Servers {
             current: AtomicUsize::new(0),
             token,
             agent,
+            task_secret: std::sync::Mutex::new(None),
         }
     }
 
@@ -127,14 +131,26 @@ impl Servers {
     fn send(&self, path: &str, body: Option<(&str, Vec<u8>)>) -> Result<(u16, Vec<u8>), CallError> {
         let url = self.url(path);
         let auth = format!("Bearer {}", self.token);
+        let secret = self
+            .task_secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
         let answer = match body {
             Some((kind, bytes)) => self
                 .agent
                 .post(&url)
                 .header("Authorization", &auth)
+                .header(protocol::TASK_SECRET, &secret)
                 .header("Content-Type", kind)
                 .send(&bytes[..]),
-            None => self.agent.get(&url).header("Authorization", &auth).call(),
+            None => self
+                .agent
+                .get(&url)
+                .header("Authorization", &auth)
+                .header(protocol::TASK_SECRET, &secret)
+                .call(),
         };
         let mut r = answer.map_err(|e| CallError::Retry(format!("{url}: {e}")))?;
         let code = r.status().as_u16();
@@ -219,7 +235,15 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         match got {
             Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
                 Ok(a) => {
+                    *servers
+                        .task_secret
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(a.secret.clone());
                     run_task(opts, &servers, &a);
+                    *servers
+                        .task_secret
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = None;
                     done += 1;
                 }
                 Err(e) => eprintln!("runway worker: an assignment runway cannot read: {e}"),

@@ -13,7 +13,12 @@
 //! - `POST /api/worker/tasks/ID/end` ([`End`]) the job's [`Report`].
 //!
 //! `409 Conflict` on a task's calls: the task is no longer this worker's (its lease
-//! ran out): the worker stops the job. `401`: a wrong token.
+//! ran out): the worker stops the job. `401`: a wrong token. Every call about a task
+//! also brings the task's secret ([`Assignment::secret`], header [`TASK_SECRET`]): it
+//! is handed to the worker that claimed the task and to no one else (`403` without it).
+
+/// The header that carries a task's secret on every call about that task.
+pub const TASK_SECRET: &str = "X-Runway-Task-Secret";
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +62,10 @@ pub struct Assignment {
     /// Caches are in the server's bucket: ask for presigned URLs
     /// (`POST /api/worker/tasks/ID/cache`) instead of using the worker's directory.
     pub remote_cache: bool,
+    /// This task's secret, made for this claim: every later call about the task
+    /// brings it ([`TASK_SECRET`]); the store keeps only its hash.
+    #[serde(default)]
+    pub secret: String,
 }
 
 /// A worker asking for a presigned URL for one of its job's cache archives.

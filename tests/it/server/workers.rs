@@ -996,3 +996,45 @@ fn a_revoked_worker_is_refused_and_its_job_errored() {
     let (code, text) = claim();
     assert_eq!(code, 204, "{text}");
 }
+
+/// Issue 24: even with the shared token and the worker's name, a call about a task
+/// must bring the secret its claim was answered with; anyone else is refused (403) and
+/// the job ends as it really ended.
+#[test]
+fn a_task_is_held_by_the_worker_that_claimed_it() {
+    let s = Setup::new(
+        "language: shell\nscript: sleep 4; echo really-failing; false\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"",
+    );
+    let srv = serve_for_workers(&s);
+    let _honest = Worker::start(s.dir.path(), "honest", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, n), "honest");
+    let auth = format!("Bearer {API_TOKEN}");
+    let (_, body) = srv.request("GET", "/api/workers", &[("Authorization", &auth)], b"");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let task = listed["workers"][0]["task"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{listed}"));
+    let shared = format!("Bearer {WORKER_TOKEN}");
+    let end = serde_json::json!({"worker": "honest", "attempt": 1, "report": {
+        "result": "passed", "reason": "all script commands passed", "timed_out": false,
+        "duration_ms": 1, "substituted": []}})
+    .to_string();
+    for secret in ["", "0123456789abcdef"] {
+        let (code, text) = srv.request(
+            "POST",
+            &format!("/api/worker/tasks/{task}/end"),
+            &[
+                ("Authorization", &shared),
+                ("Content-Type", "application/json"),
+                ("X-Runway-Task-Secret", secret),
+            ],
+            end.as_bytes(),
+        );
+        assert_eq!(code, 403, "{text}");
+        assert!(text.contains("task's secret"), "{text}");
+    }
+    let done = wait_state(&srv, n, "failed");
+    assert!(log(&srv, n).contains("really-failing"), "{done}");
+}
