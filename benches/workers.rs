@@ -12,7 +12,8 @@
 //!   job is errored "stopped answering" (lease 2 s, heartbeat 0.5 s).
 //!
 //! Run: `cargo bench --bench workers [N]` as root (N builds per throughput round,
-//! default 1000).
+//! default 1000). With `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds run
+//! with that binary too (its server and its workers), in the same run: before and after.
 
 #[path = "../tests/it/common/mod.rs"]
 #[allow(dead_code)]
@@ -84,10 +85,22 @@ fn state(addr: &str, n: u64) -> String {
 /// A `runway worker` process.
 struct Worker(Child);
 
+/// The runway binary: this build's, or `BENCH_BEFORE`'s for the "before" rounds.
+fn bin(before: bool) -> std::path::PathBuf {
+    match std::env::var_os("BENCH_BEFORE").filter(|_| before) {
+        Some(p) => p.into(),
+        None => env!("CARGO_BIN_EXE_runway").into(),
+    }
+}
+
 impl Worker {
     fn start(dir: &Path, name: &str, addr: &str) -> Worker {
+        Worker::start_of(false, dir, name, addr)
+    }
+
+    fn start_of(before: bool, dir: &Path, name: &str, addr: &str) -> Worker {
         let state = dir.join(format!("worker-{name}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_runway"))
+        let child = Command::new(bin(before))
             .args([
                 "worker",
                 "--name",
@@ -116,6 +129,17 @@ impl Drop for Worker {
 /// A server for the bench repository: jobs on workers when `workers`, else in itself
 /// with `concurrency`.
 fn server(dir: &Path, bare: &Path, name: &str, workers: bool, concurrency: usize) -> Server {
+    server_of(false, dir, bare, name, workers, concurrency)
+}
+
+fn server_of(
+    before: bool,
+    dir: &Path,
+    bare: &Path,
+    name: &str,
+    workers: bool,
+    concurrency: usize,
+) -> Server {
     let config = dir.join(format!("{name}.toml"));
     let extra = if workers {
         "worker_token_env = \"BENCH_WORKER_TOKEN\"\nworker_lease_ms = 2000\nworker_heartbeat_ms = 500\n"
@@ -130,11 +154,16 @@ fn server(dir: &Path, bare: &Path, name: &str, workers: bool, concurrency: usize
         ),
     )
     .unwrap();
-    let mut srv = Server::start(
-        &config,
-        &dir.join(format!("state-{name}")),
-        &[("APP_SECRET", SECRET), ("BENCH_WORKER_TOKEN", TOKEN)],
-    );
+    let state = dir.join(format!("state-{name}"));
+    let mut c = Command::new(bin(before));
+    c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .env("RUNWAY_STATE_DIR", &state)
+        .env("XDG_CACHE_HOME", state.join("cache"))
+        .env("APP_SECRET", SECRET)
+        .env("BENCH_WORKER_TOKEN", TOKEN);
+    let mut srv = Server::spawn(&mut c);
     // Its event log is read away, or a full pipe would stall it after a few hundred builds.
     if let Some(mut out) = srv.stdout.take() {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
@@ -173,12 +202,21 @@ fn main() {
 
     // Latency, alternating: the server running the job itself, and a worker.
     let skip_latency = std::env::var_os("BENCH_SKIP_LATENCY").is_some();
+    let with_before = std::env::var_os("BENCH_BEFORE").is_some();
     let here = server(d, &bare, "here", false, 1);
     let there = server(d, &bare, "there", true, 1);
     let _w = Worker::start(d, "lat", &there.addr);
-    let (mut l_here, mut l_there) = (Vec::new(), Vec::new());
+    let old = with_before.then(|| server_of(true, d, &bare, "old", true, 1));
+    let _wo = old
+        .as_ref()
+        .map(|o| Worker::start_of(true, d, "lat-old", &o.addr));
+    let (mut l_here, mut l_there, mut l_old) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..if skip_latency { 2 } else { 21 } {
-        for (srv, out) in [(&here, &mut l_here), (&there, &mut l_there)] {
+        let mut rounds = vec![(&here, &mut l_here), (&there, &mut l_there)];
+        if let Some(o) = &old {
+            rounds.push((o, &mut l_old));
+        }
+        for (srv, out) in rounds {
             let t = Instant::now();
             let b = delivery(&srv.addr, &format!("lat{i}"), &sha);
             wait_on_events(&srv.addr, b, "$ echo first-command");
@@ -200,17 +238,30 @@ fn main() {
         ms(*l_there.iter().min().unwrap()),
         ms(*l_there.iter().max().unwrap()),
     );
+    if with_before {
+        l_old.remove(0);
+        let mo = median(l_old.clone());
+        println!(
+            "webhook-to-first-command on a worker, median of 20: before {:.1} ms, after {:.1} ms (after/before {:.2})",
+            ms(mo),
+            ms(mt),
+            mt.as_secs_f64() / mo.as_secs_f64()
+        );
+    }
+    drop(_wo);
+    drop(old);
     drop(_w);
     drop(there);
     drop(here);
 
     // Throughput: n builds at once, through k workers, and k slots in the server.
     for k in [1usize, 2, 4] {
-        let rate = |workers: bool| {
-            let srv = server(d, &bare, &format!("tp-{workers}-{k}"), workers, k);
+        let rate_of = |before: bool, workers: bool| {
+            let name = format!("tp-{workers}-{k}-{before}");
+            let srv = server_of(before, d, &bare, &name, workers, k);
             let ws: Vec<Worker> = if workers {
                 (0..k)
-                    .map(|i| Worker::start(d, &format!("tp{k}-{i}"), &srv.addr))
+                    .map(|i| Worker::start_of(before, d, &format!("tp{k}-{i}-{before}"), &srv.addr))
                     .collect()
             } else {
                 Vec::new()
@@ -242,12 +293,19 @@ fn main() {
             drop(ws);
             n as f64 / took.as_secs_f64()
         };
-        let here = rate(false);
-        let there = rate(true);
+        let here = rate_of(false, false);
+        let there = rate_of(false, true);
         println!(
             "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2})",
             there / here
         );
+        if with_before {
+            let before = rate_of(true, true);
+            println!(
+                "{n} builds, {k} at once through {k} worker(s): before {before:.1} builds/s, after {there:.1} builds/s (after/before {:.2})",
+                there / before
+            );
+        }
     }
 
     // Dead-worker detection: lease 2 s, heartbeat 0.5 s.
