@@ -203,10 +203,13 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
     // the ref has since moved on from (an old delivery replayed) builds nothing and
     // cancels nothing: replaying one must never roll a deploying branch back. (The
     // generic endpoint, which names no `before`, asks for a commit by name.)
+    let tip = repo.as_ref().and_then(|r| r.ref_tip(&d.ref_name()));
+    let behind = tip
+        .as_ref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case(&d.after));
     if d.push_key().is_some()
-        && let Some(repo) = &repo
-        && let Some(tip) = repo.ref_tip(&d.ref_name())
-        && !tip.eq_ignore_ascii_case(&d.after)
+        && behind
+        && let Some(tip) = tip
     {
         return Ok(Queued::Stale(tip));
     }
@@ -250,7 +253,9 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
         for key in &keys {
             s.record_delivery(key, row.id, since)?;
         }
-        let canceled = if state.cfg.auto_cancel && row.branch.is_some() {
+        // Auto-cancel only for the ref's newest state: a commit the ref has moved on
+        // from (asked for by name on the generic endpoint) cancels nothing.
+        let canceled = if state.cfg.auto_cancel && row.branch.is_some() && !behind {
             s.cancel_superseded(&row)?
         } else {
             Vec::new()

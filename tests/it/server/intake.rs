@@ -589,3 +589,24 @@ fn secrets_printed_with_printf_q_are_masked_in_the_api_and_the_page() {
         }
     }
 }
+
+/// Issue 24: auto-cancel only ever cancels builds of older commits of the ref: a build
+/// of a commit the branch has moved on from (the generic endpoint names commits) is
+/// built, and cancels nothing.
+#[test]
+fn a_build_of_an_older_commit_cancels_nothing() {
+    let s = Setup::new("language: shell\nscript: sleep 20\n", "auto_cancel = true");
+    let srv = s.start();
+    let a = s.commit("master", "A");
+    let b = s.commit("master", "B");
+    // Two slots: builds 1 and 2 take them; build 3 (B) waits in the queue.
+    assert_eq!(generic(&srv, "other", &a).0, 202);
+    assert_eq!(generic(&srv, "other2", &a).0, 202);
+    let (code, text) = generic(&srv, "master", &b);
+    assert_eq!(code, 202, "{text}");
+    // A, older than the branch's tip, asked for by name: built, cancels nothing.
+    let (code, text) = generic(&srv, "master", &a);
+    assert_eq!(code, 202, "{text}");
+    assert!(text.contains("\"canceled\":[]"), "{text}");
+    assert_ne!(srv.json("/api/builds/3")["state"], "canceled");
+}
