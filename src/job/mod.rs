@@ -226,7 +226,14 @@ pub fn run(ctx: &JobContext, log: &mut Log) -> JobOutcome {
         JobResult::Canceled => crate::exit::CANCELED,
     };
     log.line("");
-    log.line(&format!("Done. Your build exited with {code}."));
+    if code != crate::exit::PASSED && ctx.job.allow_failure {
+        // Travis's line, and why the build's result below may still be green.
+        log.line(&format!(
+            "Done. This job exited with {code}; it is allowed to fail, so the build's result does not count it."
+        ));
+    } else {
+        log.line(&format!("Done. Your build exited with {code}."));
+    }
     JobOutcome {
         result,
         reason,

@@ -421,6 +421,21 @@ fn s4_matrix_runs_every_job_and_allow_failures_roll_up() {
         r.all()
     );
     assert!(r.stdout.contains("Job 1.1: passed"), "{}", r.all());
+    // Issue 28: the allowed failure's own last line no longer reads as the build's
+    // result just above "Build #1 passed".
+    assert!(
+        r.stdout.contains(
+            "Done. This job exited with 1; it is allowed to fail, so the build's result does not count it."
+        ),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        r.stdout.matches("Done. Your build exited with").count(),
+        2,
+        "only the jobs that count say so: {}",
+        r.all()
+    );
     let one = p.run(&["--job", "2"]);
     assert!(
         one.stdout.contains("Job 1.2: passed") && !one.stdout.contains("Job 1.1:"),
