@@ -213,9 +213,10 @@ fn move_mount(from: &Path, to: &Path) -> io::Result<()> {
 /// end, and for what a killed runway left.
 pub fn release(workspace: &Path) {
     if let Ok(c) = cstr(workspace) {
-        // SAFETY: umount2(2) of a path; MNT_DETACH lets go even while busy.
+        // SAFETY: umount2(2) of a path; MNT_DETACH lets go even while busy, and
+        // UMOUNT_NOFOLLOW never follows a link put where the workspace was.
         unsafe {
-            libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW);
         }
     }
     let _ = std::fs::remove_file(image_of(workspace));
@@ -370,7 +371,16 @@ pub fn sweep() -> usize {
         // SAFETY: kill(2) with signal 0 only asks whether the process exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
-        if alive || pid == std::process::id() as i32 {
+        // Only this user's own real directories: /tmp is everyone's, and a link or
+        // another user's directory named like a pool is never acted on.
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid(2) cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let mine = e
+            .path()
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if alive || !mine || pid == std::process::id() as i32 {
             continue;
         }
         for d in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
