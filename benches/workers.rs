@@ -85,6 +85,28 @@ fn state(addr: &str, n: u64) -> String {
 /// A `runway worker` process.
 struct Worker(Child);
 
+/// Which runway a worker round runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    /// This build, as configured by default (a disk per job).
+    Now,
+    /// This build with `--disk none`: what the job disk (#23) costs, apart from the
+    /// rest.
+    NoDisk,
+    /// `BENCH_BEFORE`'s binary (its server and its workers).
+    Before,
+}
+
+impl Variant {
+    fn tag(self) -> &'static str {
+        match self {
+            Variant::Now => "now",
+            Variant::NoDisk => "nodisk",
+            Variant::Before => "before",
+        }
+    }
+}
+
 /// The runway binary: this build's, or `BENCH_BEFORE`'s for the "before" rounds.
 fn bin(before: bool) -> std::path::PathBuf {
     match std::env::var_os("BENCH_BEFORE").filter(|_| before) {
@@ -95,19 +117,23 @@ fn bin(before: bool) -> std::path::PathBuf {
 
 impl Worker {
     fn start(dir: &Path, name: &str, addr: &str) -> Worker {
-        Worker::start_of(false, dir, name, addr)
+        Worker::start_of(Variant::Now, dir, name, addr)
     }
 
-    fn start_of(before: bool, dir: &Path, name: &str, addr: &str) -> Worker {
+    fn start_of(v: Variant, dir: &Path, name: &str, addr: &str) -> Worker {
         let state = dir.join(format!("worker-{name}"));
-        let child = Command::new(bin(before))
-            .args([
-                "worker",
-                "--name",
-                name,
-                "--server",
-                &format!("http://{addr}"),
-            ])
+        let mut c = Command::new(bin(v == Variant::Before));
+        c.args([
+            "worker",
+            "--name",
+            name,
+            "--server",
+            &format!("http://{addr}"),
+        ]);
+        if v == Variant::NoDisk {
+            c.args(["--disk", "none"]);
+        }
+        let child = c
             .env("RUNWAY_WORKER_TOKEN", TOKEN)
             .env("RUNWAY_STATE_DIR", &state)
             .env("XDG_CACHE_HOME", state.join("cache"))
@@ -204,17 +230,31 @@ fn main() {
     let skip_latency = std::env::var_os("BENCH_SKIP_LATENCY").is_some();
     let with_before = std::env::var_os("BENCH_BEFORE").is_some();
     let here = server(d, &bare, "here", false, 1);
-    let there = server(d, &bare, "there", true, 1);
-    let _w = Worker::start(d, "lat", &there.addr);
-    let old = with_before.then(|| server_of(true, d, &bare, "old", true, 1));
-    let _wo = old
-        .as_ref()
-        .map(|o| Worker::start_of(true, d, "lat-old", &o.addr));
-    let (mut l_here, mut l_there, mut l_old) = (Vec::new(), Vec::new(), Vec::new());
+    let mut variants = vec![Variant::Now, Variant::NoDisk];
+    if with_before {
+        variants.push(Variant::Before);
+    }
+    let theres: Vec<(Variant, Server, Worker)> = variants
+        .iter()
+        .map(|&v| {
+            let srv = server_of(
+                v == Variant::Before,
+                d,
+                &bare,
+                &format!("there-{}", v.tag()),
+                true,
+                1,
+            );
+            let w = Worker::start_of(v, d, &format!("lat-{}", v.tag()), &srv.addr);
+            (v, srv, w)
+        })
+        .collect();
+    let mut l_here = Vec::new();
+    let mut l_there: Vec<Vec<Duration>> = vec![Vec::new(); theres.len()];
     for i in 0..if skip_latency { 2 } else { 21 } {
-        let mut rounds = vec![(&here, &mut l_here), (&there, &mut l_there)];
-        if let Some(o) = &old {
-            rounds.push((o, &mut l_old));
+        let mut rounds = vec![(&here, &mut l_here)];
+        for ((_, srv, _), out) in theres.iter().zip(l_there.iter_mut()) {
+            rounds.push((srv, out));
         }
         for (srv, out) in rounds {
             let t = Instant::now();
@@ -226,45 +266,55 @@ fn main() {
             }
         }
     }
-    // The first round warms the worker's copy of the repository.
-    l_there.remove(0);
+    // The first round warms the workers' copies of the repository.
     l_here.remove(0);
-    let (mh, mt) = (median(l_here.clone()), median(l_there.clone()));
+    for l in &mut l_there {
+        l.remove(0);
+    }
+    let mh = median(l_here.clone());
+    let medians: Vec<Duration> = l_there.iter().map(|l| median(l.clone())).collect();
+    let mt = medians[0];
     println!(
         "webhook-to-first-command, median of 20: in the server {:.1} ms, on a worker {:.1} ms (ratio {:.2}); worker min {:.1}, max {:.1}",
         ms(mh),
         ms(mt),
         mt.as_secs_f64() / mh.as_secs_f64(),
-        ms(*l_there.iter().min().unwrap()),
-        ms(*l_there.iter().max().unwrap()),
+        ms(*l_there[0].iter().min().unwrap()),
+        ms(*l_there[0].iter().max().unwrap()),
+    );
+    let nodisk = medians[1];
+    println!(
+        "webhook-to-first-command on a worker, median of 20: --disk none {:.1} ms, a disk per job {:.1} ms (with/without {:.2})",
+        ms(nodisk),
+        ms(mt),
+        mt.as_secs_f64() / nodisk.as_secs_f64()
     );
     if with_before {
-        l_old.remove(0);
-        let mo = median(l_old.clone());
+        let mo = medians[2];
         println!(
-            "webhook-to-first-command on a worker, median of 20: before {:.1} ms, after {:.1} ms (after/before {:.2})",
+            "webhook-to-first-command on a worker, median of 20: before {:.1} ms, after {:.1} ms (after/before {:.2}); after with --disk none {:.1} ms (after/before {:.2})",
             ms(mo),
             ms(mt),
-            mt.as_secs_f64() / mo.as_secs_f64()
+            mt.as_secs_f64() / mo.as_secs_f64(),
+            ms(nodisk),
+            nodisk.as_secs_f64() / mo.as_secs_f64()
         );
     }
-    drop(_wo);
-    drop(old);
-    drop(_w);
-    drop(there);
+    drop(theres);
     drop(here);
 
     // Throughput: n builds at once, through k workers, and k slots in the server.
     for k in [1usize, 2, 4] {
-        let rate_of = |before: bool, workers: bool| {
-            let name = format!("tp-{workers}-{k}-{before}");
+        let rate_of = |v: Option<Variant>| {
+            let workers = v.is_some();
+            let before = v == Some(Variant::Before);
+            let name = format!("tp-{}-{k}", v.map_or("here", Variant::tag));
             let srv = server_of(before, d, &bare, &name, workers, k);
-            let ws: Vec<Worker> = if workers {
-                (0..k)
-                    .map(|i| Worker::start_of(before, d, &format!("tp{k}-{i}-{before}"), &srv.addr))
-                    .collect()
-            } else {
-                Vec::new()
+            let ws: Vec<Worker> = match v {
+                Some(v) => (0..k)
+                    .map(|i| Worker::start_of(v, d, &format!("tp{k}-{i}-{}", v.tag()), &srv.addr))
+                    .collect(),
+                None => Vec::new(),
             };
             let t = Instant::now();
             let numbers: Vec<u64> = (0..n)
@@ -293,17 +343,20 @@ fn main() {
             drop(ws);
             n as f64 / took.as_secs_f64()
         };
-        let here = rate_of(false, false);
-        let there = rate_of(false, true);
+        let here = rate_of(None);
+        let there = rate_of(Some(Variant::Now));
+        let nodisk = rate_of(Some(Variant::NoDisk));
         println!(
-            "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2})",
-            there / here
+            "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2}); with --disk none {nodisk:.1} builds/s (with/without a disk {:.2})",
+            there / here,
+            there / nodisk
         );
         if with_before {
-            let before = rate_of(true, true);
+            let before = rate_of(Some(Variant::Before));
             println!(
-                "{n} builds, {k} at once through {k} worker(s): before {before:.1} builds/s, after {there:.1} builds/s (after/before {:.2})",
-                there / before
+                "{n} builds, {k} at once through {k} worker(s): before {before:.1} builds/s, after {there:.1} builds/s (after/before {:.2}); after with --disk none {nodisk:.1} builds/s (after/before {:.2})",
+                there / before,
+                nodisk / before
             );
         }
     }

@@ -186,6 +186,9 @@ enum Command {
         /// The cache directory (default: RUNWAY_CACHE_DIR, else beside the state).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Disk per job (10G by default; `none`: the host's disk), as `run --disk`.
+        #[arg(long, value_parser = runway::sandbox::disk::parse_budget)]
+        disk: Option<runway::sandbox::disk::Budget>,
         /// Stop after this many jobs.
         #[arg(long)]
         jobs: Option<usize>,
@@ -518,6 +521,7 @@ fn main() -> ExitCode {
             labels,
             sandbox,
             cache_dir,
+            disk,
             jobs,
         } => cmd::worker::worker(cmd::worker::WorkerArgs {
             servers,
@@ -525,6 +529,7 @@ fn main() -> ExitCode {
             labels,
             sandbox: runway::service::SandboxOptions {
                 mode: sandbox,
+                disk: disk.unwrap_or_default(),
                 ..Default::default()
             },
             cache_dir,

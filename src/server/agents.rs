@@ -25,27 +25,37 @@ const LONGEST_WAIT: Duration = Duration::from_secs(30);
 /// Whether the request brings a worker token, and may act as worker `who`: 403 when
 /// the server takes no workers, 401 (logged) when the token is missing or wrong, 403
 /// (logged with both names) when it is another worker's own token (`[[worker]]`), or
-/// the shared token for a name that has one of its own.
+/// the shared token for a name that has one of its own; 403 when `who` was revoked.
 fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<(), Box<Response>> {
-    let refuse = |code, why: &str| answer(code, serde_json::json!({"error": why}));
+    token_ok(state, headers, who)?;
+    match state.db(|s| s.is_revoked(who)) {
+        Ok(true) => Err(revoked(who)),
+        Ok(false) => Ok(()),
+        Err(e) => Err(Box::new(unavailable(e))),
+    }
+}
+
+/// The token part of [`worker_allowed`], with no store read.
+fn token_ok(state: &AppState, headers: &HeaderMap, who: &str) -> Result<(), Box<Response>> {
     if !state.cfg.uses_workers() {
-        return Err(Box::new(refuse(
+        return Err(Box::new(answer(
             StatusCode::FORBIDDEN,
-            "this server takes no workers: set worker_token_env (or [[worker]] tables) in runway.toml",
+            serde_json::json!({"error": "this server takes no workers: set worker_token_env (or [[worker]] tables) in runway.toml"}),
         )));
     }
     let given = hooks::bearer(headers);
-    check_token(state, given.as_deref(), who)?;
-    if state.db(|s| s.is_revoked(who)).unwrap_or(false) {
-        tracing::warn!(worker = who, "a revoked worker was refused");
-        return Err(Box::new(refuse(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "worker {who} was revoked (runway workers revoke): it may not take or report jobs"
-            ),
-        )));
-    }
-    Ok(())
+    check_token(state, given.as_deref(), who)
+}
+
+/// The answer to a revoked worker (logged).
+fn revoked(who: &str) -> Box<Response> {
+    tracing::warn!(worker = who, "a revoked worker was refused");
+    Box::new(answer(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({"error": format!(
+            "worker {who} was revoked (runway workers revoke): it may not take or report jobs"
+        )}),
+    ))
 }
 
 /// The token part of [`worker_allowed`].
@@ -109,38 +119,40 @@ fn hash(secret: &str) -> String {
         .collect()
 }
 
-/// Whether a call about task `id` brings the secret its claim was answered with: 403
-/// (logged with the caller's name) when not. A task handed out before secrets existed
-/// has none to check.
-fn task_secret_ok(
+/// A call from worker `who` about attempt `attempt` of task `id`: the token, the
+/// revocation and the task's secret checked, with one store read. The task when `who`
+/// holds that attempt; `None` when it does not (the handler answers 409: stop the job,
+/// whatever the call brings: the secret guards the holder's calls). A call about a
+/// held task without its claim's secret is 403, logged with the caller's name; a task
+/// handed out before secrets existed has none to check.
+fn task_call(
     state: &AppState,
     headers: &HeaderMap,
     id: i64,
     who: &str,
     attempt: i64,
-) -> Result<(), Box<Response>> {
-    // A call about an attempt the caller no longer holds is answered 409 by the
-    // handler (stop the job), whatever it brings: the secret guards the holder's.
-    let holds = matches!(
-        state.db(|s| s.task(id)),
-        Ok(Some(t)) if t.state == Status::Running
-            && t.attempt == attempt
-            && t.worker.as_deref() == Some(who)
-    );
-    if !holds {
-        return Ok(());
+) -> Result<Option<TaskRow>, Box<Response>> {
+    token_ok(state, headers, who)?;
+    let (task, is_revoked) = state
+        .db(|s| s.task_call(id, who))
+        .map_err(|e| Box::new(unavailable(e)))?;
+    if is_revoked {
+        return Err(revoked(who));
     }
-    let stored = match state.db(|s| s.task_secret(id)) {
-        Ok(Some(h)) if !h.is_empty() => h,
-        Ok(_) => return Ok(()),
-        Err(e) => return Err(Box::new(unavailable(e))),
+    let Some(t) = task.filter(|t| {
+        t.state == Status::Running && t.attempt == attempt && t.worker.as_deref() == Some(who)
+    }) else {
+        return Ok(None);
+    };
+    let Some(stored) = &t.secret else {
+        return Ok(Some(t));
     };
     let given = headers
         .get(crate::worker::protocol::TASK_SECRET)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if hooks::same(hash(given).as_bytes(), stored.as_bytes()) {
-        return Ok(());
+        return Ok(Some(t));
     }
     tracing::warn!(
         worker = who,
@@ -284,15 +296,6 @@ pub(super) struct Holder {
     have: String,
 }
 
-/// The task, when `h` holds it.
-fn held(state: &AppState, id: i64, h: &Holder) -> Option<TaskRow> {
-    state.db(|s| s.task(id)).ok().flatten().filter(|t| {
-        t.state == Status::Running
-            && t.attempt == h.attempt
-            && t.worker.as_deref() == Some(h.worker.as_str())
-    })
-}
-
 /// `GET /api/worker/tasks/ID/pack`: the build's commit with its history, as a git pack.
 pub(super) async fn pack(
     State(state): State<Arc<AppState>>,
@@ -300,14 +303,10 @@ pub(super) async fn pack(
     Query(h): Query<Holder>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
-        return *refused;
-    }
-    if let Err(refused) = task_secret_ok(&state, &headers, id, &h.worker, h.attempt) {
-        return *refused;
-    }
-    let Some(t) = held(&state, id, &h) else {
-        return conflict();
+    let t = match task_call(&state, &headers, id, &h.worker, h.attempt) {
+        Ok(Some(t)) => t,
+        Ok(None) => return conflict(),
+        Err(refused) => return *refused,
     };
     let st = state.clone();
     let have: Vec<String> = h
@@ -370,30 +369,19 @@ pub(super) async fn chunk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
-        return *refused;
+    let t = match task_call(&state, &headers, id, &h.worker, h.attempt) {
+        Ok(Some(t)) => t,
+        Ok(None) => return conflict(),
+        Err(refused) => return *refused,
+    };
+    if let Err(e) = state.db(|s| s.add_chunk(&t, h.attempt, h.seq, &body)) {
+        return unavailable(e);
     }
-    if let Err(refused) = task_secret_ok(&state, &headers, id, &h.worker, h.attempt) {
-        return *refused;
-    }
-    match state.db(|s| s.add_chunk(id, h.attempt, &h.worker, h.seq, &body)) {
-        Ok(true) => {
-            bump_task(&state, id);
-            // What is held without a gap: the worker sends again from there.
-            match state.db(|s| s.chunks_held(id, h.attempt, h.seq)) {
-                Ok(held) => Json(crate::worker::protocol::ChunkAck { held }).into_response(),
-                Err(e) => unavailable(e),
-            }
-        }
-        Ok(false) => conflict(),
+    state.signals.bump(t.build_id);
+    // What is held without a gap: the worker sends again from there.
+    match state.db(|s| s.chunks_held(id, h.attempt, h.seq)) {
+        Ok(held) => Json(crate::worker::protocol::ChunkAck { held }).into_response(),
         Err(e) => unavailable(e),
-    }
-}
-
-/// Wakes whoever follows task `id`'s build on this node.
-fn bump_task(state: &AppState, id: i64) {
-    if let Ok(Some(t)) = state.db(|s| s.task(id)) {
-        state.signals.bump(t.build_id);
     }
 }
 
@@ -404,11 +392,10 @@ pub(super) async fn beat(
     headers: HeaderMap,
     Json(h): Json<Held>,
 ) -> Response {
-    if let Err(refused) = worker_allowed(&state, &headers, &h.worker) {
-        return *refused;
-    }
-    if let Err(refused) = task_secret_ok(&state, &headers, id, &h.worker, h.attempt) {
-        return *refused;
+    match task_call(&state, &headers, id, &h.worker, h.attempt) {
+        Ok(Some(_)) => {}
+        Ok(None) => return conflict(),
+        Err(refused) => return *refused,
     }
     let lease = state.cfg.worker_lease_ms as i64;
     match state.db(|s| s.beat(id, h.attempt, &h.worker, lease)) {
@@ -428,12 +415,11 @@ pub(super) async fn end(
     headers: HeaderMap,
     Json(e): Json<End>,
 ) -> Response {
-    if let Err(refused) = worker_allowed(&state, &headers, &e.worker) {
-        return *refused;
-    }
-    if let Err(refused) = task_secret_ok(&state, &headers, id, &e.worker, e.attempt) {
-        return *refused;
-    }
+    let t = match task_call(&state, &headers, id, &e.worker, e.attempt) {
+        Ok(Some(t)) => t,
+        Ok(None) => return conflict(),
+        Err(refused) => return *refused,
+    };
     let status = match e.report.result {
         crate::job::JobResult::Passed => Status::Passed,
         crate::job::JobResult::Failed => Status::Failed,
@@ -443,7 +429,7 @@ pub(super) async fn end(
     let report = serde_json::to_string(&e.report).unwrap_or_default();
     match state.db(|s| s.end_task(id, e.attempt, &e.worker, status, &report)) {
         Ok(true) => {
-            bump_task(&state, id);
+            state.signals.bump(t.build_id);
             tracing::info!(worker = %e.worker, task = id, result = status.as_str(), "job reported");
             StatusCode::NO_CONTENT.into_response()
         }
@@ -474,20 +460,10 @@ pub(super) async fn cache(
     headers: HeaderMap,
     Json(ask): Json<CacheAsk>,
 ) -> Response {
-    if let Err(refused) = worker_allowed(&state, &headers, &ask.worker) {
-        return *refused;
-    }
-    if let Err(refused) = task_secret_ok(&state, &headers, id, &ask.worker, ask.attempt) {
-        return *refused;
-    }
-    let holder = Holder {
-        worker: ask.worker.clone(),
-        attempt: ask.attempt,
-        seq: 0,
-        have: String::new(),
-    };
-    let Some(t) = held(&state, id, &holder) else {
-        return conflict();
+    let t = match task_call(&state, &headers, id, &ask.worker, ask.attempt) {
+        Ok(Some(t)) => t,
+        Ok(None) => return conflict(),
+        Err(refused) => return *refused,
     };
     let forbidden =
         |why: String| answer(StatusCode::FORBIDDEN, serde_json::json!({ "error": why }));

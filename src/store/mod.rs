@@ -716,15 +716,17 @@ mod tests {
             "{backend}: nothing else for linux"
         );
         for seq in [0, 1, 1, 3] {
-            assert!(
-                st.add_chunk(t2.id, 1, "w1", seq, format!("c{seq} ").as_bytes())
-                    .unwrap()
-            );
+            st.add_chunk(&got, 1, seq, format!("c{seq} ").as_bytes())
+                .unwrap();
         }
-        assert!(
-            !st.add_chunk(t2.id, 1, "w2", 2, b"x").unwrap(),
+        // What a call from w2 finds: w1's task (the server answers 409), w2 not revoked.
+        let (found, revoked) = st.task_call(t2.id, "w2").unwrap();
+        assert_eq!(
+            (found.and_then(|t| t.worker), revoked),
+            (Some("w1".to_string()), false),
             "{backend}: not w2's"
         );
+        assert_eq!(st.task_call(999_999, "w2").unwrap(), (None, false));
         assert_eq!(
             st.chunks(t2.id, 1, 0).unwrap(),
             vec![b"c0 ".to_vec(), b"c1 ".to_vec()],
@@ -739,7 +741,7 @@ mod tests {
             vec![(3, b"c3 ".to_vec())],
             "{backend}"
         );
-        assert!(st.add_chunk(t2.id, 1, "w1", 2, b"c2 ").unwrap());
+        st.add_chunk(&got, 1, 2, b"c2 ").unwrap();
         assert_eq!(st.chunks_held(t2.id, 1, 3).unwrap(), 3, "{backend}");
         assert_eq!(st.chunks(t2.id, 1, 2).unwrap().concat(), b"c2 c3 ");
         assert_eq!(

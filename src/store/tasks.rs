@@ -145,10 +145,13 @@ pub struct TaskRow {
     pub cancel: bool,
     /// The worker's report (JSON), or runway's reason when it ended otherwise.
     pub outcome: Option<String>,
+    /// The hash of the secret its current attempt's claim was answered with (none
+    /// before it is claimed, or for a task handed out before secrets existed).
+    pub secret: Option<String>,
 }
 
 const TASK_COLUMNS: &str =
-    "id, build_id, number, needs, state, attempt, worker, lease_until, cancel, outcome";
+    "id, build_id, number, needs, state, attempt, worker, lease_until, cancel, outcome, secret";
 
 fn task(r: Vec<Value>) -> Result<TaskRow, StoreError> {
     let mut it = r.into_iter();
@@ -164,6 +167,7 @@ fn task(r: Vec<Value>) -> Result<TaskRow, StoreError> {
         lease_until: next().int(),
         cancel: next().int() != 0,
         outcome: next().text(),
+        secret: next().text().filter(|h| !h.is_empty()),
     })
 }
 
@@ -336,9 +340,10 @@ impl Store {
         worker: &str,
         lease_ms: i64,
     ) -> Result<Beat, StoreError> {
-        let held = self.x(
+        let held = self.q(
             "UPDATE tasks SET lease_until = $1
-             WHERE id = $2 AND attempt = $3 AND worker = $4 AND state = 'running'",
+             WHERE id = $2 AND attempt = $3 AND worker = $4 AND state = 'running'
+             RETURNING cancel",
             &[
                 (now_ms() + lease_ms).into(),
                 id.into(),
@@ -346,30 +351,44 @@ impl Store {
                 worker.into(),
             ],
         )?;
-        if held == 0 {
-            return Ok(Beat::Lost);
+        match held.into_iter().next().and_then(|r| r.into_iter().next()) {
+            Some(cancel) => Ok(Beat::Held {
+                cancel: cancel.int() != 0,
+            }),
+            None => Ok(Beat::Lost),
         }
-        let cancel = self.task(id)?.is_some_and(|t| t.cancel);
-        Ok(Beat::Held { cancel })
     }
 
-    /// Stores chunk `seq` of a task's log from its holder; a chunk sent again is kept
-    /// once. False when the task is no longer `worker`'s.
+    /// Task `id` as a call from worker `worker` finds it, and whether that worker has
+    /// been revoked: one read for both (the hot path of every chunk and heartbeat).
+    pub fn task_call(&self, id: i64, worker: &str) -> Result<(Option<TaskRow>, bool), StoreError> {
+        let rows = self.q(
+            &format!(
+                "SELECT {TASK_COLUMNS}, (SELECT COUNT(*) FROM revoked_workers WHERE name = $2)
+                 FROM tasks WHERE id = $1"
+            ),
+            &[id.into(), worker.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(mut r) => {
+                let revoked = r.pop().is_some_and(|v| v.int() != 0);
+                Ok((Some(task(r)?), revoked))
+            }
+            None => Ok((None, self.is_revoked(worker)?)),
+        }
+    }
+
+    /// Stores chunk `seq` of attempt `attempt` of task `t`'s log, from the worker the
+    /// caller found holding it (chunks are kept per attempt: one stored as a lease
+    /// lapses is never read as a later attempt's); a chunk sent again is kept once.
     pub fn add_chunk(
         &self,
-        id: i64,
+        t: &TaskRow,
         attempt: i64,
-        worker: &str,
         seq: i64,
         data: &[u8],
-    ) -> Result<bool, StoreError> {
-        let Some(t) = self.task(id)? else {
-            return Ok(false);
-        };
-        if t.attempt != attempt || t.worker.as_deref() != Some(worker) || t.state != Status::Running
-        {
-            return Ok(false);
-        }
+    ) -> Result<(), StoreError> {
+        let id = t.id;
         self.x(
             "INSERT INTO task_chunks (task_id, attempt, seq, data) VALUES ($1, $2, $3, $4)
              ON CONFLICT (task_id, attempt, seq) DO NOTHING",
@@ -381,7 +400,7 @@ impl Store {
             ],
         )?;
         self.announce(TASK_CHANGED, t.build_id);
-        Ok(true)
+        Ok(())
     }
 
     /// The highest chunk number of an attempt held with every one before it (-1: none):
@@ -617,16 +636,6 @@ impl Store {
             &[hash.into(), id.into(), attempt.into()],
         )?;
         Ok(())
-    }
-
-    /// The hash of task `id`'s secret ('' when none was handed).
-    pub fn task_secret(&self, id: i64) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .q("SELECT secret FROM tasks WHERE id = $1", &[id.into()])?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .and_then(|v| v.text()))
     }
 
     /// True when worker `name` has been revoked.
