@@ -283,9 +283,23 @@ impl ServerConfig {
         self.workers.iter().any(|w| w.name == name)
     }
 
-    /// The PostgreSQL URL the store is at, from `database_url_env` (None: SQLite).
-    pub fn database_url(&self) -> Option<String> {
-        from_env(&self.database_url_env)
+    /// The PostgreSQL URL the store is at, from `database_url_env` (None: SQLite, when
+    /// the file names no variable). A variable named but unset is an error: a node
+    /// would otherwise start alone on SQLite, an island the others never see.
+    pub fn database_url(&self) -> Result<Option<String>, String> {
+        match &self.database_url_env {
+            None => Ok(None),
+            Some(var) => from_env(&self.database_url_env).map(Some).ok_or_else(|| {
+                format!(
+                    "database_url_env names {var}, which is not set: set it to the PostgreSQL URL (postgres://…), or remove database_url_env to use this machine's own store"
+                )
+            }),
+        }
+    }
+
+    /// True when the store is PostgreSQL, shared by several nodes (`database_url_env`).
+    pub fn shared_store(&self) -> bool {
+        self.database_url_env.is_some()
     }
 
     /// What an operator should know at start: variables the file names that are not

@@ -45,6 +45,9 @@ fn configured(
         return Ok(None);
     };
     let cfg = ServerConfig::load(path).map_err(CmdError::Usage)?;
+    // A named database that is not set would build into this machine's own store.
+    cfg.database_url()
+        .map_err(|e| CmdError::Usage(format!("{}: {e}", path.display())))?;
     let repo = match &opts.repo {
         Some(name) => cfg.repo(name),
         None => cfg.repo_at(git_dir),
@@ -272,7 +275,7 @@ fn request(
         },
         record: Record::New,
         state_dir: store::default_dir(),
-        database_url: configured.and_then(|(c, _)| c.database_url()),
+        database_url: configured.and_then(|(c, _)| c.database_url().ok().flatten()),
         controls: Controls {
             cancel: opts.cancel.clone(),
             ..Controls::default()
@@ -297,7 +300,9 @@ pub fn run_hook(
         .map(|(_, r)| r.name.clone())
         .or_else(|| opts.repo.clone());
     if opts.detach || configured.as_ref().is_some_and(|(_, r)| r.detach) {
-        let url = configured.as_ref().and_then(|(c, _)| c.database_url());
+        let url = configured
+            .as_ref()
+            .and_then(|(c, _)| c.database_url().ok().flatten());
         return detach(git_dir, name, url, &text, out);
     }
     let mut worst = exit::PASSED;

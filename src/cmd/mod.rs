@@ -94,7 +94,8 @@ pub fn open_store(config: Option<&std::path::Path>) -> Result<crate::store::Stor
     let url = match config {
         Some(path) => crate::runway_toml::ServerConfig::load(path)
             .map_err(CmdError::Usage)?
-            .database_url(),
+            .database_url()
+            .map_err(|e| CmdError::Usage(format!("{}: {e}", path.display())))?,
         None => None,
     };
     Ok(crate::store::Store::connect(

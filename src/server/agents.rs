@@ -165,12 +165,18 @@ fn task_call(
     )))
 }
 
-/// The store failed: try again (another node may answer).
-fn unavailable(error: String) -> Response {
-    answer(
+/// The store (or the cache bucket) failed: try again (another node may answer), after
+/// a pause.
+fn unavailable(error: impl std::fmt::Display) -> Response {
+    let mut r = answer(
         StatusCode::SERVICE_UNAVAILABLE,
-        serde_json::json!({ "error": error }),
-    )
+        serde_json::json!({ "error": error.to_string() }),
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(super::RETRY_AFTER_SECS),
+    );
+    r
 }
 
 fn conflict() -> Response {

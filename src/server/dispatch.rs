@@ -64,6 +64,13 @@ impl Signals {
             .clone()
     }
 
+    /// Wakes whoever follows any build's jobs here.
+    pub(super) fn bump_all(&self) {
+        for s in self.0.lock().expect("signals").values() {
+            s.bump();
+        }
+    }
+
     /// Wakes whoever follows build `id`'s jobs here.
     pub(super) fn bump(&self, id: i64) {
         if let Some(s) = self.0.lock().expect("signals").get(&id) {
@@ -308,12 +315,18 @@ impl Dispatcher {
             "worker {who} stopped answering (no heartbeat for {} ms)",
             self.state.cfg.worker_lease_ms
         );
+        // A store that was unreachable renewed no lease: its workers get a lease's
+        // time to beat again before any is taken as gone.
+        let lease = Duration::from_millis(self.state.cfg.worker_lease_ms);
+        if crate::store::postgres::settling(lease) {
+            return;
+        }
         let retry = self.state.cfg.lost_job == LostJob::Retry;
         if let Ok(true) = self
             .state
             .db(|s| s.expire_task(t.id, tasks::now_ms(), &why, retry))
         {
-            tracing::warn!(task = t.id, worker = who, retry, "worker stopped answering");
+            tracing::warn!(worker = who, job = %t.number, build = t.build_id, retry, "worker stopped answering");
             self.state.queued.notify_waiters();
         }
     }

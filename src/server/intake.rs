@@ -97,7 +97,7 @@ fn refused(source: Source, r: Refusal) -> Response {
 /// or a store that failed (500).
 fn answer_queued(
     state: &AppState,
-    queued: Result<Result<Queued, String>, tokio::task::JoinError>,
+    queued: Result<Result<Queued, NotQueued>, tokio::task::JoinError>,
 ) -> Response {
     let url_of = |row: &BuildRow| {
         state
@@ -160,7 +160,10 @@ fn answer_queued(
                 serde_json::json!({"queued": false, "message": reason}),
             )
         }
-        Ok(Err(e)) => answer(
+        // The store cannot be reached: 503 with Retry-After, so the forge delivers
+        // again (nothing is lost); the log says so once (the store's).
+        Ok(Err(NotQueued::Store(e))) => e.answer(),
+        Ok(Err(NotQueued::Other(e))) => answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             serde_json::json!({"error": e}),
         ),
@@ -180,10 +183,27 @@ enum Queued {
     Duplicate(Box<BuildRow>),
 }
 
+/// Why a delivery was not queued.
+enum NotQueued {
+    /// The build store failed (or cannot be reached).
+    Store(super::DbError),
+    /// Anything else.
+    Other(String),
+}
+
+impl From<super::DbError> for NotQueued {
+    fn from(e: super::DbError) -> NotQueued {
+        NotQueued::Store(e)
+    }
+}
+
 /// Decides whether the push builds (its `.travis.yml` at the commit, when the
 /// repository is local) and queues it durably.
-fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
-    let repo_cfg = state.cfg.repo(&d.repo).ok_or("unknown repository")?;
+fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
+    let repo_cfg = state
+        .cfg
+        .repo(&d.repo)
+        .ok_or_else(|| NotQueued::Other("unknown repository".into()))?;
     let mut message = d.message.clone();
     // A remote repository is fetched now, as Travis read .travis.yml at the pushed
     // commit before queuing. When that fails, or takes longer than intake_fetch_secs
@@ -240,26 +260,28 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, String> {
         }
     }
     let window = state.cfg.delivery_window_secs as i64;
-    state.db(|s| {
-        let since = crate::store::Store::now() - window;
-        // By its id, and by what it pushes (the same push under a new id).
-        let keys: Vec<String> = d.id.iter().cloned().chain(d.push_key()).collect();
-        for key in &keys {
-            if let Some(made) = s.delivery(key, since)? {
-                return Ok(Queued::Duplicate(Box::new(made)));
+    state
+        .db(|s| {
+            let since = crate::store::Store::now() - window;
+            // By its id, and by what it pushes (the same push under a new id).
+            let keys: Vec<String> = d.id.iter().cloned().chain(d.push_key()).collect();
+            for key in &keys {
+                if let Some(made) = s.delivery(key, since)? {
+                    return Ok(Queued::Duplicate(Box::new(made)));
+                }
             }
-        }
-        let row = s.enqueue(&NewBuild::of(&d.event(message)))?;
-        for key in &keys {
-            s.record_delivery(key, row.id, since)?;
-        }
-        // Auto-cancel only for the ref's newest state: a commit the ref has moved on
-        // from (asked for by name on the generic endpoint) cancels nothing.
-        let canceled = if state.cfg.auto_cancel && row.branch.is_some() && !behind {
-            s.cancel_superseded(&row)?
-        } else {
-            Vec::new()
-        };
-        Ok(Queued::Build(Box::new(row), canceled))
-    })
+            let row = s.enqueue(&NewBuild::of(&d.event(message)))?;
+            for key in &keys {
+                s.record_delivery(key, row.id, since)?;
+            }
+            // Auto-cancel only for the ref's newest state: a commit the ref has moved on
+            // from (asked for by name on the generic endpoint) cancels nothing.
+            let canceled = if state.cfg.auto_cancel && row.branch.is_some() && !behind {
+                s.cancel_superseded(&row)?
+            } else {
+                Vec::new()
+            };
+            Ok(Queued::Build(Box::new(row), canceled))
+        })
+        .map_err(NotQueued::Store)
 }

@@ -94,7 +94,7 @@ impl AppState {
         cfg: ServerConfig,
         state_dir: PathBuf,
     ) -> Result<(Arc<AppState>, Interrupted), String> {
-        let url = cfg.database_url();
+        let url = cfg.database_url()?;
         let mut st = Store::connect(&state_dir, url.as_deref()).map_err(|e| e.to_string())?;
         if url.is_some() {
             st.keep_logs_at(cfg.log_url.as_deref())
@@ -169,6 +169,13 @@ impl AppState {
                     c.cancel();
                 }
             }
+            Change::Resync => {
+                // Whatever was announced while no one listened: every follower reads
+                // its tasks again, claims look again, the queue is read again.
+                self.signals.bump_all();
+                self.queued.notify_waiters();
+                self.wake.notify_one();
+            }
         }
     }
 
@@ -185,13 +192,63 @@ impl AppState {
         }
     }
 
-    /// Runs `f` on the build store (one connection, behind a lock).
+    /// Runs `f` on the build store (behind a lock).
     fn db<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
-    ) -> Result<T, String> {
+    ) -> Result<T, DbError> {
         let mut st = self.store.lock().expect("store");
-        f(&mut st).map_err(|e| e.to_string())
+        f(&mut st).map_err(|e| DbError {
+            unreachable: matches!(e, store::StoreError::Unavailable(_)),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// A failed call to the build store, as the handlers see it.
+#[derive(Debug)]
+pub(crate) struct DbError {
+    /// What failed.
+    message: String,
+    /// The database cannot be reached now (PostgreSQL restarting, the network): the
+    /// caller should try again later (webhooks: 503 with `Retry-After`).
+    unreachable: bool,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<DbError> for String {
+    fn from(e: DbError) -> String {
+        e.message
+    }
+}
+
+/// Seconds a client is asked to wait before trying again while the store is
+/// unreachable.
+const RETRY_AFTER_SECS: u64 = 5;
+
+impl DbError {
+    /// The answer to a request that needed the store: 503 with `Retry-After` when the
+    /// database is unreachable, else 500; JSON `{"error": …}` either way.
+    fn answer(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let code = if self.unreachable {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        let mut r = answer(code, serde_json::json!({ "error": self.message }));
+        if self.unreachable {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        r.into_response()
     }
 }
 

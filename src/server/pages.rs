@@ -263,6 +263,19 @@ pub fn not_found(n: u64) -> String {
     )
 }
 
+/// The page shown when the build store cannot be read: what happened, never an empty
+/// list that would look like no builds.
+pub fn store_unavailable(why: &str) -> String {
+    page(
+        "build store unreachable",
+        "",
+        &format!(
+            "<h1>The build store is unreachable</h1><p>{}</p><p>runway keeps trying; this page works again when it is back. <a href=\"\">Reload</a></p>",
+            esc(why)
+        ),
+    )
+}
+
 /// The header of a build page: state, why, commit, people, times, mail, buttons.
 fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
     let first_line = r.message.lines().next().unwrap_or("");

@@ -30,7 +30,7 @@ pub fn recover(
 ) -> Result<Interrupted, StoreError> {
     // With workers on PostgreSQL, a build a stopped node followed carries on: its
     // jobs run on workers, and another node (or this one) takes it over.
-    let (builds, mails) = if cfg.uses_workers() && cfg.database_url().is_some() {
+    let (builds, mails) = if cfg.uses_workers() && cfg.shared_store() {
         (Vec::new(), 0)
     } else {
         interrupt(cfg, state_dir, st)?

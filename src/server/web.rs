@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::store::Status;
 
+use super::DbError;
 use super::live::{Chunk, Cursor, JobText, LiveLog};
 use super::{AppState, answer, hooks, pages};
 use crate::job::JobResult;
@@ -24,18 +25,34 @@ pub(super) struct RepoQuery {
     repo: Option<String>,
 }
 
-fn find(state: &AppState, n: u64, q: &RepoQuery) -> Option<BuildRow> {
-    state.db(|s| s.build(q.repo.as_deref(), n)).ok().flatten()
+fn find(state: &AppState, n: u64, q: &RepoQuery) -> Result<Option<BuildRow>, DbError> {
+    state.db(|s| s.build(q.repo.as_deref(), n))
 }
 
-/// [`find`], or the API's 404 answer.
+/// [`find`], or the API's 404 answer (503 when the store cannot be read).
 fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<Response>> {
-    find(state, n, q).ok_or_else(|| {
-        Box::new(answer(
+    match find(state, n, q) {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(Box::new(answer(
             StatusCode::NOT_FOUND,
             serde_json::json!({"error": format!("there is no build #{n}")}),
-        ))
-    })
+        ))),
+        Err(e) => Err(Box::new(e.answer())),
+    }
+}
+
+/// The page for a store that cannot be read: 503 with `Retry-After`.
+fn page_unavailable(e: &DbError) -> Response {
+    let mut r = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(pages::store_unavailable(&e.to_string())),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from(super::RETRY_AFTER_SECS),
+    );
+    r
 }
 
 /// `?repo=owner/app&before=ID`: one repository's builds, older than a build.
@@ -50,16 +67,18 @@ pub(super) struct ListQuery {
 pub(super) async fn pages_index(
     State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
-) -> Html<String> {
+) -> Response {
     let repo = q.repo.as_deref().filter(|r| !r.is_empty());
-    let (rows, latest) = state
-        .db(|s| {
-            Ok((
-                s.builds_page(repo, q.before, pages::PAGE + 1)?,
-                s.latest_per_repo()?,
-            ))
-        })
-        .unwrap_or_default();
+    let read = state.db(|s| {
+        Ok((
+            s.builds_page(repo, q.before, pages::PAGE + 1)?,
+            s.latest_per_repo()?,
+        ))
+    });
+    let (rows, latest) = match read {
+        Ok(r) => r,
+        Err(e) => return page_unavailable(&e),
+    };
     let repos: Vec<String> = state.cfg.repos.iter().map(|r| r.name.clone()).collect();
     Html(pages::index(&pages::List {
         rows: &rows,
@@ -68,6 +87,7 @@ pub(super) async fn pages_index(
         only: repo,
         before: q.before,
     }))
+    .into_response()
 }
 
 /// `GET /events`: each build that is queued, starts, ends, is canceled or restarted,
@@ -169,10 +189,15 @@ pub(super) async fn page_build(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
 ) -> Response {
-    let Some(row) = find(&state, n, &q) else {
-        return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response();
+    let row = match find(&state, n, &q) {
+        Ok(Some(row)) => row,
+        Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
+        Err(e) => return page_unavailable(&e),
     };
-    let jobs = jobs_with_workers(&state, row.id);
+    let jobs = match jobs_with_workers(&state, row.id) {
+        Ok(jobs) => jobs,
+        Err(e) => return page_unavailable(&e),
+    };
     let live = state.live.get(row.id).is_some() || row.state.is_active();
     let log = if live {
         Vec::new()
@@ -186,15 +211,18 @@ pub(super) async fn page_build(
 }
 
 /// A build's recorded jobs, each with the worker that ran it (when one did).
-fn jobs_with_workers(state: &AppState, build_id: i64) -> Vec<crate::store::JobRow> {
-    let mut jobs = state.db(|s| s.jobs(build_id)).unwrap_or_default();
+fn jobs_with_workers(
+    state: &AppState,
+    build_id: i64,
+) -> Result<Vec<crate::store::JobRow>, DbError> {
+    let mut jobs = state.db(|s| s.jobs(build_id))?;
     if state.cfg.uses_workers() {
-        let workers = state.db(|s| s.task_workers(build_id)).unwrap_or_default();
+        let workers = state.db(|s| s.task_workers(build_id))?;
         for j in &mut jobs {
             j.worker = workers.get(&j.number).cloned();
         }
     }
-    jobs
+    Ok(jobs)
 }
 
 /// `GET /builds/N/events`: the build's log and each job's as server-sent events,
@@ -209,8 +237,10 @@ pub(super) async fn build_events(
         Ok(p) => p,
         Err(refused) => return *refused,
     };
-    let Some(row) = find(&state, n, &q) else {
-        return StatusCode::NOT_FOUND.into_response();
+    let row = match find(&state, n, &q) {
+        Ok(Some(row)) => row,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return e.answer(),
     };
     // A build another node follows: its jobs' logs from the workers' chunks.
     if state.cfg.uses_workers() && row.state == Status::Running {
@@ -225,7 +255,7 @@ pub(super) async fn build_events(
         }
         // Between being claimed and starting its live log a build is "running" with
         // no log yet: keep waiting until it has one or has ended.
-        let now = find(&state, n, &q);
+        let now = find(&state, n, &q).ok().flatten();
         let ended = now.as_ref().is_some_and(|r| !r.state.is_active());
         if ended && state.live.get(row.id).is_none() {
             break;
@@ -308,9 +338,13 @@ fn api_row(r: &BuildRow) -> serde_json::Value {
 }
 
 /// `GET /api/builds`: the builds as JSON.
-pub(super) async fn api_builds(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let rows = state.db(|s| s.builds(None, None)).unwrap_or_default();
-    Json(serde_json::Value::Array(rows.iter().map(api_row).collect()))
+pub(super) async fn api_builds(State(state): State<Arc<AppState>>) -> Response {
+    match state.db(|s| s.builds(None, None)) {
+        Ok(rows) => {
+            Json(serde_json::Value::Array(rows.iter().map(api_row).collect())).into_response()
+        }
+        Err(e) => e.answer(),
+    }
 }
 
 /// `GET /api/builds/N`: one build with its jobs as JSON.
@@ -323,8 +357,12 @@ pub(super) async fn api_build(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
-    let jobs = jobs_with_workers(&state, row.id);
-    let workers = state.db(|s| s.task_workers(row.id)).unwrap_or_default();
+    let (jobs, workers) = match jobs_with_workers(&state, row.id)
+        .and_then(|j| Ok((j, state.db(|s| s.task_workers(row.id))?)))
+    {
+        Ok(read) => read,
+        Err(e) => return e.answer(),
+    };
     let mut v = api_row(&row);
     v["reason"] = serde_json::json!(row.reason);
     v["mail"] = serde_json::json!(row.mail);
@@ -370,7 +408,10 @@ pub(super) async fn api_log(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
-    let jobs = state.db(|s| s.jobs(row.id)).unwrap_or_default();
+    let jobs = match state.db(|s| s.jobs(row.id)) {
+        Ok(jobs) => jobs,
+        Err(e) => return e.answer(),
+    };
     let wanted: Vec<_> = jobs
         .iter()
         .filter(|j| q.job.as_deref().is_none_or(|w| j.is(n, w)))

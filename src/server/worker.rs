@@ -60,8 +60,10 @@ pub(super) async fn work(state: Arc<AppState>) {
             });
             // A build a node that is gone was following: its jobs carry on on their
             // workers, so this node follows it to its end.
+            let settling =
+                crate::store::postgres::settling(Duration::from_millis(state.cfg.node_lease_ms));
             let claimed = match claimed {
-                Ok(None) if state.cfg.uses_workers() && state.cfg.database_url().is_some() => {
+                Ok(None) if state.cfg.uses_workers() && state.cfg.shared_store() && !settling => {
                     let now = crate::store::tasks::now_ms();
                     let taken = state.db(|s| s.take_over(&state.node, now, until));
                     if let Ok(Some(r)) = &taken {
@@ -94,7 +96,10 @@ pub(super) async fn work(state: Arc<AppState>) {
             let _ = state.db(|s| s.renew_builds(&state.node, until));
             renewed = Instant::now();
             // Jobs in the nodes: a gone node's builds cannot carry on; they are errored.
-            if state.cfg.database_url().is_some() && !state.cfg.uses_workers() {
+            // Not while the store settles after an outage: no node could renew then.
+            let settling =
+                crate::store::postgres::settling(Duration::from_millis(state.cfg.node_lease_ms));
+            if state.cfg.shared_store() && !state.cfg.uses_workers() && !settling {
                 let lapsed =
                     state.db(|s| super::recover::interrupt(&state.cfg, &state.state_dir, s));
                 for (repo, number) in lapsed.map(|(builds, _)| builds).unwrap_or_default() {
@@ -226,7 +231,7 @@ fn request(
         },
         record: Record::Queued(Box::new(row.clone())),
         state_dir: state.state_dir.clone(),
-        database_url: state.cfg.database_url(),
+        database_url: state.cfg.database_url().ok().flatten(),
         controls: Controls {
             cancel: Some(cancel),
             slots: (!on_workers).then(|| state.slots.clone()),

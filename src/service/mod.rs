@@ -316,7 +316,9 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     let number = recorded.as_ref().map_or(first_number, |r| r.row.number);
     // The author is known once the commit is read (a webhook may not say).
     if let (Some(r), Some(author)) = (recorded.as_mut(), event.author.as_ref()) {
-        let _ = r.store.set_author(r.row.id, &author.name);
+        let _ = store::patiently(req.controls.cancel.as_ref(), || {
+            r.store.set_author(r.row.id, &author.name)
+        });
     }
     let plan = if number == first_number {
         plan
@@ -391,12 +393,11 @@ fn conclude(
 ) {
     // One masker for what is recorded and what is mailed.
     let masker = req.settings.masker();
+    let rows = job_rows(report, &masker, &req.options);
     if let Some(r) = recorded.as_mut()
-        && let Err(e) = r.store.finish(
-            r.row.id,
-            report.state,
-            &job_rows(report, &masker, &req.options),
-        )
+        && let Err(e) = store::patiently(req.controls.cancel.as_ref(), || {
+            r.store.finish(r.row.id, report.state, &rows)
+        })
     {
         reporter.event(Event::Note(&format!(
             "warning: could not record the build: {e}"
@@ -434,7 +435,9 @@ fn conclude(
     .send(&mut say);
     // The build page says what became of the mail.
     if let Some(r) = recorded {
-        let _ = r.store.set_mail(r.row.id, &mailed);
+        let _ = store::patiently(req.controls.cancel.as_ref(), || {
+            r.store.set_mail(r.row.id, &mailed)
+        });
     }
     reporter.event(Event::Note(&last_line(number, report)));
 }
@@ -484,9 +487,14 @@ fn refuse(
         )));
     }
     if let Record::Queued(row) = &req.record {
-        let mut st = Store::connect(&req.state_dir, req.database_url.as_deref()).ok();
+        let mut st = store::patiently(req.controls.cancel.as_ref(), || {
+            Store::connect(&req.state_dir, req.database_url.as_deref())
+        })
+        .ok();
         if let Some(st) = st.as_mut() {
-            let _ = st.set_state(row.id, store::Status::Errored, Some(why));
+            let _ = store::patiently(req.controls.cancel.as_ref(), || {
+                st.set_state(row.id, store::Status::Errored, Some(why))
+            });
         }
         let report = BuildReport {
             state: BuildState::Errored,
@@ -521,13 +529,14 @@ fn not_built(req: &Request, plan: &Plan, reporter: &mut dyn Reporter) -> Result<
         plan.build.reason
     )));
     if let Record::Queued(row) = &req.record
-        && let Ok(mut st) = Store::connect(&req.state_dir, req.database_url.as_deref())
+        && let Ok(mut st) = store::patiently(req.controls.cancel.as_ref(), || {
+            Store::connect(&req.state_dir, req.database_url.as_deref())
+        })
     {
-        let _ = st.set_state(
-            row.id,
-            store::Status::Canceled,
-            Some(&format!("not built: {}", plan.build.reason)),
-        );
+        let why = format!("not built: {}", plan.build.reason);
+        let _ = store::patiently(req.controls.cancel.as_ref(), || {
+            st.set_state(row.id, store::Status::Canceled, Some(&why))
+        });
     }
     Ok(exit::PASSED)
 }
@@ -537,8 +546,11 @@ fn not_built(req: &Request, plan: &Plan, reporter: &mut dyn Reporter) -> Result<
 fn record(req: &Request, event: &BuildEvent) -> Result<Option<Recorded>, ServiceError> {
     Ok(match &req.record {
         Record::No => None,
+        // A queued build outlives a database restart: its store is waited for.
         Record::Queued(row) => Some(Recorded {
-            store: Store::connect(&req.state_dir, req.database_url.as_deref())?,
+            store: store::patiently(req.controls.cancel.as_ref(), || {
+                Store::connect(&req.state_dir, req.database_url.as_deref())
+            })?,
             row: (**row).clone(),
         }),
         Record::New => {

@@ -51,7 +51,8 @@ fn remove_stale() {
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("runway-pg-")
+        if let Some(rest) = name.strip_prefix("runway-pg-")
+            && let Some(pid) = rest.split('-').next()
             && !Path::new("/proc").join(pid).exists()
         {
             let _ = std::fs::remove_dir_all(e.path());
@@ -60,8 +61,11 @@ fn remove_stale() {
 }
 
 fn start() -> Cluster {
+    start_in(std::env::temp_dir().join(format!("runway-pg-{}", std::process::id())))
+}
+
+fn start_in(dir: PathBuf) -> Cluster {
     remove_stale();
-    let dir = std::env::temp_dir().join(format!("runway-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (uid, gid) = (id("-u"), id("-g"));
@@ -85,8 +89,15 @@ fn start() -> Cluster {
         .local_addr()
         .unwrap()
         .port();
+    run_postgres(&data, &dir, port, uid, gid);
+    Cluster { port, _dir: dir }
+}
+
+/// Starts the server of the cluster in `data` on `port`; returns once it accepts
+/// connections.
+fn run_postgres(data: &Path, dir: &Path, port: u16, uid: u32, gid: u32) {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (data2, sockets) = (data.clone(), dir.clone());
+    let (data2, sockets) = (data.to_path_buf(), dir.to_path_buf());
     std::thread::spawn(move || {
         let mut cmd = Command::new(program("postgres"));
         cmd.arg("-D")
@@ -133,7 +144,17 @@ fn start() -> Cluster {
     if let Err(log) = rx.recv().expect("the cluster's thread answers") {
         panic!("postgres did not start: {log}");
     }
-    Cluster { port, _dir: dir }
+}
+
+/// A cluster of the caller's own (not shared with other tests), which it may stop and
+/// start again.
+pub fn own() -> Cluster {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    start_in(std::env::temp_dir().join(format!(
+        "runway-pg-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )))
 }
 
 /// The process's cluster, started on first use.
@@ -143,6 +164,33 @@ pub fn shared() -> &'static Cluster {
 }
 
 impl Cluster {
+    /// Stops the server as `pg_ctl stop -m fast` would (SIGINT: connections ended,
+    /// a clean shutdown) and waits until it is gone. Only for a cluster of [`own`].
+    pub fn stop(&self) {
+        let pidfile = self._dir.join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pidfile).expect("a running cluster");
+        let pid: i32 = text.lines().next().unwrap().trim().parse().unwrap();
+        // SAFETY: kill(2) of the cluster's postmaster, a process this test started.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        while Path::new("/proc").join(pid.to_string()).exists() {
+            // Its parent (the thread in run_postgres) reaps it.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a stopped cluster again, on the same port.
+    pub fn start(&self) {
+        run_postgres(
+            &self._dir.join("data"),
+            &self._dir,
+            self.port,
+            id("-u"),
+            id("-g"),
+        );
+    }
+
     /// A new, empty database; its URL.
     pub fn database(&self, prefix: &str) -> String {
         static N: AtomicUsize = AtomicUsize::new(0);

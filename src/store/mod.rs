@@ -37,6 +37,52 @@ pub enum StoreError {
     /// The state directory could not be made.
     #[error("build store: {0}")]
     Io(#[from] std::io::Error),
+    /// The database cannot be reached now (runway keeps trying).
+    #[error("build store unreachable: {0}")]
+    Unavailable(String),
+}
+
+/// Runs `f` again while it fails only because the database cannot be reached (with a
+/// growing pause, up to 5 s), so that a build's record outlives a database restart:
+/// what a build did is recorded once the store is back, never dropped. Once `cancel`
+/// is set (the build canceled, the node stopping) it tries for 5 s more at most;
+/// without a `cancel` (a command, not a server), for a minute.
+pub fn patiently<T>(
+    cancel: Option<&crate::cancel::Cancel>,
+    mut f: impl FnMut() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    use std::time::{Duration, Instant};
+    let mut pause = Duration::from_millis(200);
+    let started = Instant::now();
+    let mut canceled_at: Option<Instant> = None;
+    loop {
+        match f() {
+            Err(StoreError::Unavailable(why)) => {
+                let give_up = match cancel {
+                    Some(c) if c.is_canceled() => {
+                        canceled_at.get_or_insert_with(Instant::now).elapsed()
+                            > Duration::from_secs(5)
+                    }
+                    Some(_) => false,
+                    None => started.elapsed() > Duration::from_secs(60),
+                };
+                if give_up {
+                    return Err(StoreError::Unavailable(why));
+                }
+                // The pause ends early when the build is canceled.
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                let _woken = cancel.filter(|c| !c.is_canceled()).map(|c| {
+                    let tx = std::sync::Mutex::new(tx.clone());
+                    c.on_cancel(move || {
+                        let _ = tx.lock().map(|t| t.send(()));
+                    })
+                });
+                let _ = rx.recv_timeout(pause);
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// A build being recorded.

@@ -141,52 +141,291 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
     })
 }
 
-/// The PostgreSQL store. Its client lives on a thread of its own (the synchronous
-/// client drives a runtime of its own, which cannot run inside the server's): each
-/// call goes to that thread over a channel and waits for its answer.
+/// The PostgreSQL store: a handle on this process's pool for its URL. The synchronous
+/// client drives a runtime of its own, which cannot run inside the server's, so each
+/// connection lives on a thread of its own; a call goes to whichever of the pool's
+/// threads is free, over one channel, and waits for its answer. Every `Store` of the
+/// process on the same URL shares the pool (a node following 200 builds still holds
+/// [`pool_size`] connections), and a burst of calls waits for a connection rather than
+/// failing.
+///
+/// A connection that is lost (the database restarted, `pg_terminate_backend`) is made
+/// again on the next call, with a backoff between attempts while the database is
+/// unreachable; meanwhile calls fail at once with [`StoreError::Unavailable`] (never
+/// hang), and [`unreachable`] says so. The change and its end are logged once each.
 pub struct Postgres {
-    calls: std::sync::mpsc::Sender<Call>,
+    pool: std::sync::Arc<Pool>,
 }
 
-type Call = Box<dyn FnOnce(&mut Inner) + Send>;
+type Call = Box<dyn FnOnce(Result<&mut Inner, StoreError>) + Send>;
 
-impl Postgres {
-    /// Connects to `url` (on the store's thread) and applies the migrations it lacks.
-    pub fn connect(url: &str) -> Result<Postgres, StoreError> {
-        let (calls, queue) = std::sync::mpsc::channel::<Call>();
-        let (ready, made) = std::sync::mpsc::channel();
-        let url = url.to_string();
-        std::thread::Builder::new()
-            .name("runway-postgres".into())
-            .spawn(move || match Inner::connect(&url) {
-                Ok(mut inner) => {
-                    let _ = ready.send(Ok(()));
-                    for call in queue {
-                        call(&mut inner);
-                    }
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-            })?;
-        made.recv()
+/// Connections per URL (runway.toml's `database_pool`).
+static POOL_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(4);
+
+/// The pools of this process, by URL.
+static POOLS: std::sync::Mutex<Vec<(String, std::sync::Weak<Pool>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Sets how many connections each pool made from now on holds (at least 1).
+pub fn set_pool_size(n: usize) {
+    POOL_SIZE.store(n.max(1), std::sync::atomic::Ordering::SeqCst);
+}
+
+/// How many connections a pool holds.
+pub fn pool_size() -> usize {
+    POOL_SIZE.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// True while a pool of this process cannot reach its database (its last attempt to
+/// connect failed, or its connection was lost and not yet made again).
+pub fn unreachable() -> bool {
+    POOLS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|(_, w)| w.upgrade())
+        .any(|p| {
+            p.health
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .down
+                .is_some()
+        })
+}
+
+/// True while the database is unreachable, and for `lease` after it answers again:
+/// leases (a node's hold on its builds, a worker's on its job) could not be renewed
+/// meanwhile, so none is taken as lapsed until their holders have had a lease's time
+/// to renew them.
+pub fn settling(lease: std::time::Duration) -> bool {
+    POOLS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter_map(|(_, w)| w.upgrade())
+        .any(|p| {
+            let h = p.health.lock().unwrap_or_else(|e| e.into_inner());
+            h.down.is_some() || h.back_at.is_some_and(|at| at.elapsed() < lease)
+        })
+}
+
+/// One URL's connections.
+struct Pool {
+    url: String,
+    calls: std::sync::mpsc::Sender<Call>,
+    health: std::sync::Mutex<Health>,
+}
+
+/// Whether the database answers, and when to try again.
+#[derive(Default)]
+struct Health {
+    /// Since when it has not (and why, as first seen).
+    down: Option<(std::time::Instant, String)>,
+    /// No connection is attempted before this.
+    retry_at: Option<std::time::Instant>,
+    /// The wait after the next failed attempt.
+    backoff: std::time::Duration,
+    /// When it answered again after it had not.
+    back_at: Option<std::time::Instant>,
+}
+
+/// The first wait after a failed attempt to connect, and the longest.
+const BACKOFF: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_secs(5),
+);
+
+impl Pool {
+    /// The pool for `url`: this process's, or a new one whose first connection is made
+    /// (and the migrations applied) before it is returned.
+    fn get(url: &str) -> Result<std::sync::Arc<Pool>, StoreError> {
+        let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(p) = pools
+            .iter()
+            .find(|(u, _)| u == url)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(p);
+        }
+        // The synchronous client cannot connect on a thread that drives a runtime (the
+        // server's): the first connection is made on a thread of its own.
+        let u = url.to_string();
+        let first = std::thread::spawn(move || Inner::connect(&u))
+            .join()
             .map_err(|_| StoreError::Data("the PostgreSQL thread ended".into()))??;
-        Ok(Postgres { calls })
+        let (calls, queue) = std::sync::mpsc::channel::<Call>();
+        let pool = std::sync::Arc::new(Pool {
+            url: url.to_string(),
+            calls,
+            health: std::sync::Mutex::new(Health::default()),
+        });
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        let mut first = Some(first);
+        for i in 0..pool_size() {
+            let (queue, weak, inner) = (
+                queue.clone(),
+                std::sync::Arc::downgrade(&pool),
+                first.take(),
+            );
+            std::thread::Builder::new()
+                .name(format!("runway-postgres-{i}"))
+                .spawn(move || serve_calls(&queue, &weak, inner))?;
+        }
+        pools.push((url.to_string(), std::sync::Arc::downgrade(&pool)));
+        Ok(pool)
     }
 
-    /// Runs `f` on the store's thread; its answer.
+    /// A connection for a call: `inner` when it is open, else a new one (unless the
+    /// backoff says not yet).
+    fn connection<'a>(&self, inner: &'a mut Option<Inner>) -> Result<&'a mut Inner, StoreError> {
+        if inner.as_ref().is_some_and(|i| i.client.is_closed()) {
+            *inner = None;
+            self.lost("the connection was closed");
+        }
+        if inner.is_none() {
+            let now = std::time::Instant::now();
+            let wait = self
+                .health
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retry_at;
+            if wait.is_some_and(|at| now < at) {
+                return Err(self.unavailable());
+            }
+            match postgres::Client::connect(&self.url, NoTls) {
+                Ok(client) => {
+                    *inner = Some(Inner { client });
+                    self.back();
+                }
+                Err(e) => {
+                    self.lost(&e.to_string());
+                    let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                    h.backoff = (h.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
+                    h.retry_at = Some(now + h.backoff);
+                    drop(h);
+                    return Err(self.unavailable());
+                }
+            }
+        }
+        Ok(inner.as_mut().expect("made above"))
+    }
+
+    /// The database is unreachable: said once, when it starts.
+    fn lost(&self, why: &str) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if h.down.is_none() {
+            tracing::error!(
+                error = why,
+                "the build store (PostgreSQL) is unreachable; runway keeps trying"
+            );
+            h.down = Some((std::time::Instant::now(), why.to_string()));
+        }
+    }
+
+    /// A connection was made: said once, when the database was unreachable before.
+    fn back(&self) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((since, _)) = h.down.take() {
+            h.back_at = Some(std::time::Instant::now());
+            tracing::warn!(
+                after_ms = since.elapsed().as_millis() as u64,
+                "the build store (PostgreSQL) is reachable again"
+            );
+        }
+        h.retry_at = None;
+        h.backoff = std::time::Duration::ZERO;
+    }
+
+    fn unavailable(&self) -> StoreError {
+        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let why = h.down.as_ref().map_or("no connection", |(_, w)| w.as_str());
+        StoreError::Unavailable(format!("PostgreSQL is unreachable ({why})"))
+    }
+}
+
+/// True when `e` says the connection is gone (closed, or ended by the server: class 08
+/// connection exception, class 57 operator intervention such as a restart or
+/// `pg_terminate_backend`), rather than that the statement was wrong.
+fn lost_connection(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            let code = c.code();
+            code.starts_with("08") || code.starts_with("57")
+        })
+}
+
+/// A connection idle this long is checked before a call uses it (a database that
+/// restarted meanwhile ended it), so the call goes to a new one instead of failing.
+const CHECK_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One connection's thread: takes calls until every handle on the pool is gone.
+fn serve_calls(
+    queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Call>>,
+    pool: &std::sync::Weak<Pool>,
+    mut inner: Option<Inner>,
+) {
+    let mut used = std::time::Instant::now();
+    loop {
+        let call = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(c) => c,
+            Err(_) => return,
+        };
+        let Some(pool) = pool.upgrade() else {
+            call(Err(StoreError::Unavailable("the store is closing".into())));
+            return;
+        };
+        if used.elapsed() > CHECK_AFTER_IDLE
+            && let Some(i) = &mut inner
+            && i.client
+                .is_valid(std::time::Duration::from_secs(2))
+                .is_err()
+        {
+            inner = None;
+        }
+        used = std::time::Instant::now();
+        match pool.connection(&mut inner) {
+            Ok(i) => {
+                call(Ok(i));
+                if inner.as_ref().is_some_and(|i| i.client.is_closed()) {
+                    inner = None;
+                    pool.lost("the connection was closed");
+                }
+            }
+            Err(e) => call(Err(e)),
+        }
+    }
+}
+
+impl Postgres {
+    /// This process's pool on `url` (made, with the migrations applied, on first use).
+    pub fn connect(url: &str) -> Result<Postgres, StoreError> {
+        Ok(Postgres {
+            pool: Pool::get(url)?,
+        })
+    }
+
+    /// Runs `f` on one of the pool's connections; its answer.
     fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.calls
+        self.pool
+            .calls
             .send(Box::new(move |inner| {
-                let _ = tx.send(f(inner));
+                let _ = tx.send(inner.and_then(f));
             }))
-            .map_err(|_| StoreError::Data("the PostgreSQL thread ended".into()))?;
-        rx.recv()
-            .map_err(|_| StoreError::Data("the PostgreSQL thread ended".into()))?
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL threads ended".into()))?;
+        match rx.recv() {
+            Ok(Err(StoreError::Postgres(e))) if lost_connection(&e) => {
+                Err(StoreError::Unavailable(e.to_string()))
+            }
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Unavailable(
+                "the PostgreSQL threads ended".into(),
+            )),
+        }
     }
 
     /// The version the database's schema is at.
@@ -251,6 +490,9 @@ pub enum Change {
     Queued(i64),
     /// Build `id` is to be canceled (by whichever node follows it).
     Cancel(i64),
+    /// The listening connection was lost and is back: anything may have changed
+    /// meanwhile (what was announced then was not heard), so read again.
+    Resync,
 }
 
 impl Change {
@@ -271,7 +513,9 @@ impl Change {
 
 /// Listens on [`CHANGES`] with a connection of its own, on a thread of its own, and
 /// calls `changed` with each build id announced (by any node, this one included),
-/// until `changed` returns false or the connection ends.
+/// until `changed` returns false. A lost connection is made again (with a backoff),
+/// LISTEN again, and `changed` is told [`Change::Resync`]: what was announced meanwhile
+/// was not heard. The first connection is made before this returns (an error if not).
 pub fn listen(
     url: &str,
     changed: impl Fn(Change) -> bool + Send + 'static,
@@ -281,32 +525,75 @@ pub fn listen(
     std::thread::Builder::new()
         .name("runway-listen".into())
         .spawn(move || {
-            let mut client = match Client::connect(&url, NoTls) {
+            let first = match listening(&url) {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = ready.send(Err(StoreError::from(e)));
+                    let _ = ready.send(Err(e));
                     return;
                 }
             };
-            if let Err(e) = client.batch_execute(&format!("LISTEN {CHANGES}")) {
-                let _ = ready.send(Err(StoreError::from(e)));
-                return;
-            }
             let _ = ready.send(Ok(()));
-            use postgres::fallible_iterator::FallibleIterator;
-            let mut notes = client.notifications();
-            let mut each = notes.blocking_iter();
-            while let Ok(Some(note)) = each.next() {
-                if let Some(change) = Change::parse(note.payload())
-                    && !changed(change)
+            let mut client = Some(first);
+            let mut backoff = BACKOFF.0;
+            loop {
+                let Some(mut c) = client.take() else {
+                    // Lost: the periodic check below, until a connection is made again.
+                    if !changed(Change::Resync) {
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    match listening(&url) {
+                        Ok(c) => {
+                            backoff = BACKOFF.0;
+                            client = Some(c);
+                            if !changed(Change::Resync) {
+                                return;
+                            }
+                        }
+                        Err(_) => backoff = (backoff * 2).min(BACKOFF.1),
+                    }
+                    continue;
+                };
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut notes = c.notifications();
+                // Woken at least every few seconds, so a handle nobody holds any more
+                // ends the thread and a connection ended quietly is found.
+                let mut each = notes.timeout_iter(std::time::Duration::from_secs(5));
+                let mut alive = true;
+                loop {
+                    match each.next() {
+                        Ok(Some(note)) => {
+                            if let Some(change) = Change::parse(note.payload())
+                                && !changed(change)
+                            {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            alive = false;
+                            break;
+                        }
+                    }
+                }
+                drop(each);
+                drop(notes);
+                if alive && !c.is_closed() && c.is_valid(std::time::Duration::from_secs(2)).is_ok()
                 {
-                    return;
+                    client = Some(c);
                 }
             }
         })?;
     started
         .recv()
         .map_err(|_| StoreError::Data("the listening thread ended".into()))?
+}
+
+/// A connection listening on [`CHANGES`].
+fn listening(url: &str) -> Result<Client, StoreError> {
+    let mut client = Client::connect(url, NoTls)?;
+    client.batch_execute(&format!("LISTEN {CHANGES}"))?;
+    Ok(client)
 }
 
 impl Inner {

@@ -102,23 +102,31 @@ pub struct Announced {
     pub stdout: std::io::BufReader<std::process::ChildStdout>,
 }
 
-/// Spawns `cmd` (stdout piped, stderr dropped) and reads its first line, which must
-/// start with `prefix`; `what` names the server in a failure.
+/// Spawns `cmd` (stdout piped, stderr read away) and reads its first line, which must
+/// start with `prefix`; `what` names the server in a failure (with what it wrote to
+/// stderr).
 pub fn spawn_announcing(cmd: &mut Command, prefix: &str, what: &str) -> Announced {
-    use std::io::BufRead;
+    use std::io::{BufRead, Read};
     let mut child = cmd
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{what} does not start: {e}"));
+    let mut err = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let said = line
-        .trim()
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("{what} said {line:?}"))
-        .to_string();
+    let Some(said) = line.trim().strip_prefix(prefix).map(str::to_string) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = errors.join().unwrap_or_default();
+        panic!("{what} said {line:?}; on stderr: {stderr}");
+    };
     Announced {
         child,
         said,

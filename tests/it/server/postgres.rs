@@ -170,3 +170,119 @@ fn a_killed_nodes_running_build_is_errored_by_another() {
     );
     crate::common::wait_gone("sleep 113", 30);
 }
+
+/// What a server printed (its event log), read on a thread as it comes.
+fn said(srv: &mut Server) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut from = srv.stdout.take().unwrap();
+    let to = out.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while from.read_line(&mut line).unwrap_or(0) > 0 {
+            to.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    out
+}
+
+/// One GET as raw text: status line, headers and body.
+fn raw_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// Issue 30: PostgreSQL stopped (`pg_ctl stop -m fast`) under a node running a build,
+/// long enough for the job to end meanwhile, then started again. While it is down,
+/// webhooks get 503 with Retry-After (the forge delivers again: nothing is lost), the
+/// API and the pages say the store is unreachable (never an empty list or a 404), and
+/// the log says so once. Once it is back the node reconnects by itself: the build that
+/// ended meanwhile is recorded passed with its log (run once), a delivery builds, and
+/// the log says the store is back. A SIGTERM while the store is down still stops the
+/// node.
+#[test]
+fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
+    let pg = crate::common::postgres::own();
+    let url = pg.database("blip");
+    let s = Setup::new(
+        "language: shell\nscript: sleep 4; echo survived-the-blip\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nauto_cancel = false",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+    ];
+    let mut srv = Server::start(&s.config, &s.state(), &env);
+    let log = said(&mut srv);
+    let sha = s.head();
+    let (code, text) = generic(&srv, "master", &sha);
+    assert_eq!(code, 202, "{text}");
+    wait_for(
+        || states(&srv) == [(1, "running".to_string())],
+        "build 1 running",
+    );
+    pg.stop();
+    let (code, text) = generic(&srv, "master", &sha);
+    assert_eq!(code, 503, "a delivery while the store is down: {text}");
+    let api = raw_get(&srv.addr, "/api/builds");
+    assert!(api.starts_with("HTTP/1.1 503"), "{api}");
+    assert!(api.to_ascii_lowercase().contains("retry-after: 5"), "{api}");
+    assert!(api.contains("unreachable"), "{api}");
+    let one = raw_get(&srv.addr, "/api/builds/1");
+    assert!(one.starts_with("HTTP/1.1 503"), "not a 404: {one}");
+    let page = raw_get(&srv.addr, "/");
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains("The build store is unreachable"), "{page}");
+    assert!(!page.contains("No builds yet"), "{page}");
+    // The job ends while the store is down (it sleeps 4 s).
+    std::thread::sleep(Duration::from_secs(6));
+    pg.start();
+    wait_for(
+        || generic(&srv, "master", &sha).0 == 202,
+        "a delivery accepted once the store is back",
+    );
+    let mut seen = Vec::new();
+    let both = (0..600).any(|_| {
+        seen = states(&srv);
+        let done = seen.len() == 2 && seen.iter().all(|(_, s)| s == "passed");
+        if !done {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done
+    });
+    assert!(
+        both,
+        "both builds passed: {seen:?}; {:?}; {}",
+        srv.json("/api/builds/1"),
+        log.lock().unwrap()
+    );
+    let b1 = srv.json("/api/builds/1");
+    assert_eq!(b1["jobs"].as_array().unwrap().len(), 1, "{b1}");
+    let (_, text) = srv.request("GET", "/api/builds/1/log", &[], b"");
+    assert_eq!(
+        text.lines().filter(|l| *l == "survived-the-blip").count(),
+        1,
+        "echoed once, run once: {text}"
+    );
+    let said = log.lock().unwrap().clone();
+    assert_eq!(
+        said.matches("is unreachable").count(),
+        1,
+        "said once: {said}"
+    );
+    assert!(said.contains("reachable again"), "{said}");
+    // A SIGTERM with the store down again still stops the node.
+    pg.stop();
+    srv.signal("-TERM");
+    assert!(srv.exited_within(60), "the node stopped");
+}
