@@ -251,6 +251,17 @@ enum Command {
         /// The request, as JSON.
         request: String,
     },
+    /// A worker's job lease keeper (stops the job when its lease runs out), started by
+    /// `runway worker` itself.
+    #[command(hide = true)]
+    LeaseKeeper {
+        /// The worker's process directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The worker's process id.
+        #[arg(long)]
+        owner: i32,
+    },
     /// The CodeDeploy side: rehearse a revision's appspec.yml as the agent runs it.
     Codedeploy {
         #[command(subcommand)]
@@ -410,7 +421,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Job disks are mounted where they die with this process (sandbox::disk); done
     // while it has one thread.
-    if !matches!(cli.command, Command::SandboxHelper { .. }) {
+    if !matches!(
+        cli.command,
+        Command::SandboxHelper { .. } | Command::LeaseKeeper { .. }
+    ) {
         runway::sandbox::disk::private_mounts();
     }
     let mut out = std::io::stdout();
@@ -572,6 +586,10 @@ fn main() -> ExitCode {
         ),
         Command::SandboxHelper { request } => {
             return ExitCode::from(runway::inside::serve(&request) as u8);
+        }
+        Command::LeaseKeeper { dir, owner } => {
+            let input = std::io::BufReader::new(std::io::stdin());
+            return ExitCode::from(runway::worker::lease::keep(&dir, owner, input) as u8);
         }
         Command::Codedeploy {
             action:

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     /// The env var holding a `postgres://` URL: the build store is that PostgreSQL
     /// database instead of the embedded SQLite (several `runway serve` nodes share it).
     pub database_url_env: Option<String>,
+    /// Connections to PostgreSQL a node holds at most, shared by everything it does (a
+    /// burst of builds waits for one rather than failing).
+    #[serde(default = "default_database_pool")]
+    pub database_pool: usize,
     /// The env var holding the token `runway worker` agents bring
     /// (`RUNWAY_WORKER_TOKEN` on their side). Set, and the server's jobs run on workers
     /// (matched by os and arch), not in the serve nodes themselves.
@@ -205,6 +209,10 @@ pub struct WorkerConfig {
     pub name: String,
     /// The env var holding its token (its own `RUNWAY_WORKER_TOKEN`).
     pub token_env: String,
+}
+
+fn default_database_pool() -> usize {
+    4
 }
 
 fn default_listen() -> String {
@@ -515,6 +523,7 @@ mod tests {
             "auto_cancel",
             "api_token_env",
             "database_url_env",
+            "database_pool",
             "shutdown_grace_secs",
             "max_body_bytes",
             "header_timeout_secs",

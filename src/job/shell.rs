@@ -401,6 +401,38 @@ pub fn end_orphans(dir: &Path) -> usize {
     ended
 }
 
+/// Kills the process groups of the jobs that runway process `owner` recorded in `dir`
+/// (each only if one of its processes carries the recorded nonce), and leaves the
+/// records and workspaces to their owner, which is alive: the lease keeper's stop of a
+/// job whose lease ran out (`worker::lease`). Returns how many groups were killed.
+pub fn end_recorded(dir: &Path, owner: i32) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ended = 0;
+    for e in entries.flatten() {
+        let pgid: Option<i32> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        let record = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut lines = record.lines();
+        let nonce = lines.next().unwrap_or_default();
+        let _workspace = lines.next();
+        let mine = lines
+            .next()
+            .and_then(|o| o.split(' ').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            == Some(owner);
+        if mine
+            && let Some(pgid) = pgid
+            && !nonce.is_empty()
+            && group_carries(pgid, &format!("__RUNWAY_NONCE={nonce}"))
+        {
+            kill_group(pgid, libc::SIGKILL);
+            ended += 1;
+        }
+    }
+    ended
+}
+
 /// True when a process of group `pgid` has `var` (NAME=value) in its environment.
 fn group_carries(pgid: i32, var: &str) -> bool {
     let Ok(procs) = std::fs::read_dir("/proc") else {

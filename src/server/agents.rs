@@ -135,7 +135,7 @@ fn task_call(
     token_ok(state, headers, who)?;
     let (task, is_revoked) = state
         .db(|s| s.task_call(id, who))
-        .map_err(|e| Box::new(unavailable(e)))?;
+        .map_err(|e| Box::new(e.answer()))?;
     if is_revoked {
         return Err(revoked(who));
     }
@@ -410,7 +410,9 @@ pub(super) async fn beat(
             Json(BeatAnswer { cancel }).into_response()
         }
         Ok(tasks::Beat::Lost) => conflict(),
-        Err(e) => unavailable(e),
+        // 503 only when the store is unreachable (the worker's job then carries on:
+        // no lease can lapse meanwhile).
+        Err(e) => e.answer(),
     }
 }
 
@@ -423,7 +425,15 @@ pub(super) async fn end(
 ) -> Response {
     let t = match task_call(&state, &headers, id, &e.worker, e.attempt) {
         Ok(Some(t)) => t,
-        Ok(None) => return conflict(),
+        Ok(None) => {
+            tracing::warn!(
+                worker = %e.worker,
+                task = id,
+                attempt = e.attempt,
+                "a job's result came after its lease was lost (lapsed, or the job was restarted): refused"
+            );
+            return conflict();
+        }
         Err(refused) => return *refused,
     };
     let status = match e.report.result {

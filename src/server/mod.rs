@@ -95,6 +95,7 @@ impl AppState {
         state_dir: PathBuf,
     ) -> Result<(Arc<AppState>, Interrupted), String> {
         let url = cfg.database_url()?;
+        store::postgres::set_pool_size(cfg.database_pool);
         let mut st = Store::connect(&state_dir, url.as_deref()).map_err(|e| e.to_string())?;
         if url.is_some() {
             st.keep_logs_at(cfg.log_url.as_deref())

@@ -10,13 +10,14 @@
 //!
 //! [`protocol`] is what the two sides say; `server::agents` is the serve node's side.
 
+pub mod lease;
 pub mod protocol;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::build::{BuildReport, JobTap, SharedOut};
 use crate::cancel::Cancel;
@@ -67,6 +68,9 @@ enum CallError {
     Refused(String),
     /// The server could not be reached or answered otherwise: try again, maybe elsewhere.
     Retry(String),
+    /// The server answered 503: it cannot now (its build store is unreachable). No
+    /// node can then take a lease away either: try again later.
+    Busy(String),
 }
 
 /// The serve nodes, the one in use, and how to call them.
@@ -115,6 +119,7 @@ impl Servers {
             200..=299 => Ok(()),
             409 => Err(CallError::Lost),
             401 | 403 => Err(CallError::Refused(body)),
+            503 => Err(CallError::Busy(body)),
             _ => Err(CallError::Retry(format!("HTTP {code}: {body}"))),
         }
     }
@@ -176,7 +181,7 @@ impl Servers {
         let mut pause = Duration::from_millis(100);
         loop {
             match call(self) {
-                Err(CallError::Retry(why)) => {
+                Err(CallError::Retry(why) | CallError::Busy(why)) => {
                     if stop.load(Ordering::SeqCst) {
                         return Err(CallError::Retry(why));
                     }
@@ -216,6 +221,15 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         },
         ..opts.clone()
     };
+    // The dead man's switch: each job is stopped before its lease lapses, even when
+    // this process is frozen and cannot (lease.rs).
+    let keeper = match lease::Keeper::start(&crate::store::process_dir(&opts.state_dir)) {
+        Ok(k) => Mutex::new(k),
+        Err(e) => {
+            eprintln!("runway worker: the lease keeper cannot be started: {e}");
+            return crate::exit::ERRORED;
+        }
+    };
     let servers = Arc::new(Servers::new(opts.servers.clone(), opts.token.clone()));
     let never = AtomicBool::new(false);
     let mut done = 0;
@@ -239,7 +253,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
                         .task_secret
                         .lock()
                         .unwrap_or_else(|p| p.into_inner()) = Some(a.secret.clone());
-                    run_task(opts, &servers, &a);
+                    run_task(opts, &servers, &a, &keeper);
                     *servers
                         .task_secret
                         .lock()
@@ -396,7 +410,16 @@ fn outcome_of(report: &BuildReport) -> Option<JobOutcome> {
 
 /// Runs one assigned job: its commit fetched, heartbeats while it runs, its log sent,
 /// its report delivered (to whichever server answers).
-fn run_task(opts: &WorkerOptions, servers: &Arc<Servers>, a: &Assignment) {
+fn run_task(
+    opts: &WorkerOptions,
+    servers: &Arc<Servers>,
+    a: &Assignment,
+    keeper: &Mutex<lease::Keeper>,
+) {
+    // The claim's lease holds from here; the keeper stops the job before it lapses
+    // unless a heartbeat renews it.
+    let hold = held_for(a);
+    tell(keeper, lease::Word::HoldFor(hold));
     eprintln!(
         "runway worker {}: job {} of {} (attempt {})",
         opts.name, a.job, a.build.repo, a.attempt
@@ -420,7 +443,7 @@ fn run_task(opts: &WorkerOptions, servers: &Arc<Servers>, a: &Assignment) {
     });
     let ended = Cancel::new();
     let outcome = std::thread::scope(|s| {
-        s.spawn(|| beat(servers, a, &opts.name, &cancel, &lost, &ended));
+        s.spawn(|| beat(servers, a, &opts.name, &cancel, &lost, &ended, keeper));
         let sender = s.spawn(|| outbox.send(servers, a, &opts.name, &lost));
         let outcome = run_job(opts, servers, a, &outbox, &cancel);
         outbox.close();
@@ -428,6 +451,7 @@ fn run_task(opts: &WorkerOptions, servers: &Arc<Servers>, a: &Assignment) {
         ended.cancel();
         outcome
     });
+    tell(keeper, lease::Word::Idle);
     if lost.is_canceled() {
         eprintln!(
             "runway worker {}: job {} is no longer ours (its lease ran out): stopped",
@@ -456,7 +480,28 @@ fn run_task(opts: &WorkerOptions, servers: &Arc<Servers>, a: &Assignment) {
     }
 }
 
-/// Heartbeats until the job ends: a lost lease (409) or a canceled build stops it.
+/// How long a lease renewed now is known to hold: the lease less one heartbeat (the
+/// job is stopped a heartbeat before any node could take the lease as lapsed, and
+/// the renewal's own round trip is inside that).
+fn held_for(a: &Assignment) -> Duration {
+    let lease = Duration::from_millis(a.lease_ms);
+    let beat = Duration::from_millis(a.heartbeat_ms.max(50));
+    lease.saturating_sub(beat).max(beat)
+}
+
+/// Tells the lease keeper `word`; a keeper that is gone is said.
+fn tell(keeper: &Mutex<lease::Keeper>, word: lease::Word) {
+    let told = keeper.lock().unwrap_or_else(|p| p.into_inner()).tell(word);
+    if let Err(e) = told {
+        eprintln!(
+            "runway worker: the lease keeper is gone ({e}): a frozen worker's job would not be stopped"
+        );
+    }
+}
+
+/// Heartbeats until the job ends: a lost lease (409) or a canceled build stops it;
+/// each renewal (or a node's 503: its store is down, so no lease can lapse) moves
+/// the keeper's deadline on.
 fn beat(
     servers: &Servers,
     a: &Assignment,
@@ -464,6 +509,7 @@ fn beat(
     cancel: &Cancel,
     lost: &Cancel,
     ended: &Cancel,
+    keeper: &Mutex<lease::Keeper>,
 ) {
     let every = Duration::from_millis(a.heartbeat_ms.max(50));
     let held = Held {
@@ -480,8 +526,14 @@ fn beat(
             return;
         }
         // One try per beat: a server that does not answer is left for the next one.
+        let asked = Instant::now();
         match servers.post_json(&path, &held) {
             Ok((_, body)) => {
+                // Renewed when asked (or later): it holds from then.
+                tell(
+                    keeper,
+                    lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed())),
+                );
                 if serde_json::from_slice::<BeatAnswer>(&body).is_ok_and(|b| b.cancel) {
                     cancel.cancel();
                 }
@@ -489,6 +541,15 @@ fn beat(
             Err(CallError::Lost) => {
                 lost.cancel();
                 return;
+            }
+            Err(CallError::Busy(why)) => {
+                // The node's store is unreachable: no node can take the lease now, and
+                // none will until a lease after it is back.
+                tell(
+                    keeper,
+                    lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed())),
+                );
+                eprintln!("runway worker: heartbeat: the server cannot renew now: {why}");
             }
             Err(e) => {
                 eprintln!("runway worker: heartbeat: {e:?}");

@@ -286,3 +286,38 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
     srv.signal("-TERM");
     assert!(srv.exited_within(60), "the node stopped");
 }
+
+/// Issue 30: `database_url_env` naming a variable that is not set started the node on
+/// SQLite in its state directory, an island the other nodes never see, and the history
+/// commands read that island. Now the node does not start, and the commands refuse,
+/// each naming the variable (exit 2); no SQLite store is made.
+#[test]
+fn a_database_variable_that_is_not_set_is_an_error_not_an_island() {
+    let s = Setup::new(
+        "language: shell\nscript: true\n",
+        "database_url_env = \"RUNWAY_TEST_UNSET_DATABASE_URL\"",
+    );
+    let runs = [
+        vec!["serve", "--listen", "127.0.0.1:0"],
+        vec!["builds"],
+        vec!["workers"],
+    ];
+    for args in runs {
+        let mut c = crate::common::runway();
+        c.args(&args)
+            .arg("--config")
+            .arg(&s.config)
+            .env("RUNWAY_STATE_DIR", s.state())
+            .env_remove("RUNWAY_TEST_UNSET_DATABASE_URL");
+        let out = crate::common::run(&mut c);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.all());
+        assert!(
+            out.stderr.contains(
+                "database_url_env names RUNWAY_TEST_UNSET_DATABASE_URL, which is not set"
+            ),
+            "{args:?}: {}",
+            out.all()
+        );
+    }
+    assert!(!s.state().join("runway.db").exists());
+}

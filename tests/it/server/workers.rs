@@ -548,6 +548,73 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
     );
 }
 
+/// Issue 30: a worker frozen (SIGSTOP) mid-job stops answering, and with `lost_job =
+/// "retry"` another worker runs attempt 2; attempt 1 must be gone by then (it ran on
+/// for 11 s beside attempt 2 before). Each attempt reports a tick every tenth of a
+/// second to a listener here under an id of its own: no tick of attempt 1 comes after
+/// attempt 2's first. Thawed, the frozen worker learns its job is no longer its own,
+/// says its lease ran out, and the build passes on attempt 2.
+#[test]
+fn a_frozen_workers_job_is_stopped_before_another_worker_runs_it() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let ticks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let heard = ticks.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let at = Instant::now();
+            let mut text = String::new();
+            let _ = conn.read_to_string(&mut text);
+            heard.lock().unwrap().push((at, text.trim().to_string()));
+        }
+    });
+    let s = Setup::new(
+        &format!(
+            "language: shell
+script: id=$RANDOM$RANDOM; for i in $(seq 1 50); do echo $id > /dev/tcp/127.0.0.1/{port}; sleep 0.1; done; echo finished
+notifications:
+  email: false
+"
+        ),
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 2000\nworker_heartbeat_ms = 300\nlost_job = \"retry\"",
+    );
+    let srv = serve_for_workers(&s);
+    let dir = s.dir.path();
+    let mut frozen = Worker::start(dir, "frozen", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    assert_eq!(running_on(&srv, n), "frozen");
+    wait_for(|| !ticks.lock().unwrap().is_empty(), "attempt 1 to tick");
+    frozen.signal("-STOP");
+    let _thawed = Worker::start(dir, "thawed", &[&srv], &[]);
+    let done = wait_state(&srv, n, "passed");
+    assert_eq!(done["jobs"][0]["worker"], "thawed", "{done}");
+    let seen = ticks.lock().unwrap().clone();
+    let first = seen[0].1.clone();
+    let last_of_first = seen
+        .iter()
+        .filter(|(_, id)| *id == first)
+        .map(|(t, _)| *t)
+        .max()
+        .unwrap();
+    let second_starts = seen
+        .iter()
+        .filter(|(_, id)| *id != first)
+        .map(|(t, _)| *t)
+        .min()
+        .expect("attempt 2 ticked");
+    assert!(
+        last_of_first < second_starts,
+        "attempt 1 ticked {:?} after attempt 2 started",
+        last_of_first - second_starts
+    );
+    frozen.signal("-CONT");
+    frozen.wait_for("lease ran out", 30);
+    frozen.wait_for("is no longer ours", 30);
+    assert_eq!(log(&srv, n).matches("\nfinished\n").count(), 1);
+}
+
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
 /// taken, and it exits 0. Its machine's labels are detected and shown by
 /// `runway workers`.
