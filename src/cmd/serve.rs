@@ -73,7 +73,7 @@ pub fn serve(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|e| CmdError::Usage(format!("cannot listen on {addr}: {e}")))?;
@@ -133,7 +133,11 @@ pub fn serve(
         server::run(listener, state, shutdown).await;
         writeln!(out, "runway serve: stopped; queued builds stay queued")?;
         Ok(exit::PASSED)
-    })
+    });
+    // Builds handed to the other nodes are not waited for: their threads end with
+    // the process (their jobs run on the workers, followed by another node now).
+    rt.shutdown_background();
+    served
 }
 
 /// Queues a finished build again under its number.

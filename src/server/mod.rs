@@ -276,6 +276,26 @@ pub async fn run(
     .await;
     state.stopping.store(true, Ordering::SeqCst);
     state.wake.notify_waiters();
+    // Several nodes and jobs on workers: the builds this node follows go on without it
+    // (their jobs run on the workers). It lets go of them at once, so another node
+    // takes each over and ends it once: nothing is canceled, nothing ends twice.
+    if state.cfg.uses_workers() && state.cfg.shared_store() {
+        let node = state.node.clone();
+        match state.db(|s| s.release_builds(&node)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                builds = n,
+                "stopping: the builds this node followed are handed to the other nodes"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "stopping: the builds could not be handed over; another node takes them over when this node's hold lapses")
+            }
+        }
+        workers.abort();
+        return;
+    }
+    // Otherwise the running builds get the grace period (this node's holds renewed
+    // meanwhile), then what is left is canceled and ended once, here.
     let grace = Duration::from_secs(state.cfg.shutdown_grace_secs);
     let deadline = tokio::time::Instant::now() + grace;
     if !state.all_ended(Some(deadline)).await {

@@ -39,7 +39,10 @@ pub(super) async fn work(state: Arc<AppState>) {
     let mut renewed = Instant::now();
     let mut pruned: Option<Instant> = None;
     loop {
-        if state.stopping.load(Ordering::SeqCst) {
+        // Stopping: no new build, but the holds on the running ones are renewed until
+        // they end (or the node hands them over), so no other node takes them meanwhile.
+        let stopping = state.stopping.load(Ordering::SeqCst);
+        if stopping && state.running.load(Ordering::SeqCst) == 0 {
             return;
         }
         // `concurrency = 0`: a node that serves pages and takes webhooks, and runs no job.
@@ -49,7 +52,7 @@ pub(super) async fn work(state: Arc<AppState>) {
         } else {
             state.cfg.concurrency
         };
-        while state.running.load(Ordering::SeqCst) < most {
+        while !stopping && state.running.load(Ordering::SeqCst) < most {
             let until = crate::store::tasks::now_ms() + lease;
             let claimed = state.db(|s| {
                 let row = s.claim()?;
@@ -58,33 +61,25 @@ pub(super) async fn work(state: Arc<AppState>) {
                 }
                 Ok(row)
             });
-            // A build a node that is gone was following: its jobs carry on on their
-            // workers, so this node follows it to its end.
-            let settling =
-                crate::store::postgres::settling(Duration::from_millis(state.cfg.node_lease_ms));
-            let claimed = match claimed {
-                Ok(None) if state.cfg.uses_workers() && state.cfg.shared_store() && !settling => {
-                    let now = crate::store::tasks::now_ms();
-                    let taken = state.db(|s| s.take_over(&state.node, now, until));
-                    if let Ok(Some(r)) = &taken {
-                        tracing::warn!(repo = %r.repo, number = r.number, "following a build another node left");
-                    }
-                    taken
-                }
-                other => other,
-            };
             let Ok(Some(row)) = claimed else { break };
-            let file = state.db(|s| s.create_partial_log(row.id)).ok();
-            state.live.start(row.id, file);
-            state.changed(row.id);
-            state.running.fetch_add(1, Ordering::SeqCst);
-            let st = state.clone();
-            tokio::task::spawn_blocking(move || {
-                build(&st, row);
-                st.running.fetch_sub(1, Ordering::SeqCst);
-                st.ended.notify_waiters();
-                st.wake.notify_one();
-            });
+            follow(&state, row, false);
+        }
+        // A build a node that is gone was following: its jobs carry on on their
+        // workers, so this node follows it to its end, whatever its concurrency
+        // (following a build on workers is not running a job). Not while the store
+        // settles after an outage: no node could renew its holds then.
+        let settling =
+            crate::store::postgres::settling(Duration::from_millis(state.cfg.node_lease_ms));
+        while !stopping
+            && !settling
+            && state.cfg.uses_workers()
+            && state.cfg.shared_store()
+            && state.running.load(Ordering::SeqCst) < MOST_FOLLOWED
+        {
+            let now = crate::store::tasks::now_ms();
+            let taken = state.db(|s| s.take_over(&state.node, now, now + lease));
+            let Ok(Some(row)) = taken else { break };
+            follow(&state, row, true);
         }
         if state.cfg.retention.prunes() && pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
             let st = state.clone();
@@ -115,6 +110,22 @@ pub(super) async fn work(state: Arc<AppState>) {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
+}
+
+/// Follows build `row` (claimed, or `taken_over` from a node that left it) on a
+/// thread of its own to its end.
+fn follow(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
+    let file = state.db(|s| s.create_partial_log(row.id)).ok();
+    state.live.start(row.id, file);
+    state.changed(row.id);
+    state.running.fetch_add(1, Ordering::SeqCst);
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        build(&st, row, taken_over);
+        st.running.fetch_sub(1, Ordering::SeqCst);
+        st.ended.notify_waiters();
+        st.wake.notify_one();
+    });
 }
 
 /// Removes the log files of ended builds whose minute is up, unless the build is
@@ -257,7 +268,7 @@ fn expire_log(state: &AppState, id: i64) {
 }
 
 /// Runs one claimed build with its live log.
-fn build(state: &Arc<AppState>, row: BuildRow) {
+fn build(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
     let Some(repo) = state.cfg.repo(&row.repo).cloned() else {
         let _ = state.db(|s| {
             s.set_state(
@@ -268,12 +279,12 @@ fn build(state: &Arc<AppState>, row: BuildRow) {
         });
         return;
     };
-    tracing::info!(
-        repo = %row.repo,
-        number = row.number,
-        r#ref = row.tag.as_deref().or(row.branch.as_deref()).unwrap_or(""),
-        "build started"
-    );
+    let r#ref = row.tag.as_deref().or(row.branch.as_deref()).unwrap_or("");
+    if taken_over {
+        tracing::warn!(repo = %row.repo, number = row.number, r#ref, "build taken over: the node following it stopped or left; its jobs carry on on their workers");
+    } else {
+        tracing::info!(repo = %row.repo, number = row.number, r#ref, "build started");
+    }
     let started = Instant::now();
     let cancel = crate::cancel::Cancel::new();
     state

@@ -695,6 +695,15 @@ impl Store {
         Ok(())
     }
 
+    /// Lets go of every running build `node` follows, so that another node takes each
+    /// over at once (a stopping node whose builds' jobs run on workers). Returns how many.
+    pub fn release_builds(&self, node: &str) -> Result<u64, StoreError> {
+        self.x(
+            "UPDATE builds SET lease_until = 0 WHERE node = $1 AND state = 'running'",
+            &[node.into()],
+        )
+    }
+
     /// Marks a claimed build as `node`'s, leased to `until`.
     pub fn hold_build(&self, id: i64, node: &str, until: i64) -> Result<(), StoreError> {
         self.x(

@@ -142,3 +142,34 @@ pub(super) fn states(srv: &Server) -> Vec<(u64, String)> {
         })
         .collect()
 }
+
+/// What a server printed (its event log), read on a thread as it comes.
+pub(super) fn said(srv: &mut Server) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut from = srv.stdout.take().unwrap();
+    let to = out.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while from.read_line(&mut line).unwrap_or(0) > 0 {
+            to.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    out
+}
+
+/// One GET as raw text: status line, headers and body.
+pub(super) fn raw_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}

@@ -615,6 +615,62 @@ notifications:
     assert_eq!(log(&srv, n).matches("\nfinished\n").count(), 1);
 }
 
+/// Issue 30: a node stopped cleanly (SIGTERM) while it follows a build whose job runs
+/// on a worker stopped renewing its hold at once; another node took the build over,
+/// and at the end of the grace both ended it ("canceled") and both mailed. Now the
+/// stopping node hands the build over at once and exits; the other node takes it over
+/// although it runs no job itself (`concurrency = 0`: following a build on workers is
+/// not running one), says so, and ends it once: passed, one mail.
+#[test]
+fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
+    use crate::common::smtp::Smtp;
+    let smtp = Smtp::start(&[]);
+    let url = crate::common::postgres::shared().database("handover");
+    let s = Setup::new(
+        "language: shell\nscript: sleep 8; echo handed-over\nnotifications:\n  email:\n    recipients: [team@example.com]\n    on_success: always\n",
+        &format!(
+            "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
+             worker_lease_ms = 3000\nworker_heartbeat_ms = 500\nnode_lease_ms = 2000\n\
+             [smtp]\nurl = \"smtp://127.0.0.1:{}\"\nfrom = \"runway <ci@example.com>\"",
+            smtp.port
+        ),
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let b_config = s.dir.path().join("runway-b.toml");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &b_config,
+        text.replace("concurrency = 2", "concurrency = 0"),
+    )
+    .unwrap();
+    let mut a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let mut b = Server::start(&b_config, &s.dir.path().join("state-b"), &env);
+    let b_said = said(&mut b);
+    let _w = Worker::start(s.dir.path(), "steady", &[&a, &b], &[]);
+    let n = queue(&a, &s.head());
+    assert_eq!(running_on(&a, n), "steady");
+    a.signal("-TERM");
+    assert!(a.exited_within(20), "node A handed over and stopped");
+    let done = wait_state(&b, n, "passed");
+    assert!(log(&b, n).contains("\nhanded-over\n"), "{done}");
+    let text = b_said.lock().unwrap().clone();
+    assert!(text.contains("build taken over"), "{text}");
+    assert!(!text.contains("build started"), "{text}");
+    wait_for(|| !smtp.messages().is_empty(), "the mail");
+    // Ended once: one mail, and never canceled.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(smtp.messages().len(), 1, "one mail");
+    assert_eq!(build(&b, n)["state"], "passed");
+}
+
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
 /// taken, and it exits 0. Its machine's labels are detected and shown by
 /// `runway workers`.
