@@ -17,6 +17,7 @@ pub struct Cluster {
     /// Its loopback port.
     pub port: u16,
     _dir: PathBuf,
+    max_connections: u32,
 }
 
 /// Debian's PostgreSQL programs (the newest version installed), or those on `PATH`.
@@ -61,10 +62,13 @@ fn remove_stale() {
 }
 
 fn start() -> Cluster {
-    start_in(std::env::temp_dir().join(format!("runway-pg-{}", std::process::id())))
+    start_in(
+        std::env::temp_dir().join(format!("runway-pg-{}", std::process::id())),
+        200,
+    )
 }
 
-fn start_in(dir: PathBuf) -> Cluster {
+fn start_in(dir: PathBuf, max_connections: u32) -> Cluster {
     remove_stale();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -89,13 +93,17 @@ fn start_in(dir: PathBuf) -> Cluster {
         .local_addr()
         .unwrap()
         .port();
-    run_postgres(&data, &dir, port, uid, gid);
-    Cluster { port, _dir: dir }
+    run_postgres(&data, &dir, port, (uid, gid), max_connections);
+    Cluster {
+        port,
+        _dir: dir,
+        max_connections,
+    }
 }
 
 /// Starts the server of the cluster in `data` on `port`; returns once it accepts
 /// connections.
-fn run_postgres(data: &Path, dir: &Path, port: u16, uid: u32, gid: u32) {
+fn run_postgres(data: &Path, dir: &Path, port: u16, (uid, gid): (u32, u32), max_connections: u32) {
     let (tx, rx) = std::sync::mpsc::channel();
     let (data2, sockets) = (data.to_path_buf(), dir.to_path_buf());
     std::thread::spawn(move || {
@@ -104,7 +112,8 @@ fn run_postgres(data: &Path, dir: &Path, port: u16, uid: u32, gid: u32) {
             .arg(&data2)
             .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(&sockets)
-            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args(["-c", "fsync=off", "-c"])
+            .arg(format!("max_connections={max_connections}"))
             .uid(uid)
             .gid(gid)
             .stdin(Stdio::null())
@@ -149,12 +158,21 @@ fn run_postgres(data: &Path, dir: &Path, port: u16, uid: u32, gid: u32) {
 /// A cluster of the caller's own (not shared with other tests), which it may stop and
 /// start again.
 pub fn own() -> Cluster {
+    own_limited(200)
+}
+
+/// [`own`], taking at most `max_connections` connections (3 of them kept for the
+/// superuser, as PostgreSQL does).
+pub fn own_limited(max_connections: u32) -> Cluster {
     static N: AtomicUsize = AtomicUsize::new(0);
-    start_in(std::env::temp_dir().join(format!(
-        "runway-pg-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )))
+    start_in(
+        std::env::temp_dir().join(format!(
+            "runway-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        )),
+        max_connections,
+    )
 }
 
 /// The process's cluster, started on first use.
@@ -186,8 +204,8 @@ impl Cluster {
             &self._dir.join("data"),
             &self._dir,
             self.port,
-            id("-u"),
-            id("-g"),
+            (id("-u"), id("-g")),
+            self.max_connections,
         );
     }
 

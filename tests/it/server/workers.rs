@@ -671,6 +671,64 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
     assert_eq!(build(&b, n)["state"], "passed");
 }
 
+/// Issue 30: each build a node followed opened a connection of its own, so a burst of
+/// pushes filled PostgreSQL's connections and builds errored "build store: db error".
+/// Now a node holds a bounded pool (`database_pool`) shared by all it does: with
+/// PostgreSQL taking 12 connections, a burst of 30 builds through two workers all pass,
+/// and the node never holds more than its pool and its LISTEN connection.
+#[test]
+fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
+    let pg = crate::common::postgres::own_limited(12);
+    let url = pg.database("burst");
+    let s = Setup::new(
+        "language: shell\nscript: sleep 1; echo burst\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
+         database_pool = 3\nauto_cancel = false",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let srv = drained(Server::start(&s.config, &s.state(), &env));
+    let dir = s.dir.path();
+    let _w1 = Worker::start(dir, "one", &[&srv], &[]);
+    let _w2 = Worker::start(dir, "two", &[&srv], &[]);
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (most, done, url) = (most.clone(), done.clone(), url.clone());
+        std::thread::spawn(move || {
+            let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            let name = url.rsplit('/').next().unwrap().to_string();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let n: i64 = db
+                    .query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .unwrap()
+                    .get(0);
+                most.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let sha = s.head();
+    let numbers: Vec<u64> = (0..30).map(|_| queue(&srv, &sha)).collect();
+    for n in &numbers {
+        let b = wait_state(&srv, *n, "passed");
+        assert_eq!(b["jobs"][0]["result"], "passed", "{b}");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    sampler.join().unwrap();
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= 4,
+        "the node held {most} connections (pool 3 + LISTEN)"
+    );
+}
+
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
 /// taken, and it exits 0. Its machine's labels are detected and shown by
 /// `runway workers`.
