@@ -242,8 +242,11 @@ fn default_max_connections() -> usize {
 fn default_grace() -> u64 {
     30
 }
+/// `worker_lease_ms` when runway.toml does not say.
+pub const DEFAULT_WORKER_LEASE_MS: u64 = 10_000;
+
 fn default_lease_ms() -> u64 {
-    10_000
+    DEFAULT_WORKER_LEASE_MS
 }
 fn default_heartbeat_ms() -> u64 {
     2_000

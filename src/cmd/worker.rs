@@ -99,30 +99,40 @@ pub fn workers(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
+    let lease = match config {
+        Some(path) => {
+            crate::runway_toml::ServerConfig::load(path)
+                .map_err(CmdError::Usage)?
+                .worker_lease_ms as i64
+        }
+        None => crate::runway_toml::DEFAULT_WORKER_LEASE_MS as i64,
+    };
     let st = super::open_store(config)?;
-    let ws = st.workers()?;
+    let now = tasks::now_ms();
+    let ws = st.workers_now(now, lease)?;
     if json {
-        writeln!(out, "{}", serde_json::json!({ "workers": ws }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "workers": tasks::workers_json(&ws) })
+        )?;
         return Ok(exit::PASSED);
     }
     if ws.is_empty() {
         writeln!(out, "No worker has connected yet.")?;
         return Ok(exit::PASSED);
     }
-    let now = tasks::now_ms();
-    for w in &ws {
+    for (w, state) in &ws {
         let ago = (now - w.seen_at).max(0) as f64 / 1000.0;
-        let job = match (w.task, w.draining) {
-            (_, true) => "draining".to_string(),
-            (Some(t), _) => match st.task(t)? {
-                Some(t) if t.state.is_active() => format!("running job {}", t.number),
-                _ => "idle".to_string(),
-            },
-            (None, _) => "idle".to_string(),
+        let doing = match state {
+            tasks::WorkerState::Running { repo, job } => format!("running job {job} of {repo}"),
+            tasks::WorkerState::Draining => "draining".to_string(),
+            tasks::WorkerState::Idle => "idle".to_string(),
+            tasks::WorkerState::Gone => "gone (not heard from)".to_string(),
         };
         writeln!(
             out,
-            "{:<16} {:<40} seen {ago:.1}s ago  {job}",
+            "{:<16} {:<40} seen {ago:.1}s ago  {doing}",
             w.name,
             labels_text(&w.labels)
         )?;

@@ -460,11 +460,12 @@ pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap)
     if let Err(refused) = super::web::authorized(&state, &headers) {
         return *refused;
     }
-    match state.db(|s| s.workers()) {
-        Ok(ws) => {
-            Json(serde_json::json!({ "workers": ws, "now_ms": tasks::now_ms() })).into_response()
-        }
-        Err(e) => unavailable(e),
+    let now = tasks::now_ms();
+    let lease = state.cfg.worker_lease_ms as i64;
+    match state.db(|s| s.workers_now(now, lease)) {
+        Ok(ws) => Json(serde_json::json!({ "workers": tasks::workers_json(&ws), "now_ms": now }))
+            .into_response(),
+        Err(e) => e.answer(),
     }
 }
 

@@ -186,6 +186,83 @@ pub struct WorkerRow {
     pub draining: bool,
 }
 
+/// What a worker is doing, as the store last saw it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Running job `job` of repository `repo`.
+    Running {
+        /// `owner/app`.
+        repo: String,
+        /// `12.1`.
+        job: String,
+    },
+    /// Finishing its job and taking no new one (SIGTERM).
+    Draining,
+    /// Connected, waiting for a job.
+    Idle,
+    /// Not heard from for longer than a waiting claim or a lease lasts: stopped,
+    /// killed, or cut off.
+    Gone,
+}
+
+/// How long an idle worker may go unheard and still be connected: a claim is held
+/// open up to 30 s.
+pub const IDLE_SILENCE_MS: i64 = 45_000;
+
+/// What worker `w` is doing at `now`, given the task it last took (with its build's
+/// repository), and the workers' lease. A worker running a job beats well within the
+/// lease: unheard for longer, it is gone (its job is lost or about to be). A worker
+/// whose job went to another, or not heard from since the lease of its last job ran
+/// out, is gone too (killed or cut off mid-job: a worker that comes back claims again,
+/// which clears its task); one that finished its job is idle until a claim's wait
+/// says more.
+pub fn worker_state(
+    w: &WorkerRow,
+    task: Option<(&TaskRow, &str)>,
+    now: i64,
+    lease_ms: i64,
+) -> WorkerState {
+    let silent = now - w.seen_at;
+    match task {
+        Some((t, repo)) if t.state == Status::Running && t.worker.as_deref() == Some(&w.name) => {
+            if silent > lease_ms {
+                WorkerState::Gone
+            } else if w.draining {
+                WorkerState::Draining
+            } else {
+                WorkerState::Running {
+                    repo: repo.to_string(),
+                    job: t.number.clone(),
+                }
+            }
+        }
+        // Its job went to another worker (its lease ran out, attempt 2) and it has not
+        // claimed since: it stopped answering.
+        Some((t, _)) if t.worker.as_deref() != Some(&w.name) => WorkerState::Gone,
+        Some((t, _)) if w.seen_at <= t.lease_until && now > t.lease_until => WorkerState::Gone,
+        _ if silent > IDLE_SILENCE_MS => WorkerState::Gone,
+        _ if w.draining => WorkerState::Draining,
+        _ => WorkerState::Idle,
+    }
+}
+
+/// The workers as `GET /api/workers` and `runway workers --json` show them: each row
+/// with what it is doing (`state`, and `repo` and `job` while it runs one).
+pub fn workers_json(ws: &[(WorkerRow, WorkerState)]) -> Vec<serde_json::Value> {
+    ws.iter()
+        .map(|(w, st)| {
+            let mut v = serde_json::to_value(w).unwrap_or_default();
+            if let (Some(o), Ok(serde_json::Value::Object(s))) =
+                (v.as_object_mut(), serde_json::to_value(st))
+            {
+                o.extend(s);
+            }
+            v
+        })
+        .collect()
+}
+
 /// What a heartbeat learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Beat {
@@ -673,6 +750,28 @@ impl Store {
             .collect())
     }
 
+    /// The workers with what each is doing at `now` (see [`worker_state`]).
+    pub fn workers_now(
+        &self,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<(WorkerRow, WorkerState)>, StoreError> {
+        let mut out = Vec::new();
+        for w in self.workers()? {
+            let task = match w.task {
+                Some(id) => self.task(id)?,
+                None => None,
+            };
+            let repo = match &task {
+                Some(t) => self.by_id(t.build_id)?.map(|b| b.repo),
+                None => None,
+            };
+            let state = worker_state(&w, task.as_ref().zip(repo.as_deref()), now, lease_ms);
+            out.push((w, state));
+        }
+        Ok(out)
+    }
+
     /// The worker that holds (or held) each job of a build, by job number.
     pub fn task_workers(&self, build_id: i64) -> Result<BTreeMap<String, String>, StoreError> {
         Ok(self
@@ -753,6 +852,74 @@ mod tests {
 
     fn l(s: &str) -> Labels {
         parse_labels(s)
+    }
+
+    #[test]
+    fn a_workers_state_comes_from_its_last_word_and_its_task() {
+        let w = WorkerRow {
+            name: "w1".into(),
+            labels: Labels::new(),
+            seen_at: 100_000,
+            task: Some(7),
+            draining: false,
+        };
+        let mut t = TaskRow {
+            id: 7,
+            build_id: 1,
+            number: "3.1".into(),
+            needs: Labels::new(),
+            state: Status::Running,
+            attempt: 1,
+            worker: Some("w1".into()),
+            lease_until: 110_000,
+            cancel: false,
+            outcome: None,
+            secret: None,
+        };
+        let running = WorkerState::Running {
+            repo: "o/app".into(),
+            job: "3.1".into(),
+        };
+        let of = |t: &TaskRow, now| worker_state(&w, Some((t, "o/app")), now, 10_000);
+        assert_eq!(of(&t, 101_000), running);
+        // Running, but unheard for longer than the lease: gone.
+        assert_eq!(of(&t, 110_001), WorkerState::Gone);
+        // Its job lost (lease run out, attempt 2 elsewhere), unheard since: gone.
+        t.worker = Some("w2".into());
+        assert_eq!(of(&t, 111_000), WorkerState::Gone);
+        // Its job ended and it was heard after (or the lease is still to run): idle.
+        t.worker = Some("w1".into());
+        t.state = Status::Passed;
+        assert_eq!(of(&t, 101_000), WorkerState::Idle);
+        let later = WorkerRow {
+            seen_at: 112_000,
+            ..w.clone()
+        };
+        assert_eq!(
+            worker_state(&later, Some((&t, "o/app")), 113_000, 10_000),
+            WorkerState::Idle
+        );
+        // No job, unheard for longer than a claim waits: gone.
+        let idle = WorkerRow {
+            task: None,
+            ..w.clone()
+        };
+        assert_eq!(
+            worker_state(&idle, None, 140_000, 10_000),
+            WorkerState::Idle
+        );
+        assert_eq!(
+            worker_state(&idle, None, 146_000, 10_000),
+            WorkerState::Gone
+        );
+        let draining = WorkerRow {
+            draining: true,
+            ..idle
+        };
+        assert_eq!(
+            worker_state(&draining, None, 101_000, 10_000),
+            WorkerState::Draining
+        );
     }
 
     #[test]

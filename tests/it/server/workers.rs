@@ -532,6 +532,45 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
     first.signal("-KILL");
     drop(first);
     let _second = Worker::start(dir, "second", &[&srv], &[]);
+    // What an operator sees (issue 30): the killed worker gone, not still running its
+    // job; the other running it, with its repository.
+    let workers = || {
+        let mut c = crate::common::runway();
+        c.args(["workers", "--json", "--config"])
+            .arg(&s.config)
+            .env("RUNWAY_STATE_DIR", s.state());
+        let out = crate::common::run(&mut c);
+        assert_eq!(out.code, 0, "{}", out.all());
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        v["workers"].as_array().unwrap().clone()
+    };
+    let state_of = |ws: &[serde_json::Value], name: &str| {
+        ws.iter()
+            .find(|w| w["name"] == name)
+            .map(|w| {
+                (
+                    w["state"].as_str().unwrap_or("").to_string(),
+                    w["repo"].clone(),
+                    w["job"].clone(),
+                )
+            })
+            .unwrap()
+    };
+    wait_for(
+        || state_of(&workers(), "second").0 == "running",
+        "the second worker to run the job",
+    );
+    let ws = workers();
+    assert_eq!(
+        state_of(&ws, "second"),
+        (
+            "running".into(),
+            serde_json::json!("o/app"),
+            serde_json::json!(format!("{n}.1"))
+        ),
+        "{ws:?}"
+    );
+    assert_eq!(state_of(&ws, "first").0, "gone", "{ws:?}");
     let done = wait_state(&srv, n, "passed");
     assert_eq!(done["jobs"][0]["worker"], "second", "{done}");
     let l = log(&srv, n);
