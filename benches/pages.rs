@@ -86,6 +86,7 @@ fn main() {
         deploys: Vec::new(),
         log,
         worker: None,
+        workers: Vec::new(),
     };
     let new = |repo: &str, i: usize| NewBuild {
         repo: repo.into(),

@@ -301,12 +301,17 @@ fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
     }
     b.push_str(&format!(
         "<div class=\"facts\"><span><code>{sha}</code> <b>{msg}</b></span><span>{author}</span>\
-         <span>{what}</span><span>{event}</span><span>started {when}</span><span>took {took}</span>{mail}</div>",
+         <span>{what}</span><span>{event}</span><span>{started} {when}</span><span>took {took}</span>{mail}</div>",
         sha = esc(&r.commit[..r.commit.len().min(7)]),
         msg = esc(first_line),
         author = esc(&r.author),
         what = esc(&what(r)),
         event = esc(&r.event),
+        started = if r.state == crate::store::Status::Queued {
+            "queued"
+        } else {
+            "started"
+        },
         when = when(r.started_at),
         took = took(r),
         mail = if r.mail.is_empty() {
@@ -380,7 +385,7 @@ fn job_row(j: &JobRow, with_deploys: bool) -> String {
             Some(w) => format!(
                 "{} <span class=\"worker\">on {}</span>",
                 esc(&j.reason),
-                esc(w)
+                esc(&on_workers(w, &j.workers))
             ),
             None => esc(&j.reason),
         },
@@ -392,11 +397,48 @@ fn job_row(j: &JobRow, with_deploys: bool) -> String {
     )
 }
 
+/// Who ran a job: its worker, or each attempt's (`a (attempt 1), then b`).
+fn on_workers(last: &str, all: &[String]) -> String {
+    match all {
+        [] | [_] => last.to_string(),
+        _ => all
+            .iter()
+            .enumerate()
+            .map(|(i, w)| format!("{w} (attempt {})", i + 1))
+            .collect::<Vec<_>>()
+            .join(", then "),
+    }
+}
+
+/// The workers a running build's jobs are on, by job: a line for its header (its jobs
+/// have no rows until they are recorded).
+pub fn running_on(attempts: &std::collections::BTreeMap<String, Vec<String>>) -> String {
+    if attempts.is_empty() {
+        return String::new();
+    }
+    let jobs: Vec<String> = attempts
+        .iter()
+        .filter_map(|(n, ws)| Some(format!("job {n} on {}", on_workers(ws.last()?, ws))))
+        .collect();
+    format!(
+        "<p id=\"workers\" class=\"muted\">{}</p>",
+        esc(&jobs.join("; "))
+    )
+}
+
 /// A build page: the header, the jobs by stage, then a log with a tab for the whole
 /// build and one per job. With `live`, the logs come from `/builds/N/events` as they
 /// grow. `#job=1.2` opens a job's tab; `#L12` a line.
-pub fn build(r: &BuildRow, jobs: &[JobRow], log: &[u8], live: bool, can_change: bool) -> String {
+pub fn build(
+    r: &BuildRow,
+    jobs: &[JobRow],
+    log: &[u8],
+    live: bool,
+    can_change: bool,
+    on: &str,
+) -> String {
     let mut b = header(r, jobs, can_change);
+    b.push_str(on);
     if !jobs.is_empty() {
         b.push_str(&jobs_html(jobs));
     }
@@ -445,7 +487,7 @@ mod tests {
         job.number = "4.1".into();
         job.result = "failed".into();
         job.reason = "`test -f coverage.xml` exited 1".into();
-        let page = build(&row, &[job], b"", false, false);
+        let page = build(&row, &[job], b"", false, false, "");
         assert!(
             page.contains(
                 "failed</span>: `test -f coverage.xml` exited 1 in <a href=\"#job=4.1\">job 4.1</a>"
@@ -508,7 +550,7 @@ mod tests {
         ship.number = "7.2".into();
         ship.stage = "deploy".into();
         ship.deploys = vec!["s3: skipped (this branch is not permitted: dev)".into()];
-        let page = build(&row, &[test, ship], b"", false, false);
+        let page = build(&row, &[test, ship], b"", false, false, "");
         assert!(page.contains("<h3>Stage: test</h3>"), "{page}");
         assert!(page.contains("<h3>Stage: deploy</h3>"), "{page}");
         assert!(
@@ -533,7 +575,7 @@ mod tests {
             state: crate::store::Status::Passed,
             ..BuildRow::default()
         };
-        let page = build(&row, &[], b"<!--<script>", false, false);
+        let page = build(&row, &[], b"<!--<script>", false, false, "");
         let open = "<script id=\"data\" type=\"application/json\">";
         let script = &page[page.find(open).unwrap() + open.len()..];
         let script = &script[..script.find("</script>").unwrap()];
@@ -610,5 +652,30 @@ mod tests {
         );
         assert!(html.contains("datetime=\"2026-12-01T15:20:38Z\""), "{html}");
         assert!(html.contains("class=\"on\">o/app</a>"), "{html}");
+    }
+
+    /// Issue 30: a retried job names every worker that took it; a running build's page
+    /// names the workers its jobs are on; a queued build says when it was queued.
+    #[test]
+    fn workers_of_every_attempt_and_a_queued_time() {
+        let mut attempts = std::collections::BTreeMap::new();
+        attempts.insert(
+            "3.1".to_string(),
+            vec!["frozen".to_string(), "thawed".to_string()],
+        );
+        let line = running_on(&attempts);
+        assert!(
+            line.contains("job 3.1 on frozen (attempt 1), then thawed (attempt 2)"),
+            "{line}"
+        );
+        assert_eq!(on_workers("w", &["w".to_string()]), "w");
+        let row = BuildRow {
+            state: crate::store::Status::Queued,
+            commit: "abcdef1234".into(),
+            ..BuildRow::default()
+        };
+        let page = build(&row, &[], b"", true, false, "");
+        assert!(page.contains("<span>queued "), "{page}");
+        assert!(!page.contains("<span>started "), "{page}");
     }
 }

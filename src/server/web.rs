@@ -207,7 +207,8 @@ pub(super) async fn page_build(
             .unwrap_or_default()
     };
     let can_change = state.cfg.api_token().is_some();
-    Html(pages::build(&row, &jobs, &log, live, can_change)).into_response()
+    let on = workers_on(&state, &row);
+    Html(pages::build(&row, &jobs, &log, live, can_change, &on)).into_response()
 }
 
 /// A build's recorded jobs, each with the worker that ran it (when one did).
@@ -217,12 +218,26 @@ fn jobs_with_workers(
 ) -> Result<Vec<crate::store::JobRow>, DbError> {
     let mut jobs = state.db(|s| s.jobs(build_id))?;
     if state.cfg.uses_workers() {
-        let workers = state.db(|s| s.task_workers(build_id))?;
+        let attempts = state.db(|s| s.task_attempts(build_id))?;
         for j in &mut jobs {
-            j.worker = workers.get(&j.number).cloned();
+            if let Some(ws) = attempts.get(&j.number) {
+                j.worker = ws.last().cloned();
+                j.workers = ws.clone();
+            }
         }
     }
     Ok(jobs)
+}
+
+/// The workers each job of a running build is on (every attempt's), for its page.
+fn workers_on(state: &AppState, row: &BuildRow) -> String {
+    if !state.cfg.uses_workers() || !row.state.is_active() {
+        return String::new();
+    }
+    state
+        .db(|s| s.task_attempts(row.id))
+        .map(|a| pages::running_on(&a))
+        .unwrap_or_default()
 }
 
 /// `GET /builds/N/events`: the build's log and each job's as server-sent events,
@@ -332,7 +347,10 @@ fn api_row(r: &BuildRow) -> serde_json::Value {
         "id": r.id, "number": r.number, "repo": r.repo, "branch": r.branch, "tag": r.tag,
         "commit": r.commit, "state": r.state, "event": r.event,
         "message": r.message.lines().next().unwrap_or(""), "author": r.author,
-        "started_at": r.started_at, "finished_at": r.finished_at,
+        // A queued build has not started: when it was queued instead.
+        "started_at": (r.state != Status::Queued).then_some(r.started_at),
+        "queued_at": (r.state == Status::Queued).then_some(r.started_at),
+        "finished_at": r.finished_at,
         "url": crate::notify::build_url("", &r.repo, r.number),
     })
 }
@@ -369,7 +387,7 @@ pub(super) async fn api_build(
     v["previous_state"] = serde_json::json!(row.previous_state);
     v["jobs"] = jobs
         .iter()
-        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys, "worker": j.worker}))
+        .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys, "worker": j.worker, "workers": j.workers}))
         .collect();
     // A running build has recorded no job yet: the jobs that have started, live
     // ("running" until each ends).

@@ -636,6 +636,7 @@ fn job_rows(report: &BuildReport, masker: &Masker, o: &Options) -> Vec<JobRow> {
             deploys: mail::deploy_lines(r, o.deploy, o.rehearse_deploy),
             log: r.log.clone(),
             worker: None,
+            workers: Vec::new(),
         })
         .collect()
 }

@@ -180,6 +180,10 @@ pub struct JobRow {
     pub log: Vec<u8>,
     /// The `runway worker` that ran it (the server fills it in from its tasks).
     pub worker: Option<String>,
+    /// Every worker that took it, attempt by attempt (more than one when a lost job
+    /// ran again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<String>,
 }
 
 impl JobRow {
@@ -669,6 +673,7 @@ impl JobRow {
             deploys: Vec::new(),
             log: b"job log".to_vec(),
             worker: None,
+            workers: Vec::new(),
         }
     }
 }

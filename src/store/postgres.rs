@@ -107,6 +107,9 @@ CREATE TABLE revoked_workers (name TEXT PRIMARY KEY, at BIGINT NOT NULL);
     "
 ALTER TABLE tasks ADD COLUMN secret TEXT NOT NULL DEFAULT '';
 ",
+    "
+ALTER TABLE tasks ADD COLUMN held_by TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).
@@ -856,6 +859,7 @@ impl Backend for Inner {
                         .map(str::to_string)
                         .collect(),
                     worker: None,
+                    workers: Vec::new(),
                 })
             })
             .collect()

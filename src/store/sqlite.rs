@@ -143,6 +143,7 @@ impl Sqlite {
             ("jobs", "log_ref", TEXT),
             ("builds", "lease_until", "INTEGER NOT NULL DEFAULT 0"),
             ("tasks", "secret", "TEXT NOT NULL DEFAULT ''"),
+            ("tasks", "held_by", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -330,6 +331,7 @@ impl Backend for Sqlite {
                 stage: r.get(7)?,
                 deploys: r.get::<_, String>(8)?.lines().map(str::to_string).collect(),
                 worker: None,
+                workers: Vec::new(),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -378,7 +378,8 @@ impl Store {
                 .join(", ")
         };
         let sql = format!(
-            "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2
+            "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2,
+               held_by = CASE WHEN held_by = '' THEN $1 ELSE held_by || ' ' || $1 END
              WHERE id = (SELECT id FROM tasks WHERE state = 'queued' AND needs IN ({})
                          ORDER BY id LIMIT 1)
                AND state = 'queued'
@@ -775,12 +776,40 @@ impl Store {
     /// The worker that holds (or held) each job of a build, by job number.
     pub fn task_workers(&self, build_id: i64) -> Result<BTreeMap<String, String>, StoreError> {
         Ok(self
+            .task_attempts(build_id)?
+            .into_iter()
+            .filter_map(|(n, ws)| Some((n, ws.last()?.clone())))
+            .collect())
+    }
+
+    /// Every worker that took each job of a build, attempt by attempt, by job number.
+    pub fn task_attempts(
+        &self,
+        build_id: i64,
+    ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        Ok(self
             .q(
-                "SELECT number, worker FROM tasks WHERE build_id = $1 AND worker IS NOT NULL",
+                "SELECT number, worker, held_by FROM tasks WHERE build_id = $1 AND worker IS NOT NULL",
                 &[build_id.into()],
             )?
             .into_iter()
-            .filter_map(|r| Some((r[0].text()?, r[1].text()?)))
+            .filter_map(|r| {
+                let mut r = r.into_iter();
+                let number = r.next()?.text()?;
+                let worker = r.next()?.text()?;
+                let mut held: Vec<String> = r
+                    .next()
+                    .and_then(|v| v.text())
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                // A task claimed before the history was kept: its holder only.
+                if held.last() != Some(&worker) {
+                    held.push(worker);
+                }
+                Some((number, held))
+            })
             .collect())
     }
 

@@ -629,6 +629,17 @@ notifications:
     let _thawed = Worker::start(dir, "thawed", &[&srv], &[]);
     let done = wait_state(&srv, n, "passed");
     assert_eq!(done["jobs"][0]["worker"], "thawed", "{done}");
+    // Every attempt's worker is named, on the API and the page.
+    assert_eq!(
+        done["jobs"][0]["workers"],
+        serde_json::json!(["frozen", "thawed"]),
+        "{done}"
+    );
+    let (_, page) = srv.request("GET", &format!("/builds/{n}"), &[], b"");
+    assert!(
+        page.contains("on frozen (attempt 1), then thawed (attempt 2)"),
+        "{page}"
+    );
     let seen = ticks.lock().unwrap().clone();
     let first = seen[0].1.clone();
     let last_of_first = seen
