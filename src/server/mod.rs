@@ -143,7 +143,11 @@ impl AppState {
                 let Some(state) = weak.upgrade() else {
                     return false;
                 };
-                state.heard(change);
+                if change == store::postgres::Change::Resync {
+                    state.resync();
+                } else {
+                    state.heard(change);
+                }
                 true
             })
             .map_err(|e| e.to_string())?;
@@ -171,13 +175,35 @@ impl AppState {
                 }
             }
             Change::Resync => {
-                // Whatever was announced while no one listened: every follower reads
-                // its tasks again, claims look again, the queue is read again.
                 self.signals.bump_all();
                 self.queued.notify_waiters();
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// The connection listening for the other nodes' changes is back: whatever was
+    /// announced while no one listened is read again. Every follower reads its tasks
+    /// again, claims look again, the queue is read again, and the open lists are told
+    /// the newest builds as they are now, once the store answers (on a thread: its
+    /// connections may come back a little after this one).
+    fn resync(self: &Arc<Self>) {
+        self.heard(store::postgres::Change::Resync);
+        let st = self.clone();
+        std::thread::spawn(move || {
+            let rows = store::patiently(None, || {
+                st.store
+                    .lock()
+                    .expect("store")
+                    .builds_page(None, None, RESYNC_BUILDS)
+            });
+            if let Ok(rows) = rows {
+                for r in rows.iter().rev() {
+                    st.changed(r.id);
+                }
+            }
+            st.heard(store::postgres::Change::Resync);
+        });
     }
 
     /// Tells the open builds lists that build `id` changed.
@@ -227,6 +253,10 @@ impl From<DbError> for String {
         e.message
     }
 }
+
+/// How many of the newest builds the open lists are told of again once the
+/// connection listening for the other nodes' changes is back.
+const RESYNC_BUILDS: usize = 50;
 
 /// Seconds a client is asked to wait before trying again while the store is
 /// unreachable.

@@ -104,33 +104,40 @@ pub(super) async fn list_events(
     let rx = state.changes.subscribe();
     let stream =
         futures_util::stream::unfold((state, rx, permit), |(state, mut rx, permit)| async move {
-            let got = {
-                // Registered before the flag is read, so a stop between the two is seen.
-                let closing = state.closing.notified();
-                tokio::pin!(closing);
-                closing.as_mut().enable();
-                if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                    return None;
-                }
-                tokio::select! {
-                    got = rx.recv() => got,
-                    _ = closing => return None,
-                }
-            };
-            let ev = match got {
-                Ok(id) => {
-                    let row = state.db(|s| s.by_id(id)).ok().flatten()?;
-                    let mut v = api_row(&row);
-                    v["row_html"] = pages::row_html(&row).into();
-                    v["repo_html"] = pages::repo_html(&row).into();
-                    Event::default().event("build").json_data(v).expect("json")
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    Event::default().event("reload").data("reload")
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            };
-            Some((Ok::<_, std::convert::Infallible>(ev), (state, rx, permit)))
+            loop {
+                let got = {
+                    // Registered before the flag is read, so a stop between the two is
+                    // seen.
+                    let closing = state.closing.notified();
+                    tokio::pin!(closing);
+                    closing.as_mut().enable();
+                    if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        return None;
+                    }
+                    tokio::select! {
+                        got = rx.recv() => got,
+                        _ = closing => return None,
+                    }
+                };
+                let ev = match got {
+                    // A build that cannot be read now (gone, or the store away) is
+                    // skipped: the stream goes on.
+                    Ok(id) => match state.db(|s| s.by_id(id)) {
+                        Ok(Some(row)) => {
+                            let mut v = api_row(&row);
+                            v["row_html"] = pages::row_html(&row).into();
+                            v["repo_html"] = pages::repo_html(&row).into();
+                            Event::default().event("build").json_data(v).expect("json")
+                        }
+                        _ => continue,
+                    },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        Event::default().event("reload").data("reload")
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                };
+                return Some((Ok::<_, std::convert::Infallible>(ev), (state, rx, permit)));
+            }
         });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())

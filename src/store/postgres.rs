@@ -540,13 +540,11 @@ pub fn listen(
             let mut backoff = BACKOFF.0;
             loop {
                 let Some(mut c) = client.take() else {
-                    // Lost: the periodic check below, until a connection is made again.
-                    if !changed(Change::Resync) {
-                        return;
-                    }
+                    // Lost: tried again after a pause, until a connection is made.
                     std::thread::sleep(backoff);
                     match listening(&url) {
                         Ok(c) => {
+                            tracing::info!("listening for the other nodes' changes again");
                             backoff = BACKOFF.0;
                             client = Some(c);
                             if !changed(Change::Resync) {
@@ -584,6 +582,8 @@ pub fn listen(
                 if alive && !c.is_closed() && c.is_valid(std::time::Duration::from_secs(2)).is_ok()
                 {
                     client = Some(c);
+                } else {
+                    tracing::warn!("the connection listening for the other nodes' changes was lost; making it again");
                 }
             }
         })?;

@@ -193,6 +193,18 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
     ];
     let mut srv = Server::start(&s.config, &s.state(), &env);
     let log = said(&mut srv);
+    // A second node, which runs nothing: its list hears of the first node's builds
+    // through LISTEN, which must be made again after the restart.
+    let b_config = s.dir.path().join("runway-b.toml");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &b_config,
+        text.replace("concurrency = 2", "concurrency = 0"),
+    )
+    .unwrap();
+    let mut b = Server::start(&b_config, &s.dir.path().join("state-b"), &env);
+    let b_log = said(&mut b);
+    let (heard, _stream) = events(&b.addr);
     let sha = s.head();
     let (code, text) = generic(&srv, "master", &sha);
     assert_eq!(code, 202, "{text}");
@@ -242,6 +254,19 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
         text.lines().filter(|l| *l == "survived-the-blip").count(),
         1,
         "echoed once, run once: {text}"
+    );
+    let b_heard = (0..300).any(|_| {
+        let yes = heard.lock().unwrap().contains(&(2, "passed".to_string()));
+        if !yes {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        yes
+    });
+    assert!(
+        b_heard,
+        "node B to hear build 2 pass (its LISTEN made again): {:?}\n{}",
+        heard.lock().unwrap(),
+        b_log.lock().unwrap()
     );
     let said = log.lock().unwrap().clone();
     assert_eq!(
