@@ -46,6 +46,49 @@ pub fn run(cmd: &mut Command) -> Run {
     }
 }
 
+/// Runs a command to completion, or kills it after `limit` (its code is then -1 and
+/// its stderr says so): for a command that must end by itself.
+pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("command starts");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = errors.join().unwrap_or_default();
+    if status.is_none() {
+        stderr.push_str(&format!("\n(killed: still running after {limit:?})"));
+    }
+    Run {
+        code: status.and_then(|s| s.code()).unwrap_or(-1),
+        stdout: reader.join().unwrap_or_default(),
+        stderr,
+    }
+}
+
 /// Runs git in `dir`, failing the test if git fails.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")

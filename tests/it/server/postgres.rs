@@ -303,7 +303,8 @@ fn a_database_variable_that_is_not_set_is_an_error_not_an_island() {
             .arg(&s.config)
             .env("RUNWAY_STATE_DIR", s.state())
             .env_remove("RUNWAY_TEST_UNSET_DATABASE_URL");
-        let out = crate::common::run(&mut c);
+        // A node that starts anyway would serve until stopped: it is given a minute.
+        let out = crate::common::run_within(&mut c, Duration::from_secs(60));
         assert_eq!(out.code, 2, "{args:?}: {}", out.all());
         assert!(
             out.stderr.contains(

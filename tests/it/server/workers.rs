@@ -629,17 +629,6 @@ notifications:
     let _thawed = Worker::start(dir, "thawed", &[&srv], &[]);
     let done = wait_state(&srv, n, "passed");
     assert_eq!(done["jobs"][0]["worker"], "thawed", "{done}");
-    // Every attempt's worker is named, on the API and the page.
-    assert_eq!(
-        done["jobs"][0]["workers"],
-        serde_json::json!(["frozen", "thawed"]),
-        "{done}"
-    );
-    let (_, page) = srv.request("GET", &format!("/builds/{n}"), &[], b"");
-    assert!(
-        page.contains("on frozen (attempt 1), then thawed (attempt 2)"),
-        "{page}"
-    );
     let seen = ticks.lock().unwrap().clone();
     let first = seen[0].1.clone();
     let last_of_first = seen
@@ -658,6 +647,17 @@ notifications:
         last_of_first < second_starts,
         "attempt 1 ticked {:?} after attempt 2 started",
         last_of_first - second_starts
+    );
+    // Every attempt's worker is named, on the API and the page.
+    assert_eq!(
+        done["jobs"][0]["workers"],
+        serde_json::json!(["frozen", "thawed"]),
+        "{done}"
+    );
+    let (_, page) = srv.request("GET", &format!("/builds/{n}"), &[], b"");
+    assert!(
+        page.contains("on frozen (attempt 1), then thawed (attempt 2)"),
+        "{page}"
     );
     frozen.signal("-CONT");
     frozen.wait_for("lease ran out", 30);
