@@ -13,7 +13,8 @@
 //!
 //! Run: `cargo bench --bench workers [N]` as root (N builds per throughput round,
 //! default 1000; each round runs `BENCH_REPEAT` times, 2 by default, and keeps its
-//! best). With `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds run
+//! best; `BENCH_K=1,4` runs only those numbers of workers). With
+//! `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds run
 //! with that binary too (its server and its workers), in the same run: before and after.
 
 #[path = "../tests/it/common/mod.rs"]
@@ -305,7 +306,13 @@ fn main() {
     drop(here);
 
     // Throughput: n builds at once, through k workers, and k slots in the server.
-    for k in [1usize, 2, 4] {
+    // `BENCH_K=1,4`: only those rounds (1, 2 and 4 workers by default).
+    let ks: Vec<usize> = std::env::var("BENCH_K")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 2, 4]);
+    for k in ks {
         let rate_of = |v: Option<Variant>| {
             let workers = v.is_some();
             let before = v == Some(Variant::Before);

@@ -724,14 +724,15 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
 /// Issue 30: each build a node followed opened a connection of its own, so a burst of
 /// pushes filled PostgreSQL's connections and builds errored "build store: db error".
 /// Now a node holds a bounded pool (`database_pool`) shared by all it does: with
-/// PostgreSQL taking 12 connections, a burst of 30 builds through two workers all pass,
-/// and the node never holds more than its pool and its LISTEN connection.
+/// PostgreSQL taking 30 connections, a burst of 200 pushes to two nodes, run by three
+/// workers, all pass, each numbered and run once, and the nodes never hold more than
+/// their pools and their LISTEN connections.
 #[test]
 fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
-    let pg = crate::common::postgres::own_limited(12);
+    let pg = crate::common::postgres::own_limited(30);
     let url = pg.database("burst");
     let s = Setup::new(
-        "language: shell\nscript: sleep 1; echo burst\nnotifications:\n  email: false\n",
+        "language: shell\nscript: echo burst\nnotifications:\n  email: false\n",
         "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
          database_pool = 3\nauto_cancel = false",
     );
@@ -740,10 +741,21 @@ fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
         ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
         ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
     ];
-    let srv = drained(Server::start(&s.config, &s.state(), &env));
+    let a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let b = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-b"),
+        &env,
+    ));
     let dir = s.dir.path();
-    let _w1 = Worker::start(dir, "one", &[&srv], &[]);
-    let _w2 = Worker::start(dir, "two", &[&srv], &[]);
+    let _workers: Vec<Worker> = ["one", "two", "three"]
+        .iter()
+        .map(|n| Worker::start(dir, n, &[&a, &b], &[]))
+        .collect();
     let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -760,23 +772,112 @@ fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
                     .unwrap()
                     .get(0);
                 most.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(Duration::from_millis(50));
             }
         })
     };
     let sha = s.head();
-    let numbers: Vec<u64> = (0..30).map(|_| queue(&srv, &sha)).collect();
+    let mut numbers: Vec<u64> = (0..200)
+        .map(|i| queue(if i % 2 == 0 { &a } else { &b }, &sha))
+        .collect();
     for n in &numbers {
-        let b = wait_state(&srv, *n, "passed");
-        assert_eq!(b["jobs"][0]["result"], "passed", "{b}");
+        let built = wait_state(&a, *n, "passed");
+        assert_eq!(built["jobs"][0]["result"], "passed", "{built}");
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     sampler.join().unwrap();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers, (1..=200).collect::<Vec<u64>>(), "numbered once");
+    let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let jobs: i64 = db
+        .query_one("SELECT COUNT(*) FROM jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 200, "each run once");
     let most = most.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        most <= 4,
-        "the node held {most} connections (pool 3 + LISTEN)"
+        most <= 8,
+        "the nodes held {most} connections (two pools of 3, two LISTEN)"
     );
+}
+
+/// Issue 30: PostgreSQL stopped for 8 s under two nodes while a job runs on a worker,
+/// which ends meanwhile. The worker's heartbeats are answered 503 (no lease can lapse
+/// while the store is away) so its job carries on, and its result is held and sent
+/// again until a node takes it; no lease is taken as lapsed once the store is back. The
+/// build passes, run once, with its whole log; a push during the outage is answered 503
+/// and built once it is delivered again.
+#[test]
+fn a_workers_job_outlives_a_database_restart() {
+    let pg = crate::common::postgres::own();
+    let url = pg.database("outage");
+    let s = Setup::new(
+        "language: shell\nscript: echo before-the-blip; sleep 5; echo after-the-blip\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
+         worker_lease_ms = 3000\nworker_heartbeat_ms = 500\nnode_lease_ms = 2000\nauto_cancel = false",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let b_config = s.dir.path().join("runway-b.toml");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &b_config,
+        text.replace("concurrency = 2", "concurrency = 0"),
+    )
+    .unwrap();
+    let a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let b = drained(Server::start(
+        &b_config,
+        &s.dir.path().join("state-b"),
+        &env,
+    ));
+    let _w = Worker::start(s.dir.path(), "patient", &[&a, &b], &[]);
+    let sha = s.head();
+    let n = queue(&a, &sha);
+    assert_eq!(running_on(&a, n), "patient");
+    wait_for(
+        || log(&a, n).contains("\nbefore-the-blip\n"),
+        "the job to start",
+    );
+    pg.stop();
+    let (code, text) = generic(&b, "master", &sha);
+    assert_eq!(code, 503, "a push while the store is away: {text}");
+    std::thread::sleep(Duration::from_secs(8));
+    pg.start();
+    // Delivered again, as a forge does after a 503.
+    let mut again = (0, String::new());
+    wait_for(
+        || {
+            again = generic(&b, "master", &sha);
+            again.0 == 202
+        },
+        "the push delivered again once the store is back",
+    );
+    let n2 = serde_json::from_str::<serde_json::Value>(&again.1).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    let passed = |n: u64| {
+        let (code, text) = a.request("GET", &format!("/api/builds/{n}"), &[], b"");
+        code == 200
+            && serde_json::from_str::<serde_json::Value>(&text).unwrap()["state"] == "passed"
+    };
+    wait_for(|| passed(n) && passed(n2), "both builds passed");
+    let l = log(&a, n);
+    assert_eq!(
+        l.matches("\nafter-the-blip\n").count(),
+        1,
+        "run once, whole: {l}"
+    );
+    assert!(l.contains("\nbefore-the-blip\n"), "{l}");
+    assert!(!l.contains("stopped answering"), "{l}");
 }
 
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
