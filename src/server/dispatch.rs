@@ -326,7 +326,14 @@ impl Dispatcher {
             .state
             .db(|s| s.expire_task(t.id, tasks::now_ms(), &why, retry))
         {
-            tracing::warn!(worker = who, job = %t.number, build = t.build_id, retry, "worker stopped answering");
+            let repo = self
+                .state
+                .db(|s| s.by_id(t.build_id))
+                .ok()
+                .flatten()
+                .map(|b| b.repo)
+                .unwrap_or_default();
+            tracing::warn!(worker = who, %repo, job = %t.number, retry, "worker stopped answering");
             self.state.queued.notify_waiters();
         }
     }

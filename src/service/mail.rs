@@ -79,6 +79,10 @@ pub struct Mailing<'a> {
     pub rehearsed: bool,
     /// Where a mail that could not be sent waits for a retry (the server's builds).
     pub outbox: Option<(&'a mut Store, i64)>,
+    /// When the build started (Unix seconds), when it started before this process
+    /// followed it (a build taken over from another node): the mail's duration counts
+    /// from then, not from the take-over.
+    pub started_at: Option<i64>,
 }
 
 impl Mailing<'_> {
@@ -176,6 +180,10 @@ impl Mailing<'_> {
             public_url.as_deref(),
         );
         facts.seconds = self.report.duration.as_secs_f64();
+        if let Some(started) = self.started_at {
+            let since = (crate::store::Store::now() - started).max(0) as f64;
+            facts.seconds = facts.seconds.max(since);
+        }
         facts.jobs = self.jobs();
         facts.deploys = self.deploys();
         facts.error = self.error.map(str::to_string);

@@ -426,6 +426,12 @@ fn conclude(
         options: &req.mail,
         deployed: req.options.deploy,
         rehearsed: req.options.rehearse_deploy,
+        // A queued build's start is the store's (a node that took it over did not
+        // see it start).
+        started_at: match &req.record {
+            Record::Queued(row) => Some(row.started_at),
+            _ => None,
+        },
         // The server keeps a mail it could not send and tries again later.
         outbox: recorded
             .as_mut()
@@ -516,6 +522,7 @@ fn refuse(
             deployed: false,
             rehearsed: false,
             outbox: st.as_mut().map(|s| (s, row.id)),
+            started_at: None,
         }
         .send(&mut say);
     }

@@ -677,7 +677,7 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
     let smtp = Smtp::start(&[]);
     let url = crate::common::postgres::shared().database("handover");
     let s = Setup::new(
-        "language: shell\nscript: sleep 8; echo handed-over\nnotifications:\n  email:\n    recipients: [team@example.com]\n    on_success: always\n",
+        "language: shell\nscript: sleep 4; echo half-way; sleep 4; echo handed-over\nnotifications:\n  email:\n    recipients: [team@example.com]\n    on_success: always\n",
         &format!(
             "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
              worker_lease_ms = 3000\nworker_heartbeat_ms = 500\nnode_lease_ms = 2000\n\
@@ -707,6 +707,8 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
     let _w = Worker::start(s.dir.path(), "steady", &[&a, &b], &[]);
     let n = queue(&a, &s.head());
     assert_eq!(running_on(&a, n), "steady");
+    // Half-way through, so the take-over comes well after the start.
+    wait_for(|| log(&a, n).contains("\nhalf-way\n"), "the job half-way");
     a.signal("-TERM");
     assert!(a.exited_within(20), "node A handed over and stopped");
     let done = wait_state(&b, n, "passed");
@@ -717,8 +719,19 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
     wait_for(|| !smtp.messages().is_empty(), "the mail");
     // Ended once: one mail, and never canceled.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(smtp.messages().len(), 1, "one mail");
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 1, "one mail");
     assert_eq!(build(&b, n)["state"], "passed");
+    // Its duration counts from the build's start, not from the take-over (the job
+    // alone sleeps 8 s).
+    let secs: u64 = mails[0]
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix("Duration:"))
+        .and_then(|d| d.trim().strip_suffix(" sec"))
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("{}", mails[0].text));
+    assert!(secs >= 8, "{}", mails[0].text);
 }
 
 /// Issue 30: each build a node followed opened a connection of its own, so a burst of
