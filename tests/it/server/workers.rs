@@ -893,6 +893,49 @@ fn a_workers_job_outlives_a_database_restart() {
     assert!(!l.contains("stopped answering"), "{l}");
 }
 
+/// Issue 30: a node killed (SIGKILL) while it follows a build, with only a node that
+/// runs no job (`concurrency = 0`) left: that node takes the build over once the
+/// killed node's hold lapses (it stayed `running` until the killed node came back), and
+/// ends it passed.
+#[test]
+fn a_killed_nodes_build_is_taken_over_by_a_node_that_runs_no_job() {
+    let url = crate::common::postgres::shared().database("orphan");
+    let s = Setup::new(
+        "language: shell\nscript: sleep 4; echo orphan-finished\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
+         worker_lease_ms = 3000\nworker_heartbeat_ms = 500\nnode_lease_ms = 2000",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let b_config = s.dir.path().join("runway-b.toml");
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &b_config,
+        text.replace("concurrency = 2", "concurrency = 0"),
+    )
+    .unwrap();
+    let a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let b = drained(Server::start(
+        &b_config,
+        &s.dir.path().join("state-b"),
+        &env,
+    ));
+    let _w = Worker::start(s.dir.path(), "orphaned", &[&a, &b], &[]);
+    let n = queue(&a, &s.head());
+    assert_eq!(running_on(&a, n), "orphaned");
+    a.signal("-KILL");
+    drop(a);
+    let done = wait_state(&b, n, "passed");
+    assert!(log(&b, n).contains("\norphan-finished\n"), "{done}");
+}
+
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
 /// taken, and it exits 0. Its machine's labels are detected and shown by
 /// `runway workers`.
