@@ -208,7 +208,181 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// A burst on several machines (issue 30), with `BENCH_BURST=N` (and nothing else of
+/// this bench): N pushes at once, alternating between two serve nodes on one
+/// PostgreSQL that takes 30 connections, run by three workers; this build, then (with
+/// `BENCH_BEFORE`) the older one on a fresh database, in the same run. Measured: builds
+/// per second until every build ended, how many did not pass, each build's time from
+/// its delivery to its end (p50, p95; the list polled every 50 ms), and the most
+/// connections in use at once.
+fn burst(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let work = repo_with(
+        &d.join("work"),
+        "master",
+        &[(
+            ".travis.yml",
+            "language: shell\nscript: echo burst\nnotifications:\n  email: false\ncache: false\n",
+        )],
+        "burst",
+    );
+    let sha = common::git(&work, &["rev-parse", "HEAD"]);
+    let bare = bare_clone(&work, &d.join("app.git"));
+    let pg = common::postgres::own_limited(30);
+    let mut variants = vec![false];
+    if std::env::var_os("BENCH_BEFORE").is_some() {
+        variants.push(true);
+    }
+    for before in variants {
+        let tag = if before { "before" } else { "after" };
+        let url = pg.database(&format!("burst_{tag}"));
+        let config = d.join(format!("burst-{tag}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "concurrency = 2\nauto_cancel = false\ndatabase_url_env = \"BENCH_DATABASE_URL\"\n\
+                 worker_token_env = \"BENCH_WORKER_TOKEN\"\n[[repo]]\nname = \"o/app\"\nurl = \"{}\"\n\
+                 webhook_secret_env = \"APP_SECRET\"\n",
+                bare.display()
+            ),
+        )
+        .unwrap();
+        let node = |name: &str| {
+            let state = d.join(format!("state-{tag}-{name}"));
+            let mut c = Command::new(bin(before));
+            c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(&config)
+                .env("NO_COLOR", "1")
+                .env("RUNWAY_STATE_DIR", &state)
+                .env("XDG_CACHE_HOME", state.join("cache"))
+                .env("APP_SECRET", SECRET)
+                .env("BENCH_WORKER_TOKEN", TOKEN)
+                .env("BENCH_DATABASE_URL", &url);
+            let mut srv = Server::spawn(&mut c);
+            if let Some(mut out) = srv.stdout.take() {
+                std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+            }
+            srv
+        };
+        let (a, b) = (node("a"), node("b"));
+        let variant = if before {
+            Variant::Before
+        } else {
+            Variant::Now
+        };
+        let _ws: Vec<Worker> = (0..3)
+            .map(|i| {
+                let w = Worker::start_of(variant, d, &format!("burst-{tag}-{i}"), &a.addr);
+                w
+            })
+            .collect();
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (most, stop, url) = (most.clone(), stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+                let name = url.rsplit('/').next().unwrap().to_string();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let Ok(r) = db.query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    ) {
+                        most.fetch_max(r.get(0), std::sync::atomic::Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let t = Instant::now();
+        let mut sent: Vec<(u64, Instant)> = Vec::new();
+        let mut refused = 0;
+        for i in 0..n {
+            let srv = if i % 2 == 0 { &a } else { &b };
+            // Each push of its own (a `before` of its own: the same push twice is one).
+            let body = serde_json::to_vec(&serde_json::json!({
+                "ref": "refs/heads/master", "before": format!("{:040x}", i + 1),
+                "after": sha, "repository": {"full_name": "o/app"}, "head_commit": {"message": "burst"},
+            }))
+            .unwrap();
+            let sig = format!("sha256={}", runway::server::hooks::sign(SECRET, &body));
+            let id = format!("burst-{tag}-{i}");
+            let (code, resp) = http(
+                &srv.addr,
+                "POST",
+                "/hooks/github",
+                &[
+                    ("X-GitHub-Event", "push"),
+                    ("X-Hub-Signature-256", &sig),
+                    ("X-GitHub-Delivery", &id),
+                ],
+                &body,
+            );
+            match serde_json::from_str::<serde_json::Value>(&resp)
+                .ok()
+                .and_then(|v| v["number"].as_u64())
+            {
+                Some(num) if code == 202 => sent.push((num, Instant::now())),
+                _ => refused += 1,
+            }
+        }
+        let mut ended: std::collections::HashMap<u64, (Instant, String)> = Default::default();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while ended.len() < sent.len() && Instant::now() < deadline {
+            let (_, body) = http(&a.addr, "GET", "/api/builds?limit=1000", &[], b"");
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                for bld in v.as_array().into_iter().flatten() {
+                    let (Some(num), Some(st)) = (bld["number"].as_u64(), bld["state"].as_str())
+                    else {
+                        continue;
+                    };
+                    if !matches!(st, "queued" | "running") {
+                        ended.entry(num).or_insert((Instant::now(), st.to_string()));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = sampler.join();
+        let mut waits: Vec<Duration> = sent
+            .iter()
+            .filter_map(|(num, at)| {
+                ended
+                    .get(num)
+                    .map(|(e, _)| e.saturating_duration_since(*at))
+            })
+            .collect();
+        waits.sort();
+        let pct = |p: f64| {
+            waits
+                .get(((waits.len() as f64 * p) as usize).min(waits.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let passed = ended.values().filter(|(_, st)| st == "passed").count();
+        println!(
+            "burst of {n} pushes to two nodes, 3 workers, max_connections 30 ({tag}): {:.1} builds/s; {passed} passed, {} ended otherwise, {} never ended, {refused} deliveries refused; delivery to end p50 {:.0} ms, p95 {:.0} ms; at most {} connections in use",
+            sent.len() as f64 / took.as_secs_f64(),
+            ended.len() - passed,
+            sent.len() - ended.len(),
+            ms(pct(0.5)),
+            ms(pct(0.95)),
+            most.load(std::sync::atomic::Ordering::SeqCst),
+        );
+    }
+}
+
 fn main() {
+    if let Some(n) = std::env::var("BENCH_BURST")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        burst(n);
+        return;
+    }
     let n: usize = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
