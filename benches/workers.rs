@@ -272,10 +272,7 @@ fn burst(n: usize) {
             Variant::Now
         };
         let _ws: Vec<Worker> = (0..3)
-            .map(|i| {
-                let w = Worker::start_of(variant, d, &format!("burst-{tag}-{i}"), &a.addr);
-                w
-            })
+            .map(|i| Worker::start_of(variant, d, &format!("burst-{tag}-{i}"), &a.addr))
             .collect();
         let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
