@@ -208,6 +208,24 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// A repository `d/NAME` whose build runs `script`, cloned bare to `d/NAME.git`: its
+/// commit and the clone.
+fn bench_repo(d: &Path, name: &str, script: &str) -> (String, std::path::PathBuf) {
+    let work = repo_with(
+        &d.join(name),
+        "master",
+        &[(
+            ".travis.yml",
+            &format!(
+                "language: shell\nscript: {script}\nnotifications:\n  email: false\ncache: false\n"
+            ),
+        )],
+        "bench",
+    );
+    let sha = common::git(&work, &["rev-parse", "HEAD"]);
+    (sha, bare_clone(&work, &d.join(format!("{name}.git"))))
+}
+
 /// A burst on several machines (issue 30), with `BENCH_BURST=N` (and nothing else of
 /// this bench): N pushes at once, alternating between two serve nodes on one
 /// PostgreSQL that takes 30 connections, run by three workers; this build, then (with
@@ -218,17 +236,7 @@ fn ms(d: Duration) -> f64 {
 fn burst(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let work = repo_with(
-        &d.join("work"),
-        "master",
-        &[(
-            ".travis.yml",
-            "language: shell\nscript: echo burst\nnotifications:\n  email: false\ncache: false\n",
-        )],
-        "burst",
-    );
-    let sha = common::git(&work, &["rev-parse", "HEAD"]);
-    let bare = bare_clone(&work, &d.join("app.git"));
+    let (sha, bare) = bench_repo(d, "app", "echo burst");
     let pg = common::postgres::own_limited(30);
     let mut variants = vec![false];
     if std::env::var_os("BENCH_BEFORE").is_some() {
@@ -387,17 +395,7 @@ fn main() {
         .unwrap_or(1000);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let work = repo_with(
-        &d.join("work"),
-        "master",
-        &[(
-            ".travis.yml",
-            "language: shell\nscript: echo first-command\nnotifications:\n  email: false\ncache: false\n",
-        )],
-        "bench",
-    );
-    let sha = common::git(&work, &["rev-parse", "HEAD"]);
-    let bare = bare_clone(&work, &d.join("app.git"));
+    let (sha, bare) = bench_repo(d, "app", "echo first-command");
 
     // Latency, alternating: the server running the job itself, and a worker.
     let skip_latency = std::env::var_os("BENCH_SKIP_LATENCY").is_some();
@@ -561,17 +559,7 @@ fn main() {
     }
 
     // Dead-worker detection: lease 2 s, heartbeat 0.5 s.
-    let slow = repo_with(
-        &d.join("slow"),
-        "master",
-        &[(
-            ".travis.yml",
-            "language: shell\nscript: sleep 60\nnotifications:\n  email: false\ncache: false\n",
-        )],
-        "slow",
-    );
-    let slow_sha = common::git(&slow, &["rev-parse", "HEAD"]);
-    let slow_bare = bare_clone(&slow, &d.join("slow.git"));
+    let (slow_sha, slow_bare) = bench_repo(d, "slow", "sleep 60");
     let srv = server(d, &slow_bare, "dead", true, 1);
     let mut detect = Vec::new();
     for i in 0..5 {

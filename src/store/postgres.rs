@@ -155,7 +155,7 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
 /// A connection that is lost (the database restarted, `pg_terminate_backend`) is made
 /// again on the next call, with a backoff between attempts while the database is
 /// unreachable; meanwhile calls fail at once with [`StoreError::Unavailable`] (never
-/// hang), and [`unreachable`] says so. The change and its end are logged once each.
+/// hang), and [`settling`] says so. The change and its end are logged once each.
 pub struct Postgres {
     pool: std::sync::Arc<Pool>,
 }
@@ -177,23 +177,6 @@ pub fn set_pool_size(n: usize) {
 /// How many connections a pool holds.
 pub fn pool_size() -> usize {
     POOL_SIZE.load(std::sync::atomic::Ordering::SeqCst)
-}
-
-/// True while a pool of this process cannot reach its database (its last attempt to
-/// connect failed, or its connection was lost and not yet made again).
-pub fn unreachable() -> bool {
-    POOLS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter_map(|(_, w)| w.upgrade())
-        .any(|p| {
-            p.health
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .down
-                .is_some()
-        })
 }
 
 /// True while the database is unreachable, and for `lease` after it answers again:

@@ -68,6 +68,19 @@ impl Setup {
         Server::start(&self.config, &self.state(), &all)
     }
 
+    /// A copy of the runway.toml as `runway-NAME.toml`, with `concurrency` (another
+    /// node's).
+    pub(super) fn config_with(&self, name: &str, concurrency: u32) -> PathBuf {
+        let path = self.dir.path().join(format!("runway-{name}.toml"));
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("concurrency = 2", &format!("concurrency = {concurrency}")),
+        )
+        .unwrap();
+        path
+    }
+
     pub(super) fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
@@ -116,6 +129,19 @@ pub(super) fn generic_for(srv: &Server, repo: &str, branch: &str, commit: &str) 
         &[("Authorization", &format!("Bearer {SECRET}"))],
         &body,
     )
+}
+
+/// Whether `ok` came true within a minute (asked every tenth of a second): for a
+/// caller that says more than [`wait_for`] when it did not.
+pub(super) fn came_true(mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 pub(super) fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {

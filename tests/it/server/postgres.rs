@@ -51,13 +51,7 @@ fn two_serve_nodes_share_one_postgresql_store() {
     ];
     let a = Server::start(&s.config, &s.state(), &env);
     let other_state = s.dir.path().join("state-b");
-    let b_config = s.dir.path().join("runway-b.toml");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &b_config,
-        text.replace("concurrency = 2", "concurrency = 0"),
-    )
-    .unwrap();
+    let b_config = s.config_with("b", 0);
     let b = Server::start(&b_config, &other_state, &env);
     let (heard, stream) = events(&b.addr);
     let sha = s.head();
@@ -195,13 +189,7 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
     let log = said(&mut srv);
     // A second node, which runs nothing: its list hears of the first node's builds
     // through LISTEN, which must be made again after the restart.
-    let b_config = s.dir.path().join("runway-b.toml");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &b_config,
-        text.replace("concurrency = 2", "concurrency = 0"),
-    )
-    .unwrap();
+    let b_config = s.config_with("b", 0);
     let mut b = Server::start(&b_config, &s.dir.path().join("state-b"), &env);
     let b_log = said(&mut b);
     let (heard, _stream) = events(&b.addr);
@@ -233,13 +221,9 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
         "a delivery accepted once the store is back",
     );
     let mut seen = Vec::new();
-    let both = (0..600).any(|_| {
+    let both = came_true(|| {
         seen = states(&srv);
-        let done = seen.len() == 2 && seen.iter().all(|(_, s)| s == "passed");
-        if !done {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        done
+        seen.len() == 2 && seen.iter().all(|(_, s)| s == "passed")
     });
     assert!(
         both,
@@ -255,13 +239,7 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
         1,
         "echoed once, run once: {text}"
     );
-    let b_heard = (0..300).any(|_| {
-        let yes = heard.lock().unwrap().contains(&(2, "passed".to_string()));
-        if !yes {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        yes
-    });
+    let b_heard = came_true(|| heard.lock().unwrap().contains(&(2, "passed".to_string())));
     assert!(
         b_heard,
         "node B to hear build 2 pass (its LISTEN made again): {:?}\n{}",

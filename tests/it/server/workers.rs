@@ -219,16 +219,7 @@ fn serve_nodes_and_workers_share_the_work() {
         ("AWS_REGION", "us-east-1"),
         ("AWS_ENDPOINT_URL", moto.url.as_str()),
     ];
-    let config_of = |name: &str, concurrency: u32| {
-        let path = s.dir.path().join(format!("runway-{name}.toml"));
-        let text = std::fs::read_to_string(&s.config).unwrap();
-        std::fs::write(
-            &path,
-            text.replace("concurrency = 2", &format!("concurrency = {concurrency}")),
-        )
-        .unwrap();
-        path
-    };
+    let config_of = |name: &str, concurrency: u32| s.config_with(name, concurrency);
     let a = drained(Server::start(
         &config_of("a", 2),
         &s.dir.path().join("state-a"),
@@ -499,6 +490,24 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
     assert_eq!(code, 409);
 }
 
+/// Node A (concurrency 2) and node B (`concurrency = 0`: it follows builds only when
+/// it takes them over) on PostgreSQL `url`, taking workers; B's event log is not read
+/// away (the caller reads or drains it).
+fn two_nodes(s: &Setup, url: &str) -> (Server, Server) {
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let b = Server::start(&s.config_with("b", 0), &s.dir.path().join("state-b"), &env);
+    (a, b)
+}
+
 /// One serve node (SQLite) that takes workers with the test token.
 fn serve_for_workers(s: &Setup) -> Server {
     drained(Server::start(
@@ -685,24 +694,7 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
             smtp.port
         ),
     );
-    let env = [
-        ("APP_SECRET", SECRET),
-        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
-        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-    ];
-    let b_config = s.dir.path().join("runway-b.toml");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &b_config,
-        text.replace("concurrency = 2", "concurrency = 0"),
-    )
-    .unwrap();
-    let mut a = drained(Server::start(
-        &s.config,
-        &s.dir.path().join("state-a"),
-        &env,
-    ));
-    let mut b = Server::start(&b_config, &s.dir.path().join("state-b"), &env);
+    let (mut a, mut b) = two_nodes(&s, &url);
     let b_said = said(&mut b);
     let _w = Worker::start(s.dir.path(), "steady", &[&a, &b], &[]);
     let n = queue(&a, &s.head());
@@ -830,28 +822,8 @@ fn a_workers_job_outlives_a_database_restart() {
         "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
          worker_lease_ms = 3000\nworker_heartbeat_ms = 500\nnode_lease_ms = 2000\nauto_cancel = false",
     );
-    let env = [
-        ("APP_SECRET", SECRET),
-        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
-        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-    ];
-    let b_config = s.dir.path().join("runway-b.toml");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &b_config,
-        text.replace("concurrency = 2", "concurrency = 0"),
-    )
-    .unwrap();
-    let a = drained(Server::start(
-        &s.config,
-        &s.dir.path().join("state-a"),
-        &env,
-    ));
-    let b = drained(Server::start(
-        &b_config,
-        &s.dir.path().join("state-b"),
-        &env,
-    ));
+    let (a, b) = two_nodes(&s, &url);
+    let b = drained(b);
     let _w = Worker::start(s.dir.path(), "patient", &[&a, &b], &[]);
     let sha = s.head();
     let n = queue(&a, &sha);
@@ -905,28 +877,8 @@ fn a_killed_nodes_build_is_taken_over_by_a_node_that_runs_no_job() {
         "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
          worker_lease_ms = 3000\nworker_heartbeat_ms = 500\nnode_lease_ms = 2000",
     );
-    let env = [
-        ("APP_SECRET", SECRET),
-        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
-        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-    ];
-    let b_config = s.dir.path().join("runway-b.toml");
-    let text = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(
-        &b_config,
-        text.replace("concurrency = 2", "concurrency = 0"),
-    )
-    .unwrap();
-    let a = drained(Server::start(
-        &s.config,
-        &s.dir.path().join("state-a"),
-        &env,
-    ));
-    let b = drained(Server::start(
-        &b_config,
-        &s.dir.path().join("state-b"),
-        &env,
-    ));
+    let (a, b) = two_nodes(&s, &url);
+    let b = drained(b);
     let _w = Worker::start(s.dir.path(), "orphaned", &[&a, &b], &[]);
     let n = queue(&a, &s.head());
     assert_eq!(running_on(&a, n), "orphaned");
