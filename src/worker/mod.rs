@@ -231,7 +231,11 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         }
     };
     let servers = Arc::new(Servers::new(opts.servers.clone(), opts.token.clone()));
-    let never = AtomicBool::new(false);
+    // SIGTERM ends the tries for a claim at once (a worker whose servers are gone
+    // holds no job to finish).
+    let drained = Arc::new(AtomicBool::new(false));
+    let flag = drained.clone();
+    let _drain_stops_claims = drain.on_cancel(move || flag.store(true, Ordering::SeqCst));
     let mut done = 0;
     eprintln!(
         "runway worker {}: {} → {}",
@@ -245,7 +249,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
             labels: opts.labels.clone(),
             wait_ms: 20_000,
         };
-        let got = servers.until_done(&never, |s| s.post_json("/api/worker/claim", &claim));
+        let got = servers.until_done(&drained, |s| s.post_json("/api/worker/claim", &claim));
         match got {
             Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
                 Ok(a) => {

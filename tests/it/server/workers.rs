@@ -888,6 +888,38 @@ fn a_killed_nodes_build_is_taken_over_by_a_node_that_runs_no_job() {
     assert!(log(&b, n).contains("\norphan-finished\n"), "{done}");
 }
 
+/// Issue 28, item 8: a worker whose servers are gone kept trying them after SIGTERM.
+/// Holding no job, it now stops at once, and exits 0.
+#[test]
+fn a_worker_whose_servers_are_gone_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = crate::common::runway();
+    c.args(["worker", "--name", "lonely", "--server"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("RUNWAY_STATE_DIR", dir.path().join("state"))
+        .env("RUNWAY_CACHE_DIR", dir.path().join("cache"))
+        .env("RUNWAY_WORKER_TOKEN", WORKER_TOKEN);
+    let mut lines = crate::common::Lines::spawn(&mut c, true);
+    let (seen, found) = lines.wait_for("trying again", 60);
+    assert!(found, "{seen:?}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &lines.child.id().to_string()])
+        .status();
+    let stopped = came_true(|| matches!(lines.child.try_wait(), Ok(Some(_))));
+    if !stopped {
+        let _ = lines.child.kill();
+    }
+    assert!(stopped, "the worker kept trying after SIGTERM");
+    let status = lines.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
 /// taken, and it exits 0. Its machine's labels are detected and shown by
 /// `runway workers`.
