@@ -182,17 +182,23 @@ fn server_of(
         ),
     )
     .unwrap();
-    let state = dir.join(format!("state-{name}"));
+    serve_node(before, &config, &dir.join(format!("state-{name}")), &[])
+}
+
+/// `runway serve --config CONFIG` (this build's, or `BENCH_BEFORE`'s) with its state in
+/// `state`, the bench's secrets and `env`; its event log read away (a full pipe would
+/// stall it after a few hundred builds).
+fn serve_node(before: bool, config: &Path, state: &Path, env: &[(&str, &str)]) -> Server {
     let mut c = Command::new(bin(before));
     c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
+        .arg(config)
         .env("NO_COLOR", "1")
-        .env("RUNWAY_STATE_DIR", &state)
+        .env("RUNWAY_STATE_DIR", state)
         .env("XDG_CACHE_HOME", state.join("cache"))
         .env("APP_SECRET", SECRET)
         .env("BENCH_WORKER_TOKEN", TOKEN);
+    c.envs(env.iter().copied());
     let mut srv = Server::spawn(&mut c);
-    // Its event log is read away, or a full pipe would stall it after a few hundred builds.
     if let Some(mut out) = srv.stdout.take() {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     }
@@ -258,20 +264,7 @@ fn burst(n: usize) {
         .unwrap();
         let node = |name: &str| {
             let state = d.join(format!("state-{tag}-{name}"));
-            let mut c = Command::new(bin(before));
-            c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
-                .arg(&config)
-                .env("NO_COLOR", "1")
-                .env("RUNWAY_STATE_DIR", &state)
-                .env("XDG_CACHE_HOME", state.join("cache"))
-                .env("APP_SECRET", SECRET)
-                .env("BENCH_WORKER_TOKEN", TOKEN)
-                .env("BENCH_DATABASE_URL", &url);
-            let mut srv = Server::spawn(&mut c);
-            if let Some(mut out) = srv.stdout.take() {
-                std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-            }
-            srv
+            serve_node(before, &config, &state, &[("BENCH_DATABASE_URL", &url)])
         };
         let (a, b) = (node("a"), node("b"));
         let variant = if before {

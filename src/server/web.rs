@@ -201,8 +201,8 @@ pub(super) async fn page_build(
         Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
         Err(e) => return page_unavailable(&e),
     };
-    let jobs = match jobs_with_workers(&state, row.id) {
-        Ok(jobs) => jobs,
+    let (jobs, attempts) = match jobs_with_workers(&state, row.id) {
+        Ok(read) => read,
         Err(e) => return page_unavailable(&e),
     };
     let live = state.live.get(row.id).is_some() || row.state.is_active();
@@ -214,37 +214,38 @@ pub(super) async fn page_build(
             .unwrap_or_default()
     };
     let can_change = state.cfg.api_token().is_some();
-    let on = workers_on(&state, &row);
+    // A running build's jobs have no rows yet: the workers they are on, in the header.
+    let on = if row.state.is_active() {
+        pages::running_on(&attempts)
+    } else {
+        String::new()
+    };
     Html(pages::build(&row, &jobs, &log, live, can_change, &on)).into_response()
 }
 
-/// A build's recorded jobs, each with the worker that ran it (when one did).
+/// Every worker that took each job of a build, attempt by attempt (none without
+/// workers).
+type Attempts = std::collections::BTreeMap<String, Vec<String>>;
+
+/// A build's recorded jobs, each with the workers that ran it (when any did), and the
+/// workers of every job, recorded or still running.
 fn jobs_with_workers(
     state: &AppState,
     build_id: i64,
-) -> Result<Vec<crate::store::JobRow>, DbError> {
+) -> Result<(Vec<crate::store::JobRow>, Attempts), DbError> {
     let mut jobs = state.db(|s| s.jobs(build_id))?;
-    if state.cfg.uses_workers() {
-        let attempts = state.db(|s| s.task_attempts(build_id))?;
-        for j in &mut jobs {
-            if let Some(ws) = attempts.get(&j.number) {
-                j.worker = ws.last().cloned();
-                j.workers = ws.clone();
-            }
+    let attempts = if state.cfg.uses_workers() {
+        state.db(|s| s.task_attempts(build_id))?
+    } else {
+        Attempts::new()
+    };
+    for j in &mut jobs {
+        if let Some(ws) = attempts.get(&j.number) {
+            j.worker = ws.last().cloned();
+            j.workers = ws.clone();
         }
     }
-    Ok(jobs)
-}
-
-/// The workers each job of a running build is on (every attempt's), for its page.
-fn workers_on(state: &AppState, row: &BuildRow) -> String {
-    if !state.cfg.uses_workers() || !row.state.is_active() {
-        return String::new();
-    }
-    state
-        .db(|s| s.task_attempts(row.id))
-        .map(|a| pages::running_on(&a))
-        .unwrap_or_default()
+    Ok((jobs, attempts))
 }
 
 /// `GET /builds/N/events`: the build's log and each job's as server-sent events,
@@ -382,9 +383,7 @@ pub(super) async fn api_build(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
-    let (jobs, workers) = match jobs_with_workers(&state, row.id)
-        .and_then(|j| Ok((j, state.db(|s| s.task_workers(row.id))?)))
-    {
+    let (jobs, attempts) = match jobs_with_workers(&state, row.id) {
         Ok(read) => read,
         Err(e) => return e.answer(),
     };
@@ -406,7 +405,7 @@ pub(super) async fn api_build(
             .into_iter()
             .map(|(number, result)| {
                 serde_json::json!({
-                    "worker": workers.get(&number),
+                    "worker": attempts.get(&number).and_then(|ws| ws.last()),
                     "number": number,
                     "result": result.map_or("running", |r| r.as_str()),
                 })

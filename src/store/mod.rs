@@ -847,9 +847,10 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(
-            st.task_workers(b.id)
+            st.task_attempts(b.id)
                 .unwrap()
                 .into_iter()
+                .map(|(n, ws)| (n, ws.last().cloned().unwrap_or_default()))
                 .collect::<Vec<_>>(),
             vec![
                 ("1.1".to_string(), "mac2".to_string()),

@@ -773,15 +773,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The worker that holds (or held) each job of a build, by job number.
-    pub fn task_workers(&self, build_id: i64) -> Result<BTreeMap<String, String>, StoreError> {
-        Ok(self
-            .task_attempts(build_id)?
-            .into_iter()
-            .filter_map(|(n, ws)| Some((n, ws.last()?.clone())))
-            .collect())
-    }
-
     /// Every worker that took each job of a build, attempt by attempt, by job number.
     pub fn task_attempts(
         &self,
