@@ -128,7 +128,13 @@ pub fn workers(
             tasks::WorkerState::Running { repo, job } => format!("running job {job} of {repo}"),
             tasks::WorkerState::Draining => "draining".to_string(),
             tasks::WorkerState::Idle => "idle".to_string(),
-            tasks::WorkerState::Gone => "gone (not heard from)".to_string(),
+            tasks::WorkerState::Gone { since } => format!(
+                "gone since {} (not heard from for {})",
+                crate::server::pages::utc(since / 1000),
+                crate::job::log::human(std::time::Duration::from_millis(
+                    (now - since).max(0) as u64
+                ))
+            ),
         };
         writeln!(
             out,

@@ -233,7 +233,7 @@ fn pages_nav(l: &List, shown: &[BuildRow]) -> String {
 }
 
 /// Seconds since the epoch as `2026-12-01T16:20:38Z`.
-fn utc(secs: i64) -> String {
+pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

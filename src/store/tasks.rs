@@ -202,8 +202,11 @@ pub enum WorkerState {
     /// Connected, waiting for a job.
     Idle,
     /// Not heard from for longer than a waiting claim or a lease lasts: stopped,
-    /// killed, or cut off.
-    Gone,
+    /// killed, or cut off. `since`: when it was last heard from (Unix ms).
+    Gone {
+        /// Unix milliseconds of its last request.
+        since: i64,
+    },
 }
 
 /// How long an idle worker may go unheard and still be connected: a claim is held
@@ -224,10 +227,11 @@ pub fn worker_state(
     lease_ms: i64,
 ) -> WorkerState {
     let silent = now - w.seen_at;
+    let gone = WorkerState::Gone { since: w.seen_at };
     match task {
         Some((t, repo)) if t.state == Status::Running && t.worker.as_deref() == Some(&w.name) => {
             if silent > lease_ms {
-                WorkerState::Gone
+                gone
             } else if w.draining {
                 WorkerState::Draining
             } else {
@@ -239,9 +243,9 @@ pub fn worker_state(
         }
         // Its job went to another worker (its lease ran out, attempt 2) and it has not
         // claimed since: it stopped answering.
-        Some((t, _)) if t.worker.as_deref() != Some(&w.name) => WorkerState::Gone,
-        Some((t, _)) if w.seen_at <= t.lease_until && now > t.lease_until => WorkerState::Gone,
-        _ if silent > IDLE_SILENCE_MS => WorkerState::Gone,
+        Some((t, _)) if t.worker.as_deref() != Some(&w.name) => gone,
+        Some((t, _)) if w.seen_at <= t.lease_until && now > t.lease_until => gone,
+        _ if silent > IDLE_SILENCE_MS => gone,
         _ if w.draining => WorkerState::Draining,
         _ => WorkerState::Idle,
     }
@@ -903,10 +907,10 @@ mod tests {
         let of = |t: &TaskRow, now| worker_state(&w, Some((t, "o/app")), now, 10_000);
         assert_eq!(of(&t, 101_000), running);
         // Running, but unheard for longer than the lease: gone.
-        assert_eq!(of(&t, 110_001), WorkerState::Gone);
+        assert_eq!(of(&t, 110_001), WorkerState::Gone { since: 100_000 });
         // Its job lost (lease run out, attempt 2 elsewhere), unheard since: gone.
         t.worker = Some("w2".into());
-        assert_eq!(of(&t, 111_000), WorkerState::Gone);
+        assert_eq!(of(&t, 111_000), WorkerState::Gone { since: 100_000 });
         // Its job ended and it was heard after (or the lease is still to run): idle.
         t.worker = Some("w1".into());
         t.state = Status::Passed;
@@ -930,7 +934,7 @@ mod tests {
         );
         assert_eq!(
             worker_state(&idle, None, 146_000, 10_000),
-            WorkerState::Gone
+            WorkerState::Gone { since: 100_000 }
         );
         let draining = WorkerRow {
             draining: true,

@@ -171,7 +171,7 @@ fn a_killed_nodes_running_build_is_errored_by_another() {
 /// API and the pages say the store is unreachable (never an empty list or a 404), and
 /// the log says so once. Once it is back the node reconnects by itself: the build that
 /// ended meanwhile is recorded passed with its log (run once), a delivery builds, and
-/// the log says the store is back. A SIGTERM while the store is down still stops the
+/// the log says the store is back. A second restart, while idle, is survived as well. A SIGTERM while the store is down still stops the
 /// node.
 #[test]
 fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
@@ -253,6 +253,30 @@ fn a_database_that_restarts_is_reconnected_and_nothing_is_lost() {
         "said once: {said}"
     );
     assert!(said.contains("reachable again"), "{said}");
+    // A restart while nothing runs: the next push is built and node B hears of it (its
+    // LISTEN made again once more), without either node being restarted.
+    pg.stop();
+    pg.start();
+    wait_for(
+        || generic(&srv, "master", &sha).0 == 202,
+        "a delivery accepted after an idle restart",
+    );
+    wait_for(
+        || states(&srv).contains(&(3, "passed".to_string())),
+        "build 3 passed",
+    );
+    let b_heard = came_true(|| heard.lock().unwrap().contains(&(3, "passed".to_string())));
+    assert!(
+        b_heard,
+        "node B to hear build 3 pass after the idle restart: {:?}\n{}",
+        heard.lock().unwrap(),
+        b_log.lock().unwrap()
+    );
+    assert_eq!(
+        b.json("/api/builds").as_array().map(|a| a.len()),
+        Some(3),
+        "node B lists every build"
+    );
     // A SIGTERM with the store down again still stops the node.
     pg.stop();
     srv.signal("-TERM");

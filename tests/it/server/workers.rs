@@ -580,6 +580,19 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
         "{ws:?}"
     );
     assert_eq!(state_of(&ws, "first").0, "gone", "{ws:?}");
+    // Gone since it was last heard from, in the JSON and the table.
+    let first = ws.iter().find(|w| w["name"] == "first").unwrap();
+    assert_eq!(first["since"], first["seen_at"], "{first}");
+    let mut c = crate::common::runway();
+    c.args(["workers", "--config"])
+        .arg(&s.config)
+        .env("RUNWAY_STATE_DIR", s.state());
+    let table = crate::common::run(&mut c).stdout;
+    let line = table.lines().find(|l| l.starts_with("first ")).unwrap();
+    assert!(
+        line.contains("gone since 20") && line.contains("(not heard from for "),
+        "{table}"
+    );
     let done = wait_state(&srv, n, "passed");
     assert_eq!(done["jobs"][0]["worker"], "second", "{done}");
     let l = log(&srv, n);
