@@ -171,6 +171,25 @@ impl Servers {
         Ok((code, bytes))
     }
 
+    /// One heartbeat: posted to the server in use; a 503 (that node cannot reach the
+    /// store) sends it on to each other server in turn, since one that can reach the
+    /// store may take the lease as lapsed. `Busy` only when every server said 503: then
+    /// no node can take the lease away. A server that does not answer ends the beat
+    /// (`Retry`): whether it could take the lease is unknown, so it holds nothing.
+    fn renew(&self, path: &str, held: &Held) -> Result<(u16, Vec<u8>), CallError> {
+        let mut busy = None;
+        for _ in 0..self.urls.len() {
+            match self.post_json(path, held) {
+                Err(CallError::Busy(why)) => {
+                    busy = Some(why);
+                    self.next();
+                }
+                other => return other,
+            }
+        }
+        Err(CallError::Busy(busy.unwrap_or_default()))
+    }
+
     /// Calls until it is done, lost or refused, moving to the next server after each
     /// failure, with a growing pause; `stop` ends the tries.
     fn until_done<T>(
@@ -531,7 +550,7 @@ fn beat(
         }
         // One try per beat: a server that does not answer is left for the next one.
         let asked = Instant::now();
-        match servers.post_json(&path, &held) {
+        match servers.renew(&path, &held) {
             Ok((_, body)) => {
                 // Renewed when asked (or later): it holds from then.
                 tell(
@@ -547,8 +566,8 @@ fn beat(
                 return;
             }
             Err(CallError::Busy(why)) => {
-                // The node's store is unreachable: no node can take the lease now, and
-                // none will until a lease after it is back.
+                // Every node's store is unreachable: no node can take the lease now,
+                // and none will until a lease after it is back.
                 tell(
                     keeper,
                     lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed())),

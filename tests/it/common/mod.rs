@@ -333,5 +333,6 @@ pub mod moto;
 /// The throwaway PostgreSQL cluster the store's own tests use.
 #[path = "../../../src/store/cluster.rs"]
 pub mod postgres;
+pub mod proxy;
 pub mod server;
 pub mod smtp;

@@ -609,18 +609,15 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
     );
 }
 
-/// Issue 30: a worker frozen (SIGSTOP) mid-job stops answering, and with `lost_job =
-/// "retry"` another worker runs attempt 2; attempt 1 must be gone by then (it ran on
-/// for 11 s beside attempt 2 before). Each attempt reports a tick every tenth of a
-/// second to a listener here under an id of its own: no tick of attempt 1 comes after
-/// attempt 2's first. Thawed, the frozen worker learns its job is no longer its own,
-/// says its lease ran out, and the build passes on attempt 2.
-#[test]
-fn a_frozen_workers_job_is_stopped_before_another_worker_runs_it() {
+/// Ticks heard on a loopback port: when, and the id of the attempt that sent each.
+type Ticks = std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>;
+
+/// A listener for the ticks of [`ticking_job`], and its port.
+fn tick_listener() -> (u16, Ticks) {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let ticks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let ticks = Ticks::default();
     let heard = ticks.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -631,14 +628,32 @@ fn a_frozen_workers_job_is_stopped_before_another_worker_runs_it() {
             heard.lock().unwrap().push((at, text.trim().to_string()));
         }
     });
-    let s = Setup::new(
-        &format!(
-            "language: shell
-script: id=$RANDOM$RANDOM; for i in $(seq 1 50); do echo $id > /dev/tcp/127.0.0.1/{port}; sleep 0.1; done; echo finished
+    (port, ticks)
+}
+
+/// A `.travis.yml` whose job ticks `n` times, a tenth of a second apart, to `port`
+/// under an id of its own attempt's, then echoes `finished`.
+fn ticking_job(port: u16, n: u32) -> String {
+    format!(
+        "language: shell
+script: id=$RANDOM$RANDOM; for i in $(seq 1 {n}); do echo $id > /dev/tcp/127.0.0.1/{port}; sleep 0.1; done; echo finished
 notifications:
   email: false
 "
-        ),
+    )
+}
+
+/// Issue 30: a worker frozen (SIGSTOP) mid-job stops answering, and with `lost_job =
+/// "retry"` another worker runs attempt 2; attempt 1 must be gone by then (it ran on
+/// for 11 s beside attempt 2 before). Each attempt reports a tick every tenth of a
+/// second to a listener here under an id of its own: no tick of attempt 1 comes after
+/// attempt 2's first. Thawed, the frozen worker learns its job is no longer its own,
+/// says its lease ran out, and the build passes on attempt 2.
+#[test]
+fn a_frozen_workers_job_is_stopped_before_another_worker_runs_it() {
+    let (port, ticks) = tick_listener();
+    let s = Setup::new(
+        &ticking_job(port, 50),
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 2000\nworker_heartbeat_ms = 300\nlost_job = \"retry\"",
     );
     let srv = serve_for_workers(&s);
@@ -685,6 +700,72 @@ notifications:
     frozen.wait_for("lease ran out", 30);
     frozen.wait_for("is no longer ours", 30);
     assert_eq!(log(&srv, n).matches("\nfinished\n").count(), 1);
+}
+
+/// Issue 30: one node loses its way to PostgreSQL while another keeps it (a network
+/// partition, not a database outage). The worker's heartbeats to the cut-off node are
+/// answered 503; taken as "no node can take the lease now", they kept its job running
+/// while the other node, which could, took the lease as lapsed and ran attempt 2 on
+/// another worker beside attempt 1. Now a 503 sends the heartbeat on to the next
+/// server in the same beat, and a lease is held on a 503 only when every server said
+/// it: the job renews through the node that can, runs once and passes, on one worker.
+#[test]
+fn a_node_cut_off_from_the_database_does_not_let_a_job_run_twice() {
+    let (port, ticks) = tick_listener();
+    let pg = crate::common::postgres::own();
+    let url = pg.database("split");
+    let relay = crate::common::proxy::Proxy::start(pg.port);
+    let a_url = relay.url(&url, pg.port);
+    let s = Setup::new(
+        &ticking_job(port, 60),
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\n\
+         worker_lease_ms = 2000\nworker_heartbeat_ms = 300\nnode_lease_ms = 2000\nlost_job = \"retry\"\nauto_cancel = false",
+    );
+    let env = |url: &'static str| {
+        [
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_DATABASE_URL", url),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ]
+    };
+    let a_refs = env(a_url.clone().leak());
+    let b_refs = env(url.clone().leak());
+    let a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &a_refs,
+    ));
+    let b = drained(Server::start(
+        &s.config_with("b", 0),
+        &s.dir.path().join("state-b"),
+        &b_refs,
+    ));
+    let dir = s.dir.path();
+    let _steady = Worker::start(dir, "steady", &[&a, &b], &[]);
+    let n = queue(&a, &s.head());
+    assert_eq!(running_on(&a, n), "steady");
+    wait_for(|| !ticks.lock().unwrap().is_empty(), "the job to tick");
+    // A spare worker, ready to run an attempt 2 should the lease be taken as lapsed.
+    let _spare = Worker::start(dir, "spare", &[&b], &[]);
+    relay.cut();
+    let done = wait_state(&b, n, "passed");
+    assert_eq!(
+        done["jobs"][0]["workers"],
+        serde_json::json!(["steady"]),
+        "{done}"
+    );
+    let seen = ticks.lock().unwrap().clone();
+    let ids: std::collections::BTreeSet<&str> = seen.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "one attempt ticked, not two: {ids:?}");
+    assert_eq!(log(&b, n).matches("\nfinished\n").count(), 1);
+    relay.mend();
+    wait_for(
+        || {
+            let (code, text) = a.request("GET", &format!("/api/builds/{n}"), &[], b"");
+            code == 200 && text.contains("\"state\":\"passed\"")
+        },
+        "node A reads the build passed once its way back is mended",
+    );
 }
 
 /// Issue 30: a node stopped cleanly (SIGTERM) while it follows a build whose job runs
