@@ -210,6 +210,13 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The `p` quantile (0.5: the median) of sorted `v`; zero when empty.
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -237,13 +244,21 @@ fn bench_repo(d: &Path, name: &str, script: &str) -> (String, std::path::PathBuf
 /// PostgreSQL that takes 30 connections, run by three workers; this build, then (with
 /// `BENCH_BEFORE`) the older one on a fresh database, in the same run. Measured: builds
 /// per second until every build ended, how many did not pass, each build's time from
-/// its delivery to its end (p50, p95; the list polled every 50 ms), and the most
-/// connections in use at once.
+/// its webhook to its job's first command (p50, p95; the job prints the time it ran),
+/// and from its delivery to its end (p50, p95; the list polled every 50 ms), and the
+/// most connections in use at once.
 fn burst(n: usize) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (sha, bare) = bench_repo(d, "app", "echo burst");
-    let pg = common::postgres::own_limited(30);
+    // The job says when its first command ran, on the machine's clock.
+    let (sha, bare) = bench_repo(d, "app", "echo first-command-at-$(date +%s%N)");
+    // `BENCH_MAX_CONNECTIONS` (30 by default): a limit the older build fits under
+    // compares the two without its errored builds.
+    let limit: u32 = std::env::var("BENCH_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let pg = common::postgres::own_limited(limit);
     let mut variants = vec![false];
     if std::env::var_os("BENCH_BEFORE").is_some() {
         variants.push(true);
@@ -294,7 +309,7 @@ fn burst(n: usize) {
             })
         };
         let t = Instant::now();
-        let mut sent: Vec<(u64, Instant)> = Vec::new();
+        let mut sent: Vec<(u64, Instant, std::time::SystemTime)> = Vec::new();
         let mut refused = 0;
         for i in 0..n {
             let srv = if i % 2 == 0 { &a } else { &b };
@@ -306,6 +321,7 @@ fn burst(n: usize) {
             .unwrap();
             let sig = format!("sha256={}", runway::server::hooks::sign(SECRET, &body));
             let id = format!("burst-{tag}-{i}");
+            let posted = std::time::SystemTime::now();
             let (code, resp) = http(
                 &srv.addr,
                 "POST",
@@ -321,7 +337,7 @@ fn burst(n: usize) {
                 .ok()
                 .and_then(|v| v["number"].as_u64())
             {
-                Some(num) if code == 202 => sent.push((num, Instant::now())),
+                Some(num) if code == 202 => sent.push((num, Instant::now(), posted)),
                 _ => refused += 1,
             }
         }
@@ -347,27 +363,43 @@ fn burst(n: usize) {
         let _ = sampler.join();
         let mut waits: Vec<Duration> = sent
             .iter()
-            .filter_map(|(num, at)| {
+            .filter_map(|(num, at, _)| {
                 ended
                     .get(num)
                     .map(|(e, _)| e.saturating_duration_since(*at))
             })
             .collect();
         waits.sort();
-        let pct = |p: f64| {
-            waits
-                .get(((waits.len() as f64 * p) as usize).min(waits.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
         let passed = ended.values().filter(|(_, st)| st == "passed").count();
+        // Webhook to first command: from just before each delivery was posted to the
+        // time its job's first command printed (read back from its log).
+        let mut firsts: Vec<Duration> = sent
+            .iter()
+            .filter_map(|(num, _, posted)| {
+                let (_, log) = http(&a.addr, "GET", &format!("/api/builds/{num}/log"), &[], b"");
+                let ns: u128 = log
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("first-command-at-"))?
+                    .parse()
+                    .ok()?;
+                let posted = posted
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_nanos();
+                Some(Duration::from_nanos(ns.saturating_sub(posted) as u64))
+            })
+            .collect();
+        firsts.sort();
         println!(
-            "burst of {n} pushes to two nodes, 3 workers, max_connections 30 ({tag}): {:.1} builds/s; {passed} passed, {} ended otherwise, {} never ended, {refused} deliveries refused; delivery to end p50 {:.0} ms, p95 {:.0} ms; at most {} connections in use",
+            "burst of {n} pushes to two nodes, 3 workers, max_connections {limit} ({tag}): {:.1} builds/s; {passed} passed, {} ended otherwise, {} never ended, {refused} deliveries refused; webhook to first command p50 {:.0} ms, p95 {:.0} ms ({} read); delivery to end p50 {:.0} ms, p95 {:.0} ms; at most {} connections in use",
             sent.len() as f64 / took.as_secs_f64(),
             ended.len() - passed,
             sent.len() - ended.len(),
-            ms(pct(0.5)),
-            ms(pct(0.95)),
+            ms(percentile(&firsts, 0.5)),
+            ms(percentile(&firsts, 0.95)),
+            firsts.len(),
+            ms(percentile(&waits, 0.5)),
+            ms(percentile(&waits, 0.95)),
             most.load(std::sync::atomic::Ordering::SeqCst),
         );
     }
