@@ -302,7 +302,7 @@ impl ServerConfig {
             None => Ok(None),
             Some(var) => from_env(&self.database_url_env).map(Some).ok_or_else(|| {
                 format!(
-                    "database_url_env names {var}, which is not set: set it to the PostgreSQL URL (postgres://…), or remove database_url_env to use this machine's own store"
+                    "database_url_env names {var}, which is not set (or is empty): set it to the PostgreSQL URL (postgres://…), or remove database_url_env to use this machine's own store"
                 )
             }),
         }

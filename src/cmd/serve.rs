@@ -85,7 +85,7 @@ pub fn serve(
                 out,
                 "runway serve: jobs run on `runway worker` agents (worker_token_env); this node {}",
                 if state.cfg.concurrency == 0 {
-                    "follows no builds (concurrency = 0): webhooks, pages and the workers' calls"
+                    "takes webhooks, serves pages and the workers' calls (concurrency = 0), and follows only builds no other node took within node_lease_ms"
                 } else {
                     "follows builds and sends their jobs to workers"
                 }

@@ -64,6 +64,30 @@ pub(super) async fn work(state: Arc<AppState>) {
             let Ok(Some(row)) = claimed else { break };
             follow(&state, row, false);
         }
+        // With workers, a node at `concurrency = 0` (pages and webhooks only) still
+        // follows a build that no node took within a node lease: were every node set
+        // so, builds would otherwise wait for ever. It runs none of its jobs itself.
+        while !stopping
+            && most == 0
+            && state.cfg.uses_workers()
+            && state.running.load(Ordering::SeqCst) < MOST_FOLLOWED
+        {
+            let waited = (lease / 1000).max(1);
+            let claimed = state.db(|s| {
+                let row = s.claim_waiting(crate::store::Store::now() - waited)?;
+                if let Some(r) = &row {
+                    s.hold_build(r.id, &state.node, crate::store::tasks::now_ms() + lease)?;
+                }
+                Ok(row)
+            });
+            let Ok(Some(row)) = claimed else { break };
+            tracing::warn!(
+                repo = %row.repo,
+                number = row.number,
+                "no node that follows builds took it within {waited} s: this node (concurrency = 0) follows it, its jobs on the workers"
+            );
+            follow(&state, row, false);
+        }
         // A build a node that is gone was following: its jobs carry on on their
         // workers, so this node follows it to its end, whatever its concurrency
         // (following a build on workers is not running a job). Not while the store

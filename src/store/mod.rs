@@ -249,8 +249,9 @@ pub trait Backend: Send {
     /// Records a build in `state` with the next number of its repository and the state
     /// of the previous finished build of its branch (or tag).
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError>;
-    /// Takes the oldest queued build and marks it running.
-    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError>;
+    /// Takes the oldest queued build (queued at or before `queued_by`, seconds, when
+    /// given) and marks it running.
+    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError>;
     /// Errors the running builds with `reason`; their repositories and numbers.
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError>;
     /// Queues an ended build again, its jobs dropped.
@@ -478,7 +479,13 @@ impl Store {
     /// Takes the oldest queued build and marks it running; `None` when the queue is empty.
     /// One statement, so two workers (or two nodes) never take the same build.
     pub fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
-        self.db().claim()
+        self.db().claim(None)
+    }
+
+    /// Takes the oldest build that has been queued since `queued_by` (seconds) or
+    /// before, and marks it running: one no node that follows builds took in time.
+    pub fn claim_waiting(&mut self, queued_by: i64) -> Result<Option<BuildRow>, StoreError> {
+        self.db().claim(Some(queued_by))
     }
 
     /// Where a running server build's log is written as it goes
@@ -714,7 +721,7 @@ mod tests {
             a.insert(&new, Status::Queued).unwrap();
         }
         let mut taken = Vec::new();
-        while let (x, y) = (a.claim().unwrap(), b.claim().unwrap())
+        while let (x, y) = (a.claim(None).unwrap(), b.claim(None).unwrap())
             && (x.is_some() || y.is_some())
         {
             taken.extend(x.into_iter().chain(y).map(|r| r.number));
@@ -1136,7 +1143,12 @@ mod tests {
             [old.number],
             "{backend}"
         );
-        let claimed = s.claim().unwrap().unwrap();
+        // Only builds queued by a time: none queued a minute ago, this one now.
+        assert!(
+            s.claim_waiting(Store::now() - 60).unwrap().is_none(),
+            "{backend}"
+        );
+        let claimed = s.claim_waiting(Store::now()).unwrap().unwrap();
         assert_eq!((claimed.id, claimed.state), (newer.id, Status::Running));
         assert!(s.claim().unwrap().is_none(), "{backend}");
         s.finish(newer.id, BuildState::Passed, &[JobRow::passed_for_tests()])

@@ -437,8 +437,8 @@ impl Backend for Postgres {
         let b = b.clone();
         self.call(move |i| i.insert(&b, state))
     }
-    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
-        self.call(|i| i.claim())
+    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError> {
+        self.call(move |i| i.claim(queued_by))
     }
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let reason = reason.to_string();
@@ -737,18 +737,19 @@ impl Backend for Inner {
         Ok(built)
     }
 
-    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
+    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError> {
         let claimed = self
             .client
             .query_opt(
                 &format!(
                     "UPDATE builds SET state = 'running', started_at = $1, lease_until = $2
-                     WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id
-                                 LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     WHERE id = (SELECT id FROM builds WHERE state = 'queued'
+                                   AND ($3::BIGINT IS NULL OR started_at <= $3)
+                                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING {COLUMNS}"
                 ),
                 // Held for a minute until the claiming node names itself its holder.
-                &[&now(), &(crate::notify::now_ms() + 60_000)],
+                &[&now(), &(crate::notify::now_ms() + 60_000), &queued_by],
             )?
             .map(|r| row(&r))
             .transpose()?;

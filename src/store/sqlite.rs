@@ -250,16 +250,18 @@ impl Backend for Sqlite {
         )?)
     }
 
-    fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
+    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError> {
         Ok(self
             .conn
             .query_row(
                 &format!(
                     "UPDATE builds SET state = 'running', started_at = ?1
-                     WHERE id = (SELECT id FROM builds WHERE state = 'queued' ORDER BY id LIMIT 1)
+                     WHERE id = (SELECT id FROM builds WHERE state = 'queued'
+                                   AND (?2 IS NULL OR started_at <= ?2)
+                                 ORDER BY id LIMIT 1)
                      RETURNING {COLUMNS}"
                 ),
-                params![now()],
+                params![now(), queued_by],
                 row,
             )
             .optional()?)

@@ -643,6 +643,37 @@ notifications:
     )
 }
 
+/// Issue 28 (3): every node at `concurrency = 0` with workers (web-only nodes, the
+/// workers doing the jobs) left builds queued for ever, saying nothing. Now a node at
+/// 0 follows a build no node took within a node lease, says so in its log, and the
+/// build runs on a worker.
+#[test]
+fn web_only_nodes_alone_still_get_builds_to_the_workers() {
+    let s = Setup::new(
+        "language: shell\nscript: echo on-a-worker\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nnode_lease_ms = 2000",
+    );
+    let mut srv = Server::start(
+        &s.config_with("web", 0),
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ],
+    );
+    let said = said(&mut srv);
+    let _w = Worker::start(s.dir.path(), "only", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    let done = wait_state(&srv, n, "passed");
+    assert_eq!(done["jobs"][0]["worker"], "only", "{done}");
+    assert!(log(&srv, n).contains("\non-a-worker\n"));
+    let log = said.lock().unwrap().clone();
+    assert!(
+        log.contains("no node that follows builds took it within 2 s"),
+        "{log}"
+    );
+}
+
 /// Issue 30: a worker frozen (SIGSTOP) mid-job stops answering, and with `lost_job =
 /// "retry"` another worker runs attempt 2; attempt 1 must be gone by then (it ran on
 /// for 11 s beside attempt 2 before). Each attempt reports a tick every tenth of a
