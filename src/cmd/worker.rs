@@ -42,6 +42,9 @@ pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
     if args.servers.is_empty() {
         return Err(CmdError::Usage("give at least one --server URL".into()));
     }
+    if let Some(why) = crate::worker::protocol::name_problem(&args.name) {
+        return Err(CmdError::Usage(why));
+    }
     let token = std::env::var("RUNWAY_WORKER_TOKEN").unwrap_or_default();
     if token.is_empty() {
         return Err(CmdError::Usage(

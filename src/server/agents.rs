@@ -195,6 +195,9 @@ pub(super) async fn claim(
     if let Err(refused) = worker_allowed(&state, &headers, &c.name) {
         return *refused;
     }
+    if let Some(why) = crate::worker::protocol::name_problem(&c.name) {
+        return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
     let lease = state.cfg.worker_lease_ms as i64;
     loop {

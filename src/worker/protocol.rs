@@ -27,6 +27,19 @@ use crate::settings::Settings;
 use crate::store::BuildRow;
 use crate::store::tasks::Labels;
 
+/// Why `name` cannot name a worker, if it cannot: a name is 1–64 letters, digits,
+/// `.`, `_` or `-` (a host name fits), so it reads the same in every list and log.
+pub fn name_problem(name: &str) -> Option<String> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(fits) {
+        Some(format!(
+            "{name:?} cannot name a worker: use 1 to 64 letters, digits, '.', '_' or '-'"
+        ))
+    } else {
+        None
+    }
+}
+
 /// A worker asking for a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claim {
@@ -161,4 +174,17 @@ pub struct End {
 pub struct ChunkAck {
     /// The highest chunk number held with every one before it (-1: none).
     pub held: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_name_is_a_word_of_a_host_name() {
+        assert_eq!(name_problem("ci-7.example_1"), None);
+        for bad in ["", "a b", "a\tb", "ünï", &"x".repeat(65), "a/b"] {
+            assert!(name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 }

@@ -643,6 +643,25 @@ notifications:
     )
 }
 
+/// A worker's name reads the same in every list and log: one with a space (which the
+/// build page's attempts would have split in two) or a slash is refused at start, exit 2.
+#[test]
+fn a_worker_name_that_is_not_one_word_is_refused() {
+    for bad in ["two words", "a/b"] {
+        let mut c = crate::common::runway();
+        c.args(["worker", "--name", bad, "--server", "http://127.0.0.1:9"])
+            .env("RUNWAY_WORKER_TOKEN", WORKER_TOKEN);
+        let out = crate::common::run_within(&mut c, Duration::from_secs(30));
+        assert_eq!(out.code, 2, "{}", out.all());
+        assert!(
+            out.stderr
+                .contains("cannot name a worker: use 1 to 64 letters"),
+            "{}",
+            out.all()
+        );
+    }
+}
+
 /// Issue 28 (3): every node at `concurrency = 0` with workers (web-only nodes, the
 /// workers doing the jobs) left builds queued for ever, saying nothing. Now a node at
 /// 0 follows a build no node took within a node lease, says so in its log, and the
