@@ -65,6 +65,8 @@ pub struct AppState {
     ended: Notify,
     running: AtomicUsize,
     stopping: AtomicBool,
+    /// This node's hold on the builds it follows (each ended once, by their holder).
+    holder: Arc<crate::service::Holder>,
     slots: Arc<crate::build::JobSlots>,
     /// Log files of ended builds, removed when due (`worker::PARTIAL_LOG_LINGER`):
     /// (when, build row id).
@@ -115,6 +117,7 @@ impl AppState {
                 streams::Streams::new(total, client.unwrap_or(8).min(total))
             }
         };
+        let node = node_name();
         let state = Arc::new(AppState {
             cfg,
             store: Mutex::new(st),
@@ -131,7 +134,8 @@ impl AppState {
             closing: Notify::new(),
             queued: Notify::new(),
             signals: dispatch::Signals::default(),
-            node: node_name(),
+            holder: Arc::new(crate::service::Holder::new(&node)),
+            node,
             caches: tokio::sync::OnceCell::new(),
             streams: gate,
         });
@@ -311,6 +315,14 @@ pub async fn run(
     // takes each over and ends it once: nothing is canceled, nothing ends twice.
     if state.cfg.uses_workers() && state.cfg.shared_store() {
         let node = state.node.clone();
+        // No build of this node's starts its end from now on, and those under way
+        // (recorded, mailing) finish first: then another node takes the rest over.
+        let grace = Duration::from_secs(state.cfg.shutdown_grace_secs);
+        if !state.holder.release(grace).await {
+            tracing::warn!(
+                "stopping: a build's end (its record and mail) did not finish within the grace"
+            );
+        }
         match state.db(|s| s.release_builds(&node)) {
             Ok(0) => {}
             Ok(n) => tracing::info!(

@@ -273,6 +273,7 @@ fn request(
             tap: Some(live),
             executor,
             cache: None,
+            holder: Some(state.holder.clone()),
         },
     }
 }

@@ -128,6 +128,62 @@ pub struct Controls {
     pub executor: Option<Arc<dyn build::JobExecutor>>,
     /// Where caches are kept, when not the cache directory (a worker's bucket).
     pub cache: Option<Arc<dyn crate::cache::store::CacheStore>>,
+    /// The serve node following the build: it ends the build only while it holds it.
+    pub holder: Option<Arc<Holder>>,
+}
+
+/// A serve node's hold on the builds it follows. A build is ended (recorded, then
+/// mailed) by the node holding it, once: the record is written only while the node
+/// still holds the build, and a stopping node lets no end start once it hands its
+/// builds over, and waits for those under way, so none is cut off between its record
+/// and its mail.
+pub struct Holder {
+    /// The node's name (whom the store says holds a build).
+    pub node: String,
+    released: std::sync::atomic::AtomicBool,
+    ending: tokio::sync::watch::Sender<usize>,
+}
+
+/// An end under way (see [`Holder::begin_end`]); dropped when it is done.
+pub struct Ending<'a>(&'a Holder);
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        self.0.ending.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Holder {
+    /// The hold of node `node`.
+    pub fn new(node: &str) -> Holder {
+        Holder {
+            node: node.to_string(),
+            released: std::sync::atomic::AtomicBool::new(false),
+            ending: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Starts ending a build; None once the node has let go of its builds (another
+    /// node ends it).
+    pub fn begin_end(&self) -> Option<Ending<'_>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Counted before the flag is read, and the flag set before the count is read
+        // (both SeqCst): either this end sees the release, or the release waits for it.
+        self.ending.send_modify(|n| *n += 1);
+        let end = Ending(self);
+        (!self.released.load(SeqCst)).then_some(end)
+    }
+
+    /// Lets no new end start, then waits (up to `within`) for those under way.
+    /// True when none is left.
+    pub async fn release(&self, within: std::time::Duration) -> bool {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut rx = self.ending.subscribe();
+        tokio::time::timeout(within, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
 }
 
 /// One build to run.
@@ -394,14 +450,39 @@ fn conclude(
     // One masker for what is recorded and what is mailed.
     let masker = req.settings.masker();
     let rows = job_rows(report, &masker, &req.options);
-    if let Some(r) = recorded.as_mut()
-        && let Err(e) = store::patiently(req.controls.cancel.as_ref(), || {
-            r.store.finish(r.row.id, report.state, &rows)
-        })
-    {
-        reporter.event(Event::Note(&format!(
-            "warning: could not record the build: {e}"
-        )));
+    // A node's build is ended by the node holding it: one record, one mail.
+    let holder = req
+        .controls
+        .holder
+        .as_deref()
+        .filter(|_| matches!(req.record, Record::Queued(_)));
+    let _ending = match holder.map(Holder::begin_end) {
+        Some(None) => {
+            reporter.event(Event::Note(
+                "runway: this node is stopping: another node ends the build",
+            ));
+            return;
+        }
+        other => other.flatten(),
+    };
+    if let Some(r) = recorded.as_mut() {
+        let id = r.row.id;
+        let ended = store::patiently(req.controls.cancel.as_ref(), || match holder {
+            Some(h) => r.store.finish_held(id, &h.node, report.state, &rows),
+            None => r.store.finish(id, report.state, &rows).map(|_| true),
+        });
+        match ended {
+            Ok(true) => {}
+            Ok(false) => {
+                reporter.event(Event::Note(
+                    "runway: another node took the build over and ends it",
+                ));
+                return;
+            }
+            Err(e) => reporter.event(Event::Note(&format!(
+                "warning: could not record the build: {e}"
+            ))),
+        }
     }
     let number = recorded
         .as_ref()
@@ -646,4 +727,41 @@ fn job_rows(report: &BuildReport, masker: &Masker, o: &Options) -> Vec<JobRow> {
             workers: Vec::new(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod holder_tests {
+    use std::sync::Arc;
+
+    /// A stopping node lets no build's end start, and waits for those under way.
+    #[test]
+    fn a_released_hold_starts_no_end_and_waits_for_those_under_way() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let h = Arc::new(super::Holder::new("n"));
+        let under_way = h.begin_end().expect("not released yet");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = h.clone();
+        let release = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            let done = rt.block_on(waiting.release(std::time::Duration::from_secs(60)));
+            tx.send(done).unwrap();
+        });
+        // The release waits for the end under way.
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err()
+        );
+        drop(under_way);
+        assert!(rx.recv().unwrap());
+        release.join().unwrap();
+        assert!(h.begin_end().is_none(), "no end starts once released");
+        // Nothing under way: at once.
+        assert!(rt.block_on(h.release(std::time::Duration::from_secs(60))));
+    }
 }

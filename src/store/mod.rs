@@ -256,8 +256,15 @@ pub trait Backend: Send {
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError>;
     /// Queues an ended build again, its jobs dropped.
     fn restart(&mut self, id: i64) -> Result<(), StoreError>;
-    /// Records how a build ended, with its jobs.
-    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError>;
+    /// Records how a build ended, with its jobs; with `held_by`, only while that node
+    /// holds it and it runs (false, nothing written, when it does not).
+    fn finish(
+        &mut self,
+        id: i64,
+        state: Status,
+        jobs: &[JobRow],
+        held_by: Option<&str>,
+    ) -> Result<bool, StoreError>;
     /// A build's jobs, in the order they were recorded.
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError>;
     /// Rows of a plain query (`$1`… placeholders), for [`tasks`].
@@ -588,7 +595,32 @@ impl Store {
         state: BuildState,
         jobs: &[JobRow],
     ) -> Result<(), StoreError> {
-        self.db().finish(id, state.into(), jobs)?;
+        self.end(id, state, jobs, None).map(|_| ())
+    }
+
+    /// Records how a build ended, as [`Store::finish`], only while node `node` holds
+    /// it and it runs: false (nothing written) when another node took it over or ended
+    /// it, so each build ends once, whichever node gets there first.
+    pub fn finish_held(
+        &mut self,
+        id: i64,
+        node: &str,
+        state: BuildState,
+        jobs: &[JobRow],
+    ) -> Result<bool, StoreError> {
+        self.end(id, state, jobs, Some(node))
+    }
+
+    fn end(
+        &mut self,
+        id: i64,
+        state: BuildState,
+        jobs: &[JobRow],
+        held_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if !self.db().finish(id, state.into(), jobs, held_by)? {
+            return Ok(false);
+        }
         // The workers' chunks are in the jobs' logs now.
         self.drop_chunks(id)?;
         // Then the logs leave the rows: recorded first, moved after, so a crash in
@@ -613,7 +645,7 @@ impl Store {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Builds, newest first by when each was made (not when it last started: a restarted
@@ -1151,8 +1183,26 @@ mod tests {
         let claimed = s.claim_waiting(Store::now()).unwrap().unwrap();
         assert_eq!((claimed.id, claimed.state), (newer.id, Status::Running));
         assert!(s.claim().unwrap().is_none(), "{backend}");
-        s.finish(newer.id, BuildState::Passed, &[JobRow::passed_for_tests()])
-            .unwrap();
+        // Ended by the node holding it, once: not by another, not twice.
+        s.hold_build(newer.id, "node-a", i64::MAX).unwrap();
+        let job = [JobRow::passed_for_tests()];
+        assert!(
+            !s.finish_held(newer.id, "node-b", BuildState::Passed, &job)
+                .unwrap(),
+            "{backend}"
+        );
+        assert_eq!(s.by_id(newer.id).unwrap().unwrap().state, Status::Running);
+        assert!(
+            s.finish_held(newer.id, "node-a", BuildState::Passed, &job)
+                .unwrap(),
+            "{backend}"
+        );
+        assert!(
+            !s.finish_held(newer.id, "node-a", BuildState::Failed, &job)
+                .unwrap(),
+            "{backend}"
+        );
+        assert_eq!(s.by_id(newer.id).unwrap().unwrap().state, Status::Passed);
         s.restart(newer.id).unwrap();
         let again = s.by_id(newer.id).unwrap().unwrap();
         assert_eq!((again.state, again.finished_at), (Status::Queued, None));

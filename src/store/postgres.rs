@@ -447,9 +447,16 @@ impl Backend for Postgres {
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         self.call(move |i| i.restart(id))
     }
-    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
+    fn finish(
+        &mut self,
+        id: i64,
+        state: Status,
+        jobs: &[JobRow],
+        held_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let jobs = jobs.to_vec();
-        self.call(move |i| i.finish(id, state, &jobs))
+        let held_by = held_by.map(str::to_string);
+        self.call(move |i| i.finish(id, state, &jobs, held_by.as_deref()))
     }
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         self.call(move |i| i.jobs(build_id))
@@ -787,12 +794,22 @@ impl Backend for Inner {
         Ok(())
     }
 
-    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
+    fn finish(
+        &mut self,
+        id: i64,
+        state: Status,
+        jobs: &[JobRow],
+        held_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.client.transaction()?;
-        tx.execute(
-            "UPDATE builds SET state = $1, finished_at = $2 WHERE id = $3",
-            &[&state.as_str(), &now(), &id],
+        let ended = tx.execute(
+            "UPDATE builds SET state = $1, finished_at = $2 WHERE id = $3
+               AND ($4::TEXT IS NULL OR (node = $4 AND state = 'running'))",
+            &[&state.as_str(), &now(), &id, &held_by],
         )?;
+        if ended == 0 && held_by.is_some() {
+            return Ok(false);
+        }
         for j in jobs {
             tx.execute(
                 "INSERT INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
@@ -816,7 +833,7 @@ impl Backend for Inner {
         }
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {

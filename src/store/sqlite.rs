@@ -289,12 +289,22 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn finish(&mut self, id: i64, state: Status, jobs: &[JobRow]) -> Result<(), StoreError> {
+    fn finish(
+        &mut self,
+        id: i64,
+        state: Status,
+        jobs: &[JobRow],
+        held_by: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3",
-            params![state.as_str(), now(), id],
+        let ended = tx.execute(
+            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3
+               AND (?4 IS NULL OR (node = ?4 AND state = 'running'))",
+            params![state.as_str(), now(), id, held_by],
         )?;
+        if ended == 0 && held_by.is_some() {
+            return Ok(false);
+        }
         for j in jobs {
             tx.execute(
                 "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
@@ -314,7 +324,7 @@ impl Backend for Sqlite {
             )?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
