@@ -201,11 +201,11 @@ pub(super) async fn page_build(
         Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
         Err(e) => return page_unavailable(&e),
     };
-    let (jobs, attempts) = match jobs_with_workers(&state, row.id) {
+    let live = state.live.get(row.id).is_some() || row.state.is_active();
+    let (jobs, attempts) = match jobs_with_workers(&state, row.id, !live).await {
         Ok(read) => read,
         Err(e) => return page_unavailable(&e),
     };
-    let live = state.live.get(row.id).is_some() || row.state.is_active();
     let log = if live {
         Vec::new()
     } else {
@@ -227,13 +227,18 @@ pub(super) async fn page_build(
 /// workers).
 type Attempts = std::collections::BTreeMap<String, Vec<String>>;
 
-/// A build's recorded jobs, each with the workers that ran it (when any did), and the
-/// workers of every job, recorded or still running.
-fn jobs_with_workers(
-    state: &AppState,
+/// A build's recorded jobs (with their `logs` when asked), each with the workers that
+/// ran it (when any did), and the workers of every job, recorded or still running.
+async fn jobs_with_workers(
+    state: &Arc<AppState>,
     build_id: i64,
+    logs: bool,
 ) -> Result<(Vec<crate::store::JobRow>, Attempts), DbError> {
-    let mut jobs = state.db(|s| s.jobs(build_id))?;
+    let mut jobs = if logs {
+        jobs_with_logs(state, build_id).await?
+    } else {
+        state.db(|s| s.jobs_unread(build_id))?.0
+    };
     let attempts = if state.cfg.uses_workers() {
         state.db(|s| s.task_attempts(build_id))?
     } else {
@@ -246,6 +251,30 @@ fn jobs_with_workers(
         }
     }
     Ok((jobs, attempts))
+}
+
+/// A build's jobs with their logs: archived ones are read outside the store's lock
+/// and off the server's threads, so a slow read (S3) holds up no other request.
+async fn jobs_with_logs(
+    state: &Arc<AppState>,
+    build_id: i64,
+) -> Result<Vec<crate::store::JobRow>, DbError> {
+    let (mut jobs, archived, archive) = state.db(|s| {
+        let (jobs, archived) = s.jobs_unread(build_id)?;
+        Ok((jobs, archived, s.log_archive()))
+    })?;
+    if archived.is_empty() {
+        return Ok(jobs);
+    }
+    tokio::task::spawn_blocking(move || {
+        crate::store::archive::fill(archive.as_deref(), &mut jobs, &archived);
+        jobs
+    })
+    .await
+    .map_err(|e| DbError {
+        message: format!("reading the archived logs: {e}"),
+        unreachable: false,
+    })
 }
 
 /// `GET /builds/N/events`: the build's log and each job's as server-sent events,
@@ -289,11 +318,9 @@ pub(super) async fn build_events(
     let live = match live {
         Some(l) => l,
         None => {
-            let (text, jobs) = state
-                .db(|s| {
-                    let jobs = s.jobs(row.id)?;
-                    Ok((s.build_log(row.id, &jobs), jobs))
-                })
+            let jobs = jobs_with_logs(&state, row.id).await.unwrap_or_default();
+            let text = state
+                .db(|s| Ok(s.build_log(row.id, &jobs)))
                 .unwrap_or_default();
             let jobs = jobs
                 .into_iter()
@@ -383,7 +410,7 @@ pub(super) async fn api_build(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
-    let (jobs, attempts) = match jobs_with_workers(&state, row.id) {
+    let (jobs, attempts) = match jobs_with_workers(&state, row.id, false).await {
         Ok(read) => read,
         Err(e) => return e.answer(),
     };
@@ -432,7 +459,7 @@ pub(super) async fn api_log(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
-    let jobs = match state.db(|s| s.jobs(row.id)) {
+    let jobs = match jobs_with_logs(&state, row.id).await {
         Ok(jobs) => jobs,
         Err(e) => return e.answer(),
     };

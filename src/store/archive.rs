@@ -9,13 +9,40 @@ use std::path::PathBuf;
 use super::StoreError;
 
 /// A home for finished logs.
-pub trait LogArchive: Send {
+pub trait LogArchive: Send + Sync {
     /// Keeps job `job`'s log of build `build_id`; what to find it by.
     fn put(&self, build_id: i64, job: &str, log: &[u8]) -> Result<String, StoreError>;
     /// The log kept under `reference`.
     fn get(&self, reference: &str) -> Result<Vec<u8>, StoreError>;
     /// Drops every log of build `build_id` (retention).
     fn remove(&self, build_id: i64) -> Result<(), StoreError>;
+}
+
+/// Reads the archived logs of `jobs` (`archived`: job number, reference) into them;
+/// a log that cannot be read says so in its place. Slow (S3): call it outside any
+/// lock on the store.
+pub fn fill(
+    archive: Option<&dyn LogArchive>,
+    jobs: &mut [super::JobRow],
+    archived: &[(String, String)],
+) {
+    for (number, reference) in archived {
+        let log = match archive {
+            Some(a) => a.get(reference).unwrap_or_else(|e| {
+                format!(
+                    "runway: this job's log could not be read from its archive ({reference}): {e}\n"
+                )
+                .into_bytes()
+            }),
+            None => format!(
+                "runway: this job's log is in an archive this store does not name ({reference})\n"
+            )
+            .into_bytes(),
+        };
+        if let Some(j) = jobs.iter_mut().find(|j| &j.number == number) {
+            j.log = log;
+        }
+    }
 }
 
 fn zstd_of(log: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -73,20 +100,25 @@ impl LogArchive for Files {
 
 /// Objects in S3 (`s3://bucket/prefix`), reached with this process's AWS chain and
 /// `AWS_ENDPOINT_URL`. The SDK is asynchronous and the store is not: calls go to a
-/// thread of the archive's own that runs them.
+/// thread of the archive's own, whose runtime runs each as a task of its own, so one
+/// slow call holds up no other.
 pub struct Bucket {
-    calls: std::sync::mpsc::Sender<Call>,
+    calls: tokio::sync::mpsc::UnboundedSender<Call>,
 }
 
-/// A call run on the archive's thread.
-type Call = Box<dyn FnOnce(&Client) + Send>;
+/// A call: its future, run on the archive's thread.
+type Call = Box<
+    dyn FnOnce(
+            std::sync::Arc<Client>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
 
-/// The S3 client, the bucket and the prefix, on the archive's thread.
+/// The S3 client, the bucket and the prefix.
 pub struct Client {
     s3: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-    runtime: tokio::runtime::Runtime,
 }
 
 impl Client {
@@ -132,7 +164,7 @@ impl Bucket {
     /// The bucket `url` names.
     pub fn open(url: &str) -> Result<Bucket, StoreError> {
         let (bucket, prefix) = parse_s3_url(url).map_err(StoreError::Data)?;
-        let (calls, queue) = std::sync::mpsc::channel::<Call>();
+        let (calls, mut queue) = tokio::sync::mpsc::unbounded_channel::<Call>();
         let (ready, made) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("runway-log-archive".into())
@@ -147,17 +179,18 @@ impl Bucket {
                         return;
                     }
                 };
-                let s3 = runtime.block_on(s3_client());
-                let client = Client {
-                    s3,
-                    bucket,
-                    prefix,
-                    runtime,
-                };
-                let _ = ready.send(Ok(()));
-                for call in queue {
-                    call(&client);
-                }
+                runtime.block_on(async move {
+                    let client = std::sync::Arc::new(Client {
+                        s3: s3_client().await,
+                        bucket,
+                        prefix,
+                    });
+                    let _ = ready.send(Ok(()));
+                    // Each call a task of its own; the thread ends with the Bucket.
+                    while let Some(call) = queue.recv().await {
+                        tokio::spawn(call(client.clone()));
+                    }
+                });
             })?;
         made.recv()
             .map_err(|_| StoreError::Data("the log archive's thread ended".into()))?
@@ -165,14 +198,21 @@ impl Bucket {
         Ok(Bucket { calls })
     }
 
-    fn call<T: Send + 'static>(
+    /// Runs `f`'s future on the archive's thread and waits for its answer.
+    fn call<T, F>(
         &self,
-        f: impl FnOnce(&Client) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(std::sync::Arc<Client>) -> F + Send + 'static,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.calls
             .send(Box::new(move |c| {
-                let _ = tx.send(f(c));
+                Box::pin(async move {
+                    let _ = tx.send(f(c).await);
+                })
             }))
             .map_err(|_| StoreError::Data("the log archive's thread ended".into()))?;
         rx.recv()
@@ -189,16 +229,13 @@ impl LogArchive for Bucket {
         let name = format!("{build_id}/{}", job_file(job));
         let body = zstd_of(log)?;
         let reference = format!("s3:{name}");
-        self.call(move |c| {
-            let key = c.key(&name);
-            c.runtime
-                .block_on(
-                    c.s3.put_object()
-                        .bucket(&c.bucket)
-                        .key(key)
-                        .body(body.into())
-                        .send(),
-                )
+        self.call(move |c| async move {
+            c.s3.put_object()
+                .bucket(&c.bucket)
+                .key(c.key(&name))
+                .body(body.into())
+                .send()
+                .await
                 .map_err(s3_error)?;
             Ok(())
         })?;
@@ -210,45 +247,40 @@ impl LogArchive for Bucket {
             .strip_prefix("s3:")
             .ok_or_else(|| StoreError::Data(format!("a log kept as {reference:?}")))?
             .to_string();
-        let bytes = self.call(move |c| {
-            let key = c.key(&name);
-            c.runtime.block_on(async {
-                let got =
-                    c.s3.get_object()
-                        .bucket(&c.bucket)
-                        .key(key)
-                        .send()
-                        .await
-                        .map_err(s3_error)?;
-                let body = got.body.collect().await.map_err(s3_error)?;
-                Ok(body.into_bytes().to_vec())
-            })
+        let bytes = self.call(move |c| async move {
+            let got =
+                c.s3.get_object()
+                    .bucket(&c.bucket)
+                    .key(c.key(&name))
+                    .send()
+                    .await
+                    .map_err(s3_error)?;
+            let body = got.body.collect().await.map_err(s3_error)?;
+            Ok(body.into_bytes().to_vec())
         })?;
         unzstd(&bytes)
     }
 
     fn remove(&self, build_id: i64) -> Result<(), StoreError> {
-        self.call(move |c| {
-            c.runtime.block_on(async {
-                let listed =
-                    c.s3.list_objects_v2()
+        self.call(move |c| async move {
+            let listed =
+                c.s3.list_objects_v2()
+                    .bucket(&c.bucket)
+                    .prefix(c.key(&format!("{build_id}/")))
+                    .send()
+                    .await
+                    .map_err(s3_error)?;
+            for o in listed.contents() {
+                if let Some(k) = o.key() {
+                    c.s3.delete_object()
                         .bucket(&c.bucket)
-                        .prefix(c.key(&format!("{build_id}/")))
+                        .key(k)
                         .send()
                         .await
                         .map_err(s3_error)?;
-                for o in listed.contents() {
-                    if let Some(k) = o.key() {
-                        c.s3.delete_object()
-                            .bucket(&c.bucket)
-                            .key(k)
-                            .send()
-                            .await
-                            .map_err(s3_error)?;
-                    }
                 }
-                Ok(())
-            })
+            }
+            Ok(())
         })
     }
 }

@@ -156,6 +156,9 @@ pub struct BuildRow {
     pub mail: String,
 }
 
+/// Jobs whose logs are archived: (job number, the archive's reference).
+pub type Archived = Vec<(String, String)>;
+
 /// A recorded job.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct JobRow {
@@ -216,7 +219,7 @@ pub struct Store {
     db: RefCell<Box<dyn Backend>>,
     dir: PathBuf,
     /// Where finished logs go (None: they stay in the rows).
-    archive: Option<Box<dyn archive::LogArchive>>,
+    archive: Option<std::sync::Arc<dyn archive::LogArchive>>,
 }
 
 /// The setting naming where a PostgreSQL store's finished logs are (`s3://…`).
@@ -383,7 +386,9 @@ impl Store {
         Ok(Store {
             db: RefCell::new(Box::new(sqlite::Sqlite::open(dir)?)),
             dir: dir.to_path_buf(),
-            archive: Some(Box::new(archive::Files(dir.join("logs").join("archive")))),
+            archive: Some(std::sync::Arc::new(archive::Files(
+                dir.join("logs").join("archive"),
+            ))),
         })
     }
 
@@ -401,7 +406,7 @@ impl Store {
         };
         // Where the serve nodes keep finished logs, as they recorded it.
         if let Some(url) = st.setting(LOG_URL)? {
-            st.archive = Some(Box::new(archive::Bucket::open(&url)?));
+            st.archive = Some(std::sync::Arc::new(archive::Bucket::open(&url)?));
         }
         Ok(st)
     }
@@ -435,7 +440,7 @@ impl Store {
         }
         match url {
             Some(u) => {
-                self.archive = Some(Box::new(archive::Bucket::open(u)?));
+                self.archive = Some(std::sync::Arc::new(archive::Bucket::open(u)?));
                 self.db().execute(
                     "INSERT INTO runway_settings (key, value) VALUES ($1, $2)
                      ON CONFLICT (key) DO UPDATE SET value = $2",
@@ -670,30 +675,37 @@ impl Store {
         self.builds_filtered(repo, None, before, limit)
     }
 
-    /// The jobs of a build.
+    /// The jobs of a build, with their logs (archived ones read from the archive).
     pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
-        let mut jobs = self.db().jobs(build_id)?;
-        let archived = self.db().query(
-            "SELECT number, log_ref FROM jobs WHERE build_id = $1 AND log_ref <> ''",
-            &[build_id.into()],
-        )?;
-        for r in archived {
-            let (Some(tasks::Value::Text(number)), Some(tasks::Value::Text(reference))) =
-                (r.first().cloned(), r.get(1).cloned())
-            else {
-                continue;
-            };
-            let log = match &self.archive {
-                Some(a) => a.get(&reference).unwrap_or_else(|e| {
-                    format!("runway: this job's log could not be read from its archive ({reference}): {e}\n").into_bytes()
-                }),
-                None => format!("runway: this job's log is in an archive this store does not name ({reference})\n").into_bytes(),
-            };
-            if let Some(j) = jobs.iter_mut().find(|j| j.number == number) {
-                j.log = log;
-            }
-        }
+        let (mut jobs, archived) = self.jobs_unread(build_id)?;
+        archive::fill(self.archive.as_deref(), &mut jobs, &archived);
         Ok(jobs)
+    }
+
+    /// The jobs of a build as the database holds them: an archived log is left empty,
+    /// and named in the second list (job number, reference) for [`archive::fill`] to
+    /// read outside any lock on the store.
+    pub fn jobs_unread(&self, build_id: i64) -> Result<(Vec<JobRow>, Archived), StoreError> {
+        let jobs = self.db().jobs(build_id)?;
+        let archived = self
+            .db()
+            .query(
+                "SELECT number, log_ref FROM jobs WHERE build_id = $1 AND log_ref <> ''",
+                &[build_id.into()],
+            )?
+            .into_iter()
+            .filter_map(|r| {
+                let mut r = r.into_iter();
+                Some((r.next()?.text()?, r.next()?.text()?))
+            })
+            .collect();
+        Ok((jobs, archived))
+    }
+
+    /// Where finished logs are kept, when not in the rows: shared, so a slow read
+    /// happens outside the store's lock.
+    pub fn log_archive(&self) -> Option<std::sync::Arc<dyn archive::LogArchive>> {
+        self.archive.clone()
     }
 }
 

@@ -662,6 +662,130 @@ fn a_worker_name_that_is_not_one_word_is_refused() {
     }
 }
 
+/// Issue 25: a finished job's log kept in S3 was read while the node's store was
+/// locked (and on the server's threads), so one slow S3 answer stalled every page,
+/// delivery and worker call of the node. With S3's answers held (a relay in front of
+/// moto), a build page that reads an archived log waits, and meanwhile the list, the
+/// API, a worker's claim and a delivery are all answered; released, the page shows
+/// the log.
+#[test]
+fn a_slow_archive_read_holds_up_no_other_request() {
+    let url = crate::common::postgres::shared().database("slow_s3");
+    let moto = crate::common::moto::Moto::start();
+    moto.bucket("us-east-1", "logs");
+    let moto_port: u16 = moto.url.rsplit(':').next().unwrap().parse().unwrap();
+    let relay = crate::common::proxy::Proxy::start(moto_port);
+    let endpoint = format!("http://127.0.0.1:{}", relay.port);
+    let s = Setup::new(
+        "language: shell\nscript: echo kept-in-s3\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nlog_url = \"s3://logs/runway\"\n\
+         worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nauto_cancel = false",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    let srv = drained(Server::start(&s.config, &s.state(), &env));
+    let _w = Worker::start(s.dir.path(), "w", &[&srv], &[]);
+    let sha = s.head();
+    let n = queue(&srv, &sha);
+    wait_state(&srv, n, "passed");
+    let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    wait_for(
+        || {
+            let r: i64 = db
+                .query_one("SELECT COUNT(*) FROM jobs WHERE log_ref LIKE 's3:%'", &[])
+                .unwrap()
+                .get(0);
+            r == 1
+        },
+        "the job's log archived in S3",
+    );
+    relay.hold();
+    let (page_tx, page_rx) = std::sync::mpsc::channel();
+    let addr = srv.addr.clone();
+    std::thread::spawn(move || {
+        let _ = page_tx.send(raw_get(&addr, &format!("/builds/{n}")));
+    });
+    wait_for(|| relay.held() > 0, "the page's read of the log held in S3");
+    // Each answered while the read is held, within a generous bound.
+    let answered = |what: &str, call: Box<dyn FnOnce() -> (u16, String) + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(call());
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        assert!(got.is_ok(), "{what}: no answer while S3 holds a read");
+        got.unwrap()
+    };
+    let a = srv.addr.clone();
+    let (code, _) = answered(
+        "the list",
+        Box::new(move || crate::common::server::http(&a, "GET", "/", &[], b"")),
+    );
+    assert_eq!(code, 200);
+    let a = srv.addr.clone();
+    let (code, text) = answered(
+        "the API's build",
+        Box::new(move || {
+            crate::common::server::http(&a, "GET", &format!("/api/builds/{n}"), &[], b"")
+        }),
+    );
+    assert_eq!(code, 200, "{text}");
+    let a = srv.addr.clone();
+    let (code, text) = answered(
+        "a worker's claim",
+        Box::new(move || {
+            let auth = format!("Bearer {WORKER_TOKEN}");
+            crate::common::server::http(
+                &a,
+                "POST",
+                "/api/worker/claim",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"name":"probe","labels":{},"wait_ms":0}"#,
+            )
+        }),
+    );
+    assert!(code == 204 || code == 200, "{code}: {text}");
+    let a = srv.addr.clone();
+    let head = sha.clone();
+    let (code, text) = answered(
+        "a delivery",
+        Box::new(move || {
+            let body = serde_json::to_vec(
+                &serde_json::json!({"repo": "o/app", "branch": "master", "commit": head}),
+            )
+            .unwrap();
+            let auth = format!("Bearer {SECRET}");
+            crate::common::server::http(
+                &a,
+                "POST",
+                "/hooks/generic",
+                &[("Authorization", &auth)],
+                &body,
+            )
+        }),
+    );
+    assert_eq!(code, 202, "{text}");
+    assert!(
+        page_rx.try_recv().is_err(),
+        "the page answered before its log could be read"
+    );
+    relay.release();
+    let page = page_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("kept-in-s3"), "{page}");
+    wait_state(&srv, n + 1, "passed");
+}
+
 /// Issue 28 (3): every node at `concurrency = 0` with workers (web-only nodes, the
 /// workers doing the jobs) left builds queued for ever, saying nothing. Now a node at
 /// 0 follows a build no node took within a node lease, says so in its log, and the
