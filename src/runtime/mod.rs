@@ -90,7 +90,8 @@ pub fn wanted(language: &str, matrix: &[(String, String)], nvmrc: Option<&str>) 
     out
 }
 
-/// A dotted version (`3.8.18`, `12.22.1`); pre-release tails sort first.
+/// A dotted version (`3.8.18`, `12.22.1`), compared number by number (pre-releases
+/// are not versions: [`Version::parse`] refuses them).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version(pub Vec<u64>);
 
@@ -218,8 +219,8 @@ pub fn untar(archive: &std::path::Path, into: &std::path::Path) -> Result<(), St
     Ok(())
 }
 
-/// An exclusive lock on a file (`flock`), held until dropped: one runway prepares a
-/// toolchain while the others wait for it.
+/// An exclusive lock on a file ([`std::fs::File::lock`]), held until dropped: one
+/// runway prepares a toolchain while the others wait for it.
 pub struct Lock {
     _file: std::fs::File,
 }
@@ -227,16 +228,12 @@ pub struct Lock {
 impl Lock {
     /// Waits for the lock on `path` (created when missing).
     pub fn take(path: &std::path::Path) -> std::io::Result<Lock> {
-        use std::os::fd::AsRawFd;
         let f = std::fs::File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)?;
-        // SAFETY: flock(2) on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        f.lock()?;
         Ok(Lock { _file: f })
     }
 }

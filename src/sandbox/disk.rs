@@ -110,6 +110,7 @@ impl JobDisk {
         };
         // SAFETY: statvfs(2) into a zeroed struct we own.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a NUL-terminated path that outlives the call; `st` is ours to fill.
         if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
             return false;
         }

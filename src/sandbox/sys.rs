@@ -67,6 +67,7 @@ struct Prepared {
 
 // SAFETY: `sock_filter` is plain data; nothing here is shared mutably.
 unsafe impl Sync for Prepared {}
+// SAFETY: as for `Sync`: plain data and descriptor numbers, moved whole.
 unsafe impl Send for Prepared {}
 
 /// The pipe on which init reports a failed step; EOF without a word means the shell
@@ -293,12 +294,15 @@ fn report(p: &Prepared, step: usize, err: i32) {
 /// Reports step `step` failed with `err`, then ends this process.
 unsafe fn fail(p: &Prepared, step: usize, err: i32) -> ! {
     report(p, step, err);
+    // SAFETY: `_exit` ends this forked process at once; nothing of it is used after.
     unsafe { libc::_exit(125) }
 }
 
 /// Closes every descriptor: the keeper and init hold no pipe of the job's, so the job's
 /// output ends when the shell's does and `spawn` returns once the shell execs.
 unsafe fn close_all() {
+    // SAFETY: close_range(2) on this process's own descriptors; the caller (the forked
+    // keeper or init) holds no Rust value that owns one of them afterwards.
     unsafe {
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
     }
@@ -309,6 +313,7 @@ unsafe fn close_all() {
 unsafe fn wait_for(pid: libc::pid_t) -> i32 {
     loop {
         let mut status = 0;
+        // SAFETY: waitpid(2) writes only into `status`, ours.
         let got = unsafe { libc::waitpid(-1, &mut status, 0) };
         if got == pid {
             if libc::WIFEXITED(status) {
@@ -381,6 +386,8 @@ fn enter(p: &Prepared) -> io::Result<()> {
 
 /// Mounts the layout and moves into it (init, PID 1).
 unsafe fn build_root(p: &Prepared) {
+    // SAFETY: raw mount and chdir calls in init, a forked single-threaded process in
+    // its own mount namespace; every pointer is a CString of `p`, which outlives them.
     unsafe {
         let none = std::ptr::null::<libc::c_char>();
         // Nothing mounted here propagates back to the host.
@@ -475,6 +482,7 @@ unsafe fn build_root(p: &Prepared) {
 
 /// Brings up `lo` in a fresh network namespace.
 unsafe fn loopback_up() -> bool {
+    // SAFETY: a socket and an ioctl on a zeroed `ifreq` we own; the socket is closed.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
@@ -514,6 +522,8 @@ const KEEP: &[u32] = &[
 /// the job's own reduced root, never more, since the bounding set is dropped for good),
 /// then fewer capabilities.
 unsafe fn drop_privileges(filter: &[libc::sock_filter]) -> io::Result<()> {
+    // SAFETY: prctl and capset on this (forked) process only; `prog` points into
+    // `filter`, which outlives the calls.
     unsafe {
         let prog = libc::sock_fprog {
             len: filter.len() as u16,
@@ -606,6 +616,7 @@ struct Helper {
 
 // SAFETY: plain data and descriptors, read only by the forked child.
 unsafe impl Sync for Helper {}
+// SAFETY: as for `Sync`: owned data and descriptors, moved whole.
 unsafe impl Send for Helper {}
 
 /// Arranges for `cmd` to run runway's own binary (`exe`, opened on the host before the

@@ -12,8 +12,8 @@
 //! - `recover`: what a start does about a crash (errored builds, orphaned jobs, mails).
 //!
 //! [`run`] takes a bound listener and a shutdown future (mini-redis style), so tests
-//! start it on port 0 and stop it with any signal. Builds are queued in SQLite before a
-//! delivery is answered, claimed by one statement, and on start any build a crash left
+//! start it on port 0 and stop it with any signal. Builds are queued in the build store (SQLite,
+//! or PostgreSQL shared by several nodes) before a delivery is answered, claimed by one statement, and on start any build a crash left
 //! "running" is marked errored with the reason (never run twice); `runway restart N`
 //! queues it again.
 

@@ -361,7 +361,7 @@ impl Status {
     }
 }
 
-/// Read from its stored name (an unknown name is a conversion error).
+/// A build's result as the state it is stored in.
 impl From<crate::build::BuildState> for Status {
     fn from(s: crate::build::BuildState) -> Status {
         match s {
