@@ -169,7 +169,7 @@ fn signed(secret: &str, body: &[u8], given: Option<&str>) -> bool {
 
 /// `ab01…` as bytes; None unless it is an even number of hex digits.
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
