@@ -37,6 +37,16 @@ fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<()
 
 /// The token part of [`worker_allowed`], with no store read.
 fn token_ok(state: &AppState, headers: &HeaderMap, who: &str) -> Result<(), Box<Response>> {
+    let spoken = headers
+        .get(crate::worker::protocol::PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    if let Some(why) = crate::worker::protocol::mismatch(spoken) {
+        tracing::warn!(worker = who, "refused: {why}");
+        return Err(Box::new(answer(
+            StatusCode::UPGRADE_REQUIRED,
+            serde_json::json!({ "error": why }),
+        )));
+    }
     if !state.cfg.uses_workers() {
         return Err(Box::new(answer(
             StatusCode::FORBIDDEN,

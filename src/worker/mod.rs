@@ -82,6 +82,8 @@ struct Servers {
     /// The secret of the task this worker holds (its claim's answer), sent with every
     /// call about it.
     task_secret: std::sync::Mutex<Option<String>>,
+    /// The protocol version it speaks ([`protocol::spoken`]).
+    protocol: String,
 }
 
 impl Servers {
@@ -101,6 +103,7 @@ impl Servers {
             token,
             agent,
             task_secret: std::sync::Mutex::new(None),
+            protocol: protocol::spoken().to_string(),
         }
     }
 
@@ -118,7 +121,8 @@ impl Servers {
         match code {
             200..=299 => Ok(()),
             409 => Err(CallError::Lost),
-            401 | 403 => Err(CallError::Refused(body)),
+            // 426: the node speaks another protocol version.
+            401 | 403 | 426 => Err(CallError::Refused(body)),
             503 => Err(CallError::Busy(body)),
             _ => Err(CallError::Retry(format!("HTTP {code}: {body}"))),
         }
@@ -148,6 +152,7 @@ impl Servers {
                 .post(&url)
                 .header("Authorization", &auth)
                 .header(protocol::TASK_SECRET, &secret)
+                .header(protocol::PROTOCOL, &self.protocol)
                 .header("Content-Type", kind)
                 .send(&bytes[..]),
             None => self
@@ -155,6 +160,7 @@ impl Servers {
                 .get(&url)
                 .header("Authorization", &auth)
                 .header(protocol::TASK_SECRET, &secret)
+                .header(protocol::PROTOCOL, &self.protocol)
                 .call(),
         };
         let mut r = answer.map_err(|e| CallError::Retry(format!("{url}: {e}")))?;

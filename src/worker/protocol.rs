@@ -12,13 +12,47 @@
 //!   [`BeatAnswer`] (`cancel` when the build was canceled);
 //! - `POST /api/worker/tasks/ID/end` ([`End`]) the job's [`Report`].
 //!
-//! `409 Conflict` on a task's calls: the task is no longer this worker's (its lease
+//! Every call carries the worker's protocol version ([`PROTOCOL`]); another version is
+//! answered `426` with both named. `409 Conflict` on a task's calls: the task is no longer this worker's (its lease
 //! ran out): the worker stops the job. `401`: a wrong token. Every call about a task
 //! also brings the task's secret ([`Assignment::secret`], header [`TASK_SECRET`]): it
 //! is handed to the worker that claimed the task and to no one else (`403` without it).
 
 /// The header that carries a task's secret on every call about that task.
 pub const TASK_SECRET: &str = "X-Runway-Task-Secret";
+
+/// The version of what workers and nodes say to each other, bumped with every change
+/// to a call or a wire type. A worker sends it on every call (header [`PROTOCOL`]); a
+/// node refuses a worker of another version (`426`), naming both.
+pub const VERSION: u32 = 1;
+
+/// The header that carries the worker's [`VERSION`].
+pub const PROTOCOL: &str = "X-Runway-Protocol";
+
+/// The version this worker speaks: [`VERSION`], or `RUNWAY_WORKER_PROTOCOL` when set
+/// (to try a node with a worker of another version).
+pub fn spoken() -> u32 {
+    std::env::var("RUNWAY_WORKER_PROTOCOL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(VERSION)
+}
+
+/// What is wrong with a worker that sent `given` as its version, if anything.
+pub fn mismatch(given: Option<&str>) -> Option<String> {
+    let theirs = given.map(str::trim);
+    if theirs == Some(VERSION.to_string().as_str()) {
+        return None;
+    }
+    let said = match theirs {
+        Some(v) => format!("version {v}"),
+        None => "no version (a runway from before version 1)".to_string(),
+    };
+    Some(format!(
+        "the worker speaks worker protocol {said}; this node (runway {}) speaks version {VERSION}: run one runway version on the nodes and their workers",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -179,6 +213,21 @@ pub struct ChunkAck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_of_another_protocol_is_named_with_both_versions() {
+        assert_eq!(mismatch(Some(&VERSION.to_string())), None);
+        let other = mismatch(Some(&(VERSION + 1).to_string())).unwrap();
+        assert!(
+            other.contains(&format!("version {}", VERSION + 1)),
+            "{other}"
+        );
+        assert!(
+            other.contains(&format!("speaks version {VERSION}")),
+            "{other}"
+        );
+        assert!(mismatch(None).unwrap().contains("no version"));
+    }
 
     #[test]
     fn a_worker_name_is_a_word_of_a_host_name() {

@@ -100,6 +100,9 @@ impl Drop for Worker {
     }
 }
 
+/// The worker protocol's header, for calls a test makes by hand as a worker would.
+const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "1");
+
 /// `srv` with its event log read away (a full pipe would stall it).
 fn drained(mut srv: Server) -> Server {
     if let Some(mut out) = srv.stdout.take() {
@@ -484,6 +487,7 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
         &[
             ("Authorization", &format!("Bearer {WORKER_TOKEN}")),
             ("Content-Type", "application/json"),
+            PROTOCOL,
         ],
         ask.to_string().as_bytes(),
     );
@@ -749,6 +753,7 @@ fn a_slow_archive_read_holds_up_no_other_request() {
                 &[
                     ("Authorization", &auth),
                     ("Content-Type", "application/json"),
+                    PROTOCOL,
                 ],
                 br#"{"name":"probe","labels":{},"wait_ms":0}"#,
             )
@@ -784,6 +789,59 @@ fn a_slow_archive_read_holds_up_no_other_request() {
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("kept-in-s3"), "{page}");
     wait_state(&srv, n + 1, "passed");
+}
+
+/// Issue 25: a worker and a node of different runway versions could misread each
+/// other's calls. Every call carries the worker protocol's version; a worker speaking
+/// another (bumped here) is refused (426) with both versions named, says so and stops
+/// (exit 3), and the node's log names it; a call without a version is refused alike.
+#[test]
+fn a_worker_of_another_protocol_version_is_refused_naming_both() {
+    let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
+    let mut srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ],
+    );
+    let said = said(&mut srv);
+    let mut c = crate::common::runway();
+    c.args([
+        "worker",
+        "--name",
+        "newer",
+        "--server",
+        &format!("http://{}", srv.addr),
+    ])
+    .env("RUNWAY_WORKER_TOKEN", WORKER_TOKEN)
+    .env("RUNWAY_WORKER_PROTOCOL", "99")
+    .env("RUNWAY_STATE_DIR", s.dir.path().join("worker-newer"));
+    let out = crate::common::run_within(&mut c, Duration::from_secs(60));
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("the worker speaks worker protocol version 99")
+            && out.stderr.contains("speaks version 1"),
+        "{}",
+        out.all()
+    );
+    let (code, text) = srv.request(
+        "POST",
+        "/api/worker/claim",
+        &[
+            ("Authorization", &format!("Bearer {WORKER_TOKEN}")),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"name":"older","labels":{},"wait_ms":0}"#,
+    );
+    assert_eq!(code, 426, "{text}");
+    assert!(text.contains("no version"), "{text}");
+    wait_for(
+        || said.lock().unwrap().contains("version 99"),
+        "the node's log to name the worker's version",
+    );
 }
 
 /// Issue 28 (3): every node at `concurrency = 0` with workers (web-only nodes, the
@@ -1456,6 +1514,7 @@ fn a_workers_own_token_acts_only_as_that_worker() {
     let mallory = [
         ("Authorization", "Bearer mallory-t0ken"),
         ("Content-Type", "application/json"),
+        PROTOCOL,
     ];
     let end = |worker: &str| {
         serde_json::json!({"worker": worker, "attempt": 1, "report": {
@@ -1625,6 +1684,7 @@ fn a_revoked_worker_is_refused_and_its_job_errored() {
             &[
                 ("Authorization", &auth),
                 ("Content-Type", "application/json"),
+                PROTOCOL,
             ],
             body.to_string().as_bytes(),
         )
@@ -1669,6 +1729,7 @@ fn a_task_is_held_by_the_worker_that_claimed_it() {
                 ("Authorization", &shared),
                 ("Content-Type", "application/json"),
                 ("X-Runway-Task-Secret", secret),
+                PROTOCOL,
             ],
             end.as_bytes(),
         );
