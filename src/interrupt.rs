@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::cancel::Cancel;
 use crate::exit;
-use crate::job::shell;
 
 /// The write end of the signal pipe: the handler writes a byte per signal (write(2) is
 /// async-signal-safe); a thread blocks reading the other end.
@@ -75,7 +74,7 @@ fn on_signals(first: &'static str) -> Cancel {
                 eprintln!("{first}");
             }
             if received >= 2 {
-                let killed = shell::kill_live_groups();
+                let killed = crate::process::kill_live_groups();
                 eprintln!("runway: stopped; killed {killed} job process group(s)");
                 std::process::exit(exit::CANCELED);
             }

@@ -3,6 +3,8 @@
 //! ([`printed_forms`]), also when split across writes and commands. The job log
 //! ([`crate::job::log`]), mails ([`crate::notify`]) and the server all mask through a
 //! [`Masker`].
+//!
+//! It also compares secrets (tokens, signatures) in constant time ([`same`]).
 
 const MASK: &[u8] = b"[secure]";
 
@@ -50,7 +52,7 @@ impl Masker {
         let keep = self
             .secrets
             .iter()
-            .map(|s| crate::job::shell::partial_suffix(&rest, s))
+            .map(|s| crate::process::partial_suffix(&rest, s))
             .max()
             .unwrap_or(0);
         out.extend_from_slice(&rest[..rest.len() - keep]);
@@ -94,7 +96,7 @@ impl Masker {
 /// - percent-encoded, upper- and lower-case hex, with `/` encoded and kept (curl,
 ///   JavaScript's `encodeURIComponent`, Python's `urllib.parse.quote`);
 /// - form-encoded (`+` for a space; Python's `quote_plus`, HTML forms), either case;
-/// - shell-escaped as bash's `printf %q` writes it ([`crate::job::shell::printf_q`]: `\,`, `$'…'`,
+/// - shell-escaped as bash's `printf %q` writes it ([`crate::process::printf_q`]: `\,`, `$'…'`,
 ///   non-ASCII as is), with a backslash before every other character too (other
 ///   shells' quoting), and quoted as `set -x` prints it (`'` as `'\''`);
 /// - JSON-escaped (`\"`, `\\`, `\t`, and `\uXXXX` for non-ASCII as Python's `json`).
@@ -112,7 +114,7 @@ pub fn printed_forms(v: &str) -> Vec<String> {
         forms.push(percent_encode(v, false, true, lower));
     }
     forms.push(shell_escape(v));
-    forms.push(crate::job::shell::printf_q(v));
+    forms.push(crate::process::printf_q(v));
     forms.push(v.replace('\'', r"'\''"));
     let json = serde_json::to_string(v).unwrap_or_default();
     let json = json[1..json.len() - 1].to_string();
@@ -165,6 +167,14 @@ fn shell_escape(s: &str) -> String {
     out
 }
 
+/// Two secrets (tokens, MACs) compared in constant time: as long whatever differs.
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +195,7 @@ mod tests {
             ("a{b}c", r"a\{b\}c"),
             ("x!y", r"x\!y"),
         ] {
-            assert_eq!(crate::job::shell::printf_q(v), q, "{v}");
+            assert_eq!(crate::process::printf_q(v), q, "{v}");
         }
         let m = Masker::new(["pass,word9", "café'babe42"]);
         assert_eq!(

@@ -567,13 +567,7 @@ pub fn build_url(base: &str, repo: &str, number: u64) -> String {
     format!("{}/builds/{number}?repo={repo}", base.trim_end_matches('/'))
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// One try at sending an already formatted message (the server's outbox retries).
 pub fn send_raw(

@@ -278,7 +278,7 @@ impl ServerConfig {
     /// `Some(None)` for the shared `worker_token_env`, `None` for neither (compared in
     /// constant time).
     pub fn worker_identity(&self, token: &str) -> Option<Option<String>> {
-        let same = |a: &str, b: &str| crate::server::hooks::same(a.as_bytes(), b.as_bytes());
+        let same = |a: &str, b: &str| crate::mask::same(a.as_bytes(), b.as_bytes());
         for w in &self.workers {
             if let Some(t) = from_env(&Some(w.token_env.clone()))
                 && same(token, &t)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::source::SourceError;
 
 /// The start of every workspace directory's name (in the temp dir).
-pub const PREFIX: &str = "runway-job-";
+pub use crate::sandbox::JOB_DIR_PREFIX as PREFIX;
 
 /// Errors preparing a workspace.
 #[derive(Debug, thiserror::Error)]

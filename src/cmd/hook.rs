@@ -104,14 +104,14 @@ pub fn install(
             .map_err(|e| CmdError::Usage(format!("{}: {e}", f.display())))?;
         options.push_str(&format!(
             " --env-file {}",
-            crate::job::shell::quote(&f.to_string_lossy())
+            crate::process::quote(&f.to_string_lossy())
         ));
     }
     if opts.detach {
         options.push_str(" --detach");
     }
     if let Some(r) = &opts.repo {
-        options.push_str(&format!(" --repo {}", crate::job::shell::quote(r)));
+        options.push_str(&format!(" --repo {}", crate::process::quote(r)));
     }
     if opts.sandbox == Some(crate::sandbox::Mode::None) {
         options.push_str(" --sandbox none");
@@ -128,10 +128,10 @@ pub fn install(
         configured(&git_dir, &opts)?;
         options.push_str(&format!(
             " --config {}",
-            crate::job::shell::quote(&config.to_string_lossy())
+            crate::process::quote(&config.to_string_lossy())
         ));
     }
-    let git_dir_q = crate::job::shell::quote(&git_dir.to_string_lossy());
+    let git_dir_q = crate::process::quote(&git_dir.to_string_lossy());
     let cmd = format!("exec \"$runway\" hook run --git-dir {git_dir_q}{options}");
     // The hook names the binary it was installed with; when that is gone (a `cargo
     // clean`, a moved checkout) the pusher is told, with the commands that mend it,
@@ -144,7 +144,7 @@ pub fn install(
         &hook,
         format!(
             "#!/bin/sh\n{MARKER}: every push builds with its .travis.yml\nrunway={}\n{missing}\n{cmd}\n",
-            crate::job::shell::quote(&exe.to_string_lossy())
+            crate::process::quote(&exe.to_string_lossy())
         ),
     )?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;

@@ -133,7 +133,7 @@ pub fn workers(
             tasks::WorkerState::Idle => "idle".to_string(),
             tasks::WorkerState::Gone { since } => format!(
                 "gone since {} (not heard from for {})",
-                crate::server::pages::utc(since / 1000),
+                crate::clock::utc(since / 1000),
                 crate::job::log::human(std::time::Duration::from_millis(
                     (now - since).max(0) as u64
                 ))

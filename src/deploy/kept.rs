@@ -281,8 +281,8 @@ fn say_kept(f: &mut Frames<'_>, code: i32, n: usize, opts: &RehearseOptions) {
             f,
             "Rehearsal succeeded: {n} revision(s) deployed on the kept copy of this machine (pid {}); it keeps running until `runway codedeploy rehearse --stop --application {} --deployment-group {}`",
             std::process::id(),
-            crate::job::shell::quote(&opts.application),
-            crate::job::shell::quote(&opts.group)
+            crate::process::quote(&opts.application),
+            crate::process::quote(&opts.group)
         );
     } else {
         let _ = writeln!(

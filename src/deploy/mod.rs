@@ -173,11 +173,7 @@ fn dpl_flags(key: &str, value: &Node, env: &[EnvVar]) -> Vec<String> {
             let plain = !t.is_empty()
                 && t.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-[]".contains(c));
-            if plain {
-                t
-            } else {
-                crate::job::shell::quote(&t)
-            }
+            if plain { t } else { crate::process::quote(&t) }
         })
     };
     match &value.value {

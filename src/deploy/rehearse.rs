@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use super::bundle;
 use crate::appspec::{self, AppSpec};
 use crate::beneath::Beneath;
-use crate::job::shell::{Shell, Wait, quote};
+use crate::job::shell::{Shell, Wait};
+use crate::process::quote;
 use crate::sandbox::{JobPaths, Sandbox};
 
 /// The agent's ways, as shell functions in the rehearsal's shell.

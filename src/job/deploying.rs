@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::log::Log;
 use super::phases::Phase;
-use super::{JobResult, Runner, Stop, shell};
+use super::{JobResult, Runner, Stop};
 use crate::config::views::{DeployKeys, JobKeys};
 use crate::deploy;
 
@@ -221,7 +221,10 @@ impl Runner<'_> {
         log: &mut Log,
     ) -> Result<(), deploy::DeployError> {
         let env_file = self.ctx.workspace.scratch.join("deploy-env");
-        let dump = format!("env -0 > {}", shell::quote(&env_file.to_string_lossy()));
+        let dump = format!(
+            "env -0 > {}",
+            crate::process::quote(&env_file.to_string_lossy())
+        );
         if self.silent(&dump).is_err() {
             return Err(deploy::DeployError::Failed(
                 "could not read the job's environment".into(),

@@ -191,7 +191,7 @@ fn capitalise(s: &str) -> String {
 pub fn export_lines(settings: &crate::settings::Settings, yml: &[EnvVar]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for v in settings.iter() {
-        let cmd = format!("export {}={}", v.name, crate::job::shell::quote(&v.value));
+        let cmd = format!("export {}={}", v.name, crate::process::quote(&v.value));
         let shown = if v.secret {
             format!("export {}=[secure]", v.name)
         } else {

@@ -142,12 +142,12 @@ impl Runner<'_> {
             let dirs: Vec<String> = ready
                 .path
                 .iter()
-                .map(|p| shell::quote(&p.display().to_string()))
+                .map(|p| crate::process::quote(&p.display().to_string()))
                 .collect();
             exports.push(format!("export PATH={}:\"$PATH\"", dirs.join(":")));
         }
         for (k, v) in &ready.env {
-            exports.push(format!("export {k}={}", shell::quote(v)));
+            exports.push(format!("export {k}={}", crate::process::quote(v)));
         }
         for e in &exports {
             log.line(&format!("$ {e}"));

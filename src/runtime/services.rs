@@ -5,7 +5,7 @@
 //! with the command that installs it. Pure: this decides the commands the job's shell
 //! runs.
 
-use crate::job::shell::quote;
+use crate::process::quote;
 
 /// One setup command: what the log shows, and why the job is errored if it fails.
 #[derive(Clone, Debug, PartialEq, Eq)]

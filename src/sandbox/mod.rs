@@ -25,6 +25,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The start of the name of every job directory runway makes in the temp dir (a
+/// workspace, a sandbox's scratch): a crash's leftovers are found by it.
+pub const JOB_DIR_PREFIX: &str = "runway-job-";
+
 /// Errors making a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -301,9 +305,7 @@ impl Namespaces {
     /// Makes one sandbox and runs `true` in it, so that a machine that cannot make one
     /// is told at start, with what is missing, rather than at every job.
     pub fn check(&self) -> Result<(), SandboxError> {
-        let dir = tempfile::Builder::new()
-            .prefix(crate::workspace::PREFIX)
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix(JOB_DIR_PREFIX).tempdir()?;
         let job = JobPaths {
             root: dir.path().to_path_buf(),
             build_dir: dir.path().join("build"),

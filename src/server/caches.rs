@@ -18,15 +18,7 @@ pub(super) struct CacheBucket {
     prefix: String,
 }
 
-/// What a worker may do with a cache archive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheOp {
-    /// Download.
-    Get,
-    /// Upload (replacing the object whole).
-    Put,
-}
+pub use crate::worker::protocol::CacheOp;
 
 pub(super) use crate::store::archive::parse_s3_url as parse_url;
 

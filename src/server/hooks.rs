@@ -137,13 +137,7 @@ pub fn bearer(headers: &dyn Headers) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Constant-time equality.
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::mask::same;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -82,7 +82,7 @@ fn badge(state: &str) -> String {
 }
 
 fn when(secs: i64) -> String {
-    let iso = utc(secs);
+    let iso = crate::clock::utc(secs);
     format!("<time datetime=\"{iso}\" title=\"{iso}\">{iso}</time>")
 }
 
@@ -230,28 +230,6 @@ fn pages_nav(l: &List, shown: &[BuildRow]) -> String {
     }
     b.push_str("</nav>");
     b
-}
-
-/// Seconds since the epoch as `2026-12-01T16:20:38Z`.
-pub fn utc(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rest = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 /// A missing build.
@@ -614,10 +592,10 @@ mod tests {
     /// issue 14: the list shows each build's commit line, event and start (UTC).
     #[test]
     fn the_list_shows_the_commit_line_the_event_and_when_it_started() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(crate::clock::utc(0), "1970-01-01T00:00:00Z");
         // date -u -d @1796138438
-        assert_eq!(utc(1_796_138_438), "2026-12-01T15:20:38Z");
-        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(crate::clock::utc(1_796_138_438), "2026-12-01T15:20:38Z");
+        assert_eq!(crate::clock::utc(951_782_400), "2000-02-29T00:00:00Z");
         let row = BuildRow {
             number: 4,
             repo: "o/app".into(),

@@ -36,7 +36,7 @@ pub fn recover(
         interrupt(cfg, state_dir, st)?
     };
     st.remove_ended_partial_logs()?;
-    let process_groups = crate::job::shell::end_orphans(&store::process_dir(state_dir));
+    let process_groups = crate::process::end_orphans(&store::process_dir(state_dir));
     crate::sandbox::disk::sweep();
     Ok(Interrupted {
         builds,
@@ -60,7 +60,7 @@ pub fn interrupt(
         if let Some(row) = st.build(Some(repo), *number)?
             && let Some(mail) = interrupted_mail(cfg, state_dir, st, &row)
         {
-            st.queue_mail(&mail, "not sent yet", notify::now_ms())?;
+            st.queue_mail(&mail, "not sent yet", crate::clock::now_ms())?;
             mails += 1;
         }
     }

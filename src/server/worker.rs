@@ -17,7 +17,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Prunes the ended builds (and logs) runway.toml's `[retention]` does not keep.
 fn prune(state: &AppState) {
-    let now = crate::notify::now_ms() / 1000;
+    let now = crate::clock::now_ms() / 1000;
     match state.db(|s| s.prune(&state.cfg.retention, now)) {
         Ok(0) => {}
         Ok(n) => tracing::info!(builds = n, "retention: pruned ended builds and their logs"),
@@ -178,7 +178,7 @@ fn remove_expired_logs(state: &AppState) {
 /// doubling delay, up to 10 tries.
 fn retry_mails(state: &AppState) {
     let due = state
-        .db(|s| s.due_mails(crate::notify::now_ms()))
+        .db(|s| s.due_mails(crate::clock::now_ms()))
         .unwrap_or_default();
     for m in due {
         let repo = state.db(|s| s.by_id(m.build_id)).ok().flatten();

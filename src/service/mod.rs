@@ -408,7 +408,7 @@ fn prepare(
     reporter: &mut dyn Reporter,
 ) -> Option<Arc<dyn crate::sandbox::Sandbox>> {
     if !matches!(req.record, Record::Queued(_)) {
-        let ended = crate::job::shell::end_orphans(&store::process_dir(&req.state_dir));
+        let ended = crate::process::end_orphans(&store::process_dir(&req.state_dir));
         crate::sandbox::disk::sweep();
         if ended > 0 {
             reporter.event(Event::Note(&format!(

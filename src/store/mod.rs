@@ -283,7 +283,7 @@ pub trait Backend: Send {
 }
 
 /// Where running server jobs record their process groups (see
-/// `job::shell::end_orphans`).
+/// `process::end_orphans`).
 pub fn process_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("processes")
 }

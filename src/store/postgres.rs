@@ -756,7 +756,7 @@ impl Backend for Inner {
                      RETURNING {COLUMNS}"
                 ),
                 // Held for a minute until the claiming node names itself its holder.
-                &[&now(), &(crate::notify::now_ms() + 60_000), &queued_by],
+                &[&now(), &(crate::clock::now_ms() + 60_000), &queued_by],
             )?
             .map(|r| row(&r))
             .transpose()?;
@@ -772,7 +772,7 @@ impl Backend for Inner {
             // running builds are its own.
             "UPDATE builds SET state = 'errored', finished_at = $1, reason = $2
              WHERE state = 'running' AND lease_until < $3 RETURNING repo, number, id",
-            &[&now(), &reason, &crate::notify::now_ms()],
+            &[&now(), &reason, &crate::clock::now_ms()],
         )?;
         let mut out = Vec::new();
         for r in &found {

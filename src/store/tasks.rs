@@ -281,7 +281,7 @@ pub enum Beat {
 
 /// `ms` since the epoch.
 pub fn now_ms() -> i64 {
-    crate::notify::now_ms()
+    crate::clock::now_ms()
 }
 
 /// What is announced to the other nodes (PostgreSQL `NOTIFY`): a task of build `B`

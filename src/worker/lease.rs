@@ -6,7 +6,7 @@
 //! own, holds the deadline: each renewal the worker gets tells it "the lease holds for
 //! N ms more"; when that time passes without another, it kills the job's process
 //! groups (the ones the worker recorded in its process directory, with their nonces,
-//! [`crate::job::shell::end_recorded`]). When the worker's end of the pipe closes (the
+//! [`crate::process::end_recorded`]). When the worker's end of the pipe closes (the
 //! worker exited or died), the keeper ends too.
 //!
 //! [`Deadline`] is the decision, apart from the clock and the pipe.
@@ -138,7 +138,7 @@ pub fn keep(dir: &Path, owner: i32, input: impl BufRead + Send + 'static) -> i32
             // The worker is gone: its jobs die with it (their keepers' parent).
             Err(true) => return crate::exit::PASSED,
             Err(false) => {
-                let stopped = crate::job::shell::end_recorded(dir, owner);
+                let stopped = crate::process::end_recorded(dir, owner);
                 eprintln!(
                     "runway worker: the job's lease ran out before the worker renewed it (the worker stopped answering?): stopped {stopped} process group(s), so that no other worker runs it at the same time"
                 );

@@ -757,7 +757,7 @@ impl std::fmt::Debug for RemoteCache {
 }
 
 impl RemoteCache {
-    fn url(&self, op: crate::server::CacheOp, branch: &str, key: &str) -> std::io::Result<String> {
+    fn url(&self, op: protocol::CacheOp, branch: &str, key: &str) -> std::io::Result<String> {
         let ask = CacheAsk {
             worker: self.worker.clone(),
             attempt: self.attempt,
@@ -785,7 +785,7 @@ impl crate::cache::store::CacheStore for RemoteCache {
         key: &str,
         scratch: &Path,
     ) -> std::io::Result<Option<PathBuf>> {
-        let url = self.url(crate::server::CacheOp::Get, branch, key)?;
+        let url = self.url(protocol::CacheOp::Get, branch, key)?;
         let mut r = self
             .servers
             .agent
@@ -812,7 +812,7 @@ impl crate::cache::store::CacheStore for RemoteCache {
     }
 
     fn put(&self, _repo: &str, branch: &str, key: &str, staged: &Path) -> std::io::Result<()> {
-        let url = self.url(crate::server::CacheOp::Put, branch, key)?;
+        let url = self.url(protocol::CacheOp::Put, branch, key)?;
         let file = std::fs::File::open(staged)?;
         let len = file.metadata()?.len();
         let r = self

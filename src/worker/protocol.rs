@@ -74,6 +74,16 @@ pub fn name_problem(name: &str) -> Option<String> {
     }
 }
 
+/// What a worker may do with a cache archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheOp {
+    /// Download.
+    Get,
+    /// Upload (replacing the object whole).
+    Put,
+}
+
 /// A worker asking for a job.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claim {
@@ -123,7 +133,7 @@ pub struct CacheAsk {
     /// The attempt it holds.
     pub attempt: i64,
     /// Download or upload.
-    pub op: crate::server::CacheOp,
+    pub op: CacheOp,
     /// The branch the archive is stored under.
     pub branch: String,
     /// The cache key.

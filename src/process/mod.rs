@@ -1,0 +1,198 @@
+//! Processes runway starts and must end: the process groups of job shells (this
+//! process's live ones, killed at once on a second Ctrl-C; those a crash left behind,
+//! found by the record each shell leaves and ended at the next start), and how text
+//! travels to a shell as one word ([`quote`]). No runway module below this one: the
+//! job runner, deploys, runtimes and the worker agent all use it.
+
+use std::path::Path;
+use std::time::Duration;
+
+pub mod quote;
+
+pub use quote::{printf_q, quote};
+
+/// The process groups of this process's running shells.
+pub(crate) fn live_groups() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    static GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+    GROUPS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills the process groups of every shell this process is running, for a runway
+/// told to stop at once ([`crate::interrupt`]). Returns how many.
+pub fn kill_live_groups() -> usize {
+    let groups = live_groups().clone();
+    for &pgid in &groups {
+        kill_group(pgid, libc::SIGKILL);
+    }
+    groups.len()
+}
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`), to tell it from a later
+/// process given the same id.
+pub(crate) fn start_time(pid: i32) -> Option<u64> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    st[st.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Ends the process groups recorded in `dir` ([`Shell::record_in`]) by a runway that
+/// is no longer running: what its jobs left behind when it was killed (on the bare
+/// host its shells' process groups outlive it), and removes their workspaces. Records
+/// of a live runway (another `runway run` beside this one) are left alone. A group is
+/// killed only if one of its processes carries the recorded nonce, so a reused process
+/// id is never hit; a workspace is removed only if it is a `runway-job-*` directory.
+/// Returns how many groups were ended.
+pub fn end_orphans(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ended = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let pgid: Option<i32> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        let record = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut lines = record.lines();
+        let nonce = lines.next().unwrap_or_default();
+        let workspace = lines.next();
+        let owner_alive = lines.next().is_some_and(|owner| {
+            let mut f = owner.split(' ');
+            let pid: Option<i32> = f.next().and_then(|p| p.parse().ok());
+            let started: Option<u64> = f.next().and_then(|s| s.parse().ok());
+            pid.is_some_and(|p| {
+                p != std::process::id() as i32 && started.is_some() && start_time(p) == started
+            })
+        });
+        if owner_alive {
+            continue;
+        }
+        if let Some(pgid) = pgid
+            && !nonce.is_empty()
+            && group_carries(pgid, &format!("__RUNWAY_NONCE={nonce}"))
+        {
+            kill_group(pgid, libc::SIGKILL);
+            ended += 1;
+        }
+        if let Some(workspace) = workspace.map(Path::new)
+            && workspace.is_absolute()
+            && workspace
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(crate::workspace::PREFIX))
+        {
+            crate::sandbox::disk::release(workspace);
+            let _ = std::fs::remove_dir_all(workspace);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    ended
+}
+
+/// Kills the process groups of the jobs that runway process `owner` recorded in `dir`
+/// (each only if one of its processes carries the recorded nonce), and leaves the
+/// records and workspaces to their owner, which is alive: the lease keeper's stop of a
+/// job whose lease ran out (`worker::lease`). Returns how many groups were killed.
+pub fn end_recorded(dir: &Path, owner: i32) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut ended = 0;
+    for e in entries.flatten() {
+        let pgid: Option<i32> = e.file_name().to_str().and_then(|n| n.parse().ok());
+        let record = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let mut lines = record.lines();
+        let nonce = lines.next().unwrap_or_default();
+        let _workspace = lines.next();
+        let mine = lines
+            .next()
+            .and_then(|o| o.split(' ').next())
+            .and_then(|p| p.parse::<i32>().ok())
+            == Some(owner);
+        if mine
+            && let Some(pgid) = pgid
+            && !nonce.is_empty()
+            && group_carries(pgid, &format!("__RUNWAY_NONCE={nonce}"))
+        {
+            kill_group(pgid, libc::SIGKILL);
+            ended += 1;
+        }
+    }
+    ended
+}
+
+/// True when a process of group `pgid` has `var` (NAME=value) in its environment.
+fn group_carries(pgid: i32, var: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let dir = p.path();
+        // /proc/PID/stat: "pid (comm) state ppid pgrp ..."; comm may hold spaces.
+        let in_group = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|st| {
+                let rest = &st[st.rfind(')')? + 1..];
+                rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+            })
+            == Some(pgid);
+        in_group
+            && std::fs::read(dir.join("environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == var.as_bytes()))
+    })
+}
+
+/// Waits up to `limit` for process `pid` (a child of ours) to exit, on a pidfd; true
+/// when it did. Where pidfds are missing (Linux before 5.3) it returns at once.
+pub(crate) fn exited_within(pid: i32, limit: Duration) -> bool {
+    // SAFETY: pidfd_open(2) and poll(2) on a descriptor we own and then close.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
+        if fd < 0 {
+            return false;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = limit.as_millis().min(i32::MAX as u128) as libc::c_int;
+        let ready = libc::poll(&mut p, 1, ms) == 1;
+        libc::close(fd);
+        ready
+    }
+}
+
+/// Sends `signal` to every process of group `pgid`.
+pub fn kill_group(pgid: i32, signal: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+/// True while any process of group `pgid` is alive.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+/// The position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The length of the longest suffix of `hay` that is a proper prefix of `needle`.
+pub fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
+    let max = needle.len().saturating_sub(1).min(hay.len());
+    (1..=max)
+        .rev()
+        .find(|&k| hay[hay.len() - k..] == needle[..k])
+        .unwrap_or(0)
+}
