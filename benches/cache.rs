@@ -68,7 +68,7 @@ fn sh(cmd: &str) {
 
 /// A job's sandbox around `root` (its home holds the tree): the shell, kept running,
 /// whose view the helper enters.
-fn job_shell(root: &Path) -> Option<runway::job::shell::Shell> {
+fn job_shell(root: &Path) -> Option<runway::process::shell::Shell> {
     use runway::sandbox::{JobPaths, Namespaces, Policy};
     let paths = JobPaths {
         root: root.to_path_buf(),
@@ -84,7 +84,7 @@ fn job_shell(root: &Path) -> Option<runway::job::shell::Shell> {
         std::env::var("PATH").unwrap_or_default(),
     )];
     let ns = Namespaces::new(Policy::default());
-    runway::job::shell::Shell::start(&paths.build_dir, &env, &ns, &paths).ok()
+    runway::process::shell::Shell::start(&paths.build_dir, &env, &ns, &paths).ok()
 }
 
 fn main() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runway::job::shell::{Shell, Wait};
+use runway::process::shell::{Shell, Wait};
 use runway::sandbox::{Bare, JobPaths, Namespaces, Policy, Sandbox};
 
 fn workspace(root: &Path) -> JobPaths {

@@ -16,6 +16,8 @@
 //! - [`build`]: the jobs of a plan, stage by stage, and the build result;
 //! - [`relay`]: the output of jobs running side by side, whole per job and live;
 //! - [`job`]: one job in one persistent shell, its steps walked from a table;
+//! - [`process`]: the persistent shell, process groups and orphans, bash quoting;
+//! - [`inside`]: a job's files (caches, bundles) handled inside its sandbox;
 //! - [`cache`]: directory caches (tar + zstd) and their store;
 //! - [`deploy`]: deploy providers behind a trait, the dry run, the rehearsal;
 //! - [`appspec`]: `appspec.yml` as the CodeDeploy agent reads it;
@@ -26,6 +28,7 @@
 //! - [`worker`]: `runway worker`: an agent on another machine running the server's jobs;
 //! - [`runway_toml`]: the server's (and the hook's) `runway.toml`;
 //! - [`exit`]: the documented exit codes;
+//! - [`clock`]: time as runway stores and shows it;
 //! - [`files`]: walking a directory tree (caches, uploads, bundles);
 //! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);

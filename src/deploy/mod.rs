@@ -4,7 +4,6 @@
 //! expanded from the job's environment, file selection, content types.
 
 pub mod aws;
-pub mod bundle;
 pub mod codedeploy;
 pub mod kept;
 pub mod rehearse;

@@ -13,11 +13,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::bundle;
 use crate::appspec::{self, AppSpec};
 use crate::beneath::Beneath;
-use crate::job::shell::{Shell, Wait};
+use crate::inside::bundle;
 use crate::process::quote;
+use crate::process::shell::{Shell, Wait};
 use crate::sandbox::{JobPaths, Sandbox};
 
 /// The agent's ways, as shell functions in the rehearsal's shell.

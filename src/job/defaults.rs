@@ -1,10 +1,10 @@
 //! Language defaults (docs/semantics.md §8): what `install` and `script` run when
-//! the config leaves them out, and mapping `jdk:` names to the JDKs installed here.
+//! the config leaves them out.
 //!
 //! Decisions read the checkout through a `has(file)` predicate, so they are tested
 //! without a disk.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The default commands of one phase, or a message when the language has none.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,86 +153,6 @@ pub fn known(language: &str) -> bool {
     )
 }
 
-/// The JDK major version a `jdk:` name asks for: `openjdk8` → 8, `oraclejdk11` → 11.
-pub fn jdk_major(name: &str) -> Option<u32> {
-    let digits: String = name
-        .trim_start_matches(|c: char| !c.is_ascii_digit())
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let major = digits.strip_prefix("1.").unwrap_or(&digits);
-    major.split('.').next()?.parse().ok()
-}
-
-/// Finds an installed JDK for a `jdk:` name among the directories of `roots`
-/// (`/usr/lib/jvm` and `RUNWAY_JDK_DIRS`). Returns its home.
-pub fn find_jdk(name: &str, roots: &[PathBuf]) -> Option<PathBuf> {
-    let major = jdk_major(name)?;
-    let mut candidates: Vec<PathBuf> = roots
-        .iter()
-        .filter_map(|r| std::fs::read_dir(r).ok())
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.join("bin/java").exists())
-        .filter(|p| {
-            let n = p
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string();
-            dir_major(&n) == Some(major)
-        })
-        .collect();
-    candidates.sort();
-    // Prefer the vendor the name asks for.
-    let vendor = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    candidates
-        .iter()
-        .find(|p| p.to_string_lossy().contains(vendor.trim_end_matches("jdk")))
-        .or(candidates.first())
-        .cloned()
-}
-
-fn dir_major(dir_name: &str) -> Option<u32> {
-    // java-17-openjdk-amd64, java-1.8.0-openjdk, temurin-25-jdk-amd64, jdk-21
-    dir_name.split(['-', '_']).find_map(|part| {
-        let p = part.strip_prefix("1.").unwrap_or(part);
-        let head = p.split('.').next()?;
-        (!head.is_empty() && head.chars().all(|c| c.is_ascii_digit()))
-            .then(|| head.parse().ok())
-            .flatten()
-    })
-}
-
-/// The directories searched for JDKs: `/usr/lib/jvm` (or `RUNWAY_JDK_ROOTS`), then
-/// `RUNWAY_JDK_DIRS`.
-pub fn jdk_roots() -> Vec<PathBuf> {
-    // `RUNWAY_JDK_ROOTS` replaces /usr/lib/jvm (a machine whose JDKs live elsewhere).
-    let mut roots = match std::env::var_os("RUNWAY_JDK_ROOTS") {
-        Some(r) => std::env::split_paths(&r).collect(),
-        None => vec![PathBuf::from("/usr/lib/jvm")],
-    };
-    if let Some(extra) = std::env::var_os("RUNWAY_JDK_DIRS") {
-        roots.extend(std::env::split_paths(&extra));
-    }
-    roots
-}
-
-/// The names of the installed JDKs, for messages.
-pub fn installed_jdks(roots: &[PathBuf]) -> Vec<String> {
-    let mut v: Vec<String> = roots
-        .iter()
-        .filter_map(|r| std::fs::read_dir(r).ok())
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().join("bin/java").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 /// True when `dir` has `file`.
 pub fn has_in(dir: &Path) -> impl Fn(&str) -> bool + '_ {
     move |f: &str| dir.join(f).exists()
@@ -333,16 +253,5 @@ mod tests {
             script("c", &none),
             Default::Commands(vec!["./configure && make && make test".into()])
         );
-    }
-
-    #[test]
-    fn jdk_names() {
-        assert_eq!(jdk_major("openjdk8"), Some(8));
-        assert_eq!(jdk_major("oraclejdk11"), Some(11));
-        assert_eq!(jdk_major("openjdk-17"), Some(17));
-        assert_eq!(jdk_major("default"), None);
-        assert_eq!(dir_major("java-17-openjdk-amd64"), Some(17));
-        assert_eq!(dir_major("java-1.8.0-openjdk-amd64"), Some(8));
-        assert_eq!(dir_major("temurin-25-jdk-amd64"), Some(25));
     }
 }

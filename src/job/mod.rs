@@ -20,7 +20,6 @@ pub mod env;
 pub mod log;
 pub mod phases;
 mod setup;
-pub mod shell;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,11 +29,11 @@ use std::time::{Duration, Instant};
 use crate::config::model::{EnvVar, strs};
 use crate::event::BuildEvent;
 use crate::plan::JobPlan;
+use crate::process::shell::{self, Shell, Wait};
 use crate::workspace::Workspace;
 use log::Log;
 use phases::{OnFailure, Phase, RunsWhen, Step};
 use setup::{disk_exceeded, memory_exceeded};
-use shell::{Shell, Wait};
 
 /// How a job ended.
 #[derive(
@@ -116,7 +115,7 @@ pub struct JobOptions {
     /// Set to cancel: the running command's process group is killed.
     pub cancel: Option<crate::cancel::Cancel>,
     /// Where the job's process group is recorded while it runs, so a server restarted
-    /// after a crash ends it ([`shell::end_orphans`]).
+    /// after a crash ends it ([`crate::process::end_orphans`]).
     pub process_dir: Option<std::path::PathBuf>,
     /// A job whose log grows past this many bytes is terminated, errored (Travis's
     /// limit: 4 MB), so a runaway command cannot fill memory, disk and mailboxes.

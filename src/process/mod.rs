@@ -1,13 +1,15 @@
-//! Processes runway starts and must end: the process groups of job shells (this
+//! Processes runway starts and must end: the persistent shell a job's commands (or a
+//! rehearsal's hooks) run in ([`shell`]), the process groups of those shells (this
 //! process's live ones, killed at once on a second Ctrl-C; those a crash left behind,
 //! found by the record each shell leaves and ended at the next start), and how text
-//! travels to a shell as one word ([`quote`]). No runway module below this one: the
-//! job runner, deploys, runtimes and the worker agent all use it.
+//! travels to a shell as one word ([`quote()`]). Below the job runner, deploys,
+//! runtimes and the worker agent, which all use it; above only the sandbox.
 
 use std::path::Path;
 use std::time::Duration;
 
 pub mod quote;
+pub mod shell;
 
 pub use quote::{printf_q, quote};
 
@@ -38,7 +40,7 @@ pub(crate) fn start_time(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// Ends the process groups recorded in `dir` ([`Shell::record_in`]) by a runway that
+/// Ends the process groups recorded in `dir` ([`shell::Shell::record_in`]) by a runway that
 /// is no longer running: what its jobs left behind when it was killed (on the bare
 /// host its shells' process groups outlive it), and removes their workspaces. Records
 /// of a live runway (another `runway run` beside this one) are left alone. A group is

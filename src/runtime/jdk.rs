@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use super::{Context, Lock, Missing, Provider, Ready};
-use crate::job::defaults;
 
 /// Where JDKs are downloaded from unless `RUNWAY_JDK_SOURCE` says otherwise.
 const ADOPTIUM: &str =
@@ -22,7 +21,7 @@ impl Jdk {
     /// Looks in `/usr/lib/jvm` (or `RUNWAY_JDK_ROOTS`), `RUNWAY_JDK_DIRS` and runway's
     /// toolchain directory.
     pub fn from_machine() -> Jdk {
-        let mut roots = defaults::jdk_roots();
+        let mut roots = jdk_roots();
         roots.push(super::toolchain_dir().join("jdk"));
         Jdk { roots }
     }
@@ -97,16 +96,16 @@ impl Provider for Jdk {
                 ..Ready::default()
             });
         }
-        if let Some(home) = defaults::find_jdk(jdk, &self.roots) {
+        if let Some(home) = find_jdk(jdk, &self.roots) {
             return Ok(ready(jdk, &home, ""));
         }
-        let found = defaults::installed_jdks(&self.roots);
+        let found = installed_jdks(&self.roots);
         let found = if found.is_empty() {
             "none".into()
         } else {
             found.join(", ")
         };
-        let Some(major) = defaults::jdk_major(jdk) else {
+        let Some(major) = jdk_major(jdk) else {
             return Err(Missing {
                 what: format!("jdk \"{jdk}\" is not a JDK runway knows (found: {found})"),
                 how: "name it as Travis did: openjdk17, oraclejdk11".into(),
@@ -126,9 +125,100 @@ impl Provider for Jdk {
     }
 }
 
+/// The JDK major version a `jdk:` name asks for: `openjdk8` → 8, `oraclejdk11` → 11.
+pub fn jdk_major(name: &str) -> Option<u32> {
+    let digits: String = name
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let major = digits.strip_prefix("1.").unwrap_or(&digits);
+    major.split('.').next()?.parse().ok()
+}
+
+/// Finds an installed JDK for a `jdk:` name among the directories of `roots`
+/// (`/usr/lib/jvm` and `RUNWAY_JDK_DIRS`). Returns its home.
+pub fn find_jdk(name: &str, roots: &[PathBuf]) -> Option<PathBuf> {
+    let major = jdk_major(name)?;
+    let mut candidates: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|r| std::fs::read_dir(r).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("bin/java").exists())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            dir_major(&n) == Some(major)
+        })
+        .collect();
+    candidates.sort();
+    // Prefer the vendor the name asks for.
+    let vendor = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    candidates
+        .iter()
+        .find(|p| p.to_string_lossy().contains(vendor.trim_end_matches("jdk")))
+        .or(candidates.first())
+        .cloned()
+}
+
+fn dir_major(dir_name: &str) -> Option<u32> {
+    // java-17-openjdk-amd64, java-1.8.0-openjdk, temurin-25-jdk-amd64, jdk-21
+    dir_name.split(['-', '_']).find_map(|part| {
+        let p = part.strip_prefix("1.").unwrap_or(part);
+        let head = p.split('.').next()?;
+        (!head.is_empty() && head.chars().all(|c| c.is_ascii_digit()))
+            .then(|| head.parse().ok())
+            .flatten()
+    })
+}
+
+/// The directories searched for JDKs: `/usr/lib/jvm` (or `RUNWAY_JDK_ROOTS`), then
+/// `RUNWAY_JDK_DIRS`.
+pub fn jdk_roots() -> Vec<PathBuf> {
+    // `RUNWAY_JDK_ROOTS` replaces /usr/lib/jvm (a machine whose JDKs live elsewhere).
+    let mut roots = match std::env::var_os("RUNWAY_JDK_ROOTS") {
+        Some(r) => std::env::split_paths(&r).collect(),
+        None => vec![PathBuf::from("/usr/lib/jvm")],
+    };
+    if let Some(extra) = std::env::var_os("RUNWAY_JDK_DIRS") {
+        roots.extend(std::env::split_paths(&extra));
+    }
+    roots
+}
+
+/// The names of the installed JDKs, for messages.
+pub fn installed_jdks(roots: &[PathBuf]) -> Vec<String> {
+    let mut v: Vec<String> = roots
+        .iter()
+        .filter_map(|r| std::fs::read_dir(r).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("bin/java").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jdk_names() {
+        assert_eq!(jdk_major("openjdk8"), Some(8));
+        assert_eq!(jdk_major("oraclejdk11"), Some(11));
+        assert_eq!(jdk_major("openjdk-17"), Some(17));
+        assert_eq!(jdk_major("default"), None);
+        assert_eq!(dir_major("java-17-openjdk-amd64"), Some(17));
+        assert_eq!(dir_major("java-1.8.0-openjdk-amd64"), Some(8));
+        assert_eq!(dir_major("temurin-25-jdk-amd64"), Some(25));
+    }
 
     #[test]
     fn the_source_names_the_major_and_this_machines_arch() {

@@ -2,7 +2,7 @@
 //! as before, or, in a sandbox, by a helper (runway's own binary, `runway
 //! sandbox-helper`) that runway starts inside the job's mount namespace with the job's
 //! privileges: a job's caches (save, restore, fingerprint) and a rehearsal's bundles
-//! (unpacked by [`crate::deploy::bundle`]). Every path the
+//! (unpacked by [`bundle`]). Every path the
 //! job or its commit chose (an absolute or `..` cache directory, a directory that is a
 //! link, a parent that is one) then resolves in the job's copy of the machine: a link to
 //! `/root/.aws` archives the job's own (hidden, empty) view of it, a restore through a
@@ -12,13 +12,14 @@
 //! helper's stdin, a new one its stdout (a file runway opened in its own cache
 //! directory); the helper answers one JSON line on stderr.
 
+pub mod bundle;
+
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
 
 use crate::cache::archive::{self, Restored, Saved};
-use crate::deploy::bundle;
 use crate::sandbox::JobView;
 
 /// What the helper is asked to do.

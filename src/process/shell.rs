@@ -23,10 +23,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use crate::cancel::{Cancel, Registration};
-use crate::process::{
+use super::{
     exited_within, find, group_alive, kill_group, live_groups, partial_suffix, printf_q, start_time,
 };
+use crate::cancel::{Cancel, Registration};
 use crate::sandbox::{JobPaths, Sandbox, SandboxError};
 
 /// What the shell's reader threads report.
@@ -203,7 +203,7 @@ impl Shell {
 
     /// Records the process group as `DIR/PGID` (holding the nonce, the job's workspace
     /// and this runway's process) while the shell runs, so that the next runway, after a
-    /// crash, can end it and remove the workspace ([`end_orphans`]).
+    /// crash, can end it and remove the workspace ([`super::end_orphans`]).
     pub fn record_in(&mut self, dir: &Path, workspace: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(self.pgid().to_string());
