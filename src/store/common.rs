@@ -19,19 +19,16 @@ fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
             .transpose()
     };
     Ok(BuildRow {
-        id: next().int(),
+        id: next().int()?,
         repo: next().text().unwrap_or_default(),
-        number: next().int() as u64,
+        number: next().int()? as u64,
         branch: next().text(),
         tag: next().text(),
         commit: next().text().unwrap_or_default(),
         event: next().text().unwrap_or_default(),
         state: status(next())?,
-        started_at: next().int(),
-        finished_at: match next() {
-            Value::Int(i) => Some(i),
-            _ => None,
-        },
+        started_at: next().int()?,
+        finished_at: next().opt_int()?,
         previous_state: optional_status(next())?,
         commit_range: next().text().unwrap_or_default(),
         reason: next().text(),
@@ -56,8 +53,7 @@ impl Store {
 
     /// The build a delivery key made at or after `since`, by id.
     pub(super) fn delivery_build(&self, key: &str, since: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .db()
+        self.db()
             .query(
                 "SELECT build_id FROM deliveries WHERE key = $1 AND at >= $2",
                 &[key.into(), since.into()],
@@ -65,7 +61,8 @@ impl Store {
             .into_iter()
             .next()
             .and_then(|r| r.into_iter().next())
-            .map(|v| v.int()))
+            .map(|v| v.int())
+            .transpose()
     }
 
     /// Remembers that delivery `key` made build `build_id`; keys older than
@@ -95,8 +92,7 @@ impl Store {
         newer: &BuildRow,
         reason: &str,
     ) -> Result<Vec<u64>, StoreError> {
-        Ok(self
-            .db()
+        self.db()
             .query(
                 "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
                  WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
@@ -111,8 +107,8 @@ impl Store {
                 ],
             )?
             .into_iter()
-            .filter_map(|r| r.into_iter().next().map(|v| v.int() as u64))
-            .collect())
+            .filter_map(|r| r.into_iter().next().map(|v| v.int().map(|n| n as u64)))
+            .collect()
     }
 
     /// Sets a build's state (ended unless queued or running) and, when given, its reason.
@@ -175,8 +171,7 @@ impl Store {
 
     /// Mails due for another try.
     pub fn due_mails(&self, now_ms: i64) -> Result<Vec<OutboxMail>, StoreError> {
-        Ok(self
-            .db()
+        self.db()
             .query(
                 "SELECT id, build_id, sender, recipients, message, attempts FROM outbox
                  WHERE state = 'pending' AND next_at_ms <= $1 ORDER BY id",
@@ -186,9 +181,9 @@ impl Store {
             .map(|r| {
                 let mut it = r.into_iter();
                 let mut next = || it.next().unwrap_or(Value::Null);
-                OutboxMail {
-                    id: next().int(),
-                    build_id: next().int(),
+                Ok(OutboxMail {
+                    id: next().int()?,
+                    build_id: next().int()?,
                     sender: next().text().unwrap_or_default(),
                     recipients: next()
                         .text()
@@ -197,10 +192,10 @@ impl Store {
                         .map(str::to_string)
                         .collect(),
                     message: next().bytes(),
-                    attempts: next().int() as u32,
-                }
+                    attempts: next().int()? as u32,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Records a retry's outcome: sent, or failed again (given up after `give_up` tries).
@@ -297,6 +292,8 @@ impl Store {
             .into_iter()
             .next()
             .and_then(|r| r.into_iter().next())
-            .is_some_and(|v| v.int() > 0))
+            .map(|v| v.int())
+            .transpose()?
+            .is_some_and(|n| n > 0))
     }
 }

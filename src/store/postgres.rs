@@ -200,6 +200,10 @@ struct Pool {
     url: String,
     calls: std::sync::mpsc::Sender<Call>,
     health: std::sync::Mutex<Health>,
+    /// Bumped each time a connection to the database is found lost (a pooled one, or
+    /// the node's LISTEN): every connection made before is checked before its next
+    /// call, so one restart fails one call at most, not one per pooled connection.
+    losses: std::sync::atomic::AtomicU64,
 }
 
 /// Whether the database answers, and when to try again.
@@ -245,6 +249,7 @@ impl Pool {
             url: url.to_string(),
             calls,
             health: std::sync::Mutex::new(Health::default()),
+            losses: std::sync::atomic::AtomicU64::new(0),
         });
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         let mut first = Some(first);
@@ -299,6 +304,8 @@ impl Pool {
 
     /// The database is unreachable: said once, when it starts.
     fn lost(&self, why: &str) {
+        self.losses
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         if h.down.is_none() {
             tracing::error!(
@@ -352,6 +359,10 @@ fn serve_calls(
     mut inner: Option<Inner>,
 ) {
     let mut used = std::time::Instant::now();
+    // The losses known when this connection was last known good.
+    let mut checked = pool
+        .upgrade()
+        .map_or(0, |p| p.losses.load(std::sync::atomic::Ordering::SeqCst));
     loop {
         let call = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
             Ok(c) => c,
@@ -361,7 +372,8 @@ fn serve_calls(
             call(Err(StoreError::Unavailable("the store is closing".into())));
             return;
         };
-        if used.elapsed() > CHECK_AFTER_IDLE
+        let losses = pool.losses.load(std::sync::atomic::Ordering::SeqCst);
+        if (used.elapsed() > CHECK_AFTER_IDLE || losses != checked)
             && let Some(i) = &mut inner
             && i.client
                 .is_valid(std::time::Duration::from_secs(2))
@@ -369,6 +381,7 @@ fn serve_calls(
         {
             inner = None;
         }
+        checked = losses;
         used = std::time::Instant::now();
         match pool.connection(&mut inner) {
             Ok(i) => {
@@ -574,12 +587,28 @@ pub fn listen(
                     client = Some(c);
                 } else {
                     tracing::warn!("the connection listening for the other nodes' changes was lost; making it again");
+                    // The pooled connections were likely lost with it: each is checked
+                    // before its next call.
+                    suspect(&url);
                 }
             }
         })?;
     started
         .recv()
         .map_err(|_| StoreError::Data("the listening thread ended".into()))?
+}
+
+/// Marks every pooled connection to `url` in this process as to be checked before its
+/// next call (another connection to the same database was found lost).
+fn suspect(url: &str) {
+    let pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    for p in pools
+        .iter()
+        .filter(|(u, _)| u == url)
+        .filter_map(|(_, w)| w.upgrade())
+    {
+        p.losses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// A connection listening on [`CHANGES`].

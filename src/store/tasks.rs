@@ -28,10 +28,33 @@ pub enum Value {
 }
 
 impl Value {
-    pub(super) fn int(&self) -> i64 {
+    /// An integer column; anything else is an error naming it (never a silent 0).
+    pub(super) fn int(&self) -> Result<i64, StoreError> {
         match self {
-            Value::Int(i) => *i,
-            _ => 0,
+            Value::Int(i) => Ok(*i),
+            other => Err(StoreError::Data(format!(
+                "expected an integer in the store, found {}",
+                other.kind()
+            ))),
+        }
+    }
+    /// A 0/1 flag column.
+    pub(super) fn flag(&self) -> Result<bool, StoreError> {
+        Ok(self.int()? != 0)
+    }
+    /// An integer column that may be NULL.
+    pub(super) fn opt_int(&self) -> Result<Option<i64>, StoreError> {
+        match self {
+            Value::Null => Ok(None),
+            v => v.int().map(Some),
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "NULL",
+            Value::Int(_) => "an integer",
+            Value::Text(_) => "text",
+            Value::Bytes(_) => "bytes",
         }
     }
     pub(super) fn text(&self) -> Option<String> {
@@ -157,15 +180,15 @@ fn task(r: Vec<Value>) -> Result<TaskRow, StoreError> {
     let mut it = r.into_iter();
     let mut next = || it.next().unwrap_or(Value::Null);
     Ok(TaskRow {
-        id: next().int(),
-        build_id: next().int(),
+        id: next().int()?,
+        build_id: next().int()?,
         number: next().text().unwrap_or_default(),
         needs: parse_labels(&next().text().unwrap_or_default()),
         state: Status::parse(&next().text().unwrap_or_default()).map_err(StoreError::Data)?,
-        attempt: next().int(),
+        attempt: next().int()?,
         worker: next().text(),
-        lease_until: next().int(),
-        cancel: next().int() != 0,
+        lease_until: next().int()?,
+        cancel: next().flag()?,
         outcome: next().text(),
         secret: next().text().filter(|h| !h.is_empty()),
     })
@@ -402,7 +425,14 @@ impl Store {
             args[1] = (now_ms() + lease_ms).into();
             let Some(r) = self.q(&sql, &args)?.into_iter().next() else {
                 let queued = self.q(&left, &args[2..])?;
-                if queued.first().and_then(|r| r.first()).map_or(0, Value::int) == 0 {
+                if queued
+                    .first()
+                    .and_then(|r| r.first())
+                    .map(Value::int)
+                    .transpose()?
+                    .unwrap_or(0)
+                    == 0
+                {
                     return Ok(None);
                 }
                 continue;
@@ -435,7 +465,7 @@ impl Store {
         )?;
         match held.into_iter().next().and_then(|r| r.into_iter().next()) {
             Some(cancel) => Ok(Beat::Held {
-                cancel: cancel.int() != 0,
+                cancel: cancel.flag()?,
             }),
             None => Ok(Beat::Lost),
         }
@@ -453,7 +483,7 @@ impl Store {
         )?;
         match rows.into_iter().next() {
             Some(mut r) => {
-                let revoked = r.pop().is_some_and(|v| v.int() != 0);
+                let revoked = r.pop().map(|v| v.flag()).transpose()?.unwrap_or(false);
                 Ok((Some(task(r)?), revoked))
             }
             None => Ok((None, self.is_revoked(worker)?)),
@@ -497,6 +527,7 @@ impl Store {
             .next()
             .and_then(|r| r.into_iter().next())
             .map(|v| v.int())
+            .transpose()?
             .unwrap_or(0);
         if n == upto + 1 {
             return Ok(upto);
@@ -508,7 +539,7 @@ impl Store {
         )?;
         let mut held = -1;
         for r in rows {
-            if r.into_iter().next().map(|v| v.int()) != Some(held + 1) {
+            if r.into_iter().next().map(|v| v.int()).transpose()? != Some(held + 1) {
                 break;
             }
             held += 1;
@@ -528,14 +559,13 @@ impl Store {
              ORDER BY seq",
             &[id.into(), attempt.into(), from_seq.into()],
         )?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
                 let mut r = r.into_iter();
-                let seq = r.next().map(|v| v.int()).unwrap_or(0);
-                (seq, r.next().map(Value::bytes).unwrap_or_default())
+                let seq = r.next().unwrap_or(Value::Null).int()?;
+                Ok((seq, r.next().map(Value::bytes).unwrap_or_default()))
             })
-            .collect())
+            .collect()
     }
 
     /// The chunks of an attempt from `seq` on, in order, up to the first gap.
@@ -548,7 +578,7 @@ impl Store {
         let mut out = Vec::new();
         for (want, r) in (from_seq..).zip(rows) {
             let mut r = r.into_iter();
-            if r.next().map(|v| v.int()) != Some(want) {
+            if r.next().map(|v| v.int()).transpose()? != Some(want) {
                 break;
             }
             out.push(r.next().map(Value::bytes).unwrap_or_default());
@@ -698,11 +728,8 @@ impl Store {
         let mut builds = Vec::new();
         for r in held {
             let mut it = r.into_iter();
-            let (id, attempt, build) = (
-                it.next().map(|v| v.int()).unwrap_or(0),
-                it.next().map(|v| v.int()).unwrap_or(0),
-                it.next().map(|v| v.int()).unwrap_or(0),
-            );
+            let mut next = || it.next().unwrap_or(Value::Null).int();
+            let (id, attempt, build) = (next()?, next()?, next()?);
             let why = format!("worker {name} was revoked");
             if self.end_task(id, attempt, name, Status::Errored, &why)? {
                 builds.push(build);
@@ -732,27 +759,23 @@ impl Store {
 
     /// The workers, by name.
     pub fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
-        Ok(self
-            .q(
-                "SELECT name, labels, seen_at, task_id, draining FROM workers ORDER BY name",
-                &[],
-            )?
-            .into_iter()
-            .map(|r| {
-                let mut it = r.into_iter();
-                let mut next = || it.next().unwrap_or(Value::Null);
-                WorkerRow {
-                    name: next().text().unwrap_or_default(),
-                    labels: parse_labels(&next().text().unwrap_or_default()),
-                    seen_at: next().int(),
-                    task: match next() {
-                        Value::Int(i) => Some(i),
-                        _ => None,
-                    },
-                    draining: next().int() != 0,
-                }
+        self.q(
+            "SELECT name, labels, seen_at, task_id, draining FROM workers ORDER BY name",
+            &[],
+        )?
+        .into_iter()
+        .map(|r| {
+            let mut it = r.into_iter();
+            let mut next = || it.next().unwrap_or(Value::Null);
+            Ok(WorkerRow {
+                name: next().text().unwrap_or_default(),
+                labels: parse_labels(&next().text().unwrap_or_default()),
+                seen_at: next().int()?,
+                task: next().opt_int()?,
+                draining: next().flag()?,
             })
-            .collect())
+        })
+        .collect()
     }
 
     /// The workers with what each is doing at `now` (see [`worker_state`]).
@@ -850,7 +873,7 @@ impl Store {
             &[now.into()],
         )?;
         for r in lapsed {
-            let (id, old) = (r[0].int(), r[1].text());
+            let (id, old) = (r[0].int()?, r[1].text());
             let won = self.x(
                 "UPDATE builds SET node = $1, lease_until = $2
                  WHERE id = $3 AND state = 'running' AND node = $4 AND lease_until < $5",
@@ -944,6 +967,20 @@ mod tests {
             worker_state(&draining, None, 101_000, 10_000),
             WorkerState::Draining
         );
+    }
+
+    /// A column of another type is an error naming what was there, never a silent 0.
+    #[test]
+    fn a_column_of_another_type_is_an_error_not_a_zero() {
+        assert_eq!(Value::Int(3).int().unwrap(), 3);
+        let e = Value::Text("3".into()).int().unwrap_err().to_string();
+        assert!(
+            e.contains("expected an integer in the store, found text"),
+            "{e}"
+        );
+        assert!(Value::Null.int().is_err());
+        assert_eq!(Value::Null.opt_int().unwrap(), None);
+        assert!(Value::Int(1).flag().unwrap());
     }
 
     #[test]
