@@ -13,6 +13,66 @@ use crate::notify::{self, MailFacts, MailJob, SmtpConfig};
 use crate::plan::Plan;
 use crate::store::{Status, Store};
 
+/// What became of a build's mail: said as `Email: …` in its log (see its `Display`)
+/// and kept on the build's page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MailFate {
+    /// The config asks for none (`email: false`, no recipient configured).
+    Off(String),
+    /// None this time: why (the policy, `on_success: change`…).
+    NotThisTime(String),
+    /// A rehearsal: what would be sent.
+    WouldSend {
+        /// Its subject.
+        subject: String,
+        /// `a@x, b@y`.
+        recipients: String,
+        /// Its text, when asked to show it (shown below the fate's line).
+        text: Option<String>,
+    },
+    /// Sent.
+    Sent {
+        /// Its subject.
+        subject: String,
+        /// `a@x, b@y`.
+        recipients: String,
+    },
+    /// Not sent now; the server's outbox tries again later.
+    Kept(String),
+    /// Not sent, and not kept: why.
+    Failed(String),
+}
+
+impl std::fmt::Display for MailFate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailFate::Off(why) => write!(f, "none ({why})"),
+            MailFate::NotThisTime(why) => write!(f, "not sent ({why})"),
+            MailFate::WouldSend {
+                subject,
+                recipients,
+                text,
+            } => write!(
+                f,
+                "would send \"{subject}\" to {recipients} (runway run mails only with --notify{})",
+                if text.is_some() {
+                    ""
+                } else {
+                    "; --show-mail shows it"
+                }
+            ),
+            MailFate::Sent {
+                subject,
+                recipients,
+            } => write!(f, "sent \"{subject}\" to {recipients}"),
+            MailFate::Kept(error) => {
+                write!(f, "not sent yet ({error}); runway serve tries again later")
+            }
+            MailFate::Failed(why) => write!(f, "{why}"),
+        }
+    }
+}
+
 /// Whether and how a build's mail goes.
 #[derive(Clone, Debug, Default)]
 pub struct MailOptions {
@@ -86,8 +146,10 @@ pub struct Mailing<'a> {
 }
 
 impl Mailing<'_> {
-    /// Decides, composes and sends (or shows) the mail, saying what happened.
-    pub fn send(self, say: &mut dyn FnMut(&str)) {
+    /// Decides, composes and sends (or shows) the mail; says what it does on the way
+    /// (warnings, the SMTP exchange, the text when shown) and returns its fate, which
+    /// the caller reports.
+    pub fn send(self, say: &mut dyn FnMut(&str)) -> MailFate {
         let policy = &self.plan.notifications.email;
         let (to, bad) = notify::split_recipients(&policy.recipients);
         for b in &bad {
@@ -96,16 +158,11 @@ impl Mailing<'_> {
             ));
         }
         if !policy.enabled {
-            say(&format!("Email: none ({})", policy.reason));
-            return;
+            return MailFate::Off(policy.reason.clone());
         }
         let state = self.report.state;
         if !notify::should_send(policy, state, self.previous) || to.is_empty() {
-            say(&format!(
-                "Email: not sent ({})",
-                self.why_not(to.is_empty())
-            ));
-            return;
+            return MailFate::NotThisTime(self.why_not(to.is_empty()));
         }
         let facts = self.facts();
         let smtp = self
@@ -121,10 +178,7 @@ impl Mailing<'_> {
         });
         let message = match notify::message(&from, &to, &facts) {
             Ok(m) => m,
-            Err(e) => {
-                say(&format!("Email: could not compose the message: {e}"));
-                return;
-            }
+            Err(e) => return MailFate::Failed(format!("could not compose the message: {e}")),
         };
         if let Some(dir) = &self.options.dir {
             let path = dir.join(format!("build-{}.eml", self.number));
@@ -141,12 +195,11 @@ impl Mailing<'_> {
             .collect::<Vec<_>>()
             .join(", ");
         if !self.options.send {
-            self.describe(&facts, &recipients, say);
-            return;
+            return self.describe(&facts, recipients);
         }
         match smtp {
-            Ok(cfg) => self.deliver(&cfg, &message, &notify::subject(&facts), &recipients, say),
-            Err(e) => say(&format!("Email: not sent: {e}")),
+            Ok(cfg) => self.deliver(&cfg, &message, notify::subject(&facts), recipients, say),
+            Err(e) => MailFate::Failed(format!("not sent: {e}")),
         }
     }
 
@@ -221,20 +274,14 @@ impl Mailing<'_> {
             .collect()
     }
 
-    /// A rehearsal's mail: what would be sent, and its text when asked.
-    fn describe(&self, facts: &MailFacts, recipients: &str, say: &mut dyn FnMut(&str)) {
+    /// A rehearsal's mail: what would be sent, with its text when asked for (it is 15
+    /// to 40 lines).
+    fn describe(&self, facts: &MailFacts, recipients: String) -> MailFate {
         let shown = self.options.show || self.options.dir.is_some();
-        say(&format!(
-            "Email: would send \"{}\" to {recipients} (runway run mails only with --notify{})",
-            notify::subject(facts),
-            if shown { "" } else { "; --show-mail shows it" }
-        ));
-        // The mail's text only when asked for: it is 15 to 40 lines.
-        if shown {
-            let (text, _) = notify::compose(facts);
-            for line in text.lines() {
-                say(&format!("  | {line}"));
-            }
+        MailFate::WouldSend {
+            subject: notify::subject(facts),
+            recipients,
+            text: shown.then(|| notify::compose(facts).0),
         }
     }
 
@@ -243,31 +290,32 @@ impl Mailing<'_> {
         self,
         cfg: &SmtpConfig,
         message: &lettre::Message,
-        subject: &str,
-        recipients: &str,
+        subject: String,
+        recipients: String,
         say: &mut dyn FnMut(&str),
-    ) {
+    ) -> MailFate {
         let (repo, number) = (&self.event.repo, self.number);
         let sent = notify::send(cfg, message, 3, &mut |line: String| say(&line));
         match (sent, self.outbox) {
             (Ok(()), _) => {
                 tracing::info!(repo = %repo, number, to = recipients.split(", ").count(), "mail sent");
-                say(&format!("Email: sent \"{subject}\" to {recipients}"));
+                MailFate::Sent {
+                    subject,
+                    recipients,
+                }
             }
             (Err(e), Some((store, build_id))) => {
                 let mail = notify::outbox_mail(build_id, message, 1);
                 let queued = store.queue_mail(&mail, &e.to_string(), notify::retry_at(1));
                 tracing::warn!(repo = %repo, number, error = %e, "mail not sent yet; kept for a retry");
                 match queued {
-                    Ok(()) => say(&format!(
-                        "Email: not sent yet ({e}); runway serve tries again later"
-                    )),
-                    Err(q) => say(&format!(
-                        "Email: not sent: {e}; could not keep it for later: {q}"
-                    )),
+                    Ok(()) => MailFate::Kept(e.to_string()),
+                    Err(q) => {
+                        MailFate::Failed(format!("not sent: {e}; could not keep it for later: {q}"))
+                    }
                 }
             }
-            (Err(e), None) => say(&format!("Email: not sent: {e}; the build result stands")),
+            (Err(e), None) => MailFate::Failed(format!("not sent: {e}; the build result stands")),
         }
     }
 }

@@ -212,12 +212,15 @@ pub struct Request {
 
 /// What the service tells its caller while a build runs. Job logs stream to
 /// [`Reporter::out`]; everything else is an event.
+#[derive(Clone, Copy)]
 pub enum Event<'a> {
     /// A problem with what was asked (a config diagnostic, a sandbox that cannot be
     /// made): standard error for a person at a terminal.
     Problem(&'a str),
     /// A line about the build for its log.
     Note(&'a str),
+    /// What became of the build's mail.
+    Mail(&'a mail::MailFate),
     /// The build ended: the summary.
     Ended {
         /// The build's number.
@@ -265,6 +268,17 @@ impl Reporter for TextReporter<'_> {
                 let _ = writeln!(self.problems, "{text}");
             }
             Event::Note(text) => self.line(text),
+            Event::Mail(fate) => {
+                self.line(&format!("Email: {fate}"));
+                if let mail::MailFate::WouldSend {
+                    text: Some(text), ..
+                } = fate
+                {
+                    for line in text.lines() {
+                        self.line(&format!("  | {line}"));
+                    }
+                }
+            }
             Event::Ended { report, .. } => {
                 for line in summary(report) {
                     self.line(&line);
@@ -489,14 +503,8 @@ fn conclude(
         .map_or(req.options.number.unwrap_or(1), |r| r.row.number);
     reporter.event(Event::Ended { number, report });
     let previous = recorded.as_ref().and_then(|r| r.row.previous_state);
-    let mut mailed = String::new();
-    let mut say = |line: &str| {
-        if let Some(what) = line.strip_prefix("Email: ") {
-            mailed = what.to_string();
-        }
-        reporter.event(Event::Note(line))
-    };
-    mail::Mailing {
+    let mut say = |line: &str| reporter.event(Event::Note(line));
+    let fate = mail::Mailing {
         plan,
         event,
         report,
@@ -520,8 +528,10 @@ fn conclude(
             .map(|r| (&mut r.store, r.row.id)),
     }
     .send(&mut say);
+    reporter.event(Event::Mail(&fate));
     // The build page says what became of the mail.
     if let Some(r) = recorded {
+        let mailed = fate.to_string();
         let _ = store::patiently(req.controls.cancel.as_ref(), || {
             r.store.set_mail(r.row.id, &mailed)
         });
@@ -591,7 +601,7 @@ fn refuse(
         };
         let masker = req.settings.masker();
         let mut say = |line: &str| reporter.event(Event::Note(line));
-        mail::Mailing {
+        let fate = mail::Mailing {
             plan,
             event,
             report: &report,
@@ -606,6 +616,7 @@ fn refuse(
             started_at: None,
         }
         .send(&mut say);
+        reporter.event(Event::Mail(&fate));
     }
     Ok(exit::USAGE)
 }
@@ -763,5 +774,65 @@ mod holder_tests {
         assert!(h.begin_end().is_none(), "no end starts once released");
         // Nothing under way: at once.
         assert!(rt.block_on(h.release(std::time::Duration::from_secs(60))));
+    }
+}
+
+#[cfg(test)]
+mod reporter_tests {
+    use super::mail::MailFate;
+    use super::{Event, Reporter, TextReporter};
+    use std::sync::{Arc, Mutex};
+
+    /// A `Write` whose bytes the test reads back.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the text reporter writes for `events`.
+    fn rendered(events: &[Event<'_>]) -> String {
+        let buf = Buf::default();
+        let out: crate::relay::SharedOut = Arc::new(Mutex::new(Box::new(buf.clone())));
+        let mut problems = Vec::new();
+        let mut r = TextReporter::new(out, &mut problems);
+        for e in events {
+            r.event(*e);
+        }
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Issue 25: the mail's fate is a typed event, rendered in one place.
+    #[test]
+    fn each_mail_fate_is_one_email_line() {
+        let fates = [
+            MailFate::Off("email: false".into()),
+            MailFate::NotThisTime("passed with on_success: change".into()),
+            MailFate::WouldSend {
+                subject: "Passed: o/app#3 (main - abc1234)".into(),
+                recipients: "a@example.com".into(),
+                text: None,
+            },
+            MailFate::WouldSend {
+                subject: "Failed: o/app#4 (main - abc1234)".into(),
+                recipients: "a@example.com, b@example.com".into(),
+                text: Some("Build #4 failed.\nJob 4.1: failed".into()),
+            },
+            MailFate::Sent {
+                subject: "Passed: o/app#5 (main - abc1234)".into(),
+                recipients: "a@example.com".into(),
+            },
+            MailFate::Kept("connection refused".into()),
+            MailFate::Failed("not sent: no SMTP server; the build result stands".into()),
+        ];
+        let events: Vec<Event<'_>> = fates.iter().map(Event::Mail).collect();
+        insta::assert_snapshot!(rendered(&events));
     }
 }

@@ -427,7 +427,7 @@ impl Reporter for Keep {
     fn event(&mut self, event: Event<'_>) {
         match event {
             Event::Problem(t) => eprintln!("runway worker: {t}"),
-            Event::Note(_) => {}
+            Event::Note(_) | Event::Mail(_) => {}
             Event::Ended { report, .. } => self.outcome = outcome_of(report),
         }
     }
