@@ -223,42 +223,20 @@ pub fn fnmatch(pattern: &str, path: &str) -> bool {
 }
 
 fn glob_match_with(pattern: &str, path: &str, star_crosses: bool) -> bool {
-    fn alternatives(p: &str) -> Vec<String> {
-        if let (Some(open), Some(close)) = (p.find('{'), p.find('}'))
-            && open < close
-        {
-            let (pre, rest) = p.split_at(open);
-            let body = &rest[1..close - open];
-            let post = &rest[close - open + 1..];
-            return body
-                .split(',')
-                .flat_map(|alt| alternatives(&format!("{pre}{alt}{post}")))
-                .collect();
-        }
-        vec![p.to_string()]
+    // Compiled to a regular expression: linear in the path whatever the pattern (a
+    // backtracking matcher took exponential time on `*a*a*a*a*…b`, and the pattern is
+    // the job's to choose).
+    let compile = |p: &str| {
+        globset::GlobBuilder::new(p)
+            .literal_separator(!star_crosses)
+            .backslash_escape(true)
+            .build()
+    };
+    // `**` only means "any directories" as a whole path component; elsewhere it is `*`.
+    match compile(pattern).or_else(|_| compile(&pattern.replace("**", "*"))) {
+        Ok(g) => g.compile_matcher().is_match(path),
+        Err(_) => pattern == path,
     }
-    fn m(p: &[u8], s: &[u8], cross: bool) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(b'*') if p.get(1) == Some(&b'*') => {
-                let rest = if p.get(2) == Some(&b'/') {
-                    &p[3..]
-                } else {
-                    &p[2..]
-                };
-                (0..=s.len()).any(|i| (i == 0 || s[i - 1] == b'/') && m(rest, &s[i..], cross))
-                    || m(rest, s, cross)
-            }
-            Some(b'*') => (0..=s.len())
-                .take_while(|&i| cross || i == 0 || s[i - 1] != b'/')
-                .any(|i| m(&p[1..], &s[i..], cross)),
-            Some(b'?') => !s.is_empty() && (cross || s[0] != b'/') && m(&p[1..], &s[1..], cross),
-            Some(c) => s.first() == Some(c) && m(&p[1..], &s[1..], cross),
-        }
-    }
-    alternatives(pattern)
-        .iter()
-        .any(|p| m(p.as_bytes(), path.as_bytes(), star_crosses))
 }
 
 /// The Content-Type for a file name, by extension (`application/octet-stream` if unknown).
@@ -423,6 +401,27 @@ mod tests {
         assert!(glob_match("dist/**/*.html", "dist/index.html"));
         assert!(!glob_match("?.txt", "ab.txt"));
         assert!(fnmatch("*.css", "css/site.css"));
+        assert!(glob_match("**.js", "app.js"));
+        assert!(!glob_match("[", "a"));
+        assert!(glob_match("[", "["));
+    }
+
+    /// A pattern the job chose is matched in time linear in the path: `*a*a…b`
+    /// against a long run of `a`s took exponential time (hours) to say no.
+    #[test]
+    fn a_hostile_glob_is_answered_at_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pattern = format!("{}b", "*a".repeat(20));
+            let path = "a".repeat(200);
+            let _ = tx.send((glob_match(&pattern, &path), fnmatch(&pattern, &path)));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(120));
+        assert_eq!(
+            answer,
+            Ok((false, false)),
+            "no answer: the matcher backtracks"
+        );
     }
 
     #[test]
