@@ -2,6 +2,7 @@
 //! person (or, with `--json`, a program) reads, and returns the documented exit code.
 
 pub mod cache;
+pub mod cli;
 pub mod codedeploy;
 pub mod history;
 pub mod hook;

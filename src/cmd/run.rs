@@ -14,48 +14,146 @@ use crate::job::env::parse_dotenv;
 use crate::service::{self, MailOptions, Options, Record, Request, SandboxOptions, TextReporter};
 use crate::settings::Settings;
 
-/// The flags of `runway run`.
-#[derive(Clone, Default)]
+/// The flags of `runway run`, parsed once and read from here down.
+#[derive(Clone, clap::Args)]
 pub struct RunArgs {
-    /// PATH: a work tree, a bare repository or a plain directory.
+    /// A git work tree, a bare repository, or a plain directory.
+    #[arg(default_value = ".")]
     pub path: PathBuf,
-    /// Branch, tag, event, commit.
-    pub refs: RefArgs,
-    /// `--job N`
+    /// Branch, tag, event, commit message.
+    #[command(flatten)]
+    pub refs: RefFlags,
+    /// Build this commit in a clean clone instead of the files on disk.
+    #[arg(long)]
+    pub commit: Option<String>,
+    /// Run only this job (`1.2` or `2`).
+    #[arg(long)]
     pub job: Option<String>,
-    /// `--os OS`: only the jobs for this os.
+    /// Run only the jobs for this os (`linux`): jobs for another os cannot run here.
+    #[arg(long)]
     pub os: Option<String>,
-    /// `--parallel N`
+    /// Run up to N jobs of a stage at once.
+    #[arg(long, default_value_t = 1)]
     pub parallel: usize,
-    /// `--env K=V`
+    /// A repository setting, secret: NAME=value (repeatable).
+    #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
-    /// `--env-file FILE`
+    /// Repository settings from a dotenv file, secret.
+    #[arg(long)]
     pub env_file: Option<PathBuf>,
-    /// `--cache-dir DIR`
+    /// Where caches are kept (default: $XDG_CACHE_HOME/runway).
+    #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// `--keep-workspace`
+    /// Keep each job's workspace and print where it is.
+    #[arg(long)]
     pub keep_workspace: bool,
-    /// `--timeout DUR`
+    /// The job time limit (90, 90s, 10m, 1h).
+    #[arg(long, default_value = crate::limits::JOB_TIMEOUT_ARG, value_parser = parse_duration)]
     pub timeout: Duration,
-    /// `--no-output-timeout DUR`
+    /// The limit on silence: no output for this long ends the job.
+    #[arg(long, default_value = crate::limits::NO_OUTPUT_TIMEOUT_ARG, value_parser = parse_duration)]
     pub no_output_timeout: Duration,
-    /// `--deploy`: run the deploy providers for real.
+    /// Deploy for real (s3, codedeploy); without it deploys are a dry run.
+    #[arg(long)]
     pub deploy: bool,
-    /// `--notify`: record the build and send its mail.
+    /// Record the build and send its mail (RUNWAY_SMTP_URL, RUNWAY_SMTP_FROM).
+    #[arg(long)]
     pub notify: bool,
-    /// `--mail-dir DIR`: write the mail as an .eml file.
+    /// Write the build's mail as an .eml file into DIR (and show it).
+    #[arg(long)]
     pub mail_dir: Option<PathBuf>,
-    /// `--show-mail`: show the mail's text (also shown with `--mail-dir`).
+    /// Show the mail the build would send (without --notify only its subject and
+    /// recipients are said).
+    #[arg(long)]
     pub show_mail: bool,
-    /// Set by Ctrl-C: running jobs are killed.
-    pub cancel: Option<crate::cancel::Cancel>,
-    /// `--sandbox`, `--no-network`, `--memory`, `--max-processes`.
-    pub sandbox: SandboxOptions,
-    /// `--substitutes`: a runtime the machine cannot provide is replaced by what it
-    /// has, named, instead of erroring the job.
+    /// Where jobs run and within what.
+    #[command(flatten)]
+    pub sandbox: SandboxFlags,
+    /// Rehearse on what this machine has: a language version (or JDK) it cannot
+    /// provide is replaced by its own, named in the log, summary and mail, instead
+    /// of erroring the job.
+    #[arg(long)]
     pub substitutes: bool,
-    /// `--rehearse-deploy`: the codedeploy bundle rehearsed as the agent would run it.
+    /// After the codedeploy provider (dry run or --deploy), deploy the bundle it
+    /// ships on a throwaway copy of this machine as the CodeDeploy agent would
+    /// (`runway codedeploy rehearse`); a failed rehearsal errors the job.
+    #[arg(long)]
     pub rehearse_deploy: bool,
+    /// Set by Ctrl-C: running jobs are killed.
+    #[arg(skip)]
+    pub cancel: Option<crate::cancel::Cancel>,
+}
+
+/// Where a job runs and within what: `--sandbox`, `--no-network`, `--memory`,
+/// `--max-processes`, `--disk`.
+#[derive(Clone, clap::Args)]
+pub struct SandboxFlags {
+    /// Where jobs run: `namespaces` (a throwaway copy of this machine per job) or
+    /// `none` (the bare host, with a warning).
+    #[arg(long, value_enum, default_value = "namespaces")]
+    pub sandbox: crate::sandbox::Mode,
+    /// Jobs get loopback only (runway.toml: `network = false`).
+    #[arg(long)]
+    pub no_network: bool,
+    /// Memory per job (512M, 2G), where cgroups are delegated to runway.
+    #[arg(long, value_parser = crate::sandbox::cgroup::parse_size)]
+    pub memory: Option<u64>,
+    /// Processes (and threads) per job at once, where cgroups are delegated.
+    #[arg(long)]
+    pub max_processes: Option<u64>,
+    /// Disk per job (10G by default; `none`: the host's disk): the job's workspace
+    /// is a filesystem of this size.
+    #[arg(long, value_parser = crate::sandbox::disk::parse_budget)]
+    pub disk: Option<crate::sandbox::disk::Budget>,
+}
+
+impl SandboxFlags {
+    /// The sandbox these flags ask for.
+    pub fn options(&self) -> SandboxOptions {
+        SandboxOptions {
+            mode: self.sandbox,
+            no_network: self.no_network,
+            limits: crate::sandbox::cgroup::Limits {
+                memory: self.memory,
+                processes: self.max_processes,
+            },
+            disk: self.disk.unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Which push to plan or rehearse: `--branch`, `--tag`, `--event`, `--commit-message`.
+#[derive(Clone, clap::Args)]
+pub struct RefFlags {
+    /// The branch pushed (default: the current branch).
+    #[arg(long, conflicts_with = "tag")]
+    pub branch: Option<String>,
+    /// The tag pushed.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// push, pull_request, api or cron.
+    #[arg(long, default_value = "push")]
+    pub event: crate::event::EventType,
+    /// The commit message (default: HEAD's).
+    #[arg(long)]
+    pub commit_message: Option<String>,
+}
+
+impl RefFlags {
+    /// The refs these flags name, at `commit` when given.
+    pub fn ref_args(&self, commit: Option<String>) -> RefArgs {
+        RefArgs {
+            branch: self.branch.clone(),
+            tag: self.tag.clone(),
+            event: self.event,
+            commit_message: self.commit_message.clone(),
+            commit,
+            commit_range: None,
+            repo_slug: None,
+            default_branch: None,
+        }
+    }
 }
 
 /// The longest `--timeout` or `--no-output-timeout`: a week.
@@ -121,12 +219,12 @@ pub fn settings_from(
 /// Runs the build; returns the exit code.
 pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
     let settings = settings_from(args.env_file.as_deref(), &args.env)?;
-    let mut sandbox = args.sandbox.clone();
+    let mut sandbox = args.sandbox.options();
     // Jobs never read the file the settings came from.
     sandbox.hide.extend(args.env_file.clone());
     let request = Request {
         path: args.path.clone(),
-        refs: args.refs.clone(),
+        refs: args.refs.ref_args(args.commit.clone()),
         settings,
         options: Options {
             job: args.job.clone(),

@@ -9,19 +9,30 @@ use crate::exit;
 use crate::store::tasks::{self, Labels, labels_text};
 use crate::worker::WorkerOptions;
 
-/// What `runway worker` was given.
+/// The flags of `runway worker`.
+#[derive(clap::Args)]
 pub struct WorkerArgs {
-    /// `--server URL`, in order.
+    /// A serve node's base URL (`https://ci.example.com`); give several to fail over.
+    #[arg(long = "server", required = true)]
     pub servers: Vec<String>,
-    /// `--name`.
+    /// This worker's name (unique among the workers).
+    #[arg(long)]
     pub name: String,
-    /// `--label key=value`, over the detected ones.
+    /// A label over the detected os, arch and dist (`os=osx`, `gpu=yes`); repeatable.
+    #[arg(long = "label")]
     pub labels: Vec<String>,
-    /// `--sandbox`.
-    pub sandbox: crate::service::SandboxOptions,
-    /// `--cache-dir`.
+    /// Where jobs run: `namespaces` (a throwaway copy of this machine per job) or
+    /// `none` (the bare host, with a warning).
+    #[arg(long, value_enum, default_value = "namespaces")]
+    pub sandbox: crate::sandbox::Mode,
+    /// The cache directory (default: RUNWAY_CACHE_DIR, else beside the state).
+    #[arg(long)]
     pub cache_dir: Option<PathBuf>,
-    /// `--jobs N`: stop after N jobs.
+    /// Disk per job (10G by default; `none`: the host's disk), as `run --disk`.
+    #[arg(long, value_parser = crate::sandbox::disk::parse_budget)]
+    pub disk: Option<crate::sandbox::disk::Budget>,
+    /// Stop after this many jobs.
+    #[arg(long)]
     pub jobs: Option<usize>,
 }
 
@@ -63,7 +74,11 @@ pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
         token,
         state_dir: crate::store::default_dir(),
         cache_dir: args.cache_dir,
-        sandbox: args.sandbox,
+        sandbox: crate::service::SandboxOptions {
+            mode: args.sandbox,
+            disk: args.disk.unwrap_or_default(),
+            ..Default::default()
+        },
         jobs: args.jobs,
     };
     let drain = crate::interrupt::drain_on_signals();
