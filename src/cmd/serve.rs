@@ -126,8 +126,10 @@ pub fn serve(
                     _ = term.recv() => {}
                     _ = tokio::signal::ctrl_c() => {}
                 }
-                eprintln!("runway serve: canceling the running builds now");
-                st.cancel_all();
+                if st.running_builds() > 0 {
+                    eprintln!("runway serve: canceling the running builds now");
+                    st.cancel_all();
+                }
             });
         };
         server::run(listener, state, shutdown).await;

@@ -348,6 +348,11 @@ pub async fn run(
 }
 
 impl AppState {
+    /// How many builds this node follows now.
+    pub fn running_builds(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
     /// Waits until no build runs (each end is notified; nothing polls), or until
     /// `deadline`. True when none runs.
     async fn all_ended(&self, deadline: Option<tokio::time::Instant>) -> bool {

@@ -279,7 +279,7 @@ fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
     }
     b.push_str(&format!(
         "<div class=\"facts\"><span><code>{sha}</code> <b>{msg}</b></span><span>{author}</span>\
-         <span>{what}</span><span>{event}</span><span>{started} {when}</span><span>took {took}</span>{mail}</div>",
+         <span>{what}</span><span>{event}</span><span>{started} {when}</span><span>{took}</span>{mail}</div>",
         sha = esc(&r.commit[..r.commit.len().min(7)]),
         msg = esc(first_line),
         author = esc(&r.author),
@@ -291,7 +291,11 @@ fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
             "started"
         },
         when = when(r.started_at),
-        took = took(r),
+        // A build still going has taken nothing yet: its state (never "took running").
+        took = match r.finished_at {
+            Some(_) => format!("took {}", took(r)),
+            None => took(r),
+        },
         mail = if r.mail.is_empty() {
             String::new()
         } else {
@@ -655,5 +659,27 @@ mod tests {
         let page = build(&row, &[], b"", true, false, "");
         assert!(page.contains("<span>queued "), "{page}");
         assert!(!page.contains("<span>started "), "{page}");
+    }
+
+    /// Issue 28 (7): a running build's header said "took running"; it says its state,
+    /// and an ended one how long it took.
+    #[test]
+    fn a_running_build_has_not_taken_anything_yet() {
+        let row = BuildRow {
+            state: crate::store::Status::Running,
+            commit: "abcdef1234".into(),
+            started_at: 100,
+            ..BuildRow::default()
+        };
+        let page = build(&row, &[], b"", true, false, "");
+        assert!(!page.contains("took running"), "{page}");
+        assert!(page.contains("<span>running</span>"), "{page}");
+        let ended = BuildRow {
+            state: crate::store::Status::Passed,
+            finished_at: Some(142),
+            ..row
+        };
+        let page = build(&ended, &[], b"", false, false, "");
+        assert!(page.contains("<span>took 42s</span>"), "{page}");
     }
 }

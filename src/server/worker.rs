@@ -354,7 +354,8 @@ fn build(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
         number = row.number,
         state = ended.as_ref().map_or("unknown", |r| r.state.as_str()),
         seconds = started.elapsed().as_secs_f64(),
-        reason = ended.as_ref().and_then(|r| r.reason.as_deref()).unwrap_or(""),
+        // Only a build that ended otherwise than as its jobs did has a reason.
+        reason = ended.as_ref().and_then(|r| r.reason.as_deref()),
         "build ended"
     );
     live.finish();

@@ -65,6 +65,8 @@ fn the_server_logs_one_line_per_event() {
     );
     let ended = said("build ended").unwrap_or_else(|| panic!("{lines:#?}"));
     assert_eq!(ended["state"], "passed");
+    // Issue 28 (7): a build that ended as its jobs did has no reason, not `reason=""`.
+    assert!(ended.get("reason").is_none(), "{ended}");
     let refused = said("delivery refused").unwrap_or_else(|| panic!("{lines:#?}"));
     assert_eq!(refused["status"], 401);
     assert!(
