@@ -405,6 +405,33 @@ fn a_passing_and_a_failing_build_page() {
     assert_eq!(b.errors(), json!([]));
 }
 
+/// Issue 28 (7): an errored build's page opened at the first failure of the whole log,
+/// another job's, not the job its header names. Now it opens at that job's tab, at its
+/// failing command.
+#[test]
+fn an_ended_build_opens_at_the_job_its_header_names() {
+    let yml = "language: shell\nenv:\n  - A=1\n  - A=2\nbefore_install:\n  - test $A = 1\nscript:\n  - test $A = 2\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "", &[]);
+    site.push();
+    assert_eq!(site.ended(1), "errored");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    let why = b.until(
+        "(() => { const a = document.querySelector('#why a'); return a && a.textContent; })()",
+    );
+    assert_eq!(why, json!("job 1.2"), "the header names the errored job");
+    let tab = b.until(
+        "(() => { const t = document.querySelector('#tabs a.on'); return t && t.textContent; })()",
+    );
+    assert!(tab.as_str().unwrap().starts_with("Job 1.2"), "{tab}");
+    let marked = b.until("(() => { const l = document.querySelector('#log .l.fail'); return l && l.textContent; })()");
+    assert!(
+        marked.as_str().unwrap().contains("$ test $A = 1"),
+        "{marked}"
+    );
+    assert_eq!(b.errors(), json!([]));
+}
+
 /// A live build's page follows the tail; scrolling up stops following (new lines no
 /// longer move the page) and says so; the button follows again.
 #[test]

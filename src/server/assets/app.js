@@ -68,7 +68,13 @@ function build() {
   texts[""] = data.log ?? order.map((n) => texts[n]).join("");
   const chosen = () => {
     const m = location.hash.match(/^#job=(.+)$/);
-    return m ? decodeURIComponent(m[1]) : (sessionStorage.getItem("tab:" + location.pathname) || "");
+    if (m) return decodeURIComponent(m[1]);
+    const kept = sessionStorage.getItem("tab:" + location.pathname);
+    if (kept !== null) return kept;
+    // An ended build opens at the job its header names (the one it ended by), not at
+    // the first failure of the whole log, which may be another job's.
+    const named = !data.live && document.querySelector("#why a[href^='#job=']");
+    return named ? decodeURIComponent(named.getAttribute("href").slice(5)) : "";
   };
   let view = null;
   let shown = null;
