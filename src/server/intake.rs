@@ -123,6 +123,11 @@ fn answer_queued(
                 canceled = ?canceled,
                 "build queued"
             );
+            state
+                .said_queued
+                .lock()
+                .expect("said_queued")
+                .insert(row.id);
             let url = url_of(&row);
             answer(
                 StatusCode::ACCEPTED,

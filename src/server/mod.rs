@@ -65,6 +65,10 @@ pub struct AppState {
     ended: Notify,
     running: AtomicUsize,
     stopping: AtomicBool,
+    /// The builds this node's log said were queued (by its intake) and that it has not
+    /// started yet: a build it starts that is not here was queued elsewhere (the hook,
+    /// another node), and its log says so first.
+    said_queued: Mutex<std::collections::HashSet<i64>>,
     /// This node's hold on the builds it follows (each ended once, by their holder).
     holder: Arc<crate::service::Holder>,
     slots: Arc<crate::build::JobSlots>,
@@ -133,6 +137,7 @@ impl AppState {
             changes: tokio::sync::broadcast::channel(256).0,
             closing: Notify::new(),
             queued: Notify::new(),
+            said_queued: Mutex::default(),
             signals: dispatch::Signals::default(),
             holder: Arc::new(crate::service::Holder::new(&node)),
             node,

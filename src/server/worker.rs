@@ -139,6 +139,21 @@ pub(super) async fn work(state: Arc<AppState>) {
 /// Follows build `row` (claimed, or `taken_over` from a node that left it) on a
 /// thread of its own to its end.
 fn follow(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
+    let said = state
+        .said_queued
+        .lock()
+        .expect("said_queued")
+        .remove(&row.id);
+    if !said && !taken_over {
+        tracing::info!(
+            repo = %row.repo,
+            number = row.number,
+            r#ref = row.tag.as_deref().or(row.branch.as_deref()).unwrap_or(""),
+            commit = %&row.commit[..row.commit.len().min(7)],
+            by = "elsewhere (the hook, another node, a restart)",
+            "build queued"
+        );
+    }
     let file = state.db(|s| s.create_partial_log(row.id)).ok();
     state.live.start(row.id, file);
     state.changed(row.id);

@@ -35,7 +35,8 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
     )
     .unwrap();
     let state = dir.path().join("state");
-    let srv = Server::start(&config, &state, &[("APP_SECRET", SECRET)]);
+    let mut srv = Server::start(&config, &state, &[("APP_SECRET", SECRET)]);
+    let srv_log = said(&mut srv);
     let work = repo_with(
         &dir.path().join("work"),
         "main",
@@ -62,6 +63,13 @@ fn seed_path_detached_push_to_main_builds_deploys_and_mails_other_branches_do_no
     wait_for(
         || srv.json("/api/builds/1")["state"] == "passed",
         "the main build",
+    );
+    // Issue 28 (7): the server's log says the hook's build was queued, then started.
+    let logged = srv_log.lock().unwrap().clone();
+    let queued = logged.find("build queued");
+    assert!(
+        queued.is_some() && queued < logged.find("build started"),
+        "{logged}"
     );
     let key = moto.py(
         "us-east-1",
