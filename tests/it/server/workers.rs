@@ -512,6 +512,18 @@ fn two_nodes(s: &Setup, url: &str) -> (Server, Server) {
     (a, b)
 }
 
+/// One serve node (SQLite) taking workers with the test token, its log not read away.
+fn worker_node(s: &Setup) -> Server {
+    Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+        ],
+    )
+}
+
 /// One serve node (SQLite) that takes workers with the test token.
 fn serve_for_workers(s: &Setup) -> Server {
     drained(Server::start(
@@ -798,14 +810,7 @@ fn a_slow_archive_read_holds_up_no_other_request() {
 #[test]
 fn a_worker_of_another_protocol_version_is_refused_naming_both() {
     let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
-    let mut srv = Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-        ],
-    );
+    let mut srv = worker_node(&s);
     let said = said(&mut srv);
     let mut c = crate::common::runway();
     c.args([
@@ -1420,14 +1425,7 @@ fn a_workers_link_cut_and_restored() {
 #[test]
 fn a_wrong_worker_token_is_refused_and_logged() {
     let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
-    let mut srv = Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-        ],
-    );
+    let mut srv = worker_node(&s);
     let (tx, lines) = std::sync::mpsc::channel();
     let out = srv.stdout.take().unwrap();
     std::thread::spawn(move || {
