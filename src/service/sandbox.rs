@@ -68,13 +68,70 @@ impl SandboxOptions {
                     }
                 }
                 if !self.checked {
-                    ns.check()?;
+                    check_once_per_boot(&ns, state_dir, &self.check_key())?;
                 }
                 Ok(Arc::new(ns))
             }
         }
     }
 }
+
+impl SandboxOptions {
+    /// What a kept check answers for: this runway binary, on this boot of the machine,
+    /// with these isolation options (a rebuilt runway, a reboot or other options check
+    /// again).
+    fn check_key(&self) -> String {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let exe = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                format!(
+                    "{}:{}:{}:{}",
+                    m.dev(),
+                    m.ino(),
+                    m.size(),
+                    m.mtime_nsec() + m.mtime() * 1_000_000_000
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "runway {} exe {exe} boot {} network {} limits {:?} disk {:?}\n",
+            env!("CARGO_PKG_VERSION"),
+            boot.trim(),
+            !self.no_network,
+            self.limits,
+            self.disk.0,
+        )
+    }
+}
+
+/// Checks that a sandbox can be made here once per boot, not once per `runway run`:
+/// the answer is kept in the state directory (`sandbox-checked`, runway's own, hidden
+/// from jobs) under `key`. A machine that cannot make one is still told at once, on the
+/// first run; a job whose sandbox fails later is errored with the reason as before.
+fn check_once_per_boot(
+    ns: &crate::sandbox::Namespaces,
+    state_dir: &std::path::Path,
+    key: &str,
+) -> Result<(), crate::sandbox::SandboxError> {
+    let mark = state_dir.join(CHECKED);
+    if std::fs::read_to_string(&mark).is_ok_and(|k| k == key) {
+        return Ok(());
+    }
+    ns.check()?;
+    // Kept for the next run; a run that cannot keep it checks again next time.
+    if std::fs::create_dir_all(state_dir).is_ok()
+        && let Ok(mut tmp) = tempfile::NamedTempFile::new_in(state_dir)
+        && std::io::Write::write_all(&mut tmp, key.as_bytes()).is_ok()
+    {
+        let _ = tmp.persist(&mark);
+    }
+    Ok(())
+}
+
+/// The file in the state directory that keeps a passed sandbox check.
+pub const CHECKED: &str = "sandbox-checked";
 
 /// The sandbox policy of `runway codedeploy rehearse`: a copy of the machine hiding what
 /// a job's hides (runway's state directory, its cache directory, runway's user's

@@ -468,3 +468,32 @@ fn credentials_of_runways_own_user_are_hidden_from_jobs() {
     }
     assert!(!r.stdout.contains(&secret), "{}", r.all());
 }
+
+/// Issue 29: every `runway run` made a throwaway sandbox to check the machine before the
+/// job's own. The answer is kept per boot, per runway binary and per isolation options
+/// in runway's state directory (which jobs do not see); a kept answer of another boot,
+/// binary or options is checked again and replaced.
+#[test]
+fn the_sandbox_check_is_kept_for_the_boot() {
+    let state = tempfile::tempdir().unwrap();
+    let mark = state.path().join("sandbox-checked");
+    let p = Project::new(&format!(
+        "language: shell\nscript: if test -e {m}; then echo SEEN-BY-THE-JOB; else echo hidden-from-the-job; fi\n",
+        m = mark.display()
+    ));
+    let mut c = p.command(&[]);
+    c.env("RUNWAY_STATE_DIR", state.path());
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("hidden-from-the-job"), "{}", r.all());
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let kept = std::fs::read_to_string(&mark).expect("the check's answer kept");
+    assert!(kept.contains(&format!("boot {}", boot.trim())), "{kept}");
+    // Another boot's (or binary's) answer is not taken: checked again and replaced.
+    std::fs::write(&mark, "runway 0 exe x boot another\n").unwrap();
+    let mut c = p.command(&[]);
+    c.env("RUNWAY_STATE_DIR", state.path());
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), kept);
+}

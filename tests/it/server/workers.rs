@@ -306,7 +306,7 @@ fn serve_nodes_and_workers_share_the_work() {
     // A worker killed mid-job: its job is errored within the lease and a heartbeat.
     let slow = with_yml(
         &s,
-        "language: shell\nscript: sleep 120\nnotifications:\n  email: false\n",
+        "language: shell\nscript: sleep 1207\nnotifications:\n  email: false\n",
         "slow",
     );
     let n = queue(&a, &slow);
@@ -328,7 +328,7 @@ fn serve_nodes_and_workers_share_the_work() {
     assert!(log(&a, n).contains("stopped answering"));
     eprintln!("dead worker detected in {detected:?} (lease 3000 ms, heartbeat 500 ms)");
     // Its job's processes died with it.
-    crate::common::wait_gone("sleep 120", 30);
+    crate::common::wait_gone("sleep 1207", 30);
     drop(dead);
 
     // A worker cut off (frozen): its lease is lost, the job errored; thawed, it learns
@@ -569,6 +569,7 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
         let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         v["workers"].as_array().unwrap().clone()
     };
+    // A worker not listed yet (its first claim still on its way) has no state.
     let state_of = |ws: &[serde_json::Value], name: &str| {
         ws.iter()
             .find(|w| w["name"] == name)
@@ -579,7 +580,7 @@ fn a_lost_job_runs_again_when_runway_toml_says_retry() {
                     w["job"].clone(),
                 )
             })
-            .unwrap()
+            .unwrap_or_default()
     };
     wait_for(
         || state_of(&workers(), "second").0 == "running",
