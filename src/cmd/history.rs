@@ -29,35 +29,103 @@ pub fn builds(
         return Ok(exit::PASSED);
     }
     if rows.is_empty() {
-        writeln!(
-            out,
-            "no builds recorded in {} (runway run --notify records them)",
-            store::default_dir().display()
-        )?;
-    }
-    for b in rows {
-        let what = b
-            .tag
-            .as_deref()
-            .map(|t| format!("tag {t}"))
-            .or(b.branch.clone())
-            .unwrap_or_default();
-        let took = b
-            .finished_at
-            .map(|f| format!("{}s", f - b.started_at))
-            .unwrap_or_else(|| "-".into());
-        writeln!(
-            out,
-            "#{:<5} {:<9} {:<30} {:<20} {} {:>6}",
-            b.number,
-            b.state,
-            b.repo,
-            what,
-            &b.commit[..b.commit.len().min(7)],
-            took
-        )?;
+        writeln!(out, "{}", none_found(repo, branch, &store::default_dir()))?;
+    } else {
+        write!(out, "{}", table(&rows))?;
     }
     Ok(exit::PASSED)
+}
+
+/// What `runway builds` says when it lists nothing: of that branch, of that repository,
+/// or nothing recorded at all (and how builds get recorded).
+fn none_found(repo: Option<&str>, branch: Option<&str>, dir: &Path) -> String {
+    match (repo, branch) {
+        (Some(r), Some(b)) => format!("no build of branch {b} of {r}"),
+        (None, Some(b)) => format!("no build of branch {b}"),
+        (Some(r), None) => format!("no build of {r}"),
+        (None, None) => format!(
+            "no builds recorded in {} (runway run --notify records them)",
+            dir.display()
+        ),
+    }
+}
+
+/// The builds as a table for people: a header row, then one aligned row per build
+/// with its start (UTC) and its commit's first line.
+fn table(rows: &[store::BuildRow]) -> String {
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|b| {
+            let what = b
+                .tag
+                .as_deref()
+                .map(|t| format!("tag {t}"))
+                .or(b.branch.clone())
+                .unwrap_or_default();
+            let took = b
+                .finished_at
+                .map(|f| {
+                    crate::job::log::human(std::time::Duration::from_secs(
+                        (f - b.started_at).max(0) as u64,
+                    ))
+                })
+                .unwrap_or_else(|| "-".into());
+            let started = crate::clock::utc(b.started_at)
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string();
+            let first: String = b
+                .message
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect();
+            [
+                format!("#{}", b.number),
+                b.state.as_str().to_string(),
+                b.repo.clone(),
+                what,
+                b.commit[..b.commit.len().min(7)].to_string(),
+                started[..started.len().min(16)].to_string(),
+                took,
+                first,
+            ]
+        })
+        .collect();
+    let head = [
+        "#",
+        "STATE",
+        "REPO",
+        "BRANCH",
+        "COMMIT",
+        "STARTED (UTC)",
+        "TOOK",
+        "MESSAGE",
+    ];
+    let mut width = head.map(|h| h.chars().count());
+    for row in &cells {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |row: &[&str]| {
+        let mut l = String::new();
+        for (i, c) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&head);
+    for row in &cells {
+        out.push_str(&line(&row.each_ref().map(String::as_str)));
+    }
+    out
 }
 
 /// Prints the log of a build's jobs (`12`) or one job (`12.2`). With `follow`, a
@@ -190,4 +258,40 @@ fn follow_build(st: &Store, mut row: BuildRow, out: &mut dyn Write) -> Result<i3
         "canceled" => exit::CANCELED,
         _ => exit::ERRORED,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 28 (11): a header row, aligned columns for every state, the start and the
+    /// commit's first line; an empty answer says of what.
+    #[test]
+    fn builds_are_a_table_with_a_header() {
+        let row = |number, state, branch: &str, message: &str| store::BuildRow {
+            number,
+            state,
+            repo: "o/app".into(),
+            branch: Some(branch.into()),
+            commit: "abcdef1234".into(),
+            started_at: 1_796_138_438,
+            finished_at: Some(1_796_138_438 + 75),
+            message: message.into(),
+            ..store::BuildRow::default()
+        };
+        let t = table(&[
+            row(
+                12,
+                store::Status::Canceled,
+                "feature/long-name",
+                "Fix it\n\nbody",
+            ),
+            row(3, store::Status::Passed, "main", "First"),
+        ]);
+        insta::assert_snapshot!(t);
+        assert_eq!(
+            none_found(None, Some("nope"), Path::new("/s")),
+            "no build of branch nope"
+        );
+    }
 }

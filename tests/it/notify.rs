@@ -96,6 +96,19 @@ fn s7_default_rules_over_a_sequence_of_builds() {
     for n in 1..=5 {
         assert!(h.stdout.contains(&format!("#{n} ")), "{}", h.all());
     }
+    // Issue 28 (11): a header row; a branch with no build is said to have none.
+    assert!(h.stdout.starts_with("#  "), "{}", h.all());
+    assert!(h.stdout.contains("STARTED (UTC)"), "{}", h.all());
+    let none = run(runway()
+        .args(["builds", "--branch", "nope"])
+        .env("RUNWAY_STATE_DIR", &state));
+    assert_eq!(none.code, 0, "{}", none.all());
+    assert_eq!(
+        none.stdout.trim(),
+        "no build of branch nope",
+        "{}",
+        none.all()
+    );
     let log = run(runway()
         .args(["log", "2.1"])
         .env("RUNWAY_STATE_DIR", &state));
