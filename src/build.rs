@@ -350,20 +350,9 @@ pub fn run(
         if let Some(why) = &stop_reason {
             for j in stage_jobs {
                 let _ = writeln!(out.lock().expect("out"), "Job {} canceled: {why}", j.number);
-                if let Some(tap) = &opts.tap {
-                    tap.end(&j.number, JobResult::Canceled);
-                }
                 reports.push(JobReport {
-                    job: j.clone(),
-                    outcome: JobOutcome {
-                        result: JobResult::Canceled,
-                        reason: why.clone(),
-                        timed_out: false,
-                        duration: Duration::ZERO,
-                        substituted: Vec::new(),
-                    },
-                    log: Vec::new(),
                     stage_canceled: !canceled,
+                    ..not_started(j, why, opts)
                 });
             }
             continue;
@@ -417,8 +406,15 @@ fn run_stage(
     out: &SharedOut,
 ) -> Vec<JobReport> {
     let cancel = opts.job.cancel.as_ref();
-    let run = |job: &JobPlan, shown: Box<dyn Write + Send>| {
+    let run = |job: &JobPlan, mut shown: Box<dyn Write + Send>| {
         let _slot = opts.slots.as_ref().map(|s| s.acquire(cancel));
+        // A build canceled while this job waited for its turn (a slot, a job before it)
+        // does not start it.
+        if cancel.is_some_and(Cancel::is_canceled) {
+            let why = "the build was canceled before it started";
+            let _ = writeln!(shown, "Job {} canceled: {why}", job.number);
+            return not_started(job, why, opts);
+        }
         run_one(job, event, build_number, language, opts, shown)
     };
     let workers = opts.parallel.max(1).min(jobs.len());
@@ -450,6 +446,25 @@ fn run_stage(
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// The report of job `job`, canceled before it started (`why`); its tab says so.
+fn not_started(job: &JobPlan, why: &str, opts: &BuildOptions) -> JobReport {
+    if let Some(tap) = &opts.tap {
+        tap.end(&job.number, JobResult::Canceled);
+    }
+    JobReport {
+        job: job.clone(),
+        outcome: JobOutcome {
+            result: JobResult::Canceled,
+            reason: why.to_string(),
+            timed_out: false,
+            duration: Duration::ZERO,
+            substituted: Vec::new(),
+        },
+        log: Vec::new(),
+        stage_canceled: false,
+    }
 }
 
 /// Runs one job; its log is kept (secrets masked) and `shown` as it runs.

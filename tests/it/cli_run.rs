@@ -512,10 +512,11 @@ fn s4_parallel_jobs_show_one_job_live_while_it_runs() {
 /// Ctrl-C during `runway run` cancels the build: the job's processes, in a process
 /// group of their own that a terminal's Ctrl-C does not reach, are killed, the
 /// workspace is removed, and the log still ends with the result (exit 4, design.md).
+/// The job waiting its turn is not started (issue 28: it was, then canceled).
 #[test]
 fn ctrl_c_cancels_the_build_and_kills_the_jobs_processes() {
     let p = Project::new(
-        "language: shell\nscript:\n  - echo \"started in $PWD\"; sleep 86421\nafter_script: echo AFTER\n",
+        "language: shell\nenv:\n  - A=1\n  - A=2\nscript:\n  - echo \"started in $PWD\"; sleep 86421\nafter_script: echo AFTER\n",
     );
     let build = Lines::spawn(
         runway()
@@ -551,6 +552,16 @@ fn ctrl_c_cancels_the_build_and_kills_the_jobs_processes() {
         "{all}"
     );
     assert!(all.contains("the job's process group was killed"), "{all}");
+    assert!(
+        all.contains("Job 1.2 canceled: the build was canceled before it started"),
+        "{all}"
+    );
+    let ran = seen
+        .iter()
+        .chain(&rest)
+        .filter(|l| l.starts_with("started in "))
+        .count();
+    assert_eq!(ran, 1, "only job 1.1 ran: {all}");
     crate::common::assert_no_process("sleep 86421");
     assert!(
         !Path::new(&workspace).exists(),
