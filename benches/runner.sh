@@ -2,6 +2,8 @@
 # Runner overhead per job, side by side in one run: `runway run --commit HEAD` on a
 # small repository whose script is `true`, against `git clone --local` + `bash -c true`.
 # Usage: bash benches/runner.sh [ROUNDS]   (builds runway in release mode first)
+# With BENCH_BEFORE=/path/to/an/older/runway, that binary is timed too, in the same
+# rounds (its state directory its own, so each keeps its own kept sandbox check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
@@ -25,7 +27,14 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 
 runway_times=()
 baseline_times=()
+before_times=()
+export RUNWAY_STATE_DIR=$work/state
 for i in $(seq 1 "$rounds"); do
+  if [ -n "${BENCH_BEFORE:-}" ]; then
+    tb=$(now)
+    RUNWAY_STATE_DIR=$work/state-before "$BENCH_BEFORE" run "$repo" --commit HEAD --cache-dir "$work/cache-before" >/dev/null
+    before_times+=($(( ($(now) - tb) / 1000 )))
+  fi
   t0=$(now)
   "$runway" run "$repo" --commit HEAD --cache-dir "$work/cache" >/dev/null
   t1=$(now)
@@ -43,3 +52,9 @@ awk -v r="$r" -v b="$b" -v n="$rounds" 'BEGIN {
   printf "  git clone --local + bash -c true          %7.1f ms\n", b/1000
   printf "  difference                                %7.1f ms (ratio %.2fx)\n", (r-b)/1000, r/b
 }'
+if [ -n "${BENCH_BEFORE:-}" ]; then
+  o=$(printf '%s\n' "${before_times[@]}" | median)
+  awk -v o="$o" -v r="$r" -v b="$b" 'BEGIN {
+    printf "  the same with BENCH_BEFORE                %7.1f ms (ratio %.2fx; after/before %.2f)\n", o/1000, o/b, r/o
+  }'
+fi

@@ -23,25 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a .travis.yml the way Travis read it. Exit 0: no errors; 1: errors.
-    Lint {
-        /// The file to check.
-        #[arg(default_value = ".travis.yml")]
-        file: PathBuf,
-        /// Print JSON for programs: {"file","valid","diagnostics":[..]}.
-        #[arg(long)]
-        json: bool,
-    },
+    Lint(cmd::lint::LintArgs),
     /// Decide whether the build runs, its jobs, deploys and mail, and say why.
-    Plan {
-        /// A git work tree, a bare repository, or a plain directory.
-        #[arg(default_value = ".")]
-        path: PathBuf,
-        #[command(flatten)]
-        refs: cmd::run::RefFlags,
-        /// Print JSON for programs.
-        #[arg(long)]
-        json: bool,
-    },
+    Plan(cmd::plan::PlanArgs),
     /// Run the build: every job in a fresh workspace, Travis's lifecycle in one shell.
     Run(cmd::run::RunArgs),
     /// Build on git push: install or run the post-receive hook.
@@ -50,29 +34,9 @@ enum Command {
         action: HookAction,
     },
     /// The CI server: webhooks, a durable queue, workers, web pages.
-    Serve {
-        /// The server configuration.
-        #[arg(long, default_value = "runway.toml")]
-        config: PathBuf,
-        /// Listen here instead of `listen` in the config (port 0: a free port).
-        #[arg(long)]
-        listen: Option<String>,
-        /// The server's log of events (queued, started, job ended, ended, mailed,
-        /// refused): one line each, `human` or `json`.
-        #[arg(long, value_enum, default_value = "human")]
-        log_format: cmd::serve::LogFormat,
-    },
+    Serve(cmd::serve::ServeArgs),
     /// Queue a finished build again under its number.
-    Restart {
-        /// The build number.
-        build: String,
-        /// The repository, when several have this number.
-        #[arg(long)]
-        repo: Option<String>,
-        /// runway.toml: its `database_url_env` names the PostgreSQL store to use.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Restart(cmd::serve::RestartArgs),
     /// Run the server's jobs on this machine: connect out to the serve nodes (HTTP or
     /// HTTPS) with the token in RUNWAY_WORKER_TOKEN, take one job at a time whose os and
     /// arch this machine's labels match, and report back. SIGTERM finishes the running
@@ -91,37 +55,9 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// List recorded builds, newest first.
-    Builds {
-        /// Only this repository (owner/repo).
-        #[arg(long)]
-        repo: Option<String>,
-        /// Only this branch.
-        #[arg(long)]
-        branch: Option<String>,
-        /// Print JSON for programs.
-        #[arg(long)]
-        json: bool,
-        /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Builds(cmd::history::BuildsArgs),
     /// Print a recorded build's log: BUILD or BUILD.JOB.
-    Log {
-        /// `12` or `12.2`.
-        build: String,
-        /// The repository, when several have this build number.
-        #[arg(long)]
-        repo: Option<String>,
-        /// Follow a queued or running server build until it ends; exit with its result.
-        #[arg(long, short)]
-        follow: bool,
-        /// Keep Travis's fold and timer markers (for tools).
-        #[arg(long)]
-        raw: bool,
-        /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Log(cmd::history::LogArgs),
     /// List or clear stored caches.
     Cache {
         #[command(subcommand)]
@@ -302,8 +238,10 @@ pub fn main() -> ExitCode {
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let result = match cli.command {
-        Command::Lint { file, json } => cmd::lint::run(&file, json, &mut out, Style::stdout()),
-        Command::Plan { path, refs, json } => cmd::plan::run(
+        Command::Lint(cmd::lint::LintArgs { file, json }) => {
+            cmd::lint::run(&file, json, &mut out, Style::stdout())
+        }
+        Command::Plan(cmd::plan::PlanArgs { path, refs, json }) => cmd::plan::run(
             &path,
             &refs.ref_args(None),
             json,
@@ -341,16 +279,16 @@ pub fn main() -> ExitCode {
                 )
             }
         },
-        Command::Serve {
+        Command::Serve(cmd::serve::ServeArgs {
             config,
             listen,
             log_format,
-        } => cmd::serve::serve(&config, listen.as_deref(), log_format, &mut out),
-        Command::Restart {
+        }) => cmd::serve::serve(&config, listen.as_deref(), log_format, &mut out),
+        Command::Restart(cmd::serve::RestartArgs {
             build,
             repo,
             config,
-        } => cmd::serve::restart(&build, repo.as_deref(), config.as_deref(), &mut out),
+        }) => cmd::serve::restart(&build, repo.as_deref(), config.as_deref(), &mut out),
         Command::Worker(args) => cmd::worker::worker(args),
         Command::Workers {
             action: Some(WorkersAction::Revoke { name, undo }),
@@ -362,25 +300,25 @@ pub fn main() -> ExitCode {
             json,
             config,
         } => cmd::worker::workers(config.as_deref(), json, &mut out),
-        Command::Builds {
+        Command::Builds(cmd::history::BuildsArgs {
             repo,
             branch,
             json,
             config,
-        } => cmd::history::builds(
+        }) => cmd::history::builds(
             repo.as_deref(),
             branch.as_deref(),
             json,
             config.as_deref(),
             &mut out,
         ),
-        Command::Log {
+        Command::Log(cmd::history::LogArgs {
             build,
             repo,
             follow,
             raw,
             config,
-        } => cmd::history::log(
+        }) => cmd::history::log(
             &build,
             repo.as_deref(),
             (follow, raw),

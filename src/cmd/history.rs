@@ -9,9 +9,45 @@ use super::CmdError;
 use crate::exit;
 use crate::store::{self, BuildRow, Store};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::open_store as open;
+
+/// The flags of `runway builds`.
+#[derive(clap::Args)]
+pub struct BuildsArgs {
+    /// Only this repository (owner/repo).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only this branch.
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Print JSON for programs.
+    #[arg(long)]
+    pub json: bool,
+    /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// The flags of `runway log`.
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// `12` or `12.2`.
+    pub build: String,
+    /// The repository, when several have this build number.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Follow a queued or running server build until it ends; exit with its result.
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Keep Travis's fold and timer markers (for tools).
+    #[arg(long)]
+    pub raw: bool,
+    /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
 
 /// Lists builds, newest first.
 pub fn builds(

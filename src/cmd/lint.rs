@@ -5,11 +5,22 @@
 //! text, or is past one of runway's limits: size, nesting, alias expansion).
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{CmdError, Style};
 use crate::config::{self, diag::Level};
 use crate::exit;
+
+/// The flags of `runway lint`.
+#[derive(clap::Args)]
+pub struct LintArgs {
+    /// The file to check.
+    #[arg(default_value = ".travis.yml")]
+    pub file: PathBuf,
+    /// Print JSON for programs: {"file","valid","diagnostics":[..]}.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Lints one file and writes its diagnostics to `out`. Returns the exit code.
 pub fn run(file: &Path, json: bool, out: &mut dyn Write, style: Style) -> Result<i32, CmdError> {

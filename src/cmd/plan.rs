@@ -2,12 +2,26 @@
 //! Human output by default; `--json` in the shape design.md promises.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{CmdError, RefArgs, Style, resolve_target};
 use crate::config::{self, diag::Level};
 use crate::exit;
 use crate::plan::{self, Plan, Settings};
+
+/// The flags of `runway plan`.
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// A git work tree, a bare repository, or a plain directory.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Branch, tag, event, commit message.
+    #[command(flatten)]
+    pub refs: crate::cmd::run::RefFlags,
+    /// Print JSON for programs.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Plans the build of PATH and writes it. Diagnostics go to `err`.
 pub fn run(

@@ -1,7 +1,7 @@
 //! `runway serve --config runway.toml [--listen ADDR]` and `runway restart BUILD`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::CmdError;
 use crate::exit;
@@ -39,6 +39,34 @@ fn log_events(format: LogFormat) {
             .with(layer.json().flatten_event(true).with_filter(ours))
             .try_init(),
     };
+}
+
+/// The flags of `runway serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The server configuration.
+    #[arg(long, default_value = "runway.toml")]
+    pub config: PathBuf,
+    /// Listen here instead of `listen` in the config (port 0: a free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The server's log of events (queued, started, job ended, ended, mailed,
+    /// refused): one line each, `human` or `json`.
+    #[arg(long, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+/// The flags of `runway restart`.
+#[derive(clap::Args)]
+pub struct RestartArgs {
+    /// The build number.
+    pub build: String,
+    /// The repository, when several have this number.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// runway.toml: its `database_url_env` names the PostgreSQL store to use.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C (running builds get the grace period; a
