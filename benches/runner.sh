@@ -4,6 +4,7 @@
 # Usage: bash benches/runner.sh [ROUNDS]   (builds runway in release mode first)
 # With BENCH_BEFORE=/path/to/an/older/runway, that binary is timed too, in the same
 # rounds (its state directory its own, so each keeps its own kept sandbox check).
+# BENCH_ARGS: more flags for both (`--disk none`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
@@ -32,11 +33,11 @@ export RUNWAY_STATE_DIR=$work/state
 for i in $(seq 1 "$rounds"); do
   if [ -n "${BENCH_BEFORE:-}" ]; then
     tb=$(now)
-    RUNWAY_STATE_DIR=$work/state-before "$BENCH_BEFORE" run "$repo" --commit HEAD --cache-dir "$work/cache-before" >/dev/null
+    RUNWAY_STATE_DIR=$work/state-before "$BENCH_BEFORE" run "$repo" --commit HEAD --cache-dir "$work/cache-before" ${BENCH_ARGS:-} >/dev/null
     before_times+=($(( ($(now) - tb) / 1000 )))
   fi
   t0=$(now)
-  "$runway" run "$repo" --commit HEAD --cache-dir "$work/cache" >/dev/null
+  "$runway" run "$repo" --commit HEAD --cache-dir "$work/cache" ${BENCH_ARGS:-} >/dev/null
   t1=$(now)
   git clone -q --local "$repo" "$work/clone" && (cd "$work/clone" && bash -c true)
   t2=$(now)
