@@ -8,6 +8,40 @@ use crate::cache::store::{LocalStore, default_root};
 use crate::exit;
 use crate::job::bytes;
 
+/// The flags of `runway cache`.
+#[derive(clap::Args)]
+pub struct CacheArgs {
+    /// List or clear.
+    #[command(subcommand)]
+    pub action: CacheAction,
+    /// Where caches are kept (default: $XDG_CACHE_HOME/runway).
+    #[arg(long, global = true)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// What `runway cache` does.
+#[derive(clap::Subcommand)]
+pub enum CacheAction {
+    /// List stored caches.
+    List {
+        /// Only this repository (owner/repo).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    /// Delete stored caches.
+    Clear {
+        /// Only this repository (owner/repo).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Only this branch.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+}
+
 /// Lists stored caches.
 pub fn list(
     dir: Option<PathBuf>,

@@ -43,29 +43,13 @@ enum Command {
     /// job first.
     Worker(cmd::worker::WorkerArgs),
     /// List the workers: labels, last heartbeat and current job.
-    Workers {
-        /// `revoke NAME`: refuse a worker at once (its running jobs are errored).
-        #[command(subcommand)]
-        action: Option<WorkersAction>,
-        /// Print JSON for programs.
-        #[arg(long)]
-        json: bool,
-        /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
-        #[arg(long, global = true)]
-        config: Option<PathBuf>,
-    },
+    Workers(cmd::worker::WorkersArgs),
     /// List recorded builds, newest first.
     Builds(cmd::history::BuildsArgs),
     /// Print a recorded build's log: BUILD or BUILD.JOB.
     Log(cmd::history::LogArgs),
     /// List or clear stored caches.
-    Cache {
-        #[command(subcommand)]
-        action: CacheAction,
-        /// Where caches are kept (default: $XDG_CACHE_HOME/runway).
-        #[arg(long, global = true)]
-        cache_dir: Option<PathBuf>,
-    },
+    Cache(cmd::cache::CacheArgs),
     /// runway's helper inside a job's sandbox (caches, bundles), started by runway itself.
     #[command(hide = true)]
     SandboxHelper {
@@ -132,19 +116,6 @@ enum CodedeployAction {
 }
 
 #[derive(Subcommand)]
-enum WorkersAction {
-    /// Refuse worker NAME from now on: its calls are answered 403 and the jobs it runs
-    /// are errored "worker NAME was revoked".
-    Revoke {
-        /// The worker's name.
-        name: String,
-        /// Let it take jobs again.
-        #[arg(long)]
-        undo: bool,
-    },
-}
-
-#[derive(Subcommand)]
 enum HookAction {
     /// Write hooks/post-receive into a (bare) repository.
     Install {
@@ -199,28 +170,6 @@ impl From<HookFlags> for cmd::hook::HookOptions {
             cancel: None,
         }
     }
-}
-
-#[derive(Subcommand)]
-enum CacheAction {
-    /// List stored caches.
-    List {
-        /// Only this repository (owner/repo).
-        #[arg(long)]
-        repo: Option<String>,
-        /// Only this branch.
-        #[arg(long)]
-        branch: Option<String>,
-    },
-    /// Delete stored caches.
-    Clear {
-        /// Only this repository (owner/repo).
-        #[arg(long)]
-        repo: Option<String>,
-        /// Only this branch.
-        #[arg(long)]
-        branch: Option<String>,
-    },
 }
 
 /// Parses the command line, runs the command, and says how it ended: the whole of
@@ -290,16 +239,16 @@ pub fn main() -> ExitCode {
             config,
         }) => cmd::serve::restart(&build, repo.as_deref(), config.as_deref(), &mut out),
         Command::Worker(args) => cmd::worker::worker(args),
-        Command::Workers {
-            action: Some(WorkersAction::Revoke { name, undo }),
+        Command::Workers(cmd::worker::WorkersArgs {
+            action: Some(cmd::worker::WorkersAction::Revoke { name, undo }),
             config,
             ..
-        } => cmd::worker::revoke(config.as_deref(), &name, undo, &mut out),
-        Command::Workers {
+        }) => cmd::worker::revoke(config.as_deref(), &name, undo, &mut out),
+        Command::Workers(cmd::worker::WorkersArgs {
             action: None,
             json,
             config,
-        } => cmd::worker::workers(config.as_deref(), json, &mut out),
+        }) => cmd::worker::workers(config.as_deref(), json, &mut out),
         Command::Builds(cmd::history::BuildsArgs {
             repo,
             branch,
@@ -365,11 +314,11 @@ pub fn main() -> ExitCode {
             deployment_group,
             socket,
         )),
-        Command::Cache { action, cache_dir } => match action {
-            CacheAction::List { repo, branch } => {
+        Command::Cache(cmd::cache::CacheArgs { action, cache_dir }) => match action {
+            cmd::cache::CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)
             }
-            CacheAction::Clear { repo, branch } => {
+            cmd::cache::CacheAction::Clear { repo, branch } => {
                 cmd::cache::clear(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)
             }
         },

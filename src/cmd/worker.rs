@@ -48,6 +48,34 @@ fn label(text: &str) -> Result<(String, String), CmdError> {
     }
 }
 
+/// The flags of `runway workers`.
+#[derive(clap::Args)]
+pub struct WorkersArgs {
+    /// `revoke NAME`: refuse a worker at once (its running jobs are errored).
+    #[command(subcommand)]
+    pub action: Option<WorkersAction>,
+    /// Print JSON for programs.
+    #[arg(long)]
+    pub json: bool,
+    /// runway.toml: its `database_url_env` names the PostgreSQL store to read.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// What `runway workers` does besides listing.
+#[derive(clap::Subcommand)]
+pub enum WorkersAction {
+    /// Refuse worker NAME from now on: its calls are answered 403 and the jobs it runs
+    /// are errored "worker NAME was revoked".
+    Revoke {
+        /// The worker's name.
+        name: String,
+        /// Let it take jobs again.
+        #[arg(long)]
+        undo: bool,
+    },
+}
+
 /// `runway worker`: runs the servers' jobs until drained by a signal.
 pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
     if args.servers.is_empty() {
