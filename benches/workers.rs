@@ -290,24 +290,7 @@ fn burst(n: usize) {
         let _ws: Vec<Worker> = (0..3)
             .map(|i| Worker::start_of(variant, d, &format!("burst-{tag}-{i}"), &a.addr))
             .collect();
-        let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let sampler = {
-            let (most, stop, url) = (most.clone(), stop.clone(), url.clone());
-            std::thread::spawn(move || {
-                let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-                let name = url.rsplit('/').next().unwrap().to_string();
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    if let Ok(r) = db.query_one(
-                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                        &[&name],
-                    ) {
-                        most.fetch_max(r.get(0), std::sync::atomic::Ordering::SeqCst);
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            })
-        };
+        let peak = common::ConnectionPeak::start(&url);
         let t = Instant::now();
         let mut sent: Vec<(u64, Instant, std::time::SystemTime)> = Vec::new();
         let mut refused = 0;
@@ -359,8 +342,7 @@ fn burst(n: usize) {
             std::thread::sleep(Duration::from_millis(50));
         }
         let took = t.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = sampler.join();
+        let most = peak.finish();
         let mut waits: Vec<Duration> = sent
             .iter()
             .filter_map(|(num, at, _)| {
@@ -400,7 +382,7 @@ fn burst(n: usize) {
             firsts.len(),
             ms(percentile(&waits, 0.5)),
             ms(percentile(&waits, 0.95)),
-            most.load(std::sync::atomic::Ordering::SeqCst),
+            most,
         );
     }
 }

@@ -232,11 +232,34 @@ fn glob_match_with(pattern: &str, path: &str, star_crosses: bool) -> bool {
             .backslash_escape(true)
             .build()
     };
-    // `**` only means "any directories" as a whole path component; elsewhere it is `*`.
-    match compile(pattern).or_else(|_| compile(&pattern.replace("**", "*"))) {
-        Ok(g) => g.compile_matcher().is_match(path),
-        Err(_) => pattern == path,
+    // Compiled once per pattern (per thread), not once per path: an upload matches
+    // every file of the directory against the same few patterns. Bounded: a config
+    // naming more patterns than this starts the cache afresh.
+    thread_local! {
+        static COMPILED: std::cell::RefCell<HashMap<(String, bool), Option<globset::GlobMatcher>>> =
+            std::cell::RefCell::new(HashMap::new());
     }
+    const MOST_KEPT: usize = 256;
+    COMPILED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MOST_KEPT {
+            c.clear();
+        }
+        let m = c
+            .entry((pattern.to_string(), star_crosses))
+            .or_insert_with(|| {
+                // `**` only means "any directories" as a whole path component; elsewhere
+                // it is `*`.
+                compile(pattern)
+                    .or_else(|_| compile(&pattern.replace("**", "*")))
+                    .ok()
+                    .map(|g| g.compile_matcher())
+            });
+        match m {
+            Some(g) => g.is_match(path),
+            None => pattern == path,
+        }
+    })
 }
 
 /// The Content-Type for a file name, by extension (`application/octet-stream` if unknown).

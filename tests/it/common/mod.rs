@@ -329,6 +329,51 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The most connections a PostgreSQL database had open at once (others' than this
+/// sampler's), sampled every 50 ms from a thread of its own until [`ConnectionPeak::finish`].
+pub struct ConnectionPeak {
+    most: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+impl ConnectionPeak {
+    /// Starts sampling the database `url` names.
+    pub fn start(url: &str) -> ConnectionPeak {
+        use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+        let most = std::sync::Arc::new(AtomicI64::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (m, s, url) = (most.clone(), stop.clone(), url.to_string());
+        let sampler = std::thread::spawn(move || {
+            let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            let name = url.rsplit('/').next().unwrap().to_string();
+            while !s.load(Ordering::SeqCst) {
+                let n: i64 = db
+                    .query_one(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .unwrap()
+                    .get(0);
+                m.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        ConnectionPeak {
+            most,
+            stop,
+            sampler,
+        }
+    }
+
+    /// Stops sampling; the most seen.
+    pub fn finish(self) -> i64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.sampler.join().unwrap();
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 pub mod moto;
 /// The throwaway PostgreSQL cluster the store's own tests use.
 #[path = "../../../src/store/cluster.rs"]

@@ -1093,26 +1093,7 @@ fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
         .iter()
         .map(|n| Worker::start(dir, n, &[&a, &b], &[]))
         .collect();
-    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let (most, done, url) = (most.clone(), done.clone(), url.clone());
-        std::thread::spawn(move || {
-            let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-            let name = url.rsplit('/').next().unwrap().to_string();
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let n: i64 = db
-                    .query_one(
-                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                        &[&name],
-                    )
-                    .unwrap()
-                    .get(0);
-                most.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let peak = crate::common::ConnectionPeak::start(&url);
     let sha = s.head();
     let mut numbers: Vec<u64> = (0..200)
         .map(|i| queue(if i % 2 == 0 { &a } else { &b }, &sha))
@@ -1121,8 +1102,7 @@ fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
         let built = wait_state(&a, *n, "passed");
         assert_eq!(built["jobs"][0]["result"], "passed", "{built}");
     }
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    sampler.join().unwrap();
+    let most = peak.finish();
     numbers.sort();
     numbers.dedup();
     assert_eq!(numbers, (1..=200).collect::<Vec<u64>>(), "numbered once");
@@ -1132,7 +1112,6 @@ fn a_burst_of_builds_waits_for_the_pool_and_none_errors() {
         .unwrap()
         .get(0);
     assert_eq!(jobs, 200, "each run once");
-    let most = most.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         most <= 8,
         "the nodes held {most} connections (two pools of 3, two LISTEN)"
