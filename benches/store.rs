@@ -50,7 +50,7 @@ fn task_round(st: &mut Store, n: usize) -> Duration {
     let builds: Vec<i64> = (0..n).map(|_| st.enqueue(&new).unwrap().id).collect();
     let t = Instant::now();
     for b in &builds {
-        st.open_task(*b, "1.1", &needs).unwrap();
+        st.open_task(*b, "1.1", &needs, "").unwrap();
     }
     let mut done = 0;
     while let Some(task) = st.claim_task("w", &labels, 60_000).unwrap() {

@@ -152,7 +152,55 @@ pub trait JobTap: Send + Sync {
 /// as it arrives, and its outcome comes back. Without one, jobs run here.
 pub trait JobExecutor: Send + Sync {
     /// Runs `job`, its log into `log`.
-    fn run(&self, job: &JobPlan, log: &mut Log) -> JobOutcome;
+    fn run(&self, job: &CompiledJob, log: &mut Log) -> JobOutcome;
+}
+
+/// What every job of one build shares: the trigger, the build's number, its root
+/// `language:` (a job's own overrides it).
+#[derive(Clone, Copy)]
+pub struct BuildFacts<'a> {
+    /// The trigger.
+    pub event: &'a BuildEvent,
+    /// The build's number.
+    pub number: u64,
+    /// The root `language:`.
+    pub language: &'a str,
+}
+
+/// One job planned whole: all a worker needs to run it without reading `.travis.yml`
+/// or planning (a serve node plans a build once and sends each job this way).
+#[derive(Clone, Debug)]
+pub struct CompiledJob {
+    /// The job: its number, env, matrix values, deploys and merged config.
+    pub job: JobPlan,
+    /// The trigger.
+    pub event: BuildEvent,
+    /// The build's number.
+    pub build_number: u64,
+    /// The root `language:`.
+    pub language: String,
+    /// `git:` options for its clone.
+    pub git: GitOptions,
+    /// Its time limit.
+    pub timeout: Duration,
+    /// Its limit without output.
+    pub no_output_timeout: Duration,
+}
+
+impl CompiledJob {
+    /// The facts its build shares.
+    pub fn facts(&self) -> BuildFacts<'_> {
+        BuildFacts {
+            event: &self.event,
+            number: self.build_number,
+            language: &self.language,
+        }
+    }
+}
+
+/// Runs one compiled job (a worker's), its log into `out` as it runs.
+pub fn run_compiled(c: &CompiledJob, opts: &BuildOptions, out: &SharedOut) -> JobReport {
+    run_one(&c.job, c.facts(), opts, Box::new(Live(out.clone())))
 }
 
 /// A `Write` into a [`JobTap`] for one job.
@@ -328,9 +376,7 @@ fn select_number<'a>(plan: &'a Plan, only: Option<&str>) -> Result<Vec<&'a JobPl
 pub fn run(
     plan: &Plan,
     jobs: &[&JobPlan],
-    event: &BuildEvent,
-    build_number: u64,
-    language: &str,
+    facts: BuildFacts<'_>,
     opts: &BuildOptions,
     out: &SharedOut,
 ) -> BuildReport {
@@ -360,7 +406,7 @@ pub fn run(
         if plan.stages.len() > 1 {
             let _ = writeln!(out.lock().expect("out"), "\n=== Stage: {stage} ===");
         }
-        let results = run_stage(&stage_jobs, event, build_number, language, opts, out);
+        let results = run_stage(&stage_jobs, facts, opts, out);
         let failed_required = results
             .iter()
             .any(|r| !r.job.allow_failure && r.outcome.result != JobResult::Passed);
@@ -399,9 +445,7 @@ pub fn run(
 /// back in job order.
 fn run_stage(
     jobs: &[&JobPlan],
-    event: &BuildEvent,
-    build_number: u64,
-    language: &str,
+    facts: BuildFacts<'_>,
     opts: &BuildOptions,
     out: &SharedOut,
 ) -> Vec<JobReport> {
@@ -415,7 +459,7 @@ fn run_stage(
             let _ = writeln!(shown, "Job {} canceled: {why}", job.number);
             return not_started(job, why, opts);
         }
-        run_one(job, event, build_number, language, opts, shown)
+        run_one(job, facts, opts, shown)
     };
     let workers = opts.parallel.max(1).min(jobs.len());
     if workers <= 1 {
@@ -470,9 +514,7 @@ fn not_started(job: &JobPlan, why: &str, opts: &BuildOptions) -> JobReport {
 /// Runs one job; its log is kept (secrets masked) and `shown` as it runs.
 fn run_one(
     job: &JobPlan,
-    event: &BuildEvent,
-    build_number: u64,
-    language: &str,
+    facts: BuildFacts<'_>,
     opts: &BuildOptions,
     shown: Box<dyn Write + Send>,
 ) -> JobReport {
@@ -492,12 +534,23 @@ fn run_one(
     let masker = opts.settings.masker();
     let mut log = Log::new(masker, sinks);
     let outcome = match &opts.executor {
-        Some(x) => x.run(job, &mut log),
-        None => execute(job, event, build_number, language, opts, &mut log),
+        Some(x) => x.run(
+            &CompiledJob {
+                job: job.clone(),
+                event: facts.event.clone(),
+                build_number: facts.number,
+                language: facts.language.to_string(),
+                git: opts.git.clone(),
+                timeout: opts.job.timeout,
+                no_output_timeout: opts.job.no_output_timeout,
+            },
+            &mut log,
+        ),
+        None => execute(job, facts, opts, &mut log),
     };
     log.finish();
     tracing::info!(
-        repo = %event.repo,
+        repo = %facts.event.repo,
         job = %job.number,
         result = outcome.result.as_str(),
         seconds = outcome.duration.as_secs_f64(),
@@ -515,18 +568,11 @@ fn run_one(
     }
 }
 
-fn execute(
-    job: &JobPlan,
-    event: &BuildEvent,
-    build_number: u64,
-    language: &str,
-    opts: &BuildOptions,
-    log: &mut Log,
-) -> JobOutcome {
+fn execute(job: &JobPlan, facts: BuildFacts<'_>, opts: &BuildOptions, log: &mut Log) -> JobOutcome {
     let started = Instant::now();
     let mut ws = match Workspace::prepare(
         &opts.origin,
-        &event.repo,
+        &facts.event.repo,
         &opts.git,
         // A kept workspace stays a plain directory on the host's disk, to look at
         // and remove as any other.
@@ -548,10 +594,10 @@ fn execute(
         }
     };
     let ctx = JobContext {
-        event,
+        event: facts.event,
         job,
-        build_number,
-        language: job_language(job, language),
+        build_number: facts.number,
+        language: job_language(job, facts.language),
         settings: &opts.settings,
         workspace: &ws,
         options: &opts.job,

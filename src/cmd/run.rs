@@ -239,7 +239,6 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             rehearse_deploy: args.rehearse_deploy,
             sandbox,
             terminal: std::io::stdout().is_terminal(),
-            number: None,
         },
         mail: MailOptions {
             send: args.notify,

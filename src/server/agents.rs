@@ -285,20 +285,24 @@ fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
         .cfg
         .repo(&build.repo)
         .ok_or("the repository is no longer in runway.toml")?;
+    let spec = state.db(|s| s.task_spec(t.id))?;
+    if spec.is_empty() {
+        return Err(format!(
+            "job {} was queued by a runway from before compiled jobs: restart build #{}",
+            t.number, build.number
+        ));
+    }
+    let job: crate::worker::protocol::job::Job = serde_json::from_str(&spec)
+        .map_err(|e| format!("the job's compiled form cannot be read: {e}"))?;
     Ok(Assignment {
         task: t.id,
         attempt: t.attempt,
-        job: t.number.clone(),
-        default_branch: repo
-            .default_branch
-            .clone()
-            .unwrap_or_else(|| "master".into()),
+        job,
         settings: repo.settings(),
         lease_ms: state.cfg.worker_lease_ms,
         heartbeat_ms: state.cfg.worker_heartbeat_ms,
         substitutes: state.cfg.substitutes,
         remote_cache: state.cfg.cache_url.is_some(),
-        build,
         secret: String::new(),
     })
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::AppState;
-use crate::build::JobExecutor;
+use crate::build::{CompiledJob, JobExecutor};
 use crate::job::log::Log;
 use crate::job::{JobOutcome, JobResult};
 use crate::plan::JobPlan;
@@ -98,7 +98,8 @@ pub(super) struct Dispatcher {
 }
 
 impl JobExecutor for Dispatcher {
-    fn run(&self, job: &JobPlan, log: &mut Log) -> JobOutcome {
+    fn run(&self, compiled: &CompiledJob, log: &mut Log) -> JobOutcome {
+        let job = &compiled.job;
         let started = Instant::now();
         let ended = |result, reason: String| JobOutcome {
             result,
@@ -114,9 +115,12 @@ impl JobExecutor for Dispatcher {
         {
             needs.extend(repo.worker_labels.clone());
         }
+        // The job as planned here is what the worker runs: it does not plan again.
+        let spec = serde_json::to_string(&crate::worker::protocol::job::Job::of(compiled))
+            .unwrap_or_default();
         let opened = self
             .state
-            .db(|s| s.open_task(self.build_id, &job.number, &needs));
+            .db(|s| s.open_task(self.build_id, &job.number, &needs, &spec));
         let task = match opened {
             Ok(t) => t,
             Err(e) => {

@@ -90,9 +90,6 @@ pub struct Options {
     pub sandbox: SandboxOptions,
     /// The live output is a terminal (sections for people instead of fold markers).
     pub terminal: bool,
-    /// The build's number when it is not recorded here (a worker runs a job of the
-    /// server's build #N): its jobs are `N.1`, `N.2`…
-    pub number: Option<u64>,
 }
 
 impl Default for Options {
@@ -110,7 +107,6 @@ impl Default for Options {
             rehearse_deploy: false,
             sandbox: SandboxOptions::default(),
             terminal: false,
-            number: None,
         }
     }
 }
@@ -365,7 +361,7 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     // A queued build has its number: it is planned once, with it.
     let first_number = match &req.record {
         Record::Queued(row) => row.number,
-        _ => req.options.number.unwrap_or(1),
+        _ => 1,
     };
     let plan = plan_build(&loaded.config, &event, first_number, &req.settings);
     if let Some(why) = invalid(&loaded, &plan, &target) {
@@ -408,9 +404,54 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         plan.build.reason
     )));
     let out = reporter.out();
-    let report = build::run(&plan, &jobs, &event, number, &language, &opts, &out);
+    let facts = build::BuildFacts {
+        event: &event,
+        number,
+        language: &language,
+    };
+    let report = build::run(&plan, &jobs, facts, &opts, &out);
     conclude(req, &plan, &event, &report, recorded.as_mut(), reporter);
     Ok(report.exit_code())
+}
+
+/// Runs one job as a serve node compiled it (a worker's job): its commit from the
+/// repository at `req.path`; no `.travis.yml` is read and nothing is planned, so the
+/// job run is the job the build page shows. Its log goes to `reporter.out()` and the
+/// tap.
+pub fn run_compiled(
+    req: &Request,
+    job: &build::CompiledJob,
+    reporter: &mut dyn Reporter,
+) -> crate::job::JobOutcome {
+    let cache_root = req
+        .options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::cache::store::default_root);
+    let Some(sandbox) = prepare(req, &cache_root, reporter) else {
+        return crate::job::JobOutcome {
+            result: crate::job::JobResult::Errored,
+            reason: "the job sandbox cannot be made on this worker (its output says why)".into(),
+            timed_out: false,
+            duration: std::time::Duration::ZERO,
+            substituted: Vec::new(),
+        };
+    };
+    let origin = Origin::Commit {
+        repo: req.path.clone(),
+        sha: job.event.commit.clone(),
+    };
+    let mut opts = options_with(
+        req,
+        job.git.clone(),
+        origin,
+        &job.event.default_branch,
+        sandbox,
+        cache_root,
+    );
+    opts.job.timeout = job.timeout;
+    opts.job.no_output_timeout = job.no_output_timeout;
+    build::run_compiled(job, &opts, &reporter.out()).outcome
 }
 
 /// Before the jobs: what a runway that died left running is ended (the server does
@@ -498,9 +539,7 @@ fn conclude(
             ))),
         }
     }
-    let number = recorded
-        .as_ref()
-        .map_or(req.options.number.unwrap_or(1), |r| r.row.number);
+    let number = recorded.as_ref().map_or(1, |r| r.row.number);
     reporter.event(Event::Ended { number, report });
     let previous = recorded.as_ref().and_then(|r| r.row.previous_state);
     let mut say = |line: &str| reporter.event(Event::Note(line));
@@ -678,6 +717,22 @@ fn build_options(
         _ => Origin::Disk(root),
     };
     let git = config.git();
+    let git = GitOptions {
+        depth: git.depth,
+        submodules: git.submodules,
+    };
+    options_with(req, git, origin, &event.default_branch, sandbox, cache_root)
+}
+
+/// [`build_options`] once the clone's source and options are known.
+fn options_with(
+    req: &Request,
+    git: GitOptions,
+    origin: Origin,
+    default_branch: &str,
+    sandbox: Arc<dyn crate::sandbox::Sandbox>,
+    cache_root: PathBuf,
+) -> BuildOptions {
     let o = &req.options;
     BuildOptions {
         only_job: o.job.clone(),
@@ -693,7 +748,7 @@ fn build_options(
                     .clone()
                     .unwrap_or_else(|| Arc::new(LocalStore::new(cache_root))),
             ),
-            default_branch: event.default_branch.clone(),
+            default_branch: default_branch.to_string(),
             deploy: o.deploy,
             cancel: req.controls.cancel.clone(),
             // Every build records its jobs' process groups and workspaces; the next
@@ -704,10 +759,7 @@ fn build_options(
             substitutes: o.substitutes,
             rehearse_deploy: o.rehearse_deploy,
         },
-        git: GitOptions {
-            depth: git.depth,
-            submodules: git.submodules,
-        },
+        git,
         origin,
         settings: req.settings.clone(),
         terminal: o.terminal,

@@ -797,10 +797,10 @@ mod tests {
             .unwrap();
         let linux = parse_labels("os=linux arch=amd64");
         let osx = parse_labels("os=osx arch=amd64");
-        let t1 = st.open_task(b.id, "1.1", &osx).unwrap();
-        let t2 = st.open_task(b.id, "1.2", &linux).unwrap();
+        let t1 = st.open_task(b.id, "1.1", &osx, "").unwrap();
+        let t2 = st.open_task(b.id, "1.2", &linux, "").unwrap();
         assert_eq!(
-            st.open_task(b.id, "1.2", &linux).unwrap().id,
+            st.open_task(b.id, "1.2", &linux, "").unwrap().id,
             t2.id,
             "{backend}: one task per job"
         );

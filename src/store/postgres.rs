@@ -110,6 +110,9 @@ ALTER TABLE tasks ADD COLUMN secret TEXT NOT NULL DEFAULT '';
     "
 ALTER TABLE tasks ADD COLUMN held_by TEXT NOT NULL DEFAULT '';
 ",
+    "
+ALTER TABLE tasks ADD COLUMN spec TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

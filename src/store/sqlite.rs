@@ -144,6 +144,7 @@ impl Sqlite {
             ("builds", "lease_until", "INTEGER NOT NULL DEFAULT 0"),
             ("tasks", "secret", "TEXT NOT NULL DEFAULT ''"),
             ("tasks", "held_by", "TEXT NOT NULL DEFAULT ''"),
+            ("tasks", "spec", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",

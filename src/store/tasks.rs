@@ -333,18 +333,20 @@ impl Store {
         build_id: i64,
         number: &str,
         needs: &Labels,
+        spec: &str,
     ) -> Result<TaskRow, StoreError> {
         if let Some(t) = self.task_of(build_id, number)? {
             return Ok(t);
         }
         self.x(
-            "INSERT INTO tasks (build_id, number, needs, state, created_at) VALUES ($1, $2, $3, 'queued', $4)
+            "INSERT INTO tasks (build_id, number, needs, state, created_at, spec) VALUES ($1, $2, $3, 'queued', $4, $5)
              ON CONFLICT (build_id, number) DO NOTHING",
             &[
                 build_id.into(),
                 number.into(),
                 labels_text(needs).as_str().into(),
                 now_ms().into(),
+                spec.into(),
             ],
         )?;
         self.announce(TASK_QUEUED, build_id);
@@ -384,6 +386,19 @@ impl Store {
         .next()
         .map(task)
         .transpose()
+    }
+
+    /// The compiled job task `id` runs (as JSON; empty for a task queued by a runway
+    /// from before compiled jobs).
+    pub fn task_spec(&self, id: i64) -> Result<String, StoreError> {
+        match self
+            .q("SELECT spec FROM tasks WHERE id = $1", &[id.into()])?
+            .into_iter()
+            .next()
+        {
+            Some(row) => Ok(row.first().and_then(Value::text).unwrap_or_default()),
+            None => Err(StoreError::Data(format!("task {id} is gone"))),
+        }
     }
 
     /// The oldest queued task a worker with `labels` can run, now `worker`'s with a

@@ -1,8 +1,9 @@
 //! `runway worker --server URL [--server URL2] --name NAME [--label key=value]…`: an
 //! agent on another machine that connects out to the serve nodes over HTTP(S), with
 //! the token in `RUNWAY_WORKER_TOKEN`. It holds no database or S3 credentials: a serve
-//! node hands it one job at a time with what that job needs (the build, the commit as
-//! a git pack, the repository's settings), it runs the job in its own sandbox with its
+//! node hands it one job at a time with what that job needs (the job as the node
+//! planned it, the commit as a git pack, the repository's settings); it reads no
+//! `.travis.yml` and plans nothing, and runs the job in its own sandbox with its
 //! own runtimes and cache directory, streams the log back in numbered chunks (a chunk
 //! sent again is kept once), beats while the job runs, and reports the result. A serve
 //! node that stops answering is left for the next `--server`, with a growing pause.
@@ -19,10 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::build::{BuildReport, JobTap, SharedOut};
+use crate::build::{JobTap, SharedOut};
 use crate::cancel::Cancel;
 use crate::job::{JobOutcome, JobResult};
-use crate::service::{self, Controls, Event, Options, RefArgs, Reporter, Request, SandboxOptions};
+use crate::service::{self, Controls, Event, Options, Reporter, Request, SandboxOptions};
 use crate::store::tasks::{Labels, labels_text};
 use protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held, Report};
 
@@ -414,27 +415,20 @@ impl JobTap for ChunkTap {
 }
 
 /// The reporter of a worker's job: the job's log goes to the server (through the tap),
-/// problems to the worker's standard error, the outcome is kept.
-struct Keep {
+/// problems to the worker's standard error.
+struct Problems {
     out: SharedOut,
-    outcome: Option<JobOutcome>,
 }
 
-impl Reporter for Keep {
+impl Reporter for Problems {
     fn out(&self) -> SharedOut {
         self.out.clone()
     }
     fn event(&mut self, event: Event<'_>) {
-        match event {
-            Event::Problem(t) => eprintln!("runway worker: {t}"),
-            Event::Note(_) | Event::Mail(_) => {}
-            Event::Ended { report, .. } => self.outcome = outcome_of(report),
+        if let Event::Problem(t) = event {
+            eprintln!("runway worker: {t}");
         }
     }
-}
-
-fn outcome_of(report: &BuildReport) -> Option<JobOutcome> {
-    report.jobs.first().map(|j| j.outcome.clone())
 }
 
 /// Runs one assigned job: its commit fetched, heartbeats while it runs, its log sent,
@@ -451,7 +445,7 @@ fn run_task(
     tell(keeper, lease::Word::HoldFor(hold));
     eprintln!(
         "runway worker {}: job {} of {} (attempt {})",
-        opts.name, a.job, a.build.repo, a.attempt
+        opts.name, a.job.number, a.job.event.repo, a.attempt
     );
     let outbox = Arc::new(Outbox::default());
     outbox.push(
@@ -459,7 +453,7 @@ fn run_task(
             "runway worker {} ({}) runs job {} (attempt {})\n",
             opts.name,
             labels_text(&opts.labels),
-            a.job,
+            a.job.number,
             a.attempt
         )
         .as_bytes(),
@@ -484,7 +478,7 @@ fn run_task(
     if lost.is_canceled() {
         eprintln!(
             "runway worker {}: job {} is no longer ours (its lease ran out): stopped",
-            opts.name, a.job
+            opts.name, a.job.number
         );
         return;
     }
@@ -499,7 +493,7 @@ fn run_task(
         Ok(_) => eprintln!(
             "runway worker {}: job {} {}",
             opts.name,
-            a.job,
+            a.job.number,
             outcome.result.as_str()
         ),
         Err(e) => eprintln!(
@@ -591,7 +585,8 @@ fn beat(
     }
 }
 
-/// Fetches the commit and runs the job through the build service.
+/// Fetches the commit and runs the job as the serve node compiled it, through the
+/// same job runner as `runway run` (nothing read from `.travis.yml`, nothing planned).
 fn run_job(
     opts: &WorkerOptions,
     servers: &Arc<Servers>,
@@ -609,18 +604,24 @@ fn run_job(
             substituted: Vec::new(),
         }
     };
+    let compiled = match a.job.compiled() {
+        Ok(c) => c,
+        Err(e) => return errored(format!("the job sent cannot be run: {e}")),
+    };
     let repo = match fetch(opts, servers, a) {
         Ok(p) => p,
-        Err(e) => return errored(format!("could not fetch commit {}: {e}", a.build.commit)),
+        Err(e) => {
+            return errored(format!(
+                "could not fetch commit {}: {e}",
+                compiled.event.commit
+            ));
+        }
     };
     let out: SharedOut = Arc::new(Mutex::new(Box::new(std::io::sink())));
     let request = Request {
         path: repo,
-        refs: RefArgs::queued(&a.build, Some(a.default_branch.clone())),
         settings: a.settings.clone(),
         options: Options {
-            job: Some(a.job.clone()),
-            number: Some(a.build.number),
             deploy: true,
             substitutes: a.substitutes,
             cache_dir: opts.cache_dir.clone(),
@@ -643,13 +644,7 @@ fn run_job(
         },
         ..Request::default()
     };
-    let mut keep = Keep { out, outcome: None };
-    match service::run(&request, &mut keep) {
-        Ok(_) => keep
-            .outcome
-            .unwrap_or_else(|| errored("the job did not run (see the worker's output)".into())),
-        Err(e) => errored(e.to_string()),
-    }
+    service::run_compiled(&request, &compiled, &mut Problems { out })
 }
 
 /// The build's commit in this worker's copy of the repository (a bare repository
@@ -658,7 +653,7 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
     let dir = opts
         .state_dir
         .join("worker-repos")
-        .join(format!("{}.git", a.build.repo.replace('/', "+")));
+        .join(format!("{}.git", a.job.event.repo.replace('/', "+")));
     if !dir.join("objects").is_dir() {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         git(&dir, &["init", "-q", "--bare"], None)?;
@@ -675,7 +670,11 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
     )?;
     let present = git(
         &dir,
-        &["cat-file", "-e", &format!("{}^{{commit}}", a.build.commit)],
+        &[
+            "cat-file",
+            "-e",
+            &format!("{}^{{commit}}", a.job.event.commit),
+        ],
         None,
     )
     .is_ok();
@@ -703,7 +702,7 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
     // One transaction: the build's branch (or tag) points at its commit, as on the
     // server, so a job's clone has it; no other branch or tag is left for clones to
     // copy; the commit is remembered for the next pack; the oldest of those go.
-    let name = match (&a.build.tag, &a.build.branch) {
+    let name = match (&a.job.event.tag, &a.job.event.branch) {
         (Some(t), _) => format!("refs/tags/{t}"),
         (None, Some(b)) => format!("refs/heads/{b}"),
         (None, None) => "refs/heads/runway-build".to_string(),
@@ -720,14 +719,14 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         } else {
             refname != name
         };
-        if stale && refname != format!("refs/runway/have/{}", a.build.commit) {
+        if stale && refname != format!("refs/runway/have/{}", a.job.event.commit) {
             tx.push_str(&format!("delete {refname}\n"));
         }
     }
-    tx.push_str(&format!("update {name} {}\n", a.build.commit));
+    tx.push_str(&format!("update {name} {}\n", a.job.event.commit));
     tx.push_str(&format!(
         "update refs/runway/have/{0} {0}\n",
-        a.build.commit
+        a.job.event.commit
     ));
     git(&dir, &["update-ref", "--stdin"], Some(tx.as_bytes()))?;
     Ok(dir)

@@ -101,7 +101,7 @@ impl Drop for Worker {
 }
 
 /// The worker protocol's header, for calls a test makes by hand as a worker would.
-const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "1");
+const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "2");
 
 /// `srv` with its event log read away (a full pipe would stall it).
 fn drained(mut srv: Server) -> Server {
@@ -829,7 +829,9 @@ fn a_worker_of_another_protocol_version_is_refused_naming_both() {
     assert!(
         out.stderr
             .contains("the worker speaks worker protocol version 99")
-            && out.stderr.contains("speaks version 1"),
+            && out
+                .stderr
+                .contains(&format!("speaks version {}", PROTOCOL.1)),
         "{}",
         out.all()
     );
@@ -1056,6 +1058,52 @@ fn a_stopping_node_hands_its_build_to_another_that_ends_it_once() {
         .and_then(|d| d.parse().ok())
         .unwrap_or_else(|| panic!("{}", mails[0].text));
     assert!(secs >= 8, "{}", mails[0].text);
+}
+
+/// Issue 25: a worker fetched the commit, read `.travis.yml` and planned the build
+/// again to run one job of it, with the settings of the node it claimed from; two
+/// nodes that plan differently (another runway version, another runway.toml) made
+/// it run a job that was not the one the build page shows. Now the node that plans
+/// sends the compiled job: node A (whose settings keep the `MODE = a` job) plans,
+/// the worker claims through node B (whose settings say `MODE = b`), and the job
+/// run is A's.
+#[test]
+fn a_worker_runs_the_job_its_node_planned_not_its_own_plan() {
+    let url = crate::common::postgres::shared().database("compiled");
+    let s = Setup::new(
+        "language: shell\nscript: echo \"job $TRAVIS_JOB_NUMBER planned-with-$PLAN_MODE\"\njobs:\n  include:\n    - if: env(MODE) = a\n      env: PLAN_MODE=a\n    - if: env(MODE) = b\n      env: PLAN_MODE=b\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\nworker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let base = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!("{base}public = [\"MODE\"]\n[repo.env]\nMODE = \"a\"\n"),
+    )
+    .unwrap();
+    let b_toml = s.config_with("b", 0);
+    let text = std::fs::read_to_string(&b_toml).unwrap();
+    std::fs::write(&b_toml, text.replace("MODE = \"a\"", "MODE = \"b\"")).unwrap();
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    let a = drained(Server::start(
+        &s.config,
+        &s.dir.path().join("state-a"),
+        &env,
+    ));
+    let b = drained(Server::start(&b_toml, &s.dir.path().join("state-b"), &env));
+    let _w = Worker::start(s.dir.path(), "only-b", &[&b], &[]);
+    let n = queue(&a, &s.head());
+    let done = wait_state(&a, n, "passed");
+    let text = log(&a, n);
+    assert!(
+        text.contains(&format!("job {n}.1 planned-with-a")),
+        "{done}\n{text}"
+    );
+    assert!(!text.contains("planned-with-b"), "{text}");
+    assert!(text.contains("runway worker only-b"), "{text}");
 }
 
 /// Issue 30: each build a node followed opened a connection of its own, so a burst of

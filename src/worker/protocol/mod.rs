@@ -23,8 +23,9 @@ pub const TASK_SECRET: &str = "X-Runway-Task-Secret";
 
 /// The version of what workers and nodes say to each other, bumped with every change
 /// to a call or a wire type. A worker sends it on every call (header [`PROTOCOL`]); a
-/// node refuses a worker of another version (`426`), naming both.
-pub const VERSION: u32 = 1;
+/// node refuses a worker of another version (`426`), naming both. Version 2: the
+/// assignment carries the compiled job ([`job::Job`]), not the build to plan again.
+pub const VERSION: u32 = 2;
 
 /// The header that carries the worker's [`VERSION`].
 pub const PROTOCOL: &str = "X-Runway-Protocol";
@@ -54,11 +55,12 @@ pub fn mismatch(given: Option<&str>) -> Option<String> {
     ))
 }
 
+pub mod job;
+
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobOutcome, JobResult};
 use crate::settings::Settings;
-use crate::store::BuildRow;
 use crate::store::tasks::Labels;
 
 /// Why `name` cannot name a worker, if it cannot: a name is 1–64 letters, digits,
@@ -102,12 +104,9 @@ pub struct Assignment {
     pub task: i64,
     /// Its attempt (1 unless a lost worker's job runs again).
     pub attempt: i64,
-    /// The build: repository, number, commit, branch or tag, event.
-    pub build: BuildRow,
-    /// The job's number (`12.3`).
-    pub job: String,
-    /// The repository's default branch (cache fallback).
-    pub default_branch: String,
+    /// The job as the serve node planned it, with its build's trigger (repository,
+    /// commit, branch or tag, event) and its limits.
+    pub job: job::Job,
     /// The repository's settings: what this job may see.
     pub settings: Settings,
     /// The lease, renewed by each heartbeat.
