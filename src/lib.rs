@@ -25,7 +25,9 @@
 //! - [`notify`]: email: facts, text and SMTP;
 //! - [`cancel`]: a build's cancel switch, which wakes whatever waits on the build;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
-//! - [`worker`]: `runway worker`: an agent on another machine running the server's jobs;
+//! - [`agent`]: `runway worker`: an agent on another machine running the jobs a serve
+//!   node compiled;
+//! - [`protocol`]: what agents and serve nodes say to each other, versioned;
 //! - [`runway_toml`]: the server's (and the hook's) `runway.toml`;
 //! - [`exit`]: the documented exit codes;
 //! - [`clock`]: time as runway stores and shows it;
@@ -33,6 +35,7 @@
 //! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
+pub mod agent;
 pub mod appspec;
 pub mod beneath;
 pub mod build;
@@ -53,6 +56,7 @@ pub mod mask;
 pub mod notify;
 pub mod plan;
 pub mod process;
+pub mod protocol;
 pub mod relay;
 pub mod runtime;
 pub mod runway_toml;
@@ -62,7 +66,6 @@ pub mod service;
 pub mod settings;
 pub mod source;
 pub mod store;
-pub mod worker;
 pub mod workspace;
 
 /// An error with its sources, for connection failures.

@@ -1,6 +1,6 @@
 //! Where caches are kept ([`CacheStore`]): this machine's directory ([`LocalStore`]:
 //! `<root>/<owner>/<repo>/<branch>/<key>.tar.zst`), or, for a `runway worker`, a bucket it
-//! reaches through the server's presigned URLs (`crate::worker`), under the same names.
+//! reaches through the server's presigned URLs (`crate::agent`), under the same names.
 //!
 //! The root is `--cache-dir`, else `$XDG_CACHE_HOME/runway`, else `~/.cache/runway`:
 //! never inside the repository being built.

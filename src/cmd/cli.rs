@@ -279,7 +279,7 @@ pub fn main() -> ExitCode {
         }
         Command::LeaseKeeper { dir, owner } => {
             let input = std::io::BufReader::new(std::io::stdin());
-            return ExitCode::from(crate::worker::lease::keep(&dir, owner, input) as u8);
+            return ExitCode::from(crate::agent::lease::keep(&dir, owner, input) as u8);
         }
         Command::Codedeploy {
             action:

@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::CmdError;
+use crate::agent::WorkerOptions;
 use crate::exit;
 use crate::store::tasks::{self, Labels, labels_text};
-use crate::worker::WorkerOptions;
 
 /// The flags of `runway worker`.
 #[derive(clap::Args)]
@@ -81,7 +81,7 @@ pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
     if args.servers.is_empty() {
         return Err(CmdError::Usage("give at least one --server URL".into()));
     }
-    if let Some(why) = crate::worker::protocol::name_problem(&args.name) {
+    if let Some(why) = crate::protocol::name_problem(&args.name) {
         return Err(CmdError::Usage(why));
     }
     let token = std::env::var("RUNWAY_WORKER_TOKEN").unwrap_or_default();
@@ -90,7 +90,7 @@ pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
             "RUNWAY_WORKER_TOKEN is not set: set it to the value of the servers' worker_token_env variable".into(),
         ));
     }
-    let mut labels: Labels = crate::worker::detected_labels();
+    let mut labels: Labels = crate::agent::detected_labels();
     for l in &args.labels {
         let (k, v) = label(l)?;
         labels.insert(k, v);
@@ -110,7 +110,7 @@ pub fn worker(args: WorkerArgs) -> Result<i32, CmdError> {
         jobs: args.jobs,
     };
     let drain = crate::interrupt::drain_on_signals();
-    Ok(crate::worker::run(&opts, &drain))
+    Ok(crate::agent::run(&opts, &drain))
 }
 
 /// `runway workers revoke NAME [--undo]`: the worker's later calls are refused and the

@@ -1,4 +1,4 @@
-//! The workers' side of the HTTP API ([`crate::worker::protocol`] says what each call
+//! The workers' side of the HTTP API ([`crate::protocol`] says what each call
 //! carries): claims held open until a job a worker's labels can take is queued (no
 //! polling interval between a push and its first command), the commit as a git pack,
 //! log chunks, heartbeats and results. Every call brings the worker token; a wrong one
@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
 use super::{AppState, answer, hooks};
+use crate::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held};
 use crate::source::git_run;
 use crate::store::Status;
 use crate::store::tasks::{self, TaskRow, WorkerRow};
-use crate::worker::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held};
 
 /// The longest a claim is held open.
 const LONGEST_WAIT: Duration = Duration::from_secs(30);
@@ -38,9 +38,9 @@ fn worker_allowed(state: &AppState, headers: &HeaderMap, who: &str) -> Result<()
 /// The token part of [`worker_allowed`], with no store read.
 fn token_ok(state: &AppState, headers: &HeaderMap, who: &str) -> Result<(), Box<Response>> {
     let spoken = headers
-        .get(crate::worker::protocol::PROTOCOL)
+        .get(crate::protocol::PROTOCOL)
         .and_then(|v| v.to_str().ok());
-    if let Some(why) = crate::worker::protocol::mismatch(spoken) {
+    if let Some(why) = crate::protocol::mismatch(spoken) {
         tracing::warn!(worker = who, "refused: {why}");
         return Err(Box::new(answer(
             StatusCode::UPGRADE_REQUIRED,
@@ -158,7 +158,7 @@ fn task_call(
         return Ok(Some(t));
     };
     let given = headers
-        .get(crate::worker::protocol::TASK_SECRET)
+        .get(crate::protocol::TASK_SECRET)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if hooks::same(hash(given).as_bytes(), stored.as_bytes()) {
@@ -205,7 +205,7 @@ pub(super) async fn claim(
     if let Err(refused) = worker_allowed(&state, &headers, &c.name) {
         return *refused;
     }
-    if let Some(why) = crate::worker::protocol::name_problem(&c.name) {
+    if let Some(why) = crate::protocol::name_problem(&c.name) {
         return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
@@ -292,7 +292,7 @@ fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
             t.number, build.number
         ));
     }
-    let job: crate::worker::protocol::job::Job = serde_json::from_str(&spec)
+    let job: crate::protocol::job::Job = serde_json::from_str(&spec)
         .map_err(|e| format!("the job's compiled form cannot be read: {e}"))?;
     Ok(Assignment {
         task: t.id,
@@ -403,7 +403,7 @@ pub(super) async fn chunk(
     state.signals.bump(t.build_id);
     // What is held without a gap: the worker sends again from there.
     match state.db(|s| s.chunks_held(id, h.attempt, h.seq)) {
-        Ok(held) => Json(crate::worker::protocol::ChunkAck { held }).into_response(),
+        Ok(held) => Json(crate::protocol::ChunkAck { held }).into_response(),
         Err(e) => unavailable(e),
     }
 }

@@ -18,7 +18,7 @@ pub(super) struct CacheBucket {
     prefix: String,
 }
 
-pub use crate::worker::protocol::CacheOp;
+pub use crate::protocol::CacheOp;
 
 pub(super) use crate::store::archive::parse_s3_url as parse_url;
 

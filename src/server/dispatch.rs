@@ -15,10 +15,10 @@ use crate::build::{CompiledJob, JobExecutor};
 use crate::job::log::Log;
 use crate::job::{JobOutcome, JobResult};
 use crate::plan::JobPlan;
+use crate::protocol::Report;
 use crate::runway_toml::LostJob;
 use crate::store::Status;
 use crate::store::tasks::{self, Labels, TaskRow};
-use crate::worker::protocol::Report;
 
 /// A counter a thread can sleep on until it moves.
 #[derive(Default)]
@@ -116,8 +116,8 @@ impl JobExecutor for Dispatcher {
             needs.extend(repo.worker_labels.clone());
         }
         // The job as planned here is what the worker runs: it does not plan again.
-        let spec = serde_json::to_string(&crate::worker::protocol::job::Job::of(compiled))
-            .unwrap_or_default();
+        let spec =
+            serde_json::to_string(&crate::protocol::job::Job::of(compiled)).unwrap_or_default();
         let opened = self
             .state
             .db(|s| s.open_task(self.build_id, &job.number, &needs, &spec));

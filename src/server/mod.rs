@@ -18,6 +18,7 @@
 //! queues it again.
 
 mod agents;
+mod builder;
 mod caches;
 mod dispatch;
 pub mod hooks;
@@ -29,7 +30,6 @@ pub mod pages;
 pub mod recover;
 pub mod streams;
 mod web;
-mod worker;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -72,7 +72,7 @@ pub struct AppState {
     /// This node's hold on the builds it follows (each ended once, by their holder).
     holder: Arc<crate::service::Holder>,
     slots: Arc<crate::build::JobSlots>,
-    /// Log files of ended builds, removed when due (`worker::PARTIAL_LOG_LINGER`):
+    /// Log files of ended builds, removed when due (`builder::PARTIAL_LOG_LINGER`):
     /// (when, build row id).
     expiring_logs: Mutex<std::collections::VecDeque<(std::time::Instant, i64)>>,
     /// The ids of builds that were queued, started, ended, canceled or restarted, for
@@ -300,7 +300,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let app = router(state.clone());
-    let workers = tokio::spawn(worker::work(state.clone()));
+    let workers = tokio::spawn(builder::work(state.clone()));
     let st = state.clone();
     let limits = listen::Limits {
         max_connections: state.cfg.max_connections,

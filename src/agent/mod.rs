@@ -9,10 +9,9 @@
 //! node that stops answering is left for the next `--server`, with a growing pause.
 //! The first SIGTERM drains it (the job it runs finishes, no new one is taken).
 //!
-//! [`protocol`] is what the two sides say; `server::agents` is the serve node's side.
+//! [`crate::protocol`] is what the two sides say; `server::agents` is the serve node's side.
 
 pub mod lease;
-pub mod protocol;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -23,9 +22,9 @@ use std::time::{Duration, Instant};
 use crate::build::{JobTap, SharedOut};
 use crate::cancel::Cancel;
 use crate::job::{JobOutcome, JobResult};
+use crate::protocol::{self, Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held, Report};
 use crate::service::{self, Controls, Event, Options, Reporter, Request, SandboxOptions};
 use crate::store::tasks::{Labels, labels_text};
-use protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held, Report};
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -756,7 +755,12 @@ impl std::fmt::Debug for RemoteCache {
 }
 
 impl RemoteCache {
-    fn url(&self, op: protocol::CacheOp, branch: &str, key: &str) -> std::io::Result<String> {
+    fn url(
+        &self,
+        op: crate::protocol::CacheOp,
+        branch: &str,
+        key: &str,
+    ) -> std::io::Result<String> {
         let ask = CacheAsk {
             worker: self.worker.clone(),
             attempt: self.attempt,
@@ -784,7 +788,7 @@ impl crate::cache::store::CacheStore for RemoteCache {
         key: &str,
         scratch: &Path,
     ) -> std::io::Result<Option<PathBuf>> {
-        let url = self.url(protocol::CacheOp::Get, branch, key)?;
+        let url = self.url(crate::protocol::CacheOp::Get, branch, key)?;
         let mut r = self
             .servers
             .agent
@@ -811,7 +815,7 @@ impl crate::cache::store::CacheStore for RemoteCache {
     }
 
     fn put(&self, _repo: &str, branch: &str, key: &str, staged: &Path) -> std::io::Result<()> {
-        let url = self.url(protocol::CacheOp::Put, branch, key)?;
+        let url = self.url(crate::protocol::CacheOp::Put, branch, key)?;
         let file = std::fs::File::open(staged)?;
         let len = file.metadata()?.len();
         let r = self
