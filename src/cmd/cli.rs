@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use super::Style;
 use crate::cmd;
@@ -29,10 +29,7 @@ enum Command {
     /// Run the build: every job in a fresh workspace, Travis's lifecycle in one shell.
     Run(cmd::run::RunArgs),
     /// Build on git push: install or run the post-receive hook.
-    Hook {
-        #[command(subcommand)]
-        action: HookAction,
-    },
+    Hook(cmd::hook::HookArgs),
     /// The CI server: webhooks, a durable queue, workers, web pages.
     Serve(cmd::serve::ServeArgs),
     /// Queue a finished build again under its number.
@@ -68,108 +65,7 @@ enum Command {
         owner: i32,
     },
     /// The CodeDeploy side: rehearse a revision's appspec.yml as the agent runs it.
-    Codedeploy {
-        #[command(subcommand)]
-        action: CodedeployAction,
-    },
-}
-
-#[derive(Subcommand)]
-enum CodedeployAction {
-    /// Deploy bundles (directories, zips, tars with appspec.yml at the top), one after
-    /// another, on a throwaway copy of this machine, running the in-place lifecycle as
-    /// the CodeDeploy agent does. Exit 0: deployed; 3: failed (or invalid appspec).
-    Rehearse {
-        /// The revisions, in the order they deploy.
-        #[arg(required_unless_present = "stop")]
-        bundles: Vec<PathBuf>,
-        /// APPLICATION_NAME for the hooks.
-        #[arg(long, default_value = "application")]
-        application: String,
-        /// DEPLOYMENT_GROUP_NAME for the hooks.
-        #[arg(long, default_value = "deployment-group")]
-        deployment_group: String,
-        /// After the last event, keep the copy and what the hooks started running
-        /// until standard input ends (to look at it, or send it requests).
-        #[arg(long, conflicts_with_all = ["keep", "stop"])]
-        hold: bool,
-        /// Keep the copy running after this rehearsal (in the background, with what
-        /// the hooks started): later rehearsals of this application and deployment
-        /// group deploy over it, as on a server, until --stop.
-        #[arg(long)]
-        keep: bool,
-        /// End the kept copy of this application and deployment group (after
-        /// deploying BUNDLES on it, when given).
-        #[arg(long)]
-        stop: bool,
-    },
-    /// The kept copy's own process, started by `rehearse --keep`.
-    #[command(hide = true)]
-    Machine {
-        #[arg(long)]
-        application: String,
-        #[arg(long)]
-        deployment_group: String,
-        #[arg(long)]
-        socket: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum HookAction {
-    /// Write hooks/post-receive into a (bare) repository.
-    Install {
-        /// The repository (its .git directory, or a bare repository).
-        git_dir: PathBuf,
-        /// Replace a post-receive hook runway did not write.
-        #[arg(long)]
-        force: bool,
-        #[command(flatten)]
-        flags: HookFlags,
-    },
-    /// The post-receive entry point: reads "old new ref" lines on stdin.
-    Run {
-        /// The repository (default: $GIT_DIR, as git sets it for hooks).
-        #[arg(long)]
-        git_dir: Option<PathBuf>,
-        #[command(flatten)]
-        flags: HookFlags,
-    },
-}
-
-/// How the hook builds (the same flags for `install` and `run`).
-#[derive(Args)]
-struct HookFlags {
-    /// Repository settings (secret) for its builds, from a dotenv file.
-    #[arg(long)]
-    env_file: Option<PathBuf>,
-    /// Queue builds and return at once; `runway serve` runs them.
-    #[arg(long)]
-    detach: bool,
-    /// The repository's name (owner/repo) as runway.toml knows it.
-    #[arg(long)]
-    repo: Option<String>,
-    /// runway.toml: the repository's entry (by --repo, or by its url = this path)
-    /// gives its name, settings, `detach = true` and the mail server.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Where jobs run: `namespaces` or `none` (the bare host); runway.toml's
-    /// `sandbox` when --config is given and this is not.
-    #[arg(long, value_enum)]
-    sandbox: Option<crate::sandbox::Mode>,
-}
-
-impl From<HookFlags> for cmd::hook::HookOptions {
-    fn from(f: HookFlags) -> Self {
-        cmd::hook::HookOptions {
-            env_file: f.env_file,
-            detach: f.detach,
-            repo: f.repo,
-            config: f.config,
-            sandbox: f.sandbox,
-            cancel: None,
-        }
-    }
+    Codedeploy(cmd::codedeploy::CodedeployArgs),
 }
 
 /// Parses the command line, runs the command, and says how it ended: the whole of
@@ -205,29 +101,7 @@ pub fn main() -> ExitCode {
             };
             cmd::run::run(&args, &mut err)
         }
-        Command::Hook { action } => match action {
-            HookAction::Install {
-                git_dir,
-                force,
-                flags,
-            } => cmd::hook::install(&git_dir, &flags.into(), force, &mut out),
-            HookAction::Run { git_dir, flags } => {
-                let dir = git_dir
-                    .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from))
-                    .unwrap_or_else(|| PathBuf::from("."));
-                let opts = cmd::hook::HookOptions {
-                    cancel: Some(crate::interrupt::cancel_on_signals()),
-                    ..flags.into()
-                };
-                cmd::hook::run_hook(
-                    &dir,
-                    &opts,
-                    &mut std::io::stdin().lock(),
-                    &mut out,
-                    &mut err,
-                )
-            }
-        },
+        Command::Hook(args) => cmd::hook::command(args, &mut out, &mut err),
         Command::Serve(cmd::serve::ServeArgs {
             config,
             listen,
@@ -281,39 +155,7 @@ pub fn main() -> ExitCode {
             let input = std::io::BufReader::new(std::io::stdin());
             return ExitCode::from(crate::agent::lease::keep(&dir, owner, input) as u8);
         }
-        Command::Codedeploy {
-            action:
-                CodedeployAction::Rehearse {
-                    bundles,
-                    application,
-                    deployment_group,
-                    hold,
-                    keep,
-                    stop,
-                },
-        } => cmd::codedeploy::rehearse(
-            cmd::codedeploy::RehearseArgs {
-                bundles,
-                application,
-                group: deployment_group,
-                hold,
-                keep,
-                stop,
-            },
-            &mut out,
-        ),
-        Command::Codedeploy {
-            action:
-                CodedeployAction::Machine {
-                    application,
-                    deployment_group,
-                    socket,
-                },
-        } => Ok(cmd::codedeploy::machine(
-            application,
-            deployment_group,
-            socket,
-        )),
+        Command::Codedeploy(args) => cmd::codedeploy::command(args, &mut out),
         Command::Cache(cmd::cache::CacheArgs { action, cache_dir }) => match action {
             cmd::cache::CacheAction::List { repo, branch } => {
                 cmd::cache::list(cache_dir, repo.as_deref(), branch.as_deref(), &mut out)

@@ -9,10 +9,93 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::CmdError;
+
 use crate::deploy::kept::{self, Request};
 use crate::deploy::rehearse::{self, RehearseOptions};
 use crate::exit;
 use crate::sandbox::Namespaces;
+
+/// `runway codedeploy`: its subcommand.
+#[derive(clap::Args)]
+pub struct CodedeployArgs {
+    /// Rehearse.
+    #[command(subcommand)]
+    pub action: CodedeployAction,
+}
+
+/// `rehearse` (or the kept copy's own process).
+#[derive(clap::Subcommand)]
+pub enum CodedeployAction {
+    /// Deploy bundles (directories, zips, tars with appspec.yml at the top), one after
+    /// another, on a throwaway copy of this machine, running the in-place lifecycle as
+    /// the CodeDeploy agent does. Exit 0: deployed; 3: failed (or invalid appspec).
+    Rehearse {
+        /// The revisions, in the order they deploy.
+        #[arg(required_unless_present = "stop")]
+        bundles: Vec<PathBuf>,
+        /// APPLICATION_NAME for the hooks.
+        #[arg(long, default_value = "application")]
+        application: String,
+        /// DEPLOYMENT_GROUP_NAME for the hooks.
+        #[arg(long, default_value = "deployment-group")]
+        deployment_group: String,
+        /// After the last event, keep the copy and what the hooks started running
+        /// until standard input ends (to look at it, or send it requests).
+        #[arg(long, conflicts_with_all = ["keep", "stop"])]
+        hold: bool,
+        /// Keep the copy running after this rehearsal (in the background, with what
+        /// the hooks started): later rehearsals of this application and deployment
+        /// group deploy over it, as on a server, until --stop.
+        #[arg(long)]
+        keep: bool,
+        /// End the kept copy of this application and deployment group (after
+        /// deploying BUNDLES on it, when given).
+        #[arg(long)]
+        stop: bool,
+    },
+    /// The kept copy's own process, started by `rehearse --keep`.
+    #[command(hide = true)]
+    Machine {
+        /// APPLICATION_NAME.
+        #[arg(long)]
+        application: String,
+        /// DEPLOYMENT_GROUP_NAME.
+        #[arg(long)]
+        deployment_group: String,
+        /// Where it answers rehearsals.
+        #[arg(long)]
+        socket: PathBuf,
+    },
+}
+
+/// Runs `runway codedeploy …`.
+pub fn command(args: CodedeployArgs, out: &mut dyn Write) -> Result<i32, CmdError> {
+    match args.action {
+        CodedeployAction::Rehearse {
+            bundles,
+            application,
+            deployment_group,
+            hold,
+            keep,
+            stop,
+        } => rehearse(
+            RehearseArgs {
+                bundles,
+                application,
+                group: deployment_group,
+                hold,
+                keep,
+                stop,
+            },
+            out,
+        ),
+        CodedeployAction::Machine {
+            application,
+            deployment_group,
+            socket,
+        } => Ok(machine(application, deployment_group, socket)),
+    }
+}
 
 /// What `runway codedeploy rehearse` was asked.
 pub struct RehearseArgs {

@@ -15,6 +15,95 @@ use crate::runway_toml::{RepoConfig, ServerConfig};
 use crate::service::{self, Controls, MailOptions, Options, Record, Request, TextReporter};
 use crate::store::{self, NewBuild, Store};
 
+/// `runway hook`: its subcommand.
+#[derive(clap::Args)]
+pub struct HookArgs {
+    /// Install or run.
+    #[command(subcommand)]
+    pub action: HookAction,
+}
+
+/// `install` or `run`.
+#[derive(clap::Subcommand)]
+pub enum HookAction {
+    /// Write hooks/post-receive into a (bare) repository.
+    Install {
+        /// The repository (its .git directory, or a bare repository).
+        git_dir: PathBuf,
+        /// Replace a post-receive hook runway did not write.
+        #[arg(long)]
+        force: bool,
+        /// How it builds.
+        #[command(flatten)]
+        flags: HookFlags,
+    },
+    /// The post-receive entry point: reads "old new ref" lines on stdin.
+    Run {
+        /// The repository (default: $GIT_DIR, as git sets it for hooks).
+        #[arg(long)]
+        git_dir: Option<PathBuf>,
+        /// How it builds.
+        #[command(flatten)]
+        flags: HookFlags,
+    },
+}
+
+/// How the hook builds (the same flags for `install` and `run`).
+#[derive(clap::Args)]
+pub struct HookFlags {
+    /// Repository settings (secret) for its builds, from a dotenv file.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+    /// Queue builds and return at once; `runway serve` runs them.
+    #[arg(long)]
+    pub detach: bool,
+    /// The repository's name (owner/repo) as runway.toml knows it.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// runway.toml: the repository's entry (by --repo, or by its url = this path)
+    /// gives its name, settings, `detach = true` and the mail server.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where jobs run: `namespaces` or `none` (the bare host); runway.toml's
+    /// `sandbox` when --config is given and this is not.
+    #[arg(long, value_enum)]
+    pub sandbox: Option<crate::sandbox::Mode>,
+}
+
+impl From<HookFlags> for HookOptions {
+    fn from(f: HookFlags) -> Self {
+        HookOptions {
+            env_file: f.env_file,
+            detach: f.detach,
+            repo: f.repo,
+            config: f.config,
+            sandbox: f.sandbox,
+            cancel: None,
+        }
+    }
+}
+
+/// Runs `runway hook …`.
+pub fn command(args: HookArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<i32, CmdError> {
+    match args.action {
+        HookAction::Install {
+            git_dir,
+            force,
+            flags,
+        } => install(&git_dir, &flags.into(), force, out),
+        HookAction::Run { git_dir, flags } => {
+            let dir = git_dir
+                .or_else(|| std::env::var_os("GIT_DIR").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("."));
+            let opts = HookOptions {
+                cancel: Some(crate::interrupt::cancel_on_signals()),
+                ..flags.into()
+            };
+            run_hook(&dir, &opts, &mut std::io::stdin().lock(), out, err)
+        }
+    }
+}
+
 /// Marks hooks runway wrote, so a foreign hook is never overwritten silently.
 const MARKER: &str = "# installed by runway";
 
