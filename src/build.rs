@@ -245,6 +245,26 @@ pub struct BuildOptions {
     pub executor: Option<Arc<dyn JobExecutor>>,
 }
 
+/// What a build says about its run beside the jobs' own logs.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// A stage begins (said only when the build has several).
+    Stage {
+        /// Its name.
+        name: &'a str,
+    },
+    /// A job was never started, and why (the build canceled, a required job of an
+    /// earlier stage failed).
+    NotStarted {
+        /// Its number.
+        job: &'a str,
+        /// Why.
+        why: &'a str,
+    },
+    /// `fast_finish`: a required job did not pass, so the result is known.
+    FastFinish,
+}
+
 /// One job's result in a build.
 #[derive(Clone, Debug)]
 pub struct JobReport {
@@ -256,6 +276,9 @@ pub struct JobReport {
     pub log: Vec<u8>,
     /// True when it never ran because a required job of an earlier stage did not pass.
     pub stage_canceled: bool,
+    /// False when it never started (the build canceled first, or an earlier stage
+    /// failed).
+    pub started: bool,
 }
 
 /// What came of the build.
@@ -372,13 +395,15 @@ fn select_number<'a>(plan: &'a Plan, only: Option<&str>) -> Result<Vec<&'a JobPl
     }
 }
 
-/// Runs the selected jobs of a plan, writing the live log to `out`.
+/// Runs the selected jobs of a plan, writing the jobs' live logs to `out` and saying
+/// the rest as [`Progress`].
 pub fn run(
     plan: &Plan,
     jobs: &[&JobPlan],
     facts: BuildFacts<'_>,
     opts: &BuildOptions,
     out: &SharedOut,
+    progress: &mut dyn FnMut(Progress<'_>),
 ) -> BuildReport {
     let started = Instant::now();
     let mut reports: Vec<JobReport> = Vec::new();
@@ -395,7 +420,10 @@ pub fn run(
         }
         if let Some(why) = &stop_reason {
             for j in stage_jobs {
-                let _ = writeln!(out.lock().expect("out"), "Job {} canceled: {why}", j.number);
+                progress(Progress::NotStarted {
+                    job: &j.number,
+                    why,
+                });
                 reports.push(JobReport {
                     stage_canceled: !canceled,
                     ..not_started(j, why, opts)
@@ -404,9 +432,17 @@ pub fn run(
             continue;
         }
         if plan.stages.len() > 1 {
-            let _ = writeln!(out.lock().expect("out"), "\n=== Stage: {stage} ===");
+            progress(Progress::Stage { name: stage });
         }
         let results = run_stage(&stage_jobs, facts, opts, out);
+        // Said after the stage: a job waits for those before it, so the jobs not
+        // started are its last ones, in order.
+        for r in results.iter().filter(|r| !r.started) {
+            progress(Progress::NotStarted {
+                job: &r.job.number,
+                why: &r.outcome.reason,
+            });
+        }
         let failed_required = results
             .iter()
             .any(|r| !r.job.allow_failure && r.outcome.result != JobResult::Passed);
@@ -414,10 +450,7 @@ pub fn run(
         if failed_required {
             stop_reason = Some(format!("a required job of stage {stage} did not pass"));
             if plan.fast_finish {
-                let _ = writeln!(
-                    out.lock().expect("out"),
-                    "fast_finish: a required job did not pass; the build result is known"
-                );
+                progress(Progress::FastFinish);
             }
         }
     }
@@ -450,14 +483,12 @@ fn run_stage(
     out: &SharedOut,
 ) -> Vec<JobReport> {
     let cancel = opts.job.cancel.as_ref();
-    let run = |job: &JobPlan, mut shown: Box<dyn Write + Send>| {
+    let run = |job: &JobPlan, shown: Box<dyn Write + Send>| {
         let _slot = opts.slots.as_ref().map(|s| s.acquire(cancel));
         // A build canceled while this job waited for its turn (a slot, a job before it)
         // does not start it.
         if cancel.is_some_and(Cancel::is_canceled) {
-            let why = "the build was canceled before it started";
-            let _ = writeln!(shown, "Job {} canceled: {why}", job.number);
-            return not_started(job, why, opts);
+            return not_started(job, "the build was canceled before it started", opts);
         }
         run_one(job, facts, opts, shown)
     };
@@ -508,6 +539,7 @@ fn not_started(job: &JobPlan, why: &str, opts: &BuildOptions) -> JobReport {
         },
         log: Vec::new(),
         stage_canceled: false,
+        started: false,
     }
 }
 
@@ -565,6 +597,7 @@ fn run_one(
         outcome,
         log: log_bytes,
         stage_canceled: false,
+        started: true,
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`config`]: `.travis.yml` text → normalised config + diagnostics (pure), and its
 //!   typed views ([`config::views`]);
 //! - [`event`]: what triggered a build (branch or tag, event type, commit);
+//! - [`events`]: what happens in a build, as data, rendered for people and programs;
 //! - [`settings`]: repository settings, secret unless named public;
 //! - [`plan`]: does the build run, which jobs, which deploys fire, who gets mail (pure);
 //! - [`source`]: git: the current branch, HEAD's message, files at a commit;
@@ -46,6 +47,7 @@ pub mod cmd;
 pub mod config;
 pub mod deploy;
 pub mod event;
+pub mod events;
 pub mod exit;
 pub mod files;
 pub mod inside;

@@ -2,16 +2,20 @@
 //! request ([`crate::service`]) and renders its events on this terminal; the build
 //! itself is the service's.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{CmdError, RefArgs};
-use crate::build::SharedOut;
+use crate::build::{JobTap, SharedOut};
 use crate::config::{self, model::EnvVar};
+use crate::job::JobResult;
 use crate::job::env::parse_dotenv;
-use crate::service::{self, MailOptions, Options, Record, Request, SandboxOptions, TextReporter};
+use crate::service::{
+    self, MailOptions, Options, Record, Reporter, Request, SandboxOptions, TextReporter,
+};
 use crate::settings::Settings;
 
 /// The flags of `runway run`, parsed once and read from here down.
@@ -66,6 +70,11 @@ pub struct RunArgs {
     /// recipients are said).
     #[arg(long)]
     pub show_mail: bool,
+    /// For programs: every event of the build as one JSON object per line on standard
+    /// output (`started`, `stage`, `log` with a job's log text, `job_ended`, `ended`,
+    /// `mail`, `finished`…), nothing else there.
+    #[arg(long)]
+    pub json: bool,
     /// Where jobs run and within what.
     #[command(flatten)]
     pub sandbox: SandboxFlags,
@@ -238,7 +247,7 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             substitutes: args.substitutes,
             rehearse_deploy: args.rehearse_deploy,
             sandbox,
-            terminal: std::io::stdout().is_terminal(),
+            terminal: !args.json && std::io::stdout().is_terminal(),
         },
         mail: MailOptions {
             send: args.notify,
@@ -255,6 +264,86 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             ..Default::default()
         },
     };
+    if args.json {
+        let lines = Arc::new(JsonLines::new(Box::new(std::io::stdout())));
+        let request = Request {
+            controls: service::Controls {
+                tap: Some(lines.clone()),
+                ..request.controls
+            },
+            ..request
+        };
+        return Ok(service::run(&request, &mut JsonReporter(lines))?);
+    }
     let out: SharedOut = Arc::new(std::sync::Mutex::new(Box::new(std::io::stdout())));
     Ok(service::run(&request, &mut TextReporter::new(out, err))?)
+}
+
+/// `--json`: the build's events and its jobs' logs, one JSON object per line.
+pub struct JsonLines {
+    out: Mutex<Box<dyn Write + Send>>,
+    /// Per job, the end of its last chunk that is not yet whole UTF-8.
+    partial: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl JsonLines {
+    /// Lines into `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> JsonLines {
+        JsonLines {
+            out: Mutex::new(out),
+            partial: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn put(&self, value: &serde_json::Value) {
+        let mut o = self.out.lock().expect("json output");
+        let _ = writeln!(o, "{value}");
+        let _ = o.flush();
+    }
+}
+
+impl JobTap for JsonLines {
+    fn write(&self, number: &str, bytes: &[u8]) {
+        let text = {
+            let mut partial = self.partial.lock().expect("partial");
+            let held = partial.entry(number.to_string()).or_default();
+            held.extend_from_slice(bytes);
+            // Whole characters go now; a character cut by the chunk waits for the next.
+            let whole = match std::str::from_utf8(held) {
+                Ok(_) => held.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => held.len(),
+            };
+            let text = String::from_utf8_lossy(&held[..whole]).into_owned();
+            held.drain(..whole);
+            text
+        };
+        if !text.is_empty() {
+            self.put(&serde_json::json!({ "event": "log", "job": number, "text": text }));
+        }
+    }
+
+    fn end(&self, number: &str, result: JobResult) {
+        let rest = self.partial.lock().expect("partial").remove(number);
+        if let Some(rest) = rest.filter(|r| !r.is_empty()) {
+            let text = String::from_utf8_lossy(&rest).into_owned();
+            self.put(&serde_json::json!({ "event": "log", "job": number, "text": text }));
+        }
+        self.put(
+            &serde_json::json!({ "event": "job_ended", "job": number, "result": result.as_str() }),
+        );
+    }
+}
+
+/// The reporter of `--json`: events as [`crate::events::json`] renders them.
+struct JsonReporter(Arc<JsonLines>);
+
+impl Reporter for JsonReporter {
+    fn out(&self) -> SharedOut {
+        // The jobs' logs reach the lines through the tap, per job.
+        Arc::new(Mutex::new(Box::new(std::io::sink())))
+    }
+    fn event(&mut self, event: service::Event<'_>) {
+        self.0.put(&crate::events::json(&event));
+    }
 }

@@ -13,65 +13,7 @@ use crate::notify::{self, MailFacts, MailJob, SmtpConfig};
 use crate::plan::Plan;
 use crate::store::{Status, Store};
 
-/// What became of a build's mail: said as `Email: …` in its log (see its `Display`)
-/// and kept on the build's page.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MailFate {
-    /// The config asks for none (`email: false`, no recipient configured).
-    Off(String),
-    /// None this time: why (the policy, `on_success: change`…).
-    NotThisTime(String),
-    /// A rehearsal: what would be sent.
-    WouldSend {
-        /// Its subject.
-        subject: String,
-        /// `a@x, b@y`.
-        recipients: String,
-        /// Its text, when asked to show it (shown below the fate's line).
-        text: Option<String>,
-    },
-    /// Sent.
-    Sent {
-        /// Its subject.
-        subject: String,
-        /// `a@x, b@y`.
-        recipients: String,
-    },
-    /// Not sent now; the server's outbox tries again later.
-    Kept(String),
-    /// Not sent, and not kept: why.
-    Failed(String),
-}
-
-impl std::fmt::Display for MailFate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MailFate::Off(why) => write!(f, "none ({why})"),
-            MailFate::NotThisTime(why) => write!(f, "not sent ({why})"),
-            MailFate::WouldSend {
-                subject,
-                recipients,
-                text,
-            } => write!(
-                f,
-                "would send \"{subject}\" to {recipients} (runway run mails only with --notify{})",
-                if text.is_some() {
-                    ""
-                } else {
-                    "; --show-mail shows it"
-                }
-            ),
-            MailFate::Sent {
-                subject,
-                recipients,
-            } => write!(f, "sent \"{subject}\" to {recipients}"),
-            MailFate::Kept(error) => {
-                write!(f, "not sent yet ({error}); runway serve tries again later")
-            }
-            MailFate::Failed(why) => write!(f, "{why}"),
-        }
-    }
-}
+pub use crate::events::MailFate;
 
 /// Whether and how a build's mail goes.
 #[derive(Clone, Debug, Default)]

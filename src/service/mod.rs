@@ -22,7 +22,7 @@ use crate::cache::store::LocalStore;
 use crate::config::{self, diag::Level};
 use crate::event::BuildEvent;
 use crate::exit;
-use crate::job::{JobOptions, log::human};
+use crate::job::JobOptions;
 use crate::mask::Masker;
 use crate::plan::{self, Plan};
 use crate::settings::Settings;
@@ -206,25 +206,7 @@ pub struct Request {
     pub controls: Controls,
 }
 
-/// What the service tells its caller while a build runs. Job logs stream to
-/// [`Reporter::out`]; everything else is an event.
-#[derive(Clone, Copy)]
-pub enum Event<'a> {
-    /// A problem with what was asked (a config diagnostic, a sandbox that cannot be
-    /// made): standard error for a person at a terminal.
-    Problem(&'a str),
-    /// A line about the build for its log.
-    Note(&'a str),
-    /// What became of the build's mail.
-    Mail(&'a mail::MailFate),
-    /// The build ended: the summary.
-    Ended {
-        /// The build's number.
-        number: u64,
-        /// Its jobs and state.
-        report: &'a BuildReport,
-    },
-}
+pub use crate::events::{Event, Handover};
 
 /// Where a build's output and events go.
 pub trait Reporter {
@@ -259,88 +241,17 @@ impl Reporter for TextReporter<'_> {
     }
 
     fn event(&mut self, event: Event<'_>) {
-        match event {
-            Event::Problem(text) => {
-                let _ = writeln!(self.problems, "{text}");
-            }
-            Event::Note(text) => self.line(text),
-            Event::Mail(fate) => {
-                self.line(&format!("Email: {fate}"));
-                if let mail::MailFate::WouldSend {
-                    text: Some(text), ..
-                } = fate
-                {
-                    for line in text.lines() {
-                        self.line(&format!("  | {line}"));
-                    }
-                }
-            }
-            Event::Ended { report, .. } => {
-                for line in summary(report) {
-                    self.line(&line);
-                }
-            }
+        if let Event::Problem(text) = event {
+            let _ = writeln!(self.problems, "{text}");
+            return;
+        }
+        for line in crate::events::lines(&event) {
+            self.line(&line);
         }
     }
 }
 
 use std::io::Write as _;
-
-/// The summary: one line per job, then the build's (which agrees with the exit code).
-pub fn summary(report: &BuildReport) -> Vec<String> {
-    let mut lines = vec![String::new(), "── Summary".to_string()];
-    for r in &report.jobs {
-        let m: Vec<String> = r
-            .job
-            .matrix
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        let name = r
-            .job
-            .name
-            .as_deref()
-            .map(|n| format!(" \"{n}\""))
-            .unwrap_or_default();
-        lines.push(format!(
-            "Job {}{name}{}: {}{} in {} ({})",
-            r.job.number,
-            if m.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", m.join(", "))
-            },
-            r.outcome.result.as_str(),
-            if r.job.allow_failure {
-                " (allowed to fail)"
-            } else {
-                ""
-            },
-            human(r.outcome.duration),
-            r.outcome.reason
-        ));
-    }
-    lines
-}
-
-/// The build's last line.
-fn last_line(number: u64, report: &BuildReport) -> String {
-    let on_substitutes = report
-        .jobs
-        .iter()
-        .any(|j| !j.outcome.substituted.is_empty());
-    format!(
-        "Build #{number} {}{} in {} ({} job(s))",
-        report.state.as_str(),
-        if on_substitutes {
-            " on substitutes (not what .travis.yml asks for)"
-        } else {
-            ""
-        },
-        human(report.duration),
-        report.jobs.len()
-    )
-}
 
 /// The recorded build: the store (opened once per build) and its row.
 struct Recorded {
@@ -395,21 +306,21 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         .map_err(ServiceError::Usage)?;
     let opts = build_options(req, &loaded.config, &event, &target, sandbox, cache_root);
     let language = loaded.config.language();
-    reporter.event(Event::Note(&format!(
-        "runway: build #{number} of {} ({} {}), {} job(s): {}",
-        event.repo,
-        if event.tag.is_some() { "tag" } else { "branch" },
-        event.travis_branch(),
-        jobs.len(),
-        plan.build.reason
-    )));
+    reporter.event(Event::Started {
+        number,
+        trigger: &event,
+        jobs: jobs.len(),
+        reason: &plan.build.reason,
+    });
     let out = reporter.out();
     let facts = build::BuildFacts {
         event: &event,
         number,
         language: &language,
     };
-    let report = build::run(&plan, &jobs, facts, &opts, &out);
+    let report = build::run(&plan, &jobs, facts, &opts, &out, &mut |p| {
+        reporter.event(Event::Progress(p))
+    });
     conclude(req, &plan, &event, &report, recorded.as_mut(), reporter);
     Ok(report.exit_code())
 }
@@ -513,9 +424,7 @@ fn conclude(
         .filter(|_| matches!(req.record, Record::Queued(_)));
     let _ending = match holder.map(Holder::begin_end) {
         Some(None) => {
-            reporter.event(Event::Note(
-                "runway: this node is stopping: another node ends the build",
-            ));
+            reporter.event(Event::HandedOver(Handover::Stopping));
             return;
         }
         other => other.flatten(),
@@ -529,14 +438,12 @@ fn conclude(
         match ended {
             Ok(true) => {}
             Ok(false) => {
-                reporter.event(Event::Note(
-                    "runway: another node took the build over and ends it",
-                ));
+                reporter.event(Event::HandedOver(Handover::TakenOver));
                 return;
             }
-            Err(e) => reporter.event(Event::Note(&format!(
-                "warning: could not record the build: {e}"
-            ))),
+            Err(e) => reporter.event(Event::NotRecorded {
+                error: &e.to_string(),
+            }),
         }
     }
     let number = recorded.as_ref().map_or(1, |r| r.row.number);
@@ -575,7 +482,7 @@ fn conclude(
             r.store.set_mail(r.row.id, &mailed)
         });
     }
-    reporter.event(Event::Note(&last_line(number, report)));
+    reporter.event(Event::Finished { number, report });
 }
 
 /// Plans the build as build `number`.
@@ -662,10 +569,9 @@ fn refuse(
 
 /// A build its own conditions say not to run: said, and a queued one recorded so.
 fn not_built(req: &Request, plan: &Plan, reporter: &mut dyn Reporter) -> Result<i32, ServiceError> {
-    reporter.event(Event::Note(&format!(
-        "Nothing to build: {}.",
-        plan.build.reason
-    )));
+    reporter.event(Event::NotBuilt {
+        reason: &plan.build.reason,
+    });
     if let Record::Queued(row) = &req.record
         && let Ok(mut st) = store::patiently(req.controls.cancel.as_ref(), || {
             Store::connect(&req.state_dir, req.database_url.as_deref())

@@ -865,3 +865,69 @@ fn a_cache_restore_skips_what_it_cannot_write_strips_setuid_and_stops_at_the_cap
     );
     assert!(r3.stdout.contains("MISS"), "{}", r3.all());
 }
+
+/// Issue 25: results became text too early; a program could follow a build only by
+/// parsing what was printed for people. `--json` prints every event of the build as
+/// one JSON object per line on standard output, and nothing else there: the start, the
+/// stages, each job's log (its own, secrets masked) and end, the job not started, the
+/// summary, the mail and the last line, which agrees with the exit code.
+#[test]
+fn run_json_prints_the_builds_events_one_object_per_line() {
+    let p = Project::new(
+        "language: shell\nscript: echo \"hello from $TRAVIS_JOB_NUMBER with $TOKEN\"; test $TRAVIS_JOB_NUMBER != 1.2\njobs:\n  include:\n    - stage: test\n      env: N=1\n    - stage: test\n      env: N=2\n    - stage: ship\nnotifications:\n  email: false\n",
+    );
+    let r = p.run(&["--json", "--env", "TOKEN=s3cr3t-value"]);
+    assert_eq!(r.code, exit::FAILED, "{}", r.all());
+    let events: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{}", r.all())))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let first = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k}: {kinds:?}"))
+    };
+    assert_eq!(kinds[0], "started", "{kinds:?}");
+    assert_eq!(events[0]["jobs"], 3);
+    assert!(
+        first("stage") < first("log") && first("log") < first("job_ended"),
+        "{kinds:?}"
+    );
+    let logs: String = events
+        .iter()
+        .filter(|e| e["event"] == "log" && e["job"] == "1.1")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert!(logs.contains("hello from 1.1 with [secure]"), "{logs}");
+    assert!(!r.stdout.contains("s3cr3t-value"), "{}", r.stdout);
+    let ended: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "job_ended")
+        .map(|e| (e["job"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ended,
+        [("1.1", "passed"), ("1.2", "failed"), ("1.3", "canceled")]
+    );
+    let not_started = &events[first("job_not_started")];
+    assert_eq!(not_started["job"], "1.3");
+    let summary = &events[first("ended")];
+    assert_eq!(summary["state"], "failed");
+    assert_eq!(summary["jobs"][2]["started"], false);
+    assert_eq!(events[first("mail")]["fate"], "off");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "finished", "{kinds:?}");
+    assert_eq!(last["exit_code"], r.code);
+    assert!(
+        last["line"]
+            .as_str()
+            .unwrap()
+            .starts_with("Build #1 failed")
+    );
+}
