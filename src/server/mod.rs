@@ -56,6 +56,8 @@ pub use recover::Interrupted;
 pub struct AppState {
     /// The configuration.
     pub cfg: ServerConfig,
+    /// The build store: SQLite's one connection, or the handle PostgreSQL calls are
+    /// shared from ([`AppState::db`]).
     store: Mutex<Store>,
     state_dir: PathBuf,
     live: LiveLogs,
@@ -228,16 +230,39 @@ impl AppState {
         }
     }
 
-    /// Runs `f` on the build store (behind a lock).
+    /// Runs `f` on the build store, never holding up the async runtime's threads (see
+    /// [`off_the_runtime`]). PostgreSQL: on a handle of its own, beside the node's
+    /// other calls, each on one of the pool's connections (the lock is held only to
+    /// make the handle); SQLite: in turn on its one connection.
     fn db<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
     ) -> Result<T, DbError> {
-        let mut st = self.store.lock().expect("store");
-        f(&mut st).map_err(|e| DbError {
+        off_the_runtime(|| {
+            let shared = self.store.lock().expect("store").share();
+            match shared {
+                Some(mut st) => f(&mut st),
+                None => f(&mut self.store.lock().expect("store")),
+            }
+        })
+        .map_err(|e| DbError {
             unreachable: matches!(e, store::StoreError::Unavailable(_)),
             message: e.to_string(),
         })
+    }
+}
+
+/// Runs `f`, which blocks (a store call waiting for its connection's answer), without
+/// holding up the async runtime: on one of the runtime's worker threads, the runtime
+/// first hands that thread's other tasks to another (`block_in_place`), so two slow
+/// calls never leave the node unable to accept a connection or serve a page; on any
+/// other thread (a build's, a job's dispatch) it just runs.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -280,6 +280,12 @@ pub trait Backend: Send {
     fn execute(&mut self, sql: &str, args: &[tasks::Value]) -> Result<u64, StoreError>;
     /// Tells the other nodes (PostgreSQL `NOTIFY`; nothing for SQLite: one node).
     fn notify(&mut self, payload: &str) -> Result<(), StoreError>;
+    /// Another handle on the same database whose calls run beside this one's (a
+    /// pool's), or `None` when calls must take turns on this one (SQLite's one
+    /// connection).
+    fn share(&self) -> Option<Box<dyn Backend>> {
+        None
+    }
 }
 
 /// Where running server jobs record their process groups (see
@@ -456,6 +462,18 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Another handle on this store whose calls run beside this one's (PostgreSQL:
+    /// on the pool's other connections), or `None` for the embedded store, whose one
+    /// connection takes its calls in turn.
+    pub fn share(&self) -> Option<Store> {
+        let db = self.db.borrow().share()?;
+        Some(Store {
+            db: RefCell::new(db),
+            dir: self.dir.clone(),
+            archive: self.archive.clone(),
+        })
     }
 
     fn db(&self) -> std::cell::RefMut<'_, Box<dyn Backend>> {

@@ -477,6 +477,11 @@ impl Backend for Postgres {
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         self.call(move |i| i.jobs(build_id))
     }
+    fn share(&self) -> Option<Box<dyn Backend>> {
+        Some(Box::new(Postgres {
+            pool: self.pool.clone(),
+        }))
+    }
 }
 
 /// The client, on the store's thread.

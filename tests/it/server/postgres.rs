@@ -318,3 +318,91 @@ fn a_database_variable_that_is_not_set_is_an_error_not_an_island() {
     }
     assert!(!s.state().join("runway.db").exists());
 }
+
+/// Issue 25: the store was called synchronously inside the async server, behind one
+/// lock: requests waiting on PostgreSQL (a table locked by someone else, a slow query)
+/// held the runtime's threads and that lock, and the node answered nothing else, not
+/// even its stylesheet, until they returned. Now a store call never holds up the
+/// runtime's threads, and PostgreSQL calls do not take turns behind one lock: while
+/// three list requests wait on a locked `builds` table, the node serves its script and
+/// the workers' list (another table), and the three lists are answered once the lock
+/// goes.
+#[test]
+fn requests_waiting_on_the_database_hold_up_no_other_request() {
+    let url = crate::common::postgres::shared().database("held");
+    let s = Setup::new(
+        "language: shell\nscript: echo ok\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"",
+    );
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_API_TOKEN", API_TOKEN),
+    ];
+    let mut srv = Server::start(&s.config, &s.state(), &env);
+    if let Some(mut out) = srv.stdout.take() {
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    }
+    let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let mut lock = db.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE builds IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let (lists_tx, lists) = std::sync::mpsc::channel();
+    for _ in 0..3 {
+        let (a, tx) = (srv.addr.clone(), lists_tx.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(crate::common::server::http(
+                &a,
+                "GET",
+                "/api/builds",
+                &[],
+                b"",
+            ));
+        });
+    }
+    let mut watch = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    wait_for(
+        || {
+            let waiting: i64 = watch
+                .query_one(
+                    "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'builds'::regclass",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            waiting >= 1
+        },
+        "a list request waiting on the locked table",
+    );
+    let answered = |what: &str, path: &'static str, headers: Vec<(&'static str, String)>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let a = srv.addr.clone();
+        std::thread::spawn(move || {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let _ = tx.send(crate::common::server::http(&a, "GET", path, &h, b""));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        assert!(
+            got.is_ok(),
+            "{what}: no answer while the lists wait on the database"
+        );
+        got.unwrap()
+    };
+    let (code, text) = answered("the pages' script", "/assets/app.js", Vec::new());
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = answered(
+        "the workers' list",
+        "/api/workers",
+        vec![("Authorization", format!("Bearer {API_TOKEN}"))],
+    );
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        lists.try_recv().is_err(),
+        "a list was answered while its table was locked"
+    );
+    lock.commit().unwrap();
+    for _ in 0..3 {
+        let (code, text) = lists.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(code, 200, "{text}");
+    }
+}
