@@ -20,8 +20,6 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug)]
 pub struct Beneath {
     fd: OwnedFd,
-    /// Where it was opened, for messages.
-    shown: PathBuf,
 }
 
 /// Why a path cannot be opened beneath a directory.
@@ -50,15 +48,7 @@ impl Beneath {
         }
         // SAFETY: `fd` was just opened and is ours alone.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Beneath {
-            fd,
-            shown: dir.to_path_buf(),
-        })
-    }
-
-    /// Where this directory was opened.
-    pub fn path(&self) -> &Path {
-        &self.shown
+        Ok(Beneath { fd })
     }
 
     /// The directory `rel` below this one.
@@ -74,10 +64,7 @@ impl Beneath {
                 }
                 _ => e,
             })?;
-        Ok(Beneath {
-            fd,
-            shown: self.shown.join(rel),
-        })
+        Ok(Beneath { fd })
     }
 
     /// The regular file `rel` below this one, for reading.
@@ -137,7 +124,6 @@ impl Beneath {
             let dir = if rel.as_os_str().is_empty() {
                 Beneath {
                     fd: self.fd.try_clone()?,
-                    shown: self.shown.clone(),
                 }
             } else {
                 self.dir(&rel)?

@@ -11,11 +11,6 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Seconds since the epoch.
-pub fn now_secs() -> i64 {
-    now_ms() / 1000
-}
-
 /// Seconds since the epoch as `2026-12-01T16:20:38Z`.
 pub fn utc(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -7,7 +7,7 @@
 //! Key and directory decisions here are pure; [`archive`] and [`store`] do the I/O.
 
 pub mod archive;
-pub mod store;
+pub(crate) mod store;
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

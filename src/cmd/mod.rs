@@ -1,16 +1,16 @@
 //! The commands behind the command line. Each takes plain arguments, writes what a
 //! person (or, with `--json`, a program) reads, and returns the documented exit code.
 
-pub mod cache;
+pub(crate) mod cache;
 pub mod cli;
-pub mod codedeploy;
-pub mod history;
-pub mod hook;
-pub mod lint;
-pub mod plan;
-pub mod run;
-pub mod serve;
-pub mod worker;
+pub(crate) mod codedeploy;
+pub(crate) mod history;
+pub(crate) mod hook;
+pub(crate) mod lint;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod serve;
+pub(crate) mod worker;
 
 use std::io::IsTerminal;
 

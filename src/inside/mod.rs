@@ -12,7 +12,7 @@
 //! helper's stdin, a new one its stdout (a file runway opened in its own cache
 //! directory); the helper answers one JSON line on stderr.
 
-pub mod bundle;
+pub(crate) mod bundle;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-pub mod quote;
+pub(crate) mod quote;
 pub mod shell;
 
 pub use quote::{printf_q, quote};

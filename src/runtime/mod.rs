@@ -13,13 +13,13 @@
 //!   `PATH` at the version asked ([`on_path`]);
 //! - [`platform`]: the job's `os` and `arch` against this machine's.
 
-pub mod jdk;
-pub mod node;
-pub mod on_path;
-pub mod platform;
-pub mod python;
-pub mod rust;
-pub mod services;
+pub(crate) mod jdk;
+pub(crate) mod node;
+pub(crate) mod on_path;
+pub(crate) mod platform;
+pub(crate) mod python;
+pub(crate) mod rust;
+pub(crate) mod services;
 
 use std::fmt;
 use std::path::PathBuf;

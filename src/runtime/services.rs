@@ -16,7 +16,7 @@ pub struct SetupCommand {
     pub fails_as: String,
 }
 
-pub use crate::config::views::{Apt, AptSource as Source};
+pub use crate::config::views::AptSource as Source;
 
 /// The commands that add the `deb` line sources (`runway_apt_source` in the job shell's
 /// helpers: its key from `key_url`, the line in `/etc/apt/sources.list.d`, then

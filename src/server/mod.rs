@@ -24,11 +24,11 @@ mod dispatch;
 pub mod hooks;
 mod intake;
 mod listen;
-pub mod live;
-pub mod mirror;
-pub mod pages;
-pub mod recover;
-pub mod streams;
+pub(crate) mod live;
+pub(crate) mod mirror;
+pub(crate) mod pages;
+pub(crate) mod recover;
+pub(crate) mod streams;
 mod web;
 
 use std::collections::HashMap;

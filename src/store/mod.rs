@@ -7,13 +7,13 @@
 //! running build's log is a file beside the store (`logs/ID.log`) until its jobs are
 //! recorded.
 
-pub mod archive;
+pub(crate) mod archive;
 #[cfg(test)]
 pub mod cluster;
 mod common;
-pub mod postgres;
-pub mod retention;
-pub mod sqlite;
+pub(crate) mod postgres;
+pub(crate) mod retention;
+pub(crate) mod sqlite;
 pub mod tasks;
 
 use std::cell::RefCell;
@@ -247,8 +247,10 @@ impl Text {
     }
 }
 
-/// What a backend does: the statements behind [`Store`]'s methods.
-pub trait Backend: Send {
+/// What a backend does: the statements behind [`Store`]'s methods. It stays inside
+/// the store: the rest of runway sees [`Store`]'s domain methods (begin, claim,
+/// finish, tasks, chunks, logs…), never SQL.
+pub(in crate::store) trait Backend: Send {
     /// Records a build in `state` with the next number of its repository and the state
     /// of the previous finished build of its branch (or tag).
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError>;

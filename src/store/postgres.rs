@@ -159,7 +159,7 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
 /// again on the next call, with a backoff between attempts while the database is
 /// unreachable; meanwhile calls fail at once with [`StoreError::Unavailable`] (never
 /// hang), and [`settling`] says so. The change and its end are logged once each.
-pub struct Postgres {
+pub(in crate::store) struct Postgres {
     pool: std::sync::Arc<Pool>,
 }
 
@@ -431,6 +431,7 @@ impl Postgres {
     }
 
     /// The version the database's schema is at.
+    #[cfg(test)]
     pub fn version(&mut self) -> Result<i64, StoreError> {
         self.call(|i| i.version())
     }
@@ -485,7 +486,7 @@ impl Backend for Postgres {
 }
 
 /// The client, on the store's thread.
-pub struct Inner {
+pub(in crate::store) struct Inner {
     client: Client,
 }
 
@@ -658,6 +659,7 @@ impl Inner {
         Ok(Inner { client })
     }
 
+    #[cfg(test)]
     fn version(&mut self) -> Result<i64, StoreError> {
         Ok(self
             .client

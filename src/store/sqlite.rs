@@ -120,7 +120,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
 use super::COLUMNS;
 
 /// The SQLite store.
-pub struct Sqlite {
+pub(in crate::store) struct Sqlite {
     conn: Connection,
 }
 
