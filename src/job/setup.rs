@@ -153,10 +153,44 @@ impl Runner<'_> {
             log.line(&format!("$ {e}"));
             self.silent(e)?;
         }
+        self.verify_runtime(ready, log)?;
         for cmd in &ready.announce {
             self.shown(cmd, log)?;
         }
         log.line("");
+        Ok(())
+    }
+
+    /// Never a false green: each command a runtime put on `PATH` is found by the job's
+    /// own shell where the runtime put it (a toolchain directory on a filesystem the
+    /// sandbox does not carry, say, leaves the machine's own `node` to run instead).
+    /// When it is not, the job is errored with where the shell finds it.
+    fn verify_runtime(&mut self, ready: &crate::runtime::Ready, log: &mut Log) -> Result<(), Stop> {
+        for (cmd, at) in &ready.expect {
+            let at = crate::process::quote(&at.display().to_string());
+            let check = format!("[ \"$(command -v {cmd})\" = {at} ] && [ -x {at} ]");
+            if self.silent(&check)? == 0 {
+                continue;
+            }
+            let said = format!(
+                "runway cannot run this job as asked: {} was set up, but the job's shell does not find `{cmd}` at {at}",
+                ready.what
+            );
+            log.styled_line(&said, &format!("\x1b[31m{said}\x1b[0m"));
+            self.shown(
+                &format!("command -v {cmd} || echo \"no {cmd} on PATH\""),
+                log,
+            )?;
+            log.line("To provide it: keep runway's toolchain directory (RUNWAY_TOOLCHAINS) and the runtimes on the filesystem of / (the job's sandbox is a copy of / and carries no other mount), or run with --sandbox none.");
+            return Err(Stop::End(
+                JobResult::Errored,
+                format!(
+                    "the runtime set up ({}) is not what the job's shell runs as `{cmd}`",
+                    ready.what
+                ),
+                false,
+            ));
+        }
         Ok(())
     }
 

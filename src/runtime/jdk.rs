@@ -39,6 +39,7 @@ fn ready(jdk: &str, home: &Path, how: &str) -> Ready {
             "javac -J-Xmx32m -version".into(),
         ],
         what: format!("jdk {jdk} ({}{how})", home.display()),
+        expect: vec![("java".into(), home.join("bin/java"))],
     }
 }
 

@@ -138,6 +138,10 @@ pub struct Ready {
     pub announce: Vec<String>,
     /// One line for the job's header: `python 3.8.18 (pyenv: /root/.pyenv/…)`.
     pub what: String,
+    /// The commands the job's shell must find where this runtime put them (`python`
+    /// at the virtualenv's `bin/python`): checked in the job's shell before anything
+    /// runs, so a runtime announced is the one that runs, or the job is errored.
+    pub expect: Vec<(String, PathBuf)>,
 }
 
 /// A runtime that cannot be provided here.

@@ -145,6 +145,7 @@ impl Provider for Node {
             env: vec![("TRAVIS_NODE_VERSION".into(), version.trim().to_string())],
             announce: vec!["node --version".into(), "npm --version".into()],
             what: format!("node {full} ({})", dir.display()),
+            expect: vec![("node".into(), dir.join("bin/node"))],
         })
     }
 }

@@ -43,7 +43,8 @@ pub fn version_in(text: &str) -> Option<Version> {
         .find_map(|w| Version::parse(w.trim_matches('.')))
 }
 
-fn which(exe: &str) -> Option<PathBuf> {
+/// Where `exe` is on runway's own `PATH`.
+pub(crate) fn which(exe: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(exe))
         .find(|p| p.is_file())
@@ -86,6 +87,7 @@ impl Provider for OnPath {
                         .replace("print $^V", "'print $^V'"),
                 ],
                 what: format!("{} {have} ({})", self.key, path.display()),
+                expect: vec![(self.exe.to_string(), path.clone())],
                 ..Ready::default()
             }),
             (have, _) => Err(Missing {

@@ -229,6 +229,7 @@ impl Python {
         }
         env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
         Ok(Ready {
+            expect: vec![("python".into(), venv.join("bin/python"))],
             path: vec![venv.join("bin")],
             env,
             announce: vec!["python --version".into(), "pip --version".into()],

@@ -101,6 +101,10 @@ impl Provider for Rust {
                 "cargo --version".into(),
             ],
             what: format!("rust toolchain {name} (rustup)"),
+            // rustup's proxy, which runs the toolchain RUSTUP_TOOLCHAIN names.
+            expect: super::on_path::which("rustc")
+                .map(|p| vec![("rustc".to_string(), p)])
+                .unwrap_or_default(),
         })
     }
 }

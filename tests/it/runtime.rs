@@ -520,3 +520,79 @@ fn an_apt_source_line_is_added_and_its_package_installed_in_the_jobs_copy_only()
     assert!(!std::path::Path::new("/usr/bin/runway-hello").exists());
     assert!(!std::path::Path::new("/etc/apt/sources.list.d/runway-1.list").exists());
 }
+
+/// A tmpfs mounted over a directory for as long as it lives.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// Under `target/`, on the disk of `/` (a mount below `/tmp` is of the job's
+    /// fresh `/tmp`, a case of its own).
+    fn mount() -> Tmpfs {
+        let dir =
+            tempfile::tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=512m",
+                "runway-test",
+                dir.path().to_str().unwrap(),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs (the tests run as root)");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Issue 28 (4): a runtime announced was not checked. With runway's toolchain
+/// directory on a filesystem the job's sandbox does not carry (a mount of its own: a
+/// tmpfs here; an overlay or NFS would do the same), the log said `Runtime: python 3.12
+/// (…), virtualenv …` and the job passed without that Python anywhere in its shell.
+/// Now the job's shell must find `python` where the runtime put it, or the job is
+/// errored saying where it finds it and how to provide it; on the bare host, where the
+/// mount is seen, the same job passes.
+#[test]
+fn a_runtime_the_jobs_shell_does_not_find_where_it_was_set_up_errors_the_job() {
+    let mount = Tmpfs::mount();
+    let yml = "language: python\npython: \"3.12\"\nscript: echo the-script-ran\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".travis.yml"), yml).unwrap();
+    let run_with = |extra: &[&str]| {
+        let mut c = runway();
+        c.arg("run")
+            .arg(dir.path())
+            .args(["--branch", "master"])
+            .args(extra)
+            .env("RUNWAY_TOOLCHAINS", mount.0.path());
+        run(&mut c)
+    };
+    let r = run_with(&[]);
+    assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
+    assert!(!r.stdout.contains("the-script-ran"), "{}", r.all());
+    assert!(
+        r.stdout
+            .contains("but the job's shell does not find `python` at"),
+        "{}",
+        r.all()
+    );
+    assert!(job_line(&r, "1.1").contains("errored"), "{}", r.all());
+    assert!(
+        job_line(&r, "1.1").contains("is not what the job's shell runs as `python`"),
+        "{}",
+        r.all()
+    );
+    let bare = run_with(&["--sandbox", "none"]);
+    assert_eq!(bare.code, 0, "{}", bare.all());
+    assert!(bare.stdout.contains("the-script-ran"), "{}", bare.all());
+}
