@@ -221,15 +221,9 @@ impl Write for TapWriter {
 
 /// How to run the build.
 pub struct BuildOptions {
-    /// Only this job (`1.2` or `2`).
-    pub only_job: Option<String>,
-    /// Up to this many jobs of a stage at once.
-    pub parallel: usize,
     /// Slots shared with other builds; every job holds one while it runs.
     pub slots: Option<Arc<JobSlots>>,
-    /// Keep workspaces and say where.
-    pub keep_workspace: bool,
-    /// Per-job limits and the cache store.
+    /// What was asked (in `job.asked`), the cache store, the sandbox.
     pub job: JobOptions,
     /// `git:` options for clones.
     pub git: GitOptions,
@@ -237,8 +231,6 @@ pub struct BuildOptions {
     pub origin: Origin,
     /// Repository settings.
     pub settings: crate::settings::Settings,
-    /// True when stdout is a terminal (readable sections instead of fold markers).
-    pub terminal: bool,
     /// Where each job's own log also goes as it runs.
     pub tap: Option<Arc<dyn JobTap>>,
     /// Where jobs run, when not here.
@@ -492,7 +484,7 @@ fn run_stage(
         }
         run_one(job, facts, opts, shown)
     };
-    let workers = opts.parallel.max(1).min(jobs.len());
+    let workers = opts.job.asked.parallel.max(1).min(jobs.len());
     if workers <= 1 {
         return jobs
             .iter()
@@ -552,7 +544,7 @@ fn run_one(
 ) -> JobReport {
     let buffer = Buffer::default();
     let mut sinks = vec![Sink::raw(Box::new(buffer.clone()))];
-    sinks.push(if opts.terminal {
+    sinks.push(if opts.job.asked.terminal {
         Sink::terminal(shown)
     } else {
         Sink::raw(shown)
@@ -573,8 +565,8 @@ fn run_one(
                 build_number: facts.number,
                 language: facts.language.to_string(),
                 git: opts.git.clone(),
-                timeout: opts.job.timeout,
-                no_output_timeout: opts.job.no_output_timeout,
+                timeout: opts.job.asked.timeout,
+                no_output_timeout: opts.job.asked.no_output_timeout,
             },
             &mut log,
         ),
@@ -609,7 +601,10 @@ fn execute(job: &JobPlan, facts: BuildFacts<'_>, opts: &BuildOptions, log: &mut 
         &opts.git,
         // A kept workspace stays a plain directory on the host's disk, to look at
         // and remove as any other.
-        opts.job.sandbox.disk().filter(|_| !opts.keep_workspace),
+        opts.job
+            .sandbox
+            .disk()
+            .filter(|_| !opts.job.asked.keep_workspace),
     ) {
         Ok(ws) => ws,
         Err(e) => {
@@ -636,7 +631,7 @@ fn execute(job: &JobPlan, facts: BuildFacts<'_>, opts: &BuildOptions, log: &mut 
         options: &opts.job,
     };
     let outcome = job::run(&ctx, log);
-    if opts.keep_workspace {
+    if opts.job.asked.keep_workspace {
         let at = ws.keep();
         log.line(&format!("Workspace kept at {}", at.display()));
     }

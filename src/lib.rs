@@ -8,6 +8,7 @@
 //!   typed views ([`config::views`]);
 //! - [`event`]: what triggered a build (branch or tag, event type, commit);
 //! - [`events`]: what happens in a build, as data, rendered for people and programs;
+//! - [`options`]: the one options value of a build, shared by every layer;
 //! - [`settings`]: repository settings, secret unless named public;
 //! - [`plan`]: does the build run, which jobs, which deploys fire, who gets mail (pure);
 //! - [`source`]: git: the current branch, HEAD's message, files at a commit;
@@ -56,6 +57,7 @@ pub(crate) mod job;
 pub(crate) mod limits;
 pub(crate) mod mask;
 pub(crate) mod notify;
+pub(crate) mod options;
 pub mod plan;
 pub mod process;
 pub(crate) mod protocol;

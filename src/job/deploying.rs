@@ -54,7 +54,7 @@ impl Runner<'_> {
                 log.line(&format!("before_deploy failed; the {} provider has allow_failure: true, so the job goes on", d.provider));
                 continue;
             }
-            if !self.ctx.options.deploy {
+            if !self.ctx.options.asked.deploy {
                 self.dry_run(d, log);
                 self.rehearse_bundle(d, log)?;
                 continue;
@@ -109,7 +109,7 @@ impl Runner<'_> {
     /// the workspace), deployed on a throwaway copy of the machine as the agent would;
     /// a failed rehearsal errors the job.
     fn rehearse_bundle(&mut self, d: &crate::plan::DeployPlan, log: &mut Log) -> Result<(), Stop> {
-        if !self.ctx.options.rehearse_deploy || d.provider != "codedeploy" {
+        if !self.ctx.options.asked.rehearse_deploy || d.provider != "codedeploy" {
             return Ok(());
         }
         let fail = |why: String| Stop::End(JobResult::Errored, why, false);

@@ -102,16 +102,13 @@ pub struct JobOutcome {
 /// Limits and switches for running jobs.
 #[derive(Clone, Debug)]
 pub struct JobOptions {
-    /// No output for this long ends the job (default 10 min).
-    pub no_output_timeout: Duration,
-    /// The whole job may take this long (default 50 min).
-    pub timeout: Duration,
+    /// What was asked of the build (limits, deploys, substitutes): the one options
+    /// value, shared.
+    pub asked: Arc<crate::options::Options>,
     /// Where caches live; `None` turns caching off.
     pub cache_store: Option<Arc<dyn crate::cache::store::CacheStore>>,
     /// The repository's default branch (cache fallback).
     pub default_branch: String,
-    /// Deploy for real (`--deploy`); otherwise deploys are a dry run.
-    pub deploy: bool,
     /// Set to cancel: the running command's process group is killed.
     pub cancel: Option<crate::cancel::Cancel>,
     /// Where the job's process group is recorded while it runs, so a server restarted
@@ -122,12 +119,6 @@ pub struct JobOptions {
     pub max_log_bytes: u64,
     /// Where the job's shell runs ([`crate::sandbox`]).
     pub sandbox: Arc<dyn crate::sandbox::Sandbox>,
-    /// A runtime that cannot be provided is replaced by what the machine has (named
-    /// in the header and the job's reason) instead of erroring the job.
-    pub substitutes: bool,
-    /// After the codedeploy provider (dry run or real), rehearse the bundle it ships
-    /// as the CodeDeploy agent would run it ([`crate::deploy::rehearse`]).
-    pub rehearse_deploy: bool,
 }
 
 pub use crate::limits::MAX_LOG_BYTES;
@@ -135,17 +126,13 @@ pub use crate::limits::MAX_LOG_BYTES;
 impl Default for JobOptions {
     fn default() -> Self {
         JobOptions {
-            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
-            timeout: crate::limits::JOB_TIMEOUT,
+            asked: Arc::default(),
             cache_store: None,
             default_branch: "master".into(),
-            deploy: false,
             cancel: None,
             process_dir: None,
             max_log_bytes: MAX_LOG_BYTES,
             sandbox: Arc::new(crate::sandbox::Bare),
-            substitutes: false,
-            rehearse_deploy: false,
         }
     }
 }
@@ -405,7 +392,11 @@ impl Runner<'_> {
         if let Err(e) = sh.send(cmd) {
             return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false));
         }
-        match sh.wait(opts.no_output_timeout, opts.timeout, &mut |_| true) {
+        match sh.wait(
+            opts.asked.no_output_timeout,
+            opts.asked.timeout,
+            &mut |_| true,
+        ) {
             Wait::Done(code) => Ok(code),
             other => Err(self.stop_for(other)),
         }
@@ -521,7 +512,7 @@ impl Runner<'_> {
             let opts = self.ctx.options;
             let sh = self.shell.as_mut().expect("shell started");
             let waited = match sh.send(cmd) {
-                Ok(()) => sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| {
+                Ok(()) => sh.wait(opts.asked.no_output_timeout, opts.asked.timeout, &mut |b| {
                     log.output(b);
                     log.bytes <= opts.max_log_bytes
                 }),
@@ -561,7 +552,7 @@ impl Runner<'_> {
                 log.line("");
                 log.line(&format!(
                     "No output has been received in the last {}, this potentially indicates a stalled build or something wrong with the build itself.",
-                    go_duration(opts.no_output_timeout)
+                    go_duration(opts.asked.no_output_timeout)
                 ));
                 log.line(killed);
             }
@@ -569,7 +560,7 @@ impl Runner<'_> {
                 log.line("");
                 log.line(&format!(
                     "The job exceeded the maximum time limit for jobs ({}), and has been terminated.",
-                    go_duration(opts.timeout)
+                    go_duration(opts.asked.timeout)
                 ));
                 log.line(killed);
             }

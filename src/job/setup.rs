@@ -99,7 +99,7 @@ impl Runner<'_> {
             };
             match got {
                 Ok(ready) => all.push(ready),
-                Err(missing) if ctx.options.substitutes => {
+                Err(missing) if ctx.options.asked.substitutes => {
                     let instead = crate::runtime::machine_default(want.key);
                     let said = format!(
                         "Substitute: {}; with --substitutes this job runs on the machine's own instead: {instead}",
@@ -227,7 +227,7 @@ impl Runner<'_> {
                 "addons.apt.sources ({}) are Travis's aliases for Ubuntu archives, which runway does not add",
                 aliases.join(", ")
             );
-            if self.ctx.options.substitutes {
+            if self.ctx.options.asked.substitutes {
                 let said = format!(
                     "Substitute: {what}; with --substitutes the packages come from this machine's own sources"
                 );
@@ -283,7 +283,7 @@ impl Runner<'_> {
         if let Err(e) = sh.send(cmd) {
             return Err(Stop::End(JobResult::Errored, format!("runner: {e}"), false));
         }
-        let waited = sh.wait(opts.no_output_timeout, opts.timeout, &mut |b| {
+        let waited = sh.wait(opts.asked.no_output_timeout, opts.asked.timeout, &mut |b| {
             log.output(b);
             true
         });

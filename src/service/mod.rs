@@ -30,8 +30,8 @@ use crate::source::Repo;
 use crate::store::{self, BuildRow, JobRow, NewBuild, Store};
 use crate::workspace::{GitOptions, Origin};
 
+pub use crate::options::{Options, SandboxOptions};
 pub use mail::MailOptions;
-pub use sandbox::SandboxOptions;
 pub use target::{RefArgs, Target};
 
 /// Why the service could not run a build at all.
@@ -61,54 +61,6 @@ pub enum Record {
     New,
     /// The build the server queued.
     Queued(Box<BuildRow>),
-}
-
-/// How the build runs: which jobs, their limits, what they may do.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// `--job N`: only this job.
-    pub job: Option<String>,
-    /// `--os OS`: only the jobs for this os.
-    pub os: Option<String>,
-    /// Up to this many jobs of a stage at once.
-    pub parallel: usize,
-    /// The cache directory (default: `RUNWAY_CACHE_DIR` and friends).
-    pub cache_dir: Option<PathBuf>,
-    /// Keep each job's workspace and say where.
-    pub keep_workspace: bool,
-    /// A job's time limit.
-    pub timeout: Duration,
-    /// A job's limit without output.
-    pub no_output_timeout: Duration,
-    /// Run the deploy providers for real (else a dry run).
-    pub deploy: bool,
-    /// A runtime the machine cannot provide is replaced by what it has, named.
-    pub substitutes: bool,
-    /// The codedeploy bundle rehearsed as the agent would run it.
-    pub rehearse_deploy: bool,
-    /// Where jobs run.
-    pub sandbox: SandboxOptions,
-    /// The live output is a terminal (sections for people instead of fold markers).
-    pub terminal: bool,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            job: None,
-            os: None,
-            parallel: 1,
-            cache_dir: None,
-            keep_workspace: false,
-            timeout: crate::limits::JOB_TIMEOUT,
-            no_output_timeout: crate::limits::NO_OUTPUT_TIMEOUT,
-            deploy: false,
-            substitutes: false,
-            rehearse_deploy: false,
-            sandbox: SandboxOptions::default(),
-            terminal: false,
-        }
-    }
 }
 
 /// What the caller shares with a running build.
@@ -360,8 +312,11 @@ pub fn run_compiled(
         sandbox,
         cache_root,
     );
-    opts.job.timeout = job.timeout;
-    opts.job.no_output_timeout = job.no_output_timeout;
+    opts.job.asked = Arc::new(Options {
+        timeout: job.timeout,
+        no_output_timeout: job.no_output_timeout,
+        ..req.options.clone()
+    });
     build::run_compiled(job, &opts, &reporter.out()).outcome
 }
 
@@ -639,15 +594,10 @@ fn options_with(
     sandbox: Arc<dyn crate::sandbox::Sandbox>,
     cache_root: PathBuf,
 ) -> BuildOptions {
-    let o = &req.options;
     BuildOptions {
-        only_job: o.job.clone(),
-        parallel: o.parallel,
         slots: req.controls.slots.clone(),
-        keep_workspace: o.keep_workspace,
         job: JobOptions {
-            no_output_timeout: o.no_output_timeout,
-            timeout: o.timeout,
+            asked: Arc::new(req.options.clone()),
             cache_store: Some(
                 req.controls
                     .cache
@@ -655,20 +605,16 @@ fn options_with(
                     .unwrap_or_else(|| Arc::new(LocalStore::new(cache_root))),
             ),
             default_branch: default_branch.to_string(),
-            deploy: o.deploy,
             cancel: req.controls.cancel.clone(),
             // Every build records its jobs' process groups and workspaces; the next
             // runway ends and removes what a crash left.
             process_dir: Some(store::process_dir(&req.state_dir)),
             max_log_bytes: crate::job::MAX_LOG_BYTES,
             sandbox,
-            substitutes: o.substitutes,
-            rehearse_deploy: o.rehearse_deploy,
         },
         git,
         origin,
         settings: req.settings.clone(),
-        terminal: o.terminal,
         tap: req.controls.tap.clone(),
         executor: req.controls.executor.clone(),
     }

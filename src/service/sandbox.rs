@@ -2,26 +2,9 @@
 //! `--no-network`, `--memory`, runway.toml's `sandbox`, `hide`, `network`, `job_memory`,
 //! `job_processes`), made into the [`crate::sandbox::Sandbox`] the build's jobs run in.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-/// How jobs are isolated ([`crate::sandbox`]).
-#[derive(Clone, Debug, Default)]
-pub struct SandboxOptions {
-    /// `--sandbox namespaces|none`.
-    pub mode: crate::sandbox::Mode,
-    /// `network = false`: the job gets loopback only.
-    pub no_network: bool,
-    /// More paths jobs must not see (runway.toml's `hide`, the config file itself).
-    pub hide: Vec<PathBuf>,
-    /// The server made a sandbox at start (and warned about `none`): skip it per build.
-    pub checked: bool,
-    /// Memory and processes per job (`--memory`, `--max-processes`; runway.toml's
-    /// `job_memory`, `job_processes`).
-    pub limits: crate::sandbox::cgroup::Limits,
-    /// Disk per job (`--disk`; runway.toml's `job_disk`).
-    pub disk: crate::sandbox::disk::Budget,
-}
+pub use crate::options::SandboxOptions;
 
 impl SandboxOptions {
     /// The sandbox for a build whose state and caches live in `state_dir` and
