@@ -71,11 +71,14 @@ pub struct JobSlots {
     freed: Condvar,
 }
 
-/// Free slots and the jobs waiting for one, under one lock.
+/// Free slots and the jobs waiting for one, under one lock: waiters are served in the
+/// order they asked (a ticket each), so jobs start in build order, as on Travis.
 #[derive(Debug)]
 struct Counts {
     free: usize,
-    waiting: usize,
+    /// The tickets of the jobs waiting, oldest first.
+    queue: std::collections::BTreeSet<u64>,
+    next: u64,
 }
 
 /// A held slot; dropping it frees the slot.
@@ -88,15 +91,17 @@ impl JobSlots {
         Arc::new(JobSlots {
             free: Mutex::new(Counts {
                 free: n.max(1),
-                waiting: 0,
+                queue: std::collections::BTreeSet::new(),
+                next: 0,
             }),
             freed: Condvar::new(),
         })
     }
 
-    /// Waits for a free slot (woken when one is freed, or when its build is canceled;
-    /// nothing polls). Gives up (`None`) when `cancel` is set, so a canceled build does
-    /// not wait behind others; its job then ends canceled.
+    /// Waits for a free slot, behind the jobs that asked before it (woken when one is
+    /// freed, or when its build is canceled; nothing polls). Gives up (`None`) when
+    /// `cancel` is set, so a canceled build does not wait behind others; its job then
+    /// ends canceled.
     pub fn acquire(self: &Arc<Self>, cancel: Option<&Cancel>) -> Option<Slot> {
         // Registered before the lock is taken: a waker called at once takes it too.
         let _woken = cancel.map(|c| {
@@ -104,23 +109,34 @@ impl JobSlots {
             c.on_cancel(move || slots.wake_all())
         });
         let mut counts = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = counts.next;
+        counts.next += 1;
+        counts.queue.insert(ticket);
         loop {
-            if counts.free > 0 {
+            if counts.free > 0 && counts.queue.first() == Some(&ticket) {
                 counts.free -= 1;
+                counts.queue.remove(&ticket);
+                // The next in line may take a slot still free.
+                self.freed.notify_all();
                 return Some(Slot(self.clone()));
             }
             if cancel.is_some_and(Cancel::is_canceled) {
+                counts.queue.remove(&ticket);
+                // Whoever was behind this one may be first now.
+                self.freed.notify_all();
                 return None;
             }
-            counts.waiting += 1;
             counts = self.freed.wait(counts).unwrap_or_else(|p| p.into_inner());
-            counts.waiting -= 1;
         }
     }
 
     /// How many jobs wait for a slot now.
     pub fn waiting(&self) -> usize {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).waiting
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queue
+            .len()
     }
 
     /// Wakes every waiter to look at its cancel switch again.
@@ -134,7 +150,8 @@ impl JobSlots {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.free.lock().unwrap_or_else(|p| p.into_inner()).free += 1;
-        self.0.freed.notify_one();
+        // Every waiter looks: only the first in line takes it.
+        self.0.freed.notify_all();
     }
 }
 
@@ -146,6 +163,8 @@ pub trait JobTap: Send + Sync {
     fn write(&self, number: &str, bytes: &[u8]);
     /// Job `number` ended with `result`.
     fn end(&self, number: &str, result: JobResult);
+    /// Job `number` starts (it holds its slot and its build was not canceled).
+    fn start(&self, _number: &str) {}
 }
 
 /// Runs jobs somewhere else (a `runway worker`): the job's log is written into `log`
@@ -542,6 +561,9 @@ fn run_one(
     opts: &BuildOptions,
     shown: Box<dyn Write + Send>,
 ) -> JobReport {
+    if let Some(tap) = &opts.tap {
+        tap.start(&job.number);
+    }
     let buffer = Buffer::default();
     let mut sinks = vec![Sink::raw(Box::new(buffer.clone()))];
     sinks.push(if opts.job.asked.terminal {
@@ -655,6 +677,35 @@ fn job_language(job: &JobPlan, root: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 28 (1): jobs start in build order: a freed slot goes to the job that
+    /// asked first.
+    #[test]
+    fn jobs_take_freed_slots_in_the_order_they_asked() {
+        let slots = JobSlots::new(1);
+        let held = slots.acquire(None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut waiters = Vec::new();
+        for name in ["older", "newer"] {
+            let (mine, tx) = (slots.clone(), tx.clone());
+            let before = slots.waiting();
+            waiters.push(std::thread::spawn(move || {
+                let slot = mine.acquire(None).unwrap();
+                tx.send(name).unwrap();
+                drop(slot);
+            }));
+            // The next asks only once this one waits.
+            while slots.waiting() == before {
+                std::thread::yield_now();
+            }
+        }
+        drop(held);
+        for w in waiters {
+            w.join().unwrap();
+        }
+        let order: Vec<&str> = rx.try_iter().collect();
+        assert_eq!(order, ["older", "newer"]);
+    }
 
     /// A job waiting for a slot wakes when its build is canceled (no polling).
     #[test]

@@ -285,11 +285,44 @@ fn request(
         controls: Controls {
             cancel: Some(cancel),
             slots: (!on_workers).then(|| state.slots.clone()),
-            tap: Some(live),
+            tap: Some(if on_workers {
+                live as Arc<dyn crate::build::JobTap>
+            } else {
+                Arc::new(Starts {
+                    live,
+                    state: state.clone(),
+                    build_id: row.id,
+                    said: std::sync::atomic::AtomicBool::new(false),
+                })
+            }),
             executor,
             cache: None,
             holder: Some(state.holder.clone()),
         },
+    }
+}
+
+/// The live log of a build whose jobs run here, which also records in the store when
+/// its first job starts (a worker's claim records it for jobs on workers): from then
+/// on a newer build of its branch no longer cancels it.
+struct Starts {
+    live: Arc<super::live::LiveLog>,
+    state: Arc<AppState>,
+    build_id: i64,
+    said: std::sync::atomic::AtomicBool,
+}
+
+impl crate::build::JobTap for Starts {
+    fn write(&self, number: &str, bytes: &[u8]) {
+        self.live.write(number, bytes);
+    }
+    fn end(&self, number: &str, result: crate::job::JobResult) {
+        self.live.end(number, result);
+    }
+    fn start(&self, _number: &str) {
+        if !self.said.swap(true, Ordering::SeqCst) {
+            let _ = self.state.db(|s| s.jobs_started(self.build_id));
+        }
     }
 }
 

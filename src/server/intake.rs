@@ -107,14 +107,34 @@ fn answer_queued(
             .map(|u| crate::notify::build_url(u, &row.repo, row.number))
     };
     match queued {
-        Ok(Ok(Queued::Build(row, canceled))) => {
+        Ok(Ok(Queued::Build(row, superseded))) => {
             state.wake.notify_one();
             state.changed(row.id);
-            for n in &canceled {
+            for n in &superseded.queued {
                 if let Ok(Some(old)) = state.db(|s| s.build(Some(&row.repo), *n)) {
                     state.changed(old.id);
                 }
             }
+            // Taken from the queue, no job started: canceled by the node following it
+            // (this one, or another told through the database).
+            for (id, _) in &superseded.waiting {
+                let here = state.cancels.lock().expect("cancels").get(id).cloned();
+                match here {
+                    Some(c) => {
+                        c.cancel();
+                    }
+                    None => {
+                        let _ = state.db(|s| s.announce_cancel(*id));
+                    }
+                }
+                state.changed(*id);
+            }
+            let canceled: Vec<u64> = superseded
+                .queued
+                .iter()
+                .copied()
+                .chain(superseded.waiting.iter().map(|(_, n)| *n))
+                .collect();
             tracing::info!(
                 repo = %row.repo,
                 number = row.number,
@@ -180,7 +200,7 @@ fn answer_queued(
 }
 
 enum Queued {
-    Build(Box<BuildRow>, Vec<u64>),
+    Build(Box<BuildRow>, crate::store::Superseded),
     NotBuilt(String),
     /// The ref has moved on from the pushed commit: this is its tip now.
     Stale(String),
@@ -284,7 +304,7 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
             let canceled = if state.cfg.auto_cancel && row.branch.is_some() && !behind {
                 s.cancel_superseded(&row)?
             } else {
-                Vec::new()
+                crate::store::Superseded::default()
             };
             Ok(Queued::Build(Box::new(row), canceled))
         })

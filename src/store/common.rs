@@ -6,7 +6,7 @@
 //! (PostgreSQL `NOTIFY`; nothing for SQLite).
 
 use super::tasks::Value;
-use super::{BuildRow, COLUMNS, OutboxMail, Status, Store, StoreError, Text, now};
+use super::{BuildRow, COLUMNS, OutboxMail, Status, Store, StoreError, Superseded, Text, now};
 
 /// A build row from its [`COLUMNS`].
 fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
@@ -91,8 +91,9 @@ impl Store {
         &self,
         newer: &BuildRow,
         reason: &str,
-    ) -> Result<Vec<u64>, StoreError> {
-        self.db()
+    ) -> Result<Superseded, StoreError> {
+        let queued = self
+            .db()
             .query(
                 "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
                  WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
@@ -108,7 +109,37 @@ impl Store {
             )?
             .into_iter()
             .filter_map(|r| r.into_iter().next().map(|v| v.int().map(|n| n as u64)))
-            .collect()
+            .collect::<Result<Vec<u64>, StoreError>>()?;
+        // Taken from the queue but no job started (every slot busy): canceled too, by
+        // the node that follows it; the reason is set here, its end there.
+        let waiting = self
+            .db()
+            .query(
+                "UPDATE builds SET reason = $1
+                 WHERE repo = $2 AND branch IS NOT DISTINCT FROM $3 AND tag IS NULL
+                   AND state = 'running' AND jobs_started = 0 AND id < $4
+                 RETURNING id, number",
+                &[
+                    reason.into(),
+                    newer.repo.as_str().into(),
+                    newer.branch.as_deref().into(),
+                    newer.id.into(),
+                ],
+            )?
+            .into_iter()
+            .map(|r| Ok((r[0].int()?, r[1].int()? as u64)))
+            .collect::<Result<Vec<(i64, u64)>, StoreError>>()?;
+        Ok(Superseded { queued, waiting })
+    }
+
+    /// Records that a build's first job started: a newer build of its branch no longer
+    /// cancels it.
+    pub fn jobs_started(&self, id: i64) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE builds SET jobs_started = 1 WHERE id = $1 AND jobs_started = 0",
+            &[id.into()],
+        )?;
+        Ok(())
     }
 
     /// Sets a build's state (ended unless queued or running) and, when given, its reason.

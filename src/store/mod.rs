@@ -247,6 +247,16 @@ impl Text {
     }
 }
 
+/// The older builds of a branch a newer one canceled (`auto_cancel`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Superseded {
+    /// Those still queued, canceled: their numbers.
+    pub queued: Vec<u64>,
+    /// Those taken from the queue with no job started yet: their ids and numbers, for
+    /// the node following each to cancel.
+    pub waiting: Vec<(i64, u64)>,
+}
+
 /// What a backend does: the statements behind [`Store`]'s methods. It stays inside
 /// the store: the rest of runway sees [`Store`]'s domain methods (begin, claim,
 /// finish, tasks, chunks, logs…), never SQL.
@@ -591,7 +601,7 @@ impl Store {
 
     /// Cancels queued builds of the same repository and branch older than `newer`
     /// (auto-cancellation). Returns their numbers.
-    pub fn cancel_superseded(&mut self, newer: &BuildRow) -> Result<Vec<u64>, StoreError> {
+    pub fn cancel_superseded(&mut self, newer: &BuildRow) -> Result<Superseded, StoreError> {
         let reason = format!("superseded by build #{}", newer.number);
         self.cancel_older(newer, &reason)
     }
@@ -1203,10 +1213,29 @@ mod tests {
         let old = s.enqueue(&nb("o/a", "main")).unwrap();
         let newer = s.enqueue(&nb("o/a", "main")).unwrap();
         assert_eq!(
-            s.cancel_superseded(&newer).unwrap(),
+            s.cancel_superseded(&newer).unwrap().queued,
             [old.number],
             "{backend}"
         );
+        // Issue 28 (1): a build taken from the queue with no job started is superseded
+        // too (its node cancels it); once a job of it started, it is not.
+        let taken = s.enqueue(&nb("o/a", "waits")).unwrap();
+        let started = s.enqueue(&nb("o/a", "waits")).unwrap();
+        s.set_state(taken.id, Status::Running, None).unwrap();
+        s.set_state(started.id, Status::Running, None).unwrap();
+        s.jobs_started(started.id).unwrap();
+        let newest = s.enqueue(&nb("o/a", "waits")).unwrap();
+        let cut = s.cancel_superseded(&newest).unwrap();
+        assert_eq!(cut.queued, Vec::<u64>::new(), "{backend}");
+        assert_eq!(cut.waiting, [(taken.id, taken.number)], "{backend}");
+        assert_eq!(
+            s.by_id(taken.id).unwrap().unwrap().reason.as_deref(),
+            Some(format!("superseded by build #{}", newest.number).as_str()),
+            "{backend}"
+        );
+        for b in [&taken, &started, &newest] {
+            s.set_state(b.id, Status::Canceled, None).unwrap();
+        }
         // Only builds queued by a time: none queued a minute ago, this one now.
         assert!(
             s.claim_waiting(Store::now() - 60).unwrap().is_none(),

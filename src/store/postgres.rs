@@ -113,6 +113,9 @@ ALTER TABLE tasks ADD COLUMN held_by TEXT NOT NULL DEFAULT '';
     "
 ALTER TABLE tasks ADD COLUMN spec TEXT NOT NULL DEFAULT '';
 ",
+    "
+ALTER TABLE builds ADD COLUMN jobs_started BIGINT NOT NULL DEFAULT 0;
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).
@@ -825,7 +828,7 @@ impl Backend for Inner {
         let mut tx = self.client.transaction()?;
         tx.execute("DELETE FROM jobs WHERE build_id = $1", &[&id])?;
         tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = $1",
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0 WHERE id = $1",
             &[&id],
         )?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;

@@ -145,6 +145,7 @@ impl Sqlite {
             ("tasks", "secret", "TEXT NOT NULL DEFAULT ''"),
             ("tasks", "held_by", "TEXT NOT NULL DEFAULT ''"),
             ("tasks", "spec", "TEXT NOT NULL DEFAULT ''"),
+            ("builds", "jobs_started", "INTEGER NOT NULL DEFAULT 0"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -283,7 +284,7 @@ impl Backend for Sqlite {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
         tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL WHERE id = ?1",
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0 WHERE id = ?1",
             params![id],
         )?;
         tx.commit()?;

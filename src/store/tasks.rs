@@ -454,6 +454,9 @@ impl Store {
             };
             let t = task(r)?;
             self.announce(TASK_CHANGED, t.build_id);
+            // A job of the build started: a newer build of its branch no longer
+            // cancels it (auto_cancel).
+            self.jobs_started(t.build_id)?;
             return Ok(Some(t));
         }
         Ok(None)

@@ -501,3 +501,55 @@ fn retention_prunes_old_builds_and_their_logs() {
     let (_, log) = srv.request("GET", "/api/builds/4/log", &[], b"");
     assert!(log.contains("kept"), "{log}");
 }
+
+/// Issue 28 (1): `auto_cancel` canceled only builds still in the queue; a build taken
+/// from it whose jobs all wait for a slot (every slot busy) counted as running and ran
+/// in full after a newer push. Now a newer build of the branch cancels every older one
+/// that has not started a job, as Travis did; one that has started runs on. Two slots:
+/// build 1's two jobs take both, build 2 is taken and waits, build 3 cancels build 2
+/// (not build 1), and runs once build 1 is done.
+#[test]
+fn auto_cancel_cancels_a_taken_build_that_has_not_started_a_job() {
+    let s = Setup::new(
+        "language: shell\nenv:\n  - N=1\n  - N=2\nscript: echo ran-$TRAVIS_JOB_NUMBER; sleep 4\nnotifications:\n  email: false\n",
+        "",
+    );
+    let srv = s.start();
+    let first = s.head();
+    assert_eq!(generic(&srv, "master", &first).0, 202);
+    wait_for(
+        || {
+            srv.request("GET", "/api/builds/1/log", &[], b"")
+                .1
+                .contains("ran-1.2")
+        },
+        "both of build 1's jobs running",
+    );
+    let second = s.commit("master", "second");
+    assert_eq!(generic(&srv, "master", &second).0, 202);
+    wait_for(
+        || srv.json("/api/builds/2")["state"] == "running",
+        "build 2 taken from the queue",
+    );
+    let third = s.commit("master", "third");
+    let (code, text) = generic(&srv, "master", &third);
+    assert_eq!(code, 202, "{text}");
+    let said: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(said["canceled"], serde_json::json!([2]), "{text}");
+    wait_for(
+        || srv.json("/api/builds/3")["state"] == "passed",
+        "build 3 passed",
+    );
+    assert_eq!(srv.json("/api/builds/1")["state"], "passed");
+    let b2 = srv.json("/api/builds/2");
+    assert_eq!(b2["state"], "canceled", "{b2}");
+    assert!(
+        b2["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("superseded by build #3"),
+        "{b2}"
+    );
+    let log2 = srv.request("GET", "/api/builds/2/log", &[], b"").1;
+    assert!(!log2.contains("ran-2."), "{log2}");
+}
