@@ -197,17 +197,17 @@ impl Servers {
     }
 
     /// Calls until it is done, lost or refused, moving to the next server after each
-    /// failure, with a growing pause; `stop` ends the tries.
+    /// failure, with a growing pause; `stop` saying so ends the tries.
     fn until_done<T>(
         &self,
-        stop: &AtomicBool,
+        stop: &dyn Fn() -> bool,
         mut call: impl FnMut(&Servers) -> Result<T, CallError>,
     ) -> Result<T, CallError> {
         let mut pause = Duration::from_millis(100);
         loop {
             match call(self) {
                 Err(CallError::Retry(why) | CallError::Busy(why)) => {
-                    if stop.load(Ordering::SeqCst) {
+                    if stop() {
                         return Err(CallError::Retry(why));
                     }
                     eprintln!("runway worker: {why}; trying again in {pause:?}");
@@ -274,7 +274,9 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
             labels: opts.labels.clone(),
             wait_ms: 20_000,
         };
-        let got = servers.until_done(&drained, |s| s.post_json("/api/worker/claim", &claim));
+        let got = servers.until_done(&|| drained.load(Ordering::SeqCst), |s| {
+            s.post_json("/api/worker/claim", &claim)
+        });
         match got {
             Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
                 Ok(a) => {
@@ -282,7 +284,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
                         .task_secret
                         .lock()
                         .unwrap_or_else(|p| p.into_inner()) = Some(a.secret.clone());
-                    run_task(opts, &servers, &a, &keeper);
+                    run_task(opts, &servers, &a, &keeper, &drained);
                     *servers
                         .task_secret
                         .lock()
@@ -341,8 +343,14 @@ impl Outbox {
 
     /// Sends chunks until the job has ended and every chunk is stored, or the task is
     /// lost (`lost` is then set).
-    fn send(&self, servers: &Servers, a: &Assignment, name: &str, lost: &Cancel) {
-        let stop = AtomicBool::new(false);
+    fn send(
+        &self,
+        servers: &Servers,
+        a: &Assignment,
+        name: &str,
+        lost: &Cancel,
+        give_up: &dyn Fn() -> bool,
+    ) {
         loop {
             let next = {
                 let mut s = self.state.lock().expect("outbox");
@@ -375,7 +383,7 @@ impl Outbox {
                 crate::mask::percent_encode(name, false, false, false),
                 a.attempt
             );
-            match servers.until_done(&stop, |s| {
+            match servers.until_done(give_up, |s| {
                 s.send(&path, Some(("application/octet-stream", bytes.clone())))
             }) {
                 Ok((_, answer)) => {
@@ -437,6 +445,7 @@ fn run_task(
     servers: &Arc<Servers>,
     a: &Assignment,
     keeper: &Mutex<lease::Keeper>,
+    drained: &AtomicBool,
 ) {
     // The claim's lease holds from here; the keeper stops the job before it lapses
     // unless a heartbeat renews it.
@@ -464,9 +473,27 @@ fn run_task(
         c.cancel();
     });
     let ended = Cancel::new();
+    // Drained (SIGTERM) with no server answering, the worker tries its calls about the
+    // job only while its lease could still hold: past it, a node counts the job as
+    // lost whatever this worker says.
+    let renewal = Renewal {
+        at: Mutex::new(Instant::now()),
+        lease: Duration::from_millis(a.lease_ms),
+    };
+    let give_up = || drained.load(Ordering::SeqCst) && renewal.lapsed();
     let outcome = std::thread::scope(|s| {
-        s.spawn(|| beat(servers, a, &opts.name, &cancel, &lost, &ended, keeper));
-        let sender = s.spawn(|| outbox.send(servers, a, &opts.name, &lost));
+        s.spawn(|| {
+            beat(
+                servers,
+                a,
+                &opts.name,
+                &cancel,
+                &lost,
+                &ended,
+                (keeper, &renewal),
+            )
+        });
+        let sender = s.spawn(|| outbox.send(servers, a, &opts.name, &lost, &give_up));
         let outcome = run_job(opts, servers, a, &outbox, &cancel);
         outbox.close();
         let _ = sender.join();
@@ -486,11 +513,16 @@ fn run_task(
         attempt: a.attempt,
         report: Report::of(&outcome),
     };
-    let stop = AtomicBool::new(false);
     let path = format!("/api/worker/tasks/{}/end", a.task);
-    match servers.until_done(&stop, |s| s.post_json(&path, &end)) {
+    match servers.until_done(&give_up, |s| s.post_json(&path, &end)) {
         Ok(_) => eprintln!(
             "runway worker {}: job {} {}",
+            opts.name,
+            a.job.number,
+            outcome.result.as_str()
+        ),
+        Err(_) if give_up() => eprintln!(
+            "runway worker {}: job {} {}, but no server took its report before its lease ran out (a node counts it as lost)",
             opts.name,
             a.job.number,
             outcome.result.as_str()
@@ -499,6 +531,23 @@ fn run_task(
             "runway worker {}: the report was not taken: {e:?}",
             opts.name
         ),
+    }
+}
+
+/// When a job's lease was last renewed (or claimed).
+struct Renewal {
+    at: Mutex<Instant>,
+    lease: Duration,
+}
+
+impl Renewal {
+    fn renewed(&self, at: Instant) {
+        *self.at.lock().expect("renewal") = at;
+    }
+
+    /// Its lease has run out: a node may have taken the job as lost.
+    fn lapsed(&self) -> bool {
+        self.at.lock().expect("renewal").elapsed() >= self.lease
     }
 }
 
@@ -531,8 +580,9 @@ fn beat(
     cancel: &Cancel,
     lost: &Cancel,
     ended: &Cancel,
-    keeper: &Mutex<lease::Keeper>,
+    lease: (&Mutex<lease::Keeper>, &Renewal),
 ) {
+    let (keeper, renewal) = lease;
     let every = Duration::from_millis(a.heartbeat_ms.max(50));
     let held = Held {
         worker: name.to_string(),
@@ -552,6 +602,7 @@ fn beat(
         match servers.renew(&path, &held) {
             Ok((_, body)) => {
                 // Renewed when asked (or later): it holds from then.
+                renewal.renewed(asked);
                 tell(
                     keeper,
                     lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed())),
@@ -567,6 +618,7 @@ fn beat(
             Err(CallError::Busy(why)) => {
                 // Every node's store is unreachable: no node can take the lease now,
                 // and none will until a lease after it is back.
+                renewal.renewed(asked);
                 tell(
                     keeper,
                     lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed())),
@@ -692,9 +744,8 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
             crate::mask::percent_encode(&opts.name, false, false, false),
             a.attempt
         );
-        let stop = AtomicBool::new(false);
         let (_, pack) = servers
-            .until_done(&stop, |s| s.send(&path, None))
+            .until_done(&|| false, |s| s.send(&path, None))
             .map_err(|e| format!("{e:?}"))?;
         git(&dir, &["index-pack", "--stdin"], Some(&pack))?;
     }
@@ -768,11 +819,10 @@ impl RemoteCache {
             branch: branch.to_string(),
             key: key.to_string(),
         };
-        let stop = AtomicBool::new(false);
         let path = format!("/api/worker/tasks/{}/cache", self.task);
         let (_, body) = self
             .servers
-            .until_done(&stop, |s| s.post_json(&path, &ask))
+            .until_done(&|| false, |s| s.post_json(&path, &ask))
             .map_err(|e| std::io::Error::other(format!("the server gave no cache URL: {e:?}")))?;
         serde_json::from_slice::<CacheUrl>(&body)
             .map(|u| u.url)

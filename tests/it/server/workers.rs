@@ -1279,6 +1279,42 @@ fn a_worker_whose_servers_are_gone_stops_on_sigterm() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Issue 28, item 8, with a job: a drained worker (SIGTERM) whose servers are gone
+/// tried to deliver its job's report for ever. Now it tries only while the job's lease
+/// could still hold (past it, a node counts the job as lost whatever the worker says),
+/// then says so and exits 0.
+#[test]
+fn a_drained_worker_whose_servers_are_gone_stops_after_its_job() {
+    let s = Setup::new(
+        "language: shell\nscript: echo job-started; sleep 1211\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 3000\nworker_heartbeat_ms = 500",
+    );
+    let srv = serve_for_workers(&s);
+    let mut w = Worker::start(s.dir.path(), "orphaned", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    wait_for(
+        || log(&srv, n).contains("\njob-started\n"),
+        "the job running",
+    );
+    drop(srv);
+    w.signal("-TERM");
+    let stopped = came_true(|| matches!(w.lines.child.try_wait(), Ok(Some(_))));
+    let (seen, _) = w.lines.wait_for("stopped after 1 job(s)", 5);
+    w.said.extend(seen);
+    assert!(
+        stopped,
+        "the worker kept trying after SIGTERM: {:#?}",
+        w.said
+    );
+    assert!(w.lines.child.wait().unwrap().success(), "{:#?}", w.said);
+    // Its log's last chunks or its report, given up once the lease ran out.
+    assert!(
+        w.said.iter().any(|l| l.contains("lease ran out")),
+        "{:#?}",
+        w.said
+    );
+}
+
 /// SIGTERM drains a worker: the job it runs finishes and is reported, no new job is
 /// taken, and it exits 0. Its machine's labels are detected and shown by
 /// `runway workers`.
