@@ -566,10 +566,10 @@ fn run_one(
     }
     let buffer = Buffer::default();
     let mut sinks = vec![Sink::raw(Box::new(buffer.clone()))];
-    sinks.push(if opts.job.asked.terminal {
-        Sink::terminal(shown)
-    } else {
-        Sink::raw(shown)
+    sinks.push(match opts.job.asked.output {
+        crate::options::Output::Terminal => Sink::terminal(shown),
+        crate::options::Output::Plain => Sink::plain(shown),
+        crate::options::Output::Raw => Sink::raw(shown),
     });
     if let Some(tap) = &opts.tap {
         sinks.push(Sink::raw(Box::new(TapWriter {

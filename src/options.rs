@@ -5,6 +5,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How the jobs' live output is rendered (their stored logs are always raw).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Output {
+    /// Travis's markers, as stored (the server's live log, `--raw`).
+    #[default]
+    Raw,
+    /// For a person through a pipe or in a file: sections, no colour or marker.
+    Plain,
+    /// For a person at a terminal: sections and colours.
+    Terminal,
+}
+
 /// How a build runs: which jobs, their limits, what they may do. Made once from the
 /// command line or runway.toml and shared by reference (an `Arc`) down the layers:
 /// the service, the build, each job.
@@ -32,8 +44,8 @@ pub struct Options {
     pub rehearse_deploy: bool,
     /// Where jobs run.
     pub sandbox: SandboxOptions,
-    /// The live output is a terminal (sections for people instead of fold markers).
-    pub terminal: bool,
+    /// How the jobs' live output is rendered.
+    pub output: Output,
 }
 
 impl Default for Options {
@@ -50,7 +62,7 @@ impl Default for Options {
             substitutes: false,
             rehearse_deploy: false,
             sandbox: SandboxOptions::default(),
-            terminal: false,
+            output: Output::Raw,
         }
     }
 }

@@ -177,7 +177,13 @@ pub fn log(
     if raw {
         return log_to(spec, repo, follow, config, out);
     }
-    let mut readable = crate::job::log::Readable::new(out);
+    // Colours only on a terminal: a pipe or a file gets plain text.
+    let sink: Box<dyn Write + '_> = if super::Style::stdout().is_terminal() {
+        Box::new(out)
+    } else {
+        Box::new(crate::job::log::PlainWriter::new(out))
+    };
+    let mut readable = crate::job::log::Readable::new(sink);
     let code = log_to(spec, repo, follow, config, &mut readable);
     readable.flush()?;
     code

@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// `mail`, `finished`…), nothing else there.
     #[arg(long)]
     pub json: bool,
+    /// The jobs' logs as Travis wrote them (fold and time markers, escapes), as they
+    /// are stored; without it a pipe or a file gets plain text for people.
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
     /// Where jobs run and within what.
     #[command(flatten)]
     pub sandbox: SandboxFlags,
@@ -247,7 +251,13 @@ pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
             substitutes: args.substitutes,
             rehearse_deploy: args.rehearse_deploy,
             sandbox,
-            terminal: !args.json && std::io::stdout().is_terminal(),
+            output: if args.json || args.raw {
+                crate::options::Output::Raw
+            } else if std::io::stdout().is_terminal() {
+                crate::options::Output::Terminal
+            } else {
+                crate::options::Output::Plain
+            },
         },
         mail: MailOptions {
             send: args.notify,

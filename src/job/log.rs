@@ -2,9 +2,11 @@
 //! once through secret masking, get fold and timing markers, and fan out to every sink
 //! (the terminal, the log file, a buffer for parallel jobs).
 //!
-//! Sinks that are a terminal get readable sections with durations; other sinks get
-//! Travis-compatible `travis_fold:start:NAME` / `travis_time:end:ID:…` markers, so
-//! logs read the same way Travis's did.
+//! Sinks that are a terminal get readable sections with durations and colours; plain
+//! sinks (a pipe, a file a person reads) get the same sections and Travis's lines with
+//! no colour, no escape and no marker; raw sinks (the stored log, the live page, a
+//! worker's chunks) get Travis-compatible `travis_fold:start:NAME` /
+//! `travis_time:end:ID:…` markers, so logs read the same way Travis's did.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,15 +16,59 @@ use crate::mask::Masker;
 /// Where log bytes go.
 pub struct Sink {
     writer: Box<dyn Write + Send>,
-    terminal: bool,
+    kind: Kind,
+    /// A plain sink's escape sequence cut by a write, carried to the next.
+    strip: Strip,
+}
+
+/// How a sink renders the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Travis's markers (the stored log, the live page, a worker's chunks).
+    Raw,
+    /// Sections and colours for a person's terminal.
+    Terminal,
+    /// Sections and Travis's lines, no colour, escape or marker (a pipe, a file).
+    Plain,
+}
+
+/// Which sinks a piece of the log is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum To {
+    /// Every sink.
+    All,
+    /// Raw sinks only (markers).
+    Raw,
+    /// Raw and plain sinks (Travis's lines a terminal says its own way).
+    Files,
+    /// Terminal and plain sinks (section headers and footers).
+    People,
+    /// Terminal sinks only (colours, a line rewritten in place).
+    Terminal,
+    /// Plain sinks only (what a terminal shows in place, said on a line of its own).
+    Plain,
+}
+
+impl To {
+    fn reaches(self, kind: Kind) -> bool {
+        match self {
+            To::All => true,
+            To::Raw => kind == Kind::Raw,
+            To::Files => kind != Kind::Terminal,
+            To::People => kind != Kind::Raw,
+            To::Terminal => kind == Kind::Terminal,
+            To::Plain => kind == Kind::Plain,
+        }
+    }
 }
 
 impl Sink {
-    /// A sink that gets Travis fold markers (a file, a pipe, a buffer).
+    /// A sink that gets Travis fold markers (the stored log, a buffer, a tap).
     pub fn raw(writer: Box<dyn Write + Send>) -> Sink {
         Sink {
             writer,
-            terminal: false,
+            kind: Kind::Raw,
+            strip: Strip::default(),
         }
     }
 
@@ -30,8 +76,94 @@ impl Sink {
     pub fn terminal(writer: Box<dyn Write + Send>) -> Sink {
         Sink {
             writer,
-            terminal: true,
+            kind: Kind::Terminal,
+            strip: Strip::default(),
         }
+    }
+
+    /// A sink a person reads later or through a pipe: sections and Travis's lines as
+    /// plain text (no colour, escape, carriage return or marker).
+    pub fn plain(writer: Box<dyn Write + Send>) -> Sink {
+        Sink {
+            writer,
+            kind: Kind::Plain,
+            strip: Strip::default(),
+        }
+    }
+}
+
+/// Removes terminal escapes (`ESC [ … letter`, `ESC ] … BEL`, other `ESC x`) and
+/// carriage returns from a byte stream, across writes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Strip {
+    state: StripState,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum StripState {
+    #[default]
+    Text,
+    /// After ESC.
+    Escape,
+    /// In `ESC [ …`, until a final byte.
+    Csi,
+    /// In `ESC ] …`, until BEL or `ESC \`.
+    Osc,
+    /// In an OSC, after ESC.
+    OscEscape,
+}
+
+impl Strip {
+    /// `bytes` without escapes and carriage returns.
+    pub fn text(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        for &b in bytes {
+            self.state = match (self.state, b) {
+                (StripState::Text, 0x1b) => StripState::Escape,
+                (StripState::Text, b'\r') => StripState::Text,
+                (StripState::Text, b) => {
+                    out.push(b);
+                    StripState::Text
+                }
+                (StripState::Escape, b'[') => StripState::Csi,
+                (StripState::Escape, b']') => StripState::Osc,
+                (StripState::Escape, _) => StripState::Text,
+                (StripState::Csi, 0x40..=0x7e) => StripState::Text,
+                (StripState::Csi, _) => StripState::Csi,
+                (StripState::Osc, 0x07) => StripState::Text,
+                (StripState::Osc, 0x1b) => StripState::OscEscape,
+                (StripState::Osc, _) => StripState::Osc,
+                (StripState::OscEscape, _) => StripState::Text,
+            };
+        }
+        out
+    }
+}
+
+/// A writer that passes on what is written to it as plain text ([`Strip`]).
+pub struct PlainWriter<W: Write> {
+    inner: W,
+    strip: Strip,
+}
+
+impl<W: Write> PlainWriter<W> {
+    /// Plain text into `inner`.
+    pub fn new(inner: W) -> PlainWriter<W> {
+        PlainWriter {
+            inner,
+            strip: Strip::default(),
+        }
+    }
+}
+
+impl<W: Write> Write for PlainWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = self.strip.text(buf);
+        self.inner.write_all(&text)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -77,26 +209,32 @@ impl Log {
         &self.masker
     }
 
-    fn write_all(&mut self, bytes: &[u8], terminal_only: Option<bool>) {
+    fn write_all(&mut self, bytes: &[u8], to: To) {
         if bytes.is_empty() {
             return;
         }
-        if terminal_only.is_none() {
+        if to == To::All {
             self.at_line_start = bytes.ends_with(b"\n");
             self.bytes += bytes.len() as u64;
         }
         for s in &mut self.sinks {
-            if terminal_only.is_none_or(|t| t == s.terminal) {
-                let _ = s.writer.write_all(bytes);
-                let _ = s.writer.flush();
+            if !to.reaches(s.kind) {
+                continue;
             }
+            if s.kind == Kind::Plain {
+                let text = s.strip.text(bytes);
+                let _ = s.writer.write_all(&text);
+            } else {
+                let _ = s.writer.write_all(bytes);
+            }
+            let _ = s.writer.flush();
         }
     }
 
     /// Bytes the job printed.
     pub fn output(&mut self, bytes: &[u8]) {
         let safe = self.masker.push(bytes);
-        self.write_all(&safe, None);
+        self.write_all(&safe, To::All);
     }
 
     /// Ends a command's output: ends an open line. Bytes held back as the start of a
@@ -104,7 +242,7 @@ impl Log {
     /// printed in two halves by two commands is masked too ([`Log::finish`] lets them go).
     pub fn end_output(&mut self) {
         if !self.at_line_start {
-            self.write_all(b"\n", None);
+            self.write_all(b"\n", To::All);
         }
     }
 
@@ -113,16 +251,16 @@ impl Log {
         let rest = self.masker.flush();
         let (mut all, tail) = self.masker.mask(&rest);
         all.extend_from_slice(&tail);
-        self.write_all(&all, None);
+        self.write_all(&all, To::All);
         if !self.at_line_start {
-            self.write_all(b"\n", None);
+            self.write_all(b"\n", To::All);
         }
     }
 
     /// One line of runway's own (masked too).
     pub fn line(&mut self, text: &str) {
         let masked = self.masker.mask_all(text);
-        self.write_all(format!("{masked}\n").as_bytes(), None);
+        self.write_all(format!("{masked}\n").as_bytes(), To::All);
     }
 
     /// A line shown differently on terminals (`styled`) and in files (`plain`).
@@ -131,19 +269,16 @@ impl Log {
         let styled = self.masker.mask_all(styled);
         self.bytes += plain.len() as u64 + 1;
         self.at_line_start = true;
-        self.write_all(format!("{styled}\n").as_bytes(), Some(true));
-        self.write_all(format!("{plain}\n").as_bytes(), Some(false));
+        self.write_all(format!("{styled}\n").as_bytes(), To::Terminal);
+        self.write_all(format!("{plain}\n").as_bytes(), To::Files);
     }
 
     /// Starts a fold: `travis_fold:start:NAME` and a timer in files; a header on terminals.
     pub fn fold_start(&mut self, name: &str, title: &str) -> Fold {
-        self.write_all(
-            format!("travis_fold:start:{name}\r\n").as_bytes(),
-            Some(false),
-        );
+        self.write_all(format!("travis_fold:start:{name}\r\n").as_bytes(), To::Raw);
         self.write_all(
             format!("\x1b[1;34m── {title}\x1b[0m\n").as_bytes(),
-            Some(true),
+            To::People,
         );
         let mut fold = self.timer_start();
         fold.name = name.to_string();
@@ -154,10 +289,7 @@ impl Log {
     /// Starts a command's fold: markers in files, nothing on terminals (the `$ cmd`
     /// line is the header there).
     pub fn command_fold_start(&mut self, name: &str) -> Fold {
-        self.write_all(
-            format!("travis_fold:start:{name}\r\n").as_bytes(),
-            Some(false),
-        );
+        self.write_all(format!("travis_fold:start:{name}\r\n").as_bytes(), To::Raw);
         let mut fold = self.timer_start();
         fold.name = name.to_string();
         fold
@@ -171,11 +303,18 @@ impl Log {
 
     /// A command ended: on terminals, one line for a command that printed nothing and
     /// passed (`$ true  0.01s`, the `$ cmd` line rewritten in place), else its result
-    /// under its output. Files get Travis's line from the caller.
+    /// under its output; plain sinks get how long a passing command took on a line of
+    /// its own. Files get Travis's line from the caller.
     pub fn command_done(&mut self, code: i32, took: Duration) {
         let Some((cmd, mark)) = self.command.take() else {
             return;
         };
+        if code == 0 {
+            self.write_all(
+                format!("  ↳ passed in {}\n", human(took)).as_bytes(),
+                To::Plain,
+            );
+        }
         if code == 0 && self.bytes == mark {
             let cmd = self.masker.mask_all(&cmd);
             self.write_all(
@@ -184,31 +323,29 @@ impl Log {
                     human(took)
                 )
                 .as_bytes(),
-                Some(true),
+                To::Terminal,
             );
         } else if code == 0 {
             self.write_all(
                 format!("\x1b[2m  ↳ passed in {}\x1b[0m\n", human(took)).as_bytes(),
-                Some(true),
+                To::Terminal,
             );
         }
     }
 
-    /// A line for files only (Travis's "exited with 0" lines; a terminal has said it).
+    /// A line for the stored log only (Travis's "exited with 0" lines; terminals and
+    /// plain sinks have said it their way, with the command's time).
     pub fn file_line(&mut self, text: &str) {
         let masked = self.masker.mask_all(text);
         self.bytes += masked.len() as u64 + 1;
-        self.write_all(format!("{masked}\n").as_bytes(), Some(false));
+        self.write_all(format!("{masked}\n").as_bytes(), To::Raw);
     }
 
     /// Starts a timer without a fold (script commands): `travis_time:start:ID`.
     pub fn timer_start(&mut self) -> Fold {
         self.timers += 1;
         let timer = format!("{:08x}", self.timers);
-        self.write_all(
-            format!("travis_time:start:{timer}\r\n").as_bytes(),
-            Some(false),
-        );
+        self.write_all(format!("travis_time:start:{timer}\r\n").as_bytes(), To::Raw);
         Fold {
             name: String::new(),
             timer,
@@ -235,10 +372,10 @@ impl Log {
         if fold.shown {
             self.write_all(
                 format!("\x1b[2m── {} ({})\x1b[0m\n", fold.name, human(took)).as_bytes(),
-                Some(true),
+                To::People,
             );
         }
-        self.write_all(marker.as_bytes(), Some(false));
+        self.write_all(marker.as_bytes(), To::Raw);
     }
 }
 

@@ -29,10 +29,15 @@ impl Project {
     }
 
     fn run(&self, extra: &[&str]) -> Run {
+        self.run_with_env(extra, &[])
+    }
+
+    fn run_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Run {
         let mut c = runway();
         c.arg("run").arg(self.path()).args(["--branch", "master"]);
         c.arg("--cache-dir").arg(&self.cache);
         c.args(extra);
+        c.envs(env.iter().copied());
         run(&mut c)
     }
 }
@@ -160,10 +165,11 @@ fn s1_exit_in_a_command_ends_the_job_with_its_code() {
     );
 }
 
+/// `--raw`: the jobs' logs as stored, with Travis's markers.
 #[test]
 fn s1_commands_are_echoed_with_fold_and_time_markers() {
     let p = Project::new("language: shell\ninstall: echo installing\nscript: echo testing\n");
-    let r = p.run(&[]);
+    let r = p.run(&["--raw"]);
     assert!(
         r.stdout
             .contains("travis_fold:start:install.1\r\ntravis_time:start:"),
@@ -191,6 +197,64 @@ fn s1_commands_are_echoed_with_fold_and_time_markers() {
         last_line(&r).starts_with("Build #1 passed in"),
         "{}",
         r.all()
+    );
+}
+
+/// Issue 28 (9): `runway run … | tee log` wrote raw `travis_fold`/`travis_time`
+/// markers, `\r` and the jobs' colour codes; piped `runway log` kept the colour codes.
+/// Output for a pipe or a file is now rendered for people, plain: sections with their
+/// durations, Travis's lines, no marker, no escape, no carriage return.
+#[test]
+fn piped_output_is_plain_text_for_people() {
+    let p = Project::new(
+        "language: shell\ninstall: printf '\\033[32mgreen-install\\033[0m\\r\\n'\nscript: printf '\\033[1;31mred-test\\033[0m\\n'\n",
+    );
+    let state = p.path().join("state");
+    let r = p.run_with_env(
+        &["--notify"],
+        &[("RUNWAY_STATE_DIR", state.to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    for raw in ["travis_fold", "travis_time", "\x1b", "\r"] {
+        assert!(!r.stdout.contains(raw), "{raw:?} in {}", r.stdout);
+    }
+    assert!(r.stdout.contains("\ngreen-install\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("\nred-test\n"), "{}", r.stdout);
+    // Each command with how long it took.
+    for out in ["green-install", "red-test"] {
+        assert!(
+            r.stdout.contains(&format!("\n{out}\n  ↳ passed in ")),
+            "{}",
+            r.stdout
+        );
+    }
+    assert!(
+        last_line(&r).starts_with("Build #1 passed in"),
+        "{}",
+        r.all()
+    );
+    // The stored log keeps the markers and colours; `runway log` into a pipe is plain.
+    let mut c = runway();
+    c.args(["log", "1"]).env("RUNWAY_STATE_DIR", &state);
+    let log = run(&mut c);
+    assert_eq!(log.code, 0, "{}", log.all());
+    assert!(log.stdout.contains("green-install"), "{}", log.stdout);
+    for raw in ["travis_fold", "travis_time", "\x1b", "\r"] {
+        assert!(!log.stdout.contains(raw), "{raw:?} in {}", log.stdout);
+    }
+    let mut c = runway();
+    c.args(["log", "1", "--raw"])
+        .env("RUNWAY_STATE_DIR", &state);
+    let raw = run(&mut c);
+    assert!(
+        raw.stdout.contains("travis_fold:start:install.1"),
+        "{}",
+        raw.stdout
+    );
+    assert!(
+        raw.stdout.contains("\x1b[32mgreen-install"),
+        "{}",
+        raw.stdout
     );
 }
 

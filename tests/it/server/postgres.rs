@@ -332,7 +332,9 @@ fn requests_waiting_on_the_database_hold_up_no_other_request() {
     let url = crate::common::postgres::shared().database("held");
     let s = Setup::new(
         "language: shell\nscript: echo ok\nnotifications:\n  email: false\n",
-        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"",
+        // Connections to spare beside the three waiting lists and the node's own
+        // loops (which wait on the locked table too).
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"\ndatabase_pool = 8",
     );
     let env = [
         ("APP_SECRET", SECRET),
