@@ -165,6 +165,20 @@ pub trait JobTap: Send + Sync {
     fn end(&self, number: &str, result: JobResult);
     /// Job `number` starts (it holds its slot and its build was not canceled).
     fn start(&self, _number: &str) {}
+    /// Something happened in job `number`, as data (a command ended, a deploy…).
+    fn event(&self, _number: &str, _event: &crate::job::log::JobEvent<'_>) {}
+}
+
+/// A job's events, to its tap.
+struct TapObserver {
+    tap: Arc<dyn JobTap>,
+    number: String,
+}
+
+impl crate::job::log::Observer for TapObserver {
+    fn event(&self, event: &crate::job::log::JobEvent<'_>) {
+        self.tap.event(&self.number, event);
+    }
 }
 
 /// Runs jobs somewhere else (a `runway worker`): the job's log is written into `log`
@@ -579,6 +593,12 @@ fn run_one(
     }
     let masker = opts.settings.masker();
     let mut log = Log::new(masker, sinks);
+    if let Some(tap) = &opts.tap {
+        log.observe(Box::new(TapObserver {
+            tap: tap.clone(),
+            number: job.number.clone(),
+        }));
+    }
     let outcome = match &opts.executor {
         Some(x) => x.run(
             &CompiledJob {

@@ -198,6 +198,46 @@ pub fn lines(event: &Event<'_>) -> Vec<String> {
     }
 }
 
+/// What happened in job `job`, for a program: one JSON object.
+pub fn job_json(job: &str, event: &crate::job::log::JobEvent<'_>) -> serde_json::Value {
+    use crate::job::log::{DeployOutcome, JobEvent};
+    use serde_json::json;
+    match *event {
+        JobEvent::CommandEnded {
+            command,
+            status,
+            duration,
+        } => json!({
+            "event": "command_ended",
+            "job": job,
+            "command": command,
+            "status": status,
+            "duration_ms": duration.as_millis() as u64,
+        }),
+        JobEvent::SectionEnded { name, duration } => json!({
+            "event": "section_ended",
+            "job": job,
+            "name": name,
+            "duration_ms": duration.as_millis() as u64,
+        }),
+        JobEvent::Deploy { provider, outcome } => {
+            let (what, why) = match outcome {
+                DeployOutcome::Deployed => ("deployed", None),
+                DeployOutcome::DryRun => ("dry_run", None),
+                DeployOutcome::Skipped(why) => ("skipped", Some(why)),
+                DeployOutcome::Failed(why) => ("failed", Some(why)),
+            };
+            json!({
+                "event": "deploy",
+                "job": job,
+                "provider": provider,
+                "outcome": what,
+                "reason": why,
+            })
+        }
+    }
+}
+
 /// `event` for a program: one JSON object, its kind under `"event"`.
 pub fn json(event: &Event<'_>) -> serde_json::Value {
     use serde_json::json;
@@ -425,6 +465,45 @@ mod tests {
             let text: Vec<String> = events.iter().flat_map(|e| lines(e)).collect();
             insta::assert_snapshot!(text.join("\n"));
         });
+    }
+
+    /// What happens inside a job, for programs: a command, a section, each deploy
+    /// outcome.
+    #[test]
+    fn a_jobs_events_rendered_for_programs() {
+        use crate::job::log::{DeployOutcome, JobEvent};
+        let events = [
+            JobEvent::SectionEnded {
+                name: "git.checkout",
+                duration: Duration::from_millis(120),
+            },
+            JobEvent::CommandEnded {
+                command: "make test TOKEN=[secure]",
+                status: 2,
+                duration: Duration::from_millis(4_250),
+            },
+            JobEvent::Deploy {
+                provider: "s3",
+                outcome: DeployOutcome::DryRun,
+            },
+            JobEvent::Deploy {
+                provider: "codedeploy",
+                outcome: DeployOutcome::Skipped("this branch is not permitted: feature"),
+            },
+            JobEvent::Deploy {
+                provider: "s3",
+                outcome: DeployOutcome::Deployed,
+            },
+            JobEvent::Deploy {
+                provider: "codedeploy",
+                outcome: DeployOutcome::Failed("the deployment group does not exist"),
+            },
+        ];
+        let text: Vec<String> = events
+            .iter()
+            .map(|e| job_json("7.1", e).to_string())
+            .collect();
+        insta::assert_snapshot!(text.join("\n"));
     }
 
     #[test]

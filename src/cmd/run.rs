@@ -333,6 +333,14 @@ impl JobTap for JsonLines {
         }
     }
 
+    fn start(&self, number: &str) {
+        self.put(&serde_json::json!({ "event": "job_started", "job": number }));
+    }
+
+    fn event(&self, number: &str, event: &crate::job::log::JobEvent<'_>) {
+        self.put(&crate::events::job_json(number, event));
+    }
+
     fn end(&self, number: &str, result: JobResult) {
         let rest = self.partial.lock().expect("partial").remove(number);
         if let Some(rest) = rest.filter(|r| !r.is_empty()) {

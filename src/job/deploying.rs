@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::log::Log;
+use super::log::{DeployOutcome, JobEvent, Log};
 use super::phases::Phase;
 use super::{JobResult, Runner, Stop};
 use crate::config::views::{DeployKeys, JobKeys};
@@ -27,6 +27,10 @@ impl Runner<'_> {
                     "Skipping a deployment with the {} provider because {}",
                     d.provider, d.reason
                 ));
+                log.event(JobEvent::Deploy {
+                    provider: &d.provider,
+                    outcome: DeployOutcome::Skipped(&d.reason),
+                });
                 continue;
             }
             let keys = DeployKeys(&d.config);
@@ -42,6 +46,10 @@ impl Runner<'_> {
                         "Skipping a deployment with the {} provider because a custom condition was not met",
                         d.provider
                     ));
+                    log.event(JobEvent::Deploy {
+                        provider: &d.provider,
+                        outcome: DeployOutcome::Skipped("a custom condition was not met"),
+                    });
                     continue;
                 }
             }
@@ -56,6 +64,10 @@ impl Runner<'_> {
             }
             if !self.ctx.options.asked.deploy {
                 self.dry_run(d, log);
+                log.event(JobEvent::Deploy {
+                    provider: &d.provider,
+                    outcome: DeployOutcome::DryRun,
+                });
                 self.rehearse_bundle(d, log)?;
                 continue;
             }
@@ -74,6 +86,14 @@ impl Runner<'_> {
             if cleanup {
                 self.silent("git stash pop >/dev/null 2>&1 || true")?;
             }
+            let why = result.as_ref().err().map(|e| e.to_string());
+            log.event(JobEvent::Deploy {
+                provider: &d.provider,
+                outcome: match &why {
+                    None => DeployOutcome::Deployed,
+                    Some(why) => DeployOutcome::Failed(why),
+                },
+            });
             match result {
                 Ok(()) => {
                     self.rehearse_bundle(d, log)?;

@@ -167,8 +167,57 @@ impl<W: Write> Write for PlainWriter<W> {
     }
 }
 
+/// What happens inside a job, as data, beside its log's text (`runway run --json`
+/// renders it; [`crate::events`] says how).
+#[derive(Clone, Copy, Debug)]
+pub enum JobEvent<'a> {
+    /// A command ended (masked as the log is).
+    CommandEnded {
+        /// The command.
+        command: &'a str,
+        /// Its exit status.
+        status: i32,
+        /// How long it ran.
+        duration: Duration,
+    },
+    /// A section of the job's setup ended (`git.checkout`, `cache.1`, `dpl.s3`…).
+    SectionEnded {
+        /// Its name.
+        name: &'a str,
+        /// How long it took.
+        duration: Duration,
+    },
+    /// What became of one deploy.
+    Deploy {
+        /// Its provider.
+        provider: &'a str,
+        /// Its outcome.
+        outcome: DeployOutcome<'a>,
+    },
+}
+
+/// What became of one deploy of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeployOutcome<'a> {
+    /// Deployed for real.
+    Deployed,
+    /// Said what it would do (a rehearsal without `--deploy`).
+    DryRun,
+    /// Not run, and why (its conditions, a pull request…).
+    Skipped(&'a str),
+    /// Failed, and why.
+    Failed(&'a str),
+}
+
+/// Who hears a job's [`JobEvent`]s.
+pub trait Observer: Send {
+    /// `event` happened.
+    fn event(&self, event: &JobEvent<'_>);
+}
+
 /// A job's log: masking, markers, sinks.
 pub struct Log {
+    observer: Option<Box<dyn Observer>>,
     masker: Masker,
     sinks: Vec<Sink>,
     timers: u64,
@@ -195,12 +244,25 @@ impl Log {
     /// A log that masks `secrets` and writes to `sinks`.
     pub fn new(masker: Masker, sinks: Vec<Sink>) -> Log {
         Log {
+            observer: None,
             masker,
             sinks,
             timers: 0,
             at_line_start: true,
             bytes: 0,
             command: None,
+        }
+    }
+
+    /// Tells `observer` what happens in the job, as data.
+    pub fn observe(&mut self, observer: Box<dyn Observer>) {
+        self.observer = Some(observer);
+    }
+
+    /// Says `event` to the observer, if any.
+    pub fn event(&self, event: JobEvent<'_>) {
+        if let Some(o) = &self.observer {
+            o.event(&event);
         }
     }
 
@@ -309,6 +371,14 @@ impl Log {
         let Some((cmd, mark)) = self.command.take() else {
             return;
         };
+        if self.observer.is_some() {
+            let command = self.masker.mask_all(&cmd);
+            self.event(JobEvent::CommandEnded {
+                command: &command,
+                status: code,
+                duration: took,
+            });
+        }
         if code == 0 {
             self.write_all(
                 format!("  ↳ passed in {}\n", human(took)).as_bytes(),
@@ -368,6 +438,12 @@ impl Log {
         );
         if !fold.name.is_empty() {
             marker.push_str(&format!("travis_fold:end:{}\r\n", fold.name));
+        }
+        if !fold.name.is_empty() {
+            self.event(JobEvent::SectionEnded {
+                name: &fold.name,
+                duration: took,
+            });
         }
         if fold.shown {
             self.write_all(

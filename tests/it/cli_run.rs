@@ -985,6 +985,29 @@ fn run_json_prints_the_builds_events_one_object_per_line() {
     assert_eq!(summary["state"], "failed");
     assert_eq!(summary["jobs"][2]["started"], false);
     assert_eq!(events[first("mail")]["fate"], "off");
+    // Inside the jobs: each command's end with its status and time, the start of each
+    // job that ran.
+    let failed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "command_ended" && e["job"] == "1.2")
+        .collect();
+    assert_eq!(failed.len(), 1, "{kinds:?}");
+    assert_eq!(failed[0]["status"], 1);
+    assert!(
+        failed[0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("test $TRAVIS_JOB_NUMBER != 1.2"),
+        "{}",
+        failed[0]
+    );
+    assert!(failed[0]["duration_ms"].is_u64());
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "job_started")
+        .map(|e| e["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(started, ["1.1", "1.2"]);
     let last = events.last().unwrap();
     assert_eq!(last["event"], "finished", "{kinds:?}");
     assert_eq!(last["exit_code"], r.code);
