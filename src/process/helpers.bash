@@ -98,6 +98,16 @@ runway_apt_source() {
   echo "$2" > "/etc/apt/sources.list.d/runway-$1.list" && apt-get update -qq
 }
 
+# runway_postgresql_trust: local connections trusted, as Travis's PostgreSQL service
+# had it (`psql -U postgres` with no password), in the job's copy of the machine only.
+runway_postgresql_trust() {
+  local hba
+  for hba in /etc/postgresql/*/main/pg_hba.conf; do
+    [ -f "$hba" ] || continue
+    { printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n'; cat "$hba"; } > "$hba.runway" && mv "$hba.runway" "$hba"
+  done
+}
+
 # runway_service_start NAME PACKAGE SCRIPT...: `services:` as Travis's
 # `sudo service NAME start`, by the first init script installed; else says which
 # package provides it.
@@ -106,6 +116,7 @@ runway_service_start() {
   shift 2
   for script in "$@"; do
     if [ -x "/etc/init.d/$script" ]; then
+      [ "$script" = postgresql ] && runway_postgresql_trust
       service "$script" start
       return
     fi

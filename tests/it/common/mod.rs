@@ -256,6 +256,25 @@ impl Lines {
 
 /// Fails when a process whose command line contains `pattern` is still running (a
 /// job's process that should have been killed).
+/// The ids of the processes whose command line contains `pattern` now.
+pub fn processes(pattern: &str) -> std::collections::BTreeSet<u32> {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .expect("pgrep runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Asserts that no process matching `pattern` runs but those in `before` (what ran
+/// before the test's job: another test's, the machine's own).
+pub fn assert_no_new_process(pattern: &str, before: &std::collections::BTreeSet<u32>) {
+    let new: Vec<u32> = processes(pattern).difference(before).copied().collect();
+    assert!(new.is_empty(), "`{pattern}` is still running: {new:?}");
+}
+
 pub fn assert_no_process(pattern: &str) {
     let left = Command::new("pgrep")
         .args(["-f", pattern])
