@@ -48,6 +48,33 @@ fn choose(spec: &str, have: &[String]) -> Option<String> {
         .map(|(_, h)| h.clone())
 }
 
+/// What rustup's error output says went wrong: its `error:` line (the last one), not
+/// the backtrace it may print after it (`18: <unknown>`).
+fn rustup_reason(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("error:"))
+        .map(|l| l.trim().to_string())
+        .or_else(|| {
+            lines
+                .iter()
+                .rev()
+                .find(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("at ")
+                        && !l
+                            .split(':')
+                            .next()
+                            .is_some_and(|n| n.trim().parse::<u32>().is_ok())
+                        && !l.contains("backtrace")
+                })
+                .map(|l| l.to_string())
+        })
+        .unwrap_or_else(|| "it failed without saying why".into())
+}
+
 impl Provider for Rust {
     fn provide(&self, version: &str, _ctx: &Context) -> Result<Ready, Missing> {
         let spec = version.trim();
@@ -64,13 +91,7 @@ impl Provider for Rust {
                 let ok = out.as_ref().is_ok_and(|o| o.status.success());
                 if !ok {
                     let why = out
-                        .map(|o| {
-                            String::from_utf8_lossy(&o.stderr)
-                                .lines()
-                                .rfind(|l| !l.trim().is_empty())
-                                .unwrap_or("failed")
-                                .to_string()
-                        })
+                        .map(|o| rustup_reason(&String::from_utf8_lossy(&o.stderr)))
                         .unwrap_or_else(|e| e.to_string());
                     return Err(Missing {
                         what: format!(
@@ -112,6 +133,27 @@ impl Provider for Rust {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 28 (5): `rust: 1.12.0` gave a backtrace line (`18: <unknown>`) as its
+    /// reason; the reason is rustup's own error line.
+    #[test]
+    fn rustups_error_line_is_the_reason_not_its_backtrace() {
+        // What rustup 1.28 says (its backtrace shortened).
+        let stderr = "info: syncing channel updates for 1.12.0-x86_64-unknown-linux-gnu\n\
+            info: latest update on 2016-09-27 for version 1.12.0 (3191fbae9 2016-09-23)\n\
+            error: component 'cargo' for target 'x86_64-unknown-linux-gnu' is unavailable for download for channel '1.12.0'\n\n\n\
+            Stack backtrace:\n   0: anyhow::error::<impl core::convert::From<E> for anyhow::Error>::from\n\
+            \x20 17: __libc_start_main_impl\n             at ./csu/../csu/libc-start.c:360:3\n  18: <unknown>\n";
+        assert_eq!(
+            rustup_reason(stderr),
+            "component 'cargo' for target 'x86_64-unknown-linux-gnu' is unavailable for download for channel '1.12.0'"
+        );
+        assert_eq!(
+            rustup_reason("something odd happened\n  18: <unknown>\n"),
+            "something odd happened"
+        );
+        assert_eq!(rustup_reason(""), "it failed without saying why");
+    }
 
     #[test]
     fn toolchains_are_named_without_their_triple_and_chosen_by_spec() {
