@@ -64,10 +64,9 @@ fn rustup_reason(stderr: &str) -> String {
                 .find(|l| {
                     !l.is_empty()
                         && !l.starts_with("at ")
-                        && !l
-                            .split(':')
+                        && l.split(':')
                             .next()
-                            .is_some_and(|n| n.trim().parse::<u32>().is_ok())
+                            .is_none_or(|n| n.trim().parse::<u32>().is_err())
                         && !l.contains("backtrace")
                 })
                 .map(|l| l.to_string())
