@@ -229,6 +229,44 @@ fn unpack(tarball: &Path, dest: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The package of an old Node (0.x) holds Node's own release tarball
+/// (`node-v0.8.28-linux-x64.tar.gz`, with `bin/node` and its npm) instead of its files:
+/// that tarball's files become the package's.
+fn unpack_release(staged: &Path) -> Result<(), String> {
+    if staged.join("bin/node").exists() {
+        return Ok(());
+    }
+    let inner = std::fs::read_dir(staged)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("node-v") && n.ends_with(".tar.gz"))
+        });
+    let Some(inner) = inner else {
+        return Err("the package has neither bin/node nor Node's release tarball".into());
+    };
+    let tmp = staged.with_extension("release");
+    super::untar(&inner, &tmp)?;
+    let top = std::fs::read_dir(&tmp)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .ok_or("Node's release tarball holds no directory")?;
+    for entry in std::fs::read_dir(&top).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        std::fs::rename(entry.path(), staged.join(entry.file_name())).map_err(|e| e.to_string())?;
+    }
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir_all(&tmp);
+    if staged.join("bin/node").exists() {
+        Ok(())
+    } else {
+        Err("Node's release tarball has no bin/node".into())
+    }
+}
+
 /// Installs the Node `spec` picks, with its npm, into `{toolchains}/node/VERSION`.
 fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, PathBuf), Missing> {
     let missing = |why: String| Missing {
@@ -266,6 +304,12 @@ fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, Pa
     let _ = std::fs::remove_dir_all(&staged);
     unpack(&tgz, &staged).map_err(missing)?;
     let _ = std::fs::remove_file(&tgz);
+    unpack_release(&staged).map_err(missing)?;
+    if staged.join("bin/npm").exists() {
+        // Node's own release tarball brought the npm it shipped with.
+        std::fs::rename(&staged, &dir).map_err(|e| missing(e.to_string()))?;
+        return Ok((full, dir));
+    }
     // npm, as that Node line shipped it.
     let major = npm_major(full.0.first().copied().unwrap_or(0));
     let npms = versions("npm").map_err(missing)?;

@@ -604,3 +604,19 @@ fn a_runtime_the_jobs_shell_does_not_find_where_it_was_set_up_errors_the_job() {
     assert_eq!(bare.code, 0, "{}", bare.all());
     assert!(bare.stdout.contains("the-script-ran"), "{}", bare.all());
 }
+
+/// Issue 28 (5): `node_js: 0.8` failed with "No such file or directory (os error 2)":
+/// the registry's package of an old Node holds Node's own release tarball, not
+/// `bin/`. That tarball is unpacked, with the npm it shipped.
+#[test]
+fn an_old_node_whose_package_holds_a_release_tarball_runs() {
+    let r = rehearse(
+        "language: node_js\nnode_js: \"0.8\"\ninstall: true\nscript:\n\
+         \x20 - node -e 'console.log(\"RAN ON\", process.version)'\n\
+         \x20 - npm --version\n",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("RAN ON v0.8.28"), "{}", r.all());
+    assert!(r.stdout.contains("$ npm --version\n1."), "{}", r.all());
+}
