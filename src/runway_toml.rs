@@ -356,6 +356,13 @@ impl ServerConfig {
                     r.name, r.url
                 ));
             }
+            if let Some(path) = r.local_path().filter(|p| !p.exists()) {
+                out.push(format!(
+                    "{}: its url {} does not exist here: its pushes cannot be fetched, and its builds error until it does",
+                    r.name,
+                    path.display()
+                ));
+            }
         }
         out
     }
@@ -366,7 +373,8 @@ impl ServerConfig {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut cfg: ServerConfig = toml::from_str(&text).map_err(|e| {
             let placed = misplaced_repo_key(&text).unwrap_or_default();
-            format!("{}: {e}{placed}", path.display())
+            let guess = unknown_key_guess(&e.to_string()).unwrap_or_default();
+            format!("{}: {e}{guess}{placed}", path.display())
         })?;
         for r in &cfg.repos {
             let parts: Vec<&str> = r.name.split('/').collect();
@@ -505,6 +513,23 @@ impl RepoConfig {
     }
 }
 
+/// "did you mean" for an unknown key in a TOML error (``unknown field `concurrncy`,
+/// expected one of `listen`, `concurrency`, …``), as `lint` says it for `.travis.yml`.
+fn unknown_key_guess(error: &str) -> Option<String> {
+    let rest = error.split("unknown field `").nth(1)?;
+    let (key, rest) = rest.split_once('`')?;
+    let known: Vec<&str> = rest
+        .split("expected one of")
+        .nth(1)
+        .or_else(|| rest.split("expected").nth(1))?
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .collect();
+    crate::config::schema::did_you_mean(key, known.iter().copied())
+        .map(|g| format!("did you mean `{g}`?\n"))
+}
+
 #[cfg(test)]
 mod tests {
     /// The commented example in the repository is a complete, valid runway.toml.
@@ -616,6 +641,31 @@ mod tests {
         assert_eq!(local("git@github.com:o/app.git"), None);
     }
 
+    /// Issue 28 (12): an unknown key in runway.toml is answered with the key it was
+    /// probably meant to be, as `lint` does for `.travis.yml`.
+    #[test]
+    fn an_unknown_key_gets_a_did_you_mean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runway.toml");
+        std::fs::write(&path, "concurrncy = 2\n").unwrap();
+        let e = ServerConfig::load(&path).unwrap_err();
+        assert!(e.contains("unknown field `concurrncy`"), "{e}");
+        assert!(e.ends_with("did you mean `concurrency`?\n"), "{e}");
+        std::fs::write(
+            &path,
+            "[[repo]]\nname = \"o/a\"\nurl = \"/x\"\nwebhok_secret_env = \"S\"\n",
+        )
+        .unwrap();
+        let e = ServerConfig::load(&path).unwrap_err();
+        assert!(e.contains("did you mean `webhook_secret_env`?"), "{e}");
+        std::fs::write(&path, "zzzzzzzzzz = 1\n").unwrap();
+        assert!(
+            !ServerConfig::load(&path)
+                .unwrap_err()
+                .contains("did you mean")
+        );
+    }
+
     #[test]
     fn the_start_names_unset_variables_and_what_they_refuse() {
         let cfg: ServerConfig = toml::from_str(
@@ -629,7 +679,9 @@ mod tests {
             cfg.warnings(),
             [
                 "$RUNWAY_NEVER_SET_TOKEN (api_token_env) is not set: canceling over HTTP is refused",
+                "o/a: its url /srv/a.git does not exist here: its pushes cannot be fetched, and its builds error until it does",
                 "o/b: $RUNWAY_NEVER_SET_B (webhook_secret_env) is not set: its webhook deliveries are refused",
+                "o/b: its url /srv/b.git does not exist here: its pushes cannot be fetched, and its builds error until it does",
                 "o/c: no webhook_secret_env: its webhook deliveries are refused",
                 "o/c: $RUNWAY_NEVER_SET_C (token_env) is not set: fetching https://git.example/c.git without a token",
             ]

@@ -77,6 +77,17 @@ pub fn serve(
     log_format: LogFormat,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
+    if !config.exists() {
+        let at = std::env::current_dir()
+            .map(|d| d.join(config))
+            .unwrap_or_else(|_| config.to_path_buf());
+        return Err(CmdError::Usage(format!(
+            "runway serve looked for its configuration at {} and found nothing there. \
+             Write one (README, \"Quick start: a server\": five lines for one repository; \
+             examples/runway.toml has every key) and pass it with --config FILE",
+            at.display()
+        )));
+    }
     let cfg = ServerConfig::load(config).map_err(CmdError::Usage)?;
     // Jobs' sandbox, made once now: a machine that cannot make one is told before
     // the first push, not at every job. With workers, jobs run in theirs.

@@ -778,6 +778,29 @@ mod tests {
 
     /// PostgreSQL's schema is versioned: a second node (or start) applies nothing again,
     /// and two claims never take the same build.
+    /// A server and a hook opening a new store at once each saw a column missing and
+    /// both added it: the hook's push failed with "duplicate column name". The schema
+    /// is made by one opener at a time.
+    #[test]
+    fn a_new_store_opened_by_several_at_once_is_made_once() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (dir, start) = (dir.path().to_path_buf(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Store::open(&dir).map(drop).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for o in openers {
+                assert_eq!(o.join().unwrap(), Ok(()));
+            }
+        }
+    }
+
     #[test]
     fn postgres_migrations_apply_once_and_claims_never_share_a_build() {
         let url = cluster::shared().database("migrate");

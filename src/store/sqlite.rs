@@ -127,9 +127,33 @@ pub(in crate::store) struct Sqlite {
 impl Sqlite {
     /// Opens (and creates, and brings up to date) `DIR/runway.db`.
     pub fn open(dir: &Path) -> Result<Sqlite, StoreError> {
+        // The store made and brought up to date by one opener at a time (a lock on a
+        // file beside it, held while it opens): a server and a hook opening a new store
+        // together each saw a column missing and both added it ("duplicate column
+        // name"), or found it locked while the other set its journal mode.
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("runway.db.open-lock"))?;
+        lock.lock()?;
         let conn = Connection::open(dir.join("runway.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA journal_mode=WAL;")?;
+        conn.execute_batch("BEGIN IMMEDIATE;")?;
+        let made = Sqlite::bring_up_to_date(&conn);
+        match made {
+            Ok(()) => conn.execute_batch("COMMIT;")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK;");
+                return Err(e);
+            }
+        }
+        Ok(Sqlite { conn })
+    }
+
+    /// The tables, and the columns stores made before them lack.
+    fn bring_up_to_date(conn: &Connection) -> Result<(), StoreError> {
         conn.execute_batch(SCHEMA)?;
         // Stores made before these columns get them (empty for old rows).
         const TEXT: &str = "TEXT NOT NULL DEFAULT ''";
@@ -156,7 +180,7 @@ impl Sqlite {
                 conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind};"))?;
             }
         }
-        Ok(Sqlite { conn })
+        Ok(())
     }
 }
 

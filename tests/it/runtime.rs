@@ -533,11 +533,13 @@ fn an_apt_source_line_is_added_and_its_package_installed_in_the_jobs_copy_only()
 struct Tmpfs(tempfile::TempDir);
 
 impl Tmpfs {
-    /// Under `target/`, on the disk of `/` (a mount below `/tmp` is of the job's
-    /// fresh `/tmp`, a case of its own).
+    /// Under `/var/tmp`, on the disk of `/`, wherever the checkout is (below `/tmp`,
+    /// where the jobs' workspaces are, mounts are carried into the sandbox).
     fn mount() -> Tmpfs {
-        let dir =
-            tempfile::tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("runway-test-tmpfs-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let ok = std::process::Command::new("mount")
             .args([
                 "-t",

@@ -553,3 +553,75 @@ fn auto_cancel_cancels_a_taken_build_that_has_not_started_a_job() {
     let log2 = srv.request("GET", "/api/builds/2/log", &[], b"").1;
     assert!(!log2.contains("ran-2."), "{log2}");
 }
+
+/// Issue 28 (12): the README's quick start for a server, run as written (in a
+/// directory of its own: `/srv/git` becomes a temporary directory and port 8080 a free
+/// one; nothing else changes): the push is queued by the hook, built by the server, and
+/// `runway log 1 --follow` ends with the build, exit 0.
+#[test]
+fn the_readmes_quick_start_works_as_written() {
+    let readme = include_str!("../../../README.md");
+    let block = readme
+        .split("## Quick start: a server")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's quick start block");
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = block
+        .replace(
+            "/srv/git",
+            &dir.path().join("srv-git").display().to_string(),
+        )
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    assert_ne!(script, block, "the block names /srv/git and 127.0.0.1:8080");
+    let project = crate::common::repo_with(
+        &dir.path().join("project"),
+        "main",
+        &[(
+            ".travis.yml",
+            "language: shell\nscript: echo quick-start-built\nnotifications:\n  email: false\n",
+        )],
+        "first",
+    );
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_runway"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out_path = dir.path().join("out.txt");
+    let out = std::fs::File::create(&out_path).unwrap();
+    let mut child = std::process::Command::new("setsid")
+        .args(["bash", "-e", "-c", &script])
+        .current_dir(&project)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("RUNWAY_STATE_DIR", dir.path().join("state"))
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let ended = came_true(|| matches!(child.try_wait(), Ok(Some(_))));
+    // The server the block started in the background, with the rest of its group.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &format!("-{}", child.id())])
+        .status();
+    let status = child.wait().unwrap();
+    let said = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(ended, "the quick start did not end: {said}");
+    assert!(status.success(), "{status:?}: {said}");
+    assert!(said.contains("\nquick-start-built\n"), "{said}");
+}
