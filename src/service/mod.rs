@@ -233,11 +233,7 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     if !plan.build.runs {
         return not_built(req, &plan, reporter);
     }
-    let cache_root = req
-        .options
-        .cache_dir
-        .clone()
-        .unwrap_or_else(crate::cache::store::default_root);
+    let cache_root = cache_root(req);
     let Some(sandbox) = prepare(req, &cache_root, reporter) else {
         return Ok(exit::ERRORED);
     };
@@ -277,6 +273,14 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     Ok(report.exit_code())
 }
 
+/// Where the request's caches live: `--cache-dir`, else the default.
+fn cache_root(req: &Request) -> PathBuf {
+    req.options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(crate::cache::store::default_root)
+}
+
 /// Runs one job as a serve node compiled it (a worker's job): its commit from the
 /// repository at `req.path`; no `.travis.yml` is read and nothing is planned, so the
 /// job run is the job the build page shows. Its log goes to `reporter.out()` and the
@@ -286,11 +290,7 @@ pub fn run_compiled(
     job: &build::CompiledJob,
     reporter: &mut dyn Reporter,
 ) -> crate::job::JobOutcome {
-    let cache_root = req
-        .options
-        .cache_dir
-        .clone()
-        .unwrap_or_else(crate::cache::store::default_root);
+    let cache_root = cache_root(req);
     let Some(sandbox) = prepare(req, &cache_root, reporter) else {
         return crate::job::JobOutcome {
             result: crate::job::JobResult::Errored,

@@ -498,6 +498,11 @@ fn a_cache_saved_on_one_worker_is_restored_on_another() {
 /// it takes them over) on PostgreSQL `url`, taking workers; B's event log is not read
 /// away (the caller reads or drains it).
 fn two_nodes(s: &Setup, url: &str) -> (Server, Server) {
+    two_nodes_with(s, url, &s.config_with("b", 0))
+}
+
+/// Node A on `s.config` (its log read away) and node B on `b_config`, both on `url`.
+fn two_nodes_with(s: &Setup, url: &str, b_config: &Path) -> (Server, Server) {
     let env = [
         ("APP_SECRET", SECRET),
         ("RUNWAY_TEST_DATABASE_URL", url),
@@ -508,7 +513,7 @@ fn two_nodes(s: &Setup, url: &str) -> (Server, Server) {
         &s.dir.path().join("state-a"),
         &env,
     ));
-    let b = Server::start(&s.config_with("b", 0), &s.dir.path().join("state-b"), &env);
+    let b = Server::start(b_config, &s.dir.path().join("state-b"), &env);
     (a, b)
 }
 
@@ -1083,17 +1088,8 @@ fn a_worker_runs_the_job_its_node_planned_not_its_own_plan() {
     let b_toml = s.config_with("b", 0);
     let text = std::fs::read_to_string(&b_toml).unwrap();
     std::fs::write(&b_toml, text.replace("MODE = \"a\"", "MODE = \"b\"")).unwrap();
-    let env = [
-        ("APP_SECRET", SECRET),
-        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
-        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-    ];
-    let a = drained(Server::start(
-        &s.config,
-        &s.dir.path().join("state-a"),
-        &env,
-    ));
-    let b = drained(Server::start(&b_toml, &s.dir.path().join("state-b"), &env));
+    let (a, b) = two_nodes_with(&s, &url, &b_toml);
+    let b = drained(b);
     let _w = Worker::start(s.dir.path(), "only-b", &[&b], &[]);
     let n = queue(&a, &s.head());
     let done = wait_state(&a, n, "passed");
