@@ -568,11 +568,7 @@ fn the_readmes_quick_start_works_as_written() {
         .and_then(|s| s.split("```").next())
         .expect("the README's quick start block");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let script = block
         .replace(
             "/srv/git",

@@ -1249,11 +1249,7 @@ fn a_killed_nodes_build_is_taken_over_by_a_node_that_runs_no_job() {
 fn a_worker_whose_servers_are_gone_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::common::free_port();
     let mut c = crate::common::runway();
     c.args(["worker", "--name", "lonely", "--server"])
         .arg(format!("http://127.0.0.1:{port}"))
