@@ -79,9 +79,12 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --check
+# Long steps say what they do as they go (cargo's own progress lines, one per crate).
 echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --quiet --all-targets -- -D warnings
+cargo clippy --all-targets -- -D warnings
 mkdir -p target
+echo "==> cargo test --no-run (building the tests)"
+cargo test --no-run
 echo "==> cargo test"
 set +e
 cargo test --quiet --no-fail-fast -- --nocapture 2>&1 | tee target/test-output.txt
