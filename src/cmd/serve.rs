@@ -28,7 +28,7 @@ fn log_events(format: LogFormat) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none();
     let layer = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stdout)
+        .with_writer(LogQueue::start(LOG_QUEUE_LINES))
         .with_target(false)
         .with_ansi(ansi);
     let _ = match format {
@@ -39,6 +39,117 @@ fn log_events(format: LogFormat) {
             .with(layer.json().flatten_event(true).with_filter(ours))
             .try_init(),
     };
+}
+
+/// Log lines the queue holds for the writer before new ones are dropped.
+const LOG_QUEUE_LINES: usize = 1024;
+
+/// The server's log lines on their way to stdout: a thread of their own writes them
+/// from a bounded queue, so a slow reader (a full pipe, a stalled log collector) never
+/// holds up a delivery, a page or a job. When the queue is full a line is counted and
+/// dropped; the count is said once the writer has caught up.
+#[derive(Clone)]
+struct LogQueue {
+    lines: std::sync::mpsc::SyncSender<Queued>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the log's writer is handed.
+enum Queued {
+    /// A line.
+    Line(Vec<u8>),
+    /// Say when every line before this one is written (the server stopping).
+    Flushed(std::sync::mpsc::Sender<()>),
+}
+
+/// The queue the server's log goes through, once made.
+static LOG_QUEUE: std::sync::OnceLock<LogQueue> = std::sync::OnceLock::new();
+
+/// Waits (at most `limit`) until the log lines queued so far are written: the last
+/// lines of a stopping server are not lost with its process.
+fn flush_log(limit: std::time::Duration) {
+    let Some(q) = LOG_QUEUE.get() else { return };
+    let (done, written) = std::sync::mpsc::channel();
+    if q.lines.try_send(Queued::Flushed(done)).is_ok() {
+        let _ = written.recv_timeout(limit);
+    }
+}
+
+impl LogQueue {
+    fn start(capacity: usize) -> LogQueue {
+        use std::sync::atomic::Ordering;
+        let (lines, queued) = std::sync::mpsc::sync_channel::<Queued>(capacity);
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = dropped.clone();
+        let _ = std::thread::Builder::new()
+            .name("runway-log".into())
+            .spawn(move || {
+                for item in queued {
+                    let line = match item {
+                        Queued::Line(line) => line,
+                        Queued::Flushed(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                    };
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&line);
+                    let n = counted.swap(0, Ordering::SeqCst);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "runway serve: {n} log line(s) dropped: the log's reader was too slow"
+                        );
+                    }
+                    let _ = out.flush();
+                }
+            });
+        LOG_QUEUE
+            .get_or_init(|| LogQueue { lines, dropped })
+            .clone()
+    }
+}
+
+/// One log line, queued when the event's formatting is done (the writer is dropped).
+struct QueuedLine {
+    queue: LogQueue,
+    line: Vec<u8>,
+}
+
+impl Write for QueuedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            return;
+        }
+        if let Err(std::sync::mpsc::TrySendError::Full(_)) =
+            self.queue.lines.try_send(Queued::Line(line))
+        {
+            self.queue
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogQueue {
+    type Writer = QueuedLine;
+    fn make_writer(&'a self) -> QueuedLine {
+        QueuedLine {
+            queue: self.clone(),
+            line: Vec::new(),
+        }
+    }
 }
 
 /// The flags of `runway serve`.
@@ -172,6 +283,7 @@ pub fn serve(
             });
         };
         server::run(listener, state, shutdown).await;
+        flush_log(std::time::Duration::from_secs(5));
         writeln!(out, "runway serve: stopped; queued builds stay queued")?;
         Ok(exit::PASSED)
     });

@@ -610,3 +610,47 @@ fn a_build_of_an_older_commit_cancels_nothing() {
     assert!(text.contains("\"canceled\":[]"), "{text}");
     assert_ne!(srv.json("/api/builds/3")["state"], "canceled");
 }
+
+/// Issue 29: `runway serve` wrote its log lines to stdout on the request path, so when
+/// nothing read stdout fast enough (a full pipe, a slow log collector) intake stopped.
+/// Log lines now go through a bounded queue to a writer of their own: with stdout a
+/// pipe nobody reads, 3,000 refused calls (one log line each, far more than the pipe
+/// holds) are all answered; the lines that did not fit are counted, and the count is
+/// said once the log is read again.
+#[test]
+fn a_log_nobody_reads_holds_up_no_request() {
+    let s = Setup::new("language: shell\nscript: true\n", "");
+    let mut srv = s.start();
+    let addr = srv.addr.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut codes = std::collections::BTreeMap::new();
+        for _ in 0..3000 {
+            let (code, _) = crate::common::server::http(
+                &addr,
+                "POST",
+                "/api/worker/claim",
+                &[
+                    ("X-Runway-Protocol", "0"),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"name":"stale","labels":{},"wait_ms":0}"#,
+            );
+            *codes.entry(code).or_insert(0) += 1;
+        }
+        let _ = tx.send(codes);
+    });
+    let codes = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the calls were answered while nobody read the server's log");
+    assert_eq!(codes.into_iter().collect::<Vec<_>>(), [(426, 3000)]);
+    let log = said(&mut srv);
+    wait_for(
+        || {
+            log.lock()
+                .unwrap()
+                .contains("log line(s) dropped: the log's reader was too slow")
+        },
+        "the dropped lines counted in the log",
+    );
+}
