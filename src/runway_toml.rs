@@ -542,6 +542,11 @@ mod tests {
         assert_eq!(cfg.repos[0].env.len(), 3);
         assert!(cfg.repos[1].smtp.is_some() && cfg.smtp.is_some());
         assert_eq!(cfg.delivery_window_secs, 604_800);
+        // Issue 28 (12): copied as it is, it runs jobs here on SQLite (it waited for
+        // workers that did not exist, and stopped on an unset database variable).
+        assert!(!cfg.uses_workers());
+        assert_eq!(cfg.database_url(), Ok(None));
+        assert!(cfg.cache_url.is_none() && cfg.log_url.is_none());
         // Every key of the file's model is in the example.
         let text = std::fs::read_to_string(path).unwrap();
         for key in [
