@@ -22,15 +22,3 @@ pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The jobs one build may have (Travis's documented limit).
 pub const MAX_JOBS: usize = 200;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cmd::run::parse_duration;
-
-    #[test]
-    fn the_command_line_defaults_are_these_limits() {
-        assert_eq!(parse_duration(JOB_TIMEOUT_ARG), Ok(JOB_TIMEOUT));
-        assert_eq!(parse_duration(NO_OUTPUT_TIMEOUT_ARG), Ok(NO_OUTPUT_TIMEOUT));
-    }
-}

@@ -365,3 +365,15 @@ impl Reporter for JsonReporter {
         self.0.put(&crate::events::json(&event));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_defaults_are_these_limits() {
+        use crate::limits::*;
+        assert_eq!(parse_duration(JOB_TIMEOUT_ARG), Ok(JOB_TIMEOUT));
+        assert_eq!(parse_duration(NO_OUTPUT_TIMEOUT_ARG), Ok(NO_OUTPUT_TIMEOUT));
+    }
+}
