@@ -510,18 +510,24 @@ fn retention_prunes_old_builds_and_their_logs() {
 /// (not build 1), and runs once build 1 is done.
 #[test]
 fn auto_cancel_cancels_a_taken_build_that_has_not_started_a_job() {
+    // Build 1's jobs hold both slots until the test opens a gate (a port to connect
+    // to), so builds 2 and 3 come while they run, however loaded the machine.
+    let port = crate::common::free_port();
     let s = Setup::new(
-        "language: shell\nenv:\n  - N=1\n  - N=2\nscript: echo ran-$TRAVIS_JOB_NUMBER; sleep 4\nnotifications:\n  email: false\n",
+        &format!(
+            "language: shell\nenv:\n  - N=1\n  - N=2\nscript:\n  - echo ran-$TRAVIS_JOB_NUMBER\n  - if [ $TRAVIS_BUILD_NUMBER = 1 ]; then while ! (exec 7<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; do sleep 0.05; done; fi\nnotifications:\n  email: false\n"
+        ),
         "",
     );
     let srv = s.start();
     let first = s.head();
     assert_eq!(generic(&srv, "master", &first).0, 202);
+    // Both jobs started (their tabs say running; the build's log shows one live).
     wait_for(
         || {
-            srv.request("GET", "/api/builds/1/log", &[], b"")
-                .1
-                .contains("ran-1.2")
+            srv.json("/api/builds/1")["jobs"]
+                .as_array()
+                .is_some_and(|j| j.len() == 2 && j.iter().all(|j| j["result"] == "running"))
         },
         "both of build 1's jobs running",
     );
@@ -536,6 +542,7 @@ fn auto_cancel_cancels_a_taken_build_that_has_not_started_a_job() {
     assert_eq!(code, 202, "{text}");
     let said: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(said["canceled"], serde_json::json!([2]), "{text}");
+    let _gate = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
     wait_for(
         || srv.json("/api/builds/3")["state"] == "passed",
         "build 3 passed",
