@@ -390,9 +390,21 @@ fn api_row(r: &BuildRow) -> serde_json::Value {
     })
 }
 
-/// `GET /api/builds`: the builds as JSON.
-pub(super) async fn api_builds(State(state): State<Arc<AppState>>) -> Response {
-    match state.db(|s| s.builds(None, None)) {
+/// What `GET /api/builds` lists: one repository's builds, one branch's.
+#[derive(Deserialize)]
+pub(super) struct BuildsQuery {
+    repo: Option<String>,
+    branch: Option<String>,
+}
+
+/// `GET /api/builds[?repo=R][&branch=B]`: builds, newest first, as JSON.
+pub(super) async fn api_builds(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<BuildsQuery>,
+) -> Response {
+    let repo = q.repo.as_deref().filter(|r| !r.is_empty());
+    let branch = q.branch.as_deref().filter(|b| !b.is_empty());
+    match state.db(|s| s.builds(repo, branch)) {
         Ok(rows) => {
             Json(serde_json::Value::Array(rows.iter().map(api_row).collect())).into_response()
         }

@@ -628,3 +628,32 @@ fn the_readmes_quick_start_works_as_written() {
     assert!(status.success(), "{status:?}: {said}");
     assert!(said.contains("\nquick-start-built\n"), "{said}");
 }
+
+/// Issue 28 (10, the API's part): `GET /api/builds?branch=` was ignored (and `?repo=`
+/// with it): the list is one branch's, one repository's, when asked.
+#[test]
+fn the_api_lists_one_branchs_builds_when_asked() {
+    let s = Setup::new(
+        "language: shell\nscript: true\nnotifications:\n  email: false\n",
+        "auto_cancel = false",
+    );
+    let srv = s.start();
+    let sha = s.head();
+    for branch in ["master", "feature", "master"] {
+        assert_eq!(generic(&srv, branch, &sha).0, 202);
+    }
+    let numbers = |path: &str| -> Vec<u64> {
+        srv.json(path)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["number"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers("/api/builds"), [3, 2, 1]);
+    assert_eq!(numbers("/api/builds?branch=master"), [3, 1]);
+    assert_eq!(numbers("/api/builds?branch=feature"), [2]);
+    assert_eq!(numbers("/api/builds?branch=nope"), Vec::<u64>::new());
+    assert_eq!(numbers("/api/builds?repo=o/app&branch=feature"), [2]);
+    assert_eq!(numbers("/api/builds?repo=o/other"), Vec::<u64>::new());
+}
