@@ -202,11 +202,18 @@ impl AppState {
         self.heard(store::postgres::Change::Resync);
         let st = self.clone();
         std::thread::spawn(move || {
+            // No lock held while the store answers (its connections may be coming back):
+            // the node's other calls, its lease renewals among them, go on meanwhile.
             let rows = store::patiently(None, || {
-                st.store
-                    .lock()
-                    .expect("store")
-                    .builds_page(None, None, RESYNC_BUILDS)
+                let shared = st.store.lock().expect("store").share();
+                match shared {
+                    Some(s) => s.builds_page(None, None, RESYNC_BUILDS),
+                    None => st
+                        .store
+                        .lock()
+                        .expect("store")
+                        .builds_page(None, None, RESYNC_BUILDS),
+                }
             });
             if let Ok(rows) = rows {
                 for r in rows.iter().rev() {
