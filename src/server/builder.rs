@@ -112,8 +112,11 @@ pub(super) async fn work(state: Arc<AppState>) {
         }
         if renewed.elapsed() >= Duration::from_millis(state.cfg.node_lease_ms / 3) {
             let until = crate::store::tasks::now_ms() + lease;
-            let _ = state.db(|s| s.renew_builds(&state.node, until));
-            renewed = Instant::now();
+            // A renewal that failed (the store away) is tried again next round, not a
+            // third of a lease later: once the store is back the hold is renewed at once.
+            if state.db(|s| s.renew_builds(&state.node, until)).is_ok() {
+                renewed = Instant::now();
+            }
             // Jobs in the nodes: a gone node's builds cannot carry on; they are errored.
             // Not while the store settles after an outage: no node could renew then.
             let settling =
