@@ -81,13 +81,43 @@ pub struct BuildEvent {
     pub author: Option<Person>,
     /// The commit's committer.
     pub committer: Option<Person>,
-    /// The pull request number, for pull requests.
-    pub pull_request: Option<u64>,
+    /// The pull request, for a pull request's build.
+    pub pull_request: Option<PullRequest>,
     /// The repository's default branch (for the cache fallback; deploys use `master`).
     pub default_branch: String,
 }
 
+/// A pull request being built: its number and head (the build runs on the merge of the
+/// head into the base, whose branch is [`BuildEvent::branch`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PullRequest {
+    /// Its number (`TRAVIS_PULL_REQUEST`).
+    pub number: u64,
+    /// The head's branch (`TRAVIS_PULL_REQUEST_BRANCH`).
+    pub head_branch: String,
+    /// The head's commit (`TRAVIS_PULL_REQUEST_SHA`).
+    pub head_sha: String,
+    /// The head's repository, `owner/repo` (`TRAVIS_PULL_REQUEST_SLUG`).
+    pub head_slug: String,
+    /// The base's commit the head was merged into.
+    #[serde(default)]
+    pub base_sha: String,
+    /// From a repository other than the one built (a fork): no secret settings, no
+    /// deploys.
+    #[serde(default)]
+    pub fork: bool,
+    /// runway made the merge commit (the forge offered none); any node makes the same
+    /// one again from the two commits ([`crate::source::merge`]).
+    #[serde(default)]
+    pub merged_by_runway: bool,
+}
+
 impl BuildEvent {
+    /// The pull request's number, for a pull request's build.
+    pub fn pull_request_number(&self) -> Option<u64> {
+        self.pull_request.as_ref().map(|p| p.number)
+    }
+
     /// `TRAVIS_BRANCH`: the branch, or the tag name for tag builds.
     pub fn travis_branch(&self) -> &str {
         self.tag

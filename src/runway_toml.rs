@@ -198,6 +198,28 @@ pub struct RepoConfig {
     /// and `arch`): its settings go only to workers it trusts (`{ trust = "internal" }`).
     #[serde(default)]
     pub worker_labels: BTreeMap<String, String>,
+    /// Pushes build (Travis's "Build pushed branches").
+    #[serde(default = "yes")]
+    pub build_pushes: bool,
+    /// Pull requests build (Travis's "Build pushed pull requests").
+    #[serde(default = "yes")]
+    pub build_pull_requests: bool,
+    /// What a pull request from a fork does: wait for approval, run, or nothing.
+    #[serde(default)]
+    pub fork_prs: ForkPrs,
+}
+
+/// `fork_prs`: what becomes of a pull request whose head is in another repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForkPrs {
+    /// Its build waits until someone with write access approves it.
+    #[default]
+    Approve,
+    /// It builds at once (without secret settings, never deploying).
+    Run,
+    /// It does not build.
+    Off,
 }
 
 /// `[[worker]]`: a worker with a token of its own. A call with that token may act only
@@ -510,6 +532,17 @@ impl RepoConfig {
             }
         }))
         .with_public(&self.public)
+    }
+
+    /// The settings a build of `event` gets: a fork's pull request only the public ones
+    /// (Travis gave forks no secure variables).
+    pub fn settings_for(&self, event: &crate::event::BuildEvent) -> crate::settings::Settings {
+        let all = self.settings();
+        if event.pull_request.as_ref().is_some_and(|p| p.fork) {
+            all.public_only()
+        } else {
+            all
+        }
     }
 }
 

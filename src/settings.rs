@@ -53,6 +53,12 @@ impl Settings {
         self
     }
 
+    /// Only the settings that are not secret.
+    pub fn public_only(mut self) -> Settings {
+        self.vars.retain(|v| !v.secret);
+        self
+    }
+
     /// Each setting, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Setting> {
         self.vars.iter()

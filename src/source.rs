@@ -54,6 +54,11 @@ impl Repo {
         Some((Repo { repo }, root))
     }
 
+    /// Its git directory (`.git` of a work tree, the repository itself when bare).
+    pub fn git_dir(&self) -> PathBuf {
+        self.repo.path().to_path_buf()
+    }
+
     /// True for a bare repository.
     pub fn is_bare(&self) -> bool {
         self.repo.is_bare()
@@ -90,6 +95,17 @@ impl Repo {
     pub fn ref_tip(&self, name: &str) -> Option<String> {
         let r = self.repo.find_reference(name).ok()?;
         Some(r.peel_to_commit().ok()?.id().to_string())
+    }
+
+    /// The parents of commit `sha`, in order; None when it is not here.
+    pub fn parents(&self, sha: &str) -> Option<Vec<String>> {
+        let c = self.repo.find_commit(git2::Oid::from_str(sha).ok()?).ok()?;
+        Some(c.parent_ids().map(|p| p.to_string()).collect())
+    }
+
+    /// True when commit `sha` is here.
+    pub fn has_commit(&self, sha: &str) -> bool {
+        git2::Oid::from_str(sha).is_ok_and(|o| self.repo.find_commit(o).is_ok())
     }
 
     /// The bytes of `path` at `rev`, at most `limit` + 1 of them (a larger blob is cut
@@ -187,6 +203,103 @@ pub fn git_run(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Vec<u8
     }
 }
 
+/// Why a pull request's head could not be merged into its base.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    /// The two conflict (these files), or share no history.
+    #[error("{0}")]
+    Conflict(String),
+    /// git failed otherwise (a commit missing, git not found).
+    #[error("{0}")]
+    Git(String),
+}
+
+/// The environment that makes runway's merge commits the same bytes on every machine:
+/// no user or system git configuration (signing, encodings), runway as author and
+/// committer, the head's commit time as the date.
+fn merge_env(cmd: &mut std::process::Command, seconds: &str) {
+    let date = format!("{seconds} +0000");
+    cmd.env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "runway")
+        .env("GIT_AUTHOR_EMAIL", "runway@localhost")
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_NAME", "runway")
+        .env("GIT_COMMITTER_EMAIL", "runway@localhost")
+        .env("GIT_COMMITTER_DATE", &date);
+}
+
+/// Makes, in repository `dir`, the merge commit of `head` into `base` that GitHub's
+/// `refs/pull/N/merge` would be (first parent the base, second the head, `message`),
+/// writing objects only (no ref moves, no work tree), and returns its sha. The same two
+/// commits and message make the same commit on any machine ([`merge_env`]), so a node
+/// that did not make it makes it again from the build's record.
+pub fn merge(dir: &Path, base: &str, head: &str, message: &str) -> Result<String, MergeError> {
+    use std::process::{Command, Stdio};
+    let git = |args: &[&str], seconds: &str| {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C").arg(dir).args(args);
+        merge_env(&mut cmd, seconds);
+        cmd.stdin(Stdio::null())
+            .output()
+            .map_err(|e| MergeError::Git(format!("git: {e}")))
+    };
+    let when = git(&["log", "-1", "--format=%ct", head, "--"], "0")?;
+    if !when.status.success() {
+        return Err(MergeError::Git(format!(
+            "the head commit {head} is not in the repository"
+        )));
+    }
+    let seconds = String::from_utf8_lossy(&when.stdout).trim().to_string();
+    let tree = git(
+        &[
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            base,
+            head,
+        ],
+        &seconds,
+    )?;
+    let out = String::from_utf8_lossy(&tree.stdout).to_string();
+    match tree.status.code() {
+        Some(0) => {}
+        Some(1) => {
+            let files: Vec<&str> = out.lines().skip(1).filter(|l| !l.is_empty()).collect();
+            return Err(MergeError::Conflict(format!(
+                "conflicts in {}",
+                files
+                    .iter()
+                    .take(10)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        _ => {
+            let said = String::from_utf8_lossy(&tree.stderr);
+            return Err(if said.contains("unrelated histories") {
+                MergeError::Conflict("the head and the base share no history".into())
+            } else {
+                MergeError::Git(format!("git merge-tree: {}", said.trim()))
+            });
+        }
+    }
+    let tree = out.lines().next().unwrap_or_default().trim().to_string();
+    let made = git(
+        &["commit-tree", &tree, "-p", base, "-p", head, "-m", message],
+        &seconds,
+    )?;
+    if !made.status.success() {
+        return Err(MergeError::Git(format!(
+            "git commit-tree: {}",
+            String::from_utf8_lossy(&made.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&made.stdout).trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +312,69 @@ mod tests {
         );
         assert_eq!(slug_from_url("https://x.org/o/r").as_deref(), Some("o/r"));
         assert_eq!(slug_from_url("/srv/git/o/r.git").as_deref(), Some("o/r"));
+    }
+
+    /// runway's merge is the same commit wherever it is made; a conflict names its files.
+    #[test]
+    fn a_merge_is_the_same_commit_anywhere_and_a_conflict_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |d: &Path, args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(d)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "a")
+                .env("GIT_AUTHOR_EMAIL", "a@x")
+                .env("GIT_COMMITTER_NAME", "a")
+                .env("GIT_COMMITTER_EMAIL", "a@x")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let w = dir.path().join("w");
+        std::fs::create_dir(&w).unwrap();
+        run(&w, &["init", "-q", "-b", "main"]);
+        std::fs::write(w.join("a"), "1\n").unwrap();
+        run(&w, &["add", "a"]);
+        run(&w, &["commit", "-q", "-m", "one"]);
+        let root = run(&w, &["rev-parse", "HEAD"]);
+        std::fs::write(w.join("b"), "2\n").unwrap();
+        run(&w, &["add", "b"]);
+        run(&w, &["commit", "-q", "-m", "base"]);
+        let base = run(&w, &["rev-parse", "HEAD"]);
+        run(&w, &["checkout", "-q", "-b", "f", &root]);
+        std::fs::write(w.join("c"), "3\n").unwrap();
+        run(&w, &["add", "c"]);
+        run(&w, &["commit", "-q", "-m", "head"]);
+        let head = run(&w, &["rev-parse", "HEAD"]);
+        let copy = dir.path().join("copy.git");
+        run(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                w.to_str().unwrap(),
+                copy.to_str().unwrap(),
+            ],
+        );
+        let one = merge(&w, &base, &head, "m").unwrap();
+        let two = merge(&copy, &base, &head, "m").unwrap();
+        assert_eq!(one, two);
+        assert_eq!(
+            run(&w, &["log", "-1", "--format=%P", &one]),
+            format!("{base} {head}")
+        );
+        run(&w, &["checkout", "-q", "-b", "g", &root]);
+        std::fs::write(w.join("b"), "other\n").unwrap();
+        run(&w, &["add", "b"]);
+        run(&w, &["commit", "-q", "-m", "clash"]);
+        let clash = run(&w, &["rev-parse", "HEAD"]);
+        assert_eq!(
+            merge(&w, &base, &clash, "m"),
+            Err(MergeError::Conflict("conflicts in b".into()))
+        );
     }
 }

@@ -275,6 +275,7 @@ fn detach(
             event: "push".into(),
             message,
             commit_range: crate::event::commit_range(&u.old, &u.new),
+            pull_request: None,
         })?;
         let url = std::env::var("RUNWAY_PUBLIC_URL")
             .map(|u| {
@@ -417,6 +418,7 @@ pub fn run_hook(
             default_branch: configured
                 .as_ref()
                 .and_then(|(_, r)| r.default_branch.clone()),
+            pull_request: None,
         };
         let request = request(git_dir, refs, opts, configured.as_ref())?;
         // The pusher reads this as `remote:` lines: folds and timers rendered for

@@ -165,6 +165,7 @@ impl RefFlags {
             commit_range: None,
             repo_slug: None,
             default_branch: None,
+            pull_request: None,
         }
     }
 }

@@ -74,8 +74,11 @@ impl Runner<'_> {
         let branch = ctx.event.travis_branch().to_string();
         let mut fingerprint = None;
         let mut found = false;
-        for b in cache::fetch_branches(&branch, ctx.event.pull_request, &ctx.options.default_branch)
-        {
+        for b in cache::fetch_branches(
+            &branch,
+            ctx.event.pull_request_number(),
+            &ctx.options.default_branch,
+        ) {
             let path = match store.fetch(&ctx.event.repo, &b, &key, &ctx.workspace.private) {
                 Ok(Some(path)) => path,
                 Ok(None) => continue,
@@ -191,7 +194,8 @@ impl Runner<'_> {
             log.fold_end(fold);
             return;
         }
-        let branch = cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request);
+        let branch =
+            cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request_number());
         let repo = ctx.event.repo.clone();
         let path = store.staging(&repo, &branch, &state.key, &ctx.workspace.private);
         let dirs = state.dirs.clone();

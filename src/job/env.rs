@@ -89,6 +89,7 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     };
+    let pr = e.pull_request.as_ref();
     let mut v: Vec<(&str, String)> = vec![
         ("CI", "true".into()),
         ("TRAVIS", "true".into()),
@@ -105,11 +106,20 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
         ("TRAVIS_COMMIT_RANGE", e.commit_range.clone()),
         (
             "TRAVIS_PULL_REQUEST",
-            e.pull_request.map_or("false".into(), |n| n.to_string()),
+            pr.map_or("false".into(), |p| p.number.to_string()),
         ),
-        ("TRAVIS_PULL_REQUEST_BRANCH", String::new()),
-        ("TRAVIS_PULL_REQUEST_SHA", String::new()),
-        ("TRAVIS_PULL_REQUEST_SLUG", String::new()),
+        (
+            "TRAVIS_PULL_REQUEST_BRANCH",
+            pr.map(|p| p.head_branch.clone()).unwrap_or_default(),
+        ),
+        (
+            "TRAVIS_PULL_REQUEST_SHA",
+            pr.map(|p| p.head_sha.clone()).unwrap_or_default(),
+        ),
+        (
+            "TRAVIS_PULL_REQUEST_SLUG",
+            pr.map(|p| p.head_slug.clone()).unwrap_or_default(),
+        ),
         ("TRAVIS_EVENT_TYPE", e.event.as_str().into()),
         ("TRAVIS_BUILD_NUMBER", i.build_number.to_string()),
         ("TRAVIS_BUILD_ID", i.build_number.to_string()),
@@ -140,8 +150,10 @@ pub fn builtins(i: &EnvInputs) -> Vec<(String, String)> {
         ("TRAVIS_SECURE_ENV_VARS", "false".into()),
         ("TRAVIS_TEST_RESULT", String::new()),
     ];
+    // A rehearsal of a pull request (`runway run --event pull_request`) knows no head:
+    // those variables are left out rather than set empty.
     if e.event == EventType::PullRequest {
-        v.retain(|(k, _)| !k.starts_with("TRAVIS_PULL_REQUEST_"));
+        v.retain(|(k, val)| !(k.starts_with("TRAVIS_PULL_REQUEST_") && val.is_empty()));
     }
     for (key, var) in VERSION_VARS {
         if let Some(val) = first(key) {

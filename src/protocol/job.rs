@@ -82,8 +82,8 @@ pub struct Event {
     pub author: Option<(String, String)>,
     /// Its committer: name and email.
     pub committer: Option<(String, String)>,
-    /// The pull request's number.
-    pub pull_request: Option<u64>,
+    /// The pull request: its number and head.
+    pub pull_request: Option<crate::event::PullRequest>,
     /// The repository's default branch.
     pub default_branch: String,
 }
@@ -144,7 +144,7 @@ impl Job {
                 commit_range: e.commit_range.clone(),
                 author: person(&e.author),
                 committer: person(&e.committer),
-                pull_request: e.pull_request,
+                pull_request: e.pull_request.clone(),
                 default_branch: e.default_branch.clone(),
             },
             build_number: c.build_number,
@@ -205,7 +205,7 @@ impl Job {
                 commit_range: e.commit_range.clone(),
                 author: person(&e.author),
                 committer: person(&e.committer),
-                pull_request: e.pull_request,
+                pull_request: e.pull_request.clone(),
                 default_branch: e.default_branch.clone(),
             },
             build_number: self.build_number,

@@ -25,7 +25,8 @@ pub const TASK_SECRET: &str = "X-Runway-Task-Secret";
 /// to a call or a wire type. A worker sends it on every call (header [`PROTOCOL`]); a
 /// node refuses a worker of another version (`426`), naming both. Version 2: the
 /// assignment carries the compiled job ([`job::Job`]), not the build to plan again.
-pub const VERSION: u32 = 2;
+/// Version 3: its event carries the pull request whole (head branch, sha, slug, fork).
+pub const VERSION: u32 = 3;
 
 /// The header that carries the worker's [`VERSION`].
 pub const PROTOCOL: &str = "X-Runway-Protocol";

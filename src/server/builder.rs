@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::AppState;
 use super::live::LiveWriter;
-use super::{AppState, mirror};
 use crate::service::{
     self, Controls, MailOptions, Options, Record, RefArgs, Request, SandboxOptions, TextReporter,
 };
@@ -260,7 +260,10 @@ fn request(
     Request {
         path,
         refs: RefArgs::queued(row, repo.default_branch.clone()),
-        settings: repo.settings(),
+        settings: repo.settings_for(&crate::event::BuildEvent {
+            pull_request: row.pull_request.clone(),
+            ..Default::default()
+        }),
         options: Options {
             // On workers, every job of a stage is queued at once; the workers are the limit.
             parallel: if on_workers {
@@ -374,11 +377,7 @@ fn build(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
         .unwrap_or_else(|| state.live.start(row.id, None));
     let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
     let mut err = LiveWriter(live.clone());
-    let source = match repo.local_path() {
-        Some(path) => Ok(path),
-        None => mirror::sync(&state.state_dir, &repo, Some(&row.commit), Some(&cancel))
-            .map_err(|e| e.to_string()),
-    };
+    let source = super::sources::of_build(&state.state_dir, &repo, &row, Some(&cancel));
     let result = source.and_then(|path| {
         let request = request(state, &repo, &row, path, cancel, live.clone());
         let mut problems = LiveWriter(live.clone());

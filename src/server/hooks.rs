@@ -95,6 +95,71 @@ impl Delivery {
     }
 }
 
+/// What a delivery asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Intake {
+    /// A push to build.
+    Push(Delivery),
+    /// A pull request opened or moved on: build the merge of its head into its base.
+    Pull(PullDelivery),
+    /// A pull request closed (or merged): its builds that have not ended are canceled.
+    Closed {
+        /// `owner/repo` as configured.
+        repo: String,
+        /// The pull request's number.
+        number: u64,
+    },
+}
+
+/// A pull request to build (GitHub's and Gitea's `pull_request`, GitLab's
+/// `merge_request`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullDelivery {
+    /// `owner/repo` as configured (the base's repository).
+    pub repo: String,
+    /// Its number (GitLab's `iid`).
+    pub number: u64,
+    /// The branch it would merge into.
+    pub base_branch: String,
+    /// The base's commit, when the payload says it (GitHub, Gitea).
+    pub base_sha: Option<String>,
+    /// The head's branch.
+    pub head_branch: String,
+    /// The head's commit.
+    pub head_sha: String,
+    /// The head's repository (`owner/repo`; empty when the forge no longer knows it).
+    pub head_slug: String,
+    /// Its title.
+    pub title: String,
+    /// The ref the forge keeps the head under in the base's repository
+    /// (`refs/pull/N/head`, GitLab's `refs/merge-requests/N/head`).
+    pub head_ref: String,
+    /// The ref of the forge's own merge commit, where it makes one
+    /// (GitHub's `refs/pull/N/merge`).
+    pub merge_ref: Option<String>,
+    /// The sender's delivery id ([`delivery_id`]).
+    pub id: Option<String>,
+}
+
+impl PullDelivery {
+    /// True when the head is in another repository than the one built (a fork).
+    pub fn fork(&self) -> bool {
+        !self.head_slug.eq_ignore_ascii_case(&self.repo)
+    }
+
+    /// What the pull request's state is, whatever its delivery id says: the same head
+    /// on the same base is the same build.
+    pub fn key(&self) -> String {
+        format!(
+            "pr:{}:{}:{}:{}",
+            self.repo,
+            self.number,
+            self.head_sha,
+            self.base_sha.as_deref().unwrap_or_default()
+        )
+    }
+}
+
 /// What to answer instead of queueing.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -276,30 +341,122 @@ pub fn delivery_id(source: Source, headers: &dyn Headers) -> Option<String> {
 }
 
 /// Checks and reads one delivery: the repository it names, its signature, its event,
-/// then the push.
+/// then the push or the pull request.
 pub fn read(
     source: Source,
     headers: &dyn Headers,
     body: &[u8],
     cfg: &ServerConfig,
-) -> Result<Delivery, Refusal> {
+) -> Result<Intake, Refusal> {
     let v = json(body)?;
     let repo = verified_repo(source, headers, body, &v, cfg)?;
     let event = event_name(source, headers, &v);
     if event == "ping" {
         return Err(Refusal::Nothing("pong".into()));
     }
-    if !matches!(event.as_str(), "push" | "tag_push") {
-        return Err(Refusal::Nothing(format!(
-            "ignored: runway builds pushes, not {event} events"
-        )));
-    }
     let id = delivery_id(source, headers).map(|id| format!("{}:{id}", source.name()));
-    if source == Source::Generic {
-        generic_push(&v, repo, id)
-    } else {
-        forge_push(&v, repo, id)
+    match event.as_str() {
+        "push" | "tag_push" if source == Source::Generic => {
+            generic_push(&v, repo, id).map(Intake::Push)
+        }
+        "push" | "tag_push" => forge_push(&v, repo, id).map(Intake::Push),
+        "pull_request" if matches!(source, Source::GitHub | Source::Gitea) => {
+            pull_request(source, &v, repo, id)
+        }
+        "merge_request" if source == Source::GitLab => merge_request(&v, repo, id),
+        _ => Err(Refusal::Nothing(format!(
+            "ignored: runway builds pushes and pull requests, not {event} events"
+        ))),
     }
+}
+
+/// A number at `path`.
+fn number(v: &serde_json::Value, path: &str) -> Option<u64> {
+    v.pointer(path)?.as_u64()
+}
+
+/// A string at `path` (a JSON pointer).
+fn at(v: &serde_json::Value, path: &str) -> Option<String> {
+    v.pointer(path)?.as_str().map(str::to_string)
+}
+
+/// GitHub's and Gitea's `pull_request` event.
+fn pull_request(
+    source: Source,
+    v: &serde_json::Value,
+    repo: String,
+    id: Option<String>,
+) -> Result<Intake, Refusal> {
+    let action = at(v, "/action").unwrap_or_default();
+    let number = number(v, "/number")
+        .or_else(|| number(v, "/pull_request/number"))
+        .ok_or_else(|| Refusal::Malformed("the pull request has no number".into()))?;
+    match action.as_str() {
+        // Gitea says `synchronized`, GitHub `synchronize`.
+        "opened" | "synchronize" | "synchronized" | "reopened" | "ready_for_review" => {}
+        "closed" => return Ok(Intake::Closed { repo, number }),
+        other => {
+            return Err(Refusal::Nothing(format!(
+                "pull request #{number} {other}: nothing to build (runway builds a pull request when it is opened, reopened, ready for review or its head moves)"
+            )));
+        }
+    }
+    let missing = |what: &str| Refusal::Malformed(format!("the pull request has no {what}"));
+    let head_sha = at(v, "/pull_request/head/sha").ok_or_else(|| missing("head.sha"))?;
+    let base_branch = at(v, "/pull_request/base/ref").ok_or_else(|| missing("base.ref"))?;
+    Ok(Intake::Pull(PullDelivery {
+        number,
+        base_branch,
+        base_sha: at(v, "/pull_request/base/sha"),
+        head_branch: at(v, "/pull_request/head/ref").unwrap_or_default(),
+        head_sha,
+        head_slug: at(v, "/pull_request/head/repo/full_name").unwrap_or_default(),
+        title: at(v, "/pull_request/title").unwrap_or_default(),
+        head_ref: format!("refs/pull/{number}/head"),
+        merge_ref: (source == Source::GitHub).then(|| format!("refs/pull/{number}/merge")),
+        repo,
+        id,
+    }))
+}
+
+/// GitLab's `merge_request` event.
+fn merge_request(
+    v: &serde_json::Value,
+    repo: String,
+    id: Option<String>,
+) -> Result<Intake, Refusal> {
+    let attrs = "/object_attributes";
+    let number = number(v, &format!("{attrs}/iid"))
+        .ok_or_else(|| Refusal::Malformed("the merge request has no iid".into()))?;
+    let action = at(v, &format!("{attrs}/action")).unwrap_or_default();
+    match action.as_str() {
+        "open" | "reopen" => {}
+        // An update without `oldrev` changed no commit (a title, a label).
+        "update" if v.pointer(&format!("{attrs}/oldrev")).is_some() => {}
+        "close" | "merge" => return Ok(Intake::Closed { repo, number }),
+        other => {
+            return Err(Refusal::Nothing(format!(
+                "merge request !{number} {}: nothing to build (runway builds a merge request when it is opened, reopened or its source branch moves)",
+                if other.is_empty() { "changed" } else { other }
+            )));
+        }
+    }
+    let missing = |what: &str| Refusal::Malformed(format!("the merge request has no {what}"));
+    Ok(Intake::Pull(PullDelivery {
+        number,
+        base_branch: at(v, &format!("{attrs}/target_branch"))
+            .ok_or_else(|| missing("target_branch"))?,
+        base_sha: None,
+        head_branch: at(v, &format!("{attrs}/source_branch")).unwrap_or_default(),
+        head_sha: at(v, &format!("{attrs}/last_commit/id"))
+            .ok_or_else(|| missing("last_commit.id"))?,
+        head_slug: at(v, &format!("{attrs}/source/path_with_namespace")).unwrap_or_default(),
+        title: at(v, &format!("{attrs}/title")).unwrap_or_default(),
+        head_ref: format!("refs/merge-requests/{number}/head"),
+        merge_ref: None,
+        repo,
+        id,
+    }))
 }
 
 /// The configured repository a delivery names, once its signature is checked against
@@ -466,7 +623,9 @@ mod tests {
             ("x-github-event", "push".into()),
         ]
         .into());
-        let d = read(Source::GitHub, &ok, PUSH.as_bytes(), &c).unwrap();
+        let Ok(Intake::Push(d)) = read(Source::GitHub, &ok, PUSH.as_bytes(), &c) else {
+            panic!("a push")
+        };
         assert_eq!(
             (d.branch.as_deref(), d.after.as_str(), d.message.as_str()),
             (Some("main"), "abc123", "hi")
@@ -490,22 +649,24 @@ mod tests {
     fn gitlab_token_and_generic_bearer() {
         let c = cfg();
         let gl = r#"{"object_kind":"push","ref":"refs/tags/v1","before":"1","after":"2","project":{"path_with_namespace":"o/app"},"commits":[{"message":"m"}]}"#;
-        let d = read(
+        let Ok(Intake::Push(d)) = read(
             Source::GitLab,
             &H([("x-gitlab-token", "s3cr3t".to_string())].into()),
             gl.as_bytes(),
             &c,
-        )
-        .unwrap();
+        ) else {
+            panic!("a push")
+        };
         assert_eq!(d.tag.as_deref(), Some("v1"));
         let g = r#"{"repo":"o/app","branch":"dev","commit":"fff"}"#;
-        let d = read(
+        let Ok(Intake::Push(d)) = read(
             Source::Generic,
             &H([("authorization", "Bearer s3cr3t".to_string())].into()),
             g.as_bytes(),
             &c,
-        )
-        .unwrap();
+        ) else {
+            panic!("a push")
+        };
         assert_eq!(d.branch.as_deref(), Some("dev"));
         assert!(
             read(
@@ -516,5 +677,93 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Pull requests: GitHub's and Gitea's `pull_request`, GitLab's `merge_request`;
+    /// which actions build, which cancel, which are answered with a reason.
+    #[test]
+    fn pull_requests_from_each_forge() {
+        let c = cfg();
+        let pr = |action: &str| {
+            serde_json::json!({"action": action, "number": 7, "pull_request": {
+                "title": "t", "head": {"ref": "f", "sha": "aaa", "repo": {"full_name": "fork/app"}},
+                "base": {"ref": "main", "sha": "bbb", "repo": {"full_name": "o/app"}}},
+                "repository": {"full_name": "o/app"}})
+            .to_string()
+        };
+        let github = |body: &str| {
+            let sig = format!("sha256={}", sign("s3cr3t", body.as_bytes()));
+            let h = H([
+                ("x-hub-signature-256", sig),
+                ("x-github-event", "pull_request".to_string()),
+            ]
+            .into());
+            read(Source::GitHub, &h, body.as_bytes(), &c)
+        };
+        let Ok(Intake::Pull(p)) = github(&pr("synchronize")) else {
+            panic!("builds")
+        };
+        assert_eq!(
+            (
+                p.number,
+                p.base_branch.as_str(),
+                p.head_sha.as_str(),
+                p.fork()
+            ),
+            (7, "main", "aaa", true)
+        );
+        assert_eq!(p.merge_ref.as_deref(), Some("refs/pull/7/merge"));
+        assert_eq!(
+            github(&pr("closed")),
+            Ok(Intake::Closed {
+                repo: "o/app".into(),
+                number: 7
+            })
+        );
+        assert!(
+            matches!(github(&pr("labeled")), Err(Refusal::Nothing(r)) if r.contains("#7 labeled"))
+        );
+        // Gitea: `synchronized`, no merge ref of its own.
+        let body = pr("synchronized");
+        let h = H([
+            ("x-gitea-signature", sign("s3cr3t", body.as_bytes())),
+            ("x-gitea-event", "pull_request".to_string()),
+        ]
+        .into());
+        let Ok(Intake::Pull(p)) = read(Source::Gitea, &h, body.as_bytes(), &c) else {
+            panic!("builds")
+        };
+        assert_eq!(p.merge_ref, None);
+        // GitLab: an update builds only when it moved the source branch (`oldrev`).
+        let mr = |action: &str, oldrev: bool| {
+            let mut attrs = serde_json::json!({"iid": 3, "action": action, "source_branch": "f",
+                "target_branch": "main", "title": "t", "last_commit": {"id": "ccc"},
+                "source": {"path_with_namespace": "o/app"}});
+            if oldrev {
+                attrs["oldrev"] = "ddd".into();
+            }
+            serde_json::json!({"object_kind": "merge_request", "object_attributes": attrs,
+                "project": {"path_with_namespace": "o/app"}})
+            .to_string()
+        };
+        let gitlab = |body: String| {
+            let h = H([("x-gitlab-token", "s3cr3t".to_string())].into());
+            read(Source::GitLab, &h, body.as_bytes(), &c)
+        };
+        let Ok(Intake::Pull(p)) = gitlab(mr("update", true)) else {
+            panic!("builds")
+        };
+        assert_eq!(
+            (p.number, p.head_ref.as_str(), p.fork()),
+            (3, "refs/merge-requests/3/head", false)
+        );
+        assert!(matches!(
+            gitlab(mr("update", false)),
+            Err(Refusal::Nothing(_))
+        ));
+        assert!(matches!(
+            gitlab(mr("merge", false)),
+            Ok(Intake::Closed { number: 3, .. })
+        ));
     }
 }

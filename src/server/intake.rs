@@ -8,7 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::hooks::{self, Delivery, Refusal, Source};
+use super::hooks::{self, Delivery, Intake, PullDelivery, Refusal, Source};
 use super::{AppState, answer, mirror};
 use crate::store::{BuildRow, NewBuild};
 
@@ -29,7 +29,12 @@ pub(super) async fn intake(
         Err(r) => return refused(source, r),
     };
     let st = state.clone();
-    let queued = tokio::task::spawn_blocking(move || queue(&st, &delivery)).await;
+    let queued = tokio::task::spawn_blocking(move || match &delivery {
+        Intake::Push(d) => queue(&st, d),
+        Intake::Pull(p) => queue_pull(&st, p),
+        Intake::Closed { repo, number } => close_pull(&st, repo, *number),
+    })
+    .await;
     answer_queued(&state, queued)
 }
 
@@ -110,31 +115,7 @@ fn answer_queued(
         Ok(Ok(Queued::Build(row, superseded))) => {
             state.wake.notify_one();
             state.changed(row.id);
-            for n in &superseded.queued {
-                if let Ok(Some(old)) = state.db(|s| s.build(Some(&row.repo), *n)) {
-                    state.changed(old.id);
-                }
-            }
-            // Taken from the queue, no job started: canceled by the node following it
-            // (this one, or another told through the database).
-            for (id, _) in &superseded.waiting {
-                let here = state.cancels.lock().expect("cancels").get(id).cloned();
-                match here {
-                    Some(c) => {
-                        c.cancel();
-                    }
-                    None => {
-                        let _ = state.db(|s| s.announce_cancel(*id));
-                    }
-                }
-                state.changed(*id);
-            }
-            let canceled: Vec<u64> = superseded
-                .queued
-                .iter()
-                .copied()
-                .chain(superseded.waiting.iter().map(|(_, n)| *n))
-                .collect();
+            let canceled = cancel_superseded(state, &row.repo, &superseded);
             tracing::info!(
                 repo = %row.repo,
                 number = row.number,
@@ -178,6 +159,15 @@ fn answer_queued(
                 }),
             )
         }
+        Ok(Ok(Queued::Closed(repo, number, canceled))) => {
+            let numbers = cancel_superseded(state, &repo, &canceled);
+            tracing::info!(number, canceled = ?numbers, "pull request closed");
+            answer(
+                StatusCode::OK,
+                serde_json::json!({"queued": false, "canceled": numbers,
+                    "message": format!("pull request #{number} closed: {} build(s) canceled", numbers.len())}),
+            )
+        }
         Ok(Ok(Queued::NotBuilt(reason))) => {
             tracing::info!(reason = %reason, "push not built");
             answer(
@@ -199,8 +189,44 @@ fn answer_queued(
     }
 }
 
+/// Tells the nodes following the builds `superseded` took from the queue to cancel
+/// them, and the pages that they changed; the numbers of every build canceled.
+fn cancel_superseded(
+    state: &AppState,
+    repo: &str,
+    superseded: &crate::store::Superseded,
+) -> Vec<u64> {
+    for n in &superseded.queued {
+        if let Ok(Some(old)) = state.db(|s| s.build(Some(repo), *n)) {
+            state.changed(old.id);
+        }
+    }
+    // Taken from the queue: canceled by the node following it (this one, or another
+    // told through the database).
+    for (id, _) in &superseded.waiting {
+        let here = state.cancels.lock().expect("cancels").get(id).cloned();
+        match here {
+            Some(c) => {
+                c.cancel();
+            }
+            None => {
+                let _ = state.db(|s| s.announce_cancel(*id));
+            }
+        }
+        state.changed(*id);
+    }
+    superseded
+        .queued
+        .iter()
+        .copied()
+        .chain(superseded.waiting.iter().map(|(_, n)| *n))
+        .collect()
+}
+
 enum Queued {
     Build(Box<BuildRow>, crate::store::Superseded),
+    /// A pull request closed: its builds that had not ended, canceled.
+    Closed(String, u64, crate::store::Superseded),
     NotBuilt(String),
     /// The ref has moved on from the pushed commit: this is its tip now.
     Stale(String),
@@ -229,6 +255,12 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
         .cfg
         .repo(&d.repo)
         .ok_or_else(|| NotQueued::Other("unknown repository".into()))?;
+    if !repo_cfg.build_pushes {
+        return Ok(Queued::NotBuilt(format!(
+            "not built: build_pushes = false for {} in runway.toml",
+            repo_cfg.name
+        )));
+    }
     let mut message = d.message.clone();
     // A remote repository is fetched now, as Travis read .travis.yml at the pushed
     // commit before queuing. When that fails, or takes longer than intake_fetch_secs
@@ -302,6 +334,158 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
             // Auto-cancel only for the ref's newest state: a commit the ref has moved on
             // from (asked for by name on the generic endpoint) cancels nothing.
             let canceled = if state.cfg.auto_cancel && row.branch.is_some() && !behind {
+                s.cancel_superseded(&row)?
+            } else {
+                crate::store::Superseded::default()
+            };
+            Ok(Queued::Build(Box::new(row), canceled))
+        })
+        .map_err(NotQueued::Store)
+}
+
+/// A pull request closed: cancels its builds that have not ended.
+fn close_pull(state: &AppState, repo: &str, number: u64) -> Result<Queued, NotQueued> {
+    let reason = format!("canceled: pull request #{number} was closed");
+    let canceled = state.db(|s| s.cancel_pull(repo, number, &reason))?;
+    Ok(Queued::Closed(repo.to_string(), number, canceled))
+}
+
+/// Decides whether a pull request builds, makes the commit it builds (the forge's merge
+/// of its head into its base when it offers one, else runway's), and queues it durably.
+/// A head that cannot be merged is recorded errored, saying so.
+fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
+    let repo_cfg = state
+        .cfg
+        .repo(&p.repo)
+        .ok_or_else(|| NotQueued::Other("unknown repository".into()))?;
+    if !repo_cfg.build_pull_requests {
+        return Ok(Queued::NotBuilt(format!(
+            "not built: build_pull_requests = false for {} in runway.toml",
+            repo_cfg.name
+        )));
+    }
+    if p.fork() && repo_cfg.fork_prs == crate::runway_toml::ForkPrs::Off {
+        return Ok(Queued::NotBuilt(format!(
+            "not built: pull request #{} comes from a fork ({}) and fork_prs = \"off\" for {}",
+            p.number,
+            if p.head_slug.is_empty() {
+                "a deleted repository"
+            } else {
+                &p.head_slug
+            },
+            repo_cfg.name
+        )));
+    }
+    let source = super::sources::repository(&state.state_dir, repo_cfg, Some(&p.head_sha), None)
+        .map_err(NotQueued::Other)?;
+    let repo = crate::source::Repo::open(&source)
+        .ok_or_else(|| NotQueued::Other(format!("{} is not a git repository", source.display())))?;
+    if !repo.has_commit(&p.head_sha) {
+        return Ok(Queued::NotBuilt(format!(
+            "not built: the head of pull request #{} ({}) is not in {} (the forge keeps it under {})",
+            p.number, p.head_sha, repo_cfg.name, p.head_ref
+        )));
+    }
+    let base_sha = repo
+        .ref_tip(&format!("refs/heads/{}", p.base_branch))
+        .or_else(|| p.base_sha.clone().filter(|b| repo.has_commit(b)))
+        .ok_or_else(|| {
+            NotQueued::Other(format!(
+                "the base branch {} of pull request #{} is not in {}",
+                p.base_branch, p.number, repo_cfg.name
+            ))
+        })?;
+    let message = repo
+        .commit(&p.head_sha)
+        .map(|c| c.message)
+        .unwrap_or_else(|_| p.title.clone());
+    let mut pr = crate::event::PullRequest {
+        number: p.number,
+        head_branch: p.head_branch.clone(),
+        head_sha: p.head_sha.clone(),
+        head_slug: p.head_slug.clone(),
+        base_sha: base_sha.clone(),
+        fork: p.fork(),
+        merged_by_runway: false,
+    };
+    // The forge's merge commit, while it is the merge of this head into this base.
+    let forges = p
+        .merge_ref
+        .as_ref()
+        .and_then(|r| repo.ref_tip(r))
+        .filter(|m| {
+            repo.parents(m)
+                .is_some_and(|ps| ps.len() == 2 && ps[0] == base_sha && ps[1] == p.head_sha)
+        });
+    let (merged, unmergeable) = match forges {
+        Some(m) => (Some((source.clone(), m)), None),
+        None => {
+            pr.merged_by_runway = true;
+            match super::sources::remerge(
+                &state.state_dir,
+                &repo_cfg.name,
+                &source,
+                &pr,
+                &p.base_branch,
+            ) {
+                Ok(made) => (Some(made), None),
+                Err(why) => (None, Some(why)),
+            }
+        }
+    };
+    let commit = merged
+        .as_ref()
+        .map(|(_, c)| c.clone())
+        .unwrap_or_else(|| p.head_sha.clone());
+    let event = crate::event::BuildEvent {
+        repo: repo_cfg.name.clone(),
+        branch: Some(p.base_branch.clone()),
+        event: crate::event::EventType::PullRequest,
+        commit: commit.clone(),
+        commit_message: message,
+        commit_range: format!("{base_sha}...{}", p.head_sha),
+        pull_request: Some(pr),
+        ..Default::default()
+    };
+    if let Some((dir, sha)) = &merged
+        && let Some(built) = crate::source::Repo::open(dir)
+        && let Ok(bytes) = built.read_file(sha, ".travis.yml", crate::config::MAX_CONFIG_BYTES)
+    {
+        let loaded = crate::config::load_bytes(&bytes);
+        let settings = crate::plan::Settings {
+            build_number: 0,
+            env: repo_cfg.settings_for(&event).vars(),
+        };
+        let decision = crate::plan::decide_build(
+            &loaded.config,
+            &event,
+            &loaded.config.global_env(),
+            &settings,
+        );
+        if !decision.runs && loaded.unreadable().is_none() {
+            return Ok(Queued::NotBuilt(format!("not built: {}", decision.reason)));
+        }
+    }
+    let window = state.cfg.delivery_window_secs as i64;
+    state
+        .db(|s| {
+            let since = crate::store::Store::now() - window;
+            let keys: Vec<String> = p.id.iter().cloned().chain([p.key()]).collect();
+            for key in &keys {
+                if let Some(made) = s.delivery(key, since)? {
+                    return Ok(Queued::Duplicate(Box::new(made)));
+                }
+            }
+            let mut row = s.enqueue(&NewBuild::of(&event))?;
+            for key in &keys {
+                s.record_delivery(key, row.id, since)?;
+            }
+            if let Some(why) = &unmergeable {
+                s.set_state(row.id, crate::store::Status::Errored, Some(why))?;
+                row.state = crate::store::Status::Errored;
+                row.reason = Some(why.clone());
+            }
+            let canceled = if state.cfg.auto_cancel {
                 s.cancel_superseded(&row)?
             } else {
                 crate::store::Superseded::default()

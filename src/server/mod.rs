@@ -28,6 +28,7 @@ pub(crate) mod live;
 pub(crate) mod mirror;
 pub(crate) mod pages;
 pub(crate) mod recover;
+mod sources;
 pub(crate) mod streams;
 mod web;
 

@@ -43,6 +43,8 @@ pub struct RefArgs {
     pub repo_slug: Option<String>,
     /// The repository's default branch, when configured (cache fallback).
     pub default_branch: Option<String>,
+    /// The pull request a queued build is of.
+    pub pull_request: Option<crate::event::PullRequest>,
 }
 
 impl RefArgs {
@@ -51,12 +53,13 @@ impl RefArgs {
         RefArgs {
             branch: row.branch.clone(),
             tag: row.tag.clone(),
-            event: EventType::Push,
+            event: row.event.parse().unwrap_or(EventType::Push),
             commit_message: None,
             commit: Some(row.commit.clone()),
             commit_range: Some(row.commit_range.clone()).filter(|r| !r.is_empty()),
             repo_slug: Some(row.repo.clone()),
             default_branch,
+            pull_request: row.pull_request.clone(),
         }
     }
 }
@@ -130,7 +133,14 @@ pub fn resolve(path: &Path, args: &RefArgs) -> Result<Target, ServiceError> {
         event.commit_message = m.clone();
     }
     if event.event == EventType::PullRequest {
-        event.pull_request = Some(1);
+        event.pull_request = Some(
+            args.pull_request
+                .clone()
+                .unwrap_or(crate::event::PullRequest {
+                    number: 1,
+                    ..Default::default()
+                }),
+        );
     }
     if let Some(range) = &args.commit_range {
         event.commit_range = range.clone();

@@ -35,6 +35,7 @@ fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
         message: next().text().unwrap_or_default(),
         author: next().text().unwrap_or_default(),
         mail: next().text().unwrap_or_default(),
+        pull_request: super::pr_of(&next().text().unwrap_or_default()),
     })
 }
 
@@ -92,11 +93,15 @@ impl Store {
         newer: &BuildRow,
         reason: &str,
     ) -> Result<Superseded, StoreError> {
+        // A pull request's builds supersede only that pull request's; a push's, the
+        // branch's pushes.
+        let pr = newer.pull_request.as_ref().map(|p| p.number as i64);
         let queued = self
             .db()
             .query(
                 "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
                  WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
+                   AND pull_request IS NOT DISTINCT FROM $6
                    AND state = 'queued' AND id < $5
                  RETURNING number",
                 &[
@@ -105,6 +110,7 @@ impl Store {
                     newer.repo.as_str().into(),
                     newer.branch.as_deref().into(),
                     newer.id.into(),
+                    pr.into(),
                 ],
             )?
             .into_iter()
@@ -117,6 +123,7 @@ impl Store {
             .query(
                 "UPDATE builds SET reason = $1
                  WHERE repo = $2 AND branch IS NOT DISTINCT FROM $3 AND tag IS NULL
+                   AND pull_request IS NOT DISTINCT FROM $5
                    AND state = 'running' AND jobs_started = 0 AND id < $4
                  RETURNING id, number",
                 &[
@@ -124,12 +131,58 @@ impl Store {
                     newer.repo.as_str().into(),
                     newer.branch.as_deref().into(),
                     newer.id.into(),
+                    pr.into(),
                 ],
             )?
             .into_iter()
             .map(|r| Ok((r[0].int()?, r[1].int()? as u64)))
             .collect::<Result<Vec<(i64, u64)>, StoreError>>()?;
         Ok(Superseded { queued, waiting })
+    }
+
+    /// Cancels the builds of pull request `number` of `repo` that have not ended (it was
+    /// closed): those queued at once; those running get `reason` and are returned, for
+    /// the node following each to cancel (`waiting`).
+    pub fn cancel_pull(
+        &mut self,
+        repo: &str,
+        number: u64,
+        reason: &str,
+    ) -> Result<Superseded, StoreError> {
+        let queued = self
+            .db()
+            .query(
+                "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
+                 WHERE repo = $3 AND pull_request = $4 AND state = 'queued'
+                 RETURNING id, number",
+                &[
+                    now().into(),
+                    reason.into(),
+                    repo.into(),
+                    (number as i64).into(),
+                ],
+            )?
+            .into_iter()
+            .map(|r| Ok((r[0].int()?, r[1].int()? as u64)))
+            .collect::<Result<Vec<(i64, u64)>, StoreError>>()?;
+        for (id, _) in &queued {
+            self.announce_build(*id)?;
+        }
+        let waiting = self
+            .db()
+            .query(
+                "UPDATE builds SET reason = $1
+                 WHERE repo = $2 AND pull_request = $3 AND state = 'running'
+                 RETURNING id, number",
+                &[reason.into(), repo.into(), (number as i64).into()],
+            )?
+            .into_iter()
+            .map(|r| Ok((r[0].int()?, r[1].int()? as u64)))
+            .collect::<Result<Vec<(i64, u64)>, StoreError>>()?;
+        Ok(Superseded {
+            queued: queued.into_iter().map(|(_, n)| n).collect(),
+            waiting,
+        })
     }
 
     /// Records that a build's first job started: a newer build of its branch no longer

@@ -102,6 +102,8 @@ pub struct NewBuild {
     pub message: String,
     /// `first...last` of the push.
     pub commit_range: String,
+    /// The pull request, for a pull request's build.
+    pub pull_request: Option<crate::event::PullRequest>,
 }
 
 impl NewBuild {
@@ -115,8 +117,28 @@ impl NewBuild {
             event: event.event.as_str().to_string(),
             message: event.commit_message.clone(),
             commit_range: event.commit_range.clone(),
+            pull_request: event.pull_request.clone(),
         }
     }
+
+    /// The PR number (the `pull_request` column) and the PR's details as JSON (`pr`).
+    pub(crate) fn pr_columns(&self) -> (Option<i64>, String) {
+        pr_columns(self.pull_request.as_ref())
+    }
+}
+
+/// The `pull_request` and `pr` columns of a build of `pr`.
+fn pr_columns(pr: Option<&crate::event::PullRequest>) -> (Option<i64>, String) {
+    (
+        pr.map(|p| p.number as i64),
+        pr.and_then(|p| serde_json::to_string(p).ok())
+            .unwrap_or_default(),
+    )
+}
+
+/// The pull request a `pr` column holds (empty: none).
+pub(crate) fn pr_of(text: &str) -> Option<crate::event::PullRequest> {
+    serde_json::from_str(text).ok()
 }
 
 /// A recorded build.
@@ -154,6 +176,8 @@ pub struct BuildRow {
     pub author: String,
     /// What became of the build's mail (`sent to a@example.com`, `not sent (…)`).
     pub mail: String,
+    /// The pull request, for a pull request's build.
+    pub pull_request: Option<crate::event::PullRequest>,
 }
 
 /// Jobs whose logs are archived: (job number, the archive's reference).
@@ -227,7 +251,7 @@ const LOG_URL: &str = "log_url";
 
 /// The columns of a build row, in [`BuildRow`]'s order (both backends).
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
-     previous_state, commit_range, reason, message, author, mail";
+     previous_state, commit_range, reason, message, author, mail, pr";
 
 /// A text column of a build set on its own.
 #[derive(Clone, Copy, Debug)]

@@ -116,6 +116,10 @@ ALTER TABLE tasks ADD COLUMN spec TEXT NOT NULL DEFAULT '';
     "
 ALTER TABLE builds ADD COLUMN jobs_started BIGINT NOT NULL DEFAULT 0;
 ",
+    "
+ALTER TABLE builds ADD COLUMN pull_request BIGINT;
+ALTER TABLE builds ADD COLUMN pr TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).
@@ -147,6 +151,7 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
         message: r.try_get(13)?,
         author: r.try_get(14)?,
         mail: r.try_get(15)?,
+        pull_request: super::pr_of(&r.try_get::<_, String>(16)?),
     })
 }
 
@@ -739,6 +744,7 @@ impl Backend for Inner {
         Ok(())
     }
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
+        let (pr_number, pr) = b.pr_columns();
         let mut tx = self.client.transaction()?;
         // Numbers per repository: one insert at a time for a repository, on any node.
         tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&b.repo])?;
@@ -751,17 +757,18 @@ impl Backend for Inner {
         let previous: Option<String> = tx
             .query_opt(
                 "SELECT state FROM builds WHERE repo = $1 AND branch IS NOT DISTINCT FROM $2
-                   AND tag IS NOT DISTINCT FROM $3 AND finished_at IS NOT NULL
+                   AND tag IS NOT DISTINCT FROM $3 AND pull_request IS NOT DISTINCT FROM $4
+                   AND finished_at IS NOT NULL
                  ORDER BY number DESC LIMIT 1",
-                &[&b.repo, &b.branch, &b.tag],
+                &[&b.repo, &b.branch, &b.tag, &pr_number],
             )?
             .map(|r| r.try_get(0))
             .transpose()?;
         let made = tx.query_one(
             &format!(
                 "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state,
-                                     started_at, previous_state, commit_range)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {COLUMNS}"
+                                     started_at, previous_state, commit_range, pull_request, pr)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
             ),
             &[
                 &b.repo,
@@ -775,6 +782,8 @@ impl Backend for Inner {
                 &now(),
                 &previous,
                 &b.commit_range,
+                &pr_number,
+                &pr,
             ],
         )?;
         let built = row(&made)?;

@@ -114,6 +114,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         message: r.get(13)?,
         author: r.get(14)?,
         mail: r.get(15)?,
+        pull_request: super::pr_of(&r.get::<_, String>(16)?),
     })
 }
 
@@ -170,6 +171,8 @@ impl Sqlite {
             ("tasks", "held_by", "TEXT NOT NULL DEFAULT ''"),
             ("tasks", "spec", "TEXT NOT NULL DEFAULT ''"),
             ("builds", "jobs_started", "INTEGER NOT NULL DEFAULT 0"),
+            ("builds", "pull_request", "INTEGER"),
+            ("builds", "pr", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -245,6 +248,7 @@ impl Backend for Sqlite {
     }
 
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError> {
+        let (pr_number, pr) = b.pr_columns();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -256,16 +260,16 @@ impl Backend for Sqlite {
         let previous: Option<String> = tx
             .query_row(
                 "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
-                 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
-                params![b.repo, b.branch, b.tag],
+                 AND pull_request IS ?4 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
+                params![b.repo, b.branch, b.tag, pr_number],
                 |r| r.get(0),
             )
             .optional()?;
         tx.execute(
             "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
-                                 previous_state, commit_range)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range],
+                                 previous_state, commit_range, pull_request, pr)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range, pr_number, pr],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;

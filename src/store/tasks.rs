@@ -82,6 +82,12 @@ impl From<&str> for Value {
         Value::Text(v.to_string())
     }
 }
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Value {
+        v.map_or(Value::Null, Value::Int)
+    }
+}
+
 impl From<Option<&str>> for Value {
     fn from(v: Option<&str>) -> Value {
         v.map_or(Value::Null, Value::from)

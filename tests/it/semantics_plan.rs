@@ -418,7 +418,10 @@ fn s6_repo_condition_and_runtime() {
 fn s6_never_on_pull_requests() {
     let mut pr = push("master");
     pr.event = EventType::PullRequest;
-    pr.pull_request = Some(3);
+    pr.pull_request = Some(runway::event::PullRequest {
+        number: 3,
+        ..Default::default()
+    });
     assert_eq!(
         fires(DEPLOY, &pr),
         (false, "the current build is a pull request".into())

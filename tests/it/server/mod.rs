@@ -3,6 +3,7 @@
 //! auto-cancellation, canceling a running build, and SIGTERM.
 
 mod events;
+mod forge;
 mod intake;
 mod mail;
 mod postgres;

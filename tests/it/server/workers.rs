@@ -101,7 +101,7 @@ impl Drop for Worker {
 }
 
 /// The worker protocol's header, for calls a test makes by hand as a worker would.
-const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "2");
+const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "3");
 
 /// `srv` with its event log read away (a full pipe would stall it).
 fn drained(mut srv: Server) -> Server {

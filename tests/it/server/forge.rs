@@ -1,0 +1,276 @@
+//! The forge loop (issue 26): pull requests from GitHub, Gitea and GitLab build the
+//! merge of their head into their base with Travis's variables, forks see no secret,
+//! a conflicting head is errored, a closed pull request's build is canceled.
+
+use super::*;
+
+/// A GitHub `pull_request` delivery, shaped as GitHub sends it (the fields runway
+/// reads, as in `@octokit/webhooks-examples`).
+fn github_pr(action: &str, number: u64, head: (&str, &str, &str), base_sha: &str) -> Vec<u8> {
+    let (head_ref, head_sha, head_repo) = head;
+    serde_json::to_vec(&serde_json::json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "title": format!("PR {number}"),
+            "head": {"ref": head_ref, "sha": head_sha, "repo": {"full_name": head_repo}},
+            "base": {"ref": "master", "sha": base_sha, "repo": {"full_name": "o/app"}},
+        },
+        "repository": {"full_name": "o/app"},
+    }))
+    .unwrap()
+}
+
+/// Delivers `body` as GitHub event `event`, signed; (status, body).
+fn deliver(srv: &Server, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let sig = format!("sha256={}", sign(SECRET, body));
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/github",
+        &[("X-GitHub-Event", event), ("X-Hub-Signature-256", &sig)],
+        body,
+    );
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}")),
+    )
+}
+
+fn build(srv: &Server, n: u64) -> serde_json::Value {
+    srv.json(&format!("/api/builds/{n}"))
+}
+
+fn log(srv: &Server, n: u64) -> String {
+    srv.request("GET", &format!("/api/builds/{n}/log"), &[], b"")
+        .1
+}
+
+fn ended(srv: &Server, n: u64) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let done = came_true(|| {
+        last = build(srv, n);
+        !matches!(last["state"].as_str(), Some("queued" | "running"))
+    });
+    assert!(done, "build #{n} never ended: {last}\n{}", log(srv, n));
+    last
+}
+
+/// Pushes the work tree's `branch` to the hub as `refs/pull/N/head`, as a forge keeps
+/// a pull request's head; its sha.
+fn open_head(s: &Setup, branch: &str, number: u64) -> String {
+    git(
+        &s.work,
+        &[
+            "push",
+            "-q",
+            "-f",
+            "hub",
+            &format!("{branch}:refs/pull/{number}/head"),
+        ],
+    );
+    git(&s.work, &["rev-parse", branch])
+}
+
+/// Commits `file` with `text` on `branch` (made from `from` when new); its sha.
+fn change(s: &Setup, branch: &str, from: &str, file: &str, text: &str) -> String {
+    if git(&s.work, &["branch", "--list", branch]).is_empty() {
+        git(&s.work, &["checkout", "-q", "-b", branch, from]);
+    } else {
+        git(&s.work, &["checkout", "-q", branch]);
+    }
+    std::fs::write(s.work.join(file), text).unwrap();
+    git(&s.work, &["add", file]);
+    git(
+        &s.work,
+        &["commit", "-q", "-m", &format!("{branch}: {file}")],
+    );
+    git(&s.work, &["rev-parse", "HEAD"])
+}
+
+const PR_YML: &str = "language: shell\n\
+branches:\n  only: [master]\n\
+script:\n\
+\x20 - echo \"PR=$TRAVIS_PULL_REQUEST BRANCH=$TRAVIS_BRANCH PRB=$TRAVIS_PULL_REQUEST_BRANCH SHA=$TRAVIS_PULL_REQUEST_SHA SLUG=$TRAVIS_PULL_REQUEST_SLUG EVENT=$TRAVIS_EVENT_TYPE COMMIT=$TRAVIS_COMMIT\"\n\
+\x20 - echo \"SECRET=${SECRET_TOKEN:-none} PUBLIC=${PUBLIC_NAME:-none}\"\n\
+\x20 - cat base.txt feature.txt 2>/dev/null || true\n\
+\x20 - if [ \"$TRAVIS_PULL_REQUEST_BRANCH\" = slow ]; then echo SLOW-STARTED; sleep 600; fi\n\
+deploy:\n  provider: s3\n  bucket: never\n  on:\n    branch: release\n";
+
+const REPO_TOML: &str = "public = [\"PUBLIC_NAME\"]\nfork_prs = \"run\"\n[repo.env]\nSECRET_TOKEN = \"tok-8812-secret\"\nPUBLIC_NAME = \"shown-value\"\n";
+
+/// Issue 26, item 1 and 2 in part: a pull request from a branch and one from a fork
+/// build the merge of their head into master with Travis's variables, deploy nothing;
+/// the fork's job sees no secret setting; a conflicting head is errored "cannot be
+/// merged"; GitHub's own merge ref is used while it merges this head; a closed pull
+/// request's running build is canceled; pushes of master are neither canceled by nor
+/// cancel the pull requests' builds.
+#[test]
+fn pull_requests_build_the_merge_of_head_into_base() {
+    let s = Setup::new(PR_YML, "");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str(REPO_TOML);
+    std::fs::write(&s.config, toml).unwrap();
+    let first = s.head();
+    let base = change(&s, "master", "master", "base.txt", "base line\n");
+    git(&s.work, &["push", "-q", "hub", "master"]);
+
+    // A pull request from a branch of the repository.
+    let head = change(&s, "feature", &first, "feature.txt", "feature line\n");
+    open_head(&s, "feature", 1);
+    let srv = s.start();
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 1, ("feature", &head, "o/app"), &base),
+    );
+    assert_eq!(code, 202, "{said}");
+    let n = said["number"].as_u64().unwrap();
+    let b = ended(&srv, n);
+    let text = log(&srv, n);
+    assert_eq!(b["state"], "passed", "{b}\n{text}");
+    let merge = b["commit"].as_str().unwrap().to_string();
+    assert!(merge != head && merge != base, "{b}");
+    assert!(
+        text.contains(&format!(
+            "PR=1 BRANCH=master PRB=feature SHA={head} SLUG=o/app EVENT=pull_request COMMIT={merge}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("base line") && text.contains("feature line"),
+        "the merge has both sides: {text}"
+    );
+    assert!(
+        text.contains("SECRET=[secure] PUBLIC=shown-value"),
+        "{text}"
+    );
+    let deploys = b["jobs"][0]["deploys"].to_string();
+    assert!(
+        deploys.contains("the current build is a pull request"),
+        "{deploys}"
+    );
+    // runway's merge, in its own repository beside the state (the hub is not written).
+    let merges = s.state().join("merges/o/app.git");
+    let parents = git(&merges, &["log", "-1", "--format=%P", &merge]);
+    assert_eq!(parents, format!("{base} {head}"));
+    let in_hub = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&s.bare)
+        .args(["cat-file", "-e", &merge])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        !in_hub.success(),
+        "runway wrote its merge into the repository it builds"
+    );
+
+    // From a fork: no secret setting, the public one still there.
+    let fork_head = change(&s, "fork-work", &first, "feature.txt", "from a fork\n");
+    open_head(&s, "fork-work", 2);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 2, ("patch-1", &fork_head, "stranger/app"), &base),
+    );
+    assert_eq!(code, 202, "{said}");
+    let n2 = said["number"].as_u64().unwrap();
+    let b2 = ended(&srv, n2);
+    let text2 = log(&srv, n2);
+    assert_eq!(b2["state"], "passed", "{b2}\n{text2}");
+    assert!(text2.contains("SLUG=stranger/app"), "{text2}");
+    assert!(text2.contains("SECRET=none PUBLIC=shown-value"), "{text2}");
+    assert!(!text2.contains("tok-8812"), "{text2}");
+
+    // A head that conflicts with master.
+    let clash = change(&s, "clash", &first, "base.txt", "another base line\n");
+    open_head(&s, "clash", 3);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 3, ("clash", &clash, "o/app"), &base),
+    );
+    assert_eq!(code, 202, "{said}");
+    let b3 = ended(&srv, said["number"].as_u64().unwrap());
+    assert_eq!(b3["state"], "errored", "{b3}");
+    assert!(
+        b3["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be merged into master"),
+        "{b3}"
+    );
+    assert!(
+        b3["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("base.txt"),
+        "{b3}"
+    );
+
+    // GitHub's merge ref, while it is the merge of this head into this base, is built.
+    let ours = change(&s, "ours", &first, "feature.txt", "ours\n");
+    open_head(&s, "ours", 5);
+    git(&s.work, &["checkout", "-q", "--detach", &base]);
+    git(
+        &s.work,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "-m",
+            "Merge ours into master",
+            &ours,
+        ],
+    );
+    let forge_merge = git(&s.work, &["rev-parse", "HEAD"]);
+    git(
+        &s.work,
+        &["push", "-q", "-f", "hub", "HEAD:refs/pull/5/merge"],
+    );
+    let (_, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 5, ("ours", &ours, "o/app"), &base),
+    );
+    let b5 = ended(&srv, said["number"].as_u64().unwrap());
+    assert_eq!(b5["commit"], forge_merge.as_str(), "{b5}");
+    assert_eq!(b5["state"], "passed", "{b5}");
+
+    // A push of master builds beside them, and a pull request's build cancels no push.
+    let pushed = change(&s, "master", "master", "base.txt", "base line\nmore\n");
+    git(&s.work, &["push", "-q", "hub", "master"]);
+    let (code, text) = generic(&srv, "master", &pushed);
+    assert_eq!(code, 202, "{text}");
+    let push_n: u64 = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+
+    // Closed while it runs: canceled.
+    let slow = change(&s, "slow", &first, "feature.txt", "slow\n");
+    open_head(&s, "slow", 4);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 4, ("slow", &slow, "o/app"), &pushed),
+    );
+    assert_eq!(code, 202, "{said}");
+    let n4 = said["number"].as_u64().unwrap();
+    wait_for(
+        || log(&srv, n4).contains("SLOW-STARTED"),
+        "the slow build to start",
+    );
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("closed", 4, ("slow", &slow, "o/app"), &pushed),
+    );
+    assert_eq!(code, 200, "{said}");
+    assert_eq!(said["canceled"], serde_json::json!([n4]), "{said}");
+    let b4 = ended(&srv, n4);
+    assert_eq!(b4["state"], "canceled", "{b4}");
+    let pb = ended(&srv, push_n);
+    assert_eq!(pb["state"], "passed", "{pb}\n{}", log(&srv, push_n));
+    assert_eq!(pb["event"], "push", "{pb}");
+}
