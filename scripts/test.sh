@@ -62,6 +62,19 @@ if ! grep -qs "\"version\": \"$playwright\"" target/browser/node_modules/playwri
 fi
 export RUNWAY_TEST_PLAYWRIGHT="$PWD/target/browser/node_modules/playwright-core"
 
+# The forge contracts (issue 26): GitHub's OpenAPI description and webhook examples and
+# the Prism contract server, pinned in tests/forge/package.json; the statuses call cut
+# out of the description (Prism then starts in seconds).
+if ! cmp -s tests/forge/package.json target/forge/package.json || [ ! -x target/forge/node_modules/.bin/prism ]; then
+  echo "==> installing the forge contracts into target/forge (npm: $(grep -o '"@[^"]*": "[^"]*"' tests/forge/package.json | tr -d '"' | xargs))"
+  mkdir -p target/forge
+  cp tests/forge/package.json target/forge/package.json
+  npm install --prefix target/forge --no-audit --no-fund --silent
+fi
+node tests/forge/subset.js target/forge/node_modules/@octokit/openapi/generated/api.github.com.deref.json \
+  target/forge/github-statuses.json "/repos/{owner}/{repo}/statuses/{sha}"
+export RUNWAY_TEST_FORGE="$PWD/target/forge"
+
 if [ ! -d ../shared/corpus/travis-yml/configs ] && [ -z "${RUNWAY_CORPUS:-}" ]; then
   echo "error: the corpus is missing: ../shared/corpus/travis-yml/configs (or set RUNWAY_CORPUS)" >&2
   exit 2

@@ -51,6 +51,7 @@ pub mod event;
 pub(crate) mod events;
 pub mod exit;
 pub(crate) mod files;
+pub(crate) mod forge;
 pub mod inside;
 pub(crate) mod interrupt;
 pub(crate) mod job;

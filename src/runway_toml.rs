@@ -207,6 +207,20 @@ pub struct RepoConfig {
     /// What a pull request from a fork does: wait for approval, run, or nothing.
     #[serde(default)]
     pub fork_prs: ForkPrs,
+    /// The forge's API base, where commit statuses go (none: no statuses).
+    pub api_url: Option<String>,
+    /// The env var holding the token statuses are posted with.
+    pub status_token_env: Option<String>,
+    /// Which forge's status call `api_url` takes.
+    #[serde(default)]
+    pub forge: crate::forge::Forge,
+    /// The statuses' context before `/push` or `/pr`.
+    #[serde(default = "default_status_context")]
+    pub status_context: String,
+}
+
+fn default_status_context() -> String {
+    "runway".into()
 }
 
 /// `fork_prs`: what becomes of a pull request whose head is in another repository.

@@ -31,6 +31,26 @@ const MOST_FOLLOWED: usize = 256;
 /// How long an ended build's log file stays beside its recorded jobs' logs.
 const PARTIAL_LOG_LINGER: Duration = Duration::from_secs(60);
 
+/// Follows the builds the store says this node holds that it does not follow: a claim
+/// the store made whose answer was lost with the connection (the store went away as it
+/// answered). Without this they would stay running, held and renewed, for ever.
+fn adopt_lost_claims(state: &Arc<AppState>) {
+    let Ok(held) = state.db(|s| s.held_by(&state.node)) else {
+        return;
+    };
+    for row in held {
+        if state.live.get(row.id).is_some() {
+            continue;
+        }
+        tracing::warn!(
+            repo = %row.repo,
+            number = row.number,
+            "build adopted: the store took it for this node, but its answer was lost with the connection"
+        );
+        follow(state, row, false);
+    }
+}
+
 /// The workers: claim queued builds, up to `concurrency` at once, until stopping.
 /// Jobs are what `concurrency` limits: every build runs its stages' jobs up to
 /// `concurrency` at once, and every job holds one of the server's `concurrency` slots.
@@ -54,13 +74,7 @@ pub(super) async fn work(state: Arc<AppState>) {
         };
         while !stopping && state.running.load(Ordering::SeqCst) < most {
             let until = crate::store::tasks::now_ms() + lease;
-            let claimed = state.db(|s| {
-                let row = s.claim()?;
-                if let Some(r) = &row {
-                    s.hold_build(r.id, &state.node, until)?;
-                }
-                Ok(row)
-            });
+            let claimed = state.db(|s| s.claim_for(&state.node, until));
             let Ok(Some(row)) = claimed else { break };
             follow(&state, row, false);
         }
@@ -74,11 +88,11 @@ pub(super) async fn work(state: Arc<AppState>) {
         {
             let waited = (lease / 1000).max(1);
             let claimed = state.db(|s| {
-                let row = s.claim_waiting(crate::store::Store::now() - waited)?;
-                if let Some(r) = &row {
-                    s.hold_build(r.id, &state.node, crate::store::tasks::now_ms() + lease)?;
-                }
-                Ok(row)
+                s.claim_waiting_for(
+                    crate::store::Store::now() - waited,
+                    &state.node,
+                    crate::store::tasks::now_ms() + lease,
+                )
             });
             let Ok(Some(row)) = claimed else { break };
             tracing::warn!(
@@ -116,6 +130,7 @@ pub(super) async fn work(state: Arc<AppState>) {
             // third of a lease later: once the store is back the hold is renewed at once.
             if state.db(|s| s.renew_builds(&state.node, until)).is_ok() {
                 renewed = Instant::now();
+                adopt_lost_claims(&state);
             }
             // Jobs in the nodes: a gone node's builds cannot carry on; they are errored.
             // Not while the store settles after an outage: no node could renew then.

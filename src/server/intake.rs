@@ -29,10 +29,16 @@ pub(super) async fn intake(
         Err(r) => return refused(source, r),
     };
     let st = state.clone();
-    let queued = tokio::task::spawn_blocking(move || match &delivery {
-        Intake::Push(d) => queue(&st, d),
-        Intake::Pull(p) => queue_pull(&st, p),
-        Intake::Closed { repo, number } => close_pull(&st, repo, *number),
+    let queued = tokio::task::spawn_blocking(move || {
+        let queued = match &delivery {
+            Intake::Push(d) => queue(&st, d),
+            Intake::Pull(p) => queue_pull(&st, p),
+            Intake::Closed { repo, number } => close_pull(&st, repo, *number),
+        };
+        if let Ok(Queued::Build(row, _)) = &queued {
+            super::statuses::enqueue(&st, row.id);
+        }
+        queued
     })
     .await;
     answer_queued(&state, queued)

@@ -29,6 +29,7 @@ pub(crate) mod mirror;
 pub(crate) mod pages;
 pub(crate) mod recover;
 mod sources;
+mod statuses;
 pub(crate) mod streams;
 mod web;
 
@@ -334,6 +335,10 @@ pub async fn run(
 ) {
     let app = router(state.clone());
     let workers = tokio::spawn(builder::work(state.clone()));
+    let posting = tokio::spawn(statuses::run(
+        state.clone(),
+        Arc::new(statuses::HttpPoster::new()),
+    ));
     let st = state.clone();
     let limits = listen::Limits {
         max_connections: state.cfg.max_connections,
@@ -372,6 +377,7 @@ pub async fn run(
             }
         }
         workers.abort();
+        posting.abort();
         return;
     }
     // Otherwise the running builds get the grace period (this node's holds renewed
@@ -383,6 +389,7 @@ pub async fn run(
         state.all_ended(None).await;
     }
     workers.abort();
+    posting.abort();
 }
 
 impl AppState {

@@ -408,6 +408,34 @@ pub fn running_on(attempts: &std::collections::BTreeMap<String, Vec<String>>) ->
     )
 }
 
+/// What became of a build's commit statuses on the forge: one line each, a failure
+/// with its reason.
+pub fn statuses(all: &[crate::store::StatusView]) -> String {
+    if all.is_empty() {
+        return String::new();
+    }
+    let items: String = all
+        .iter()
+        .map(|s| {
+            let what = match s.outcome.as_str() {
+                "posted" => "posted".to_string(),
+                "pending" if s.attempts == 0 => "posting".to_string(),
+                "pending" => format!("not posted yet ({} tries): {}", s.attempts, s.last_error),
+                "failed" => format!("not posted ({} tries): {}", s.attempts, s.last_error),
+                other => other.to_string(),
+            };
+            format!(
+                "<li><code>{}</code> {} on <code>{}</code>: {}</li>",
+                esc(&s.context),
+                esc(&s.state),
+                esc(&s.sha[..s.sha.len().min(7)]),
+                esc(&what)
+            )
+        })
+        .collect();
+    format!("<details id=\"statuses\"><summary>Commit statuses</summary><ul>{items}</ul></details>")
+}
+
 /// A build page: the header, the jobs by stage, then a log with a tab for the whole
 /// build and one per job. With `live`, the logs come from `/builds/N/events` as they
 /// grow. `#job=1.2` opens a job's tab; `#L12` a line.

@@ -215,11 +215,14 @@ pub(super) async fn page_build(
     };
     let can_change = state.cfg.api_token().is_some();
     // A running build's jobs have no rows yet: the workers they are on, in the header.
-    let on = if row.state.is_active() {
+    let mut on = if row.state.is_active() {
         pages::running_on(&attempts)
     } else {
         String::new()
     };
+    on.push_str(&pages::statuses(
+        &state.db(|s| s.statuses_of(row.id)).unwrap_or_default(),
+    ));
     Html(pages::build(&row, &jobs, &log, live, can_change, &on)).into_response()
 }
 
@@ -430,6 +433,8 @@ pub(super) async fn api_build(
     v["reason"] = serde_json::json!(row.reason);
     v["mail"] = serde_json::json!(row.mail);
     v["previous_state"] = serde_json::json!(row.previous_state);
+    v["pull_request"] = serde_json::json!(row.pull_request);
+    v["statuses"] = serde_json::json!(state.db(|s| s.statuses_of(row.id)).unwrap_or_default());
     v["jobs"] = jobs
         .iter()
         .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys, "worker": j.worker, "workers": j.workers}))

@@ -6,7 +6,10 @@
 //! (PostgreSQL `NOTIFY`; nothing for SQLite).
 
 use super::tasks::Value;
-use super::{BuildRow, COLUMNS, OutboxMail, Status, Store, StoreError, Superseded, Text, now};
+use super::{
+    BuildRow, COLUMNS, OutboxMail, Status, StatusRow, StatusView, Store, StoreError, Superseded,
+    Text, now,
+};
 
 /// A build row from its [`COLUMNS`].
 fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
@@ -251,6 +254,155 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Puts build `build_id`'s status for `phase` in the status outbox, unless that
+    /// phase has one already (another node, or this one, put it there): one post per
+    /// phase however many nodes saw the change. True when it was added.
+    pub fn queue_status(
+        &mut self,
+        build_id: i64,
+        phase: &str,
+        repo: &str,
+        req: &crate::forge::StatusRequest,
+    ) -> Result<bool, StoreError> {
+        let added = self.db().query(
+            "INSERT INTO statuses (build_id, phase, repo, url, body, sha, context, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (build_id, phase) DO NOTHING RETURNING id",
+            &[
+                build_id.into(),
+                phase.into(),
+                repo.into(),
+                req.url.as_str().into(),
+                req.body.as_str().into(),
+                req.sha.as_str().into(),
+                req.context.as_str().into(),
+                req.state.as_str().into(),
+            ],
+        )?;
+        Ok(!added.is_empty())
+    }
+
+    /// The oldest status due to be posted, claimed by this node until `until_ms` (no
+    /// other node posts it meanwhile). A build's statuses go in the order they were
+    /// put in: one waits while an older one of its build is not posted.
+    pub fn claim_status(
+        &mut self,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<Option<StatusRow>, StoreError> {
+        let rows = self.db().query(
+            "UPDATE statuses SET claimed_until_ms = $2
+             WHERE id = (SELECT id FROM statuses s WHERE outcome = 'pending' AND next_at_ms <= $1
+                           AND claimed_until_ms <= $1
+                           AND NOT EXISTS (SELECT 1 FROM statuses o WHERE o.build_id = s.build_id
+                                             AND o.id < s.id AND o.outcome = 'pending')
+                           ORDER BY id LIMIT 1)
+               AND claimed_until_ms <= $1
+             RETURNING id, build_id, repo, url, body, attempts",
+            &[now_ms.into(), until_ms.into()],
+        )?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Value::Null);
+                Ok(StatusRow {
+                    id: next().int()?,
+                    build_id: next().int()?,
+                    repo: next().text().unwrap_or_default(),
+                    url: next().text().unwrap_or_default(),
+                    body: next().text().unwrap_or_default(),
+                    attempts: next().int()? as u32,
+                })
+            })
+            .transpose()
+    }
+
+    /// Records a post's outcome: posted; failed for good (`retry_at` None); or failed,
+    /// to be tried again at `retry_at`, unless the build has a newer status (which
+    /// would wait behind it): then it is superseded.
+    pub fn status_tried(
+        &mut self,
+        id: i64,
+        result: Result<(), &str>,
+        retry_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        match (result, retry_at) {
+            (Ok(()), _) => self.db().execute(
+                "UPDATE statuses SET outcome = 'posted', attempts = attempts + 1, last_error = ''
+                 WHERE id = $1",
+                &[id.into()],
+            )?,
+            (Err(e), at) => self.db().execute(
+                "UPDATE statuses SET attempts = attempts + 1, last_error = $2,
+                   next_at_ms = $3, claimed_until_ms = 0,
+                   outcome = CASE WHEN $4 = 1 THEN 'pending' ELSE 'failed' END
+                 WHERE id = $1",
+                &[
+                    id.into(),
+                    e.into(),
+                    at.unwrap_or(0).into(),
+                    i64::from(at.is_some()).into(),
+                ],
+            )?,
+        };
+        self.db().execute(
+            "UPDATE statuses SET outcome = 'superseded'
+             WHERE id = $1 AND outcome = 'pending'
+               AND EXISTS (SELECT 1 FROM statuses n WHERE n.build_id = statuses.build_id
+                             AND n.id > statuses.id)",
+            &[id.into()],
+        )?;
+        Ok(())
+    }
+
+    /// When the next status not yet posted is due (ms), if any is waiting.
+    pub fn next_status_at(&self) -> Result<Option<i64>, StoreError> {
+        let rows = self.db().query(
+            "SELECT MIN(CASE WHEN claimed_until_ms > next_at_ms THEN claimed_until_ms ELSE next_at_ms END)
+             FROM statuses WHERE outcome = 'pending'",
+            &[],
+        )?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|v| v.opt_int())
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    /// The running builds node `node` holds.
+    pub fn held_by(&self, node: &str) -> Result<Vec<BuildRow>, StoreError> {
+        self.builds_where(
+            "WHERE state = 'running' AND node = $1 ORDER BY id",
+            &[node.into()],
+        )
+    }
+
+    /// Build `build_id`'s statuses, oldest first.
+    pub fn statuses_of(&self, build_id: i64) -> Result<Vec<StatusView>, StoreError> {
+        self.db()
+            .query(
+                "SELECT context, state, sha, outcome, attempts, last_error FROM statuses
+                 WHERE build_id = $1 ORDER BY id",
+                &[build_id.into()],
+            )?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Value::Null);
+                Ok(StatusView {
+                    context: next().text().unwrap_or_default(),
+                    state: next().text().unwrap_or_default(),
+                    sha: next().text().unwrap_or_default(),
+                    outcome: next().text().unwrap_or_default(),
+                    attempts: next().int()? as u32,
+                    last_error: next().text().unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// Mails due for another try.

@@ -180,6 +180,40 @@ pub struct BuildRow {
     pub pull_request: Option<crate::event::PullRequest>,
 }
 
+/// A commit status waiting in the status outbox, claimed by one node to post.
+#[derive(Clone, Debug)]
+pub struct StatusRow {
+    /// Row id.
+    pub id: i64,
+    /// The build it is of.
+    pub build_id: i64,
+    /// `owner/repo` (whose token posts it).
+    pub repo: String,
+    /// Where it goes.
+    pub url: String,
+    /// The JSON body.
+    pub body: String,
+    /// Tries so far.
+    pub attempts: u32,
+}
+
+/// What became of a build's status, for its page and API.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StatusView {
+    /// `runway/push`, `runway/pr`.
+    pub context: String,
+    /// The state posted (`pending`, `success`…).
+    pub state: String,
+    /// The commit.
+    pub sha: String,
+    /// `pending`, `posted`, `failed`, `superseded`.
+    pub outcome: String,
+    /// Tries so far.
+    pub attempts: u32,
+    /// The last failure, when there was one.
+    pub last_error: String,
+}
+
 /// Jobs whose logs are archived: (job number, the archive's reference).
 pub type Archived = Vec<(String, String)>;
 
@@ -290,7 +324,11 @@ pub(in crate::store) trait Backend: Send {
     fn insert(&mut self, b: &NewBuild, state: Status) -> Result<BuildRow, StoreError>;
     /// Takes the oldest queued build (queued at or before `queued_by`, seconds, when
     /// given) and marks it running.
-    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError>;
+    fn claim(
+        &mut self,
+        queued_by: Option<i64>,
+        holder: Option<(&str, i64)>,
+    ) -> Result<Option<BuildRow>, StoreError>;
     /// Errors the running builds with `reason`; their repositories and numbers.
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError>;
     /// Queues an ended build again, its jobs dropped.
@@ -545,13 +583,30 @@ impl Store {
     /// Takes the oldest queued build and marks it running; `None` when the queue is empty.
     /// One statement, so two workers (or two nodes) never take the same build.
     pub fn claim(&mut self) -> Result<Option<BuildRow>, StoreError> {
-        self.db().claim(None)
+        self.db().claim(None, None)
+    }
+
+    /// Takes the oldest queued build for node `node`, holding it until `until` (ms), in
+    /// one statement: a claim whose answer is lost with the connection is still this
+    /// node's, and found again by [`Store::held_by`].
+    pub fn claim_for(&mut self, node: &str, until: i64) -> Result<Option<BuildRow>, StoreError> {
+        self.db().claim(None, Some((node, until)))
+    }
+
+    /// [`Store::claim_waiting`] for node `node`, held until `until` (ms), in one statement.
+    pub fn claim_waiting_for(
+        &mut self,
+        queued_by: i64,
+        node: &str,
+        until: i64,
+    ) -> Result<Option<BuildRow>, StoreError> {
+        self.db().claim(Some(queued_by), Some((node, until)))
     }
 
     /// Takes the oldest build that has been queued since `queued_by` (seconds) or
     /// before, and marks it running: one no node that follows builds took in time.
     pub fn claim_waiting(&mut self, queued_by: i64) -> Result<Option<BuildRow>, StoreError> {
-        self.db().claim(Some(queued_by))
+        self.db().claim(Some(queued_by), None)
     }
 
     /// Where a running server build's log is written as it goes
@@ -842,7 +897,7 @@ mod tests {
             a.insert(&new, Status::Queued).unwrap();
         }
         let mut taken = Vec::new();
-        while let (x, y) = (a.claim(None).unwrap(), b.claim(None).unwrap())
+        while let (x, y) = (a.claim(None, None).unwrap(), b.claim(None, None).unwrap())
             && (x.is_some() || y.is_some())
         {
             taken.extend(x.into_iter().chain(y).map(|r| r.number));
@@ -1315,6 +1370,14 @@ mod tests {
         let again = s.by_id(newer.id).unwrap().unwrap();
         assert_eq!((again.state, again.finished_at), (Status::Queued, None));
         assert!(s.jobs(newer.id).unwrap().is_empty(), "{backend}");
+        // A claim names its node in the same statement: one whose answer was lost with
+        // the connection is still found as that node's.
+        let held = s.claim_for("node-c", i64::MAX).unwrap().unwrap();
+        assert_eq!(held.id, newer.id, "{backend}");
+        let ids: Vec<i64> = s.held_by("node-c").unwrap().iter().map(|b| b.id).collect();
+        assert_eq!(ids, [newer.id], "{backend}");
+        assert!(s.held_by("node-a").unwrap().is_empty(), "{backend}");
+        s.set_state(newer.id, Status::Passed, None).unwrap();
         // Deliveries and the outbox.
         s.record_delivery("github:1", b2.id, 0).unwrap();
         assert_eq!(s.delivery("github:1", 0).unwrap().unwrap().id, b2.id);

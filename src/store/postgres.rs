@@ -119,6 +119,23 @@ ALTER TABLE builds ADD COLUMN jobs_started BIGINT NOT NULL DEFAULT 0;
     "
 ALTER TABLE builds ADD COLUMN pull_request BIGINT;
 ALTER TABLE builds ADD COLUMN pr TEXT NOT NULL DEFAULT '';
+CREATE TABLE statuses (
+  id BIGSERIAL PRIMARY KEY,
+  build_id BIGINT NOT NULL,
+  phase TEXT NOT NULL,
+  repo TEXT NOT NULL,
+  url TEXT NOT NULL,
+  body TEXT NOT NULL,
+  sha TEXT NOT NULL,
+  context TEXT NOT NULL,
+  state TEXT NOT NULL,
+  outcome TEXT NOT NULL DEFAULT 'pending',
+  attempts BIGINT NOT NULL DEFAULT 0,
+  next_at_ms BIGINT NOT NULL DEFAULT 0,
+  claimed_until_ms BIGINT NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT '',
+  UNIQUE (build_id, phase)
+);
 ",
 ];
 
@@ -462,8 +479,13 @@ impl Backend for Postgres {
         let b = b.clone();
         self.call(move |i| i.insert(&b, state))
     }
-    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError> {
-        self.call(move |i| i.claim(queued_by))
+    fn claim(
+        &mut self,
+        queued_by: Option<i64>,
+        holder: Option<(&str, i64)>,
+    ) -> Result<Option<BuildRow>, StoreError> {
+        let holder = holder.map(|(n, u)| (n.to_string(), u));
+        self.call(move |i| i.claim(queued_by, holder.as_ref().map(|(n, u)| (n.as_str(), *u))))
     }
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let reason = reason.to_string();
@@ -795,19 +817,28 @@ impl Backend for Inner {
         Ok(built)
     }
 
-    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError> {
+    fn claim(
+        &mut self,
+        queued_by: Option<i64>,
+        holder: Option<(&str, i64)>,
+    ) -> Result<Option<BuildRow>, StoreError> {
+        // Without a holder, held for a minute until the claiming node names itself.
+        let (node, until) = match holder {
+            Some((n, u)) => (Some(n.to_string()), u),
+            None => (None, crate::clock::now_ms() + 60_000),
+        };
         let claimed = self
             .client
             .query_opt(
                 &format!(
-                    "UPDATE builds SET state = 'running', started_at = $1, lease_until = $2
+                    "UPDATE builds SET state = 'running', started_at = $1, lease_until = $2,
+                       node = COALESCE($4, node)
                      WHERE id = (SELECT id FROM builds WHERE state = 'queued'
                                    AND ($3::BIGINT IS NULL OR started_at <= $3)
                                  ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING {COLUMNS}"
                 ),
-                // Held for a minute until the claiming node names itself its holder.
-                &[&now(), &(crate::clock::now_ms() + 60_000), &queued_by],
+                &[&now(), &until, &queued_by, &node],
             )?
             .map(|r| row(&r))
             .transpose()?;
@@ -836,6 +867,7 @@ impl Backend for Inner {
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         let mut tx = self.client.transaction()?;
         tx.execute("DELETE FROM jobs WHERE build_id = $1", &[&id])?;
+        tx.execute("DELETE FROM statuses WHERE build_id = $1", &[&id])?;
         tx.execute(
             "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0 WHERE id = $1",
             &[&id],

@@ -38,6 +38,23 @@ CREATE TABLE IF NOT EXISTS outbox (
   last_error TEXT,
   state TEXT NOT NULL DEFAULT 'pending'
 );
+CREATE TABLE IF NOT EXISTS statuses (
+  id INTEGER PRIMARY KEY,
+  build_id INTEGER NOT NULL,
+  phase TEXT NOT NULL,
+  repo TEXT NOT NULL,
+  url TEXT NOT NULL,
+  body TEXT NOT NULL,
+  sha TEXT NOT NULL,
+  context TEXT NOT NULL,
+  state TEXT NOT NULL,
+  outcome TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_at_ms INTEGER NOT NULL DEFAULT 0,
+  claimed_until_ms INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT NOT NULL DEFAULT '',
+  UNIQUE (build_id, phase)
+);
 CREATE TABLE IF NOT EXISTS deliveries (
   key TEXT PRIMARY KEY,
   build_id INTEGER NOT NULL,
@@ -280,18 +297,23 @@ impl Backend for Sqlite {
         )?)
     }
 
-    fn claim(&mut self, queued_by: Option<i64>) -> Result<Option<BuildRow>, StoreError> {
+    fn claim(
+        &mut self,
+        queued_by: Option<i64>,
+        holder: Option<(&str, i64)>,
+    ) -> Result<Option<BuildRow>, StoreError> {
         Ok(self
             .conn
             .query_row(
                 &format!(
-                    "UPDATE builds SET state = 'running', started_at = ?1
+                    "UPDATE builds SET state = 'running', started_at = ?1,
+                       node = COALESCE(?3, node), lease_until = COALESCE(?4, lease_until)
                      WHERE id = (SELECT id FROM builds WHERE state = 'queued'
                                    AND (?2 IS NULL OR started_at <= ?2)
                                  ORDER BY id LIMIT 1)
                      RETURNING {COLUMNS}"
                 ),
-                params![now(), queued_by],
+                params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
                 row,
             )
             .optional()?)
@@ -311,6 +333,7 @@ impl Backend for Sqlite {
     fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
+        tx.execute("DELETE FROM statuses WHERE build_id = ?1", params![id])?;
         tx.execute(
             "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0 WHERE id = ?1",
             params![id],

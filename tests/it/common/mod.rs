@@ -393,6 +393,7 @@ impl ConnectionPeak {
     }
 }
 
+pub mod contract;
 pub mod moto;
 /// The throwaway PostgreSQL cluster the store's own tests use.
 #[path = "../../../src/store/cluster.rs"]

@@ -274,3 +274,193 @@ fn pull_requests_build_the_merge_of_head_into_base() {
     assert_eq!(pb["state"], "passed", "{pb}\n{}", log(&srv, push_n));
     assert_eq!(pb["event"], "push", "{pb}");
 }
+
+/// The statuses a contract server received for `sha`, as (context, state), in order.
+fn statuses_for(calls: &[crate::common::contract::Call], sha: &str) -> Vec<(String, String)> {
+    calls
+        .iter()
+        .filter(|c| c.path.ends_with(&format!("/statuses/{sha}")))
+        .map(|c| {
+            let v = c.json();
+            (
+                v["context"].as_str().unwrap_or_default().to_string(),
+                v["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 26, item 3: each build posts `pending` when queued and its end to the forge,
+/// for the commit built (a pull request's head), context `runway/push` or `runway/pr`,
+/// linking its page; every request valid by GitHub's own OpenAPI description (Prism
+/// answers anything else 422). A forge that cannot be reached holds up nothing: the
+/// build passes, its page says the status was not posted and why.
+#[test]
+fn builds_post_their_states_to_the_forge_as_github_describes() {
+    let contract = crate::common::contract::Contract::github_statuses();
+    let s = Setup::new(PR_YML, "public_url = \"https://ci.example\"");
+    let toml = std::fs::read_to_string(&s.config).unwrap();
+    let with_api = format!(
+        "{toml}api_url = \"http://{}\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n",
+        contract.addr
+    );
+    std::fs::write(&s.config, &with_api).unwrap();
+    let token = "ghs_status-token-4417";
+    let srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[("APP_SECRET", SECRET), ("RUNWAY_TEST_STATUS_TOKEN", token)],
+    );
+    let first = s.head();
+    let (code, text) = generic(&srv, "master", &first);
+    assert_eq!(code, 202, "{text}");
+    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(ended(&srv, n)["state"], "passed");
+
+    let head = change(&s, "feature", &first, "feature.txt", "feature\n");
+    open_head(&s, "feature", 1);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 1, ("feature", &head, "o/app"), &first),
+    );
+    assert_eq!(code, 202, "{said}");
+    let pr_n = said["number"].as_u64().unwrap();
+    assert_eq!(ended(&srv, pr_n)["state"], "passed");
+    let clash = change(
+        &s,
+        "clash",
+        &first,
+        ".travis.yml",
+        "language: shell\nscript: true\n",
+    );
+    git(&s.work, &["checkout", "-q", "master"]);
+    let base = change(
+        &s,
+        "master",
+        "master",
+        ".travis.yml",
+        &format!("{PR_YML}# moved\n"),
+    );
+    git(&s.work, &["push", "-q", "hub", "master"]);
+    open_head(&s, "clash", 2);
+    let (_, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 2, ("clash", &clash, "o/app"), &base),
+    );
+    let clash_n = said["number"].as_u64().unwrap();
+    assert_eq!(ended(&srv, clash_n)["state"], "errored");
+
+    let want = |sha: &str, expected: &[(&str, &str)]| {
+        let mut got = Vec::new();
+        let done = came_true(|| {
+            got = statuses_for(&contract.calls(), sha);
+            got.len() >= expected.len()
+        });
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(c, s)| (c.to_string(), s.to_string()))
+            .collect();
+        assert!(
+            done && got == expected,
+            "{sha}: {got:?}, not {expected:?}\n{:#?}",
+            contract.calls()
+        );
+    };
+    // Pending while queued (and again while running, when the poster saw it), then the end.
+    let mut ends = Vec::new();
+    let got_end = came_true(|| {
+        ends = statuses_for(&contract.calls(), &first);
+        ends.last().is_some_and(|l| l.1 == "success")
+    });
+    assert!(got_end, "{ends:?}");
+    assert_eq!(ends[0], ("runway/push".to_string(), "pending".to_string()));
+    assert!(
+        ends.iter()
+            .all(|(c, s)| c == "runway/push" && (s == "pending" || s == "success")),
+        "{ends:?}"
+    );
+    let got_pr = came_true(|| {
+        statuses_for(&contract.calls(), &head)
+            .last()
+            .is_some_and(|l| l.1 == "success")
+    });
+    assert!(got_pr, "{:#?}", contract.calls());
+    let pr_states = statuses_for(&contract.calls(), &head);
+    assert_eq!(
+        pr_states[0],
+        ("runway/pr".to_string(), "pending".to_string())
+    );
+    want(&clash, &[("runway/pr", "error")]);
+    for c in contract.calls() {
+        assert_eq!(c.status, 201, "the contract refused {c:?}: {}", c.answer);
+        assert_eq!(c.method, "POST");
+        assert_eq!(
+            c.header("authorization"),
+            Some(format!("token {token}").as_str())
+        );
+        let v = c.json();
+        let url = v["target_url"].as_str().unwrap_or_default();
+        assert!(url.starts_with("https://ci.example/builds/"), "{v}");
+        assert!(
+            v["description"].as_str().unwrap_or_default().len() <= 140,
+            "{v}"
+        );
+    }
+    let clash_call = contract
+        .calls()
+        .into_iter()
+        .find(|c| c.path.ends_with(&clash))
+        .unwrap();
+    assert!(
+        clash_call.json()["description"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be merged into master"),
+        "{clash_call:#?}"
+    );
+    let page = srv
+        .request("GET", &format!("/builds/{pr_n}?repo=o/app"), &[], b"")
+        .1;
+    assert!(page.contains("runway/pr"), "{page}");
+    assert!(!page.contains(token));
+    drop(srv);
+
+    // A forge nobody answers at: the build passes; its page says what became of it.
+    let dead = crate::common::free_port();
+    std::fs::write(
+        &s.config,
+        with_api.replace(&contract.addr, &format!("127.0.0.1:{dead}")),
+    )
+    .unwrap();
+    let srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[("APP_SECRET", SECRET), ("RUNWAY_TEST_STATUS_TOKEN", token)],
+    );
+    let again = change(&s, "master", "master", "base.txt", "again\n");
+    git(&s.work, &["push", "-q", "hub", "master"]);
+    let (code, text) = generic(&srv, "master", &again);
+    assert_eq!(code, 202, "{text}");
+    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(ended(&srv, n)["state"], "passed");
+    let mut last = serde_json::Value::Null;
+    let said = came_true(|| {
+        last = build(&srv, n)["statuses"].clone();
+        last.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["attempts"].as_u64().unwrap_or(0) >= 1 && s["outcome"] == "pending")
+        })
+    });
+    assert!(said, "{last}");
+    assert!(last.to_string().contains("error"), "{last}");
+    let page = srv
+        .request("GET", &format!("/builds/{n}?repo=o/app"), &[], b"")
+        .1;
+    assert!(page.contains("not posted yet"), "{page}");
+}
