@@ -33,7 +33,7 @@ impl Phase {
     /// The phase build `row` is in.
     pub fn of(row: &BuildRow) -> Phase {
         match row.state {
-            Status::Queued => Phase::Queued,
+            Status::Queued | Status::Awaiting => Phase::Queued,
             Status::Running => Phase::Running,
             s => Phase::Ended(s),
         }
@@ -72,6 +72,9 @@ pub const DESCRIPTION_CHARS: usize = 140;
 /// [`DESCRIPTION_CHARS`].
 pub fn description(row: &BuildRow, phase: Phase) -> String {
     let text = match phase {
+        Phase::Queued if row.state == Status::Awaiting => {
+            "The build awaits approval (a pull request from a fork)".to_string()
+        }
         Phase::Queued => match &row.reason {
             Some(r) if !r.is_empty() => format!("The build is queued: {r}"),
             _ => "The build is queued".to_string(),

@@ -258,7 +258,7 @@ impl Dispatcher {
     /// The outcome of an ended task, and whether its worker reported it.
     fn ended(&self, t: &TaskRow, started: Instant) -> Option<(JobOutcome, bool)> {
         let result = match t.state {
-            Status::Queued | Status::Running => return None,
+            Status::Queued | Status::Awaiting | Status::Running => return None,
             Status::Passed => JobResult::Passed,
             Status::Failed => JobResult::Failed,
             Status::Errored => JobResult::Errored,
@@ -381,7 +381,7 @@ pub(super) fn mirror(state: Arc<AppState>, build_id: i64) {
                     Status::Failed => Some(JobResult::Failed),
                     Status::Errored => Some(JobResult::Errored),
                     Status::Canceled => Some(JobResult::Canceled),
-                    Status::Queued | Status::Running => None,
+                    Status::Queued | Status::Awaiting | Status::Running => None,
                 };
                 if let Some(r) = result {
                     live.end(&t.number, r);

@@ -482,7 +482,19 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
                     return Ok(Queued::Duplicate(Box::new(made)));
                 }
             }
-            let mut row = s.enqueue(&NewBuild::of(&event))?;
+            let waits = p.fork() && repo_cfg.fork_prs == crate::runway_toml::ForkPrs::Approve;
+            let mut row = if waits && unmergeable.is_none() {
+                s.enqueue_awaiting(&NewBuild::of(&event), |n| {
+                    format!(
+                        "awaiting approval: pull request #{} comes from a fork ({}); someone with write access approves it on the build's page or with POST /api/builds/{n}/approve?repo={}",
+                        p.number,
+                        if p.head_slug.is_empty() { "a deleted repository" } else { &p.head_slug },
+                        repo_cfg.name
+                    )
+                })?
+            } else {
+                s.enqueue(&NewBuild::of(&event))?
+            };
             for key in &keys {
                 s.record_delivery(key, row.id, since)?;
             }

@@ -449,6 +449,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/builds", get(web::api_builds))
         .route("/api/builds/{n}", get(web::api_build))
         .route("/api/builds/{n}/cancel", post(web::api_cancel))
+        .route("/api/builds/{n}/approve", post(web::api_approve))
         .route("/api/builds/{n}/log", get(web::api_log))
         .route(
             "/hooks/github",

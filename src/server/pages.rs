@@ -308,8 +308,14 @@ fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
         } else {
             ("restart", "Restart")
         };
+        // A fork's pull request awaiting approval: approve it (or cancel it).
+        let approve = if r.state == crate::store::Status::Awaiting {
+            "<button data-act=\"approve\" id=\"approve\">Approve and run</button>"
+        } else {
+            ""
+        };
         b.push_str(&format!(
-            "<div class=\"actions\"><button data-act=\"{act}\" id=\"{act}\">{label}</button><span class=\"said\"></span></div>"
+            "<div class=\"actions\">{approve}<button data-act=\"{act}\" id=\"{act}\">{label}</button><span class=\"said\"></span></div>"
         ));
     }
     b

@@ -159,6 +159,35 @@ pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     }
 }
 
+/// `POST /api/builds/N/approve`: a fork's pull request awaiting approval is queued.
+pub(super) async fn api_approve(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let row = match authorized_build(&state, n, &q, &headers) {
+        Ok(row) => row,
+        Err(refused) => return *refused,
+    };
+    match state.db(|s| s.approve(row.id, "the API token's holder")) {
+        Ok(true) => {
+            tracing::info!(repo = %row.repo, number = row.number, "build approved");
+            state.wake.notify_one();
+            state.changed(row.id);
+            answer(
+                StatusCode::OK,
+                serde_json::json!({"approved": true, "number": n}),
+            )
+        }
+        Ok(false) => answer(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": format!("build #{n} is {}, not awaiting approval", row.state)}),
+        ),
+        Err(e) => e.answer(),
+    }
+}
+
 /// `POST /api/builds/N/restart`: an ended build is queued again (its jobs forgotten).
 pub(super) async fn api_restart(
     State(state): State<Arc<AppState>>,
@@ -519,7 +548,7 @@ pub(super) async fn api_cancel(
         Err(refused) => return *refused,
     };
     match row.state {
-        Status::Queued => {
+        Status::Queued | Status::Awaiting => {
             let _ =
                 state.db(|s| s.set_state(row.id, Status::Canceled, Some("canceled while queued")));
             state.changed(row.id);

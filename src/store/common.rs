@@ -105,7 +105,7 @@ impl Store {
                 "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
                  WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
                    AND pull_request IS NOT DISTINCT FROM $6
-                   AND state = 'queued' AND id < $5
+                   AND state IN ('queued', 'awaiting_approval') AND id < $5
                  RETURNING number",
                 &[
                     now().into(),
@@ -156,7 +156,7 @@ impl Store {
             .db()
             .query(
                 "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
-                 WHERE repo = $3 AND pull_request = $4 AND state = 'queued'
+                 WHERE repo = $3 AND pull_request = $4 AND state IN ('queued', 'awaiting_approval')
                  RETURNING id, number",
                 &[
                     now().into(),
@@ -371,6 +371,18 @@ impl Store {
             .map(|v| v.opt_int())
             .transpose()
             .map(Option::flatten)
+    }
+
+    pub(super) fn approve_awaiting(&mut self, id: i64, by: &str) -> Result<bool, StoreError> {
+        let changed = self.db().execute(
+            "UPDATE builds SET state = 'queued', reason = $2
+             WHERE id = $1 AND state = 'awaiting_approval'",
+            &[id.into(), format!("approved by {by}").as_str().into()],
+        )?;
+        if changed > 0 {
+            self.announce_build(id)?;
+        }
+        Ok(changed > 0)
     }
 
     /// The running builds node `node` holds.

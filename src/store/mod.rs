@@ -397,6 +397,10 @@ pub enum Status {
     /// Waiting for a worker.
     #[default]
     Queued,
+    /// A pull request from a fork waiting for someone with write access to approve it
+    /// (`fork_prs = "approve"`): it has not run.
+    #[serde(rename = "awaiting_approval")]
+    Awaiting,
     /// Being run.
     Running,
     /// Ended: every required job passed.
@@ -414,6 +418,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
+            Status::Awaiting => "awaiting_approval",
             Status::Running => "running",
             Status::Passed => "passed",
             Status::Failed => "failed",
@@ -426,6 +431,7 @@ impl Status {
     pub fn parse(name: &str) -> Result<Status, String> {
         Ok(match name {
             "queued" => Status::Queued,
+            "awaiting_approval" => Status::Awaiting,
             "running" => Status::Running,
             "passed" => Status::Passed,
             "failed" => Status::Failed,
@@ -437,7 +443,7 @@ impl Status {
 
     /// Queued or running: not ended yet.
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Queued | Status::Running)
+        matches!(self, Status::Queued | Status::Awaiting | Status::Running)
     }
 }
 
@@ -578,6 +584,26 @@ impl Store {
     /// Queues a build (durably: it is in the database when this returns).
     pub fn enqueue(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
         self.db().insert(b, Status::Queued)
+    }
+
+    /// Records a build that waits for an approval before it is queued, with the reason
+    /// `why` gives for its number: no node claims it meanwhile.
+    pub fn enqueue_awaiting(
+        &mut self,
+        b: &NewBuild,
+        why: impl FnOnce(u64) -> String,
+    ) -> Result<BuildRow, StoreError> {
+        let mut row = self.db().insert(b, Status::Awaiting)?;
+        let reason = why(row.number);
+        self.set_state(row.id, Status::Awaiting, Some(&reason))?;
+        row.reason = Some(reason);
+        Ok(row)
+    }
+
+    /// Queues build `id`, which awaited approval, saying who approved it; false when it
+    /// was not awaiting one (approved already, canceled).
+    pub fn approve(&mut self, id: i64, by: &str) -> Result<bool, StoreError> {
+        self.approve_awaiting(id, by)
     }
 
     /// Takes the oldest queued build and marks it running; `None` when the queue is empty.

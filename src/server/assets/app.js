@@ -154,7 +154,7 @@ function actions(data) {
       const body = await r.json().catch(() => ({}));
       if (r.ok) {
         localStorage.setItem("runway-token", token);
-        said.textContent = act === "cancel" ? "Canceling…" : "Restarted: queued again.";
+        said.textContent = { cancel: "Canceling…", approve: "Approved: queued." }[act] || "Restarted: queued again.";
         setTimeout(() => location.reload(), act === "cancel" ? 1500 : 600);
       } else {
         if (r.status === 401) localStorage.removeItem("runway-token");

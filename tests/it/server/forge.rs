@@ -50,7 +50,10 @@ fn ended(srv: &Server, n: u64) -> serde_json::Value {
     let mut last = serde_json::Value::Null;
     let done = came_true(|| {
         last = build(srv, n);
-        !matches!(last["state"].as_str(), Some("queued" | "running"))
+        !matches!(
+            last["state"].as_str(),
+            Some("queued" | "running" | "awaiting_approval")
+        )
     });
     assert!(done, "build #{n} never ended: {last}\n{}", log(srv, n));
     last
@@ -97,7 +100,7 @@ script:\n\
 \x20 - if [ \"$TRAVIS_PULL_REQUEST_BRANCH\" = slow ]; then echo SLOW-STARTED; sleep 600; fi\n\
 deploy:\n  provider: s3\n  bucket: never\n  on:\n    branch: release\n";
 
-const REPO_TOML: &str = "public = [\"PUBLIC_NAME\"]\nfork_prs = \"run\"\n[repo.env]\nSECRET_TOKEN = \"tok-8812-secret\"\nPUBLIC_NAME = \"shown-value\"\n";
+const REPO_TOML: &str = "public = [\"PUBLIC_NAME\"]\n[repo.env]\nSECRET_TOKEN = \"tok-8812-secret\"\nPUBLIC_NAME = \"shown-value\"\n";
 
 /// Issue 26, item 1 and 2 in part: a pull request from a branch and one from a fork
 /// build the merge of their head into master with Travis's variables, deploy nothing;
@@ -107,7 +110,7 @@ const REPO_TOML: &str = "public = [\"PUBLIC_NAME\"]\nfork_prs = \"run\"\n[repo.e
 /// cancel the pull requests' builds.
 #[test]
 fn pull_requests_build_the_merge_of_head_into_base() {
-    let s = Setup::new(PR_YML, "");
+    let s = Setup::new(PR_YML, "api_token_env = \"RUNWAY_TEST_API_TOKEN\"");
     let mut toml = std::fs::read_to_string(&s.config).unwrap();
     toml.push_str(REPO_TOML);
     std::fs::write(&s.config, toml).unwrap();
@@ -166,20 +169,58 @@ fn pull_requests_build_the_merge_of_head_into_base() {
         "runway wrote its merge into the repository it builds"
     );
 
-    // From a fork: no secret setting, the public one still there.
+    // From a fork: it waits for an approval (fork_prs = "approve", the default); a new
+    // push to it needs a new one; approved, it runs without the secret setting.
+    let fork_first = change(&s, "fork-work", &first, "feature.txt", "first try\n");
+    open_head(&s, "fork-work", 2);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 2, ("patch-1", &fork_first, "stranger/app"), &base),
+    );
+    assert_eq!(code, 202, "{said}");
+    let waiting = said["number"].as_u64().unwrap();
+    let w = build(&srv, waiting);
+    assert_eq!(w["state"], "awaiting_approval", "{w}");
+    assert!(
+        w["reason"]
+            .as_str()
+            .unwrap()
+            .contains("comes from a fork (stranger/app)"),
+        "{w}"
+    );
     let fork_head = change(&s, "fork-work", &first, "feature.txt", "from a fork\n");
     open_head(&s, "fork-work", 2);
     let (code, said) = deliver(
         &srv,
         "pull_request",
-        &github_pr("opened", 2, ("patch-1", &fork_head, "stranger/app"), &base),
+        &github_pr(
+            "synchronize",
+            2,
+            ("patch-1", &fork_head, "stranger/app"),
+            &base,
+        ),
     );
     assert_eq!(code, 202, "{said}");
+    assert_eq!(said["canceled"], serde_json::json!([waiting]), "{said}");
     let n2 = said["number"].as_u64().unwrap();
+    assert_eq!(build(&srv, n2)["state"], "awaiting_approval");
+    let approve = format!("/api/builds/{n2}/approve?repo=o/app");
+    let (code, text) = srv.request("POST", &approve, &[], b"");
+    assert_eq!(code, 401, "nobody approves without the token: {text}");
+    assert_eq!(build(&srv, n2)["state"], "awaiting_approval");
+    let bearer = format!("Bearer {API_TOKEN}");
+    let (code, text) = srv.request("POST", &approve, &[("Authorization", &bearer)], b"");
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = srv.request("POST", &approve, &[("Authorization", &bearer)], b"");
+    assert_eq!(code, 409, "approved once: {text}");
     let b2 = ended(&srv, n2);
     let text2 = log(&srv, n2);
     assert_eq!(b2["state"], "passed", "{b2}\n{text2}");
-    assert!(text2.contains("SLUG=stranger/app"), "{text2}");
+    assert!(
+        text2.contains(&format!("SHA={fork_head} SLUG=stranger/app")),
+        "{text2}"
+    );
     assert!(text2.contains("SECRET=none PUBLIC=shown-value"), "{text2}");
     assert!(!text2.contains("tok-8812"), "{text2}");
 
