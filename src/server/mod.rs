@@ -18,6 +18,7 @@
 //! queues it again.
 
 mod agents;
+mod badge;
 mod builder;
 mod caches;
 mod dispatch;
@@ -450,6 +451,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/builds/{n}", get(web::api_build))
         .route("/api/builds/{n}/cancel", post(web::api_cancel))
         .route("/api/builds/{n}/approve", post(web::api_approve))
+        .route("/badge/{owner}/{repo}", get(web::badge))
         .route("/api/builds/{n}/log", get(web::api_log))
         .route(
             "/hooks/github",

@@ -159,6 +159,64 @@ pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     }
 }
 
+/// `?branch=` of a badge.
+#[derive(Deserialize)]
+pub(super) struct BadgeQuery {
+    branch: Option<String>,
+}
+
+/// `GET /badge/OWNER/REPO.svg?branch=B`: the branch's badge (the default branch's
+/// without `branch`): the state of its last finished push build; "unknown" for a
+/// repository or branch runway has not built, never a 404 page in a README. Sent with
+/// `no-cache` and an ETag, so a README's image proxy asks again each time and gets
+/// `304` while the state holds.
+pub(super) async fn badge(
+    State(state): State<Arc<AppState>>,
+    UrlPath((owner, file)): UrlPath<(String, String)>,
+    Query(q): Query<BadgeQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let repo = format!("{owner}/{}", file.strip_suffix(".svg").unwrap_or(&file));
+    let configured = state.cfg.repo(&repo);
+    let branch = q
+        .branch
+        .filter(|b| !b.is_empty())
+        .or_else(|| configured.and_then(|r| r.default_branch.clone()))
+        .unwrap_or_else(|| "master".into());
+    let built = match configured {
+        Some(r) => state
+            .db(|s| s.branch_state(&r.name, &branch))
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let (value, colour) = super::badge::look(built);
+    let etag = format!("\"{value}\"");
+    let fresh = headers
+        .get(axum::http::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    let cache = [
+        (
+            axum::http::header::CACHE_CONTROL,
+            "no-cache, max-age=0, must-revalidate".to_string(),
+        ),
+        (axum::http::header::ETAG, etag),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, cache).into_response();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "image/svg+xml; charset=utf-8".to_string(),
+        )],
+        cache,
+        super::badge::svg("build", value, colour),
+    )
+        .into_response()
+}
+
 /// `POST /api/builds/N/approve`: a fork's pull request awaiting approval is queued.
 pub(super) async fn api_approve(
     State(state): State<Arc<AppState>>,

@@ -496,6 +496,20 @@ impl Store {
         )
     }
 
+    /// The state of the last finished push build of `repo`'s `branch` (a badge's).
+    pub fn branch_state(&self, repo: &str, branch: &str) -> Result<Option<Status>, StoreError> {
+        Ok(self
+            .builds_where(
+                "WHERE repo = $1 AND branch = $2 AND pull_request IS NULL
+                   AND finished_at IS NOT NULL
+                 ORDER BY id DESC LIMIT 1",
+                &[repo.into(), branch.into()],
+            )?
+            .into_iter()
+            .next()
+            .map(|b| b.state))
+    }
+
     /// Each repository's latest build, by repository.
     pub fn latest_per_repo(&self) -> Result<Vec<BuildRow>, StoreError> {
         self.builds_where(

@@ -498,3 +498,54 @@ fn cancel_and_restart_need_the_api_token() {
     b.click("#cancel");
     assert_eq!(site.ended(1), "canceled");
 }
+
+/// Issue 26, item 5: a branch's badge, as a README shows it, says the state of its
+/// last finished push build in Travis's words and colours; a repository or branch not
+/// built says "unknown" (an image, not a 404 page); `no-cache` with an ETag.
+#[test]
+fn a_branchs_badge_shows_its_last_state() {
+    let site = Site::new(
+        "language: shell\nscript: test -f ok\nnotifications:\n  email: false\n",
+        "",
+        &[],
+    );
+    let value = "document.getElementById('value').textContent";
+    let fill = "document.getElementById('state').getAttribute('fill')";
+    let mut b = Browser::open();
+    b.goto(&format!("{}/badge/o/app.svg", site.base));
+    assert_eq!(b.eval(value), json!("unknown"));
+    site.push();
+    assert_eq!(site.ended(1), "failed");
+    b.goto(&format!("{}/badge/o/app.svg?branch=master", site.base));
+    assert_eq!(
+        (b.eval(value), b.eval(fill)),
+        (json!("failing"), json!("#e05d44"))
+    );
+    std::fs::write(site.work.join("ok"), "").unwrap();
+    site.commit(
+        "language: shell\nscript: test -f ok\nnotifications:\n  email: false\n",
+        "ok",
+    );
+    site.push();
+    assert_eq!(site.ended(2), "passed");
+    b.goto(&format!("{}/badge/o/app.svg", site.base));
+    assert_eq!(
+        (b.eval(value), b.eval(fill)),
+        (json!("passing"), json!("#4c1"))
+    );
+    b.shot("badge-passing");
+    b.goto(&format!("{}/badge/o/app.svg?branch=nope", site.base));
+    assert_eq!(b.eval(value), json!("unknown"));
+    b.goto(&format!("{}/badge/x/unknown.svg", site.base));
+    assert_eq!(b.eval(value), json!("unknown"));
+    let raw = crate::common::server::http(&site.srv.addr, "GET", "/badge/o/app.svg", &[], b"");
+    assert_eq!(raw.0, 200);
+    let (code, _) = crate::common::server::http(
+        &site.srv.addr,
+        "GET",
+        "/badge/o/app.svg",
+        &[("If-None-Match", "\"passing\"")],
+        b"",
+    );
+    assert_eq!(code, 304, "unchanged: not sent again");
+}
