@@ -276,6 +276,7 @@ fn detach(
             message,
             commit_range: crate::event::commit_range(&u.old, &u.new),
             pull_request: None,
+            request: None,
         })?;
         let url = std::env::var("RUNWAY_PUBLIC_URL")
             .map(|u| {
@@ -419,6 +420,7 @@ pub fn run_hook(
                 .as_ref()
                 .and_then(|(_, r)| r.default_branch.clone()),
             pull_request: None,
+            request: None,
         };
         let request = request(git_dir, refs, opts, configured.as_ref())?;
         // The pusher reads this as `remote:` lines: folds and timers rendered for

@@ -166,6 +166,7 @@ impl RefFlags {
             repo_slug: None,
             default_branch: None,
             pull_request: None,
+            request: None,
         }
     }
 }

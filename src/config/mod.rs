@@ -16,6 +16,7 @@
 
 pub mod condition;
 pub mod diag;
+pub mod merge;
 pub mod model;
 pub mod schema;
 pub mod views;

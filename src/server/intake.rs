@@ -512,3 +512,118 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
         })
         .map_err(NotQueued::Store)
 }
+
+/// `POST /api/repos/OWNER/REPO/requests` (API token): Travis API v3's "trigger a build":
+/// `{"request": {"branch": B, "message": M, "config": {…}, "merge_mode": …}}`, a build
+/// of the branch's tip as event `api`, its config laid on the `.travis.yml` by the
+/// merge mode (`deep_merge` when none is named). Answered `202 {"number": N}`.
+pub(super) async fn api_request(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path((owner, name)): axum::extract::Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let headers: HeaderMap = req.headers().clone();
+    if let Err(refused) = super::web::authorized(&state, &headers) {
+        return *refused;
+    }
+    let body = match body_of(req, &headers, &state).await {
+        Ok(b) => b,
+        Err(answered) => return answered,
+    };
+    let bad = |why: String| answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("the body is not JSON: {e}")),
+    };
+    let r = v.get("request").unwrap_or(&v);
+    let mode = match r.get("merge_mode") {
+        None | Some(serde_json::Value::Null) => crate::config::merge::MergeMode::default(),
+        Some(m) => match serde_json::from_value(m.clone()) {
+            Ok(m) => m,
+            Err(_) => {
+                return bad(format!(
+                    "merge_mode {m} is not one of \"replace\", \"merge\", \"deep_merge\""
+                ));
+            }
+        },
+    };
+    let config = match r.get("config") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(c) if c.is_object() => Some(c.clone()),
+        Some(_) => return bad("config is not a mapping".into()),
+    };
+    if config
+        .as_ref()
+        .is_some_and(|c| c.to_string().len() > crate::config::merge::MAX_REQUEST_CONFIG)
+    {
+        return bad(format!(
+            "config is larger than {} bytes",
+            crate::config::merge::MAX_REQUEST_CONFIG
+        ));
+    }
+    let repo = format!("{owner}/{name}");
+    let Some(repo_cfg) = state.cfg.repo(&repo).cloned() else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("runway does not build {repo}")}),
+        );
+    };
+    let branch = r
+        .get("branch")
+        .and_then(|b| b.as_str())
+        .map(str::to_string)
+        .or_else(|| repo_cfg.default_branch.clone())
+        .unwrap_or_else(|| "master".into());
+    let message = r
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map(str::to_string);
+    // Travis validated the config before queuing: one that cannot be read is refused.
+    if let Some(c) = &config
+        && let Err(e) =
+            crate::config::merge::merged(None, c, crate::config::merge::MergeMode::Replace)
+    {
+        return bad(format!("config: {e}"));
+    }
+    let st = state.clone();
+    let queued = tokio::task::spawn_blocking(move || {
+        let source = super::sources::repository(&st.state_dir, &repo_cfg, None, None)
+            .map_err(NotQueued::Other)?;
+        let found = crate::source::Repo::open(&source).and_then(|r| {
+            let tip = r.ref_tip(&format!("refs/heads/{branch}"))?;
+            let info = r.commit(&tip).ok()?;
+            Some((tip, info.message))
+        });
+        let Some((commit, commit_message)) = found else {
+            return Ok(Queued::NotBuilt(format!(
+                "{} has no branch {branch}",
+                repo_cfg.name
+            )));
+        };
+        let mut nb = NewBuild::of(&crate::event::BuildEvent {
+            repo: repo_cfg.name.clone(),
+            branch: Some(branch),
+            event: crate::event::EventType::Api,
+            commit,
+            commit_message: message.unwrap_or(commit_message),
+            ..Default::default()
+        });
+        nb.request = config.map(|config| crate::store::ApiConfig {
+            config,
+            merge_mode: mode,
+        });
+        let row = st.db(|s| s.enqueue(&nb))?;
+        super::statuses::enqueue(&st, row.id);
+        Ok(Queued::Build(
+            Box::new(row),
+            crate::store::Superseded::default(),
+        ))
+    })
+    .await;
+    match queued {
+        Ok(Ok(Queued::NotBuilt(why))) => {
+            answer(StatusCode::NOT_FOUND, serde_json::json!({ "error": why }))
+        }
+        other => answer_queued(&state, other),
+    }
+}

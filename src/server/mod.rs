@@ -452,6 +452,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/builds/{n}/cancel", post(web::api_cancel))
         .route("/api/builds/{n}/approve", post(web::api_approve))
         .route("/badge/{owner}/{repo}", get(web::badge))
+        .route(
+            "/api/repos/{owner}/{repo}/requests",
+            post(intake::api_request),
+        )
         .route("/api/builds/{n}/log", get(web::api_log))
         .route(
             "/hooks/github",

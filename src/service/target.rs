@@ -45,6 +45,8 @@ pub struct RefArgs {
     pub default_branch: Option<String>,
     /// The pull request a queued build is of.
     pub pull_request: Option<crate::event::PullRequest>,
+    /// An API request's config, laid on the `.travis.yml` by its merge mode.
+    pub request: Option<crate::store::ApiConfig>,
 }
 
 impl RefArgs {
@@ -60,6 +62,7 @@ impl RefArgs {
             repo_slug: Some(row.repo.clone()),
             default_branch,
             pull_request: row.pull_request.clone(),
+            request: row.request.clone(),
         }
     }
 }
@@ -93,8 +96,29 @@ pub fn resolve(path: &Path, args: &RefArgs) -> Result<Target, ServiceError> {
         Some(r) if r.is_bare() || args.commit.is_some() => {
             let rev = args.commit.as_deref().unwrap_or("HEAD");
             let info = r.commit(rev)?;
-            config_bytes = r.read_file(&info.sha, ".travis.yml", config::MAX_CONFIG_BYTES)?;
-            config_name = ".travis.yml".to_string();
+            let file = r.read_file(&info.sha, ".travis.yml", config::MAX_CONFIG_BYTES);
+            (config_bytes, config_name) = match &args.request {
+                // An API request's config: put together with the file (if any).
+                Some(req) => {
+                    let text = file.ok().map(|b| String::from_utf8_lossy(&b).into_owned());
+                    let merged =
+                        config::merge::merged(text.as_deref(), &req.config, req.merge_mode)
+                            .map_err(|e| {
+                                ServiceError::Usage(format!("the API request's config: {e}"))
+                            })?;
+                    (
+                        merged.into_bytes(),
+                        format!(
+                            ".travis.yml with the API request's config ({})",
+                            serde_json::to_value(req.merge_mode)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        ),
+                    )
+                }
+                None => (file?, ".travis.yml".to_string()),
+            };
             fill_commit(&mut event, &info);
         }
         _ => {

@@ -39,6 +39,7 @@ fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
         author: next().text().unwrap_or_default(),
         mail: next().text().unwrap_or_default(),
         pull_request: super::pr_of(&next().text().unwrap_or_default()),
+        request: super::request_of(&next().text().unwrap_or_default()),
     })
 }
 

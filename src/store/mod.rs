@@ -104,6 +104,28 @@ pub struct NewBuild {
     pub commit_range: String,
     /// The pull request, for a pull request's build.
     pub pull_request: Option<crate::event::PullRequest>,
+    /// An API request's config and merge mode (JSON), for its build.
+    pub request: Option<ApiConfig>,
+}
+
+/// The config an API request sent, and how it meets the `.travis.yml`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiConfig {
+    /// The request's config.
+    pub config: serde_json::Value,
+    /// Its merge mode.
+    pub merge_mode: crate::config::merge::MergeMode,
+}
+
+/// The `request` column of an API request's config.
+pub(crate) fn request_column(r: Option<&ApiConfig>) -> String {
+    r.and_then(|r| serde_json::to_string(r).ok())
+        .unwrap_or_default()
+}
+
+/// The API request's config a `request` column holds (empty: none).
+pub(crate) fn request_of(text: &str) -> Option<ApiConfig> {
+    serde_json::from_str(text).ok()
 }
 
 impl NewBuild {
@@ -118,6 +140,7 @@ impl NewBuild {
             message: event.commit_message.clone(),
             commit_range: event.commit_range.clone(),
             pull_request: event.pull_request.clone(),
+            request: None,
         }
     }
 
@@ -178,6 +201,8 @@ pub struct BuildRow {
     pub mail: String,
     /// The pull request, for a pull request's build.
     pub pull_request: Option<crate::event::PullRequest>,
+    /// An API request's config, for its build.
+    pub request: Option<ApiConfig>,
 }
 
 /// A commit status waiting in the status outbox, claimed by one node to post.
@@ -285,7 +310,7 @@ const LOG_URL: &str = "log_url";
 
 /// The columns of a build row, in [`BuildRow`]'s order (both backends).
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
-     previous_state, commit_range, reason, message, author, mail, pr";
+     previous_state, commit_range, reason, message, author, mail, pr, request";
 
 /// A text column of a build set on its own.
 #[derive(Clone, Copy, Debug)]

@@ -119,6 +119,7 @@ ALTER TABLE builds ADD COLUMN jobs_started BIGINT NOT NULL DEFAULT 0;
     "
 ALTER TABLE builds ADD COLUMN pull_request BIGINT;
 ALTER TABLE builds ADD COLUMN pr TEXT NOT NULL DEFAULT '';
+ALTER TABLE builds ADD COLUMN request TEXT NOT NULL DEFAULT '';
 CREATE TABLE statuses (
   id BIGSERIAL PRIMARY KEY,
   build_id BIGINT NOT NULL,
@@ -169,6 +170,7 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
         author: r.try_get(14)?,
         mail: r.try_get(15)?,
         pull_request: super::pr_of(&r.try_get::<_, String>(16)?),
+        request: super::request_of(&r.try_get::<_, String>(17)?),
     })
 }
 
@@ -789,8 +791,8 @@ impl Backend for Inner {
         let made = tx.query_one(
             &format!(
                 "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state,
-                                     started_at, previous_state, commit_range, pull_request, pr)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+                                     started_at, previous_state, commit_range, pull_request, pr, request)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {COLUMNS}"
             ),
             &[
                 &b.repo,
@@ -806,6 +808,7 @@ impl Backend for Inner {
                 &b.commit_range,
                 &pr_number,
                 &pr,
+                &super::request_column(b.request.as_ref()),
             ],
         )?;
         let built = row(&made)?;

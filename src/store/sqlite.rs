@@ -132,6 +132,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         author: r.get(14)?,
         mail: r.get(15)?,
         pull_request: super::pr_of(&r.get::<_, String>(16)?),
+        request: super::request_of(&r.get::<_, String>(17)?),
     })
 }
 
@@ -190,6 +191,7 @@ impl Sqlite {
             ("builds", "jobs_started", "INTEGER NOT NULL DEFAULT 0"),
             ("builds", "pull_request", "INTEGER"),
             ("builds", "pr", "TEXT NOT NULL DEFAULT ''"),
+            ("builds", "request", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -284,9 +286,9 @@ impl Backend for Sqlite {
             .optional()?;
         tx.execute(
             "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
-                                 previous_state, commit_range, pull_request, pr)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range, pr_number, pr],
+                                 previous_state, commit_range, pull_request, pr, request)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range, pr_number, pr, super::request_column(b.request.as_ref())],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;

@@ -505,3 +505,72 @@ fn builds_post_their_states_to_the_forge_as_github_describes() {
         .1;
     assert!(page.contains("not posted yet"), "{page}");
 }
+
+/// Issue 26, item 4: `POST /api/repos/OWNER/REPO/requests` (the API token) builds a
+/// branch's tip as event `api`, its config laid on the `.travis.yml` by Travis's merge
+/// modes; without the token, with an unknown branch or merge mode, it is refused.
+#[test]
+fn api_requests_build_a_branch_with_each_merge_mode() {
+    let yml = "language: shell\nenv:\n  global:\n    - FROM_FILE=yes\nscript: echo \"FILE-SCRIPT ${FROM_FILE:-none} ${FROM_API:-none} $TRAVIS_EVENT_TYPE\"\nnotifications:\n  email: false\n";
+    let s = Setup::new(yml, "api_token_env = \"RUNWAY_TEST_API_TOKEN\"");
+    let srv = s.start();
+    let bearer = format!("Bearer {API_TOKEN}");
+    let ask = |body: serde_json::Value, token: Option<&str>| {
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(t) = token {
+            headers.push(("Authorization", t));
+        }
+        let (code, text) = srv.request(
+            "POST",
+            "/api/repos/o/app/requests",
+            &headers,
+            body.to_string().as_bytes(),
+        );
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|_| text.into()),
+        )
+    };
+    let request = |config: serde_json::Value, mode: &str| serde_json::json!({"request": {"branch": "master", "message": format!("api {mode}"), "config": config, "merge_mode": mode}});
+    let (code, said) = ask(request(serde_json::json!({}), "merge"), None);
+    assert_eq!(code, 401, "{said}");
+    let cases = [
+        (
+            "replace",
+            serde_json::json!({"language": "shell", "script": "echo \"REPLACED ${FROM_FILE:-none} $TRAVIS_EVENT_TYPE\""}),
+            "REPLACED none api",
+        ),
+        (
+            "merge",
+            serde_json::json!({"script": "echo \"MERGED ${FROM_FILE:-none} $TRAVIS_EVENT_TYPE\""}),
+            "MERGED yes api",
+        ),
+        (
+            "deep_merge",
+            serde_json::json!({"env": {"global": ["FROM_API=1"]}}),
+            "FILE-SCRIPT none 1 api",
+        ),
+    ];
+    for (mode, config, want) in cases {
+        let (code, said) = ask(request(config, mode), Some(&bearer));
+        assert_eq!(code, 202, "{mode}: {said}");
+        let n = said["number"].as_u64().unwrap();
+        let b = ended(&srv, n);
+        let text = log(&srv, n);
+        assert_eq!(b["state"], "passed", "{mode}: {b}\n{text}");
+        assert_eq!(b["event"], "api", "{b}");
+        assert_eq!(b["message"], format!("api {mode}"), "{b}");
+        assert!(text.contains(want), "{mode}: {text}");
+    }
+    let (code, said) = ask(
+        serde_json::json!({"request": {"branch": "nope"}}),
+        Some(&bearer),
+    );
+    assert_eq!(code, 404, "{said}");
+    let (code, said) = ask(
+        serde_json::json!({"request": {"branch": "master", "merge_mode": "squash"}}),
+        Some(&bearer),
+    );
+    assert_eq!(code, 400, "{said}");
+    assert!(said.to_string().contains("deep_merge"), "{said}");
+}
