@@ -217,6 +217,54 @@ pub struct RepoConfig {
     /// The statuses' context before `/push` or `/pr`.
     #[serde(default = "default_status_context")]
     pub status_context: String,
+    /// Scheduled builds (`[[repo.cron]]`).
+    #[serde(default)]
+    pub cron: Vec<CronConfig>,
+}
+
+/// `[[repo.cron]]`: a branch built on a schedule, as event `cron`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronConfig {
+    /// The branch whose tip is built.
+    pub branch: String,
+    /// How often.
+    pub interval: CronInterval,
+    /// Skipped when the branch had a build in the last 24 hours.
+    #[serde(default)]
+    pub dont_run_if_recent_build_exists: bool,
+}
+
+/// How often a cron runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CronInterval {
+    /// Every 24 hours.
+    Daily,
+    /// Every 7 days.
+    Weekly,
+    /// Every 30 days.
+    Monthly,
+}
+
+impl CronInterval {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CronInterval::Daily => "daily",
+            CronInterval::Weekly => "weekly",
+            CronInterval::Monthly => "monthly",
+        }
+    }
+
+    /// Its period in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            CronInterval::Daily => 86_400,
+            CronInterval::Weekly => 7 * 86_400,
+            CronInterval::Monthly => 30 * 86_400,
+        }
+    }
 }
 
 fn default_status_context() -> String {

@@ -21,6 +21,7 @@ mod agents;
 mod badge;
 mod builder;
 mod caches;
+mod crons;
 mod dispatch;
 pub mod hooks;
 mod intake;
@@ -336,6 +337,7 @@ pub async fn run(
 ) {
     let app = router(state.clone());
     let workers = tokio::spawn(builder::work(state.clone()));
+    let scheduling = tokio::spawn(crons::run(state.clone()));
     let posting = tokio::spawn(statuses::run(
         state.clone(),
         Arc::new(statuses::HttpPoster::new()),
@@ -379,6 +381,7 @@ pub async fn run(
         }
         workers.abort();
         posting.abort();
+        scheduling.abort();
         return;
     }
     // Otherwise the running builds get the grace period (this node's holds renewed
@@ -391,6 +394,7 @@ pub async fn run(
     }
     workers.abort();
     posting.abort();
+    scheduling.abort();
 }
 
 impl AppState {

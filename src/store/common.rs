@@ -386,6 +386,59 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Whether cron `period` of `repo`'s `branch` is due at `now` (seconds), taking it if
+    /// so: its next run is then `now + every`. A cron never run is due at once; one
+    /// whose runs were missed (every node down) runs once, not once per missed run.
+    /// One statement: of several nodes asking at once, one takes it.
+    pub fn take_cron(
+        &mut self,
+        repo: &str,
+        branch: &str,
+        period: &str,
+        now: i64,
+        every: i64,
+    ) -> Result<bool, StoreError> {
+        self.db().execute(
+            "INSERT INTO crons (repo, branch, period, next_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo, branch, period) DO NOTHING",
+            &[repo.into(), branch.into(), period.into(), now.into()],
+        )?;
+        let taken = self.db().execute(
+            "UPDATE crons SET next_at = $4, last_run = $5
+             WHERE repo = $1 AND branch = $2 AND period = $3 AND next_at <= $5",
+            &[
+                repo.into(),
+                branch.into(),
+                period.into(),
+                (now + every).into(),
+                now.into(),
+            ],
+        )?;
+        Ok(taken > 0)
+    }
+
+    /// When the next cron is due (seconds), if any is known.
+    pub fn next_cron_at(&self) -> Result<Option<i64>, StoreError> {
+        let rows = self.db().query("SELECT MIN(next_at) FROM crons", &[])?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|v| v.opt_int())
+            .transpose()
+            .map(Option::flatten)
+    }
+
+    /// Whether `repo`'s `branch` had a build (not a pull request's) started since `since`.
+    pub fn built_since(&self, repo: &str, branch: &str, since: i64) -> Result<bool, StoreError> {
+        Ok(!self
+            .builds_where(
+                "WHERE repo = $1 AND branch = $2 AND pull_request IS NULL AND started_at >= $3
+                 LIMIT 1",
+                &[repo.into(), branch.into(), since.into()],
+            )?
+            .is_empty())
+    }
+
     /// The running builds node `node` holds.
     pub fn held_by(&self, node: &str) -> Result<Vec<BuildRow>, StoreError> {
         self.builds_where(

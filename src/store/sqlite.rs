@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS outbox (
   last_error TEXT,
   state TEXT NOT NULL DEFAULT 'pending'
 );
+CREATE TABLE IF NOT EXISTS crons (
+  repo TEXT NOT NULL,
+  branch TEXT NOT NULL,
+  period TEXT NOT NULL,
+  next_at INTEGER NOT NULL,
+  last_run INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (repo, branch, period)
+);
 CREATE TABLE IF NOT EXISTS statuses (
   id INTEGER PRIMARY KEY,
   build_id INTEGER NOT NULL,

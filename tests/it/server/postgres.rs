@@ -408,3 +408,91 @@ fn requests_waiting_on_the_database_hold_up_no_other_request() {
         assert_eq!(code, 200, "{text}");
     }
 }
+
+/// Issue 26, item 4: `[[repo.cron]]` builds a branch's tip as event `cron` when due:
+/// once across two nodes starting together on one database; after a downtime that
+/// missed three daily runs, once (not three times); a cron with
+/// `dont_run_if_recent_build_exists` is skipped while the branch had a build in the
+/// last 24 hours.
+#[test]
+fn a_cron_runs_once_across_nodes_and_once_after_a_downtime() {
+    let url = crate::common::postgres::shared().database("cron");
+    let s = Setup::new(
+        "language: shell\nscript: echo \"event $TRAVIS_EVENT_TYPE\"\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"",
+    );
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("[[repo.cron]]\nbranch = \"master\"\ninterval = \"daily\"\n");
+    std::fs::write(&s.config, &toml).unwrap();
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+    ];
+    let crons = |srv: &Server| -> Vec<(u64, String)> {
+        srv.json("/api/builds")
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["event"] == "cron")
+            .map(|b| {
+                (
+                    b["number"].as_u64().unwrap(),
+                    b["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let read_schedule = |log: &std::sync::Arc<std::sync::Mutex<String>>| {
+        wait_for(
+            || log.lock().unwrap().contains("cron schedule read"),
+            "the schedule read",
+        )
+    };
+    let mut a = Server::start(&s.config, &s.state(), &env);
+    let a_log = said(&mut a);
+    let mut b = Server::start(&s.config_with("b", 2), &s.dir.path().join("state-b"), &env);
+    let b_log = said(&mut b);
+    read_schedule(&a_log);
+    read_schedule(&b_log);
+    wait_for(
+        || crons(&a).iter().all(|(_, st)| st == "passed") && !crons(&a).is_empty(),
+        "the cron build",
+    );
+    assert_eq!(crons(&a).len(), 1, "{:?}", crons(&a));
+    let n = crons(&a)[0].0;
+    let text = a
+        .request("GET", &format!("/api/builds/{n}/log"), &[], b"")
+        .1;
+    assert!(text.contains("event cron"), "{text}");
+    drop(a);
+    drop(b);
+
+    // Down for three days: the daily cron missed three runs.
+    let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    db.execute(
+        "UPDATE crons SET next_at = next_at - 4 * 86400, last_run = last_run - 3 * 86400",
+        &[],
+    )
+    .unwrap();
+    db.execute("UPDATE builds SET started_at = started_at - 3 * 86400", &[])
+        .unwrap();
+    let mut a = Server::start(&s.config, &s.state(), &env);
+    let a_log = said(&mut a);
+    read_schedule(&a_log);
+    wait_for(
+        || crons(&a).len() == 2 && crons(&a).iter().all(|(_, st)| st == "passed"),
+        "one more cron build",
+    );
+    let said_now = a_log.lock().unwrap().clone();
+    assert_eq!(
+        said_now.matches("cron build queued").count(),
+        1,
+        "{said_now}"
+    );
+    assert_eq!(
+        crons(&a).len(),
+        2,
+        "one run for the missed ones: {:?}",
+        crons(&a)
+    );
+}
