@@ -574,3 +574,130 @@ fn api_requests_build_a_branch_with_each_merge_mode() {
     assert_eq!(code, 400, "{said}");
     assert!(said.to_string().contains("deep_merge"), "{said}");
 }
+
+/// GitHub's own example deliveries (npm `@octokit/webhooks-examples`, pinned in
+/// tests/forge), as GitHub sends them, for a repository runway builds under their
+/// name: every `push` and `pull_request` example is queued or answered 200 with a
+/// reason, never refused or failed. With their commits made real (the examples name
+/// commits this repository cannot have), `opened` builds the merge with Travis's
+/// variables and `closed` cancels it.
+#[test]
+fn githubs_own_examples_build_or_are_answered_with_a_reason() {
+    let index = crate::common::contract::forge_dir()
+        .join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    let examples = |name: &str| -> Vec<serde_json::Value> {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap()["examples"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let s = Setup::new(PR_YML, "");
+    let toml = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("name = \"o/app\"", "name = \"Codertocat/Hello-World\"");
+    std::fs::write(&s.config, toml).unwrap();
+    let srv = s.start();
+    let send = |event: &str, v: &serde_json::Value| -> (u16, serde_json::Value) {
+        deliver(&srv, event, &serde_json::to_vec(v).unwrap())
+    };
+    let mut answered = Vec::new();
+    for (event, list) in [
+        ("push", examples("push")),
+        ("pull_request", examples("pull_request")),
+    ] {
+        assert!(!list.is_empty());
+        for v in &list {
+            let (code, said) = send(event, v);
+            let what = format!(
+                "{event} {}",
+                v["action"]
+                    .as_str()
+                    .unwrap_or(v["ref"].as_str().unwrap_or(""))
+            );
+            match code {
+                202 => assert!(said["number"].as_u64().is_some(), "{what}: {said}"),
+                200 => assert!(
+                    said["message"].as_str().is_some_and(|m| !m.is_empty()),
+                    "{what}: no reason: {said}"
+                ),
+                other => panic!("{what}: answered {other}: {said}"),
+            }
+            answered.push((what, code));
+        }
+    }
+    // A tag's creation is queued; its deletion, a push of a commit master is not at
+    // (a replay: master is at this repository's commit) and pull requests whose head
+    // is not here are answered, saying why.
+    assert_eq!(answered[0], ("push refs/tags/simple-tag".to_string(), 202));
+    assert!(
+        answered
+            .iter()
+            .any(|(w, c)| w == "push refs/heads/master" && *c == 200),
+        "{answered:?}"
+    );
+    assert!(
+        answered
+            .iter()
+            .any(|(w, c)| w == "pull_request labeled" && *c == 200),
+        "{answered:?}"
+    );
+
+    // The master push example with its commit made real: built, as a push.
+    let mut pushed = examples("push")
+        .into_iter()
+        .find(|v| v["ref"] == "refs/heads/master")
+        .unwrap();
+    pushed["after"] = s.head().into();
+    let (code, said) = send("push", &pushed);
+    assert_eq!(code, 202, "{said}");
+    let n = said["number"].as_u64().unwrap();
+    let b = ended(&srv, n);
+    assert_eq!(b["state"], "passed", "{b}\n{}", log(&srv, n));
+    assert!(
+        log(&srv, n).contains("PR=false BRANCH=master"),
+        "{}",
+        log(&srv, n)
+    );
+
+    // The first `opened` example with its head made real: built, with the variables.
+    let first = s.head();
+    let head = change(&s, "changes", &first, "feature.txt", "from the example\n");
+    open_head(&s, "changes", 2);
+    let mut opened = examples("pull_request")
+        .into_iter()
+        .find(|v| v["action"] == "opened")
+        .unwrap();
+    opened["pull_request"]["head"]["sha"] = head.clone().into();
+    opened["pull_request"]["base"]["sha"] = first.clone().into();
+    let (code, said) = send("pull_request", &opened);
+    assert_eq!(code, 202, "{said}");
+    let n = said["number"].as_u64().unwrap();
+    let b = ended(&srv, n);
+    let text = log(&srv, n);
+    assert_eq!(b["state"], "passed", "{b}\n{text}");
+    assert!(
+        text.contains(&format!(
+            "PR=2 BRANCH=master PRB=changes SHA={head} SLUG=Codertocat/Hello-World EVENT=pull_request"
+        )),
+        "{text}"
+    );
+    let closed = examples("pull_request")
+        .into_iter()
+        .find(|v| v["action"] == "closed")
+        .unwrap();
+    let (code, said) = send("pull_request", &closed);
+    assert_eq!(code, 200, "{said}");
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .contains("pull request #2 closed"),
+        "{said}"
+    );
+}
