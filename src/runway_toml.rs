@@ -674,6 +674,16 @@ mod tests {
             "from",
             "worker_labels",
             "[[worker]]",
+            "build_pushes",
+            "build_pull_requests",
+            "fork_prs",
+            "api_url",
+            "status_token_env",
+            "forge",
+            "status_context",
+            "[[repo.cron]]",
+            "interval",
+            "dont_run_if_recent_build_exists",
         ] {
             assert!(text.contains(key), "{key}");
         }
