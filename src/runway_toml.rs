@@ -198,6 +198,10 @@ pub struct RepoConfig {
     /// and `arch`): its settings go only to workers it trusts (`{ trust = "internal" }`).
     #[serde(default)]
     pub worker_labels: BTreeMap<String, String>,
+    /// Labels a worker must have to take the jobs of a pull request from a fork, instead
+    /// of `worker_labels` (a pool kept for strangers' code).
+    #[serde(default)]
+    pub fork_worker_labels: BTreeMap<String, String>,
     /// Pushes build (Travis's "Build pushed branches").
     #[serde(default = "yes")]
     pub build_pushes: bool,
@@ -677,6 +681,7 @@ mod tests {
             "build_pushes",
             "build_pull_requests",
             "fork_prs",
+            "fork_worker_labels",
             "api_url",
             "status_token_env",
             "forge",

@@ -232,7 +232,12 @@ pub(super) async fn claim(
             .cfg
             .repos
             .iter()
-            .flat_map(|r| r.worker_labels.keys().cloned())
+            .flat_map(|r| {
+                r.worker_labels
+                    .keys()
+                    .chain(r.fork_worker_labels.keys())
+                    .cloned()
+            })
             .collect();
         let offered = tasks::relevant(&c.labels, &asked);
         let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease));

@@ -113,7 +113,13 @@ impl JobExecutor for Dispatcher {
         if let Ok(Some(build)) = self.state.db(|s| s.by_id(self.build_id))
             && let Some(repo) = self.state.cfg.repo(&build.repo)
         {
-            needs.extend(repo.worker_labels.clone());
+            // A fork's pull request goes to the workers kept for strangers' code.
+            let fork = build.pull_request.as_ref().is_some_and(|p| p.fork);
+            if fork && !repo.fork_worker_labels.is_empty() {
+                needs.extend(repo.fork_worker_labels.clone());
+            } else {
+                needs.extend(repo.worker_labels.clone());
+            }
         }
         // The job as planned here is what the worker runs: it does not plan again.
         let spec =

@@ -6,7 +6,12 @@ use super::*;
 
 /// A GitHub `pull_request` delivery, shaped as GitHub sends it (the fields runway
 /// reads, as in `@octokit/webhooks-examples`).
-fn github_pr(action: &str, number: u64, head: (&str, &str, &str), base_sha: &str) -> Vec<u8> {
+pub(super) fn github_pr(
+    action: &str,
+    number: u64,
+    head: (&str, &str, &str),
+    base_sha: &str,
+) -> Vec<u8> {
     let (head_ref, head_sha, head_repo) = head;
     serde_json::to_vec(&serde_json::json!({
         "action": action,
@@ -23,7 +28,7 @@ fn github_pr(action: &str, number: u64, head: (&str, &str, &str), base_sha: &str
 }
 
 /// Delivers `body` as GitHub event `event`, signed; (status, body).
-fn deliver(srv: &Server, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
+pub(super) fn deliver(srv: &Server, event: &str, body: &[u8]) -> (u16, serde_json::Value) {
     let sig = format!("sha256={}", sign(SECRET, body));
     let (code, text) = srv.request(
         "POST",
@@ -61,7 +66,7 @@ fn ended(srv: &Server, n: u64) -> serde_json::Value {
 
 /// Pushes the work tree's `branch` to the hub as `refs/pull/N/head`, as a forge keeps
 /// a pull request's head; its sha.
-fn open_head(s: &Setup, branch: &str, number: u64) -> String {
+pub(super) fn open_head(s: &Setup, branch: &str, number: u64) -> String {
     git(
         &s.work,
         &[
@@ -76,7 +81,7 @@ fn open_head(s: &Setup, branch: &str, number: u64) -> String {
 }
 
 /// Commits `file` with `text` on `branch` (made from `from` when new); its sha.
-fn change(s: &Setup, branch: &str, from: &str, file: &str, text: &str) -> String {
+pub(super) fn change(s: &Setup, branch: &str, from: &str, file: &str, text: &str) -> String {
     if git(&s.work, &["branch", "--list", branch]).is_empty() {
         git(&s.work, &["checkout", "-q", "-b", branch, from]);
     } else {

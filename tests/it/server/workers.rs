@@ -1623,6 +1623,34 @@ fn a_repositorys_jobs_go_only_to_workers_with_its_labels() {
     }
 }
 
+/// Issue 26 (2): a fork's pull request goes only to the workers the repository keeps
+/// for strangers' code (`fork_worker_labels`); its pushes to those it trusts.
+#[test]
+fn a_forks_jobs_go_only_to_the_workers_kept_for_forks() {
+    use super::forge::{change, deliver, github_pr, open_head};
+    let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("worker_labels = { trust = \"internal\" }\nfork_worker_labels = { pool = \"forks\" }\nfork_prs = \"run\"\n");
+    std::fs::write(&s.config, toml).unwrap();
+    let srv = serve_for_workers(&s);
+    let dir = s.dir.path();
+    let _forks = Worker::start(dir, "forks", &[&srv], &["pool=forks"]);
+    let _trusted = Worker::start(dir, "trusted", &[&srv], &["trust=internal"]);
+    let first = s.head();
+    let n = queue(&srv, &first);
+    assert_eq!(running_on_or_done(&srv, n), "trusted");
+    let head = change(&s, "patch", &first, "f.txt", "x\n");
+    open_head(&s, "patch", 9);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 9, ("patch", &head, "stranger/app"), &first),
+    );
+    assert_eq!(code, 202, "{said}");
+    let n = said["number"].as_u64().unwrap();
+    assert_eq!(running_on_or_done(&srv, n), "forks");
+}
+
 /// The worker that took build `n`'s first job (running or ended).
 fn running_on_or_done(srv: &Server, n: u64) -> String {
     let mut who = String::new();
