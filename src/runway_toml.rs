@@ -202,6 +202,12 @@ pub struct RepoConfig {
     /// of `worker_labels` (a pool kept for strangers' code).
     #[serde(default)]
     pub fork_worker_labels: BTreeMap<String, String>,
+    /// A newer push to a branch cancels its older queued builds (default: the server's
+    /// `auto_cancel`).
+    pub auto_cancel_pushes: Option<bool>,
+    /// A newer push to a pull request cancels its older queued builds (default: the
+    /// server's `auto_cancel`).
+    pub auto_cancel_pull_requests: Option<bool>,
     /// Pushes build (Travis's "Build pushed branches").
     #[serde(default = "yes")]
     pub build_pushes: bool,
@@ -680,6 +686,8 @@ mod tests {
             "[[worker]]",
             "build_pushes",
             "build_pull_requests",
+            "auto_cancel_pushes",
+            "auto_cancel_pull_requests",
             "fork_prs",
             "fork_worker_labels",
             "api_url",

@@ -339,7 +339,8 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
             }
             // Auto-cancel only for the ref's newest state: a commit the ref has moved on
             // from (asked for by name on the generic endpoint) cancels nothing.
-            let canceled = if state.cfg.auto_cancel && row.branch.is_some() && !behind {
+            let auto = repo_cfg.auto_cancel_pushes.unwrap_or(state.cfg.auto_cancel);
+            let canceled = if auto && row.branch.is_some() && !behind {
                 s.cancel_superseded(&row)?
             } else {
                 crate::store::Superseded::default()
@@ -503,7 +504,10 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
                 row.state = crate::store::Status::Errored;
                 row.reason = Some(why.clone());
             }
-            let canceled = if state.cfg.auto_cancel {
+            let auto = repo_cfg
+                .auto_cancel_pull_requests
+                .unwrap_or(state.cfg.auto_cancel);
+            let canceled = if auto {
                 s.cancel_superseded(&row)?
             } else {
                 crate::store::Superseded::default()

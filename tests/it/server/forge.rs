@@ -321,6 +321,36 @@ fn pull_requests_build_the_merge_of_head_into_base() {
     assert_eq!(pb["event"], "push", "{pb}");
 }
 
+/// Issue 26 (1): auto-cancel per repository for pushes and pull requests, as Travis had
+/// it: with `auto_cancel_pull_requests = false` a new push to a pull request leaves its
+/// older build (waiting for approval) alone; a push's builds still supersede.
+#[test]
+fn auto_cancel_is_set_for_pushes_and_pull_requests_apart() {
+    let s = Setup::new(PR_YML, "");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str("auto_cancel_pull_requests = false\n");
+    std::fs::write(&s.config, toml).unwrap();
+    let srv = s.start();
+    let first = s.head();
+    let mut waiting = Vec::new();
+    for (i, text) in ["one\n", "two\n"].iter().enumerate() {
+        let head = change(&s, "fork", &first, "f.txt", text);
+        open_head(&s, "fork", 3);
+        let action = if i == 0 { "opened" } else { "synchronize" };
+        let (code, said) = deliver(
+            &srv,
+            "pull_request",
+            &github_pr(action, 3, ("fork", &head, "stranger/app"), &first),
+        );
+        assert_eq!(code, 202, "{said}");
+        assert_eq!(said["canceled"], serde_json::json!([]), "{said}");
+        waiting.push(said["number"].as_u64().unwrap());
+    }
+    for n in waiting {
+        assert_eq!(build(&srv, n)["state"], "awaiting_approval");
+    }
+}
+
 /// The statuses a contract server received for `sha`, as (context, state), in order.
 fn statuses_for(calls: &[crate::common::contract::Call], sha: &str) -> Vec<(String, String)> {
     calls
