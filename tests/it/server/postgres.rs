@@ -496,3 +496,82 @@ fn a_cron_runs_once_across_nodes_and_once_after_a_downtime() {
         crons(&a)
     );
 }
+
+/// Issue 26 (3): two nodes on one database both hear every change of a build, and its
+/// statuses are posted once each: queued, running, ended (the status outbox in the
+/// store, one row per build and phase, claimed by one node).
+#[test]
+fn statuses_are_posted_once_whichever_node_hears_the_change() {
+    let contract = crate::common::contract::Contract::github_statuses();
+    let url = crate::common::postgres::shared().database("statuses");
+    let s = Setup::new(
+        "language: shell\nscript: echo posted-once\nnotifications:\n  email: false\n",
+        "database_url_env = \"RUNWAY_TEST_DATABASE_URL\"\npublic_url = \"https://ci.example\"\nauto_cancel = false",
+    );
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str(&format!(
+        "api_url = \"http://{}\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n",
+        contract.addr
+    ));
+    std::fs::write(&s.config, &toml).unwrap();
+    let env = [
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_DATABASE_URL", url.as_str()),
+        ("RUNWAY_TEST_STATUS_TOKEN", "tok"),
+    ];
+    let a = Server::start(&s.config, &s.state(), &env);
+    let b = Server::start(&s.config_with("b", 0), &s.dir.path().join("state-b"), &env);
+    let sha = s.head();
+    let mut numbers = Vec::new();
+    for _ in 0..3 {
+        let (code, text) = generic(&b, "master", &sha);
+        assert_eq!(code, 202, "{text}");
+        numbers.push(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let descriptions = || -> Vec<(u64, String)> {
+        contract
+            .calls()
+            .iter()
+            .map(|c| {
+                let v = c.json();
+                let n = v["target_url"]
+                    .as_str()
+                    .and_then(|u| u.split("/builds/").nth(1))
+                    .and_then(|u| u.split('?').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                (n, v["description"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    };
+    let ends = came_true(|| {
+        let d = descriptions();
+        numbers
+            .iter()
+            .all(|n| d.iter().any(|(m, t)| m == n && t == "The build passed"))
+    });
+    assert!(ends, "every build's end posted: {:#?}", descriptions());
+    // Each node has heard every change by now (the ends came last); one post each.
+    wait_for(
+        || states(&a).iter().all(|(_, st)| st == "passed"),
+        "all passed",
+    );
+    let d = descriptions();
+    for n in &numbers {
+        for text in ["The build is queued", "The build passed"] {
+            let count = d.iter().filter(|(m, t)| m == n && t == text).count();
+            assert_eq!(count, 1, "build #{n}, {text:?}: {d:#?}");
+        }
+        let running = d
+            .iter()
+            .filter(|(m, t)| m == n && t == "The build is running")
+            .count();
+        assert!(running <= 1, "build #{n}: {d:#?}");
+    }
+    assert!(contract.calls().iter().all(|c| c.status == 201));
+    drop(b);
+}
