@@ -75,7 +75,7 @@ fn run_one(state: &AppState, repo: &RepoConfig, cron: &CronConfig) -> Option<Ran
         ..Default::default()
     });
     let row = state.db(|s| s.enqueue(&nb)).ok()?;
-    super::statuses::enqueue(state, row.id);
+    super::statuses::enqueue_row(state, &row);
     state
         .said_queued
         .lock()

@@ -36,7 +36,7 @@ pub(super) async fn intake(
             Intake::Closed { repo, number } => close_pull(&st, repo, *number),
         };
         if let Ok(Queued::Build(row, _)) = &queued {
-            super::statuses::enqueue(&st, row.id);
+            super::statuses::enqueue_row(&st, &row);
         }
         queued
     })
@@ -617,7 +617,7 @@ pub(super) async fn api_request(
             merge_mode: mode,
         });
         let row = st.db(|s| s.enqueue(&nb))?;
-        super::statuses::enqueue(&st, row.id);
+        super::statuses::enqueue_row(&st, &row);
         Ok(Queued::Build(
             Box::new(row),
             crate::store::Superseded::default(),

@@ -94,23 +94,29 @@ impl Poster for HttpPoster {
 /// statuses. True when one was added. (Intake calls it as it queues a build, so the
 /// `pending` of a build that ends at once is still posted first.)
 pub(super) fn enqueue(state: &AppState, id: i64) -> bool {
-    let Ok(Some(row)) = state.db(|s| s.by_id(id)) else {
-        return false;
-    };
+    match state.db(|s| s.by_id(id)) {
+        Ok(Some(row)) => enqueue_row(state, &row),
+        _ => false,
+    }
+}
+
+/// Puts the status of `row`'s phase, as the row has it, in the outbox: a caller that
+/// just queued a build posts its `pending` even when a node has claimed it since.
+pub(super) fn enqueue_row(state: &AppState, row: &crate::store::BuildRow) -> bool {
     let Some(repo) = state.cfg.repo(&row.repo) else {
         return false;
     };
     let Some(api_url) = repo.api_url.as_deref() else {
         return false;
     };
-    let phase = Phase::of(&row);
+    let phase = Phase::of(row);
     let to = forge::Target {
         forge: repo.forge,
         api_url,
         context: &repo.status_context,
         public_url: state.cfg.public_url.as_deref(),
     };
-    let req = forge::request(&to, &row, phase);
+    let req = forge::request(&to, row, phase);
     state
         .db(|s| s.queue_status(row.id, phase.key(), &row.repo, &req))
         .unwrap_or(false)
