@@ -36,7 +36,7 @@ pub(super) async fn intake(
             Intake::Closed { repo, number } => close_pull(&st, repo, *number),
         };
         if let Ok(Queued::Build(row, _)) = &queued {
-            super::statuses::enqueue_row(&st, &row);
+            super::statuses::enqueue_row(&st, row);
         }
         queued
     })
