@@ -38,9 +38,19 @@ impl Call {
     }
 }
 
+/// Checks one request as a forge's documentation describes it: Ok, or why not.
+pub type Check = fn(&Call) -> Result<(), String>;
+
+/// Where the recorder has requests answered: Prism, or a check of the documented fields.
+#[derive(Clone)]
+enum Upstream {
+    Prism(String),
+    Checked(Check),
+}
+
 /// A running contract server and its recorder.
 pub struct Contract {
-    prism: crate::common::Lines,
+    prism: Option<crate::common::Lines>,
     /// Where runway sends its requests (the recorder).
     pub addr: String,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -66,6 +76,14 @@ impl Contract {
         Contract::start(&forge_dir().join("github-statuses.json"))
     }
 
+    /// GitLab's commit status call (`POST /projects/:id/statuses/:sha`), checked against
+    /// the fields its API documentation gives (docs.gitlab.com, "Commits API", "Set the
+    /// pipeline status of a commit"): GitLab publishes no machine-readable description
+    /// of it.
+    pub fn gitlab_statuses() -> Contract {
+        Contract::record(Upstream::Checked(check_gitlab_status), None)
+    }
+
     /// Prism serving `spec`, behind a recorder.
     pub fn start(spec: &Path) -> Contract {
         let port = crate::common::free_port();
@@ -83,7 +101,10 @@ impl Contract {
         let prism = crate::common::Lines::spawn(&mut cmd, true);
         let (seen, up) = prism.wait_for("Prism is listening", 120);
         assert!(up, "prism did not start: {seen:#?}");
-        let upstream = format!("127.0.0.1:{port}");
+        Contract::record(Upstream::Prism(format!("127.0.0.1:{port}")), Some(prism))
+    }
+
+    fn record(upstream: Upstream, prism: Option<crate::common::Lines>) -> Contract {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -113,8 +134,62 @@ impl Contract {
     }
 }
 
+/// The documented fields of GitLab's `POST /projects/:id/statuses/:sha`.
+fn check_gitlab_status(c: &Call) -> Result<(), String> {
+    let rest = c.path.strip_prefix("/api/v4").unwrap_or_default();
+    let parts: Vec<&str> = rest.split('/').collect();
+    let ok_path = parts.len() == 5
+        && parts[1] == "projects"
+        && !parts[2].is_empty()
+        && !parts[2].contains('/')
+        && parts[3] == "statuses"
+        && parts[4].len() == 40
+        && parts[4].chars().all(|ch| ch.is_ascii_hexdigit());
+    if c.method != "POST" || !ok_path {
+        return Err(format!(
+            "not POST /projects/:id/statuses/:sha: {} {}",
+            c.method, c.path
+        ));
+    }
+    if c.header("private-token").is_none_or(str::is_empty) {
+        return Err("no PRIVATE-TOKEN header".into());
+    }
+    let v = c.json();
+    let Some(fields) = v.as_object() else {
+        return Err("the body is not a JSON object".into());
+    };
+    for (k, value) in fields {
+        match k.as_str() {
+            "state" => {
+                let s = value.as_str().unwrap_or_default();
+                if ![
+                    "pending", "running", "success", "failed", "canceled", "skipped",
+                ]
+                .contains(&s)
+                {
+                    return Err(format!("state {value} is not one GitLab takes"));
+                }
+            }
+            "ref" | "name" | "context" | "target_url" | "description" => {
+                if !(value.is_string() || value.is_null()) {
+                    return Err(format!("{k} is not a string"));
+                }
+                if k == "description" && value.as_str().is_some_and(|d| d.chars().count() > 255) {
+                    return Err("description longer than 255".into());
+                }
+            }
+            "coverage" | "pipeline_id" => {}
+            other => return Err(format!("{other} is not a field of the call")),
+        }
+    }
+    if !fields.contains_key("state") {
+        return Err("no state".into());
+    }
+    Ok(())
+}
+
 /// Reads one request from `conn`, has the contract server answer it, answers the same.
-fn relay(mut conn: TcpStream, upstream: &str, calls: &Mutex<Vec<Call>>) {
+fn relay(mut conn: TcpStream, upstream: &Upstream, calls: &Mutex<Vec<Call>>) {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
     let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -142,7 +217,8 @@ fn relay(mut conn: TcpStream, upstream: &str, calls: &Mutex<Vec<Call>>) {
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     let _ = reader.read_exact(&mut body);
-    let pass: Vec<(&str, &str)> = headers
+    let forwarded = headers.clone();
+    let pass: Vec<(&str, &str)> = forwarded
         .iter()
         .filter(|(k, _)| {
             matches!(
@@ -152,15 +228,25 @@ fn relay(mut conn: TcpStream, upstream: &str, calls: &Mutex<Vec<Call>>) {
         })
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let (status, answer) = crate::common::server::http(upstream, &method, &path, &pass, &body);
-    calls.lock().unwrap().push(Call {
+    let mut call = Call {
         method,
         path,
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-        status,
-        answer: answer.clone(),
-    });
+        status: 0,
+        answer: String::new(),
+    };
+    (call.status, call.answer) = match upstream {
+        Upstream::Prism(addr) => {
+            crate::common::server::http(addr, &call.method, &call.path, &pass, &body)
+        }
+        Upstream::Checked(check) => match check(&call) {
+            Ok(()) => (201, "{\"id\": 1}".to_string()),
+            Err(why) => (400, serde_json::json!({ "message": why }).to_string()),
+        },
+    };
+    let (status, answer) = (call.status, call.answer.clone());
+    calls.lock().unwrap().push(call);
     let _ = write!(
         conn,
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -172,7 +258,9 @@ impl Drop for Contract {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect(&self.addr);
-        let _ = self.prism.child.kill();
-        let _ = self.prism.child.wait();
+        if let Some(p) = self.prism.as_mut() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
     }
 }

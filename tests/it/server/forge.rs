@@ -736,3 +736,127 @@ fn githubs_own_examples_build_or_are_answered_with_a_reason() {
         "{said}"
     );
 }
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/forge")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Issue 26 (1, 3): GitLab's merge request and Gitea's pull request deliveries, in the
+/// shapes their documentation gives (fixtures naming their source), build the merge
+/// with Travis's variables; GitLab gets its statuses on its own call, each request
+/// checked against the fields GitLab documents.
+#[test]
+fn gitlab_and_gitea_pull_requests_build_and_gitlab_gets_its_statuses() {
+    let recorder = crate::common::contract::Contract::gitlab_statuses();
+    let s = Setup::new(PR_YML, "public_url = \"https://ci.example\"");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str(&format!(
+        "forge = \"gitlab\"\napi_url = \"http://{}/api/v4\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n",
+        recorder.addr
+    ));
+    std::fs::write(&s.config, toml).unwrap();
+    let srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_STATUS_TOKEN", "glpat-77"),
+        ],
+    );
+    let first = s.head();
+    let head = change(&s, "ms-viewport", &first, "feature.txt", "from gitlab\n");
+    git(
+        &s.work,
+        &[
+            "push",
+            "-q",
+            "-f",
+            "hub",
+            "ms-viewport:refs/merge-requests/1/head",
+        ],
+    );
+    let mut mr = fixture("gitlab-merge-request.json");
+    mr["project"]["path_with_namespace"] = "o/app".into();
+    mr["object_attributes"]["source"]["path_with_namespace"] = "o/app".into();
+    mr["object_attributes"]["target"]["path_with_namespace"] = "o/app".into();
+    mr["object_attributes"]["last_commit"]["id"] = head.clone().into();
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/gitlab",
+        &[
+            ("X-Gitlab-Token", SECRET),
+            ("X-Gitlab-Event", "Merge Request Hook"),
+        ],
+        &serde_json::to_vec(&mr).unwrap(),
+    );
+    assert_eq!(code, 202, "{text}");
+    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    let b = ended(&srv, n);
+    let out = log(&srv, n);
+    assert_eq!(b["state"], "passed", "{b}\n{out}");
+    assert!(
+        out.contains(&format!(
+            "PR=1 BRANCH=master PRB=ms-viewport SHA={head} SLUG=o/app"
+        )),
+        "{out}"
+    );
+    let done = came_true(|| {
+        recorder
+            .calls()
+            .last()
+            .is_some_and(|c| c.json()["state"] == "success")
+    });
+    assert!(done, "{:#?}", recorder.calls());
+    let calls = recorder.calls();
+    for c in &calls {
+        assert_eq!(
+            c.status, 201,
+            "GitLab's documented fields: {}: {c:?}",
+            c.answer
+        );
+        assert_eq!(c.path, format!("/api/v4/projects/o%2Fapp/statuses/{head}"));
+        assert_eq!(c.header("private-token"), Some("glpat-77"));
+        assert_eq!(c.json()["name"], "runway/pr");
+    }
+    assert_eq!(calls[0].json()["state"], "pending");
+
+    // Gitea: no merge ref of its own; runway merges.
+    let gitea_head = change(&s, "update-readme", &first, "feature.txt", "from gitea\n");
+    open_head(&s, "update-readme", 2);
+    let mut pr = fixture("gitea-pull-request.json");
+    pr["number"] = 2.into();
+    pr["pull_request"]["number"] = 2.into();
+    pr["repository"]["full_name"] = "o/app".into();
+    pr["pull_request"]["head"]["sha"] = gitea_head.clone().into();
+    pr["pull_request"]["head"]["repo"]["full_name"] = "o/app".into();
+    pr["pull_request"]["base"]["sha"] = first.clone().into();
+    let body = serde_json::to_vec(&pr).unwrap();
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/gitea",
+        &[
+            ("X-Gitea-Event", "pull_request"),
+            ("X-Gitea-Signature", &sign(SECRET, &body)),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    let b = ended(&srv, n);
+    let out = log(&srv, n);
+    assert_eq!(b["state"], "passed", "{b}\n{out}");
+    assert!(
+        out.contains(&format!(
+            "PR=2 BRANCH=master PRB=update-readme SHA={gitea_head}"
+        )),
+        "{out}"
+    );
+    assert_ne!(b["commit"], gitea_head.as_str(), "the merge, not the head");
+}
