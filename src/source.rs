@@ -229,6 +229,37 @@ fn merge_env(cmd: &mut std::process::Command, seconds: &str) {
         .env("GIT_COMMITTER_DATE", &date);
 }
 
+/// How long runway's merge of a pull request may take (a pushed tree can be made to
+/// make git work for long).
+const MERGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Runs `cmd` to its end and returns what it printed, or kills it after `limit`.
+fn output_within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out,
+        Err(_) => {
+            // SAFETY: kill(2) of our child, which the waiting thread has not reaped (it
+            // reports here first, and we have not heard from it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = rx.recv();
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("took longer than {} s; stopped", limit.as_secs()),
+            ))
+        }
+    }
+}
+
 /// Makes, in repository `dir`, the merge commit of `head` into `base` that GitHub's
 /// `refs/pull/N/merge` would be (first parent the base, second the head, `message`),
 /// writing objects only (no ref moves, no work tree), and returns its sha. The same two
@@ -240,9 +271,8 @@ pub fn merge(dir: &Path, base: &str, head: &str, message: &str) -> Result<String
         let mut cmd = Command::new("git");
         cmd.arg("-C").arg(dir).args(args);
         merge_env(&mut cmd, seconds);
-        cmd.stdin(Stdio::null())
-            .output()
-            .map_err(|e| MergeError::Git(format!("git: {e}")))
+        cmd.stdin(Stdio::null());
+        output_within(cmd, MERGE_TIMEOUT).map_err(|e| MergeError::Git(format!("git: {e}")))
     };
     let when = git(&["log", "-1", "--format=%ct", head, "--"], "0")?;
     if !when.status.success() {

@@ -40,8 +40,15 @@ pub fn merges_repo(state_dir: &Path, name: &str, source: &Path) -> Result<PathBu
         .ok_or_else(|| format!("{} is not a git repository", source.display()))?;
     let objects = objects.canonicalize().map_err(io)?;
     let alternates = dir.join("objects").join("info").join("alternates");
-    std::fs::create_dir_all(alternates.parent().expect("objects/info")).map_err(io)?;
-    std::fs::write(&alternates, format!("{}\n", objects.display())).map_err(io)?;
+    let line = format!("{}\n", objects.display());
+    if std::fs::read_to_string(&alternates).ok().as_deref() != Some(line.as_str()) {
+        // Written beside and renamed: git reading it meanwhile sees the old or the new.
+        let info = alternates.parent().expect("objects/info");
+        std::fs::create_dir_all(info).map_err(io)?;
+        let tmp = tempfile::NamedTempFile::new_in(info).map_err(io)?;
+        std::fs::write(tmp.path(), &line).map_err(io)?;
+        tmp.persist(&alternates).map_err(|e| io(e.error))?;
+    }
     Ok(dir)
 }
 
