@@ -60,7 +60,7 @@ pub fn script_json(v: &serde_json::Value) -> String {
 fn took(r: &BuildRow) -> String {
     let Some(f) = r.finished_at else {
         return if r.state.is_active() {
-            r.state.as_str().into()
+            r.state.as_str().replace('_', " ")
         } else {
             "-".into()
         };
@@ -78,7 +78,10 @@ fn href(r: &BuildRow) -> String {
 }
 
 fn badge(state: &str) -> String {
-    format!("<span class=\"badge {state}\">{state}</span>")
+    format!(
+        "<span class=\"badge {state}\">{}</span>",
+        state.replace('_', " ")
+    )
 }
 
 fn when(secs: i64) -> String {
@@ -285,7 +288,10 @@ fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
         author = esc(&r.author),
         what = esc(&what(r)),
         event = esc(&r.event),
-        started = if r.state == crate::store::Status::Queued {
+        started = if matches!(
+            r.state,
+            crate::store::Status::Queued | crate::store::Status::Awaiting
+        ) {
             "queued"
         } else {
             "started"

@@ -549,3 +549,59 @@ fn a_branchs_badge_shows_its_last_state() {
     );
     assert_eq!(code, 304, "unchanged: not sent again");
 }
+
+/// Issue 26 (2): a fork's pull request waits on its page, saying why, with "Approve and
+/// run" for whoever has the API token; approved, it runs and passes.
+#[test]
+fn a_forks_pull_request_is_approved_on_its_page() {
+    let yml = "language: shell\nscript: echo \"from $TRAVIS_PULL_REQUEST_SLUG\"\nnotifications:\n  email: false\n";
+    let site = Site::new(
+        yml,
+        "api_token_env = \"RUNWAY_TEST_API_TOKEN\"\n",
+        &[("RUNWAY_TEST_API_TOKEN", "t0ken")],
+    );
+    let base = git(&site.work, &["rev-parse", "HEAD"]);
+    git(&site.work, &["checkout", "-q", "-b", "patch"]);
+    std::fs::write(site.work.join("f.txt"), "x\n").unwrap();
+    git(&site.work, &["add", "f.txt"]);
+    git(&site.work, &["commit", "-q", "-m", "a stranger's change"]);
+    git(&site.work, &["push", "-q", "hub", "patch:refs/pull/3/head"]);
+    let head = git(&site.work, &["rev-parse", "HEAD"]);
+    let body = json!({"action": "opened", "number": 3, "pull_request": {
+        "number": 3, "title": "t",
+        "head": {"ref": "patch", "sha": head, "repo": {"full_name": "stranger/app"}},
+        "base": {"ref": "master", "sha": base, "repo": {"full_name": "o/app"}}},
+        "repository": {"full_name": "o/app"}})
+    .to_string();
+    let sig = format!(
+        "sha256={}",
+        crate::common::server::sign("s", body.as_bytes())
+    );
+    let (code, text) = site.srv.request(
+        "POST",
+        "/hooks/github",
+        &[
+            ("X-GitHub-Event", "pull_request"),
+            ("X-Hub-Signature-256", &sig),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(code, 202, "{text}");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    let why =
+        b.until("document.querySelector('.why') && document.querySelector('.why').textContent");
+    assert!(
+        why.as_str()
+            .unwrap()
+            .contains("comes from a fork (stranger/app)"),
+        "{why}"
+    );
+    b.shot("build-awaiting-approval");
+    b.op(json!({"op": "answer", "value": "t0ken"}));
+    b.click("#approve");
+    b.until("(() => { const t = document.querySelector('.actions .said'); return t && /Approved/.test(t.textContent); })()");
+    assert_eq!(site.ended(1), "passed");
+    let log = site.srv.request("GET", "/api/builds/1/log", &[], b"").1;
+    assert!(log.contains("from stranger/app"), "{log}");
+}
