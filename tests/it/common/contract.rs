@@ -76,6 +76,14 @@ impl Contract {
         Contract::start(&forge_dir().join("github-statuses.json"))
     }
 
+    /// Gitea's statuses call, from Gitea's own description (tests/forge/gitea-statuses.json,
+    /// its source named there). Served at `/repos/…` (Prism leaves out `basePath`).
+    pub fn gitea_statuses() -> Contract {
+        Contract::start(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/forge/gitea-statuses.json"),
+        )
+    }
+
     /// GitLab's commit status call (`POST /projects/:id/statuses/:sha`), checked against
     /// the fields its API documentation gives (docs.gitlab.com, "Commits API", "Set the
     /// pipeline status of a commit"): GitLab publishes no machine-readable description

@@ -860,3 +860,67 @@ fn gitlab_and_gitea_pull_requests_build_and_gitlab_gets_its_statuses() {
     );
     assert_ne!(b["commit"], gitea_head.as_str(), "the merge, not the head");
 }
+
+/// Issue 26 (3): Gitea's pull request posts its statuses on Gitea's call, every request
+/// valid by Gitea's own API description (Prism answers anything else 400).
+#[test]
+fn gitea_gets_its_statuses_as_its_description_says() {
+    let contract = crate::common::contract::Contract::gitea_statuses();
+    let s = Setup::new(PR_YML, "public_url = \"https://ci.example\"");
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str(&format!(
+        "forge = \"gitea\"\napi_url = \"http://{}\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n",
+        contract.addr
+    ));
+    std::fs::write(&s.config, toml).unwrap();
+    let srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_STATUS_TOKEN", "gitea-tok"),
+        ],
+    );
+    let first = s.head();
+    let head = change(&s, "update-readme", &first, "feature.txt", "from gitea\n");
+    open_head(&s, "update-readme", 4);
+    let mut pr = fixture("gitea-pull-request.json");
+    pr["number"] = 4.into();
+    pr["pull_request"]["number"] = 4.into();
+    pr["repository"]["full_name"] = "o/app".into();
+    pr["pull_request"]["head"]["sha"] = head.clone().into();
+    pr["pull_request"]["head"]["repo"]["full_name"] = "o/app".into();
+    pr["pull_request"]["base"]["sha"] = first.clone().into();
+    let body = serde_json::to_vec(&pr).unwrap();
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/gitea",
+        &[
+            ("X-Gitea-Event", "pull_request"),
+            ("X-Gitea-Signature", &sign(SECRET, &body)),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(ended(&srv, n)["state"], "passed");
+    let done = came_true(|| {
+        contract
+            .calls()
+            .last()
+            .is_some_and(|c| c.json()["state"] == "success")
+    });
+    assert!(done, "{:#?}", contract.calls());
+    for c in contract.calls() {
+        assert_eq!(
+            c.status, 201,
+            "Gitea's description refused {c:?}: {}",
+            c.answer
+        );
+        assert_eq!(c.path, format!("/repos/o/app/statuses/{head}"));
+        assert_eq!(c.header("authorization"), Some("token gitea-tok"));
+        assert_eq!(c.json()["context"], "runway/pr");
+    }
+}
