@@ -368,7 +368,10 @@ fn commit_pack(state: &AppState, build_id: i64, have: &[String]) -> Result<Vec<u
         .cfg
         .repo(&build.repo)
         .ok_or("the repository is no longer in runway.toml")?;
-    let path = super::sources::of_build(&state.state_dir, repo, &build, None)?;
+    let mut build = build;
+    let record =
+        |r: &crate::store::BuildRow| state.db(|s| s.set_merge(r)).map_err(|e| e.to_string());
+    let path = super::sources::of_build(&state.state_dir, repo, &mut build, None, &record)?;
     let have: String = have.iter().map(|h| format!("{h}\n")).collect();
     let known = git_run(&path, &["cat-file", "--batch-check"], Some(have.as_bytes()))?;
     let mut revs = format!("{}\n", build.commit);

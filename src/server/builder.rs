@@ -392,7 +392,15 @@ fn build(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
         .unwrap_or_else(|| state.live.start(row.id, None));
     let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
     let mut err = LiveWriter(live.clone());
-    let source = super::sources::of_build(&state.state_dir, &repo, &row, Some(&cancel));
+    let mut row = row;
+    let record = |r: &BuildRow| {
+        state
+            .db(|s| s.set_merge(r))
+            .map(|_| state.changed(r.id))
+            .map_err(|e| e.to_string())
+    };
+    let source =
+        super::sources::of_build(&state.state_dir, &repo, &mut row, Some(&cancel), &record);
     let result = source.and_then(|path| {
         let request = request(state, &repo, &row, path, cancel, live.clone());
         let mut problems = LiveWriter(live.clone());

@@ -383,8 +383,26 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
             repo_cfg.name
         )));
     }
-    let source = super::sources::repository(&state.state_dir, repo_cfg, Some(&p.head_sha), None)
-        .map_err(NotQueued::Other)?;
+    // A remote repository is fetched now, within intake_fetch_secs; a git host slower
+    // than that gets the build queued with its merge to be made when it runs.
+    let source = match repo_cfg.local_path() {
+        Some(p) => p,
+        None => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (dir, repo, head) = (
+                state.state_dir.clone(),
+                repo_cfg.clone(),
+                p.head_sha.clone(),
+            );
+            std::thread::spawn(move || {
+                let _ = tx.send(mirror::sync(&dir, &repo, Some(&head), None));
+            });
+            match rx.recv_timeout(Duration::from_secs(state.cfg.intake_fetch_secs)) {
+                Ok(Ok(path)) => path,
+                _ => return queue_pull_later(state, repo_cfg, p),
+            }
+        }
+    };
     let repo = crate::source::Repo::open(&source)
         .ok_or_else(|| NotQueued::Other(format!("{} is not a git repository", source.display())))?;
     if !repo.has_commit(&p.head_sha) {
@@ -473,6 +491,19 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
             return Ok(Queued::NotBuilt(format!("not built: {}", decision.reason)));
         }
     }
+    record_pull(state, repo_cfg, p, &event, unmergeable)
+}
+
+/// Records a pull request's build: once per delivery and head (a duplicate is said),
+/// waiting for an approval when it comes from a fork and `fork_prs = "approve"`, errored
+/// when `unmergeable` says why; superseding the pull request's older builds.
+fn record_pull(
+    state: &AppState,
+    repo_cfg: &crate::runway_toml::RepoConfig,
+    p: &PullDelivery,
+    event: &crate::event::BuildEvent,
+    unmergeable: Option<String>,
+) -> Result<Queued, NotQueued> {
     let window = state.cfg.delivery_window_secs as i64;
     state
         .db(|s| {
@@ -484,8 +515,10 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
                 }
             }
             let waits = p.fork() && repo_cfg.fork_prs == crate::runway_toml::ForkPrs::Approve;
-            let mut row = if waits && unmergeable.is_none() {
-                s.enqueue_awaiting(&NewBuild::of(&event), |n| {
+            let row = if let Some(why) = &unmergeable {
+                s.record_errored(&NewBuild::of(event), why)?
+            } else if waits {
+                s.enqueue_awaiting(&NewBuild::of(event), |n| {
                     format!(
                         "awaiting approval: pull request #{} comes from a fork ({}); someone with write access approves it on the build's page or with POST /api/builds/{n}/approve?repo={}",
                         p.number,
@@ -494,15 +527,10 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
                     )
                 })?
             } else {
-                s.enqueue(&NewBuild::of(&event))?
+                s.enqueue(&NewBuild::of(event))?
             };
             for key in &keys {
                 s.record_delivery(key, row.id, since)?;
-            }
-            if let Some(why) = &unmergeable {
-                s.set_state(row.id, crate::store::Status::Errored, Some(why))?;
-                row.state = crate::store::Status::Errored;
-                row.reason = Some(why.clone());
             }
             let auto = repo_cfg
                 .auto_cancel_pull_requests
@@ -515,6 +543,34 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
             Ok(Queued::Build(Box::new(row), canceled))
         })
         .map_err(NotQueued::Store)
+}
+
+/// A pull request whose repository could not be fetched within intake_fetch_secs:
+/// queued on its head, its merge into the base made when the build runs
+/// ([`super::sources::of_build`]), which then also decides whether it builds.
+fn queue_pull_later(
+    state: &AppState,
+    repo_cfg: &crate::runway_toml::RepoConfig,
+    p: &PullDelivery,
+) -> Result<Queued, NotQueued> {
+    let event = crate::event::BuildEvent {
+        repo: repo_cfg.name.clone(),
+        branch: Some(p.base_branch.clone()),
+        event: crate::event::EventType::PullRequest,
+        commit: p.head_sha.clone(),
+        commit_message: p.title.clone(),
+        pull_request: Some(crate::event::PullRequest {
+            number: p.number,
+            head_branch: p.head_branch.clone(),
+            head_sha: p.head_sha.clone(),
+            head_slug: p.head_slug.clone(),
+            base_sha: String::new(),
+            fork: p.fork(),
+            merged_by_runway: true,
+        }),
+        ..Default::default()
+    };
+    record_pull(state, repo_cfg, p, &event, None)
 }
 
 /// `POST /api/repos/OWNER/REPO/requests` (API token): Travis API v3's "trigger a build":

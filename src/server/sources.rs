@@ -82,17 +82,34 @@ pub fn remerge(
 }
 
 /// Where build `row`'s commit is: its repository, or for a pull request runway merged,
-/// the merges repository (the merge made again when this node has not got it).
+/// the merges repository (the merge made again when this node has not got it). A pull
+/// request queued before its repository could be read (a slow git host) is merged now,
+/// into its base branch as it is now: `row` then names the merge, and `record` is told.
 pub fn of_build(
     state_dir: &Path,
     repo: &RepoConfig,
-    row: &BuildRow,
+    row: &mut BuildRow,
     cancel: Option<&Cancel>,
+    record: &dyn Fn(&BuildRow) -> Result<(), String>,
 ) -> Result<PathBuf, String> {
     let Some(pr) = row.pull_request.as_ref().filter(|p| p.merged_by_runway) else {
         return repository(state_dir, repo, Some(&row.commit), cancel);
     };
     let source = repository(state_dir, repo, Some(&pr.head_sha), cancel)?;
+    if pr.base_sha.is_empty() {
+        let base = row.branch.clone().unwrap_or_default();
+        let tip = crate::source::Repo::open(&source)
+            .and_then(|r| r.ref_tip(&format!("refs/heads/{base}")))
+            .ok_or_else(|| format!("the base branch {base} is not in {}", repo.name))?;
+        let mut merged = pr.clone();
+        merged.base_sha = tip;
+        let (dir, sha) = remerge(state_dir, &repo.name, &source, &merged, &base)?;
+        row.commit_range = format!("{}...{}", merged.base_sha, merged.head_sha);
+        row.pull_request = Some(merged);
+        row.commit = sha;
+        record(row)?;
+        return Ok(dir);
+    }
     let dir = merges_repo(state_dir, &repo.name, &source)?;
     if crate::source::Repo::open(&dir).is_some_and(|r| r.has_commit(&row.commit)) {
         return Ok(dir);

@@ -439,6 +439,23 @@ impl Store {
             .is_empty())
     }
 
+    /// Records the merge a pull request's build runs on, made once its repository
+    /// could be read (the delivery was queued before): its commit, the pull request as
+    /// merged and the range.
+    pub fn set_merge(&mut self, row: &BuildRow) -> Result<(), StoreError> {
+        let pr = super::pr_columns(row.pull_request.as_ref()).1;
+        self.db().execute(
+            "UPDATE builds SET commit_sha = $1, pr = $2, commit_range = $3 WHERE id = $4",
+            &[
+                row.commit.as_str().into(),
+                pr.as_str().into(),
+                row.commit_range.as_str().into(),
+                row.id.into(),
+            ],
+        )?;
+        self.announce_build(row.id)
+    }
+
     /// The running builds node `node` holds.
     pub fn held_by(&self, node: &str) -> Result<Vec<BuildRow>, StoreError> {
         self.builds_where(

@@ -151,7 +151,7 @@ impl NewBuild {
 }
 
 /// The `pull_request` and `pr` columns of a build of `pr`.
-fn pr_columns(pr: Option<&crate::event::PullRequest>) -> (Option<i64>, String) {
+pub(crate) fn pr_columns(pr: Option<&crate::event::PullRequest>) -> (Option<i64>, String) {
     (
         pr.map(|p| p.number as i64),
         pr.and_then(|p| serde_json::to_string(p).ok())
@@ -609,6 +609,16 @@ impl Store {
     /// Queues a build (durably: it is in the database when this returns).
     pub fn enqueue(&mut self, b: &NewBuild) -> Result<BuildRow, StoreError> {
         self.db().insert(b, Status::Queued)
+    }
+
+    /// Records a build that is errored before it could run (a pull request that cannot
+    /// be merged), with `reason`: never queued, so no node claims it.
+    pub fn record_errored(&mut self, b: &NewBuild, reason: &str) -> Result<BuildRow, StoreError> {
+        let mut row = self.db().insert(b, Status::Errored)?;
+        self.set_state(row.id, Status::Errored, Some(reason))?;
+        row.reason = Some(reason.to_string());
+        row.finished_at = Some(Store::now());
+        Ok(row)
     }
 
     /// Records a build that waits for an approval before it is queued, with the reason

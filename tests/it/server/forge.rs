@@ -924,3 +924,50 @@ fn gitea_gets_its_statuses_as_its_description_says() {
         assert_eq!(c.json()["context"], "runway/pr");
     }
 }
+
+/// Issue 26 (1): a pull request for a repository whose git host hangs is answered
+/// within `intake_fetch_secs` (queued on its head); once the host answers, the build
+/// makes the merge into the base as it is then, and runs on it.
+#[test]
+fn a_pull_request_is_queued_while_the_git_host_hangs_and_merged_when_it_runs() {
+    use crate::common::server::GitHttps;
+    let s = Setup::new(PR_YML, "");
+    let hold = s.dir.path().join("answer-now");
+    let https = GitHttps::start_with(s.dir.path(), "tok-123", &["--hold", hold.to_str().unwrap()]);
+    let srv = s.serve_remote(
+        &format!(
+            "intake_fetch_secs = 1\n[[repo]]\nname = \"o/app\"\nurl = \"{}/app.git\"\nwebhook_secret_env = \"APP_SECRET\"\ntoken_env = \"APP_TOKEN\"\n",
+            https.url
+        ),
+        &[("APP_TOKEN", "tok-123")],
+    );
+    let first = s.head();
+    let head = change(
+        &s,
+        "feature",
+        &first,
+        "feature.txt",
+        "through a slow host\n",
+    );
+    open_head(&s, "feature", 1);
+    let (code, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 1, ("feature", &head, "o/app"), &first),
+    );
+    assert_eq!(code, 202, "answered while the host hangs: {said}");
+    let n = said["number"].as_u64().unwrap();
+    std::fs::write(&hold, "").unwrap();
+    let b = ended(&srv, n);
+    let text = log(&srv, n);
+    assert_eq!(b["state"], "passed", "{b}\n{text}");
+    let merge = b["commit"].as_str().unwrap();
+    assert_ne!(merge, head);
+    assert!(
+        text.contains(&format!(
+            "PR=1 BRANCH=master PRB=feature SHA={head} SLUG=o/app EVENT=pull_request COMMIT={merge}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("through a slow host"), "{text}");
+}
