@@ -65,13 +65,14 @@ fn node_of(v: &serde_json::Value, depth: usize) -> Option<Node> {
     Some(Node { pos, value })
 }
 
-/// `over` laid on `base` at every depth of mappings.
-fn deep(base: Node, over: Node) -> Node {
+/// `over` laid on `base`: each of its keys replaces the base's, or, with `deeper`, is
+/// laid on it the same way when both are mappings.
+fn lay(base: Node, over: Node, deeper: bool) -> Node {
     match (base.value, over.value) {
         (Value::Map(mut entries), Value::Map(more)) => {
             for e in more {
                 match entries.iter_mut().find(|b| b.key == e.key) {
-                    Some(b) => {
+                    Some(b) if deeper => {
                         let pos = b.value.pos;
                         let old = std::mem::replace(
                             &mut b.value,
@@ -80,29 +81,8 @@ fn deep(base: Node, over: Node) -> Node {
                                 value: Value::Null,
                             },
                         );
-                        b.value = deep(old, e.value);
+                        b.value = lay(old, e.value, true);
                     }
-                    None => entries.push(e),
-                }
-            }
-            Node {
-                pos: base.pos,
-                value: Value::Map(entries),
-            }
-        }
-        (_, value) => Node {
-            pos: over.pos,
-            value,
-        },
-    }
-}
-
-/// `over`'s top-level keys laid on `base`'s.
-fn shallow(base: Node, over: Node) -> Node {
-    match (base.value, over.value) {
-        (Value::Map(mut entries), Value::Map(more)) => {
-            for e in more {
-                match entries.iter_mut().find(|b| b.key == e.key) {
                     Some(b) => b.value = e.value,
                     None => entries.push(e),
                 }
@@ -190,8 +170,8 @@ pub fn merged(
     };
     let tree = match mode {
         MergeMode::Replace => over,
-        MergeMode::Merge => shallow(base, over),
-        MergeMode::DeepMerge => deep(base, over),
+        MergeMode::Merge => lay(base, over, false),
+        MergeMode::DeepMerge => lay(base, over, true),
     };
     let mut out = String::new();
     write(&tree, &mut out);

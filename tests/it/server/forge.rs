@@ -737,6 +737,32 @@ fn githubs_own_examples_build_or_are_answered_with_a_reason() {
     );
 }
 
+/// Delivers Gitea's pull request fixture as pull request `number` of o/app, its head
+/// `head` (branch update-readme) onto `base`; the build's number.
+fn gitea_pr(srv: &Server, number: u64, head: &str, base: &str) -> u64 {
+    let mut pr = fixture("gitea-pull-request.json");
+    pr["number"] = number.into();
+    pr["pull_request"]["number"] = number.into();
+    pr["repository"]["full_name"] = "o/app".into();
+    pr["pull_request"]["head"]["sha"] = head.into();
+    pr["pull_request"]["head"]["repo"]["full_name"] = "o/app".into();
+    pr["pull_request"]["base"]["sha"] = base.into();
+    let body = serde_json::to_vec(&pr).unwrap();
+    let (code, text) = srv.request(
+        "POST",
+        "/hooks/gitea",
+        &[
+            ("X-Gitea-Event", "pull_request"),
+            ("X-Gitea-Signature", &sign(SECRET, &body)),
+        ],
+        &body,
+    );
+    assert_eq!(code, 202, "{text}");
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap()
+}
+
 fn fixture(name: &str) -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/forge")
@@ -828,27 +854,7 @@ fn gitlab_and_gitea_pull_requests_build_and_gitlab_gets_its_statuses() {
     // Gitea: no merge ref of its own; runway merges.
     let gitea_head = change(&s, "update-readme", &first, "feature.txt", "from gitea\n");
     open_head(&s, "update-readme", 2);
-    let mut pr = fixture("gitea-pull-request.json");
-    pr["number"] = 2.into();
-    pr["pull_request"]["number"] = 2.into();
-    pr["repository"]["full_name"] = "o/app".into();
-    pr["pull_request"]["head"]["sha"] = gitea_head.clone().into();
-    pr["pull_request"]["head"]["repo"]["full_name"] = "o/app".into();
-    pr["pull_request"]["base"]["sha"] = first.clone().into();
-    let body = serde_json::to_vec(&pr).unwrap();
-    let (code, text) = srv.request(
-        "POST",
-        "/hooks/gitea",
-        &[
-            ("X-Gitea-Event", "pull_request"),
-            ("X-Gitea-Signature", &sign(SECRET, &body)),
-        ],
-        &body,
-    );
-    assert_eq!(code, 202, "{text}");
-    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
-        .as_u64()
-        .unwrap();
+    let n = gitea_pr(&srv, 2, &gitea_head, &first);
     let b = ended(&srv, n);
     let out = log(&srv, n);
     assert_eq!(b["state"], "passed", "{b}\n{out}");
@@ -884,27 +890,7 @@ fn gitea_gets_its_statuses_as_its_description_says() {
     let first = s.head();
     let head = change(&s, "update-readme", &first, "feature.txt", "from gitea\n");
     open_head(&s, "update-readme", 4);
-    let mut pr = fixture("gitea-pull-request.json");
-    pr["number"] = 4.into();
-    pr["pull_request"]["number"] = 4.into();
-    pr["repository"]["full_name"] = "o/app".into();
-    pr["pull_request"]["head"]["sha"] = head.clone().into();
-    pr["pull_request"]["head"]["repo"]["full_name"] = "o/app".into();
-    pr["pull_request"]["base"]["sha"] = first.clone().into();
-    let body = serde_json::to_vec(&pr).unwrap();
-    let (code, text) = srv.request(
-        "POST",
-        "/hooks/gitea",
-        &[
-            ("X-Gitea-Event", "pull_request"),
-            ("X-Gitea-Signature", &sign(SECRET, &body)),
-        ],
-        &body,
-    );
-    assert_eq!(code, 202, "{text}");
-    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
-        .as_u64()
-        .unwrap();
+    let n = gitea_pr(&srv, 4, &head, &first);
     assert_eq!(ended(&srv, n)["state"], "passed");
     let done = came_true(|| {
         contract
