@@ -34,6 +34,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Queue a finished build again under its number.
     Restart(cmd::serve::RestartArgs),
+    /// Cancel a queued or running build (the node running it kills its jobs).
+    Cancel(cmd::serve::RestartArgs),
     /// Run the server's jobs on this machine: connect out to the serve nodes (HTTP or
     /// HTTPS) with the token in RUNWAY_WORKER_TOKEN, take one job at a time whose os and
     /// arch this machine's labels match, and report back. SIGTERM finishes the running
@@ -112,6 +114,11 @@ pub fn main() -> ExitCode {
             repo,
             config,
         }) => cmd::serve::restart(&build, repo.as_deref(), config.as_deref(), &mut out),
+        Command::Cancel(cmd::serve::RestartArgs {
+            build,
+            repo,
+            config,
+        }) => cmd::serve::cancel(&build, repo.as_deref(), config.as_deref(), &mut out),
         Command::Worker(args) => cmd::worker::worker(args),
         Command::Workers(cmd::worker::WorkersArgs {
             action: Some(cmd::worker::WorkersAction::Revoke { name, undo }),

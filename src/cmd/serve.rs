@@ -293,6 +293,48 @@ pub fn serve(
     served
 }
 
+/// Cancels a build: one that has not started (queued, awaiting approval) at once; a
+/// running one is asked of the node running it, which kills its jobs.
+pub fn cancel(
+    spec: &str,
+    repo: Option<&str>,
+    config: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> Result<i32, CmdError> {
+    let n: u64 = spec
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
+    let mut st = super::open_store(config)?;
+    let row = super::find_build(&st, repo, n)?;
+    use crate::store::Status;
+    match row.state {
+        Status::Queued | Status::Awaiting => {
+            st.set_state(
+                row.id,
+                Status::Canceled,
+                Some("canceled with runway cancel"),
+            )?;
+            writeln!(out, "build {}#{n} canceled (it had not started)", row.repo)?;
+        }
+        Status::Running => {
+            st.request_cancel(row.id, "canceled with runway cancel")?;
+            writeln!(
+                out,
+                "build {}#{n} is running: the node running it kills its jobs now (runway builds shows it canceled)",
+                row.repo
+            )?;
+        }
+        ended => {
+            return Err(CmdError::Usage(format!(
+                "build {}#{n} already {ended}; nothing to cancel",
+                row.repo
+            )));
+        }
+    }
+    Ok(exit::PASSED)
+}
+
 /// Queues a finished build again under its number.
 pub fn restart(
     spec: &str,

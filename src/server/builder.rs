@@ -51,6 +51,22 @@ fn adopt_lost_claims(state: &Arc<AppState>) {
     }
 }
 
+/// Cancels the builds this node runs that someone asked to cancel (`runway cancel`, or
+/// another node whose announcement was missed).
+fn cancel_requested(state: &Arc<AppState>) {
+    if state.running.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let Ok(ids) = state.db(|s| s.cancels_requested(&state.node)) else {
+        return;
+    };
+    for id in ids {
+        if let Some(c) = state.cancels.lock().expect("cancels").get(&id) {
+            c.cancel();
+        }
+    }
+}
+
 /// The workers: claim queued builds, up to `concurrency` at once, until stopping.
 /// Jobs are what `concurrency` limits: every build runs its stages' jobs up to
 /// `concurrency` at once, and every job holds one of the server's `concurrency` slots.
@@ -144,6 +160,7 @@ pub(super) async fn work(state: Arc<AppState>) {
                 }
             }
         }
+        cancel_requested(&state);
         let st = state.clone();
         let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
         remove_expired_logs(&state);

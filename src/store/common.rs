@@ -456,6 +456,29 @@ impl Store {
         self.announce_build(row.id)
     }
 
+    /// Asks the node running build `id` to cancel it (`reason` recorded now): told at
+    /// once through the database where it can (PostgreSQL), and seen by the node's next
+    /// look at its builds in any case ([`Store::cancels_requested`]).
+    pub fn request_cancel(&mut self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.db().execute(
+            "UPDATE builds SET cancel_requested = 1, reason = $2 WHERE id = $1 AND state = 'running'",
+            &[id.into(), reason.into()],
+        )?;
+        self.announce_cancel(id)
+    }
+
+    /// The running builds of node `node` someone asked to cancel.
+    pub fn cancels_requested(&self, node: &str) -> Result<Vec<i64>, StoreError> {
+        self.db()
+            .query(
+                "SELECT id FROM builds WHERE state = 'running' AND node = $1 AND cancel_requested = 1",
+                &[node.into()],
+            )?
+            .into_iter()
+            .map(|r| r.into_iter().next().unwrap_or(Value::Null).int())
+            .collect()
+    }
+
     /// The running builds node `node` holds.
     pub fn held_by(&self, node: &str) -> Result<Vec<BuildRow>, StoreError> {
         self.builds_where(

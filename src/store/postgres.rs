@@ -120,6 +120,7 @@ ALTER TABLE builds ADD COLUMN jobs_started BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE builds ADD COLUMN pull_request BIGINT;
 ALTER TABLE builds ADD COLUMN pr TEXT NOT NULL DEFAULT '';
 ALTER TABLE builds ADD COLUMN request TEXT NOT NULL DEFAULT '';
+ALTER TABLE builds ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE crons (
   repo TEXT NOT NULL,
   branch TEXT NOT NULL,
@@ -880,7 +881,7 @@ impl Backend for Inner {
         tx.execute("DELETE FROM jobs WHERE build_id = $1", &[&id])?;
         tx.execute("DELETE FROM statuses WHERE build_id = $1", &[&id])?;
         tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0 WHERE id = $1",
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0, cancel_requested = 0 WHERE id = $1",
             &[&id],
         )?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;

@@ -200,6 +200,7 @@ impl Sqlite {
             ("builds", "pull_request", "INTEGER"),
             ("builds", "pr", "TEXT NOT NULL DEFAULT ''"),
             ("builds", "request", "TEXT NOT NULL DEFAULT ''"),
+            ("builds", "cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -345,7 +346,7 @@ impl Backend for Sqlite {
         tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
         tx.execute("DELETE FROM statuses WHERE build_id = ?1", params![id])?;
         tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0 WHERE id = ?1",
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0, cancel_requested = 0 WHERE id = ?1",
             params![id],
         )?;
         tx.commit()?;

@@ -665,3 +665,51 @@ fn the_api_lists_one_branchs_builds_when_asked() {
     assert_eq!(numbers("/api/builds?repo=o/app&branch=feature"), [2]);
     assert_eq!(numbers("/api/builds?repo=o/other"), Vec::<u64>::new());
 }
+
+/// Issue 28 (10): `runway cancel N` cancels a running build (the node running it kills
+/// its jobs: it looks at the store, so no server address is needed) and says so; an
+/// ended build is not canceled again.
+#[test]
+fn runway_cancel_cancels_a_running_build_from_the_command_line() {
+    let s = Setup::new(
+        "language: shell\nscript: echo CANCEL-ME-STARTED; sleep 300\nnotifications:\n  email: false\n",
+        "",
+    );
+    let srv = s.start();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(
+        || {
+            srv.request("GET", "/api/builds/1/log", &[], b"")
+                .1
+                .contains("CANCEL-ME-STARTED")
+        },
+        "the build to run",
+    );
+    let cancel = |n: &str| {
+        crate::common::run(
+            crate::common::runway()
+                .args(["cancel", n])
+                .env("RUNWAY_STATE_DIR", s.state()),
+        )
+    };
+    let r = cancel("1");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("kills its jobs"), "{}", r.all());
+    wait_for(
+        || srv.json("/api/builds/1")["state"] == "canceled",
+        "the build canceled",
+    );
+    let b = srv.json("/api/builds/1");
+    assert!(
+        b["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runway cancel"),
+        "{b}"
+    );
+    let r = cancel("1");
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already canceled"), "{}", r.all());
+    let r = cancel("x");
+    assert_eq!(r.code, 2, "{}", r.all());
+}
