@@ -224,6 +224,9 @@ pub struct RepoConfig {
     /// Which forge's status call `api_url` takes.
     #[serde(default)]
     pub forge: crate::forge::Forge,
+    /// The repository's web pages on its forge (`https://github.com/owner/app`): build
+    /// pages link its commits, compares and pull requests.
+    pub web_url: Option<String>,
     /// The statuses' context before `/push` or `/pr`.
     #[serde(default = "default_status_context")]
     pub status_context: String,
@@ -690,6 +693,7 @@ mod tests {
             "auto_cancel_pull_requests",
             "fork_prs",
             "fork_worker_labels",
+            "web_url",
             "api_url",
             "status_token_env",
             "forge",

@@ -420,6 +420,57 @@ pub fn running_on(attempts: &std::collections::BTreeMap<String, Vec<String>>) ->
     )
 }
 
+/// The build's links: its commit, what its push compares (or its pull request) on the
+/// forge's web pages when the repository names them (`web_url`), and its raw log, to
+/// read or to save.
+pub fn links(r: &BuildRow, repo: Option<&crate::runway_toml::RepoConfig>) -> String {
+    let q = crate::notify::url_component(&r.repo);
+    let mut items = Vec::new();
+    if let Some(web) = repo.and_then(|c| c.web_url.as_deref()) {
+        let web = web.trim_end_matches('/');
+        let forge = repo.map(|c| c.forge).unwrap_or_default();
+        let shown = r
+            .pull_request
+            .as_ref()
+            .map_or(r.commit.as_str(), |p| p.head_sha.as_str());
+        items.push(format!(
+            "<a id=\"commit-link\" href=\"{}\">commit {}</a>",
+            esc(&format!("{web}/commit/{shown}")),
+            esc(&shown[..shown.len().min(7)])
+        ));
+        if let Some(p) = &r.pull_request {
+            let path = match forge {
+                crate::forge::Forge::GitHub => "pull",
+                crate::forge::Forge::Gitea => "pulls",
+                crate::forge::Forge::GitLab => "-/merge_requests",
+            };
+            items.push(format!(
+                "<a id=\"compare-link\" href=\"{}\">pull request #{}</a>",
+                esc(&format!("{web}/{path}/{}", p.number)),
+                p.number
+            ));
+        } else if !r.commit_range.is_empty() {
+            let range = match forge {
+                crate::forge::Forge::GitLab => format!("{web}/-/compare/{}", r.commit_range),
+                _ => format!("{web}/compare/{}", r.commit_range),
+            };
+            items.push(format!(
+                "<a id=\"compare-link\" href=\"{}\">compare</a>",
+                esc(&range)
+            ));
+        }
+    }
+    items.push(format!(
+        "<a id=\"raw-log\" href=\"/api/builds/{n}/log?repo={q}\">raw log</a>",
+        n = r.number
+    ));
+    items.push(format!(
+        "<a id=\"download-log\" href=\"/api/builds/{n}/log?repo={q}&amp;download=1\" download>download</a>",
+        n = r.number
+    ));
+    format!("<p class=\"links muted\">{}</p>", items.join(" · "))
+}
+
 /// What became of a build's commit statuses on the forge: one line each, a failure
 /// with its reason.
 pub fn statuses(all: &[crate::store::StatusView]) -> String {

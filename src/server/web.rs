@@ -307,6 +307,7 @@ pub(super) async fn page_build(
     } else {
         String::new()
     };
+    on.push_str(&pages::links(&row, state.cfg.repo(&row.repo)));
     on.push_str(&pages::statuses(
         &state.db(|s| s.statuses_of(row.id)).unwrap_or_default(),
     ));
@@ -551,6 +552,8 @@ pub(super) async fn api_build(
 pub(super) struct LogQuery {
     repo: Option<String>,
     job: Option<String>,
+    /// Any value: sent as a file to save (`Content-Disposition: attachment`).
+    download: Option<String>,
 }
 
 /// A finished job's stored log as plain text (fold markers kept, secrets masked).
@@ -577,20 +580,39 @@ pub(super) async fn api_log(
             serde_json::json!({"error": format!("build #{n} has no job {}", q.job.unwrap_or_default())}),
         );
     }
+    let file = format!(
+        "{}-build-{n}{}.log",
+        row.repo.replace('/', "-"),
+        q.job
+            .as_deref()
+            .map(|j| format!("-job-{j}"))
+            .unwrap_or_default()
+    )
+    .chars()
+    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    .collect::<String>();
     let text: Vec<u8> = match q.job {
         Some(_) => wanted.iter().flat_map(|j| j.log.iter().copied()).collect(),
         None => state
             .db(|s| Ok(s.build_log(row.id, &jobs)))
             .unwrap_or_default(),
     };
-    (
+    let mut r = (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; charset=utf-8",
         )],
         text,
     )
-        .into_response()
+        .into_response();
+    if q.download.is_some()
+        && let Ok(v) =
+            axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{file}\""))
+    {
+        r.headers_mut()
+            .insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 /// `POST /api/builds/N/cancel`: a queued build is canceled, a running one has its

@@ -124,6 +124,11 @@ struct Site {
 
 impl Site {
     fn new(yml: &str, server: &str, env: &[(&str, &str)]) -> Site {
+        Site::with_repo(yml, server, "", env)
+    }
+
+    /// [`Site::new`] with `repo` lines in its `[[repo]]`.
+    fn with_repo(yml: &str, server: &str, repo: &str, env: &[(&str, &str)]) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let work = repo_with(
             &dir.path().join("work"),
@@ -137,7 +142,7 @@ impl Site {
         std::fs::write(
             &config,
             format!(
-                "{server}\n[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n",
+                "{server}\n[[repo]]\nname = \"o/app\"\nurl = \"{}\"\nwebhook_secret_env = \"APP_SECRET\"\n{repo}",
                 bare.display()
             ),
         )
@@ -604,4 +609,68 @@ fn a_forks_pull_request_is_approved_on_its_page() {
     assert_eq!(site.ended(1), "passed");
     let log = site.srv.request("GET", "/api/builds/1/log", &[], b"").1;
     assert!(log.contains("from stranger/app"), "{log}");
+}
+
+/// Issue 28 (10): a build page links its commit and what its push compares on the
+/// forge (`web_url`), and its raw log, to read or to save.
+#[test]
+fn a_build_page_links_its_commit_compare_and_raw_log() {
+    let site = Site::with_repo(
+        "language: shell\nscript: echo linked-log-line\nnotifications:\n  email: false\n",
+        "",
+        "web_url = \"https://forge.example/o/app\"\n",
+        &[],
+    );
+    let first = git(&site.work, &["rev-parse", "HEAD"]);
+    site.commit(
+        "language: shell\nscript: echo linked-log-line\nnotifications:\n  email: false\n# two\n",
+        "second",
+    );
+    let second = git(&site.work, &["rev-parse", "HEAD"]);
+    let body =
+        json!({"repo": "o/app", "branch": "master", "commit": second, "before": first}).to_string();
+    let (code, text) = site.srv.request(
+        "POST",
+        "/hooks/generic",
+        &[("Authorization", "Bearer s")],
+        body.as_bytes(),
+    );
+    assert_eq!(code, 202, "{text}");
+    assert_eq!(site.ended(1), "passed");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    let href = |id: &str| format!("document.getElementById('{id}').getAttribute('href')");
+    assert_eq!(
+        b.eval(&href("commit-link")),
+        json!(format!("https://forge.example/o/app/commit/{second}"))
+    );
+    assert_eq!(
+        b.eval(&href("compare-link")),
+        json!(format!(
+            "https://forge.example/o/app/compare/{first}...{second}"
+        ))
+    );
+    b.shot("build-links");
+    assert_eq!(
+        b.eval(&href("download-log")),
+        json!("/api/builds/1/log?repo=o%2Fapp&download=1")
+    );
+    b.click("#raw-log");
+    let raw = b.until("document.body && document.body.innerText.includes('linked-log-line') && document.body.innerText");
+    assert!(raw.as_str().unwrap().contains("linked-log-line"), "{raw}");
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(&site.srv.addr).unwrap();
+    write!(
+        conn,
+        "GET /api/builds/1/log?repo=o%2Fapp&download=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-disposition: attachment; filename=\"o-app-build-1.log\""),
+        "{answer}"
+    );
 }
