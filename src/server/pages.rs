@@ -146,6 +146,10 @@ pub struct List<'a> {
     pub repos: &'a [String],
     /// The repository shown, when one is.
     pub only: Option<&'a str>,
+    /// The branch shown, when one is.
+    pub branch: Option<&'a str>,
+    /// The shown repository's branches, each with its latest push build.
+    pub branches: &'a [BuildRow],
     /// The page starts after this build (None: the newest).
     pub before: Option<i64>,
 }
@@ -161,12 +165,34 @@ pub fn index(l: &List) -> String {
         }
         b.push_str("</ul>");
     }
-    b.push_str(&format!(
-        "<h2>{}</h2>{}",
-        l.only
-            .map_or("Builds".to_string(), |r| format!("Builds of {}", esc(r))),
-        filter(l)
-    ));
+    if let Some(repo) = l.only
+        && !l.branches.is_empty()
+    {
+        b.push_str("<h2>Branches</h2><ul class=\"branches\" id=\"branches\">");
+        for r in l.branches {
+            let name = r.branch.as_deref().unwrap_or_default();
+            b.push_str(&format!(
+                "<li data-branch=\"{}\"{}><a href=\"/?repo={}&amp;branch={}\">{}</a> {} <a href=\"{}\">#{}</a> {}</li>",
+                esc(name),
+                if l.branch == Some(name) { " class=\"on\"" } else { "" },
+                crate::notify::url_component(repo),
+                crate::notify::url_component(name),
+                esc(name),
+                badge(r.state.as_str()),
+                esc(&crate::notify::build_url("", &r.repo, r.number)),
+                r.number,
+                when(r.started_at),
+            ));
+        }
+        b.push_str("</ul>");
+    }
+    let title = match (l.only, l.branch) {
+        (Some(r), Some(br)) => format!("Builds of {} on {}", esc(r), esc(br)),
+        (Some(r), None) => format!("Builds of {}", esc(r)),
+        (None, Some(br)) => format!("Builds on {}", esc(br)),
+        (None, None) => "Builds".to_string(),
+    };
+    b.push_str(&format!("<h2>{title}</h2>{}", filter(l)));
     b.push_str(
         "<div class=\"scroll\"><table id=\"builds\"><thead><tr><th>State</th><th>#</th><th>Repository</th>\
          <th>Commit</th><th class=\"hide-narrow\">Author</th><th>Branch</th><th class=\"hide-narrow\">Event</th>\
@@ -182,8 +208,9 @@ pub fn index(l: &List) -> String {
     }
     b.push_str(&pages_nav(l, shown));
     let data = format!(
-        "data-page=\"index\" data-repo=\"{}\" data-first=\"{}\"",
+        "data-page=\"index\" data-repo=\"{}\" data-branch=\"{}\" data-first=\"{}\"",
         esc(l.only.unwrap_or("")),
+        esc(l.branch.unwrap_or("")),
         l.before.is_none()
     );
     page("runway builds", &data, &b)
@@ -211,10 +238,13 @@ fn filter(l: &List) -> String {
 
 /// Links to the newest page and to older builds.
 fn pages_nav(l: &List, shown: &[BuildRow]) -> String {
-    let repo_q = l
+    let mut repo_q = l
         .only
         .map(|r| format!("repo={}&", crate::notify::url_component(r)))
         .unwrap_or_default();
+    if let Some(br) = l.branch {
+        repo_q.push_str(&format!("branch={}&", crate::notify::url_component(br)));
+    }
     let mut b = String::from("<nav class=\"pages\">");
     if l.before.is_some() {
         b.push_str(&format!(
@@ -587,6 +617,8 @@ mod tests {
         let repos = ["o/app".to_string()];
         let list = |before| {
             index(&List {
+                branch: None,
+                branches: &[],
                 rows: &rows,
                 latest: &rows[..1],
                 repos: &repos,
@@ -671,6 +703,8 @@ mod tests {
         };
         let repos = ["o/a b&c".to_string()];
         let html = index(&List {
+            branch: None,
+            branches: &[],
             rows: std::slice::from_ref(&row),
             latest: &[],
             repos: &repos,
@@ -704,6 +738,8 @@ mod tests {
         };
         let repos = ["o/app".to_string()];
         let html = index(&List {
+            branch: None,
+            branches: &[],
             rows: std::slice::from_ref(&row),
             latest: &[],
             repos: &repos,

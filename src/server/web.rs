@@ -59,6 +59,7 @@ fn page_unavailable(e: &DbError) -> Response {
 #[derive(Deserialize, Default)]
 pub(super) struct ListQuery {
     repo: Option<String>,
+    branch: Option<String>,
     before: Option<i64>,
 }
 
@@ -69,13 +70,18 @@ pub(super) async fn pages_index(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let repo = q.repo.as_deref().filter(|r| !r.is_empty());
+    let branch = q.branch.as_deref().filter(|b| !b.is_empty());
     let read = state.db(|s| {
         Ok((
-            s.builds_page(repo, q.before, pages::PAGE + 1)?,
+            s.branch_page(repo, branch, q.before, pages::PAGE + 1)?,
             s.latest_per_repo()?,
+            match repo {
+                Some(r) => s.branches_of(r)?,
+                None => Vec::new(),
+            },
         ))
     });
-    let (rows, latest) = match read {
+    let (rows, latest, branches) = match read {
         Ok(r) => r,
         Err(e) => return page_unavailable(&e),
     };
@@ -85,6 +91,8 @@ pub(super) async fn pages_index(
         latest: &latest,
         repos: &repos,
         only: repo,
+        branch,
+        branches: &branches,
         before: q.before,
     }))
     .into_response()

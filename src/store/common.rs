@@ -604,6 +604,17 @@ impl Store {
             .map(|b| b.state))
     }
 
+    /// The latest push build (not a pull request's) of each branch of `repo`, newest
+    /// first.
+    pub fn branches_of(&self, repo: &str) -> Result<Vec<BuildRow>, StoreError> {
+        self.builds_where(
+            "WHERE id IN (SELECT MAX(id) FROM builds WHERE repo = $1 AND branch IS NOT NULL
+                            AND tag IS NULL AND pull_request IS NULL GROUP BY branch)
+             ORDER BY id DESC",
+            &[repo.into()],
+        )
+    }
+
     /// Each repository's latest build, by repository.
     pub fn latest_per_repo(&self) -> Result<Vec<BuildRow>, StoreError> {
         self.builds_where(

@@ -845,6 +845,17 @@ impl Store {
         self.builds_filtered(repo, None, before, limit)
     }
 
+    /// [`Store::builds_page`] of one branch (`branch` None: every branch).
+    pub fn branch_page(
+        &self,
+        repo: Option<&str>,
+        branch: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<BuildRow>, StoreError> {
+        self.builds_filtered(repo, branch, before, limit)
+    }
+
     /// The jobs of a build, with their logs (archived ones read from the archive).
     pub fn jobs(&self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         let (mut jobs, archived) = self.jobs_unread(build_id)?;

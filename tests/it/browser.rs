@@ -674,3 +674,50 @@ fn a_build_page_links_its_commit_compare_and_raw_log() {
         "{answer}"
     );
 }
+
+/// Issue 28 (10): a repository's branches, each with its last build's state; the list
+/// of one branch's builds (`?branch=`), which takes only that branch's new builds live.
+#[test]
+fn the_list_shows_each_branch_and_filters_to_one() {
+    let yml = "language: shell\nscript: test \"$TRAVIS_BRANCH\" = master\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "", &[]);
+    let sha = git(&site.work, &["rev-parse", "HEAD"]);
+    git(&site.work, &["push", "-q", "hub", "master:dev"]);
+    let push = |branch: &str| {
+        let body = json!({"repo": "o/app", "branch": branch, "commit": sha}).to_string();
+        let (code, text) = site.srv.request(
+            "POST",
+            "/hooks/generic",
+            &[("Authorization", "Bearer s")],
+            body.as_bytes(),
+        );
+        assert_eq!(code, 202, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()["number"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(site.ended(push("master")), "passed");
+    assert_eq!(site.ended(push("dev")), "failed");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/?repo=o%2Fapp", site.base));
+    let branch_state = |b: &mut Browser, name: &str| {
+        b.eval(&format!(
+            "document.querySelector('#branches li[data-branch=\"{name}\"] .badge').textContent"
+        ))
+    };
+    assert_eq!(branch_state(&mut b, "master"), json!("passed"));
+    assert_eq!(branch_state(&mut b, "dev"), json!("failed"));
+    b.shot("branches");
+    b.click("#branches li[data-branch=\"dev\"] a");
+    b.until("location.search.includes('branch=dev')");
+    let rows = "[...document.querySelectorAll('#builds tbody tr')].length";
+    assert_eq!(b.eval(rows), json!(1));
+    // Live: a new build of master is not shown here; one of dev is.
+    let m = push("master");
+    let d = push("dev");
+    b.until(&format!("document.querySelector('#builds tr[data-id]') && [...document.querySelectorAll('#builds tbody tr')].length === 2"));
+    site.ended(m);
+    site.ended(d);
+    let branches = b.eval("[...document.querySelectorAll('#builds tbody tr td:nth-child(6)')].map(td => td.textContent.trim())");
+    assert_eq!(branches, json!(["dev", "dev"]), "only dev's builds");
+}

@@ -21,6 +21,7 @@ setInterval(() => times(document), 30000);
 
 function index() {
   const only = document.body.dataset.repo || "";
+  const onBranch = document.body.dataset.branch || "";
   const firstPage = document.body.dataset.first === "true";
   const tbody = document.querySelector("#builds tbody");
   const es = new EventSource("/events");
@@ -32,7 +33,7 @@ function index() {
     const old = tbody.querySelector(`tr[data-id="${b.id}"]`);
     if (old) {
       old.replaceWith(row);
-    } else if (firstPage && (!only || only === b.repo)) {
+    } else if (firstPage && (!only || only === b.repo) && (!onBranch || onBranch === b.branch)) {
       row.classList.add("new");
       tbody.prepend(row);
       document.getElementById("empty")?.remove();
