@@ -715,7 +715,7 @@ fn the_list_shows_each_branch_and_filters_to_one() {
     // Live: a new build of master is not shown here; one of dev is.
     let m = push("master");
     let d = push("dev");
-    b.until(&format!("document.querySelector('#builds tr[data-id]') && [...document.querySelectorAll('#builds tbody tr')].length === 2"));
+    b.until("document.querySelector('#builds tr[data-id]') && [...document.querySelectorAll('#builds tbody tr')].length === 2");
     site.ended(m);
     site.ended(d);
     let branches = b.eval("[...document.querySelectorAll('#builds tbody tr td:nth-child(6)')].map(td => td.textContent.trim())");
