@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{CmdError, RefArgs, Style, resolve_target};
 use crate::config::{self, diag::Level};
 use crate::exit;
-use crate::plan::{self, Plan, Settings};
+use crate::plan::{self, Settings};
 
 /// The flags of `runway plan`.
 #[derive(clap::Args)]
@@ -72,80 +72,11 @@ pub fn run(
         serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::other)?;
         writeln!(out)?;
     } else {
-        write_human(&plan, out, style)?;
+        plan::write_human(&plan, out, &|code, text| style.paint(code, text))?;
     }
     Ok(if plan.error.is_some() {
         exit::USAGE
     } else {
         exit::PASSED
     })
-}
-
-/// The plan as a person reads it.
-pub fn write_human(plan: &Plan, out: &mut dyn Write, style: Style) -> std::io::Result<()> {
-    let verdict = if plan.build.runs {
-        style.paint("1;32", "runs")
-    } else {
-        style.paint("1;33", "does not run")
-    };
-    writeln!(out, "Build {verdict}: {}", plan.build.reason)?;
-    for note in &plan.notes {
-        writeln!(out, "  note: {note}")?;
-    }
-    if plan.build.runs {
-        writeln!(
-            out,
-            "{} job(s) in stage(s): {}{}",
-            plan.jobs.len(),
-            plan.stages.join(", "),
-            if plan.fast_finish {
-                " (fast_finish)"
-            } else {
-                ""
-            }
-        )?;
-    }
-    for job in &plan.jobs {
-        let mut head = format!("Job {}  [{}]", job.number, job.stage);
-        if let Some(n) = &job.name {
-            head.push_str(&format!("  \"{n}\""));
-        }
-        for (k, v) in &job.matrix {
-            head.push_str(&format!("  {k}: {v}"));
-        }
-        if job.allow_failure {
-            head.push_str("  (allowed to fail)");
-        }
-        writeln!(out, "{}", style.paint("1", &head))?;
-        if !job.env.is_empty() {
-            let env: Vec<String> = job
-                .env
-                .iter()
-                .map(|v| format!("{}={}", v.name, v.value))
-                .collect();
-            writeln!(out, "    env: {}", env.join(" "))?;
-        }
-        for d in &job.deploys {
-            let what = if d.fires { "fires" } else { "skipped" };
-            writeln!(out, "    deploy {}: {what}: {}", d.provider, d.reason)?;
-        }
-    }
-    let email = &plan.notifications.email;
-    if email.enabled {
-        let to = if email.recipients.is_empty() {
-            "(nobody: no recipients and no commit author)".to_string()
-        } else {
-            email.recipients.join(", ")
-        };
-        writeln!(
-            out,
-            "Email: {to}; on_success: {}, on_failure: {} ({})",
-            email.on_success.as_str(),
-            email.on_failure.as_str(),
-            email.reason
-        )?;
-    } else {
-        writeln!(out, "Email: none ({})", email.reason)?;
-    }
-    Ok(())
 }

@@ -391,3 +391,76 @@ fn facts(
     }
     f
 }
+/// The plan as a person reads it (`runway plan`, a build's "View config" page), with
+/// `paint(code, text)` for its emphasis (ANSI SGR codes, or none).
+pub fn write_human(
+    plan: &Plan,
+    out: &mut dyn std::io::Write,
+    paint: &dyn Fn(&str, &str) -> String,
+) -> std::io::Result<()> {
+    let verdict = if plan.build.runs {
+        paint("1;32", "runs")
+    } else {
+        paint("1;33", "does not run")
+    };
+    writeln!(out, "Build {verdict}: {}", plan.build.reason)?;
+    for note in &plan.notes {
+        writeln!(out, "  note: {note}")?;
+    }
+    if plan.build.runs {
+        writeln!(
+            out,
+            "{} job(s) in stage(s): {}{}",
+            plan.jobs.len(),
+            plan.stages.join(", "),
+            if plan.fast_finish {
+                " (fast_finish)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    for job in &plan.jobs {
+        let mut head = format!("Job {}  [{}]", job.number, job.stage);
+        if let Some(n) = &job.name {
+            head.push_str(&format!("  \"{n}\""));
+        }
+        for (k, v) in &job.matrix {
+            head.push_str(&format!("  {k}: {v}"));
+        }
+        if job.allow_failure {
+            head.push_str("  (allowed to fail)");
+        }
+        writeln!(out, "{}", paint("1", &head))?;
+        if !job.env.is_empty() {
+            let env: Vec<String> = job
+                .env
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.value))
+                .collect();
+            writeln!(out, "    env: {}", env.join(" "))?;
+        }
+        for d in &job.deploys {
+            let what = if d.fires { "fires" } else { "skipped" };
+            writeln!(out, "    deploy {}: {what}: {}", d.provider, d.reason)?;
+        }
+    }
+    let email = &plan.notifications.email;
+    if email.enabled {
+        let to = if email.recipients.is_empty() {
+            "(nobody: no recipients and no commit author)".to_string()
+        } else {
+            email.recipients.join(", ")
+        };
+        writeln!(
+            out,
+            "Email: {to}; on_success: {}, on_failure: {} ({})",
+            email.on_success.as_str(),
+            email.on_failure.as_str(),
+            email.reason
+        )?;
+    } else {
+        writeln!(out, "Email: none ({})", email.reason)?;
+    }
+    Ok(())
+}

@@ -450,6 +450,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/assets/{name}", get(web::asset))
         .route("/api/builds/{n}/restart", post(web::api_restart))
         .route("/builds/{n}", get(web::page_build))
+        .route("/builds/{n}/config", get(web::page_config))
         .route("/builds/{n}/events", get(web::build_events))
         .route("/api/builds", get(web::api_builds))
         .route("/api/builds/{n}", get(web::api_build))

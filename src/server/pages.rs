@@ -491,6 +491,10 @@ pub fn links(r: &BuildRow, repo: Option<&crate::runway_toml::RepoConfig>) -> Str
         }
     }
     items.push(format!(
+        "<a id=\"view-config\" href=\"/builds/{n}/config?repo={q}\">view config</a>",
+        n = r.number
+    ));
+    items.push(format!(
         "<a id=\"raw-log\" href=\"/api/builds/{n}/log?repo={q}\">raw log</a>",
         n = r.number
     ));
@@ -499,6 +503,69 @@ pub fn links(r: &BuildRow, repo: Option<&crate::runway_toml::RepoConfig>) -> Str
         n = r.number
     ));
     format!("<p class=\"links muted\">{}</p>", items.join(" · "))
+}
+
+/// What "View config" shows of a build.
+pub struct ConfigView {
+    /// Where the text came from (`.travis.yml`, or with an API request's config).
+    pub name: String,
+    /// The config as read, settings masked.
+    pub text: String,
+    /// What was said of it (errors, warnings, notes), each at its line and column.
+    pub said: Vec<String>,
+    /// The decisions with their reasons, as `runway plan` says them.
+    pub decisions: String,
+    /// The commit it was read at.
+    pub commit: String,
+}
+
+/// A build's "View config" page, or why the config cannot be shown.
+pub fn config(r: &BuildRow, view: &Result<ConfigView, String>) -> String {
+    let back = crate::notify::build_url("", &r.repo, r.number);
+    let mut b = format!(
+        "<h1><a href=\"{}\">{} #{}</a>: config</h1>",
+        esc(&back),
+        esc(&r.repo),
+        r.number
+    );
+    match view {
+        Err(why) => b.push_str(&format!(
+            "<p class=\"why\" id=\"config-error\">The config cannot be read now: {}</p>",
+            esc(why)
+        )),
+        Ok(v) => {
+            b.push_str(&format!(
+                "<p class=\"muted\">{} at <code>{}</code>, as the build read it.</p>",
+                esc(&v.name),
+                esc(&v.commit[..v.commit.len().min(12)])
+            ));
+            b.push_str("<h2>Decisions</h2>");
+            b.push_str(&format!(
+                "<pre id=\"decisions\">{}</pre>",
+                esc(&v.decisions)
+            ));
+            if !v.said.is_empty() {
+                b.push_str("<h2>What runway said of it</h2><ul id=\"said\">");
+                for s in &v.said {
+                    b.push_str(&format!("<li><code>{}</code></li>", esc(s)));
+                }
+                b.push_str("</ul>");
+            }
+            b.push_str(&format!(
+                "<h2>{}</h2><pre id=\"config-text\">",
+                esc(&v.name)
+            ));
+            for (i, line) in v.text.lines().enumerate() {
+                b.push_str(&format!(
+                    "<span id=\"C{n}\"><span class=\"muted\">{n:>4}</span>  {}</span>\n",
+                    esc(line),
+                    n = i + 1
+                ));
+            }
+            b.push_str("</pre>");
+        }
+    }
+    page(&format!("{} #{} config", r.repo, r.number), "", &b)
 }
 
 /// What became of a build's commit statuses on the forge: one line each, a failure

@@ -167,6 +167,67 @@ pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     }
 }
 
+/// `GET /builds/N/config`: "View config": the `.travis.yml` as the build read it (with
+/// an API request's config laid on it), what was said of it, and the decisions with
+/// their reasons (does it run, its jobs, each deploy, the mail), as `runway plan` says
+/// them. Settings are masked.
+pub(super) async fn page_config(
+    State(state): State<Arc<AppState>>,
+    UrlPath(n): UrlPath<u64>,
+    Query(q): Query<RepoQuery>,
+) -> Response {
+    let row = match find(&state, n, &q) {
+        Ok(Some(row)) => row,
+        Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
+        Err(e) => return page_unavailable(&e),
+    };
+    let st = state.clone();
+    let r = row.clone();
+    let view = tokio::task::spawn_blocking(move || config_view(&st, &r))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    Html(pages::config(&row, &view)).into_response()
+}
+
+/// What "View config" shows of build `row`, or why it cannot be read.
+fn config_view(state: &AppState, row: &BuildRow) -> Result<pages::ConfigView, String> {
+    let repo = state
+        .cfg
+        .repo(&row.repo)
+        .ok_or("the repository is no longer in runway.toml")?;
+    let mut r = row.clone();
+    // A pull request queued before its merge was made: read at the merge made now.
+    let path = super::sources::of_build(&state.state_dir, repo, &mut r, None, &|_| Ok(()))?;
+    let refs = crate::service::RefArgs::queued(&r, repo.default_branch.clone());
+    let target = crate::service::target::resolve(&path, &refs).map_err(|e| e.to_string())?;
+    let masker = repo.settings().masker();
+    let loaded = crate::config::load_bytes(&target.config_bytes);
+    let settings = crate::plan::Settings {
+        build_number: row.number,
+        env: repo.settings_for(&target.event).vars(),
+    };
+    let mut decisions = Vec::new();
+    if loaded.unreadable().is_none() {
+        let plan = crate::plan::plan(&loaded.config, &target.event, &settings);
+        if let Some(e) = &plan.error {
+            decisions.extend_from_slice(format!("{}\n", e.render(&target.config_name)).as_bytes());
+        }
+        crate::plan::write_human(&plan, &mut decisions, &|_, text| text.to_string())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(pages::ConfigView {
+        name: target.config_name.clone(),
+        text: masker.mask_all(&String::from_utf8_lossy(&target.config_bytes)),
+        said: loaded
+            .diagnostics
+            .iter()
+            .map(|d| masker.mask_all(&d.render(&target.config_name)))
+            .collect(),
+        decisions: masker.mask_all(&String::from_utf8_lossy(&decisions)),
+        commit: r.commit.clone(),
+    })
+}
+
 /// `?branch=` of a badge.
 #[derive(Deserialize)]
 pub(super) struct BadgeQuery {

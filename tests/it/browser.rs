@@ -721,3 +721,33 @@ fn the_list_shows_each_branch_and_filters_to_one() {
     let branches = b.eval("[...document.querySelectorAll('#builds tbody tr td:nth-child(6)')].map(td => td.textContent.trim())");
     assert_eq!(branches, json!(["dev", "dev"]), "only dev's builds");
 }
+
+/// Issue 28 (10): "View config": the `.travis.yml` as the build read it, what runway
+/// said of it at its line and column, and the decisions with their reasons.
+#[test]
+fn view_config_shows_the_file_as_read_and_the_decisions() {
+    let yml = "language: shell\nenv:\n  - LEVEL=1\n  - LEVEL=2\nscript: echo \"level $LEVEL\"\nsudo: required\ndeploy:\n  provider: s3\n  bucket: b\n  on:\n    branch: release\nnotifications:\n  email: false\n";
+    let site = Site::new(yml, "", &[]);
+    site.push();
+    assert_eq!(site.ended(1), "passed");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    b.click("#view-config");
+    let decisions = b.until(
+        "document.getElementById('decisions') && document.getElementById('decisions').textContent",
+    );
+    let decisions = decisions.as_str().unwrap();
+    assert!(decisions.contains("Build runs"), "{decisions}");
+    assert!(decisions.contains("2 job(s)"), "{decisions}");
+    assert!(decisions.contains("deploy s3: skipped"), "{decisions}");
+    assert!(decisions.contains("this branch is not permitted: master"), "{decisions}");
+    let text = b.eval("document.getElementById('config-text').textContent");
+    assert!(text.as_str().unwrap().contains("bucket: b"), "{text}");
+    let said = b
+        .eval("document.getElementById('said') ? document.getElementById('said').textContent : ''");
+    assert!(
+        said.as_str().unwrap().contains(".travis.yml:6:1"),
+        "sudo, at its line: {said}"
+    );
+    b.shot("view-config");
+}
