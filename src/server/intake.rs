@@ -204,6 +204,9 @@ fn cancel_superseded(
 ) -> Vec<u64> {
     for n in &superseded.queued {
         if let Ok(Some(old)) = state.db(|s| s.build(Some(repo), *n)) {
+            // Canceled before it started: no "started" will take it off the list of
+            // builds whose "queued" line was said.
+            state.said_queued.lock().expect("said_queued").remove(&old.id);
             state.changed(old.id);
         }
     }
