@@ -157,6 +157,10 @@ impl Runner<'_> {
         for cmd in &ready.announce {
             self.shown(cmd, log)?;
         }
+        for (cmd, said) in &ready.known {
+            log.line(&format!("$ {cmd}"));
+            log.line(said);
+        }
         log.line("");
         Ok(())
     }

@@ -29,6 +29,7 @@ impl Jdk {
 
 fn ready(jdk: &str, home: &Path, how: &str) -> Ready {
     Ready {
+        known: Vec::new(),
         path: vec![home.join("bin")],
         env: vec![
             ("JAVA_HOME".into(), home.display().to_string()),

@@ -136,6 +136,10 @@ pub struct Ready {
     pub env: Vec<(String, String)>,
     /// Commands shown and run to say what runs (`python --version`).
     pub announce: Vec<String>,
+    /// Commands shown with what they print, known without running them (`pip
+    /// --version`, read from pip's installed metadata: running pip takes a third of a
+    /// second), after [`Ready::announce`].
+    pub known: Vec<(String, String)>,
     /// One line for the job's header: `python 3.8.18 (pyenv: /root/.pyenv/…)`.
     pub what: String,
     /// The commands the job's shell must find where this runtime put them (`python`

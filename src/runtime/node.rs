@@ -186,6 +186,7 @@ impl Provider for Node {
             None => install(Line::Node, &spec, version, ctx.toolchains)?,
         };
         Ok(Ready {
+            known: Vec::new(),
             path: vec![dir.join("bin"), PathBuf::from("./node_modules/.bin")],
             env: vec![("TRAVIS_NODE_VERSION".into(), version.trim().to_string())],
             announce: vec!["node --version".into(), "npm --version".into()],
@@ -208,6 +209,7 @@ fn iojs(rest: &str, written: &str, ctx: &Context) -> Result<Ready, Missing> {
     };
     let (full, dir) = install(Line::IoJs, &spec, written, ctx.toolchains)?;
     Ok(Ready {
+        known: Vec::new(),
         path: vec![dir.join("bin"), PathBuf::from("./node_modules/.bin")],
         env: vec![("TRAVIS_NODE_VERSION".into(), written.trim().to_string())],
         announce: vec!["node --version".into(), "npm --version".into()],

@@ -228,11 +228,24 @@ impl Python {
             let _ = std::os::unix::fs::symlink(&venv, &link);
         }
         env.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+        // pip's version line from its metadata in the virtualenv, as `pip --version`
+        // prints it; pip is run only when that cannot be read.
+        let (announce, known) = match pip_line(&venv) {
+            Some(line) => (
+                vec!["python --version".into()],
+                vec![("pip --version".to_string(), line)],
+            ),
+            None => (
+                vec!["python --version".into(), "pip --version".into()],
+                Vec::new(),
+            ),
+        };
         Ok(Ready {
             expect: vec![("python".into(), venv.join("bin/python"))],
             path: vec![venv.join("bin")],
             env,
-            announce: vec!["python --version".into(), "pip --version".into()],
+            announce,
+            known,
             what: format!(
                 "python {label} ({}), virtualenv {}",
                 exe.display(),
@@ -240,6 +253,44 @@ impl Python {
             ),
         })
     }
+}
+
+/// What `pip --version` prints in virtualenv `venv` (`pip 24.0 from
+/// VENV/lib/python3.12/site-packages/pip (python 3.12)`), read from pip's installed
+/// metadata; None when there is no single pip to read.
+pub(crate) fn pip_line(venv: &Path) -> Option<String> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    let mut found = Vec::new();
+    for dir in lib.flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        let site = dir.path().join("site-packages");
+        let Ok(entries) = std::fs::read_dir(&site) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let f = e.file_name().to_string_lossy().into_owned();
+            if f.starts_with("pip-") && f.ends_with(".dist-info") {
+                found.push((name.clone(), site.clone(), e.path()));
+            }
+        }
+    }
+    let [(lib_name, site, info)] = found.as_slice() else {
+        return None;
+    };
+    let meta = std::fs::read_to_string(info.join("METADATA")).ok()?;
+    let version = meta
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.strip_prefix("Version: "))?
+        .trim()
+        .to_string();
+    let py = lib_name
+        .strip_prefix("python")
+        .or_else(|| lib_name.strip_prefix("pypy"))?;
+    Some(format!(
+        "pip {version} from {} (python {py})",
+        site.join("pip").display()
+    ))
 }
 
 /// The virtualenv prepared once for interpreter `exe` ({toolchains}/virtualenv/X.Y.Z),

@@ -110,6 +110,7 @@ impl Provider for Rust {
             }
         };
         Ok(Ready {
+            known: Vec::new(),
             path: Vec::new(),
             env: vec![
                 ("RUSTUP_TOOLCHAIN".into(), name.clone()),

@@ -206,7 +206,11 @@ fn cancel_superseded(
         if let Ok(Some(old)) = state.db(|s| s.build(Some(repo), *n)) {
             // Canceled before it started: no "started" will take it off the list of
             // builds whose "queued" line was said.
-            state.said_queued.lock().expect("said_queued").remove(&old.id);
+            state
+                .said_queued
+                .lock()
+                .expect("said_queued")
+                .remove(&old.id);
             state.changed(old.id);
         }
     }

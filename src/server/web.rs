@@ -700,7 +700,11 @@ pub(super) async fn api_cancel(
         Status::Queued | Status::Awaiting => {
             let _ =
                 state.db(|s| s.set_state(row.id, Status::Canceled, Some("canceled while queued")));
-            state.said_queued.lock().expect("said_queued").remove(&row.id);
+            state
+                .said_queued
+                .lock()
+                .expect("said_queued")
+                .remove(&row.id);
             state.changed(row.id);
             answer(
                 StatusCode::OK,

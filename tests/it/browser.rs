@@ -740,7 +740,10 @@ fn view_config_shows_the_file_as_read_and_the_decisions() {
     assert!(decisions.contains("Build runs"), "{decisions}");
     assert!(decisions.contains("2 job(s)"), "{decisions}");
     assert!(decisions.contains("deploy s3: skipped"), "{decisions}");
-    assert!(decisions.contains("this branch is not permitted: master"), "{decisions}");
+    assert!(
+        decisions.contains("this branch is not permitted: master"),
+        "{decisions}"
+    );
     let text = b.eval("document.getElementById('config-text').textContent");
     assert!(text.as_str().unwrap().contains("bucket: b"), "{text}");
     let said = b

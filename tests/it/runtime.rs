@@ -642,3 +642,28 @@ fn iojs_runs_as_travis_ran_it() {
     assert!(r.stdout.contains("asked for iojs-v2"), "{}", r.all());
     assert!(r.stdout.contains("Runtime: io.js 3.3.1"), "{}", r.all());
 }
+
+/// Issue 29: a Python job's `pip --version` line is read from pip's installed metadata
+/// (running pip took a third of a second of every Python job's start); it says what
+/// pip itself says in that job.
+#[test]
+fn the_pip_version_shown_is_what_pip_says() {
+    let r = rehearse(
+        "language: python\npython: \"3.12\"\nscript: echo \"REAL $(pip --version)\"\n",
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let shown = r
+        .stdout
+        .split("$ pip --version\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no pip line: {}", r.all()))
+        .to_string();
+    assert!(shown.starts_with("pip "), "{shown}");
+    assert!(
+        r.stdout.contains(&format!("REAL {shown}\n")),
+        "shown {shown:?}, pip says otherwise: {}",
+        r.all()
+    );
+}
