@@ -85,6 +85,7 @@ fn main() {
         stage: "test".into(),
         deploys: Vec::new(),
         log,
+        times: Vec::new(),
         worker: None,
         workers: Vec::new(),
     };

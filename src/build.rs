@@ -299,6 +299,8 @@ pub struct JobReport {
     pub outcome: JobOutcome,
     /// Its log, as written to files (fold markers, secrets masked).
     pub log: Vec<u8>,
+    /// When each of its log's lines was written (Unix ms).
+    pub times: Vec<i64>,
     /// True when it never ran because a required job of an earlier stage did not pass.
     pub stage_canceled: bool,
     /// False when it never started (the build canceled first, or an earlier stage
@@ -347,13 +349,20 @@ impl Write for Live {
     }
 }
 
-/// A `Write` that appends to a shared buffer.
+/// A `Write` that appends to a shared buffer, noting when each line ended (Unix ms):
+/// the log's line times ("timestamps" on the build page).
 #[derive(Clone, Default)]
-struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+struct Buffer(std::sync::Arc<Mutex<(Vec<u8>, Vec<i64>)>>);
 
 impl Write for Buffer {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
+        let mut kept = self.0.lock().expect("log buffer");
+        let lines = b.iter().filter(|c| **c == b'\n').count();
+        if lines > 0 {
+            let now = crate::clock::now_ms();
+            kept.1.extend(std::iter::repeat_n(now, lines));
+        }
+        kept.0.extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -563,6 +572,7 @@ fn not_started(job: &JobPlan, why: &str, opts: &BuildOptions) -> JobReport {
             substituted: Vec::new(),
         },
         log: Vec::new(),
+        times: Vec::new(),
         stage_canceled: false,
         started: false,
     }
@@ -625,11 +635,12 @@ fn run_one(
     if let Some(tap) = &opts.tap {
         tap.end(&job.number, outcome.result);
     }
-    let log_bytes = buffer.0.lock().expect("log").clone();
+    let (log_bytes, times) = buffer.0.lock().expect("log").clone();
     JobReport {
         job: job.clone(),
         outcome,
         log: log_bytes,
+        times,
         stage_canceled: false,
         started: true,
     }

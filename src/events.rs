@@ -400,6 +400,7 @@ mod tests {
                 substituted: Vec::new(),
             },
             log: Vec::new(),
+            times: Vec::new(),
             stage_canceled: !started,
             started,
         }

@@ -615,8 +615,7 @@ pub fn build(
     let stored: serde_json::Map<String, serde_json::Value> = jobs
         .iter()
         .map(|j| {
-            let v =
-                serde_json::json!({"text": String::from_utf8_lossy(&j.log), "result": j.result});
+            let v = serde_json::json!({"text": String::from_utf8_lossy(&j.log), "result": j.result, "times": j.times});
             (j.number.clone(), v)
         })
         .collect();
@@ -631,7 +630,7 @@ pub fn build(
         "repo": r.repo,
     });
     b.push_str(&format!(
-        "<nav id=\"tabs\"></nav><div id=\"follow\"><button hidden></button></div><div id=\"log\" class=\"log\"></div>\
+        "<nav id=\"tabs\"></nav><div id=\"follow\"><button hidden></button> <button id=\"times-toggle\" type=\"button\">Show times</button></div><div id=\"log\" class=\"log\"></div>\
          <script id=\"data\" type=\"application/json\">{}</script>",
         script_json(&data)
     ));

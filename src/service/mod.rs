@@ -638,6 +638,7 @@ fn job_rows(report: &BuildReport, masker: &Masker, o: &Options) -> Vec<JobRow> {
             stage: r.job.stage.clone(),
             deploys: mail::deploy_lines(r, o.deploy, o.rehearse_deploy),
             log: r.log.clone(),
+            times: r.times.clone(),
             worker: None,
             workers: Vec::new(),
         })

@@ -205,6 +205,33 @@ pub struct BuildRow {
     pub request: Option<ApiConfig>,
 }
 
+/// A log's line times as stored: the first (Unix ms), then each one's difference from
+/// the one before, comma-separated (a line or two of digits each).
+pub(crate) fn times_column(times: &[i64]) -> String {
+    let mut out = String::new();
+    let mut last = 0i64;
+    for (i, t) in times.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&(t - last).to_string());
+        last = *t;
+    }
+    out
+}
+
+/// The line times a `line_times` column holds.
+pub(crate) fn times_of(text: &str) -> Vec<i64> {
+    let mut last = 0i64;
+    text.split(',')
+        .filter_map(|d| d.parse::<i64>().ok())
+        .map(|d| {
+            last += d;
+            last
+        })
+        .collect()
+}
+
 /// A commit status waiting in the status outbox, claimed by one node to post.
 #[derive(Clone, Debug)]
 pub struct StatusRow {
@@ -264,6 +291,9 @@ pub struct JobRow {
     /// The log (secrets already masked).
     #[serde(skip)]
     pub log: Vec<u8>,
+    /// When each line of the log was written (Unix ms), line by line.
+    #[serde(skip)]
+    pub times: Vec<i64>,
     /// The `runway worker` that ran it (the server fills it in from its tasks).
     pub worker: Option<String>,
     /// Every worker that took it, attempt by attempt (more than one when a lost job
@@ -904,6 +934,7 @@ impl JobRow {
             stage: "test".into(),
             deploys: Vec::new(),
             log: b"job log".to_vec(),
+            times: vec![1_000, 1_250],
             worker: None,
             workers: Vec::new(),
         }
@@ -1430,6 +1461,12 @@ mod tests {
         assert!(
             s.finish_held(newer.id, "node-a", BuildState::Passed, &job)
                 .unwrap(),
+            "{backend}"
+        );
+        // A job's line times come back as they went in.
+        assert_eq!(
+            s.jobs(newer.id).unwrap()[0].times,
+            [1_000, 1_250],
             "{backend}"
         );
         assert!(

@@ -121,6 +121,7 @@ ALTER TABLE builds ADD COLUMN pull_request BIGINT;
 ALTER TABLE builds ADD COLUMN pr TEXT NOT NULL DEFAULT '';
 ALTER TABLE builds ADD COLUMN request TEXT NOT NULL DEFAULT '';
 ALTER TABLE builds ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN line_times TEXT NOT NULL DEFAULT '';
 CREATE TABLE crons (
   repo TEXT NOT NULL,
   branch TEXT NOT NULL,
@@ -907,11 +908,12 @@ impl Backend for Inner {
         }
         for j in jobs {
             tx.execute(
-                "INSERT INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                "INSERT INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys, line_times)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (build_id, number) DO UPDATE SET name = EXCLUDED.name, env = EXCLUDED.env,
                    result = EXCLUDED.result, duration_ms = EXCLUDED.duration_ms, log = EXCLUDED.log,
-                   reason = EXCLUDED.reason, stage = EXCLUDED.stage, deploys = EXCLUDED.deploys",
+                   reason = EXCLUDED.reason, stage = EXCLUDED.stage, deploys = EXCLUDED.deploys,
+                   line_times = EXCLUDED.line_times",
                 &[
                     &id,
                     &j.number,
@@ -923,6 +925,7 @@ impl Backend for Inner {
                     &j.reason,
                     &j.stage,
                     &j.deploys.join("\n"),
+                    &super::times_column(&j.times),
                 ],
             )?;
         }
@@ -934,7 +937,7 @@ impl Backend for Inner {
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         self.client
             .query(
-                "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys
+                "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys, line_times
                  FROM jobs WHERE build_id = $1 ORDER BY seq",
                 &[&build_id],
             )?
@@ -954,6 +957,7 @@ impl Backend for Inner {
                         .lines()
                         .map(str::to_string)
                         .collect(),
+                    times: super::times_of(&r.try_get::<_, String>(9)?),
                     worker: None,
                     workers: Vec::new(),
                 })

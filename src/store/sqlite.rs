@@ -201,6 +201,7 @@ impl Sqlite {
             ("builds", "pr", "TEXT NOT NULL DEFAULT ''"),
             ("builds", "request", "TEXT NOT NULL DEFAULT ''"),
             ("builds", "cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
+            ("jobs", "line_times", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -371,8 +372,8 @@ impl Backend for Sqlite {
         }
         for j in jobs {
             tx.execute(
-                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys, line_times)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     id,
                     j.number,
@@ -383,7 +384,8 @@ impl Backend for Sqlite {
                     j.log,
                     j.reason,
                     j.stage,
-                    j.deploys.join("\n")
+                    j.deploys.join("\n"),
+                    super::times_column(&j.times)
                 ],
             )?;
         }
@@ -393,7 +395,7 @@ impl Backend for Sqlite {
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
         let mut st = self.conn.prepare(
-            "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys FROM jobs WHERE build_id = ?1 ORDER BY rowid",
+            "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys, line_times FROM jobs WHERE build_id = ?1 ORDER BY rowid",
         )?;
         let rows = st.query_map(params![build_id], |r| {
             Ok(JobRow {
@@ -406,6 +408,7 @@ impl Backend for Sqlite {
                 reason: r.get(6)?,
                 stage: r.get(7)?,
                 deploys: r.get::<_, String>(8)?.lines().map(str::to_string).collect(),
+                times: super::times_of(&r.get::<_, String>(9)?),
                 worker: None,
                 workers: Vec::new(),
             })

@@ -754,3 +754,47 @@ fn view_config_shows_the_file_as_read_and_the_decisions() {
     );
     b.shot("view-config");
 }
+
+/// Issue 28 (10): each log line's time, shown on demand: the stored log keeps when each
+/// line was written (the lines stay as they were), and "Show times" puts them before
+/// the lines.
+#[test]
+fn log_lines_show_their_times_on_demand() {
+    let site = Site::new(
+        "language: shell\nscript: echo first-timed-line; sleep 2; echo second-timed-line\nnotifications:\n  email: false\n",
+        "",
+        &[],
+    );
+    site.push();
+    assert_eq!(site.ended(1), "passed");
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1#job=1.1", site.base));
+    b.until("document.querySelector('#log .l > span[data-t]')");
+    assert_eq!(
+        b.eval("document.getElementById('log').classList.contains('times')"),
+        json!(false)
+    );
+    b.click("#times-toggle");
+    assert_eq!(
+        b.eval("document.getElementById('log').classList.contains('times')"),
+        json!(true)
+    );
+    assert_eq!(
+        b.eval("document.getElementById('times-toggle').textContent"),
+        json!("Hide times")
+    );
+    let at = |text: &str| {
+        format!(
+            "(() => {{ const l = [...document.querySelectorAll('#log .l')].find(l => l.lastElementChild.textContent === '{text}'); \
+             const [h, m, s] = l.lastElementChild.dataset.t.split(':').map(Number); return h * 3600 + m * 60 + s; }})()"
+        )
+    };
+    let first = b.eval(&at("first-timed-line")).as_i64().unwrap();
+    let second = b.eval(&at("second-timed-line")).as_i64().unwrap();
+    let apart = (second - first).rem_euclid(86_400);
+    assert!((1..=10).contains(&apart), "{first} → {second}");
+    b.shot("log-times");
+    // The raw log is as it was: no time in it.
+    let raw = site.srv.request("GET", "/api/builds/1/log", &[], b"").1;
+    assert!(raw.contains("first-timed-line\n"), "{raw}");
+}

@@ -61,12 +61,15 @@ function build() {
   actions(data);
   const texts = {};
   const results = {};
+  const times = {};
   const order = [];
   for (const [n, j] of Object.entries(data.jobs)) {
-    order.push(n); texts[n] = j.text; results[n] = j.result;
+    order.push(n); texts[n] = j.text; results[n] = j.result; times[n] = j.times || [];
   }
-  // An ended build's log is its jobs' logs one after another (sent once).
+  // An ended build's log is its jobs' logs one after another (sent once), and so are
+  // their line times.
   texts[""] = data.log ?? order.map((n) => texts[n]).join("");
+  if (data.log == null) times[""] = order.flatMap((n) => times[n]);
   const chosen = () => {
     const m = location.hash.match(/^#job=(.+)$/);
     if (m) return decodeURIComponent(m[1]);
@@ -97,7 +100,7 @@ function build() {
     shown = tab in texts || data.live ? tab : "";
     if (!(shown in texts)) { order.push(shown); texts[shown] = ""; }
     const root = document.getElementById("log");
-    view = new LogView(root, data.live);
+    view = new LogView(root, data.live, times[shown]);
     view.append(texts[shown] || "");
     if (!data.live) view.finish();
     tabs();
@@ -168,10 +171,19 @@ function actions(data) {
 // A log rendered line by line as it arrives: each line a numbered row, each fold a
 // <details> titled by its first command, with its duration.
 class LogView {
-  constructor(root, live) {
+  // `times`: when each line of the text was written (Unix ms), shown on demand; a live
+  // log's lines get the time they arrive.
+  constructor(root, live, times) {
     this.root = root;
     this.live = live;
+    this.times = times && times.length ? times : null;
     this.reset();
+    const toggle = document.getElementById("times-toggle");
+    if (toggle) {
+      const label = () => { toggle.textContent = root.classList.contains("times") ? "Hide times" : "Show times"; };
+      toggle.onclick = () => { root.classList.toggle("times"); label(); };
+      label();
+    }
     this.following = live;
     this.tailed = 0;
     const button = document.querySelector("#follow button");
@@ -199,6 +211,7 @@ class LogView {
     this.root.innerHTML = "";
     this.stack = [{ el: this.root, fold: null }];
     this.n = 0;
+    this.raw = 0;
     this.rest = "";
     this.html = "";
     this.ansi = new AnsiUp();
@@ -225,6 +238,9 @@ class LogView {
     this.flush();
   }
   line(raw) {
+    // Every line of the text counts for its time, markers too.
+    const at = this.times ? this.times[this.raw] : (this.live ? Date.now() : undefined);
+    this.raw += 1;
     // A carriage return redraws the line (progress bars): its last state is kept.
     let line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     const cr = line.lastIndexOf("\r");
@@ -247,7 +263,8 @@ class LogView {
     const failed = plain.match(/^The command "[\s\S]*" (?:failed and )?exited with (\d+)/);
     const bad = failed && failed[1] !== "0";
     if (bad) cls += " fail";
-    this.html += `<div class="${cls}" id="L${this.n}"><a href="#L${this.n}">${this.n}</a><span>${this.ansi.ansi_to_html(line) || " "}</span></div>`;
+    const t = at ? ` data-t="${new Date(at).toTimeString().slice(0, 8)}"` : "";
+    this.html += `<div class="${cls}" id="L${this.n}"><a href="#L${this.n}">${this.n}</a><span${t}>${this.ansi.ansi_to_html(line) || " "}</span></div>`;
     if (bad) this.fail();
   }
   open(name) {
