@@ -304,6 +304,8 @@ fn request(
                 state.cfg.concurrency
             },
             deploy: true,
+            // A restarted job: only that one runs; the others keep their results.
+            job: row.rerun.clone(),
             substitutes: state.cfg.substitutes,
             sandbox: SandboxOptions {
                 checked: true,

@@ -456,6 +456,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/builds/{n}", get(web::api_build))
         .route("/api/builds/{n}/cancel", post(web::api_cancel))
         .route("/api/builds/{n}/approve", post(web::api_approve))
+        .route(
+            "/api/builds/{n}/jobs/{job}/restart",
+            post(web::api_restart_job),
+        )
         .route("/badge/{owner}/{repo}", get(web::badge))
         .route(
             "/api/repos/{owner}/{repo}/requests",

@@ -350,8 +350,22 @@ fn header(r: &BuildRow, jobs: &[JobRow], can_change: bool) -> String {
         } else {
             ""
         };
+        // An ended build's jobs, each restarted on its own (the others keep theirs).
+        let jobs_again: String = if r.state.is_active() {
+            String::new()
+        } else {
+            jobs.iter()
+                .map(|j| {
+                    format!(
+                        "<button data-act=\"jobs/{n}/restart\" id=\"restart-job-{id}\">Restart job {n}</button>",
+                        n = esc(&j.number),
+                        id = esc(&j.number.replace('.', "-")),
+                    )
+                })
+                .collect()
+        };
         b.push_str(&format!(
-            "<div class=\"actions\">{approve}<button data-act=\"{act}\" id=\"{act}\">{label}</button><span class=\"said\"></span></div>"
+            "<div class=\"actions\">{approve}<button data-act=\"{act}\" id=\"{act}\">{label}</button>{jobs_again}<span class=\"said\"></span></div>"
         ));
     }
     b
@@ -503,6 +517,29 @@ pub fn links(r: &BuildRow, repo: Option<&crate::runway_toml::RepoConfig>) -> Str
         n = r.number
     ));
     format!("<p class=\"links muted\">{}</p>", items.join(" · "))
+}
+
+/// The earlier attempts of a build's jobs that ran again, each with its log.
+pub fn attempts(r: &BuildRow, all: &[crate::store::Attempt]) -> String {
+    if all.is_empty() {
+        return String::new();
+    }
+    let q = crate::notify::url_component(&r.repo);
+    let items: String = all
+        .iter()
+        .map(|a| {
+            format!(
+                "<li>Job {j}, attempt {n}: {badge} {why} <a href=\"/api/builds/{b}/log?repo={q}&amp;job={jq}&amp;attempt={n}\">log</a></li>",
+                j = esc(&a.number),
+                n = a.attempt,
+                badge = badge(&a.result),
+                why = esc(&a.reason),
+                b = r.number,
+                jq = crate::notify::url_component(&a.number),
+            )
+        })
+        .collect();
+    format!("<section id=\"attempts\"><h3>Earlier attempts</h3><ul>{items}</ul></section>")
 }
 
 /// What "View config" shows of a build.

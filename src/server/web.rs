@@ -286,6 +286,47 @@ pub(super) async fn badge(
         .into_response()
 }
 
+/// `POST /api/builds/N/jobs/J/restart`: one job of an ended build runs again; what it
+/// did this time is kept as an attempt, the other jobs keep their results.
+pub(super) async fn api_restart_job(
+    State(state): State<Arc<AppState>>,
+    UrlPath((n, job)): UrlPath<(u64, String)>,
+    Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let row = match authorized_build(&state, n, &q, &headers) {
+        Ok(row) => row,
+        Err(refused) => return *refused,
+    };
+    if row.state.is_active() {
+        return answer(
+            StatusCode::CONFLICT,
+            serde_json::json!({"error": format!("build #{n} is {}; a job is restarted once it has ended", row.state)}),
+        );
+    }
+    let number = if job.contains('.') {
+        job.clone()
+    } else {
+        format!("{n}.{job}")
+    };
+    match state.db(|s| s.restart_job(row.id, &number)) {
+        Ok(attempt) => {
+            tracing::info!(repo = %row.repo, number = n, job = %number, attempt, "job restarted");
+            state.wake.notify_one();
+            state.changed(row.id);
+            answer(
+                StatusCode::ACCEPTED,
+                serde_json::json!({"restarted": true, "number": n, "job": number, "kept_attempt": attempt}),
+            )
+        }
+        Err(e) if e.message.contains("has no job") => answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("build #{n} has no job {number}")}),
+        ),
+        Err(e) => e.answer(),
+    }
+}
+
 /// `POST /api/builds/N/approve`: a fork's pull request awaiting approval is queued.
 pub(super) async fn api_approve(
     State(state): State<Arc<AppState>>,
@@ -377,6 +418,10 @@ pub(super) async fn page_build(
         String::new()
     };
     on.push_str(&pages::links(&row, state.cfg.repo(&row.repo)));
+    on.push_str(&pages::attempts(
+        &row,
+        &state.db(|s| s.attempts(row.id)).unwrap_or_default(),
+    ));
     on.push_str(&pages::statuses(
         &state.db(|s| s.statuses_of(row.id)).unwrap_or_default(),
     ));
@@ -592,6 +637,7 @@ pub(super) async fn api_build(
     v["previous_state"] = serde_json::json!(row.previous_state);
     v["pull_request"] = serde_json::json!(row.pull_request);
     v["statuses"] = serde_json::json!(state.db(|s| s.statuses_of(row.id)).unwrap_or_default());
+    v["attempts"] = serde_json::json!(state.db(|s| s.attempts(row.id)).unwrap_or_default());
     v["jobs"] = jobs
         .iter()
         .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys, "worker": j.worker, "workers": j.workers}))
@@ -621,6 +667,8 @@ pub(super) async fn api_build(
 pub(super) struct LogQuery {
     repo: Option<String>,
     job: Option<String>,
+    /// An earlier attempt of the job (`job` too).
+    attempt: Option<u32>,
     /// Any value: sent as a file to save (`Content-Disposition: attachment`).
     download: Option<String>,
 }
@@ -635,6 +683,28 @@ pub(super) async fn api_log(
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
+    if let (Some(job), Some(attempt)) = (q.job.as_deref(), q.attempt) {
+        let number = if job.contains('.') {
+            job.to_string()
+        } else {
+            format!("{n}.{job}")
+        };
+        return match state.db(|s| s.attempt_log(row.id, &number, attempt)) {
+            Ok(Some(log)) => (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                )],
+                log,
+            )
+                .into_response(),
+            Ok(None) => answer(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": format!("job {number} of build #{n} has no attempt {attempt}")}),
+            ),
+            Err(e) => e.answer(),
+        };
+    }
     let jobs = match jobs_with_logs(&state, row.id).await {
         Ok(jobs) => jobs,
         Err(e) => return e.answer(),

@@ -386,9 +386,13 @@ fn conclude(
     };
     if let Some(r) = recorded.as_mut() {
         let id = r.row.id;
+        let state = match &r.row.rerun {
+            Some(job) => rerun_state(plan, report, job, &r.store.jobs(id).unwrap_or_default()),
+            None => report.state,
+        };
         let ended = store::patiently(req.controls.cancel.as_ref(), || match holder {
-            Some(h) => r.store.finish_held(id, &h.node, report.state, &rows),
-            None => r.store.finish(id, report.state, &rows).map(|_| true),
+            Some(h) => r.store.finish_held(id, &h.node, state, &rows),
+            None => r.store.finish(id, state, &rows).map(|_| true),
         });
         match ended {
             Ok(true) => {}
@@ -618,6 +622,32 @@ fn options_with(
         tap: req.controls.tap.clone(),
         executor: req.controls.executor.clone(),
     }
+}
+
+/// The state of a build one of whose jobs (`job`) ran again: every job of the plan as it
+/// is now (that job as it ran, the others as recorded), rolled up as a build's jobs are.
+fn rerun_state(
+    plan: &Plan,
+    report: &BuildReport,
+    job: &str,
+    recorded: &[JobRow],
+) -> crate::build::BuildState {
+    let result_of = |j: &crate::plan::JobPlan| {
+        if j.number == job {
+            report
+                .jobs
+                .iter()
+                .find(|r| r.job.number == j.number)
+                .map(|r| r.outcome.result)
+        } else {
+            recorded
+                .iter()
+                .find(|r| r.number == j.number)
+                .and_then(|r| crate::job::JobResult::from_name(&r.result))
+        }
+        .unwrap_or(crate::job::JobResult::Errored)
+    };
+    crate::build::roll_up(plan.jobs.iter().map(|j| (j, result_of(j))))
 }
 
 /// The store's rows for the build's jobs: results, reasons, stages, deploys and logs,

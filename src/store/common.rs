@@ -40,6 +40,7 @@ fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
         mail: next().text().unwrap_or_default(),
         pull_request: super::pr_of(&next().text().unwrap_or_default()),
         request: super::request_of(&next().text().unwrap_or_default()),
+        rerun: next().text().filter(|r| !r.is_empty()),
     })
 }
 
@@ -477,6 +478,83 @@ impl Store {
             .into_iter()
             .map(|r| r.into_iter().next().unwrap_or(Value::Null).int())
             .collect()
+    }
+
+    /// Keeps `job` of build `id` as attempt `attempt`, takes it out of the build's jobs
+    /// and queues the build to run it again (`rerun`).
+    pub(super) fn keep_attempt(
+        &mut self,
+        id: i64,
+        job: &super::JobRow,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
+        self.db().execute(
+            "INSERT INTO job_attempts (build_id, number, attempt, result, reason, duration_ms, log, line_times)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                id.into(),
+                job.number.as_str().into(),
+                i64::from(attempt).into(),
+                job.result.as_str().into(),
+                job.reason.as_str().into(),
+                (job.duration_ms as i64).into(),
+                Value::Bytes(job.log.clone()),
+                super::times_column(&job.times).as_str().into(),
+            ],
+        )?;
+        self.db().execute(
+            "DELETE FROM jobs WHERE build_id = $1 AND number = $2",
+            &[id.into(), job.number.as_str().into()],
+        )?;
+        self.db().execute(
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0,
+               cancel_requested = 0, rerun = $2
+             WHERE id = $1",
+            &[id.into(), job.number.as_str().into()],
+        )?;
+        self.announce_build(id)
+    }
+
+    /// The earlier attempts of build `id`'s jobs, by job and attempt.
+    pub fn attempts(&self, id: i64) -> Result<Vec<super::Attempt>, StoreError> {
+        self.db()
+            .query(
+                "SELECT number, attempt, result, reason, duration_ms FROM job_attempts
+                 WHERE build_id = $1 ORDER BY number, attempt",
+                &[id.into()],
+            )?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Value::Null);
+                Ok(super::Attempt {
+                    number: next().text().unwrap_or_default(),
+                    attempt: next().int()? as u32,
+                    result: next().text().unwrap_or_default(),
+                    reason: next().text().unwrap_or_default(),
+                    duration_ms: next().int()? as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// The log of attempt `attempt` of build `id`'s job `number`.
+    pub fn attempt_log(
+        &self,
+        id: i64,
+        number: &str,
+        attempt: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db()
+            .query(
+                "SELECT log FROM job_attempts WHERE build_id = $1 AND number = $2 AND attempt = $3",
+                &[id.into(), number.into(), i64::from(attempt).into()],
+            )?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|v| v.bytes()))
     }
 
     /// The running builds node `node` holds.

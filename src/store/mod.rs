@@ -203,6 +203,8 @@ pub struct BuildRow {
     pub pull_request: Option<crate::event::PullRequest>,
     /// An API request's config, for its build.
     pub request: Option<ApiConfig>,
+    /// The one job a restart of that job runs again (the others keep their results).
+    pub rerun: Option<String>,
 }
 
 /// A log's line times as stored: the first (Unix ms), then each one's difference from
@@ -230,6 +232,21 @@ pub(crate) fn times_of(text: &str) -> Vec<i64> {
             last
         })
         .collect()
+}
+
+/// An earlier attempt of a job that was run again.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attempt {
+    /// The job (`N.i`).
+    pub number: String,
+    /// 1 for the first run.
+    pub attempt: u32,
+    /// How it ended.
+    pub result: String,
+    /// Why.
+    pub reason: String,
+    /// Milliseconds.
+    pub duration_ms: u64,
 }
 
 /// A commit status waiting in the status outbox, claimed by one node to post.
@@ -340,7 +357,7 @@ const LOG_URL: &str = "log_url";
 
 /// The columns of a build row, in [`BuildRow`]'s order (both backends).
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
-     previous_state, commit_range, reason, message, author, mail, pr, request";
+     previous_state, commit_range, reason, message, author, mail, pr, request, rerun";
 
 /// A text column of a build set on its own.
 #[derive(Clone, Copy, Debug)]
@@ -781,6 +798,26 @@ impl Store {
     pub fn restart(&mut self, id: i64) -> Result<(), StoreError> {
         self.drop_tasks(id)?;
         self.db().restart(id)
+    }
+
+    /// Runs job `number` of ended build `id` again, keeping what it did this time as an
+    /// attempt (its result, reason, duration and log) and the other jobs' results: the
+    /// build is queued with only that job to run. Returns the attempt kept.
+    pub fn restart_job(&mut self, id: i64, number: &str) -> Result<u32, StoreError> {
+        let jobs = self.jobs(id)?;
+        let job = jobs
+            .iter()
+            .find(|j| j.number == number)
+            .ok_or_else(|| StoreError::Data(format!("the build has no job {number}")))?;
+        let attempt = self
+            .attempts(id)?
+            .iter()
+            .filter(|a| a.number == number)
+            .count() as u32
+            + 1;
+        self.drop_tasks(id)?;
+        self.keep_attempt(id, job, attempt)?;
+        Ok(attempt)
     }
 
     /// Records the commit's author once the build has read the commit.

@@ -122,6 +122,18 @@ ALTER TABLE builds ADD COLUMN pr TEXT NOT NULL DEFAULT '';
 ALTER TABLE builds ADD COLUMN request TEXT NOT NULL DEFAULT '';
 ALTER TABLE builds ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN line_times TEXT NOT NULL DEFAULT '';
+ALTER TABLE builds ADD COLUMN rerun TEXT NOT NULL DEFAULT '';
+CREATE TABLE job_attempts (
+  build_id BIGINT NOT NULL,
+  number TEXT NOT NULL,
+  attempt BIGINT NOT NULL,
+  result TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  duration_ms BIGINT NOT NULL DEFAULT 0,
+  log BYTEA NOT NULL,
+  line_times TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (build_id, number, attempt)
+);
 CREATE TABLE crons (
   repo TEXT NOT NULL,
   branch TEXT NOT NULL,
@@ -181,6 +193,7 @@ fn row(r: &Row) -> Result<BuildRow, StoreError> {
         mail: r.try_get(15)?,
         pull_request: super::pr_of(&r.try_get::<_, String>(16)?),
         request: super::request_of(&r.try_get::<_, String>(17)?),
+        rerun: Some(r.try_get::<_, String>(18)?).filter(|r| !r.is_empty()),
     })
 }
 
@@ -882,7 +895,7 @@ impl Backend for Inner {
         tx.execute("DELETE FROM jobs WHERE build_id = $1", &[&id])?;
         tx.execute("DELETE FROM statuses WHERE build_id = $1", &[&id])?;
         tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0, cancel_requested = 0 WHERE id = $1",
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0, cancel_requested = 0, rerun = '' WHERE id = $1",
             &[&id],
         )?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;

@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS crons (
   last_run INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (repo, branch, period)
 );
+CREATE TABLE IF NOT EXISTS job_attempts (
+  build_id INTEGER NOT NULL,
+  number TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  result TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  duration_ms INTEGER NOT NULL DEFAULT 0,
+  log BLOB NOT NULL,
+  line_times TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (build_id, number, attempt)
+);
 CREATE TABLE IF NOT EXISTS statuses (
   id INTEGER PRIMARY KEY,
   build_id INTEGER NOT NULL,
@@ -141,6 +152,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
         mail: r.get(15)?,
         pull_request: super::pr_of(&r.get::<_, String>(16)?),
         request: super::request_of(&r.get::<_, String>(17)?),
+        rerun: Some(r.get::<_, String>(18)?).filter(|r| !r.is_empty()),
     })
 }
 
@@ -202,6 +214,7 @@ impl Sqlite {
             ("builds", "request", "TEXT NOT NULL DEFAULT ''"),
             ("builds", "cancel_requested", "INTEGER NOT NULL DEFAULT 0"),
             ("jobs", "line_times", "TEXT NOT NULL DEFAULT ''"),
+            ("builds", "rerun", "TEXT NOT NULL DEFAULT ''"),
         ] {
             let has: bool = conn.query_row(
                 "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -347,7 +360,7 @@ impl Backend for Sqlite {
         tx.execute("DELETE FROM jobs WHERE build_id = ?1", params![id])?;
         tx.execute("DELETE FROM statuses WHERE build_id = ?1", params![id])?;
         tx.execute(
-            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0, cancel_requested = 0 WHERE id = ?1",
+            "UPDATE builds SET state = 'queued', finished_at = NULL, reason = NULL, jobs_started = 0, cancel_requested = 0, rerun = '' WHERE id = ?1",
             params![id],
         )?;
         tx.commit()?;

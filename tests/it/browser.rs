@@ -798,3 +798,73 @@ fn log_lines_show_their_times_on_demand() {
     let raw = site.srv.request("GET", "/api/builds/1/log", &[], b"").1;
     assert!(raw.contains("first-timed-line\n"), "{raw}");
 }
+
+/// Issue 28 (10): one job of an ended build restarted on its own (with the API token):
+/// the other job keeps its result and log; the job's first run is kept as an attempt,
+/// listed with its log; the build's state is its jobs' as they are now.
+#[test]
+fn one_job_is_restarted_and_its_first_attempt_is_kept() {
+    let marker = std::path::PathBuf::from(format!(
+        "/var/tmp/runway-test-rerun-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let yml = format!(
+        "language: shell\nenv:\n  - PART=one\n  - PART=two\nscript: echo \"running $PART\"; test \"$PART\" = one || test -f {}\nnotifications:\n  email: false\n",
+        marker.display()
+    );
+    let site = Site::new(
+        &yml,
+        "api_token_env = \"RUNWAY_TEST_API_TOKEN\"\n",
+        &[("RUNWAY_TEST_API_TOKEN", "t0ken")],
+    );
+    site.push();
+    assert_eq!(site.ended(1), "failed");
+    let before = site.srv.json("/api/builds/1");
+    let one_log = site
+        .srv
+        .request("GET", "/api/builds/1/log?job=1.1", &[], b"")
+        .1;
+    std::fs::write(&marker, "").unwrap();
+    let mut b = Browser::open();
+    b.goto(&format!("{}/builds/1", site.base));
+    b.op(json!({"op": "answer", "value": "t0ken"}));
+    b.click("#restart-job-1-2");
+    b.until("(() => { const t = document.querySelector('.actions .said'); return t && /Restarted/.test(t.textContent); })()");
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(site.ended(1), "passed");
+    let after = site.srv.json("/api/builds/1");
+    assert_eq!(after["jobs"][0]["result"], "passed", "{after}");
+    assert_eq!(
+        after["jobs"][0]["duration_ms"], before["jobs"][0]["duration_ms"],
+        "job 1.1 kept"
+    );
+    assert_eq!(
+        site.srv
+            .request("GET", "/api/builds/1/log?job=1.1", &[], b"")
+            .1,
+        one_log
+    );
+    assert_eq!(after["attempts"][0]["number"], "1.2", "{after}");
+    assert_eq!(after["attempts"][0]["result"], "failed", "{after}");
+    let first = site
+        .srv
+        .request("GET", "/api/builds/1/log?job=1.2&attempt=1", &[], b"")
+        .1;
+    assert!(
+        first.contains("running two") && first.contains("exited with 1"),
+        "{first}"
+    );
+    b.goto(&format!("{}/builds/1", site.base));
+    let listed = b.until(
+        "document.getElementById('attempts') && document.getElementById('attempts').textContent",
+    );
+    assert!(
+        listed.as_str().unwrap().contains("Job 1.2, attempt 1"),
+        "{listed}"
+    );
+    b.shot("job-restarted");
+}
