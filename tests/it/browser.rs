@@ -834,8 +834,9 @@ fn one_job_is_restarted_and_its_first_attempt_is_kept() {
     b.op(json!({"op": "answer", "value": "t0ken"}));
     b.click("#restart-job-1-2");
     b.until("(() => { const t = document.querySelector('.actions .said'); return t && /Restarted/.test(t.textContent); })()");
+    let ended = site.ended(1);
     let _ = std::fs::remove_file(&marker);
-    assert_eq!(site.ended(1), "passed");
+    assert_eq!(ended, "passed");
     let after = site.srv.json("/api/builds/1");
     assert_eq!(after["jobs"][0]["result"], "passed", "{after}");
     assert_eq!(

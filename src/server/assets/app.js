@@ -185,7 +185,6 @@ class LogView {
       label();
     }
     this.following = live;
-    this.tailed = 0;
     const button = document.querySelector("#follow button");
     this.button = button;
     if (button) {
@@ -200,11 +199,15 @@ class LogView {
     window.onwheel = (e) => { if (e.deltaY < 0) stop(); };
     window.ontouchmove = stop;
     window.onkeydown = (e) => { if (["ArrowUp", "PageUp", "Home"].includes(e.key)) stop(); };
+    // The page's own scrolls to the tail are told apart by a flag each one sets and
+    // its scroll event takes, not by how soon the event comes (a loaded machine
+    // delivers it late, and the reader's following stopped by itself).
     window.onscroll = () => {
       if (!this.live) return;
+      if (this.ownScroll) { this.ownScroll = false; return; }
       const bottom = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 8;
       if (bottom && !this.following) { this.following = true; this.label(); }
-      else if (!bottom && performance.now() - this.tailed > 250) stop();
+      else if (!bottom) stop();
     };
   }
   reset() {
@@ -319,7 +322,9 @@ class LogView {
     el.scrollIntoView({ block: "center" });
   }
   tail() {
-    this.tailed = performance.now();
+    const target = document.documentElement.scrollHeight - window.innerHeight;
+    // Only a scroll that moves makes an event to take.
+    if (Math.abs(window.scrollY - target) > 1) this.ownScroll = true;
     window.scrollTo(0, document.documentElement.scrollHeight);
   }
 }
