@@ -293,6 +293,21 @@ pub fn serve(
     served
 }
 
+/// The store and the build `spec` (`12`, `#12`) names, with its number.
+fn named_build(
+    spec: &str,
+    repo: Option<&str>,
+    config: Option<&std::path::Path>,
+) -> Result<(crate::store::Store, crate::store::BuildRow, u64), CmdError> {
+    let n: u64 = spec
+        .trim_start_matches('#')
+        .parse()
+        .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
+    let st = super::open_store(config)?;
+    let row = super::find_build(&st, repo, n)?;
+    Ok((st, row, n))
+}
+
 /// Cancels a build: one that has not started (queued, awaiting approval) at once; a
 /// running one is asked of the node running it, which kills its jobs.
 pub fn cancel(
@@ -301,12 +316,7 @@ pub fn cancel(
     config: Option<&std::path::Path>,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
-    let n: u64 = spec
-        .trim_start_matches('#')
-        .parse()
-        .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
-    let mut st = super::open_store(config)?;
-    let row = super::find_build(&st, repo, n)?;
+    let (mut st, row, n) = named_build(spec, repo, config)?;
     use crate::store::Status;
     match row.state {
         Status::Queued | Status::Awaiting => {
@@ -342,12 +352,7 @@ pub fn restart(
     config: Option<&std::path::Path>,
     out: &mut dyn Write,
 ) -> Result<i32, CmdError> {
-    let n: u64 = spec
-        .trim_start_matches('#')
-        .parse()
-        .map_err(|_| CmdError::Usage(format!("\"{spec}\" is not a build number")))?;
-    let mut st = super::open_store(config)?;
-    let row = super::find_build(&st, repo, n)?;
+    let (mut st, row, n) = named_build(spec, repo, config)?;
     if row.state.is_active() {
         return Err(CmdError::Usage(format!(
             "build #{n} is {}; it cannot be restarted now",

@@ -763,6 +763,21 @@ fn gitea_pr(srv: &Server, number: u64, head: &str, base: &str) -> u64 {
         .unwrap()
 }
 
+/// Serves `s` with its repository posting statuses to `forge` at `api_url`, with
+/// `token` (and `public_url`, set by the setup).
+fn serve_posting(s: &Setup, forge: &str, api_url: &str, token: &str) -> Server {
+    let mut toml = std::fs::read_to_string(&s.config).unwrap();
+    toml.push_str(&format!(
+        "forge = \"{forge}\"\napi_url = \"{api_url}\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n"
+    ));
+    std::fs::write(&s.config, toml).unwrap();
+    Server::start(
+        &s.config,
+        &s.state(),
+        &[("APP_SECRET", SECRET), ("RUNWAY_TEST_STATUS_TOKEN", token)],
+    )
+}
+
 fn fixture(name: &str) -> serde_json::Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/forge")
@@ -778,19 +793,11 @@ fn fixture(name: &str) -> serde_json::Value {
 fn gitlab_and_gitea_pull_requests_build_and_gitlab_gets_its_statuses() {
     let recorder = crate::common::contract::Contract::gitlab_statuses();
     let s = Setup::new(PR_YML, "public_url = \"https://ci.example\"");
-    let mut toml = std::fs::read_to_string(&s.config).unwrap();
-    toml.push_str(&format!(
-        "forge = \"gitlab\"\napi_url = \"http://{}/api/v4\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n",
-        recorder.addr
-    ));
-    std::fs::write(&s.config, toml).unwrap();
-    let srv = Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("RUNWAY_TEST_STATUS_TOKEN", "glpat-77"),
-        ],
+    let srv = serve_posting(
+        &s,
+        "gitlab",
+        &format!("http://{}/api/v4", recorder.addr),
+        "glpat-77",
     );
     let first = s.head();
     let head = change(&s, "ms-viewport", &first, "feature.txt", "from gitlab\n");
@@ -873,19 +880,11 @@ fn gitlab_and_gitea_pull_requests_build_and_gitlab_gets_its_statuses() {
 fn gitea_gets_its_statuses_as_its_description_says() {
     let contract = crate::common::contract::Contract::gitea_statuses();
     let s = Setup::new(PR_YML, "public_url = \"https://ci.example\"");
-    let mut toml = std::fs::read_to_string(&s.config).unwrap();
-    toml.push_str(&format!(
-        "forge = \"gitea\"\napi_url = \"http://{}\"\nstatus_token_env = \"RUNWAY_TEST_STATUS_TOKEN\"\n",
-        contract.addr
-    ));
-    std::fs::write(&s.config, toml).unwrap();
-    let srv = Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("RUNWAY_TEST_STATUS_TOKEN", "gitea-tok"),
-        ],
+    let srv = serve_posting(
+        &s,
+        "gitea",
+        &format!("http://{}", contract.addr),
+        "gitea-tok",
     );
     let first = s.head();
     let head = change(&s, "update-readme", &first, "feature.txt", "from gitea\n");
