@@ -46,6 +46,9 @@ pub type Check = fn(&Call) -> Result<(), String>;
 enum Upstream {
     Prism(String),
     Checked(Check),
+    /// The first `n` requests answered 502 (a forge having a bad minute), the rest by
+    /// Prism.
+    Failing(Arc<std::sync::atomic::AtomicUsize>, String),
 }
 
 /// A running contract server and its recorder.
@@ -92,8 +95,19 @@ impl Contract {
         Contract::record(Upstream::Checked(check_gitlab_status), None)
     }
 
+    /// [`Contract::github_statuses`] whose first `n` requests are answered 502.
+    pub fn github_statuses_failing_first(n: usize) -> Contract {
+        Contract::prism(&forge_dir().join("github-statuses.json"), n)
+    }
+
     /// Prism serving `spec`, behind a recorder.
     pub fn start(spec: &Path) -> Contract {
+        Contract::prism(spec, 0)
+    }
+
+    /// Prism serving `spec`, behind a recorder that answers the first `failing`
+    /// requests 502 itself.
+    fn prism(spec: &Path, failing: usize) -> Contract {
         let port = crate::common::free_port();
         let mut cmd = std::process::Command::new(forge_dir().join("node_modules/.bin/prism"));
         cmd.args([
@@ -109,7 +123,13 @@ impl Contract {
         let prism = crate::common::Lines::spawn(&mut cmd, true);
         let (seen, up) = prism.wait_for("Prism is listening", 120);
         assert!(up, "prism did not start: {seen:#?}");
-        Contract::record(Upstream::Prism(format!("127.0.0.1:{port}")), Some(prism))
+        let addr = format!("127.0.0.1:{port}");
+        let upstream = if failing > 0 {
+            Upstream::Failing(Arc::new(std::sync::atomic::AtomicUsize::new(failing)), addr)
+        } else {
+            Upstream::Prism(addr)
+        };
+        Contract::record(upstream, Some(prism))
     }
 
     fn record(upstream: Upstream, prism: Option<crate::common::Lines>) -> Contract {
@@ -247,6 +267,16 @@ fn relay(mut conn: TcpStream, upstream: &Upstream, calls: &Mutex<Vec<Call>>) {
     (call.status, call.answer) = match upstream {
         Upstream::Prism(addr) => {
             crate::common::server::http(addr, &call.method, &call.path, &pass, &body)
+        }
+        Upstream::Failing(left, addr) => {
+            let fail = left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if fail {
+                (502, "{\"message\": \"bad gateway\"}".to_string())
+            } else {
+                crate::common::server::http(addr, &call.method, &call.path, &pass, &body)
+            }
         }
         Upstream::Checked(check) => match check(&call) {
             Ok(()) => (201, "{\"id\": 1}".to_string()),

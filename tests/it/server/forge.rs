@@ -956,3 +956,40 @@ fn a_pull_request_is_queued_while_the_git_host_hangs_and_merged_when_it_runs() {
     );
     assert!(text.contains("through a slow host"), "{text}");
 }
+
+/// Issue 26 (3): a forge that answers 502 is tried again with backoff until it takes
+/// the status; the build is not held up, and its page says how many tries it took.
+#[test]
+fn a_status_the_forge_refuses_for_a_while_is_posted_when_it_recovers() {
+    let contract = crate::common::contract::Contract::github_statuses_failing_first(2);
+    let s = Setup::new(PR_YML, "public_url = \"https://ci.example\"");
+    let srv = serve_posting(&s, "github", &format!("http://{}", contract.addr), "tok");
+    let (code, text) = generic(&srv, "master", &s.head());
+    assert_eq!(code, 202, "{text}");
+    let n = serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(ended(&srv, n)["state"], "passed");
+    let done = came_true(|| {
+        contract
+            .calls()
+            .last()
+            .is_some_and(|c| c.status == 201 && c.json()["state"] == "success")
+    });
+    let calls = contract.calls();
+    assert!(done, "{calls:#?}");
+    assert_eq!(
+        calls.iter().filter(|c| c.status == 502).count(),
+        2,
+        "{calls:#?}"
+    );
+    let statuses = build(&srv, n)["statuses"].clone();
+    let success = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["state"] == "success")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(success["outcome"], "posted", "{statuses}");
+}
