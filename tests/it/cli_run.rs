@@ -591,7 +591,10 @@ fn ctrl_c_cancels_the_build_and_kills_the_jobs_processes() {
             .arg(&p.cache),
         true,
     );
-    let (seen, started) = build.wait_for("started in ", 60);
+    // The job's own line (`started in /tmp/…`), not the command's echo of itself
+    // (`$ echo "started in $PWD"`): interrupted between the two (a loaded machine), the
+    // job had not run its command yet.
+    let (seen, started) = build.wait_for("started in /", 60);
     assert!(started, "{seen:#?}");
     let workspace = seen
         .last()
