@@ -993,3 +993,59 @@ fn a_status_the_forge_refuses_for_a_while_is_posted_when_it_recovers() {
         .unwrap_or_default();
     assert_eq!(success["outcome"], "posted", "{statuses}");
 }
+
+/// Issue 26 (1): a pull request's build reads the cache of the pull request, else of its
+/// base, and writes only its own; the base's builds never see what it wrote.
+#[test]
+fn a_pull_requests_cache_is_its_own_and_falls_back_to_its_base() {
+    let yml = "language: shell\ncache:\n  directories:\n    - $HOME/stash\nscript:\n  - mkdir -p $HOME/stash\n  - echo \"SEEN $(cat $HOME/stash/who 2>/dev/null || echo nothing)\"\n  - echo \"$TRAVIS_EVENT_TYPE-$TRAVIS_PULL_REQUEST-$TRAVIS_COMMIT\" > $HOME/stash/who\nnotifications:\n  email: false\n";
+    let s = Setup::new(yml, "auto_cancel = false");
+    let srv = s.start();
+    let seen = |n: u64| {
+        let b = ended(&srv, n);
+        let text = log(&srv, n);
+        assert_eq!(b["state"], "passed", "{b}\n{text}");
+        text.lines()
+            .find_map(|l| l.strip_prefix("SEEN "))
+            .unwrap_or_else(|| panic!("no SEEN line: {text}"))
+            .to_string()
+    };
+    let number = |text: &str| {
+        serde_json::from_str::<serde_json::Value>(text).unwrap()["number"]
+            .as_u64()
+            .unwrap()
+    };
+    let first = s.head();
+    let (_, text) = generic(&srv, "master", &first);
+    let push1 = number(&text);
+    assert_eq!(seen(push1), "nothing");
+    let head = change(&s, "feature", &first, "f.txt", "one\n");
+    open_head(&s, "feature", 7);
+    let (_, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("opened", 7, ("feature", &head, "o/app"), &first),
+    );
+    let pr1 = said["number"].as_u64().unwrap();
+    assert!(seen(pr1).starts_with("push-false-"), "the base's cache");
+    let pushed = change(&s, "master", "master", "m.txt", "two\n");
+    git(&s.work, &["push", "-q", "hub", "master"]);
+    let (_, text) = generic(&srv, "master", &pushed);
+    let push2 = number(&text);
+    assert!(
+        seen(push2).starts_with("push-false-"),
+        "a push never sees the pull request's cache"
+    );
+    let head2 = change(&s, "feature", &first, "f.txt", "two\n");
+    open_head(&s, "feature", 7);
+    let (_, said) = deliver(
+        &srv,
+        "pull_request",
+        &github_pr("synchronize", 7, ("feature", &head2, "o/app"), &pushed),
+    );
+    let pr2 = said["number"].as_u64().unwrap();
+    assert!(
+        seen(pr2).starts_with("pull_request-7-"),
+        "its own cache first"
+    );
+}
