@@ -261,6 +261,26 @@ impl From<super::DbError> for NotQueued {
     }
 }
 
+/// The repository of `repo_cfg` with commit `want` in it: a path as it is; a remote
+/// one's mirror, fetched now if it lacks `want`, or None when that fails or takes
+/// longer than `intake_fetch_secs` (the fetch goes on; the build waits for it).
+fn source_within(
+    state: &AppState,
+    repo_cfg: &crate::runway_toml::RepoConfig,
+    want: &str,
+) -> Option<std::path::PathBuf> {
+    repo_cfg.local_path().or_else(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (dir, repo, want) = (state.state_dir.clone(), repo_cfg.clone(), want.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(mirror::sync(&dir, &repo, Some(&want), None));
+        });
+        rx.recv_timeout(Duration::from_secs(state.cfg.intake_fetch_secs))
+            .ok()?
+            .ok()
+    })
+}
+
 /// Decides whether the push builds (its `.travis.yml` at the commit, when the
 /// repository is local) and queues it durably.
 fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
@@ -278,16 +298,7 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
     // A remote repository is fetched now, as Travis read .travis.yml at the pushed
     // commit before queuing. When that fails, or takes longer than intake_fetch_secs
     // (the fetch goes on; the build waits for it), the build is queued and decides.
-    let source = repo_cfg.local_path().or_else(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (dir, repo, after) = (state.state_dir.clone(), repo_cfg.clone(), d.after.clone());
-        std::thread::spawn(move || {
-            let _ = tx.send(mirror::sync(&dir, &repo, Some(&after), None));
-        });
-        rx.recv_timeout(Duration::from_secs(state.cfg.intake_fetch_secs))
-            .ok()?
-            .ok()
-    });
+    let source = source_within(state, repo_cfg, &d.after);
     let repo = source.as_deref().and_then(crate::source::Repo::open);
     // A forge's push is built only while it is its ref's state: a delivery of a commit
     // the ref has since moved on from (an old delivery replayed) builds nothing and
@@ -392,23 +403,8 @@ fn queue_pull(state: &AppState, p: &PullDelivery) -> Result<Queued, NotQueued> {
     }
     // A remote repository is fetched now, within intake_fetch_secs; a git host slower
     // than that gets the build queued with its merge to be made when it runs.
-    let source = match repo_cfg.local_path() {
-        Some(p) => p,
-        None => {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (dir, repo, head) = (
-                state.state_dir.clone(),
-                repo_cfg.clone(),
-                p.head_sha.clone(),
-            );
-            std::thread::spawn(move || {
-                let _ = tx.send(mirror::sync(&dir, &repo, Some(&head), None));
-            });
-            match rx.recv_timeout(Duration::from_secs(state.cfg.intake_fetch_secs)) {
-                Ok(Ok(path)) => path,
-                _ => return queue_pull_later(state, repo_cfg, p),
-            }
-        }
+    let Some(source) = source_within(state, repo_cfg, &p.head_sha) else {
+        return queue_pull_later(state, repo_cfg, p);
     };
     let repo = crate::source::Repo::open(&source)
         .ok_or_else(|| NotQueued::Other(format!("{} is not a git repository", source.display())))?;
