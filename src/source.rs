@@ -229,6 +229,13 @@ fn merge_env(cmd: &mut std::process::Command, seconds: &str) {
         .env("GIT_COMMITTER_DATE", &date);
 }
 
+/// True for a git object id as hex (40 digits, or 64 for SHA-256 repositories): what a
+/// pull request's commits must be before they reach git's command line, where a value
+/// starting with `-` would be read as an option (`--output=FILE` writes a file).
+pub fn is_object_id(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// How long runway's merge of a pull request may take (a pushed tree can be made to
 /// make git work for long).
 const MERGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -267,6 +274,11 @@ fn output_within(
 /// that did not make it makes it again from the build's record.
 pub fn merge(dir: &Path, base: &str, head: &str, message: &str) -> Result<String, MergeError> {
     use std::process::{Command, Stdio};
+    for id in [base, head] {
+        if !is_object_id(id) {
+            return Err(MergeError::Git(format!("{id:?} is not a commit id")));
+        }
+    }
     let git = |args: &[&str], seconds: &str| {
         let mut cmd = Command::new("git");
         cmd.arg("-C").arg(dir).args(args);
@@ -405,6 +417,48 @@ mod tests {
         assert_eq!(
             merge(&w, &base, &clash, "m"),
             Err(MergeError::Conflict("conflicts in b".into()))
+        );
+    }
+
+    /// A pull request's commit that is not an object id never reaches git: a head of
+    /// `--output=FILE` (which `git log` would take as an option and write) is refused
+    /// before git runs, and no file is written.
+    #[test]
+    fn a_merge_of_something_that_is_not_a_commit_id_never_runs_git() {
+        let dir = tempfile::tempdir().unwrap();
+        // A real repository with a commit: git would do as the option says.
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "a")
+                .env("GIT_AUTHOR_EMAIL", "a@x")
+                .env("GIT_COMMITTER_NAME", "a")
+                .env("GIT_COMMITTER_EMAIL", "a@x")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "-q"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "one"]);
+        let good = git(&["rev-parse", "HEAD"]);
+        let target = dir.path().join("written-by-git");
+        let hostile = format!("--output={}", target.display());
+        assert!(matches!(
+            merge(dir.path(), &good, &hostile, "m"),
+            Err(MergeError::Git(_))
+        ));
+        assert!(matches!(
+            merge(dir.path(), &hostile, &good, "m"),
+            Err(MergeError::Git(_))
+        ));
+        assert!(!target.exists());
+        assert!(
+            is_object_id(&good)
+                && !is_object_id("HEAD")
+                && !is_object_id(&format!("-{}", &good[1..]))
         );
     }
 }

@@ -380,6 +380,20 @@ fn at(v: &serde_json::Value, path: &str) -> Option<String> {
     v.pointer(path)?.as_str().map(str::to_string)
 }
 
+/// A pull request's head commit as the payload names it: refused unless it is a git
+/// object id (it goes to git's command line when runway merges).
+fn commit_id(v: Option<String>, what: &str) -> Result<String, Refusal> {
+    match v {
+        Some(id) if crate::source::is_object_id(&id) => Ok(id),
+        Some(id) => Err(Refusal::Malformed(format!(
+            "the pull request's {what} {id:?} is not a commit id"
+        ))),
+        None => Err(Refusal::Malformed(format!(
+            "the pull request has no {what}"
+        ))),
+    }
+}
+
 /// GitHub's and Gitea's `pull_request` event.
 fn pull_request(
     source: Source,
@@ -402,12 +416,12 @@ fn pull_request(
         }
     }
     let missing = |what: &str| Refusal::Malformed(format!("the pull request has no {what}"));
-    let head_sha = at(v, "/pull_request/head/sha").ok_or_else(|| missing("head.sha"))?;
+    let head_sha = commit_id(at(v, "/pull_request/head/sha"), "head.sha")?;
     let base_branch = at(v, "/pull_request/base/ref").ok_or_else(|| missing("base.ref"))?;
     Ok(Intake::Pull(PullDelivery {
         number,
         base_branch,
-        base_sha: at(v, "/pull_request/base/sha"),
+        base_sha: at(v, "/pull_request/base/sha").filter(|b| crate::source::is_object_id(b)),
         head_branch: at(v, "/pull_request/head/ref").unwrap_or_default(),
         head_sha,
         head_slug: at(v, "/pull_request/head/repo/full_name").unwrap_or_default(),
@@ -448,8 +462,7 @@ fn merge_request(
             .ok_or_else(|| missing("target_branch"))?,
         base_sha: None,
         head_branch: at(v, &format!("{attrs}/source_branch")).unwrap_or_default(),
-        head_sha: at(v, &format!("{attrs}/last_commit/id"))
-            .ok_or_else(|| missing("last_commit.id"))?,
+        head_sha: commit_id(at(v, &format!("{attrs}/last_commit/id")), "last_commit.id")?,
         head_slug: at(v, &format!("{attrs}/source/path_with_namespace")).unwrap_or_default(),
         title: at(v, &format!("{attrs}/title")).unwrap_or_default(),
         head_ref: format!("refs/merge-requests/{number}/head"),
@@ -686,7 +699,7 @@ mod tests {
         let c = cfg();
         let pr = |action: &str| {
             serde_json::json!({"action": action, "number": 7, "pull_request": {
-                "title": "t", "head": {"ref": "f", "sha": "aaa", "repo": {"full_name": "fork/app"}},
+                "title": "t", "head": {"ref": "f", "sha": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "repo": {"full_name": "fork/app"}},
                 "base": {"ref": "main", "sha": "bbb", "repo": {"full_name": "o/app"}}},
                 "repository": {"full_name": "o/app"}})
             .to_string()
@@ -710,7 +723,7 @@ mod tests {
                 p.head_sha.as_str(),
                 p.fork()
             ),
-            (7, "main", "aaa", true)
+            (7, "main", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", true)
         );
         assert_eq!(p.merge_ref.as_deref(), Some("refs/pull/7/merge"));
         assert_eq!(
@@ -737,7 +750,7 @@ mod tests {
         // GitLab: an update builds only when it moved the source branch (`oldrev`).
         let mr = |action: &str, oldrev: bool| {
             let mut attrs = serde_json::json!({"iid": 3, "action": action, "source_branch": "f",
-                "target_branch": "main", "title": "t", "last_commit": {"id": "ccc"},
+                "target_branch": "main", "title": "t", "last_commit": {"id": "cccccccccccccccccccccccccccccccccccccccc"},
                 "source": {"path_with_namespace": "o/app"}});
             if oldrev {
                 attrs["oldrev"] = "ddd".into();
