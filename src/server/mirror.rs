@@ -153,6 +153,10 @@ fn git(token: Option<&str>) -> Command {
 }
 
 fn has_commit(dir: &Path, sha: &str) -> bool {
+    // A delivery's commit goes to git's command line only as an object id.
+    if !crate::source::is_object_id(sha) {
+        return false;
+    }
     Command::new("git")
         .arg("-C")
         .arg(dir)
