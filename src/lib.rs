@@ -26,6 +26,7 @@
 //! - [`store`]: build history, the queue and the workers' tasks (SQLite or PostgreSQL);
 //! - [`notify`]: email: facts, text and SMTP;
 //! - [`cancel`]: a build's cancel switch, which wakes whatever waits on the build;
+//! - [`auth`]: sign-in (OpenID Connect), roles per repository, tokens of people's own;
 //! - [`server`]: `runway serve`: webhooks, the durable queue, workers, web pages;
 //! - [`agent`]: `runway worker`: an agent on another machine running the jobs a serve
 //!   node compiled;
@@ -39,6 +40,7 @@
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
 pub(crate) mod agent;
 pub(crate) mod appspec;
+pub(crate) mod auth;
 pub(crate) mod beneath;
 pub mod build;
 pub mod cache;

@@ -121,6 +121,9 @@ pub struct ServerConfig {
     /// has, named in the log, summary, page and mail, instead of erroring the job.
     #[serde(default)]
     pub substitutes: bool,
+    /// Sign-in through an OpenID Connect issuer (`[auth]`). Without it every page is
+    /// public and only the API token writes.
+    pub auth: Option<AuthConfig>,
     /// The repositories.
     #[serde(default, rename = "repo")]
     pub repos: Vec<RepoConfig>,
@@ -233,6 +236,86 @@ pub struct RepoConfig {
     /// Scheduled builds (`[[repo.cron]]`).
     #[serde(default)]
     pub cron: Vec<CronConfig>,
+    /// Who may read it without a grant (with `[auth]`; default `"private"` then).
+    pub visibility: Option<crate::auth::Visibility>,
+    /// Roles for people and groups (`[[repo.grant]]`, with `[auth]`).
+    #[serde(default, rename = "grant")]
+    pub grants: Vec<crate::auth::Grant>,
+}
+
+/// `[auth]`: sign-in through an OpenID Connect issuer (Gitea, GitLab, Keycloak, any
+/// compliant one), as a confidential client (`client_secret_basic`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The issuer URL, exactly as its ID tokens' `iss` says it.
+    pub issuer: String,
+    /// The client id registered with the issuer.
+    pub client_id: String,
+    /// The env var holding the client secret.
+    pub client_secret_env: String,
+    /// The callback registered with the issuer: `https://ci.example.com/auth/callback`.
+    pub redirect_url: String,
+    /// The scopes asked for (default: openid, profile, email, groups).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Hours a session lasts (default 12).
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "groups"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn default_session_hours() -> u64 {
+    12
+}
+
+impl AuthConfig {
+    /// The client's settings, with the secret read from the environment.
+    pub fn settings(&self) -> Result<crate::auth::oidc::Settings, String> {
+        let secret = from_env(&Some(self.client_secret_env.clone())).ok_or_else(|| {
+            format!(
+                "[auth] client_secret_env names {}, which is not set (or is empty): sign-in needs the client secret",
+                self.client_secret_env
+            )
+        })?;
+        Ok(crate::auth::oidc::Settings {
+            issuer: self.issuer.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: secret,
+            redirect_url: self.redirect_url.clone(),
+            scopes: self.scopes.clone(),
+        })
+    }
+
+    /// Whether sessions are served over https (their cookies are then `Secure`).
+    pub fn secure(&self) -> bool {
+        self.redirect_url.starts_with("https://")
+    }
+
+    fn problem(&self) -> Option<String> {
+        let url = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+        if !url(&self.issuer) {
+            return Some(format!("[auth] issuer {:?} is not an http(s) URL", self.issuer));
+        }
+        if !url(&self.redirect_url) || !self.redirect_url.ends_with("/auth/callback") {
+            return Some(format!(
+                "[auth] redirect_url {:?} must be this server's https://HOST/auth/callback",
+                self.redirect_url
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Some("[auth] scopes must include \"openid\"".into());
+        }
+        if self.session_hours == 0 {
+            return Some("[auth] session_hours must be at least 1".into());
+        }
+        None
+    }
 }
 
 /// `[[repo.cron]]`: a branch built on a schedule, as event `cron`.
@@ -405,6 +488,53 @@ impl ServerConfig {
         }
     }
 
+    /// What is wrong with `[auth]` and the repositories' visibility and grants.
+    fn access_problem(&self) -> Option<String> {
+        if let Some(why) = self.auth.as_ref().and_then(AuthConfig::problem) {
+            return Some(why);
+        }
+        for r in &self.repos {
+            if let Some(why) = r.grants.iter().find_map(crate::auth::Grant::problem) {
+                return Some(format!("[[repo]] {}: {why}", r.name));
+            }
+            if self.auth.is_none()
+                && (r.visibility == Some(crate::auth::Visibility::Private) || !r.grants.is_empty())
+            {
+                return Some(format!(
+                    "[[repo]] {}: visibility and grants need [auth] (sign-in); without it every page is public",
+                    r.name
+                ));
+            }
+        }
+        None
+    }
+
+    /// Who may read `repo` without a grant: public without `[auth]`; with it, the
+    /// repository's `visibility`, private when unset (and for a repository runway.toml
+    /// does not name).
+    pub fn visibility(&self, repo: &str) -> crate::auth::Visibility {
+        if self.auth.is_none() {
+            return crate::auth::Visibility::Public;
+        }
+        self.repo(repo)
+            .and_then(|r| r.visibility)
+            .unwrap_or(crate::auth::Visibility::Private)
+    }
+
+    /// The role `who` has on `repo`, if any.
+    pub fn role(&self, repo: &str, who: &crate::auth::Who) -> Option<crate::auth::Role> {
+        let grants = self.repo(repo).map(|r| r.grants.as_slice()).unwrap_or(&[]);
+        crate::auth::roles::role(
+            crate::auth::roles::Access {
+                visibility: self.visibility(repo),
+                grants,
+            },
+            repo,
+            who,
+            self.auth.is_some(),
+        )
+    }
+
     /// True when the store is PostgreSQL, shared by several nodes (`database_url_env`).
     pub fn shared_store(&self) -> bool {
         self.database_url_env.is_some()
@@ -486,6 +616,9 @@ impl ServerConfig {
                     r.name
                 ));
             }
+        }
+        if let Some(why) = cfg.access_problem() {
+            return Err(format!("{}: {why}", path.display()));
         }
         if let Some(m) = &cfg.job_memory {
             crate::sandbox::cgroup::parse_size(m)

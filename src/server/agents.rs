@@ -478,7 +478,7 @@ pub(super) async fn end(
 /// `GET /api/workers`: the workers, with labels, last request and current job. It
 /// names internals (machines, jobs' tasks): the API token is needed, as for changes.
 pub(super) async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = super::web::authorized(&state, &headers) {
+    if let Err(refused) = super::access::require_admin(&state, &headers) {
         return *refused;
     }
     let now = tasks::now_ms();

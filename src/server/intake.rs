@@ -586,9 +586,17 @@ pub(super) async fn api_request(
     req: Request,
 ) -> Response {
     let headers: HeaderMap = req.headers().clone();
-    if let Err(refused) = super::web::authorized(&state, &headers) {
-        return *refused;
-    }
+    let repo = format!("{owner}/{name}");
+    let who = match super::access::require(
+        &state,
+        &headers,
+        &repo,
+        crate::auth::Role::Write,
+        &format!("runway does not build {repo}"),
+    ) {
+        Ok(who) => who,
+        Err(refused) => return *refused,
+    };
     let body = match body_of(req, &headers, &state).await {
         Ok(b) => b,
         Err(answered) => return answered,
@@ -624,7 +632,6 @@ pub(super) async fn api_request(
             crate::config::merge::MAX_REQUEST_CONFIG
         ));
     }
-    let repo = format!("{owner}/{name}");
     let Some(repo_cfg) = state.cfg.repo(&repo).cloned() else {
         return answer(
             StatusCode::NOT_FOUND,
@@ -676,6 +683,14 @@ pub(super) async fn api_request(
             merge_mode: mode,
         });
         let row = st.db(|s| s.enqueue(&nb))?;
+        super::access::record(
+            &st,
+            &who,
+            crate::store::access::Action::Trigger,
+            &row.repo,
+            Some(row.id),
+            row.branch.as_deref().unwrap_or_default(),
+        );
         super::statuses::enqueue_row(&st, &row);
         Ok(Queued::Build(
             Box::new(row),

@@ -17,6 +17,7 @@
 //! "running" is marked errored with the reason (never run twice); `runway restart N`
 //! queues it again.
 
+mod access;
 mod agents;
 mod badge;
 mod builder;
@@ -96,6 +97,10 @@ pub struct AppState {
     caches: tokio::sync::OnceCell<Result<caches::CacheBucket, String>>,
     /// Live streams open, capped apart from connections ([`streams`]).
     streams: Arc<streams::Streams>,
+    /// The OpenID Connect issuer people sign in with (`[auth]`).
+    oidc: Option<Arc<crate::auth::oidc::Client>>,
+    /// The key session cookies are signed with, once read from the store.
+    session_key: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl AppState {
@@ -127,6 +132,15 @@ impl AppState {
                 streams::Streams::new(total, client.unwrap_or(8).min(total))
             }
         };
+        // Sign-in's issuer may be https (rustls with this provider).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let oidc = match &cfg.auth {
+            Some(a) => Some(Arc::new(crate::auth::oidc::Client::new(
+                a.settings()?,
+                Box::new(crate::auth::oidc::Ureq::default()),
+            ))),
+            None => None,
+        };
         let node = node_name();
         let state = Arc::new(AppState {
             cfg,
@@ -149,6 +163,8 @@ impl AppState {
             node,
             caches: tokio::sync::OnceCell::new(),
             streams: gate,
+            oidc,
+            session_key: std::sync::OnceLock::new(),
         });
         // Several nodes on one PostgreSQL: what any of them changes wakes this one's
         // workers and updates its lists, through the database (LISTEN/NOTIFY).
@@ -446,6 +462,16 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/worker/tasks/{id}/cache", post(agents::cache))
         .route("/api/workers", get(agents::list))
         .route("/", get(web::pages_index))
+        .route("/auth/login", get(access::login))
+        .route("/auth/callback", get(access::callback))
+        .route("/auth/logout", post(access::logout))
+        .route("/tokens", get(access::tokens_page).post(access::tokens_form))
+        .route(
+            "/api/tokens",
+            get(access::api_tokens).post(access::api_create_token),
+        )
+        .route("/api/tokens/{id}/revoke", post(access::api_revoke_token))
+        .route("/api/repos/{owner}/{repo}/audit", get(web::api_audit))
         .route("/events", get(web::list_events))
         .route("/assets/{name}", get(web::asset))
         .route("/api/builds/{n}/restart", post(web::api_restart))

@@ -265,6 +265,143 @@ fn pages_nav(l: &List, shown: &[BuildRow]) -> String {
     b
 }
 
+/// The top bar's part about the person: who is signed in and a sign-out button, or a
+/// sign-in link (nothing without `[auth]`); and the page's CSRF token.
+#[derive(Debug, Clone, Default)]
+pub struct Bar {
+    /// Whether the server has sign-in.
+    pub signing_in: bool,
+    /// Who is signed in.
+    pub name: Option<String>,
+    /// The session's CSRF token.
+    pub csrf: Option<String>,
+    /// This page's path (where sign-in comes back to).
+    pub here: String,
+}
+
+/// `html` (a whole page) with the bar in its header and the CSRF token in its head.
+pub fn dress(html: String, bar: &Bar) -> String {
+    if !bar.signing_in {
+        return html;
+    }
+    let who = match (&bar.name, &bar.csrf) {
+        (Some(name), Some(csrf)) => format!(
+            "<span class=\"who\"><span id=\"signed-in\">{}</span> <a href=\"/tokens\">Tokens</a> \
+             <form method=\"post\" action=\"/auth/logout\" class=\"inline\"><input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
+             <button id=\"sign-out\" type=\"submit\">Sign out</button></form></span>",
+            esc(name),
+            esc(csrf)
+        ),
+        _ => format!(
+            "<span class=\"who\"><a id=\"sign-in\" href=\"/auth/login?next={}\">Sign in</a></span>",
+            crate::mask::percent_encode(&bar.here, true, false, false)
+        ),
+    };
+    let meta = bar
+        .csrf
+        .as_ref()
+        .map(|c| format!("<meta name=\"csrf-token\" content=\"{}\">", esc(c)))
+        .unwrap_or_default();
+    html.replacen("</head>", &format!("{meta}</head>"), 1)
+        .replacen("</header>", &format!("{who}</header>"), 1)
+}
+
+/// A page saying one thing (sign-in's answers).
+pub fn message(title: &str, text: &str) -> String {
+    page(
+        title,
+        "",
+        &format!(
+            "<h1>{}</h1><p id=\"message\">{}</p><p><a href=\"/\">All builds</a></p>",
+            esc(title),
+            esc(text)
+        ),
+    )
+}
+
+/// What the tokens page shows.
+pub struct TokensView<'a> {
+    /// The person's tokens.
+    pub tokens: &'a [crate::store::access::Token],
+    /// The repositories they may act on, with their role.
+    pub repos: &'a [(String, crate::auth::Role)],
+    /// A token just made: its value, shown this once.
+    pub made: Option<&'a str>,
+    /// Now (Unix seconds).
+    pub now: i64,
+    /// The session's CSRF token, for the forms.
+    pub csrf: &'a str,
+}
+
+/// `/tokens`: a person's API tokens, a form to make one, a button to revoke each.
+pub fn tokens(v: &TokensView<'_>) -> String {
+    let mut b = String::from("<h1>Your API tokens</h1>");
+    if let Some(t) = v.made {
+        b.push_str(&format!(
+            "<p class=\"made\">Your new token, shown this once: <code id=\"new-token\">{}</code></p>",
+            esc(t)
+        ));
+    }
+    b.push_str("<table id=\"tokens\"><tr><th>Name</th><th>Repositories</th><th>Role</th><th>Expires</th><th></th></tr>");
+    for t in v.tokens {
+        let state = match t.revoked_at {
+            Some(at) => format!("revoked {}", crate::clock::utc(at)),
+            None if t.expires_at <= v.now => format!("expired {}", crate::clock::utc(t.expires_at)),
+            None => format!(
+                "<form method=\"post\" action=\"/api/tokens/{}/revoke\" class=\"inline\"><input type=\"hidden\" name=\"csrf_token\" value=\"{}\"><button type=\"submit\" id=\"revoke-{}\">Revoke</button></form>",
+                t.id,
+                esc(v.csrf),
+                t.id
+            ),
+        };
+        b.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>",
+            esc(&t.name),
+            esc(&t.repos.join(", ")),
+            esc(&t.role),
+            crate::clock::utc(t.expires_at),
+        ));
+    }
+    b.push_str(&format!("</table><h2>Make a token</h2><form method=\"post\" action=\"/tokens\" id=\"new\">\
+        <input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
+        <p><label>Name <input name=\"name\" required maxlength=\"100\"></label></p><p>", esc(v.csrf)));
+    for (r, role) in v.repos {
+        b.push_str(&format!(
+            "<label><input type=\"checkbox\" name=\"repo\" value=\"{r}\"> {r} <span class=\"muted\">({})</span></label><br>",
+            role.as_str(),
+            r = esc(r)
+        ));
+    }
+    b.push_str("</p><p><label>Role <select name=\"role\"><option>read</option><option>write</option><option>admin</option></select></label> \
+        <label>Days <input name=\"expires_in_days\" type=\"number\" min=\"1\" max=\"366\" value=\"30\"></label></p>\
+        <p><button type=\"submit\" id=\"make\">Make token</button></p></form>");
+    page("API tokens", "", &b)
+}
+
+/// Who did what to a build (the audit trail).
+pub fn audit(all: &[crate::store::access::Audit]) -> String {
+    if all.is_empty() {
+        return String::new();
+    }
+    let items: String = all
+        .iter()
+        .map(|a| {
+            let detail = if a.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", esc(&a.detail))
+            };
+            format!(
+                "<li>{} <b>{}</b> {}{detail}</li>",
+                crate::clock::utc(a.at),
+                esc(&a.who),
+                a.action.as_str().replace('_', " "),
+            )
+        })
+        .collect();
+    format!("<details id=\"audit\" open><summary>Activity</summary><ul>{items}</ul></details>")
+}
+
 /// A missing build.
 pub fn not_found(n: u64) -> String {
     page(

@@ -15,7 +15,10 @@ use crate::store::Status;
 
 use super::DbError;
 use super::live::{Chunk, Cursor, JobText, LiveLog};
+use super::access::{self, Viewer};
 use super::{AppState, answer, hooks, pages};
+use crate::auth::{Role, Who};
+use crate::store::access::Action;
 use crate::job::JobResult;
 use crate::store::BuildRow;
 
@@ -25,13 +28,22 @@ pub(super) struct RepoQuery {
     repo: Option<String>,
 }
 
-fn find(state: &AppState, n: u64, q: &RepoQuery) -> Result<Option<BuildRow>, DbError> {
-    state.db(|s| s.build(q.repo.as_deref(), n))
+/// Build `n` (of `?repo=`), if `who` may read it: a build of a private repository is
+/// not there for whoever may not.
+fn find(state: &AppState, n: u64, q: &RepoQuery, who: &Who) -> Result<Option<BuildRow>, DbError> {
+    Ok(state
+        .db(|s| s.build(q.repo.as_deref(), n))?
+        .filter(|row| access::may_read(state, &row.repo, who)))
 }
 
 /// [`find`], or the API's 404 answer (503 when the store cannot be read).
-fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<Response>> {
-    match find(state, n, q) {
+fn find_or_404(
+    state: &AppState,
+    n: u64,
+    q: &RepoQuery,
+    who: &Who,
+) -> Result<BuildRow, Box<Response>> {
+    match find(state, n, q, who) {
         Ok(Some(row)) => Ok(row),
         Ok(None) => Err(Box::new(answer(
             StatusCode::NOT_FOUND,
@@ -39,6 +51,16 @@ fn find_or_404(state: &AppState, n: u64, q: &RepoQuery) -> Result<BuildRow, Box<
         ))),
         Err(e) => Err(Box::new(e.answer())),
     }
+}
+
+/// Who the request comes from, or the refusal of the token it brought.
+fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Box<Response>> {
+    access::viewer(state, headers)
+}
+
+/// A page with the signed-in bar (and its CSRF token) for `v`.
+fn dressed(state: &AppState, v: &Viewer, here: &str, html: String) -> Response {
+    Html(pages::dress(html, &access::bar(state, v, here))).into_response()
 }
 
 /// The page for a store that cannot be read: 503 with `Retry-After`.
@@ -68,25 +90,39 @@ pub(super) struct ListQuery {
 pub(super) async fn pages_index(
     State(state): State<Arc<AppState>>,
     Query(q): Query<ListQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let v = match viewer(&state, &headers) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
+    };
+    let visible = access::readable(&state, &v.who);
     let repo = q.repo.as_deref().filter(|r| !r.is_empty());
     let branch = q.branch.as_deref().filter(|b| !b.is_empty());
     let read = state.db(|s| {
         Ok((
-            s.branch_page(repo, branch, q.before, pages::PAGE + 1)?,
+            s.branch_page(repo, branch, q.before, pages::PAGE + 1, visible.as_deref())?,
             s.latest_per_repo()?,
             match repo {
-                Some(r) => s.branches_of(r)?,
-                None => Vec::new(),
+                Some(r) if access::may_read(&state, r, &v.who) => s.branches_of(r)?,
+                _ => Vec::new(),
             },
         ))
     });
-    let (rows, latest, branches) = match read {
+    let (rows, mut latest, branches) = match read {
         Ok(r) => r,
         Err(e) => return page_unavailable(&e),
     };
-    let repos: Vec<String> = state.cfg.repos.iter().map(|r| r.name.clone()).collect();
-    Html(pages::index(&pages::List {
+    latest.retain(|r| access::may_read(&state, &r.repo, &v.who));
+    let repos: Vec<String> = state
+        .cfg
+        .repos
+        .iter()
+        .map(|r| r.name.clone())
+        .filter(|r| access::may_read(&state, r, &v.who))
+        .collect();
+    let here = "/";
+    dressed(&state, &v, here, pages::index(&pages::List {
         rows: &rows,
         latest: &latest,
         repos: &repos,
@@ -95,7 +131,6 @@ pub(super) async fn pages_index(
         branches: &branches,
         before: q.before,
     }))
-    .into_response()
 }
 
 /// `GET /events`: each build that is queued, starts, ends, is canceled or restarted,
@@ -104,14 +139,20 @@ pub(super) async fn pages_index(
 pub(super) async fn list_events(
     State(state): State<Arc<AppState>>,
     peer: Option<axum::Extension<super::streams::Peer>>,
+    headers: HeaderMap,
 ) -> Response {
+    let who = match viewer(&state, &headers) {
+        Ok(v) => v.who,
+        Err(refused) => return *refused,
+    };
     let permit = match stream_permit(&state, peer) {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
     let rx = state.changes.subscribe();
-    let stream =
-        futures_util::stream::unfold((state, rx, permit), |(state, mut rx, permit)| async move {
+    let stream = futures_util::stream::unfold(
+        (state, rx, permit, who),
+        |(state, mut rx, permit, who)| async move {
             loop {
                 let got = {
                     // Registered before the flag is read, so a stop between the two is
@@ -131,7 +172,8 @@ pub(super) async fn list_events(
                     // A build that cannot be read now (gone, or the store away) is
                     // skipped: the stream goes on.
                     Ok(id) => match state.db(|s| s.by_id(id)) {
-                        Ok(Some(row)) => {
+                        // Only the builds this reader may see.
+                        Ok(Some(row)) if access::may_read(&state, &row.repo, &who) => {
                             let mut v = api_row(&row);
                             v["row_html"] = pages::row_html(&row).into();
                             v["repo_html"] = pages::repo_html(&row).into();
@@ -144,9 +186,13 @@ pub(super) async fn list_events(
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 };
-                return Some((Ok::<_, std::convert::Infallible>(ev), (state, rx, permit)));
+                return Some((
+                    Ok::<_, std::convert::Infallible>(ev),
+                    (state, rx, permit, who),
+                ));
             }
-        });
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -175,8 +221,13 @@ pub(super) async fn page_config(
     State(state): State<Arc<AppState>>,
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let row = match find(&state, n, &q) {
+    let v = match viewer(&state, &headers) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
+    };
+    let row = match find(&state, n, &q, &v.who) {
         Ok(Some(row)) => row,
         Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
         Err(e) => return page_unavailable(&e),
@@ -186,7 +237,12 @@ pub(super) async fn page_config(
     let view = tokio::task::spawn_blocking(move || config_view(&st, &r))
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
-    Html(pages::config(&row, &view)).into_response()
+    dressed(
+        &state,
+        &v,
+        &format!("/builds/{n}/config"),
+        pages::config(&row, &view),
+    )
 }
 
 /// What "View config" shows of build `row`, or why it cannot be read.
@@ -246,6 +302,11 @@ pub(super) async fn badge(
     headers: HeaderMap,
 ) -> Response {
     let repo = format!("{owner}/{}", file.strip_suffix(".svg").unwrap_or(&file));
+    // A private repository's badge is not there for whoever may not read it.
+    let who = viewer(&state, &headers).map_or(Who::Anonymous, |v| v.who);
+    if !access::may_read(&state, &repo, &who) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let configured = state.cfg.repo(&repo);
     let branch = q
         .branch
@@ -294,8 +355,8 @@ pub(super) async fn api_restart_job(
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let row = match authorized_build(&state, n, &q, &headers) {
-        Ok(row) => row,
+    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+        Ok(found) => found,
         Err(refused) => return *refused,
     };
     if row.state.is_active() {
@@ -311,6 +372,7 @@ pub(super) async fn api_restart_job(
     };
     match state.db(|s| s.restart_job(row.id, &number)) {
         Ok(attempt) => {
+            access::record(&state, &who, Action::RestartJob, &row.repo, Some(row.id), &number);
             tracing::info!(repo = %row.repo, number = n, job = %number, attempt, "job restarted");
             state.wake.notify_one();
             state.changed(row.id);
@@ -334,12 +396,13 @@ pub(super) async fn api_approve(
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let row = match authorized_build(&state, n, &q, &headers) {
-        Ok(row) => row,
+    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+        Ok(found) => found,
         Err(refused) => return *refused,
     };
-    match state.db(|s| s.approve(row.id, "the API token's holder")) {
+    match state.db(|s| s.approve(row.id, &who.name())) {
         Ok(true) => {
+            access::record(&state, &who, Action::Approve, &row.repo, Some(row.id), "");
             tracing::info!(repo = %row.repo, number = row.number, "build approved");
             state.wake.notify_one();
             state.changed(row.id);
@@ -363,8 +426,8 @@ pub(super) async fn api_restart(
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let row = match authorized_build(&state, n, &q, &headers) {
-        Ok(row) => row,
+    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+        Ok(found) => found,
         Err(refused) => return *refused,
     };
     if row.state.is_active() {
@@ -379,6 +442,7 @@ pub(super) async fn api_restart(
             serde_json::json!({"error": e.to_string()}),
         );
     }
+    access::record(&state, &who, Action::Restart, &row.repo, Some(row.id), "");
     state.wake.notify_one();
     state.changed(row.id);
     answer(
@@ -392,8 +456,13 @@ pub(super) async fn page_build(
     State(state): State<Arc<AppState>>,
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let row = match find(&state, n, &q) {
+    let v = match viewer(&state, &headers) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
+    };
+    let row = match find(&state, n, &q, &v.who) {
         Ok(Some(row)) => row,
         Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
         Err(e) => return page_unavailable(&e),
@@ -410,7 +479,13 @@ pub(super) async fn page_build(
             .db(|s| Ok(s.build_log(row.id, &jobs)))
             .unwrap_or_default()
     };
-    let can_change = state.cfg.api_token().is_some();
+    // Buttons for what this reader may do: with sign-in, a writer's; without, for
+    // whoever holds the API token (the page asks for it).
+    let can_change = if state.cfg.auth.is_some() {
+        state.cfg.role(&row.repo, &v.who) >= Some(Role::Write)
+    } else {
+        state.cfg.api_token().is_some()
+    };
     // A running build's jobs have no rows yet: the workers they are on, in the header.
     let mut on = if row.state.is_active() {
         pages::running_on(&attempts)
@@ -425,8 +500,25 @@ pub(super) async fn page_build(
     on.push_str(&pages::statuses(
         &state.db(|s| s.statuses_of(row.id)).unwrap_or_default(),
     ));
-    Html(pages::build(&row, &jobs, &log, live, can_change, &on)).into_response()
+    on.push_str(&pages::audit(
+        &state
+            .db(|s| s.audit_trail(Some(row.id), None, AUDIT_SHOWN))
+            .unwrap_or_default(),
+    ));
+    let here = match &q.repo {
+        Some(r) => format!("/builds/{n}?repo={r}"),
+        None => format!("/builds/{n}"),
+    };
+    dressed(
+        &state,
+        &v,
+        &here,
+        pages::build(&row, &jobs, &log, live, can_change, &on),
+    )
 }
+
+/// The most audit entries a build page and the API show.
+const AUDIT_SHOWN: usize = 200;
 
 /// Every worker that took each job of a build, attempt by attempt (none without
 /// workers).
@@ -489,12 +581,17 @@ pub(super) async fn build_events(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
     peer: Option<axum::Extension<super::streams::Peer>>,
+    headers: HeaderMap,
 ) -> Response {
+    let who = match viewer(&state, &headers) {
+        Ok(v) => v.who,
+        Err(refused) => return *refused,
+    };
     let permit = match stream_permit(&state, peer) {
         Ok(p) => p,
         Err(refused) => return *refused,
     };
-    let row = match find(&state, n, &q) {
+    let row = match find(&state, n, &q, &who) {
         Ok(Some(row)) => row,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(e) => return e.answer(),
@@ -512,7 +609,7 @@ pub(super) async fn build_events(
         }
         // Between being claimed and starting its live log a build is "running" with
         // no log yet: keep waiting until it has one or has ended.
-        let now = find(&state, n, &q).ok().flatten();
+        let now = find(&state, n, &q, &who).ok().flatten();
         let ended = now.as_ref().is_some_and(|r| !r.state.is_active());
         if ended && state.live.get(row.id).is_none() {
             break;
@@ -606,10 +703,16 @@ pub(super) struct BuildsQuery {
 pub(super) async fn api_builds(
     State(state): State<Arc<AppState>>,
     Query(q): Query<BuildsQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let who = match viewer(&state, &headers) {
+        Ok(v) => v.who,
+        Err(refused) => return *refused,
+    };
+    let visible = access::readable(&state, &who);
     let repo = q.repo.as_deref().filter(|r| !r.is_empty());
     let branch = q.branch.as_deref().filter(|b| !b.is_empty());
-    match state.db(|s| s.builds(repo, branch)) {
+    match state.db(|s| s.branch_page(repo, branch, None, usize::MAX, visible.as_deref())) {
         Ok(rows) => {
             Json(serde_json::Value::Array(rows.iter().map(api_row).collect())).into_response()
         }
@@ -622,8 +725,13 @@ pub(super) async fn api_build(
     State(state): State<Arc<AppState>>,
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let row = match find_or_404(&state, n, &q) {
+    let who = match viewer(&state, &headers) {
+        Ok(v) => v.who,
+        Err(refused) => return *refused,
+    };
+    let row = match find_or_404(&state, n, &q, &who) {
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
@@ -638,6 +746,11 @@ pub(super) async fn api_build(
     v["pull_request"] = serde_json::json!(row.pull_request);
     v["statuses"] = serde_json::json!(state.db(|s| s.statuses_of(row.id)).unwrap_or_default());
     v["attempts"] = serde_json::json!(state.db(|s| s.attempts(row.id)).unwrap_or_default());
+    v["audit"] = access::audit_json(
+        &state
+            .db(|s| s.audit_trail(Some(row.id), None, AUDIT_SHOWN))
+            .unwrap_or_default(),
+    );
     v["jobs"] = jobs
         .iter()
         .map(|j| serde_json::json!({"number": j.number, "name": j.name, "env": j.env, "result": j.result, "reason": j.reason, "duration_ms": j.duration_ms, "stage": j.stage, "deploys": j.deploys, "worker": j.worker, "workers": j.workers}))
@@ -678,8 +791,13 @@ pub(super) async fn api_log(
     State(state): State<Arc<AppState>>,
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> Response {
-    let row = match find_or_404(&state, n, &RepoQuery { repo: q.repo }) {
+    let who = match viewer(&state, &headers) {
+        Ok(v) => v.who,
+        Err(refused) => return *refused,
+    };
+    let row = match find_or_404(&state, n, &RepoQuery { repo: q.repo }, &who) {
         Ok(row) => row,
         Err(not_found) => return *not_found,
     };
@@ -762,10 +880,13 @@ pub(super) async fn api_cancel(
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let row = match authorized_build(&state, n, &q, &headers) {
-        Ok(row) => row,
+    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+        Ok(found) => found,
         Err(refused) => return *refused,
     };
+    if row.state.is_active() {
+        access::record(&state, &who, Action::Cancel, &row.repo, Some(row.id), "");
+    }
     match row.state {
         Status::Queued | Status::Awaiting => {
             let _ =
@@ -803,16 +924,32 @@ pub(super) async fn api_cancel(
     }
 }
 
-/// The build a request that changes something names, once it brings the API token
-/// ([`authorized`]); else the refusal (401, 403) or 404.
+/// The build a request that changes something names, with who asks, once they may
+/// (the API token without `[auth]`, [`authorized`]; with it, the write role on its
+/// repository); else the refusal (401, 403) or 404.
 fn authorized_build(
     state: &AppState,
     n: u64,
     q: &RepoQuery,
     headers: &HeaderMap,
-) -> Result<BuildRow, Box<Response>> {
-    authorized(state, headers)?;
-    find_or_404(state, n, q)
+) -> Result<(BuildRow, Who), Box<Response>> {
+    if state.cfg.auth.is_none() {
+        authorized(state, headers)?;
+        return Ok((find_or_404(state, n, q, &Who::ApiToken)?, Who::ApiToken));
+    }
+    let missing = format!("there is no build #{n}");
+    let row = match find(state, n, q, &Who::ApiToken) {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            return Err(Box::new(answer(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "error": missing }),
+            )));
+        }
+        Err(e) => return Err(Box::new(e.answer())),
+    };
+    let who = access::require(state, headers, &row.repo, Role::Write, &missing)?;
+    Ok((row, who))
 }
 
 /// Whether a request that changes something brings the API token: 403 when the server
@@ -862,4 +999,31 @@ fn stream_permit(
         );
         Box::new(r)
     })
+}
+
+/// `GET /api/repos/OWNER/REPO/audit`: who did what to the repository's builds and
+/// tokens, oldest first (the newest 200), for whoever may read it.
+pub(super) async fn api_audit(
+    State(state): State<Arc<AppState>>,
+    UrlPath((owner, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let repo = format!("{owner}/{name}");
+    let who = match viewer(&state, &headers) {
+        Ok(v) => v.who,
+        Err(refused) => return *refused,
+    };
+    if !access::may_read(&state, &repo, &who) {
+        return answer(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": format!("there is no repository {repo}")}),
+        );
+    }
+    match state.db(|s| s.audit_trail(None, Some(&repo), AUDIT_SHOWN)) {
+        Ok(all) => answer(
+            StatusCode::OK,
+            serde_json::json!({"repo": repo, "audit": access::audit_json(&all)}),
+        ),
+        Err(e) => e.answer(),
+    }
 }

@@ -653,18 +653,37 @@ impl Store {
         branch: Option<&str>,
         before: Option<i64>,
         limit: usize,
+        visible: Option<&[String]>,
     ) -> Result<Vec<BuildRow>, StoreError> {
+        let mut args = vec![
+            repo.into(),
+            branch.into(),
+            before.map_or(Value::Null, Value::Int),
+            (limit.min(i64::MAX as usize) as i64).into(),
+        ];
+        // Only these repositories' builds (a reader's): one placeholder each.
+        let only = match visible {
+            None => String::new(),
+            Some([]) => "AND 1 = 0".into(),
+            Some(repos) => {
+                let marks: Vec<String> = repos
+                    .iter()
+                    .map(|r| {
+                        args.push(r.as_str().into());
+                        format!("${}", args.len())
+                    })
+                    .collect();
+                format!("AND repo IN ({})", marks.join(", "))
+            }
+        };
         self.builds_where(
-            "WHERE (CAST($1 AS TEXT) IS NULL OR repo = $1)
+            &format!(
+                "WHERE (CAST($1 AS TEXT) IS NULL OR repo = $1)
                AND (CAST($2 AS TEXT) IS NULL OR branch = $2)
-               AND (CAST($3 AS BIGINT) IS NULL OR id < $3)
-             ORDER BY id DESC LIMIT $4",
-            &[
-                repo.into(),
-                branch.into(),
-                before.map_or(Value::Null, Value::Int),
-                (limit.min(i64::MAX as usize) as i64).into(),
-            ],
+               AND (CAST($3 AS BIGINT) IS NULL OR id < $3) {only}
+             ORDER BY id DESC LIMIT $4"
+            ),
+            &args,
         )
     }
 

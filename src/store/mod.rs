@@ -7,6 +7,7 @@
 //! running build's log is a file beside the store (`logs/ID.log`) until its jobs are
 //! recorded.
 
+pub(crate) mod access;
 pub(crate) mod archive;
 #[cfg(test)]
 pub mod cluster;
@@ -897,7 +898,7 @@ impl Store {
         repo: Option<&str>,
         branch: Option<&str>,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        self.builds_filtered(repo, branch, None, usize::MAX)
+        self.builds_filtered(repo, branch, None, usize::MAX, None)
     }
 
     /// A page of builds, newest first (as [`Store::builds`]): at most `limit`, made
@@ -909,18 +910,20 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        self.builds_filtered(repo, None, before, limit)
+        self.builds_filtered(repo, None, before, limit, None)
     }
 
-    /// [`Store::builds_page`] of one branch (`branch` None: every branch).
+    /// [`Store::builds_page`] of one branch (`branch` None: every branch), of the
+    /// `visible` repositories only (None: all).
     pub fn branch_page(
         &self,
         repo: Option<&str>,
         branch: Option<&str>,
         before: Option<i64>,
         limit: usize,
+        visible: Option<&[String]>,
     ) -> Result<Vec<BuildRow>, StoreError> {
-        self.builds_filtered(repo, branch, before, limit)
+        self.builds_filtered(repo, branch, before, limit, visible)
     }
 
     /// The jobs of a build, with their logs (archived ones read from the archive).

@@ -160,6 +160,45 @@ CREATE TABLE statuses (
   UNIQUE (build_id, phase)
 );
 ",
+    "
+CREATE TABLE logins (
+  state TEXT PRIMARY KEY,
+  nonce TEXT NOT NULL,
+  verifier TEXT NOT NULL,
+  next TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE sessions (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  groups TEXT NOT NULL,
+  csrf TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+CREATE TABLE tokens (
+  id BIGSERIAL PRIMARY KEY,
+  hash TEXT NOT NULL UNIQUE,
+  owner TEXT NOT NULL,
+  groups TEXT NOT NULL,
+  name TEXT NOT NULL,
+  repos TEXT NOT NULL,
+  role TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  revoked_at BIGINT
+);
+CREATE TABLE audit (
+  id BIGSERIAL PRIMARY KEY,
+  at BIGINT NOT NULL,
+  who TEXT NOT NULL,
+  action TEXT NOT NULL,
+  repo TEXT NOT NULL,
+  build_id BIGINT,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_by_build ON audit (build_id);
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

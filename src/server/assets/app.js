@@ -140,28 +140,38 @@ function build() {
   es.addEventListener("end", () => { es.close(); view.finish(); setTimeout(() => location.reload(), 600); });
 }
 
-// Cancel and restart, for whoever holds the API token (asked once, kept in this browser).
+// Cancel and restart: with sign-in, as the signed-in person (the session's cookie and
+// the page's CSRF token); without, for whoever holds the API token (asked once, kept in
+// this browser).
 function actions(data) {
   const box = document.querySelector(".actions");
   if (!box) return;
   const said = box.querySelector(".said");
+  const csrf = document.querySelector('meta[name="csrf-token"]');
   for (const button of box.querySelectorAll("button[data-act]")) {
     button.addEventListener("click", async () => {
-      let token = localStorage.getItem("runway-token");
-      if (!token) {
-        token = prompt("The server's API token (api_token_env in runway.toml):");
-        if (!token) return;
+      let headers;
+      let token = null;
+      if (csrf) {
+        headers = { "X-CSRF-Token": csrf.content };
+      } else {
+        token = localStorage.getItem("runway-token");
+        if (!token) {
+          token = prompt("The server's API token (api_token_env in runway.toml):");
+          if (!token) return;
+        }
+        headers = { Authorization: "Bearer " + token };
       }
       const act = button.dataset.act;
       const r = await fetch(`/api/builds/${data.n}/${act}?repo=${encodeURIComponent(data.repo)}`,
-        { method: "POST", headers: { Authorization: "Bearer " + token } });
+        { method: "POST", headers, credentials: "same-origin" });
       const body = await r.json().catch(() => ({}));
       if (r.ok) {
-        localStorage.setItem("runway-token", token);
+        if (token) localStorage.setItem("runway-token", token);
         said.textContent = { cancel: "Canceling…", approve: "Approved: queued." }[act] || "Restarted: queued again.";
         setTimeout(() => location.reload(), act === "cancel" ? 1500 : 600);
       } else {
-        if (r.status === 401) localStorage.removeItem("runway-token");
+        if (r.status === 401 && token) localStorage.removeItem("runway-token");
         said.textContent = `Refused (${r.status}): ${body.error || r.statusText}`;
       }
     });
