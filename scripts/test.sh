@@ -75,6 +75,16 @@ node tests/forge/subset.js target/forge/node_modules/@octokit/openapi/generated/
   target/forge/github-statuses.json "/repos/{owner}/{repo}/statuses/{sha}"
 export RUNWAY_TEST_FORGE="$PWD/target/forge"
 
+# Sign-in (issue 27): a real OpenID provider, npm's oidc-provider (OpenID Certified),
+# pinned in tests/auth/package.json; tests/auth/provider.mjs configures it.
+if ! cmp -s tests/auth/package.json target/auth/package.json || [ ! -f target/auth/node_modules/oidc-provider/package.json ]; then
+  echo "==> installing the OpenID provider into target/auth (npm: $(grep -o '"oidc-provider": "[^"]*"' tests/auth/package.json | tr -d '"'))"
+  mkdir -p target/auth
+  cp tests/auth/package.json target/auth/package.json
+  npm install --prefix target/auth --no-audit --no-fund --silent
+fi
+export RUNWAY_TEST_OIDC="$PWD/target/auth"
+
 if [ ! -d ../shared/corpus/travis-yml/configs ] && [ -z "${RUNWAY_CORPUS:-}" ]; then
   echo "error: the corpus is missing: ../shared/corpus/travis-yml/configs (or set RUNWAY_CORPUS)" >&2
   exit 2

@@ -300,7 +300,10 @@ impl AuthConfig {
     fn problem(&self) -> Option<String> {
         let url = |u: &str| u.starts_with("https://") || u.starts_with("http://");
         if !url(&self.issuer) {
-            return Some(format!("[auth] issuer {:?} is not an http(s) URL", self.issuer));
+            return Some(format!(
+                "[auth] issuer {:?} is not an http(s) URL",
+                self.issuer
+            ));
         }
         if !url(&self.redirect_url) || !self.redirect_url.ends_with("/auth/callback") {
             return Some(format!(

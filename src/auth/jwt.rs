@@ -158,10 +158,7 @@ fn b64(part: &str, what: &str) -> Result<Vec<u8>, Refusal> {
 pub fn verify(token: &str, keys: &Keys, expect: &Expect<'_>) -> Result<Claims, Refusal> {
     let parts: Vec<&str> = token.split('.').collect();
     let [head, body, sig] = parts[..] else {
-        return Err(Refusal::Malformed(format!(
-            "{} parts, not 3",
-            parts.len()
-        )));
+        return Err(Refusal::Malformed(format!("{} parts, not 3", parts.len())));
     };
     let header: Header = serde_json::from_slice(&b64(head, "header")?)
         .map_err(|e| Refusal::Malformed(format!("its header: {e}")))?;
@@ -188,10 +185,10 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expect<'_>) -> Result<Claims, R
         return Err(Refusal::Signature);
     }
     let raw = b64(body, "payload")?;
-    let c: Checked = serde_json::from_slice(&raw)
-        .map_err(|e| Refusal::Malformed(format!("its claims: {e}")))?;
-    let claims: Claims = serde_json::from_slice(&raw)
-        .map_err(|e| Refusal::Malformed(format!("its claims: {e}")))?;
+    let c: Checked =
+        serde_json::from_slice(&raw).map_err(|e| Refusal::Malformed(format!("its claims: {e}")))?;
+    let claims: Claims =
+        serde_json::from_slice(&raw).map_err(|e| Refusal::Malformed(format!("its claims: {e}")))?;
     let iss = c.iss.ok_or(Refusal::Missing("iss"))?;
     if iss != expect.issuer {
         return Err(Refusal::Issuer {
@@ -268,8 +265,11 @@ fn algorithm(name: &str) -> Result<Alg, Refusal> {
 /// Whether `key` made `sig` over `msg` with `alg`.
 fn checks(alg: Alg, key: &Jwk, msg: &[u8], sig: &[u8]) -> bool {
     let field = |v: &Option<String>| {
-        v.as_deref()
-            .and_then(|s| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok())
+        v.as_deref().and_then(|s| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .ok()
+        })
     };
     match alg {
         Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 => {
@@ -305,7 +305,9 @@ fn checks(alg: Alg, key: &Jwk, msg: &[u8], sig: &[u8]) -> bool {
             let mut point = vec![4u8];
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            UnparsedPublicKey::new(params, point).verify(msg, sig).is_ok()
+            UnparsedPublicKey::new(params, point)
+                .verify(msg, sig)
+                .is_ok()
         }
         Alg::EdDsa => {
             let Some(x) = field(&key.x) else {
@@ -350,7 +352,12 @@ pub(crate) mod tests {
         let (seq, _) = element(pair.public_key().as_ref(), 0);
         let (n, next) = element(seq, 0);
         let (e, _) = element(seq, next);
-        let strip = |b: &[u8]| b.iter().skip_while(|x| **x == 0).copied().collect::<Vec<u8>>();
+        let strip = |b: &[u8]| {
+            b.iter()
+                .skip_while(|x| **x == 0)
+                .copied()
+                .collect::<Vec<u8>>()
+        };
         let jwk = Jwk {
             kid: Some("k1".into()),
             kty: "RSA".into(),
@@ -465,7 +472,11 @@ pub(crate) mod tests {
             verify("a.b", &keys, &EXPECT).unwrap_err(),
             Refusal::Malformed(_)
         ));
-        let unknown = sign(&other, &good()).replacen(&enc(br#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#), &enc(br#"{"alg":"RS256","kid":"k9"}"#), 1);
+        let unknown = sign(&other, &good()).replacen(
+            &enc(br#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
+            &enc(br#"{"alg":"RS256","kid":"k9"}"#),
+            1,
+        );
         assert_eq!(
             verify(&unknown, &keys, &EXPECT).unwrap_err(),
             Refusal::UnknownKey("k9".into())

@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn cookies_are_read_by_name_and_set_as_the_issue_asks() {
-        assert_eq!(cookie("a=1; runway_session=x.y; b=2", SESSION_COOKIE), Some("x.y"));
+        assert_eq!(
+            cookie("a=1; runway_session=x.y; b=2", SESSION_COOKIE),
+            Some("x.y")
+        );
         assert_eq!(cookie("runway_sessionx=1", SESSION_COOKIE), None);
         let c = set_cookie(SESSION_COOKIE, "v", "/", 60, true);
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.ends_with("Secure"));

@@ -42,6 +42,10 @@ impl Default for Ureq {
         Ureq(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
+                // A connection kept from the last sign-in may have been closed by the
+                // issuer since (Node's keep-alive is 5 s): a POST on it is reset, and
+                // not retried. Sign-ins are rare: a connection each.
+                .max_idle_connections(0)
                 .timeout_connect(Some(Duration::from_secs(5)))
                 .timeout_global(Some(HTTP_TIMEOUT))
                 .build()
@@ -173,8 +177,7 @@ impl Client {
         what: &str,
         answer: Result<(u16, Vec<u8>), String>,
     ) -> Result<T, SignInError> {
-        let (code, body) =
-            answer.map_err(|e| SignInError::Issuer(format!("{what}: {e}")))?;
+        let (code, body) = answer.map_err(|e| SignInError::Issuer(format!("{what}: {e}")))?;
         if !(200..300).contains(&code) {
             let said = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
             return Err(SignInError::Issuer(format!(
@@ -195,7 +198,8 @@ impl Client {
             "{}/.well-known/openid-configuration",
             self.settings.issuer.trim_end_matches('/')
         );
-        let d: Discovery = self.json("the issuer's discovery document", self.http.get(&url, None))?;
+        let d: Discovery =
+            self.json("the issuer's discovery document", self.http.get(&url, None))?;
         if d.issuer != self.settings.issuer {
             return Err(SignInError::Issuer(format!(
                 "the discovery document at {url} names issuer {:?}, not {:?} as runway.toml says",
@@ -215,7 +219,11 @@ impl Client {
     ) -> Result<String, SignInError> {
         let d = self.discovery()?;
         let e = |s: &str| percent_encode(s, false, false, false);
-        let sep = if d.authorization_endpoint.contains('?') { '&' } else { '?' };
+        let sep = if d.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         Ok(format!(
             "{}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={}&nonce={}&code_challenge={}&code_challenge_method=S256",
             d.authorization_endpoint,
@@ -288,7 +296,8 @@ impl Client {
             other => other?,
         };
         if let (Some(url), Some(access)) = (&d.userinfo_endpoint, &answer.access_token) {
-            let info: Claims = self.json("the issuer's userinfo", self.http.get(url, Some(access)))?;
+            let info: Claims =
+                self.json("the issuer's userinfo", self.http.get(url, Some(access)))?;
             // Userinfo about someone else is not about this sign-in.
             if info.sub != claims.sub {
                 return Err(SignInError::Issuer(format!(
@@ -321,7 +330,12 @@ mod tests {
                 .map(|(c, b)| (*c, b.clone().into_bytes()))
                 .ok_or_else(|| "connection refused".into())
         }
-        fn post_form(&self, url: &str, _: &str, _: &[(&str, &str)]) -> Result<(u16, Vec<u8>), String> {
+        fn post_form(
+            &self,
+            url: &str,
+            _: &str,
+            _: &[(&str, &str)],
+        ) -> Result<(u16, Vec<u8>), String> {
             self.get(url, None)
         }
     }
@@ -350,7 +364,11 @@ mod tests {
     #[test]
     fn the_authorization_url_asks_for_a_code_with_pkce_state_and_nonce() {
         let answers = Answers(
-            [("http://idp/.well-known/openid-configuration".to_string(), discovery("http://idp"))].into(),
+            [(
+                "http://idp/.well-known/openid-configuration".to_string(),
+                discovery("http://idp"),
+            )]
+            .into(),
             Mutex::default(),
         );
         let c = Client::new(settings(), Box::new(answers));
@@ -362,7 +380,11 @@ mod tests {
     #[test]
     fn a_discovery_document_naming_another_issuer_is_refused() {
         let answers = Answers(
-            [("http://idp/.well-known/openid-configuration".to_string(), discovery("http://evil"))].into(),
+            [(
+                "http://idp/.well-known/openid-configuration".to_string(),
+                discovery("http://evil"),
+            )]
+            .into(),
             Mutex::default(),
         );
         let c = Client::new(settings(), Box::new(answers));
@@ -377,11 +399,18 @@ mod tests {
             &pair,
             &serde_json::json!({"iss": "http://idp", "aud": "runway", "sub": "s", "exp": 2000, "nonce": "n"}),
         );
-        let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "n": jwk.n, "e": jwk.e}]});
+        let jwks =
+            serde_json::json!({"keys": [{"kty": "RSA", "kid": "k1", "n": jwk.n, "e": jwk.e}]});
         let answers = Answers(
             [
-                ("http://idp/.well-known/openid-configuration".to_string(), discovery("http://idp")),
-                ("http://idp/token".to_string(), (200, serde_json::json!({"id_token": token}).to_string())),
+                (
+                    "http://idp/.well-known/openid-configuration".to_string(),
+                    discovery("http://idp"),
+                ),
+                (
+                    "http://idp/token".to_string(),
+                    (200, serde_json::json!({"id_token": token}).to_string()),
+                ),
                 ("http://idp/jwks".to_string(), (200, jwks.to_string())),
             ]
             .into(),

@@ -225,7 +225,12 @@ mod tests {
             Some(Role::Read)
         );
         assert_eq!(
-            role(public, "o/app", &Who::Signed(person("walt@example.com", &[])), true),
+            role(
+                public,
+                "o/app",
+                &Who::Signed(person("walt@example.com", &[])),
+                true
+            ),
             Some(Role::Write)
         );
     }
@@ -244,21 +249,41 @@ mod tests {
         };
         let walt = person("walt@example.com", &[]);
         assert_eq!(
-            role(private, "o/app", &token(&["o/app"], Role::Read, walt.clone()), true),
+            role(
+                private,
+                "o/app",
+                &token(&["o/app"], Role::Read, walt.clone()),
+                true
+            ),
             Some(Role::Read)
         );
         assert_eq!(
-            role(private, "o/app", &token(&["o/other"], Role::Write, walt.clone()), true),
+            role(
+                private,
+                "o/app",
+                &token(&["o/other"], Role::Write, walt.clone()),
+                true
+            ),
             None
         );
         // Made for admin by a writer: a writer's.
         assert_eq!(
-            role(private, "o/app", &token(&["o/app"], Role::Admin, walt), true),
+            role(
+                private,
+                "o/app",
+                &token(&["o/app"], Role::Admin, walt),
+                true
+            ),
             Some(Role::Write)
         );
         // Its holder lost the grant: nothing.
         assert_eq!(
-            role(private, "o/app", &token(&["o/app"], Role::Write, person("gone@example.com", &[])), true),
+            role(
+                private,
+                "o/app",
+                &token(&["o/app"], Role::Write, person("gone@example.com", &[])),
+                true
+            ),
             None
         );
     }
@@ -272,7 +297,12 @@ mod tests {
         };
         assert_eq!(role(any, "o/app", &Who::Anonymous, false), Some(Role::Read));
         assert_eq!(
-            role(any, "o/app", &Who::Signed(person("walt@example.com", &[])), false),
+            role(
+                any,
+                "o/app",
+                &Who::Signed(person("walt@example.com", &[])),
+                false
+            ),
             Some(Role::Read)
         );
         assert_eq!(role(any, "o/app", &Who::ApiToken, false), Some(Role::Admin));

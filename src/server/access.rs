@@ -168,10 +168,17 @@ fn same_site(
     let Some((_, want)) = &v.session else {
         return Ok(());
     };
-    let text = |name| headers.get(name).and_then(|h: &HeaderValue| h.to_str().ok());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|h: &HeaderValue| h.to_str().ok())
+    };
     if text("sec-fetch-site") == Some("cross-site") {
         tracing::info!(who = %v.who.name(), "a cross-site request was refused");
-        return Err(refuse(StatusCode::FORBIDDEN, "cross-site requests are refused"));
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "cross-site requests are refused",
+        ));
     }
     if let (Some(origin), Some(a)) = (text("origin"), &state.cfg.auth) {
         let ours = origin_of(&a.redirect_url);
@@ -188,7 +195,10 @@ fn same_site(
         Some(g) if auth::same_secret(g, want) => Ok(()),
         Some(_) => {
             tracing::info!(who = %v.who.name(), "a write with a wrong CSRF token was refused");
-            Err(refuse(StatusCode::FORBIDDEN, "the CSRF token is not this session's"))
+            Err(refuse(
+                StatusCode::FORBIDDEN,
+                "the CSRF token is not this session's",
+            ))
         }
         None => {
             tracing::info!(who = %v.who.name(), "a write without a CSRF token was refused");
@@ -230,10 +240,7 @@ pub(crate) fn require(
         }
         Some(_) if v.who == Who::Anonymous => Err(refuse(
             StatusCode::UNAUTHORIZED,
-            format!(
-                "sign in (or send a token) to {} {repo}",
-                verb(need)
-            ),
+            format!("sign in (or send a token) to {} {repo}", verb(need)),
         )),
         Some(_) => Err(refuse(
             StatusCode::FORBIDDEN,
@@ -353,7 +360,10 @@ pub(super) struct LoginQuery {
 /// `GET /auth/login`: off to the issuer, with a fresh state, nonce and PKCE verifier
 /// (kept in the store, taken once by the callback) and a cookie tying the callback to
 /// this browser.
-pub(super) async fn login(State(state): State<Arc<AppState>>, Query(q): Query<LoginQuery>) -> Response {
+pub(super) async fn login(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let Some(client) = oidc(&state) else {
         return no_sign_in();
     };
@@ -365,17 +375,18 @@ pub(super) async fn login(State(state): State<Arc<AppState>>, Query(q): Query<Lo
             next: auth::local_path(q.next.as_deref().unwrap_or("/")),
         },
     );
-    let url = match super::off_the_runtime(|| client.authorize_url(&st, &login.nonce, &login.verifier)) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(error = %e, "sign-in cannot start: the issuer cannot be asked");
-            return page(
-                StatusCode::BAD_GATEWAY,
-                "Sign-in is unavailable",
-                &format!("The issuer cannot be asked now: {e}"),
-            );
-        }
-    };
+    let url =
+        match super::off_the_runtime(|| client.authorize_url(&st, &login.nonce, &login.verifier)) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "sign-in cannot start: the issuer cannot be asked");
+                return page(
+                    StatusCode::BAD_GATEWAY,
+                    "Sign-in is unavailable",
+                    &format!("The issuer cannot be asked now: {e}"),
+                );
+            }
+        };
     if let Err(e) = state.db(|s| s.begin_login(&st, &login, now())) {
         return e.answer();
     }
@@ -449,16 +460,19 @@ pub(super) async fn callback(
         Ok(None) => return refused("this sign-in is unknown, used already or too old".into()),
         Err(e) => return e.answer(),
     };
-    let claims = match super::off_the_runtime(|| client.finish(&code, &login.verifier, &login.nonce, now())) {
-        Ok(c) => c,
-        Err(e) => return refused(e.to_string()),
-    };
+    let claims =
+        match super::off_the_runtime(|| client.finish(&code, &login.verifier, &login.nonce, now()))
+        {
+            Ok(c) => c,
+            Err(e) => return refused(e.to_string()),
+        };
     let name = claims.name();
     let groups = claims.groups.clone().unwrap_or_default();
     let (id, csrf) = (auth::random(32), auth::random(32));
     let hours = state.cfg.auth.as_ref().map_or(12, |a| a.session_hours) as i64;
     let t = now();
-    if let Err(e) = state.db(|s| s.create_session(&id, &name, &groups, &csrf, t, t + hours * 3600)) {
+    if let Err(e) = state.db(|s| s.create_session(&id, &name, &groups, &csrf, t, t + hours * 3600))
+    {
         return e.answer();
     }
     tracing::info!(who = %name, groups = ?groups, "signed in");
@@ -466,10 +480,19 @@ pub(super) async fn callback(
     let mut r = Redirect::to(&login.next).into_response();
     let h = r.headers_mut();
     for c in [
-        auth::set_cookie(auth::SESSION_COOKIE, &auth::seal(&key, &id), "/", hours * 3600, secure),
+        auth::set_cookie(
+            auth::SESSION_COOKIE,
+            &auth::seal(&key, &id),
+            "/",
+            hours * 3600,
+            secure,
+        ),
         auth::set_cookie(auth::LOGIN_COOKIE, "", "/auth", 0, secure),
     ] {
-        h.append(header::SET_COOKIE, HeaderValue::from_str(&c).expect("a cookie of base64url"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&c).expect("a cookie of base64url"),
+        );
     }
     r
 }
@@ -490,15 +513,13 @@ fn url_decoded(body: &[u8]) -> Vec<(String, String)> {
         while i < b.len() {
             match b[i] {
                 b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match (hex(b[i + 1]), hex(b[i + 2])) {
-                        (Some(h), Some(l)) => {
-                            out.push(h << 4 | l);
-                            i += 2;
-                        }
-                        _ => out.push(b'%'),
+                b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 2;
                     }
-                }
+                    _ => out.push(b'%'),
+                },
                 c => out.push(c),
             }
             i += 1;
@@ -587,25 +608,45 @@ fn default_days() -> i64 {
 const MAX_TOKEN_DAYS: i64 = 366;
 
 /// A token made for `p` as `ask` says, within what `p` may do: its value (shown once).
-fn make_token(state: &AppState, v: &Viewer, p: &Person, ask: &NewToken) -> Result<(i64, String), Box<Response>> {
+fn make_token(
+    state: &AppState,
+    v: &Viewer,
+    p: &Person,
+    ask: &NewToken,
+) -> Result<(i64, String), Box<Response>> {
     let bad = |why: String| refuse(StatusCode::BAD_REQUEST, why);
-    let role = Role::parse(&ask.role).ok_or_else(|| bad(format!("role {:?} is not read, write or admin", ask.role)))?;
+    let role = Role::parse(&ask.role)
+        .ok_or_else(|| bad(format!("role {:?} is not read, write or admin", ask.role)))?;
     if ask.name.trim().is_empty() || ask.name.len() > 100 {
         return Err(bad("a token needs a name (at most 100 characters)".into()));
     }
     if ask.repos.is_empty() || ask.repos.len() > 100 {
-        return Err(bad("a token names the repositories it may act on (1 to 100)".into()));
+        return Err(bad(
+            "a token names the repositories it may act on (1 to 100)".into(),
+        ));
     }
     if !(1..=MAX_TOKEN_DAYS).contains(&ask.expires_in_days) {
-        return Err(bad(format!("expires_in_days must be 1 to {MAX_TOKEN_DAYS}")));
+        return Err(bad(format!(
+            "expires_in_days must be 1 to {MAX_TOKEN_DAYS}"
+        )));
     }
     for r in &ask.repos {
         match state.cfg.role(r, &v.who) {
-            None => return Err(refuse(StatusCode::NOT_FOUND, format!("there is no repository {r}"))),
+            None => {
+                return Err(refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("there is no repository {r}"),
+                ));
+            }
             Some(have) if have < role => {
                 return Err(refuse(
                     StatusCode::FORBIDDEN,
-                    format!("{} has {} on {r}, not {}", p.name, have.as_str(), role.as_str()),
+                    format!(
+                        "{} has {} on {r}, not {}",
+                        p.name,
+                        have.as_str(),
+                        role.as_str()
+                    ),
                 ));
             }
             Some(_) => {}
@@ -628,7 +669,14 @@ fn make_token(state: &AppState, v: &Viewer, p: &Person, ask: &NewToken) -> Resul
         })
         .map_err(|e| Box::new(e.answer()))?;
     for r in &ask.repos {
-        record(state, &v.who, Action::TokenCreated, r, None, ask.name.trim());
+        record(
+            state,
+            &v.who,
+            Action::TokenCreated,
+            r,
+            None,
+            ask.name.trim(),
+        );
     }
     Ok((id, secret))
 }
@@ -664,7 +712,10 @@ pub(super) async fn api_create_token(
         Err(e) => return *refuse(StatusCode::BAD_REQUEST, format!("the body: {e}")),
     };
     match make_token(&state, &v, &p, &ask) {
-        Ok((id, token)) => answer(StatusCode::CREATED, serde_json::json!({"id": id, "token": token})),
+        Ok((id, token)) => answer(
+            StatusCode::CREATED,
+            serde_json::json!({"id": id, "token": token}),
+        ),
         Err(r) => *r,
     }
 }
@@ -687,22 +738,37 @@ pub(super) async fn api_revoke_token(
     match state.db(|s| s.revoke_token(id, &p.name, now())) {
         Ok(Some(name)) => {
             record(&state, &v.who, Action::TokenRevoked, "", None, &name);
-            if headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html")) {
+            if headers
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"))
+            {
                 return Redirect::to("/tokens").into_response();
             }
-            answer(StatusCode::OK, serde_json::json!({"revoked": true, "id": id}))
+            answer(
+                StatusCode::OK,
+                serde_json::json!({"revoked": true, "id": id}),
+            )
         }
-        Ok(None) => *refuse(StatusCode::NOT_FOUND, format!("you have no live token {id}")),
+        Ok(None) => *refuse(
+            StatusCode::NOT_FOUND,
+            format!("you have no live token {id}"),
+        ),
         Err(e) => e.answer(),
     }
 }
 
 /// `GET /tokens`: the signed-in person's tokens, a form to make one, a button to
 /// revoke each.
-pub(super) async fn tokens_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub(super) async fn tokens_page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     let (v, p) = match person(&state, &headers) {
         Ok(x) => x,
-        Err(_) if state.cfg.auth.is_some() => return Redirect::to("/auth/login?next=/tokens").into_response(),
+        Err(_) if state.cfg.auth.is_some() => {
+            return Redirect::to("/auth/login?next=/tokens").into_response();
+        }
         Err(r) => return *r,
     };
     tokens_view(&state, &v, &p, None)
@@ -717,7 +783,12 @@ fn tokens_view(state: &AppState, v: &Viewer, p: &Person, made: Option<&str>) -> 
         .cfg
         .repos
         .iter()
-        .filter_map(|r| state.cfg.role(&r.name, &v.who).map(|role| (r.name.clone(), role)))
+        .filter_map(|r| {
+            state
+                .cfg
+                .role(&r.name, &v.who)
+                .map(|role| (r.name.clone(), role))
+        })
         .collect();
     let html = pages::tokens(&pages::TokensView {
         tokens: &tokens,
@@ -745,9 +816,15 @@ pub(super) async fn tokens_form(
     }
     let ask = NewToken {
         name: field(&f, "name").unwrap_or_default().to_string(),
-        repos: f.iter().filter(|(k, _)| k == "repo").map(|(_, v)| v.clone()).collect(),
+        repos: f
+            .iter()
+            .filter(|(k, _)| k == "repo")
+            .map(|(_, v)| v.clone())
+            .collect(),
         role: field(&f, "role").unwrap_or("read").to_string(),
-        expires_in_days: field(&f, "expires_in_days").and_then(|d| d.parse().ok()).unwrap_or(30),
+        expires_in_days: field(&f, "expires_in_days")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(30),
     };
     match make_token(&state, &v, &p, &ask) {
         Ok((_, token)) => tokens_view(&state, &v, &p, Some(&token)),
@@ -765,7 +842,13 @@ mod tests {
         assert_eq!(field(&f, "csrf_token"), Some("a+b"));
         assert_eq!(field(&f, "name"), Some("my token"));
         assert_eq!(f.iter().filter(|(k, _)| k == "repo").count(), 2);
-        assert_eq!(origin_of("https://ci.example.com/auth/callback"), "https://ci.example.com");
-        assert_eq!(origin_of("http://127.0.0.1:8080/auth/callback"), "http://127.0.0.1:8080");
+        assert_eq!(
+            origin_of("https://ci.example.com/auth/callback"),
+            "https://ci.example.com"
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080/auth/callback"),
+            "http://127.0.0.1:8080"
+        );
     }
 }

@@ -465,7 +465,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/auth/login", get(access::login))
         .route("/auth/callback", get(access::callback))
         .route("/auth/logout", post(access::logout))
-        .route("/tokens", get(access::tokens_page).post(access::tokens_form))
+        .route(
+            "/tokens",
+            get(access::tokens_page).post(access::tokens_form),
+        )
         .route(
             "/api/tokens",
             get(access::api_tokens).post(access::api_create_token),

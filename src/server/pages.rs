@@ -362,9 +362,12 @@ pub fn tokens(v: &TokensView<'_>) -> String {
             crate::clock::utc(t.expires_at),
         ));
     }
-    b.push_str(&format!("</table><h2>Make a token</h2><form method=\"post\" action=\"/tokens\" id=\"new\">\
+    b.push_str(&format!(
+        "</table><h2>Make a token</h2><form method=\"post\" action=\"/tokens\" id=\"new\">\
         <input type=\"hidden\" name=\"csrf_token\" value=\"{}\">\
-        <p><label>Name <input name=\"name\" required maxlength=\"100\"></label></p><p>", esc(v.csrf)));
+        <p><label>Name <input name=\"name\" required maxlength=\"100\"></label></p><p>",
+        esc(v.csrf)
+    ));
     for (r, role) in v.repos {
         b.push_str(&format!(
             "<label><input type=\"checkbox\" name=\"repo\" value=\"{r}\"> {r} <span class=\"muted\">({})</span></label><br>",

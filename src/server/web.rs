@@ -14,13 +14,13 @@ use serde::Deserialize;
 use crate::store::Status;
 
 use super::DbError;
-use super::live::{Chunk, Cursor, JobText, LiveLog};
 use super::access::{self, Viewer};
+use super::live::{Chunk, Cursor, JobText, LiveLog};
 use super::{AppState, answer, hooks, pages};
 use crate::auth::{Role, Who};
-use crate::store::access::Action;
 use crate::job::JobResult;
 use crate::store::BuildRow;
+use crate::store::access::Action;
 
 /// `?repo=owner/app`, when several repositories have the build number.
 #[derive(Deserialize, Default)]
@@ -122,15 +122,20 @@ pub(super) async fn pages_index(
         .filter(|r| access::may_read(&state, r, &v.who))
         .collect();
     let here = "/";
-    dressed(&state, &v, here, pages::index(&pages::List {
-        rows: &rows,
-        latest: &latest,
-        repos: &repos,
-        only: repo,
-        branch,
-        branches: &branches,
-        before: q.before,
-    }))
+    dressed(
+        &state,
+        &v,
+        here,
+        pages::index(&pages::List {
+            rows: &rows,
+            latest: &latest,
+            repos: &repos,
+            only: repo,
+            branch,
+            branches: &branches,
+            before: q.before,
+        }),
+    )
 }
 
 /// `GET /events`: each build that is queued, starts, ends, is canceled or restarted,
@@ -372,7 +377,14 @@ pub(super) async fn api_restart_job(
     };
     match state.db(|s| s.restart_job(row.id, &number)) {
         Ok(attempt) => {
-            access::record(&state, &who, Action::RestartJob, &row.repo, Some(row.id), &number);
+            access::record(
+                &state,
+                &who,
+                Action::RestartJob,
+                &row.repo,
+                Some(row.id),
+                &number,
+            );
             tracing::info!(repo = %row.repo, number = n, job = %number, attempt, "job restarted");
             state.wake.notify_one();
             state.changed(row.id);

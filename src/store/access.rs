@@ -173,10 +173,10 @@ impl Store {
             &[key.as_str().into(), (now - LOGIN_SECS).into()],
         )?;
         // Whoever deletes it has it (two callbacks at once: one).
-        if self
-            .db()
-            .execute("DELETE FROM logins WHERE state = $1", &[key.as_str().into()])?
-            == 0
+        if self.db().execute(
+            "DELETE FROM logins WHERE state = $1",
+            &[key.as_str().into()],
+        )? == 0
         {
             return Ok(None);
         }
@@ -201,7 +201,8 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        self.db().execute("DELETE FROM sessions WHERE expires_at < $1", &[now.into()])?;
+        self.db()
+            .execute("DELETE FROM sessions WHERE expires_at < $1", &[now.into()])?;
         self.db().execute(
             "INSERT INTO sessions (id, name, groups, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
             &[
@@ -284,7 +285,10 @@ impl Store {
 
     fn tokens_where(&self, sql: &str, args: &[Value]) -> Result<Vec<Token>, StoreError> {
         self.db()
-            .query(&format!("SELECT {} FROM tokens {sql}", Self::TOKEN_COLUMNS), args)?
+            .query(
+                &format!("SELECT {} FROM tokens {sql}", Self::TOKEN_COLUMNS),
+                args,
+            )?
             .into_iter()
             .map(|r| {
                 let mut it = r.into_iter();
@@ -321,7 +325,12 @@ impl Store {
     }
 
     /// Revokes `owner`'s token `id`: its name, if it was theirs and live.
-    pub fn revoke_token(&mut self, id: i64, owner: &str, now: i64) -> Result<Option<String>, StoreError> {
+    pub fn revoke_token(
+        &mut self,
+        id: i64,
+        owner: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
         let name = self
             .tokens_where(
                 "WHERE id = $1 AND owner = $2 AND revoked_at IS NULL",
@@ -410,26 +419,57 @@ mod tests {
             next: "/".into(),
         };
         st.begin_login("s1", &login, 1000).expect("begin");
-        assert_eq!(st.take_login("s1", 1001).expect("take"), Some(login.clone()));
+        assert_eq!(
+            st.take_login("s1", 1001).expect("take"),
+            Some(login.clone())
+        );
         assert_eq!(st.take_login("s1", 1002).expect("take"), None, "once");
         st.begin_login("s2", &login, 1000).expect("begin");
-        assert_eq!(st.take_login("s2", 1000 + LOGIN_SECS + 1).expect("take"), None, "late");
+        assert_eq!(
+            st.take_login("s2", 1000 + LOGIN_SECS + 1).expect("take"),
+            None,
+            "late"
+        );
 
         st.create_session("sid", "rita@example.com", &["dev".into()], "c", 1000, 2000)
             .expect("session");
         let s = st.session("sid", 1500).expect("read").expect("live");
-        assert_eq!((s.name.as_str(), s.groups.as_slice()), ("rita@example.com", &["dev".to_string()][..]));
+        assert_eq!(
+            (s.name.as_str(), s.groups.as_slice()),
+            ("rita@example.com", &["dev".to_string()][..])
+        );
         assert_eq!(st.session("sid", 2000).expect("read"), None, "expired");
         st.end_session("sid").expect("end");
         assert_eq!(st.session("sid", 1500).expect("read"), None, "ended");
 
         let id = st
-            .create_token("rwp_x", "walt", &[], "ci", &["o/a".into()], crate::auth::Role::Write, 1000, 5000)
+            .create_token(
+                "rwp_x",
+                "walt",
+                &[],
+                "ci",
+                &["o/a".into()],
+                crate::auth::Role::Write,
+                1000,
+                5000,
+            )
             .expect("token");
-        assert_eq!(st.token("rwp_x", 1500).expect("read").map(|t| t.id), Some(id));
+        assert_eq!(
+            st.token("rwp_x", 1500).expect("read").map(|t| t.id),
+            Some(id)
+        );
         assert_eq!(st.token("rwp_x", 5000).expect("read"), None, "expired");
-        assert_eq!(st.revoke_token(id, "rita", 1600).expect("revoke"), None, "not hers");
-        assert_eq!(st.revoke_token(id, "walt", 1600).expect("revoke").as_deref(), Some("ci"));
+        assert_eq!(
+            st.revoke_token(id, "rita", 1600).expect("revoke"),
+            None,
+            "not hers"
+        );
+        assert_eq!(
+            st.revoke_token(id, "walt", 1600)
+                .expect("revoke")
+                .as_deref(),
+            Some("ci")
+        );
         assert_eq!(st.token("rwp_x", 1700).expect("read"), None, "revoked");
 
         st.audit(&Audit {

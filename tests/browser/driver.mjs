@@ -13,6 +13,9 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu"],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+// Nothing leaves the machine: a page asking for another host (a provider's web fonts)
+// is answered at once with a failure instead of waiting on a network there is not.
+await context.route((url) => !["127.0.0.1", "localhost"].includes(url.hostname), (r) => r.abort());
 const page = await context.newPage();
 const errors = [];
 page.on("pageerror", (e) => errors.push(String(e)));
@@ -35,6 +38,14 @@ const ops = {
   scheme: async (c) => { await page.emulateMedia({ colorScheme: c.value }); return true; },
   screenshot: async (c) => { await page.screenshot({ path: c.path, fullPage: !!c.full }); return c.path; },
   errors: async () => errors,
+  fill: async (c) => { await page.fill(c.selector, c.value, { timeout: c.timeout ?? 30000 }); return true; },
+  url: async () => page.url(),
+  loaded: async () => { await page.waitForLoadState("load"); return page.url(); },
+  // Waits until the page is at a URL starting with `prefix` (through redirects).
+  waitUrl: async (c) => { await page.waitForURL((u) => u.href.startsWith(c.prefix), { timeout: c.timeout ?? 60000, waitUntil: "domcontentloaded" }); return page.url(); },
+  cookies: async () => context.cookies(),
+  addCookies: async (c) => { await context.addCookies(c.cookies); return true; },
+  clearCookies: async () => { await context.clearCookies(); return true; },
   close: async () => { await browser.close(); process.exit(0); },
 };
 

@@ -13,14 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 /// One headless chromium page, driven over the driver's JSON lines.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     stdin: ChildStdin,
     out: BufReader<ChildStdout>,
 }
 
 impl Browser {
-    fn open() -> Browser {
+    pub(crate) fn open() -> Browser {
         let chromium = "/usr/bin/chromium";
         assert!(
             Path::new(chromium).exists(),
@@ -53,7 +53,7 @@ impl Browser {
         Browser { child, stdin, out }
     }
 
-    fn try_op(&mut self, cmd: Value) -> Result<Value, String> {
+    pub(crate) fn try_op(&mut self, cmd: Value) -> Result<Value, String> {
         writeln!(self.stdin, "{cmd}").unwrap();
         let mut line = String::new();
         self.out.read_line(&mut line).unwrap();
@@ -66,31 +66,31 @@ impl Browser {
         }
     }
 
-    fn op(&mut self, cmd: Value) -> Value {
+    pub(crate) fn op(&mut self, cmd: Value) -> Value {
         let what = cmd.to_string();
         self.try_op(cmd)
             .unwrap_or_else(|e| panic!("browser: {what}: {e}"))
     }
 
-    fn goto(&mut self, url: &str) {
+    pub(crate) fn goto(&mut self, url: &str) {
         self.op(json!({"op": "goto", "url": url}));
     }
 
     /// Waits until the JavaScript expression is truthy on the page; its value.
-    fn until(&mut self, js: &str) -> Value {
+    pub(crate) fn until(&mut self, js: &str) -> Value {
         self.op(json!({"op": "until", "js": js, "timeout": 90000}))
     }
 
-    fn eval(&mut self, js: &str) -> Value {
+    pub(crate) fn eval(&mut self, js: &str) -> Value {
         self.op(json!({"op": "eval", "js": js}))
     }
 
-    fn click(&mut self, selector: &str) {
+    pub(crate) fn click(&mut self, selector: &str) {
         self.op(json!({"op": "click", "selector": selector}));
     }
 
     /// Saves a screenshot as `target/screenshots/NAME.png`.
-    fn shot(&mut self, name: &str) -> PathBuf {
+    pub(crate) fn shot(&mut self, name: &str) -> PathBuf {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
@@ -100,7 +100,7 @@ impl Browser {
     }
 
     /// Script errors the page raised so far.
-    fn errors(&mut self) -> Value {
+    pub(crate) fn errors(&mut self) -> Value {
         self.op(json!({"op": "errors"}))
     }
 }

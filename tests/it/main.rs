@@ -20,4 +20,5 @@ mod sandbox;
 mod semantics_lint;
 mod semantics_plan;
 mod server;
+mod signin;
 mod trust;
