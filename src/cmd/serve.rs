@@ -308,6 +308,34 @@ fn named_build(
     Ok((st, row, n))
 }
 
+/// The audit trail's name for whoever runs a command on this machine.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        // SAFETY: getuid has no preconditions and cannot fail.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{} (command line)", host.trim())
+}
+
+/// Adds what a command did to the audit trail.
+fn audit(
+    st: &mut crate::store::Store,
+    row: &crate::store::BuildRow,
+    action: crate::store::access::Action,
+) -> Result<(), CmdError> {
+    st.audit(&crate::store::access::Audit {
+        at: crate::store::Store::now(),
+        who: operator(),
+        action,
+        repo: row.repo.clone(),
+        build_id: Some(row.id),
+        detail: String::new(),
+    })?;
+    Ok(())
+}
+
 /// Cancels a build: one that has not started (queued, awaiting approval) at once; a
 /// running one is asked of the node running it, which kills its jobs.
 pub fn cancel(
@@ -318,6 +346,9 @@ pub fn cancel(
 ) -> Result<i32, CmdError> {
     let (mut st, row, n) = named_build(spec, repo, config)?;
     use crate::store::Status;
+    if row.state.is_active() {
+        audit(&mut st, &row, crate::store::access::Action::Cancel)?;
+    }
     match row.state {
         Status::Queued | Status::Awaiting => {
             st.set_state(
@@ -360,6 +391,7 @@ pub fn restart(
         )));
     }
     st.restart(row.id)?;
+    audit(&mut st, &row, crate::store::access::Action::Restart)?;
     writeln!(
         out,
         "build {}#{n} queued again (runway serve runs it)",

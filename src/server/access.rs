@@ -335,16 +335,25 @@ pub(crate) fn bar(state: &AppState, v: &Viewer, here: &str) -> pages::Bar {
     }
 }
 
+/// A page saying one thing, with the sign-in link when the server has sign-in.
 fn page(code: StatusCode, title: &str, body: &str) -> Response {
-    (code, Html(pages::message(title, body))).into_response()
+    let bar = pages::Bar {
+        signing_in: true,
+        here: "/".into(),
+        ..pages::Bar::default()
+    };
+    (code, Html(pages::dress(pages::message(title, body), &bar))).into_response()
 }
 
 fn no_sign_in() -> Response {
-    page(
+    (
         StatusCode::NOT_FOUND,
-        "Sign-in is not set up",
-        "This server has no [auth] in runway.toml: every page is public, and the API token does every write.",
+        Html(pages::message(
+            "Sign-in is not set up",
+            "This server has no [auth] in runway.toml: every page is public, and the API token does every write.",
+        )),
     )
+        .into_response()
 }
 
 fn oidc(state: &AppState) -> Option<&auth::oidc::Client> {
@@ -387,8 +396,17 @@ pub(super) async fn login(
                 );
             }
         };
-    if let Err(e) = state.db(|s| s.begin_login(&st, &login, now())) {
-        return e.answer();
+    match state.db(|s| s.begin_login(&st, &login, now())) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("sign-in refused: too many sign-ins under way");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is busy",
+                "Too many sign-ins are under way; try again in a few minutes.",
+            );
+        }
+        Err(e) => return e.answer(),
     }
     let key = match state.session_key() {
         Ok(k) => k,

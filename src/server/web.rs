@@ -63,6 +63,14 @@ fn dressed(state: &AppState, v: &Viewer, here: &str, html: String) -> Response {
     Html(pages::dress(html, &access::bar(state, v, here))).into_response()
 }
 
+/// The 404 page of a build (with the sign-in link: a private build may be there for
+/// someone signed in).
+fn not_found(state: &AppState, v: &Viewer, n: u64) -> Response {
+    let mut r = dressed(state, v, &format!("/builds/{n}"), pages::not_found(n));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
 /// The page for a store that cannot be read: 503 with `Retry-After`.
 fn page_unavailable(e: &DbError) -> Response {
     let mut r = (
@@ -234,7 +242,7 @@ pub(super) async fn page_config(
     };
     let row = match find(&state, n, &q, &v.who) {
         Ok(Some(row)) => row,
-        Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
+        Ok(None) => return not_found(&state, &v, n),
         Err(e) => return page_unavailable(&e),
     };
     let st = state.clone();
@@ -476,7 +484,7 @@ pub(super) async fn page_build(
     };
     let row = match find(&state, n, &q, &v.who) {
         Ok(Some(row)) => row,
-        Ok(None) => return (StatusCode::NOT_FOUND, Html(pages::not_found(n))).into_response(),
+        Ok(None) => return not_found(&state, &v, n),
         Err(e) => return page_unavailable(&e),
     };
     let live = state.live.get(row.id).is_some() || row.state.is_active();

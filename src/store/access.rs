@@ -11,6 +11,8 @@ use super::{Store, StoreError};
 const SESSION_KEY: &str = "session_key";
 /// Seconds a sign-in may take between `/auth/login` and the callback.
 pub const LOGIN_SECS: i64 = 600;
+/// The most sign-ins under way at once (what `/auth/login` asked by anyone may keep).
+pub const MAX_LOGINS: i64 = 10_000;
 
 /// A sign-in under way.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,12 +148,30 @@ impl Store {
     }
 
     /// Remembers a sign-in under way by its `state` (kept as a digest); sign-ins older
-    /// than [`LOGIN_SECS`] are forgotten.
-    pub fn begin_login(&mut self, state: &str, login: &Login, now: i64) -> Result<(), StoreError> {
+    /// than [`LOGIN_SECS`] are forgotten. False (nothing kept) when [`MAX_LOGINS`] are
+    /// under way: the table never grows without bound, whoever asks.
+    pub fn begin_login(
+        &mut self,
+        state: &str,
+        login: &Login,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         self.db().execute(
             "DELETE FROM logins WHERE created_at < $1",
             &[(now - LOGIN_SECS).into()],
         )?;
+        let under_way = self
+            .db()
+            .query("SELECT COUNT(*) FROM logins", &[])?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(|v| v.int())
+            .transpose()?
+            .unwrap_or(0);
+        if under_way >= MAX_LOGINS {
+            return Ok(false);
+        }
         self.db().execute(
             "INSERT INTO logins (state, nonce, verifier, next, created_at) VALUES ($1, $2, $3, $4, $5)",
             &[
@@ -162,7 +182,7 @@ impl Store {
                 now.into(),
             ],
         )?;
-        Ok(())
+        Ok(true)
     }
 
     /// The sign-in `state` began, taken: a second callback with it finds nothing.
@@ -418,7 +438,7 @@ mod tests {
             verifier: "v".into(),
             next: "/".into(),
         };
-        st.begin_login("s1", &login, 1000).expect("begin");
+        assert!(st.begin_login("s1", &login, 1000).expect("begin"));
         assert_eq!(
             st.take_login("s1", 1001).expect("take"),
             Some(login.clone())

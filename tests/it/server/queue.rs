@@ -707,6 +707,10 @@ fn runway_cancel_cancels_a_running_build_from_the_command_line() {
             .contains("runway cancel"),
         "{b}"
     );
+    // The audit trail says who, from the command line.
+    let who = b["audit"][0]["who"].as_str().unwrap_or_default();
+    assert!(who.ends_with("(command line)"), "{b}");
+    assert_eq!(b["audit"][0]["action"], "cancel", "{b}");
     let r = cancel("1");
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("already canceled"), "{}", r.all());
