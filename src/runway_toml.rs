@@ -837,6 +837,15 @@ mod tests {
             "[[repo.cron]]",
             "interval",
             "dont_run_if_recent_build_exists",
+            "[auth]",
+            "issuer",
+            "client_id",
+            "client_secret_env",
+            "redirect_url",
+            "scopes",
+            "session_hours",
+            "visibility",
+            "[[repo.grant]]",
         ] {
             assert!(text.contains(key), "{key}");
         }
@@ -864,6 +873,58 @@ mod tests {
 
     fn repo(url: &str) -> RepoConfig {
         toml::from_str(&format!("name = \"o/app\"\nurl = \"{url}\"\n")).unwrap()
+    }
+
+    /// Issue 27: `[auth]` and grants are checked when the file is read; a private
+    /// repository or a grant without sign-in would be exposed silently, so it is an
+    /// error saying so.
+    #[test]
+    fn sign_in_settings_are_checked_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runway.toml");
+        let auth = "[auth]\nissuer = \"https://idp.example\"\nclient_id = \"runway\"\nclient_secret_env = \"S\"\nredirect_url = \"https://ci.example/auth/callback\"\n";
+        let repo = "[[repo]]\nname = \"o/a\"\nurl = \"/tmp/x\"\n";
+        for (text, said) in [
+            (
+                format!("{repo}visibility = \"private\"\n"),
+                Some("need [auth]"),
+            ),
+            (
+                format!("{repo}[[repo.grant]]\ngroup = \"dev\"\nrole = \"read\"\n"),
+                Some("need [auth]"),
+            ),
+            (
+                format!("{auth}{repo}[[repo.grant]]\nrole = \"read\"\n"),
+                Some("user = \"…\" or group"),
+            ),
+            (
+                format!("{auth}{repo}[[repo.grant]]\nuser = \"a\"\nrole = \"owner\"\n"),
+                Some("unknown variant `owner`"),
+            ),
+            (
+                auth.replace("/auth/callback", "/cb") + repo,
+                Some("redirect_url"),
+            ),
+            (
+                format!(
+                    "{auth}{repo}visibility = \"public\"\n[[repo.grant]]\nuser = \"carol@example.com\"\nrole = \"write\"\n"
+                ),
+                None,
+            ),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            match (ServerConfig::load(&path), said) {
+                (Ok(cfg), None) => {
+                    assert_eq!(cfg.visibility("o/a"), crate::auth::Visibility::Public);
+                    assert_eq!(
+                        cfg.visibility("o/unnamed"),
+                        crate::auth::Visibility::Private
+                    );
+                }
+                (Err(e), Some(s)) => assert!(e.contains(s), "{text}: {e}"),
+                (got, _) => panic!("{text}: {got:?}"),
+            }
+        }
     }
 
     #[test]
