@@ -521,6 +521,27 @@ fn personal_tokens_are_scoped_and_revoked_at_once_on_every_node() {
     let (code, text) = other.request("POST", "/api/builds/1/restart?repo=o/app", &with, b"");
     assert_eq!(code, 202, "{text}");
     site.build_when("o/app", |s| s == "passed");
+    // A build triggered through the API with it (Travis's requests).
+    let (code, text) = other.request(
+        "POST",
+        "/api/repos/o/app/requests",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"request": {"branch": "master"}}"#,
+    );
+    assert_eq!(code, 202, "{text}");
+    let (code, text) = other.request(
+        "POST",
+        "/api/repos/o/other/requests",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"request": {"branch": "master"}}"#,
+    );
+    assert_eq!(code, 404, "not the token's repository: {text}");
 
     // Walt's session works on the other node; from another site it is refused there.
     let cookie = session_cookie(&mut b).expect("walt's session");
@@ -588,6 +609,10 @@ fn personal_tokens_are_scoped_and_revoked_at_once_on_every_node() {
             (
                 "walt@example.com (personal token)".to_string(),
                 "restart".to_string()
+            ),
+            (
+                "walt@example.com (personal token)".to_string(),
+                "trigger".to_string()
             ),
         ],
         "{trail}"

@@ -222,6 +222,9 @@ fn pull_requests_build_the_merge_of_head_into_base() {
     let b2 = ended(&srv, n2);
     let text2 = log(&srv, n2);
     assert_eq!(b2["state"], "passed", "{b2}\n{text2}");
+    // Who approved it, in its audit trail and its reason.
+    assert_eq!(b2["audit"][0]["action"], "approve", "{b2}");
+    assert_eq!(b2["audit"][0]["who"], "the API token", "{b2}");
     assert!(
         text2.contains(&format!("SHA={fork_head} SLUG=stranger/app")),
         "{text2}"
