@@ -608,6 +608,21 @@ fn person(state: &AppState, headers: &HeaderMap) -> Result<(Viewer, Person), Box
     }
 }
 
+/// A form posted by a signed-in person from one of this site's pages (its CSRF token
+/// right): who, and the form's fields.
+type SignedForm = (Viewer, Person, Vec<(String, String)>);
+
+fn signed_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<SignedForm, Box<Response>> {
+    let (v, p) = person(state, headers)?;
+    let f = form(body);
+    same_site(state, headers, &v, field(&f, "csrf_token"))?;
+    Ok((v, p, f))
+}
+
 /// What a new token is for.
 #[derive(Debug, Deserialize)]
 pub(super) struct NewToken {
@@ -745,14 +760,10 @@ pub(super) async fn api_revoke_token(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (v, p) = match person(&state, &headers) {
+    let (v, p, _) = match signed_form(&state, &headers, &body) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let f = form(&body);
-    if let Err(r) = same_site(&state, &headers, &v, field(&f, "csrf_token")) {
-        return *r;
-    }
     match state.db(|s| s.revoke_token(id, &p.name, now())) {
         Ok(Some(name)) => {
             record(&state, &v.who, Action::TokenRevoked, "", None, &name);
@@ -824,14 +835,10 @@ pub(super) async fn tokens_form(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (v, p) = match person(&state, &headers) {
+    let (v, p, f) = match signed_form(&state, &headers, &body) {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let f = form(&body);
-    if let Err(r) = same_site(&state, &headers, &v, field(&f, "csrf_token")) {
-        return *r;
-    }
     let ask = NewToken {
         name: field(&f, "name").unwrap_or_default().to_string(),
         repos: f

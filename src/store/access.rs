@@ -160,15 +160,7 @@ impl Store {
             "DELETE FROM logins WHERE created_at < $1",
             &[(now - LOGIN_SECS).into()],
         )?;
-        let under_way = self
-            .db()
-            .query("SELECT COUNT(*) FROM logins", &[])?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .map(|v| v.int())
-            .transpose()?
-            .unwrap_or(0);
+        let under_way = Value::count(self.db().query("SELECT COUNT(*) FROM logins", &[])?)?;
         if under_way >= MAX_LOGINS {
             return Ok(false);
         }
@@ -293,9 +285,7 @@ impl Store {
                 expires_at.into(),
             ],
         )?;
-        rows.into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
+        Value::first(rows)
             .ok_or_else(|| StoreError::Data("a token was made without an id".into()))?
             .int()
     }

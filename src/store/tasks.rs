@@ -70,6 +70,16 @@ impl Value {
             _ => Vec::new(),
         }
     }
+
+    /// The first column of the first row of a query's answer.
+    pub(super) fn first(rows: Vec<Vec<Value>>) -> Option<Value> {
+        rows.into_iter().next()?.into_iter().next()
+    }
+
+    /// [`Value::first`] as a count (none: 0).
+    pub(super) fn count(rows: Vec<Vec<Value>>) -> Result<i64, StoreError> {
+        Value::first(rows).map_or(Ok(0), |v| v.int())
+    }
 }
 
 impl From<i64> for Value {
@@ -546,13 +556,7 @@ impl Store {
             "SELECT COUNT(*) FROM task_chunks WHERE task_id = $1 AND attempt = $2 AND seq <= $3",
             &[id.into(), attempt.into(), upto.into()],
         )?;
-        let n = count
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
-            .map(|v| v.int())
-            .transpose()?
-            .unwrap_or(0);
+        let n = Value::count(count)?;
         if n == upto + 1 {
             return Ok(upto);
         }

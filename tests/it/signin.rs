@@ -624,6 +624,38 @@ fn personal_tokens_are_scoped_and_revoked_at_once_on_every_node() {
         b"",
     );
     assert!(text.contains("(personal token)"), "{text}");
+
+    // The tokens page: made with its form (shown once), revoked with its button.
+    b.goto(&format!("{}/tokens", site.base));
+    b.op(json!({"op": "fill", "selector": "input[name=name]", "value": "laptop"}));
+    b.click("input[name=repo][value=\"o/other\"]");
+    b.click("#make");
+    let shown = b.until("document.querySelector('#new-token')?.textContent");
+    let laptop = shown.as_str().unwrap().to_string();
+    assert!(laptop.starts_with("rwp_"), "{laptop}");
+    let bearer = format!("Bearer {laptop}");
+    let (code, text) = other.request(
+        "GET",
+        "/api/builds/1?repo=o/other",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    );
+    assert_eq!(code, 200, "{text}");
+    b.goto(&format!("{}/tokens", site.base));
+    let rows = b.eval("document.querySelector('#tokens').textContent");
+    assert!(rows.as_str().unwrap().contains("laptop"), "{rows}");
+    let live = b.eval("document.querySelector('#tokens button').id");
+    b.click(&format!("#{}", live.as_str().unwrap()));
+    b.until("/revoked/.test(document.querySelector('#tokens').textContent)");
+    let (code, _) = other.request(
+        "GET",
+        "/api/builds/1?repo=o/other",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    );
+    assert_eq!(code, 401);
+    b.shot("signin-tokens");
+    assert_eq!(b.errors(), json!([]));
 }
 
 /// ID tokens changed on their way from a real issuer are refused, each with a log line
