@@ -69,9 +69,21 @@ pub fn image_of(workspace: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// How many more job disks this process will attach (`u64::MAX`: no end in sight, a
+/// server's or a worker's).
+static EXPECTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// This process will attach `n` more job disks (a one-shot run's jobs): one is made
+/// ahead only while another job is to come, and none is made for nobody (a disk made
+/// ahead costs its making and its release, and the process waits for both at exit).
+pub fn expect(n: u64) {
+    EXPECTED.store(n, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl JobDisk {
     /// Puts a filesystem of `size` bytes on `dir` (an empty directory): one made ahead
-    /// when there is one, else made now; then another is made ahead.
+    /// when there is one, else made now; then another is made ahead when another job
+    /// is to come ([`expect`]).
     pub fn attach(dir: &Path, size: u64) -> io::Result<JobDisk> {
         let disk = JobDisk {
             mount: dir.to_path_buf(),
@@ -93,7 +105,15 @@ impl JobDisk {
         if !moved {
             make(dir, size)?;
         }
-        Pool::refill(size);
+        use std::sync::atomic::Ordering::SeqCst;
+        let another = EXPECTED
+            .fetch_update(SeqCst, SeqCst, |e| {
+                (e != u64::MAX).then(|| e.saturating_sub(1))
+            })
+            .map_or(true, |before| before > 1);
+        if another {
+            Pool::refill(size);
+        }
         Ok(disk)
     }
 

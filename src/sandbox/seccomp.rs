@@ -87,8 +87,14 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     }
 }
 
-/// The filter program (see the module's header).
-pub fn filter() -> Vec<libc::sock_filter> {
+/// The filter program (see the module's header), made once per process: every job's
+/// shell and helper installs the same one.
+pub fn filter() -> &'static [libc::sock_filter] {
+    static PROGRAM: std::sync::OnceLock<Vec<libc::sock_filter>> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(program)
+}
+
+fn program() -> Vec<libc::sock_filter> {
     use libc::{
         BPF_ABS, BPF_JEQ, BPF_JGE, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W,
         SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO, SECCOMP_RET_KILL_PROCESS,

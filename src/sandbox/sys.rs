@@ -58,7 +58,7 @@ struct Prepared {
     dot: CString,
     slash: CString,
     network: bool,
-    filter: Vec<libc::sock_filter>,
+    filter: &'static [libc::sock_filter],
     /// The job's `cgroup.procs` files, joined by the keeper before anything else.
     cgroups: Vec<libc::c_int>,
     /// The write end of the report pipe (the parent's copy is closed after the spawn).
@@ -609,7 +609,7 @@ struct Helper {
     mnt: OwnedFd,
     exe: OwnedFd,
     argv: Vec<CString>,
-    filter: Vec<libc::sock_filter>,
+    filter: &'static [libc::sock_filter],
     slash: CString,
     empty: CString,
 }

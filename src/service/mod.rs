@@ -252,6 +252,11 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     };
     let jobs = build::select_jobs(&plan, req.options.job.as_deref(), req.options.os.as_deref())
         .map_err(ServiceError::Usage)?;
+    // A run of its own (the command line, the hook): its jobs are all the disks it
+    // needs. A server's builds come one after another: it keeps one made ahead.
+    if !matches!(req.record, Record::Queued(_)) {
+        crate::sandbox::disk::expect(jobs.len() as u64);
+    }
     let opts = build_options(req, &loaded.config, &event, &target, sandbox, cache_root);
     let language = loaded.config.language();
     reporter.event(Event::Started {

@@ -42,16 +42,30 @@ impl SandboxOptions {
                         Err(_) => {}
                     }
                 }
+                // A check kept from an earlier run on this boot (with the same
+                // options) vouches for the job disk too: no probe disk is made.
+                let key = self.check_key();
+                let kept = !self.checked && checked_before(state_dir, &key);
+                let mut disk_works = true;
                 if let Some(bytes) = self.disk.0 {
-                    match probe_disk(bytes) {
+                    match if kept { Ok(()) } else { probe_disk(bytes) } {
                         Ok(()) => ns = ns.with_disk(Some(bytes)),
-                        Err(why) => say(&format!(
-                            "runway: warning: the job disk budget is not enforced: {why}"
-                        )),
+                        Err(why) => {
+                            disk_works = false;
+                            say(&format!(
+                                "runway: warning: the job disk budget is not enforced: {why}"
+                            ))
+                        }
                     }
                 }
-                if !self.checked {
-                    check_once_per_boot(&ns, state_dir, &self.check_key())?;
+                if !self.checked && !kept {
+                    // A disk that could not be made is probed (and said) again next run.
+                    let key = if disk_works {
+                        key
+                    } else {
+                        format!("{key}disk failed\n")
+                    };
+                    check_once_per_boot(&ns, state_dir, &key)?;
                 }
                 Ok(Arc::new(ns))
             }
@@ -98,10 +112,10 @@ fn check_once_per_boot(
     state_dir: &std::path::Path,
     key: &str,
 ) -> Result<(), crate::sandbox::SandboxError> {
-    let mark = state_dir.join(CHECKED);
-    if std::fs::read_to_string(&mark).is_ok_and(|k| k == key) {
+    if checked_before(state_dir, key) {
         return Ok(());
     }
+    let mark = state_dir.join(CHECKED);
     ns.check()?;
     // Kept for the next run; a run that cannot keep it checks again next time.
     if std::fs::create_dir_all(state_dir).is_ok()
@@ -111,6 +125,11 @@ fn check_once_per_boot(
         let _ = tmp.persist(&mark);
     }
     Ok(())
+}
+
+/// Whether a check kept in the state directory answers for `key`.
+fn checked_before(state_dir: &std::path::Path, key: &str) -> bool {
+    std::fs::read_to_string(state_dir.join(CHECKED)).is_ok_and(|k| k == key)
 }
 
 /// The file in the state directory that keeps a passed sandbox check.

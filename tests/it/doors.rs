@@ -584,4 +584,14 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
     let loops = Command::new("losetup").arg("-a").output().unwrap();
     let loops = String::from_utf8_lossy(&loops.stdout);
     assert!(!loops.contains(&workspace), "{loops}");
+    // Issue 29: a second run on this boot keeps the first's sandbox check and makes no
+    // probe disk; its job has the same budget all the same.
+    let again = p.run(&["--disk", "256M"]);
+    assert!(
+        again.stdout.contains("disk 256M")
+            && again.stdout.contains("exceeded its disk limit of 256M"),
+        "{}",
+        again.all()
+    );
+    assert!(!again.all().contains("not enforced"), "{}", again.all());
 }
