@@ -176,16 +176,16 @@ mod tests {
     fn mounts_and_new_namespaces_are_refused_the_rest_allowed() {
         let f = filter();
         let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
-        assert_eq!(run(&f, libc::SYS_mount as u32, ARCH, 0), eperm);
-        assert_eq!(run(&f, libc::SYS_unshare as u32, ARCH, 0), eperm);
+        assert_eq!(run(f, libc::SYS_mount as u32, ARCH, 0), eperm);
+        assert_eq!(run(f, libc::SYS_unshare as u32, ARCH, 0), eperm);
         assert_eq!(
-            run(&f, libc::SYS_read as u32, ARCH, 0),
+            run(f, libc::SYS_read as u32, ARCH, 0),
             libc::SECCOMP_RET_ALLOW
         );
         // A fork is a clone without namespace flags; a new user namespace is not.
         let fork = libc::SIGCHLD as u32;
         assert_eq!(
-            run(&f, libc::SYS_clone as u32, ARCH, fork),
+            run(f, libc::SYS_clone as u32, ARCH, fork),
             libc::SECCOMP_RET_ALLOW
         );
         assert_eq!(

@@ -380,7 +380,7 @@ fn enter(p: &Prepared) -> io::Result<()> {
         if libc::chdir(p.cwd.as_ptr()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        drop_privileges(&p.filter)
+        drop_privileges(p.filter)
     }
 }
 
@@ -663,7 +663,7 @@ fn enter_helper(h: &Helper) -> io::Result<()> {
         {
             return Err(io::Error::last_os_error());
         }
-        drop_privileges(&h.filter)?;
+        drop_privileges(h.filter)?;
         let mut ptrs: [*const libc::c_char; 16] = [std::ptr::null(); 16];
         for (i, a) in h.argv.iter().take(15).enumerate() {
             ptrs[i] = a.as_ptr();
