@@ -190,7 +190,7 @@ mod tests {
         );
         assert_eq!(
             run(
-                &f,
+                f,
                 libc::SYS_clone as u32,
                 ARCH,
                 fork | libc::CLONE_NEWUSER as u32
@@ -198,9 +198,9 @@ mod tests {
             eperm
         );
         assert_eq!(
-            run(&f, libc::SYS_clone3 as u32, ARCH, 0),
+            run(f, libc::SYS_clone3 as u32, ARCH, 0),
             libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
         );
-        assert_eq!(run(&f, 0, ARCH ^ 1, 0), libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(run(f, 0, ARCH ^ 1, 0), libc::SECCOMP_RET_KILL_PROCESS);
     }
 }
