@@ -243,6 +243,44 @@ pub fn release(workspace: &Path) {
     let _ = std::fs::remove_file(image_of(workspace));
 }
 
+/// Where templates are kept from one run to the next (a state directory).
+static KEPT: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The start of a kept template's name; the size and `.img` follow.
+const KEPT_PREFIX: &str = "disk-template-";
+
+/// Keeps the template images in `dir` (runway's state directory, hidden from jobs), so
+/// that a run finds the one an earlier run made instead of running `mkfs.ext4` again.
+pub fn keep_templates_in(dir: &Path) {
+    *KEPT.lock().unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
+}
+
+/// Whether `path` is a template runway kept: a regular file (not a link) of this user,
+/// writable by nobody else, of `size` bytes.
+fn ours(path: &Path, size: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) cannot fail.
+    let me = unsafe { libc::geteuid() };
+    path.symlink_metadata().is_ok_and(|m| {
+        m.file_type().is_file() && m.uid() == me && m.mode() & 0o022 == 0 && m.len() == size
+    })
+}
+
+/// Copies the template at `made` to `kept` whole (a temporary name, then renamed), for
+/// the runs after this one; a copy that fails is only not kept.
+fn keep(made: &Path, kept: &Path, size: u64) {
+    let Some(dir) = kept.parent() else { return };
+    let tmp = dir.join(format!(".{KEPT_PREFIX}{}-{size}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    use std::os::unix::fs::PermissionsExt;
+    if copy_sparse(made, &tmp, size).is_ok()
+        && std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).is_ok()
+        && std::fs::rename(&tmp, kept).is_ok()
+    {
+        return;
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
 /// This process's disks made ahead and on their way out, and its templates.
 struct Pool {
     dir: tempfile::TempDir,
@@ -290,7 +328,8 @@ impl Pool {
         Some(self.ready.swap_remove(at).1)
     }
 
-    /// The template image of `size` bytes, made once.
+    /// The template image of `size` bytes: made once per process, or once for every
+    /// run when a directory keeps it ([`keep_templates_in`]).
     fn template(size: u64) -> io::Result<PathBuf> {
         let (path, made) = Pool::with(|p| {
             (
@@ -301,7 +340,25 @@ impl Pool {
         if made {
             return Ok(path);
         }
-        mkfs(&path, size)?;
+        let kept = KEPT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|d| d.join(format!("{KEPT_PREFIX}{size}.img")));
+        match &kept {
+            // runway's own file (its state directory is hidden from jobs), checked
+            // before it is read: a regular file of ours, of the size, not writable by
+            // others.
+            Some(k) if ours(k, size) => {
+                copy_sparse(k, &path, size)?;
+            }
+            _ => {
+                mkfs(&path, size)?;
+                if let Some(k) = &kept {
+                    keep(&path, k, size);
+                }
+            }
+        }
         Pool::with(|p| p.templates.push(size))?;
         Ok(path)
     }

@@ -42,6 +42,7 @@ impl SandboxOptions {
                         Err(_) => {}
                     }
                 }
+                crate::sandbox::disk::keep_templates_in(state_dir);
                 // A check kept from an earlier run on this boot (with the same
                 // options) vouches for the job disk too: no probe disk is made.
                 let key = self.check_key();
