@@ -331,6 +331,10 @@ impl Pool {
     /// The template image of `size` bytes: made once per process, or once for every
     /// run when a directory keeps it ([`keep_templates_in`]).
     fn template(size: u64) -> io::Result<PathBuf> {
+        // One maker at a time: jobs starting together wait for the first's template
+        // (they would write the same file).
+        static MAKING: Mutex<()> = Mutex::new(());
+        let _one = MAKING.lock().unwrap_or_else(|p| p.into_inner());
         let (path, made) = Pool::with(|p| {
             (
                 p.dir.path().join(format!("template-{size}.img")),

@@ -452,9 +452,17 @@ pub(super) async fn callback(
         page(StatusCode::FORBIDDEN, "Sign-in refused", &why)
     };
     if let Some(e) = q.error {
+        // Whoever calls the callback writes these: one line, bounded, in the log.
+        let plain = |t: &str| -> String {
+            t.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect()
+        };
         return refused(format!(
-            "the issuer said {e}: {}",
-            q.error_description.unwrap_or_default()
+            "the issuer said {}: {}",
+            plain(&e),
+            plain(&q.error_description.unwrap_or_default())
         ));
     }
     let (Some(code), Some(st)) = (q.code, q.state) else {

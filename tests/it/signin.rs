@@ -702,4 +702,15 @@ fn id_tokens_that_are_not_the_issuers_for_this_sign_in_are_refused() {
         b"",
     );
     assert_eq!(code, 403, "{text}");
+    site.logged("this sign-in was not started in this browser");
+    // What the callback's caller writes reaches the log as one line.
+    let (code, _) = site.srv.request(
+        "GET",
+        "/auth/callback?error=access_denied&error_description=one%0Aforged%20line",
+        &[],
+        b"",
+    );
+    assert_eq!(code, 403);
+    let line = site.logged("sign-in refused: the issuer said access_denied");
+    assert!(line.contains("one forged line"), "{line}");
 }
