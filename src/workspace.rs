@@ -162,7 +162,11 @@ fn clone_at(
     }
     let mut builder = git2::build::RepoBuilder::new();
     builder.fetch_options(fetch);
-    builder.with_checkout(git2::build::CheckoutBuilder::new());
+    // The clone checks nothing out: the commit is checked out once, below (the default
+    // branch's files were written, then the commit's over them).
+    let mut none = git2::build::CheckoutBuilder::new();
+    none.dry_run();
+    builder.with_checkout(none);
     let cloned = match builder.clone(&url, dest) {
         Ok(r) => r,
         Err(_) if git.depth.is_some() => {
