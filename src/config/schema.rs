@@ -32,12 +32,13 @@ struct Schema {
     /// Every object of the schema (by address) → the definition its `$ref` names, if
     /// it has one: resolving is one lookup, not a walk through the definitions by name.
     refs: HashMap<usize, Option<&'static J>>,
-    /// key name → titles of the schema objects that accept it.
-    homes: HashMap<String, BTreeSet<String>>,
+    /// key name → titles of the schema objects that accept it (made when a key is
+    /// first found unknown: most configs have none).
+    homes: OnceLock<HashMap<String, BTreeSet<String>>>,
     /// Every alias of any key anywhere: a key not in here is no alias, and the
     /// search through each property's aliases is skipped (an unknown key costs
-    /// O(1) there, so 50,000 of them are linear).
-    any_alias: std::collections::HashSet<String>,
+    /// O(1) there, so 50,000 of them are linear). Made when first asked.
+    any_alias: OnceLock<std::collections::HashSet<String>>,
 }
 
 fn schema() -> &'static Schema {
@@ -47,17 +48,13 @@ fn schema() -> &'static Schema {
         let root: &'static J = Box::leak(Box::new(
             serde_json::from_str(SCHEMA_TEXT).expect("embedded schema is valid JSON"),
         ));
-        let mut homes = HashMap::new();
-        index_homes(&root["definitions"], "", &mut homes);
-        let mut any_alias = std::collections::HashSet::new();
-        index_aliases(root, &mut any_alias);
         let mut refs = HashMap::new();
         index_refs(root, root, &mut refs);
         Schema {
             root,
             refs,
-            homes,
-            any_alias,
+            homes: OnceLock::new(),
+            any_alias: OnceLock::new(),
         }
     })
 }
@@ -118,6 +115,24 @@ fn index_homes(v: &J, owner: &str, homes: &mut HashMap<String, BTreeSet<String>>
 }
 
 impl Schema {
+    /// Where each key name is valid ([`Schema::homes`]).
+    fn homes(&self) -> &HashMap<String, BTreeSet<String>> {
+        self.homes.get_or_init(|| {
+            let mut homes = HashMap::new();
+            index_homes(&self.root["definitions"], "", &mut homes);
+            homes
+        })
+    }
+
+    /// Every alias anywhere ([`Schema::any_alias`]).
+    fn any_alias(&self) -> &std::collections::HashSet<String> {
+        self.any_alias.get_or_init(|| {
+            let mut all = std::collections::HashSet::new();
+            index_aliases(self.root, &mut all);
+            all
+        })
+    }
+
     /// Follows `$ref` links to the definition they name.
     fn resolve<'a>(&'a self, mut s: &'a J) -> &'a J {
         loop {
@@ -932,7 +947,7 @@ fn resolve_key<'a>(
     if let Some(p) = find(key) {
         return Some(p);
     }
-    for (name, prop) in props.iter().filter(|_| s.any_alias.contains(key)) {
+    for (name, prop) in props.iter().filter(|_| s.any_alias().contains(key)) {
         if s.aliases(prop).contains(&key) {
             ctx.diags.info(
                 pos,
@@ -979,7 +994,7 @@ fn resolve_key<'a>(
         Some(p) => format!("for the {p} provider"),
         None => "here".to_string(),
     };
-    let homes = s.homes.get(&underscored).map(|h| {
+    let homes = s.homes().get(&underscored).map(|h| {
         h.iter()
             .filter(|x| !x.is_empty() && Some(x.as_str()) != provider)
             .take(4)
