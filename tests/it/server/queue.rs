@@ -102,7 +102,12 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
         b4 = srv.json("/api/builds/4");
         b3["state"] == "canceled" && b4["state"] == "canceled"
     });
-    assert!(both, "{b3} {b4}");
+    assert!(
+        both,
+        "{b3} {b4}\nbuild 1: {}\nbuild 2: {}",
+        srv.json("/api/builds/1"),
+        srv.json("/api/builds/2")
+    );
     assert!(
         b3["reason"]
             .as_str()
