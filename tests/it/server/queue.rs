@@ -90,6 +90,19 @@ fn auto_cancel_supersedes_queued_builds_and_cancel_kills_a_running_one() {
         || states(&srv).iter().filter(|(_, s)| s == "running").count() == 2,
         "two running builds",
     );
+    // Their jobs have started: a build taken from the queue whose job has not started
+    // yet is superseded too (as designed), and on a loaded machine build 1 could still
+    // be starting when build 3 arrives.
+    for n in [1, 2] {
+        wait_for(
+            || {
+                srv.request("GET", &format!("/api/builds/{n}/log"), &[], b"")
+                    .1
+                    .contains("\nCHILD-STARTED")
+            },
+            "the running builds' jobs to start",
+        );
+    }
     for i in 0..3 {
         let sha = s.commit("master", &format!("push {i}"));
         assert_eq!(generic(&srv, "master", &sha).0, 202);
