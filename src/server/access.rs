@@ -227,6 +227,18 @@ pub(crate) fn require(
     need: Role,
     missing: &str,
 ) -> Result<Who, Box<Response>> {
+    require_with(state, headers, b"", repo, need, missing)
+}
+
+/// [`require`] for a request whose `body` may be a form carrying `csrf_token`.
+pub(crate) fn require_with(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    repo: &str,
+    need: Role,
+    missing: &str,
+) -> Result<Who, Box<Response>> {
     if state.cfg.auth.is_none() {
         super::web::authorized(state, headers)?;
         return Ok(Who::ApiToken);
@@ -235,7 +247,12 @@ pub(crate) fn require(
     match state.cfg.role(repo, &v.who) {
         None => Err(refuse(StatusCode::NOT_FOUND, missing)),
         Some(r) if r >= need => {
-            same_site(state, headers, &v, None)?;
+            let is_form = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|c| c.to_str().ok())
+                .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+            let f = if is_form { form(body) } else { Vec::new() };
+            same_site(state, headers, &v, field(&f, "csrf_token"))?;
             Ok(v.who)
         }
         Some(_) if v.who == Who::Anonymous => Err(refuse(

@@ -367,8 +367,9 @@ pub(super) async fn api_restart_job(
     UrlPath((n, job)): UrlPath<(u64, String)>,
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+    let (row, who) = match authorized_build(&state, n, &q, &headers, &body) {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
@@ -415,8 +416,9 @@ pub(super) async fn api_approve(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+    let (row, who) = match authorized_build(&state, n, &q, &headers, &body) {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
@@ -445,8 +447,9 @@ pub(super) async fn api_restart(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+    let (row, who) = match authorized_build(&state, n, &q, &headers, &body) {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
@@ -899,8 +902,9 @@ pub(super) async fn api_cancel(
     UrlPath(n): UrlPath<u64>,
     Query(q): Query<RepoQuery>,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    let (row, who) = match authorized_build(&state, n, &q, &headers) {
+    let (row, who) = match authorized_build(&state, n, &q, &headers, &body) {
         Ok(found) => found,
         Err(refused) => return *refused,
     };
@@ -952,6 +956,7 @@ fn authorized_build(
     n: u64,
     q: &RepoQuery,
     headers: &HeaderMap,
+    body: &[u8],
 ) -> Result<(BuildRow, Who), Box<Response>> {
     if state.cfg.auth.is_none() {
         authorized(state, headers)?;
@@ -968,7 +973,7 @@ fn authorized_build(
         }
         Err(e) => return Err(Box::new(e.answer())),
     };
-    let who = access::require(state, headers, &row.repo, Role::Write, &missing)?;
+    let who = access::require_with(state, headers, body, &row.repo, Role::Write, &missing)?;
     Ok((row, who))
 }
 

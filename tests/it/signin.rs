@@ -438,6 +438,14 @@ fn readers_read_writers_cancel_and_sessions_end() {
         "{audit}"
     );
     b.shot("signin-writer-canceled");
+    // A form's `csrf_token` field does as the header does.
+    let restarted = b.eval(
+        "(async () => { const t = document.querySelector('meta[name=\"csrf-token\"]').content; \
+         const r = await fetch('/api/builds/1/restart?repo=o/app', {method: 'POST', \
+         headers: {'Content-Type': 'application/x-www-form-urlencoded'}, \
+         body: 'csrf_token=' + encodeURIComponent(t)}); return r.status; })()",
+    );
+    assert_eq!(restarted, 202);
 
     // An expired session: nobody.
     let db = rusqlite::Connection::open(site.dir.path().join("state/runway.db")).unwrap();
