@@ -530,25 +530,20 @@ fn personal_tokens_are_scoped_and_revoked_at_once_on_every_node() {
     assert_eq!(code, 202, "{text}");
     site.build_when("o/app", |s| s == "passed");
     // A build triggered through the API with it (Travis's requests).
-    let (code, text) = other.request(
-        "POST",
-        "/api/repos/o/app/requests",
-        &[
-            ("Authorization", bearer.as_str()),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"request": {"branch": "master"}}"#,
-    );
+    let trigger = |repo: &str| {
+        other.request(
+            "POST",
+            &format!("/api/repos/{repo}/requests"),
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"request": {"branch": "master"}}"#,
+        )
+    };
+    let (code, text) = trigger("o/app");
     assert_eq!(code, 202, "{text}");
-    let (code, text) = other.request(
-        "POST",
-        "/api/repos/o/other/requests",
-        &[
-            ("Authorization", bearer.as_str()),
-            ("Content-Type", "application/json"),
-        ],
-        br#"{"request": {"branch": "master"}}"#,
-    );
+    let (code, text) = trigger("o/other");
     assert_eq!(code, 404, "not the token's repository: {text}");
 
     // Walt's session works on the other node; from another site it is refused there.
