@@ -115,6 +115,8 @@ pub struct Claims {
     pub sub: String,
     /// Email.
     pub email: Option<String>,
+    /// Whether the issuer verified the email.
+    pub email_verified: Option<bool>,
     /// Preferred username.
     pub preferred_username: Option<String>,
     /// Groups.
@@ -123,10 +125,12 @@ pub struct Claims {
 
 impl Claims {
     /// The name a person goes by in grants: email, else preferred_username, else sub.
+    /// An email the issuer says it has not verified is not used: on an issuer where
+    /// anyone may sign up, anyone could claim a granted address.
     pub fn name(&self) -> String {
         self.email
             .clone()
-            .filter(|e| !e.is_empty())
+            .filter(|e| !e.is_empty() && self.email_verified != Some(false))
             .or_else(|| self.preferred_username.clone().filter(|u| !u.is_empty()))
             .unwrap_or_else(|| self.sub.clone())
     }
@@ -415,6 +419,20 @@ pub(crate) mod tests {
         let claims = verify(&sign(&pair, &good()), &keys, &EXPECT).expect("valid");
         assert_eq!(claims.name(), "rita@example.com");
         assert_eq!(claims.groups, Some(vec!["dev".to_string()]));
+    }
+
+    #[test]
+    fn an_unverified_email_does_not_name_anyone() {
+        let c = |verified: Option<bool>| Claims {
+            sub: "u1".into(),
+            email: Some("walt@example.com".into()),
+            email_verified: verified,
+            preferred_username: Some("mallory".into()),
+            groups: None,
+        };
+        assert_eq!(c(Some(true)).name(), "walt@example.com");
+        assert_eq!(c(None).name(), "walt@example.com");
+        assert_eq!(c(Some(false)).name(), "mallory");
     }
 
     #[test]

@@ -305,7 +305,10 @@ impl Client {
                     info.sub, claims.sub
                 )));
             }
-            claims.email = claims.email.or(info.email);
+            if claims.email.is_none() {
+                claims.email = info.email;
+                claims.email_verified = info.email_verified;
+            }
             claims.preferred_username = claims.preferred_username.or(info.preferred_username);
             claims.groups = claims.groups.or(info.groups);
         }
