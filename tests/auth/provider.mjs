@@ -3,6 +3,7 @@
 // people and a group:
 //   rita  rita@example.com  groups [dev]
 //   walt  walt@example.com  groups []
+//   eve   walt@example.com, not verified (she is named eve, not walt)
 // Any password signs them in (the provider's development login form); anyone else is
 // not an account. Userinfo gives email and groups (the ID token carries sub only, as
 // the provider does by default when an access token is issued).
@@ -31,6 +32,8 @@ const jwk = { ...(await jose.exportJWK(own.privateKey)), kid: 'k1', alg: 'RS256'
 const people = {
   rita: { email: 'rita@example.com', groups: ['dev'] },
   walt: { email: 'walt@example.com', groups: [] },
+  // Someone who claims walt's address without having verified it.
+  eve: { email: 'walt@example.com', verified: false, groups: [] },
 };
 
 const server = http.createServer();
@@ -63,7 +66,7 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, email: p.email, email_verified: true, preferred_username: id, groups: p.groups };
+        return { sub: id, email: p.email, email_verified: p.verified ?? true, preferred_username: id, groups: p.groups };
       },
     };
   },

@@ -697,6 +697,11 @@ fn id_tokens_that_are_not_the_issuers_for_this_sign_in_are_refused() {
     site.provider.tamper("off");
     sign_in(&mut b, &site.base, "rita", "/");
     b.until("document.querySelector('#signed-in')");
+    // Eve claims walt's address, unverified: she is eve, not walt.
+    b.op(json!({"op": "clearCookies"}));
+    sign_in(&mut b, &site.base, "eve", "/");
+    let who = b.until("document.querySelector('#signed-in')?.textContent");
+    assert_eq!(who, "eve");
     // A callback replayed (the same code and state again) finds no sign-in under way.
     let (code, text) = site.srv.request(
         "GET",
