@@ -60,6 +60,24 @@ pub fn save(dirs: &Dirs, dest: &Path, cancel: &AtomicBool) -> io::Result<Saved> 
 /// Writes `dirs` as an archive into `out` (a file, or the pipe of a helper inside a
 /// job's sandbox); `archive_bytes` is left for the caller, who holds the file.
 pub fn save_to(dirs: &Dirs, out: impl Write, cancel: &AtomicBool) -> io::Result<Saved> {
+    save_walked(dirs, &walk_dirs(dirs)?, out, cancel)
+}
+
+/// What [`walk`] found in each cached directory, in order.
+pub type Walked = Vec<Vec<(PathBuf, PathBuf, std::fs::Metadata)>>;
+
+/// Walks each of `dirs` once: what [`fingerprint_of`] and [`save_walked`] read.
+pub fn walk_dirs(dirs: &Dirs) -> io::Result<Walked> {
+    dirs.iter().map(|(_, d)| walk(d)).collect()
+}
+
+/// [`save_to`] of directories walked already.
+pub fn save_walked(
+    dirs: &Dirs,
+    walked: &Walked,
+    out: impl Write,
+    cancel: &AtomicBool,
+) -> io::Result<Saved> {
     let mut enc = zstd::Encoder::new(BufWriter::with_capacity(1 << 20, out), 3)?;
     enc.multithread(2)?;
     let mut tar = tar::Builder::new(enc);
@@ -72,16 +90,16 @@ pub fn save_to(dirs: &Dirs, out: impl Write, cancel: &AtomicBool) -> io::Result<
     header.set_cksum();
     tar.append_data(&mut header, MANIFEST, manifest.as_slice())?;
     let mut saved = Saved::default();
-    for (i, (_, dir)) in dirs.iter().enumerate() {
-        for (path, rel, meta) in walk(dir)? {
+    for (i, entries) in walked.iter().enumerate() {
+        for (path, rel, meta) in entries {
             if cancel.load(Ordering::Relaxed) {
                 return Err(canceled());
             }
-            let name = Path::new(&i.to_string()).join(&rel);
+            let name = Path::new(&i.to_string()).join(rel);
             if meta.is_dir() {
-                tar.append_dir(&name, &path)?;
+                tar.append_dir(&name, path)?;
             } else {
-                tar.append_path_with_name(&path, &name)?;
+                tar.append_path_with_name(path, &name)?;
                 saved.files += 1;
                 saved.bytes += meta.len();
             }
@@ -286,9 +304,14 @@ pub use crate::files::walk;
 /// A fingerprint of the cached directories: paths, sizes, modes and mtimes (seconds), hashed.
 /// Equal fingerprints mean nothing changed since the restore.
 pub fn fingerprint(dirs: &Dirs) -> io::Result<String> {
+    Ok(fingerprint_of(&walk_dirs(dirs)?))
+}
+
+/// [`fingerprint`] of directories walked already.
+pub fn fingerprint_of(walked: &Walked) -> String {
     let mut h = Sha256::new();
-    for (i, (_, dir)) in dirs.iter().enumerate() {
-        for (_, rel, meta) in walk(dir)? {
+    for (i, entries) in walked.iter().enumerate() {
+        for (_, rel, meta) in entries {
             // Archives keep whole-second mtimes, and a directory's mtime changes as
             // files are restored into it: compare files by size, mode and second.
             if meta.is_dir() {
@@ -304,7 +327,23 @@ pub fn fingerprint(dirs: &Dirs) -> io::Result<String> {
             }
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Walks `dirs` once: `None` when their fingerprint is `since` (nothing changed), else
+/// the archive written into `out` with the new fingerprint.
+pub fn save_if_changed(
+    dirs: &Dirs,
+    since: Option<&str>,
+    out: impl Write,
+    cancel: &AtomicBool,
+) -> io::Result<Option<(Saved, String)>> {
+    let walked = walk_dirs(dirs)?;
+    let now = fingerprint_of(&walked);
+    if since == Some(now.as_str()) {
+        return Ok(None);
+    }
+    Ok(Some((save_walked(dirs, &walked, out, cancel)?, now)))
 }
 
 #[cfg(test)]

@@ -31,8 +31,12 @@ pub enum Op {
     Restore,
     /// Write the directories as an archive on stdout.
     Save,
-    /// Fingerprint the directories.
-    Fingerprint,
+    /// Walk the directories once: nothing when their fingerprint is `since`, else the
+    /// archive on stdout and the new fingerprint.
+    SaveChanged {
+        /// The fingerprint after the restore.
+        since: Option<String>,
+    },
     /// Unpack the bundle on stdin into `dest`.
     Unpack {
         /// How it is packed.
@@ -66,8 +70,11 @@ pub struct Answer {
     pub bytes: u64,
     /// Entries a restore refused, with why.
     pub refused: Vec<String>,
-    /// The directories' fingerprint (after a restore; for `Fingerprint`).
+    /// The directories' fingerprint (after a restore; for `SaveChanged`).
     pub fingerprint: Option<String>,
+    /// `SaveChanged` found nothing changed (and wrote nothing).
+    #[serde(default)]
+    pub unchanged: bool,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -123,6 +130,7 @@ fn work(req: &Request) -> io::Result<Answer> {
                 refused: r.refused,
                 fingerprint: archive::fingerprint(dirs).ok(),
                 error: None,
+                unchanged: false,
             }
         }
         Op::Save => {
@@ -133,10 +141,20 @@ fn work(req: &Request) -> io::Result<Answer> {
                 ..Answer::default()
             }
         }
-        Op::Fingerprint => Answer {
-            fingerprint: Some(archive::fingerprint(dirs)?),
-            ..Answer::default()
-        },
+        Op::SaveChanged { since } => {
+            match archive::save_if_changed(dirs, since.as_deref(), io::stdout().lock(), &never)? {
+                None => Answer {
+                    unchanged: true,
+                    ..Answer::default()
+                },
+                Some((s, now)) => Answer {
+                    files: s.files,
+                    bytes: s.bytes,
+                    fingerprint: Some(now),
+                    ..Answer::default()
+                },
+            }
+        }
         Op::Unpack { kind, dest, caps } => {
             use std::os::fd::AsFd;
             let input = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
@@ -273,10 +291,25 @@ pub fn unpack(
     Ok((a.files, a.bytes))
 }
 
-/// The fingerprint of the job's directories, as the job sees them.
-pub fn fingerprint(view: &JobView, dirs: &archive::Dirs, timeout_secs: u64) -> io::Result<String> {
-    let req = request(Op::Fingerprint, dirs, 0, timeout_secs);
-    ask(view, &req, Stdio::null(), Stdio::null())?
-        .fingerprint
-        .ok_or_else(|| io::Error::other("no fingerprint"))
+/// Archives the job's directories, as the job sees them, into `out` (runway's file)
+/// unless their fingerprint is still `since` (None: nothing changed, nothing written):
+/// one walk of the directories and one helper, where a fingerprint then a save were two
+/// of each.
+pub fn save_changed(
+    view: &JobView,
+    dirs: &archive::Dirs,
+    since: Option<&str>,
+    out: std::fs::File,
+    timeout_secs: u64,
+) -> io::Result<Option<Saved>> {
+    let op = Op::SaveChanged {
+        since: since.map(str::to_string),
+    };
+    let req = request(op, dirs, 0, timeout_secs);
+    let a = ask(view, &req, Stdio::null(), out.into())?;
+    Ok((!a.unchanged).then_some(Saved {
+        files: a.files,
+        bytes: a.bytes,
+        archive_bytes: 0,
+    }))
 }

@@ -185,38 +185,42 @@ impl Runner<'_> {
             }
         };
         let secs = state.timeout.as_secs();
-        let now = match view {
-            Some(v) => inside::fingerprint(v, &state.dirs, secs).ok(),
-            None => archive::fingerprint(&state.dirs).ok(),
-        };
-        if now.is_some() && now == state.fingerprint {
-            log.line("cache: nothing changed, not updating the cache");
-            log.fold_end(fold);
-            return;
-        }
         let branch =
             cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request_number());
         let repo = ctx.event.repo.clone();
         let path = store.staging(&repo, &branch, &state.key, &ctx.workspace.private);
         let dirs = state.dirs.clone();
+        let since = state.fingerprint.clone();
         let started = Instant::now();
         let (key, into, put) = (state.key.clone(), branch.clone(), store.clone());
+        // One walk: the fingerprint compared, and the archive written only if it changed.
         let result = match view {
             // Archived by the helper in the job's view, into a file of runway's.
             Some(v) => {
-                let saved = save_inside(v, &dirs, &path, secs)
-                    .and_then(|s| put.put(&repo, &into, &key, &path).map(|()| s));
+                let saved =
+                    save_inside(v, &dirs, since.as_deref(), &path, secs).and_then(|s| match s {
+                        Some(s) => put.put(&repo, &into, &key, &path).map(|()| Some(s)),
+                        None => Ok(None),
+                    });
                 match saved {
                     Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
                     r => Some(r),
                 }
             }
             None => with_timeout(state.timeout, move |cancel| {
-                let saved = archive::save(&dirs, &path, &cancel)?;
-                put.put(&repo, &into, &key, &path)?;
+                let saved = save_here(&dirs, since.as_deref(), &path, &cancel)?;
+                if saved.is_some() {
+                    put.put(&repo, &into, &key, &path)?;
+                }
                 Ok::<_, std::io::Error>(saved)
             }),
         };
+        if let Some(Ok(None)) = result {
+            log.line("cache: nothing changed, not updating the cache");
+            log.fold_end(fold);
+            return;
+        }
+        let result = result.map(|r| r.map(|s| s.unwrap_or_default()));
         match result {
             Some(Ok(s)) => log.line(&format!(
                 "cache: stored {} files ({} → {}) for branch {branch} in {}",
@@ -246,18 +250,40 @@ fn why_gone(files: Option<&Files>) -> String {
 }
 
 /// Saves `dirs` through the helper in the job's view into a new file beside `dest`
-/// (runway's own), then moves it to `dest` whole.
+/// (runway's own), then moves it to `dest` whole; nothing when their fingerprint is
+/// still `since`.
 fn save_inside(
     view: &crate::sandbox::JobView,
     dirs: &archive::Dirs,
+    since: Option<&str>,
     dest: &std::path::Path,
     secs: u64,
-) -> std::io::Result<archive::Saved> {
+) -> std::io::Result<Option<archive::Saved>> {
     let parent = dest.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(parent)?;
     let tmp = tempfile::NamedTempFile::new_in(parent)?;
-    let mut saved = inside::save(view, dirs, tmp.reopen()?, secs)?;
+    let Some(mut saved) = inside::save_changed(view, dirs, since, tmp.reopen()?, secs)? else {
+        return Ok(None);
+    };
     saved.archive_bytes = tmp.as_file().metadata()?.len();
     tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(saved)
+    Ok(Some(saved))
+}
+
+/// [`save_inside`] on the bare host (no sandbox).
+fn save_here(
+    dirs: &archive::Dirs,
+    since: Option<&str>,
+    dest: &std::path::Path,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<Option<archive::Saved>> {
+    let parent = dest.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::NamedTempFile::new_in(parent)?;
+    let Some((mut saved, _)) = archive::save_if_changed(dirs, since, tmp.reopen()?, cancel)? else {
+        return Ok(None);
+    };
+    saved.archive_bytes = tmp.as_file().metadata()?.len();
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(Some(saved))
 }
