@@ -156,6 +156,31 @@ pub fn percent_encode(s: &str, keep_slash: bool, plus: bool, lower: bool) -> Str
     out
 }
 
+/// Undoes [`percent_encode`]: `%XX` as its byte (a `%` not followed by two hex digits
+/// stays as it is), and with `plus` a `+` as a space (form encoding); bytes that are not
+/// UTF-8 become U+FFFD.
+pub fn percent_decode(s: &str, plus: bool) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' if plus => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn shell_escape(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
@@ -178,6 +203,17 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_undoes_encoding_and_never_splits_a_character() {
+        let text = "a b/c+d%é";
+        assert_eq!(
+            percent_decode(&percent_encode(text, false, true, false), true),
+            text
+        );
+        assert_eq!(percent_decode("p%40ss%2", false), "p@ss%2");
+        assert_eq!(percent_decode("%aé+x", false), "%aé+x");
+    }
 
     #[test]
     fn printf_q_is_written_as_bash_writes_it() {

@@ -467,24 +467,7 @@ fn url_parts(s: &str) -> Result<UrlParts, NotifyError> {
             if scheme == "smtps" { 465 } else { 25 },
         ),
     };
-    let decode = |x: &str| {
-        let mut out = Vec::new();
-        let b = x.as_bytes();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%'
-                && i + 2 < b.len()
-                && let Ok(v) = u8::from_str_radix(&x[i + 1..i + 3], 16)
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
+    let decode = |x: &str| crate::mask::percent_decode(x, false);
     let credentials = auth.map(|a| {
         let (u, p) = a.split_once(':').unwrap_or((a, ""));
         (decode(u), decode(p))

@@ -356,25 +356,28 @@ mod tests {
         assert_eq!(slug_from_url("/srv/git/o/r.git").as_deref(), Some("o/r"));
     }
 
+    /// git in `d` with a fixed identity; its output, once it succeeded.
+    fn git(d: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(d)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@x")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@x")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// runway's merge is the same commit wherever it is made; a conflict names its files.
     #[test]
     fn a_merge_is_the_same_commit_anywhere_and_a_conflict_says_where() {
         let dir = tempfile::tempdir().unwrap();
-        let run = |d: &Path, args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .arg("-C")
-                .arg(d)
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "a")
-                .env("GIT_AUTHOR_EMAIL", "a@x")
-                .env("GIT_COMMITTER_NAME", "a")
-                .env("GIT_COMMITTER_EMAIL", "a@x")
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{args:?}: {out:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let run = git;
         let w = dir.path().join("w");
         std::fs::create_dir(&w).unwrap();
         run(&w, &["init", "-q", "-b", "main"]);
@@ -427,20 +430,7 @@ mod tests {
     fn a_merge_of_something_that_is_not_a_commit_id_never_runs_git() {
         let dir = tempfile::tempdir().unwrap();
         // A real repository with a commit: git would do as the option says.
-        let git = |args: &[&str]| {
-            let out = std::process::Command::new("git")
-                .arg("-C")
-                .arg(dir.path())
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "a")
-                .env("GIT_AUTHOR_EMAIL", "a@x")
-                .env("GIT_COMMITTER_NAME", "a")
-                .env("GIT_COMMITTER_EMAIL", "a@x")
-                .stdin(std::process::Stdio::null())
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
+        let git = |args: &[&str]| git(dir.path(), args);
         git(&["init", "-q"]);
         git(&["commit", "-q", "--allow-empty", "-m", "one"]);
         let good = git(&["rev-parse", "HEAD"]);

@@ -48,13 +48,26 @@ fn canceled() -> io::Error {
 
 /// Writes `dirs` into a new archive at `dest` (atomically: a temp file renamed).
 pub fn save(dirs: &Dirs, dest: &Path, cancel: &AtomicBool) -> io::Result<Saved> {
+    staged(dest, |f| save_to(dirs, f, cancel).map(Some))?
+        .ok_or_else(|| io::Error::other("the archive was not written"))
+}
+
+/// An archive written by `write` into a new file beside `dest`, then moved to `dest`
+/// whole with its size in `archive_bytes`; `write` answering `None` (nothing to store)
+/// leaves `dest` as it was.
+pub fn staged(
+    dest: &Path,
+    write: impl FnOnce(File) -> io::Result<Option<Saved>>,
+) -> io::Result<Option<Saved>> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
     let tmp = tempfile::NamedTempFile::new_in(parent)?;
-    let mut saved = save_to(dirs, tmp.reopen()?, cancel)?;
+    let Some(mut saved) = write(tmp.reopen()?)? else {
+        return Ok(None);
+    };
     saved.archive_bytes = tmp.as_file().metadata()?.len();
     tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(saved)
+    Ok(Some(saved))
 }
 
 /// Writes `dirs` as an archive into `out` (a file, or the pipe of a helper inside a

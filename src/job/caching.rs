@@ -259,15 +259,7 @@ fn save_inside(
     dest: &std::path::Path,
     secs: u64,
 ) -> std::io::Result<Option<archive::Saved>> {
-    let parent = dest.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::NamedTempFile::new_in(parent)?;
-    let Some(mut saved) = inside::save_changed(view, dirs, since, tmp.reopen()?, secs)? else {
-        return Ok(None);
-    };
-    saved.archive_bytes = tmp.as_file().metadata()?.len();
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(Some(saved))
+    archive::staged(dest, |f| inside::save_changed(view, dirs, since, f, secs))
 }
 
 /// [`save_inside`] on the bare host (no sandbox).
@@ -277,13 +269,7 @@ fn save_here(
     dest: &std::path::Path,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> std::io::Result<Option<archive::Saved>> {
-    let parent = dest.parent().unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::NamedTempFile::new_in(parent)?;
-    let Some((mut saved, _)) = archive::save_if_changed(dirs, since, tmp.reopen()?, cancel)? else {
-        return Ok(None);
-    };
-    saved.archive_bytes = tmp.as_file().metadata()?.len();
-    tmp.persist(dest).map_err(|e| e.error)?;
-    Ok(Some(saved))
+    archive::staged(dest, |f| {
+        Ok(archive::save_if_changed(dirs, since, f, cancel)?.map(|(saved, _)| saved))
+    })
 }

@@ -373,8 +373,9 @@ fn no_sign_in() -> Response {
         .into_response()
 }
 
-fn oidc(state: &AppState) -> Option<&auth::oidc::Client> {
-    state.oidc.as_deref()
+/// Whether cookies are `Secure` (the server is reached over https).
+fn secure(state: &AppState) -> bool {
+    state.cfg.auth.as_ref().is_some_and(|a| a.secure())
 }
 
 /// `?next=/builds/3`: where to go once signed in.
@@ -390,7 +391,7 @@ pub(super) async fn login(
     State(state): State<Arc<AppState>>,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    let Some(client) = oidc(&state) else {
+    let Some(client) = state.oidc.as_deref() else {
         return no_sign_in();
     };
     let (st, login) = (
@@ -429,7 +430,7 @@ pub(super) async fn login(
         Ok(k) => k,
         Err(e) => return e.answer(),
     };
-    let secure = state.cfg.auth.as_ref().is_some_and(|a| a.secure());
+    let secure = secure(&state);
     let cookie = auth::set_cookie(
         auth::LOGIN_COOKIE,
         &auth::seal(&key, &st),
@@ -461,7 +462,7 @@ pub(super) async fn callback(
     Query(q): Query<Callback>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(client) = oidc(&state) else {
+    let Some(client) = state.oidc.as_deref() else {
         return no_sign_in();
     };
     let refused = |why: String| {
@@ -519,7 +520,7 @@ pub(super) async fn callback(
         return e.answer();
     }
     tracing::info!(who = %name, groups = ?groups, "signed in");
-    let secure = state.cfg.auth.as_ref().is_some_and(|a| a.secure());
+    let secure = secure(&state);
     let mut r = Redirect::to(&login.next).into_response();
     let h = r.headers_mut();
     for c in [
@@ -540,35 +541,9 @@ pub(super) async fn callback(
     r
 }
 
-/// A form's body: `csrf_token` and the rest.
+/// A form's body (`application/x-www-form-urlencoded`): its fields in order.
 fn form(body: &[u8]) -> Vec<(String, String)> {
-    url_decoded(body)
-}
-
-fn url_decoded(body: &[u8]) -> Vec<(String, String)> {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let dec = |s: &str| -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                },
-                c => out.push(c),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
+    let dec = |s: &str| crate::mask::percent_decode(s, true);
     String::from_utf8_lossy(body)
         .split('&')
         .filter(|p| !p.is_empty())
@@ -604,7 +579,7 @@ pub(super) async fn logout(
         }
         tracing::info!(who = %v.who.name(), "signed out");
     }
-    let secure = state.cfg.auth.as_ref().is_some_and(|a| a.secure());
+    let secure = secure(&state);
     let mut r = Redirect::to("/").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,

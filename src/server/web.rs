@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::store::Status;
 
 use super::DbError;
-use super::access::{self, Viewer};
+use super::access::{self, Viewer, viewer};
 use super::live::{Chunk, Cursor, JobText, LiveLog};
 use super::{AppState, answer, hooks, pages};
 use crate::auth::{Role, Who};
@@ -51,11 +51,6 @@ fn find_or_404(
         ))),
         Err(e) => Err(Box::new(e.answer())),
     }
-}
-
-/// Who the request comes from, or the refusal of the token it brought.
-fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Box<Response>> {
-    access::viewer(state, headers)
 }
 
 /// A page with the signed-in bar (and its CSRF token) for `v`.

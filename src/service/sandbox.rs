@@ -45,8 +45,9 @@ impl SandboxOptions {
                 crate::sandbox::disk::keep_templates_in(state_dir);
                 // A check kept from an earlier run on this boot (with the same
                 // options) vouches for the job disk too: no probe disk is made.
-                let key = self.check_key();
-                let kept = !self.checked && checked_before(state_dir, &key);
+                // (A server checked at its start: nothing to read for each build.)
+                let key = (!self.checked).then(|| self.check_key());
+                let kept = key.as_ref().is_some_and(|k| checked_before(state_dir, k));
                 let mut disk_works = true;
                 if let Some(bytes) = self.disk.0 {
                     match if kept { Ok(()) } else { probe_disk(bytes) } {
@@ -59,7 +60,7 @@ impl SandboxOptions {
                         }
                     }
                 }
-                if !self.checked && !kept {
+                if let Some(key) = key.filter(|_| !kept) {
                     // A disk that could not be made is probed (and said) again next run.
                     let key = if disk_works {
                         key

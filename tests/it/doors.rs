@@ -595,3 +595,51 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
     );
     assert!(!again.all().contains("not enforced"), "{}", again.all());
 }
+
+/// 9b. Issue 29: runway keeps its job-disk template in its state directory and makes
+///     later jobs' disks from it. A job that goes for that file by its path (the state
+///     directory outside `/tmp`, so the job's own `/tmp` is not what hides it) finds the
+///     directory empty, cannot read the template, and what it writes there stays in its
+///     own copy: the host's template is untouched, and the next job's disk is made from
+///     it.
+#[test]
+fn a_job_cannot_reach_the_disk_template_runway_keeps() {
+    use std::os::unix::fs::MetadataExt;
+    let state = tempfile::tempdir_in("/var/tmp").unwrap();
+    let template = state
+        .path()
+        .join(format!("disk-template-{}.img", 128u64 << 20));
+    let p = Hostile::new("language: shell\nscript: true\n");
+    let run_here = |p: &Hostile| {
+        let mut c = p.command(&["--disk", "128M"]);
+        c.env("RUNWAY_STATE_DIR", state.path());
+        run(&mut c)
+    };
+    let first = run_here(&p);
+    assert_eq!(first.code, 0, "{}", first.all());
+    let kept = std::fs::symlink_metadata(&template).expect("the template is kept");
+    p.write(
+        ".travis.yml",
+        &format!(
+            "language: shell\nscript:\n  - echo ENTRIES=$(ls -A {d} | wc -l)\n  - head -c 4 {t} >/dev/null && echo READ || echo UNREAD\n  - printf evil > {t}; true\n",
+            d = state.path().display(),
+            t = template.display()
+        ),
+    );
+    let r = run_here(&p);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("\nENTRIES=0") && r.stdout.contains("\nUNREAD"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stdout.contains("disk 128M"), "{}", r.all());
+    let now = std::fs::symlink_metadata(&template).unwrap();
+    assert_eq!(
+        (now.ino(), now.len(), now.mtime(), now.mtime_nsec()),
+        (kept.ino(), kept.len(), kept.mtime(), kept.mtime_nsec()),
+        "the kept template changed"
+    );
+    let again = run_here(&p);
+    assert!(again.stdout.contains("disk 128M"), "{}", again.all());
+}
