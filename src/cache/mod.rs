@@ -2,12 +2,17 @@
 //! key it caches them under, and the fetch order (branch, then the default branch).
 //!
 //! - [`archive`]: tar + zstd archives, written atomically, extracted safely;
-//! - [`store`]: where archives live (a local directory).
+//! - [`store`]: where archives live (a local directory), and on this machine each
+//!   cache's stored versions as directories, which a sandboxed job gets as a
+//!   copy-on-write layer (restoring is a mount);
+//! - [`tree`]: a new version written from the job's directory, linking what it did not
+//!   change.
 //!
 //! Key and directory decisions here are pure; [`archive`] and [`store`] do the I/O.
 
 pub mod archive;
 pub(crate) mod store;
+pub mod tree;
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

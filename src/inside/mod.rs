@@ -37,6 +37,27 @@ pub enum Op {
         /// The fingerprint after the restore.
         since: Option<String>,
     },
+    /// Write a new stored version of the directories into the directory at descriptor 3
+    /// (runway's, empty), linking what did not change from the version at `old` (a
+    /// descriptor) and reading what the job wrote over it from the overlays' upper
+    /// directories under `layers` (a descriptor); nothing when their fingerprint is still
+    /// `since`.
+    SaveTree {
+        /// The fingerprint after an archive's restore (no version was mounted).
+        since: Option<String>,
+        /// The descriptor of the version restored, if one was.
+        old: Option<i32>,
+        /// The descriptor of the directory holding each mount's `N/upper`.
+        layers: Option<i32>,
+        /// Per cached directory (in the order of the request's `dirs`).
+        trees: Vec<TreeDir>,
+    },
+    /// Copy the stored version's directory `sub` (the version at descriptor 3) into the
+    /// request's one directory, keeping what it holds already.
+    Fill {
+        /// The cached directory's subdirectory in the version.
+        sub: String,
+    },
     /// Unpack the bundle on stdin into `dest`.
     Unpack {
         /// How it is packed.
@@ -46,6 +67,16 @@ pub enum Op {
         /// What it may expand to.
         caps: bundle::Caps,
     },
+}
+
+/// One cached directory of a [`Op::SaveTree`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TreeDir {
+    /// Its subdirectory in a version ([`crate::cache::store::sub`]).
+    pub sub: String,
+    /// The mount's directory under `layers` (`"0"`), when the stored version is mounted
+    /// there with nothing else under it: what is not in its upper is the old version's.
+    pub layer: Option<String>,
 }
 
 /// One request to the helper (its only argument, as JSON).
@@ -75,6 +106,9 @@ pub struct Answer {
     /// `SaveChanged` found nothing changed (and wrote nothing).
     #[serde(default)]
     pub unchanged: bool,
+    /// `SaveTree`: the bytes copied (the rest were linked).
+    #[serde(default)]
+    pub copied_bytes: u64,
     /// Why it failed.
     pub error: Option<String>,
 }
@@ -129,8 +163,7 @@ fn work(req: &Request) -> io::Result<Answer> {
                 bytes: r.bytes,
                 refused: r.refused,
                 fingerprint: archive::fingerprint(dirs).ok(),
-                error: None,
-                unchanged: false,
+                ..Answer::default()
             }
         }
         Op::Save => {
@@ -155,6 +188,34 @@ fn work(req: &Request) -> io::Result<Answer> {
                 },
             }
         }
+        Op::SaveTree {
+            since,
+            old,
+            layers,
+            trees,
+        } => write_tree(req, since.as_deref(), *old, *layers, trees)?,
+        Op::Fill { sub } => {
+            use crate::cache::tree;
+            use std::os::fd::FromRawFd;
+            // SAFETY: runway passed descriptor 3 to this process for this request alone.
+            let version = unsafe { std::fs::File::from_raw_fd(3) };
+            let sub = std::ffi::CString::new(sub.as_str())
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            let from = tree::open_dir(&version, &sub)?;
+            let (_, path) = dirs.first().ok_or(io::ErrorKind::InvalidInput)?;
+            let into = std::fs::File::open(path)?;
+            let mut built = tree::Built::default();
+            let kept = tree::fill(&from, &into, req.cap, &mut built)?;
+            Answer {
+                files: built.files,
+                bytes: built.bytes,
+                refused: (kept > 0)
+                    .then(|| format!("{kept} entries the directory has already"))
+                    .into_iter()
+                    .collect(),
+                ..Answer::default()
+            }
+        }
         Op::Unpack { kind, dest, caps } => {
             use std::os::fd::AsFd;
             let input = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
@@ -173,11 +234,88 @@ fn work(req: &Request) -> io::Result<Answer> {
     })
 }
 
+/// The helper's side of [`Op::SaveTree`].
+fn write_tree(
+    req: &Request,
+    since: Option<&str>,
+    old: Option<i32>,
+    layers: Option<i32>,
+    trees: &[TreeDir],
+) -> io::Result<Answer> {
+    use crate::cache::tree;
+    use std::ffi::CString;
+    use std::os::fd::FromRawFd;
+    if since.is_some() && archive::fingerprint(&req.dirs).ok().as_deref() == since {
+        return Ok(Answer {
+            unchanged: true,
+            ..Answer::default()
+        });
+    }
+    // SAFETY: runway passed these descriptors (3, and the numbers in the request) to
+    // this process for this request alone; each is owned here once.
+    let adopt = |fd: i32| unsafe { std::fs::File::from_raw_fd(fd) };
+    let new = adopt(3);
+    let old = old.map(adopt);
+    let layers = layers.map(adopt);
+    let name = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let mut built = tree::Built::default();
+    for ((_, path), t) in req.dirs.iter().zip(trees) {
+        let sub = name(&t.sub)?;
+        // SAFETY: mkdirat(2) of one name in the new version's directory.
+        if unsafe { libc::mkdirat(std::os::fd::AsRawFd::as_raw_fd(&new), sub.as_ptr(), 0o755) } != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let to = tree::open_dir(&new, &sub)?;
+        // The directory as the job sees it (a link followed in the job's view): gone or
+        // not a directory, it is stored empty.
+        let Ok(merged) = std::fs::File::open(path) else {
+            continue;
+        };
+        if !merged.metadata()?.is_dir() {
+            continue;
+        }
+        let (upper, from) = match (&t.layer, &layers, &old) {
+            (Some(l), Some(layers), Some(old)) => {
+                let at = tree::open_dir(layers, &name(l)?)?;
+                (
+                    Some(tree::open_dir(&at, &name("upper")?)?),
+                    tree::open_dir(old, &sub).ok(),
+                )
+            }
+            _ => (None, None),
+        };
+        let src = tree::Sources {
+            merged: &merged,
+            upper: upper.as_ref().filter(|_| from.is_some()),
+            old: from.as_ref(),
+        };
+        tree::build(&src, &to, req.cap, &mut built)?;
+    }
+    Ok(Answer {
+        files: built.files,
+        bytes: built.bytes,
+        copied_bytes: built.copied_bytes,
+        ..Answer::default()
+    })
+}
+
 /// Runs `req` in the job's view; `stdin` and `stdout` are the archive's descriptors.
 fn ask(view: &JobView, req: &Request, stdin: Stdio, stdout: Stdio) -> io::Result<Answer> {
+    ask_with(view, req, stdin, stdout, &[])
+}
+
+/// [`ask`], the helper also getting `fds` as its descriptors 3, 4, …
+fn ask_with(
+    view: &JobView,
+    req: &Request,
+    stdin: Stdio,
+    stdout: Stdio,
+    fds: &[std::os::fd::BorrowedFd],
+) -> io::Result<Answer> {
     let text = serde_json::to_string(req)?;
     let mut cmd = view
-        .helper(&["sandbox-helper".into(), text])
+        .helper_with(&["sandbox-helper".into(), text], fds)
         .map_err(io::Error::other)?;
     cmd.stdin(stdin).stdout(stdout).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
@@ -312,4 +450,81 @@ pub fn save_changed(
         bytes: a.bytes,
         archive_bytes: 0,
     }))
+}
+
+/// What [`save_tree`] stored.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stored {
+    /// Files in the new version.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes copied (the rest linked from the old version).
+    pub copied_bytes: u64,
+}
+
+/// Writes a new stored version of the job's directories, as the job sees them, into
+/// `new` (runway's empty directory): what is unchanged since `old` (the version mounted,
+/// with each mount's upper directory under `layers`) is linked, the rest copied. None
+/// when their fingerprint is still `since` (restored from an archive, nothing changed).
+#[allow(clippy::too_many_arguments)]
+pub fn save_tree(
+    view: &JobView,
+    dirs: &archive::Dirs,
+    trees: Vec<TreeDir>,
+    since: Option<&str>,
+    new: &std::fs::File,
+    old: Option<&std::fs::File>,
+    layers: Option<&std::fs::File>,
+    cap: u64,
+    timeout_secs: u64,
+) -> io::Result<Option<Stored>> {
+    use std::os::fd::AsFd;
+    let mut fds = vec![new.as_fd()];
+    let mut old_fd = None;
+    if let Some(f) = old {
+        fds.push(f.as_fd());
+        old_fd = Some(2 + fds.len() as i32);
+    }
+    let mut layers_fd = None;
+    if let Some(f) = layers {
+        fds.push(f.as_fd());
+        layers_fd = Some(2 + fds.len() as i32);
+    }
+    let op = Op::SaveTree {
+        since: since.map(str::to_string),
+        old: old_fd,
+        layers: layers_fd,
+        trees,
+    };
+    let req = request(op, dirs, cap, timeout_secs);
+    let a = ask_with(view, &req, Stdio::null(), Stdio::null(), &fds)?;
+    Ok((!a.unchanged).then_some(Stored {
+        files: a.files,
+        bytes: a.bytes,
+        copied_bytes: a.copied_bytes,
+    }))
+}
+
+/// Copies the stored version's part for `dir` (a directory that holds files already)
+/// into it in the job's view, keeping what is there; returns what was copied.
+pub fn fill(
+    view: &JobView,
+    dir: &(String, PathBuf),
+    version: &std::fs::File,
+    sub: &str,
+    cap: u64,
+    timeout_secs: u64,
+) -> io::Result<Restored> {
+    use std::os::fd::AsFd;
+    let op = Op::Fill {
+        sub: sub.to_string(),
+    };
+    let req = request(op, std::slice::from_ref(dir), cap, timeout_secs);
+    let a = ask_with(view, &req, Stdio::null(), Stdio::null(), &[version.as_fd()])?;
+    Ok(Restored {
+        files: a.files,
+        bytes: a.bytes,
+        refused: a.refused,
+    })
 }

@@ -4,10 +4,13 @@
 //! changed. A cache that cannot be fetched or stored is said and never fails the job.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::log::{Log, human};
 use super::{Runner, bytes, defaults, with_timeout};
+use crate::cache::store::{self, LocalStore, Manifest, Version};
 use crate::cache::{self, archive};
 use crate::inside;
 use crate::sandbox::Files;
@@ -18,6 +21,84 @@ pub(super) struct CacheState {
     key: String,
     fingerprint: Option<String>,
     timeout: Duration,
+    /// Kept on this machine as directories (the job in a sandbox).
+    layered: Option<Layered>,
+}
+
+/// A cache kept on this machine as directories, each a copy-on-write layer of the job.
+struct Layered {
+    local: LocalStore,
+    /// The version mounted, held (never pruned) until the job ends.
+    version: Option<Version>,
+    /// Per cached directory: mounted (else copied, or nothing stored for it).
+    mounted: Vec<bool>,
+    /// runway's directory of the mounts' upper and work directories (`N/upper`).
+    layers: PathBuf,
+}
+
+/// Two cached directories one inside the other (each would be mounted over the other).
+fn nested(dirs: &[(String, PathBuf)]) -> bool {
+    dirs.iter().enumerate().any(|(i, (_, a))| {
+        dirs.iter()
+            .enumerate()
+            .any(|(j, (_, b))| i != j && b.starts_with(a))
+    })
+}
+
+/// Mounts each cached directory's part of `version` in the job's view, its writes going
+/// to `layers/N/upper`; one that holds files already (the checkout's) gets the version's
+/// copied in instead. Per directory whether it was mounted, and the files copied.
+fn mount_layers(
+    view: &crate::sandbox::JobView,
+    version: &Version,
+    dirs: &[(String, PathBuf)],
+    layers: &Path,
+    timeout_secs: u64,
+) -> Result<(Vec<bool>, archive::Restored), String> {
+    let mut mounted = Vec::new();
+    let mut copied = archive::Restored::default();
+    for (i, (written, path)) in dirs.iter().enumerate() {
+        let sub = store::sub(written);
+        let Ok(lower) = crate::cache::tree::open_dir(
+            &version.dir,
+            &std::ffi::CString::new(sub.as_str()).unwrap_or_default(),
+        ) else {
+            mounted.push(false);
+            continue;
+        };
+        let at = layers.join(i.to_string());
+        let open = |name: &str| -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(at.join(name))?;
+            std::fs::File::open(at.join(name))
+        };
+        let (upper, work) = open("upper")
+            .and_then(|u| Ok((u, open("work")?)))
+            .map_err(|e| format!("{}: {e}", at.display()))?;
+        let layers = crate::sandbox::CacheLayers {
+            lower: lower.as_fd(),
+            upper: upper.as_fd(),
+            work: work.as_fd(),
+        };
+        let done = view
+            .mount_cache(path, &layers)
+            .map_err(|e| format!("{written}: {e}"))?;
+        if !done {
+            let dir = (written.clone(), path.clone());
+            let r = inside::fill(
+                view,
+                &dir,
+                &version.dir,
+                &sub,
+                archive::restore_cap(),
+                timeout_secs,
+            )
+            .map_err(|e| format!("{written}: {e}"))?;
+            copied.files += r.files;
+            copied.bytes += r.bytes;
+        }
+        mounted.push(done);
+    }
+    Ok((mounted, copied))
 }
 
 impl Runner<'_> {
@@ -74,11 +155,72 @@ impl Runner<'_> {
         let branch = ctx.event.travis_branch().to_string();
         let mut fingerprint = None;
         let mut found = false;
+        // On this machine, in a sandbox: the cache's stored version mounted copy-on-write.
+        let mut layered = match (store.local(), files) {
+            (Some(local), Some(Files::Job(_))) if !nested(&dirs) => Some(Layered {
+                local: local.clone(),
+                version: None,
+                mounted: vec![false; dirs.len()],
+                layers: ctx.workspace.private.join("caches"),
+            }),
+            _ => None,
+        };
         for b in cache::fetch_branches(
             &branch,
             ctx.event.pull_request_number(),
             &ctx.options.default_branch,
         ) {
+            if let (Some(l), Some(Files::Job(view))) = (layered.as_mut(), files) {
+                match l.local.version(&ctx.event.repo, &b, &key) {
+                    Ok(None) => {}
+                    Ok(Some(v)) => {
+                        found = true;
+                        let started = Instant::now();
+                        let cap = archive::restore_cap();
+                        if v.manifest.bytes > cap {
+                            log.line(&format!(
+                                "cache: the cache expands to more than {cap} bytes; going on without it"
+                            ));
+                            break;
+                        }
+                        match mount_layers(view, &v, &dirs, &l.layers, spec.timeout_secs) {
+                            Ok((mounted, copied)) => {
+                                let how = if copied.files == 0 {
+                                    "mounted copy-on-write".to_string()
+                                } else {
+                                    format!(
+                                        "mounted copy-on-write, {} files copied into directories the checkout has",
+                                        copied.files
+                                    )
+                                };
+                                log.line(&format!(
+                                    "cache: restored {} files ({}) from branch {b} in {}: {how}",
+                                    v.manifest.files,
+                                    bytes(v.manifest.bytes),
+                                    human(started.elapsed())
+                                ));
+                                l.mounted = mounted;
+                                l.version = Some(v);
+                            }
+                            Err(e) => {
+                                log.line(&format!(
+                                    "cache: could not mount the cache of branch {b}: {e}; going on without it"
+                                ));
+                                // Stored as an archive next (no copy-on-write here).
+                                layered = None;
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        log.line(&format!(
+                            "cache: could not open the cache of branch {b}: {e}; going on without it"
+                        ));
+                        found = true;
+                        break;
+                    }
+                }
+            }
             let path = match store.fetch(&ctx.event.repo, &b, &key, &ctx.workspace.private) {
                 Ok(Some(path)) => path,
                 Ok(None) => continue,
@@ -161,6 +303,7 @@ impl Runner<'_> {
             key,
             fingerprint,
             timeout,
+            layered,
         });
     }
 
@@ -188,6 +331,12 @@ impl Runner<'_> {
         let branch =
             cache::store_branch(ctx.event.travis_branch(), ctx.event.pull_request_number());
         let repo = ctx.event.repo.clone();
+        if let (Some(l), Some(v)) = (&state.layered, view) {
+            let said = store_layered(l, state, v, &repo, &branch);
+            log.line(&said);
+            log.fold_end(fold);
+            return;
+        }
         let path = store.staging(&repo, &branch, &state.key, &ctx.workspace.private);
         let dirs = state.dirs.clone();
         let since = state.fingerprint.clone();
@@ -238,6 +387,85 @@ impl Runner<'_> {
             )),
         }
         log.fold_end(fold);
+    }
+}
+
+/// Stores a cache kept as directories: nothing when every directory was mounted and
+/// the job wrote nothing over any; else a new version (what changed copied, the rest
+/// linked) made the one in use. Returns the line to log.
+fn store_layered(
+    l: &Layered,
+    state: &CacheState,
+    view: &crate::sandbox::JobView,
+    repo: &str,
+    branch: &str,
+) -> String {
+    let started = Instant::now();
+    let untouched = |i: usize| {
+        std::fs::read_dir(l.layers.join(i.to_string()).join("upper"))
+            .is_ok_and(|mut rd| rd.next().is_none())
+    };
+    let all_mounted = l.mounted.iter().all(|m| *m);
+    if l.version.is_some() && all_mounted && (0..l.mounted.len()).all(untouched) {
+        return "cache: nothing changed, not updating the cache".into();
+    }
+    let stored = (|| {
+        let new = l.local.begin(repo, branch, &state.key)?;
+        let trees = state
+            .dirs
+            .iter()
+            .zip(&l.mounted)
+            .enumerate()
+            .map(|(i, ((written, _), m))| inside::TreeDir {
+                sub: store::sub(written),
+                layer: m.then(|| i.to_string()),
+            })
+            .collect();
+        let layers = if l.mounted.iter().any(|m| *m) {
+            Some(std::fs::File::open(&l.layers)?)
+        } else {
+            None
+        };
+        let since = l
+            .version
+            .is_none()
+            .then(|| state.fingerprint.clone())
+            .flatten();
+        let saved = inside::save_tree(
+            view,
+            &state.dirs,
+            trees,
+            since.as_deref(),
+            &new.dir,
+            l.version.as_ref().map(|v| &v.dir),
+            layers.as_ref(),
+            archive::restore_cap(),
+            state.timeout.as_secs(),
+        )?;
+        if let Some(s) = saved {
+            let manifest = Manifest {
+                files: s.files,
+                bytes: s.bytes,
+                dirs: state.dirs.iter().map(|(w, _)| w.clone()).collect(),
+            };
+            l.local.commit(new, &manifest)?;
+        }
+        Ok::<_, std::io::Error>(saved)
+    })();
+    match stored {
+        Ok(None) => "cache: nothing changed, not updating the cache".into(),
+        Ok(Some(s)) => format!(
+            "cache: stored {} files ({}, {} of it written) for branch {branch} in {}",
+            s.files,
+            bytes(s.bytes),
+            bytes(s.copied_bytes),
+            human(started.elapsed())
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => format!(
+            "cache: storing took longer than {}s and was stopped; the job goes on",
+            state.timeout.as_secs()
+        ),
+        Err(e) => format!("cache: could not store the cache: {e}; the job goes on"),
     }
 }
 

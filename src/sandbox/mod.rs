@@ -21,6 +21,8 @@ pub mod disk;
 mod seccomp;
 mod sys;
 
+pub use sys::CacheLayers;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,11 +154,31 @@ impl JobView {
     /// A command that runs runway's own binary with `args` inside the job's view, with
     /// the job's privileges (see [`sys::helper`]). Set its stdio before spawning.
     pub fn helper(&self, args: &[String]) -> Result<Command, SandboxError> {
+        self.helper_with(args, &[])
+    }
+
+    /// [`JobView::helper`] that also gets `fds` (runway's own directories, at most 8) as
+    /// its descriptors 3, 4, …
+    pub fn helper_with(
+        &self,
+        args: &[String],
+        fds: &[std::os::fd::BorrowedFd],
+    ) -> Result<Command, SandboxError> {
         let exe = std::fs::File::open("/proc/self/exe")?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.env_clear().current_dir("/");
-        sys::helper(&mut cmd, &self.mnt, exe.into(), args)?;
+        sys::helper(&mut cmd, &self.mnt, exe.into(), args, fds)?;
         Ok(cmd)
+    }
+
+    /// Mounts a stored cache at `target` (resolved in the job's view) as a copy-on-write
+    /// layer (see [`sys::mount_cache`]); true when the directory held something already.
+    pub fn mount_cache(
+        &self,
+        target: &Path,
+        layers: &sys::CacheLayers,
+    ) -> Result<bool, SandboxError> {
+        sys::mount_cache(&self.mnt, target, layers)
     }
 }
 

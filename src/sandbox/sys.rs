@@ -606,6 +606,8 @@ pub fn mount_namespace(pid: i32) -> io::Result<OwnedFd> {
 
 /// What a helper process needs between fork and exec, built before the fork.
 struct Helper {
+    /// Descriptors the helper gets as 3, 4, … (runway's own directories).
+    passed: Vec<OwnedFd>,
     mnt: OwnedFd,
     exe: OwnedFd,
     argv: Vec<CString>,
@@ -630,6 +632,7 @@ pub fn helper(
     mnt: &OwnedFd,
     exe: OwnedFd,
     args: &[String],
+    fds: &[std::os::fd::BorrowedFd],
 ) -> Result<(), SandboxError> {
     let mut argv = vec![CString::new("runway").unwrap_or_default()];
     for a in args {
@@ -637,7 +640,19 @@ pub fn helper(
             SandboxError::Io(io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"))
         })?);
     }
+    // Copies at 64 and above, so that moving them to 3, 4, … cannot overwrite another.
+    let mut passed = Vec::new();
+    for fd in fds.iter().take(8) {
+        // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor we borrow; the copy is owned.
+        let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64) };
+        if copy < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: just made, ours alone.
+        passed.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(copy) });
+    }
     let h = std::sync::Arc::new(Helper {
+        passed,
         mnt: mnt.try_clone()?,
         exe,
         argv,
@@ -658,6 +673,11 @@ fn enter_helper(h: &Helper) -> io::Result<()> {
     // SAFETY: system calls on descriptors and C strings the parent prepared.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        for (i, fd) in h.passed.iter().enumerate() {
+            if libc::dup2(fd.as_raw_fd(), 3 + i as libc::c_int) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         if libc::setns(h.mnt.as_raw_fd(), libc::CLONE_NEWNS) != 0
             || libc::chdir(h.slash.as_ptr()) != 0
         {
@@ -678,5 +698,237 @@ fn enter_helper(h: &Helper) -> io::Result<()> {
             libc::AT_EMPTY_PATH,
         );
         Err(io::Error::last_os_error())
+    }
+}
+
+/// One cache's layers for [`mount_cache`]: descriptors of runway's own directories (a
+/// stored version of the cache, and an upper and a work directory on the job's disk
+/// that the job cannot reach).
+pub struct CacheLayers<'a> {
+    /// The stored version (read-only to the overlay).
+    pub lower: std::os::fd::BorrowedFd<'a>,
+    /// Where the job's writes to the cache go.
+    pub upper: std::os::fd::BorrowedFd<'a>,
+    /// overlayfs's work directory, on the upper's filesystem.
+    pub work: std::os::fd::BorrowedFd<'a>,
+}
+
+/// The steps of [`mount_cache`], for its errors.
+const CACHE_STEPS: [&str; 6] = [
+    "configuring the overlay",
+    "making the overlay",
+    "entering the job's mount namespace",
+    "opening the cached directory in the job's view",
+    "reading the cached directory",
+    "mounting the overlay on the cached directory",
+];
+
+/// An error of [`mount_cache`]'s step `step` (1-based).
+fn cache_step(step: u32, err: i32, target: &Path) -> SandboxError {
+    let what = CACHE_STEPS
+        .get((step as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or("mounting");
+    SandboxError::Step {
+        step: format!("{what} ({})", target.display()),
+        error: io::Error::from_raw_os_error(err),
+    }
+}
+
+/// The overlay of a stored cache, made in runway's own mount namespace from
+/// descriptors of runway's directories, not yet mounted anywhere.
+fn cache_overlay(layers: &CacheLayers) -> Result<OwnedFd, (u32, i32)> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_SET_FD: libc::c_uint = 5;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+    const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+    use std::os::fd::FromRawFd;
+    let s = |t: &str| CString::new(t).unwrap_or_default();
+    // SAFETY: fsopen(2) of a NUL-terminated name; the result is checked and owned.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, s("overlay").as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err((1, errno()));
+    }
+    // SAFETY: just made, ours alone.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as libc::c_int) };
+    let config = |cmd: libc::c_uint, key: Option<&str>, value: Option<&str>, fd: libc::c_int| {
+        let (k, v) = (key.map(s), value.map(s));
+        let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        // SAFETY: fsconfig(2) on our context with NUL-terminated strings (or null) and
+        // a descriptor we hold.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                ptr(&k),
+                ptr(&v),
+                fd,
+            )
+        };
+        if r != 0 { Err(errno()) } else { Ok(()) }
+    };
+    let fd = |f: &std::os::fd::BorrowedFd| f.as_raw_fd();
+    config(FSCONFIG_SET_FD, Some("lowerdir+"), None, fd(&layers.lower))
+        .and_then(|()| config(FSCONFIG_SET_FD, Some("upperdir"), None, fd(&layers.upper)))
+        .and_then(|()| config(FSCONFIG_SET_FD, Some("workdir"), None, fd(&layers.work)))
+        .and_then(|()| config(FSCONFIG_SET_STRING, Some("redirect_dir"), Some("off"), 0))
+        .and_then(|()| config(FSCONFIG_SET_STRING, Some("metacopy"), Some("off"), 0))
+        .and_then(|()| config(FSCONFIG_SET_STRING, Some("index"), Some("off"), 0))
+        .map_err(|e| (1, e))?;
+    config(FSCONFIG_CMD_CREATE, None, None, 0).map_err(|e| (2, e))?;
+    // SAFETY: fsmount(2) of our configured context; the result is checked and owned.
+    let m = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID,
+        )
+    };
+    if m < 0 {
+        return Err((2, errno()));
+    }
+    // SAFETY: just made, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as libc::c_int) })
+}
+
+/// Mounts a copy-on-write overlay of a stored cache at `target` (the cached directory,
+/// resolved in the job's view) inside the job's mount namespace `mnt`: restoring is a
+/// mount, whatever the cache's size. The overlay is made here from descriptors of
+/// runway's directories; a child of runway enters the job's namespace (so the path, and
+/// every link on it, resolves as it would for the job: into the job's copy of the
+/// machine, never the host's; magic links of `/proc` refused), opens the directory and
+/// moves the overlay onto it. The child runs no program. A directory that holds files
+/// already (the checkout's) is left as it is: returns false then, true when mounted.
+pub fn mount_cache(
+    mnt: &OwnedFd,
+    target: &Path,
+    layers: &CacheLayers,
+) -> Result<bool, SandboxError> {
+    let overlay = cache_overlay(layers).map_err(|(step, e)| cache_step(step, e, target))?;
+    let path = c(target)?;
+    let empty = CString::default();
+    let mut pipe = [0; 2];
+    // SAFETY: pipe2(2) fills the two-element array; the ends are owned below.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: both ends were just made and are ours alone.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    // SAFETY: the child makes only system calls on the descriptors and C strings made
+    // above, allocates nothing, runs no program, and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    if pid == 0 {
+        // SAFETY: as above (the forked child).
+        unsafe {
+            let (step, err) = cache_child(mnt.as_raw_fd(), &path, overlay.as_raw_fd(), &empty);
+            let report: [u32; 2] = [step, err as u32];
+            libc::write(
+                write_end.as_raw_fd(),
+                report.as_ptr().cast(),
+                std::mem::size_of_val(&report),
+            );
+            libc::_exit(0);
+        }
+    }
+    drop(write_end);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 && errno() == libc::EINTR {}
+    let mut buf = [0u8; 8];
+    let got = std::fs::File::from(read_end).read(&mut buf).unwrap_or(0);
+    if got != buf.len() {
+        return Err(SandboxError::Step {
+            step: "mounting the cache".into(),
+            error: io::Error::other("the mounting process ended without a word"),
+        });
+    }
+    let (step, err) = (
+        u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]),
+        u32::from_ne_bytes([buf[4], buf[5], buf[6], buf[7]]) as i32,
+    );
+    match step {
+        0 => Ok(true),
+        HELD => Ok(false),
+        _ => Err(cache_step(step, err, target)),
+    }
+}
+
+/// [`cache_child`]'s answer for a directory that holds files already (not mounted).
+const HELD: u32 = 100;
+
+/// [`mount_cache`]'s forked child: returns (the failed step, 1-based, or 0, or
+/// [`HELD`]; errno).
+///
+/// # Safety
+/// Call only in a child just forked: it enters another mount namespace.
+unsafe fn cache_child(
+    mnt: libc::c_int,
+    target: &CString,
+    overlay: libc::c_int,
+    empty: &CString,
+) -> (u32, i32) {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: system calls on descriptors and NUL-terminated strings that outlive them.
+    unsafe {
+        if libc::setns(mnt, libc::CLONE_NEWNS) != 0 {
+            return (3, errno());
+        }
+        let mut how: libc::open_how = std::mem::zeroed();
+        how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_NO_MAGICLINKS;
+        let dir = libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        ) as libc::c_int;
+        if dir < 0 {
+            return (4, errno());
+        }
+        // Does the directory hold anything besides `.` and `..`?
+        let mut buf = [0u8; 1024];
+        let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+        if n < 0 {
+            return (5, errno());
+        }
+        let mut at = 0usize;
+        while at + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+            let name = &buf[at + 19..];
+            let dot = name.first() == Some(&b'.')
+                && (name.get(1) == Some(&0)
+                    || (name.get(1) == Some(&b'.') && name.get(2) == Some(&0)));
+            if !dot {
+                return (HELD, 0);
+            }
+            if reclen == 0 {
+                break;
+            }
+            at += reclen;
+        }
+        if libc::syscall(
+            libc::SYS_move_mount,
+            overlay,
+            empty.as_ptr(),
+            dir,
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        ) != 0
+        {
+            return (6, errno());
+        }
+        (0, 0)
     }
 }

@@ -882,17 +882,18 @@ fn s5_tar_slip_archive_is_refused() {
 
 #[test]
 fn a_cache_restore_skips_what_it_cannot_write_strips_setuid_and_stops_at_the_cap() {
-    // Issue 10: one unusable entry aborted the whole restore (a partial tree, nothing
+    // The archive's restore (on the bare host, on workers, from S3). Issue 10: one
+    // unusable entry aborted the whole restore (a partial tree, nothing
     // listed), setuid bits came back, and a small archive could expand without bound.
     let p = Project::new(
         "language: shell\ncache:\n  directories: [vendor]\nscript:\n  - mkdir -p vendor\n  - '[ -e vendor/keep ] && echo HIT || { echo data > vendor/lib; echo k > vendor/keep; echo x > vendor/suid; chmod 4755 vendor/suid; echo MISS; }'\n  - '[ -u vendor/suid ] && echo SETUID-KEPT || echo NO-SETUID'\n",
     );
-    let r1 = p.run(&[]);
+    let r1 = p.run(&["--sandbox", "none"]);
     assert!(r1.stdout.contains("MISS"), "{}", r1.all());
     // The checkout now has a directory where the cache has the file vendor/lib.
     std::fs::create_dir_all(p.path().join("vendor/lib")).unwrap();
     std::fs::write(p.path().join("vendor/lib/committed.txt"), "mine").unwrap();
-    let r2 = p.run(&[]);
+    let r2 = p.run(&["--sandbox", "none"]);
     assert_eq!(r2.code, 0, "{}", r2.all());
     assert!(
         r2.stdout.contains("cache: restored 2 files"),
@@ -920,7 +921,7 @@ fn a_cache_restore_skips_what_it_cannot_write_strips_setuid_and_stops_at_the_cap
     let r3 = run(runway()
         .arg("run")
         .arg(p.path())
-        .args(["--branch", "master", "--cache-dir"])
+        .args(["--sandbox", "none", "--branch", "master", "--cache-dir"])
         .arg(&p.cache)
         .env("RUNWAY_CACHE_MAX_BYTES", "1"));
     assert_eq!(r3.code, 0, "{}", r3.all());
@@ -931,6 +932,140 @@ fn a_cache_restore_skips_what_it_cannot_write_strips_setuid_and_stops_at_the_cap
         r3.all()
     );
     assert!(r3.stdout.contains("MISS"), "{}", r3.all());
+}
+
+/// Issue 29: on this machine, in the sandbox, a cache is kept as directories and
+/// restored as a copy-on-write mount (whatever its size); a save when nothing changed
+/// writes nothing; a save after a change copies only what changed and links the rest
+/// to the version before; a directory the checkout has files in keeps them; setuid
+/// bits do not come back; a version larger than the cap is not restored; older versions
+/// are removed once no job holds them.
+#[test]
+fn a_cache_on_this_machine_is_a_copy_on_write_mount_and_saves_only_what_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let p = Project::new(
+        "language: shell\ncache:\n  directories: [$HOME/deps, vendor]\nscript:\n\
+         \x20 - grep \" $HOME/deps \" /proc/self/mountinfo | grep -c \" - overlay \" || true\n\
+         \x20 - '[ -f $HOME/deps/big ] && echo HIT || { head -c 300000 /dev/urandom > $HOME/deps/big; echo k > $HOME/deps/keep; echo s > $HOME/deps/suid; chmod 4755 $HOME/deps/suid; mkdir -p vendor; echo cached > vendor/mine; echo MISS; }'\n\
+         \x20 - '[ -u $HOME/deps/suid ] && echo SETUID-KEPT || echo NO-SETUID'\n\
+         \x20 - echo \"vendor=$(cat vendor/mine) committed=$(cat vendor/committed)\"\n\
+         \x20 - '[ -z \"$CHANGE\" ] || { echo changed > $HOME/deps/new; echo x >> $HOME/deps/keep; }'\n",
+    );
+    std::fs::create_dir_all(p.path().join("vendor")).unwrap();
+    std::fs::write(p.path().join("vendor/committed"), "from-git").unwrap();
+    let r1 = p.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.all());
+    assert!(r1.stdout.contains("MISS"), "{}", r1.all());
+    assert!(r1.stdout.contains("cache: stored 5 files"), "{}", r1.all());
+    let versions = |p: &Project| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![p.cache.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("v-") {
+                    out.push(path);
+                } else if e.file_type().unwrap().is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        out
+    };
+    let first = versions(&p);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let file_in = |v: &Path, name: &str| -> PathBuf {
+        let mut stack = vec![v.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                if e.file_name() == name {
+                    return e.path();
+                }
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        panic!("{name} not in {}", v.display())
+    };
+    // Restored: mounted, the checkout's file kept beside the cache's, no setuid.
+    let r2 = p.run(&[]);
+    assert_eq!(r2.code, 0, "{}", r2.all());
+    assert!(r2.stdout.contains("mounted copy-on-write"), "{}", r2.all());
+    assert!(r2.stdout.contains("HIT"), "{}", r2.all());
+    assert!(
+        r2.stdout.contains("\n1\n"),
+        "the directory is an overlay mount: {}",
+        r2.all()
+    );
+    assert!(r2.stdout.contains("NO-SETUID"), "{}", r2.all());
+    assert!(
+        r2.stdout.contains("vendor=cached committed=from-git"),
+        "{}",
+        r2.all()
+    );
+    // vendor holds the checkout's file: copied in, so stored again. The version it
+    // started from is held until the job ends, then removed by the next restore.
+    let second = versions(&p);
+    assert_eq!(second.len(), 2, "{second:?}");
+    std::fs::remove_dir_all(p.path().join("vendor")).unwrap();
+    // Nothing changed (vendor is now the cache's alone, and mounted too): nothing written.
+    let r3 = p.run(&[]);
+    assert_eq!(r3.code, 0, "{}", r3.all());
+    assert!(
+        r3.stdout
+            .contains("cache: nothing changed, not updating the cache"),
+        "{}",
+        r3.all()
+    );
+    assert!(
+        r3.stdout.contains("vendor=cached committed=from-git"),
+        "{}",
+        r3.all()
+    );
+    let third = versions(&p);
+    assert_eq!(third.len(), 1, "the first version is removed: {third:?}");
+    assert!(second.contains(&third[0]) && !first.contains(&third[0]));
+    // A change: only the new file is written; the big file is a link to the last one.
+    let big = std::fs::metadata(file_in(&third[0], "big")).unwrap();
+    let mut c = runway();
+    c.arg("run")
+        .arg(p.path())
+        .args(["--branch", "master", "--env", "CHANGE=1", "--cache-dir"])
+        .arg(&p.cache);
+    let r4 = run(&mut c);
+    assert_eq!(r4.code, 0, "{}", r4.all());
+    assert!(r4.stdout.contains("12 B of it written"), "{}", r4.all());
+    assert_eq!(
+        std::fs::read_to_string(file_in(&third[0], "keep")).unwrap(),
+        "k\n",
+        "the job's write went to its own layer, never into the stored version"
+    );
+    let last: Vec<PathBuf> = versions(&p)
+        .into_iter()
+        .filter(|v| *v != third[0])
+        .collect();
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(
+        std::fs::read_to_string(file_in(&last[0], "keep")).unwrap(),
+        "k\nx\n"
+    );
+    let big4 = std::fs::metadata(file_in(&last[0], "big")).unwrap();
+    assert_eq!(
+        big4.ino(),
+        big.ino(),
+        "an unchanged file is linked, not copied"
+    );
+    // Larger than the cap: not restored.
+    let r7 = p.run_with_env(&[], &[("RUNWAY_CACHE_MAX_BYTES", "1000")]);
+    assert!(
+        r7.stdout
+            .contains("the cache expands to more than 1000 bytes")
+            && r7.stdout.contains("going on without it"),
+        "{}",
+        r7.all()
+    );
 }
 
 /// Issue 25: results became text too early; a program could follow a build only by

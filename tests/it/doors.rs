@@ -90,11 +90,18 @@ fn host_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Every cache archive's text (decompressed), to look for what must not be in it.
+/// Every stored cache's text (archives decompressed, and the files of versions kept as
+/// directories), to look for what must not be in it.
 fn archives_text(cache: &Path) -> String {
     let mut text = String::new();
-    for f in host_files(cache) {
-        if f.to_string_lossy().ends_with(".tar.zst") {
+    let files = host_files(cache);
+    assert!(!files.is_empty(), "no cache stored in {}", cache.display());
+    for f in files {
+        if !f.to_string_lossy().ends_with(".tar.zst") {
+            if f.symlink_metadata().is_ok_and(|m| m.is_file()) {
+                text.push_str(&String::from_utf8_lossy(&std::fs::read(&f).unwrap()));
+            }
+        } else {
             let out = Command::new("zstd")
                 .args(["-dc", "-q"])
                 .arg(&f)
