@@ -2,6 +2,8 @@
 //! gzip), side by side on the same 100 MB, 5,000-file directory, plus a save when
 //! nothing changed; and the same save and restore done the way jobs' caches are done
 //! now, by the helper inside a job's sandbox (as root), beside the in-process way.
+//! Then caches kept on this machine as directories, restored as a copy-on-write mount
+//! (`BENCH_ONLY=cow` runs that part alone).
 //! Run: `cargo bench --bench cache` (needs tar, zstd, gzip).
 
 use std::path::Path;
@@ -16,13 +18,18 @@ const FILE_BYTES: usize = 20_000; // 5,000 × 20 kB = 100 MB
 
 /// Half the files look like text (compressible), half like jars (random).
 fn make_tree(root: &Path) {
+    make_tree_of(root, FILES, FILE_BYTES)
+}
+
+/// [`make_tree`] with `files` files of `file_bytes` each.
+fn make_tree_of(root: &Path, files: usize, file_bytes: usize) {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let words = b"dependency version artifact gradle module cache build classpath ";
-    for i in 0..FILES {
+    for i in 0..files {
         let dir = root.join(format!("group{}/artifact{}", i % 50, i % 500));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut data = Vec::with_capacity(FILE_BYTES);
-        while data.len() < FILE_BYTES {
+        let mut data = Vec::with_capacity(file_bytes);
+        while data.len() < file_bytes {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
@@ -33,7 +40,7 @@ fn make_tree(root: &Path) {
                 data.extend_from_slice(&x.to_le_bytes());
             }
         }
-        data.truncate(FILE_BYTES);
+        data.truncate(file_bytes);
         std::fs::write(dir.join(format!("file{i}.bin")), data).unwrap();
     }
 }
@@ -87,11 +94,171 @@ fn job_shell(root: &Path) -> Option<runway::process::shell::Shell> {
     runway::process::shell::Shell::start(&paths.build_dir, &env, &ns, &paths).ok()
 }
 
+/// Caches kept on this machine as directories (issue 29): a stored version restored as
+/// a copy-on-write mount in a fresh job's sandbox (from the store's lookup to the mount),
+/// for 100 MB in 5,400 files and 1 GB in 54,000, the two sizes taking turns round by
+/// round (medians); next to `tar -I zstd -xf` of the 100 MB tree in the same run; and a
+/// save when nothing changed against a full save of a version. Needs root (the sandbox).
+fn copy_on_write(base: &Path, rounds: usize) {
+    use runway::cache::store::{LocalStore, Manifest, sub};
+    let written = "$HOME/.m2".to_string();
+    struct Size {
+        label: &'static str,
+        t: tempfile::TempDir,
+        store: LocalStore,
+        full: f64,
+        restores: Vec<f64>,
+    }
+    let mut sizes = Vec::new();
+    for (label, files) in [
+        ("100 MB, 5,400 files", 5_400usize),
+        ("1 GB, 54,000 files", 54_000),
+    ] {
+        let t = tempfile::Builder::new()
+            .prefix(runway::workspace::PREFIX)
+            .tempdir_in(base)
+            .unwrap();
+        let src = t.path().join("home/.m2");
+        make_tree_of(&src, files, 100_000_000 / 5_400);
+        let store = LocalStore::new(t.path().join("store"));
+        let dirs = vec![(written.clone(), src.clone())];
+        let Some(shell) = job_shell(t.path()) else {
+            println!("(no sandbox here: run as root for the copy-on-write numbers)");
+            return;
+        };
+        let runway::sandbox::Files::Job(view) = shell.files() else {
+            return;
+        };
+        // A full save: a new version of the job's directory (nothing to link).
+        let save = || {
+            let new = store.begin("o/r", "master", "k").unwrap();
+            let trees = vec![runway::inside::TreeDir {
+                sub: sub(&written),
+                layer: None,
+            }];
+            let s = runway::inside::save_tree(
+                view,
+                &dirs,
+                trees,
+                None,
+                &new.dir,
+                None,
+                None,
+                u64::MAX,
+                600,
+            )
+            .unwrap()
+            .unwrap();
+            let manifest = Manifest {
+                files: s.files,
+                bytes: s.bytes,
+                dirs: vec![written.clone()],
+            };
+            store.commit(new, &manifest).unwrap();
+        };
+        let full = best(3, || {}, save);
+        drop(shell);
+        std::fs::create_dir_all(t.path().join("home/restored")).unwrap();
+        sizes.push(Size {
+            label,
+            t,
+            store,
+            full,
+            restores: Vec::new(),
+        });
+    }
+    // Restores, the sizes taking turns: each into a fresh job (its own sandbox, its own
+    // mount), timed from the store's lookup to the mount.
+    let mut unchanged = Vec::new();
+    for _ in 0..rounds {
+        for size in sizes.iter_mut() {
+            let layers = size.t.path().join("private/caches");
+            let _ = std::fs::remove_dir_all(&layers);
+            let shell = job_shell(size.t.path()).unwrap();
+            let runway::sandbox::Files::Job(view) = shell.files() else {
+                panic!("no view: {:?}", shell.files())
+            };
+            let back = vec![(written.clone(), size.t.path().join("home/restored"))];
+            sh("sync");
+            let (secs, version) = time(|| {
+                let v = size.store.version("o/r", "master", "k").unwrap().unwrap();
+                let (mounted, _) = runway::inside::mount_version(
+                    view,
+                    &v,
+                    &back,
+                    &size.t.path().join("private/caches"),
+                    600,
+                )
+                .unwrap();
+                assert_eq!(mounted, [true]);
+                v
+            });
+            size.restores.push(secs);
+            // A save when nothing changed: what a job's store does then.
+            let (secs, same) = time(|| runway::inside::untouched(&layers, &[true]));
+            assert!(same);
+            unchanged.push(secs);
+            drop(shell);
+            drop(version);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (s, o) = (
+        sizes[0].t.path().join("home/.m2"),
+        sizes[0].t.path().join("out"),
+    );
+    std::fs::create_dir_all(&o).unwrap();
+    let (s, o) = (s.display(), o.display());
+    sh(&format!("tar -C {s} -I zstd -cf {o}/t.tar.zst ."));
+    let tar_extract = best(
+        5,
+        || sh(&format!("rm -rf {o}/x && mkdir {o}/x")),
+        || sh(&format!("tar -C {o}/x -I zstd -xf {o}/t.tar.zst")),
+    );
+    println!("copy-on-write caches (this machine), medians of {rounds} rounds taking turns:");
+    let mut meds = Vec::new();
+    for size in sizes.iter_mut() {
+        let m = median(&mut size.restores);
+        meds.push(m);
+        println!(
+            "  restore {:<22} {:>9.2} ms  ({:.4}x tar -I zstd -xf of 100 MB)",
+            size.label,
+            m * 1e3,
+            m / tar_extract
+        );
+    }
+    println!(
+        "  tar -I zstd -xf, 100 MB (best of 5) {:>6.2} ms",
+        tar_extract * 1e3
+    );
+    println!(
+        "  restore 1 GB / restore 100 MB    {:>9.2}x",
+        meds[1] / meds[0]
+    );
+    let u = median(&mut unchanged);
+    println!(
+        "  save, full version of 100 MB     {:>9.2} ms (best of 3)\n  save, nothing changed            {:>9.3} ms  ({:.3}% of a full save)",
+        sizes[0].full * 1e3,
+        u * 1e3,
+        100.0 * u / sizes[0].full
+    );
+}
+
 fn main() {
     // This binary is also the helper the sandbox starts (runway's `sandbox-helper`).
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("sandbox-helper") {
         std::process::exit(runway::inside::serve(&args[2]));
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("cow") {
+        let base = std::env::var_os("BENCH_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new("/dev/shm").to_path_buf());
+        copy_on_write(&base, 20);
+        return;
     }
     // In RAM by default (/dev/shm), so the numbers are the tools' own cost rather than
     // this machine's disk; BENCH_DIR=/some/disk/dir measures a disk instead.
@@ -246,4 +413,5 @@ fn main() {
         "runway save, nothing changed",
         100.0 * unchanged / runway_save
     );
+    copy_on_write(&base, 20);
 }

@@ -11,7 +11,7 @@
 //! Key and directory decisions here are pure; [`archive`] and [`store`] do the I/O.
 
 pub mod archive;
-pub(crate) mod store;
+pub mod store;
 pub mod tree;
 
 use sha2::{Digest, Sha256};

@@ -15,6 +15,7 @@
 pub(crate) mod bundle;
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::AtomicBool;
@@ -479,7 +480,6 @@ pub fn save_tree(
     cap: u64,
     timeout_secs: u64,
 ) -> io::Result<Option<Stored>> {
-    use std::os::fd::AsFd;
     let mut fds = vec![new.as_fd()];
     let mut old_fd = None;
     if let Some(f) = old {
@@ -516,7 +516,6 @@ pub fn fill(
     cap: u64,
     timeout_secs: u64,
 ) -> io::Result<Restored> {
-    use std::os::fd::AsFd;
     let op = Op::Fill {
         sub: sub.to_string(),
     };
@@ -526,5 +525,71 @@ pub fn fill(
         files: a.files,
         bytes: a.bytes,
         refused: a.refused,
+    })
+}
+
+/// Mounts each cached directory's part of `version` in the job's view, its writes going
+/// to `layers/N/upper`; one that holds files already (the checkout's) gets the version's
+/// copied in instead. Per directory whether it was mounted, and the files copied.
+pub fn mount_version(
+    view: &JobView,
+    version: &crate::cache::store::Version,
+    dirs: &[(String, PathBuf)],
+    layers: &Path,
+    timeout_secs: u64,
+) -> Result<(Vec<bool>, archive::Restored), String> {
+    let mut mounted = Vec::new();
+    let mut copied = archive::Restored::default();
+    for (i, (written, path)) in dirs.iter().enumerate() {
+        let sub = crate::cache::store::sub(written);
+        let Ok(lower) = crate::cache::tree::open_dir(
+            &version.dir,
+            &std::ffi::CString::new(sub.as_str()).unwrap_or_default(),
+        ) else {
+            mounted.push(false);
+            continue;
+        };
+        let at = layers.join(i.to_string());
+        let open = |name: &str| -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(at.join(name))?;
+            std::fs::File::open(at.join(name))
+        };
+        let (upper, work) = open("upper")
+            .and_then(|u| Ok((u, open("work")?)))
+            .map_err(|e| format!("{}: {e}", at.display()))?;
+        let layers = crate::sandbox::CacheLayers {
+            lower: lower.as_fd(),
+            upper: upper.as_fd(),
+            work: work.as_fd(),
+        };
+        let done = view
+            .mount_cache(path, &layers)
+            .map_err(|e| format!("{written}: {e}"))?;
+        if !done {
+            let dir = (written.clone(), path.clone());
+            let r = fill(
+                view,
+                &dir,
+                &version.dir,
+                &sub,
+                archive::restore_cap(),
+                timeout_secs,
+            )
+            .map_err(|e| format!("{written}: {e}"))?;
+            copied.files += r.files;
+            copied.bytes += r.bytes;
+        }
+        mounted.push(done);
+    }
+    Ok((mounted, copied))
+}
+
+/// True when every cached directory was mounted (`mounted`) and the job wrote nothing
+/// over any (each mount's upper directory under `layers` is empty): a save has nothing
+/// to do.
+pub fn untouched(layers: &Path, mounted: &[bool]) -> bool {
+    mounted.iter().enumerate().all(|(i, m)| {
+        *m && std::fs::read_dir(layers.join(i.to_string()).join("upper"))
+            .is_ok_and(|mut rd| rd.next().is_none())
     })
 }

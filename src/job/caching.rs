@@ -4,8 +4,7 @@
 //! changed. A cache that cannot be fetched or stored is said and never fails the job.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::log::{Log, human};
@@ -43,62 +42,6 @@ fn nested(dirs: &[(String, PathBuf)]) -> bool {
             .enumerate()
             .any(|(j, (_, b))| i != j && b.starts_with(a))
     })
-}
-
-/// Mounts each cached directory's part of `version` in the job's view, its writes going
-/// to `layers/N/upper`; one that holds files already (the checkout's) gets the version's
-/// copied in instead. Per directory whether it was mounted, and the files copied.
-fn mount_layers(
-    view: &crate::sandbox::JobView,
-    version: &Version,
-    dirs: &[(String, PathBuf)],
-    layers: &Path,
-    timeout_secs: u64,
-) -> Result<(Vec<bool>, archive::Restored), String> {
-    let mut mounted = Vec::new();
-    let mut copied = archive::Restored::default();
-    for (i, (written, path)) in dirs.iter().enumerate() {
-        let sub = store::sub(written);
-        let Ok(lower) = crate::cache::tree::open_dir(
-            &version.dir,
-            &std::ffi::CString::new(sub.as_str()).unwrap_or_default(),
-        ) else {
-            mounted.push(false);
-            continue;
-        };
-        let at = layers.join(i.to_string());
-        let open = |name: &str| -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(at.join(name))?;
-            std::fs::File::open(at.join(name))
-        };
-        let (upper, work) = open("upper")
-            .and_then(|u| Ok((u, open("work")?)))
-            .map_err(|e| format!("{}: {e}", at.display()))?;
-        let layers = crate::sandbox::CacheLayers {
-            lower: lower.as_fd(),
-            upper: upper.as_fd(),
-            work: work.as_fd(),
-        };
-        let done = view
-            .mount_cache(path, &layers)
-            .map_err(|e| format!("{written}: {e}"))?;
-        if !done {
-            let dir = (written.clone(), path.clone());
-            let r = inside::fill(
-                view,
-                &dir,
-                &version.dir,
-                &sub,
-                archive::restore_cap(),
-                timeout_secs,
-            )
-            .map_err(|e| format!("{written}: {e}"))?;
-            copied.files += r.files;
-            copied.bytes += r.bytes;
-        }
-        mounted.push(done);
-    }
-    Ok((mounted, copied))
 }
 
 impl Runner<'_> {
@@ -183,7 +126,7 @@ impl Runner<'_> {
                             ));
                             break;
                         }
-                        match mount_layers(view, &v, &dirs, &l.layers, spec.timeout_secs) {
+                        match inside::mount_version(view, &v, &dirs, &l.layers, spec.timeout_secs) {
                             Ok((mounted, copied)) => {
                                 let how = if copied.files == 0 {
                                     "mounted copy-on-write".to_string()
@@ -401,12 +344,7 @@ fn store_layered(
     branch: &str,
 ) -> String {
     let started = Instant::now();
-    let untouched = |i: usize| {
-        std::fs::read_dir(l.layers.join(i.to_string()).join("upper"))
-            .is_ok_and(|mut rd| rd.next().is_none())
-    };
-    let all_mounted = l.mounted.iter().all(|m| *m);
-    if l.version.is_some() && all_mounted && (0..l.mounted.len()).all(untouched) {
+    if l.version.is_some() && inside::untouched(&l.layers, &l.mounted) {
         return "cache: nothing changed, not updating the cache".into();
     }
     let stored = (|| {
