@@ -176,10 +176,94 @@ pub fn path_env(job_env: &[EnvVar], home: &Path, build_dir: &Path) -> HashMap<St
     m
 }
 
+/// The job's command that removes the cached directory `dir` whole (`rm -rf
+/// node_modules`, and `npm ci`, which empties `node_modules` and, before npm 7, removed
+/// it), if one does: a directory restored as a mount cannot be removed (its removal
+/// would fail the command), so such a directory is restored by copy. Decided on the
+/// commands' text; `env` expands `$HOME`, `~` and the job's variables, and relative paths
+/// are under `build_dir`.
+pub fn removed_whole<'a>(
+    commands: &'a [String],
+    dir: &Path,
+    env: &HashMap<String, String>,
+    build_dir: &Path,
+) -> Option<&'a str> {
+    let norm = |p: PathBuf| -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    let target = norm(dir.to_path_buf());
+    let node_modules = target == norm(build_dir.join("node_modules"));
+    commands.iter().map(String::as_str).find(|command| {
+        let words: Vec<&str> = command
+            .split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | ')'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.iter().enumerate().any(|(i, w)| {
+            if node_modules && *w == "npm" && words.get(i + 1) == Some(&"ci") {
+                return true;
+            }
+            if *w != "rm" {
+                return false;
+            }
+            let mut recursive = false;
+            for arg in &words[i + 1..] {
+                if let Some(flags) = arg.strip_prefix('-') {
+                    recursive |= flags.contains(['r', 'R']) || flags == "-recursive";
+                    continue;
+                }
+                let arg = arg.trim_matches(|c| c == '"' || c == '\'');
+                let arg = arg.trim_end_matches('/');
+                if recursive
+                    && !arg.is_empty()
+                    && !arg.contains(['*', '?', '['])
+                    && norm(resolve_dir(arg, env, build_dir)) == target
+                {
+                    return true;
+                }
+            }
+            false
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config;
+
+    #[test]
+    fn a_command_that_removes_a_cached_directory_whole_is_found() {
+        let env: HashMap<String, String> = [("HOME".to_string(), "/h".to_string())].into();
+        let b = Path::new("/b");
+        let cmds = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let nm = Path::new("/b/node_modules");
+        let c = cmds(&["npm ci || (rm -rf node_modules && npm install)"]);
+        assert!(removed_whole(&c, nm, &env, b).is_some());
+        assert!(removed_whole(&cmds(&["rm -rf ./node_modules/"]), nm, &env, b).is_some());
+        assert!(removed_whole(&cmds(&["rm -r -f \"node_modules\""]), nm, &env, b).is_some());
+        assert!(removed_whole(&cmds(&["npm ci"]), nm, &env, b).is_some());
+        assert!(
+            removed_whole(&cmds(&["rm -rf node_modules/.cache"]), nm, &env, b).is_none(),
+            "a part of it is removed, not the directory"
+        );
+        assert!(removed_whole(&cmds(&["rm -f node_modules"]), nm, &env, b).is_none());
+        assert!(removed_whole(&cmds(&["rm -rf node_modules/*"]), nm, &env, b).is_none());
+        let m2 = Path::new("/h/.m2");
+        assert!(removed_whole(&cmds(&["rm -rf $HOME/.m2"]), m2, &env, b).is_some());
+        assert!(removed_whole(&cmds(&["rm -rf ~/.m2/"]), m2, &env, b).is_some());
+        assert!(removed_whole(&cmds(&["rm -rf $HOME/.m2/repository/org"]), m2, &env, b).is_none());
+        assert!(removed_whole(&cmds(&["npm ci"]), m2, &env, b).is_none());
+    }
 
     fn job_node(yaml: &str) -> Node {
         config::load(yaml).config.root

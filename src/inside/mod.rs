@@ -529,12 +529,14 @@ pub fn fill(
 }
 
 /// Mounts each cached directory's part of `version` in the job's view, its writes going
-/// to `layers/N/upper`; one that holds files already (the checkout's) gets the version's
-/// copied in instead. Per directory whether it was mounted, and the files copied.
+/// to `layers/N/upper`; one that holds files already (the checkout's), or whose `copy`
+/// is set, gets the version's copied in instead. Per directory whether it was mounted,
+/// and the files copied.
 pub fn mount_version(
     view: &JobView,
     version: &crate::cache::store::Version,
     dirs: &[(String, PathBuf)],
+    copy: &[bool],
     layers: &Path,
     timeout_secs: u64,
 ) -> Result<(Vec<bool>, archive::Restored), String> {
@@ -562,9 +564,10 @@ pub fn mount_version(
             upper: upper.as_fd(),
             work: work.as_fd(),
         };
-        let done = view
-            .mount_cache(path, &layers)
-            .map_err(|e| format!("{written}: {e}"))?;
+        let done = !copy.get(i).copied().unwrap_or(false)
+            && view
+                .mount_cache(path, &layers)
+                .map_err(|e| format!("{written}: {e}"))?;
         if !done {
             let dir = (written.clone(), path.clone());
             let r = fill(

@@ -126,7 +126,29 @@ impl Runner<'_> {
                             ));
                             break;
                         }
-                        match inside::mount_version(view, &v, &dirs, &l.layers, spec.timeout_secs) {
+                        // A directory the job removes whole cannot be a mount: copied.
+                        let commands = self.all_commands();
+                        let copy: Vec<bool> = dirs
+                            .iter()
+                            .map(|(w, p)| {
+                                let why =
+                                    cache::removed_whole(&commands, p, &env, &ctx.workspace.build_dir);
+                                if let Some(c) = why {
+                                    log.line(&format!(
+                                        "cache: {w} is restored by copy, not mounted: the job removes it whole ({c})"
+                                    ));
+                                }
+                                why.is_some()
+                            })
+                            .collect();
+                        match inside::mount_version(
+                            view,
+                            &v,
+                            &dirs,
+                            &copy,
+                            &l.layers,
+                            spec.timeout_secs,
+                        ) {
                             Ok((mounted, copied)) => {
                                 let how = if copied.files == 0 {
                                     "mounted copy-on-write".to_string()

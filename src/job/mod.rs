@@ -438,12 +438,29 @@ impl Runner<'_> {
 
     /// The commands of a phase: as configured, `skip`, or the language default.
     fn commands(&self, phase: Phase, log: &mut Log) -> Result<Vec<String>, String> {
-        let job = &self.ctx.job.config;
         let key = phase.key();
-        if let Some(node) = job.get(key) {
+        if let Some(node) = self.ctx.job.config.get(key) {
             let list = strs(Some(node));
             if list.len() == 1 && matches!(list[0].trim(), "skip" | "ignore") {
                 log.line(&format!("Skipping the {key} step, as instructed."));
+            }
+        } else if matches!(phase, Phase::Install | Phase::Script)
+            && !defaults::known(&self.ctx.language)
+        {
+            log.line(&format!(
+                "warning: runway has no default {key} for language {}; give {key}: in .travis.yml",
+                self.ctx.language
+            ));
+        }
+        self.phase_commands(phase)
+    }
+
+    /// The commands of `phase`: the job's own, or the language's default.
+    fn phase_commands(&self, phase: Phase) -> Result<Vec<String>, String> {
+        let job = &self.ctx.job.config;
+        if let Some(node) = job.get(phase.key()) {
+            let list = strs(Some(node));
+            if list.len() == 1 && matches!(list[0].trim(), "skip" | "ignore") {
                 return Ok(Vec::new());
             }
             return Ok(list);
@@ -458,17 +475,31 @@ impl Runner<'_> {
             Phase::Script => defaults::script(&self.ctx.language, &has),
             _ => defaults::Default::Nothing,
         };
-        if matches!(phase, Phase::Install | Phase::Script) && !defaults::known(&self.ctx.language) {
-            log.line(&format!(
-                "warning: runway has no default {key} for language {}; give {key}: in .travis.yml",
-                self.ctx.language
-            ));
-        }
         match default {
             defaults::Default::Commands(c) => Ok(c),
             defaults::Default::Nothing => Ok(Vec::new()),
             defaults::Default::Fail(msg) => Err(msg),
         }
+    }
+
+    /// Every command the job's phases would run (for decisions on their text).
+    pub(super) fn all_commands(&self) -> Vec<String> {
+        use Phase::*;
+        [
+            BeforeInstall,
+            Install,
+            BeforeScript,
+            Script,
+            BeforeCache,
+            AfterSuccess,
+            AfterFailure,
+            BeforeDeploy,
+            AfterDeploy,
+            AfterScript,
+        ]
+        .into_iter()
+        .flat_map(|p| self.phase_commands(p).unwrap_or_default())
+        .collect()
     }
 
     fn phase(&mut self, phase: Phase, log: &mut Log) -> Result<(), Stop> {

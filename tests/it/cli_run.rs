@@ -1068,6 +1068,32 @@ fn a_cache_on_this_machine_is_a_copy_on_write_mount_and_saves_only_what_changed(
     );
 }
 
+/// A cached directory the job removes whole (`rm -rf node_modules`, as 74 of the
+/// corpus's 3,360 configurations with caches do) cannot be a mount (removing a mount
+/// point fails): it is restored by copy, and the job passes as it did on Travis.
+#[test]
+fn a_cached_directory_the_job_removes_whole_is_copied_not_mounted() {
+    let p = Project::new(
+        "language: shell\ncache:\n  directories: [node_modules, $HOME/keep]\nscript:\n\
+         \x20 - cat node_modules/x $HOME/keep/k || true\n\
+         \x20 - rm -rf node_modules && mkdir node_modules && echo fresh > node_modules/x\n\
+         \x20 - echo kept > $HOME/keep/k\n",
+    );
+    let r1 = p.run(&[]);
+    assert_eq!(r1.code, 0, "{}", r1.all());
+    let r2 = p.run(&[]);
+    assert_eq!(r2.code, 0, "{}", r2.all());
+    assert!(
+        r2.stdout.contains(
+            "cache: node_modules is restored by copy, not mounted: the job removes it whole (rm -rf node_modules && mkdir node_modules && echo fresh > node_modules/x)"
+        ),
+        "{}",
+        r2.all()
+    );
+    assert!(r2.stdout.contains("fresh\nkept"), "{}", r2.all());
+    assert!(r2.stdout.contains("mounted copy-on-write"), "{}", r2.all());
+}
+
 /// Issue 25: results became text too early; a program could follow a build only by
 /// parsing what was printed for people. `--json` prints every event of the build as
 /// one JSON object per line on standard output, and nothing else there: the start, the

@@ -615,7 +615,7 @@ fn a_job_cannot_reach_the_disk_template_runway_keeps() {
     let state = tempfile::tempdir_in("/var/tmp").unwrap();
     let template = state
         .path()
-        .join(format!("disk-template-{}.img", 128u64 << 20));
+        .join(format!("disk-template-v2-{}.img", 128u64 << 20));
     let p = Hostile::new("language: shell\nscript: true\n");
     let run_here = |p: &Hostile| {
         let mut c = p.command(&["--disk", "128M"]);
