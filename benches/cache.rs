@@ -186,6 +186,7 @@ fn copy_on_write(base: &Path, rounds: usize) {
                     view,
                     &v,
                     &back,
+                    &[false],
                     &size.t.path().join("private/caches"),
                     600,
                 )
