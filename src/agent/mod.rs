@@ -699,42 +699,30 @@ fn run_job(
 }
 
 /// The build's commit in this worker's copy of the repository (a bare repository
-/// under the state directory, gaining each job's pack).
+/// under the state directory, gaining each job's pack). Done in process with libgit2:
+/// no `git` process per job.
 fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<PathBuf, String> {
     let dir = opts
         .state_dir
         .join("worker-repos")
         .join(format!("{}.git", a.job.event.repo.replace('/', "+")));
-    if !dir.join("objects").is_dir() {
+    let e = |e: git2::Error| format!("{}: {}", dir.display(), e.message());
+    let repo = if dir.join("objects").is_dir() {
+        git2::Repository::open_bare(&dir).map_err(e)?
+    } else {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        git(&dir, &["init", "-q", "--bare"], None)?;
-    }
+        git2::Repository::init_bare(&dir).map_err(e)?
+    };
+    let commit = git2::Oid::from_str(&a.job.event.commit).map_err(e)?;
     // Every ref here: branches and tags (only the build's stays), and the commits
     // fetched before (`refs/runway/have/`), newest first.
-    let refs = git_output(
-        &dir,
-        &[
-            "for-each-ref",
-            "--sort=-committerdate",
-            "--format=%(refname) %(objectname)",
-        ],
-    )?;
-    let present = git(
-        &dir,
-        &[
-            "cat-file",
-            "-e",
-            &format!("{}^{{commit}}", a.job.event.commit),
-        ],
-        None,
-    )
-    .is_ok();
-    if !present {
+    let refs = worker_refs(&repo).map_err(e)?;
+    if repo.find_commit(commit).is_err() {
         // The server leaves out what the commits this copy has bring.
         let have = refs
-            .lines()
-            .filter_map(|l| l.strip_prefix("refs/runway/have/"))
-            .filter_map(|l| l.split(' ').nth(1))
+            .iter()
+            .filter(|(name, _)| name.starts_with("refs/runway/have/"))
+            .map(|(_, oid)| oid.to_string())
             .take(50)
             .collect::<Vec<_>>()
             .join(",");
@@ -747,7 +735,12 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         let (_, pack) = servers
             .until_done(&|| false, |s| s.send(&path, None))
             .map_err(|e| format!("{e:?}"))?;
-        git(&dir, &["index-pack", "--stdin"], Some(&pack))?;
+        let odb = repo.odb().map_err(e)?;
+        let mut writer = odb.packwriter().map_err(e)?;
+        std::io::Write::write_all(&mut writer, &pack).map_err(|e| e.to_string())?;
+        writer.commit().map_err(e)?;
+        repo.find_commit(commit)
+            .map_err(|_| format!("the server's pack lacks commit {commit}"))?;
     }
     // One transaction: the build's branch (or tag) points at its commit, as on the
     // server, so a job's clone has it; no other branch or tag is left for clones to
@@ -757,38 +750,50 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         (None, Some(b)) => format!("refs/heads/{b}"),
         (None, None) => "refs/heads/runway-build".to_string(),
     };
-    let mut tx = String::new();
+    let remembered = format!("refs/runway/have/{commit}");
+    let mut tx = repo.transaction().map_err(e)?;
     let mut haves = 0;
-    for line in refs.lines() {
-        let Some((refname, _)) = line.split_once(' ') else {
-            continue;
-        };
+    let mut gone = Vec::new();
+    for (refname, _) in &refs {
         let stale = if refname.starts_with("refs/runway/have/") {
             haves += 1;
             haves >= 50
         } else {
-            refname != name
+            *refname != name
         };
-        if stale && refname != format!("refs/runway/have/{}", a.job.event.commit) {
-            tx.push_str(&format!("delete {refname}\n"));
+        if stale && *refname != remembered {
+            tx.lock_ref(refname).map_err(e)?;
+            gone.push(refname.as_str());
         }
     }
-    tx.push_str(&format!("update {name} {}\n", a.job.event.commit));
-    tx.push_str(&format!(
-        "update refs/runway/have/{0} {0}\n",
-        a.job.event.commit
-    ));
-    git(&dir, &["update-ref", "--stdin"], Some(tx.as_bytes()))?;
+    for refname in gone {
+        tx.remove(refname).map_err(e)?;
+    }
+    for refname in [&name, &remembered] {
+        tx.lock_ref(refname).map_err(e)?;
+        tx.set_target(refname, commit, None, "runway worker")
+            .map_err(e)?;
+    }
+    tx.commit().map_err(e)?;
     Ok(dir)
 }
 
-/// What `git ARGS` prints in `dir`.
-fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
-    crate::source::git_run(dir, args, None).map(|o| String::from_utf8_lossy(&o).into_owned())
-}
-
-fn git(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<(), String> {
-    crate::source::git_run(dir, args, input).map(|_| ())
+/// The references of the worker's copy and what they point at, the newest commit first.
+fn worker_refs(repo: &git2::Repository) -> Result<Vec<(String, git2::Oid)>, git2::Error> {
+    let mut out = Vec::new();
+    for r in repo.references()? {
+        let r = r?;
+        let (Some(name), Some(oid)) = (r.name().ok(), r.target()) else {
+            continue;
+        };
+        let time = repo
+            .find_commit(oid)
+            .map(|c| c.committer().when().seconds())
+            .unwrap_or(i64::MIN);
+        out.push((name.to_string(), oid, time));
+    }
+    out.sort_by(|a, b| b.2.cmp(&a.2));
+    Ok(out.into_iter().map(|(n, o, _)| (n, o)).collect())
 }
 
 /// The server's cache bucket, through presigned URLs asked for per archive.
