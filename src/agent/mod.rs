@@ -792,7 +792,7 @@ fn worker_refs(repo: &git2::Repository) -> Result<Vec<(String, git2::Oid)>, git2
             .unwrap_or(i64::MIN);
         out.push((name.to_string(), oid, time));
     }
-    out.sort_by(|a, b| b.2.cmp(&a.2));
+    out.sort_by_key(|r| std::cmp::Reverse(r.2));
     Ok(out.into_iter().map(|(n, o, _)| (n, o)).collect())
 }
 
