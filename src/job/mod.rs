@@ -484,22 +484,10 @@ impl Runner<'_> {
 
     /// Every command the job's phases would run (for decisions on their text).
     pub(super) fn all_commands(&self) -> Vec<String> {
-        use Phase::*;
-        [
-            BeforeInstall,
-            Install,
-            BeforeScript,
-            Script,
-            BeforeCache,
-            AfterSuccess,
-            AfterFailure,
-            BeforeDeploy,
-            AfterDeploy,
-            AfterScript,
-        ]
-        .into_iter()
-        .flat_map(|p| self.phase_commands(p).unwrap_or_default())
-        .collect()
+        Phase::ALL
+            .into_iter()
+            .flat_map(|p| self.phase_commands(p).unwrap_or_default())
+            .collect()
     }
 
     fn phase(&mut self, phase: Phase, log: &mut Log) -> Result<(), Stop> {

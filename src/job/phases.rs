@@ -173,6 +173,20 @@ pub fn rule(phase: Phase) -> Rule {
 }
 
 impl Phase {
+    /// Every phase, in the order a job runs them.
+    pub const ALL: [Phase; 10] = [
+        Phase::BeforeInstall,
+        Phase::Install,
+        Phase::BeforeScript,
+        Phase::Script,
+        Phase::BeforeCache,
+        Phase::AfterSuccess,
+        Phase::AfterFailure,
+        Phase::BeforeDeploy,
+        Phase::AfterDeploy,
+        Phase::AfterScript,
+    ];
+
     /// The `.travis.yml` key.
     pub fn key(self) -> &'static str {
         match self {
