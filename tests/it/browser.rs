@@ -72,8 +72,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("browser: {what}: {e}"))
     }
 
+    /// Opens `url`. A page that navigates by itself meanwhile (one reloading after a
+    /// click, as a build page does when its build ends) interrupts the first try: the
+    /// page is opened again once that navigation is done.
     pub(crate) fn goto(&mut self, url: &str) {
-        self.op(json!({"op": "goto", "url": url}));
+        let cmd = json!({"op": "goto", "url": url});
+        for _ in 0..3 {
+            match self.try_op(cmd.clone()) {
+                Ok(_) => return,
+                Err(e) if e.contains("is interrupted by another navigation") => continue,
+                Err(e) => panic!("browser: {cmd}: {e}"),
+            }
+        }
+        self.op(cmd);
     }
 
     /// Waits until the JavaScript expression is truthy on the page; its value.
