@@ -594,7 +594,9 @@ fn beat(
         let _ = tx.send(());
     });
     loop {
-        if ended.is_canceled() {
+        // The claim has just granted the lease: the first renewal is a heartbeat after
+        // it (a short job then ends with no heartbeat at all).
+        if ended.is_canceled() || rx.recv_timeout(every).is_ok() {
             return;
         }
         // One try per beat: a server that does not answer is left for the next one.
@@ -629,9 +631,6 @@ fn beat(
                 eprintln!("runway worker: heartbeat: {e:?}");
                 servers.next();
             }
-        }
-        if rx.recv_timeout(every).is_ok() {
-            return;
         }
     }
 }
