@@ -341,6 +341,23 @@ impl Outbox {
         self.changed.notify_all();
     }
 
+    /// What the job printed that no chunk carries, as the report's tail (after
+    /// [`Outbox::send`] returned).
+    fn tail(&self) -> Option<protocol::Tail> {
+        use base64::Engine;
+        let mut s = self.state.lock().expect("outbox");
+        if s.open.is_empty() {
+            return None;
+        }
+        let bytes: Vec<u8> = std::mem::take(&mut s.open);
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        Some(protocol::Tail {
+            seq,
+            bytes: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+
     /// Sends chunks until the job has ended and every chunk is stored, or the task is
     /// lost (`lost` is then set).
     fn send(
@@ -357,6 +374,11 @@ impl Outbox {
                 loop {
                     if !s.sealed.is_empty() {
                         break;
+                    }
+                    // The job has ended: what is left (one chunk at most) goes with
+                    // the report.
+                    if s.closed && s.open.len() <= CHUNK_BYTES {
+                        return;
                     }
                     if !s.open.is_empty() {
                         // Sent at once; what the job prints meanwhile is batched into
@@ -512,6 +534,7 @@ fn run_task(
         worker: opts.name.clone(),
         attempt: a.attempt,
         report: Report::of(&outcome),
+        tail: outbox.tail(),
     };
     let path = format!("/api/worker/tasks/{}/end", a.task);
     match servers.until_done(&give_up, |s| s.post_json(&path, &end)) {

@@ -26,7 +26,7 @@ pub const TASK_SECRET: &str = "X-Runway-Task-Secret";
 /// node refuses a worker of another version (`426`), naming both. Version 2: the
 /// assignment carries the compiled job ([`job::Job`]), not the build to plan again.
 /// Version 3: its event carries the pull request whole (head branch, sha, slug, fork).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The header that carries the worker's [`VERSION`].
 pub const PROTOCOL: &str = "X-Runway-Protocol";
@@ -211,6 +211,19 @@ pub struct End {
     pub attempt: i64,
     /// How the job ended.
     pub report: Report,
+    /// The log's last chunk, carried by the report instead of a call of its own
+    /// (version 4): every chunk before it is held already.
+    #[serde(default)]
+    pub tail: Option<Tail>,
+}
+
+/// A log chunk inside a report: its number and its bytes (base64).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tail {
+    /// The chunk's number.
+    pub seq: i64,
+    /// Its bytes, base64.
+    pub bytes: String,
 }
 
 /// The answer to a log chunk.

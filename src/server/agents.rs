@@ -457,6 +457,19 @@ pub(super) async fn end(
         }
         Err(refused) => return *refused,
     };
+    // The log's last chunk came with the report: stored first, as a chunk would be.
+    if let Some(tail) = &e.tail {
+        use base64::Engine;
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&tail.bytes) else {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({ "error": "the report's log tail is not base64" }),
+            );
+        };
+        if let Err(err) = state.db(|s| s.add_chunk(&t, e.attempt, tail.seq, &bytes)) {
+            return unavailable(err);
+        }
+    }
     let status = match e.report.result {
         crate::job::JobResult::Passed => Status::Passed,
         crate::job::JobResult::Failed => Status::Failed,

@@ -101,7 +101,7 @@ impl Drop for Worker {
 }
 
 /// The worker protocol's header, for calls a test makes by hand as a worker would.
-const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "3");
+const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "4");
 
 /// `srv` with its event log read away (a full pipe would stall it).
 fn drained(mut srv: Server) -> Server {
@@ -1100,6 +1100,13 @@ fn a_worker_runs_the_job_its_node_planned_not_its_own_plan() {
     );
     assert!(!text.contains("planned-with-b"), "{text}");
     assert!(text.contains("runway worker only-b"), "{text}");
+    // The log's last chunk rides with the report (protocol 4): it is all there.
+    let last = text.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        text.contains("Done. Your build exited with 0.")
+            && last.starts_with(&format!("Job {n}.1 passed in")),
+        "{text}"
+    );
 }
 
 /// Issue 30: each build a node followed opened a connection of its own, so a burst of
