@@ -324,6 +324,9 @@ struct OutboxState {
     next_seq: i64,
     /// The job ended: send what is left and stop.
     closed: bool,
+    /// What is open waits for the job's own first output (the worker's line about the
+    /// job goes with it, not in a call of its own ahead of it).
+    waiting: bool,
 }
 
 /// The largest chunk sent at once.
@@ -333,11 +336,21 @@ impl Outbox {
     fn push(&self, bytes: &[u8]) {
         let mut s = self.state.lock().expect("outbox");
         s.open.extend_from_slice(bytes);
+        s.waiting = false;
         self.changed.notify_all();
     }
 
+    /// Bytes sent with the job's first output (or with what is left when it ends).
+    fn push_ahead(&self, bytes: &[u8]) {
+        let mut s = self.state.lock().expect("outbox");
+        s.open.extend_from_slice(bytes);
+        s.waiting = true;
+    }
+
     fn close(&self) {
-        self.state.lock().expect("outbox").closed = true;
+        let mut s = self.state.lock().expect("outbox");
+        s.closed = true;
+        s.waiting = false;
         self.changed.notify_all();
     }
 
@@ -380,7 +393,7 @@ impl Outbox {
                     if s.closed && s.open.len() <= CHUNK_BYTES {
                         return;
                     }
-                    if !s.open.is_empty() {
+                    if !s.open.is_empty() && !s.waiting {
                         // Sent at once; what the job prints meanwhile is batched into
                         // the next chunk.
                         let n = s.open.len().min(CHUNK_BYTES);
@@ -478,7 +491,7 @@ fn run_task(
         opts.name, a.job.number, a.job.event.repo, a.attempt
     );
     let outbox = Arc::new(Outbox::default());
-    outbox.push(
+    outbox.push_ahead(
         format!(
             "runway worker {} ({}) runs job {} (attempt {})\n",
             opts.name,

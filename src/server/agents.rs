@@ -15,7 +15,6 @@ use serde::Deserialize;
 
 use super::{AppState, answer, hooks};
 use crate::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held};
-use crate::source::git_run;
 use crate::store::Status;
 use crate::store::tasks::{self, TaskRow, WorkerRow};
 
@@ -372,20 +371,30 @@ fn commit_pack(state: &AppState, build_id: i64, have: &[String]) -> Result<Vec<u
     let record =
         |r: &crate::store::BuildRow| state.db(|s| s.set_merge(r)).map_err(|e| e.to_string());
     let path = super::sources::of_build(&state.state_dir, repo, &mut build, None, &record)?;
-    let have: String = have.iter().map(|h| format!("{h}\n")).collect();
-    let known = git_run(&path, &["cat-file", "--batch-check"], Some(have.as_bytes()))?;
-    let mut revs = format!("{}\n", build.commit);
-    for line in String::from_utf8_lossy(&known).lines() {
-        let mut fields = line.split(' ');
-        if let (Some(sha), Some("commit")) = (fields.next(), fields.next()) {
-            revs.push_str(&format!("^{sha}\n"));
+    pack_of(&path, &build.commit, have)
+}
+
+/// A pack of `commit` and everything it reaches in the repository at `path`, less what
+/// the commits in `have` that this repository knows reach (as `git pack-objects --revs`
+/// with `^have`), made in process with libgit2.
+fn pack_of(path: &std::path::Path, commit: &str, have: &[String]) -> Result<Vec<u8>, String> {
+    let e = |e: git2::Error| format!("{}: {}", path.display(), e.message());
+    let repo = git2::Repository::open(path).map_err(e)?;
+    let mut walk = repo.revwalk().map_err(e)?;
+    walk.push(git2::Oid::from_str(commit).map_err(e)?)
+        .map_err(e)?;
+    for h in have {
+        if let Ok(oid) = git2::Oid::from_str(h)
+            && repo.find_commit(oid).is_ok()
+        {
+            walk.hide(oid).map_err(e)?;
         }
     }
-    git_run(
-        &path,
-        &["pack-objects", "--revs", "--stdout", "-q"],
-        Some(revs.as_bytes()),
-    )
+    let mut pack = repo.packbuilder().map_err(e)?;
+    pack.insert_walk(&mut walk).map_err(e)?;
+    let mut out = git2::Buf::new();
+    pack.write_buf(&mut out).map_err(e)?;
+    Ok(out.to_vec())
 }
 
 /// `POST /api/worker/tasks/ID/log?worker=W&attempt=A&seq=N`: one chunk of the log.
@@ -564,5 +573,58 @@ pub(super) async fn cache(
     match signed {
         Ok(url) => Json(CacheUrl { url }).into_response(),
         Err(e) => unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pack_of;
+
+    /// A worker that has the first commit gets, for the second, only what it lacks.
+    #[test]
+    fn a_pack_leaves_out_what_the_workers_commits_bring() {
+        let t = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(t.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let commit = |file: &str, bytes: &[u8], parent: Option<git2::Oid>| {
+            std::fs::write(t.path().join(file), bytes).unwrap();
+            let mut index = repo.index().unwrap();
+            index.add_path(std::path::Path::new(file)).unwrap();
+            index.write().unwrap();
+            let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+            let parents: Vec<git2::Commit> = parent
+                .map(|p| repo.find_commit(p).unwrap())
+                .into_iter()
+                .collect();
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            repo.commit(Some("HEAD"), &sig, &sig, "c", &tree, &refs)
+                .unwrap()
+        };
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let big: Vec<u8> = (0..400_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let first = commit("big.bin", &big, None);
+        let second = commit("small.txt", b"small", Some(first));
+        let whole = pack_of(t.path(), &second.to_string(), &[]).unwrap();
+        let thin = pack_of(t.path(), &second.to_string(), &[first.to_string()]).unwrap();
+        assert!(whole.len() > 300_000, "{}", whole.len());
+        assert!(thin.len() < 2_000, "{}", thin.len());
+        // It indexes into a copy that has the first commit, which then has the second.
+        let other = tempfile::tempdir().unwrap();
+        let copy = git2::Repository::init_bare(other.path()).unwrap();
+        let odb = copy.odb().unwrap();
+        let mut w = odb.packwriter().unwrap();
+        std::io::Write::write_all(&mut w, &whole).unwrap();
+        w.commit().unwrap();
+        assert!(copy.find_commit(second).is_ok());
+        // A commit the repository does not know is ignored, not an error.
+        let unknown = "0123456789012345678901234567890123456789".to_string();
+        assert!(pack_of(t.path(), &second.to_string(), &[unknown]).is_ok());
     }
 }
