@@ -107,7 +107,8 @@ impl SandboxOptions {
 
 /// Checks that a sandbox can be made here once per boot, not once per `runway run`:
 /// the answer is kept in the state directory (`sandbox-checked`, runway's own, hidden
-/// from jobs) under `key`. A machine that cannot make one is still told at once, on the
+/// from jobs) under `key`, beside the answers for other options (the last
+/// [`KEPT_CHECKS`]). A machine that cannot make one is still told at once, on the
 /// first run; a job whose sandbox fails later is errored with the reason as before.
 fn check_once_per_boot(
     ns: &crate::sandbox::Namespaces,
@@ -120,18 +121,41 @@ fn check_once_per_boot(
     let mark = state_dir.join(CHECKED);
     ns.check()?;
     // Kept for the next run; a run that cannot keep it checks again next time.
+    let before = std::fs::read_to_string(&mark).unwrap_or_default();
     if std::fs::create_dir_all(state_dir).is_ok()
         && let Ok(mut tmp) = tempfile::NamedTempFile::new_in(state_dir)
-        && std::io::Write::write_all(&mut tmp, key.as_bytes()).is_ok()
+        && std::io::Write::write_all(&mut tmp, remember(&before, key).as_bytes()).is_ok()
     {
         let _ = tmp.persist(&mark);
     }
     Ok(())
 }
 
+/// How many checks (one per set of options) `sandbox-checked` keeps.
+const KEPT_CHECKS: usize = 8;
+/// Between two kept checks in `sandbox-checked` (a key is one or more lines).
+const BETWEEN: char = '\x1e';
+
+/// The kept checks `text` with `key` added (the newest last, at most [`KEPT_CHECKS`]);
+/// those of another boot are dropped.
+fn remember(text: &str, key: &str) -> String {
+    let boot = |k: &str| -> Option<String> {
+        let at = k.find(" boot ")? + " boot ".len();
+        k[at..].split_whitespace().next().map(str::to_string)
+    };
+    let mut keys: Vec<&str> = text
+        .split(BETWEEN)
+        .filter(|k| !k.is_empty() && *k != key && boot(k) == boot(key))
+        .collect();
+    keys.push(key);
+    let from = keys.len().saturating_sub(KEPT_CHECKS);
+    keys[from..].join(&BETWEEN.to_string())
+}
+
 /// Whether a check kept in the state directory answers for `key`.
 fn checked_before(state_dir: &std::path::Path, key: &str) -> bool {
-    std::fs::read_to_string(state_dir.join(CHECKED)).is_ok_and(|k| k == key)
+    std::fs::read_to_string(state_dir.join(CHECKED))
+        .is_ok_and(|text| text.split(BETWEEN).any(|k| k == key))
 }
 
 /// The file in the state directory that keeps a passed sandbox check.
@@ -167,4 +191,30 @@ fn probe_disk(bytes: u64) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remember;
+
+    #[test]
+    fn checks_for_other_options_are_kept_beside_each_other() {
+        let one = remember("", "a\n");
+        assert_eq!(one, "a\n");
+        let two = remember(&one, "b\ndisk failed\n");
+        assert!(two.split('\x1e').any(|k| k == "a\n"));
+        assert!(two.split('\x1e').any(|k| k == "b\ndisk failed\n"));
+        assert_eq!(
+            remember(&two, "a\n").split('\x1e').count(),
+            2,
+            "no key twice"
+        );
+        let mut many = String::new();
+        for i in 0..20 {
+            many = remember(&many, &format!("k{i}\n"));
+        }
+        let kept: Vec<&str> = many.split('\x1e').collect();
+        assert_eq!(kept.len(), 8);
+        assert_eq!(kept.last(), Some(&"k19\n"));
+    }
 }

@@ -496,4 +496,14 @@ fn the_sandbox_check_is_kept_for_the_boot() {
     let r = run(&mut c);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(std::fs::read_to_string(&mark).unwrap(), kept);
+    // Other options are kept beside it: alternating them checks nothing again.
+    let mut c = p.command(&["--disk", "none"]);
+    c.env("RUNWAY_STATE_DIR", state.path());
+    let r = run(&mut c);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let both = std::fs::read_to_string(&mark).unwrap();
+    let keys: Vec<&str> = both.split('\x1e').collect();
+    assert_eq!(keys.len(), 2, "{both:?}");
+    assert!(keys.contains(&kept.as_str()), "{both:?}");
+    assert!(keys.iter().any(|k| k.contains("disk None")), "{both:?}");
 }
