@@ -136,19 +136,9 @@ fn copy_on_write(base: &Path, rounds: usize) {
                 sub: sub(&written),
                 layer: None,
             }];
-            let s = runway::inside::save_tree(
-                view,
-                &dirs,
-                trees,
-                None,
-                &new.dir,
-                None,
-                None,
-                u64::MAX,
-                600,
-            )
-            .unwrap()
-            .unwrap();
+            let s =
+                runway::inside::save_tree(view, &dirs, trees, &new.dir, None, None, u64::MAX, 600)
+                    .unwrap();
             let manifest = Manifest {
                 files: s.files,
                 bytes: s.bytes,

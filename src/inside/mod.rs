@@ -41,11 +41,8 @@ pub enum Op {
     /// Write a new stored version of the directories into the directory at descriptor 3
     /// (runway's, empty), linking what did not change from the version at `old` (a
     /// descriptor) and reading what the job wrote over it from the overlays' upper
-    /// directories under `layers` (a descriptor); nothing when their fingerprint is still
-    /// `since`.
+    /// directories under `layers` (a descriptor).
     SaveTree {
-        /// The fingerprint after an archive's restore (no version was mounted).
-        since: Option<String>,
         /// The descriptor of the version restored, if one was.
         old: Option<i32>,
         /// The descriptor of the directory holding each mount's `N/upper`.
@@ -189,12 +186,7 @@ fn work(req: &Request) -> io::Result<Answer> {
                 },
             }
         }
-        Op::SaveTree {
-            since,
-            old,
-            layers,
-            trees,
-        } => write_tree(req, since.as_deref(), *old, *layers, trees)?,
+        Op::SaveTree { old, layers, trees } => write_tree(req, *old, *layers, trees)?,
         Op::Fill { sub } => {
             use crate::cache::tree;
             use std::os::fd::FromRawFd;
@@ -238,7 +230,6 @@ fn work(req: &Request) -> io::Result<Answer> {
 /// The helper's side of [`Op::SaveTree`].
 fn write_tree(
     req: &Request,
-    since: Option<&str>,
     old: Option<i32>,
     layers: Option<i32>,
     trees: &[TreeDir],
@@ -246,12 +237,6 @@ fn write_tree(
     use crate::cache::tree;
     use std::ffi::CString;
     use std::os::fd::FromRawFd;
-    if since.is_some() && archive::fingerprint(&req.dirs).ok().as_deref() == since {
-        return Ok(Answer {
-            unchanged: true,
-            ..Answer::default()
-        });
-    }
     // SAFETY: runway passed these descriptors (3, and the numbers in the request) to
     // this process for this request alone; each is owned here once.
     let adopt = |fd: i32| unsafe { std::fs::File::from_raw_fd(fd) };
@@ -466,20 +451,18 @@ pub struct Stored {
 
 /// Writes a new stored version of the job's directories, as the job sees them, into
 /// `new` (runway's empty directory): what is unchanged since `old` (the version mounted,
-/// with each mount's upper directory under `layers`) is linked, the rest copied. None
-/// when their fingerprint is still `since` (restored from an archive, nothing changed).
+/// with each mount's upper directory under `layers`) is linked, the rest copied.
 #[allow(clippy::too_many_arguments)]
 pub fn save_tree(
     view: &JobView,
     dirs: &archive::Dirs,
     trees: Vec<TreeDir>,
-    since: Option<&str>,
     new: &std::fs::File,
     old: Option<&std::fs::File>,
     layers: Option<&std::fs::File>,
     cap: u64,
     timeout_secs: u64,
-) -> io::Result<Option<Stored>> {
+) -> io::Result<Stored> {
     let mut fds = vec![new.as_fd()];
     let mut old_fd = None;
     if let Some(f) = old {
@@ -492,18 +475,17 @@ pub fn save_tree(
         layers_fd = Some(2 + fds.len() as i32);
     }
     let op = Op::SaveTree {
-        since: since.map(str::to_string),
         old: old_fd,
         layers: layers_fd,
         trees,
     };
     let req = request(op, dirs, cap, timeout_secs);
     let a = ask_with(view, &req, Stdio::null(), Stdio::null(), &fds)?;
-    Ok((!a.unchanged).then_some(Stored {
+    Ok(Stored {
         files: a.files,
         bytes: a.bytes,
         copied_bytes: a.copied_bytes,
-    }))
+    })
 }
 
 /// Copies the stored version's part for `dir` (a directory that holds files already)

@@ -386,35 +386,28 @@ fn store_layered(
         } else {
             None
         };
-        let since = l
-            .version
-            .is_none()
-            .then(|| state.fingerprint.clone())
-            .flatten();
+        // Restored from an archive (the older form) or not at all: stored as directories
+        // even when unchanged, so that the next job mounts it.
         let saved = inside::save_tree(
             view,
             &state.dirs,
             trees,
-            since.as_deref(),
             &new.dir,
             l.version.as_ref().map(|v| &v.dir),
             layers.as_ref(),
             archive::restore_cap(),
             state.timeout.as_secs(),
         )?;
-        if let Some(s) = saved {
-            let manifest = Manifest {
-                files: s.files,
-                bytes: s.bytes,
-                dirs: state.dirs.iter().map(|(w, _)| w.clone()).collect(),
-            };
-            l.local.commit(new, &manifest)?;
-        }
+        let manifest = Manifest {
+            files: saved.files,
+            bytes: saved.bytes,
+            dirs: state.dirs.iter().map(|(w, _)| w.clone()).collect(),
+        };
+        l.local.commit(new, &manifest)?;
         Ok::<_, std::io::Error>(saved)
     })();
     match stored {
-        Ok(None) => "cache: nothing changed, not updating the cache".into(),
-        Ok(Some(s)) => format!(
+        Ok(s) => format!(
             "cache: stored {} files ({}, {} of it written) for branch {branch} in {}",
             s.files,
             bytes(s.bytes),

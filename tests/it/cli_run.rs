@@ -1068,6 +1068,42 @@ fn a_cache_on_this_machine_is_a_copy_on_write_mount_and_saves_only_what_changed(
     );
 }
 
+/// A cache kept as an archive (by a runway before this one, or a run on the bare host)
+/// is restored from it once, then stored as directories (even unchanged) and mounted
+/// from then on; the archive, the older form, is removed.
+#[test]
+fn a_cache_kept_as_an_archive_moves_to_directories() {
+    let p = Project::new(
+        "language: shell\ncache:\n  directories: [$HOME/deps]\nscript:\n\
+         \x20 - '[ -f $HOME/deps/lib ] && echo HIT || { echo v1 > $HOME/deps/lib; echo MISS; }'\n",
+    );
+    let r1 = p.run(&["--sandbox", "none"]);
+    assert!(r1.stdout.contains("MISS"), "{}", r1.all());
+    let archives = |p: &Project| {
+        let (mut n, mut stack) = (0, vec![p.cache.clone()]);
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else if e.file_name().to_string_lossy().ends_with(".tar.zst") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    };
+    assert_eq!(archives(&p), 1);
+    let r2 = p.run(&[]);
+    assert!(r2.stdout.contains("HIT"), "{}", r2.all());
+    assert!(!r2.stdout.contains("mounted copy-on-write"), "{}", r2.all());
+    assert!(r2.stdout.contains("cache: stored 1 files"), "{}", r2.all());
+    assert_eq!(archives(&p), 0, "the older form is removed");
+    let r3 = p.run(&[]);
+    assert!(r3.stdout.contains("HIT"), "{}", r3.all());
+    assert!(r3.stdout.contains("mounted copy-on-write"), "{}", r3.all());
+    assert!(r3.stdout.contains("cache: nothing changed"), "{}", r3.all());
+}
+
 /// A cached directory the job removes whole (`rm -rf node_modules`, as 74 of the
 /// corpus's 3,360 configurations with caches do) cannot be a mount (removing a mount
 /// point fails): it is restored by copy, and the job passes as it did on Travis.
