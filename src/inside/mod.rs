@@ -11,6 +11,11 @@
 //! The archive's bytes cross the boundary as descriptors only: the stored archive is the
 //! helper's stdin, a new one its stdout (a file runway opened in its own cache
 //! directory); the helper answers one JSON line on stderr.
+//!
+//! A cache kept on this machine as directories is mounted copy-on-write
+//! ([`mount_version`], through [`JobView::mount_cache`]), copied in where a mount cannot
+//! serve ([`Op::Fill`]), and stored as a new version through descriptors of runway's
+//! directories passed to the helper as 3, 4, … ([`Op::SaveTree`], [`crate::cache::tree`]).
 
 pub(crate) mod bundle;
 
