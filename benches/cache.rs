@@ -172,7 +172,7 @@ fn copy_on_write(base: &Path, rounds: usize) {
             sh("sync");
             let (secs, version) = time(|| {
                 let v = size.store.version("o/r", "master", "k").unwrap().unwrap();
-                let (mounted, _) = runway::inside::mount_version(
+                let (mounted, _, _) = runway::inside::mount_version(
                     view,
                     &v,
                     &back,

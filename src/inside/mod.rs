@@ -517,8 +517,8 @@ pub fn fill(
 
 /// Mounts each cached directory's part of `version` in the job's view, its writes going
 /// to `layers/N/upper`; one that holds files already (the checkout's), or whose `copy`
-/// is set, gets the version's copied in instead. Per directory whether it was mounted,
-/// and the files copied.
+/// is set, or that cannot be mounted, gets the version's copied in instead. Per
+/// directory whether it was mounted, the files copied, and what to say.
 pub fn mount_version(
     view: &JobView,
     version: &crate::cache::store::Version,
@@ -526,9 +526,10 @@ pub fn mount_version(
     copy: &[bool],
     layers: &Path,
     timeout_secs: u64,
-) -> Result<(Vec<bool>, archive::Restored), String> {
+) -> Result<(Vec<bool>, archive::Restored, Vec<String>), String> {
     let mut mounted = Vec::new();
     let mut copied = archive::Restored::default();
+    let mut notes = Vec::new();
     for (i, (written, path)) in dirs.iter().enumerate() {
         let sub = crate::cache::store::sub(written);
         let Ok(lower) = crate::cache::tree::open_dir(
@@ -551,10 +552,15 @@ pub fn mount_version(
             upper: upper.as_fd(),
             work: work.as_fd(),
         };
+        // A kernel that cannot make the mount (overlayfs layers given as descriptors
+        // came in Linux 6.13) gets the version copied in instead.
         let done = !copy.get(i).copied().unwrap_or(false)
-            && view
-                .mount_cache(path, &layers)
-                .map_err(|e| format!("{written}: {e}"))?;
+            && view.mount_cache(path, &layers).unwrap_or_else(|e| {
+                notes.push(format!(
+                    "{written} could not be mounted copy-on-write ({e}); copied instead"
+                ));
+                false
+            });
         if !done {
             let dir = (written.clone(), path.clone());
             let r = fill(
@@ -571,7 +577,7 @@ pub fn mount_version(
         }
         mounted.push(done);
     }
-    Ok((mounted, copied))
+    Ok((mounted, copied, notes))
 }
 
 /// True when every cached directory was mounted (`mounted`) and the job wrote nothing

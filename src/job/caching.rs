@@ -149,7 +149,10 @@ impl Runner<'_> {
                             &l.layers,
                             spec.timeout_secs,
                         ) {
-                            Ok((mounted, copied)) => {
+                            Ok((mounted, copied, notes)) => {
+                                for n in &notes {
+                                    log.line(&format!("cache: {n}"));
+                                }
                                 let how = if copied.files == 0 {
                                     "mounted copy-on-write".to_string()
                                 } else {
@@ -169,7 +172,7 @@ impl Runner<'_> {
                             }
                             Err(e) => {
                                 log.line(&format!(
-                                    "cache: could not mount the cache of branch {b}: {e}; going on without it"
+                                    "cache: could not restore the cache of branch {b}: {e}; going on without it"
                                 ));
                                 // Stored as an archive next (no copy-on-write here).
                                 layered = None;
