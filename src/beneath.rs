@@ -262,8 +262,17 @@ pub fn inside(base: &Path, written: &Path) -> Result<PathBuf, String> {
     } else {
         base.join(written)
     };
+    lexical(&full)
+        .strip_prefix(base)
+        .map(Path::to_path_buf)
+        .map_err(|_| format!("{} is outside the job's build directory", written.display()))
+}
+
+/// An absolute `path` with `.` dropped and each `..` taking the part before it away, on
+/// the text alone (no link is followed).
+pub fn lexical(path: &Path) -> PathBuf {
     let mut out: Vec<std::ffi::OsString> = Vec::new();
-    for c in full.components() {
+    for c in path.components() {
         match c {
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
             Component::ParentDir => {
@@ -272,13 +281,9 @@ pub fn inside(base: &Path, written: &Path) -> Result<PathBuf, String> {
             Component::Normal(n) => out.push(n.to_os_string()),
         }
     }
-    let normal: PathBuf = std::iter::once(std::ffi::OsString::from("/"))
+    std::iter::once(std::ffi::OsString::from("/"))
         .chain(out)
-        .collect();
-    normal
-        .strip_prefix(base)
-        .map(Path::to_path_buf)
-        .map_err(|_| format!("{} is outside the job's build directory", written.display()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -188,19 +188,7 @@ pub fn removed_whole<'a>(
     env: &HashMap<String, String>,
     build_dir: &Path,
 ) -> Option<&'a str> {
-    let norm = |p: PathBuf| -> PathBuf {
-        let mut out = PathBuf::new();
-        for c in p.components() {
-            match c {
-                std::path::Component::CurDir => {}
-                std::path::Component::ParentDir => {
-                    out.pop();
-                }
-                c => out.push(c),
-            }
-        }
-        out
-    };
+    let norm = |p: PathBuf| crate::beneath::lexical(&p);
     let target = norm(dir.to_path_buf());
     let node_modules = target == norm(build_dir.join("node_modules"));
     commands.iter().map(String::as_str).find(|command| {

@@ -59,6 +59,8 @@ pub struct NewVersion {
     pub dir: File,
     name: String,
     versions: PathBuf,
+    /// The same cache's archive (the older form, removed once this is in use).
+    archive: PathBuf,
     committed: bool,
 }
 
@@ -321,6 +323,7 @@ impl LocalStore {
             dir: file,
             name,
             versions: dir,
+            archive: self.path(repo, branch, key),
             committed: false,
         })
     }
@@ -335,13 +338,7 @@ impl LocalStore {
         std::os::unix::fs::symlink(&new.name, &tmp)?;
         std::fs::rename(&tmp, new.versions.join(CURRENT))?;
         new.committed = true;
-        let archive = new.versions.with_file_name(
-            new.versions
-                .file_name()
-                .map(|n| n.to_string_lossy().replace(VERSIONS, ".tar.zst"))
-                .unwrap_or_default(),
-        );
-        let _ = std::fs::remove_file(archive);
+        let _ = std::fs::remove_file(&new.archive);
         prune(&new.versions, &new.name);
         Ok(())
     }

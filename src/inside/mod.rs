@@ -539,28 +539,30 @@ pub fn mount_version(
             mounted.push(false);
             continue;
         };
+        let copy = copy.get(i).copied().unwrap_or(false);
         let at = layers.join(i.to_string());
         let open = |name: &str| -> std::io::Result<std::fs::File> {
             std::fs::create_dir_all(at.join(name))?;
             std::fs::File::open(at.join(name))
         };
-        let (upper, work) = open("upper")
-            .and_then(|u| Ok((u, open("work")?)))
-            .map_err(|e| format!("{}: {e}", at.display()))?;
-        let layers = crate::sandbox::CacheLayers {
-            lower: lower.as_fd(),
-            upper: upper.as_fd(),
-            work: work.as_fd(),
-        };
         // A kernel that cannot make the mount (overlayfs layers given as descriptors
         // came in Linux 6.13) gets the version copied in instead.
-        let done = !copy.get(i).copied().unwrap_or(false)
-            && view.mount_cache(path, &layers).unwrap_or_else(|e| {
+        let done = !copy && {
+            let (upper, work) = open("upper")
+                .and_then(|u| Ok((u, open("work")?)))
+                .map_err(|e| format!("{}: {e}", at.display()))?;
+            let layers = crate::sandbox::CacheLayers {
+                lower: lower.as_fd(),
+                upper: upper.as_fd(),
+                work: work.as_fd(),
+            };
+            view.mount_cache(path, &layers).unwrap_or_else(|e| {
                 notes.push(format!(
                     "{written} could not be mounted copy-on-write ({e}); copied instead"
                 ));
                 false
-            });
+            })
+        };
         if !done {
             let dir = (written.clone(), path.clone());
             let r = fill(

@@ -957,37 +957,22 @@ fn a_cache_on_this_machine_is_a_copy_on_write_mount_and_saves_only_what_changed(
     assert_eq!(r1.code, 0, "{}", r1.all());
     assert!(r1.stdout.contains("MISS"), "{}", r1.all());
     assert!(r1.stdout.contains("cache: stored 5 files"), "{}", r1.all());
+    use crate::common::files_under;
+    // Each stored version holds its manifest.
     let versions = |p: &Project| -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![p.cache.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let path = e.path();
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("v-") {
-                    out.push(path);
-                } else if e.file_type().unwrap().is_dir() {
-                    stack.push(path);
-                }
-            }
-        }
-        out
+        files_under(&p.cache)
+            .into_iter()
+            .filter(|f| f.file_name().is_some_and(|n| n == "runway-cache.json"))
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect()
     };
     let first = versions(&p);
     assert_eq!(first.len(), 1, "{first:?}");
     let file_in = |v: &Path, name: &str| -> PathBuf {
-        let mut stack = vec![v.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                if e.file_name() == name {
-                    return e.path();
-                }
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                }
-            }
-        }
-        panic!("{name} not in {}", v.display())
+        files_under(v)
+            .into_iter()
+            .find(|f| f.file_name().is_some_and(|n| n == name))
+            .unwrap_or_else(|| panic!("{name} not in {}", v.display()))
     };
     // Restored: mounted, the checkout's file kept beside the cache's, no setuid.
     let r2 = p.run(&[]);
@@ -1080,17 +1065,10 @@ fn a_cache_kept_as_an_archive_moves_to_directories() {
     let r1 = p.run(&["--sandbox", "none"]);
     assert!(r1.stdout.contains("MISS"), "{}", r1.all());
     let archives = |p: &Project| {
-        let (mut n, mut stack) = (0, vec![p.cache.clone()]);
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                } else if e.file_name().to_string_lossy().ends_with(".tar.zst") {
-                    n += 1;
-                }
-            }
-        }
-        n
+        crate::common::files_under(&p.cache)
+            .into_iter()
+            .filter(|f| f.to_string_lossy().ends_with(".tar.zst"))
+            .count()
     };
     assert_eq!(archives(&p), 1);
     let r2 = p.run(&[]);

@@ -76,25 +76,11 @@ impl Drop for Hostile {
     }
 }
 
-/// Every file under `dir` on the host.
-fn host_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() && !p.is_symlink() {
-            out.extend(host_files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Every stored cache's text (archives decompressed, and the files of versions kept as
 /// directories), to look for what must not be in it.
 fn archives_text(cache: &Path) -> String {
     let mut text = String::new();
-    let files = host_files(cache);
+    let files = crate::common::files_under(cache);
     assert!(!files.is_empty(), "no cache stored in {}", cache.display());
     for f in files {
         if !f.to_string_lossy().ends_with(".tar.zst") {
@@ -131,7 +117,7 @@ fn a_step_cannot_make_runway_write_the_next_command_onto_the_host() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("PLANTED"), "{}", r.all());
     assert!(r.stdout.contains("\nSECOND-STEP-RAN"), "{}", r.all());
-    let written = host_files(target.path());
+    let written = crate::common::files_under(target.path());
     assert!(written.is_empty(), "runway wrote on the host: {written:?}");
 }
 
@@ -161,7 +147,7 @@ fn a_cache_restored_through_a_linked_parent_lands_in_the_job_only() {
     // The job sees the file where its link leads, in its own copy...
     assert!(second.stdout.contains("inside=cached"), "{}", second.all());
     // ...and the host's directory was never written.
-    let written = host_files(host_dir.path());
+    let written = crate::common::files_under(host_dir.path());
     assert!(
         written.is_empty(),
         "the restore wrote on the host: {written:?}"

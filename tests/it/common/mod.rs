@@ -90,6 +90,20 @@ pub fn run_within(cmd: &mut Command, limit: std::time::Duration) -> Run {
 }
 
 /// Runs git in `dir`, failing the test if git fails.
+/// Every file (and link) under `dir` on the host, links not followed.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
