@@ -144,6 +144,12 @@ fn a_cache_restored_through_a_linked_parent_lands_in_the_job_only() {
         "{}",
         second.all()
     );
+    // Restored as a mount, made by runway as root: still in the job's copy only.
+    assert!(
+        second.stdout.contains("mounted copy-on-write"),
+        "{}",
+        second.all()
+    );
     // The job sees the file where its link leads, in its own copy...
     assert!(second.stdout.contains("inside=cached"), "{}", second.all());
     // ...and the host's directory was never written.
@@ -205,6 +211,11 @@ fn cache_directories_outside_the_checkout_are_the_jobs_own_copies() {
     assert!(
         second.stdout.contains("abs=one rel=two"),
         "the job's own copies are cached: {}",
+        second.all()
+    );
+    assert!(
+        second.stdout.contains("mounted copy-on-write"),
+        "{}",
         second.all()
     );
     assert!(!abs.exists(), "restored on the host: {}", abs.display());
