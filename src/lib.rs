@@ -41,6 +41,7 @@
 pub(crate) mod agent;
 pub(crate) mod appspec;
 pub(crate) mod auth;
+pub(crate) mod behind;
 pub(crate) mod beneath;
 pub mod build;
 pub mod cache;

@@ -233,8 +233,22 @@ pub fn settings_from(
 
 /// Runs the build; returns the exit code.
 pub fn run(args: &RunArgs, err: &mut dyn Write) -> Result<i32, CmdError> {
+    // A run ends when its last line is written: what its jobs held is torn down by a
+    // process of its own (made first, while runway is one small thread).
+    crate::behind::one_shot();
     let settings = settings_from(args.env_file.as_deref(), &args.env)?;
     let mut sandbox = args.sandbox.options();
+    // What every run does whatever its `.travis.yml` says, begun at once on other
+    // threads while the commit is read and planned: Travis's schema parsed, the job's
+    // disk made (a build that does not run releases it unused).
+    crate::config::schema::parse_ahead();
+    if let (crate::sandbox::Mode::Namespaces, Some(size), false) =
+        (sandbox.mode, sandbox.disk.0, args.keep_workspace)
+        // SAFETY: geteuid(2) cannot fail.
+        && unsafe { libc::geteuid() } == 0
+    {
+        crate::sandbox::disk::make_ahead(&crate::store::default_dir(), size);
+    }
     // Jobs never read the file the settings came from.
     sandbox.hide.extend(args.env_file.clone());
     let request = Request {

@@ -59,6 +59,14 @@ fn schema() -> &'static Schema {
     })
 }
 
+/// Parses the schema on a thread of its own, so that the first config read finds it
+/// ready (or waits only for the rest of it).
+pub fn parse_ahead() {
+    std::thread::spawn(|| {
+        schema();
+    });
+}
+
 fn index_refs(root: &'static J, v: &'static J, out: &mut HashMap<usize, Option<&'static J>>) {
     match v {
         J::Object(o) => {

@@ -333,6 +333,7 @@ impl Shell {
     /// looked for again.
     pub fn finish(mut self, grace: Duration) {
         kill_group(self.pgid(), libc::SIGTERM);
+        self.confined.leave_behind();
         let deadline = Instant::now() + grace;
         exited_within(self.child.id() as i32, grace);
         while Instant::now() < deadline {

@@ -90,7 +90,7 @@ impl JobDisk {
             size,
             kept: false,
         };
-        let ready = Pool::with(|p| p.take(size))?;
+        let ready = Pool::take_or_wait(size)?;
         let moved = ready.is_some_and(|spot| {
             let ok = move_mount(&spot, dir).is_ok();
             if ok {
@@ -330,6 +330,25 @@ impl Pool {
         Some(self.ready.swap_remove(at).1)
     }
 
+    /// A disk of `size` made ahead: the one ready, or the one being made (waited for:
+    /// making a second beside it would cost the same and contend with it).
+    fn take_or_wait(size: u64) -> io::Result<Option<PathBuf>> {
+        Pool::with(|_| ())?;
+        let mut g = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let Some(p) = g.as_mut() else {
+                return Ok(None);
+            };
+            if let Some(spot) = p.take(size) {
+                return Ok(Some(spot));
+            }
+            if !p.making.contains(&size) {
+                return Ok(None);
+            }
+            g = IDLE.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// The template image of `size` bytes: made once per process, or once for every
     /// run when a directory keeps it ([`keep_templates_in`]).
     fn template(size: u64) -> io::Result<PathBuf> {
@@ -412,13 +431,60 @@ impl Pool {
             return;
         };
         let _ = std::fs::rename(image_of(workspace), image_of(&spot));
-        std::thread::spawn(move || {
+        // Handed to the holder of a one-shot runway, the disk's teardown happens as the
+        // holder exits: undoing the mount here is only its detaching.
+        let behind = hold(&spot).is_some_and(|fd| crate::behind::hand_off(fd).is_ok());
+        let done = move || {
             release(&spot);
             let _ = std::fs::remove_dir(&spot);
             let _ = Pool::with(|p| p.busy -= 1);
             IDLE.notify_all();
-        });
+        };
+        if behind {
+            done();
+        } else {
+            std::thread::spawn(done);
+        }
     }
+}
+
+/// A descriptor on the disk mounted at `spot` (runway's own directory), to hand off.
+fn hold(spot: &Path) -> Option<std::os::fd::OwnedFd> {
+    if !crate::behind::active() {
+        return None;
+    }
+    let c = cstr(spot).ok()?;
+    // SAFETY: open(2) of a NUL-terminated path; the descriptor is ours.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    (fd >= 0).then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Starts making a disk of `size` on a thread, for a job about to come (`runway run`
+/// does this first, so that the disk is ready when its job has been planned), with the
+/// templates kept in `state_dir`.
+pub fn make_ahead(state_dir: &Path, size: u64) {
+    keep_templates_in(state_dir);
+    Pool::refill(size);
+}
+
+/// Releases the pools of runway processes that are gone ([`sweep`]) on a thread;
+/// [`shutdown`] waits for it.
+pub fn sweep_behind() {
+    if Pool::with(|p| p.busy += 1).is_err() {
+        sweep();
+        return;
+    }
+    std::thread::spawn(|| {
+        sweep();
+        let _ = Pool::with(|p| p.busy -= 1);
+        IDLE.notify_all();
+    });
 }
 
 /// Waits for the disks being made or released, releases the ones made ahead and

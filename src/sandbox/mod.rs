@@ -183,6 +183,22 @@ impl JobView {
 }
 
 impl Confined {
+    /// The job has ended: in a one-shot runway, its view of the files (the last hold
+    /// on its mount namespace once its processes are gone) goes to [`crate::behind`],
+    /// so that the namespace's teardown is not waited for.
+    pub fn leave_behind(&mut self) {
+        if !crate::behind::active() {
+            return;
+        }
+        if let Files::Job(view) =
+            std::mem::replace(&mut self.files, Files::Gone("the job has ended".into()))
+        {
+            // Not taken: closed here, before the job's processes are gone (its init
+            // holds the namespace then, and tears it down as it exits).
+            let _ = crate::behind::hand_off(view.mnt);
+        }
+    }
+
     /// Where the job's files are, for runway's work on them.
     pub fn files(&self) -> &Files {
         &self.files

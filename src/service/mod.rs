@@ -335,7 +335,7 @@ fn prepare(
 ) -> Option<Arc<dyn crate::sandbox::Sandbox>> {
     if !matches!(req.record, Record::Queued(_)) {
         let ended = crate::process::end_orphans(&store::process_dir(&req.state_dir));
-        crate::sandbox::disk::sweep();
+        crate::sandbox::disk::sweep_behind();
         if ended > 0 {
             reporter.event(Event::Note(&format!(
                 "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"

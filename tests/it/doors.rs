@@ -557,7 +557,22 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
     let p = Hostile::new(
         "language: shell\nscript:\n  - fallocate -l 100M $HOME/a && echo HOME-OK\n  - fallocate -l 100M /opt/b && echo ROOT-OK\n  - fallocate -l 200M /usr/local/c && echo TOO-MUCH\n",
     );
-    let r = p.run(&["--disk", "256M"]);
+    // Its disks are made in runway's own pool directory (`runway-disk-PID-…`); read
+    // to the end of its output (runway's standard error ends when what its jobs held
+    // is torn down, see `runway::behind`).
+    let child = p
+        .command(&["--disk", "256M"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pool = format!("runway-disk-{}-", child.id());
+    let out = child.wait_with_output().unwrap();
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
     assert_eq!(r.code, runway::exit::ERRORED, "{}", r.all());
     assert!(r.stdout.contains("disk 256M"), "{}", r.all());
     assert!(
@@ -584,10 +599,19 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
         "its image is left"
     );
     assert!(!Path::new(&workspace).exists(), "the workspace is left");
-    // Nothing of it is left attached: no loop device names its image.
-    let loops = Command::new("losetup").arg("-a").output().unwrap();
-    let loops = String::from_utf8_lossy(&loops.stdout);
-    assert!(!loops.contains(&workspace), "{loops}");
+    // Nothing of it is left attached: no loop device names its image (the kernel
+    // clears a loop device a lazily unmounted filesystem held a moment after its last
+    // descriptor closes, on a worker of its own).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let loops = Command::new("losetup").arg("-a").output().unwrap();
+        let loops = String::from_utf8_lossy(&loops.stdout).into_owned();
+        if !loops.contains(&workspace) && !loops.contains(&pool) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pool}: {loops}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Issue 29: a second run on this boot keeps the first's sandbox check and makes no
     // probe disk; its job has the same budget all the same.
     let again = p.run(&["--disk", "256M"]);
