@@ -160,21 +160,14 @@ fn clone_at(
     if let Some(depth) = git.depth.filter(|d| *d > 0) {
         fetch.depth(depth);
     }
-    let mut builder = git2::build::RepoBuilder::new();
-    builder.fetch_options(fetch);
-    // The clone checks nothing out: the commit is checked out once, below (the default
-    // branch's files were written, then the commit's over them).
-    let mut none = git2::build::CheckoutBuilder::new();
-    none.dry_run();
-    builder.with_checkout(none);
-    let cloned = match builder.clone(&url, dest) {
+    let cloned = match clone_repo(repo, &url, dest, &mut fetch) {
         Ok(r) => r,
         Err(_) if git.depth.is_some() => {
             // Some transports cannot fetch shallow; a full clone is still correct.
             let _ = std::fs::remove_dir_all(dest);
-            git2::build::RepoBuilder::new().clone(&url, dest)?
+            clone_repo(repo, &url, dest, &mut git2::FetchOptions::new())?
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let oid = git2::Oid::from_str(sha)?;
     let commit = match cloned.find_commit(oid) {
@@ -195,6 +188,95 @@ fn clone_at(
         update_submodules(&cloned, urls)?;
     }
     Ok(())
+}
+
+/// Makes `dest` a clone of the repository at `source` (`url` is how origin names it),
+/// as `git clone` makes one: origin's branches fetched as remote-tracking branches
+/// with the tags on them, origin's default branch a local branch. Nothing is checked
+/// out. Each file of the new repository is written once (libgit2's `git_clone`
+/// rewrites the config file for every setting it makes, and walks a checkout even
+/// when told to skip it).
+fn clone_repo(
+    source: &Path,
+    url: &str,
+    dest: &Path,
+    fetch: &mut git2::FetchOptions<'_>,
+) -> Result<git2::Repository, WorkspaceError> {
+    let default = git2::Repository::open(source).ok().and_then(|s| {
+        let head = s.find_reference("HEAD").ok()?;
+        let branch = head.symbolic_target().ok()??.strip_prefix("refs/heads/")?;
+        Some(branch.to_string())
+    });
+    let git = dest.join(".git");
+    for d in [
+        "objects/pack",
+        "objects/info",
+        "refs/heads",
+        "refs/tags",
+        "info",
+    ] {
+        std::fs::create_dir_all(git.join(d))?;
+    }
+    let head = default.as_deref().unwrap_or("master");
+    std::fs::write(git.join("HEAD"), format!("ref: refs/heads/{head}\n"))?;
+    std::fs::write(git.join("config"), clone_config(url, default.as_deref()))?;
+    let repo = git2::Repository::open(dest)?;
+    repo.find_remote("origin")?
+        .fetch(&[] as &[&str], Some(fetch), None)?;
+    if let Some(branch) = &default {
+        let tracking = format!("refs/remotes/origin/{branch}");
+        let tip = repo.find_reference(&tracking).ok().and_then(|r| r.target());
+        if let Some(oid) = tip {
+            let why = format!("clone: from {url}");
+            repo.reference(&format!("refs/heads/{branch}"), oid, false, &why)?;
+            repo.reference_symbolic("refs/remotes/origin/HEAD", &tracking, false, &why)?;
+        }
+    }
+    Ok(repo)
+}
+
+/// The config file of a fresh clone of `url` whose default branch is `branch`, as
+/// `git clone` writes it.
+fn clone_config(url: &str, branch: Option<&str>) -> String {
+    let mut text = format!(
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n[remote \"origin\"]\n\turl = {}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n",
+        config_value(url)
+    );
+    // A section's name holds no newline or NUL: a branch named so (git refuses
+    // such names) gets no section.
+    if let Some(b) = branch.filter(|b| !b.contains(['\n', '\0'])) {
+        text.push_str(&format!(
+            "[branch \"{}\"]\n\tremote = origin\n\tmerge = {}\n",
+            b.replace('\\', "\\\\").replace('"', "\\\""),
+            config_value(&format!("refs/heads/{b}"))
+        ));
+    }
+    text
+}
+
+/// `value` as git's config file holds it: as it is when nothing in it means anything
+/// there, else in double quotes with `\`, `"` and the control characters git knows
+/// escaped, so that no text of a path can end the line or the value.
+fn config_value(value: &str) -> String {
+    let plain = !value.starts_with(' ')
+        && !value.ends_with(' ')
+        && !value.contains([';', '#', '"', '\\', '\n', '\t', '\u{8}', '\r']);
+    if plain {
+        return value.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Where a commit's submodules may be fetched from.
@@ -318,6 +400,38 @@ fn copy_tree(src: &Path, dest: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::
 
 #[cfg(test)]
 mod tests {
+    /// The config a clone is given reads back, through git's own parser, as the
+    /// repository's url and default branch, whatever characters they hold: a path
+    /// cannot add a setting of its own (`core.hooksPath`, say) by ending a line.
+    #[test]
+    fn a_clones_config_holds_its_url_and_branch_whatever_they_hold() {
+        for (url, branch) in [
+            ("file:///tmp/rb/app", "master"),
+            ("file:///srv/a b;c#d", "feature/x"),
+            ("file:///x\n[core]\n\thooksPath = /tmp/evil", "a\"b\\c"),
+            ("file:///q\"\\ \t\u{8}end ", "main"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("config");
+            std::fs::write(&path, super::clone_config(url, Some(branch))).unwrap();
+            let config = git2::Config::open(&path).unwrap();
+            assert_eq!(config.get_string("remote.origin.url").unwrap(), url);
+            assert_eq!(
+                config
+                    .get_string(&format!("branch.{branch}.merge"))
+                    .unwrap(),
+                format!("refs/heads/{branch}")
+            );
+            assert!(config.get_string("core.hooksPath").is_err(), "{url}");
+            assert!(!config.get_bool("core.bare").unwrap());
+        }
+        // A plain url is written as git writes it, unquoted.
+        assert!(
+            super::clone_config("file:///tmp/rb/app", None)
+                .contains("\turl = file:///tmp/rb/app\n")
+        );
+    }
+
     #[test]
     fn submodule_urls_on_this_machine_are_told_from_network_ones() {
         for local in [
