@@ -26,6 +26,11 @@ pub struct Restored {
     pub bytes: u64,
     /// Entries refused, as written in the archive with the reason: `0/a/b (under a file)`.
     pub refused: Vec<String>,
+    /// The directories' fingerprint when the archive was made ([`fingerprint_of`]),
+    /// kept in its manifest: what a store compares with, so that a job walks its
+    /// cached directories once (at the store), not after the restore too. None for an
+    /// archive made before runway kept it there.
+    pub fingerprint: Option<String>,
 }
 
 /// What a save did.
@@ -96,7 +101,11 @@ pub fn save_walked(
     let mut tar = tar::Builder::new(enc);
     tar.follow_symlinks(false);
     let names: Vec<&str> = dirs.iter().map(|(w, _)| w.as_str()).collect();
-    let manifest = serde_json::to_vec(&serde_json::json!({ "version": 1, "dirs": names }))?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "version": 1,
+        "dirs": names,
+        "fingerprint": fingerprint_of(walked),
+    }))?;
     let mut header = tar::Header::new_gnu();
     header.set_size(manifest.len() as u64);
     header.set_mode(0o644);
@@ -182,6 +191,7 @@ pub fn restore_from(
             let v: serde_json::Value = serde_json::from_slice(&text)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let dirs = v["dirs"].as_array().cloned().unwrap_or_default();
+            done.fingerprint = v["fingerprint"].as_str().map(str::to_string);
             targets = Some(dirs.iter().map(|d| d.as_str().and_then(resolve)).collect());
             continue;
         }
@@ -393,6 +403,9 @@ mod tests {
         assert!(!dst.join("link").exists());
         let after = fingerprint(&[("$HOME/x".to_string(), dst)]).unwrap();
         assert_eq!(before, after, "restored files keep size, mode and mtime");
+        // The archive says what the directories' fingerprint was: the restore needs
+        // no walk of its own to know what a store compares with.
+        assert_eq!(got.fingerprint.as_deref(), Some(after.as_str()));
     }
 
     /// An archive as a hostile job could leave one: entries (path, mode, data or None

@@ -33,7 +33,8 @@ use crate::sandbox::JobView;
 pub enum Op {
     /// Make the cached directories (before a fetch).
     Prepare,
-    /// Restore the archive on stdin, then fingerprint the directories.
+    /// Restore the archive on stdin; the fingerprint is the archive's (or, for an
+    /// archive that does not say it, the directories' after the restore).
     Restore,
     /// Write the directories as an archive on stdout.
     Save,
@@ -161,11 +162,13 @@ fn work(req: &Request) -> io::Result<Answer> {
                 &never,
                 req.cap,
             )?;
+            // The archive's own fingerprint, else (an older archive) a walk.
+            let fingerprint = r.fingerprint.or_else(|| archive::fingerprint(dirs).ok());
             Answer {
                 files: r.files,
                 bytes: r.bytes,
                 refused: r.refused,
-                fingerprint: archive::fingerprint(dirs).ok(),
+                fingerprint,
                 ..Answer::default()
             }
         }
@@ -360,7 +363,7 @@ pub fn prepare(view: &JobView, dirs: &archive::Dirs, timeout_secs: u64) -> io::R
 }
 
 /// Restores `archive` (a file in runway's cache store) into the job's view; returns what
-/// was restored and the directories' fingerprint after it.
+/// was restored and the fingerprint a store compares with (the archive's).
 pub fn restore(
     view: &JobView,
     archive_file: &Path,
@@ -376,6 +379,7 @@ pub fn restore(
             files: a.files,
             bytes: a.bytes,
             refused: a.refused,
+            fingerprint: a.fingerprint.clone(),
         },
         a.fingerprint,
     ))
@@ -512,6 +516,7 @@ pub fn fill(
         files: a.files,
         bytes: a.bytes,
         refused: a.refused,
+        fingerprint: None,
     })
 }
 

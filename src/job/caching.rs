@@ -226,7 +226,8 @@ impl Runner<'_> {
                             &cancel,
                             archive::restore_cap(),
                         )?;
-                        Ok((r, archive::fingerprint(&dirs).ok()))
+                        let since = r.fingerprint.clone();
+                        Ok((r, since.or_else(|| archive::fingerprint(&dirs).ok())))
                     })
                 }
             };

@@ -1071,6 +1071,16 @@ fn a_cache_kept_as_an_archive_moves_to_directories() {
             .count()
     };
     assert_eq!(archives(&p), 1);
+    // On the bare host it stays an archive: restored, and not stored again when
+    // nothing changed (the archive says what its directories' fingerprint was).
+    let again = p.run(&["--sandbox", "none"]);
+    assert!(again.stdout.contains("HIT"), "{}", again.all());
+    assert!(
+        again.stdout.contains("cache: nothing changed"),
+        "{}",
+        again.all()
+    );
+    assert_eq!(archives(&p), 1);
     let r2 = p.run(&[]);
     assert!(r2.stdout.contains("HIT"), "{}", r2.all());
     assert!(!r2.stdout.contains("mounted copy-on-write"), "{}", r2.all());
