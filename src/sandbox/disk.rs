@@ -5,9 +5,10 @@
 //! `nosuid,nodev` on the workspace directory before the checkout. A job that fills it
 //! gets `ENOSPC`, never the host's disk; the job is errored "exceeded its disk limit".
 //!
-//! The image is a copy of a template made once per runway process with `mkfs.ext4`
-//! (no journal, no reserved blocks, no room kept to grow it, lazy inode tables): only its few megabytes of
-//! metadata are copied (`SEEK_DATA`/`SEEK_HOLE` and `copy_file_range`), then a loop
+//! The image is a copy of a template made with `mkfs.ext4` once per runway process, or
+//! once for all of them when it is kept in runway's state directory (no journal, no
+//! reserved blocks, no room kept to grow it, lazy inode tables): only its metadata is
+//! copied (`SEEK_DATA`/`SEEK_HOLE` and `copy_file_range`), then a loop
 //! device (`LOOP_CONFIGURE` with autoclear) and a mount. Binding a loop device takes
 //! milliseconds of the kernel's time, so each process keeps one disk of each size made
 //! ahead, on a thread of its own, in a private directory (`runway-disk-PID-…`): a job's
@@ -155,7 +156,12 @@ impl Drop for JobDisk {
 /// Makes a disk of `size` on `dir` now: the template copied, a loop device, a mount.
 fn make(dir: &Path, size: u64) -> io::Result<()> {
     let image = image_of(dir);
-    copy_sparse(&Pool::template(size)?, &image, size)?;
+    if copy_sparse(&Pool::template(size)?, &image, size).is_err() {
+        // The kept template went (its state directory cleared): made again.
+        let _ = std::fs::remove_file(&image);
+        Pool::with(|p| p.templates.retain(|(s, _)| *s != size))?;
+        copy_sparse(&Pool::template(size)?, &image, size)?;
+    }
     let attached = (|| {
         // Held open until mounted: an autoclear device is cleared at its last close.
         let (dev, _held) = loop_attach(&image)?;
@@ -286,7 +292,9 @@ fn keep(made: &Path, kept: &Path, size: u64) {
 /// This process's disks made ahead and on their way out, and its templates.
 struct Pool {
     dir: tempfile::TempDir,
-    templates: Vec<u64>,
+    /// Per size, the template disks are copied from (the kept one, or this
+    /// process's own).
+    templates: Vec<(u64, PathBuf)>,
     ready: Vec<(u64, PathBuf)>,
     /// Threads making or releasing disks.
     busy: usize,
@@ -359,32 +367,35 @@ impl Pool {
         let (path, made) = Pool::with(|p| {
             (
                 p.dir.path().join(format!("template-{size}.img")),
-                p.templates.contains(&size),
+                p.templates
+                    .iter()
+                    .find(|(s, _)| *s == size)
+                    .map(|(_, t)| t.clone()),
             )
         })?;
-        if made {
-            return Ok(path);
+        if let Some(made) = made {
+            return Ok(made);
         }
         let kept = KEPT
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|d| d.join(format!("{KEPT_PREFIX}{size}.img")));
-        match &kept {
+        let path = match kept {
             // runway's own file (its state directory is hidden from jobs), checked
-            // before it is read: a regular file of ours, of the size, not writable by
-            // others.
-            Some(k) if ours(k, size) => {
-                copy_sparse(k, &path, size)?;
-            }
-            _ => {
+            // before it is used: a regular file of ours, of the size, not writable by
+            // others. Disks are copied from it (it is only ever replaced whole, by a
+            // rename).
+            Some(k) if ours(&k, size) => k,
+            kept => {
                 mkfs(&path, size)?;
                 if let Some(k) = &kept {
                     keep(&path, k, size);
                 }
+                path
             }
-        }
-        Pool::with(|p| p.templates.push(size))?;
+        };
+        Pool::with(|p| p.templates.push((size, path.clone())))?;
         Ok(path)
     }
 
