@@ -88,6 +88,20 @@ pub struct Shell {
 
 const HELPERS: &str = include_str!("helpers.bash");
 
+/// Where `bash` is on the `PATH` of `env` (the job's), found once here, where the exec
+/// would try each directory of it in turn (the sandbox's root is this machine's). None
+/// leaves the search to the exec.
+fn bash_on(env: &[(String, String)]) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = env.iter().rev().find(|(k, _)| k == "PATH")?;
+    std::env::split_paths(&path.1)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("bash"))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// The prelude as a sealed in-memory file (nobody, the job included, can change it)
 /// for the shell to source as its descriptor 5.
 fn helpers_file() -> io::Result<std::fs::File> {
@@ -138,7 +152,14 @@ impl Shell {
         let (status_r, status_w) = io::pipe()?;
         let (cmd_r, cmd_w) = io::pipe()?;
         let nonce = nonce();
-        let mut c = Command::new("bash");
+        let mut c = match bash_on(env) {
+            Some(bash) => {
+                let mut c = Command::new(bash);
+                c.arg0("bash");
+                c
+            }
+            None => Command::new("bash"),
+        };
         c.args(["--noprofile", "--norc", "/dev/fd/4"])
             .stdin(Stdio::null())
             .stdout(out_w.try_clone()?)
