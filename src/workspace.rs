@@ -160,12 +160,13 @@ fn clone_at(
     if let Some(depth) = git.depth.filter(|d| *d > 0) {
         fetch.depth(depth);
     }
-    let cloned = match clone_repo(repo, &url, dest, &mut fetch) {
+    let shallow = git.depth.is_some_and(|d| d > 0);
+    let cloned = match clone_repo(repo, &url, dest, &mut fetch, shallow) {
         Ok(r) => r,
-        Err(_) if git.depth.is_some() => {
+        Err(_) if shallow => {
             // Some transports cannot fetch shallow; a full clone is still correct.
             let _ = std::fs::remove_dir_all(dest);
-            clone_repo(repo, &url, dest, &mut git2::FetchOptions::new())?
+            clone_repo(repo, &url, dest, &mut git2::FetchOptions::new(), false)?
         }
         Err(e) => return Err(e),
     };
@@ -201,8 +202,10 @@ fn clone_repo(
     url: &str,
     dest: &Path,
     fetch: &mut git2::FetchOptions<'_>,
+    shallow: bool,
 ) -> Result<git2::Repository, WorkspaceError> {
-    let default = git2::Repository::open(source).ok().and_then(|s| {
+    let origin = git2::Repository::open(source).ok();
+    let default = origin.as_ref().and_then(|s| {
         let head = s.find_reference("HEAD").ok()?;
         let branch = head.symbolic_target().ok()??.strip_prefix("refs/heads/")?;
         Some(branch.to_string())
@@ -221,8 +224,13 @@ fn clone_repo(
     std::fs::write(git.join("HEAD"), format!("ref: refs/heads/{head}\n"))?;
     std::fs::write(git.join("config"), clone_config(url, default.as_deref()))?;
     let repo = git2::Repository::open(dest)?;
-    repo.find_remote("origin")?
-        .fetch(&[] as &[&str], Some(fetch), None)?;
+    match origin {
+        // A shallow fetch goes through libgit2's transport, which knows depth.
+        Some(origin) if !shallow => fetch_local(&origin, &repo)?,
+        _ => repo
+            .find_remote("origin")?
+            .fetch(&[] as &[&str], Some(fetch), None)?,
+    }
     if let Some(branch) = &default {
         let tracking = format!("refs/remotes/origin/{branch}");
         let tip = repo.find_reference(&tracking).ok().and_then(|r| r.target());
@@ -233,6 +241,72 @@ fn clone_repo(
         }
     }
     Ok(repo)
+}
+
+/// Copies what `origin`'s branches and tags reach into `repo` and names them there as a
+/// fetch of `+refs/heads/*:refs/remotes/origin/*` with origin's tags would: one pack
+/// made by libgit2's pack builder straight from `origin` (a repository on this
+/// machine) into `repo`'s object database, and the references in one `packed-refs`
+/// file, as `git clone` leaves them. The local transport listed, negotiated and wrote
+/// each reference and its log apart.
+fn fetch_local(origin: &git2::Repository, repo: &git2::Repository) -> Result<(), git2::Error> {
+    let mut walk = origin.revwalk()?;
+    let mut pack = origin.packbuilder()?;
+    // (name here, what it points at, the commit an annotated tag peels to)
+    let mut refs: Vec<(String, git2::Oid, Option<git2::Oid>)> = Vec::new();
+    for r in origin.references()? {
+        let r = r?;
+        let (Ok(name), Some(target)) = (r.name(), r.target()) else {
+            continue;
+        };
+        let name = match name.strip_prefix("refs/heads/") {
+            Some(branch) => format!("refs/remotes/origin/{branch}"),
+            None if name.starts_with("refs/tags/") => name.to_string(),
+            None => continue,
+        };
+        // Down a chain of tag objects (each packed) to what it names.
+        let mut object = origin.find_object(target, None)?;
+        while let Some(tag) = object.as_tag() {
+            pack.insert_object(tag.id(), None)?;
+            object = tag.target()?;
+        }
+        match object.kind() {
+            Some(git2::ObjectType::Commit) => walk.push(object.id())?,
+            Some(git2::ObjectType::Tree) => pack.insert_tree(object.id())?,
+            _ => pack.insert_object(object.id(), None)?,
+        }
+        let peeled = (object.id() != target).then(|| object.id());
+        refs.push((name, target, peeled));
+    }
+    pack.insert_walk(&mut walk)?;
+    if pack.object_count() > 0 {
+        let odb = repo.odb()?;
+        let mut writer = odb.packwriter()?;
+        let mut failed = None;
+        pack.foreach(
+            |chunk| match std::io::Write::write_all(&mut writer, chunk) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(git2::Error::from_str(&e.to_string()));
+        }
+        writer.commit()?;
+    }
+    refs.sort();
+    let mut text = String::from("# pack-refs with: peeled fully-peeled sorted \n");
+    for (name, target, peeled) in &refs {
+        text.push_str(&format!("{target} {name}\n"));
+        if let Some(p) = peeled {
+            text.push_str(&format!("^{p}\n"));
+        }
+    }
+    std::fs::write(repo.path().join("packed-refs"), text)
+        .map_err(|e| git2::Error::from_str(&e.to_string()))
 }
 
 /// The config file of a fresh clone of `url` whose default branch is `branch`, as
@@ -429,6 +503,95 @@ mod tests {
         assert!(
             super::clone_config("file:///tmp/rb/app", None)
                 .contains("\turl = file:///tmp/rb/app\n")
+        );
+    }
+
+    /// A clone of a repository on this machine has what `git clone` gives: origin's
+    /// branches as remote-tracking branches, its tags (annotated ones peeled in
+    /// `packed-refs`), a local branch for its default branch, and every object they
+    /// reach; nothing of origin's other references.
+    #[test]
+    fn a_local_clone_has_origins_branches_tags_and_objects() {
+        let t = tempfile::tempdir().unwrap();
+        let src = git2::Repository::init(t.path().join("src")).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let mut parent: Option<git2::Oid> = None;
+        let mut commits = Vec::new();
+        for i in 0..3 {
+            let blob = src.blob(format!("v{i}").as_bytes()).unwrap();
+            let mut tb = src.treebuilder(None).unwrap();
+            tb.insert("f", blob, 0o100644).unwrap();
+            let tree = src.find_tree(tb.write().unwrap()).unwrap();
+            let parents: Vec<git2::Commit> = parent
+                .iter()
+                .map(|p| src.find_commit(*p).unwrap())
+                .collect();
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            let c = src
+                .commit(Some("HEAD"), &sig, &sig, &format!("c{i}"), &tree, &refs)
+                .unwrap();
+            commits.push(c);
+            parent = Some(c);
+        }
+        let first = src.find_commit(commits[0]).unwrap();
+        src.branch("feature", &first, false).unwrap();
+        src.tag_lightweight("light", first.as_object(), false)
+            .unwrap();
+        let annotated = src
+            .tag(
+                "v1",
+                src.find_commit(commits[1]).unwrap().as_object(),
+                &sig,
+                "v1",
+                false,
+            )
+            .unwrap();
+        // Not a branch or a tag: not fetched.
+        let stray = src.blob(b"stray").unwrap();
+        src.reference("refs/runway/other", commits[2], false, "")
+            .unwrap();
+        src.reference("refs/pull/1/head", stray, false, "").unwrap();
+
+        let dest = t.path().join("dest");
+        let url = format!("file://{}", t.path().join("src").display());
+        let repo = super::clone_repo(
+            &t.path().join("src"),
+            &url,
+            &dest,
+            &mut git2::FetchOptions::new(),
+            false,
+        )
+        .unwrap();
+        let target = |name: &str| repo.find_reference(name).ok().and_then(|r| r.target());
+        let branch = src.head().unwrap().shorthand().unwrap().to_string();
+        assert_eq!(
+            target(&format!("refs/remotes/origin/{branch}")),
+            Some(commits[2])
+        );
+        assert_eq!(target(&format!("refs/heads/{branch}")), Some(commits[2]));
+        assert_eq!(target("refs/remotes/origin/feature"), Some(commits[0]));
+        assert_eq!(target("refs/tags/light"), Some(commits[0]));
+        assert_eq!(target("refs/tags/v1"), Some(annotated));
+        assert_eq!(
+            repo.find_reference("refs/remotes/origin/HEAD")
+                .unwrap()
+                .symbolic_target(),
+            Ok(Some(format!("refs/remotes/origin/{branch}").as_str()))
+        );
+        assert!(target("refs/runway/other").is_none() && target("refs/pull/1/head").is_none());
+        for c in &commits {
+            let commit = repo.find_commit(*c).unwrap();
+            assert!(repo.find_tree(commit.tree_id()).is_ok());
+        }
+        assert!(repo.find_tag(annotated).is_ok());
+        assert!(
+            repo.find_blob(stray).is_err(),
+            "what no branch or tag reaches stays out"
+        );
+        let packed = std::fs::read_to_string(dest.join(".git/packed-refs")).unwrap();
+        assert!(
+            packed.contains(&format!("{annotated} refs/tags/v1\n^{}\n", commits[1])),
+            "{packed}"
         );
     }
 

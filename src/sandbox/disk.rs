@@ -153,8 +153,32 @@ impl Drop for JobDisk {
     }
 }
 
-/// Makes a disk of `size` on `dir` now: the template copied, a loop device, a mount.
+/// The directories every workspace has (its `home`, `runway`, `private` and `build`,
+/// and its sandbox's layers for the copy-on-write root), made with its disk: on a fresh
+/// filesystem each first `mkdir` allocates blocks, and a disk made ahead has that done
+/// off the job's path.
+const SKELETON: &[&str] = &[
+    "home",
+    "runway",
+    "private",
+    "build",
+    "sandbox/root",
+    "sandbox/upper-0",
+    "sandbox/work-0",
+];
+
+/// Makes a disk of `size` on `dir` now: the template copied, a loop device, a mount,
+/// the [`SKELETON`].
 fn make(dir: &Path, size: u64) -> io::Result<()> {
+    mount_new(dir, size)?;
+    for d in SKELETON {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    Ok(())
+}
+
+/// The template copied, a loop device, a mount on `dir`.
+fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
     let image = image_of(dir);
     if copy_sparse(&Pool::template(size)?, &image, size).is_err() {
         // The kept template went (its state directory cleared): made again.
