@@ -234,7 +234,8 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         return not_built(req, &plan, reporter);
     }
     let cache_root = cache_root(req);
-    let Some(sandbox) = prepare(req, &cache_root, reporter) else {
+    let clean_up = !matches!(req.record, Record::Queued(_));
+    let Some(sandbox) = prepare(req, &cache_root, clean_up, reporter) else {
         return Ok(exit::ERRORED);
     };
     let mut recorded = record(req, &event)?;
@@ -296,7 +297,8 @@ pub fn run_compiled(
     reporter: &mut dyn Reporter,
 ) -> crate::job::JobOutcome {
     let cache_root = cache_root(req);
-    let Some(sandbox) = prepare(req, &cache_root, reporter) else {
+    // A worker ended what a runway that died left when it started.
+    let Some(sandbox) = prepare(req, &cache_root, false, reporter) else {
         return crate::job::JobOutcome {
             result: crate::job::JobResult::Errored,
             reason: "the job sandbox cannot be made on this worker (its output says why)".into(),
@@ -325,15 +327,16 @@ pub fn run_compiled(
     build::run_compiled(job, &opts, &reporter.out()).outcome
 }
 
-/// Before the jobs: what a runway that died left running is ended (the server does
-/// this once at start), and the sandbox is made. `None` (having said why) when the
-/// sandbox cannot be made.
+/// Before the jobs: what a runway that died left running is ended (`clean_up`: a run
+/// of its own; the server and a worker do this once at start), and the sandbox is
+/// made. `None` (having said why) when the sandbox cannot be made.
 fn prepare(
     req: &Request,
     cache_root: &std::path::Path,
+    clean_up: bool,
     reporter: &mut dyn Reporter,
 ) -> Option<Arc<dyn crate::sandbox::Sandbox>> {
-    if !matches!(req.record, Record::Queued(_)) {
+    if clean_up {
         let ended = crate::process::end_orphans(&store::process_dir(&req.state_dir));
         crate::sandbox::disk::sweep_behind();
         if ended > 0 {
