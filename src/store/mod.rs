@@ -425,6 +425,13 @@ pub(in crate::store) trait Backend: Send {
     ) -> Result<Vec<Vec<tasks::Value>>, StoreError>;
     /// Rows changed by a plain statement, for [`tasks`].
     fn execute(&mut self, sql: &str, args: &[tasks::Value]) -> Result<u64, StoreError>;
+    /// [`Backend::execute`] of a write that may be lost with the machine's power, not
+    /// with runway's process: one a worker sends again (a log chunk the server does not
+    /// say it holds) or a lease recovers (who was seen when). SQLite commits it without
+    /// waiting for the disk (the next full commit takes it there); PostgreSQL as any.
+    fn execute_lazily(&mut self, sql: &str, args: &[tasks::Value]) -> Result<u64, StoreError> {
+        self.execute(sql, args)
+    }
     /// Tells the other nodes (PostgreSQL `NOTIFY`; nothing for SQLite: one node).
     fn notify(&mut self, payload: &str) -> Result<(), StoreError>;
     /// Another handle on the same database whose calls run beside this one's (a

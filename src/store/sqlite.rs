@@ -215,7 +215,9 @@ impl Sqlite {
         lock.lock()?;
         let conn = Connection::open(dir.join("runway.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
+        // Every commit synced to the disk, but those of writes that may be lost with the
+        // power ([`Backend::execute_lazily`]).
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
         conn.execute_batch("BEGIN IMMEDIATE;")?;
         let made = Sqlite::bring_up_to_date(&conn);
         match made {
@@ -320,6 +322,16 @@ impl Backend for Sqlite {
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
         let mut st = self.conn.prepare_cached(&placeholders(sql))?;
         Ok(st.execute(rusqlite::params_from_iter(bind(args)))? as u64)
+    }
+
+    fn execute_lazily(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        // In WAL mode `NORMAL` commits without syncing the log; it is synced with the
+        // next commit made at `FULL` (every other one), or at a checkpoint. Inside a
+        // transaction the level cannot change: the statement is then the transaction's.
+        let _ = self.conn.execute_batch("PRAGMA synchronous=NORMAL;");
+        let done = self.execute(sql, args);
+        let _ = self.conn.execute_batch("PRAGMA synchronous=FULL;");
+        done
     }
 
     fn notify(&mut self, _payload: &str) -> Result<(), StoreError> {

@@ -338,6 +338,10 @@ impl Store {
     fn x(&self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
         self.db().execute(sql, args)
     }
+    /// [`Backend::execute_lazily`](super::Backend::execute_lazily).
+    fn x_lazily(&self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        self.db().execute_lazily(sql, args)
+    }
     fn announce(&self, what: &str, build_id: i64) {
         let _ = self.db().notify(&format!("{what}{build_id}"));
     }
@@ -535,7 +539,8 @@ impl Store {
         data: &[u8],
     ) -> Result<(), StoreError> {
         let id = t.id;
-        self.x(
+        // A chunk lost with the power is sent again: the worker is told what is held.
+        self.x_lazily(
             "INSERT INTO task_chunks (task_id, attempt, seq, data) VALUES ($1, $2, $3, $4)
              ON CONFLICT (task_id, attempt, seq) DO NOTHING",
             &[
@@ -717,7 +722,8 @@ impl Store {
             w.task.map_or(Value::Null, Value::Int),
             i64::from(w.draining).into(),
         ];
-        self.x(
+        // When a worker was last seen: its next call says it again.
+        self.x_lazily(
             "INSERT INTO workers (name, labels, seen_at, task_id, draining) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO UPDATE SET labels = $2, seen_at = $3, task_id = $4, draining = $5",
             &args,
@@ -727,7 +733,7 @@ impl Store {
 
     /// Worker `name` beat while it runs task `id`.
     pub fn worker_beat(&self, name: &str, id: i64) -> Result<(), StoreError> {
-        self.x(
+        self.x_lazily(
             "UPDATE workers SET seen_at = $1, task_id = $2 WHERE name = $3",
             &[now_ms().into(), id.into(), name.into()],
         )?;
