@@ -297,6 +297,12 @@ fn fetch_local(origin: &git2::Repository, repo: &git2::Repository) -> Result<(),
         }
         writer.commit()?;
     }
+    // A shallow origin's history ends where its own does: the clone says so too, or
+    // its oldest commits would name parents it lacks.
+    if origin.is_shallow() {
+        std::fs::copy(origin.path().join("shallow"), repo.path().join("shallow"))
+            .map_err(|e| git2::Error::from_str(&e.to_string()))?;
+    }
     refs.sort();
     let mut text = String::from("# pack-refs with: peeled fully-peeled sorted \n");
     for (name, target, peeled) in &refs {
@@ -593,6 +599,51 @@ mod tests {
             packed.contains(&format!("{annotated} refs/tags/v1\n^{}\n", commits[1])),
             "{packed}"
         );
+    }
+
+    /// A clone of a shallow repository is shallow where it is: its history walks to
+    /// the same end, and no commit in it names a parent it lacks.
+    #[test]
+    fn a_local_clone_of_a_shallow_repository_is_shallow_too() {
+        let t = tempfile::tempdir().unwrap();
+        let src = git2::Repository::init(t.path().join("src")).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let tree = src
+            .find_tree(src.treebuilder(None).unwrap().write().unwrap())
+            .unwrap();
+        let mut commits: Vec<git2::Oid> = Vec::new();
+        for i in 0..3 {
+            let parents: Vec<git2::Commit> = commits
+                .last()
+                .map(|p| src.find_commit(*p).unwrap())
+                .into_iter()
+                .collect();
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            commits.push(
+                src.commit(Some("HEAD"), &sig, &sig, &format!("c{i}"), &tree, &refs)
+                    .unwrap(),
+            );
+        }
+        // As `git clone --depth 2` leaves it: the second commit is where history ends.
+        std::fs::write(src.path().join("shallow"), format!("{}\n", commits[1])).unwrap();
+        let src = git2::Repository::open(t.path().join("src")).unwrap();
+        assert!(src.is_shallow());
+        let dest = t.path().join("dest");
+        let repo = super::clone_repo(
+            &t.path().join("src"),
+            "file:///src",
+            &dest,
+            &mut git2::FetchOptions::new(),
+            false,
+        )
+        .unwrap();
+        assert!(repo.is_shallow());
+        // As a job's git finds it.
+        let repo = git2::Repository::open(&dest).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push(commits[2]).unwrap();
+        let walked: Vec<git2::Oid> = walk.map(|c| c.unwrap()).collect();
+        assert_eq!(walked, vec![commits[2], commits[1]]);
     }
 
     #[test]
