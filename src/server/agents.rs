@@ -239,16 +239,15 @@ pub(super) async fn claim(
             })
             .collect();
         let offered = tasks::relevant(&c.labels, &asked);
-        let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease));
+        // A secret for this claim only: every later call about the task must bring
+        // it; the store keeps its hash, set with the claim.
+        let secret = new_secret();
+        let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease, &hash(&secret)));
         match claimed {
             Ok(Some(t)) => {
                 state.signals.bump(t.build_id);
                 match assignment(&state, &t) {
                     Ok(mut a) => {
-                        // A secret for this claim only: every later call about the task
-                        // must bring it; the store keeps its hash.
-                        let secret = new_secret();
-                        let _ = state.db(|s| s.set_task_secret(t.id, t.attempt, &hash(&secret)));
                         a.secret = secret;
                         tracing::info!(worker = %c.name, task = t.id, job = %t.number, "job handed to a worker");
                         let _ = state.db(|s| {

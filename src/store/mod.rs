@@ -1088,7 +1088,7 @@ mod tests {
         );
         let w = parse_labels("os=linux arch=amd64 dist=bookworm");
         let got = st
-            .claim_task("w1", &w, 60_000)
+            .claim_task("w1", &w, 60_000, "h")
             .unwrap()
             .expect("the linux job");
         assert_eq!(
@@ -1096,7 +1096,7 @@ mod tests {
             (t2.id, Status::Running, Some("w1"))
         );
         assert!(
-            st.claim_task("w2", &w, 60_000).unwrap().is_none(),
+            st.claim_task("w2", &w, 60_000, "h").unwrap().is_none(),
             "{backend}: nothing else for linux"
         );
         for seq in [0, 1, 1, 3] {
@@ -1160,7 +1160,7 @@ mod tests {
         );
         // The osx job: retried when its lease is lost, then canceled while running.
         let o = st
-            .claim_task("mac", &parse_labels("os=osx arch=amd64"), 1)
+            .claim_task("mac", &parse_labels("os=osx arch=amd64"), 1, "h")
             .unwrap()
             .unwrap();
         assert_eq!(o.id, t1.id);
@@ -1168,7 +1168,7 @@ mod tests {
             st.expire_task(o.id, tasks::now_ms() + 10, "x", true)
                 .unwrap()
         );
-        let again = st.claim_task("mac2", &osx, 60_000).unwrap().unwrap();
+        let again = st.claim_task("mac2", &osx, 60_000, "h").unwrap().unwrap();
         assert_eq!((again.attempt, again.worker.as_deref()), (2, Some("mac2")));
         st.cancel_tasks(b.id, "canceled").unwrap();
         assert_eq!(

@@ -422,13 +422,16 @@ impl Store {
     }
 
     /// The oldest queued task a worker with `labels` can run, now `worker`'s with a
-    /// lease of `lease_ms`. Claims are optimistic: of two workers racing for one task,
-    /// one update finds it still queued and the other finds nothing and tries the next.
+    /// lease of `lease_ms` and the hash of this claim's secret (`secret`, set in the
+    /// same statement: the task is never held without one). Claims are optimistic: of
+    /// two workers racing for one task, one update finds it still queued and the other
+    /// finds nothing and tries the next.
     pub fn claim_task(
         &self,
         worker: &str,
         labels: &Labels,
         lease_ms: i64,
+        secret: &str,
     ) -> Result<Option<TaskRow>, StoreError> {
         // What a job may need is a few keys only: the needs this worker meets are
         // listed (as stored), so the oldest one is found by the index, not by a scan.
@@ -440,26 +443,26 @@ impl Store {
                 .join(", ")
         };
         let sql = format!(
-            "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2,
+            "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2, secret = $3,
                held_by = CASE WHEN held_by = '' THEN $1 ELSE held_by || ' ' || $1 END
              WHERE id = (SELECT id FROM tasks WHERE state = 'queued' AND needs IN ({})
                          ORDER BY id LIMIT 1)
                AND state = 'queued'
              RETURNING {TASK_COLUMNS}",
-            list(3)
+            list(4)
         );
         let left = format!(
             "SELECT COUNT(*) FROM tasks WHERE state = 'queued' AND needs IN ({})",
             list(1)
         );
-        let mut args: Vec<Value> = vec![worker.into(), Value::Null];
+        let mut args: Vec<Value> = vec![worker.into(), Value::Null, secret.into()];
         args.extend(takes.iter().map(|t| Value::from(t.as_str())));
         // Two workers may pick the same oldest task; the one whose update finds it no
         // longer queued looks again.
         for _ in 0..8 {
             args[1] = (now_ms() + lease_ms).into();
             let Some(r) = self.q(&sql, &args)?.into_iter().next() else {
-                let queued = self.q(&left, &args[2..])?;
+                let queued = self.q(&left, &args[3..])?;
                 if queued
                     .first()
                     .and_then(|r| r.first())
@@ -770,15 +773,6 @@ impl Store {
             }
         }
         Ok(builds)
-    }
-
-    /// Keeps the hash of the secret handed with attempt `attempt` of task `id`.
-    pub fn set_task_secret(&self, id: i64, attempt: i64, hash: &str) -> Result<(), StoreError> {
-        self.x(
-            "UPDATE tasks SET secret = $1 WHERE id = $2 AND attempt = $3",
-            &[hash.into(), id.into(), attempt.into()],
-        )?;
-        Ok(())
     }
 
     /// True when worker `name` has been revoked.
