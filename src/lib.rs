@@ -37,7 +37,8 @@
 //! - [`files`]: walking a directory tree (caches, uploads, bundles);
 //! - [`mask`]: secrets replaced by `[secure]` in every form scripts print them;
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
-//! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground.
+//! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground;
+//! - [`behind`]: what a one-shot run's finished jobs held, torn down after it exits.
 pub(crate) mod agent;
 pub(crate) mod appspec;
 pub(crate) mod auth;
