@@ -248,12 +248,8 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     };
     // What a runway that died here left running is ended, and its disks released, once
     // (not before each job).
-    let ended = crate::process::end_orphans(&crate::store::process_dir(&opts.state_dir));
-    crate::sandbox::disk::sweep();
-    if ended > 0 {
-        eprintln!(
-            "runway worker: ended {ended} job(s) a runway that died left running, and removed their workspaces"
-        );
+    if let Some(note) = service::end_leftovers(&opts.state_dir) {
+        eprintln!("{note}");
     }
     // The dead man's switch: each job is stopped before its lease lapses, even when
     // this process is frozen and cannot (lease.rs).

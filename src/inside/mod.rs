@@ -363,26 +363,23 @@ pub fn prepare(view: &JobView, dirs: &archive::Dirs, timeout_secs: u64) -> io::R
 }
 
 /// Restores `archive` (a file in runway's cache store) into the job's view; returns what
-/// was restored and the fingerprint a store compares with (the archive's).
+/// was restored, with the fingerprint a store compares with (the archive's).
 pub fn restore(
     view: &JobView,
     archive_file: &Path,
     dirs: &archive::Dirs,
     cap: u64,
     timeout_secs: u64,
-) -> io::Result<(Restored, Option<String>)> {
+) -> io::Result<Restored> {
     let input = std::fs::File::open(archive_file)?;
     let req = request(Op::Restore, dirs, cap, timeout_secs);
     let a = ask(view, &req, input.into(), Stdio::null())?;
-    Ok((
-        Restored {
-            files: a.files,
-            bytes: a.bytes,
-            refused: a.refused,
-            fingerprint: a.fingerprint.clone(),
-        },
-        a.fingerprint,
-    ))
+    Ok(Restored {
+        files: a.files,
+        bytes: a.bytes,
+        refused: a.refused,
+        fingerprint: a.fingerprint,
+    })
 }
 
 /// Archives the job's directories, as the job sees them, into `out` (runway's file).

@@ -220,19 +220,22 @@ impl Runner<'_> {
                         dirs.iter().cloned().collect();
                     let dirs = dirs.clone();
                     with_timeout(timeout, move |cancel| {
-                        let r = archive::restore(
+                        let mut r = archive::restore(
                             &path,
                             &|w| resolved.get(w).cloned(),
                             &cancel,
                             archive::restore_cap(),
                         )?;
-                        let since = r.fingerprint.clone();
-                        Ok((r, since.or_else(|| archive::fingerprint(&dirs).ok())))
+                        // An archive that does not say its fingerprint: a walk.
+                        if r.fingerprint.is_none() {
+                            r.fingerprint = archive::fingerprint(&dirs).ok();
+                        }
+                        Ok(r)
                     })
                 }
             };
             match result {
-                Some(Ok((r, after))) => {
+                Some(Ok(r)) => {
                     log.line(&format!(
                         "cache: restored {} files ({}) from branch {b} in {}",
                         r.files,
@@ -251,7 +254,7 @@ impl Runner<'_> {
                             log.line(&format!("  … and {} more", r.refused.len() - 20));
                         }
                     }
-                    fingerprint = after;
+                    fingerprint = r.fingerprint;
                 }
                 Some(Err(e)) => log.line(&format!(
                     "cache: could not restore the cache of branch {b}: {e}; going on without it"

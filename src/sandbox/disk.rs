@@ -357,6 +357,12 @@ impl Pool {
         self.dir.path().join(format!("{what}-{}", self.next))
     }
 
+    /// One of the threads counted in `busy` is done ([`shutdown`] waits for them).
+    fn idle_one() {
+        let _ = Pool::with(|p| p.busy -= 1);
+        IDLE.notify_all();
+    }
+
     fn take(&mut self, size: u64) -> Option<PathBuf> {
         let at = self.ready.iter().position(|(s, _)| *s == size)?;
         Some(self.ready.swap_remove(at).1)
@@ -472,8 +478,7 @@ impl Pool {
         let done = move || {
             release(&spot);
             let _ = std::fs::remove_dir(&spot);
-            let _ = Pool::with(|p| p.busy -= 1);
-            IDLE.notify_all();
+            Pool::idle_one();
         };
         if behind {
             done();
@@ -517,8 +522,7 @@ pub fn sweep_behind() {
     }
     std::thread::spawn(|| {
         sweep();
-        let _ = Pool::with(|p| p.busy -= 1);
-        IDLE.notify_all();
+        Pool::idle_one();
     });
 }
 

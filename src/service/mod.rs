@@ -327,6 +327,19 @@ pub fn run_compiled(
     build::run_compiled(job, &opts, &reporter.out()).outcome
 }
 
+/// Ends what a runway that died left running (the process groups its records in
+/// `state_dir` name, and their workspaces) and releases its job disks (on a thread
+/// [`crate::sandbox::disk::shutdown`] waits for); what to say when it ended any.
+pub fn end_leftovers(state_dir: &std::path::Path) -> Option<String> {
+    let ended = crate::process::end_orphans(&store::process_dir(state_dir));
+    crate::sandbox::disk::sweep_behind();
+    (ended > 0).then(|| {
+        format!(
+            "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
+        )
+    })
+}
+
 /// Before the jobs: what a runway that died left running is ended (`clean_up`: a run
 /// of its own; the server and a worker do this once at start), and the sandbox is
 /// made. `None` (having said why) when the sandbox cannot be made.
@@ -336,14 +349,8 @@ fn prepare(
     clean_up: bool,
     reporter: &mut dyn Reporter,
 ) -> Option<Arc<dyn crate::sandbox::Sandbox>> {
-    if clean_up {
-        let ended = crate::process::end_orphans(&store::process_dir(&req.state_dir));
-        crate::sandbox::disk::sweep_behind();
-        if ended > 0 {
-            reporter.event(Event::Note(&format!(
-                "runway: ended {ended} job(s) a runway that died left running, and removed their workspaces"
-            )));
-        }
+    if clean_up && let Some(note) = end_leftovers(&req.state_dir) {
+        reporter.event(Event::Note(&note));
     }
     let mut notes = Vec::new();
     let made = req
