@@ -24,14 +24,19 @@ use super::condition;
 use super::diag::{Diagnostics, Level, Pos, join};
 use super::yaml::{Entry, Node, Value};
 
-const SCHEMA_TEXT: &str = include_str!("travis-schema.json");
+// Travis's schema as build.rs leaves it: `ROOT` (without its definitions) and `GROUPS`
+// (each group of definitions apart, parsed when first reached).
+include!(concat!(env!("OUT_DIR"), "/schema.rs"));
 
-/// Travis's schema, parsed once, with an index of where each key name is valid.
+/// Travis's schema (its groups of definitions parsed when first reached: a config
+/// without a deploy never parses the deploy providers), with indexes made when first
+/// asked.
 struct Schema {
     root: &'static J,
-    /// Every object of the schema (by address) → the definition its `$ref` names, if
-    /// it has one: resolving is one lookup, not a walk through the definitions by name.
-    refs: HashMap<usize, Option<&'static J>>,
+    /// What the walk of a config starts from: the root's `allOf`.
+    top: &'static J,
+    /// `definitions.<name>`: each group's text and, once reached, its value.
+    groups: Vec<(&'static str, &'static str, OnceLock<&'static J>)>,
     /// key name → titles of the schema objects that accept it (made when a key is
     /// first found unknown: most configs have none).
     homes: OnceLock<HashMap<String, BTreeSet<String>>>,
@@ -41,48 +46,30 @@ struct Schema {
     any_alias: OnceLock<std::collections::HashSet<String>>,
 }
 
+/// Parsed once for the life of the process; 'static so that what the walk holds can
+/// point in.
+fn parse(text: &str) -> &'static J {
+    Box::leak(Box::new(
+        serde_json::from_str(text).expect("the embedded schema is valid JSON"),
+    ))
+}
+
 fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        // Parsed once for the life of the process; 'static so the ref index can point in.
-        let root: &'static J = Box::leak(Box::new(
-            serde_json::from_str(SCHEMA_TEXT).expect("embedded schema is valid JSON"),
-        ));
-        let mut refs = HashMap::new();
-        index_refs(root, root, &mut refs);
-        Schema {
-            root,
-            refs,
-            homes: OnceLock::new(),
-            any_alias: OnceLock::new(),
-        }
-    })
+    SCHEMA.get_or_init(Schema::new)
 }
 
 /// Parses the schema on a thread of its own, so that the first config read finds it
-/// ready (or waits only for the rest of it).
+/// ready (or waits only for the rest of it): the root and the groups every config
+/// reaches (the types and the languages), not the deploy providers', notifications',
+/// addons' and language support's definitions.
 pub fn parse_ahead() {
     std::thread::spawn(|| {
-        schema();
-    });
-}
-
-fn index_refs(root: &'static J, v: &'static J, out: &mut HashMap<usize, Option<&'static J>>) {
-    match v {
-        J::Object(o) => {
-            let target = o.get("$ref").and_then(J::as_str).map(|r| {
-                let mut target = root;
-                for part in r.trim_start_matches("#/").split('/') {
-                    target = &target[part];
-                }
-                target
-            });
-            out.insert(v as *const J as usize, target);
-            o.values().for_each(|c| index_refs(root, c, out));
+        let s = schema();
+        for g in ["type", "language"] {
+            s.group(g);
         }
-        J::Array(a) => a.iter().for_each(|c| index_refs(root, c, out)),
-        _ => {}
-    }
+    });
 }
 
 fn index_aliases(v: &J, out: &mut std::collections::HashSet<String>) {
@@ -123,11 +110,36 @@ fn index_homes(v: &J, owner: &str, homes: &mut HashMap<String, BTreeSet<String>>
 }
 
 impl Schema {
+    /// The root parsed; the groups of definitions not yet.
+    fn new() -> Schema {
+        let root = parse(ROOT);
+        let top = Box::leak(Box::new(J::Object(
+            [(
+                "allOf".to_string(),
+                root.get("allOf").cloned().unwrap_or(J::Null),
+            )]
+            .into_iter()
+            .collect(),
+        )));
+        Schema {
+            root,
+            top,
+            groups: GROUPS
+                .iter()
+                .map(|(name, text)| (*name, *text, OnceLock::new()))
+                .collect(),
+            homes: OnceLock::new(),
+            any_alias: OnceLock::new(),
+        }
+    }
+
     /// Where each key name is valid ([`Schema::homes`]).
     fn homes(&self) -> &HashMap<String, BTreeSet<String>> {
         self.homes.get_or_init(|| {
             let mut homes = HashMap::new();
-            index_homes(&self.root["definitions"], "", &mut homes);
+            for (name, _, _) in &self.groups {
+                index_homes(self.group(name), "", &mut homes);
+            }
             homes
         })
     }
@@ -137,31 +149,41 @@ impl Schema {
         self.any_alias.get_or_init(|| {
             let mut all = std::collections::HashSet::new();
             index_aliases(self.root, &mut all);
+            for (name, _, _) in &self.groups {
+                index_aliases(self.group(name), &mut all);
+            }
             all
         })
     }
 
-    /// Follows `$ref` links to the definition they name.
+    /// The group of definitions `name` (`definitions.<name>`), parsed when first asked
+    /// for; `null` for a name the schema has not.
+    fn group(&self, name: &str) -> &'static J {
+        static NONE: J = J::Null;
+        match self.groups.iter().find(|(n, _, _)| *n == name) {
+            Some((_, text, parsed)) => parsed.get_or_init(|| parse(text)),
+            None => &NONE,
+        }
+    }
+
+    /// Follows `$ref` links to the definition they name (`#/definitions/<group>/…`, or
+    /// a path from the root).
     fn resolve<'a>(&'a self, mut s: &'a J) -> &'a J {
-        loop {
-            match self.refs.get(&(s as *const J as usize)) {
-                Some(Some(target)) => {
-                    s = target;
-                    continue;
+        while let Some(r) = s.get("$ref").and_then(J::as_str) {
+            let mut parts = r.trim_start_matches("#/").split('/');
+            let mut target = match (parts.next(), parts.clone().next()) {
+                (Some("definitions"), Some(group)) => {
+                    parts.next();
+                    self.group(group)
                 }
-                Some(None) => return s,
-                None => {}
-            }
-            // A schema value built at run time (not in the index): walk by name.
-            let Some(r) = s.get("$ref").and_then(J::as_str) else {
-                return s;
+                (first, _) => &self.root[first.unwrap_or("")],
             };
-            let mut target = self.root;
-            for part in r.trim_start_matches("#/").split('/') {
+            for part in parts {
                 target = &target[part];
             }
             s = target;
         }
+        s
     }
 
     /// The alternatives of a schema, with nested `anyOf`s and refs flattened.
@@ -244,15 +266,7 @@ pub fn normalize(root: &Node, diags: &mut Diagnostics) -> Node {
         diags,
         language: None,
     };
-    let root_schema = J::Object(
-        [(
-            "allOf".to_string(),
-            s.root.get("allOf").cloned().unwrap_or(J::Null),
-        )]
-        .into_iter()
-        .collect(),
-    );
-    norm_map(s, root, &root_schema, "", &mut ctx).unwrap_or_else(|| root.clone())
+    norm_map(s, root, s.top, "", &mut ctx).unwrap_or_else(|| root.clone())
 }
 
 /// Normalises `node` against schema `sch`. `None` means "drop this value".
@@ -1108,7 +1122,7 @@ impl Rows {
 pub fn canonical_language(text: &str) -> String {
     let lower = text.to_lowercase();
     let s = schema();
-    let def = &s.root["definitions"]["type"]["language"];
+    let def = &s.group("type")["language"];
     if let Some(J::Object(vals)) = def.get("values") {
         for (canonical, meta) in vals {
             if meta
@@ -1129,4 +1143,66 @@ pub fn expand_keys() -> Vec<&'static str> {
         .as_array()
         .map(|a| a.iter().filter_map(J::as_str).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(s: &Schema, group: &str) -> bool {
+        s.groups
+            .iter()
+            .any(|(n, _, p)| *n == group && p.get().is_some())
+    }
+
+    #[test]
+    fn a_group_of_definitions_is_parsed_when_first_reached() {
+        let s = Schema::new();
+        assert!(!parsed(&s, "type") && !parsed(&s, "deploy"));
+        let language: J = serde_json::json!({"$ref": "#/definitions/type/language"});
+        assert!(s.resolve(&language).get("values").is_some());
+        assert!(parsed(&s, "type") && !parsed(&s, "deploy"));
+        let s3: J = serde_json::json!({"$ref": "#/definitions/deploy/s3"});
+        assert_eq!(id_of(s.resolve(&s3)), "s3");
+        assert!(parsed(&s, "deploy"));
+        let nowhere: J = serde_json::json!({"$ref": "#/definitions/nowhere/x"});
+        assert!(s.resolve(&nowhere).is_null());
+    }
+
+    #[test]
+    fn words_for_people_are_left_out_and_properties_named_like_them_stay() {
+        fn for_people(v: &J, names: bool, found: &mut Vec<String>) {
+            match v {
+                J::Object(o) => {
+                    for (k, c) in o {
+                        if !names
+                            && ["summary", "description", "title", "see", "example"]
+                                .contains(&k.as_str())
+                        {
+                            found.push(k.clone());
+                        }
+                        let maps = ["properties", "patternProperties", "values"];
+                        for_people(c, !names && maps.contains(&k.as_str()), found);
+                    }
+                }
+                J::Array(a) => a.iter().for_each(|c| for_people(c, false, found)),
+                _ => {}
+            }
+        }
+        let s = Schema::new();
+        let mut found = Vec::new();
+        for_people(s.root, false, &mut found);
+        for (name, _, _) in &s.groups {
+            for_people(s.group(name), true, &mut found);
+        }
+        assert_eq!(found, Vec::<String>::new());
+        // CodeDeploy's deployment has a description, a property of that name.
+        let codedeploy = s.resolve(&s.group("deploy")["codedeploy"]);
+        let mut alts = Vec::new();
+        s.alts(codedeploy, &mut alts);
+        assert!(
+            alts.iter()
+                .any(|a| a["properties"].get("description").is_some())
+        );
+    }
 }
