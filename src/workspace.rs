@@ -79,6 +79,12 @@ impl Workspace {
         git: &GitOptions,
         disk: Option<u64>,
     ) -> Result<Workspace, WorkspaceError> {
+        // Origin is read first: a job's disk may still be on its way.
+        let shallow = git.depth.is_some_and(|d| d > 0);
+        let read = match origin {
+            Origin::Commit { repo, .. } => Some(read_origin(repo, shallow)?),
+            Origin::Disk(_) => None,
+        };
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
         let root = dir.path().to_path_buf();
         let disk = match disk {
@@ -95,12 +101,14 @@ impl Workspace {
         std::fs::create_dir_all(build_dir.parent().unwrap_or(&root))?;
         match origin {
             Origin::Commit { repo, sha } => {
-                clone_at(repo, sha, &build_dir, git, Submodules::NetworkOnly)?
+                let read = read.map_or_else(|| read_origin(repo, shallow), Ok)?;
+                clone_at(read, sha, &build_dir, git, Submodules::NetworkOnly)?
             }
             Origin::Disk(src) => match git2::Repository::open(src) {
                 Ok(repo) if !repo.is_bare() && repo.head().is_ok() => {
                     let sha = repo.head()?.peel_to_commit()?.id().to_string();
-                    clone_at(src, &sha, &build_dir, git, Submodules::AnyUrl)?;
+                    let read = read_origin(src, shallow)?;
+                    clone_at(read, &sha, &build_dir, git, Submodules::AnyUrl)?;
                     overlay_worktree(&repo, src, &build_dir)?;
                 }
                 Ok(repo) if !repo.is_bare() => {
@@ -146,27 +154,92 @@ impl Workspace {
     }
 }
 
-/// Clones `repo` into `dest` and checks out `sha` (detached), as Travis's
+/// What a clone takes from its origin, read before the clone's directory is there (in
+/// a run, while the job's disk is still being made): origin's default branch and, for
+/// a repository on this machine fetched whole, what [`pack_local`] copies.
+struct Read {
+    source: PathBuf,
+    url: String,
+    shallow: bool,
+    default: Option<String>,
+    local: Option<Packed>,
+}
+
+/// Origin's branches and tags, packed: the pack (`None` when larger than
+/// [`PACK_AHEAD_BYTES`]: made again into the clone, not held) and the references.
+struct Packed {
+    /// Origin's git directory.
+    git_dir: PathBuf,
+    pack: Option<Vec<u8>>,
+    refs: Vec<(String, git2::Oid, Option<git2::Oid>)>,
+    shallow: bool,
+}
+
+/// The most of a pack held in memory ahead of its clone.
+const PACK_AHEAD_BYTES: usize = 32 << 20;
+
+/// Reads what cloning the repository at `source` takes ([`Read`]); `shallow`: a depth
+/// is asked for (fetched through the transport later).
+fn read_origin(source: &Path, shallow: bool) -> Result<Read, WorkspaceError> {
+    let url = format!("file://{}", source.canonicalize()?.display());
+    let origin = git2::Repository::open(source).ok();
+    let default = origin.as_ref().and_then(|s| {
+        let head = s.find_reference("HEAD").ok()?;
+        let branch = head.symbolic_target().ok()??.strip_prefix("refs/heads/")?;
+        Some(branch.to_string())
+    });
+    let local = match origin {
+        Some(origin) if !shallow => {
+            let mut pack = Some(Vec::new());
+            let refs = pack_local(&origin, &mut |chunk| match pack.as_mut() {
+                Some(p) if p.len() + chunk.len() <= PACK_AHEAD_BYTES => {
+                    p.extend_from_slice(chunk);
+                    Ok(true)
+                }
+                _ => {
+                    pack = None;
+                    Ok(false)
+                }
+            })?;
+            Some(Packed {
+                git_dir: origin.path().to_path_buf(),
+                pack,
+                refs,
+                shallow: origin.is_shallow(),
+            })
+        }
+        _ => None,
+    };
+    Ok(Read {
+        source: source.to_path_buf(),
+        url,
+        shallow,
+        default,
+        local,
+    })
+}
+
+/// Clones what `read` read into `dest` and checks out `sha` (detached), as Travis's
 /// `git clone` + `git checkout -qf <sha>` did.
 fn clone_at(
-    repo: &Path,
+    read: Read,
     sha: &str,
     dest: &Path,
     git: &GitOptions,
     urls: Submodules,
 ) -> Result<(), WorkspaceError> {
-    let url = format!("file://{}", repo.canonicalize()?.display());
     let mut fetch = git2::FetchOptions::new();
     if let Some(depth) = git.depth.filter(|d| *d > 0) {
         fetch.depth(depth);
     }
-    let shallow = git.depth.is_some_and(|d| d > 0);
-    let cloned = match clone_repo(repo, &url, dest, &mut fetch, shallow) {
+    let source = read.source.clone();
+    let cloned = match write_clone(read, dest, &mut fetch) {
         Ok(r) => r,
-        Err(_) if shallow => {
+        Err(_) if git.depth.is_some_and(|d| d > 0) => {
             // Some transports cannot fetch shallow; a full clone is still correct.
             let _ = std::fs::remove_dir_all(dest);
-            clone_repo(repo, &url, dest, &mut git2::FetchOptions::new(), false)?
+            let whole = read_origin(&source, false)?;
+            write_clone(whole, dest, &mut git2::FetchOptions::new())?
         }
         Err(e) => return Err(e),
     };
@@ -192,11 +265,8 @@ fn clone_at(
 }
 
 /// Makes `dest` a clone of the repository at `source` (`url` is how origin names it),
-/// as `git clone` makes one: origin's branches fetched as remote-tracking branches
-/// with the tags on them, origin's default branch a local branch. Nothing is checked
-/// out. Each file of the new repository is written once (libgit2's `git_clone`
-/// rewrites the config file for every setting it makes, and walks a checkout even
-/// when told to skip it).
+/// as `git clone` makes one ([`write_clone`]).
+#[cfg(test)]
 fn clone_repo(
     source: &Path,
     url: &str,
@@ -204,12 +274,23 @@ fn clone_repo(
     fetch: &mut git2::FetchOptions<'_>,
     shallow: bool,
 ) -> Result<git2::Repository, WorkspaceError> {
-    let origin = git2::Repository::open(source).ok();
-    let default = origin.as_ref().and_then(|s| {
-        let head = s.find_reference("HEAD").ok()?;
-        let branch = head.symbolic_target().ok()??.strip_prefix("refs/heads/")?;
-        Some(branch.to_string())
-    });
+    let read = Read {
+        url: url.to_string(),
+        ..read_origin(source, shallow)?
+    };
+    write_clone(read, dest, fetch)
+}
+
+/// Makes `dest` a clone of what `read` read, as `git clone` makes one: origin's
+/// branches fetched as remote-tracking branches with the tags on them, origin's
+/// default branch a local branch. Nothing is checked out. Each file of the new
+/// repository is written once (libgit2's `git_clone` rewrites the config file for
+/// every setting it makes, and walks a checkout even when told to skip it).
+fn write_clone(
+    read: Read,
+    dest: &Path,
+    fetch: &mut git2::FetchOptions<'_>,
+) -> Result<git2::Repository, WorkspaceError> {
     let git = dest.join(".git");
     for d in [
         "objects/pack",
@@ -220,18 +301,19 @@ fn clone_repo(
     ] {
         std::fs::create_dir_all(git.join(d))?;
     }
-    let head = default.as_deref().unwrap_or("master");
+    let (url, default) = (read.url.as_str(), read.default.as_deref());
+    let head = default.unwrap_or("master");
     std::fs::write(git.join("HEAD"), format!("ref: refs/heads/{head}\n"))?;
-    std::fs::write(git.join("config"), clone_config(url, default.as_deref()))?;
+    std::fs::write(git.join("config"), clone_config(url, default))?;
     let repo = git2::Repository::open(dest)?;
-    match origin {
+    match &read.local {
+        Some(packed) if !read.shallow => write_local(packed, &repo)?,
         // A shallow fetch goes through libgit2's transport, which knows depth.
-        Some(origin) if !shallow => fetch_local(&origin, &repo)?,
         _ => repo
             .find_remote("origin")?
             .fetch(&[] as &[&str], Some(fetch), None)?,
     }
-    if let Some(branch) = &default {
+    if let Some(branch) = default {
         let tracking = format!("refs/remotes/origin/{branch}");
         let tip = repo.find_reference(&tracking).ok().and_then(|r| r.target());
         if let Some(oid) = tip {
@@ -243,16 +325,18 @@ fn clone_repo(
     Ok(repo)
 }
 
-/// Copies what `origin`'s branches and tags reach into `repo` and names them there as a
-/// fetch of `+refs/heads/*:refs/remotes/origin/*` with origin's tags would: one pack
-/// made by libgit2's pack builder straight from `origin` (a repository on this
-/// machine) into `repo`'s object database, and the references in one `packed-refs`
-/// file, as `git clone` leaves them. The local transport listed, negotiated and wrote
-/// each reference and its log apart.
-fn fetch_local(origin: &git2::Repository, repo: &git2::Repository) -> Result<(), git2::Error> {
+/// Packs what `origin`'s branches and tags reach with libgit2's pack builder, handing
+/// the pack's bytes to `sink` (which may stop it by answering `false`), and returns the
+/// references a fetch of `+refs/heads/*:refs/remotes/origin/*` with origin's tags
+/// would make: (name in the clone, what it points at, the commit an annotated tag
+/// peels to).
+#[allow(clippy::type_complexity)]
+fn pack_local(
+    origin: &git2::Repository,
+    sink: &mut dyn FnMut(&[u8]) -> std::io::Result<bool>,
+) -> Result<Vec<(String, git2::Oid, Option<git2::Oid>)>, git2::Error> {
     let mut walk = origin.revwalk()?;
     let mut pack = origin.packbuilder()?;
-    // (name here, what it points at, the commit an annotated tag peels to)
     let mut refs: Vec<(String, git2::Oid, Option<git2::Oid>)> = Vec::new();
     for r in origin.references()? {
         let r = r?;
@@ -280,32 +364,54 @@ fn fetch_local(origin: &git2::Repository, repo: &git2::Repository) -> Result<(),
     }
     pack.insert_walk(&mut walk)?;
     if pack.object_count() > 0 {
-        let odb = repo.odb()?;
-        let mut writer = odb.packwriter()?;
         let mut failed = None;
-        pack.foreach(
-            |chunk| match std::io::Write::write_all(&mut writer, chunk) {
-                Ok(()) => true,
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
-            },
-        )?;
+        pack.foreach(|chunk| match sink(chunk) {
+            Ok(more) => more,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
         if let Some(e) = failed {
             return Err(git2::Error::from_str(&e.to_string()));
         }
-        writer.commit()?;
+    }
+    refs.sort();
+    Ok(refs)
+}
+
+/// Writes what [`pack_local`] packed from origin into `repo`'s
+/// object database (packed again when it was too large to hold), and the references in
+/// one `packed-refs` file, as `git clone` leaves them. The local transport listed,
+/// negotiated and wrote each reference and its log apart.
+fn write_local(packed: &Packed, repo: &git2::Repository) -> Result<(), git2::Error> {
+    let write = |w: &mut git2::OdbPackwriter<'_>, chunk: &[u8]| std::io::Write::write_all(w, chunk);
+    match &packed.pack {
+        Some(bytes) if bytes.is_empty() => {}
+        Some(bytes) => {
+            let odb = repo.odb()?;
+            let mut writer = odb.packwriter()?;
+            write(&mut writer, bytes).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+            writer.commit()?;
+        }
+        None => {
+            let origin = git2::Repository::open(&packed.git_dir)?;
+            let odb = repo.odb()?;
+            let mut writer = odb.packwriter()?;
+            pack_local(&origin, &mut |chunk| {
+                write(&mut writer, chunk).map(|()| true)
+            })?;
+            writer.commit()?;
+        }
     }
     // A shallow origin's history ends where its own does: the clone says so too, or
     // its oldest commits would name parents it lacks.
-    if origin.is_shallow() {
-        std::fs::copy(origin.path().join("shallow"), repo.path().join("shallow"))
+    if packed.shallow {
+        std::fs::copy(packed.git_dir.join("shallow"), repo.path().join("shallow"))
             .map_err(|e| git2::Error::from_str(&e.to_string()))?;
     }
-    refs.sort();
     let mut text = String::from("# pack-refs with: peeled fully-peeled sorted \n");
-    for (name, target, peeled) in &refs {
+    for (name, target, peeled) in &packed.refs {
         text.push_str(&format!("{target} {name}\n"));
         if let Some(p) = peeled {
             text.push_str(&format!("^{p}\n"));
@@ -644,6 +750,30 @@ mod tests {
         walk.push(commits[2]).unwrap();
         let walked: Vec<git2::Oid> = walk.map(|c| c.unwrap()).collect();
         assert_eq!(walked, vec![commits[2], commits[1]]);
+    }
+
+    /// A pack over what is held ahead is made again, from origin, into the clone.
+    #[test]
+    fn a_pack_too_large_to_hold_ahead_is_made_into_the_clone() {
+        let t = tempfile::tempdir().unwrap();
+        let src = git2::Repository::init(t.path().join("src")).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let blob = src.blob(b"content").unwrap();
+        let mut tb = src.treebuilder(None).unwrap();
+        tb.insert("f", blob, 0o100644).unwrap();
+        let tree = src.find_tree(tb.write().unwrap()).unwrap();
+        let commit = src
+            .commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
+        let mut read = super::read_origin(&t.path().join("src"), false).unwrap();
+        let packed = read.local.as_mut().unwrap();
+        assert!(packed.pack.as_ref().is_some_and(|p| !p.is_empty()));
+        packed.pack = None;
+        let dest = t.path().join("dest");
+        let repo = super::write_clone(read, &dest, &mut git2::FetchOptions::new()).unwrap();
+        let c = repo.find_commit(commit).unwrap();
+        assert_eq!(c.tree().unwrap().get_name("f").unwrap().id(), blob);
+        assert!(repo.find_blob(blob).is_ok());
     }
 
     #[test]
