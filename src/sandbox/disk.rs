@@ -168,7 +168,7 @@ const SKELETON: &[&str] = &[
 ];
 
 /// Makes a disk of `size` on `dir` now: the template copied, a loop device, a mount,
-/// the [`SKELETON`].
+/// the [`SKELETON`] (in the template already: only checked).
 fn make(dir: &Path, size: u64) -> io::Result<()> {
     mount_new(dir, size)?;
     for d in SKELETON {
@@ -278,7 +278,9 @@ static KEPT: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// The start of a kept template's name; the size and `.img` follow. (`v2`: made
 /// without the blocks reserved for growing the filesystem, 0.2 MB to copy per disk
 /// where 4.3 MB were.)
-const KEPT_PREFIX: &str = "disk-template-v2-";
+const KEPT_PREFIX: &str = "disk-template-v3-";
+/// What every kept template's name starts with, of this version or an older one.
+const KEPT_ANY: &str = "disk-template-";
 
 /// Keeps the template images in `dir` (runway's state directory, hidden from jobs), so
 /// that a run finds the one an earlier run made instead of running `mkfs.ext4` again.
@@ -301,6 +303,8 @@ fn ours(path: &Path, size: u64) -> bool {
 /// the runs after this one; a copy that fails is only not kept.
 fn keep(made: &Path, kept: &Path, size: u64) {
     let Some(dir) = kept.parent() else { return };
+    // A first run's state directory may not be there yet.
+    let _ = std::fs::create_dir_all(dir);
     let tmp = dir.join(format!(".{KEPT_PREFIX}{}-{size}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     use std::os::unix::fs::PermissionsExt;
@@ -308,6 +312,17 @@ fn keep(made: &Path, kept: &Path, size: u64) {
         && std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).is_ok()
         && std::fs::rename(&tmp, kept).is_ok()
     {
+        // Templates an older runway kept are not used again.
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(KEPT_ANY)
+                && name.ends_with(".img")
+                && !name.starts_with(KEPT_PREFIX)
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         return;
     }
     let _ = std::fs::remove_file(&tmp);
@@ -588,9 +603,25 @@ fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput.into())
 }
 
-/// Makes an ext4 filesystem of `size` bytes in a new sparse file at `path`.
+/// Makes an ext4 filesystem of `size` bytes in a new sparse file at `path`, with the
+/// [`SKELETON`]'s directories in it (made once here, not on every job's fresh disk).
 fn mkfs(path: &Path, size: u64) -> io::Result<()> {
     File::create(path)?.set_len(size)?;
+    let skeleton = path.with_extension("skeleton");
+    let _ = std::fs::remove_dir_all(&skeleton);
+    for d in SKELETON {
+        std::fs::create_dir_all(skeleton.join(d))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The disk's top directory is made as this one is.
+    std::fs::set_permissions(&skeleton, std::fs::Permissions::from_mode(0o755))?;
+    let made = mkfs_from(path, &skeleton);
+    let _ = std::fs::remove_dir_all(&skeleton);
+    made
+}
+
+/// `mkfs.ext4` of the file at `path`, its files those of `from`.
+fn mkfs_from(path: &Path, from: &Path) -> io::Result<()> {
     let out = std::process::Command::new("mkfs.ext4")
         .args([
             "-q",
@@ -603,7 +634,9 @@ fn mkfs(path: &Path, size: u64) -> io::Result<()> {
             "^has_journal,^resize_inode",
             "-E",
             "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
+            "-d",
         ])
+        .arg(from)
         .arg(path)
         .output()
         .map_err(|e| {

@@ -629,18 +629,18 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
 ///     directory outside `/tmp`, so the job's own `/tmp` is not what hides it) finds the
 ///     directory empty, cannot read the template, and what it writes there stays in its
 ///     own copy: the host's template is untouched, and the next job's disk is made from
-///     it.
+///     it. The first run keeps it too (its state directory not there yet), and a
+///     template an older runway kept is removed when a new one is kept.
 #[test]
 fn a_job_cannot_reach_the_disk_template_runway_keeps() {
     use std::os::unix::fs::MetadataExt;
-    let state = tempfile::tempdir_in("/var/tmp").unwrap();
-    let template = state
-        .path()
-        .join(format!("disk-template-v2-{}.img", 128u64 << 20));
+    let top = tempfile::tempdir_in("/var/tmp").unwrap();
+    let state = top.path().join("state");
+    let template = state.join(format!("disk-template-v3-{}.img", 128u64 << 20));
     let p = Hostile::new("language: shell\nscript: true\n");
     let run_here = |p: &Hostile| {
         let mut c = p.command(&["--disk", "128M"]);
-        c.env("RUNWAY_STATE_DIR", state.path());
+        c.env("RUNWAY_STATE_DIR", &state);
         run(&mut c)
     };
     let first = run_here(&p);
@@ -650,7 +650,7 @@ fn a_job_cannot_reach_the_disk_template_runway_keeps() {
         ".travis.yml",
         &format!(
             "language: shell\nscript:\n  - echo ENTRIES=$(ls -A {d} | wc -l)\n  - head -c 4 {t} >/dev/null && echo READ || echo UNREAD\n  - printf evil > {t}; true\n",
-            d = state.path().display(),
+            d = state.display(),
             t = template.display()
         ),
     );
@@ -670,4 +670,18 @@ fn a_job_cannot_reach_the_disk_template_runway_keeps() {
     );
     let again = run_here(&p);
     assert!(again.stdout.contains("disk 128M"), "{}", again.all());
+    let older = [
+        state.join(format!("disk-template-v2-{}.img", 128u64 << 20)),
+        state.join(format!("disk-template-{}.img", 128u64 << 20)),
+    ];
+    for o in &older {
+        std::fs::write(o, "an older runway's").unwrap();
+    }
+    std::fs::remove_file(&template).unwrap();
+    let remade = run_here(&p);
+    assert_eq!(remade.code, 0, "{}", remade.all());
+    assert!(template.is_file(), "the template is kept again");
+    for o in &older {
+        assert!(!o.exists(), "{} is removed", o.display());
+    }
 }
