@@ -658,6 +658,7 @@ fn execute(job: &JobPlan, facts: BuildFacts<'_>, opts: &BuildOptions, log: &mut 
             .sandbox
             .disk()
             .filter(|_| !opts.job.asked.keep_workspace),
+        &opts.job.sandbox.hidden(),
     ) {
         Ok(ws) => ws,
         Err(e) => {

@@ -69,8 +69,26 @@ pub struct Workspace {
     pub private: PathBuf,
 }
 
+/// What a workspace is made from, found before its directory is there.
+enum Source {
+    /// A clone checked out at `sha`, then (a `runway run` of a work tree) the work
+    /// tree's changes over it.
+    Clone {
+        read: Read,
+        sha: String,
+        urls: Submodules,
+        worktree: Option<(git2::Repository, PathBuf)>,
+    },
+    /// A work tree with no commit yet.
+    Worktree(git2::Repository, PathBuf),
+    /// A directory that is no repository.
+    Files(PathBuf),
+}
+
 impl Workspace {
-    /// Makes a workspace for repository `slug` from `origin`.
+    /// Makes a workspace for repository `slug` from `origin`. What `hidden` names
+    /// (the paths the job's sandbox hides: runway's state and caches) is left out of
+    /// a copy of a directory that holds it.
     /// With `disk`, the workspace is a filesystem of that many bytes of its own
     /// ([`crate::sandbox::disk`]), made before anything is written into it.
     pub fn prepare(
@@ -78,12 +96,30 @@ impl Workspace {
         slug: &str,
         git: &GitOptions,
         disk: Option<u64>,
+        hidden: &[PathBuf],
     ) -> Result<Workspace, WorkspaceError> {
         // Origin is read first: a job's disk may still be on its way.
         let shallow = git.depth.is_some_and(|d| d > 0);
-        let read = match origin {
-            Origin::Commit { repo, .. } => Some(read_origin(repo, shallow)?),
-            Origin::Disk(_) => None,
+        let source = match origin {
+            Origin::Commit { repo, sha } => Source::Clone {
+                read: read_origin(repo, shallow)?,
+                sha: sha.clone(),
+                urls: Submodules::NetworkOnly,
+                worktree: None,
+            },
+            Origin::Disk(src) => match git2::Repository::open(src) {
+                Ok(repo) if !repo.is_bare() && repo.head().is_ok() => {
+                    let sha = repo.head()?.peel_to_commit()?.id().to_string();
+                    Source::Clone {
+                        read: read_origin(src, shallow)?,
+                        sha,
+                        urls: Submodules::AnyUrl,
+                        worktree: Some((repo, src.clone())),
+                    }
+                }
+                Ok(repo) if !repo.is_bare() => Source::Worktree(repo, src.clone()),
+                _ => Source::Files(src.clone()),
+            },
         };
         let dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
         let root = dir.path().to_path_buf();
@@ -99,27 +135,27 @@ impl Workspace {
             std::fs::create_dir_all(d)?;
         }
         std::fs::create_dir_all(build_dir.parent().unwrap_or(&root))?;
-        match origin {
-            Origin::Commit { repo, sha } => {
-                let read = read.map_or_else(|| read_origin(repo, shallow), Ok)?;
-                clone_at(read, sha, &build_dir, git, Submodules::NetworkOnly)?
+        match source {
+            Source::Clone {
+                read,
+                sha,
+                urls,
+                worktree,
+            } => {
+                clone_at(read, &sha, &build_dir, git, urls)?;
+                if let Some((repo, src)) = worktree {
+                    overlay_worktree(&repo, &src, &build_dir, hidden)?;
+                }
             }
-            Origin::Disk(src) => match git2::Repository::open(src) {
-                Ok(repo) if !repo.is_bare() && repo.head().is_ok() => {
-                    let sha = repo.head()?.peel_to_commit()?.id().to_string();
-                    let read = read_origin(src, shallow)?;
-                    clone_at(read, &sha, &build_dir, git, Submodules::AnyUrl)?;
-                    overlay_worktree(&repo, src, &build_dir)?;
-                }
-                Ok(repo) if !repo.is_bare() => {
-                    std::fs::create_dir_all(&build_dir)?;
-                    overlay_worktree(&repo, src, &build_dir)?;
-                }
-                _ => {
-                    std::fs::create_dir_all(&build_dir)?;
-                    copy_tree(src, &build_dir, &|_| false)?;
-                }
-            },
+            Source::Worktree(repo, src) => {
+                std::fs::create_dir_all(&build_dir)?;
+                overlay_worktree(&repo, &src, &build_dir, hidden)?;
+            }
+            Source::Files(src) => {
+                std::fs::create_dir_all(&build_dir)?;
+                let left_out = within(&src, hidden);
+                copy_tree(&src, &build_dir, &|rel| left_out.iter().any(|h| h == rel))?;
+            }
         }
         Ok(Workspace {
             disk,
@@ -253,15 +289,56 @@ fn clone_at(
             cloned.find_commit(oid)?
         }
     };
+    let plain = nothing_to_filter(&cloned, &commit.tree()?);
     cloned.checkout_tree(
         commit.as_object(),
-        Some(git2::build::CheckoutBuilder::new().force()),
+        Some(
+            git2::build::CheckoutBuilder::new()
+                .force()
+                .disable_filters(plain),
+        ),
     )?;
     cloned.set_head_detached(oid)?;
     if git.submodules {
         update_submodules(&cloned, urls)?;
     }
     Ok(())
+}
+
+/// Whether checking `tree` out in `repo` converts nothing: no `.gitattributes` in the
+/// tree, no attributes file of the user or the system, and no line-ending or
+/// attributes setting in any config git reads. Then the checkout writes each file's
+/// bytes as they are without looking its attributes up (libgit2 resolved the file's
+/// path twice for that); otherwise its filters (line endings, `ident`) run as git's.
+fn nothing_to_filter(repo: &git2::Repository, tree: &git2::Tree<'_>) -> bool {
+    let Ok(config) = repo.config().and_then(|mut c| c.snapshot()) else {
+        return false;
+    };
+    let set = |key: &str| config.get_entry(key).is_ok();
+    let autocrlf_off = config.get_bool("core.autocrlf").is_ok_and(|on| !on);
+    if (set("core.autocrlf") && !autocrlf_off) || set("core.eol") || set("core.attributesfile") {
+        return false;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home.map(|h| h.join(".config")));
+    let files = [
+        Some(PathBuf::from("/etc/gitattributes")),
+        xdg.map(|x| x.join("git/attributes")),
+    ];
+    if files.iter().flatten().any(|f| f.exists()) || repo.path().join("info/attributes").exists() {
+        return false;
+    }
+    let mut found = false;
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+        if entry.name_bytes() == b".gitattributes" {
+            found = true;
+            return git2::TreeWalkResult::Abort;
+        }
+        git2::TreeWalkResult::Ok
+    });
+    walked.is_ok() && !found
 }
 
 /// Makes `dest` a clone of the repository at `source` (`url` is how origin names it),
@@ -538,9 +615,13 @@ fn overlay_worktree(
     repo: &git2::Repository,
     src: &Path,
     dest: &Path,
+    hidden: &[PathBuf],
 ) -> Result<(), WorkspaceError> {
+    let left_out = within(src, hidden);
     copy_tree(src, dest, &|rel| {
-        rel == Path::new(".git") || repo.is_path_ignored(rel).unwrap_or(false)
+        rel == Path::new(".git")
+            || left_out.iter().any(|h| h == rel)
+            || repo.is_path_ignored(rel).unwrap_or(false)
     })?;
     if let Ok(index) = repo.index() {
         for entry in index.iter() {
@@ -551,6 +632,20 @@ fn overlay_worktree(
         }
     }
     Ok(())
+}
+
+/// The paths of `hidden` inside directory `src` (as they are, links resolved),
+/// relative to it.
+fn within(src: &Path, hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let Ok(src) = src.canonicalize() else {
+        return Vec::new();
+    };
+    hidden
+        .iter()
+        .filter_map(|h| h.canonicalize().ok())
+        .filter_map(|h| h.strip_prefix(&src).ok().map(Path::to_path_buf))
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .collect()
 }
 
 /// Copies a tree, keeping modes and symlinks, skipping paths `skip` names (relative).
@@ -774,6 +869,50 @@ mod tests {
         let c = repo.find_commit(commit).unwrap();
         assert_eq!(c.tree().unwrap().get_name("f").unwrap().id(), blob);
         assert!(repo.find_blob(blob).is_ok());
+    }
+
+    /// Line endings converted where a `.gitattributes` asks (as git's checkout
+    /// does), the bytes as committed where nothing does.
+    #[test]
+    fn a_checkout_converts_line_endings_only_where_attributes_ask() {
+        let t = tempfile::tempdir().unwrap();
+        let commit = |dir: &str, files: &[(&str, &[u8])]| {
+            let src = git2::Repository::init(t.path().join(dir)).unwrap();
+            let sig = git2::Signature::now("t", "t@example.com").unwrap();
+            let mut tb = src.treebuilder(None).unwrap();
+            for (name, bytes) in files {
+                tb.insert(name, src.blob(bytes).unwrap(), 0o100644).unwrap();
+            }
+            let tree = src.find_tree(tb.write().unwrap()).unwrap();
+            src.commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+                .unwrap()
+                .to_string()
+        };
+        let attributed = commit(
+            "attributed",
+            &[
+                (".gitattributes", b"*.txt text eol=crlf\n"),
+                ("a.txt", b"x\ny\n"),
+            ],
+        );
+        let plain = commit("plain", &[("a.txt", b"x\ny\n")]);
+        let git = super::GitOptions::default();
+        for (dir, sha, want) in [
+            ("attributed", &attributed, &b"x\r\ny\r\n"[..]),
+            ("plain", &plain, &b"x\ny\n"[..]),
+        ] {
+            let read = super::read_origin(&t.path().join(dir), false).unwrap();
+            let dest = t.path().join(format!("{dir}-clone"));
+            super::clone_at(read, sha, &dest, &git, super::Submodules::NetworkOnly).unwrap();
+            assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), want, "{dir}");
+            let repo = git2::Repository::open(&dest).unwrap();
+            let tree = repo.head().unwrap().peel_to_tree().unwrap();
+            assert_eq!(
+                super::nothing_to_filter(&repo, &tree),
+                dir == "plain",
+                "{dir}"
+            );
+        }
     }
 
     #[test]

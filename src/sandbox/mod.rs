@@ -261,6 +261,12 @@ pub trait Sandbox: Send + Sync + fmt::Debug {
     fn disk(&self) -> Option<u64> {
         None
     }
+    /// The host paths this sandbox hides from jobs (runway's state and caches, what
+    /// runway.toml's `hide` lists): left out of a workspace copied from a directory
+    /// that holds them.
+    fn hidden(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
     /// The sandbox a deploy rehearsal of this job's bundle runs in: a copy of the
     /// machine like the job's, with the same hidden paths, in a network namespace of
     /// its own.
@@ -407,6 +413,10 @@ impl Sandbox for Namespaces {
 
     fn disk(&self) -> Option<u64> {
         self.disk
+    }
+
+    fn hidden(&self) -> Vec<PathBuf> {
+        self.policy.hide.clone()
     }
 
     fn rehearsal(&self) -> std::sync::Arc<dyn Sandbox> {

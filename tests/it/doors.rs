@@ -624,6 +624,39 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
     assert!(!again.all().contains("not enforced"), "{}", again.all());
 }
 
+/// 9c. runway's state and cache directories inside the directory a `runway run`
+///     copies into the workspace (a plain directory, or a work tree's changes) are
+///     left out of the copy: the job reads neither runway's database nor its kept disk
+///     template through its own checkout (the template, 10 GB as a sparse file, filled
+///     the job's disk when copied).
+#[test]
+fn runways_own_directories_inside_the_copied_tree_stay_out_of_the_workspace() {
+    let yml = "language: shell\nscript:\n  - ls -A\n  - test ! -e state && test ! -e cache && echo LEFT-OUT\n";
+    for repo in [false, true] {
+        let p = Hostile::new(yml);
+        let state = p.dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("runway.db"), "STATE-DB-BYTES").unwrap();
+        if repo {
+            git(p.dir.path(), &["init", "-q", "-b", "master"]);
+            git(p.dir.path(), &["add", ".travis.yml"]);
+            git(p.dir.path(), &["commit", "-qm", "c"]);
+        }
+        for round in 0..2 {
+            let mut c = runway();
+            c.arg("run").arg(p.dir.path());
+            c.args(["--branch", "master"]);
+            c.arg("--cache-dir").arg(p.dir.path().join("cache"));
+            c.env("RUNWAY_STATE_DIR", &state);
+            c.env("HOME", p.home.path());
+            let r = run(&mut c);
+            assert_eq!(r.code, 0, "repo {repo}, round {round}: {}", r.all());
+            assert!(r.stdout.contains("\nLEFT-OUT\n"), "{}", r.all());
+            assert!(!r.all().contains("STATE-DB-BYTES"), "{}", r.all());
+        }
+    }
+}
+
 /// 9b. Issue 29: runway keeps its job-disk template in its state directory and makes
 ///     later jobs' disks from it. A job that goes for that file by its path (the state
 ///     directory outside `/tmp`, so the job's own `/tmp` is not what hides it) finds the
