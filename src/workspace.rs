@@ -184,6 +184,14 @@ impl Workspace {
         &self.root
     }
 
+    /// The job in this workspace has started (its shell runs): what is made ahead for
+    /// the next job is made now, not while this one starts.
+    pub fn started(&self) {
+        if let Some(d) = &self.disk {
+            d.started();
+        }
+    }
+
     /// The disk budget, when the job's disk is full.
     pub fn disk_full(&self) -> Option<u64> {
         self.disk.as_ref().filter(|d| d.full()).map(|d| d.size())

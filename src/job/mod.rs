@@ -344,6 +344,7 @@ impl Runner<'_> {
                 if let Some(dir) = &self.ctx.options.process_dir {
                     let _ = sh.record_in(dir, ws.root());
                 }
+                ws.started();
                 self.shell = Some(sh);
                 Ok(())
             }

@@ -61,6 +61,9 @@ pub struct JobDisk {
     mount: PathBuf,
     size: u64,
     kept: bool,
+    /// The size of the disk to make ahead for the next job once this one has started
+    /// (0: none), so that making it does not contend with this job's start.
+    next: std::sync::atomic::AtomicU64,
 }
 
 /// Where a workspace's image lives: beside it (`runway-job-XXXX.disk`).
@@ -83,13 +86,14 @@ pub fn expect(n: u64) {
 
 impl JobDisk {
     /// Puts a filesystem of `size` bytes on `dir` (an empty directory): one made ahead
-    /// when there is one, else made now; then another is made ahead when another job
-    /// is to come ([`expect`]).
+    /// when there is one, else made now; another is made ahead, when another job is to
+    /// come ([`expect`]), once this one has [`started`](JobDisk::started).
     pub fn attach(dir: &Path, size: u64) -> io::Result<JobDisk> {
         let disk = JobDisk {
             mount: dir.to_path_buf(),
             size,
             kept: false,
+            next: std::sync::atomic::AtomicU64::new(0),
         };
         let ready = Pool::take_or_wait(size)?;
         let moved = ready.is_some_and(|spot| {
@@ -113,9 +117,17 @@ impl JobDisk {
             })
             .map_or(true, |before| before > 1);
         if another {
-            Pool::refill(size);
+            disk.next.store(size, SeqCst);
         }
         Ok(disk)
+    }
+
+    /// The job on this disk has started: the next job's disk is made ahead now.
+    pub fn started(&self) {
+        let size = self.next.swap(0, std::sync::atomic::Ordering::SeqCst);
+        if size > 0 {
+            Pool::refill(size);
+        }
     }
 
     /// The budget.
@@ -150,6 +162,8 @@ impl Drop for JobDisk {
         if !self.kept {
             Pool::retire(&self.mount);
         }
+        // A job that never started still leaves the next one its disk.
+        self.started();
     }
 }
 
@@ -174,7 +188,14 @@ fn make(dir: &Path, size: u64) -> io::Result<()> {
     for d in SKELETON {
         std::fs::create_dir_all(dir.join(d))?;
     }
-    Ok(())
+    // A fresh filesystem's first writes read its allocation maps in: done here, for a
+    // disk made ahead off its job's path, by a directory and a file made and removed
+    // where the checkout goes.
+    let warm = dir.join("build/.runway-warm");
+    std::fs::create_dir(&warm)?;
+    std::fs::write(warm.join("f"), b"")?;
+    std::fs::remove_file(warm.join("f"))?;
+    std::fs::remove_dir(&warm)
 }
 
 /// The template copied, a loop device, a mount on `dir`.

@@ -338,6 +338,14 @@ fn request(
             executor,
             cache: None,
             holder: Some(state.holder.clone()),
+            // SQLite's: a PostgreSQL connection kept idle may not outlive a restart.
+            kept_store: state
+                .cfg
+                .database_url()
+                .ok()
+                .flatten()
+                .is_none()
+                .then(|| state.kept_store.clone()),
         },
     }
 }

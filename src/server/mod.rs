@@ -78,6 +78,8 @@ pub struct AppState {
     said_queued: Mutex<std::collections::HashSet<i64>>,
     /// This node's hold on the builds it follows (each ended once, by their holder).
     holder: Arc<crate::service::Holder>,
+    /// The store the last build used, kept open for the next ([`crate::service::KeptStore`]).
+    kept_store: Arc<crate::service::KeptStore>,
     slots: Arc<crate::build::JobSlots>,
     /// Log files of ended builds, removed when due (`builder::PARTIAL_LOG_LINGER`):
     /// (when, build row id).
@@ -160,6 +162,7 @@ impl AppState {
             said_queued: Mutex::default(),
             signals: dispatch::Signals::default(),
             holder: Arc::new(crate::service::Holder::new(&node)),
+            kept_store: Arc::default(),
             node,
             caches: tokio::sync::OnceCell::new(),
             streams: gate,

@@ -221,10 +221,34 @@ impl Store {
     }
 
     pub(super) fn set_text(&self, id: i64, column: Text, value: &str) -> Result<(), StoreError> {
-        self.db().execute(
-            &format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name()),
-            &[value.into(), id.into()],
-        )?;
+        self.update_text(id, column, value, false)
+    }
+
+    /// [`Store::set_text`], committed without waiting for the disk
+    /// ([`Backend::execute_lazily`]).
+    pub(super) fn set_text_lazily(
+        &self,
+        id: i64,
+        column: Text,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        self.update_text(id, column, value, true)
+    }
+
+    fn update_text(
+        &self,
+        id: i64,
+        column: Text,
+        value: &str,
+        lazily: bool,
+    ) -> Result<(), StoreError> {
+        let sql = format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name());
+        let args = [value.into(), id.into()];
+        if lazily {
+            self.db().execute_lazily(&sql, &args)?;
+        } else {
+            self.db().execute(&sql, &args)?;
+        }
         self.announce_build(id)
     }
 

@@ -830,7 +830,9 @@ impl Store {
 
     /// Records the commit's author once the build has read the commit.
     pub fn set_author(&mut self, id: i64, author: &str) -> Result<(), StoreError> {
-        self.set_text(id, Text::Author, author)
+        // Who pushed is for the pages: committed without waiting for the disk (on the
+        // way to the build's first command; the next full commit takes it there).
+        self.set_text_lazily(id, Text::Author, author)
     }
 
     /// Records what became of the build's mail.
