@@ -196,11 +196,15 @@ impl Shell {
             });
         }
         let enclosure = sandbox.enclose(&mut c, job)?;
-        let mut child = match c.spawn() {
+        let mut child = match enclosure.spawn(&mut c) {
             Ok(c) => c,
-            Err(e) => return Err(enclosure.confirm().err().map_or(e.into(), Into::into)),
+            // The step that failed, when the sandbox said; else the spawn's error.
+            Err(SandboxError::Io(e)) => {
+                return Err(enclosure.confirm(None).err().map_or(e.into(), Into::into));
+            }
+            Err(e) => return Err(e.into()),
         };
-        let confined = match enclosure.confirm() {
+        let confined = match enclosure.confirm(Some(child.id())) {
             Ok(c) => c,
             Err(e) => {
                 let _ = child.kill();

@@ -101,17 +101,27 @@ impl Enclosure {
         }
     }
 
+    /// Starts `cmd` (the command [`Sandbox::enclose`] arranged): in a sandbox, as the
+    /// first process of a PID namespace of its own ([`sys::spawn_as_init`]).
+    pub fn spawn(&self, cmd: &mut Command) -> Result<std::process::Child, SandboxError> {
+        match self.check {
+            Some(_) => sys::spawn_as_init(cmd),
+            None => Ok(cmd.spawn()?),
+        }
+    }
+
     /// Waits until the shell runs inside its sandbox, or reports the step that failed.
-    /// Call after `spawn` returned.
-    pub fn confirm(self) -> Result<Confined, SandboxError> {
+    /// Call after [`Enclosure::spawn`] returned: `init` is the child it started (none
+    /// when it failed).
+    pub fn confirm(self, init: Option<u32>) -> Result<Confined, SandboxError> {
         let mut files = Files::Host;
         if let Some(report) = self.check {
-            let init = report.wait()?;
+            report.wait()?;
             // A shell that has already ended (a sandbox check's `true`) leaves no view.
-            files = match init.map(sys::mount_namespace) {
+            files = match init.map(|pid| sys::mount_namespace(pid as i32)) {
                 Some(Ok(mnt)) => Files::Job(JobView { mnt }),
                 Some(Err(e)) => Files::Gone(e.to_string()),
-                None => Files::Gone("the keeper did not say init's process id".into()),
+                None => Files::Gone("the sandbox's init did not start".into()),
             };
         }
         Ok(Confined {
@@ -365,12 +375,12 @@ impl Namespaces {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         let enclosure = self.enclose(&mut cmd, &job)?;
-        let mut child = match cmd.spawn() {
+        let mut child = match enclosure.spawn(&mut cmd) {
             Ok(c) => c,
             // The step that failed, when the sandbox said; else the spawn's error.
-            Err(e) => return enclosure.confirm().and(Err(e.into())),
+            Err(e) => return enclosure.confirm(None).and(Err(e)),
         };
-        let confirmed = enclosure.confirm();
+        let confirmed = enclosure.confirm(Some(child.id()));
         let _ = child.wait();
         confirmed.map(drop)
     }

@@ -3,14 +3,15 @@
 //! the fork: a forked child of a threaded process may not allocate.
 //!
 //! The processes, from runway down:
-//! - the **keeper** (runway's child, in runway's PID namespace and the job's process
-//!   group): clones the sandbox's first process into new namespaces, ignores `SIGTERM`
-//!   (so a job's grace period is the shell's), waits, and exits with the shell's status.
-//!   It dies with runway (`PR_SET_PDEATHSIG`).
-//! - **init** (PID 1 of the new PID namespace): mounts the layout, moves into the new
-//!   root, starts the shell, reaps orphans, and exits with the shell's status. When it
-//!   exits the kernel kills every process left in the namespace: `setsid` daemons,
-//!   double forks, loops that ignore `SIGTERM`. It dies with the keeper.
+//! - **init** (runway's child, the job's process group's leader, and PID 1 of a new PID
+//!   namespace: the thread that spawns it makes one for its children first,
+//!   [`spawn_as_init`]): takes new mount, IPC, UTS (and network) namespaces, mounts
+//!   the layout, moves into the new root, starts the shell, reaps orphans, and exits
+//!   with the shell's status. As its namespace's init it gets no signal it has no
+//!   handler for (its handlers are reset first), so a job's grace period is the
+//!   shell's; when it exits the kernel kills every process left in the namespace:
+//!   `setsid` daemons, double forks, loops that ignore `SIGTERM`. It dies with runway
+//!   (`PR_SET_PDEATHSIG`).
 //! - the **shell**: drops the capabilities that reach past the sandbox, sets
 //!   the seccomp filter, and returns to `exec` bash.
 //!
@@ -59,7 +60,7 @@ struct Prepared {
     slash: CString,
     network: bool,
     filter: &'static [libc::sock_filter],
-    /// The job's `cgroup.procs` files, joined by the keeper before anything else.
+    /// The job's `cgroup.procs` files, joined by init before anything else.
     cgroups: Vec<libc::c_int>,
     /// The write end of the report pipe (the parent's copy is closed after the spawn).
     report: libc::c_int,
@@ -79,31 +80,27 @@ pub struct SetupReport {
 }
 
 impl SetupReport {
-    /// Waits for init's word (EOF once every copy of the write end is closed: the
-    /// keeper's and init's after their setup, the shell's at exec). On success, init's
-    /// process id as runway sees it (the keeper says it), when it was said.
-    pub fn wait(mut self) -> Result<Option<i32>, SandboxError> {
+    /// Waits for init's word (EOF once every copy of the write end is closed: init's
+    /// after its setup, the shell's at exec).
+    pub fn wait(mut self) -> Result<(), SandboxError> {
         // Our copy of the write end would keep the pipe open forever.
         self.write = None;
         let mut buf = Vec::new();
         let _ = self.read.read_to_end(&mut buf);
-        let mut init = None;
-        for msg in buf.chunks_exact(8) {
-            let step = u32::from_ne_bytes(msg[0..4].try_into().unwrap_or_default()) as usize;
-            let value = i32::from_ne_bytes(msg[4..8].try_into().unwrap_or_default());
-            if step == INIT_PID {
-                init = Some(value);
-            } else {
-                return Err(self.failed(step, value));
+        match buf.chunks_exact(8).next() {
+            Some(msg) => {
+                let step = u32::from_ne_bytes(msg[0..4].try_into().unwrap_or_default());
+                let errno = i32::from_ne_bytes(msg[4..8].try_into().unwrap_or_default());
+                Err(self.failed(step as usize, errno))
             }
+            None => Ok(()),
         }
-        Ok(init)
     }
 
     fn failed(&self, step: usize, errno: i32) -> SandboxError {
         let step = match step {
             s if s < self.steps.len() => self.steps[s].clone(),
-            CLONE => "making the job's namespaces (mount, pid, ipc, uts)".into(),
+            CLONE => NAMESPACES.into(),
             PIVOT => "making the overlay the root (pivot_root)".into(),
             LOOPBACK => "bringing up loopback".into(),
             CGROUP => "joining the job's cgroup".into(),
@@ -117,11 +114,11 @@ impl SetupReport {
 }
 
 const CLONE: usize = 1_000_000;
+/// The step [`CLONE`] names.
+const NAMESPACES: &str = "making the job's namespaces (mount, pid, ipc, uts)";
 const PIVOT: usize = 1_000_001;
 const LOOPBACK: usize = 1_000_002;
 const CGROUP: usize = 1_000_004;
-/// Not a failure: the keeper's word of init's process id.
-const INIT_PID: usize = 2_000_000;
 
 fn c(p: &Path) -> Result<CString, SandboxError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Path(p.to_path_buf()))
@@ -265,13 +262,48 @@ pub fn enclose(
     })
 }
 
-/// The namespaces init is cloned into.
+/// The namespaces init takes besides its PID namespace.
 fn namespaces(network: bool) -> libc::c_int {
     libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | if network { 0 } else { libc::CLONE_NEWNET }
+}
+
+/// Spawns `cmd` (arranged by [`enclose`]) as the first process of a new PID namespace:
+/// the calling thread's children are born in one (`unshare(CLONE_NEWPID)` on this
+/// thread only) for the spawn, then in the thread's own again (`setns`). runway's child
+/// is then init itself: no process stands between them (one copy of runway's address
+/// space fewer per job).
+pub fn spawn_as_init(cmd: &mut Command) -> Result<std::process::Child, SandboxError> {
+    static OWN: std::sync::OnceLock<Result<OwnedFd, i32>> = std::sync::OnceLock::new();
+    let own = OWN.get_or_init(|| {
+        std::fs::File::open("/proc/self/ns/pid")
+            .map(OwnedFd::from)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+    });
+    let own = own.as_ref().map_err(|e| io::Error::from_raw_os_error(*e))?;
+    // SAFETY: unshare(2) of this thread's PID namespace for its children: no memory is
+    // involved; every other thread's children are born where they were.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        return Err(SandboxError::Step {
+            step: NAMESPACES.into(),
+            error: io::Error::last_os_error(),
+        });
+    }
+    let spawned = cmd.spawn();
+    // SAFETY: setns(2) back to the namespace this process runs in, by a descriptor we
+    // own: the thread's later children are born there again.
+    if unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWPID) } != 0 {
+        // A thread whose children would be born in a stale namespace must not carry on.
+        let e = io::Error::last_os_error();
+        if let Ok(mut child) = spawned {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        return Err(e.into());
+    }
+    Ok(spawned?)
 }
 
 fn errno() -> i32 {
@@ -298,11 +330,11 @@ unsafe fn fail(p: &Prepared, step: usize, err: i32) -> ! {
     unsafe { libc::_exit(125) }
 }
 
-/// Closes every descriptor: the keeper and init hold no pipe of the job's, so the job's
+/// Closes every descriptor: init holds no pipe of the job's, so the job's
 /// output ends when the shell's does and `spawn` returns once the shell execs.
 unsafe fn close_all() {
     // SAFETY: close_range(2) on this process's own descriptors; the caller (the forked
-    // keeper or init) holds no Rust value that owns one of them afterwards.
+    // init) holds no Rust value that owns one of them afterwards.
     unsafe {
         libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
     }
@@ -328,10 +360,12 @@ unsafe fn wait_for(pid: libc::pid_t) -> i32 {
     }
 }
 
-/// Runs in the child between fork and exec (see the module's header).
+/// Runs in the child between fork and exec (see the module's header): init, then the
+/// shell it starts.
 fn enter(p: &Prepared) -> io::Result<()> {
-    // SAFETY: raw clone without glibc's fork handlers (a forked child of a threaded
-    // process must not take their locks); the child gets a copy of the stack.
+    // SAFETY: raw system calls on this forked process alone, on data prepared before
+    // the fork; the clone runs without glibc's fork handlers (a forked child of a
+    // threaded process must not take their locks) and gives the shell a copy of init.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         if let Err(e) = super::cgroup::join(&p.cgroups) {
@@ -339,25 +373,16 @@ fn enter(p: &Prepared) -> io::Result<()> {
             report(p, CGROUP, e);
             return Err(io::Error::from_raw_os_error(e));
         }
-        let flags = namespaces(p.network) as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
-        let init = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
-        if init < 0 {
+        // runway's handlers are not init's: with none, init gets only SIGKILL (its
+        // namespace's init), and the shell started below the default actions.
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        if libc::unshare(namespaces(p.network)) != 0 {
             let e = errno();
             report(p, CLONE, e);
             return Err(io::Error::from_raw_os_error(e));
         }
-        if init > 0 {
-            // The keeper: says who init is (runway enters its mount namespace for the
-            // job's caches), then waits.
-            report(p, INIT_PID, init as i32);
-            libc::signal(libc::SIGTERM, libc::SIG_IGN);
-            libc::signal(libc::SIGINT, libc::SIG_IGN);
-            libc::signal(libc::SIGHUP, libc::SIG_IGN);
-            close_all();
-            libc::_exit(wait_for(init as libc::pid_t));
-        }
-        // Init.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         build_root(p);
         let shell = libc::syscall(
             libc::SYS_clone,
