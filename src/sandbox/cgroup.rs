@@ -1,7 +1,7 @@
 //! Memory and process limits per job, where the kernel lets runway set them: a cgroup
 //! per job under runway's own, with cgroup v2's `memory.max`/`pids.max` when its
 //! controllers are delegated, else cgroup v1's memory and pids hierarchies. The job's
-//! keeper joins the cgroups before it makes the namespaces, so everything the job
+//! init joins the cgroups before it makes the namespaces, so everything the job
 //! starts is counted; runway reads the kernel's `oom_kill` count to tell a job killed
 //! for memory from one that failed.
 //!
@@ -286,7 +286,7 @@ impl JobCgroup {
         Ok(cg)
     }
 
-    /// The `cgroup.procs` files the keeper writes `0` to, joining them.
+    /// The `cgroup.procs` files the job's init writes `0` to, joining them.
     pub fn procs_fds(&self) -> Vec<libc::c_int> {
         self.procs.iter().map(|f| f.as_raw_fd()).collect()
     }
@@ -314,7 +314,7 @@ impl Drop for JobCgroup {
     }
 }
 
-/// Writes `0` (the writer itself) to each of `fds`: the keeper joins its cgroups.
+/// Writes `0` (the writer itself) to each of `fds`: the job's init joins its cgroups.
 /// Async-signal-safe.
 pub(super) fn join(fds: &[libc::c_int]) -> io::Result<()> {
     for fd in fds {
