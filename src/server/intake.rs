@@ -352,9 +352,7 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
                 }
             }
             let row = s.enqueue(&NewBuild::of(&d.event(message)))?;
-            for key in &keys {
-                s.record_delivery(key, row.id, since)?;
-            }
+            s.record_deliveries(&keys, row.id, since)?;
             // Auto-cancel only for the ref's newest state: a commit the ref has moved on
             // from (asked for by name on the generic endpoint) cancels nothing.
             let auto = repo_cfg.auto_cancel_pushes.unwrap_or(state.cfg.auto_cancel);
@@ -532,9 +530,7 @@ fn record_pull(
             } else {
                 s.enqueue(&NewBuild::of(event))?
             };
-            for key in &keys {
-                s.record_delivery(key, row.id, since)?;
-            }
+            s.record_deliveries(&keys, row.id, since)?;
             let auto = repo_cfg
                 .auto_cancel_pull_requests
                 .unwrap_or(state.cfg.auto_cancel);

@@ -71,22 +71,37 @@ impl Store {
             .transpose()
     }
 
-    /// Remembers that delivery `key` made build `build_id`; keys older than
-    /// `forget_before` are forgotten.
-    pub fn record_delivery(
+    /// Remembers that deliveries `keys` made build `build_id`, in one statement (one
+    /// synced commit); keys older than `forget_before` are forgotten (a purge the power
+    /// takes is done again by the next delivery: not waited for).
+    pub fn record_deliveries(
         &mut self,
-        key: &str,
+        keys: &[String],
         build_id: i64,
         forget_before: i64,
     ) -> Result<(), StoreError> {
-        self.db().execute(
+        self.db().execute_lazily(
             "DELETE FROM deliveries WHERE at < $1",
             &[forget_before.into()],
         )?;
+        let mut keys: Vec<&String> = keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..keys.len())
+            .map(|i| format!("(${}, $1, $2)", i + 3))
+            .collect();
+        let mut args = vec![build_id.into(), now().into()];
+        args.extend(keys.iter().map(|k| k.as_str().into()));
         self.db().execute(
-            "INSERT INTO deliveries (key, build_id, at) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO UPDATE SET build_id = $2, at = $3",
-            &[key.into(), build_id.into(), now().into()],
+            &format!(
+                "INSERT INTO deliveries (key, build_id, at) VALUES {}
+                 ON CONFLICT (key) DO UPDATE SET build_id = $1, at = $2",
+                rows.join(", ")
+            ),
+            &args,
         )?;
         Ok(())
     }

@@ -1537,8 +1537,20 @@ mod tests {
         assert!(s.held_by("node-a").unwrap().is_empty(), "{backend}");
         s.set_state(newer.id, Status::Passed, None).unwrap();
         // Deliveries and the outbox.
-        s.record_delivery("github:1", b2.id, 0).unwrap();
+        s.record_deliveries(&["github:1".to_string()], b2.id, 0)
+            .unwrap();
         assert_eq!(s.delivery("github:1", 0).unwrap().unwrap().id, b2.id);
+        // A delivery's keys (its id, what it pushes) in one statement, a key said twice
+        // once; a key seen again now names the newer build.
+        let keys = ["github:2", "push:o/app:main:abc", "github:2", "github:1"].map(String::from);
+        s.record_deliveries(&keys, newer.id, 0).unwrap();
+        for k in ["github:1", "github:2", "push:o/app:main:abc"] {
+            assert_eq!(
+                s.delivery(k, 0).unwrap().unwrap().id,
+                newer.id,
+                "{k}: {backend}"
+            );
+        }
         let mail = OutboxMail {
             id: 0,
             build_id: b2.id,
