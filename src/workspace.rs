@@ -225,6 +225,11 @@ const PACK_AHEAD_BYTES: usize = 32 << 20;
 /// Reads what cloning the repository at `source` takes ([`Read`]); `shallow`: a depth
 /// is asked for (fetched through the transport later).
 fn read_origin(source: &Path, shallow: bool) -> Result<Read, WorkspaceError> {
+    read_origin_holding(source, shallow, PACK_AHEAD_BYTES)
+}
+
+/// [`read_origin`], holding at most `most` bytes of pack.
+fn read_origin_holding(source: &Path, shallow: bool, most: usize) -> Result<Read, WorkspaceError> {
     let url = format!("file://{}", source.canonicalize()?.display());
     let origin = git2::Repository::open(source).ok();
     let default = origin.as_ref().and_then(|s| {
@@ -236,7 +241,7 @@ fn read_origin(source: &Path, shallow: bool) -> Result<Read, WorkspaceError> {
         Some(origin) if !shallow => {
             let mut pack = Some(Vec::new());
             let refs = pack_local(&origin, &mut |chunk| match pack.as_mut() {
-                Some(p) if p.len() + chunk.len() <= PACK_AHEAD_BYTES => {
+                Some(p) if p.len() + chunk.len() <= most => {
                     p.extend_from_slice(chunk);
                     Ok(true)
                 }
@@ -411,7 +416,8 @@ fn write_clone(
 }
 
 /// Packs what `origin`'s branches and tags reach with libgit2's pack builder, handing
-/// the pack's bytes to `sink` (which may stop it by answering `false`), and returns the
+/// the pack's bytes to `sink` (which may stop it, not an error, by answering `false`),
+/// and returns the
 /// references a fetch of `+refs/heads/*:refs/remotes/origin/*` with origin's tags
 /// would make: (name in the clone, what it points at, the commit an annotated tag
 /// peels to).
@@ -449,16 +455,23 @@ fn pack_local(
     }
     pack.insert_walk(&mut walk)?;
     if pack.object_count() > 0 {
-        let mut failed = None;
-        pack.foreach(|chunk| match sink(chunk) {
-            Ok(more) => more,
+        let (mut failed, mut stopped) = (None, false);
+        let packed = pack.foreach(|chunk| match sink(chunk) {
+            Ok(more) => {
+                stopped = !more;
+                more
+            }
             Err(e) => {
                 failed = Some(e);
                 false
             }
-        })?;
+        });
         if let Some(e) = failed {
             return Err(git2::Error::from_str(&e.to_string()));
+        }
+        // libgit2 answers a stop with an error of its own.
+        if !stopped {
+            packed?;
         }
     }
     refs.sort();
@@ -470,24 +483,18 @@ fn pack_local(
 /// one `packed-refs` file, as `git clone` leaves them. The local transport listed,
 /// negotiated and wrote each reference and its log apart.
 fn write_local(packed: &Packed, repo: &git2::Repository) -> Result<(), git2::Error> {
-    let write = |w: &mut git2::OdbPackwriter<'_>, chunk: &[u8]| std::io::Write::write_all(w, chunk);
-    match &packed.pack {
-        Some(bytes) if bytes.is_empty() => {}
-        Some(bytes) => {
-            let odb = repo.odb()?;
-            let mut writer = odb.packwriter()?;
-            write(&mut writer, bytes).map_err(|e| git2::Error::from_str(&e.to_string()))?;
-            writer.commit()?;
+    if packed.pack.as_ref().is_none_or(|bytes| !bytes.is_empty()) {
+        let odb = repo.odb()?;
+        let mut writer = odb.packwriter()?;
+        let mut write = |chunk: &[u8]| std::io::Write::write_all(&mut writer, chunk);
+        match &packed.pack {
+            Some(bytes) => write(bytes).map_err(|e| git2::Error::from_str(&e.to_string()))?,
+            None => {
+                let origin = git2::Repository::open(&packed.git_dir)?;
+                pack_local(&origin, &mut |chunk| write(chunk).map(|()| true))?;
+            }
         }
-        None => {
-            let origin = git2::Repository::open(&packed.git_dir)?;
-            let odb = repo.odb()?;
-            let mut writer = odb.packwriter()?;
-            pack_local(&origin, &mut |chunk| {
-                write(&mut writer, chunk).map(|()| true)
-            })?;
-            writer.commit()?;
-        }
+        writer.commit()?;
     }
     // A shallow origin's history ends where its own does: the clone says so too, or
     // its oldest commits would name parents it lacks.
@@ -868,10 +875,12 @@ mod tests {
         let commit = src
             .commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
             .unwrap();
-        let mut read = super::read_origin(&t.path().join("src"), false).unwrap();
-        let packed = read.local.as_mut().unwrap();
-        assert!(packed.pack.as_ref().is_some_and(|p| !p.is_empty()));
-        packed.pack = None;
+        let whole = super::read_origin(&t.path().join("src"), false).unwrap();
+        assert!(whole.local.unwrap().pack.is_some_and(|p| !p.is_empty()));
+        // Held up to one byte: the pack is not held, the references are.
+        let read = super::read_origin_holding(&t.path().join("src"), false, 1).unwrap();
+        let packed = read.local.as_ref().unwrap();
+        assert!(packed.pack.is_none() && !packed.refs.is_empty());
         let dest = t.path().join("dest");
         let repo = super::write_clone(read, &dest, &mut git2::FetchOptions::new()).unwrap();
         let c = repo.find_commit(commit).unwrap();
