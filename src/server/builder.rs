@@ -338,14 +338,7 @@ fn request(
             executor,
             cache: None,
             holder: Some(state.holder.clone()),
-            // SQLite's: a PostgreSQL connection kept idle may not outlive a restart.
-            kept_store: state
-                .cfg
-                .database_url()
-                .ok()
-                .flatten()
-                .is_none()
-                .then(|| state.kept_store.clone()),
+            kept_store: Some(state.kept_store.clone()),
         },
     }
 }

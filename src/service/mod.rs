@@ -78,7 +78,8 @@ pub struct Controls {
     pub cache: Option<Arc<dyn crate::cache::store::CacheStore>>,
     /// The serve node following the build: it ends the build only while it holds it.
     pub holder: Option<Arc<Holder>>,
-    /// A store kept open from one queued build to the next (a server on SQLite).
+    /// A store kept open from one queued build to the next (used on SQLite: an idle
+    /// PostgreSQL connection may not outlive a restart of its server).
     pub kept_store: Option<Arc<KeptStore>>,
 }
 
@@ -293,7 +294,7 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
         reporter.event(Event::Progress(p))
     });
     conclude(req, &plan, &event, &report, recorded.as_mut(), reporter);
-    if let (Some(kept), Some(r)) = (&req.controls.kept_store, recorded) {
+    if let (Some(kept), Some(r)) = (kept_store(req), recorded) {
         kept.keep(r.store);
     }
     Ok(report.exit_code())
@@ -579,6 +580,14 @@ fn not_built(req: &Request, plan: &Plan, reporter: &mut dyn Reporter) -> Result<
     Ok(exit::PASSED)
 }
 
+/// The store kept between the server's builds, when this request's is SQLite's.
+fn kept_store(req: &Request) -> Option<&KeptStore> {
+    req.controls
+        .kept_store
+        .as_deref()
+        .filter(|_| req.database_url.is_none())
+}
+
 /// Opens the store and records the build when asked: a new build gets its number and
 /// remembers the previous finished build of its branch (what "change" compares with).
 fn record(req: &Request, event: &BuildEvent) -> Result<Option<Recorded>, ServiceError> {
@@ -586,7 +595,7 @@ fn record(req: &Request, event: &BuildEvent) -> Result<Option<Recorded>, Service
         Record::No => None,
         // A queued build outlives a database restart: its store is waited for.
         Record::Queued(row) => Some(Recorded {
-            store: match req.controls.kept_store.as_ref().and_then(|k| k.take()) {
+            store: match kept_store(req).and_then(|k| k.take()) {
                 Some(kept) => kept,
                 None => store::patiently(req.controls.cancel.as_ref(), || {
                     Store::connect(&req.state_dir, req.database_url.as_deref())
