@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use crate::build::{JobTap, SharedOut};
 use crate::cancel::Cancel;
 use crate::job::{JobOutcome, JobResult};
-use crate::protocol::{self, Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held, Report};
+use crate::protocol::{
+    self, Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Ended, Held, Report,
+};
 use crate::service::{self, Controls, Event, Options, Reporter, Request, SandboxOptions};
 use crate::store::tasks::{Labels, labels_text};
 
@@ -273,38 +275,56 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         labels_text(&opts.labels),
         opts.servers.join(", ")
     );
-    while !drain.is_canceled() && opts.jobs.is_none_or(|n| done < n) {
-        let claim = Claim {
-            name: opts.name.clone(),
-            labels: opts.labels.clone(),
-            wait_ms: 20_000,
-        };
-        let got = servers.until_done(&|| drained.load(Ordering::SeqCst), |s| {
-            s.post_json("/api/worker/claim", &claim)
-        });
-        match got {
-            Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
-                Ok(a) => {
-                    *servers
-                        .task_secret
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(a.secret.clone());
-                    run_task(opts, &servers, &a, &keeper, &drained);
-                    *servers
-                        .task_secret
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = None;
-                    done += 1;
+    let claim = Claim {
+        name: opts.name.clone(),
+        labels: opts.labels.clone(),
+        wait_ms: 20_000,
+    };
+    // A job handed with the last one's report is run whatever came meanwhile: it is
+    // this worker's already (as a claim answered just before a SIGTERM).
+    let mut next: Option<Assignment> = None;
+    while next.is_some() || (!drain.is_canceled() && opts.jobs.is_none_or(|n| done < n)) {
+        let a = match next.take() {
+            Some(a) => a,
+            None => {
+                let got = servers.until_done(&|| drained.load(Ordering::SeqCst), |s| {
+                    s.post_json("/api/worker/claim", &claim)
+                });
+                match got {
+                    Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            eprintln!("runway worker: an assignment runway cannot read: {e}");
+                            continue;
+                        }
+                    },
+                    Ok(_) => continue,
+                    Err(CallError::Refused(why)) => {
+                        eprintln!("runway worker: refused by the server: {why}");
+                        return crate::exit::ERRORED;
+                    }
+                    Err(e) => {
+                        eprintln!("runway worker: {e:?}");
+                        continue;
+                    }
                 }
-                Err(e) => eprintln!("runway worker: an assignment runway cannot read: {e}"),
-            },
-            Ok(_) => {}
-            Err(CallError::Refused(why)) => {
-                eprintln!("runway worker: refused by the server: {why}");
-                return crate::exit::ERRORED;
             }
-            Err(e) => eprintln!("runway worker: {e:?}"),
-        }
+        };
+        *servers
+            .task_secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(a.secret.clone());
+        // Another job is asked for with this one's report unless this is the last
+        // or the worker drains (asked when the report is sent).
+        let then = || {
+            (!drain.is_canceled() && opts.jobs.is_none_or(|n| done + 1 < n)).then(|| claim.clone())
+        };
+        next = run_task(opts, &servers, &a, &keeper, &drained, &then);
+        *servers
+            .task_secret
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        done += 1;
     }
     eprintln!("runway worker {}: stopped after {done} job(s)", opts.name);
     crate::exit::PASSED
@@ -479,14 +499,16 @@ impl Reporter for Problems {
 }
 
 /// Runs one assigned job: its commit fetched, heartbeats while it runs, its log sent,
-/// its report delivered (to whichever server answers).
+/// its report delivered (to whichever server answers), with `then()` (a claim of the
+/// next job) when the worker takes another: the job that report's answer hands over.
 fn run_task(
     opts: &WorkerOptions,
     servers: &Arc<Servers>,
     a: &Assignment,
     keeper: &Mutex<lease::Keeper>,
     drained: &AtomicBool,
-) {
+    then: &dyn Fn() -> Option<Claim>,
+) -> Option<Assignment> {
     // The claim's lease holds from here; the keeper stops the job before it lapses
     // unless a heartbeat renews it.
     let hold = held_for(a);
@@ -546,22 +568,28 @@ fn run_task(
             "runway worker {}: job {} is no longer ours (its lease ran out): stopped",
             opts.name, a.job.number
         );
-        return;
+        return None;
     }
     let end = End {
         worker: opts.name.clone(),
         attempt: a.attempt,
         report: Report::of(&outcome),
         tail: outbox.tail(),
+        next: then(),
     };
     let path = format!("/api/worker/tasks/{}/end", a.task);
     match servers.until_done(&give_up, |s| s.post_json(&path, &end)) {
-        Ok(_) => eprintln!(
-            "runway worker {}: job {} {}",
-            opts.name,
-            a.job.number,
-            outcome.result.as_str()
-        ),
+        Ok((_, body)) => {
+            eprintln!(
+                "runway worker {}: job {} {}",
+                opts.name,
+                a.job.number,
+                outcome.result.as_str()
+            );
+            return serde_json::from_slice::<Ended>(&body)
+                .ok()
+                .and_then(|e| e.next);
+        }
         Err(_) if give_up() => eprintln!(
             "runway worker {}: job {} {}, but no server took its report before its lease ran out (a node counts it as lost)",
             opts.name,
@@ -573,6 +601,7 @@ fn run_task(
             opts.name
         ),
     }
+    None
 }
 
 /// When a job's lease was last renewed (or claimed).

@@ -10,7 +10,9 @@
 //!   follows it);
 //! - `POST /api/worker/tasks/ID/beat` ([`Held`]) renews the lease: `200` with
 //!   [`BeatAnswer`] (`cancel` when the build was canceled);
-//! - `POST /api/worker/tasks/ID/end` ([`End`]) the job's [`Report`].
+//! - `POST /api/worker/tasks/ID/end` ([`End`]) the job's [`Report`]; with
+//!   [`End::next`], a claim made at once (no wait): `200` with [`Ended`], the next job
+//!   if one is queued for the worker, so a busy worker asks once per job, not twice.
 //!
 //! Every call carries the worker's protocol version ([`PROTOCOL`]); another version is
 //! answered `426` with both named. `409 Conflict` on a task's calls: the task is no longer this worker's (its lease
@@ -26,7 +28,8 @@ pub const TASK_SECRET: &str = "X-Runway-Task-Secret";
 /// node refuses a worker of another version (`426`), naming both. Version 2: the
 /// assignment carries the compiled job ([`job::Job`]), not the build to plan again.
 /// Version 3: its event carries the pull request whole (head branch, sha, slug, fork).
-pub const VERSION: u32 = 4;
+/// Version 5: a report may claim the next job ([`End::next`], answered by [`Ended`]).
+pub const VERSION: u32 = 5;
 
 /// The header that carries the worker's [`VERSION`].
 pub const PROTOCOL: &str = "X-Runway-Protocol";
@@ -215,6 +218,19 @@ pub struct End {
     /// (version 4): every chunk before it is held already.
     #[serde(default)]
     pub tail: Option<Tail>,
+    /// The worker takes another job (version 5): claimed with the report, without
+    /// waiting; none queued, the answer says so and the worker claims as usual. Its
+    /// name is the report's worker's.
+    #[serde(default)]
+    pub next: Option<Claim>,
+}
+
+/// The answer to a report (version 5).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ended {
+    /// The job the report's claim ([`End::next`]) got, if one was queued.
+    #[serde(default)]
+    pub next: Option<Assignment>,
 }
 
 /// A log chunk inside a report: its number and its bytes (base64).

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
-use super::{AppState, answer, hooks};
-use crate::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Held};
+use super::{AppState, DbError, answer, hooks};
+use crate::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Ended, Held};
 use crate::store::Status;
 use crate::store::tasks::{self, TaskRow, WorkerRow};
 
@@ -208,7 +208,6 @@ pub(super) async fn claim(
         return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
-    let lease = state.cfg.worker_lease_ms as i64;
     loop {
         // Registered before the claim, so a job queued in between wakes this one.
         let queued = state.queued.notified();
@@ -217,59 +216,10 @@ pub(super) async fn claim(
         if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return StatusCode::NO_CONTENT.into_response();
         }
-        let seen = WorkerRow {
-            name: c.name.clone(),
-            labels: c.labels.clone(),
-            seen_at: tasks::now_ms(),
-            task: None,
-            draining: false,
-        };
-        let _ = state.db(|s| s.saw_worker(&seen));
-        // Only the labels some job may need (os, arch, and what repositories ask of
-        // the workers they trust) are matched.
-        let asked: Vec<String> = state
-            .cfg
-            .repos
-            .iter()
-            .flat_map(|r| {
-                r.worker_labels
-                    .keys()
-                    .chain(r.fork_worker_labels.keys())
-                    .cloned()
-            })
-            .collect();
-        let offered = tasks::relevant(&c.labels, &asked);
-        // A secret for this claim only: every later call about the task must bring
-        // it; the store keeps its hash, set with the claim.
-        let secret = new_secret();
-        let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease, &hash(&secret)));
-        match claimed {
-            Ok(Some(t)) => {
-                state.signals.bump(t.build_id);
-                match assignment(&state, &t) {
-                    Ok(mut a) => {
-                        a.secret = secret;
-                        tracing::info!(worker = %c.name, task = t.id, job = %t.number, "job handed to a worker");
-                        let _ = state.db(|s| {
-                            s.saw_worker(&WorkerRow {
-                                task: Some(t.id),
-                                ..seen
-                            })
-                        });
-                        return Json(a).into_response();
-                    }
-                    Err(why) => {
-                        let _ = state
-                            .db(|s| s.end_task(t.id, t.attempt, &c.name, Status::Errored, &why));
-                        state.signals.bump(t.build_id);
-                        continue;
-                    }
-                }
-            }
+        match claim_once(&state, &c, "claim") {
+            Ok(Some(a)) => return Json(a).into_response(),
             Ok(None) => {}
-            Err(e) => {
-                return unavailable(e);
-            }
+            Err(e) => return unavailable(e),
         }
         tokio::select! {
             _ = queued => {}
@@ -279,16 +229,74 @@ pub(super) async fn claim(
     }
 }
 
+/// One try, without waiting, at a job for the worker that sent `c` (its token and
+/// name checked by the caller): the oldest queued task its labels meet, claimed with
+/// a secret of its own; the worker's labels and last request recorded either way.
+/// `how` (a claim of its own, or one made with a report) goes into the log line.
+fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignment>, DbError> {
+    let lease = state.cfg.worker_lease_ms as i64;
+    // Only the labels some job may need (os, arch, and what repositories ask of
+    // the workers they trust) are matched.
+    let asked: Vec<String> = state
+        .cfg
+        .repos
+        .iter()
+        .flat_map(|r| {
+            r.worker_labels
+                .keys()
+                .chain(r.fork_worker_labels.keys())
+                .cloned()
+        })
+        .collect();
+    let offered = tasks::relevant(&c.labels, &asked);
+    loop {
+        // A secret for this claim only: every later call about the task must bring
+        // it; the store keeps its hash, set with the claim.
+        let secret = new_secret();
+        let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease, &hash(&secret)));
+        let handed = match claimed {
+            Ok(Some(t)) => match assignment(state, &t) {
+                Ok(a) => Some((t, a)),
+                Err(why) => {
+                    let _ =
+                        state.db(|s| s.end_task(t.id, t.attempt, &c.name, Status::Errored, &why));
+                    state.signals.bump(t.build_id);
+                    continue;
+                }
+            },
+            Ok(None) => None,
+            Err(e) => return Err(e),
+        };
+        // Seen now, and with which task (after the claim: one store call fewer on
+        // the way to a job).
+        let _ = state.db(|s| {
+            s.saw_worker(&WorkerRow {
+                name: c.name.clone(),
+                labels: c.labels.clone(),
+                seen_at: tasks::now_ms(),
+                task: handed.as_ref().map(|(t, _)| t.id),
+                draining: false,
+            })
+        });
+        // Its build's follower woken last: what it reads and writes then waits for
+        // none of this.
+        return Ok(handed.map(|(t, mut a)| {
+            state.signals.bump(t.build_id);
+            a.secret = secret;
+            tracing::info!(worker = %c.name, task = t.id, job = %t.number, with = how, "job handed to a worker");
+            a
+        }));
+    }
+}
+
 /// What a worker gets with task `t`: the build, the job and the settings it may see.
 fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
-    let build = state
-        .db(|s| s.by_id(t.build_id))?
-        .ok_or("its build is gone")?;
+    let (build, spec) = state.db(|s| Ok((s.by_id(t.build_id)?, s.task_spec(t.id)?)))?;
+    let build = build.ok_or("its build is gone")?;
     let repo = state
         .cfg
         .repo(&build.repo)
         .ok_or("the repository is no longer in runway.toml")?;
-    let spec = state.db(|s| s.task_spec(t.id))?;
     if spec.is_empty() {
         return Err(format!(
             "job {} was queued by a runway from before compiled jobs: restart build #{}",
@@ -487,9 +495,23 @@ pub(super) async fn end(
     let report = serde_json::to_string(&e.report).unwrap_or_default();
     match state.db(|s| s.end_task(id, e.attempt, &e.worker, status, &report)) {
         Ok(true) => {
-            state.signals.bump(t.build_id);
             tracing::info!(worker = %e.worker, task = id, result = status.as_str(), "job reported");
-            StatusCode::NO_CONTENT.into_response()
+            // The worker takes another job: claimed now, in the same call. Its own
+            // name only (the token was checked for it); none while this node stops.
+            // A claim that fails leaves the report taken: the worker claims as usual.
+            let next = match &e.next {
+                Some(c)
+                    if c.name == e.worker
+                        && !state.stopping.load(std::sync::atomic::Ordering::SeqCst) =>
+                {
+                    claim_once(&state, c, "report").ok().flatten()
+                }
+                _ => None,
+            };
+            // The ended job's build woken after the claim: its end (the build's
+            // records, its mail) is not on the way to the worker's next job.
+            state.signals.bump(t.build_id);
+            Json(Ended { next }).into_response()
         }
         Ok(false) => conflict(),
         Err(err) => unavailable(err),

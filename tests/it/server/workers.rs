@@ -101,7 +101,7 @@ impl Drop for Worker {
 }
 
 /// The worker protocol's header, for calls a test makes by hand as a worker would.
-const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "4");
+const PROTOCOL: (&str, &str) = ("X-Runway-Protocol", "5");
 
 /// `srv` with its event log read away (a full pipe would stall it).
 fn drained(mut srv: Server) -> Server {
@@ -109,6 +109,19 @@ fn drained(mut srv: Server) -> Server {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     }
     srv
+}
+
+/// `srv`'s event log, line by line, as it prints it.
+fn log_lines(srv: &mut Server) -> std::sync::mpsc::Receiver<String> {
+    let (tx, lines) = std::sync::mpsc::channel();
+    let out = srv.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in out.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    lines
 }
 
 /// Commits `.travis.yml` as `yml` and pushes it; the sha.
@@ -1358,6 +1371,47 @@ fn sigterm_drains_a_worker() {
     assert!(labels["dist"].is_string(), "{listed}");
 }
 
+/// A worker that takes another job asks for it with its report (protocol version 5):
+/// of four builds queued, a worker started with `--jobs 3` claims the first, is handed
+/// the second and the third with the reports before them (each runs under its own
+/// task secret and passes), asks for none with its last report, and leaves the fourth
+/// for another worker.
+#[test]
+fn a_busy_worker_is_handed_its_next_job_with_its_report() {
+    let s = Setup::new(
+        TRIVIAL,
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nauto_cancel = false",
+    );
+    let mut srv = worker_node(&s);
+    let lines = log_lines(&mut srv);
+    let head = s.head();
+    let numbers: Vec<u64> = (0..4).map(|_| queue(&srv, &head)).collect();
+    let mut w = Worker::start_with(s.dir.path(), "busy", &[&srv], &[], &["--jobs", "3"]);
+    w.wait_for("stopped after 3 job(s)", 60);
+    assert_eq!(w.lines.child.wait().unwrap().code(), Some(0));
+    for n in &numbers[..3] {
+        let done = wait_state(&srv, *n, "passed");
+        assert_eq!(done["jobs"][0]["worker"], "busy", "{done}");
+        assert!(log(&srv, *n).contains("built by"), "{done}");
+    }
+    let left = build(&srv, numbers[3]);
+    assert_eq!(left["state"], "running", "{left}");
+    assert!(left["jobs"][0]["worker"].is_null(), "{left}");
+    // How each job was handed: the server's log says, one line per job.
+    let mut handed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handed.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("job handed to a worker") => handed.push(l),
+            Ok(_) => {}
+            Err(_) => panic!("three handings were not logged: {handed:#?}"),
+        }
+    }
+    let by_report = handed.iter().filter(|l| l.contains("report")).count();
+    assert_eq!(by_report, 2, "{handed:#?}");
+}
+
 /// A network namespace joined to this one by a veth pair: `host` (10.231.N.1, here)
 /// and `inside` (10.231.N.2, in the namespace). Deleted (with the pair) when dropped.
 struct NetNs {
@@ -1489,14 +1543,7 @@ fn a_workers_link_cut_and_restored() {
 fn a_wrong_worker_token_is_refused_and_logged() {
     let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
     let mut srv = worker_node(&s);
-    let (tx, lines) = std::sync::mpsc::channel();
-    let out = srv.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in out.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let lines = log_lines(&mut srv);
     let n = queue(&srv, &s.head());
     let refused = crate::common::run(
         crate::common::runway()
