@@ -87,6 +87,19 @@ pub struct BuildEvent {
     pub default_branch: String,
 }
 
+impl BuildEvent {
+    /// The reference a copy of the repository that holds many builds' commits (a
+    /// worker's) shows for this build: its tag, else its branch, else
+    /// `refs/heads/runway-build`.
+    pub fn ref_name(&self) -> String {
+        match (&self.tag, &self.branch) {
+            (Some(t), _) => format!("refs/tags/{t}"),
+            (None, Some(b)) => format!("refs/heads/{b}"),
+            (None, None) => "refs/heads/runway-build".to_string(),
+        }
+    }
+}
+
 /// A pull request being built: its number and head (the build runs on the merge of the
 /// head into the base, whose branch is [`BuildEvent::branch`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

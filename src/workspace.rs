@@ -38,6 +38,11 @@ pub enum Origin {
         repo: PathBuf,
         /// The commit sha.
         sha: String,
+        /// The one reference (`refs/heads/B`, `refs/tags/T`) a clone fetched whole
+        /// shows, at `sha`, instead of the repository's branches and tags: a worker's
+        /// copy holds many builds' commits and names none of them. A shallow clone
+        /// goes through the transport and shows the repository's own.
+        only: Option<String>,
     },
 }
 
@@ -74,7 +79,7 @@ enum Source {
     /// A clone checked out at `sha`, then (a `runway run` of a work tree) the work
     /// tree's changes over it.
     Clone {
-        read: Read,
+        read: Box<Read>,
         sha: String,
         urls: Submodules,
         worktree: Option<(git2::Repository, PathBuf)>,
@@ -101,8 +106,13 @@ impl Workspace {
         // Origin is read first: a job's disk may still be on its way.
         let shallow = git.depth.is_some_and(|d| d > 0);
         let source = match origin {
-            Origin::Commit { repo, sha } => Source::Clone {
-                read: read_origin(repo, shallow)?,
+            Origin::Commit { repo, sha, only } => Source::Clone {
+                read: Box::new(read_origin_showing(
+                    repo,
+                    shallow,
+                    PACK_AHEAD_BYTES,
+                    shown(only, sha)?,
+                )?),
                 sha: sha.clone(),
                 urls: Submodules::NetworkOnly,
                 worktree: None,
@@ -111,7 +121,7 @@ impl Workspace {
                 Ok(repo) if !repo.is_bare() && repo.head().is_ok() => {
                     let sha = repo.head()?.peel_to_commit()?.id().to_string();
                     Source::Clone {
-                        read: read_origin(src, shallow)?,
+                        read: Box::new(read_origin(src, shallow)?),
                         sha,
                         urls: Submodules::AnyUrl,
                         worktree: Some((repo, src.clone())),
@@ -142,7 +152,7 @@ impl Workspace {
                 urls,
                 worktree,
             } => {
-                clone_at(read, &sha, &build_dir, git, urls)?;
+                clone_at(*read, &sha, &build_dir, git, urls)?;
                 if let Some((repo, src)) = worktree {
                     overlay_worktree(&repo, &src, &build_dir, hidden)?;
                 }
@@ -217,6 +227,8 @@ struct Packed {
     pack: Option<Vec<u8>>,
     refs: Vec<(String, git2::Oid, Option<git2::Oid>)>,
     shallow: bool,
+    /// The one reference packed ([`Origin::Commit::only`]), if not origin's own.
+    only: Option<(String, git2::Oid)>,
 }
 
 /// The most of a pack held in memory ahead of its clone.
@@ -230,6 +242,26 @@ fn read_origin(source: &Path, shallow: bool) -> Result<Read, WorkspaceError> {
 
 /// [`read_origin`], holding at most `most` bytes of pack.
 fn read_origin_holding(source: &Path, shallow: bool, most: usize) -> Result<Read, WorkspaceError> {
+    read_origin_showing(source, shallow, most, None)
+}
+
+/// [`Origin::Commit::only`] as a reference to pack: its name, checked (it becomes a
+/// line of the clone's `packed-refs`), and the commit.
+fn shown(only: &Option<String>, sha: &str) -> Result<Option<(String, git2::Oid)>, WorkspaceError> {
+    let Some(name) = only else { return Ok(None) };
+    if !git2::Reference::is_valid_name(name) || !name.starts_with("refs/") {
+        return Err(git2::Error::from_str(&format!("not a reference name: {name:?}")).into());
+    }
+    Ok(Some((name.clone(), git2::Oid::from_str(sha)?)))
+}
+
+/// [`read_origin_holding`] of `only`'s reference alone when it is given.
+fn read_origin_showing(
+    source: &Path,
+    shallow: bool,
+    most: usize,
+    only: Option<(String, git2::Oid)>,
+) -> Result<Read, WorkspaceError> {
     let url = format!("file://{}", source.canonicalize()?.display());
     let origin = git2::Repository::open(source).ok();
     let default = origin.as_ref().and_then(|s| {
@@ -240,7 +272,7 @@ fn read_origin_holding(source: &Path, shallow: bool, most: usize) -> Result<Read
     let local = match origin {
         Some(origin) if !shallow => {
             let mut pack = Some(Vec::new());
-            let refs = pack_local(&origin, &mut |chunk| match pack.as_mut() {
+            let refs = pack_local(&origin, only.as_ref(), &mut |chunk| match pack.as_mut() {
                 Some(p) if p.len() + chunk.len() <= most => {
                     p.extend_from_slice(chunk);
                     Ok(true)
@@ -255,6 +287,7 @@ fn read_origin_holding(source: &Path, shallow: bool, most: usize) -> Result<Read
                 pack,
                 refs,
                 shallow: origin.is_shallow(),
+                only,
             })
         }
         _ => None,
@@ -415,7 +448,8 @@ fn write_clone(
     Ok(repo)
 }
 
-/// Packs what `origin`'s branches and tags reach with libgit2's pack builder, handing
+/// Packs what `origin`'s branches and tags (or `only`, one reference and its target)
+/// reach with libgit2's pack builder, handing
 /// the pack's bytes to `sink` (which may stop it, not an error, by answering `false`),
 /// and returns the
 /// references a fetch of `+refs/heads/*:refs/remotes/origin/*` with origin's tags
@@ -424,16 +458,26 @@ fn write_clone(
 #[allow(clippy::type_complexity)]
 fn pack_local(
     origin: &git2::Repository,
+    only: Option<&(String, git2::Oid)>,
     sink: &mut dyn FnMut(&[u8]) -> std::io::Result<bool>,
 ) -> Result<Vec<(String, git2::Oid, Option<git2::Oid>)>, git2::Error> {
     let mut walk = origin.revwalk()?;
     let mut pack = origin.packbuilder()?;
     let mut refs: Vec<(String, git2::Oid, Option<git2::Oid>)> = Vec::new();
-    for r in origin.references()? {
-        let r = r?;
-        let (Ok(name), Some(target)) = (r.name(), r.target()) else {
-            continue;
-        };
+    let listed: Vec<(String, git2::Oid)> = match only {
+        Some(r) => vec![r.clone()],
+        None => {
+            let mut all = Vec::new();
+            for r in origin.references()? {
+                let r = r?;
+                if let (Ok(name), Some(target)) = (r.name(), r.target()) {
+                    all.push((name.to_string(), target));
+                }
+            }
+            all
+        }
+    };
+    for (name, target) in listed {
         let name = match name.strip_prefix("refs/heads/") {
             Some(branch) => format!("refs/remotes/origin/{branch}"),
             None if name.starts_with("refs/tags/") => name.to_string(),
@@ -491,7 +535,9 @@ fn write_local(packed: &Packed, repo: &git2::Repository) -> Result<(), git2::Err
             Some(bytes) => write(bytes).map_err(|e| git2::Error::from_str(&e.to_string()))?,
             None => {
                 let origin = git2::Repository::open(&packed.git_dir)?;
-                pack_local(&origin, &mut |chunk| write(chunk).map(|()| true))?;
+                pack_local(&origin, packed.only.as_ref(), &mut |chunk| {
+                    write(chunk).map(|()| true)
+                })?;
             }
         }
         writer.commit()?;
@@ -732,29 +778,75 @@ mod tests {
     /// branches as remote-tracking branches, its tags (annotated ones peeled in
     /// `packed-refs`), a local branch for its default branch, and every object they
     /// reach; nothing of origin's other references.
+    /// `n` commits in a row in `repo`, each changing file `f`, `update` moved along.
+    fn history(repo: &git2::Repository, n: usize, update: Option<&str>) -> Vec<git2::Oid> {
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let mut commits: Vec<git2::Oid> = Vec::new();
+        for i in 0..n {
+            let blob = repo.blob(format!("v{i}").as_bytes()).unwrap();
+            let mut tb = repo.treebuilder(None).unwrap();
+            tb.insert("f", blob, 0o100644).unwrap();
+            let tree = repo.find_tree(tb.write().unwrap()).unwrap();
+            let parents: Vec<git2::Commit> = commits
+                .last()
+                .map(|p| repo.find_commit(*p).unwrap())
+                .into_iter()
+                .collect();
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            let c = repo
+                .commit(update, &sig, &sig, &format!("c{i}"), &tree, &refs)
+                .unwrap();
+            commits.push(c);
+        }
+        commits
+    }
+
+    /// A clone of one reference (a worker's copy of a repository,
+    /// `Origin::Commit::only`) shows that reference alone, at the build's commit, and
+    /// nothing else of origin's; a name that is not a reference is refused (it would be
+    /// a line of the clone's `packed-refs`).
+    #[test]
+    fn a_clone_of_one_reference_shows_it_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let src = git2::Repository::init_bare(t.path().join("src")).unwrap();
+        let commits = history(&src, 2, None);
+        src.reference("refs/heads/other", commits[1], false, "")
+            .unwrap();
+        src.reference("refs/tags/t", commits[1], false, "").unwrap();
+        let sha = commits[0].to_string();
+        let only = super::shown(&Some("refs/heads/feature/x".into()), &sha).unwrap();
+        let read =
+            super::read_origin_showing(&t.path().join("src"), false, super::PACK_AHEAD_BYTES, only)
+                .unwrap();
+        let dest = t.path().join("dest");
+        let repo = super::write_clone(read, &dest, &mut git2::FetchOptions::new()).unwrap();
+        let names: Vec<String> = repo
+            .references()
+            .unwrap()
+            .filter_map(|r| Some(r.ok()?.name().ok()?.to_string()))
+            .filter(|n| n.starts_with("refs/"))
+            .collect();
+        assert_eq!(names, ["refs/remotes/origin/feature/x"]);
+        let shown = repo
+            .find_reference("refs/remotes/origin/feature/x")
+            .unwrap();
+        assert_eq!(shown.target(), Some(commits[0]));
+        assert!(repo.find_commit(commits[0]).is_ok());
+        assert!(
+            repo.find_commit(commits[1]).is_err(),
+            "only what it reaches"
+        );
+        for bad in ["refs/heads/a\nb", "HEAD", "refs/heads/a..b", "heads/x"] {
+            assert!(super::shown(&Some(bad.into()), &sha).is_err(), "{bad:?}");
+        }
+    }
+
     #[test]
     fn a_local_clone_has_origins_branches_tags_and_objects() {
         let t = tempfile::tempdir().unwrap();
         let src = git2::Repository::init(t.path().join("src")).unwrap();
         let sig = git2::Signature::now("t", "t@example.com").unwrap();
-        let mut parent: Option<git2::Oid> = None;
-        let mut commits = Vec::new();
-        for i in 0..3 {
-            let blob = src.blob(format!("v{i}").as_bytes()).unwrap();
-            let mut tb = src.treebuilder(None).unwrap();
-            tb.insert("f", blob, 0o100644).unwrap();
-            let tree = src.find_tree(tb.write().unwrap()).unwrap();
-            let parents: Vec<git2::Commit> = parent
-                .iter()
-                .map(|p| src.find_commit(*p).unwrap())
-                .collect();
-            let refs: Vec<&git2::Commit> = parents.iter().collect();
-            let c = src
-                .commit(Some("HEAD"), &sig, &sig, &format!("c{i}"), &tree, &refs)
-                .unwrap();
-            commits.push(c);
-            parent = Some(c);
-        }
+        let commits = history(&src, 3, Some("HEAD"));
         let first = src.find_commit(commits[0]).unwrap();
         src.branch("feature", &first, false).unwrap();
         src.tag_lightweight("light", first.as_object(), false)

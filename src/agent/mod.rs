@@ -728,7 +728,7 @@ fn run_job(
         Ok(c) => c,
         Err(e) => return errored(format!("the job sent cannot be run: {e}")),
     };
-    let repo = match fetch(opts, servers, a) {
+    let repo = match fetch(opts, servers, a, &compiled.event.ref_name()) {
         Ok(p) => p,
         Err(e) => {
             return errored(format!(
@@ -768,9 +768,14 @@ fn run_job(
 }
 
 /// The build's commit in this worker's copy of the repository (a bare repository
-/// under the state directory, gaining each job's pack). Done in process with libgit2:
-/// no `git` process per job.
-fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<PathBuf, String> {
+/// under the state directory, gaining each job's pack), `name` (the build's branch or
+/// tag) pointing at it. Done in process with libgit2: no `git` process per job.
+fn fetch(
+    opts: &WorkerOptions,
+    servers: &Servers,
+    a: &Assignment,
+    name: &str,
+) -> Result<PathBuf, String> {
     let dir = opts
         .state_dir
         .join("worker-repos")
@@ -783,10 +788,17 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
         git2::Repository::init_bare(&dir).map_err(e)?
     };
     let commit = git2::Oid::from_str(&a.job.event.commit).map_err(e)?;
+    let present = repo.find_commit(commit).is_ok();
+    // A clone fetched whole shows the build's reference alone whatever this copy's
+    // say (`Origin::Commit::only`): a commit already here needs no write. A shallow
+    // clone goes through the transport, which reads the references below.
+    if present && a.job.git_depth.is_none_or(|d| d <= 0) {
+        return Ok(dir);
+    }
     // Every ref here: branches and tags (only the build's stays), and the commits
     // fetched before (`refs/runway/have/`), newest first.
     let refs = worker_refs(&repo).map_err(e)?;
-    if repo.find_commit(commit).is_err() {
+    if !present {
         // The server leaves out what the commits this copy has bring.
         let have = refs
             .iter()
@@ -812,13 +824,9 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
             .map_err(|_| format!("the server's pack lacks commit {commit}"))?;
     }
     // One transaction: the build's branch (or tag) points at its commit, as on the
-    // server, so a job's clone has it; no other branch or tag is left for clones to
-    // copy; the commit is remembered for the next pack; the oldest of those go.
-    let name = match (&a.job.event.tag, &a.job.event.branch) {
-        (Some(t), _) => format!("refs/tags/{t}"),
-        (None, Some(b)) => format!("refs/heads/{b}"),
-        (None, None) => "refs/heads/runway-build".to_string(),
-    };
+    // server, so a job's shallow clone has it; no other branch or tag is left for
+    // clones to copy; the commit is remembered for the next pack; the oldest of those
+    // go.
     let remembered = format!("refs/runway/have/{commit}");
     let mut tx = repo.transaction().map_err(e)?;
     let mut haves = 0;
@@ -828,7 +836,7 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
             haves += 1;
             haves >= 50
         } else {
-            *refname != name
+            refname != name
         };
         if stale && *refname != remembered {
             tx.lock_ref(refname).map_err(e)?;
@@ -838,7 +846,7 @@ fn fetch(opts: &WorkerOptions, servers: &Servers, a: &Assignment) -> Result<Path
     for refname in gone {
         tx.remove(refname).map_err(e)?;
     }
-    for refname in [&name, &remembered] {
+    for refname in [name, remembered.as_str()] {
         tx.lock_ref(refname).map_err(e)?;
         tx.set_target(refname, commit, None, "runway worker")
             .map_err(e)?;

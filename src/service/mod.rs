@@ -328,9 +328,12 @@ pub fn run_compiled(
             substituted: Vec::new(),
         };
     };
+    // A worker's copy of the repository holds many builds' commits: the clone shows
+    // this build's branch or tag alone.
     let origin = Origin::Commit {
         repo: req.path.clone(),
         sha: job.event.commit.clone(),
+        only: Some(job.event.ref_name()),
     };
     let mut opts = options_with(
         req,
@@ -625,6 +628,7 @@ fn build_options(
         Some(r) if r.is_bare() || req.refs.commit.is_some() => Origin::Commit {
             repo: root,
             sha: event.commit.clone(),
+            only: None,
         },
         _ => Origin::Disk(root),
     };

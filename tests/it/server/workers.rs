@@ -1372,31 +1372,56 @@ fn sigterm_drains_a_worker() {
 }
 
 /// A worker that takes another job asks for it with its report (protocol version 5):
-/// of four builds queued, a worker started with `--jobs 3` claims the first, is handed
-/// the second and the third with the reports before them (each runs under its own
-/// task secret and passes), asks for none with its last report, and leaves the fourth
-/// for another worker.
+/// of four builds queued (four branches, one commit), a worker started with `--jobs 3`
+/// claims the first, is handed the second and the third with the reports before them
+/// (each runs under its own task secret and passes), asks for none with its last
+/// report, and leaves the fourth for another worker. Each job's clone shows its own
+/// build's branch alone, also when the worker's copy had the commit already.
 #[test]
 fn a_busy_worker_is_handed_its_next_job_with_its_report() {
     let s = Setup::new(
-        TRIVIAL,
+        "language: shell\nscript: git branch -a --format='shows %(refname)'\nnotifications:\n  email: false\n",
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nauto_cancel = false",
     );
     let mut srv = worker_node(&s);
     let lines = log_lines(&mut srv);
     let head = s.head();
-    let numbers: Vec<u64> = (0..4).map(|_| queue(&srv, &head)).collect();
+    let branches = ["one", "two", "three", "four"];
+    let numbers: Vec<u64> = branches
+        .iter()
+        .map(|b| {
+            let (code, text) = generic(&srv, b, &head);
+            assert_eq!(code, 202, "{text}");
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     let mut w = Worker::start_with(s.dir.path(), "busy", &[&srv], &[], &["--jobs", "3"]);
     w.wait_for("stopped after 3 job(s)", 60);
     assert_eq!(w.lines.child.wait().unwrap().code(), Some(0));
-    for n in &numbers[..3] {
+    let mut ran = Vec::new();
+    for (n, branch) in numbers.iter().zip(branches) {
+        let now = build(&srv, *n);
+        if now["state"] == "running" {
+            assert!(now["jobs"][0]["worker"].is_null(), "{now}");
+            continue;
+        }
         let done = wait_state(&srv, *n, "passed");
         assert_eq!(done["jobs"][0]["worker"], "busy", "{done}");
-        assert!(log(&srv, *n).contains("built by"), "{done}");
+        let text = log(&srv, *n);
+        let shown: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("shows refs/"))
+            .collect();
+        assert_eq!(
+            shown,
+            [format!("shows refs/remotes/origin/{branch}")],
+            "{text}"
+        );
+        ran.push(branch);
     }
-    let left = build(&srv, numbers[3]);
-    assert_eq!(left["state"], "running", "{left}");
-    assert!(left["jobs"][0]["worker"].is_null(), "{left}");
+    assert_eq!(ran.len(), 3, "three ran, one waits: {ran:?}");
     // How each job was handed: the server's log says, one line per job.
     let mut handed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
