@@ -131,7 +131,7 @@ impl Workspace {
                 _ => Source::Files(src.clone()),
             },
         };
-        let dir = tempfile::Builder::new().prefix(PREFIX).tempdir()?;
+        let dir = crate::sandbox::job_dir()?;
         let root = dir.path().to_path_buf();
         let disk = match disk {
             Some(bytes) => Some(crate::sandbox::disk::JobDisk::attach(&root, bytes)?),

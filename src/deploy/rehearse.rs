@@ -292,9 +292,7 @@ pub struct Machine {
 impl Machine {
     /// Makes the copy and loads the agent's functions into its shell.
     pub fn start(opts: &RehearseOptions) -> Result<Machine, RehearseError> {
-        let ws = tempfile::Builder::new()
-            .prefix(crate::workspace::PREFIX)
-            .tempdir()?;
+        let ws = crate::sandbox::job_dir()?;
         let paths = JobPaths {
             root: ws.path().to_path_buf(),
             build_dir: ws.path().join("build"),

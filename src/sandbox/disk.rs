@@ -577,8 +577,24 @@ pub fn shutdown() {
     }
 }
 
+/// What a directory in the temp dir named after a runway process is, and that
+/// process's id: a pool of disks (`runway-disk-PID-…`), or a job directory
+/// (`runway-job-PID-…`, [`super::job_dir`]; one named before job directories carried
+/// their process's id has no `-` after the prefix and is never taken for one).
+fn left_by(name: &str) -> Option<(bool, i32)> {
+    let (pool, rest) = match name.strip_prefix(POOL_PREFIX) {
+        Some(rest) => (true, rest),
+        None => (false, name.strip_prefix(super::JOB_DIR_PREFIX)?),
+    };
+    let (pid, tail) = rest.split_once('-')?;
+    (!tail.is_empty()).then_some(())?;
+    Some((pool, pid.parse().ok()?))
+}
+
 /// Releases the pools of runway processes that are gone (killed before [`shutdown`]):
-/// their disks made ahead or on their way out. Returns how many pools.
+/// their disks made ahead or on their way out; and removes those processes' job
+/// directories (their workspaces, whose files their jobs, ended with them, no longer
+/// use). Returns how many pools and job directories.
 pub fn sweep() -> usize {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return 0;
@@ -586,11 +602,7 @@ pub fn sweep() -> usize {
     let mut swept = 0;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(POOL_PREFIX)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
+        let Some((pool, pid)) = left_by(&name) else {
             continue;
         };
         // SAFETY: kill(2) with signal 0 only asks whether the process exists.
@@ -608,12 +620,19 @@ pub fn sweep() -> usize {
         if alive || !mine || pid == std::process::id() as i32 {
             continue;
         }
-        for d in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+        for d in std::fs::read_dir(e.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|_| pool)
+        {
             let p = d.path();
             if p.is_dir() {
                 release(&p);
             }
         }
+        // What a job left there (with `--disk none`, its files) is removed without
+        // following a link in it.
         let _ = std::fs::remove_dir_all(e.path());
         swept += 1;
     }
@@ -800,6 +819,24 @@ fn loop_attach(image: &Path) -> io::Result<(PathBuf, File)> {
 
 #[cfg(test)]
 mod tests {
+    /// Which names in the temp dir are a runway process's, and which process's.
+    #[test]
+    fn leftovers_are_known_by_their_process_id() {
+        assert_eq!(left_by("runway-disk-42-abc"), Some((true, 42)));
+        assert_eq!(left_by("runway-job-42-abc"), Some((false, 42)));
+        for not in [
+            "runway-job-42",
+            "runway-job-42-",
+            "runway-job-abc12",
+            "runway-job-x-abc",
+            "runway-disk-",
+            "runway-jobs-42-abc",
+            "other-42-abc",
+        ] {
+            assert_eq!(left_by(not), None, "{not}");
+        }
+    }
+
     use super::*;
 
     #[test]

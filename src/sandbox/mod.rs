@@ -31,6 +31,15 @@ use std::process::Command;
 /// workspace, a sandbox's scratch): a crash's leftovers are found by it.
 pub const JOB_DIR_PREFIX: &str = "runway-job-";
 
+/// A new job directory in the temp dir, named after this process
+/// (`runway-job-PID-XXXXXX`): one that a runway killed before it could remove it is
+/// removed by the next runway's [`disk::sweep`] once that process is gone.
+pub fn job_dir() -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{JOB_DIR_PREFIX}{}-", std::process::id()))
+        .tempdir()
+}
+
 /// Errors making a sandbox.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -359,7 +368,7 @@ impl Namespaces {
     /// Makes one sandbox and runs `true` in it, so that a machine that cannot make one
     /// is told at start, with what is missing, rather than at every job.
     pub fn check(&self) -> Result<(), SandboxError> {
-        let dir = tempfile::Builder::new().prefix(JOB_DIR_PREFIX).tempdir()?;
+        let dir = job_dir()?;
         let job = JobPaths {
             root: dir.path().to_path_buf(),
             build_dir: dir.path().join("build"),

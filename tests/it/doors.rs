@@ -718,3 +718,45 @@ fn a_job_cannot_reach_the_disk_template_runway_keeps() {
         assert!(!o.exists(), "{} is removed", o.display());
     }
 }
+
+/// A job directory a killed runway left in the temp dir (`runway-job-PID-…`: its
+/// workspace, with what its job wrote) is removed by the next runway once that process
+/// is gone, without following a link inside it. Left alone: a live runway's, a link
+/// named like one, and a name from before job directories carried their process id.
+#[test]
+fn job_directories_a_killed_runway_left_are_removed_by_the_next() {
+    let tmp = std::env::temp_dir();
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let left = tmp.join(format!("runway-job-{dead}-leftXY"));
+    std::fs::create_dir_all(left.join("build/o/app")).unwrap();
+    std::fs::write(left.join("build/o/app/file"), "x").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("keep"), "keep").unwrap();
+    std::os::unix::fs::symlink(outside.path(), left.join("link")).unwrap();
+    let live = tmp.join(format!("runway-job-{}-liveXY", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    let link = tmp.join(format!("runway-job-{dead}-linkXY"));
+    std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+    let older = tmp.join(format!("runway-job-{dead}"));
+    std::fs::create_dir_all(&older).unwrap();
+    let p = Hostile::new("language: shell\nscript: true\n");
+    let r = p.run(&[]);
+    assert_eq!(r.code, runway::exit::PASSED, "{}", r.all());
+    let (left_stays, keep, live_stays, link_stays, older_stays) = (
+        left.exists(),
+        outside.path().join("keep").exists(),
+        live.exists(),
+        link.symlink_metadata().is_ok(),
+        older.exists(),
+    );
+    for d in [&live, &older] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let _ = std::fs::remove_file(&link);
+    let _ = std::fs::remove_dir_all(&left);
+    assert!(!left_stays, "the dead runway's job directory is left");
+    assert!(keep, "a link inside it was followed");
+    assert!(live_stays && link_stays && older_stays);
+}
