@@ -277,6 +277,7 @@ fn detach(
             commit_range: crate::event::commit_range(&u.old, &u.new),
             pull_request: None,
             request: None,
+            delivered_as: Vec::new(),
         })?;
         let url = std::env::var("RUNWAY_PUBLIC_URL")
             .map(|u| {

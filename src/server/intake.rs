@@ -351,8 +351,11 @@ fn queue(state: &AppState, d: &Delivery) -> Result<Queued, NotQueued> {
                     return Ok(Queued::Duplicate(Box::new(made)));
                 }
             }
-            let row = s.enqueue(&NewBuild::of(&d.event(message)))?;
-            s.record_deliveries(&keys, row.id, since)?;
+            let row = s.enqueue(&NewBuild {
+                delivered_as: keys,
+                ..NewBuild::of(&d.event(message))
+            })?;
+            s.forget_deliveries(since)?;
             // Auto-cancel only for the ref's newest state: a commit the ref has moved on
             // from (asked for by name on the generic endpoint) cancels nothing.
             let auto = repo_cfg.auto_cancel_pushes.unwrap_or(state.cfg.auto_cancel);
@@ -516,10 +519,14 @@ fn record_pull(
                 }
             }
             let waits = p.fork() && repo_cfg.fork_prs == crate::runway_toml::ForkPrs::Approve;
+            let new = NewBuild {
+                delivered_as: keys,
+                ..NewBuild::of(event)
+            };
             let row = if let Some(why) = &unmergeable {
-                s.record_errored(&NewBuild::of(event), why)?
+                s.record_errored(&new, why)?
             } else if waits {
-                s.enqueue_awaiting(&NewBuild::of(event), |n| {
+                s.enqueue_awaiting(&new, |n| {
                     format!(
                         "awaiting approval: pull request #{} comes from a fork ({}); someone with write access approves it on the build's page or with POST /api/builds/{n}/approve?repo={}",
                         p.number,
@@ -528,9 +535,9 @@ fn record_pull(
                     )
                 })?
             } else {
-                s.enqueue(&NewBuild::of(event))?
+                s.enqueue(&new)?
             };
-            s.record_deliveries(&keys, row.id, since)?;
+            s.forget_deliveries(since)?;
             let auto = repo_cfg
                 .auto_cancel_pull_requests
                 .unwrap_or(state.cfg.auto_cancel);

@@ -71,38 +71,12 @@ impl Store {
             .transpose()
     }
 
-    /// Remembers that deliveries `keys` made build `build_id`, in one statement (one
-    /// synced commit); keys older than `forget_before` are forgotten (a purge the power
-    /// takes is done again by the next delivery: not waited for).
-    pub fn record_deliveries(
-        &mut self,
-        keys: &[String],
-        build_id: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError> {
-        self.db().execute_lazily(
-            "DELETE FROM deliveries WHERE at < $1",
-            &[forget_before.into()],
-        )?;
-        let mut keys: Vec<&String> = keys.iter().collect();
-        keys.sort();
-        keys.dedup();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<String> = (0..keys.len())
-            .map(|i| format!("(${}, $1, $2)", i + 3))
-            .collect();
-        let mut args = vec![build_id.into(), now().into()];
-        args.extend(keys.iter().map(|k| k.as_str().into()));
-        self.db().execute(
-            &format!(
-                "INSERT INTO deliveries (key, build_id, at) VALUES {}
-                 ON CONFLICT (key) DO UPDATE SET build_id = $1, at = $2",
-                rows.join(", ")
-            ),
-            &args,
-        )?;
+    /// Forgets the keys of deliveries older than `before` (a purge the power takes is
+    /// done again by the next delivery: not waited for). The keys themselves are
+    /// recorded with their build ([`NewBuild::delivered_as`]).
+    pub fn forget_deliveries(&mut self, before: i64) -> Result<(), StoreError> {
+        self.db()
+            .execute_lazily("DELETE FROM deliveries WHERE at < $1", &[before.into()])?;
         Ok(())
     }
 

@@ -107,6 +107,9 @@ pub struct NewBuild {
     pub pull_request: Option<crate::event::PullRequest>,
     /// An API request's config and merge mode (JSON), for its build.
     pub request: Option<ApiConfig>,
+    /// The keys of the delivery that made it (its id, what it pushes): recorded with
+    /// the build, in the same commit, so that the delivery sent again is known.
+    pub delivered_as: Vec<String>,
 }
 
 /// The config an API request sent, and how it meets the `.travis.yml`.
@@ -142,7 +145,16 @@ impl NewBuild {
             commit_range: event.commit_range.clone(),
             pull_request: event.pull_request.clone(),
             request: None,
+            delivered_as: Vec::new(),
         }
+    }
+
+    /// [`NewBuild::delivered_as`], each key once.
+    pub(crate) fn delivery_keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.delivered_as.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// The PR number (the `pull_request` column) and the PR's details as JSON (`pr`).
@@ -1536,21 +1548,33 @@ mod tests {
         assert_eq!(ids, [newer.id], "{backend}");
         assert!(s.held_by("node-a").unwrap().is_empty(), "{backend}");
         s.set_state(newer.id, Status::Passed, None).unwrap();
-        // Deliveries and the outbox.
-        s.record_deliveries(&["github:1".to_string()], b2.id, 0)
+        // Deliveries (recorded with the build they made) and the outbox.
+        let first = s
+            .enqueue(&NewBuild {
+                delivered_as: vec!["github:1".to_string()],
+                ..nb("o/a", "main")
+            })
             .unwrap();
-        assert_eq!(s.delivery("github:1", 0).unwrap().unwrap().id, b2.id);
-        // A delivery's keys (its id, what it pushes) in one statement, a key said twice
-        // once; a key seen again now names the newer build.
+        assert_eq!(s.delivery("github:1", 0).unwrap().unwrap().id, first.id);
+        // A delivery's keys (its id, what it pushes), a key said twice once; a key seen
+        // again now names the newer build.
         let keys = ["github:2", "push:o/app:main:abc", "github:2", "github:1"].map(String::from);
-        s.record_deliveries(&keys, newer.id, 0).unwrap();
+        let later = s
+            .enqueue(&NewBuild {
+                delivered_as: keys.to_vec(),
+                ..nb("o/a", "main")
+            })
+            .unwrap();
         for k in ["github:1", "github:2", "push:o/app:main:abc"] {
             assert_eq!(
                 s.delivery(k, 0).unwrap().unwrap().id,
-                newer.id,
+                later.id,
                 "{k}: {backend}"
             );
         }
+        // Old keys forgotten: none is newer than now + 1.
+        s.forget_deliveries(Store::now() + 1).unwrap();
+        assert!(s.delivery("github:2", 0).unwrap().is_none(), "{backend}");
         let mail = OutboxMail {
             id: 0,
             build_id: b2.id,

@@ -874,6 +874,13 @@ impl Backend for Inner {
             ],
         )?;
         let built = row(&made)?;
+        for key in b.delivery_keys() {
+            tx.execute(
+                "INSERT INTO deliveries (key, build_id, at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET build_id = $2, at = $3",
+                &[&key, &built.id, &now()],
+            )?;
+        }
         tx.execute(
             "SELECT pg_notify($1, $2)",
             &[&CHANGES, &built.id.to_string()],

@@ -363,6 +363,13 @@ impl Backend for Sqlite {
             params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range, pr_number, pr, super::request_column(b.request.as_ref())],
         )?;
         let id = tx.last_insert_rowid();
+        for key in b.delivery_keys() {
+            tx.execute(
+                "INSERT INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET build_id = ?2, at = ?3",
+                params![key, id, now()],
+            )?;
+        }
         tx.commit()?;
         Ok(self.conn.query_row(
             &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
