@@ -789,9 +789,9 @@ fn fetch(
     };
     let commit = git2::Oid::from_str(&a.job.event.commit).map_err(e)?;
     let present = repo.find_commit(commit).is_ok();
-    // A clone fetched whole shows the build's reference alone whatever this copy's
-    // say (`Origin::Commit::only`): a commit already here needs no write. A shallow
-    // clone goes through the transport, which reads the references below.
+    // A clone fetched whole shows the build's reference alone, whatever references
+    // this copy holds (`Origin::Commit::only`): a commit already here needs no write.
+    // A shallow clone goes through the transport, which reads the references below.
     if present && a.job.git_depth.is_none_or(|d| d <= 0) {
         return Ok(dir);
     }
