@@ -107,7 +107,7 @@ impl Workspace {
         let shallow = git.depth.is_some_and(|d| d > 0);
         let source = match origin {
             Origin::Commit { repo, sha, only } => Source::Clone {
-                read: Box::new(read_origin_showing(
+                read: Box::new(read_origin_holding(
                     repo,
                     shallow,
                     PACK_AHEAD_BYTES,
@@ -237,12 +237,7 @@ const PACK_AHEAD_BYTES: usize = 32 << 20;
 /// Reads what cloning the repository at `source` takes ([`Read`]); `shallow`: a depth
 /// is asked for (fetched through the transport later).
 fn read_origin(source: &Path, shallow: bool) -> Result<Read, WorkspaceError> {
-    read_origin_holding(source, shallow, PACK_AHEAD_BYTES)
-}
-
-/// [`read_origin`], holding at most `most` bytes of pack.
-fn read_origin_holding(source: &Path, shallow: bool, most: usize) -> Result<Read, WorkspaceError> {
-    read_origin_showing(source, shallow, most, None)
+    read_origin_holding(source, shallow, PACK_AHEAD_BYTES, None)
 }
 
 /// [`Origin::Commit::only`] as a reference to pack: its name, checked (it becomes a
@@ -255,8 +250,9 @@ fn shown(only: &Option<String>, sha: &str) -> Result<Option<(String, git2::Oid)>
     Ok(Some((name.clone(), git2::Oid::from_str(sha)?)))
 }
 
-/// [`read_origin_holding`] of `only`'s reference alone when it is given.
-fn read_origin_showing(
+/// [`read_origin`], holding at most `most` bytes of pack, and packing `only`'s
+/// reference alone when it is given.
+fn read_origin_holding(
     source: &Path,
     shallow: bool,
     most: usize,
@@ -816,7 +812,7 @@ mod tests {
         let sha = commits[0].to_string();
         let only = super::shown(&Some("refs/heads/feature/x".into()), &sha).unwrap();
         let read =
-            super::read_origin_showing(&t.path().join("src"), false, super::PACK_AHEAD_BYTES, only)
+            super::read_origin_holding(&t.path().join("src"), false, super::PACK_AHEAD_BYTES, only)
                 .unwrap();
         let dest = t.path().join("dest");
         let repo = super::write_clone(read, &dest, &mut git2::FetchOptions::new()).unwrap();
@@ -970,7 +966,7 @@ mod tests {
         let whole = super::read_origin(&t.path().join("src"), false).unwrap();
         assert!(whole.local.unwrap().pack.is_some_and(|p| !p.is_empty()));
         // Held up to one byte: the pack is not held, the references are.
-        let read = super::read_origin_holding(&t.path().join("src"), false, 1).unwrap();
+        let read = super::read_origin_holding(&t.path().join("src"), false, 1, None).unwrap();
         let packed = read.local.as_ref().unwrap();
         assert!(packed.pack.is_none() && !packed.refs.is_empty());
         let dest = t.path().join("dest");
