@@ -82,6 +82,11 @@ pub fn main() -> ExitCode {
     ) {
         crate::sandbox::disk::private_mounts();
     }
+    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        // SAFETY: this process has one thread yet. Without a spawner runway forks each
+        // job's init itself.
+        let _ = unsafe { crate::sandbox::spawner::start() };
+    }
     let mut out = std::io::stdout();
     let mut err = std::io::stderr();
     let result = match cli.command {

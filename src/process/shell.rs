@@ -17,9 +17,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -27,7 +25,7 @@ use super::{
     exited_within, find, group_alive, kill_group, live_groups, partial_suffix, printf_q, start_time,
 };
 use crate::cancel::{Cancel, Registration};
-use crate::sandbox::{JobPaths, Sandbox, SandboxError};
+use crate::sandbox::{Child, JobPaths, Program, Sandbox, SandboxError};
 
 /// What the shell's reader threads report.
 #[derive(Debug)]
@@ -152,51 +150,30 @@ impl Shell {
         let (status_r, status_w) = io::pipe()?;
         let (cmd_r, cmd_w) = io::pipe()?;
         let nonce = nonce();
-        let mut c = match bash_on(env) {
-            Some(bash) => {
-                let mut c = Command::new(bash);
-                c.arg0("bash");
-                c
-            }
-            None => Command::new("bash"),
+        let mut vars = env.to_vec();
+        vars.push(("__RUNWAY_NONCE".into(), nonce.clone()));
+        let null = std::fs::File::open("/dev/null")?;
+        let program = Program {
+            path: bash_on(env).unwrap_or_else(|| "bash".into()),
+            arg0: "bash".into(),
+            args: ["--noprofile", "--norc", "/dev/fd/4"]
+                .map(String::from)
+                .to_vec(),
+            env: vars,
+            cwd: cwd.to_path_buf(),
+            // stdin reads nothing; stdout and stderr share one pipe; then the status
+            // pipe (3), the command pipe (4) and the prelude (5).
+            fds: vec![
+                null.into(),
+                out_w.try_clone()?.into(),
+                out_w.into(),
+                status_w.into(),
+                cmd_r.into(),
+                helpers_file()?.into(),
+            ],
         };
-        c.args(["--noprofile", "--norc", "/dev/fd/4"])
-            .stdin(Stdio::null())
-            .stdout(out_w.try_clone()?)
-            .stderr(out_w)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("__RUNWAY_NONCE", &nonce)
-            .current_dir(cwd)
-            .process_group(0);
-        let helpers = helpers_file()?;
-        let (status_fd, cmd_fd, helpers_fd) =
-            (status_w.as_raw_fd(), cmd_r.as_raw_fd(), helpers.as_raw_fd());
-        // SAFETY: between fork and exec only async-signal-safe libc calls are made.
-        unsafe {
-            c.pre_exec(move || {
-                // Move the ends above 10 first, so placing them at 3, 4 and 5 cannot
-                // overwrite one with another.
-                let s = libc::fcntl(status_fd, libc::F_DUPFD, 10);
-                let k = libc::fcntl(cmd_fd, libc::F_DUPFD, 10);
-                let h = libc::fcntl(helpers_fd, libc::F_DUPFD, 10);
-                if s < 0
-                    || k < 0
-                    || h < 0
-                    || libc::dup2(s, 3) < 0
-                    || libc::dup2(k, 4) < 0
-                    || libc::dup2(h, 5) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::close(s);
-                libc::close(k);
-                libc::close(h);
-                Ok(())
-            });
-        }
-        let enclosure = sandbox.enclose(&mut c, job)?;
-        let mut child = match enclosure.spawn(&mut c) {
+        let enclosure = sandbox.enclose(job)?;
+        let mut child = match enclosure.spawn(program) {
             Ok(c) => c,
             // The step that failed, when the sandbox said; else the spawn's error.
             Err(SandboxError::Io(e)) => {
@@ -213,8 +190,6 @@ impl Shell {
             }
         };
         live_groups().push(child.id() as i32);
-        drop(status_w);
-        drop(cmd_r);
         let (tx, events) = mpsc::channel();
         spawn_output_reader(out_r, tx.clone(), format!("\x1eRUNWAY-SYNC-{nonce}\x1e"));
         spawn_status_reader(status_r, tx.clone());
@@ -234,7 +209,6 @@ impl Shell {
         };
         // The prelude is sourced from a file (read whole, where bash reads a pipe a
         // byte at a time: 4,400 reads); the job's commands follow down the pipe.
-        drop(helpers);
         shell.commands.write_all(b". /dev/fd/5; exec 5<&-\n")?;
         Ok(shell)
     }

@@ -18,9 +18,12 @@
 
 pub mod cgroup;
 pub mod disk;
+mod program;
 mod seccomp;
+pub mod spawner;
 mod sys;
 
+pub use program::{Child, Program};
 pub use sys::CacheLayers;
 
 use std::fmt;
@@ -99,6 +102,7 @@ pub struct JobPaths {
 pub struct Enclosure {
     check: Option<sys::SetupReport>,
     cgroup: Option<cgroup::JobCgroup>,
+    prepared: Option<std::sync::Arc<sys::Prepared>>,
 }
 
 impl Enclosure {
@@ -107,16 +111,23 @@ impl Enclosure {
         Enclosure {
             check: None,
             cgroup: None,
+            prepared: None,
         }
     }
 
-    /// Starts `cmd` (the command [`Sandbox::enclose`] arranged): in a sandbox, as the
-    /// first process of a PID namespace of its own ([`sys::spawn_as_init`]).
-    pub fn spawn(&self, cmd: &mut Command) -> Result<std::process::Child, SandboxError> {
-        match self.check {
-            Some(_) => sys::spawn_as_init(cmd),
-            None => Ok(cmd.spawn()?),
+    /// Starts `program`: in a sandbox, as the first process of a PID namespace of its
+    /// own, forked by the [`spawner`] when there is one, else by runway
+    /// ([`sys::spawn_as_init`]).
+    pub fn spawn(&self, program: Program) -> Result<Child, SandboxError> {
+        let Some(prepared) = &self.prepared else {
+            return Ok(program.command().spawn()?.into());
+        };
+        if let Some(started) = spawner::spawn(prepared, &program) {
+            return Ok(Child::of(started?));
         }
+        let mut cmd = program.command();
+        sys::enclose(&mut cmd, prepared.clone());
+        Ok(sys::spawn_as_init(&mut cmd)?.into())
     }
 
     /// Waits until the shell runs inside its sandbox, or reports the step that failed.
@@ -267,8 +278,9 @@ pub enum Mode {
 
 /// Where a job's shell runs.
 pub trait Sandbox: Send + Sync + fmt::Debug {
-    /// Arranges for `cmd` (the job's `bash`) to start inside this sandbox.
-    fn enclose(&self, cmd: &mut Command, job: &JobPaths) -> Result<Enclosure, SandboxError>;
+    /// Prepares this sandbox for the job `job`, for [`Enclosure::spawn`] to start its
+    /// `bash` inside.
+    fn enclose(&self, job: &JobPaths) -> Result<Enclosure, SandboxError>;
     /// One line for the job's header: what the job runs on.
     fn describe(&self) -> String;
     /// True when jobs run on the bare host.
@@ -302,7 +314,7 @@ pub const BARE_WARNING: &str = "--sandbox none: jobs run on the bare host, as ru
     read runway's state, caches, runway.toml and environment";
 
 impl Sandbox for Bare {
-    fn enclose(&self, _cmd: &mut Command, _job: &JobPaths) -> Result<Enclosure, SandboxError> {
+    fn enclose(&self, _job: &JobPaths) -> Result<Enclosure, SandboxError> {
         Ok(Enclosure::none())
     }
     fn describe(&self) -> String {
@@ -378,13 +390,19 @@ impl Namespaces {
         for d in [&job.build_dir, &job.home, &job.scratch] {
             std::fs::create_dir_all(d)?;
         }
-        let mut cmd = Command::new("true");
-        cmd.current_dir(&job.build_dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let enclosure = self.enclose(&mut cmd, &job)?;
-        let mut child = match enclosure.spawn(&mut cmd) {
+        let null = || std::fs::File::open("/dev/null").map(std::os::fd::OwnedFd::from);
+        let program = Program {
+            path: "true".into(),
+            arg0: "true".into(),
+            args: Vec::new(),
+            env: std::env::var("PATH")
+                .map(|p| vec![("PATH".to_string(), p)])
+                .unwrap_or_default(),
+            cwd: job.build_dir.clone(),
+            fds: vec![null()?, null()?, null()?],
+        };
+        let enclosure = self.enclose(&job)?;
+        let mut child = match enclosure.spawn(program) {
             Ok(c) => c,
             // The step that failed, when the sandbox said; else the spawn's error.
             Err(e) => return enclosure.confirm(None).and(Err(e)),
@@ -396,7 +414,7 @@ impl Namespaces {
 }
 
 impl Sandbox for Namespaces {
-    fn enclose(&self, cmd: &mut Command, job: &JobPaths) -> Result<Enclosure, SandboxError> {
+    fn enclose(&self, job: &JobPaths) -> Result<Enclosure, SandboxError> {
         if !seccomp::SUPPORTED {
             return Err(SandboxError::Unsupported);
         }
@@ -423,10 +441,11 @@ impl Sandbox for Namespaces {
             None => None,
         };
         let fds = cgroup.as_ref().map(|c| c.procs_fds()).unwrap_or_default();
-        let report = sys::enclose(cmd, &plan, !self.policy.no_network, fds)?;
+        let (prepared, report) = sys::Prepared::new(&plan, !self.policy.no_network, fds)?;
         Ok(Enclosure {
             check: Some(report),
             cgroup,
+            prepared: Some(std::sync::Arc::new(prepared)),
         })
     }
 
@@ -880,20 +899,76 @@ mod tests {
         }
     }
 
-    fn text(l: &Layout) -> Vec<String> {
-        l.steps.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn the_root_is_an_overlay_of_the_host_and_writes_go_to_the_workspace() {
-        let l = layout(
+    /// The layout of [`job`] with no policy, hidden paths or mounts of note.
+    fn default_layout() -> Layout {
+        layout(
             &job(),
             Path::new("/tmp/runway-job-a/sandbox"),
             &Policy::default(),
             &[],
             &[],
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn text(l: &Layout) -> Vec<String> {
+        l.steps.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_spawner_is_sent_the_very_steps_and_program_runway_prepared() {
+        let l = default_layout();
+        let (prepared, _report) = sys::Prepared::new(&l, false, vec![7, 8]).unwrap();
+        assert_eq!(prepared.descriptors()[1..], [7, 8]);
+        let mut wire = sys::Wire::default();
+        prepared.encode(&mut wire);
+        let decode =
+            |bytes: &[u8], fds: &[libc::c_int]| sys::Prepared::decode(&mut sys::Unwire(bytes), fds);
+        let back = decode(&wire.0, &[40, 41, 42]).unwrap();
+        assert_eq!(back.descriptors(), [40, 41, 42]);
+        let mut again = sys::Wire::default();
+        back.encode(&mut again);
+        assert!(again.0 == wire.0, "the steps changed on the way");
+        // Cut short anywhere, or with a descriptor missing, it is refused.
+        for cut in 0..wire.0.len() {
+            assert!(
+                decode(&wire.0[..cut], &[40, 41, 42]).is_none(),
+                "cut at {cut}"
+            );
+        }
+        assert!(decode(&wire.0, &[40, 41]).is_none());
+
+        let mut program = Program {
+            path: "bash".into(),
+            arg0: "bash".into(),
+            args: vec!["--norc".into(), "/dev/fd/4".into()],
+            env: vec![
+                ("PATH".into(), "/opt/x/bin:relative:/usr/bin".into()),
+                ("A".into(), "b c".into()),
+            ],
+            cwd: "/".into(),
+            fds: Vec::new(),
+        };
+        let mut wire = sys::Wire::default();
+        program.encode(&mut wire).unwrap();
+        let exec = sys::Exec::decode(&mut sys::Unwire(&wire.0)).unwrap();
+        // A name is looked for on the job's PATH, absolute directories only, in order.
+        assert_eq!(exec.paths, [c"/opt/x/bin/bash", c"/usr/bin/bash"]);
+        assert_eq!(exec.argv, [c"bash", c"--norc", c"/dev/fd/4"]);
+        assert_eq!(exec.envp, [c"PATH=/opt/x/bin:relative:/usr/bin", c"A=b c"]);
+        program.path = "/bin/bash".into();
+        let mut wire = sys::Wire::default();
+        program.encode(&mut wire).unwrap();
+        let exec = sys::Exec::decode(&mut sys::Unwire(&wire.0)).unwrap();
+        assert_eq!(exec.paths, [c"/bin/bash"]);
+        // A NUL byte cannot be sent (nor exec'd).
+        program.env.push(("B".into(), "x\0y".into()));
+        assert!(program.encode(&mut sys::Wire::default()).is_err());
+    }
+
+    #[test]
+    fn the_root_is_an_overlay_of_the_host_and_writes_go_to_the_workspace() {
+        let l = default_layout();
         assert_eq!(l.root, Path::new("/tmp/runway-job-a/sandbox/root"));
         assert_eq!(
             l.steps[0],

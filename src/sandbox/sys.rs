@@ -52,7 +52,7 @@ enum Op {
 }
 
 /// Everything the child needs, built before the fork.
-struct Prepared {
+pub struct Prepared {
     ops: Vec<Op>,
     root: CString,
     cwd: CString,
@@ -104,6 +104,8 @@ impl SetupReport {
             PIVOT => "making the overlay the root (pivot_root)".into(),
             LOOPBACK => "bringing up loopback".into(),
             CGROUP => "joining the job's cgroup".into(),
+            SHELL => "starting the job's shell (its descriptors, capabilities, seccomp)".into(),
+            EXEC => "starting bash in the sandbox (exec)".into(),
             _ => "starting the sandbox".into(),
         };
         SandboxError::Step {
@@ -119,6 +121,8 @@ const NAMESPACES: &str = "making the job's namespaces (mount, pid, ipc, uts)";
 const PIVOT: usize = 1_000_001;
 const LOOPBACK: usize = 1_000_002;
 const CGROUP: usize = 1_000_004;
+const SHELL: usize = 1_000_005;
+const EXEC: usize = 1_000_006;
 
 fn c(p: &Path) -> Result<CString, SandboxError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| SandboxError::Path(p.to_path_buf()))
@@ -229,37 +233,294 @@ fn compile(layout: &Layout) -> Result<Vec<Op>, SandboxError> {
         .collect()
 }
 
-/// Arranges for `cmd` to start in the sandbox `layout` describes.
-pub fn enclose(
-    cmd: &mut Command,
-    layout: &Layout,
-    network: bool,
-    cgroups: Vec<libc::c_int>,
-) -> Result<SetupReport, SandboxError> {
-    let (read, write) = io::pipe()?;
-    let write = OwnedFd::from(write);
-    let prepared = std::sync::Arc::new(Prepared {
-        ops: compile(layout)?,
-        root: c(&layout.root)?,
-        cwd: c(&layout.cwd)?,
-        dot: CString::new(".").unwrap_or_default(),
-        slash: CString::new("/").unwrap_or_default(),
-        network,
-        filter: seccomp::filter(),
-        cgroups,
-        report: write.as_raw_fd(),
-    });
-    let steps = layout.steps.iter().map(|s| s.to_string()).collect();
+impl Prepared {
+    /// The sandbox `layout` describes, as init will make it, and the pipe on which
+    /// init will report a failed step.
+    pub fn new(
+        layout: &Layout,
+        network: bool,
+        cgroups: Vec<libc::c_int>,
+    ) -> Result<(Prepared, SetupReport), SandboxError> {
+        let (read, write) = io::pipe()?;
+        let write = OwnedFd::from(write);
+        let prepared = Prepared {
+            ops: compile(layout)?,
+            root: c(&layout.root)?,
+            cwd: c(&layout.cwd)?,
+            dot: CString::new(".").unwrap_or_default(),
+            slash: CString::new("/").unwrap_or_default(),
+            network,
+            filter: seccomp::filter(),
+            cgroups,
+            report: write.as_raw_fd(),
+        };
+        let steps = layout.steps.iter().map(|s| s.to_string()).collect();
+        let report = SetupReport {
+            read,
+            write: Some(write),
+            steps,
+        };
+        Ok((prepared, report))
+    }
+
+    /// The descriptors init needs that are not in the layout: the report pipe's write
+    /// end, then the job's `cgroup.procs` files. Sent along with [`Prepared::encode`].
+    pub fn descriptors(&self) -> Vec<libc::c_int> {
+        std::iter::once(self.report)
+            .chain(self.cgroups.iter().copied())
+            .collect()
+    }
+
+    /// The layout as bytes for the spawner ([`super::spawner`]), which runs in another
+    /// process: [`Prepared::decode`] there gives the same steps back.
+    pub fn encode(&self, out: &mut Wire) {
+        out.cstr(&self.root);
+        out.cstr(&self.cwd);
+        out.num(self.network as u64);
+        out.num(self.cgroups.len() as u64);
+        out.num(self.ops.len() as u64);
+        for op in &self.ops {
+            match op {
+                Op::Mount {
+                    src,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                    optional,
+                    remount,
+                } => {
+                    out.num(0);
+                    out.cstr(src);
+                    out.cstr(target);
+                    out.cstr(fstype);
+                    out.num(*flags);
+                    match data {
+                        Some(d) => {
+                            out.num(1);
+                            out.cstr(d);
+                        }
+                        None => out.num(0),
+                    }
+                    out.num(*optional as u64);
+                    out.num(*remount);
+                }
+                Op::ReadOnly { target } => {
+                    out.num(1);
+                    out.cstr(target);
+                }
+                Op::Mkdir(p) => {
+                    out.num(2);
+                    out.cstr(p);
+                }
+                Op::File(p) => {
+                    out.num(3);
+                    out.cstr(p);
+                }
+                Op::Symlink { to, link } => {
+                    out.num(4);
+                    out.cstr(to);
+                    out.cstr(link);
+                }
+            }
+        }
+    }
+
+    /// What [`Prepared::encode`] wrote, with the descriptors that came with it (as
+    /// [`Prepared::descriptors`] listed them, numbered in this process). None when the
+    /// bytes or the count of descriptors do not match.
+    pub fn decode(input: &mut Unwire, fds: &[libc::c_int]) -> Option<Prepared> {
+        let root = input.cstring()?;
+        let cwd = input.cstring()?;
+        let network = input.num()? != 0;
+        let cgroups = input.num()? as usize;
+        let (&report, cgroup_fds) = fds.split_first()?;
+        if cgroup_fds.len() != cgroups {
+            return None;
+        }
+        let count = input.num()?;
+        let mut ops = Vec::new();
+        for _ in 0..count {
+            ops.push(match input.num()? {
+                0 => Op::Mount {
+                    src: input.cstring()?,
+                    target: input.cstring()?,
+                    fstype: input.cstring()?,
+                    flags: input.num()? as libc::c_ulong,
+                    data: match input.num()? {
+                        0 => None,
+                        _ => Some(input.cstring()?),
+                    },
+                    optional: input.num()? != 0,
+                    remount: input.num()? as libc::c_ulong,
+                },
+                1 => Op::ReadOnly {
+                    target: input.cstring()?,
+                },
+                2 => Op::Mkdir(input.cstring()?),
+                3 => Op::File(input.cstring()?),
+                4 => Op::Symlink {
+                    to: input.cstring()?,
+                    link: input.cstring()?,
+                },
+                _ => return None,
+            });
+        }
+        Some(Prepared {
+            ops,
+            root,
+            cwd,
+            dot: CString::new(".").unwrap_or_default(),
+            slash: CString::new("/").unwrap_or_default(),
+            network,
+            filter: seccomp::filter(),
+            cgroups: cgroup_fds.to_vec(),
+            report,
+        })
+    }
+}
+
+/// Bytes written for another process: numbers and C strings, in order.
+#[derive(Default)]
+pub struct Wire(pub Vec<u8>);
+
+impl Wire {
+    /// A number.
+    pub fn num(&mut self, n: u64) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+
+    /// A C string, without its NUL.
+    pub fn cstr(&mut self, s: &std::ffi::CStr) {
+        self.num(s.to_bytes().len() as u64);
+        self.0.extend_from_slice(s.to_bytes());
+    }
+}
+
+/// Reads what a [`Wire`] wrote; None past the end or at a string holding a NUL.
+pub struct Unwire<'a>(pub &'a [u8]);
+
+impl Unwire<'_> {
+    /// A number.
+    pub fn num(&mut self) -> Option<u64> {
+        let (n, rest) = self.0.split_first_chunk::<8>()?;
+        self.0 = rest;
+        Some(u64::from_le_bytes(*n))
+    }
+
+    /// A C string.
+    pub fn cstring(&mut self) -> Option<CString> {
+        let len = usize::try_from(self.num()?).ok()?;
+        if len > self.0.len() {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        CString::new(s).ok()
+    }
+}
+
+/// Arranges for `cmd` to start in the sandbox `prepared` describes (runway forks init
+/// itself: see [`super::spawner`] for the other way).
+pub fn enclose(cmd: &mut Command, prepared: std::sync::Arc<Prepared>) {
     // SAFETY: the closure only makes async-signal-safe system calls on data prepared
-    // above; it allocates nothing.
+    // before; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || enter(&prepared));
     }
-    Ok(SetupReport {
-        read,
-        write: Some(write),
-        steps,
-    })
+}
+
+/// What the shell execs, built before the fork: the candidates for the program's path
+/// (each directory of the job's `PATH` when it names no directory), its arguments and
+/// its environment as pointer arrays.
+pub struct Exec {
+    pub(super) paths: Vec<CString>,
+    pub(super) argv: Vec<CString>,
+    pub(super) envp: Vec<CString>,
+}
+
+impl Exec {
+    /// What [`super::Program::encode`] wrote: the program, `argv` (`argv[0]` first) and
+    /// exactly the environment `envp` (`KEY=value`).
+    pub fn decode(input: &mut Unwire) -> Option<Exec> {
+        let program = input.cstring()?;
+        let list = |input: &mut Unwire| -> Option<Vec<CString>> {
+            (0..input.num()?).map(|_| input.cstring()).collect()
+        };
+        let argv = list(input)?;
+        let envp = list(input)?;
+        let paths = if program.as_bytes().contains(&b'/') {
+            vec![program]
+        } else {
+            let path = envp
+                .iter()
+                .rev()
+                .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
+                .unwrap_or(b"/usr/local/bin:/usr/bin:/bin");
+            path.split(|b| *b == b':')
+                .filter(|d| d.starts_with(b"/"))
+                .filter_map(|d| {
+                    let mut p = d.to_vec();
+                    p.push(b'/');
+                    p.extend_from_slice(program.as_bytes());
+                    CString::new(p).ok()
+                })
+                .collect()
+        };
+        Some(Exec { paths, argv, envp })
+    }
+}
+
+/// The spawner's child ([`super::spawner`]): takes `fds` as its descriptors 0, 1, 2,
+/// …, leads a process group of its own, becomes init as [`enclose`] would have made it
+/// (reporting a failed step on `p`'s pipe), and the shell it starts execs `exec`.
+///
+/// # Safety
+/// Only in a child just cloned from the spawner, which has one thread: the child owns
+/// a consistent copy of its memory and may allocate.
+pub unsafe fn start_in_child(p: &Prepared, exec: &Exec, fds: &[libc::c_int]) -> ! {
+    let ptrs = |v: &[CString]| {
+        v.iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect::<Vec<_>>()
+    };
+    // The spawner has one thread: this copy of it may allocate.
+    let (argv, envp) = (ptrs(&exec.argv), ptrs(&exec.envp));
+    // SAFETY: system calls on this forked process's own descriptors, signal state and
+    // process group, then `enter` (see there) and exec of prepared C strings.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Copies above every target first (at free numbers), so placing them at 0, 1,
+        // 2, … overwrites none of them.
+        let copies: Vec<libc::c_int> = fds
+            .iter()
+            .map(|fd| libc::fcntl(*fd, libc::F_DUPFD, fds.len() as libc::c_int))
+            .collect();
+        for (i, copy) in copies.iter().enumerate() {
+            if *copy < 0 || libc::dup2(*copy, i as libc::c_int) < 0 {
+                fail(p, SHELL, errno());
+            }
+            libc::close(*copy);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(p, SHELL, errno());
+        }
+        if enter(p).is_ok() {
+            let mut err = libc::ENOENT;
+            for path in &exec.paths {
+                libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                if errno() != libc::ENOENT {
+                    err = errno();
+                }
+            }
+            fail(p, EXEC, err);
+        }
+        libc::_exit(127)
+    }
 }
 
 /// The namespaces init takes besides its PID namespace.
@@ -368,6 +629,8 @@ fn enter(p: &Prepared) -> io::Result<()> {
     // threaded process must not take their locks) and gives the shell a copy of init.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // Named for `ps` whichever process forked it (the shell's name is bash's).
+        libc::prctl(libc::PR_SET_NAME, c"runway-init".as_ptr());
         if let Err(e) = super::cgroup::join(&p.cgroups) {
             let e = e.raw_os_error().unwrap_or(libc::EIO);
             report(p, CGROUP, e);
@@ -402,10 +665,15 @@ fn enter(p: &Prepared) -> io::Result<()> {
             libc::_exit(wait_for(shell as libc::pid_t));
         }
         // The shell.
-        if libc::chdir(p.cwd.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
+        let started = if libc::chdir(p.cwd.as_ptr()) != 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            drop_privileges(p.filter)
+        };
+        if let Err(e) = &started {
+            report(p, SHELL, e.raw_os_error().unwrap_or(libc::EIO));
         }
-        drop_privileges(p.filter)
+        started
     }
 }
 

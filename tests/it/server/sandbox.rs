@@ -1,5 +1,7 @@
 //! Server builds run in the job sandbox: a job cannot read runway.toml, the state
-//! directory or the server's secrets (by path, and through `/proc/*/environ`).
+//! directory or the server's secrets (by path, and through `/proc/*/environ`). The
+//! server starts its jobs' sandboxes through its spawner, and by itself once the
+//! spawner is gone.
 
 use super::{API_TOKEN, SECRET, Setup, generic, states, wait_for};
 use crate::common::server::Server;
@@ -55,4 +57,111 @@ fn a_server_job_cannot_read_runway_toml_the_state_or_the_servers_secrets() {
         assert!(log.contains(&format!("\n{said}")), "{said}: {log}");
     }
     assert!(log.contains("Sandbox: namespaces"), "{log}");
+}
+
+/// The processes whose parent is `pid` (a process of this test's own).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let listed = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            listed
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_server_starts_jobs_through_its_spawner_and_by_itself_once_it_is_gone() {
+    // The job checks that it is its sandbox's shell: init (PID 1 of a namespace of
+    // its own) is its parent, and the host's processes are not to be seen.
+    let s = Setup::new(
+        "language: shell\nscript:\n\
+         \x20 - test \"$PPID\" = 1 && test \"$(ls -d /proc/[0-9]* | wc -l)\" -lt 10 && echo IN-ITS-SANDBOX\n",
+        "",
+    );
+    let srv = s.start();
+    let server = srv.child.id();
+    let spawner: Vec<u32> = children(server)
+        .into_iter()
+        .filter(|p| comm(*p) == "runway-spawner")
+        .collect();
+    assert_eq!(
+        spawner.len(),
+        1,
+        "the server's children: {:?}",
+        children(server)
+    );
+    let spawner = spawner[0];
+    // It holds nothing of the server's (its listening socket, its database, its
+    // logs): /dev/null as 0, 1 and 2, its socket, its PID namespace.
+    let mut held: Vec<(u32, String)> = std::fs::read_dir(format!("/proc/{spawner}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let to = std::fs::read_link(e.path()).unwrap_or_default();
+            let to = to.to_string_lossy();
+            let kind = to.split(':').next().unwrap_or_default().to_string();
+            (e.file_name().to_string_lossy().parse().unwrap(), kind)
+        })
+        .collect();
+    held.sort();
+    let want: Vec<(u32, String)> = [
+        (0, "/dev/null"),
+        (1, "/dev/null"),
+        (2, "/dev/null"),
+        (100, "socket"),
+        (101, "pid"),
+    ]
+    .map(|(fd, kind)| (fd, kind.to_string()))
+    .to_vec();
+    assert_eq!(held, want);
+
+    let ended = |n: usize| {
+        wait_for(
+            || {
+                let st = states(&srv);
+                st.len() == n && st.iter().all(|(_, s)| s != "queued" && s != "running")
+            },
+            "the build to end",
+        )
+    };
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    ended(1);
+    let (_, log) = srv.request("GET", "/api/builds/1/log", &[], b"");
+    assert_eq!(states(&srv)[0], (1, "passed".to_string()), "{log}");
+    assert!(log.contains("\nIN-ITS-SANDBOX"), "{log}");
+
+    // Once the spawner is gone, the server makes each sandbox itself.
+    std::process::Command::new("kill")
+        .args(["-KILL", &spawner.to_string()])
+        .status()
+        .unwrap();
+    wait_for(
+        || {
+            comm(spawner).is_empty()
+                || std::fs::read_to_string(format!("/proc/{spawner}/stat"))
+                    .is_ok_and(|st| st.contains(") Z "))
+        },
+        "the spawner to die",
+    );
+    let second = s.commit("master", "second");
+    assert_eq!(generic(&srv, "master", &second).0, 202);
+    ended(2);
+    let (_, log) = srv.request("GET", "/api/builds/2/log", &[], b"");
+    let st = states(&srv);
+    assert!(st.contains(&(2, "passed".to_string())), "{st:?}: {log}");
+    assert!(log.contains("\nIN-ITS-SANDBOX"), "{log}");
 }
