@@ -14,8 +14,9 @@
 //! Run: `cargo bench --bench workers [N]` as root (N builds per throughput round,
 //! default 1000; each round runs `BENCH_REPEAT` times, 2 by default, and keeps its
 //! best; `BENCH_K=1,4` runs only those numbers of workers). With
-//! `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds run
-//! with that binary too (its server and its workers), in the same run: before and after.
+//! `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds and the server's own
+//! latency run with that binary too (its server and its workers), in the same run:
+//! before and after.
 
 #[path = "../tests/it/common/mod.rs"]
 #[allow(dead_code)]
@@ -408,6 +409,8 @@ fn main() {
     let skip_latency = std::env::var_os("BENCH_SKIP_LATENCY").is_some();
     let with_before = std::env::var_os("BENCH_BEFORE").is_some();
     let here = server(d, &bare, "here", false, 1);
+    // With BENCH_BEFORE, the older binary's server running its jobs itself too.
+    let here_before = with_before.then(|| server_of(true, d, &bare, "here-before", false, 1));
     let mut variants = vec![Variant::Now, Variant::NoDisk];
     if with_before {
         variants.push(Variant::Before);
@@ -428,9 +431,13 @@ fn main() {
         })
         .collect();
     let mut l_here = Vec::new();
+    let mut l_here_before = Vec::new();
     let mut l_there: Vec<Vec<Duration>> = vec![Vec::new(); theres.len()];
     for i in 0..if skip_latency { 2 } else { 21 } {
         let mut rounds = vec![(&here, &mut l_here)];
+        if let Some(srv) = &here_before {
+            rounds.push((srv, &mut l_here_before));
+        }
         for ((_, srv, _), out) in theres.iter().zip(l_there.iter_mut()) {
             rounds.push((srv, out));
         }
@@ -446,6 +453,16 @@ fn main() {
     }
     // The first round warms the workers' copies of the repository.
     l_here.remove(0);
+    if !l_here_before.is_empty() {
+        l_here_before.remove(0);
+        let (before, after) = (median(l_here_before.clone()), median(l_here.clone()));
+        println!(
+            "webhook-to-first-command in the server, median of 20: before {:.1} ms, after {:.1} ms (after/before {:.2})",
+            ms(before),
+            ms(after),
+            after.as_secs_f64() / before.as_secs_f64()
+        );
+    }
     for l in &mut l_there {
         l.remove(0);
     }
@@ -480,6 +497,7 @@ fn main() {
     }
     drop(theres);
     drop(here);
+    drop(here_before);
 
     // Throughput: n builds at once, through k workers, and k slots in the server.
     // `BENCH_K=1,4`: only those rounds (1, 2 and 4 workers by default).
