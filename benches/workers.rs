@@ -110,11 +110,29 @@ impl Variant {
     }
 }
 
-/// The runway binary: this build's, or `BENCH_BEFORE`'s for the "before" rounds.
+/// The runway binary: this build's, or `BENCH_BEFORE`'s for the "before" rounds; each
+/// a copy written whole (the linker's own output runs ~1 ms slower per process, its
+/// pages cached as it wrote them, which a copied `BENCH_BEFORE` would not pay).
 fn bin(before: bool) -> std::path::PathBuf {
-    match std::env::var_os("BENCH_BEFORE").filter(|_| before) {
-        Some(p) => p.into(),
-        None => env!("CARGO_BIN_EXE_runway").into(),
+    static COPIES: std::sync::OnceLock<(
+        tempfile::TempDir,
+        std::path::PathBuf,
+        Option<std::path::PathBuf>,
+    )> = std::sync::OnceLock::new();
+    let (_, after, older) = COPIES.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = |from: &std::ffi::OsStr, name: &str| {
+            let to = dir.path().join(name);
+            std::fs::copy(from, &to).unwrap();
+            to
+        };
+        let after = copy(env!("CARGO_BIN_EXE_runway").as_ref(), "runway-after");
+        let older = std::env::var_os("BENCH_BEFORE").map(|b| copy(&b, "runway-before"));
+        (dir, after, older)
+    });
+    match older.as_ref().filter(|_| before) {
+        Some(p) => p.clone(),
+        None => after.clone(),
     }
 }
 

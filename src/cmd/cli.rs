@@ -82,7 +82,16 @@ pub fn main() -> ExitCode {
     ) {
         crate::sandbox::disk::private_mounts();
     }
-    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+    // The commands that start sandboxes: each job's init forked by a small copy of
+    // runway made now, not by runway grown (sandbox::spawner).
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Hook(_)
+            | Command::Serve(_)
+            | Command::Worker(_)
+            | Command::Codedeploy(_)
+    ) {
         // SAFETY: this process has one thread yet. Without a spawner runway forks each
         // job's init itself.
         let _ = unsafe { crate::sandbox::spawner::start() };

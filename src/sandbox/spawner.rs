@@ -23,8 +23,9 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use super::SandboxError;
 use super::program::Program;
-use super::sys::{Exec, Prepared, Unwire, Wire};
+use super::sys::{Exec, NAMESPACES, Prepared, Unwire, Wire};
 
 /// The largest message: a job's layout and environment fit many times over.
 const MAX_MESSAGE: usize = 256 * 1024;
@@ -86,13 +87,13 @@ pub unsafe fn start() -> io::Result<()> {
 /// Starts `program` in the sandbox `prepared` describes through the spawner: init's
 /// process id. None when there is no spawner (never started, or gone before it read
 /// the message) or the message is too large: the caller forks init itself.
-pub fn spawn(prepared: &Prepared, program: &Program) -> Option<io::Result<libc::pid_t>> {
+pub fn spawn(prepared: &Prepared, program: &Program) -> Option<Result<libc::pid_t, SandboxError>> {
     let spawner = SPAWNER.get()?;
     let mut wire = Wire::default();
     wire.num(program.fds.len() as u64);
     prepared.encode(&mut wire);
     if let Err(e) = program.encode(&mut wire) {
-        return Some(Err(e));
+        return Some(Err(e.into()));
     }
     let fds: Vec<RawFd> = program
         .fds
@@ -118,11 +119,16 @@ pub fn spawn(prepared: &Prepared, program: &Program) -> Option<io::Result<libc::
     if n != answer.len() as isize {
         // It read the message and may have started init: not started again here.
         gone(spawner, &mut socket);
-        return Some(Err(io::Error::other("the sandbox's spawner stopped")));
+        return Some(Err(io::Error::other("the sandbox's spawner stopped").into()));
     }
     Some(match i32::from_ne_bytes(answer) {
         pid if pid > 0 => Ok(pid),
-        e => Err(io::Error::from_raw_os_error(-e)),
+        e if -e == libc::EPROTO => Err(io::Error::other("the spawner could not read a job").into()),
+        // Its new PID namespace, or the clone into it, was refused.
+        e => Err(SandboxError::Step {
+            step: NAMESPACES.into(),
+            error: io::Error::from_raw_os_error(-e),
+        }),
     })
 }
 
@@ -225,6 +231,11 @@ unsafe fn serve(socket: OwnedFd, parent: libc::pid_t) -> ! {
             libc::_exit(0);
         }
         libc::prctl(libc::PR_SET_NAME, c"runway-spawner".as_ptr());
+        // A ^C at runway's terminal reaches its whole process group: runway decides
+        // what a signal ends, and the spawner ends with runway (init resets these).
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         let own = libc::open(c"/proc/self/ns/pid".as_ptr(), libc::O_RDONLY);
         if null < 0
@@ -271,16 +282,16 @@ unsafe fn serve(socket: OwnedFd, parent: libc::pid_t) -> ! {
 }
 
 /// Starts one init as `msg` asks, with `fds` (see the module's header): its process id,
-/// or an `errno`.
+/// or an `errno` (`EPROTO`: a message it could not read).
 fn launch(msg: &[u8], fds: &[RawFd], own: RawFd) -> Result<i32, i32> {
     let mut input = Unwire(msg);
-    let stdio = usize::try_from(input.num().ok_or(libc::EINVAL)?).map_err(|_| libc::EINVAL)?;
+    let stdio = usize::try_from(input.num().ok_or(libc::EPROTO)?).map_err(|_| libc::EPROTO)?;
     if stdio > fds.len() {
-        return Err(libc::EINVAL);
+        return Err(libc::EPROTO);
     }
     let (stdio, rest) = fds.split_at(stdio);
-    let prepared = Prepared::decode(&mut input, rest).ok_or(libc::EINVAL)?;
-    let exec = Exec::decode(&mut input).ok_or(libc::EINVAL)?;
+    let prepared = Prepared::decode(&mut input, rest).ok_or(libc::EPROTO)?;
+    let exec = Exec::decode(&mut input).ok_or(libc::EPROTO)?;
     let errno = || {
         io::Error::last_os_error()
             .raw_os_error()

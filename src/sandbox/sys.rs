@@ -117,7 +117,7 @@ impl SetupReport {
 
 const CLONE: usize = 1_000_000;
 /// The step [`CLONE`] names.
-const NAMESPACES: &str = "making the job's namespaces (mount, pid, ipc, uts)";
+pub const NAMESPACES: &str = "making the job's namespaces (mount, pid, ipc, uts)";
 const PIVOT: usize = 1_000_001;
 const LOOPBACK: usize = 1_000_002;
 const CGROUP: usize = 1_000_004;
