@@ -357,6 +357,13 @@ struct OutboxState {
 /// The largest chunk sent at once.
 const CHUNK_BYTES: usize = 64 * 1024;
 
+/// How often a job's output is sent once its first lines are (its header at the job's
+/// start, then its first command: what a watcher waits for), so that a short job's
+/// lines go in one call or with its report, not a call each (a one-line job made four).
+const PACE: std::time::Duration = std::time::Duration::from_millis(100);
+/// The chunks sent at once, before [`PACE`] applies.
+const AT_ONCE: i64 = 2;
+
 impl Outbox {
     fn push(&self, bytes: &[u8]) {
         let mut s = self.state.lock().expect("outbox");
@@ -406,6 +413,8 @@ impl Outbox {
         lost: &Cancel,
         give_up: &dyn Fn() -> bool,
     ) {
+        // When the last chunk was made.
+        let mut last: Option<std::time::Instant> = None;
         loop {
             let next = {
                 let mut s = self.state.lock().expect("outbox");
@@ -419,8 +428,18 @@ impl Outbox {
                         return;
                     }
                     if !s.open.is_empty() && !s.waiting {
-                        // Sent at once; what the job prints meanwhile is batched into
+                        // The first chunks at once, then one per PACE at most (or when
+                        // one is full); what the job prints meanwhile is batched into
                         // the next chunk.
+                        let wait = match last {
+                            Some(t) if s.next_seq >= AT_ONCE => PACE.saturating_sub(t.elapsed()),
+                            _ => std::time::Duration::ZERO,
+                        };
+                        if !wait.is_zero() && s.open.len() < CHUNK_BYTES {
+                            s = self.changed.wait_timeout(s, wait).expect("outbox").0;
+                            continue;
+                        }
+                        last = Some(std::time::Instant::now());
                         let n = s.open.len().min(CHUNK_BYTES);
                         let bytes: Vec<u8> = s.open.drain(..n).collect();
                         let seq = s.next_seq;

@@ -495,7 +495,9 @@ pub(super) async fn end(
     let report = serde_json::to_string(&e.report).unwrap_or_default();
     match state.db(|s| s.end_task(id, e.attempt, &e.worker, status, &report)) {
         Ok(true) => {
-            tracing::info!(worker = %e.worker, task = id, result = status.as_str(), "job reported");
+            // How many calls brought the log before the report (its tail's number).
+            let chunks = e.tail.as_ref().map(|t| t.seq);
+            tracing::info!(worker = %e.worker, task = id, result = status.as_str(), chunks, "job reported");
             // The worker takes another job: claimed now, in the same call. Its own
             // name only (the token was checked for it); none while this node stops.
             // A claim that fails leaves the report taken: the worker claims as usual.

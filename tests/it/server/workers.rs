@@ -1437,6 +1437,47 @@ fn a_busy_worker_is_handed_its_next_job_with_its_report() {
     assert_eq!(by_report, 2, "{handed:#?}");
 }
 
+#[test]
+fn a_workers_job_log_goes_in_few_calls_however_many_lines_it_prints() {
+    // Six lines 30 ms apart: each was a call of its own (a call takes a millisecond or
+    // two); now the header and the first command go at once, then one call per 100 ms
+    // at most, and what is left with the report.
+    let s = Setup::new(
+        "language: shell\nscript: for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.03; done\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let mut srv = worker_node(&s);
+    let lines = log_lines(&mut srv);
+    let (code, text) = generic(&srv, "master", &s.head());
+    assert_eq!(code, 202, "{text}");
+    let mut w = Worker::start_with(s.dir.path(), "paced", &[&srv], &[], &["--jobs", "1"]);
+    w.wait_for("stopped after 1 job(s)", 60);
+    let done = wait_state(&srv, 1, "passed");
+    assert_eq!(done["jobs"][0]["worker"], "paced", "{done}");
+    let text = log(&srv, 1);
+    for i in 1..=6 {
+        assert!(text.contains(&format!("\nline-{i}\n")), "line-{i}: {text}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reported = loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.contains("job reported") => break l,
+            Ok(_) => {}
+            Err(_) => panic!("the report was not logged"),
+        }
+    };
+    let chunks: u64 = reported
+        .split("chunks=")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no chunks= in {reported}"));
+    assert!(
+        (1..=5).contains(&chunks),
+        "{chunks} calls before the report: {reported}"
+    );
+}
+
 /// A network namespace joined to this one by a veth pair: `host` (10.231.N.1, here)
 /// and `inside` (10.231.N.2, in the namespace). Deleted (with the pair) when dropped.
 struct NetNs {
