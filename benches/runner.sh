@@ -11,15 +11,7 @@ rounds=${1:-20}
 cargo build --release --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# Copies, each written whole: the linker's own output runs ~1 ms slower per process
-# (its pages cached as it wrote them), which a copied BENCH_BEFORE would not pay.
-cp target/release/runway "$work/runway-after"
-runway=$work/runway-after
-if [ -n "${BENCH_BEFORE:-}" ]; then
-  cp "$BENCH_BEFORE" "$work/runway-before"
-  BENCH_BEFORE=$work/runway-before
-fi
-sync # the copies on disk before the clock starts, not written back during the rounds
+. benches/copies.sh
 
 repo=$work/app
 mkdir -p "$repo/src"
