@@ -100,18 +100,18 @@ pub struct JobPaths {
 /// A started enclosure: [`Enclosure::confirm`] after the spawn says whether the
 /// sandbox was made.
 pub struct Enclosure {
-    check: Option<sys::SetupReport>,
+    /// The sandbox as init will make it, and the pipe it reports on (none: the bare
+    /// host).
+    made: Option<(std::sync::Arc<sys::Prepared>, sys::SetupReport)>,
     cgroup: Option<cgroup::JobCgroup>,
-    prepared: Option<std::sync::Arc<sys::Prepared>>,
 }
 
 impl Enclosure {
     /// Nothing to confirm (the bare host).
     pub fn none() -> Enclosure {
         Enclosure {
-            check: None,
+            made: None,
             cgroup: None,
-            prepared: None,
         }
     }
 
@@ -119,7 +119,7 @@ impl Enclosure {
     /// own, forked by the [`spawner`] when there is one, else by runway
     /// ([`sys::spawn_as_init`]).
     pub fn spawn(&self, program: Program) -> Result<Child, SandboxError> {
-        let Some(prepared) = &self.prepared else {
+        let Some((prepared, _)) = &self.made else {
             return Ok(program.command().spawn()?.into());
         };
         if let Some(started) = spawner::spawn(prepared, &program) {
@@ -135,7 +135,7 @@ impl Enclosure {
     /// when it failed).
     pub fn confirm(self, init: Option<u32>) -> Result<Confined, SandboxError> {
         let mut files = Files::Host;
-        if let Some(report) = self.check {
+        if let Some((_, report)) = self.made {
             report.wait()?;
             // A shell that has already ended (a sandbox check's `true`) leaves no view.
             files = match init.map(|pid| sys::mount_namespace(pid as i32)) {
@@ -443,9 +443,8 @@ impl Sandbox for Namespaces {
         let fds = cgroup.as_ref().map(|c| c.procs_fds()).unwrap_or_default();
         let (prepared, report) = sys::Prepared::new(&plan, !self.policy.no_network, fds)?;
         Ok(Enclosure {
-            check: Some(report),
+            made: Some((std::sync::Arc::new(prepared), report)),
             cgroup,
-            prepared: Some(std::sync::Arc::new(prepared)),
         })
     }
 

@@ -9,7 +9,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 
-use super::sys::Wire;
+use super::sys::{PLACED_MAX, Wire, place};
 
 /// A program to start, with everything it gets.
 #[derive(Debug)]
@@ -43,30 +43,20 @@ impl Program {
         cmd.stdin(fds.next().map_or(Stdio::null(), Stdio::from))
             .stdout(fds.next().map_or(Stdio::null(), Stdio::from))
             .stderr(fds.next().map_or(Stdio::null(), Stdio::from));
-        // Sixteen at most (the copies below are counted on the stack).
-        let rest: Vec<OwnedFd> = fds.take(16).collect();
+        let rest: Vec<OwnedFd> = fds.collect();
         if !rest.is_empty() {
-            // SAFETY: between fork and exec only fcntl, dup2 and close, on descriptors
-            // the closure owns; nothing is allocated.
+            // SAFETY: between fork and exec, `place` makes only async-signal-safe
+            // calls on descriptors the closure owns; nothing is allocated.
             unsafe {
                 cmd.pre_exec(move || {
-                    // Copies above every target first (at free numbers), so placing
-                    // them at 3, 4, … overwrites none of them.
-                    let above = 3 + rest.len() as libc::c_int;
-                    let mut copies = [0; 16];
-                    for (fd, copy) in rest.iter().zip(copies.iter_mut()) {
-                        *copy = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, above);
-                        if *copy < 0 {
-                            return Err(io::Error::last_os_error());
-                        }
+                    if rest.len() > PLACED_MAX {
+                        return Err(io::Error::from_raw_os_error(libc::EMFILE));
                     }
-                    for (i, copy) in copies.iter().take(rest.len()).enumerate() {
-                        if libc::dup2(*copy, 3 + i as libc::c_int) < 0 {
-                            return Err(io::Error::last_os_error());
-                        }
-                        libc::close(*copy);
+                    let mut raw = [0; PLACED_MAX];
+                    for (r, fd) in raw.iter_mut().zip(&rest) {
+                        *r = fd.as_raw_fd();
                     }
-                    Ok(())
+                    place(&raw[..rest.len()], 3)
                 });
             }
         }

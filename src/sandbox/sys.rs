@@ -430,6 +430,39 @@ pub fn enclose(cmd: &mut Command, prepared: std::sync::Arc<Prepared>) {
     }
 }
 
+/// The most descriptors [`place`] places.
+pub const PLACED_MAX: usize = 16;
+
+/// Places `fds` at `first`, `first + 1`, … in this (forked) process: each copied first
+/// to a free number above every target, so that placing one overwrites no other.
+/// Async-signal-safe: nothing is allocated. More than [`PLACED_MAX`]: `EMFILE`.
+///
+/// # Safety
+/// Between fork and exec: the targets are replaced whatever they held.
+pub unsafe fn place(fds: &[libc::c_int], first: libc::c_int) -> io::Result<()> {
+    if fds.len() > PLACED_MAX {
+        return Err(io::Error::from_raw_os_error(libc::EMFILE));
+    }
+    let above = first + fds.len() as libc::c_int;
+    let mut copies = [0; PLACED_MAX];
+    // SAFETY: fcntl, dup2 and close on this process's own descriptors.
+    unsafe {
+        for (fd, copy) in fds.iter().zip(copies.iter_mut()) {
+            *copy = libc::fcntl(*fd, libc::F_DUPFD, above);
+            if *copy < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        for (i, copy) in copies.iter().take(fds.len()).enumerate() {
+            if libc::dup2(*copy, first + i as libc::c_int) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::close(*copy);
+        }
+    }
+    Ok(())
+}
+
 /// What the shell execs, built before the fork: the candidates for the program's path
 /// (each directory of the job's `PATH` when it names no directory), its arguments and
 /// its environment as pointer arrays.
@@ -494,17 +527,8 @@ pub unsafe fn start_in_child(p: &Prepared, exec: &Exec, fds: &[libc::c_int]) -> 
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        // Copies above every target first (at free numbers), so placing them at 0, 1,
-        // 2, … overwrites none of them.
-        let copies: Vec<libc::c_int> = fds
-            .iter()
-            .map(|fd| libc::fcntl(*fd, libc::F_DUPFD, fds.len() as libc::c_int))
-            .collect();
-        for (i, copy) in copies.iter().enumerate() {
-            if *copy < 0 || libc::dup2(*copy, i as libc::c_int) < 0 {
-                fail(p, SHELL, errno());
-            }
-            libc::close(*copy);
+        if place(fds, 0).is_err() {
+            fail(p, SHELL, errno());
         }
         if libc::setpgid(0, 0) != 0 {
             fail(p, SHELL, errno());

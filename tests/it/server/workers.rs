@@ -124,6 +124,21 @@ fn log_lines(srv: &mut Server) -> std::sync::mpsc::Receiver<String> {
     lines
 }
 
+/// The next of `lines` that holds `needle`, within `deadline`; None when none came.
+fn next_logged(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    deadline: Instant,
+) -> Option<String> {
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.contains(needle) => return Some(l),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Commits `.travis.yml` as `yml` and pushes it; the sha.
 fn with_yml(s: &Setup, yml: &str, msg: &str) -> String {
     std::fs::write(s.work.join(".travis.yml"), yml).unwrap();
@@ -1426,11 +1441,9 @@ fn a_busy_worker_is_handed_its_next_job_with_its_report() {
     let mut handed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while handed.len() < 3 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) if l.contains("job handed to a worker") => handed.push(l),
-            Ok(_) => {}
-            Err(_) => panic!("three handings were not logged: {handed:#?}"),
+        match next_logged(&lines, "job handed to a worker", deadline) {
+            Some(l) => handed.push(l),
+            None => panic!("three handings were not logged: {handed:#?}"),
         }
     }
     let by_report = handed.iter().filter(|l| l.contains("report")).count();
@@ -1459,13 +1472,8 @@ fn a_workers_job_log_goes_in_few_calls_however_many_lines_it_prints() {
         assert!(text.contains(&format!("\nline-{i}\n")), "line-{i}: {text}");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    let reported = loop {
-        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.contains("job reported") => break l,
-            Ok(_) => {}
-            Err(_) => panic!("the report was not logged"),
-        }
-    };
+    let reported = next_logged(&lines, "job reported", deadline)
+        .unwrap_or_else(|| panic!("the report was not logged"));
     let chunks: u64 = reported
         .split("chunks=")
         .nth(1)
