@@ -86,10 +86,14 @@ fn comm(pid: u32) -> String {
 #[test]
 fn a_server_starts_jobs_through_its_spawner_and_by_itself_once_it_is_gone() {
     // The job checks that it is its sandbox's shell: init (PID 1 of a namespace of
-    // its own) is its parent, and the host's processes are not to be seen.
+    // its own) is its parent, and the host's processes are not to be seen. Then it
+    // looks for a way to the spawner (which forks as root whatever it is sent): no
+    // process of that name in sight, no socket among its own or init's descriptors.
     let s = Setup::new(
         "language: shell\nscript:\n\
-         \x20 - test \"$PPID\" = 1 && test \"$(ls -d /proc/[0-9]* | wc -l)\" -lt 10 && echo IN-ITS-SANDBOX\n",
+         \x20 - test \"$PPID\" = 1 && test \"$(ls -d /proc/[0-9]* | wc -l)\" -lt 10 && echo IN-ITS-SANDBOX\n\
+         \x20 - \"! grep -qsx runway-spawner /proc/[0-9]*/comm && echo NO-SPAWNER-IN-SIGHT\"\n\
+         \x20 - \"! ls -l /proc/$$/fd /proc/1/fd 2>/dev/null | grep -q socket && echo NO-SOCKET-HELD\"\n",
         "",
     );
     let srv = s.start();
@@ -142,7 +146,9 @@ fn a_server_starts_jobs_through_its_spawner_and_by_itself_once_it_is_gone() {
     ended(1);
     let (_, log) = srv.request("GET", "/api/builds/1/log", &[], b"");
     assert_eq!(states(&srv)[0], (1, "passed".to_string()), "{log}");
-    assert!(log.contains("\nIN-ITS-SANDBOX"), "{log}");
+    for said in ["IN-ITS-SANDBOX", "NO-SPAWNER-IN-SIGHT", "NO-SOCKET-HELD"] {
+        assert!(log.contains(&format!("\n{said}")), "{said}: {log}");
+    }
 
     // Once the spawner is gone, the server makes each sandbox itself.
     std::process::Command::new("kill")
