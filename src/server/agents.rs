@@ -253,7 +253,21 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
         // A secret for this claim only: every later call about the task must bring
         // it; the store keeps its hash, set with the claim.
         let secret = new_secret();
-        let claimed = state.db(|s| s.claim_task(&c.name, &offered, lease, &hash(&secret)));
+        // Claimed, and the worker seen now with its task: one commit (after the
+        // claim: one store call fewer on the way to a job).
+        let claimed = state.db(|s| {
+            s.together(true, |s| {
+                let t = s.claim_task(&c.name, &offered, lease, &hash(&secret))?;
+                s.saw_worker(&WorkerRow {
+                    name: c.name.clone(),
+                    labels: c.labels.clone(),
+                    seen_at: tasks::now_ms(),
+                    task: t.as_ref().map(|t| t.id),
+                    draining: false,
+                })?;
+                Ok(t)
+            })
+        });
         let handed = match claimed {
             Ok(Some(t)) => match assignment(state, &t) {
                 Ok(a) => Some((t, a)),
@@ -267,17 +281,6 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
             Ok(None) => None,
             Err(e) => return Err(e),
         };
-        // Seen now, and with which task (after the claim: one store call fewer on
-        // the way to a job).
-        let _ = state.db(|s| {
-            s.saw_worker(&WorkerRow {
-                name: c.name.clone(),
-                labels: c.labels.clone(),
-                seen_at: tasks::now_ms(),
-                task: handed.as_ref().map(|(t, _)| t.id),
-                draining: false,
-            })
-        });
         // Its build's follower woken last: what it reads and writes then waits for
         // none of this.
         return Ok(handed.map(|(t, mut a)| {
@@ -417,12 +420,14 @@ pub(super) async fn chunk(
         Ok(None) => return conflict(),
         Err(refused) => return *refused,
     };
-    if let Err(e) = state.db(|s| s.add_chunk(&t, h.attempt, h.seq, &body)) {
-        return unavailable(e);
-    }
+    // Stored, and what is held without a gap (the worker sends again from there), in
+    // one turn at the store.
+    let held = state.db(|s| {
+        s.add_chunk(&t, h.attempt, h.seq, &body)?;
+        s.chunks_held(id, h.attempt, h.seq)
+    });
     state.signals.bump(t.build_id);
-    // What is held without a gap: the worker sends again from there.
-    match state.db(|s| s.chunks_held(id, h.attempt, h.seq)) {
+    match held {
         Ok(held) => Json(crate::protocol::ChunkAck { held }).into_response(),
         Err(e) => unavailable(e),
     }
@@ -473,19 +478,21 @@ pub(super) async fn end(
         }
         Err(refused) => return *refused,
     };
-    // The log's last chunk came with the report: stored first, as a chunk would be.
-    if let Some(tail) = &e.tail {
-        use base64::Engine;
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&tail.bytes) else {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({ "error": "the report's log tail is not base64" }),
-            );
-        };
-        if let Err(err) = state.db(|s| s.add_chunk(&t, e.attempt, tail.seq, &bytes)) {
-            return unavailable(err);
+    // The log's last chunk came with the report: stored first, as a chunk would be,
+    // in the report's commit.
+    let tail = match &e.tail {
+        Some(tail) => {
+            use base64::Engine;
+            let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&tail.bytes) else {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({ "error": "the report's log tail is not base64" }),
+                );
+            };
+            Some((tail.seq, bytes))
         }
-    }
+        None => None,
+    };
     let status = match e.report.result {
         crate::job::JobResult::Passed => Status::Passed,
         crate::job::JobResult::Failed => Status::Failed,
@@ -493,7 +500,15 @@ pub(super) async fn end(
         crate::job::JobResult::Canceled => Status::Canceled,
     };
     let report = serde_json::to_string(&e.report).unwrap_or_default();
-    match state.db(|s| s.end_task(id, e.attempt, &e.worker, status, &report)) {
+    let ended = state.db(|s| {
+        s.together(false, |s| {
+            if let Some((seq, bytes)) = &tail {
+                s.add_chunk(&t, e.attempt, *seq, bytes)?;
+            }
+            s.end_task(id, e.attempt, &e.worker, status, &report)
+        })
+    });
+    match ended {
         Ok(true) => {
             // How many calls brought the log before the report (its tail's number).
             let chunks = e.tail.as_ref().map(|t| t.seq);

@@ -148,8 +148,25 @@ impl JobExecutor for Dispatcher {
         };
         loop {
             let seen = signal.now();
-            let now = match self.state.db(|s| s.task(task.id)) {
-                Ok(Some(t)) => t,
+            // The task and the chunks that arrived, in one turn at the store (the
+            // current attempt's, from the first when it is a new one).
+            let read = self.state.db(|s| {
+                let Some(t) = s.task(task.id)? else {
+                    return Ok(None);
+                };
+                let from = if t.attempt == follow.attempt {
+                    follow.seq
+                } else {
+                    0
+                };
+                let chunks = s.chunks(t.id, t.attempt, from)?;
+                Ok(Some((t, chunks)))
+            });
+            let now = match read {
+                Ok(Some((t, chunks))) => {
+                    self.read_chunks(&t, chunks, job, &mut follow, log);
+                    t
+                }
                 Ok(None) => return ended(JobResult::Errored, "its task was removed".into()),
                 Err(e) => {
                     log.line(&format!("runway: the build store failed: {e}"));
@@ -157,7 +174,6 @@ impl JobExecutor for Dispatcher {
                     continue;
                 }
             };
-            self.read_chunks(&now, job, &mut follow, log);
             if let Some((outcome, from_worker)) = self.ended(&now, started) {
                 self.read_past_gaps(&now, job, &mut follow, log);
                 if !from_worker {
@@ -211,8 +227,16 @@ enum Said {
 }
 
 impl Dispatcher {
-    /// The chunks that arrived, into the log (a new attempt starts its own, said).
-    fn read_chunks(&self, t: &TaskRow, job: &JobPlan, f: &mut Following, log: &mut Log) {
+    /// The chunks that arrived (`chunks`, read for `t`'s attempt from where this
+    /// following is in it), into the log (a new attempt starts its own, said).
+    fn read_chunks(
+        &self,
+        t: &TaskRow,
+        chunks: Vec<Vec<u8>>,
+        job: &JobPlan,
+        f: &mut Following,
+        log: &mut Log,
+    ) {
         if t.attempt != f.attempt {
             let who = match &f.said {
                 Said::RunsOn(w, _) => w.as_str(),
@@ -225,10 +249,6 @@ impl Dispatcher {
             f.attempt = t.attempt;
             f.seq = 0;
         }
-        let chunks = self
-            .state
-            .db(|s| s.chunks(t.id, f.attempt, f.seq))
-            .unwrap_or_default();
         for c in chunks {
             log.output(&c);
             f.seq += 1;

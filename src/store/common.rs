@@ -182,7 +182,9 @@ impl Store {
     /// Records that a build's first job started: a newer build of its branch no longer
     /// cancels it.
     pub fn jobs_started(&self, id: i64) -> Result<(), StoreError> {
-        self.db().execute(
+        // Lost with the power, the build is resumed or errored by the node that
+        // takes it over: no newer build cancels it meanwhile either way.
+        self.db().execute_lazily(
             "UPDATE builds SET jobs_started = 1 WHERE id = $1 AND jobs_started = 0",
             &[id.into()],
         )?;

@@ -444,6 +444,26 @@ pub(in crate::store) trait Backend: Send {
     fn execute_lazily(&mut self, sql: &str, args: &[tasks::Value]) -> Result<u64, StoreError> {
         self.execute(sql, args)
     }
+    /// [`Backend::query`] of a write that may be lost with the machine's power, as
+    /// [`Backend::execute_lazily`].
+    fn query_lazily(
+        &mut self,
+        sql: &str,
+        args: &[tasks::Value],
+    ) -> Result<Vec<Vec<tasks::Value>>, StoreError> {
+        self.query(sql, args)
+    }
+    /// Starts a group of plain statements that [`Backend::end_group`] commits at once
+    /// (one commit, waiting for the disk unless `lazily`): SQLite, whose one connection
+    /// is the node's. PostgreSQL commits each statement as it comes (its pool spreads
+    /// calls over connections).
+    fn begin_group(&mut self, _lazily: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Ends the group [`Backend::begin_group`] started: committed, or rolled back.
+    fn end_group(&mut self, _commit: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Tells the other nodes (PostgreSQL `NOTIFY`; nothing for SQLite: one node).
     fn notify(&mut self, payload: &str) -> Result<(), StoreError>;
     /// Another handle on the same database whose calls run beside this one's (a
@@ -650,6 +670,23 @@ impl Store {
 
     fn db(&self) -> std::cell::RefMut<'_, Box<dyn Backend>> {
         self.db.borrow_mut()
+    }
+
+    /// Runs `f`, whose writes are plain statements ([`tasks`]), as one commit on SQLite
+    /// (each commit of its own was a tenth of a busy node's store time): synced unless
+    /// `lazily` (then every write in it must be one the power may lose, see
+    /// [`Backend::execute_lazily`]); rolled back when `f` fails.
+    pub fn together<T>(
+        &self,
+        lazily: bool,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.db().begin_group(lazily)?;
+        let out = f(self);
+        let ended = self.db().end_group(out.is_ok());
+        let out = out?;
+        ended?;
+        Ok(out)
     }
 
     /// Records a new running build; returns it with its number and the state of the
@@ -893,7 +930,8 @@ impl Store {
             for j in jobs {
                 match a.put(id, &j.number, &j.log) {
                     Ok(reference) => {
-                        self.db().execute(
+                        // Lost with the power, the log stays in the row.
+                        self.db().execute_lazily(
                             "UPDATE jobs SET log = $1, log_ref = $2 WHERE build_id = $3 AND number = $4",
                             &[
                                 tasks::Value::Bytes(Vec::new()),
@@ -1317,6 +1355,40 @@ mod tests {
             };
             assert_eq!(st.prune(&days, now()).unwrap(), 0, "{name}");
         }
+    }
+
+    /// Writes made together are one commit: all of them, or (when one fails) none.
+    #[test]
+    fn writes_made_together_are_kept_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(dir.path()).unwrap();
+        let seen = |name: &str| tasks::WorkerRow {
+            name: name.into(),
+            labels: Default::default(),
+            seen_at: 1,
+            task: None,
+            draining: false,
+        };
+        let failed: Result<(), StoreError> = st.together(true, |s| {
+            s.saw_worker(&seen("first"))?;
+            Err(StoreError::Data("the second write failed".into()))
+        });
+        assert!(failed.is_err());
+        assert!(st.workers().unwrap().is_empty(), "rolled back");
+        for lazily in [true, false] {
+            st.together(lazily, |s| {
+                s.saw_worker(&seen("a"))?;
+                s.saw_worker(&seen("b"))
+            })
+            .unwrap();
+        }
+        let names: Vec<String> = st.workers().unwrap().into_iter().map(|w| w.name).collect();
+        assert_eq!(names, ["a", "b"]);
+        // The store takes writes of its own after a group, committed as before.
+        st.saw_worker(&seen("c")).unwrap();
+        drop(st);
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.workers().unwrap().len(), 3);
     }
 
     /// A store made before jobs had a reason opens, and gains the column.

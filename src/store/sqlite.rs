@@ -195,6 +195,9 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<BuildRow> {
 
 use super::COLUMNS;
 
+/// How many prepared statements the connection keeps (the store has about a hundred).
+const STATEMENTS_KEPT: usize = 256;
+
 /// The SQLite store.
 pub(in crate::store) struct Sqlite {
     conn: Connection,
@@ -215,6 +218,9 @@ impl Sqlite {
         lock.lock()?;
         let conn = Connection::open(dir.join("runway.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Every statement the server runs stays prepared (rusqlite keeps 16 by
+        // default: fewer than a worker's job goes through, each then parsed anew).
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
         // Every commit synced to the disk, but those of writes that may be lost with the
         // power ([`Backend::execute_lazily`]).
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
@@ -266,6 +272,35 @@ impl Sqlite {
         }
         Ok(())
     }
+}
+
+impl Sqlite {
+    /// Runs `f` with commits that do not wait for the disk. In WAL mode `NORMAL`
+    /// commits without syncing the log; it is synced with the next commit made at
+    /// `FULL` (every other one), or at a checkpoint. Inside a transaction (a group)
+    /// the level cannot change (SQLite refuses the pragma): the statement is then the
+    /// transaction's, and nothing is tried. The two pragmas are prepared once (parsing
+    /// them was a tenth of a busy server's store time).
+    fn lazily<T>(
+        &mut self,
+        f: impl FnOnce(&mut Sqlite) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
+        level(&self.conn, "PRAGMA synchronous=NORMAL");
+        let done = f(self);
+        level(&self.conn, "PRAGMA synchronous=FULL");
+        done
+    }
+}
+
+/// Sets how commits wait for the disk (`PRAGMA synchronous=…`; no effect inside a
+/// transaction).
+fn level(conn: &Connection, pragma: &str) {
+    let _ = conn
+        .prepare_cached(pragma)
+        .and_then(|mut st| st.execute([]));
 }
 
 /// `$1`… as SQLite numbers them (`?1`…).
@@ -325,13 +360,40 @@ impl Backend for Sqlite {
     }
 
     fn execute_lazily(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
-        // In WAL mode `NORMAL` commits without syncing the log; it is synced with the
-        // next commit made at `FULL` (every other one), or at a checkpoint. Inside a
-        // transaction the level cannot change: the statement is then the transaction's.
-        let _ = self.conn.execute_batch("PRAGMA synchronous=NORMAL;");
-        let done = self.execute(sql, args);
-        let _ = self.conn.execute_batch("PRAGMA synchronous=FULL;");
-        done
+        self.lazily(|s| s.execute(sql, args))
+    }
+
+    fn query_lazily(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.lazily(|s| s.query(sql, args))
+    }
+
+    fn begin_group(&mut self, lazily: bool) -> Result<(), StoreError> {
+        if lazily {
+            level(&self.conn, "PRAGMA synchronous=NORMAL");
+        }
+        let begun = self
+            .conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut st| st.execute([]));
+        if begun.is_err() && lazily {
+            level(&self.conn, "PRAGMA synchronous=FULL");
+        }
+        begun?;
+        Ok(())
+    }
+
+    fn end_group(&mut self, commit: bool) -> Result<(), StoreError> {
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        let ended = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute([]));
+        if ended.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        level(&self.conn, "PRAGMA synchronous=FULL");
+        ended?;
+        Ok(())
     }
 
     fn notify(&mut self, _payload: &str) -> Result<(), StoreError> {
@@ -343,39 +405,36 @@ impl Backend for Sqlite {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let number: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
-            params![b.repo],
-            |r| r.get(0),
-        )?;
+        let number: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1")?
+            .query_row(params![b.repo], |r| r.get(0))?;
         let previous: Option<String> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
                  AND pull_request IS ?4 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
-                params![b.repo, b.branch, b.tag, pr_number],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![b.repo, b.branch, b.tag, pr_number], |r| r.get(0))
             .optional()?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
                                  previous_state, commit_range, pull_request, pr, request)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range, pr_number, pr, super::request_column(b.request.as_ref())],
+        )?
+        .execute(params![b.repo, number, b.branch, b.tag, b.commit, b.event, b.message, state.as_str(), now(), previous, b.commit_range, pr_number, pr, super::request_column(b.request.as_ref())],
         )?;
         let id = tx.last_insert_rowid();
         for key in b.delivery_keys() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET build_id = ?2, at = ?3",
-                params![key, id, now()],
-            )?;
+            )?
+            .execute(params![key, id, now()])?;
         }
         tx.commit()?;
-        Ok(self.conn.query_row(
-            &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
-            params![id],
-            row,
-        )?)
+        Ok(self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?
+            .query_row(params![id], row)?)
     }
 
     fn claim(
@@ -385,15 +444,15 @@ impl Backend for Sqlite {
     ) -> Result<Option<BuildRow>, StoreError> {
         Ok(self
             .conn
+            .prepare_cached(&format!(
+                "UPDATE builds SET state = 'running', started_at = ?1,
+                   node = COALESCE(?3, node), lease_until = COALESCE(?4, lease_until)
+                 WHERE id = (SELECT id FROM builds WHERE state = 'queued'
+                               AND (?2 IS NULL OR started_at <= ?2)
+                             ORDER BY id LIMIT 1)
+                 RETURNING {COLUMNS}"
+            ))?
             .query_row(
-                &format!(
-                    "UPDATE builds SET state = 'running', started_at = ?1,
-                       node = COALESCE(?3, node), lease_until = COALESCE(?4, lease_until)
-                     WHERE id = (SELECT id FROM builds WHERE state = 'queued'
-                                   AND (?2 IS NULL OR started_at <= ?2)
-                                 ORDER BY id LIMIT 1)
-                     RETURNING {COLUMNS}"
-                ),
                 params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
                 row,
             )
@@ -431,19 +490,21 @@ impl Backend for Sqlite {
         held_by: Option<&str>,
     ) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
-        let ended = tx.execute(
-            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3
-               AND (?4 IS NULL OR (node = ?4 AND state = 'running'))",
-            params![state.as_str(), now(), id, held_by],
-        )?;
+        let ended = tx
+            .prepare_cached(
+                "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3
+                   AND (?4 IS NULL OR (node = ?4 AND state = 'running'))",
+            )?
+            .execute(params![state.as_str(), now(), id, held_by])?;
         if ended == 0 && held_by.is_some() {
             return Ok(false);
         }
         for j in jobs {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys, line_times)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
+            )?
+            .execute(params![
                     id,
                     j.number,
                     j.name,
@@ -463,7 +524,7 @@ impl Backend for Sqlite {
     }
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
-        let mut st = self.conn.prepare(
+        let mut st = self.conn.prepare_cached(
             "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys, line_times FROM jobs WHERE build_id = ?1 ORDER BY rowid",
         )?;
         let rows = st.query_map(params![build_id], |r| {

@@ -342,6 +342,10 @@ impl Store {
     fn x_lazily(&self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
         self.db().execute_lazily(sql, args)
     }
+    /// [`Backend::query_lazily`](super::Backend::query_lazily).
+    fn q_lazily(&self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.db().query_lazily(sql, args)
+    }
     fn announce(&self, what: &str, build_id: i64) {
         let _ = self.db().notify(&format!("{what}{build_id}"));
     }
@@ -355,12 +359,14 @@ impl Store {
         needs: &Labels,
         spec: &str,
     ) -> Result<TaskRow, StoreError> {
-        if let Some(t) = self.task_of(build_id, number)? {
-            return Ok(t);
-        }
-        self.x(
-            "INSERT INTO tasks (build_id, number, needs, state, created_at, spec) VALUES ($1, $2, $3, 'queued', $4, $5)
-             ON CONFLICT (build_id, number) DO NOTHING",
+        // Lost with the power, it is opened again: the node that takes the build
+        // over after the restart opens its jobs' tasks anew.
+        let made = self.q_lazily(
+            &format!(
+                "INSERT INTO tasks (build_id, number, needs, state, created_at, spec) VALUES ($1, $2, $3, 'queued', $4, $5)
+                 ON CONFLICT (build_id, number) DO NOTHING
+                 RETURNING {TASK_COLUMNS}"
+            ),
             &[
                 build_id.into(),
                 number.into(),
@@ -369,7 +375,10 @@ impl Store {
                 spec.into(),
             ],
         )?;
-        self.announce(TASK_QUEUED, build_id);
+        if let Some(r) = made.into_iter().next() {
+            self.announce(TASK_QUEUED, build_id);
+            return task(r);
+        }
         self.task_of(build_id, number)?
             .ok_or_else(|| StoreError::Data(format!("task {build_id}/{number} vanished")))
     }
@@ -461,7 +470,10 @@ impl Store {
         // longer queued looks again.
         for _ in 0..8 {
             args[1] = (now_ms() + lease_ms).into();
-            let Some(r) = self.q(&sql, &args)?.into_iter().next() else {
+            // A claim lost with the power leaves the task queued: the worker's next
+            // call about it is refused (it stops the job) and another takes it, as
+            // after a lapsed lease. Its report is what must not be lost (`end_task`).
+            let Some(r) = self.q_lazily(&sql, &args)?.into_iter().next() else {
                 let queued = self.q(&left, &args[3..])?;
                 if queued
                     .first()
@@ -699,7 +711,8 @@ impl Store {
 
     /// Drops a build's log chunks (its jobs' logs are recorded).
     pub fn drop_chunks(&self, build_id: i64) -> Result<(), StoreError> {
-        self.x(
+        // Lost with the power, they are left over until the build goes (retention).
+        self.x_lazily(
             "DELETE FROM task_chunks WHERE task_id IN (SELECT id FROM tasks WHERE build_id = $1)",
             &[build_id.into()],
         )?;
