@@ -203,6 +203,11 @@ pub fn job_json(job: &str, event: &crate::job::log::JobEvent<'_>) -> serde_json:
     use crate::job::log::{DeployOutcome, JobEvent};
     use serde_json::json;
     match *event {
+        JobEvent::CommandStarted { command } => json!({
+            "event": "command_started",
+            "job": job,
+            "command": command,
+        }),
         JobEvent::CommandEnded {
             command,
             status,
@@ -477,6 +482,9 @@ mod tests {
             JobEvent::SectionEnded {
                 name: "git.checkout",
                 duration: Duration::from_millis(120),
+            },
+            JobEvent::CommandStarted {
+                command: "make test TOKEN=[secure]",
             },
             JobEvent::CommandEnded {
                 command: "make test TOKEN=[secure]",

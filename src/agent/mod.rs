@@ -349,40 +349,124 @@ struct OutboxState {
     next_seq: i64,
     /// The job ended: send what is left and stop.
     closed: bool,
-    /// What is open waits for the job's own first output (the worker's line about the
-    /// job goes with it, not in a call of its own ahead of it).
-    waiting: bool,
+    /// What the next chunk waits for.
+    hold: Hold,
+    /// A command of the job has started.
+    commanded: bool,
+}
+
+/// What [`Outbox::send`] does next.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Send the first sealed chunk.
+    Send,
+    /// Wait for a change, or this long at most.
+    Wait(Option<std::time::Duration>),
+    /// The job ended and every chunk went: what is left goes with the report.
+    Done,
+}
+
+impl OutboxState {
+    /// The decision of [`Outbox::send`] at `now`, the last chunk made at `last` (both
+    /// updated when a chunk is sealed here): the first chunk once the job's first
+    /// command starts (or its header waited [`HEADER_WAIT`]), then one per [`PACE`] at
+    /// most, or when one is full; what the job prints meanwhile is batched into the
+    /// next chunk.
+    fn next(&mut self, now: std::time::Instant, last: &mut Option<std::time::Instant>) -> Next {
+        if !self.sealed.is_empty() {
+            return Next::Send;
+        }
+        // The job has ended: what is left (one chunk at most) goes with the report.
+        if self.closed && self.open.len() <= CHUNK_BYTES {
+            return Next::Done;
+        }
+        if !self.open.is_empty() && self.hold != Hold::Output {
+            let wait = match (self.hold, *last) {
+                (Hold::Due, _) => std::time::Duration::ZERO,
+                (Hold::Command(until), _) => until.saturating_duration_since(now),
+                (_, Some(t)) => PACE.saturating_sub(now.saturating_duration_since(t)),
+                (_, None) => std::time::Duration::ZERO,
+            };
+            if !wait.is_zero() && self.open.len() < CHUNK_BYTES {
+                return Next::Wait(Some(wait));
+            }
+            *last = Some(now);
+            self.hold = Hold::None;
+            let n = self.open.len().min(CHUNK_BYTES);
+            let bytes: Vec<u8> = self.open.drain(..n).collect();
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.made.push(bytes.clone());
+            self.sealed.push_back((seq, bytes));
+            return Next::Send;
+        }
+        if self.closed {
+            return Next::Done;
+        }
+        Next::Wait(None)
+    }
+}
+
+/// What the first chunk of a job's log waits for: the worker's line about the job
+/// and the job's header go with the job's first command (what a watcher waits for),
+/// not in calls of their own ahead of it.
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+enum Hold {
+    /// Nothing: chunks go as [`Outbox::send`] paces them.
+    #[default]
+    None,
+    /// The job's own first output.
+    Output,
+    /// The job's first command, or the instant given (a long checkout's header is
+    /// shown meanwhile).
+    Command(std::time::Instant),
+    /// The job's first command started: what is open goes at once, unpaced.
+    Due,
 }
 
 /// The largest chunk sent at once.
 const CHUNK_BYTES: usize = 64 * 1024;
 
-/// How often a job's output is sent once its first lines are (its header at the job's
-/// start, then its first command: what a watcher waits for), so that a short job's
-/// lines go in one call or with its report, not a call each (a one-line job made four).
+/// How often a job's output is sent once its first chunk is (its header and first
+/// command, what a watcher waits for), so that a short job's lines go with its first
+/// chunk or its report, not in a call each (a one-line job made four).
 const PACE: std::time::Duration = std::time::Duration::from_millis(100);
-/// The chunks sent at once, before [`PACE`] applies.
-const AT_ONCE: i64 = 2;
+/// The longest a job's header waits for its first command (a long checkout's is shown
+/// meanwhile).
+const HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Outbox {
     fn push(&self, bytes: &[u8]) {
         let mut s = self.state.lock().expect("outbox");
         s.open.extend_from_slice(bytes);
-        s.waiting = false;
+        if s.hold == Hold::Output {
+            s.hold = Hold::Command(std::time::Instant::now() + HEADER_WAIT);
+        }
         self.changed.notify_all();
     }
 
-    /// Bytes sent with the job's first output (or with what is left when it ends).
+    /// Bytes sent with the job's first command (or with what is left when it ends).
     fn push_ahead(&self, bytes: &[u8]) {
         let mut s = self.state.lock().expect("outbox");
         s.open.extend_from_slice(bytes);
-        s.waiting = true;
+        s.hold = Hold::Output;
+    }
+
+    /// A command of the job started (its `$ cmd` line pushed): the job's first goes at
+    /// once, with what waited for it.
+    fn command_started(&self) {
+        let mut s = self.state.lock().expect("outbox");
+        if !s.commanded {
+            s.commanded = true;
+            s.hold = Hold::Due;
+            self.changed.notify_all();
+        }
     }
 
     fn close(&self) {
         let mut s = self.state.lock().expect("outbox");
         s.closed = true;
-        s.waiting = false;
+        s.hold = Hold::None;
         self.changed.notify_all();
     }
 
@@ -419,39 +503,14 @@ impl Outbox {
             let next = {
                 let mut s = self.state.lock().expect("outbox");
                 loop {
-                    if !s.sealed.is_empty() {
-                        break;
-                    }
-                    // The job has ended: what is left (one chunk at most) goes with
-                    // the report.
-                    if s.closed && s.open.len() <= CHUNK_BYTES {
-                        return;
-                    }
-                    if !s.open.is_empty() && !s.waiting {
-                        // The first chunks at once, then one per PACE at most (or when
-                        // one is full); what the job prints meanwhile is batched into
-                        // the next chunk.
-                        let wait = match last {
-                            Some(t) if s.next_seq >= AT_ONCE => PACE.saturating_sub(t.elapsed()),
-                            _ => std::time::Duration::ZERO,
-                        };
-                        if !wait.is_zero() && s.open.len() < CHUNK_BYTES {
+                    match s.next(std::time::Instant::now(), &mut last) {
+                        Next::Send => break,
+                        Next::Done => return,
+                        Next::Wait(Some(wait)) => {
                             s = self.changed.wait_timeout(s, wait).expect("outbox").0;
-                            continue;
                         }
-                        last = Some(std::time::Instant::now());
-                        let n = s.open.len().min(CHUNK_BYTES);
-                        let bytes: Vec<u8> = s.open.drain(..n).collect();
-                        let seq = s.next_seq;
-                        s.next_seq += 1;
-                        s.made.push(bytes.clone());
-                        s.sealed.push_back((seq, bytes));
-                        break;
+                        Next::Wait(None) => s = self.changed.wait(s).expect("outbox"),
                     }
-                    if s.closed {
-                        return;
-                    }
-                    s = self.changed.wait(s).expect("outbox");
                 }
                 s.sealed.front().cloned()
             };
@@ -498,6 +557,11 @@ impl JobTap for ChunkTap {
         self.0.push(bytes);
     }
     fn end(&self, _number: &str, _result: JobResult) {}
+    fn event(&self, _number: &str, event: &crate::job::log::JobEvent<'_>) {
+        if let crate::job::log::JobEvent::CommandStarted { .. } = event {
+            self.0.command_started();
+        }
+    }
 }
 
 /// The reporter of a worker's job: the job's log goes to the server (through the tap),
@@ -800,12 +864,22 @@ fn fetch(
         .join("worker-repos")
         .join(format!("{}.git", a.job.event.repo.replace('/', "+")));
     let e = |e: git2::Error| format!("{}: {}", dir.display(), e.message());
-    let repo = if dir.join("objects").is_dir() {
-        git2::Repository::open_bare(&dir).map_err(e)?
-    } else {
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        git2::Repository::init_bare(&dir).map_err(e)?
-    };
+    // Kept open from one job to the next (opening one reads its configuration anew:
+    // 2% of a busy worker's time); opened again when its directory went.
+    static OPEN: Mutex<Vec<(PathBuf, git2::Repository)>> = Mutex::new(Vec::new());
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    let here = dir.join("objects").is_dir();
+    open.retain(|(d, _)| *d != dir || here);
+    if !open.iter().any(|(d, _)| *d == dir) {
+        let repo = if here {
+            git2::Repository::open_bare(&dir).map_err(e)?
+        } else {
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            git2::Repository::init_bare(&dir).map_err(e)?
+        };
+        open.push((dir.clone(), repo));
+    }
+    let repo = &open.iter().find(|(d, _)| *d == dir).expect("kept above").1;
     let commit = git2::Oid::from_str(&a.job.event.commit).map_err(e)?;
     let present = repo.find_commit(commit).is_ok();
     // A clone fetched whole shows the build's reference alone, whatever references
@@ -816,7 +890,7 @@ fn fetch(
     }
     // Every ref here: branches and tags (only the build's stays), and the commits
     // fetched before (`refs/runway/have/`), newest first.
-    let refs = worker_refs(&repo).map_err(e)?;
+    let refs = worker_refs(repo).map_err(e)?;
     if !present {
         // The server leaves out what the commits this copy has bring.
         let have = refs
@@ -982,5 +1056,107 @@ impl crate::cache::store::CacheStore for RemoteCache {
             200..=299 => Ok(()),
             code => Err(std::io::Error::other(format!("cache upload: HTTP {code}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The chunks sealed so far, as text.
+    fn sealed(o: &Outbox) -> Vec<String> {
+        let s = o.state.lock().unwrap();
+        s.sealed
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    fn next(o: &Outbox, at: Instant, last: &mut Option<Instant>) -> Next {
+        o.state.lock().unwrap().next(at, last)
+    }
+
+    #[test]
+    fn a_jobs_header_goes_with_its_first_command_then_its_output_is_paced() {
+        let o = Outbox::default();
+        let mut last = None;
+        let t0 = Instant::now();
+        o.push_ahead(b"runway worker w runs job 1.1\n");
+        assert_eq!(
+            next(&o, t0, &mut last),
+            Next::Wait(None),
+            "waits for the job"
+        );
+        o.push(b"header\n");
+        match next(&o, t0, &mut last) {
+            Next::Wait(Some(d)) => assert!(d > HEADER_WAIT / 2, "{d:?}"),
+            other => panic!("the header waits for the first command: {other:?}"),
+        }
+        o.push(b"$ make\n");
+        o.command_started();
+        assert_eq!(next(&o, t0, &mut last), Next::Send);
+        assert_eq!(
+            sealed(&o),
+            ["runway worker w runs job 1.1\nheader\n$ make\n"],
+            "one chunk: the worker's line, the header and the command"
+        );
+        o.state.lock().unwrap().sealed.clear();
+        // The command's output: paced.
+        o.push(b"out 1\n");
+        let soon = t0 + Duration::from_millis(10);
+        assert!(matches!(next(&o, soon, &mut last), Next::Wait(Some(_))));
+        o.push(b"out 2\n");
+        o.command_started();
+        assert!(
+            matches!(next(&o, soon, &mut last), Next::Wait(Some(_))),
+            "a later command is paced like any output"
+        );
+        assert_eq!(next(&o, t0 + PACE, &mut last), Next::Send);
+        assert_eq!(sealed(&o), ["out 1\nout 2\n"]);
+        o.state.lock().unwrap().sealed.clear();
+        // The end: what is left goes with the report.
+        o.push(b"Done.\n");
+        o.close();
+        assert_eq!(next(&o, t0 + PACE, &mut last), Next::Done);
+        let tail = o.tail().expect("a tail");
+        assert_eq!(tail.seq, 2, "two chunks before the report");
+    }
+
+    #[test]
+    fn a_long_checkouts_header_is_shown_and_the_first_command_goes_at_once() {
+        let o = Outbox::default();
+        let mut last = None;
+        let t0 = Instant::now();
+        o.push_ahead(b"worker line\n");
+        o.push(b"header\n");
+        let late = t0 + HEADER_WAIT + Duration::from_millis(1);
+        assert_eq!(
+            next(&o, late, &mut last),
+            Next::Send,
+            "shown after HEADER_WAIT"
+        );
+        assert_eq!(sealed(&o), ["worker line\nheader\n"]);
+        o.state.lock().unwrap().sealed.clear();
+        o.push(b"$ make\n");
+        o.command_started();
+        assert_eq!(
+            next(&o, late + Duration::from_millis(1), &mut last),
+            Next::Send,
+            "the first command is not paced"
+        );
+        assert_eq!(sealed(&o), ["$ make\n"]);
+    }
+
+    #[test]
+    fn a_job_that_ends_before_any_command_sends_everything_with_its_report() {
+        let o = Outbox::default();
+        let mut last = None;
+        o.push_ahead(b"worker line\n");
+        o.push(b"runway: the checkout failed\n");
+        o.close();
+        assert_eq!(next(&o, Instant::now(), &mut last), Next::Done);
+        let tail = o.tail().expect("a tail");
+        assert_eq!(tail.seq, 0);
     }
 }

@@ -171,6 +171,11 @@ impl<W: Write> Write for PlainWriter<W> {
 /// renders it; [`crate::events`] says how).
 #[derive(Clone, Copy, Debug)]
 pub enum JobEvent<'a> {
+    /// A command starts: its `$ cmd` line is in the log (masked as the log is).
+    CommandStarted {
+        /// The command.
+        command: &'a str,
+    },
     /// A command ended (masked as the log is).
     CommandEnded {
         /// The command.
@@ -361,6 +366,10 @@ impl Log {
     pub fn command(&mut self, cmd: &str) {
         self.styled_line(&format!("$ {cmd}"), &format!("\x1b[1;33m$ {cmd}\x1b[0m"));
         self.command = Some((cmd.to_string(), self.bytes));
+        if self.observer.is_some() {
+            let command = self.masker.mask_all(cmd);
+            self.event(JobEvent::CommandStarted { command: &command });
+        }
     }
 
     /// A command ended: on terminals, one line for a command that printed nothing and

@@ -1190,6 +1190,16 @@ fn run_json_prints_the_builds_events_one_object_per_line() {
         failed[0]
     );
     assert!(failed[0]["duration_ms"].is_u64());
+    // Each command's start comes before its end, with the same (masked) command.
+    let command_at = |kind: &str| {
+        events
+            .iter()
+            .position(|e| e["event"] == kind && e["job"] == "1.2")
+            .unwrap_or_else(|| panic!("no {kind} of job 1.2: {kinds:?}"))
+    };
+    let (began, ended_at) = (command_at("command_started"), command_at("command_ended"));
+    assert!(began < ended_at, "{kinds:?}");
+    assert_eq!(events[began]["command"], failed[0]["command"]);
     let started: Vec<&str> = events
         .iter()
         .filter(|e| e["event"] == "job_started")

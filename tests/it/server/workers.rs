@@ -1453,36 +1453,68 @@ fn a_busy_worker_is_handed_its_next_job_with_its_report() {
 #[test]
 fn a_workers_job_log_goes_in_few_calls_however_many_lines_it_prints() {
     // Six lines 30 ms apart: each was a call of its own (a call takes a millisecond or
-    // two); now the header and the first command go at once, then one call per 100 ms
-    // at most, and what is left with the report.
+    // two); now the header and the first command go in one call, then one call per
+    // 100 ms at most, and what is left with the report.
+    let (text, chunks) = one_job_on_a_worker(
+        "for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.03; done",
+        "paced",
+    );
+    for i in 1..=6 {
+        assert!(text.contains(&format!("\nline-{i}\n")), "line-{i}: {text}");
+    }
+    assert!(
+        (1..=5).contains(&chunks),
+        "{chunks} calls before the report"
+    );
+}
+
+/// Build #1 of a repository whose job runs `script`, run by worker `name`, passed: its
+/// log, and how many chunk calls came before the report (the node's "job reported"
+/// line, `chunks=N`).
+fn one_job_on_a_worker(script: &str, name: &str) -> (String, u64) {
     let s = Setup::new(
-        "language: shell\nscript: for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.03; done\nnotifications:\n  email: false\n",
+        &format!("language: shell\nscript: {script}\nnotifications:\n  email: false\n"),
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
     );
     let mut srv = worker_node(&s);
     let lines = log_lines(&mut srv);
     let (code, text) = generic(&srv, "master", &s.head());
     assert_eq!(code, 202, "{text}");
-    let mut w = Worker::start_with(s.dir.path(), "paced", &[&srv], &[], &["--jobs", "1"]);
+    let mut w = Worker::start_with(s.dir.path(), name, &[&srv], &[], &["--jobs", "1"]);
     w.wait_for("stopped after 1 job(s)", 60);
     let done = wait_state(&srv, 1, "passed");
-    assert_eq!(done["jobs"][0]["worker"], "paced", "{done}");
-    let text = log(&srv, 1);
-    for i in 1..=6 {
-        assert!(text.contains(&format!("\nline-{i}\n")), "line-{i}: {text}");
-    }
+    assert_eq!(done["jobs"][0]["worker"], name, "{done}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let reported = next_logged(&lines, "job reported", deadline)
         .unwrap_or_else(|| panic!("the report was not logged"));
-    let chunks: u64 = reported
+    let chunks = reported
         .split("chunks=")
         .nth(1)
         .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no chunks= in {reported}"));
+    (log(&srv, 1), chunks)
+}
+
+#[test]
+fn a_workers_job_header_waits_for_its_first_command_and_stays_before_it() {
+    // The header (the worker's line, the checkout) is held until the job's first
+    // command and sent with it (`agent::tests` say when): nothing is lost or moved.
+    let (text, chunks) = one_job_on_a_worker("echo first-output; sleep 0.3", "header");
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} is not in the log: {text}"))
+    };
+    let (worker, command, output) = (
+        at("runway worker header ("),
+        at("$ echo first-output; sleep 0.3"),
+        at("\nfirst-output\n"),
+    );
+    assert!(worker < command && command < output, "{text}");
+    assert_eq!(text.matches("runway worker header (").count(), 1, "{text}");
     assert!(
-        (1..=5).contains(&chunks),
-        "{chunks} calls before the report: {reported}"
+        chunks >= 1,
+        "the header and the command went before the report"
     );
 }
 
