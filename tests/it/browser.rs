@@ -17,6 +17,9 @@ pub(crate) struct Browser {
     child: Child,
     stdin: ChildStdin,
     out: BufReader<ChildStdout>,
+    /// The driver's and chromium's temporary files (profiles, downloads): removed with
+    /// the browser (a killed chromium leaves its profile behind in `/tmp`).
+    _tmp: tempfile::TempDir,
 }
 
 impl Browser {
@@ -37,11 +40,13 @@ impl Browser {
             Path::new(&playwright).join("package.json").exists(),
             "playwright-core is not installed at {playwright}: run `bash scripts/test.sh` (it runs npm install)"
         );
+        let tmp = tempfile::tempdir().unwrap();
         let mut child = Command::new("node")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/browser/driver.mjs"
             ))
+            .env("TMPDIR", tmp.path())
             .env("RUNWAY_TEST_PLAYWRIGHT", &playwright)
             .env("RUNWAY_TEST_CHROMIUM", chromium)
             .stdin(Stdio::piped())
@@ -50,7 +55,12 @@ impl Browser {
             .expect("node runs (apt-get install nodejs)");
         let stdin = child.stdin.take().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        Browser { child, stdin, out }
+        Browser {
+            child,
+            stdin,
+            out,
+            _tmp: tmp,
+        }
     }
 
     pub(crate) fn try_op(&mut self, cmd: Value) -> Result<Value, String> {
