@@ -471,20 +471,20 @@ impl Outbox {
     }
 
     /// What the job printed that no chunk carries, as the report's tail (after
-    /// [`Outbox::send`] returned).
-    fn tail(&self) -> Option<protocol::Tail> {
+    /// [`Outbox::send`] returned): empty when the chunks carried it all, its number
+    /// then still saying how many they were (the node logs it).
+    fn tail(&self) -> protocol::Tail {
         use base64::Engine;
         let mut s = self.state.lock().expect("outbox");
-        if s.open.is_empty() {
-            return None;
-        }
         let bytes: Vec<u8> = std::mem::take(&mut s.open);
         let seq = s.next_seq;
-        s.next_seq += 1;
-        Some(protocol::Tail {
+        if !bytes.is_empty() {
+            s.next_seq += 1;
+        }
+        protocol::Tail {
             seq,
             bytes: base64::engine::general_purpose::STANDARD.encode(bytes),
-        })
+        }
     }
 
     /// Sends chunks until the job has ended and every chunk is stored, or the task is
@@ -657,7 +657,7 @@ fn run_task(
         worker: opts.name.clone(),
         attempt: a.attempt,
         report: Report::of(&outcome),
-        tail: outbox.tail(),
+        tail: Some(outbox.tail()),
         next: then(),
     };
     let path = format!("/api/worker/tasks/{}/end", a.task);
@@ -1119,7 +1119,7 @@ mod tests {
         o.push(b"Done.\n");
         o.close();
         assert_eq!(next(&o, t0 + PACE, &mut last), Next::Done);
-        let tail = o.tail().expect("a tail");
+        let tail = o.tail();
         assert_eq!(tail.seq, 2, "two chunks before the report");
     }
 
@@ -1156,7 +1156,27 @@ mod tests {
         o.push(b"runway: the checkout failed\n");
         o.close();
         assert_eq!(next(&o, Instant::now(), &mut last), Next::Done);
-        let tail = o.tail().expect("a tail");
+        let tail = o.tail();
         assert_eq!(tail.seq, 0);
+    }
+
+    #[test]
+    fn a_report_after_chunks_that_carried_everything_counts_them_in_an_empty_tail() {
+        // The node logs how many calls brought a job's log from the tail's number:
+        // a job whose last output went paced, before it ended, still says it.
+        let o = Outbox::default();
+        let mut last = None;
+        let t0 = Instant::now();
+        o.push(b"$ make\n");
+        o.command_started();
+        assert_eq!(next(&o, t0, &mut last), Next::Send);
+        o.state.lock().unwrap().sealed.clear();
+        o.push(b"out\n");
+        assert_eq!(next(&o, t0 + PACE, &mut last), Next::Send);
+        o.state.lock().unwrap().sealed.clear();
+        o.close();
+        assert_eq!(next(&o, t0 + PACE, &mut last), Next::Done);
+        let tail = o.tail();
+        assert_eq!((tail.seq, tail.bytes.as_str()), (2, ""));
     }
 }

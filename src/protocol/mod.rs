@@ -215,7 +215,8 @@ pub struct End {
     /// How the job ended.
     pub report: Report,
     /// The log's last chunk, carried by the report instead of a call of its own
-    /// (version 4): every chunk before it is held already.
+    /// (version 4): every chunk before it is held already. Empty when they carried
+    /// the whole log (its number is then how many they were; nothing is stored).
     #[serde(default)]
     pub tail: Option<Tail>,
     /// The worker takes another job (version 5): claimed with the report, without

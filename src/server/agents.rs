@@ -502,7 +502,9 @@ pub(super) async fn end(
     let report = serde_json::to_string(&e.report).unwrap_or_default();
     let ended = state.db(|s| {
         s.together(false, |s| {
-            if let Some((seq, bytes)) = &tail {
+            if let Some((seq, bytes)) = &tail
+                && !bytes.is_empty()
+            {
                 s.add_chunk(&t, e.attempt, *seq, bytes)?;
             }
             s.end_task(id, e.attempt, &e.worker, status, &report)
