@@ -604,17 +604,35 @@ fn main() {
         if with_before {
             variants.push(Some(Variant::Before));
         }
-        let mut best = vec![0f64; variants.len()];
+        let mut rates = vec![Vec::new(); variants.len()];
         for _ in 0..repeat.max(1) {
             for (i, v) in variants.iter().enumerate() {
-                best[i] = best[i].max(rate_of(*v));
+                rates[i].push(rate_of(*v));
             }
         }
+        let best: Vec<f64> = rates
+            .iter()
+            .map(|r| r.iter().copied().fold(0f64, f64::max))
+            .collect();
         let (here, there, nodisk) = (best[0], best[1], best[2]);
         println!(
             "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2}); with --disk none {nodisk:.1} builds/s (with/without a disk {:.2})",
             there / here,
             there / nodisk
+        );
+        // The machine's pace drifts between rounds (the server's own rate moved by
+        // ±15% from run to run here): each turn's workers round against the server's
+        // round just before it, as well as best against best.
+        let mut turns: Vec<f64> = rates[1].iter().zip(&rates[0]).map(|(w, h)| w / h).collect();
+        turns.sort_by(f64::total_cmp);
+        println!(
+            "{n} builds, {k} at once, turn by turn (workers / server): {} (median {:.2})",
+            turns
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            turns[turns.len() / 2]
         );
         if with_before {
             let before = best[3];

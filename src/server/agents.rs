@@ -254,7 +254,8 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
         // it; the store keeps its hash, set with the claim.
         let secret = new_secret();
         // Claimed, and the worker seen now with its task: one commit (after the
-        // claim: one store call fewer on the way to a job).
+        // claim: one store call fewer on the way to a job); the task's build and
+        // compiled job read in the same turn at the store.
         let claimed = state.db(|s| {
             s.together(true, |s| {
                 let t = s.claim_task(&c.name, &offered, lease, &hash(&secret))?;
@@ -265,11 +266,13 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
                     task: t.as_ref().map(|t| t.id),
                     draining: false,
                 })?;
-                Ok(t)
+                let Some(t) = t else { return Ok(None) };
+                let (build, spec) = (s.by_id(t.build_id)?, s.task_spec(t.id)?);
+                Ok(Some((t, build, spec)))
             })
         });
         let handed = match claimed {
-            Ok(Some(t)) => match assignment(state, &t) {
+            Ok(Some((t, build, spec))) => match assignment(state, &t, build, &spec) {
                 Ok(a) => Some((t, a)),
                 Err(why) => {
                     let _ =
@@ -292,9 +295,14 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
     }
 }
 
-/// What a worker gets with task `t`: the build, the job and the settings it may see.
-fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
-    let (build, spec) = state.db(|s| Ok((s.by_id(t.build_id)?, s.task_spec(t.id)?)))?;
+/// What a worker gets with task `t` of `build` (as read with it), its job compiled as
+/// `spec`: the build, the job and the settings it may see.
+fn assignment(
+    state: &AppState,
+    t: &TaskRow,
+    build: Option<crate::store::BuildRow>,
+    spec: &str,
+) -> Result<Assignment, String> {
     let build = build.ok_or("its build is gone")?;
     let repo = state
         .cfg
@@ -306,7 +314,7 @@ fn assignment(state: &AppState, t: &TaskRow) -> Result<Assignment, String> {
             t.number, build.number
         ));
     }
-    let job: crate::protocol::job::Job = serde_json::from_str(&spec)
+    let job: crate::protocol::job::Job = serde_json::from_str(spec)
         .map_err(|e| format!("the job's compiled form cannot be read: {e}"))?;
     Ok(Assignment {
         task: t.id,

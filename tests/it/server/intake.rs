@@ -617,21 +617,26 @@ fn a_build_of_an_older_commit_cancels_nothing() {
 
 /// Issue 29: `runway serve` wrote its log lines to stdout on the request path, so when
 /// nothing read stdout fast enough (a full pipe, a slow log collector) intake stopped.
-/// Log lines now go through a bounded queue to a writer of their own: with stdout a
-/// pipe nobody reads, 3,000 refused calls (one log line each, far more than the pipe
-/// holds) are all answered; the lines that did not fit are counted, and the count is
-/// said once the log is read again.
+/// Log lines now go through a bounded queue to a writer of their own. With stdout a
+/// pipe nobody reads: 3,000 refused calls (one log line each, more than the pipe and
+/// the queue hold) are all answered; then 1,000 pushes delivered by 8 senders at once
+/// are each answered 202 with a build of their own, recorded once (the builds listed
+/// are those answered, no more), and a delivery sent again is answered with the build
+/// it made; the lines that did not fit are counted, and the count is said once the
+/// log is read again.
 #[test]
-fn a_log_nobody_reads_holds_up_no_request() {
+fn a_log_nobody_reads_holds_up_no_request_and_no_delivery() {
     let s = Setup::new("language: shell\nscript: true\n", "");
     let mut srv = s.start();
+    let sha = s.head();
     let addr = srv.addr.clone();
     let (tx, rx) = std::sync::mpsc::channel();
+    let from = addr.clone();
     std::thread::spawn(move || {
         let mut codes = std::collections::BTreeMap::new();
         for _ in 0..3000 {
             let (code, _) = crate::common::server::http(
-                &addr,
+                &from,
                 "POST",
                 "/api/worker/claim",
                 &[
@@ -648,6 +653,68 @@ fn a_log_nobody_reads_holds_up_no_request() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the calls were answered while nobody read the server's log");
     assert_eq!(codes.into_iter().collect::<Vec<_>>(), [(426, 3000)]);
+    // Push `i` (a branch of its own) delivered as `delivery-i`: its answer's code, the
+    // delivery's id and its build's number.
+    let push = move |addr: &str, i: usize| {
+        let body = github_push(
+            &format!("b-{i}"),
+            "0000000000000000000000000000000000000000",
+            &sha,
+        );
+        let sig = format!("sha256={}", sign(SECRET, &body));
+        let id = format!("delivery-{i}");
+        let (code, text) = crate::common::server::http(
+            addr,
+            "POST",
+            "/hooks/github",
+            &[
+                ("X-GitHub-Event", "push"),
+                ("X-Hub-Signature-256", &sig),
+                ("X-GitHub-Delivery", &id),
+            ],
+            &body,
+        );
+        let number = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["number"].as_u64());
+        (code, id, number)
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    for sender in 0..8 {
+        let (tx, addr, push) = (tx.clone(), addr.clone(), push.clone());
+        std::thread::spawn(move || {
+            for i in sender * 125..(sender + 1) * 125 {
+                let _ = tx.send(push(&addr, i));
+            }
+        });
+    }
+    drop(tx);
+    let mut answered = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while answered.len() < 1000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (code, id, number) = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "{} of 1,000 deliveries answered while nobody read the server's log",
+                answered.len()
+            )
+        });
+        assert_eq!(code, 202, "{id}: {number:?}");
+        answered.insert(id, number.expect("a build's number"));
+    }
+    let numbers: std::collections::BTreeSet<u64> = answered.values().copied().collect();
+    assert_eq!(numbers.len(), 1000, "each delivery a build of its own");
+    // Sent again: the build it made, not another.
+    let (code, id, number) = push(&addr, 417);
+    assert_eq!((code, number), (200, Some(answered[&id])), "{id}");
+    let listed: std::collections::BTreeSet<u64> = srv
+        .json("/api/builds")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, numbers, "the builds recorded are those answered");
     let log = said(&mut srv);
     wait_for(
         || {
