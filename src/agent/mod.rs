@@ -660,24 +660,24 @@ fn run_task(
         tail: Some(outbox.tail()),
         next: then(),
     };
+    // Said before the report is sent: a report that asks for the next job is answered
+    // when one comes (as a claim is), which may be a while.
+    eprintln!(
+        "runway worker {}: job {} {}",
+        opts.name,
+        a.job.number,
+        outcome.result.as_str()
+    );
     let path = format!("/api/worker/tasks/{}/end", a.task);
     match servers.until_done(&give_up, |s| s.post_json(&path, &end)) {
         Ok((_, body)) => {
-            eprintln!(
-                "runway worker {}: job {} {}",
-                opts.name,
-                a.job.number,
-                outcome.result.as_str()
-            );
             return serde_json::from_slice::<Ended>(&body)
                 .ok()
                 .and_then(|e| e.next);
         }
         Err(_) if give_up() => eprintln!(
-            "runway worker {}: job {} {}, but no server took its report before its lease ran out (a node counts it as lost)",
-            opts.name,
-            a.job.number,
-            outcome.result.as_str()
+            "runway worker {}: no server took job {}'s report before its lease ran out (a node counts it as lost)",
+            opts.name, a.job.number,
         ),
         Err(e) => eprintln!(
             "runway worker {}: the report was not taken: {e:?}",

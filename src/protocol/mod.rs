@@ -219,9 +219,9 @@ pub struct End {
     /// the whole log (its number is then how many they were; nothing is stored).
     #[serde(default)]
     pub tail: Option<Tail>,
-    /// The worker takes another job (version 5): claimed with the report, without
-    /// waiting; none queued, the answer says so and the worker claims as usual. Its
-    /// name is the report's worker's.
+    /// The worker takes another job (version 5): claimed with the report, waiting for
+    /// one as a claim does (`wait_ms`); none came, the answer says so and the worker
+    /// claims as usual. Its name is the report's worker's.
     #[serde(default)]
     pub next: Option<Claim>,
 }

@@ -207,25 +207,48 @@ pub(super) async fn claim(
     if let Some(why) = crate::protocol::name_problem(&c.name) {
         return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
     }
+    match claim_waiting(&state, &c, "claim", || {}).await {
+        Ok(Some(a)) => Json(a).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// A job for the worker that sent `c` (its token and name checked by the caller), the
+/// claim waiting for one to be queued at most `c.wait_ms` (`LONGEST_WAIT`): `None`
+/// when none came, or this node stops. `waits` runs once, before the first wait.
+async fn claim_waiting(
+    state: &AppState,
+    c: &Claim,
+    how: &str,
+    waits: impl FnOnce(),
+) -> Result<Option<Assignment>, DbError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
+    let mut waits = Some(waits);
+    // The place the last wake came to, used once the claim after it is tried.
+    let mut woken: Option<super::waiting::Ticket<'_>> = None;
     loop {
         // Registered before the claim, so a job queued in between wakes this one.
-        let queued = state.queued.notified();
-        tokio::pin!(queued);
-        queued.as_mut().enable();
+        let ticket = state.waiting.enter(&c.labels);
         if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return StatusCode::NO_CONTENT.into_response();
+            return Ok(None);
         }
-        match claim_once(&state, &c, "claim") {
-            Ok(Some(a)) => return Json(a).into_response(),
-            Ok(None) => {}
-            Err(e) => return unavailable(e),
+        let got = claim_once(state, c, how);
+        if let Some(t) = woken.take() {
+            t.tried();
+        }
+        if let Some(a) = got? {
+            return Ok(Some(a));
+        }
+        if let Some(f) = waits.take() {
+            f();
         }
         tokio::select! {
-            _ = queued => {}
-            _ = tokio::time::sleep_until(deadline) => return StatusCode::NO_CONTENT.into_response(),
-            _ = state.closing.notified() => return StatusCode::NO_CONTENT.into_response(),
+            _ = ticket.woken() => {}
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            _ = state.closing.notified() => return Ok(None),
         }
+        woken = Some(ticket);
     }
 }
 
@@ -523,21 +546,27 @@ pub(super) async fn end(
             // How many calls brought the log before the report (its tail's number).
             let chunks = e.tail.as_ref().map(|t| t.seq);
             tracing::info!(worker = %e.worker, task = id, result = status.as_str(), chunks, "job reported");
-            // The worker takes another job: claimed now, in the same call. Its own
-            // name only (the token was checked for it); none while this node stops.
-            // A claim that fails leaves the report taken: the worker claims as usual.
+            // The worker takes another job: claimed in the same call, waiting for one
+            // as a claim of its own would. Its own name only (the token was checked
+            // for it); none while this node stops. A claim that fails leaves the
+            // report taken: the worker claims as usual. The ended job's build is woken
+            // after the first try: its end (the build's records, its mail) is not on
+            // the way to a job queued already, and is before a wait for the next.
+            let woke = std::sync::atomic::AtomicBool::new(false);
+            let wake = || {
+                state.signals.bump(t.build_id);
+                woke.store(true, std::sync::atomic::Ordering::Relaxed);
+            };
             let next = match &e.next {
-                Some(c)
-                    if c.name == e.worker
-                        && !state.stopping.load(std::sync::atomic::Ordering::SeqCst) =>
-                {
-                    claim_once(&state, c, "report").ok().flatten()
-                }
+                Some(c) if c.name == e.worker => claim_waiting(&state, c, "report", wake)
+                    .await
+                    .ok()
+                    .flatten(),
                 _ => None,
             };
-            // The ended job's build woken after the claim: its end (the build's
-            // records, its mail) is not on the way to the worker's next job.
-            state.signals.bump(t.build_id);
+            if !woke.load(std::sync::atomic::Ordering::Relaxed) {
+                state.signals.bump(t.build_id);
+            }
             Json(Ended { next }).into_response()
         }
         Ok(false) => conflict(),

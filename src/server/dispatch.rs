@@ -136,7 +136,7 @@ impl JobExecutor for Dispatcher {
                 return ended(JobResult::Errored, format!("not queued: {e}"));
             }
         };
-        self.state.queued.notify_waiters();
+        self.state.waiting.queued(&task.needs);
         let signal = self.state.signals.of(self.build_id);
         let wake = signal.clone();
         let _woken_by_cancel = self.cancel.on_cancel(move || wake.bump());
@@ -364,7 +364,7 @@ impl Dispatcher {
                 .map(|b| b.repo)
                 .unwrap_or_default();
             tracing::warn!(worker = who, %repo, job = %t.number, retry, "worker stopped answering");
-            self.state.queued.notify_waiters();
+            self.state.waiting.queued(&t.needs);
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - `worker`: queued builds claimed and run, unsent mails retried;
 //! - `live`: live logs of running builds, for server-sent events;
 //! - `web`: the pages, the live log's events and the JSON API;
+//! - `waiting`: the workers' claims waiting for a task, and which one a task wakes;
 //! - `pages`: the HTML;
 //! - `mirror`: local mirrors of remote (https, git://) repositories;
 //! - `recover`: what a start does about a crash (errored builds, orphaned jobs, mails).
@@ -34,6 +35,7 @@ pub(crate) mod recover;
 mod sources;
 mod statuses;
 pub(crate) mod streams;
+mod waiting;
 mod web;
 
 use std::collections::HashMap;
@@ -89,8 +91,8 @@ pub struct AppState {
     changes: tokio::sync::broadcast::Sender<i64>,
     /// Notified when the server stops taking requests: open `/events` streams end.
     closing: Notify,
-    /// Notified when a task is queued for a worker: waiting claims try again.
-    queued: Notify,
+    /// The workers' claims waiting for a task to be queued.
+    waiting: waiting::Waiting,
     /// Wakes the threads following a build's jobs on workers.
     signals: dispatch::Signals,
     /// This node's name in the store (its hold on the builds it follows).
@@ -158,7 +160,7 @@ impl AppState {
             expiring_logs: Mutex::default(),
             changes: tokio::sync::broadcast::channel(256).0,
             closing: Notify::new(),
-            queued: Notify::new(),
+            waiting: waiting::Waiting::default(),
             said_queued: Mutex::default(),
             signals: dispatch::Signals::default(),
             holder: Arc::new(crate::service::Holder::new(&node)),
@@ -201,7 +203,7 @@ impl AppState {
             Change::Task(id) => self.signals.bump(id),
             Change::Queued(id) => {
                 self.signals.bump(id);
-                self.queued.notify_waiters();
+                self.waiting.queued_unknown();
             }
             Change::Cancel(id) => {
                 if let Some(c) = self.cancels.lock().expect("cancels").get(&id) {
@@ -210,7 +212,7 @@ impl AppState {
             }
             Change::Resync => {
                 self.signals.bump_all();
-                self.queued.notify_waiters();
+                self.waiting.queued_unknown();
                 self.wake.notify_one();
             }
         }

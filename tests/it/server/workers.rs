@@ -1451,6 +1451,35 @@ fn a_busy_worker_is_handed_its_next_job_with_its_report() {
 }
 
 #[test]
+fn a_report_waits_for_the_next_job_as_a_claim_would() {
+    // A worker's report asks for its next job; none is queued yet. The report is held
+    // open as a claim is and answered with the job pushed after it (one call between
+    // jobs): the node says it was handed with the report, and the worker never
+    // claimed on its own after its first job.
+    let s = Setup::new(
+        "language: shell\nscript: echo ran\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nauto_cancel = false",
+    );
+    let mut srv = worker_node(&s);
+    let lines = log_lines(&mut srv);
+    let head = s.head();
+    let (code, text) = generic(&srv, "one", &head);
+    assert_eq!(code, 202, "{text}");
+    let mut w = Worker::start_with(s.dir.path(), "held", &[&srv], &[], &["--jobs", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = next_logged(&lines, "job handed to a worker", deadline).expect("job 1 handed");
+    assert!(first.contains("with=\"claim\""), "{first}");
+    next_logged(&lines, "job reported", deadline).expect("job 1 reported");
+    wait_state(&srv, 1, "passed");
+    let (code, text) = generic(&srv, "two", &head);
+    assert_eq!(code, 202, "{text}");
+    let second = next_logged(&lines, "job handed to a worker", deadline).expect("job 2 handed");
+    assert!(second.contains("with=\"report\""), "{second}");
+    w.wait_for("stopped after 2 job(s)", 60);
+    assert_eq!(wait_state(&srv, 2, "passed")["jobs"][0]["worker"], "held");
+}
+
+#[test]
 fn a_workers_job_log_goes_in_few_calls_however_many_lines_it_prints() {
     // Six lines 30 ms apart: each was a call of its own (a call takes a millisecond or
     // two); now the header and the first command go in one call, then one call per
