@@ -3,13 +3,19 @@
 //!
 //! - `hooks`: checking and reading webhook deliveries (pure);
 //! - `listen`: connections accepted under header deadlines and a cap;
+//! - `streams`: room for long-lived streams apart from deliveries;
 //! - `intake`: deliveries in, answered and queued;
-//! - `worker`: queued builds claimed and run, unsent mails retried;
+//! - `sources`: where a build's commit is read from; `mirror`: local mirrors of
+//!   remote (https, git://) repositories;
+//! - `builder`: queued builds claimed and run, unsent mails retried;
+//! - `dispatch`: jobs on workers, followed from this node; `agents`: the workers'
+//!   side of the API; `waiting`: their claims waiting for a task, and which one a
+//!   task wakes; `caches`: caches in S3 for workers;
+//! - `crons`: scheduled builds; `statuses`: the status outbox to the forge;
+//! - `access`: who a request comes from and what they may do;
 //! - `live`: live logs of running builds, for server-sent events;
-//! - `web`: the pages, the live log's events and the JSON API;
-//! - `waiting`: the workers' claims waiting for a task, and which one a task wakes;
-//! - `pages`: the HTML;
-//! - `mirror`: local mirrors of remote (https, git://) repositories;
+//! - `web`: the pages, the live log's events and the JSON API; `pages`: the HTML;
+//!   `badge`: build badges;
 //! - `recover`: what a start does about a crash (errored builds, orphaned jobs, mails).
 //!
 //! [`run`] takes a bound listener and a shutdown future (mini-redis style), so tests
