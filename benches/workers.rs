@@ -17,7 +17,8 @@
 //! best; `BENCH_K=1,4` runs only those numbers of workers). With
 //! `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds and the server's own
 //! latency run with that binary too (its server and its workers), in the same run:
-//! before and after.
+//! before and after. `BENCH_NODE_DISK=none`: the node's own rounds without a job disk
+//! (`job_disk = "none"`), to set beside the workers' `--disk none` rounds.
 
 #[path = "../tests/it/common/mod.rs"]
 #[allow(dead_code)]
@@ -191,6 +192,8 @@ fn server_of(
     let config = dir.join(format!("{name}.toml"));
     let extra = if workers {
         "worker_token_env = \"BENCH_WORKER_TOKEN\"\nworker_lease_ms = 2000\nworker_heartbeat_ms = 500\n"
+    } else if std::env::var("BENCH_NODE_DISK").as_deref() == Ok("none") {
+        "job_disk = \"none\"\n"
     } else {
         ""
     };
