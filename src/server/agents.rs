@@ -216,40 +216,45 @@ pub(super) async fn claim(
 
 /// A job for the worker that sent `c` (its token and name checked by the caller), the
 /// claim waiting for one to be queued at most `c.wait_ms` (`LONGEST_WAIT`): `None`
-/// when none came, or this node stops. `waits` runs once, before the first wait.
+/// when none came, or this node stops. `then` runs once: before the first wait, or on
+/// the way out when there was none.
 async fn claim_waiting(
     state: &AppState,
     c: &Claim,
     how: &str,
-    waits: impl FnOnce(),
+    then: impl FnOnce(),
 ) -> Result<Option<Assignment>, DbError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
-    let mut waits = Some(waits);
+    let mut then = Some(then);
     // The place the last wake came to, used once the claim after it is tried.
     let mut woken: Option<super::waiting::Ticket<'_>> = None;
-    loop {
+    let got = loop {
         // Registered before the claim, so a job queued in between wakes this one.
         let ticket = state.waiting.enter(&c.labels);
         if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Ok(None);
+            break Ok(None);
         }
         let got = claim_once(state, c, how);
         if let Some(t) = woken.take() {
             t.tried();
         }
-        if let Some(a) = got? {
-            return Ok(Some(a));
+        if !matches!(got, Ok(None)) {
+            break got;
         }
-        if let Some(f) = waits.take() {
+        if let Some(f) = then.take() {
             f();
         }
         tokio::select! {
             _ = ticket.woken() => {}
-            _ = tokio::time::sleep_until(deadline) => return Ok(None),
-            _ = state.closing.notified() => return Ok(None),
+            _ = tokio::time::sleep_until(deadline) => break Ok(None),
+            _ = state.closing.notified() => break Ok(None),
         }
         woken = Some(ticket);
+    };
+    if let Some(f) = then.take() {
+        f();
     }
+    got
 }
 
 /// One try, without waiting, at a job for the worker that sent `c` (its token and
@@ -552,21 +557,17 @@ pub(super) async fn end(
             // report taken: the worker claims as usual. The ended job's build is woken
             // after the first try: its end (the build's records, its mail) is not on
             // the way to a job queued already, and is before a wait for the next.
-            let woke = std::sync::atomic::AtomicBool::new(false);
-            let wake = || {
-                state.signals.bump(t.build_id);
-                woke.store(true, std::sync::atomic::Ordering::Relaxed);
-            };
+            let wake = || state.signals.bump(t.build_id);
             let next = match &e.next {
                 Some(c) if c.name == e.worker => claim_waiting(&state, c, "report", wake)
                     .await
                     .ok()
                     .flatten(),
-                _ => None,
+                _ => {
+                    wake();
+                    None
+                }
             };
-            if !woke.load(std::sync::atomic::Ordering::Relaxed) {
-                state.signals.bump(t.build_id);
-            }
             Json(Ended { next }).into_response()
         }
         Ok(false) => conflict(),
