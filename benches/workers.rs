@@ -228,6 +228,27 @@ fn serve_node(before: bool, config: &Path, state: &Path, env: &[(&str, &str)]) -
     srv
 }
 
+/// The CPU time processes `pids` have used, with that of the children they reaped
+/// (`/proc/PID/stat`: utime, stime, cutime, cstime; in the kernel's clock ticks, 100 a
+/// second).
+fn cpu_of(pids: &[u32]) -> Duration {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .map(|stat| {
+            // The fields after the command's name, which is in parentheses.
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
+            after
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -557,6 +578,11 @@ fn main() {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            // The CPU the round's processes use from here to its end: the server's
+            // and each worker's, with the jobs they reaped.
+            let server = [srv.child.id()];
+            let workers: Vec<u32> = ws.iter().map(|w| w.0.id()).collect();
+            let cpu0 = (cpu_of(&server), cpu_of(&workers));
             let t = Instant::now();
             let numbers: Vec<u64> = (0..n)
                 .map(|i| delivery(&srv.addr, &format!("tp{i}"), &sha))
@@ -588,12 +614,17 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(10));
             }
             let took = t.elapsed();
+            let per_build = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
+            let cpu = (
+                per_build(cpu_of(&server).saturating_sub(cpu0.0)),
+                per_build(cpu_of(&workers).saturating_sub(cpu0.1)),
+            );
             let passed = (1..=last)
                 .filter(|b| state(&srv.addr, *b) == "passed")
                 .count();
             assert_eq!(passed, n + k, "every build passed");
             drop(ws);
-            n as f64 / took.as_secs_f64()
+            (n as f64 / took.as_secs_f64(), cpu)
         };
         // Each variant runs `BENCH_REPEAT` times (2 by default), in turn, and its best
         // rate is kept: a burst of other work on the machine during one round does not
@@ -608,9 +639,12 @@ fn main() {
             variants.push(Some(Variant::Before));
         }
         let mut rates = vec![Vec::new(); variants.len()];
+        let mut cpus: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
         for _ in 0..repeat.max(1) {
             for (i, v) in variants.iter().enumerate() {
-                rates[i].push(rate_of(*v));
+                let (rate, cpu) = rate_of(*v);
+                rates[i].push(rate);
+                cpus[i].push(cpu);
             }
         }
         let best: Vec<f64> = rates
@@ -636,6 +670,37 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join(", "),
             turns[turns.len() / 2]
+        );
+        // CPU per build, the median of each variant's rounds: the time the round's
+        // processes (server, workers, their jobs) ran, not how it fell on the clock.
+        // The round with the median total, as (server, workers).
+        let cpu: Vec<(f64, f64)> = cpus
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                c.sort_by(|a, b| (a.0 + a.1).total_cmp(&(b.0 + b.1)));
+                c[c.len() / 2]
+            })
+            .collect();
+        let total = |i: usize| cpu[i].0 + cpu[i].1;
+        println!(
+            "{n} builds, {k} at once, CPU per build (server, workers, jobs; median of {repeat}): in the server {:.2} ms, through {k} worker(s) {:.2} ms (server {:.2}, workers {:.2}; ratio {:.2}){}",
+            total(0),
+            total(1),
+            cpu[1].0,
+            cpu[1].1,
+            total(1) / total(0),
+            if with_before {
+                format!(
+                    "; before {:.2} ms (server {:.2}, workers {:.2}; after/before {:.2})",
+                    total(3),
+                    cpu[3].0,
+                    cpu[3].1,
+                    total(1) / total(3)
+                )
+            } else {
+                String::new()
+            }
         );
         if with_before {
             let before = best[3];

@@ -141,37 +141,89 @@ fn task_call(
     who: &str,
     attempt: i64,
 ) -> Result<Option<TaskRow>, Box<Response>> {
+    Ok(task_turn(state, headers, id, who, attempt, |_, _| Ok(()))?.map(|(t, ())| t))
+}
+
+/// [`task_call`], and `then` run with the task when `who` holds it, in the same turn
+/// at the store as the read that checks the hold (one store call per worker call).
+fn task_turn<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: i64,
+    who: &str,
+    attempt: i64,
+    then: impl FnOnce(&crate::store::Store, &TaskRow) -> Result<T, crate::store::StoreError>,
+) -> Result<Option<(TaskRow, T)>, Box<Response>> {
     token_ok(state, headers, who)?;
-    let (task, is_revoked) = state
-        .db(|s| s.task_call(id, who))
-        .map_err(|e| Box::new(e.answer()))?;
-    if is_revoked {
-        return Err(revoked(who));
-    }
-    let Some(t) = task.filter(|t| {
-        t.state == Status::Running && t.attempt == attempt && t.worker.as_deref() == Some(who)
-    }) else {
-        return Ok(None);
-    };
-    let Some(stored) = &t.secret else {
-        return Ok(Some(t));
-    };
     let given = headers
         .get(crate::protocol::TASK_SECRET)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if hooks::same(hash(given).as_bytes(), stored.as_bytes()) {
-        return Ok(Some(t));
+    let turn = state
+        .db(|s| {
+            let (task, is_revoked) = s.task_call(id, who)?;
+            let hold = hold_of(task, is_revoked, who, attempt, given);
+            Ok(match hold {
+                Hold::Held(t) => {
+                    let done = then(s, &t)?;
+                    Ok(Some((t, done)))
+                }
+                Hold::NotHeld => Ok(None),
+                Hold::Refused(why) => Err(why),
+            })
+        })
+        .map_err(|e| Box::new(e.answer()))?;
+    match turn {
+        Ok(held) => Ok(held),
+        Err(Refusal::Revoked) => Err(revoked(who)),
+        Err(Refusal::NoSecret) => {
+            tracing::warn!(
+                worker = who,
+                task = id,
+                "a call about a task without its secret was refused"
+            );
+            Err(Box::new(answer(
+                StatusCode::FORBIDDEN,
+                serde_json::json!({"error": "this task's secret is missing or wrong: only the worker that claimed it may act on it"}),
+            )))
+        }
     }
-    tracing::warn!(
-        worker = who,
-        task = id,
-        "a call about a task without its secret was refused"
-    );
-    Err(Box::new(answer(
-        StatusCode::FORBIDDEN,
-        serde_json::json!({"error": "this task's secret is missing or wrong: only the worker that claimed it may act on it"}),
-    )))
+}
+
+/// Whether a worker's call holds the task it is about.
+#[derive(Debug)]
+enum Hold {
+    Held(TaskRow),
+    /// Not (or no longer) that worker's attempt: 409.
+    NotHeld,
+    Refused(Refusal),
+}
+
+/// Why a worker's call about a task is refused outright.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    Revoked,
+    /// The task is the caller's, but the call lacks its claim's secret.
+    NoSecret,
+}
+
+/// What `task` (as read, with whether `who` is revoked) says of a call from `who`
+/// about attempt `attempt` bringing the task secret `given`.
+fn hold_of(task: Option<TaskRow>, is_revoked: bool, who: &str, attempt: i64, given: &str) -> Hold {
+    if is_revoked {
+        return Hold::Refused(Refusal::Revoked);
+    }
+    let Some(t) = task.filter(|t| {
+        t.state == Status::Running && t.attempt == attempt && t.worker.as_deref() == Some(who)
+    }) else {
+        return Hold::NotHeld;
+    };
+    match &t.secret {
+        Some(stored) if !hooks::same(hash(given).as_bytes(), stored.as_bytes()) => {
+            Hold::Refused(Refusal::NoSecret)
+        }
+        _ => Hold::Held(t),
+    }
 }
 
 /// The store (or the cache bucket) failed: try again (another node may answer), after
@@ -451,21 +503,19 @@ pub(super) async fn chunk(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let t = match task_call(&state, &headers, id, &h.worker, h.attempt) {
-        Ok(Some(t)) => t,
-        Ok(None) => return conflict(),
-        Err(refused) => return *refused,
-    };
     // Stored, and what is held without a gap (the worker sends again from there), in
-    // one turn at the store.
-    let held = state.db(|s| {
-        s.add_chunk(&t, h.attempt, h.seq, &body)?;
+    // the turn at the store that checks the call.
+    let turn = task_turn(&state, &headers, id, &h.worker, h.attempt, |s, t| {
+        s.add_chunk(t, h.attempt, h.seq, &body)?;
         s.chunks_held(id, h.attempt, h.seq)
     });
-    state.signals.bump(t.build_id);
-    match held {
-        Ok(held) => Json(crate::protocol::ChunkAck { held }).into_response(),
-        Err(e) => unavailable(e),
+    match turn {
+        Ok(Some((t, held))) => {
+            state.signals.bump(t.build_id);
+            Json(crate::protocol::ChunkAck { held }).into_response()
+        }
+        Ok(None) => conflict(),
+        Err(refused) => *refused,
     }
 }
 
@@ -476,21 +526,20 @@ pub(super) async fn beat(
     headers: HeaderMap,
     Json(h): Json<Held>,
 ) -> Response {
-    match task_call(&state, &headers, id, &h.worker, h.attempt) {
-        Ok(Some(_)) => {}
-        Ok(None) => return conflict(),
-        Err(refused) => return *refused,
-    }
     let lease = state.cfg.worker_lease_ms as i64;
-    match state.db(|s| s.beat(id, h.attempt, &h.worker, lease)) {
-        Ok(tasks::Beat::Held { cancel }) => {
-            let _ = state.db(|s| s.worker_beat(&h.worker, id));
-            Json(BeatAnswer { cancel }).into_response()
+    // Checked and renewed in one turn at the store; 503 only when the store is
+    // unreachable (the worker's job then carries on: no lease can lapse meanwhile).
+    let renewed = task_turn(&state, &headers, id, &h.worker, h.attempt, |s, _| {
+        let beat = s.beat(id, h.attempt, &h.worker, lease)?;
+        if matches!(beat, tasks::Beat::Held { .. }) {
+            let _ = s.worker_beat(&h.worker, id);
         }
-        Ok(tasks::Beat::Lost) => conflict(),
-        // 503 only when the store is unreachable (the worker's job then carries on:
-        // no lease can lapse meanwhile).
-        Err(e) => e.answer(),
+        Ok(beat)
+    });
+    match renewed {
+        Ok(Some((_, tasks::Beat::Held { cancel }))) => Json(BeatAnswer { cancel }).into_response(),
+        Ok(Some((_, tasks::Beat::Lost)) | None) => conflict(),
+        Err(refused) => *refused,
     }
 }
 
@@ -501,21 +550,9 @@ pub(super) async fn end(
     headers: HeaderMap,
     Json(e): Json<End>,
 ) -> Response {
-    let t = match task_call(&state, &headers, id, &e.worker, e.attempt) {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            tracing::warn!(
-                worker = %e.worker,
-                task = id,
-                attempt = e.attempt,
-                "a job's result came after its lease was lost (lapsed, or the job was restarted): refused"
-            );
-            return conflict();
-        }
-        Err(refused) => return *refused,
-    };
     // The log's last chunk came with the report: stored first, as a chunk would be,
-    // in the report's commit.
+    // in the report's commit (the JSON of the call was read before its token was
+    // checked, and so is this).
     let tail = match &e.tail {
         Some(tail) => {
             use base64::Engine;
@@ -536,18 +573,19 @@ pub(super) async fn end(
         crate::job::JobResult::Canceled => Status::Canceled,
     };
     let report = serde_json::to_string(&e.report).unwrap_or_default();
-    let ended = state.db(|s| {
+    // Checked, stored and ended in one turn at the store.
+    let ended = task_turn(&state, &headers, id, &e.worker, e.attempt, |s, t| {
         s.together(false, |s| {
             if let Some((seq, bytes)) = &tail
                 && !bytes.is_empty()
             {
-                s.add_chunk(&t, e.attempt, *seq, bytes)?;
+                s.add_chunk(t, e.attempt, *seq, bytes)?;
             }
             s.end_task(id, e.attempt, &e.worker, status, &report)
         })
     });
     match ended {
-        Ok(true) => {
+        Ok(Some((t, true))) => {
             // How many calls brought the log before the report (its tail's number).
             let chunks = e.tail.as_ref().map(|t| t.seq);
             tracing::info!(worker = %e.worker, task = id, result = status.as_str(), chunks, "job reported");
@@ -570,8 +608,17 @@ pub(super) async fn end(
             };
             Json(Ended { next }).into_response()
         }
-        Ok(false) => conflict(),
-        Err(err) => unavailable(err),
+        Ok(Some((_, false))) => conflict(),
+        Ok(None) => {
+            tracing::warn!(
+                worker = %e.worker,
+                task = id,
+                attempt = e.attempt,
+                "a job's result came after its lease was lost (lapsed, or the job was restarted): refused"
+            );
+            conflict()
+        }
+        Err(refused) => *refused,
     }
 }
 
@@ -656,7 +703,56 @@ pub(super) async fn cache(
 
 #[cfg(test)]
 mod tests {
-    use super::pack_of;
+    use super::{Hold, Refusal, hash, hold_of, pack_of};
+    use crate::store::Status;
+    use crate::store::tasks::TaskRow;
+
+    fn running(worker: &str, attempt: i64, secret: Option<&str>) -> TaskRow {
+        TaskRow {
+            id: 7,
+            build_id: 3,
+            number: "3.1".into(),
+            needs: Default::default(),
+            state: Status::Running,
+            attempt,
+            worker: Some(worker.into()),
+            lease_until: 0,
+            cancel: false,
+            outcome: None,
+            secret: secret.map(hash),
+        }
+    }
+
+    /// A call holds its task only as the worker and attempt that claimed it, with the
+    /// claim's secret; a revoked worker is refused whatever it holds.
+    #[test]
+    fn a_call_holds_its_task_only_as_its_claimer_with_the_claims_secret() {
+        let held = |t: Option<TaskRow>, revoked, who, attempt, given| match hold_of(
+            t, revoked, who, attempt, given,
+        ) {
+            Hold::Held(_) => "held",
+            Hold::NotHeld => "not held",
+            Hold::Refused(Refusal::Revoked) => "revoked",
+            Hold::Refused(Refusal::NoSecret) => "no secret",
+        };
+        let t = || Some(running("w1", 2, Some("s3cret")));
+        assert_eq!(held(t(), false, "w1", 2, "s3cret"), "held");
+        assert_eq!(held(t(), false, "w1", 2, "guess"), "no secret");
+        assert_eq!(held(t(), false, "w1", 2, ""), "no secret");
+        assert_eq!(held(t(), false, "w1", 1, "s3cret"), "not held");
+        assert_eq!(held(t(), false, "w2", 2, "s3cret"), "not held");
+        assert_eq!(held(None, false, "w1", 2, "s3cret"), "not held");
+        assert_eq!(held(t(), true, "w1", 2, "s3cret"), "revoked");
+        assert_eq!(held(None, true, "w1", 2, ""), "revoked");
+        let mut ended = running("w1", 2, Some("s3cret"));
+        ended.state = Status::Passed;
+        assert_eq!(held(Some(ended), false, "w1", 2, "s3cret"), "not held");
+        // A task handed out before secrets existed has none to check.
+        assert_eq!(
+            held(Some(running("w1", 2, None)), false, "w1", 2, ""),
+            "held"
+        );
+    }
 
     /// A worker that has the first commit gets, for the second, only what it lacks.
     #[test]

@@ -287,6 +287,7 @@ fn request(
             state: state.clone(),
             build_id: row.id,
             cancel: cancel.clone(),
+            asked: super::dispatch::asked_of_workers(repo, row),
         }) as Arc<dyn crate::build::JobExecutor>
     });
     Request {

@@ -17,8 +17,8 @@ use crate::job::{JobOutcome, JobResult};
 use crate::plan::JobPlan;
 use crate::protocol::Report;
 use crate::runway_toml::LostJob;
-use crate::store::Status;
 use crate::store::tasks::{self, Labels, TaskRow};
+use crate::store::{BuildRow, Status};
 
 /// A counter a thread can sleep on until it moves.
 #[derive(Default)]
@@ -95,6 +95,21 @@ pub(super) struct Dispatcher {
     pub(super) state: Arc<AppState>,
     pub(super) build_id: i64,
     pub(super) cancel: crate::cancel::Cancel,
+    /// What the build's repository asks of the workers it trusts with its jobs
+    /// ([`asked_of_workers`]), besides each job's own needs.
+    pub(super) asked: Labels,
+}
+
+/// What `repo` asks of the workers that run a build's jobs: a fork's pull request
+/// goes to the workers kept for strangers' code (when it names some), every other
+/// build to those its repository trusts with its settings.
+pub(super) fn asked_of_workers(repo: &crate::runway_toml::RepoConfig, row: &BuildRow) -> Labels {
+    let fork = row.pull_request.as_ref().is_some_and(|p| p.fork);
+    if fork && !repo.fork_worker_labels.is_empty() {
+        repo.fork_worker_labels.clone()
+    } else {
+        repo.worker_labels.clone()
+    }
 }
 
 impl JobExecutor for Dispatcher {
@@ -109,18 +124,7 @@ impl JobExecutor for Dispatcher {
             substituted: Vec::new(),
         };
         let mut needs = needs(job);
-        // What the repository asks of the workers it trusts with its settings.
-        if let Ok(Some(build)) = self.state.db(|s| s.by_id(self.build_id))
-            && let Some(repo) = self.state.cfg.repo(&build.repo)
-        {
-            // A fork's pull request goes to the workers kept for strangers' code.
-            let fork = build.pull_request.as_ref().is_some_and(|p| p.fork);
-            if fork && !repo.fork_worker_labels.is_empty() {
-                needs.extend(repo.fork_worker_labels.clone());
-            } else {
-                needs.extend(repo.worker_labels.clone());
-            }
-        }
+        needs.extend(self.asked.clone());
         // The job as planned here is what the worker runs: it does not plan again.
         let spec =
             serde_json::to_string(&crate::protocol::job::Job::of(compiled)).unwrap_or_default();
@@ -136,7 +140,8 @@ impl JobExecutor for Dispatcher {
                 return ended(JobResult::Errored, format!("not queued: {e}"));
             }
         };
-        self.state.waiting.queued(&task.needs);
+        // A claim this node holds open for a worker that can run it takes it now.
+        let handed = self.state.waiting.queued(&task.needs);
         let signal = self.state.signals.of(self.build_id);
         let wake = signal.clone();
         let _woken_by_cancel = self.cancel.on_cancel(move || wake.bump());
@@ -145,11 +150,14 @@ impl JobExecutor for Dispatcher {
             seq: 0,
             said: Said::Nothing,
             cancel_sent: false,
+            handed: handed.then_some(task.attempt),
         };
         loop {
             let seen = signal.now();
             // The task and the chunks that arrived, in one turn at the store (the
-            // current attempt's, from the first when it is a new one).
+            // current attempt's, from the first when it is a new one). While the task
+            // runs, up to the first gap (a missing chunk may still come); once it has
+            // ended, every one from there on, gaps and all: nothing more will come.
             let read = self.state.db(|s| {
                 let Some(t) = s.task(task.id)? else {
                     return Ok(None);
@@ -159,7 +167,11 @@ impl JobExecutor for Dispatcher {
                 } else {
                     0
                 };
-                let chunks = s.chunks(t.id, t.attempt, from)?;
+                let chunks = if t.state.is_active() {
+                    (from..).zip(s.chunks(t.id, t.attempt, from)?).collect()
+                } else {
+                    s.chunks_from(t.id, t.attempt, from)?
+                };
                 Ok(Some((t, chunks)))
             });
             let now = match read {
@@ -175,7 +187,6 @@ impl JobExecutor for Dispatcher {
                 }
             };
             if let Some((outcome, from_worker)) = self.ended(&now, started) {
-                self.read_past_gaps(&now, job, &mut follow, log);
                 if !from_worker {
                     log.line(&format!(
                         "Job {} {}: {}",
@@ -216,6 +227,9 @@ struct Following {
     seq: i64,
     said: Said,
     cancel_sent: bool,
+    /// The attempt a claim waiting on this node was woken for when it was queued: a
+    /// worker that can run it is there.
+    handed: Option<i64>,
 }
 
 /// What the log last said about where the job is.
@@ -227,12 +241,14 @@ enum Said {
 }
 
 impl Dispatcher {
-    /// The chunks that arrived (`chunks`, read for `t`'s attempt from where this
-    /// following is in it), into the log (a new attempt starts its own, said).
+    /// The chunks that arrived (`chunks`, numbered, read for `t`'s attempt from where
+    /// this following is in it), into the log (a new attempt starts its own, said).
+    /// Chunks after one that never arrived (read once the task has ended) are shown
+    /// after a line that says which are missing, rather than dropped.
     fn read_chunks(
         &self,
         t: &TaskRow,
-        chunks: Vec<Vec<u8>>,
+        chunks: Vec<(i64, Vec<u8>)>,
         job: &JobPlan,
         f: &mut Following,
         log: &mut Log,
@@ -249,20 +265,7 @@ impl Dispatcher {
             f.attempt = t.attempt;
             f.seq = 0;
         }
-        for c in chunks {
-            log.output(&c);
-            f.seq += 1;
-        }
-    }
-
-    /// Once the task has ended: chunks that came after one that never arrived are
-    /// shown after a line that says which are missing, rather than dropped.
-    fn read_past_gaps(&self, t: &TaskRow, job: &JobPlan, f: &mut Following, log: &mut Log) {
-        let rest = self
-            .state
-            .db(|s| s.chunks_from(t.id, f.attempt, f.seq))
-            .unwrap_or_default();
-        for (seq, bytes) in rest {
+        for (seq, bytes) in chunks {
             if seq > f.seq {
                 log.line("");
                 log.line(&format!(
@@ -311,16 +314,19 @@ impl Dispatcher {
         match (&t.state, &t.worker) {
             (Status::Queued, _) if f.said != Said::Waiting => {
                 let want = tasks::labels_text(&t.needs);
-                let can = self
-                    .state
-                    .db(|s| s.workers())
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|w| {
-                        tasks::matches(&w.labels, &t.needs)
-                            && tasks::now_ms() - w.seen_at
-                                < self.state.cfg.worker_lease_ms as i64 * 3
-                    });
+                // Without a claim woken for it, the workers seen lately (at the store:
+                // they may be another node's).
+                let can = f.handed == Some(t.attempt)
+                    || self
+                        .state
+                        .db(|s| s.workers())
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|w| {
+                            tasks::matches(&w.labels, &t.needs)
+                                && tasks::now_ms() - w.seen_at
+                                    < self.state.cfg.worker_lease_ms as i64 * 3
+                        });
                 log.line(&if can {
                     format!("runway: job {} is queued for a worker with {want}", job.number)
                 } else {

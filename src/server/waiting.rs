@@ -64,15 +64,17 @@ impl Waiting {
     }
 
     /// A task needing `needs` was queued: the oldest claim that may take it is woken
-    /// (and leaves the list); none waits, none is.
-    pub(super) fn queued(&self, needs: &Labels) {
+    /// (and leaves the list); none waits, none is. Whether one was.
+    pub(super) fn queued(&self, needs: &Labels) -> bool {
         let mut list = self.lock();
-        if let Some(at) = list.iter().position(|e| tasks::matches(&e.labels, needs)) {
-            let e = list.remove(at);
-            drop(list);
-            *e.wake.needs.lock().unwrap_or_else(|p| p.into_inner()) = Some(needs.clone());
-            e.wake.notify.notify_one();
-        }
+        let Some(at) = list.iter().position(|e| tasks::matches(&e.labels, needs)) else {
+            return false;
+        };
+        let e = list.remove(at);
+        drop(list);
+        *e.wake.needs.lock().unwrap_or_else(|p| p.into_inner()) = Some(needs.clone());
+        e.wake.notify.notify_one();
+        true
     }
 
     /// Tasks were queued that this node does not know (another node's, or after its
