@@ -8,7 +8,9 @@
 //!   back and streamed;
 //! - throughput: N trivial builds queued at once, run through 1, 2 and 4 workers, and
 //!   through a server running them itself with `concurrency` 1, 2 and 4, each timed
-//!   after one build per worker (or slot) has warmed the processes up;
+//!   after one build per worker (or slot) has warmed the processes up; with the CPU
+//!   per build each round's processes used meanwhile (the server's, the workers', and
+//!   their jobs'), which the machine's drifting pace does not move;
 //! - time to detect a dead worker: a worker SIGKILLed mid-job, the clock stops when the
 //!   job is errored "stopped answering" (lease 2 s, heartbeat 0.5 s).
 //!
