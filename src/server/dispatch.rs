@@ -221,6 +221,38 @@ impl JobExecutor for Dispatcher {
     }
 }
 
+/// One piece of a job's log, from the chunks its worker sent.
+#[derive(Debug, PartialEq)]
+enum Piece {
+    /// A line saying which chunks never arrived.
+    Missing(String),
+    /// A chunk's bytes, as the job printed them.
+    Output(Vec<u8>),
+}
+
+/// What the log of job `job` shows of `chunks` (numbered, in order), read from chunk
+/// `from` on: each chunk's bytes, and before one that came after a gap, a line that
+/// says which are missing. With the number of the chunk to read next.
+fn chunk_pieces(job: &str, from: i64, chunks: Vec<(i64, Vec<u8>)>) -> (Vec<Piece>, i64) {
+    let mut next = from;
+    let mut out = Vec::new();
+    for (seq, bytes) in chunks {
+        if seq > next {
+            let which = if seq - next > 1 {
+                format!("s {} to {}", next, seq - 1)
+            } else {
+                format!(" {next}")
+            };
+            out.push(Piece::Missing(format!(
+                "runway: the log of job {job} is missing what its worker sent as chunk{which}; what it sent after is shown"
+            )));
+        }
+        out.push(Piece::Output(bytes));
+        next = seq + 1;
+    }
+    (out, next)
+}
+
 /// Where the following of one job is.
 struct Following {
     attempt: i64,
@@ -265,23 +297,17 @@ impl Dispatcher {
             f.attempt = t.attempt;
             f.seq = 0;
         }
-        for (seq, bytes) in chunks {
-            if seq > f.seq {
-                log.line("");
-                log.line(&format!(
-                    "runway: the log of job {} is missing what its worker sent as chunk{} {}; what it sent after is shown",
-                    job.number,
-                    if seq - f.seq > 1 { "s" } else { "" },
-                    if seq - f.seq > 1 {
-                        format!("{} to {}", f.seq, seq - 1)
-                    } else {
-                        f.seq.to_string()
-                    }
-                ));
+        let (pieces, next) = chunk_pieces(&job.number, f.seq, chunks);
+        for piece in pieces {
+            match piece {
+                Piece::Missing(line) => {
+                    log.line("");
+                    log.line(&line);
+                }
+                Piece::Output(bytes) => log.output(&bytes),
             }
-            log.output(&bytes);
-            f.seq = seq + 1;
         }
+        f.seq = next;
     }
 
     /// The outcome of an ended task, and whether its worker reported it.
@@ -431,4 +457,49 @@ pub(super) fn mirror(state: Arc<AppState>, build_id: i64) {
             state.signals.remove(build_id);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Piece, chunk_pieces};
+
+    /// Chunks read in order are shown as they are; a gap is said, by number, before
+    /// what came after it, and the next chunk to read follows the last one read.
+    #[test]
+    fn chunks_after_a_gap_are_shown_after_a_line_naming_the_missing_ones() {
+        let out = |b: &str| Piece::Output(b.as_bytes().to_vec());
+        let missing = |which: &str| {
+            Piece::Missing(format!(
+                "runway: the log of job 4.2 is missing what its worker sent as {which}; what it sent after is shown"
+            ))
+        };
+        let chunks = |v: &[(i64, &str)]| -> Vec<(i64, Vec<u8>)> {
+            v.iter().map(|(n, b)| (*n, b.as_bytes().to_vec())).collect()
+        };
+        assert_eq!(
+            chunk_pieces("4.2", 0, chunks(&[(0, "a"), (1, "b"), (3, "d"), (6, "g")])),
+            (
+                vec![
+                    out("a"),
+                    out("b"),
+                    missing("chunk 2"),
+                    out("d"),
+                    missing("chunks 4 to 5"),
+                    out("g")
+                ],
+                7
+            )
+        );
+        // Read from where the last read stopped; nothing new leaves it there.
+        assert_eq!(
+            chunk_pieces("4.2", 2, chunks(&[(2, "c")])),
+            (vec![out("c")], 3)
+        );
+        assert_eq!(chunk_pieces("4.2", 3, Vec::new()), (Vec::new(), 3));
+        // The first chunk itself missing.
+        assert_eq!(
+            chunk_pieces("4.2", 0, chunks(&[(1, "b")])),
+            (vec![missing("chunk 0"), out("b")], 2)
+        );
+    }
 }
