@@ -149,7 +149,12 @@ fn with_yml(s: &Setup, yml: &str, msg: &str) -> String {
 }
 
 fn queue(srv: &Server, sha: &str) -> u64 {
-    let (code, text) = generic(srv, "master", sha);
+    queue_on(srv, "master", sha)
+}
+
+/// A push of `sha` to `branch`, queued (202); its build's number.
+fn queue_on(srv: &Server, branch: &str, sha: &str) -> u64 {
+    let (code, text) = generic(srv, branch, sha);
     assert_eq!(code, 202, "{text}");
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
         .as_u64()
@@ -1402,16 +1407,7 @@ fn a_busy_worker_is_handed_its_next_job_with_its_report() {
     let lines = log_lines(&mut srv);
     let head = s.head();
     let branches = ["one", "two", "three", "four"];
-    let numbers: Vec<u64> = branches
-        .iter()
-        .map(|b| {
-            let (code, text) = generic(&srv, b, &head);
-            assert_eq!(code, 202, "{text}");
-            serde_json::from_str::<serde_json::Value>(&text).unwrap()["number"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let numbers: Vec<u64> = branches.iter().map(|b| queue_on(&srv, b, &head)).collect();
     let mut w = Worker::start_with(s.dir.path(), "busy", &[&srv], &[], &["--jobs", "3"]);
     w.wait_for("stopped after 3 job(s)", 60);
     assert_eq!(w.lines.child.wait().unwrap().code(), Some(0));
@@ -1463,16 +1459,14 @@ fn a_report_waits_for_the_next_job_as_a_claim_would() {
     let mut srv = worker_node(&s);
     let lines = log_lines(&mut srv);
     let head = s.head();
-    let (code, text) = generic(&srv, "one", &head);
-    assert_eq!(code, 202, "{text}");
+    queue_on(&srv, "one", &head);
     let mut w = Worker::start_with(s.dir.path(), "held", &[&srv], &[], &["--jobs", "2"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let first = next_logged(&lines, "job handed to a worker", deadline).expect("job 1 handed");
     assert!(first.contains("with=\"claim\""), "{first}");
     next_logged(&lines, "job reported", deadline).expect("job 1 reported");
     wait_state(&srv, 1, "passed");
-    let (code, text) = generic(&srv, "two", &head);
-    assert_eq!(code, 202, "{text}");
+    queue_on(&srv, "two", &head);
     let second = next_logged(&lines, "job handed to a worker", deadline).expect("job 2 handed");
     assert!(second.contains("with=\"report\""), "{second}");
     w.wait_for("stopped after 2 job(s)", 60);
