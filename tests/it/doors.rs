@@ -291,14 +291,12 @@ fn a_deploy_reads_only_the_jobs_build_directory() {
 
 /// A revision directory with this appspec and these executable scripts.
 fn revision(root: &Path, appspec: &str, scripts: &[(&str, &str)]) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
     let dir = root.join("rev");
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     std::fs::write(dir.join("appspec.yml"), appspec).unwrap();
     for (file, body) in scripts {
         let p = dir.join("scripts").join(file);
-        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::common::write_executable(&p, &format!("#!/bin/bash\n{body}\n"));
     }
     dir
 }

@@ -240,7 +240,7 @@ fn a_hook_whose_runway_is_gone_tells_the_pusher_how_to_mend_it() {
     let (bare, work) = bare_and_work(dir.path(), "language: shell\nscript: echo built\n");
     let copy = dir.path().join("bin/runway");
     std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_runway"), &copy).unwrap();
+    crate::common::copy_executable(Path::new(env!("CARGO_BIN_EXE_runway")), &copy);
     let r = run(Command::new(&copy)
         .args(["hook", "install"])
         .arg(&bare)

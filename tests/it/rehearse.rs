@@ -14,13 +14,13 @@ fn revision(root: &Path, name: &str, appspec: &str, scripts: &[(&str, &str)]) ->
     std::fs::write(dir.join("appspec.yml"), appspec).unwrap();
     for (file, body) in scripts {
         let p = dir.join("scripts").join(file);
-        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
-        let mode = if file.ends_with(".noexec.sh") {
-            0o644
+        let body = format!("#!/bin/bash\n{body}\n");
+        if file.ends_with(".noexec.sh") {
+            std::fs::write(&p, body).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         } else {
-            0o755
-        };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            crate::common::write_executable(&p, &body);
+        }
     }
     dir
 }

@@ -342,7 +342,7 @@ fn as_another_user_runway_says_what_is_missing_and_sandbox_none_runs() {
     };
     open(dir.path());
     let exe = dir.path().join("runway");
-    std::fs::copy(env!("CARGO_BIN_EXE_runway"), &exe).unwrap();
+    crate::common::copy_executable(Path::new(env!("CARGO_BIN_EXE_runway")), &exe);
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
     open(&project);

@@ -32,6 +32,31 @@ impl Run {
     }
 }
 
+/// Puts an executable copy of `from` at `to` without this process ever holding `to`
+/// open for writing. A test thread's write descriptor is inherited by any child another
+/// test thread forks at that moment, until that child execs; running `to` then fails
+/// with "Text file busy" (ETXTBSY). `cp` writes it in a process of its own instead.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let r = run(Command::new("cp").arg("--preserve=mode").arg(from).arg(to));
+    assert_eq!(
+        r.code,
+        0,
+        "cp {} {}: {}",
+        from.display(),
+        to.display(),
+        r.all()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Writes `body` to `path` as an executable script, the way [`copy_executable`] does.
+pub fn write_executable(path: &Path, body: &str) {
+    let draft = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(draft.path(), body).unwrap();
+    copy_executable(draft.path(), path);
+}
+
 /// Runs a command to completion.
 pub fn run(cmd: &mut Command) -> Run {
     let Output {
