@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
 use super::{AppState, DbError, answer, hooks};
+use crate::auth::digest;
 use crate::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Ended, Held};
 use crate::store::Status;
 use crate::store::tasks::{self, TaskRow, WorkerRow};
@@ -106,26 +107,9 @@ fn check_token(state: &AppState, given: Option<&str>, who: &str) -> Result<(), B
     }
 }
 
-/// 32 random bytes, hex.
+/// A claim's secret: 32 random bytes, from the system's generator.
 fn new_secret() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if ok.is_err() {
-        // No /dev/urandom: the clock and the process, hashed (never a fixed value).
-        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
-        return hash(&seed);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// SHA-256 of a secret, hex (what the store keeps).
-fn hash(secret: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
+    crate::auth::random(32)
 }
 
 /// A call from worker `who` about attempt `attempt` of task `id`: the token, the
@@ -219,7 +203,7 @@ fn hold_of(task: Option<TaskRow>, is_revoked: bool, who: &str, attempt: i64, giv
         return Hold::NotHeld;
     };
     match &t.secret {
-        Some(stored) if !hooks::same(hash(given).as_bytes(), stored.as_bytes()) => {
+        Some(stored) if !hooks::same(digest(given).as_bytes(), stored.as_bytes()) => {
             Hold::Refused(Refusal::NoSecret)
         }
         _ => Hold::Held(t),
@@ -329,6 +313,7 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
         })
         .collect();
     let offered = tasks::relevant(&c.labels, &asked);
+    state.waiting.claims(&c.name, &c.labels);
     loop {
         // A secret for this claim only: every later call about the task must bring
         // it; the store keeps its hash, set with the claim.
@@ -338,7 +323,7 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
         // compiled job read in the same turn at the store.
         let claimed = state.db(|s| {
             s.together(true, |s| {
-                let t = s.claim_task(&c.name, &offered, lease, &hash(&secret))?;
+                let t = s.claim_task(&c.name, &offered, lease, &digest(&secret))?;
                 s.saw_worker(&WorkerRow {
                     name: c.name.clone(),
                     labels: c.labels.clone(),
@@ -703,7 +688,8 @@ pub(super) async fn cache(
 
 #[cfg(test)]
 mod tests {
-    use super::{Hold, Refusal, hash, hold_of, pack_of};
+    use super::{Hold, Refusal, hold_of, pack_of};
+    use crate::auth::digest;
     use crate::store::Status;
     use crate::store::tasks::TaskRow;
 
@@ -719,7 +705,7 @@ mod tests {
             lease_until: 0,
             cancel: false,
             outcome: None,
-            secret: secret.map(hash),
+            secret: secret.map(digest),
         }
     }
 

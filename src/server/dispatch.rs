@@ -128,6 +128,9 @@ impl JobExecutor for Dispatcher {
         // The job as planned here is what the worker runs: it does not plan again.
         let spec =
             serde_json::to_string(&crate::protocol::job::Job::of(compiled)).unwrap_or_default();
+        // Taken before the task is opened: a claim of it moves the signal past this.
+        let signal = self.state.signals.of(self.build_id);
+        let mut seen = signal.now();
         let opened = self
             .state
             .db(|s| s.open_task(self.build_id, &job.number, &needs, &spec));
@@ -142,7 +145,6 @@ impl JobExecutor for Dispatcher {
         };
         // A claim this node holds open for a worker that can run it takes it now.
         let handed = self.state.waiting.queued(&task.needs);
-        let signal = self.state.signals.of(self.build_id);
         let wake = signal.clone();
         let _woken_by_cancel = self.cancel.on_cancel(move || wake.bump());
         let mut follow = Following {
@@ -152,38 +154,45 @@ impl JobExecutor for Dispatcher {
             cancel_sent: false,
             handed: handed.then_some(task.attempt),
         };
+        // A task queued (just now, or again) has no chunk of its attempt yet: the row
+        // the store gave is what a read would bring, and the first turn reads nothing.
+        let mut fresh = (task.state == Status::Queued).then(|| task.clone());
         loop {
-            let seen = signal.now();
-            // The task and the chunks that arrived, in one turn at the store (the
-            // current attempt's, from the first when it is a new one). While the task
-            // runs, up to the first gap (a missing chunk may still come); once it has
-            // ended, every one from there on, gaps and all: nothing more will come.
-            let read = self.state.db(|s| {
-                let Some(t) = s.task(task.id)? else {
-                    return Ok(None);
-                };
-                let from = if t.attempt == follow.attempt {
-                    follow.seq
-                } else {
-                    0
-                };
-                let chunks = if t.state.is_active() {
-                    (from..).zip(s.chunks(t.id, t.attempt, from)?).collect()
-                } else {
-                    s.chunks_from(t.id, t.attempt, from)?
-                };
-                Ok(Some((t, chunks)))
-            });
-            let now = match read {
-                Ok(Some((t, chunks))) => {
-                    self.read_chunks(&t, chunks, job, &mut follow, log);
-                    t
-                }
-                Ok(None) => return ended(JobResult::Errored, "its task was removed".into()),
-                Err(e) => {
-                    log.line(&format!("runway: the build store failed: {e}"));
-                    signal.wait(seen, Duration::from_secs(1));
-                    continue;
+            let now = if let Some(t) = fresh.take() {
+                t
+            } else {
+                seen = signal.now();
+                // The task and the chunks that arrived, in one turn at the store (the
+                // current attempt's, from the first when it is a new one). While the task
+                // runs, up to the first gap (a missing chunk may still come); once it has
+                // ended, every one from there on, gaps and all: nothing more will come.
+                let read = self.state.db(|s| {
+                    let Some(t) = s.task(task.id)? else {
+                        return Ok(None);
+                    };
+                    let from = if t.attempt == follow.attempt {
+                        follow.seq
+                    } else {
+                        0
+                    };
+                    let chunks = if t.state.is_active() {
+                        (from..).zip(s.chunks(t.id, t.attempt, from)?).collect()
+                    } else {
+                        s.chunks_from(t.id, t.attempt, from)?
+                    };
+                    Ok(Some((t, chunks)))
+                });
+                match read {
+                    Ok(Some((t, chunks))) => {
+                        self.read_chunks(&t, chunks, job, &mut follow, log);
+                        t
+                    }
+                    Ok(None) => return ended(JobResult::Errored, "its task was removed".into()),
+                    Err(e) => {
+                        log.line(&format!("runway: the build store failed: {e}"));
+                        signal.wait(seen, Duration::from_secs(1));
+                        continue;
+                    }
                 }
             };
             if let Some((outcome, from_worker)) = self.ended(&now, started) {
@@ -340,9 +349,11 @@ impl Dispatcher {
         match (&t.state, &t.worker) {
             (Status::Queued, _) if f.said != Said::Waiting => {
                 let want = tasks::labels_text(&t.needs);
-                // Without a claim woken for it, the workers seen lately (at the store:
-                // they may be another node's).
+                // Without a claim woken for it, the workers that claimed here lately,
+                // else those seen lately at the store (they may be another node's).
+                let lately = Duration::from_millis(self.state.cfg.worker_lease_ms * 3);
                 let can = f.handed == Some(t.attempt)
+                    || self.state.waiting.claimed_within(&t.needs, lately)
                     || self
                         .state
                         .db(|s| s.workers())
@@ -350,8 +361,7 @@ impl Dispatcher {
                         .iter()
                         .any(|w| {
                             tasks::matches(&w.labels, &t.needs)
-                                && tasks::now_ms() - w.seen_at
-                                    < self.state.cfg.worker_lease_ms as i64 * 3
+                                && tasks::now_ms() - w.seen_at < lately.as_millis() as i64
                         });
                 log.line(&if can {
                     format!("runway: job {} is queued for a worker with {want}", job.number)

@@ -6,9 +6,15 @@
 //! A claim registers ([`Waiting::enter`]) before it tries the store, so a task queued in
 //! between wakes it. A claim woken for a task and then gone without trying again (its
 //! worker hung up) hands the wake to the next claim that the task's needs match.
+//!
+//! It also keeps which workers claimed here lately, with their labels: whether a worker
+//! that may take a task is connected is then known without reading the store (which
+//! is asked only about workers on other nodes).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -19,6 +25,8 @@ use crate::store::tasks::{self, Labels};
 pub(super) struct Waiting {
     list: Mutex<Vec<Entry>>,
     ids: AtomicU64,
+    /// Each worker that claimed here: its labels, and when it last claimed.
+    claimed: Mutex<HashMap<String, (Labels, Instant)>>,
 }
 
 struct Entry {
@@ -83,6 +91,26 @@ impl Waiting {
         for e in std::mem::take(&mut *self.lock()) {
             e.wake.notify.notify_one();
         }
+    }
+
+    /// Worker `name`, with `labels`, claims here now.
+    pub(super) fn claims(&self, name: &str, labels: &Labels) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        match claimed.get_mut(name) {
+            Some(seen) if seen.0 == *labels => seen.1 = Instant::now(),
+            _ => {
+                claimed.insert(name.to_string(), (labels.clone(), Instant::now()));
+            }
+        }
+    }
+
+    /// A worker whose labels meet `needs` claimed here within `within`.
+    pub(super) fn claimed_within(&self, needs: &Labels, within: Duration) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|(labels, at)| tasks::matches(labels, needs) && at.elapsed() < within)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
@@ -183,6 +211,25 @@ mod tests {
         drop(c);
         w.queued(&any);
         assert!(is_woken(&d));
+    }
+
+    #[test]
+    fn a_worker_that_claimed_lately_with_the_labels_a_task_needs_is_known_connected() {
+        let w = Waiting::default();
+        let linux = labels(&[("os", "linux")]);
+        let lately = Duration::from_secs(60);
+        assert!(!w.claimed_within(&linux, lately), "no claim yet");
+        w.claims("mac-mini", &labels(&[("os", "mac")]));
+        assert!(!w.claimed_within(&linux, lately), "its labels do not meet");
+        w.claims("box", &labels(&[("os", "linux"), ("arch", "amd64")]));
+        assert!(w.claimed_within(&linux, lately));
+        assert!(
+            !w.claimed_within(&linux, Duration::ZERO),
+            "not lately enough"
+        );
+        // A worker that came back with other labels is known by those.
+        w.claims("box", &labels(&[("os", "windows")]));
+        assert!(!w.claimed_within(&linux, lately));
     }
 
     #[test]

@@ -644,9 +644,11 @@ impl Store {
         state: Status,
         outcome: &str,
     ) -> Result<bool, StoreError> {
-        let ended = self.x(
+        // The build to announce comes back with the change: no read after it.
+        let ended = self.q(
             "UPDATE tasks SET state = $1, outcome = $2
-             WHERE id = $3 AND attempt = $4 AND worker = $5 AND state = 'running'",
+             WHERE id = $3 AND attempt = $4 AND worker = $5 AND state = 'running'
+             RETURNING build_id",
             &[
                 state.as_str().into(),
                 outcome.into(),
@@ -655,10 +657,12 @@ impl Store {
                 worker.into(),
             ],
         )?;
-        if let Some(t) = self.task(id)? {
-            self.announce(TASK_CHANGED, t.build_id);
-        }
-        Ok(ended == 1)
+        let Some(row) = ended.into_iter().next() else {
+            return Ok(false);
+        };
+        let build_id = row.into_iter().next().unwrap_or(Value::Null).int()?;
+        self.announce(TASK_CHANGED, build_id);
+        Ok(true)
     }
 
     /// A running task whose lease ran out (at `now`) is errored with `why`, or queued
