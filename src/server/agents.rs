@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
+use super::dispatch::News;
 use super::{AppState, DbError, answer, hooks};
 use crate::auth::digest;
 use crate::protocol::{Assignment, BeatAnswer, CacheAsk, CacheUrl, Claim, End, Ended, Held};
@@ -332,12 +333,12 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
                     draining: false,
                 })?;
                 let Some(t) = t else { return Ok(None) };
-                let (build, spec) = (s.by_id(t.build_id)?, s.task_spec(t.id)?);
-                Ok(Some((t, build, spec)))
+                let spec = s.task_spec(t.id)?;
+                Ok(Some((t, spec)))
             })
         });
         let handed = match claimed {
-            Ok(Some((t, build, spec))) => match assignment(state, &t, build, &spec) {
+            Ok(Some((t, spec))) => match assignment(state, &t, &spec) {
                 Ok(a) => Some((t, a)),
                 Err(why) => {
                     let _ =
@@ -352,7 +353,7 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
         // Its build's follower woken last: what it reads and writes then waits for
         // none of this.
         return Ok(handed.map(|(t, mut a)| {
-            state.signals.bump(t.build_id);
+            state.signals.tell(&t, vec![News::Row(t.clone())]);
             a.secret = secret;
             tracing::info!(worker = %c.name, task = t.id, job = %t.number, with = how, "job handed to a worker");
             a
@@ -360,27 +361,21 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
     }
 }
 
-/// What a worker gets with task `t` of `build` (as read with it), its job compiled as
-/// `spec`: the build, the job and the settings it may see.
-fn assignment(
-    state: &AppState,
-    t: &TaskRow,
-    build: Option<crate::store::BuildRow>,
-    spec: &str,
-) -> Result<Assignment, String> {
-    let build = build.ok_or("its build is gone")?;
-    let repo = state
-        .cfg
-        .repo(&build.repo)
-        .ok_or("the repository is no longer in runway.toml")?;
+/// What a worker gets with task `t`, its job compiled as `spec` (which names the
+/// build's repository): the build, the job and the settings it may see.
+fn assignment(state: &AppState, t: &TaskRow, spec: &str) -> Result<Assignment, String> {
     if spec.is_empty() {
         return Err(format!(
-            "job {} was queued by a runway from before compiled jobs: restart build #{}",
-            t.number, build.number
+            "job {} was queued by a runway from before compiled jobs: restart its build",
+            t.number
         ));
     }
     let job: crate::protocol::job::Job = serde_json::from_str(spec)
         .map_err(|e| format!("the job's compiled form cannot be read: {e}"))?;
+    let repo = state
+        .cfg
+        .repo(&job.event.repo)
+        .ok_or("the repository is no longer in runway.toml")?;
     Ok(Assignment {
         task: t.id,
         attempt: t.attempt,
@@ -496,7 +491,8 @@ pub(super) async fn chunk(
     });
     match turn {
         Ok(Some((t, held))) => {
-            state.signals.bump(t.build_id);
+            let chunk = News::Chunk(h.attempt, h.seq, body.to_vec());
+            state.signals.tell(&t, vec![News::Row(t.clone()), chunk]);
             Json(crate::protocol::ChunkAck { held }).into_response()
         }
         Ok(None) => conflict(),
@@ -580,7 +576,19 @@ pub(super) async fn end(
             // report taken: the worker claims as usual. The ended job's build is woken
             // after the first try: its end (the build's records, its mail) is not on
             // the way to a job queued already, and is before a wait for the next.
-            let wake = || state.signals.bump(t.build_id);
+            let wake = || {
+                let mut news: Vec<News> = tail
+                    .iter()
+                    .filter(|(_, bytes)| !bytes.is_empty())
+                    .map(|(seq, bytes)| News::Chunk(e.attempt, *seq, bytes.clone()))
+                    .collect();
+                news.push(News::Row(TaskRow {
+                    state: status,
+                    outcome: Some(report.clone()),
+                    ..t.clone()
+                }));
+                state.signals.tell(&t, news);
+            };
             let next = match &e.next {
                 Some(c) if c.name == e.worker => claim_waiting(&state, c, "report", wake)
                     .await

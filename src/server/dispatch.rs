@@ -20,32 +20,95 @@ use crate::runway_toml::LostJob;
 use crate::store::tasks::{self, Labels, TaskRow};
 use crate::store::{BuildRow, Status};
 
-/// A counter a thread can sleep on until it moves.
+/// A counter a thread can sleep on until it moves, with what this node's handlers
+/// told of each task as they moved it ([`News`]): a follower that is told everything
+/// that changed need not read the store to know it.
 #[derive(Default)]
 pub(super) struct Signal {
-    count: Mutex<u64>,
+    moves: Mutex<Moves>,
     moved: Condvar,
 }
 
+#[derive(Default)]
+struct Moves {
+    /// Every move.
+    count: u64,
+    /// The moves that told nothing (another node's change, a cancel, a revocation):
+    /// whoever follows a task here reads it again.
+    untold: u64,
+    /// What the moves told, per task, not yet taken by its follower.
+    news: HashMap<i64, Vec<News>>,
+}
+
+/// What a handler on this node did to a task, as committed.
+#[derive(Debug, PartialEq)]
+pub(super) enum News {
+    /// The task's row after the change.
+    Row(TaskRow),
+    /// A chunk of its log: attempt, number, bytes.
+    Chunk(i64, i64, Vec<u8>),
+}
+
+/// What a follower takes from its signal: where the counter is, how many moves told
+/// nothing, and the news of its task.
+struct Taken {
+    count: u64,
+    untold: u64,
+    news: Vec<News>,
+}
+
 impl Signal {
-    /// Where the counter is now.
-    fn now(&self) -> u64 {
-        *self.count.lock().expect("signal")
+    fn lock(&self) -> std::sync::MutexGuard<'_, Moves> {
+        self.moves.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Moves it: every sleeper wakes.
+    /// Where the counter is now, and how many moves told nothing.
+    fn now(&self) -> (u64, u64) {
+        let m = self.lock();
+        (m.count, m.untold)
+    }
+
+    /// Moves it, telling nothing: every sleeper wakes and reads.
     pub(super) fn bump(&self) {
-        *self.count.lock().expect("signal") += 1;
+        let mut m = self.lock();
+        m.count += 1;
+        m.untold += 1;
         self.moved.notify_all();
+    }
+
+    /// Moves it with `news` of task `task`: every sleeper wakes.
+    fn tell(&self, task: i64, news: Vec<News>) {
+        let mut m = self.lock();
+        m.count += 1;
+        m.news.entry(task).or_default().extend(news);
+        self.moved.notify_all();
+    }
+
+    /// The counter, the untold moves, and the news of `task` (taken).
+    fn take(&self, task: i64) -> Taken {
+        let mut m = self.lock();
+        Taken {
+            count: m.count,
+            untold: m.untold,
+            news: m.news.remove(&task).unwrap_or_default(),
+        }
+    }
+
+    /// Where the counter is now, for a reader of every task at the store: the news
+    /// told so far is dropped (what it told is there).
+    fn read_all(&self) -> u64 {
+        let mut m = self.lock();
+        m.news.clear();
+        m.count
     }
 
     /// Sleeps until the counter moves past `seen`, or `timeout`.
     fn wait(&self, seen: u64, timeout: Duration) {
-        let count = self.count.lock().expect("signal");
+        let m = self.lock();
         let _ = self
             .moved
-            .wait_timeout_while(count, timeout, |c| *c == seen)
-            .expect("signal");
+            .wait_timeout_while(m, timeout, |m| m.count == seen)
+            .unwrap_or_else(|p| p.into_inner());
     }
 }
 
@@ -75,6 +138,13 @@ impl Signals {
     pub(super) fn bump(&self, id: i64) {
         if let Some(s) = self.0.lock().expect("signals").get(&id) {
             s.bump();
+        }
+    }
+
+    /// Wakes whoever follows task `t`'s build here, with what was done to it.
+    pub(super) fn tell(&self, t: &TaskRow, news: Vec<News>) {
+        if let Some(s) = self.0.lock().expect("signals").get(&t.build_id) {
+            s.tell(t.id, news);
         }
     }
 
@@ -130,7 +200,7 @@ impl JobExecutor for Dispatcher {
             serde_json::to_string(&crate::protocol::job::Job::of(compiled)).unwrap_or_default();
         // Taken before the task is opened: a claim of it moves the signal past this.
         let signal = self.state.signals.of(self.build_id);
-        let mut seen = signal.now();
+        let (mut seen, mut untold) = signal.now();
         let opened = self
             .state
             .db(|s| s.open_task(self.build_id, &job.number, &needs, &spec));
@@ -154,14 +224,19 @@ impl JobExecutor for Dispatcher {
             cancel_sent: false,
             handed: handed.then_some(task.attempt),
         };
-        // A task queued (just now, or again) has no chunk of its attempt yet: the row
-        // the store gave is what a read would bring, and the first turn reads nothing.
-        let mut fresh = (task.state == Status::Queued).then(|| task.clone());
+        // The task as last read or told. One queued (just now, or again) has no chunk
+        // of its attempt yet: the row the store gave is what a read would bring, and
+        // the first turn reads nothing.
+        let mut known = (task.state == Status::Queued).then(|| task.clone());
+        let mut told = known.clone().map(|t| (t, Vec::new()));
         loop {
-            let now = if let Some(t) = fresh.take() {
+            let now = if let Some((t, chunks)) = told.take() {
+                self.read_chunks(&t, chunks, job, &mut follow, log);
                 t
             } else {
-                seen = signal.now();
+                // What was told is in the store too, and is left told: a chunk read
+                // past a gap here goes with the news of the one missing when it comes.
+                (seen, untold) = signal.now();
                 // The task and the chunks that arrived, in one turn at the store (the
                 // current attempt's, from the first when it is a new one). While the task
                 // runs, up to the first gap (a missing chunk may still come); once it has
@@ -195,6 +270,7 @@ impl JobExecutor for Dispatcher {
                     }
                 }
             };
+            known = Some(now.clone());
             if let Some((outcome, from_worker)) = self.ended(&now, started) {
                 if !from_worker {
                     log.line(&format!(
@@ -226,8 +302,70 @@ impl JobExecutor for Dispatcher {
                 _ => Duration::from_secs(30),
             };
             signal.wait(seen, wait);
+            // What this node's handlers told of the task since, when that is all that
+            // changed: no read at the store. (What this follower changed itself, a
+            // cancel or a lease taken back, is read: it goes round again above.)
+            let taken = signal.take(task.id);
+            seen = taken.count;
+            let quiet = taken.untold == untold;
+            untold = taken.untold;
+            told = known
+                .as_ref()
+                .filter(|_| quiet)
+                .and_then(|last| from_news(last, follow.attempt, follow.seq, taken.news));
         }
     }
+}
+
+/// A log's chunks, each with its number.
+type Numbered = Vec<(i64, Vec<u8>)>;
+
+/// What a follower knows of its task from `news` alone, having known `last`, and read
+/// attempt `attempt`'s chunks up to `from`: the task's row and the chunks from `from`
+/// on. `None` when the news does not tell all, and the store is read: no news, a new
+/// attempt, or a chunk missing (told late, or stored through another node).
+fn from_news(
+    last: &TaskRow,
+    attempt: i64,
+    from: i64,
+    news: Vec<News>,
+) -> Option<(TaskRow, Numbered)> {
+    if news.is_empty() {
+        return None;
+    }
+    // Rows told out of their order: the later state wins (a claim before its end).
+    let rank = |t: &TaskRow| {
+        let state = match t.state {
+            Status::Queued | Status::Awaiting => 0,
+            Status::Running => 1,
+            _ => 2,
+        };
+        (t.attempt, state)
+    };
+    let mut row = last.clone();
+    let mut chunks = Vec::new();
+    for n in news {
+        match n {
+            News::Row(t) if rank(&t) >= rank(&row) => row = t,
+            News::Row(_) => {}
+            News::Chunk(a, seq, bytes) => chunks.push((a, seq, bytes)),
+        }
+    }
+    if row.attempt != attempt {
+        return None;
+    }
+    let mut chunks: Numbered = chunks
+        .into_iter()
+        .filter(|(a, seq, _)| *a == attempt && *seq >= from)
+        .map(|(_, seq, bytes)| (seq, bytes))
+        .collect();
+    chunks.sort_by_key(|(seq, _)| *seq);
+    chunks.dedup_by_key(|(seq, _)| *seq);
+    let whole = chunks
+        .iter()
+        .zip(from..)
+        .all(|((seq, _), want)| *seq == want);
+    whole.then_some((row, chunks))
 }
 
 /// One piece of a job's log, from the chunks its worker sent.
@@ -242,7 +380,7 @@ enum Piece {
 /// What the log of job `job` shows of `chunks` (numbered, in order), read from chunk
 /// `from` on: each chunk's bytes, and before one that came after a gap, a line that
 /// says which are missing. With the number of the chunk to read next.
-fn chunk_pieces(job: &str, from: i64, chunks: Vec<(i64, Vec<u8>)>) -> (Vec<Piece>, i64) {
+fn chunk_pieces(job: &str, from: i64, chunks: Numbered) -> (Vec<Piece>, i64) {
     let mut next = from;
     let mut out = Vec::new();
     for (seq, bytes) in chunks {
@@ -289,7 +427,7 @@ impl Dispatcher {
     fn read_chunks(
         &self,
         t: &TaskRow,
-        chunks: Vec<(i64, Vec<u8>)>,
+        chunks: Numbered,
         job: &JobPlan,
         f: &mut Following,
         log: &mut Log,
@@ -423,7 +561,7 @@ pub(super) fn mirror(state: Arc<AppState>, build_id: i64) {
         // Per task: (attempt, next chunk, ended).
         let mut at: HashMap<i64, (i64, i64, bool)> = HashMap::new();
         loop {
-            let seen = signal.now();
+            let seen = signal.read_all();
             let active = state
                 .db(|s| s.by_id(build_id))
                 .ok()
@@ -471,7 +609,114 @@ pub(super) fn mirror(state: Arc<AppState>, build_id: i64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Piece, chunk_pieces};
+    use super::{News, Piece, Signal, chunk_pieces, from_news};
+    use crate::store::Status;
+    use crate::store::tasks::{Labels, TaskRow};
+
+    fn row(attempt: i64, state: Status) -> TaskRow {
+        TaskRow {
+            id: 7,
+            build_id: 3,
+            number: "3.1".into(),
+            needs: Labels::new(),
+            state,
+            attempt,
+            worker: (state != Status::Queued).then(|| "w".into()),
+            lease_until: 0,
+            cancel: false,
+            outcome: (!state.is_active()).then(|| "{}".into()),
+            secret: None,
+        }
+    }
+
+    fn chunk(attempt: i64, seq: i64, b: &str) -> News {
+        News::Chunk(attempt, seq, b.as_bytes().to_vec())
+    }
+
+    /// What the handlers here told of a task is all the follower needs while it tells
+    /// every change in order: the row at its latest state and the chunks that follow
+    /// the ones read. Anything it cannot vouch for is read at the store instead.
+    #[test]
+    fn a_follower_told_every_change_reads_nothing_and_one_told_part_reads_the_store() {
+        let running = row(1, Status::Running);
+        let c = |seq: i64, b: &str| (seq, b.as_bytes().to_vec());
+        // Claimed, then a chunk, then the end with its tail.
+        assert_eq!(
+            from_news(
+                &row(1, Status::Queued),
+                1,
+                0,
+                vec![News::Row(running.clone())]
+            ),
+            Some((running.clone(), vec![]))
+        );
+        assert_eq!(
+            from_news(
+                &running,
+                1,
+                0,
+                vec![News::Row(running.clone()), chunk(1, 0, "a")]
+            ),
+            Some((running.clone(), vec![c(0, "a")]))
+        );
+        let passed = row(1, Status::Passed);
+        assert_eq!(
+            from_news(
+                &running,
+                1,
+                1,
+                vec![chunk(1, 1, "b"), News::Row(passed.clone())]
+            ),
+            Some((passed.clone(), vec![c(1, "b")]))
+        );
+        // Told out of order: the end is not undone by the claim told after it, and
+        // the chunks go in their order, each once.
+        assert_eq!(
+            from_news(
+                &row(1, Status::Queued),
+                1,
+                0,
+                vec![
+                    News::Row(passed.clone()),
+                    chunk(1, 1, "b"),
+                    News::Row(running.clone()),
+                    chunk(1, 0, "a"),
+                    chunk(1, 1, "b"),
+                ]
+            ),
+            Some((passed.clone(), vec![c(0, "a"), c(1, "b")]))
+        );
+        // What was read already, and another attempt's chunks, are left out.
+        assert_eq!(
+            from_news(&running, 1, 1, vec![chunk(1, 0, "a"), chunk(2, 1, "x")]),
+            Some((running.clone(), vec![]))
+        );
+        // Read at the store: nothing told (a wake for another task, a lease due),
+        // a chunk missing, a new attempt.
+        assert_eq!(from_news(&running, 1, 0, vec![]), None);
+        assert_eq!(from_news(&running, 1, 0, vec![chunk(1, 1, "b")]), None);
+        assert_eq!(
+            from_news(&running, 1, 0, vec![News::Row(row(2, Status::Queued))]),
+            None
+        );
+    }
+
+    /// A follower takes its own task's news only; a move that told nothing counts.
+    #[test]
+    fn each_follower_takes_its_own_tasks_news() {
+        let s = Signal::default();
+        let (count, untold) = s.now();
+        s.tell(7, vec![chunk(1, 0, "a")]);
+        s.tell(8, vec![chunk(1, 0, "b")]);
+        let mine = s.take(7);
+        assert_eq!((mine.count, mine.untold), (count + 2, untold));
+        assert_eq!(mine.news, vec![chunk(1, 0, "a")]);
+        assert_eq!(s.take(7).news, vec![], "taken once");
+        s.bump();
+        let theirs = s.take(8);
+        assert_eq!((theirs.count, theirs.untold), (count + 3, untold + 1));
+        assert_eq!(theirs.news, vec![chunk(1, 0, "b")]);
+    }
 
     /// Chunks read in order are shown as they are; a gap is said, by number, before
     /// what came after it, and the next chunk to read follows the last one read.

@@ -1,4 +1,9 @@
 //! The embedded backend: SQLite at `$RUNWAY_STATE_DIR/runway.db`, for one machine.
+//!
+//! For measuring what a build costs the store: with `RUNWAY_TRACE_SQL=FILE` in its
+//! environment, a process appends each statement it runs through [`Backend`] to FILE,
+//! one line each (its process id, a tab, the statement's text; never its arguments).
+//! `scripts/statements-per-build.py FILE` counts them per build.
 
 use std::path::Path;
 
@@ -303,6 +308,30 @@ fn level(conn: &Connection, pragma: &str) {
         .and_then(|mut st| st.execute([]));
 }
 
+/// Appends `sql` to `RUNWAY_TRACE_SQL`'s file, when it names one (read once).
+fn trace(sql: &str) {
+    static TRACE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let file = TRACE.get_or_init(|| {
+        let path = std::env::var_os("RUNWAY_TRACE_SQL")?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .ok()?;
+        Some(std::sync::Mutex::new(file))
+    });
+    if let Some(file) = file {
+        use std::io::Write;
+        let one = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let line = format!("{}\t{one}\n", std::process::id());
+        let _ = file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(line.as_bytes());
+    }
+}
+
 /// `$1`… as SQLite numbers them (`?1`…).
 fn placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -331,6 +360,7 @@ fn bind(args: &[Value]) -> Vec<rusqlite::types::Value> {
 
 impl Backend for Sqlite {
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        trace(sql);
         use rusqlite::types::ValueRef as V;
         let mut st = self.conn.prepare_cached(&placeholders(sql))?;
         let n = st.column_count();
@@ -355,6 +385,7 @@ impl Backend for Sqlite {
     }
 
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
+        trace(sql);
         let mut st = self.conn.prepare_cached(&placeholders(sql))?;
         Ok(st.execute(rusqlite::params_from_iter(bind(args)))? as u64)
     }

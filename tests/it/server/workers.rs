@@ -2004,3 +2004,37 @@ fn a_task_is_held_by_the_worker_that_claimed_it() {
     let done = wait_state(&srv, n, "failed");
     assert!(log(&srv, n).contains("really-failing"), "{done}");
 }
+
+/// What a worker sends is on its node's live page while the job runs, told by the
+/// handler that stored it: the node's follower does not wait for the worker's lease to
+/// come due (ten minutes here; heartbeats renew it and wake nobody) to read it, and
+/// the job's end shows every line once. (A cancel reaches the worker with its next
+/// heartbeat, a second here.)
+#[test]
+fn a_workers_output_is_live_on_its_node_while_the_job_runs() {
+    let s = Setup::new(
+        "language: shell\nscript: echo first-line; sleep 1217\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"\nworker_lease_ms = 600000\nworker_heartbeat_ms = 1000\n",
+    );
+    let srv = serve_for_workers(&s);
+    let _w = Worker::start(s.dir.path(), "live", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    let streamed = sse_until(&srv, n, "first-line");
+    assert!(streamed.contains("first-line"), "{streamed}");
+    assert_eq!(build(&srv, n)["state"], "running");
+    let (code, text) = srv.request(
+        "POST",
+        &format!("/api/builds/{n}/cancel"),
+        &[("Authorization", &format!("Bearer {API_TOKEN}"))],
+        b"",
+    );
+    assert!(code == 202 || code == 200, "{code} {text}");
+    let ended = wait_state(&srv, n, "canceled");
+    let text = log(&srv, n);
+    assert_eq!(
+        text.matches("first-line").count(),
+        2,
+        "the command and its output, once each: {text}\n{ended}"
+    );
+    crate::common::wait_gone("sleep 1217", 30);
+}
