@@ -319,22 +319,19 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
         // A secret for this claim only: every later call about the task must bring
         // it; the store keeps its hash, set with the claim.
         let secret = new_secret();
-        // Claimed, and the worker seen now with its task: one commit (after the
-        // claim: one store call fewer on the way to a job); the task's build and
-        // compiled job read in the same turn at the store.
+        // Claimed, with its compiled job, and the worker seen now with its task: one
+        // commit (after the claim: one store call fewer on the way to a job).
         let claimed = state.db(|s| {
             s.together(true, |s| {
-                let t = s.claim_task(&c.name, &offered, lease, &digest(&secret))?;
+                let claimed = s.claim_task(&c.name, &offered, lease, &digest(&secret))?;
                 s.saw_worker(&WorkerRow {
                     name: c.name.clone(),
                     labels: c.labels.clone(),
                     seen_at: tasks::now_ms(),
-                    task: t.as_ref().map(|t| t.id),
+                    task: claimed.as_ref().map(|(t, _)| t.id),
                     draining: false,
                 })?;
-                let Some(t) = t else { return Ok(None) };
-                let spec = s.task_spec(t.id)?;
-                Ok(Some((t, spec)))
+                Ok(claimed)
             })
         });
         let handed = match claimed {

@@ -1132,20 +1132,22 @@ mod tests {
         let linux = parse_labels("os=linux arch=amd64");
         let osx = parse_labels("os=osx arch=amd64");
         let t1 = st.open_task(b.id, "1.1", &osx, "").unwrap();
-        let t2 = st.open_task(b.id, "1.2", &linux, "").unwrap();
+        let t2 = st
+            .open_task(b.id, "1.2", &linux, "the compiled 1.2")
+            .unwrap();
         assert_eq!(
             st.open_task(b.id, "1.2", &linux, "").unwrap().id,
             t2.id,
             "{backend}: one task per job"
         );
         let w = parse_labels("os=linux arch=amd64 dist=bookworm");
-        let got = st
+        let (got, spec) = st
             .claim_task("w1", &w, 60_000, "h")
             .unwrap()
             .expect("the linux job");
         assert_eq!(
-            (got.id, got.state, got.worker.as_deref()),
-            (t2.id, Status::Running, Some("w1"))
+            (got.id, got.state, got.worker.as_deref(), spec.as_str()),
+            (t2.id, Status::Running, Some("w1"), "the compiled 1.2")
         );
         assert!(
             st.claim_task("w2", &w, 60_000, "h").unwrap().is_none(),
@@ -1211,7 +1213,7 @@ mod tests {
             "{backend}: too late"
         );
         // The osx job: retried when its lease is lost, then canceled while running.
-        let o = st
+        let (o, _) = st
             .claim_task("mac", &parse_labels("os=osx arch=amd64"), 1, "h")
             .unwrap()
             .unwrap();
@@ -1220,7 +1222,7 @@ mod tests {
             st.expire_task(o.id, tasks::now_ms() + 10, "x", true)
                 .unwrap()
         );
-        let again = st.claim_task("mac2", &osx, 60_000, "h").unwrap().unwrap();
+        let (again, _) = st.claim_task("mac2", &osx, 60_000, "h").unwrap().unwrap();
         assert_eq!((again.attempt, again.worker.as_deref()), (2, Some("mac2")));
         st.cancel_tasks(b.id, "canceled").unwrap();
         assert_eq!(

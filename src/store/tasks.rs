@@ -417,31 +417,18 @@ impl Store {
         .transpose()
     }
 
-    /// The compiled job task `id` runs (as JSON; empty for a task queued by a runway
-    /// from before compiled jobs).
-    pub fn task_spec(&self, id: i64) -> Result<String, StoreError> {
-        match self
-            .q("SELECT spec FROM tasks WHERE id = $1", &[id.into()])?
-            .into_iter()
-            .next()
-        {
-            Some(row) => Ok(row.first().and_then(Value::text).unwrap_or_default()),
-            None => Err(StoreError::Data(format!("task {id} is gone"))),
-        }
-    }
-
     /// The oldest queued task a worker with `labels` can run, now `worker`'s with a
     /// lease of `lease_ms` and the hash of this claim's secret (`secret`, set in the
     /// same statement: the task is never held without one). Claims are optimistic: of
     /// two workers racing for one task, one update finds it still queued and the other
-    /// finds nothing and tries the next.
+    /// finds nothing and tries the next. With the task, its compiled job (its `spec`).
     pub fn claim_task(
         &self,
         worker: &str,
         labels: &Labels,
         lease_ms: i64,
         secret: &str,
-    ) -> Result<Option<TaskRow>, StoreError> {
+    ) -> Result<Option<(TaskRow, String)>, StoreError> {
         // What a job may need is a few keys only: the needs this worker meets are
         // listed (as stored), so the oldest one is found by the index, not by a scan.
         let takes = needs_met(labels);
@@ -457,7 +444,7 @@ impl Store {
              WHERE id = (SELECT id FROM tasks WHERE state = 'queued' AND needs IN ({})
                          ORDER BY id LIMIT 1)
                AND state = 'queued'
-             RETURNING {TASK_COLUMNS}",
+             RETURNING {TASK_COLUMNS}, spec",
             list(4)
         );
         let left = format!(
@@ -473,7 +460,7 @@ impl Store {
             // A claim lost with the power leaves the task queued: the worker's next
             // call about it is refused (it stops the job) and another takes it, as
             // after a lapsed lease. Its report is what must not be lost (`end_task`).
-            let Some(r) = self.q_lazily(&sql, &args)?.into_iter().next() else {
+            let Some(mut r) = self.q_lazily(&sql, &args)?.into_iter().next() else {
                 let queued = self.q(&left, &args[3..])?;
                 if queued
                     .first()
@@ -487,12 +474,13 @@ impl Store {
                 }
                 continue;
             };
+            let spec = r.pop().as_ref().and_then(Value::text).unwrap_or_default();
             let t = task(r)?;
             self.announce(TASK_CHANGED, t.build_id);
             // A job of the build started: a newer build of its branch no longer
             // cancels it (auto_cancel).
             self.jobs_started(t.build_id)?;
-            return Ok(Some(t));
+            return Ok(Some((t, spec)));
         }
         Ok(None)
     }
