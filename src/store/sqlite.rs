@@ -1,8 +1,9 @@
 //! The embedded backend: SQLite at `$RUNWAY_STATE_DIR/runway.db`, for one machine.
 //!
 //! For measuring what a build costs the store: with `RUNWAY_TRACE_SQL=FILE` in its
-//! environment, a process appends each statement it runs through [`Backend`] to FILE,
-//! one line each (its process id, a tab, the statement's text; never its arguments).
+//! environment, a process appends each statement it runs through `Backend::query` and
+//! `Backend::execute` (not those of a build's insert, nor BEGIN and COMMIT) to FILE, one
+//! line each (its process id, a tab, the statement's text; never its arguments).
 //! `scripts/statements-per-build.py FILE` counts them per build.
 
 use std::path::Path;
