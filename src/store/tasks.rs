@@ -606,20 +606,13 @@ impl Store {
 
     /// The chunks of an attempt from `seq` on, in order, up to the first gap.
     pub fn chunks(&self, id: i64, attempt: i64, from_seq: i64) -> Result<Vec<Vec<u8>>, StoreError> {
-        let rows = self.q(
-            "SELECT seq, data FROM task_chunks WHERE task_id = $1 AND attempt = $2 AND seq >= $3
-             ORDER BY seq",
-            &[id.into(), attempt.into(), from_seq.into()],
-        )?;
-        let mut out = Vec::new();
-        for (want, r) in (from_seq..).zip(rows) {
-            let mut r = r.into_iter();
-            if r.next().map(|v| v.int()).transpose()? != Some(want) {
-                break;
-            }
-            out.push(r.next().map(Value::bytes).unwrap_or_default());
-        }
-        Ok(out)
+        Ok(self
+            .chunks_from(id, attempt, from_seq)?
+            .into_iter()
+            .zip(from_seq..)
+            .take_while(|((seq, _), want)| seq == want)
+            .map(|((_, bytes), _)| bytes)
+            .collect())
     }
 
     /// Ends a running task with the worker's report. False when it was not `worker`'s
