@@ -146,6 +146,11 @@ impl Worker {
     }
 
     fn start_of(v: Variant, dir: &Path, name: &str, addr: &str) -> Worker {
+        Worker::start_in(v, dir, name, addr, None)
+    }
+
+    /// A worker whose processes count in `acct`.
+    fn start_in(v: Variant, dir: &Path, name: &str, addr: &str, acct: Option<&Acct>) -> Worker {
         let state = dir.join(format!("worker-{name}"));
         let mut c = Command::new(bin(v == Variant::Before));
         c.args([
@@ -158,6 +163,7 @@ impl Worker {
         if v == Variant::NoDisk {
             c.args(["--disk", "none"]);
         }
+        Acct::start_in(acct, &mut c);
         let child = c
             .env("RUNWAY_WORKER_TOKEN", TOKEN)
             .env("RUNWAY_STATE_DIR", &state)
@@ -180,7 +186,7 @@ impl Drop for Worker {
 /// A server for the bench repository: jobs on workers when `workers`, else in itself
 /// with `concurrency`.
 fn server(dir: &Path, bare: &Path, name: &str, workers: bool, concurrency: usize) -> Server {
-    server_of(false, dir, bare, name, workers, concurrency)
+    server_of(false, dir, bare, name, workers, concurrency, None)
 }
 
 fn server_of(
@@ -190,6 +196,7 @@ fn server_of(
     name: &str,
     workers: bool,
     concurrency: usize,
+    acct: Option<&Acct>,
 ) -> Server {
     let config = dir.join(format!("{name}.toml"));
     let extra = if workers {
@@ -207,13 +214,25 @@ fn server_of(
         ),
     )
     .unwrap();
-    serve_node(before, &config, &dir.join(format!("state-{name}")), &[])
+    serve_node(
+        before,
+        &config,
+        &dir.join(format!("state-{name}")),
+        &[],
+        acct,
+    )
 }
 
 /// `runway serve --config CONFIG` (this build's, or `BENCH_BEFORE`'s) with its state in
 /// `state`, the bench's secrets and `env`; its event log read away (a full pipe would
 /// stall it after a few hundred builds).
-fn serve_node(before: bool, config: &Path, state: &Path, env: &[(&str, &str)]) -> Server {
+fn serve_node(
+    before: bool,
+    config: &Path,
+    state: &Path,
+    env: &[(&str, &str)],
+    acct: Option<&Acct>,
+) -> Server {
     let mut c = Command::new(bin(before));
     c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
@@ -223,6 +242,7 @@ fn serve_node(before: bool, config: &Path, state: &Path, env: &[(&str, &str)]) -
         .env("APP_SECRET", SECRET)
         .env("BENCH_WORKER_TOKEN", TOKEN);
     c.envs(env.iter().copied());
+    Acct::start_in(acct, &mut c);
     let mut srv = Server::spawn(&mut c);
     if let Some(mut out) = srv.stdout.take() {
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
@@ -249,6 +269,71 @@ fn cpu_of(pids: &[u32]) -> Duration {
         })
         .sum();
     Duration::from_millis(ticks * 10)
+}
+
+/// A cpuacct cgroup (v1) the bench puts a round's processes in: the CPU they and every
+/// process they start use, to the nanosecond, whoever reaps them (a sandbox's holder
+/// outlives its job under PID 1, a worker's lease keeper is never reaped in a round:
+/// `/proc/PID/stat` counts neither). `None` where there is no such hierarchy.
+struct Acct(std::path::PathBuf);
+
+impl Acct {
+    fn new(name: &str) -> Option<Acct> {
+        let root = Path::new("/sys/fs/cgroup/cpuacct");
+        if !root.join("cpuacct.usage").exists() {
+            return None;
+        }
+        let dir = root.join(format!("runway-bench-{}-{name}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        Some(Acct(dir))
+    }
+
+    /// Starts `c` in this cgroup: the child joins it before it executes runway, so
+    /// everything it forks is counted.
+    fn start_in(acct: Option<&Acct>, c: &mut Command) {
+        let Some(a) = acct else { return };
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let procs =
+            std::ffi::CString::new(a.0.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+        // SAFETY: between fork and exec the closure calls only open, write and close
+        // (async-signal-safe) on a path allocated before the fork; it allocates nothing.
+        unsafe {
+            c.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let wrote = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if wrote != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// The CPU its processes have used so far.
+    fn used(&self) -> Duration {
+        let ns = std::fs::read_to_string(self.0.join("cpuacct.usage"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Duration::from_nanos(ns)
+    }
+}
+
+impl Drop for Acct {
+    fn drop(&mut self) {
+        // Emptied once its processes are gone (a holder may outlive its job briefly).
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -325,7 +410,13 @@ fn burst(n: usize) {
         .unwrap();
         let node = |name: &str| {
             let state = d.join(format!("state-{tag}-{name}"));
-            serve_node(before, &config, &state, &[("BENCH_DATABASE_URL", &url)])
+            serve_node(
+                before,
+                &config,
+                &state,
+                &[("BENCH_DATABASE_URL", &url)],
+                None,
+            )
         };
         let (a, b) = (node("a"), node("b"));
         let variant = if before {
@@ -455,7 +546,7 @@ fn main() {
     let with_before = std::env::var_os("BENCH_BEFORE").is_some();
     let here = server(d, &bare, "here", false, 1);
     // With BENCH_BEFORE, the older binary's server running its jobs itself too.
-    let here_before = with_before.then(|| server_of(true, d, &bare, "here-before", false, 1));
+    let here_before = with_before.then(|| server_of(true, d, &bare, "here-before", false, 1, None));
     let mut variants = vec![Variant::Now, Variant::NoDisk];
     if with_before {
         variants.push(Variant::Before);
@@ -470,6 +561,7 @@ fn main() {
                 &format!("there-{}", v.tag()),
                 true,
                 1,
+                None,
             );
             let w = Worker::start_of(v, d, &format!("lat-{}", v.tag()), &srv.addr);
             (v, srv, w)
@@ -558,11 +650,23 @@ fn main() {
             static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let name = format!("tp-{}-{k}-{round}", v.map_or("here", Variant::tag));
-            let srv = server_of(before, d, &bare, &name, workers, k);
+            // Exact CPU where the machine has cpuacct cgroups: one for the server, one
+            // for the workers, each with every process they start.
+            let accts = (
+                Acct::new(&format!("{name}-server")),
+                Acct::new(&format!("{name}-workers")),
+            );
+            let srv = server_of(before, d, &bare, &name, workers, k, accts.0.as_ref());
             let ws: Vec<Worker> = match v {
                 Some(v) => (0..k)
                     .map(|i| {
-                        Worker::start_of(v, d, &format!("tp{k}-{i}-{}-{round}", v.tag()), &srv.addr)
+                        Worker::start_in(
+                            v,
+                            d,
+                            &format!("tp{k}-{i}-{}-{round}", v.tag()),
+                            &srv.addr,
+                            accts.1.as_ref(),
+                        )
                     })
                     .collect(),
                 None => Vec::new(),
@@ -584,7 +688,11 @@ fn main() {
             // and each worker's, with the jobs they reaped.
             let server = [srv.child.id()];
             let workers: Vec<u32> = ws.iter().map(|w| w.0.id()).collect();
-            let cpu0 = (cpu_of(&server), cpu_of(&workers));
+            let used = || match &accts {
+                (Some(s), Some(w)) => (s.used(), w.used()),
+                _ => (cpu_of(&server), cpu_of(&workers)),
+            };
+            let cpu0 = used();
             let t = Instant::now();
             let numbers: Vec<u64> = (0..n)
                 .map(|i| delivery(&srv.addr, &format!("tp{i}"), &sha))
@@ -617,15 +725,18 @@ fn main() {
             }
             let took = t.elapsed();
             let per_build = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
+            let cpu1 = used();
             let cpu = (
-                per_build(cpu_of(&server).saturating_sub(cpu0.0)),
-                per_build(cpu_of(&workers).saturating_sub(cpu0.1)),
+                per_build(cpu1.0.saturating_sub(cpu0.0)),
+                per_build(cpu1.1.saturating_sub(cpu0.1)),
             );
             let passed = (1..=last)
                 .filter(|b| state(&srv.addr, *b) == "passed")
                 .count();
             assert_eq!(passed, n + k, "every build passed");
             drop(ws);
+            drop(srv);
+            drop(accts);
             (n as f64 / took.as_secs_f64(), cpu)
         };
         // Each variant runs `BENCH_REPEAT` times (2 by default), in turn, and its best

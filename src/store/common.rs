@@ -737,14 +737,19 @@ impl Store {
 
     /// Build `number` (of `repo` when given; the last started of that number otherwise).
     pub fn build(&self, repo: Option<&str>, number: u64) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .builds_where(
-                "WHERE number = $1 AND (CAST($2 AS TEXT) IS NULL OR repo = $2)
-                 ORDER BY started_at DESC, id DESC LIMIT 1",
-                &[(number as i64).into(), repo.into()],
-            )?
-            .into_iter()
-            .next())
+        let number = (number as i64).into();
+        // With its repository, found by the (repo, number) key; without (the command
+        // line's, once), every build of that number is looked at.
+        let found = match repo {
+            Some(repo) => {
+                self.builds_where("WHERE repo = $1 AND number = $2", &[repo.into(), number])?
+            }
+            None => self.builds_where(
+                "WHERE number = $1 ORDER BY started_at DESC, id DESC LIMIT 1",
+                &[number],
+            )?,
+        };
+        Ok(found.into_iter().next())
     }
 
     /// The repositories with a build of this number.

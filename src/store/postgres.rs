@@ -199,6 +199,15 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_build ON audit (build_id);
 ",
+    // What a build and the pollers look up by state, branch, due time and age,
+    // without reading every row of the past.
+    "
+CREATE INDEX builds_running ON builds (node) WHERE state = 'running';
+CREATE INDEX builds_by_branch ON builds (repo, branch, id);
+CREATE INDEX outbox_due ON outbox (next_at_ms) WHERE state = 'pending';
+CREATE INDEX deliveries_by_at ON deliveries (at);
+CREATE INDEX statuses_due ON statuses (id) WHERE outcome = 'pending';
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

@@ -1,10 +1,11 @@
 //! The embedded backend: SQLite at `$RUNWAY_STATE_DIR/runway.db`, for one machine.
 //!
 //! For measuring what a build costs the store: with `RUNWAY_TRACE_SQL=FILE` in its
-//! environment, a process appends each statement it runs through `Backend::query` and
-//! `Backend::execute` (not those of a build's insert, nor BEGIN and COMMIT) to FILE, one
-//! line each (its process id, a tab, the statement's text; never its arguments).
-//! `scripts/statements-per-build.py FILE` counts them per build.
+//! environment, a process appends each statement it runs (all but BEGIN, COMMIT and the
+//! pragmas) to FILE, one line each (its process id, a tab, the statement's text; never
+//! its arguments). `scripts/statements-per-build.py FILE` counts them per build. The
+//! tests read the same trace to check that what a build asks finds its rows through an
+//! index (`store::tests::a_builds_store_work_does_not_read_the_history`).
 
 use std::path::Path;
 
@@ -33,6 +34,11 @@ CREATE TABLE IF NOT EXISTS builds (
   UNIQUE (repo, number)
 );
 CREATE INDEX IF NOT EXISTS builds_by_repo ON builds (repo, id);
+-- What a build and the pollers look up by state (the queue, the running builds of a
+-- node) and by branch (the previous build of it, its badge, auto-cancel), without
+-- reading every build of the past.
+CREATE INDEX IF NOT EXISTS builds_by_state ON builds (state, id);
+CREATE INDEX IF NOT EXISTS builds_by_branch ON builds (repo, branch, id);
 CREATE TABLE IF NOT EXISTS outbox (
   id INTEGER PRIMARY KEY,
   build_id INTEGER NOT NULL,
@@ -44,6 +50,7 @@ CREATE TABLE IF NOT EXISTS outbox (
   last_error TEXT,
   state TEXT NOT NULL DEFAULT 'pending'
 );
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_at_ms);
 CREATE TABLE IF NOT EXISTS crons (
   repo TEXT NOT NULL,
   branch TEXT NOT NULL,
@@ -80,11 +87,13 @@ CREATE TABLE IF NOT EXISTS statuses (
   last_error TEXT NOT NULL DEFAULT '',
   UNIQUE (build_id, phase)
 );
+CREATE INDEX IF NOT EXISTS statuses_due ON statuses (outcome, id);
 CREATE TABLE IF NOT EXISTS deliveries (
   key TEXT PRIMARY KEY,
   build_id INTEGER NOT NULL,
   at INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS deliveries_by_at ON deliveries (at);
 CREATE TABLE IF NOT EXISTS jobs (
   build_id INTEGER NOT NULL REFERENCES builds(id),
   number TEXT NOT NULL,
@@ -309,6 +318,20 @@ fn level(conn: &Connection, pragma: &str) {
         .and_then(|mut st| st.execute([]));
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The statements this thread ran, while a test collects them ([`capture`]).
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The statements SQLite stores run on this thread during `f` (tests).
+#[cfg(test)]
+pub(super) fn capture(f: impl FnOnce()) -> Vec<String> {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    f();
+    CAPTURED.with(|c| c.borrow_mut().take().unwrap_or_default())
+}
+
 /// Appends `sql` to `RUNWAY_TRACE_SQL`'s file, when it names one (read once).
 fn trace(sql: &str) {
     static TRACE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
@@ -322,6 +345,12 @@ fn trace(sql: &str) {
             .ok()?;
         Some(std::sync::Mutex::new(file))
     });
+    #[cfg(test)]
+    CAPTURED.with(|c| {
+        if let Some(v) = c.borrow_mut().as_mut() {
+            v.push(sql.to_string());
+        }
+    });
     if let Some(file) = file {
         use std::io::Write;
         let one = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -331,6 +360,12 @@ fn trace(sql: &str) {
             .unwrap_or_else(|p| p.into_inner())
             .write_all(line.as_bytes());
     }
+}
+
+/// `sql` prepared on `conn` (kept prepared for its next use), traced.
+fn cached<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
+    trace(sql);
+    conn.prepare_cached(sql)
 }
 
 /// `$1`… as SQLite numbers them (`?1`…).
@@ -361,9 +396,8 @@ fn bind(args: &[Value]) -> Vec<rusqlite::types::Value> {
 
 impl Backend for Sqlite {
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
-        trace(sql);
         use rusqlite::types::ValueRef as V;
-        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        let mut st = cached(&self.conn, &placeholders(sql))?;
         let n = st.column_count();
         let mut rows = st.query(rusqlite::params_from_iter(bind(args)))?;
         let mut out = Vec::new();
@@ -386,8 +420,7 @@ impl Backend for Sqlite {
     }
 
     fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64, StoreError> {
-        trace(sql);
-        let mut st = self.conn.prepare_cached(&placeholders(sql))?;
+        let mut st = cached(&self.conn, &placeholders(sql))?;
         Ok(st.execute(rusqlite::params_from_iter(bind(args)))? as u64)
     }
 
@@ -437,17 +470,20 @@ impl Backend for Sqlite {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let number: i64 = tx
-            .prepare_cached("SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1")?
-            .query_row(params![b.repo], |r| r.get(0))?;
-        let previous: Option<String> = tx
-            .prepare_cached(
-                "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
-                 AND pull_request IS ?4 AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
-            )?
-            .query_row(params![b.repo, b.branch, b.tag, pr_number], |r| r.get(0))
-            .optional()?;
-        tx.prepare_cached(
+        let number: i64 = cached(
+            &tx,
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM builds WHERE repo = ?1",
+        )?
+        .query_row(params![b.repo], |r| r.get(0))?;
+        let previous: Option<String> = cached(
+            &tx,
+            "SELECT state FROM builds WHERE repo = ?1 AND branch IS ?2 AND tag IS ?3
+                 AND pull_request IS ?4 AND finished_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![b.repo, b.branch, b.tag, pr_number], |r| r.get(0))
+        .optional()?;
+        cached(
+            &tx,
             "INSERT INTO builds (repo, number, branch, tag, commit_sha, event, message, state, started_at,
                                  previous_state, commit_range, pull_request, pr, request)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -456,17 +492,19 @@ impl Backend for Sqlite {
         )?;
         let id = tx.last_insert_rowid();
         for key in b.delivery_keys() {
-            tx.prepare_cached(
+            cached(
+                &tx,
                 "INSERT INTO deliveries (key, build_id, at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET build_id = ?2, at = ?3",
             )?
             .execute(params![key, id, now()])?;
         }
         tx.commit()?;
-        Ok(self
-            .conn
-            .prepare_cached(&format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"))?
-            .query_row(params![id], row)?)
+        Ok(cached(
+            &self.conn,
+            &format!("SELECT {COLUMNS} FROM builds WHERE id = ?1"),
+        )?
+        .query_row(params![id], row)?)
     }
 
     fn claim(
@@ -474,21 +512,22 @@ impl Backend for Sqlite {
         queued_by: Option<i64>,
         holder: Option<(&str, i64)>,
     ) -> Result<Option<BuildRow>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
+        Ok(cached(
+            &self.conn,
+            &format!(
                 "UPDATE builds SET state = 'running', started_at = ?1,
                    node = COALESCE(?3, node), lease_until = COALESCE(?4, lease_until)
                  WHERE id = (SELECT id FROM builds WHERE state = 'queued'
                                AND (?2 IS NULL OR started_at <= ?2)
                              ORDER BY id LIMIT 1)
                  RETURNING {COLUMNS}"
-            ))?
-            .query_row(
-                params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
-                row,
-            )
-            .optional()?)
+            ),
+        )?
+        .query_row(
+            params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
+            row,
+        )
+        .optional()?)
     }
 
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
@@ -522,17 +561,18 @@ impl Backend for Sqlite {
         held_by: Option<&str>,
     ) -> Result<bool, StoreError> {
         let tx = self.conn.transaction()?;
-        let ended = tx
-            .prepare_cached(
-                "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3
+        let ended = cached(
+            &tx,
+            "UPDATE builds SET state = ?1, finished_at = ?2 WHERE id = ?3
                    AND (?4 IS NULL OR (node = ?4 AND state = 'running'))",
-            )?
-            .execute(params![state.as_str(), now(), id, held_by])?;
+        )?
+        .execute(params![state.as_str(), now(), id, held_by])?;
         if ended == 0 && held_by.is_some() {
             return Ok(false);
         }
         for j in jobs {
-            tx.prepare_cached(
+            cached(
+                &tx,
                 "INSERT OR REPLACE INTO jobs (build_id, number, name, env, result, duration_ms, log, reason, stage, deploys, line_times)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
@@ -556,7 +596,8 @@ impl Backend for Sqlite {
     }
 
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError> {
-        let mut st = self.conn.prepare_cached(
+        let mut st = cached(
+            &self.conn,
             "SELECT number, name, env, result, duration_ms, log, reason, stage, deploys, line_times FROM jobs WHERE build_id = ?1 ORDER BY rowid",
         )?;
         let rows = st.query_map(params![build_id], |r| {
