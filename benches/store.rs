@@ -2,6 +2,10 @@
 //! a time (what a worker does per build), on SQLite (the embedded default) and on
 //! PostgreSQL (a throwaway cluster of Debian's postgresql, made for this run), rounds
 //! alternating. Run: `cargo bench --bench store [N]` as root (initdb runs as postgres).
+//!
+//! `BENCH_HISTORY=H cargo bench --bench store [N]`: what a build on a node asks of the
+//! SQLite store after H ended builds, against a store of none, and against the same H
+//! builds without the indexes added 2026-12-06 (the schema before), in one run.
 
 #[path = "../src/store/cluster.rs"]
 #[allow(dead_code)]
@@ -64,6 +68,76 @@ fn task_round(st: &mut Store, n: usize) -> Duration {
     t.elapsed() / n as u32
 }
 
+/// What a build on a node asks of the store, from its queueing to its end, with the
+/// node's pollers (cancels, holds, due mails and statuses) once a build: the time per
+/// build.
+fn build_round(st: &mut Store, n: usize, branch: &str) -> Duration {
+    use runway::build::BuildState;
+    let new = NewBuild {
+        branch: Some(branch.into()),
+        ..bench_build()
+    };
+    let node = "bench-node";
+    let t = Instant::now();
+    for _ in 0..n {
+        let b = st.enqueue(&new).unwrap();
+        st.cancel_superseded(&b).unwrap();
+        let until = runway::store::tasks::now_ms() + 60_000;
+        let b = st.claim_for(node, until).unwrap().unwrap();
+        st.cancels_requested(node).unwrap();
+        st.renew_builds(node, until).unwrap();
+        st.due_mails(runway::store::tasks::now_ms()).unwrap();
+        st.next_status_at().unwrap();
+        assert!(st.finish_held(b.id, node, BuildState::Passed, &[]).unwrap());
+    }
+    t.elapsed() / n as u32
+}
+
+/// [`build_round`] on a store of no builds, one of `history` ended builds, and the same
+/// without the indexes 2026-12-06 added (the schema before: the queue, a node's
+/// running builds, a branch's previous build, due mails and statuses found by reading
+/// every row), rounds alternating; the medians of 5 rounds of `n` builds each.
+fn history(n: usize, history: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores: Vec<(std::path::PathBuf, Store)> = ["fresh", "history", "unindexed"]
+        .iter()
+        .map(|name| {
+            let at = dir.path().join(name);
+            (at.clone(), Store::open(&at).unwrap())
+        })
+        .collect();
+    // The history: ended builds of other branches (a new branch's previous build is
+    // then looked for among all of them).
+    for (_, st) in &mut stores[1..] {
+        for i in 0..history {
+            let _ = build_round(st, 1, &format!("old-{}", i % 500));
+        }
+    }
+    let old = rusqlite::Connection::open(stores[2].0.join("runway.db")).unwrap();
+    old.execute_batch(
+        "DROP INDEX builds_by_state; DROP INDEX builds_by_branch; DROP INDEX outbox_due;
+         DROP INDEX statuses_due; DROP INDEX deliveries_by_at;",
+    )
+    .unwrap();
+    drop(old);
+    let mut times = vec![Vec::new(); stores.len()];
+    for round in 0..5 {
+        for (i, (_, st)) in stores.iter_mut().enumerate() {
+            times[i].push(build_round(st, n, &format!("new-{round}")));
+        }
+    }
+    let m: Vec<Duration> = times.into_iter().map(median).collect();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "a build's store work on a node (queue, claim, pollers, end), SQLite, median of 5 rounds of {n}: no history {:.0} µs; after {history} builds {:.0} µs (ratio {:.2}); after {history} builds without the indexes (the schema before 2026-12-06) {:.0} µs (ratio {:.2})",
+        us(m[0]),
+        us(m[1]),
+        m[1].as_secs_f64() / m[0].as_secs_f64(),
+        us(m[2]),
+        m[2].as_secs_f64() / m[0].as_secs_f64()
+    );
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -75,6 +149,14 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(500);
+    // `BENCH_HISTORY=H`: only the store's work per build after H builds, against none.
+    if let Some(h) = std::env::var("BENCH_HISTORY")
+        .ok()
+        .and_then(|h| h.parse().ok())
+    {
+        history(n, h);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let url = cluster::shared().database("bench");
     let mut sqlite = Store::open(&dir.path().join("sqlite")).unwrap();
