@@ -314,6 +314,26 @@ impl Acct {
         }
     }
 
+    /// Moves the processes `parents` started that are named `comm` here (what they
+    /// start from then on counts here too).
+    fn take_children(&self, parents: &[u32], comm: &str) {
+        for p in parents {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for kid in kids.split_whitespace() {
+                    let named = std::fs::read_to_string(format!("/proc/{kid}/comm"))
+                        .is_ok_and(|c| c.trim() == comm);
+                    if named {
+                        let _ = std::fs::write(self.0.join("cgroup.procs"), kid);
+                    }
+                }
+            }
+        }
+    }
+
     /// The CPU its processes have used so far.
     fn used(&self) -> Duration {
         let ns = std::fs::read_to_string(self.0.join("cpuacct.usage"))
@@ -656,6 +676,8 @@ fn main() {
                 Acct::new(&format!("{name}-server")),
                 Acct::new(&format!("{name}-workers")),
             );
+            // And one for the jobs: what the spawners start (moved there once warm).
+            let jobs = Acct::new(&format!("{name}-jobs"));
             let srv = server_of(before, d, &bare, &name, workers, k, accts.0.as_ref());
             let ws: Vec<Worker> = match v {
                 Some(v) => (0..k)
@@ -688,9 +710,14 @@ fn main() {
             // and each worker's, with the jobs they reaped.
             let server = [srv.child.id()];
             let workers: Vec<u32> = ws.iter().map(|w| w.0.id()).collect();
-            let used = || match &accts {
-                (Some(s), Some(w)) => (s.used(), w.used()),
-                _ => (cpu_of(&server), cpu_of(&workers)),
+            if let Some(j) = &jobs {
+                j.take_children(&server, "runway-spawner");
+                j.take_children(&workers, "runway-spawner");
+            }
+            // (server, workers, jobs): the jobs' in the first two without cgroups.
+            let used = || match (&accts, &jobs) {
+                ((Some(s), Some(w)), Some(j)) => (s.used(), w.used(), j.used()),
+                _ => (cpu_of(&server), cpu_of(&workers), Duration::ZERO),
             };
             let cpu0 = used();
             let t = Instant::now();
@@ -726,10 +753,23 @@ fn main() {
             let took = t.elapsed();
             let per_build = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
             let cpu1 = used();
-            let cpu = (
-                per_build(cpu1.0.saturating_sub(cpu0.0)),
-                per_build(cpu1.1.saturating_sub(cpu0.1)),
+            let (own, jobs_cpu) = (
+                (
+                    per_build(cpu1.0.saturating_sub(cpu0.0)),
+                    per_build(cpu1.1.saturating_sub(cpu0.1)),
+                ),
+                per_build(cpu1.2.saturating_sub(cpu0.2)),
             );
+            println!(
+                "  round {name}: CPU per build: server {:.2} ms, workers {:.2} ms, jobs {jobs_cpu:.2} ms (the spawners' and what they started)",
+                own.0, own.1
+            );
+            // The jobs counted with whoever ran them.
+            let cpu = if v.is_some() {
+                (own.0, own.1 + jobs_cpu)
+            } else {
+                (own.0 + jobs_cpu, own.1)
+            };
             let passed = (1..=last)
                 .filter(|b| state(&srv.addr, *b) == "passed")
                 .count();
@@ -737,6 +777,7 @@ fn main() {
             drop(ws);
             drop(srv);
             drop(accts);
+            drop(jobs);
             (n as f64 / took.as_secs_f64(), cpu)
         };
         // Each variant runs `BENCH_REPEAT` times (2 by default), in turn, and its best

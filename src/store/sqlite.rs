@@ -232,7 +232,9 @@ impl Sqlite {
             .open(dir.join("runway.db.open-lock"))?;
         lock.lock()?;
         let conn = Connection::open(dir.join("runway.db"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Another connection's commit holds the lock (the server's, a build's, a hook's):
+        // tried again soon after, for ten seconds.
+        conn.busy_handler(Some(locked))?;
         // Every statement the server runs stays prepared (rusqlite keeps 16 by
         // default: fewer than a worker's job goes through, each then parsed anew).
         conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
@@ -307,6 +309,34 @@ impl Sqlite {
         let done = f(self);
         level(&self.conn, "PRAGMA synchronous=FULL");
         done
+    }
+}
+
+/// How long a connection that found the store locked by another's write waits before
+/// its try number `tries` (from 0), or `None`: it gives up ("database is locked"),
+/// about ten seconds in. A write holds the lock for one commit, a sync of the log
+/// (0.2 ms here), and a serve node writes through its own connection and each build's:
+/// SQLite's own timeout waited 1, 2, 5, 10 ms… between tries. With it, a worker's
+/// report (which waits for its commit) was answered 7.4 ms after it was sent on
+/// average, with 4 workers; 5.0 ms with these waits (one bench round each).
+fn lock_wait(tries: i32) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    match tries {
+        ..20 => Some(Duration::from_micros(50)),
+        20..100 => Some(Duration::from_micros(250)),
+        100..10_100 => Some(Duration::from_millis(1)),
+        _ => None,
+    }
+}
+
+/// SQLite's busy handler: waits as [`lock_wait`] says; false gives up.
+fn locked(tries: i32) -> bool {
+    match lock_wait(tries) {
+        Some(wait) => {
+            std::thread::sleep(wait);
+            true
+        }
+        None => false,
     }
 }
 
@@ -617,5 +647,59 @@ impl Backend for Sqlite {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_waiting_for_the_lock_tries_again_within_a_commits_time_for_ten_seconds() {
+        let waits: Vec<std::time::Duration> = (0..).map_while(lock_wait).collect();
+        let total: std::time::Duration = waits.iter().sum();
+        assert!(
+            waits[..20].iter().all(|w| w.as_micros() <= 100),
+            "the first tries come within a commit's sync (0.2 ms): {:?}",
+            &waits[..20]
+        );
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "waits never shrink");
+        assert!(
+            (9.5..=11.0).contains(&total.as_secs_f64()),
+            "given up after about ten seconds, as SQLite's busy timeout was: {total:?}"
+        );
+    }
+
+    /// Two connections to one store, one holding a write: the other's write waits and
+    /// goes through once it is committed, well within the ten seconds.
+    #[test]
+    fn a_write_waits_for_anothers_commit_and_then_goes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Sqlite::open(dir.path()).unwrap();
+        let mut b = Sqlite::open(dir.path()).unwrap();
+        a.begin_group(false).unwrap();
+        a.execute(
+            "INSERT INTO revoked_workers (name, at) VALUES ($1, 1)",
+            &[Value::from("w1")],
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            tx.send(()).unwrap();
+            b.execute(
+                "INSERT INTO revoked_workers (name, at) VALUES ($1, 2)",
+                &[Value::from("w2")],
+            )
+        });
+        rx.recv().unwrap();
+        // Not a timing: a pause so that the other write meets the lock (it waits in
+        // the busy handler); what is asserted holds either way.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        a.end_group(true).unwrap();
+        assert_eq!(writer.join().unwrap().unwrap(), 1);
+        let names = a
+            .query("SELECT name FROM revoked_workers ORDER BY name", &[])
+            .unwrap();
+        assert_eq!(names.len(), 2);
     }
 }
