@@ -488,13 +488,14 @@ impl Outbox {
     }
 
     /// Sends chunks until the job has ended and every chunk is stored, or the task is
-    /// lost (`lost` is then set).
+    /// lost (`lost` is then set); an answer that says the build was canceled sets
+    /// `cancel` (the job stops).
     fn send(
         &self,
         servers: &Servers,
         a: &Assignment,
         name: &str,
-        lost: &Cancel,
+        (lost, cancel): (&Cancel, &Cancel),
         give_up: &dyn Fn() -> bool,
     ) {
         // When the last chunk was made.
@@ -525,12 +526,16 @@ impl Outbox {
                 s.send(&path, Some(("application/octet-stream", bytes.clone())))
             }) {
                 Ok((_, answer)) => {
+                    let ack = serde_json::from_slice::<protocol::ChunkAck>(&answer).ok();
+                    // Before the outbox is locked: stopping the job prints to it.
+                    if ack.as_ref().is_some_and(|a| a.cancel) {
+                        cancel.cancel();
+                    }
                     let mut s = self.state.lock().expect("outbox");
                     s.sealed.pop_front();
                     // A server that holds less than this chunk and all before it (one
                     // was lost) is sent again what follows what it holds.
-                    let held = serde_json::from_slice::<protocol::ChunkAck>(&answer)
-                        .map_or(seq, |a| a.held);
+                    let held = ack.map_or(seq, |a| a.held);
                     if held < seq {
                         let again: Vec<(i64, Vec<u8>)> = ((held + 1)..=seq)
                             .filter_map(|n| Some((n, s.made.get(n as usize)?.clone())))
@@ -638,7 +643,7 @@ fn run_task(
                 (keeper, &renewal),
             )
         });
-        let sender = s.spawn(|| outbox.send(servers, a, &opts.name, &lost, &give_up));
+        let sender = s.spawn(|| outbox.send(servers, a, &opts.name, (&lost, &cancel), &give_up));
         let outcome = run_job(opts, servers, a, &outbox, &cancel);
         outbox.close();
         let _ = sender.join();

@@ -248,6 +248,10 @@ pub struct Tail {
 pub struct ChunkAck {
     /// The highest chunk number held with every one before it (-1: none).
     pub held: i64,
+    /// The build was canceled: stop the job (as a heartbeat's answer says it; a job
+    /// that prints hears it with its next chunk, not its next heartbeat).
+    #[serde(default)]
+    pub cancel: bool,
 }
 
 #[cfg(test)]

@@ -490,7 +490,11 @@ pub(super) async fn chunk(
         Ok(Some((t, held))) => {
             let chunk = News::Chunk(h.attempt, h.seq, body.to_vec());
             state.signals.tell(&t, vec![News::Row(t.clone()), chunk]);
-            Json(crate::protocol::ChunkAck { held }).into_response()
+            Json(crate::protocol::ChunkAck {
+                held,
+                cancel: t.cancel,
+            })
+            .into_response()
         }
         Ok(None) => conflict(),
         Err(refused) => *refused,

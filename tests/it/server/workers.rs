@@ -179,6 +179,17 @@ fn wait_state(srv: &Server, n: u64, state: &str) -> serde_json::Value {
     }
 }
 
+/// Cancels build #n through `srv`'s API (taken: 200 or 202).
+fn cancel(srv: &Server, n: u64) {
+    let (code, text) = srv.request(
+        "POST",
+        &format!("/api/builds/{n}/cancel"),
+        &[("Authorization", &format!("Bearer {API_TOKEN}"))],
+        b"",
+    );
+    assert!(code == 202 || code == 200, "{code} {text}");
+}
+
 /// The worker build #n's first job runs on, once it runs there.
 fn running_on(srv: &Server, n: u64) -> String {
     let mut who = String::new();
@@ -441,13 +452,7 @@ fn serve_nodes_and_workers_share_the_work() {
     // B follows no build, yet its page streams the job as the worker sends it.
     let streamed = sse_until(&b, n, "first-line");
     assert!(streamed.contains("first-line"), "{streamed}");
-    let (code, text) = b.request(
-        "POST",
-        &format!("/api/builds/{n}/cancel"),
-        &[("Authorization", &format!("Bearer {API_TOKEN}"))],
-        b"",
-    );
-    assert!(code == 202 || code == 200, "{code} {text}");
+    cancel(&b, n);
     let ended = wait_state(&c, n, "canceled");
     assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
 }
@@ -2022,13 +2027,7 @@ fn a_workers_output_is_live_on_its_node_while_the_job_runs() {
     let streamed = sse_until(&srv, n, "first-line");
     assert!(streamed.contains("first-line"), "{streamed}");
     assert_eq!(build(&srv, n)["state"], "running");
-    let (code, text) = srv.request(
-        "POST",
-        &format!("/api/builds/{n}/cancel"),
-        &[("Authorization", &format!("Bearer {API_TOKEN}"))],
-        b"",
-    );
-    assert!(code == 202 || code == 200, "{code} {text}");
+    cancel(&srv, n);
     let ended = wait_state(&srv, n, "canceled");
     let text = log(&srv, n);
     assert_eq!(
@@ -2037,4 +2036,24 @@ fn a_workers_output_is_live_on_its_node_while_the_job_runs() {
         "the command and its output, once each: {text}\n{ended}"
     );
     crate::common::wait_gone("sleep 1217", 30);
+}
+
+/// A cancel reaches a worker's job that prints with the answer to its next log chunk,
+/// not only with its next heartbeat (ten minutes here; the lease twenty): before, such
+/// a job ran on until its heartbeat came due.
+#[test]
+fn a_cancel_reaches_a_printing_job_with_its_next_chunk() {
+    let s = Setup::new(
+        "language: shell\nscript: while true; do echo tick-1481; sleep 0.2; done\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"\nworker_lease_ms = 1200000\nworker_heartbeat_ms = 600000\n",
+    );
+    let srv = serve_for_workers(&s);
+    let _w = Worker::start(s.dir.path(), "ticking", &[&srv], &[]);
+    let n = queue(&srv, &s.head());
+    let streamed = sse_until(&srv, n, "tick-1481");
+    assert!(streamed.contains("tick-1481"), "{streamed}");
+    cancel(&srv, n);
+    let ended = wait_state(&srv, n, "canceled");
+    assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
+    crate::common::wait_gone("tick-1481", 30);
 }
