@@ -222,6 +222,7 @@ pub fn serve(
         .unwrap_or_else(|| cfg.listen.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_unpark(crate::server::runtime_thread_woke)
         .build()?;
     let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr)

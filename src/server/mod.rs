@@ -80,6 +80,11 @@ pub struct AppState {
     ended: Notify,
     running: AtomicUsize,
     stopping: AtomicBool,
+    /// The store is the embedded one (SQLite): its calls may run in place on a
+    /// runtime thread, one at a time ([`AppState::store_call`]).
+    embedded: bool,
+    /// A store call is running in place on a runtime thread.
+    in_place: AtomicBool,
     /// The builds this node's log said were queued (by its intake) and that it has not
     /// started yet: a build it starts that is not here was queued elsewhere (the hook,
     /// another node), and its log says so first.
@@ -162,6 +167,8 @@ impl AppState {
             ended: Notify::new(),
             running: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            embedded: url.is_none(),
+            in_place: AtomicBool::new(false),
             slots,
             expiring_logs: Mutex::default(),
             changes: tokio::sync::broadcast::channel(256).0,
@@ -269,14 +276,14 @@ impl AppState {
     }
 
     /// Runs `f` on the build store, never holding up the async runtime's threads (see
-    /// [`off_the_runtime`]). PostgreSQL: on a handle of its own, beside the node's
+    /// [`AppState::store_call`]). PostgreSQL: on a handle of its own, beside the node's
     /// other calls, each on one of the pool's connections (the lock is held only to
     /// make the handle); SQLite: in turn on its one connection.
     fn db<T>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, store::StoreError>,
     ) -> Result<T, DbError> {
-        off_the_runtime(|| {
+        self.store_call(|| {
             let shared = self.store.lock().expect("store").share();
             match shared {
                 Some(mut st) => f(&mut st),
@@ -287,6 +294,31 @@ impl AppState {
             unreachable: matches!(e, store::StoreError::Unavailable(_)),
             message: e.to_string(),
         })
+    }
+
+    /// Runs `f`, a store call, as [`off_the_runtime`] does, except for one call at a
+    /// time of the embedded store (SQLite: local, a read or a commit) made on a thread
+    /// of the runtime's own, which runs where it was made when the runtime has another
+    /// thread to go on with. A hand-off costs thread switches, and the worker path
+    /// makes three such calls a build from its handlers (half a millisecond of the
+    /// node's CPU a build: BENCHMARKS.md). PostgreSQL's calls cross a network and
+    /// always hand off.
+    fn store_call<T>(&self, f: impl FnOnce() -> T) -> T {
+        let in_place = self.embedded
+            && RUNTIME_THREAD.get()
+            && tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    && h.metrics().num_workers() > 1
+            })
+            && self
+                .in_place
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+        if !in_place {
+            return off_the_runtime(f);
+        }
+        let _after = InPlace(&self.in_place);
+        f()
     }
 }
 
@@ -301,6 +333,28 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+thread_local! {
+    /// This thread is one of the async runtime's own (set each time one wakes from
+    /// idle: [`runtime_thread_woke`]). A thread not known to be one hands off as one.
+    static RUNTIME_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The runtime's hook for a thread of its own waking (`on_thread_unpark`, set by
+/// `runway serve`): store calls made on it may run in place ([`AppState::db`]).
+pub fn runtime_thread_woke() {
+    RUNTIME_THREAD.set(true);
+}
+
+/// The one store call running in place on a runtime thread; the next may when it ends
+/// (or unwinds).
+struct InPlace<'a>(&'a AtomicBool);
+
+impl Drop for InPlace<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

@@ -2057,3 +2057,72 @@ fn a_cancel_reaches_a_printing_job_with_its_next_chunk() {
     assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
     crate::common::wait_gone("tick-1481", 30);
 }
+
+/// Issue 29: a store call made on one of the async runtime's threads runs there (no
+/// hand-off to another thread) only while no other runtime thread is in one; any other
+/// hands its thread's tasks off first. So workers' calls that all wait on a locked
+/// store (here: another connection holds SQLite's write lock, as a long commit
+/// would) never leave the node unable to answer a request that needs no store. Four
+/// claims wait at once (more than this machine's runtime threads); meanwhile the
+/// node's pages' script is served, again and again, and the claims still wait; once
+/// the lock goes, each claim is answered.
+#[test]
+fn calls_waiting_on_a_locked_store_hold_up_no_request_that_needs_none() {
+    let s = Setup::new(TRIVIAL, "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"");
+    let srv = serve_for_workers(&s);
+    let db = rusqlite::Connection::open(s.state().join("runway.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (tx, claims) = std::sync::mpsc::channel();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    for i in 0..4 {
+        let (addr, tx, sent_tx) = (srv.addr.clone(), tx.clone(), sent_tx.clone());
+        std::thread::spawn(move || {
+            let body = format!(r#"{{"name":"probe{i}","labels":{{}},"wait_ms":0}}"#);
+            let mut c = std::net::TcpStream::connect(&addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+            let req = format!(
+                "POST /api/worker/claim HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+                 Authorization: Bearer {WORKER_TOKEN}\r\nContent-Type: application/json\r\n\
+                 {}: {}\r\nContent-Length: {}\r\n\r\n{body}",
+                PROTOCOL.0,
+                PROTOCOL.1,
+                body.len()
+            );
+            std::io::Write::write_all(&mut c, req.as_bytes()).unwrap();
+            let _ = sent_tx.send(());
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut c, &mut answer);
+            let _ = tx.send(answer);
+        });
+    }
+    for _ in 0..4 {
+        sent.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+    for k in 0..20 {
+        let (atx, arx) = std::sync::mpsc::channel();
+        let addr = srv.addr.clone();
+        std::thread::spawn(move || {
+            let _ = atx.send(crate::common::server::http(
+                &addr,
+                "GET",
+                "/assets/app.css",
+                &[],
+                b"",
+            ));
+        });
+        let got = arx.recv_timeout(Duration::from_secs(5));
+        assert!(
+            got.as_ref().is_ok_and(|(code, _)| *code == 200),
+            "request {k} for the pages' style: no answer while claims wait on the store: {got:?}"
+        );
+    }
+    assert!(
+        claims.try_recv().is_err(),
+        "a claim was answered while the store's write lock was held"
+    );
+    db.execute_batch("COMMIT").unwrap();
+    for _ in 0..4 {
+        let answer = claims.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    }
+}
