@@ -37,13 +37,66 @@ pub struct CommitInfo {
 
 /// A git repository (work tree or bare).
 pub struct Repo {
-    repo: git2::Repository,
+    /// Always `Some` until dropped.
+    repo: Option<git2::Repository>,
+    /// A bare repository opened by its path goes back to [`KEPT`] when dropped, with
+    /// the identity of its objects' directory when it was opened.
+    kept: Option<(PathBuf, Identity)>,
 }
+
+/// The device, inode and birth of a repository's objects directory: one removed and
+/// made again at the same path (a mirror cloned anew) is another, even on the same
+/// inode.
+type Identity = (u64, u64, Option<std::time::SystemTime>);
+
+fn identity(dir: &Path) -> Option<Identity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir.join("objects")).ok()?;
+    Some((m.dev(), m.ino(), m.created().ok()))
+}
+
+/// Bare repositories opened before, each kept for the next open of its path: opening
+/// one reads git's configuration files anew, and a serve node opens its mirror of a
+/// repository six times a build (a tenth of its own CPU a build on the worker path).
+/// One handle serves one user at a time; refs and objects are read from the disk as
+/// they change (libgit2 checks the files' stamps and looks again for an object it
+/// lacks), so a fetch into the mirror meanwhile is seen.
+#[allow(clippy::type_complexity)]
+static KEPT: std::sync::Mutex<Vec<(PathBuf, Identity, git2::Repository)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The most repositories [`KEPT`] holds.
+const KEEP_AT_MOST: usize = 16;
 
 impl Repo {
     /// Opens the repository at `path` (not searching parents), if it is one.
     pub fn open(path: &Path) -> Option<Repo> {
-        git2::Repository::open(path).ok().map(|repo| Repo { repo })
+        let now = identity(path);
+        if let Some(id) = now
+            && let Some(repo) = Self::take_kept(path, id)
+        {
+            return Some(Repo {
+                repo: Some(repo),
+                kept: Some((path.to_path_buf(), id)),
+            });
+        }
+        let repo = git2::Repository::open(path).ok()?;
+        let kept = now
+            .filter(|_| repo.is_bare())
+            .map(|id| (path.to_path_buf(), id));
+        Some(Repo {
+            repo: Some(repo),
+            kept,
+        })
+    }
+
+    /// A handle kept on `path` as it is now (`id`); one kept on a directory since
+    /// replaced goes.
+    fn take_kept(path: &Path, id: Identity) -> Option<git2::Repository> {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|(p, was, _)| p != path || *was == id);
+        let i = kept.iter().position(|(p, _, _)| p == path)?;
+        Some(kept.swap_remove(i).2)
     }
 
     /// The work tree that holds `path` (it or a directory above it), if any: commands
@@ -51,34 +104,44 @@ impl Repo {
     pub fn discover(path: &Path) -> Option<(Repo, PathBuf)> {
         let repo = git2::Repository::discover(path).ok()?;
         let root = repo.workdir()?.to_path_buf();
-        Some((Repo { repo }, root))
+        Some((
+            Repo {
+                repo: Some(repo),
+                kept: None,
+            },
+            root,
+        ))
+    }
+
+    fn git(&self) -> &git2::Repository {
+        self.repo.as_ref().expect("a repository until dropped")
     }
 
     /// Its git directory (`.git` of a work tree, the repository itself when bare).
     pub fn git_dir(&self) -> PathBuf {
-        self.repo.path().to_path_buf()
+        self.git().path().to_path_buf()
     }
 
     /// True for a bare repository.
     pub fn is_bare(&self) -> bool {
-        self.repo.is_bare()
+        self.git().is_bare()
     }
 
     /// The work tree, if any.
     pub fn workdir(&self) -> Option<PathBuf> {
-        self.repo.workdir().map(Path::to_path_buf)
+        self.git().workdir().map(Path::to_path_buf)
     }
 
     /// The branch HEAD points at (also for an unborn HEAD), or `None` when detached.
     pub fn current_branch(&self) -> Option<String> {
-        let head = self.repo.find_reference("HEAD").ok()?;
+        let head = self.git().find_reference("HEAD").ok()?;
         let target = head.symbolic_target().ok().flatten()?;
         target.strip_prefix("refs/heads/").map(str::to_string)
     }
 
     /// Resolves a revision (`HEAD`, a sha, a branch) to a commit's facts.
     pub fn commit(&self, rev: &str) -> Result<CommitInfo, SourceError> {
-        let commit = self.repo.revparse_single(rev)?.peel_to_commit()?;
+        let commit = self.git().revparse_single(rev)?.peel_to_commit()?;
         let person = |s: git2::Signature| Person {
             name: s.name().unwrap_or_default().to_string(),
             email: s.email().unwrap_or_default().to_string(),
@@ -93,25 +156,28 @@ impl Repo {
 
     /// The commit `name` (`refs/heads/B`, `refs/tags/T`) points at now, if it exists.
     pub fn ref_tip(&self, name: &str) -> Option<String> {
-        let r = self.repo.find_reference(name).ok()?;
+        let r = self.git().find_reference(name).ok()?;
         Some(r.peel_to_commit().ok()?.id().to_string())
     }
 
     /// The parents of commit `sha`, in order; None when it is not here.
     pub fn parents(&self, sha: &str) -> Option<Vec<String>> {
-        let c = self.repo.find_commit(git2::Oid::from_str(sha).ok()?).ok()?;
+        let c = self
+            .git()
+            .find_commit(git2::Oid::from_str(sha).ok()?)
+            .ok()?;
         Some(c.parent_ids().map(|p| p.to_string()).collect())
     }
 
     /// True when commit `sha` is here.
     pub fn has_commit(&self, sha: &str) -> bool {
-        git2::Oid::from_str(sha).is_ok_and(|o| self.repo.find_commit(o).is_ok())
+        git2::Oid::from_str(sha).is_ok_and(|o| self.git().find_commit(o).is_ok())
     }
 
     /// The bytes of `path` at `rev`, at most `limit` + 1 of them (a larger blob is cut
     /// there, so the reader can say it is too large without holding it all).
     pub fn read_file(&self, rev: &str, path: &str, limit: usize) -> Result<Vec<u8>, SourceError> {
-        let commit = self.repo.revparse_single(rev)?.peel_to_commit()?;
+        let commit = self.git().revparse_single(rev)?.peel_to_commit()?;
         let entry = commit
             .tree()?
             .get_path(Path::new(path))
@@ -119,7 +185,7 @@ impl Repo {
                 path: path.to_string(),
                 commit: commit.id().to_string(),
             })?;
-        let blob = entry.to_object(&self.repo)?.peel_to_blob()?;
+        let blob = entry.to_object(self.git())?.peel_to_blob()?;
         let content = blob.content();
         Ok(content[..content.len().min(limit.saturating_add(1))].to_vec())
     }
@@ -127,16 +193,27 @@ impl Repo {
     /// `owner/repo` from the `origin` remote's URL, else `local/<directory name>`.
     pub fn slug(&self) -> String {
         let from_url = self
-            .repo
+            .git()
             .find_remote("origin")
             .ok()
             .and_then(|r| r.url().ok().map(slug_from_url));
         from_url.flatten().unwrap_or_else(|| {
             let dir = self
                 .workdir()
-                .unwrap_or_else(|| self.repo.path().to_path_buf());
+                .unwrap_or_else(|| self.git().path().to_path_buf());
             local_slug(&dir)
         })
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        if let (Some((path, id)), Some(repo)) = (self.kept.take(), self.repo.take()) {
+            let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+            if kept.len() < KEEP_AT_MOST {
+                kept.push((path, id, repo));
+            }
+        }
     }
 }
 
@@ -345,6 +422,82 @@ pub fn merge(dir: &Path, base: &str, head: &str, message: &str) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A commit in work tree `dir` (made with git), its sha.
+    fn commit_in(dir: &Path, file: &str) -> String {
+        std::fs::write(dir.join(file), file).unwrap();
+        git_run(dir, &["add", "."], None).unwrap();
+        git_run(
+            dir,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                file,
+            ],
+            None,
+        )
+        .unwrap();
+        let sha = git_run(dir, &["rev-parse", "HEAD"], None).unwrap();
+        String::from_utf8(sha).unwrap().trim().to_string()
+    }
+
+    /// A mirror opened, dropped (kept) and opened again sees what a fetch brought
+    /// meanwhile, and its old commits after a repack that removed the packs it had
+    /// open; a mirror removed and made again at the same path is opened anew.
+    #[test]
+    fn a_kept_mirror_sees_fetches_and_repacks_and_a_new_one_at_its_path() {
+        let t = tempfile::tempdir().unwrap();
+        let work = t.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        git_run(&work, &["init", "-q", "-b", "main"], None).unwrap();
+        let first = commit_in(&work, "a");
+        let mirror = t.path().join("mirror.git");
+        let clone = |to: &Path| {
+            git_run(
+                t.path(),
+                &[
+                    "clone",
+                    "-q",
+                    "--mirror",
+                    work.to_str().unwrap(),
+                    to.to_str().unwrap(),
+                ],
+                None,
+            )
+            .unwrap()
+        };
+        clone(&mirror);
+        assert!(Repo::open(&mirror).unwrap().has_commit(&first));
+        let kept = |p: &Path| KEPT.lock().unwrap().iter().any(|(k, _, _)| k == p);
+        assert!(kept(&mirror), "a bare repository is kept when dropped");
+        let second = commit_in(&work, "b");
+        git_run(&mirror, &["fetch", "-q"], None).unwrap();
+        let repo = Repo::open(&mirror).unwrap();
+        assert!(!kept(&mirror), "the kept handle was taken");
+        assert!(repo.has_commit(&second));
+        assert_eq!(
+            repo.ref_tip("refs/heads/main").as_deref(),
+            Some(second.as_str())
+        );
+        drop(repo);
+        git_run(&mirror, &["repack", "-q", "-a", "-d"], None).unwrap();
+        let repo = Repo::open(&mirror).unwrap();
+        assert!(repo.has_commit(&first) && repo.has_commit(&second));
+        assert_eq!(repo.read_file(&first, "a", 100).unwrap(), b"a");
+        drop(repo);
+        std::fs::remove_dir_all(&mirror).unwrap();
+        std::fs::remove_dir_all(&work).unwrap();
+        std::fs::create_dir(&work).unwrap();
+        git_run(&work, &["init", "-q", "-b", "main"], None).unwrap();
+        let other = commit_in(&work, "c");
+        clone(&mirror);
+        let repo = Repo::open(&mirror).unwrap();
+        assert!(repo.has_commit(&other) && !repo.has_commit(&first));
+    }
 
     #[test]
     fn slugs_from_urls() {
