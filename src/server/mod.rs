@@ -302,7 +302,9 @@ impl AppState {
     /// thread to go on with. A hand-off costs thread switches, and the worker path
     /// makes three such calls a build from its handlers (half a millisecond of the
     /// node's CPU a build: BENCHMARKS.md). PostgreSQL's calls cross a network and
-    /// always hand off.
+    /// always hand off. While a call runs in place, the one task the runtime queued
+    /// last on that thread (tokio's LIFO slot, which other threads do not steal) waits
+    /// for it: a commit's time, or SQLite's lock wait at worst.
     fn store_call<T>(&self, f: impl FnOnce() -> T) -> T {
         let in_place = self.embedded
             && RUNTIME_THREAD.get()
