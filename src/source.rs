@@ -113,7 +113,8 @@ impl Repo {
         ))
     }
 
-    fn git(&self) -> &git2::Repository {
+    /// The repository, for what this type does not wrap (a worker's fetch).
+    pub(crate) fn git(&self) -> &git2::Repository {
         self.repo.as_ref().expect("a repository until dropped")
     }
 

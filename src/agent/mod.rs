@@ -869,22 +869,15 @@ fn fetch(
         .join("worker-repos")
         .join(format!("{}.git", a.job.event.repo.replace('/', "+")));
     let e = |e: git2::Error| format!("{}: {}", dir.display(), e.message());
-    // Kept open from one job to the next (opening one reads its configuration anew:
-    // 2% of a busy worker's time); opened again when its directory went.
-    static OPEN: Mutex<Vec<(PathBuf, git2::Repository)>> = Mutex::new(Vec::new());
-    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
-    let here = dir.join("objects").is_dir();
-    open.retain(|(d, _)| *d != dir || here);
-    if !open.iter().any(|(d, _)| *d == dir) {
-        let repo = if here {
-            git2::Repository::open_bare(&dir).map_err(e)?
-        } else {
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            git2::Repository::init_bare(&dir).map_err(e)?
-        };
-        open.push((dir.clone(), repo));
+    if !dir.join("objects").is_dir() {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        git2::Repository::init_bare(&dir).map_err(e)?;
     }
-    let repo = &open.iter().find(|(d, _)| *d == dir).expect("kept above").1;
+    // Kept open from one job to the next (`source::Repo`: opening one reads its
+    // configuration anew, 2% of a busy worker's time).
+    let kept = crate::source::Repo::open(&dir)
+        .ok_or_else(|| format!("{}: not a git repository", dir.display()))?;
+    let repo = kept.git();
     let commit = git2::Oid::from_str(&a.job.event.commit).map_err(e)?;
     let present = repo.find_commit(commit).is_ok();
     // A clone fetched whole shows the build's reference alone, whatever references
