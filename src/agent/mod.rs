@@ -353,6 +353,8 @@ struct OutboxState {
     hold: Hold,
     /// A command of the job has started.
     commanded: bool,
+    /// The sender waits with no deadline: only a push wakes it.
+    idle: bool,
 }
 
 /// What [`Outbox::send`] does next.
@@ -405,6 +407,15 @@ impl OutboxState {
         }
         Next::Wait(None)
     }
+
+    /// Whether bytes just pushed change what the sender does: when it waits with no
+    /// deadline (nothing was open, or the job's header waits for the job), or a chunk
+    /// is full. Otherwise its deadline (the pace, the header's wait) comes first, or
+    /// it is sending and decides again after: a job printing a line at a time wakes
+    /// it once a chunk, not once a line.
+    fn wakes_sender(&self) -> bool {
+        self.idle || self.open.len() >= CHUNK_BYTES
+    }
 }
 
 /// What the first chunk of a job's log waits for: the worker's line about the job
@@ -442,7 +453,9 @@ impl Outbox {
         if s.hold == Hold::Output {
             s.hold = Hold::Command(std::time::Instant::now() + HEADER_WAIT);
         }
-        self.changed.notify_all();
+        if s.wakes_sender() {
+            self.changed.notify_all();
+        }
     }
 
     /// Bytes sent with the job's first command (or with what is left when it ends).
@@ -510,7 +523,11 @@ impl Outbox {
                         Next::Wait(Some(wait)) => {
                             s = self.changed.wait_timeout(s, wait).expect("outbox").0;
                         }
-                        Next::Wait(None) => s = self.changed.wait(s).expect("outbox"),
+                        Next::Wait(None) => {
+                            s.idle = true;
+                            s = self.changed.wait(s).expect("outbox");
+                            s.idle = false;
+                        }
                     }
                 }
                 s.sealed.front().cloned()
@@ -1119,6 +1136,29 @@ mod tests {
         assert_eq!(next(&o, t0 + PACE, &mut last), Next::Done);
         let tail = o.tail();
         assert_eq!(tail.seq, 2, "two chunks before the report");
+    }
+
+    /// A push wakes the sender only when it waits with no deadline or a chunk is
+    /// full: a job printing line by line while the sender waits out its pace (or
+    /// sends) wakes it no more.
+    #[test]
+    fn a_push_wakes_the_sender_only_when_that_changes_what_it_does() {
+        let o = Outbox::default();
+        let wakes = |o: &Outbox| o.state.lock().unwrap().wakes_sender();
+        o.push_ahead(b"worker line\n");
+        o.state.lock().unwrap().idle = true;
+        o.push(b"header\n");
+        assert!(
+            wakes(&o),
+            "an idle sender is woken (the header's wait starts)"
+        );
+        o.state.lock().unwrap().idle = false;
+        for _ in 0..100 {
+            o.push(b"a line\n");
+        }
+        assert!(!wakes(&o), "a sender waiting out a deadline is not");
+        o.push(&vec![b'x'; CHUNK_BYTES]);
+        assert!(wakes(&o), "a full chunk wakes it");
     }
 
     #[test]

@@ -244,7 +244,7 @@ pub(super) async fn claim(
     if let Some(why) = crate::protocol::name_problem(&c.name) {
         return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
     }
-    match claim_waiting(&state, &c, "claim", || {}).await {
+    match claim_waiting(&state, &c, "claim", || {}, None).await {
         Ok(Some(a)) => Json(a).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => unavailable(e),
@@ -254,24 +254,31 @@ pub(super) async fn claim(
 /// A job for the worker that sent `c` (its token and name checked by the caller), the
 /// claim waiting for one to be queued at most `c.wait_ms` (`LONGEST_WAIT`): `None`
 /// when none came, or this node stops. `then` runs once: before the first wait, or on
-/// the way out when there was none.
-async fn claim_waiting(
-    state: &AppState,
+/// the way out when there was none. `first` is a try made already (in a report's turn
+/// at the store, [`Tried`]), whose place among the waiting was taken before it.
+async fn claim_waiting<'a>(
+    state: &'a AppState,
     c: &Claim,
     how: &str,
     then: impl FnOnce(),
+    mut first: Option<Tried<'a>>,
 ) -> Result<Option<Assignment>, DbError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(c.wait_ms).min(LONGEST_WAIT);
     let mut then = Some(then);
     // The place the last wake came to, used once the claim after it is tried.
     let mut woken: Option<super::waiting::Ticket<'_>> = None;
     let got = loop {
-        // Registered before the claim, so a job queued in between wakes this one.
-        let ticket = state.waiting.enter(&c.labels);
-        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            break Ok(None);
-        }
-        let got = claim_once(state, c, how);
+        let (ticket, got) = match first.take() {
+            Some(tried) => (tried.ticket, claim_once(state, c, how, Some(tried.turn))),
+            None => {
+                // Registered before the claim, so a job queued in between wakes this one.
+                let ticket = state.waiting.enter(&c.labels);
+                if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    break Ok(None);
+                }
+                (ticket, claim_once(state, c, how, None))
+            }
+        };
         if let Some(t) = woken.take() {
             t.tried();
         }
@@ -294,14 +301,26 @@ async fn claim_waiting(
     got
 }
 
-/// One try, without waiting, at a job for the worker that sent `c` (its token and
-/// name checked by the caller): the oldest queued task its labels meet, claimed with
-/// a secret of its own; the worker's labels and last request recorded either way.
-/// `how` (a claim of its own, or one made with a report) goes into the log line.
-fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignment>, DbError> {
-    let lease = state.cfg.worker_lease_ms as i64;
-    // Only the labels some job may need (os, arch, and what repositories ask of
-    // the workers they trust) are matched.
+/// A claim's first try made in another call's turn at the store (a report's): its
+/// place among the waiting, taken before that turn, and what the turn claimed.
+struct Tried<'a> {
+    ticket: super::waiting::Ticket<'a>,
+    turn: Turn,
+}
+
+/// One try's turn at the store: the secret the claim was made with, and the task it
+/// claimed (with its compiled job), if any.
+type Turn = (String, Result<Option<(TaskRow, String)>, DbError>);
+
+/// What a claim by the worker that sent `c` offers at the store: the labels some job
+/// may need (os, arch, and what repositories ask of the workers they trust), and its
+/// lease.
+struct Offer {
+    labels: tasks::Labels,
+    lease: i64,
+}
+
+fn offer(state: &AppState, c: &Claim) -> Offer {
     let asked: Vec<String> = state
         .cfg
         .repos
@@ -313,26 +332,54 @@ fn claim_once(state: &AppState, c: &Claim, how: &str) -> Result<Option<Assignmen
                 .cloned()
         })
         .collect();
-    let offered = tasks::relevant(&c.labels, &asked);
+    Offer {
+        labels: tasks::relevant(&c.labels, &asked),
+        lease: state.cfg.worker_lease_ms as i64,
+    }
+}
+
+/// The store's part of one claim: the oldest queued task `offer` meets claimed with
+/// `secret` (its hash kept), with its compiled job, and the worker seen now with its
+/// task. The caller makes it one commit.
+fn claim_turn(
+    s: &crate::store::Store,
+    c: &Claim,
+    offer: &Offer,
+    secret: &str,
+) -> Result<Option<(TaskRow, String)>, crate::store::StoreError> {
+    let claimed = s.claim_task(&c.name, &offer.labels, offer.lease, &digest(secret))?;
+    s.saw_worker(&WorkerRow {
+        name: c.name.clone(),
+        labels: c.labels.clone(),
+        seen_at: tasks::now_ms(),
+        task: claimed.as_ref().map(|(t, _)| t.id),
+        draining: false,
+    })?;
+    Ok(claimed)
+}
+
+/// One try, without waiting, at a job for the worker that sent `c` (its token and
+/// name checked by the caller): the oldest queued task its labels meet, claimed with
+/// a secret of its own; the worker's labels and last request recorded either way.
+/// `first` is the try's turn at the store when it was made already. `how` (a claim
+/// of its own, or one made with a report) goes into the log line.
+fn claim_once(
+    state: &AppState,
+    c: &Claim,
+    how: &str,
+    mut first: Option<Turn>,
+) -> Result<Option<Assignment>, DbError> {
+    let offer = offer(state, c);
     state.waiting.claims(&c.name, &c.labels);
     loop {
-        // A secret for this claim only: every later call about the task must bring
-        // it; the store keeps its hash, set with the claim.
-        let secret = new_secret();
-        // Claimed, with its compiled job, and the worker seen now with its task: one
-        // commit (after the claim: one store call fewer on the way to a job).
-        let claimed = state.db(|s| {
-            s.together(true, |s| {
-                let claimed = s.claim_task(&c.name, &offered, lease, &digest(&secret))?;
-                s.saw_worker(&WorkerRow {
-                    name: c.name.clone(),
-                    labels: c.labels.clone(),
-                    seen_at: tasks::now_ms(),
-                    task: claimed.as_ref().map(|(t, _)| t.id),
-                    draining: false,
-                })?;
-                Ok(claimed)
-            })
+        let (secret, claimed) = first.take().unwrap_or_else(|| {
+            // A secret for this claim only: every later call about the task must
+            // bring it; the store keeps its hash, set with the claim.
+            let secret = new_secret();
+            // Claimed, with its compiled job, and the worker seen now with its task:
+            // one commit.
+            let claimed = state.db(|s| s.together(true, |s| claim_turn(s, c, &offer, &secret)));
+            (secret, claimed)
         });
         let handed = match claimed {
             Ok(Some((t, spec))) => match assignment(state, &t, &spec) {
@@ -555,7 +602,16 @@ pub(super) async fn end(
         crate::job::JobResult::Canceled => Status::Canceled,
     };
     let report = serde_json::to_string(&e.report).unwrap_or_default();
-    // Checked, stored and ended in one turn at the store.
+    // The worker takes another job: claimed in the report's turn at the store (one
+    // commit for both), then waited for as a claim of its own would be. Its own name
+    // only (the token is checked for it); none while this node stops. Its place among
+    // the waiting is taken first, so a job queued meanwhile wakes it.
+    let stopping = state.stopping.load(std::sync::atomic::Ordering::SeqCst);
+    let asks = e.next.as_ref().filter(|c| c.name == e.worker && !stopping);
+    let asking = asks.map(|c| (c, offer(&state, c), new_secret()));
+    let ticket = asks.map(|c| state.waiting.enter(&c.labels));
+    // Checked, stored and ended in one turn at the store, with the next claim's try. A
+    // turn that fails takes neither (the worker sends the report again).
     let ended = task_turn(&state, &headers, id, &e.worker, e.attempt, |s, t| {
         s.together(false, |s| {
             if let Some((seq, bytes)) = &tail
@@ -563,20 +619,23 @@ pub(super) async fn end(
             {
                 s.add_chunk(t, e.attempt, *seq, bytes)?;
             }
-            s.end_task(id, e.attempt, &e.worker, status, &report)
+            if !s.end_task(id, e.attempt, &e.worker, status, &report)? {
+                return Ok(None);
+            }
+            match &asking {
+                Some((c, offer, secret)) => Ok(Some(Some(claim_turn(s, c, offer, secret)?))),
+                None => Ok(Some(None)),
+            }
         })
     });
     match ended {
-        Ok(Some((t, true))) => {
+        Ok(Some((t, Some(claimed)))) => {
             // How many calls brought the log before the report (its tail's number).
             let chunks = e.tail.as_ref().map(|t| t.seq);
             tracing::info!(worker = %e.worker, task = id, result = status.as_str(), chunks, "job reported");
-            // The worker takes another job: claimed in the same call, waiting for one
-            // as a claim of its own would. Its own name only (the token was checked
-            // for it); none while this node stops. A claim that fails leaves the
-            // report taken: the worker claims as usual. The ended job's build is woken
-            // after the first try: its end (the build's records, its mail) is not on
-            // the way to a job queued already, and is before a wait for the next.
+            // The ended job's build is woken after the claim's try: its end (the
+            // build's records, its mail) is not on the way to a job queued already, and
+            // is before a wait for the next.
             let wake = || {
                 let mut news: Vec<News> = tail
                     .iter()
@@ -590,11 +649,17 @@ pub(super) async fn end(
                 }));
                 state.signals.tell(&t, news);
             };
-            let next = match &e.next {
-                Some(c) if c.name == e.worker => claim_waiting(&state, c, "report", wake)
-                    .await
-                    .ok()
-                    .flatten(),
+            let next = match (asking, ticket, claimed) {
+                (Some((c, _, secret)), Some(ticket), Some(claimed)) => {
+                    let tried = Tried {
+                        ticket,
+                        turn: (secret, Ok(claimed)),
+                    };
+                    claim_waiting(&state, c, "report", wake, Some(tried))
+                        .await
+                        .ok()
+                        .flatten()
+                }
                 _ => {
                     wake();
                     None
@@ -602,7 +667,7 @@ pub(super) async fn end(
             };
             Json(Ended { next }).into_response()
         }
-        Ok(Some((_, false))) => conflict(),
+        Ok(Some((_, None))) => conflict(),
         Ok(None) => {
             tracing::warn!(
                 worker = %e.worker,

@@ -922,8 +922,6 @@ impl Store {
         if !self.db().finish(id, state.into(), jobs, held_by)? {
             return Ok(false);
         }
-        // The workers' chunks are in the jobs' logs now.
-        self.drop_chunks(id)?;
         // Then the logs leave the rows: recorded first, moved after, so a crash in
         // between loses nothing.
         if let Some(a) = &self.archive {

@@ -997,6 +997,8 @@ impl Backend for Inner {
                 ],
             )?;
         }
+        // The workers' chunks are in the jobs' logs now.
+        tx.execute(super::tasks::DROP_CHUNKS, &[&id])?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &id.to_string()])?;
         tx.commit()?;
         Ok(true)

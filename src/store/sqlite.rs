@@ -621,6 +621,8 @@ impl Backend for Sqlite {
                 ],
             )?;
         }
+        // The workers' chunks are in the jobs' logs now.
+        cached(&tx, super::tasks::DROP_CHUNKS)?.execute(params![id])?;
         tx.commit()?;
         Ok(true)
     }

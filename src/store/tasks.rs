@@ -331,6 +331,11 @@ pub const TASK_QUEUED: &str = "queued:";
 /// See [`TASK_CHANGED`]: running build `B` is to be canceled (`cancel:B`).
 pub const BUILD_CANCEL: &str = "cancel:";
 
+/// Drops build `$1`'s log chunks: in the commit that records its jobs' logs when it
+/// ends (each backend's `finish`), and with its tasks when it restarts.
+pub(super) const DROP_CHUNKS: &str =
+    "DELETE FROM task_chunks WHERE task_id IN (SELECT id FROM tasks WHERE build_id = $1)";
+
 impl Store {
     fn q(&self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
         self.db().query(sql, args)
@@ -694,22 +699,9 @@ impl Store {
         self.db().notify(&format!("{BUILD_CANCEL}{build_id}"))
     }
 
-    /// Drops a build's log chunks (its jobs' logs are recorded).
-    pub fn drop_chunks(&self, build_id: i64) -> Result<(), StoreError> {
-        // Lost with the power, they are left over until the build goes (retention).
-        self.x_lazily(
-            "DELETE FROM task_chunks WHERE task_id IN (SELECT id FROM tasks WHERE build_id = $1)",
-            &[build_id.into()],
-        )?;
-        Ok(())
-    }
-
     /// Drops a build's tasks and their chunks (a restart runs its jobs anew).
     pub fn drop_tasks(&self, build_id: i64) -> Result<(), StoreError> {
-        self.x(
-            "DELETE FROM task_chunks WHERE task_id IN (SELECT id FROM tasks WHERE build_id = $1)",
-            &[build_id.into()],
-        )?;
+        self.x(DROP_CHUNKS, &[build_id.into()])?;
         self.x("DELETE FROM tasks WHERE build_id = $1", &[build_id.into()])?;
         Ok(())
     }
