@@ -394,10 +394,9 @@ fn claim_once(
             Ok(None) => None,
             Err(e) => return Err(e),
         };
-        // Its build's follower woken last: what it reads and writes then waits for
-        // none of this.
+        // Its build's follower is told, not woken: the job's first chunk wakes it.
         return Ok(handed.map(|(t, mut a)| {
-            state.signals.tell(&t, vec![News::Row(t.clone())]);
+            state.signals.note(&t, vec![News::Row(t.clone())]);
             a.secret = secret;
             tracing::info!(worker = %c.name, task = t.id, job = %t.number, with = how, "job handed to a worker");
             a

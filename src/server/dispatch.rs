@@ -84,6 +84,12 @@ impl Signal {
         self.moved.notify_all();
     }
 
+    /// Keeps `news` of task `task` for its follower's next wake, without waking it:
+    /// what it does not need at once.
+    fn note(&self, task: i64, news: Vec<News>) {
+        self.lock().news.entry(task).or_default().extend(news);
+    }
+
     /// The counter, the untold moves, and the news of `task` (taken).
     fn take(&self, task: i64) -> Taken {
         let mut m = self.lock();
@@ -145,6 +151,15 @@ impl Signals {
     pub(super) fn tell(&self, t: &TaskRow, news: Vec<News>) {
         if let Some(s) = self.0.lock().expect("signals").get(&t.build_id) {
             s.tell(t.id, news);
+        }
+    }
+
+    /// Keeps what was done to task `t` for whoever follows its build here, without
+    /// waking it: a claim (the follower waits no longer than a lease while its task is
+    /// queued, so it learns of the claim before that claim's lease can lapse).
+    pub(super) fn note(&self, t: &TaskRow, news: Vec<News>) {
+        if let Some(s) = self.0.lock().expect("signals").get(&t.build_id) {
+            s.note(t.id, news);
         }
     }
 
@@ -299,7 +314,9 @@ impl JobExecutor for Dispatcher {
                     }
                     Duration::from_millis(left as u64 + 50)
                 }
-                _ => Duration::from_secs(30),
+                // A claim does not wake this follower (`Signals::note`): it learns of
+                // it within a lease, before the claim's lease can lapse.
+                _ => Duration::from_millis(self.state.cfg.worker_lease_ms).min(QUEUED_WAIT),
             };
             signal.wait(seen, wait);
             // What this node's handlers told of the task since, when that is all that
@@ -316,6 +333,10 @@ impl JobExecutor for Dispatcher {
         }
     }
 }
+
+/// The longest a follower sleeps while its task is queued (or claimed unbeknown to it)
+/// when the lease is longer.
+const QUEUED_WAIT: Duration = Duration::from_secs(30);
 
 /// A log's chunks, each with its number.
 type Numbered = Vec<(i64, Vec<u8>)>;
@@ -716,6 +737,21 @@ mod tests {
         let theirs = s.take(8);
         assert_eq!((theirs.count, theirs.untold), (count + 3, untold + 1));
         assert_eq!(theirs.news, vec![chunk(1, 0, "b")]);
+    }
+
+    /// A claim noted for a follower wakes nobody (the counter stays) and is taken with
+    /// the next news that does.
+    #[test]
+    fn a_noted_claim_waits_for_the_next_wake() {
+        let s = Signal::default();
+        let (count, _) = s.now();
+        let running = row(1, Status::Running);
+        s.note(7, vec![News::Row(running.clone())]);
+        assert_eq!(s.now().0, count, "nobody woken");
+        s.tell(7, vec![chunk(1, 0, "a")]);
+        let mine = s.take(7);
+        assert_eq!(mine.count, count + 1);
+        assert_eq!(mine.news, vec![News::Row(running), chunk(1, 0, "a")]);
     }
 
     /// Chunks read in order are shown as they are; a gap is said, by number, before

@@ -555,6 +555,21 @@ fn two_nodes_with(s: &Setup, url: &str, b_config: &Path) -> (Server, Server) {
     (a, b)
 }
 
+/// A worker's claim sent by hand (no worker process) with the test token: its answer.
+fn claim_raw(srv: &Server, claim: serde_json::Value) -> (u16, String) {
+    let auth = format!("Bearer {WORKER_TOKEN}");
+    srv.request(
+        "POST",
+        "/api/worker/claim",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            PROTOCOL,
+        ],
+        claim.to_string().as_bytes(),
+    )
+}
+
 /// One serve node (SQLite) taking workers with the test token, its log not read away.
 fn worker_node(s: &Setup) -> Server {
     Server::start(
@@ -1946,17 +1961,9 @@ fn a_revoked_worker_is_refused_and_its_job_errored() {
     w.wait_for("was revoked", 30);
     crate::common::wait_gone("sleep 7413", 30);
     let claim = || {
-        let body = serde_json::json!({"name": "doomed", "labels": {}, "wait_ms": 0});
-        let auth = format!("Bearer {WORKER_TOKEN}");
-        srv.request(
-            "POST",
-            "/api/worker/claim",
-            &[
-                ("Authorization", &auth),
-                ("Content-Type", "application/json"),
-                PROTOCOL,
-            ],
-            body.to_string().as_bytes(),
+        claim_raw(
+            &srv,
+            serde_json::json!({"name": "doomed", "labels": {}, "wait_ms": 0}),
         )
     };
     let (code, text) = claim();
@@ -1965,6 +1972,43 @@ fn a_revoked_worker_is_refused_and_its_job_errored() {
     assert_eq!(r.code, 0, "{}", r.all());
     let (code, text) = claim();
     assert_eq!(code, 204, "{text}");
+}
+
+/// A claim does not wake the build's follower (the job's first chunk does): a worker
+/// that dies between its claim and its first chunk is still found within its lease,
+/// not when the follower's wait for a queued task (30 s) runs out.
+#[test]
+fn a_worker_gone_right_after_its_claim_is_found_within_its_lease() {
+    let s = Setup::new(
+        "language: shell\nscript: echo never\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 2000\nworker_heartbeat_ms = 500",
+    );
+    let srv = worker_node(&s);
+    let n = queue(&srv, &s.head());
+    // A worker's claim (raw: no worker process), answered with the job; then nothing.
+    let (code, text) = claim_raw(
+        &srv,
+        serde_json::json!({
+            "name": "gone", "labels": {"os": "linux", "arch": "amd64"}, "wait_ms": 20_000
+        }),
+    );
+    assert_eq!(code, 200, "{text}");
+    // Found at its lease (2 s) and a follower's read: well before 30 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let last = loop {
+        let last = build(&srv, n);
+        if last["state"] != "running" || Instant::now() > deadline {
+            break last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(last["state"], "errored", "{last}\n{}", log(&srv, n));
+    assert!(
+        last["jobs"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("worker gone stopped answering")),
+        "{last}"
+    );
 }
 
 /// Issue 24: even with the shared token and the worker's name, a call about a task
