@@ -778,7 +778,7 @@ fn main() {
             drop(srv);
             drop(accts);
             drop(jobs);
-            (n as f64 / took.as_secs_f64(), cpu)
+            (n as f64 / took.as_secs_f64(), cpu, jobs_cpu)
         };
         // Each variant runs `BENCH_REPEAT` times (2 by default), in turn, and its best
         // rate is kept: a burst of other work on the machine during one round does not
@@ -794,11 +794,17 @@ fn main() {
         }
         let mut rates = vec![Vec::new(); variants.len()];
         let mut cpus: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+        // Each round's CPU per build over its jobs' own (`echo` in a sandbox: the same
+        // work in every variant), when the jobs are counted apart.
+        let mut paced: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
         for _ in 0..repeat.max(1) {
             for (i, v) in variants.iter().enumerate() {
-                let (rate, cpu) = rate_of(*v);
+                let (rate, cpu, jobs_cpu) = rate_of(*v);
                 rates[i].push(rate);
                 cpus[i].push(cpu);
+                if jobs_cpu > 0.0 {
+                    paced[i].push((cpu.0 + cpu.1) / jobs_cpu);
+                }
             }
         }
         let best: Vec<f64> = rates
@@ -856,6 +862,33 @@ fn main() {
                 String::new()
             }
         );
+        // The machine's pace moves every process's CPU by as much as ±10% from one
+        // round to the next, jobs included (whose work is the same everywhere): over
+        // the jobs' own CPU, that moves out, and what is left is what each variant
+        // spends around the same jobs.
+        if paced.iter().all(|p| !p.is_empty()) {
+            let med = |i: usize| {
+                let mut p = paced[i].clone();
+                p.sort_by(f64::total_cmp);
+                p[p.len() / 2]
+            };
+            println!(
+                "{n} builds, {k} at once, CPU per build over the jobs' own (median of {repeat}): in the server {:.2}, through {k} worker(s) {:.2} (ratio {:.2}); rounds: server {}, workers {}",
+                med(0),
+                med(1),
+                med(1) / med(0),
+                paced[0]
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                paced[1]
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
         if with_before {
             let before = best[3];
             println!(
