@@ -320,6 +320,7 @@ struct Offer {
     lease: i64,
 }
 
+/// The [`Offer`] of the worker that sent `c`.
 fn offer(state: &AppState, c: &Claim) -> Offer {
     let asked: Vec<String> = state
         .cfg
