@@ -925,7 +925,7 @@ impl Store {
         // Then the logs leave the rows: recorded first, moved after, so a crash in
         // between loses nothing.
         if let Some(a) = &self.archive {
-            for j in jobs {
+            for j in jobs.iter().filter(|j| a.worth(j.log.len())) {
                 match a.put(id, &j.number, &j.log) {
                     Ok(reference) => {
                         // Lost with the power, the log stays in the row.
@@ -1436,7 +1436,7 @@ mod tests {
                 st.claim().unwrap();
                 let mut job = JobRow::passed_for_tests();
                 job.log = format!("log of build {}\n", b.number)
-                    .repeat(100)
+                    .repeat(400)
                     .into_bytes();
                 st.finish(b.id, BuildState::Passed, &[job]).unwrap();
                 ids.push(b.id);
@@ -1456,6 +1456,39 @@ mod tests {
                 .path()
                 .join(format!("logs/archive/{}/1.1.log.zst", ids[0]));
             assert_eq!(file.exists(), embedded, "{name}");
+            // A short log stays in its row whatever the store: a file of its own
+            // would cost more than it holds.
+            let b = st
+                .enqueue(&NewBuild {
+                    repo: "o/short".into(),
+                    branch: Some("main".into()),
+                    commit: "abc".into(),
+                    event: "push".into(),
+                    ..NewBuild::default()
+                })
+                .unwrap();
+            st.claim().unwrap();
+            let mut job = JobRow::passed_for_tests();
+            job.log = b"a short log\n".to_vec();
+            st.finish(b.id, BuildState::Passed, &[job]).unwrap();
+            let rows = st
+                .db()
+                .query(
+                    "SELECT log, log_ref FROM jobs WHERE build_id = $1",
+                    &[b.id.into()],
+                )
+                .unwrap();
+            assert!(
+                matches!(&rows[0][..], [tasks::Value::Bytes(b), r] if b == b"a short log\n"
+                    && (matches!(r, tasks::Value::Null)
+                        || matches!(r, tasks::Value::Text(t) if t.is_empty()))),
+                "{name}: {rows:?}"
+            );
+            assert!(
+                !dir.path().join(format!("logs/archive/{}", b.id)).exists(),
+                "{name}"
+            );
+            assert_eq!(st.jobs(b.id).unwrap()[0].log, b"a short log\n", "{name}");
             // Keep the last two of each branch: main's builds 1-3 go (and their logs).
             let policy = retention::Policy {
                 keep_builds: Some(2),

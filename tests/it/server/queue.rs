@@ -493,8 +493,9 @@ fn a_crash_keeps_the_interrupted_builds_log_and_the_restart_ends_its_job_and_mai
 /// builds and the repository's newest stay.
 #[test]
 fn retention_prunes_old_builds_and_their_logs() {
+    // Logs of more than 4 KiB (a shorter one stays in its row).
     let s = Setup::new(
-        "language: shell\nscript: echo kept\nnotifications:\n  email: false\n",
+        "language: shell\nscript:\n  - echo kept\n  - seq 1 2000\nnotifications:\n  email: false\n",
         "auto_cancel = false\n[retention]\nkeep_builds = 2",
     );
     let srv = s.start();
