@@ -1423,23 +1423,27 @@ mod tests {
         for (name, mut st) in both(dir.path()) {
             let embedded = name == "sqlite";
             let mut ids = Vec::new();
+            // A build of `repo`'s `branch` that passed, its log made from its number.
+            let passed =
+                |st: &mut Store, repo: &str, branch: &str, log: &dyn Fn(u64) -> Vec<u8>| {
+                    let b = st
+                        .enqueue(&NewBuild {
+                            repo: repo.into(),
+                            branch: Some(branch.into()),
+                            commit: "abc".into(),
+                            event: "push".into(),
+                            ..NewBuild::default()
+                        })
+                        .unwrap();
+                    st.claim().unwrap();
+                    let mut job = JobRow::passed_for_tests();
+                    job.log = log(b.number);
+                    st.finish(b.id, BuildState::Passed, &[job]).unwrap();
+                    b.id
+                };
             for branch in ["main", "main", "main", "main", "dev", "main"] {
-                let b = st
-                    .enqueue(&NewBuild {
-                        repo: "o/r".into(),
-                        branch: Some(branch.into()),
-                        commit: "abc".into(),
-                        event: "push".into(),
-                        ..NewBuild::default()
-                    })
-                    .unwrap();
-                st.claim().unwrap();
-                let mut job = JobRow::passed_for_tests();
-                job.log = format!("log of build {}\n", b.number)
-                    .repeat(400)
-                    .into_bytes();
-                st.finish(b.id, BuildState::Passed, &[job]).unwrap();
-                ids.push(b.id);
+                let long = |n: u64| format!("log of build {n}\n").repeat(400).into_bytes();
+                ids.push(passed(&mut st, "o/r", branch, &long));
             }
             let jobs = st.jobs(ids[0]).unwrap();
             assert!(jobs[0].log.starts_with(b"log of build 1\n"), "{name}");
@@ -1458,24 +1462,12 @@ mod tests {
             assert_eq!(file.exists(), embedded, "{name}");
             // A short log stays in its row whatever the store: a file of its own
             // would cost more than it holds.
-            let b = st
-                .enqueue(&NewBuild {
-                    repo: "o/short".into(),
-                    branch: Some("main".into()),
-                    commit: "abc".into(),
-                    event: "push".into(),
-                    ..NewBuild::default()
-                })
-                .unwrap();
-            st.claim().unwrap();
-            let mut job = JobRow::passed_for_tests();
-            job.log = b"a short log\n".to_vec();
-            st.finish(b.id, BuildState::Passed, &[job]).unwrap();
+            let short = passed(&mut st, "o/short", "main", &|_| b"a short log\n".to_vec());
             let rows = st
                 .db()
                 .query(
                     "SELECT log, log_ref FROM jobs WHERE build_id = $1",
-                    &[b.id.into()],
+                    &[short.into()],
                 )
                 .unwrap();
             assert!(
@@ -1485,10 +1477,10 @@ mod tests {
                 "{name}: {rows:?}"
             );
             assert!(
-                !dir.path().join(format!("logs/archive/{}", b.id)).exists(),
+                !dir.path().join(format!("logs/archive/{short}")).exists(),
                 "{name}"
             );
-            assert_eq!(st.jobs(b.id).unwrap()[0].log, b"a short log\n", "{name}");
+            assert_eq!(st.jobs(short).unwrap()[0].log, b"a short log\n", "{name}");
             // Keep the last two of each branch: main's builds 1-3 go (and their logs).
             let policy = retention::Policy {
                 keep_builds: Some(2),
