@@ -283,6 +283,11 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     // A job's heartbeat and its log's sender run on threads kept from one job to the
     // next (a thread started and joined costs ~70 µs of CPU here).
     let helpers = (Helper::start(), Helper::start());
+    let around = Around {
+        keeper: &keeper,
+        drained: &drained,
+        helpers: &helpers,
+    };
     // A job handed with the last one's report is run whatever came meanwhile: it is
     // this worker's already (as a claim answered just before a SIGTERM).
     let mut next: Option<Assignment> = None;
@@ -323,11 +328,6 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
             (!drain.is_canceled() && opts.jobs.is_none_or(|n| done + 1 < n)).then(|| claim.clone())
         };
         let a = Arc::new(a);
-        let around = Around {
-            keeper: &keeper,
-            drained: &drained,
-            helpers: &helpers,
-        };
         next = run_task(opts, &servers, &a, &around, &then);
         *servers
             .task_secret

@@ -244,7 +244,7 @@ pub(super) async fn claim(
     if let Some(why) = crate::protocol::name_problem(&c.name) {
         return answer(StatusCode::BAD_REQUEST, serde_json::json!({ "error": why }));
     }
-    match claim_waiting(&state, &c, "claim", || {}, None).await {
+    match claim_waiting(&state, &c, &offer(&state, &c), "claim", || {}, None).await {
         Ok(Some(a)) => Json(a).into_response(),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => unavailable(e),
@@ -255,10 +255,12 @@ pub(super) async fn claim(
 /// claim waiting for one to be queued at most `c.wait_ms` (`LONGEST_WAIT`): `None`
 /// when none came, or this node stops. `then` runs once: before the first wait, or on
 /// the way out when there was none. `first` is a try made already (in a report's turn
-/// at the store, [`Tried`]), whose place among the waiting was taken before it.
+/// at the store, [`Tried`]), whose place among the waiting was taken before it. Each
+/// try offers `offer` ([`offer`] of `c`).
 async fn claim_waiting<'a>(
     state: &'a AppState,
     c: &Claim,
+    offer: &Offer,
     how: &str,
     then: impl FnOnce(),
     mut first: Option<Tried<'a>>,
@@ -269,14 +271,17 @@ async fn claim_waiting<'a>(
     let mut woken: Option<super::waiting::Ticket<'_>> = None;
     let got = loop {
         let (ticket, got) = match first.take() {
-            Some(tried) => (tried.ticket, claim_once(state, c, how, Some(tried.turn))),
+            Some(tried) => (
+                tried.ticket,
+                claim_once(state, c, offer, how, Some(tried.turn)),
+            ),
             None => {
                 // Registered before the claim, so a job queued in between wakes this one.
                 let ticket = state.waiting.enter(&c.labels);
                 if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                     break Ok(None);
                 }
-                (ticket, claim_once(state, c, how, None))
+                (ticket, claim_once(state, c, offer, how, None))
             }
         };
         if let Some(t) = woken.take() {
@@ -367,10 +372,10 @@ fn claim_turn(
 fn claim_once(
     state: &AppState,
     c: &Claim,
+    offer: &Offer,
     how: &str,
     mut first: Option<Turn>,
 ) -> Result<Option<Assignment>, DbError> {
-    let offer = offer(state, c);
     state.waiting.claims(&c.name, &c.labels);
     loop {
         let (secret, claimed) = first.take().unwrap_or_else(|| {
@@ -379,7 +384,7 @@ fn claim_once(
             let secret = new_secret();
             // Claimed, with its compiled job, and the worker seen now with its task:
             // one commit.
-            let claimed = state.db(|s| s.together(true, |s| claim_turn(s, c, &offer, &secret)));
+            let claimed = state.db(|s| s.together(true, |s| claim_turn(s, c, offer, &secret)));
             (secret, claimed)
         });
         let handed = match claimed {
@@ -650,12 +655,12 @@ pub(super) async fn end(
                 state.signals.tell(&t, news);
             };
             let next = match (asking, ticket, claimed) {
-                (Some((c, _, secret)), Some(ticket), Some(claimed)) => {
+                (Some((c, offer, secret)), Some(ticket), Some(claimed)) => {
                     let tried = Tried {
                         ticket,
                         turn: (secret, Ok(claimed)),
                     };
-                    claim_waiting(&state, c, "report", wake, Some(tried))
+                    claim_waiting(&state, c, &offer, "report", wake, Some(tried))
                         .await
                         .ok()
                         .flatten()
