@@ -19,7 +19,8 @@
 //! best; `BENCH_K=1,4` runs only those numbers of workers). With
 //! `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds and the server's own
 //! latency run with that binary too (its server and its workers), in the same run:
-//! before and after. `BENCH_NODE_DISK=none`: the node's own rounds without a job disk
+//! before and after, each over its jobs' own CPU too (`BENCH_SKIP_NODISK=1` leaves
+//! out the `--disk none` rounds). `BENCH_NODE_DISK=none`: the node's own rounds without a job disk
 //! (`job_disk = "none"`), to set beside the workers' `--disk none` rounds.
 
 #[path = "../tests/it/common/mod.rs"]
@@ -787,11 +788,16 @@ fn main() {
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(2);
-        let mut variants: Vec<Option<Variant>> =
-            vec![None, Some(Variant::Now), Some(Variant::NoDisk)];
+        // `BENCH_SKIP_NODISK`: no `--disk none` rounds (a before/after comparison in
+        // less time).
+        let mut variants: Vec<Option<Variant>> = vec![None, Some(Variant::Now)];
+        if std::env::var_os("BENCH_SKIP_NODISK").is_none() {
+            variants.push(Some(Variant::NoDisk));
+        }
         if with_before {
             variants.push(Some(Variant::Before));
         }
+        let at = |v: Variant| variants.iter().position(|x| *x == Some(v));
         let mut rates = vec![Vec::new(); variants.len()];
         let mut cpus: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
         // Each round's CPU per build over its jobs' own (`echo` in a sandbox: the same
@@ -811,11 +817,15 @@ fn main() {
             .iter()
             .map(|r| r.iter().copied().fold(0f64, f64::max))
             .collect();
-        let (here, there, nodisk) = (best[0], best[1], best[2]);
+        let (here, there) = (best[0], best[1]);
+        let nodisk = at(Variant::NoDisk).map(|i| best[i]);
         println!(
-            "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2}); with --disk none {nodisk:.1} builds/s (with/without a disk {:.2})",
+            "{n} builds, {k} at once: in the server {here:.1} builds/s, through {k} worker(s) {there:.1} builds/s (ratio {:.2}){}",
             there / here,
-            there / nodisk
+            nodisk.map_or(String::new(), |nodisk| format!(
+                "; with --disk none {nodisk:.1} builds/s (with/without a disk {:.2})",
+                there / nodisk
+            ))
         );
         // The machine's pace drifts between rounds (the server's own rate moved by
         // ±15% from run to run here): each turn's workers round against the server's
@@ -850,17 +860,13 @@ fn main() {
             cpu[1].0,
             cpu[1].1,
             total(1) / total(0),
-            if with_before {
-                format!(
-                    "; before {:.2} ms (server {:.2}, workers {:.2}; after/before {:.2})",
-                    total(3),
-                    cpu[3].0,
-                    cpu[3].1,
-                    total(1) / total(3)
-                )
-            } else {
-                String::new()
-            }
+            at(Variant::Before).map_or(String::new(), |b| format!(
+                "; before {:.2} ms (server {:.2}, workers {:.2}; after/before {:.2})",
+                total(b),
+                cpu[b].0,
+                cpu[b].1,
+                total(1) / total(b)
+            ))
         );
         // The machine's pace moves every process's CPU by as much as ±10% from one
         // round to the next, jobs included (whose work is the same everywhere): over
@@ -888,13 +894,31 @@ fn main() {
                     .collect::<Vec<_>>()
                     .join(", "),
             );
+            // Before and after, each over its jobs' own: what a change to the worker
+            // path saves, set apart from the machine's pace.
+            if let Some(b) = at(Variant::Before) {
+                println!(
+                    "{n} builds, {k} at once through {k} worker(s), CPU per build over the jobs' own (median of {repeat}): before {:.2}, after {:.2} (after/before {:.3}); rounds: before {}",
+                    med(b),
+                    med(1),
+                    med(1) / med(b),
+                    paced[b]
+                        .iter()
+                        .map(|r| format!("{r:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
         }
-        if with_before {
-            let before = best[3];
+        if let Some(b) = at(Variant::Before) {
+            let before = best[b];
             println!(
-                "{n} builds, {k} at once through {k} worker(s): before {before:.1} builds/s, after {there:.1} builds/s (after/before {:.2}); after with --disk none {nodisk:.1} builds/s (after/before {:.2})",
+                "{n} builds, {k} at once through {k} worker(s): before {before:.1} builds/s, after {there:.1} builds/s (after/before {:.2}){}",
                 there / before,
-                nodisk / before
+                nodisk.map_or(String::new(), |nodisk| format!(
+                    "; after with --disk none {nodisk:.1} builds/s (after/before {:.2})",
+                    nodisk / before
+                ))
             );
         }
     }

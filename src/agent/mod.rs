@@ -364,6 +364,9 @@ struct OutboxState {
     commanded: bool,
     /// The sender waits with no deadline: only a push wakes it.
     idle: bool,
+    /// Nobody watches the build ([`Assignment::watched`]): the first command is paced
+    /// as later output is.
+    unwatched: bool,
 }
 
 /// What [`Outbox::send`] does next.
@@ -456,6 +459,13 @@ const PACE: std::time::Duration = std::time::Duration::from_millis(100);
 const HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Outbox {
+    /// The outbox of a job whose build is `watched` ([`Assignment::watched`]).
+    fn for_job(watched: bool) -> Outbox {
+        let o = Outbox::default();
+        o.state.lock().expect("outbox").unwatched = !watched;
+        o
+    }
+
     fn push(&self, bytes: &[u8]) {
         let mut s = self.state.lock().expect("outbox");
         s.open.extend_from_slice(bytes);
@@ -475,12 +485,16 @@ impl Outbox {
     }
 
     /// A command of the job started (its `$ cmd` line pushed): the job's first goes at
-    /// once, with what waited for it.
+    /// once, with what waited for it; a pace later when nobody watches the build.
     fn command_started(&self) {
         let mut s = self.state.lock().expect("outbox");
         if !s.commanded {
             s.commanded = true;
-            s.hold = Hold::Due;
+            s.hold = if s.unwatched {
+                Hold::Command(std::time::Instant::now() + PACE)
+            } else {
+                Hold::Due
+            };
             self.changed.notify_all();
         }
     }
@@ -686,7 +700,7 @@ fn run_task(
         "runway worker {}: job {} of {} (attempt {})",
         opts.name, a.job.number, a.job.event.repo, a.attempt
     );
-    let outbox = Arc::new(Outbox::default());
+    let outbox = Arc::new(Outbox::for_job(a.watched));
     outbox.push_ahead(
         format!(
             "runway worker {} ({}) runs job {} (attempt {})\n",
@@ -1223,6 +1237,43 @@ mod tests {
         assert_eq!(next(&o, t0 + PACE, &mut last), Next::Done);
         let tail = o.tail();
         assert_eq!(tail.seq, 2, "two chunks before the report");
+    }
+
+    /// Nobody watching the build, the first command waits a pace like later output:
+    /// a job that ends before sends it all with its report.
+    #[test]
+    fn an_unwatched_jobs_first_command_is_paced_and_a_short_job_sends_one_call() {
+        let o = Outbox::for_job(false);
+        let mut last = None;
+        let t0 = Instant::now();
+        o.push_ahead(b"runway worker w runs job 1.1\n");
+        o.push(b"$ make\n");
+        o.command_started();
+        match next(&o, Instant::now(), &mut last) {
+            Next::Wait(Some(d)) => assert!(d <= PACE && d > PACE / 2, "{d:?}"),
+            other => panic!("the first command waits a pace: {other:?}"),
+        }
+        assert_eq!(
+            next(&o, Instant::now() + PACE, &mut last),
+            Next::Send,
+            "and goes after it"
+        );
+        assert_eq!(sealed(&o), ["runway worker w runs job 1.1\n$ make\n"]);
+        // A job that ends within its pace: no chunk, everything with the report.
+        let o = Outbox::for_job(false);
+        o.push_ahead(b"runway worker w runs job 1.2\n");
+        o.push(b"$ true\n");
+        o.command_started();
+        o.close();
+        assert_eq!(next(&o, t0, &mut None), Next::Done);
+        let tail = o.tail();
+        assert_eq!(tail.seq, 0, "no chunk before the report");
+        // Watched, the same job's first command goes at once.
+        let o = Outbox::for_job(true);
+        o.push_ahead(b"runway worker w runs job 1.3\n");
+        o.push(b"$ true\n");
+        o.command_started();
+        assert_eq!(next(&o, t0, &mut None), Next::Send);
     }
 
     /// A helper runs each piece of work on its one thread, and a piece that panics is

@@ -126,6 +126,17 @@ pub struct Assignment {
     /// brings it ([`TASK_SECRET`]); the store keeps only its hash.
     #[serde(default)]
     pub secret: String,
+    /// Someone reads the build's live log (or may: a reader on another node is not
+    /// known here): the job's first command is sent the moment it starts. Otherwise
+    /// it goes as the job's later output does (paced, a tenth of a second at most), or
+    /// with the report of a job that ends before: one call for a short job, not two.
+    /// A node from before this says nothing: watched.
+    #[serde(default = "watched")]
+    pub watched: bool,
+}
+
+fn watched() -> bool {
+    true
 }
 
 /// A worker asking for a presigned URL for one of its job's cache archives.

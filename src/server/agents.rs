@@ -435,6 +435,8 @@ fn assignment(state: &AppState, t: &TaskRow, spec: &str) -> Result<Assignment, S
         substitutes: state.cfg.substitutes,
         remote_cache: state.cfg.cache_url.is_some(),
         secret: String::new(),
+        // A reader on another node of a shared store is not known here.
+        watched: state.cfg.shared_store() || state.live.is_read(t.build_id),
     })
 }
 

@@ -225,6 +225,28 @@ pub struct LiveLogs {
     logs: Mutex<HashMap<i64, Arc<LiveLog>>>,
     /// Woken whenever a build's live log starts (pages waiting for a queued build).
     pub started: tokio::sync::Notify,
+    /// How many read each build's live log now, by build row id: counted from the
+    /// moment a reader asks (a queued build's too), so that a job handed to a worker
+    /// meanwhile knows someone waits for its first command.
+    readers: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+/// One reader of a build's live log, counted while it lives.
+pub struct Reading {
+    readers: Arc<Mutex<HashMap<i64, usize>>>,
+    id: i64,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = readers.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                readers.remove(&self.id);
+            }
+        }
+    }
 }
 
 impl LiveLogs {
@@ -257,6 +279,22 @@ impl LiveLogs {
         drop(logs);
         self.started.notify_waiters();
         Some(log)
+    }
+
+    /// A reader of build `id`'s live log, counted until it is dropped.
+    pub fn reading(&self, id: i64) -> Reading {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        *readers.entry(id).or_insert(0) += 1;
+        Reading {
+            readers: self.readers.clone(),
+            id,
+        }
+    }
+
+    /// Whether anyone reads build `id`'s live log on this node now.
+    pub fn is_read(&self, id: i64) -> bool {
+        let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers.contains_key(&id)
     }
 
     /// Forgets build `id`'s live log if it is still `log` (a node that took the build
@@ -337,6 +375,19 @@ mod tests {
         assert_eq!(log.read(&mut cursor), vec![], "half a character waits");
         log.write("1.1", &word[2..]);
         assert_eq!(log.read(&mut cursor), vec![job("1.1", "빌드 통과\n")]);
+    }
+
+    #[test]
+    fn a_builds_readers_are_counted_while_they_read() {
+        let logs = LiveLogs::default();
+        assert!(!logs.is_read(7));
+        let a = logs.reading(7);
+        let b = logs.reading(7);
+        assert!(logs.is_read(7) && !logs.is_read(8), "counted per build");
+        drop(a);
+        assert!(logs.is_read(7), "one still reads");
+        drop(b);
+        assert!(!logs.is_read(7), "none left");
     }
 
     #[test]

@@ -614,6 +614,9 @@ pub(super) async fn build_events(
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
         Err(e) => return e.answer(),
     };
+    // Counted as a reader from here (before its build starts, when queued): a job of
+    // it handed to a worker sends its first command at once.
+    let reading = state.live.reading(row.id);
     // A build another node follows: its jobs' logs from the workers' chunks.
     if state.cfg.uses_workers() && row.state == Status::Running {
         super::dispatch::mirror(state.clone(), row.id);
@@ -656,12 +659,18 @@ pub(super) async fn build_events(
     // Watch before the first read, so no change between the two is missed.
     let rx = live.watch();
     let stream = futures_util::stream::unfold(
-        (live, Cursor::default(), rx, VecDeque::new(), permit),
-        |(live, mut cursor, mut rx, mut pending, permit)| async move {
+        (
+            live,
+            Cursor::default(),
+            rx,
+            VecDeque::new(),
+            (permit, reading),
+        ),
+        |(live, mut cursor, mut rx, mut pending, held)| async move {
             loop {
                 if let Some(chunk) = pending.pop_front() {
                     let ev = Ok::<_, std::convert::Infallible>(event_of(&chunk));
-                    return Some((ev, (live, cursor, rx, pending, permit)));
+                    return Some((ev, (live, cursor, rx, pending, held)));
                 }
                 if cursor.ended() {
                     return None;

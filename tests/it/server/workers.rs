@@ -1511,6 +1511,61 @@ fn a_workers_job_log_goes_in_few_calls_however_many_lines_it_prints() {
     );
 }
 
+/// A job goes to its worker with whether anyone reads its build's live log. Nobody
+/// reading, a short job's log goes with its report, in one call: its first command is
+/// paced as later output is (it was a call of its own, sent at once). A reader of the
+/// build connected before the claim makes the job `watched` (its first command then
+/// goes at once: `agent::tests` say when each is sent).
+#[test]
+fn a_job_nobody_watches_goes_in_one_call_and_a_watched_ones_claim_says_so() {
+    let (text, chunks) = one_job_on_a_worker("echo short-job", "unwatched");
+    assert!(
+        text.contains("$ echo short-job") && text.contains("\nshort-job\n"),
+        "{text}"
+    );
+    assert_eq!(chunks, 0, "the log went with the report, not before it");
+    let s = Setup::new(
+        "language: shell\nscript: echo claimed\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let srv = worker_node(&s);
+    let claim = |name: &str| {
+        let (code, text) = claim_raw(
+            &srv,
+            serde_json::json!({
+                "name": name, "labels": {"os": "linux", "arch": "amd64"}, "wait_ms": 20_000
+            }),
+        );
+        assert_eq!(code, 200, "{text}");
+        let a: serde_json::Value = serde_json::from_str(&text).unwrap();
+        a["watched"].clone()
+    };
+    queue(&srv, &s.head());
+    assert_eq!(claim("first"), false, "nobody reads build 1");
+    let n = queue_on(&srv, "other", &s.head());
+    // A reader of build 2's live log: its answer's head read (the reader is counted by
+    // then), the stream left open through the claim.
+    use std::io::{Read, Write};
+    let mut reader = std::net::TcpStream::connect(&srv.addr).unwrap();
+    reader
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(reader, "GET /builds/{n}/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(reader.read(&mut byte).unwrap(), 1, "the stream's head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    assert_eq!(claim("second"), true, "build 2 has a reader");
+    drop(reader);
+}
+
 /// Build #1 of a repository whose job runs `script`, run by worker `name`, passed: its
 /// log, and how many chunk calls came before the report (the node's "job reported"
 /// line, `chunks=N`).
