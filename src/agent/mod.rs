@@ -697,8 +697,16 @@ fn run_task(
     let hold = held_for(a);
     tell(keeper, lease::Word::HoldFor(hold));
     eprintln!(
-        "runway worker {}: job {} of {} (attempt {})",
-        opts.name, a.job.number, a.job.event.repo, a.attempt
+        "runway worker {}: job {} of {} (attempt {}; {})",
+        opts.name,
+        a.job.number,
+        a.job.event.repo,
+        a.attempt,
+        if a.watched {
+            "watched: its first command is sent at once"
+        } else {
+            "nobody watches: its output is paced from the start"
+        }
     );
     let outbox = Arc::new(Outbox::for_job(a.watched));
     outbox.push_ahead(

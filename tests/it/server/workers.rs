@@ -1512,18 +1512,28 @@ fn a_workers_job_log_goes_in_few_calls_however_many_lines_it_prints() {
 }
 
 /// A job goes to its worker with whether anyone reads its build's live log. Nobody
-/// reading, a short job's log goes with its report, in one call: its first command is
-/// paced as later output is (it was a call of its own, sent at once). A reader of the
-/// build connected before the claim makes the job `watched` (its first command then
-/// goes at once: `agent::tests` say when each is sent).
+/// reading, the worker paces its output from the start (a short job's log then goes
+/// with its report, in one call; its first command was a call of its own, sent at
+/// once): the worker says so, and the log is whole. A reader of the build connected
+/// before the claim makes the job `watched` (its first command then goes at once).
+/// When each chunk is sent is `agent::tests`' to say (no timing here).
 #[test]
-fn a_job_nobody_watches_goes_in_one_call_and_a_watched_ones_claim_says_so() {
-    let (text, chunks) = one_job_on_a_worker("echo short-job", "unwatched");
+fn a_job_nobody_watches_is_paced_from_the_start_and_a_watched_ones_claim_says_so() {
+    let s = Setup::new(
+        "language: shell\nscript: echo short-job\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let srv = serve_for_workers(&s);
+    let n = queue(&srv, &s.head());
+    let mut w = Worker::start_with(s.dir.path(), "unwatched", &[&srv], &[], &["--jobs", "1"]);
+    w.wait_for("nobody watches: its output is paced from the start", 60);
+    w.wait_for("stopped after 1 job(s)", 60);
+    wait_state(&srv, n, "passed");
+    let text = log(&srv, n);
     assert!(
         text.contains("$ echo short-job") && text.contains("\nshort-job\n"),
         "{text}"
     );
-    assert_eq!(chunks, 0, "the log went with the report, not before it");
     let s = Setup::new(
         "language: shell\nscript: echo claimed\nnotifications:\n  email: false\n",
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
