@@ -368,18 +368,6 @@ pub struct Store {
 /// The setting naming where a PostgreSQL store's finished logs are (`s3://…`).
 const LOG_URL: &str = "log_url";
 
-/// Ended builds' partial logs, emptied and kept (in their logs directory) for the
-/// builds to come: a build's partial log was a new file, and making one (an inode found
-/// and taken, then freed) was 0.3–0.5 ms of each build's start on this machine's
-/// filesystem; a file renamed into place takes none.
-static SPARE_LOGS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// The most partial logs kept empty for builds to come, in one logs directory.
-const SPARES_KEPT: usize = 64;
-
-/// The start of a kept partial log's name (the ended build's id follows).
-const SPARE_PREFIX: &str = ".spare-";
-
 /// The columns of a build row, in [`BuildRow`]'s order (both backends).
 const COLUMNS: &str = "id, repo, number, branch, tag, commit_sha, event, state, started_at, finished_at, \
      previous_state, commit_range, reason, message, author, mail, pr, request, rerun";
@@ -795,22 +783,10 @@ impl Store {
         self.dir.join("logs").join(format!("{build_id}.log"))
     }
 
-    /// Creates (empty) the partial log of a build that starts running: an ended
-    /// build's file emptied and kept for it when there is one ([`SPARE_LOGS`]).
+    /// Creates (empty) the partial log of a build that starts running.
     pub fn create_partial_log(&self, build_id: i64) -> Result<std::fs::File, StoreError> {
         let path = self.partial_log_path(build_id);
-        let logs = self.dir.join("logs");
-        let spare = {
-            let mut spares = SPARE_LOGS.lock().unwrap_or_else(|p| p.into_inner());
-            let at = spares
-                .iter()
-                .rposition(|s| s.parent() == Some(logs.as_path()));
-            at.map(|i| spares.swap_remove(i))
-        };
-        if spare.is_none_or(|spare| std::fs::rename(spare, &path).is_err()) {
-            std::fs::create_dir_all(&logs)?;
-        }
-        // Made, or the spare (empty) truncated again: nothing of another build's log.
+        std::fs::create_dir_all(self.dir.join("logs"))?;
         Ok(std::fs::File::create(path)?)
     }
 
@@ -819,32 +795,9 @@ impl Store {
         std::fs::read(self.partial_log_path(build_id)).ok()
     }
 
-    /// Removes a build's partial log (its jobs' logs are recorded): emptied and kept
-    /// for a build to come ([`SPARE_LOGS`]), or removed.
+    /// Removes a build's partial log (its jobs' logs are recorded).
     pub fn remove_partial_log(&self, build_id: i64) {
-        let path = self.partial_log_path(build_id);
-        let logs = self.dir.join("logs");
-        let kept = SPARE_LOGS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|s| s.parent() == Some(logs.as_path()))
-            .count();
-        if kept < SPARES_KEPT {
-            let spare = logs.join(format!("{SPARE_PREFIX}{build_id}"));
-            let emptied = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(0));
-            if emptied.is_ok() && std::fs::rename(&path, &spare).is_ok() {
-                SPARE_LOGS
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(spare);
-                return;
-            }
-        }
-        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(self.partial_log_path(build_id));
     }
 
     /// Removes the partial logs of builds that ended with their jobs recorded (the
@@ -856,11 +809,6 @@ impl Store {
         let mut removed = 0;
         for e in entries.flatten() {
             let name = e.file_name();
-            // Kept empty by a runway that stopped: this process keeps its own.
-            if name.to_str().is_some_and(|n| n.starts_with(SPARE_PREFIX)) {
-                let _ = std::fs::remove_file(e.path());
-                continue;
-            }
             let Some(id) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".log"))
@@ -1902,45 +1850,5 @@ mod tests {
         assert!(s.partial_log(ended.id).is_none());
         assert!(s.partial_log(running.id).is_some());
         assert!(s.partial_log(no_job.id).is_some(), "its only log");
-    }
-
-    /// An ended build's partial log is emptied and kept for the next build (renamed
-    /// into place: no file made); the next build's log holds nothing of it; what a
-    /// stopped runway kept is removed at the next start.
-    #[test]
-    fn an_ended_builds_partial_log_is_emptied_and_kept_for_the_next() {
-        use std::io::Write;
-        let t = tempfile::tempdir().unwrap();
-        let s = Store::open(t.path()).unwrap();
-        let logs = t.path().join("logs");
-        let names = || {
-            let mut n: Vec<String> = std::fs::read_dir(&logs)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            n.sort();
-            n
-        };
-        let mut f = s.create_partial_log(1).unwrap();
-        f.write_all(b"build 1's secret output\n").unwrap();
-        drop(f);
-        s.remove_partial_log(1);
-        assert!(s.partial_log(1).is_none());
-        assert_eq!(names(), [".spare-1"], "kept, under another name");
-        assert_eq!(
-            std::fs::read(logs.join(".spare-1")).unwrap(),
-            b"",
-            "emptied"
-        );
-        let mut f = s.create_partial_log(2).unwrap();
-        assert_eq!(names(), ["2.log"], "the kept one, renamed into place");
-        f.write_all(b"two\n").unwrap();
-        assert_eq!(s.partial_log(2).unwrap(), b"two\n", "nothing of build 1's");
-        s.remove_partial_log(2);
-        assert_eq!(names(), [".spare-2"]);
-        // A stopped runway's kept files go at the next start.
-        let again = Store::open(t.path()).unwrap();
-        again.remove_ended_partial_logs().unwrap();
-        assert!(names().is_empty(), "{:?}", names());
     }
 }
