@@ -461,9 +461,13 @@ const HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 impl Outbox {
     /// The outbox of a job whose build is `watched` ([`Assignment::watched`]).
     fn for_job(watched: bool) -> Outbox {
-        let o = Outbox::default();
-        o.state.lock().expect("outbox").unwatched = !watched;
-        o
+        Outbox {
+            state: Mutex::new(OutboxState {
+                unwatched: !watched,
+                ..OutboxState::default()
+            }),
+            changed: Condvar::new(),
+        }
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -1256,9 +1260,10 @@ mod tests {
         let t0 = Instant::now();
         o.push_ahead(b"runway worker w runs job 1.1\n");
         o.push(b"$ make\n");
+        let before = Instant::now();
         o.command_started();
-        match next(&o, Instant::now(), &mut last) {
-            Next::Wait(Some(d)) => assert!(d <= PACE && d > PACE / 2, "{d:?}"),
+        match next(&o, before, &mut last) {
+            Next::Wait(Some(d)) => assert!(d >= PACE, "{d:?}"),
             other => panic!("the first command waits a pace: {other:?}"),
         }
         assert_eq!(

@@ -236,6 +236,14 @@ struct Recorded {
     row: BuildRow,
 }
 
+/// What a build holds of the store while its jobs run.
+enum Held {
+    /// Its record (or none), connection and all.
+    Kept(Option<Recorded>),
+    /// Its row alone: the connection went back among those kept.
+    Lent(BuildRow),
+}
+
 /// Runs one build; returns its exit code.
 pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceError> {
     let target = target::resolve(&req.path, &req.refs)?;
@@ -301,19 +309,19 @@ pub fn run(req: &Request, reporter: &mut dyn Reporter) -> Result<i32, ServiceErr
     // back among those kept (SQLite), and one is taken again for the build's end. A
     // node following builds whose jobs wait for workers (256 at once) then opens none
     // beyond those kept, where each of those builds opened one (0.2 ms and more).
-    let lent = match (kept_store(req), recorded) {
+    let held = match (kept_store(req), recorded) {
         (Some(kept), Some(r)) => {
             kept.keep(r.store);
-            Err(r.row)
+            Held::Lent(r.row)
         }
-        (_, recorded) => Ok(recorded),
+        (_, recorded) => Held::Kept(recorded),
     };
     let report = build::run(&plan, &jobs, facts, &opts, &out, &mut |p| {
         reporter.event(Event::Progress(p))
     });
-    let mut recorded = match lent {
-        Ok(recorded) => recorded,
-        Err(row) => Some(Recorded {
+    let mut recorded = match held {
+        Held::Kept(recorded) => recorded,
+        Held::Lent(row) => Some(Recorded {
             store: queued_store(req)?,
             row,
         }),

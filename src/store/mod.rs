@@ -1549,11 +1549,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let conn = rusqlite::Connection::open(dir.path().join("runway.db")).unwrap();
+            conn.execute_batch(sqlite::JOBS_BEFORE_REASON).unwrap();
             conn.execute_batch(
-                "CREATE TABLE jobs (build_id INTEGER NOT NULL, number TEXT NOT NULL, name TEXT,
-                   env TEXT NOT NULL, result TEXT NOT NULL, duration_ms INTEGER NOT NULL,
-                   log BLOB NOT NULL, PRIMARY KEY (build_id, number));
-                 INSERT INTO jobs VALUES (1, '1.1', NULL, '', 'passed', 5, x'6869');",
+                "INSERT INTO jobs VALUES (1, '1.1', NULL, '', 'passed', 5, x'6869');",
             )
             .unwrap();
         }

@@ -704,6 +704,13 @@ impl Backend for Sqlite {
     }
 }
 
+/// The jobs table of a store made before jobs had a reason (tests of older stores).
+#[cfg(test)]
+pub(in crate::store) const JOBS_BEFORE_REASON: &str =
+    "CREATE TABLE jobs (build_id INTEGER NOT NULL, number TEXT NOT NULL, name TEXT,
+   env TEXT NOT NULL, result TEXT NOT NULL, duration_ms INTEGER NOT NULL,
+   log BLOB NOT NULL, PRIMARY KEY (build_id, number));";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,12 +750,7 @@ mod tests {
         }
         {
             let conn = Connection::open(&db).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE jobs (build_id INTEGER NOT NULL, number TEXT NOT NULL, name TEXT,
-                   env TEXT NOT NULL, result TEXT NOT NULL, duration_ms INTEGER NOT NULL,
-                   log BLOB NOT NULL, PRIMARY KEY (build_id, number));",
-            )
-            .unwrap();
+            conn.execute_batch(JOBS_BEFORE_REASON).unwrap();
         }
         assert!(!up_to_date(file_id(&db)), "another file");
         let mut older = Sqlite::open(dir.path()).unwrap();
