@@ -1,6 +1,10 @@
 //! What the job sandbox adds to a job: start the job's shell, run one command, end the
 //! shell (the whole namespace with it) and remove the workspace (the overlay's layers
-//! with it), in a sandbox and on the bare host, alternating rounds in the same run. Run: `cargo bench --bench sandbox [ROUNDS]` as root.
+//! with it), in a sandbox and on the bare host, alternating rounds in the same run.
+//! And what releasing a job's disk costs once a checkout was written to it: runway's
+//! release (the filesystem shut down first, nothing written back) against a plain
+//! unmount and removal of its image (what runway did before), alternating.
+//! Run: `cargo bench --bench sandbox [ROUNDS]` as root.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -99,5 +103,102 @@ fn main() {
         ms(c) - ms(b),
         ms(c) / ms(b)
     );
+    release_rounds(rounds);
     runway::sandbox::disk::shutdown();
+}
+
+/// The wall time, this thread's CPU time and its context switches over `f`.
+fn measured(f: impl FnOnce()) -> (Duration, Duration, i64) {
+    let usage = || {
+        // SAFETY: a zeroed rusage is a valid value (integers and timevals).
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage(2) of this thread into the struct we own.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        (tv(u.ru_utime) + tv(u.ru_stime), u.ru_nvcsw + u.ru_nivcsw)
+    };
+    let (c0, s0) = usage();
+    let t = Instant::now();
+    f();
+    let wall = t.elapsed();
+    let (c1, s1) = usage();
+    (wall, c1 - c0, s1 - s0)
+}
+
+/// A job's disk with a checkout on it (200 files of 20 KB in a few directories, 4 MB)
+/// released as runway does, or unmounted plainly and its image removed (the baseline),
+/// alternating.
+fn release_rounds(rounds: usize) {
+    let one = |runways: bool| {
+        let dir = tempfile::Builder::new()
+            .prefix(runway::workspace::PREFIX)
+            .tempdir()
+            .unwrap();
+        // One disk, none made ahead behind it to contend with the timing.
+        runway::sandbox::disk::expect(1);
+        runway::sandbox::disk::JobDisk::attach(dir.path(), runway::sandbox::disk::DEFAULT_BYTES)
+            .unwrap()
+            .keep();
+        for d in 0..10 {
+            let sub = dir.path().join(format!("build/o/r/src{d}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            for f in 0..20 {
+                std::fs::write(sub.join(format!("f{f}.rs")), vec![b'x'; 20 << 10]).unwrap();
+            }
+        }
+        let m = measured(|| {
+            if runways {
+                runway::sandbox::disk::release(dir.path());
+            } else {
+                let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: umount2(2) of a NUL-terminated path.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
+                let _ = std::fs::remove_file(runway::sandbox::disk::image_of(dir.path()));
+            }
+        });
+        drop(dir);
+        m
+    };
+    one(true);
+    one(false);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(one(false));
+        b.push(one(true));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let med = |v: &[(Duration, Duration, i64)]| {
+        let mut w: Vec<Duration> = v.iter().map(|x| x.0).collect();
+        let mut c: Vec<Duration> = v.iter().map(|x| x.1).collect();
+        let mut s: Vec<i64> = v.iter().map(|x| x.2).collect();
+        w.sort();
+        c.sort();
+        s.sort();
+        (w[w.len() / 2], c[c.len() / 2], s[s.len() / 2])
+    };
+    let (a, b) = (med(&a), med(&b));
+    println!(
+        "releasing a job's disk with a 4 MB checkout on it, median of {rounds} (alternating):"
+    );
+    println!("| release | wall | CPU (the releasing thread) | context switches |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| plain unmount, image removed (before) | {:.2} ms | {:.2} ms | {} |",
+        ms(a.0),
+        ms(a.1),
+        a.2
+    );
+    println!(
+        "| shut down first, nothing written back (runway) | {:.2} ms | {:.2} ms | {} |",
+        ms(b.0),
+        ms(b.1),
+        b.2
+    );
+    println!(
+        "release: wall {:.2}x, CPU {:.2}x the plain unmount's",
+        b.0.as_secs_f64() / a.0.as_secs_f64(),
+        b.1.as_secs_f64() / a.1.as_secs_f64()
+    );
 }

@@ -189,12 +189,15 @@ fn follow(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
             "build queued"
         );
     }
-    let file = state.db(|s| s.create_partial_log(row.id)).ok();
-    state.live.start(row.id, file);
+    let log = state.live.start(row.id);
     state.changed(row.id);
     state.running.fetch_add(1, Ordering::SeqCst);
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
+        // Made here, not on the loop that claims builds nor while holding the store.
+        if let Ok(file) = crate::store::create_partial_log(&st.state_dir, row.id) {
+            log.keep_in(file);
+        }
         build(&st, row, taken_over);
         st.running.fetch_sub(1, Ordering::SeqCst);
         st.ended.notify_waiters();
@@ -410,7 +413,7 @@ fn build(state: &Arc<AppState>, row: BuildRow, taken_over: bool) {
     let live = state
         .live
         .get(row.id)
-        .unwrap_or_else(|| state.live.start(row.id, None));
+        .unwrap_or_else(|| state.live.start(row.id));
     let out: crate::build::SharedOut = Arc::new(Mutex::new(Box::new(LiveWriter(live.clone()))));
     let mut err = LiveWriter(live.clone());
     let mut row = row;

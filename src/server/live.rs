@@ -72,22 +72,29 @@ impl Cursor {
 }
 
 impl LiveLog {
-    /// An empty log of a running build, also written to `file` when given.
-    pub fn new(file: Option<std::fs::File>) -> Arc<LiveLog> {
+    /// An empty log of a running build (written to a file too once [`LiveLog::keep_in`]
+    /// gives it one).
+    pub fn new() -> Arc<LiveLog> {
         Arc::new(LiveLog {
             inner: Mutex::new(Inner {
                 text: Vec::new(),
                 jobs: Vec::new(),
                 done: false,
-                file,
+                file: None,
             }),
             version: watch::Sender::new(0),
         })
     }
 
+    /// Writes the log to `file` from now on (a build's partial log, made on its own
+    /// thread before it prints anything).
+    pub fn keep_in(&self, file: std::fs::File) {
+        self.inner.lock().expect("live log").file = Some(file);
+    }
+
     /// The log of a build that ended, from what the store kept.
     pub fn ended(text: Vec<u8>, jobs: Vec<JobText>) -> Arc<LiveLog> {
-        let log = LiveLog::new(None);
+        let log = LiveLog::new();
         {
             let mut inner = log.inner.lock().expect("live log");
             inner.text = text;
@@ -250,9 +257,9 @@ impl Drop for Reading {
 }
 
 impl LiveLogs {
-    /// Starts a build's live log, also written to `file` when given.
-    pub fn start(&self, id: i64, file: Option<std::fs::File>) -> Arc<LiveLog> {
-        let log = LiveLog::new(file);
+    /// Starts a build's live log.
+    pub fn start(&self, id: i64) -> Arc<LiveLog> {
+        let log = LiveLog::new();
         self.logs.lock().expect("live logs").insert(id, log.clone());
         self.started.notify_waiters();
         log
@@ -274,7 +281,7 @@ impl LiveLogs {
         if logs.contains_key(&id) {
             return None;
         }
-        let log = LiveLog::new(None);
+        let log = LiveLog::new();
         logs.insert(id, log.clone());
         drop(logs);
         self.started.notify_waiters();
@@ -317,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_reader_gets_each_jobs_log_so_far_then_only_what_follows() {
-        let log = LiveLog::new(None);
+        let log = LiveLog::new();
         let _ = LiveWriter(log.clone()).write_all(b"build line\n");
         log.write("1.1", b"a 1\n");
         log.write("1.2", b"b 1\n");
@@ -343,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_slow_reader_misses_nothing_however_much_was_written() {
-        let log = LiveLog::new(None);
+        let log = LiveLog::new();
         let mut cursor = Cursor::default();
         let mut seen = String::new();
         for i in 0..10_000 {
@@ -368,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_character_split_between_writes_is_sent_whole() {
-        let log = LiveLog::new(None);
+        let log = LiveLog::new();
         let word = "빌드 통과\n".as_bytes();
         log.write("1.1", &word[..2]);
         let mut cursor = Cursor::default();
@@ -392,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_reader_is_woken_by_a_write() {
-        let log = LiveLog::new(None);
+        let log = LiveLog::new();
         let mut rx = log.watch();
         assert!(!rx.has_changed().unwrap());
         log.write("1.1", b"x");

@@ -577,6 +577,20 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// Where a running server build's log is written in state directory `dir`
+/// ([`Store::partial_log_path`]).
+pub fn partial_log_path(dir: &Path, build_id: i64) -> PathBuf {
+    dir.join("logs").join(format!("{build_id}.log"))
+}
+
+/// Creates (empty) the partial log of a build that starts running, in state directory
+/// `dir`: a file of the store's own, made without a connection (a node makes it on the
+/// build's thread, not while it holds the store).
+pub fn create_partial_log(dir: &Path, build_id: i64) -> Result<std::fs::File, StoreError> {
+    std::fs::create_dir_all(dir.join("logs"))?;
+    Ok(std::fs::File::create(partial_log_path(dir, build_id))?)
+}
+
 impl Store {
     /// Opens (and creates) the embedded store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -780,14 +794,12 @@ impl Store {
     /// build a crash interrupted (its log up to the crash) or one that ended before its
     /// first job.
     pub fn partial_log_path(&self, build_id: i64) -> PathBuf {
-        self.dir.join("logs").join(format!("{build_id}.log"))
+        partial_log_path(&self.dir, build_id)
     }
 
     /// Creates (empty) the partial log of a build that starts running.
     pub fn create_partial_log(&self, build_id: i64) -> Result<std::fs::File, StoreError> {
-        let path = self.partial_log_path(build_id);
-        std::fs::create_dir_all(self.dir.join("logs"))?;
-        Ok(std::fs::File::create(path)?)
+        create_partial_log(&self.dir, build_id)
     }
 
     /// The partial log of a build, if one remains.
