@@ -622,6 +622,42 @@ fn a_job_over_its_disk_budget_is_errored_and_its_disk_is_gone() {
     assert!(!again.all().contains("not enforced"), "{}", again.all());
 }
 
+/// 9b. A job's disk is shut down when runway releases it, so that nothing on it is
+///     written back to the host (issue 29): a file still open on the released disk
+///     takes no more writes. And only a job disk's root is ever shut down, whatever
+///     path runway is given: never the filesystem that holds it (the host's), nor a
+///     directory inside a disk. Calls runway's disk code in this (root) process: the
+///     job's own processes end before their disk is released, so no job can watch it.
+#[test]
+fn a_released_job_disk_writes_nothing_back_and_nothing_else_is_shut_down() {
+    use runway::sandbox::disk;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(!disk::discard_writes(dir.path()), "the host's filesystem");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    // One disk, and none made ahead for a next job.
+    disk::expect(1);
+    disk::JobDisk::attach(&ws, 64 << 20).unwrap().keep();
+    assert!(
+        !disk::discard_writes(&ws.join("build")),
+        "not the disk's root"
+    );
+    let mut open = std::fs::File::create(ws.join("build/f")).unwrap();
+    open.write_all(b"before").unwrap();
+    disk::release(&ws);
+    let after = open.write_all(b"after").and_then(|()| open.sync_all());
+    assert_eq!(
+        after.map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "a released disk takes no more writes"
+    );
+    std::fs::write(dir.path().join("still"), b"writable").unwrap();
+    std::fs::write(ws.join("still"), b"the workspace's directory, writable").unwrap();
+    drop(open);
+    disk::shutdown();
+}
+
 /// 9c. runway's state and cache directories inside the directory a `runway run`
 ///     copies into the workspace (a plain directory, or a work tree's changes) are
 ///     left out of the copy: the job reads neither runway's database nor its kept disk
