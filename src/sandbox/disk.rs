@@ -2,7 +2,7 @@
 //! copy-on-write root's upper layer, its caches on their way) lives in its workspace,
 //! and the workspace is a filesystem of its own: an ext4 image of the budget's size,
 //! sparse (it takes on the host only what the job writes), on a loop device, mounted
-//! `nosuid,nodev` on the workspace directory before the checkout. A job that fills it
+//! `nosuid,nodev,nobarrier` on the workspace directory before the checkout. A job that fills it
 //! gets `ENOSPC`, never the host's disk; the job is errored "exceeded its disk limit".
 //!
 //! The image is a copy of a template made with `mkfs.ext4` once per runway process, or
@@ -13,8 +13,7 @@
 //! milliseconds of the kernel's time, so each process keeps one disk of each size made
 //! ahead, on a thread of its own, in a private directory (`runway-disk-PID-…`): a job's
 //! disk is moved onto its workspace (`MS_MOVE`), and a finished one is moved out and
-//! released behind the job's back, shut down first so that nothing on it is written
-//! back ([`discard_writes`]). [`shutdown`] waits for that work and releases what
+//! released behind the job's back. [`shutdown`] waits for that work and releases what
 //! is ready at exit; [`sweep`] releases what a killed runway left.
 //!
 //! The disks are mounted in runway's own mount namespace ([`private_mounts`], made at
@@ -199,6 +198,9 @@ fn make(dir: &Path, size: u64) -> io::Result<()> {
     std::fs::remove_dir(&warm)
 }
 
+/// The options a job's disk is mounted with (besides `nosuid,nodev`).
+pub const MOUNT_OPTIONS: &str = "nobarrier";
+
 /// The template copied, a loop device, a mount on `dir`.
 fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
     let image = image_of(dir);
@@ -215,14 +217,19 @@ fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
         // left of it once the device is cleared, whatever becomes of runway.
         let _ = std::fs::remove_file(&image);
         let (src, target, fstype) = (cstr(&dev)?, cstr(dir)?, CString::new("ext4")?);
-        // SAFETY: mount(2) with NUL-terminated strings; no data.
+        // No barriers: nothing on a job's disk outlives it, so its flushes (a `sync`
+        // in the job, the unmount's) need not reach the host's disk. With them, each
+        // flush made the host write the image's blocks, which its removal then freed
+        // and discarded, waiting on the host's disk for nothing (BENCHMARKS.md).
+        let data = CString::new(MOUNT_OPTIONS)?;
+        // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
         let r = unsafe {
             libc::mount(
                 src.as_ptr(),
                 target.as_ptr(),
                 fstype.as_ptr(),
                 libc::MS_NOSUID | libc::MS_NODEV,
-                std::ptr::null(),
+                data.as_ptr().cast(),
             )
         };
         if r != 0 {
@@ -283,10 +290,8 @@ fn move_mount(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Unmounts a workspace's disk (when it has one) and removes its image: for a job's
-/// end, and for what a killed runway left. Nothing on it is kept, so nothing is
-/// written back: its filesystem is shut down first ([`discard_writes`]).
+/// end, and for what a killed runway left.
 pub fn release(workspace: &Path) {
-    discard_writes(workspace);
     if let Ok(c) = cstr(workspace) {
         // SAFETY: umount2(2) of a path; MNT_DETACH lets go even while busy, and
         // UMOUNT_NOFOLLOW never follows a link put where the workspace was.
@@ -295,60 +300,6 @@ pub fn release(workspace: &Path) {
         }
     }
     let _ = std::fs::remove_file(image_of(workspace));
-}
-
-/// `EXT4_IOC_SHUTDOWN` (`_IOR('X', 125, __u32)`) and its flag that writes nothing back,
-/// not even the filesystem's log (`EXT4_GOING_FLAGS_NOLOGFLUSH`).
-const EXT4_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587D;
-const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
-/// The block major number of loop devices, the root inode of an ext4 filesystem, and
-/// its magic number.
-const LOOP_MAJOR: u32 = 7;
-const EXT4_ROOT_INO: u64 = 2;
-const EXT4_SUPER_MAGIC: libc::c_long = 0xEF53;
-
-/// Shuts down the job disk mounted at `mount`, writing nothing back: unmounting a disk
-/// otherwise writes its dirty pages and log to the loop device, whose flush makes the
-/// host write them into the image (which is then deleted, and its blocks discarded);
-/// per job, tens of waits on the host's disk for nothing. Acts only on the root
-/// directory of an ext4 filesystem on a loop device mounted right there (checked on
-/// the descriptor it acts on, so a path that changes meanwhile changes nothing):
-/// never on the filesystem that holds `mount`, whatever is at that path. Returns
-/// whether it shut one down.
-pub fn discard_writes(mount: &Path) -> bool {
-    use std::os::fd::FromRawFd;
-    let Ok(c) = cstr(mount) else { return false };
-    // SAFETY: open(2) of a NUL-terminated path, never following a link.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: a descriptor just opened, owned by nothing else.
-    let dir = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    let fd = dir.as_raw_fd();
-    // SAFETY: fstat(2) and fstatfs(2) on our descriptor into zeroed structs we own.
-    let (st, fs) = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        let mut fs: libc::statfs = std::mem::zeroed();
-        if libc::fstat(fd, &mut st) != 0 || libc::fstatfs(fd, &mut fs) != 0 {
-            return false;
-        }
-        (st, fs)
-    };
-    let a_job_disk = libc::major(st.st_dev) == LOOP_MAJOR
-        && st.st_ino == EXT4_ROOT_INO
-        && fs.f_type == EXT4_SUPER_MAGIC;
-    if !a_job_disk {
-        return false;
-    }
-    let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
-    // SAFETY: ioctl(2) on our descriptor with a pointer to a u32 that outlives the call.
-    unsafe { libc::ioctl(fd, EXT4_IOC_SHUTDOWN, &flags) == 0 }
 }
 
 /// Where templates are kept from one run to the next (a state directory).
