@@ -2,8 +2,9 @@
 //! copy-on-write root's upper layer, its caches on their way) lives in its workspace,
 //! and the workspace is a filesystem of its own: an ext4 image of the budget's size,
 //! sparse (it takes on the host only what the job writes), on a loop device, mounted
-//! `nosuid,nodev,nobarrier` on the workspace directory before the checkout. A job that fills it
-//! gets `ENOSPC`, never the host's disk; the job is errored "exceeded its disk limit".
+//! `nosuid,nodev,nobarrier` on the workspace directory before the checkout. A job that
+//! fills it gets `ENOSPC`, never the host's disk; the job is errored "exceeded its disk
+//! limit".
 //!
 //! The image is a copy of a template made with `mkfs.ext4` once per runway process, or
 //! once for all of them when it is kept in runway's state directory (no journal, no
@@ -199,7 +200,7 @@ fn make(dir: &Path, size: u64) -> io::Result<()> {
 }
 
 /// The options a job's disk is mounted with (besides `nosuid,nodev`).
-pub const MOUNT_OPTIONS: &str = "nobarrier";
+const MOUNT_OPTIONS: &str = "nobarrier";
 
 /// The template copied, a loop device, a mount on `dir`.
 fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
