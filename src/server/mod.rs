@@ -13,6 +13,7 @@
 //!   task wakes; `caches`: caches in S3 for workers;
 //! - `crons`: scheduled builds; `statuses`: the status outbox to the forge;
 //! - `access`: who a request comes from and what they may do;
+//! - `changes`: the builds that changed, in order, for the lists kept up to date;
 //! - `live`: live logs of running builds, for server-sent events;
 //! - `web`: the pages, the live log's events and the JSON API; `pages`: the HTML;
 //!   `badge`: build badges;
@@ -29,6 +30,7 @@ mod agents;
 mod badge;
 mod builder;
 mod caches;
+mod changes;
 mod crons;
 mod dispatch;
 pub mod hooks;
@@ -97,9 +99,9 @@ pub struct AppState {
     /// Log files of ended builds, removed when due (`builder::PARTIAL_LOG_LINGER`):
     /// (when, build row id).
     expiring_logs: Mutex<std::collections::VecDeque<(std::time::Instant, i64)>>,
-    /// The ids of builds that were queued, started, ended, canceled or restarted, for
-    /// the pages that list builds (`GET /events`).
-    changes: tokio::sync::broadcast::Sender<i64>,
+    /// The builds that were queued, started, ended, canceled or restarted, in order, for
+    /// the pages that list builds (`GET /events`) and the status outbox.
+    changes: changes::Changes,
     /// Notified when the server stops taking requests: open `/events` streams end.
     closing: Notify,
     /// The workers' claims waiting for a task to be queued.
@@ -171,7 +173,7 @@ impl AppState {
             in_place: AtomicBool::new(false),
             slots,
             expiring_logs: Mutex::default(),
-            changes: tokio::sync::broadcast::channel(256).0,
+            changes: changes::Changes::new(crate::clock::now_ms() as u64, 256),
             closing: Notify::new(),
             waiting: waiting::Waiting::default(),
             said_queued: Mutex::default(),
@@ -264,7 +266,7 @@ impl AppState {
 
     /// Tells the open builds lists that build `id` changed.
     fn changed(&self, id: i64) {
-        let _ = self.changes.send(id);
+        self.changes.send(id);
     }
 
     /// Cancels every running build now (their jobs' process groups are killed): a

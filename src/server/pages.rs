@@ -152,6 +152,8 @@ pub struct List<'a> {
     pub branches: &'a [BuildRow],
     /// The page starts after this build (None: the newest).
     pub before: Option<i64>,
+    /// The changes the page was read after: its stream of changes starts there.
+    pub seen: &'a str,
 }
 
 /// The repositories with their latest build, then the builds (filtered by repository,
@@ -208,10 +210,11 @@ pub fn index(l: &List) -> String {
     }
     b.push_str(&pages_nav(l, shown));
     let data = format!(
-        "data-page=\"index\" data-repo=\"{}\" data-branch=\"{}\" data-first=\"{}\"",
+        "data-page=\"index\" data-repo=\"{}\" data-branch=\"{}\" data-first=\"{}\" data-seen=\"{}\"",
         esc(l.only.unwrap_or("")),
         esc(l.branch.unwrap_or("")),
-        l.before.is_none()
+        l.before.is_none(),
+        esc(l.seen)
     );
     page("runway builds", &data, &b)
 }
@@ -867,6 +870,7 @@ mod tests {
                 repos: &repos,
                 only: Some("o/app"),
                 before,
+                seen: "",
             })
         };
         let html = list(None);
@@ -953,6 +957,7 @@ mod tests {
             repos: &repos,
             only: None,
             before: None,
+            seen: "",
         });
         assert!(
             html.contains("href=\"/builds/3?repo=o/a%20b%26c\""),
@@ -988,6 +993,7 @@ mod tests {
             repos: &repos,
             only: Some("o/app"),
             before: None,
+            seen: "",
         });
         assert!(
             html.contains("<code>abcdef0</code> Fix the &lt;login&gt; page</td>"),

@@ -219,9 +219,9 @@ pub(super) async fn run(state: Arc<AppState>, poster: Arc<dyn Poster>) {
         let wait = due.map(|at| Duration::from_millis((at - crate::clock::now_ms()).max(0) as u64));
         tokio::select! {
             heard = changes.recv() => match heard {
-                Ok(id) => {
+                Ok(c) => {
                     let st = state.clone();
-                    let _ = tokio::task::spawn_blocking(move || enqueue(&st, id)).await;
+                    let _ = tokio::task::spawn_blocking(move || enqueue(&st, c.build)).await;
                 }
                 Err(RecvError::Lagged(_)) => {
                     let st = state.clone();

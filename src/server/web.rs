@@ -15,12 +15,14 @@ use crate::store::Status;
 
 use super::DbError;
 use super::access::{self, Viewer, viewer};
-use super::live::{Chunk, Cursor, JobText, LiveLog};
+use super::changes::{Cursor, Since};
+use super::live::{self, Chunk, JobText, LiveLog};
 use super::{AppState, answer, hooks, pages};
 use crate::auth::{Role, Who};
 use crate::job::JobResult;
 use crate::store::BuildRow;
 use crate::store::access::Action;
+use tokio::sync::broadcast::error::RecvError;
 
 /// `?repo=owner/app`, when several repositories have the build number.
 #[derive(Deserialize, Default)]
@@ -100,6 +102,9 @@ pub(super) async fn pages_index(
         Err(refused) => return *refused,
     };
     let visible = access::readable(&state, &v.who);
+    // Taken before the builds are read: a change after it may be in the page and is
+    // told again (a row replaced by itself), but none is missed.
+    let seen = state.changes.cursor().to_string();
     let repo = q.repo.as_deref().filter(|r| !r.is_empty());
     let branch = q.branch.as_deref().filter(|b| !b.is_empty());
     let read = state.db(|s| {
@@ -137,15 +142,19 @@ pub(super) async fn pages_index(
             branch,
             branches: &branches,
             before: q.before,
+            seen: &seen,
         }),
     )
 }
 
 /// `GET /events`: each build that is queued, starts, ends, is canceled or restarted,
-/// as a server-sent `build` event (the API's JSON for it); `reload` when this reader
-/// fell too far behind to be told each.
+/// as a server-sent `build` event (the API's JSON for it) with its place as the event's
+/// id; `reload` when this reader fell too far behind to be told each. A reader that
+/// gives a place (`?after=` from the page, or `Last-Event-ID` when it reconnects) is
+/// first told each change since.
 pub(super) async fn list_events(
     State(state): State<Arc<AppState>>,
+    Query(q): Query<EventsQuery>,
     peer: Option<axum::Extension<super::streams::Peer>>,
     headers: HeaderMap,
 ) -> Response {
@@ -157,46 +166,70 @@ pub(super) async fn list_events(
         Ok(p) => p,
         Err(refused) => return *refused,
     };
-    let rx = state.changes.subscribe();
+    // A reconnecting reader's place may be another start's (this server restarted):
+    // it reads everything again. A page's may be another node's (several behind one
+    // address): it starts from now, or it would reload for ever.
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|h| h.to_str().ok())
+        .filter(|s| !s.is_empty());
+    let after = match (last_id, q.after.as_deref().and_then(Cursor::parse)) {
+        (Some(id), _) => Cursor::parse(id).ok_or(Lost),
+        (None, Some(page)) if state.changes.is_ours(page) => Ok(page),
+        (None, _) => Ok(state.changes.cursor()),
+    };
+    let (pending, rx) = match after.map(|c| state.changes.since(c)) {
+        Ok((Since::Each(each), rx)) => (each.into_iter().map(Ok).collect(), rx),
+        Ok((Since::Lost, rx)) => (VecDeque::from([Err(Lost)]), rx),
+        Err(Lost) => (VecDeque::from([Err(Lost)]), state.changes.subscribe()),
+    };
     let stream = futures_util::stream::unfold(
-        (state, rx, permit, who),
-        |(state, mut rx, permit, who)| async move {
+        (state, rx, permit, who, pending),
+        |(state, mut rx, permit, who, mut pending)| async move {
             loop {
-                let got = {
-                    // Registered before the flag is read, so a stop between the two is
-                    // seen.
-                    let closing = state.closing.notified();
-                    tokio::pin!(closing);
-                    closing.as_mut().enable();
-                    if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                        return None;
-                    }
-                    tokio::select! {
-                        got = rx.recv() => got,
-                        _ = closing => return None,
+                let got = match pending.pop_front() {
+                    Some(told) => told,
+                    None => {
+                        // Registered before the flag is read, so a stop between the two
+                        // is seen.
+                        let closing = state.closing.notified();
+                        tokio::pin!(closing);
+                        closing.as_mut().enable();
+                        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                            return None;
+                        }
+                        tokio::select! {
+                            got = rx.recv() => match got {
+                                Ok(c) => Ok(c),
+                                Err(RecvError::Lagged(_)) => Err(Lost),
+                                Err(RecvError::Closed) => return None,
+                            },
+                            _ = closing => return None,
+                        }
                     }
                 };
                 let ev = match got {
                     // A build that cannot be read now (gone, or the store away) is
                     // skipped: the stream goes on.
-                    Ok(id) => match state.db(|s| s.by_id(id)) {
+                    Ok(c) => match state.db(|s| s.by_id(c.build)) {
                         // Only the builds this reader may see.
                         Ok(Some(row)) if access::may_read(&state, &row.repo, &who) => {
                             let mut v = api_row(&row);
                             v["row_html"] = pages::row_html(&row).into();
                             v["repo_html"] = pages::repo_html(&row).into();
-                            Event::default().event("build").json_data(v).expect("json")
+                            Event::default()
+                                .event("build")
+                                .id(c.at.to_string())
+                                .json_data(v)
+                                .expect("json")
                         }
                         _ => continue,
                     },
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        Event::default().event("reload").data("reload")
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    Err(Lost) => Event::default().event("reload").data("reload"),
                 };
                 return Some((
                     Ok::<_, std::convert::Infallible>(ev),
-                    (state, rx, permit, who),
+                    (state, rx, permit, who, pending),
                 ));
             }
         },
@@ -205,6 +238,15 @@ pub(super) async fn list_events(
         .keep_alive(KeepAlive::default())
         .into_response()
 }
+
+/// `GET /events?after=PLACE`.
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    after: Option<String>,
+}
+
+/// Changes a reader was not told: it reads everything again.
+struct Lost;
 
 /// `GET /assets/NAME`: the pages' script, style and the ANSI colour library.
 pub(super) async fn asset(UrlPath(name): UrlPath<String>) -> Response {
@@ -661,7 +703,7 @@ pub(super) async fn build_events(
     let stream = futures_util::stream::unfold(
         (
             live,
-            Cursor::default(),
+            live::Cursor::default(),
             rx,
             VecDeque::new(),
             (permit, reading),

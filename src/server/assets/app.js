@@ -24,7 +24,10 @@ function index() {
   const onBranch = document.body.dataset.branch || "";
   const firstPage = document.body.dataset.first === "true";
   const tbody = document.querySelector("#builds tbody");
-  const es = new EventSource("/events");
+  // From the changes the page was read after: none between its reading and now is
+  // missed.
+  const seen = document.body.dataset.seen || "";
+  const es = new EventSource("/events" + (seen ? "?after=" + encodeURIComponent(seen) : ""));
   es.addEventListener("build", (e) => {
     const b = JSON.parse(e.data);
     const tmp = document.createElement("tbody");

@@ -1,4 +1,4 @@
-//! The server's own log: one line per event.
+//! The server's own log, one line per event; the builds list's stream of changes.
 
 use super::*;
 
@@ -72,5 +72,95 @@ fn the_server_logs_one_line_per_event() {
     assert!(
         !lines.iter().any(|l| l.contains(SECRET)),
         "no secret in the server's log"
+    );
+}
+
+/// What `GET /events` says from `head` on (a request's path and headers), read until
+/// `enough` holds of the events so far (or 60 s): each event as (its name, its id, the
+/// build's state).
+fn list_events(
+    srv: &Server,
+    head: &str,
+    enough: impl Fn(&[(String, String, String)]) -> bool,
+) -> Vec<(String, String, String)> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(s, "{head}\r\nHost: x\r\n\r\n").unwrap();
+    let (mut said, mut name, mut id) = (Vec::new(), String::new(), String::new());
+    for line in std::io::BufReader::new(s).lines() {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("event:") {
+            name = n.trim().to_string();
+        } else if let Some(i) = line.strip_prefix("id:") {
+            id = i.trim().to_string();
+        } else if let Some(data) = line.strip_prefix("data:") {
+            let state = serde_json::from_str::<serde_json::Value>(data.trim())
+                .map(|v| v["state"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            said.push((std::mem::take(&mut name), std::mem::take(&mut id), state));
+            if enough(&said) {
+                break;
+            }
+        }
+    }
+    said
+}
+
+/// The builds list's stream starts where its page was read: a build queued, run and
+/// ended between the page's reading and the stream's opening is told first, each
+/// change in order with its place as the event's id (a browser's reconnect sends the
+/// last one back as `Last-Event-ID` and is told what came after it); a place this
+/// server never gave (another start's) is told to reload.
+#[test]
+fn the_list_stream_starts_where_its_page_was_read() {
+    let s = Setup::new(
+        "language: shell\nscript: true\nnotifications:\n  email: false\n",
+        "",
+    );
+    let srv = Server::start(&s.config, &s.state(), &[("APP_SECRET", SECRET)]);
+    let seen = || {
+        let (code, page) = srv.request("GET", "/", &[], b"");
+        assert_eq!(code, 200, "{page}");
+        page.split("data-seen=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no data-seen: {page}"))
+            .to_string()
+    };
+    let before = seen();
+    assert_eq!(generic(&srv, "master", &s.head()).0, 202);
+    wait_for(
+        || srv.json("/api/builds/1")["state"] == "passed",
+        "the build",
+    );
+    // Read until the change a page read now was read after: the build's last.
+    let last = seen();
+    let ended = |said: &[(String, String, String)]| said.iter().any(|e| e.1 == last);
+    let said = list_events(&srv, &format!("GET /events?after={before} HTTP/1.1"), ended);
+    assert!(ended(&said), "the build's changes not told: {said:?}");
+    assert_eq!(
+        said.last().map(|e| e.2.as_str()),
+        Some("passed"),
+        "{said:?}"
+    );
+    assert!(said.iter().all(|e| e.0 == "build"), "{said:?}");
+    let places: Vec<u64> = said
+        .iter()
+        .map(|e| e.1.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(places.windows(2).all(|w| w[0] < w[1]), "{said:?}");
+    // A reconnect after the first change is told the rest, from the second on.
+    let rest = list_events(
+        &srv,
+        &format!("GET /events HTTP/1.1\r\nLast-Event-ID: {}", said[0].1),
+        ended,
+    );
+    assert_eq!(rest, said[1..], "told after the first");
+    let other = list_events(&srv, "GET /events HTTP/1.1\r\nLast-Event-ID: 1-1", |_| true);
+    assert_eq!(
+        other.first().map(|e| e.0.as_str()),
+        Some("reload"),
+        "{other:?}"
     );
 }
