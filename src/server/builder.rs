@@ -15,6 +15,11 @@ use crate::store::{BuildRow, Status};
 /// How often retention prunes.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// The claim loop's pace when nothing wakes it; also how often it looks in the store
+/// for what only the store says (a `runway cancel` of a build this node runs, a mail
+/// due again), however often builds wake it.
+const TICK: Duration = Duration::from_millis(500);
+
 /// Prunes the ended builds (and logs) runway.toml's `[retention]` does not keep.
 fn prune(state: &AppState) {
     let now = crate::clock::now_ms() / 1000;
@@ -74,6 +79,9 @@ pub(super) async fn work(state: Arc<AppState>) {
     let lease = state.cfg.node_lease_ms as i64;
     let mut renewed = Instant::now();
     let mut pruned: Option<Instant> = None;
+    let mut looked: Option<Instant> = None;
+    // When a claim last found nothing, and the queue's count then.
+    let mut empty: Option<(u64, Instant)> = None;
     loop {
         // Stopping: no new build, but the holds on the running ones are renewed until
         // they end (or the node hands them over), so no other node takes them meanwhile.
@@ -88,10 +96,21 @@ pub(super) async fn work(state: Arc<AppState>) {
         } else {
             state.cfg.concurrency
         };
-        while !stopping && state.running.load(Ordering::SeqCst) < most {
+        // Every build that ends wakes this loop too: once a claim found nothing, it is
+        // tried again when a build may have been queued since (or a tick later: a
+        // `runway restart` on the store itself), not on each wake.
+        let may_claim = empty.is_none_or(|(seen, at)| {
+            seen != state.queued.load(Ordering::SeqCst) || at.elapsed() >= TICK
+        });
+        while may_claim && !stopping && state.running.load(Ordering::SeqCst) < most {
+            let seen = state.queued.load(Ordering::SeqCst);
             let until = crate::store::tasks::now_ms() + lease;
             let claimed = state.db(|s| s.claim_for(&state.node, until));
-            let Ok(Some(row)) = claimed else { break };
+            let Ok(Some(row)) = claimed else {
+                empty = Some((seen, Instant::now()));
+                break;
+            };
+            empty = None;
             follow(&state, row, false);
         }
         // With workers, a node at `concurrency = 0` (pages and webhooks only) still
@@ -160,13 +179,18 @@ pub(super) async fn work(state: Arc<AppState>) {
                 }
             }
         }
-        cancel_requested(&state);
-        let st = state.clone();
-        let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
+        // A busy node is woken by every build that is queued or ends: looking for
+        // these on each wake was two queries and a blocking task per build.
+        if looked.is_none_or(|l| l.elapsed() >= TICK) {
+            cancel_requested(&state);
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || retry_mails(&st)).await;
+            looked = Some(Instant::now());
+        }
         remove_expired_logs(&state);
         tokio::select! {
             _ = state.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(TICK) => {}
         }
     }
 }

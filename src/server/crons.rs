@@ -82,7 +82,7 @@ fn run_one(state: &AppState, repo: &RepoConfig, cron: &CronConfig) -> Option<Ran
         .expect("said_queued")
         .insert(row.id);
     state.changed(row.id);
-    state.wake.notify_one();
+    state.may_have_queued();
     Some(Ran::Queued(row.number))
 }
 

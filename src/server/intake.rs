@@ -119,7 +119,7 @@ fn answer_queued(
     };
     match queued {
         Ok(Ok(Queued::Build(row, superseded))) => {
-            state.wake.notify_one();
+            state.may_have_queued();
             state.changed(row.id);
             let canceled = cancel_superseded(state, &row.repo, &superseded);
             tracing::info!(

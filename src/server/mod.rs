@@ -81,6 +81,10 @@ pub struct AppState {
     /// Notified each time a running build ends (what a shutdown waits on).
     ended: Notify,
     running: AtomicUsize,
+    /// Moved each time a build may have been queued here (a delivery, a restart, an
+    /// approval, a cron, another node's change): the claim loop, having found nothing
+    /// to claim, claims again only once it moves (or a tick later).
+    queued: std::sync::atomic::AtomicU64,
     stopping: AtomicBool,
     /// The store is the embedded one (SQLite): its calls may run in place on a
     /// runtime thread, one at a time ([`AppState::store_call`]).
@@ -168,6 +172,7 @@ impl AppState {
             wake: Notify::new(),
             ended: Notify::new(),
             running: AtomicUsize::new(0),
+            queued: Default::default(),
             stopping: AtomicBool::new(false),
             embedded: url.is_none(),
             in_place: AtomicBool::new(false),
@@ -213,7 +218,7 @@ impl AppState {
             Change::Build(id) => {
                 self.changed(id);
                 self.signals.bump(id);
-                self.wake.notify_one();
+                self.may_have_queued();
             }
             Change::Task(id) => self.signals.bump(id),
             Change::Queued(id) => {
@@ -228,7 +233,7 @@ impl AppState {
             Change::Resync => {
                 self.signals.bump_all();
                 self.waiting.queued_unknown();
-                self.wake.notify_one();
+                self.may_have_queued();
             }
         }
     }
@@ -262,6 +267,12 @@ impl AppState {
             }
             st.heard(store::postgres::Change::Resync);
         });
+    }
+
+    /// Wakes the claim loop: a build may have been queued.
+    fn may_have_queued(&self) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     /// Tells the open builds lists that build `id` changed.

@@ -432,7 +432,7 @@ pub(super) async fn api_restart_job(
                 &number,
             );
             tracing::info!(repo = %row.repo, number = n, job = %number, attempt, "job restarted");
-            state.wake.notify_one();
+            state.may_have_queued();
             state.changed(row.id);
             answer(
                 StatusCode::ACCEPTED,
@@ -463,7 +463,7 @@ pub(super) async fn api_approve(
         Ok(true) => {
             access::record(&state, &who, Action::Approve, &row.repo, Some(row.id), "");
             tracing::info!(repo = %row.repo, number = row.number, "build approved");
-            state.wake.notify_one();
+            state.may_have_queued();
             state.changed(row.id);
             answer(
                 StatusCode::OK,
@@ -503,7 +503,7 @@ pub(super) async fn api_restart(
         );
     }
     access::record(&state, &who, Action::Restart, &row.repo, Some(row.id), "");
-    state.wake.notify_one();
+    state.may_have_queued();
     state.changed(row.id);
     answer(
         StatusCode::ACCEPTED,
