@@ -89,11 +89,20 @@ impl LogArchive for Files {
 
     fn put(&self, build_id: i64, job: &str, log: &[u8]) -> Result<String, StoreError> {
         let dir = self.0.join(build_id.to_string());
+        let made = !dir.is_dir();
         std::fs::create_dir_all(&dir)?;
         let name = format!("{build_id}/{}", job_file(job));
         let mut tmp = tempfile::NamedTempFile::new_in(&dir)?;
         std::io::Write::write_all(&mut tmp, &zstd_of(log)?)?;
+        // On the disk, name and all, before the store is told the log is here: the
+        // row's move commits lazily, but the next synced commit carries it to disk,
+        // and no journal orders the file's blocks before it.
+        tmp.as_file().sync_data()?;
         tmp.persist(self.0.join(&name)).map_err(|e| e.error)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        if made {
+            std::fs::File::open(&self.0)?.sync_all()?;
+        }
         Ok(format!("file:{name}"))
     }
 
