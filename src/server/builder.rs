@@ -99,9 +99,7 @@ pub(super) async fn work(state: Arc<AppState>) {
         // Every build that ends wakes this loop too: once a claim found nothing, it is
         // tried again when a build may have been queued since (or a tick later: a
         // `runway restart` on the store itself), not on each wake.
-        let may_claim = empty.is_none_or(|(seen, at)| {
-            seen != state.queued.load(Ordering::SeqCst) || at.elapsed() >= TICK
-        });
+        let may_claim = may_claim(empty, state.queued.load(Ordering::SeqCst), Instant::now());
         while may_claim && !stopping && state.running.load(Ordering::SeqCst) < most {
             let seen = state.queued.load(Ordering::SeqCst);
             let until = crate::store::tasks::now_ms() + lease;
@@ -193,6 +191,13 @@ pub(super) async fn work(state: Arc<AppState>) {
             _ = tokio::time::sleep(TICK) => {}
         }
     }
+}
+
+/// Whether the claim loop claims now: always, unless its last claim found nothing
+/// (`empty`: the count of queue moves then, and when) and since then nothing may have
+/// been queued (`queued`, the count now) and less than a tick went by.
+fn may_claim(empty: Option<(u64, Instant)>, queued: u64, now: Instant) -> bool {
+    empty.is_none_or(|(seen, at)| seen != queued || now.duration_since(at) >= TICK)
 }
 
 /// Follows build `row` (claimed, or `taken_over` from a node that left it) on a
@@ -492,6 +497,22 @@ mod tests {
     use super::*;
     use crate::build::BuildState;
     use crate::store::{JobRow, NewBuild};
+
+    #[test]
+    fn a_claim_that_found_nothing_waits_for_a_queue_move_or_a_tick() {
+        let t = std::time::Instant::now();
+        assert!(may_claim(None, 7, t), "nothing found yet: claim");
+        assert!(
+            !may_claim(Some((7, t)), 7, t),
+            "found nothing, nothing queued since"
+        );
+        assert!(!may_claim(Some((7, t)), 7, t + TICK / 2), "within the tick");
+        assert!(
+            may_claim(Some((7, t)), 8, t),
+            "a build may have been queued since"
+        );
+        assert!(may_claim(Some((7, t)), 7, t + TICK), "a tick later");
+    }
 
     #[test]
     fn an_ended_builds_log_file_goes_when_due_but_not_while_it_runs_again() {
