@@ -28,6 +28,17 @@ use crate::protocol::{
 use crate::service::{self, Controls, Event, Options, Reporter, Request, SandboxOptions};
 use crate::store::tasks::{Labels, labels_text};
 
+/// `eprintln!` in one write: `eprintln!` writes each piece of its format on its own (the
+/// standard error is unbuffered), and each write wakes whoever reads a worker's
+/// standard error (a journal, a supervisor's pipe): seven wakes for a job's line.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+    }};
+}
+
 /// How a worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
@@ -212,7 +223,7 @@ impl Servers {
                     if stop() {
                         return Err(CallError::Retry(why));
                     }
-                    eprintln!("runway worker: {why}; trying again in {pause:?}");
+                    say!("runway worker: {why}; trying again in {pause:?}");
                     self.next();
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
@@ -235,10 +246,10 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         .unwrap_or_else(crate::cache::store::default_root);
     if let Err(e) = opts
         .sandbox
-        .make(&opts.state_dir, &cache_root, &mut |s| eprintln!("{s}"))
+        .make(&opts.state_dir, &cache_root, &mut |s| say!("{s}"))
     {
-        eprintln!("runway worker: the job sandbox cannot be made here: {e}");
-        eprintln!("runway worker: {}", e.hint());
+        say!("runway worker: the job sandbox cannot be made here: {e}");
+        say!("runway worker: {}", e.hint());
         return crate::exit::ERRORED;
     }
     let opts = &WorkerOptions {
@@ -251,14 +262,14 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     // What a runway that died here left running is ended, and its disks released, once
     // (not before each job).
     if let Some(note) = service::end_leftovers(&opts.state_dir) {
-        eprintln!("{note}");
+        say!("{note}");
     }
     // The dead man's switch: each job is stopped before its lease lapses, even when
     // this process is frozen and cannot (lease.rs).
     let keeper = match lease::Keeper::start(&crate::store::process_dir(&opts.state_dir)) {
         Ok(k) => Arc::new(Mutex::new(k)),
         Err(e) => {
-            eprintln!("runway worker: the lease keeper cannot be started: {e}");
+            say!("runway worker: the lease keeper cannot be started: {e}");
             return crate::exit::ERRORED;
         }
     };
@@ -269,7 +280,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     let flag = drained.clone();
     let _drain_stops_claims = drain.on_cancel(move || flag.store(true, Ordering::SeqCst));
     let mut done = 0;
-    eprintln!(
+    say!(
         "runway worker {}: {} → {}",
         opts.name,
         labels_text(&opts.labels),
@@ -302,17 +313,17 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
                     Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
                         Ok(a) => a,
                         Err(e) => {
-                            eprintln!("runway worker: an assignment runway cannot read: {e}");
+                            say!("runway worker: an assignment runway cannot read: {e}");
                             continue;
                         }
                     },
                     Ok(_) => continue,
                     Err(CallError::Refused(why)) => {
-                        eprintln!("runway worker: refused by the server: {why}");
+                        say!("runway worker: refused by the server: {why}");
                         return crate::exit::ERRORED;
                     }
                     Err(e) => {
-                        eprintln!("runway worker: {e:?}");
+                        say!("runway worker: {e:?}");
                         continue;
                     }
                 }
@@ -335,7 +346,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
             .unwrap_or_else(|p| p.into_inner()) = None;
         done += 1;
     }
-    eprintln!("runway worker {}: stopped after {done} job(s)", opts.name);
+    say!("runway worker {}: stopped after {done} job(s)", opts.name);
     crate::exit::PASSED
 }
 
@@ -625,7 +636,7 @@ impl Reporter for Problems {
     }
     fn event(&mut self, event: Event<'_>) {
         if let Event::Problem(t) = event {
-            eprintln!("runway worker: {t}");
+            say!("runway worker: {t}");
         }
     }
 }
@@ -700,7 +711,7 @@ fn run_task(
     // unless a heartbeat renews it.
     let hold = held_for(a);
     tell(keeper, lease::Word::HoldFor(hold));
-    eprintln!(
+    say!(
         "runway worker {}: job {} of {} (attempt {}; {})",
         opts.name,
         a.job.number,
@@ -782,9 +793,10 @@ fn run_task(
     }
     tell(keeper, lease::Word::Idle);
     if lost.is_canceled() {
-        eprintln!(
+        say!(
             "runway worker {}: job {} is no longer ours (its lease ran out): stopped",
-            opts.name, a.job.number
+            opts.name,
+            a.job.number
         );
         return None;
     }
@@ -797,7 +809,7 @@ fn run_task(
     };
     // Said before the report is sent: a report that asks for the next job is answered
     // when one comes (as a claim is), which may be a while.
-    eprintln!(
+    say!(
         "runway worker {}: job {} {}",
         opts.name,
         a.job.number,
@@ -810,11 +822,12 @@ fn run_task(
                 .ok()
                 .and_then(|e| e.next);
         }
-        Err(_) if give_up() => eprintln!(
+        Err(_) if give_up() => say!(
             "runway worker {}: no server took job {}'s report before its lease ran out (a node counts it as lost)",
-            opts.name, a.job.number,
+            opts.name,
+            a.job.number,
         ),
-        Err(e) => eprintln!(
+        Err(e) => say!(
             "runway worker {}: the report was not taken: {e:?}",
             opts.name
         ),
@@ -852,7 +865,7 @@ fn held_for(a: &Assignment) -> Duration {
 fn tell(keeper: &Mutex<lease::Keeper>, word: lease::Word) {
     let told = keeper.lock().unwrap_or_else(|p| p.into_inner()).tell(word);
     if let Err(e) = told {
-        eprintln!(
+        say!(
             "runway worker: the lease keeper is gone ({e}): a frozen worker's job would not be stopped"
         );
     }
@@ -913,10 +926,10 @@ fn beat(
                     keeper,
                     lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed())),
                 );
-                eprintln!("runway worker: heartbeat: the server cannot renew now: {why}");
+                say!("runway worker: heartbeat: the server cannot renew now: {why}");
             }
             Err(e) => {
-                eprintln!("runway worker: heartbeat: {e:?}");
+                say!("runway worker: heartbeat: {e:?}");
                 servers.next();
             }
         }
