@@ -5,7 +5,9 @@
 //!
 //! `BENCH_HISTORY=H cargo bench --bench store [N]`: what a build on a node asks of the
 //! SQLite store after H ended builds, against a store of none, and against the same H
-//! builds without the indexes added 2026-12-06 (the schema before), in one run.
+//! builds without the indexes added 2026-12-06 (the schema before), in one run; then
+//! builds on a branch of H ended builds, SQLite and PostgreSQL, against the same without
+//! the line's indexes added 2026-12-07.
 
 #[path = "../src/store/cluster.rs"]
 #[allow(dead_code)]
@@ -136,6 +138,60 @@ fn history(n: usize, history: usize) {
         us(m[2]),
         m[2].as_secs_f64() / m[0].as_secs_f64()
     );
+    one_branch(n, history, m[0]);
+}
+
+/// [`build_round`] on a branch with `history` ended builds of its own (a busy
+/// `main`), on both backends, against the same stores without the line's indexes
+/// added 2026-12-07 (`builds_by_line`, `builds_waiting`: the schema before, where the
+/// new build's auto-cancel read every older build of its branch); `fresh` is the
+/// SQLite round on an empty store, for the ratio (PostgreSQL's is a store of its own).
+fn one_branch(n: usize, history: usize, fresh: Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url_new, url_old, url_fresh) = (
+        cluster::shared().database("line"),
+        cluster::shared().database("unlined"),
+        cluster::shared().database("fresh"),
+    );
+    let mut stores: Vec<Store> = vec![
+        Store::open(&dir.path().join("new")).unwrap(),
+        Store::open(&dir.path().join("old")).unwrap(),
+        Store::connect(&dir.path().join("pg-new"), Some(&url_new)).unwrap(),
+        Store::connect(&dir.path().join("pg-old"), Some(&url_old)).unwrap(),
+        Store::connect(&dir.path().join("pg-fresh"), Some(&url_fresh)).unwrap(),
+    ];
+    for st in &mut stores[..4] {
+        let _ = build_round(st, history, "main");
+    }
+    let drop_them = "DROP INDEX builds_by_line; DROP INDEX builds_waiting;";
+    rusqlite::Connection::open(dir.path().join("old").join("runway.db"))
+        .unwrap()
+        .execute_batch(drop_them)
+        .unwrap();
+    postgres::Client::connect(&url_old, postgres::NoTls)
+        .unwrap()
+        .batch_execute(drop_them)
+        .unwrap();
+    let mut times = vec![Vec::new(); stores.len()];
+    for _ in 0..5 {
+        for (i, st) in stores.iter_mut().enumerate() {
+            times[i].push(build_round(st, n, "main"));
+        }
+    }
+    let m: Vec<Duration> = times.into_iter().map(median).collect();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (name, new, old, fresh) in [
+        ("SQLite", m[0], m[1], fresh),
+        ("PostgreSQL", m[2], m[3], m[4]),
+    ] {
+        println!(
+            "the same on a branch of {history} ended builds, {name}: {:.0} µs (ratio to no history {:.2}); without the line's indexes (the schema before 2026-12-07) {:.0} µs; with/without {:.3}",
+            us(new),
+            new.as_secs_f64() / fresh.as_secs_f64(),
+            us(old),
+            new.as_secs_f64() / old.as_secs_f64()
+        );
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -7,9 +7,40 @@
 
 use super::tasks::Value;
 use super::{
-    BuildRow, COLUMNS, OutboxMail, Status, StatusRow, StatusView, Store, StoreError, Superseded,
-    Text, now,
+    Backend, BuildRow, COLUMNS, OutboxMail, Status, StatusRow, StatusView, Store, StoreError,
+    Superseded, Text, now,
 };
+
+/// What a new build does to the older builds of its line (its repository's branch, or
+/// its pull request): the waiting ones are canceled (`$1` the time, `$2` the reason,
+/// `$3` the repository, `$4` the branch, `$5` the pull request, `$6` the new build's
+/// id); those taken but not started get the reason (`$1` the reason, `$2` the
+/// repository, `$3` the branch, `$4` the new build's id, `$5` the pull request). The
+/// line's columns as `db` finds them in an index: the waiting ones by
+/// `builds_waiting`, the started ones among the few running.
+pub(super) fn superseding(db: &dyn Backend) -> [String; 2] {
+    let line = |branch: usize| {
+        format!(
+            "{} AND tag IS NULL AND {}",
+            db.same("branch", branch),
+            db.same("pull_request", 5)
+        )
+    };
+    [
+        format!(
+            "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
+             WHERE repo = $3 AND {} AND state IN ('queued', 'awaiting_approval') AND id < $6
+             RETURNING number",
+            line(4)
+        ),
+        format!(
+            "UPDATE builds SET reason = $1
+             WHERE repo = $2 AND {} AND state = 'running' AND jobs_started = 0 AND id < $4
+             RETURNING id, number",
+            line(3)
+        ),
+    ]
+}
 
 /// A build row from its [`COLUMNS`].
 fn build_of(r: Vec<Value>) -> Result<BuildRow, StoreError> {
@@ -90,21 +121,18 @@ impl Store {
         // A pull request's builds supersede only that pull request's; a push's, the
         // branch's pushes.
         let pr = newer.pull_request.as_ref().map(|p| p.number as i64);
+        let [cancel_waiting, mark_started] = superseding(&**self.db());
         let queued = self
             .db()
             .query(
-                "UPDATE builds SET state = 'canceled', finished_at = $1, reason = $2
-                 WHERE repo = $3 AND branch IS NOT DISTINCT FROM $4 AND tag IS NULL
-                   AND pull_request IS NOT DISTINCT FROM $6
-                   AND state IN ('queued', 'awaiting_approval') AND id < $5
-                 RETURNING number",
+                &cancel_waiting,
                 &[
                     now().into(),
                     reason.into(),
                     newer.repo.as_str().into(),
                     newer.branch.as_deref().into(),
-                    newer.id.into(),
                     pr.into(),
+                    newer.id.into(),
                 ],
             )?
             .into_iter()
@@ -115,11 +143,7 @@ impl Store {
         let waiting = self
             .db()
             .query(
-                "UPDATE builds SET reason = $1
-                 WHERE repo = $2 AND branch IS NOT DISTINCT FROM $3 AND tag IS NULL
-                   AND pull_request IS NOT DISTINCT FROM $5
-                   AND state = 'running' AND jobs_started = 0 AND id < $4
-                 RETURNING id, number",
+                &mark_started,
                 &[
                     reason.into(),
                     newer.repo.as_str().into(),
@@ -249,6 +273,26 @@ impl Store {
             .builds_where("WHERE id = $1", &[id.into()])?
             .into_iter()
             .next())
+    }
+
+    /// The commits of `repo`'s pull requests' builds (runway's merges among them).
+    pub fn pull_request_commits(
+        &self,
+        repo: &str,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.db()
+            .query(
+                "SELECT commit_sha FROM builds WHERE repo = $1 AND pull_request IS NOT NULL",
+                &[repo.into()],
+            )?
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .next()
+                    .and_then(|v| v.text())
+                    .ok_or_else(|| StoreError::Data("a build without its commit".into()))
+            })
+            .collect()
     }
 
     /// Keeps a mail that could not be sent, for a retry at `next_at_ms`.

@@ -429,6 +429,12 @@ pub(in crate::store) trait Backend: Send {
     ) -> Result<bool, StoreError>;
     /// A build's jobs, in the order they were recorded.
     fn jobs(&mut self, build_id: i64) -> Result<Vec<JobRow>, StoreError>;
+    /// SQL saying that `column` holds parameter `$n`, a NULL matching a NULL, in a form
+    /// this backend finds in an index: SQLite's `IS` (here), PostgreSQL's
+    /// [`postgres::same`].
+    fn same(&self, column: &str, n: usize) -> String {
+        format!("{column} IS ${n}")
+    }
     /// Rows of a plain query (`$1`… placeholders), for [`tasks`].
     fn query(
         &mut self,
@@ -1090,6 +1096,110 @@ mod tests {
                 assert_eq!(o.join().unwrap(), Ok(()));
             }
         }
+    }
+
+    /// An intake looks among the builds of its line (its branch, tag or pull request)
+    /// for the previous one and for the older ones waiting, on both backends by an
+    /// index of the whole line: by the branch alone (or, on PostgreSQL, the repository
+    /// alone), a branch's first build or a pull request's read every build before it
+    /// (200,000 builds on one branch: 29 to 58 ms an intake, 0.03 ms by the line).
+    /// Asked of each planner with the statements the store runs.
+    #[test]
+    fn an_intake_finds_its_lines_builds_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = cluster::shared().database("lines");
+        let stores = [
+            Store::open(dir.path()).unwrap(),
+            Store::connect(&dir.path().join("pg"), Some(&url)).unwrap(),
+        ];
+        let conn = rusqlite::Connection::open(dir.path().join("runway.db")).unwrap();
+        let plan = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> String {
+            let mut st = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", sqlite::placeholders(sql)))
+                .unwrap();
+            st.query_map(args, |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let none: Option<i64> = None;
+        let p = plan(sqlite::PREVIOUS, &[&"o/a", &"feature", &none, &7]);
+        assert!(
+            p.contains("builds_by_line (repo=? AND branch=? AND tag=? AND pull_request=?)"),
+            "{p}"
+        );
+        let [cancel, mark] = common::superseding(&**stores[0].db());
+        let p = plan(&cancel, &[&1, &"r", &"o/a", &"main", &none, &9]);
+        assert!(p.contains("builds_waiting (repo=? AND branch=?"), "{p}");
+        let p = plan(&mark, &[&"r", &"o/a", &"main", &9, &none]);
+        assert!(p.contains("builds_by_state (state=?"), "{p}");
+
+        // PostgreSQL, as a node plans each statement: with its parameters' values.
+        let mut pg = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        // Its choice follows the table's statistics: a branch with a past.
+        pg.batch_execute(
+            "INSERT INTO builds (repo, number, branch, commit_sha, event, state, started_at, finished_at)
+               SELECT 'o/a', g, 'main', 'c', 'push', 'passed', g, g FROM generate_series(1, 5000) g;
+             ANALYZE builds;",
+        )
+        .unwrap();
+        let mut plan = |name: &str, sql: &str, types: &str, args: &str| -> String {
+            pg.batch_execute(&format!("PREPARE {name}({types}) AS {sql}"))
+                .unwrap();
+            pg.query(&format!("EXPLAIN EXECUTE {name}({args})"), &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // What the index finds (not what is filtered after): a pull request's builds
+        // among its branch's, a new branch's (none) among the repository's.
+        let found = |p: &str| -> String {
+            p.lines()
+                .filter(|l| l.contains("Index Cond"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        for (name, args, cond) in [
+            (
+                "pr",
+                "'o/a', 'main', NULL, 7",
+                "(branch = 'main'::text) AND (tag IS NULL) AND (pull_request = '7'::bigint)",
+            ),
+            (
+                "first",
+                "'o/a', 'feature', NULL, NULL",
+                "(branch = 'feature'::text)",
+            ),
+        ] {
+            let p = plan(
+                name,
+                &postgres::previous(),
+                "text, text, text, bigint",
+                args,
+            );
+            assert!(found(&p).contains(cond), "{p}");
+        }
+        let [cancel, mark] = common::superseding(&**stores[1].db());
+        let p = plan(
+            "cancel",
+            &cancel,
+            "bigint, text, text, text, bigint, bigint",
+            "1, 'r', 'o/a', 'main', NULL, 9",
+        );
+        assert!(
+            p.contains("builds_waiting") && found(&p).contains("(branch = 'main'::text)"),
+            "{p}"
+        );
+        let p = plan(
+            "mark",
+            &mark,
+            "text, text, text, bigint, bigint",
+            "'r', 'o/a', 'main', 9, NULL",
+        );
+        assert!(p.contains("builds_running"), "{p}");
     }
 
     #[test]

@@ -208,6 +208,14 @@ CREATE INDEX outbox_due ON outbox (next_at_ms) WHERE state = 'pending';
 CREATE INDEX deliveries_by_at ON deliveries (at);
 CREATE INDEX statuses_due ON statuses (id) WHERE outcome = 'pending';
 ",
+    // What an intake looks up among a line of builds (a repository's branch, tag or
+    // pull request): the previous build of it, and the older ones still waiting that a
+    // new one cancels (sqlite.rs's LINE_INDEXES; the previous one by number here).
+    "
+CREATE INDEX builds_by_line ON builds (repo, branch, tag, pull_request, number);
+CREATE INDEX builds_waiting ON builds (repo, branch, tag, pull_request)
+  WHERE state IN ('queued', 'awaiting_approval');
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).
@@ -535,7 +543,31 @@ impl Postgres {
     }
 }
 
+/// `column` holds parameter `$n`, a NULL matching a NULL, written so that the planner
+/// finds it in an index: `IS NOT DISTINCT FROM` is planned as a filter over every row
+/// the rest of the condition leaves (a branch's first build read every build of its
+/// repository), while this `OR`, planned with the parameter's value (every statement
+/// is prepared for its call, so its plan is a custom one), becomes `column = 'x'` or
+/// `column IS NULL`: index conditions both.
+pub(super) fn same(column: &str, n: usize) -> String {
+    format!("({column} = ${n} OR ({column} IS NULL AND ${n} IS NULL))")
+}
+
+/// The state of the last build that ended of a new build's line (by `builds_by_line`).
+pub(super) fn previous() -> String {
+    format!(
+        "SELECT state FROM builds WHERE repo = $1 AND {} AND {} AND {}
+           AND finished_at IS NOT NULL ORDER BY number DESC LIMIT 1",
+        same("branch", 2),
+        same("tag", 3),
+        same("pull_request", 4)
+    )
+}
+
 impl Backend for Postgres {
+    fn same(&self, column: &str, n: usize) -> String {
+        same(column, n)
+    }
     fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
         let (sql, args) = (sql.to_string(), args.to_vec());
         self.call(move |i| i.query(&sql, &args))
@@ -850,13 +882,7 @@ impl Backend for Inner {
             )?
             .try_get(0)?;
         let previous: Option<String> = tx
-            .query_opt(
-                "SELECT state FROM builds WHERE repo = $1 AND branch IS NOT DISTINCT FROM $2
-                   AND tag IS NOT DISTINCT FROM $3 AND pull_request IS NOT DISTINCT FROM $4
-                   AND finished_at IS NOT NULL
-                 ORDER BY number DESC LIMIT 1",
-                &[&b.repo, &b.branch, &b.tag, &pr_number],
-            )?
+            .query_opt(&previous(), &[&b.repo, &b.branch, &b.tag, &pr_number])?
             .map(|r| r.try_get(0))
             .transpose()?;
         let made = tx.query_one(
