@@ -30,6 +30,26 @@ fn prune(state: &AppState) {
     }
 }
 
+/// Prunes the merges runway made for pull requests that no build names any more (after
+/// [`prune`]; git's collection is not waited for by the claim loop).
+fn prune_merges(state: &AppState) {
+    for repo in &state.cfg.repos {
+        let pruned = state
+            .db(|s| s.pull_request_commits(&repo.name))
+            .map_err(|e| e.to_string())
+            .and_then(|named| super::sources::prune_merges(&state.state_dir, &repo.name, &named));
+        match pruned {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(repo = %repo.name, merges = n, "retention: pruned runway's merges of pull requests")
+            }
+            Err(e) => {
+                tracing::warn!(repo = %repo.name, error = %e, "retention: pruning merges failed")
+            }
+        }
+    }
+}
+
 /// Builds a node follows at once when their jobs run on workers.
 const MOST_FOLLOWED: usize = 256;
 
@@ -154,7 +174,11 @@ pub(super) async fn work(state: Arc<AppState>) {
         }
         if state.cfg.retention.prunes() && pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
             let st = state.clone();
-            let _ = tokio::task::spawn_blocking(move || prune(&st)).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                prune(&st);
+                tokio::task::spawn_blocking(move || prune_merges(&st));
+            })
+            .await;
             pruned = Some(Instant::now());
         }
         if renewed.elapsed() >= Duration::from_millis(state.cfg.node_lease_ms / 3) {

@@ -72,13 +72,50 @@ pub fn remerge(
     let dir = merges_repo(state_dir, name, source)?;
     let sha = crate::source::merge(&dir, &pr.base_sha, &pr.head_sha, &merge_message(pr, base))
         .map_err(|e| format!("cannot be merged into {base}: {e}"))?;
-    // A ref, so that a clone of the merges repository brings the commit.
-    crate::source::git_run(
-        &dir,
-        &["update-ref", &format!("refs/heads/merge/{sha}"), &sha],
-        None,
-    )?;
+    // A ref, so that a clone of the merges repository brings the commit (and its
+    // objects outlive a collection while a build names it).
+    crate::source::git_run(&dir, &["update-ref", &merge_ref(&sha), &sha], None)?;
     Ok((dir, sha))
+}
+
+/// Where the merges repository keeps runway's merge `sha`.
+fn merge_ref(sha: &str) -> String {
+    format!("{MERGES}{sha}")
+}
+
+/// The merges repository's refs of runway's merges.
+const MERGES: &str = "refs/heads/merge/";
+
+/// Forgets runway's merges of repository `name` that no build names any more (`named`:
+/// the commits of its pull requests' builds; retention pruned the others): their refs,
+/// then the objects no ref reaches that are older than an hour (a merge being made
+/// meanwhile keeps its objects; a build recorded after `named` was read gets its ref
+/// again from [`of_build`]). How many merges went.
+pub fn prune_merges(
+    state_dir: &Path,
+    name: &str,
+    named: &std::collections::HashSet<String>,
+) -> Result<usize, String> {
+    let dir = state_dir.join("merges").join(format!("{name}.git"));
+    if !dir.join("HEAD").is_file() {
+        return Ok(0);
+    }
+    let refs =
+        crate::source::git_run(&dir, &["for-each-ref", "--format=%(refname)", MERGES], None)?;
+    let gone: String = String::from_utf8_lossy(&refs)
+        .lines()
+        .filter(|r| {
+            r.strip_prefix(MERGES)
+                .is_some_and(|sha| !named.contains(sha))
+        })
+        .map(|r| format!("delete {r}\n"))
+        .collect();
+    if gone.is_empty() {
+        return Ok(0);
+    }
+    crate::source::git_run(&dir, &["update-ref", "--stdin"], Some(gone.as_bytes()))?;
+    crate::source::git_run(&dir, &["gc", "--quiet", "--prune=1.hour.ago"], None)?;
+    Ok(gone.lines().count())
 }
 
 /// Where build `row`'s commit is: its repository, or for a pull request runway merged,
@@ -111,7 +148,14 @@ pub fn of_build(
         return Ok(dir);
     }
     let dir = merges_repo(state_dir, &repo.name, &source)?;
-    if crate::source::Repo::open(&dir).is_some_and(|r| r.has_commit(&row.commit)) {
+    if let Some(r) = crate::source::Repo::open(&dir)
+        && r.has_commit(&row.commit)
+    {
+        // Its ref too ([`prune_merges`] may have taken it before the build was recorded).
+        let name = merge_ref(&row.commit);
+        if r.ref_tip(&name).is_none() {
+            crate::source::git_run(&dir, &["update-ref", &name, &row.commit], None)?;
+        }
         return Ok(dir);
     }
     let base = row.branch.as_deref().unwrap_or_default();
@@ -123,4 +167,89 @@ pub fn of_build(
         ));
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::git_run;
+
+    /// A commit of file `file` on the work tree `dir`'s current branch, its sha.
+    fn commit(dir: &Path, file: &str) -> String {
+        std::fs::write(dir.join(file), file).unwrap();
+        git_run(dir, &["add", "."], None).unwrap();
+        let who = ["-c", "user.name=t", "-c", "user.email=t@t"];
+        git_run(dir, &[&who[..], &["commit", "-qm", file]].concat(), None).unwrap();
+        let sha = git_run(dir, &["rev-parse", "HEAD"], None).unwrap();
+        String::from_utf8(sha).unwrap().trim().to_string()
+    }
+
+    /// Retention pruned a pull request's build: runway's merge for it goes from the
+    /// merges repository (its ref), the merges builds still name stay, and a build
+    /// whose merge lost its ref (recorded after the prune read the builds) gets it back
+    /// when its commit is looked for.
+    #[test]
+    fn merges_no_build_names_are_pruned() {
+        let t = tempfile::tempdir().unwrap();
+        let (source, state) = (t.path().join("source"), t.path().join("state"));
+        std::fs::create_dir(&source).unwrap();
+        git_run(&source, &["init", "-q", "-b", "main"], None).unwrap();
+        let base = commit(&source, "base");
+        let merged: Vec<String> = (1..=2)
+            .map(|n| {
+                git_run(
+                    &source,
+                    &["checkout", "-q", "-b", &format!("pr{n}"), &base],
+                    None,
+                )
+                .unwrap();
+                let pr = PullRequest {
+                    number: n,
+                    head_branch: format!("pr{n}"),
+                    head_sha: commit(&source, &format!("change{n}")),
+                    base_sha: base.clone(),
+                    merged_by_runway: true,
+                    ..PullRequest::default()
+                };
+                remerge(&state, "o/a", &source, &pr, "main").unwrap().1
+            })
+            .collect();
+        let dir = merges_repo(&state, "o/a", &source).unwrap();
+        let refs = || {
+            let r = crate::source::Repo::open(&dir).unwrap();
+            merged
+                .iter()
+                .map(|sha| r.ref_tip(&merge_ref(sha)).is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(refs(), [true, true]);
+        let named = std::collections::HashSet::from([merged[0].clone()]);
+        assert_eq!(prune_merges(&state, "o/a", &named), Ok(1));
+        assert_eq!(refs(), [true, false], "the second merge's ref is gone");
+        assert_eq!(prune_merges(&state, "o/a", &named), Ok(0), "nothing more");
+        assert_eq!(prune_merges(&state, "o/b", &named), Ok(0), "no merges made");
+        // Its objects are kept an hour (a merge being made meanwhile keeps its own).
+        let r = crate::source::Repo::open(&dir).unwrap();
+        assert!(r.has_commit(&merged[1]));
+        drop(r);
+        // The second merge named again (a build recorded after the prune's read).
+        let repo: RepoConfig =
+            toml::from_str(&format!("name = 'o/a'\nurl = '{}'", source.display())).unwrap();
+        let mut row = BuildRow {
+            commit: merged[1].clone(),
+            branch: Some("main".into()),
+            pull_request: Some(PullRequest {
+                number: 2,
+                base_sha: base.clone(),
+                merged_by_runway: true,
+                ..PullRequest::default()
+            }),
+            ..BuildRow::default()
+        };
+        assert_eq!(
+            of_build(&state, &repo, &mut row, None, &|_| Ok(())),
+            Ok(dir.clone())
+        );
+        assert_eq!(refs(), [true, true], "its ref is back");
+    }
 }
