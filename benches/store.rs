@@ -59,7 +59,7 @@ fn task_round(st: &mut Store, n: usize) -> Duration {
         st.open_task(*b, "1.1", &needs, "").unwrap();
     }
     let mut done = 0;
-    while let Some((task, _)) = st.claim_task("w", &labels, 60_000, "h").unwrap() {
+    while let Some((task, _)) = st.claim_task("w", "", &labels, 60_000, "h").unwrap() {
         st.add_chunk(&task, 1, 0, b"$ true\n").unwrap();
         st.beat(task.id, 1, "w", 60_000).unwrap();
         st.end_task(task.id, 1, "w", Status::Passed, "{}").unwrap();

@@ -97,6 +97,9 @@ struct Servers {
     task_secret: std::sync::Mutex<Option<String>>,
     /// The protocol version it speaks ([`protocol::spoken`]).
     protocol: String,
+    /// A call that could have handed this process a job went unanswered since the last
+    /// one answered ([`Claim::unanswered`]).
+    unanswered: AtomicBool,
 }
 
 impl Servers {
@@ -117,6 +120,24 @@ impl Servers {
             agent,
             task_secret: std::sync::Mutex::new(None),
             protocol: protocol::spoken().to_string(),
+            unanswered: AtomicBool::new(false),
+        }
+    }
+
+    /// `claim` as it is sent now: saying whether a call that could have handed this
+    /// process a job went unanswered.
+    fn claim_now(&self, claim: &mut Claim) {
+        claim.unanswered = self.unanswered.load(Ordering::SeqCst);
+    }
+
+    /// Notes how a call that could have handed a job ended: answered (whatever it
+    /// said), or not (a server that was reached may have handed one); a node that could
+    /// not reach its store (503) or refused the call handed nothing.
+    fn heard<T>(&self, r: &Result<T, CallError>) {
+        match r {
+            Ok(_) => self.unanswered.store(false, Ordering::SeqCst),
+            Err(CallError::Retry(_)) => self.unanswered.store(true, Ordering::SeqCst),
+            Err(_) => {}
         }
     }
 
@@ -286,10 +307,12 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         labels_text(&opts.labels),
         opts.servers.join(", ")
     );
-    let claim = Claim {
+    let mut claim = Claim {
         name: opts.name.clone(),
         labels: opts.labels.clone(),
         wait_ms: 20_000,
+        instance: crate::auth::random(16),
+        unanswered: false,
     };
     // A job's heartbeat and its log's sender run on threads kept from one job to the
     // next (a thread started and joined costs ~70 µs of CPU here).
@@ -307,7 +330,10 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
             Some(a) => a,
             None => {
                 let got = servers.until_done(&|| drained.load(Ordering::SeqCst), |s| {
-                    s.post_json("/api/worker/claim", &claim)
+                    s.claim_now(&mut claim);
+                    let got = s.post_json("/api/worker/claim", &claim);
+                    s.heard(&got);
+                    got
                 });
                 match got {
                     Ok((200, body)) => match serde_json::from_slice::<Assignment>(&body) {
@@ -800,7 +826,7 @@ fn run_task(
         );
         return None;
     }
-    let end = End {
+    let mut end = End {
         worker: opts.name.clone(),
         attempt: a.attempt,
         report: Report::of(&outcome),
@@ -816,7 +842,16 @@ fn run_task(
         outcome.result.as_str()
     );
     let path = format!("/api/worker/tasks/{}/end", a.task);
-    match servers.until_done(&give_up, |s| s.post_json(&path, &end)) {
+    let sent = servers.until_done(&give_up, |s| {
+        let Some(next) = end.next.as_mut() else {
+            return s.post_json(&path, &end);
+        };
+        s.claim_now(next);
+        let sent = s.post_json(&path, &end);
+        s.heard(&sent);
+        sent
+    });
+    match sent {
         Ok((_, body)) => {
             return serde_json::from_slice::<Ended>(&body)
                 .ok()
@@ -1216,6 +1251,33 @@ mod tests {
 
     fn next(o: &Outbox, at: Instant, last: &mut Option<Instant>) -> Next {
         o.state.lock().unwrap().next(at, last)
+    }
+
+    /// A claim says a call that could have handed a job went unanswered from the call
+    /// that got no answer until one that did: a refusal or a node that could not reach
+    /// its store (which handed nothing) changes nothing.
+    #[test]
+    fn a_claim_says_whether_a_call_that_could_hand_a_job_went_unanswered() {
+        let s = Servers::new(vec!["http://127.0.0.1:9".into()], "t".into());
+        let mut c = Claim {
+            name: "w".into(),
+            labels: Labels::new(),
+            wait_ms: 0,
+            instance: "i".into(),
+            unanswered: false,
+        };
+        let said = |c: &mut Claim| {
+            s.claim_now(c);
+            c.unanswered
+        };
+        assert!(!said(&mut c));
+        s.heard::<()>(&Err(CallError::Retry("cut".into())));
+        assert!(said(&mut c));
+        s.heard::<()>(&Err(CallError::Lost));
+        s.heard::<()>(&Err(CallError::Busy("store".into())));
+        assert!(said(&mut c), "still unanswered");
+        s.heard(&Ok(()));
+        assert!(!said(&mut c));
     }
 
     #[test]

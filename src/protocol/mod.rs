@@ -99,6 +99,17 @@ pub struct Claim {
     pub labels: Labels,
     /// How long the server may hold the request open waiting for a job.
     pub wait_ms: u64,
+    /// This worker process's own id, made at its start (empty from a worker before it):
+    /// what a claim hands it is recorded as handed to this process.
+    #[serde(default)]
+    pub instance: String,
+    /// A call of this process that could have handed it a job (a claim, a report
+    /// asking for the next) went unanswered since its last answer: a job handed to
+    /// this process then never reached it (it runs one job at a time, and asks for
+    /// another only when it has none), so that job is queued again first (its attempt
+    /// unchanged: nothing of it ran), not left to its lease and errored.
+    #[serde(default)]
+    pub unanswered: bool,
 }
 
 /// One job for a worker: what it needs to run it and nothing more.

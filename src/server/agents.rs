@@ -353,7 +353,18 @@ fn claim_turn(
     offer: &Offer,
     secret: &str,
 ) -> Result<Option<(TaskRow, String)>, crate::store::StoreError> {
-    let claimed = s.claim_task(&c.name, &offer.labels, offer.lease, &digest(secret))?;
+    // What this process was handed by a call it got no answer to is queued again first
+    // (and may be what it is handed now).
+    if c.unanswered && s.give_back(&c.name, &c.instance)? > 0 {
+        tracing::info!(worker = %c.name, "a job handed with an answer the worker never got is handed again");
+    }
+    let claimed = s.claim_task(
+        &c.name,
+        &c.instance,
+        &offer.labels,
+        offer.lease,
+        &digest(secret),
+    )?;
     s.saw_worker(&WorkerRow {
         name: c.name.clone(),
         labels: c.labels.clone(),

@@ -1273,7 +1273,10 @@ mod tests {
             // Its job on a worker.
             let linux = tasks::parse_labels("os=linux");
             st.open_task(b.id, "1.1", &linux, "the job").unwrap();
-            let (t, _) = st.claim_task("w1", &linux, 60_000, "h").unwrap().unwrap();
+            let (t, _) = st
+                .claim_task("w1", "", &linux, 60_000, "h")
+                .unwrap()
+                .unwrap();
             st.task_call(t.id, "w1").unwrap();
             st.add_chunk(&t, 1, 0, b"a line\n").unwrap();
             st.chunks_held(t.id, 1, 0).unwrap();
@@ -1281,7 +1284,7 @@ mod tests {
             st.beat(t.id, 1, "w1", 60_000).unwrap();
             st.end_task(t.id, 1, "w1", Status::Passed, "").unwrap();
             st.task(t.id).unwrap();
-            st.claim_task("w1", &linux, 60_000, "h").unwrap();
+            st.claim_task("w1", "", &linux, 60_000, "h").unwrap();
             st.finish_held(
                 b.id,
                 node,
@@ -1389,7 +1392,7 @@ mod tests {
         );
         let w = parse_labels("os=linux arch=amd64 dist=bookworm");
         let (got, spec) = st
-            .claim_task("w1", &w, 60_000, "h")
+            .claim_task("w1", "", &w, 60_000, "h")
             .unwrap()
             .expect("the linux job");
         assert_eq!(
@@ -1397,7 +1400,7 @@ mod tests {
             (t2.id, Status::Running, Some("w1"), "the compiled 1.2")
         );
         assert!(
-            st.claim_task("w2", &w, 60_000, "h").unwrap().is_none(),
+            st.claim_task("w2", "", &w, 60_000, "h").unwrap().is_none(),
             "{backend}: nothing else for linux"
         );
         for seq in [0, 1, 1, 3] {
@@ -1461,7 +1464,7 @@ mod tests {
         );
         // The osx job: retried when its lease is lost, then canceled while running.
         let (o, _) = st
-            .claim_task("mac", &parse_labels("os=osx arch=amd64"), 1, "h")
+            .claim_task("mac", "", &parse_labels("os=osx arch=amd64"), 1, "h")
             .unwrap()
             .unwrap();
         assert_eq!(o.id, t1.id);
@@ -1469,7 +1472,10 @@ mod tests {
             st.expire_task(o.id, tasks::now_ms() + 10, "x", true)
                 .unwrap()
         );
-        let (again, _) = st.claim_task("mac2", &osx, 60_000, "h").unwrap().unwrap();
+        let (again, _) = st
+            .claim_task("mac2", "", &osx, 60_000, "h")
+            .unwrap()
+            .unwrap();
         assert_eq!((again.attempt, again.worker.as_deref()), (2, Some("mac2")));
         st.cancel_tasks(b.id, "canceled").unwrap();
         assert_eq!(

@@ -216,6 +216,10 @@ CREATE INDEX builds_by_line ON builds (repo, branch, tag, pull_request, number);
 CREATE INDEX builds_waiting ON builds (repo, branch, tag, pull_request)
   WHERE state IN ('queued', 'awaiting_approval');
 ",
+    // The worker process a task was handed to (protocol::Claim::instance).
+    "
+ALTER TABLE tasks ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+",
 ];
 
 /// The lock the migrations run under (any constant all nodes share).

@@ -338,6 +338,7 @@ impl Sqlite {
             ("tasks", "secret", "TEXT NOT NULL DEFAULT ''"),
             ("tasks", "held_by", "TEXT NOT NULL DEFAULT ''"),
             ("tasks", "spec", "TEXT NOT NULL DEFAULT ''"),
+            ("tasks", "instance", "TEXT NOT NULL DEFAULT ''"),
             ("builds", "jobs_started", "INTEGER NOT NULL DEFAULT 0"),
             ("builds", "pull_request", "INTEGER"),
             ("builds", "pr", "TEXT NOT NULL DEFAULT ''"),

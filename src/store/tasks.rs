@@ -430,6 +430,7 @@ impl Store {
     pub fn claim_task(
         &self,
         worker: &str,
+        instance: &str,
         labels: &Labels,
         lease_ms: i64,
         secret: &str,
@@ -445,11 +446,13 @@ impl Store {
         };
         let sql = format!(
             "UPDATE tasks SET state = 'running', worker = $1, lease_until = $2, secret = $3,
-               held_by = CASE WHEN held_by = '' THEN $1 ELSE held_by || ' ' || $1 END
+               held_by = CASE WHEN held_by = '' THEN $1 ELSE held_by || ' ' || $1 END,
+               instance = ${}
              WHERE id = (SELECT id FROM tasks WHERE state = 'queued' AND needs IN ({})
                          ORDER BY id LIMIT 1)
                AND state = 'queued'
              RETURNING {TASK_COLUMNS}, spec",
+            takes.len() + 4,
             list(4)
         );
         let left = format!(
@@ -458,6 +461,8 @@ impl Store {
         );
         let mut args: Vec<Value> = vec![worker.into(), Value::Null, secret.into()];
         args.extend(takes.iter().map(|t| Value::from(t.as_str())));
+        args.push(instance.into());
+        let needs = 3..3 + takes.len();
         // Two workers may pick the same oldest task; the one whose update finds it no
         // longer queued looks again.
         for _ in 0..8 {
@@ -466,7 +471,7 @@ impl Store {
             // call about it is refused (it stops the job) and another takes it, as
             // after a lapsed lease. Its report is what must not be lost (`end_task`).
             let Some(mut r) = self.q_lazily(&sql, &args)?.into_iter().next() else {
-                let queued = self.q(&left, &args[3..])?;
+                let queued = self.q(&left, &args[needs.clone()])?;
                 if queued
                     .first()
                     .and_then(|r| r.first())
@@ -649,6 +654,31 @@ impl Store {
         let build_id = row.into_iter().next().unwrap_or(Value::Null).int()?;
         self.announce(TASK_CHANGED, build_id);
         Ok(true)
+    }
+
+    /// Queues again the tasks handed to `worker`'s process `instance` that it never got
+    /// (it asks again after an unanswered call; [`crate::protocol::Claim::unanswered`]):
+    /// still running as its, with no log chunk of their attempt. Their attempt is
+    /// unchanged (nothing of it ran). How many.
+    pub fn give_back(&self, worker: &str, instance: &str) -> Result<usize, StoreError> {
+        if instance.is_empty() {
+            return Ok(0);
+        }
+        let back = self.q(
+            "UPDATE tasks SET state = 'queued', worker = NULL, secret = ''
+             WHERE state = 'running' AND worker = $1 AND instance = $2
+               AND NOT EXISTS (SELECT 1 FROM task_chunks c
+                               WHERE c.task_id = tasks.id AND c.attempt = tasks.attempt)
+             RETURNING build_id",
+            &[worker.into(), instance.into()],
+        )?;
+        for r in &back {
+            self.announce(
+                TASK_QUEUED,
+                r.first().map(Value::int).transpose()?.unwrap_or(0),
+            );
+        }
+        Ok(back.len())
     }
 
     /// A running task whose lease ran out (at `now`) is errored with `why`, or queued

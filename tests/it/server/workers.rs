@@ -2076,6 +2076,66 @@ fn a_worker_gone_right_after_its_claim_is_found_within_its_lease() {
     );
 }
 
+/// A claim's answer lost on its way (a connection cut while the claim waited, a proxy's
+/// idle timeout) left its job held by a worker that never got it, until its lease ran
+/// out and it was errored "stopped answering". The worker's process says, in its next
+/// claim, that a call of its went unanswered: what was handed to that process (and not
+/// begun: no log of it) is handed again, the same attempt. Another process of the same
+/// name (a restarted worker) is not handed it, nor a claim that says nothing was lost.
+#[test]
+fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
+    let s = Setup::new(
+        "language: shell\nscript: echo never\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 120000",
+    );
+    let srv = worker_node(&s);
+    let n = queue(&srv, &s.head());
+    let claim = |instance: &str, unanswered: bool, wait_ms: u64| {
+        claim_raw(
+            &srv,
+            serde_json::json!({
+                "name": "w", "labels": {"os": "linux", "arch": "amd64"}, "wait_ms": wait_ms,
+                "instance": instance, "unanswered": unanswered,
+            }),
+        )
+    };
+    let (code, text) = claim("one", false, 20_000);
+    assert_eq!(code, 200, "{text}");
+    let first: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // (its answer "lost": nothing is done with it)
+    for (instance, unanswered) in [("one", false), ("another", true)] {
+        let (code, text) = claim(instance, unanswered, 300);
+        assert_eq!(code, 204, "{instance} {unanswered}: {text}");
+    }
+    let (code, text) = claim("one", true, 300);
+    assert_eq!(code, 200, "handed again: {text}");
+    let again: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(again["task"], first["task"], "{again}");
+    assert_eq!(again["attempt"], 1, "{again}");
+    assert_ne!(again["secret"], first["secret"], "a new claim's secret");
+    // Its report, with the new claim's secret, ends it.
+    let end = serde_json::json!({"worker": "w", "attempt": 1, "report": {
+        "result": "passed", "reason": "all script commands passed", "timed_out": false,
+        "duration_ms": 1, "substituted": []}});
+    let (code, text) = srv.request(
+        "POST",
+        &format!("/api/worker/tasks/{}/end", again["task"]),
+        &[
+            ("Authorization", &format!("Bearer {WORKER_TOKEN}")),
+            ("Content-Type", "application/json"),
+            ("X-Runway-Task-Secret", again["secret"].as_str().unwrap()),
+            PROTOCOL,
+        ],
+        end.to_string().as_bytes(),
+    );
+    assert_eq!(code, 200, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while build(&srv, n)["state"] == "running" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(build(&srv, n)["state"], "passed", "{}", log(&srv, n));
+}
+
 /// Issue 24: even with the shared token and the worker's name, a call about a task
 /// must bring the secret its claim was answered with; anyone else is refused (403) and
 /// the job ends as it really ended.
