@@ -659,26 +659,36 @@ impl Store {
     /// Queues again the tasks handed to `worker`'s process `instance` that it never got
     /// (it asks again after an unanswered call; [`crate::protocol::Claim::unanswered`]):
     /// still running as its, with no log chunk of their attempt. Their attempt is
-    /// unchanged (nothing of it ran). How many.
+    /// unchanged (nothing of it ran), and the worker leaves their holders (it never
+    /// held them). How many.
     pub fn give_back(&self, worker: &str, instance: &str) -> Result<usize, StoreError> {
         if instance.is_empty() {
             return Ok(0);
         }
-        let back = self.q(
-            "UPDATE tasks SET state = 'queued', worker = NULL, secret = ''
+        let handed = self.q(
+            "SELECT id, held_by FROM tasks
              WHERE state = 'running' AND worker = $1 AND instance = $2
                AND NOT EXISTS (SELECT 1 FROM task_chunks c
-                               WHERE c.task_id = tasks.id AND c.attempt = tasks.attempt)
-             RETURNING build_id",
+                               WHERE c.task_id = tasks.id AND c.attempt = tasks.attempt)",
             &[worker.into(), instance.into()],
         )?;
-        for r in &back {
-            self.announce(
-                TASK_QUEUED,
-                r.first().map(Value::int).transpose()?.unwrap_or(0),
-            );
+        let mut back = 0;
+        for r in handed {
+            let (id, held) = (r[0].int()?, r[1].text().unwrap_or_default());
+            // The last holder recorded is this claim's ([`Store::claim_task`]).
+            let before = held.rsplit_once(' ').map_or("", |(b, _)| b);
+            let queued = self.q(
+                "UPDATE tasks SET state = 'queued', worker = NULL, secret = '', held_by = $1
+                 WHERE id = $2 AND state = 'running' AND worker = $3 AND instance = $4
+                 RETURNING build_id",
+                &[before.into(), id.into(), worker.into(), instance.into()],
+            )?;
+            if let Some(build_id) = queued.first().and_then(|r| r.first()) {
+                self.announce(TASK_QUEUED, build_id.int()?);
+                back += 1;
+            }
         }
-        Ok(back.len())
+        Ok(back)
     }
 
     /// A running task whose lease ran out (at `now`) is errored with `why`, or queued

@@ -2133,7 +2133,14 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
     while build(&srv, n)["state"] == "running" && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(build(&srv, n)["state"], "passed", "{}", log(&srv, n));
+    let done = build(&srv, n);
+    assert_eq!(done["state"], "passed", "{}", log(&srv, n));
+    // One attempt, on one worker: the answer that never arrived is not another.
+    assert_eq!(
+        done["jobs"][0]["workers"],
+        serde_json::json!(["w"]),
+        "{done}"
+    );
 }
 
 /// Issue 24: even with the shared token and the worker's name, a call about a task
