@@ -22,6 +22,9 @@
 //! before and after, each over its jobs' own CPU too (`BENCH_SKIP_NODISK=1` leaves
 //! out the `--disk none` rounds). `BENCH_NODE_DISK=none`: the node's own rounds without a job disk
 //! (`job_disk = "none"`), to set beside the workers' `--disk none` rounds.
+//! `BENCH_DIR=DIR`: the servers' and workers' state directories in DIR rather than in
+//! the temp dir (where the job disks' pools stay): to set apart what each one's
+//! filesystem costs (`TMPDIR` moves both).
 
 #[path = "../tests/it/common/mod.rs"]
 #[allow(dead_code)]
@@ -558,7 +561,10 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = match std::env::var_os("BENCH_DIR") {
+        Some(p) => tempfile::tempdir_in(p).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
     let d = dir.path();
     let (sha, bare) = bench_repo(d, "app", "echo first-command");
 

@@ -101,11 +101,10 @@ impl JobDisk {
             let ok = move_mount(&spot, dir).is_ok();
             if ok {
                 let _ = std::fs::rename(image_of(&spot), image_of(dir));
-                let _ = std::fs::remove_dir(&spot);
             } else {
                 release(&spot);
-                let _ = std::fs::remove_dir(&spot);
             }
+            Pool::vacated(spot);
             ok
         });
         if !moved {
@@ -365,6 +364,12 @@ struct Pool {
     /// process's own).
     templates: Vec<(u64, PathBuf)>,
     ready: Vec<(u64, PathBuf)>,
+    /// Empty directories of the pool that a disk left (moved onto its workspace, or
+    /// released): the next disks' places. Each disk made a directory and removed it,
+    /// twice a job, and each of those is an inode allocated on the host's disk (on an
+    /// ext4 without a journal, a search past every inode freed in the last minutes:
+    /// BENCHMARKS.md).
+    spare: Vec<PathBuf>,
     /// Threads making or releasing disks.
     busy: usize,
     /// Sizes being made ahead now.
@@ -374,6 +379,10 @@ struct Pool {
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 static IDLE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// How many empty places for disks a pool keeps (a disk made ahead and the disks of the
+/// jobs ending together).
+const SPARE_SPOTS: usize = 8;
 
 /// The start of a pool directory's name; the process id follows.
 const POOL_PREFIX: &str = "runway-disk-";
@@ -389,6 +398,7 @@ impl Pool {
                 dir,
                 templates: Vec::new(),
                 ready: Vec::new(),
+                spare: Vec::new(),
                 busy: 0,
                 making: Vec::new(),
                 next: 0,
@@ -397,9 +407,29 @@ impl Pool {
         Ok(f(g.as_mut().expect("made above")))
     }
 
-    fn spot(&mut self, what: &str) -> PathBuf {
+    /// An empty directory of the pool for a disk: a spare one, or a new one.
+    fn spot(&mut self) -> io::Result<PathBuf> {
+        if let Some(spot) = self.spare.pop() {
+            return Ok(spot);
+        }
         self.next += 1;
-        self.dir.path().join(format!("{what}-{}", self.next))
+        let spot = self.dir.path().join(format!("spot-{}", self.next));
+        std::fs::create_dir(&spot)?;
+        Ok(spot)
+    }
+
+    /// The disk on `spot` went (moved or released): the directory is kept for the
+    /// next one unless something is still mounted there (or enough are kept).
+    fn vacated(spot: PathBuf) {
+        use std::os::unix::fs::MetadataExt;
+        let kept = Pool::with(|p| {
+            let dev = |path: &Path| path.symlink_metadata().map(|m| m.dev()).ok();
+            let empty = dev(&spot).is_some() && dev(&spot) == dev(p.dir.path());
+            (empty && p.spare.len() < SPARE_SPOTS).then(|| p.spare.push(spot.clone()))
+        });
+        if !matches!(kept, Ok(Some(()))) {
+            let _ = std::fs::remove_dir(&spot);
+        }
     }
 
     /// One of the threads counted in `busy` is done ([`shutdown`] waits for them).
@@ -480,22 +510,30 @@ impl Pool {
             if p.ready.iter().any(|(s, _)| *s == size) || p.making.contains(&size) {
                 return None;
             }
+            let spot = p.spot().ok()?;
             p.busy += 1;
             p.making.push(size);
-            Some(p.spot("ready"))
+            Some(spot)
         });
         let Ok(Some(spot)) = spot else {
             return;
         };
         std::thread::spawn(move || {
-            let made = std::fs::create_dir(&spot).and_then(|()| make(&spot, size));
+            let made = make(&spot, size);
+            if made.is_err() {
+                release(&spot);
+            }
+            let spot = if made.is_ok() { Ok(spot) } else { Err(spot) };
             let _ = Pool::with(|p| {
-                if made.is_ok() {
-                    p.ready.push((size, spot));
+                if let Ok(spot) = &spot {
+                    p.ready.push((size, spot.clone()));
                 }
                 p.making.retain(|s| *s != size);
                 p.busy -= 1;
             });
+            if let Err(spot) = spot {
+                Pool::vacated(spot);
+            }
             IDLE.notify_all();
         });
     }
@@ -504,13 +542,13 @@ impl Pool {
     /// directory) and releases it on a thread.
     fn retire(workspace: &Path) {
         let spot = Pool::with(|p| {
-            let spot = p.spot("gone");
-            (std::fs::create_dir(&spot).is_ok() && move_mount(workspace, &spot).is_ok()).then(
-                || {
-                    p.busy += 1;
-                    spot
-                },
-            )
+            let spot = p.spot().ok()?;
+            if move_mount(workspace, &spot).is_err() {
+                p.spare.push(spot);
+                return None;
+            }
+            p.busy += 1;
+            Some(spot)
         });
         let Ok(Some(spot)) = spot else {
             release(workspace);
@@ -522,7 +560,7 @@ impl Pool {
         let behind = hold(&spot).is_some_and(|fd| crate::behind::hand_off(fd).is_ok());
         let done = move || {
             release(&spot);
-            let _ = std::fs::remove_dir(&spot);
+            Pool::vacated(spot);
             Pool::idle_one();
         };
         if behind {

@@ -659,6 +659,38 @@ fn a_job_disk_is_mounted_without_barriers_and_released_whole() {
     );
     std::fs::write(ws.join("still"), b"the workspace's directory, writable").unwrap();
     disk::shutdown();
+    // Issue 29: the pool's places for disks (a disk made ahead, a disk on its way out)
+    // are kept from one job to the next. Each was a directory made and removed twice a
+    // job on the host's disk: with the old names (`ready-N`, `gone-N`) N grew by two a
+    // job.
+    disk::expect(9);
+    let pool_prefix = format!("runway-disk-{}-", std::process::id());
+    let mut most = 0;
+    for i in 0..8 {
+        let ws = dir.path().join(format!("ws{i}"));
+        std::fs::create_dir(&ws).unwrap();
+        let d = disk::JobDisk::attach(&ws, 64 << 20).unwrap();
+        d.started();
+        drop(d);
+        let pool = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&pool_prefix))
+            .expect("this process's pool of disks")
+            .path();
+        for e in std::fs::read_dir(&pool).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.rsplit('-').next().and_then(|n| n.parse::<u32>().ok());
+            if let Some(n) = n.filter(|_| e.path().is_dir()) {
+                most = most.max(n);
+            }
+        }
+    }
+    assert!(
+        most <= 4,
+        "a new place for each disk: the {most}th after 8 jobs"
+    );
+    disk::shutdown();
 }
 
 /// 9c. runway's state and cache directories inside the directory a `runway run`
