@@ -398,6 +398,12 @@ fn claim_once(
             let claimed = state.db(|s| s.together(true, |s| claim_turn(s, c, offer, &secret)));
             (secret, claimed)
         });
+        // What this worker's turn gave back ([`claim_turn`]) is queued again: a claim
+        // waiting here may take it when this one takes another (after an unanswered
+        // call only, so the few waiting claims are all woken to look).
+        if c.unanswered {
+            state.waiting.queued_unknown();
+        }
         let handed = match claimed {
             Ok(Some((t, spec))) => match assignment(state, &t, &spec) {
                 Ok(a) => Some((t, a)),

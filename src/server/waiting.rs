@@ -85,8 +85,9 @@ impl Waiting {
         true
     }
 
-    /// Tasks were queued that this node does not know (another node's, or after its
-    /// connection to them was back): every waiting claim tries again.
+    /// Tasks were queued that this node does not know (another node's, after its
+    /// connection to them was back, or given back by a worker's claim after a call of
+    /// it went unanswered): every waiting claim tries again.
     pub(super) fn queued_unknown(&self) {
         for e in std::mem::take(&mut *self.lock()) {
             e.wake.notify.notify_one();

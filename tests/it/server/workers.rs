@@ -2143,6 +2143,60 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
     );
 }
 
+/// A job given back by a claim that says an answer was lost (above) wakes the claims
+/// waiting for such a job: when the worker that lost it takes another this time, a
+/// waiting worker takes it at once, not after its wait (20 s) or the next job queued.
+#[test]
+fn a_job_given_back_wakes_a_waiting_claim() {
+    let s = Setup::new(
+        "language: shell\nscript: echo never\njobs:\n  include:\n    - arch: arm64\n    - arch: amd64\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"\nworker_lease_ms = 120000",
+    );
+    let srv = serve_for_workers(&s);
+    queue(&srv, &s.head());
+    let claim = |name: &str, arch: &str, unanswered: bool, wait_ms: u64| {
+        let (code, text) = claim_raw(
+            &srv,
+            serde_json::json!({
+                "name": name, "labels": {"os": "linux", "arch": arch}, "wait_ms": wait_ms,
+                "instance": format!("{name}-process"), "unanswered": unanswered,
+            }),
+        );
+        let handed = serde_json::from_str::<serde_json::Value>(&text).ok();
+        (code, handed.map(|h| h["task"].clone()).unwrap_or_default())
+    };
+    // The amd64 job (1.2) is handed to w, whose answer is "lost".
+    let (code, amd64) = claim("w", "amd64", false, 20_000);
+    assert_eq!(code, 200);
+    std::thread::scope(|scope| {
+        // v waits for an amd64 job.
+        let waiting = scope.spawn(|| claim("v", "amd64", false, 15_000));
+        // (its claim's first try is recorded with the workers, its place among the
+        // waiting taken before it)
+        let auth = format!("Bearer {API_TOKEN}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !srv
+            .request("GET", "/api/workers", &[("Authorization", &auth)], b"")
+            .1
+            .contains("\"v\"")
+        {
+            assert!(Instant::now() < deadline, "v never claimed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // w's process asks again, saying an answer went unanswered, and is handed the
+        // older arm64 job (1.1) this time; 1.2 is given back.
+        let (code, arm64) = claim("w", "arm64", true, 300);
+        assert_eq!(code, 200);
+        assert_ne!(arm64, amd64);
+        let (code, taken) = waiting.join().unwrap();
+        assert_eq!(
+            (code, taken),
+            (200, amd64),
+            "the given-back job, to the waiting v"
+        );
+    });
+}
+
 /// Issue 24: even with the shared token and the worker's name, a call about a task
 /// must bring the secret its claim was answered with; anyone else is refused (403) and
 /// the job ends as it really ended.
