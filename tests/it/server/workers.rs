@@ -570,6 +570,31 @@ fn claim_raw(srv: &Server, claim: serde_json::Value) -> (u16, String) {
     )
 }
 
+/// A worker's report that attempt 1 of its job passed.
+fn passed_end(worker: &str) -> String {
+    serde_json::json!({"worker": worker, "attempt": 1, "report": {
+        "result": "passed", "reason": "all script commands passed", "timed_out": false,
+        "duration_ms": 1, "substituted": []}})
+    .to_string()
+}
+
+/// Report `end` posted about task `task` with the workers' token and the task's
+/// `secret`, as a worker sends it.
+fn end_raw(srv: &Server, task: i64, secret: &str, end: &str) -> (u16, String) {
+    let auth = format!("Bearer {WORKER_TOKEN}");
+    srv.request(
+        "POST",
+        &format!("/api/worker/tasks/{task}/end"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("X-Runway-Task-Secret", secret),
+            PROTOCOL,
+        ],
+        end.as_bytes(),
+    )
+}
+
 /// One serve node (SQLite) taking workers with the test token, its log not read away.
 fn worker_node(s: &Setup) -> Server {
     Server::start(
@@ -1838,14 +1863,8 @@ fn a_workers_own_token_acts_only_as_that_worker() {
         ("Content-Type", "application/json"),
         PROTOCOL,
     ];
-    let end = |worker: &str| {
-        serde_json::json!({"worker": worker, "attempt": 1, "report": {
-            "result": "passed", "reason": "all script commands passed", "timed_out": false,
-            "duration_ms": 1, "substituted": []}})
-        .to_string()
-    };
     let path = format!("/api/worker/tasks/{task}/end");
-    let (code, text) = srv.request("POST", &path, &mallory, end("honest").as_bytes());
+    let (code, text) = srv.request("POST", &path, &mallory, passed_end("honest").as_bytes());
     assert_eq!(code, 403, "{text}");
     assert!(text.contains("it may act only as mallory"), "{text}");
     let beat = serde_json::json!({"worker": "honest", "attempt": 1}).to_string();
@@ -1864,7 +1883,7 @@ fn a_workers_own_token_acts_only_as_that_worker() {
     );
     assert_eq!(code, 403, "{text}");
     // As itself, mallory holds nothing: 409.
-    let (code, text) = srv.request("POST", &path, &mallory, end("mallory").as_bytes());
+    let (code, text) = srv.request("POST", &path, &mallory, passed_end("mallory").as_bytes());
     assert_eq!(code, 409, "{text}");
     let done = wait_state(&srv, n, "failed");
     let text = log(&srv, n);
@@ -2114,19 +2133,11 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
     assert_eq!(again["attempt"], 1, "{again}");
     assert_ne!(again["secret"], first["secret"], "a new claim's secret");
     // Its report, with the new claim's secret, ends it.
-    let end = serde_json::json!({"worker": "w", "attempt": 1, "report": {
-        "result": "passed", "reason": "all script commands passed", "timed_out": false,
-        "duration_ms": 1, "substituted": []}});
-    let (code, text) = srv.request(
-        "POST",
-        &format!("/api/worker/tasks/{}/end", again["task"]),
-        &[
-            ("Authorization", &format!("Bearer {WORKER_TOKEN}")),
-            ("Content-Type", "application/json"),
-            ("X-Runway-Task-Secret", again["secret"].as_str().unwrap()),
-            PROTOCOL,
-        ],
-        end.to_string().as_bytes(),
+    let (code, text) = end_raw(
+        &srv,
+        again["task"].as_i64().unwrap(),
+        again["secret"].as_str().unwrap(),
+        &passed_end("w"),
     );
     assert_eq!(code, 200, "{text}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -2216,23 +2227,8 @@ fn a_task_is_held_by_the_worker_that_claimed_it() {
     let task = listed["workers"][0]["task"]
         .as_i64()
         .unwrap_or_else(|| panic!("{listed}"));
-    let shared = format!("Bearer {WORKER_TOKEN}");
-    let end = serde_json::json!({"worker": "honest", "attempt": 1, "report": {
-        "result": "passed", "reason": "all script commands passed", "timed_out": false,
-        "duration_ms": 1, "substituted": []}})
-    .to_string();
     for secret in ["", "0123456789abcdef"] {
-        let (code, text) = srv.request(
-            "POST",
-            &format!("/api/worker/tasks/{task}/end"),
-            &[
-                ("Authorization", &shared),
-                ("Content-Type", "application/json"),
-                ("X-Runway-Task-Secret", secret),
-                PROTOCOL,
-            ],
-            end.as_bytes(),
-        );
+        let (code, text) = end_raw(&srv, task, secret, &passed_end("honest"));
         assert_eq!(code, 403, "{text}");
         assert!(text.contains("task's secret"), "{text}");
     }
