@@ -118,15 +118,18 @@ impl Variant {
     }
 }
 
+/// The copies [`bin`] made: a static is never dropped, so [`remove_copies`] removes
+/// their directory at the bench's end (each run left 200–400 MB in the temp dir).
+static COPIES: std::sync::OnceLock<(
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Option<std::path::PathBuf>,
+)> = std::sync::OnceLock::new();
+
 /// The runway binary: this build's, or `BENCH_BEFORE`'s for the "before" rounds; each
 /// a copy written whole (the linker's own output runs ~1 ms slower per process, its
 /// pages cached as it wrote them, which a copied `BENCH_BEFORE` would not pay).
 fn bin(before: bool) -> std::path::PathBuf {
-    static COPIES: std::sync::OnceLock<(
-        tempfile::TempDir,
-        std::path::PathBuf,
-        Option<std::path::PathBuf>,
-    )> = std::sync::OnceLock::new();
     let (_, after, older) = COPIES.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let copy = |from: &std::ffi::OsStr, name: &str| {
@@ -554,6 +557,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
     {
         burst(n);
+        remove_copies();
         return;
     }
     let n: usize = std::env::args()
@@ -952,4 +956,13 @@ fn main() {
         ms(*detect.iter().max().unwrap()),
         median(detect).as_secs_f64() / 2.0
     );
+    drop(srv);
+    remove_copies();
+}
+
+/// Removes the binaries' copies ([`COPIES`]).
+fn remove_copies() {
+    if let Some((copies, _, _)) = COPIES.get() {
+        let _ = std::fs::remove_dir_all(copies.path());
+    }
 }

@@ -145,9 +145,10 @@ fn group_carries(pgid: i32, var: &str) -> bool {
     })
 }
 
-/// Waits up to `limit` for process `pid` (a child of ours) to exit, on a pidfd; true
-/// when it did. Where pidfds are missing (Linux before 5.3) it returns at once.
-pub(crate) fn exited_within(pid: i32, limit: Duration) -> bool {
+/// Waits up to `limit` for process `pid` (a child of ours, not yet waited for) to exit,
+/// on a pidfd; true when it did. Where pidfds are missing (Linux before 5.3) it returns
+/// at once.
+pub fn exited_within(pid: i32, limit: Duration) -> bool {
     // SAFETY: pidfd_open(2) and poll(2) on a descriptor we own and then close.
     unsafe {
         let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;

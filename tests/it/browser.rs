@@ -128,8 +128,14 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The driver closes chromium and exits: waited for (10 s at most) before the
+        // temporary directory goes, so that no chromium still writes its profile there
+        // (killed at once, it left its profile behind in /tmp on every run).
         let _ = writeln!(self.stdin, "{}", json!({"op": "close"}));
-        let _ = self.child.kill();
+        let pid = self.child.id() as i32;
+        if !runway::process::exited_within(pid, std::time::Duration::from_secs(10)) {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }

@@ -27,7 +27,16 @@ impl Project {
     fn path(&self) -> &Path {
         self.dir.path()
     }
+}
 
+impl Drop for Project {
+    /// The cache directory beside the project goes with it.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.cache);
+    }
+}
+
+impl Project {
     fn run(&self, extra: &[&str]) -> Run {
         self.run_with_env(extra, &[])
     }
