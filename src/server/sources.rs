@@ -29,7 +29,7 @@ pub fn repository(
 /// The merges repository of `name` (made on first use), whose alternates lead to the
 /// objects of `source`.
 pub fn merges_repo(state_dir: &Path, name: &str, source: &Path) -> Result<PathBuf, String> {
-    let dir = state_dir.join("merges").join(format!("{name}.git"));
+    let dir = merges_dir(state_dir, name);
     let io = |e: std::io::Error| format!("{}: {e}", dir.display());
     if !dir.join("HEAD").is_file() {
         std::fs::create_dir_all(&dir).map_err(io)?;
@@ -78,6 +78,11 @@ pub fn remerge(
     Ok((dir, sha))
 }
 
+/// Where runway keeps its merges of repository `name`'s pull requests.
+fn merges_dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("merges").join(format!("{name}.git"))
+}
+
 /// Where the merges repository keeps runway's merge `sha`.
 fn merge_ref(sha: &str) -> String {
     format!("{MERGES}{sha}")
@@ -96,7 +101,7 @@ pub fn prune_merges(
     name: &str,
     named: &std::collections::HashSet<String>,
 ) -> Result<usize, String> {
-    let dir = state_dir.join("merges").join(format!("{name}.git"));
+    let dir = merges_dir(state_dir, name);
     if !dir.join("HEAD").is_file() {
         return Ok(0);
     }
