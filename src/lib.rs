@@ -39,6 +39,7 @@
 //! - [`limits`]: Travis's limits (job time, silence, log size, jobs per build);
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground;
 //! - [`behind`]: what a one-shot run's finished jobs held, torn down after it exits.
+//! - [`http`]: outgoing HTTP clients (ureq agents that resolve no IP address).
 pub(crate) mod agent;
 pub(crate) mod appspec;
 pub(crate) mod auth;
@@ -56,6 +57,7 @@ pub(crate) mod events;
 pub mod exit;
 pub(crate) mod files;
 pub(crate) mod forge;
+pub(crate) mod http;
 pub mod inside;
 pub(crate) mod interrupt;
 pub(crate) mod job;

@@ -104,12 +104,13 @@ struct Servers {
 
 impl Servers {
     fn new(urls: Vec<String>, token: String) -> Servers {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
+        let agent = crate::http::agent(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(Duration::from_secs(5)))
+                .timeout_global(Some(Duration::from_secs(60)))
+                .build(),
+        );
         Servers {
             urls: urls
                 .into_iter()

@@ -39,7 +39,7 @@ pub struct Ureq(ureq::Agent);
 
 impl Default for Ureq {
     fn default() -> Self {
-        Ureq(
+        Ureq(crate::http::agent(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 // A connection kept from the last sign-in may have been closed by the
@@ -48,9 +48,8 @@ impl Default for Ureq {
                 .max_idle_connections(0)
                 .timeout_connect(Some(Duration::from_secs(5)))
                 .timeout_global(Some(HTTP_TIMEOUT))
-                .build()
-                .new_agent(),
-        )
+                .build(),
+        ))
     }
 }
 

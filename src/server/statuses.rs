@@ -45,14 +45,13 @@ pub struct HttpPoster(ureq::Agent);
 impl HttpPoster {
     /// A poster with runway's timeouts.
     pub fn new() -> HttpPoster {
-        HttpPoster(
+        HttpPoster(crate::http::agent(
             ureq::Agent::config_builder()
                 .http_status_as_error(false)
                 .timeout_connect(Some(Duration::from_secs(5)))
                 .timeout_global(Some(POST_TIMEOUT))
-                .build()
-                .new_agent(),
-        )
+                .build(),
+        ))
     }
 }
 
