@@ -40,6 +40,7 @@
 //! - [`interrupt`]: Ctrl-C and friends for builds run in the foreground;
 //! - [`behind`]: what a one-shot run's finished jobs held, torn down after it exits.
 //! - [`http`]: outgoing HTTP clients (ureq agents that resolve no IP address).
+//! - [`lane`]: a thread kept to run work handed to it, one piece after another.
 pub(crate) mod agent;
 pub(crate) mod appspec;
 pub(crate) mod auth;
@@ -61,6 +62,7 @@ pub(crate) mod http;
 pub mod inside;
 pub(crate) mod interrupt;
 pub(crate) mod job;
+pub(crate) mod lane;
 pub(crate) mod limits;
 pub(crate) mod mask;
 pub(crate) mod notify;

@@ -317,7 +317,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
     };
     // A job's heartbeat and its log's sender run on threads kept from one job to the
     // next (a thread started and joined costs ~70 µs of CPU here).
-    let helpers = (Helper::start(), Helper::start());
+    let helpers = (Helper::start("runway-beat"), Helper::start("runway-send"));
     let around = Around {
         keeper: &keeper,
         drained: &drained,
@@ -676,50 +676,37 @@ struct Around<'a> {
     helpers: &'a (Helper, Helper),
 }
 
-/// A thread kept for the worker's life that runs one piece of work at a time, handed
-/// to it with [`Helper::run`] and waited for with [`Helper::join`].
+/// A [`Lane`](crate::lane::Lane) for one piece of work at a time, handed to it with
+/// [`Helper::run`] and waited for with [`Helper::join`].
 struct Helper {
-    work: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    lane: crate::lane::Lane,
+    finished: std::sync::mpsc::Sender<std::thread::Result<()>>,
     done: std::sync::mpsc::Receiver<std::thread::Result<()>>,
-    /// Work run on a thread of its own: the helper's thread was gone (it never ends
-    /// while the helper lives: a panic in the work is caught).
-    alone: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Helper {
-    fn start() -> Helper {
-        let (work, todo) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    fn start(name: &str) -> Helper {
         let (finished, done) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for f in todo {
-                // A panic is the work's, handed to whoever joins it; the thread goes on.
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-                if finished.send(ran).is_err() {
-                    return;
-                }
-            }
-        });
         Helper {
-            work,
+            lane: crate::lane::Lane::start(name),
+            finished,
             done,
-            alone: Mutex::new(None),
         }
     }
 
-    /// Runs `f` on the helper's thread (on a thread of its own if that one is gone).
+    /// Runs `f` on the helper's thread.
     fn run(&self, f: impl FnOnce() + Send + 'static) {
-        if let Err(std::sync::mpsc::SendError(f)) = self.work.send(Box::new(f)) {
-            *self.alone.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::spawn(f));
-        }
+        let finished = self.finished.clone();
+        self.lane.run(move || {
+            // A panic is the work's, handed to whoever joins it.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            let _ = finished.send(ran);
+        });
     }
 
     /// Waits for the work [`Helper::run`] handed over: how it ended.
     fn join(&self) -> std::thread::Result<()> {
-        let alone = self.alone.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match alone {
-            Some(thread) => thread.join(),
-            None => self.done.recv().unwrap_or(Ok(())),
-        }
+        self.done.recv().unwrap_or(Ok(()))
     }
 }
 
@@ -1369,7 +1356,7 @@ mod tests {
     /// handed to its joiner without ending the thread.
     #[test]
     fn a_helper_runs_each_job_on_its_one_thread_and_outlives_a_panic() {
-        let h = Helper::start();
+        let h = Helper::start("test-helper");
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..3 {
             let tx = tx.clone();

@@ -380,6 +380,14 @@ struct Pool {
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 static IDLE: std::sync::Condvar = std::sync::Condvar::new();
 
+/// The thread disks are made ahead on, one after another (one is made ahead per size
+/// at a time), and the one they are released on: a thread each, kept, where each job
+/// started and ended two.
+static MAKER: std::sync::LazyLock<crate::lane::Lane> =
+    std::sync::LazyLock::new(|| crate::lane::Lane::start("runway-disk+"));
+static RELEASER: std::sync::LazyLock<crate::lane::Lane> =
+    std::sync::LazyLock::new(|| crate::lane::Lane::start("runway-disk-"));
+
 /// How many empty places for disks a pool keeps (a disk made ahead and the disks of the
 /// jobs ending together).
 const SPARE_SPOTS: usize = 8;
@@ -518,7 +526,7 @@ impl Pool {
         let Ok(Some(spot)) = spot else {
             return;
         };
-        std::thread::spawn(move || {
+        MAKER.run(move || {
             let made = make(&spot, size);
             if made.is_err() {
                 release(&spot);
@@ -566,7 +574,7 @@ impl Pool {
         if behind {
             done();
         } else {
-            std::thread::spawn(done);
+            RELEASER.run(done);
         }
     }
 }
