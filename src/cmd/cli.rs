@@ -173,7 +173,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(crate::inside::serve(&request) as u8);
         }
         Command::LeaseKeeper { dir, owner } => {
-            let input = std::io::BufReader::new(std::io::stdin());
+            // The pipe read as it is (unbuffered): what `poll(2)` says is there is all
+            // there is.
+            use std::os::fd::AsFd;
+            let input = match std::io::stdin().as_fd().try_clone_to_owned() {
+                Ok(fd) => std::fs::File::from(fd),
+                Err(e) => {
+                    eprintln!("runway lease-keeper: its standard input: {e}");
+                    return ExitCode::from(crate::exit::ERRORED as u8);
+                }
+            };
             return ExitCode::from(crate::agent::lease::keep(&dir, owner, input) as u8);
         }
         Command::Codedeploy(args) => cmd::codedeploy::command(args, &mut out),
