@@ -316,7 +316,7 @@ pub fn run(opts: &WorkerOptions, drain: &Cancel) -> i32 {
         unanswered: false,
     };
     // A job's heartbeat and its log's sender run on threads kept from one job to the
-    // next (a thread started and joined costs ~70 µs of CPU here).
+    // next (a thread started and joined costs ~60 µs of CPU here; BENCHMARKS.md).
     let beats = Beats::start();
     let sends = Helper::start("runway-send");
     let around = Around {
@@ -768,16 +768,19 @@ fn run_task(
         drained.load(Ordering::SeqCst) && renewal.lapsed()
     };
     let give_up = || gives_up(around.drained, &renewal);
+    let told = keeper.clone();
     around.beats.begin(Beat {
         servers: servers.clone(),
-        a: a.clone(),
+        task: a.task,
+        every: heartbeat(a),
+        holds: held_for(a),
         held: Held {
             worker: opts.name.clone(),
             attempt: a.attempt,
         },
         cancel: cancel.clone(),
         lost: lost.clone(),
-        keeper: keeper.clone(),
+        keeper: Arc::new(move |word| tell(&told, word)),
         renewal: renewal.clone(),
     });
     let sends = around.sends;
@@ -892,11 +895,17 @@ fn tell(keeper: &Mutex<lease::Keeper>, word: lease::Word) {
 /// What a job's heartbeat renews and tells.
 struct Beat {
     servers: Arc<Servers>,
-    a: Arc<Assignment>,
+    /// The task's id.
+    task: i64,
+    /// How often it is renewed ([`heartbeat`]) and how long a renewal holds
+    /// ([`held_for`]).
+    every: Duration,
+    holds: Duration,
     held: Held,
     cancel: Cancel,
     lost: Cancel,
-    keeper: Arc<Mutex<lease::Keeper>>,
+    /// Tells the lease keeper ([`tell`]).
+    keeper: Arc<dyn Fn(lease::Word) + Send + Sync>,
     renewal: Arc<Renewal>,
 }
 
@@ -905,16 +914,15 @@ impl Beat {
     /// (or a node's 503: its store is down, so no lease can lapse) moves the keeper's
     /// deadline on. False: no more renewals (the lease is lost).
     fn renew(&self) -> bool {
-        let a = &self.a;
-        let path = format!("/api/worker/tasks/{}/beat", a.task);
+        let path = format!("/api/worker/tasks/{}/beat", self.task);
         let asked = Instant::now();
-        let held_from_now = || lease::Word::HoldFor(held_for(a).saturating_sub(asked.elapsed()));
+        let held_from_now = || lease::Word::HoldFor(self.holds.saturating_sub(asked.elapsed()));
         // One try per beat: a server that does not answer is left for the next one.
         match self.servers.renew(&path, &self.held) {
             Ok((_, body)) => {
                 // Renewed when asked (or later): it holds from then.
                 self.renewal.renewed(asked);
-                tell(&self.keeper, held_from_now());
+                (self.keeper)(held_from_now());
                 if serde_json::from_slice::<BeatAnswer>(&body).is_ok_and(|b| b.cancel) {
                     self.cancel.cancel();
                 }
@@ -927,7 +935,7 @@ impl Beat {
                 // Every node's store is unreachable: no node can take the lease now,
                 // and none will until a lease after it is back.
                 self.renewal.renewed(asked);
-                tell(&self.keeper, held_from_now());
+                (self.keeper)(held_from_now());
                 say!("runway worker: heartbeat: the server cannot renew now: {why}");
             }
             Err(e) => {
@@ -984,7 +992,7 @@ impl Beats {
 
     /// The job `beat` runs from now: its first renewal is due a heartbeat from now.
     fn begin(&self, beat: Beat) {
-        let every = heartbeat(&beat.a);
+        let every = beat.every;
         let mut s = self.lock();
         s.job = Some((Arc::new(beat), Some(Instant::now() + every)));
         // The thread may wait a whole tick before it sees the job: a shorter heartbeat
@@ -1023,6 +1031,8 @@ impl Beats {
                 let mut s = s;
                 s.renewing = true;
                 drop(s);
+                // A renewal that panicked (said by the panic hook) leaves the next
+                // one due: the thread goes on for this job and the next.
                 let renew = std::panic::AssertUnwindSafe(|| beat.renew());
                 let more = std::panic::catch_unwind(renew).unwrap_or(true);
                 let mut s = self.lock();
@@ -1030,7 +1040,7 @@ impl Beats {
                 if let Some((running, due)) = s.job.as_mut()
                     && Arc::ptr_eq(running, &beat)
                 {
-                    *due = more.then(|| Instant::now() + heartbeat(&beat.a));
+                    *due = more.then(|| Instant::now() + beat.every);
                 }
                 self.changed.notify_all();
                 return;
@@ -1438,6 +1448,102 @@ mod tests {
         o.push(b"$ true\n");
         o.command_started();
         assert_eq!(next(&o, t0, &mut None), Next::Send);
+    }
+
+    /// A job's heartbeat: none for a job that ends within its heartbeat; one each
+    /// heartbeat for a longer one, each telling the keeper the lease holds on; and the
+    /// job's end waits for a renewal under way (the keeper is told the job ended after
+    /// it, not before). The node is a loopback server that holds its third answer until
+    /// the test lets it go.
+    #[test]
+    fn beats_renew_a_running_job_each_heartbeat_and_its_end_waits_for_one_under_way() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (heard, beats_heard) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                // The request: its head, then as much body as it says.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                assert!(String::from_utf8_lossy(&got).starts_with("POST /api/worker/tasks/7/beat"));
+                let _ = heard.send(());
+                if n == 2 {
+                    let _ = released.recv();
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        let servers = Arc::new(Servers::new(
+            vec![format!("http://127.0.0.1:{port}")],
+            "t".into(),
+        ));
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let job = |every: Duration| {
+            let told = told.clone();
+            Beat {
+                servers: servers.clone(),
+                task: 7,
+                every,
+                holds: Duration::from_secs(5),
+                held: Held {
+                    worker: "w".into(),
+                    attempt: 1,
+                },
+                cancel: Cancel::new(),
+                lost: Cancel::new(),
+                keeper: Arc::new(move |w| told.lock().unwrap().push(w)),
+                renewal: Arc::new(Renewal {
+                    at: Mutex::new(Instant::now()),
+                    lease: Duration::from_secs(6),
+                }),
+            }
+        };
+        let beats = Beats::start();
+        // A job that ends within its heartbeat: no call.
+        beats.begin(job(Duration::from_secs(600)));
+        beats.end();
+        assert!(
+            beats_heard.try_recv().is_err(),
+            "a short job is not renewed"
+        );
+        // A longer one: renewed each heartbeat, each renewal told to the keeper.
+        beats.begin(job(Duration::from_millis(50)));
+        for _ in 0..3 {
+            beats_heard.recv_timeout(Duration::from_secs(30)).unwrap();
+        }
+        // The third renewal waits for its answer: the job's end waits for it.
+        let (ended, end_seen) = std::sync::mpsc::channel();
+        let ending = beats.clone();
+        std::thread::spawn(move || {
+            ending.end();
+            let _ = ended.send(());
+        });
+        assert!(
+            end_seen.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the end waits for the renewal under way"
+        );
+        assert_eq!(told.lock().unwrap().len(), 2, "two renewals told so far");
+        release.send(()).unwrap();
+        end_seen.recv_timeout(Duration::from_secs(30)).unwrap();
+        let words = told.lock().unwrap().clone();
+        assert_eq!(
+            words.len(),
+            3,
+            "the third renewal told before the end: {words:?}"
+        );
+        assert!(words.iter().all(|w| matches!(w, lease::Word::HoldFor(_))));
+        assert!(beats_heard.try_recv().is_err(), "none after the end");
     }
 
     /// A helper runs each piece of work on its one thread, and a piece that panics is
