@@ -1,8 +1,8 @@
 //! A lane: a thread kept for the process's life that runs the work handed to it, one
 //! piece after another. For work that would otherwise start and end a thread each
-//! time, once or twice a job (a job's disk made ahead and released, a worker's
-//! heartbeat and log sender): a thread started and ended costs ~70 µs of CPU here, and
-//! its end shoots down the TLBs of the process's other threads.
+//! time, once or twice a job (a job's disk made ahead and released, a worker's log
+//! sender): a thread started and ended costs ~60 µs of CPU here, and its end shoots
+//! down the TLBs of the process's other threads.
 
 use std::sync::mpsc::{SendError, Sender};
 
