@@ -1023,12 +1023,11 @@ impl Beats {
 
     /// One renewal when one is due; else a wait until one is, or for a tick.
     fn turn(&self) {
-        let s = self.lock();
+        let mut s = self.lock();
         let now = Instant::now();
         let wait = match &s.job {
             Some((beat, Some(due))) if *due <= now => {
                 let beat = beat.clone();
-                let mut s = s;
                 s.renewing = true;
                 drop(s);
                 // A renewal that panicked (said by the panic hook) leaves the next

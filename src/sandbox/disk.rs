@@ -527,19 +527,18 @@ impl Pool {
             return;
         };
         MAKER.run(move || {
-            let made = make(&spot, size);
-            if made.is_err() {
+            let made = make(&spot, size).is_ok();
+            if !made {
                 release(&spot);
             }
-            let spot = if made.is_ok() { Ok(spot) } else { Err(spot) };
             let _ = Pool::with(|p| {
-                if let Ok(spot) = &spot {
+                if made {
                     p.ready.push((size, spot.clone()));
                 }
                 p.making.retain(|s| *s != size);
                 p.busy -= 1;
             });
-            if let Err(spot) = spot {
+            if !made {
                 Pool::vacated(spot);
             }
             IDLE.notify_all();
