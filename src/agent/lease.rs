@@ -12,7 +12,7 @@
 //! [`Deadline`] is the decision, apart from the clock and the pipe.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,7 +121,7 @@ pub fn keep(dir: &Path, owner: i32, mut input: impl Read + AsFd) -> i32 {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 512];
     loop {
-        if !readable(input.as_fd(), deadline.left(Instant::now())) {
+        if !crate::process::readable(input.as_fd(), deadline.left(Instant::now())) {
             // Woken by the clock: stop the job once its deadline has passed.
             if deadline.left(Instant::now()) != Some(Duration::ZERO) {
                 continue;
@@ -150,24 +150,6 @@ pub fn keep(dir: &Path, owner: i32, mut input: impl Read + AsFd) -> i32 {
             }
         }
     }
-}
-
-/// Waits until `fd` can be read (or is closed) or `left` has passed (`None`: no
-/// limit): true when it can be read.
-fn readable(fd: BorrowedFd<'_>, left: Option<Duration>) -> bool {
-    // Rounded up: woken by the clock, the deadline has passed.
-    let timeout = left.map_or(-1, |d| {
-        d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
-    });
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll(2) on one pollfd we own, for a descriptor borrowed for the call.
-    let r = unsafe { libc::poll(&mut p, 1, timeout) };
-    // Interrupted: asked again by the caller's loop, as a wake by the clock is.
-    r > 0
 }
 
 #[cfg(test)]

@@ -149,22 +149,32 @@ fn group_carries(pgid: i32, var: &str) -> bool {
 /// on a pidfd; true when it did. Where pidfds are missing (Linux before 5.3) it returns
 /// at once.
 pub fn exited_within(pid: i32, limit: Duration) -> bool {
-    // SAFETY: pidfd_open(2) and poll(2) on a descriptor we own and then close.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int;
-        if fd < 0 {
-            return false;
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = limit.as_millis().min(i32::MAX as u128) as libc::c_int;
-        let ready = libc::poll(&mut p, 1, ms) == 1;
-        libc::close(fd);
-        ready
+    // SAFETY: pidfd_open(2) returns a new descriptor (or -1), owned from here on.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) as libc::c_int };
+    if fd < 0 {
+        return false;
     }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    readable(std::os::fd::AsFd::as_fd(&fd), Some(limit))
+}
+
+/// Waits until `fd` can be read (or is closed) or `left` has passed (`None`: no
+/// limit), in `poll(2)`: true when it can be read. The wait is rounded up to the
+/// millisecond: woken by the clock, `left` has passed. Interrupted, it says false, as
+/// woken by the clock.
+pub(crate) fn readable(fd: std::os::fd::BorrowedFd<'_>, left: Option<Duration>) -> bool {
+    use std::os::fd::AsRawFd;
+    let timeout = left.map_or(-1, |d| {
+        d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+    });
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one pollfd we own, for a descriptor borrowed for the call.
+    unsafe { libc::poll(&mut p, 1, timeout) > 0 }
 }
 
 /// Sends `signal` to every process of group `pgid`.
