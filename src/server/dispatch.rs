@@ -236,7 +236,7 @@ impl JobExecutor for Dispatcher {
             attempt: task.attempt,
             seq: 0,
             said: Said::Nothing,
-            cancel_sent: false,
+            cancel_sent: None,
             handed: handed.then_some(task.attempt),
         };
         // The task as last read or told. One queued (just now, or again) has no chunk
@@ -298,21 +298,35 @@ impl JobExecutor for Dispatcher {
                 return outcome;
             }
             self.say(&now, job, &mut follow, log);
-            if self.cancel.is_canceled() && !follow.cancel_sent {
+            if self.cancel.is_canceled() && follow.cancel_sent.is_none() {
                 let _ = self
                     .state
                     .db(|s| s.cancel_tasks(self.build_id, "the build was canceled"));
-                follow.cancel_sent = true;
+                follow.cancel_sent = Some(Instant::now());
                 continue;
             }
             let wait = match now.state {
                 Status::Running => {
+                    // A worker told to stop the job says so within a heartbeat (its
+                    // next beat or chunk carries the cancel) and a moment to report;
+                    // one that has not by then is not waited for until its lease
+                    // lapses: the job ends canceled here, and the worker, if it is
+                    // there, learns the job is no longer its own at its next call.
+                    let ack = self.cancel_ack();
+                    let unanswered = follow
+                        .cancel_sent
+                        .map(|sent| ack.saturating_sub(sent.elapsed()));
+                    if unanswered.is_some_and(|left| left.is_zero()) {
+                        self.unanswered_cancel(&now);
+                        continue;
+                    }
                     let left = now.lease_until - tasks::now_ms();
                     if left < 0 {
                         self.lost(&now);
                         continue;
                     }
-                    Duration::from_millis(left as u64 + 50)
+                    let lease = Duration::from_millis(left as u64 + 50);
+                    unanswered.map_or(lease, |ack| lease.min(ack))
                 }
                 // A claim does not wake this follower (`Signals::note`): it learns of
                 // it within a lease, before the claim's lease can lapse.
@@ -426,7 +440,8 @@ struct Following {
     attempt: i64,
     seq: i64,
     said: Said,
-    cancel_sent: bool,
+    /// When this follower asked the job's worker to stop it (the build canceled).
+    cancel_sent: Option<Instant>,
     /// The attempt a claim waiting on this node was woken for when it was queued: a
     /// worker that can run it is there.
     handed: Option<i64>,
@@ -539,8 +554,33 @@ impl Dispatcher {
         }
     }
 
-    /// The worker's lease ran out: the job is errored or queued again.
+    /// How long a worker told to stop its job is waited for: a heartbeat (its next
+    /// beat carries the cancel), and as long again and a second for its job to be
+    /// killed and its report to come.
+    fn cancel_ack(&self) -> Duration {
+        Duration::from_millis(self.state.cfg.worker_heartbeat_ms * 2 + 1000)
+    }
+
+    /// A worker told to stop job `t` has not reported within [`Self::cancel_ack`] (or
+    /// its lease ran out first): the job ends canceled here. It never runs again,
+    /// whatever `lost_job` says, and the worker's later calls about it are refused.
+    fn unanswered_cancel(&self, t: &TaskRow) {
+        let who = t.worker.as_deref().unwrap_or("?");
+        let why = format!(
+            "canceled: worker {who} was told to stop the job and had not answered within {} ms",
+            self.cancel_ack().as_millis()
+        );
+        if let Ok(true) = self.state.db(|s| s.cancel_running(t.id, t.attempt, &why)) {
+            tracing::warn!(worker = who, job = %t.number, "a canceled job's worker did not answer: ended here");
+        }
+    }
+
+    /// The worker's lease ran out: the job is errored or queued again (ended canceled
+    /// when its build was canceled).
     fn lost(&self, t: &TaskRow) {
+        if t.cancel || self.cancel.is_canceled() {
+            return self.unanswered_cancel(t);
+        }
         let who = t.worker.as_deref().unwrap_or("?");
         let why = format!(
             "worker {who} stopped answering (no heartbeat for {} ms)",

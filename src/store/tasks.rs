@@ -691,6 +691,22 @@ impl Store {
         Ok(back)
     }
 
+    /// Ends running attempt `attempt` of task `id` as canceled with `why`: its build was
+    /// canceled and its worker never reported. True when this call did it.
+    pub fn cancel_running(&self, id: i64, attempt: i64, why: &str) -> Result<bool, StoreError> {
+        let ended = self.q(
+            "UPDATE tasks SET state = 'canceled', outcome = $1
+             WHERE id = $2 AND attempt = $3 AND state = 'running'
+             RETURNING build_id",
+            &[why.into(), id.into(), attempt.into()],
+        )?;
+        let Some(build_id) = ended.first().and_then(|r| r.first()) else {
+            return Ok(false);
+        };
+        self.announce(TASK_CHANGED, build_id.int()?);
+        Ok(true)
+    }
+
     /// A running task whose lease ran out (at `now`) is errored with `why`, or queued
     /// again as a new attempt when `retry`. True when this call did it.
     pub fn expire_task(

@@ -2107,7 +2107,10 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
         "language: shell\nscript: echo never\nnotifications:\n  email: false\n",
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\nworker_lease_ms = 120000",
     );
-    let srv = worker_node(&s);
+    let mut srv = worker_node(&s);
+    // The node's event log, said with a failure (which turn of the store did what).
+    let lines = log_lines(&mut srv);
+    let said = || lines.try_iter().collect::<Vec<_>>().join("\n");
     let n = queue(&srv, &s.head());
     let claim = |instance: &str, unanswered: bool, wait_ms: u64| {
         claim_raw(
@@ -2127,7 +2130,13 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
         assert_eq!(code, 204, "{instance} {unanswered}: {text}");
     }
     let (code, text) = claim("one", true, 300);
-    assert_eq!(code, 200, "handed again: {text}");
+    assert_eq!(
+        code,
+        200,
+        "handed again: {text}\nthe build: {}\nthe node said:\n{}",
+        build(&srv, n),
+        said()
+    );
     let again: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(again["task"], first["task"], "{again}");
     assert_eq!(again["attempt"], 1, "{again}");
@@ -2152,6 +2161,90 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
         serde_json::json!(["w"]),
         "{done}"
     );
+}
+
+/// A claim by worker `name` (amd64, its process `NAME-process`), waiting `wait_ms`.
+fn claim_as(srv: &Server, name: &str, wait_ms: u64) -> (u16, String) {
+    claim_raw(
+        srv,
+        serde_json::json!({
+            "name": name, "labels": {"os": "linux", "arch": "amd64"}, "wait_ms": wait_ms,
+            "instance": format!("{name}-process"),
+        }),
+    )
+}
+
+/// A node (`lost_job = "retry"`, heartbeat 300 ms, lease `lease_ms`) whose build #n's
+/// job was handed to worker w, which then says nothing more; the build canceled. With
+/// the claim's answer.
+fn canceled_while_on_a_gone_worker(lease_ms: u64) -> (Setup, Server, u64, String) {
+    let s = Setup::new(
+        "language: shell\nscript: echo never\nnotifications:\n  email: false\n",
+        &format!(
+            "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"\napi_token_env = \"RUNWAY_TEST_API_TOKEN\"\n\
+             worker_lease_ms = {lease_ms}\nworker_heartbeat_ms = 300\nlost_job = \"retry\"\nauto_cancel = false"
+        ),
+    );
+    let srv = serve_for_workers(&s);
+    let n = queue(&srv, &s.head());
+    let (code, text) = claim_as(&srv, "w", 20_000);
+    assert_eq!(code, 200, "{text}");
+    cancel(&srv, n);
+    (s, srv, n, text)
+}
+
+/// A canceled build's job whose worker never answers (gone without a word) ends
+/// canceled within a few heartbeats, not when its lease runs out two minutes later,
+/// and runs nowhere again though `lost_job = "retry"`; the worker's late report is
+/// refused. And a node told twice to stop, with such a job running, stops at once
+/// rather than waiting out the lease.
+#[test]
+fn a_canceled_job_whose_worker_never_answers_ends_canceled_and_runs_nowhere_again() {
+    let (s, mut srv, n, text) = canceled_while_on_a_gone_worker(120_000);
+    let handed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ended = wait_state(&srv, n, "canceled");
+    assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
+    assert!(
+        log(&srv, n).contains("worker w was told to stop the job"),
+        "{}",
+        log(&srv, n)
+    );
+    // Not queued again for another worker, and w's report comes too late.
+    let (code, text) = claim_as(&srv, "v", 1_000);
+    assert_eq!(code, 204, "the canceled job was handed again: {text}");
+    let (code, _) = end_raw(
+        &srv,
+        handed["task"].as_i64().unwrap(),
+        handed["secret"].as_str().unwrap(),
+        &passed_end("w"),
+    );
+    assert_eq!(code, 409, "a report about a job that ended canceled");
+    assert_eq!(build(&srv, n)["state"], "canceled");
+
+    // Another build's job handed to w, which is gone; two SIGTERMs (the second: cancel
+    // now) stop the node within its grace (5 s) and a few heartbeats, not a lease.
+    queue(&srv, &s.head());
+    let (code, text) = claim_as(&srv, "w", 20_000);
+    assert_eq!(code, 200, "{text}");
+    srv.signal("-TERM");
+    srv.signal("-TERM");
+    assert!(
+        srv.exited_within(30),
+        "a node with a job on a gone worker did not stop"
+    );
+}
+
+/// As above, with a lease shorter than the wait for the worker's answer: the lease
+/// runs out first, and the canceled job still ends canceled rather than being queued
+/// again (`lost_job = "retry"`) for another worker to run.
+#[test]
+fn a_canceled_job_whose_lease_runs_out_is_not_queued_again() {
+    let (_s, srv, n, _) = canceled_while_on_a_gone_worker(1_000);
+    // v waits for a job all the while: the canceled one must not be it.
+    let (code, text) = claim_as(&srv, "v", 4_000);
+    assert_eq!(code, 204, "the canceled job was queued again: {text}");
+    let ended = wait_state(&srv, n, "canceled");
+    assert_eq!(ended["jobs"][0]["result"], "canceled", "{ended}");
 }
 
 /// A job given back by a claim that says an answer was lost (above) wakes the claims
