@@ -567,7 +567,7 @@ impl Dispatcher {
     fn unanswered_cancel(&self, t: &TaskRow) {
         let who = t.worker.as_deref().unwrap_or("?");
         let why = format!(
-            "canceled: worker {who} was told to stop the job and had not answered within {} ms",
+            "worker {who} was told to stop the job and had not answered within {} ms",
             self.cancel_ack().as_millis()
         );
         if let Ok(true) = self.state.db(|s| s.cancel_running(t.id, t.attempt, &why)) {

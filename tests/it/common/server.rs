@@ -92,6 +92,12 @@ impl Drop for Server {
             if self.exited_within(30) {
                 return;
             }
+            // Said where the test output shows it: a server that does not stop when told
+            // twice is a fault of its own (and 30 s of the suite).
+            eprintln!(
+                "runway serve (pid {}) had not stopped 30 s after two SIGTERMs: killed",
+                self.child.id()
+            );
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
