@@ -306,28 +306,21 @@ impl JobExecutor for Dispatcher {
                 continue;
             }
             let wait = match now.state {
-                Status::Running => {
-                    // A worker told to stop the job says so within a heartbeat (its
-                    // next beat or chunk carries the cancel) and a moment to report;
-                    // one that has not by then is not waited for until its lease
-                    // lapses: the job ends canceled here, and the worker, if it is
-                    // there, learns the job is no longer its own at its next call.
-                    let ack = self.cancel_ack();
-                    let unanswered = follow
-                        .cancel_sent
-                        .map(|sent| ack.saturating_sub(sent.elapsed()));
-                    if unanswered.is_some_and(|left| left.is_zero()) {
+                Status::Running => match running(
+                    follow.cancel_sent.map(|sent| sent.elapsed()),
+                    self.cancel_ack(),
+                    now.lease_until - tasks::now_ms(),
+                ) {
+                    Running::Unanswered => {
                         self.unanswered_cancel(&now);
                         continue;
                     }
-                    let left = now.lease_until - tasks::now_ms();
-                    if left < 0 {
+                    Running::Lost => {
                         self.lost(&now);
                         continue;
                     }
-                    let lease = Duration::from_millis(left as u64 + 50);
-                    unanswered.map_or(lease, |ack| lease.min(ack))
-                }
+                    Running::Wait(wait) => wait,
+                },
                 // A claim does not wake this follower (`Signals::note`): it learns of
                 // it within a lease, before the claim's lease can lapse.
                 _ => Duration::from_millis(self.state.cfg.worker_lease_ms).min(QUEUED_WAIT),
@@ -346,6 +339,35 @@ impl JobExecutor for Dispatcher {
                 .and_then(|last| from_news(last, follow.attempt, follow.seq, taken.news));
         }
     }
+}
+
+/// What a follower does about its running task.
+#[derive(Debug, PartialEq)]
+enum Running {
+    /// Its worker, told to stop the job, has not answered in time: the job ends
+    /// canceled here.
+    Unanswered,
+    /// Its worker's lease ran out.
+    Lost,
+    /// Waits this long (or until woken).
+    Wait(Duration),
+}
+
+/// What a follower does about a running task whose lease has `left_ms` to run, its
+/// worker told to stop the job `canceled` ago (`None`: not told). A worker told so
+/// says it within a heartbeat (its next beat or chunk carries the cancel) and a moment
+/// to report; one that has not within `ack` is not waited for until its lease lapses
+/// (it learns the job is no longer its own at its next call).
+fn running(canceled: Option<Duration>, ack: Duration, left_ms: i64) -> Running {
+    let unanswered = canceled.map(|since| ack.saturating_sub(since));
+    if unanswered.is_some_and(|left| left.is_zero()) {
+        return Running::Unanswered;
+    }
+    if left_ms < 0 {
+        return Running::Lost;
+    }
+    let lease = Duration::from_millis(left_ms as u64 + 50);
+    Running::Wait(unanswered.map_or(lease, |ack| lease.min(ack)))
 }
 
 /// The longest a follower sleeps while its task is queued (or claimed unbeknown to it)
@@ -670,9 +692,30 @@ pub(super) fn mirror(state: Arc<AppState>, build_id: i64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{News, Piece, Signal, chunk_pieces, from_news};
+    use super::{News, Piece, Running, Signal, chunk_pieces, from_news, running};
     use crate::store::Status;
     use crate::store::tasks::{Labels, TaskRow};
+    use std::time::Duration;
+
+    #[test]
+    fn a_running_task_is_waited_for_until_its_lease_or_a_canceled_jobs_answer_is_due() {
+        let ms = Duration::from_millis;
+        let ack = ms(1600);
+        // Not canceled: the lease's time, and a margin.
+        assert_eq!(running(None, ack, 120_000), Running::Wait(ms(120_050)));
+        assert_eq!(running(None, ack, -1), Running::Lost);
+        // Canceled 100 ms ago: no longer than the answer is due, however long the lease.
+        assert_eq!(
+            running(Some(ms(100)), ack, 120_000),
+            Running::Wait(ms(1500))
+        );
+        assert_eq!(running(Some(ms(100)), ack, 200), Running::Wait(ms(250)));
+        // The answer is due: ended here, whatever is left of the lease.
+        assert_eq!(running(Some(ack), ack, 120_000), Running::Unanswered);
+        assert_eq!(running(Some(ms(5000)), ack, -1), Running::Unanswered);
+        // The lease ran out first.
+        assert_eq!(running(Some(ms(100)), ack, -1), Running::Lost);
+    }
 
     fn row(attempt: i64, state: Status) -> TaskRow {
         TaskRow {
