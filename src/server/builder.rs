@@ -119,8 +119,8 @@ pub(super) async fn work(state: Arc<AppState>) {
         // Every build that ends wakes this loop too: once a claim found nothing, it is
         // tried again when a build may have been queued since (or a tick later: a
         // `runway restart` on the store itself), not on each wake.
-        let may_claim = may_claim(empty, state.queued.load(Ordering::SeqCst), Instant::now());
-        while may_claim && !stopping && state.running.load(Ordering::SeqCst) < most {
+        let mode = claims(empty, state.queued.load(Ordering::SeqCst), Instant::now());
+        while mode != Claims::None && !stopping && state.running.load(Ordering::SeqCst) < most {
             let seen = state.queued.load(Ordering::SeqCst);
             let until = crate::store::tasks::now_ms() + lease;
             let claimed = state.db(|s| s.claim_for(&state.node, until));
@@ -128,8 +128,19 @@ pub(super) async fn work(state: Arc<AppState>) {
                 empty = Some((seen, Instant::now()));
                 break;
             };
-            empty = None;
             follow(&state, row, false);
+            match (mode, empty) {
+                // One queue move more has had its build: when every move seen has,
+                // another claim would find none (a build queued elsewhere, unsaid,
+                // is found within a tick).
+                (Claims::Owed, Some((matched, at))) => {
+                    empty = Some((matched + 1, at));
+                    if matched + 1 >= state.queued.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+                _ => empty = None,
+            }
         }
         // With workers, a node at `concurrency = 0` (pages and webhooks only) still
         // follows a build that no node took within a node lease: were every node set
@@ -217,11 +228,30 @@ pub(super) async fn work(state: Arc<AppState>) {
     }
 }
 
-/// Whether the claim loop claims now: always, unless its last claim found nothing
-/// (`empty`: the count of queue moves then, and when) and since then nothing may have
-/// been queued (`queued`, the count now) and less than a tick went by.
-fn may_claim(empty: Option<(u64, Instant)>, queued: u64, now: Instant) -> bool {
-    empty.is_none_or(|(seen, at)| seen != queued || now.duration_since(at) >= TICK)
+/// How the claim loop claims on a wake.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Claims {
+    /// Not at all: nothing may have been queued since the queue was last found empty.
+    None,
+    /// One build for each queue move since (each build this node queues moves the
+    /// count once), then no more: a claim after the last would find none.
+    Owed,
+    /// Until a claim finds none (or the node follows all it may).
+    UntilEmpty,
+}
+
+/// How the claim loop claims now, `queued` being the count of queue moves: until the
+/// queue is empty, unless a claim found it empty (`empty`: the count then, and when;
+/// the count moves on as the builds of the moves since are claimed) less than a tick
+/// ago, when it claims one build for each move since, or none (a tick later, a
+/// `runway restart` on the store itself, which moves nothing here, is found).
+fn claims(empty: Option<(u64, Instant)>, queued: u64, now: Instant) -> Claims {
+    match empty {
+        None => Claims::UntilEmpty,
+        Some((_, at)) if now.duration_since(at) >= TICK => Claims::UntilEmpty,
+        Some((seen, _)) if seen >= queued => Claims::None,
+        Some(_) => Claims::Owed,
+    }
 }
 
 /// Follows build `row` (claimed, or `taken_over` from a node that left it) on a
@@ -525,17 +555,25 @@ mod tests {
     #[test]
     fn a_claim_that_found_nothing_waits_for_a_queue_move_or_a_tick() {
         let t = std::time::Instant::now();
-        assert!(may_claim(None, 7, t), "nothing found yet: claim");
-        assert!(
-            !may_claim(Some((7, t)), 7, t),
+        assert_eq!(claims(None, 7, t), Claims::UntilEmpty, "nothing found yet");
+        assert_eq!(
+            claims(Some((7, t)), 7, t),
+            Claims::None,
             "found nothing, nothing queued since"
         );
-        assert!(!may_claim(Some((7, t)), 7, t + TICK / 2), "within the tick");
-        assert!(
-            may_claim(Some((7, t)), 8, t),
-            "a build may have been queued since"
+        assert_eq!(claims(Some((7, t)), 7, t + TICK / 2), Claims::None);
+        assert_eq!(
+            claims(Some((7, t)), 8, t),
+            Claims::Owed,
+            "a build may have been queued since: claimed, and no claim after it"
         );
-        assert!(may_claim(Some((7, t)), 7, t + TICK), "a tick later");
+        assert_eq!(
+            claims(Some((8, t)), 8, t),
+            Claims::None,
+            "the move's build claimed (the count moved on with it)"
+        );
+        assert_eq!(claims(Some((7, t)), 7, t + TICK), Claims::UntilEmpty);
+        assert_eq!(claims(Some((7, t)), 9, t + TICK), Claims::UntilEmpty);
     }
 
     #[test]
