@@ -119,9 +119,12 @@ pub(super) async fn work(state: Arc<AppState>) {
         // Every build that ends wakes this loop too: once a claim found nothing, it is
         // tried again when a build may have been queued since (or a tick later: a
         // `runway restart` on the store itself), not on each wake.
-        let mode = claims(empty, state.queued.load(Ordering::SeqCst), Instant::now());
-        while mode != Claims::None && !stopping && state.running.load(Ordering::SeqCst) < most {
+        while !stopping && state.running.load(Ordering::SeqCst) < most {
             let seen = state.queued.load(Ordering::SeqCst);
+            let mode = claims(empty, seen, Instant::now());
+            if mode == Claims::None {
+                break;
+            }
             let until = crate::store::tasks::now_ms() + lease;
             let claimed = state.db(|s| s.claim_for(&state.node, until));
             let Ok(Some(row)) = claimed else {
@@ -129,18 +132,7 @@ pub(super) async fn work(state: Arc<AppState>) {
                 break;
             };
             follow(&state, row, false);
-            match (mode, empty) {
-                // One queue move more has had its build: when every move seen has,
-                // another claim would find none (a build queued elsewhere, unsaid,
-                // is found within a tick).
-                (Claims::Owed, Some((matched, at))) => {
-                    empty = Some((matched + 1, at));
-                    if matched + 1 >= state.queued.load(Ordering::SeqCst) {
-                        break;
-                    }
-                }
-                _ => empty = None,
-            }
+            empty = one_claimed(mode, empty);
         }
         // With workers, a node at `concurrency = 0` (pages and webhooks only) still
         // follows a build that no node took within a node lease: were every node set
@@ -251,6 +243,17 @@ fn claims(empty: Option<(u64, Instant)>, queued: u64, now: Instant) -> Claims {
         Some((_, at)) if now.duration_since(at) >= TICK => Claims::UntilEmpty,
         Some((seen, _)) if seen >= queued => Claims::None,
         Some(_) => Claims::Owed,
+    }
+}
+
+/// What the claim loop knows once a claim in `mode` found a build, having known
+/// `empty` ([`claims`]): one queue move more has had its build (when every move seen
+/// has, [`claims`] says no more; a build queued elsewhere, unsaid, is found within a
+/// tick); claiming until empty, nothing is known to be empty.
+fn one_claimed(mode: Claims, empty: Option<(u64, Instant)>) -> Option<(u64, Instant)> {
+    match (mode, empty) {
+        (Claims::Owed, Some((matched, at))) => Some((matched + 1, at)),
+        _ => None,
     }
 }
 
@@ -568,10 +571,16 @@ mod tests {
             "a build may have been queued since: claimed, and no claim after it"
         );
         assert_eq!(
+            one_claimed(Claims::Owed, Some((7, t))),
+            Some((8, t)),
+            "the move's build claimed: the count moves on with it"
+        );
+        assert_eq!(
             claims(Some((8, t)), 8, t),
             Claims::None,
-            "the move's build claimed (the count moved on with it)"
+            "every move has had its build: no claim after the last"
         );
+        assert_eq!(one_claimed(Claims::UntilEmpty, Some((7, t))), None);
         assert_eq!(claims(Some((7, t)), 7, t + TICK), Claims::UntilEmpty);
         assert_eq!(claims(Some((7, t)), 9, t + TICK), Claims::UntilEmpty);
     }
