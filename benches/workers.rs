@@ -813,8 +813,17 @@ fn main() {
         // Each round's CPU per build over its jobs' own (`echo` in a sandbox: the same
         // work in every variant), when the jobs are counted apart.
         let mut paced: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-        for _ in 0..repeat.max(1) {
-            for (i, v) in variants.iter().enumerate() {
+        // The variants take turns in an order that alternates (ABBA: the server first,
+        // then the workers first, …): the machine's pace drifts within a run (its
+        // filesystem slows as jobs' files churn, other work comes and goes), and a
+        // fixed order gave every turn's second round the same share of that drift.
+        for turn in 0..repeat.max(1) {
+            let mut order: Vec<usize> = (0..variants.len()).collect();
+            if turn % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let v = &variants[i];
                 let (rate, cpu, jobs_cpu) = rate_of(*v);
                 rates[i].push(rate);
                 cpus[i].push(cpu);
@@ -839,7 +848,8 @@ fn main() {
         );
         // The machine's pace drifts between rounds (the server's own rate moved by
         // ±15% from run to run here): each turn's workers round against the server's
-        // round just before it, as well as best against best.
+        // round of the same turn (just before it or, every other turn, just after), as
+        // well as best against best.
         let mut turns: Vec<f64> = rates[1].iter().zip(&rates[0]).map(|(w, h)| w / h).collect();
         turns.sort_by(f64::total_cmp);
         println!(

@@ -41,6 +41,7 @@
 //! - [`behind`]: what a one-shot run's finished jobs held, torn down after it exits.
 //! - [`http`]: outgoing HTTP clients (ureq agents that resolve no IP address).
 //! - [`lane`]: a thread kept to run work handed to it, one piece after another.
+//! - [`spare`]: files made and removed once a job or a build, their inodes kept for the next.
 pub(crate) mod agent;
 pub(crate) mod appspec;
 pub(crate) mod auth;
@@ -78,6 +79,7 @@ pub mod server;
 pub(crate) mod service;
 pub(crate) mod settings;
 pub(crate) mod source;
+pub(crate) mod spare;
 pub mod store;
 pub mod workspace;
 

@@ -57,8 +57,8 @@ pub struct GitOptions {
 
 /// A prepared workspace. Deleted when dropped unless kept.
 pub struct Workspace {
-    /// The job's disk, when it has a budget: unmounted (fields drop in order) before
-    /// the directory it was mounted on is removed.
+    /// The job's disk, when it has a budget: moved out ([`Drop`]) before the directory
+    /// it was mounted on is removed or kept.
     disk: Option<crate::sandbox::disk::JobDisk>,
     dir: Option<tempfile::TempDir>,
     root: PathBuf,
@@ -131,7 +131,12 @@ impl Workspace {
                 _ => Source::Files(src.clone()),
             },
         };
-        let dir = crate::sandbox::job_dir()?;
+        // A directory a disk will be mounted on is one a job's disk left, when there
+        // is one (its inode kept: `disk::vacated`).
+        let dir = match disk {
+            Some(_) => crate::sandbox::disk::job_dir()?,
+            None => crate::sandbox::job_dir()?,
+        };
         let root = dir.path().to_path_buf();
         let disk = match disk {
             Some(bytes) => Some(crate::sandbox::disk::JobDisk::attach(&root, bytes)?),
@@ -205,6 +210,19 @@ impl Workspace {
     /// The disk budget, when the job's disk is full.
     pub fn disk_full(&self) -> Option<u64> {
         self.disk.as_ref().filter(|d| d.full()).map(|d| d.size())
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        // The disk first (moved out of the directory), then the directory: kept for
+        // the next job with a disk when the disk left it empty.
+        let had_disk = self.disk.take().is_some();
+        if let Some(dir) = self.dir.take()
+            && had_disk
+        {
+            crate::sandbox::disk::vacated(dir);
+        }
     }
 }
 

@@ -29,6 +29,24 @@ pub fn kill_live_groups() -> usize {
     groups.len()
 }
 
+/// The records of this process's running shells ([`shell::Shell::record_in`]), each
+/// file kept for the next when its shell ends ([`crate::spare`]).
+pub(crate) static RECORDS: crate::spare::Spares = crate::spare::Spares::new(16);
+
+/// What a kept record says: no process group, no workspace, its owner (this process),
+/// so that another runway's [`end_orphans`] leaves it to us while we live.
+pub(crate) static SPARE_RECORD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("\n\n{}", owner()));
+
+/// This process as a record names its owner: its id and when it started.
+pub(crate) fn owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let me = std::process::id() as i32;
+        format!("{me} {}", start_time(me).unwrap_or_default())
+    })
+}
+
 /// When process `pid` started (field 22 of `/proc/PID/stat`), to tell it from a later
 /// process given the same id.
 pub(crate) fn start_time(pid: i32) -> Option<u64> {

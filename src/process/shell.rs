@@ -21,9 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use super::{
-    exited_within, find, group_alive, kill_group, live_groups, partial_suffix, printf_q, start_time,
-};
+use super::{exited_within, find, group_alive, kill_group, live_groups, partial_suffix, printf_q};
 use crate::cancel::{Cancel, Registration};
 use crate::sandbox::{Child, JobPaths, Program, Sandbox, SandboxError};
 
@@ -243,11 +241,15 @@ impl Shell {
     pub fn record_in(&mut self, dir: &Path, workspace: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(self.pgid().to_string());
-        let me = std::process::id() as i32;
-        let owner = format!("{me} {}", start_time(me).unwrap_or_default());
-        std::fs::write(
+        super::RECORDS.write(
             &path,
-            format!("{}\n{}\n{owner}", self.nonce, workspace.display()),
+            format!(
+                "{}\n{}\n{}",
+                self.nonce,
+                workspace.display(),
+                super::owner()
+            )
+            .as_bytes(),
         )?;
         self.record = Some(path);
         Ok(())
@@ -355,7 +357,7 @@ impl Drop for Shell {
             kill_group(self.pgid(), libc::SIGKILL);
         }
         if let Some(record) = &self.record {
-            let _ = std::fs::remove_file(record);
+            super::RECORDS.retire(record, super::SPARE_RECORD.as_bytes());
         }
         let pgid = self.pgid();
         live_groups().retain(|g| *g != pgid);

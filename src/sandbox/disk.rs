@@ -18,9 +18,13 @@
 //! is ready at exit; [`sweep`] releases what a killed runway left.
 //!
 //! The disks are mounted in runway's own mount namespace ([`private_mounts`], made at
-//! start), and each image is unlinked as soon as its loop device holds it: when runway
-//! ends, even by `kill -9`, the kernel unmounts its disks with the namespace and frees
-//! their images with the loop devices; nothing is left on the host's disk or mounts.
+//! start), and each image is a file with no name (`O_TMPFILE`): when runway ends, even
+//! by `kill -9`, the kernel unmounts its disks with the namespace and frees their
+//! images with the loop devices; nothing is left on the host's disk or mounts. An
+//! image whose loop device has let it go is emptied and kept for the next disk, and a
+//! job directory its disk left empty for the next job: each file or directory made on
+//! the host costs the host's filesystem an inode's search (on an ext4 without a
+//! journal, past every inode freed in the last minutes: BENCHMARKS.md).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -67,8 +71,9 @@ pub struct JobDisk {
     next: std::sync::atomic::AtomicU64,
 }
 
-/// Where a workspace's image lives: beside it (`runway-job-XXXX.disk`).
-pub fn image_of(workspace: &Path) -> PathBuf {
+/// Where a runway before images had no name kept a workspace's image: beside it
+/// (`runway-job-XXXX.disk`); a leftover of one is removed with its workspace.
+fn image_of(workspace: &Path) -> PathBuf {
     let mut name = workspace.as_os_str().to_os_string();
     name.push(".disk");
     PathBuf::from(name)
@@ -100,9 +105,10 @@ impl JobDisk {
         let moved = ready.is_some_and(|spot| {
             let ok = move_mount(&spot, dir).is_ok();
             if ok {
-                let _ = std::fs::rename(image_of(&spot), image_of(dir));
+                Pool::image_moved(&spot, dir);
             } else {
                 release(&spot);
+                Pool::image_released(&spot);
             }
             Pool::vacated(spot);
             ok
@@ -154,6 +160,8 @@ impl JobDisk {
     /// Leaves the disk mounted (`--keep-workspace`).
     pub fn keep(mut self) {
         self.kept = true;
+        // Its loop device holds the image for as long as it is mounted.
+        let _ = Pool::with(|p| p.images.retain(|(at, _)| *at != self.mount));
     }
 }
 
@@ -201,21 +209,22 @@ fn make(dir: &Path, size: u64) -> io::Result<()> {
 /// The options a job's disk is mounted with (besides `nosuid,nodev`).
 const MOUNT_OPTIONS: &str = "nobarrier";
 
-/// The template copied, a loop device, a mount on `dir`.
+/// The template copied into an image (one a released disk left, else a new one), a
+/// loop device, a mount on `dir`.
 fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
-    let image = image_of(dir);
-    if copy_sparse(&Pool::template(size)?, &image, size).is_err() {
+    let image = match Pool::with(|p| p.take_image(size))? {
+        Some(kept) => kept,
+        None => Pool::new_image(size)?,
+    };
+    if copy_data(&Pool::template(size)?, &image).is_err() {
         // The kept template went (its state directory cleared): made again.
-        let _ = std::fs::remove_file(&image);
         Pool::with(|p| p.templates.retain(|(s, _)| *s != size))?;
-        copy_sparse(&Pool::template(size)?, &image, size)?;
+        emptied(&image, size)?;
+        copy_data(&Pool::template(size)?, &image)?;
     }
-    let attached = (|| {
+    {
         // Held open until mounted: an autoclear device is cleared at its last close.
         let (dev, _held) = loop_attach(&image)?;
-        // The loop device holds the image now: its name can go, so that nothing is
-        // left of it once the device is cleared, whatever becomes of runway.
-        let _ = std::fs::remove_file(&image);
         let (src, target, fstype) = (cstr(&dev)?, cstr(dir)?, CString::new("ext4")?);
         // No barriers: nothing on a job's disk outlives it, so its flushes (a `sync`
         // in the job, the unmount's) need not reach the host's disk. With them, each
@@ -239,12 +248,54 @@ fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
                 format!("mounting the job's disk on {}: {e}", dir.display()),
             ));
         }
-        Ok(())
-    })();
-    if attached.is_err() {
-        let _ = std::fs::remove_file(&image);
+        Pool::with(|p| {
+            p.images.push((
+                dir.to_path_buf(),
+                Image {
+                    file: image,
+                    size,
+                    dev,
+                },
+            ))
+        })
     }
-    attached
+}
+
+/// A job disk's image: a file with no name (nothing is left of it on the host's disk
+/// once runway and the loop device let it go, whatever becomes of runway), held by
+/// its loop device while the disk is mounted and by runway to use it again.
+struct Image {
+    file: File,
+    size: u64,
+    /// The loop device it was attached to.
+    dev: PathBuf,
+}
+
+/// `file` emptied (its blocks freed) and of `size` bytes again, all a hole.
+fn emptied(file: &File, size: u64) -> io::Result<()> {
+    file.set_len(0)?;
+    file.set_len(size)
+}
+
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+
+/// Whether loop device `dev` has let go of `file` (cleared, or attached to another).
+fn let_go(dev: &Path, file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = file.metadata() else {
+        return false;
+    };
+    let Ok(loopdev) = File::open(dev) else {
+        return false;
+    };
+    // SAFETY: LoopInfo64 is plain data; zeroed is valid for the kernel to fill in.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: ioctl(2) with a pointer to a struct of the kernel's layout, ours.
+    let r = unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_GET_STATUS64, &mut info) };
+    if r != 0 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    }
+    (info.inode, info.device) != (m.ino(), m.dev())
 }
 
 /// Gives this process a mount namespace of its own (receiving the host's mounts, never
@@ -370,6 +421,14 @@ struct Pool {
     /// ext4 without a journal, a search past every inode freed in the last minutes:
     /// BENCHMARKS.md).
     spare: Vec<PathBuf>,
+    /// Job directories (in the temp dir) that a job's disk was moved out of, empty:
+    /// the next jobs' with a disk, for the same reason.
+    jobs: Vec<tempfile::TempDir>,
+    /// The images of this process's disks, by where each is mounted now.
+    images: Vec<(PathBuf, Image)>,
+    /// Images their disks left, emptied, for the next disks of their size: each new
+    /// image is an inode of the host's disk, for the same reason.
+    spare_images: Vec<Image>,
     /// Threads making or releasing disks.
     busy: usize,
     /// Sizes being made ahead now.
@@ -407,6 +466,9 @@ impl Pool {
                 templates: Vec::new(),
                 ready: Vec::new(),
                 spare: Vec::new(),
+                jobs: Vec::new(),
+                images: Vec::new(),
+                spare_images: Vec::new(),
                 busy: 0,
                 making: Vec::new(),
                 next: 0,
@@ -438,6 +500,80 @@ impl Pool {
         if !matches!(kept, Ok(Some(()))) {
             let _ = std::fs::remove_dir(&spot);
         }
+    }
+
+    /// A new image of `size` bytes, all a hole, in the pool's directory, with no name
+    /// (`O_TMPFILE`; on a filesystem without it, named and unlinked at once).
+    fn new_image(size: u64) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = Pool::with(|p| p.dir.path().to_path_buf())?;
+        let open = |flags, at: &Path| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(flags == 0)
+                .custom_flags(flags | libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(at)
+        };
+        let file = match open(libc::O_TMPFILE, &dir) {
+            Ok(f) => f,
+            Err(_) => {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let at = dir.join(format!("image-{n}"));
+                let f = open(0, &at)?;
+                std::fs::remove_file(&at)?;
+                f
+            }
+        };
+        file.set_len(size)?;
+        Ok(file)
+    }
+
+    /// A spare image of `size` bytes ([`Pool::spare_images`]).
+    fn take_image(&mut self, size: u64) -> Option<File> {
+        let at = self.spare_images.iter().position(|i| i.size == size)?;
+        Some(self.spare_images.swap_remove(at).file)
+    }
+
+    /// The disk mounted at `from` was moved to `to`.
+    fn image_moved(from: &Path, to: &Path) {
+        let _ = Pool::with(|p| {
+            if let Some((at, _)) = p.images.iter_mut().find(|(at, _)| at == from) {
+                *at = to.to_path_buf();
+            }
+        });
+    }
+
+    /// The disk mounted at `spot` was released: its image is kept, emptied, once its
+    /// loop device has let go of it (an unmount with a file still open on the disk
+    /// leaves the device attached a while: that image is let go instead).
+    fn image_released(spot: &Path) {
+        Pool::keep_image(Pool::image_at(spot));
+    }
+
+    /// The image of the disk that was mounted at `spot`, no longer counted as on it.
+    fn image_at(spot: &Path) -> Option<Image> {
+        Pool::with(|p| {
+            let at = p.images.iter().position(|(at, _)| at == spot)?;
+            Some(p.images.swap_remove(at).1)
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// `image`, whose disk was released, kept emptied ([`Pool::image_released`]).
+    fn keep_image(image: Option<Image>) {
+        let Some(image) = image else { return };
+        if !let_go(&image.dev, &image.file) || emptied(&image.file, image.size).is_err() {
+            return;
+        }
+        let _ = Pool::with(|p| {
+            if p.spare_images.len() < SPARE_SPOTS {
+                p.spare_images.push(image);
+            }
+        });
     }
 
     /// One of the threads counted in `busy` is done ([`shutdown`] waits for them).
@@ -530,6 +666,7 @@ impl Pool {
             let made = make(&spot, size).is_ok();
             if !made {
                 release(&spot);
+                Pool::image_released(&spot);
             }
             let _ = Pool::with(|p| {
                 if made {
@@ -561,13 +698,16 @@ impl Pool {
             release(workspace);
             return;
         };
-        let _ = std::fs::rename(image_of(workspace), image_of(&spot));
+        Pool::image_moved(workspace, &spot);
         // Handed to the holder of a one-shot runway, the disk's teardown happens as the
         // holder exits: undoing the mount here is only its detaching.
         let behind = hold(&spot).is_some_and(|fd| crate::behind::hand_off(fd).is_ok());
         let done = move || {
             release(&spot);
+            // The place first: the next disk may want it while the image is emptied.
+            let image = Pool::image_at(&spot);
             Pool::vacated(spot);
+            Pool::keep_image(image);
             Pool::idle_one();
         };
         if behind {
@@ -595,6 +735,39 @@ fn hold(spot: &Path) -> Option<std::os::fd::OwnedFd> {
     (fd >= 0).then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// A job directory for a job with a disk: one a disk left ([`vacated`]), else a new one
+/// ([`super::job_dir`]).
+pub fn job_dir() -> io::Result<tempfile::TempDir> {
+    match Pool::with(|p| p.jobs.pop()) {
+        Ok(Some(dir)) => Ok(dir),
+        _ => super::job_dir(),
+    }
+}
+
+/// The job directory `dir`'s disk has been moved out (or released): kept for the next
+/// job when it is an empty directory of its parent's filesystem (nothing mounted on it,
+/// nothing written under it) and fewer than [`SPARE_SPOTS`] are kept; else removed.
+pub fn vacated(dir: tempfile::TempDir) {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.path();
+    let dev = |p: &Path| {
+        p.symlink_metadata()
+            .ok()
+            .filter(|m| m.is_dir())
+            .map(|m| m.dev())
+    };
+    let empty = dev(path).is_some()
+        && dev(path) == path.parent().and_then(dev)
+        && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
+    if empty {
+        let _ = Pool::with(|p| {
+            if p.jobs.len() < SPARE_SPOTS {
+                p.jobs.push(dir);
+            }
+        });
+    }
+}
+
 /// Starts making a disk of `size` on a thread, for a job about to come (`runway run`
 /// does this first, so that the disk is ready when its job has been planned), with the
 /// templates kept in `state_dir`.
@@ -616,13 +789,25 @@ pub fn sweep_behind() {
     });
 }
 
-/// Waits for the disks being made or released, releases the ones made ahead and
-/// removes this process's pool: call before runway exits.
-pub fn shutdown() {
+/// Waits for the disks being made or released; then the pool, if any.
+fn settled() -> std::sync::MutexGuard<'static, Option<Pool>> {
     let mut g = POOL.lock().unwrap_or_else(|p| p.into_inner());
     while g.as_ref().is_some_and(|p| p.busy > 0) {
         g = IDLE.wait(g).unwrap_or_else(|p| p.into_inner());
     }
+    g
+}
+
+/// How many released disks' images are kept for the next disks, once the disks being
+/// made or released are.
+pub fn kept_images() -> usize {
+    settled().as_ref().map_or(0, |p| p.spare_images.len())
+}
+
+/// Waits for the disks being made or released, releases the ones made ahead and
+/// removes this process's pool: call before runway exits.
+pub fn shutdown() {
+    let mut g = settled();
     if let Some(p) = g.take() {
         for (_, spot) in &p.ready {
             release(spot);
@@ -750,12 +935,18 @@ fn mkfs_from(path: &Path, from: &Path) -> io::Result<()> {
 
 /// Copies only the data of sparse `from` into a new file `to` of `size` bytes.
 fn copy_sparse(from: &Path, to: &Path, size: u64) -> io::Result<()> {
-    let src = File::open(from)?;
     let dst = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(to)?;
     dst.set_len(size)?;
+    copy_data(from, &dst)
+}
+
+/// Copies only the data of sparse `from` into `dst` (all a hole, as long), at the
+/// same offsets.
+fn copy_data(from: &Path, dst: &File) -> io::Result<()> {
+    let src = File::open(from)?;
     let mut at: i64 = 0;
     loop {
         // SAFETY: lseek(2) on a descriptor we own.
@@ -827,18 +1018,15 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-/// Attaches `image` to a free loop device (cleared once unmounted and closed); its path
-/// and an open descriptor of it, to hold until it is mounted.
-fn loop_attach(image: &Path) -> io::Result<(PathBuf, File)> {
+/// Attaches `backing` (open for reading and writing) to a free loop device (cleared
+/// once unmounted and closed); its path and an open descriptor of it, to hold until it
+/// is mounted.
+fn loop_attach(backing: &File) -> io::Result<(PathBuf, File)> {
     let control = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/loop-control")
         .map_err(|e| io::Error::new(e.kind(), format!("/dev/loop-control: {e}")))?;
-    let backing = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(image)?;
     // Another process may take the same free device first: ask again.
     for _ in 0..16 {
         // SAFETY: ioctl(2) on the loop control device; it returns a device number.

@@ -594,8 +594,12 @@ pub fn partial_log_path(dir: &Path, build_id: i64) -> PathBuf {
 /// build's thread, not while it holds the store).
 pub fn create_partial_log(dir: &Path, build_id: i64) -> Result<std::fs::File, StoreError> {
     std::fs::create_dir_all(dir.join("logs"))?;
-    Ok(std::fs::File::create(partial_log_path(dir, build_id))?)
+    Ok(PARTIAL_LOGS.create(&partial_log_path(dir, build_id))?)
 }
+
+/// The partial logs' files, each kept for a later build's when it is removed
+/// ([`crate::spare`]).
+static PARTIAL_LOGS: crate::spare::Spares = crate::spare::Spares::new(64);
 
 impl Store {
     /// Opens (and creates) the embedded store in `dir`.
@@ -815,12 +819,13 @@ impl Store {
 
     /// Removes a build's partial log (its jobs' logs are recorded).
     pub fn remove_partial_log(&self, build_id: i64) {
-        let _ = std::fs::remove_file(self.partial_log_path(build_id));
+        PARTIAL_LOGS.retire(&self.partial_log_path(build_id), b"");
     }
 
     /// Removes the partial logs of builds that ended with their jobs recorded (the
     /// ones a stopped server had not removed yet). Returns how many.
     pub fn remove_ended_partial_logs(&self) -> Result<usize, StoreError> {
+        crate::spare::sweep(&self.dir.join("logs"));
         let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) else {
             return Ok(0);
         };

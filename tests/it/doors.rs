@@ -691,6 +691,67 @@ fn a_job_disk_is_mounted_without_barriers_and_released_whole() {
         "a new place for each disk: the {most}th after 8 jobs"
     );
     disk::shutdown();
+
+    // Issue 29: a job's disk image and its job directory are the host's inodes kept
+    // from one job to the next (each new one cost an inode's search on the host's
+    // filesystem: on an ext4 without a journal, past every inode freed in the last
+    // minutes). A released disk's image is emptied and is a later disk's, and a job
+    // directory its disk left is the next job's.
+    disk::expect(9);
+    let backing = |ws: &Path| {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let dev = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(4) == ws.to_str())
+            .and_then(|l| l.split(" - ").nth(1)?.split(' ').nth(1).map(str::to_string))
+            .unwrap_or_else(|| panic!("no disk on {}", ws.display()));
+        let out = Command::new("losetup")
+            .args(["-n", "-O", "BACK-INO"])
+            .arg(&dev)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut images = std::collections::BTreeSet::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let ws = disk::job_dir().unwrap();
+        dirs.insert(ws.path().to_path_buf());
+        let d = disk::JobDisk::attach(ws.path(), 64 << 20).unwrap();
+        images.insert(backing(ws.path()));
+        // What the job writes is gone from the next disk made from its image.
+        std::fs::write(ws.path().join("build/secret"), b"job's").unwrap();
+        d.started();
+        drop(d);
+        assert!(!ws.path().join("build/secret").exists());
+        disk::vacated(ws);
+    }
+    let ws = disk::job_dir().unwrap();
+    let d = disk::JobDisk::attach(ws.path(), 64 << 20).unwrap();
+    assert!(
+        !ws.path().join("build/secret").exists(),
+        "a kept image is emptied before it is a disk again"
+    );
+    drop(d);
+    disk::vacated(ws);
+    assert!(
+        images.len() <= 3,
+        "a new image for each disk: {} images for 8 jobs ({images:?})",
+        images.len()
+    );
+    assert!(
+        disk::kept_images() >= 1,
+        "no released disk's image is kept for the next"
+    );
+    assert!(
+        dirs.len() <= 2,
+        "a new job directory for each job: {dirs:?}"
+    );
+    disk::shutdown();
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "the kept job directories are removed at shutdown: {dirs:?}"
+    );
 }
 
 /// 9c. runway's state and cache directories inside the directory a `runway run`
