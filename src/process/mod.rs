@@ -227,3 +227,29 @@ pub fn partial_suffix(hay: &[u8], needle: &[u8]) -> usize {
         .find(|&k| hay[hay.len() - k..] == needle[..k])
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kept record (a spare, [`RECORDS`]) names no process group and no workspace:
+    /// another runway's sweep leaves it to its owner while that lives, and removes it,
+    /// killing nothing, once the owner is gone.
+    #[test]
+    fn a_kept_record_is_left_to_its_live_owner_and_removed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = format!("1 {}", start_time(1).unwrap_or_default());
+        let spare = |name: &str, owner: &str| {
+            let p = dir.path().join(format!("{}{name}", crate::spare::PREFIX));
+            std::fs::write(&p, format!("\n\n{owner}")).unwrap();
+            p
+        };
+        let kept = spare("1-0", &live);
+        let gone = spare("2147483000-0", "2147483000 1");
+        assert_eq!(end_orphans(dir.path()), 0, "nothing killed");
+        assert!(kept.exists(), "a live owner's spare is its own");
+        assert!(!gone.exists(), "a gone owner's spare is removed");
+        assert_eq!(end_recorded(dir.path(), 1), 0);
+        assert!(SPARE_RECORD.ends_with(owner()) && SPARE_RECORD.starts_with("\n\n"));
+    }
+}
