@@ -292,6 +292,10 @@ fn let_go(dev: &Path, file: &File) -> bool {
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
     // SAFETY: ioctl(2) with a pointer to a struct of the kernel's layout, ours.
     let r = unsafe { libc::ioctl(loopdev.as_raw_fd(), LOOP_GET_STATUS64, &mut info) };
+    // ENXIO: the device is cleared, or being cleared, which the kernel starts only
+    // once its queue is drained (and the filesystem on it was gone before): none of
+    // its writes reach the file after. Were one to, it would land in free space of
+    // the next disk, which a job reads only through that disk's filesystem.
     if r != 0 {
         return io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
     }
