@@ -15,8 +15,9 @@
 //!   job is errored "stopped answering" (lease 2 s, heartbeat 0.5 s).
 //!
 //! Run: `cargo bench --bench workers [N]` as root (N builds per throughput round,
-//! default 1000; each round runs `BENCH_REPEAT` times, 2 by default, and keeps its
-//! best; `BENCH_K=1,4` runs only those numbers of workers). With
+//! default 1000; each round runs `BENCH_REPEAT` times, 2 by default, the variants in
+//! an order that alternates from one turn to the next, and keeps its best;
+//! `BENCH_K=1,4` runs only those numbers of workers). With
 //! `BENCH_BEFORE=/path/to/an/older/runway`, the worker rounds and the server's own
 //! latency run with that binary too (its server and its workers), in the same run:
 //! before and after, each over its jobs' own CPU too (`BENCH_SKIP_NODISK=1` leaves
