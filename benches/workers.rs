@@ -6,7 +6,8 @@
 //!   worker this is: intake, the claim held open by the worker answered, the commit
 //!   packed and fetched, the job started in the worker's sandbox, its first chunk sent
 //!   back and streamed;
-//! - throughput: N trivial builds queued at once, run through 1, 2 and 4 workers, and
+//! - throughput: N trivial builds queued at once (by `BENCH_SENDERS` senders side by
+//!   side, 4 by default; 1 before session 34), run through 1, 2 and 4 workers, and
 //!   through a server running them itself with `concurrency` 1, 2 and 4, each timed
 //!   after one build per worker (or slot) has warmed the processes up; with the CPU
 //!   per build each round's processes used meanwhile (the server's, the workers', and
@@ -61,6 +62,48 @@ fn delivery(addr: &str, branch: &str, sha: &str) -> u64 {
     serde_json::from_str::<serde_json::Value>(&resp).unwrap()["number"]
         .as_u64()
         .unwrap()
+}
+
+/// How many deliveries are sent at once in a throughput round (`BENCH_SENDERS`, 4 by
+/// default): a forge sends a busy repository's webhooks side by side, and one sender
+/// waiting for each answer before the next measures the intake's answer time under
+/// load (a worker round's jobs' store writes make it 2× the node's own) rather than
+/// how fast queued builds are built.
+fn senders() -> usize {
+    std::env::var("BENCH_SENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|k| *k > 0)
+        .unwrap_or(4)
+}
+
+/// Delivers pushes of branches `tp0`…`tp{n-1}` (`sha` on each) from [`senders`]
+/// threads; the builds' numbers, the highest last.
+fn deliver_all(addr: &str, n: usize, sha: &str) -> Vec<u64> {
+    let k = senders().min(n.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut numbers: Vec<u64> = std::thread::scope(|s| {
+        let sending: Vec<_> = (0..k)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= n {
+                            return mine;
+                        }
+                        mine.push(delivery(addr, &format!("tp{i}"), sha));
+                    }
+                })
+            })
+            .collect();
+        sending
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    numbers.sort_unstable();
+    numbers
 }
 
 /// Waits for `needle` on build `n`'s live log (server-sent events).
@@ -733,9 +776,8 @@ fn main() {
             };
             let cpu0 = used();
             let t = Instant::now();
-            let numbers: Vec<u64> = (0..n)
-                .map(|i| delivery(&srv.addr, &format!("tp{i}"), &sha))
-                .collect();
+            let numbers = deliver_all(&srv.addr, n, &sha);
+            let queued_in = t.elapsed();
             let last = *numbers.last().unwrap();
             // The last build asked after each 10 ms (one row: little work for the
             // server); once it ended, the list, for the few that may still run beside
@@ -773,8 +815,12 @@ fn main() {
                 per_build(cpu1.2.saturating_sub(cpu0.2)),
             );
             println!(
-                "  round {name}: CPU per build: server {:.2} ms, workers {:.2} ms, jobs {jobs_cpu:.2} ms (the spawners' and what they started)",
-                own.0, own.1
+                "  round {name}: CPU per build: server {:.2} ms, workers {:.2} ms, jobs {jobs_cpu:.2} ms (the spawners' and what they started); queued in {:.1} s of {:.1} s ({} senders)",
+                own.0,
+                own.1,
+                queued_in.as_secs_f64(),
+                took.as_secs_f64(),
+                senders()
             );
             // The jobs counted with whoever ran them.
             let cpu = if v.is_some() {

@@ -235,11 +235,8 @@ impl Store {
         self.announce_build(id)
     }
 
-    pub(super) fn set_text(&self, id: i64, column: Text, value: &str) -> Result<(), StoreError> {
-        self.update_text(id, column, value, false)
-    }
-
-    /// [`Store::set_text`], committed without waiting for the disk
+    /// Sets a build's text `column` (what the pages show of it: its author, what became
+    /// of its mail), committed without waiting for the disk
     /// ([`Backend::execute_lazily`]).
     pub(super) fn set_text_lazily(
         &self,
@@ -247,23 +244,8 @@ impl Store {
         column: Text,
         value: &str,
     ) -> Result<(), StoreError> {
-        self.update_text(id, column, value, true)
-    }
-
-    fn update_text(
-        &self,
-        id: i64,
-        column: Text,
-        value: &str,
-        lazily: bool,
-    ) -> Result<(), StoreError> {
         let sql = format!("UPDATE builds SET {} = $1 WHERE id = $2", column.name());
-        let args = [value.into(), id.into()];
-        if lazily {
-            self.db().execute_lazily(&sql, &args)?;
-        } else {
-            self.db().execute(&sql, &args)?;
-        }
+        self.db().execute_lazily(&sql, &[value.into(), id.into()])?;
         self.announce_build(id)
     }
 

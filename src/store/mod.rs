@@ -907,9 +907,11 @@ impl Store {
         self.set_text_lazily(id, Text::Author, author)
     }
 
-    /// Records what became of the build's mail.
+    /// Records what became of the build's mail, for the pages: committed without
+    /// waiting for the disk, as [`Store::set_author`] (a mail to send again is kept
+    /// in the outbox, at its own commit).
     pub fn set_mail(&mut self, id: i64, mail: &str) -> Result<(), StoreError> {
-        self.set_text(id, Text::Mail, mail)
+        self.set_text_lazily(id, Text::Mail, mail)
     }
 
     /// Records how a build ended, with its jobs.
@@ -1364,6 +1366,53 @@ mod tests {
             "statements that read every row:\n{}",
             scans.join("\n")
         );
+    }
+
+    /// Only what someone is told is recorded waits for the disk at its commit: a
+    /// delivery's build (the sender is answered once it is queued), a build's end. Its
+    /// claim by a node and what became of its mail are committed without (a host's crash
+    /// may lose them: the build is queued again; the page does not say the mail's fate),
+    /// and the next commit that waits takes them to the disk with it. Two fewer syncs
+    /// of the log a build, each holding the store's one write lock while the disk
+    /// answered, which the deliveries' and the workers' commits waited behind.
+    #[test]
+    fn only_what_someone_is_told_is_recorded_waits_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = Store::open(dir.path()).unwrap();
+        let ran = sqlite::capture_synced(|| {
+            st.enqueue(&NewBuild {
+                repo: "o/h".into(),
+                branch: Some("main".into()),
+                commit: "abc".into(),
+                event: "push".into(),
+                ..NewBuild::default()
+            })
+            .unwrap();
+            let b = st
+                .claim_for("node-a", tasks::now_ms() + 60_000)
+                .unwrap()
+                .expect("the queued build");
+            st.set_author(b.id, "A U Thor").unwrap();
+            st.finish(b.id, BuildState::Passed, &[]).unwrap();
+            st.set_mail(b.id, "not sent: no recipients").unwrap();
+        });
+        let synced = |what: &str| -> Vec<bool> {
+            let found: Vec<bool> = ran
+                .iter()
+                .filter(|(sql, _)| sql.contains(what))
+                .map(|(_, synced)| *synced)
+                .collect();
+            assert!(!found.is_empty(), "no statement with {what:?} in {ran:#?}");
+            found
+        };
+        assert!(synced("INSERT INTO builds").iter().all(|s| *s), "{ran:#?}");
+        assert!(
+            synced("SET state = ?1, finished_at").iter().all(|s| *s),
+            "{ran:#?}"
+        );
+        for lazy in ["SET state = 'running'", "SET author", "SET mail"] {
+            assert!(!synced(lazy).iter().any(|s| *s), "{lazy}: {ran:#?}");
+        }
     }
 
     #[test]

@@ -422,19 +422,26 @@ fn level(conn: &Connection, pragma: &str) {
 #[cfg(test)]
 thread_local! {
     /// The statements this thread ran, while a test collects them ([`capture`]).
-    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+    static CAPTURED: std::cell::RefCell<Option<Vec<(String, bool)>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The statements SQLite stores run on this thread during `f` (tests).
 #[cfg(test)]
 pub(super) fn capture(f: impl FnOnce()) -> Vec<String> {
+    capture_synced(f).into_iter().map(|(sql, _)| sql).collect()
+}
+
+/// [`capture`], each statement with whether its commit waits for the disk (the
+/// connection's `PRAGMA synchronous` as it ran: FULL, or NORMAL for a lazy one).
+#[cfg(test)]
+pub(super) fn capture_synced(f: impl FnOnce()) -> Vec<(String, bool)> {
     CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
     f();
     CAPTURED.with(|c| c.borrow_mut().take().unwrap_or_default())
 }
 
 /// Appends `sql` to `RUNWAY_TRACE_SQL`'s file, when it names one (read once).
-fn trace(sql: &str) {
+fn trace(conn: &Connection, sql: &str) {
     static TRACE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
         std::sync::OnceLock::new();
     let file = TRACE.get_or_init(|| {
@@ -449,9 +456,14 @@ fn trace(sql: &str) {
     #[cfg(test)]
     CAPTURED.with(|c| {
         if let Some(v) = c.borrow_mut().as_mut() {
-            v.push(sql.to_string());
+            let synced = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                .is_ok_and(|level| level >= 2);
+            v.push((sql.to_string(), synced));
         }
     });
+    #[cfg(not(test))]
+    let _ = conn;
     if let Some(file) = file {
         use std::io::Write;
         let one = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -465,7 +477,7 @@ fn trace(sql: &str) {
 
 /// `sql` prepared on `conn` (kept prepared for its next use), traced.
 fn cached<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    trace(sql);
+    trace(conn, sql);
     conn.prepare_cached(sql)
 }
 
@@ -609,22 +621,28 @@ impl Backend for Sqlite {
         queued_by: Option<i64>,
         holder: Option<(&str, i64)>,
     ) -> Result<Option<BuildRow>, StoreError> {
-        Ok(cached(
-            &self.conn,
-            &format!(
-                "UPDATE builds SET state = 'running', started_at = ?1,
+        // Committed without waiting for the disk: a claim the host's crash loses leaves
+        // its build queued, to be run by the next start, where a kept one would have it
+        // errored as interrupted. What the build records later (its end, a worker's
+        // report) is synced at its commit, and with it every commit before.
+        self.lazily(|s| {
+            Ok(cached(
+                &s.conn,
+                &format!(
+                    "UPDATE builds SET state = 'running', started_at = ?1,
                    node = COALESCE(?3, node), lease_until = COALESCE(?4, lease_until)
                  WHERE id = (SELECT id FROM builds WHERE state = 'queued'
                                AND (?2 IS NULL OR started_at <= ?2)
                              ORDER BY id LIMIT 1)
                  RETURNING {COLUMNS}"
-            ),
-        )?
-        .query_row(
-            params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
-            row,
-        )
-        .optional()?)
+                ),
+            )?
+            .query_row(
+                params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
+                row,
+            )
+            .optional()?)
+        })
     }
 
     fn mark_interrupted(&mut self, reason: &str) -> Result<Vec<(String, u64)>, StoreError> {
