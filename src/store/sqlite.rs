@@ -265,7 +265,7 @@ fn up_to_date(id: Option<FileId>) -> bool {
 
 /// Every connection's settings: how it waits for another's lock, the statements it
 /// keeps, the journal and how commits wait for the disk.
-fn configure(conn: &Connection) -> Result<(), StoreError> {
+fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     // Another connection's commit holds the lock (the server's, a build's, a hook's):
     // tried again soon after, for ten seconds.
     conn.busy_handler(Some(locked))?;
@@ -273,9 +273,141 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     // default: fewer than a worker's job goes through, each then parsed anew).
     conn.set_prepared_statement_cache_capacity(STATEMENTS_KEPT);
     // Every commit synced to the disk, but those of writes that may be lost with the
-    // power ([`Backend::execute_lazily`]).
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+    // power ([`Backend::execute_lazily`]): by [`committed`], once the commit has let
+    // go of the store's write lock, not by SQLite while holding it (`NORMAL`).
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+    let log = WalSync::of(path);
+    // SAFETY: `conn.handle()` is the open connection's own handle; the hook's data is
+    // a `&'static WalSync` (never freed), valid whenever SQLite calls it. The hook
+    // replaces SQLite's default one, whose checkpoints [`committed`] makes as it did.
+    unsafe {
+        rusqlite::ffi::sqlite3_wal_hook(
+            conn.handle(),
+            Some(committed),
+            std::ptr::from_ref(log).cast_mut().cast(),
+        );
+    }
     Ok(())
+}
+
+/// The log's size in pages past which a commit checkpoints it into the database
+/// (SQLite's default, which its own hook applied).
+const CHECKPOINT_PAGES: std::ffi::c_int = 1000;
+
+thread_local! {
+    /// This thread's commits need not wait for the disk now ([`Sqlite::lazily`], a
+    /// lazy group): a thread makes one store call at a time, on one connection.
+    static LAZY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// SQLite's hook after each commit that wrote to the log, the write lock released:
+/// checkpoints a long log, as SQLite's own hook did, and, unless the commit is a lazy
+/// one, waits until the log is on the disk ([`WalSync::sync`]) before the commit's
+/// statement returns; a sync that failed fails that statement (the commit stays).
+unsafe extern "C" fn committed(
+    data: *mut std::ffi::c_void,
+    db: *mut rusqlite::ffi::sqlite3,
+    name: *const std::ffi::c_char,
+    pages: std::ffi::c_int,
+) -> std::ffi::c_int {
+    if pages >= CHECKPOINT_PAGES {
+        // SAFETY: the connection and database name SQLite passed this call, valid
+        // during it; a checkpoint is allowed in this hook (SQLite's own makes one).
+        unsafe { rusqlite::ffi::sqlite3_wal_checkpoint(db, name) };
+    }
+    if LAZY.get() {
+        return rusqlite::ffi::SQLITE_OK;
+    }
+    // SAFETY: `data` is the `&'static WalSync` [`configure`] registered.
+    let log = unsafe { &*data.cast::<WalSync>() };
+    match std::panic::catch_unwind(|| log.sync()) {
+        Ok(Ok(())) => rusqlite::ffi::SQLITE_OK,
+        _ => rusqlite::ffi::SQLITE_IOERR_FSYNC,
+    }
+}
+
+/// A store's log (`runway.db-wal`) synced to the disk for the commits that wait for
+/// it, one sync for all those made before it started (group commit): SQLite's `FULL`
+/// synced each commit's log while holding the store's one write lock, and a busy
+/// node's deliveries and workers' reports queued behind each other's syncs.
+struct WalSync {
+    log: std::path::PathBuf,
+    state: std::sync::Mutex<Synced>,
+    done: std::sync::Condvar,
+}
+
+/// What [`WalSync`] has been asked and has done, by count of commits.
+#[derive(Default)]
+struct Synced {
+    /// Commits that asked for a sync.
+    asked: u64,
+    /// Commits known on the disk: every one that asked before the last sync began.
+    synced: u64,
+    /// A sync is under way.
+    syncing: bool,
+    /// Syncs made (tests count them).
+    made: u64,
+}
+
+impl WalSync {
+    /// The one for the store at `path` in this process (kept for its life).
+    fn of(path: &Path) -> &'static WalSync {
+        static ALL: std::sync::Mutex<Vec<&'static WalSync>> = std::sync::Mutex::new(Vec::new());
+        let log = std::path::PathBuf::from(format!("{}-wal", path.display()));
+        let mut all = ALL.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = all.iter().find(|w| w.log == log) {
+            return known;
+        }
+        let made: &'static WalSync = Box::leak(Box::new(WalSync {
+            log,
+            state: std::sync::Mutex::new(Synced::default()),
+            done: std::sync::Condvar::new(),
+        }));
+        all.push(made);
+        made
+    }
+
+    /// Returns once what was committed before the call is on the disk.
+    fn sync(&self) -> std::io::Result<()> {
+        self.sync_by(|| match std::fs::File::open(&self.log) {
+            Ok(f) => f.sync_data(),
+            // No log: the last connection's checkpoint moved it into the database
+            // file, and synced that.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// [`WalSync::sync`], the disk's sync being `disk`: made by the first caller that
+    /// finds none under way, for every caller so far; a caller that came during it
+    /// waits for the next.
+    fn sync_by(&self, disk: impl Fn() -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.asked += 1;
+        let mine = s.asked;
+        loop {
+            if s.synced >= mine {
+                return Ok(());
+            }
+            if s.syncing {
+                s = self.done.wait(s).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            s.syncing = true;
+            let upto = s.asked;
+            drop(s);
+            let synced = disk();
+            s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.syncing = false;
+            s.made += 1;
+            if synced.is_ok() {
+                s.synced = s.synced.max(upto);
+            }
+            self.done.notify_all();
+            // A failed sync: each caller it was for tries its own.
+            synced?;
+        }
+    }
 }
 
 impl Sqlite {
@@ -287,7 +419,7 @@ impl Sqlite {
             let conn = Connection::open(&path)?;
             // Still the file checked (not replaced between the look and the open).
             if file_id(&path) == known {
-                configure(&conn)?;
+                configure(&conn, &path)?;
                 return Ok(Sqlite { conn });
             }
         }
@@ -302,7 +434,7 @@ impl Sqlite {
             .open(dir.join("runway.db.open-lock"))?;
         lock.lock()?;
         let conn = Connection::open(&path)?;
-        configure(&conn)?;
+        configure(&conn, &path)?;
         conn.execute_batch("BEGIN IMMEDIATE;")?;
         let made = Sqlite::bring_up_to_date(&conn);
         match made {
@@ -363,12 +495,10 @@ impl Sqlite {
 }
 
 impl Sqlite {
-    /// Runs `f` with commits that do not wait for the disk. In WAL mode `NORMAL`
-    /// commits without syncing the log; it is synced with the next commit made at
-    /// `FULL` (every other one), or at a checkpoint. Inside a transaction (a group)
-    /// the level cannot change (SQLite refuses the pragma): the statement is then the
-    /// transaction's, and nothing is tried. The two pragmas are prepared once (parsing
-    /// them was a tenth of a busy server's store time).
+    /// Runs `f` with commits that do not wait for the disk ([`committed`] syncs no log
+    /// for them): what they wrote reaches it with the next commit that waits, or a
+    /// checkpoint. Inside a transaction (a group) the statement is the transaction's,
+    /// whose commit decides.
     fn lazily<T>(
         &mut self,
         f: impl FnOnce(&mut Sqlite) -> Result<T, StoreError>,
@@ -376,17 +506,32 @@ impl Sqlite {
         if !self.conn.is_autocommit() {
             return f(self);
         }
-        level(&self.conn, "PRAGMA synchronous=NORMAL");
-        let done = f(self);
-        level(&self.conn, "PRAGMA synchronous=FULL");
-        done
+        let _lazy = Lazy::now();
+        f(self)
+    }
+}
+
+/// This thread's commits are lazy ([`LAZY`]) while it lives.
+struct Lazy;
+
+impl Lazy {
+    fn now() -> Lazy {
+        LAZY.set(true);
+        Lazy
+    }
+}
+
+impl Drop for Lazy {
+    fn drop(&mut self) {
+        LAZY.set(false);
     }
 }
 
 /// How long a connection that found the store locked by another's write waits before
 /// its try number `tries` (from 0), or `None`: it gives up ("database is locked"),
-/// about ten seconds in. A write holds the lock for one commit, a sync of the log
-/// (0.2 ms here), and a serve node writes through its own connection and each build's:
+/// about ten seconds in. A write holds the lock for one commit (its log's sync is
+/// made after, [`committed`]), and a serve node writes through its own connection and
+/// each build's:
 /// SQLite's own timeout waited 1, 2, 5, 10 ms… between tries. With it, a worker's
 /// report (which waits for its commit) was answered 7.4 ms after it was sent on
 /// average, with 4 workers; 5.0 ms with these waits (one bench round each).
@@ -411,18 +556,20 @@ fn locked(tries: i32) -> bool {
     }
 }
 
-/// Sets how commits wait for the disk (`PRAGMA synchronous=…`; no effect inside a
-/// transaction).
-fn level(conn: &Connection, pragma: &str) {
-    let _ = conn
-        .prepare_cached(pragma)
-        .and_then(|mut st| st.execute([]));
-}
-
 #[cfg(test)]
 thread_local! {
     /// The statements this thread ran, while a test collects them ([`capture`]).
     static CAPTURED: std::cell::RefCell<Option<Vec<(String, bool)>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// How many times the log of the store in `dir` was synced in this process (tests).
+#[cfg(test)]
+pub(super) fn syncs(dir: &Path) -> u64 {
+    WalSync::of(&dir.join("runway.db"))
+        .state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .made
 }
 
 /// The statements SQLite stores run on this thread during `f` (tests).
@@ -431,8 +578,8 @@ pub(super) fn capture(f: impl FnOnce()) -> Vec<String> {
     capture_synced(f).into_iter().map(|(sql, _)| sql).collect()
 }
 
-/// [`capture`], each statement with whether its commit waits for the disk (the
-/// connection's `PRAGMA synchronous` as it ran: FULL, or NORMAL for a lazy one).
+/// [`capture`], each statement with whether its commit waits for the disk (not a
+/// lazy one's).
 #[cfg(test)]
 pub(super) fn capture_synced(f: impl FnOnce()) -> Vec<(String, bool)> {
     CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
@@ -441,7 +588,7 @@ pub(super) fn capture_synced(f: impl FnOnce()) -> Vec<(String, bool)> {
 }
 
 /// Appends `sql` to `RUNWAY_TRACE_SQL`'s file, when it names one (read once).
-fn trace(conn: &Connection, sql: &str) {
+fn trace(sql: &str) {
     static TRACE: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
         std::sync::OnceLock::new();
     let file = TRACE.get_or_init(|| {
@@ -456,14 +603,9 @@ fn trace(conn: &Connection, sql: &str) {
     #[cfg(test)]
     CAPTURED.with(|c| {
         if let Some(v) = c.borrow_mut().as_mut() {
-            let synced = conn
-                .query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
-                .is_ok_and(|level| level >= 2);
-            v.push((sql.to_string(), synced));
+            v.push((sql.to_string(), !LAZY.get()));
         }
     });
-    #[cfg(not(test))]
-    let _ = conn;
     if let Some(file) = file {
         use std::io::Write;
         let one = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -477,7 +619,7 @@ fn trace(conn: &Connection, sql: &str) {
 
 /// `sql` prepared on `conn` (kept prepared for its next use), traced.
 fn cached<'c>(conn: &'c Connection, sql: &str) -> rusqlite::Result<rusqlite::CachedStatement<'c>> {
-    trace(conn, sql);
+    trace(sql);
     conn.prepare_cached(sql)
 }
 
@@ -546,17 +688,11 @@ impl Backend for Sqlite {
     }
 
     fn begin_group(&mut self, lazily: bool) -> Result<(), StoreError> {
-        if lazily {
-            level(&self.conn, "PRAGMA synchronous=NORMAL");
-        }
-        let begun = self
-            .conn
+        self.conn
             .prepare_cached("BEGIN IMMEDIATE")
-            .and_then(|mut st| st.execute([]));
-        if begun.is_err() && lazily {
-            level(&self.conn, "PRAGMA synchronous=FULL");
-        }
-        begun?;
+            .and_then(|mut st| st.execute([]))?;
+        // The group's commit, at its end, is lazy.
+        LAZY.set(lazily);
         Ok(())
     }
 
@@ -569,7 +705,7 @@ impl Backend for Sqlite {
         if ended.is_err() && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        level(&self.conn, "PRAGMA synchronous=FULL");
+        LAZY.set(false);
         ended?;
         Ok(())
     }
@@ -825,5 +961,70 @@ mod tests {
             .query("SELECT name FROM revoked_workers ORDER BY name", &[])
             .unwrap();
         assert_eq!(names.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod sync_tests {
+    use super::WalSync;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Commits that ask for a sync while one is under way are all covered by the next
+    /// one: four commits, the first's sync held until the other three wait, make two
+    /// syncs of the disk, and none returns before a sync begun after it asked ended.
+    #[test]
+    fn commits_waiting_during_a_sync_share_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = WalSync::of(&dir.path().join("runway.db"));
+        let (began, first_began) = mpsc::channel::<()>();
+        let (go, hold) = mpsc::channel::<()>();
+        let hold = std::sync::Mutex::new(hold);
+        let disks = std::sync::atomic::AtomicU64::new(0);
+        let disk = || {
+            disks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = began.send(());
+            // The first sync is held until the test lets it go; later ones are not.
+            let _ = hold.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            let first = s.spawn(|| log.sync_by(disk));
+            first_began.recv().unwrap();
+            let others: Vec<_> = (0..3).map(|_| s.spawn(|| log.sync_by(disk))).collect();
+            // Each of the three waits for the sync under way, counted as asked.
+            while log.state.lock().unwrap().asked < 4 {
+                std::thread::yield_now();
+            }
+            go.send(()).unwrap();
+            first.join().unwrap().unwrap();
+            // The second sync, for the three, is let go as it begins.
+            first_began.recv().unwrap();
+            go.send(()).unwrap();
+            for o in others {
+                o.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(disks.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let s = log.state.lock().unwrap();
+        assert_eq!((s.asked, s.synced, s.made), (4, 4, 2));
+    }
+
+    /// A sync that failed fails its caller, and the commits it was for sync again.
+    #[test]
+    fn a_failed_sync_is_made_again_for_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = WalSync::of(&dir.path().join("runway.db"));
+        let fail = std::sync::atomic::AtomicBool::new(true);
+        let disk = || {
+            if fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::io::Error::other("the disk said no"));
+            }
+            Ok(())
+        };
+        assert!(log.sync_by(disk).is_err());
+        assert!(log.sync_by(disk).is_ok());
+        let s = log.state.lock().unwrap();
+        assert_eq!((s.asked, s.synced, s.made), (2, 2, 2));
     }
 }
