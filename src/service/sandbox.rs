@@ -182,10 +182,9 @@ fn probe_disk(bytes: u64) -> Result<(), String> {
     static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     PROBED
         .get_or_init(|| {
-            let dir = tempfile::Builder::new()
-                .prefix("runway-disk-probe-")
-                .tempdir()
-                .map_err(|e| e.to_string())?;
+            // A job directory (named after this process): one a runway killed while it
+            // probed leaves is removed by the next runway's sweep.
+            let dir = crate::sandbox::job_dir().map_err(|e| e.to_string())?;
             crate::sandbox::disk::JobDisk::attach(dir.path(), bytes)
                 .map(drop)
                 .map_err(|e| e.to_string())
