@@ -304,6 +304,9 @@ thread_local! {
 /// checkpoints a long log, as SQLite's own hook did, and, unless the commit is a lazy
 /// one, waits until the log is on the disk ([`WalSync::sync`]) before the commit's
 /// statement returns; a sync that failed fails that statement (the commit stays).
+/// SQLite calls it when a step ends the commit: a write outside a transaction whose
+/// rows are not all read (one row of a `RETURNING`) commits at its reset, unsynced,
+/// so every write here reads its rows to the end ([`Backend::query`], the claim).
 unsafe extern "C" fn committed(
     data: *mut std::ffi::c_void,
     db: *mut rusqlite::ffi::sqlite3,
@@ -511,19 +514,18 @@ impl Sqlite {
     }
 }
 
-/// This thread's commits are lazy ([`LAZY`]) while it lives.
-struct Lazy;
+/// This thread's commits are lazy ([`LAZY`]) while it lives; then as they were.
+struct Lazy(bool);
 
 impl Lazy {
     fn now() -> Lazy {
-        LAZY.set(true);
-        Lazy
+        Lazy(LAZY.replace(true))
     }
 }
 
 impl Drop for Lazy {
     fn drop(&mut self) {
-        LAZY.set(false);
+        LAZY.set(self.0);
     }
 }
 
@@ -559,7 +561,7 @@ fn locked(tries: i32) -> bool {
 #[cfg(test)]
 thread_local! {
     /// The statements this thread ran, while a test collects them ([`capture`]).
-    static CAPTURED: std::cell::RefCell<Option<Vec<(String, bool)>>> = const { std::cell::RefCell::new(None) };
+    static CAPTURED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// How many times the log of the store in `dir` was synced in this process (tests).
@@ -575,13 +577,6 @@ pub(super) fn syncs(dir: &Path) -> u64 {
 /// The statements SQLite stores run on this thread during `f` (tests).
 #[cfg(test)]
 pub(super) fn capture(f: impl FnOnce()) -> Vec<String> {
-    capture_synced(f).into_iter().map(|(sql, _)| sql).collect()
-}
-
-/// [`capture`], each statement with whether its commit waits for the disk (not a
-/// lazy one's).
-#[cfg(test)]
-pub(super) fn capture_synced(f: impl FnOnce()) -> Vec<(String, bool)> {
     CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
     f();
     CAPTURED.with(|c| c.borrow_mut().take().unwrap_or_default())
@@ -603,7 +598,7 @@ fn trace(sql: &str) {
     #[cfg(test)]
     CAPTURED.with(|c| {
         if let Some(v) = c.borrow_mut().as_mut() {
-            v.push((sql.to_string(), !LAZY.get()));
+            v.push(sql.to_string());
         }
     });
     if let Some(file) = file {
@@ -773,11 +768,14 @@ impl Backend for Sqlite {
                  RETURNING {COLUMNS}"
                 ),
             )?
-            .query_row(
+            // Read to its end: the statement's last step commits (the first row's
+            // reset would, without [`committed`] being called).
+            .query_map(
                 params![now(), queued_by, holder.map(|h| h.0), holder.map(|h| h.1)],
                 row,
-            )
-            .optional()?)
+            )?
+            .collect::<Result<Vec<_>, _>>()?
+            .pop())
         })
     }
 
