@@ -300,7 +300,9 @@ impl AppState {
             let shared = self.store.lock().expect("store").share();
             match shared {
                 Some(mut st) => f(&mut st),
-                None => f(&mut self.store.lock().expect("store")),
+                // The disk waited for once the connection is let go (each sync held
+                // it: a worker round's deliveries and reports queued behind them).
+                None => store::synced_after(|| f(&mut self.store.lock().expect("store"))),
             }
         })
         .map_err(|e| DbError {
@@ -597,4 +599,38 @@ fn router(state: Arc<AppState>) -> Router {
 /// A JSON answer with its status.
 pub(super) fn answer(code: StatusCode, body: serde_json::Value) -> Response {
     (code, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AppState;
+    use crate::store::{NewBuild, sqlite};
+
+    #[test]
+    fn a_store_call_waits_for_the_disk_once_the_connection_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = AppState::new(toml::from_str("").unwrap(), dir.path().into()).unwrap();
+        let syncs = || sqlite::syncs(dir.path());
+        let before = syncs();
+        let (during, held) = state
+            .db(|s| {
+                s.enqueue(&NewBuild {
+                    repo: "o/a".into(),
+                    branch: Some("main".into()),
+                    commit: "abc".into(),
+                    event: "push".into(),
+                    ..NewBuild::default()
+                })?;
+                Ok((syncs(), state.store.try_lock().is_err()))
+            })
+            .unwrap();
+        assert!(held, "the call runs holding the node's one connection");
+        assert_eq!(during, before, "no sync while the connection is held");
+        assert_eq!(
+            syncs(),
+            before + 1,
+            "the delivery's build is on the disk when the call returns"
+        );
+        assert!(state.store.try_lock().is_ok(), "and the connection let go");
+    }
 }

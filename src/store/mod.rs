@@ -43,6 +43,19 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// Runs `f`, store calls made under a lock of the caller's (a serve node's one SQLite
+/// connection), with the disk waited for after it returns, its lock let go: the commits
+/// it made that wait for the disk are on it when this returns, as each was when its
+/// call returned; a failed sync fails this (the commits stay). PostgreSQL syncs its own.
+pub fn synced_after<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let owed = sqlite::defer_syncs();
+    let out = f();
+    let synced = owed.settle();
+    let out = out?;
+    synced?;
+    Ok(out)
+}
+
 /// Runs `f` again while it fails only because the database cannot be reached (with a
 /// growing pause, up to 5 s), so that a build's record outlives a database restart:
 /// what a build did is recorded once the store is back, never dropped. Once `cancel`

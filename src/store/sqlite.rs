@@ -298,12 +298,55 @@ thread_local! {
     /// This thread's commits need not wait for the disk now ([`Sqlite::lazily`], a
     /// lazy group): a thread makes one store call at a time, on one connection.
     static LAZY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread's commits' syncs wait until [`Deferred::settle`] ([`defer_syncs`]).
+    static DEFER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The log a deferred commit still waits for ([`committed`] under [`DEFER`]).
+    static OWED: std::cell::Cell<Option<&'static WalSync>> = const { std::cell::Cell::new(None) };
+}
+
+/// This thread's commits that wait for the disk wait at [`Deferred::settle`] rather than
+/// in their statements, so that a lock the caller holds around its store calls (a serve
+/// node's one SQLite connection) is let go before the disk is waited for: held during
+/// each sync, it queued every delivery, claim and report behind it.
+pub(crate) fn defer_syncs() -> Deferred {
+    Deferred(DEFER.replace(true))
+}
+
+/// The syncs owed since [`defer_syncs`]: made by [`Deferred::settle`], or when dropped
+/// (unwinding), as they would have been.
+pub(crate) struct Deferred(bool);
+
+impl Deferred {
+    /// Returns once the commits made since [`defer_syncs`] that wait for the disk are on
+    /// it; a failed sync is an error (the commits stay, as a failed statement's did).
+    pub(crate) fn settle(self) -> std::io::Result<()> {
+        let out = pay_owed();
+        DEFER.set(self.0);
+        std::mem::forget(self);
+        out
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let _ = pay_owed();
+        DEFER.set(self.0);
+    }
+}
+
+/// Syncs the log this thread's deferred commits wait for, if any.
+fn pay_owed() -> std::io::Result<()> {
+    match OWED.take() {
+        Some(log) => log.sync(),
+        None => Ok(()),
+    }
 }
 
 /// SQLite's hook after each commit that wrote to the log, the write lock released:
 /// checkpoints a long log, as SQLite's own hook did, and, unless the commit is a lazy
 /// one, waits until the log is on the disk ([`WalSync::sync`]) before the commit's
-/// statement returns; a sync that failed fails that statement (the commit stays).
+/// statement returns (or, syncs deferred, at [`Deferred::settle`]); a sync that failed
+/// fails that statement (the commit stays).
 /// SQLite calls it when a step ends the commit: a write outside a transaction whose
 /// rows are not all read (one row of a `RETURNING`) commits at its reset, unsynced,
 /// so every write here reads its rows to the end ([`Backend::query`], the claim).
@@ -322,7 +365,16 @@ unsafe extern "C" fn committed(
         return rusqlite::ffi::SQLITE_OK;
     }
     // SAFETY: `data` is the `&'static WalSync` [`configure`] registered.
-    let log = unsafe { &*data.cast::<WalSync>() };
+    let log: &'static WalSync = unsafe { &*data.cast::<WalSync>() };
+    if DEFER.get() {
+        // Owed until the caller settles; one owed to another store is paid now.
+        return match OWED.replace(Some(log)) {
+            Some(other) if !std::ptr::eq(other, log) && other.sync().is_err() => {
+                rusqlite::ffi::SQLITE_IOERR_FSYNC
+            }
+            _ => rusqlite::ffi::SQLITE_OK,
+        };
+    }
     match std::panic::catch_unwind(|| log.sync()) {
         Ok(Ok(())) => rusqlite::ffi::SQLITE_OK,
         _ => rusqlite::ffi::SQLITE_IOERR_FSYNC,
@@ -566,7 +618,7 @@ thread_local! {
 
 /// How many times the log of the store in `dir` was synced in this process (tests).
 #[cfg(test)]
-pub(super) fn syncs(dir: &Path) -> u64 {
+pub(crate) fn syncs(dir: &Path) -> u64 {
     WalSync::of(&dir.join("runway.db"))
         .state
         .lock()
