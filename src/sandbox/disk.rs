@@ -214,7 +214,10 @@ const MOUNT_OPTIONS: &str = "nobarrier";
 fn mount_new(dir: &Path, size: u64) -> io::Result<()> {
     let image = match Pool::with(|p| p.take_image(size))? {
         Some(kept) => kept,
-        None => Pool::new_image(size)?,
+        None => match Pool::let_go_image(size) {
+            Some(held) => held,
+            None => Pool::new_image(size)?,
+        },
     };
     if copy_data(&Pool::template(size)?, &image).is_err() {
         // The kept template went (its state directory cleared): made again.
@@ -433,6 +436,11 @@ struct Pool {
     /// Images their disks left, emptied, for the next disks of their size: each new
     /// image is an inode of the host's disk, for the same reason.
     spare_images: Vec<Image>,
+    /// Images of released disks whose loop device had not let go yet (a job's sandbox
+    /// still held the mount a moment): used once it has, rather than freed and a new
+    /// image made, two inodes of the host's disk a job for a server running its jobs
+    /// itself.
+    held_images: Vec<Image>,
     /// Threads making or releasing disks.
     busy: usize,
     /// Sizes being made ahead now.
@@ -473,6 +481,7 @@ impl Pool {
                 jobs: Vec::new(),
                 images: Vec::new(),
                 spare_images: Vec::new(),
+                held_images: Vec::new(),
                 busy: 0,
                 making: Vec::new(),
                 next: 0,
@@ -532,6 +541,7 @@ impl Pool {
             }
         };
         file.set_len(size)?;
+        IMAGES_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(file)
     }
 
@@ -539,6 +549,23 @@ impl Pool {
     fn take_image(&mut self, size: u64) -> Option<File> {
         let at = self.spare_images.iter().position(|i| i.size == size)?;
         Some(self.spare_images.swap_remove(at).file)
+    }
+
+    /// An image of `size` bytes kept while its loop device held it
+    /// ([`Pool::held_images`]) that it has let go of since, emptied.
+    fn let_go_image(size: u64) -> Option<File> {
+        let held = Pool::with(|p| std::mem::take(&mut p.held_images)).ok()?;
+        let mut found = None;
+        let mut still = Vec::new();
+        for image in held {
+            if found.is_some() || image.size != size || !let_go(&image.dev, &image.file) {
+                still.push(image);
+            } else if emptied(&image.file, size).is_ok() {
+                found = Some(image.file);
+            }
+        }
+        let _ = Pool::with(|p| p.held_images.extend(still));
+        found
     }
 
     /// The disk mounted at `from` was moved to `to`.
@@ -567,10 +594,19 @@ impl Pool {
         .flatten()
     }
 
-    /// `image`, whose disk was released, kept emptied ([`Pool::image_released`]).
+    /// `image`, whose disk was released, kept emptied ([`Pool::image_released`]); or
+    /// kept as it is until its loop device lets go of it ([`Pool::held_images`]).
     fn keep_image(image: Option<Image>) {
         let Some(image) = image else { return };
-        if !let_go(&image.dev, &image.file) || emptied(&image.file, image.size).is_err() {
+        if !let_go(&image.dev, &image.file) {
+            let _ = Pool::with(|p| {
+                if p.held_images.len() < SPARE_SPOTS {
+                    p.held_images.push(image);
+                }
+            });
+            return;
+        }
+        if emptied(&image.file, image.size).is_err() {
             return;
         }
         let _ = Pool::with(|p| {
@@ -800,6 +836,14 @@ fn settled() -> std::sync::MutexGuard<'static, Option<Pool>> {
         g = IDLE.wait(g).unwrap_or_else(|p| p.into_inner());
     }
     g
+}
+
+/// Images this process has made for its disks (each an inode of the host's disk).
+static IMAGES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many images this process has made for its disks, rather than used again.
+pub fn images_made() -> u64 {
+    IMAGES_MADE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// How many released disks' images are kept for the next disks, once the disks being

@@ -755,6 +755,56 @@ fn a_job_disk_is_mounted_without_barriers_and_released_whole() {
         dirs.iter().all(|d| !d.exists()),
         "the kept job directories are removed at shutdown: {dirs:?}"
     );
+
+    // A disk released while something still held it (a job's sandbox lets go of its
+    // mount a moment after the job: here a file open on it) leaves its image to its
+    // loop device; once the device lets go, that image is the next disk's, not freed
+    // for a new one (a server running its jobs itself made and freed one every other
+    // job).
+    disk::expect(1);
+    let ws = disk::job_dir().unwrap();
+    let d = disk::JobDisk::attach(ws.path(), 64 << 20).unwrap();
+    let held = backing(ws.path());
+    let open = std::fs::File::create(ws.path().join("build/open")).unwrap();
+    drop(d);
+    disk::kept_images();
+    drop(open);
+    // The device lets go as the last hold on its filesystem goes (the kernel may
+    // finish that a moment later).
+    let attached = || {
+        let out = Command::new("losetup")
+            .args(["-n", "-O", "BACK-INO", "-l"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == held)
+    };
+    let since = std::time::Instant::now();
+    while attached() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(30),
+            "the loop device never let go of image {held}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let made = disk::images_made();
+    disk::expect(1);
+    let ws2 = disk::job_dir().unwrap();
+    let d = disk::JobDisk::attach(ws2.path(), 64 << 20).unwrap();
+    assert_eq!(
+        disk::images_made(),
+        made,
+        "a new image for the next disk while the held one was let go"
+    );
+    assert!(
+        !ws2.path().join("build/open").exists(),
+        "the held image is emptied before it is a disk again"
+    );
+    drop(d);
+    disk::vacated(ws);
+    disk::vacated(ws2);
+    disk::shutdown();
 }
 
 /// 9c. runway's state and cache directories inside the directory a `runway run`
