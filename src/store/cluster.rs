@@ -94,11 +94,54 @@ fn start_in(dir: PathBuf, max_connections: u32) -> Cluster {
         .unwrap()
         .port();
     run_postgres(&data, &dir, port, (uid, gid), max_connections);
+    remove_at_exit(&dir);
     Cluster {
         port,
         _dir: dir,
         max_connections,
     }
+}
+
+/// The clusters this process started, stopped and removed as it exits.
+static STARTED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Has the cluster in `dir` stopped and removed when the test process exits: a static
+/// cluster is never dropped, and each run left its data (40 MB) in the temp dir until
+/// the next run's [`remove_stale`].
+fn remove_at_exit(dir: &Path) {
+    let mut started = STARTED.lock().unwrap_or_else(|p| p.into_inner());
+    if started.is_empty() {
+        // SAFETY: atexit(3) with a function that takes no arguments and never unwinds
+        // (its body is caught).
+        unsafe { libc::atexit(remove_started) };
+    }
+    started.push(dir.to_path_buf());
+}
+
+/// [`remove_at_exit`]'s handler: each cluster's postmaster told to quit at once
+/// (`SIGQUIT`, as its parent's death would), waited for a few seconds, its directory
+/// removed.
+extern "C" fn remove_started() {
+    let _ = std::panic::catch_unwind(|| {
+        let dirs = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
+        for dir in dirs {
+            let pid = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+                .ok()
+                .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) of the postmaster this process started.
+                unsafe { libc::kill(pid, libc::SIGQUIT) };
+                // Reaped by its thread in `run_postgres`, which still runs.
+                for _ in 0..250 {
+                    if !Path::new("/proc").join(pid.to_string()).exists() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
 }
 
 /// Starts the server of the cluster in `data` on `port`; returns once it accepts
