@@ -309,12 +309,13 @@ thread_local! {
 /// node's one SQLite connection) is let go before the disk is waited for: held during
 /// each sync, it queued every delivery, claim and report behind it.
 pub(crate) fn defer_syncs() -> Deferred {
-    Deferred(DEFER.replace(true))
+    Deferred(DEFER.replace(true), std::marker::PhantomData)
 }
 
 /// The syncs owed since [`defer_syncs`]: made by [`Deferred::settle`], or when dropped
-/// (unwinding), as they would have been.
-pub(crate) struct Deferred(bool);
+/// (unwinding), as they would have been. Kept on its thread (what is owed is noted
+/// there).
+pub(crate) struct Deferred(bool, std::marker::PhantomData<*const ()>);
 
 impl Deferred {
     /// Returns once the commits made since [`defer_syncs`] that wait for the disk are on
