@@ -321,10 +321,8 @@ impl Deferred {
     /// Returns once the commits made since [`defer_syncs`] that wait for the disk are on
     /// it; a failed sync is an error (the commits stay, as a failed statement's did).
     pub(crate) fn settle(self) -> std::io::Result<()> {
-        let out = pay_owed();
-        DEFER.set(self.0);
-        std::mem::forget(self);
-        out
+        // Paid here, so that a failure is returned; the drop then finds nothing owed.
+        pay_owed()
     }
 }
 
