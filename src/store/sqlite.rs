@@ -368,12 +368,16 @@ unsafe extern "C" fn committed(
     if DEFER.get() {
         // Owed until the caller settles; one owed to another store is paid now.
         return match OWED.replace(Some(log)) {
-            Some(other) if !std::ptr::eq(other, log) && other.sync().is_err() => {
-                rusqlite::ffi::SQLITE_IOERR_FSYNC
-            }
+            Some(other) if !std::ptr::eq(other, log) => synced(other),
             _ => rusqlite::ffi::SQLITE_OK,
         };
     }
+    synced(log)
+}
+
+/// `log` synced, as the hook answers it: a failure, or a panic (which must not unwind
+/// into SQLite's C frames), fails the commit's statement.
+fn synced(log: &WalSync) -> std::ffi::c_int {
     match std::panic::catch_unwind(|| log.sync()) {
         Ok(Ok(())) => rusqlite::ffi::SQLITE_OK,
         _ => rusqlite::ffi::SQLITE_IOERR_FSYNC,
