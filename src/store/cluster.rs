@@ -125,23 +125,33 @@ extern "C" fn remove_started() {
     let _ = std::panic::catch_unwind(|| {
         let dirs = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|p| p.into_inner()));
         for dir in dirs {
-            let pid = std::fs::read_to_string(dir.join("data/postmaster.pid"))
-                .ok()
-                .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
-            if let Some(pid) = pid {
-                // SAFETY: kill(2) of the postmaster this process started.
-                unsafe { libc::kill(pid, libc::SIGQUIT) };
+            if let Some(pid) = postmaster(&dir) {
                 // Reaped by its thread in `run_postgres`, which still runs.
-                for _ in 0..250 {
-                    if !Path::new("/proc").join(pid.to_string()).exists() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
+                signal_and_wait(pid, libc::SIGQUIT, Some(250));
             }
             let _ = std::fs::remove_dir_all(&dir);
         }
     });
+}
+
+/// The process id of the postmaster of the cluster in `dir`, while it runs.
+fn postmaster(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next()?.trim().parse().ok())
+}
+
+/// Sends `signal` to a postmaster this process started and waits (20 ms at a time, at
+/// most `tries` times when given) until it is gone: its parent, the thread in
+/// [`run_postgres`], reaps it, and no channel says so.
+fn signal_and_wait(pid: i32, signal: i32, tries: Option<usize>) {
+    // SAFETY: kill(2) of a cluster's postmaster, a process this test process started.
+    unsafe { libc::kill(pid, signal) };
+    let mut left = tries;
+    while Path::new("/proc").join(pid.to_string()).exists() && left != Some(0) {
+        left = left.map(|n| n - 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Starts the server of the cluster in `data` on `port`; returns once it accepts
@@ -228,17 +238,8 @@ impl Cluster {
     /// Stops the server as `pg_ctl stop -m fast` would (SIGINT: connections ended,
     /// a clean shutdown) and waits until it is gone. Only for a cluster of [`own`].
     pub fn stop(&self) {
-        let pidfile = self._dir.join("data").join("postmaster.pid");
-        let text = std::fs::read_to_string(&pidfile).expect("a running cluster");
-        let pid: i32 = text.lines().next().unwrap().trim().parse().unwrap();
-        // SAFETY: kill(2) of the cluster's postmaster, a process this test started.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        while Path::new("/proc").join(pid.to_string()).exists() {
-            // Its parent (the thread in run_postgres) reaps it.
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let pid = postmaster(&self._dir).expect("a running cluster");
+        signal_and_wait(pid, libc::SIGINT, None);
     }
 
     /// Starts a stopped cluster again, on the same port.
