@@ -293,6 +293,11 @@ async fn claim_waiting<'a>(
         if let Some(f) = then.take() {
             f();
         }
+        // Read from the clock, not only from the timer: a claim woken at once each time
+        // never lets its thread turn the runtime's timers, and would wait on past its end.
+        if tokio::time::Instant::now() >= deadline {
+            break Ok(None);
+        }
         tokio::select! {
             _ = ticket.woken() => {}
             _ = tokio::time::sleep_until(deadline) => break Ok(None),
@@ -313,9 +318,17 @@ struct Tried<'a> {
     turn: Turn,
 }
 
-/// One try's turn at the store: the secret the claim was made with, and the task it
-/// claimed (with its compiled job), if any.
-type Turn = (String, Result<Option<(TaskRow, String)>, DbError>);
+/// One try's turn at the store: the secret the claim was made with, and what it did.
+type Turn = (String, Result<Claimed, DbError>);
+
+/// What one claim's turn at the store did ([`claim_turn`]).
+struct Claimed {
+    /// Tasks handed to this worker's process by a call it got no answer to, queued
+    /// again.
+    given_back: usize,
+    /// The task it claimed (with its compiled job), if any.
+    task: Option<(TaskRow, String)>,
+}
 
 /// What a claim by the worker that sent `c` offers at the store: the labels some job
 /// may need (os, arch, and what repositories ask of the workers they trust), and its
@@ -352,10 +365,15 @@ fn claim_turn(
     c: &Claim,
     offer: &Offer,
     secret: &str,
-) -> Result<Option<(TaskRow, String)>, crate::store::StoreError> {
+) -> Result<Claimed, crate::store::StoreError> {
     // What this process was handed by a call it got no answer to is queued again first
     // (and may be what it is handed now).
-    if c.unanswered && s.give_back(&c.name, &c.instance)? > 0 {
+    let given_back = if c.unanswered {
+        s.give_back(&c.name, &c.instance)?
+    } else {
+        0
+    };
+    if given_back > 0 {
         tracing::info!(worker = %c.name, "a job handed with an answer the worker never got is handed again");
     }
     let claimed = s.claim_task(
@@ -372,7 +390,10 @@ fn claim_turn(
         task: claimed.as_ref().map(|(t, _)| t.id),
         draining: false,
     })?;
-    Ok(claimed)
+    Ok(Claimed {
+        given_back,
+        task: claimed,
+    })
 }
 
 /// One try, without waiting, at a job for the worker that sent `c` (its token and
@@ -399,12 +420,15 @@ fn claim_once(
             (secret, claimed)
         });
         // What this worker's turn gave back ([`claim_turn`]) is queued again: a claim
-        // waiting here may take it when this one takes another (after an unanswered
-        // call only, so the few waiting claims are all woken to look).
-        if c.unanswered {
+        // waiting here may take it when this one takes another, so the few waiting
+        // claims are all woken to look. Only when it gave back something: this claim
+        // waits among them, and when each of its turns woke it, a claim after an
+        // unanswered call with nothing to give back tried again at once, for as long
+        // as it might wait (thousands of turns at the store in 300 ms).
+        if matches!(&claimed, Ok(Claimed { given_back, .. }) if *given_back > 0) {
             state.waiting.queued_unknown();
         }
-        let handed = match claimed {
+        let handed = match claimed.map(|c| c.task) {
             Ok(Some((t, spec))) => match assignment(state, &t, &spec) {
                 Ok(a) => Some((t, a)),
                 Err(why) => {

@@ -2163,6 +2163,45 @@ fn a_job_whose_claims_answer_was_lost_is_handed_again_to_the_same_worker() {
     );
 }
 
+/// A claim that says a call of its went unanswered, with nothing of its to give back,
+/// tries the store once and then waits. It woke itself with its own turn (every
+/// waiting claim is woken to look at what an unanswered call gives back) and tried
+/// again at once, for as long as it could wait: a busy loop writing to the store on a
+/// runtime thread that never turned the runtime's timers, so that a claim of 300 ms
+/// was answered two minutes later, its job's lease run out meanwhile.
+#[test]
+fn a_claim_after_an_unanswered_call_with_nothing_to_give_back_tries_once() {
+    let s = Setup::new(
+        "language: shell\nscript: echo never\nnotifications:\n  email: false\n",
+        "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
+    );
+    let trace = s.dir.path().join("statements.log");
+    let srv = Server::start(
+        &s.config,
+        &s.state(),
+        &[
+            ("APP_SECRET", SECRET),
+            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+            ("RUNWAY_TRACE_SQL", trace.to_str().unwrap()),
+        ],
+    );
+    let (code, text) = claim_raw(
+        &srv,
+        serde_json::json!({
+            "name": "w", "labels": {"os": "linux", "arch": "amd64"}, "wait_ms": 300,
+            "instance": "one", "unanswered": true,
+        }),
+    );
+    assert_eq!(code, 204, "{text}");
+    // Each try at the store looks for what the process was handed and never got.
+    let tries = std::fs::read_to_string(&trace)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("SELECT id, held_by FROM tasks"))
+        .count();
+    assert_eq!(tries, 1, "the claim's tries at the store");
+}
+
 /// A claim by worker `name` (amd64, its process `NAME-process`), waiting `wait_ms`.
 fn claim_as(srv: &Server, name: &str, wait_ms: u64) -> (u16, String) {
     claim_raw(
