@@ -597,14 +597,17 @@ fn end_raw(srv: &Server, task: i64, secret: &str, end: &str) -> (u16, String) {
 
 /// One serve node (SQLite) taking workers with the test token, its log not read away.
 fn worker_node(s: &Setup) -> Server {
-    Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-        ],
-    )
+    worker_node_with(s, &[])
+}
+
+/// [`worker_node`] with `extra` in its environment.
+fn worker_node_with(s: &Setup, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("APP_SECRET", SECRET),
+        ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
+    ];
+    env.extend_from_slice(extra);
+    Server::start(&s.config, &s.state(), &env)
 }
 
 /// One serve node (SQLite) that takes workers with the test token.
@@ -2176,15 +2179,7 @@ fn a_claim_after_an_unanswered_call_with_nothing_to_give_back_tries_once() {
         "worker_token_env = \"RUNWAY_TEST_WORKER_TOKEN\"",
     );
     let trace = s.dir.path().join("statements.log");
-    let srv = Server::start(
-        &s.config,
-        &s.state(),
-        &[
-            ("APP_SECRET", SECRET),
-            ("RUNWAY_TEST_WORKER_TOKEN", WORKER_TOKEN),
-            ("RUNWAY_TRACE_SQL", trace.to_str().unwrap()),
-        ],
-    );
+    let srv = worker_node_with(&s, &[("RUNWAY_TRACE_SQL", trace.to_str().unwrap())]);
     let (code, text) = claim_raw(
         &srv,
         serde_json::json!({
